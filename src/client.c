@@ -1,0 +1,756 @@
+/*
+ * client.c - see client.h. Login follows protocol-flow.html 55.2.1 (start-up)
+ * and 55.3 (SASL); after login, messages are relayed to the linked server
+ * whole or in streamed pieces, inspecting only their headers.
+ */
+#include "client.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "cancel.h"
+#include "log.h"
+#include "pool.h"
+#include "server.h"
+#include "sluice.h"
+#include "util.h"
+
+/* A password or SASL message larger than this is a protocol violation. */
+#define MAX_AUTH_MESSAGE_LEN 8192
+
+static uint64_t next_client_id = 1;
+
+static void client_read_cb(struct bufferevent *bev, void *arg);
+static void client_write_cb(struct bufferevent *bev, void *arg);
+static void client_event_cb(struct bufferevent *bev, short events, void *arg);
+static void client_relay(struct client *c);
+static void login_input(struct client *c);
+
+static void describe_peer(struct client *c, const struct sockaddr *addr)
+{
+	if (addr->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)addr;
+		inet_ntop(AF_INET, &in->sin_addr, c->addr, sizeof(c->addr));
+		c->port = ntohs(in->sin_port);
+	} else if (addr->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)addr;
+		inet_ntop(AF_INET6, &in6->sin6_addr, c->addr, sizeof(c->addr));
+		c->port = ntohs(in6->sin6_port);
+	} else {
+		str_copy(c->addr, "unix", sizeof(c->addr));
+		c->port = 0;
+	}
+}
+
+void client_accept(struct sluice *sl, int fd, const struct sockaddr *addr, socklen_t len)
+{
+	struct client *c = calloc(1, sizeof(*c));
+	struct bufferevent *bev = c ? bufferevent_socket_new(sl->base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
+	if (!bev) {
+		log_error("out of memory accepting a client connection");
+		free(c);
+		close(fd);
+		return;
+	}
+	(void)len;
+	socket_tune(fd, sl->cfg->tcp_keepalive);
+	c->sl = sl;
+	c->bev = bev;
+	c->id = next_client_id++;
+	c->state = CL_LOGIN;
+	c->auth_step = CL_AUTH_STARTUP;
+	c->connect_time = now_usec();
+	describe_peer(c, addr);
+	TAILQ_INSERT_TAIL(&sl->login_clients, c, entry);
+	sl->n_clients++;
+	bufferevent_setcb(bev, client_read_cb, client_write_cb, client_event_cb, c);
+	bufferevent_setwatermark(bev, EV_WRITE, RELAY_HIGH_WATER / 2, 0);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+/* Take c off every list and give back its server; c stays allocated. */
+static void client_detach(struct client *c)
+{
+	struct server *s = c->server;
+	if (s) {
+		c->server = NULL;
+		s->client = NULL;
+		pool_release_server(s, server_is_clean(s));
+	}
+	if (c->state == CL_LOGIN)
+		TAILQ_REMOVE(&c->sl->login_clients, c, entry);
+	else if (c->state != CL_CANCEL && c->state != CL_NONE)
+		pool_forget_client(c);
+	c->pool = NULL;
+}
+
+static void client_free(struct client *c)
+{
+	c->sl->n_clients--;
+	bufferevent_free(c->bev);
+	if (c->scram_started)
+		scram_server_free(&c->scram);
+	varcache_clear(&c->vars);
+	free(c->user);
+	free(c->database);
+	free(c->auth_password);
+	free(c);
+}
+
+void client_close(struct client *c, const char *reason)
+{
+	if (c->sl->cfg->log_disconnections && c->state != CL_CANCEL)
+		log_info("C-%llu: %s/%s@%s:%d closing because: %s (age=%llds)",
+		         (unsigned long long)c->id, c->database ? c->database : "(nodb)",
+		         c->user ? c->user : "(nouser)", c->addr, c->port, reason,
+		         (long long)((now_usec() - c->connect_time) / USEC_PER_SEC));
+	if (c->state == CL_CLOSING)
+		TAILQ_REMOVE(&c->sl->closing_clients, c, entry);
+	else
+		client_detach(c);
+	client_free(c);
+}
+
+static void client_close_after_flush(struct client *c)
+{
+	if (c->state == CL_CLOSING)
+		return;
+	client_detach(c);
+	c->state = CL_CLOSING;
+	TAILQ_INSERT_TAIL(&c->sl->closing_clients, c, entry);
+	bufferevent_disable(c->bev, EV_READ);
+	struct timeval tv = { 5, 0 };
+	bufferevent_set_timeouts(c->bev, NULL, &tv);
+	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		client_close(c, "error sent");
+}
+
+void client_fatal(struct client *c, const char *sqlstate, const char *detail, const char *hint,
+                  const char *fmt, ...)
+{
+	struct msgbuf m;
+	va_list ap;
+	char text[1024];
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	if (c->sl->cfg->log_pooler_errors)
+		log_warning("C-%llu: %s/%s@%s:%d pooler error: %s", (unsigned long long)c->id,
+		            c->database ? c->database : "(nodb)", c->user ? c->user : "(nouser)",
+		            c->addr, c->port, text);
+	msg_init(&m);
+	msg_add_error(&m, PqMsg_ErrorResponse, "FATAL", sqlstate, detail, hint, "%s", text);
+	msg_flush_to(&m, bufferevent_get_output(c->bev));
+	msg_free(&m);
+	client_close_after_flush(c);
+}
+
+void client_fatal_raw(struct client *c, const uint8_t *msg, size_t len)
+{
+	evbuffer_add(bufferevent_get_output(c->bev), msg, len);
+	client_close_after_flush(c);
+}
+
+struct client *client_find_by_key(struct sluice *sl, int32_t pid, int32_t key)
+{
+	struct pool *p;
+	struct client *c;
+	TAILQ_FOREACH(p, &sl->pools, entry) {
+		TAILQ_FOREACH(c, &p->active_clients, entry)
+			if (c->cancel_pid == pid && c->cancel_key == key)
+				return c;
+		TAILQ_FOREACH(c, &p->waiting_clients, entry)
+			if (c->cancel_pid == pid && c->cancel_key == key)
+				return c;
+	}
+	return NULL;
+}
+
+/* ---- login ---- */
+
+static void send_auth_request(struct client *c, int32_t code, const void *data, size_t len)
+{
+	struct msgbuf m;
+	msg_init(&m);
+	msg_begin(&m, PqMsg_AuthenticationRequest);
+	msg_add_int32(&m, code);
+	msg_add_bytes(&m, data, len);
+	msg_end(&m);
+	msg_flush_to(&m, bufferevent_get_output(c->bev));
+	msg_free(&m);
+}
+
+static void auth_failed(struct client *c)
+{
+	client_fatal(c, SQLSTATE_INVALID_PASSWORD, NULL, NULL,
+	             "password authentication failed for user \"%s\"", c->user);
+}
+
+static void login_succeeded(struct client *c);
+
+static void start_scram(struct client *c, const char *stored)
+{
+	struct scram_secret secret;
+	if (!stored) {
+		secret = c->sl->mock_secret;
+	} else if (password_kind_of(stored) == PASSWORD_SCRAM) {
+		if (!scram_parse_secret(stored, &secret)) {
+			client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL,
+			             "invalid SCRAM secret for user \"%s\" in auth_file", c->user);
+			return;
+		}
+	} else if (password_kind_of(stored) == PASSWORD_PLAIN) {
+		uint8_t salt[16];
+		if (RAND_bytes(salt, sizeof(salt)) != 1 ||
+		    !scram_secret_from_password(stored, salt, sizeof(salt), SCRAM_DEFAULT_ITERATIONS, &secret)) {
+			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "could not derive a SCRAM secret");
+			return;
+		}
+	} else {
+		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC,
+		             "auth_file holds an MD5 hash for this user, which cannot verify SCRAM.",
+		             "Store the plain password or its SCRAM secret in auth_file.",
+		             "SCRAM authentication is not possible for user \"%s\"", c->user);
+		return;
+	}
+	scram_server_init(&c->scram, &secret);
+	c->scram_started = true;
+	static const char mech[] = "SCRAM-SHA-256\0";   /* list ends with an empty name */
+	send_auth_request(c, AUTH_REQ_SASL, mech, sizeof(mech));
+	c->auth_step = CL_AUTH_SASL_FIRST;
+}
+
+/* Choose the exchange for auth_type and the stored password (PgBouncer's rules). */
+static void start_auth(struct client *c)
+{
+	const struct sluice_config *cfg = c->sl->cfg;
+	const struct userlist_entry *e = c->sl->userlist ? userlist_find(c->sl->userlist, c->user) : NULL;
+	if (e) {
+		c->auth_password = strdup(e->password);
+		if (!c->auth_password) {
+			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+			return;
+		}
+	}
+	switch (cfg->auth_type) {
+	case AUTH_TYPE_ANY:
+		login_succeeded(c);
+		return;
+	case AUTH_TYPE_TRUST:
+		if (!e) {
+			client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, "auth_type is trust, and the user is not in auth_file.",
+			             NULL, "user \"%s\" is not allowed to log in", c->user);
+			return;
+		}
+		login_succeeded(c);
+		return;
+	case AUTH_TYPE_PLAIN:
+		send_auth_request(c, AUTH_REQ_PASSWORD, NULL, 0);
+		c->auth_step = CL_AUTH_PASSWORD;
+		return;
+	case AUTH_TYPE_MD5:
+		if (e && e->kind == PASSWORD_SCRAM) {
+			start_scram(c, e->password);
+			return;
+		}
+		RAND_bytes(c->md5_salt, sizeof(c->md5_salt));
+		send_auth_request(c, AUTH_REQ_MD5, c->md5_salt, sizeof(c->md5_salt));
+		c->auth_step = CL_AUTH_PASSWORD;
+		return;
+	case AUTH_TYPE_SCRAM_SHA_256:
+		start_scram(c, e ? e->password : NULL);
+		return;
+	default:
+		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, "Use trust, plain, md5 or scram-sha-256.",
+		             "auth_type \"%s\" is not supported by this pgsluice",
+		             cfg->auth_type == AUTH_TYPE_CERT ? "cert" : "hba");
+		return;
+	}
+}
+
+/* Cleartext check against any stored form: plain, md5 hash or SCRAM secret. */
+static bool check_plain_password(const char *stored, const char *user, const char *given)
+{
+	switch (password_kind_of(stored)) {
+	case PASSWORD_PLAIN:
+		return secure_streq(stored, given);
+	case PASSWORD_MD5: {
+		char hash[MD5_PASSWD_LEN + 1];
+		md5_password_hash(given, user, hash);
+		return secure_streq(stored, hash);
+	}
+	case PASSWORD_SCRAM: {
+		struct scram_secret want, got;
+		if (!scram_parse_secret(stored, &want) ||
+		    !scram_secret_from_password(given, want.salt, want.salt_len, want.iterations, &got))
+			return false;
+		return CRYPTO_memcmp(want.stored_key, got.stored_key, SCRAM_KEY_LEN) == 0;
+	}
+	}
+	return false;
+}
+
+static void handle_password(struct client *c, struct msgreader *r)
+{
+	const char *given = mr_string(r);
+	if (r->bad) {
+		client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL, "invalid password packet");
+		return;
+	}
+	bool ok = false;
+	if (c->auth_password) {
+		if (c->sl->cfg->auth_type == AUTH_TYPE_PLAIN)
+			ok = check_plain_password(c->auth_password, c->user, given);
+		else
+			ok = md5_check_response(c->auth_password, c->user, c->md5_salt, given);
+	}
+	if (ok)
+		login_succeeded(c);
+	else
+		auth_failed(c);
+}
+
+static void handle_sasl(struct client *c, struct msgreader *r)
+{
+	const char *err = NULL;
+	char *reply;
+	if (c->auth_step == CL_AUTH_SASL_FIRST) {
+		const char *mech = mr_string(r);
+		int32_t len = mr_int32(r);
+		const uint8_t *data = len >= 0 ? mr_bytes(r, (size_t)len) : NULL;
+		if (r->bad || !data || strcmp(mech, "SCRAM-SHA-256") != 0) {
+			client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL,
+			             "client selected an invalid SASL authentication mechanism");
+			return;
+		}
+		reply = scram_server_handle_first(&c->scram, (const char *)data, (size_t)len, &err);
+		if (!reply) {
+			client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL, "malformed SCRAM message: %s", err);
+			return;
+		}
+		send_auth_request(c, AUTH_REQ_SASL_CONT, reply, strlen(reply));
+		free(reply);
+		c->auth_step = CL_AUTH_SASL_FINAL;
+		return;
+	}
+	size_t len = mr_remaining(r);
+	reply = scram_server_handle_final(&c->scram, (const char *)mr_bytes(r, len), len, &err);
+	if (!reply || !c->auth_password) {
+		free(reply);
+		auth_failed(c);
+		return;
+	}
+	send_auth_request(c, AUTH_REQ_SASL_FIN, reply, strlen(reply));
+	free(reply);
+	login_succeeded(c);
+}
+
+static void send_negotiate_version(struct client *c, uint32_t version, const char **unknown, int n_unknown)
+{
+	struct msgbuf m;
+	msg_init(&m);
+	msg_begin(&m, PqMsg_NegotiateProtocolVersion);
+	msg_add_int32(&m, (int32_t)PROTO_V3_0 & 0xffff);
+	msg_add_int32(&m, n_unknown);
+	for (int i = 0; i < n_unknown; i++)
+		msg_add_string(&m, unknown[i]);
+	msg_end(&m);
+	msg_flush_to(&m, bufferevent_get_output(c->bev));
+	msg_free(&m);
+	(void)version;
+}
+
+/* Read the StartupMessage's name/value pairs into c; false after a FATAL. */
+static bool read_startup_params(struct client *c, struct msgreader *r, uint32_t version)
+{
+	const struct sluice_config *cfg = c->sl->cfg;
+	const char *unknown[32];
+	int n_unknown = 0;
+	for (;;) {
+		const char *name = mr_string(r);
+		if (r->bad || !*name)
+			break;
+		const char *value = mr_string(r);
+		if (r->bad)
+			break;
+		if (strcmp(name, "user") == 0) {
+			free(c->user);
+			c->user = strdup(value);
+		} else if (strcmp(name, "database") == 0) {
+			free(c->database);
+			c->database = strdup(value);
+		} else if (strncmp(name, "_pq_.", 5) == 0) {
+			if (n_unknown < 32)
+				unknown[n_unknown++] = name;
+		} else if (varcache_index(name) >= 0) {
+			varcache_set(&c->vars, name, value);
+		} else if (!str_list_contains(cfg->ignore_startup_parameters, name)) {
+			client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL,
+			             "Add it to ignore_startup_parameters in the pgsluice configuration to ignore it.",
+			             "unsupported startup parameter \"%s\"", name);
+			return false;
+		}
+	}
+	if (r->bad) {
+		client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL, "invalid startup packet layout");
+		return false;
+	}
+	if ((version & 0xffff) > 0 || n_unknown > 0)
+		send_negotiate_version(c, version, unknown, n_unknown);
+	return true;
+}
+
+static void handle_startup(struct client *c, const uint8_t *body, size_t len, uint32_t version)
+{
+	struct msgreader r;
+	struct sluice *sl = c->sl;
+	mr_init(&r, body, len);
+	if (!read_startup_params(c, &r, version))
+		return;
+	if (!c->user || !*c->user) {
+		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL,
+		             "no PostgreSQL user name specified in startup packet");
+		return;
+	}
+	if (!c->database || !*c->database) {
+		free(c->database);
+		c->database = strdup(c->user);
+	}
+	if (!c->database) {
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return;
+	}
+	if (sl->n_clients > sl->cfg->max_client_conn) {
+		char detail[128];
+		snprintf(detail, sizeof(detail), "max_client_conn (%d) is reached.", sl->cfg->max_client_conn);
+		client_fatal(c, SQLSTATE_TOO_MANY_CONNECTIONS, detail, NULL, "sorry, too many clients already");
+		return;
+	}
+	if (sl->shutting_down) {
+		client_fatal(c, SQLSTATE_CANNOT_CONNECT_NOW, NULL, NULL, "pgsluice is shutting down");
+		return;
+	}
+	if (!config_find_db(sl->cfg, c->database)) {
+		client_fatal(c, SQLSTATE_INVALID_CATALOG_NAME,
+		             "pgsluice has no [databases] entry for it and no \"*\" fallback entry.", NULL,
+		             "database \"%s\" does not exist", c->database);
+		return;
+	}
+	if (sl->cfg->log_connections)
+		log_info("C-%llu: %s/%s@%s:%d login attempt", (unsigned long long)c->id,
+		         c->database, c->user, c->addr, c->port);
+	start_auth(c);
+}
+
+static void handle_cancel_request(struct client *c, const uint8_t *body)
+{
+	struct msgreader r;
+	mr_init(&r, body, 8);
+	int32_t pid = mr_int32(&r), key = mr_int32(&r);
+	struct sluice *sl = c->sl;
+	TAILQ_REMOVE(&sl->login_clients, c, entry);
+	c->state = CL_CANCEL;
+	cancel_request(sl, pid, key);
+	client_close(c, "cancel request");
+}
+
+/* The untyped first packets: SSLRequest, GSSENCRequest, CancelRequest, StartupMessage. */
+static bool startup_packet(struct client *c, struct evbuffer *in)
+{
+	uint8_t hdr[8];
+	if (evbuffer_copyout(in, hdr, sizeof(hdr)) < (ev_ssize_t)sizeof(hdr))
+		return false;
+	uint32_t len = ((uint32_t)hdr[0] << 24) | ((uint32_t)hdr[1] << 16) | ((uint32_t)hdr[2] << 8) | hdr[3];
+	uint32_t code = ((uint32_t)hdr[4] << 24) | ((uint32_t)hdr[5] << 16) | ((uint32_t)hdr[6] << 8) | hdr[7];
+	if (len < 8 || len > PROTO_MAX_STARTUP_LEN) {
+		client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL, "invalid length of startup packet");
+		return false;
+	}
+	if (evbuffer_get_length(in) < len)
+		return false;
+	uint8_t *pkt = evbuffer_pullup(in, len);
+	if (code == PROTO_SSL_REQUEST || code == PROTO_GSSENC_REQUEST) {
+		evbuffer_drain(in, len);
+		bufferevent_write(c->bev, "N", 1);
+		return true;
+	}
+	if (code == PROTO_CANCEL_REQUEST && len == 16) {
+		handle_cancel_request(c, pkt + 8);
+		return false;
+	}
+	if ((code >> 16) != 3) {
+		client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL,
+		             "unsupported frontend protocol %u.%u: pgsluice supports 3.0",
+		             code >> 16, code & 0xffff);
+		return false;
+	}
+	uint8_t *copy = malloc(len - 8);
+	if (!copy) {
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return false;
+	}
+	memcpy(copy, pkt + 8, len - 8);
+	evbuffer_drain(in, len);
+	c->auth_step = CL_AUTH_PASSWORD;   /* until start_auth says otherwise */
+	handle_startup(c, copy, len - 8, code);
+	free(copy);
+	return false;   /* the caller re-checks the state */
+}
+
+static void login_input(struct client *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	while (c->state == CL_LOGIN) {
+		if (c->auth_step == CL_AUTH_STARTUP) {
+			if (!startup_packet(c, in))
+				return;
+			continue;
+		}
+		uint8_t type;
+		uint32_t len;
+		if (!proto_peek_header(in, &type, &len))
+			return;
+		if (type != PqMsg_PasswordMessage || len < 4 || len > MAX_AUTH_MESSAGE_LEN) {
+			client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL,
+			             "expected password response, got message type %d", type);
+			return;
+		}
+		if (evbuffer_get_length(in) < 1 + (size_t)len)
+			return;
+		uint8_t body[MAX_AUTH_MESSAGE_LEN];
+		evbuffer_drain(in, PROTO_HEADER_LEN);
+		evbuffer_remove(in, body, len - 4);
+		struct msgreader r;
+		mr_init(&r, body, len - 4);
+		if (c->auth_step == CL_AUTH_PASSWORD)
+			handle_password(c, &r);
+		else
+			handle_sasl(c, &r);
+	}
+}
+
+static void login_succeeded(struct client *c)
+{
+	struct sluice *sl = c->sl;
+	const struct db_config *db = config_find_db(sl->cfg, c->database);
+	send_auth_request(c, AUTH_REQ_OK, NULL, 0);
+	struct pool *p = db ? pool_get(sl, db, db->user ? db->user : c->user) : NULL;
+	if (!p) {
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return;
+	}
+	/* Pass-through: the client proved it knows the password behind a SCRAM
+	 * secret, so its ClientKey can log the same role into servers. */
+	if (c->scram_started && c->scram.have_client_key && !db->user && !p->password &&
+	    c->auth_password && password_kind_of(c->auth_password) == PASSWORD_SCRAM) {
+		scram_parse_secret(c->auth_password, &p->scram_secret);
+		memcpy(p->scram_client_key, c->scram.client_key, SCRAM_KEY_LEN);
+		p->have_scram_keys = true;
+	}
+	TAILQ_REMOVE(&sl->login_clients, c, entry);
+	c->state = CL_NONE;
+	c->pool = p;
+	do {
+		RAND_bytes((unsigned char *)&c->cancel_pid, sizeof(c->cancel_pid));
+		RAND_bytes((unsigned char *)&c->cancel_key, sizeof(c->cancel_key));
+	} while (client_find_by_key(sl, c->cancel_pid, c->cancel_key));
+	if (p->have_welcome)
+		client_welcome(c);
+	else
+		pool_wait_for_welcome(p, c);
+}
+
+void client_welcome(struct client *c)
+{
+	struct pool *p = c->pool;
+	struct msgbuf m;
+	if (c->state != CL_ACTIVE) {
+		pool_forget_client(c);
+		c->pool = p;
+		c->state = CL_ACTIVE;
+		TAILQ_INSERT_TAIL(&p->active_clients, c, entry);
+		p->n_clients++;
+	}
+	varcache_fill_missing(&c->vars, &p->welcome_vars);
+	msg_init(&m);
+	for (int i = 0; i < varcache_count(); i++)
+		if (c->vars.values[i])
+			msg_add_parameter_status(&m, varcache_name(i), c->vars.values[i]);
+	for (char **kv = p->welcome_other; kv && kv[0]; kv += 2)
+		msg_add_parameter_status(&m, kv[0], kv[1]);
+	msg_begin(&m, PqMsg_BackendKeyData);
+	msg_add_int32(&m, c->cancel_pid);
+	msg_add_int32(&m, c->cancel_key);
+	msg_end(&m);
+	msg_add_ready(&m, 'I');
+	if (!msg_flush_to(&m, bufferevent_get_output(c->bev))) {
+		msg_free(&m);
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return;
+	}
+	msg_free(&m);
+	bufferevent_enable(c->bev, EV_READ);
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+		client_relay(c);
+}
+
+/* ---- relay ---- */
+
+/* Check the header of the next client message; false after a FATAL. */
+static bool check_header(struct client *c, uint8_t type, uint32_t len)
+{
+	if (len < 4) {
+		client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL,
+		             "invalid message length %u for message type \"%c\"", len, type);
+		return false;
+	}
+	if ((int64_t)len > c->sl->cfg->max_packet_size) {
+		char detail[160];
+		snprintf(detail, sizeof(detail), "The message is %u bytes; max_packet_size is %lld bytes.",
+		         len, (long long)c->sl->cfg->max_packet_size);
+		client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, detail, NULL, "message too large");
+		return false;
+	}
+	return true;
+}
+
+/* Account a message about to go to server s. */
+static void note_client_message(struct client *c, struct server *s, uint8_t type)
+{
+	switch (type) {
+	case PqMsg_Query:
+	case PqMsg_FunctionCall:
+		s->pending_ready++;
+		c->sl->stats.query_count++;
+		break;
+	case PqMsg_Sync:
+		s->pending_ready++;
+		s->unsynced = false;
+		break;
+	case PqMsg_Parse:
+	case PqMsg_Bind:
+	case PqMsg_Describe:
+	case PqMsg_Close:
+	case PqMsg_Flush:
+		s->unsynced = true;
+		break;
+	case PqMsg_Execute:
+		s->unsynced = true;
+		c->sl->stats.query_count++;
+		break;
+	default:
+		break;
+	}
+}
+
+static void client_relay(struct client *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	for (;;) {
+		struct server *s = c->server;
+		if (c->state != CL_ACTIVE)
+			return;
+		if (s && s->internal != SV_INTERNAL_NONE)
+			return;      /* setup running; client_server_linked resumes */
+		if (s && c->relay_left > 0) {
+			size_t n = evbuffer_get_length(in);
+			if (n == 0)
+				return;
+			if (n > c->relay_left)
+				n = c->relay_left;
+			evbuffer_remove_buffer(in, bufferevent_get_output(s->bev), n);
+			c->relay_left -= (uint32_t)n;
+			c->sl->stats.bytes_received += n;
+			continue;
+		}
+		uint8_t type;
+		uint32_t len;
+		if (!proto_peek_header(in, &type, &len))
+			return;
+		if (!check_header(c, type, len))
+			return;
+		if (type == PqMsg_Terminate) {
+			client_close(c, "client close request");
+			return;
+		}
+		if (!s) {
+			c->wait_start = now_usec();
+			pool_request_server(c->pool, c);
+			return;   /* linking resumes the relay */
+		}
+		struct evbuffer *out = bufferevent_get_output(s->bev);
+		if (evbuffer_get_length(out) >= RELAY_HIGH_WATER) {
+			bufferevent_disable(c->bev, EV_READ);
+			return;   /* the server's write callback resumes us */
+		}
+		note_client_message(c, s, type);
+		c->relay_left = 1 + len;
+	}
+}
+
+void client_server_linked(struct client *c)
+{
+	bufferevent_enable(c->bev, EV_READ);
+	client_relay(c);
+}
+
+void client_resume(struct client *c)
+{
+	if (c->state == CL_CLOSING)
+		return;
+	bufferevent_enable(c->bev, EV_READ);
+	client_relay(c);
+}
+
+static void client_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct client *c = arg;
+	(void)bev;
+	if (c->state == CL_CLOSING) {
+		evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
+		return;
+	}
+	if (c->state == CL_LOGIN)
+		login_input(c);
+	else if (c->state == CL_ACTIVE)
+		client_relay(c);
+	/* CL_WAITING*: the data waits in the buffer until a server is linked */
+}
+
+static void client_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct client *c = arg;
+	(void)bev;
+	if (c->state == CL_CLOSING) {
+		if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+			client_close(c, "error sent");
+		return;
+	}
+	if (c->server)
+		server_resume(c->server);
+}
+
+static void client_event_cb(struct bufferevent *bev, short events, void *arg)
+{
+	struct client *c = arg;
+	(void)bev;
+	if (events & BEV_EVENT_EOF)
+		client_close(c, "client unexpected eof");
+	else if (events & BEV_EVENT_ERROR)
+		client_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	else if (events & BEV_EVENT_TIMEOUT)
+		client_close(c, "client did not read its error");
+}

@@ -1,0 +1,95 @@
+/*
+ * client.h - one application connection: SSLRequest/GSSENCRequest refusal,
+ * StartupMessage, authentication against auth_file, the welcome, and the
+ * relay of the client's messages to its server. Owns struct client; its
+ * state names the list it sits on.
+ */
+#ifndef SLUICE_CLIENT_H
+#define SLUICE_CLIENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include "config.h"
+#include "proto.h"
+#include "scram.h"
+#include "varcache.h"
+
+struct sluice;
+struct pool;
+struct server;
+struct bufferevent;
+
+enum client_state {
+	CL_NONE,           /* between lists, for the length of one call */
+	CL_LOGIN,          /* startup and authentication: sl->login_clients */
+	CL_CANCEL,         /* sent a CancelRequest, being closed: on no list */
+	CL_WAITING_LOGIN,  /* authenticated, waits for the pool's first server: pool->waiting_clients */
+	CL_ACTIVE,         /* logged in, with or without a server: pool->active_clients */
+	CL_WAITING,        /* wants a server, none free yet: pool->waiting_clients */
+	CL_CLOSING,        /* FATAL sent, closes once its output drains: sl->closing_clients */
+};
+
+enum client_auth_step { CL_AUTH_STARTUP, CL_AUTH_PASSWORD, CL_AUTH_SASL_FIRST, CL_AUTH_SASL_FINAL };
+
+struct client {
+	TAILQ_ENTRY(client) entry;
+	enum client_state state;
+	enum client_auth_step auth_step;
+	struct sluice *sl;
+	struct pool *pool;
+	struct server *server;         /* linked server or NULL */
+	struct bufferevent *bev;
+	uint64_t id;
+
+	char addr[64];                 /* peer address text, "unix" for unix sockets */
+	int port;
+	char *user;                    /* login role from the StartupMessage, owned */
+	char *database;                /* database name from the StartupMessage, owned */
+	char *auth_password;           /* stored password for user (copy), owned */
+	struct varcache vars;          /* the values this client believes it has */
+	int32_t cancel_pid, cancel_key; /* the BackendKeyData pgsluice gave it */
+
+	uint8_t md5_salt[4];
+	struct scram_server scram;
+	bool scram_started;
+
+	usec_t connect_time;           /* monotonic */
+	usec_t wait_start;             /* monotonic, when it started waiting for a server */
+	uint32_t relay_left;           /* bytes of the current message still to relay */
+};
+
+/* Take over an accepted socket fd (non-blocking). Closes fd on failure. */
+void client_accept(struct sluice *sl, int fd, const struct sockaddr *addr, socklen_t len);
+
+/* Close and free c now, releasing its server. reason is logged (log_disconnections). */
+void client_close(struct client *c, const char *reason);
+
+/*
+ * Send c an ErrorResponse with severity FATAL and close it once written.
+ * Message per the Error Message Style Guide; detail/hint may be NULL.
+ */
+void client_fatal(struct client *c, const char *sqlstate, const char *detail, const char *hint,
+                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Send c a prebuilt ErrorResponse message (whole, len bytes) and close it. */
+void client_fatal_raw(struct client *c, const uint8_t *msg, size_t len);
+
+/* The pool has its welcome parameters: finish c's login (CL_WAITING_LOGIN -> CL_ACTIVE). */
+void client_welcome(struct client *c);
+
+/* c's server is linked and set up: relay what c has buffered. */
+void client_server_linked(struct client *c);
+
+/* Resume relaying c's messages after its server's output drained. */
+void client_resume(struct client *c);
+
+/* Find the client that owns BackendKeyData (pid, key), or NULL. */
+struct client *client_find_by_key(struct sluice *sl, int32_t pid, int32_t key);
+
+/* Bytes of output a peer may queue before its source stops reading. */
+#define RELAY_HIGH_WATER (256 * 1024)
+
+#endif

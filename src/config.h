@@ -1,0 +1,196 @@
+/*
+ * config.h - pgsluice's configuration: the key table, the ini loader (inih),
+ * [databases] / [users] entries, validation and reload. Owns struct
+ * sluice_config; nothing else parses configuration text.
+ */
+#ifndef SLUICE_CONFIG_H
+#define SLUICE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Microseconds. Every time-valued key is stored in this unit. */
+typedef int64_t usec_t;
+#define USEC_PER_SEC  ((usec_t)1000000)
+#define USEC_PER_MSEC ((usec_t)1000)
+
+enum pool_mode { POOL_MODE_INHERIT = -1, POOL_MODE_SESSION = 0, POOL_MODE_TRANSACTION, POOL_MODE_STATEMENT };
+
+/* PgBouncer's auth_type values; "password" is accepted as an alias of plain. */
+enum auth_type { AUTH_TYPE_ANY, AUTH_TYPE_TRUST, AUTH_TYPE_PLAIN, AUTH_TYPE_MD5,
+                 AUTH_TYPE_SCRAM_SHA_256, AUTH_TYPE_CERT, AUTH_TYPE_HBA };
+
+/* One [databases] line: "name = host=... port=... dbname=... ...". */
+struct db_config {
+	char *name;              /* the name clients connect to; "*" is the fallback */
+	char *host;              /* NULL: unix socket in unix_socket_dir; "/dir": unix socket there */
+	int port;                /* default 5432 */
+	char *dbname;            /* NULL: same as name (for "*": the client's database) */
+	char *user;              /* NULL: the client's user; else every client logs in as this */
+	char *password;          /* NULL: from auth_file */
+	int pool_size;           /* -1: default_pool_size */
+	int min_pool_size;       /* -1: min_pool_size */
+	int reserve_pool;        /* -1: reserve_pool_size */
+	int max_db_connections;  /* -1: max_db_connections */
+	enum pool_mode pool_mode; /* POOL_MODE_INHERIT: from [users] or pool_mode */
+	char *connect_query;     /* NULL: none */
+	char *client_encoding;   /* NULL: server's default; the rest likewise */
+	char *datestyle;
+	char *timezone;
+	char *application_name;
+	int line;                /* line in the config file, for messages */
+};
+
+/* One [users] line: "name = pool_mode=... max_user_connections=...". */
+struct user_config {
+	char *name;
+	enum pool_mode pool_mode;   /* POOL_MODE_INHERIT: not set */
+	int pool_size;              /* -1: not set */
+	int max_user_connections;   /* -1: max_user_connections */
+	int line;
+};
+
+/*
+ * The whole configuration. Fields are named as their ini keys; times are
+ * usec_t, sizes are bytes, booleans are bool, strings are owned (may be "",
+ * never NULL after config_load).
+ */
+struct sluice_config {
+	char *config_file;        /* path it was loaded from */
+	/* [pgsluice] / [pgbouncer] */
+	char *logfile;
+	char *pidfile;
+	char *listen_addr;        /* comma list, "*" = all; "" = no TCP */
+	int listen_port;
+	char *unix_socket_dir;    /* "" = no unix socket */
+	int unix_socket_mode;
+	char *user;               /* -u: drop privileges to this OS user */
+	char *auth_file;
+	enum auth_type auth_type;
+	char *admin_users;
+	char *stats_users;
+	enum pool_mode pool_mode;
+	int max_client_conn;
+	int default_pool_size;
+	int min_pool_size;
+	int reserve_pool_size;
+	usec_t reserve_pool_timeout;
+	int max_db_connections;
+	int max_user_connections;
+	char *server_reset_query;
+	bool server_reset_query_always;
+	char *server_check_query;
+	usec_t server_check_delay;
+	bool server_fast_close;
+	usec_t server_lifetime;
+	usec_t server_idle_timeout;
+	usec_t server_connect_timeout;
+	usec_t server_login_retry;
+	usec_t client_login_timeout;
+	usec_t query_timeout;
+	usec_t query_wait_timeout;
+	usec_t cancel_wait_timeout;
+	usec_t client_idle_timeout;
+	usec_t idle_transaction_timeout;
+	char *ignore_startup_parameters;
+	char *track_extra_parameters;
+	int max_prepared_statements;
+	bool application_name_add_host;
+	int listen_backlog;
+	int pkt_buf;              /* bytes */
+	int64_t max_packet_size;  /* bytes */
+	int sbuf_loopcnt;
+	bool so_reuseport;
+	bool tcp_keepalive;
+	bool syslog;
+	char *syslog_ident;
+	char *syslog_facility;
+	bool log_connections;
+	bool log_disconnections;
+	bool log_pooler_errors;
+	bool log_stats;
+	usec_t stats_period;
+	int verbose;
+
+	struct db_config *databases;
+	size_t n_databases;
+	struct user_config *users;
+	size_t n_users;
+};
+
+enum config_type { CONFIG_BOOL, CONFIG_INT, CONFIG_STRING, CONFIG_TIME, CONFIG_SIZE,
+                   CONFIG_POOL_MODE, CONFIG_AUTH_TYPE };
+
+/*
+ * Each type has one C storage type: BOOL bool, INT int, STRING char * (owned),
+ * TIME usec_t, SIZE int64_t (bytes), POOL_MODE enum pool_mode, AUTH_TYPE
+ * enum auth_type.
+ */
+
+/* config_key.flags */
+#define CONFIG_OCTAL 0x1          /* INT written and shown in octal (unix_socket_mode) */
+
+/* One row of the key table (PgBouncer's name, meaning and default). */
+struct config_key {
+	const char *name;
+	enum config_type type;
+	size_t offset;            /* offsetof(struct sluice_config, field) */
+	const char *default_value; /* as it would be written in the ini file */
+	bool reloadable;          /* SIGHUP / RELOAD may change it */
+	int64_t min_value;        /* INT, TIME (usec), SIZE (bytes): inclusive range */
+	int64_t max_value;
+	unsigned flags;           /* CONFIG_OCTAL */
+};
+
+/*
+ * Load the ini file at path. Section [pgsluice] and [pgbouncer] are the same;
+ * [databases] and [users] fill the entry arrays. Unknown keys and PgBouncer
+ * keys pgsluice does not implement are logged as warnings with file:line.
+ * Returns a new config (free with config_free) or NULL with errbuf set to
+ * "file:line: message" naming the key and what was expected.
+ */
+struct sluice_config *config_load(const char *path, char *errbuf, size_t errlen);
+
+/* Free a config from config_load; NULL is ignored. */
+void config_free(struct sluice_config *cfg);
+
+/*
+ * Prepare a freshly loaded config to replace old on reload: keys that are not
+ * reloadable keep old's values in next (with a warning naming each key that
+ * changed). Takes no ownership. Returns the number of keys kept.
+ */
+int config_carry_over(const struct sluice_config *old, struct sluice_config *next);
+
+/* The key table and its length; rows are in SHOW CONFIG order. */
+const struct config_key *config_keys(size_t *n);
+
+/* Write key's current value as ini text into buf (bytes); returns buf. */
+const char *config_format_value(const struct sluice_config *cfg, const struct config_key *key,
+                                char *buf, size_t len);
+
+/*
+ * Set one [pgsluice] key from text (admin SET, tests). Returns false with
+ * errbuf set to what was expected when the value is invalid, the key
+ * unknown, or the key not reloadable (a running pgsluice cannot apply it);
+ * cfg is unchanged then.
+ */
+bool config_set(struct sluice_config *cfg, const char *name, const char *value,
+                char *errbuf, size_t errlen);
+
+/* The table row for a [pgsluice] key (case-insensitive) or NULL. */
+const struct config_key *config_find_key(const char *name);
+
+/* The [databases] entry for name, else the "*" entry, else NULL. Borrowed. */
+const struct db_config *config_find_db(const struct sluice_config *cfg, const char *name);
+
+/* The [users] entry for name or NULL. Borrowed. */
+const struct user_config *config_find_user(const struct sluice_config *cfg, const char *name);
+
+/* Text of a pool_mode ("session", "transaction", "statement"; "" for inherit). */
+const char *pool_mode_name(enum pool_mode mode);
+
+/* Text of an auth_type as written in the ini file ("md5", "scram-sha-256", ...). */
+const char *auth_type_name(enum auth_type type);
+
+#endif

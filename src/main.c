@@ -1,0 +1,333 @@
+/*
+ * main.c - pgsluice's entry point: command line (PgBouncer's), pidfile,
+ * daemonizing, privilege drop, signals (HUP reload, INT/TERM shutdown) and
+ * the event loop.
+ */
+#include "autoconfig.h"
+
+#include <errno.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <openssl/rand.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "client.h"
+#include "config.h"
+#include "janitor.h"
+#include "listener.h"
+#include "log.h"
+#include "pool.h"
+#include "scram.h"
+#include "sluice.h"
+#include "varcache.h"
+
+struct options {
+	bool daemonize;
+	bool quiet;
+	int verbose;
+	const char *user;
+	const char *config;
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+	        "pgsluice is a PostgreSQL connection pooler with AI middleware.\n\n"
+	        "Usage:\n  pgsluice [OPTION]... CONFIG_FILE\n\n"
+	        "Options:\n"
+	        "  -d, --daemon      run in the background (needs logfile and pidfile)\n"
+	        "  -v, --verbose     increase verbosity (repeatable)\n"
+	        "  -q, --quiet       do not log to stderr\n"
+	        "  -u, --user=USER   run as this operating system user\n"
+	        "  -V, --version     print the version and exit\n"
+	        "  -h, --help        print this help and exit\n");
+}
+
+static int parse_args(int argc, char **argv, struct options *o)
+{
+	static const struct option longopts[] = {
+		{ "daemon", no_argument, NULL, 'd' }, { "verbose", no_argument, NULL, 'v' },
+		{ "quiet", no_argument, NULL, 'q' }, { "user", required_argument, NULL, 'u' },
+		{ "version", no_argument, NULL, 'V' }, { "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int ch;
+	memset(o, 0, sizeof(*o));
+	while ((ch = getopt_long(argc, argv, "dvqu:Vh", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'd': o->daemonize = true; break;
+		case 'v': o->verbose++; break;
+		case 'q': o->quiet = true; break;
+		case 'u': o->user = optarg; break;
+		case 'V': printf("pgsluice %s\n", PACKAGE_VERSION); exit(0);
+		case 'h': usage(stdout); exit(0);
+		default: usage(stderr); return -1;
+		}
+	}
+	if (optind != argc - 1) {
+		fprintf(stderr, "pgsluice: exactly one configuration file is required\n");
+		usage(stderr);
+		return -1;
+	}
+	o->config = argv[optind];
+	return 0;
+}
+
+static bool apply_logging(const struct sluice_config *cfg, const struct options *o)
+{
+	int verbose = cfg->verbose > o->verbose ? cfg->verbose : o->verbose;
+	return log_setup(cfg->logfile, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility, verbose,
+	                 o->quiet || o->daemonize);
+}
+
+/* Load auth_file; NULL when unset. *ok is false when it is set but unreadable. */
+static struct userlist *load_userlist(const struct sluice_config *cfg, bool *ok)
+{
+	char err[512];
+	*ok = true;
+	if (!cfg->auth_file[0])
+		return NULL;
+	struct userlist *ul = userlist_load(cfg->auth_file, err, sizeof(err));
+	if (!ul) {
+		log_error("%s", err);
+		*ok = false;
+	}
+	return ul;
+}
+
+static bool check_pidfile(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return true;
+	long pid = 0;
+	bool running = fscanf(f, "%ld", &pid) == 1 && pid > 0 && kill((pid_t)pid, 0) == 0;
+	fclose(f);
+	if (running) {
+		log_error("pidfile \"%s\" names running process %ld: is pgsluice already running?", path, pid);
+		return false;
+	}
+	unlink(path);
+	return true;
+}
+
+static bool write_pidfile(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		log_error("could not create pidfile \"%s\": %s", path, strerror(errno));
+		return false;
+	}
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+	bool ok = write(fd, buf, (size_t)n) == n;
+	close(fd);
+	return ok;
+}
+
+static bool daemonize(void)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		return false;
+	if (pid > 0)
+		_exit(0);
+	if (setsid() < 0)
+		return false;
+	pid = fork();   /* never reacquire a controlling terminal */
+	if (pid < 0)
+		return false;
+	if (pid > 0)
+		_exit(0);
+	int fd = open("/dev/null", O_RDWR);
+	if (fd >= 0) {
+		dup2(fd, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		if (fd > 2)
+			close(fd);
+	}
+	return true;
+}
+
+static bool drop_privileges(const char *user)
+{
+	if (!user || !*user)
+		return true;
+	struct passwd *pw = getpwnam(user);
+	if (!pw) {
+		log_error("user \"%s\" does not exist", user);
+		return false;
+	}
+	if (getuid() == pw->pw_uid)
+		return true;
+	if (setgroups(0, NULL) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0) {
+		log_error("could not switch to user \"%s\": %s", user, strerror(errno));
+		return false;
+	}
+	return true;
+}
+
+static const struct options *g_opts;
+
+static void reload(struct sluice *sl)
+{
+	char err[1024];
+	log_info("got SIGHUP, reloading configuration from %s", sl->config_path);
+	struct sluice_config *next = config_load(sl->config_path, err, sizeof(err));
+	if (!next) {
+		log_error("reload failed, keeping the old configuration: %s", err);
+		return;
+	}
+	bool ok;
+	struct userlist *ul = load_userlist(next, &ok);
+	if (!ok) {
+		log_error("reload failed, keeping the old configuration: auth_file could not be read");
+		config_free(next);
+		return;
+	}
+	config_carry_over(sl->cfg, next);
+	config_free(sl->cfg);
+	sl->cfg = next;
+	userlist_free(sl->userlist);
+	sl->userlist = ul;
+	if (!apply_logging(next, g_opts))
+		log_error("could not open logfile \"%s\": %s", next->logfile, strerror(errno));
+	varcache_set_tracked(next->track_extra_parameters);
+	pool_reconfigure(sl);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct sluice *sl = arg;
+	(void)what;
+	if (sig == SIGHUP) {
+		reload(sl);
+		return;
+	}
+	log_info("got signal %d, shutting down", (int)sig);
+	sl->shutting_down = true;
+	event_base_loopbreak(sl->base);
+}
+
+static bool init_sluice(struct sluice *sl, struct sluice_config *cfg, const char *path)
+{
+	memset(sl, 0, sizeof(*sl));
+	sl->cfg = cfg;
+	sl->config_path = strdup(path);
+	TAILQ_INIT(&sl->login_clients);
+	TAILQ_INIT(&sl->closing_clients);
+	TAILQ_INIT(&sl->pools);
+	/* Users not in auth_file go through a full SCRAM exchange against a
+	 * secret nobody knows, so the reply does not tell whether they exist. */
+	uint8_t salt[16];
+	char pw[33];
+	RAND_bytes(salt, sizeof(salt));
+	RAND_bytes((unsigned char *)pw, sizeof(pw) - 1);
+	for (size_t i = 0; i < sizeof(pw) - 1; i++)
+		pw[i] = (char)('a' + ((unsigned char)pw[i] % 26));
+	pw[sizeof(pw) - 1] = '\0';
+	return sl->config_path && scram_secret_from_password(pw, salt, sizeof(salt), SCRAM_DEFAULT_ITERATIONS,
+	                                                     &sl->mock_secret);
+}
+
+static int run(struct sluice *sl, const struct options *o)
+{
+	char err[1024];
+	sl->base = event_base_new();
+	if (!sl->base) {
+		log_error("could not create the event loop");
+		return 1;
+	}
+	sl->dns = evdns_base_new(sl->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+	if (!sl->dns)
+		sl->dns = evdns_base_new(sl->base, 0);   /* no resolv.conf: numeric hosts still work */
+	if (!listener_start(sl, err, sizeof(err))) {
+		log_error("%s", err);
+		return 1;
+	}
+	if (!drop_privileges(o->user ? o->user : sl->cfg->user) || !janitor_start(sl))
+		return 1;
+	struct event *sigs[3];
+	const int signums[3] = { SIGHUP, SIGINT, SIGTERM };
+	for (int i = 0; i < 3; i++) {
+		sigs[i] = evsignal_new(sl->base, signums[i], signal_cb, sl);
+		if (!sigs[i] || event_add(sigs[i], NULL) != 0) {
+			log_error("could not install signal handlers");
+			return 1;
+		}
+	}
+	log_info("pgsluice %s started, process %d", PACKAGE_VERSION, (int)getpid());
+	event_base_dispatch(sl->base);
+
+	listener_stop(sl);
+	janitor_stop();
+	pool_free_all(sl);
+	while (!TAILQ_EMPTY(&sl->login_clients))
+		client_close(TAILQ_FIRST(&sl->login_clients), "pgsluice shutting down");
+	while (!TAILQ_EMPTY(&sl->closing_clients))
+		client_close(TAILQ_FIRST(&sl->closing_clients), "pgsluice shutting down");
+	for (int i = 0; i < 3; i++)
+		event_free(sigs[i]);
+	evdns_base_free(sl->dns, 0);
+	event_base_free(sl->base);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct options o;
+	struct sluice sl;
+	char err[1024];
+	if (parse_args(argc, argv, &o) != 0)
+		return 2;
+	g_opts = &o;
+	log_setup(NULL, false, NULL, NULL, o.verbose, false);
+	struct sluice_config *cfg = config_load(o.config, err, sizeof(err));
+	if (!cfg) {
+		log_error("%s", err);
+		return 1;
+	}
+	if (!apply_logging(cfg, &o)) {
+		log_error("could not open logfile \"%s\": %s", cfg->logfile, strerror(errno));
+		return 1;
+	}
+	if (o.daemonize && (!cfg->logfile[0] || !cfg->pidfile[0])) {
+		log_error("-d needs logfile and pidfile in the configuration");
+		return 1;
+	}
+	if (!init_sluice(&sl, cfg, o.config))
+		return 1;
+	bool ok;
+	sl.userlist = load_userlist(cfg, &ok);
+	if (!ok)
+		return 1;
+	varcache_set_tracked(cfg->track_extra_parameters);
+	signal(SIGPIPE, SIG_IGN);
+	if (cfg->pidfile[0] && !check_pidfile(cfg->pidfile))
+		return 1;
+	if (o.daemonize && !daemonize()) {
+		log_error("could not daemonize: %s", strerror(errno));
+		return 1;
+	}
+	if (cfg->pidfile[0] && !write_pidfile(cfg->pidfile))
+		return 1;
+	int rc = run(&sl, &o);
+	if (sl.cfg->pidfile[0])
+		unlink(sl.cfg->pidfile);
+	log_info("pgsluice stopped");
+	userlist_free(sl.userlist);
+	config_free(sl.cfg);
+	free(sl.config_path);
+	return rc;
+}

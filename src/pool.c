@@ -1,0 +1,440 @@
+/*
+ * pool.c - see pool.h. A waiting client is served in arrival order; servers
+ * are opened on demand up to pool_size and the per-database / per-user
+ * limits, and a pool whose logins fail answers its clients at once instead
+ * of letting them hang (PgBouncer's server_login_retry behaviour).
+ */
+#include "pool.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "log.h"
+#include "proto.h"
+#include "server.h"
+#include "util.h"
+
+static int pick_pool_size(const struct sluice_config *cfg, const struct db_config *db,
+                          const struct user_config *u)
+{
+	if (db && db->pool_size >= 0)
+		return db->pool_size;
+	if (u && u->pool_size >= 0)
+		return u->pool_size;
+	return cfg->default_pool_size;
+}
+
+static enum pool_mode pick_pool_mode(const struct sluice_config *cfg, const struct db_config *db,
+                                     const struct user_config *u)
+{
+	if (u && u->pool_mode != POOL_MODE_INHERIT)
+		return u->pool_mode;
+	if (db && db->pool_mode != POOL_MODE_INHERIT)
+		return db->pool_mode;
+	return cfg->pool_mode;
+}
+
+static bool str_eq_null(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* Copy db's target and limits into p; returns false on OOM. Marks p stale
+ * when the target of existing servers changed. */
+static bool pool_apply(struct pool *p, const struct sluice_config *cfg, const struct db_config *db)
+{
+	const struct user_config *u = config_find_user(cfg, p->user_name);
+	const char *dbname = db->dbname ? db->dbname : p->db_name;
+	bool changed = !str_eq_null(p->host, db->host) || p->port != db->port ||
+	               !str_eq_null(p->dbname, dbname) || !str_eq_null(p->password, db->password);
+	if (changed) {
+		free(p->host);
+		free(p->dbname);
+		free(p->password);
+		p->host = str_dup_or_null(db->host);
+		p->dbname = strdup(dbname);
+		p->password = str_dup_or_null(db->password);
+		if ((db->host && !p->host) || !p->dbname || (db->password && !p->password))
+			return false;
+		p->port = db->port;
+		p->stale = p->n_idle + p->n_active + p->n_login > 0;
+	}
+	free(p->connect_query);
+	p->connect_query = str_dup_or_null(db->connect_query);
+	varcache_clear(&p->startup_vars);
+	if (db->client_encoding)
+		varcache_set(&p->startup_vars, "client_encoding", db->client_encoding);
+	if (db->datestyle)
+		varcache_set(&p->startup_vars, "DateStyle", db->datestyle);
+	if (db->timezone)
+		varcache_set(&p->startup_vars, "TimeZone", db->timezone);
+	if (db->application_name)
+		varcache_set(&p->startup_vars, "application_name", db->application_name);
+	p->pool_size = pick_pool_size(cfg, db, u);
+	p->min_pool_size = db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size;
+	p->pool_mode = pick_pool_mode(cfg, db, u);
+	return true;
+}
+
+static void pool_free(struct pool *p);
+
+struct pool *pool_get(struct sluice *sl, const struct db_config *db, const char *user)
+{
+	struct pool *p;
+	/* A "*" entry serves every database name, each with its own pool. */
+	TAILQ_FOREACH(p, &sl->pools, entry)
+		if (strcmp(p->user_name, user) == 0 && strcmp(p->db_name, db->name) == 0)
+			return p;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->sl = sl;
+	p->db_name = strdup(db->name);
+	p->user_name = strdup(user);
+	TAILQ_INIT(&p->login_servers);
+	TAILQ_INIT(&p->idle_servers);
+	TAILQ_INIT(&p->active_servers);
+	TAILQ_INIT(&p->waiting_clients);
+	TAILQ_INIT(&p->active_clients);
+	if (!p->db_name || !p->user_name || !pool_apply(p, sl->cfg, db)) {
+		pool_free(p);
+		return NULL;
+	}
+	TAILQ_INSERT_TAIL(&sl->pools, p, entry);
+	return p;
+}
+
+int pool_count_db_servers(struct sluice *sl, const char *db_name)
+{
+	int n = 0;
+	struct pool *p;
+	TAILQ_FOREACH(p, &sl->pools, entry)
+		if (strcmp(p->db_name, db_name) == 0)
+			n += p->n_login + p->n_idle + p->n_active;
+	return n;
+}
+
+int pool_count_user_servers(struct sluice *sl, const char *user_name)
+{
+	int n = 0;
+	struct pool *p;
+	TAILQ_FOREACH(p, &sl->pools, entry)
+		if (strcmp(p->user_name, user_name) == 0)
+			n += p->n_login + p->n_idle + p->n_active;
+	return n;
+}
+
+/* May p open one more server now? */
+static bool can_launch(struct pool *p)
+{
+	struct sluice *sl = p->sl;
+	const struct sluice_config *cfg = sl->cfg;
+	if (p->n_login + p->n_idle + p->n_active >= p->pool_size)
+		return false;
+	if (p->last_login_failure && now_usec() - p->last_login_failure < cfg->server_login_retry)
+		return false;
+	const struct db_config *db = config_find_db(cfg, p->db_name);
+	int max_db = db && db->max_db_connections >= 0 ? db->max_db_connections : cfg->max_db_connections;
+	if (max_db > 0 && pool_count_db_servers(sl, p->db_name) >= max_db)
+		return false;
+	const struct user_config *u = config_find_user(cfg, p->user_name);
+	int max_user = u && u->max_user_connections >= 0 ? u->max_user_connections : cfg->max_user_connections;
+	if (max_user > 0 && pool_count_user_servers(sl, p->user_name) >= max_user)
+		return false;
+	return true;
+}
+
+/* Open servers while clients wait for more than the logins under way can serve. */
+static void launch_for_waiters(struct pool *p)
+{
+	while (p->n_waiting > p->n_login && can_launch(p))
+		if (!server_launch(p))
+			break;
+}
+
+static void enqueue_client(struct pool *p, struct client *c, enum client_state state)
+{
+	pool_forget_client(c);
+	c->pool = p;
+	c->state = state;
+	c->wait_start = now_usec();
+	TAILQ_INSERT_TAIL(&p->waiting_clients, c, entry);
+	p->n_waiting++;
+	/* Bound memory: what the client sends while it waits stays in the kernel. */
+	bufferevent_disable(c->bev, EV_READ);
+}
+
+/* A pool with no server and a recent failed login fails its waiters now. */
+static bool fail_fast(struct pool *p)
+{
+	if (!p->last_login_failure || p->n_login + p->n_idle + p->n_active > 0)
+		return false;
+	if (now_usec() - p->last_login_failure >= p->sl->cfg->server_login_retry)
+		return false;
+	struct client *c;
+	while ((c = TAILQ_FIRST(&p->waiting_clients)) != NULL) {
+		if (p->last_login_error)
+			client_fatal_raw(c, p->last_login_error, p->last_login_error_len);
+		else
+			client_fatal(c, SQLSTATE_CONNECTION_FAILURE, NULL,
+			             "pgsluice retries after server_login_retry.",
+			             "server login has been failing, try again later");
+	}
+	return true;
+}
+
+void pool_wait_for_welcome(struct pool *p, struct client *c)
+{
+	enqueue_client(p, c, CL_WAITING_LOGIN);
+	if (!fail_fast(p))
+		launch_for_waiters(p);
+}
+
+void pool_request_server(struct pool *p, struct client *c)
+{
+	struct server *s = TAILQ_FIRST(&p->idle_servers);
+	if (s && TAILQ_EMPTY(&p->waiting_clients)) {
+		server_link(s, c);
+		return;
+	}
+	enqueue_client(p, c, CL_WAITING);
+	if (fail_fast(p))
+		return;
+	launch_for_waiters(p);
+}
+
+void pool_forget_client(struct client *c)
+{
+	struct pool *p = c->pool;
+	if (!p)
+		return;
+	if (c->state == CL_WAITING || c->state == CL_WAITING_LOGIN) {
+		TAILQ_REMOVE(&p->waiting_clients, c, entry);
+		p->n_waiting--;
+	} else if (c->state == CL_ACTIVE) {
+		TAILQ_REMOVE(&p->active_clients, c, entry);
+		p->n_clients--;
+	}
+	c->state = CL_NONE;     /* the caller puts it on its next list */
+	c->pool = NULL;
+}
+
+void pool_move_server(struct server *s, int new_state)
+{
+	struct pool *p = s->pool;
+	switch (s->state) {
+	case SV_LOGIN: TAILQ_REMOVE(&p->login_servers, s, entry); p->n_login--; break;
+	case SV_IDLE: TAILQ_REMOVE(&p->idle_servers, s, entry); p->n_idle--; break;
+	case SV_ACTIVE:
+	case SV_RESET: TAILQ_REMOVE(&p->active_servers, s, entry); p->n_active--; break;
+	}
+	s->state = (enum server_state)new_state;
+	switch (s->state) {
+	case SV_LOGIN: TAILQ_INSERT_TAIL(&p->login_servers, s, entry); p->n_login++; break;
+	/* LIFO idle list: the most recently used server is reused first, so
+	 * surplus servers age out by server_idle_timeout. */
+	case SV_IDLE: TAILQ_INSERT_HEAD(&p->idle_servers, s, entry); p->n_idle++; break;
+	case SV_ACTIVE:
+	case SV_RESET: TAILQ_INSERT_TAIL(&p->active_servers, s, entry); p->n_active++; break;
+	}
+}
+
+void pool_release_server(struct server *s, bool clean)
+{
+	struct pool *p = s->pool;
+	s->client = NULL;
+	if (!clean || s->close_when_released || p->stale) {
+		server_close(s, clean ? "server configuration changed" : "client disconnected with the server busy");
+		launch_for_waiters(p);
+		return;
+	}
+	if (p->pool_mode == POOL_MODE_SESSION || p->sl->cfg->server_reset_query_always)
+		server_start_reset(s);
+	else
+		pool_server_ready(s);
+}
+
+void pool_set_welcome(struct pool *p, const struct varcache *vars, char **other)
+{
+	if (p->have_welcome)
+		return;
+	varcache_fill_missing(&p->welcome_vars, vars);
+	size_t n = 0;
+	while (other && other[n])
+		n++;
+	p->welcome_other = calloc(n + 2, sizeof(char *));
+	for (size_t i = 0; p->welcome_other && i < n; i++)
+		p->welcome_other[i] = strdup(other[i]);
+	p->have_welcome = true;
+}
+
+void pool_server_ready(struct server *s)
+{
+	struct pool *p = s->pool;
+	p->last_login_failure = 0;
+	free(p->last_login_error);
+	p->last_login_error = NULL;
+	s->last_used = now_usec();
+	/* Clients waiting for the welcome need no server of their own yet. */
+	struct client *c, *next;
+	TAILQ_FOREACH_SAFE(c, &p->waiting_clients, entry, next)
+		if (c->state == CL_WAITING_LOGIN)
+			client_welcome(c);
+	if (s->state != SV_IDLE)
+		pool_move_server(s, SV_IDLE);
+	c = TAILQ_FIRST(&p->waiting_clients);
+	if (c) {
+		TAILQ_REMOVE(&p->waiting_clients, c, entry);
+		p->n_waiting--;
+		c->state = CL_ACTIVE;
+		TAILQ_INSERT_TAIL(&p->active_clients, c, entry);
+		p->n_clients++;
+		p->sl->stats.wait_time_usec += (uint64_t)(now_usec() - c->wait_start);
+		server_link(s, c);
+	}
+}
+
+void pool_login_failed(struct pool *p, const uint8_t *msg, size_t len, const char *conn_error)
+{
+	p->last_login_failure = now_usec();
+	free(p->last_login_error);
+	p->last_login_error = NULL;
+	p->last_login_error_len = 0;
+	struct msgbuf m;
+	msg_init(&m);
+	if (msg) {
+		msg_add_bytes(&m, msg, len);
+	} else {
+		char detail[512];
+		snprintf(detail, sizeof(detail), "%s", conn_error ? conn_error : "unknown error");
+		msg_add_error(&m, PqMsg_ErrorResponse, "FATAL", SQLSTATE_CONNECTION_FAILURE, detail,
+		              "pgsluice retries after server_login_retry.",
+		              "could not connect to server for database \"%s\"", p->db_name);
+	}
+	if (!m.failed && (p->last_login_error = malloc(m.len)) != NULL) {
+		memcpy(p->last_login_error, m.data, m.len);
+		p->last_login_error_len = m.len;
+	}
+	msg_free(&m);
+	fail_fast(p);
+}
+
+/* query_wait_timeout for clients that wait for a server. */
+static void expire_waiting(struct pool *p, usec_t now)
+{
+	usec_t limit = p->sl->cfg->query_wait_timeout;
+	struct client *c, *next;
+	if (limit <= 0)
+		return;
+	TAILQ_FOREACH_SAFE(c, &p->waiting_clients, entry, next) {
+		if (now - c->wait_start < limit)
+			continue;
+		char detail[128];
+		snprintf(detail, sizeof(detail), "No server connection was free within query_wait_timeout (%lld s).",
+		         (long long)(limit / USEC_PER_SEC));
+		client_fatal(c, SQLSTATE_TOO_MANY_CONNECTIONS, detail, NULL, "query_wait_timeout");
+	}
+}
+
+/* server_lifetime, server_idle_timeout and server_connect_timeout. */
+static void expire_servers(struct pool *p, usec_t now)
+{
+	const struct sluice_config *cfg = p->sl->cfg;
+	struct server *s, *next;
+	TAILQ_FOREACH_SAFE(s, &p->login_servers, entry, next)
+		if (cfg->server_connect_timeout > 0 && now - s->connect_time >= cfg->server_connect_timeout) {
+			server_close(s, "server_connect_timeout");
+			pool_login_failed(p, NULL, 0, "server_connect_timeout expired");
+		}
+	int total = p->n_idle + p->n_active + p->n_login;
+	TAILQ_FOREACH_SAFE(s, &p->idle_servers, entry, next) {
+		if (cfg->server_lifetime > 0 && now - s->connect_time >= cfg->server_lifetime) {
+			server_close(s, "server lifetime over");
+			total--;
+		} else if (cfg->server_idle_timeout > 0 && now - s->last_used >= cfg->server_idle_timeout &&
+		           total > p->min_pool_size) {
+			server_close(s, "server idle timeout");
+			total--;
+		} else if (p->stale) {
+			server_close(s, "server configuration changed");
+			total--;
+		}
+	}
+}
+
+void pool_janitor(struct sluice *sl)
+{
+	usec_t now = now_usec();
+	struct pool *p;
+	TAILQ_FOREACH(p, &sl->pools, entry) {
+		expire_waiting(p, now);
+		expire_servers(p, now);
+		if (p->stale && p->n_idle + p->n_active + p->n_login == 0)
+			p->stale = false;
+		if (!fail_fast(p))
+			launch_for_waiters(p);
+		while (p->n_idle + p->n_active + p->n_login < p->min_pool_size && can_launch(p))
+			if (!server_launch(p))
+				break;
+	}
+}
+
+void pool_reconfigure(struct sluice *sl)
+{
+	struct pool *p;
+	TAILQ_FOREACH(p, &sl->pools, entry) {
+		const struct db_config *db = config_find_db(sl->cfg, p->db_name);
+		if (!db) {
+			/* The entry is gone: close what is idle, refuse new logins (3D000). */
+			p->stale = true;
+			continue;
+		}
+		if (!pool_apply(p, sl->cfg, db))
+			log_error("out of memory applying the new configuration to pool %s/%s",
+			          p->db_name, p->user_name);
+		launch_for_waiters(p);
+	}
+}
+
+static void pool_free(struct pool *p)
+{
+	free(p->db_name);
+	free(p->user_name);
+	free(p->host);
+	free(p->dbname);
+	free(p->password);
+	free(p->connect_query);
+	free(p->last_login_error);
+	varcache_clear(&p->startup_vars);
+	varcache_clear(&p->welcome_vars);
+	for (char **kv = p->welcome_other; kv && *kv; kv++)
+		free(*kv);
+	free(p->welcome_other);
+	free(p);
+}
+
+void pool_free_all(struct sluice *sl)
+{
+	struct pool *p;
+	while ((p = TAILQ_FIRST(&sl->pools)) != NULL) {
+		struct client *c;
+		while ((c = TAILQ_FIRST(&p->active_clients)) != NULL)
+			client_close(c, "pgsluice shutting down");
+		while ((c = TAILQ_FIRST(&p->waiting_clients)) != NULL)
+			client_close(c, "pgsluice shutting down");
+		struct server *s;
+		while ((s = TAILQ_FIRST(&p->login_servers)) != NULL)
+			server_close(s, "pgsluice shutting down");
+		while ((s = TAILQ_FIRST(&p->idle_servers)) != NULL)
+			server_close(s, "pgsluice shutting down");
+		while ((s = TAILQ_FIRST(&p->active_servers)) != NULL)
+			server_close(s, "pgsluice shutting down");
+		TAILQ_REMOVE(&sl->pools, p, entry);
+		pool_free(p);
+	}
+}

@@ -1,0 +1,116 @@
+/*
+ * pool.h - server pools per (database, user): which server a client gets,
+ * who waits for one, when servers are opened and closed. Owns struct pool
+ * and the lists of servers and attached clients; pool_size and the
+ * per-database / per-user limits are enforced here.
+ */
+#ifndef SLUICE_POOL_H
+#define SLUICE_POOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "config.h"
+#include "scram.h"
+#include "sluice.h"
+#include "varcache.h"
+
+struct pool {
+	TAILQ_ENTRY(pool) entry;
+	struct sluice *sl;
+	char *db_name;                 /* the name clients use */
+	char *user_name;               /* the role servers log in as */
+	/* where and how servers connect, copied from the config (reload-safe) */
+	char *host;                    /* NULL: unix socket in unix_socket_dir */
+	int port;
+	char *dbname;
+	char *password;                /* NULL: take it from auth_file */
+	char *connect_query;
+	struct varcache startup_vars;  /* client_encoding/datestyle/... of the db entry */
+	int pool_size;
+	int min_pool_size;
+	enum pool_mode pool_mode;
+
+	struct server_list login_servers;  /* SV_LOGIN */
+	struct server_list idle_servers;   /* SV_IDLE */
+	struct server_list active_servers; /* SV_ACTIVE, SV_RESET */
+	struct client_list waiting_clients; /* CL_WAITING_LOGIN and CL_WAITING, FIFO */
+	struct client_list active_clients;  /* CL_ACTIVE */
+	int n_login, n_idle, n_active, n_waiting, n_clients;
+
+	/* ParameterStatus of the first server that logged in: what clients are
+	 * welcomed with before they have a server of their own. */
+	struct varcache welcome_vars;
+	char **welcome_other;          /* untracked name/value pairs, NULL-terminated */
+	bool have_welcome;
+
+	/* SCRAM keys recovered from a client's login, to log servers in with. */
+	struct scram_secret scram_secret;
+	uint8_t scram_client_key[SCRAM_KEY_LEN];
+	bool have_scram_keys;
+
+	usec_t last_login_failure;     /* 0: the last attempt succeeded */
+	uint8_t *last_login_error;     /* ErrorResponse message to give waiting clients, owned */
+	size_t last_login_error_len;
+	bool stale;                    /* config changed its target: close servers when released */
+};
+
+/*
+ * The pool for database entry db and login user, created on first use.
+ * Returns NULL on OOM.
+ */
+struct pool *pool_get(struct sluice *sl, const struct db_config *db, const char *user);
+
+/*
+ * Client c (CL_ACTIVE, no server) needs a server: link an idle one, or queue
+ * c (CL_WAITING) and open a server when the limits allow. Fails c with the
+ * pool's last login error when servers cannot be reached.
+ */
+void pool_request_server(struct pool *p, struct client *c);
+
+/*
+ * Client c finished login and waits for the pool's welcome parameters
+ * (CL_WAITING_LOGIN) because no server has logged in yet.
+ */
+void pool_wait_for_welcome(struct pool *p, struct client *c);
+
+/* Take client c off whatever pool list it is on (before freeing c). */
+void pool_forget_client(struct client *c);
+
+/*
+ * The client gave its server back (session end or, later, transaction end).
+ * Runs server_reset_query or closes the server when it is not clean.
+ */
+void pool_release_server(struct server *s, bool clean);
+
+/* Server s finished login or reset: hand it to the first waiter or park it idle. */
+void pool_server_ready(struct server *s);
+
+/*
+ * Server login failed with the ErrorResponse msg (len bytes, whole message
+ * with header) or, when msg is NULL, with a connection error text. Waiting
+ * clients get the error; new attempts wait server_login_retry.
+ */
+void pool_login_failed(struct pool *p, const uint8_t *msg, size_t len, const char *conn_error);
+
+/* Remember the first logged-in server's ParameterStatus set as the welcome. */
+void pool_set_welcome(struct pool *p, const struct varcache *vars, char **other);
+
+/* Move a server between the pool's lists when its state changes. */
+void pool_move_server(struct server *s, int new_state);
+
+/* Periodic work: timeouts of waiting clients and idle servers, min_pool_size. */
+void pool_janitor(struct sluice *sl);
+
+/* Re-read pool settings from sl->cfg after a reload. */
+void pool_reconfigure(struct sluice *sl);
+
+/* Total servers (any state) of database db_name / of user user_name. */
+int pool_count_db_servers(struct sluice *sl, const char *db_name);
+int pool_count_user_servers(struct sluice *sl, const char *user_name);
+
+/* Close every pool's servers and free the pools (shutdown). */
+void pool_free_all(struct sluice *sl);
+
+#endif

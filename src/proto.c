@@ -1,0 +1,244 @@
+/* proto.c - see proto.h. Layout follows protocol-message-formats.html. */
+#include "proto.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void msg_init(struct msgbuf *m)
+{
+	m->data = m->inline_buf;
+	m->len = 0;
+	m->cap = sizeof(m->inline_buf);
+	m->start = 0;
+	m->failed = false;
+}
+
+void msg_free(struct msgbuf *m)
+{
+	if (m->data != m->inline_buf)
+		free(m->data);
+	msg_init(m);
+}
+
+static bool msg_reserve(struct msgbuf *m, size_t extra)
+{
+	if (m->failed)
+		return false;
+	if (m->len + extra <= m->cap)
+		return true;
+	size_t cap = m->cap * 2;
+	while (cap < m->len + extra)
+		cap *= 2;
+	uint8_t *p = m->data == m->inline_buf ? malloc(cap) : realloc(m->data, cap);
+	if (!p) {
+		m->failed = true;
+		return false;
+	}
+	if (m->data == m->inline_buf)
+		memcpy(p, m->inline_buf, m->len);
+	m->data = p;
+	m->cap = cap;
+	return true;
+}
+
+void msg_add_bytes(struct msgbuf *m, const void *p, size_t n)
+{
+	if (!msg_reserve(m, n))
+		return;
+	if (n)
+		memcpy(m->data + m->len, p, n);
+	m->len += n;
+}
+
+void msg_begin(struct msgbuf *m, char type)
+{
+	if (type)
+		msg_add_byte(m, (uint8_t)type);
+	m->start = m->len;
+	msg_add_int32(m, 0);    /* length, patched by msg_end */
+}
+
+void msg_add_byte(struct msgbuf *m, uint8_t b)
+{
+	msg_add_bytes(m, &b, 1);
+}
+
+void msg_add_int16(struct msgbuf *m, int16_t v)
+{
+	uint16_t n = htons((uint16_t)v);
+	msg_add_bytes(m, &n, 2);
+}
+
+void msg_add_int32(struct msgbuf *m, int32_t v)
+{
+	uint32_t n = htonl((uint32_t)v);
+	msg_add_bytes(m, &n, 4);
+}
+
+void msg_add_string(struct msgbuf *m, const char *s)
+{
+	msg_add_bytes(m, s, strlen(s) + 1);
+}
+
+bool msg_end(struct msgbuf *m)
+{
+	if (m->failed)
+		return false;
+	uint32_t n = htonl((uint32_t)(m->len - m->start));
+	memcpy(m->data + m->start, &n, 4);
+	return true;
+}
+
+bool msg_flush_to(struct msgbuf *m, struct evbuffer *out)
+{
+	if (m->failed)
+		return false;
+	bool ok = evbuffer_add(out, m->data, m->len) == 0;
+	m->len = 0;
+	m->start = 0;
+	return ok;
+}
+
+void msg_add_errorv(struct msgbuf *m, char type, const char *severity, const char *sqlstate,
+                    const char *detail, const char *hint, const char *fmt, va_list ap)
+{
+	char text[1024];
+	vsnprintf(text, sizeof(text), fmt, ap);
+	msg_begin(m, type);
+	msg_add_byte(m, 'S');
+	msg_add_string(m, severity);
+	msg_add_byte(m, 'V');
+	msg_add_string(m, severity);
+	msg_add_byte(m, 'C');
+	msg_add_string(m, sqlstate);
+	msg_add_byte(m, 'M');
+	msg_add_string(m, text);
+	if (detail) {
+		msg_add_byte(m, 'D');
+		msg_add_string(m, detail);
+	}
+	if (hint) {
+		msg_add_byte(m, 'H');
+		msg_add_string(m, hint);
+	}
+	msg_add_byte(m, 0);
+	msg_end(m);
+}
+
+void msg_add_error(struct msgbuf *m, char type, const char *severity, const char *sqlstate,
+                   const char *detail, const char *hint, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	msg_add_errorv(m, type, severity, sqlstate, detail, hint, fmt, ap);
+	va_end(ap);
+}
+
+void msg_add_ready(struct msgbuf *m, char status)
+{
+	msg_begin(m, PqMsg_ReadyForQuery);
+	msg_add_byte(m, (uint8_t)status);
+	msg_end(m);
+}
+
+void msg_add_parameter_status(struct msgbuf *m, const char *name, const char *value)
+{
+	msg_begin(m, PqMsg_ParameterStatus);
+	msg_add_string(m, name);
+	msg_add_string(m, value);
+	msg_end(m);
+}
+
+void mr_init(struct msgreader *r, const void *data, size_t len)
+{
+	r->data = data;
+	r->len = len;
+	r->pos = 0;
+	r->bad = false;
+}
+
+const uint8_t *mr_bytes(struct msgreader *r, size_t n)
+{
+	if (r->bad || r->len - r->pos < n) {
+		r->bad = true;
+		return NULL;
+	}
+	const uint8_t *p = r->data + r->pos;
+	r->pos += n;
+	return p;
+}
+
+uint8_t mr_byte(struct msgreader *r)
+{
+	const uint8_t *p = mr_bytes(r, 1);
+	return p ? *p : 0;
+}
+
+int16_t mr_int16(struct msgreader *r)
+{
+	const uint8_t *p = mr_bytes(r, 2);
+	return p ? (int16_t)((p[0] << 8) | p[1]) : 0;
+}
+
+int32_t mr_int32(struct msgreader *r)
+{
+	const uint8_t *p = mr_bytes(r, 4);
+	return p ? (int32_t)(((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
+	                     ((uint32_t)p[2] << 8) | p[3]) : 0;
+}
+
+const char *mr_string(struct msgreader *r)
+{
+	if (r->bad)
+		return "";
+	const uint8_t *start = r->data + r->pos;
+	const uint8_t *nul = memchr(start, 0, r->len - r->pos);
+	if (!nul) {
+		r->bad = true;
+		return "";
+	}
+	r->pos += (size_t)(nul - start) + 1;
+	return (const char *)start;
+}
+
+size_t mr_remaining(const struct msgreader *r)
+{
+	return r->bad ? 0 : r->len - r->pos;
+}
+
+bool proto_peek_header(struct evbuffer *buf, uint8_t *type, uint32_t *len)
+{
+	uint8_t hdr[PROTO_HEADER_LEN];
+	if (evbuffer_copyout(buf, hdr, sizeof(hdr)) < (ev_ssize_t)sizeof(hdr))
+		return false;
+	*type = hdr[0];
+	*len = ((uint32_t)hdr[1] << 24) | ((uint32_t)hdr[2] << 16) | ((uint32_t)hdr[3] << 8) | hdr[4];
+	return true;
+}
+
+bool proto_parse_error(const void *body, size_t len, struct pg_error_fields *out)
+{
+	struct msgreader r;
+	mr_init(&r, body, len);
+	out->severity = out->sqlstate = out->message = out->detail = "";
+	for (;;) {
+		uint8_t code = mr_byte(&r);
+		if (r.bad)
+			return false;
+		if (code == 0)
+			return true;
+		const char *value = mr_string(&r);
+		if (r.bad)
+			return false;
+		switch (code) {
+		case 'S': out->severity = value; break;
+		case 'C': out->sqlstate = value; break;
+		case 'M': out->message = value; break;
+		case 'D': out->detail = value; break;
+		default: break;
+		}
+	}
+}

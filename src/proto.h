@@ -1,0 +1,167 @@
+/*
+ * proto.h - the PostgreSQL v3 wire protocol as pgsluice needs it: message
+ * type constants, a tiny builder API (begin, add, end) and a bounds-checked
+ * reader. Owns no sockets; callers hand it evbuffers and byte ranges.
+ */
+#ifndef SLUICE_PROTO_H
+#define SLUICE_PROTO_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct evbuffer;
+
+/* Startup packet codes (protocol-message-formats.html). */
+#define PROTO_VERSION(major, minor) (((uint32_t)(major) << 16) | (minor))
+#define PROTO_V3_0              PROTO_VERSION(3, 0)
+#define PROTO_CANCEL_REQUEST    80877102
+#define PROTO_SSL_REQUEST       80877103
+#define PROTO_GSSENC_REQUEST    80877104
+/* PostgreSQL's MAX_STARTUP_PACKET_LENGTH: a startup packet beyond it is refused. */
+#define PROTO_MAX_STARTUP_LEN   10000
+#define PROTO_HEADER_LEN        5      /* type byte + int32 length */
+
+/* Frontend message types (PostgreSQL's protocol.h names). */
+#define PqMsg_Bind              'B'
+#define PqMsg_Close             'C'
+#define PqMsg_Describe          'D'
+#define PqMsg_Execute           'E'
+#define PqMsg_FunctionCall      'F'
+#define PqMsg_Flush             'H'
+#define PqMsg_Parse             'P'
+#define PqMsg_Query             'Q'
+#define PqMsg_Sync              'S'
+#define PqMsg_Terminate         'X'
+#define PqMsg_CopyFail          'f'
+#define PqMsg_PasswordMessage   'p'  /* also SASLInitialResponse, SASLResponse */
+#define PqMsg_CopyData          'd'
+#define PqMsg_CopyDone          'c'
+
+/* Backend message types. */
+#define PqMsg_ParseComplete     '1'
+#define PqMsg_BindComplete      '2'
+#define PqMsg_CloseComplete     '3'
+#define PqMsg_NotificationResponse 'A'
+#define PqMsg_CommandComplete   'C'
+#define PqMsg_DataRow           'D'
+#define PqMsg_ErrorResponse     'E'
+#define PqMsg_CopyInResponse    'G'
+#define PqMsg_CopyOutResponse   'H'
+#define PqMsg_EmptyQueryResponse 'I'
+#define PqMsg_BackendKeyData    'K'
+#define PqMsg_NoticeResponse    'N'
+#define PqMsg_AuthenticationRequest 'R'
+#define PqMsg_ParameterStatus   'S'
+#define PqMsg_RowDescription    'T'
+#define PqMsg_ReadyForQuery     'Z'
+#define PqMsg_NegotiateProtocolVersion 'v'
+
+/* AuthenticationRequest codes. */
+#define AUTH_REQ_OK             0
+#define AUTH_REQ_PASSWORD       3
+#define AUTH_REQ_MD5            5
+#define AUTH_REQ_SASL           10
+#define AUTH_REQ_SASL_CONT      11
+#define AUTH_REQ_SASL_FIN       12
+
+/* SQLSTATEs pgsluice raises itself (errcodes-appendix.html; DESIGN.md section 6). */
+#define SQLSTATE_PROTOCOL_VIOLATION      "08P01"
+#define SQLSTATE_CONNECTION_FAILURE      "08006"
+#define SQLSTATE_INVALID_AUTH_SPEC       "28000"
+#define SQLSTATE_INVALID_PASSWORD        "28P01"
+#define SQLSTATE_INVALID_CATALOG_NAME    "3D000"
+#define SQLSTATE_TOO_MANY_CONNECTIONS    "53300"
+#define SQLSTATE_FEATURE_NOT_SUPPORTED   "0A000"
+#define SQLSTATE_ADMIN_SHUTDOWN          "57P01"
+#define SQLSTATE_CANNOT_CONNECT_NOW      "57P03"
+#define SQLSTATE_INTERNAL_ERROR          "XX000"
+
+/*
+ * A message under construction. Small messages stay in the inline buffer;
+ * larger ones move to the heap. After an allocation failure every add is a
+ * no-op and msg_end reports false, so callers check once at the end.
+ */
+struct msgbuf {
+	uint8_t *data;
+	size_t len;
+	size_t cap;
+	size_t start;          /* offset of the message being built */
+	bool failed;
+	uint8_t inline_buf[256];
+};
+
+/* Prepare an empty buffer. */
+void msg_init(struct msgbuf *m);
+/* Free heap storage; the buffer can be reused after msg_init. */
+void msg_free(struct msgbuf *m);
+/* Start a message of type (0 for the untyped startup-style packets). */
+void msg_begin(struct msgbuf *m, char type);
+void msg_add_byte(struct msgbuf *m, uint8_t b);
+void msg_add_int16(struct msgbuf *m, int16_t v);
+void msg_add_int32(struct msgbuf *m, int32_t v);
+void msg_add_bytes(struct msgbuf *m, const void *p, size_t n);
+/* Add s with its terminating NUL (a C string field). */
+void msg_add_string(struct msgbuf *m, const char *s);
+/* Patch the length of the current message. Returns false after any failure. */
+bool msg_end(struct msgbuf *m);
+/* Append all finished messages to out; returns false on failure. */
+bool msg_flush_to(struct msgbuf *m, struct evbuffer *out);
+
+/*
+ * Append an ErrorResponse (type 'E') or NoticeResponse ('N') to m with
+ * severity (ERROR, FATAL, NOTICE...), sqlstate, the primary message from
+ * fmt, and optional detail and hint (NULL to omit). Fields per
+ * protocol-error-fields.html; V (non-localized severity) included.
+ */
+void msg_add_error(struct msgbuf *m, char type, const char *severity, const char *sqlstate,
+                   const char *detail, const char *hint, const char *fmt, ...)
+	__attribute__((format(printf, 7, 8)));
+void msg_add_errorv(struct msgbuf *m, char type, const char *severity, const char *sqlstate,
+                    const char *detail, const char *hint, const char *fmt, va_list ap);
+
+/* ReadyForQuery with status 'I', 'T' or 'E'. */
+void msg_add_ready(struct msgbuf *m, char status);
+/* ParameterStatus name=value. */
+void msg_add_parameter_status(struct msgbuf *m, const char *name, const char *value);
+
+/* A bounds-checked view of one message body (after the header). */
+struct msgreader {
+	const uint8_t *data;
+	size_t len;
+	size_t pos;
+	bool bad;              /* set on any overrun; reads then return 0 / "" */
+};
+
+void mr_init(struct msgreader *r, const void *data, size_t len);
+uint8_t mr_byte(struct msgreader *r);
+int16_t mr_int16(struct msgreader *r);
+int32_t mr_int32(struct msgreader *r);
+/* A NUL-terminated string inside the body; "" and bad=true if unterminated. Borrowed. */
+const char *mr_string(struct msgreader *r);
+/* n raw bytes; NULL and bad=true if fewer remain. Borrowed. */
+const uint8_t *mr_bytes(struct msgreader *r, size_t n);
+/* Bytes not read yet. */
+size_t mr_remaining(const struct msgreader *r);
+
+/*
+ * Read a typed message header from the front of buf without consuming it.
+ * Returns false when fewer than 5 bytes are buffered. *len is the length
+ * field (it counts itself, so the body is len - 4 bytes).
+ */
+bool proto_peek_header(struct evbuffer *buf, uint8_t *type, uint32_t *len);
+
+/*
+ * Error fields of an ErrorResponse/NoticeResponse body, borrowed from it.
+ * Missing fields are "". Returns false on a malformed body.
+ */
+struct pg_error_fields {
+	const char *severity;
+	const char *sqlstate;
+	const char *message;
+	const char *detail;
+};
+bool proto_parse_error(const void *body, size_t len, struct pg_error_fields *out);
+
+#endif

@@ -1,0 +1,147 @@
+/*
+ * scram.h - SCRAM-SHA-256 (RFC 5802, RFC 7677) as PostgreSQL speaks it
+ * (sasl-authentication.html): the server side that authenticates clients and
+ * the client side that logs pgsluice into servers. OpenSSL primitives only.
+ */
+#ifndef SLUICE_SCRAM_H
+#define SLUICE_SCRAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SCRAM_KEY_LEN 32          /* SHA-256 output, bytes */
+#define SCRAM_MAX_SALT_LEN 64     /* bytes, decoded */
+#define SCRAM_NONCE_LEN 18        /* raw random bytes before base64 (PostgreSQL's) */
+#define SCRAM_DEFAULT_ITERATIONS 4096
+
+/* A stored secret: "SCRAM-SHA-256$<iter>:<salt b64>$<StoredKey b64>:<ServerKey b64>". */
+struct scram_secret {
+	int iterations;
+	uint8_t salt[SCRAM_MAX_SALT_LEN];
+	size_t salt_len;
+	uint8_t stored_key[SCRAM_KEY_LEN];
+	uint8_t server_key[SCRAM_KEY_LEN];
+};
+
+/* Parse PostgreSQL's secret text. Returns false when malformed. */
+bool scram_parse_secret(const char *text, struct scram_secret *out);
+
+/*
+ * Derive a secret from a plain password (no SASLprep: ASCII passwords are
+ * unchanged by it; non-ASCII ones are used as given). Returns false on
+ * OpenSSL failure.
+ */
+bool scram_secret_from_password(const char *password, const uint8_t *salt, size_t salt_len,
+                                int iterations, struct scram_secret *out);
+
+/* ---- server side: pgsluice authenticates a client ---- */
+
+enum scram_server_step { SCRAM_SERVER_INIT, SCRAM_SERVER_SENT_FIRST, SCRAM_SERVER_DONE, SCRAM_SERVER_FAILED };
+
+struct scram_server {
+	enum scram_server_step step;
+	struct scram_secret secret;
+	char *client_first_bare;      /* owned */
+	char *server_first;           /* owned */
+	char *nonce;                  /* combined client+server nonce, owned */
+	uint8_t client_key[SCRAM_KEY_LEN]; /* recovered from the proof on success */
+	bool have_client_key;
+	char cbind_flag;              /* gs2 flag of client-first, 'n' or 'y': client-final must repeat it */
+};
+
+/* Start an exchange for a stored secret. Never fails. */
+void scram_server_init(struct scram_server *s, const struct scram_secret *secret);
+
+/*
+ * Handle client-first-message (the SASLInitialResponse data, len bytes; no
+ * channel binding: gs2 header "n,," or "y,,"). On success returns a malloc'd
+ * server-first-message (caller frees) and advances the step. On a malformed
+ * message returns NULL and sets *err to a static description.
+ */
+char *scram_server_handle_first(struct scram_server *s, const char *msg, size_t len,
+                                const char **err);
+
+/*
+ * Handle client-final-message: checks channel binding "biws"/"eSws", the
+ * nonce and the proof. On a correct proof returns a malloc'd
+ * server-final-message ("v=...") and stores the recovered ClientKey in
+ * s->client_key. Returns NULL with *err set on a malformed message or wrong
+ * password (then *err is "password authentication failed").
+ */
+char *scram_server_handle_final(struct scram_server *s, const char *msg, size_t len,
+                                const char **err);
+
+/* Free what the exchange owns; s may be reused after scram_server_init. */
+void scram_server_free(struct scram_server *s);
+
+/*
+ * Test hook: use this server nonce part (base64 text) instead of a random
+ * one. Call between scram_server_init and handle_first. Copied; on OOM the
+ * exchange is marked failed.
+ */
+void scram_server_set_nonce(struct scram_server *s, const char *server_nonce);
+
+/* ---- client side: pgsluice logs into a server ---- */
+
+enum scram_client_step { SCRAM_CLIENT_INIT, SCRAM_CLIENT_SENT_FIRST, SCRAM_CLIENT_SENT_FINAL,
+                         SCRAM_CLIENT_DONE, SCRAM_CLIENT_FAILED };
+
+struct scram_client {
+	enum scram_client_step step;
+	char *password;               /* owned; NULL when keys are given */
+	bool have_keys;               /* ClientKey+ServerKey known (SCRAM pass-through) */
+	uint8_t client_key[SCRAM_KEY_LEN];
+	uint8_t server_key[SCRAM_KEY_LEN];
+	struct scram_secret secret;   /* salt/iterations the keys belong to, when have_keys */
+	char *client_nonce;           /* owned */
+	char *client_first_bare;      /* owned */
+	char *auth_message;           /* owned */
+	uint8_t server_signature[SCRAM_KEY_LEN];
+	char *user;                   /* owned; sent as n=, NULL sends "" as libpq does */
+};
+
+/* Start an exchange with a plain password (copied). Returns false on OOM. */
+bool scram_client_init_password(struct scram_client *c, const char *password);
+
+/*
+ * Start an exchange with keys recovered from a client's own SCRAM login
+ * (PgBouncer's pass-through): works only when the server's salt and
+ * iterations equal secret's; otherwise handle_server_first fails with
+ * *err "SCRAM secret of pgsluice does not match the server's".
+ */
+void scram_client_init_keys(struct scram_client *c, const struct scram_secret *secret,
+                            const uint8_t client_key[SCRAM_KEY_LEN]);
+
+/*
+ * Test hook: use this client nonce (text) instead of a random one. Copied;
+ * on OOM the exchange is marked failed so scram_client_first returns NULL.
+ */
+void scram_client_set_nonce(struct scram_client *c, const char *nonce);
+
+/*
+ * Test hook: send this user name in client-first-message instead of the
+ * empty one PostgreSQL's libpq sends (the server takes the role from the
+ * startup packet); lets a test replay RFC 7677's exchange byte for byte.
+ * Copied; false on OOM.
+ */
+bool scram_client_set_user(struct scram_client *c, const char *user);
+
+/* The client-first-message "n,,n=,r=<nonce>" (malloc'd, caller frees), or NULL on OOM. */
+char *scram_client_first(struct scram_client *c);
+
+/*
+ * Handle server-first-message; returns the malloc'd client-final-message
+ * with the proof, or NULL with *err set (malformed, nonce mismatch,
+ * iteration count out of range, keys not usable).
+ */
+char *scram_client_handle_server_first(struct scram_client *c, const char *msg, size_t len,
+                                       const char **err);
+
+/* Verify server-final-message ("v=..."); false with *err set if it does not match. */
+bool scram_client_verify_server_final(struct scram_client *c, const char *msg, size_t len,
+                                      const char **err);
+
+void scram_client_free(struct scram_client *c);
+
+#endif

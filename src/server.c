@@ -1,0 +1,625 @@
+/*
+ * server.c - see server.h. Login follows protocol-flow.html 55.2.1 from the
+ * client's side; replies of a linked server are relayed to its client with
+ * only ReadyForQuery and ParameterStatus inspected (DESIGN.md section 3).
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+
+#include "auth.h"
+#include "client.h"
+#include "log.h"
+#include "pool.h"
+#include "proto.h"
+#include "sluice.h"
+#include "util.h"
+
+/* Messages pgsluice reads whole from a server (login, internal queries,
+ * ReadyForQuery, ParameterStatus) are far below this; a larger one is
+ * a broken server. */
+#define MAX_INSPECTED_LEN (1024 * 1024)
+
+static uint64_t next_server_id = 1;
+
+static void server_read_cb(struct bufferevent *bev, void *arg);
+static void server_write_cb(struct bufferevent *bev, void *arg);
+static void server_event_cb(struct bufferevent *bev, short events, void *arg);
+
+static void free_params(char **kv)
+{
+	for (char **p = kv; p && *p; p++)
+		free(*p);
+	free(kv);
+}
+
+/* Remember an untracked ParameterStatus pair (server_version and the like). */
+static void add_other_param(struct server *s, const char *name, const char *value)
+{
+	size_t n = 0;
+	while (s->other_params && s->other_params[n]) {
+		if (n % 2 == 0 && strcmp(s->other_params[n], name) == 0) {
+			char *v = strdup(value);
+			if (v) {
+				free(s->other_params[n + 1]);
+				s->other_params[n + 1] = v;
+			}
+			return;
+		}
+		n++;
+	}
+	char **kv = realloc(s->other_params, (n + 3) * sizeof(char *));
+	if (!kv)
+		return;
+	kv[n] = strdup(name);
+	kv[n + 1] = strdup(value);
+	kv[n + 2] = NULL;
+	if (!kv[n] || !kv[n + 1]) {
+		free(kv[n]);
+		free(kv[n + 1]);
+		kv[n] = NULL;
+	}
+	s->other_params = kv;
+}
+
+static void send_startup(struct server *s)
+{
+	struct pool *p = s->pool;
+	struct msgbuf m;
+	msg_init(&m);
+	msg_begin(&m, 0);
+	msg_add_int32(&m, (int32_t)PROTO_V3_0);
+	msg_add_string(&m, "user");
+	msg_add_string(&m, p->user_name);
+	msg_add_string(&m, "database");
+	msg_add_string(&m, p->dbname);
+	for (int i = 0; i < varcache_count(); i++)
+		if (p->startup_vars.values[i]) {
+			msg_add_string(&m, varcache_name(i));
+			msg_add_string(&m, p->startup_vars.values[i]);
+		}
+	msg_add_byte(&m, 0);
+	msg_end(&m);
+	msg_flush_to(&m, bufferevent_get_output(s->bev));
+	msg_free(&m);
+}
+
+static bool start_connect(struct server *s)
+{
+	struct pool *p = s->pool;
+	struct sluice *sl = p->sl;
+	if (!p->host || p->host[0] == '/') {
+		struct sockaddr_un un;
+		memset(&un, 0, sizeof(un));
+		un.sun_family = AF_UNIX;
+		snprintf(un.sun_path, sizeof(un.sun_path), "%s/.s.PGSQL.%d",
+		         p->host ? p->host : sl->cfg->unix_socket_dir, p->port);
+		return bufferevent_socket_connect(s->bev, (struct sockaddr *)&un, sizeof(un)) == 0;
+	}
+	return bufferevent_socket_connect_hostname(s->bev, sl->dns, AF_UNSPEC, p->host, p->port) == 0;
+}
+
+struct server *server_launch(struct pool *p)
+{
+	struct sluice *sl = p->sl;
+	struct server *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->bev = bufferevent_socket_new(sl->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (!s->bev) {
+		free(s);
+		return NULL;
+	}
+	s->pool = p;
+	s->id = next_server_id++;
+	s->tx_status = 'I';
+	s->connect_time = s->last_used = now_usec();
+	s->state = SV_LOGIN;
+	TAILQ_INSERT_TAIL(&p->login_servers, s, entry);
+	p->n_login++;
+	bufferevent_setcb(s->bev, server_read_cb, server_write_cb, server_event_cb, s);
+	bufferevent_setwatermark(s->bev, EV_WRITE, RELAY_HIGH_WATER / 2, 0);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	log_debug("S-%llu: %s/%s new connection to server", (unsigned long long)s->id, p->db_name, p->user_name);
+	if (!start_connect(s)) {
+		char err[256];
+		snprintf(err, sizeof(err), "could not start connection: %s", strerror(errno));
+		server_close(s, err);
+		pool_login_failed(p, NULL, 0, err);
+		return NULL;
+	}
+	return s;
+}
+
+void server_close(struct server *s, const char *reason)
+{
+	struct pool *p = s->pool;
+	struct client *c = s->client;
+	if (p->sl->cfg->log_disconnections || s->state == SV_LOGIN)
+		log_info("S-%llu: %s/%s closing because: %s (age=%llds)", (unsigned long long)s->id,
+		         p->db_name, p->user_name, reason,
+		         (long long)((now_usec() - s->connect_time) / USEC_PER_SEC));
+	if (c) {
+		s->client = NULL;
+		c->server = NULL;
+		client_fatal(c, SQLSTATE_CONNECTION_FAILURE, reason, NULL, "server connection lost");
+	}
+	switch (s->state) {
+	case SV_LOGIN: TAILQ_REMOVE(&p->login_servers, s, entry); p->n_login--; break;
+	case SV_IDLE: TAILQ_REMOVE(&p->idle_servers, s, entry); p->n_idle--; break;
+	case SV_ACTIVE:
+	case SV_RESET: TAILQ_REMOVE(&p->active_servers, s, entry); p->n_active--; break;
+	}
+	bufferevent_free(s->bev);
+	varcache_clear(&s->vars);
+	free_params(s->other_params);
+	if (s->scram_started)
+		scram_client_free(&s->scram);
+	free(s);
+}
+
+static bool send_query(struct server *s, const char *sql, enum server_internal why)
+{
+	struct msgbuf m;
+	msg_init(&m);
+	msg_begin(&m, PqMsg_Query);
+	msg_add_string(&m, sql);
+	msg_end(&m);
+	bool ok = msg_flush_to(&m, bufferevent_get_output(s->bev));
+	msg_free(&m);
+	s->internal = why;
+	s->internal_failed = false;
+	s->pending_ready++;
+	return ok;
+}
+
+/* ---- login ---- */
+
+/* The password pgsluice logs in with: the [databases] entry's, else auth_file's. */
+static const char *login_password(struct server *s)
+{
+	struct pool *p = s->pool;
+	if (p->password)
+		return p->password;
+	const struct userlist_entry *e = p->sl->userlist ? userlist_find(p->sl->userlist, p->user_name) : NULL;
+	return e ? e->password : NULL;
+}
+
+static void send_password_message(struct server *s, const void *data, size_t len, bool with_nul)
+{
+	struct msgbuf m;
+	msg_init(&m);
+	msg_begin(&m, PqMsg_PasswordMessage);
+	msg_add_bytes(&m, data, len);
+	if (with_nul)
+		msg_add_byte(&m, 0);
+	msg_end(&m);
+	msg_flush_to(&m, bufferevent_get_output(s->bev));
+	msg_free(&m);
+}
+
+static const char *start_sasl(struct server *s, struct msgreader *r)
+{
+	bool offered = false;
+	for (;;) {
+		const char *mech = mr_string(r);
+		if (r->bad || !*mech)
+			break;
+		if (strcmp(mech, "SCRAM-SHA-256") == 0)
+			offered = true;
+	}
+	if (!offered)
+		return "server offers no SASL mechanism pgsluice supports";
+	const char *pw = login_password(s);
+	struct pool *p = s->pool;
+	if (pw && password_kind_of(pw) == PASSWORD_PLAIN) {
+		if (!scram_client_init_password(&s->scram, pw))
+			return "out of memory";
+	} else if (!p->password && p->have_scram_keys) {
+		scram_client_init_keys(&s->scram, &p->scram_secret, p->scram_client_key);
+	} else {
+		return "SCRAM login to the server needs a plain-text password, or a client that logged in with SCRAM first";
+	}
+	s->scram_started = true;
+	char *first = scram_client_first(&s->scram);
+	if (!first)
+		return "out of memory";
+	struct msgbuf m;
+	msg_init(&m);
+	msg_begin(&m, PqMsg_PasswordMessage);
+	msg_add_string(&m, "SCRAM-SHA-256");
+	msg_add_int32(&m, (int32_t)strlen(first));
+	msg_add_bytes(&m, first, strlen(first));
+	msg_end(&m);
+	msg_flush_to(&m, bufferevent_get_output(s->bev));
+	msg_free(&m);
+	free(first);
+	return NULL;
+}
+
+/* Answer an AuthenticationRequest; returns an error text or NULL. */
+static const char *handle_auth_request(struct server *s, struct msgreader *r)
+{
+	int32_t code = mr_int32(r);
+	const char *pw = login_password(s);
+	const char *err = NULL;
+	switch (code) {
+	case AUTH_REQ_OK:
+		s->login_step = SV_STEP_PARAMS;
+		return NULL;
+	case AUTH_REQ_PASSWORD:
+		if (!pw || password_kind_of(pw) != PASSWORD_PLAIN)
+			return "server asks for a cleartext password, and pgsluice has no plain-text password for this user";
+		send_password_message(s, pw, strlen(pw), true);
+		return NULL;
+	case AUTH_REQ_MD5: {
+		const uint8_t *salt = mr_bytes(r, 4);
+		char stored[MD5_PASSWD_LEN + 1], response[MD5_PASSWD_LEN + 1];
+		if (!salt)
+			return "malformed MD5 authentication request";
+		if (!pw || password_kind_of(pw) == PASSWORD_SCRAM)
+			return "server asks for MD5, and pgsluice has no plain-text password or MD5 hash for this user";
+		if (password_kind_of(pw) == PASSWORD_PLAIN)
+			md5_password_hash(pw, s->pool->user_name, stored);
+		else
+			str_copy(stored, pw, sizeof(stored));
+		md5_salted_response(stored, salt, response);
+		send_password_message(s, response, strlen(response), true);
+		return NULL;
+	}
+	case AUTH_REQ_SASL:
+		return start_sasl(s, r);
+	case AUTH_REQ_SASL_CONT: {
+		if (!s->scram_started)
+			return "unexpected SASL continue message";
+		size_t len = mr_remaining(r);
+		char *final = scram_client_handle_server_first(&s->scram, (const char *)mr_bytes(r, len), len, &err);
+		if (!final)
+			return err;
+		send_password_message(s, final, strlen(final), false);
+		free(final);
+		return NULL;
+	}
+	case AUTH_REQ_SASL_FIN: {
+		size_t len = mr_remaining(r);
+		if (!s->scram_started ||
+		    !scram_client_verify_server_final(&s->scram, (const char *)mr_bytes(r, len), len, &err))
+			return err ? err : "unexpected SASL final message";
+		return NULL;
+	}
+	default:
+		return "server asks for an authentication method pgsluice does not support";
+	}
+}
+
+static void login_done(struct server *s)
+{
+	struct pool *p = s->pool;
+	log_debug("S-%llu: %s/%s login finished", (unsigned long long)s->id, p->db_name, p->user_name);
+	pool_set_welcome(p, &s->vars, s->other_params);
+	pool_server_ready(s);
+}
+
+static void login_fail(struct server *s, const uint8_t *msg, size_t len, const char *why)
+{
+	struct pool *p = s->pool;
+	if (msg) {
+		struct pg_error_fields f;
+		if (proto_parse_error(msg + PROTO_HEADER_LEN, len - PROTO_HEADER_LEN, &f))
+			log_warning("S-%llu: %s/%s server login failed: %s %s", (unsigned long long)s->id,
+			            p->db_name, p->user_name, f.sqlstate, f.message);
+	} else {
+		log_warning("S-%llu: %s/%s server login failed: %s", (unsigned long long)s->id,
+		            p->db_name, p->user_name, why);
+	}
+	server_close(s, "login failed");
+	pool_login_failed(p, msg, len, why);
+}
+
+/* One whole message of a server in SV_LOGIN. Returns false when s is gone. */
+static bool login_message(struct server *s, uint8_t type, const uint8_t *msg, size_t len)
+{
+	struct msgreader r;
+	mr_init(&r, msg + PROTO_HEADER_LEN, len - PROTO_HEADER_LEN);
+	switch (type) {
+	case PqMsg_AuthenticationRequest: {
+		const char *err = handle_auth_request(s, &r);
+		if (err) {
+			login_fail(s, NULL, 0, err);
+			return false;
+		}
+		return true;
+	}
+	case PqMsg_ErrorResponse:
+		login_fail(s, msg, len, NULL);
+		return false;
+	case PqMsg_ParameterStatus: {
+		const char *name = mr_string(&r), *value = mr_string(&r);
+		if (!r.bad && !varcache_set(&s->vars, name, value))
+			add_other_param(s, name, value);
+		return true;
+	}
+	case PqMsg_BackendKeyData:
+		s->cancel_pid = mr_int32(&r);
+		s->cancel_key = mr_int32(&r);
+		return true;
+	case PqMsg_ReadyForQuery:
+		if (s->internal == SV_INTERNAL_CONNECT) {
+			s->pending_ready--;
+			s->internal = SV_INTERNAL_NONE;
+			if (s->internal_failed) {
+				login_fail(s, NULL, 0, "connect_query failed");
+				return false;
+			}
+		} else if (s->pool->connect_query && *s->pool->connect_query) {
+			send_query(s, s->pool->connect_query, SV_INTERNAL_CONNECT);
+			return true;
+		}
+		login_done(s);
+		return false;    /* s may be linked now: the caller re-dispatches */
+	default:
+		return true;     /* NoticeResponse, NegotiateProtocolVersion, connect_query rows */
+	}
+}
+
+/* ---- internal queries and relay ---- */
+
+/* A whole message in reply to pgsluice's own query. Returns false when s is gone or changed role. */
+static bool internal_message(struct server *s, uint8_t type, const uint8_t *msg, size_t len)
+{
+	struct msgreader r;
+	mr_init(&r, msg + PROTO_HEADER_LEN, len - PROTO_HEADER_LEN);
+	if (type == PqMsg_ParameterStatus) {
+		const char *name = mr_string(&r), *value = mr_string(&r);
+		if (!r.bad && !varcache_set(&s->vars, name, value))
+			add_other_param(s, name, value);
+		return true;
+	}
+	if (type == PqMsg_ErrorResponse) {
+		struct pg_error_fields f;
+		if (proto_parse_error(r.data, r.len, &f))
+			log_warning("S-%llu: %s/%s internal query failed: %s %s", (unsigned long long)s->id,
+			            s->pool->db_name, s->pool->user_name, f.sqlstate, f.message);
+		s->internal_failed = true;
+		return true;
+	}
+	if (type != PqMsg_ReadyForQuery)
+		return true;
+	s->tx_status = (char)mr_byte(&r);
+	if (--s->pending_ready > 0)
+		return true;
+	enum server_internal was = s->internal;
+	s->internal = SV_INTERNAL_NONE;
+	if (s->internal_failed || s->tx_status != 'I') {
+		server_close(s, was == SV_INTERNAL_SETUP ? "setting client parameters failed" : "server_reset_query failed");
+		return false;
+	}
+	if (was == SV_INTERNAL_SETUP && s->client) {
+		client_server_linked(s->client);
+		return false;
+	}
+	if (was == SV_INTERNAL_RESET) {
+		pool_server_ready(s);
+		return false;
+	}
+	return true;
+}
+
+/* Inspect a whole ParameterStatus or ReadyForQuery on its way to the client. */
+static void note_server_message(struct server *s, uint8_t type, const uint8_t *body, size_t len)
+{
+	struct msgreader r;
+	mr_init(&r, body, len);
+	if (type == PqMsg_ReadyForQuery) {
+		s->tx_status = (char)mr_byte(&r);
+		if (s->pending_ready > 0)
+			s->pending_ready--;
+		if (s->tx_status == 'I' && s->client)
+			s->client->sl->stats.xact_count++;
+	} else if (type == PqMsg_ParameterStatus) {
+		const char *name = mr_string(&r), *value = mr_string(&r);
+		if (r.bad)
+			return;
+		if (!varcache_set(&s->vars, name, value))
+			add_other_param(s, name, value);
+		else if (s->client)
+			varcache_set(&s->client->vars, name, value);   /* the client's own SET */
+	}
+}
+
+static bool needs_whole(const struct server *s, uint8_t type)
+{
+	return s->state == SV_LOGIN || s->internal != SV_INTERNAL_NONE || !s->client ||
+	       type == PqMsg_ReadyForQuery || type == PqMsg_ParameterStatus;
+}
+
+/* Handle one whole message; returns false when the relay loop must stop. */
+static bool whole_message(struct server *s, uint8_t type, struct evbuffer *in, uint32_t len)
+{
+	size_t total = 1 + (size_t)len;
+	uint8_t *msg = evbuffer_pullup(in, (ev_ssize_t)total);
+	if (!msg) {
+		server_close(s, "out of memory");
+		return false;
+	}
+	if (s->state == SV_LOGIN) {
+		/* copy: login_message may free s and with it the buffer */
+		uint8_t *copy = malloc(total);
+		if (!copy) {
+			server_close(s, "out of memory");
+			return false;
+		}
+		memcpy(copy, msg, total);
+		evbuffer_drain(in, total);
+		bool go_on = login_message(s, type, copy, total);
+		free(copy);
+		return go_on;
+	}
+	if (s->internal != SV_INTERNAL_NONE) {
+		uint8_t *copy = malloc(total);
+		if (!copy) {
+			server_close(s, "out of memory");
+			return false;
+		}
+		memcpy(copy, msg, total);
+		evbuffer_drain(in, total);
+		bool go_on = internal_message(s, type, copy, total);
+		free(copy);
+		return go_on;
+	}
+	if (!s->client) {
+		/* An idle server speaks only to say it is going away. */
+		struct pg_error_fields f;
+		if (type == PqMsg_ErrorResponse && proto_parse_error(msg + PROTO_HEADER_LEN, len - 4, &f))
+			log_info("S-%llu: idle server sent: %s %s", (unsigned long long)s->id, f.sqlstate, f.message);
+		if (type == PqMsg_ParameterStatus || type == PqMsg_NoticeResponse) {
+			evbuffer_drain(in, total);
+			return true;
+		}
+		server_close(s, "unexpected message from idle server");
+		return false;
+	}
+	note_server_message(s, type, msg + PROTO_HEADER_LEN, len - 4);
+	struct client *c = s->client;
+	evbuffer_remove_buffer(in, bufferevent_get_output(c->bev), total);
+	c->sl->stats.bytes_sent += total;
+	return true;
+}
+
+static void server_relay(struct server *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	for (;;) {
+		struct client *c = s->client;
+		if (c && s->internal == SV_INTERNAL_NONE && s->state != SV_LOGIN) {
+			struct evbuffer *out = bufferevent_get_output(c->bev);
+			if (evbuffer_get_length(out) >= RELAY_HIGH_WATER) {
+				bufferevent_disable(s->bev, EV_READ);
+				return;   /* client_write_cb resumes us */
+			}
+			if (s->relay_left > 0) {
+				size_t n = evbuffer_get_length(in);
+				if (n == 0)
+					return;
+				if (n > s->relay_left)
+					n = s->relay_left;
+				evbuffer_remove_buffer(in, out, n);
+				s->relay_left -= (uint32_t)n;
+				c->sl->stats.bytes_sent += n;
+				continue;
+			}
+		}
+		uint8_t type;
+		uint32_t len;
+		if (!proto_peek_header(in, &type, &len))
+			return;
+		if (len < 4 || (needs_whole(s, type) && len > MAX_INSPECTED_LEN)) {
+			server_close(s, "invalid message from server");
+			return;
+		}
+		if (!needs_whole(s, type)) {
+			s->relay_left = 1 + len;
+			continue;
+		}
+		if (evbuffer_get_length(in) < 1 + (size_t)len)
+			return;
+		if (!whole_message(s, type, in, len))
+			return;
+	}
+}
+
+bool server_link(struct server *s, struct client *c)
+{
+	char sql[4096];
+	s->client = c;
+	c->server = s;
+	pool_move_server(s, SV_ACTIVE);
+	int n = varcache_apply_sql(&c->vars, &s->vars, sql, sizeof(sql));
+	if (n < 0) {
+		server_close(s, "client parameters too long");
+		return false;
+	}
+	if (n > 0) {
+		log_debug("S-%llu: setting client parameters: %s", (unsigned long long)s->id, sql);
+		if (!send_query(s, sql, SV_INTERNAL_SETUP)) {
+			server_close(s, "out of memory");
+			return false;
+		}
+		return true;
+	}
+	client_server_linked(c);
+	return true;
+}
+
+void server_start_reset(struct server *s)
+{
+	const char *q = s->pool->sl->cfg->server_reset_query;
+	if (!q || !*q) {
+		pool_server_ready(s);
+		return;
+	}
+	pool_move_server(s, SV_RESET);
+	if (!send_query(s, q, SV_INTERNAL_RESET))
+		server_close(s, "out of memory");
+}
+
+bool server_is_clean(const struct server *s)
+{
+	return s->state == SV_ACTIVE && s->internal == SV_INTERNAL_NONE && s->pending_ready == 0 &&
+	       !s->unsynced && s->tx_status == 'I' && s->relay_left == 0 &&
+	       evbuffer_get_length(bufferevent_get_input(s->bev)) == 0;
+}
+
+void server_resume(struct server *s)
+{
+	bufferevent_enable(s->bev, EV_READ);
+	server_relay(s);
+}
+
+static void server_read_cb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	server_relay(arg);
+}
+
+static void server_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct server *s = arg;
+	(void)bev;
+	if (s->client && s->internal == SV_INTERNAL_NONE)
+		client_resume(s->client);
+}
+
+static void server_event_cb(struct bufferevent *bev, short events, void *arg)
+{
+	struct server *s = arg;
+	if (events & BEV_EVENT_CONNECTED) {
+		int fd = bufferevent_getfd(bev);
+		s->addr_len = sizeof(s->addr);
+		if (getpeername(fd, (struct sockaddr *)&s->addr, &s->addr_len) != 0)
+			s->addr_len = 0;
+		socket_tune(fd, s->pool->sl->cfg->tcp_keepalive);
+		send_startup(s);
+		return;
+	}
+	char why[256];
+	int dns_err = bufferevent_socket_get_dns_error(bev);
+	if (dns_err)
+		snprintf(why, sizeof(why), "could not resolve host \"%s\": %s", s->pool->host, evutil_gai_strerror(dns_err));
+	else if (events & BEV_EVENT_ERROR)
+		snprintf(why, sizeof(why), "%s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	else
+		snprintf(why, sizeof(why), "server closed the connection unexpectedly");
+	if (s->state == SV_LOGIN)
+		login_fail(s, NULL, 0, why);
+	else
+		server_close(s, why);
+}

@@ -1,0 +1,90 @@
+/*
+ * server.h - pgsluice's connections to PostgreSQL: connect, StartupMessage,
+ * authentication as a client (cleartext, md5, SCRAM-SHA-256), the relay of
+ * replies to the linked client, setup (SET) and reset queries.
+ * Owns struct server; its state names the pool list it sits on.
+ */
+#ifndef SLUICE_SERVER_H
+#define SLUICE_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include "config.h"
+#include "scram.h"
+#include "varcache.h"
+
+struct pool;
+struct client;
+struct bufferevent;
+
+enum server_state {
+	SV_LOGIN,     /* connecting and authenticating: pool->login_servers */
+	SV_IDLE,      /* ready, unlinked: pool->idle_servers */
+	SV_ACTIVE,    /* linked to a client: pool->active_servers */
+	SV_RESET,     /* running server_reset_query: pool->active_servers */
+};
+
+/* What the server is doing with the queries pgsluice itself sent. */
+enum server_internal {
+	SV_INTERNAL_NONE,      /* replies go to the linked client */
+	SV_INTERNAL_CONNECT,   /* connect_query after login */
+	SV_INTERNAL_SETUP,     /* SET of tracked parameters before the client's traffic */
+	SV_INTERNAL_RESET,     /* server_reset_query after release */
+};
+
+enum server_login_step { SV_STEP_STARTUP, SV_STEP_AUTH, SV_STEP_PARAMS };
+
+struct server {
+	TAILQ_ENTRY(server) entry;
+	enum server_state state;
+	enum server_internal internal;
+	enum server_login_step login_step;
+	struct pool *pool;
+	struct client *client;         /* linked client or NULL */
+	struct bufferevent *bev;
+	uint64_t id;
+
+	struct varcache vars;          /* the server's current ParameterStatus values */
+	char **other_params;           /* untracked ParameterStatus pairs, NULL-terminated */
+	int32_t cancel_pid, cancel_key;
+	struct sockaddr_storage addr;  /* where to send a CancelRequest */
+	socklen_t addr_len;
+	struct scram_client scram;
+	bool scram_started;
+
+	usec_t connect_time;           /* monotonic */
+	usec_t last_used;              /* monotonic, last release or login */
+	int pending_ready;             /* ReadyForQuery replies still owed */
+	bool unsynced;                 /* extended-protocol messages sent since the last Sync */
+	char tx_status;                /* last ReadyForQuery status: 'I', 'T', 'E' */
+	uint32_t relay_left;           /* bytes of the current message still to relay */
+	bool internal_failed;          /* an internal query got ErrorResponse */
+	bool close_when_released;
+};
+
+/* Open a new server for pool p (SV_LOGIN). Returns NULL on immediate failure (logged). */
+struct server *server_launch(struct pool *p);
+
+/* Close and free s, unlinking it from its client and pool. reason is logged. */
+void server_close(struct server *s, const char *reason);
+
+/*
+ * Link s (SV_IDLE) to client c: set the client's tracked parameters first if
+ * they differ, then let the client's traffic flow. Returns false (s closed)
+ * when the setup query cannot be sent.
+ */
+bool server_link(struct server *s, struct client *c);
+
+/* Start server_reset_query on s (SV_RESET); idles it when there is none. */
+void server_start_reset(struct server *s);
+
+/* True when s has answered everything sent and is outside a transaction. */
+bool server_is_clean(const struct server *s);
+
+/* Resume relaying server replies after the client's output drained. */
+void server_resume(struct server *s);
+
+#endif

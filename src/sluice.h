@@ -1,0 +1,66 @@
+/*
+ * sluice.h - the per-process state of pgsluice: the event loop, the current
+ * configuration and auth_file, the lists every connection sits on, and the
+ * counters. One struct passed by pointer, so a worker-per-thread mode can
+ * later own one each (DESIGN.md section 3).
+ */
+#ifndef SLUICE_SLUICE_H
+#define SLUICE_SLUICE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "config.h"
+#include "scram.h"
+
+struct event_base;
+struct evdns_base;
+struct event;
+struct userlist;
+struct listener;
+struct client;
+struct server;
+struct pool;
+
+TAILQ_HEAD(client_list, client);
+TAILQ_HEAD(server_list, server);
+TAILQ_HEAD(pool_list, pool);
+
+/* Counters for the stats_period log line (and later SHOW STATS). */
+struct sluice_stats {
+	uint64_t xact_count;
+	uint64_t query_count;
+	uint64_t bytes_received;   /* from clients */
+	uint64_t bytes_sent;       /* to clients */
+	uint64_t xact_time_usec;
+	uint64_t wait_time_usec;
+};
+
+struct sluice {
+	struct event_base *base;
+	struct evdns_base *dns;
+	struct sluice_config *cfg;        /* owned; replaced on reload */
+	struct userlist *userlist;        /* owned; NULL when auth_file is unset */
+	char *config_path;
+	bool quiet;
+
+	struct listener *listeners;       /* owned, linked list */
+	struct client_list login_clients; /* CL_LOGIN */
+	struct client_list closing_clients; /* CL_CLOSING */
+	struct pool_list pools;
+	int n_clients;                    /* every client socket, for max_client_conn */
+
+	struct scram_secret mock_secret;  /* for users not in auth_file: fail after a full exchange */
+	struct sluice_stats stats, stats_last;
+	usec_t stats_last_time;
+	bool shutting_down;
+};
+
+/* glibc's sys/queue.h lacks the _SAFE iterators that BSD's has. */
+#ifndef TAILQ_FOREACH_SAFE
+#define TAILQ_FOREACH_SAFE(var, head, field, tvar) \
+	for ((var) = TAILQ_FIRST((head)); (var) && ((tvar) = TAILQ_NEXT((var), field), 1); (var) = (tvar))
+#endif
+
+#endif

@@ -1,0 +1,68 @@
+/* util.c - see util.h. */
+#include "util.h"
+
+#include <ctype.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+usec_t now_usec(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (usec_t)ts.tv_sec * USEC_PER_SEC + ts.tv_nsec / 1000;
+}
+
+usec_t wall_usec(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (usec_t)ts.tv_sec * USEC_PER_SEC + ts.tv_nsec / 1000;
+}
+
+char *str_copy(char *dst, const char *src, size_t size)
+{
+	if (size == 0)
+		return dst;
+	size_t n = strnlen(src, size - 1);
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+	return dst;
+}
+
+char *str_dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+bool str_list_contains(const char *list, const char *name)
+{
+	size_t want = strlen(name);
+	const char *p = list;
+	while (p && *p) {
+		while (*p == ',' || isspace((unsigned char)*p))
+			p++;
+		const char *start = p;
+		while (*p && *p != ',' && !isspace((unsigned char)*p))
+			p++;
+		if ((size_t)(p - start) == want && want > 0 && strncasecmp(start, name, want) == 0)
+			return true;
+	}
+	return false;
+}
+
+void socket_tune(int fd, bool keepalive)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0 || ss.ss_family == AF_UNIX)
+		return;
+	int on = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+	if (keepalive)
+		setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+}

@@ -1,0 +1,50 @@
+/*
+ * varcache.h - the session parameters pgsluice tracks per client and per
+ * server (client_encoding, DateStyle, TimeZone, IntervalStyle,
+ * standard_conforming_strings, application_name, track_extra_parameters), so
+ * that a client sees its own values on whichever server it is given.
+ */
+#ifndef SLUICE_VARCACHE_H
+#define SLUICE_VARCACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define VARCACHE_MAX 16
+
+struct varcache {
+	char *values[VARCACHE_MAX];   /* owned; NULL = unknown / not set */
+};
+
+/*
+ * Configure the tracked names: the six built in plus the comma list extra
+ * (track_extra_parameters). Process-wide; call at start and on reload.
+ */
+void varcache_set_tracked(const char *extra);
+
+/* Index of name among the tracked parameters (case-insensitive), or -1. */
+int varcache_index(const char *name);
+
+/* Number of tracked parameters and the canonical name of one. */
+int varcache_count(void);
+const char *varcache_name(int index);
+
+/* Set (copy) value for name if tracked; returns false if not tracked or on OOM. */
+bool varcache_set(struct varcache *vc, const char *name, const char *value);
+
+/* Free all values. */
+void varcache_clear(struct varcache *vc);
+
+/*
+ * Append to buf (size bytes) the SET statements that bring server to the
+ * values client wants ("SET name='value';" with quotes doubled). Parameters
+ * the client has not set are left alone. Returns the number of statements,
+ * or -1 when buf is too small.
+ */
+int varcache_apply_sql(const struct varcache *client, const struct varcache *server,
+                       char *buf, size_t size);
+
+/* Copy every value from src that dst lacks (client defaults from the server's). */
+void varcache_fill_missing(struct varcache *dst, const struct varcache *src);
+
+#endif
