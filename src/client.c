@@ -71,7 +71,7 @@ void client_accept(struct sluice *sl, int fd, const struct sockaddr *addr, sockl
 	c->id = next_client_id++;
 	c->state = CL_LOGIN;
 	c->auth_step = CL_AUTH_STARTUP;
-	c->connect_time = now_usec();
+	c->connect_time = c->last_activity = now_usec();
 	describe_peer(c, addr);
 	TAILQ_INSERT_TAIL(&sl->login_clients, c, entry);
 	sl->n_clients++;
@@ -123,6 +123,12 @@ void client_close(struct client *c, const char *reason)
 	client_free(c);
 }
 
+/*
+ * Closing after an error is a lingering close: the error is written, our
+ * side shut down for writing, and input drained until the client hangs up.
+ * Closing with unread input would make the kernel send RST, and the client
+ * could lose the error it is owed.
+ */
 static void client_close_after_flush(struct client *c)
 {
 	if (c->state == CL_CLOSING)
@@ -130,12 +136,14 @@ static void client_close_after_flush(struct client *c)
 	client_detach(c);
 	c->state = CL_CLOSING;
 	TAILQ_INSERT_TAIL(&c->sl->closing_clients, c, entry);
-	bufferevent_disable(c->bev, EV_READ);
 	struct timeval tv = { 5, 0 };
-	bufferevent_set_timeouts(c->bev, NULL, &tv);
+	bufferevent_set_timeouts(c->bev, &tv, &tv);
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
 	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-		client_close(c, "error sent");
+		shutdown(bufferevent_getfd(c->bev), SHUT_WR);
 }
 
 void client_fatal(struct client *c, const char *sqlstate, const char *detail, const char *hint,
@@ -151,6 +159,7 @@ void client_fatal(struct client *c, const char *sqlstate, const char *detail, co
 		log_warning("C-%llu: %s/%s@%s:%d pooler error: %s", (unsigned long long)c->id,
 		            c->database ? c->database : "(nodb)", c->user ? c->user : "(nouser)",
 		            c->addr, c->port, text);
+	str_copy(c->close_reason, text, sizeof(c->close_reason));
 	msg_init(&m);
 	msg_add_error(&m, PqMsg_ErrorResponse, "FATAL", sqlstate, detail, hint, "%s", text);
 	msg_flush_to(&m, bufferevent_get_output(c->bev));
@@ -160,6 +169,9 @@ void client_fatal(struct client *c, const char *sqlstate, const char *detail, co
 
 void client_fatal_raw(struct client *c, const uint8_t *msg, size_t len)
 {
+	struct pg_error_fields f;
+	if (len > PROTO_HEADER_LEN && proto_parse_error(msg + PROTO_HEADER_LEN, len - PROTO_HEADER_LEN, &f))
+		snprintf(c->close_reason, sizeof(c->close_reason), "%s", f.message);
 	evbuffer_add(bufferevent_get_output(c->bev), msg, len);
 	client_close_after_flush(c);
 }
@@ -547,7 +559,7 @@ static void login_succeeded(struct client *c)
 	struct sluice *sl = c->sl;
 	const struct db_config *db = config_find_db(sl->cfg, c->database);
 	send_auth_request(c, AUTH_REQ_OK, NULL, 0);
-	struct pool *p = db ? pool_get(sl, db, db->user ? db->user : c->user) : NULL;
+	struct pool *p = db ? pool_get(sl, db, c->database, db->user ? db->user : c->user) : NULL;
 	if (!p) {
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return;
@@ -630,6 +642,8 @@ static bool check_header(struct client *c, uint8_t type, uint32_t len)
 /* Account a message about to go to server s. */
 static void note_client_message(struct client *c, struct server *s, uint8_t type)
 {
+	if (s->pending_ready == 0)
+		s->request_start = c->last_activity;
 	switch (type) {
 	case PqMsg_Query:
 	case PqMsg_FunctionCall:
@@ -682,6 +696,7 @@ static void client_relay(struct client *c)
 			return;
 		if (!check_header(c, type, len))
 			return;
+		c->last_activity = now_usec();
 		if (type == PqMsg_Terminate) {
 			client_close(c, "client close request");
 			return;
@@ -736,7 +751,7 @@ static void client_write_cb(struct bufferevent *bev, void *arg)
 	(void)bev;
 	if (c->state == CL_CLOSING) {
 		if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-			client_close(c, "error sent");
+			shutdown(bufferevent_getfd(c->bev), SHUT_WR);
 		return;
 	}
 	if (c->server)
@@ -747,7 +762,9 @@ static void client_event_cb(struct bufferevent *bev, short events, void *arg)
 {
 	struct client *c = arg;
 	(void)bev;
-	if (events & BEV_EVENT_EOF)
+	if (c->state == CL_CLOSING)
+		client_close(c, c->close_reason);
+	else if (events & BEV_EVENT_EOF)
 		client_close(c, "client unexpected eof");
 	else if (events & BEV_EVENT_ERROR)
 		client_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));

@@ -58,7 +58,9 @@ struct client {
 
 	usec_t connect_time;           /* monotonic */
 	usec_t wait_start;             /* monotonic, when it started waiting for a server */
+	usec_t last_activity;          /* monotonic, last message from the client */
 	uint32_t relay_left;           /* bytes of the current message still to relay */
+	char close_reason[160];        /* the error a CL_CLOSING client was sent, for the log */
 };
 
 /* Take over an accepted socket fd (non-blocking). Closes fd on failure. */

@@ -77,24 +77,25 @@ static bool pool_apply(struct pool *p, const struct sluice_config *cfg, const st
 		varcache_set(&p->startup_vars, "application_name", db->application_name);
 	p->pool_size = pick_pool_size(cfg, db, u);
 	p->min_pool_size = db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size;
+	p->reserve_pool = db->reserve_pool;
 	p->pool_mode = pick_pool_mode(cfg, db, u);
 	return true;
 }
 
 static void pool_free(struct pool *p);
 
-struct pool *pool_get(struct sluice *sl, const struct db_config *db, const char *user)
+struct pool *pool_get(struct sluice *sl, const struct db_config *db, const char *db_name, const char *user)
 {
 	struct pool *p;
 	/* A "*" entry serves every database name, each with its own pool. */
 	TAILQ_FOREACH(p, &sl->pools, entry)
-		if (strcmp(p->user_name, user) == 0 && strcmp(p->db_name, db->name) == 0)
+		if (strcmp(p->user_name, user) == 0 && strcmp(p->db_name, db_name) == 0)
 			return p;
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return NULL;
 	p->sl = sl;
-	p->db_name = strdup(db->name);
+	p->db_name = strdup(db_name);
 	p->user_name = strdup(user);
 	TAILQ_INIT(&p->login_servers);
 	TAILQ_INIT(&p->idle_servers);
@@ -134,7 +135,12 @@ static bool can_launch(struct pool *p)
 {
 	struct sluice *sl = p->sl;
 	const struct sluice_config *cfg = sl->cfg;
-	if (p->n_login + p->n_idle + p->n_active >= p->pool_size)
+	/* reserve_pool_size more servers once a client waited reserve_pool_timeout */
+	int limit = p->pool_size;
+	struct client *first = TAILQ_FIRST(&p->waiting_clients);
+	if (first && cfg->reserve_pool_size > 0 && now_usec() - first->wait_start >= cfg->reserve_pool_timeout)
+		limit += p->reserve_pool >= 0 ? p->reserve_pool : cfg->reserve_pool_size;
+	if (p->n_login + p->n_idle + p->n_active >= limit)
 		return false;
 	if (p->last_login_failure && now_usec() - p->last_login_failure < cfg->server_login_retry)
 		return false;
@@ -341,6 +347,25 @@ static void expire_waiting(struct pool *p, usec_t now)
 	}
 }
 
+/* query_timeout, idle_transaction_timeout and client_idle_timeout (PgBouncer's meanings). */
+static void expire_active(struct pool *p, usec_t now)
+{
+	const struct sluice_config *cfg = p->sl->cfg;
+	struct client *c, *next;
+	TAILQ_FOREACH_SAFE(c, &p->active_clients, entry, next) {
+		struct server *s = c->server;
+		if (s && s->internal == SV_INTERNAL_NONE && s->pending_ready > 0) {
+			if (cfg->query_timeout > 0 && now - s->request_start >= cfg->query_timeout)
+				client_fatal(c, "57014", NULL, NULL, "query_timeout");
+		} else if (s && s->tx_status != 'I') {
+			if (cfg->idle_transaction_timeout > 0 && now - s->last_ready >= cfg->idle_transaction_timeout)
+				client_fatal(c, "25P03", NULL, NULL, "idle_transaction_timeout");
+		} else if (cfg->client_idle_timeout > 0 && now - c->last_activity >= cfg->client_idle_timeout) {
+			client_fatal(c, "57P05", NULL, NULL, "client_idle_timeout");
+		}
+	}
+}
+
 /* server_lifetime, server_idle_timeout and server_connect_timeout. */
 static void expire_servers(struct pool *p, usec_t now)
 {
@@ -373,6 +398,7 @@ void pool_janitor(struct sluice *sl)
 	struct pool *p;
 	TAILQ_FOREACH(p, &sl->pools, entry) {
 		expire_waiting(p, now);
+		expire_active(p, now);
 		expire_servers(p, now);
 		if (p->stale && p->n_idle + p->n_active + p->n_login == 0)
 			p->stale = false;

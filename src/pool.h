@@ -30,6 +30,7 @@ struct pool {
 	struct varcache startup_vars;  /* client_encoding/datestyle/... of the db entry */
 	int pool_size;
 	int min_pool_size;
+	int reserve_pool;              /* -1: reserve_pool_size */
 	enum pool_mode pool_mode;
 
 	struct server_list login_servers;  /* SV_LOGIN */
@@ -57,10 +58,11 @@ struct pool {
 };
 
 /*
- * The pool for database entry db and login user, created on first use.
- * Returns NULL on OOM.
+ * The pool for the database a client named (db_name, configured by entry db,
+ * which may be the "*" fallback) and the server login user, created on
+ * first use. Returns NULL on OOM.
  */
-struct pool *pool_get(struct sluice *sl, const struct db_config *db, const char *user);
+struct pool *pool_get(struct sluice *sl, const struct db_config *db, const char *db_name, const char *user);
 
 /*
  * Client c (CL_ACTIVE, no server) needs a server: link an idle one, or queue

@@ -420,6 +420,7 @@ static void note_server_message(struct server *s, uint8_t type, const uint8_t *b
 	mr_init(&r, body, len);
 	if (type == PqMsg_ReadyForQuery) {
 		s->tx_status = (char)mr_byte(&r);
+		s->last_ready = now_usec();
 		if (s->pending_ready > 0)
 			s->pending_ready--;
 		if (s->tx_status == 'I' && s->client)
@@ -433,6 +434,29 @@ static void note_server_message(struct server *s, uint8_t type, const uint8_t *b
 		else if (s->client)
 			varcache_set(&s->client->vars, name, value);   /* the client's own SET */
 	}
+}
+
+/*
+ * Transaction and statement pooling: after a ReadyForQuery the server goes
+ * back to the pool when it is outside a transaction and has answered every
+ * request of the client, and no message of the client is half relayed.
+ * Returns true when s left c (then the relay of s stops).
+ */
+static bool transaction_end(struct server *s, struct client *c)
+{
+	if (s->tx_status != 'I' && s->pool->pool_mode == POOL_MODE_STATEMENT) {
+		client_fatal(c, SQLSTATE_FEATURE_NOT_SUPPORTED, NULL,
+		             "Use pool_mode = transaction or session for this database or user.",
+		             "transaction blocks are not allowed in statement pooling mode");
+		return true;    /* the server was closed, as it is inside a transaction */
+	}
+	if (s->tx_status != 'I' || s->pending_ready > 0 || s->unsynced || c->relay_left > 0)
+		return false;
+	c->server = NULL;
+	s->client = NULL;
+	pool_release_server(s, true);
+	client_resume(c);   /* relays what the client pipelined after this transaction */
+	return true;
 }
 
 static bool needs_whole(const struct server *s, uint8_t type)
@@ -450,8 +474,8 @@ static bool whole_message(struct server *s, uint8_t type, struct evbuffer *in, u
 		server_close(s, "out of memory");
 		return false;
 	}
-	if (s->state == SV_LOGIN) {
-		/* copy: login_message may free s and with it the buffer */
+	if (s->state == SV_LOGIN || s->internal != SV_INTERNAL_NONE) {
+		/* A copy, as the handlers may free s and with it the buffer. */
 		uint8_t *copy = malloc(total);
 		if (!copy) {
 			server_close(s, "out of memory");
@@ -459,19 +483,8 @@ static bool whole_message(struct server *s, uint8_t type, struct evbuffer *in, u
 		}
 		memcpy(copy, msg, total);
 		evbuffer_drain(in, total);
-		bool go_on = login_message(s, type, copy, total);
-		free(copy);
-		return go_on;
-	}
-	if (s->internal != SV_INTERNAL_NONE) {
-		uint8_t *copy = malloc(total);
-		if (!copy) {
-			server_close(s, "out of memory");
-			return false;
-		}
-		memcpy(copy, msg, total);
-		evbuffer_drain(in, total);
-		bool go_on = internal_message(s, type, copy, total);
+		bool go_on = s->state == SV_LOGIN ? login_message(s, type, copy, total)
+		                                  : internal_message(s, type, copy, total);
 		free(copy);
 		return go_on;
 	}
@@ -491,6 +504,8 @@ static bool whole_message(struct server *s, uint8_t type, struct evbuffer *in, u
 	struct client *c = s->client;
 	evbuffer_remove_buffer(in, bufferevent_get_output(c->bev), total);
 	c->sl->stats.bytes_sent += total;
+	if (type == PqMsg_ReadyForQuery && s->pool->pool_mode != POOL_MODE_SESSION)
+		return !transaction_end(s, c);
 	return true;
 }
 

@@ -57,6 +57,8 @@ struct server {
 
 	usec_t connect_time;           /* monotonic */
 	usec_t last_used;              /* monotonic, last release or login */
+	usec_t request_start;          /* monotonic, when the oldest unanswered request was sent */
+	usec_t last_ready;             /* monotonic, last ReadyForQuery */
 	int pending_ready;             /* ReadyForQuery replies still owed */
 	bool unsynced;                 /* extended-protocol messages sent since the last Sync */
 	char tx_status;                /* last ReadyForQuery status: 'I', 'T', 'E' */

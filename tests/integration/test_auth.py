@@ -1,0 +1,73 @@
+"""Authentication towards clients (auth_type) and towards PostgreSQL (server auth methods).
+
+Refusals are checked with pgwire.login_error, because libpq does not report
+the SQLSTATE of a failed connection attempt.
+"""
+
+import psycopg
+import pytest
+
+import pgwire
+
+CLIENT_AUTH_TYPES = ["scram-sha-256", "md5", "plain"]
+
+
+@pytest.mark.parametrize("auth_type", CLIENT_AUTH_TYPES)
+def test_right_password_logs_in(sluice, auth_type):
+    with sluice(auth_type=auth_type).connect(user="app", password="app_pw") as conn:
+        assert conn.execute("select current_user").fetchone() == ("app",)
+
+
+@pytest.mark.parametrize("auth_type", CLIENT_AUTH_TYPES)
+def test_wrong_password_is_28P01(sluice, auth_type):
+    pooler = sluice(auth_type=auth_type)
+    err = pgwire.login_error(pooler.host, pooler.port, "app", "app", password="not_app_pw")
+    assert err.sqlstate == "28P01", err
+    assert err.severity == "FATAL"
+    # The refusal is per client: the right password still gets in.
+    with pooler.connect() as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+
+
+def test_wrong_password_is_refused_by_libpq_clients_too(sluice):
+    pooler = sluice()
+    with pytest.raises(psycopg.OperationalError, match="authentication failed"):
+        pooler.connect(password="wrong")
+
+
+def test_user_missing_from_auth_file_is_28P01(sluice):
+    pooler = sluice()
+    err = pgwire.login_error(pooler.host, pooler.port, "nobody_here", "app",
+                             password="whatever")
+    # DESIGN.md section 6: failed authentication is 28P01 (28000 for other refusals).
+    assert err.sqlstate in ("28P01", "28000"), err
+
+
+def test_trust_lets_any_listed_user_in_without_password(sluice):
+    pooler = sluice(auth_type="trust")
+    with pgwire.login(pooler.host, pooler.port, "app", "app") as sess:
+        assert sess.query("select current_user") == [["app"]]
+
+
+@pytest.mark.parametrize("dbname, role", [
+    ("trustdb", "trust_user"),   # PostgreSQL: trust
+    ("pwdb", "pw_user"),         # PostgreSQL: password (cleartext)
+    ("md5db", "md5_user"),       # PostgreSQL: md5
+    ("scramdb", "app"),          # PostgreSQL: scram-sha-256
+])
+def test_pooler_logs_in_to_server_with_each_auth_method(sluice, dbname, role):
+    with sluice().connect(user="app", dbname=dbname) as conn:
+        assert conn.execute("select current_user").fetchone() == (role,)
+
+
+@pytest.mark.parametrize("role", ["pw_user", "md5_user"])
+def test_client_role_is_used_for_server_login(sluice, role):
+    with sluice().connect(user=role, dbname="app") as conn:
+        assert conn.execute("select current_user").fetchone() == (role,)
+
+
+def test_unknown_database_is_3D000(sluice):
+    pooler = sluice()
+    err = pgwire.login_error(pooler.host, pooler.port, "app", "no_such_db", password="app_pw")
+    assert err.sqlstate == "3D000", err
+    assert "no_such_db" in err.message
