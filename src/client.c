@@ -103,6 +103,7 @@ static void client_free(struct client *c)
 	if (c->scram_started)
 		scram_server_free(&c->scram);
 	varcache_clear(&c->vars);
+	prepared_client_free(c);
 	free(c->user);
 	free(c->database);
 	free(c->auth_password);
@@ -639,7 +640,7 @@ static bool check_header(struct client *c, uint8_t type, uint32_t len)
 	return true;
 }
 
-/* Account a message about to go to server s. */
+/* Account a message on its way to server s (forwarded or answered by pgsluice). */
 static void note_client_message(struct client *c, struct server *s, uint8_t type)
 {
 	if (s->pending_ready == 0)
@@ -711,7 +712,21 @@ static void client_relay(struct client *c)
 			bufferevent_disable(c->bev, EV_READ);
 			return;   /* the server's write callback resumes us */
 		}
-		note_client_message(c, s, type);
+		if (s->track_replies) {
+			enum client_msg_result res = prepared_client_message(c, s, type, len);
+			if (res == CLIENT_MSG_NEED_MORE)
+				return;
+			if (res == CLIENT_MSG_FAILED) {
+				client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+				return;
+			}
+			note_client_message(c, s, type);
+			if (res == CLIENT_MSG_DONE)
+				continue;
+			prepared_note_request(s, type);
+		} else {
+			note_client_message(c, s, type);
+		}
 		c->relay_left = 1 + len;
 	}
 }

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include "config.h"
+#include "prepared.h"
 #include "proto.h"
 #include "scram.h"
 #include "varcache.h"
@@ -50,6 +51,7 @@ struct client {
 	char *database;                /* database name from the StartupMessage, owned */
 	char *auth_password;           /* stored password for user (copy), owned */
 	struct varcache vars;          /* the values this client believes it has */
+	struct client_stmts stmts;     /* named prepared statements, under transaction pooling */
 	int32_t cancel_pid, cancel_key; /* the BackendKeyData pgsluice gave it */
 
 	uint8_t md5_salt[4];

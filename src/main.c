@@ -279,6 +279,7 @@ static int run(struct sluice *sl, const struct options *o)
 		client_close(TAILQ_FIRST(&sl->closing_clients), "pgsluice shutting down");
 	for (int i = 0; i < 3; i++)
 		event_free(sigs[i]);
+	prepared_registry_free(&sl->prepared);
 	evdns_base_free(sl->dns, 0);
 	event_base_free(sl->base);
 	return 0;

@@ -160,6 +160,7 @@ void server_close(struct server *s, const char *reason)
 	}
 	bufferevent_free(s->bev);
 	varcache_clear(&s->vars);
+	prepared_server_free(s);
 	free_params(s->other_params);
 	if (s->scram_started)
 		scram_client_free(&s->scram);
@@ -444,12 +445,6 @@ static void note_server_message(struct server *s, uint8_t type, const uint8_t *b
  */
 static bool transaction_end(struct server *s, struct client *c)
 {
-	if (s->tx_status != 'I' && s->pool->pool_mode == POOL_MODE_STATEMENT) {
-		client_fatal(c, SQLSTATE_FEATURE_NOT_SUPPORTED, NULL,
-		             "Use pool_mode = transaction or session for this database or user.",
-		             "transaction blocks are not allowed in statement pooling mode");
-		return true;    /* the server was closed, as it is inside a transaction */
-	}
 	if (s->tx_status != 'I' || s->pending_ready > 0 || s->unsynced || c->relay_left > 0)
 		return false;
 	c->server = NULL;
@@ -462,7 +457,8 @@ static bool transaction_end(struct server *s, struct client *c)
 static bool needs_whole(const struct server *s, uint8_t type)
 {
 	return s->state == SV_LOGIN || s->internal != SV_INTERNAL_NONE || !s->client ||
-	       type == PqMsg_ReadyForQuery || type == PqMsg_ParameterStatus;
+	       type == PqMsg_ReadyForQuery || type == PqMsg_ParameterStatus ||
+	       (s->track_replies && (type == PqMsg_ParseComplete || type == PqMsg_CloseComplete));
 }
 
 /* Handle one whole message; returns false when the relay loop must stop. */
@@ -500,8 +496,19 @@ static bool whole_message(struct server *s, uint8_t type, struct evbuffer *in, u
 		server_close(s, "unexpected message from idle server");
 		return false;
 	}
+	if (prepared_on_reply(s, type) == REPLY_SWALLOW) {
+		evbuffer_drain(in, total);
+		return true;
+	}
 	note_server_message(s, type, msg + PROTO_HEADER_LEN, len - 4);
 	struct client *c = s->client;
+	if (type == PqMsg_ReadyForQuery && s->tx_status != 'I' && s->pool->pool_mode == POOL_MODE_STATEMENT) {
+		/* The client never sees itself inside a transaction block. */
+		client_fatal(c, SQLSTATE_FEATURE_NOT_SUPPORTED, NULL,
+		             "Use pool_mode = transaction or session for this database or user.",
+		             "transaction blocks are not allowed in statement pooling mode");
+		return false;   /* the server was closed with the client, as it is inside a transaction */
+	}
 	evbuffer_remove_buffer(in, bufferevent_get_output(c->bev), total);
 	c->sl->stats.bytes_sent += total;
 	if (type == PqMsg_ReadyForQuery && s->pool->pool_mode != POOL_MODE_SESSION)
@@ -520,6 +527,8 @@ static void server_relay(struct server *s)
 				bufferevent_disable(s->bev, EV_READ);
 				return;   /* client_write_cb resumes us */
 			}
+			if (s->relay_left == 0 && s->track_replies)
+				prepared_flush_owed(s);
 			if (s->relay_left > 0) {
 				size_t n = evbuffer_get_length(in);
 				if (n == 0)
@@ -541,6 +550,7 @@ static void server_relay(struct server *s)
 			return;
 		}
 		if (!needs_whole(s, type)) {
+			prepared_on_reply(s, type);
 			s->relay_left = 1 + len;
 			continue;
 		}
@@ -556,6 +566,7 @@ bool server_link(struct server *s, struct client *c)
 	char sql[4096];
 	s->client = c;
 	c->server = s;
+	s->track_replies = prepared_active(c);
 	pool_move_server(s, SV_ACTIVE);
 	int n = varcache_apply_sql(&c->vars, &s->vars, sql, sizeof(sql));
 	if (n < 0) {
@@ -582,6 +593,7 @@ void server_start_reset(struct server *s)
 		return;
 	}
 	pool_move_server(s, SV_RESET);
+	prepared_server_reset(s);    /* DISCARD ALL drops the server's statements */
 	if (!send_query(s, q, SV_INTERNAL_RESET))
 		server_close(s, "out of memory");
 }

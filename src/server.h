@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include "config.h"
+#include "prepared.h"
 #include "scram.h"
 #include "varcache.h"
 
@@ -64,6 +65,9 @@ struct server {
 	char tx_status;                /* last ReadyForQuery status: 'I', 'T', 'E' */
 	uint32_t relay_left;           /* bytes of the current message still to relay */
 	bool internal_failed;          /* an internal query got ErrorResponse */
+	bool track_replies;            /* transaction pooling with prepared statements */
+	struct reply_queue replies;    /* requests not answered yet, when track_replies */
+	struct server_stmts stmts;     /* statements prepared on this server */
 	bool close_when_released;
 };
 

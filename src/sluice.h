@@ -12,6 +12,7 @@
 #include <sys/queue.h>
 
 #include "config.h"
+#include "prepared.h"
 #include "scram.h"
 
 struct event_base;
@@ -51,6 +52,7 @@ struct sluice {
 	struct pool_list pools;
 	int n_clients;                    /* every client socket, for max_client_conn */
 
+	struct prepared_registry prepared; /* statement text -> server-side name */
 	struct scram_secret mock_secret;  /* for users not in auth_file: fail after a full exchange */
 	struct sluice_stats stats, stats_last;
 	usec_t stats_last_time;

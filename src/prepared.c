@@ -1,0 +1,588 @@
+/*
+ * prepared.c - see prepared.h. PgBouncer's approach (1.21+), pgsluice's code:
+ * a client's statement names map to one shared server-side name per
+ * distinct text and parameter types; a server is given a statement with an
+ * injected Parse the first time a client uses it there, and pgsluice answers
+ * the client's own Parse/Close itself when the server needs neither.
+ */
+#include "prepared.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "client.h"
+#include "config.h"
+#include "log.h"
+#include "pool.h"
+#include "proto.h"
+#include "server.h"
+#include "sluice.h"
+
+/* ---- registry ---- */
+
+static bool drops_all_statements(const char *text, size_t len);
+static void forget_all(struct server *s);
+
+static uint64_t fnv1a(uint64_t h, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+	for (size_t i = 0; i < len; i++) {
+		h ^= p[i];
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+static void stmt_release(struct prepared_registry *reg, struct prepared_stmt *st)
+{
+	if (--st->refcount > 0)
+		return;
+	struct prepared_stmt **pp = &reg->buckets[st->hash % PREPARED_BUCKETS];
+	while (*pp && *pp != st)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = st->next;
+	reg->count--;
+	free(st->query);
+	free(st->param_types);
+	free(st);
+}
+
+/* The shared entry for (query, types), created on first use; refcount taken. */
+static struct prepared_stmt *stmt_acquire(struct prepared_registry *reg, const char *query, size_t qlen,
+                                          const uint8_t *types, uint16_t n_params)
+{
+	uint64_t h = fnv1a(14695981039346656037ULL, query, qlen);
+	h = fnv1a(h, types, (size_t)n_params * 4);
+	struct prepared_stmt *st;
+	for (st = reg->buckets[h % PREPARED_BUCKETS]; st; st = st->next)
+		if (st->hash == h && st->n_params == n_params && strcmp(st->query, query) == 0 &&
+		    memcmp(st->param_types, types, (size_t)n_params * 4) == 0) {
+			st->refcount++;
+			return st;
+		}
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return NULL;
+	st->query = strndup(query, qlen);
+	st->param_types = malloc((size_t)n_params * 4 + 1);
+	if (!st->query || !st->param_types) {
+		free(st->query);
+		free(st->param_types);
+		free(st);
+		return NULL;
+	}
+	memcpy(st->param_types, types, (size_t)n_params * 4);
+	st->n_params = n_params;
+	st->drops_all = drops_all_statements(query, qlen);
+	st->hash = h;
+	st->refcount = 1;
+	/* DEALLOCATE ALL / DISCARD ALL drop every statement when they run, so
+	 * they go to the server as the unnamed statement, parsed at each use. */
+	if (!st->drops_all)
+		snprintf(st->server_name, sizeof(st->server_name), "PGSLUICE_%llu",
+		         (unsigned long long)++reg->next_id);
+	st->next = reg->buckets[h % PREPARED_BUCKETS];
+	reg->buckets[h % PREPARED_BUCKETS] = st;
+	reg->count++;
+	return st;
+}
+
+void prepared_registry_free(struct prepared_registry *reg)
+{
+	for (size_t i = 0; i < PREPARED_BUCKETS; i++) {
+		struct prepared_stmt *st = reg->buckets[i], *next;
+		for (; st; st = next) {
+			next = st->next;
+			free(st->query);
+			free(st->param_types);
+			free(st);
+		}
+		reg->buckets[i] = NULL;
+	}
+	reg->count = 0;
+}
+
+bool prepared_active(const struct client *c)
+{
+	return c->pool && c->pool->pool_mode != POOL_MODE_SESSION && c->sl->cfg->max_prepared_statements > 0;
+}
+
+/* ---- a client's names ---- */
+
+static struct client_stmt *client_find(struct client *c, const char *name)
+{
+	for (size_t i = 0; i < c->stmts.n; i++)
+		if (strcmp(c->stmts.items[i].name, name) == 0)
+			return &c->stmts.items[i];
+	return NULL;
+}
+
+static void client_drop(struct client *c, struct client_stmt *cs)
+{
+	free(cs->name);
+	stmt_release(&c->sl->prepared, cs->stmt);
+	*cs = c->stmts.items[--c->stmts.n];
+}
+
+static void client_drop_all(struct client *c)
+{
+	while (c->stmts.n > 0)
+		client_drop(c, &c->stmts.items[c->stmts.n - 1]);
+}
+
+/* Bind name to st (whose reference the client takes over). False on OOM. */
+static bool client_bind_name(struct client *c, const char *name, struct prepared_stmt *st)
+{
+	struct client_stmt *cs = client_find(c, name);
+	if (cs) {
+		/* PostgreSQL would refuse a second Parse of a live name; pgsluice
+		 * cannot raise that error in order, so the new text replaces it. */
+		stmt_release(&c->sl->prepared, cs->stmt);
+		cs->stmt = st;
+		return true;
+	}
+	if (c->stmts.n == c->stmts.cap) {
+		size_t cap = c->stmts.cap ? c->stmts.cap * 2 : 8;
+		struct client_stmt *items = realloc(c->stmts.items, cap * sizeof(*items));
+		if (!items)
+			return false;
+		c->stmts.items = items;
+		c->stmts.cap = cap;
+	}
+	char *copy = strdup(name);
+	if (!copy)
+		return false;
+	c->stmts.items[c->stmts.n++] = (struct client_stmt){ copy, st };
+	return true;
+}
+
+void prepared_client_free(struct client *c)
+{
+	client_drop_all(c);
+	free(c->stmts.items);
+	c->stmts.items = NULL;
+	c->stmts.cap = 0;
+}
+
+/* ---- a server's prepared set and reply queue ---- */
+
+static struct server_stmt *server_find(struct server *s, const struct prepared_stmt *st)
+{
+	for (size_t i = 0; i < s->stmts.n; i++)
+		if (s->stmts.items[i].stmt == st)
+			return &s->stmts.items[i];
+	return NULL;
+}
+
+static void server_forget(struct server *s, struct prepared_stmt *st)
+{
+	struct server_stmt *ss = server_find(s, st);
+	if (!ss)
+		return;
+	*ss = s->stmts.items[--s->stmts.n];
+	stmt_release(&s->pool->sl->prepared, st);
+}
+
+static bool queue_push(struct server *s, uint8_t kind, struct prepared_stmt *st)
+{
+	struct reply_queue *q = &s->replies;
+	if (q->n == q->cap) {
+		size_t cap = q->cap ? q->cap * 2 : 16;
+		struct reply_entry *items = malloc(cap * sizeof(*items));
+		if (!items)
+			return false;
+		for (size_t i = 0; i < q->n; i++)
+			items[i] = q->items[(q->head + i) % q->cap];
+		free(q->items);
+		q->items = items;
+		q->head = 0;
+		q->cap = cap;
+	}
+	q->items[(q->head + q->n) % q->cap] = (struct reply_entry){ kind, st };
+	q->n++;
+	return true;
+}
+
+static struct reply_entry *queue_head(struct server *s)
+{
+	return s->replies.n ? &s->replies.items[s->replies.head] : NULL;
+}
+
+static void queue_pop(struct server *s)
+{
+	struct reply_queue *q = &s->replies;
+	q->head = (q->head + 1) % q->cap;
+	q->n--;
+}
+
+void prepared_note_request(struct server *s, uint8_t type)
+{
+	if (!s->track_replies)
+		return;
+	switch (type) {
+	case PqMsg_Sync:
+		s->replies.skipping = false;
+		/* fall through */
+	case PqMsg_Query:
+	case PqMsg_FunctionCall:
+		queue_push(s, type, NULL);
+		break;
+	case PqMsg_Parse:
+	case PqMsg_Bind:
+	case PqMsg_Describe:
+	case PqMsg_Execute:
+	case PqMsg_Close:
+		if (!s->replies.skipping)
+			queue_push(s, type, NULL);
+		break;
+	default:
+		break;
+	}
+}
+
+/* After an ErrorResponse to an extended-protocol message the server skips
+ * to Sync: its requests up to there will never be answered. */
+static void skip_to_sync(struct server *s)
+{
+	struct reply_entry *e;
+	while ((e = queue_head(s)) != NULL && e->kind != PqMsg_Sync) {
+		if ((e->kind == PqMsg_Parse || e->kind == 'p') && e->stmt)
+			server_forget(s, e->stmt);   /* the Parse failed: not prepared there */
+		queue_pop(s);
+	}
+	if (!e)
+		s->replies.skipping = true;
+}
+
+enum reply_action prepared_on_reply(struct server *s, uint8_t type)
+{
+	struct reply_entry *e = queue_head(s);
+	if (!s->track_replies || !e)
+		return REPLY_FORWARD;
+	uint8_t k = e->kind;
+	switch (type) {
+	case PqMsg_ParseComplete:
+	case PqMsg_BindComplete:
+	case PqMsg_CloseComplete:
+		queue_pop(s);
+		return k == 'p' || k == 'c' ? REPLY_SWALLOW : REPLY_FORWARD;
+	case PqMsg_RowDescription:
+	case 'n':   /* NoData */
+		if (k == PqMsg_Describe)
+			queue_pop(s);
+		return REPLY_FORWARD;
+	case PqMsg_CommandComplete:
+	case PqMsg_EmptyQueryResponse:
+	case 's':   /* PortalSuspended */
+		if (k == PqMsg_Execute)
+			queue_pop(s);
+		return REPLY_FORWARD;
+	case PqMsg_ReadyForQuery:
+		queue_pop(s);
+		return REPLY_FORWARD;
+	case PqMsg_ErrorResponse:
+		if (k != PqMsg_Query && k != PqMsg_FunctionCall && k != PqMsg_Sync)
+			skip_to_sync(s);
+		return REPLY_FORWARD;
+	default:
+		return REPLY_FORWARD;
+	}
+}
+
+static void add_complete(struct evbuffer *out, char type)
+{
+	char msg[5] = { type, 0, 0, 0, 4 };
+	evbuffer_add(out, msg, sizeof(msg));
+}
+
+void prepared_flush_owed(struct server *s)
+{
+	struct reply_entry *e;
+	if (!s->client || s->relay_left > 0)
+		return;
+	struct evbuffer *out = bufferevent_get_output(s->client->bev);
+	while ((e = queue_head(s)) != NULL && (e->kind == '1' || e->kind == '3')) {
+		add_complete(out, (char)e->kind);
+		queue_pop(s);
+	}
+}
+
+static void forget_all(struct server *s)
+{
+	while (s->stmts.n > 0)
+		server_forget(s, s->stmts.items[s->stmts.n - 1].stmt);
+}
+
+void prepared_server_reset(struct server *s)
+{
+	forget_all(s);
+	s->replies.n = 0;
+	s->replies.head = 0;
+	s->replies.skipping = false;
+}
+
+void prepared_server_free(struct server *s)
+{
+	prepared_server_reset(s);
+	free(s->stmts.items);
+	free(s->replies.items);
+}
+
+/* ---- rewriting client messages ---- */
+
+static void note_statement_text(struct client *c, struct server *s, const char *text, size_t len);
+
+static void add_parse(struct evbuffer *out, const struct prepared_stmt *st)
+{
+	struct msgbuf m;
+	msg_init(&m);
+	msg_begin(&m, PqMsg_Parse);
+	msg_add_string(&m, st->server_name);
+	msg_add_string(&m, st->query);
+	msg_add_int16(&m, (int16_t)st->n_params);
+	msg_add_bytes(&m, st->param_types, (size_t)st->n_params * 4);
+	msg_end(&m);
+	msg_flush_to(&m, out);
+	msg_free(&m);
+}
+
+static void add_close(struct evbuffer *out, const struct prepared_stmt *st)
+{
+	struct msgbuf m;
+	msg_init(&m);
+	msg_begin(&m, PqMsg_Close);
+	msg_add_byte(&m, 'S');
+	msg_add_string(&m, st->server_name);
+	msg_end(&m);
+	msg_flush_to(&m, out);
+	msg_free(&m);
+}
+
+/* Make st prepared on s: Close the least recently used statement when
+ * max_prepared_statements is reached, then Parse st (replies swallowed). */
+static bool ensure_prepared(struct server *s, struct prepared_stmt *st)
+{
+	struct server_stmt *ss = server_find(s, st);
+	if (ss) {
+		ss->used = ++s->stmts.clock;
+		return true;
+	}
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	if (st->drops_all) {
+		forget_all(s);
+		add_parse(out, st);
+		return queue_push(s, 'p', NULL);
+	}
+	size_t max = (size_t)s->pool->sl->cfg->max_prepared_statements;
+	if (s->stmts.n >= max && s->stmts.n > 0) {
+		size_t lru = 0;
+		for (size_t i = 1; i < s->stmts.n; i++)
+			if (s->stmts.items[i].used < s->stmts.items[lru].used)
+				lru = i;
+		struct prepared_stmt *victim = s->stmts.items[lru].stmt;
+		add_close(out, victim);
+		if (!queue_push(s, 'c', NULL))
+			return false;
+		server_forget(s, victim);
+	}
+	if (s->stmts.n == s->stmts.cap) {
+		size_t cap = s->stmts.cap ? s->stmts.cap * 2 : 16;
+		struct server_stmt *items = realloc(s->stmts.items, cap * sizeof(*items));
+		if (!items)
+			return false;
+		s->stmts.items = items;
+		s->stmts.cap = cap;
+	}
+	add_parse(out, st);
+	if (!queue_push(s, 'p', st))
+		return false;
+	st->refcount++;
+	s->stmts.items[s->stmts.n++] = (struct server_stmt){ st, ++s->stmts.clock };
+	return true;
+}
+
+static void owe_complete(struct server *s, uint8_t kind)
+{
+	queue_push(s, kind, NULL);
+	prepared_flush_owed(s);
+}
+
+/* Parse of a named statement: remember it, prepare it on s unless it is. */
+static enum client_msg_result rewrite_parse(struct client *c, struct server *s, const uint8_t *body, size_t len)
+{
+	struct msgreader r;
+	mr_init(&r, body, len);
+	const char *name = mr_string(&r);
+	const char *query = mr_string(&r);
+	uint16_t n_params = (uint16_t)mr_int16(&r);
+	const uint8_t *types = mr_bytes(&r, (size_t)n_params * 4);
+	if (r.bad)
+		return CLIENT_MSG_PASS;    /* malformed: the server judges it */
+	if (!*name) {
+		note_statement_text(c, s, query, strlen(query));
+		return CLIENT_MSG_PASS;
+	}
+	struct prepared_stmt *st = stmt_acquire(&c->sl->prepared, query, strlen(query), types, n_params);
+	if (!st || !client_bind_name(c, name, st)) {
+		if (st)
+			stmt_release(&c->sl->prepared, st);
+		return CLIENT_MSG_FAILED;
+	}
+	if (s->replies.skipping)
+		return CLIENT_MSG_DONE;    /* the server would skip it and answer nothing */
+	if (st->drops_all || server_find(s, st)) {
+		if (!st->drops_all)
+			server_find(s, st)->used = ++s->stmts.clock;
+		owe_complete(s, '1');
+		return CLIENT_MSG_DONE;
+	}
+	if (!ensure_prepared(s, st))
+		return CLIENT_MSG_FAILED;
+	/* The injected Parse stands for the client's: its ParseComplete is the client's. */
+	s->replies.items[(s->replies.head + s->replies.n - 1) % s->replies.cap].kind = PqMsg_Parse;
+	return CLIENT_MSG_DONE;
+}
+
+/* Describe 'S' or Close 'S' of a named statement. */
+static enum client_msg_result rewrite_describe_close(struct client *c, struct server *s, uint8_t type,
+                                                     const uint8_t *body, size_t len)
+{
+	struct msgreader r;
+	mr_init(&r, body, len);
+	uint8_t what = mr_byte(&r);
+	const char *name = mr_string(&r);
+	if (r.bad || what != 'S' || !*name)
+		return CLIENT_MSG_PASS;
+	struct client_stmt *cs = client_find(c, name);
+	if (type == PqMsg_Close) {
+		/* The server keeps it for other clients; CloseComplete is owed either way. */
+		if (cs)
+			client_drop(c, cs);
+		if (!s->replies.skipping)
+			owe_complete(s, '3');
+		return CLIENT_MSG_DONE;
+	}
+	if (!cs)
+		return CLIENT_MSG_PASS;    /* the server says "does not exist" */
+	if (!s->replies.skipping && !ensure_prepared(s, cs->stmt))
+		return CLIENT_MSG_FAILED;
+	struct msgbuf m;
+	msg_init(&m);
+	msg_begin(&m, PqMsg_Describe);
+	msg_add_byte(&m, 'S');
+	msg_add_string(&m, cs->stmt->server_name);
+	msg_end(&m);
+	msg_flush_to(&m, bufferevent_get_output(s->bev));
+	msg_free(&m);
+	prepared_note_request(s, PqMsg_Describe);
+	return CLIENT_MSG_DONE;
+}
+
+/* Bind: only the statement name is rewritten; parameters stream unchanged. */
+static enum client_msg_result rewrite_bind(struct client *c, struct server *s, struct evbuffer *in, uint32_t len)
+{
+	size_t avail = evbuffer_get_length(in) - PROTO_HEADER_LEN;
+	size_t body_len = len - 4;
+	size_t look = avail < body_len ? avail : body_len;
+	if (look > 4096)
+		look = 4096;
+	const uint8_t *body = evbuffer_pullup(in, (ev_ssize_t)(PROTO_HEADER_LEN + look)) + PROTO_HEADER_LEN;
+	const uint8_t *nul1 = memchr(body, 0, look);
+	const uint8_t *nul2 = nul1 ? memchr(nul1 + 1, 0, look - (size_t)(nul1 + 1 - body)) : NULL;
+	if (!nul2)
+		return look < body_len && look < 4096 ? CLIENT_MSG_NEED_MORE : CLIENT_MSG_PASS;
+	const char *name = (const char *)nul1 + 1;
+	struct client_stmt *cs = *name ? client_find(c, name) : NULL;
+	if (!cs)
+		return CLIENT_MSG_PASS;
+	if (!s->replies.skipping && !ensure_prepared(s, cs->stmt))
+		return CLIENT_MSG_FAILED;
+	size_t portal_len = (size_t)(nul1 - body) + 1;
+	size_t old_name_len = strlen(name) + 1;
+	size_t new_name_len = strlen(cs->stmt->server_name) + 1;
+	struct msgbuf m;
+	msg_init(&m);
+	msg_begin(&m, PqMsg_Bind);
+	msg_add_bytes(&m, body, portal_len);
+	msg_add_bytes(&m, cs->stmt->server_name, new_name_len);
+	msg_end(&m);
+	/* patch the length to cover the parameters that follow unchanged */
+	uint32_t new_len = htonl((uint32_t)(len - old_name_len + new_name_len));
+	memcpy(m.data + 1, &new_len, 4);
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	msg_flush_to(&m, out);
+	msg_free(&m);
+	evbuffer_drain(in, PROTO_HEADER_LEN + portal_len + old_name_len);
+	c->relay_left = (uint32_t)(body_len - portal_len - old_name_len);
+	prepared_note_request(s, PqMsg_Bind);
+	return CLIENT_MSG_DONE;
+}
+
+/* Is text DEALLOCATE ALL or DISCARD ALL (case, blanks and ';' aside)? */
+static bool drops_all_statements(const char *text, size_t len)
+{
+	while (len > 0 && (*text == ' ' || *text == '\n' || *text == '\t' || *text == '\r')) {
+		text++;
+		len--;
+	}
+	while (len > 0 && (text[len - 1] == ' ' || text[len - 1] == '\n' || text[len - 1] == '\t' ||
+	                   text[len - 1] == '\r' || text[len - 1] == ';' || text[len - 1] == '\0'))
+		len--;
+	static const char *const forms[] = { "DEALLOCATE ALL", "DEALLOCATE PREPARE ALL", "DISCARD ALL" };
+	for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++)
+		if (len == strlen(forms[i]) && strncasecmp(text, forms[i], len) == 0)
+			return true;
+	return false;
+}
+
+/* The server forgets every statement when it runs DEALLOCATE ALL / DISCARD ALL,
+ * and the client expects its names gone. */
+static void note_statement_text(struct client *c, struct server *s, const char *text, size_t len)
+{
+	if (len > 32 || !drops_all_statements(text, len))
+		return;
+	client_drop_all(c);
+	forget_all(s);
+}
+
+static void check_query(struct client *c, struct server *s, struct evbuffer *in, uint32_t len)
+{
+	char text[33];
+	if (len - 4 >= sizeof(text))
+		return;
+	struct evbuffer_ptr pos;
+	evbuffer_ptr_set(in, &pos, PROTO_HEADER_LEN, EVBUFFER_PTR_SET);
+	if (evbuffer_copyout_from(in, &pos, text, len - 4) != (ev_ssize_t)(len - 4))
+		return;
+	note_statement_text(c, s, text, len - 4);
+}
+
+enum client_msg_result prepared_client_message(struct client *c, struct server *s, uint8_t type, uint32_t len)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	if (type == PqMsg_Query) {
+		check_query(c, s, in, len);
+		return CLIENT_MSG_PASS;
+	}
+	if (type == PqMsg_Bind)
+		return rewrite_bind(c, s, in, len);
+	if (type != PqMsg_Parse && type != PqMsg_Describe && type != PqMsg_Close)
+		return CLIENT_MSG_PASS;
+	if (evbuffer_get_length(in) < 1 + (size_t)len)
+		return CLIENT_MSG_NEED_MORE;
+	uint8_t *msg = evbuffer_pullup(in, 1 + (ev_ssize_t)len);
+	if (!msg)
+		return CLIENT_MSG_FAILED;
+	enum client_msg_result res = type == PqMsg_Parse
+		? rewrite_parse(c, s, msg + PROTO_HEADER_LEN, len - 4)
+		: rewrite_describe_close(c, s, type, msg + PROTO_HEADER_LEN, len - 4);
+	if (res == CLIENT_MSG_DONE)
+		evbuffer_drain(in, 1 + (size_t)len);
+	return res;
+}

@@ -1,0 +1,105 @@
+/*
+ * prepared.h - named prepared statements under transaction and statement
+ * pooling, and the queue of replies a server owes. Owns the registry that
+ * maps statement text + parameter types to a server-side name, each client's
+ * names and each server's prepared set (LRU, max_prepared_statements).
+ */
+#ifndef SLUICE_PREPARED_H
+#define SLUICE_PREPARED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct client;
+struct server;
+struct evbuffer;
+
+#define PREPARED_BUCKETS 1024
+
+/* One distinct (text, parameter types): shared by every client that prepared it. */
+struct prepared_stmt {
+	struct prepared_stmt *next;    /* bucket chain */
+	uint64_t hash;
+	char *query;                   /* owned */
+	uint8_t *param_types;          /* owned, int32 OIDs in network order */
+	uint16_t n_params;
+	int refcount;                  /* client names + server caches using it */
+	bool drops_all;                /* DEALLOCATE ALL / DISCARD ALL: never kept as prepared */
+	char server_name[32];          /* "PGSLUICE_<id>"; "" (unnamed) when drops_all */
+};
+
+struct prepared_registry {
+	struct prepared_stmt *buckets[PREPARED_BUCKETS];
+	uint64_t next_id;
+	size_t count;
+};
+
+/* A client's statement names. */
+struct client_stmt { char *name; struct prepared_stmt *stmt; };
+struct client_stmts { struct client_stmt *items; size_t n, cap; };
+
+/* What a server has prepared, with a use clock for LRU eviction. */
+struct server_stmt { struct prepared_stmt *stmt; uint64_t used; };
+struct server_stmts { struct server_stmt *items; size_t n, cap; uint64_t clock; };
+
+/*
+ * The requests a server has not finished answering, in order
+ * (protocol-flow.html 55.2.3: replies come in request order, and after an
+ * ErrorResponse the server skips to Sync). Kinds are the frontend message
+ * types, plus: 'p' a Parse pgsluice injected (its ParseComplete is
+ * swallowed), 'c' an injected Close, and '1' / '3' a ParseComplete /
+ * CloseComplete pgsluice owes the client for a message it did not forward.
+ */
+struct reply_entry { uint8_t kind; struct prepared_stmt *stmt; };
+struct reply_queue {
+	struct reply_entry *items;     /* ring buffer */
+	size_t head, n, cap;
+	bool skipping;                 /* an error arrived before the client's Sync */
+};
+
+enum reply_action { REPLY_FORWARD, REPLY_SWALLOW };
+
+enum client_msg_result {
+	CLIENT_MSG_PASS,       /* not rewritten: relay it as it is */
+	CLIENT_MSG_NEED_MORE,  /* wait for more bytes of the message */
+	CLIENT_MSG_DONE,       /* handled; c->relay_left may hold the rest to stream */
+	CLIENT_MSG_FAILED,     /* out of memory: the client was sent FATAL */
+};
+
+/* Free every registry entry (shutdown). */
+void prepared_registry_free(struct prepared_registry *reg);
+
+/* True when statements of c's pool are rewritten (transaction/statement mode, max_prepared_statements > 0). */
+bool prepared_active(const struct client *c);
+
+/*
+ * Look at the client message of type and len (header included in the
+ * buffered input, not consumed) bound for server s, and rewrite it when it
+ * names a prepared statement: Parse, Bind, Describe and Close of named
+ * statements; Query is checked for DEALLOCATE ALL / DISCARD ALL.
+ * Rewritten bytes go to s's output; the reply queue is updated.
+ */
+enum client_msg_result prepared_client_message(struct client *c, struct server *s, uint8_t type,
+                                               uint32_t len);
+
+/* Record a forwarded client message in s's reply queue (no-op when s does not track). */
+void prepared_note_request(struct server *s, uint8_t type);
+
+/*
+ * A server message of type is about to be relayed: pop the requests it
+ * completes. REPLY_SWALLOW for the replies to injected messages.
+ */
+enum reply_action prepared_on_reply(struct server *s, uint8_t type);
+
+/* Emit the replies pgsluice owes the client that are due now (queue head). */
+void prepared_flush_owed(struct server *s);
+
+/* Forget what s has prepared (after DISCARD ALL / reset) and free its queue. */
+void prepared_server_reset(struct server *s);
+
+/* Free a server's or a client's statement state. */
+void prepared_server_free(struct server *s);
+void prepared_client_free(struct client *c);
+
+#endif
