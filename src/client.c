@@ -19,6 +19,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "ai/refuse.h"
 #include "auth.h"
 #include "cancel.h"
 #include "log.h"
@@ -410,6 +411,16 @@ static bool read_startup_params(struct client *c, struct msgreader *r, uint32_t 
 				unknown[n_unknown++] = name;
 		} else if (varcache_index(name) >= 0) {
 			varcache_set(&c->vars, name, value);
+		} else if (strcmp(name, "options") == 0) {
+			char err[256];
+			if (!ai_session_apply_options(&c->ai, &c->vars, value, err, sizeof(err)) &&
+			    !str_list_contains(cfg->ignore_startup_parameters, name)) {
+				client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL,
+				             "pgsluice honours -c sluice.user, -c sluice.model and tracked parameters in options; "
+				             "add options to ignore_startup_parameters to ignore the rest.",
+				             "%s", err);
+				return false;
+			}
 		} else if (!str_list_contains(cfg->ignore_startup_parameters, name)) {
 			client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL,
 			             "Add it to ignore_startup_parameters in the pgsluice configuration to ignore it.",
@@ -620,6 +631,86 @@ void client_welcome(struct client *c)
 		client_relay(c);
 }
 
+/* ---- statements pgsluice answers itself ---- */
+
+static void note_client_message(struct client *c, struct server *s, uint8_t type);
+
+static void write_command_complete(struct msgbuf *m, const char *tag)
+{
+	msg_begin(m, PqMsg_CommandComplete);
+	msg_add_string(m, tag);
+	msg_end(m);
+}
+
+/*
+ * Answer a simple Query the client sent (already consumed) with success tag,
+ * or fail it with an ERROR. With no server in the way the answer is local;
+ * a server that owes replies or holds a transaction gets a statement that
+ * raises the error itself, so the reply order and the transaction's failed
+ * state stay exactly PostgreSQL's.
+ */
+static void answer_query(struct client *c, const char *tag, const char *sqlstate, const char *message,
+                         const char *detail, const char *hint)
+{
+	struct server *s = c->server;
+	struct msgbuf m;
+	msg_init(&m);
+	if (s && (sqlstate || s->pending_ready > 0 || s->unsynced)) {
+		char sql[2048];
+		if (!sqlstate)   /* the same tag, in order, and nothing the server keeps */
+			snprintf(sql, sizeof(sql), strcmp(tag, "SET") == 0 ? "SET pgsluice.noop TO DEFAULT"
+			                                                   : "RESET pgsluice.noop");
+		else if (!refuse_build_raise_sql(sql, sizeof(sql), sqlstate, message, detail, hint))
+			snprintf(sql, sizeof(sql), "DO $pgsluice$BEGIN RAISE EXCEPTION USING ERRCODE = '%s'; END$pgsluice$",
+			         sqlstate);
+		msg_begin(&m, PqMsg_Query);
+		msg_add_string(&m, sql);
+		msg_end(&m);
+		msg_flush_to(&m, bufferevent_get_output(s->bev));
+		note_client_message(c, s, PqMsg_Query);
+		prepared_note_request(s, PqMsg_Query);
+	} else {
+		if (sqlstate)
+			msg_add_error(&m, PqMsg_ErrorResponse, "ERROR", sqlstate, detail, hint, "%s", message);
+		else
+			write_command_complete(&m, tag);
+		msg_add_ready(&m, s ? s->tx_status : 'I');
+		msg_flush_to(&m, bufferevent_get_output(c->bev));
+	}
+	msg_free(&m);
+}
+
+/*
+ * A simple Query of SET/RESET sluice.user or sluice.model: kept by pgsluice
+ * per client, so it follows the client across pooled servers. Returns true
+ * when the message was consumed.
+ */
+static bool intercept_set(struct client *c, uint32_t len)
+{
+	char text[512];
+	size_t n = len - 4;
+	if (n >= sizeof(text))
+		return false;
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer_ptr pos;
+	evbuffer_ptr_set(in, &pos, PROTO_HEADER_LEN, EVBUFFER_PTR_SET);
+	if (evbuffer_copyout_from(in, &pos, text, n) != (ev_ssize_t)n)
+		return false;
+	const char *tag = NULL;
+	char err[256];
+	enum ai_set_result r = ai_session_match_set(&c->ai, text, n, &tag, err, sizeof(err));
+	if (r == AI_SET_NONE)
+		return false;
+	evbuffer_drain(in, 1 + (size_t)len);
+	c->sl->stats.query_count++;
+	if (r == AI_SET_DONE)
+		answer_query(c, tag, NULL, NULL, NULL, NULL);
+	else
+		answer_query(c, NULL, strstr(err, "unrecognized") ? SQLSTATE_UNDEFINED_OBJECT : SQLSTATE_INVALID_PARAMETER_VALUE,
+		             err, NULL, NULL);
+	return true;
+}
+
 /* ---- relay ---- */
 
 /* Check the header of the next client message; false after a FATAL. */
@@ -702,6 +793,9 @@ static void client_relay(struct client *c)
 			client_close(c, "client close request");
 			return;
 		}
+		if (type == PqMsg_Query && (!s || c->relay_left == 0) && evbuffer_get_length(in) >= 1 + (size_t)len &&
+		    intercept_set(c, len))
+			continue;
 		if (!s) {
 			c->wait_start = now_usec();
 			pool_request_server(c->pool, c);

@@ -12,6 +12,7 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 
+#include "ai/session.h"
 #include "config.h"
 #include "prepared.h"
 #include "proto.h"
@@ -52,6 +53,7 @@ struct client {
 	char *auth_password;           /* stored password for user (copy), owned */
 	struct varcache vars;          /* the values this client believes it has */
 	struct client_stmts stmts;     /* named prepared statements, under transaction pooling */
+	struct ai_session ai;          /* sluice.user / sluice.model of this client */
 	int32_t cancel_pid, cancel_key; /* the BackendKeyData pgsluice gave it */
 
 	uint8_t md5_salt[4];

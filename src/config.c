@@ -28,11 +28,13 @@
 
 /*
  * PgBouncer's keys that pgsluice implements, with PgBouncer's defaults and
- * reloadability, in PgBouncer's SHOW CONFIG (alphabetical) order.
- * Ranges: TIME in usec, SIZE in bytes.
+ * reloadability, and pgsluice's own keys (DESIGN §5.6), all in PgBouncer's
+ * SHOW CONFIG (alphabetical) order. Ranges: TIME in usec, SIZE in bytes.
  */
 static const struct config_key config_table[] = {
 	KEY(admin_users, CONFIG_STRING, "", RELOAD, 0, 0),
+	/* pgsluice's own: the [databases] entry holding the sluice schema; "" = none */
+	KEY(ai_database, CONFIG_STRING, "", NO_RELOAD, 0, 0),
 	KEY(application_name_add_host, CONFIG_BOOL, "0", RELOAD, 0, 0),
 	KEY(auth_file, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(auth_type, CONFIG_AUTH_TYPE, "md5", RELOAD, 0, 0),
@@ -114,7 +116,7 @@ static const char *const unsupported_pgbouncer_keys[] = {
 
 /* pgsluice's own keys (DESIGN §3, §5.6) whose modules do not exist yet. */
 static const char *const planned_keys[] = {
-	"ai_database", "tag_trusted_roles", "limits_refresh_interval", "limits_sync_interval",
+	"tag_trusted_roles", "limits_refresh_interval", "limits_sync_interval",
 	"usage_journal_dir", "usage_flush_interval", "usage_batch_size", "cache_max_memory",
 	"cache_max_entry_size", "cache_default_ttl", "metrics_listen_addr", "metrics_listen_port",
 	"workers", NULL

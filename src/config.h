@@ -112,6 +112,8 @@ struct sluice_config {
 	bool log_stats;
 	usec_t stats_period;
 	int verbose;
+	/* pgsluice's own keys (DESIGN §5.6) */
+	char *ai_database;        /* [databases] entry holding the sluice schema; "" = none */
 
 	struct db_config *databases;
 	size_t n_databases;

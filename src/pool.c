@@ -356,12 +356,12 @@ static void expire_active(struct pool *p, usec_t now)
 		struct server *s = c->server;
 		if (s && s->internal == SV_INTERNAL_NONE && s->pending_ready > 0) {
 			if (cfg->query_timeout > 0 && now - s->request_start >= cfg->query_timeout)
-				client_fatal(c, "57014", NULL, NULL, "query_timeout");
+				client_fatal(c, SQLSTATE_QUERY_CANCELED, NULL, NULL, "query_timeout");
 		} else if (s && s->tx_status != 'I') {
 			if (cfg->idle_transaction_timeout > 0 && now - s->last_ready >= cfg->idle_transaction_timeout)
-				client_fatal(c, "25P03", NULL, NULL, "idle_transaction_timeout");
+				client_fatal(c, SQLSTATE_IDLE_IN_TRANSACTION_TIMEOUT, NULL, NULL, "idle_transaction_timeout");
 		} else if (cfg->client_idle_timeout > 0 && now - c->last_activity >= cfg->client_idle_timeout) {
-			client_fatal(c, "57P05", NULL, NULL, "client_idle_timeout");
+			client_fatal(c, SQLSTATE_IDLE_SESSION_TIMEOUT, NULL, NULL, "client_idle_timeout");
 		}
 	}
 }

@@ -75,8 +75,13 @@ struct evbuffer;
 #define SQLSTATE_TOO_MANY_CONNECTIONS    "53300"
 #define SQLSTATE_FEATURE_NOT_SUPPORTED   "0A000"
 #define SQLSTATE_ADMIN_SHUTDOWN          "57P01"
+#define SQLSTATE_QUERY_CANCELED          "57014"
+#define SQLSTATE_IDLE_IN_TRANSACTION_TIMEOUT "25P03"
+#define SQLSTATE_IDLE_SESSION_TIMEOUT    "57P05"
 #define SQLSTATE_CANNOT_CONNECT_NOW      "57P03"
 #define SQLSTATE_INTERNAL_ERROR          "XX000"
+#define SQLSTATE_UNDEFINED_OBJECT        "42704"
+#define SQLSTATE_INVALID_PARAMETER_VALUE "22023"
 
 /*
  * A message under construction. Small messages stay in the inline buffer;

@@ -147,10 +147,14 @@ void server_close(struct server *s, const char *reason)
 		log_info("S-%llu: %s/%s closing because: %s (age=%llds)", (unsigned long long)s->id,
 		         p->db_name, p->user_name, reason,
 		         (long long)((now_usec() - s->connect_time) / USEC_PER_SEC));
+	bool requeue = c && s->internal == SV_INTERNAL_SETUP;
 	if (c) {
 		s->client = NULL;
 		c->server = NULL;
-		client_fatal(c, SQLSTATE_CONNECTION_FAILURE, reason, NULL, "server connection lost");
+		/* Lost before the client sent it anything (a server that died while
+		 * idle): the client waits for another one instead of failing. */
+		if (!requeue)
+			client_fatal(c, SQLSTATE_CONNECTION_FAILURE, reason, NULL, "server connection lost");
 	}
 	switch (s->state) {
 	case SV_LOGIN: TAILQ_REMOVE(&p->login_servers, s, entry); p->n_login--; break;
@@ -165,6 +169,8 @@ void server_close(struct server *s, const char *reason)
 	if (s->scram_started)
 		scram_client_free(&s->scram);
 	free(s);
+	if (requeue)
+		pool_request_server(p, c);
 }
 
 static bool send_query(struct server *s, const char *sql, enum server_internal why)
@@ -386,9 +392,12 @@ static bool internal_message(struct server *s, uint8_t type, const uint8_t *msg,
 	}
 	if (type == PqMsg_ErrorResponse) {
 		struct pg_error_fields f;
-		if (proto_parse_error(r.data, r.len, &f))
+		if (proto_parse_error(r.data, r.len, &f)) {
 			log_warning("S-%llu: %s/%s internal query failed: %s %s", (unsigned long long)s->id,
 			            s->pool->db_name, s->pool->user_name, f.sqlstate, f.message);
+			str_copy(s->internal_sqlstate, f.sqlstate, sizeof(s->internal_sqlstate));
+			str_copy(s->internal_error, f.message, sizeof(s->internal_error));
+		}
 		s->internal_failed = true;
 		return true;
 	}
@@ -399,8 +408,20 @@ static bool internal_message(struct server *s, uint8_t type, const uint8_t *msg,
 		return true;
 	enum server_internal was = s->internal;
 	s->internal = SV_INTERNAL_NONE;
+	if ((s->internal_failed || s->tx_status != 'I') && was == SV_INTERNAL_SETUP && s->client) {
+		/* The client's own parameter values were refused: its error, as at login. */
+		struct client *c = s->client;
+		char state[6], text[sizeof(s->internal_error)];
+		str_copy(state, s->internal_sqlstate[0] ? s->internal_sqlstate : SQLSTATE_PROTOCOL_VIOLATION, sizeof(state));
+		str_copy(text, s->internal_error[0] ? s->internal_error : "setting client parameters failed", sizeof(text));
+		s->client = NULL;
+		c->server = NULL;
+		server_close(s, "setting client parameters failed");
+		client_fatal(c, state, NULL, NULL, "%s", text);
+		return false;
+	}
 	if (s->internal_failed || s->tx_status != 'I') {
-		server_close(s, was == SV_INTERNAL_SETUP ? "setting client parameters failed" : "server_reset_query failed");
+		server_close(s, "server_reset_query failed");
 		return false;
 	}
 	if (was == SV_INTERNAL_SETUP && s->client) {
@@ -513,6 +534,13 @@ static bool whole_message(struct server *s, uint8_t type, struct evbuffer *in, u
 	c->sl->stats.bytes_sent += total;
 	if (type == PqMsg_ReadyForQuery && s->pool->pool_mode != POOL_MODE_SESSION)
 		return !transaction_end(s, c);
+	if (type == PqMsg_ReadyForQuery && s->pool->stale && s->pool->sl->cfg->server_fast_close &&
+	    server_is_clean(s)) {
+		/* session pooling: the target changed, and the operator asked not to
+		 * wait for the client to leave */
+		server_close(s, "server_fast_close: the database entry changed");
+		return false;
+	}
 	return true;
 }
 
@@ -561,6 +589,16 @@ static void server_relay(struct server *s)
 	}
 }
 
+/* server_check_query is due when the server idled server_check_delay (0: always). */
+static size_t add_check_query(const struct server *s, char *sql, size_t size)
+{
+	const struct sluice_config *cfg = s->pool->sl->cfg;
+	if (!cfg->server_check_query[0] || now_usec() - s->last_used < cfg->server_check_delay)
+		return 0;
+	int n = snprintf(sql, size, "%s;", cfg->server_check_query);
+	return n > 0 && (size_t)n < size ? (size_t)n : 0;
+}
+
 bool server_link(struct server *s, struct client *c)
 {
 	char sql[4096];
@@ -568,12 +606,14 @@ bool server_link(struct server *s, struct client *c)
 	c->server = s;
 	s->track_replies = prepared_active(c);
 	pool_move_server(s, SV_ACTIVE);
-	int n = varcache_apply_sql(&c->vars, &s->vars, sql, sizeof(sql));
+	/* One round trip checks the server and sets the client's parameters. */
+	size_t check_len = add_check_query(s, sql, sizeof(sql));
+	int n = varcache_apply_sql(&c->vars, &s->vars, sql + check_len, sizeof(sql) - check_len);
 	if (n < 0) {
 		server_close(s, "client parameters too long");
 		return false;
 	}
-	if (n > 0) {
+	if (n > 0 || check_len > 0) {
 		log_debug("S-%llu: setting client parameters: %s", (unsigned long long)s->id, sql);
 		if (!send_query(s, sql, SV_INTERNAL_SETUP)) {
 			server_close(s, "out of memory");

@@ -65,6 +65,8 @@ struct server {
 	char tx_status;                /* last ReadyForQuery status: 'I', 'T', 'E' */
 	uint32_t relay_left;           /* bytes of the current message still to relay */
 	bool internal_failed;          /* an internal query got ErrorResponse */
+	char internal_sqlstate[6];     /* and its SQLSTATE and message */
+	char internal_error[200];
 	bool track_replies;            /* transaction pooling with prepared statements */
 	struct reply_queue replies;    /* requests not answered yet, when track_replies */
 	struct server_stmts stmts;     /* statements prepared on this server */

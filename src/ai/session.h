@@ -1,0 +1,46 @@
+/*
+ * session.h - a client's own AI attribution settings: sluice.user and
+ * sluice.model, from the startup "options" parameter or from SET/RESET
+ * statements that pgsluice answers itself (DESIGN.md section 5.1).
+ */
+#ifndef SLUICE_AI_SESSION_H
+#define SLUICE_AI_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define AI_NAME_MAX 128   /* bytes, with the NUL */
+
+struct varcache;
+
+struct ai_session {
+	char user[AI_NAME_MAX];    /* sluice.user; "" when not set */
+	char model[AI_NAME_MAX];   /* sluice.model; "" when not set */
+};
+
+enum ai_set_result {
+	AI_SET_NONE,       /* not a SET/RESET of a sluice.* setting: forward it */
+	AI_SET_DONE,       /* applied; answer CommandComplete with *tag */
+	AI_SET_INVALID,    /* a sluice.* setting pgsluice does not know, or a bad value: errbuf says which */
+};
+
+/*
+ * Apply the startup parameter "options" (libpq-connect.html, "options":
+ * "-c name=value" / "--name=value" words, "\ " for a space in a word).
+ * sluice.user / sluice.model are kept in s; tracked parameters go to vars.
+ * Returns false with errbuf naming the first setting pgsluice cannot honour
+ * (it would be lost under transaction pooling).
+ */
+bool ai_session_apply_options(struct ai_session *s, struct varcache *vars, const char *options,
+                              char *errbuf, size_t errlen);
+
+/*
+ * Recognise a simple statement text[0..len) of the forms
+ * SET [SESSION] sluice.user {= | TO} {'value' | value | DEFAULT} and
+ * RESET sluice.user (likewise sluice.model), with an optional ';'.
+ * On AI_SET_DONE *tag is "SET" or "RESET" (static).
+ */
+enum ai_set_result ai_session_match_set(struct ai_session *s, const char *text, size_t len,
+                                        const char **tag, char *errbuf, size_t errlen);
+
+#endif

@@ -1,0 +1,355 @@
+/*
+ * sidechan.c - see sidechan.h. libpq's asynchronous API
+ * (libpq-async.html): PQconnectStartParams/PQconnectPoll to connect,
+ * PQsendQueryParams + PQflush to send, PQconsumeInput/PQisBusy/PQgetResult
+ * to read, each step waiting on the socket in the event loop.
+ */
+#include "ai/sidechan.h"
+
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define SIDECHAN_MAX_QUEUED 10000
+#define BACKOFF_MIN_MS 500
+#define BACKOFF_MAX_MS 30000
+
+enum sidechan_state { SC_DOWN, SC_CONNECTING, SC_IDLE, SC_BUSY };
+
+struct sc_query {
+	struct sc_query *next;
+	char *sql;
+	int n_params;
+	char **params;
+	sidechan_result_fn fn;
+	void *arg;
+};
+
+struct sidechan {
+	struct event_base *base;
+	char *name;
+	char **keywords, **values;
+	sidechan_state_fn state_fn;
+	void *state_arg;
+	enum sidechan_state state;
+	PGconn *conn;
+	struct event *io;          /* on the socket, flags as libpq asks */
+	struct event *retry;       /* reconnect timer */
+	int backoff_ms;
+	struct sc_query *head, *tail;
+	int n_queued;
+	PGresult *last;            /* result of the running query so far */
+	bool want_write;           /* PQflush has more to send */
+};
+
+static void sc_connect(struct sidechan *sc);
+static void sc_io_cb(evutil_socket_t fd, short what, void *arg);
+
+static char **copy_strv(const char *const *v)
+{
+	int n = 0;
+	while (v[n])
+		n++;
+	char **out = calloc((size_t)n + 1, sizeof(char *));
+	for (int i = 0; out && i < n; i++)
+		if (!(out[i] = strdup(v[i]))) {
+			for (int j = 0; j < i; j++)
+				free(out[j]);
+			free(out);
+			return NULL;
+		}
+	return out;
+}
+
+static void free_strv(char **v, int n)
+{
+	for (int i = 0; v && (n < 0 ? v[i] != NULL : i < n); i++)
+		free(v[i]);
+	free(v);
+}
+
+static void free_query(struct sc_query *q)
+{
+	free(q->sql);
+	free_strv(q->params, q->n_params);
+	free(q);
+}
+
+/* Watch the socket for what libpq waits on; the socket may change while connecting. */
+static void sc_watch(struct sidechan *sc, short what)
+{
+	if (sc->io)
+		event_free(sc->io);
+	sc->io = NULL;
+	int fd = PQsocket(sc->conn);
+	if (fd < 0)
+		return;
+	sc->io = event_new(sc->base, fd, what | EV_PERSIST, sc_io_cb, sc);
+	if (sc->io)
+		event_add(sc->io, NULL);
+}
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	sc_connect(arg);
+}
+
+/* The connection failed or broke: fail the running query, retry later. */
+static void sc_lost(struct sidechan *sc, const char *why)
+{
+	bool was_up = sc->state == SC_IDLE || sc->state == SC_BUSY;
+	log_warning("%s: connection to PostgreSQL %s: %s", sc->name, was_up ? "lost" : "failed",
+	            why && *why ? why : "unknown error");
+	if (sc->io)
+		event_free(sc->io);
+	sc->io = NULL;
+	if (sc->conn)
+		PQfinish(sc->conn);
+	sc->conn = NULL;
+	PQclear(sc->last);
+	sc->last = NULL;
+	if (sc->state == SC_BUSY && sc->head) {
+		/* The running query's outcome is unknown: its owner decides (e.g. the
+		 * usage writer retries, relying on idempotent ids). */
+		struct sc_query *q = sc->head;
+		sc->head = q->next;
+		if (!sc->head)
+			sc->tail = NULL;
+		sc->n_queued--;
+		q->fn(q->arg, NULL);
+		free_query(q);
+	}
+	sc->state = SC_DOWN;
+	if (was_up && sc->state_fn)
+		sc->state_fn(sc->state_arg, false);
+	struct timeval tv = { sc->backoff_ms / 1000, (sc->backoff_ms % 1000) * 1000 };
+	evtimer_add(sc->retry, &tv);
+	sc->backoff_ms = sc->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : sc->backoff_ms * 2;
+}
+
+static void sc_start_next(struct sidechan *sc)
+{
+	struct sc_query *q = sc->head;
+	if (!q || sc->state != SC_IDLE)
+		return;
+	if (!PQsendQueryParams(sc->conn, q->sql, q->n_params, NULL, (const char *const *)q->params,
+	                       NULL, NULL, 0)) {
+		sc->state = SC_BUSY;
+		sc_lost(sc, PQerrorMessage(sc->conn));
+		return;
+	}
+	sc->state = SC_BUSY;
+	int rc = PQflush(sc->conn);
+	sc->want_write = rc == 1;
+	if (rc < 0)
+		sc_lost(sc, PQerrorMessage(sc->conn));
+	else
+		sc_watch(sc, sc->want_write ? EV_READ | EV_WRITE : EV_READ);
+}
+
+static void sc_finish_query(struct sidechan *sc)
+{
+	struct sc_query *q = sc->head;
+	sc->head = q->next;
+	if (!sc->head)
+		sc->tail = NULL;
+	sc->n_queued--;
+	sc->state = SC_IDLE;
+	PGresult *res = sc->last;
+	sc->last = NULL;
+	q->fn(q->arg, res);
+	PQclear(res);
+	free_query(q);
+	sc_start_next(sc);
+}
+
+/* Read what arrived; keep the last result, preferring an error. */
+static void sc_read(struct sidechan *sc)
+{
+	if (!PQconsumeInput(sc->conn)) {
+		sc_lost(sc, PQerrorMessage(sc->conn));
+		return;
+	}
+	while (sc->state == SC_BUSY && !PQisBusy(sc->conn)) {
+		PGresult *res = PQgetResult(sc->conn);
+		if (!res) {
+			sc_finish_query(sc);
+			return;
+		}
+		if (sc->last && PQresultStatus(sc->last) == PGRES_FATAL_ERROR)
+			PQclear(res);
+		else {
+			PQclear(sc->last);
+			sc->last = res;
+		}
+	}
+	/* NOTIFY and notices need no action; drain them. */
+	PGnotify *n;
+	while ((n = PQnotifies(sc->conn)) != NULL)
+		PQfreemem(n);
+}
+
+static void sc_poll_connect(struct sidechan *sc)
+{
+	switch (PQconnectPoll(sc->conn)) {
+	case PGRES_POLLING_READING:
+		sc_watch(sc, EV_READ);
+		return;
+	case PGRES_POLLING_WRITING:
+		sc_watch(sc, EV_WRITE);
+		return;
+	case PGRES_POLLING_OK:
+		if (PQsetnonblocking(sc->conn, 1) != 0) {
+			sc_lost(sc, PQerrorMessage(sc->conn));
+			return;
+		}
+		log_info("%s: connected to PostgreSQL", sc->name);
+		sc->state = SC_IDLE;
+		sc->backoff_ms = BACKOFF_MIN_MS;
+		sc_watch(sc, EV_READ);
+		if (sc->state_fn)
+			sc->state_fn(sc->state_arg, true);
+		sc_start_next(sc);
+		return;
+	default:
+		sc_lost(sc, PQerrorMessage(sc->conn));
+		return;
+	}
+}
+
+static void sc_io_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sidechan *sc = arg;
+	(void)fd;
+	if (sc->state == SC_CONNECTING) {
+		sc_poll_connect(sc);
+		return;
+	}
+	if ((what & EV_WRITE) && sc->want_write) {
+		int rc = PQflush(sc->conn);
+		if (rc < 0) {
+			sc_lost(sc, PQerrorMessage(sc->conn));
+			return;
+		}
+		sc->want_write = rc == 1;
+		if (!sc->want_write)
+			sc_watch(sc, EV_READ);
+	}
+	if (what & EV_READ) {
+		if (sc->state == SC_IDLE) {
+			/* Idle input is a notice or the server going away. */
+			if (!PQconsumeInput(sc->conn) || PQstatus(sc->conn) == CONNECTION_BAD) {
+				sc_lost(sc, PQerrorMessage(sc->conn));
+				return;
+			}
+			PGnotify *n;
+			while ((n = PQnotifies(sc->conn)) != NULL)
+				PQfreemem(n);
+			return;
+		}
+		sc_read(sc);
+	}
+}
+
+static void sc_connect(struct sidechan *sc)
+{
+	sc->conn = PQconnectStartParams((const char *const *)sc->keywords,
+	                                (const char *const *)sc->values, 0);
+	sc->state = SC_CONNECTING;
+	if (!sc->conn || PQstatus(sc->conn) == CONNECTION_BAD) {
+		sc_lost(sc, sc->conn ? PQerrorMessage(sc->conn) : "out of memory");
+		return;
+	}
+	sc_watch(sc, EV_WRITE);
+}
+
+struct sidechan *sidechan_new(struct event_base *base, const char *name,
+                              const char *const *keywords, const char *const *values,
+                              sidechan_state_fn state_fn, void *state_arg)
+{
+	struct sidechan *sc = calloc(1, sizeof(*sc));
+	if (!sc)
+		return NULL;
+	sc->base = base;
+	sc->name = strdup(name);
+	sc->keywords = copy_strv(keywords);
+	sc->values = copy_strv(values);
+	sc->retry = evtimer_new(base, retry_cb, sc);
+	sc->state_fn = state_fn;
+	sc->state_arg = state_arg;
+	sc->backoff_ms = BACKOFF_MIN_MS;
+	if (!sc->name || !sc->keywords || !sc->values || !sc->retry) {
+		sidechan_free(sc);
+		return NULL;
+	}
+	sc_connect(sc);
+	return sc;
+}
+
+bool sidechan_query(struct sidechan *sc, const char *sql, int n_params, const char *const *params,
+                    sidechan_result_fn fn, void *arg)
+{
+	if (sc->n_queued >= SIDECHAN_MAX_QUEUED)
+		return false;
+	struct sc_query *q = calloc(1, sizeof(*q));
+	if (!q)
+		return false;
+	q->sql = strdup(sql);
+	q->n_params = n_params;
+	q->params = n_params > 0 ? calloc((size_t)n_params, sizeof(char *)) : NULL;
+	q->fn = fn;
+	q->arg = arg;
+	bool ok = q->sql && (n_params == 0 || q->params);
+	for (int i = 0; ok && i < n_params; i++)
+		if (params[i] && !(q->params[i] = strdup(params[i])))
+			ok = false;
+	if (!ok) {
+		free_query(q);
+		return false;
+	}
+	if (sc->tail)
+		sc->tail->next = q;
+	else
+		sc->head = q;
+	sc->tail = q;
+	sc->n_queued++;
+	sc_start_next(sc);
+	return true;
+}
+
+bool sidechan_is_up(const struct sidechan *sc)
+{
+	return sc->state == SC_IDLE || sc->state == SC_BUSY;
+}
+
+int sidechan_pending(const struct sidechan *sc)
+{
+	return sc->n_queued;
+}
+
+void sidechan_free(struct sidechan *sc)
+{
+	if (!sc)
+		return;
+	if (sc->io)
+		event_free(sc->io);
+	if (sc->retry)
+		event_free(sc->retry);
+	if (sc->conn)
+		PQfinish(sc->conn);
+	PQclear(sc->last);
+	struct sc_query *q;
+	while ((q = sc->head) != NULL) {
+		sc->head = q->next;
+		q->fn(q->arg, NULL);
+		free_query(q);
+	}
+	free_strv(sc->keywords, -1);
+	free_strv(sc->values, -1);
+	free(sc->name);
+	free(sc);
+}

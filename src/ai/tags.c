@@ -1,0 +1,545 @@
+/*
+ * tags.c - the sqlcommenter parser: finds the last comment of a statement
+ * text and reads pgsluice's ai_ keys and the traceparent from it.
+ */
+#include "tags.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Bytes of a bad value quoted in an error message before "..." (keeps
+ * every message within TAGS_ERRBUF_SIZE). */
+#define SHOWN_VALUE_MAX 64
+
+/* Decoded keys longer than this are no key of ours (the longest is 15). */
+#define KEY_MAX 32
+
+/* Decoded values of non-text keys longer than this are invalid. */
+#define VALUE_MAX 127
+
+/* "00-" 32 hex "-" 16 hex "-" 2 hex */
+#define TRACEPARENT_LEN 55
+
+enum tag_kind { TAG_TEXT, TAG_COUNT, TAG_TTL, TAG_CACHE, TAG_TRACEPARENT };
+
+/* The keys pgsluice reads and where each goes in struct ai_tags. */
+struct tag_def {
+	const char *name;
+	enum tag_kind kind;
+	size_t offset;                /* of the field in struct ai_tags (TEXT, COUNT, TTL) */
+	size_t size;                  /* of a TEXT field, bytes including the NUL */
+};
+
+#define TEXT_FIELD(f) offsetof(struct ai_tags, f), sizeof(((struct ai_tags *) 0)->f)
+#define INT_FIELD(f) offsetof(struct ai_tags, f), 0
+
+static const struct tag_def tag_defs[] = {
+	{ "ai_user", TAG_TEXT, TEXT_FIELD(user) },
+	{ "ai_model", TAG_TEXT, TEXT_FIELD(model) },
+	{ "ai_tokens_in", TAG_COUNT, INT_FIELD(tokens_in) },
+	{ "ai_tokens_out", TAG_COUNT, INT_FIELD(tokens_out) },
+	{ "ai_latency_ms", TAG_COUNT, INT_FIELD(latency_ms) },
+	{ "ai_conversation", TAG_TEXT, TEXT_FIELD(conversation) },
+	{ "ai_cache", TAG_CACHE, 0, 0 },
+	{ "ai_ttl", TAG_TTL, INT_FIELD(ttl_s) },
+	{ "traceparent", TAG_TRACEPARENT, 0, 0 },
+};
+
+struct tag_parser {
+	struct ai_tags *out;
+	bool failed;                  /* msg holds the first bad value's message */
+	char msg[TAGS_ERRBUF_SIZE];   /* copied to the caller's errbuf only on TAGS_INVALID */
+};
+
+/* Absent values everywhere, touching only what a reader looks at. */
+static void reset_tags(struct ai_tags *t)
+{
+	t->present = false;
+	t->has_ai_key = false;
+	t->user[0] = '\0';
+	t->model[0] = '\0';
+	t->tokens_in = -1;
+	t->tokens_out = -1;
+	t->latency_ms = -1;
+	t->conversation[0] = '\0';
+	t->cache = AI_CACHE_NONE;
+	t->ttl_s = -1;
+	t->traceparent[0] = '\0';
+	t->comment_start = 0;
+	t->comment_end = 0;
+}
+
+/* ---- finding the comment ---- */
+
+/* First "/" "*" in [p, end), or NULL: memchr for '/', then a look at the next byte. */
+static const char *find_opener(const char *p, const char *end)
+{
+	while (end - p >= 2) {
+		const char *slash = memchr(p, '/', (size_t) (end - p - 1));
+
+		if (!slash)
+			return NULL;
+		if (slash[1] == '*')
+			return slash;
+		p = slash + 1;
+	}
+	return NULL;
+}
+
+/*
+ * The last complete comment of text[0..len) as [*start, *end), delimiters
+ * included. An opener inside an open comment restarts it (innermost pair);
+ * a closer outside a comment is ordinary text; an unterminated tail is no
+ * comment. False when there is none.
+ */
+static bool find_last_comment(const char *text, size_t len, size_t *start, size_t *end)
+{
+	const char *first = find_opener(text, text + len);
+	size_t i, open = 0;
+	bool in_comment = false, found = false;
+
+	if (!first)
+		return false;
+	for (i = (size_t) (first - text); i + 1 < len;) {
+		if (text[i] == '/' && text[i + 1] == '*') {
+			open = i;
+			in_comment = true;
+			i += 2;
+		} else if (in_comment && text[i] == '*' && text[i + 1] == '/') {
+			*start = open;
+			*end = i + 2;
+			found = true;
+			in_comment = false;
+			i += 2;
+		} else {
+			i++;
+		}
+	}
+	return found;
+}
+
+/* ---- decoding ---- */
+
+static bool is_space(unsigned char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+/* Anything printable but the delimiters; URL-encoded keys use a subset. */
+static bool is_key_char(unsigned char c)
+{
+	return c > ' ' && c != 0x7f && c != '=' && c != ',' && c != '\'' && c != '"';
+}
+
+static int hex_value(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * URL-decode raw[0..n): %XX is a byte, '+' a space; inside quotes also \'
+ * is a quote and \\ a backslash (any other backslash stays). Writes at most
+ * cap bytes to dst (no NUL added) and the full decoded length to *out_len,
+ * which may exceed cap. False on a malformed %-escape.
+ */
+static bool decode(const char *raw, size_t n, bool quoted, char *dst, size_t cap, size_t *out_len)
+{
+	size_t i = 0, o = 0;
+
+	while (i < n) {
+		unsigned char c = (unsigned char) raw[i];
+
+		if (c == '%') {
+			int hi, lo;
+
+			if (n - i < 3)
+				return false;
+			hi = hex_value((unsigned char) raw[i + 1]);
+			lo = hex_value((unsigned char) raw[i + 2]);
+			if (hi < 0 || lo < 0)
+				return false;
+			c = (unsigned char) (hi << 4 | lo);
+			i += 3;
+		} else if (c == '+') {
+			c = ' ';
+			i++;
+		} else if (quoted && c == '\\' && i + 1 < n && (raw[i + 1] == '\'' || raw[i + 1] == '\\')) {
+			c = (unsigned char) raw[i + 1];
+			i += 2;
+		} else {
+			i++;
+		}
+		if (o < cap)
+			dst[o] = (char) c;
+		o++;
+	}
+	*out_len = o;
+	return true;
+}
+
+static bool is_cont(unsigned char c)
+{
+	return (c & 0xc0) == 0x80;
+}
+
+/* Length of the well-formed UTF-8 character at s[0..n) (n >= 1), or 0. */
+static size_t utf8_char_len(const unsigned char *s, size_t n)
+{
+	unsigned char c = s[0];
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		return n >= 2 && is_cont(s[1]) ? 2 : 0;
+	if (c >= 0xe0 && c <= 0xef) {
+		if (n < 3 || !is_cont(s[1]) || !is_cont(s[2]))
+			return 0;
+		if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] > 0x9f))
+			return 0;             /* overlong, surrogate */
+		return 3;
+	}
+	if (c >= 0xf0 && c <= 0xf4) {
+		if (n < 4 || !is_cont(s[1]) || !is_cont(s[2]) || !is_cont(s[3]))
+			return 0;
+		if ((c == 0xf0 && s[1] < 0x90) || (c == 0xf4 && s[1] > 0x8f))
+			return 0;             /* overlong, above U+10FFFF */
+		return 4;
+	}
+	return 0;
+}
+
+/* Valid UTF-8 without NUL: what a PostgreSQL text column accepts. */
+static bool is_clean_text(const char *s, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		size_t k;
+
+		if (s[i] == '\0')
+			return false;
+		k = utf8_char_len((const unsigned char *) s + i, n - i);
+		if (k == 0)
+			return false;
+		i += k;
+	}
+	return true;
+}
+
+/*
+ * raw[0..n) fit to quote in a message: printable ASCII and well-formed
+ * UTF-8 as is, other bytes as \xNN; at most SHOWN_VALUE_MAX bytes of that,
+ * then "..." if anything was left out. dst holds SHOWN_VALUE_MAX + 4 bytes.
+ */
+static void show_value(const char *raw, size_t n, char dst[SHOWN_VALUE_MAX + 4])
+{
+	size_t i = 0, o = 0;
+
+	while (i < n) {
+		const unsigned char *s = (const unsigned char *) raw + i;
+		size_t k = utf8_char_len(s, n - i);
+
+		if (k == 1 && (s[0] < 0x20 || s[0] == 0x7f))
+			k = 0;
+		if (o + (k == 0 ? 4 : k) > SHOWN_VALUE_MAX)
+			break;
+		if (k == 0) {
+			snprintf(dst + o, 5, "\\x%02x", s[0]);
+			o += 4;
+			i++;
+		} else {
+			memcpy(dst + o, s, k);
+			o += k;
+			i += k;
+		}
+	}
+	if (i < n) {
+		memcpy(dst + o, "...", 3);
+		o += 3;
+	}
+	dst[o] = '\0';
+}
+
+/* ---- reading keys ---- */
+
+static void __attribute__((format(printf, 2, 3)))
+fail(struct tag_parser *tp, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (tp->failed)
+		return;               /* the first bad value is the one reported */
+	tp->failed = true;
+	va_start(ap, fmt);
+	vsnprintf(tp->msg, sizeof tp->msg, fmt, ap);
+	va_end(ap);
+}
+
+/* `invalid value for tag "key": "raw"`, raw as written in the comment. */
+static void fail_invalid(struct tag_parser *tp, const struct tag_def *def, const char *raw, size_t n)
+{
+	char shown[SHOWN_VALUE_MAX + 4];
+
+	show_value(raw, n, shown);
+	fail(tp, "invalid value for tag \"%s\": \"%s\"", def->name, shown);
+}
+
+static const struct tag_def *find_tag(const char *raw, size_t n)
+{
+	char key[KEY_MAX];
+	size_t key_len, i;
+
+	if (!decode(raw, n, false, key, sizeof key, &key_len) || key_len > sizeof key)
+		return NULL;
+	for (i = 0; i < sizeof tag_defs / sizeof tag_defs[0]; i++) {
+		if (strlen(tag_defs[i].name) == key_len && memcmp(tag_defs[i].name, key, key_len) == 0)
+			return &tag_defs[i];
+	}
+	return NULL;
+}
+
+static bool is_lower_hex(const char *s, size_t n, bool *all_zero)
+{
+	size_t i;
+
+	*all_zero = true;
+	for (i = 0; i < n; i++) {
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+		if (s[i] != '0')
+			*all_zero = false;
+	}
+	return true;
+}
+
+/* W3C Trace Context, version 00: 00-<trace-id>-<parent-id>-<flags>. */
+static bool is_valid_traceparent(const char *s, size_t n)
+{
+	bool zero_trace, zero_parent, zero_flags;
+
+	return n == TRACEPARENT_LEN && s[0] == '0' && s[1] == '0' && s[2] == '-' && s[35] == '-' &&
+	       s[52] == '-' && is_lower_hex(s + 3, 32, &zero_trace) && !zero_trace &&
+	       is_lower_hex(s + 36, 16, &zero_parent) && !zero_parent &&
+	       is_lower_hex(s + 53, 2, &zero_flags);
+}
+
+static void read_traceparent(struct tag_parser *tp, const char *raw, size_t n, bool quoted)
+{
+	char value[TRACEPARENT_LEN];
+	size_t len;
+
+	/* malformed: ignored, never an error */
+	if (!decode(raw, n, quoted, value, sizeof value, &len) || !is_valid_traceparent(value, len))
+		return;
+	memcpy(tp->out->traceparent, value, len);
+	tp->out->traceparent[len] = '\0';
+	tp->out->present = true;
+}
+
+/*
+ * value[0..len) (decoded from raw) as a decimal in [min, max] into def's
+ * int64_t field; otherwise the error names the key.
+ */
+static void read_integer(struct tag_parser *tp, const struct tag_def *def, const char *value,
+                         size_t len, const char *raw, size_t raw_len, int64_t min, int64_t max)
+{
+	int64_t v = 0;
+	size_t i, digits = 0;
+
+	if (len == 0) {
+		fail_invalid(tp, def, raw, raw_len);
+		return;
+	}
+	for (i = 0; i < len; i++) {
+		if (value[i] < '0' || value[i] > '9') {
+			fail_invalid(tp, def, raw, raw_len);
+			return;
+		}
+	}
+	for (i = 0; i < len; i++) {
+		if (digits == 0 && value[i] == '0')
+			continue;             /* leading zeros do not count against the 18 digits */
+		if (++digits > 18)
+			break;
+		v = v * 10 + (value[i] - '0');
+	}
+	if (digits > 18 || v < min || v > max) {
+		char shown[SHOWN_VALUE_MAX + 4];
+
+		show_value(value, len, shown);
+		fail(tp, "%s is outside the valid range for tag \"%s\" (%lld .. %lld)", shown, def->name,
+		     (long long) min, (long long) max);
+		return;
+	}
+	memcpy((char *) tp->out + def->offset, &v, sizeof v);
+}
+
+static bool equals_ci(const char *s, size_t n, const char *word)
+{
+	size_t i;
+
+	if (strlen(word) != n)
+		return false;
+	for (i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (c >= 'A' && c <= 'Z')
+			c = (char) (c - 'A' + 'a');
+		if (c != word[i])
+			return false;
+	}
+	return true;
+}
+
+/* One key=value item of the comment; raw is the value as written, without quotes. */
+static void read_item(struct tag_parser *tp, const char *key, size_t key_len, const char *raw,
+                      size_t raw_len, bool quoted)
+{
+	const struct tag_def *def = find_tag(key, key_len);
+	char value[VALUE_MAX + 1];
+	size_t cap, len;
+
+	if (!def)
+		return;               /* other keys, and ai_ keys we do not know */
+	if (def->kind == TAG_TRACEPARENT) {
+		read_traceparent(tp, raw, raw_len, quoted);
+		return;
+	}
+	tp->out->present = true;
+	tp->out->has_ai_key = true;
+	cap = def->kind == TAG_TEXT ? def->size - 1 : VALUE_MAX;
+	if (!decode(raw, raw_len, quoted, value, cap, &len)) {
+		fail_invalid(tp, def, raw, raw_len);
+		return;
+	}
+	if (len > cap) {
+		if (def->kind == TAG_TEXT)
+			fail(tp, "value too long for tag \"%s\" (limit %zu bytes)", def->name, cap);
+		else
+			fail_invalid(tp, def, raw, raw_len);
+		return;
+	}
+	switch (def->kind) {
+	case TAG_TEXT:
+		if (len == 0 || !is_clean_text(value, len)) {
+			fail_invalid(tp, def, raw, raw_len);
+			return;
+		}
+		memcpy((char *) tp->out + def->offset, value, len);
+		((char *) tp->out + def->offset)[len] = '\0';
+		break;
+	case TAG_COUNT:
+		read_integer(tp, def, value, len, raw, raw_len, 0, TAGS_COUNT_MAX);
+		break;
+	case TAG_TTL:
+		read_integer(tp, def, value, len, raw, raw_len, TAGS_TTL_MIN_S, TAGS_TTL_MAX_S);
+		break;
+	case TAG_CACHE:
+		if (equals_ci(value, len, "lookup"))
+			tp->out->cache = AI_CACHE_LOOKUP;
+		else if (equals_ci(value, len, "refresh"))
+			tp->out->cache = AI_CACHE_REFRESH;
+		else
+			fail_invalid(tp, def, raw, raw_len);
+		break;
+	case TAG_TRACEPARENT:
+		break;
+	}
+}
+
+static const char *skip_space(const char *p, const char *end)
+{
+	while (p < end && is_space((unsigned char) *p))
+		p++;
+	return p;
+}
+
+/*
+ * The comment body [p, end) as key=value items, each handed to read_item.
+ * False when the body is not sqlcommenter-shaped (then it is no tag comment
+ * and whatever read_item found is discarded by the caller).
+ */
+static bool parse_body(struct tag_parser *tp, const char *p, const char *end)
+{
+	for (p = skip_space(p, end); p < end; p = skip_space(p, end)) {
+		const char *key = p, *value;
+		size_t key_len, value_len;
+		bool quoted = false;
+
+		if (*p == ',') {              /* empty item */
+			p++;
+			continue;
+		}
+		while (p < end && is_key_char((unsigned char) *p))
+			p++;
+		key_len = (size_t) (p - key);
+		p = skip_space(p, end);
+		if (key_len == 0 || p == end || *p != '=')
+			return false;
+		p = skip_space(p + 1, end);
+		if (p < end && *p == '\'') {
+			quoted = true;
+			value = ++p;
+			while (p < end && *p != '\'')
+				p += (*p == '\\' && end - p >= 2) ? 2 : 1;
+			if (p >= end)
+				return false;         /* unterminated quote */
+			value_len = (size_t) (p - value);
+			p = skip_space(p + 1, end);
+			if (p < end && *p != ',')
+				return false;         /* text after the closing quote */
+		} else {
+			value = p;
+			while (p < end && *p != ',')
+				p++;
+			value_len = (size_t) (p - value);
+			while (value_len > 0 && is_space((unsigned char) value[value_len - 1]))
+				value_len--;
+		}
+		read_item(tp, key, key_len, value, value_len, quoted);
+		if (p < end)
+			p++;                  /* the comma */
+	}
+	return true;
+}
+
+enum tags_result tags_parse(const char *text, size_t len, struct ai_tags *out,
+                            char *errbuf, size_t errlen)
+{
+	struct tag_parser tp;
+	size_t start = 0, end = 0;
+
+	reset_tags(out);
+	if (!text || !find_last_comment(text, len, &start, &end))
+		return TAGS_NONE;
+
+	tp.out = out;
+	tp.failed = false;
+	if (!parse_body(&tp, text + start + 2, text + end - 2)) {
+		reset_tags(out);
+		return TAGS_NONE;
+	}
+	if (tp.failed) {
+		if (errbuf && errlen > 0) {
+			size_t n = strnlen(tp.msg, errlen - 1);
+
+			memcpy(errbuf, tp.msg, n);  /* cut, as snprintf would */
+			errbuf[n] = '\0';
+		}
+		return TAGS_INVALID;
+	}
+	if (!out->present) {
+		reset_tags(out);
+		return TAGS_NONE;
+	}
+	out->comment_start = start;
+	out->comment_end = end;
+	return TAGS_OK;
+}

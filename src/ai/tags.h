@@ -1,0 +1,99 @@
+/*
+ * tags.h - the sqlcommenter parser (DESIGN 5.1): reads pgsluice's ai_ keys and
+ * the W3C traceparent from the last comment of a Query or Parse text. Pure
+ * function, no allocation, no sockets; policy (limits, trust) lives elsewhere.
+ */
+#ifndef SLUICE_AI_TAGS_H
+#define SLUICE_AI_TAGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* An errbuf this large never truncates a tags_parse message. */
+#define TAGS_ERRBUF_SIZE 256
+
+/* ai_ttl bounds, seconds (one year at most). */
+#define TAGS_TTL_MIN_S 1
+#define TAGS_TTL_MAX_S 31536000
+
+/* Largest ai_tokens_in / ai_tokens_out / ai_latency_ms: 18 decimal digits. */
+#define TAGS_COUNT_MAX INT64_C(999999999999999999)
+
+enum ai_cache_mode { AI_CACHE_NONE, AI_CACHE_LOOKUP, AI_CACHE_REFRESH };
+
+/*
+ * What a statement's tags say. Text fields are NUL-terminated, decoded
+ * (URL-decoding and \' undone), valid UTF-8 without NUL, at most
+ * sizeof(field) - 1 bytes; "" when the key is absent.
+ */
+struct ai_tags {
+	bool present;                 /* a key pgsluice reads, or a valid traceparent, was found */
+	bool has_ai_key;              /* a known ai_ key was found: the statement is "attributed" */
+	char user[128];               /* ai_user */
+	char model[128];              /* ai_model */
+	int64_t tokens_in, tokens_out;    /* ai_tokens_in, ai_tokens_out; -1 if absent */
+	int64_t latency_ms;           /* ai_latency_ms, -1 if absent */
+	char conversation[128];       /* ai_conversation */
+	enum ai_cache_mode cache;     /* ai_cache; AI_CACHE_NONE if absent */
+	int64_t ttl_s;                /* ai_ttl, seconds; -1 if absent */
+	char traceparent[64];         /* "00-<32 hex>-<16 hex>-<2 hex>", lower-case hex; "" if absent or malformed */
+	size_t comment_start, comment_end;  /* the winning comment is text[comment_start..comment_end),
+	                                       from its "/" to the "/" of its closing; 0, 0 unless TAGS_OK */
+};
+
+enum tags_result { TAGS_NONE, TAGS_OK, TAGS_INVALID };
+
+/*
+ * Parse the tags of a statement text[0..len). Never reads past len; text
+ * need not be NUL-terminated and may be NULL when len is 0. out is always
+ * reset first (absent values as documented above), so it may be reused.
+ *
+ * Which comment: comments are found as C's are, without nesting, and the
+ * last complete "/ *...* /" pair wins. A "/ *" inside an open comment starts
+ * the comment anew, so of `/ * a / * b * / c * /` the pair `/ * b * /` is
+ * the comment, and a stray "/ *" in a string literal before the tag comment
+ * does not hide it. Nothing else about SQL is understood: a comment inside a
+ * string literal or after "--" counts like any other, so an application
+ * that inlines untrusted text into a statement after its tag comment (or
+ * without one) lets that text choose the tags. An unterminated "/ *" and
+ * what follows it are no comment; an earlier complete comment still counts.
+ * (Spaces inside "/ *" and "* /" above are only to keep this C comment open.)
+ *
+ * Comment body, parsed leniently as sqlcommenter emitters differ:
+ * `key=value` items separated by commas, whitespace allowed around keys,
+ * '=' and commas, empty items skipped. Keys are URL-decoded and compared
+ * case-sensitively. A value is either single-quoted (inside, \' is a quote
+ * and \\ a backslash) or plain (up to the next comma, outer whitespace
+ * trimmed); then URL-decoded, '+' meaning a space. A repeated key: the
+ * last one wins. A body that does not have this shape (`/ * plain english * /`)
+ * is no tag comment: TAGS_NONE, even if it mentions ai_ keys.
+ *
+ * Keys read: ai_user, ai_model, ai_conversation (text, 1..127 bytes),
+ * ai_tokens_in, ai_tokens_out, ai_latency_ms (0..TAGS_COUNT_MAX, plain
+ * decimal digits, no sign or spaces), ai_cache ("lookup" or "refresh", any
+ * case), ai_ttl (TAGS_TTL_MIN_S..TAGS_TTL_MAX_S) and traceparent. Every
+ * other key is ignored, including ai_ keys pgsluice does not know (so that
+ * an application written for a newer pgsluice still runs; they do not make
+ * the statement attributed either). A malformed traceparent (W3C version 00
+ * only, lower-case hex, ids not all zero) is ignored: tracing is best
+ * effort and never fails a statement.
+ *
+ * Returns TAGS_OK when out->present, TAGS_NONE when there is no comment or
+ * it carries no key read here (cost then: one memchr scan for '/' plus a
+ * look at the byte after each one found), TAGS_INVALID when a known ai_ key
+ * has a bad value: malformed %-escape, not valid UTF-8 or containing NUL,
+ * empty, too long, not a number, out of range, unknown cache mode. Then
+ * errbuf (errlen bytes, may be NULL/0; written only on TAGS_INVALID) gets a
+ * PostgreSQL-style primary message naming the key for the first bad value,
+ * e.g. `invalid value for tag "ai_tokens_in": "ten"`,
+ * `value too long for tag "ai_user" (limit 127 bytes)`,
+ * `0 is outside the valid range for tag "ai_ttl" (1 .. 31536000)`;
+ * a value is shown as written, non-printable bytes as \xNN, cut at 64
+ * characters with "...". The caller sends it with SQLSTATE 22023. After
+ * TAGS_INVALID the other fields of out are unspecified.
+ */
+enum tags_result tags_parse(const char *text, size_t len, struct ai_tags *out,
+                            char *errbuf, size_t errlen);
+
+#endif
