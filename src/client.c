@@ -215,6 +215,48 @@ static void auth_failed(struct client *c)
 
 static void login_succeeded(struct client *c);
 
+/*
+ * The SCRAM secret for a plain auth_file password, derived once per user
+ * with a random salt (as PostgreSQL stores one): 4096 PBKDF2 iterations
+ * cost milliseconds of the event loop, too much to spend on every login.
+ */
+static bool derived_secret_for(struct sluice *sl, const char *user, const char *password,
+                               struct scram_secret *out)
+{
+	struct derived_secret *d;
+	for (d = sl->derived_secrets; d; d = d->next)
+		if (strcmp(d->user, user) == 0 && strcmp(d->password, password) == 0) {
+			*out = d->secret;
+			return true;
+		}
+	uint8_t salt[16];
+	if (RAND_bytes(salt, sizeof(salt)) != 1 ||
+	    !scram_secret_from_password(password, salt, sizeof(salt), SCRAM_DEFAULT_ITERATIONS, out))
+		return false;
+	d = calloc(1, sizeof(*d));
+	if (d && (d->user = strdup(user)) && (d->password = strdup(password))) {
+		d->secret = *out;
+		d->next = sl->derived_secrets;
+		sl->derived_secrets = d;
+	} else if (d) {
+		free(d->user);
+		free(d);
+	}
+	return true;
+}
+
+void client_free_derived_secrets(struct sluice *sl)
+{
+	struct derived_secret *d;
+	while ((d = sl->derived_secrets) != NULL) {
+		sl->derived_secrets = d->next;
+		OPENSSL_cleanse(d->password, strlen(d->password));
+		free(d->user);
+		free(d->password);
+		free(d);
+	}
+}
+
 static void start_scram(struct client *c, const char *stored)
 {
 	struct scram_secret secret;
@@ -227,9 +269,7 @@ static void start_scram(struct client *c, const char *stored)
 			return;
 		}
 	} else if (password_kind_of(stored) == PASSWORD_PLAIN) {
-		uint8_t salt[16];
-		if (RAND_bytes(salt, sizeof(salt)) != 1 ||
-		    !scram_secret_from_password(stored, salt, sizeof(salt), SCRAM_DEFAULT_ITERATIONS, &secret)) {
+		if (!derived_secret_for(c->sl, c->user, stored, &secret)) {
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "could not derive a SCRAM secret");
 			return;
 		}

@@ -92,6 +92,9 @@ void client_server_linked(struct client *c);
 /* Resume relaying c's messages after its server's output drained. */
 void client_resume(struct client *c);
 
+/* Free the SCRAM secrets derived from plain passwords (reload, shutdown). */
+void client_free_derived_secrets(struct sluice *sl);
+
 /* Find the client that owns BackendKeyData (pid, key), or NULL. */
 struct client *client_find_by_key(struct sluice *sl, int32_t pid, int32_t key);
 

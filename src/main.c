@@ -280,6 +280,7 @@ static int run(struct sluice *sl, const struct options *o)
 	for (int i = 0; i < 3; i++)
 		event_free(sigs[i]);
 	prepared_registry_free(&sl->prepared);
+	client_free_derived_secrets(sl);
 	evdns_base_free(sl->dns, 0);
 	event_base_free(sl->base);
 	return 0;

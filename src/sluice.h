@@ -38,6 +38,14 @@ struct sluice_stats {
 	uint64_t wait_time_usec;
 };
 
+/* A SCRAM secret pgsluice derived from a plain auth_file password. */
+struct derived_secret {
+	struct derived_secret *next;
+	char *user;
+	char *password;            /* the password it was derived from: a reload may change it */
+	struct scram_secret secret;
+};
+
 struct sluice {
 	struct event_base *base;
 	struct evdns_base *dns;
@@ -53,7 +61,8 @@ struct sluice {
 	int n_clients;                    /* every client socket, for max_client_conn */
 
 	struct prepared_registry prepared; /* statement text -> server-side name */
-	struct scram_secret mock_secret;  /* for users not in auth_file: fail after a full exchange */
+	struct scram_secret mock_secret;
+	struct derived_secret *derived_secrets; /* one per user, so a login costs no PBKDF2 */  /* for users not in auth_file: fail after a full exchange */
 	struct sluice_stats stats, stats_last;
 	usec_t stats_last_time;
 	bool shutting_down;

@@ -29,6 +29,7 @@
 /* How long a migration waits for a table lock before it gives up (lock_timeout). */
 #define MIGRATION_LOCK_TIMEOUT "10s"
 #define CHECK_CONNECT_TIMEOUT_S 5
+#define CHECK_STATEMENT_TIMEOUT "5s"
 #define MAX_MIGRATION_BYTES (16 * 1024 * 1024)
 #define MAX_VERSION 999999999
 
@@ -458,6 +459,14 @@ static bool version_in(const int *versions, size_t n, int version)
 	return false;
 }
 
+static const struct migration *find_migration(const struct migration_list *list, int version)
+{
+	for (size_t i = 0; i < list->n; i++)
+		if (list->items[i].version == version)
+			return &list->items[i];
+	return NULL;
+}
+
 enum apply_result { APPLY_DONE, APPLY_SKIPPED, APPLY_FAILED };
 
 /*
@@ -547,10 +556,7 @@ static bool report_version(PGconn *conn, const struct migration_list *list, cons
 	if (!recorded_versions(conn, &versions, &n, &exists, f))
 		return false;
 	for (size_t i = 0; i < n; i++) {
-		bool known = false;
-		for (size_t j = 0; j < list->n && !known; j++)
-			known = list->items[j].version == versions[i];
-		if (!known)
+		if (!find_migration(list, versions[i]))
 			fprintf(out, "pgsluice: note: version %d is recorded in sluice.schema_migrations but has "
 			        "no file in the migration directory (applied by a newer pgsluice?)\n", versions[i]);
 	}
@@ -643,7 +649,10 @@ int migrate_check(const struct sluice_config *cfg, const struct userlist *users,
 	    !(conn = connect_target(&t, &f)))
 		goto unchecked;
 	PQsetNoticeProcessor(conn, ignore_notice, NULL);
-	if (!recorded_versions(conn, &versions, &n_versions, &exists, &f))
+	/* pgsluice's start waits for this: never for long (a migration holding a lock?) */
+	if (!run_command(conn, "SET statement_timeout = '" CHECK_STATEMENT_TIMEOUT "'",
+	                 "could not set up the session", &f) ||
+	    !recorded_versions(conn, &versions, &n_versions, &exists, &f))
 		goto unchecked;
 
 	migrate_command(cfg, command, sizeof(command));
@@ -660,12 +669,12 @@ int migrate_check(const struct sluice_config *cfg, const struct userlist *users,
 		rc = MIGRATE_BEHIND;
 		if (msg)
 			snprintf(msg, msglen, "the sluice schema is not installed in database \"%s\" "
-			         "(ai_database \"%s\"): run \"%s\"", t.dbname, t.entry, command);
+			         "(ai_database \"%s\"); run \"%s\"", t.dbname, t.entry, command);
 	} else if (missing > 0) {
 		rc = MIGRATE_BEHIND;
 		if (msg)
 			snprintf(msg, msglen, "the sluice schema in database \"%s\" (ai_database \"%s\") is "
-			         "behind: %s%s not applied: run \"%s\"", t.dbname, t.entry,
+			         "behind: %s%s not applied; run \"%s\"", t.dbname, t.entry,
 			         first_missing->name, missing == 1 ? " is" : " and later migrations are",
 			         command);
 	} else {
@@ -678,8 +687,8 @@ int migrate_check(const struct sluice_config *cfg, const struct userlist *users,
 
 unchecked:
 	if (msg)
-		snprintf(msg, msglen, "could not check the sluice schema: %s%s%s", f.message,
-		         f.hint[0] ? "; " : "", f.hint);
+		snprintf(msg, msglen, "could not check the sluice schema: %s%s%s%s", f.message,
+		         f.hint[0] ? " (" : "", f.hint, f.hint[0] ? ")" : "");
 done:
 	free(versions);
 	PQfinish(conn);
@@ -719,12 +728,15 @@ const char *migrate_sqldir(char *buf, size_t len)
 		if (slash) {
 			*slash = '\0';
 			/* a build directory inside the checkout (build/pgsluice), or the checkout itself */
-			snprintf(buf, len, "%s/../sql", exe);
-			if (is_directory(buf))
-				return buf;
-			snprintf(buf, len, "%s/sql", exe);
-			if (is_directory(buf))
-				return buf;
+			static const char *const relative[] = { "/../sql", "/sql" };
+			for (size_t i = 0; i < 2; i++) {
+				char candidate[PATH_MAX + 16], resolved[PATH_MAX];
+				snprintf(candidate, sizeof(candidate), "%s%s", exe, relative[i]);
+				if (is_directory(candidate) && realpath(candidate, resolved)) {
+					snprintf(buf, len, "%s", resolved);
+					return buf;
+				}
+			}
 		}
 	}
 	snprintf(buf, len, "%s", installed);

@@ -9,7 +9,8 @@
  *
  * Connection: the [databases] entry named by ai_database gives host, port,
  * dbname and user, as for a server connection (host unset: the Unix socket
- * in unix_socket_dir; dbname unset: the entry's name). An entry without
+ * in unix_socket_dir, or libpq's default when that is empty; dbname unset:
+ * the entry's name). An entry without
  * user= connects as $PGUSER, else the operating system user. The password
  * is the entry's password=, else that user's plain-text password in
  * auth_file, else libpq's own sources (PGPASSWORD, ~/.pgpass).
@@ -64,8 +65,9 @@ int migrate_check(const struct sluice_config *cfg, const struct userlist *users,
  * The migrations directory to use, into buf (len bytes), returned: the
  * environment variable PGSLUICE_SQLDIR when set; else SQLDIR (the installed
  * $(pkgdatadir)/sql) when it is a directory; else <directory of the running
- * binary>/../sql when that is a directory (a build directory inside the
- * source checkout); else SQLDIR, so that the error names the installed path.
+ * binary>/../sql (a build directory inside the source checkout), then
+ * <directory of the running binary>/sql (an in-tree build), when it is a
+ * directory; else SQLDIR, so that the error names the installed path.
  */
 const char *migrate_sqldir(char *buf, size_t len);
 

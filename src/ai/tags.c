@@ -26,24 +26,26 @@ enum tag_kind { TAG_TEXT, TAG_COUNT, TAG_TTL, TAG_CACHE, TAG_TRACEPARENT };
 /* The keys pgsluice reads and where each goes in struct ai_tags. */
 struct tag_def {
 	const char *name;
+	size_t name_len;
 	enum tag_kind kind;
 	size_t offset;                /* of the field in struct ai_tags (TEXT, COUNT, TTL) */
 	size_t size;                  /* of a TEXT field, bytes including the NUL */
 };
 
+#define KEY(name) name, sizeof(name) - 1
 #define TEXT_FIELD(f) offsetof(struct ai_tags, f), sizeof(((struct ai_tags *) 0)->f)
 #define INT_FIELD(f) offsetof(struct ai_tags, f), 0
 
 static const struct tag_def tag_defs[] = {
-	{ "ai_user", TAG_TEXT, TEXT_FIELD(user) },
-	{ "ai_model", TAG_TEXT, TEXT_FIELD(model) },
-	{ "ai_tokens_in", TAG_COUNT, INT_FIELD(tokens_in) },
-	{ "ai_tokens_out", TAG_COUNT, INT_FIELD(tokens_out) },
-	{ "ai_latency_ms", TAG_COUNT, INT_FIELD(latency_ms) },
-	{ "ai_conversation", TAG_TEXT, TEXT_FIELD(conversation) },
-	{ "ai_cache", TAG_CACHE, 0, 0 },
-	{ "ai_ttl", TAG_TTL, INT_FIELD(ttl_s) },
-	{ "traceparent", TAG_TRACEPARENT, 0, 0 },
+	{ KEY("ai_user"), TAG_TEXT, TEXT_FIELD(user) },
+	{ KEY("ai_model"), TAG_TEXT, TEXT_FIELD(model) },
+	{ KEY("ai_tokens_in"), TAG_COUNT, INT_FIELD(tokens_in) },
+	{ KEY("ai_tokens_out"), TAG_COUNT, INT_FIELD(tokens_out) },
+	{ KEY("ai_latency_ms"), TAG_COUNT, INT_FIELD(latency_ms) },
+	{ KEY("ai_conversation"), TAG_TEXT, TEXT_FIELD(conversation) },
+	{ KEY("ai_cache"), TAG_CACHE, 0, 0 },
+	{ KEY("ai_ttl"), TAG_TTL, INT_FIELD(ttl_s) },
+	{ KEY("traceparent"), TAG_TRACEPARENT, 0, 0 },
 };
 
 struct tag_parser {
@@ -89,31 +91,29 @@ static const char *find_opener(const char *p, const char *end)
 
 /*
  * The last complete comment of text[0..len) as [*start, *end), delimiters
- * included. An opener inside an open comment restarts it (innermost pair);
- * a closer outside a comment is ordinary text; an unterminated tail is no
- * comment. False when there is none.
+ * included. Between comments memchr does the walking; inside one, the next
+ * closer ends it and another opener restarts it (innermost pair). A closer
+ * outside a comment is ordinary text; an unterminated tail is no comment.
+ * False when there is none.
  */
 static bool find_last_comment(const char *text, size_t len, size_t *start, size_t *end)
 {
-	const char *first = find_opener(text, text + len);
-	size_t i, open = 0;
-	bool in_comment = false, found = false;
+	const char *stop = text + len, *p = text, *open;
+	bool found = false;
 
-	if (!first)
-		return false;
-	for (i = (size_t) (first - text); i + 1 < len;) {
-		if (text[i] == '/' && text[i + 1] == '*') {
-			open = i;
-			in_comment = true;
-			i += 2;
-		} else if (in_comment && text[i] == '*' && text[i + 1] == '/') {
-			*start = open;
-			*end = i + 2;
-			found = true;
-			in_comment = false;
-			i += 2;
-		} else {
-			i++;
+	while ((open = find_opener(p, stop)) != NULL) {
+		for (p = open + 2;; p++) {
+			if (stop - p < 2)
+				return found;         /* unterminated */
+			if (p[0] == '/' && p[1] == '*') {
+				open = p++;
+			} else if (p[0] == '*' && p[1] == '/') {
+				*start = (size_t) (open - text);
+				*end = (size_t) (p + 2 - text);
+				found = true;
+				p += 2;
+				break;
+			}
 		}
 	}
 	return found;
@@ -299,7 +299,7 @@ static const struct tag_def *find_tag(const char *raw, size_t n)
 	if (!decode(raw, n, false, key, sizeof key, &key_len) || key_len > sizeof key)
 		return NULL;
 	for (i = 0; i < sizeof tag_defs / sizeof tag_defs[0]; i++) {
-		if (strlen(tag_defs[i].name) == key_len && memcmp(tag_defs[i].name, key, key_len) == 0)
+		if (tag_defs[i].name_len == key_len && memcmp(tag_defs[i].name, key, key_len) == 0)
 			return &tag_defs[i];
 	}
 	return NULL;
@@ -528,8 +528,10 @@ enum tags_result tags_parse(const char *text, size_t len, struct ai_tags *out,
 	}
 	if (tp.failed) {
 		if (errbuf && errlen > 0) {
-			size_t n = strnlen(tp.msg, errlen - 1);
+			size_t n = strlen(tp.msg);
 
+			if (n > errlen - 1)
+				n = errlen - 1;
 			memcpy(errbuf, tp.msg, n);  /* cut, as snprintf would */
 			errbuf[n] = '\0';
 		}

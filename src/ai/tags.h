@@ -59,6 +59,8 @@ enum tags_result { TAGS_NONE, TAGS_OK, TAGS_INVALID };
  * without one) lets that text choose the tags. An unterminated "/ *" and
  * what follows it are no comment; an earlier complete comment still counts.
  * (Spaces inside "/ *" and "* /" above are only to keep this C comment open.)
+ * Cost: a text without "/ *" is one memchr scan for '/' (and a look at the
+ * byte after each '/' found); text between comments is walked by memchr too.
  *
  * Comment body, parsed leniently as sqlcommenter emitters differ:
  * `key=value` items separated by commas, whitespace allowed around keys,
@@ -80,8 +82,7 @@ enum tags_result { TAGS_NONE, TAGS_OK, TAGS_INVALID };
  * effort and never fails a statement.
  *
  * Returns TAGS_OK when out->present, TAGS_NONE when there is no comment or
- * it carries no key read here (cost then: one memchr scan for '/' plus a
- * look at the byte after each one found), TAGS_INVALID when a known ai_ key
+ * it carries no key read here, TAGS_INVALID when a known ai_ key
  * has a bad value: malformed %-escape, not valid UTF-8 or containing NUL,
  * empty, too long, not a number, out of range, unknown cache mode. Then
  * errbuf (errlen bytes, may be NULL/0; written only on TAGS_INVALID) gets a

@@ -1,0 +1,304 @@
+/*
+ * limits.h - rate limits and budgets of the AI middleware (DESIGN §5.2): the
+ * [limits] rules and their sluice.limits overrides, per-subject and per-model
+ * counters, admission, charging, and counter sync between instances. Pure: no I/O.
+ */
+#ifndef SLUICE_LIMITS_H
+#define SLUICE_LIMITS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * Time: every function takes now_ms, wall-clock milliseconds since the Unix
+ * epoch (UTC); days and months are UTC calendar days and months. Nothing here
+ * reads a clock, so tests are deterministic. Not thread-safe: one event loop
+ * owns a struct limits. Algorithms, precedence and the multi-instance bound
+ * are explained in docs/limits.md.
+ */
+
+enum limit_dim {
+	LIMIT_REQUESTS_PER_MINUTE,   /* attributed statements; GCRA, burst = the limit */
+	LIMIT_TOKENS_PER_MINUTE,     /* tokens charged; GCRA, burst = the limit */
+	LIMIT_TOKENS_PER_DAY,        /* tokens charged in the current UTC day */
+	LIMIT_COST_CENTS_PER_MONTH,  /* cents charged in the current UTC month */
+	LIMIT_N_DIMS
+};
+
+/* A limit value that is not set at this level (sluice.limits NULL): inherit. */
+#define LIMIT_INHERIT (-1)
+
+/* Largest value of an integer dimension, and of cost_cents_per_month. */
+#define LIMITS_MAX_COUNT 1000000000000000LL   /* 10^15 requests or tokens */
+#define LIMITS_MAX_CENTS 1000000000000.0      /* 10^12 cents */
+
+#define LIMITS_MINUTE_MS ((int64_t)60000)
+#define LIMITS_DAY_MS    ((int64_t)86400000)
+
+/* Counters idle this long, with nothing left to remember, are freed (limits_expire). */
+#define LIMITS_IDLE_MS   LIMITS_DAY_MS
+
+/* max_entries when limits_new is given 0; the smallest accepted is 16. */
+#define LIMITS_DEFAULT_MAX_ENTRIES 1000000
+
+/*
+ * Subject and model names are keyed by their first LIMITS_NAME_MAX bytes, so
+ * that one counter costs a bounded amount of memory whatever a tag says.
+ */
+#define LIMITS_NAME_MAX 256
+
+/*
+ * The limits written for one (subject, model) in one place: a [limits] line
+ * or a sluice.limits row. LIMIT_INHERIT (any negative value) = not set here.
+ */
+struct limit_values {
+	int64_t requests_per_minute;
+	int64_t tokens_per_minute;
+	int64_t tokens_per_day;
+	double cost_cents_per_month;    /* fractions allowed: 0.5 */
+};
+
+/* The ini name of a dimension ("requests_per_minute", ...). */
+const char *limit_dim_name(enum limit_dim dim);
+
+/* Set every value of v to LIMIT_INHERIT. */
+void limit_values_init(struct limit_values *v);
+
+/* ---- rules: what the limits are ---- */
+
+/*
+ * The rule set: [limits] lines plus sluice.limits overrides, keyed by
+ * (subject, model). Subject "default" applies to every subject; model "" (or
+ * NULL, or "*" as sluice.limits writes it) means "all models of the subject".
+ */
+struct limit_rules;
+
+/* An empty rule set (no limits at all), or NULL when out of memory. */
+struct limit_rules *limits_rules_new(void);
+
+/* Free a rule set that no struct limits owns; NULL is ignored. */
+void limits_rules_free(struct limit_rules *rules);
+
+/*
+ * Add one [limits] line: key "subject" or "subject/model" (split at the first
+ * '/'; names are case-sensitive; model "*" = no model), value
+ * "dimension=value ..." separated by spaces or commas, spaces around '='
+ * allowed, dimension names case-insensitive. Integers for the first three
+ * dimensions, a decimal number (0.5) for cost_cents_per_month; 0 refuses every
+ * statement. A dimension given again (same line or a later line for the same
+ * key) takes the later value; dimensions not given are left as they were.
+ * Returns false with errbuf set, rules unchanged, on e.g.
+ *   invalid limit "requests_per_minute=abc" for "alice": expected a non-negative integer
+ * (the config loader adds "file:line: " in front).
+ */
+bool limits_parse_line(struct limit_rules *rules, const char *key, const char *value,
+                       char *errbuf, size_t errlen);
+
+/*
+ * Set the sluice.limits override for (subject, model) to values, replacing
+ * any earlier override for that key; LIMIT_INHERIT (NULL in the table) leaves
+ * a dimension to the [limits] line or the less specific levels. An override
+ * beats the [limits] line of the same (subject, model). Returns false, rules
+ * unchanged, when subject is NULL or "" or a value is above the maximum or NaN.
+ */
+bool limits_set_override(struct limit_rules *rules, const char *subject, const char *model,
+                         const struct limit_values *values);
+
+/* Drop every override (before loading sluice.limits afresh); [limits] lines stay. */
+void limits_clear_overrides(struct limit_rules *rules);
+
+/*
+ * Copy src's overrides into dst (on reload: dst is the freshly parsed [limits]
+ * section, src the rules in use). Returns false when out of memory (dst then
+ * holds some of them).
+ */
+bool limits_copy_overrides(struct limit_rules *dst, const struct limit_rules *src);
+
+/*
+ * The limits in force for one counter, per dimension (LIMIT_INHERIT: none):
+ *   subject-wide counter (model NULL or ""): subject, else default;
+ *   per-model counter: subject/model, else (unless the subject sets that
+ *   dimension itself, which then governs all its models) default/model.
+ * At each level an override beats the [limits] line. Both counters are
+ * checked on every statement, so the effective precedence is
+ * subject/model > subject > default/model > default.
+ */
+void limits_resolve(const struct limit_rules *rules, const char *subject, const char *model,
+                    struct limit_values *out);
+
+/* ---- counters: how much has been used ---- */
+
+struct limits;
+
+/*
+ * New counters governed by rules (owned from now on; NULL = no limits).
+ * max_entries bounds the number of (subject, model) counters (0: the
+ * default; each costs about 260 bytes plus its names). When a new counter would pass
+ * it, the least recently used counter is freed; if it still held use, that
+ * use is forgotten (limits_stats.evicted_full), so size max_entries above the
+ * number of subjects and models active in a month. NULL when out of memory.
+ */
+struct limits *limits_new(struct limit_rules *rules, size_t max_entries);
+
+/* Free l and its rules; NULL is ignored. */
+void limits_free(struct limits *l);
+
+/*
+ * Replace the rules at once (reload), freeing the old set; takes ownership of
+ * rules (NULL = no limits). Counters are kept: use stays counted, and the new
+ * limits apply from the next call.
+ */
+void limits_set_rules(struct limits *l, struct limit_rules *rules);
+
+/*
+ * The rules in use, borrowed. They may be changed in place (e.g. clear and
+ * set the sluice.limits overrides in one event-loop callback); counters
+ * notice on their next use.
+ */
+struct limit_rules *limits_get_rules(struct limits *l);
+
+/* Why a statement was refused: the dimension that needs the longest wait. */
+struct limit_refusal {
+	enum limit_dim dim;
+	const char *model;       /* the model whose own limit refused, borrowed from
+	                            limits_admit's argument; NULL: a subject-wide limit */
+	double limit;            /* the limit in force (cents for cost) */
+	double used;             /* use counted against it: requests or tokens in the
+	                            per-minute bucket (rounded up), tokens today, cents this month */
+	const char *window;      /* "in the last minute", "today (UTC)", "this month (UTC)"; static */
+	int64_t retry_after_ms;  /* per-minute: until one more request or token fits;
+	                            budgets: until the window resets; -1: never (the limit is 0) */
+	int64_t reset_at_ms;     /* now_ms + retry_after_ms; -1 with it */
+};
+
+/*
+ * May an attributed statement of subject (using model; NULL or "" = none)
+ * run at now_ms? Checks the subject-wide counter and, with a model, the
+ * subject/model counter, in every dimension: a per-minute limit needs room
+ * for one more request or token, a budget needs use below the limit. When
+ * allowed, counts one request on both and returns true. Otherwise counts
+ * nothing, fills *refusal (may be NULL) with the dimension that needs the
+ * longest wait, and returns false. subject NULL or "" is not limited (true).
+ * Out of memory: fails open (true, not counted).
+ */
+bool limits_admit(struct limits *l, const char *subject, const char *model, int64_t now_ms,
+                  struct limit_refusal *refusal);
+
+/*
+ * Charge a completed LLM call's tokens and cost (cents, fractions allowed)
+ * when its usage record is made, to the subject-wide and the subject/model
+ * counters. Never refuses: a subject pushed over a limit is refused on its
+ * next statement (DESIGN §5.2); per-minute overuse becomes debt that drains
+ * at the limit's rate. Negative or NaN amounts count as 0, one call's cost
+ * at most LIMITS_MAX_CENTS; sums saturate instead of overflowing.
+ */
+void limits_charge(struct limits *l, const char *subject, const char *model, int64_t tokens,
+                   double cost_cents, int64_t now_ms);
+
+/*
+ * At start, add stored usage (sluice.llm_usage: tokens of the current UTC
+ * day, cents of the current UTC month, as of now_ms) for (subject, model)
+ * to the day and month budgets; call once per (subject, model) row, model
+ * NULL/"" for usage without a model. Adds, so rows for several models of a
+ * subject sum up in the subject-wide counter. Not exported to other
+ * instances (they seed from the same table).
+ */
+void limits_seed(struct limits *l, const char *subject, const char *model, int64_t tokens_today,
+                 double cost_cents_month, int64_t now_ms);
+
+/*
+ * The ErrorResponse parts for a refusal (SQLSTATE 53400, severity ERROR),
+ * following PostgreSQL's Error Message Style Guide; each buffer is always
+ * NUL-terminated (truncated to its length in bytes):
+ *   msg:    rate limit exceeded for "alice": requests_per_minute 60
+ *   detail: 60 requests in the last minute; the limit is 60.
+ *           (with model: 50000 tokens used with model "gpt-4o" today (UTC); ...)
+ *   hint:   Retry after 1.4 s.   (per-minute; tenths of a second, rounded up)
+ *           The budget resets at 2026-12-01 00:00:00 UTC.   (budgets)
+ *           "" when the limit is 0 (waiting does not help)
+ */
+void limits_format_refusal(const struct limit_refusal *r, const char *subject,
+                           char *msg, size_t msglen, char *detail, size_t dlen,
+                           char *hint, size_t hlen);
+
+/* One limit in force on one counter, for SHOW LIMITS. */
+struct limit_status {
+	const char *subject;     /* borrowed for the callback only */
+	const char *model;       /* "" for the subject-wide counter */
+	enum limit_dim dim;
+	double limit;
+	double used;             /* as in struct limit_refusal */
+	double remaining;        /* limit - used, at least 0 */
+	int64_t reset_at_ms;     /* per-minute: when the bucket is empty (now_ms if it is);
+	                            budgets: the start of the next day or month */
+};
+
+typedef void (*limits_status_fn)(const struct limit_status *status, void *arg);
+
+/*
+ * Call fn for every limit in force on every counter, in no particular order.
+ * fn must not call into l. Returns the number of calls.
+ */
+size_t limits_foreach_status(struct limits *l, int64_t now_ms, limits_status_fn fn, void *arg);
+
+/* ---- sharing counters between instances (sluice.rate_counters) ---- */
+
+/*
+ * What one instance counted locally for (subject, model) during one UTC day
+ * since its previous export: admitted requests, charged tokens and cents.
+ * Only local use is exported, never what limits_apply_remote added.
+ */
+struct limit_delta {
+	const char *subject;     /* borrowed for the callback only */
+	const char *model;       /* "" when the statements named no model */
+	int64_t day_start_ms;    /* UTC midnight of the day the counts belong to */
+	int64_t requests;
+	int64_t tokens;
+	double cost_cents;
+};
+
+typedef void (*limits_delta_fn)(const struct limit_delta *delta, void *arg);
+
+/*
+ * Hand every pending local delta to fn and forget it; the caller keeps its
+ * copy until sluice.rate_counters has it (and re-sends it on failure). At
+ * most two days are pending per counter: if no export happens for a whole
+ * UTC day, older days are dropped (counted in limits_stats.dropped_deltas).
+ * fn must not call into l. Returns the number of deltas handed out.
+ */
+size_t limits_export_deltas(struct limits *l, limits_delta_fn fn, void *arg);
+
+/*
+ * Add another instance's delta, read from sluice.rate_counters: requests and
+ * tokens go into the per-minute buckets as if used at now_ms (so limits err on
+ * the strict side; skipped when the whole day ended more than a minute ago),
+ * tokens into the day budget if day_start_ms is today, cents into the month
+ * budget if that day is in the current month. Applies to the subject-wide and
+ * (model not NULL/"") the subject/model counter, like local use. Not exported again.
+ */
+void limits_apply_remote(struct limits *l, const char *subject, const char *model,
+                         int64_t day_start_ms, int64_t requests, int64_t tokens,
+                         double cost_cents, int64_t now_ms);
+
+/* ---- memory ---- */
+
+/*
+ * Free the counters idle for LIMITS_IDLE_MS or longer whose state is back to
+ * that of a new counter (per-minute buckets empty, no tokens today, no cost
+ * this month, no pending delta), so freeing them loses nothing. A subject with
+ * spend this month keeps its counter until the month ends. Call from the
+ * janitor, e.g. once a minute; costs O(idle counters). Returns how many were freed.
+ */
+size_t limits_expire(struct limits *l, int64_t now_ms);
+
+struct limits_stats {
+	size_t entries;             /* counters in memory */
+	uint64_t evicted_idle;      /* freed with nothing to remember */
+	uint64_t evicted_full;      /* freed at max_entries while still holding use (lost) */
+	uint64_t dropped_deltas;    /* pending deltas overwritten before an export */
+};
+
+void limits_get_stats(const struct limits *l, struct limits_stats *out);
+
+#endif
