@@ -21,6 +21,7 @@
 
 #include "ai/refuse.h"
 #include "auth.h"
+#include "hba.h"
 #include "cancel.h"
 #include "log.h"
 #include "pool.h"
@@ -65,7 +66,6 @@ void client_accept(struct sluice *sl, int fd, const struct sockaddr *addr, sockl
 		close(fd);
 		return;
 	}
-	(void)len;
 	socket_tune(fd, sl->cfg->tcp_keepalive);
 	c->sl = sl;
 	c->bev = bev;
@@ -74,6 +74,8 @@ void client_accept(struct sluice *sl, int fd, const struct sockaddr *addr, sockl
 	c->auth_step = CL_AUTH_STARTUP;
 	c->connect_time = c->last_activity = now_usec();
 	describe_peer(c, addr);
+	if (len <= sizeof(c->peer))
+		memcpy(&c->peer, addr, len);
 	TAILQ_INSERT_TAIL(&sl->login_clients, c, entry);
 	sl->n_clients++;
 	bufferevent_setcb(bev, client_read_cb, client_write_cb, client_event_cb, c);
@@ -287,6 +289,38 @@ static void start_scram(struct client *c, const char *stored)
 	c->auth_step = CL_AUTH_SASL_FIRST;
 }
 
+/*
+ * With auth_type = hba the first matching auth_hba_file rule picks the
+ * method (client-authentication.html, pg_hba.conf). Returns false after
+ * refusing the client.
+ */
+static bool method_from_hba(struct client *c, enum auth_type *method)
+{
+	int line = 0;
+	bool is_unix = c->peer.ss_family == AF_UNIX;
+	enum hba_method m = c->sl->hba ? hba_match(c->sl->hba, is_unix, false,
+	                                           is_unix ? NULL : (const struct sockaddr *)&c->peer,
+	                                           c->database, c->user, &line)
+	                               : HBA_REJECT;
+	switch (m) {
+	case HBA_TRUST: *method = AUTH_TYPE_ANY; return true;
+	case HBA_MD5: *method = AUTH_TYPE_MD5; return true;
+	case HBA_SCRAM_SHA_256: *method = AUTH_TYPE_SCRAM_SHA_256; return true;
+	case HBA_PASSWORD: *method = AUTH_TYPE_PLAIN; return true;
+	default:
+		break;
+	}
+	if (line == 0)
+		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL,
+		             "no pg_hba.conf entry for host \"%s\", user \"%s\", database \"%s\", no encryption",
+		             c->addr, c->user, c->database);
+	else
+		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL,
+		             "pg_hba.conf rejects connection for host \"%s\", user \"%s\", database \"%s\", no encryption",
+		             c->addr, c->user, c->database);
+	return false;
+}
+
 /* Choose the exchange for auth_type and the stored password (PgBouncer's rules). */
 static void start_auth(struct client *c)
 {
@@ -299,7 +333,10 @@ static void start_auth(struct client *c)
 			return;
 		}
 	}
-	switch (cfg->auth_type) {
+	c->auth_method = cfg->auth_type;
+	if (c->auth_method == AUTH_TYPE_HBA && !method_from_hba(c, &c->auth_method))
+		return;
+	switch (c->auth_method) {
 	case AUTH_TYPE_ANY:
 		login_succeeded(c);
 		return;
@@ -328,9 +365,8 @@ static void start_auth(struct client *c)
 		start_scram(c, e ? e->password : NULL);
 		return;
 	default:
-		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, "Use trust, plain, md5 or scram-sha-256.",
-		             "auth_type \"%s\" is not supported by this pgsluice",
-		             cfg->auth_type == AUTH_TYPE_CERT ? "cert" : "hba");
+		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, "Use trust, plain, md5, scram-sha-256 or hba.",
+		             "auth_type \"cert\" is not supported by this pgsluice");
 		return;
 	}
 }
@@ -366,7 +402,7 @@ static void handle_password(struct client *c, struct msgreader *r)
 	}
 	bool ok = false;
 	if (c->auth_password) {
-		if (c->sl->cfg->auth_type == AUTH_TYPE_PLAIN)
+		if (c->auth_method == AUTH_TYPE_PLAIN)
 			ok = check_plain_password(c->auth_password, c->user, given);
 		else
 			ok = md5_check_response(c->auth_password, c->user, c->md5_salt, given);

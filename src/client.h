@@ -47,6 +47,8 @@ struct client {
 	uint64_t id;
 
 	char addr[64];                 /* peer address text, "unix" for unix sockets */
+	struct sockaddr_storage peer;  /* peer address, for auth_hba_file rules */
+	enum auth_type auth_method;    /* the method chosen for this login */
 	int port;
 	char *user;                    /* login role from the StartupMessage, owned */
 	char *database;                /* database name from the StartupMessage, owned */

@@ -37,6 +37,7 @@ static const struct config_key config_table[] = {
 	KEY(ai_database, CONFIG_STRING, "", NO_RELOAD, 0, 0),
 	KEY(application_name_add_host, CONFIG_BOOL, "0", RELOAD, 0, 0),
 	KEY(auth_file, CONFIG_STRING, "", RELOAD, 0, 0),
+	KEY(auth_hba_file, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(auth_type, CONFIG_AUTH_TYPE, "md5", RELOAD, 0, 0),
 	KEY(cancel_wait_timeout, CONFIG_TIME, "10", RELOAD, 0, NO_MAX),
 	KEY(client_idle_timeout, CONFIG_TIME, "0", RELOAD, 0, NO_MAX),
@@ -100,7 +101,7 @@ static const struct config_key config_table[] = {
  * unchanged, so these are warned about by name and ignored, never silently.
  */
 static const char *const unsupported_pgbouncer_keys[] = {
-	"auth_dbname", "auth_hba_file", "auth_ident_file", "auth_ldap_options", "auth_query",
+	"auth_dbname", "auth_ident_file", "auth_ldap_options", "auth_query",
 	"auth_user", "autodb_idle_timeout", "client_tls13_ciphers", "client_tls_ca_file",
 	"client_tls_cert_file", "client_tls_ciphers", "client_tls_dheparams",
 	"client_tls_ecdhcurve", "client_tls_key_file", "client_tls_protocols",

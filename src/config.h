@@ -67,6 +67,7 @@ struct sluice_config {
 	int unix_socket_mode;
 	char *user;               /* -u: drop privileges to this OS user */
 	char *auth_file;
+	char *auth_hba_file;      /* pg_hba.conf-style rules for auth_type = hba */
 	enum auth_type auth_type;
 	char *admin_users;
 	char *stats_users;

@@ -20,7 +20,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ai/migrate.h"
 #include "auth.h"
+#include "hba.h"
 #include "client.h"
 #include "config.h"
 #include "janitor.h"
@@ -34,6 +36,7 @@
 struct options {
 	bool daemonize;
 	bool quiet;
+	bool migrate;
 	int verbose;
 	const char *user;
 	const char *config;
@@ -49,6 +52,7 @@ static void usage(FILE *out)
 	        "  -v, --verbose     increase verbosity (repeatable)\n"
 	        "  -q, --quiet       do not log to stderr\n"
 	        "  -u, --user=USER   run as this operating system user\n"
+	        "      --migrate     apply the sluice schema migrations to ai_database and exit\n"
 	        "  -V, --version     print the version and exit\n"
 	        "  -h, --help        print this help and exit\n");
 }
@@ -59,6 +63,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "daemon", no_argument, NULL, 'd' }, { "verbose", no_argument, NULL, 'v' },
 		{ "quiet", no_argument, NULL, 'q' }, { "user", required_argument, NULL, 'u' },
 		{ "version", no_argument, NULL, 'V' }, { "help", no_argument, NULL, 'h' },
+		{ "migrate", no_argument, NULL, 'M' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int ch;
@@ -69,6 +74,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case 'v': o->verbose++; break;
 		case 'q': o->quiet = true; break;
 		case 'u': o->user = optarg; break;
+		case 'M': o->migrate = true; break;
 		case 'V': printf("pgsluice %s\n", PACKAGE_VERSION); exit(0);
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;
@@ -103,6 +109,21 @@ static struct userlist *load_userlist(const struct sluice_config *cfg, bool *ok)
 		*ok = false;
 	}
 	return ul;
+}
+
+/* Load auth_hba_file; NULL when unset. *ok is false when it is set but bad. */
+static struct hba *load_hba(const struct sluice_config *cfg, bool *ok)
+{
+	char err[512];
+	*ok = true;
+	if (!cfg->auth_hba_file[0])
+		return NULL;
+	struct hba *hba = hba_load(cfg->auth_hba_file, err, sizeof(err));
+	if (!hba) {
+		log_error("%s", err);
+		*ok = false;
+	}
+	return hba;
 }
 
 static bool check_pidfile(const char *path)
@@ -189,13 +210,19 @@ static void reload(struct sluice *sl)
 		log_error("reload failed, keeping the old configuration: %s", err);
 		return;
 	}
-	bool ok;
+	bool ok, hba_ok;
 	struct userlist *ul = load_userlist(next, &ok);
-	if (!ok) {
-		log_error("reload failed, keeping the old configuration: auth_file could not be read");
+	struct hba *hba = load_hba(next, &hba_ok);
+	if (!ok || !hba_ok) {
+		log_error("reload failed, keeping the old configuration: %s could not be read",
+		          ok ? "auth_hba_file" : "auth_file");
+		userlist_free(ul);
+		hba_free(hba);
 		config_free(next);
 		return;
 	}
+	hba_free(sl->hba);
+	sl->hba = hba;
 	config_carry_over(sl->cfg, next);
 	config_free(sl->cfg);
 	sl->cfg = next;
@@ -314,8 +341,28 @@ int main(int argc, char **argv)
 	sl.userlist = load_userlist(cfg, &ok);
 	if (!ok)
 		return 1;
+	if (o.migrate) {
+		char dir[4096];
+		int rc = migrate_run(cfg, sl.userlist, migrate_sqldir(dir, sizeof(dir)), stdout);
+		userlist_free(sl.userlist);
+		config_free(cfg);
+		free(sl.config_path);
+		return rc;
+	}
+	sl.hba = load_hba(cfg, &ok);
+	if (!ok)
+		return 1;
 	varcache_set_tracked(cfg->track_extra_parameters);
 	signal(SIGPIPE, SIG_IGN);
+	if (cfg->ai_database[0]) {
+		/* Before the loop: at most a few seconds when PostgreSQL is down. */
+		char dir[4096], msg[1024];
+		int st = migrate_check(cfg, sl.userlist, migrate_sqldir(dir, sizeof(dir)), msg, sizeof(msg));
+		if (st == MIGRATE_CURRENT)
+			log_info("%s", msg);
+		else
+			log_warning("%s", msg);
+	}
 	if (cfg->pidfile[0] && !check_pidfile(cfg->pidfile))
 		return 1;
 	if (o.daemonize && !daemonize()) {
@@ -329,6 +376,7 @@ int main(int argc, char **argv)
 		unlink(sl.cfg->pidfile);
 	log_info("pgsluice stopped");
 	userlist_free(sl.userlist);
+	hba_free(sl.hba);
 	config_free(sl.cfg);
 	free(sl.config_path);
 	return rc;

@@ -19,6 +19,7 @@ struct event_base;
 struct evdns_base;
 struct event;
 struct userlist;
+struct hba;
 struct listener;
 struct client;
 struct server;
@@ -51,6 +52,7 @@ struct sluice {
 	struct evdns_base *dns;
 	struct sluice_config *cfg;        /* owned; replaced on reload */
 	struct userlist *userlist;        /* owned; NULL when auth_file is unset */
+	struct hba *hba;                  /* owned; NULL when auth_hba_file is unset */
 	char *config_path;
 	bool quiet;
 

@@ -3,7 +3,7 @@
  * Rules and counters live in two chained hash tables keyed by (subject, model);
  * per-minute limits are GCRA buckets, budgets are UTC day / month counters.
  */
-#include "limits.h"
+#include "ai/limits.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -476,7 +476,9 @@ bool limits_parse_line(struct limit_rules *rules, const char *key, const char *v
 	}
 
 	char subject[LIMITS_NAME_MAX + 1];
-	snprintf(subject, sizeof(subject), "%.*s", (int)(subject_len < LIMITS_NAME_MAX ? subject_len : LIMITS_NAME_MAX), key);
+	if (subject_len > LIMITS_NAME_MAX)
+		subject_len = LIMITS_NAME_MAX;
+	snprintf(subject, sizeof(subject), "%.*s", (int)subject_len, key);
 	struct limit_rule *r = rule_get(rules, subject, slash ? slash + 1 : NULL);
 	if (!r) {
 		snprintf(errbuf, errlen, "out of memory");
@@ -797,6 +799,15 @@ static void consider(struct limit_refusal *best, bool *refused, enum limit_dim d
 	best->reset_at_ms = retry_ms < 0 ? -1 : now + retry_ms;
 }
 
+/* Milliseconds (rounded up) to drain amount from a bucket of limit per minute; at most ~31,700 years. */
+static int64_t drain_ms(double amount, double limit)
+{
+	double ms = ceil(amount * MINUTE_MS / limit - LEVEL_EPSILON);
+	if (!(ms > 0))
+		return 0;
+	return ms < (double)LIMITS_MAX_COUNT ? (int64_t)ms : LIMITS_MAX_COUNT;
+}
+
 /* The use shown for a bucket level: requests or tokens, rounded up. */
 static double bucket_used(double level)
 {
@@ -815,7 +826,7 @@ static void entry_check(const struct limit_entry *e, const char *model, int64_t 
 		if (lim == 0) {
 			consider(best, refused, (enum limit_dim)b, model, 0, bucket_used(e->level[b]), -1, now);
 		} else if (need > LEVEL_EPSILON) {
-			int64_t retry = (int64_t)ceil(need * MINUTE_MS / lim - LEVEL_EPSILON);
+			int64_t retry = drain_ms(need, lim);
 			consider(best, refused, (enum limit_dim)b, model, lim, bucket_used(e->level[b]),
 			         retry < 1 ? 1 : retry, now);
 		}
@@ -939,7 +950,8 @@ void limits_apply_remote(struct limits *l, const char *subject, const char *mode
 /* cents (as a limit or use) as decimal text with at most 6 decimals, no trailing zeros. */
 static void format_cents(double cents, char *buf, size_t len)
 {
-	long long u = llround(cents * UCENTS_PER_CENT);
+	double scaled = cents * UCENTS_PER_CENT;
+	long long u = scaled >= 9.2e18 ? INT64_MAX : scaled > 0 ? llround(scaled) : 0;
 	int n = snprintf(buf, len, "%lld.%06lld", u / 1000000, u % 1000000);
 	if (n <= 0 || (size_t)n >= len)
 		return;
@@ -1021,7 +1033,7 @@ size_t limits_foreach_status(struct limits *l, int64_t now_ms, limits_status_fn 
 			case LIMIT_REQUESTS_PER_MINUTE:
 			case LIMIT_TOKENS_PER_MINUTE:
 				st.used = bucket_used(e->level[d]);
-				st.reset_at_ms = now_ms + (lim > 0 ? (int64_t)ceil(e->level[d] * MINUTE_MS / lim) : 0);
+				st.reset_at_ms = now_ms + (lim > 0 ? drain_ms(e->level[d], lim) : 0);
 				break;
 			case LIMIT_TOKENS_PER_DAY:
 				st.used = (double)e->tokens_day;

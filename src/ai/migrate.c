@@ -505,10 +505,10 @@ static enum apply_result apply_migration(PGconn *conn, const struct migration *m
 
 	if (!(sql = read_migration(m, f)))
 		goto failed;
-	/* simple protocol: a file holds many statements */
+	/* simple protocol: a file holds many statements (or only comments) */
 	res = PQexec(conn, sql);
 	ExecStatusType st = PQresultStatus(res);
-	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) {
 		fail_from_result(f, res, conn, what, m, sql);
 		PQclear(res);
 		goto failed;

@@ -2,14 +2,13 @@
  * tags.c - the sqlcommenter parser: finds the last comment of a statement
  * text and reads pgsluice's ai_ keys and the traceparent from it.
  */
-#include "tags.h"
+#include "ai/tags.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-/* Bytes of a bad value quoted in an error message before "..." (keeps
- * every message within TAGS_ERRBUF_SIZE). */
+/* Bytes of a bad value quoted in a message before "..." (fits TAGS_ERRBUF_SIZE). */
 #define SHOWN_VALUE_MAX 64
 
 /* Decoded keys longer than this are no key of ours (the longest is 15). */

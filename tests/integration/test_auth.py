@@ -71,3 +71,35 @@ def test_unknown_database_is_3D000(sluice):
     err = pgwire.login_error(pooler.host, pooler.port, "app", "no_such_db", password="app_pw")
     assert err.sqlstate == "3D000", err
     assert "no_such_db" in err.message
+
+
+def test_hba_rules_choose_the_method_and_reject_as_written(sluice, tmp_path):
+    hba = tmp_path / "pg_hba.conf"
+    hba.write_text(
+        "# first match wins\n"
+        "host  all  pw_user   127.0.0.1/32  reject\n"          # line 2
+        "host  app  md5_user  127.0.0.1/32  password\n"        # line 3
+        "host  all  app       127.0.0.0/8   scram-sha-256\n"   # line 4
+    )
+    pooler = sluice(auth_type="hba", auth_hba_file=str(hba))
+    with pooler.connect(user="app", password="app_pw") as conn:
+        assert conn.execute("select current_user").fetchone() == ("app",)
+    # Cleartext password exchange as the rule says; the server login is the pooler's.
+    with pgwire.login(pooler.host, pooler.port, "md5_user", "app", password="md5_pw") as sess:
+        assert sess.query("select current_user") == [["md5_user"]]
+    err = pgwire.login_error(pooler.host, pooler.port, "pw_user", "app", password="pw_pw")
+    assert err.sqlstate == "28000", err
+    assert "pg_hba.conf rejects connection" in err.message
+    err = pgwire.login_error(pooler.host, pooler.port, "trust_user", "app", password="x")
+    assert err.sqlstate == "28000", err
+    assert "no pg_hba.conf entry" in err.message
+    err = pgwire.login_error(pooler.host, pooler.port, "app", "app", password="wrong")
+    assert err.sqlstate == "28P01", err
+
+
+def test_bad_hba_file_keeps_pgsluice_from_starting(sluice, tmp_path):
+    hba = tmp_path / "pg_hba.conf"
+    hba.write_text("host all all 127.0.0.1/32 peer\n")
+    with pytest.raises(Exception) as caught:
+        sluice(auth_type="hba", auth_hba_file=str(hba))
+    assert "pg_hba.conf:1" in str(caught.value), caught.value
