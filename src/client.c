@@ -19,6 +19,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "ai/middleware.h"
 #include "ai/refuse.h"
 #include "auth.h"
 #include "hba.h"
@@ -107,6 +108,13 @@ static void client_free(struct client *c)
 		scram_server_free(&c->scram);
 	varcache_clear(&c->vars);
 	prepared_client_free(c);
+	free(c->unnamed_tags);
+	free(c->portal_tags);
+	for (size_t i = 0; i < c->n_tagged; i++) {
+		free(c->tagged[i].name);
+		free(c->tagged[i].tags);
+	}
+	free(c->tagged);
 	free(c->user);
 	free(c->database);
 	free(c->auth_password);
@@ -787,6 +795,196 @@ static bool intercept_set(struct client *c, uint32_t len)
 	return true;
 }
 
+/* ---- the middleware's step ---- */
+
+/* Offset of the comment opener in the message body at [from, 1 + len) of the input, or -1. */
+static ev_ssize_t find_comment(struct evbuffer *in, size_t from, uint32_t len)
+{
+	struct evbuffer_ptr start;
+	if (evbuffer_ptr_set(in, &start, from, EVBUFFER_PTR_SET) != 0)
+		return -1;
+	struct evbuffer_ptr hit = evbuffer_search(in, "/*", 2, &start);
+	return hit.pos >= 0 && (size_t)hit.pos < 1 + (size_t)len ? hit.pos : -1;
+}
+
+/* Refuse the simple Query at the front of the input (whole, not consumed yet). */
+static void refuse_query(struct client *c, uint32_t len, const struct mw_refusal *r)
+{
+	evbuffer_drain(bufferevent_get_input(c->bev), 1 + (size_t)len);
+	c->sl->stats.query_count++;
+	answer_query(c, NULL, r->sqlstate, r->message, r->detail[0] ? r->detail : NULL,
+	             r->hint[0] ? r->hint : NULL);
+}
+
+/*
+ * A simple Query: parse its tags (one scan when it has no comment) and ask
+ * the middleware. Returns 1 to relay it, 0 when it was refused (consumed),
+ * -1 to wait for the rest of the message.
+ */
+static int query_step(struct client *c, uint32_t len)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	if (evbuffer_get_length(in) < 1 + (size_t)len)
+		return -1;
+	struct ai_tags tags;
+	struct mw_refusal r;
+	bool tagged = false;
+	if (find_comment(in, PROTO_HEADER_LEN, len) >= 0) {
+		const char *text = (const char *)evbuffer_pullup(in, 1 + (ev_ssize_t)len) + PROTO_HEADER_LEN;
+		enum tags_result tr = middleware_tags(text, strnlen(text, len - 4), &tags, &r);
+		if (tr == TAGS_INVALID) {
+			refuse_query(c, len, &r);
+			return 0;
+		}
+		tagged = tr == TAGS_OK;
+	}
+	if (middleware_admit(c, tagged ? &tags : NULL, &r))
+		return 1;
+	refuse_query(c, len, &r);
+	return 0;
+}
+
+static struct ai_tags *dup_tags(const struct ai_tags *t)
+{
+	struct ai_tags *copy = malloc(sizeof(*copy));
+	if (copy)
+		*copy = *t;
+	return copy;
+}
+
+/* Remember the tags of a Parse (unnamed statement or a named one); false: OOM. */
+static bool keep_statement_tags(struct client *c, const char *name, const struct ai_tags *tags)
+{
+	if (!*name) {
+		free(c->unnamed_tags);
+		c->unnamed_tags = tags ? dup_tags(tags) : NULL;
+		return !tags || c->unnamed_tags;
+	}
+	for (size_t i = 0; i < c->n_tagged; i++)
+		if (strcmp(c->tagged[i].name, name) == 0) {
+			free(c->tagged[i].tags);
+			c->tagged[i].tags = tags ? dup_tags(tags) : NULL;
+			return !tags || c->tagged[i].tags;
+		}
+	if (!tags)
+		return true;
+	struct tagged_stmt *grown = realloc(c->tagged, (c->n_tagged + 1) * sizeof(*grown));
+	if (!grown)
+		return false;
+	c->tagged = grown;
+	c->tagged[c->n_tagged].name = strdup(name);
+	c->tagged[c->n_tagged].tags = dup_tags(tags);
+	return c->tagged[c->n_tagged].name && c->tagged[c->n_tagged++].tags;
+}
+
+static const struct ai_tags *statement_tags(const struct client *c, const char *name)
+{
+	if (!*name)
+		return c->unnamed_tags;
+	for (size_t i = 0; i < c->n_tagged; i++)
+		if (strcmp(c->tagged[i].name, name) == 0)
+			return c->tagged[i].tags;
+	return NULL;
+}
+
+/*
+ * Parse: note the statement's tags. An invalid tag fails the Parse itself
+ * (as a syntax error would): the server is made to raise 22023 in its place.
+ * Returns 1 to relay, 0 when replaced, -1 to wait for more bytes.
+ */
+static int parse_step(struct client *c, struct server *s, uint32_t len)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	if (!c->n_tagged && !c->unnamed_tags && find_comment(in, PROTO_HEADER_LEN, len) < 0)
+		return 1;   /* nothing tagged before, nothing tagged now */
+	if (evbuffer_get_length(in) < 1 + (size_t)len)
+		return -1;
+	const uint8_t *body = evbuffer_pullup(in, 1 + (ev_ssize_t)len) + PROTO_HEADER_LEN;
+	struct msgreader rd;
+	mr_init(&rd, body, len - 4);
+	const char *name = mr_string(&rd);
+	const char *query = mr_string(&rd);
+	if (rd.bad)
+		return 1;
+	struct ai_tags tags;
+	struct mw_refusal r;
+	enum tags_result tr = strstr(query, "/*") ? middleware_tags(query, strlen(query), &tags, &r) : TAGS_NONE;
+	if (tr == TAGS_INVALID) {
+		evbuffer_drain(in, 1 + (size_t)len);
+		prepared_raise_error(s, r.sqlstate, r.message, NULL, r.hint);
+		return 0;
+	}
+	if (!keep_statement_tags(c, name, tr == TAGS_OK && tags.has_ai_key ? &tags : NULL)) {
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return 0;
+	}
+	return 1;
+}
+
+/* Bind to the unnamed portal: it carries its statement's tags. */
+static int bind_step(struct client *c, uint32_t len)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	char head[320];
+	size_t n = len - 4 < sizeof(head) ? len - 4 : sizeof(head);
+	struct evbuffer_ptr pos;
+	evbuffer_ptr_set(in, &pos, PROTO_HEADER_LEN, EVBUFFER_PTR_SET);
+	if (evbuffer_copyout_from(in, &pos, head, n) != (ev_ssize_t)n)
+		return n < len - 4 ? -1 : 1;
+	const char *nul = memchr(head, 0, n);
+	if (!nul)
+		return 1;
+	const char *stmt = nul + 1;
+	if (!memchr(stmt, 0, n - (size_t)(stmt - head)))
+		return evbuffer_get_length(in) < 1 + (size_t)len ? -1 : 1;
+	if (head[0])
+		return 1;   /* named portals are not tracked */
+	const struct ai_tags *t = statement_tags(c, stmt);
+	free(c->portal_tags);
+	c->portal_tags = t ? dup_tags(t) : NULL;
+	return 1;
+}
+
+/* Execute of the unnamed portal: the middleware decides; a refusal fails it in place. */
+static int execute_step(struct client *c, struct server *s, uint32_t len)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	uint8_t first;
+	struct evbuffer_ptr pos;
+	evbuffer_ptr_set(in, &pos, PROTO_HEADER_LEN, EVBUFFER_PTR_SET);
+	if (evbuffer_copyout_from(in, &pos, &first, 1) != 1)
+		return -1;
+	if (first != 0)
+		return 1;   /* a named portal */
+	struct mw_refusal r;
+	if (middleware_admit(c, c->portal_tags, &r))
+		return 1;
+	evbuffer_drain(in, 1 + (size_t)len);
+	prepared_raise_error(s, r.sqlstate, r.message, r.detail[0] ? r.detail : NULL, r.hint[0] ? r.hint : NULL);
+	return 0;
+}
+
+/*
+ * The middleware's look at one client message on its way to server s (NULL
+ * when none is linked yet). Returns 1 to relay it, 0 when it was answered
+ * or replaced, -1 to wait for more bytes.
+ */
+static int middleware_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
+{
+	switch (type) {
+	case PqMsg_Query:
+		return s && s->internal != SV_INTERNAL_NONE ? -1 : query_step(c, len);
+	case PqMsg_Parse:
+		return s ? parse_step(c, s, len) : 1;
+	case PqMsg_Bind:
+		return s && (c->n_tagged || c->unnamed_tags || c->portal_tags) ? bind_step(c, len) : 1;
+	case PqMsg_Execute:
+		return s && (c->portal_tags || c->ai.user[0]) ? execute_step(c, s, len) : 1;
+	default:
+		return 1;
+	}
+}
+
 /* ---- relay ---- */
 
 /* Check the header of the next client message; false after a FATAL. */
@@ -869,9 +1067,18 @@ static void client_relay(struct client *c)
 			client_close(c, "client close request");
 			return;
 		}
-		if (type == PqMsg_Query && (!s || c->relay_left == 0) && evbuffer_get_length(in) >= 1 + (size_t)len &&
-		    intercept_set(c, len))
-			continue;
+		if (!c->checked) {
+			/* once per message, even when the relay stops and resumes */
+			if (type == PqMsg_Query && evbuffer_get_length(in) >= 1 + (size_t)len && intercept_set(c, len))
+				continue;
+			int step = middleware_step(c, s, type, len);
+			if (step < 0)
+				return;
+			if (step == 0)
+				continue;
+			/* Parse/Bind/Execute are looked at once a server is linked. */
+			c->checked = s || type == PqMsg_Query;
+		}
 		if (!s) {
 			c->wait_start = now_usec();
 			pool_request_server(c->pool, c);
@@ -882,21 +1089,19 @@ static void client_relay(struct client *c)
 			bufferevent_disable(c->bev, EV_READ);
 			return;   /* the server's write callback resumes us */
 		}
-		if (s->track_replies) {
-			enum client_msg_result res = prepared_client_message(c, s, type, len);
-			if (res == CLIENT_MSG_NEED_MORE)
-				return;
-			if (res == CLIENT_MSG_FAILED) {
-				client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
-				return;
-			}
-			note_client_message(c, s, type);
-			if (res == CLIENT_MSG_DONE)
-				continue;
-			prepared_note_request(s, type);
-		} else {
-			note_client_message(c, s, type);
+		enum client_msg_result res = prepared_active(c) ? prepared_client_message(c, s, type, len)
+		                                                : CLIENT_MSG_PASS;
+		if (res == CLIENT_MSG_NEED_MORE)
+			return;
+		if (res == CLIENT_MSG_FAILED) {
+			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+			return;
 		}
+		note_client_message(c, s, type);
+		c->checked = false;
+		if (res == CLIENT_MSG_DONE)
+			continue;
+		prepared_note_request(s, type);
 		c->relay_left = 1 + len;
 	}
 }

@@ -21,6 +21,10 @@
 
 struct sluice;
 struct pool;
+struct ai_tags;
+
+/* A named prepared statement whose text carries tags. */
+struct tagged_stmt { char *name; struct ai_tags *tags; };
 struct server;
 struct bufferevent;
 
@@ -56,6 +60,11 @@ struct client {
 	struct varcache vars;          /* the values this client believes it has */
 	struct client_stmts stmts;     /* named prepared statements, under transaction pooling */
 	struct ai_session ai;          /* sluice.user / sluice.model of this client */
+	/* Tags of the extended protocol's statements, kept only once one is tagged. */
+	struct ai_tags *unnamed_tags;  /* of the unnamed statement; NULL: untagged */
+	struct tagged_stmt *tagged;    /* named statements with tags */
+	size_t n_tagged;
+	struct ai_tags *portal_tags;   /* of the unnamed portal (a copy); NULL: untagged */
 	int32_t cancel_pid, cancel_key; /* the BackendKeyData pgsluice gave it */
 
 	uint8_t md5_salt[4];
@@ -66,6 +75,7 @@ struct client {
 	usec_t wait_start;             /* monotonic, when it started waiting for a server */
 	usec_t last_activity;          /* monotonic, last message from the client */
 	uint32_t relay_left;           /* bytes of the current message still to relay */
+	bool checked;                  /* the middleware saw the message at the front */
 	char close_reason[160];        /* the error a CL_CLOSING client was sent, for the log */
 };
 

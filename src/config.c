@@ -5,6 +5,7 @@
  * all read that table.
  */
 #include "config.h"
+#include "ai/limits.h"
 #include "log.h"
 
 #include <ctype.h>
@@ -86,6 +87,7 @@ static const struct config_key config_table[] = {
 	KEY(syslog_facility, CONFIG_STRING, "daemon", RELOAD, 0, 0),
 	KEY(syslog_ident, CONFIG_STRING, "pgsluice", RELOAD, 0, 0),
 	KEY(tcp_keepalive, CONFIG_BOOL, "1", RELOAD, 0, 0),
+	KEY(tag_trusted_roles, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(track_extra_parameters, CONFIG_STRING, "IntervalStyle", RELOAD, 0, 0),
 	KEY(unix_socket_dir, CONFIG_STRING, "/tmp", NO_RELOAD, 0, 0),
 	{ .name = "unix_socket_mode", .type = CONFIG_INT,
@@ -117,7 +119,7 @@ static const char *const unsupported_pgbouncer_keys[] = {
 
 /* pgsluice's own keys (DESIGN §3, §5.6) whose modules do not exist yet. */
 static const char *const planned_keys[] = {
-	"tag_trusted_roles", "limits_refresh_interval", "limits_sync_interval",
+	"limits_refresh_interval", "limits_sync_interval",
 	"usage_journal_dir", "usage_flush_interval", "usage_batch_size", "cache_max_memory",
 	"cache_max_entry_size", "cache_default_ttl", "metrics_listen_addr", "metrics_listen_port",
 	"workers", NULL
@@ -597,6 +599,7 @@ void config_free(struct sluice_config *cfg)
 	free(cfg->databases);
 	free(cfg->users);
 	free(cfg->config_file);
+	limits_rules_free(cfg->limit_rules);
 	free(cfg);
 }
 
@@ -1099,6 +1102,21 @@ static bool load_user(struct load_state *st, const char *raw_name, const char *v
 	return true;
 }
 
+/* One [limits] line: "subject[/model] = dimension=value ..." (ai/limits.h). */
+static int load_limit(struct load_state *st, const char *name, const char *value)
+{
+	char err[256];
+	if (!st->cfg->limit_rules && !(st->cfg->limit_rules = limits_rules_new())) {
+		set_load_error(st, "out of memory");
+		return 0;
+	}
+	if (!limits_parse_line(st->cfg->limit_rules, name, value, err, sizeof(err))) {
+		set_load_error(st, "%s", err);
+		return 0;
+	}
+	return 1;
+}
+
 /* inih's handler: one "name = value" of section. Returns 0 to stop parsing. */
 static int handle_ini_entry(void *user, const char *section, const char *name, const char *value)
 {
@@ -1112,11 +1130,13 @@ static int handle_ini_entry(void *user, const char *section, const char *name, c
 		return load_database(st, name, value);
 	case SECTION_USERS:
 		return load_user(st, name, value);
+	case SECTION_LIMITS:
+		return load_limit(st, name, value);
 	case SECTION_NONE:
 		warn_at(st, "key \"%s\" is not in any section and is ignored", name);
 		return 1;
 	default:
-		return 1;  /* warned at the section header, or [limits] */
+		return 1;  /* warned at the section header */
 	}
 }
 

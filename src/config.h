@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct limit_rules;
+
 /* Microseconds. Every time-valued key is stored in this unit. */
 typedef int64_t usec_t;
 #define USEC_PER_SEC  ((usec_t)1000000)
@@ -115,6 +117,9 @@ struct sluice_config {
 	int verbose;
 	/* pgsluice's own keys (DESIGN §5.6) */
 	char *ai_database;        /* [databases] entry holding the sluice schema; "" = none */
+
+	char *tag_trusted_roles;  /* roles allowed to set ai_user; "" = every role */
+	struct limit_rules *limit_rules; /* [limits] lines; NULL when none; owned until taken */
 
 	struct db_config *databases;
 	size_t n_databases;

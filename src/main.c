@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ai/limits.h"
 #include "ai/migrate.h"
 #include "auth.h"
 #include "hba.h"
@@ -223,6 +224,14 @@ static void reload(struct sluice *sl)
 	}
 	hba_free(sl->hba);
 	sl->hba = hba;
+	/* The new [limits] lines, keeping the sluice.limits overrides and the counts. */
+	if (!next->limit_rules)
+		next->limit_rules = limits_rules_new();
+	if (next->limit_rules) {
+		limits_copy_overrides(next->limit_rules, limits_get_rules(sl->limits));
+		limits_set_rules(sl->limits, next->limit_rules);
+		next->limit_rules = NULL;
+	}
 	config_carry_over(sl->cfg, next);
 	config_free(sl->cfg);
 	sl->cfg = next;
@@ -252,6 +261,8 @@ static bool init_sluice(struct sluice *sl, struct sluice_config *cfg, const char
 	memset(sl, 0, sizeof(*sl));
 	sl->cfg = cfg;
 	sl->config_path = strdup(path);
+	sl->limits = limits_new(cfg->limit_rules, 0);
+	cfg->limit_rules = NULL;
 	TAILQ_INIT(&sl->login_clients);
 	TAILQ_INIT(&sl->closing_clients);
 	TAILQ_INIT(&sl->pools);
@@ -264,7 +275,7 @@ static bool init_sluice(struct sluice *sl, struct sluice_config *cfg, const char
 	for (size_t i = 0; i < sizeof(pw) - 1; i++)
 		pw[i] = (char)('a' + ((unsigned char)pw[i] % 26));
 	pw[sizeof(pw) - 1] = '\0';
-	return sl->config_path && scram_secret_from_password(pw, salt, sizeof(salt), SCRAM_DEFAULT_ITERATIONS,
+	return sl->config_path && sl->limits && scram_secret_from_password(pw, salt, sizeof(salt), SCRAM_DEFAULT_ITERATIONS,
 	                                                     &sl->mock_secret);
 }
 
@@ -308,6 +319,7 @@ static int run(struct sluice *sl, const struct options *o)
 		event_free(sigs[i]);
 	prepared_registry_free(&sl->prepared);
 	client_free_derived_secrets(sl);
+	limits_free(sl->limits);
 	evdns_base_free(sl->dns, 0);
 	event_base_free(sl->base);
 	return 0;
@@ -345,6 +357,7 @@ int main(int argc, char **argv)
 		char dir[4096];
 		int rc = migrate_run(cfg, sl.userlist, migrate_sqldir(dir, sizeof(dir)), stdout);
 		userlist_free(sl.userlist);
+		limits_free(sl.limits);
 		config_free(cfg);
 		free(sl.config_path);
 		return rc;

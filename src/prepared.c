@@ -15,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "ai/refuse.h"
 #include "client.h"
 #include "config.h"
 #include "log.h"
@@ -271,7 +272,7 @@ enum reply_action prepared_on_reply(struct server *s, uint8_t type)
 	case PqMsg_BindComplete:
 	case PqMsg_CloseComplete:
 		queue_pop(s);
-		return k == 'p' || k == 'c' ? REPLY_SWALLOW : REPLY_FORWARD;
+		return k == 'p' || k == 'b' || k == 'c' ? REPLY_SWALLOW : REPLY_FORWARD;
 	case PqMsg_RowDescription:
 	case 'n':   /* NoData */
 		if (k == PqMsg_Describe)
@@ -332,6 +333,43 @@ void prepared_server_free(struct server *s)
 	prepared_server_reset(s);
 	free(s->stmts.items);
 	free(s->replies.items);
+}
+
+/* ---- failing a client's message in place ---- */
+
+void prepared_raise_error(struct server *s, const char *sqlstate, const char *message,
+                          const char *detail, const char *hint)
+{
+	char sql[2048];
+	if (!refuse_build_raise_sql(sql, sizeof(sql), sqlstate, message, detail, hint))
+		refuse_build_raise_sql(sql, sizeof(sql), sqlstate, "statement refused by pgsluice", NULL, NULL);
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct msgbuf m;
+	msg_init(&m);
+	msg_begin(&m, PqMsg_Parse);
+	msg_add_string(&m, "");
+	msg_add_string(&m, sql);
+	msg_add_int16(&m, 0);
+	msg_end(&m);
+	msg_begin(&m, PqMsg_Bind);
+	msg_add_string(&m, "");
+	msg_add_string(&m, "");
+	msg_add_int16(&m, 0);
+	msg_add_int16(&m, 0);
+	msg_add_int16(&m, 0);
+	msg_end(&m);
+	msg_begin(&m, PqMsg_Execute);
+	msg_add_string(&m, "");
+	msg_add_int32(&m, 0);
+	msg_end(&m);
+	msg_flush_to(&m, out);
+	msg_free(&m);
+	s->unsynced = true;
+	if (s->replies.skipping)
+		return;    /* the server skips all of it, as it would have the client's message */
+	queue_push(s, 'p', NULL);
+	queue_push(s, 'b', NULL);
+	queue_push(s, PqMsg_Execute, NULL);
 }
 
 /* ---- rewriting client messages ---- */

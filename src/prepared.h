@@ -48,7 +48,7 @@ struct server_stmts { struct server_stmt *items; size_t n, cap; uint64_t clock; 
  * (protocol-flow.html 55.2.3: replies come in request order, and after an
  * ErrorResponse the server skips to Sync). Kinds are the frontend message
  * types, plus: 'p' a Parse pgsluice injected (its ParseComplete is
- * swallowed), 'c' an injected Close, and '1' / '3' a ParseComplete /
+ * swallowed), 'b' an injected Bind, 'c' an injected Close, and '1' / '3' a ParseComplete /
  * CloseComplete pgsluice owes the client for a message it did not forward.
  */
 struct reply_entry { uint8_t kind; struct prepared_stmt *stmt; };
@@ -94,6 +94,16 @@ enum reply_action prepared_on_reply(struct server *s, uint8_t type);
 
 /* Emit the replies pgsluice owes the client that are due now (queue head). */
 void prepared_flush_owed(struct server *s);
+
+/*
+ * Fail the extended-protocol message the client sent (and pgsluice dropped)
+ * with an ERROR of sqlstate: the server runs a statement that raises it, so
+ * the error arrives in its place and the server skips to the client's Sync,
+ * exactly as for an error of its own (DESIGN.md 5.2). Its ParseComplete and
+ * BindComplete are swallowed. The unnamed statement and portal are replaced.
+ */
+void prepared_raise_error(struct server *s, const char *sqlstate, const char *message,
+                          const char *detail, const char *hint);
 
 /* Forget what s has prepared (after DISCARD ALL / reset) and free its queue. */
 void prepared_server_reset(struct server *s);

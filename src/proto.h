@@ -81,6 +81,8 @@ struct evbuffer;
 #define SQLSTATE_CANNOT_CONNECT_NOW      "57P03"
 #define SQLSTATE_INTERNAL_ERROR          "XX000"
 #define SQLSTATE_UNDEFINED_OBJECT        "42704"
+#define SQLSTATE_INSUFFICIENT_PRIVILEGE  "42501"
+#define SQLSTATE_RATE_LIMIT_EXCEEDED     "53400"   /* configuration_limit_exceeded */
 #define SQLSTATE_INVALID_PARAMETER_VALUE "22023"
 
 /*

@@ -604,7 +604,7 @@ bool server_link(struct server *s, struct client *c)
 	char sql[4096];
 	s->client = c;
 	c->server = s;
-	s->track_replies = prepared_active(c);
+	s->track_replies = true;
 	pool_move_server(s, SV_ACTIVE);
 	/* One round trip checks the server and sets the client's parameters. */
 	size_t check_len = add_check_query(s, sql, sizeof(sql));

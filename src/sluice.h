@@ -20,6 +20,7 @@ struct evdns_base;
 struct event;
 struct userlist;
 struct hba;
+struct limits;
 struct listener;
 struct client;
 struct server;
@@ -37,6 +38,7 @@ struct sluice_stats {
 	uint64_t bytes_sent;       /* to clients */
 	uint64_t xact_time_usec;
 	uint64_t wait_time_usec;
+	uint64_t refusals;         /* statements refused by limits */
 };
 
 /* A SCRAM secret pgsluice derived from a plain auth_file password. */
@@ -63,6 +65,7 @@ struct sluice {
 	int n_clients;                    /* every client socket, for max_client_conn */
 
 	struct prepared_registry prepared; /* statement text -> server-side name */
+	struct limits *limits;            /* per-subject rate limits and budgets; owned */
 	struct scram_secret mock_secret;
 	struct derived_secret *derived_secrets; /* one per user, so a login costs no PBKDF2 */  /* for users not in auth_file: fail after a full exchange */
 	struct sluice_stats stats, stats_last;

@@ -1,0 +1,65 @@
+/* middleware.c - see middleware.h. */
+#include "ai/middleware.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "ai/limits.h"
+#include "client.h"
+#include "proto.h"
+#include "sluice.h"
+#include "util.h"
+
+enum tags_result middleware_tags(const char *text, size_t len, struct ai_tags *tags,
+                                 struct mw_refusal *refusal)
+{
+	char err[TAGS_ERRBUF_SIZE];
+	enum tags_result r = tags_parse(text, len, tags, err, sizeof(err));
+	if (r == TAGS_INVALID) {
+		refusal->sqlstate = SQLSTATE_INVALID_PARAMETER_VALUE;
+		str_copy(refusal->message, err, sizeof(refusal->message));
+		refusal->detail[0] = '\0';
+		str_copy(refusal->hint, "Tag values are sqlcommenter-encoded: ai_tokens_in='120'.",
+		         sizeof(refusal->hint));
+	}
+	return r;
+}
+
+static int64_t wall_ms(void)
+{
+	return wall_usec() / 1000;
+}
+
+bool middleware_admit(struct client *c, const struct ai_tags *tags, struct mw_refusal *refusal)
+{
+	struct sluice *sl = c->sl;
+	bool tagged = tags && tags->has_ai_key;
+	if (!tagged && !c->ai.user[0])
+		return true;    /* not attributed: a plain pooler's statement */
+	const char *subject = c->user;
+	if (tagged && tags->user[0]) {
+		const char *trusted = sl->cfg->tag_trusted_roles;
+		if (trusted[0] && !str_list_contains(trusted, c->user)) {
+			refusal->sqlstate = SQLSTATE_INSUFFICIENT_PRIVILEGE;
+			snprintf(refusal->message, sizeof(refusal->message),
+			         "permission denied to set ai_user as role \"%s\"", c->user);
+			refusal->detail[0] = '\0';
+			str_copy(refusal->hint, "Add the role to tag_trusted_roles in the pgsluice configuration.",
+			         sizeof(refusal->hint));
+			return false;
+		}
+		subject = tags->user;
+	} else if (c->ai.user[0]) {
+		subject = c->ai.user;
+	}
+	const char *model = tagged && tags->model[0] ? tags->model : c->ai.model;
+	struct limit_refusal r;
+	if (!sl->limits || limits_admit(sl->limits, subject, model, wall_ms(), &r))
+		return true;
+	refusal->sqlstate = SQLSTATE_RATE_LIMIT_EXCEEDED;
+	limits_format_refusal(&r, subject, refusal->message, sizeof(refusal->message),
+	                      refusal->detail, sizeof(refusal->detail), refusal->hint, sizeof(refusal->hint));
+	sl->stats.refusals++;
+	return false;
+}

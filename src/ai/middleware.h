@@ -1,0 +1,41 @@
+/*
+ * middleware.h - the step a client takes before a statement is routed:
+ * given the statement's tags and the client's own settings, decide whether
+ * it runs (and as whose) or is refused with an error (DESIGN.md 5.1, 5.2).
+ * Knows nothing of sockets; client.c hands it parsed statements.
+ */
+#ifndef SLUICE_AI_MIDDLEWARE_H
+#define SLUICE_AI_MIDDLEWARE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "ai/tags.h"
+
+struct client;
+
+/* Why a statement is refused: the ErrorResponse fields (severity ERROR). */
+struct mw_refusal {
+	const char *sqlstate;
+	char message[256];
+	char detail[256];
+	char hint[160];
+};
+
+/*
+ * Tags of a statement text[0..len) (Query text or Parse query): TAGS_NONE
+ * costs one scan for the comment opener. On TAGS_INVALID, *refusal holds the
+ * 22023 error naming the key.
+ */
+enum tags_result middleware_tags(const char *text, size_t len, struct ai_tags *tags,
+                                 struct mw_refusal *refusal);
+
+/*
+ * May client c run a statement with tags (NULL: untagged) now? Attributed
+ * statements (an ai_ tag, or the client set sluice.user) are checked against
+ * tag_trusted_roles (42501) and the subject's limits (53400); the request is
+ * counted when admitted. Returns true to run it, false with *refusal filled.
+ */
+bool middleware_admit(struct client *c, const struct ai_tags *tags, struct mw_refusal *refusal);
+
+#endif
