@@ -46,6 +46,8 @@ static const struct config_key config_table[] = {
 	KEY(default_pool_size, CONFIG_INT, "20", RELOAD, 0, NO_MAX_INT),
 	KEY(idle_transaction_timeout, CONFIG_TIME, "0", RELOAD, 0, NO_MAX),
 	KEY(ignore_startup_parameters, CONFIG_STRING, "", RELOAD, 0, 0),
+	KEY(limits_refresh_interval, CONFIG_TIME, "10", RELOAD, 100 * USEC_PER_MSEC, NO_MAX),
+	KEY(limits_sync_interval, CONFIG_TIME, "1", RELOAD, 100 * USEC_PER_MSEC, NO_MAX),
 	KEY(listen_addr, CONFIG_STRING, "", NO_RELOAD, 0, 0),
 	KEY(listen_backlog, CONFIG_INT, "128", NO_RELOAD, 1, NO_MAX_INT),
 	KEY(listen_port, CONFIG_INT, "6432", NO_RELOAD, 1, 65535),
@@ -119,7 +121,6 @@ static const char *const unsupported_pgbouncer_keys[] = {
 
 /* pgsluice's own keys (DESIGN §3, §5.6) whose modules do not exist yet. */
 static const char *const planned_keys[] = {
-	"limits_refresh_interval", "limits_sync_interval",
 	"usage_journal_dir", "usage_flush_interval", "usage_batch_size", "cache_max_memory",
 	"cache_max_entry_size", "cache_default_ttl", "metrics_listen_addr", "metrics_listen_port",
 	"workers", NULL

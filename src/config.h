@@ -119,6 +119,8 @@ struct sluice_config {
 	char *ai_database;        /* [databases] entry holding the sluice schema; "" = none */
 
 	char *tag_trusted_roles;  /* roles allowed to set ai_user; "" = every role */
+	usec_t limits_refresh_interval; /* re-read sluice.limits */
+	usec_t limits_sync_interval;    /* share counters through sluice.rate_counters */
 	struct limit_rules *limit_rules; /* [limits] lines; NULL when none; owned until taken */
 
 	struct db_config *databases;

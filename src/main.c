@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "ai/limits.h"
+#include "ai/limits_sync.h"
 #include "ai/migrate.h"
 #include "auth.h"
 #include "hba.h"
@@ -241,6 +242,7 @@ static void reload(struct sluice *sl)
 		log_error("could not open logfile \"%s\": %s", next->logfile, strerror(errno));
 	varcache_set_tracked(next->track_extra_parameters);
 	pool_reconfigure(sl);
+	limits_sync_reconfigure(sl);
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -294,7 +296,7 @@ static int run(struct sluice *sl, const struct options *o)
 		log_error("%s", err);
 		return 1;
 	}
-	if (!drop_privileges(o->user ? o->user : sl->cfg->user) || !janitor_start(sl))
+	if (!drop_privileges(o->user ? o->user : sl->cfg->user) || !janitor_start(sl) || !limits_sync_start(sl))
 		return 1;
 	struct event *sigs[3];
 	const int signums[3] = { SIGHUP, SIGINT, SIGTERM };
@@ -310,6 +312,7 @@ static int run(struct sluice *sl, const struct options *o)
 
 	listener_stop(sl);
 	janitor_stop();
+	limits_sync_stop(sl);
 	pool_free_all(sl);
 	while (!TAILQ_EMPTY(&sl->login_clients))
 		client_close(TAILQ_FIRST(&sl->login_clients), "pgsluice shutting down");

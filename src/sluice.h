@@ -21,6 +21,7 @@ struct event;
 struct userlist;
 struct hba;
 struct limits;
+struct limits_sync;
 struct listener;
 struct client;
 struct server;
@@ -66,6 +67,7 @@ struct sluice {
 
 	struct prepared_registry prepared; /* statement text -> server-side name */
 	struct limits *limits;            /* per-subject rate limits and budgets; owned */
+	struct limits_sync *limits_sync;  /* their link to PostgreSQL; NULL without ai_database */
 	struct scram_secret mock_secret;
 	struct derived_secret *derived_secrets; /* one per user, so a login costs no PBKDF2 */  /* for users not in auth_file: fail after a full exchange */
 	struct sluice_stats stats, stats_last;

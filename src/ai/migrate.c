@@ -45,19 +45,6 @@ struct migration_list {
 	size_t n;
 };
 
-/* Where and as whom to connect; strings borrowed from cfg/users or the buffers here. */
-struct target {
-	const char *entry;        /* ai_database: the [databases] entry's name */
-	const char *host;         /* NULL: libpq's default socket */
-	char port[16];
-	const char *dbname;
-	const char *user;
-	const char *password;     /* NULL: libpq's PGPASSWORD / ~/.pgpass */
-	bool hashed_password;     /* auth_file holds only a hash for user */
-	char connect_timeout[16];
-	char os_user[256];
-};
-
 /* An error as the command line prints it: "error", then optional detail and hint. */
 struct failure {
 	char message[1024];
@@ -251,7 +238,7 @@ static char *read_migration(const struct migration *m, struct failure *f)
 /* ---- connecting ---- */
 
 static bool resolve_target(const struct sluice_config *cfg, const struct userlist *users,
-                           int connect_timeout_s, struct target *t, struct failure *f)
+                           int connect_timeout_s, struct ai_db_target *t, struct failure *f)
 {
 	memset(t, 0, sizeof(*t));
 	t->entry = cfg->ai_database;
@@ -297,6 +284,37 @@ static bool resolve_target(const struct sluice_config *cfg, const struct userlis
 	return true;
 }
 
+static void fill_params(struct ai_db_target *t, const char *application_name)
+{
+	int n = 0;
+#define PARAM(k, v) do { t->keys[n] = (k); t->values[n] = (v); n++; } while (0)
+	if (t->host)
+		PARAM("host", t->host);
+	PARAM("port", t->port);
+	PARAM("dbname", t->dbname);
+	PARAM("user", t->user);
+	if (t->password)
+		PARAM("password", t->password);
+	PARAM("application_name", application_name);
+	PARAM("connect_timeout", t->connect_timeout);
+	PARAM("client_encoding", "UTF8");
+#undef PARAM
+	t->keys[n] = t->values[n] = NULL;
+}
+
+bool ai_db_target_resolve(const struct sluice_config *cfg, const struct userlist *users,
+                          const char *application_name, int connect_timeout_s,
+                          struct ai_db_target *t, char *errbuf, size_t errlen)
+{
+	struct failure f = { { 0 }, { 0 }, { 0 } };
+	if (!resolve_target(cfg, users, connect_timeout_s, t, &f)) {
+		snprintf(errbuf, errlen, "%s", f.message);
+		return false;
+	}
+	fill_params(t, application_name);
+	return true;
+}
+
 static void ignore_notice(void *arg, const char *message)
 {
 	(void)arg;
@@ -310,25 +328,10 @@ static void print_notice(void *arg, const char *message)
 	fprintf((FILE *)arg, "pgsluice: %s\n", one_line(message, line, sizeof(line)));
 }
 
-static PGconn *connect_target(const struct target *t, struct failure *f)
+static PGconn *connect_target(struct ai_db_target *t, struct failure *f)
 {
-	const char *keys[10], *values[10];
-	int n = 0;
-#define PARAM(k, v) do { keys[n] = (k); values[n] = (v); n++; } while (0)
-	if (t->host)
-		PARAM("host", t->host);
-	PARAM("port", t->port);
-	PARAM("dbname", t->dbname);
-	PARAM("user", t->user);
-	if (t->password)
-		PARAM("password", t->password);
-	PARAM("application_name", "pgsluice-migrate");
-	PARAM("connect_timeout", t->connect_timeout);
-	PARAM("client_encoding", "UTF8");
-#undef PARAM
-	keys[n] = values[n] = NULL;
-
-	PGconn *conn = PQconnectdbParams(keys, values, 0);
+	fill_params(t, "pgsluice-migrate");
+	PGconn *conn = PQconnectdbParams(t->keys, t->values, 0);
 	if (conn && PQstatus(conn) == CONNECTION_OK)
 		return conn;
 	char why[1024];
@@ -547,7 +550,7 @@ static int64_t elapsed_ms(const struct timespec *since)
 }
 
 /* After a run: the version reached, and versions recorded that sqldir does not have. */
-static bool report_version(PGconn *conn, const struct migration_list *list, const struct target *t,
+static bool report_version(PGconn *conn, const struct migration_list *list, const struct ai_db_target *t,
                            FILE *out, struct failure *f)
 {
 	int *versions;
@@ -571,7 +574,7 @@ int migrate_run(const struct sluice_config *cfg, const struct userlist *users, c
 {
 	struct failure f;
 	struct migration_list list;
-	struct target t;
+	struct ai_db_target t;
 	PGconn *conn = NULL;
 	int rc = 1;
 
@@ -634,7 +637,7 @@ int migrate_check(const struct sluice_config *cfg, const struct userlist *users,
 {
 	struct failure f;
 	struct migration_list list = { 0 };
-	struct target t;
+	struct ai_db_target t;
 	PGconn *conn = NULL;
 	int *versions = NULL;
 	size_t n_versions = 0;

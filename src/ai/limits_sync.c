@@ -1,0 +1,431 @@
+/*
+ * limits_sync.c - see limits_sync.h. Every query goes through one side
+ * channel, in FIFO order, and each step waits for its answer before the
+ * next of its kind is queued, so a slow or absent PostgreSQL only delays
+ * the sharing, never a client.
+ */
+#include "ai/limits_sync.h"
+
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ai/limits.h"
+#include "ai/migrate.h"
+#include "ai/sidechan.h"
+#include "log.h"
+#include "sluice.h"
+#include "util.h"
+
+/* A growing text buffer for array literals and JSON; sets failed on OOM. */
+struct text {
+	char *s;
+	size_t len, cap;
+	bool failed;
+};
+
+static void text_add(struct text *t, const char *s, size_t n)
+{
+	if (t->failed)
+		return;
+	if (t->len + n + 1 > t->cap) {
+		size_t cap = t->cap ? t->cap * 2 : 256;
+		while (cap < t->len + n + 1)
+			cap *= 2;
+		char *p = realloc(t->s, cap);
+		if (!p) {
+			t->failed = true;
+			return;
+		}
+		t->s = p;
+		t->cap = cap;
+	}
+	memcpy(t->s + t->len, s, n);
+	t->len += n;
+	t->s[t->len] = '\0';
+}
+
+static void text_str(struct text *t, const char *s)
+{
+	text_add(t, s, strlen(s));
+}
+
+/* A double-quoted element for an array literal or a JSON string: \ and " escaped. */
+static void text_quoted(struct text *t, const char *s)
+{
+	text_add(t, "\"", 1);
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			text_add(t, "\\", 1);
+		text_add(t, s, 1);
+	}
+	text_add(t, "\"", 1);
+}
+
+/* The array parameters of one batch of deltas. */
+struct batch {
+	struct text subjects, models, days, requests, tokens, cents;
+	int n;
+};
+
+/* Last batch number applied from one other instance. */
+struct peer_seq {
+	char *instance;
+	long long seq;
+};
+
+struct limits_sync {
+	struct sluice *sl;
+	struct sidechan *sc;
+	struct ai_db_target target;
+	char instance[160];
+	struct event *refresh_ev, *sync_ev;
+	bool started;              /* seeded and caught up with the table at least once */
+	bool refresh_running, sync_running;
+	long long next_seq;        /* this instance's next batch number */
+	struct batch pending;      /* exported, not yet stored */
+	long long pending_seq;
+	struct peer_seq *peers;
+	size_t n_peers;
+};
+
+static int64_t now_ms(void)
+{
+	return wall_usec() / 1000;
+}
+
+static void batch_free(struct batch *b)
+{
+	free(b->subjects.s);
+	free(b->models.s);
+	free(b->days.s);
+	free(b->requests.s);
+	free(b->tokens.s);
+	free(b->cents.s);
+	memset(b, 0, sizeof(*b));
+}
+
+static bool query_ok(const PGresult *res, const char *what)
+{
+	if (!res)
+		return false;   /* connection lost: the side channel logged it */
+	ExecStatusType st = PQresultStatus(res);
+	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+		return true;
+	log_warning("limits: %s failed: %s", what, PQresultErrorMessage(res));
+	return false;
+}
+
+/* ---- sluice.limits ---- */
+
+static int64_t value_or_inherit(const PGresult *res, int row, int col)
+{
+	return PQgetisnull(res, row, col) ? LIMIT_INHERIT : atoll(PQgetvalue(res, row, col));
+}
+
+static void limits_loaded(void *arg, const PGresult *res)
+{
+	struct limits_sync *ls = arg;
+	ls->refresh_running = false;
+	if (!query_ok(res, "reading sluice.limits"))
+		return;
+	struct limit_rules *rules = limits_get_rules(ls->sl->limits);
+	limits_clear_overrides(rules);
+	for (int i = 0; i < PQntuples(res); i++) {
+		struct limit_values v;
+		limit_values_init(&v);
+		v.requests_per_minute = value_or_inherit(res, i, 2);
+		v.tokens_per_minute = value_or_inherit(res, i, 3);
+		v.tokens_per_day = value_or_inherit(res, i, 4);
+		v.cost_cents_per_month = PQgetisnull(res, i, 5) ? LIMIT_INHERIT : atof(PQgetvalue(res, i, 5));
+		if (!limits_set_override(rules, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), &v))
+			log_warning("limits: sluice.limits row for \"%s\" ignored", PQgetvalue(res, i, 0));
+	}
+}
+
+static void refresh_limits(struct limits_sync *ls)
+{
+	if (ls->refresh_running)
+		return;
+	ls->refresh_running = sidechan_query(ls->sc,
+		"SELECT subject, model, requests_per_minute, tokens_per_minute, tokens_per_day, "
+		"cost_cents_per_month::float8 FROM sluice.limits", 0, NULL, limits_loaded, ls);
+}
+
+/* ---- start: seed budgets, find where the batches stand ---- */
+
+static void seeded(void *arg, const PGresult *res)
+{
+	struct limits_sync *ls = arg;
+	if (!query_ok(res, "seeding budgets from sluice.llm_usage"))
+		return;
+	int64_t now = now_ms();
+	for (int i = 0; i < PQntuples(res); i++)
+		limits_seed(ls->sl->limits, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+		            atoll(PQgetvalue(res, i, 2)), atof(PQgetvalue(res, i, 3)), now);
+	log_info("limits: budgets seeded from sluice.llm_usage (%d subject/model rows)", PQntuples(res));
+}
+
+static void set_peer_seq(struct limits_sync *ls, const char *instance, long long seq)
+{
+	for (size_t i = 0; i < ls->n_peers; i++)
+		if (strcmp(ls->peers[i].instance, instance) == 0) {
+			if (seq > ls->peers[i].seq)
+				ls->peers[i].seq = seq;
+			return;
+		}
+	struct peer_seq *grown = realloc(ls->peers, (ls->n_peers + 1) * sizeof(*grown));
+	if (!grown)
+		return;
+	ls->peers = grown;
+	ls->peers[ls->n_peers].instance = strdup(instance);
+	ls->peers[ls->n_peers].seq = seq;
+	if (ls->peers[ls->n_peers].instance)
+		ls->n_peers++;
+}
+
+static void positions_read(void *arg, const PGresult *res)
+{
+	struct limits_sync *ls = arg;
+	if (!query_ok(res, "reading sluice.rate_counters"))
+		return;
+	for (int i = 0; i < PQntuples(res); i++) {
+		long long seq = atoll(PQgetvalue(res, i, 1));
+		if (strcmp(PQgetvalue(res, i, 0), ls->instance) == 0)
+			ls->next_seq = seq + 1;    /* a restart continues its numbering */
+		else
+			set_peer_seq(ls, PQgetvalue(res, i, 0), seq);  /* follow only what comes after start */
+	}
+	ls->started = true;
+}
+
+static void on_state(void *arg, bool up)
+{
+	struct limits_sync *ls = arg;
+	if (!up)
+		return;
+	refresh_limits(ls);
+	if (ls->started)
+		return;
+	sidechan_query(ls->sc,
+		"SELECT subject, coalesce(model, ''), "
+		"coalesce(sum(input_tokens + output_tokens) FILTER (WHERE created_at >= "
+		"  date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'), 0), "
+		"coalesce(sum(cost_cents), 0)::float8 "
+		"FROM sluice.llm_usage "
+		"WHERE created_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' "
+		"GROUP BY 1, 2", 0, NULL, seeded, ls);
+	sidechan_query(ls->sc, "SELECT instance, max(seq) FROM sluice.rate_counters GROUP BY instance",
+	               0, NULL, positions_read, ls);
+}
+
+/* ---- sharing counters ---- */
+
+static void add_delta(const struct limit_delta *d, void *arg)
+{
+	struct batch *b = arg;
+	char num[64];
+	const char *sep = b->n ? "," : "";
+	text_str(&b->subjects, sep);
+	text_quoted(&b->subjects, d->subject);
+	text_str(&b->models, sep);
+	text_quoted(&b->models, d->model);
+	time_t day = (time_t)(d->day_start_ms / 1000);
+	struct tm tm;
+	gmtime_r(&day, &tm);
+	strftime(num, sizeof(num), "%Y-%m-%d", &tm);
+	text_str(&b->days, sep);
+	text_str(&b->days, num);
+	snprintf(num, sizeof(num), "%s%lld", sep, (long long)d->requests);
+	text_str(&b->requests, num);
+	snprintf(num, sizeof(num), "%s%lld", sep, (long long)d->tokens);
+	text_str(&b->tokens, num);
+	snprintf(num, sizeof(num), "%s%.6f", sep, d->cost_cents);
+	text_str(&b->cents, num);
+	b->n++;
+}
+
+static void others_read(void *arg, const PGresult *res)
+{
+	struct limits_sync *ls = arg;
+	ls->sync_running = false;
+	if (!query_ok(res, "reading other instances' counts"))
+		return;
+	int64_t now = now_ms();
+	for (int i = 0; i < PQntuples(res); i++) {
+		limits_apply_remote(ls->sl->limits, PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
+		                    atoll(PQgetvalue(res, i, 4)), atoll(PQgetvalue(res, i, 5)),
+		                    atoll(PQgetvalue(res, i, 6)), atof(PQgetvalue(res, i, 7)), now);
+		set_peer_seq(ls, PQgetvalue(res, i, 0), atoll(PQgetvalue(res, i, 1)));
+	}
+}
+
+static void read_others(struct limits_sync *ls)
+{
+	struct text seen = { 0 };
+	text_str(&seen, "{");
+	for (size_t i = 0; i < ls->n_peers; i++) {
+		char num[32];
+		if (i)
+			text_str(&seen, ",");
+		text_quoted(&seen, ls->peers[i].instance);
+		snprintf(num, sizeof(num), ":%lld", ls->peers[i].seq);
+		text_str(&seen, num);
+	}
+	text_str(&seen, "}");
+	const char *params[2] = { ls->instance, seen.s };
+	ls->sync_running = !seen.failed && sidechan_query(ls->sc,
+		"SELECT instance, seq, subject, model, "
+		"(extract(epoch FROM day::timestamp) * 1000)::bigint, requests, tokens, cost_cents::float8 "
+		"FROM sluice.rate_counters "
+		"WHERE instance <> $1 AND seq > coalesce(($2::jsonb ->> instance)::bigint, -1) "
+		"ORDER BY instance, seq", 2, params, others_read, ls);
+	free(seen.s);
+}
+
+static void batch_stored(void *arg, const PGresult *res)
+{
+	struct limits_sync *ls = arg;
+	if (!query_ok(res, "storing this instance's counts")) {
+		ls->sync_running = false;
+		return;   /* kept in pending: the next tick stores it again, same seq */
+	}
+	batch_free(&ls->pending);
+	read_others(ls);
+}
+
+static void store_pending(struct limits_sync *ls)
+{
+	struct batch *b = &ls->pending;
+	char seq[32];
+	snprintf(seq, sizeof(seq), "%lld", ls->pending_seq);
+	struct text arrays[6];
+	struct text *parts[6] = { &b->subjects, &b->models, &b->days, &b->requests, &b->tokens, &b->cents };
+	const char *params[8] = { ls->instance, seq };
+	bool ok = true;
+	for (int i = 0; i < 6; i++) {
+		memset(&arrays[i], 0, sizeof(arrays[i]));
+		text_str(&arrays[i], "{");
+		text_str(&arrays[i], parts[i]->s ? parts[i]->s : "");
+		text_str(&arrays[i], "}");
+		ok = ok && !arrays[i].failed && !parts[i]->failed;
+		params[2 + i] = arrays[i].s;
+	}
+	ls->sync_running = ok && sidechan_query(ls->sc,
+		"INSERT INTO sluice.rate_counters (instance, seq, subject, model, day, requests, tokens, cost_cents) "
+		"SELECT $1, $2::bigint, s, m, d, r, t, c FROM unnest($3::text[], $4::text[], $5::date[], "
+		"$6::bigint[], $7::bigint[], $8::numeric[]) AS u(s, m, d, r, t, c) "
+		"ON CONFLICT DO NOTHING", 8, params, batch_stored, ls);
+	for (int i = 0; i < 6; i++)
+		free(arrays[i].s);
+}
+
+static void sync_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct limits_sync *ls = arg;
+	(void)fd;
+	(void)what;
+	if (!ls->started || ls->sync_running || !sidechan_is_up(ls->sc))
+		return;
+	if (ls->pending.n == 0) {
+		limits_export_deltas(ls->sl->limits, add_delta, &ls->pending);
+		ls->pending_seq = ls->next_seq;
+		if (ls->pending.n > 0)
+			ls->next_seq++;
+	}
+	if (ls->pending.n > 0)
+		store_pending(ls);
+	else
+		read_others(ls);
+}
+
+static void pruned(void *arg, const PGresult *res)
+{
+	(void)arg;
+	query_ok(res, "pruning sluice.rate_counters");
+}
+
+static void refresh_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct limits_sync *ls = arg;
+	(void)fd;
+	(void)what;
+	if (!sidechan_is_up(ls->sc))
+		return;
+	refresh_limits(ls);
+	limits_expire(ls->sl->limits, now_ms());
+	sidechan_query(ls->sc, "DELETE FROM sluice.rate_counters WHERE day < (now() AT TIME ZONE 'UTC')::date - 2",
+	               0, NULL, pruned, NULL);
+}
+
+/* ---- life cycle ---- */
+
+static bool arm(struct event *ev, usec_t every)
+{
+	if (every < 100 * USEC_PER_MSEC)
+		every = 100 * USEC_PER_MSEC;
+	struct timeval tv = { (time_t)(every / USEC_PER_SEC), (suseconds_t)(every % USEC_PER_SEC) };
+	return event_add(ev, &tv) == 0;
+}
+
+bool limits_sync_start(struct sluice *sl)
+{
+	char err[512];
+	if (!sl->cfg->ai_database[0])
+		return true;
+	struct limits_sync *ls = calloc(1, sizeof(*ls));
+	if (!ls)
+		return false;
+	ls->sl = sl;
+	ls->next_seq = 1;
+	if (!ai_db_target_resolve(sl->cfg, sl->userlist, "pgsluice-limits", 5, &ls->target, err, sizeof(err))) {
+		log_error("limits: %s", err);
+		free(ls);
+		return false;
+	}
+	/* Unique among instances that share a database: host name and port. */
+	char host[64] = "localhost";
+	gethostname(host, sizeof(host) - 1);
+	snprintf(ls->instance, sizeof(ls->instance), "%s:%d", host, sl->cfg->listen_port);
+	ls->refresh_ev = event_new(sl->base, -1, EV_PERSIST, refresh_tick, ls);
+	ls->sync_ev = event_new(sl->base, -1, EV_PERSIST, sync_tick, ls);
+	ls->sc = sidechan_new(sl->base, "limits", ls->target.keys, ls->target.values, on_state, ls);
+	sl->limits_sync = ls;
+	if (!ls->refresh_ev || !ls->sync_ev || !ls->sc ||
+	    !arm(ls->refresh_ev, sl->cfg->limits_refresh_interval) || !arm(ls->sync_ev, sl->cfg->limits_sync_interval)) {
+		limits_sync_stop(sl);
+		return false;
+	}
+	return true;
+}
+
+void limits_sync_reconfigure(struct sluice *sl)
+{
+	struct limits_sync *ls = sl->limits_sync;
+	if (!ls)
+		return;
+	event_del(ls->refresh_ev);
+	event_del(ls->sync_ev);
+	arm(ls->refresh_ev, sl->cfg->limits_refresh_interval);
+	arm(ls->sync_ev, sl->cfg->limits_sync_interval);
+}
+
+void limits_sync_stop(struct sluice *sl)
+{
+	struct limits_sync *ls = sl->limits_sync;
+	if (!ls)
+		return;
+	sl->limits_sync = NULL;
+	if (ls->refresh_ev)
+		event_free(ls->refresh_ev);
+	if (ls->sync_ev)
+		event_free(ls->sync_ev);
+	sidechan_free(ls->sc);      /* calls the pending callbacks with NULL */
+	batch_free(&ls->pending);
+	for (size_t i = 0; i < ls->n_peers; i++)
+		free(ls->peers[i].instance);
+	free(ls->peers);
+	free(ls);
+}
