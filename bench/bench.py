@@ -417,6 +417,7 @@ class Run:
         self.processed = None
         self.failed = 0
         self.aborted = 0
+        self.errors = 0            # "pgbench: error:" lines, e.g. a Parse that failed
         self.timed_out = False
         self.connect_ms = None
         self.wall_s = None
@@ -431,8 +432,9 @@ class Run:
 
     @property
     def ok(self):
-        return (self.rc == 0 and self.failed == 0 and self.aborted == 0 and not self.timed_out
-                and not self.pooler_died and self.tps is not None)
+        return (self.rc == 0 and self.failed == 0 and self.aborted == 0 and self.errors == 0
+                and not self.timed_out and not self.pooler_died and bool(self.processed)
+                and self.tps is not None)
 
     def failure(self):
         if self.pooler_died:
@@ -443,6 +445,8 @@ class Run:
             return f"FAIL ({self.failed} failed)"
         if self.aborted:
             return f"FAIL ({self.aborted} failed: clients aborted)"
+        if self.errors:
+            return f"FAIL ({self.errors} errors)"
         if self.rc != 0:
             return f"FAIL (exit {self.rc})"
         if self.processed == 0:
@@ -461,6 +465,9 @@ class Run:
         m = re.search(r"^number of failed transactions: (\d+)", text, re.M)
         self.failed = int(m.group(1)) if m else 0
         self.aborted = len(re.findall(r"client \d+ (?:script \d+ )?aborted", text))
+        # pgbench logs some errors without failing the run: a failed PQprepare in
+        # -M prepared mode is only logged, and the later Bind may still succeed.
+        self.errors = len(re.findall(r"^pgbench: error: (?!Run was aborted)", text, re.M))
         errors = [line.strip() for line in text.splitlines()
                   if re.search(r"\b(error|FATAL|ERROR):", line)]
         self.error = errors[0] if errors else ""
@@ -666,27 +673,50 @@ def run_callgrind(settings, tmp, account, pg, logdir):
     return rows
 
 
-def measure(settings, target, port, mode, clients, rnd, allowance, logdir):
-    """One timed pgbench run of target; allowance[clients] is raised when connecting was slow.
+class ConnectAllowance:
+    """Extra seconds of pgbench -T per client count, for connecting the clients.
 
-    pgbench's -T includes connecting all clients (its tps does not): the run gets
-    allowance[clients] extra seconds, as many as the slowest connect so far took.
+    pgbench's -T includes connecting all clients (its tps does not). The allowance
+    is the median connect time measured so far for that client count (all targets
+    and modes together), rounded: one slow outlier on a loaded machine does not
+    lengthen every later run. It starts at one second per 100 clients.
+    """
+
+    def __init__(self, clients):
+        self.connects_s = {c: [] for c in clients}
+        self.floor_s = {c: c // 100 for c in clients}
+
+    def seconds(self, clients):
+        measured = self.connects_s[clients]
+        median = math.ceil(statistics.median(measured) - 0.1) if measured else 0
+        return max(self.floor_s[clients], median)
+
+    def record(self, clients, connect_ms):
+        if connect_ms is not None:
+            self.connects_s[clients].append(connect_ms / 1000)
+
+    def at_least(self, clients, seconds):
+        self.floor_s[clients] = max(self.floor_s[clients], seconds)
+
+
+def measure(settings, target, port, mode, clients, rnd, allowance, logdir):
+    """One timed pgbench run of target, -T BENCH_SECONDS plus the connect allowance.
+
     A run that spent all of -T connecting (0 transactions, no error) is repeated
-    once with a longer allowance; if that fails too it is a FAIL.
+    once with an allowance as long as that whole run; if it fails again it is a FAIL.
     """
     for attempt in (1, 2):
         run = Run(target, mode, clients, rnd)
         pgbench(settings, port, mode, clients, run,
-                seconds=settings.seconds + allowance[clients], logdir=logdir)
-        if run.connect_ms and run.connect_ms > 50 * settings.seconds:
-            allowance[clients] = max(allowance[clients], math.ceil(run.connect_ms / 1000))
+                seconds=settings.seconds + allowance.seconds(clients), logdir=logdir)
+        allowance.record(clients, run.connect_ms)
         connect_ate_run = (run.rc == 0 and run.processed == 0 and not run.failed
                            and not run.aborted and not run.error)
         if not connect_ate_run or attempt == 2:
             return run
-        allowance[clients] = max(allowance[clients], math.ceil(run.wall_s))
+        allowance.at_least(clients, math.ceil(run.wall_s))
         log(f"bench: {target} {mode} c={clients}: connecting took all of the run; "
-            f"again with {allowance[clients]} s for connecting")
+            f"again with {allowance.seconds(clients)} s for connecting")
     return run
 
 
@@ -764,8 +794,7 @@ def main():
         total = len(cells) * settings.rounds * len(TARGETS)
         log(f"bench: {total} runs of {settings.seconds} s: about "
             f"{total * (settings.seconds + 1) / 60:.1f} min")
-        # extra seconds per client count for connecting (see measure())
-        allowance = {c: c // 100 for c in settings.clients}
+        allowance = ConnectAllowance(settings.clients)
         results = {}
         done = 0
         for mode, clients in cells:

@@ -21,6 +21,9 @@
 
 #include "ai/middleware.h"
 #include "ai/refuse.h"
+#include "ai/sqltext.h"
+#include "admin.h"
+#include "ai/usage.h"
 #include "auth.h"
 #include "hba.h"
 #include "cancel.h"
@@ -95,6 +98,8 @@ static void client_detach(struct client *c)
 	}
 	if (c->state == CL_LOGIN)
 		TAILQ_REMOVE(&c->sl->login_clients, c, entry);
+	else if (c->state == CL_ADMIN)
+		admin_forget(c);   /* takes it off sl->admin_clients */
 	else if (c->state != CL_CANCEL && c->state != CL_NONE)
 		pool_forget_client(c);
 	c->pool = NULL;
@@ -108,6 +113,7 @@ static void client_free(struct client *c)
 		scram_server_free(&c->scram);
 	varcache_clear(&c->vars);
 	prepared_client_free(c);
+	usage_discard(c->pending_usage);
 	free(c->unnamed_tags);
 	free(c->portal_tags);
 	for (size_t i = 0; i < c->n_tagged; i++) {
@@ -551,7 +557,7 @@ static void handle_startup(struct client *c, const uint8_t *body, size_t len, ui
 		client_fatal(c, SQLSTATE_CANNOT_CONNECT_NOW, NULL, NULL, "pgsluice is shutting down");
 		return;
 	}
-	if (!config_find_db(sl->cfg, c->database)) {
+	if (!admin_is_console_db(c->database) && !config_find_db(sl->cfg, c->database)) {
 		client_fatal(c, SQLSTATE_INVALID_CATALOG_NAME,
 		             "pgsluice has no [databases] entry for it and no \"*\" fallback entry.", NULL,
 		             "database \"%s\" does not exist", c->database);
@@ -653,6 +659,10 @@ static void login_input(struct client *c)
 static void login_succeeded(struct client *c)
 {
 	struct sluice *sl = c->sl;
+	if (admin_is_console_db(c->database)) {
+		admin_login(c);   /* the admin console, not a pool */
+		return;
+	}
 	const struct db_config *db = config_find_db(sl->cfg, c->database);
 	send_auth_request(c, AUTH_REQ_OK, NULL, 0);
 	struct pool *p = db ? pool_get(sl, db, c->database, db->user ? db->user : c->user) : NULL;
@@ -765,6 +775,63 @@ static void answer_query(struct client *c, const char *tag, const char *sqlstate
 }
 
 /*
+ * SHOW sluice.user: one row, one text column, as PostgreSQL answers SHOW.
+ * A server that still owes replies answers a SELECT of the same value
+ * instead, so the order holds (its tag then reads SELECT 1).
+ */
+static void answer_show(struct client *c, const char *name, const char *value)
+{
+	struct server *s = c->server;
+	struct msgbuf m;
+	msg_init(&m);
+	if (s && (s->pending_ready > 0 || s->unsynced)) {
+		struct sqltext q = { 0 };
+		sqltext_str(&q, "SELECT ");
+		char lit[2 * AI_NAME_MAX + 8];
+		size_t n = 0;
+		lit[n++] = '\'';
+		for (const char *p = value; *p && n + 3 < sizeof(lit); p++) {
+			if (*p == '\'')
+				lit[n++] = '\'';
+			lit[n++] = *p;
+		}
+		lit[n++] = '\'';
+		lit[n] = '\0';
+		sqltext_str(&q, lit);
+		sqltext_str(&q, " AS \"");
+		sqltext_str(&q, name);
+		sqltext_str(&q, "\"");
+		msg_begin(&m, PqMsg_Query);
+		msg_add_string(&m, q.failed ? "SELECT ''" : q.s);
+		msg_end(&m);
+		sqltext_free(&q);
+		msg_flush_to(&m, bufferevent_get_output(s->bev));
+		note_client_message(c, s, PqMsg_Query);
+		prepared_note_request(s, PqMsg_Query);
+	} else {
+		msg_begin(&m, PqMsg_RowDescription);
+		msg_add_int16(&m, 1);
+		msg_add_string(&m, name);
+		msg_add_int32(&m, 0);       /* no table */
+		msg_add_int16(&m, 0);
+		msg_add_int32(&m, 25);      /* text */
+		msg_add_int16(&m, -1);
+		msg_add_int32(&m, -1);
+		msg_add_int16(&m, 0);       /* text format */
+		msg_end(&m);
+		msg_begin(&m, PqMsg_DataRow);
+		msg_add_int16(&m, 1);
+		msg_add_int32(&m, (int32_t)strlen(value));
+		msg_add_bytes(&m, value, strlen(value));
+		msg_end(&m);
+		write_command_complete(&m, "SHOW");
+		msg_add_ready(&m, s ? s->tx_status : 'I');
+		msg_flush_to(&m, bufferevent_get_output(c->bev));
+	}
+	msg_free(&m);
+}
+
+/*
  * A simple Query of SET/RESET sluice.user or sluice.model: kept by pgsluice
  * per client, so it follows the client across pooled servers. Returns true
  * when the message was consumed.
@@ -787,7 +854,9 @@ static bool intercept_set(struct client *c, uint32_t len)
 		return false;
 	evbuffer_drain(in, 1 + (size_t)len);
 	c->sl->stats.query_count++;
-	if (r == AI_SET_DONE)
+	if (r == AI_SET_SHOW)
+		answer_show(c, tag, strcmp(tag, "sluice.user") == 0 ? c->ai.user : c->ai.model);
+	else if (r == AI_SET_DONE)
 		answer_query(c, tag, NULL, NULL, NULL, NULL);
 	else
 		answer_query(c, NULL, strstr(err, "unrecognized") ? SQLSTATE_UNDEFINED_OBJECT : SQLSTATE_INVALID_PARAMETER_VALUE,
@@ -838,7 +907,7 @@ static int query_step(struct client *c, uint32_t len)
 		}
 		tagged = tr == TAGS_OK;
 	}
-	if (middleware_admit(c, tagged ? &tags : NULL, &r))
+	if (middleware_admit(c, tagged ? &tags : NULL, &r, &c->pending_usage))
 		return 1;
 	refuse_query(c, len, &r);
 	return 0;
@@ -957,7 +1026,7 @@ static int execute_step(struct client *c, struct server *s, uint32_t len)
 	if (first != 0)
 		return 1;   /* a named portal */
 	struct mw_refusal r;
-	if (middleware_admit(c, c->portal_tags, &r))
+	if (middleware_admit(c, c->portal_tags, &r, &c->pending_usage))
 		return 1;
 	evbuffer_drain(in, 1 + (size_t)len);
 	prepared_raise_error(s, r.sqlstate, r.message, r.detail[0] ? r.detail : NULL, r.hint[0] ? r.hint : NULL);
@@ -1008,20 +1077,31 @@ static bool check_header(struct client *c, uint8_t type, uint32_t len)
 /* Account a message on its way to server s (forwarded or answered by pgsluice). */
 static void note_client_message(struct client *c, struct server *s, uint8_t type)
 {
-	if (s->pending_ready == 0)
+	struct pool_stats *ps = &c->pool->stats;   /* per-database stats (admin console) */
+	if (s->pending_ready == 0) {
 		s->request_start = c->last_activity;
+		if (s->tx_status == 'I' && !s->unsynced)
+			c->xact_start = now_usec();   /* a transaction begins */
+	}
 	switch (type) {
 	case PqMsg_Query:
 	case PqMsg_FunctionCall:
 		s->pending_ready++;
 		c->sl->stats.query_count++;
+		ps->query_count++;
 		break;
 	case PqMsg_Sync:
 		s->pending_ready++;
 		s->unsynced = false;
 		break;
 	case PqMsg_Parse:
+		ps->parse_count++;
+		s->unsynced = true;
+		break;
 	case PqMsg_Bind:
+		ps->bind_count++;
+		s->unsynced = true;
+		break;
 	case PqMsg_Describe:
 	case PqMsg_Close:
 	case PqMsg_Flush:
@@ -1030,6 +1110,7 @@ static void note_client_message(struct client *c, struct server *s, uint8_t type
 	case PqMsg_Execute:
 		s->unsynced = true;
 		c->sl->stats.query_count++;
+		ps->query_count++;
 		break;
 	default:
 		break;
@@ -1054,6 +1135,7 @@ static void client_relay(struct client *c)
 			evbuffer_remove_buffer(in, bufferevent_get_output(s->bev), n);
 			c->relay_left -= (uint32_t)n;
 			c->sl->stats.bytes_received += n;
+			c->pool->stats.bytes_received += n;
 			continue;
 		}
 		uint8_t type;
@@ -1102,6 +1184,10 @@ static void client_relay(struct client *c)
 		if (res == CLIENT_MSG_DONE)
 			continue;
 		prepared_note_request(s, type);
+		if (c->pending_usage) {
+			prepared_attach_usage(s, c->pending_usage);
+			c->pending_usage = NULL;
+		}
 		c->relay_left = 1 + len;
 	}
 }
@@ -1132,6 +1218,8 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
 		login_input(c);
 	else if (c->state == CL_ACTIVE)
 		client_relay(c);
+	else if (c->state == CL_ADMIN)
+		admin_input(c);
 	/* CL_WAITING*: the data waits in the buffer until a server is linked */
 }
 

@@ -22,6 +22,7 @@
 struct sluice;
 struct pool;
 struct ai_tags;
+struct usage_pending;
 
 /* A named prepared statement whose text carries tags. */
 struct tagged_stmt { char *name; struct ai_tags *tags; };
@@ -36,6 +37,7 @@ enum client_state {
 	CL_ACTIVE,         /* logged in, with or without a server: pool->active_clients */
 	CL_WAITING,        /* wants a server, none free yet: pool->waiting_clients */
 	CL_CLOSING,        /* FATAL sent, closes once its output drains: sl->closing_clients */
+	CL_ADMIN,          /* logged in to the admin console (admin.c): sl->admin_clients */
 };
 
 enum client_auth_step { CL_AUTH_STARTUP, CL_AUTH_PASSWORD, CL_AUTH_SASL_FIRST, CL_AUTH_SASL_FINAL };
@@ -65,6 +67,7 @@ struct client {
 	struct tagged_stmt *tagged;    /* named statements with tags */
 	size_t n_tagged;
 	struct ai_tags *portal_tags;   /* of the unnamed portal (a copy); NULL: untagged */
+	struct usage_pending *pending_usage; /* of the admitted message at the front, until it is relayed */
 	int32_t cancel_pid, cancel_key; /* the BackendKeyData pgsluice gave it */
 
 	uint8_t md5_salt[4];
@@ -74,9 +77,13 @@ struct client {
 	usec_t connect_time;           /* monotonic */
 	usec_t wait_start;             /* monotonic, when it started waiting for a server */
 	usec_t last_activity;          /* monotonic, last message from the client */
+	usec_t xact_start;             /* monotonic, first request of its current transaction (stats) */
 	uint32_t relay_left;           /* bytes of the current message still to relay */
 	bool checked;                  /* the middleware saw the message at the front */
 	char close_reason[160];        /* the error a CL_CLOSING client was sent, for the log */
+	/* CL_ADMIN only (admin.c) */
+	bool admin_may_control;        /* in admin_users: every command; else SHOW only (stats_users) */
+	bool admin_skip_to_sync;       /* an extended-protocol message was refused: skip to Sync */
 };
 
 /* Take over an accepted socket fd (non-blocking). Closes fd on failure. */

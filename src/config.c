@@ -63,6 +63,9 @@ static const struct config_key config_table[] = {
 	KEY(max_packet_size, CONFIG_SIZE, "2147483647", RELOAD, 1024, INT32_MAX),
 	KEY(max_prepared_statements, CONFIG_INT, "200", RELOAD, 0, NO_MAX_INT),
 	KEY(max_user_connections, CONFIG_INT, "0", RELOAD, 0, NO_MAX_INT),
+	/* admin console: Prometheus /metrics; "" = off (docs/admin.md) */
+	KEY(metrics_listen_addr, CONFIG_STRING, "", NO_RELOAD, 0, 0),
+	KEY(metrics_listen_port, CONFIG_INT, "9127", NO_RELOAD, 1, 65535),
 	KEY(min_pool_size, CONFIG_INT, "0", RELOAD, 0, NO_MAX_INT),
 	KEY(pidfile, CONFIG_STRING, "", NO_RELOAD, 0, 0),
 	KEY(pkt_buf, CONFIG_INT, "4096", NO_RELOAD, 512, NO_MAX_INT),
@@ -95,6 +98,9 @@ static const struct config_key config_table[] = {
 	{ .name = "unix_socket_mode", .type = CONFIG_INT,
 	  .offset = offsetof(struct sluice_config, unix_socket_mode), .default_value = "0777",
 	  .reloadable = NO_RELOAD, .min_value = 0, .max_value = 07777, .flags = CONFIG_OCTAL },
+	KEY(usage_batch_size, CONFIG_INT, "1000", RELOAD, 1, 1000000),
+	KEY(usage_flush_interval, CONFIG_TIME, "0.2", RELOAD, 10 * USEC_PER_MSEC, NO_MAX),
+	KEY(usage_journal_dir, CONFIG_STRING, "/var/lib/pgsluice/journal", NO_RELOAD, 0, 0),
 	KEY(user, CONFIG_STRING, "", NO_RELOAD, 0, 0),
 	KEY(verbose, CONFIG_INT, "0", RELOAD, 0, NO_MAX_INT),
 };
@@ -121,8 +127,8 @@ static const char *const unsupported_pgbouncer_keys[] = {
 
 /* pgsluice's own keys (DESIGN §3, §5.6) whose modules do not exist yet. */
 static const char *const planned_keys[] = {
-	"usage_journal_dir", "usage_flush_interval", "usage_batch_size", "cache_max_memory",
-	"cache_max_entry_size", "cache_default_ttl", "metrics_listen_addr", "metrics_listen_port",
+	"cache_max_memory",
+	"cache_max_entry_size", "cache_default_ttl",
 	"workers", NULL
 };
 

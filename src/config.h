@@ -121,6 +121,11 @@ struct sluice_config {
 	char *tag_trusted_roles;  /* roles allowed to set ai_user; "" = every role */
 	usec_t limits_refresh_interval; /* re-read sluice.limits */
 	usec_t limits_sync_interval;    /* share counters through sluice.rate_counters */
+	char *usage_journal_dir;  /* where usage records wait for PostgreSQL */
+	usec_t usage_flush_interval;
+	int usage_batch_size;     /* records per journal segment shipped */
+	char *metrics_listen_addr; /* Prometheus /metrics address; "" = off */
+	int metrics_listen_port;
 	struct limit_rules *limit_rules; /* [limits] lines; NULL when none; owned until taken */
 
 	struct db_config *databases;

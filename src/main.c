@@ -1,7 +1,7 @@
 /*
  * main.c - pgsluice's entry point: command line (PgBouncer's), pidfile,
- * daemonizing, privilege drop, signals (HUP reload, INT/TERM shutdown) and
- * the event loop.
+ * daemonizing, privilege drop, signals (HUP reload, INT/TERM shutdown, USR1
+ * pause, USR2 resume) and the event loop.
  */
 #include "autoconfig.h"
 
@@ -23,6 +23,8 @@
 #include "ai/limits.h"
 #include "ai/limits_sync.h"
 #include "ai/migrate.h"
+#include "ai/usage.h"
+#include "admin.h"
 #include "auth.h"
 #include "hba.h"
 #include "client.h"
@@ -30,9 +32,11 @@
 #include "janitor.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "pool.h"
 #include "scram.h"
 #include "sluice.h"
+#include "util.h"
 #include "varcache.h"
 
 struct options {
@@ -203,6 +207,17 @@ static bool drop_privileges(const char *user)
 
 static const struct options *g_opts;
 
+/* Apply the reloadable settings of sl->cfg to the running process (RELOAD, admin SET). */
+static void apply_settings(struct sluice *sl)
+{
+	if (!apply_logging(sl->cfg, g_opts))
+		log_error("could not open logfile \"%s\": %s", sl->cfg->logfile, strerror(errno));
+	varcache_set_tracked(sl->cfg->track_extra_parameters);
+	pool_reconfigure(sl);
+	limits_sync_reconfigure(sl);
+	usage_reconfigure(sl);
+}
+
 static void reload(struct sluice *sl)
 {
 	char err[1024];
@@ -238,11 +253,26 @@ static void reload(struct sluice *sl)
 	sl->cfg = next;
 	userlist_free(sl->userlist);
 	sl->userlist = ul;
-	if (!apply_logging(next, g_opts))
-		log_error("could not open logfile \"%s\": %s", next->logfile, strerror(errno));
-	varcache_set_tracked(next->track_extra_parameters);
-	pool_reconfigure(sl);
-	limits_sync_reconfigure(sl);
+	apply_settings(sl);
+}
+
+static void stop_loop(struct sluice *sl)
+{
+	event_base_loopbreak(sl->base);
+}
+
+/* SIGINT, SIGTERM and the admin console's SHUTDOWN; a second request stops at once. */
+static void begin_shutdown(struct sluice *sl)
+{
+	if (sl->shutting_down) {
+		event_base_loopbreak(sl->base);
+		return;
+	}
+	sl->shutting_down = true;
+	/* New clients are refused; usage records are stored before exit. */
+	listener_stop(sl);
+	if (!usage_drain(sl, 5000, stop_loop))
+		event_base_loopbreak(sl->base);
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -253,9 +283,16 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 		reload(sl);
 		return;
 	}
-	log_info("got signal %d, shutting down", (int)sig);
-	sl->shutting_down = true;
-	event_base_loopbreak(sl->base);
+	if (sig == SIGUSR1 || sig == SIGUSR2) {   /* PAUSE / RESUME, as PgBouncer */
+		char err[128];
+		log_info("got SIG%s", sig == SIGUSR1 ? "USR1, pausing" : "USR2, resuming");
+		if (!(sig == SIGUSR1 ? admin_pause(sl, err, sizeof(err)) : admin_resume(sl, err, sizeof(err))))
+			log_warning("%s", err);
+		return;
+	}
+	if (!sl->shutting_down)
+		log_info("got signal %d, shutting down", (int)sig);
+	begin_shutdown(sl);
 }
 
 static bool init_sluice(struct sluice *sl, struct sluice_config *cfg, const char *path)
@@ -268,6 +305,11 @@ static bool init_sluice(struct sluice *sl, struct sluice_config *cfg, const char
 	TAILQ_INIT(&sl->login_clients);
 	TAILQ_INIT(&sl->closing_clients);
 	TAILQ_INIT(&sl->pools);
+	TAILQ_INIT(&sl->admin_clients);
+	sl->start_time = wall_usec();
+	sl->hooks.reload = reload;
+	sl->hooks.shutdown = begin_shutdown;
+	sl->hooks.settings_changed = apply_settings;
 	/* Users not in auth_file go through a full SCRAM exchange against a
 	 * secret nobody knows, so the reply does not tell whether they exist. */
 	uint8_t salt[16];
@@ -296,11 +338,16 @@ static int run(struct sluice *sl, const struct options *o)
 		log_error("%s", err);
 		return 1;
 	}
-	if (!drop_privileges(o->user ? o->user : sl->cfg->user) || !janitor_start(sl) || !limits_sync_start(sl))
+	if (!drop_privileges(o->user ? o->user : sl->cfg->user) || !janitor_start(sl) || !limits_sync_start(sl) ||
+	    !usage_start(sl))
 		return 1;
-	struct event *sigs[3];
-	const int signums[3] = { SIGHUP, SIGINT, SIGTERM };
-	for (int i = 0; i < 3; i++) {
+	if (!admin_start(sl) || !metrics_start(sl, err, sizeof(err))) {
+		log_error("%s", sl->admin ? err : "out of memory");
+		return 1;
+	}
+	struct event *sigs[5];
+	const int signums[5] = { SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2 };
+	for (int i = 0; i < 5; i++) {
 		sigs[i] = evsignal_new(sl->base, signums[i], signal_cb, sl);
 		if (!sigs[i] || event_add(sigs[i], NULL) != 0) {
 			log_error("could not install signal handlers");
@@ -313,12 +360,15 @@ static int run(struct sluice *sl, const struct options *o)
 	listener_stop(sl);
 	janitor_stop();
 	limits_sync_stop(sl);
+	usage_stop(sl);
 	pool_free_all(sl);
+	admin_stop(sl);
+	metrics_stop(sl);
 	while (!TAILQ_EMPTY(&sl->login_clients))
 		client_close(TAILQ_FIRST(&sl->login_clients), "pgsluice shutting down");
 	while (!TAILQ_EMPTY(&sl->closing_clients))
 		client_close(TAILQ_FIRST(&sl->closing_clients), "pgsluice shutting down");
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 5; i++)
 		event_free(sigs[i]);
 	prepared_registry_free(&sl->prepared);
 	client_free_derived_secrets(sl);

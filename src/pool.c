@@ -130,11 +130,40 @@ int pool_count_user_servers(struct sluice *sl, const char *user_name)
 	return n;
 }
 
+/* Upper bounds (usec) of the wait time histogram's buckets; the last bucket is +Inf. */
+const usec_t pool_wait_bucket_bounds[POOL_WAIT_BUCKETS - 1] = {
+	1000, 5000, 10000, 50000, 100000, 500000, 1000000, 5000000, 10000000, 30000000, 60000000,
+};
+
+/* admin console: per-database stats of one server assignment after waiting waited usec. */
+static void note_assignment(struct pool *p, usec_t waited)
+{
+	int b = 0;
+	while (b < POOL_WAIT_BUCKETS - 1 && waited > pool_wait_bucket_bounds[b])
+		b++;
+	p->stats.wait_buckets[b]++;
+	p->stats.server_assignments++;
+	p->stats.wait_time_usec += (uint64_t)waited;
+}
+
+bool pool_is_paused(const struct pool *p)
+{
+	const struct sluice *sl = p->sl;
+	if (sl->paused)
+		return true;
+	for (char **db = sl->paused_dbs; db && *db; db++)
+		if (strcmp(*db, p->db_name) == 0)
+			return true;
+	return false;
+}
+
 /* May p open one more server now? */
 static bool can_launch(struct pool *p)
 {
 	struct sluice *sl = p->sl;
 	const struct sluice_config *cfg = sl->cfg;
+	if (pool_is_paused(p))
+		return false;   /* admin console: PAUSE / KILL */
 	/* reserve_pool_size more servers once a client waited reserve_pool_timeout */
 	int limit = p->pool_size;
 	struct client *first = TAILQ_FIRST(&p->waiting_clients);
@@ -204,7 +233,8 @@ void pool_wait_for_welcome(struct pool *p, struct client *c)
 void pool_request_server(struct pool *p, struct client *c)
 {
 	struct server *s = TAILQ_FIRST(&p->idle_servers);
-	if (s && TAILQ_EMPTY(&p->waiting_clients)) {
+	if (s && TAILQ_EMPTY(&p->waiting_clients) && !pool_is_paused(p)) {
+		note_assignment(p, 0);
 		server_link(s, c);
 		return;
 	}
@@ -254,8 +284,9 @@ void pool_release_server(struct server *s, bool clean)
 {
 	struct pool *p = s->pool;
 	s->client = NULL;
-	if (!clean || s->close_when_released || p->stale) {
-		server_close(s, clean ? "server configuration changed" : "client disconnected with the server busy");
+	if (!clean || s->close_when_released || p->stale || pool_is_paused(p)) {
+		server_close(s, !clean ? "client disconnected with the server busy"
+		                : pool_is_paused(p) ? "database paused" : "server configuration changed");
 		launch_for_waiters(p);
 		return;
 	}
@@ -291,6 +322,11 @@ void pool_server_ready(struct server *s)
 	TAILQ_FOREACH_SAFE(c, &p->waiting_clients, entry, next)
 		if (c->state == CL_WAITING_LOGIN)
 			client_welcome(c);
+	if (pool_is_paused(p) || s->close_when_released) {
+		/* admin console: PAUSE closes servers as they come free, RECONNECT too */
+		server_close(s, pool_is_paused(p) ? "database paused" : "reconnect requested");
+		return;
+	}
 	if (s->state != SV_IDLE)
 		pool_move_server(s, SV_IDLE);
 	c = TAILQ_FIRST(&p->waiting_clients);
@@ -300,7 +336,9 @@ void pool_server_ready(struct server *s)
 		c->state = CL_ACTIVE;
 		TAILQ_INSERT_TAIL(&p->active_clients, c, entry);
 		p->n_clients++;
-		p->sl->stats.wait_time_usec += (uint64_t)(now_usec() - c->wait_start);
+		usec_t waited = now_usec() - c->wait_start;
+		p->sl->stats.wait_time_usec += (uint64_t)waited;
+		note_assignment(p, waited);
 		server_link(s, c);
 	}
 }
@@ -425,6 +463,62 @@ void pool_reconfigure(struct sluice *sl)
 			          p->db_name, p->user_name);
 		launch_for_waiters(p);
 	}
+}
+
+/* ---- admin console: PAUSE, RESUME, RECONNECT, KILL ---- */
+
+void pool_close_idle(struct pool *p, const char *reason)
+{
+	struct server *s;
+	while ((s = TAILQ_FIRST(&p->idle_servers)) != NULL)
+		server_close(s, reason);
+}
+
+void pool_reconnect(struct pool *p)
+{
+	struct server *s;
+	TAILQ_FOREACH(s, &p->login_servers, entry)
+		s->close_when_released = true;
+	TAILQ_FOREACH(s, &p->active_servers, entry)
+		s->close_when_released = true;
+	pool_close_idle(p, "reconnect requested");
+}
+
+void pool_kill(struct pool *p)
+{
+	struct client *c;
+	/* waiting clients first, so that no server released by an active one is given to them */
+	while ((c = TAILQ_FIRST(&p->waiting_clients)) != NULL)
+		client_fatal(c, SQLSTATE_ADMIN_SHUTDOWN, NULL, NULL, "terminating connection due to administrator command");
+	while ((c = TAILQ_FIRST(&p->active_clients)) != NULL)
+		client_fatal(c, SQLSTATE_ADMIN_SHUTDOWN, NULL, NULL, "terminating connection due to administrator command");
+	struct server *s;
+	while ((s = TAILQ_FIRST(&p->login_servers)) != NULL)
+		server_close(s, "killed by the admin console");
+	while ((s = TAILQ_FIRST(&p->idle_servers)) != NULL)
+		server_close(s, "killed by the admin console");
+	while ((s = TAILQ_FIRST(&p->active_servers)) != NULL)
+		server_close(s, "killed by the admin console");
+}
+
+void pool_resume(struct pool *p)
+{
+	if (!fail_fast(p))
+		launch_for_waiters(p);
+}
+
+void pool_note_ready(struct server *s)
+{
+	struct pool *p = s->pool;
+	struct client *c = s->client;
+	usec_t now = s->last_ready;
+	if (s->pending_ready == 0 && s->request_start > 0 && now > s->request_start)
+		p->stats.query_time_usec += (uint64_t)(now - s->request_start);
+	if (s->tx_status != 'I')
+		return;
+	p->stats.xact_count++;
+	if (s->pending_ready == 0 && c && c->xact_start > 0 && now > c->xact_start)
+		p->stats.xact_time_usec += (uint64_t)(now - c->xact_start);
 }
 
 static void pool_free(struct pool *p)

@@ -16,6 +16,28 @@
 #include "sluice.h"
 #include "varcache.h"
 
+/*
+ * Counters of one pool since start, for SHOW STATS and /metrics (admin.h,
+ * metrics.h). Each is one increment on the data path; times in usec.
+ */
+#define POOL_WAIT_BUCKETS 12      /* wait time histogram; bounds in metrics.c */
+struct pool_stats {
+	uint64_t server_assignments;   /* a server was linked to a client */
+	uint64_t xact_count;           /* ReadyForQuery 'I' relayed */
+	uint64_t query_count;          /* Query, FunctionCall, Execute */
+	uint64_t parse_count;          /* Parse messages of clients */
+	uint64_t bind_count;           /* Bind messages of clients */
+	uint64_t bytes_received;       /* from clients */
+	uint64_t bytes_sent;           /* to clients */
+	uint64_t xact_time_usec;       /* from the first request outside a transaction to ReadyForQuery 'I' */
+	uint64_t query_time_usec;      /* from the oldest unanswered request to the ReadyForQuery that answers all */
+	uint64_t wait_time_usec;       /* clients waiting for a server */
+	uint64_t wait_buckets[POOL_WAIT_BUCKETS]; /* assignments by wait time, not cumulative */
+};
+
+/* Bounds of wait_buckets but the last (+Inf), usec. */
+extern const usec_t pool_wait_bucket_bounds[POOL_WAIT_BUCKETS - 1];
+
 struct pool {
 	TAILQ_ENTRY(pool) entry;
 	struct sluice *sl;
@@ -55,6 +77,9 @@ struct pool {
 	uint8_t *last_login_error;     /* ErrorResponse message to give waiting clients, owned */
 	size_t last_login_error_len;
 	bool stale;                    /* config changed its target: close servers when released */
+
+	/* admin console: counters, and their values at the last two stats_period ticks */
+	struct pool_stats stats, stats_newer, stats_older;
 };
 
 /*
@@ -111,6 +136,29 @@ void pool_reconfigure(struct sluice *sl);
 /* Total servers (any state) of database db_name / of user user_name. */
 int pool_count_db_servers(struct sluice *sl, const char *db_name);
 int pool_count_user_servers(struct sluice *sl, const char *user_name);
+
+/* ---- admin console (admin.c): PAUSE, RESUME, RECONNECT, KILL ---- */
+
+/* True when PAUSE or KILL holds p: clients wait, no server is linked or opened. */
+bool pool_is_paused(const struct pool *p);
+
+/* Close p's idle servers now (PAUSE, RECONNECT); reason is logged. */
+void pool_close_idle(struct pool *p, const char *reason);
+
+/* Close every server of p once released, idle ones now (RECONNECT). */
+void pool_reconnect(struct pool *p);
+
+/* Disconnect p's clients (SQLSTATE 57P01) and close its servers now (KILL); p must be paused. */
+void pool_kill(struct pool *p);
+
+/* p is no longer paused: open servers for the clients that waited (RESUME). */
+void pool_resume(struct pool *p);
+
+/*
+ * Account a ReadyForQuery server s relays to its client (per-database
+ * stats): transactions, transaction and query time. Called by server.c.
+ */
+void pool_note_ready(struct server *s);
 
 /* Close every pool's servers and free the pools (shutdown). */
 void pool_free_all(struct sluice *sl);

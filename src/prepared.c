@@ -16,6 +16,7 @@
 #include <strings.h>
 
 #include "ai/refuse.h"
+#include "ai/usage.h"
 #include "client.h"
 #include "config.h"
 #include "log.h"
@@ -205,7 +206,7 @@ static bool queue_push(struct server *s, uint8_t kind, struct prepared_stmt *st)
 		q->head = 0;
 		q->cap = cap;
 	}
-	q->items[(q->head + q->n) % q->cap] = (struct reply_entry){ kind, st };
+	q->items[(q->head + q->n) % q->cap] = (struct reply_entry){ kind, st, NULL, false };
 	q->n++;
 	return true;
 }
@@ -215,11 +216,40 @@ static struct reply_entry *queue_head(struct server *s)
 	return s->replies.n ? &s->replies.items[s->replies.head] : NULL;
 }
 
-static void queue_pop(struct server *s)
+/* Pop the head request; a usage record riding on it is journaled when the
+ * request completed (ok) or dropped when it failed or was skipped. */
+static void queue_pop_as(struct server *s, bool ok)
 {
 	struct reply_queue *q = &s->replies;
+	struct reply_entry *e = &q->items[q->head];
+	if (e->usage) {
+		if (ok && !e->failed)
+			usage_commit(s->pool->sl, e->usage);
+		else
+			usage_discard(e->usage);
+		e->usage = NULL;
+	}
 	q->head = (q->head + 1) % q->cap;
 	q->n--;
+}
+
+static void queue_pop(struct server *s)
+{
+	queue_pop_as(s, true);
+}
+
+void prepared_attach_usage(struct server *s, struct usage_pending *usage)
+{
+	struct reply_queue *q = &s->replies;
+	if (!usage)
+		return;
+	if (q->n == 0) {
+		usage_discard(usage);    /* nothing to ride on: the server will not answer it */
+		return;
+	}
+	struct reply_entry *e = &q->items[(q->head + q->n - 1) % q->cap];
+	usage_discard(e->usage);
+	e->usage = usage;
 }
 
 void prepared_note_request(struct server *s, uint8_t type)
@@ -255,7 +285,7 @@ static void skip_to_sync(struct server *s)
 	while ((e = queue_head(s)) != NULL && e->kind != PqMsg_Sync) {
 		if ((e->kind == PqMsg_Parse || e->kind == 'p') && e->stmt)
 			server_forget(s, e->stmt);   /* the Parse failed: not prepared there */
-		queue_pop(s);
+		queue_pop_as(s, false);
 	}
 	if (!e)
 		s->replies.skipping = true;
@@ -282,7 +312,7 @@ enum reply_action prepared_on_reply(struct server *s, uint8_t type)
 	case PqMsg_EmptyQueryResponse:
 	case 's':   /* PortalSuspended */
 		if (k == PqMsg_Execute)
-			queue_pop(s);
+			queue_pop_as(s, type == PqMsg_CommandComplete);
 		return REPLY_FORWARD;
 	case PqMsg_ReadyForQuery:
 		queue_pop(s);
@@ -290,6 +320,8 @@ enum reply_action prepared_on_reply(struct server *s, uint8_t type)
 	case PqMsg_ErrorResponse:
 		if (k != PqMsg_Query && k != PqMsg_FunctionCall && k != PqMsg_Sync)
 			skip_to_sync(s);
+		else
+			e->failed = true;     /* its ReadyForQuery still comes */
 		return REPLY_FORWARD;
 	default:
 		return REPLY_FORWARD;
@@ -323,7 +355,8 @@ static void forget_all(struct server *s)
 void prepared_server_reset(struct server *s)
 {
 	forget_all(s);
-	s->replies.n = 0;
+	while (s->replies.n > 0)
+		queue_pop_as(s, false);
 	s->replies.head = 0;
 	s->replies.skipping = false;
 }

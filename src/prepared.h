@@ -51,7 +51,13 @@ struct server_stmts { struct server_stmt *items; size_t n, cap; uint64_t clock; 
  * swallowed), 'b' an injected Bind, 'c' an injected Close, and '1' / '3' a ParseComplete /
  * CloseComplete pgsluice owes the client for a message it did not forward.
  */
-struct reply_entry { uint8_t kind; struct prepared_stmt *stmt; };
+struct usage_pending;
+struct reply_entry {
+	uint8_t kind;
+	struct prepared_stmt *stmt;
+	struct usage_pending *usage;   /* a usage record made when this request completes; owned */
+	bool failed;                   /* a Query that got ErrorResponse */
+};
 struct reply_queue {
 	struct reply_entry *items;     /* ring buffer */
 	size_t head, n, cap;
@@ -82,6 +88,14 @@ bool prepared_active(const struct client *c);
  */
 enum client_msg_result prepared_client_message(struct client *c, struct server *s, uint8_t type,
                                                uint32_t len);
+
+/*
+ * Hand the usage record of the request just noted (the queue's tail: a Query
+ * or Execute) to s's queue: it is journaled when that request completes,
+ * before its ReadyForQuery is relayed, and dropped if it fails. Takes
+ * ownership; NULL is ignored.
+ */
+void prepared_attach_usage(struct server *s, struct usage_pending *usage);
 
 /* Record a forwarded client message in s's reply queue (no-op when s does not track). */
 void prepared_note_request(struct server *s, uint8_t type);

@@ -83,6 +83,7 @@ struct evbuffer;
 #define SQLSTATE_UNDEFINED_OBJECT        "42704"
 #define SQLSTATE_INSUFFICIENT_PRIVILEGE  "42501"
 #define SQLSTATE_RATE_LIMIT_EXCEEDED     "53400"   /* configuration_limit_exceeded */
+#define SQLSTATE_DISK_FULL               "53100"
 #define SQLSTATE_INVALID_PARAMETER_VALUE "22023"
 
 /*

@@ -447,6 +447,7 @@ static void note_server_message(struct server *s, uint8_t type, const uint8_t *b
 			s->pending_ready--;
 		if (s->tx_status == 'I' && s->client)
 			s->client->sl->stats.xact_count++;
+		pool_note_ready(s);   /* per-database stats (admin console) */
 	} else if (type == PqMsg_ParameterStatus) {
 		const char *name = mr_string(&r), *value = mr_string(&r);
 		if (r.bad)
@@ -532,6 +533,7 @@ static bool whole_message(struct server *s, uint8_t type, struct evbuffer *in, u
 	}
 	evbuffer_remove_buffer(in, bufferevent_get_output(c->bev), total);
 	c->sl->stats.bytes_sent += total;
+	s->pool->stats.bytes_sent += total;
 	if (type == PqMsg_ReadyForQuery && s->pool->pool_mode != POOL_MODE_SESSION)
 		return !transaction_end(s, c);
 	if (type == PqMsg_ReadyForQuery && s->pool->stale && s->pool->sl->cfg->server_fast_close &&
@@ -566,6 +568,7 @@ static void server_relay(struct server *s)
 				evbuffer_remove_buffer(in, out, n);
 				s->relay_left -= (uint32_t)n;
 				c->sl->stats.bytes_sent += n;
+				s->pool->stats.bytes_sent += n;
 				continue;
 			}
 		}

@@ -16,16 +16,20 @@
 #include "scram.h"
 
 struct event_base;
+struct sluice;
 struct evdns_base;
 struct event;
 struct userlist;
 struct hba;
 struct limits;
 struct limits_sync;
+struct usage;
 struct listener;
 struct client;
 struct server;
 struct pool;
+struct admin;
+struct metrics;
 
 TAILQ_HEAD(client_list, client);
 TAILQ_HEAD(server_list, server);
@@ -40,6 +44,18 @@ struct sluice_stats {
 	uint64_t xact_time_usec;
 	uint64_t wait_time_usec;
 	uint64_t refusals;         /* statements refused by limits */
+	uint64_t usage_records;    /* usage records journaled */
+	uint64_t usage_lost;       /* usage records that could not be journaled */
+};
+
+/*
+ * What the admin console asks of main.c, which owns the process (RELOAD,
+ * SHUTDOWN, SET). Set by main.c before the loop starts; NULL: unavailable.
+ */
+struct sluice_hooks {
+	void (*reload)(struct sluice *sl);           /* RELOAD: what SIGHUP does */
+	void (*shutdown)(struct sluice *sl);         /* SHUTDOWN: leave the loop */
+	void (*settings_changed)(struct sluice *sl); /* after SET: apply sl->cfg as a reload would */
 };
 
 /* A SCRAM secret pgsluice derived from a plain auth_file password. */
@@ -68,9 +84,18 @@ struct sluice {
 	struct prepared_registry prepared; /* statement text -> server-side name */
 	struct limits *limits;            /* per-subject rate limits and budgets; owned */
 	struct limits_sync *limits_sync;  /* their link to PostgreSQL; NULL without ai_database */
+	struct usage *usage;              /* usage records: journal and writer; NULL without ai_database */
 	struct scram_secret mock_secret;
 	struct derived_secret *derived_secrets; /* one per user, so a login costs no PBKDF2 */  /* for users not in auth_file: fail after a full exchange */
 	struct sluice_stats stats, stats_last;
+	/* admin console and metrics (admin.h, metrics.h) */
+	struct client_list admin_clients; /* CL_ADMIN: sessions of the admin console */
+	struct admin *admin;              /* commands waiting (PAUSE, WAIT_CLOSE); owned by admin.c */
+	struct metrics *metrics;          /* /metrics, stats_period averages, AI counters; owned by metrics.c */
+	bool paused;                      /* PAUSE, KILL or SIGUSR1 without a database: every pool */
+	char **paused_dbs;                /* databases paused one by one, NULL-terminated; owned */
+	usec_t start_time;                /* wall clock at start, for /metrics */
+	struct sluice_hooks hooks;
 	usec_t stats_last_time;
 	bool shutting_down;
 };

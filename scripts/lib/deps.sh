@@ -8,7 +8,7 @@
 
 # Build: compiler, autotools, and the libraries configure.ac checks for.
 SLUICE_BUILD_PACKAGES=(build-essential autoconf automake libtool pkg-config
-	libevent-dev libpq-dev libssl-dev libinih-dev libcmocka-dev)
+	libevent-dev libpq-dev libssl-dev libinih-dev libcmocka-dev zlib1g-dev)
 # A PostgreSQL server to run against (pgbench ships with it on Debian 12).
 SLUICE_SERVER_PACKAGES=(postgresql postgresql-contrib)
 # Integration tests and benchmarks.

@@ -15,58 +15,14 @@
 #include "ai/limits.h"
 #include "ai/migrate.h"
 #include "ai/sidechan.h"
+#include "ai/sqltext.h"
 #include "log.h"
 #include "sluice.h"
 #include "util.h"
 
-/* A growing text buffer for array literals and JSON; sets failed on OOM. */
-struct text {
-	char *s;
-	size_t len, cap;
-	bool failed;
-};
-
-static void text_add(struct text *t, const char *s, size_t n)
-{
-	if (t->failed)
-		return;
-	if (t->len + n + 1 > t->cap) {
-		size_t cap = t->cap ? t->cap * 2 : 256;
-		while (cap < t->len + n + 1)
-			cap *= 2;
-		char *p = realloc(t->s, cap);
-		if (!p) {
-			t->failed = true;
-			return;
-		}
-		t->s = p;
-		t->cap = cap;
-	}
-	memcpy(t->s + t->len, s, n);
-	t->len += n;
-	t->s[t->len] = '\0';
-}
-
-static void text_str(struct text *t, const char *s)
-{
-	text_add(t, s, strlen(s));
-}
-
-/* A double-quoted element for an array literal or a JSON string: \ and " escaped. */
-static void text_quoted(struct text *t, const char *s)
-{
-	text_add(t, "\"", 1);
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			text_add(t, "\\", 1);
-		text_add(t, s, 1);
-	}
-	text_add(t, "\"", 1);
-}
-
 /* The array parameters of one batch of deltas. */
 struct batch {
-	struct text subjects, models, days, requests, tokens, cents;
+	struct sqltext subjects, models, days, requests, tokens, cents;
 	int n;
 };
 
@@ -228,22 +184,22 @@ static void add_delta(const struct limit_delta *d, void *arg)
 	struct batch *b = arg;
 	char num[64];
 	const char *sep = b->n ? "," : "";
-	text_str(&b->subjects, sep);
-	text_quoted(&b->subjects, d->subject);
-	text_str(&b->models, sep);
-	text_quoted(&b->models, d->model);
+	sqltext_str(&b->subjects, sep);
+	sqltext_quoted(&b->subjects, d->subject);
+	sqltext_str(&b->models, sep);
+	sqltext_quoted(&b->models, d->model);
 	time_t day = (time_t)(d->day_start_ms / 1000);
 	struct tm tm;
 	gmtime_r(&day, &tm);
 	strftime(num, sizeof(num), "%Y-%m-%d", &tm);
-	text_str(&b->days, sep);
-	text_str(&b->days, num);
+	sqltext_str(&b->days, sep);
+	sqltext_str(&b->days, num);
 	snprintf(num, sizeof(num), "%s%lld", sep, (long long)d->requests);
-	text_str(&b->requests, num);
+	sqltext_str(&b->requests, num);
 	snprintf(num, sizeof(num), "%s%lld", sep, (long long)d->tokens);
-	text_str(&b->tokens, num);
+	sqltext_str(&b->tokens, num);
 	snprintf(num, sizeof(num), "%s%.6f", sep, d->cost_cents);
-	text_str(&b->cents, num);
+	sqltext_str(&b->cents, num);
 	b->n++;
 }
 
@@ -264,17 +220,17 @@ static void others_read(void *arg, const PGresult *res)
 
 static void read_others(struct limits_sync *ls)
 {
-	struct text seen = { 0 };
-	text_str(&seen, "{");
+	struct sqltext seen = { 0 };
+	sqltext_str(&seen, "{");
 	for (size_t i = 0; i < ls->n_peers; i++) {
 		char num[32];
 		if (i)
-			text_str(&seen, ",");
-		text_quoted(&seen, ls->peers[i].instance);
+			sqltext_str(&seen, ",");
+		sqltext_quoted(&seen, ls->peers[i].instance);
 		snprintf(num, sizeof(num), ":%lld", ls->peers[i].seq);
-		text_str(&seen, num);
+		sqltext_str(&seen, num);
 	}
-	text_str(&seen, "}");
+	sqltext_str(&seen, "}");
 	const char *params[2] = { ls->instance, seen.s };
 	ls->sync_running = !seen.failed && sidechan_query(ls->sc,
 		"SELECT instance, seq, subject, model, "
@@ -301,15 +257,15 @@ static void store_pending(struct limits_sync *ls)
 	struct batch *b = &ls->pending;
 	char seq[32];
 	snprintf(seq, sizeof(seq), "%lld", ls->pending_seq);
-	struct text arrays[6];
-	struct text *parts[6] = { &b->subjects, &b->models, &b->days, &b->requests, &b->tokens, &b->cents };
+	struct sqltext arrays[6];
+	struct sqltext *parts[6] = { &b->subjects, &b->models, &b->days, &b->requests, &b->tokens, &b->cents };
 	const char *params[8] = { ls->instance, seq };
 	bool ok = true;
 	for (int i = 0; i < 6; i++) {
 		memset(&arrays[i], 0, sizeof(arrays[i]));
-		text_str(&arrays[i], "{");
-		text_str(&arrays[i], parts[i]->s ? parts[i]->s : "");
-		text_str(&arrays[i], "}");
+		sqltext_str(&arrays[i], "{");
+		sqltext_str(&arrays[i], parts[i]->s ? parts[i]->s : "");
+		sqltext_str(&arrays[i], "}");
 		ok = ok && !arrays[i].failed && !parts[i]->failed;
 		params[2 + i] = arrays[i].s;
 	}

@@ -6,7 +6,9 @@
 #include <time.h>
 
 #include "ai/limits.h"
+#include "ai/usage.h"
 #include "client.h"
+#include "metrics.h"
 #include "proto.h"
 #include "sluice.h"
 #include "util.h"
@@ -31,9 +33,12 @@ static int64_t wall_ms(void)
 	return wall_usec() / 1000;
 }
 
-bool middleware_admit(struct client *c, const struct ai_tags *tags, struct mw_refusal *refusal)
+bool middleware_admit(struct client *c, const struct ai_tags *tags, struct mw_refusal *refusal,
+                      struct usage_pending **usage)
 {
 	struct sluice *sl = c->sl;
+	if (usage)
+		*usage = NULL;
 	bool tagged = tags && tags->has_ai_key;
 	if (!tagged && !c->ai.user[0])
 		return true;    /* not attributed: a plain pooler's statement */
@@ -47,6 +52,8 @@ bool middleware_admit(struct client *c, const struct ai_tags *tags, struct mw_re
 			refusal->detail[0] = '\0';
 			str_copy(refusal->hint, "Add the role to tag_trusted_roles in the pgsluice configuration.",
 			         sizeof(refusal->hint));
+			metrics_note_ai_statement(sl, c->user, tags->model[0] ? tags->model : c->ai.model,
+			                          REFUSAL_UNTRUSTED_AI_USER);   /* SHOW USAGE, /metrics */
 			return false;
 		}
 		subject = tags->user;
@@ -54,12 +61,25 @@ bool middleware_admit(struct client *c, const struct ai_tags *tags, struct mw_re
 		subject = c->ai.user;
 	}
 	const char *model = tagged && tags->model[0] ? tags->model : c->ai.model;
+	if (tagged && usage_wanted(tags) && !usage_can_record(sl)) {
+		refusal->sqlstate = SQLSTATE_DISK_FULL;
+		str_copy(refusal->message, "could not record LLM usage: the usage journal cannot be written",
+		         sizeof(refusal->message));
+		refusal->detail[0] = '\0';
+		str_copy(refusal->hint, "Check the free space and permissions of usage_journal_dir.", sizeof(refusal->hint));
+		return false;
+	}
 	struct limit_refusal r;
-	if (!sl->limits || limits_admit(sl->limits, subject, model, wall_ms(), &r))
+	if (!sl->limits || limits_admit(sl->limits, subject, model, wall_ms(), &r)) {
+		metrics_note_ai_statement(sl, subject, model, REFUSAL_NONE);   /* SHOW USAGE, /metrics */
+		if (usage && tagged && usage_wanted(tags))
+			*usage = usage_prepare(c, tags, subject, model);
 		return true;
+	}
 	refusal->sqlstate = SQLSTATE_RATE_LIMIT_EXCEEDED;
 	limits_format_refusal(&r, subject, refusal->message, sizeof(refusal->message),
 	                      refusal->detail, sizeof(refusal->detail), refusal->hint, sizeof(refusal->hint));
 	sl->stats.refusals++;
+	metrics_note_ai_statement(sl, subject, model, (enum refusal_reason)r.dim);   /* SHOW USAGE, /metrics */
 	return false;
 }

@@ -13,6 +13,7 @@
 #include "ai/tags.h"
 
 struct client;
+struct usage_pending;
 
 /* Why a statement is refused: the ErrorResponse fields (severity ERROR). */
 struct mw_refusal {
@@ -35,7 +36,10 @@ enum tags_result middleware_tags(const char *text, size_t len, struct ai_tags *t
  * statements (an ai_ tag, or the client set sluice.user) are checked against
  * tag_trusted_roles (42501) and the subject's limits (53400); the request is
  * counted when admitted. Returns true to run it, false with *refusal filled.
+ * When admitted and the tags carry token counts, *usage (if not NULL) gets
+ * the usage record to journal once the statement completes (else NULL).
  */
-bool middleware_admit(struct client *c, const struct ai_tags *tags, struct mw_refusal *refusal);
+bool middleware_admit(struct client *c, const struct ai_tags *tags, struct mw_refusal *refusal,
+                      struct usage_pending **usage);
 
 #endif

@@ -123,14 +123,53 @@ static bool take_word(struct lexer *lx, const char *kw)
 	return true;
 }
 
-/* A setting name: letters, digits, '_' and '.'. */
-static size_t take_name(struct lexer *lx, const char **start)
+/*
+ * A setting name as PostgreSQL reads it: dot-separated identifiers, each
+ * bare (folded to lower case) or "double quoted" ("" for a quote), so
+ * sluice.user, "sluice.user" and sluice."user" are the same name. Written
+ * into out (size bytes); returns its length, 0 when there is none or it is
+ * too long.
+ */
+static size_t take_name(struct lexer *lx, char *out, size_t size)
 {
+	size_t n = 0;
 	skip_blanks(lx);
-	*start = lx->p;
-	while (lx->p < lx->end && (isalnum((unsigned char)*lx->p) || *lx->p == '_' || *lx->p == '.'))
-		lx->p++;
-	return (size_t)(lx->p - *start);
+	for (;;) {
+		if (lx->p < lx->end && *lx->p == '"') {
+			lx->p++;
+			for (;;) {
+				if (lx->p >= lx->end)
+					return 0;
+				if (*lx->p == '"') {
+					if (lx->p + 1 < lx->end && lx->p[1] == '"')
+						lx->p++;
+					else
+						break;
+				}
+				if (n + 1 >= size)
+					return 0;
+				out[n++] = *lx->p++;
+			}
+			lx->p++;
+		} else {
+			size_t start = n;
+			while (lx->p < lx->end && (isalnum((unsigned char)*lx->p) || *lx->p == '_')) {
+				if (n + 1 >= size)
+					return 0;
+				out[n++] = (char)tolower((unsigned char)*lx->p++);
+			}
+			if (n == start)
+				return 0;
+		}
+		if (lx->p < lx->end && *lx->p == '.') {
+			if (n + 1 >= size)
+				return 0;
+			out[n++] = *lx->p++;
+			continue;
+		}
+		out[n] = '\0';
+		return n;
+	}
 }
 
 /* Only blanks and one optional ';' may follow. */
@@ -184,27 +223,29 @@ enum ai_set_result ai_session_match_set(struct ai_session *s, const char *text, 
                                         const char **tag, char *errbuf, size_t errlen)
 {
 	struct lexer lx = { text, text + len };
-	const char *name;
+	char name_z[64];
 	size_t n;
-	bool reset = take_word(&lx, "RESET");
-	if (!reset) {
+	bool show = false, reset = take_word(&lx, "RESET");
+	if (!reset && !(show = take_word(&lx, "SHOW"))) {
 		if (!take_word(&lx, "SET"))
 			return AI_SET_NONE;
 		take_word(&lx, "SESSION");
 	}
-	n = take_name(&lx, &name);
-	if (n < 7 || strncasecmp(name, "sluice.", 7) != 0)
+	n = take_name(&lx, name_z, sizeof(name_z));
+	if (n < 7 || strncmp(name_z, "sluice.", 7) != 0)
 		return AI_SET_NONE;
-	char name_z[64];
-	str_copy(name_z, name, n + 1 < sizeof(name_z) ? n + 1 : sizeof(name_z));
-	char *field = field_of(s, name, n);
+	char *field = field_of(s, name_z, n);
 	if (!field) {
 		snprintf(errbuf, errlen, "unrecognized configuration parameter \"%s\"", name_z);
 		return AI_SET_INVALID;
 	}
-	if (reset) {
+	if (reset || show) {
 		if (!at_end(&lx))
 			return AI_SET_NONE;
+		if (show) {
+			*tag = field == s->user ? "sluice.user" : "sluice.model";
+			return AI_SET_SHOW;
+		}
 		field[0] = '\0';
 		*tag = "RESET";
 		return AI_SET_DONE;

@@ -22,6 +22,7 @@ enum ai_set_result {
 	AI_SET_NONE,       /* not a SET/RESET of a sluice.* setting: forward it */
 	AI_SET_DONE,       /* applied; answer CommandComplete with *tag */
 	AI_SET_INVALID,    /* a sluice.* setting pgsluice does not know, or a bad value: errbuf says which */
+	AI_SET_SHOW,       /* SHOW of a sluice.* setting: answer with ai_session_value() */
 };
 
 /*
@@ -37,8 +38,11 @@ bool ai_session_apply_options(struct ai_session *s, struct varcache *vars, const
 /*
  * Recognise a simple statement text[0..len) of the forms
  * SET [SESSION] sluice.user {= | TO} {'value' | value | DEFAULT} and
- * RESET sluice.user (likewise sluice.model), with an optional ';'.
- * On AI_SET_DONE *tag is "SET" or "RESET" (static).
+ * RESET sluice.user and SHOW sluice.user (likewise sluice.model), with an
+ * optional ';'. The name may be quoted as PostgreSQL allows ("sluice.user",
+ * sluice."user"): user is a reserved word, so only the quoted forms also
+ * work on a direct connection. On AI_SET_DONE *tag is "SET" or "RESET"
+ * (static); on AI_SET_SHOW *tag is the setting's name (static).
  */
 enum ai_set_result ai_session_match_set(struct ai_session *s, const char *text, size_t len,
                                         const char **tag, char *errbuf, size_t errlen);

@@ -313,6 +313,10 @@ class Pooler:
     binary is PgBouncer); a value of None removes a default key.
     databases: extra [databases] entries (name -> connection string), e.g. "*".
     extra_ini: raw text appended to the main section (e.g. unknown keys).
+
+    limits: lines of a [limits] section (key -> value, e.g. {"alice": "requests_per_minute=2"}),
+    written after [databases]; empty (the default): no [limits] section. Set the
+    attribute before start() (sluice(start=False)), or change it and call reload().
     """
 
     def __init__(self, pg, workdir, overrides=None, databases=None, extra_ini="",
@@ -332,6 +336,7 @@ class Pooler:
         self.overrides = dict(overrides or {})
         self.databases = dict(databases or {})
         self.extra_ini = extra_ini
+        self.limits = {}
         if verbose is None:
             verbose = os.environ.get("SLUICE_TEST_VERBOSE", "") not in ("", "0")
         self.verbose = verbose
@@ -355,6 +360,9 @@ class Pooler:
             "server_login_retry": 1,
             "admin_users": "app",
         }
+        if not is_pgbouncer():
+            # pgsluice's own: the usage journal of this pooler, not /var/lib's
+            s["usage_journal_dir"] = self.workdir / "journal"
         s.update(self.overrides)
         return {k: v for k, v in s.items() if v is not None}
 
@@ -378,6 +386,9 @@ class Pooler:
             lines += self.extra_ini.strip("\n").splitlines()
         lines += ["", "[databases]"]
         lines += [f"{k} = {v}" for k, v in self.database_entries().items()]
+        if self.limits:
+            lines += ["", "[limits]"]
+            lines += [f"{k} = {v}" for k, v in self.limits.items()]
         text = "\n".join(lines) + "\n"
         self.ini_path.write_text(text)
         self.userlist_path.write_text(

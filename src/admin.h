@@ -1,0 +1,49 @@
+/*
+ * admin.h - the admin console: the virtual database "pgsluice" (alias
+ * "pgbouncer") where admin_users run PgBouncer's SHOW and control commands
+ * and stats_users run SHOW (docs/admin.md). Owns the console sessions
+ * (clients in CL_ADMIN on sl->admin_clients), the commands that wait (PAUSE,
+ * WAIT_CLOSE) and the pause state in sl->paused / sl->paused_dbs.
+ * Speaks the simple query protocol only; answers are built with proto.h.
+ */
+#ifndef SLUICE_ADMIN_H
+#define SLUICE_ADMIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct sluice;
+struct client;
+
+/* True when a client naming database is asking for the admin console. */
+bool admin_is_console_db(const char *database);
+
+/*
+ * Client c (CL_LOGIN) passed authentication for the console database: admit
+ * it (CL_ADMIN, welcome sent) when its user is in admin_users or stats_users
+ * (with auth_type = any every user may SHOW, as in PgBouncer), else send
+ * FATAL 42501 and close it.
+ */
+void admin_login(struct client *c);
+
+/* Run what console session c has buffered (its read callback). */
+void admin_input(struct client *c);
+
+/* Console session c is going away: take it off sl->admin_clients, drop its waits. */
+void admin_forget(struct client *c);
+
+/*
+ * PAUSE / RESUME without a database, as SIGUSR1 / SIGUSR2 do: clients keep
+ * their connections, their transactions wait; servers close as they come
+ * free. Returns false with errbuf set when already paused / not paused.
+ */
+bool admin_pause(struct sluice *sl, char *errbuf, size_t errlen);
+bool admin_resume(struct sluice *sl, char *errbuf, size_t errlen);
+
+/* Prepare the console (its timer). Returns false when out of memory. */
+bool admin_start(struct sluice *sl);
+
+/* Close every console session and free the console's state (shutdown). */
+void admin_stop(struct sluice *sl);
+
+#endif

@@ -1,0 +1,470 @@
+/*
+ * usage.c - see usage.h and src/ai/README.md (how exactly-once holds).
+ * The writer ships one sealed journal segment per INSERT, idempotent on
+ * (id, created_at), and releases the segment only after the commit.
+ */
+#include "ai/usage.h"
+
+#include <event2/event.h>
+#include <math.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ai/journal.h"
+#include "ai/limits.h"
+#include "ai/migrate.h"
+#include "ai/sidechan.h"
+#include "ai/sqltext.h"
+#include "ai/tags.h"
+#include "client.h"
+#include "log.h"
+#include "sluice.h"
+#include "util.h"
+
+/* A journal larger than this gets a warning: PostgreSQL has been away a while. */
+#define BACKLOG_WARN_BYTES (64ull * 1024 * 1024)
+
+struct usage_pending {
+	struct usage_record rec;
+	usec_t start;                  /* monotonic, when the statement went out */
+};
+
+struct model_price { char *model; double input_usd_per_mtok, output_usd_per_mtok; };
+
+struct usage {
+	struct sluice *sl;
+	struct journal *journal;
+	struct sidechan *sc;
+	struct event *flush_ev, *sync_ev, *drain_ev;
+	char instance[160];
+	bool shipping;
+	uint64_t shipping_segment;
+	uint64_t appended_since_seal;
+	struct model_price *prices;
+	size_t n_prices;
+	int flushes_since_prices;
+	bool backlog_warned;
+	usec_t append_failed_at;       /* monotonic; 0: the last append worked */
+	void (*drain_done)(struct sluice *sl);
+};
+
+/* ---- prices ---- */
+
+static void prices_loaded(void *arg, const PGresult *res)
+{
+	struct usage *u = arg;
+	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK)
+		return;
+	for (size_t i = 0; i < u->n_prices; i++)
+		free(u->prices[i].model);
+	free(u->prices);
+	u->n_prices = 0;
+	u->prices = calloc((size_t)PQntuples(res) + 1, sizeof(*u->prices));
+	for (int i = 0; u->prices && i < PQntuples(res); i++) {
+		u->prices[u->n_prices].model = strdup(PQgetvalue(res, i, 0));
+		u->prices[u->n_prices].input_usd_per_mtok = atof(PQgetvalue(res, i, 1));
+		u->prices[u->n_prices].output_usd_per_mtok = atof(PQgetvalue(res, i, 2));
+		if (u->prices[u->n_prices].model)
+			u->n_prices++;
+	}
+}
+
+/* US cents for the tokens of a record at the prices last read (0 when the model has none). */
+static double cost_cents(const struct usage *u, const struct usage_record *r)
+{
+	for (size_t i = 0; i < u->n_prices; i++)
+		if (strcmp(u->prices[i].model, r->model) == 0)
+			return ((double)r->input_tokens * u->prices[i].input_usd_per_mtok +
+			        (double)r->output_tokens * u->prices[i].output_usd_per_mtok) / 1e6 * 100.0;
+	return 0;
+}
+
+/* ---- records ---- */
+
+bool usage_can_record(const struct sluice *sl)
+{
+	const struct usage *u = sl->usage;
+	/* after a failed append, refuse for a second, then try the disk again */
+	return !u || !u->journal || !u->append_failed_at || now_usec() - u->append_failed_at > USEC_PER_SEC;
+}
+
+bool usage_wanted(const struct ai_tags *tags)
+{
+	return tags && (tags->tokens_in >= 0 || tags->tokens_out >= 0);
+}
+
+/* The trace id of a W3C traceparent "00-<trace id>-<span id>-<flags>". */
+static void trace_id_of(const char *traceparent, char *out, size_t size)
+{
+	out[0] = '\0';
+	if (strlen(traceparent) >= 35 && traceparent[2] == '-')
+		snprintf(out, size, "%.32s", traceparent + 3);
+}
+
+struct usage_pending *usage_prepare(struct client *c, const struct ai_tags *tags,
+                                    const char *subject, const char *model)
+{
+	struct usage *u = c->sl->usage;
+	if (!u || !u->journal)
+		return NULL;
+	struct usage_pending *p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	struct usage_record *r = &p->rec;
+	RAND_bytes(r->id, sizeof(r->id));
+	r->id[6] = (uint8_t)((r->id[6] & 0x0f) | 0x40);    /* UUID version 4 */
+	r->id[8] = (uint8_t)((r->id[8] & 0x3f) | 0x80);    /* RFC 4122 variant */
+	r->created_at_us = wall_usec();
+	str_copy(r->subject, subject, sizeof(r->subject));
+	str_copy(r->db_user, c->user, sizeof(r->db_user));
+	str_copy(r->database, c->database, sizeof(r->database));
+	str_copy(r->model, model ? model : "", sizeof(r->model));
+	r->input_tokens = tags->tokens_in > 0 ? tags->tokens_in : 0;
+	r->output_tokens = tags->tokens_out > 0 ? tags->tokens_out : 0;
+	r->llm_latency_ms = tags->latency_ms;
+	str_copy(r->conversation_id, tags->conversation, sizeof(r->conversation_id));
+	trace_id_of(tags->traceparent, r->trace_id, sizeof(r->trace_id));
+	str_copy(r->instance, u->instance, sizeof(r->instance));
+	p->start = now_usec();
+	return p;
+}
+
+void usage_commit(struct sluice *sl, struct usage_pending *p)
+{
+	struct usage *u = sl->usage;
+	char err[256];
+	if (!p)
+		return;
+	p->rec.statement_ms = (double)(now_usec() - p->start) / 1000.0;
+	if (!u || !u->journal || !journal_append(u->journal, &p->rec, err, sizeof(err))) {
+		/* Nothing to write to: the loss is loud, and counted. */
+		log_error("usage record for \"%s\" lost: %s", p->rec.subject, u && u->journal ? err : "no journal");
+		sl->stats.usage_lost++;
+		if (u)
+			u->append_failed_at = now_usec();
+	} else {
+		u->append_failed_at = 0;
+		sl->stats.usage_records++;
+		/* a segment is one shipment: at most usage_batch_size records */
+		if (++u->appended_since_seal >= (uint64_t)sl->cfg->usage_batch_size) {
+			journal_seal(u->journal);
+			u->appended_since_seal = 0;
+		}
+	}
+	if (sl->limits)
+		limits_charge(sl->limits, p->rec.subject, p->rec.model,
+		              p->rec.input_tokens + p->rec.output_tokens, u ? cost_cents(u, &p->rec) : 0,
+		              wall_usec() / 1000);
+	free(p);
+}
+
+void usage_discard(struct usage_pending *p)
+{
+	free(p);
+}
+
+/* ---- the writer ---- */
+
+struct shipment {
+	uint64_t segment;              /* the oldest unreleased segment: shipped alone */
+	bool have_segment;
+	int n;
+	struct sqltext ids, created, subjects, users, dbs, models, tin, tout, lat, stmt, cached, conv, trace, inst;
+};
+
+static void ship_free(struct shipment *sh)
+{
+	struct sqltext *all[] = { &sh->ids, &sh->created, &sh->subjects, &sh->users, &sh->dbs, &sh->models,
+	                          &sh->tin, &sh->tout, &sh->lat, &sh->stmt, &sh->cached, &sh->conv,
+	                          &sh->trace, &sh->inst };
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		sqltext_free(all[i]);
+}
+
+static void add_num(struct sqltext *t, const char *fmt, double v, long long iv, bool is_int)
+{
+	char num[64];
+	sqltext_sep(t);
+	if (is_int)
+		snprintf(num, sizeof(num), "%lld", iv);
+	else
+		snprintf(num, sizeof(num), fmt, v);
+	sqltext_str(t, num);
+}
+
+static void add_text(struct sqltext *t, const char *s, bool null_if_empty)
+{
+	sqltext_sep(t);
+	if (null_if_empty && !*s)
+		sqltext_str(t, "NULL");
+	else
+		sqltext_quoted(t, s);
+}
+
+static void collect(void *arg, uint64_t segment, const struct usage_record *r)
+{
+	struct shipment *sh = arg;
+	if (segment != sh->segment)
+		return;
+	char id[40];
+	const uint8_t *b = r->id;
+	snprintf(id, sizeof(id), "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+	         b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+	add_text(&sh->ids, id, false);
+	add_num(&sh->created, NULL, 0, (long long)r->created_at_us, true);
+	add_text(&sh->subjects, r->subject, false);
+	add_text(&sh->users, r->db_user, false);
+	add_text(&sh->dbs, r->database, false);
+	add_text(&sh->models, r->model, true);
+	add_num(&sh->tin, NULL, 0, (long long)r->input_tokens, true);
+	add_num(&sh->tout, NULL, 0, (long long)r->output_tokens, true);
+	if (r->llm_latency_ms >= 0)
+		add_num(&sh->lat, NULL, 0, (long long)r->llm_latency_ms, true);
+	else
+		add_text(&sh->lat, "", true);
+	add_num(&sh->stmt, "%.3f", r->statement_ms, 0, false);
+	add_text(&sh->cached, r->cached ? "t" : "f", false);
+	add_text(&sh->conv, r->conversation_id, true);
+	add_text(&sh->trace, r->trace_id, true);
+	add_text(&sh->inst, r->instance, false);
+	sh->n++;
+}
+
+static void shipped(void *arg, const PGresult *res);
+
+/* INSERT the oldest unreleased segment; cost is priced by PostgreSQL from sluice.model_prices. */
+static void ship_next(struct usage *u)
+{
+	struct shipment sh;
+	memset(&sh, 0, sizeof(sh));
+	if (!journal_oldest_unreleased(u->journal, &sh.segment))
+		return;
+	sh.have_segment = true;
+	journal_foreach_in_segment(u->journal, sh.segment, collect, &sh);
+	struct sqltext arrays[14];
+	struct sqltext *cols[14] = { &sh.ids, &sh.created, &sh.subjects, &sh.users, &sh.dbs, &sh.models, &sh.tin,
+	                             &sh.tout, &sh.lat, &sh.stmt, &sh.cached, &sh.conv, &sh.trace, &sh.inst };
+	const char *params[14];
+	bool ok = true;
+	for (int i = 0; i < 14; i++) {
+		memset(&arrays[i], 0, sizeof(arrays[i]));
+		sqltext_str(&arrays[i], "{");
+		if (cols[i]->s)
+			sqltext_str(&arrays[i], cols[i]->s);
+		sqltext_str(&arrays[i], "}");
+		ok = ok && !arrays[i].failed && !cols[i]->failed;
+		params[i] = arrays[i].s;
+	}
+	if (ok && sh.n == 0) {
+		/* an empty (or wholly corrupt) segment: nothing to store */
+		journal_release(u->journal, sh.segment);
+	} else if (ok) {
+		u->shipping = sidechan_query(u->sc,
+			"INSERT INTO sluice.llm_usage (id, created_at, subject, db_user, database, model, "
+			"input_tokens, output_tokens, cost_cents, llm_latency_ms, statement_ms, cached, "
+			"conversation_id, trace_id, instance) "
+			"SELECT r.id, 'epoch'::timestamptz + r.us * interval '1 microsecond', r.subject, r.db_user, r.database, r.model, "
+			"r.tin, r.tout, round((r.tin * p.input_usd_per_mtok + r.tout * p.output_usd_per_mtok) / 1e4, 4), "
+			"r.lat, r.stmt, r.cached, r.conv, r.trace, r.inst "
+			"FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], "
+			"$7::bigint[], $8::bigint[], $9::bigint[], $10::float8[], $11::bool[], $12::text[], "
+			"$13::text[], $14::text[]) AS r(id, us, subject, db_user, database, model, tin, tout, lat, "
+			"stmt, cached, conv, trace, inst) "
+			"LEFT JOIN sluice.model_prices p ON p.model = r.model "
+			"ON CONFLICT (id, created_at) DO NOTHING", 14, params, shipped, u);
+		if (u->shipping)
+			u->shipping_segment = sh.segment;
+	}
+	for (int i = 0; i < 14; i++)
+		sqltext_free(&arrays[i]);
+	ship_free(&sh);
+}
+
+static void shipped(void *arg, const PGresult *res)
+{
+	struct usage *u = arg;
+	u->shipping = false;
+	if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
+		if (res)
+			log_warning("usage: storing records failed, they stay in the journal: %s",
+			            PQresultErrorMessage(res));
+		return;    /* retried on the next flush: the same ids conflict and are dropped */
+	}
+	journal_release(u->journal, u->shipping_segment);
+	if (journal_backlog_bytes(u->journal) < BACKLOG_WARN_BYTES)
+		u->backlog_warned = false;
+	ship_next(u);
+	if (!u->shipping && u->drain_done && journal_backlog_bytes(u->journal) == 0) {
+		void (*done)(struct sluice *) = u->drain_done;
+		u->drain_done = NULL;
+		done(u->sl);
+	}
+}
+
+static void seal_if_needed(struct usage *u)
+{
+	if (u->appended_since_seal > 0) {
+		journal_seal(u->journal);
+		u->appended_since_seal = 0;
+	}
+}
+
+static void flush_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct usage *u = arg;
+	(void)fd;
+	(void)what;
+	uint64_t backlog = journal_backlog_bytes(u->journal);
+	if (backlog >= BACKLOG_WARN_BYTES && !u->backlog_warned) {
+		log_warning("usage: the journal holds %llu MB not yet stored in PostgreSQL",
+		            (unsigned long long)(backlog >> 20));
+		u->backlog_warned = true;
+	}
+	if (u->shipping || !sidechan_is_up(u->sc))
+		return;
+	seal_if_needed(u);
+	if (u->flushes_since_prices++ % 50 == 0)
+		sidechan_query(u->sc, "SELECT model, input_usd_per_mtok::float8, output_usd_per_mtok::float8 "
+		               "FROM sluice.model_prices", 0, NULL, prices_loaded, u);
+	ship_next(u);
+}
+
+/* fsync off the data path: what a machine crash can lose is bounded by this period. */
+static void sync_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct usage *u = arg;
+	(void)fd;
+	(void)what;
+	journal_sync(u->journal);
+}
+
+static void partitions_made(void *arg, const PGresult *res)
+{
+	(void)arg;
+	if (res && PQresultStatus(res) != PGRES_TUPLES_OK)
+		log_warning("usage: creating partitions failed: %s", PQresultErrorMessage(res));
+}
+
+static void on_state(void *arg, bool up)
+{
+	struct usage *u = arg;
+	if (up) {
+		u->flushes_since_prices = 0;
+		/* partitions for the coming months, before any of their rows */
+		sidechan_query(u->sc, "SELECT sluice.ensure_usage_partitions()", 0, NULL, partitions_made, u);
+	}
+}
+
+static bool arm(struct event *ev, usec_t every)
+{
+	if (every < 10 * USEC_PER_MSEC)
+		every = 10 * USEC_PER_MSEC;
+	struct timeval tv = { (time_t)(every / USEC_PER_SEC), (suseconds_t)(every % USEC_PER_SEC) };
+	return event_add(ev, &tv) == 0;
+}
+
+bool usage_start(struct sluice *sl)
+{
+	char err[512];
+	const struct sluice_config *cfg = sl->cfg;
+	if (!cfg->ai_database[0])
+		return true;
+	struct usage *u = calloc(1, sizeof(*u));
+	if (!u)
+		return false;
+	u->sl = sl;
+	sl->usage = u;
+	char host[64] = "localhost";
+	gethostname(host, sizeof(host) - 1);
+	snprintf(u->instance, sizeof(u->instance), "%s:%d", host, cfg->listen_port);
+	u->journal = journal_open(cfg->usage_journal_dir, err, sizeof(err));
+	if (!u->journal) {
+		log_error("usage: %s", err);
+		usage_stop(sl);
+		return false;
+	}
+	struct ai_db_target t;
+	if (!ai_db_target_resolve(cfg, sl->userlist, "pgsluice-usage", 5, &t, err, sizeof(err))) {
+		log_error("usage: %s", err);
+		usage_stop(sl);
+		return false;
+	}
+	u->sc = sidechan_new(sl->base, "usage", t.keys, t.values, on_state, u);
+	u->flush_ev = event_new(sl->base, -1, EV_PERSIST, flush_tick, u);
+	u->sync_ev = event_new(sl->base, -1, EV_PERSIST, sync_tick, u);
+	if (!u->sc || !u->flush_ev || !u->sync_ev || !arm(u->flush_ev, cfg->usage_flush_interval) ||
+	    !arm(u->sync_ev, USEC_PER_SEC)) {
+		usage_stop(sl);
+		return false;
+	}
+	if (journal_backlog_bytes(u->journal) > 0)
+		log_info("usage: the journal holds records of an earlier run; storing them");
+	return true;
+}
+
+void usage_reconfigure(struct sluice *sl)
+{
+	struct usage *u = sl->usage;
+	if (!u || !u->flush_ev)
+		return;
+	event_del(u->flush_ev);
+	arm(u->flush_ev, sl->cfg->usage_flush_interval);
+}
+
+static void drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct usage *u = arg;
+	(void)fd;
+	(void)what;
+	if (!u->drain_done)
+		return;
+	log_warning("usage: %llu bytes of records not stored yet stay in the journal for the next start",
+	            (unsigned long long)journal_backlog_bytes(u->journal));
+	void (*done)(struct sluice *) = u->drain_done;
+	u->drain_done = NULL;
+	done(u->sl);
+}
+
+bool usage_drain(struct sluice *sl, int timeout_ms, void (*done)(struct sluice *sl))
+{
+	struct usage *u = sl->usage;
+	if (!u || !u->journal)
+		return false;
+	seal_if_needed(u);
+	if (journal_backlog_bytes(u->journal) == 0 || !sidechan_is_up(u->sc))
+		return false;
+	u->drain_done = done;
+	u->drain_ev = evtimer_new(sl->base, drain_timeout, u);
+	struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
+	if (u->drain_ev)
+		evtimer_add(u->drain_ev, &tv);
+	if (!u->shipping)
+		ship_next(u);
+	return true;
+}
+
+void usage_stop(struct sluice *sl)
+{
+	struct usage *u = sl->usage;
+	if (!u)
+		return;
+	sl->usage = NULL;
+	if (u->flush_ev)
+		event_free(u->flush_ev);
+	if (u->sync_ev)
+		event_free(u->sync_ev);
+	if (u->drain_ev)
+		event_free(u->drain_ev);
+	u->drain_done = NULL;
+	sidechan_free(u->sc);
+	if (u->journal)
+		journal_close(u->journal);
+	for (size_t i = 0; i < u->n_prices; i++)
+		free(u->prices[i].model);
+	free(u->prices);
+	free(u);
+}

@@ -1,0 +1,66 @@
+/*
+ * usage.h - LLM usage records (DESIGN.md 5.3): made when a statement that
+ * carries ai_tokens_in/ai_tokens_out completes, written to the journal
+ * before the client sees ReadyForQuery, shipped to sluice.llm_usage in batches.
+ */
+#ifndef SLUICE_AI_USAGE_H
+#define SLUICE_AI_USAGE_H
+
+#include <stdbool.h>
+
+struct sluice;
+struct client;
+struct ai_tags;
+struct usage_pending;
+
+/*
+ * Start recording for sl: open the journal in usage_journal_dir (records a
+ * previous run left there are shipped first), the writer's side channel to
+ * ai_database and its timers. Without ai_database nothing is recorded and
+ * this returns true. Returns false when the journal cannot be opened.
+ */
+bool usage_start(struct sluice *sl);
+
+/* Apply changed intervals after a reload. */
+void usage_reconfigure(struct sluice *sl);
+
+/*
+ * Ship what the journal holds within timeout_ms (graceful shutdown), then
+ * call done (from the event loop). Returns false when there is nothing to
+ * wait for (done is not called).
+ */
+bool usage_drain(struct sluice *sl, int timeout_ms, void (*done)(struct sluice *sl));
+
+/* Stop, close the journal (records not shipped stay in it for the next start). */
+void usage_stop(struct sluice *sl);
+
+/*
+ * A record for a statement of client c with tags (which carry ai_tokens_in
+ * or ai_tokens_out), charged to subject and model (borrowed, copied), timed
+ * from now. NULL when recording is off or out of memory. Owned by the
+ * caller until usage_commit or usage_discard.
+ */
+struct usage_pending *usage_prepare(struct client *c, const struct ai_tags *tags,
+                                    const char *subject, const char *model);
+
+/*
+ * The statement completed: write the record to the journal (write(2), no
+ * fsync), charge the subject's token and cost budgets, free p. Must be
+ * called before the client is sent the statement's ReadyForQuery.
+ */
+void usage_commit(struct sluice *sl, struct usage_pending *p);
+
+/* The statement failed or its server was lost: no record. NULL is ignored. */
+void usage_discard(struct usage_pending *p);
+
+/*
+ * False while the journal cannot be written (a record failed to append in
+ * the last second): statements that would make a record are then refused,
+ * so no client is told of a call whose usage was not recorded.
+ */
+bool usage_can_record(const struct sluice *sl);
+
+/* True when tags carry token counts, so the statement makes a usage record. */
+bool usage_wanted(const struct ai_tags *tags);
+
+#endif
