@@ -101,6 +101,7 @@ static const struct config_key config_table[] = {
 	KEY(usage_batch_size, CONFIG_INT, "1000", RELOAD, 1, 1000000),
 	KEY(usage_flush_interval, CONFIG_TIME, "0.2", RELOAD, 10 * USEC_PER_MSEC, NO_MAX),
 	KEY(usage_journal_dir, CONFIG_STRING, "/var/lib/pgsluice/journal", NO_RELOAD, 0, 0),
+	KEY(usage_retention_months, CONFIG_INT, "0", RELOAD, 0, 1200),
 	KEY(user, CONFIG_STRING, "", NO_RELOAD, 0, 0),
 	KEY(verbose, CONFIG_INT, "0", RELOAD, 0, NO_MAX_INT),
 };

@@ -124,6 +124,7 @@ struct sluice_config {
 	char *usage_journal_dir;  /* where usage records wait for PostgreSQL */
 	usec_t usage_flush_interval;
 	int usage_batch_size;     /* records per journal segment shipped */
+	int usage_retention_months; /* 0: keep usage forever; else drop older monthly partitions */
 	char *metrics_listen_addr; /* Prometheus /metrics address; "" = off */
 	int metrics_listen_port;
 	struct limit_rules *limit_rules; /* [limits] lines; NULL when none; owned until taken */

@@ -49,6 +49,7 @@ struct usage {
 	int flushes_since_prices;
 	bool backlog_warned;
 	usec_t append_failed_at;       /* monotonic; 0: the last append worked */
+	usec_t last_maintenance;       /* monotonic, partitions made / dropped */
 	void (*drain_done)(struct sluice *sl);
 };
 
@@ -235,6 +236,7 @@ static void collect(void *arg, uint64_t segment, const struct usage_record *r)
 }
 
 static void shipped(void *arg, const PGresult *res);
+static void maintain_partitions(struct usage *u);
 
 /* INSERT the oldest unreleased segment; cost is priced by PostgreSQL from sluice.model_prices. */
 static void ship_next(struct usage *u)
@@ -327,6 +329,10 @@ static void flush_tick(evutil_socket_t fd, short what, void *arg)
 	if (u->shipping || !sidechan_is_up(u->sc))
 		return;
 	seal_if_needed(u);
+	if (now_usec() - u->last_maintenance > 3600 * USEC_PER_SEC) {
+		u->last_maintenance = now_usec();
+		maintain_partitions(u);
+	}
 	if (u->flushes_since_prices++ % 50 == 0)
 		sidechan_query(u->sc, "SELECT model, input_usd_per_mtok::float8, output_usd_per_mtok::float8 "
 		               "FROM sluice.model_prices", 0, NULL, prices_loaded, u);
@@ -349,13 +355,26 @@ static void partitions_made(void *arg, const PGresult *res)
 		log_warning("usage: creating partitions failed: %s", PQresultErrorMessage(res));
 }
 
+/* Partitions ahead and, with usage_retention_months, old months dropped whole. */
+static void maintain_partitions(struct usage *u)
+{
+	sidechan_query(u->sc, "SELECT sluice.ensure_usage_partitions()", 0, NULL, partitions_made, u);
+	if (u->sl->cfg->usage_retention_months > 0) {
+		char months[16];
+		snprintf(months, sizeof(months), "%d", u->sl->cfg->usage_retention_months);
+		const char *params[1] = { months };
+		sidechan_query(u->sc, "SELECT sluice.drop_usage_partitions_before($1::int)", 1, params,
+		               partitions_made, u);
+	}
+}
+
 static void on_state(void *arg, bool up)
 {
 	struct usage *u = arg;
 	if (up) {
 		u->flushes_since_prices = 0;
-		/* partitions for the coming months, before any of their rows */
-		sidechan_query(u->sc, "SELECT sluice.ensure_usage_partitions()", 0, NULL, partitions_made, u);
+		u->last_maintenance = now_usec();
+		maintain_partitions(u);
 	}
 }
 
