@@ -114,6 +114,7 @@ static void client_free(struct client *c)
 	varcache_clear(&c->vars);
 	prepared_client_free(c);
 	usage_discard(c->pending_usage);
+	usage_discard(c->batch_usage);
 	free(c->unnamed_tags);
 	free(c->portal_tags);
 	for (size_t i = 0; i < c->n_tagged; i++) {
@@ -1026,11 +1027,123 @@ static int execute_step(struct client *c, struct server *s, uint32_t len)
 	if (first != 0)
 		return 1;   /* a named portal */
 	struct mw_refusal r;
+	if (c->batch_admitted) {
+		/* decided with the batch's first message, before a server was taken */
+		c->batch_admitted = false;
+		usage_discard(c->pending_usage);
+		c->pending_usage = c->batch_usage;
+		c->batch_usage = NULL;
+		return 1;
+	}
 	if (middleware_admit(c, c->portal_tags, &r, &c->pending_usage))
 		return 1;
 	evbuffer_drain(in, 1 + (size_t)len);
 	prepared_raise_error(s, r.sqlstate, r.message, r.detail[0] ? r.detail : NULL, r.hint[0] ? r.hint : NULL);
 	return 0;
+}
+
+/*
+ * Refuse an extended-protocol batch with no server linked: the error answers
+ * its first message and the rest is dropped up to Sync, which gets
+ * ReadyForQuery, as PostgreSQL skips after an error. No server is taken.
+ */
+static void refuse_batch(struct client *c, uint32_t len, const struct mw_refusal *r)
+{
+	struct msgbuf m;
+	msg_init(&m);
+	msg_add_error(&m, PqMsg_ErrorResponse, "ERROR", r->sqlstate, r->detail[0] ? r->detail : NULL,
+	              r->hint[0] ? r->hint : NULL, "%s", r->message);
+	msg_flush_to(&m, bufferevent_get_output(c->bev));
+	msg_free(&m);
+	c->skipping_to_sync = true;
+	c->drop_left = 1 + len;
+}
+
+/*
+ * The buffered batch starts [Parse] Bind [Describe] Execute, the shape
+ * drivers send for one statement? Then *exec_at is the Execute's offset.
+ * Anything else (or a batch not wholly buffered) is decided the usual way,
+ * at its Execute, with a server.
+ */
+static bool simple_batch(struct evbuffer *in, size_t *exec_at)
+{
+	static const char shape[] = "PBDE";
+	size_t off = 0, k = 0, total = evbuffer_get_length(in);
+	while (off + PROTO_HEADER_LEN <= total && k < 4) {
+		uint8_t hdr[PROTO_HEADER_LEN];
+		struct evbuffer_ptr pos;
+		evbuffer_ptr_set(in, &pos, off, EVBUFFER_PTR_SET);
+		evbuffer_copyout_from(in, &pos, hdr, sizeof(hdr));
+		uint32_t len = ((uint32_t)hdr[1] << 24) | ((uint32_t)hdr[2] << 16) | ((uint32_t)hdr[3] << 8) | hdr[4];
+		while (k < 4 && shape[k] != hdr[0] && (k == 0 || k == 2))
+			k++;   /* Parse and Describe are optional */
+		if (k >= 4 || shape[k] != hdr[0] || len < 4)
+			return false;
+		if (hdr[0] == PqMsg_Execute) {
+			*exec_at = off;
+			return true;
+		}
+		off += 1 + (size_t)len;
+		k++;
+	}
+	return false;
+}
+
+/*
+ * The first message of a one-statement batch while no server is linked
+ * (outside a transaction under transaction pooling): decide for its Execute
+ * now, so that a refusal takes no server; the Execute then goes through
+ * without a second count. Returns 1 to go on, 0 when the batch was refused,
+ * -1 to wait for more bytes.
+ */
+static int batch_step(struct client *c, uint8_t type, uint32_t len)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	size_t exec_at;
+	if (!simple_batch(in, &exec_at))
+		return 1;
+	struct ai_tags tags;
+	const struct ai_tags *t = NULL;
+	struct mw_refusal r;
+	const uint8_t *all = evbuffer_pullup(in, (ev_ssize_t)exec_at);
+	struct msgreader rd;
+	size_t bind_off = 0;
+	if (type == PqMsg_Parse) {
+		mr_init(&rd, all + PROTO_HEADER_LEN, len - 4);
+		const char *name = mr_string(&rd);
+		const char *query = mr_string(&rd);
+		bind_off = 1 + (size_t)len;
+		if (!rd.bad && strstr(query, "/*")) {
+			enum tags_result tr = middleware_tags(query, strlen(query), &tags, &r);
+			if (tr == TAGS_INVALID) {
+				refuse_batch(c, len, &r);
+				return 0;
+			}
+			if (tr == TAGS_OK && tags.has_ai_key)
+				t = &tags;
+		}
+		/* the Bind must use the statement just parsed */
+		struct msgreader br;
+		mr_init(&br, all + bind_off + PROTO_HEADER_LEN, exec_at - bind_off - PROTO_HEADER_LEN);
+		mr_string(&br);
+		if (br.bad || strcmp(mr_string(&br), name) != 0)
+			return 1;
+	} else {
+		mr_init(&rd, all + PROTO_HEADER_LEN, len - 4);
+		mr_string(&rd);
+		const char *stmt = mr_string(&rd);
+		if (rd.bad)
+			return 1;
+		t = statement_tags(c, stmt);
+	}
+	if (!t && !c->ai.user[0])
+		return 1;    /* not attributed: nothing to decide */
+	if (!middleware_admit(c, t, &r, &c->batch_usage)) {
+		refuse_batch(c, len, &r);
+		return 0;
+	}
+	c->batch_admitted = true;
+	return 1;
 }
 
 /*
@@ -1126,6 +1239,16 @@ static void client_relay(struct client *c)
 			return;
 		if (s && s->internal != SV_INTERNAL_NONE)
 			return;      /* setup running; client_server_linked resumes */
+		if (c->drop_left > 0) {
+			size_t n = evbuffer_get_length(in);
+			if (n == 0)
+				return;
+			if (n > c->drop_left)
+				n = c->drop_left;
+			evbuffer_drain(in, n);
+			c->drop_left -= (uint32_t)n;
+			continue;
+		}
 		if (s && c->relay_left > 0) {
 			size_t n = evbuffer_get_length(in);
 			if (n == 0)
@@ -1148,6 +1271,32 @@ static void client_relay(struct client *c)
 		if (type == PqMsg_Terminate) {
 			client_close(c, "client close request");
 			return;
+		}
+		if (c->skipping_to_sync) {
+			if (type == PqMsg_Sync) {
+				struct msgbuf m;
+				c->skipping_to_sync = false;
+				msg_init(&m);
+				msg_add_ready(&m, 'I');
+				msg_flush_to(&m, bufferevent_get_output(c->bev));
+				msg_free(&m);
+			}
+			c->drop_left = 1 + len;
+			continue;
+		}
+		if (type == PqMsg_Sync) {
+			/* a batch ends: what was decided for its first Execute is spent */
+			c->batch_admitted = false;
+			usage_discard(c->batch_usage);
+			c->batch_usage = NULL;
+		}
+		if (!s && !c->checked && !c->batch_admitted && (type == PqMsg_Parse || type == PqMsg_Bind) &&
+		    (c->ai.user[0] || c->n_tagged || c->unnamed_tags || find_comment(in, PROTO_HEADER_LEN, len) >= 0)) {
+			int step = batch_step(c, type, len);
+			if (step < 0)
+				return;
+			if (step == 0)
+				continue;
 		}
 		if (!c->checked) {
 			/* once per message, even when the relay stops and resumes */
@@ -1232,7 +1381,9 @@ static void client_write_cb(struct bufferevent *bev, void *arg)
 			shutdown(bufferevent_getfd(c->bev), SHUT_WR);
 		return;
 	}
-	if (c->server)
+	if (c->state == CL_ADMIN)
+		admin_input(c);   /* its answers drained: read on */
+	else if (c->server)
 		server_resume(c->server);
 }
 

@@ -68,6 +68,11 @@ struct client {
 	size_t n_tagged;
 	struct ai_tags *portal_tags;   /* of the unnamed portal (a copy); NULL: untagged */
 	struct usage_pending *pending_usage; /* of the admitted message at the front, until it is relayed */
+	/* An extended-protocol batch decided before any server was taken: */
+	bool batch_admitted;           /* its first Execute is admitted already */
+	struct usage_pending *batch_usage; /* and makes this record */
+	bool skipping_to_sync;         /* refused: its messages are dropped up to Sync */
+	uint32_t drop_left;            /* bytes of a dropped message still to drop */
 	int32_t cancel_pid, cancel_key; /* the BackendKeyData pgsluice gave it */
 
 	uint8_t md5_salt[4];

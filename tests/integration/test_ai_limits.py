@@ -155,8 +155,6 @@ def test_refused_statement_outside_transaction_takes_no_server(sluice):
         assert one(conn, "select 'after'") == "after"
 
 
-@pytest.mark.xfail(strict=True, reason="an extended-protocol refusal is raised by a server, so it "
-                   "waits for one (and ends in query_wait_timeout when none frees up)")
 def test_refused_parameterised_statement_outside_transaction_takes_no_server(sluice):
     pooler = limited_pooler(sluice, {"alice": "requests_per_minute=1"}, pool_mode="transaction",
                             default_pool_size=1, query_wait_timeout=2)
