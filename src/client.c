@@ -9,10 +9,12 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +27,7 @@
 #include "admin.h"
 #include "ai/usage.h"
 #include "auth.h"
+#include "tls.h"
 #include "hba.h"
 #include "cancel.h"
 #include "log.h"
@@ -304,6 +307,25 @@ static void start_scram(struct client *c, const char *stored)
 	c->auth_step = CL_AUTH_SASL_FIRST;
 }
 
+/* auth_type = cert: the verified client certificate's CN is the user name. */
+static void start_cert_auth(struct client *c)
+{
+	char cn[256];
+	SSL *ssl = c->tls ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+	if (!ssl || !tls_peer_common_name(ssl, cn, sizeof(cn))) {
+		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL,
+		             "auth_type = cert needs TLS and a client certificate signed by client_tls_ca_file.",
+		             "connection requires a valid client certificate");
+		return;
+	}
+	if (strcmp(cn, c->user) != 0) {
+		client_fatal(c, SQLSTATE_INVALID_PASSWORD, NULL, NULL,
+		             "certificate authentication failed for user \"%s\"", c->user);
+		return;
+	}
+	login_succeeded(c);
+}
+
 /*
  * With auth_type = hba the first matching auth_hba_file rule picks the
  * method (client-authentication.html, pg_hba.conf). Returns false after
@@ -313,7 +335,7 @@ static bool method_from_hba(struct client *c, enum auth_type *method)
 {
 	int line = 0;
 	bool is_unix = c->peer.ss_family == AF_UNIX;
-	enum hba_method m = c->sl->hba ? hba_match(c->sl->hba, is_unix, false,
+	enum hba_method m = c->sl->hba ? hba_match(c->sl->hba, is_unix, c->tls,
 	                                           is_unix ? NULL : (const struct sockaddr *)&c->peer,
 	                                           c->database, c->user, &line)
 	                               : HBA_REJECT;
@@ -322,6 +344,7 @@ static bool method_from_hba(struct client *c, enum auth_type *method)
 	case HBA_MD5: *method = AUTH_TYPE_MD5; return true;
 	case HBA_SCRAM_SHA_256: *method = AUTH_TYPE_SCRAM_SHA_256; return true;
 	case HBA_PASSWORD: *method = AUTH_TYPE_PLAIN; return true;
+	case HBA_CERT: *method = AUTH_TYPE_CERT; return true;
 	default:
 		break;
 	}
@@ -379,9 +402,11 @@ static void start_auth(struct client *c)
 	case AUTH_TYPE_SCRAM_SHA_256:
 		start_scram(c, e ? e->password : NULL);
 		return;
+	case AUTH_TYPE_CERT:
+		start_cert_auth(c);
+		return;
 	default:
-		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, "Use trust, plain, md5, scram-sha-256 or hba.",
-		             "auth_type \"cert\" is not supported by this pgsluice");
+		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL, "unsupported authentication method");
 		return;
 	}
 }
@@ -558,6 +583,11 @@ static void handle_startup(struct client *c, const uint8_t *body, size_t len, ui
 		client_fatal(c, SQLSTATE_CANNOT_CONNECT_NOW, NULL, NULL, "pgsluice is shutting down");
 		return;
 	}
+	if (!c->tls && sl->tls.client_mode >= TLS_REQUIRE && c->peer.ss_family != AF_UNIX) {
+		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, "client_tls_sslmode requires TLS on TCP connections.",
+		             "Connect with sslmode=require or stricter.", "SSL required");
+		return;
+	}
 	if (!admin_is_console_db(c->database) && !config_find_db(sl->cfg, c->database)) {
 		client_fatal(c, SQLSTATE_INVALID_CATALOG_NAME,
 		             "pgsluice has no [databases] entry for it and no \"*\" fallback entry.", NULL,
@@ -582,6 +612,31 @@ static void handle_cancel_request(struct client *c, const uint8_t *body)
 	client_close(c, "cancel request");
 }
 
+/*
+ * Answer SSLRequest with 'S' and run the handshake (protocol-flow.html
+ * 55.2.10): from here the client's bytes go through an OpenSSL filter over
+ * the socket's bufferevent, which stays underneath.
+ */
+static void start_tls(struct client *c)
+{
+	bufferevent_write(c->bev, "S", 1);
+	SSL *ssl = SSL_new(c->sl->tls.accept_ctx);
+	struct bufferevent *f = ssl ? bufferevent_openssl_filter_new(c->sl->base, c->bev, ssl,
+	                                                             BUFFEREVENT_SSL_ACCEPTING,
+	                                                             BEV_OPT_CLOSE_ON_FREE) : NULL;
+	if (!f) {
+		if (ssl)
+			SSL_free(ssl);
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "could not start TLS");
+		return;
+	}
+	c->bev = f;
+	c->tls = true;
+	bufferevent_setcb(f, client_read_cb, client_write_cb, client_event_cb, c);
+	bufferevent_setwatermark(f, EV_WRITE, RELAY_HIGH_WATER / 2, 0);
+	bufferevent_enable(f, EV_READ | EV_WRITE);
+}
+
 /* The untyped first packets: SSLRequest, GSSENCRequest, CancelRequest, StartupMessage. */
 static bool startup_packet(struct client *c, struct evbuffer *in)
 {
@@ -597,6 +652,11 @@ static bool startup_packet(struct client *c, struct evbuffer *in)
 	if (evbuffer_get_length(in) < len)
 		return false;
 	uint8_t *pkt = evbuffer_pullup(in, len);
+	if (code == PROTO_SSL_REQUEST && !c->tls && c->sl->tls.accept_ctx && c->peer.ss_family != AF_UNIX) {
+		evbuffer_drain(in, len);
+		start_tls(c);
+		return false;   /* the startup packet comes through TLS */
+	}
 	if (code == PROTO_SSL_REQUEST || code == PROTO_GSSENC_REQUEST) {
 		evbuffer_drain(in, len);
 		bufferevent_write(c->bev, "N", 1);
@@ -1395,6 +1455,8 @@ static void client_event_cb(struct bufferevent *bev, short events, void *arg)
 		client_close(c, c->close_reason);
 	else if (events & BEV_EVENT_EOF)
 		client_close(c, "client unexpected eof");
+	else if ((events & BEV_EVENT_ERROR) && c->tls && bufferevent_get_openssl_error(c->bev))
+		client_close(c, tls_error_text(bufferevent_get_openssl_error(c->bev)));
 	else if (events & BEV_EVENT_ERROR)
 		client_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 	else if (events & BEV_EVENT_TIMEOUT)

@@ -55,6 +55,7 @@ struct client {
 	char addr[64];                 /* peer address text, "unix" for unix sockets */
 	struct sockaddr_storage peer;  /* peer address, for auth_hba_file rules */
 	enum auth_type auth_method;    /* the method chosen for this login */
+	bool tls;                      /* bev is an OpenSSL filter over the socket */
 	int port;
 	char *user;                    /* login role from the StartupMessage, owned */
 	char *database;                /* database name from the StartupMessage, owned */

@@ -43,6 +43,12 @@ static const struct config_key config_table[] = {
 	KEY(cancel_wait_timeout, CONFIG_TIME, "10", RELOAD, 0, NO_MAX),
 	KEY(client_idle_timeout, CONFIG_TIME, "0", RELOAD, 0, NO_MAX),
 	KEY(client_login_timeout, CONFIG_TIME, "60", RELOAD, 0, NO_MAX),
+	KEY(client_tls_ca_file, CONFIG_STRING, "", RELOAD, 0, 0),
+	KEY(client_tls_cert_file, CONFIG_STRING, "", RELOAD, 0, 0),
+	KEY(client_tls_ciphers, CONFIG_STRING, "default", RELOAD, 0, 0),
+	KEY(client_tls_key_file, CONFIG_STRING, "", RELOAD, 0, 0),
+	KEY(client_tls_protocols, CONFIG_STRING, "secure", RELOAD, 0, 0),
+	KEY(client_tls_sslmode, CONFIG_STRING, "disable", RELOAD, 0, 0),
 	KEY(default_pool_size, CONFIG_INT, "20", RELOAD, 0, NO_MAX_INT),
 	KEY(idle_transaction_timeout, CONFIG_TIME, "0", RELOAD, 0, NO_MAX),
 	KEY(ignore_startup_parameters, CONFIG_STRING, "", RELOAD, 0, 0),
@@ -84,6 +90,12 @@ static const struct config_key config_table[] = {
 	KEY(server_login_retry, CONFIG_TIME, "15", RELOAD, 0, NO_MAX),
 	KEY(server_reset_query, CONFIG_STRING, "DISCARD ALL", RELOAD, 0, 0),
 	KEY(server_reset_query_always, CONFIG_BOOL, "0", RELOAD, 0, 0),
+	KEY(server_tls_ca_file, CONFIG_STRING, "", RELOAD, 0, 0),
+	KEY(server_tls_cert_file, CONFIG_STRING, "", RELOAD, 0, 0),
+	KEY(server_tls_ciphers, CONFIG_STRING, "default", RELOAD, 0, 0),
+	KEY(server_tls_key_file, CONFIG_STRING, "", RELOAD, 0, 0),
+	KEY(server_tls_protocols, CONFIG_STRING, "secure", RELOAD, 0, 0),
+	KEY(server_tls_sslmode, CONFIG_STRING, "prefer", RELOAD, 0, 0),
 	KEY(so_reuseport, CONFIG_BOOL, "0", NO_RELOAD, 0, 0),
 	/* 0 would make the stats timer spin; PgBouncer's smallest useful period is 1 s */
 	KEY(stats_period, CONFIG_TIME, "60", RELOAD, USEC_PER_SEC, NO_MAX),
@@ -113,15 +125,15 @@ static const struct config_key config_table[] = {
  */
 static const char *const unsupported_pgbouncer_keys[] = {
 	"auth_dbname", "auth_ident_file", "auth_ldap_options", "auth_query",
-	"auth_user", "autodb_idle_timeout", "client_tls13_ciphers", "client_tls_ca_file",
-	"client_tls_cert_file", "client_tls_ciphers", "client_tls_dheparams",
-	"client_tls_ecdhcurve", "client_tls_key_file", "client_tls_protocols",
-	"client_tls_sslmode", "conffile", "disable_pqexec", "dns_max_ttl", "dns_nxdomain_ttl",
+	"auth_user", "autodb_idle_timeout", "client_tls13_ciphers", 
+	"client_tls_dheparams",
+	"client_tls_ecdhcurve", 
+	"conffile", "disable_pqexec", "dns_max_ttl", "dns_nxdomain_ttl",
 	"dns_zone_check_period", "job_name", "login_notify_message", "max_db_client_connections",
 	"max_user_client_connections", "peer_id", "pool_idle_timeout", "query_wait_notify",
 	"resolv_conf", "scram_iterations", "server_round_robin", "server_tls13_ciphers",
-	"server_tls_ca_file", "server_tls_cert_file", "server_tls_ciphers", "server_tls_key_file",
-	"server_tls_protocols", "server_tls_sslmode", "service_name", "suspend_timeout",
+	
+	"service_name", "suspend_timeout",
 	"tcp_defer_accept", "tcp_keepcnt", "tcp_keepidle", "tcp_keepintvl", "tcp_socket_buffer",
 	"tcp_user_timeout", "transaction_timeout", "unix_socket_group", NULL
 };

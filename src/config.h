@@ -129,6 +129,20 @@ struct sluice_config {
 	int metrics_listen_port;
 	struct limit_rules *limit_rules; /* [limits] lines; NULL when none; owned until taken */
 
+	/* TLS (tls.h): towards clients, then towards servers; PgBouncer's keys */
+	char *client_tls_sslmode;
+	char *client_tls_key_file;
+	char *client_tls_cert_file;
+	char *client_tls_ca_file;
+	char *client_tls_protocols;
+	char *client_tls_ciphers;
+	char *server_tls_sslmode;
+	char *server_tls_key_file;
+	char *server_tls_cert_file;
+	char *server_tls_ca_file;
+	char *server_tls_protocols;
+	char *server_tls_ciphers;
+
 	struct db_config *databases;
 	size_t n_databases;
 	struct user_config *users;

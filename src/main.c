@@ -221,7 +221,7 @@ static void apply_settings(struct sluice *sl)
 static void reload(struct sluice *sl)
 {
 	char err[1024];
-	log_info("got SIGHUP, reloading configuration from %s", sl->config_path);
+	log_info("reloading configuration from %s", sl->config_path);
 	struct sluice_config *next = config_load(sl->config_path, err, sizeof(err));
 	if (!next) {
 		log_error("reload failed, keeping the old configuration: %s", err);
@@ -238,6 +238,17 @@ static void reload(struct sluice *sl)
 		config_free(next);
 		return;
 	}
+	struct tls_config tls;
+	char tls_err[512];
+	if (!tls_load(next, &tls, tls_err, sizeof(tls_err))) {
+		log_error("reload failed, keeping the old configuration: %s", tls_err);
+		userlist_free(ul);
+		hba_free(hba);
+		config_free(next);
+		return;
+	}
+	tls_free(&sl->tls);
+	sl->tls = tls;    /* new certificates for new connections; open ones keep theirs */
 	hba_free(sl->hba);
 	sl->hba = hba;
 	/* The new [limits] lines, keeping the sluice.limits overrides and the counts. */
@@ -280,6 +291,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	struct sluice *sl = arg;
 	(void)what;
 	if (sig == SIGHUP) {
+		log_info("got SIGHUP");
 		reload(sl);
 		return;
 	}
@@ -418,6 +430,10 @@ int main(int argc, char **argv)
 	sl.hba = load_hba(cfg, &ok);
 	if (!ok)
 		return 1;
+	if (!tls_load(cfg, &sl.tls, err, sizeof(err))) {
+		log_error("%s", err);
+		return 1;
+	}
 	varcache_set_tracked(cfg->track_extra_parameters);
 	signal(SIGPIPE, SIG_IGN);
 	if (cfg->ai_database[0]) {
@@ -443,6 +459,7 @@ int main(int argc, char **argv)
 	log_info("pgsluice stopped");
 	userlist_free(sl.userlist);
 	hba_free(sl.hba);
+	tls_free(&sl.tls);
 	config_free(sl.cfg);
 	free(sl.config_path);
 	return rc;

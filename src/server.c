@@ -8,11 +8,13 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/ssl.h>
 #include <sys/un.h>
 
 #include "auth.h"
@@ -21,6 +23,7 @@
 #include "pool.h"
 #include "proto.h"
 #include "sluice.h"
+#include "tls.h"
 #include "util.h"
 
 /* Messages pgsluice reads whole from a server (login, internal queries,
@@ -33,6 +36,7 @@ static uint64_t next_server_id = 1;
 static void server_read_cb(struct bufferevent *bev, void *arg);
 static void server_write_cb(struct bufferevent *bev, void *arg);
 static void server_event_cb(struct bufferevent *bev, short events, void *arg);
+static void ssl_response(struct server *s);
 
 static void free_params(char **kv)
 {
@@ -656,8 +660,12 @@ void server_resume(struct server *s)
 
 static void server_read_cb(struct bufferevent *bev, void *arg)
 {
+	struct server *s = arg;
 	(void)bev;
-	server_relay(arg);
+	if (s->login_step == SV_STEP_SSL)
+		ssl_response(s);
+	else
+		server_relay(s);
 }
 
 static void server_write_cb(struct bufferevent *bev, void *arg)
@@ -668,21 +676,86 @@ static void server_write_cb(struct bufferevent *bev, void *arg)
 		client_resume(s->client);
 }
 
+/* TLS towards TCP servers from server_tls_sslmode = prefer on ("allow" stays plain). */
+static bool want_tls(const struct server *s)
+{
+	const struct tls_config *t = &s->pool->sl->tls;
+	return t->connect_ctx && t->server_mode >= TLS_PREFER && s->pool->host && s->pool->host[0] != '/';
+}
+
+static void send_ssl_request(struct server *s)
+{
+	struct msgbuf m;
+	msg_init(&m);
+	msg_begin(&m, 0);
+	msg_add_int32(&m, PROTO_SSL_REQUEST);
+	msg_end(&m);
+	msg_flush_to(&m, bufferevent_get_output(s->bev));
+	msg_free(&m);
+	s->login_step = SV_STEP_SSL;
+}
+
+/* The server's one-byte answer to SSLRequest (protocol-flow.html 55.2.10). */
+static void ssl_response(struct server *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	uint8_t answer;
+	if (evbuffer_remove(in, &answer, 1) != 1)
+		return;
+	struct sluice *sl = s->pool->sl;
+	s->login_step = SV_STEP_STARTUP;
+	if (answer == 'N') {
+		if (sl->tls.server_mode >= TLS_REQUIRE)
+			login_fail(s, NULL, 0, "server does not support SSL, and server_tls_sslmode requires it");
+		else
+			send_startup(s);
+		return;
+	}
+	if (answer != 'S') {
+		login_fail(s, NULL, 0, "unexpected answer to SSLRequest");
+		return;
+	}
+	SSL *ssl = tls_new_connect(&sl->tls, s->pool->host);
+	struct bufferevent *f = ssl ? bufferevent_openssl_filter_new(sl->base, s->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
+	                                                             BEV_OPT_CLOSE_ON_FREE) : NULL;
+	if (!f) {
+		if (ssl)
+			SSL_free(ssl);
+		login_fail(s, NULL, 0, "could not start TLS");
+		return;
+	}
+	s->bev = f;
+	s->tls = true;
+	bufferevent_setcb(f, server_read_cb, server_write_cb, server_event_cb, s);
+	bufferevent_setwatermark(f, EV_WRITE, RELAY_HIGH_WATER / 2, 0);
+	bufferevent_enable(f, EV_READ | EV_WRITE);
+}
+
 static void server_event_cb(struct bufferevent *bev, short events, void *arg)
 {
 	struct server *s = arg;
+	if ((events & BEV_EVENT_CONNECTED) && s->tls) {
+		send_startup(s);    /* the TLS handshake finished */
+		return;
+	}
 	if (events & BEV_EVENT_CONNECTED) {
 		int fd = bufferevent_getfd(bev);
 		s->addr_len = sizeof(s->addr);
 		if (getpeername(fd, (struct sockaddr *)&s->addr, &s->addr_len) != 0)
 			s->addr_len = 0;
 		socket_tune(fd, s->pool->sl->cfg->tcp_keepalive);
-		send_startup(s);
+		if (want_tls(s))
+			send_ssl_request(s);
+		else
+			send_startup(s);
 		return;
 	}
 	char why[256];
-	int dns_err = bufferevent_socket_get_dns_error(bev);
-	if (dns_err)
+	int dns_err = s->tls ? 0 : bufferevent_socket_get_dns_error(bev);
+	unsigned long tls_err = s->tls ? bufferevent_get_openssl_error(bev) : 0;
+	if (tls_err)
+		snprintf(why, sizeof(why), "TLS connection to the server failed: %s", tls_error_text(tls_err));
+	else if (dns_err)
 		snprintf(why, sizeof(why), "could not resolve host \"%s\": %s", s->pool->host, evutil_gai_strerror(dns_err));
 	else if (events & BEV_EVENT_ERROR)
 		snprintf(why, sizeof(why), "%s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));

@@ -36,7 +36,7 @@ enum server_internal {
 	SV_INTERNAL_RESET,     /* server_reset_query after release */
 };
 
-enum server_login_step { SV_STEP_STARTUP, SV_STEP_AUTH, SV_STEP_PARAMS };
+enum server_login_step { SV_STEP_STARTUP, SV_STEP_AUTH, SV_STEP_PARAMS, SV_STEP_SSL };
 
 struct server {
 	TAILQ_ENTRY(server) entry;
@@ -68,6 +68,7 @@ struct server {
 	char internal_sqlstate[6];     /* and its SQLSTATE and message */
 	char internal_error[200];
 	bool track_replies;            /* transaction pooling with prepared statements */
+	bool tls;                      /* bev is an OpenSSL filter over the socket */
 	struct reply_queue replies;    /* requests not answered yet, when track_replies */
 	struct server_stmts stmts;     /* statements prepared on this server */
 	bool close_when_released;

@@ -14,6 +14,7 @@
 #include "config.h"
 #include "prepared.h"
 #include "scram.h"
+#include "tls.h"
 
 struct event_base;
 struct sluice;
@@ -72,6 +73,7 @@ struct sluice {
 	struct sluice_config *cfg;        /* owned; replaced on reload */
 	struct userlist *userlist;        /* owned; NULL when auth_file is unset */
 	struct hba *hba;                  /* owned; NULL when auth_hba_file is unset */
+	struct tls_config tls;            /* owned; both legs' TLS contexts */
 	char *config_path;
 	bool quiet;
 
