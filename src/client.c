@@ -27,6 +27,7 @@
 #include "admin.h"
 #include "ai/usage.h"
 #include "auth.h"
+#include "authquery.h"
 #include "tls.h"
 #include "hba.h"
 #include "cancel.h"
@@ -146,6 +147,18 @@ void client_close(struct client *c, const char *reason)
 }
 
 /*
+ * Shut our side for writing once the error is on its way. Under TLS the
+ * filter's output empties into the socket's bufferevent before the bytes
+ * reach the socket, and a TCP FIN would cut the record short: a TLS client
+ * is left to hang up after reading its error (or the 5 s timeout ends it).
+ */
+static void half_close_when_flushed(struct client *c)
+{
+	if (!c->tls && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+}
+
+/*
  * Closing after an error is a lingering close: the error is written, our
  * side shut down for writing, and input drained until the client hangs up.
  * Closing with unread input would make the kernel send RST, and the client
@@ -164,8 +177,7 @@ static void client_close_after_flush(struct client *c)
 	bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
-	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-		shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+	half_close_when_flushed(c);
 }
 
 void client_fatal(struct client *c, const char *sqlstate, const char *detail, const char *hint,
@@ -319,7 +331,7 @@ static void start_cert_auth(struct client *c)
 		return;
 	}
 	if (strcmp(cn, c->user) != 0) {
-		client_fatal(c, SQLSTATE_INVALID_PASSWORD, NULL, NULL,
+		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL,
 		             "certificate authentication failed for user \"%s\"", c->user);
 		return;
 	}
@@ -360,17 +372,48 @@ static bool method_from_hba(struct client *c, enum auth_type *method)
 }
 
 /* Choose the exchange for auth_type and the stored password (PgBouncer's rules). */
+static void begin_auth_method(struct client *c, const struct userlist_entry *e);
+
 static void start_auth(struct client *c)
 {
-	const struct sluice_config *cfg = c->sl->cfg;
-	const struct userlist_entry *e = c->sl->userlist ? userlist_find(c->sl->userlist, c->user) : NULL;
+	struct sluice *sl = c->sl;
+	const struct userlist_entry *e = sl->userlist ? userlist_find(sl->userlist, c->user) : NULL;
 	if (e) {
 		c->auth_password = strdup(e->password);
 		if (!c->auth_password) {
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 			return;
 		}
+	} else if (authquery_enabled(sl) && sl->cfg->auth_type != AUTH_TYPE_ANY && sl->cfg->auth_type != AUTH_TYPE_CERT) {
+		/* not in auth_file: PostgreSQL's own catalog may know the role */
+		const char *cached = authquery_cached(sl, c->user);
+		if (cached) {
+			client_auth_query_done(c, *cached ? cached : NULL);
+			return;
+		}
+		if (authquery_lookup(sl, c)) {
+			c->auth_step = CL_AUTH_QUERY;
+			return;
+		}
 	}
+	begin_auth_method(c, e);
+}
+
+void client_auth_query_done(struct client *c, const char *password)
+{
+	struct userlist_entry found = { c->user, (char *)password, password ? password_kind_of(password) : PASSWORD_PLAIN };
+	c->auth_step = CL_AUTH_PASSWORD;
+	if (password && !(c->auth_password = strdup(password))) {
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return;
+	}
+	/* A role the catalog does not know goes through the exchange anyway and fails. */
+	begin_auth_method(c, password ? &found : NULL);
+}
+
+static void begin_auth_method(struct client *c, const struct userlist_entry *e)
+{
+	const struct sluice_config *cfg = c->sl->cfg;
 	c->auth_method = cfg->auth_type;
 	if (c->auth_method == AUTH_TYPE_HBA && !method_from_hba(c, &c->auth_method))
 		return;
@@ -689,6 +732,8 @@ static void login_input(struct client *c)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	while (c->state == CL_LOGIN) {
+		if (c->auth_step == CL_AUTH_QUERY)
+			return;     /* the client speaks after our next request; keep its bytes */
 		if (c->auth_step == CL_AUTH_STARTUP) {
 			if (!startup_packet(c, in))
 				return;
@@ -1437,14 +1482,56 @@ static void client_write_cb(struct bufferevent *bev, void *arg)
 	struct client *c = arg;
 	(void)bev;
 	if (c->state == CL_CLOSING) {
-		if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-			shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+		half_close_when_flushed(c);
 		return;
 	}
 	if (c->state == CL_ADMIN)
 		admin_input(c);   /* its answers drained: read on */
 	else if (c->server)
 		server_resume(c->server);
+}
+
+struct closing_ref { struct sluice *sl; uint64_t id; };
+
+static void close_later_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct closing_ref *ref = arg;
+	struct client *c;
+	(void)fd;
+	(void)what;
+	TAILQ_FOREACH(c, &ref->sl->closing_clients, entry)
+		if (c->id == ref->id) {
+			client_close(c, c->close_reason);
+			break;
+		}
+	free(ref);
+}
+
+/*
+ * A failed TLS handshake leaves an alert (unknown CA, certificate required)
+ * queued below the filter: keep the socket a moment so the client learns
+ * why, instead of seeing the connection vanish.
+ */
+static void close_after_tls_error(struct client *c, const char *why)
+{
+	struct closing_ref *ref = malloc(sizeof(*ref));
+	struct timeval tv = { 0, 200000 };
+	if (!ref) {
+		client_close(c, why);
+		return;
+	}
+	log_info("C-%llu: %s:%d TLS handshake failed: %s", (unsigned long long)c->id, c->addr, c->port, why);
+	str_copy(c->close_reason, why, sizeof(c->close_reason));
+	client_detach(c);
+	c->state = CL_CLOSING;
+	TAILQ_INSERT_TAIL(&c->sl->closing_clients, c, entry);
+	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	ref->sl = c->sl;
+	ref->id = c->id;
+	if (event_base_once(c->sl->base, -1, EV_TIMEOUT, close_later_cb, ref, &tv) != 0) {
+		free(ref);
+		client_close(c, why);
+	}
 }
 
 static void client_event_cb(struct bufferevent *bev, short events, void *arg)
@@ -1456,7 +1543,7 @@ static void client_event_cb(struct bufferevent *bev, short events, void *arg)
 	else if (events & BEV_EVENT_EOF)
 		client_close(c, "client unexpected eof");
 	else if ((events & BEV_EVENT_ERROR) && c->tls && bufferevent_get_openssl_error(c->bev))
-		client_close(c, tls_error_text(bufferevent_get_openssl_error(c->bev)));
+		close_after_tls_error(c, tls_error_text(bufferevent_get_openssl_error(c->bev)));
 	else if (events & BEV_EVENT_ERROR)
 		client_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 	else if (events & BEV_EVENT_TIMEOUT)

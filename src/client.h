@@ -40,7 +40,8 @@ enum client_state {
 	CL_ADMIN,          /* logged in to the admin console (admin.c): sl->admin_clients */
 };
 
-enum client_auth_step { CL_AUTH_STARTUP, CL_AUTH_PASSWORD, CL_AUTH_SASL_FIRST, CL_AUTH_SASL_FINAL };
+enum client_auth_step { CL_AUTH_STARTUP, CL_AUTH_PASSWORD, CL_AUTH_SASL_FIRST, CL_AUTH_SASL_FINAL,
+                        CL_AUTH_QUERY /* waiting for auth_query's answer */ };
 
 struct client {
 	TAILQ_ENTRY(client) entry;
@@ -116,6 +117,13 @@ void client_server_linked(struct client *c);
 
 /* Resume relaying c's messages after its server's output drained. */
 void client_resume(struct client *c);
+
+/*
+ * auth_query answered for c (waiting in CL_AUTH_QUERY): password is the
+ * role's stored password (plain, md5 or SCRAM secret), or NULL when the
+ * role has none; the login continues with auth_type's exchange.
+ */
+void client_auth_query_done(struct client *c, const char *password);
 
 /* Free the SCRAM secrets derived from plain passwords (reload, shutdown). */
 void client_free_derived_secrets(struct sluice *sl);

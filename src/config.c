@@ -37,9 +37,12 @@ static const struct config_key config_table[] = {
 	/* pgsluice's own: the [databases] entry holding the sluice schema; "" = none */
 	KEY(ai_database, CONFIG_STRING, "", NO_RELOAD, 0, 0),
 	KEY(application_name_add_host, CONFIG_BOOL, "0", RELOAD, 0, 0),
+	KEY(auth_dbname, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(auth_file, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(auth_hba_file, CONFIG_STRING, "", RELOAD, 0, 0),
+	KEY(auth_query, CONFIG_STRING, "SELECT rolname, CASE WHEN rolvaliduntil < pg_catalog.now() THEN NULL ELSE rolpassword END FROM pg_catalog.pg_authid WHERE rolname = $1 AND rolcanlogin", RELOAD, 0, 0),
 	KEY(auth_type, CONFIG_AUTH_TYPE, "md5", RELOAD, 0, 0),
+	KEY(auth_user, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(cancel_wait_timeout, CONFIG_TIME, "10", RELOAD, 0, NO_MAX),
 	KEY(client_idle_timeout, CONFIG_TIME, "0", RELOAD, 0, NO_MAX),
 	KEY(client_login_timeout, CONFIG_TIME, "60", RELOAD, 0, NO_MAX),
@@ -124,8 +127,8 @@ static const struct config_key config_table[] = {
  * unchanged, so these are warned about by name and ignored, never silently.
  */
 static const char *const unsupported_pgbouncer_keys[] = {
-	"auth_dbname", "auth_ident_file", "auth_ldap_options", "auth_query",
-	"auth_user", "autodb_idle_timeout", "client_tls13_ciphers", 
+	"auth_ident_file", "auth_ldap_options", 
+	"autodb_idle_timeout", "client_tls13_ciphers", 
 	"client_tls_dheparams",
 	"client_tls_ecdhcurve", 
 	"conffile", "disable_pqexec", "dns_max_ttl", "dns_nxdomain_ttl",

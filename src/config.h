@@ -70,6 +70,9 @@ struct sluice_config {
 	char *user;               /* -u: drop privileges to this OS user */
 	char *auth_file;
 	char *auth_hba_file;      /* pg_hba.conf-style rules for auth_type = hba */
+	char *auth_user;          /* looks up roles missing from auth_file; "" = off */
+	char *auth_query;         /* $1 = the role; returns (name, stored password) */
+	char *auth_dbname;        /* [databases] entry to run it in; "" = the client's */
 	enum auth_type auth_type;
 	char *admin_users;
 	char *stats_users;

@@ -26,6 +26,7 @@
 #include "ai/usage.h"
 #include "admin.h"
 #include "auth.h"
+#include "authquery.h"
 #include "hba.h"
 #include "client.h"
 #include "config.h"
@@ -384,6 +385,7 @@ static int run(struct sluice *sl, const struct options *o)
 		event_free(sigs[i]);
 	prepared_registry_free(&sl->prepared);
 	client_free_derived_secrets(sl);
+	authquery_free(sl);
 	limits_free(sl->limits);
 	evdns_base_free(sl->dns, 0);
 	event_base_free(sl->base);

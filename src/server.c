@@ -18,6 +18,7 @@
 #include <sys/un.h>
 
 #include "auth.h"
+#include "authquery.h"
 #include "client.h"
 #include "log.h"
 #include "pool.h"
@@ -201,7 +202,10 @@ static const char *login_password(struct server *s)
 	if (p->password)
 		return p->password;
 	const struct userlist_entry *e = p->sl->userlist ? userlist_find(p->sl->userlist, p->user_name) : NULL;
-	return e ? e->password : NULL;
+	if (e)
+		return e->password;
+	const char *looked_up = authquery_cached(p->sl, p->user_name);
+	return looked_up && *looked_up ? looked_up : NULL;
 }
 
 static void send_password_message(struct server *s, const void *data, size_t len, bool with_nul)

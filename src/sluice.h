@@ -22,6 +22,7 @@ struct evdns_base;
 struct event;
 struct userlist;
 struct hba;
+struct authquery;
 struct limits;
 struct limits_sync;
 struct usage;
@@ -74,6 +75,7 @@ struct sluice {
 	struct userlist *userlist;        /* owned; NULL when auth_file is unset */
 	struct hba *hba;                  /* owned; NULL when auth_hba_file is unset */
 	struct tls_config tls;            /* owned; both legs' TLS contexts */
+	struct authquery *authquery;      /* auth_query side channels and cache; NULL until used */
 	char *config_path;
 	bool quiet;
 

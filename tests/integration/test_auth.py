@@ -103,3 +103,23 @@ def test_bad_hba_file_keeps_pgsluice_from_starting(sluice, tmp_path):
     with pytest.raises(Exception) as caught:
         sluice(auth_type="hba", auth_hba_file=str(hba))
     assert "pg_hba.conf:1" in str(caught.value), caught.value
+
+
+def test_auth_query_logs_in_a_role_missing_from_auth_file(sluice, pg, monkeypatch):
+    """auth_user looks roles up in pg_authid over pgsluice's own connection;
+    the looked-up SCRAM secret verifies the client and logs the server in."""
+    import harness
+    pg.query("DROP ROLE IF EXISTS aq_role")
+    pg.query("DROP ROLE IF EXISTS aq_lookup")
+    pg.query("CREATE ROLE aq_lookup LOGIN SUPERUSER PASSWORD 'lookup_pw'")
+    pg.query("CREATE ROLE aq_role LOGIN PASSWORD 'aq_pw'")
+    pg.query("GRANT ALL ON DATABASE app TO aq_role")
+    monkeypatch.setitem(harness.PASSWORDS, "aq_lookup", "lookup_pw")
+    pooler = sluice(auth_type="scram-sha-256", auth_user="aq_lookup")
+    with pooler.connect(user="aq_role", password="aq_pw") as conn:
+        assert conn.execute("select current_user").fetchone() == ("aq_role",)
+    err = pgwire.login_error(pooler.host, pooler.port, "aq_role", "app", password="wrong")
+    assert err.sqlstate == "28P01", err
+    err = pgwire.login_error(pooler.host, pooler.port, "no_such_role", "app", password="x")
+    assert err.sqlstate == "28P01", err
+    assert "auth_query: connected to PostgreSQL" in pooler.log_text(lines=200)

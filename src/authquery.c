@@ -1,0 +1,204 @@
+/*
+ * authquery.c - see authquery.h. One side channel per database it looks
+ * users up in; queries of the same user while one is under way share it.
+ */
+#include "authquery.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ai/migrate.h"
+#include "ai/sidechan.h"
+#include "auth.h"
+#include "client.h"
+#include "config.h"
+#include "log.h"
+#include "sluice.h"
+#include "util.h"
+
+struct aq_cache {
+	struct aq_cache *next;
+	char *user;
+	char *password;     /* "" when none */
+	usec_t expires;     /* monotonic */
+};
+
+struct aq_conn {
+	struct aq_conn *next;
+	char *dbname;       /* the [databases] entry it connects to */
+	struct sidechan *sc;
+};
+
+struct aq_wait {        /* one lookup under way, for one client */
+	struct sluice *sl;
+	uint64_t client_id;
+	char user[128];
+};
+
+struct authquery {
+	struct aq_cache *cache;
+	struct aq_conn *conns;
+};
+
+bool authquery_enabled(const struct sluice *sl)
+{
+	return sl->cfg->auth_user[0] != '\0';
+}
+
+static struct authquery *state(struct sluice *sl)
+{
+	if (!sl->authquery)
+		sl->authquery = calloc(1, sizeof(struct authquery));
+	return sl->authquery;
+}
+
+const char *authquery_cached(struct sluice *sl, const char *user)
+{
+	struct authquery *aq = sl->authquery;
+	usec_t now = now_usec();
+	for (struct aq_cache *e = aq ? aq->cache : NULL; e; e = e->next)
+		if (strcmp(e->user, user) == 0 && e->expires > now)
+			return e->password;
+	return NULL;
+}
+
+static void cache_put(struct authquery *aq, const char *user, const char *password)
+{
+	struct aq_cache *e;
+	for (e = aq->cache; e; e = e->next)
+		if (strcmp(e->user, user) == 0)
+			break;
+	if (!e) {
+		e = calloc(1, sizeof(*e));
+		if (!e || !(e->user = strdup(user))) {
+			free(e);
+			return;
+		}
+		e->next = aq->cache;
+		aq->cache = e;
+	}
+	char *copy = strdup(password);
+	if (!copy)
+		return;
+	free(e->password);
+	e->password = copy;
+	e->expires = now_usec() + AUTHQUERY_CACHE_USEC;
+}
+
+/* The side channel to entry dbname as auth_user, started on first use. */
+static struct sidechan *conn_for(struct sluice *sl, const char *dbname)
+{
+	struct authquery *aq = state(sl);
+	if (!aq)
+		return NULL;
+	for (struct aq_conn *k = aq->conns; k; k = k->next)
+		if (strcmp(k->dbname, dbname) == 0)
+			return k->sc;
+	/* Resolve as migrate does, with the entry's user replaced by auth_user. */
+	struct sluice_config cfg = *sl->cfg;
+	cfg.ai_database = (char *)dbname;
+	const struct db_config *db = config_find_db(sl->cfg, dbname);
+	if (!db)
+		return NULL;
+	struct db_config entry = *db;
+	entry.user = sl->cfg->auth_user;
+	cfg.databases = &entry;
+	cfg.n_databases = 1;
+	entry.name = (char *)dbname;
+	if (!entry.dbname)
+		entry.dbname = (char *)dbname;
+	struct ai_db_target t;
+	char err[256];
+	if (!ai_db_target_resolve(&cfg, sl->userlist, "pgsluice-auth-query", 5, &t, err, sizeof(err))) {
+		log_warning("auth_query: %s", err);
+		return NULL;
+	}
+	/* A fixed search_path: the query cannot be redirected to a user's objects. */
+	const char *keys[12], *values[12];
+	int n = 0;
+	for (; t.keys[n]; n++) {
+		keys[n] = t.keys[n];
+		values[n] = t.values[n];
+	}
+	keys[n] = "options";
+	values[n++] = "-c search_path=pg_catalog";
+	keys[n] = values[n] = NULL;
+	struct aq_conn *k = calloc(1, sizeof(*k));
+	if (!k || !(k->dbname = strdup(dbname)) ||
+	    !(k->sc = sidechan_new(sl->base, "auth_query", keys, values, NULL, NULL))) {
+		if (k)
+			free(k->dbname);
+		free(k);
+		return NULL;
+	}
+	k->next = aq->conns;
+	aq->conns = k;
+	return k->sc;
+}
+
+static void looked_up(void *arg, const PGresult *res)
+{
+	struct aq_wait *w = arg;
+	struct sluice *sl = w->sl;
+	const char *password = NULL;
+	if (!sl->authquery) {
+		free(w);      /* shutting down */
+		return;
+	}
+	bool answered = res && PQresultStatus(res) == PGRES_TUPLES_OK;
+	if (res && !answered)
+		log_warning("auth_query for \"%s\" failed: %s", w->user, PQresultErrorMessage(res));
+	if (answered && PQntuples(res) == 1 && PQnfields(res) >= 2 && !PQgetisnull(res, 0, 1))
+		password = PQgetvalue(res, 0, 1);
+	if (answered && state(sl))
+		cache_put(sl->authquery, w->user, password ? password : "");
+	struct client *c;
+	TAILQ_FOREACH(c, &sl->login_clients, entry)
+		if (c->id == w->client_id) {
+			client_auth_query_done(c, password && *password ? password : NULL);
+			break;
+		}
+	free(w);
+}
+
+bool authquery_lookup(struct sluice *sl, struct client *c)
+{
+	const char *dbname = sl->cfg->auth_dbname[0] ? sl->cfg->auth_dbname : c->database;
+	struct sidechan *sc = conn_for(sl, dbname);
+	struct aq_wait *w = sc ? calloc(1, sizeof(*w)) : NULL;
+	if (!w)
+		return false;
+	w->sl = sl;
+	w->client_id = c->id;
+	str_copy(w->user, c->user, sizeof(w->user));
+	const char *params[1] = { c->user };
+	if (!sidechan_query(sc, sl->cfg->auth_query, 1, params, looked_up, w)) {
+		free(w);
+		return false;
+	}
+	return true;
+}
+
+void authquery_free(struct sluice *sl)
+{
+	struct authquery *aq = sl->authquery;
+	if (!aq)
+		return;
+	sl->authquery = NULL;
+	while (aq->conns) {
+		struct aq_conn *k = aq->conns;
+		aq->conns = k->next;
+		sidechan_free(k->sc);    /* pending lookups are answered with NULL */
+		free(k->dbname);
+		free(k);
+	}
+	while (aq->cache) {
+		struct aq_cache *e = aq->cache;
+		aq->cache = e->next;
+		free(e->user);
+		free(e->password);
+		free(e);
+	}
+	free(aq);
+}

@@ -1,0 +1,40 @@
+/*
+ * authquery.h - passwords of roles that are not in auth_file, looked up in
+ * PostgreSQL's own catalog with auth_query as auth_user, over side channels
+ * driven by the event loop, and cached for a bounded time (PgBouncer's auth_query).
+ */
+#ifndef SLUICE_AUTHQUERY_H
+#define SLUICE_AUTHQUERY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct sluice;
+struct client;
+
+/* How long a looked-up password (or its absence) is trusted, microseconds. */
+#define AUTHQUERY_CACHE_USEC (60 * 1000000LL)
+
+/* True when auth_user is set, so unknown roles are looked up. */
+bool authquery_enabled(const struct sluice *sl);
+
+/*
+ * The cached stored password of user ("" when the lookup found no usable
+ * password) if a fresh entry exists, else NULL. Borrowed until the next
+ * lookup or expiry.
+ */
+const char *authquery_cached(struct sluice *sl, const char *user);
+
+/*
+ * Look user up for client c (which waits in CL_LOGIN): runs auth_query on a
+ * side channel to auth_dbname (or the client's database entry) as auth_user.
+ * When the answer comes, client_auth_query_done(c, password) is called if
+ * c is still waiting (password NULL: no such role, or no usable password).
+ * Returns false when the lookup cannot start (then nothing is called).
+ */
+bool authquery_lookup(struct sluice *sl, struct client *c);
+
+/* Close every side channel and drop the cache (shutdown). */
+void authquery_free(struct sluice *sl);
+
+#endif
