@@ -47,7 +47,7 @@ START_TIMEOUT_S = 20           # a pooler must accept connections within this
 CALLGRIND_START_TIMEOUT_S = 90
 STOP_TIMEOUT_S = 15
 PGBENCH_GRACE_S = 120          # beyond -T: connecting 200 clients, a hung pooler
-SHORT_WINDOW = 0.8             # a median from runs that measured less than this * BENCH_SECONDS gets a *
+SHORT_WINDOW = 0.8             # a median from a run that measured < this * BENCH_SECONDS: *
 
 
 # -- settings ------------------------------------------------------------------------
@@ -533,8 +533,7 @@ def machine_description(settings, pg):
         ("memory", mem),
         ("kernel", f"Linux {os.uname().release}" + (f" ({osname})" if osname else "")),
         ("PostgreSQL", pg.version()),
-        ("PgBouncer", output_of([settings.pgbouncer, "-V"]).splitlines()[0]
-         if output_of([settings.pgbouncer, "-V"]) else "unknown"),
+        ("PgBouncer", (output_of([settings.pgbouncer, "-V"]) or "unknown").splitlines()[0]),
         ("pgbench", output_of(["pgbench", "-V"])),
         ("pgsluice", f"{output_of([settings.pgsluice, '-V'])}, git {commit}, binary built "
                      f"{built.strftime('%Y-%m-%d %H:%M UTC')}"),
@@ -594,7 +593,7 @@ def report(settings, machine, results, elapsed_s, callgrind_rows):
     out.append(f"Command: `{settings.command_line()}`  ")
     out.append(f"Settings: pool_mode=transaction, default_pool_size={settings.pool_size}, "
                f"max_client_conn=1000, auth_type={settings.auth}; pgbench -S -n "
-               f"-j {settings.threads} -T {settings.seconds} (+ the time connecting took), "
+               f"-j {settings.threads} -T {settings.seconds} (+ a connect allowance), "
                f"scale {settings.scale}, "
                f"{settings.rounds} round(s) per cell, median shown; "
                f"total run time {elapsed_s / 60:.1f} min.\n")
@@ -679,17 +678,19 @@ class ConnectAllowance:
     pgbench's -T includes connecting all clients (its tps does not). The allowance
     is the median connect time measured so far for that client count (all targets
     and modes together), rounded: one slow outlier on a loaded machine does not
-    lengthen every later run. It starts at one second per 100 clients.
+    lengthen every later run. Before the first measurement it is a guess, one
+    second per 100 clients.
     """
 
     def __init__(self, clients):
         self.connects_s = {c: [] for c in clients}
-        self.floor_s = {c: c // 100 for c in clients}
+        self.floor_s = {c: 0 for c in clients}
 
     def seconds(self, clients):
         measured = self.connects_s[clients]
-        median = math.ceil(statistics.median(measured) - 0.1) if measured else 0
-        return max(self.floor_s[clients], median)
+        if not measured:
+            return max(self.floor_s[clients], clients // 100)
+        return max(self.floor_s[clients], math.ceil(statistics.median(measured) - 0.1))
 
     def record(self, clients, connect_ms):
         if connect_ms is not None:

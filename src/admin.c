@@ -1000,7 +1000,7 @@ static void show_mem(struct client *c, struct msgbuf *m)
 		{ "server", (int64_t)sizeof(struct server), servers },
 		{ "pool", (int64_t)sizeof(struct pool), pools },
 		{ "limit_counter", 260, (int64_t)ls.entries },
-		{ "usage_counter", 80, (int64_t)metrics_usage_entries(sl) },
+		{ "usage_counter", (int64_t)metrics_usage_entry_size(), (int64_t)metrics_usage_entries(sl) },
 	};
 	result_begin(&r, m, cols, 5);
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
@@ -1158,7 +1158,8 @@ static void show_limits(struct client *c, struct msgbuf *m)
 		admin_error(m, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 	} else {
 		struct result r;
-		qsort(lr.rows, lr.n, sizeof(*lr.rows), compare_limit_rows);
+		if (lr.n > 1)
+			qsort(lr.rows, lr.n, sizeof(*lr.rows), compare_limit_rows);
 		result_begin(&r, m, cols, (int)(sizeof(cols) / sizeof(cols[0])));
 		for (size_t i = 0; i < lr.n; i++) {
 			char when[64];
@@ -1231,7 +1232,8 @@ static void show_usage(struct client *c, struct msgbuf *m)
 		admin_error(m, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 	} else {
 		struct result r;
-		qsort(ur.rows, ur.n, sizeof(*ur.rows), compare_usage_rows);
+		if (ur.n > 1)
+			qsort(ur.rows, ur.n, sizeof(*ur.rows), compare_usage_rows);
 		result_begin(&r, m, cols, (int)(sizeof(cols) / sizeof(cols[0])));
 		for (size_t i = 0; i < ur.n; i++) {
 			row_begin(&r);
@@ -1859,7 +1861,14 @@ void admin_input(struct client *c)
 {
 	struct sluice *sl = c->sl;
 	struct evbuffer *in = bufferevent_get_input(c->bev);
-	while (c->state == CL_ADMIN && !(sl->admin && client_waits(sl->admin, c))) {
+	while (c->state == CL_ADMIN) {
+		/* Bound memory: a session that waits, or does not read its answers, is not read. */
+		if ((sl->admin && client_waits(sl->admin, c)) ||
+		    evbuffer_get_length(bufferevent_get_output(c->bev)) >= RELAY_HIGH_WATER) {
+			bufferevent_disable(c->bev, EV_READ);
+			return;   /* the wait's end or client_write_cb resumes */
+		}
+		bufferevent_enable(c->bev, EV_READ);
 		uint8_t type;
 		uint32_t len;
 		if (!proto_peek_header(in, &type, &len))

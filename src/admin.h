@@ -26,7 +26,7 @@ bool admin_is_console_db(const char *database);
  */
 void admin_login(struct client *c);
 
-/* Run what console session c has buffered (its read callback). */
+/* Run what console session c has buffered (its read callback, and its write callback once its answers drained). */
 void admin_input(struct client *c);
 
 /* Console session c is going away: take it off sl->admin_clients, drop its waits. */

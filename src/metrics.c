@@ -285,6 +285,11 @@ size_t metrics_usage_entries(const struct sluice *sl)
 	return sl->metrics ? sl->metrics->n_entries : 0;
 }
 
+size_t metrics_usage_entry_size(void)
+{
+	return sizeof(struct ai_entry);
+}
+
 /* ---- Prometheus text exposition (format 0.0.4) ---- */
 
 /* label="value" pairs of one sample, escaped as the format requires. */

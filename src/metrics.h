@@ -88,8 +88,9 @@ void metrics_foreach_usage(struct sluice *sl, metrics_usage_fn fn, void *arg);
 /* Refusals since start by reason (REFUSAL_* index); 0 before metrics_start. */
 uint64_t metrics_refusals(const struct sluice *sl, enum refusal_reason reason);
 
-/* (subject, model) pairs kept, for SHOW MEM. */
+/* (subject, model) pairs kept and the bytes of one, names not included (SHOW MEM). */
 size_t metrics_usage_entries(const struct sluice *sl);
+size_t metrics_usage_entry_size(void);
 
 /*
  * Append the Prometheus text exposition (format 0.0.4) of sl to out;

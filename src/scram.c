@@ -632,7 +632,7 @@ char *scram_client_first(struct scram_client *c)
 	if (user)
 		c->client_first_bare = concat("n=", user, ",r=", c->client_nonce, NULL);
 	if (c->client_first_bare)
-		msg = concat("n,,", c->client_first_bare, NULL);
+		msg = concat(c->cbind_len ? "p=" SCRAM_CBIND_TYPE ",," : "n,,", c->client_first_bare, NULL);
 	free(user);
 	c->step = msg ? SCRAM_CLIENT_SENT_FIRST : SCRAM_CLIENT_FAILED;
 	return msg;
@@ -707,9 +707,18 @@ static char *build_client_final(struct scram_client *c, const char *server_first
 	size_t i;
 	bool ok;
 
+	/* c= is the gs2 header again, followed by the channel binding data */
+	char cbind_b64[B64_LEN(sizeof("p=" SCRAM_CBIND_TYPE ",,") + sizeof(c->cbind_data)) + 1] = "biws";
+	if (c->cbind_len) {
+		uint8_t raw[sizeof("p=" SCRAM_CBIND_TYPE ",,") + sizeof(c->cbind_data)];
+		size_t hl = strlen("p=" SCRAM_CBIND_TYPE ",,");
+		memcpy(raw, "p=" SCRAM_CBIND_TYPE ",,", hl);
+		memcpy(raw + hl, c->cbind_data, c->cbind_len);
+		b64_encode(raw, hl + c->cbind_len, cbind_b64);
+	}
 	nonce_text = strndup(nonce->value, nonce->len);
 	if (nonce_text)
-		without_proof = concat("c=biws,r=", nonce_text, NULL);
+		without_proof = concat("c=", cbind_b64, ",r=", nonce_text, NULL);
 	if (without_proof)
 		c->auth_message = concat(c->client_first_bare, ",", server_first, ",", without_proof,
 		                         NULL);
@@ -810,6 +819,15 @@ bool scram_client_verify_server_final(struct scram_client *c, const char *msg, s
 	free(buf);
 	c->step = ok ? SCRAM_CLIENT_DONE : SCRAM_CLIENT_FAILED;
 	return ok;
+}
+
+bool scram_client_set_channel_binding(struct scram_client *c, const uint8_t *data, size_t len)
+{
+	if (len == 0 || len > sizeof(c->cbind_data))
+		return false;
+	memcpy(c->cbind_data, data, len);
+	c->cbind_len = len;
+	return true;
 }
 
 void scram_client_free(struct scram_client *c)

@@ -99,7 +99,20 @@ struct scram_client {
 	char *auth_message;           /* owned */
 	uint8_t server_signature[SCRAM_KEY_LEN];
 	char *user;                   /* owned; sent as n=, NULL sends "" as libpq does */
+	uint8_t cbind_data[64];       /* tls-server-end-point: hash of the server certificate */
+	size_t cbind_len;             /* 0: no channel binding (gs2 header "n,,") */
 };
+
+/* SCRAM-SHA-256-PLUS's channel binding type (RFC 5929). */
+#define SCRAM_CBIND_TYPE "tls-server-end-point"
+
+/*
+ * Bind this exchange to the TLS channel (SCRAM-SHA-256-PLUS): data is the
+ * tls-server-end-point value, the hash of the server's certificate (len
+ * bytes, at most 64; copied). Call before scram_client_first. Returns false
+ * when len is out of range.
+ */
+bool scram_client_set_channel_binding(struct scram_client *c, const uint8_t *data, size_t len);
 
 /* Start an exchange with a plain password (copied). Returns false on OOM. */
 bool scram_client_init_password(struct scram_client *c, const char *password);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <sys/un.h>
 
@@ -223,15 +224,17 @@ static void send_password_message(struct server *s, const void *data, size_t len
 
 static const char *start_sasl(struct server *s, struct msgreader *r)
 {
-	bool offered = false;
+	bool offered = false, plus_offered = false;
 	for (;;) {
 		const char *mech = mr_string(r);
 		if (r->bad || !*mech)
 			break;
 		if (strcmp(mech, "SCRAM-SHA-256") == 0)
 			offered = true;
+		else if (strcmp(mech, "SCRAM-SHA-256-PLUS") == 0)
+			plus_offered = true;
 	}
-	if (!offered)
+	if (!offered && !plus_offered)
 		return "server offers no SASL mechanism pgsluice supports";
 	const char *pw = login_password(s);
 	struct pool *p = s->pool;
@@ -244,13 +247,24 @@ static const char *start_sasl(struct server *s, struct msgreader *r)
 		return "SCRAM login to the server needs a plain-text password, or a client that logged in with SCRAM first";
 	}
 	s->scram_started = true;
+	/* Over TLS, bind the exchange to the channel when the server offers it, so
+	 * a man in the middle holding a valid certificate cannot relay it. */
+	const char *mechanism = "SCRAM-SHA-256";
+	unsigned char cbind[EVP_MAX_MD_SIZE];
+	size_t cbind_len = 0;
+	SSL *ssl = s->tls ? bufferevent_openssl_get_ssl(s->bev) : NULL;
+	if (plus_offered && ssl && tls_server_end_point(ssl, cbind, &cbind_len) &&
+	    scram_client_set_channel_binding(&s->scram, cbind, cbind_len))
+		mechanism = "SCRAM-SHA-256-PLUS";
+	else if (!offered)
+		return "server requires SCRAM channel binding, which this connection cannot provide";
 	char *first = scram_client_first(&s->scram);
 	if (!first)
 		return "out of memory";
 	struct msgbuf m;
 	msg_init(&m);
 	msg_begin(&m, PqMsg_PasswordMessage);
-	msg_add_string(&m, "SCRAM-SHA-256");
+	msg_add_string(&m, mechanism);
 	msg_add_int32(&m, (int32_t)strlen(first));
 	msg_add_bytes(&m, first, strlen(first));
 	msg_end(&m);

@@ -232,3 +232,23 @@ bool tls_peer_common_name(SSL *ssl, char *out, size_t size)
 	X509_free(cert);
 	return ok;
 }
+
+bool tls_server_end_point(SSL *ssl, unsigned char *out, size_t *len)
+{
+	X509 *cert = SSL_get1_peer_certificate(ssl);
+	if (!cert)
+		return false;
+	int md_nid = NID_undef;
+	const EVP_MD *md = NULL;
+	/* RFC 5929 4.1: the certificate's signature hash, MD5 and SHA-1 raised to SHA-256 */
+	if (OBJ_find_sigid_algs(X509_get_signature_nid(cert), &md_nid, NULL) && md_nid != NID_md5 &&
+	    md_nid != NID_sha1)
+		md = EVP_get_digestbynid(md_nid);
+	if (!md)
+		md = EVP_sha256();
+	unsigned int n = 0;
+	bool ok = X509_digest(cert, md, out, &n) == 1;
+	X509_free(cert);
+	*len = n;
+	return ok;
+}

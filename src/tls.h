@@ -48,6 +48,14 @@ SSL *tls_new_connect(const struct tls_config *t, const char *host);
  */
 bool tls_peer_common_name(SSL *ssl, char *out, size_t size);
 
+/*
+ * The tls-server-end-point channel binding data of the server's certificate
+ * on ssl (RFC 5929 4.1; PostgreSQL's SCRAM-SHA-256-PLUS): its hash with the
+ * certificate's signature digest (SHA-256 for MD5/SHA-1). out holds
+ * EVP_MAX_MD_SIZE bytes; *len gets the length. False when there is no certificate.
+ */
+bool tls_server_end_point(SSL *ssl, unsigned char *out, size_t *len);
+
 /* The last OpenSSL error as text, for messages ("certificate verify failed"). */
 const char *tls_error_text(unsigned long err);
 

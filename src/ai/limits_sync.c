@@ -357,6 +357,12 @@ bool limits_sync_start(struct sluice *sl)
 	return true;
 }
 
+bool limits_sync_seeded(const struct sluice *sl)
+{
+	const struct limits_sync *ls = sl->limits_sync;
+	return !ls || ls->started;
+}
+
 void limits_sync_reconfigure(struct sluice *sl)
 {
 	struct limits_sync *ls = sl->limits_sync;

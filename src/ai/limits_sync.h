@@ -19,6 +19,9 @@ struct sluice;
  */
 bool limits_sync_start(struct sluice *sl);
 
+/* True once budgets were seeded from sluice.llm_usage (or there is nothing to seed). */
+bool limits_sync_seeded(const struct sluice *sl);
+
 /* Apply changed intervals after a reload. */
 void limits_sync_reconfigure(struct sluice *sl);
 

@@ -16,11 +16,13 @@
 
 #include "ai/journal.h"
 #include "ai/limits.h"
+#include "ai/limits_sync.h"
 #include "ai/migrate.h"
 #include "ai/sidechan.h"
 #include "ai/sqltext.h"
 #include "ai/tags.h"
 #include "client.h"
+#include "metrics.h"
 #include "log.h"
 #include "sluice.h"
 #include "util.h"
@@ -156,10 +158,11 @@ void usage_commit(struct sluice *sl, struct usage_pending *p)
 			u->appended_since_seal = 0;
 		}
 	}
+	double cents = u ? cost_cents(u, &p->rec) : 0;
 	if (sl->limits)
 		limits_charge(sl->limits, p->rec.subject, p->rec.model,
-		              p->rec.input_tokens + p->rec.output_tokens, u ? cost_cents(u, &p->rec) : 0,
-		              wall_usec() / 1000);
+		              p->rec.input_tokens + p->rec.output_tokens, cents, wall_usec() / 1000);
+	metrics_note_ai_usage(sl, p->rec.subject, p->rec.model, p->rec.input_tokens, p->rec.output_tokens, cents);
 	free(p);
 }
 
@@ -328,6 +331,11 @@ static void flush_tick(evutil_socket_t fd, short what, void *arg)
 	}
 	if (u->shipping || !sidechan_is_up(u->sc))
 		return;
+	/* Budgets are seeded from what sluice.llm_usage holds: the records an
+	 * earlier run left in the journal were charged at start, so they are
+	 * stored only after the seed, or they would count twice. */
+	if (u->sl->limits_sync && !limits_sync_seeded(u->sl))
+		return;
 	seal_if_needed(u);
 	if (now_usec() - u->last_maintenance > 3600 * USEC_PER_SEC) {
 		u->last_maintenance = now_usec();
@@ -372,10 +380,24 @@ static void on_state(void *arg, bool up)
 {
 	struct usage *u = arg;
 	if (up) {
-		u->flushes_since_prices = 0;
+		/* prices first: a call made from now on is charged its cost */
+		sidechan_query(u->sc, "SELECT model, input_usd_per_mtok::float8, output_usd_per_mtok::float8 "
+		               "FROM sluice.model_prices", 0, NULL, prices_loaded, u);
+		u->flushes_since_prices = 1;
 		u->last_maintenance = now_usec();
 		maintain_partitions(u);
 	}
+}
+
+/* A record an earlier run journaled but did not store: its tokens still count
+ * against today's and this month's budgets (its cost is priced when stored). */
+static void charge_replayed(void *arg, uint64_t segment, const struct usage_record *r)
+{
+	struct sluice *sl = arg;
+	(void)segment;
+	if (sl->limits)
+		limits_charge(sl->limits, r->subject, r->model, r->input_tokens + r->output_tokens, 0,
+		              r->created_at_us / 1000);
 }
 
 static bool arm(struct event *ev, usec_t every)
@@ -420,8 +442,10 @@ bool usage_start(struct sluice *sl)
 		usage_stop(sl);
 		return false;
 	}
-	if (journal_backlog_bytes(u->journal) > 0)
-		log_info("usage: the journal holds records of an earlier run; storing them");
+	if (journal_backlog_bytes(u->journal) > 0) {
+		size_t n = journal_foreach_unreleased(u->journal, charge_replayed, sl);
+		log_info("usage: the journal holds %zu records of an earlier run; storing them", n);
+	}
 	return true;
 }
 

@@ -343,6 +343,9 @@ class Pooler:
         self.proc = None
         self._stopped = False
         self.signal_sent = None
+        # Called in the child before exec (subprocess's preexec_fn), e.g. to set a
+        # resource limit; None (the default): nothing.
+        self.child_setup = None
         # PgBouncer refuses to run as root; pgsluice does not need to drop privileges.
         self.account = service_user() if is_pgbouncer(self.binary) else None
 
@@ -416,7 +419,8 @@ class Pooler:
         self._stderr = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                      stdout=self._stderr, stderr=subprocess.STDOUT,
-                                     cwd=self.workdir, **as_account(self.account))
+                                     cwd=self.workdir, preexec_fn=self.child_setup,
+                                     **as_account(self.account))
         atexit.register(self._kill_at_exit)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

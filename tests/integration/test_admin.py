@@ -349,6 +349,17 @@ def test_stats_user_may_show_but_control_commands_get_42501(sluice):
         assert show(conn, "STATE")[0]["value"] == "yes"    # still active: nothing was paused
 
 
+def test_with_auth_type_any_every_user_may_show_but_only_admin_users_control(sluice):
+    pooler = sluice(auth_type="any", admin_users="app")
+    with console(pooler, user="pw_user", password="") as conn:
+        assert show(conn, "VERSION")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("PAUSE")
+    with console(pooler, user="app", password="") as conn:
+        conn.execute("PAUSE")
+        conn.execute("RESUME")
+
+
 def test_unknown_command_is_a_syntax_error_naming_it(sluice):
     pooler = sluice()
     with console(pooler) as conn:
@@ -376,6 +387,7 @@ def test_extended_protocol_gets_08p01_and_the_session_goes_on(sluice):
 
 # -- control ---------------------------------------------------------------------------
 def test_pause_holds_new_transactions_and_resume_releases_them(pg, sluice):
+    no_leftover_backends(pg)
     pooler = sluice(pool_mode="transaction")
     with pooler.connect() as client, console(pooler) as conn:
         client.execute("select 1")
