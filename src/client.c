@@ -111,6 +111,8 @@ static void client_detach(struct client *c)
 
 static void client_free(struct client *c)
 {
+	if (c->close_timer)
+		event_free(c->close_timer);
 	c->sl->n_clients--;
 	bufferevent_free(c->bev);
 	if (c->scram_started)
@@ -1491,20 +1493,12 @@ static void client_write_cb(struct bufferevent *bev, void *arg)
 		server_resume(c->server);
 }
 
-struct closing_ref { struct sluice *sl; uint64_t id; };
-
 static void close_later_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct closing_ref *ref = arg;
-	struct client *c;
+	struct client *c = arg;
 	(void)fd;
 	(void)what;
-	TAILQ_FOREACH(c, &ref->sl->closing_clients, entry)
-		if (c->id == ref->id) {
-			client_close(c, c->close_reason);
-			break;
-		}
-	free(ref);
+	client_close(c, c->close_reason);
 }
 
 /*
@@ -1514,9 +1508,9 @@ static void close_later_cb(evutil_socket_t fd, short what, void *arg)
  */
 static void close_after_tls_error(struct client *c, const char *why)
 {
-	struct closing_ref *ref = malloc(sizeof(*ref));
 	struct timeval tv = { 0, 200000 };
-	if (!ref) {
+	c->close_timer = evtimer_new(c->sl->base, close_later_cb, c);
+	if (!c->close_timer) {
 		client_close(c, why);
 		return;
 	}
@@ -1526,12 +1520,7 @@ static void close_after_tls_error(struct client *c, const char *why)
 	c->state = CL_CLOSING;
 	TAILQ_INSERT_TAIL(&c->sl->closing_clients, c, entry);
 	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-	ref->sl = c->sl;
-	ref->id = c->id;
-	if (event_base_once(c->sl->base, -1, EV_TIMEOUT, close_later_cb, ref, &tv) != 0) {
-		free(ref);
-		client_close(c, why);
-	}
+	evtimer_add(c->close_timer, &tv);
 }
 
 static void client_event_cb(struct bufferevent *bev, short events, void *arg)

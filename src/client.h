@@ -28,6 +28,7 @@ struct usage_pending;
 struct tagged_stmt { char *name; struct ai_tags *tags; };
 struct server;
 struct bufferevent;
+struct event;
 
 enum client_state {
 	CL_NONE,           /* between lists, for the length of one call */
@@ -57,6 +58,7 @@ struct client {
 	struct sockaddr_storage peer;  /* peer address, for auth_hba_file rules */
 	enum auth_type auth_method;    /* the method chosen for this login */
 	bool tls;                      /* bev is an OpenSSL filter over the socket */
+	struct event *close_timer;     /* owned; closes it a moment after a failed handshake */
 	int port;
 	char *user;                    /* login role from the StartupMessage, owned */
 	char *database;                /* database name from the StartupMessage, owned */

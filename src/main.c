@@ -336,40 +336,9 @@ static bool init_sluice(struct sluice *sl, struct sluice_config *cfg, const char
 	                                                     &sl->mock_secret);
 }
 
-static int run(struct sluice *sl, const struct options *o)
+/* Everything run() started, stopped and freed: the same on error as on exit. */
+static void teardown(struct sluice *sl, struct event **sigs, int n_sigs)
 {
-	char err[1024];
-	sl->base = event_base_new();
-	if (!sl->base) {
-		log_error("could not create the event loop");
-		return 1;
-	}
-	sl->dns = evdns_base_new(sl->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
-	if (!sl->dns)
-		sl->dns = evdns_base_new(sl->base, 0);   /* no resolv.conf: numeric hosts still work */
-	if (!listener_start(sl, err, sizeof(err))) {
-		log_error("%s", err);
-		return 1;
-	}
-	if (!drop_privileges(o->user ? o->user : sl->cfg->user) || !janitor_start(sl) || !limits_sync_start(sl) ||
-	    !usage_start(sl))
-		return 1;
-	if (!admin_start(sl) || !metrics_start(sl, err, sizeof(err))) {
-		log_error("%s", sl->admin ? err : "out of memory");
-		return 1;
-	}
-	struct event *sigs[5];
-	const int signums[5] = { SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2 };
-	for (int i = 0; i < 5; i++) {
-		sigs[i] = evsignal_new(sl->base, signums[i], signal_cb, sl);
-		if (!sigs[i] || event_add(sigs[i], NULL) != 0) {
-			log_error("could not install signal handlers");
-			return 1;
-		}
-	}
-	log_info("pgsluice %s started, process %d", PACKAGE_VERSION, (int)getpid());
-	event_base_dispatch(sl->base);
-
 	listener_stop(sl);
 	janitor_stop();
 	limits_sync_stop(sl);
@@ -381,15 +350,102 @@ static int run(struct sluice *sl, const struct options *o)
 		client_close(TAILQ_FIRST(&sl->login_clients), "pgsluice shutting down");
 	while (!TAILQ_EMPTY(&sl->closing_clients))
 		client_close(TAILQ_FIRST(&sl->closing_clients), "pgsluice shutting down");
-	for (int i = 0; i < 5; i++)
-		event_free(sigs[i]);
+	for (int i = 0; i < n_sigs; i++)
+		if (sigs[i])
+			event_free(sigs[i]);
 	prepared_registry_free(&sl->prepared);
 	client_free_derived_secrets(sl);
 	authquery_free(sl);
 	limits_free(sl->limits);
-	evdns_base_free(sl->dns, 0);
+	sl->limits = NULL;
+	if (sl->dns)
+		evdns_base_free(sl->dns, 0);
 	event_base_free(sl->base);
-	return 0;
+}
+
+/* Start every part in order; false after logging why. */
+static bool start_parts(struct sluice *sl, const struct options *o, struct event **sigs)
+{
+	char err[1024];
+	static const int signums[5] = { SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2 };
+	if (!listener_start(sl, err, sizeof(err))) {
+		log_error("%s", err);
+		return false;
+	}
+	/* the journal is opened as the user pgsluice runs as, so it can rotate */
+	if (!drop_privileges(o->user ? o->user : sl->cfg->user) || !janitor_start(sl) || !limits_sync_start(sl) ||
+	    !usage_start(sl))
+		return false;
+	if (!admin_start(sl) || !metrics_start(sl, err, sizeof(err))) {
+		log_error("%s", sl->admin ? err : "out of memory");
+		return false;
+	}
+	for (int i = 0; i < 5; i++) {
+		sigs[i] = evsignal_new(sl->base, signums[i], signal_cb, sl);
+		if (!sigs[i] || event_add(sigs[i], NULL) != 0) {
+			log_error("could not install signal handlers");
+			return false;
+		}
+	}
+	return true;
+}
+
+static int run(struct sluice *sl, const struct options *o)
+{
+	struct event *sigs[5] = { NULL };
+	sl->base = event_base_new();
+	if (!sl->base) {
+		log_error("could not create the event loop");
+		return 1;
+	}
+	sl->dns = evdns_base_new(sl->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+	if (!sl->dns)
+		sl->dns = evdns_base_new(sl->base, 0);   /* no resolv.conf: numeric hosts still work */
+	int rc = 1;
+	if (start_parts(sl, o, sigs)) {
+		log_info("pgsluice %s started, process %d", PACKAGE_VERSION, (int)getpid());
+		event_base_dispatch(sl->base);
+		rc = 0;
+	}
+	teardown(sl, sigs, 5);
+	return rc;
+}
+
+/* What main() loaded before the loop; safe on a partly filled sl. */
+static void free_loaded(struct sluice *sl)
+{
+	userlist_free(sl->userlist);
+	hba_free(sl->hba);
+	tls_free(&sl->tls);
+	limits_free(sl->limits);
+	config_free(sl->cfg);
+	free(sl->config_path);
+}
+
+/* Load auth_file, auth_hba_file and TLS; false after logging why. */
+static bool load_auth(struct sluice *sl)
+{
+	char err[1024];
+	bool ok;
+	sl->userlist = load_userlist(sl->cfg, &ok);
+	if (ok)
+		sl->hba = load_hba(sl->cfg, &ok);
+	if (ok && !tls_load(sl->cfg, &sl->tls, err, sizeof(err))) {
+		log_error("%s", err);
+		ok = false;
+	}
+	return ok;
+}
+
+/* At start: say what to run when the sluice schema is behind (a few seconds at most). */
+static void check_schema(const struct sluice *sl)
+{
+	char dir[4096], msg[1024];
+	int st = migrate_check(sl->cfg, sl->userlist, migrate_sqldir(dir, sizeof(dir)), msg, sizeof(msg));
+	if (st == MIGRATE_CURRENT)
+		log_info("%s", msg);
+	else
+		log_warning("%s", msg);
 }
 
 int main(int argc, char **argv)
@@ -406,63 +462,36 @@ int main(int argc, char **argv)
 		log_error("%s", err);
 		return 1;
 	}
-	if (!apply_logging(cfg, &o)) {
-		log_error("could not open logfile \"%s\": %s", cfg->logfile, strerror(errno));
+	if (!apply_logging(cfg, &o) || (o.daemonize && (!cfg->logfile[0] || !cfg->pidfile[0]))) {
+		log_error(o.daemonize ? "-d needs logfile and pidfile in the configuration"
+		                      : "could not open the logfile");
+		config_free(cfg);
 		return 1;
 	}
-	if (o.daemonize && (!cfg->logfile[0] || !cfg->pidfile[0])) {
-		log_error("-d needs logfile and pidfile in the configuration");
+	if (!init_sluice(&sl, cfg, o.config) || !load_auth(&sl)) {
+		free_loaded(&sl);
 		return 1;
 	}
-	if (!init_sluice(&sl, cfg, o.config))
-		return 1;
-	bool ok;
-	sl.userlist = load_userlist(cfg, &ok);
-	if (!ok)
-		return 1;
 	if (o.migrate) {
 		char dir[4096];
 		int rc = migrate_run(cfg, sl.userlist, migrate_sqldir(dir, sizeof(dir)), stdout);
-		userlist_free(sl.userlist);
-		limits_free(sl.limits);
-		config_free(cfg);
-		free(sl.config_path);
+		free_loaded(&sl);
 		return rc;
-	}
-	sl.hba = load_hba(cfg, &ok);
-	if (!ok)
-		return 1;
-	if (!tls_load(cfg, &sl.tls, err, sizeof(err))) {
-		log_error("%s", err);
-		return 1;
 	}
 	varcache_set_tracked(cfg->track_extra_parameters);
 	signal(SIGPIPE, SIG_IGN);
-	if (cfg->ai_database[0]) {
-		/* Before the loop: at most a few seconds when PostgreSQL is down. */
-		char dir[4096], msg[1024];
-		int st = migrate_check(cfg, sl.userlist, migrate_sqldir(dir, sizeof(dir)), msg, sizeof(msg));
-		if (st == MIGRATE_CURRENT)
-			log_info("%s", msg);
-		else
-			log_warning("%s", msg);
+	if (cfg->ai_database[0])
+		check_schema(&sl);
+	int rc = 1;
+	if ((!cfg->pidfile[0] || check_pidfile(cfg->pidfile)) && (!o.daemonize || daemonize()) &&
+	    (!cfg->pidfile[0] || write_pidfile(cfg->pidfile))) {
+		rc = run(&sl, &o);
+		if (sl.cfg->pidfile[0])
+			unlink(sl.cfg->pidfile);
+		log_info("pgsluice stopped");
+	} else if (o.daemonize) {
+		log_error("could not start in the background: %s", strerror(errno));
 	}
-	if (cfg->pidfile[0] && !check_pidfile(cfg->pidfile))
-		return 1;
-	if (o.daemonize && !daemonize()) {
-		log_error("could not daemonize: %s", strerror(errno));
-		return 1;
-	}
-	if (cfg->pidfile[0] && !write_pidfile(cfg->pidfile))
-		return 1;
-	int rc = run(&sl, &o);
-	if (sl.cfg->pidfile[0])
-		unlink(sl.cfg->pidfile);
-	log_info("pgsluice stopped");
-	userlist_free(sl.userlist);
-	hba_free(sl.hba);
-	tls_free(&sl.tls);
-	config_free(sl.cfg);
-	free(sl.config_path);
+	free_loaded(&sl);
 	return rc;
 }
