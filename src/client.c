@@ -1527,6 +1527,10 @@ static void client_event_cb(struct bufferevent *bev, short events, void *arg)
 {
 	struct client *c = arg;
 	(void)bev;
+	/* A TLS handshake's end can be reported after its first data was read
+	 * (and answered): it is no reason to act, least of all to close. */
+	if ((events & BEV_EVENT_CONNECTED) && !(events & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)))
+		return;
 	if (c->state == CL_CLOSING)
 		client_close(c, c->close_reason);
 	else if (events & BEV_EVENT_EOF)
