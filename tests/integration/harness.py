@@ -517,3 +517,20 @@ def run_binary(args, timeout=10, binary=None, cwd=None):
     return subprocess.run([str(binary)] + [str(a) for a in args], stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=timeout, cwd=cwd,
                           stdin=subprocess.DEVNULL, **as_account(account))
+
+
+def wait_for(predicate, timeout, interval=0.05, what="condition"):
+    """Poll predicate until it returns a true value (returned); fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        time.sleep(interval)
+
+
+def wait_until(pred, timeout, what):
+    """wait_for with polls every 0.1 s, as the AI tests use it."""
+    return wait_for(pred, timeout, interval=0.1, what=what)

@@ -30,6 +30,7 @@ import urllib.request
 
 import psycopg
 import pytest
+from harness import wait_for
 
 import harness
 import pgwire
@@ -98,15 +99,6 @@ def pool_row(conn, database="app", user="app"):
     return rows[0]
 
 
-def wait_for(predicate, timeout, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(interval)
 
 
 class Background(threading.Thread):

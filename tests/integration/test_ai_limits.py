@@ -30,6 +30,7 @@ import time
 from urllib.parse import quote
 
 import pytest
+from harness import wait_for
 from psycopg import errors
 
 import harness
@@ -79,15 +80,6 @@ def assert_rate_refusal(e, subject, dimension, limit):
     assert e.diag.message_primary == f'rate limit exceeded for "{subject}": {dimension} {limit}'
 
 
-def wait_for(predicate, timeout, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(interval)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import time
 
 import psycopg
 import pytest
+from harness import wait_until
 
 import harness
 from test_migrate import assert_succeeded, fresh_db, run_migrate  # noqa: F401 (fixture)
@@ -41,13 +42,6 @@ def tagged(conn, subject, n=1, extra=""):
     return admitted
 
 
-def wait_until(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_sluice_limits_row_takes_effect_within_the_refresh_interval(sluice, pg, fresh_db):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from harness import wait_until
 
 import harness
 from test_migrate import assert_succeeded, fresh_db, run_migrate  # noqa: F401 (fixture)
@@ -95,13 +96,6 @@ def usage_count(pg, db, where="true"):
                           dbname=db)[0])
 
 
-def wait_until(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def wait_for_rows(pg, db, n, timeout=15, where="true"):

@@ -6,20 +6,11 @@ import time
 
 import psycopg
 import pytest
+from harness import wait_for
 
 import pgwire
 
 
-def wait_for(predicate, timeout, interval=0.05, what="condition"):
-    """Poll predicate until it returns a true value; fail after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(interval)
 
 
 def test_client_beyond_max_client_conn_is_53300(sluice):

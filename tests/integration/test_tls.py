@@ -28,6 +28,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from harness import wait_for
 
 import harness
 import pgwire
@@ -42,16 +43,6 @@ TLS_VERIFY_ERROR = re.compile(r"certificate|verif", re.I)
 CLIENT_CERT_REFUSED = re.compile(r"certificate|unknown ca|alert", re.I)
 
 
-def wait_for(predicate, timeout, interval=0.05, what="condition"):
-    """Poll predicate until it returns a true value; fail after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(interval)
 
 
 def full_text(err):

@@ -29,6 +29,7 @@ import time
 
 import psycopg
 import pytest
+from harness import wait_for
 
 import pgwire
 
@@ -40,16 +41,6 @@ TIMEOUT_SLACK_S = 2.0
 
 
 # -- helpers -------------------------------------------------------------------------
-def wait_for(predicate, timeout, interval=0.05, what="condition"):
-    """Poll predicate until it returns a true value; fail after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(interval)
 
 
 def transaction_pooler(sluice, **overrides):
