@@ -218,24 +218,47 @@ static struct reply_entry *queue_head(struct server *s)
 
 /* Pop the head request; a usage record riding on it is journaled when the
  * request completed (ok) or dropped when it failed or was skipped. */
-static void queue_pop_as(struct server *s, bool ok)
+/* The client is owed an error in place of success: its usage record was not journaled. */
+static void fail_unrecorded(struct server *s)
+{
+	if (!s->client)
+		return;
+	struct msgbuf m;
+	msg_init(&m);
+	msg_add_error(&m, PqMsg_ErrorResponse, "ERROR", SQLSTATE_DISK_FULL,
+	              "The statement ran, but its LLM usage could not be written to the usage journal.",
+	              "Check the free space and permissions of usage_journal_dir.",
+	              "could not record LLM usage: the usage journal cannot be written");
+	msg_flush_to(&m, bufferevent_get_output(s->client->bev));
+	msg_free(&m);
+}
+
+/*
+ * Pop the head request; a usage record riding on it is journaled when that
+ * request completed (ok) or dropped when it failed or was skipped. Returns
+ * false when a completed request's record could not be journaled.
+ */
+static bool queue_pop_as(struct server *s, bool ok)
 {
 	struct reply_queue *q = &s->replies;
 	struct reply_entry *e = &q->items[q->head];
+	bool recorded = true;
 	if (e->usage) {
 		if (ok && !e->failed)
-			usage_commit(s->pool->sl, e->usage);
+			recorded = usage_commit(s->pool->sl, e->usage);
 		else
 			usage_discard(e->usage);
 		e->usage = NULL;
 	}
 	q->head = (q->head + 1) % q->cap;
 	q->n--;
+	return recorded;
 }
 
 static void queue_pop(struct server *s)
 {
-	queue_pop_as(s, true);
+	if (!queue_pop_as(s, true))
+		fail_unrecorded(s);    /* a Query's record: the error goes before its ReadyForQuery */
 }
 
 void prepared_attach_usage(struct server *s, struct usage_pending *usage)
@@ -311,8 +334,11 @@ enum reply_action prepared_on_reply(struct server *s, uint8_t type)
 	case PqMsg_CommandComplete:
 	case PqMsg_EmptyQueryResponse:
 	case 's':   /* PortalSuspended */
-		if (k == PqMsg_Execute)
-			queue_pop_as(s, type == PqMsg_CommandComplete);
+		if (k == PqMsg_Execute && !queue_pop_as(s, type == PqMsg_CommandComplete)) {
+			/* the error replaces the Execute's CommandComplete */
+			fail_unrecorded(s);
+			return REPLY_SWALLOW;
+		}
 		return REPLY_FORWARD;
 	case PqMsg_ReadyForQuery:
 		queue_pop(s);

@@ -136,12 +136,13 @@ struct usage_pending *usage_prepare(struct client *c, const struct ai_tags *tags
 	return p;
 }
 
-void usage_commit(struct sluice *sl, struct usage_pending *p)
+bool usage_commit(struct sluice *sl, struct usage_pending *p)
 {
 	struct usage *u = sl->usage;
 	char err[256];
+	bool stored = false;
 	if (!p)
-		return;
+		return true;
 	p->rec.statement_ms = (double)(now_usec() - p->start) / 1000.0;
 	if (!u || !u->journal || !journal_append(u->journal, &p->rec, err, sizeof(err))) {
 		/* Nothing to write to: the loss is loud, and counted. */
@@ -150,6 +151,7 @@ void usage_commit(struct sluice *sl, struct usage_pending *p)
 		if (u)
 			u->append_failed_at = now_usec();
 	} else {
+		stored = true;
 		u->append_failed_at = 0;
 		sl->stats.usage_records++;
 		/* a segment is one shipment: at most usage_batch_size records */
@@ -164,6 +166,7 @@ void usage_commit(struct sluice *sl, struct usage_pending *p)
 		              p->rec.input_tokens + p->rec.output_tokens, cents, wall_usec() / 1000);
 	metrics_note_ai_usage(sl, p->rec.subject, p->rec.model, p->rec.input_tokens, p->rec.output_tokens, cents);
 	free(p);
+	return stored;
 }
 
 void usage_discard(struct usage_pending *p)

@@ -46,9 +46,11 @@ struct usage_pending *usage_prepare(struct client *c, const struct ai_tags *tags
 /*
  * The statement completed: write the record to the journal (write(2), no
  * fsync), charge the subject's token and cost budgets, free p. Must be
- * called before the client is sent the statement's ReadyForQuery.
+ * called before the client is told the statement succeeded. Returns false
+ * when the record could not be journaled: the caller then fails the
+ * statement towards the client (53100), so no unrecorded call is acknowledged.
  */
-void usage_commit(struct sluice *sl, struct usage_pending *p);
+bool usage_commit(struct sluice *sl, struct usage_pending *p);
 
 /* The statement failed or its server was lost: no record. NULL is ignored. */
 void usage_discard(struct usage_pending *p);

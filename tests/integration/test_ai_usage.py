@@ -539,9 +539,6 @@ def test_statements_are_refused_while_the_journal_cannot_be_written(sluice, pg, 
     assert stored <= acked                   # nothing refused was recorded
 
 
-@pytest.mark.xfail(strict=True, reason="the statement whose journal append fails is still "
-                   "acknowledged (usage_commit logs 'usage record ... lost' and the client gets "
-                   "its ReadyForQuery); only the statements after it are refused")
 def test_no_statement_is_acknowledged_without_its_record_when_the_journal_fails(
         sluice, pg, fresh_db):
     acked, refused, stored, log = journal_write_fails(sluice, pg, fresh_db)
