@@ -277,8 +277,6 @@ void prepared_attach_usage(struct server *s, struct usage_pending *usage)
 
 void prepared_note_request(struct server *s, uint8_t type)
 {
-	if (!s->track_replies)
-		return;
 	switch (type) {
 	case PqMsg_Sync:
 		s->replies.skipping = false;
@@ -317,7 +315,7 @@ static void skip_to_sync(struct server *s)
 enum reply_action prepared_on_reply(struct server *s, uint8_t type)
 {
 	struct reply_entry *e = queue_head(s);
-	if (!s->track_replies || !e)
+	if (!e)
 		return REPLY_FORWARD;
 	uint8_t k = e->kind;
 	switch (type) {

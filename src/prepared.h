@@ -97,7 +97,7 @@ enum client_msg_result prepared_client_message(struct client *c, struct server *
  */
 void prepared_attach_usage(struct server *s, struct usage_pending *usage);
 
-/* Record a forwarded client message in s's reply queue (no-op when s does not track). */
+/* Record a forwarded client message in s's reply queue. */
 void prepared_note_request(struct server *s, uint8_t type);
 
 /*

@@ -502,8 +502,7 @@ static bool needs_whole(const struct server *s, uint8_t type)
 {
 	return s->state == SV_LOGIN || s->internal != SV_INTERNAL_NONE || !s->client ||
 	       type == PqMsg_ReadyForQuery || type == PqMsg_ParameterStatus ||
-	       (s->track_replies && (type == PqMsg_ParseComplete || type == PqMsg_CloseComplete ||
-	                             type == PqMsg_CommandComplete));
+	       type == PqMsg_ParseComplete || type == PqMsg_CloseComplete || type == PqMsg_CommandComplete;
 }
 
 /* Handle one whole message; returns false when the relay loop must stop. */
@@ -580,7 +579,7 @@ static void server_relay(struct server *s)
 				bufferevent_disable(s->bev, EV_READ);
 				return;   /* client_write_cb resumes us */
 			}
-			if (s->relay_left == 0 && s->track_replies)
+			if (s->relay_left == 0)
 				prepared_flush_owed(s);
 			if (s->relay_left > 0) {
 				size_t n = evbuffer_get_length(in);
@@ -630,7 +629,6 @@ bool server_link(struct server *s, struct client *c)
 	char sql[4096];
 	s->client = c;
 	c->server = s;
-	s->track_replies = true;
 	pool_move_server(s, SV_ACTIVE);
 	/* One round trip checks the server and sets the client's parameters. */
 	size_t check_len = add_check_query(s, sql, sizeof(sql));

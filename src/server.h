@@ -67,9 +67,8 @@ struct server {
 	bool internal_failed;          /* an internal query got ErrorResponse */
 	char internal_sqlstate[6];     /* and its SQLSTATE and message */
 	char internal_error[200];
-	bool track_replies;            /* transaction pooling with prepared statements */
 	bool tls;                      /* bev is an OpenSSL filter over the socket */
-	struct reply_queue replies;    /* requests not answered yet, when track_replies */
+	struct reply_queue replies;    /* requests not answered yet, in order */
 	struct server_stmts stmts;     /* statements prepared on this server */
 	bool close_when_released;
 };
