@@ -502,7 +502,8 @@ static bool needs_whole(const struct server *s, uint8_t type)
 {
 	return s->state == SV_LOGIN || s->internal != SV_INTERNAL_NONE || !s->client ||
 	       type == PqMsg_ReadyForQuery || type == PqMsg_ParameterStatus ||
-	       type == PqMsg_ParseComplete || type == PqMsg_CloseComplete || type == PqMsg_CommandComplete;
+	       type == PqMsg_ParseComplete || type == PqMsg_BindComplete || type == PqMsg_CloseComplete ||
+	       type == PqMsg_CommandComplete;
 }
 
 /* Handle one whole message; returns false when the relay loop must stop. */

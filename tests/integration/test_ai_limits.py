@@ -34,6 +34,7 @@ from harness import wait_for
 from psycopg import errors
 
 import harness
+import pgwire
 
 pytestmark = pytest.mark.skipif(harness.is_pgbouncer(), reason="the AI middleware is pgsluice's own")
 
@@ -366,3 +367,33 @@ def test_show_sluice_user_is_answered_by_pgsluice(sluice):
         assert conn.execute('SHOW "sluice.user"').fetchone() == ("alice",)
         conn.execute("RESET sluice.model")
         assert conn.execute("SHOW sluice.model").fetchone() == ("",)
+
+
+def test_extended_refusal_in_a_transaction_sends_exactly_the_replies_postgres_would(sluice):
+    """Parse/Bind/Describe/Execute/Sync refused inside BEGIN: the client gets its
+    ParseComplete, BindComplete and RowDescription, then the error in place of the
+    Execute's result, then ReadyForQuery 'E' - nothing of what pgsluice injected."""
+    import struct
+    pooler = limited_pooler(sluice, {"alice": "requests_per_minute=1"}, pool_mode="transaction")
+    with pgwire.login(pooler.host, pooler.port, "app", "app", password="app_pw") as sess:
+        sess.query("BEGIN")
+        sql = tagged("select 1", ai_user="alice").encode() + b"\0"
+        for attempt in range(2):
+            sess.send(b"P", b"\0" + sql + struct.pack("!h", 0))
+            sess.send(b"B", b"\0\0" + struct.pack("!hhh", 0, 0, 0))
+            sess.send(b"D", b"P\0")
+            sess.send(b"E", b"\0" + struct.pack("!i", 0))
+            sess.send(b"S")
+            types = []
+            while True:
+                t, body = sess.read()
+                types.append(t)
+                if t == "Z":
+                    break
+            status = body.decode()
+            if attempt == 0:
+                assert types == ["1", "2", "T", "D", "C", "Z"], types
+                assert status == "T"
+            else:
+                assert types == ["1", "2", "T", "E", "Z"], types
+                assert status == "E"           # the transaction failed, as PostgreSQL's own error would
