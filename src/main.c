@@ -313,6 +313,10 @@ static bool init_sluice(struct sluice *sl, struct sluice_config *cfg, const char
 	memset(sl, 0, sizeof(*sl));
 	sl->cfg = cfg;
 	sl->config_path = strdup(path);
+	/* Unique among instances that share a database: host name and port. */
+	char host[64] = "localhost";
+	gethostname(host, sizeof(host) - 1);
+	snprintf(sl->instance, sizeof(sl->instance), "%s:%d", host, cfg->listen_port);
 	sl->limits = limits_new(cfg->limit_rules, 0);
 	cfg->limit_rules = NULL;
 	TAILQ_INIT(&sl->login_clients);

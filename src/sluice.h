@@ -90,7 +90,8 @@ struct sluice {
 	struct limits_sync *limits_sync;  /* their link to PostgreSQL; NULL without ai_database */
 	struct usage *usage;              /* usage records: journal and writer; NULL without ai_database */
 	struct scram_secret mock_secret;
-	struct derived_secret *derived_secrets; /* one per user, so a login costs no PBKDF2 */  /* for users not in auth_file: fail after a full exchange */
+	struct derived_secret *derived_secrets; /* one per user, so a login costs no PBKDF2 */
+	char instance[160];               /* "host:listen_port": this pgsluice among those sharing a database */  /* for users not in auth_file: fail after a full exchange */
 	struct sluice_stats stats, stats_last;
 	/* admin console and metrics (admin.h, metrics.h) */
 	struct client_list admin_clients; /* CL_ADMIN: sessions of the admin console */

@@ -2,6 +2,7 @@
 #include "util.h"
 
 #include <ctype.h>
+#include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -53,6 +54,12 @@ bool str_list_contains(const char *list, const char *name)
 			return true;
 	}
 	return false;
+}
+
+bool timer_add_usec(struct event *ev, usec_t every)
+{
+	struct timeval tv = { (time_t)(every / USEC_PER_SEC), (suseconds_t)(every % USEC_PER_SEC) };
+	return event_add(ev, &tv) == 0;
 }
 
 void socket_tune(int fd, bool keepalive)

@@ -26,6 +26,10 @@ char *str_dup_or_null(const char *s);
 /* True when name is in the comma/space separated list (case-insensitive). */
 bool str_list_contains(const char *list, const char *name);
 
+/* Add ev (a timer, often EV_PERSIST) to fire every `every` microseconds. Returns false on failure. */
+struct event;
+bool timer_add_usec(struct event *ev, usec_t every);
+
 /* Set TCP_NODELAY and SO_KEEPALIVE (when keepalive) on a TCP socket; unix sockets are left alone. */
 void socket_tune(int fd, bool keepalive);
 

@@ -318,14 +318,6 @@ static void refresh_tick(evutil_socket_t fd, short what, void *arg)
 
 /* ---- life cycle ---- */
 
-static bool arm(struct event *ev, usec_t every)
-{
-	if (every < 100 * USEC_PER_MSEC)
-		every = 100 * USEC_PER_MSEC;
-	struct timeval tv = { (time_t)(every / USEC_PER_SEC), (suseconds_t)(every % USEC_PER_SEC) };
-	return event_add(ev, &tv) == 0;
-}
-
 bool limits_sync_start(struct sluice *sl)
 {
 	char err[512];
@@ -341,16 +333,13 @@ bool limits_sync_start(struct sluice *sl)
 		free(ls);
 		return false;
 	}
-	/* Unique among instances that share a database: host name and port. */
-	char host[64] = "localhost";
-	gethostname(host, sizeof(host) - 1);
-	snprintf(ls->instance, sizeof(ls->instance), "%s:%d", host, sl->cfg->listen_port);
+	str_copy(ls->instance, sl->instance, sizeof(ls->instance));
 	ls->refresh_ev = event_new(sl->base, -1, EV_PERSIST, refresh_tick, ls);
 	ls->sync_ev = event_new(sl->base, -1, EV_PERSIST, sync_tick, ls);
 	ls->sc = sidechan_new(sl->base, "limits", ls->target.keys, ls->target.values, on_state, ls);
 	sl->limits_sync = ls;
 	if (!ls->refresh_ev || !ls->sync_ev || !ls->sc ||
-	    !arm(ls->refresh_ev, sl->cfg->limits_refresh_interval) || !arm(ls->sync_ev, sl->cfg->limits_sync_interval)) {
+	    !timer_add_usec(ls->refresh_ev, sl->cfg->limits_refresh_interval) || !timer_add_usec(ls->sync_ev, sl->cfg->limits_sync_interval)) {
 		limits_sync_stop(sl);
 		return false;
 	}
@@ -370,8 +359,8 @@ void limits_sync_reconfigure(struct sluice *sl)
 		return;
 	event_del(ls->refresh_ev);
 	event_del(ls->sync_ev);
-	arm(ls->refresh_ev, sl->cfg->limits_refresh_interval);
-	arm(ls->sync_ev, sl->cfg->limits_sync_interval);
+	timer_add_usec(ls->refresh_ev, sl->cfg->limits_refresh_interval);
+	timer_add_usec(ls->sync_ev, sl->cfg->limits_sync_interval);
 }
 
 void limits_sync_stop(struct sluice *sl)

@@ -403,13 +403,6 @@ static void charge_replayed(void *arg, uint64_t segment, const struct usage_reco
 		              r->created_at_us / 1000);
 }
 
-static bool arm(struct event *ev, usec_t every)
-{
-	if (every < 10 * USEC_PER_MSEC)
-		every = 10 * USEC_PER_MSEC;
-	struct timeval tv = { (time_t)(every / USEC_PER_SEC), (suseconds_t)(every % USEC_PER_SEC) };
-	return event_add(ev, &tv) == 0;
-}
 
 bool usage_start(struct sluice *sl)
 {
@@ -422,9 +415,7 @@ bool usage_start(struct sluice *sl)
 		return false;
 	u->sl = sl;
 	sl->usage = u;
-	char host[64] = "localhost";
-	gethostname(host, sizeof(host) - 1);
-	snprintf(u->instance, sizeof(u->instance), "%s:%d", host, cfg->listen_port);
+	str_copy(u->instance, sl->instance, sizeof(u->instance));
 	u->journal = journal_open(cfg->usage_journal_dir, err, sizeof(err));
 	if (!u->journal) {
 		log_error("usage: %s", err);
@@ -440,8 +431,8 @@ bool usage_start(struct sluice *sl)
 	u->sc = sidechan_new(sl->base, "usage", t.keys, t.values, on_state, u);
 	u->flush_ev = event_new(sl->base, -1, EV_PERSIST, flush_tick, u);
 	u->sync_ev = event_new(sl->base, -1, EV_PERSIST, sync_tick, u);
-	if (!u->sc || !u->flush_ev || !u->sync_ev || !arm(u->flush_ev, cfg->usage_flush_interval) ||
-	    !arm(u->sync_ev, USEC_PER_SEC)) {
+	if (!u->sc || !u->flush_ev || !u->sync_ev || !timer_add_usec(u->flush_ev, cfg->usage_flush_interval) ||
+	    !timer_add_usec(u->sync_ev, USEC_PER_SEC)) {
 		usage_stop(sl);
 		return false;
 	}
@@ -458,7 +449,7 @@ void usage_reconfigure(struct sluice *sl)
 	if (!u || !u->flush_ev)
 		return;
 	event_del(u->flush_ev);
-	arm(u->flush_ev, sl->cfg->usage_flush_interval);
+	timer_add_usec(u->flush_ev, sl->cfg->usage_flush_interval);
 }
 
 static void drain_timeout(evutil_socket_t fd, short what, void *arg)
