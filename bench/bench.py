@@ -722,6 +722,30 @@ def measure(settings, target, port, mode, clients, rnd, allowance, logdir):
 
 
 # -- main ----------------------------------------------------------------------------
+def start_postgres(settings, tmp, account):
+    """A throwaway PostgreSQL with role and database bench, filled by pgbench -i and
+    prewarmed; both bench.py and usage.py measure against it."""
+    max_conn = max(settings.clients) + 2 * settings.pool_size + 20
+    pg = Postgres(tmp / "pg", account, max_conn, settings.auth)
+    log(f"bench: PostgreSQL in {pg.basedir} (port {pg.port}, max_connections {max_conn})")
+    pg.init()
+    pg.start()
+    pg.psql(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{settings.password}'")
+    pg.psql(f"CREATE DATABASE {DBNAME} OWNER {ROLE}")
+    log(f"bench: pgbench -i -s {settings.scale}")
+    init = subprocess.run(["pgbench", "-i", "-q", "-s", str(settings.scale), "-h",
+                           "127.0.0.1", "-p", str(pg.port), "-U", ROLE, DBNAME],
+                          capture_output=True, text=True, preexec_fn=_die_with_parent,
+                          env=dict(os.environ, PGPASSWORD=settings.password))
+    if init.returncode != 0:
+        raise RuntimeError(f"pgbench -i failed:\n{init.stdout}\n{init.stderr}")
+    # Read the table into shared buffers so no run pays for the first reads.
+    pg.psql("CREATE EXTENSION IF NOT EXISTS pg_prewarm; SELECT pg_prewarm("
+            "'pgbench_accounts'); SELECT pg_prewarm('pgbench_accounts_pkey'); CHECKPOINT",
+            dbname=DBNAME, check=False)
+    return pg
+
+
 def raise_fd_limit():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 4096 if hard == resource.RLIM_INFINITY else min(4096, hard)
@@ -759,24 +783,7 @@ def main():
         settings.pgsluice_copy = tmp / "bin" / "pgsluice"
         shutil.copy2(settings.pgsluice, settings.pgsluice_copy)
 
-        max_conn = max(settings.clients) + 2 * settings.pool_size + 20
-        pg = Postgres(tmp / "pg", account, max_conn, settings.auth)
-        log(f"bench: PostgreSQL in {pg.basedir} (port {pg.port}, max_connections {max_conn})")
-        pg.init()
-        pg.start()
-        pg.psql(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{settings.password}'")
-        pg.psql(f"CREATE DATABASE {DBNAME} OWNER {ROLE}")
-        log(f"bench: pgbench -i -s {settings.scale}")
-        init = subprocess.run(["pgbench", "-i", "-q", "-s", str(settings.scale), "-h",
-                               "127.0.0.1", "-p", str(pg.port), "-U", ROLE, DBNAME],
-                              capture_output=True, text=True, preexec_fn=_die_with_parent,
-                              env=dict(os.environ, PGPASSWORD=settings.password))
-        if init.returncode != 0:
-            raise RuntimeError(f"pgbench -i failed:\n{init.stdout}\n{init.stderr}")
-        # Read the table into shared buffers so no run pays for the first reads.
-        pg.psql("CREATE EXTENSION IF NOT EXISTS pg_prewarm; SELECT pg_prewarm("
-                "'pgbench_accounts'); SELECT pg_prewarm('pgbench_accounts_pkey'); CHECKPOINT",
-                dbname=DBNAME, check=False)
+        pg = start_postgres(settings, tmp, account)
 
         poolers = {
             "pgbouncer": Pooler("pgbouncer", settings.pgbouncer, tmp / "pgbouncer", account,

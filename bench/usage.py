@@ -243,23 +243,7 @@ def main():
             scripts[v] = tmp / f"{v}.sql"
             scripts[v].write_text(script_text(v))
 
-        max_conn = max(settings.clients) + 2 * settings.pool_size + 20
-        pg = Postgres(tmp / "pg", account, max_conn, settings.auth)
-        log(f"bench: PostgreSQL in {pg.basedir} (port {pg.port})")
-        pg.init()
-        pg.start()
-        pg.psql(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{settings.password}'")
-        pg.psql(f"CREATE DATABASE {DBNAME} OWNER {ROLE}")
-        log(f"bench: pgbench -i -s {settings.scale}")
-        init = subprocess.run(["pgbench", "-i", "-q", "-s", str(settings.scale), "-h",
-                               "127.0.0.1", "-p", str(pg.port), "-U", ROLE, DBNAME],
-                              capture_output=True, text=True, preexec_fn=_die_with_parent,
-                              env=dict(os.environ, PGPASSWORD=settings.password))
-        if init.returncode != 0:
-            raise RuntimeError(f"pgbench -i failed:\n{init.stdout}\n{init.stderr}")
-        pg.psql("CREATE EXTENSION IF NOT EXISTS pg_prewarm; SELECT pg_prewarm("
-                "'pgbench_accounts'); SELECT pg_prewarm('pgbench_accounts_pkey'); CHECKPOINT",
-                dbname=DBNAME, check=False)
+        pg = bench.start_postgres(settings, tmp, account)
 
         sluice = SluicePooler("pgsluice", settings.pgsluice_copy, tmp / "pgsluice", None,
                               settings, pg, settings.password)

@@ -53,6 +53,26 @@ def _parse_fields(body):
     return fields
 
 
+def data_rows(messages):
+    """Decode the DataRow messages among (type, body) messages (text format) to lists of str/None."""
+    rows = []
+    for msg_type, body in messages:
+        if msg_type != "D":
+            continue
+        ncols = struct.unpack("!H", body[:2])[0]
+        pos, row = 2, []
+        for _ in range(ncols):
+            n = struct.unpack("!i", body[pos:pos + 4])[0]
+            pos += 4
+            if n < 0:
+                row.append(None)
+            else:
+                row.append(body[pos:pos + n].decode())
+                pos += n
+        rows.append(row)
+    return rows
+
+
 class Session:
     """One frontend connection. Use login() to make one."""
 
@@ -132,21 +152,7 @@ class Session:
         if isinstance(sql, str):
             sql = sql.encode()
         self.send(b"Q", sql + b"\0")
-        rows = []
-        for msg_type, body in self.read_until_ready():
-            if msg_type == "D":
-                ncols = struct.unpack("!H", body[:2])[0]
-                pos, row = 2, []
-                for _ in range(ncols):
-                    n = struct.unpack("!i", body[pos:pos + 4])[0]
-                    pos += 4
-                    if n < 0:
-                        row.append(None)
-                    else:
-                        row.append(body[pos:pos + n].decode())
-                        pos += n
-                rows.append(row)
-        return rows
+        return data_rows(self.read_until_ready())
 
     def is_closed_by_peer(self, timeout=2.0):
         """True when the peer closes the socket within timeout (pending messages are skipped)."""

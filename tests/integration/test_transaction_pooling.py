@@ -32,6 +32,7 @@ import pytest
 from harness import wait_for
 
 import pgwire
+from pgwire import data_rows
 
 APP_PASSWORD = "app_pw"
 
@@ -135,26 +136,6 @@ def send_close(sess, kind, name):
 
 def send_sync(sess):
     sess.send(b"S")
-
-
-def data_rows(messages):
-    """Decode the DataRow messages among messages (text format) to lists of str/None."""
-    rows = []
-    for msg_type, body in messages:
-        if msg_type != "D":
-            continue
-        ncols = struct.unpack("!H", body[:2])[0]
-        pos, row = 2, []
-        for _ in range(ncols):
-            n = struct.unpack("!i", body[pos:pos + 4])[0]
-            pos += 4
-            if n < 0:
-                row.append(None)
-            else:
-                row.append(body[pos:pos + n].decode())
-                pos += n
-        rows.append(row)
-    return rows
 
 
 def prepare(sess, name, sql, param_types=()):
