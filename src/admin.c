@@ -26,6 +26,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "ai/cache.h"
 #include "ai/limits.h"
 #include "auth.h"
 #include "autoconfig.h"
@@ -1259,13 +1260,16 @@ static void show_cache(struct client *c, struct msgbuf *m)
 		{ "evictions", TYPE_INT8 }, { "hit_rate", TYPE_NUMERIC },
 	};
 	struct result r;
-	(void)c;
-	/* The completion cache (DESIGN 5.4) is not built yet: one row of zeros. */
+	struct cache_stats cs = cache_stats(c->sl->cache);
+	uint64_t lookups = cs.hits + cs.misses;
 	result_begin(&r, m, cols, 6);
 	row_begin(&r);
-	for (int i = 0; i < 5; i++)
-		put_int(&r, 0);
-	put_number(&r, 0);
+	put_int(&r, (int64_t)cs.entries);
+	put_int(&r, (int64_t)cs.bytes);
+	put_int(&r, (int64_t)cs.hits);
+	put_int(&r, (int64_t)cs.misses);
+	put_int(&r, (int64_t)cs.evictions);
+	put_number(&r, lookups ? (double)cs.hits / (double)lookups : 0);
 	row_end(&r);
 	command_complete(m, "SHOW");
 }
@@ -1562,13 +1566,13 @@ static bool cmd_shutdown(struct client *c, struct msgbuf *m, const struct token 
 
 static bool cmd_cache(struct client *c, struct msgbuf *m, const struct token *toks, int n)
 {
-	(void)c;
 	if (n != 2 || strcasecmp(toks[1].text, "flush") != 0) {
 		admin_error(m, SQLSTATE_SYNTAX_ERROR, NULL, "SHOW HELP lists the commands.",
 		            "syntax error at or near \"%s\"", n > 1 ? toks[1].text : "CACHE");
 		return true;
 	}
-	/* The completion cache (DESIGN 5.4) is not built yet: there is nothing to flush. */
+	uint64_t dropped = cache_flush(c->sl->cache);
+	log_info("CACHE FLUSH by %s: %llu entries dropped", c->user, (unsigned long long)dropped);
 	command_complete(m, "CACHE FLUSH");
 	return true;
 }

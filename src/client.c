@@ -27,6 +27,7 @@
 #include "admin.h"
 #include "ai/usage.h"
 #include "auth.h"
+#include "client_step.h"
 #include "authquery.h"
 #include "tls.h"
 #include "hba.h"
@@ -119,15 +120,7 @@ static void client_free(struct client *c)
 		scram_server_free(&c->scram);
 	varcache_clear(&c->vars);
 	prepared_client_free(c);
-	usage_discard(c->pending_usage);
-	usage_discard(c->batch_usage);
-	free(c->unnamed_tags);
-	free(c->portal_tags);
-	for (size_t i = 0; i < c->n_tagged; i++) {
-		free(c->tagged[i].name);
-		free(c->tagged[i].tags);
-	}
-	free(c->tagged);
+	client_step_free(c);
 	free(c->user);
 	free(c->database);
 	free(c->auth_password);
@@ -835,445 +828,6 @@ void client_welcome(struct client *c)
 
 /* ---- statements pgsluice answers itself ---- */
 
-static void note_client_message(struct client *c, struct server *s, uint8_t type);
-
-static void write_command_complete(struct msgbuf *m, const char *tag)
-{
-	msg_begin(m, PqMsg_CommandComplete);
-	msg_add_string(m, tag);
-	msg_end(m);
-}
-
-/*
- * Answer a simple Query the client sent (already consumed) with success tag,
- * or fail it with an ERROR. With no server in the way the answer is local;
- * a server that owes replies or holds a transaction gets a statement that
- * raises the error itself, so the reply order and the transaction's failed
- * state stay exactly PostgreSQL's.
- */
-static void answer_query(struct client *c, const char *tag, const char *sqlstate, const char *message,
-                         const char *detail, const char *hint)
-{
-	struct server *s = c->server;
-	struct msgbuf m;
-	msg_init(&m);
-	if (s && (sqlstate || s->pending_ready > 0 || s->unsynced)) {
-		char sql[2048];
-		if (!sqlstate)   /* the same tag, in order, and nothing the server keeps */
-			snprintf(sql, sizeof(sql), strcmp(tag, "SET") == 0 ? "SET pgsluice.noop TO DEFAULT"
-			                                                   : "RESET pgsluice.noop");
-		else if (!refuse_build_raise_sql(sql, sizeof(sql), sqlstate, message, detail, hint))
-			snprintf(sql, sizeof(sql), "DO $pgsluice$BEGIN RAISE EXCEPTION USING ERRCODE = '%s'; END$pgsluice$",
-			         sqlstate);
-		msg_begin(&m, PqMsg_Query);
-		msg_add_string(&m, sql);
-		msg_end(&m);
-		msg_flush_to(&m, bufferevent_get_output(s->bev));
-		note_client_message(c, s, PqMsg_Query);
-		prepared_note_request(s, PqMsg_Query);
-	} else {
-		if (sqlstate)
-			msg_add_error(&m, PqMsg_ErrorResponse, "ERROR", sqlstate, detail, hint, "%s", message);
-		else
-			write_command_complete(&m, tag);
-		msg_add_ready(&m, s ? s->tx_status : 'I');
-		msg_flush_to(&m, bufferevent_get_output(c->bev));
-	}
-	msg_free(&m);
-}
-
-/*
- * SHOW sluice.user: one row, one text column, as PostgreSQL answers SHOW.
- * A server that still owes replies answers a SELECT of the same value
- * instead, so the order holds (its tag then reads SELECT 1).
- */
-static void answer_show(struct client *c, const char *name, const char *value)
-{
-	struct server *s = c->server;
-	struct msgbuf m;
-	msg_init(&m);
-	if (s && (s->pending_ready > 0 || s->unsynced)) {
-		struct sqltext q = { 0 };
-		sqltext_str(&q, "SELECT ");
-		char lit[2 * AI_NAME_MAX + 8];
-		size_t n = 0;
-		lit[n++] = '\'';
-		for (const char *p = value; *p && n + 3 < sizeof(lit); p++) {
-			if (*p == '\'')
-				lit[n++] = '\'';
-			lit[n++] = *p;
-		}
-		lit[n++] = '\'';
-		lit[n] = '\0';
-		sqltext_str(&q, lit);
-		sqltext_str(&q, " AS \"");
-		sqltext_str(&q, name);
-		sqltext_str(&q, "\"");
-		msg_begin(&m, PqMsg_Query);
-		msg_add_string(&m, q.failed ? "SELECT ''" : q.s);
-		msg_end(&m);
-		sqltext_free(&q);
-		msg_flush_to(&m, bufferevent_get_output(s->bev));
-		note_client_message(c, s, PqMsg_Query);
-		prepared_note_request(s, PqMsg_Query);
-	} else {
-		msg_begin(&m, PqMsg_RowDescription);
-		msg_add_int16(&m, 1);
-		msg_add_string(&m, name);
-		msg_add_int32(&m, 0);       /* no table */
-		msg_add_int16(&m, 0);
-		msg_add_int32(&m, 25);      /* text */
-		msg_add_int16(&m, -1);
-		msg_add_int32(&m, -1);
-		msg_add_int16(&m, 0);       /* text format */
-		msg_end(&m);
-		msg_begin(&m, PqMsg_DataRow);
-		msg_add_int16(&m, 1);
-		msg_add_int32(&m, (int32_t)strlen(value));
-		msg_add_bytes(&m, value, strlen(value));
-		msg_end(&m);
-		write_command_complete(&m, "SHOW");
-		msg_add_ready(&m, s ? s->tx_status : 'I');
-		msg_flush_to(&m, bufferevent_get_output(c->bev));
-	}
-	msg_free(&m);
-}
-
-/*
- * A simple Query of SET/RESET sluice.user or sluice.model: kept by pgsluice
- * per client, so it follows the client across pooled servers. Returns true
- * when the message was consumed.
- */
-static bool intercept_set(struct client *c, uint32_t len)
-{
-	char text[512];
-	size_t n = len - 4;
-	if (n >= sizeof(text))
-		return false;
-	struct evbuffer *in = bufferevent_get_input(c->bev);
-	struct evbuffer_ptr pos;
-	evbuffer_ptr_set(in, &pos, PROTO_HEADER_LEN, EVBUFFER_PTR_SET);
-	if (evbuffer_copyout_from(in, &pos, text, n) != (ev_ssize_t)n)
-		return false;
-	const char *tag = NULL;
-	char err[256];
-	enum ai_set_result r = ai_session_match_set(&c->ai, text, n, &tag, err, sizeof(err));
-	if (r == AI_SET_NONE)
-		return false;
-	evbuffer_drain(in, 1 + (size_t)len);
-	c->sl->stats.query_count++;
-	if (r == AI_SET_SHOW)
-		answer_show(c, tag, strcmp(tag, "sluice.user") == 0 ? c->ai.user : c->ai.model);
-	else if (r == AI_SET_DONE)
-		answer_query(c, tag, NULL, NULL, NULL, NULL);
-	else
-		answer_query(c, NULL, strstr(err, "unrecognized") ? SQLSTATE_UNDEFINED_OBJECT : SQLSTATE_INVALID_PARAMETER_VALUE,
-		             err, NULL, NULL);
-	return true;
-}
-
-/* ---- the middleware's step ---- */
-
-/* Offset of the comment opener in the message body at [from, 1 + len) of the input, or -1. */
-static ev_ssize_t find_comment(struct evbuffer *in, size_t from, uint32_t len)
-{
-	struct evbuffer_ptr start;
-	if (evbuffer_ptr_set(in, &start, from, EVBUFFER_PTR_SET) != 0)
-		return -1;
-	struct evbuffer_ptr hit = evbuffer_search(in, "/*", 2, &start);
-	return hit.pos >= 0 && (size_t)hit.pos < 1 + (size_t)len ? hit.pos : -1;
-}
-
-/* Refuse the simple Query at the front of the input (whole, not consumed yet). */
-static void refuse_query(struct client *c, uint32_t len, const struct mw_refusal *r)
-{
-	evbuffer_drain(bufferevent_get_input(c->bev), 1 + (size_t)len);
-	c->sl->stats.query_count++;
-	answer_query(c, NULL, r->sqlstate, r->message, r->detail[0] ? r->detail : NULL,
-	             r->hint[0] ? r->hint : NULL);
-}
-
-/*
- * A simple Query: parse its tags (one scan when it has no comment) and ask
- * the middleware. Returns 1 to relay it, 0 when it was refused (consumed),
- * -1 to wait for the rest of the message.
- */
-static int query_step(struct client *c, uint32_t len)
-{
-	struct evbuffer *in = bufferevent_get_input(c->bev);
-	if (evbuffer_get_length(in) < 1 + (size_t)len)
-		return -1;
-	struct ai_tags tags;
-	struct mw_refusal r;
-	bool tagged = false;
-	if (find_comment(in, PROTO_HEADER_LEN, len) >= 0) {
-		const char *text = (const char *)evbuffer_pullup(in, 1 + (ev_ssize_t)len) + PROTO_HEADER_LEN;
-		enum tags_result tr = middleware_tags(text, strnlen(text, len - 4), &tags, &r);
-		if (tr == TAGS_INVALID) {
-			refuse_query(c, len, &r);
-			return 0;
-		}
-		tagged = tr == TAGS_OK;
-	}
-	if (middleware_admit(c, tagged ? &tags : NULL, &r, &c->pending_usage))
-		return 1;
-	refuse_query(c, len, &r);
-	return 0;
-}
-
-static struct ai_tags *dup_tags(const struct ai_tags *t)
-{
-	struct ai_tags *copy = malloc(sizeof(*copy));
-	if (copy)
-		*copy = *t;
-	return copy;
-}
-
-/* Remember the tags of a Parse (unnamed statement or a named one); false: OOM. */
-static bool keep_statement_tags(struct client *c, const char *name, const struct ai_tags *tags)
-{
-	if (!*name) {
-		free(c->unnamed_tags);
-		c->unnamed_tags = tags ? dup_tags(tags) : NULL;
-		return !tags || c->unnamed_tags;
-	}
-	for (size_t i = 0; i < c->n_tagged; i++)
-		if (strcmp(c->tagged[i].name, name) == 0) {
-			free(c->tagged[i].tags);
-			c->tagged[i].tags = tags ? dup_tags(tags) : NULL;
-			return !tags || c->tagged[i].tags;
-		}
-	if (!tags)
-		return true;
-	struct tagged_stmt *grown = realloc(c->tagged, (c->n_tagged + 1) * sizeof(*grown));
-	if (!grown)
-		return false;
-	c->tagged = grown;
-	c->tagged[c->n_tagged].name = strdup(name);
-	c->tagged[c->n_tagged].tags = dup_tags(tags);
-	return c->tagged[c->n_tagged].name && c->tagged[c->n_tagged++].tags;
-}
-
-static const struct ai_tags *statement_tags(const struct client *c, const char *name)
-{
-	if (!*name)
-		return c->unnamed_tags;
-	for (size_t i = 0; i < c->n_tagged; i++)
-		if (strcmp(c->tagged[i].name, name) == 0)
-			return c->tagged[i].tags;
-	return NULL;
-}
-
-/*
- * Parse: note the statement's tags. An invalid tag fails the Parse itself
- * (as a syntax error would): the server is made to raise 22023 in its place.
- * Returns 1 to relay, 0 when replaced, -1 to wait for more bytes.
- */
-static int parse_step(struct client *c, struct server *s, uint32_t len)
-{
-	struct evbuffer *in = bufferevent_get_input(c->bev);
-	if (!c->n_tagged && !c->unnamed_tags && find_comment(in, PROTO_HEADER_LEN, len) < 0)
-		return 1;   /* nothing tagged before, nothing tagged now */
-	if (evbuffer_get_length(in) < 1 + (size_t)len)
-		return -1;
-	const uint8_t *body = evbuffer_pullup(in, 1 + (ev_ssize_t)len) + PROTO_HEADER_LEN;
-	struct msgreader rd;
-	mr_init(&rd, body, len - 4);
-	const char *name = mr_string(&rd);
-	const char *query = mr_string(&rd);
-	if (rd.bad)
-		return 1;
-	struct ai_tags tags;
-	struct mw_refusal r;
-	enum tags_result tr = strstr(query, "/*") ? middleware_tags(query, strlen(query), &tags, &r) : TAGS_NONE;
-	if (tr == TAGS_INVALID) {
-		evbuffer_drain(in, 1 + (size_t)len);
-		prepared_raise_error(s, r.sqlstate, r.message, NULL, r.hint);
-		return 0;
-	}
-	if (!keep_statement_tags(c, name, tr == TAGS_OK && tags.has_ai_key ? &tags : NULL)) {
-		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
-		return 0;
-	}
-	return 1;
-}
-
-/* Bind to the unnamed portal: it carries its statement's tags. */
-static int bind_step(struct client *c, uint32_t len)
-{
-	struct evbuffer *in = bufferevent_get_input(c->bev);
-	char head[320];
-	size_t n = len - 4 < sizeof(head) ? len - 4 : sizeof(head);
-	struct evbuffer_ptr pos;
-	evbuffer_ptr_set(in, &pos, PROTO_HEADER_LEN, EVBUFFER_PTR_SET);
-	if (evbuffer_copyout_from(in, &pos, head, n) != (ev_ssize_t)n)
-		return n < len - 4 ? -1 : 1;
-	const char *nul = memchr(head, 0, n);
-	if (!nul)
-		return 1;
-	const char *stmt = nul + 1;
-	if (!memchr(stmt, 0, n - (size_t)(stmt - head)))
-		return evbuffer_get_length(in) < 1 + (size_t)len ? -1 : 1;
-	if (head[0])
-		return 1;   /* named portals are not tracked */
-	const struct ai_tags *t = statement_tags(c, stmt);
-	free(c->portal_tags);
-	c->portal_tags = t ? dup_tags(t) : NULL;
-	return 1;
-}
-
-/* Execute of the unnamed portal: the middleware decides; a refusal fails it in place. */
-static int execute_step(struct client *c, struct server *s, uint32_t len)
-{
-	struct evbuffer *in = bufferevent_get_input(c->bev);
-	uint8_t first;
-	struct evbuffer_ptr pos;
-	evbuffer_ptr_set(in, &pos, PROTO_HEADER_LEN, EVBUFFER_PTR_SET);
-	if (evbuffer_copyout_from(in, &pos, &first, 1) != 1)
-		return -1;
-	if (first != 0)
-		return 1;   /* a named portal */
-	struct mw_refusal r;
-	if (c->batch_admitted) {
-		/* decided with the batch's first message, before a server was taken */
-		c->batch_admitted = false;
-		usage_discard(c->pending_usage);
-		c->pending_usage = c->batch_usage;
-		c->batch_usage = NULL;
-		return 1;
-	}
-	if (middleware_admit(c, c->portal_tags, &r, &c->pending_usage))
-		return 1;
-	evbuffer_drain(in, 1 + (size_t)len);
-	prepared_raise_error(s, r.sqlstate, r.message, r.detail[0] ? r.detail : NULL, r.hint[0] ? r.hint : NULL);
-	return 0;
-}
-
-/*
- * Refuse an extended-protocol batch with no server linked: the error answers
- * its first message and the rest is dropped up to Sync, which gets
- * ReadyForQuery, as PostgreSQL skips after an error. No server is taken.
- */
-static void refuse_batch(struct client *c, uint32_t len, const struct mw_refusal *r)
-{
-	struct msgbuf m;
-	msg_init(&m);
-	msg_add_error(&m, PqMsg_ErrorResponse, "ERROR", r->sqlstate, r->detail[0] ? r->detail : NULL,
-	              r->hint[0] ? r->hint : NULL, "%s", r->message);
-	msg_flush_to(&m, bufferevent_get_output(c->bev));
-	msg_free(&m);
-	c->skipping_to_sync = true;
-	c->drop_left = 1 + len;
-}
-
-/*
- * The buffered batch starts [Parse] Bind [Describe] Execute, the shape
- * drivers send for one statement? Then *exec_at is the Execute's offset.
- * Anything else (or a batch not wholly buffered) is decided the usual way,
- * at its Execute, with a server.
- */
-static bool simple_batch(struct evbuffer *in, size_t *exec_at)
-{
-	static const char shape[] = "PBDE";
-	size_t off = 0, k = 0, total = evbuffer_get_length(in);
-	while (off + PROTO_HEADER_LEN <= total && k < 4) {
-		uint8_t hdr[PROTO_HEADER_LEN];
-		struct evbuffer_ptr pos;
-		evbuffer_ptr_set(in, &pos, off, EVBUFFER_PTR_SET);
-		evbuffer_copyout_from(in, &pos, hdr, sizeof(hdr));
-		uint32_t len = ((uint32_t)hdr[1] << 24) | ((uint32_t)hdr[2] << 16) | ((uint32_t)hdr[3] << 8) | hdr[4];
-		while (k < 4 && shape[k] != hdr[0] && (k == 0 || k == 2))
-			k++;   /* Parse and Describe are optional */
-		if (k >= 4 || shape[k] != hdr[0] || len < 4)
-			return false;
-		if (hdr[0] == PqMsg_Execute) {
-			*exec_at = off;
-			return true;
-		}
-		off += 1 + (size_t)len;
-		k++;
-	}
-	return false;
-}
-
-/*
- * The first message of a one-statement batch while no server is linked
- * (outside a transaction under transaction pooling): decide for its Execute
- * now, so that a refusal takes no server; the Execute then goes through
- * without a second count. Returns 1 to go on, 0 when the batch was refused,
- * -1 to wait for more bytes.
- */
-static int batch_step(struct client *c, uint8_t type, uint32_t len)
-{
-	struct evbuffer *in = bufferevent_get_input(c->bev);
-	size_t exec_at;
-	if (!simple_batch(in, &exec_at))
-		return 1;
-	struct ai_tags tags;
-	const struct ai_tags *t = NULL;
-	struct mw_refusal r;
-	const uint8_t *all = evbuffer_pullup(in, (ev_ssize_t)exec_at);
-	struct msgreader rd;
-	size_t bind_off = 0;
-	if (type == PqMsg_Parse) {
-		mr_init(&rd, all + PROTO_HEADER_LEN, len - 4);
-		const char *name = mr_string(&rd);
-		const char *query = mr_string(&rd);
-		bind_off = 1 + (size_t)len;
-		if (!rd.bad && strstr(query, "/*")) {
-			enum tags_result tr = middleware_tags(query, strlen(query), &tags, &r);
-			if (tr == TAGS_INVALID) {
-				refuse_batch(c, len, &r);
-				return 0;
-			}
-			if (tr == TAGS_OK && tags.has_ai_key)
-				t = &tags;
-		}
-		/* the Bind must use the statement just parsed */
-		struct msgreader br;
-		mr_init(&br, all + bind_off + PROTO_HEADER_LEN, exec_at - bind_off - PROTO_HEADER_LEN);
-		mr_string(&br);
-		if (br.bad || strcmp(mr_string(&br), name) != 0)
-			return 1;
-	} else {
-		mr_init(&rd, all + PROTO_HEADER_LEN, len - 4);
-		mr_string(&rd);
-		const char *stmt = mr_string(&rd);
-		if (rd.bad)
-			return 1;
-		t = statement_tags(c, stmt);
-	}
-	if (!t && !c->ai.user[0])
-		return 1;    /* not attributed: nothing to decide */
-	if (!middleware_admit(c, t, &r, &c->batch_usage)) {
-		refuse_batch(c, len, &r);
-		return 0;
-	}
-	c->batch_admitted = true;
-	return 1;
-}
-
-/*
- * The middleware's look at one client message on its way to server s (NULL
- * when none is linked yet). Returns 1 to relay it, 0 when it was answered
- * or replaced, -1 to wait for more bytes.
- */
-static int middleware_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
-{
-	switch (type) {
-	case PqMsg_Query:
-		return s && s->internal != SV_INTERNAL_NONE ? -1 : query_step(c, len);
-	case PqMsg_Parse:
-		return s ? parse_step(c, s, len) : 1;
-	case PqMsg_Bind:
-		return s && (c->n_tagged || c->unnamed_tags || c->portal_tags) ? bind_step(c, len) : 1;
-	case PqMsg_Execute:
-		return s && (c->portal_tags || c->ai.user[0]) ? execute_step(c, s, len) : 1;
-	default:
-		return 1;
-	}
-}
-
 /* ---- relay ---- */
 
 /* Check the header of the next client message; false after a FATAL. */
@@ -1295,7 +849,7 @@ static bool check_header(struct client *c, uint8_t type, uint32_t len)
 }
 
 /* Account a message on its way to server s (forwarded or answered by pgsluice). */
-static void note_client_message(struct client *c, struct server *s, uint8_t type)
+void client_note_message(struct client *c, struct server *s, uint8_t type)
 {
 	struct pool_stats *ps = &c->pool->stats;   /* per-database stats (admin console) */
 	if (s->pending_ready == 0) {
@@ -1396,10 +950,14 @@ static void client_relay(struct client *c)
 			c->batch_admitted = false;
 			usage_discard(c->batch_usage);
 			c->batch_usage = NULL;
+			if (client_step_sync(c)) {
+				c->drop_left = 1 + len;
+				continue;
+			}
 		}
 		if (!s && !c->checked && !c->batch_admitted && (type == PqMsg_Parse || type == PqMsg_Bind) &&
-		    (c->ai.user[0] || c->n_tagged || c->unnamed_tags || find_comment(in, PROTO_HEADER_LEN, len) >= 0)) {
-			int step = batch_step(c, type, len);
+		    (c->ai.user[0] || c->n_tagged || c->unnamed_tags || client_step_find_comment(in, PROTO_HEADER_LEN, len) >= 0)) {
+			int step = client_batch_step(c, type, len);
 			if (step < 0)
 				return;
 			if (step == 0)
@@ -1407,9 +965,9 @@ static void client_relay(struct client *c)
 		}
 		if (!c->checked) {
 			/* once per message, even when the relay stops and resumes */
-			if (type == PqMsg_Query && evbuffer_get_length(in) >= 1 + (size_t)len && intercept_set(c, len))
+			if (type == PqMsg_Query && evbuffer_get_length(in) >= 1 + (size_t)len && client_intercept_set(c, len))
 				continue;
-			int step = middleware_step(c, s, type, len);
+			int step = client_step(c, s, type, len);
 			if (step < 0)
 				return;
 			if (step == 0)
@@ -1435,15 +993,12 @@ static void client_relay(struct client *c)
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 			return;
 		}
-		note_client_message(c, s, type);
+		client_note_message(c, s, type);
 		c->checked = false;
 		if (res == CLIENT_MSG_DONE)
 			continue;
 		prepared_note_request(s, type);
-		if (c->pending_usage) {
-			prepared_attach_usage(s, c->pending_usage);
-			c->pending_usage = NULL;
-		}
+		client_step_relayed(c, s);
 		c->relay_left = 1 + len;
 	}
 }

@@ -12,6 +12,7 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 
+#include "ai/cache.h"
 #include "ai/session.h"
 #include "config.h"
 #include "prepared.h"
@@ -23,9 +24,11 @@ struct sluice;
 struct pool;
 struct ai_tags;
 struct usage_pending;
+struct stmt_tags;
 
-/* A named prepared statement whose text carries tags. */
-struct tagged_stmt { char *name; struct ai_tags *tags; };
+/* A named prepared statement whose text carries tags (and, for a cache lookup, its key part). */
+struct cache_stmt;
+struct tagged_stmt { char *name; struct ai_tags *tags; struct cache_stmt *cstmt; };
 struct server;
 struct bufferevent;
 struct event;
@@ -68,14 +71,26 @@ struct client {
 	struct ai_session ai;          /* sluice.user / sluice.model of this client */
 	/* Tags of the extended protocol's statements, kept only once one is tagged. */
 	struct ai_tags *unnamed_tags;  /* of the unnamed statement; NULL: untagged */
+	struct cache_stmt *unnamed_cstmt; /* its completion-cache key part, when it is a lookup */
 	struct tagged_stmt *tagged;    /* named statements with tags */
 	size_t n_tagged;
 	struct ai_tags *portal_tags;   /* of the unnamed portal (a copy); NULL: untagged */
+	struct stmt_tags *pending_parse; /* of the Parse at the front, handed on when relayed */
+	int parses_in_flight;          /* tagged Parses sent, their ParseComplete not back yet */
 	struct usage_pending *pending_usage; /* of the admitted message at the front, until it is relayed */
 	/* An extended-protocol batch decided before any server was taken: */
 	bool batch_admitted;           /* its first Execute is admitted already */
 	struct usage_pending *batch_usage; /* and makes this record */
 	bool skipping_to_sync;         /* refused: its messages are dropped up to Sync */
+	/* The completion cache (src/ai/cache_proto.h): */
+	struct cache_entry *pending_fill;   /* of the message at the front, handed on when relayed */
+	struct cache_entry *portal_fill;    /* the unnamed portal's answer, to be captured (a miss) */
+	struct cache_entry *cached_portal;  /* the unnamed portal, bound to a hit */
+	uint32_t cached_portal_row;         /* its next row */
+	struct cache_waiter cache_waiter;   /* parked until an identical miss is answered */
+	struct event *cache_wake_ev;        /* owned; resumes the relay after that */
+	bool cache_bypass;                  /* that miss was not stored: go to the server */
+	bool local_batch_open;              /* a batch answered from the cache up to a Flush: its Sync is ours */
 	uint32_t drop_left;            /* bytes of a dropped message still to drop */
 	int32_t cancel_pid, cancel_key; /* the BackendKeyData pgsluice gave it */
 

@@ -43,6 +43,9 @@ static const struct config_key config_table[] = {
 	KEY(auth_query, CONFIG_STRING, "SELECT rolname, CASE WHEN rolvaliduntil < pg_catalog.now() THEN NULL ELSE rolpassword END FROM pg_catalog.pg_authid WHERE rolname = $1 AND rolcanlogin", RELOAD, 0, 0),
 	KEY(auth_type, CONFIG_AUTH_TYPE, "md5", RELOAD, 0, 0),
 	KEY(auth_user, CONFIG_STRING, "", RELOAD, 0, 0),
+	KEY(cache_default_ttl, CONFIG_TIME, "300", RELOAD, USEC_PER_SEC, 31536000LL * USEC_PER_SEC),
+	KEY(cache_max_entry_size, CONFIG_SIZE, "1048576", RELOAD, 0, INT32_MAX),
+	KEY(cache_max_memory, CONFIG_SIZE, "67108864", RELOAD, 0, INT64_MAX / 2),
 	KEY(cancel_wait_timeout, CONFIG_TIME, "10", RELOAD, 0, NO_MAX),
 	KEY(client_idle_timeout, CONFIG_TIME, "0", RELOAD, 0, NO_MAX),
 	KEY(client_login_timeout, CONFIG_TIME, "60", RELOAD, 0, NO_MAX),
@@ -143,8 +146,6 @@ static const char *const unsupported_pgbouncer_keys[] = {
 
 /* pgsluice's own keys (DESIGN §3, §5.6) whose modules do not exist yet. */
 static const char *const planned_keys[] = {
-	"cache_max_memory",
-	"cache_max_entry_size", "cache_default_ttl",
 	"workers", NULL
 };
 

@@ -126,6 +126,9 @@ struct sluice_config {
 	usec_t limits_sync_interval;    /* share counters through sluice.rate_counters */
 	char *usage_journal_dir;  /* where usage records wait for PostgreSQL */
 	usec_t usage_flush_interval;
+	int64_t cache_max_memory;     /* bytes the completion cache may hold; 0: off */
+	int64_t cache_max_entry_size; /* bytes of the largest answer it stores */
+	usec_t cache_default_ttl;     /* how long an answer lives without ai_ttl */
 	int usage_batch_size;     /* records per journal segment shipped */
 	int usage_retention_months; /* 0: keep usage forever; else drop older monthly partitions */
 	char *metrics_listen_addr; /* Prometheus /metrics address; "" = off */

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ai/cache.h"
 #include "ai/limits.h"
 #include "ai/limits_sync.h"
 #include "ai/migrate.h"
@@ -217,6 +218,7 @@ static void apply_settings(struct sluice *sl)
 	pool_reconfigure(sl);
 	limits_sync_reconfigure(sl);
 	usage_reconfigure(sl);
+	cache_configure(sl->cache, (size_t)sl->cfg->cache_max_memory, (size_t)sl->cfg->cache_max_entry_size);
 }
 
 static void reload(struct sluice *sl)
@@ -319,6 +321,7 @@ static bool init_sluice(struct sluice *sl, struct sluice_config *cfg, const char
 	snprintf(sl->instance, sizeof(sl->instance), "%s:%d", host, cfg->listen_port);
 	sl->limits = limits_new(cfg->limit_rules, 0);
 	cfg->limit_rules = NULL;
+	sl->cache = cache_new((size_t)cfg->cache_max_memory, (size_t)cfg->cache_max_entry_size);
 	TAILQ_INIT(&sl->login_clients);
 	TAILQ_INIT(&sl->closing_clients);
 	TAILQ_INIT(&sl->pools);
@@ -336,7 +339,7 @@ static bool init_sluice(struct sluice *sl, struct sluice_config *cfg, const char
 	for (size_t i = 0; i < sizeof(pw) - 1; i++)
 		pw[i] = (char)('a' + ((unsigned char)pw[i] % 26));
 	pw[sizeof(pw) - 1] = '\0';
-	return sl->config_path && sl->limits && scram_secret_from_password(pw, salt, sizeof(salt), SCRAM_DEFAULT_ITERATIONS,
+	return sl->config_path && sl->limits && sl->cache && scram_secret_from_password(pw, salt, sizeof(salt), SCRAM_DEFAULT_ITERATIONS,
 	                                                     &sl->mock_secret);
 }
 
@@ -362,6 +365,8 @@ static void teardown(struct sluice *sl, struct event **sigs, int n_sigs)
 	authquery_free(sl);
 	limits_free(sl->limits);
 	sl->limits = NULL;
+	cache_free(sl->cache);    /* after the clients and servers that held its entries */
+	sl->cache = NULL;
 	if (sl->dns)
 		evdns_base_free(sl->dns, 0);
 	event_base_free(sl->base);
@@ -422,6 +427,7 @@ static void free_loaded(struct sluice *sl)
 	hba_free(sl->hba);
 	tls_free(&sl->tls);
 	limits_free(sl->limits);
+	cache_free(sl->cache);
 	config_free(sl->cfg);
 	free(sl->config_path);
 }

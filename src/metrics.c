@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ai/cache.h"
 #include "ai/limits.h"
 #include "autoconfig.h"
 #include "client.h"
@@ -637,17 +638,17 @@ static void render_ai(struct sluice *sl, struct evbuffer *out)
 	       "Usage records in the journal not yet stored in PostgreSQL (0 until the usage recorder reports it).");
 	sample_u(out, "pgsluice_ai_usage_journal_records", NULL, 0);
 
-	/* The completion cache (DESIGN 5.4) is not built yet: its metrics exist and stay 0. */
+	struct cache_stats cs = sl->cache ? cache_stats(sl->cache) : (struct cache_stats){ 0 };
 	family(out, "pgsluice_ai_cache_entries", "gauge", "Entries in the completion cache.");
-	sample_u(out, "pgsluice_ai_cache_entries", NULL, 0);
+	sample_u(out, "pgsluice_ai_cache_entries", NULL, cs.entries);
 	family(out, "pgsluice_ai_cache_bytes", "gauge", "Memory held by the completion cache.");
-	sample_u(out, "pgsluice_ai_cache_bytes", NULL, 0);
+	sample_u(out, "pgsluice_ai_cache_bytes", NULL, cs.bytes);
 	family(out, "pgsluice_ai_cache_hits_total", "counter", "Statements answered from the completion cache.");
-	sample_u(out, "pgsluice_ai_cache_hits_total", NULL, 0);
+	sample_u(out, "pgsluice_ai_cache_hits_total", NULL, cs.hits);
 	family(out, "pgsluice_ai_cache_misses_total", "counter", "Cache lookups that went to PostgreSQL.");
-	sample_u(out, "pgsluice_ai_cache_misses_total", NULL, 0);
+	sample_u(out, "pgsluice_ai_cache_misses_total", NULL, cs.misses);
 	family(out, "pgsluice_ai_cache_evictions_total", "counter", "Entries evicted to stay within cache_max_memory.");
-	sample_u(out, "pgsluice_ai_cache_evictions_total", NULL, 0);
+	sample_u(out, "pgsluice_ai_cache_evictions_total", NULL, cs.evictions);
 
 	struct limits_stats ls;
 	memset(&ls, 0, sizeof(ls));

@@ -15,15 +15,19 @@
 #include <string.h>
 #include <strings.h>
 
+#include "ai/cache.h"
+#include "ai/cache_proto.h"
 #include "ai/refuse.h"
 #include "ai/usage.h"
 #include "client.h"
+#include "client_step.h"
 #include "config.h"
 #include "log.h"
 #include "pool.h"
 #include "proto.h"
 #include "server.h"
 #include "sluice.h"
+#include "util.h"
 
 /* ---- registry ---- */
 
@@ -164,6 +168,19 @@ static bool client_bind_name(struct client *c, const char *name, struct prepared
 	return true;
 }
 
+bool prepared_client_parse(struct client *c, const char *name, const char *query, const uint8_t *types,
+                           uint16_t n_types)
+{
+	struct prepared_stmt *st = stmt_acquire(&c->sl->prepared, query, strlen(query), types, n_types);
+	if (!st)
+		return false;
+	if (!client_bind_name(c, name, st)) {
+		stmt_release(&c->sl->prepared, st);
+		return false;
+	}
+	return true;
+}
+
 void prepared_client_free(struct client *c)
 {
 	client_drop_all(c);
@@ -206,7 +223,7 @@ static bool queue_push(struct server *s, uint8_t kind, struct prepared_stmt *st)
 		q->head = 0;
 		q->cap = cap;
 	}
-	q->items[(q->head + q->n) % q->cap] = (struct reply_entry){ kind, st, NULL, false };
+	q->items[(q->head + q->n) % q->cap] = (struct reply_entry){ .kind = kind, .stmt = st };
 	q->n++;
 	return true;
 }
@@ -214,6 +231,17 @@ static bool queue_push(struct server *s, uint8_t kind, struct prepared_stmt *st)
 static struct reply_entry *queue_head(struct server *s)
 {
 	return s->replies.n ? &s->replies.items[s->replies.head] : NULL;
+}
+
+struct reply_entry *prepared_reply_head(struct server *s)
+{
+	return queue_head(s);
+}
+
+static struct reply_entry *queue_tail(struct server *s)
+{
+	struct reply_queue *q = &s->replies;
+	return q->n ? &q->items[(q->head + q->n - 1) % q->cap] : NULL;
 }
 
 /* Pop the head request; a usage record riding on it is journaled when the
@@ -250,6 +278,12 @@ static bool queue_pop_as(struct server *s, bool ok)
 			usage_discard(e->usage);
 		e->usage = NULL;
 	}
+	if (e->cache)
+		cache_reply_done(s, e, ok);
+	if (e->parsed) {
+		client_step_parsed(s->client, e->parsed, ok);
+		e->parsed = NULL;
+	}
 	q->head = (q->head + 1) % q->cap;
 	q->n--;
 	return recorded;
@@ -273,6 +307,59 @@ void prepared_attach_usage(struct server *s, struct usage_pending *usage)
 	struct reply_entry *e = &q->items[(q->head + q->n - 1) % q->cap];
 	usage_discard(e->usage);
 	e->usage = usage;
+}
+
+void prepared_attach_fill(struct server *s, struct cache_entry *fill)
+{
+	struct reply_entry *e = queue_tail(s);
+	if (!fill)
+		return;
+	if (!e || e->cache || (e->kind != PqMsg_Query && e->kind != PqMsg_Describe && e->kind != PqMsg_Execute)) {
+		cache_fill_fail(fill);    /* the server will not answer it (skipping) */
+		cache_fill_drop(s->pool->sl->cache, fill, now_usec());
+		return;
+	}
+	e->cache = fill;
+}
+
+bool prepared_attach_parse(struct server *s, struct stmt_tags *parsed)
+{
+	struct reply_entry *e = queue_tail(s);
+	if (!e || e->kind != PqMsg_Parse || e->parsed) {
+		client_step_parsed(NULL, parsed, false);    /* skipped by the server */
+		return false;
+	}
+	e->parsed = parsed;
+	return true;
+}
+
+const struct stmt_tags *prepared_pending_parse(struct server *s, const char *name)
+{
+	struct reply_queue *q = &s->replies;
+	for (size_t i = q->n; i-- > 0;) {
+		const struct reply_entry *e = &q->items[(q->head + i) % q->cap];
+		if (e->parsed && strcmp(e->parsed->name, name) == 0)
+			return e->parsed;
+	}
+	return NULL;
+}
+
+bool prepared_owe(struct server *s, uint8_t kind, struct cache_entry *hit, uint32_t row_pos,
+                  int32_t max_rows, struct usage_pending *usage)
+{
+	bool skipped = s->replies.skipping;
+	if (skipped || !queue_push(s, kind, NULL)) {
+		cache_entry_release(s->pool->sl->cache, hit);
+		usage_discard(usage);
+		return skipped;
+	}
+	struct reply_entry *e = queue_tail(s);
+	e->cache = hit;
+	e->row_pos = row_pos;
+	e->max_rows = max_rows;
+	e->usage = usage;
+	prepared_flush_owed(s);
+	return true;
 }
 
 void prepared_note_request(struct server *s, uint8_t type)
@@ -364,9 +451,13 @@ void prepared_flush_owed(struct server *s)
 	if (!s->client || s->relay_left > 0)
 		return;
 	struct evbuffer *out = bufferevent_get_output(s->client->bev);
-	while ((e = queue_head(s)) != NULL && (e->kind == '1' || e->kind == '3')) {
-		add_complete(out, (char)e->kind);
-		queue_pop(s);
+	while ((e = queue_head(s)) != NULL && e->kind && strchr("123rk", e->kind)) {
+		if (e->kind == 'r' || e->kind == 'k')
+			cache_write_owed(out, e);
+		else
+			add_complete(out, (char)e->kind);
+		/* a hit's usage record cannot fail the hit: its loss is logged and counted */
+		queue_pop_as(s, true);
 	}
 }
 
@@ -378,6 +469,7 @@ static void forget_all(struct server *s)
 
 void prepared_server_reset(struct server *s)
 {
+	s->capture = NULL;
 	forget_all(s);
 	while (s->replies.n > 0)
 		queue_pop_as(s, false);

@@ -48,15 +48,23 @@ struct server_stmts { struct server_stmt *items; size_t n, cap; uint64_t clock; 
  * (protocol-flow.html 55.2.3: replies come in request order, and after an
  * ErrorResponse the server skips to Sync). Kinds are the frontend message
  * types, plus: 'p' a Parse pgsluice injected (its ParseComplete is
- * swallowed), 'b' an injected Bind, 'c' an injected Close, and '1' / '3' a ParseComplete /
- * CloseComplete pgsluice owes the client for a message it did not forward.
+ * swallowed), 'b' an injected Bind, 'c' an injected Close, and what pgsluice
+ * owes the client for a message it did not forward: '1' / '2' / '3' a
+ * ParseComplete / BindComplete / CloseComplete, 'r' / 'k' the RowDescription
+ * / DataRows of a completion-cache hit (src/ai/cache_proto.h).
  */
 struct usage_pending;
+struct cache_entry;
 struct reply_entry {
 	uint8_t kind;
 	struct prepared_stmt *stmt;
 	struct usage_pending *usage;   /* a usage record made when this request completes; owned */
 	bool failed;                   /* a Query that got ErrorResponse */
+	struct cache_entry *cache;     /* Query/Describe/Execute: the fill it captures into;
+	                                  'r'/'k': the hit it answers from; one reference owned */
+	struct stmt_tags *parsed;      /* Parse: the tags its statement takes when it completes; owned */
+	uint32_t row_pos;              /* 'k': the portal's next row */
+	int32_t max_rows;              /* 'k': the Execute's row limit (0: all) */
 };
 struct reply_queue {
 	struct reply_entry *items;     /* ring buffer */
@@ -96,6 +104,47 @@ enum client_msg_result prepared_client_message(struct client *c, struct server *
  * ownership; NULL is ignored.
  */
 void prepared_attach_usage(struct server *s, struct usage_pending *usage);
+
+/*
+ * Hand the completion-cache fill of the request just noted (the queue's
+ * tail: a Query, Describe or Execute) to s's queue: the server's answer to it
+ * is captured into the fill. Takes the caller's fill reference; NULL ignored.
+ */
+void prepared_attach_fill(struct server *s, struct cache_entry *fill);
+
+/*
+ * Owe the client a reply in order: kind '2' (BindComplete), 'r' (hit's
+ * RowDescription) or 'k' (hit's rows from row_pos, at most max_rows, with
+ * usage journaled when written). hit: a reference the queue takes over
+ * (NULL for '2'); usage is owned. While s skips to Sync after an error the
+ * reply is dropped, as PostgreSQL would skip the message. Written at once
+ * when nothing is owed before it. False when out of memory (nothing queued).
+ */
+bool prepared_owe(struct server *s, uint8_t kind, struct cache_entry *hit, uint32_t row_pos,
+                  int32_t max_rows, struct usage_pending *usage);
+
+/*
+ * Hand the statement tags of the Parse just noted (the queue's tail) to s's
+ * queue: the client's statement takes them at its ParseComplete. Takes
+ * ownership; freed unused when the Parse fails or is skipped. Returns false
+ * when the server skips the Parse (it was freed at once).
+ */
+struct stmt_tags;
+bool prepared_attach_parse(struct server *s, struct stmt_tags *parsed);
+
+/* The tags of the newest Parse of name still waiting for its ParseComplete on s, or NULL. */
+const struct stmt_tags *prepared_pending_parse(struct server *s, const char *name);
+
+/* The oldest request s has not finished answering, or NULL. */
+struct reply_entry *prepared_reply_head(struct server *s);
+
+/*
+ * A named statement the client parsed and pgsluice answered itself (a
+ * completion-cache hit needed no server): remember name for c as the Parse
+ * would. False when out of memory.
+ */
+bool prepared_client_parse(struct client *c, const char *name, const char *query, const uint8_t *types,
+                           uint16_t n_types);
 
 /* Record a forwarded client message in s's reply queue. */
 void prepared_note_request(struct server *s, uint8_t type);

@@ -18,6 +18,7 @@
 #include <openssl/ssl.h>
 #include <sys/un.h>
 
+#include "ai/cache_proto.h"
 #include "auth.h"
 #include "authquery.h"
 #include "client.h"
@@ -501,7 +502,7 @@ static bool transaction_end(struct server *s, struct client *c)
 static bool needs_whole(const struct server *s, uint8_t type)
 {
 	return s->state == SV_LOGIN || s->internal != SV_INTERNAL_NONE || !s->client ||
-	       type == PqMsg_ReadyForQuery || type == PqMsg_ParameterStatus ||
+	       type == PqMsg_ReadyForQuery || type == PqMsg_ParameterStatus || type == PqMsg_RowDescription ||
 	       type == PqMsg_ParseComplete || type == PqMsg_BindComplete || type == PqMsg_CloseComplete ||
 	       type == PqMsg_CommandComplete;
 }
@@ -541,6 +542,8 @@ static bool whole_message(struct server *s, uint8_t type, struct evbuffer *in, u
 		server_close(s, "unexpected message from idle server");
 		return false;
 	}
+	if (s->replies.n > 0 && prepared_reply_head(s)->cache)
+		cache_capture_whole(s, type, msg, total);
 	if (prepared_on_reply(s, type) == REPLY_SWALLOW) {
 		evbuffer_drain(in, total);
 		return true;
@@ -588,6 +591,8 @@ static void server_relay(struct server *s)
 					return;
 				if (n > s->relay_left)
 					n = s->relay_left;
+				if (s->capture)
+					cache_capture_stream(s, in, n);
 				evbuffer_remove_buffer(in, out, n);
 				s->relay_left -= (uint32_t)n;
 				c->sl->stats.bytes_sent += n;
@@ -604,6 +609,8 @@ static void server_relay(struct server *s)
 			return;
 		}
 		if (!needs_whole(s, type)) {
+			if (s->replies.n > 0 && prepared_reply_head(s)->cache)
+				cache_capture_begin(s, type, len);
 			prepared_on_reply(s, type);
 			s->relay_left = 1 + len;
 			continue;

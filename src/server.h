@@ -20,6 +20,7 @@
 struct pool;
 struct client;
 struct bufferevent;
+struct cache_entry;
 
 enum server_state {
 	SV_LOGIN,     /* connecting and authenticating: pool->login_servers */
@@ -70,6 +71,8 @@ struct server {
 	bool tls;                      /* bev is an OpenSSL filter over the socket */
 	struct reply_queue replies;    /* requests not answered yet, in order */
 	struct server_stmts stmts;     /* statements prepared on this server */
+	struct cache_entry *capture;   /* the fill the DataRow being relayed goes to (cache_proto.h) */
+	uint32_t capture_left;         /* bytes of it still to capture */
 	bool close_when_released;
 };
 

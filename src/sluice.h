@@ -89,6 +89,7 @@ struct sluice {
 	struct limits *limits;            /* per-subject rate limits and budgets; owned */
 	struct limits_sync *limits_sync;  /* their link to PostgreSQL; NULL without ai_database */
 	struct usage *usage;              /* usage records: journal and writer; NULL without ai_database */
+	struct cache *cache;              /* the completion cache (ai/cache.h); owned */
 	struct scram_secret mock_secret;
 	struct derived_secret *derived_secrets; /* one per user, so a login costs no PBKDF2 */
 	char instance[160];               /* "host:listen_port": this pgsluice among those sharing a database */  /* for users not in auth_file: fail after a full exchange */

@@ -33,6 +33,27 @@ static int64_t wall_ms(void)
 	return wall_usec() / 1000;
 }
 
+/* Whom a tagged (or sluice.user) statement is charged to: the ai_user tag, sluice.user, else the role. */
+static const char *subject_of(const struct client *c, const struct ai_tags *tags)
+{
+	if (tags && tags->has_ai_key && tags->user[0])
+		return tags->user;
+	return c->ai.user[0] ? c->ai.user : c->user;
+}
+
+static const char *model_of(const struct client *c, const struct ai_tags *tags)
+{
+	return tags && tags->has_ai_key && tags->model[0] ? tags->model : c->ai.model;
+}
+
+struct usage_pending *middleware_hit_usage(struct client *c, const struct ai_tags *tags)
+{
+	struct usage_pending *p = usage_prepare(c, tags, subject_of(c, tags), model_of(c, tags));
+	if (p)
+		usage_mark_cached(p);
+	return p;
+}
+
 bool middleware_admit(struct client *c, const struct ai_tags *tags, struct mw_refusal *refusal,
                       struct usage_pending **usage)
 {
@@ -60,7 +81,7 @@ bool middleware_admit(struct client *c, const struct ai_tags *tags, struct mw_re
 	} else if (c->ai.user[0]) {
 		subject = c->ai.user;
 	}
-	const char *model = tagged && tags->model[0] ? tags->model : c->ai.model;
+	const char *model = model_of(c, tags);
 	if (tagged && usage_wanted(tags) && !usage_can_record(sl)) {
 		refusal->sqlstate = SQLSTATE_DISK_FULL;
 		str_copy(refusal->message, "could not record LLM usage: the usage journal cannot be written",

@@ -42,4 +42,12 @@ enum tags_result middleware_tags(const char *text, size_t len, struct ai_tags *t
 bool middleware_admit(struct client *c, const struct ai_tags *tags, struct mw_refusal *refusal,
                       struct usage_pending **usage);
 
+/*
+ * The usage record of a completion-cache hit of client c's statement with
+ * tags (admitted already): cached = true, subject and model as admission
+ * chose them, no tokens and no cost, as no LLM was called (DESIGN.md 5.3).
+ * NULL when recording is off or out of memory; owned by the caller.
+ */
+struct usage_pending *middleware_hit_usage(struct client *c, const struct ai_tags *tags);
+
 #endif

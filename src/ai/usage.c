@@ -169,6 +169,13 @@ bool usage_commit(struct sluice *sl, struct usage_pending *p)
 	return stored;
 }
 
+void usage_mark_cached(struct usage_pending *p)
+{
+	p->rec.cached = true;
+	p->rec.input_tokens = 0;
+	p->rec.output_tokens = 0;
+}
+
 void usage_discard(struct usage_pending *p)
 {
 	free(p);
@@ -276,7 +283,7 @@ static void ship_next(struct usage *u)
 			"input_tokens, output_tokens, cost_cents, llm_latency_ms, statement_ms, cached, "
 			"conversation_id, trace_id, instance) "
 			"SELECT r.id, 'epoch'::timestamptz + r.us * interval '1 microsecond', r.subject, r.db_user, r.database, r.model, "
-			"r.tin, r.tout, round((r.tin * p.input_usd_per_mtok + r.tout * p.output_usd_per_mtok) / 1e4, 4), "
+			"r.tin, r.tout, CASE WHEN r.cached THEN 0 ELSE round((r.tin * p.input_usd_per_mtok + r.tout * p.output_usd_per_mtok) / 1e4, 4) END, "
 			"r.lat, r.stmt, r.cached, r.conv, r.trace, r.inst "
 			"FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], "
 			"$7::bigint[], $8::bigint[], $9::bigint[], $10::float8[], $11::bool[], $12::text[], "

@@ -52,6 +52,9 @@ struct usage_pending *usage_prepare(struct client *c, const struct ai_tags *tags
  */
 bool usage_commit(struct sluice *sl, struct usage_pending *p);
 
+/* p records a completion-cache hit: cached = true, no tokens (none were spent). */
+void usage_mark_cached(struct usage_pending *p);
+
 /* The statement failed or its server was lost: no record. NULL is ignored. */
 void usage_discard(struct usage_pending *p);
 

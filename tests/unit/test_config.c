@@ -390,7 +390,7 @@ static void test_unknown_and_unsupported_keys_warn_by_name_and_load(void **state
 		"foo = bar\n"                        /* 2 */
 		"auth_ident_file = x\n"             /* 3 */
 		"client_tls_dheparams = auto\n"     /* 4 */
-		"cache_max_memory = 64MB\n"          /* 5 */
+		"workers = 2\n"                      /* 5 */
 		"listen_port = 7432\n"               /* 6 */
 		"[peers]\n"                          /* 7 */
 		"1 = host=/tmp/p1\n"                 /* 8 */
@@ -403,7 +403,7 @@ static void test_unknown_and_unsupported_keys_warn_by_name_and_load(void **state
 	assert_logged(log, 2, "unknown configuration key \"foo\" ignored");
 	assert_logged(log, 3, "PgBouncer key \"auth_ident_file\" is not supported by pgsluice and is ignored");
 	assert_logged(log, 4, "PgBouncer key \"client_tls_dheparams\" is not supported by pgsluice and is ignored");
-	assert_logged(log, 5, "key \"cache_max_memory\" is not implemented yet by pgsluice and is ignored");
+	assert_logged(log, 5, "key \"workers\" is not implemented yet by pgsluice and is ignored");
 	assert_logged(log, 7, "PgBouncer section [peers] is not supported by pgsluice and is ignored");
 	assert_logged(log, 11, "unknown section [nonsense] ignored");
 	assert_null(strstr(log, "limits"));

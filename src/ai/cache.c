@@ -1,0 +1,389 @@
+/*
+ * cache.c - see cache.h. A chained hash table that doubles as it fills, an
+ * LRU list of READY entries, and reference counts so that answers being
+ * written out and fills in flight outlive eviction.
+ */
+#include "ai/cache.h"
+
+#include <openssl/rand.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define INITIAL_BUCKETS 256
+
+struct cache {
+	struct cache_entry **buckets;
+	size_t n_buckets;              /* a power of two */
+	size_t in_table;               /* entries in the table (READY and FILLING) */
+	TAILQ_HEAD(cache_lru_head, cache_entry) lru; /* READY entries in the table, most recent first */
+	size_t max_memory, max_entry;  /* bytes */
+	struct cache_stats stats;
+	uint64_t seed;                 /* per process, so that keys cannot be chosen to collide */
+};
+
+/* FNV-1a over the key, seeded: a table hash, not a digest. */
+static uint64_t key_hash(const struct cache *cache, const uint8_t *key, size_t len)
+{
+	uint64_t h = 14695981039346656037ULL ^ cache->seed;
+	for (size_t i = 0; i < len; i++) {
+		h ^= key[i];
+		h *= 1099511628211ULL;
+	}
+	return h ^ (h >> 29);
+}
+
+struct cache *cache_new(size_t max_memory, size_t max_entry)
+{
+	struct cache *cache = calloc(1, sizeof(*cache));
+	if (!cache)
+		return NULL;
+	cache->buckets = calloc(INITIAL_BUCKETS, sizeof(*cache->buckets));
+	if (!cache->buckets) {
+		free(cache);
+		return NULL;
+	}
+	cache->n_buckets = INITIAL_BUCKETS;
+	cache->max_memory = max_memory;
+	cache->max_entry = max_entry;
+	if (RAND_bytes((unsigned char *)&cache->seed, sizeof(cache->seed)) != 1)
+		cache->seed = (uint64_t)(uintptr_t)cache * 0x9e3779b97f4a7c15ULL;
+	TAILQ_INIT(&cache->lru);
+	return cache;
+}
+
+size_t cache_entry_size(const struct cache_entry *e)
+{
+	return sizeof(*e) + e->key_len + e->rowdesc_len + e->rows_len;
+}
+
+static void entry_free(struct cache_entry *e)
+{
+	free(e->key);
+	free(e->rowdesc);
+	free(e->rows);
+	free(e);
+}
+
+static void entry_unref(struct cache_entry *e)
+{
+	if (--e->refs <= 0)
+		entry_free(e);
+}
+
+/* Take e out of the table (and the LRU when READY); the table's reference goes. */
+static void table_remove(struct cache *cache, struct cache_entry *e)
+{
+	if (!e->in_table)
+		return;
+	struct cache_entry **pp = &cache->buckets[e->hash & (cache->n_buckets - 1)];
+	while (*pp && *pp != e)
+		pp = &(*pp)->hnext;
+	if (*pp)
+		*pp = e->hnext;
+	e->hnext = NULL;
+	e->in_table = false;
+	cache->in_table--;
+	if (e->state == CACHE_READY) {
+		TAILQ_REMOVE(&cache->lru, e, lru);
+		cache->stats.entries--;
+		cache->stats.bytes -= cache_entry_size(e);
+		e->state = CACHE_DEAD;
+	}
+	entry_unref(e);
+}
+
+static void table_grow(struct cache *cache)
+{
+	size_t n = cache->n_buckets * 2;
+	struct cache_entry **b = calloc(n, sizeof(*b));
+	if (!b)
+		return;    /* longer chains, still correct */
+	for (size_t i = 0; i < cache->n_buckets; i++) {
+		struct cache_entry *e = cache->buckets[i], *next;
+		for (; e; e = next) {
+			next = e->hnext;
+			e->hnext = b[e->hash & (n - 1)];
+			b[e->hash & (n - 1)] = e;
+		}
+	}
+	free(cache->buckets);
+	cache->buckets = b;
+	cache->n_buckets = n;
+}
+
+/* Put e in the table; the table takes a reference. */
+static void table_insert(struct cache *cache, struct cache_entry *e)
+{
+	if (cache->in_table >= cache->n_buckets)
+		table_grow(cache);
+	struct cache_entry **head = &cache->buckets[e->hash & (cache->n_buckets - 1)];
+	e->hnext = *head;
+	*head = e;
+	e->in_table = true;
+	e->refs++;
+	cache->in_table++;
+}
+
+static struct cache_entry *table_find(const struct cache *cache, uint64_t h, const uint8_t *key, size_t len,
+                                      enum cache_state state)
+{
+	for (struct cache_entry *e = cache->buckets[h & (cache->n_buckets - 1)]; e; e = e->hnext)
+		if (e->hash == h && e->state == state && e->key_len == len && memcmp(e->key, key, len) == 0)
+			return e;
+	return NULL;
+}
+
+static void evict_to_fit(struct cache *cache)
+{
+	struct cache_entry *e;
+	while (cache->stats.bytes > cache->max_memory && (e = TAILQ_LAST(&cache->lru, cache_lru_head)) != NULL) {
+		table_remove(cache, e);
+		cache->stats.evictions++;
+	}
+}
+
+/* Wake every waiter of e (they leave it first, so a wake may wait again elsewhere). */
+static void wake_waiters(struct cache_entry *e, bool filled)
+{
+	struct cache_waiter *w;
+	while ((w = TAILQ_FIRST(&e->waiters)) != NULL) {
+		TAILQ_REMOVE(&e->waiters, w, link);
+		w->on = NULL;
+		w->wake(w, filled);
+	}
+}
+
+void cache_free(struct cache *cache)
+{
+	if (!cache)
+		return;
+	for (size_t i = 0; i < cache->n_buckets; i++) {
+		struct cache_entry *e = cache->buckets[i], *next;
+		for (; e; e = next) {
+			next = e->hnext;
+			struct cache_waiter *w;
+			while ((w = TAILQ_FIRST(&e->waiters)) != NULL) {
+				TAILQ_REMOVE(&e->waiters, w, link);
+				w->on = NULL;
+			}
+			entry_free(e);
+		}
+	}
+	free(cache->buckets);
+	free(cache);
+}
+
+void cache_configure(struct cache *cache, size_t max_memory, size_t max_entry)
+{
+	cache->max_memory = max_memory;
+	cache->max_entry = max_entry;
+	evict_to_fit(cache);
+}
+
+enum cache_find cache_lookup(struct cache *cache, const uint8_t *key, size_t key_len, int64_t now,
+                             struct cache_entry **out)
+{
+	uint64_t h = key_hash(cache, key, key_len);
+	*out = NULL;
+	struct cache_entry *e = table_find(cache, h, key, key_len, CACHE_READY);
+	if (e && now >= e->expires) {
+		table_remove(cache, e);
+		e = NULL;
+	}
+	if (e) {
+		TAILQ_REMOVE(&cache->lru, e, lru);
+		TAILQ_INSERT_HEAD(&cache->lru, e, lru);
+		e->refs++;
+		*out = e;
+		return CACHE_FOUND_READY;
+	}
+	e = table_find(cache, h, key, key_len, CACHE_FILLING);
+	if (e) {
+		*out = e;
+		return CACHE_FOUND_FILLING;
+	}
+	return CACHE_FOUND_MISS;
+}
+
+struct cache_entry *cache_fill_begin(struct cache *cache, const uint8_t *key, size_t key_len, int64_t ttl,
+                                     bool publish)
+{
+	struct cache_entry *e = calloc(1, sizeof(*e));
+	if (!e)
+		return NULL;
+	e->key = malloc(key_len ? key_len : 1);
+	if (!e->key) {
+		free(e);
+		return NULL;
+	}
+	memcpy(e->key, key, key_len);
+	e->key_len = key_len;
+	e->hash = key_hash(cache, key, key_len);
+	e->state = CACHE_FILLING;
+	e->refs = 1;
+	e->fill_refs = 1;
+	e->ttl = ttl;
+	TAILQ_INIT(&e->waiters);
+	if (publish)
+		table_insert(cache, e);
+	return e;
+}
+
+void cache_fill_hold(struct cache_entry *e)
+{
+	e->refs++;
+	e->fill_refs++;
+}
+
+static void drop_answer(struct cache_entry *e)
+{
+	e->unusable = true;
+	free(e->rowdesc);
+	free(e->rows);
+	e->rowdesc = e->rows = NULL;
+	e->rowdesc_len = e->rows_len = e->rows_cap = 0;
+}
+
+bool cache_fill_rowdesc(struct cache *cache, struct cache_entry *e, const uint8_t *msg, size_t len)
+{
+	if (e->unusable)
+		return false;
+	if (e->rowdesc || len > cache->max_entry) {
+		drop_answer(e);    /* two result sets: a multi-statement Query */
+		return false;
+	}
+	e->rowdesc = malloc(len);
+	if (!e->rowdesc) {
+		drop_answer(e);
+		return false;
+	}
+	memcpy(e->rowdesc, msg, len);
+	e->rowdesc_len = len;
+	return true;
+}
+
+bool cache_fill_rows(struct cache *cache, struct cache_entry *e, const uint8_t *bytes, size_t n)
+{
+	if (e->unusable)
+		return false;
+	if (e->rowdesc_len + e->rows_len + n > cache->max_entry) {
+		drop_answer(e);
+		return false;
+	}
+	if (e->rows_len + n > e->rows_cap) {
+		size_t cap = e->rows_cap ? e->rows_cap : 256;
+		while (cap < e->rows_len + n)
+			cap *= 2;
+		uint8_t *rows = realloc(e->rows, cap);
+		if (!rows) {
+			drop_answer(e);
+			return false;
+		}
+		e->rows = rows;
+		e->rows_cap = cap;
+	}
+	memcpy(e->rows + e->rows_len, bytes, n);
+	e->rows_len += n;
+	return true;
+}
+
+void cache_fill_fail(struct cache_entry *e)
+{
+	drop_answer(e);
+}
+
+/* The answer of FILLING e is whole and worth keeping: make it READY in the table. */
+static void store(struct cache *cache, struct cache_entry *e, int64_t now)
+{
+	if (e->rows_cap > e->rows_len) {
+		uint8_t *rows = realloc(e->rows, e->rows_len);
+		if (rows) {
+			e->rows = rows;
+			e->rows_cap = e->rows_len;
+		}
+	}
+	table_remove(cache, e);    /* leaves as FILLING, comes back READY */
+	struct cache_entry *old = table_find(cache, e->hash, e->key, e->key_len, CACHE_READY);
+	if (old)
+		table_remove(cache, old);
+	e->state = CACHE_READY;
+	e->expires = now + e->ttl;
+	table_insert(cache, e);
+	TAILQ_INSERT_HEAD(&cache->lru, e, lru);
+	cache->stats.entries++;
+	cache->stats.bytes += cache_entry_size(e);
+	evict_to_fit(cache);
+}
+
+void cache_fill_drop(struct cache *cache, struct cache_entry *e, int64_t now)
+{
+	if (--e->fill_refs > 0 || e->state != CACHE_FILLING) {
+		entry_unref(e);
+		return;
+	}
+	bool keep = e->complete && !e->unusable && e->n_rows > 0 &&
+	            e->rowdesc_len + e->rows_len <= cache->max_entry &&
+	            cache_entry_size(e) <= cache->max_memory;
+	e->refs++;    /* held across the table changes and the wakes */
+	if (keep) {
+		store(cache, e, now);
+	} else {
+		table_remove(cache, e);
+		e->state = CACHE_DEAD;
+	}
+	wake_waiters(e, keep);
+	e->refs--;        /* the guard: the capturer's reference below may be the last */
+	entry_unref(e);
+}
+
+void cache_entry_release(struct cache *cache, struct cache_entry *e)
+{
+	(void)cache;
+	if (e)
+		entry_unref(e);
+}
+
+void cache_entry_hold(struct cache_entry *e)
+{
+	e->refs++;
+}
+
+void cache_wait(struct cache_entry *e, struct cache_waiter *w)
+{
+	w->on = e;
+	TAILQ_INSERT_TAIL(&e->waiters, w, link);
+}
+
+void cache_unwait(struct cache_waiter *w)
+{
+	if (!w->on)
+		return;
+	TAILQ_REMOVE(&w->on->waiters, w, link);
+	w->on = NULL;
+}
+
+uint64_t cache_flush(struct cache *cache)
+{
+	uint64_t n = 0;
+	struct cache_entry *e;
+	while ((e = TAILQ_FIRST(&cache->lru)) != NULL) {
+		table_remove(cache, e);
+		n++;
+	}
+	return n;
+}
+
+void cache_note_hit(struct cache *cache)
+{
+	cache->stats.hits++;
+}
+
+void cache_note_miss(struct cache *cache)
+{
+	cache->stats.misses++;
+}
+
+struct cache_stats cache_stats(const struct cache *cache)
+{
+	return cache->stats;
+}

@@ -1,0 +1,328 @@
+/*
+ * cache_proto.c - see cache_proto.h. Answers are stored as the very bytes
+ * PostgreSQL sent, so a hit is a copy; keys are length-prefixed fields so
+ * that no two different statements can share one.
+ */
+#include "ai/cache_proto.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ai/cache.h"
+#include "ai/tags.h"
+#include "client.h"
+#include "pool.h"
+#include "prepared.h"
+#include "proto.h"
+#include "server.h"
+#include "sluice.h"
+#include "util.h"
+#include "varcache.h"
+
+/* ---- keys ---- */
+
+struct cache_stmt *cache_stmt_new(const char *text, size_t len, const struct ai_tags *tags,
+                                  const uint8_t *types, uint16_t n_types)
+{
+	size_t cut_from = tags->comment_start, cut_to = tags->comment_end;
+	if (cut_to < cut_from || cut_to > len)
+		cut_from = cut_to = 0;
+	size_t text_len = len - (cut_to - cut_from);
+	size_t n = 4 + text_len + 2 + (size_t)n_types * 4;
+	struct cache_stmt *st = malloc(sizeof(*st) + n);
+	if (!st)
+		return NULL;
+	uint8_t *p = st->data;
+	uint32_t be = htonl((uint32_t)text_len);
+	memcpy(p, &be, 4);
+	p += 4;
+	memcpy(p, text, cut_from);
+	p += cut_from;
+	memcpy(p, text + cut_to, len - cut_to);
+	p += len - cut_to;
+	uint16_t nt = htons(n_types);
+	memcpy(p, &nt, 2);
+	p += 2;
+	if (n_types)
+		memcpy(p, types, (size_t)n_types * 4);
+	st->len = n;
+	return st;
+}
+
+void cache_key_free(struct cache_key *k)
+{
+	free(k->data);
+	*k = (struct cache_key){ 0 };
+}
+
+static void key_add(struct cache_key *k, const void *p, size_t n)
+{
+	if (k->failed)
+		return;
+	if (k->len + n > k->cap) {
+		size_t cap = k->cap ? k->cap : 256;
+		while (cap < k->len + n)
+			cap *= 2;
+		uint8_t *d = realloc(k->data, cap);
+		if (!d) {
+			k->failed = true;
+			return;
+		}
+		k->data = d;
+		k->cap = cap;
+	}
+	memcpy(k->data + k->len, p, n);
+	k->len += n;
+}
+
+static void key_u32(struct cache_key *k, uint32_t v)
+{
+	v = htonl(v);
+	key_add(k, &v, 4);
+}
+
+static void key_u16(struct cache_key *k, uint16_t v)
+{
+	v = htons(v);
+	key_add(k, &v, 2);
+}
+
+static void key_str(struct cache_key *k, const char *s)
+{
+	size_t n = strlen(s);
+	key_u32(k, (uint32_t)n);
+	key_add(k, s, n);
+}
+
+/*
+ * Database, role, the session settings that shape text output (client_encoding,
+ * DateStyle, TimeZone, IntervalStyle, standard_conforming_strings and
+ * track_extra_parameters; not application_name) and the statement: what every
+ * key starts with. A client with other settings gets its own answer.
+ */
+static void key_head(struct cache_key *k, const struct client *c, const struct cache_stmt *st)
+{
+	key_str(k, c->database);
+	key_str(k, c->user);
+	for (int i = 0; i < varcache_count(); i++)
+		if (strcmp(varcache_name(i), "application_name") != 0)
+			key_str(k, c->vars.values[i] ? c->vars.values[i] : "");
+	key_add(k, st->data, st->len);
+}
+
+bool cache_key_query(struct cache_key *k, const struct client *c, const struct cache_stmt *st)
+{
+	key_head(k, c, st);
+	key_u16(k, 0);    /* no parameters */
+	key_u16(k, 0);    /* text results */
+	return !k->failed;
+}
+
+/* Format code i of a Bind's list of n codes (protocol-message-formats.html). */
+static int16_t format_of(const uint8_t *codes, int16_t n, int i)
+{
+	if (n == 0)
+		return 0;
+	const uint8_t *p = codes + 2 * (n == 1 ? 0 : i);
+	return (int16_t)((p[0] << 8) | p[1]);
+}
+
+bool cache_key_bind(struct cache_key *k, const struct client *c, const struct cache_stmt *st,
+                    const uint8_t *body, size_t len)
+{
+	struct msgreader r;
+	mr_init(&r, body, len);
+	mr_string(&r);    /* portal */
+	mr_string(&r);    /* statement */
+	int16_t n_formats = mr_int16(&r);
+	const uint8_t *formats = n_formats > 0 ? mr_bytes(&r, (size_t)n_formats * 2) : NULL;
+	int16_t n_params = mr_int16(&r);
+	if (r.bad || n_formats < 0 || n_params < 0 || (n_formats > 1 && n_formats != n_params))
+		return false;
+	key_head(k, c, st);
+	key_u16(k, (uint16_t)n_params);
+	for (int i = 0; i < n_params && !r.bad; i++) {
+		int16_t f = format_of(formats, n_formats, i);
+		int32_t vlen = mr_int32(&r);
+		const uint8_t *v = vlen > 0 ? mr_bytes(&r, (size_t)vlen) : NULL;
+		key_u16(k, (uint16_t)f);
+		key_u32(k, (uint32_t)vlen);    /* -1: NULL */
+		if (v)
+			key_add(k, v, (size_t)vlen);
+	}
+	int16_t n_results = mr_int16(&r);
+	const uint8_t *results = n_results > 0 ? mr_bytes(&r, (size_t)n_results * 2) : NULL;
+	if (r.bad || n_results < 0)
+		return false;
+	bool all_text = true;
+	for (int i = 0; i < n_results; i++)
+		all_text = all_text && format_of(results, n_results, i) == 0;
+	key_u16(k, all_text ? 0 : (uint16_t)n_results);
+	if (!all_text)
+		key_add(k, results, (size_t)n_results * 2);
+	return !k->failed;
+}
+
+/* ---- hits ---- */
+
+void cache_write_rowdesc(struct evbuffer *out, const struct cache_entry *e)
+{
+	evbuffer_add(out, e->rowdesc, e->rowdesc_len);
+}
+
+static uint32_t msg_len_at(const uint8_t *p)
+{
+	return ((uint32_t)p[1] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 8) | p[4];
+}
+
+void cache_write_rows(struct evbuffer *out, const struct cache_entry *e, uint32_t *pos, int32_t max_rows)
+{
+	if (*pos == 0 && (max_rows <= 0 || (uint32_t)max_rows > e->n_rows)) {
+		evbuffer_add(out, e->rows, e->rows_len);    /* the usual case: all of it */
+		*pos = e->n_rows;
+		return;
+	}
+	/* A portal fetched in parts. As PostgreSQL, an Execute that reaches its
+	 * row limit suspends even when no row is left; the completion tag then
+	 * counts the rows of the last Execute only. */
+	size_t off = 0;
+	uint32_t row = 0, written = 0;
+	while (row < *pos && off + PROTO_HEADER_LEN <= e->rows_len && e->rows[off] == PqMsg_DataRow) {
+		off += 1 + (size_t)msg_len_at(e->rows + off);
+		row++;
+	}
+	size_t from = off;
+	while ((max_rows <= 0 || written < (uint32_t)max_rows) && off + PROTO_HEADER_LEN <= e->rows_len &&
+	       e->rows[off] == PqMsg_DataRow) {
+		off += 1 + (size_t)msg_len_at(e->rows + off);
+		written++;
+	}
+	evbuffer_add(out, e->rows + from, off - from);
+	*pos += written;
+	if (max_rows > 0 && written == (uint32_t)max_rows) {
+		static const uint8_t suspended[5] = { 's', 0, 0, 0, 4 };
+		evbuffer_add(out, suspended, sizeof(suspended));
+		return;
+	}
+	const char *tag = (const char *)e->rows + off + PROTO_HEADER_LEN;
+	if (e->rows_len - off > PROTO_HEADER_LEN + 7 && strncmp(tag, "SELECT ", 7) == 0) {
+		struct msgbuf m;
+		char text[32];
+		snprintf(text, sizeof(text), "SELECT %u", written);
+		msg_init(&m);
+		msg_begin(&m, PqMsg_CommandComplete);
+		msg_add_string(&m, text);
+		msg_end(&m);
+		msg_flush_to(&m, out);
+		msg_free(&m);
+	} else {
+		evbuffer_add(out, e->rows + off, e->rows_len - off);
+	}
+}
+
+/* ---- capture ---- */
+
+/* The fill the head of s's queue captures into, or NULL. */
+static struct cache_entry *head_fill(struct server *s, uint8_t *kind)
+{
+	struct reply_entry *h = prepared_reply_head(s);
+	if (!h || !h->cache || (h->kind != PqMsg_Query && h->kind != PqMsg_Describe && h->kind != PqMsg_Execute))
+		return NULL;
+	*kind = h->kind;
+	return h->cache;
+}
+
+void cache_capture_whole(struct server *s, uint8_t type, const uint8_t *msg, size_t total)
+{
+	uint8_t kind;
+	struct cache_entry *e = head_fill(s, &kind);
+	struct cache *cache = s->pool->sl->cache;
+	if (!e || e->unusable)
+		return;
+	switch (type) {
+	case PqMsg_RowDescription:
+		if (kind == PqMsg_Execute || e->complete)
+			cache_fill_fail(e);
+		else
+			cache_fill_rowdesc(cache, e, msg, total);
+		break;
+	case PqMsg_CommandComplete:
+		if (kind == PqMsg_Describe || e->complete)
+			cache_fill_fail(e);
+		else if (cache_fill_rows(cache, e, msg, total))
+			e->complete = true;
+		break;
+	case PqMsg_NoticeResponse:
+	case PqMsg_ParameterStatus:
+	case PqMsg_NotificationResponse:
+	case 't':    /* ParameterDescription */
+	case PqMsg_ReadyForQuery:
+		break;
+	default:     /* an error, NoData, an empty query, COPY, a suspended portal */
+		cache_fill_fail(e);
+		break;
+	}
+}
+
+void cache_capture_begin(struct server *s, uint8_t type, uint32_t len)
+{
+	uint8_t kind;
+	struct cache_entry *e = head_fill(s, &kind);
+	s->capture = NULL;
+	if (!e || e->unusable)
+		return;
+	if (type == PqMsg_DataRow && kind != PqMsg_Describe && !e->complete) {
+		e->n_rows++;
+		s->capture = e;
+		s->capture_left = 1 + len;
+	} else if (type != PqMsg_NoticeResponse && type != PqMsg_NotificationResponse) {
+		cache_fill_fail(e);
+	}
+}
+
+void cache_capture_stream(struct server *s, struct evbuffer *in, size_t n)
+{
+	struct cache_entry *e = s->capture;
+	uint8_t chunk[4096];
+	struct evbuffer_ptr pos;
+	evbuffer_ptr_set(in, &pos, 0, EVBUFFER_PTR_SET);
+	while (n > 0 && e && !e->unusable) {
+		size_t k = n < sizeof(chunk) ? n : sizeof(chunk);
+		if (evbuffer_copyout_from(in, &pos, chunk, k) != (ev_ssize_t)k) {
+			cache_fill_fail(e);
+			break;
+		}
+		evbuffer_ptr_set(in, &pos, k, EVBUFFER_PTR_ADD);
+		cache_fill_rows(s->pool->sl->cache, e, chunk, k);
+		n -= k;
+		s->capture_left -= (uint32_t)k;
+	}
+	if (!e || e->unusable || s->capture_left == 0)
+		s->capture = NULL;
+}
+
+void cache_reply_done(struct server *s, struct reply_entry *e, bool ok)
+{
+	struct cache *cache = s->pool->sl->cache;
+	if (e->kind == 'r' || e->kind == 'k') {
+		cache_entry_release(cache, e->cache);
+	} else {
+		if (!ok || e->failed)
+			cache_fill_fail(e->cache);
+		if (s->capture == e->cache)
+			s->capture = NULL;
+		cache_fill_drop(cache, e->cache, now_usec());
+	}
+	e->cache = NULL;
+}
+
+void cache_write_owed(struct evbuffer *out, struct reply_entry *e)
+{
+	if (e->kind == 'r')
+		cache_write_rowdesc(out, e->cache);
+	else
+		cache_write_rows(out, e->cache, &e->row_pos, e->max_rows);
+}

@@ -1,0 +1,97 @@
+/*
+ * cache_proto.h - the completion cache on the wire (DESIGN.md 5.4): keys
+ * built from Query and Parse/Bind messages, hits written back as the messages
+ * PostgreSQL sent, and the capture of a server's answer into a fill.
+ */
+#ifndef SLUICE_AI_CACHE_PROTO_H
+#define SLUICE_AI_CACHE_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct ai_tags;
+struct cache_entry;
+struct client;
+struct evbuffer;
+struct reply_entry;
+struct server;
+
+/*
+ * The statement's part of a key: its text without the tag comment, then its
+ * parameter type OIDs. Kept per prepared statement by the client; free().
+ */
+struct cache_stmt {
+	size_t len;                    /* bytes of data */
+	uint8_t data[];
+};
+
+/*
+ * The statement part for text[0..len) whose tags (TAGS_OK, ai_cache set)
+ * say where the comment is, with n_types parameter type OIDs at types (int32
+ * in network order, as in Parse; NULL when 0). NULL when out of memory.
+ */
+struct cache_stmt *cache_stmt_new(const char *text, size_t len, const struct ai_tags *tags,
+                                  const uint8_t *types, uint16_t n_types);
+
+/* A key being built (malloc'ed bytes). */
+struct cache_key {
+	uint8_t *data;
+	size_t len, cap;               /* bytes */
+	bool failed;                   /* out of memory or an uncacheable message */
+};
+
+/* Free k's bytes. */
+void cache_key_free(struct cache_key *k);
+
+/*
+ * The key of statement st run by client c (its database and login role) as
+ * a simple Query: no parameters, text results. False when out of memory.
+ */
+bool cache_key_query(struct cache_key *k, const struct client *c, const struct cache_stmt *st);
+
+/*
+ * The key of statement st bound by the Bind message body[0..len) (after the
+ * length word): parameter values and formats, result formats (protocol-
+ * message-formats.html, Bind). Format lists are normalised as PostgreSQL
+ * reads them, so "no codes" and "all text" are one key. False when out of
+ * memory or the Bind is malformed.
+ */
+bool cache_key_bind(struct cache_key *k, const struct client *c, const struct cache_stmt *st,
+                    const uint8_t *body, size_t len);
+
+/* Append e's RowDescription (e->rowdesc must be set). */
+void cache_write_rowdesc(struct evbuffer *out, const struct cache_entry *e);
+
+/*
+ * Append e's DataRows from row *pos on, at most max_rows of them (0: all),
+ * then its CommandComplete when the rows ran out, else PortalSuspended, as
+ * an Execute of a portal with that row limit answers (protocol-flow.html
+ * 55.2.3). Advances *pos.
+ */
+void cache_write_rows(struct evbuffer *out, const struct cache_entry *e, uint32_t *pos, int32_t max_rows);
+
+/*
+ * Capture hooks, called by the server relay before prepared_on_reply sees a
+ * message: the head of s's reply queue says whether the message belongs to a
+ * fill. A whole message (msg[0..total), header included) ...
+ */
+void cache_capture_whole(struct server *s, uint8_t type, const uint8_t *msg, size_t total);
+
+/* ... or the start of a streamed one of len (its length word); its bytes follow ... */
+void cache_capture_begin(struct server *s, uint8_t type, uint32_t len);
+
+/* ... n bytes of it, at the front of in, about to be relayed. */
+void cache_capture_stream(struct server *s, struct evbuffer *in, size_t n);
+
+/*
+ * The reply entry e (a Query, Describe or Execute with a fill, or an owed
+ * cached answer) leaves s's queue: ok when its request completed. A fill is
+ * stored when its last capturer completed it, else dropped.
+ */
+void cache_reply_done(struct server *s, struct reply_entry *e, bool ok);
+
+/* Write the owed cached reply e ('r' RowDescription or 'k' rows) to out. */
+void cache_write_owed(struct evbuffer *out, struct reply_entry *e);
+
+#endif

@@ -1,0 +1,1221 @@
+/*
+ * client_step.c - see client_step.h. Each step looks at one message while
+ * it is still in the client's input; what it answers itself goes out in the
+ * order PostgreSQL would have answered, through the server's reply queue
+ * (prepared.h) when a server is linked.
+ */
+#include "client_step.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ai/cache.h"
+#include "ai/cache_proto.h"
+#include "ai/middleware.h"
+#include "ai/refuse.h"
+#include "ai/sqltext.h"
+#include "ai/usage.h"
+#include "client.h"
+#include "pool.h"
+#include "prepared.h"
+#include "proto.h"
+#include "server.h"
+#include "sluice.h"
+#include "util.h"
+
+static void write_command_complete(struct msgbuf *m, const char *tag)
+{
+	msg_begin(m, PqMsg_CommandComplete);
+	msg_add_string(m, tag);
+	msg_end(m);
+}
+
+/*
+ * Answer a simple Query the client sent (already consumed) with success tag,
+ * or fail it with an ERROR. With no server in the way the answer is local;
+ * a server that owes replies or holds a transaction gets a statement that
+ * raises the error itself, so the reply order and the transaction's failed
+ * state stay exactly PostgreSQL's.
+ */
+static void answer_query(struct client *c, const char *tag, const char *sqlstate, const char *message,
+                         const char *detail, const char *hint)
+{
+	struct server *s = c->server;
+	struct msgbuf m;
+	msg_init(&m);
+	if (s && (sqlstate || s->pending_ready > 0 || s->unsynced)) {
+		char sql[2048];
+		if (!sqlstate)   /* the same tag, in order, and nothing the server keeps */
+			snprintf(sql, sizeof(sql), strcmp(tag, "SET") == 0 ? "SET pgsluice.noop TO DEFAULT"
+			                                                   : "RESET pgsluice.noop");
+		else if (!refuse_build_raise_sql(sql, sizeof(sql), sqlstate, message, detail, hint))
+			snprintf(sql, sizeof(sql), "DO $pgsluice$BEGIN RAISE EXCEPTION USING ERRCODE = '%s'; END$pgsluice$",
+			         sqlstate);
+		msg_begin(&m, PqMsg_Query);
+		msg_add_string(&m, sql);
+		msg_end(&m);
+		msg_flush_to(&m, bufferevent_get_output(s->bev));
+		client_note_message(c, s, PqMsg_Query);
+		prepared_note_request(s, PqMsg_Query);
+	} else {
+		if (sqlstate)
+			msg_add_error(&m, PqMsg_ErrorResponse, "ERROR", sqlstate, detail, hint, "%s", message);
+		else
+			write_command_complete(&m, tag);
+		msg_add_ready(&m, s ? s->tx_status : 'I');
+		msg_flush_to(&m, bufferevent_get_output(c->bev));
+	}
+	msg_free(&m);
+}
+
+/*
+ * SHOW sluice.user: one row, one text column, as PostgreSQL answers SHOW.
+ * A server that still owes replies answers a SELECT of the same value
+ * instead, so the order holds (its tag then reads SELECT 1).
+ */
+static void answer_show(struct client *c, const char *name, const char *value)
+{
+	struct server *s = c->server;
+	struct msgbuf m;
+	msg_init(&m);
+	if (s && (s->pending_ready > 0 || s->unsynced)) {
+		struct sqltext q = { 0 };
+		sqltext_str(&q, "SELECT ");
+		char lit[2 * AI_NAME_MAX + 8];
+		size_t n = 0;
+		lit[n++] = '\'';
+		for (const char *p = value; *p && n + 3 < sizeof(lit); p++) {
+			if (*p == '\'')
+				lit[n++] = '\'';
+			lit[n++] = *p;
+		}
+		lit[n++] = '\'';
+		lit[n] = '\0';
+		sqltext_str(&q, lit);
+		sqltext_str(&q, " AS \"");
+		sqltext_str(&q, name);
+		sqltext_str(&q, "\"");
+		msg_begin(&m, PqMsg_Query);
+		msg_add_string(&m, q.failed ? "SELECT ''" : q.s);
+		msg_end(&m);
+		sqltext_free(&q);
+		msg_flush_to(&m, bufferevent_get_output(s->bev));
+		client_note_message(c, s, PqMsg_Query);
+		prepared_note_request(s, PqMsg_Query);
+	} else {
+		msg_begin(&m, PqMsg_RowDescription);
+		msg_add_int16(&m, 1);
+		msg_add_string(&m, name);
+		msg_add_int32(&m, 0);       /* no table */
+		msg_add_int16(&m, 0);
+		msg_add_int32(&m, 25);      /* text */
+		msg_add_int16(&m, -1);
+		msg_add_int32(&m, -1);
+		msg_add_int16(&m, 0);       /* text format */
+		msg_end(&m);
+		msg_begin(&m, PqMsg_DataRow);
+		msg_add_int16(&m, 1);
+		msg_add_int32(&m, (int32_t)strlen(value));
+		msg_add_bytes(&m, value, strlen(value));
+		msg_end(&m);
+		write_command_complete(&m, "SHOW");
+		msg_add_ready(&m, s ? s->tx_status : 'I');
+		msg_flush_to(&m, bufferevent_get_output(c->bev));
+	}
+	msg_free(&m);
+}
+
+/*
+ * A simple Query of SET/RESET sluice.user or sluice.model: kept by pgsluice
+ * per client, so it follows the client across pooled servers. Returns true
+ * when the message was consumed.
+ */
+bool client_intercept_set(struct client *c, uint32_t len)
+{
+	char text[512];
+	size_t n = len - 4;
+	if (n >= sizeof(text))
+		return false;
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer_ptr pos;
+	evbuffer_ptr_set(in, &pos, PROTO_HEADER_LEN, EVBUFFER_PTR_SET);
+	if (evbuffer_copyout_from(in, &pos, text, n) != (ev_ssize_t)n)
+		return false;
+	const char *tag = NULL;
+	char err[256];
+	enum ai_set_result r = ai_session_match_set(&c->ai, text, n, &tag, err, sizeof(err));
+	if (r == AI_SET_NONE)
+		return false;
+	evbuffer_drain(in, 1 + (size_t)len);
+	c->sl->stats.query_count++;
+	if (r == AI_SET_SHOW)
+		answer_show(c, tag, strcmp(tag, "sluice.user") == 0 ? c->ai.user : c->ai.model);
+	else if (r == AI_SET_DONE)
+		answer_query(c, tag, NULL, NULL, NULL, NULL);
+	else
+		answer_query(c, NULL, strstr(err, "unrecognized") ? SQLSTATE_UNDEFINED_OBJECT : SQLSTATE_INVALID_PARAMETER_VALUE,
+		             err, NULL, NULL);
+	return true;
+}
+
+/* ---- the middleware's step ---- */
+
+/* Offset of the comment opener in the message body at [from, 1 + len) of the input, or -1. */
+ev_ssize_t client_step_find_comment(struct evbuffer *in, size_t from, uint32_t len)
+{
+	struct evbuffer_ptr start;
+	if (evbuffer_ptr_set(in, &start, from, EVBUFFER_PTR_SET) != 0)
+		return -1;
+	struct evbuffer_ptr hit = evbuffer_search(in, "/*", 2, &start);
+	return hit.pos >= 0 && (size_t)hit.pos < 1 + (size_t)len ? hit.pos : -1;
+}
+
+/* Refuse the simple Query at the front of the input (whole, not consumed yet). */
+static void refuse_query(struct client *c, uint32_t len, const struct mw_refusal *r)
+{
+	evbuffer_drain(bufferevent_get_input(c->bev), 1 + (size_t)len);
+	c->sl->stats.query_count++;
+	answer_query(c, NULL, r->sqlstate, r->message, r->detail[0] ? r->detail : NULL,
+	             r->hint[0] ? r->hint : NULL);
+}
+
+/* ---- the completion cache: shared pieces ---- */
+
+static bool cache_on(const struct client *c)
+{
+	return c->sl->cache && c->sl->cfg->cache_max_memory > 0;
+}
+
+/* How long an answer of a statement with tags lives (ai_ttl, else cache_default_ttl). */
+static int64_t cache_ttl(const struct client *c, const struct ai_tags *tags)
+{
+	return tags->ttl_s > 0 ? (int64_t)tags->ttl_s * USEC_PER_SEC : (int64_t)c->sl->cfg->cache_default_ttl;
+}
+
+/* A fill that will not complete: it is dropped and its waiters go to the server. */
+static void fill_abandon(struct client *c, struct cache_entry **fill)
+{
+	if (!*fill)
+		return;
+	cache_fill_fail(*fill);
+	cache_fill_drop(c->sl->cache, *fill, now_usec());
+	*fill = NULL;
+}
+
+/* The unnamed portal is replaced or gone: forget its hit or its fill. */
+static void portal_forget(struct client *c)
+{
+	cache_entry_release(c->sl->cache, c->cached_portal);
+	c->cached_portal = NULL;
+	c->cached_portal_row = 0;
+	fill_abandon(c, &c->portal_fill);
+}
+
+/* The fill a waiter waited for ended: resume the relay from the event loop, not from inside the fill. */
+static void cache_woken(struct cache_waiter *w, bool filled)
+{
+	struct client *c = (struct client *)((char *)w - offsetof(struct client, cache_waiter));
+	c->cache_bypass = !filled;
+	if (c->cache_wake_ev)
+		event_active(c->cache_wake_ev, EV_TIMEOUT, 0);
+}
+
+static void cache_wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	client_resume(arg);
+}
+
+/* Park c until the FILLING entry e ends (c has no server: it holds none while it waits). */
+static int cache_park(struct client *c, struct cache_entry *e)
+{
+	if (c->cache_waiter.on)
+		return -1;     /* parked already; more input arrived meanwhile */
+	if (!c->cache_wake_ev) {
+		c->cache_wake_ev = event_new(c->sl->base, -1, 0, cache_wake_cb, c);
+		if (!c->cache_wake_ev)
+			return 1;    /* cannot be woken: go to the server instead */
+	}
+	c->cache_waiter.wake = cache_woken;
+	cache_wait(e, &c->cache_waiter);
+	return -1;
+}
+
+/* The usage record of a hit (cached = true), charged as the admission decided. */
+static struct usage_pending *hit_usage(struct client *c, const struct ai_tags *tags)
+{
+	usage_discard(c->pending_usage);
+	c->pending_usage = NULL;
+	return middleware_hit_usage(c, tags);
+}
+
+/* ---- simple Query ---- */
+
+/* Can a hit for a simple Query be written now, in order, with the right status? */
+static bool query_answerable(const struct server *s)
+{
+	return !s || (s->pending_ready == 0 && !s->unsynced && s->replies.n == 0 && s->tx_status != 'E');
+}
+
+/*
+ * A simple Query tagged ai_cache: look it up. Sets *hit (a reference) when
+ * it can be answered now; sets c->pending_fill when its answer is to be
+ * captured. Returns 1 to go on, -1 when c was parked.
+ */
+static int query_cache_step(struct client *c, const char *text, size_t len, const struct ai_tags *tags,
+                            struct cache_entry **hit)
+{
+	struct cache *cache = c->sl->cache;
+	bool bypass = c->cache_bypass;
+	struct cache_key k = { 0 };
+	struct cache_stmt *st = cache_stmt_new(text, len, tags, NULL, 0);
+	bool keyed = st && cache_key_query(&k, c, st);
+	free(st);
+	if (!keyed) {
+		cache_key_free(&k);
+		return 1;
+	}
+	struct cache_entry *e = NULL;
+	enum cache_find f = tags->cache == AI_CACHE_LOOKUP ? cache_lookup(cache, k.data, k.len, now_usec(), &e)
+	                                                   : CACHE_FOUND_MISS;
+	if (f == CACHE_FOUND_FILLING && !c->server && !bypass) {
+		cache_key_free(&k);
+		return cache_park(c, e);
+	}
+	c->cache_bypass = false;
+	if (f == CACHE_FOUND_READY && e->rowdesc && query_answerable(c->server)) {
+		*hit = e;
+	} else {
+		/* an answer kept without its RowDescription is filled again, with one */
+		bool refill = f == CACHE_FOUND_MISS || (f == CACHE_FOUND_READY && !e->rowdesc);
+		cache_entry_release(cache, f == CACHE_FOUND_READY ? e : NULL);
+		cache_note_miss(cache);
+		if (refill)    /* after a failed fill, unpublished: others do not wait for it */
+			c->pending_fill = cache_fill_begin(cache, k.data, k.len, cache_ttl(c, tags),
+			                                   tags->cache == AI_CACHE_LOOKUP && !bypass);
+	}
+	cache_key_free(&k);
+	return 1;
+}
+
+/* Answer the simple Query at the front (admitted) from hit, as PostgreSQL did. */
+static void answer_query_hit(struct client *c, uint32_t len, struct cache_entry *hit, const struct ai_tags *tags)
+{
+	struct server *s = c->server;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct usage_pending *usage = hit_usage(c, tags);
+	uint32_t pos = 0;
+	evbuffer_drain(bufferevent_get_input(c->bev), 1 + (size_t)len);
+	c->sl->stats.query_count++;
+	c->pool->stats.query_count++;
+	cache_note_hit(c->sl->cache);
+	cache_write_rowdesc(out, hit);
+	cache_write_rows(out, hit, &pos, 0);
+	usage_commit(c->sl, usage);    /* before ReadyForQuery; a lost record is logged and counted */
+	struct msgbuf m;
+	msg_init(&m);
+	msg_add_ready(&m, s ? s->tx_status : 'I');
+	msg_flush_to(&m, out);
+	msg_free(&m);
+	cache_entry_release(c->sl->cache, hit);
+}
+
+/*
+ * A simple Query: parse its tags (one scan when it has no comment), look it
+ * up in the completion cache when tagged so, and ask the middleware.
+ * Returns 1 to relay it, 0 when it was answered or refused (consumed), -1 to
+ * wait for the rest of the message or for an identical miss.
+ */
+static int query_step(struct client *c, uint32_t len)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	if (evbuffer_get_length(in) < 1 + (size_t)len)
+		return -1;
+	struct ai_tags tags;
+	struct mw_refusal r;
+	bool tagged = false;
+	struct cache_entry *hit = NULL;
+	if (client_step_find_comment(in, PROTO_HEADER_LEN, len) >= 0) {
+		const char *text = (const char *)evbuffer_pullup(in, 1 + (ev_ssize_t)len) + PROTO_HEADER_LEN;
+		size_t text_len = strnlen(text, len - 4);
+		enum tags_result tr = middleware_tags(text, text_len, &tags, &r);
+		if (tr == TAGS_INVALID) {
+			refuse_query(c, len, &r);
+			return 0;
+		}
+		tagged = tr == TAGS_OK;
+		if (tagged && tags.cache != AI_CACHE_NONE && cache_on(c) &&
+		    query_cache_step(c, text, text_len, &tags, &hit) < 0)
+			return -1;
+	}
+	if (!middleware_admit(c, tagged ? &tags : NULL, &r, &c->pending_usage)) {
+		cache_entry_release(c->sl->cache, hit);
+		fill_abandon(c, &c->pending_fill);
+		refuse_query(c, len, &r);
+		return 0;
+	}
+	if (!hit)
+		return 1;
+	answer_query_hit(c, len, hit, &tags);
+	return 0;
+}
+
+/* ---- the extended protocol's statements ---- */
+
+static struct ai_tags *dup_tags(const struct ai_tags *t)
+{
+	struct ai_tags *copy = malloc(sizeof(*copy));
+	if (copy)
+		*copy = *t;
+	return copy;
+}
+
+/*
+ * Remember the tags of a Parse (unnamed statement or a named one) and, for
+ * a cache lookup, its key part cstmt (taken over, may be NULL). False: OOM.
+ */
+static bool keep_statement_tags(struct client *c, const char *name, const struct ai_tags *tags,
+                                struct cache_stmt *cstmt)
+{
+	if (!*name) {
+		free(c->unnamed_tags);
+		free(c->unnamed_cstmt);
+		c->unnamed_tags = tags ? dup_tags(tags) : NULL;
+		c->unnamed_cstmt = tags ? cstmt : NULL;
+		if (!tags)
+			free(cstmt);
+		return !tags || c->unnamed_tags;
+	}
+	for (size_t i = 0; i < c->n_tagged; i++)
+		if (strcmp(c->tagged[i].name, name) == 0) {
+			free(c->tagged[i].tags);
+			free(c->tagged[i].cstmt);
+			c->tagged[i].tags = tags ? dup_tags(tags) : NULL;
+			c->tagged[i].cstmt = tags ? cstmt : NULL;
+			if (!tags)
+				free(cstmt);
+			return !tags || c->tagged[i].tags;
+		}
+	if (!tags) {
+		free(cstmt);
+		return true;
+	}
+	struct tagged_stmt *grown = realloc(c->tagged, (c->n_tagged + 1) * sizeof(*grown));
+	if (!grown) {
+		free(cstmt);
+		return false;
+	}
+	c->tagged = grown;
+	c->tagged[c->n_tagged].name = strdup(name);
+	c->tagged[c->n_tagged].tags = dup_tags(tags);
+	c->tagged[c->n_tagged].cstmt = cstmt;
+	return c->tagged[c->n_tagged].name && c->tagged[c->n_tagged++].tags;
+}
+
+/* The tags of statement name (and its cache key part, when cstmt is not NULL). */
+static const struct ai_tags *statement_tags(const struct client *c, const char *name,
+                                            const struct cache_stmt **cstmt)
+{
+	if (cstmt)
+		*cstmt = NULL;
+	if (!*name) {
+		if (cstmt)
+			*cstmt = c->unnamed_cstmt;
+		return c->unnamed_tags;
+	}
+	for (size_t i = 0; i < c->n_tagged; i++)
+		if (strcmp(c->tagged[i].name, name) == 0) {
+			if (cstmt)
+				*cstmt = c->tagged[i].cstmt;
+			return c->tagged[i].tags;
+		}
+	return NULL;
+}
+
+/* A Parse body read: its name, text and parameter types. */
+struct parse_msg {
+	const char *name, *query;
+	const uint8_t *types;
+	uint16_t n_types;
+};
+
+static bool read_parse(const uint8_t *body, size_t len, struct parse_msg *p)
+{
+	struct msgreader rd;
+	mr_init(&rd, body, len);
+	p->name = mr_string(&rd);
+	p->query = mr_string(&rd);
+	int16_t n = mr_int16(&rd);
+	p->n_types = n > 0 ? (uint16_t)n : 0;
+	p->types = p->n_types ? mr_bytes(&rd, (size_t)p->n_types * 4) : NULL;
+	return !rd.bad && n >= 0;
+}
+
+/* The key part of a lookup statement (NULL when it is none, or out of memory). */
+static struct cache_stmt *lookup_stmt(const struct client *c, const struct parse_msg *p, const struct ai_tags *tags)
+{
+	if (!tags || tags->cache == AI_CACHE_NONE || !cache_on(c))
+		return NULL;
+	return cache_stmt_new(p->query, strlen(p->query), tags, p->types, p->n_types);
+}
+
+/*
+ * Parse: note the statement's tags. An invalid tag fails the Parse itself
+ * (as a syntax error would): the server is made to raise 22023 in its place.
+ * Returns 1 to relay, 0 when replaced, -1 to wait for more bytes.
+ */
+static int parse_step(struct client *c, struct server *s, uint32_t len)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	if (!c->n_tagged && !c->unnamed_tags && client_step_find_comment(in, PROTO_HEADER_LEN, len) < 0)
+		return 1;   /* nothing tagged before, nothing tagged now */
+	if (evbuffer_get_length(in) < 1 + (size_t)len)
+		return -1;
+	const uint8_t *body = evbuffer_pullup(in, 1 + (ev_ssize_t)len) + PROTO_HEADER_LEN;
+	struct parse_msg p;
+	if (!read_parse(body, len - 4, &p))
+		return 1;
+	struct ai_tags tags;
+	struct mw_refusal r;
+	enum tags_result tr = strstr(p.query, "/*") ? middleware_tags(p.query, strlen(p.query), &tags, &r) : TAGS_NONE;
+	if (tr == TAGS_INVALID) {
+		evbuffer_drain(in, 1 + (size_t)len);
+		prepared_raise_error(s, r.sqlstate, r.message, NULL, r.hint);
+		return 0;
+	}
+	const struct ai_tags *kept = tr == TAGS_OK && tags.has_ai_key ? &tags : NULL;
+	if (!prepared_active(c) && (kept || statement_tags(c, p.name, NULL))) {
+		/* The server may refuse the Parse (a name in use, a syntax error):
+		 * its tags count from its ParseComplete on (client_step_parsed). */
+		struct stmt_tags *st = calloc(1, sizeof(*st));
+		if (st && (st->name = strdup(p.name)) != NULL && (!kept || (st->tags = dup_tags(kept)) != NULL)) {
+			st->cstmt = lookup_stmt(c, &p, kept);
+			c->pending_parse = st;
+			return 1;
+		}
+		client_step_parsed(c, st, false);
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return 0;
+	}
+	/* pgsluice's own statement names: a new text replaces the old, as prepared.c does */
+	if (!keep_statement_tags(c, p.name, kept, lookup_stmt(c, &p, kept))) {
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return 0;
+	}
+	return 1;
+}
+
+void client_step_parsed(struct client *c, struct stmt_tags *st, bool ok)
+{
+	if (!st)
+		return;
+	if (c && c->parses_in_flight > 0)
+		c->parses_in_flight--;
+	if (c && ok) {
+		keep_statement_tags(c, st->name, st->tags, st->cstmt);
+		st->cstmt = NULL;
+	} else if (c && !*st->name) {
+		keep_statement_tags(c, "", NULL, NULL);    /* a failed Parse still drops the unnamed statement */
+	}
+	free(st->cstmt);
+	free(st->tags);
+	free(st->name);
+	free(st);
+}
+
+/* Close of a statement: it is gone for PostgreSQL whether or not it existed. */
+static int close_step(struct client *c, uint32_t len)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	if (evbuffer_get_length(in) < 1 + (size_t)len)
+		return -1;
+	const uint8_t *body = evbuffer_pullup(in, 1 + (ev_ssize_t)len) + PROTO_HEADER_LEN;
+	if (body[0] == 'S' && memchr(body + 1, 0, len - 5))
+		keep_statement_tags(c, (const char *)body + 1, NULL, NULL);
+	return 1;
+}
+
+/* Can a hit for the unnamed portal be owed now (its replies then come in order)? */
+static bool portal_answerable(const struct server *s, const struct cache_entry *e, bool describe_follows)
+{
+	return s->pending_ready == 0 && s->tx_status != 'E' && !s->replies.skipping &&
+	       (e->rowdesc || !describe_follows);
+}
+
+/*
+ * May the batch ask for the unnamed portal's RowDescription after its Bind
+ * (whose end is at `from` in the input)? True when a Describe comes before
+ * the Sync, or when the batch is not buffered up to its Sync yet.
+ */
+static bool describe_follows(struct evbuffer *in, size_t from)
+{
+	size_t total = evbuffer_get_length(in);
+	while (from + PROTO_HEADER_LEN <= total) {
+		uint8_t hdr[PROTO_HEADER_LEN];
+		struct evbuffer_ptr pos;
+		evbuffer_ptr_set(in, &pos, from, EVBUFFER_PTR_SET);
+		evbuffer_copyout_from(in, &pos, hdr, sizeof(hdr));
+		if (hdr[0] == PqMsg_Describe || hdr[0] == PqMsg_Bind)
+			return hdr[0] == PqMsg_Describe;    /* a new Bind replaces the portal */
+		if (hdr[0] == PqMsg_Sync)
+			return false;
+		from += 1 + (((size_t)hdr[1] << 24) | ((size_t)hdr[2] << 16) | ((size_t)hdr[3] << 8) | hdr[4]);
+	}
+	return true;
+}
+
+/*
+ * Bind of the unnamed portal to a lookup statement, with server s linked:
+ * a fresh answer is owed in order (BindComplete now, the rest at Describe
+ * and Execute); else it goes to s and its answer is captured.
+ */
+static int bind_cache_step(struct client *c, struct server *s, const struct ai_tags *t,
+                           const struct cache_stmt *cs, uint32_t len)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct cache *cache = c->sl->cache;
+	if (evbuffer_get_length(in) < 1 + (size_t)len)
+		return -1;
+	const uint8_t *body = evbuffer_pullup(in, 1 + (ev_ssize_t)len) + PROTO_HEADER_LEN;
+	struct cache_key k = { 0 };
+	if (!cache_key_bind(&k, c, cs, body, len - 4)) {
+		cache_key_free(&k);
+		return 1;
+	}
+	bool bypass = c->cache_bypass;
+	c->cache_bypass = false;
+	struct cache_entry *e = NULL;
+	enum cache_find f = t->cache == AI_CACHE_LOOKUP ? cache_lookup(cache, k.data, k.len, now_usec(), &e)
+	                                                : CACHE_FOUND_MISS;
+	bool describes = f == CACHE_FOUND_READY && describe_follows(in, 1 + (size_t)len);
+	if (f == CACHE_FOUND_READY && portal_answerable(s, e, describes)) {
+		cache_key_free(&k);
+		evbuffer_drain(in, 1 + (size_t)len);
+		c->cached_portal = e;
+		c->cached_portal_row = 0;
+		if (!prepared_owe(s, PqMsg_BindComplete, NULL, 0, 0, NULL))
+			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return 0;
+	}
+	/* an answer kept without its RowDescription is filled again, with one */
+	bool refill = f == CACHE_FOUND_MISS || (f == CACHE_FOUND_READY && describes && !e->rowdesc);
+	cache_entry_release(cache, f == CACHE_FOUND_READY ? e : NULL);
+	cache_note_miss(cache);
+	if (refill)    /* after a failed fill, unpublished: others do not wait for it */
+		c->portal_fill = cache_fill_begin(cache, k.data, k.len, cache_ttl(c, t),
+		                                  t->cache == AI_CACHE_LOOKUP && !bypass);
+	cache_key_free(&k);
+	return 1;
+}
+
+/* Bind to the unnamed portal: it carries its statement's tags. */
+static int bind_step(struct client *c, struct server *s, uint32_t len)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	char head[320];
+	size_t n = len - 4 < sizeof(head) ? len - 4 : sizeof(head);
+	struct evbuffer_ptr pos;
+	evbuffer_ptr_set(in, &pos, PROTO_HEADER_LEN, EVBUFFER_PTR_SET);
+	if (evbuffer_copyout_from(in, &pos, head, n) != (ev_ssize_t)n)
+		return n < len - 4 ? -1 : 1;
+	const char *nul = memchr(head, 0, n);
+	if (!nul)
+		return 1;
+	const char *stmt = nul + 1;
+	if (!memchr(stmt, 0, n - (size_t)(stmt - head)))
+		return evbuffer_get_length(in) < 1 + (size_t)len ? -1 : 1;
+	if (head[0])
+		return 1;   /* named portals are not tracked */
+	const struct cache_stmt *cs;
+	const struct stmt_tags *parsing = prepared_active(c) ? NULL : prepared_pending_parse(s, stmt);
+	const struct ai_tags *t = parsing ? parsing->tags : statement_tags(c, stmt, &cs);
+	if (parsing)
+		cs = parsing->cstmt;    /* if that Parse fails, so does this Bind */
+	free(c->portal_tags);
+	c->portal_tags = t ? dup_tags(t) : NULL;
+	portal_forget(c);
+	if (t && cs && t->cache != AI_CACHE_NONE && cache_on(c))
+		return bind_cache_step(c, s, t, cs, len);
+	return 1;
+}
+
+/*
+ * Describe or Close of the unnamed portal that is a hit (answered in order
+ * from the cache) or a miss (its RowDescription captured). Returns as client_step.
+ */
+static int portal_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	uint8_t what[2];
+	struct evbuffer_ptr pos;
+	evbuffer_ptr_set(in, &pos, PROTO_HEADER_LEN, EVBUFFER_PTR_SET);
+	if (len < 6 || evbuffer_copyout_from(in, &pos, what, 2) != 2)
+		return len < 6 ? 1 : -1;
+	if (what[0] != 'P' || what[1] != 0)
+		return 1;    /* a statement, or a named portal */
+	if (type == PqMsg_Close) {
+		bool hit = c->cached_portal != NULL;
+		portal_forget(c);
+		if (!hit)
+			return 1;
+		evbuffer_drain(in, 1 + (size_t)len);
+		if (!prepared_owe(s, PqMsg_CloseComplete, NULL, 0, 0, NULL))
+			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return 0;
+	}
+	if (c->portal_fill) {
+		cache_fill_hold(c->portal_fill);
+		fill_abandon(c, &c->pending_fill);
+		c->pending_fill = c->portal_fill;    /* its RowDescription is captured */
+		return 1;
+	}
+	evbuffer_drain(in, 1 + (size_t)len);
+	if (!c->cached_portal->rowdesc) {
+		/* Defensive: bind_cache_step only binds such an answer when the batch
+		 * is buffered up to its Sync without a Describe. */
+		prepared_raise_error(s, SQLSTATE_FEATURE_NOT_SUPPORTED,
+		                     "cannot describe a portal answered from the completion cache", NULL,
+		                     "Describe the portal before its Execute, in the same batch.");
+		return 0;
+	}
+	cache_entry_hold(c->cached_portal);
+	if (!prepared_owe(s, 'r', c->cached_portal, 0, 0, NULL))
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+	return 0;
+}
+
+/* Rows an Execute with max_rows takes from a hit with n rows, from row pos on. */
+static uint32_t rows_taken(uint32_t n, uint32_t pos, int32_t max_rows)
+{
+	uint32_t left = pos < n ? n - pos : 0;
+	return max_rows > 0 && (uint32_t)max_rows < left ? (uint32_t)max_rows : left;
+}
+
+/* Execute of the unnamed portal: the middleware decides; a refusal fails it in place. */
+static int execute_step(struct client *c, struct server *s, uint32_t len)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	uint8_t head[5];
+	struct evbuffer_ptr pos;
+	evbuffer_ptr_set(in, &pos, PROTO_HEADER_LEN, EVBUFFER_PTR_SET);
+	if (evbuffer_copyout_from(in, &pos, head, sizeof(head)) != (ev_ssize_t)sizeof(head))
+		return -1;
+	if (head[0] != 0)
+		return 1;   /* a named portal */
+	int32_t max_rows = (int32_t)(((uint32_t)head[1] << 24) | ((uint32_t)head[2] << 16) | ((uint32_t)head[3] << 8) | head[4]);
+	struct mw_refusal r;
+	if (c->batch_admitted) {
+		/* decided with the batch's first message, before a server was taken */
+		c->batch_admitted = false;
+		usage_discard(c->pending_usage);
+		c->pending_usage = c->batch_usage;
+		c->batch_usage = NULL;
+	} else if (!middleware_admit(c, c->portal_tags, &r, &c->pending_usage)) {
+		evbuffer_drain(in, 1 + (size_t)len);
+		prepared_raise_error(s, r.sqlstate, r.message, r.detail[0] ? r.detail : NULL, r.hint[0] ? r.hint : NULL);
+		return 0;
+	}
+	if (c->portal_fill) {
+		if (max_rows != 0)
+			cache_fill_fail(c->portal_fill);    /* a part of the answer is no answer */
+		fill_abandon(c, &c->pending_fill);
+		c->pending_fill = c->portal_fill;       /* the portal's reference rides on the Execute */
+		c->portal_fill = NULL;
+	}
+	if (!c->cached_portal)
+		return 1;
+	evbuffer_drain(in, 1 + (size_t)len);
+	struct cache_entry *e = c->cached_portal;
+	uint32_t from = c->cached_portal_row;
+	c->cached_portal_row += rows_taken(e->n_rows, from, max_rows);
+	c->sl->stats.query_count++;
+	c->pool->stats.query_count++;
+	cache_note_hit(c->sl->cache);
+	cache_entry_hold(e);
+	if (!prepared_owe(s, 'k', e, from, max_rows, hit_usage(c, c->portal_tags)))
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+	return 0;
+}
+
+/* ---- a whole batch answered from the cache, no server taken ---- */
+
+#define LOCAL_MAX_MESSAGES 64        /* a longer batch goes to a server */
+#define LOCAL_MAX_PARSES 8
+#define LOCAL_MAX_BYTES (256 * 1024)
+
+struct local_msg {
+	uint8_t type;
+	size_t off;                      /* of its header in the input */
+	uint32_t len;
+	int parse;                       /* Parse: its index in local_batch.parses; Bind: the statement's, or -1 */
+	struct cache_entry *hit;         /* Bind: its answer (a reference) */
+	const struct ai_tags *tags;      /* Bind: its statement's tags */
+};
+
+struct local_parse {
+	struct parse_msg p;
+	struct ai_tags tags;
+	struct cache_stmt *cstmt;        /* owned until kept by the client */
+};
+
+struct local_batch {
+	struct local_msg msgs[LOCAL_MAX_MESSAGES];
+	int n;
+	struct local_parse parses[LOCAL_MAX_PARSES];
+	int n_parses;
+	struct cache_entry *wait_for;    /* a Bind's identical miss in flight */
+	size_t bytes;                    /* of the batch, up to its Sync */
+};
+
+static void local_free(struct client *c, struct local_batch *b)
+{
+	for (int i = 0; i < b->n; i++)
+		cache_entry_release(c->sl->cache, b->msgs[i].hit);
+	for (int i = 0; i < b->n_parses; i++)
+		free(b->parses[i].cstmt);
+}
+
+enum local_scan {
+	LOCAL_WHOLE,      /* up to a Sync, or a Flush that ends what is buffered */
+	LOCAL_PARTIAL,    /* the rest is still on its way (a client gets no reply before Sync or Flush) */
+	LOCAL_TOO_LONG,   /* longer than a batch answered locally may be */
+};
+
+/* Headers of the buffered batch up to its Sync (or a final Flush): b->n whole messages, b->bytes. */
+static enum local_scan local_scan(struct evbuffer *in, struct local_batch *b)
+{
+	size_t off = 0, total = evbuffer_get_length(in);
+	for (;;) {
+		b->bytes = off;
+		if (off + PROTO_HEADER_LEN > total)
+			return LOCAL_PARTIAL;
+		if (b->n == LOCAL_MAX_MESSAGES)
+			return LOCAL_TOO_LONG;
+		uint8_t hdr[PROTO_HEADER_LEN];
+		struct evbuffer_ptr pos;
+		evbuffer_ptr_set(in, &pos, off, EVBUFFER_PTR_SET);
+		evbuffer_copyout_from(in, &pos, hdr, sizeof(hdr));
+		uint32_t len = ((uint32_t)hdr[1] << 24) | ((uint32_t)hdr[2] << 16) | ((uint32_t)hdr[3] << 8) | hdr[4];
+		if (len < 4 || off + 1 + (size_t)len > LOCAL_MAX_BYTES)
+			return LOCAL_TOO_LONG;
+		if (off + 1 + (size_t)len > total)
+			return LOCAL_PARTIAL;
+		b->msgs[b->n++] = (struct local_msg){ .type = hdr[0], .off = off, .len = len, .parse = -1 };
+		off += 1 + (size_t)len;
+		if (hdr[0] == PqMsg_Sync || (hdr[0] == PqMsg_Flush && off == total)) {
+			b->bytes = off;
+			return LOCAL_WHOLE;
+		}
+	}
+}
+
+/* A Parse of the batch: it must be a lookup (named ones need pgsluice's statement names). */
+static bool local_parse(struct client *c, struct local_batch *b, struct local_msg *m, const uint8_t *body)
+{
+	if (b->n_parses == LOCAL_MAX_PARSES)
+		return false;
+	struct mw_refusal r;
+	int i = b->n_parses;
+	if (!read_parse(body, m->len - 4, &b->parses[i].p) || (*b->parses[i].p.name && !prepared_active(c)))
+		return false;
+	const char *q = b->parses[i].p.query;
+	if (middleware_tags(q, strlen(q), &b->parses[i].tags, &r) != TAGS_OK ||
+	    b->parses[i].tags.cache != AI_CACHE_LOOKUP)
+		return false;
+	b->parses[i].cstmt = lookup_stmt(c, &b->parses[i].p, &b->parses[i].tags);
+	if (!b->parses[i].cstmt)
+		return false;
+	m->parse = b->n_parses++;
+	return true;
+}
+
+/* A Bind of the batch: to the unnamed portal, of a lookup statement whose answer is fresh. */
+static bool local_bind(struct client *c, struct local_batch *b, struct local_msg *m, const uint8_t *body)
+{
+	struct msgreader rd;
+	mr_init(&rd, body, m->len - 4);
+	const char *portal = mr_string(&rd), *stmt = mr_string(&rd);
+	if (rd.bad || *portal)
+		return false;
+	const struct cache_stmt *cs = NULL;
+	m->tags = NULL;
+	for (int i = b->n_parses - 1; i >= 0 && !m->tags; i--)
+		if (strcmp(b->parses[i].p.name, stmt) == 0) {
+			m->tags = &b->parses[i].tags;
+			cs = b->parses[i].cstmt;
+			m->parse = i;
+		}
+	if (!m->tags)
+		m->tags = statement_tags(c, stmt, &cs);
+	if (!m->tags || !cs || m->tags->cache != AI_CACHE_LOOKUP)
+		return false;
+	struct cache_key k = { 0 };
+	bool keyed = cache_key_bind(&k, c, cs, body, m->len - 4);
+	struct cache_entry *e = NULL;
+	enum cache_find f = keyed ? cache_lookup(c->sl->cache, k.data, k.len, now_usec(), &e) : CACHE_FOUND_MISS;
+	cache_key_free(&k);
+	if (f == CACHE_FOUND_FILLING && !b->wait_for)
+		b->wait_for = e;
+	m->hit = f == CACHE_FOUND_READY ? e : NULL;
+	return f != CACHE_FOUND_MISS;
+}
+
+/*
+ * Can every message of the batch be answered without a server? Looks every
+ * Bind up (references kept in b). Describe and Execute must be of the
+ * unnamed portal just bound; Describe needs the answer's RowDescription.
+ * A whole batch must execute something (else it is no lookup).
+ */
+static bool local_plan(struct client *c, struct local_batch *b, bool whole)
+{
+	const uint8_t *all = evbuffer_pullup(bufferevent_get_input(c->bev), (ev_ssize_t)b->bytes);
+	struct local_msg *bound = NULL;
+	bool executes = false;
+	for (int i = 0; all && i < b->n; i++) {
+		struct local_msg *m = &b->msgs[i];
+		const uint8_t *body = all + m->off + PROTO_HEADER_LEN;
+		switch (m->type) {
+		case PqMsg_Parse:
+			if (!local_parse(c, b, m, body))
+				return false;
+			break;
+		case PqMsg_Bind:
+			if (!local_bind(c, b, m, body))
+				return false;
+			bound = m;
+			break;
+		case PqMsg_Describe:
+		case PqMsg_Close:
+			if (m->len != 6 || body[0] != 'P' || body[1] != 0 || (m->type == PqMsg_Describe && !bound))
+				return false;
+			if (m->type == PqMsg_Describe && bound->hit && !bound->hit->rowdesc)
+				return false;
+			if (m->type == PqMsg_Close)
+				bound = NULL;
+			break;
+		case PqMsg_Execute:
+			if (!bound || body[0] != 0)
+				return false;
+			executes = true;
+			break;
+		case PqMsg_Flush:
+		case PqMsg_Sync:
+			break;
+		default:
+			return false;
+		}
+	}
+	return all && (executes || !whole);
+}
+
+static void add_message(struct evbuffer *out, uint8_t type)
+{
+	uint8_t msg[5] = { type, 0, 0, 0, 4 };
+	evbuffer_add(out, msg, sizeof(msg));
+}
+
+/* Answer one planned message of the batch; *failed: an Execute was refused, skip to Sync. */
+static bool local_answer(struct client *c, struct local_batch *b, struct local_msg *m, const uint8_t *body,
+                         bool *failed)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct mw_refusal r;
+	switch (m->type) {
+	case PqMsg_Parse: {
+		struct local_parse *p = &b->parses[m->parse];
+		if (*p->p.name && !prepared_client_parse(c, p->p.name, p->p.query, p->p.types, p->p.n_types))
+			return false;
+		bool kept = keep_statement_tags(c, p->p.name, &p->tags, p->cstmt);
+		p->cstmt = NULL;
+		add_message(out, PqMsg_ParseComplete);
+		return kept;
+	}
+	case PqMsg_Bind:
+		portal_forget(c);
+		free(c->portal_tags);
+		c->portal_tags = dup_tags(m->tags);
+		c->cached_portal = m->hit;
+		m->hit = NULL;
+		add_message(out, PqMsg_BindComplete);
+		return c->portal_tags != NULL;
+	case PqMsg_Describe:
+		cache_write_rowdesc(out, c->cached_portal);
+		return true;
+	case PqMsg_Close:
+		portal_forget(c);
+		add_message(out, PqMsg_CloseComplete);
+		return true;
+	case PqMsg_Execute: {
+		struct usage_pending *usage = NULL;
+		if (!middleware_admit(c, c->portal_tags, &r, &usage)) {
+			struct msgbuf em;
+			msg_init(&em);
+			msg_add_error(&em, PqMsg_ErrorResponse, "ERROR", r.sqlstate, r.detail[0] ? r.detail : NULL,
+			              r.hint[0] ? r.hint : NULL, "%s", r.message);
+			msg_flush_to(&em, out);
+			msg_free(&em);
+			*failed = true;
+			return true;
+		}
+		usage_discard(usage);
+		int32_t max_rows = (int32_t)(((uint32_t)body[1] << 24) | ((uint32_t)body[2] << 16) |
+		                             ((uint32_t)body[3] << 8) | body[4]);
+		usage = middleware_hit_usage(c, c->portal_tags);
+		cache_write_rows(out, c->cached_portal, &c->cached_portal_row, max_rows);
+		c->sl->stats.query_count++;
+		c->pool->stats.query_count++;
+		cache_note_hit(c->sl->cache);
+		usage_commit(c->sl, usage);    /* before ReadyForQuery; a lost record is logged and counted */
+		return true;
+	}
+	case PqMsg_Sync: {
+		struct msgbuf rm;
+		portal_forget(c);
+		msg_init(&rm);
+		msg_add_ready(&rm, 'I');
+		msg_flush_to(&rm, out);
+		msg_free(&rm);
+		return true;
+	}
+	default:
+		return true;    /* Flush: everything is written at once anyway */
+	}
+}
+
+/*
+ * With no server linked, answer the buffered batch from the cache when every
+ * Execute in it is a fresh hit: no server is taken, as for a simple Query.
+ * Returns 1 when it cannot be (the usual way follows), 0 when answered, -1
+ * when c was parked for an identical miss.
+ */
+static int local_batch_step(struct client *c)
+{
+	struct local_batch *b = calloc(1, sizeof(*b));
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	if (!b)
+		return 1;
+	enum local_scan scan = local_scan(in, b);
+	bool planned = scan != LOCAL_TOO_LONG && local_plan(c, b, scan == LOCAL_WHOLE);
+	int step = 1;
+	if (planned && scan == LOCAL_PARTIAL) {
+		step = -1;    /* so far every message can be answered: wait for the rest */
+	} else if (planned && b->wait_for) {
+		if (!c->cache_bypass)
+			step = cache_park(c, b->wait_for);
+		c->cache_bypass = false;
+	} else if (planned) {
+		const uint8_t *all = evbuffer_pullup(in, (ev_ssize_t)b->bytes);
+		bool failed = false, ok = true;
+		for (int i = 0; i < b->n && ok; i++) {
+			if (failed && b->msgs[i].type != PqMsg_Sync)
+				continue;    /* skipped after an error, as PostgreSQL does */
+			ok = local_answer(c, b, &b->msgs[i], all + b->msgs[i].off + PROTO_HEADER_LEN, &failed);
+		}
+		evbuffer_drain(in, b->bytes);
+		c->local_batch_open = b->msgs[b->n - 1].type == PqMsg_Flush;
+		step = 0;
+		if (!ok)
+			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+	}
+	local_free(c, b);
+	free(b);
+	return step;
+}
+
+/*
+ * Refuse an extended-protocol batch with no server linked: the error answers
+ * its first message and the rest is dropped up to Sync, which gets
+ * ReadyForQuery, as PostgreSQL skips after an error. No server is taken.
+ */
+static void refuse_batch(struct client *c, uint32_t len, const struct mw_refusal *r)
+{
+	struct msgbuf m;
+	msg_init(&m);
+	msg_add_error(&m, PqMsg_ErrorResponse, "ERROR", r->sqlstate, r->detail[0] ? r->detail : NULL,
+	              r->hint[0] ? r->hint : NULL, "%s", r->message);
+	msg_flush_to(&m, bufferevent_get_output(c->bev));
+	msg_free(&m);
+	c->skipping_to_sync = true;
+	c->drop_left = 1 + len;
+}
+
+/*
+ * The buffered batch starts [Parse] Bind [Describe] Execute, the shape
+ * drivers send for one statement? Then *exec_at is the Execute's offset.
+ * Anything else (or a batch not wholly buffered) is decided the usual way,
+ * at its Execute, with a server.
+ */
+static bool simple_batch(struct evbuffer *in, size_t *exec_at)
+{
+	static const char shape[] = "PBDE";
+	size_t off = 0, k = 0, total = evbuffer_get_length(in);
+	while (off + PROTO_HEADER_LEN <= total && k < 4) {
+		uint8_t hdr[PROTO_HEADER_LEN];
+		struct evbuffer_ptr pos;
+		evbuffer_ptr_set(in, &pos, off, EVBUFFER_PTR_SET);
+		evbuffer_copyout_from(in, &pos, hdr, sizeof(hdr));
+		uint32_t len = ((uint32_t)hdr[1] << 24) | ((uint32_t)hdr[2] << 16) | ((uint32_t)hdr[3] << 8) | hdr[4];
+		while (k < 4 && shape[k] != hdr[0] && (k == 0 || k == 2))
+			k++;   /* Parse and Describe are optional */
+		if (k >= 4 || shape[k] != hdr[0] || len < 4)
+			return false;
+		if (hdr[0] == PqMsg_Execute) {
+			*exec_at = off;
+			return true;
+		}
+		off += 1 + (size_t)len;
+		k++;
+	}
+	return false;
+}
+
+/*
+ * The first message of a batch while no server is linked (outside a
+ * transaction under transaction pooling): answer it from the completion
+ * cache when it can be; else, for a one-statement batch, decide for its
+ * Execute now, so that a refusal takes no server; the Execute then goes
+ * through without a second count. Returns 1 to go on, 0 when the batch was
+ * answered or refused, -1 to wait (more bytes, or parked).
+ */
+int client_batch_step(struct client *c, uint8_t type, uint32_t len)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	size_t exec_at;
+	if (cache_on(c)) {
+		int local = local_batch_step(c);
+		if (local <= 0)
+			return local;
+	}
+	if (!simple_batch(in, &exec_at))
+		return 1;
+	struct ai_tags tags;
+	const struct ai_tags *t = NULL;
+	struct mw_refusal r;
+	const uint8_t *all = evbuffer_pullup(in, (ev_ssize_t)exec_at);
+	struct msgreader rd;
+	size_t bind_off = 0;
+	if (type == PqMsg_Parse) {
+		mr_init(&rd, all + PROTO_HEADER_LEN, len - 4);
+		const char *name = mr_string(&rd);
+		const char *query = mr_string(&rd);
+		bind_off = 1 + (size_t)len;
+		if (!rd.bad && strstr(query, "/*")) {
+			enum tags_result tr = middleware_tags(query, strlen(query), &tags, &r);
+			if (tr == TAGS_INVALID) {
+				refuse_batch(c, len, &r);
+				return 0;
+			}
+			if (tr == TAGS_OK && tags.has_ai_key)
+				t = &tags;
+		}
+		/* the Bind must use the statement just parsed */
+		struct msgreader br;
+		mr_init(&br, all + bind_off + PROTO_HEADER_LEN, exec_at - bind_off - PROTO_HEADER_LEN);
+		mr_string(&br);
+		if (br.bad || strcmp(mr_string(&br), name) != 0)
+			return 1;
+	} else {
+		mr_init(&rd, all + PROTO_HEADER_LEN, len - 4);
+		mr_string(&rd);
+		const char *stmt = mr_string(&rd);
+		if (rd.bad)
+			return 1;
+		t = statement_tags(c, stmt, NULL);
+	}
+	if (!t && !c->ai.user[0])
+		return 1;    /* not attributed: nothing to decide */
+	if (!middleware_admit(c, t, &r, &c->batch_usage)) {
+		refuse_batch(c, len, &r);
+		return 0;
+	}
+	c->batch_admitted = true;
+	return 1;
+}
+
+int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
+{
+	switch (type) {
+	case PqMsg_Query:
+		if (s && s->internal != SV_INTERNAL_NONE)
+			return -1;
+		keep_statement_tags(c, "", NULL, NULL);    /* a simple Query drops the unnamed statement */
+		return query_step(c, len);
+	case PqMsg_Parse:
+		return s ? parse_step(c, s, len) : 1;
+	case PqMsg_Bind:
+		return s && (c->n_tagged || c->unnamed_tags || c->portal_tags || c->parses_in_flight) ? bind_step(c, s, len) : 1;
+	case PqMsg_Close:
+		if (s && (c->n_tagged || c->unnamed_tags)) {
+			int step = close_step(c, len);
+			if (step <= 0)
+				return step;
+		}
+		/* fall through */
+	case PqMsg_Describe:
+		return s && (c->cached_portal || c->portal_fill) ? portal_step(c, s, type, len) : 1;
+	case PqMsg_Execute:
+		return s && (c->portal_tags || c->ai.user[0]) ? execute_step(c, s, len) : 1;
+	default:
+		return 1;
+	}
+}
+
+bool client_step_sync(struct client *c)
+{
+	portal_forget(c);
+	if (!c->local_batch_open || c->server)
+		return false;
+	/* the batch was answered up to a Flush without a server: its Sync too */
+	struct msgbuf m;
+	c->local_batch_open = false;
+	msg_init(&m);
+	msg_add_ready(&m, 'I');
+	msg_flush_to(&m, bufferevent_get_output(c->bev));
+	msg_free(&m);
+	return true;
+}
+
+void client_step_relayed(struct client *c, struct server *s)
+{
+	c->local_batch_open = false;    /* the server's ReadyForQuery ends the batch */
+	if (c->pending_usage) {
+		prepared_attach_usage(s, c->pending_usage);
+		c->pending_usage = NULL;
+	}
+	if (c->pending_fill) {
+		prepared_attach_fill(s, c->pending_fill);
+		c->pending_fill = NULL;
+	}
+	if (c->pending_parse) {
+		if (prepared_attach_parse(s, c->pending_parse))
+			c->parses_in_flight++;
+		c->pending_parse = NULL;
+	}
+}
+
+void client_step_free(struct client *c)
+{
+	cache_unwait(&c->cache_waiter);
+	if (c->cache_wake_ev)
+		event_free(c->cache_wake_ev);
+	portal_forget(c);
+	fill_abandon(c, &c->pending_fill);
+	client_step_parsed(NULL, c->pending_parse, false);
+	usage_discard(c->pending_usage);
+	usage_discard(c->batch_usage);
+	free(c->unnamed_tags);
+	free(c->unnamed_cstmt);
+	free(c->portal_tags);
+	for (size_t i = 0; i < c->n_tagged; i++) {
+		free(c->tagged[i].name);
+		free(c->tagged[i].tags);
+		free(c->tagged[i].cstmt);
+	}
+	free(c->tagged);
+}

@@ -1,0 +1,71 @@
+/*
+ * client_step.h - the middleware's look at each client message before it is
+ * relayed (private to client.c and client_step.c): tags, admission, the
+ * sluice.* settings pgsluice answers itself, and the completion cache.
+ */
+#ifndef SLUICE_CLIENT_STEP_H
+#define SLUICE_CLIENT_STEP_H
+
+#include <event2/util.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct client;
+struct server;
+struct evbuffer;
+
+/*
+ * The middleware's look at client c's message of type and len (header in
+ * the input, not consumed) on its way to server s (NULL when none is linked
+ * yet). Returns 1 to relay it, 0 when it was answered or replaced (consumed),
+ * -1 to wait: for more bytes, or (parked on the completion cache) for an
+ * identical miss to be answered.
+ */
+int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len);
+
+/*
+ * The first message of an extended-protocol batch while no server is linked:
+ * answer the whole batch from the completion cache when it can be, or decide
+ * a one-statement batch's admission now so that a refusal takes no server.
+ * Returns as client_step.
+ */
+int client_batch_step(struct client *c, uint8_t type, uint32_t len);
+
+/* A simple Query of SET/RESET/SHOW sluice.user or sluice.model, answered by pgsluice? (consumed) */
+bool client_intercept_set(struct client *c, uint32_t len);
+
+/* Offset of a comment opener in [from, 1 + len) of the input, or -1. */
+ev_ssize_t client_step_find_comment(struct evbuffer *in, size_t from, uint32_t len);
+
+/*
+ * c sent Sync (still in its input, len bytes): the unnamed portal (and what
+ * the cache kept of it) ends. True when the Sync was answered and must be
+ * dropped: it ends a batch pgsluice answered up to a Flush without a server.
+ */
+bool client_step_sync(struct client *c);
+
+/* Hand what rides on the message just relayed to server s (usage record, cache fill). */
+void client_step_relayed(struct client *c, struct server *s);
+
+/* A Parse's tags waiting for its ParseComplete (session pooling: the server may refuse it). */
+struct stmt_tags {
+	char *name;                    /* "" for the unnamed statement */
+	struct ai_tags *tags;          /* NULL: the statement is untagged */
+	struct cache_stmt *cstmt;      /* its cache key part, or NULL */
+};
+
+/*
+ * The Parse of st completed (ok) or failed or was skipped: c's statement
+ * takes its tags, or keeps its old ones. c NULL (the client is gone) just
+ * frees. Frees st; NULL is ignored.
+ */
+void client_step_parsed(struct client *c, struct stmt_tags *st, bool ok);
+
+/* Free c's statement tags, cache state and pending records (the client is freed). */
+void client_step_free(struct client *c);
+
+/* Account a message on its way to server s (forwarded or answered by pgsluice); client.c. */
+void client_note_message(struct client *c, struct server *s, uint8_t type);
+
+#endif
