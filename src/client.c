@@ -21,9 +21,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "ai/middleware.h"
-#include "ai/refuse.h"
-#include "ai/sqltext.h"
 #include "admin.h"
 #include "ai/usage.h"
 #include "auth.h"
@@ -826,8 +823,6 @@ void client_welcome(struct client *c)
 		client_relay(c);
 }
 
-/* ---- statements pgsluice answers itself ---- */
-
 /* ---- relay ---- */
 
 /* Check the header of the next client message; false after a FATAL. */
@@ -998,7 +993,8 @@ static void client_relay(struct client *c)
 		if (res == CLIENT_MSG_DONE)
 			continue;
 		prepared_note_request(s, type);
-		client_step_relayed(c, s);
+		if (c->pending_usage || c->pending_fill || c->pending_parse || c->local_batch_open)
+			client_step_relayed(c, s);
 		c->relay_left = 1 + len;
 	}
 }

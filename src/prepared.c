@@ -445,13 +445,24 @@ static void add_complete(struct evbuffer *out, char type)
 	evbuffer_add(out, msg, sizeof(msg));
 }
 
+/* A reply pgsluice writes itself (see prepared.h), not the server's? */
+static bool is_owed(uint8_t kind)
+{
+	switch (kind) {
+	case '1': case '2': case '3': case 'r': case 'k':
+		return true;
+	default:
+		return false;
+	}
+}
+
 void prepared_flush_owed(struct server *s)
 {
 	struct reply_entry *e;
 	if (!s->client || s->relay_left > 0)
 		return;
 	struct evbuffer *out = bufferevent_get_output(s->client->bev);
-	while ((e = queue_head(s)) != NULL && e->kind && strchr("123rk", e->kind)) {
+	while ((e = queue_head(s)) != NULL && is_owed(e->kind)) {
 		if (e->kind == 'r' || e->kind == 'k')
 			cache_write_owed(out, e);
 		else

@@ -499,10 +499,17 @@ static bool transaction_end(struct server *s, struct client *c)
 	return true;
 }
 
+/* The completion-cache fill the reply at the head of the queue is captured into, or NULL. */
+static struct cache_entry *head_fill(const struct server *s)
+{
+	return s->replies.n > 0 ? s->replies.items[s->replies.head].cache : NULL;
+}
+
 static bool needs_whole(const struct server *s, uint8_t type)
 {
 	return s->state == SV_LOGIN || s->internal != SV_INTERNAL_NONE || !s->client ||
-	       type == PqMsg_ReadyForQuery || type == PqMsg_ParameterStatus || type == PqMsg_RowDescription ||
+	       type == PqMsg_ReadyForQuery || type == PqMsg_ParameterStatus ||
+	       (type == PqMsg_RowDescription && head_fill(s)) ||
 	       type == PqMsg_ParseComplete || type == PqMsg_BindComplete || type == PqMsg_CloseComplete ||
 	       type == PqMsg_CommandComplete;
 }
@@ -542,7 +549,7 @@ static bool whole_message(struct server *s, uint8_t type, struct evbuffer *in, u
 		server_close(s, "unexpected message from idle server");
 		return false;
 	}
-	if (s->replies.n > 0 && prepared_reply_head(s)->cache)
+	if (head_fill(s))
 		cache_capture_whole(s, type, msg, total);
 	if (prepared_on_reply(s, type) == REPLY_SWALLOW) {
 		evbuffer_drain(in, total);
@@ -609,7 +616,7 @@ static void server_relay(struct server *s)
 			return;
 		}
 		if (!needs_whole(s, type)) {
-			if (s->replies.n > 0 && prepared_reply_head(s)->cache)
+			if (head_fill(s))
 				cache_capture_begin(s, type, len);
 			prepared_on_reply(s, type);
 			s->relay_left = 1 + len;

@@ -52,6 +52,7 @@ import harness
 import pgwire
 from harness import wait_until
 from test_admin import console, scrape, show, value
+from test_ai_limits import limited_pooler
 from test_ai_usage import connect as usage_connect
 from test_ai_usage import usage_count, usage_pooler, wait_for_rows
 from test_migrate import fresh_db  # noqa: F401 (fixture)
@@ -145,10 +146,8 @@ def direct(pg, sql, params=None, binary=False):
 
 
 def assert_hit_rate(row):
-    """hit_rate = hits / (hits + misses); the unit (fraction or percent) is not documented."""
-    rate = float(row["hit_rate"])
-    expect = row["hits"] / (row["hits"] + row["misses"])
-    assert abs(rate - expect) < 0.01 or abs(rate - 100 * expect) < 1, row
+    """hit_rate = hits / (hits + misses) (docs/admin.md)."""
+    assert abs(float(row["hit_rate"]) - row["hits"] / (row["hits"] + row["misses"])) < 0.001, row
 
 
 # -- the wire: messages built by hand, sent alike to pgsluice and to PostgreSQL ---------
@@ -1074,3 +1073,57 @@ def test_a_hit_without_ai_user_is_recorded_for_the_login_role(sluice, pg, fresh_
     rows = pg.query("SELECT subject, db_user, database, model, input_tokens, output_tokens,"
                     " cost_cents, cached FROM sluice.llm_usage", dbname=fresh_db)
     assert rows == [("app", "app", "usage", None, 0, 0, Decimal("0"), True)]
+
+
+def test_a_hit_counts_against_requests_per_minute(sluice, pg, table):
+    """docs/ai-middleware.md: a hit is an attributed statement like any other."""
+    pooler = limited_pooler(sluice, {"alice": "requests_per_minute=3"}, pool_mode="transaction")
+    sql = tag(ANSWER, ai_user="alice")
+    with pooler.connect() as conn:
+        for _ in range(3):
+            assert rows_of(conn, sql, (1,)) == [(answer(1),)]
+        with pytest.raises(errors.ConfigurationLimitExceeded):
+            conn.execute(sql, (1,))
+        assert rows_of(conn, tag(ANSWER, ai_user="bob"), (1,)) == [(answer(1),)]
+    assert executions(pg) == 1
+
+
+# The application flow of docs/ai-middleware.md ("The flow, end to end"), as written there.
+LOOKUP = ("SELECT answer FROM llm_cache WHERE prompt_hash = %s"
+          " /*ai_cache='lookup',ai_ttl='3600',ai_user='alice',ai_model='gpt-4o'*/")
+STORE = ("INSERT INTO llm_cache (prompt_hash, answer) VALUES (%s, %s)"
+         " ON CONFLICT (prompt_hash) DO UPDATE SET answer = excluded.answer"
+         " /*ai_user='alice',ai_model='gpt-4o',ai_tokens_in='{tin}',ai_tokens_out='{tout}'*/")
+
+
+def complete(conn, prompt, call_model):
+    key = hashlib.sha256(prompt.encode()).hexdigest()
+    row = conn.execute(LOOKUP, (key,)).fetchone()
+    if row:
+        return row[0]
+    answer, tokens_in, tokens_out = call_model(prompt)
+    conn.execute(STORE.format(tin=tokens_in, tout=tokens_out), (key, answer))
+    return answer
+
+
+def test_the_documented_application_flow(sluice, pg, fresh_db):
+    """Three calls for one prompt: the model is called once; the usage table holds the model
+    call (12 and 3 tokens) and one cached row; the third lookup never reached PostgreSQL."""
+    pooler = usage_pooler(sluice, pg, fresh_db).start()
+    pg.query("CREATE TABLE llm_cache (prompt_hash text PRIMARY KEY, answer text)", dbname=fresh_db)
+    pg.query("GRANT ALL ON llm_cache TO app", dbname=fresh_db)
+    calls = []
+
+    def fake_model(prompt):
+        calls.append(prompt)
+        return prompt.upper(), 12, 3
+    with usage_connect(pooler) as conn:
+        answers = [complete(conn, "what is a connection pooler?", fake_model) for _ in range(3)]
+    assert answers == ["WHAT IS A CONNECTION POOLER?"] * 3 and len(calls) == 1
+    wait_for_rows(pg, fresh_db, 2)
+    time.sleep(0.5)
+    assert pg.query("SELECT cached, subject, model, input_tokens, output_tokens"
+                    " FROM sluice.llm_usage ORDER BY cached", dbname=fresh_db) == \
+        [(False, "alice", "gpt-4o", 12, 3), (True, "alice", "gpt-4o", 0, 0)]
+    row = cache_row(pooler)
+    assert (row["entries"], row["hits"], row["misses"]) == (1, 1, 2), row
