@@ -996,10 +996,12 @@ static bool local_answer(struct client *c, struct local_batch *b, struct local_m
  */
 static int local_batch_step(struct client *c)
 {
-	struct local_batch *b = calloc(1, sizeof(*b));
+	/* on the stack and not zeroed: calloc of its 9 kB cost more than the rest of a hit */
+	struct local_batch batch, *b = &batch;
 	struct evbuffer *in = bufferevent_get_input(c->bev);
-	if (!b)
-		return 1;
+	b->n = b->n_parses = 0;
+	b->wait_for = NULL;
+	b->bytes = 0;
 	enum local_scan scan = local_scan(in, b);
 	bool planned = scan != LOCAL_TOO_LONG && local_plan(c, b, scan == LOCAL_WHOLE);
 	int step = 1;
@@ -1024,7 +1026,6 @@ static int local_batch_step(struct client *c)
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 	}
 	local_free(c, b);
-	free(b);
 	return step;
 }
 

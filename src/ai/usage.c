@@ -108,6 +108,26 @@ static void trace_id_of(const char *traceparent, char *out, size_t size)
 		snprintf(out, size, "%.32s", traceparent + 3);
 }
 
+/*
+ * 16 random bytes for a record id. RAND_bytes costs thousands of
+ * instructions a call whatever the length, so ids are cut from a pool that
+ * is refilled 64 ids at a time; they are unique keys, not secrets.
+ */
+static void random_id(uint8_t id[16])
+{
+	static uint8_t pool[16 * 64];
+	static size_t used = sizeof(pool);
+	if (used == sizeof(pool)) {
+		if (RAND_bytes(pool, sizeof(pool)) != 1) {
+			RAND_bytes(id, 16);    /* a failing DRBG: no worse than before */
+			return;
+		}
+		used = 0;
+	}
+	memcpy(id, pool + used, 16);
+	used += 16;
+}
+
 struct usage_pending *usage_prepare(struct client *c, const struct ai_tags *tags,
                                     const char *subject, const char *model)
 {
@@ -118,7 +138,7 @@ struct usage_pending *usage_prepare(struct client *c, const struct ai_tags *tags
 	if (!p)
 		return NULL;
 	struct usage_record *r = &p->rec;
-	RAND_bytes(r->id, sizeof(r->id));
+	random_id(r->id);
 	r->id[6] = (uint8_t)((r->id[6] & 0x0f) | 0x40);    /* UUID version 4 */
 	r->id[8] = (uint8_t)((r->id[8] & 0x3f) | 0x80);    /* RFC 4122 variant */
 	r->created_at_us = wall_usec();
@@ -199,15 +219,39 @@ static void ship_free(struct shipment *sh)
 		sqltext_free(all[i]);
 }
 
-static void add_num(struct sqltext *t, const char *fmt, double v, long long iv, bool is_int)
+/* Decimal digits of v into the end of buf (size bytes, NUL-terminated); returns where they start. */
+static char *decimal(char *buf, size_t size, uint64_t v)
 {
-	char num[64];
+	char *p = buf + size - 1;
+	*p = '\0';
+	do {
+		*--p = (char)('0' + v % 10);
+		v /= 10;
+	} while (v > 0 && p > buf);
+	return p;
+}
+
+/* An integer array element; snprintf costs a few thousand instructions, a writer formats many. */
+static void add_int(struct sqltext *t, long long v)
+{
+	char num[24];
+	char *p = decimal(num, sizeof(num), v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v);
 	sqltext_sep(t);
-	if (is_int)
-		snprintf(num, sizeof(num), "%lld", iv);
-	else
-		snprintf(num, sizeof(num), fmt, v);
-	sqltext_str(t, num);
+	if (v < 0)
+		*--p = '-';
+	sqltext_str(t, p);
+}
+
+/* Milliseconds with three decimals (microsecond resolution), as "%.3f" would print them. */
+static void add_ms(struct sqltext *t, double ms)
+{
+	char num[48];
+	unsigned long long us = ms > 0 ? (unsigned long long)(ms * 1000.0 + 0.5) : 0;
+	char frac[4] = { (char)('0' + us / 100 % 10), (char)('0' + us / 10 % 10), (char)('0' + us % 10), '\0' };
+	sqltext_sep(t);
+	sqltext_str(t, decimal(num, sizeof(num), us / 1000));
+	sqltext_str(t, ".");
+	sqltext_str(t, frac);
 }
 
 static void add_text(struct sqltext *t, const char *s, bool null_if_empty)
@@ -224,23 +268,28 @@ static void collect(void *arg, uint64_t segment, const struct usage_record *r)
 	struct shipment *sh = arg;
 	if (segment != sh->segment)
 		return;
-	char id[40];
-	const uint8_t *b = r->id;
-	snprintf(id, sizeof(id), "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-	         b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+	static const char hex[] = "0123456789abcdef";
+	char id[40], *o = id;
+	for (int i = 0; i < 16; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			*o++ = '-';
+		*o++ = hex[r->id[i] >> 4];
+		*o++ = hex[r->id[i] & 15];
+	}
+	*o = '\0';
 	add_text(&sh->ids, id, false);
-	add_num(&sh->created, NULL, 0, (long long)r->created_at_us, true);
+	add_int(&sh->created, (long long)r->created_at_us);
 	add_text(&sh->subjects, r->subject, false);
 	add_text(&sh->users, r->db_user, false);
 	add_text(&sh->dbs, r->database, false);
 	add_text(&sh->models, r->model, true);
-	add_num(&sh->tin, NULL, 0, (long long)r->input_tokens, true);
-	add_num(&sh->tout, NULL, 0, (long long)r->output_tokens, true);
+	add_int(&sh->tin, (long long)r->input_tokens);
+	add_int(&sh->tout, (long long)r->output_tokens);
 	if (r->llm_latency_ms >= 0)
-		add_num(&sh->lat, NULL, 0, (long long)r->llm_latency_ms, true);
+		add_int(&sh->lat, (long long)r->llm_latency_ms);
 	else
 		add_text(&sh->lat, "", true);
-	add_num(&sh->stmt, "%.3f", r->statement_ms, 0, false);
+	add_ms(&sh->stmt, r->statement_ms);
 	add_text(&sh->cached, r->cached ? "t" : "f", false);
 	add_text(&sh->conv, r->conversation_id, true);
 	add_text(&sh->trace, r->trace_id, true);

@@ -94,7 +94,8 @@ def create_cache_table(pg, dbname="app", prefix="answer"):
     pg.query(f"""INSERT INTO {TABLE}
                  SELECT k, k / 10, '{prefix}-' || k, k * 10000000000, k + 0.125,
                         '2024-01-01 00:00:00+00'::timestamptz + k * interval '1 hour 1.5 s',
-                        decode(md5(k::text), 'hex'), jsonb_build_object('k', k, 'l', jsonb_build_array('a', k)),
+                        decode(md5(k::text), 'hex'),
+                        jsonb_build_object('k', k, 'l', jsonb_build_array('a', k)),
                         NULL, repeat(chr(65 + k % 26), {BIG_LEN}), 2
                  FROM generate_series(1, {ROWS}) k""", dbname=dbname)
     pg.query(f"GRANT ALL ON {TABLE} TO app", dbname=dbname)
@@ -108,7 +109,7 @@ def table(pg):
     create_cache_table(pg)
     pg.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     pg.query("SELECT pg_stat_statements_reset()")
-    yield TABLE
+    return TABLE
 
 
 def executions(pg, dbnames=("app",)):
@@ -700,8 +701,9 @@ def test_ai_ttl_expiry_runs_the_lookup_again(sluice, pg, table):
         assert executions(pg) == 3
 
 
-def test_cache_default_ttl_applies_without_ai_ttl(sluice, pg, table):
-    pooler = sluice(pool_mode="transaction", cache_default_ttl=1)
+@pytest.mark.parametrize("ttl", ["1", "1s"])
+def test_cache_default_ttl_applies_without_ai_ttl(sluice, pg, table, ttl):
+    pooler = sluice(pool_mode="transaction", cache_default_ttl=ttl)
     with pooler.connect() as conn:
         assert rows_of(conn, tag(ANSWER), (1,)) == [(answer(1),)]
         assert rows_of(conn, tag(ANSWER, ai_ttl=60), (2,)) == [(answer(2),)]
@@ -761,7 +763,7 @@ def test_reload_applies_cache_max_memory(sluice, pg, table):
         for k in range(1, 21):
             assert rows_of(conn, tag(BIG), (k,)) == [(big(k),)]
         assert cache_row(pooler)["entries"] == 20
-        pooler.reload(cache_max_memory=8192)
+        pooler.reload(cache_max_memory="8kB")
         wait_until(lambda: 0 < cache_row(pooler)["bytes"] <= 8192, 5, "the cache to shrink")
         assert rows_of(conn, tag(BIG), (20,)) == [(big(20),)]      # the most recent stays
         assert executions(pg) == 20
