@@ -351,6 +351,7 @@ static int query_step(struct client *c, uint32_t len)
 		}
 		tagged = tr == TAGS_OK;
 		if (tagged && tags.cache != AI_CACHE_NONE && cache_on(c) &&
+		    (int64_t)text_len <= c->sl->cfg->cache_max_entry_size &&
 		    query_cache_step(c, text, text_len, &tags, &hit) < 0)
 			return -1;
 	}
@@ -580,6 +581,8 @@ static int bind_cache_step(struct client *c, struct server *s, const struct ai_t
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	struct cache *cache = c->sl->cache;
+	if ((int64_t)len > c->sl->cfg->cache_max_entry_size)
+		return 1;    /* a key larger than any answer kept: not worth copying the message */
 	if (evbuffer_get_length(in) < 1 + (size_t)len)
 		return -1;
 	const uint8_t *body = evbuffer_pullup(in, 1 + (ev_ssize_t)len) + PROTO_HEADER_LEN;
