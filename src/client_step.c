@@ -292,8 +292,11 @@ static int query_cache_step(struct client *c, const char *text, size_t len, cons
 	if (f == CACHE_FOUND_READY && e->rowdesc && query_answerable(c->server)) {
 		*hit = e;
 	} else {
-		/* an answer kept without its RowDescription is filled again, with one */
-		bool refill = f == CACHE_FOUND_MISS || (f == CACHE_FOUND_READY && !e->rowdesc);
+		/* an answer kept without its RowDescription is filled again, with one;
+		 * inside a transaction block an answer may show the block's own
+		 * uncommitted changes, so it is not kept */
+		bool refill = (f == CACHE_FOUND_MISS || (f == CACHE_FOUND_READY && !e->rowdesc)) &&
+		              (!c->server || c->server->tx_status == 'I');
 		cache_entry_release(cache, f == CACHE_FOUND_READY ? e : NULL);
 		cache_note_miss(cache);
 		if (refill)    /* after a failed fill, unpublished: others do not wait for it */
@@ -606,8 +609,10 @@ static int bind_cache_step(struct client *c, struct server *s, const struct ai_t
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return 0;
 	}
-	/* an answer kept without its RowDescription is filled again, with one */
-	bool refill = f == CACHE_FOUND_MISS || (f == CACHE_FOUND_READY && describes && !e->rowdesc);
+	/* as for a simple Query: filled again when kept without a RowDescription,
+	 * never from inside a transaction block */
+	bool refill = (f == CACHE_FOUND_MISS || (f == CACHE_FOUND_READY && describes && !e->rowdesc)) &&
+	              s->tx_status == 'I';
 	cache_entry_release(cache, f == CACHE_FOUND_READY ? e : NULL);
 	cache_note_miss(cache);
 	if (refill)    /* after a failed fill, unpublished: others do not wait for it */

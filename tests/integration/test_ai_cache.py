@@ -616,6 +616,24 @@ def test_a_hit_inside_a_transaction_block_keeps_the_block(sluice, pg, table, poo
     assert executions(pg) == 2 + 2
 
 
+@pytest.mark.parametrize("pool_mode", ["transaction", "session"])
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_an_answer_read_inside_a_transaction_block_is_not_stored(sluice, pg, table, pool_mode,
+                                                                 protocol):
+    """A lookup inside BEGIN sees the block's own uncommitted row; after ROLLBACK that row
+    never existed, so the next lookup must not be answered with it."""
+    pooler = sluice(pool_mode=pool_mode)
+    sql = tag(f"SELECT answer FROM {TABLE} WHERE k = %s")
+    with pooler.connect() as conn:
+        cur = psycopg.ClientCursor(conn) if protocol == "simple" else conn.cursor()
+        conn.execute("BEGIN")
+        conn.execute(f"INSERT INTO {TABLE} (k, answer) VALUES (9999, 'uncommitted')")
+        assert cur.execute(sql, (9999,)).fetchall() == [("uncommitted",)]
+        conn.execute("ROLLBACK")
+        assert cur.execute(sql, (9999,)).fetchall() == []
+        assert cur.execute(sql, (9999,)).fetchall() == []
+
+
 def test_a_lookup_in_a_failed_transaction_block_gets_25p02(sluice, pg, table):
     pooler = sluice(pool_mode="transaction")
     simple = tag(f"SELECT answer FROM {TABLE} WHERE k = 1")
@@ -726,6 +744,20 @@ def test_results_over_cache_max_entry_size_are_not_stored(sluice, pg, table):
             assert rows_of(conn, many, (2,)) == [(k, big(k)) for k in range(20, 30)]
     assert executions(pg) == 1 + 2
     assert cache_row(pooler)["entries"] == 1
+
+
+def test_a_lookup_with_a_key_larger_than_cache_max_entry_size_is_answered_right(sluice, pg, table):
+    """A 10 kB parameter (extended protocol) or statement text (simple protocol) under
+    cache_max_entry_size = 4 kB: right every time, whether or not it is stored."""
+    pooler = sluice(pool_mode="transaction", cache_max_entry_size="4kB")
+    sql = tag(f"SELECT length(%s), answer FROM {TABLE} WHERE k = 1")
+    with pooler.connect() as conn:
+        for n in range(3):
+            value = chr(97 + n) * 10000
+            for _ in range(2):
+                assert rows_of(conn, sql, (value,)) == [(10000, answer(1))]
+                assert psycopg.ClientCursor(conn).execute(sql, (value,)).fetchall() == \
+                    [(10000, answer(1))]
 
 
 def test_lru_keeps_memory_under_cache_max_memory(sluice, pg, table):
@@ -1045,6 +1077,33 @@ def test_every_hit_makes_one_cached_usage_row(sluice, pg, fresh_db):
                     " cost_cents, cached FROM sluice.llm_usage", dbname=fresh_db)
     assert rows == [("alice", "app", "usage", "gpt-4o", 0, 0, Decimal("0"), True)] * 3
     assert usage_count(pg, fresh_db) == (3, 3)
+
+
+def test_many_hits_from_several_connections_make_as_many_usage_rows(sluice, pg, fresh_db):
+    """4 connections, 50 hits each, simple and extended protocol: 200 cached rows, 200
+    distinct ids (a record id used twice would lose a row to ON CONFLICT DO NOTHING)."""
+    pooler = usage_pooler(sluice, pg, fresh_db).start()
+    create_cache_table(pg, fresh_db)
+    with usage_connect(pooler) as conn:
+        assert rows_of(conn, tag(ANSWER, ai_user="warm"), (1,)) == [(answer(1),)]
+        assert psycopg.ClientCursor(conn).execute(tag(ANSWER, ai_user="warm"), (1,)).fetchall() \
+            == [(answer(1),)]
+
+    def client(i):
+        with usage_connect(pooler) as conn:
+            simple = psycopg.ClientCursor(conn)
+            for n in range(50):
+                sql = tag(ANSWER, ai_user=f"user{i}")
+                rows = (simple.execute(sql, (1,)) if n % 2 else conn.execute(sql, (1,))).fetchall()
+                assert rows == [(answer(1),)]
+    results, failures = run_together(4, client)
+    assert failures == [None] * 4, failures
+    wait_for_rows(pg, fresh_db, 200, where="subject LIKE 'user%'")
+    time.sleep(0.5)
+    assert usage_count(pg, fresh_db) == (200, 200)
+    assert pg.query("SELECT subject, count(*) FILTER (WHERE cached) FROM sluice.llm_usage"
+                    " GROUP BY 1 ORDER BY 1", dbname=fresh_db) == \
+        [(f"user{i}", 50) for i in range(4)]
 
 
 def test_a_hit_of_a_lookup_tagged_with_tokens_records_no_tokens(sluice, pg, fresh_db):
