@@ -465,6 +465,7 @@ static void note_server_message(struct server *s, uint8_t type, const uint8_t *b
 	mr_init(&r, body, len);
 	if (type == PqMsg_ReadyForQuery) {
 		s->tx_status = (char)mr_byte(&r);
+		s->block_begun = false;
 		s->last_ready = now_usec();
 		if (s->pending_ready > 0)
 			s->pending_ready--;
@@ -549,6 +550,9 @@ static bool whole_message(struct server *s, uint8_t type, struct evbuffer *in, u
 		server_close(s, "unexpected message from idle server");
 		return false;
 	}
+	if (type == PqMsg_CommandComplete && len >= 9 &&
+	    (memcmp(msg + PROTO_HEADER_LEN, "BEGIN", 5) == 0 || memcmp(msg + PROTO_HEADER_LEN, "START", 5) == 0))
+		s->block_begun = true;    /* a block opened inside a batch: its reads may be rolled back */
 	if (head_fill(s))
 		cache_capture_whole(s, type, msg, total);
 	if (prepared_on_reply(s, type) == REPLY_SWALLOW) {

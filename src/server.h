@@ -73,6 +73,7 @@ struct server {
 	struct server_stmts stmts;     /* statements prepared on this server */
 	struct cache_entry *capture;   /* the fill the DataRow being relayed goes to (cache_proto.h) */
 	uint32_t capture_left;         /* bytes of it still to capture */
+	bool block_begun;              /* a BEGIN completed since the last ReadyForQuery: answers are not kept */
 	bool close_when_released;
 };
 

@@ -310,7 +310,8 @@ void cache_reply_done(struct server *s, struct reply_entry *e, bool ok)
 	if (e->kind == 'r' || e->kind == 'k') {
 		cache_entry_release(cache, e->cache);
 	} else {
-		if (!ok || e->failed)
+		/* an answer read inside a transaction block may be rolled back */
+		if (!ok || e->failed || s->tx_status != 'I' || s->block_begun)
 			cache_fill_fail(e->cache);
 		if (s->capture == e->cache)
 			s->capture = NULL;

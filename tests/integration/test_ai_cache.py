@@ -634,6 +634,24 @@ def test_an_answer_read_inside_a_transaction_block_is_not_stored(sluice, pg, tab
         assert cur.execute(sql, (9999,)).fetchall() == []
 
 
+@pytest.mark.parametrize("pool_mode", ["transaction", "session"])
+def test_a_block_opened_in_the_lookups_batch_stores_nothing_it_read(sluice, pg, table, pool_mode):
+    """BEGIN, an INSERT and the lookup in one batch (the last ReadyForQuery still said idle, as
+    in a pipeline without autocommit): the lookup's answer must not outlive the ROLLBACK."""
+    pooler = sluice(pool_mode=pool_mode)
+    lookup = f"SELECT answer FROM {TABLE} WHERE k = $1 /*ai_cache='lookup'*/"
+    with pgwire.login(pooler.host, pooler.port, "app", "app", password=harness.APP_PASSWORD) as sess:
+        got = wire_run(sess, [m_parse("BEGIN"), m_bind(), m_execute(),
+                              m_parse(f"INSERT INTO {TABLE} (k, answer) VALUES (9998, 'uncommitted')"),
+                              m_bind(), m_execute(),
+                              m_parse(lookup), m_bind(["9998"]), m_describe("P"), m_execute(), SYNC])
+        assert (b"D", b"\x00\x01\x00\x00\x00\x0buncommitted") in [(t.encode(), b) for t, b in got], got
+        assert got[-1] == ("Z", b"T")
+        assert wire_run(sess, [m_query("ROLLBACK")])[-1] == ("Z", b"I")
+        again = wire_run(sess, [m_parse(lookup), m_bind(["9998"]), m_describe("P"), m_execute(), SYNC])
+        assert [t for t, _ in again] == ["1", "2", "T", "C", "Z"], again
+
+
 def test_a_lookup_in_a_failed_transaction_block_gets_25p02(sluice, pg, table):
     pooler = sluice(pool_mode="transaction")
     simple = tag(f"SELECT answer FROM {TABLE} WHERE k = 1")
