@@ -758,9 +758,13 @@ def on_signal(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def main():
-    settings = Settings()
-    for path, what in ((settings.pgsluice, "pgsluice"), (settings.pgbouncer, "PgBouncer")):
+def run_in_workspace(settings, prefix, body, binaries=None):
+    """The frame every benchmark runs in: check the binaries (name -> path) and pgbench, make
+    Ctrl-C and SIGTERM stop cleanly, a temporary directory the service account can reach with
+    a private copy of pgsluice (settings.pgsluice_copy: other work may rebuild build/pgsluice
+    while we measure), then body(account, tmp, logdir, started) for the exit status; 130 on
+    Ctrl-C. The directory goes afterwards unless BENCH_KEEP=1."""
+    for what, path in (binaries or {"pgsluice": settings.pgsluice}).items():
         if not os.access(path, os.X_OK):
             sys.exit(f"bench: {what} binary {path} not found or not executable")
     if not shutil.which("pgbench"):
@@ -772,17 +776,33 @@ def main():
     raise_fd_limit()
 
     account = service_account()
-    tmp = Path(tempfile.mkdtemp(prefix="pgsluice-bench-"))
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(tmp, 0o755)   # the service account must reach its subdirectories
     started = time.monotonic()
     try:
         logdir = tmp / "logs"
         logdir.mkdir()
-        # A private copy: other work may rebuild build/pgsluice while we measure.
         (tmp / "bin").mkdir()
         settings.pgsluice_copy = tmp / "bin" / "pgsluice"
         shutil.copy2(settings.pgsluice, settings.pgsluice_copy)
+        return body(account, tmp, logdir, started)
+    except KeyboardInterrupt:
+        log("bench: interrupted")
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop_all_children()
+        if settings.keep:
+            log(f"bench: kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
+
+def main():
+    settings = Settings()
+
+    def body(account, tmp, logdir, started):
         pg = start_postgres(settings, tmp, account)
 
         poolers = {
@@ -840,17 +860,8 @@ def main():
         if settings.out:
             Path(settings.out).write_text(text)
         return 0
-    except KeyboardInterrupt:
-        log("bench: interrupted")
-        return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        stop_all_children()
-        if settings.keep:
-            log(f"bench: kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    return run_in_workspace(settings, "pgsluice-bench-", body, {"pgsluice": settings.pgsluice, "PgBouncer": settings.pgbouncer})
 
 
 if __name__ == "__main__":

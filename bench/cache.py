@@ -37,11 +37,8 @@ comments included (see usage.py).
 import os
 import re
 import shlex
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -225,28 +222,10 @@ def main():
     os.environ.setdefault("BENCH_ROUNDS", "1")
     os.environ.setdefault("BENCH_SCALE", "1")      # pgbench_accounts is not used here
     settings = bench.Settings()
-    for path, what in ((settings.pgsluice, "pgsluice"), (settings.pgbouncer, "PgBouncer")):
-        if not os.access(path, os.X_OK):
-            sys.exit(f"bench: {what} binary {path} not found or not executable")
-    if not shutil.which("pgbench"):
-        sys.exit("bench: pgbench not found")
     if settings.callgrind:
         log("bench: BENCH_CALLGRIND is not used with BENCH_CACHE=1; ignoring it")
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, bench.on_signal)
-    signal.signal(signal.SIGHUP, bench.on_signal)
-    bench.raise_fd_limit()
 
-    account = bench.service_account()
-    tmp = Path(tempfile.mkdtemp(prefix="pgsluice-bench-cache-"))
-    os.chmod(tmp, 0o755)
-    started = time.monotonic()
-    try:
-        logdir = tmp / "logs"
-        logdir.mkdir()
-        (tmp / "bin").mkdir()
-        settings.pgsluice_copy = tmp / "bin" / "pgsluice"
-        shutil.copy2(settings.pgsluice, settings.pgsluice_copy)
+    def body(account, tmp, logdir, started):
         scripts = {"tagged": tmp / "tagged.sql", "untagged": tmp / "untagged.sql"}
         scripts["tagged"].write_text(script_text(True))
         scripts["untagged"].write_text(script_text(False))
@@ -330,17 +309,9 @@ def main():
         all_hits = all(c is not None and c[1] == 0 for counts in lookups.values()
                        for c in counts)
         return 0 if all_hits else 1
-    except KeyboardInterrupt:
-        log("bench: interrupted")
-        return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        bench.stop_all_children()
-        if settings.keep:
-            log(f"bench: kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    return bench.run_in_workspace(settings, "pgsluice-bench-cache-", body,
+                                  {"pgsluice": settings.pgsluice, "PgBouncer": settings.pgbouncer})
 
 
 if __name__ == "__main__":

@@ -30,18 +30,15 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402 - the helpers of bench/bench.py
-from bench import (DBNAME, ROLE, ROOT, ConnectAllowance, Pooler, Postgres, Run,  # noqa: E402
-                   _die_with_parent, log, spawn, stop_child, tail)
+from bench import (DBNAME, ROLE, ROOT, ConnectAllowance, Pooler, Run,  # noqa: E402
+                   log, spawn, stop_child, tail)
 
 TAGS = {
     "untagged": "",
@@ -219,25 +216,8 @@ def main():
     os.environ.setdefault("BENCH_CLIENTS", "10 50")
     os.environ.setdefault("BENCH_SECONDS", "8")
     settings = bench.Settings()
-    if not os.access(settings.pgsluice, os.X_OK):
-        sys.exit(f"bench: pgsluice binary {settings.pgsluice} not found or not executable")
-    if not shutil.which("pgbench"):
-        sys.exit("bench: pgbench not found")
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, bench.on_signal)
-    signal.signal(signal.SIGHUP, bench.on_signal)
-    bench.raise_fd_limit()
 
-    account = bench.service_account()
-    tmp = Path(tempfile.mkdtemp(prefix="pgsluice-bench-usage-"))
-    os.chmod(tmp, 0o755)
-    started = time.monotonic()
-    try:
-        logdir = tmp / "logs"
-        logdir.mkdir()
-        (tmp / "bin").mkdir()
-        settings.pgsluice_copy = tmp / "bin" / "pgsluice"
-        shutil.copy2(settings.pgsluice, settings.pgsluice_copy)
+    def body(account, tmp, logdir, started):
         scripts = {}
         for v in VARIANTS:
             scripts[v] = tmp / f"{v}.sql"
@@ -313,17 +293,8 @@ def main():
         if settings.out:
             Path(settings.out).write_text(text)
         return 0 if stored == recorded_tx == as_tagged else 1
-    except KeyboardInterrupt:
-        log("bench: interrupted")
-        return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        bench.stop_all_children()
-        if settings.keep:
-            log(f"bench: kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    return bench.run_in_workspace(settings, "pgsluice-bench-usage-", body)
 
 
 if __name__ == "__main__":
