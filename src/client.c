@@ -823,6 +823,12 @@ void client_welcome(struct client *c)
 		client_relay(c);
 }
 
+void client_send_ready(struct client *c, char status)
+{
+	const uint8_t msg[6] = { PqMsg_ReadyForQuery, 0, 0, 0, 5, (uint8_t)status };
+	evbuffer_add(bufferevent_get_output(c->bev), msg, sizeof(msg));
+}
+
 /* ---- relay ---- */
 
 /* Check the header of the next client message; false after a FATAL. */
@@ -930,12 +936,8 @@ static void client_relay(struct client *c)
 		}
 		if (c->skipping_to_sync) {
 			if (type == PqMsg_Sync) {
-				struct msgbuf m;
 				c->skipping_to_sync = false;
-				msg_init(&m);
-				msg_add_ready(&m, 'I');
-				msg_flush_to(&m, bufferevent_get_output(c->bev));
-				msg_free(&m);
+				client_send_ready(c, 'I');
 			}
 			c->drop_left = 1 + len;
 			continue;

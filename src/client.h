@@ -126,6 +126,9 @@ void client_fatal(struct client *c, const char *sqlstate, const char *detail, co
 /* Send c a prebuilt ErrorResponse message (whole, len bytes) and close it. */
 void client_fatal_raw(struct client *c, const uint8_t *msg, size_t len);
 
+/* Send c a ReadyForQuery with transaction status 'I', 'T' or 'E' (protocol-message-formats.html). */
+void client_send_ready(struct client *c, char status);
+
 /* The pool has its welcome parameters: finish c's login (CL_WAITING_LOGIN -> CL_ACTIVE). */
 void client_welcome(struct client *c);
 

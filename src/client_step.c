@@ -255,6 +255,28 @@ static struct usage_pending *hit_usage(struct client *c, const struct ai_tags *t
 	return middleware_hit_usage(c, tags);
 }
 
+/*
+ * A lookup under key k goes to PostgreSQL (f, e: what cache_lookup found;
+ * e's reference is dropped). Returns the fill its answer is captured into,
+ * or NULL: a READY answer is filled again only when it lacks the
+ * RowDescription the client asks for (needs_rowdesc); nothing read inside a
+ * transaction block is kept (it may show the block's uncommitted writes);
+ * after a failed fill the new one is unpublished, so others do not wait for it.
+ */
+static struct cache_entry *cache_miss(struct client *c, const struct msgbuf *k, const struct ai_tags *tags,
+                                      enum cache_find f, struct cache_entry *e, bool needs_rowdesc,
+                                      bool bypass)
+{
+	struct cache *cache = c->sl->cache;
+	bool refill = (f == CACHE_FOUND_MISS || (f == CACHE_FOUND_READY && needs_rowdesc && !e->rowdesc)) &&
+	              (!c->server || c->server->tx_status == 'I');
+	cache_entry_release(cache, f == CACHE_FOUND_READY ? e : NULL);
+	cache_note_miss(cache);
+	if (!refill)
+		return NULL;
+	return cache_fill_begin(cache, k->data, k->len, cache_ttl(c, tags), tags->cache == AI_CACHE_LOOKUP && !bypass);
+}
+
 /* ---- simple Query ---- */
 
 /* Can a hit for a simple Query be written now, in order, with the right status? */
@@ -273,37 +295,29 @@ static int query_cache_step(struct client *c, const char *text, size_t len, cons
 {
 	struct cache *cache = c->sl->cache;
 	bool bypass = c->cache_bypass;
-	struct cache_key k = { 0 };
+	struct msgbuf k;
+	msg_init(&k);
 	struct cache_stmt *st = cache_stmt_new(text, len, tags, NULL, 0);
 	bool keyed = st && cache_key_query(&k, c, st);
 	free(st);
 	if (!keyed) {
-		cache_key_free(&k);
+		msg_free(&k);
 		return 1;
 	}
 	struct cache_entry *e = NULL;
 	enum cache_find f = tags->cache == AI_CACHE_LOOKUP ? cache_lookup(cache, k.data, k.len, now_usec(), &e)
 	                                                   : CACHE_FOUND_MISS;
 	if (f == CACHE_FOUND_FILLING && !c->server && !bypass) {
-		cache_key_free(&k);
+		msg_free(&k);
 		return cache_park(c, e);
 	}
 	c->cache_bypass = false;
 	if (f == CACHE_FOUND_READY && e->rowdesc && query_answerable(c->server)) {
 		*hit = e;
 	} else {
-		/* an answer kept without its RowDescription is filled again, with one;
-		 * inside a transaction block an answer may show the block's own
-		 * uncommitted changes, so it is not kept */
-		bool refill = (f == CACHE_FOUND_MISS || (f == CACHE_FOUND_READY && !e->rowdesc)) &&
-		              (!c->server || c->server->tx_status == 'I');
-		cache_entry_release(cache, f == CACHE_FOUND_READY ? e : NULL);
-		cache_note_miss(cache);
-		if (refill)    /* after a failed fill, unpublished: others do not wait for it */
-			c->pending_fill = cache_fill_begin(cache, k.data, k.len, cache_ttl(c, tags),
-			                                   tags->cache == AI_CACHE_LOOKUP && !bypass);
+		c->pending_fill = cache_miss(c, &k, tags, f, e, true, bypass);
 	}
-	cache_key_free(&k);
+	msg_free(&k);
 	return 1;
 }
 
@@ -321,11 +335,7 @@ static void answer_query_hit(struct client *c, uint32_t len, struct cache_entry 
 	cache_write_rowdesc(out, hit);
 	cache_write_rows(out, hit, &pos, 0);
 	usage_commit(c->sl, usage);    /* before ReadyForQuery; a lost record is logged and counted */
-	struct msgbuf m;
-	msg_init(&m);
-	msg_add_ready(&m, s ? s->tx_status : 'I');
-	msg_flush_to(&m, out);
-	msg_free(&m);
+	client_send_ready(c, s ? s->tx_status : 'I');
 	cache_entry_release(c->sl->cache, hit);
 }
 
@@ -589,9 +599,10 @@ static int bind_cache_step(struct client *c, struct server *s, const struct ai_t
 	if (evbuffer_get_length(in) < 1 + (size_t)len)
 		return -1;
 	const uint8_t *body = evbuffer_pullup(in, 1 + (ev_ssize_t)len) + PROTO_HEADER_LEN;
-	struct cache_key k = { 0 };
+	struct msgbuf k;
+	msg_init(&k);
 	if (!cache_key_bind(&k, c, cs, body, len - 4)) {
-		cache_key_free(&k);
+		msg_free(&k);
 		return 1;
 	}
 	bool bypass = c->cache_bypass;
@@ -601,7 +612,7 @@ static int bind_cache_step(struct client *c, struct server *s, const struct ai_t
 	                                                : CACHE_FOUND_MISS;
 	bool describes = f == CACHE_FOUND_READY && describe_follows(in, 1 + (size_t)len);
 	if (f == CACHE_FOUND_READY && portal_answerable(s, e, describes)) {
-		cache_key_free(&k);
+		msg_free(&k);
 		evbuffer_drain(in, 1 + (size_t)len);
 		c->cached_portal = e;
 		c->cached_portal_row = 0;
@@ -609,16 +620,8 @@ static int bind_cache_step(struct client *c, struct server *s, const struct ai_t
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return 0;
 	}
-	/* as for a simple Query: filled again when kept without a RowDescription,
-	 * never from inside a transaction block */
-	bool refill = (f == CACHE_FOUND_MISS || (f == CACHE_FOUND_READY && describes && !e->rowdesc)) &&
-	              s->tx_status == 'I';
-	cache_entry_release(cache, f == CACHE_FOUND_READY ? e : NULL);
-	cache_note_miss(cache);
-	if (refill)    /* after a failed fill, unpublished: others do not wait for it */
-		c->portal_fill = cache_fill_begin(cache, k.data, k.len, cache_ttl(c, t),
-		                                  t->cache == AI_CACHE_LOOKUP && !bypass);
-	cache_key_free(&k);
+	c->portal_fill = cache_miss(c, &k, t, f, e, describes, bypass);
+	msg_free(&k);
 	return 1;
 }
 
@@ -863,11 +866,12 @@ static bool local_bind(struct client *c, struct local_batch *b, struct local_msg
 		m->tags = statement_tags(c, stmt, &cs);
 	if (!m->tags || !cs || m->tags->cache != AI_CACHE_LOOKUP)
 		return false;
-	struct cache_key k = { 0 };
+	struct msgbuf k;
+	msg_init(&k);
 	bool keyed = cache_key_bind(&k, c, cs, body, m->len - 4);
 	struct cache_entry *e = NULL;
 	enum cache_find f = keyed ? cache_lookup(c->sl->cache, k.data, k.len, now_usec(), &e) : CACHE_FOUND_MISS;
-	cache_key_free(&k);
+	msg_free(&k);
 	if (f == CACHE_FOUND_FILLING && !b->wait_for)
 		b->wait_for = e;
 	m->hit = f == CACHE_FOUND_READY ? e : NULL;
@@ -982,15 +986,10 @@ static bool local_answer(struct client *c, struct local_batch *b, struct local_m
 		usage_commit(c->sl, usage);    /* before ReadyForQuery; a lost record is logged and counted */
 		return true;
 	}
-	case PqMsg_Sync: {
-		struct msgbuf rm;
+	case PqMsg_Sync:
 		portal_forget(c);
-		msg_init(&rm);
-		msg_add_ready(&rm, 'I');
-		msg_flush_to(&rm, out);
-		msg_free(&rm);
+		client_send_ready(c, 'I');
 		return true;
-	}
 	default:
 		return true;    /* Flush: everything is written at once anyway */
 	}
@@ -1181,12 +1180,8 @@ bool client_step_sync(struct client *c)
 	if (!c->local_batch_open || c->server)
 		return false;
 	/* the batch was answered up to a Flush without a server: its Sync too */
-	struct msgbuf m;
 	c->local_batch_open = false;
-	msg_init(&m);
-	msg_add_ready(&m, 'I');
-	msg_flush_to(&m, bufferevent_get_output(c->bev));
-	msg_free(&m);
+	client_send_ready(c, 'I');
 	return true;
 }
 

@@ -52,49 +52,12 @@ struct cache_stmt *cache_stmt_new(const char *text, size_t len, const struct ai_
 	return st;
 }
 
-void cache_key_free(struct cache_key *k)
-{
-	free(k->data);
-	*k = (struct cache_key){ 0 };
-}
-
-static void key_add(struct cache_key *k, const void *p, size_t n)
-{
-	if (k->failed)
-		return;
-	if (k->len + n > k->cap) {
-		size_t cap = k->cap ? k->cap : 256;
-		while (cap < k->len + n)
-			cap *= 2;
-		uint8_t *d = realloc(k->data, cap);
-		if (!d) {
-			k->failed = true;
-			return;
-		}
-		k->data = d;
-		k->cap = cap;
-	}
-	memcpy(k->data + k->len, p, n);
-	k->len += n;
-}
-
-static void key_u32(struct cache_key *k, uint32_t v)
-{
-	v = htonl(v);
-	key_add(k, &v, 4);
-}
-
-static void key_u16(struct cache_key *k, uint16_t v)
-{
-	v = htons(v);
-	key_add(k, &v, 2);
-}
-
-static void key_str(struct cache_key *k, const char *s)
+/* A length-prefixed string, so that no two different field lists make one key. */
+static void key_str(struct msgbuf *k, const char *s)
 {
 	size_t n = strlen(s);
-	key_u32(k, (uint32_t)n);
-	key_add(k, s, n);
+	msg_add_int32(k, (int32_t)n);
+	msg_add_bytes(k, s, n);
 }
 
 /*
@@ -103,21 +66,21 @@ static void key_str(struct cache_key *k, const char *s)
  * track_extra_parameters; not application_name) and the statement: what every
  * key starts with. A client with other settings gets its own answer.
  */
-static void key_head(struct cache_key *k, const struct client *c, const struct cache_stmt *st)
+static void key_head(struct msgbuf *k, const struct client *c, const struct cache_stmt *st)
 {
 	key_str(k, c->database);
 	key_str(k, c->user);
 	for (int i = 0; i < varcache_count(); i++)
 		if (strcmp(varcache_name(i), "application_name") != 0)
 			key_str(k, c->vars.values[i] ? c->vars.values[i] : "");
-	key_add(k, st->data, st->len);
+	msg_add_bytes(k, st->data, st->len);
 }
 
-bool cache_key_query(struct cache_key *k, const struct client *c, const struct cache_stmt *st)
+bool cache_key_query(struct msgbuf *k, const struct client *c, const struct cache_stmt *st)
 {
 	key_head(k, c, st);
-	key_u16(k, 0);    /* no parameters */
-	key_u16(k, 0);    /* text results */
+	msg_add_int16(k, 0);    /* no parameters */
+	msg_add_int16(k, 0);    /* text results */
 	return !k->failed;
 }
 
@@ -130,7 +93,7 @@ static int16_t format_of(const uint8_t *codes, int16_t n, int i)
 	return (int16_t)((p[0] << 8) | p[1]);
 }
 
-bool cache_key_bind(struct cache_key *k, const struct client *c, const struct cache_stmt *st,
+bool cache_key_bind(struct msgbuf *k, const struct client *c, const struct cache_stmt *st,
                     const uint8_t *body, size_t len)
 {
 	struct msgreader r;
@@ -143,15 +106,15 @@ bool cache_key_bind(struct cache_key *k, const struct client *c, const struct ca
 	if (r.bad || n_formats < 0 || n_params < 0 || (n_formats > 1 && n_formats != n_params))
 		return false;
 	key_head(k, c, st);
-	key_u16(k, (uint16_t)n_params);
+	msg_add_int16(k, n_params);
 	for (int i = 0; i < n_params && !r.bad; i++) {
 		int16_t f = format_of(formats, n_formats, i);
 		int32_t vlen = mr_int32(&r);
 		const uint8_t *v = vlen > 0 ? mr_bytes(&r, (size_t)vlen) : NULL;
-		key_u16(k, (uint16_t)f);
-		key_u32(k, (uint32_t)vlen);    /* -1: NULL */
+		msg_add_int16(k, f);
+		msg_add_int32(k, vlen);    /* -1: NULL */
 		if (v)
-			key_add(k, v, (size_t)vlen);
+			msg_add_bytes(k, v, (size_t)vlen);
 	}
 	int16_t n_results = mr_int16(&r);
 	const uint8_t *results = n_results > 0 ? mr_bytes(&r, (size_t)n_results * 2) : NULL;
@@ -160,9 +123,9 @@ bool cache_key_bind(struct cache_key *k, const struct client *c, const struct ca
 	bool all_text = true;
 	for (int i = 0; i < n_results; i++)
 		all_text = all_text && format_of(results, n_results, i) == 0;
-	key_u16(k, all_text ? 0 : (uint16_t)n_results);
+	msg_add_int16(k, all_text ? 0 : n_results);
 	if (!all_text)
-		key_add(k, results, (size_t)n_results * 2);
+		msg_add_bytes(k, results, (size_t)n_results * 2);
 	return !k->failed;
 }
 

@@ -34,21 +34,18 @@ struct cache_stmt {
 struct cache_stmt *cache_stmt_new(const char *text, size_t len, const struct ai_tags *tags,
                                   const uint8_t *types, uint16_t n_types);
 
-/* A key being built (malloc'ed bytes). */
-struct cache_key {
-	uint8_t *data;
-	size_t len, cap;               /* bytes */
-	bool failed;                   /* out of memory or an uncacheable message */
-};
-
-/* Free k's bytes. */
-void cache_key_free(struct cache_key *k);
+/*
+ * Keys are built in a struct msgbuf (proto.h) used as a plain byte buffer:
+ * msg_init it, pass it here, read its data/len, msg_free it. A key of up to
+ * 256 bytes needs no allocation.
+ */
+struct msgbuf;
 
 /*
  * The key of statement st run by client c (its database and login role) as
  * a simple Query: no parameters, text results. False when out of memory.
  */
-bool cache_key_query(struct cache_key *k, const struct client *c, const struct cache_stmt *st);
+bool cache_key_query(struct msgbuf *k, const struct client *c, const struct cache_stmt *st);
 
 /*
  * The key of statement st bound by the Bind message body[0..len) (after the
@@ -57,7 +54,7 @@ bool cache_key_query(struct cache_key *k, const struct client *c, const struct c
  * reads them, so "no codes" and "all text" are one key. False when out of
  * memory or the Bind is malformed.
  */
-bool cache_key_bind(struct cache_key *k, const struct client *c, const struct cache_stmt *st,
+bool cache_key_bind(struct msgbuf *k, const struct client *c, const struct cache_stmt *st,
                     const uint8_t *body, size_t len);
 
 /* Append e's RowDescription (e->rowdesc must be set). */
