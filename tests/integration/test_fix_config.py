@@ -1,0 +1,142 @@
+"""Issue 17, "Stop the bleeding": authentication before the database check, and
+configuration that does what it says (admin SET, RELOAD, PgBouncer's literals,
+keys nothing read, options=-c).
+
+Refusals are checked with pgwire.login_error (libpq loses the SQLSTATE).
+"""
+
+import socket
+import struct
+import time
+
+import psycopg
+import pytest
+
+import pgwire
+from harness import wait_for
+
+PASSWORD_AUTH_TYPES = ["scram-sha-256", "md5", "plain"]
+
+
+def hba_file(tmp_path, method):
+    path = tmp_path / "pg_hba.conf"
+    path.write_text(f"host all all 127.0.0.1/32 {method}\n")
+    return path
+
+
+# -- 7. authentication before "database does not exist" ---------------------------
+@pytest.mark.parametrize("auth_type", PASSWORD_AUTH_TYPES + ["hba"])
+def test_unknown_database_is_told_only_after_the_password_is_checked(sluice, tmp_path, auth_type):
+    extra = {"auth_hba_file": hba_file(tmp_path, "scram-sha-256")} if auth_type == "hba" else {}
+    pooler = sluice(auth_type=auth_type, **extra)
+    known = pgwire.login_error(pooler.host, pooler.port, "app", "app", password="wrong_pw")
+    unknown = pgwire.login_error(pooler.host, pooler.port, "app", "no_such_db", password="wrong_pw")
+    assert known.sqlstate == "28P01", known
+    assert (unknown.sqlstate, unknown.message) == (known.sqlstate, known.message)
+    # The right password then learns that the database does not exist.
+    err = pgwire.login_error(pooler.host, pooler.port, "app", "no_such_db", password="app_pw")
+    assert err.sqlstate == "3D000", err
+    assert err.message == 'database "no_such_db" does not exist'
+
+
+def test_trust_refuses_an_unknown_user_alike_for_every_database(sluice):
+    pooler = sluice(auth_type="trust")
+    known = pgwire.login_error(pooler.host, pooler.port, "nobody_here", "app")
+    unknown = pgwire.login_error(pooler.host, pooler.port, "nobody_here", "no_such_db")
+    assert known.sqlstate.startswith("28"), known
+    assert (unknown.sqlstate, unknown.message) == (known.sqlstate, known.message)
+    # A user trust lets in learns that the database does not exist.
+    err = pgwire.login_error(pooler.host, pooler.port, "app", "no_such_db")
+    assert err.sqlstate == "3D000", err
+
+
+@pytest.mark.parametrize("auth_type, code", [("scram-sha-256", 10), ("md5", 5), ("plain", 3)])
+def test_unknown_database_is_asked_for_the_password_first(sluice, auth_type, code):
+    """No early close: the first answer to the startup packet is the same
+    authentication request for an unknown database as for a known one."""
+    pooler = sluice(auth_type=auth_type)
+    for dbname in ("app", "no_such_db"):
+        sock = socket.create_connection((pooler.host, pooler.port), timeout=5)
+        try:
+            sess = pgwire.Session(sock, 5)
+            body = struct.pack("!I", pgwire.PROTOCOL_V3)
+            body += b"user\0app\0database\0" + dbname.encode() + b"\0\0"
+            sess.send(b"", body)
+            msg_type, reply = sess.read()
+            assert (msg_type, struct.unpack("!I", reply[:4])[0]) == ("R", code), (dbname, msg_type, reply)
+        finally:
+            sock.close()
+
+
+# -- 15. server_check_query = <empty> --------------------------------------------
+def test_server_check_query_empty_literal_checks_without_sql(sluice):
+    pooler = sluice(server_check_query="<empty>", server_check_delay=0, default_pool_size=1)
+    for _ in range(3):   # every reuse of the one server connection is checked
+        with pooler.connect() as conn:
+            assert conn.execute("select 41 + 1").fetchone() == (42,)
+    # An empty value turns the check off (PgBouncer 1.25's meaning).
+    with pooler.connect(dbname="pgsluice") as admin:
+        admin.execute("SET server_check_query = ''")
+    for _ in range(2):
+        with pooler.connect() as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+
+
+def test_server_check_query_defaults_to_empty_literal_as_pgbouncer(sluice):
+    pooler = sluice(server_check_delay=0, default_pool_size=1)
+    with pooler.connect(dbname="pgsluice") as admin:
+        rows = admin.execute("SHOW CONFIG").fetchall()
+    assert [r[1] for r in rows if r[0] == "server_check_query"] == ["<empty>"]
+    for _ in range(2):
+        with pooler.connect() as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+
+
+# -- 16. keys nothing read --------------------------------------------------------
+def test_application_name_add_host_is_seen_in_pg_stat_activity(sluice, pg):
+    pooler = sluice(application_name_add_host=1)
+    with pooler.connect(application_name="reporting") as conn:
+        shown = conn.execute("show application_name").fetchone()[0]
+        seen = pg.query("select application_name from pg_stat_activity "
+                        "where application_name like 'reporting - %'")
+    assert shown.startswith("reporting - 127.0.0.1:"), shown
+    assert [r[0] for r in seen] == [shown]
+
+
+def test_application_name_add_host_names_app_when_the_client_sent_none(sluice):
+    pooler = sluice(application_name_add_host=1)
+    with psycopg.connect(pooler.dsn(), autocommit=True) as conn:
+        shown = conn.execute("show application_name").fetchone()[0]
+    assert shown.startswith("app - 127.0.0.1:"), shown
+
+
+@pytest.mark.parametrize("key, value", [("pkt_buf", "8192"), ("sbuf_loopcnt", "10")])
+def test_buffer_tuning_keys_are_warned_about_as_not_supported(sluice, key, value):
+    pooler = sluice(extra_ini=f"{key} = {value}")
+    line = pooler.line_of(key)
+    wait_for(lambda: f'PgBouncer key "{key}" is not supported by pgsluice and is ignored'
+             in pooler.log_text(), 5, what=f"warning for {key}")
+    assert f"{pooler.ini_path}:{line}:" in pooler.log_text()
+    with pooler.connect() as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+
+
+# -- 17. options=-c with ignore_startup_parameters --------------------------------
+def test_options_setting_in_ignore_startup_parameters_is_ignored(sluice):
+    pooler = sluice(ignore_startup_parameters="extra_float_digits")
+    with pooler.connect(options="-c extra_float_digits=3") as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+
+
+def test_options_keeps_tracked_settings_next_to_ignored_ones(sluice):
+    pooler = sluice(ignore_startup_parameters="extra_float_digits", pool_mode="transaction")
+    with pooler.connect(options="-c extra_float_digits=3 -c TimeZone=Asia/Tokyo") as conn:
+        assert conn.execute("show timezone").fetchone() == ("Asia/Tokyo",)
+
+
+def test_options_setting_not_ignored_is_refused_with_08P01_naming_it(sluice):
+    pooler = sluice(ignore_startup_parameters="extra_float_digits")
+    err = pgwire.login_error(pooler.host, pooler.port, "app", "app", password="app_pw",
+                             params={"options": "-c extra_float_digits=3 -c work_mem=64MB"})
+    assert err.sqlstate == "08P01", err
+    assert "work_mem" in err.message
