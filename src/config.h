@@ -153,6 +153,9 @@ struct sluice_config {
 	size_t n_users;
 };
 
+/* The longest value a key may have, with its NUL: a line of the file (bytes). */
+#define CONFIG_MAX_VALUE_BYTES (64 * 1024)
+
 /* server_check_query's value for "check with an empty Query" (PgBouncer 1.25's default). */
 #define SERVER_CHECK_EMPTY_QUERY "<empty>"
 

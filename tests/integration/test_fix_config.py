@@ -140,3 +140,107 @@ def test_options_setting_not_ignored_is_refused_with_08P01_naming_it(sluice):
                              params={"options": "-c extra_float_digits=3 -c work_mem=64MB"})
     assert err.sqlstate == "08P01", err
     assert "work_mem" in err.message
+
+
+# -- 14. admin SET and RELOAD take effect, or say why not ----------------------------
+from test_tls import certs, client_tls, pg_tls, server_leg_is_ssl, verify_full  # noqa: E402,F401
+
+
+def console(pooler):
+    return pooler.connect(dbname="pgsluice")
+
+
+def show_config(pooler):
+    with console(pooler) as conn:
+        return dict((r[0], r[1]) for r in conn.execute("SHOW CONFIG").fetchall())
+
+
+def plaintext_refusal(pooler):
+    return pgwire.login_error(pooler.host, pooler.port, "app", "app", password="app_pw")
+
+
+def test_admin_set_client_tls_sslmode_takes_effect_for_new_clients(sluice, certs):
+    pooler = sluice(**client_tls(certs, mode="disable"))
+    with pooler.connect() as conn:          # plaintext TCP is fine while TLS is off
+        assert conn.execute("select 1").fetchone() == (1,)
+    with console(pooler) as conn:
+        conn.execute("SET client_tls_sslmode = require")
+    assert show_config(pooler)["client_tls_sslmode"] == "require"
+    err = plaintext_refusal(pooler)
+    assert (err.sqlstate, err.message) == ("28000", "SSL required"), err
+    with pooler.connect(**verify_full(certs)) as conn:
+        assert conn.pgconn.ssl_in_use
+
+
+def test_admin_set_of_an_unloadable_certificate_is_refused_and_the_old_one_kept(sluice, certs, tmp_path):
+    pooler = sluice(**client_tls(certs))
+    missing = tmp_path / "missing.crt"
+    with console(pooler) as conn:
+        with pytest.raises(psycopg.errors.InvalidParameterValue) as exc:
+            conn.execute(f"SET client_tls_cert_file = '{missing}'")
+    assert "client_tls_cert_file" in str(exc.value)
+    assert show_config(pooler)["client_tls_cert_file"] == str(certs.server.crt)
+    with pooler.connect(**verify_full(certs)) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+
+
+def test_admin_set_auth_file_loads_the_new_file(sluice, tmp_path):
+    pooler = sluice()
+    other = tmp_path / "userlist2.txt"
+    other.write_text('"app" "other_pw"\n')
+    with console(pooler) as conn:
+        conn.execute(f"SET auth_file = '{other}'")
+    err = pgwire.login_error(pooler.host, pooler.port, "app", "app", password="app_pw")
+    assert err.sqlstate == "28P01", err
+    # The password of the new file is the one asked for now.
+    with pgwire.login(pooler.host, pooler.port, "app", "pgsluice", password="other_pw") as sess:
+        assert sess.query("SHOW VERSION")
+
+
+def test_admin_set_of_a_restart_only_key_says_it_cannot_change_at_run_time(sluice):
+    pooler = sluice()
+    with console(pooler) as conn:
+        with pytest.raises(psycopg.errors.CantChangeRuntimeParam) as exc:
+            conn.execute("SET unix_socket_dir = '/tmp'")
+    assert "cannot be changed without restarting" in str(exc.value)
+
+
+def test_console_reload_of_a_bad_file_answers_its_file_and_line(sluice):
+    pooler = sluice(default_pool_size=3)
+    pooler.extra_ini = "default_pool_size = lots"
+    pooler.write_config()
+    line = [n for n, text in enumerate(pooler.ini_path.read_text().splitlines(), 1)
+            if text == "default_pool_size = lots"][0]
+    with console(pooler) as conn:
+        with pytest.raises(psycopg.errors.ConfigFileError) as exc:
+            conn.execute("RELOAD")
+    assert f"{pooler.ini_path}:{line}:" in str(exc.value)
+    assert "default_pool_size" in str(exc.value)
+    assert show_config(pooler)["default_pool_size"] == "3"   # the old configuration is kept
+    with pooler.connect() as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+
+
+def test_reload_of_server_tls_retires_servers_made_without_it(sluice, certs, pg_tls):
+    pooler = sluice(server_tls_sslmode="disable", pool_mode="session", default_pool_size=2)
+    with pooler.connect() as conn:
+        assert server_leg_is_ssl(conn) is False
+    busy = pooler.connect()
+    assert server_leg_is_ssl(busy) is False
+    pooler.reload(server_tls_sslmode="verify-full", server_tls_ca_file=certs.ca.crt)
+    wait_for(lambda: show_config(pooler)["server_tls_sslmode"] == "verify-full", 5,
+             what="the reload applied")
+    # The idle plain server is gone: a new client gets a TLS server leg.
+    with pooler.connect() as conn:
+        assert server_leg_is_ssl(conn) is True
+    # The busy one is kept for its session, marked to close when released.
+    assert server_leg_is_ssl(busy) is False
+    with console(pooler) as conn:
+        cur = conn.execute("SHOW SERVERS")
+        servers = [dict(zip([d.name for d in cur.description], r)) for r in cur.fetchall()]
+    assert sorted(s["close_needed"] for s in servers) == [0, 1], servers
+    busy.close()
+    for _ in range(2):
+        with pooler.connect() as conn:
+            assert server_leg_is_ssl(conn) is True
+
