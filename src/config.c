@@ -405,6 +405,22 @@ static bool parse_with_units(const struct config_key *key, const char *text, int
 	return false;
 }
 
+/*
+ * PgBouncer's documentation and sample pgbouncer.ini write placeholders in
+ * angle brackets where a value is "nothing": "<empty>" and "<none>". They mean
+ * the empty value (not set), except that server_check_query = <empty> is
+ * PgBouncer 1.25's empty-Query check and is kept. "<system default>" of the
+ * *_tls_ca_file keys is kept too: tls.c reads it as OpenSSL's default CAs.
+ */
+static const char *placeholder_value(const struct config_key *key, const char *text)
+{
+	if (strcmp(text, "<none>") == 0)
+		return "";
+	if (strcmp(text, SERVER_CHECK_EMPTY_QUERY) == 0 && strcmp(key->name, "server_check_query") != 0)
+		return "";
+	return text;
+}
+
 /* Parse text for key into out (strings are malloc'ed); why says what was expected. */
 static bool parse_value(const struct config_key *key, const char *text, union config_value *out,
                         char *why, size_t whylen)
@@ -421,7 +437,7 @@ static bool parse_value(const struct config_key *key, const char *text, union co
 	case CONFIG_SIZE:
 		return parse_with_units(key, text, &out->n, why, whylen);
 	case CONFIG_STRING:
-		out->s = strdup(text);
+		out->s = strdup(placeholder_value(key, text));
 		if (out->s)
 			return true;
 		snprintf(why, whylen, "out of memory");

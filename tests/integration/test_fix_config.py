@@ -92,6 +92,29 @@ def test_server_check_query_defaults_to_empty_literal_as_pgbouncer(sluice):
             assert conn.execute("select 1").fetchone() == (1,)
 
 
+def test_none_and_empty_placeholders_of_other_keys_mean_not_set(sluice):
+    """server_reset_query = <empty> is not sent as SQL: the one server connection
+    is reset by nothing and reused, instead of failing its reset and closing."""
+    pooler = sluice(server_reset_query="<empty>", auth_user="<none>", default_pool_size=1,
+                    pool_mode="session")
+    pids = set()
+    for _ in range(3):
+        with pooler.connect() as conn:
+            pids.add(conn.execute("select pg_backend_pid()").fetchone()[0])
+    assert len(pids) == 1, pids
+    config = show_config(pooler)
+    assert (config["server_reset_query"], config["auth_user"]) == ("", "")
+
+
+def test_system_default_ca_placeholder_uses_the_system_store(sluice, certs, pg_tls):
+    """The test CA is not in the system store, so verify-ca refuses PostgreSQL's
+    certificate; pgsluice starts, instead of looking for a file "<system default>"."""
+    pooler = sluice(server_tls_sslmode="verify-ca", server_tls_ca_file="<system default>")
+    assert show_config(pooler)["server_tls_ca_file"] == "<system default>"
+    err = pgwire.login_error(pooler.host, pooler.port, "app", "app", password="app_pw")
+    assert err.sqlstate == "08006", err
+
+
 # -- 16. keys nothing read --------------------------------------------------------
 def test_application_name_add_host_is_seen_in_pg_stat_activity(sluice, pg):
     pooler = sluice(application_name_add_host=1)

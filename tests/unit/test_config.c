@@ -677,6 +677,28 @@ static void test_formatted_values_load_back_to_the_same_values(void **state)
 	config_free(again);
 }
 
+static void test_pgbouncer_placeholders_mean_not_set_except_where_pgbouncer_gives_them_a_meaning(void **state)
+{
+	(void)state;
+	struct sluice_config *cfg = load_key("server_reset_query", "<empty>");
+	assert_string_equal(cfg->server_reset_query, "");
+	config_free(cfg);
+	cfg = load_key("auth_user", "<none>");
+	assert_string_equal(cfg->auth_user, "");
+	config_free(cfg);
+	/* PgBouncer 1.25: an empty Query as the check, kept as written */
+	cfg = load_key("server_check_query", "<empty>");
+	assert_string_equal(cfg->server_check_query, "<empty>");
+	config_free(cfg);
+	cfg = load_key("server_check_query", "");
+	assert_string_equal(cfg->server_check_query, "");
+	config_free(cfg);
+	/* the sample pgbouncer.ini's CA placeholder is tls.c's to read */
+	cfg = load_key("server_tls_ca_file", "<system default>");
+	assert_string_equal(cfg->server_tls_ca_file, "<system default>");
+	config_free(cfg);
+}
+
 static void test_config_set_changes_reloadable_keys_only(void **state)
 {
 	struct sluice_config *cfg = load_ok("");
@@ -735,6 +757,7 @@ int main(void)
 		cmocka_unit_test_setup(test_long_connect_strings_load_and_overlong_lines_fail, clear_log),
 		cmocka_unit_test_setup(test_carry_over_keeps_listen_port_and_changes_default_pool_size, clear_log),
 		cmocka_unit_test_setup(test_formatted_values_load_back_to_the_same_values, clear_log),
+		cmocka_unit_test_setup(test_pgbouncer_placeholders_mean_not_set_except_where_pgbouncer_gives_them_a_meaning, clear_log),
 		cmocka_unit_test_setup(test_config_set_changes_reloadable_keys_only, clear_log),
 	};
 	return cmocka_run_group_tests(tests, setup_group, teardown_group);
