@@ -7,6 +7,7 @@ Refusals are checked with pgwire.login_error (libpq loses the SQLSTATE).
 
 import socket
 import struct
+import threading
 import time
 
 import psycopg
@@ -142,6 +143,72 @@ def test_buffer_tuning_keys_are_warned_about_as_not_supported(sluice, key, value
     assert f"{pooler.ini_path}:{line}:" in pooler.log_text()
     with pooler.connect() as conn:
         assert conn.execute("select 1").fetchone() == (1,)
+
+
+class StallingProxy:
+    """A TCP proxy to PostgreSQL that serves the first connection only: then its
+    accept queue is filled, so a later connect (a forwarded cancel request)
+    hangs unanswered, as with a server host that stopped answering."""
+
+    def __init__(self, pg):
+        self.target = (pg.host, pg.port)
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.port = self.listener.getsockname()[1]
+        self.socks = [self.listener]
+        threading.Thread(target=self._serve_first, daemon=True).start()
+
+    def _serve_first(self):
+        client, _ = self.listener.accept()
+        upstream = socket.create_connection(self.target)
+        self.socks += [client, upstream]
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", self.port))   # sits in the accept queue for good
+        self.socks.append(filler)
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        for sock in self.socks:
+            sock.close()
+
+
+def test_cancel_request_not_forwarded_within_cancel_wait_timeout_is_dropped(sluice, pg):
+    proxy = StallingProxy(pg)
+    try:
+        pooler = sluice(cancel_wait_timeout=1, server_tls_sslmode="disable",
+                        databases={"app": f"host=127.0.0.1 port={proxy.port} dbname=app"})
+        with pooler.connect() as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+            timer = threading.Timer(0.3, conn.cancel)
+            timer.start()
+            started = time.monotonic()
+            conn.execute("select pg_sleep(2)")   # the cancel never reaches PostgreSQL
+            timer.join()
+            assert time.monotonic() - started >= 1.9
+        wait_for(lambda: "cancel request not forwarded within cancel_wait_timeout"
+                 in pooler.log_text(), 3, what="the dropped cancel request logged")
+    finally:
+        proxy.close()
 
 
 # -- 17. options=-c with ignore_startup_parameters --------------------------------
