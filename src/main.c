@@ -215,47 +215,78 @@ static void apply_settings(struct sluice *sl)
 	cache_configure(sl->cache, (size_t)sl->cfg->cache_max_memory, (size_t)sl->cfg->cache_max_entry_size);
 }
 
+#define FIELD(name) offsetof(struct sluice_config, name)
+#define N_FIELDS(a) (sizeof(a) / sizeof((a)[0]))
+
 /* The keys of the server leg's TLS: a change retires the server connections made with the old ones. */
 static const size_t server_tls_fields[] = {
-	offsetof(struct sluice_config, server_tls_sslmode), offsetof(struct sluice_config, server_tls_key_file),
-	offsetof(struct sluice_config, server_tls_cert_file), offsetof(struct sluice_config, server_tls_ca_file),
-	offsetof(struct sluice_config, server_tls_protocols), offsetof(struct sluice_config, server_tls_ciphers),
+	FIELD(server_tls_sslmode), FIELD(server_tls_key_file), FIELD(server_tls_cert_file),
+	FIELD(server_tls_ca_file), FIELD(server_tls_protocols), FIELD(server_tls_ciphers),
 };
 
-/* Server TLS settings as one string, to compare before and after a change. */
-static char *server_tls_settings(const struct sluice_config *cfg)
+/* What auth_query lookups depend on: a change drops their connections and cache. */
+static const size_t auth_lookup_fields[] = {
+	FIELD(auth_user), FIELD(auth_query), FIELD(auth_dbname), FIELD(auth_file),
+};
+
+/* The string keys at fields of cfg as one text, to compare before and after a change; NULL on OOM. */
+static char *settings_text(const struct sluice_config *cfg, const size_t *fields, size_t n)
 {
 	size_t len = 1;
-	for (size_t i = 0; i < sizeof(server_tls_fields) / sizeof(server_tls_fields[0]); i++)
-		len += strlen(*(char *const *)((const char *)cfg + server_tls_fields[i])) + 1;
+	for (size_t i = 0; i < n; i++)
+		len += strlen(*(char *const *)((const char *)cfg + fields[i])) + 1;
 	char *text = malloc(len);
 	if (!text)
 		return NULL;
 	text[0] = '\0';
-	for (size_t i = 0; i < sizeof(server_tls_fields) / sizeof(server_tls_fields[0]); i++) {
-		strcat(text, *(char *const *)((const char *)cfg + server_tls_fields[i]));
+	for (size_t i = 0; i < n; i++) {
+		strcat(text, *(char *const *)((const char *)cfg + fields[i]));
 		strcat(text, "\n");
 	}
 	return text;
 }
 
-/*
- * Server connections made with the old server_tls_* settings go (PgBouncer
- * reconnects on any TLS change): idle ones now, the others when released,
- * so no client is served over a leg the new settings would not allow.
- */
-static void retire_servers_if_tls_changed(struct sluice *sl, const char *before)
+/* The settings a change of which needs more than apply_settings(); NULL members on OOM. */
+struct watched_settings {
+	char *server_tls;
+	char *auth_lookup;
+};
+
+static struct watched_settings watch_settings(const struct sluice_config *cfg)
 {
-	char *after = server_tls_settings(sl->cfg);
-	if (before && after && strcmp(before, after) == 0) {
-		free(after);
-		return;
+	return (struct watched_settings){
+		settings_text(cfg, server_tls_fields, N_FIELDS(server_tls_fields)),
+		settings_text(cfg, auth_lookup_fields, N_FIELDS(auth_lookup_fields)),
+	};
+}
+
+/* True unless both texts exist and are equal (out of memory counts as a change). */
+static bool text_changed(const char *before, const char *after)
+{
+	return !before || !after || strcmp(before, after) != 0;
+}
+
+/*
+ * After sl->cfg changed from before: server connections made with other
+ * server_tls_* settings go (PgBouncer reconnects on any TLS change): idle
+ * ones now, the others when released, so no client is served over a leg the
+ * new settings would not allow; auth_query lookups start afresh. Frees before.
+ */
+static void apply_watched_changes(struct sluice *sl, struct watched_settings *before)
+{
+	struct watched_settings after = watch_settings(sl->cfg);
+	if (text_changed(before->server_tls, after.server_tls)) {
+		log_info("server_tls settings changed: server connections are closed when idle");
+		struct pool *p;
+		TAILQ_FOREACH(p, &sl->pools, entry)
+			pool_reconnect(p);
 	}
-	free(after);
-	log_info("server_tls settings changed: server connections are closed when idle");
-	struct pool *p;
-	TAILQ_FOREACH(p, &sl->pools, entry)
-		pool_reconnect(p);
+	if (text_changed(before->auth_lookup, after.auth_lookup))
+		authquery_reset(sl);
+	free(before->server_tls);
+	free(before->auth_lookup);
+	free(after.server_tls);
+	free(after.auth_lookup);
 }
 
 /*
@@ -293,13 +324,12 @@ static bool reload(struct sluice *sl, char *err, size_t errlen)
 		return false;
 	}
 	config_carry_over(sl->cfg, next);
-	char *tls_before = server_tls_settings(sl->cfg);
 	if (!swap_in_files(sl, next, err, errlen)) {
 		log_error("reload failed, keeping the old configuration: %s", err);
-		free(tls_before);
 		config_free(next);
 		return false;
 	}
+	struct watched_settings before = watch_settings(sl->cfg);
 	/* The new [limits] lines, keeping the sluice.limits overrides and the counts. */
 	if (!next->limit_rules)
 		next->limit_rules = limits_rules_new();
@@ -311,8 +341,7 @@ static bool reload(struct sluice *sl, char *err, size_t errlen)
 	config_free(sl->cfg);
 	sl->cfg = next;
 	apply_settings(sl);
-	retire_servers_if_tls_changed(sl, tls_before);
-	free(tls_before);
+	apply_watched_changes(sl, &before);
 	return true;
 }
 
@@ -335,13 +364,11 @@ static bool set_setting(struct sluice *sl, const char *name, const char *value, 
 		return false;
 	}
 	char *old_value = malloc(CONFIG_MAX_VALUE_BYTES);
-	char *tls_before = server_tls_settings(sl->cfg);
-	if (!old_value || !tls_before) {
-		free(old_value);
-		free(tls_before);
+	if (!old_value) {
 		snprintf(err, errlen, "out of memory");
 		return false;
 	}
+	struct watched_settings before = watch_settings(sl->cfg);
 	config_format_value(sl->cfg, key, old_value, CONFIG_MAX_VALUE_BYTES);
 	bool ok = config_set(sl->cfg, name, value, err, errlen);
 	if (ok && names_a_file(key->name) && !swap_in_files(sl, sl->cfg, err, errlen)) {
@@ -349,12 +376,10 @@ static bool set_setting(struct sluice *sl, const char *name, const char *value, 
 		config_set(sl->cfg, name, old_value, ignored, sizeof(ignored));
 		ok = false;
 	}
-	if (ok) {
+	if (ok)
 		apply_settings(sl);
-		retire_servers_if_tls_changed(sl, tls_before);
-	}
+	apply_watched_changes(sl, &before);   /* unchanged after a refused value: nothing happens */
 	free(old_value);
-	free(tls_before);
 	return ok;
 }
 

@@ -295,6 +295,26 @@ def test_admin_set_of_a_restart_only_key_says_it_cannot_change_at_run_time(sluic
     assert "cannot be changed without restarting" in str(exc.value)
 
 
+def test_admin_set_auth_user_looks_roles_up_as_the_new_user(sluice, pg, monkeypatch):
+    """The auth_query connection of the old auth_user (who may not read
+    pg_authid) is closed, so the lookup runs as the new one."""
+    import harness
+    for role in ("cfg_aq_role", "cfg_aq_weak", "cfg_aq_lookup"):
+        pg.query(f"DROP ROLE IF EXISTS {role}")
+    pg.query("CREATE ROLE cfg_aq_lookup LOGIN SUPERUSER PASSWORD 'lookup_pw'")
+    pg.query("CREATE ROLE cfg_aq_weak LOGIN PASSWORD 'weak_pw'")
+    pg.query("CREATE ROLE cfg_aq_role LOGIN PASSWORD 'aq_pw'")
+    monkeypatch.setitem(harness.PASSWORDS, "cfg_aq_lookup", "lookup_pw")
+    monkeypatch.setitem(harness.PASSWORDS, "cfg_aq_weak", "weak_pw")
+    pooler = sluice(auth_type="scram-sha-256", auth_user="cfg_aq_weak")
+    err = pgwire.login_error(pooler.host, pooler.port, "cfg_aq_role", "app", password="aq_pw")
+    assert err.sqlstate == "28P01", err      # cfg_aq_weak may not read pg_authid
+    with console(pooler) as conn:
+        conn.execute("SET auth_user = cfg_aq_lookup")
+    with pooler.connect(user="cfg_aq_role", password="aq_pw") as conn:
+        assert conn.execute("select current_user").fetchone() == ("cfg_aq_role",)
+
+
 def test_console_reload_of_a_bad_file_answers_its_file_and_line(sluice):
     pooler = sluice(default_pool_size=3)
     pooler.extra_ini = "default_pool_size = lots"
