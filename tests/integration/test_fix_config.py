@@ -5,6 +5,7 @@ keys nothing read, options=-c).
 Refusals are checked with pgwire.login_error (libpq loses the SQLSTATE).
 """
 
+import os
 import socket
 import struct
 import threading
@@ -15,8 +16,23 @@ import pytest
 
 import pgwire
 from harness import wait_for
+# the TLS module's certificates and its ssl = on PostgreSQL (module-scoped fixtures)
+from test_tls import certs, client_tls, pg_tls, server_leg_is_ssl, verify_full  # noqa: F401
 
 PASSWORD_AUTH_TYPES = ["scram-sha-256", "md5", "plain"]
+
+
+def console(pooler):
+    return pooler.connect(dbname="pgsluice")
+
+
+def show_config(pooler):
+    with console(pooler) as conn:
+        return dict((r[0], r[1]) for r in conn.execute("SHOW CONFIG").fetchall())
+
+
+def plaintext_refusal(pooler):
+    return pgwire.login_error(pooler.host, pooler.port, "app", "app", password="app_pw")
 
 
 def hba_file(tmp_path, method):
@@ -72,11 +88,14 @@ def test_unknown_database_is_asked_for_the_password_first(sluice, auth_type, cod
 # -- 15. server_check_query = <empty> --------------------------------------------
 def test_server_check_query_empty_literal_checks_without_sql(sluice):
     pooler = sluice(server_check_query="<empty>", server_check_delay=0, default_pool_size=1)
-    for _ in range(3):   # every reuse of the one server connection is checked
+    pids = set()
+    for _ in range(3):   # every reuse of the one server connection is checked, and passes
         with pooler.connect() as conn:
             assert conn.execute("select 41 + 1").fetchone() == (42,)
+            pids.add(conn.execute("select pg_backend_pid()").fetchone()[0])
+    assert len(pids) == 1, pids
     # An empty value turns the check off (PgBouncer 1.25's meaning).
-    with pooler.connect(dbname="pgsluice") as admin:
+    with console(pooler) as admin:
         admin.execute("SET server_check_query = ''")
     for _ in range(2):
         with pooler.connect() as conn:
@@ -85,9 +104,7 @@ def test_server_check_query_empty_literal_checks_without_sql(sluice):
 
 def test_server_check_query_defaults_to_empty_literal_as_pgbouncer(sluice):
     pooler = sluice(server_check_delay=0, default_pool_size=1)
-    with pooler.connect(dbname="pgsluice") as admin:
-        rows = admin.execute("SHOW CONFIG").fetchall()
-    assert [r[1] for r in rows if r[0] == "server_check_query"] == ["<empty>"]
+    assert show_config(pooler)["server_check_query"] == "<empty>"
     for _ in range(2):
         with pooler.connect() as conn:
             assert conn.execute("select 1").fetchone() == (1,)
@@ -123,7 +140,9 @@ def test_application_name_add_host_is_seen_in_pg_stat_activity(sluice, pg):
         shown = conn.execute("show application_name").fetchone()[0]
         seen = pg.query("select application_name from pg_stat_activity "
                         "where application_name like 'reporting - %'")
-    assert shown.startswith("reporting - 127.0.0.1:"), shown
+        with socket.socket(fileno=os.dup(conn.pgconn.socket)) as own:
+            client_port = own.getsockname()[1]
+    assert shown == f"reporting - 127.0.0.1:{client_port}"
     assert [r[0] for r in seen] == [shown]
 
 
@@ -233,20 +252,7 @@ def test_options_setting_not_ignored_is_refused_with_08P01_naming_it(sluice):
 
 
 # -- 14. admin SET and RELOAD take effect, or say why not ----------------------------
-from test_tls import certs, client_tls, pg_tls, server_leg_is_ssl, verify_full  # noqa: E402,F401
 
-
-def console(pooler):
-    return pooler.connect(dbname="pgsluice")
-
-
-def show_config(pooler):
-    with console(pooler) as conn:
-        return dict((r[0], r[1]) for r in conn.execute("SHOW CONFIG").fetchall())
-
-
-def plaintext_refusal(pooler):
-    return pgwire.login_error(pooler.host, pooler.port, "app", "app", password="app_pw")
 
 
 def test_admin_set_client_tls_sslmode_takes_effect_for_new_clients(sluice, certs):
