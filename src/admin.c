@@ -53,6 +53,7 @@
 #define SQLSTATE_SYNTAX_ERROR           "42601"
 #define SQLSTATE_OBJECT_NOT_IN_STATE    "55000"
 #define SQLSTATE_CANT_CHANGE_RUNTIME    "55P02"
+#define SQLSTATE_CONFIG_FILE_ERROR      "F0000"
 #define SQLSTATE_SUCCESSFUL_COMPLETION  "00000"
 
 /* A command that answers later: PAUSE until the servers closed, WAIT_CLOSE until none needs to. */
@@ -1545,7 +1546,14 @@ static bool cmd_reload(struct client *c, struct msgbuf *m, const struct token *t
 		admin_error(m, SQLSTATE_FEATURE_NOT_SUPPORTED, NULL, NULL, "RELOAD is not available");
 		return true;
 	}
-	c->sl->hooks.reload(c->sl);
+	char err[1024];
+	if (!c->sl->hooks.reload(c->sl, err, sizeof(err))) {
+		/* the file's error names file:line; the running configuration is kept */
+		admin_error(m, SQLSTATE_CONFIG_FILE_ERROR, NULL,
+		            "The running configuration is kept; fix the file and RELOAD again.",
+		            "could not reload the configuration: %s", err);
+		return true;
+	}
 	command_complete(m, "RELOAD");
 	return true;
 }
@@ -1622,14 +1630,21 @@ static bool cmd_set(struct client *c, struct msgbuf *m, const struct token *toks
 		            "unrecognized configuration parameter \"%s\"", key);
 		return true;
 	}
-	if (!config_set(sl->cfg, key, value, err, sizeof(err))) {
-		admin_error(m, k->reloadable ? SQLSTATE_INVALID_PARAMETER_VALUE : SQLSTATE_CANT_CHANGE_RUNTIME,
-		            NULL, NULL, "%s", err);
+	if (!k->reloadable) {
+		admin_error(m, SQLSTATE_CANT_CHANGE_RUNTIME, NULL,
+		            "Change it in the configuration file and restart pgsluice.",
+		            "parameter \"%s\" cannot be changed without restarting pgsluice", k->name);
+		return true;
+	}
+	if (!sl->hooks.set) {
+		admin_error(m, SQLSTATE_FEATURE_NOT_SUPPORTED, NULL, NULL, "SET is not available");
+		return true;
+	}
+	if (!sl->hooks.set(sl, key, value, err, sizeof(err))) {
+		admin_error(m, SQLSTATE_INVALID_PARAMETER_VALUE, NULL, NULL, "%s", err);
 		return true;
 	}
 	log_info("SET %s = %s on the admin console by %s", k->name, value, c->user);
-	if (sl->hooks.settings_changed)
-		sl->hooks.settings_changed(sl);
 	command_complete(m, "SET");
 	return true;
 }

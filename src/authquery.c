@@ -180,12 +180,9 @@ bool authquery_lookup(struct sluice *sl, struct client *c)
 	return true;
 }
 
-void authquery_free(struct sluice *sl)
+/* Close the side channels and empty the cache; aq itself stays. */
+static void drop_conns_and_cache(struct authquery *aq)
 {
-	struct authquery *aq = sl->authquery;
-	if (!aq)
-		return;
-	sl->authquery = NULL;
 	while (aq->conns) {
 		struct aq_conn *k = aq->conns;
 		aq->conns = k->next;
@@ -200,5 +197,21 @@ void authquery_free(struct sluice *sl)
 		free(e->password);
 		free(e);
 	}
+}
+
+void authquery_reset(struct sluice *sl)
+{
+	/* sl->authquery stays set, so looked_up() still answers the waiting clients */
+	if (sl->authquery)
+		drop_conns_and_cache(sl->authquery);
+}
+
+void authquery_free(struct sluice *sl)
+{
+	struct authquery *aq = sl->authquery;
+	if (!aq)
+		return;
+	sl->authquery = NULL;
+	drop_conns_and_cache(aq);
 	free(aq);
 }

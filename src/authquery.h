@@ -34,6 +34,14 @@ const char *authquery_cached(struct sluice *sl, const char *user);
  */
 bool authquery_lookup(struct sluice *sl, struct client *c);
 
+/*
+ * A reload or SET changed what a lookup depends on (auth_user, auth_query,
+ * auth_dbname, auth_file): close every side channel and drop the cache, so
+ * the next lookup logs in and asks anew. Lookups under way end as "no such
+ * role" (their clients get 28P01).
+ */
+void authquery_reset(struct sluice *sl);
+
 /* Close every side channel and drop the cache (shutdown). */
 void authquery_free(struct sluice *sl);
 

@@ -31,6 +31,8 @@ static void cancel_done_cb(struct bufferevent *bev, void *arg)
 static void cancel_event_cb(struct bufferevent *bev, short events, void *arg)
 {
 	(void)arg;
+	if (events & BEV_EVENT_TIMEOUT)
+		log_warning("cancel request not forwarded within cancel_wait_timeout; dropped");
 	if (!(events & BEV_EVENT_CONNECTED))
 		bufferevent_free(bev);
 }
@@ -52,6 +54,11 @@ void cancel_forward(struct server *s)
 	msg_flush_to(&m, bufferevent_get_output(bev));
 	msg_free(&m);
 	bufferevent_setcb(bev, NULL, cancel_done_cb, cancel_event_cb, NULL);
+	/* cancel_wait_timeout bounds connecting to the server and sending (0: no bound) */
+	usec_t wait = s->pool->sl->cfg->cancel_wait_timeout;
+	struct timeval tv = { (time_t)(wait / USEC_PER_SEC), (suseconds_t)(wait % USEC_PER_SEC) };
+	if (wait > 0)
+		bufferevent_set_timeouts(bev, NULL, &tv);
 	bufferevent_enable(bev, EV_WRITE);
 	if (bufferevent_socket_connect(bev, (struct sockaddr *)&s->addr, (int)s->addr_len) != 0)
 		bufferevent_free(bev);

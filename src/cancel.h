@@ -18,7 +18,11 @@ struct server;
  */
 void cancel_request(struct sluice *sl, int32_t pid, int32_t key);
 
-/* Send a CancelRequest with s's backend key to s's address; fire and forget. */
+/*
+ * Send a CancelRequest with s's backend key to s's address; fire and forget.
+ * A request not sent within cancel_wait_timeout (connect included; 0: no
+ * limit) is dropped with a warning, as PgBouncer drops one that waited that long.
+ */
 void cancel_forward(struct server *s);
 
 #endif

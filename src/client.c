@@ -564,11 +564,13 @@ static bool read_startup_params(struct client *c, struct msgreader *r, uint32_t 
 			varcache_set(&c->vars, name, value);
 		} else if (strcmp(name, "options") == 0) {
 			char err[256];
-			if (!ai_session_apply_options(&c->ai, &c->vars, value, err, sizeof(err)) &&
+			if (!ai_session_apply_options(&c->ai, &c->vars, value, cfg->ignore_startup_parameters,
+			                              err, sizeof(err)) &&
 			    !str_list_contains(cfg->ignore_startup_parameters, name)) {
 				client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL,
 				             "pgsluice honours -c sluice.user, -c sluice.model and tracked parameters in options; "
-				             "add options to ignore_startup_parameters to ignore the rest.",
+				             "add the parameter (or options, for all of them) to ignore_startup_parameters "
+				             "to ignore it.",
 				             "%s", err);
 				return false;
 			}
@@ -588,6 +590,24 @@ static bool read_startup_params(struct client *c, struct msgreader *r, uint32_t 
 	return true;
 }
 
+/*
+ * application_name_add_host: "<application_name> - <host>:<port>" as
+ * PgBouncer 1.25 writes it (set_appname), "app" when the client sent none,
+ * so pg_stat_activity shows which client a server connection serves.
+ */
+static bool add_host_to_application_name(struct client *c)
+{
+	const char *given = c->vars.values[varcache_index("application_name")];
+	char name[400];
+	if (c->peer.ss_family == AF_UNIX)
+		snprintf(name, sizeof(name), "%s - unix:%d", given ? given : "app", c->sl->cfg->listen_port);
+	else if (c->peer.ss_family == AF_INET6)
+		snprintf(name, sizeof(name), "%s - [%s]:%d", given ? given : "app", c->addr, c->port);
+	else
+		snprintf(name, sizeof(name), "%s - %s:%d", given ? given : "app", c->addr, c->port);
+	return varcache_set(&c->vars, "application_name", name);
+}
+
 static void handle_startup(struct client *c, const uint8_t *body, size_t len, uint32_t version)
 {
 	struct msgreader r;
@@ -604,7 +624,8 @@ static void handle_startup(struct client *c, const uint8_t *body, size_t len, ui
 		free(c->database);
 		c->database = strdup(c->user);
 	}
-	if (!c->database) {
+	if (!c->database || (sl->cfg->application_name_add_host && !admin_is_console_db(c->database) &&
+	                     !add_host_to_application_name(c))) {
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return;
 	}
@@ -623,12 +644,9 @@ static void handle_startup(struct client *c, const uint8_t *body, size_t len, ui
 		             "Connect with sslmode=require or stricter.", "SSL required");
 		return;
 	}
-	if (!admin_is_console_db(c->database) && !config_find_db(sl->cfg, c->database)) {
-		client_fatal(c, SQLSTATE_INVALID_CATALOG_NAME,
-		             "pgsluice has no [databases] entry for it and no \"*\" fallback entry.", NULL,
-		             "database \"%s\" does not exist", c->database);
-		return;
-	}
+	/* An unknown database is told only after authentication (login_succeeded):
+	 * the client goes through the same exchange either way, so neither the
+	 * answer nor its timing says which databases exist (as PgBouncer's fake db). */
 	if (sl->cfg->log_connections)
 		log_info("C-%llu: %s/%s@%s:%d login attempt", (unsigned long long)c->id,
 		         c->database, c->user, c->addr, c->port);
@@ -763,7 +781,14 @@ static void login_succeeded(struct client *c)
 	}
 	const struct db_config *db = config_find_db(sl->cfg, c->database);
 	send_auth_request(c, AUTH_REQ_OK, NULL, 0);
-	struct pool *p = db ? pool_get(sl, db, c->database, db->user ? db->user : c->user) : NULL;
+	if (!db) {
+		/* PostgreSQL too checks the database after authentication (InitPostgres) */
+		client_fatal(c, SQLSTATE_INVALID_CATALOG_NAME,
+		             "pgsluice has no [databases] entry for it and no \"*\" fallback entry.", NULL,
+		             "database \"%s\" does not exist", c->database);
+		return;
+	}
+	struct pool *p = pool_get(sl, db, c->database, db->user ? db->user : c->user);
 	if (!p) {
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return;

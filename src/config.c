@@ -80,15 +80,14 @@ static const struct config_key config_table[] = {
 	KEY(metrics_listen_port, CONFIG_INT, "9127", NO_RELOAD, 1, 65535),
 	KEY(min_pool_size, CONFIG_INT, "0", RELOAD, 0, NO_MAX_INT),
 	KEY(pidfile, CONFIG_STRING, "", NO_RELOAD, 0, 0),
-	KEY(pkt_buf, CONFIG_INT, "4096", NO_RELOAD, 512, NO_MAX_INT),
 	KEY(pool_mode, CONFIG_POOL_MODE, "session", RELOAD, 0, 0),
 	KEY(query_timeout, CONFIG_TIME, "0", RELOAD, 0, NO_MAX),
 	KEY(query_wait_timeout, CONFIG_TIME, "120", RELOAD, 0, NO_MAX),
 	KEY(reserve_pool_size, CONFIG_INT, "0", RELOAD, 0, NO_MAX_INT),
 	KEY(reserve_pool_timeout, CONFIG_TIME, "5", RELOAD, 0, NO_MAX),
-	KEY(sbuf_loopcnt, CONFIG_INT, "5", RELOAD, 0, NO_MAX_INT),
 	KEY(server_check_delay, CONFIG_TIME, "30", RELOAD, 0, NO_MAX),
-	KEY(server_check_query, CONFIG_STRING, "select 1", RELOAD, 0, 0),
+	/* PgBouncer 1.25: "<empty>" checks with an empty Query, "" turns the check off */
+	KEY(server_check_query, CONFIG_STRING, SERVER_CHECK_EMPTY_QUERY, RELOAD, 0, 0),
 	KEY(server_connect_timeout, CONFIG_TIME, "15", RELOAD, 0, NO_MAX),
 	KEY(server_fast_close, CONFIG_BOOL, "0", RELOAD, 0, 0),
 	KEY(server_idle_timeout, CONFIG_TIME, "600", RELOAD, 0, NO_MAX),
@@ -128,6 +127,8 @@ static const struct config_key config_table[] = {
 /*
  * PgBouncer 1.2x keys pgsluice does not implement. A pgbouncer.ini must load
  * unchanged, so these are warned about by name and ignored, never silently.
+ * pkt_buf and sbuf_loopcnt tune PgBouncer's sbuf; pgsluice's buffers are
+ * libevent's, sized by the data (the data path rebuild will own this).
  */
 static const char *const unsupported_pgbouncer_keys[] = {
 	"auth_ident_file", "auth_ldap_options", 
@@ -136,9 +137,8 @@ static const char *const unsupported_pgbouncer_keys[] = {
 	"client_tls_ecdhcurve", 
 	"conffile", "disable_pqexec", "dns_max_ttl", "dns_nxdomain_ttl",
 	"dns_zone_check_period", "job_name", "login_notify_message", "max_db_client_connections",
-	"max_user_client_connections", "peer_id", "pool_idle_timeout", "query_wait_notify",
-	"resolv_conf", "scram_iterations", "server_round_robin", "server_tls13_ciphers",
-	
+	"max_user_client_connections", "peer_id", "pkt_buf", "pool_idle_timeout", "query_wait_notify",
+	"resolv_conf", "sbuf_loopcnt", "scram_iterations", "server_round_robin", "server_tls13_ciphers",
 	"service_name", "suspend_timeout",
 	"tcp_defer_accept", "tcp_keepcnt", "tcp_keepidle", "tcp_keepintvl", "tcp_socket_buffer",
 	"tcp_user_timeout", "transaction_timeout", "unix_socket_group", NULL
@@ -405,6 +405,22 @@ static bool parse_with_units(const struct config_key *key, const char *text, int
 	return false;
 }
 
+/*
+ * PgBouncer's documentation and sample pgbouncer.ini write placeholders in
+ * angle brackets where a value is "nothing": "<empty>" and "<none>". They mean
+ * the empty value (not set), except that server_check_query = <empty> is
+ * PgBouncer 1.25's empty-Query check and is kept. "<system default>" of the
+ * *_tls_ca_file keys is kept too: tls.c reads it as OpenSSL's default CAs.
+ */
+static const char *placeholder_value(const struct config_key *key, const char *text)
+{
+	if (strcmp(text, "<none>") == 0)
+		return "";
+	if (strcmp(text, SERVER_CHECK_EMPTY_QUERY) == 0 && strcmp(key->name, "server_check_query") != 0)
+		return "";
+	return text;
+}
+
 /* Parse text for key into out (strings are malloc'ed); why says what was expected. */
 static bool parse_value(const struct config_key *key, const char *text, union config_value *out,
                         char *why, size_t whylen)
@@ -421,7 +437,7 @@ static bool parse_value(const struct config_key *key, const char *text, union co
 	case CONFIG_SIZE:
 		return parse_with_units(key, text, &out->n, why, whylen);
 	case CONFIG_STRING:
-		out->s = strdup(text);
+		out->s = strdup(placeholder_value(key, text));
 		if (out->s)
 			return true;
 		snprintf(why, whylen, "out of memory");

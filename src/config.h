@@ -104,9 +104,7 @@ struct sluice_config {
 	int max_prepared_statements;
 	bool application_name_add_host;
 	int listen_backlog;
-	int pkt_buf;              /* bytes */
 	int64_t max_packet_size;  /* bytes */
-	int sbuf_loopcnt;
 	bool so_reuseport;
 	bool tcp_keepalive;
 	bool syslog;
@@ -154,6 +152,12 @@ struct sluice_config {
 	struct user_config *users;
 	size_t n_users;
 };
+
+/* The longest value a key may have, with its NUL: a line of the file (bytes). */
+#define CONFIG_MAX_VALUE_BYTES (64 * 1024)
+
+/* server_check_query's value for "check with an empty Query" (PgBouncer 1.25's default). */
+#define SERVER_CHECK_EMPTY_QUERY "<empty>"
 
 enum config_type { CONFIG_BOOL, CONFIG_INT, CONFIG_STRING, CONFIG_TIME, CONFIG_SIZE,
                    CONFIG_POOL_MODE, CONFIG_AUTH_TYPE };

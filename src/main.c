@@ -104,33 +104,27 @@ static bool apply_logging(const struct sluice_config *cfg, const struct options 
 	                 o->quiet || o->daemonize);
 }
 
-/* Load auth_file; NULL when unset. *ok is false when it is set but unreadable. */
-static struct userlist *load_userlist(const struct sluice_config *cfg, bool *ok)
+/* Load auth_file; NULL when unset. *ok is false (err says why) when it is set but unreadable. */
+static struct userlist *load_userlist(const struct sluice_config *cfg, bool *ok, char *err, size_t errlen)
 {
-	char err[512];
 	*ok = true;
 	if (!cfg->auth_file[0])
 		return NULL;
-	struct userlist *ul = userlist_load(cfg->auth_file, err, sizeof(err));
-	if (!ul) {
-		log_error("%s", err);
+	struct userlist *ul = userlist_load(cfg->auth_file, err, errlen);
+	if (!ul)
 		*ok = false;
-	}
 	return ul;
 }
 
-/* Load auth_hba_file; NULL when unset. *ok is false when it is set but bad. */
-static struct hba *load_hba(const struct sluice_config *cfg, bool *ok)
+/* Load auth_hba_file; NULL when unset. *ok is false (err says why) when it is set but bad. */
+static struct hba *load_hba(const struct sluice_config *cfg, bool *ok, char *err, size_t errlen)
 {
-	char err[512];
 	*ok = true;
 	if (!cfg->auth_hba_file[0])
 		return NULL;
-	struct hba *hba = hba_load(cfg->auth_hba_file, err, sizeof(err));
-	if (!hba) {
-		log_error("%s", err);
+	struct hba *hba = hba_load(cfg->auth_hba_file, err, errlen);
+	if (!hba)
 		*ok = false;
-	}
 	return hba;
 }
 
@@ -221,39 +215,121 @@ static void apply_settings(struct sluice *sl)
 	cache_configure(sl->cache, (size_t)sl->cfg->cache_max_memory, (size_t)sl->cfg->cache_max_entry_size);
 }
 
-static void reload(struct sluice *sl)
+#define FIELD(name) offsetof(struct sluice_config, name)
+#define N_FIELDS(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The keys of the server leg's TLS: a change retires the server connections made with the old ones. */
+static const size_t server_tls_fields[] = {
+	FIELD(server_tls_sslmode), FIELD(server_tls_key_file), FIELD(server_tls_cert_file),
+	FIELD(server_tls_ca_file), FIELD(server_tls_protocols), FIELD(server_tls_ciphers),
+};
+
+/* What auth_query lookups depend on: a change drops their connections and cache. */
+static const size_t auth_lookup_fields[] = {
+	FIELD(auth_user), FIELD(auth_query), FIELD(auth_dbname), FIELD(auth_file),
+};
+
+/* The string keys at fields of cfg as one text, to compare before and after a change; NULL on OOM. */
+static char *settings_text(const struct sluice_config *cfg, const size_t *fields, size_t n)
 {
-	char err[1024];
-	log_info("reloading configuration from %s", sl->config_path);
-	struct sluice_config *next = config_load(sl->config_path, err, sizeof(err));
-	if (!next) {
-		log_error("reload failed, keeping the old configuration: %s", err);
-		return;
+	size_t len = 1;
+	for (size_t i = 0; i < n; i++)
+		len += strlen(*(char *const *)((const char *)cfg + fields[i])) + 1;
+	char *text = malloc(len);
+	if (!text)
+		return NULL;
+	text[0] = '\0';
+	for (size_t i = 0; i < n; i++) {
+		strcat(text, *(char *const *)((const char *)cfg + fields[i]));
+		strcat(text, "\n");
 	}
-	bool ok, hba_ok;
-	struct userlist *ul = load_userlist(next, &ok);
-	struct hba *hba = load_hba(next, &hba_ok);
-	if (!ok || !hba_ok) {
-		log_error("reload failed, keeping the old configuration: %s could not be read",
-		          ok ? "auth_hba_file" : "auth_file");
-		userlist_free(ul);
-		hba_free(hba);
-		config_free(next);
-		return;
+	return text;
+}
+
+/* The settings a change of which needs more than apply_settings(); NULL members on OOM. */
+struct watched_settings {
+	char *server_tls;
+	char *auth_lookup;
+};
+
+static struct watched_settings watch_settings(const struct sluice_config *cfg)
+{
+	return (struct watched_settings){
+		settings_text(cfg, server_tls_fields, N_FIELDS(server_tls_fields)),
+		settings_text(cfg, auth_lookup_fields, N_FIELDS(auth_lookup_fields)),
+	};
+}
+
+/* True unless both texts exist and are equal (out of memory counts as a change). */
+static bool text_changed(const char *before, const char *after)
+{
+	return !before || !after || strcmp(before, after) != 0;
+}
+
+/*
+ * After sl->cfg changed from before: server connections made with other
+ * server_tls_* settings go (PgBouncer reconnects on any TLS change): idle
+ * ones now, the others when released, so no client is served over a leg the
+ * new settings would not allow; auth_query lookups start afresh. Frees before.
+ */
+static void apply_watched_changes(struct sluice *sl, struct watched_settings *before)
+{
+	struct watched_settings after = watch_settings(sl->cfg);
+	if (text_changed(before->server_tls, after.server_tls)) {
+		log_info("server_tls settings changed: server connections are closed when idle");
+		struct pool *p;
+		TAILQ_FOREACH(p, &sl->pools, entry)
+			pool_reconnect(p);
 	}
+	if (text_changed(before->auth_lookup, after.auth_lookup))
+		authquery_reset(sl);
+	free(before->server_tls);
+	free(before->auth_lookup);
+	free(after.server_tls);
+	free(after.auth_lookup);
+}
+
+/*
+ * Load auth_file, auth_hba_file and the TLS contexts cfg names and put them
+ * in place of sl's (new connections use them; open ones keep theirs). On
+ * failure sl is unchanged and err says which file and why.
+ */
+static bool swap_in_files(struct sluice *sl, const struct sluice_config *cfg, char *err, size_t errlen)
+{
+	bool ok, hba_ok = true;
 	struct tls_config tls;
-	char tls_err[512];
-	if (!tls_load(next, &tls, tls_err, sizeof(tls_err))) {
-		log_error("reload failed, keeping the old configuration: %s", tls_err);
+	struct userlist *ul = load_userlist(cfg, &ok, err, errlen);
+	struct hba *hba = ok ? load_hba(cfg, &hba_ok, err, errlen) : NULL;
+	if (!ok || !hba_ok || !tls_load(cfg, &tls, err, errlen)) {
 		userlist_free(ul);
 		hba_free(hba);
-		config_free(next);
-		return;
+		return false;
 	}
 	tls_free(&sl->tls);
-	sl->tls = tls;    /* new certificates for new connections; open ones keep theirs */
+	sl->tls = tls;
 	hba_free(sl->hba);
 	sl->hba = hba;
+	userlist_free(sl->userlist);
+	sl->userlist = ul;
+	return true;
+}
+
+/* RELOAD and SIGHUP: false with err ("file:line: ...") when the old configuration is kept. */
+static bool reload(struct sluice *sl, char *err, size_t errlen)
+{
+	log_info("reloading configuration from %s", sl->config_path);
+	struct sluice_config *next = config_load(sl->config_path, err, errlen);
+	if (!next) {
+		log_error("reload failed, keeping the old configuration: %s", err);
+		return false;
+	}
+	config_carry_over(sl->cfg, next);
+	if (!swap_in_files(sl, next, err, errlen)) {
+		log_error("reload failed, keeping the old configuration: %s", err);
+		config_free(next);
+		return false;
+	}
+	struct watched_settings before = watch_settings(sl->cfg);
 	/* The new [limits] lines, keeping the sluice.limits overrides and the counts. */
 	if (!next->limit_rules)
 		next->limit_rules = limits_rules_new();
@@ -262,12 +338,49 @@ static void reload(struct sluice *sl)
 		limits_set_rules(sl->limits, next->limit_rules);
 		next->limit_rules = NULL;
 	}
-	config_carry_over(sl->cfg, next);
 	config_free(sl->cfg);
 	sl->cfg = next;
-	userlist_free(sl->userlist);
-	sl->userlist = ul;
 	apply_settings(sl);
+	apply_watched_changes(sl, &before);
+	return true;
+}
+
+/* Keys whose files or contexts main.c loads: a SET of one loads them again. */
+static bool names_a_file(const char *key)
+{
+	return strcmp(key, "auth_file") == 0 || strcmp(key, "auth_hba_file") == 0 ||
+	       strncmp(key, "client_tls_", 11) == 0 || strncmp(key, "server_tls_", 11) == 0;
+}
+
+/*
+ * Admin SET: change one key and apply it as a reload would; a value whose
+ * files or TLS contexts cannot be loaded is refused and the old one kept.
+ */
+static bool set_setting(struct sluice *sl, const char *name, const char *value, char *err, size_t errlen)
+{
+	const struct config_key *key = config_find_key(name);
+	if (!key) {
+		snprintf(err, errlen, "unknown configuration key \"%s\"", name);
+		return false;
+	}
+	char *old_value = malloc(CONFIG_MAX_VALUE_BYTES);
+	if (!old_value) {
+		snprintf(err, errlen, "out of memory");
+		return false;
+	}
+	struct watched_settings before = watch_settings(sl->cfg);
+	config_format_value(sl->cfg, key, old_value, CONFIG_MAX_VALUE_BYTES);
+	bool ok = config_set(sl->cfg, name, value, err, errlen);
+	if (ok && names_a_file(key->name) && !swap_in_files(sl, sl->cfg, err, errlen)) {
+		char ignored[256];
+		config_set(sl->cfg, name, old_value, ignored, sizeof(ignored));
+		ok = false;
+	}
+	if (ok)
+		apply_settings(sl);
+	apply_watched_changes(sl, &before);   /* unchanged after a refused value: nothing happens */
+	free(old_value);
+	return ok;
 }
 
 static void stop_loop(struct sluice *sl)
@@ -294,8 +407,9 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	struct sluice *sl = arg;
 	(void)what;
 	if (sig == SIGHUP) {
+		char err[1024];
 		log_info("got SIGHUP");
-		reload(sl);
+		reload(sl, err, sizeof(err));   /* a failure is logged */
 		return;
 	}
 	if (sig == SIGUSR1 || sig == SIGUSR2) {   /* PAUSE / RESUME, as PgBouncer */
@@ -329,7 +443,7 @@ static bool init_sluice(struct sluice *sl, struct sluice_config *cfg, const char
 	sl->start_time = wall_usec();
 	sl->hooks.reload = reload;
 	sl->hooks.shutdown = begin_shutdown;
-	sl->hooks.settings_changed = apply_settings;
+	sl->hooks.set = set_setting;
 	/* Users not in auth_file go through a full SCRAM exchange against a
 	 * secret nobody knows, so the reply does not tell whether they exist. */
 	uint8_t salt[16];
@@ -437,13 +551,13 @@ static bool load_auth(struct sluice *sl)
 {
 	char err[1024];
 	bool ok;
-	sl->userlist = load_userlist(sl->cfg, &ok);
+	sl->userlist = load_userlist(sl->cfg, &ok, err, sizeof(err));
 	if (ok)
-		sl->hba = load_hba(sl->cfg, &ok);
-	if (ok && !tls_load(sl->cfg, &sl->tls, err, sizeof(err))) {
-		log_error("%s", err);
+		sl->hba = load_hba(sl->cfg, &ok, err, sizeof(err));
+	if (ok && !tls_load(sl->cfg, &sl->tls, err, sizeof(err)))
 		ok = false;
-	}
+	if (!ok)
+		log_error("%s", err);
 	return ok;
 }
 

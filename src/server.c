@@ -633,14 +633,28 @@ static void server_relay(struct server *s)
 	}
 }
 
-/* server_check_query is due when the server idled server_check_delay (0: always). */
-static size_t add_check_query(const struct server *s, char *sql, size_t size)
+/*
+ * server_check_query is due when the server idled server_check_delay (0:
+ * always). As in PgBouncer 1.25: "" disables the check and "<empty>" (the
+ * default) checks with an empty Query, which needs no SQL at all: the round
+ * trip to ReadyForQuery is the check. Writes the SQL to put first into sql
+ * (size bytes, "" for <empty>) and returns whether a check is due.
+ */
+static bool add_check_query(const struct server *s, char *sql, size_t size, size_t *len)
 {
 	const struct sluice_config *cfg = s->pool->sl->cfg;
+	*len = 0;
+	sql[0] = '\0';
 	if (!cfg->server_check_query[0] || now_usec() - s->last_used < cfg->server_check_delay)
-		return 0;
+		return false;
+	if (strcmp(cfg->server_check_query, SERVER_CHECK_EMPTY_QUERY) == 0)
+		return true;
 	int n = snprintf(sql, size, "%s;", cfg->server_check_query);
-	return n > 0 && (size_t)n < size ? (size_t)n : 0;
+	if (n > 0 && (size_t)n < size)
+		*len = (size_t)n;
+	else
+		sql[0] = '\0';
+	return true;
 }
 
 bool server_link(struct server *s, struct client *c)
@@ -650,13 +664,14 @@ bool server_link(struct server *s, struct client *c)
 	c->server = s;
 	pool_move_server(s, SV_ACTIVE);
 	/* One round trip checks the server and sets the client's parameters. */
-	size_t check_len = add_check_query(s, sql, sizeof(sql));
+	size_t check_len;
+	bool check = add_check_query(s, sql, sizeof(sql), &check_len);
 	int n = varcache_apply_sql(&c->vars, &s->vars, sql + check_len, sizeof(sql) - check_len);
 	if (n < 0) {
 		server_close(s, "client parameters too long");
 		return false;
 	}
-	if (n > 0 || check_len > 0) {
+	if (n > 0 || check) {
 		log_debug("S-%llu: setting client parameters: %s", (unsigned long long)s->id, sql);
 		if (!send_query(s, sql, SV_INTERNAL_SETUP)) {
 			server_close(s, "out of memory");

@@ -8,6 +8,7 @@
 #define SLUICE_SLUICE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/queue.h>
 
@@ -53,11 +54,15 @@ struct sluice_stats {
 /*
  * What the admin console asks of main.c, which owns the process (RELOAD,
  * SHUTDOWN, SET). Set by main.c before the loop starts; NULL: unavailable.
+ * reload and set return false with errbuf (bytes errlen) saying why, the
+ * running configuration unchanged then.
  */
 struct sluice_hooks {
-	void (*reload)(struct sluice *sl);           /* RELOAD: what SIGHUP does */
+	/* RELOAD: what SIGHUP does; errbuf is "file:line: message" for a bad file */
+	bool (*reload)(struct sluice *sl, char *errbuf, size_t errlen);
 	void (*shutdown)(struct sluice *sl);         /* SHUTDOWN: leave the loop */
-	void (*settings_changed)(struct sluice *sl); /* after SET: apply sl->cfg as a reload would */
+	/* SET: change one reloadable key and apply it as a reload would */
+	bool (*set)(struct sluice *sl, const char *key, const char *value, char *errbuf, size_t errlen);
 };
 
 /* A SCRAM secret pgsluice derived from a plain auth_file password. */

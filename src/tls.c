@@ -108,7 +108,9 @@ static bool load_files(SSL_CTX *ctx, const char *prefix, const char *key, const 
 	}
 	if (*ca) {
 		snprintf(name, sizeof(name), "%s_tls_ca_file", prefix);
-		if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1)
+		int loaded = strcmp(ca, TLS_SYSTEM_CA) == 0 ? SSL_CTX_set_default_verify_paths(ctx)
+		                                           : SSL_CTX_load_verify_locations(ctx, ca, NULL);
+		if (loaded != 1)
 			return fail(errbuf, errlen, name, "could not load the CA certificates");
 	}
 	return true;

@@ -23,6 +23,9 @@ struct tls_config {
 	SSL_CTX *connect_ctx;          /* towards servers; NULL when server_mode is disable */
 };
 
+/* A *_tls_ca_file value meaning OpenSSL's default CA locations (PgBouncer's sample ini). */
+#define TLS_SYSTEM_CA "<system default>"
+
 /*
  * Build both contexts from cfg: certificates, keys and CAs loaded now (so a
  * bad file fails start-up or the reload, not a login), protocols ("secure",

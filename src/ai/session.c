@@ -31,9 +31,9 @@ static bool set_field(char *field, const char *value, size_t n, const char *name
 	return true;
 }
 
-/* One "name=value" setting from options. */
+/* One "name=value" setting from options; ignored as ai_session_apply_options says. */
 static bool apply_setting(struct ai_session *s, struct varcache *vars, const char *setting,
-                          char *errbuf, size_t errlen)
+                          const char *ignored, char *errbuf, size_t errlen)
 {
 	const char *eq = strchr(setting, '=');
 	if (!eq || eq == setting) {
@@ -53,7 +53,9 @@ static bool apply_setting(struct ai_session *s, struct varcache *vars, const cha
 		return set_field(field, eq + 1, strlen(eq + 1), name, errbuf, errlen);
 	if (varcache_index(name) >= 0)
 		return varcache_set(vars, name, eq + 1);
-	snprintf(errbuf, errlen, "unsupported startup option \"%s\"", name);
+	if (str_list_contains(ignored, name) || str_list_contains(ignored, "options"))
+		return true;
+	snprintf(errbuf, errlen, "unsupported startup parameter \"%s\" in options", name);
 	return false;
 }
 
@@ -75,7 +77,7 @@ static const char *next_word(const char *p, char *word, size_t size)
 }
 
 bool ai_session_apply_options(struct ai_session *s, struct varcache *vars, const char *options,
-                              char *errbuf, size_t errlen)
+                              const char *ignored, char *errbuf, size_t errlen)
 {
 	char word[512];
 	const char *p = options;
@@ -92,7 +94,7 @@ bool ai_session_apply_options(struct ai_session *s, struct varcache *vars, const
 		} else if (strncmp(word, "--", 2) == 0) {
 			setting = word + 2;
 		}
-		if (!setting || !apply_setting(s, vars, setting, errbuf, errlen)) {
+		if (!setting || !apply_setting(s, vars, setting, ignored, errbuf, errlen)) {
 			if (!setting)
 				snprintf(errbuf, errlen, "unsupported startup option \"%s\"", word);
 			return false;

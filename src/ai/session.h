@@ -28,12 +28,14 @@ enum ai_set_result {
 /*
  * Apply the startup parameter "options" (libpq-connect.html, "options":
  * "-c name=value" / "--name=value" words, "\ " for a space in a word).
- * sluice.user / sluice.model are kept in s; tracked parameters go to vars.
- * Returns false with errbuf naming the first setting pgsluice cannot honour
- * (it would be lost under transaction pooling).
+ * sluice.user / sluice.model are kept in s; tracked parameters go to vars;
+ * a setting named in the comma list ignored (ignore_startup_parameters) is
+ * skipped, and every one is when the list names "options" (PgBouncer 1.25's
+ * set_startup_options). Returns false with errbuf naming the first setting
+ * pgsluice cannot honour (it would be lost under transaction pooling).
  */
 bool ai_session_apply_options(struct ai_session *s, struct varcache *vars, const char *options,
-                              char *errbuf, size_t errlen);
+                              const char *ignored, char *errbuf, size_t errlen);
 
 /*
  * Recognise a simple statement text[0..len) of the forms

@@ -158,7 +158,7 @@ static void test_defaults_apply_when_file_has_only_databases(void **state)
 	assert_int_equal(cfg->max_user_connections, 0);
 	assert_string_equal(cfg->server_reset_query, "DISCARD ALL");
 	assert_false(cfg->server_reset_query_always);
-	assert_string_equal(cfg->server_check_query, "select 1");
+	assert_string_equal(cfg->server_check_query, "<empty>");
 	assert_int_equal(cfg->server_check_delay, 30 * USEC_PER_SEC);
 	assert_false(cfg->server_fast_close);
 	assert_int_equal(cfg->server_lifetime, 3600 * USEC_PER_SEC);
@@ -176,9 +176,7 @@ static void test_defaults_apply_when_file_has_only_databases(void **state)
 	assert_int_equal(cfg->max_prepared_statements, 200);
 	assert_false(cfg->application_name_add_host);
 	assert_int_equal(cfg->listen_backlog, 128);
-	assert_int_equal(cfg->pkt_buf, 4096);
 	assert_int_equal(cfg->max_packet_size, 2147483647);
-	assert_int_equal(cfg->sbuf_loopcnt, 5);
 	assert_false(cfg->so_reuseport);
 	assert_true(cfg->tcp_keepalive);
 	assert_false(cfg->syslog);
@@ -358,8 +356,8 @@ static void test_invalid_value_names_file_line_key_and_expectation(void **state)
 	                    "FILE:2: invalid value \"0\" for key \"max_client_conn\": must be at least 1");
 	assert_string_equal(load_key_error("default_pool_size", "-5"),
 	                    "FILE:2: invalid value \"-5\" for key \"default_pool_size\": must be at least 0");
-	assert_string_equal(load_key_error("pkt_buf", "100"),
-	                    "FILE:2: invalid value \"100\" for key \"pkt_buf\": must be at least 512");
+	assert_string_equal(load_key_error("listen_backlog", "0"),
+	                    "FILE:2: invalid value \"0\" for key \"listen_backlog\": must be at least 1");
 	assert_string_equal(load_key_error("max_client_conn", "3000000000"),
 	                    "FILE:2: invalid value \"3000000000\" for key \"max_client_conn\": "
 	                    "must be at most 2147483647");
@@ -679,6 +677,28 @@ static void test_formatted_values_load_back_to_the_same_values(void **state)
 	config_free(again);
 }
 
+static void test_pgbouncer_placeholders_mean_not_set_except_where_pgbouncer_gives_them_a_meaning(void **state)
+{
+	(void)state;
+	struct sluice_config *cfg = load_key("server_reset_query", "<empty>");
+	assert_string_equal(cfg->server_reset_query, "");
+	config_free(cfg);
+	cfg = load_key("auth_user", "<none>");
+	assert_string_equal(cfg->auth_user, "");
+	config_free(cfg);
+	/* PgBouncer 1.25: an empty Query as the check, kept as written */
+	cfg = load_key("server_check_query", "<empty>");
+	assert_string_equal(cfg->server_check_query, "<empty>");
+	config_free(cfg);
+	cfg = load_key("server_check_query", "");
+	assert_string_equal(cfg->server_check_query, "");
+	config_free(cfg);
+	/* the sample pgbouncer.ini's CA placeholder is tls.c's to read */
+	cfg = load_key("server_tls_ca_file", "<system default>");
+	assert_string_equal(cfg->server_tls_ca_file, "<system default>");
+	config_free(cfg);
+}
+
 static void test_config_set_changes_reloadable_keys_only(void **state)
 {
 	struct sluice_config *cfg = load_ok("");
@@ -737,6 +757,7 @@ int main(void)
 		cmocka_unit_test_setup(test_long_connect_strings_load_and_overlong_lines_fail, clear_log),
 		cmocka_unit_test_setup(test_carry_over_keeps_listen_port_and_changes_default_pool_size, clear_log),
 		cmocka_unit_test_setup(test_formatted_values_load_back_to_the_same_values, clear_log),
+		cmocka_unit_test_setup(test_pgbouncer_placeholders_mean_not_set_except_where_pgbouncer_gives_them_a_meaning, clear_log),
 		cmocka_unit_test_setup(test_config_set_changes_reloadable_keys_only, clear_log),
 	};
 	return cmocka_run_group_tests(tests, setup_group, teardown_group);
