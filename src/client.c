@@ -962,7 +962,8 @@ static void client_relay(struct client *c)
 		}
 		if (!c->checked) {
 			/* once per message, even when the relay stops and resumes */
-			if (type == PqMsg_Query && evbuffer_get_length(in) >= 1 + (size_t)len && client_intercept_set(c, len))
+			if (type == PqMsg_Query && evbuffer_get_length(in) >= 1 + (size_t)len &&
+			    (client_intercept_set(c, len) || prepared_intercept_deallocate(c, len)))
 				continue;
 			int step = client_step(c, s, type, len);
 			if (step < 0)
@@ -971,6 +972,13 @@ static void client_relay(struct client *c)
 				continue;
 			/* Parse/Bind/Execute are looked at once a server is linked. */
 			c->checked = s || type == PqMsg_Query;
+		}
+		if (!s && type == PqMsg_Parse) {
+			int local = prepared_answer_unlinked(c, type, len);
+			if (local < 0)
+				return;
+			if (local == 0)
+				continue;
 		}
 		if (!s) {
 			c->wait_start = now_usec();

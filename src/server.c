@@ -506,13 +506,13 @@ static struct cache_entry *head_fill(const struct server *s)
 	return s->replies.n > 0 ? s->replies.items[s->replies.head].cache : NULL;
 }
 
-static bool needs_whole(const struct server *s, uint8_t type)
+static bool needs_whole(struct server *s, uint8_t type)
 {
 	return s->state == SV_LOGIN || s->internal != SV_INTERNAL_NONE || !s->client ||
 	       type == PqMsg_ReadyForQuery || type == PqMsg_ParameterStatus ||
 	       (type == PqMsg_RowDescription && head_fill(s)) ||
 	       type == PqMsg_ParseComplete || type == PqMsg_BindComplete || type == PqMsg_CloseComplete ||
-	       type == PqMsg_CommandComplete;
+	       type == PqMsg_CommandComplete || prepared_wants_reply(s, type);
 }
 
 /* Handle one whole message; returns false when the relay loop must stop. */
@@ -555,6 +555,7 @@ static bool whole_message(struct server *s, uint8_t type, struct evbuffer *in, u
 		s->block_begun = true;    /* a block opened inside a batch: its reads may be rolled back */
 	if (head_fill(s))
 		cache_capture_whole(s, type, msg, total);
+	prepared_see_reply(s, type, msg + PROTO_HEADER_LEN, len - 4);
 	if (prepared_on_reply(s, type) == REPLY_SWALLOW) {
 		evbuffer_drain(in, total);
 		return true;
