@@ -942,8 +942,13 @@ enum dealloc_kind prepared_parse_deallocate(const char *text, size_t len, char *
 	if (!take_keyword(&p, end, "DEALLOCATE"))
 		return DEALLOC_NONE;
 	const char *before_prepare = p;
-	if (!take_keyword(&p, end, "PREPARE"))
-		p = before_prepare;
+	if (take_keyword(&p, end, "PREPARE")) {
+		const char *rest = p;
+		while (rest < end && is_blank(*rest))
+			rest++;
+		if (rest == end)
+			p = before_prepare;    /* DEALLOCATE prepare: the statement named "prepare" */
+	}
 	const char *before_all = p;
 	if (take_keyword(&p, end, "ALL")) {
 		while (p < end && is_blank(*p))
