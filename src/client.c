@@ -962,9 +962,15 @@ static void client_relay(struct client *c)
 		}
 		if (!c->checked) {
 			/* once per message, even when the relay stops and resumes */
-			if (type == PqMsg_Query && evbuffer_get_length(in) >= 1 + (size_t)len &&
-			    (client_intercept_set(c, len) || prepared_intercept_deallocate(c, len)))
-				continue;
+			if (type == PqMsg_Query && evbuffer_get_length(in) >= 1 + (size_t)len) {
+				if (client_intercept_set(c, len))
+					continue;
+				int dealloc = prepared_intercept_deallocate(c, len);
+				if (dealloc < 0)
+					return;    /* the server's ReadyForQuery resumes it */
+				if (dealloc == 0)
+					continue;
+			}
 			int step = client_step(c, s, type, len);
 			if (step < 0)
 				return;

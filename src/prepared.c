@@ -996,22 +996,23 @@ enum dealloc_kind prepared_parse_deallocate(const char *text, size_t len, char *
 	return DEALLOC_NAME;
 }
 
-bool prepared_intercept_deallocate(struct client *c, uint32_t len)
+int prepared_intercept_deallocate(struct client *c, uint32_t len)
 {
 	struct server *s = c->server;
-	if (!prepared_active(c))
-		return false;
-	if (s && (s->internal != SV_INTERNAL_NONE || s->pending_ready > 0 || s->unsynced || s->replies.n > 0 ||
-	          s->relay_left > 0 || s->tx_status == 'E'))
-		return false;    /* the server answers it in order (check_query) */
+	if (!prepared_active(c) || (s && (s->unsynced || s->internal != SV_INTERNAL_NONE)))
+		return 1;    /* behind an unfinished batch PostgreSQL would skip or reorder nothing: relay it */
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	char text[DEALLOCATE_TEXT_MAX + 1], name[256];
 	size_t n = short_query(in, len, text, sizeof(text));
 	if (n == 0 || prepared_parse_deallocate(text, n, name, sizeof(name)) != DEALLOC_NAME)
-		return false;
+		return 1;
 	struct client_stmt *cs = client_find(c, name);
 	if (!cs)
-		return false;    /* the server says 26000, and fails the transaction as PostgreSQL does */
+		return 1;    /* the server says 26000, and fails the transaction as PostgreSQL does */
+	if (s && (s->pending_ready > 0 || s->replies.n > 0 || s->relay_left > 0))
+		return -1;   /* earlier queries may still fail the transaction: their answers first */
+	if (s && s->tx_status == 'E')
+		return 1;    /* 25P02 from the server; the statement stays, as on PostgreSQL */
 	client_drop(c, cs);
 	evbuffer_drain(in, 1 + (size_t)len);
 	c->sl->stats.query_count++;
@@ -1024,7 +1025,7 @@ bool prepared_intercept_deallocate(struct client *c, uint32_t len)
 	msg_add_ready(&m, s ? s->tx_status : 'I');
 	msg_flush_to(&m, bufferevent_get_output(c->bev));
 	msg_free(&m);
-	return true;
+	return 0;
 }
 
 int prepared_answer_unlinked(struct client *c, uint8_t type, uint32_t len)

@@ -111,14 +111,15 @@ enum dealloc_kind prepared_parse_deallocate(const char *text, size_t len, char *
 
 /*
  * c's simple Query (len bytes, whole in its input) is DEALLOCATE [PREPARE]
- * name of a statement c prepared, and no server stands in the way (none is
+ * name of a statement c prepared: when no server stands in the way (none is
  * linked, or the linked one owes nothing and is not in a failed
- * transaction): forget c's statement and answer CommandComplete and
- * ReadyForQuery at once, without a server. True when consumed. The other
- * cases are handled when the Query reaches a server
- * (prepared_client_message).
+ * transaction), forget c's statement and answer CommandComplete and
+ * ReadyForQuery at once, without a server. Returns 0 when consumed; -1 when
+ * the linked server still owes ReadyForQuery for earlier queries (the relay
+ * waits; the server's last ReadyForQuery resumes it); 1 otherwise (relay it:
+ * an unknown name gets 26000 from the server, a failed transaction 25P02).
  */
-bool prepared_intercept_deallocate(struct client *c, uint32_t len);
+int prepared_intercept_deallocate(struct client *c, uint32_t len);
 
 /*
  * c has no server linked and its next message (type, len) is a Parse of a

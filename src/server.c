@@ -572,8 +572,14 @@ static bool whole_message(struct server *s, uint8_t type, struct evbuffer *in, u
 	evbuffer_remove_buffer(in, bufferevent_get_output(c->bev), total);
 	c->sl->stats.bytes_sent += total;
 	s->pool->stats.bytes_sent += total;
-	if (type == PqMsg_ReadyForQuery && s->pool->pool_mode != POOL_MODE_SESSION)
-		return !transaction_end(s, c);
+	if (type == PqMsg_ReadyForQuery && s->pool->pool_mode != POOL_MODE_SESSION) {
+		if (transaction_end(s, c))
+			return false;
+		if (s->pending_ready > 0 || evbuffer_get_length(in) > 0 || evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+			return true;
+		client_resume(c);    /* a message that waits for the server's answers (a DEALLOCATE) */
+		return false;
+	}
 	if (type == PqMsg_ReadyForQuery && s->pool->stale && s->pool->sl->cfg->server_fast_close &&
 	    server_is_clean(s)) {
 		/* session pooling: the target changed, and the operator asked not to

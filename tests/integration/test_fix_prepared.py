@@ -206,6 +206,37 @@ def test_deallocate_name_forms_as_on_postgresql(pg, sluice):
         assert read_batch(other)[3] == [["other"]]
 
 
+def pipelined_deallocate(sess):
+    """Simple Queries sent back to back: DEALLOCATE waits for the answers before it."""
+    out = []
+    for first in ["select pg_sleep(0.2)", "select 1/0"]:
+        send_parse(sess, "pipe", "select 1")
+        send_sync(sess)
+        read_batch(sess)
+        for sql in ["begin", first, "DEALLOCATE pipe", "commit"]:
+            sess.send(b"Q", _cstr(sql))
+        for _ in range(4):
+            types, error, status, _ = read_batch(sess)
+            out.append((error, status))
+        # the name is gone after the first round, kept after the failed one
+        send_bind(sess, "pipe")
+        send_execute(sess)
+        send_sync(sess)
+        out.append(read_batch(sess)[1:])
+        sess.query("DEALLOCATE ALL")
+    return out
+
+
+def test_pipelined_deallocate_name_as_on_postgresql(pg, sluice):
+    pooler = sluice(pool_mode="transaction", default_pool_size=1)
+    with direct_login(pg) as direct:
+        expected = pipelined_deallocate(direct)
+    assert expected[2] == (None, "T") and expected[7] == ("25P02", "E"), expected
+    with pooled_login(pooler) as sess, pooled_login(pooler) as other:
+        assert pipelined_deallocate(sess) == expected
+        assert other.query("select 'other'") == [["other"]]
+
+
 def test_psycopg_prepared_max_eviction(pg, sluice):
     """psycopg 3 sends DEALLOCATE name when its prepared_max is reached."""
     pooler = sluice(pool_mode="transaction", default_pool_size=1)
