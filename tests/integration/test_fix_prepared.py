@@ -90,6 +90,15 @@ def redefine_steps(sess):
     send_sync(sess)
     types, error, status, rows = read_batch(sess)
     out.append((types, error, status, rows))
+    # a Parse that fails defines nothing: the name is free for the next one
+    send_parse(sess, "bad", "selec 1")
+    send_sync(sess)
+    out.append(read_batch(sess)[:3])
+    send_parse(sess, "bad", "select 'fixed'")
+    send_bind(sess, "bad")
+    send_execute(sess)
+    send_sync(sess)
+    out.append(read_batch(sess)[1:])
     # the unnamed statement is always replaceable
     send_parse(sess, "", "select 1")
     send_parse(sess, "", "select 2")
@@ -271,6 +280,32 @@ def test_pgbench_prepared_tpcb_on_one_server_makes_progress(pg, sluice):
     assert run.returncode == 0, output
     processed = re.search(r"number of transactions actually processed: (\d+)", run.stdout)
     assert processed and int(processed.group(1)) == 40, output
+
+
+def test_parse_of_a_known_text_needs_no_server(pg, sluice):
+    """The only server is held inside a transaction: another client still prepares."""
+    pooler = sluice(pool_mode="transaction", default_pool_size=1, query_wait_timeout=30)
+    with pooled_login(pooler) as holder, pooled_login(pooler) as other:
+        send_parse(holder, "h", "select $1::int + 1")
+        send_sync(holder)
+        assert read_batch(holder)[:3] == (["1"], None, "I")
+        holder.query("begin")
+        send_parse(other, "o", "select $1::int + 1")      # the same text: no server needed
+        send_sync(other)
+        assert read_batch(other)[:3] == (["1"], None, "I")
+        send_parse(other, "o", "select 2")                # a name in use: 42P05, still no server
+        send_parse(other, "o2", "select 2")               # skipped up to Sync
+        send_sync(other)
+        assert read_batch(other)[:3] == (["E"], "42P05", "I")
+        holder.query("commit")
+        other.send(b"B", _cstr("") + _cstr("o") + struct.pack("!HHi", 0, 1, 1) + b"4" + struct.pack("!H", 0))
+        send_execute(other)
+        send_sync(other)
+        assert read_batch(other)[1:] == (None, "I", [["5"]])
+        send_bind(other, "o2")                            # never defined
+        send_execute(other)
+        send_sync(other)
+        assert read_batch(other)[1:3] == ("26000", "I")
 
 
 # -- item 13: a shared statement after ALTER TABLE ---------------------------------------------
