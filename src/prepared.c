@@ -934,8 +934,8 @@ static bool take_keyword(const char **p, const char *end, const char *kw)
 
 enum dealloc_kind prepared_parse_deallocate(const char *text, size_t len, char *name, size_t size)
 {
-	const char *p = text, *end = text + len;
-	while (end > p && (end[-1] == '\0' || is_blank(end[-1])))
+	const char *p = text, *end = text + strnlen(text, len);    /* a Query's text ends at its first NUL */
+	while (end > p && is_blank(end[-1]))
 		end--;
 	if (end > p && end[-1] == ';')
 		end--;

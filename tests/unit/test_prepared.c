@@ -69,8 +69,42 @@ static void test_what_is_left_to_the_server(void **state)
 	};
 	for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++)
 		assert_int_equal(parse(none[i], name), DEALLOC_NONE);
+	/* the text ends at its first NUL, as PostgreSQL reads a Query */
+	assert_int_equal(prepared_parse_deallocate("DEALLOCATE \"a\0b\"", 15, name, 256), DEALLOC_NONE);
+	assert_int_equal(prepared_parse_deallocate("DEALLOCATE a\0 b", 15, name, 256), DEALLOC_NAME);
+	assert_string_equal(name, "a");
 	/* a name longer than the caller's buffer is not cut */
 	assert_int_equal(prepared_parse_deallocate("DEALLOCATE abcdef", 17, name, 4), DEALLOC_NONE);
+}
+
+/* Random texts around the grammar's pieces: never a read or write out of bounds, names always ended. */
+static void test_random_texts(void **state)
+{
+	(void)state;
+	static const char *const pieces[] = { "DEALLOCATE", "deallocate", "PREPARE", "ALL", " ", "\t", ";", "\"",
+	                                      "\"\"", "x", "X1", "$", "_", "\xc3\xa9", "/*", "--", "\0" };
+	unsigned seed = 17;
+	for (int round = 0; round < 20000; round++) {
+		char text[96];
+		size_t len = 0;
+		int n = (int)(seed % 7) + 1;
+		for (int i = 0; i < n; i++) {
+			seed = seed * 1103515245u + 12345u;
+			const char *p = pieces[(seed >> 8) % (sizeof(pieces) / sizeof(pieces[0]))];
+			size_t plen = *p ? strlen(p) : 1;
+			if (len + plen > sizeof(text))
+				break;
+			memcpy(text + len, p, plen);
+			len += plen;
+		}
+		size_t size = 1 + (seed >> 16) % 12;
+		char *name = test_malloc(size);
+		enum dealloc_kind k = prepared_parse_deallocate(text, len, name, size);
+		assert_true(k == DEALLOC_NONE || k == DEALLOC_ALL || k == DEALLOC_NAME);
+		if (k == DEALLOC_NAME)
+			assert_true(strlen(name) > 0 && strlen(name) < size);
+		test_free(name);
+	}
 }
 
 int main(void)
@@ -80,6 +114,7 @@ int main(void)
 		cmocka_unit_test(test_quoted_names_keep_case_and_doubled_quotes),
 		cmocka_unit_test(test_all_forms),
 		cmocka_unit_test(test_what_is_left_to_the_server),
+		cmocka_unit_test(test_random_texts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
