@@ -998,7 +998,7 @@ static void client_relay(struct client *c)
 		}
 		enum client_msg_result res = prepared_active(c) ? prepared_client_message(c, s, type, len)
 		                                                : CLIENT_MSG_PASS;
-		if (res == CLIENT_MSG_NEED_MORE)
+		if (res == CLIENT_MSG_NEED_MORE || res == CLIENT_MSG_WAIT)
 			return;
 		if (res == CLIENT_MSG_FAILED) {
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");

@@ -713,6 +713,18 @@ static struct client_stmt *own_deallocate(struct client *c, struct server *s, co
 	return client_find(c, name);
 }
 
+/* Is a Parse of the client's name still unanswered on s? */
+static bool parse_in_flight(struct server *s, const char *name)
+{
+	struct reply_queue *q = &s->replies;
+	for (size_t i = 0; i < q->n; i++) {
+		const struct reply_entry *e = &q->items[(q->head + i) % q->cap];
+		if (e->client_name && strcmp(e->client_name, name) == 0)
+			return true;
+	}
+	return false;
+}
+
 /* Parse of a named statement: remember it, prepare it on s unless it is. */
 static enum client_msg_result rewrite_parse(struct client *c, struct server *s, const uint8_t *body, size_t len)
 {
@@ -749,6 +761,10 @@ static enum client_msg_result rewrite_parse(struct client *c, struct server *s, 
 	if (s->replies.skipping)
 		return CLIENT_MSG_DONE;    /* the server would skip it: nothing is defined */
 	if (client_find(c, name)) {
+		/* Its Parse, in an earlier batch, may still fail and free the name:
+		 * its answer decides (in the same batch a failure skips this one anyway). */
+		if (!s->unsynced && parse_in_flight(s, name))
+			return CLIENT_MSG_WAIT;
 		char msg[320];
 		already_exists(msg, sizeof(msg), name);
 		prepared_raise_error(s, SQLSTATE_DUPLICATE_PSTATEMENT, msg, NULL, NULL);

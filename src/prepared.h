@@ -86,6 +86,7 @@ enum client_msg_result {
 	CLIENT_MSG_NEED_MORE,  /* wait for more bytes of the message */
 	CLIENT_MSG_DONE,       /* handled; c->relay_left may hold the rest to stream */
 	CLIENT_MSG_FAILED,     /* out of memory: the client was sent FATAL */
+	CLIENT_MSG_WAIT,       /* wait for the server's answers: its ReadyForQuery resumes the relay */
 };
 
 /* Free every registry entry (shutdown). */

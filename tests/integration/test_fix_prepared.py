@@ -47,6 +47,22 @@ def send_sync(sess):
     sess.send(b"S")
 
 
+class one_write:
+    """Within the block, sess.send collects its messages; they leave in one write at its end."""
+
+    def __init__(self, sess):
+        self.sess, self.chunks = sess, []
+
+    def __enter__(self):
+        self.sess.send = lambda msg_type, body=b"": self.chunks.append(
+            msg_type + struct.pack("!I", len(body) + 4) + body)
+        return self
+
+    def __exit__(self, *exc):
+        del self.sess.send
+        self.sess.sock.sendall(b"".join(self.chunks))
+
+
 def read_batch(sess):
     """Messages up to ReadyForQuery: (types, sqlstate of the error or None, status, rows)."""
     types, error, seen = [], None, []
@@ -99,6 +115,17 @@ def redefine_steps(sess):
     send_execute(sess)
     send_sync(sess)
     out.append(read_batch(sess)[1:])
+    # the same, pipelined in one write: the second Parse waits for the first one's answer
+    with one_write(sess):
+        send_parse(sess, "bad2", "selec 1")
+        send_sync(sess)
+        send_parse(sess, "bad2", "select 'fixed again'")
+        send_bind(sess, "bad2")
+        send_execute(sess)
+        send_sync(sess)
+        send_parse(sess, "bad2", "select 'dup'")
+        send_sync(sess)
+    out += [read_batch(sess)[:3], read_batch(sess)[1:], read_batch(sess)[:3]]
     # the unnamed statement is always replaceable
     send_parse(sess, "", "select 1")
     send_parse(sess, "", "select 2")
