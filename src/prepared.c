@@ -1025,9 +1025,9 @@ int prepared_intercept_deallocate(struct client *c, uint32_t len)
 	struct client_stmt *cs = client_find(c, name);
 	if (!cs)
 		return 1;    /* the server says 26000, and fails the transaction as PostgreSQL does */
-	if (s && (s->pending_ready > 0 || s->replies.n > 0 || s->relay_left > 0))
+	if (s && s->pending_ready > 0)
 		return -1;   /* earlier queries may still fail the transaction: their answers first */
-	if (s && s->tx_status == 'E')
+	if (s && (s->tx_status == 'E' || s->replies.n > 0 || s->relay_left > 0))
 		return 1;    /* 25P02 from the server; the statement stays, as on PostgreSQL */
 	client_drop(c, cs);
 	evbuffer_drain(in, 1 + (size_t)len);

@@ -575,9 +575,11 @@ static bool whole_message(struct server *s, uint8_t type, struct evbuffer *in, u
 	if (type == PqMsg_ReadyForQuery && s->pool->pool_mode != POOL_MODE_SESSION) {
 		if (transaction_end(s, c))
 			return false;
-		if (s->pending_ready > 0 || evbuffer_get_length(in) > 0 || evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+		if (s->pending_ready > 0 || evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
 			return true;
-		client_resume(c);    /* a message that waits for the server's answers (a DEALLOCATE) */
+		/* a client message waits for the server's answers (prepared.h,
+		 * CLIENT_MSG_WAIT); what else s sent is relayed at its next read */
+		client_resume(c);
 		return false;
 	}
 	if (type == PqMsg_ReadyForQuery && s->pool->stale && s->pool->sl->cfg->server_fast_close &&
