@@ -987,8 +987,15 @@ static void client_relay(struct client *c)
 		}
 		if (!c->checked) {
 			/* once per message, even when the relay stops and resumes */
-			if (type == PqMsg_Query && evbuffer_get_length(in) >= 1 + (size_t)len && client_intercept_set(c, len))
-				continue;
+			if (type == PqMsg_Query && evbuffer_get_length(in) >= 1 + (size_t)len) {
+				if (client_intercept_set(c, len))
+					continue;
+				int dealloc = prepared_intercept_deallocate(c, len);
+				if (dealloc < 0)
+					return;    /* the server's ReadyForQuery resumes it */
+				if (dealloc == 0)
+					continue;
+			}
 			int step = client_step(c, s, type, len);
 			if (step < 0)
 				return;
@@ -996,6 +1003,13 @@ static void client_relay(struct client *c)
 				continue;
 			/* Parse/Bind/Execute are looked at once a server is linked. */
 			c->checked = s || type == PqMsg_Query;
+		}
+		if (!s && type == PqMsg_Parse) {
+			int local = prepared_answer_unlinked(c, type, len);
+			if (local < 0)
+				return;
+			if (local == 0)
+				continue;
 		}
 		if (!s) {
 			c->wait_start = now_usec();
@@ -1009,7 +1023,7 @@ static void client_relay(struct client *c)
 		}
 		enum client_msg_result res = prepared_active(c) ? prepared_client_message(c, s, type, len)
 		                                                : CLIENT_MSG_PASS;
-		if (res == CLIENT_MSG_NEED_MORE)
+		if (res == CLIENT_MSG_NEED_MORE || res == CLIENT_MSG_WAIT)
 			return;
 		if (res == CLIENT_MSG_FAILED) {
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");

@@ -517,7 +517,9 @@ static int parse_step(struct client *c, struct server *s, uint32_t len)
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return 0;
 	}
-	/* pgsluice's own statement names: a new text replaces the old, as prepared.c does */
+	/* pgsluice's own statement names: a name in use keeps its statement (prepared.c: 42P05) */
+	if (*p.name && prepared_client_has(c, p.name))
+		return 1;
 	if (!keep_statement_tags(c, p.name, kept, lookup_stmt(c, &p, kept))) {
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return 0;
@@ -833,8 +835,9 @@ static bool local_parse(struct client *c, struct local_batch *b, struct local_ms
 		return false;
 	struct mw_refusal r;
 	int i = b->n_parses;
-	if (!read_parse(body, m->len - 4, &b->parses[i].p) || (*b->parses[i].p.name && !prepared_active(c)))
-		return false;
+	if (!read_parse(body, m->len - 4, &b->parses[i].p) ||
+	    (*b->parses[i].p.name && (!prepared_active(c) || prepared_client_has(c, b->parses[i].p.name))))
+		return false;    /* a name in use: 42P05 comes the usual way */
 	const char *q = b->parses[i].p.query;
 	if (middleware_tags(q, strlen(q), &b->parses[i].tags, &r) != TAGS_OK ||
 	    b->parses[i].tags.cache != AI_CACHE_LOOKUP)

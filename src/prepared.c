@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,19 +60,34 @@ static void stmt_release(struct prepared_registry *reg, struct prepared_stmt *st
 	free(st);
 }
 
+static uint64_t stmt_hash(const char *query, size_t qlen, const uint8_t *types, uint16_t n_params)
+{
+	return fnv1a(fnv1a(14695981039346656037ULL, query, qlen), types, (size_t)n_params * 4);
+}
+
+/* The shared entry for (query, types), or NULL; no reference taken. */
+static struct prepared_stmt *stmt_find(struct prepared_registry *reg, const char *query, size_t qlen,
+                                       const uint8_t *types, uint16_t n_params)
+{
+	uint64_t h = stmt_hash(query, qlen, types, n_params);
+	struct prepared_stmt *st;
+	for (st = reg->buckets[h % PREPARED_BUCKETS]; st; st = st->next)
+		if (st->hash == h && st->n_params == n_params && strlen(st->query) == qlen &&
+		    memcmp(st->query, query, qlen) == 0 && memcmp(st->param_types, types, (size_t)n_params * 4) == 0)
+			return st;
+	return NULL;
+}
+
 /* The shared entry for (query, types), created on first use; refcount taken. */
 static struct prepared_stmt *stmt_acquire(struct prepared_registry *reg, const char *query, size_t qlen,
                                           const uint8_t *types, uint16_t n_params)
 {
-	uint64_t h = fnv1a(14695981039346656037ULL, query, qlen);
-	h = fnv1a(h, types, (size_t)n_params * 4);
-	struct prepared_stmt *st;
-	for (st = reg->buckets[h % PREPARED_BUCKETS]; st; st = st->next)
-		if (st->hash == h && st->n_params == n_params && strcmp(st->query, query) == 0 &&
-		    memcmp(st->param_types, types, (size_t)n_params * 4) == 0) {
-			st->refcount++;
-			return st;
-		}
+	uint64_t h = stmt_hash(query, qlen, types, n_params);
+	struct prepared_stmt *st = stmt_find(reg, query, qlen, types, n_params);
+	if (st) {
+		st->refcount++;
+		return st;
+	}
 	st = calloc(1, sizeof(*st));
 	if (!st)
 		return NULL;
@@ -121,12 +137,17 @@ bool prepared_active(const struct client *c)
 
 /* ---- a client's names ---- */
 
-static struct client_stmt *client_find(struct client *c, const char *name)
+static struct client_stmt *client_find(const struct client *c, const char *name)
 {
 	for (size_t i = 0; i < c->stmts.n; i++)
 		if (strcmp(c->stmts.items[i].name, name) == 0)
 			return &c->stmts.items[i];
 	return NULL;
+}
+
+bool prepared_client_has(const struct client *c, const char *name)
+{
+	return client_find(c, name) != NULL;
 }
 
 static void client_drop(struct client *c, struct client_stmt *cs)
@@ -147,8 +168,8 @@ static bool client_bind_name(struct client *c, const char *name, struct prepared
 {
 	struct client_stmt *cs = client_find(c, name);
 	if (cs) {
-		/* PostgreSQL would refuse a second Parse of a live name; pgsluice
-		 * cannot raise that error in order, so the new text replaces it. */
+		/* Callers refuse a Parse of a live name with 42P05 first (PostgreSQL's
+		 * rule); should one get here, the new text replaces the old. */
 		stmt_release(&c->sl->prepared, cs->stmt);
 		cs->stmt = st;
 		return true;
@@ -164,7 +185,7 @@ static bool client_bind_name(struct client *c, const char *name, struct prepared
 	char *copy = strdup(name);
 	if (!copy)
 		return false;
-	c->stmts.items[c->stmts.n++] = (struct client_stmt){ copy, st };
+	c->stmts.items[c->stmts.n++] = (struct client_stmt){ copy, st, false };
 	return true;
 }
 
@@ -283,6 +304,18 @@ static bool queue_pop_as(struct server *s, bool ok)
 	if (e->parsed) {
 		client_step_parsed(s->client, e->parsed, ok);
 		e->parsed = NULL;
+	}
+	if (e->client_name) {
+		/* a Parse that failed or was skipped defined nothing: the name is free again */
+		struct client_stmt *cs = ok || !s->client ? NULL : client_find(s->client, e->client_name);
+		if (cs)
+			client_drop(s->client, cs);
+		free(e->client_name);
+		e->client_name = NULL;
+	}
+	if ((e->kind == PqMsg_Bind || e->kind == PqMsg_Describe) && e->stmt) {
+		stmt_release(&s->pool->sl->prepared, e->stmt);    /* the reference the request held */
+		e->stmt = NULL;
 	}
 	q->head = (q->head + 1) % q->cap;
 	q->n--;
@@ -409,6 +442,8 @@ enum reply_action prepared_on_reply(struct server *s, uint8_t type)
 	case PqMsg_ParseComplete:
 	case PqMsg_BindComplete:
 	case PqMsg_CloseComplete:
+		if (type == PqMsg_ParseComplete && (k == PqMsg_Parse || k == 'p') && e->stmt)
+			e->stmt->parsed = true;    /* known good: a later Parse of it needs no server */
 		queue_pop(s);
 		return k == 'p' || k == 'b' || k == 'c' ? REPLY_SWALLOW : REPLY_FORWARD;
 	case PqMsg_RowDescription:
@@ -562,16 +597,26 @@ static void add_close(struct evbuffer *out, const struct prepared_stmt *st)
 	msg_free(&m);
 }
 
-/* Make st prepared on s: Close the least recently used statement when
- * max_prepared_statements is reached, then Parse st (replies swallowed). */
-static bool ensure_prepared(struct server *s, struct prepared_stmt *st)
+/*
+ * Make st prepared on s: Close the least recently used statement when
+ * max_prepared_statements is reached, then Parse st (replies swallowed).
+ * afresh: parse it anew even when s has it (a client's own Parse: a new
+ * PostgreSQL connection would plan it now, not before an ALTER); so is a
+ * statement whose result type changed since s parsed it (st->gen).
+ */
+static bool ensure_prepared(struct server *s, struct prepared_stmt *st, bool afresh)
 {
 	struct server_stmt *ss = server_find(s, st);
+	struct evbuffer *out = bufferevent_get_output(s->bev);
 	if (ss) {
 		ss->used = ++s->stmts.clock;
-		return true;
+		if (!afresh && ss->gen == st->gen)
+			return true;
+		ss->gen = st->gen;
+		add_close(out, st);
+		add_parse(out, st);
+		return queue_push(s, 'c', NULL) && queue_push(s, 'p', st);
 	}
-	struct evbuffer *out = bufferevent_get_output(s->bev);
 	if (st->drops_all) {
 		forget_all(s);
 		add_parse(out, st);
@@ -601,14 +646,83 @@ static bool ensure_prepared(struct server *s, struct prepared_stmt *st)
 	if (!queue_push(s, 'p', st))
 		return false;
 	st->refcount++;
-	s->stmts.items[s->stmts.n++] = (struct server_stmt){ st, ++s->stmts.clock };
+	s->stmts.items[s->stmts.n++] = (struct server_stmt){ st, ++s->stmts.clock, st->gen };
 	return true;
+}
+
+/* The request just noted (a Bind or Describe of st) keeps st alive until answered: an 0A000 names it. */
+static void hold_stmt(struct server *s, uint8_t kind, struct prepared_stmt *st)
+{
+	struct reply_entry *e = queue_tail(s);
+	if (s->replies.skipping || !e || e->kind != kind || e->stmt)
+		return;
+	e->stmt = st;
+	st->refcount++;
 }
 
 static void owe_complete(struct server *s, uint8_t kind)
 {
 	queue_push(s, kind, NULL);
 	prepared_flush_owed(s);
+}
+
+static void already_exists(char *msg, size_t size, const char *name)
+{
+	snprintf(msg, size, "prepared statement \"%s\" already exists", name);
+}
+
+/* The statement "DEALLOCATE name" runs on: one pgsluice prepares just before. */
+#define DEALLOCATE_TARGET "PGSLUICE_DEALLOCATE"
+
+/*
+ * The client's DEALLOCATE of its own statement is run as a DEALLOCATE of a
+ * statement pgsluice prepares for it on s: the server's statement stays for
+ * the other clients, and the reply (DEALLOCATE, or 25P02 in a failed
+ * transaction) and its order are the server's own.
+ */
+static bool add_deallocate_target(struct server *s)
+{
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct msgbuf m;
+	msg_init(&m);
+	msg_begin(&m, PqMsg_Close);
+	msg_add_byte(&m, 'S');
+	msg_add_string(&m, DEALLOCATE_TARGET);
+	msg_end(&m);
+	msg_begin(&m, PqMsg_Parse);
+	msg_add_string(&m, DEALLOCATE_TARGET);
+	msg_add_string(&m, "SELECT");
+	msg_add_int16(&m, 0);
+	msg_end(&m);
+	msg_flush_to(&m, out);
+	msg_free(&m);
+	return queue_push(s, 'c', NULL) && queue_push(s, 'p', NULL);
+}
+
+/*
+ * Is text DEALLOCATE of a statement of c's that pgsluice runs on s (see
+ * add_deallocate_target)? Not in a failed transaction: the server refuses
+ * the client's own text there (25P02) and c keeps its statement.
+ */
+static struct client_stmt *own_deallocate(struct client *c, struct server *s, const char *text, size_t len)
+{
+	char name[256];
+	if (s->replies.skipping || s->tx_status == 'E' ||
+	    prepared_parse_deallocate(text, len, name, sizeof(name)) != DEALLOC_NAME)
+		return NULL;
+	return client_find(c, name);
+}
+
+/* Is a Parse of the client's name still unanswered on s? */
+static bool parse_in_flight(struct server *s, const char *name)
+{
+	struct reply_queue *q = &s->replies;
+	for (size_t i = 0; i < q->n; i++) {
+		const struct reply_entry *e = &q->items[(q->head + i) % q->cap];
+		if (e->client_name && strcmp(e->client_name, name) == 0)
+			return true;
+	}
+	return false;
 }
 
 /* Parse of a named statement: remember it, prepare it on s unless it is. */
@@ -623,8 +737,38 @@ static enum client_msg_result rewrite_parse(struct client *c, struct server *s, 
 	if (r.bad)
 		return CLIENT_MSG_PASS;    /* malformed: the server judges it */
 	if (!*name) {
-		note_statement_text(c, s, query, strlen(query));
-		return CLIENT_MSG_PASS;
+		struct client_stmt *cs = own_deallocate(c, s, query, strlen(query));
+		if (!cs) {
+			note_statement_text(c, s, query, strlen(query));
+			return CLIENT_MSG_PASS;
+		}
+		client_drop(c, cs);
+		if (!add_deallocate_target(s))
+			return CLIENT_MSG_FAILED;
+		struct msgbuf m;
+		msg_init(&m);
+		msg_begin(&m, PqMsg_Parse);
+		msg_add_string(&m, "");
+		msg_add_string(&m, "DEALLOCATE \"" DEALLOCATE_TARGET "\"");
+		msg_add_int16(&m, (int16_t)n_params);
+		msg_add_bytes(&m, types, (size_t)n_params * 4);
+		msg_end(&m);
+		msg_flush_to(&m, bufferevent_get_output(s->bev));
+		msg_free(&m);
+		prepared_note_request(s, PqMsg_Parse);
+		return CLIENT_MSG_DONE;
+	}
+	if (s->replies.skipping)
+		return CLIENT_MSG_DONE;    /* the server would skip it: nothing is defined */
+	if (client_find(c, name)) {
+		/* Its Parse, in an earlier batch, may still fail and free the name:
+		 * its answer decides (in the same batch a failure skips this one anyway). */
+		if (!s->unsynced && parse_in_flight(s, name))
+			return CLIENT_MSG_WAIT;
+		char msg[320];
+		already_exists(msg, sizeof(msg), name);
+		prepared_raise_error(s, SQLSTATE_DUPLICATE_PSTATEMENT, msg, NULL, NULL);
+		return CLIENT_MSG_DONE;
 	}
 	struct prepared_stmt *st = stmt_acquire(&c->sl->prepared, query, strlen(query), types, n_params);
 	if (!st || !client_bind_name(c, name, st)) {
@@ -632,19 +776,18 @@ static enum client_msg_result rewrite_parse(struct client *c, struct server *s, 
 			stmt_release(&c->sl->prepared, st);
 		return CLIENT_MSG_FAILED;
 	}
-	if (s->replies.skipping)
-		return CLIENT_MSG_DONE;    /* the server would skip it and answer nothing */
-	if (st->drops_all || server_find(s, st)) {
-		if (!st->drops_all)
-			server_find(s, st)->used = ++s->stmts.clock;
+	if (st->drops_all) {
 		owe_complete(s, '1');
 		return CLIENT_MSG_DONE;
 	}
-	if (!ensure_prepared(s, st))
+	if (!ensure_prepared(s, st, true))
 		return CLIENT_MSG_FAILED;
-	/* The injected Parse stands for the client's: its ParseComplete is the client's. */
-	s->replies.items[(s->replies.head + s->replies.n - 1) % s->replies.cap].kind = PqMsg_Parse;
-	return CLIENT_MSG_DONE;
+	/* The injected Parse stands for the client's: its ParseComplete is the client's,
+	 * and if it fails, the client's name is free again. */
+	struct reply_entry *e = queue_tail(s);
+	e->kind = PqMsg_Parse;
+	e->client_name = strdup(name);
+	return e->client_name ? CLIENT_MSG_DONE : CLIENT_MSG_FAILED;
 }
 
 /* Describe 'S' or Close 'S' of a named statement. */
@@ -668,8 +811,9 @@ static enum client_msg_result rewrite_describe_close(struct client *c, struct se
 	}
 	if (!cs)
 		return CLIENT_MSG_PASS;    /* the server says "does not exist" */
-	if (!s->replies.skipping && !ensure_prepared(s, cs->stmt))
+	if (!s->replies.skipping && !ensure_prepared(s, cs->stmt, cs->fresh))
 		return CLIENT_MSG_FAILED;
+	cs->fresh = cs->fresh && s->replies.skipping;
 	struct msgbuf m;
 	msg_init(&m);
 	msg_begin(&m, PqMsg_Describe);
@@ -679,6 +823,7 @@ static enum client_msg_result rewrite_describe_close(struct client *c, struct se
 	msg_flush_to(&m, bufferevent_get_output(s->bev));
 	msg_free(&m);
 	prepared_note_request(s, PqMsg_Describe);
+	hold_stmt(s, PqMsg_Describe, cs->stmt);
 	return CLIENT_MSG_DONE;
 }
 
@@ -699,8 +844,9 @@ static enum client_msg_result rewrite_bind(struct client *c, struct server *s, s
 	struct client_stmt *cs = *name ? client_find(c, name) : NULL;
 	if (!cs)
 		return CLIENT_MSG_PASS;
-	if (!s->replies.skipping && !ensure_prepared(s, cs->stmt))
+	if (!s->replies.skipping && !ensure_prepared(s, cs->stmt, cs->fresh))
 		return CLIENT_MSG_FAILED;
+	cs->fresh = cs->fresh && s->replies.skipping;
 	size_t portal_len = (size_t)(nul1 - body) + 1;
 	size_t old_name_len = strlen(name) + 1;
 	size_t new_name_len = strlen(cs->stmt->server_name) + 1;
@@ -719,6 +865,7 @@ static enum client_msg_result rewrite_bind(struct client *c, struct server *s, s
 	evbuffer_drain(in, PROTO_HEADER_LEN + portal_len + old_name_len);
 	c->relay_left = (uint32_t)(body_len - portal_len - old_name_len);
 	prepared_note_request(s, PqMsg_Bind);
+	hold_stmt(s, PqMsg_Bind, cs->stmt);
 	return CLIENT_MSG_DONE;
 }
 
@@ -749,25 +896,237 @@ static void note_statement_text(struct client *c, struct server *s, const char *
 	forget_all(s);
 }
 
-static void check_query(struct client *c, struct server *s, struct evbuffer *in, uint32_t len)
+/* Longest simple Query looked at for DEALLOCATE: the command, a quoted 63-byte name with every quote doubled. */
+#define DEALLOCATE_TEXT_MAX 200
+
+/* The simple Query's text when it is short enough to be a DEALLOCATE (whole in the input), else 0. */
+static size_t short_query(struct evbuffer *in, uint32_t len, char *text, size_t size)
 {
-	char text[33];
-	if (len - 4 >= sizeof(text))
-		return;
+	if (len - 4 >= size || evbuffer_get_length(in) < 1 + (size_t)len)
+		return 0;
 	struct evbuffer_ptr pos;
 	evbuffer_ptr_set(in, &pos, PROTO_HEADER_LEN, EVBUFFER_PTR_SET);
 	if (evbuffer_copyout_from(in, &pos, text, len - 4) != (ev_ssize_t)(len - 4))
+		return 0;
+	text[len - 4] = '\0';
+	return len - 4;
+}
+
+static enum client_msg_result check_query(struct client *c, struct server *s, struct evbuffer *in, uint32_t len)
+{
+	char text[DEALLOCATE_TEXT_MAX + 1];
+	if (len - 4 > 32)
+		return CLIENT_MSG_PASS;    /* no DEALLOCATE ALL / DISCARD ALL */
+	size_t n = short_query(in, len, text, sizeof(text));
+	if (n == 0)
+		return CLIENT_MSG_PASS;
+	/* A simple DEALLOCATE name with nothing in the way was answered already
+	 * (prepared_intercept_deallocate); one pipelined behind unanswered
+	 * queries goes to the server as it is. */
+	note_statement_text(c, s, text, n);
+	return CLIENT_MSG_PASS;
+}
+
+static bool is_blank(char ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f' || ch == '\v';
+}
+
+/* Skip blanks; then, when the keyword kw (upper case) follows as a whole word, skip it too. */
+static bool take_keyword(const char **p, const char *end, const char *kw)
+{
+	while (*p < end && is_blank(**p))
+		(*p)++;
+	size_t n = strlen(kw);
+	if ((size_t)(end - *p) < n || strncasecmp(*p, kw, n) != 0)
+		return false;
+	const char *after = *p + n;
+	if (after < end && (isalnum((unsigned char)*after) || *after == '_' || *after == '$' ||
+	                    (unsigned char)*after >= 0x80))
+		return false;
+	*p = after;
+	return true;
+}
+
+enum dealloc_kind prepared_parse_deallocate(const char *text, size_t len, char *name, size_t size)
+{
+	const char *p = text, *end = text + strnlen(text, len);    /* a Query's text ends at its first NUL */
+	while (end > p && is_blank(end[-1]))
+		end--;
+	if (end > p && end[-1] == ';')
+		end--;
+	if (!take_keyword(&p, end, "DEALLOCATE"))
+		return DEALLOC_NONE;
+	const char *before_prepare = p;
+	if (take_keyword(&p, end, "PREPARE")) {
+		const char *rest = p;
+		while (rest < end && is_blank(*rest))
+			rest++;
+		if (rest == end)
+			p = before_prepare;    /* DEALLOCATE prepare: the statement named "prepare" */
+	}
+	const char *before_all = p;
+	if (take_keyword(&p, end, "ALL")) {
+		while (p < end && is_blank(*p))
+			p++;
+		return p == end ? DEALLOC_ALL : DEALLOC_NONE;
+	}
+	p = before_all;
+	while (p < end && is_blank(*p))
+		p++;
+	size_t n = 0;
+	if (p < end && *p == '"') {
+		/* "quoted": as written, "" for a quote; never empty */
+		for (p++;; p++) {
+			if (p >= end)
+				return DEALLOC_NONE;
+			if (*p == '"') {
+				if (p + 1 < end && p[1] == '"')
+					p++;
+				else
+					break;
+			}
+			if (n + 1 >= size)
+				return DEALLOC_NONE;
+			name[n++] = *p;
+		}
+		p++;
+		if (n == 0)
+			return DEALLOC_NONE;
+	} else {
+		/* unquoted: a letter or _ (or a byte of a multibyte letter), then also digits and $;
+		 * ASCII letters fold to lower case */
+		if (p >= end || !(isalpha((unsigned char)*p) || *p == '_' || (unsigned char)*p >= 0x80))
+			return DEALLOC_NONE;
+		for (; p < end && (isalnum((unsigned char)*p) || *p == '_' || *p == '$' || (unsigned char)*p >= 0x80); p++) {
+			if (n + 1 >= size)
+				return DEALLOC_NONE;
+			name[n++] = *p >= 'A' && *p <= 'Z' ? (char)(*p - 'A' + 'a') : *p;
+		}
+	}
+	while (p < end && is_blank(*p))
+		p++;
+	if (p != end || n >= 64)    /* NAMEDATALEN - 1: a longer name PostgreSQL truncates; leave it to the server */
+		return DEALLOC_NONE;
+	name[n] = '\0';
+	return DEALLOC_NAME;
+}
+
+int prepared_intercept_deallocate(struct client *c, uint32_t len)
+{
+	struct server *s = c->server;
+	if (!prepared_active(c) || (s && (s->unsynced || s->internal != SV_INTERNAL_NONE)))
+		return 1;    /* behind an unfinished batch PostgreSQL would skip or reorder nothing: relay it */
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	char text[DEALLOCATE_TEXT_MAX + 1], name[256];
+	size_t n = short_query(in, len, text, sizeof(text));
+	if (n == 0 || prepared_parse_deallocate(text, n, name, sizeof(name)) != DEALLOC_NAME)
+		return 1;
+	struct client_stmt *cs = client_find(c, name);
+	if (!cs)
+		return 1;    /* the server says 26000, and fails the transaction as PostgreSQL does */
+	if (s && s->pending_ready > 0)
+		return -1;   /* earlier queries may still fail the transaction: their answers first */
+	if (s && (s->tx_status == 'E' || s->replies.n > 0 || s->relay_left > 0))
+		return 1;    /* 25P02 from the server; the statement stays, as on PostgreSQL */
+	client_drop(c, cs);
+	evbuffer_drain(in, 1 + (size_t)len);
+	c->sl->stats.query_count++;
+	c->pool->stats.query_count++;
+	struct msgbuf m;
+	msg_init(&m);
+	msg_begin(&m, PqMsg_CommandComplete);
+	msg_add_string(&m, "DEALLOCATE");
+	msg_end(&m);
+	msg_add_ready(&m, s ? s->tx_status : 'I');
+	msg_flush_to(&m, bufferevent_get_output(c->bev));
+	msg_free(&m);
+	return 0;
+}
+
+int prepared_answer_unlinked(struct client *c, uint8_t type, uint32_t len)
+{
+	if (type != PqMsg_Parse || c->server || !prepared_active(c) || c->n_tagged || c->unnamed_tags ||
+	    len > 65536)
+		return 1;
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	if (evbuffer_get_length(in) < 1 + (size_t)len)
+		return -1;
+	const uint8_t *msg = evbuffer_pullup(in, 1 + (ev_ssize_t)len);
+	if (!msg)
+		return 1;
+	struct msgreader r;
+	mr_init(&r, msg + PROTO_HEADER_LEN, len - 4);
+	const char *name = mr_string(&r);
+	const char *query = mr_string(&r);
+	int16_t n_params = mr_int16(&r);
+	const uint8_t *types = n_params > 0 ? mr_bytes(&r, (size_t)n_params * 4) : NULL;
+	if (r.bad || n_params < 0 || !*name || strstr(query, "/*"))
+		return 1;    /* a tagged text: the middleware looks at it with a server */
+	struct msgbuf m;
+	msg_init(&m);
+	if (client_find(c, name)) {
+		char text[320];
+		already_exists(text, sizeof(text), name);
+		msg_add_error(&m, PqMsg_ErrorResponse, "ERROR", SQLSTATE_DUPLICATE_PSTATEMENT, NULL, NULL, "%s", text);
+		c->skipping_to_sync = true;    /* PostgreSQL skips the rest of the batch */
+	} else {
+		struct prepared_stmt *st = stmt_find(&c->sl->prepared, query, strlen(query), types ? types : (const uint8_t *)"",
+		                                     (uint16_t)n_params);
+		if (!st || !st->parsed || st->drops_all) {
+			msg_free(&m);
+			return 1;
+		}
+		st->refcount++;
+		if (!client_bind_name(c, name, st)) {
+			stmt_release(&c->sl->prepared, st);
+			msg_free(&m);
+			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+			return 0;
+		}
+		client_find(c, name)->fresh = true;
+		msg_begin(&m, PqMsg_ParseComplete);
+		msg_end(&m);
+		c->local_batch_open = true;    /* its Sync is answered here too, unless a server is taken first */
+	}
+	c->pool->stats.parse_count++;
+	evbuffer_drain(in, 1 + (size_t)len);
+	msg_flush_to(&m, bufferevent_get_output(c->bev));
+	msg_free(&m);
+	return 0;
+}
+
+/* The oldest request s has not answered, for a const s. */
+static const struct reply_entry *head_of(const struct server *s)
+{
+	return s->replies.n ? &s->replies.items[s->replies.head] : NULL;
+}
+
+bool prepared_wants_reply(struct server *s, uint8_t type)
+{
+	const struct reply_entry *e = head_of(s);
+	return type == PqMsg_ErrorResponse && e && e->stmt && (e->kind == PqMsg_Bind || e->kind == PqMsg_Describe);
+}
+
+void prepared_see_reply(struct server *s, uint8_t type, const uint8_t *body, size_t len)
+{
+	struct pg_error_fields f;
+	if (!prepared_wants_reply(s, type) || !proto_parse_error(body, len, &f) || !f.sqlstate ||
+	    strcmp(f.sqlstate, SQLSTATE_FEATURE_NOT_SUPPORTED) != 0)
 		return;
-	note_statement_text(c, s, text, len - 4);
+	/* cached plan must not change result type: every server's copy predates a
+	 * schema change; each is parsed anew at its next use */
+	struct prepared_stmt *st = head_of(s)->stmt;
+	st->gen++;
+	log_info("S-%llu: statement %s changed its result type; it is prepared again at its next use",
+	         (unsigned long long)s->id, st->server_name);
 }
 
 enum client_msg_result prepared_client_message(struct client *c, struct server *s, uint8_t type, uint32_t len)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
-	if (type == PqMsg_Query) {
-		check_query(c, s, in, len);
-		return CLIENT_MSG_PASS;
-	}
+	if (type == PqMsg_Query)
+		return check_query(c, s, in, len);
 	if (type == PqMsg_Bind)
 		return rewrite_bind(c, s, in, len);
 	if (type != PqMsg_Parse && type != PqMsg_Describe && type != PqMsg_Close)

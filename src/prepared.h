@@ -25,6 +25,8 @@ struct prepared_stmt {
 	uint8_t *param_types;          /* owned, int32 OIDs in network order */
 	uint16_t n_params;
 	int refcount;                  /* client names + server caches using it */
+	uint32_t gen;                  /* bumped when its result type changed (0A000 at Bind) */
+	bool parsed;                   /* a server accepted its Parse once: known good text */
 	bool drops_all;                /* DEALLOCATE ALL / DISCARD ALL: never kept as prepared */
 	char server_name[32];          /* "PGSLUICE_<id>"; "" (unnamed) when drops_all */
 };
@@ -35,12 +37,16 @@ struct prepared_registry {
 	size_t count;
 };
 
-/* A client's statement names. */
-struct client_stmt { char *name; struct prepared_stmt *stmt; };
+/*
+ * A client's statement names. fresh: the client's own Parse was answered
+ * without a server; its first use on a server parses it anew there, as a
+ * new PostgreSQL connection would (a shared plan may predate an ALTER).
+ */
+struct client_stmt { char *name; struct prepared_stmt *stmt; bool fresh; };
 struct client_stmts { struct client_stmt *items; size_t n, cap; };
 
 /* What a server has prepared, with a use clock for LRU eviction. */
-struct server_stmt { struct prepared_stmt *stmt; uint64_t used; };
+struct server_stmt { struct prepared_stmt *stmt; uint64_t used; uint32_t gen; /* stmt->gen when parsed */ };
 struct server_stmts { struct server_stmt *items; size_t n, cap; uint64_t clock; };
 
 /*
@@ -63,6 +69,7 @@ struct reply_entry {
 	struct cache_entry *cache;     /* Query/Describe/Execute: the fill it captures into;
 	                                  'r'/'k': the hit it answers from; one reference owned */
 	struct stmt_tags *parsed;      /* Parse: the tags its statement takes when it completes; owned */
+	char *client_name;             /* Parse / '1': the client's name it bound, unbound if it fails; owned */
 	uint32_t row_pos;              /* 'k': the portal's next row */
 	int32_t max_rows;              /* 'k': the Execute's row limit (0: all) */
 };
@@ -79,6 +86,7 @@ enum client_msg_result {
 	CLIENT_MSG_NEED_MORE,  /* wait for more bytes of the message */
 	CLIENT_MSG_DONE,       /* handled; c->relay_left may hold the rest to stream */
 	CLIENT_MSG_FAILED,     /* out of memory: the client was sent FATAL */
+	CLIENT_MSG_WAIT,       /* wait for the server's answers: its ReadyForQuery resumes the relay */
 };
 
 /* Free every registry entry (shutdown). */
@@ -86,6 +94,44 @@ void prepared_registry_free(struct prepared_registry *reg);
 
 /* True when statements of c's pool are rewritten (transaction/statement mode, max_prepared_statements > 0). */
 bool prepared_active(const struct client *c);
+
+/* Does c have a named statement name (transaction/statement pooling's own names)? */
+bool prepared_client_has(const struct client *c, const char *name);
+
+/*
+ * What a statement text is to pgsluice's statement names: DEALLOCATE
+ * [PREPARE] name, with the name as PostgreSQL's scanner reads it (unquoted:
+ * folded to lower case; "quoted": as written, "" for a quote). Blanks and a
+ * final ';' aside; anything else (comments, several statements) is
+ * DEALLOC_NONE and goes to the server as it is. name (size bytes, NUL
+ * ended) is set for DEALLOC_NAME. Source: sql-deallocate.html,
+ * sql-syntax-lexical.html 4.1.1.
+ */
+enum dealloc_kind { DEALLOC_NONE, DEALLOC_ALL, DEALLOC_NAME };
+enum dealloc_kind prepared_parse_deallocate(const char *text, size_t len, char *name, size_t size);
+
+/*
+ * c's simple Query (len bytes, whole in its input) is DEALLOCATE [PREPARE]
+ * name of a statement c prepared: when no server stands in the way (none is
+ * linked, or the linked one owes nothing and is not in a failed
+ * transaction), forget c's statement and answer CommandComplete and
+ * ReadyForQuery at once, without a server. Returns 0 when consumed; -1 when
+ * the linked server still owes ReadyForQuery for earlier queries (the relay
+ * waits; the server's last ReadyForQuery resumes it); 1 otherwise (relay it:
+ * an unknown name gets 26000 from the server, a failed transaction 25P02).
+ */
+int prepared_intercept_deallocate(struct client *c, uint32_t len);
+
+/*
+ * c has no server linked and its next message (type, len) is a Parse of a
+ * named statement whose text and parameter types a server already accepted:
+ * answer ParseComplete without a server, so a client that only prepares
+ * never waits for one (pgbench -M prepared). A Parse of a name c uses gets
+ * 42P05 there too. A following Sync is answered by pgsluice
+ * (c->local_batch_open). Returns 1 when not answered (a server is needed),
+ * 0 when answered (consumed), -1 to wait for the rest of the message.
+ */
+int prepared_answer_unlinked(struct client *c, uint8_t type, uint32_t len);
 
 /*
  * Look at the client message of type and len (header included in the
@@ -145,6 +191,22 @@ struct reply_entry *prepared_reply_head(struct server *s);
  */
 bool prepared_client_parse(struct client *c, const char *name, const char *query, const uint8_t *types,
                            uint16_t n_types);
+
+/*
+ * Does prepared.c want the server message of type whole before it is
+ * relayed (prepared_see_reply)? True for an ErrorResponse to a Bind or
+ * Describe of a pgsluice statement.
+ */
+bool prepared_wants_reply(struct server *s, uint8_t type);
+
+/*
+ * A whole server message (body of len bytes) prepared_wants_reply asked
+ * for: an ErrorResponse 0A000 (cached plan must not change result type) to
+ * a Bind or Describe of a shared statement makes every server prepare that
+ * statement afresh at its next use (postgres.c exec_bind_message,
+ * plancache.c RevalidateCachedQuery).
+ */
+void prepared_see_reply(struct server *s, uint8_t type, const uint8_t *body, size_t len);
 
 /* Record a forwarded client message in s's reply queue. */
 void prepared_note_request(struct server *s, uint8_t type);

@@ -85,6 +85,7 @@ struct evbuffer;
 #define SQLSTATE_RATE_LIMIT_EXCEEDED     "53400"   /* configuration_limit_exceeded */
 #define SQLSTATE_DISK_FULL               "53100"
 #define SQLSTATE_INVALID_PARAMETER_VALUE "22023"
+#define SQLSTATE_DUPLICATE_PSTATEMENT    "42P05"   /* duplicate_prepared_statement */
 
 /*
  * A message under construction. Small messages stay in the inline buffer;

@@ -506,13 +506,13 @@ static struct cache_entry *head_fill(const struct server *s)
 	return s->replies.n > 0 ? s->replies.items[s->replies.head].cache : NULL;
 }
 
-static bool needs_whole(const struct server *s, uint8_t type)
+static bool needs_whole(struct server *s, uint8_t type)
 {
 	return s->state == SV_LOGIN || s->internal != SV_INTERNAL_NONE || !s->client ||
 	       type == PqMsg_ReadyForQuery || type == PqMsg_ParameterStatus ||
 	       (type == PqMsg_RowDescription && head_fill(s)) ||
 	       type == PqMsg_ParseComplete || type == PqMsg_BindComplete || type == PqMsg_CloseComplete ||
-	       type == PqMsg_CommandComplete;
+	       type == PqMsg_CommandComplete || prepared_wants_reply(s, type);
 }
 
 /* Handle one whole message; returns false when the relay loop must stop. */
@@ -555,6 +555,7 @@ static bool whole_message(struct server *s, uint8_t type, struct evbuffer *in, u
 		s->block_begun = true;    /* a block opened inside a batch: its reads may be rolled back */
 	if (head_fill(s))
 		cache_capture_whole(s, type, msg, total);
+	prepared_see_reply(s, type, msg + PROTO_HEADER_LEN, len - 4);
 	if (prepared_on_reply(s, type) == REPLY_SWALLOW) {
 		evbuffer_drain(in, total);
 		return true;
@@ -571,8 +572,16 @@ static bool whole_message(struct server *s, uint8_t type, struct evbuffer *in, u
 	evbuffer_remove_buffer(in, bufferevent_get_output(c->bev), total);
 	c->sl->stats.bytes_sent += total;
 	s->pool->stats.bytes_sent += total;
-	if (type == PqMsg_ReadyForQuery && s->pool->pool_mode != POOL_MODE_SESSION)
-		return !transaction_end(s, c);
+	if (type == PqMsg_ReadyForQuery && s->pool->pool_mode != POOL_MODE_SESSION) {
+		if (transaction_end(s, c))
+			return false;
+		if (s->pending_ready > 0 || evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+			return true;
+		/* a client message waits for the server's answers (prepared.h,
+		 * CLIENT_MSG_WAIT); what else s sent is relayed at its next read */
+		client_resume(c);
+		return false;
+	}
 	if (type == PqMsg_ReadyForQuery && s->pool->stale && s->pool->sl->cfg->server_fast_close &&
 	    server_is_clean(s)) {
 		/* session pooling: the target changed, and the operator asked not to
