@@ -12,11 +12,14 @@ Item 18: OpenTelemetry's instrumentation-pg appends /*traceparent='...'*/ to eve
 statement; SET sluice.user with a trailing (or leading, or --) comment sets the subject.
 """
 
+import struct
+
 import psycopg
 import pytest
 from psycopg import errors
 
 import harness
+import pgwire
 from test_admin import console
 from test_ai_cache import ANSWER, TABLE, answer, executions, rows_of, tag, table  # noqa: F401
 from test_ai_usage import connect as usage_connect
@@ -86,6 +89,31 @@ def test_a_server_whose_settings_a_client_changed_stores_no_answer(sluice, pg, t
         assert rows_of(d, "SELECT current_setting('search_path')") == [('"$user", public',)]
         for _ in range(2):
             assert rows_of(d, tag(TENANT), (2,)) == [("public-2",)]
+
+
+def test_a_lookup_pipelined_right_after_set_timezone_is_keyed_on_the_new_timezone(sluice, pg, table):
+    """SET TimeZone and a lookup in one write: the lookup runs with the new TimeZone, and its
+    answer is not kept under the key of the old one, so a client still on the old TimeZone
+    gets its own text."""
+    sql = tag(f"SELECT ts::text FROM {TABLE} WHERE k = 5")
+    pooler = sluice(pool_mode="transaction", default_pool_size=1)
+    with pgwire.login(pooler.host, pooler.port, "app", "app", password=harness.APP_PASSWORD) as w:
+        assert w.query("SHOW TimeZone") != [["Asia/Tokyo"]]
+        w.sock.sendall(b"".join(b"Q" + struct.pack("!I", len(q) + 5) + q + b"\0" for q in
+                                (b"SET TimeZone TO 'Asia/Tokyo'", sql.encode())))
+        w.read_until_ready()
+        assert pgwire.data_rows(w.read_until_ready()) == [["2024-01-01 14:00:07.5+09"]]
+    with pooler.connect() as p:
+        [(own,)] = rows_of(p, f"SELECT ts::text FROM {TABLE} WHERE k = 5")    # untagged: PostgreSQL's
+        assert own != "2024-01-01 14:00:07.5+09"
+        for _ in range(2):
+            assert rows_of(p, sql) == [(own,)]
+    with pooler.connect() as q:     # a SET TimeZone of its own still lets a client hit the cache
+        q.execute("SET TimeZone TO 'Asia/Tokyo'")
+        for _ in range(3):
+            assert rows_of(q, sql) == [("2024-01-01 14:00:07.5+09",)]
+    # W's lookup, P's untagged query and first lookup, Q's first lookup
+    assert executions(pg) == 4
 
 
 @pytest.fixture
