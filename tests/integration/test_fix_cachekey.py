@@ -55,12 +55,14 @@ def run(conn, sql, params, protocol):
 # -- item 5: the key covers every setting a client changed, or it bypasses the cache ------
 @pytest.mark.parametrize("pool_mode", ["session", "transaction"])
 @pytest.mark.parametrize("protocol", ["simple", "unnamed", "named"])
-def test_set_search_path_gets_its_own_schemas_rows(sluice, pg, tenants, pool_mode, protocol):
+@pytest.mark.parametrize("set_prepared", [False, True], ids=["set-simple", "set-parse"])
+def test_set_search_path_gets_its_own_schemas_rows(sluice, pg, tenants, pool_mode, protocol, set_prepared):
     pooler = sluice(pool_mode=pool_mode, default_pool_size=1 if pool_mode == "transaction" else 5)
     with pooler.connect() as a, pooler.connect() as b:
         for _ in range(2):
             assert run(a, tag(TENANT), (1,), protocol) == [("public-1",)]
-        b.execute("SET search_path = tenant_b")
+        # psycopg sends a statement without parameters as a simple Query, a prepared one as Parse
+        b.execute("SET search_path = tenant_b", prepare=set_prepared)
         for _ in range(3):
             assert run(b, tag(TENANT), (1,), protocol) == [("b-1",)]
         if pool_mode == "session":
