@@ -1030,6 +1030,8 @@ static void client_relay(struct client *c)
 			return;
 		}
 		client_note_message(c, s, type);
+		if (c->settings_tainted)
+			s->settings_tainted = true;    /* its answers may depend on what c changed */
 		c->checked = false;
 		if (res == CLIENT_MSG_DONE)
 			continue;

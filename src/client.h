@@ -91,6 +91,10 @@ struct client {
 	struct event *cache_wake_ev;        /* owned; resumes the relay after that */
 	bool cache_bypass;                  /* that miss was not stored: go to the server */
 	bool local_batch_open;              /* a batch answered from the cache up to a Flush: its Sync is ours */
+	bool settings_tainted;              /* sent a statement that may change settings the key does not
+	                                       hold (ai/settings_scan.h): no lookup, no fill, for good */
+	bool settings_changing;             /* sent a SET of a reported setting: no lookup until its
+	                                       ParameterStatus is in (the server owes nothing) */
 	uint32_t drop_left;            /* bytes of a dropped message still to drop */
 	int32_t cancel_pid, cancel_key; /* the BackendKeyData pgsluice gave it */
 

@@ -18,9 +18,11 @@
 #include "ai/cache_proto.h"
 #include "ai/middleware.h"
 #include "ai/refuse.h"
+#include "ai/settings_scan.h"
 #include "ai/sqltext.h"
 #include "ai/usage.h"
 #include "client.h"
+#include "log.h"
 #include "pool.h"
 #include "prepared.h"
 #include "proto.h"
@@ -186,9 +188,42 @@ static void refuse_query(struct client *c, uint32_t len, const struct mw_refusal
 
 /* ---- the completion cache: shared pieces ---- */
 
-static bool cache_on(const struct client *c)
+/*
+ * Is the cache on for c? Not for a client that may have changed settings
+ * its key does not hold (note_settings): its session may return other rows
+ * than the key says, so it neither looks up nor fills. After a SET of a
+ * reported setting, not until the server owes c nothing: by then its
+ * ParameterStatus has updated c->vars, which the key holds.
+ */
+static bool cache_on(struct client *c)
 {
+	if (c->settings_tainted)
+		return false;
+	if (c->settings_changing) {
+		if (c->server && (c->server->pending_ready > 0 || c->server->unsynced))
+			return false;
+		c->settings_changing = false;
+	}
 	return c->sl->cache && c->sl->cfg->cache_max_memory > 0;
+}
+
+/*
+ * Note what the statement text[0..len) the client sends may do to its
+ * settings (ai/settings_scan.h). A SET of a reported setting in a simple
+ * Query is followed through ParameterStatus; in a Parse it may run again at
+ * any later Execute, so, as anything else that may change settings, it
+ * taints the client for the rest of its connection.
+ */
+static void note_settings(struct client *c, const char *text, size_t len, bool simple)
+{
+	enum settings_effect effect = settings_effect(text, len);
+	if (effect == SETTINGS_REPORTED && simple)
+		c->settings_changing = true;
+	else if (effect != SETTINGS_NONE && !c->settings_tainted) {
+		c->settings_tainted = true;
+		log_debug("C-%llu: may change settings the completion cache cannot key on: no lookups from now on",
+		          (unsigned long long)c->id);
+	}
 }
 
 /* How long an answer of a statement with tags lives (ai_ttl, else cache_default_ttl). */
@@ -350,6 +385,15 @@ static int query_step(struct client *c, uint32_t len)
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	if (evbuffer_get_length(in) < 1 + (size_t)len)
 		return -1;
+	if (!c->settings_tainted) {
+		const uint8_t *msg = evbuffer_pullup(in, 1 + (ev_ssize_t)len);
+		if (!msg) {
+			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+			return 0;
+		}
+		note_settings(c, (const char *)msg + PROTO_HEADER_LEN, strnlen((const char *)msg + PROTO_HEADER_LEN, len - 4),
+		              true);
+	}
 	struct ai_tags tags;
 	struct mw_refusal r;
 	bool tagged = false;
@@ -472,11 +516,26 @@ static bool read_parse(const uint8_t *body, size_t len, struct parse_msg *p)
 }
 
 /* The key part of a lookup statement (NULL when it is none, or out of memory). */
-static struct cache_stmt *lookup_stmt(const struct client *c, const struct parse_msg *p, const struct ai_tags *tags)
+static struct cache_stmt *lookup_stmt(struct client *c, const struct parse_msg *p, const struct ai_tags *tags)
 {
 	if (!tags || tags->cache == AI_CACHE_NONE || !cache_on(c))
 		return NULL;
 	return cache_stmt_new(p->query, strlen(p->query), tags, p->types, p->n_types);
+}
+
+/* Parse, any: note what its text may do to settings. Returns 1 to go on, -1 to wait for more bytes. */
+static int parse_settings_step(struct client *c, uint32_t len)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	if (evbuffer_get_length(in) < 1 + (size_t)len)
+		return -1;
+	const uint8_t *msg = evbuffer_pullup(in, 1 + (ev_ssize_t)len);
+	struct parse_msg p;
+	if (!msg || !read_parse(msg + PROTO_HEADER_LEN, len - 4, &p))
+		c->settings_tainted = true;    /* unreadable: PostgreSQL will refuse it, but be safe */
+	else
+		note_settings(c, p.query, strlen(p.query), false);
+	return 1;
 }
 
 /*
@@ -839,6 +898,8 @@ static bool local_parse(struct client *c, struct local_batch *b, struct local_ms
 	    (*b->parses[i].p.name && (!prepared_active(c) || prepared_client_has(c, b->parses[i].p.name))))
 		return false;    /* a name in use: 42P05 comes the usual way */
 	const char *q = b->parses[i].p.query;
+	if (settings_effect(q, strlen(q)) != SETTINGS_NONE)
+		return false;    /* the server's way notes it (note_settings) */
 	if (middleware_tags(q, strlen(q), &b->parses[i].tags, &r) != TAGS_OK ||
 	    b->parses[i].tags.cache != AI_CACHE_LOOKUP)
 		return false;
@@ -1158,7 +1219,14 @@ int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
 		keep_statement_tags(c, "", NULL, NULL);    /* a simple Query drops the unnamed statement */
 		return query_step(c, len);
 	case PqMsg_Parse:
-		return s ? parse_step(c, s, len) : 1;
+		if (!s)
+			return 1;
+		if (!c->settings_tainted && parse_settings_step(c, len) < 0)
+			return -1;
+		return parse_step(c, s, len);
+	case PqMsg_FunctionCall:
+		c->settings_tainted = true;    /* set_config() by its OID, for all pgsluice can tell */
+		return 1;
 	case PqMsg_Bind:
 		return s && (c->n_tagged || c->unnamed_tags || c->portal_tags || c->parses_in_flight) ? bind_step(c, s, len) : 1;
 	case PqMsg_Close:

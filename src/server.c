@@ -452,6 +452,9 @@ static bool internal_message(struct server *s, uint8_t type, const uint8_t *msg,
 		return false;
 	}
 	if (was == SV_INTERNAL_RESET) {
+		const char *q = s->pool->sl->cfg->server_reset_query;
+		if (q && strcasestr(q, "DISCARD ALL"))
+			s->settings_tainted = false;    /* every setting is back to its default */
 		pool_server_ready(s);
 		return false;
 	}
@@ -682,6 +685,12 @@ bool server_link(struct server *s, struct client *c)
 	}
 	if (n > 0 || check) {
 		log_debug("S-%llu: setting client parameters: %s", (unsigned long long)s->id, sql);
+		/* PostgreSQL reports only some of them back: remember what s has now
+		 * (on failure the server is closed) */
+		if (n > 0 && !varcache_copy(&s->vars, &c->vars)) {
+			server_close(s, "out of memory");
+			return false;
+		}
 		if (!send_query(s, sql, SV_INTERNAL_SETUP)) {
 			server_close(s, "out of memory");
 			return false;

@@ -75,6 +75,8 @@ struct server {
 	uint32_t capture_left;         /* bytes of it still to capture */
 	bool block_begun;              /* a BEGIN completed since the last ReadyForQuery: answers are not kept */
 	bool close_when_released;
+	bool settings_tainted;         /* relayed a client's statement that may have changed settings
+	                                  pgsluice does not track: stores no answer until DISCARD ALL */
 };
 
 /* Open a new server for pool p (SV_LOGIN). Returns NULL on immediate failure (logged). */

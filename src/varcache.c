@@ -100,9 +100,17 @@ int varcache_apply_sql(const struct varcache *client, const struct varcache *ser
 	for (int i = 0; i < varcache_count(); i++) {
 		const char *want = client->values[i];
 		const char *have = server->values[i];
+		const char *name = varcache_name(i);
+		if (!want && have) {
+			/* another client's value: this one never set it, so it gets the default */
+			if (!append(buf, size, &pos, "RESET ", 6) || !append(buf, size, &pos, name, strlen(name)) ||
+			    !append(buf, size, &pos, ";", 1))
+				return -1;
+			count++;
+			continue;
+		}
 		if (!want || (have && strcmp(want, have) == 0))
 			continue;
-		const char *name = varcache_name(i);
 		if (!append(buf, size, &pos, "SET ", 4) || !append(buf, size, &pos, name, strlen(name)) ||
 		    !append(buf, size, &pos, "='", 2))
 			return -1;
@@ -114,6 +122,20 @@ int varcache_apply_sql(const struct varcache *client, const struct varcache *ser
 		count++;
 	}
 	return count;
+}
+
+bool varcache_copy(struct varcache *dst, const struct varcache *src)
+{
+	bool ok = true;
+	for (int i = 0; i < varcache_count(); i++) {
+		if (!src->values[i]) {
+			free(dst->values[i]);
+			dst->values[i] = NULL;
+		} else {
+			ok = varcache_set(dst, varcache_name(i), src->values[i]) && ok;
+		}
+	}
+	return ok;
 }
 
 void varcache_fill_missing(struct varcache *dst, const struct varcache *src)

@@ -36,13 +36,22 @@ bool varcache_set(struct varcache *vc, const char *name, const char *value);
 void varcache_clear(struct varcache *vc);
 
 /*
- * Append to buf (size bytes) the SET statements that bring server to the
- * values client wants ("SET name='value';" with quotes doubled). Parameters
- * the client has not set are left alone. Returns the number of statements,
- * or -1 when buf is too small.
+ * Append to buf (size bytes) the statements that bring server to the values
+ * client wants ("SET name='value';" with quotes doubled), and "RESET name;"
+ * for a parameter the client has no value for but the server has (one that
+ * PostgreSQL does not report, set there for another client: this client
+ * must see the default, as on a connection of its own). Returns the number
+ * of statements, or -1 when buf is too small.
  */
 int varcache_apply_sql(const struct varcache *client, const struct varcache *server,
                        char *buf, size_t size);
+
+/*
+ * Make dst hold src's values of every tracked parameter (copies; a value src
+ * lacks is freed in dst): a server after the statements of
+ * varcache_apply_sql ran. False on OOM (dst then lacks that value).
+ */
+bool varcache_copy(struct varcache *dst, const struct varcache *src);
 
 /* Copy every value from src that dst lacks (client defaults from the server's). */
 void varcache_fill_missing(struct varcache *dst, const struct varcache *src);

@@ -61,18 +61,19 @@ static void key_str(struct msgbuf *k, const char *s)
 }
 
 /*
- * Database, role, the session settings that shape text output (client_encoding,
- * DateStyle, TimeZone, IntervalStyle, standard_conforming_strings and
- * track_extra_parameters; not application_name) and the statement: what every
- * key starts with. A client with other settings gets its own answer.
+ * Database, role, every setting pgsluice tracks (client_encoding, DateStyle,
+ * TimeZone, IntervalStyle, standard_conforming_strings, application_name and
+ * track_extra_parameters: a statement may read any of them, e.g. with
+ * current_setting()) and the statement: what every key starts with. A
+ * client with other settings gets its own answer; one that may have changed
+ * settings pgsluice does not track makes no key at all (client_step.c).
  */
 static void key_head(struct msgbuf *k, const struct client *c, const struct cache_stmt *st)
 {
 	key_str(k, c->database);
 	key_str(k, c->user);
 	for (int i = 0; i < varcache_count(); i++)
-		if (strcmp(varcache_name(i), "application_name") != 0)
-			key_str(k, c->vars.values[i] ? c->vars.values[i] : "");
+		key_str(k, c->vars.values[i] ? c->vars.values[i] : "");
 	msg_add_bytes(k, st->data, st->len);
 }
 
@@ -273,8 +274,10 @@ void cache_reply_done(struct server *s, struct reply_entry *e, bool ok)
 	if (e->kind == 'r' || e->kind == 'k') {
 		cache_entry_release(cache, e->cache);
 	} else {
-		/* an answer read inside a transaction block may be rolled back */
-		if (!ok || e->failed || s->tx_status != 'I' || s->block_begun)
+		/* an answer read inside a transaction block may be rolled back; one
+		 * read on a server whose settings a client may have changed unseen
+		 * may not be what the key says */
+		if (!ok || e->failed || s->tx_status != 'I' || s->block_begun || s->settings_tainted)
 			cache_fill_fail(e->cache);
 		if (s->capture == e->cache)
 			s->capture = NULL;

@@ -104,12 +104,53 @@ bool ai_session_apply_options(struct ai_session *s, struct varcache *vars, const
 
 /* ---- SET / RESET ---- */
 
-struct lexer { const char *p, *end; };
+struct lexer {
+	const char *p, *end;
+	bool bad_comment;    /* an unterminated block comment: PostgreSQL's error, not ours */
+};
 
+/* A "--" comment or a block comment starts at p. */
+static bool at_comment(const struct lexer *lx, const char *p)
+{
+	return lx->end - p >= 2 && ((p[0] == '-' && p[1] == '-') || (p[0] == '/' && p[1] == '*'));
+}
+
+/*
+ * Skip blanks and comments as PostgreSQL's scanner does (scan.l): "--" up to
+ * the end of the line, block comments nested. OpenTelemetry and sqlcommenter
+ * append a comment to every statement; it must not change what a SET means.
+ */
 static void skip_blanks(struct lexer *lx)
 {
-	while (lx->p < lx->end && isspace((unsigned char)*lx->p))
-		lx->p++;
+	for (;;) {
+		while (lx->p < lx->end && isspace((unsigned char)*lx->p))
+			lx->p++;
+		if (!at_comment(lx, lx->p))
+			return;
+		if (lx->p[0] == '-') {
+			while (lx->p < lx->end && *lx->p != '\n' && *lx->p != '\r')
+				lx->p++;
+			continue;
+		}
+		const char *q = lx->p + 2;
+		int depth = 1;
+		while (depth > 0 && lx->end - q >= 2) {
+			if (q[0] == '/' && q[1] == '*') {
+				depth++;
+				q += 2;
+			} else if (q[0] == '*' && q[1] == '/') {
+				depth--;
+				q += 2;
+			} else {
+				q++;
+			}
+		}
+		if (depth > 0) {
+			lx->bad_comment = true;
+			return;
+		}
+		lx->p = q;
+	}
 }
 
 /* Consume keyword kw (case-insensitive, whole word). */
@@ -208,7 +249,8 @@ static bool take_value(struct lexer *lx, char *out, size_t size, size_t *len)
 		}
 		lx->p++;
 	} else {
-		while (lx->p < lx->end && (isalnum((unsigned char)*lx->p) || strchr("_.-@:", *lx->p))) {
+		while (lx->p < lx->end && (isalnum((unsigned char)*lx->p) || strchr("_.-@:", *lx->p)) &&
+		       !at_comment(lx, lx->p)) {
 			if (n + 1 >= size)
 				return false;
 			out[n++] = *lx->p++;
@@ -224,7 +266,7 @@ static bool take_value(struct lexer *lx, char *out, size_t size, size_t *len)
 enum ai_set_result ai_session_match_set(struct ai_session *s, const char *text, size_t len,
                                         const char **tag, char *errbuf, size_t errlen)
 {
-	struct lexer lx = { text, text + len };
+	struct lexer lx = { text, text + len, false };
 	char name_z[64];
 	size_t n;
 	bool show = false, reset = take_word(&lx, "RESET");
@@ -242,7 +284,7 @@ enum ai_set_result ai_session_match_set(struct ai_session *s, const char *text, 
 		return AI_SET_INVALID;
 	}
 	if (reset || show) {
-		if (!at_end(&lx))
+		if (!at_end(&lx) || lx.bad_comment)
 			return AI_SET_NONE;
 		if (show) {
 			*tag = field == s->user ? "sluice.user" : "sluice.model";
@@ -268,6 +310,8 @@ enum ai_set_result ai_session_match_set(struct ai_session *s, const char *text, 
 	}
 	lx = save;
 	if (!take_value(&lx, value, sizeof(value), &vlen) || !at_end(&lx)) {
+		if (lx.bad_comment)
+			return AI_SET_NONE;    /* PostgreSQL reports the unterminated comment (42601) */
 		snprintf(errbuf, errlen, "invalid value for parameter \"%s\" (at most %d bytes, one value)",
 		         name_z, AI_NAME_MAX - 1);
 		return AI_SET_INVALID;

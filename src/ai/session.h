@@ -41,7 +41,9 @@ bool ai_session_apply_options(struct ai_session *s, struct varcache *vars, const
  * Recognise a simple statement text[0..len) of the forms
  * SET [SESSION] sluice.user {= | TO} {'value' | value | DEFAULT} and
  * RESET sluice.user and SHOW sluice.user (likewise sluice.model), with an
- * optional ';'. The name may be quoted as PostgreSQL allows ("sluice.user",
+ * optional ';'. Comments count as blanks wherever they stand ("--" to the end
+ * of the line, block comments nested, as scan.l reads them); a text with an
+ * unterminated block comment is AI_SET_NONE, for PostgreSQL to refuse. The name may be quoted as PostgreSQL allows ("sluice.user",
  * sluice."user"): user is a reserved word, so only the quoted forms also
  * work on a direct connection. On AI_SET_DONE *tag is "SET" or "RESET"
  * (static); on AI_SET_SHOW *tag is the setting's name (static).

@@ -133,6 +133,26 @@ static void test_varcache_sets_only_differing_values_with_quotes_doubled(void **
 	varcache_clear(&server);
 }
 
+static void test_varcache_resets_a_value_the_client_never_set(void **state)
+{
+	(void)state;
+	struct varcache client = { 0 }, server = { 0 }, copy = { 0 };
+	char sql[256];
+	varcache_set_tracked("search_path");
+	assert_true(varcache_set(&server, "search_path", "tenant_b"));   /* another client's */
+	assert_true(varcache_set(&client, "TimeZone", "UTC"));
+	assert_int_equal(varcache_apply_sql(&client, &server, sql, sizeof(sql)), 2);
+	assert_string_equal(sql, "SET TimeZone='UTC';RESET search_path;");
+	assert_true(varcache_copy(&server, &client));    /* what the server has after those */
+	assert_int_equal(varcache_apply_sql(&client, &server, sql, sizeof(sql)), 0);
+	assert_true(varcache_copy(&copy, &server));
+	assert_string_equal(copy.values[varcache_index("TimeZone")], "UTC");
+	assert_null(copy.values[varcache_index("search_path")]);
+	varcache_clear(&client);
+	varcache_clear(&server);
+	varcache_clear(&copy);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -144,6 +164,7 @@ int main(void)
 		cmocka_unit_test(test_malformed_error_body_is_rejected),
 		cmocka_unit_test(test_peek_header_needs_five_bytes),
 		cmocka_unit_test(test_varcache_sets_only_differing_values_with_quotes_doubled),
+		cmocka_unit_test(test_varcache_resets_a_value_the_client_never_set),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

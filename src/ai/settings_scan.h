@@ -1,0 +1,44 @@
+/*
+ * settings_scan.h - does a statement text change the session's settings?
+ * The completion cache (DESIGN.md 5.4) answers a lookup only with rows the
+ * same statement would return on the client's own session, so it must know
+ * when a client's session stops being the one its key describes. Pure
+ * function: no allocation, no sockets.
+ */
+#ifndef SLUICE_AI_SETTINGS_SCAN_H
+#define SLUICE_AI_SETTINGS_SCAN_H
+
+#include <stddef.h>
+
+enum settings_effect {
+	SETTINGS_NONE,       /* changes no setting pgsluice cannot see */
+	SETTINGS_REPORTED,   /* exactly one SET of a setting PostgreSQL reports with ParameterStatus */
+	SETTINGS_UNKNOWN,    /* may change settings or session state in ways pgsluice does not track */
+};
+
+/*
+ * What running text[0..len) (a simple Query's string or a Parse's text; need
+ * not be NUL-terminated) may do to the session's settings.
+ *
+ * SETTINGS_REPORTED: the text is one statement
+ * SET [SESSION] name {= | TO} value [, ...] [;] with name one of
+ * client_encoding, DateStyle, TimeZone, IntervalStyle,
+ * standard_conforming_strings, application_name (the parameters PostgreSQL
+ * always reports, sql-set.html; protocol-flow.html 55.2.7) and values bare
+ * words or plain 'quoted' strings; comments allowed.
+ *
+ * SETTINGS_UNKNOWN, erring on the side of UNKNOWN: the word set_config
+ * anywhere; SET, RESET, DISCARD, DO or CALL where a statement may begin
+ * (anything but an identifier, a quoted identifier or ')' on the same line
+ * before it, so UPDATE t SET and ON CONFLICT (k) DO are not); TEMP,
+ * TEMPORARY or PG_TEMP in a text that says CREATE or INTO (a temporary
+ * table shadows a table of the same name). String literals and comments
+ * are not skipped: no quoting trick hides a word, and a word inside a
+ * literal may count when it need not. Words are case-insensitive.
+ *
+ * Functions are not looked into: one that runs SET or set_config() changes
+ * settings unseen (documented in docs/ai-middleware.md).
+ */
+enum settings_effect settings_effect(const char *text, size_t len);
+
+#endif

@@ -1,0 +1,132 @@
+/*
+ * test_settings_scan.c - which statement texts may change session settings
+ * (the completion cache's rule, docs/ai-middleware.md "Completion cache"):
+ * every way a client can change them is caught, however it is written, and
+ * ordinary statements that merely contain the words are not.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "ai/settings_scan.h"
+
+static void expect(const char *sql, enum settings_effect want)
+{
+	enum settings_effect got = settings_effect(sql, strlen(sql));
+	if (got != want)
+		fail_msg("<%s>: expected %d, got %d", sql, (int)want, (int)got);
+}
+
+static void test_statements_that_change_settings_are_unknown(void **state)
+{
+	(void)state;
+	static const char *const changing[] = {
+		"SET search_path = tenant_b",
+		"set search_path to tenant_b;",
+		"SET app.tenant = 'b'",
+		"SET LOCAL app.tenant = 'b'",
+		"SET SESSION app.tenant TO 'b'",
+		"SET ROLE reader",
+		"SET SESSION AUTHORIZATION reader",
+		"SET search_path TO DEFAULT",
+		"SET TIME ZONE 'UTC'",                        /* reported, but not the name = value form */
+		"RESET search_path",
+		"RESET ALL",
+		"RESET ROLE",
+		"DISCARD ALL",
+		"SELECT set_config('app.tenant', 'b', false)",
+		"select pg_catalog.SET_CONFIG('x','y',false)",
+		"SELECT \"set_config\"('x','y',false)",
+		"WITH t AS (SELECT set_config('x','y',false)) SELECT 1",
+		"SELECT 1; SET search_path = b",
+		"SELECT 1;SET search_path = b",
+		"BEGIN; SET LOCAL app.tenant = 'b'; SELECT 1; COMMIT",
+		"/* leading */ SET search_path = b",
+		"/*a*/SET search_path = b",
+		"-- a comment ending in a word\nSET search_path = b",
+		"SELECT 1 -- x)\nSET search_path = b",
+		"SELECT '--' \nRESET ALL",
+		"DO $$BEGIN PERFORM 1; END$$",
+		"DO $$BEGIN SET search_path = b; END$$",
+		"CALL tenant.switch('b')",
+		"$$SET search_path=b$$",
+		"SET TimeZone = 'UTC'; SET search_path = b",  /* a reported one first does not hide the rest */
+		"SET TimeZone = 'UTC' /* unterminated",
+		"CREATE TEMP TABLE ai_cache_t (k int)",
+		"create temporary view v as select 1",
+		"SELECT * INTO TEMP t FROM x",
+		"CREATE TABLE pg_temp.t (k int)",
+		"PREPARE p AS SELECT set_config('x', 'y', false)",
+	};
+	for (size_t i = 0; i < sizeof(changing) / sizeof(changing[0]); i++)
+		expect(changing[i], SETTINGS_UNKNOWN);
+}
+
+static void test_one_set_of_a_reported_parameter_is_reported(void **state)
+{
+	(void)state;
+	expect("SET TimeZone TO 'UTC'", SETTINGS_REPORTED);
+	expect("set timezone = 'Asia/Tokyo';", SETTINGS_REPORTED);
+	expect("SET SESSION DateStyle = 'SQL, DMY'", SETTINGS_REPORTED);
+	expect("SET DateStyle = ISO, MDY", SETTINGS_REPORTED);
+	expect("SET \"IntervalStyle\" TO iso_8601", SETTINGS_REPORTED);
+	expect("SET client_encoding TO 'LATIN1' /*traceparent='00-1-2-01'*/", SETTINGS_REPORTED);
+	expect("SET application_name = 'it''s' -- trailing", SETTINGS_REPORTED);
+	expect("SET standard_conforming_strings = on", SETTINGS_REPORTED);
+	expect("SET TimeZone = -7", SETTINGS_REPORTED);
+	expect("SET TimeZone TO DEFAULT", SETTINGS_REPORTED);
+	/* not exactly that: unknown */
+	expect("SET LOCAL TimeZone = 'UTC'", SETTINGS_UNKNOWN);
+	expect("SET TimeZone = E'UTC'", SETTINGS_UNKNOWN);
+	expect("SET TimeZone = 'a\\'; SET search_path = b; --'", SETTINGS_UNKNOWN);
+	expect("SET TimeZone = $$UTC$$", SETTINGS_UNKNOWN);
+	expect("SET TimeZone.x = 'UTC'", SETTINGS_UNKNOWN);
+}
+
+static void test_ordinary_statements_change_nothing(void **state)
+{
+	(void)state;
+	static const char *const plain[] = {
+		"SELECT answer FROM llm_cache WHERE k = $1 /*ai_cache='lookup'*/",
+		"UPDATE t SET a = 1 WHERE k = 2",
+		"update \"T\" set a = 1",
+		"UPDATE t AS x\nSET a = 1",
+		"INSERT INTO t VALUES (1) ON CONFLICT (k) DO UPDATE SET a = 1",
+		"INSERT INTO t VALUES (1) ON CONFLICT DO NOTHING",
+		"ALTER TABLE t ALTER COLUMN c SET DEFAULT 0",
+		"SELECT reset_at, settings, offset_set FROM t",
+		"SELECT current_setting('search_path')",
+		"SELECT 'how to reset my password' AS q",
+		"SELECT temp FROM weather",
+		"CREATE TABLE t (k int)",
+		"",
+	};
+	for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++)
+		expect(plain[i], SETTINGS_NONE);
+}
+
+static void test_text_need_not_be_nul_terminated(void **state)
+{
+	(void)state;
+	const char text[] = "SELECT 1; SETx";
+	assert_int_equal(settings_effect(text, sizeof(text) - 2), SETTINGS_UNKNOWN);   /* "...; SET" */
+	assert_int_equal(settings_effect("SET TimeZone = 'UTC'", 19), SETTINGS_UNKNOWN); /* unterminated string */
+	assert_int_equal(settings_effect(NULL, 0), SETTINGS_NONE);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_statements_that_change_settings_are_unknown),
+		cmocka_unit_test(test_one_set_of_a_reported_parameter_is_reported),
+		cmocka_unit_test(test_ordinary_statements_change_nothing),
+		cmocka_unit_test(test_text_need_not_be_nul_terminated),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
