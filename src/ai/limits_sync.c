@@ -38,7 +38,9 @@ struct limits_sync {
 	struct ai_db_target target;
 	char instance[160];
 	struct event *refresh_ev, *sync_ev;
-	bool started;              /* seeded and caught up with the table at least once */
+	bool started;              /* caught up with sluice.rate_counters at least once */
+	bool limits_read;          /* sluice.limits read at least once */
+	bool seeded;               /* budgets seeded from sluice.llm_usage */
 	bool refresh_running, sync_running;
 	long long next_seq;        /* this instance's next batch number */
 	struct batch pending;      /* exported, not yet stored */
@@ -89,6 +91,7 @@ static void limits_loaded(void *arg, const PGresult *res)
 		return;
 	struct limit_rules *rules = limits_get_rules(ls->sl->limits);
 	limits_clear_overrides(rules);
+	ls->limits_read = true;
 	for (int i = 0; i < PQntuples(res); i++) {
 		struct limit_values v;
 		limit_values_init(&v);
@@ -101,13 +104,27 @@ static void limits_loaded(void *arg, const PGresult *res)
 	}
 }
 
+static const char LIMITS_SQL[] =
+	"SELECT subject, model, requests_per_minute, tokens_per_minute, tokens_per_day, "
+	"cost_cents_per_month::float8 FROM sluice.limits";
+
+/* Tokens of today and cents of this month per (subject, model), UTC. */
+static const char SEED_SQL[] =
+	"SELECT subject, coalesce(model, ''), "
+	"coalesce(sum(input_tokens + output_tokens) FILTER (WHERE created_at >= "
+	"  date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'), 0), "
+	"coalesce(sum(cost_cents), 0)::float8 "
+	"FROM sluice.llm_usage "
+	"WHERE created_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' "
+	"GROUP BY 1, 2";
+
+static const char POSITIONS_SQL[] = "SELECT instance, max(seq) FROM sluice.rate_counters GROUP BY instance";
+
 static void refresh_limits(struct limits_sync *ls)
 {
 	if (ls->refresh_running)
 		return;
-	ls->refresh_running = sidechan_query(ls->sc,
-		"SELECT subject, model, requests_per_minute, tokens_per_minute, tokens_per_day, "
-		"cost_cents_per_month::float8 FROM sluice.limits", 0, NULL, limits_loaded, ls);
+	ls->refresh_running = sidechan_query(ls->sc, LIMITS_SQL, 0, NULL, limits_loaded, ls);
 }
 
 /* ---- start: seed budgets, find where the batches stand ---- */
@@ -115,8 +132,9 @@ static void refresh_limits(struct limits_sync *ls)
 static void seeded(void *arg, const PGresult *res)
 {
 	struct limits_sync *ls = arg;
-	if (!query_ok(res, "seeding budgets from sluice.llm_usage"))
-		return;
+	if (ls->seeded || !query_ok(res, "seeding budgets from sluice.llm_usage"))
+		return;    /* seeded once only: a second seed would count the month twice */
+	ls->seeded = true;
 	int64_t now = now_ms();
 	for (int i = 0; i < PQntuples(res); i++)
 		limits_seed(ls->sl->limits, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
@@ -163,18 +181,41 @@ static void on_state(void *arg, bool up)
 	if (!up)
 		return;
 	refresh_limits(ls);
-	if (ls->started)
+	if (!ls->seeded)
+		sidechan_query(ls->sc, SEED_SQL, 0, NULL, seeded, ls);
+	if (!ls->started)
+		sidechan_query(ls->sc, POSITIONS_SQL, 0, NULL, positions_read, ls);
+}
+
+/*
+ * Before pgsluice serves anyone: read sluice.limits, seed the budgets and
+ * find where the batches stand, on a blocking connection of its own, so that
+ * the first attributed statement already meets every limit and budget. When
+ * ai_database cannot be reached, the side channel does it once it can, and
+ * attributed statements are refused until then (limits_sync_ready).
+ */
+static void preload(struct limits_sync *ls)
+{
+	PGconn *conn = PQconnectdbParams(ls->target.keys, ls->target.values, 0);
+	if (!conn || PQstatus(conn) != CONNECTION_OK) {
+		char why[256];
+		str_copy(why, conn ? PQerrorMessage(conn) : "out of memory", sizeof(why));
+		why[strcspn(why, "\n")] = '\0';
+		log_warning("limits: could not load limits and budgets from ai_database \"%s\" at start: %s; "
+		            "attributed statements are refused until it can be reached", ls->target.entry, why);
+		PQfinish(conn);
 		return;
-	sidechan_query(ls->sc,
-		"SELECT subject, coalesce(model, ''), "
-		"coalesce(sum(input_tokens + output_tokens) FILTER (WHERE created_at >= "
-		"  date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'), 0), "
-		"coalesce(sum(cost_cents), 0)::float8 "
-		"FROM sluice.llm_usage "
-		"WHERE created_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' "
-		"GROUP BY 1, 2", 0, NULL, seeded, ls);
-	sidechan_query(ls->sc, "SELECT instance, max(seq) FROM sluice.rate_counters GROUP BY instance",
-	               0, NULL, positions_read, ls);
+	}
+	PGresult *res = PQexec(conn, LIMITS_SQL);
+	limits_loaded(ls, res);
+	PQclear(res);
+	res = PQexec(conn, SEED_SQL);
+	seeded(ls, res);
+	PQclear(res);
+	res = PQexec(conn, POSITIONS_SQL);
+	positions_read(ls, res);
+	PQclear(res);
+	PQfinish(conn);
 }
 
 /* ---- sharing counters ---- */
@@ -343,13 +384,20 @@ bool limits_sync_start(struct sluice *sl)
 		limits_sync_stop(sl);
 		return false;
 	}
+	preload(ls);
 	return true;
+}
+
+bool limits_sync_ready(const struct sluice *sl)
+{
+	const struct limits_sync *ls = sl->limits_sync;
+	return !ls || (ls->limits_read && ls->seeded && ls->started);
 }
 
 bool limits_sync_seeded(const struct sluice *sl)
 {
 	const struct limits_sync *ls = sl->limits_sync;
-	return !ls || ls->started;
+	return !ls || ls->seeded;
 }
 
 void limits_sync_reconfigure(struct sluice *sl)
