@@ -41,6 +41,7 @@ struct limits_sync {
 	bool started;              /* caught up with sluice.rate_counters at least once */
 	bool limits_read;          /* sluice.limits read at least once */
 	bool seeded;               /* budgets seeded from sluice.llm_usage */
+	bool seed_running, positions_running;
 	bool refresh_running, sync_running;
 	long long next_seq;        /* this instance's next batch number */
 	struct batch pending;      /* exported, not yet stored */
@@ -132,6 +133,7 @@ static void refresh_limits(struct limits_sync *ls)
 static void seeded(void *arg, const PGresult *res)
 {
 	struct limits_sync *ls = arg;
+	ls->seed_running = false;
 	if (ls->seeded || !query_ok(res, "seeding budgets from sluice.llm_usage"))
 		return;    /* seeded once only: a second seed would count the month twice */
 	ls->seeded = true;
@@ -163,7 +165,8 @@ static void set_peer_seq(struct limits_sync *ls, const char *instance, long long
 static void positions_read(void *arg, const PGresult *res)
 {
 	struct limits_sync *ls = arg;
-	if (!query_ok(res, "reading sluice.rate_counters"))
+	ls->positions_running = false;
+	if (ls->started || !query_ok(res, "reading sluice.rate_counters"))
 		return;
 	for (int i = 0; i < PQntuples(res); i++) {
 		long long seq = atoll(PQgetvalue(res, i, 1));
@@ -175,16 +178,22 @@ static void positions_read(void *arg, const PGresult *res)
 	ls->started = true;
 }
 
+/* The reads done once at start, until each has worked (a schema migrated late, a lost connection). */
+static void start_reads(struct limits_sync *ls)
+{
+	if (!ls->seeded && !ls->seed_running)
+		ls->seed_running = sidechan_query(ls->sc, SEED_SQL, 0, NULL, seeded, ls);
+	if (!ls->started && !ls->positions_running)
+		ls->positions_running = sidechan_query(ls->sc, POSITIONS_SQL, 0, NULL, positions_read, ls);
+}
+
 static void on_state(void *arg, bool up)
 {
 	struct limits_sync *ls = arg;
 	if (!up)
 		return;
 	refresh_limits(ls);
-	if (!ls->seeded)
-		sidechan_query(ls->sc, SEED_SQL, 0, NULL, seeded, ls);
-	if (!ls->started)
-		sidechan_query(ls->sc, POSITIONS_SQL, 0, NULL, positions_read, ls);
+	start_reads(ls);
 }
 
 /*
@@ -352,6 +361,7 @@ static void refresh_tick(evutil_socket_t fd, short what, void *arg)
 	if (!sidechan_is_up(ls->sc))
 		return;
 	refresh_limits(ls);
+	start_reads(ls);
 	limits_expire(ls->sl->limits, now_ms());
 	sidechan_query(ls->sc, "DELETE FROM sluice.rate_counters WHERE day < (now() AT TIME ZONE 'UTC')::date - 2",
 	               0, NULL, pruned, NULL);

@@ -61,6 +61,7 @@ struct usage {
 	struct model_price *prices;
 	size_t n_prices;
 	bool prices_read;              /* sluice.model_prices read at least once */
+	bool prices_running, prices_warned;
 	bool replay_charged;           /* records of an earlier run charged to their budgets */
 	int flushes_since_prices;
 	bool backlog_warned;
@@ -80,11 +81,14 @@ static void charge_replayed(void *arg, uint64_t segment, const struct usage_reco
 static void prices_loaded(void *arg, const PGresult *res)
 {
 	struct usage *u = arg;
+	u->prices_running = false;
 	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
-		if (res)
+		if (res && !u->prices_warned)    /* retried every flush until it works: said once */
 			log_warning("usage: reading sluice.model_prices failed: %s", PQresultErrorMessage(res));
+		u->prices_warned = res != NULL;
 		return;
 	}
+	u->prices_warned = false;
 	for (size_t i = 0; i < u->n_prices; i++)
 		free(u->prices[i].model);
 	free(u->prices);
@@ -625,11 +629,16 @@ static void flush_tick(evutil_socket_t fd, short what, void *arg)
 		            (unsigned long long)(backlog >> 20));
 		u->backlog_warned = true;
 	}
-	if (u->shipping || !sidechan_is_up(u->sc))
+	if (!sidechan_is_up(u->sc))
+		return;
+	if (!u->prices_running && (!u->prices_read || u->flushes_since_prices++ % 50 == 0))
+		u->prices_running = sidechan_query(u->sc, PRICES_SQL, 0, NULL, prices_loaded, u);
+	if (u->shipping)
 		return;
 	/* Budgets are seeded from what sluice.llm_usage holds: the records an
-	 * earlier run left in the journal were charged at start, so they are
-	 * stored only after the seed, or they would count twice. */
+	 * earlier run left in the journal are charged once the prices are read
+	 * (prices_loaded), so they are stored only after the seed, or they would
+	 * count twice. */
 	if (u->sl->limits_sync && !limits_sync_seeded(u->sl))
 		return;
 	seal_if_needed(u);
@@ -637,8 +646,6 @@ static void flush_tick(evutil_socket_t fd, short what, void *arg)
 		u->last_maintenance = now_usec();
 		maintain_partitions(u);
 	}
-	if (u->flushes_since_prices++ % 50 == 0)
-		sidechan_query(u->sc, PRICES_SQL, 0, NULL, prices_loaded, u);
 	ship_next(u);
 }
 
@@ -676,7 +683,8 @@ static void on_state(void *arg, bool up)
 	struct usage *u = arg;
 	if (up) {
 		/* prices first: a call made from now on is charged its cost */
-		sidechan_query(u->sc, PRICES_SQL, 0, NULL, prices_loaded, u);
+		if (!u->prices_running)
+			u->prices_running = sidechan_query(u->sc, PRICES_SQL, 0, NULL, prices_loaded, u);
 		u->flushes_since_prices = 1;
 		u->last_maintenance = now_usec();
 		maintain_partitions(u);
