@@ -16,6 +16,7 @@
 #include "ai/migrate.h"
 #include "ai/sidechan.h"
 #include "ai/sqltext.h"
+#include "ai/tags.h"
 #include "log.h"
 #include "sluice.h"
 #include "util.h"
@@ -233,6 +234,8 @@ static void add_delta(const struct limit_delta *d, void *arg)
 {
 	struct batch *b = arg;
 	char num[64];
+	if (!tags_text_is_clean(d->subject, strlen(d->subject)) || !tags_text_is_clean(d->model, strlen(d->model)))
+		return;    /* a text column would refuse the whole batch; such names cannot be tagged anyway */
 	const char *sep = b->n ? "," : "";
 	sqltext_str(&b->subjects, sep);
 	sqltext_quoted(&b->subjects, d->subject);
@@ -296,7 +299,15 @@ static void batch_stored(void *arg, const PGresult *res)
 	struct limits_sync *ls = arg;
 	if (!query_ok(res, "storing this instance's counts")) {
 		ls->sync_running = false;
-		return;   /* kept in pending: the next tick stores it again, same seq */
+		const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+		if (state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0)) {
+			/* Refused for its data, it would be refused forever and hold up
+			 * every later batch: dropped (the other instances miss these
+			 * counts; budgets are rebuilt from sluice.llm_usage at start). */
+			log_warning("limits: a batch of %d counts was dropped, sharing goes on with the next", ls->pending.n);
+			batch_free(&ls->pending);
+		}
+		return;   /* else kept in pending: the next tick stores it again, same seq */
 	}
 	batch_free(&ls->pending);
 	read_others(ls);
