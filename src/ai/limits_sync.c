@@ -216,7 +216,10 @@ static void preload(struct limits_sync *ls)
 		PQfinish(conn);
 		return;
 	}
-	PGresult *res = PQexec(conn, LIMITS_SQL);
+	/* a lock held on a sluice table must not hold up the start for long */
+	PGresult *res = PQexec(conn, "SET statement_timeout = '5s'");
+	PQclear(res);
+	res = PQexec(conn, LIMITS_SQL);
 	limits_loaded(ls, res);
 	PQclear(res);
 	res = PQexec(conn, SEED_SQL);

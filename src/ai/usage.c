@@ -714,7 +714,9 @@ static void preload(struct usage *u, const struct ai_db_target *t)
 		return;
 	PGconn *conn = PQconnectdbParams(t->keys, t->values, 0);
 	if (conn && PQstatus(conn) == CONNECTION_OK) {
-		PGresult *res = PQexec(conn, PRICES_SQL);
+		PGresult *res = PQexec(conn, "SET statement_timeout = '5s'");
+		PQclear(res);
+		res = PQexec(conn, PRICES_SQL);
 		prices_loaded(u, res);
 		PQclear(res);
 	} else {

@@ -9,9 +9,11 @@ undo (issue 17; docs/ai-middleware.md, docs/limits.md, docs/schema.md).
 - No attributed statement is served before limits, budgets and prices are loaded.
 """
 
+import contextlib
 import signal
 import socket
 import struct
+import threading
 import time
 import zlib
 from decimal import Decimal
@@ -250,16 +252,44 @@ def test_cost_budget_holds_from_start(sluice, pg, fresh_db, run):
     assert usage_count(pg, fresh_db) == (1, 1)
 
 
+@contextlib.contextmanager
+def slow_to_read(pg, db, table, seconds=1.5):
+    """table locked (ACCESS EXCLUSIVE) for the first seconds of what follows: pgsluice's
+    reads of it at start wait that long."""
+    locker = psycopg.connect(pg.dsn(dbname=db))
+    locker.execute(f"LOCK TABLE {table}")
+    release = threading.Timer(seconds, locker.rollback)
+    release.start()
+    try:
+        yield
+    finally:
+        release.join()
+        locker.close()
+
+
+def test_prices_slow_to_read_at_start_do_not_let_a_call_through_at_cost_0(sluice, pg, fresh_db):
+    """sluice.model_prices answers only 1.5 s after pgsluice starts. A call made in that
+    time used to be charged 0 cents, so a subject over its cost budget went on; pgsluice
+    now reads the prices before it serves anyone."""
+    pooler = usage_pooler(sluice, pg, fresh_db, usage_flush_interval="5")
+    pooler.limits = {"cora": "cost_cents_per_month=1"}
+    with slow_to_read(pg, fresh_db, "sluice.model_prices"):
+        pooler.start()
+        with connect(pooler) as conn:
+            conn.execute(f"SELECT 1 {tags(1, subject='cora', model='gpt-4o', tokens_in=8000, tokens_out=0)}")
+            assert cost_refusal(conn, 2, "cora") == "2 cents spent this month (UTC); the limit is 1."
+
+
 def test_a_budget_stored_before_start_refuses_the_first_statement(sluice, pg, fresh_db):
-    """Usage already in sluice.llm_usage is seeded before anyone is served: the very first
-    statement of a subject over its daily token budget is refused."""
+    """Usage already in sluice.llm_usage is seeded before anyone is served, even when the
+    table answers only 1.5 s after the start: the very first statement of a subject over
+    its daily token budget is refused (it used to be admitted until the seed came)."""
     pooler = usage_pooler(sluice, pg, fresh_db)
     pg.query("INSERT INTO sluice.llm_usage (id, created_at, subject, db_user, database, model,"
              " input_tokens, output_tokens, instance) VALUES (gen_random_uuid(), now(), 'dora',"
              " 'app', 'usage', 'gpt-4o', 1100, 0, 'earlier')", dbname=fresh_db)
     pooler.limits = {"dora": "tokens_per_day=1000"}
-    pooler.start()
-    with connect(pooler) as conn:
+    with slow_to_read(pg, fresh_db, "sluice.llm_usage"), connect(pooler.start()) as conn:
         with pytest.raises(psycopg.Error) as refused:
             conn.execute(f"SELECT 1 {tags(1, subject='dora', tokens_in=1, tokens_out=0)}")
     assert refused.value.sqlstate == LIMITED
