@@ -453,6 +453,21 @@ static void test_empty_values_are_invalid(void **state)
 	parse_invalid("SELECT 1 /*ai_cache=''*/", "invalid value for tag \"ai_cache\": \"\"");
 }
 
+/* What sluice.user and the writer check names with: UTF-8 as pg_verify_mbstr accepts it. */
+static void test_text_is_clean_accepts_utf8_only(void **state)
+{
+	(void) state;
+	assert_true(tags_text_is_clean("alice", 5));
+	assert_true(tags_text_is_clean("J\xc3\xbcrgen \xe2\x82\xac \xf0\x9f\x98\x80", 16));
+	assert_true(tags_text_is_clean("", 0));
+	assert_false(tags_text_is_clean("\xff\xfe", 2));
+	assert_false(tags_text_is_clean("a\0b", 3));
+	assert_false(tags_text_is_clean("\xc3", 1));             /* cut short */
+	assert_false(tags_text_is_clean("\xc0\xaf", 2));         /* overlong */
+	assert_false(tags_text_is_clean("\xed\xa0\x80", 3));     /* surrogate */
+	assert_false(tags_text_is_clean("\xf4\x90\x80\x80", 4)); /* above U+10FFFF */
+}
+
 static void test_count_above_its_bound_is_out_of_range(void **state)
 {
 	/* 10^9 tokens per call, one day of latency: a record beyond them would not fit llm_usage */
@@ -745,6 +760,7 @@ int main(void)
 		cmocka_unit_test(test_comment_offsets_cut_out_the_tag_comment),
 		cmocka_unit_test(test_out_is_reset_between_calls),
 		cmocka_unit_test(test_random_bytes_never_crash),
+		cmocka_unit_test(test_text_is_clean_accepts_utf8_only),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
