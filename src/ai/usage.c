@@ -53,8 +53,7 @@ struct usage {
 	uint64_t split_segment;
 	size_t split_done, split_end;
 	size_t ship_lo, ship_hi, ship_total;
-	bool quarantining;             /* the query in flight moves record ship_lo to sluice.usage_rejects */
-	struct usage_record rejected;  /* that record */
+	struct usage_record rejected;  /* record ship_lo: moved to sluice.usage_rejects when refused alone */
 	char reject_error[512];        /* and why PostgreSQL refused it */
 	char reject_sqlstate[6];
 	uint64_t appended_since_seal;
@@ -74,7 +73,6 @@ struct usage {
 
 static const char PRICES_SQL[] =
 	"SELECT model, input_usd_per_mtok::float8, output_usd_per_mtok::float8 FROM sluice.model_prices";
-
 
 static void charge_replayed(void *arg, uint64_t segment, const struct usage_record *r);
 
@@ -445,7 +443,6 @@ static void quarantine(struct usage *u)
 			"VALUES ($1::uuid, 'epoch'::timestamptz + $2::bigint * interval '1 microsecond', $3, $4, "
 			"$5::jsonb #>> '{}', $6::jsonb) ON CONFLICT (id, created_at) DO NOTHING",
 			6, p6, quarantined, u);
-		u->quarantining = u->shipping;
 	}
 	sqltext_free(&rec);
 	sqltext_free(&err);
@@ -590,7 +587,6 @@ static void quarantined(void *arg, const PGresult *res)
 {
 	struct usage *u = arg;
 	u->shipping = false;
-	u->quarantining = false;
 	if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
 		if (res)
 			log_warning("usage: moving a refused record to sluice.usage_rejects failed, "
