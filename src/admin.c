@@ -1227,6 +1227,7 @@ static void show_usage(struct client *c, struct msgbuf *m)
 	static const struct column cols[] = {
 		{ "subject", TYPE_TEXT }, { "model", TYPE_TEXT }, { "requests", TYPE_INT8 }, { "refusals", TYPE_INT8 },
 		{ "input_tokens", TYPE_INT8 }, { "output_tokens", TYPE_INT8 }, { "cost_cents", TYPE_NUMERIC },
+		{ "rejected", TYPE_INT8 },
 	};
 	struct usage_rows ur = { 0 };
 	metrics_foreach_usage(c->sl, collect_usage, &ur);
@@ -1246,6 +1247,7 @@ static void show_usage(struct client *c, struct msgbuf *m)
 			put_uint(&r, ur.rows[i].input_tokens);
 			put_uint(&r, ur.rows[i].output_tokens);
 			put_number(&r, ur.rows[i].cost_cents);
+			put_uint(&r, ur.rows[i].rejected);
 			row_end(&r);
 		}
 		command_complete(m, "SHOW");

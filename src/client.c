@@ -567,7 +567,9 @@ static bool read_startup_params(struct client *c, struct msgreader *r, uint32_t 
 			if (!ai_session_apply_options(&c->ai, &c->vars, value, cfg->ignore_startup_parameters,
 			                              err, sizeof(err)) &&
 			    !str_list_contains(cfg->ignore_startup_parameters, name)) {
-				client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL,
+				/* a bad sluice.* value is 22023, as SET's; an option pgsluice cannot honour, 08P01 */
+				client_fatal(c, strncmp(err, "invalid value", 13) == 0 ? SQLSTATE_INVALID_PARAMETER_VALUE
+				                                                        : SQLSTATE_PROTOCOL_VIOLATION, NULL,
 				             "pgsluice honours -c sluice.user, -c sluice.model and tracked parameters in options; "
 				             "add the parameter (or options, for all of them) to ignore_startup_parameters "
 				             "to ignore it.",

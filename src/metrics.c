@@ -37,6 +37,7 @@ struct ai_entry {
 	uint64_t input_tokens;
 	uint64_t output_tokens;
 	double cost_cents;
+	uint64_t rejected;                  /* usage records moved to sluice.usage_rejects */
 };
 
 struct metrics {
@@ -248,6 +249,14 @@ void metrics_note_ai_usage(struct sluice *sl, const char *subject, const char *m
 		e->cost_cents += cost_cents;
 }
 
+void metrics_note_ai_rejected(struct sluice *sl, const char *subject, const char *model)
+{
+	sl->stats.usage_rejected++;
+	struct metrics *m = sl->metrics;
+	if (m)
+		find_entry(m, subject, model)->rejected++;
+}
+
 static void entry_row(const struct ai_entry *e, struct ai_usage_row *row)
 {
 	row->subject = e->subject;
@@ -257,6 +266,7 @@ static void entry_row(const struct ai_entry *e, struct ai_usage_row *row)
 	row->input_tokens = e->input_tokens;
 	row->output_tokens = e->output_tokens;
 	row->cost_cents = e->cost_cents;
+	row->rejected = e->rejected;
 }
 
 void metrics_foreach_usage(struct sluice *sl, metrics_usage_fn fn, void *arg)
@@ -270,7 +280,8 @@ void metrics_foreach_usage(struct sluice *sl, metrics_usage_fn fn, void *arg)
 			entry_row(e, &row);
 			fn(&row, arg);
 		}
-	if (m->other.requests || m->other.refusals || m->other.input_tokens || m->other.output_tokens) {
+	if (m->other.requests || m->other.refusals || m->other.input_tokens || m->other.output_tokens ||
+	    m->other.rejected) {
 		entry_row(&m->other, &row);
 		fn(&row, arg);
 	}
@@ -637,6 +648,9 @@ static void render_ai(struct sluice *sl, struct evbuffer *out)
 	family(out, "pgsluice_ai_usage_journal_records", "gauge",
 	       "Usage records in the journal not yet stored in PostgreSQL (0 until the usage recorder reports it).");
 	sample_u(out, "pgsluice_ai_usage_journal_records", NULL, 0);
+	family(out, "pgsluice_ai_usage_rejected_total", "counter",
+	       "Usage records PostgreSQL refused to store, moved to sluice.usage_rejects.");
+	sample_u(out, "pgsluice_ai_usage_rejected_total", NULL, sl->stats.usage_rejected);
 
 	struct cache_stats cs = sl->cache ? cache_stats(sl->cache) : (struct cache_stats){ 0 };
 	family(out, "pgsluice_ai_cache_entries", "gauge", "Entries in the completion cache.");

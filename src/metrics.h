@@ -78,9 +78,17 @@ struct ai_usage_row {
 	uint64_t input_tokens;
 	uint64_t output_tokens;
 	double cost_cents;
+	uint64_t rejected;          /* usage records moved to sluice.usage_rejects */
 };
 
 typedef void (*metrics_usage_fn)(const struct ai_usage_row *row, void *arg);
+
+/*
+ * A usage record of (subject, model) that PostgreSQL refused to store was
+ * moved to sluice.usage_rejects: counted in SHOW USAGE (rejected) and in
+ * /metrics (pgsluice_ai_usage_rejected_total). Names are borrowed.
+ */
+void metrics_note_ai_rejected(struct sluice *sl, const char *subject, const char *model);
 
 /* Call fn for every (subject, model), in no particular order. */
 void metrics_foreach_usage(struct sluice *sl, metrics_usage_fn fn, void *arg);

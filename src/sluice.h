@@ -49,6 +49,7 @@ struct sluice_stats {
 	uint64_t refusals;         /* statements refused by limits */
 	uint64_t usage_records;    /* usage records journaled */
 	uint64_t usage_lost;       /* usage records that could not be journaled */
+	uint64_t usage_rejected;   /* usage records PostgreSQL refused, moved to sluice.usage_rejects */
 };
 
 /*

@@ -16,6 +16,7 @@
 #include "ai/migrate.h"
 #include "ai/sidechan.h"
 #include "ai/sqltext.h"
+#include "ai/tags.h"
 #include "log.h"
 #include "sluice.h"
 #include "util.h"
@@ -38,7 +39,10 @@ struct limits_sync {
 	struct ai_db_target target;
 	char instance[160];
 	struct event *refresh_ev, *sync_ev;
-	bool started;              /* seeded and caught up with the table at least once */
+	bool started;              /* caught up with sluice.rate_counters at least once */
+	bool limits_read;          /* sluice.limits read at least once */
+	bool seeded;               /* budgets seeded from sluice.llm_usage */
+	bool seed_running, positions_running;
 	bool refresh_running, sync_running;
 	long long next_seq;        /* this instance's next batch number */
 	struct batch pending;      /* exported, not yet stored */
@@ -89,6 +93,7 @@ static void limits_loaded(void *arg, const PGresult *res)
 		return;
 	struct limit_rules *rules = limits_get_rules(ls->sl->limits);
 	limits_clear_overrides(rules);
+	ls->limits_read = true;
 	for (int i = 0; i < PQntuples(res); i++) {
 		struct limit_values v;
 		limit_values_init(&v);
@@ -101,13 +106,27 @@ static void limits_loaded(void *arg, const PGresult *res)
 	}
 }
 
+static const char LIMITS_SQL[] =
+	"SELECT subject, model, requests_per_minute, tokens_per_minute, tokens_per_day, "
+	"cost_cents_per_month::float8 FROM sluice.limits";
+
+/* Tokens of today and cents of this month per (subject, model), UTC. */
+static const char SEED_SQL[] =
+	"SELECT subject, coalesce(model, ''), "
+	"coalesce(sum(input_tokens + output_tokens) FILTER (WHERE created_at >= "
+	"  date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'), 0), "
+	"coalesce(sum(cost_cents), 0)::float8 "
+	"FROM sluice.llm_usage "
+	"WHERE created_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' "
+	"GROUP BY 1, 2";
+
+static const char POSITIONS_SQL[] = "SELECT instance, max(seq) FROM sluice.rate_counters GROUP BY instance";
+
 static void refresh_limits(struct limits_sync *ls)
 {
 	if (ls->refresh_running)
 		return;
-	ls->refresh_running = sidechan_query(ls->sc,
-		"SELECT subject, model, requests_per_minute, tokens_per_minute, tokens_per_day, "
-		"cost_cents_per_month::float8 FROM sluice.limits", 0, NULL, limits_loaded, ls);
+	ls->refresh_running = sidechan_query(ls->sc, LIMITS_SQL, 0, NULL, limits_loaded, ls);
 }
 
 /* ---- start: seed budgets, find where the batches stand ---- */
@@ -115,8 +134,10 @@ static void refresh_limits(struct limits_sync *ls)
 static void seeded(void *arg, const PGresult *res)
 {
 	struct limits_sync *ls = arg;
-	if (!query_ok(res, "seeding budgets from sluice.llm_usage"))
-		return;
+	ls->seed_running = false;
+	if (ls->seeded || !query_ok(res, "seeding budgets from sluice.llm_usage"))
+		return;    /* seeded once only: a second seed would count the month twice */
+	ls->seeded = true;
 	int64_t now = now_ms();
 	for (int i = 0; i < PQntuples(res); i++)
 		limits_seed(ls->sl->limits, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
@@ -145,7 +166,8 @@ static void set_peer_seq(struct limits_sync *ls, const char *instance, long long
 static void positions_read(void *arg, const PGresult *res)
 {
 	struct limits_sync *ls = arg;
-	if (!query_ok(res, "reading sluice.rate_counters"))
+	ls->positions_running = false;
+	if (ls->started || !query_ok(res, "reading sluice.rate_counters"))
 		return;
 	for (int i = 0; i < PQntuples(res); i++) {
 		long long seq = atoll(PQgetvalue(res, i, 1));
@@ -157,24 +179,56 @@ static void positions_read(void *arg, const PGresult *res)
 	ls->started = true;
 }
 
+/* The reads done once at start, until each has worked (a schema migrated late, a lost connection). */
+static void start_reads(struct limits_sync *ls)
+{
+	if (!ls->seeded && !ls->seed_running)
+		ls->seed_running = sidechan_query(ls->sc, SEED_SQL, 0, NULL, seeded, ls);
+	if (!ls->started && !ls->positions_running)
+		ls->positions_running = sidechan_query(ls->sc, POSITIONS_SQL, 0, NULL, positions_read, ls);
+}
+
 static void on_state(void *arg, bool up)
 {
 	struct limits_sync *ls = arg;
 	if (!up)
 		return;
 	refresh_limits(ls);
-	if (ls->started)
+	start_reads(ls);
+}
+
+/*
+ * Before pgsluice serves anyone: read sluice.limits, seed the budgets and
+ * find where the batches stand, on a blocking connection of its own, so that
+ * the first attributed statement already meets every limit and budget. When
+ * ai_database cannot be reached, the side channel does it once it can, and
+ * attributed statements are refused until then (limits_sync_ready).
+ */
+static void preload(struct limits_sync *ls)
+{
+	PGconn *conn = PQconnectdbParams(ls->target.keys, ls->target.values, 0);
+	if (!conn || PQstatus(conn) != CONNECTION_OK) {
+		char why[256];
+		str_copy(why, conn ? PQerrorMessage(conn) : "out of memory", sizeof(why));
+		why[strcspn(why, "\n")] = '\0';
+		log_warning("limits: could not load limits and budgets from ai_database \"%s\" at start: %s; "
+		            "attributed statements are refused until it can be reached", ls->target.entry, why);
+		PQfinish(conn);
 		return;
-	sidechan_query(ls->sc,
-		"SELECT subject, coalesce(model, ''), "
-		"coalesce(sum(input_tokens + output_tokens) FILTER (WHERE created_at >= "
-		"  date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'), 0), "
-		"coalesce(sum(cost_cents), 0)::float8 "
-		"FROM sluice.llm_usage "
-		"WHERE created_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' "
-		"GROUP BY 1, 2", 0, NULL, seeded, ls);
-	sidechan_query(ls->sc, "SELECT instance, max(seq) FROM sluice.rate_counters GROUP BY instance",
-	               0, NULL, positions_read, ls);
+	}
+	/* a lock held on a sluice table must not hold up the start for long */
+	PGresult *res = PQexec(conn, "SET statement_timeout = '5s'");
+	PQclear(res);
+	res = PQexec(conn, LIMITS_SQL);
+	limits_loaded(ls, res);
+	PQclear(res);
+	res = PQexec(conn, SEED_SQL);
+	seeded(ls, res);
+	PQclear(res);
+	res = PQexec(conn, POSITIONS_SQL);
+	positions_read(ls, res);
+	PQclear(res);
+	PQfinish(conn);
 }
 
 /* ---- sharing counters ---- */
@@ -183,6 +237,8 @@ static void add_delta(const struct limit_delta *d, void *arg)
 {
 	struct batch *b = arg;
 	char num[64];
+	if (!tags_text_is_clean(d->subject, strlen(d->subject)) || !tags_text_is_clean(d->model, strlen(d->model)))
+		return;    /* a text column would refuse the whole batch; such names cannot be tagged anyway */
 	const char *sep = b->n ? "," : "";
 	sqltext_str(&b->subjects, sep);
 	sqltext_quoted(&b->subjects, d->subject);
@@ -246,7 +302,15 @@ static void batch_stored(void *arg, const PGresult *res)
 	struct limits_sync *ls = arg;
 	if (!query_ok(res, "storing this instance's counts")) {
 		ls->sync_running = false;
-		return;   /* kept in pending: the next tick stores it again, same seq */
+		const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+		if (state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0)) {
+			/* Refused for its data, it would be refused forever and hold up
+			 * every later batch: dropped (the other instances miss these
+			 * counts; budgets are rebuilt from sluice.llm_usage at start). */
+			log_warning("limits: a batch of %d counts was dropped, sharing goes on with the next", ls->pending.n);
+			batch_free(&ls->pending);
+		}
+		return;   /* else kept in pending: the next tick stores it again, same seq */
 	}
 	batch_free(&ls->pending);
 	read_others(ls);
@@ -311,6 +375,7 @@ static void refresh_tick(evutil_socket_t fd, short what, void *arg)
 	if (!sidechan_is_up(ls->sc))
 		return;
 	refresh_limits(ls);
+	start_reads(ls);
 	limits_expire(ls->sl->limits, now_ms());
 	sidechan_query(ls->sc, "DELETE FROM sluice.rate_counters WHERE day < (now() AT TIME ZONE 'UTC')::date - 2",
 	               0, NULL, pruned, NULL);
@@ -343,13 +408,20 @@ bool limits_sync_start(struct sluice *sl)
 		limits_sync_stop(sl);
 		return false;
 	}
+	preload(ls);
 	return true;
+}
+
+bool limits_sync_ready(const struct sluice *sl)
+{
+	const struct limits_sync *ls = sl->limits_sync;
+	return !ls || (ls->limits_read && ls->seeded && ls->started);
 }
 
 bool limits_sync_seeded(const struct sluice *sl)
 {
 	const struct limits_sync *ls = sl->limits_sync;
-	return !ls || ls->started;
+	return !ls || ls->seeded;
 }
 
 void limits_sync_reconfigure(struct sluice *sl)

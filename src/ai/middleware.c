@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "ai/limits.h"
+#include "ai/limits_sync.h"
 #include "ai/usage.h"
 #include "client.h"
 #include "metrics.h"
@@ -82,6 +83,20 @@ bool middleware_admit(struct client *c, const struct ai_tags *tags, struct mw_re
 		subject = c->ai.user;
 	}
 	const char *model = model_of(c, tags);
+	if (!limits_sync_ready(sl) || !usage_ready(sl)) {
+		/* Fail closed: without its limits, budget seed and prices, pgsluice
+		 * cannot tell whether the subject may spend more. */
+		refusal->sqlstate = SQLSTATE_RATE_LIMIT_EXCEEDED;
+		snprintf(refusal->message, sizeof(refusal->message),
+		         "limits and budgets for \"%s\" are not loaded yet", subject);
+		snprintf(refusal->detail, sizeof(refusal->detail),
+		         "pgsluice has not yet read sluice.limits, sluice.model_prices and sluice.llm_usage "
+		         "from ai_database \"%s\".", sl->cfg->ai_database);
+		str_copy(refusal->hint, "Retry once ai_database can be reached; statements without ai_ tags "
+		         "or sluice.user are not affected.", sizeof(refusal->hint));
+		sl->stats.refusals++;
+		return false;
+	}
 	if (tagged && usage_wanted(tags) && !usage_can_record(sl)) {
 		refusal->sqlstate = SQLSTATE_DISK_FULL;
 		str_copy(refusal->message, "could not record LLM usage: the usage journal cannot be written",

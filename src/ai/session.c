@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "ai/tags.h"
 #include "util.h"
 #include "varcache.h"
 
@@ -24,6 +25,11 @@ static bool set_field(char *field, const char *value, size_t n, const char *name
 {
 	if (n >= AI_NAME_MAX) {
 		snprintf(errbuf, errlen, "value for \"%s\" is too long (at most %d bytes)", name, AI_NAME_MAX - 1);
+		return false;
+	}
+	if (!tags_text_is_clean(value, n)) {
+		/* it would be stored in sluice.llm_usage, a UTF8 text column */
+		snprintf(errbuf, errlen, "invalid value for parameter \"%s\": not valid UTF-8", name);
 		return false;
 	}
 	memcpy(field, value, n);
@@ -314,6 +320,10 @@ enum ai_set_result ai_session_match_set(struct ai_session *s, const char *text, 
 			return AI_SET_NONE;    /* PostgreSQL reports the unterminated comment (42601) */
 		snprintf(errbuf, errlen, "invalid value for parameter \"%s\" (at most %d bytes, one value)",
 		         name_z, AI_NAME_MAX - 1);
+		return AI_SET_INVALID;
+	}
+	if (!tags_text_is_clean(value, vlen)) {
+		snprintf(errbuf, errlen, "invalid value for parameter \"%s\": not valid UTF-8", name_z);
 		return AI_SET_INVALID;
 	}
 	memcpy(field, value, vlen + 1);

@@ -20,7 +20,7 @@
 /* "00-" 32 hex "-" 16 hex "-" 2 hex */
 #define TRACEPARENT_LEN 55
 
-enum tag_kind { TAG_TEXT, TAG_COUNT, TAG_TTL, TAG_CACHE, TAG_TRACEPARENT };
+enum tag_kind { TAG_TEXT, TAG_TOKENS, TAG_LATENCY, TAG_TTL, TAG_CACHE, TAG_TRACEPARENT };
 
 /* The keys pgsluice reads and where each goes in struct ai_tags. */
 struct tag_def {
@@ -38,9 +38,9 @@ struct tag_def {
 static const struct tag_def tag_defs[] = {
 	{ KEY("ai_user"), TAG_TEXT, TEXT_FIELD(user) },
 	{ KEY("ai_model"), TAG_TEXT, TEXT_FIELD(model) },
-	{ KEY("ai_tokens_in"), TAG_COUNT, INT_FIELD(tokens_in) },
-	{ KEY("ai_tokens_out"), TAG_COUNT, INT_FIELD(tokens_out) },
-	{ KEY("ai_latency_ms"), TAG_COUNT, INT_FIELD(latency_ms) },
+	{ KEY("ai_tokens_in"), TAG_TOKENS, INT_FIELD(tokens_in) },
+	{ KEY("ai_tokens_out"), TAG_TOKENS, INT_FIELD(tokens_out) },
+	{ KEY("ai_latency_ms"), TAG_LATENCY, INT_FIELD(latency_ms) },
 	{ KEY("ai_conversation"), TAG_TEXT, TEXT_FIELD(conversation) },
 	{ KEY("ai_cache"), TAG_CACHE, 0, 0 },
 	{ KEY("ai_ttl"), TAG_TTL, INT_FIELD(ttl_s) },
@@ -214,8 +214,7 @@ static size_t utf8_char_len(const unsigned char *s, size_t n)
 	return 0;
 }
 
-/* Valid UTF-8 without NUL: what a PostgreSQL text column accepts. */
-static bool is_clean_text(const char *s, size_t n)
+bool tags_text_is_clean(const char *s, size_t n)
 {
 	size_t i = 0;
 
@@ -427,15 +426,18 @@ static void read_item(struct tag_parser *tp, const char *key, size_t key_len, co
 	}
 	switch (def->kind) {
 	case TAG_TEXT:
-		if (len == 0 || !is_clean_text(value, len)) {
+		if (len == 0 || !tags_text_is_clean(value, len)) {
 			fail_invalid(tp, def, raw, raw_len);
 			return;
 		}
 		memcpy((char *) tp->out + def->offset, value, len);
 		((char *) tp->out + def->offset)[len] = '\0';
 		break;
-	case TAG_COUNT:
-		read_integer(tp, def, value, len, raw, raw_len, 0, TAGS_COUNT_MAX);
+	case TAG_TOKENS:
+		read_integer(tp, def, value, len, raw, raw_len, 0, TAGS_TOKENS_MAX);
+		break;
+	case TAG_LATENCY:
+		read_integer(tp, def, value, len, raw, raw_len, 0, TAGS_LATENCY_MAX_MS);
 		break;
 	case TAG_TTL:
 		read_integer(tp, def, value, len, raw, raw_len, TAGS_TTL_MIN_S, TAGS_TTL_MAX_S);

@@ -17,8 +17,14 @@
 #define TAGS_TTL_MIN_S 1
 #define TAGS_TTL_MAX_S 31536000
 
-/* Largest ai_tokens_in / ai_tokens_out / ai_latency_ms: 18 decimal digits. */
-#define TAGS_COUNT_MAX INT64_C(999999999999999999)
+/*
+ * Largest ai_tokens_in / ai_tokens_out (10^9 tokens per call) and
+ * ai_latency_ms (one day). Bounded so that every accepted record fits
+ * sluice.llm_usage: at the highest price sluice.model_prices can hold,
+ * cost_cents stays below 10^12 (docs/schema.md).
+ */
+#define TAGS_TOKENS_MAX INT64_C(1000000000)
+#define TAGS_LATENCY_MAX_MS INT64_C(86400000)
 
 enum ai_cache_mode { AI_CACHE_NONE, AI_CACHE_LOOKUP, AI_CACHE_REFRESH };
 
@@ -72,8 +78,8 @@ enum tags_result { TAGS_NONE, TAGS_OK, TAGS_INVALID };
  * is no tag comment: TAGS_NONE, even if it mentions ai_ keys.
  *
  * Keys read: ai_user, ai_model, ai_conversation (text, 1..127 bytes),
- * ai_tokens_in, ai_tokens_out, ai_latency_ms (0..TAGS_COUNT_MAX, plain
- * decimal digits, no sign or spaces), ai_cache ("lookup" or "refresh", any
+ * ai_tokens_in, ai_tokens_out (0..TAGS_TOKENS_MAX), ai_latency_ms
+ * (0..TAGS_LATENCY_MAX_MS) (plain decimal digits, no sign or spaces), ai_cache ("lookup" or "refresh", any
  * case), ai_ttl (TAGS_TTL_MIN_S..TAGS_TTL_MAX_S) and traceparent. Every
  * other key is ignored, including ai_ keys pgsluice does not know (so that
  * an application written for a newer pgsluice still runs; they do not make
@@ -96,5 +102,13 @@ enum tags_result { TAGS_NONE, TAGS_OK, TAGS_INVALID };
  */
 enum tags_result tags_parse(const char *text, size_t len, struct ai_tags *out,
                             char *errbuf, size_t errlen);
+
+/*
+ * True when s[0..n) is valid UTF-8 without NUL: what a text column of a
+ * UTF8 database accepts (PostgreSQL's pg_verify_mbstr). Used for every
+ * name that ends up in sluice.llm_usage or sluice.rate_counters, so that one
+ * bad name cannot make their INSERTs fail.
+ */
+bool tags_text_is_clean(const char *s, size_t n);
 
 #endif

@@ -45,9 +45,23 @@ struct usage {
 	char instance[160];
 	bool shipping;
 	uint64_t shipping_segment;
+	/*
+	 * A segment stored in parts after PostgreSQL refused one of its records
+	 * (split_*: records [0, split_done) of split_segment are stored, the next
+	 * INSERT tries [split_done, split_end)); the range in flight.
+	 */
+	uint64_t split_segment;
+	size_t split_done, split_end;
+	size_t ship_lo, ship_hi, ship_total;
+	struct usage_record rejected;  /* record ship_lo: moved to sluice.usage_rejects when refused alone */
+	char reject_error[512];        /* and why PostgreSQL refused it */
+	char reject_sqlstate[6];
 	uint64_t appended_since_seal;
 	struct model_price *prices;
 	size_t n_prices;
+	bool prices_read;              /* sluice.model_prices read at least once */
+	bool prices_running, prices_warned;
+	bool replay_charged;           /* records of an earlier run charged to their budgets */
 	int flushes_since_prices;
 	bool backlog_warned;
 	usec_t append_failed_at;       /* monotonic; 0: the last append worked */
@@ -57,11 +71,22 @@ struct usage {
 
 /* ---- prices ---- */
 
+static const char PRICES_SQL[] =
+	"SELECT model, input_usd_per_mtok::float8, output_usd_per_mtok::float8 FROM sluice.model_prices";
+
+static void charge_replayed(void *arg, uint64_t segment, const struct usage_record *r);
+
 static void prices_loaded(void *arg, const PGresult *res)
 {
 	struct usage *u = arg;
-	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK)
+	u->prices_running = false;
+	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+		if (res && !u->prices_warned)    /* retried every flush until it works: said once */
+			log_warning("usage: reading sluice.model_prices failed: %s", PQresultErrorMessage(res));
+		u->prices_warned = res != NULL;
 		return;
+	}
+	u->prices_warned = false;
 	for (size_t i = 0; i < u->n_prices; i++)
 		free(u->prices[i].model);
 	free(u->prices);
@@ -73,6 +98,16 @@ static void prices_loaded(void *arg, const PGresult *res)
 		u->prices[u->n_prices].output_usd_per_mtok = atof(PQgetvalue(res, i, 2));
 		if (u->prices[u->n_prices].model)
 			u->n_prices++;
+	}
+	u->prices_read = true;
+	if (!u->replay_charged) {
+		/* Once, now that they can be priced: records an earlier run journaled
+		 * but did not store. The budgets' seed from sluice.llm_usage does not
+		 * hold them, as none is stored before it (flush_tick). */
+		u->replay_charged = true;
+		size_t n = journal_foreach_unreleased(u->journal, charge_replayed, u);
+		if (n > 0)
+			log_info("usage: the journal holds %zu records of an earlier run; charged, storing them", n);
 	}
 }
 
@@ -206,6 +241,9 @@ void usage_discard(struct usage_pending *p)
 struct shipment {
 	uint64_t segment;              /* the oldest unreleased segment: shipped alone */
 	bool have_segment;
+	size_t lo, hi;                 /* only its records [lo, hi) (in append order) */
+	size_t seen;                   /* records of the segment read so far */
+	struct usage_record first;     /* record lo */
 	int n;
 	struct sqltext ids, created, subjects, users, dbs, models, tin, tout, lat, stmt, cached, conv, trace, inst;
 };
@@ -263,20 +301,31 @@ static void add_text(struct sqltext *t, const char *s, bool null_if_empty)
 		sqltext_quoted(t, s);
 }
 
+static void format_uuid(const uint8_t id[16], char out[37])
+{
+	static const char hex[] = "0123456789abcdef";
+	char *o = out;
+	for (int i = 0; i < 16; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			*o++ = '-';
+		*o++ = hex[id[i] >> 4];
+		*o++ = hex[id[i] & 15];
+	}
+	*o = '\0';
+}
+
 static void collect(void *arg, uint64_t segment, const struct usage_record *r)
 {
 	struct shipment *sh = arg;
 	if (segment != sh->segment)
 		return;
-	static const char hex[] = "0123456789abcdef";
-	char id[40], *o = id;
-	for (int i = 0; i < 16; i++) {
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			*o++ = '-';
-		*o++ = hex[r->id[i] >> 4];
-		*o++ = hex[r->id[i] & 15];
-	}
-	*o = '\0';
+	size_t index = sh->seen++;
+	if (index < sh->lo || index >= sh->hi)
+		return;
+	if (index == sh->lo)
+		sh->first = *r;
+	char id[37];
+	format_uuid(r->id, id);
 	add_text(&sh->ids, id, false);
 	add_int(&sh->created, (long long)r->created_at_us);
 	add_text(&sh->subjects, r->subject, false);
@@ -298,16 +347,126 @@ static void collect(void *arg, uint64_t segment, const struct usage_record *r)
 }
 
 static void shipped(void *arg, const PGresult *res);
+static void quarantined(void *arg, const PGresult *res);
 static void maintain_partitions(struct usage *u);
 
-/* INSERT the oldest unreleased segment; cost is priced by PostgreSQL from sluice.model_prices. */
+/*
+ * s as the inside of a JSON string that is valid UTF-8 whatever s holds: a
+ * byte that is not part of valid UTF-8 becomes the four characters \xNN and
+ * a backslash is doubled (both once decoded), so the bytes can be told back.
+ */
+static void add_escaped(struct sqltext *t, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	for (size_t i = 0; s[i];) {
+		unsigned char c = (unsigned char)s[i];
+		/* the longest valid UTF-8 character starting here, if any */
+		size_t len = 0;
+		for (size_t n = 1; n <= 4 && len == 0; n++) {
+			bool whole = true;
+			for (size_t j = 0; j < n; j++)
+				whole = whole && s[i + j];
+			if (whole && tags_text_is_clean(s + i, n))
+				len = n;
+			if (!whole)
+				break;
+		}
+		if (len == 0) {
+			char esc[8] = { '\\', '\\', 'x', hex[c >> 4], hex[c & 15], '\0' };
+			sqltext_str(t, esc);
+			i++;
+		} else if (c == '\\') {
+			sqltext_str(t, "\\\\\\\\");
+			i++;
+		} else if (c == '"') {
+			sqltext_str(t, "\\\"");
+			i++;
+		} else if (c < 0x20 || c == 0x7f) {
+			char esc[8];
+			snprintf(esc, sizeof(esc), "\\u%04x", c);
+			sqltext_str(t, esc);
+			i++;
+		} else {
+			sqltext_add(t, s + i, len);
+			i += len;
+		}
+	}
+}
+
+static void add_json_bytes(struct sqltext *t, const char *s)
+{
+	sqltext_str(t, "\"");
+	add_escaped(t, s);
+	sqltext_str(t, "\"");
+}
+
+/* Move u->rejected to sluice.usage_rejects; its INSERT on its own failed with u->reject_error. */
+static void quarantine(struct usage *u)
+{
+	const struct usage_record *r = &u->rejected;
+	char id[37], us[24], num[64];
+	struct sqltext rec = { 0 }, err = { 0 };
+	format_uuid(r->id, id);
+	snprintf(us, sizeof(us), "%lld", (long long)r->created_at_us);
+	sqltext_str(&rec, "{\"subject\":");
+	add_json_bytes(&rec, r->subject);
+	sqltext_str(&rec, ",\"db_user\":");
+	add_json_bytes(&rec, r->db_user);
+	sqltext_str(&rec, ",\"database\":");
+	add_json_bytes(&rec, r->database);
+	sqltext_str(&rec, ",\"model\":");
+	add_json_bytes(&rec, r->model);
+	snprintf(num, sizeof(num), ",\"input_tokens\":%lld,\"output_tokens\":%lld",
+	         (long long)r->input_tokens, (long long)r->output_tokens);
+	sqltext_str(&rec, num);
+	if (r->llm_latency_ms >= 0)
+		snprintf(num, sizeof(num), ",\"llm_latency_ms\":%lld", (long long)r->llm_latency_ms);
+	else
+		snprintf(num, sizeof(num), ",\"llm_latency_ms\":null");
+	sqltext_str(&rec, num);
+	snprintf(num, sizeof(num), ",\"statement_ms\":%.3f,\"cached\":%s",
+	         isfinite(r->statement_ms) ? r->statement_ms : 0.0, r->cached ? "true" : "false");
+	sqltext_str(&rec, num);
+	sqltext_str(&rec, ",\"conversation_id\":");
+	add_json_bytes(&rec, r->conversation_id);
+	sqltext_str(&rec, ",\"trace_id\":");
+	add_json_bytes(&rec, r->trace_id);
+	sqltext_str(&rec, ",\"instance\":");
+	add_json_bytes(&rec, r->instance);
+	sqltext_str(&rec, "}");
+	/* the message as a JSON string, unquoted again by PostgreSQL: valid UTF-8 whatever it quotes */
+	add_json_bytes(&err, u->reject_error);
+	if (!rec.failed && !err.failed) {
+		const char *p6[6] = { id, us, u->instance, u->reject_sqlstate, err.s, rec.s };
+		u->shipping = sidechan_query(u->sc,
+			"INSERT INTO sluice.usage_rejects (id, created_at, instance, sqlstate, error, record) "
+			"VALUES ($1::uuid, 'epoch'::timestamptz + $2::bigint * interval '1 microsecond', $3, $4, "
+			"$5::jsonb #>> '{}', $6::jsonb) ON CONFLICT (id, created_at) DO NOTHING",
+			6, p6, quarantined, u);
+	}
+	sqltext_free(&rec);
+	sqltext_free(&err);
+}
+
+/*
+ * INSERT the oldest unreleased segment (or, while it is being split, the
+ * part of it not stored yet); cost is priced by PostgreSQL from
+ * sluice.model_prices.
+ */
 static void ship_next(struct usage *u)
 {
 	struct shipment sh;
 	memset(&sh, 0, sizeof(sh));
 	if (!journal_oldest_unreleased(u->journal, &sh.segment))
 		return;
+	if (sh.segment != u->split_segment) {
+		u->split_segment = sh.segment;
+		u->split_done = 0;
+		u->split_end = SIZE_MAX;
+	}
 	sh.have_segment = true;
+	sh.lo = u->split_done;
+	sh.hi = u->split_end;
 	journal_foreach_in_segment(u->journal, sh.segment, collect, &sh);
 	struct sqltext arrays[14];
 	struct sqltext *cols[14] = { &sh.ids, &sh.created, &sh.subjects, &sh.users, &sh.dbs, &sh.models, &sh.tin,
@@ -324,8 +483,9 @@ static void ship_next(struct usage *u)
 		params[i] = arrays[i].s;
 	}
 	if (ok && sh.n == 0) {
-		/* an empty (or wholly corrupt) segment: nothing to store */
+		/* an empty (or wholly corrupt) segment, or every record of it stored: release it */
 		journal_release(u->journal, sh.segment);
+		u->split_segment = 0;
 	} else if (ok) {
 		u->shipping = sidechan_query(u->sc,
 			"INSERT INTO sluice.llm_usage (id, created_at, subject, db_user, database, model, "
@@ -340,33 +500,110 @@ static void ship_next(struct usage *u)
 			"stmt, cached, conv, trace, inst) "
 			"LEFT JOIN sluice.model_prices p ON p.model = r.model "
 			"ON CONFLICT (id, created_at) DO NOTHING", 14, params, shipped, u);
-		if (u->shipping)
+		if (u->shipping) {
 			u->shipping_segment = sh.segment;
+			u->ship_lo = sh.lo;
+			u->ship_hi = sh.lo + (size_t)sh.n;
+			u->ship_total = sh.seen;
+			u->rejected = sh.first;
+		}
 	}
 	for (int i = 0; i < 14; i++)
 		sqltext_free(&arrays[i]);
 	ship_free(&sh);
 }
 
-static void shipped(void *arg, const PGresult *res)
+/* After a shipment or a quarantine: call the drain's done once the journal is empty. */
+static void drain_check(struct usage *u)
 {
-	struct usage *u = arg;
-	u->shipping = false;
-	if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
-		if (res)
-			log_warning("usage: storing records failed, they stay in the journal: %s",
-			            PQresultErrorMessage(res));
-		return;    /* retried on the next flush: the same ids conflict and are dropped */
-	}
-	journal_release(u->journal, u->shipping_segment);
-	if (journal_backlog_bytes(u->journal) < BACKLOG_WARN_BYTES)
-		u->backlog_warned = false;
-	ship_next(u);
 	if (!u->shipping && u->drain_done && journal_backlog_bytes(u->journal) == 0) {
 		void (*done)(struct sluice *) = u->drain_done;
 		u->drain_done = NULL;
 		done(u->sl);
 	}
+}
+
+/* Records [0, done) of the segment in flight are stored: go on with the rest, or release it. */
+static void stored_up_to(struct usage *u, size_t done)
+{
+	u->split_done = done;
+	u->split_end = SIZE_MAX;
+	if (done >= u->ship_total) {
+		journal_release(u->journal, u->shipping_segment);
+		u->split_segment = 0;
+		if (journal_backlog_bytes(u->journal) < BACKLOG_WARN_BYTES)
+			u->backlog_warned = false;
+	}
+	ship_next(u);
+	drain_check(u);
+}
+
+/*
+ * An error about the data of the rows (data exception, integrity constraint
+ * violation): a record PostgreSQL will refuse however often it is sent.
+ * Anything else (connection, permissions, a missing table, a read-only or
+ * shutting-down server) may pass, so the batch is sent again later as it is.
+ */
+static bool refused_for_data(const PGresult *res)
+{
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	return state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0);
+}
+
+static void shipped(void *arg, const PGresult *res)
+{
+	struct usage *u = arg;
+	u->shipping = false;
+	if (res && PQresultStatus(res) == PGRES_COMMAND_OK) {
+		stored_up_to(u, u->ship_hi);
+		return;
+	}
+	if (!res || !refused_for_data(res)) {
+		if (res)
+			log_warning("usage: storing records failed, they stay in the journal: %s",
+			            PQresultErrorMessage(res));
+		return;    /* retried on the next flush: the same ids conflict and are dropped */
+	}
+	/* One record (or more) PostgreSQL refuses: halve the batch until it stands
+	 * alone, store the rest, and move it to sluice.usage_rejects. */
+	if (u->ship_hi - u->ship_lo > 1) {
+		if (u->split_end == SIZE_MAX)
+			log_warning("usage: PostgreSQL refused a batch of %zu records, finding the one it refuses: %s",
+			            u->ship_hi - u->ship_lo, PQresultErrorMessage(res));
+		u->split_done = u->ship_lo;
+		u->split_end = u->ship_lo + (u->ship_hi - u->ship_lo) / 2;
+		ship_next(u);
+		return;
+	}
+	str_copy(u->reject_error, PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) ?
+	         PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : PQresultErrorMessage(res), sizeof(u->reject_error));
+	str_copy(u->reject_sqlstate, PQresultErrorField(res, PG_DIAG_SQLSTATE), sizeof(u->reject_sqlstate));
+	u->split_done = u->ship_lo;
+	u->split_end = u->ship_hi;
+	quarantine(u);
+}
+
+static void quarantined(void *arg, const PGresult *res)
+{
+	struct usage *u = arg;
+	u->shipping = false;
+	if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
+		if (res)
+			log_warning("usage: moving a refused record to sluice.usage_rejects failed, "
+			            "it stays in the journal: %s", PQresultErrorMessage(res));
+		return;    /* the next flush sends it alone again, and quarantines it again */
+	}
+	char id[37];
+	format_uuid(u->rejected.id, id);
+	struct sqltext subject = { 0 }, model = { 0 };
+	add_escaped(&subject, u->rejected.subject);
+	add_escaped(&model, u->rejected.model);
+	log_warning("usage: record %s of subject \"%s\" moved to sluice.usage_rejects: PostgreSQL refused it: %s",
+	            id, subject.s ? subject.s : "", u->reject_error);
+	metrics_note_ai_rejected(u->sl, subject.s ? subject.s : "", model.s ? model.s : "");
+	sqltext_free(&subject);
+	sqltext_free(&model);
+	stored_up_to(u, u->ship_lo + 1);
 }
 
 static void seal_if_needed(struct usage *u)
@@ -388,11 +625,16 @@ static void flush_tick(evutil_socket_t fd, short what, void *arg)
 		            (unsigned long long)(backlog >> 20));
 		u->backlog_warned = true;
 	}
-	if (u->shipping || !sidechan_is_up(u->sc))
+	if (!sidechan_is_up(u->sc))
+		return;
+	if (!u->prices_running && (!u->prices_read || u->flushes_since_prices++ % 50 == 0))
+		u->prices_running = sidechan_query(u->sc, PRICES_SQL, 0, NULL, prices_loaded, u);
+	if (u->shipping)
 		return;
 	/* Budgets are seeded from what sluice.llm_usage holds: the records an
-	 * earlier run left in the journal were charged at start, so they are
-	 * stored only after the seed, or they would count twice. */
+	 * earlier run left in the journal are charged once the prices are read
+	 * (prices_loaded), so they are stored only after the seed, or they would
+	 * count twice. */
 	if (u->sl->limits_sync && !limits_sync_seeded(u->sl))
 		return;
 	seal_if_needed(u);
@@ -400,9 +642,6 @@ static void flush_tick(evutil_socket_t fd, short what, void *arg)
 		u->last_maintenance = now_usec();
 		maintain_partitions(u);
 	}
-	if (u->flushes_since_prices++ % 50 == 0)
-		sidechan_query(u->sc, "SELECT model, input_usd_per_mtok::float8, output_usd_per_mtok::float8 "
-		               "FROM sluice.model_prices", 0, NULL, prices_loaded, u);
 	ship_next(u);
 }
 
@@ -440,23 +679,55 @@ static void on_state(void *arg, bool up)
 	struct usage *u = arg;
 	if (up) {
 		/* prices first: a call made from now on is charged its cost */
-		sidechan_query(u->sc, "SELECT model, input_usd_per_mtok::float8, output_usd_per_mtok::float8 "
-		               "FROM sluice.model_prices", 0, NULL, prices_loaded, u);
+		if (!u->prices_running)
+			u->prices_running = sidechan_query(u->sc, PRICES_SQL, 0, NULL, prices_loaded, u);
 		u->flushes_since_prices = 1;
 		u->last_maintenance = now_usec();
 		maintain_partitions(u);
 	}
 }
 
-/* A record an earlier run journaled but did not store: its tokens still count
- * against today's and this month's budgets (its cost is priced when stored). */
+/* A record an earlier run journaled but did not store: its tokens and cost
+ * still count against today's and this month's budgets. */
 static void charge_replayed(void *arg, uint64_t segment, const struct usage_record *r)
 {
-	struct sluice *sl = arg;
+	struct usage *u = arg;
 	(void)segment;
-	if (sl->limits)
-		limits_charge(sl->limits, r->subject, r->model, r->input_tokens + r->output_tokens, 0,
-		              r->created_at_us / 1000);
+	if (u->sl->limits)
+		limits_charge(u->sl->limits, r->subject, r->model, r->input_tokens + r->output_tokens,
+		              r->cached ? 0 : cost_cents(u, r), r->created_at_us / 1000);
+}
+
+/*
+ * Before pgsluice serves anyone, on a blocking connection of its own: read
+ * the prices (and so charge the journal's leftovers), so that the first call
+ * is charged its cost. Skipped when the limits could not be loaded either
+ * (ai_database unreachable: one connect timeout at start is enough).
+ */
+static void preload(struct usage *u, const struct ai_db_target *t)
+{
+	if (!limits_sync_ready(u->sl))
+		return;
+	PGconn *conn = PQconnectdbParams(t->keys, t->values, 0);
+	if (conn && PQstatus(conn) == CONNECTION_OK) {
+		PGresult *res = PQexec(conn, "SET statement_timeout = '5s'");
+		PQclear(res);
+		res = PQexec(conn, PRICES_SQL);
+		prices_loaded(u, res);
+		PQclear(res);
+	} else {
+		char why[256];
+		str_copy(why, conn ? PQerrorMessage(conn) : "out of memory", sizeof(why));
+		why[strcspn(why, "\n")] = '\0';
+		log_warning("usage: could not read sluice.model_prices at start: %s", why);
+	}
+	PQfinish(conn);
+}
+
+bool usage_ready(const struct sluice *sl)
+{
+	const struct usage *u = sl->usage;
+	return !u || (u->prices_read && u->replay_charged);
 }
 
 
@@ -492,10 +763,7 @@ bool usage_start(struct sluice *sl)
 		usage_stop(sl);
 		return false;
 	}
-	if (journal_backlog_bytes(u->journal) > 0) {
-		size_t n = journal_foreach_unreleased(u->journal, charge_replayed, sl);
-		log_info("usage: the journal holds %zu records of an earlier run; storing them", n);
-	}
+	preload(u, &t);
 	return true;
 }
 

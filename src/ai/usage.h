@@ -16,8 +16,10 @@ struct usage_pending;
 /*
  * Start recording for sl: open the journal in usage_journal_dir (records a
  * previous run left there are shipped first), the writer's side channel to
- * ai_database and its timers. Without ai_database nothing is recorded and
- * this returns true. Returns false when the journal cannot be opened.
+ * ai_database and its timers, and (after limits_sync_start, before clients
+ * are served) read the prices on a blocking connection. Without ai_database
+ * nothing is recorded and this returns true. Returns false when the journal
+ * cannot be opened.
  */
 bool usage_start(struct sluice *sl);
 
@@ -64,6 +66,15 @@ void usage_discard(struct usage_pending *p);
  * so no client is told of a call whose usage was not recorded.
  */
 bool usage_can_record(const struct sluice *sl);
+
+/*
+ * True once sluice.model_prices was read (at start, before clients are
+ * served, or later by the side channel) and the records an earlier run left
+ * in the journal were charged to their budgets at those prices; also true
+ * when recording is off. Until then attributed statements are refused, as
+ * their cost could not be charged (docs/limits.md, "At start").
+ */
+bool usage_ready(const struct sluice *sl);
 
 /* True when tags carry token counts, so the statement makes a usage record. */
 bool usage_wanted(const struct ai_tags *tags);

@@ -59,9 +59,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check_text_field(tags.conversation, sizeof tags.conversation);
 		check_text_field(tags.traceparent, sizeof tags.traceparent);
 		CHECK(tags.traceparent[0] == '\0' || strlen(tags.traceparent) == 55);
-		CHECK(tags.tokens_in >= -1 && tags.tokens_in <= TAGS_COUNT_MAX);
-		CHECK(tags.tokens_out >= -1 && tags.tokens_out <= TAGS_COUNT_MAX);
-		CHECK(tags.latency_ms >= -1 && tags.latency_ms <= TAGS_COUNT_MAX);
+		CHECK(tags.tokens_in >= -1 && tags.tokens_in <= TAGS_TOKENS_MAX);
+		CHECK(tags.tokens_out >= -1 && tags.tokens_out <= TAGS_TOKENS_MAX);
+		CHECK(tags.latency_ms >= -1 && tags.latency_ms <= TAGS_LATENCY_MAX_MS);
 		CHECK(tags.ttl_s == -1 || (tags.ttl_s >= TAGS_TTL_MIN_S && tags.ttl_s <= TAGS_TTL_MAX_S));
 		CHECK(tags.has_ai_key || tags.traceparent[0] != '\0');
 		CHECK(err[0] == '\0');

@@ -74,7 +74,7 @@ SHOW_COLUMNS = {
     "STATE": ["key", "value"],
     "LIMITS": ["subject", "model", "limit_name", "limit_value", "used", "remaining", "reset_at"],
     "USAGE": ["subject", "model", "requests", "refusals", "input_tokens", "output_tokens",
-              "cost_cents"],
+              "cost_cents", "rejected"],
     "CACHE": ["entries", "bytes", "hits", "misses", "evictions", "hit_rate"],
 }
 
@@ -561,7 +561,7 @@ def test_show_limits_usage_and_cache_report_the_middleware(sluice):
         assert row["reset_at"].endswith("UTC")
         usage = [r for r in show(conn, "USAGE") if r["subject"] == "alice"]
         assert usage == [{"subject": "alice", "model": "", "requests": 2, "refusals": 1,
-                          "input_tokens": 0, "output_tokens": 0, "cost_cents": 0}]
+                          "input_tokens": 0, "output_tokens": 0, "cost_cents": 0, "rejected": 0}]
         assert show(conn, "CACHE") == [{"entries": 0, "bytes": 0, "hits": 0, "misses": 0,
                                          "evictions": 0, "hit_rate": 0}]
         conn.execute("CACHE FLUSH")

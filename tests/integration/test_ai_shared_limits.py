@@ -1,7 +1,8 @@
 """Limits shared through PostgreSQL (DESIGN §5.2): sluice.limits overrides,
 budgets that survive a restart, several instances sharing one subject's
-limit through sluice.rate_counters, and client traffic that keeps flowing
-while the side channel is down.
+limit through sluice.rate_counters, and untagged traffic that keeps flowing
+while the side channel is down (attributed statements fail closed until the
+limits, budgets and prices were read once).
 
 Each test migrates a database of its own (test_migrate's fixtures).
 """
@@ -87,9 +88,12 @@ def test_daily_token_budget_survives_a_restart(sluice, pg, fresh_db):
         assert tagged(conn, "grace", 3) == 3
 
 
-def test_traffic_flows_while_the_side_channel_is_down(sluice, pg, fresh_db):
-    # ai_database points at a port where nothing listens: the side channel
-    # keeps retrying, [limits] from the ini still apply, clients never wait.
+def test_attributed_statements_fail_closed_while_ai_database_is_unreachable_at_start(
+        sluice, pg, fresh_db):
+    # ai_database points at a port where nothing listens: pgsluice cannot read
+    # sluice.limits, the budgets or the prices, so it cannot tell whether a
+    # subject may spend more. Attributed statements (an ai_ tag or sluice.user)
+    # are refused with 53400 saying why; untagged traffic flows, and no client waits.
     pooler = sluice(ai_database="usage", pool_mode="transaction",
                     databases={"usage": f"host={pg.host} port=1 dbname={fresh_db} user=app"},
                     start=False)
@@ -98,9 +102,24 @@ def test_traffic_flows_while_the_side_channel_is_down(sluice, pg, fresh_db):
     t0 = time.monotonic()
     with pooler.connect() as conn:
         assert conn.execute("select 42").fetchone() == (42,)
-        assert tagged(conn, "heidi", 4) == 2
+        assert tagged(conn, "heidi", 4) == 0
+        with pytest.raises(psycopg.Error) as refused:
+            conn.execute("select 1 /*ai_user='heidi'*/")
+        e = refused.value
+        assert e.sqlstate == LIMITED
+        assert e.diag.message_primary == 'limits and budgets for "heidi" are not loaded yet'
+        assert e.diag.message_detail == ('pgsluice has not yet read sluice.limits, sluice.model_prices '
+                                         'and sluice.llm_usage from ai_database "usage".')
+        conn.execute("SET sluice.user = 'heidi'")
+        with pytest.raises(psycopg.Error) as refused:
+            conn.execute("select 1")
+        assert refused.value.sqlstate == LIMITED
+        conn.execute("RESET sluice.user")
+        assert conn.execute("select 43").fetchone() == (43,)
     assert time.monotonic() - t0 < 5
-    assert "limits: connection to PostgreSQL failed" in pooler.log_text(lines=400)
+    log = pooler.log_text(lines=400)
+    assert 'could not load limits and budgets from ai_database "usage" at start' in log
+    assert "limits: connection to PostgreSQL failed" in log
 
 
 def test_three_instances_stay_within_the_documented_overshoot(sluice, pg, fresh_db):

@@ -110,12 +110,15 @@ static void test_token_counts_and_latency_are_read(void **state)
 	assert_true(tags.has_ai_key);
 }
 
-static void test_zero_and_leading_zeros_and_18_digits_are_accepted(void **state)
+static void test_zero_and_leading_zeros_and_the_maximum_are_accepted(void **state)
 {
-	parse_ok("SELECT 1 /*ai_tokens_in='0',ai_tokens_out='007',ai_latency_ms='999999999999999999'*/");
+	parse_ok("SELECT 1 /*ai_tokens_in='0',ai_tokens_out='007',ai_latency_ms='86400000'*/");
 	assert_int_equal(tags.tokens_in, 0);
 	assert_int_equal(tags.tokens_out, 7);
-	assert_int_equal(tags.latency_ms, INT64_C(999999999999999999));
+	assert_int_equal(tags.latency_ms, TAGS_LATENCY_MAX_MS);
+	parse_ok("SELECT 1 /*ai_tokens_in='1000000000',ai_tokens_out='0001000000000'*/");
+	assert_int_equal(tags.tokens_in, TAGS_TOKENS_MAX);
+	assert_int_equal(tags.tokens_out, TAGS_TOKENS_MAX);
 	parse_ok("SELECT 1 /*ai_tokens_in='0000000000000000000000001'*/");
 	assert_int_equal(tags.tokens_in, 1);
 }
@@ -450,14 +453,39 @@ static void test_empty_values_are_invalid(void **state)
 	parse_invalid("SELECT 1 /*ai_cache=''*/", "invalid value for tag \"ai_cache\": \"\"");
 }
 
-static void test_count_over_18_digits_is_out_of_range(void **state)
+/* What sluice.user and the writer check names with: UTF-8 as pg_verify_mbstr accepts it. */
+static void test_text_is_clean_accepts_utf8_only(void **state)
 {
+	(void) state;
+	assert_true(tags_text_is_clean("alice", 5));
+	assert_true(tags_text_is_clean("J\xc3\xbcrgen \xe2\x82\xac \xf0\x9f\x98\x80", 16));
+	assert_true(tags_text_is_clean("", 0));
+	assert_false(tags_text_is_clean("\xff\xfe", 2));
+	assert_false(tags_text_is_clean("a\0b", 3));
+	assert_false(tags_text_is_clean("\xc3", 1));             /* cut short */
+	assert_false(tags_text_is_clean("\xc0\xaf", 2));         /* overlong */
+	assert_false(tags_text_is_clean("\xed\xa0\x80", 3));     /* surrogate */
+	assert_false(tags_text_is_clean("\xf4\x90\x80\x80", 4)); /* above U+10FFFF */
+}
+
+static void test_count_above_its_bound_is_out_of_range(void **state)
+{
+	/* 10^9 tokens per call, one day of latency: a record beyond them would not fit llm_usage */
+	parse_invalid("SELECT 1 /*ai_tokens_in='1000000001'*/",
+	              "1000000001 is outside the valid range for tag \"ai_tokens_in\" "
+	              "(0 .. 1000000000)");
+	parse_invalid("SELECT 1 /*ai_tokens_out='999999999999999999'*/",
+	              "999999999999999999 is outside the valid range for tag \"ai_tokens_out\" "
+	              "(0 .. 1000000000)");
 	parse_invalid("SELECT 1 /*ai_tokens_in='1000000000000000000'*/",
 	              "1000000000000000000 is outside the valid range for tag \"ai_tokens_in\" "
-	              "(0 .. 999999999999999999)");
+	              "(0 .. 1000000000)");
+	parse_invalid("SELECT 1 /*ai_latency_ms='86400001'*/",
+	              "86400001 is outside the valid range for tag \"ai_latency_ms\" "
+	              "(0 .. 86400000)");
 	parse_invalid("SELECT 1 /*ai_latency_ms='99999999999999999999999'*/",
 	              "99999999999999999999999 is outside the valid range for tag \"ai_latency_ms\" "
-	              "(0 .. 999999999999999999)");
+	              "(0 .. 86400000)");
 }
 
 static void test_ttl_outside_one_second_to_one_year_is_out_of_range(void **state)
@@ -677,7 +705,7 @@ int main(void)
 		cmocka_unit_test(test_ai_user_is_read_and_attributes_the_statement),
 		cmocka_unit_test(test_ai_model_and_conversation_are_read),
 		cmocka_unit_test(test_token_counts_and_latency_are_read),
-		cmocka_unit_test(test_zero_and_leading_zeros_and_18_digits_are_accepted),
+		cmocka_unit_test(test_zero_and_leading_zeros_and_the_maximum_are_accepted),
 		cmocka_unit_test(test_ai_cache_lookup_and_refresh_are_read_in_any_case),
 		cmocka_unit_test(test_ai_ttl_is_read_within_one_second_to_one_year),
 		cmocka_unit_test(test_traceparent_alone_is_present_but_not_attributed),
@@ -714,7 +742,7 @@ int main(void)
 		cmocka_unit_test(test_non_numeric_count_is_invalid),
 		cmocka_unit_test(test_signed_or_spaced_count_is_invalid),
 		cmocka_unit_test(test_empty_values_are_invalid),
-		cmocka_unit_test(test_count_over_18_digits_is_out_of_range),
+		cmocka_unit_test(test_count_above_its_bound_is_out_of_range),
 		cmocka_unit_test(test_ttl_outside_one_second_to_one_year_is_out_of_range),
 		cmocka_unit_test(test_unknown_cache_mode_is_invalid),
 		cmocka_unit_test(test_text_value_over_127_bytes_is_too_long),
@@ -732,6 +760,7 @@ int main(void)
 		cmocka_unit_test(test_comment_offsets_cut_out_the_tag_comment),
 		cmocka_unit_test(test_out_is_reset_between_calls),
 		cmocka_unit_test(test_random_bytes_never_crash),
+		cmocka_unit_test(test_text_is_clean_accepts_utf8_only),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
