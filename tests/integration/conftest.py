@@ -124,7 +124,10 @@ def sluice(request, pg, workbase):
     def make(databases=None, extra_ini="", start=True, verbose=None, **overrides):
         if not pg.running:
             pg.start()
-        workdir = os.path.join(workbase, f"{safe_name}-{len(made)}")
+        # A fresh directory per pooler: parametrized tests whose names share the
+        # first 40 characters must not share a journal or a pidfile.
+        workdir = tempfile.mkdtemp(prefix=f"{safe_name}-{len(made)}-", dir=workbase)
+        os.chmod(workdir, 0o755)     # as workbase: PostgreSQL's OS user reads files here
         pooler = harness.Pooler(pg, workdir, overrides=overrides, databases=databases,
                                 extra_ini=extra_ini, verbose=verbose)
         made.append(pooler)
