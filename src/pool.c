@@ -83,6 +83,7 @@ static bool pool_apply(struct pool *p, const struct sluice_config *cfg, const st
 }
 
 static void pool_free(struct pool *p);
+static void clear_login_failure(struct pool *p);
 
 struct pool *pool_get(struct sluice *sl, const struct db_config *db, const char *db_name, const char *user)
 {
@@ -204,10 +205,15 @@ static void enqueue_client(struct pool *p, struct client *c, enum client_state s
 	bufferevent_disable(c->bev, EV_READ);
 }
 
-/* A pool with no server and a recent failed login fails its waiters now. */
+/*
+ * A pool whose last login failed recently fails its waiters now unless a
+ * logged-in server may still serve them. Logins under way do not count: they
+ * go to the same server with the same credentials (PgBouncer's
+ * kill_pool_logins), and servers of a stale pool are closed once released.
+ */
 static bool fail_fast(struct pool *p)
 {
-	if (!p->last_login_failure || p->n_login + p->n_idle + p->n_active > 0)
+	if (!p->last_login_failure || (p->n_idle + p->n_active > 0 && !p->stale))
 		return false;
 	if (now_usec() - p->last_login_failure >= p->sl->cfg->server_login_retry)
 		return false;
@@ -313,9 +319,7 @@ void pool_set_welcome(struct pool *p, const struct varcache *vars, char **other)
 void pool_server_ready(struct server *s)
 {
 	struct pool *p = s->pool;
-	p->last_login_failure = 0;
-	free(p->last_login_error);
-	p->last_login_error = NULL;
+	clear_login_failure(p);
 	s->last_used = now_usec();
 	/* Clients waiting for the welcome need no server of their own yet. */
 	struct client *c, *next;
@@ -448,10 +452,22 @@ void pool_janitor(struct sluice *sl)
 	}
 }
 
+/* Forget p's failed login: the next client tries a new login at once. */
+static void clear_login_failure(struct pool *p)
+{
+	p->last_login_failure = 0;
+	free(p->last_login_error);
+	p->last_login_error = NULL;
+	p->last_login_error_len = 0;
+}
+
 void pool_reconfigure(struct sluice *sl)
 {
 	struct pool *p;
 	TAILQ_FOREACH(p, &sl->pools, entry) {
+		/* A reload may have fixed the password (entry or auth_file): do not
+		 * wait server_login_retry to find out. */
+		clear_login_failure(p);
 		const struct db_config *db = config_find_db(sl->cfg, p->db_name);
 		if (!db) {
 			/* The entry is gone: close what is idle, refuse new logins (3D000). */

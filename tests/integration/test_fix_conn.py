@@ -67,3 +67,64 @@ def _swallow(fn, *args):
         pass
 
 
+# -- item 8: a failing server login answers waiting clients at once ----------------------
+def _login_error_within(pooler, dbname, seconds, user="app"):
+    """Log in to dbname and run a query; returns (ServerError or None, elapsed s)."""
+    started = time.monotonic()
+    try:
+        with pgwire.login(pooler.host, pooler.port, user, dbname,
+                          password=harness.PASSWORDS[user], timeout=seconds) as sess:
+            sess.query("select 1")
+    except pgwire.ServerError as err:
+        return err, time.monotonic() - started
+    return None, time.monotonic() - started
+
+
+def test_wrong_server_password_fails_clients_at_once_and_a_reload_fixes_it(pg, sluice):
+    entry = f"host={pg.host} port={pg.port} dbname=app user=app password=wrong_pw"
+    pooler = sluice(databases={"badpw": entry}, server_login_retry=15, query_wait_timeout=120)
+    results = [None] * 4
+
+    def one(i):
+        results[i] = _login_error_within(pooler, "badpw", 10)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    for err, elapsed in results:
+        assert err is not None, "query succeeded with a wrong server password"
+        assert err.sqlstate == "28P01", err
+        assert elapsed < 3, f"client waited {elapsed:.1f} s for the server's error"
+    # a newcomer inside server_login_retry fails fast too
+    err, elapsed = _login_error_within(pooler, "badpw", 10)
+    assert err is not None and err.sqlstate == "28P01", err
+    assert elapsed < 3
+
+    # the operator fixes the entry: the next login works, without waiting
+    # out server_login_retry (15 s)
+    pooler.databases["badpw"] = entry.replace("wrong_pw", "app_pw")
+    pooler.reload()
+    wait_for(lambda: _login_error_within(pooler, "badpw", 5)[0] is None, 5, interval=0.3,
+             what="a login after the password was fixed")
+
+
+def test_password_broken_by_reload_fails_waiting_client_while_a_session_holds_a_server(pg, sluice):
+    good = f"host={pg.host} port={pg.port} dbname=app user=app password=app_pw"
+    pooler = sluice(databases={"held": good}, server_login_retry=15, query_wait_timeout=120)
+    holder = pooler.connect(dbname="held")
+    try:
+        assert holder.execute("select 1").fetchone() == (1,)
+        # the password in the entry goes wrong; the held server keeps its session
+        pooler.databases["held"] = good.replace("app_pw", "wrong_pw")
+        pooler.reload()
+        time.sleep(0.5)
+        err, elapsed = _login_error_within(pooler, "held", 20)
+        assert err is not None and err.sqlstate == "28P01", err
+        assert elapsed < 3, f"client waited {elapsed:.1f} s for the server's error"
+        err, elapsed = _login_error_within(pooler, "held", 20)
+        assert err is not None and err.sqlstate == "28P01", err
+        assert elapsed < 3
+        assert holder.execute("select 2").fetchone() == (2,)
+    finally:
+        holder.close()
