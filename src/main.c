@@ -27,6 +27,7 @@
 #include "ai/usage.h"
 #include "admin.h"
 #include "auth.h"
+#include "cancel.h"
 #include "authquery.h"
 #include "hba.h"
 #include "client.h"
@@ -372,6 +373,7 @@ static void teardown(struct sluice *sl, struct event **sigs, int n_sigs)
 	limits_sync_stop(sl);
 	usage_stop(sl);
 	pool_free_all(sl);
+	cancel_free_all(sl);
 	admin_stop(sl);
 	metrics_stop(sl);
 	while (!TAILQ_EMPTY(&sl->login_clients))

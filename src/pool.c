@@ -290,6 +290,13 @@ void pool_release_server(struct server *s, bool clean)
 {
 	struct pool *p = s->pool;
 	s->client = NULL;
+	if (clean && s->cancels) {
+		/* A CancelRequest of the client that just left may still land: no
+		 * other client's query runs here before it did (pool_cancels_done).
+		 * The server stays on active_servers, so it counts against the limits. */
+		s->release_held = true;
+		return;
+	}
 	if (!clean || s->close_when_released || p->stale || pool_is_paused(p)) {
 		server_close(s, !clean ? "client disconnected with the server busy"
 		                : pool_is_paused(p) ? "database paused" : "server configuration changed");
@@ -300,6 +307,14 @@ void pool_release_server(struct server *s, bool clean)
 		server_start_reset(s);
 	else
 		pool_server_ready(s);
+}
+
+void pool_cancels_done(struct server *s)
+{
+	if (!s->release_held)
+		return;
+	s->release_held = false;
+	pool_release_server(s, server_is_clean(s));
 }
 
 void pool_set_welcome(struct pool *p, const struct varcache *vars, char **other)

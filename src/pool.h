@@ -115,6 +115,12 @@ void pool_release_server(struct server *s, bool clean);
 void pool_server_ready(struct server *s);
 
 /*
+ * The last CancelRequest forwarded to s finished (cancel.h). A release held
+ * back for it goes ahead now: the server may serve another client.
+ */
+void pool_cancels_done(struct server *s);
+
+/*
  * Server login failed with the ErrorResponse msg (len bytes, whole message
  * with header) or, when msg is NULL, with a connection error text. Waiting
  * clients get the error; new attempts wait server_login_retry.

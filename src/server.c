@@ -21,6 +21,7 @@
 #include "ai/cache_proto.h"
 #include "auth.h"
 #include "authquery.h"
+#include "cancel.h"
 #include "client.h"
 #include "log.h"
 #include "pool.h"
@@ -169,6 +170,7 @@ void server_close(struct server *s, const char *reason)
 	case SV_ACTIVE:
 	case SV_RESET: TAILQ_REMOVE(&p->active_servers, s, entry); p->n_active--; break;
 	}
+	cancel_detach(s);
 	bufferevent_free(s->bev);
 	varcache_clear(&s->vars);
 	prepared_server_free(s);

@@ -21,6 +21,7 @@ struct pool;
 struct client;
 struct bufferevent;
 struct cache_entry;
+struct cancel_req;
 
 enum server_state {
 	SV_LOGIN,     /* connecting and authenticating: pool->login_servers */
@@ -75,6 +76,8 @@ struct server {
 	uint32_t capture_left;         /* bytes of it still to capture */
 	bool block_begun;              /* a BEGIN completed since the last ReadyForQuery: answers are not kept */
 	bool close_when_released;
+	struct cancel_req *cancels;    /* CancelRequests on their way to this server (cancel.h) */
+	bool release_held;             /* released while cancels were on their way: pool.c finishes it */
 };
 
 /* Open a new server for pool p (SV_LOGIN). Returns NULL on immediate failure (logged). */

@@ -128,3 +128,79 @@ def test_password_broken_by_reload_fails_waiting_client_while_a_session_holds_a_
         assert holder.execute("select 2").fetchone() == (2,)
     finally:
         holder.close()
+
+
+# -- item 4: a cancel reaches only its own client's query -------------------------------
+CANCEL_REQUEST_CODE = 80877102
+
+
+def _send_cancel(pooler, key):
+    """One CancelRequest for key (pid, secret) on its own connection, as libpq sends it."""
+    with socket.create_connection((pooler.host, pooler.port), timeout=10) as sock:
+        sock.sendall(struct.pack("!IIII", 16, CANCEL_REQUEST_CODE, key[0], key[1]))
+        sock.settimeout(10)
+        try:
+            sock.recv(1)      # the pooler closes the connection
+        except OSError:
+            pass
+
+
+def _cancel_storm(pooler, key, n=100):
+    """n CancelRequests for key, sent as close to at once as threads allow."""
+    gate = threading.Barrier(n)
+
+    def one():
+        gate.wait(10)
+        _send_cancel(pooler, key)
+    threads = [threading.Thread(target=one, daemon=True) for _ in range(n)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def _session(pooler):
+    return pgwire.login(pooler.host, pooler.port, "app", "app", password="app_pw", timeout=20)
+
+
+def test_100_concurrent_cancels_stop_only_the_owners_query(sluice):
+    pooler = sluice(pool_mode="transaction", default_pool_size=1, reserve_pool_size=0)
+    for _ in range(3):     # the race is timing-dependent: three rounds
+        _one_cancel_round(pooler)
+    # a cancel for a client without a server (idle or waiting) hits nobody
+    _cancel_without_server(pooler)
+
+
+def _one_cancel_round(pooler):
+    with _session(pooler) as a, _session(pooler) as b:
+        a.send(b"Q", b"select pg_sleep(5)\0")
+        time.sleep(0.5)
+        # b queues behind a for the one server
+        b.send(b"Q", b"select pg_sleep(1), 'b finished'\0")
+        time.sleep(0.3)
+        storm = _cancel_storm(pooler, a.backend_key)
+        with pytest.raises(pgwire.ServerError) as caught:
+            a.read_until_ready()
+        assert caught.value.sqlstate == "57014", caught.value
+        rows = pgwire.data_rows(b.read_until_ready())
+        assert rows == [["", "b finished"]], rows
+        for t in storm:
+            t.join(15)
+        # both sessions go on working
+        assert a.query("select 1") == [["1"]]
+        assert b.query("select 2") == [["2"]]
+
+
+def _cancel_without_server(pooler):
+    with _session(pooler) as idle, _session(pooler) as busy, _session(pooler) as waiting:
+        busy.send(b"Q", b"select pg_sleep(1.5), 'busy finished'\0")
+        time.sleep(0.3)
+        waiting.send(b"Q", b"select 'waiting finished'\0")
+        time.sleep(0.2)
+        # idle has no server (transaction pooling), waiting waits for one
+        storm = _cancel_storm(pooler, idle.backend_key, 50) + \
+            _cancel_storm(pooler, waiting.backend_key, 50)
+        for t in storm:
+            t.join(15)
+        assert pgwire.data_rows(busy.read_until_ready()) == [["", "busy finished"]]
+        assert pgwire.data_rows(waiting.read_until_ready()) == [["waiting finished"]]
+        assert idle.query("select 3") == [["3"]]
