@@ -158,6 +158,62 @@ bool pool_is_paused(const struct pool *p)
 	return false;
 }
 
+static int max_db_connections(const struct sluice_config *cfg, const char *db_name)
+{
+	const struct db_config *db = config_find_db(cfg, db_name);
+	return db && db->max_db_connections >= 0 ? db->max_db_connections : cfg->max_db_connections;
+}
+
+static int max_user_connections(const struct sluice_config *cfg, const char *user_name)
+{
+	const struct user_config *u = config_find_user(cfg, user_name);
+	return u && u->max_user_connections >= 0 ? u->max_user_connections : cfg->max_user_connections;
+}
+
+/*
+ * Close the server idle longest among the other pools of database db_name
+ * (or, when db_name is NULL, of user user_name). Returns false when there
+ * is none.
+ */
+static bool evict_idle(struct pool *p, const char *db_name, const char *user_name)
+{
+	struct server *oldest = NULL;
+	struct pool *q;
+	TAILQ_FOREACH(q, &p->sl->pools, entry) {
+		if (q == p || (db_name ? strcmp(q->db_name, db_name) : strcmp(q->user_name, user_name)) != 0)
+			continue;
+		/* LIFO list: the tail idled longest */
+		struct server *s = TAILQ_LAST(&q->idle_servers, server_list);
+		if (s && (!oldest || s->last_used < oldest->last_used))
+			oldest = s;
+	}
+	if (!oldest)
+		return false;
+	server_close(oldest, db_name ? "max_db_connections reached: room for another pool"
+	                             : "max_user_connections reached: room for another pool");
+	return true;
+}
+
+/*
+ * p has clients waiting and no server at all, and max_db_connections or
+ * max_user_connections is taken up by other pools: close their idle servers
+ * to make room, or p could wait forever (PgBouncer's evict_connection).
+ */
+static void make_room(struct pool *p)
+{
+	struct sluice *sl = p->sl;
+	if (p->n_waiting == 0 || p->n_login + p->n_idle + p->n_active > 0 || pool_is_paused(p) ||
+	    (p->last_login_failure && now_usec() - p->last_login_failure < sl->cfg->server_login_retry))
+		return;
+	int max_db = max_db_connections(sl->cfg, p->db_name);
+	while (max_db > 0 && pool_count_db_servers(sl, p->db_name) >= max_db && evict_idle(p, p->db_name, NULL))
+		;
+	int max_user = max_user_connections(sl->cfg, p->user_name);
+	while (max_user > 0 && pool_count_user_servers(sl, p->user_name) >= max_user &&
+	       evict_idle(p, NULL, p->user_name))
+		;
+}
+
 /* May p open one more server now? */
 static bool can_launch(struct pool *p)
 {
@@ -174,12 +230,10 @@ static bool can_launch(struct pool *p)
 		return false;
 	if (p->last_login_failure && now_usec() - p->last_login_failure < cfg->server_login_retry)
 		return false;
-	const struct db_config *db = config_find_db(cfg, p->db_name);
-	int max_db = db && db->max_db_connections >= 0 ? db->max_db_connections : cfg->max_db_connections;
+	int max_db = max_db_connections(cfg, p->db_name);
 	if (max_db > 0 && pool_count_db_servers(sl, p->db_name) >= max_db)
 		return false;
-	const struct user_config *u = config_find_user(cfg, p->user_name);
-	int max_user = u && u->max_user_connections >= 0 ? u->max_user_connections : cfg->max_user_connections;
+	int max_user = max_user_connections(cfg, p->user_name);
 	if (max_user > 0 && pool_count_user_servers(sl, p->user_name) >= max_user)
 		return false;
 	return true;
@@ -188,6 +242,7 @@ static bool can_launch(struct pool *p)
 /* Open servers while clients wait for more than the logins under way can serve. */
 static void launch_for_waiters(struct pool *p)
 {
+	make_room(p);
 	while (p->n_waiting > p->n_login && can_launch(p))
 		if (!server_launch(p))
 			break;

@@ -204,3 +204,73 @@ def _cancel_without_server(pooler):
         assert pgwire.data_rows(busy.read_until_ready()) == [["", "busy finished"]]
         assert pgwire.data_rows(waiting.read_until_ready()) == [["waiting finished"]]
         assert idle.query("select 3") == [["3"]]
+
+
+# -- item 9: per-database and per-user limits do not starve a pool ----------------------
+LIMIT_USERS = [f"lim_user{i}" for i in range(5)]
+
+
+@pytest.fixture
+def five_users(pg, monkeypatch):
+    """Five roles that log in to database app, known to the pooler's auth_file."""
+    for user in LIMIT_USERS:
+        pg.query(f"DROP ROLE IF EXISTS {user}")
+        pg.query(f"CREATE ROLE {user} LOGIN PASSWORD '{user}_pw'")
+        monkeypatch.setitem(harness.PASSWORDS, user, f"{user}_pw")
+    yield LIMIT_USERS
+    for user in LIMIT_USERS:
+        pg.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                 (user,))
+    for user in LIMIT_USERS:
+        wait_for(lambda: not pg.query("SELECT 1 FROM pg_stat_activity WHERE usename = %s",
+                                      (user,)), 5, what=f"{user}'s backends gone")
+        pg.query(f"DROP ROLE IF EXISTS {user}")
+
+
+def _clients_all_finish(pooler, logins, max_servers, pg, count_servers):
+    """Run one short session per (user, dbname) at once; all must finish."""
+    errors, done = [], []
+    peak = [0]
+
+    def one(user, dbname):
+        try:
+            with pooler.connect(user=user, dbname=dbname, connect_timeout=20) as conn:
+                assert conn.execute("select pg_sleep(0.3), 1").fetchone()[1] == 1
+            done.append(user)
+        except Exception as exc:   # reported below
+            errors.append(f"{user}@{dbname}: {exc!r}")
+    threads = [threading.Thread(target=one, args=login, daemon=True) for login in logins]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 20
+    while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+        peak[0] = max(peak[0], count_servers())
+        time.sleep(0.05)
+    for t in threads:
+        t.join(1)
+    assert not errors, errors
+    assert len(done) == len(logins), f"{len(done)} of {len(logins)} clients finished"
+    assert peak[0] <= max_servers, f"{peak[0]} servers, limit {max_servers}"
+
+
+def test_max_db_connections_serves_ten_clients_of_five_users(pg, sluice, five_users):
+    pooler = sluice(max_db_connections=4, default_pool_size=4, query_wait_timeout=15)
+    logins = [(user, "app") for user in five_users for _ in range(2)]
+
+    def servers():
+        return pg.query("SELECT count(*) FROM pg_stat_activity WHERE datname = 'app'"
+                        " AND client_addr IS NOT NULL AND usename LIKE 'lim_user%%'",
+                        dbname="postgres")[0][0]
+    _clients_all_finish(pooler, logins, 4, pg, servers)
+    # and once more, now that other pools hold idle servers
+    _clients_all_finish(pooler, logins, 4, pg, servers)
+
+
+def test_max_user_connections_serves_ten_clients_of_five_databases(pg, sluice):
+    entry = f"host={pg.host} port={pg.port} dbname=app"
+    databases = {f"limdb{i}": entry for i in range(5)}
+    pooler = sluice(databases=databases, max_user_connections=2, default_pool_size=2,
+                    query_wait_timeout=15)
+    logins = [("app", db) for db in databases for _ in range(2)]
+    _clients_all_finish(pooler, logins, 2, pg, lambda: pg.pooler_backends())
+    _clients_all_finish(pooler, logins, 2, pg, lambda: pg.pooler_backends())
