@@ -130,6 +130,31 @@ def test_password_broken_by_reload_fails_waiting_client_while_a_session_holds_a_
         holder.close()
 
 
+def test_auth_query_database_that_cannot_be_reached_fails_logins_at_once(pg, sluice, monkeypatch):
+    pg.query("DROP ROLE IF EXISTS aq_fix_lookup")
+    pg.query("DROP ROLE IF EXISTS aq_fix_role")
+    pg.query("CREATE ROLE aq_fix_lookup LOGIN SUPERUSER PASSWORD 'lookup_pw'")
+    pg.query("CREATE ROLE aq_fix_role LOGIN PASSWORD 'aq_pw'")
+    monkeypatch.setitem(harness.PASSWORDS, "aq_fix_lookup", "lookup_pw")
+    bad = f"host={pg.host} port={pg.port} dbname=no_such_database"
+    pooler = sluice(auth_type="scram-sha-256", auth_user="aq_fix_lookup", auth_dbname="aqbad",
+                    databases={"aqbad": bad})
+    try:
+        for _ in range(3):    # the first login, and the ones while the side channel is down
+            started = time.monotonic()
+            err = pgwire.login_error(pooler.host, pooler.port, "aq_fix_role", "app",
+                                     password="aq_pw", timeout=10)
+            assert time.monotonic() - started < 3, "login waited for the auth_query database"
+            assert err.sqlstate == "08006", err
+            assert "no_such_database" in err.fields.get("detail", ""), err.fields
+        # roles in auth_file are not affected
+        with pooler.connect() as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+    finally:
+        pg.query("DROP ROLE IF EXISTS aq_fix_role")
+        pg.query("DROP ROLE IF EXISTS aq_fix_lookup")
+
+
 # -- item 4: a cancel reaches only its own client's query -------------------------------
 CANCEL_REQUEST_CODE = 80877102
 
