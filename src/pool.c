@@ -202,7 +202,7 @@ static bool evict_idle(struct pool *p, const char *db_name, const char *user_nam
 static void make_room(struct pool *p)
 {
 	struct sluice *sl = p->sl;
-	if (p->n_waiting == 0 || p->n_login + p->n_idle + p->n_active > 0 || pool_is_paused(p) ||
+	if (p->n_waiting == 0 || p->pool_size <= 0 || p->n_login + p->n_idle + p->n_active > 0 || pool_is_paused(p) ||
 	    (p->last_login_failure && now_usec() - p->last_login_failure < sl->cfg->server_login_retry))
 		return;
 	int max_db = max_db_connections(sl->cfg, p->db_name);
