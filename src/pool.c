@@ -417,8 +417,13 @@ void pool_server_ready(struct server *s)
 	}
 }
 
-void pool_login_failed(struct pool *p, const uint8_t *msg, size_t len, const char *conn_error)
+void pool_login_failed(struct pool *p, usec_t attempt_start, const uint8_t *msg, size_t len,
+                       const char *conn_error)
 {
+	if (attempt_start < p->reconfigured_at) {
+		launch_for_waiters(p);
+		return;
+	}
 	p->last_login_failure = now_usec();
 	free(p->last_login_error);
 	p->last_login_error = NULL;
@@ -485,8 +490,9 @@ static void expire_servers(struct pool *p, usec_t now)
 	struct server *s, *next;
 	TAILQ_FOREACH_SAFE(s, &p->login_servers, entry, next)
 		if (cfg->server_connect_timeout > 0 && now - s->connect_time >= cfg->server_connect_timeout) {
+			usec_t started = s->connect_time;
 			server_close(s, "server_connect_timeout");
-			pool_login_failed(p, NULL, 0, "server_connect_timeout expired");
+			pool_login_failed(p, started, NULL, 0, "server_connect_timeout expired");
 		}
 	int total = p->n_idle + p->n_active + p->n_login;
 	TAILQ_FOREACH_SAFE(s, &p->idle_servers, entry, next) {
@@ -538,6 +544,7 @@ void pool_reconfigure(struct sluice *sl)
 		/* A reload may have fixed the password (entry or auth_file): do not
 		 * wait server_login_retry to find out. */
 		clear_login_failure(p);
+		p->reconfigured_at = now_usec();
 		const struct db_config *db = config_find_db(sl->cfg, p->db_name);
 		if (!db) {
 			/* The entry is gone: close what is idle, refuse new logins (3D000). */

@@ -140,8 +140,9 @@ struct server *server_launch(struct pool *p)
 	if (!start_connect(s)) {
 		char err[256];
 		snprintf(err, sizeof(err), "could not start connection: %s", strerror(errno));
+		usec_t started = s->connect_time;
 		server_close(s, err);
-		pool_login_failed(p, NULL, 0, err);
+		pool_login_failed(p, started, NULL, 0, err);
 		return NULL;
 	}
 	return s;
@@ -352,8 +353,9 @@ static void login_fail(struct server *s, const uint8_t *msg, size_t len, const c
 		log_warning("S-%llu: %s/%s server login failed: %s", (unsigned long long)s->id,
 		            p->db_name, p->user_name, why);
 	}
+	usec_t started = s->connect_time;
 	server_close(s, "login failed");
-	pool_login_failed(p, msg, len, why);
+	pool_login_failed(p, started, msg, len, why);
 }
 
 /* One whole message of a server in SV_LOGIN. Returns false when s is gone. */
