@@ -130,6 +130,29 @@ def test_password_broken_by_reload_fails_waiting_client_while_a_session_holds_a_
         holder.close()
 
 
+def test_password_changed_in_postgres_fails_clients_at_once_until_auth_file_is_fixed(
+        pg, sluice, monkeypatch):
+    pg.query("DROP ROLE IF EXISTS stale_user")
+    pg.query("CREATE ROLE stale_user LOGIN PASSWORD 'new_pw'")
+    monkeypatch.setitem(harness.PASSWORDS, "stale_user", "old_pw")   # auth_file is behind
+    pooler = sluice(server_login_retry=15, query_wait_timeout=120)
+    try:
+        for _ in range(2):    # the first client, and a newcomer inside server_login_retry
+            err, elapsed = _login_error_within(pooler, "app", 10, user="stale_user")
+            assert err is not None and err.sqlstate == "28P01", err
+            assert elapsed < 3, f"client waited {elapsed:.1f} s for the server's error"
+        # the operator updates auth_file and reloads: logins work at once
+        monkeypatch.setitem(harness.PASSWORDS, "stale_user", "new_pw")
+        pooler.reload()
+        wait_for(lambda: _login_error_within(pooler, "app", 5, user="stale_user")[0] is None,
+                 5, interval=0.3, what="a login after auth_file was fixed")
+    finally:
+        pg.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'stale_user'")
+        wait_for(lambda: not pg.query("SELECT 1 FROM pg_stat_activity WHERE usename = 'stale_user'"),
+                 5, what="stale_user's backends gone")
+        pg.query("DROP ROLE IF EXISTS stale_user")
+
+
 def test_auth_query_database_that_cannot_be_reached_fails_logins_at_once(pg, sluice, monkeypatch):
     pg.query("DROP ROLE IF EXISTS aq_fix_lookup")
     pg.query("DROP ROLE IF EXISTS aq_fix_role")
