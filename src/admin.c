@@ -585,8 +585,8 @@ static void show_pools(struct client *c, struct msgbuf *m)
 		const struct server *s;
 		TAILQ_FOREACH(s, &p->active_servers, entry) {
 			tested += s->state == SV_RESET;
-			active_cancel += s->cancels && !s->release_held;
-			being_canceled += s->release_held;
+			active_cancel += s->cancels && s->state == SV_ACTIVE;
+			being_canceled += s->state == SV_BEING_CANCELED;
 		}
 		const struct client *first = TAILQ_FIRST(&p->waiting_clients);
 		usec_t maxwait = first ? now - first->wait_start : 0;
@@ -774,7 +774,8 @@ static void show_servers(struct client *c, struct msgbuf *m)
 	result_begin(&r, m, socket_cols, N_SOCKET_COLS);
 	TAILQ_FOREACH(p, &c->sl->pools, entry) {
 		TAILQ_FOREACH(s, &p->active_servers, entry)
-			server_row(&r, s, s->state == SV_RESET ? "tested" : "active");
+			server_row(&r, s, s->state == SV_RESET ? "tested"
+			                  : s->state == SV_BEING_CANCELED ? "being_canceled" : "active");
 		TAILQ_FOREACH(s, &p->idle_servers, entry)
 			server_row(&r, s, cfg->server_check_query[0] && now - s->last_used >= cfg->server_check_delay
 			                  ? "used" : "idle");

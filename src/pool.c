@@ -328,7 +328,8 @@ void pool_move_server(struct server *s, int new_state)
 	case SV_LOGIN: TAILQ_REMOVE(&p->login_servers, s, entry); p->n_login--; break;
 	case SV_IDLE: TAILQ_REMOVE(&p->idle_servers, s, entry); p->n_idle--; break;
 	case SV_ACTIVE:
-	case SV_RESET: TAILQ_REMOVE(&p->active_servers, s, entry); p->n_active--; break;
+	case SV_RESET:
+	case SV_BEING_CANCELED: TAILQ_REMOVE(&p->active_servers, s, entry); p->n_active--; break;
 	}
 	s->state = (enum server_state)new_state;
 	switch (s->state) {
@@ -337,7 +338,8 @@ void pool_move_server(struct server *s, int new_state)
 	 * surplus servers age out by server_idle_timeout. */
 	case SV_IDLE: TAILQ_INSERT_HEAD(&p->idle_servers, s, entry); p->n_idle++; break;
 	case SV_ACTIVE:
-	case SV_RESET: TAILQ_INSERT_TAIL(&p->active_servers, s, entry); p->n_active++; break;
+	case SV_RESET:
+	case SV_BEING_CANCELED: TAILQ_INSERT_TAIL(&p->active_servers, s, entry); p->n_active++; break;
 	}
 }
 
@@ -349,7 +351,7 @@ void pool_release_server(struct server *s, bool clean)
 		/* A CancelRequest of the client that just left may still land: no
 		 * other client's query runs here before it did (pool_cancels_done).
 		 * The server stays on active_servers, so it counts against the limits. */
-		s->release_held = true;
+		pool_move_server(s, SV_BEING_CANCELED);
 		return;
 	}
 	if (!clean || s->close_when_released || p->stale || pool_is_paused(p)) {
@@ -366,9 +368,9 @@ void pool_release_server(struct server *s, bool clean)
 
 void pool_cancels_done(struct server *s)
 {
-	if (!s->release_held)
+	if (s->state != SV_BEING_CANCELED)
 		return;
-	s->release_held = false;
+	pool_move_server(s, SV_ACTIVE);
 	pool_release_server(s, server_is_clean(s));
 }
 

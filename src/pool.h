@@ -57,7 +57,7 @@ struct pool {
 
 	struct server_list login_servers;  /* SV_LOGIN */
 	struct server_list idle_servers;   /* SV_IDLE */
-	struct server_list active_servers; /* SV_ACTIVE, SV_RESET */
+	struct server_list active_servers; /* SV_ACTIVE, SV_RESET, SV_BEING_CANCELED */
 	struct client_list waiting_clients; /* CL_WAITING_LOGIN and CL_WAITING, FIFO */
 	struct client_list active_clients;  /* CL_ACTIVE */
 	int n_login, n_idle, n_active, n_waiting, n_clients;

@@ -169,7 +169,8 @@ void server_close(struct server *s, const char *reason)
 	case SV_LOGIN: TAILQ_REMOVE(&p->login_servers, s, entry); p->n_login--; break;
 	case SV_IDLE: TAILQ_REMOVE(&p->idle_servers, s, entry); p->n_idle--; break;
 	case SV_ACTIVE:
-	case SV_RESET: TAILQ_REMOVE(&p->active_servers, s, entry); p->n_active--; break;
+	case SV_RESET:
+	case SV_BEING_CANCELED: TAILQ_REMOVE(&p->active_servers, s, entry); p->n_active--; break;
 	}
 	cancel_detach(s);
 	bufferevent_free(s->bev);

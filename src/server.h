@@ -28,6 +28,7 @@ enum server_state {
 	SV_IDLE,      /* ready, unlinked: pool->idle_servers */
 	SV_ACTIVE,    /* linked to a client: pool->active_servers */
 	SV_RESET,     /* running server_reset_query: pool->active_servers */
+	SV_BEING_CANCELED, /* released while a cancel to it was on its way: pool->active_servers (cancel.h) */
 };
 
 /* What the server is doing with the queries pgsluice itself sent. */
@@ -77,7 +78,6 @@ struct server {
 	bool block_begun;              /* a BEGIN completed since the last ReadyForQuery: answers are not kept */
 	bool close_when_released;
 	struct cancel_req *cancels;    /* CancelRequests on their way to this server (cancel.h) */
-	bool release_held;             /* released while cancels were on their way: pool.c finishes it */
 };
 
 /* Open a new server for pool p (SV_LOGIN). Returns NULL on immediate failure (logged). */
