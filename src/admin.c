@@ -582,10 +582,13 @@ static void show_pools(struct client *c, struct msgbuf *m)
 	usec_t now = now_usec();
 	result_begin(&r, m, cols, (int)(sizeof(cols) / sizeof(cols[0])));
 	TAILQ_FOREACH(p, &c->sl->pools, entry) {
-		int tested = 0, used = count_used(p, now);
+		int tested = 0, used = count_used(p, now), active_cancel = 0, being_canceled = 0;
 		const struct server *s;
-		TAILQ_FOREACH(s, &p->active_servers, entry)
+		TAILQ_FOREACH(s, &p->active_servers, entry) {
 			tested += s->state == SV_RESET;
+			active_cancel += s->cancels && s->state == SV_ACTIVE;
+			being_canceled += s->state == SV_BEING_CANCELED;
+		}
 		const struct client *first = TAILQ_FIRST(&p->waiting_clients);
 		usec_t maxwait = first ? now - first->wait_start : 0;
 		row_begin(&r);
@@ -595,9 +598,9 @@ static void show_pools(struct client *c, struct msgbuf *m)
 		put_int(&r, p->n_waiting);
 		put_int(&r, 0);
 		put_int(&r, 0);
-		put_int(&r, p->n_active - tested);
-		put_int(&r, 0);
-		put_int(&r, 0);
+		put_int(&r, p->n_active - tested - being_canceled);
+		put_int(&r, active_cancel);
+		put_int(&r, being_canceled);
 		put_int(&r, p->n_idle - used);
 		put_int(&r, used);
 		put_int(&r, tested);
@@ -772,7 +775,8 @@ static void show_servers(struct client *c, struct msgbuf *m)
 	result_begin(&r, m, socket_cols, N_SOCKET_COLS);
 	TAILQ_FOREACH(p, &c->sl->pools, entry) {
 		TAILQ_FOREACH(s, &p->active_servers, entry)
-			server_row(&r, s, s->state == SV_RESET ? "tested" : "active");
+			server_row(&r, s, s->state == SV_RESET ? "tested"
+			                  : s->state == SV_BEING_CANCELED ? "being_canceled" : "active");
 		TAILQ_FOREACH(s, &p->idle_servers, entry)
 			server_row(&r, s, cfg->server_check_query[0] && now - s->last_used >= cfg->server_check_delay
 			                  ? "used" : "idle");

@@ -4,6 +4,7 @@
  */
 #include "authquery.h"
 
+#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,8 @@ struct aq_wait {        /* one lookup under way, for one client */
 	struct sluice *sl;
 	uint64_t client_id;
 	char user[128];
+	struct sidechan *sc;  /* the side channel it is queued on; lives until authquery_free */
+	char error[256];    /* why the lookup could not run, for lookup_failed */
 };
 
 struct authquery {
@@ -132,9 +135,45 @@ static struct sidechan *conn_for(struct sluice *sl, const char *dbname)
 		free(k);
 		return NULL;
 	}
+	/* A client waits for the answer: a database that cannot be reached
+	 * fails its login now, not after the reconnect backoff. */
+	sidechan_set_fail_fast(k->sc, true);
 	k->next = aq->conns;
 	aq->conns = k;
 	return k->sc;
+}
+
+/* The client whose lookup w was, if it is still logging in. */
+static struct client *waiting_client(struct aq_wait *w)
+{
+	struct client *c;
+	TAILQ_FOREACH(c, &w->sl->login_clients, entry)
+		if (c->id == w->client_id)
+			return c;
+	return NULL;
+}
+
+/* The lookup could not run: the client gets the connection's error, now. */
+static void lookup_failed(evutil_socket_t fd, short what, void *arg)
+{
+	struct aq_wait *w = arg;
+	(void)fd;
+	(void)what;
+	struct client *c = w->sl->authquery ? waiting_client(w) : NULL;
+	if (c)
+		client_fatal(c, SQLSTATE_CONNECTION_FAILURE, w->error[0] ? w->error : NULL,
+		             "pgsluice looks users up with auth_query in the database named by auth_dbname.",
+		             "could not look up user \"%s\" with auth_query", w->user);
+	free(w);
+}
+
+/* Fail w's client from the event loop, never inside the caller's own call. */
+static void fail_lookup_soon(struct aq_wait *w, const char *why)
+{
+	str_copy(w->error, why ? why : "", sizeof(w->error));
+	struct timeval now = { 0, 0 };
+	if (event_base_once(w->sl->base, -1, EV_TIMEOUT, lookup_failed, w, &now) != 0)
+		free(w);
 }
 
 static void looked_up(void *arg, const PGresult *res)
@@ -146,6 +185,11 @@ static void looked_up(void *arg, const PGresult *res)
 		free(w);      /* shutting down */
 		return;
 	}
+	if (!res) {
+		/* connection failed or lost: the role may exist, say why it cannot be checked */
+		fail_lookup_soon(w, sidechan_last_error(w->sc));
+		return;
+	}
 	bool answered = res && PQresultStatus(res) == PGRES_TUPLES_OK;
 	if (res && !answered)
 		log_warning("auth_query for \"%s\" failed: %s", w->user, PQresultErrorMessage(res));
@@ -153,12 +197,9 @@ static void looked_up(void *arg, const PGresult *res)
 		password = PQgetvalue(res, 0, 1);
 	if (answered && state(sl))
 		cache_put(sl->authquery, w->user, password ? password : "");
-	struct client *c;
-	TAILQ_FOREACH(c, &sl->login_clients, entry)
-		if (c->id == w->client_id) {
-			client_auth_query_done(c, password && *password ? password : NULL);
-			break;
-		}
+	struct client *c = waiting_client(w);
+	if (c)
+		client_auth_query_done(c, password && *password ? password : NULL);
 	free(w);
 }
 
@@ -171,7 +212,13 @@ bool authquery_lookup(struct sluice *sl, struct client *c)
 		return false;
 	w->sl = sl;
 	w->client_id = c->id;
+	w->sc = sc;
 	str_copy(w->user, c->user, sizeof(w->user));
+	if (sidechan_is_down(sc)) {
+		/* the last attempt failed: fail now, until a reconnect succeeds */
+		fail_lookup_soon(w, sidechan_last_error(sc));
+		return true;
+	}
 	const char *params[1] = { c->user };
 	if (!sidechan_query(sc, sl->cfg->auth_query, 1, params, looked_up, w)) {
 		free(w);

@@ -2,6 +2,11 @@
  * cancel.h - query cancellation: a client's CancelRequest carries the
  * BackendKeyData pgsluice gave it; pgsluice finds the client's server and
  * sends that server's own key on a fresh connection (protocol-flow.html 55.2.7).
+ *
+ * A forwarded cancel lands some time later. Until PostgreSQL has closed the
+ * cancel connection (it signalled the backend by then), the server is not
+ * given to another client, so a cancel never stops someone else's query
+ * (PgBouncer's "being canceled" servers).
  */
 #ifndef SLUICE_CANCEL_H
 #define SLUICE_CANCEL_H
@@ -13,16 +18,24 @@ struct server;
 
 /*
  * Handle a CancelRequest for (pid, key): when the client with that key has a
- * server, forward a CancelRequest to it. Unknown keys are ignored, as
- * PostgreSQL does, so a guesser learns nothing.
+ * server, forward a CancelRequest to it. Unknown keys, and clients without a
+ * server (idle in transaction pooling, or waiting for one), are ignored, as
+ * PostgreSQL ignores unknown keys, so a guesser learns nothing.
  */
 void cancel_request(struct sluice *sl, int32_t pid, int32_t key);
 
 /*
- * Send a CancelRequest with s's backend key to s's address; fire and forget.
- * A request not sent within cancel_wait_timeout (connect included; 0: no
- * limit) is dropped with a warning, as PgBouncer drops one that waited that long.
+ * Send a CancelRequest with s's backend key to s's address on a connection
+ * of its own. s->cancels tracks it until PostgreSQL closes that connection,
+ * the connection fails, or cancel_wait_timeout passes; then, when it was the
+ * last, pool_cancels_done(s) runs.
  */
 void cancel_forward(struct server *s);
+
+/* s is being freed: its cancels in flight finish without it. */
+void cancel_detach(struct server *s);
+
+/* Drop every cancel connection still open (shutdown). */
+void cancel_free_all(struct sluice *sl);
 
 #endif

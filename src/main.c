@@ -1,7 +1,7 @@
 /*
  * main.c - pgsluice's entry point: command line (PgBouncer's), pidfile,
- * daemonizing, privilege drop, signals (HUP reload, INT/TERM shutdown, USR1
- * pause, USR2 resume) and the event loop.
+ * daemonizing, privilege drop, signals (HUP reload, INT/TERM shutdown, QUIT
+ * immediate shutdown, USR1 pause, USR2 resume) and the event loop.
  */
 #include "autoconfig.h"
 
@@ -28,6 +28,7 @@
 #include "admin.h"
 #include "auth.h"
 #include "authquery.h"
+#include "cancel.h"
 #include "hba.h"
 #include "client.h"
 #include "config.h"
@@ -144,6 +145,9 @@ static bool check_pidfile(const char *path)
 	return true;
 }
 
+/* The pidfile this process wrote; empty until then. Every exit path removes it. */
+static char written_pidfile[4096];
+
 static bool write_pidfile(const char *path)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -151,11 +155,21 @@ static bool write_pidfile(const char *path)
 		log_error("could not create pidfile \"%s\": %s", path, strerror(errno));
 		return false;
 	}
+	str_copy(written_pidfile, path, sizeof(written_pidfile));
 	char buf[32];
 	int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
 	bool ok = write(fd, buf, (size_t)n) == n;
 	close(fd);
+	if (!ok)
+		log_error("could not write pidfile \"%s\": %s", path, strerror(errno));
 	return ok;
+}
+
+static void remove_pidfile(void)
+{
+	if (written_pidfile[0] && unlink(written_pidfile) != 0 && errno != ENOENT)
+		log_warning("could not remove pidfile \"%s\": %s", written_pidfile, strerror(errno));
+	written_pidfile[0] = '\0';
 }
 
 static bool daemonize(void)
@@ -419,6 +433,14 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 			log_warning("%s", err);
 		return;
 	}
+	if (sig == SIGQUIT) {
+		/* PgBouncer's immediate shutdown: no wait for usage records to be
+		 * stored, as they stay in the journal on disk for the next start. */
+		log_info("got SIGQUIT, immediate shutdown");
+		sl->shutting_down = true;
+		event_base_loopbreak(sl->base);
+		return;
+	}
 	if (!sl->shutting_down)
 		log_info("got signal %d, shutting down", (int)sig);
 	begin_shutdown(sl);
@@ -465,6 +487,7 @@ static void teardown(struct sluice *sl, struct event **sigs, int n_sigs)
 	limits_sync_stop(sl);
 	usage_stop(sl);
 	pool_free_all(sl);
+	cancel_free_all(sl);
 	admin_stop(sl);
 	metrics_stop(sl);
 	while (!TAILQ_EMPTY(&sl->login_clients))
@@ -486,11 +509,13 @@ static void teardown(struct sluice *sl, struct event **sigs, int n_sigs)
 	event_base_free(sl->base);
 }
 
+#define N_SIGNALS 6
+
 /* Start every part in order; false after logging why. */
 static bool start_parts(struct sluice *sl, const struct options *o, struct event **sigs)
 {
 	char err[1024];
-	static const int signums[5] = { SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2 };
+	static const int signums[N_SIGNALS] = { SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2 };
 	if (!listener_start(sl, err, sizeof(err))) {
 		log_error("%s", err);
 		return false;
@@ -503,7 +528,7 @@ static bool start_parts(struct sluice *sl, const struct options *o, struct event
 		log_error("%s", sl->admin ? err : "out of memory");
 		return false;
 	}
-	for (int i = 0; i < 5; i++) {
+	for (int i = 0; i < N_SIGNALS; i++) {
 		sigs[i] = evsignal_new(sl->base, signums[i], signal_cb, sl);
 		if (!sigs[i] || event_add(sigs[i], NULL) != 0) {
 			log_error("could not install signal handlers");
@@ -515,7 +540,7 @@ static bool start_parts(struct sluice *sl, const struct options *o, struct event
 
 static int run(struct sluice *sl, const struct options *o)
 {
-	struct event *sigs[5] = { NULL };
+	struct event *sigs[N_SIGNALS] = { NULL };
 	sl->base = event_base_new();
 	if (!sl->base) {
 		log_error("could not create the event loop");
@@ -530,7 +555,7 @@ static int run(struct sluice *sl, const struct options *o)
 		event_base_dispatch(sl->base);
 		rc = 0;
 	}
-	teardown(sl, sigs, 5);
+	teardown(sl, sigs, N_SIGNALS);
 	return rc;
 }
 
@@ -610,11 +635,12 @@ int main(int argc, char **argv)
 	if ((!cfg->pidfile[0] || check_pidfile(cfg->pidfile)) && (!o.daemonize || daemonize()) &&
 	    (!cfg->pidfile[0] || write_pidfile(cfg->pidfile))) {
 		rc = run(&sl, &o);
-		if (sl.cfg->pidfile[0])
-			unlink(sl.cfg->pidfile);
+		remove_pidfile();
 		log_info("pgsluice stopped");
-	} else if (o.daemonize) {
-		log_error("could not start in the background: %s", strerror(errno));
+	} else {
+		remove_pidfile();    /* written, but not completely */
+		if (o.daemonize)
+			log_error("could not start in the background: %s", strerror(errno));
 	}
 	free_loaded(&sl);
 	return rc;

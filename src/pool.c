@@ -83,6 +83,7 @@ static bool pool_apply(struct pool *p, const struct sluice_config *cfg, const st
 }
 
 static void pool_free(struct pool *p);
+static void clear_login_failure(struct pool *p);
 
 struct pool *pool_get(struct sluice *sl, const struct db_config *db, const char *db_name, const char *user)
 {
@@ -157,6 +158,62 @@ bool pool_is_paused(const struct pool *p)
 	return false;
 }
 
+static int max_db_connections(const struct sluice_config *cfg, const char *db_name)
+{
+	const struct db_config *db = config_find_db(cfg, db_name);
+	return db && db->max_db_connections >= 0 ? db->max_db_connections : cfg->max_db_connections;
+}
+
+static int max_user_connections(const struct sluice_config *cfg, const char *user_name)
+{
+	const struct user_config *u = config_find_user(cfg, user_name);
+	return u && u->max_user_connections >= 0 ? u->max_user_connections : cfg->max_user_connections;
+}
+
+/*
+ * Close the server idle longest among the other pools of database db_name
+ * (or, when db_name is NULL, of user user_name). Returns false when there
+ * is none.
+ */
+static bool evict_idle(struct pool *p, const char *db_name, const char *user_name)
+{
+	struct server *oldest = NULL;
+	struct pool *q;
+	TAILQ_FOREACH(q, &p->sl->pools, entry) {
+		if (q == p || (db_name ? strcmp(q->db_name, db_name) : strcmp(q->user_name, user_name)) != 0)
+			continue;
+		/* LIFO list: the tail idled longest */
+		struct server *s = TAILQ_LAST(&q->idle_servers, server_list);
+		if (s && (!oldest || s->last_used < oldest->last_used))
+			oldest = s;
+	}
+	if (!oldest)
+		return false;
+	server_close(oldest, db_name ? "max_db_connections reached: room for another pool"
+	                             : "max_user_connections reached: room for another pool");
+	return true;
+}
+
+/*
+ * p has clients waiting and no server at all, and max_db_connections or
+ * max_user_connections is taken up by other pools: close their idle servers
+ * to make room, or p could wait forever (PgBouncer's evict_connection).
+ */
+static void make_room(struct pool *p)
+{
+	struct sluice *sl = p->sl;
+	if (p->n_waiting == 0 || p->pool_size <= 0 || p->n_login + p->n_idle + p->n_active > 0 || pool_is_paused(p) ||
+	    (p->last_login_failure && now_usec() - p->last_login_failure < sl->cfg->server_login_retry))
+		return;
+	int max_db = max_db_connections(sl->cfg, p->db_name);
+	while (max_db > 0 && pool_count_db_servers(sl, p->db_name) >= max_db && evict_idle(p, p->db_name, NULL))
+		;
+	int max_user = max_user_connections(sl->cfg, p->user_name);
+	while (max_user > 0 && pool_count_user_servers(sl, p->user_name) >= max_user &&
+	       evict_idle(p, NULL, p->user_name))
+		;
+}
+
 /* May p open one more server now? */
 static bool can_launch(struct pool *p)
 {
@@ -173,12 +230,10 @@ static bool can_launch(struct pool *p)
 		return false;
 	if (p->last_login_failure && now_usec() - p->last_login_failure < cfg->server_login_retry)
 		return false;
-	const struct db_config *db = config_find_db(cfg, p->db_name);
-	int max_db = db && db->max_db_connections >= 0 ? db->max_db_connections : cfg->max_db_connections;
+	int max_db = max_db_connections(cfg, p->db_name);
 	if (max_db > 0 && pool_count_db_servers(sl, p->db_name) >= max_db)
 		return false;
-	const struct user_config *u = config_find_user(cfg, p->user_name);
-	int max_user = u && u->max_user_connections >= 0 ? u->max_user_connections : cfg->max_user_connections;
+	int max_user = max_user_connections(cfg, p->user_name);
 	if (max_user > 0 && pool_count_user_servers(sl, p->user_name) >= max_user)
 		return false;
 	return true;
@@ -187,6 +242,7 @@ static bool can_launch(struct pool *p)
 /* Open servers while clients wait for more than the logins under way can serve. */
 static void launch_for_waiters(struct pool *p)
 {
+	make_room(p);
 	while (p->n_waiting > p->n_login && can_launch(p))
 		if (!server_launch(p))
 			break;
@@ -204,10 +260,15 @@ static void enqueue_client(struct pool *p, struct client *c, enum client_state s
 	bufferevent_disable(c->bev, EV_READ);
 }
 
-/* A pool with no server and a recent failed login fails its waiters now. */
+/*
+ * A pool whose last login failed recently fails its waiters now unless a
+ * logged-in server may still serve them. Logins under way do not count: they
+ * go to the same server with the same credentials (PgBouncer's
+ * kill_pool_logins), and servers of a stale pool are closed once released.
+ */
 static bool fail_fast(struct pool *p)
 {
-	if (!p->last_login_failure || p->n_login + p->n_idle + p->n_active > 0)
+	if (!p->last_login_failure || (p->n_idle + p->n_active > 0 && !p->stale))
 		return false;
 	if (now_usec() - p->last_login_failure >= p->sl->cfg->server_login_retry)
 		return false;
@@ -267,7 +328,8 @@ void pool_move_server(struct server *s, int new_state)
 	case SV_LOGIN: TAILQ_REMOVE(&p->login_servers, s, entry); p->n_login--; break;
 	case SV_IDLE: TAILQ_REMOVE(&p->idle_servers, s, entry); p->n_idle--; break;
 	case SV_ACTIVE:
-	case SV_RESET: TAILQ_REMOVE(&p->active_servers, s, entry); p->n_active--; break;
+	case SV_RESET:
+	case SV_BEING_CANCELED: TAILQ_REMOVE(&p->active_servers, s, entry); p->n_active--; break;
 	}
 	s->state = (enum server_state)new_state;
 	switch (s->state) {
@@ -276,7 +338,8 @@ void pool_move_server(struct server *s, int new_state)
 	 * surplus servers age out by server_idle_timeout. */
 	case SV_IDLE: TAILQ_INSERT_HEAD(&p->idle_servers, s, entry); p->n_idle++; break;
 	case SV_ACTIVE:
-	case SV_RESET: TAILQ_INSERT_TAIL(&p->active_servers, s, entry); p->n_active++; break;
+	case SV_RESET:
+	case SV_BEING_CANCELED: TAILQ_INSERT_TAIL(&p->active_servers, s, entry); p->n_active++; break;
 	}
 }
 
@@ -284,6 +347,13 @@ void pool_release_server(struct server *s, bool clean)
 {
 	struct pool *p = s->pool;
 	s->client = NULL;
+	if (clean && s->cancels) {
+		/* A CancelRequest of the client that just left may still land: no
+		 * other client's query runs here before it did (pool_cancels_done).
+		 * The server stays on active_servers, so it counts against the limits. */
+		pool_move_server(s, SV_BEING_CANCELED);
+		return;
+	}
 	if (!clean || s->close_when_released || p->stale || pool_is_paused(p)) {
 		server_close(s, !clean ? "client disconnected with the server busy"
 		                : pool_is_paused(p) ? "database paused" : "server configuration changed");
@@ -294,6 +364,14 @@ void pool_release_server(struct server *s, bool clean)
 		server_start_reset(s);
 	else
 		pool_server_ready(s);
+}
+
+void pool_cancels_done(struct server *s)
+{
+	if (s->state != SV_BEING_CANCELED)
+		return;
+	pool_move_server(s, SV_ACTIVE);
+	pool_release_server(s, server_is_clean(s));
 }
 
 void pool_set_welcome(struct pool *p, const struct varcache *vars, char **other)
@@ -313,9 +391,7 @@ void pool_set_welcome(struct pool *p, const struct varcache *vars, char **other)
 void pool_server_ready(struct server *s)
 {
 	struct pool *p = s->pool;
-	p->last_login_failure = 0;
-	free(p->last_login_error);
-	p->last_login_error = NULL;
+	clear_login_failure(p);
 	s->last_used = now_usec();
 	/* Clients waiting for the welcome need no server of their own yet. */
 	struct client *c, *next;
@@ -343,8 +419,13 @@ void pool_server_ready(struct server *s)
 	}
 }
 
-void pool_login_failed(struct pool *p, const uint8_t *msg, size_t len, const char *conn_error)
+void pool_login_failed(struct pool *p, usec_t attempt_start, const uint8_t *msg, size_t len,
+                       const char *conn_error)
 {
+	if (attempt_start < p->reconfigured_at) {
+		launch_for_waiters(p);
+		return;
+	}
 	p->last_login_failure = now_usec();
 	free(p->last_login_error);
 	p->last_login_error = NULL;
@@ -411,8 +492,9 @@ static void expire_servers(struct pool *p, usec_t now)
 	struct server *s, *next;
 	TAILQ_FOREACH_SAFE(s, &p->login_servers, entry, next)
 		if (cfg->server_connect_timeout > 0 && now - s->connect_time >= cfg->server_connect_timeout) {
+			usec_t started = s->connect_time;
 			server_close(s, "server_connect_timeout");
-			pool_login_failed(p, NULL, 0, "server_connect_timeout expired");
+			pool_login_failed(p, started, NULL, 0, "server_connect_timeout expired");
 		}
 	int total = p->n_idle + p->n_active + p->n_login;
 	TAILQ_FOREACH_SAFE(s, &p->idle_servers, entry, next) {
@@ -448,10 +530,23 @@ void pool_janitor(struct sluice *sl)
 	}
 }
 
+/* Forget p's failed login: the next client tries a new login at once. */
+static void clear_login_failure(struct pool *p)
+{
+	p->last_login_failure = 0;
+	free(p->last_login_error);
+	p->last_login_error = NULL;
+	p->last_login_error_len = 0;
+}
+
 void pool_reconfigure(struct sluice *sl)
 {
 	struct pool *p;
 	TAILQ_FOREACH(p, &sl->pools, entry) {
+		/* A reload may have fixed the password (entry or auth_file): do not
+		 * wait server_login_retry to find out. */
+		clear_login_failure(p);
+		p->reconfigured_at = now_usec();
 		const struct db_config *db = config_find_db(sl->cfg, p->db_name);
 		if (!db) {
 			/* The entry is gone: close what is idle, refuse new logins (3D000). */

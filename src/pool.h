@@ -57,7 +57,7 @@ struct pool {
 
 	struct server_list login_servers;  /* SV_LOGIN */
 	struct server_list idle_servers;   /* SV_IDLE */
-	struct server_list active_servers; /* SV_ACTIVE, SV_RESET */
+	struct server_list active_servers; /* SV_ACTIVE, SV_RESET, SV_BEING_CANCELED */
 	struct client_list waiting_clients; /* CL_WAITING_LOGIN and CL_WAITING, FIFO */
 	struct client_list active_clients;  /* CL_ACTIVE */
 	int n_login, n_idle, n_active, n_waiting, n_clients;
@@ -74,6 +74,7 @@ struct pool {
 	bool have_scram_keys;
 
 	usec_t last_login_failure;     /* 0: the last attempt succeeded */
+	usec_t reconfigured_at;        /* monotonic, last reload: older login attempts say nothing */
 	uint8_t *last_login_error;     /* ErrorResponse message to give waiting clients, owned */
 	size_t last_login_error_len;
 	bool stale;                    /* config changed its target: close servers when released */
@@ -115,11 +116,20 @@ void pool_release_server(struct server *s, bool clean);
 void pool_server_ready(struct server *s);
 
 /*
- * Server login failed with the ErrorResponse msg (len bytes, whole message
- * with header) or, when msg is NULL, with a connection error text. Waiting
- * clients get the error; new attempts wait server_login_retry.
+ * The last CancelRequest forwarded to s finished (cancel.h). A release held
+ * back for it goes ahead now: the server may serve another client.
  */
-void pool_login_failed(struct pool *p, const uint8_t *msg, size_t len, const char *conn_error);
+void pool_cancels_done(struct server *s);
+
+/*
+ * A server login begun at attempt_start (monotonic usec) failed with the
+ * ErrorResponse msg (len bytes, whole message with header) or, when msg is
+ * NULL, with a connection error text. Waiting clients get the error; new
+ * attempts wait server_login_retry. A login begun before the last reload
+ * used old settings: it only makes way for a new attempt.
+ */
+void pool_login_failed(struct pool *p, usec_t attempt_start, const uint8_t *msg, size_t len,
+                       const char *conn_error);
 
 /* Remember the first logged-in server's ParameterStatus set as the welcome. */
 void pool_set_welcome(struct pool *p, const struct varcache *vars, char **other);

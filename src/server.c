@@ -21,6 +21,7 @@
 #include "ai/cache_proto.h"
 #include "auth.h"
 #include "authquery.h"
+#include "cancel.h"
 #include "client.h"
 #include "log.h"
 #include "pool.h"
@@ -139,8 +140,9 @@ struct server *server_launch(struct pool *p)
 	if (!start_connect(s)) {
 		char err[256];
 		snprintf(err, sizeof(err), "could not start connection: %s", strerror(errno));
+		usec_t started = s->connect_time;
 		server_close(s, err);
-		pool_login_failed(p, NULL, 0, err);
+		pool_login_failed(p, started, NULL, 0, err);
 		return NULL;
 	}
 	return s;
@@ -167,8 +169,10 @@ void server_close(struct server *s, const char *reason)
 	case SV_LOGIN: TAILQ_REMOVE(&p->login_servers, s, entry); p->n_login--; break;
 	case SV_IDLE: TAILQ_REMOVE(&p->idle_servers, s, entry); p->n_idle--; break;
 	case SV_ACTIVE:
-	case SV_RESET: TAILQ_REMOVE(&p->active_servers, s, entry); p->n_active--; break;
+	case SV_RESET:
+	case SV_BEING_CANCELED: TAILQ_REMOVE(&p->active_servers, s, entry); p->n_active--; break;
 	}
+	cancel_detach(s);
 	bufferevent_free(s->bev);
 	varcache_clear(&s->vars);
 	prepared_server_free(s);
@@ -350,8 +354,9 @@ static void login_fail(struct server *s, const uint8_t *msg, size_t len, const c
 		log_warning("S-%llu: %s/%s server login failed: %s", (unsigned long long)s->id,
 		            p->db_name, p->user_name, why);
 	}
+	usec_t started = s->connect_time;
 	server_close(s, "login failed");
-	pool_login_failed(p, msg, len, why);
+	pool_login_failed(p, started, msg, len, why);
 }
 
 /* One whole message of a server in SV_LOGIN. Returns false when s is gone. */

@@ -21,12 +21,14 @@ struct pool;
 struct client;
 struct bufferevent;
 struct cache_entry;
+struct cancel_req;
 
 enum server_state {
 	SV_LOGIN,     /* connecting and authenticating: pool->login_servers */
 	SV_IDLE,      /* ready, unlinked: pool->idle_servers */
 	SV_ACTIVE,    /* linked to a client: pool->active_servers */
 	SV_RESET,     /* running server_reset_query: pool->active_servers */
+	SV_BEING_CANCELED, /* released while a cancel to it was on its way: pool->active_servers (cancel.h) */
 };
 
 /* What the server is doing with the queries pgsluice itself sent. */
@@ -77,6 +79,7 @@ struct server {
 	bool close_when_released;
 	bool settings_tainted;         /* relayed a client's statement that may have changed settings
 	                                  pgsluice does not track: stores no answer until DISCARD ALL */
+	struct cancel_req *cancels;    /* CancelRequests on their way to this server (cancel.h) */
 };
 
 /* Open a new server for pool p (SV_LOGIN). Returns NULL on immediate failure (logged). */

@@ -33,6 +33,7 @@ struct server;
 struct pool;
 struct admin;
 struct metrics;
+struct cancel_req;
 
 TAILQ_HEAD(client_list, client);
 TAILQ_HEAD(server_list, server);
@@ -110,6 +111,7 @@ struct sluice {
 	struct sluice_hooks hooks;
 	usec_t stats_last_time;
 	bool shutting_down;
+	struct cancel_req *cancels;       /* CancelRequests on their way to PostgreSQL (cancel.c) */
 };
 
 /* glibc's sys/queue.h lacks the _SAFE iterators that BSD's has. */

@@ -7,6 +7,7 @@
 #include "ai/sidechan.h"
 
 #include <event2/event.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,6 +43,8 @@ struct sidechan {
 	int n_queued;
 	PGresult *last;            /* result of the running query so far */
 	bool want_write;           /* PQflush has more to send */
+	bool fail_fast;            /* a failed connection fails the queued queries too */
+	char last_error[256];      /* why the connection last failed or broke */
 };
 
 static void sc_connect(struct sidechan *sc);
@@ -104,6 +107,10 @@ static void sc_lost(struct sidechan *sc, const char *why)
 	bool was_up = sc->state == SC_IDLE || sc->state == SC_BUSY;
 	log_warning("%s: connection to PostgreSQL %s: %s", sc->name, was_up ? "lost" : "failed",
 	            why && *why ? why : "unknown error");
+	snprintf(sc->last_error, sizeof(sc->last_error), "%s", why && *why ? why : "unknown error");
+	size_t n = strlen(sc->last_error);
+	while (n > 0 && (sc->last_error[n - 1] == '\n' || sc->last_error[n - 1] == ' '))
+		sc->last_error[--n] = '\0';   /* libpq ends its messages with a newline */
 	if (sc->io)
 		event_free(sc->io);
 	sc->io = NULL;
@@ -124,6 +131,19 @@ static void sc_lost(struct sidechan *sc, const char *why)
 		free_query(q);
 	}
 	sc->state = SC_DOWN;
+	if (sc->fail_fast) {
+		/* Waiting for the next attempt would hold the queries' owners for
+		 * up to the backoff: answer them now. */
+		struct sc_query *q = sc->head;
+		sc->head = sc->tail = NULL;
+		sc->n_queued = 0;
+		while (q) {
+			struct sc_query *next = q->next;
+			q->fn(q->arg, NULL);
+			free_query(q);
+			q = next;
+		}
+	}
 	if (was_up && sc->state_fn)
 		sc->state_fn(sc->state_arg, false);
 	struct timeval tv = { sc->backoff_ms / 1000, (sc->backoff_ms % 1000) * 1000 };
@@ -319,6 +339,21 @@ bool sidechan_query(struct sidechan *sc, const char *sql, int n_params, const ch
 	sc->n_queued++;
 	sc_start_next(sc);
 	return true;
+}
+
+void sidechan_set_fail_fast(struct sidechan *sc, bool on)
+{
+	sc->fail_fast = on;
+}
+
+bool sidechan_is_down(const struct sidechan *sc)
+{
+	return sc->state == SC_DOWN;
+}
+
+const char *sidechan_last_error(const struct sidechan *sc)
+{
+	return sc->last_error;
 }
 
 bool sidechan_is_up(const struct sidechan *sc)

@@ -41,6 +41,19 @@ struct sidechan *sidechan_new(struct event_base *base, const char *name,
 bool sidechan_query(struct sidechan *sc, const char *sql, int n_params, const char *const *params,
                     sidechan_result_fn fn, void *arg);
 
+/*
+ * on: when a connection attempt fails or the connection breaks, every query
+ * waiting gets its callback with NULL at once instead of waiting for the
+ * next attempt (for a client held by the answer, e.g. auth_query).
+ */
+void sidechan_set_fail_fast(struct sidechan *sc, bool on);
+
+/* True between a failed or lost connection and the next attempt. */
+bool sidechan_is_down(const struct sidechan *sc);
+
+/* Why the connection last failed or broke (libpq's message, one line); "" before any failure. */
+const char *sidechan_last_error(const struct sidechan *sc);
+
 /* True when connected and ready for queries. */
 bool sidechan_is_up(const struct sidechan *sc);
 
