@@ -1788,11 +1788,9 @@ void admin_login(struct client *c)
 		             "user \"%s\" is not allowed to use the admin console", c->user);
 		return;
 	}
-	TAILQ_REMOVE(&sl->login_clients, c, entry);
-	c->state = CL_ADMIN;
+	client_move(c, NULL, CL_ADMIN);
 	c->admin_may_control = may_control;
 	c->admin_skip_to_sync = false;
-	TAILQ_INSERT_TAIL(&sl->admin_clients, c, entry);
 	RAND_bytes((unsigned char *)&c->cancel_pid, sizeof(c->cancel_pid));
 	RAND_bytes((unsigned char *)&c->cancel_key, sizeof(c->cancel_key));
 	if (cfg->log_connections)
@@ -1932,8 +1930,6 @@ void admin_forget(struct client *c)
 		else
 			i++;
 	}
-	TAILQ_REMOVE(&c->sl->admin_clients, c, entry);
-	c->state = CL_NONE;
 }
 
 bool admin_start(struct sluice *sl)

@@ -29,7 +29,7 @@ void admin_login(struct client *c);
 /* Run what console session c has buffered (its read callback, and its write callback once its answers drained). */
 void admin_input(struct client *c);
 
-/* Console session c is going away: take it off sl->admin_clients, drop its waits. */
+/* Console session c is going away: drop its waits (client_move takes it off sl->admin_clients). */
 void admin_forget(struct client *c);
 
 /*

@@ -76,17 +76,63 @@ void client_accept(struct sluice *sl, int fd, const struct sockaddr *addr, sockl
 	c->sl = sl;
 	c->bev = bev;
 	c->id = next_client_id++;
-	c->state = CL_LOGIN;
 	c->auth_step = CL_AUTH_STARTUP;
 	c->connect_time = c->last_activity = now_usec();
 	describe_peer(c, addr);
 	if (len <= sizeof(c->peer))
 		memcpy(&c->peer, addr, len);
-	TAILQ_INSERT_TAIL(&sl->login_clients, c, entry);
+	c->state = CL_NONE;
+	client_move(c, NULL, CL_LOGIN);
 	sl->n_clients++;
 	bufferevent_setcb(bev, client_read_cb, client_write_cb, client_event_cb, c);
 	bufferevent_setwatermark(bev, EV_WRITE, RELAY_HIGH_WATER / 2, 0);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+void client_move(struct client *c, struct pool *p, enum client_state state)
+{
+	struct sluice *sl = c->sl;
+	struct pool *old = c->pool;
+	switch (c->state) {
+	case CL_LOGIN: TAILQ_REMOVE(&sl->login_clients, c, entry); break;
+	case CL_CLOSING: TAILQ_REMOVE(&sl->closing_clients, c, entry); break;
+	case CL_ADMIN: TAILQ_REMOVE(&sl->admin_clients, c, entry); break;
+	case CL_WAITING_LOGIN:
+		old->n_waiting_login--;
+		/* fall through */
+	case CL_WAITING:
+		TAILQ_REMOVE(&old->waiting_clients, c, entry);
+		old->n_waiting--;
+		break;
+	case CL_ACTIVE:
+		TAILQ_REMOVE(&old->active_clients, c, entry);
+		old->n_clients--;
+		break;
+	case CL_NONE:
+	case CL_CANCEL:
+		break;
+	}
+	c->state = state;
+	c->pool = p;
+	switch (state) {
+	case CL_LOGIN: TAILQ_INSERT_TAIL(&sl->login_clients, c, entry); break;
+	case CL_CLOSING: TAILQ_INSERT_TAIL(&sl->closing_clients, c, entry); break;
+	case CL_ADMIN: TAILQ_INSERT_TAIL(&sl->admin_clients, c, entry); break;
+	case CL_WAITING_LOGIN:
+		p->n_waiting_login++;
+		/* fall through */
+	case CL_WAITING:
+		TAILQ_INSERT_TAIL(&p->waiting_clients, c, entry);
+		p->n_waiting++;
+		break;
+	case CL_ACTIVE:
+		TAILQ_INSERT_TAIL(&p->active_clients, c, entry);
+		p->n_clients++;
+		break;
+	case CL_NONE:
+	case CL_CANCEL:
+		break;
+	}
 }
 
 /* Take c off every list and give back its server; c stays allocated. */
@@ -98,13 +144,9 @@ static void client_detach(struct client *c)
 		s->client = NULL;
 		pool_release_server(s, server_is_clean(s));
 	}
-	if (c->state == CL_LOGIN)
-		TAILQ_REMOVE(&c->sl->login_clients, c, entry);
-	else if (c->state == CL_ADMIN)
-		admin_forget(c);   /* takes it off sl->admin_clients */
-	else if (c->state != CL_CANCEL && c->state != CL_NONE)
-		pool_forget_client(c);
-	c->pool = NULL;
+	if (c->state == CL_ADMIN)
+		admin_forget(c);   /* its waits on the console */
+	client_move(c, NULL, CL_NONE);
 }
 
 static void client_free(struct client *c)
@@ -132,7 +174,7 @@ void client_close(struct client *c, const char *reason)
 		         c->user ? c->user : "(nouser)", c->addr, c->port, reason,
 		         (long long)((now_usec() - c->connect_time) / USEC_PER_SEC));
 	if (c->state == CL_CLOSING)
-		TAILQ_REMOVE(&c->sl->closing_clients, c, entry);
+		client_move(c, NULL, CL_NONE);
 	else
 		client_detach(c);
 	client_free(c);
@@ -161,8 +203,7 @@ static void client_close_after_flush(struct client *c)
 	if (c->state == CL_CLOSING)
 		return;
 	client_detach(c);
-	c->state = CL_CLOSING;
-	TAILQ_INSERT_TAIL(&c->sl->closing_clients, c, entry);
+	client_move(c, NULL, CL_CLOSING);
 	struct timeval tv = { 5, 0 };
 	bufferevent_set_timeouts(c->bev, &tv, &tv);
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
@@ -661,8 +702,7 @@ static void handle_cancel_request(struct client *c, const uint8_t *body)
 	mr_init(&r, body, 8);
 	int32_t pid = mr_int32(&r), key = mr_int32(&r);
 	struct sluice *sl = c->sl;
-	TAILQ_REMOVE(&sl->login_clients, c, entry);
-	c->state = CL_CANCEL;
+	client_move(c, NULL, CL_CANCEL);
 	cancel_request(sl, pid, key);
 	client_close(c, "cancel request");
 }
@@ -803,9 +843,7 @@ static void login_succeeded(struct client *c)
 		memcpy(p->scram_client_key, c->scram.client_key, SCRAM_KEY_LEN);
 		p->have_scram_keys = true;
 	}
-	TAILQ_REMOVE(&sl->login_clients, c, entry);
-	c->state = CL_NONE;
-	c->pool = p;
+	client_move(c, p, CL_NONE);
 	do {
 		RAND_bytes((unsigned char *)&c->cancel_pid, sizeof(c->cancel_pid));
 		RAND_bytes((unsigned char *)&c->cancel_key, sizeof(c->cancel_key));
@@ -820,13 +858,8 @@ void client_welcome(struct client *c)
 {
 	struct pool *p = c->pool;
 	struct msgbuf m;
-	if (c->state != CL_ACTIVE) {
-		pool_forget_client(c);
-		c->pool = p;
-		c->state = CL_ACTIVE;
-		TAILQ_INSERT_TAIL(&p->active_clients, c, entry);
-		p->n_clients++;
-	}
+	if (c->state != CL_ACTIVE)
+		client_move(c, p, CL_ACTIVE);
 	varcache_fill_missing(&c->vars, &p->welcome_vars);
 	msg_init(&m);
 	for (int i = 0; i < varcache_count(); i++)
@@ -1113,8 +1146,7 @@ static void close_after_tls_error(struct client *c, const char *why)
 	log_info("C-%llu: %s:%d TLS handshake failed: %s", (unsigned long long)c->id, c->addr, c->port, why);
 	str_copy(c->close_reason, why, sizeof(c->close_reason));
 	client_detach(c);
-	c->state = CL_CLOSING;
-	TAILQ_INSERT_TAIL(&c->sl->closing_clients, c, entry);
+	client_move(c, NULL, CL_CLOSING);
 	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
 	evtimer_add(c->close_timer, &tv);
 }

@@ -121,6 +121,16 @@ void client_accept(struct sluice *sl, int fd, const struct sockaddr *addr, sockl
 void client_close(struct client *c, const char *reason);
 
 /*
+ * The one mover of client states: take c off the list its state names (the
+ * sluice's login/closing/admin lists or pool p's waiting/active lists, with
+ * their counts), set state, and put it on the new state's list. p is the pool
+ * for CL_WAITING_LOGIN, CL_WAITING and CL_ACTIVE and is kept in c->pool for
+ * CL_NONE (login_succeeded hands a client to its pool that way); NULL
+ * otherwise. Constant time: no list is walked.
+ */
+void client_move(struct client *c, struct pool *p, enum client_state state);
+
+/*
  * Send c an ErrorResponse with severity FATAL and close it once written.
  * Message per the Error Message Style Guide; detail/hint may be NULL.
  */

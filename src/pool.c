@@ -250,12 +250,8 @@ static void launch_for_waiters(struct pool *p)
 
 static void enqueue_client(struct pool *p, struct client *c, enum client_state state)
 {
-	pool_forget_client(c);
-	c->pool = p;
-	c->state = state;
+	client_move(c, p, state);
 	c->wait_start = now_usec();
-	TAILQ_INSERT_TAIL(&p->waiting_clients, c, entry);
-	p->n_waiting++;
 	/* Bound memory: what the client sends while it waits stays in the kernel. */
 	bufferevent_disable(c->bev, EV_READ);
 }
@@ -303,22 +299,6 @@ void pool_request_server(struct pool *p, struct client *c)
 	if (fail_fast(p))
 		return;
 	launch_for_waiters(p);
-}
-
-void pool_forget_client(struct client *c)
-{
-	struct pool *p = c->pool;
-	if (!p)
-		return;
-	if (c->state == CL_WAITING || c->state == CL_WAITING_LOGIN) {
-		TAILQ_REMOVE(&p->waiting_clients, c, entry);
-		p->n_waiting--;
-	} else if (c->state == CL_ACTIVE) {
-		TAILQ_REMOVE(&p->active_clients, c, entry);
-		p->n_clients--;
-	}
-	c->state = CL_NONE;     /* the caller puts it on its next list */
-	c->pool = NULL;
 }
 
 void pool_move_server(struct server *s, int new_state)
@@ -393,11 +373,13 @@ void pool_server_ready(struct server *s)
 	struct pool *p = s->pool;
 	clear_login_failure(p);
 	s->last_used = now_usec();
-	/* Clients waiting for the welcome need no server of their own yet. */
+	/* Clients waiting for the welcome need no server of their own yet. Only
+	 * before a pool's first login are there any: no walk per transaction. */
 	struct client *c, *next;
-	TAILQ_FOREACH_SAFE(c, &p->waiting_clients, entry, next)
-		if (c->state == CL_WAITING_LOGIN)
-			client_welcome(c);
+	if (p->n_waiting_login > 0)
+		TAILQ_FOREACH_SAFE(c, &p->waiting_clients, entry, next)
+			if (c->state == CL_WAITING_LOGIN)
+				client_welcome(c);
 	if (pool_is_paused(p) || s->close_when_released) {
 		/* admin console: PAUSE closes servers as they come free, RECONNECT too */
 		server_close(s, pool_is_paused(p) ? "database paused" : "reconnect requested");
@@ -407,11 +389,7 @@ void pool_server_ready(struct server *s)
 		pool_move_server(s, SV_IDLE);
 	c = TAILQ_FIRST(&p->waiting_clients);
 	if (c) {
-		TAILQ_REMOVE(&p->waiting_clients, c, entry);
-		p->n_waiting--;
-		c->state = CL_ACTIVE;
-		TAILQ_INSERT_TAIL(&p->active_clients, c, entry);
-		p->n_clients++;
+		client_move(c, p, CL_ACTIVE);
 		usec_t waited = now_usec() - c->wait_start;
 		p->sl->stats.wait_time_usec += (uint64_t)waited;
 		note_assignment(p, waited);

@@ -61,6 +61,7 @@ struct pool {
 	struct client_list waiting_clients; /* CL_WAITING_LOGIN and CL_WAITING, FIFO */
 	struct client_list active_clients;  /* CL_ACTIVE */
 	int n_login, n_idle, n_active, n_waiting, n_clients;
+	int n_waiting_login;             /* of n_waiting, those in CL_WAITING_LOGIN */
 
 	/* ParameterStatus of the first server that logged in: what clients are
 	 * welcomed with before they have a server of their own. */
@@ -103,8 +104,6 @@ void pool_request_server(struct pool *p, struct client *c);
  */
 void pool_wait_for_welcome(struct pool *p, struct client *c);
 
-/* Take client c off whatever pool list it is on (before freeing c). */
-void pool_forget_client(struct client *c);
 
 /*
  * The client gave its server back (session end or, later, transaction end).
