@@ -10,11 +10,11 @@
 #include <string.h>
 
 #include "ai/migrate.h"
-#include "ai/sidechan.h"
 #include "auth.h"
 #include "client.h"
 #include "config.h"
 #include "log.h"
+#include "sidechan.h"
 #include "sluice.h"
 #include "util.h"
 

@@ -18,7 +18,6 @@
 
 #include "ai/cache.h"
 #include "ai/cache_proto.h"
-#include "ai/refuse.h"
 #include "ai/usage.h"
 #include "client.h"
 #include "client_step.h"
@@ -26,6 +25,7 @@
 #include "log.h"
 #include "pool.h"
 #include "proto.h"
+#include "refuse.h"
 #include "server.h"
 #include "sluice.h"
 #include "util.h"

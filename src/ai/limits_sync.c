@@ -14,11 +14,11 @@
 
 #include "ai/limits.h"
 #include "ai/migrate.h"
-#include "ai/sidechan.h"
-#include "ai/sqltext.h"
 #include "ai/tags.h"
 #include "log.h"
+#include "sidechan.h"
 #include "sluice.h"
+#include "sqltext.h"
 #include "util.h"
 
 /* The array parameters of one batch of deltas. */

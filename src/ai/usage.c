@@ -18,13 +18,13 @@
 #include "ai/limits.h"
 #include "ai/limits_sync.h"
 #include "ai/migrate.h"
-#include "ai/sidechan.h"
-#include "ai/sqltext.h"
 #include "ai/tags.h"
 #include "client.h"
-#include "metrics.h"
 #include "log.h"
+#include "metrics.h"
+#include "sidechan.h"
 #include "sluice.h"
+#include "sqltext.h"
 #include "util.h"
 
 /* A journal larger than this gets a warning: PostgreSQL has been away a while. */
