@@ -35,16 +35,6 @@
 static bool drops_all_statements(const char *text, size_t len);
 static void forget_all(struct server *s);
 
-static uint64_t fnv1a(uint64_t h, const void *data, size_t len)
-{
-	const uint8_t *p = data;
-	for (size_t i = 0; i < len; i++) {
-		h ^= p[i];
-		h *= 1099511628211ULL;
-	}
-	return h;
-}
-
 static void stmt_release(struct prepared_registry *reg, struct prepared_stmt *st)
 {
 	if (--st->refcount > 0)
@@ -62,7 +52,7 @@ static void stmt_release(struct prepared_registry *reg, struct prepared_stmt *st
 
 static uint64_t stmt_hash(const char *query, size_t qlen, const uint8_t *types, uint16_t n_params)
 {
-	return fnv1a(fnv1a(14695981039346656037ULL, query, qlen), types, (size_t)n_params * 4);
+	return hash_fnv1a(hash_fnv1a(HASH_FNV1A_BASIS, query, qlen), types, (size_t)n_params * 4);
 }
 
 /* The shared entry for (query, types), or NULL; no reference taken. */

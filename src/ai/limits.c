@@ -11,6 +11,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "util.h"
+
 #define MINUTE_MS LIMITS_MINUTE_MS
 #define DAY_MS    LIMITS_DAY_MS
 
@@ -148,13 +150,9 @@ static size_t name_len(const char *s)
 /* FNV-1a over subject, a 0 byte, model. Unseeded: names come from trusted roles. */
 static uint64_t hash_names(const char *subject, size_t slen, const char *model, size_t mlen)
 {
-	uint64_t h = 14695981039346656037ULL;
-	for (size_t i = 0; i < slen; i++)
-		h = (h ^ (unsigned char)subject[i]) * 1099511628211ULL;
-	h *= 1099511628211ULL;
-	for (size_t i = 0; i < mlen; i++)
-		h = (h ^ (unsigned char)model[i]) * 1099511628211ULL;
-	return h;
+	uint64_t h = hash_fnv1a(HASH_FNV1A_BASIS, subject, slen);
+	h = hash_fnv1a(h, "", 1);
+	return hash_fnv1a(h, model, mlen);
 }
 
 /* Model NULL, "" and "*" all mean "every model of the subject". */
