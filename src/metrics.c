@@ -411,19 +411,6 @@ static void render_process(struct sluice *sl, struct evbuffer *out)
 }
 
 /* Idle servers that need server_check_query before reuse: PgBouncer's "used". */
-static int count_used(const struct pool *p, usec_t now)
-{
-	const struct sluice_config *cfg = p->sl->cfg;
-	int n = 0;
-	if (!cfg->server_check_query[0])
-		return 0;
-	const struct server *s;
-	TAILQ_FOREACH(s, &p->idle_servers, entry)
-		if (now - s->last_used >= cfg->server_check_delay)
-			n++;
-	return n;
-}
-
 static void render_pools(struct sluice *sl, struct evbuffer *out)
 {
 	usec_t now = now_usec();
@@ -444,7 +431,7 @@ static void render_pools(struct sluice *sl, struct evbuffer *out)
 	       "Server connections of a pool: active (linked to a client), idle, used (idle, due for server_check_query), "
 	       "tested (running server_reset_query), login (connecting).");
 	TAILQ_FOREACH(p, &sl->pools, entry) {
-		int used = count_used(p, now), tested = 0;
+		int used = pool_count_used(p, now), tested = 0;
 		const struct server *s;
 		TAILQ_FOREACH(s, &p->active_servers, entry)
 			tested += s->state == SV_RESET;

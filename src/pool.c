@@ -653,3 +653,16 @@ void pool_free_all(struct sluice *sl)
 		pool_free(p);
 	}
 }
+
+int pool_count_used(const struct pool *p, usec_t now)
+{
+	const struct sluice_config *cfg = p->sl->cfg;
+	int n = 0;
+	const struct server *s;
+	if (!cfg->server_check_query[0])
+		return 0;
+	TAILQ_FOREACH(s, &p->idle_servers, entry)
+		if (now - s->last_used >= cfg->server_check_delay)
+			n++;
+	return n;
+}

@@ -173,4 +173,13 @@ void pool_note_ready(struct server *s);
 /* Close every pool's servers and free the pools (shutdown). */
 void pool_free_all(struct sluice *sl);
 
+/*
+ * How many of p's idle servers are "used" at now (usec, now_usec()):
+ * idled server_check_delay or longer, so server_check_query runs before the
+ * next client gets one; 0 when server_check_query is "" (no check). PgBouncer's
+ * sv_used (SHOW POOLS, usage.html); counted at each call, for SHOW POOLS and
+ * /metrics.
+ */
+int pool_count_used(const struct pool *p, usec_t now);
+
 #endif
