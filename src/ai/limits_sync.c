@@ -36,7 +36,7 @@ struct peer_seq {
 struct limits_sync {
 	struct sluice *sl;
 	struct sidechan *sc;
-	struct ai_db_target target;
+	struct db_target target;
 	char instance[160];
 	struct event *refresh_ev, *sync_ev;
 	bool started;              /* caught up with sluice.rate_counters at least once */

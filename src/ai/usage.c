@@ -704,7 +704,7 @@ static void charge_replayed(void *arg, uint64_t segment, const struct usage_reco
  * is charged its cost. Skipped when the limits could not be loaded either
  * (ai_database unreachable: one connect timeout at start is enough).
  */
-static void preload(struct usage *u, const struct ai_db_target *t)
+static void preload(struct usage *u, const struct db_target *t)
 {
 	if (!limits_sync_ready(u->sl))
 		return;
@@ -749,7 +749,7 @@ bool usage_start(struct sluice *sl)
 		usage_stop(sl);
 		return false;
 	}
-	struct ai_db_target t;
+	struct db_target t;
 	if (!ai_db_target_resolve(cfg, sl->userlist, "pgsluice-usage", 5, &t, err, sizeof(err))) {
 		log_error("usage: %s", err);
 		usage_stop(sl);
