@@ -1100,8 +1100,8 @@ bool prepared_wants_reply(struct server *s, uint8_t type)
 
 void prepared_see_reply(struct server *s, uint8_t type, const uint8_t *body, size_t len)
 {
-	struct pg_error_fields f;
-	if (!prepared_wants_reply(s, type) || !proto_parse_error(body, len, &f) || !f.sqlstate ||
+	struct pg_error f;
+	if (!prepared_wants_reply(s, type) || !proto_parse_error(body, len, &f) ||
 	    strcmp(f.sqlstate, SQLSTATE_FEATURE_NOT_SUPPORTED) != 0)
 		return;
 	/* cached plan must not change result type: every server's copy predates a

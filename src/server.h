@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include "config.h"
+#include "pgerror.h"
 #include "prepared.h"
 #include "scram.h"
 #include "varcache.h"
@@ -68,8 +69,7 @@ struct server {
 	char tx_status;                /* last ReadyForQuery status: 'I', 'T', 'E' */
 	uint32_t relay_left;           /* bytes of the current message still to relay */
 	bool internal_failed;          /* an internal query got ErrorResponse */
-	char internal_sqlstate[6];     /* and its SQLSTATE and message */
-	char internal_error[200];
+	struct pg_error internal_error;   /* and its fields */
 	bool tls;                      /* bev is an OpenSSL filter over the socket */
 	struct reply_queue replies;    /* requests not answered yet, in order */
 	struct server_stmts stmts;     /* statements prepared on this server */
