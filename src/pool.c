@@ -324,13 +324,7 @@ void pool_forget_client(struct client *c)
 void pool_move_server(struct server *s, int new_state)
 {
 	struct pool *p = s->pool;
-	switch (s->state) {
-	case SV_LOGIN: TAILQ_REMOVE(&p->login_servers, s, entry); p->n_login--; break;
-	case SV_IDLE: TAILQ_REMOVE(&p->idle_servers, s, entry); p->n_idle--; break;
-	case SV_ACTIVE:
-	case SV_RESET:
-	case SV_BEING_CANCELED: TAILQ_REMOVE(&p->active_servers, s, entry); p->n_active--; break;
-	}
+	pool_unlist_server(s);
 	s->state = (enum server_state)new_state;
 	switch (s->state) {
 	case SV_LOGIN: TAILQ_INSERT_TAIL(&p->login_servers, s, entry); p->n_login++; break;
@@ -656,13 +650,23 @@ void pool_free_all(struct sluice *sl)
 
 int pool_count_used(const struct pool *p, usec_t now)
 {
-	const struct sluice_config *cfg = p->sl->cfg;
 	int n = 0;
 	const struct server *s;
-	if (!cfg->server_check_query[0])
-		return 0;
+	if (!p->sl->cfg->server_check_query[0])
+		return 0;      /* no check: nothing to walk */
 	TAILQ_FOREACH(s, &p->idle_servers, entry)
-		if (now - s->last_used >= cfg->server_check_delay)
-			n++;
+		n += server_check_due(s, now);
 	return n;
+}
+
+void pool_unlist_server(struct server *s)
+{
+	struct pool *p = s->pool;
+	switch (s->state) {
+	case SV_LOGIN: TAILQ_REMOVE(&p->login_servers, s, entry); p->n_login--; break;
+	case SV_IDLE: TAILQ_REMOVE(&p->idle_servers, s, entry); p->n_idle--; break;
+	case SV_ACTIVE:
+	case SV_RESET:
+	case SV_BEING_CANCELED: TAILQ_REMOVE(&p->active_servers, s, entry); p->n_active--; break;
+	}
 }

@@ -182,4 +182,11 @@ void pool_free_all(struct sluice *sl);
  */
 int pool_count_used(const struct pool *p, usec_t now);
 
+/*
+ * Take server s off the list its state keeps it on (login_servers,
+ * idle_servers or active_servers) and out of that count; s->state is left
+ * as it is. For pool_move_server, which lists it anew, and server_close.
+ */
+void pool_unlist_server(struct server *s);
+
 #endif

@@ -165,13 +165,7 @@ void server_close(struct server *s, const char *reason)
 		if (!requeue)
 			client_fatal(c, SQLSTATE_CONNECTION_FAILURE, reason, NULL, "server connection lost");
 	}
-	switch (s->state) {
-	case SV_LOGIN: TAILQ_REMOVE(&p->login_servers, s, entry); p->n_login--; break;
-	case SV_IDLE: TAILQ_REMOVE(&p->idle_servers, s, entry); p->n_idle--; break;
-	case SV_ACTIVE:
-	case SV_RESET:
-	case SV_BEING_CANCELED: TAILQ_REMOVE(&p->active_servers, s, entry); p->n_active--; break;
-	}
+	pool_unlist_server(s);
 	cancel_detach(s);
 	bufferevent_free(s->bev);
 	varcache_clear(&s->vars);
@@ -657,12 +651,18 @@ static void server_relay(struct server *s)
  * trip to ReadyForQuery is the check. Writes the SQL to put first into sql
  * (size bytes, "" for <empty>) and returns whether a check is due.
  */
+bool server_check_due(const struct server *s, usec_t now)
+{
+	const struct sluice_config *cfg = s->pool->sl->cfg;
+	return cfg->server_check_query[0] && now - s->last_used >= cfg->server_check_delay;
+}
+
 static bool add_check_query(const struct server *s, char *sql, size_t size, size_t *len)
 {
 	const struct sluice_config *cfg = s->pool->sl->cfg;
 	*len = 0;
 	sql[0] = '\0';
-	if (!cfg->server_check_query[0] || now_usec() - s->last_used < cfg->server_check_delay)
+	if (!server_check_due(s, now_usec()))
 		return false;
 	if (strcmp(cfg->server_check_query, SERVER_CHECK_EMPTY_QUERY) == 0)
 		return true;

@@ -101,6 +101,14 @@ void server_start_reset(struct server *s);
 /* True when s has answered everything sent and is outside a transaction. */
 bool server_is_clean(const struct server *s);
 
+/*
+ * True when server_check_query must run on s before a client gets it, at
+ * now (usec, now_usec()): the query is set and s idled server_check_delay
+ * or longer (0: always). As PgBouncer's server_check_delay (config.html);
+ * an idle server it is true for is counted in sv_used.
+ */
+bool server_check_due(const struct server *s, usec_t now);
+
 /* Resume relaying server replies after the client's output drained. */
 void server_resume(struct server *s);
 
