@@ -554,19 +554,6 @@ static void show_config(struct client *c, struct msgbuf *m)
 	command_complete(m, "SHOW");
 }
 
-static int count_used(const struct pool *p, usec_t now)
-{
-	const struct sluice_config *cfg = p->sl->cfg;
-	int n = 0;
-	const struct server *s;
-	if (!cfg->server_check_query[0])
-		return 0;
-	TAILQ_FOREACH(s, &p->idle_servers, entry)
-		if (now - s->last_used >= cfg->server_check_delay)
-			n++;
-	return n;
-}
-
 static void show_pools(struct client *c, struct msgbuf *m)
 {
 	static const struct column cols[] = {
@@ -582,7 +569,7 @@ static void show_pools(struct client *c, struct msgbuf *m)
 	usec_t now = now_usec();
 	result_begin(&r, m, cols, (int)(sizeof(cols) / sizeof(cols[0])));
 	TAILQ_FOREACH(p, &c->sl->pools, entry) {
-		int tested = 0, used = count_used(p, now), active_cancel = 0, being_canceled = 0;
+		int tested = 0, used = pool_count_used(p, now), active_cancel = 0, being_canceled = 0;
 		const struct server *s;
 		TAILQ_FOREACH(s, &p->active_servers, entry) {
 			tested += s->state == SV_RESET;

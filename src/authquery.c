@@ -9,13 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ai/migrate.h"
-#include "ai/sidechan.h"
 #include "auth.h"
 #include "client.h"
 #include "config.h"
 #include "log.h"
+#include "sidechan.h"
 #include "sluice.h"
+#include "target.h"
 #include "util.h"
 
 struct aq_cache {
@@ -98,38 +98,19 @@ static struct sidechan *conn_for(struct sluice *sl, const char *dbname)
 	for (struct aq_conn *k = aq->conns; k; k = k->next)
 		if (strcmp(k->dbname, dbname) == 0)
 			return k->sc;
-	/* Resolve as migrate does, with the entry's user replaced by auth_user. */
-	struct sluice_config cfg = *sl->cfg;
-	cfg.ai_database = (char *)dbname;
-	const struct db_config *db = config_find_db(sl->cfg, dbname);
-	if (!db)
+	if (!config_find_db(sl->cfg, dbname))
 		return NULL;
-	struct db_config entry = *db;
-	entry.user = sl->cfg->auth_user;
-	cfg.databases = &entry;
-	cfg.n_databases = 1;
-	entry.name = (char *)dbname;
-	if (!entry.dbname)
-		entry.dbname = (char *)dbname;
-	struct ai_db_target t;
+	/* As auth_user; a fixed search_path: the query cannot be redirected to a user's objects. */
+	struct db_target t;
 	char err[256];
-	if (!ai_db_target_resolve(&cfg, sl->userlist, "pgsluice-auth-query", 5, &t, err, sizeof(err))) {
+	if (!db_target_resolve(sl->cfg, sl->userlist, "auth_dbname", dbname, sl->cfg->auth_user,
+	                       "pgsluice-auth-query", 5, "-c search_path=pg_catalog", &t, err, sizeof(err))) {
 		log_warning("auth_query: %s", err);
 		return NULL;
 	}
-	/* A fixed search_path: the query cannot be redirected to a user's objects. */
-	const char *keys[12], *values[12];
-	int n = 0;
-	for (; t.keys[n]; n++) {
-		keys[n] = t.keys[n];
-		values[n] = t.values[n];
-	}
-	keys[n] = "options";
-	values[n++] = "-c search_path=pg_catalog";
-	keys[n] = values[n] = NULL;
 	struct aq_conn *k = calloc(1, sizeof(*k));
 	if (!k || !(k->dbname = strdup(dbname)) ||
-	    !(k->sc = sidechan_new(sl->base, "auth_query", keys, values, NULL, NULL))) {
+	    !(k->sc = sidechan_new(sl->base, "auth_query", t.keys, t.values, NULL, NULL))) {
 		if (k)
 			free(k->dbname);
 		free(k);

@@ -236,9 +236,9 @@ void client_fatal(struct client *c, const char *sqlstate, const char *detail, co
 
 void client_fatal_raw(struct client *c, const uint8_t *msg, size_t len)
 {
-	struct pg_error_fields f;
+	struct pg_error f;
 	if (len > PROTO_HEADER_LEN && proto_parse_error(msg + PROTO_HEADER_LEN, len - PROTO_HEADER_LEN, &f))
-		snprintf(c->close_reason, sizeof(c->close_reason), "%s", f.message);
+		str_copy(c->close_reason, f.message, sizeof(c->close_reason));
 	evbuffer_add(bufferevent_get_output(c->bev), msg, len);
 	client_close_after_flush(c);
 }

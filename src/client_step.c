@@ -17,17 +17,17 @@
 #include "ai/cache.h"
 #include "ai/cache_proto.h"
 #include "ai/middleware.h"
-#include "ai/refuse.h"
 #include "ai/settings_scan.h"
-#include "ai/sqltext.h"
 #include "ai/usage.h"
 #include "client.h"
 #include "log.h"
 #include "pool.h"
 #include "prepared.h"
 #include "proto.h"
+#include "refuse.h"
 #include "server.h"
 #include "sluice.h"
+#include "sqltext.h"
 #include "util.h"
 
 static void write_command_complete(struct msgbuf *m, const char *tag)
@@ -178,7 +178,7 @@ ev_ssize_t client_step_find_comment(struct evbuffer *in, size_t from, uint32_t l
 }
 
 /* Refuse the simple Query at the front of the input (whole, not consumed yet). */
-static void refuse_query(struct client *c, uint32_t len, const struct mw_refusal *r)
+static void refuse_query(struct client *c, uint32_t len, const struct pg_error *r)
 {
 	evbuffer_drain(bufferevent_get_input(c->bev), 1 + (size_t)len);
 	c->sl->stats.query_count++;
@@ -395,7 +395,7 @@ static int query_step(struct client *c, uint32_t len)
 		              true);
 	}
 	struct ai_tags tags;
-	struct mw_refusal r;
+	struct pg_error r;
 	bool tagged = false;
 	struct cache_entry *hit = NULL;
 	if (client_step_find_comment(in, PROTO_HEADER_LEN, len) >= 0) {
@@ -555,7 +555,7 @@ static int parse_step(struct client *c, struct server *s, uint32_t len)
 	if (!read_parse(body, len - 4, &p))
 		return 1;
 	struct ai_tags tags;
-	struct mw_refusal r;
+	struct pg_error r;
 	enum tags_result tr = strstr(p.query, "/*") ? middleware_tags(p.query, strlen(p.query), &tags, &r) : TAGS_NONE;
 	if (tr == TAGS_INVALID) {
 		evbuffer_drain(in, 1 + (size_t)len);
@@ -781,7 +781,7 @@ static int execute_step(struct client *c, struct server *s, uint32_t len)
 	if (head[0] != 0)
 		return 1;   /* a named portal */
 	int32_t max_rows = (int32_t)(((uint32_t)head[1] << 24) | ((uint32_t)head[2] << 16) | ((uint32_t)head[3] << 8) | head[4]);
-	struct mw_refusal r;
+	struct pg_error r;
 	if (c->batch_admitted) {
 		/* decided with the batch's first message, before a server was taken */
 		c->batch_admitted = false;
@@ -892,7 +892,7 @@ static bool local_parse(struct client *c, struct local_batch *b, struct local_ms
 {
 	if (b->n_parses == LOCAL_MAX_PARSES)
 		return false;
-	struct mw_refusal r;
+	struct pg_error r;
 	int i = b->n_parses;
 	if (!read_parse(body, m->len - 4, &b->parses[i].p) ||
 	    (*b->parses[i].p.name && (!prepared_active(c) || prepared_client_has(c, b->parses[i].p.name))))
@@ -1001,7 +1001,7 @@ static bool local_answer(struct client *c, struct local_batch *b, struct local_m
                          bool *failed)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
-	struct mw_refusal r;
+	struct pg_error r;
 	switch (m->type) {
 	case PqMsg_Parse: {
 		struct local_parse *p = &b->parses[m->parse];
@@ -1105,7 +1105,7 @@ static int local_batch_step(struct client *c)
  * its first message and the rest is dropped up to Sync, which gets
  * ReadyForQuery, as PostgreSQL skips after an error. No server is taken.
  */
-static void refuse_batch(struct client *c, uint32_t len, const struct mw_refusal *r)
+static void refuse_batch(struct client *c, uint32_t len, const struct pg_error *r)
 {
 	struct msgbuf m;
 	msg_init(&m);
@@ -1168,7 +1168,7 @@ int client_batch_step(struct client *c, uint8_t type, uint32_t len)
 		return 1;
 	struct ai_tags tags;
 	const struct ai_tags *t = NULL;
-	struct mw_refusal r;
+	struct pg_error r;
 	const uint8_t *all = evbuffer_pullup(in, (ev_ssize_t)exec_at);
 	struct msgreader rd;
 	size_t bind_off = 0;

@@ -159,15 +159,17 @@ static void stats_tick(evutil_socket_t fd, short what, void *arg)
 
 /* ---- AI counters per (subject, model) ---- */
 
+/*
+ * FNV-1a over subject, a 0xff byte, model. It starts from 1469598103934665603,
+ * not HASH_FNV1A_BASIS (a digit short of it): kept, because the exporter
+ * walks the table in bucket order, so the hash decides the order of the
+ * per-model samples and, past MAX_MODEL_LABELS, which models get a label.
+ */
 static uint64_t hash_names(const char *subject, const char *model)
 {
-	uint64_t h = 1469598103934665603ULL;   /* FNV-1a */
-	for (const unsigned char *s = (const unsigned char *)subject; *s; s++)
-		h = (h ^ *s) * 1099511628211ULL;
-	h = (h ^ 0xff) * 1099511628211ULL;
-	for (const unsigned char *s = (const unsigned char *)model; *s; s++)
-		h = (h ^ *s) * 1099511628211ULL;
-	return h;
+	uint64_t h = hash_fnv1a(1469598103934665603ULL, subject, strlen(subject));
+	h = hash_fnv1a(h, "\xff", 1);
+	return hash_fnv1a(h, model, strlen(model));
 }
 
 static bool grow_table(struct metrics *m)
@@ -409,19 +411,6 @@ static void render_process(struct sluice *sl, struct evbuffer *out)
 }
 
 /* Idle servers that need server_check_query before reuse: PgBouncer's "used". */
-static int count_used(const struct pool *p, usec_t now)
-{
-	const struct sluice_config *cfg = p->sl->cfg;
-	int n = 0;
-	if (!cfg->server_check_query[0])
-		return 0;
-	const struct server *s;
-	TAILQ_FOREACH(s, &p->idle_servers, entry)
-		if (now - s->last_used >= cfg->server_check_delay)
-			n++;
-	return n;
-}
-
 static void render_pools(struct sluice *sl, struct evbuffer *out)
 {
 	usec_t now = now_usec();
@@ -442,7 +431,7 @@ static void render_pools(struct sluice *sl, struct evbuffer *out)
 	       "Server connections of a pool: active (linked to a client), idle, used (idle, due for server_check_query), "
 	       "tested (running server_reset_query), login (connecting).");
 	TAILQ_FOREACH(p, &sl->pools, entry) {
-		int used = count_used(p, now), tested = 0;
+		int used = pool_count_used(p, now), tested = 0;
 		const struct server *s;
 		TAILQ_FOREACH(s, &p->active_servers, entry)
 			tested += s->state == SV_RESET;

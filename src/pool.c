@@ -304,13 +304,7 @@ void pool_request_server(struct pool *p, struct client *c)
 void pool_move_server(struct server *s, int new_state)
 {
 	struct pool *p = s->pool;
-	switch (s->state) {
-	case SV_LOGIN: TAILQ_REMOVE(&p->login_servers, s, entry); p->n_login--; break;
-	case SV_IDLE: TAILQ_REMOVE(&p->idle_servers, s, entry); p->n_idle--; break;
-	case SV_ACTIVE:
-	case SV_RESET:
-	case SV_BEING_CANCELED: TAILQ_REMOVE(&p->active_servers, s, entry); p->n_active--; break;
-	}
+	pool_unlist_server(s);
 	s->state = (enum server_state)new_state;
 	switch (s->state) {
 	case SV_LOGIN: TAILQ_INSERT_TAIL(&p->login_servers, s, entry); p->n_login++; break;
@@ -629,5 +623,28 @@ void pool_free_all(struct sluice *sl)
 			server_close(s, "pgsluice shutting down");
 		TAILQ_REMOVE(&sl->pools, p, entry);
 		pool_free(p);
+	}
+}
+
+int pool_count_used(const struct pool *p, usec_t now)
+{
+	int n = 0;
+	const struct server *s;
+	if (!p->sl->cfg->server_check_query[0])
+		return 0;      /* no check: nothing to walk */
+	TAILQ_FOREACH(s, &p->idle_servers, entry)
+		n += server_check_due(s, now);
+	return n;
+}
+
+void pool_unlist_server(struct server *s)
+{
+	struct pool *p = s->pool;
+	switch (s->state) {
+	case SV_LOGIN: TAILQ_REMOVE(&p->login_servers, s, entry); p->n_login--; break;
+	case SV_IDLE: TAILQ_REMOVE(&p->idle_servers, s, entry); p->n_idle--; break;
+	case SV_ACTIVE:
+	case SV_RESET:
+	case SV_BEING_CANCELED: TAILQ_REMOVE(&p->active_servers, s, entry); p->n_active--; break;
 	}
 }

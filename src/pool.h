@@ -172,4 +172,20 @@ void pool_note_ready(struct server *s);
 /* Close every pool's servers and free the pools (shutdown). */
 void pool_free_all(struct sluice *sl);
 
+/*
+ * How many of p's idle servers are "used" at now (usec, now_usec()):
+ * idled server_check_delay or longer, so server_check_query runs before the
+ * next client gets one; 0 when server_check_query is "" (no check). PgBouncer's
+ * sv_used (SHOW POOLS, usage.html); counted at each call, for SHOW POOLS and
+ * /metrics.
+ */
+int pool_count_used(const struct pool *p, usec_t now);
+
+/*
+ * Take server s off the list its state keeps it on (login_servers,
+ * idle_servers or active_servers) and out of that count; s->state is left
+ * as it is. For pool_move_server, which lists it anew, and server_close.
+ */
+void pool_unlist_server(struct server *s);
+
 #endif

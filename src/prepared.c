@@ -18,7 +18,6 @@
 
 #include "ai/cache.h"
 #include "ai/cache_proto.h"
-#include "ai/refuse.h"
 #include "ai/usage.h"
 #include "client.h"
 #include "client_step.h"
@@ -26,6 +25,7 @@
 #include "log.h"
 #include "pool.h"
 #include "proto.h"
+#include "refuse.h"
 #include "server.h"
 #include "sluice.h"
 #include "util.h"
@@ -34,16 +34,6 @@
 
 static bool drops_all_statements(const char *text, size_t len);
 static void forget_all(struct server *s);
-
-static uint64_t fnv1a(uint64_t h, const void *data, size_t len)
-{
-	const uint8_t *p = data;
-	for (size_t i = 0; i < len; i++) {
-		h ^= p[i];
-		h *= 1099511628211ULL;
-	}
-	return h;
-}
 
 static void stmt_release(struct prepared_registry *reg, struct prepared_stmt *st)
 {
@@ -62,7 +52,7 @@ static void stmt_release(struct prepared_registry *reg, struct prepared_stmt *st
 
 static uint64_t stmt_hash(const char *query, size_t qlen, const uint8_t *types, uint16_t n_params)
 {
-	return fnv1a(fnv1a(14695981039346656037ULL, query, qlen), types, (size_t)n_params * 4);
+	return hash_fnv1a(hash_fnv1a(HASH_FNV1A_BASIS, query, qlen), types, (size_t)n_params * 4);
 }
 
 /* The shared entry for (query, types), or NULL; no reference taken. */
@@ -1110,8 +1100,8 @@ bool prepared_wants_reply(struct server *s, uint8_t type)
 
 void prepared_see_reply(struct server *s, uint8_t type, const uint8_t *body, size_t len)
 {
-	struct pg_error_fields f;
-	if (!prepared_wants_reply(s, type) || !proto_parse_error(body, len, &f) || !f.sqlstate ||
+	struct pg_error f;
+	if (!prepared_wants_reply(s, type) || !proto_parse_error(body, len, &f) ||
 	    strcmp(f.sqlstate, SQLSTATE_FEATURE_NOT_SUPPORTED) != 0)
 		return;
 	/* cached plan must not change result type: every server's copy predates a

@@ -219,11 +219,14 @@ bool proto_peek_header(struct evbuffer *buf, uint8_t *type, uint32_t *len)
 	return true;
 }
 
-bool proto_parse_error(const void *body, size_t len, struct pg_error_fields *out)
+/* A field's value into its pg_error buffer, cut to size: errors are logged and relayed, never parsed further. */
+#define SET_FIELD(field, value) snprintf((field), sizeof(field), "%s", (value))
+
+bool proto_parse_error(const void *body, size_t len, struct pg_error *out)
 {
 	struct msgreader r;
 	mr_init(&r, body, len);
-	out->severity = out->sqlstate = out->message = out->detail = "";
+	memset(out, 0, sizeof(*out));
 	for (;;) {
 		uint8_t code = mr_byte(&r);
 		if (r.bad)
@@ -234,11 +237,14 @@ bool proto_parse_error(const void *body, size_t len, struct pg_error_fields *out
 		if (r.bad)
 			return false;
 		switch (code) {
-		case 'S': out->severity = value; break;
-		case 'C': out->sqlstate = value; break;
-		case 'M': out->message = value; break;
-		case 'D': out->detail = value; break;
+		case 'S': SET_FIELD(out->severity, value); break;
+		case 'C': SET_FIELD(out->sqlstate, value); break;
+		case 'M': SET_FIELD(out->message, value); break;
+		case 'D': SET_FIELD(out->detail, value); break;
+		case 'H': SET_FIELD(out->hint, value); break;
 		default: break;
 		}
 	}
 }
+
+#undef SET_FIELD

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pgerror.h"
+
 struct evbuffer;
 
 /* Startup packet codes (protocol-message-formats.html). */
@@ -162,15 +164,11 @@ size_t mr_remaining(const struct msgreader *r);
 bool proto_peek_header(struct evbuffer *buf, uint8_t *type, uint32_t *len);
 
 /*
- * Error fields of an ErrorResponse/NoticeResponse body, borrowed from it.
- * Missing fields are "". Returns false on a malformed body.
+ * Copy the fields of an ErrorResponse/NoticeResponse body (len bytes) into
+ * *out (protocol-error-fields.html: S, C, M, D, H), each cut to its size;
+ * missing fields are "". Returns false on a malformed body (*out is then
+ * partly filled).
  */
-struct pg_error_fields {
-	const char *severity;
-	const char *sqlstate;
-	const char *message;
-	const char *detail;
-};
-bool proto_parse_error(const void *body, size_t len, struct pg_error_fields *out);
+bool proto_parse_error(const void *body, size_t len, struct pg_error *out);
 
 #endif

@@ -165,13 +165,7 @@ void server_close(struct server *s, const char *reason)
 		if (!requeue)
 			client_fatal(c, SQLSTATE_CONNECTION_FAILURE, reason, NULL, "server connection lost");
 	}
-	switch (s->state) {
-	case SV_LOGIN: TAILQ_REMOVE(&p->login_servers, s, entry); p->n_login--; break;
-	case SV_IDLE: TAILQ_REMOVE(&p->idle_servers, s, entry); p->n_idle--; break;
-	case SV_ACTIVE:
-	case SV_RESET:
-	case SV_BEING_CANCELED: TAILQ_REMOVE(&p->active_servers, s, entry); p->n_active--; break;
-	}
+	pool_unlist_server(s);
 	cancel_detach(s);
 	bufferevent_free(s->bev);
 	varcache_clear(&s->vars);
@@ -346,7 +340,7 @@ static void login_fail(struct server *s, const uint8_t *msg, size_t len, const c
 {
 	struct pool *p = s->pool;
 	if (msg) {
-		struct pg_error_fields f;
+		struct pg_error f;
 		if (proto_parse_error(msg + PROTO_HEADER_LEN, len - PROTO_HEADER_LEN, &f))
 			log_warning("S-%llu: %s/%s server login failed: %s %s", (unsigned long long)s->id,
 			            p->db_name, p->user_name, f.sqlstate, f.message);
@@ -419,12 +413,11 @@ static bool internal_message(struct server *s, uint8_t type, const uint8_t *msg,
 		return true;
 	}
 	if (type == PqMsg_ErrorResponse) {
-		struct pg_error_fields f;
+		struct pg_error f;
 		if (proto_parse_error(r.data, r.len, &f)) {
 			log_warning("S-%llu: %s/%s internal query failed: %s %s", (unsigned long long)s->id,
 			            s->pool->db_name, s->pool->user_name, f.sqlstate, f.message);
-			str_copy(s->internal_sqlstate, f.sqlstate, sizeof(s->internal_sqlstate));
-			str_copy(s->internal_error, f.message, sizeof(s->internal_error));
+			s->internal_error = f;
 		}
 		s->internal_failed = true;
 		return true;
@@ -439,9 +432,10 @@ static bool internal_message(struct server *s, uint8_t type, const uint8_t *msg,
 	if ((s->internal_failed || s->tx_status != 'I') && was == SV_INTERNAL_SETUP && s->client) {
 		/* The client's own parameter values were refused: its error, as at login. */
 		struct client *c = s->client;
-		char state[6], text[sizeof(s->internal_error)];
-		str_copy(state, s->internal_sqlstate[0] ? s->internal_sqlstate : SQLSTATE_PROTOCOL_VIOLATION, sizeof(state));
-		str_copy(text, s->internal_error[0] ? s->internal_error : "setting client parameters failed", sizeof(text));
+		const struct pg_error *e = &s->internal_error;
+		char state[sizeof(e->sqlstate)], text[sizeof(e->message)];
+		str_copy(state, e->sqlstate[0] ? e->sqlstate : SQLSTATE_PROTOCOL_VIOLATION, sizeof(state));
+		str_copy(text, e->message[0] ? e->message : "setting client parameters failed", sizeof(text));
 		s->client = NULL;
 		c->server = NULL;
 		server_close(s, "setting client parameters failed");
@@ -548,7 +542,7 @@ static bool whole_message(struct server *s, uint8_t type, struct evbuffer *in, u
 	}
 	if (!s->client) {
 		/* An idle server speaks only to say it is going away. */
-		struct pg_error_fields f;
+		struct pg_error f;
 		if (type == PqMsg_ErrorResponse && proto_parse_error(msg + PROTO_HEADER_LEN, len - 4, &f))
 			log_info("S-%llu: idle server sent: %s %s", (unsigned long long)s->id, f.sqlstate, f.message);
 		if (type == PqMsg_ParameterStatus || type == PqMsg_NoticeResponse) {
@@ -657,12 +651,18 @@ static void server_relay(struct server *s)
  * trip to ReadyForQuery is the check. Writes the SQL to put first into sql
  * (size bytes, "" for <empty>) and returns whether a check is due.
  */
+bool server_check_due(const struct server *s, usec_t now)
+{
+	const struct sluice_config *cfg = s->pool->sl->cfg;
+	return cfg->server_check_query[0] && now - s->last_used >= cfg->server_check_delay;
+}
+
 static bool add_check_query(const struct server *s, char *sql, size_t size, size_t *len)
 {
 	const struct sluice_config *cfg = s->pool->sl->cfg;
 	*len = 0;
 	sql[0] = '\0';
-	if (!cfg->server_check_query[0] || now_usec() - s->last_used < cfg->server_check_delay)
+	if (!server_check_due(s, now_usec()))
 		return false;
 	if (strcmp(cfg->server_check_query, SERVER_CHECK_EMPTY_QUERY) == 0)
 		return true;

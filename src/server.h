@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include "config.h"
+#include "pgerror.h"
 #include "prepared.h"
 #include "scram.h"
 #include "varcache.h"
@@ -68,8 +69,7 @@ struct server {
 	char tx_status;                /* last ReadyForQuery status: 'I', 'T', 'E' */
 	uint32_t relay_left;           /* bytes of the current message still to relay */
 	bool internal_failed;          /* an internal query got ErrorResponse */
-	char internal_sqlstate[6];     /* and its SQLSTATE and message */
-	char internal_error[200];
+	struct pg_error internal_error;   /* and its fields */
 	bool tls;                      /* bev is an OpenSSL filter over the socket */
 	struct reply_queue replies;    /* requests not answered yet, in order */
 	struct server_stmts stmts;     /* statements prepared on this server */
@@ -100,6 +100,14 @@ void server_start_reset(struct server *s);
 
 /* True when s has answered everything sent and is outside a transaction. */
 bool server_is_clean(const struct server *s);
+
+/*
+ * True when server_check_query must run on s before a client gets it, at
+ * now (usec, now_usec()): the query is set and s idled server_check_delay
+ * or longer (0: always). As PgBouncer's server_check_delay (config.html);
+ * an idle server it is true for is counted in sv_used.
+ */
+bool server_check_due(const struct server *s, usec_t now);
 
 /* Resume relaying server replies after the client's output drained. */
 void server_resume(struct server *s);

@@ -73,3 +73,13 @@ void socket_tune(int fd, bool keepalive)
 	if (keepalive)
 		setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
 }
+
+uint64_t hash_fnv1a(uint64_t h, const void *data, size_t len)
+{
+	const unsigned char *p = data;
+	for (size_t i = 0; i < len; i++) {
+		h ^= p[i];
+		h *= 1099511628211ULL;   /* the 64-bit FNV prime, 2^40 + 2^8 + 0xb3 */
+	}
+	return h;
+}

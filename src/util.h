@@ -33,4 +33,18 @@ bool timer_add_usec(struct event *ev, usec_t every);
 /* Set TCP_NODELAY and SO_KEEPALIVE (when keepalive) on a TCP socket; unix sockets are left alone. */
 void socket_tune(int fd, bool keepalive);
 
+/* The 64-bit FNV-1a offset basis: the state to start a hash from
+ * (draft-eastlake-fnv, "FNV Constants"; isthe.com/chongo/tech/comp/fnv). */
+#define HASH_FNV1A_BASIS 14695981039346656037ULL
+
+/*
+ * Feed len bytes of data into a 64-bit FNV-1a hash whose state is h, and
+ * return the new state: start with HASH_FNV1A_BASIS (XORed with a random
+ * per-process seed where clients choose the keys, so they cannot make them
+ * collide), and pass the result on to hash the next piece of a key. For
+ * in-memory hash tables only: a fast spread, not a digest nor a stable
+ * identifier. data may be NULL when len is 0.
+ */
+uint64_t hash_fnv1a(uint64_t h, const void *data, size_t len);
+
 #endif

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 #define INITIAL_BUCKETS 256
 
 struct cache {
@@ -24,11 +26,7 @@ struct cache {
 /* FNV-1a over the key, seeded: a table hash, not a digest. */
 static uint64_t key_hash(const struct cache *cache, const uint8_t *key, size_t len)
 {
-	uint64_t h = 14695981039346656037ULL ^ cache->seed;
-	for (size_t i = 0; i < len; i++) {
-		h ^= key[i];
-		h *= 1099511628211ULL;
-	}
+	uint64_t h = hash_fnv1a(HASH_FNV1A_BASIS ^ cache->seed, key, len);
 	return h ^ (h >> 29);
 }
 

@@ -11,6 +11,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "proto.h"
+#include "util.h"
+
 #define MINUTE_MS LIMITS_MINUTE_MS
 #define DAY_MS    LIMITS_DAY_MS
 
@@ -148,13 +151,9 @@ static size_t name_len(const char *s)
 /* FNV-1a over subject, a 0 byte, model. Unseeded: names come from trusted roles. */
 static uint64_t hash_names(const char *subject, size_t slen, const char *model, size_t mlen)
 {
-	uint64_t h = 14695981039346656037ULL;
-	for (size_t i = 0; i < slen; i++)
-		h = (h ^ (unsigned char)subject[i]) * 1099511628211ULL;
-	h *= 1099511628211ULL;
-	for (size_t i = 0; i < mlen; i++)
-		h = (h ^ (unsigned char)model[i]) * 1099511628211ULL;
-	return h;
+	uint64_t h = hash_fnv1a(HASH_FNV1A_BASIS, subject, slen);
+	h = hash_fnv1a(h, "", 1);
+	return hash_fnv1a(h, model, mlen);
 }
 
 /* Model NULL, "" and "*" all mean "every model of the subject". */
@@ -969,15 +968,7 @@ static void format_amount(enum limit_dim d, double v, char *buf, size_t len)
 		snprintf(buf, len, "%.0f", v);
 }
 
-static void set_text(char *buf, size_t len, const char *text)
-{
-	if (len)
-		snprintf(buf, len, "%s", text);
-}
-
-void limits_format_refusal(const struct limit_refusal *r, const char *subject,
-                           char *msg, size_t msglen, char *detail, size_t dlen,
-                           char *hint, size_t hlen)
+void limits_format_refusal(const struct limit_refusal *r, const char *subject, struct pg_error *out)
 {
 	static const char *const nouns[LIMIT_N_DIMS] = { "request", "token", "token", "cent" };
 	static const char *const verbs[LIMIT_N_DIMS] = { "", "", " used", " spent" };
@@ -988,30 +979,28 @@ void limits_format_refusal(const struct limit_refusal *r, const char *subject,
 	format_amount(d, r->used, used, sizeof(used));
 	if (r->model)
 		snprintf(model, sizeof(model), "model \"%.*s\"", LIMITS_NAME_MAX, r->model);
-	if (msglen)
-		snprintf(msg, msglen, "rate limit exceeded for \"%s\": %s %s", subject ? subject : "",
-		         dim_names[d], limit);
-	if (dlen) {
-		const char *sep = r->model ? " " : "";
-		if (r->limit == 0)
-			snprintf(detail, dlen, "The limit%s%s%s is 0, so every statement is refused.",
-			         r->model ? " for" : "", sep, model);
-		else
-			snprintf(detail, dlen, "%s %s%s%s%s%s%s %s; the limit is %s.", used, nouns[d],
-			         r->used == 1 ? "" : "s", verbs[d], r->model ? " with" : "", sep, model,
-			         dim_windows[d], limit);
-	}
+	memset(out, 0, sizeof(*out));
+	snprintf(out->severity, sizeof(out->severity), "ERROR");
+	snprintf(out->sqlstate, sizeof(out->sqlstate), "%s", SQLSTATE_RATE_LIMIT_EXCEEDED);
+	snprintf(out->message, sizeof(out->message), "rate limit exceeded for \"%s\": %s %s",
+	         subject ? subject : "", dim_names[d], limit);
+	const char *sep = r->model ? " " : "";
+	if (r->limit == 0)
+		snprintf(out->detail, sizeof(out->detail), "The limit%s%s%s is 0, so every statement is refused.",
+		         r->model ? " for" : "", sep, model);
+	else
+		snprintf(out->detail, sizeof(out->detail), "%s %s%s%s%s%s%s %s; the limit is %s.", used, nouns[d],
+		         r->used == 1 ? "" : "s", verbs[d], r->model ? " with" : "", sep, model,
+		         dim_windows[d], limit);
 	if (r->retry_after_ms < 0) {
-		set_text(hint, hlen, "");
+		/* no hint: waiting does not help */
 	} else if (d == LIMIT_REQUESTS_PER_MINUTE || d == LIMIT_TOKENS_PER_MINUTE) {
 		long long tenths = (r->retry_after_ms + 99) / 100;
-		if (hlen)
-			snprintf(hint, hlen, "Retry after %lld.%lld s.", tenths / 10, tenths % 10);
+		snprintf(out->hint, sizeof(out->hint), "Retry after %lld.%lld s.", tenths / 10, tenths % 10);
 	} else {
 		char when[64];
 		format_utc(r->reset_at_ms, when, sizeof(when));
-		if (hlen)
-			snprintf(hint, hlen, "The budget resets at %s.", when);
+		snprintf(out->hint, sizeof(out->hint), "The budget resets at %s.", when);
 	}
 }
 

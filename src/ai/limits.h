@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pgerror.h"
+
 /*
  * Time: every function takes now_ms, wall-clock milliseconds since the Unix
  * epoch (UTC); days and months are UTC calendar days and months. Nothing here
@@ -208,9 +210,9 @@ void limits_seed(struct limits *l, const char *subject, const char *model, int64
                  double cost_cents_month, int64_t now_ms);
 
 /*
- * The ErrorResponse parts for a refusal (SQLSTATE 53400, severity ERROR),
- * following PostgreSQL's Error Message Style Guide; each buffer is always
- * NUL-terminated (truncated to its length in bytes):
+ * The error for a refusal into *out: severity ERROR, SQLSTATE 53400, and
+ * texts following PostgreSQL's Error Message Style Guide, each cut to its
+ * field's size:
  *   msg:    rate limit exceeded for "alice": requests_per_minute 60
  *   detail: 60 requests in the last minute; the limit is 60.
  *           (with model: 50000 tokens used with model "gpt-4o" today (UTC); ...)
@@ -218,9 +220,7 @@ void limits_seed(struct limits *l, const char *subject, const char *model, int64
  *           The budget resets at 2026-12-01 00:00:00 UTC.   (budgets)
  *           "" when the limit is 0 (waiting does not help)
  */
-void limits_format_refusal(const struct limit_refusal *r, const char *subject,
-                           char *msg, size_t msglen, char *detail, size_t dlen,
-                           char *hint, size_t hlen);
+void limits_format_refusal(const struct limit_refusal *r, const char *subject, struct pg_error *out);
 
 /* One limit in force on one counter, for SHOW LIMITS. */
 struct limit_status {

@@ -14,11 +14,11 @@
 
 #include "ai/limits.h"
 #include "ai/migrate.h"
-#include "ai/sidechan.h"
-#include "ai/sqltext.h"
 #include "ai/tags.h"
 #include "log.h"
+#include "sidechan.h"
 #include "sluice.h"
+#include "sqltext.h"
 #include "util.h"
 
 /* The array parameters of one batch of deltas. */
@@ -36,7 +36,7 @@ struct peer_seq {
 struct limits_sync {
 	struct sluice *sl;
 	struct sidechan *sc;
-	struct ai_db_target target;
+	struct db_target target;
 	char instance[160];
 	struct event *refresh_ev, *sync_ev;
 	bool started;              /* caught up with sluice.rate_counters at least once */

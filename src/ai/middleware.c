@@ -14,15 +14,22 @@
 #include "sluice.h"
 #include "util.h"
 
+/* A refusal with sqlstate, to be sent with severity ERROR; the caller writes the texts. */
+static void refusal_start(struct pg_error *refusal, const char *sqlstate)
+{
+	memset(refusal, 0, sizeof(*refusal));
+	str_copy(refusal->severity, "ERROR", sizeof(refusal->severity));
+	str_copy(refusal->sqlstate, sqlstate, sizeof(refusal->sqlstate));
+}
+
 enum tags_result middleware_tags(const char *text, size_t len, struct ai_tags *tags,
-                                 struct mw_refusal *refusal)
+                                 struct pg_error *refusal)
 {
 	char err[TAGS_ERRBUF_SIZE];
 	enum tags_result r = tags_parse(text, len, tags, err, sizeof(err));
 	if (r == TAGS_INVALID) {
-		refusal->sqlstate = SQLSTATE_INVALID_PARAMETER_VALUE;
+		refusal_start(refusal, SQLSTATE_INVALID_PARAMETER_VALUE);
 		str_copy(refusal->message, err, sizeof(refusal->message));
-		refusal->detail[0] = '\0';
 		str_copy(refusal->hint, "Tag values are sqlcommenter-encoded: ai_tokens_in='120'.",
 		         sizeof(refusal->hint));
 	}
@@ -55,7 +62,7 @@ struct usage_pending *middleware_hit_usage(struct client *c, const struct ai_tag
 	return p;
 }
 
-bool middleware_admit(struct client *c, const struct ai_tags *tags, struct mw_refusal *refusal,
+bool middleware_admit(struct client *c, const struct ai_tags *tags, struct pg_error *refusal,
                       struct usage_pending **usage)
 {
 	struct sluice *sl = c->sl;
@@ -68,10 +75,9 @@ bool middleware_admit(struct client *c, const struct ai_tags *tags, struct mw_re
 	if (tagged && tags->user[0]) {
 		const char *trusted = sl->cfg->tag_trusted_roles;
 		if (trusted[0] && !str_list_contains(trusted, c->user)) {
-			refusal->sqlstate = SQLSTATE_INSUFFICIENT_PRIVILEGE;
+			refusal_start(refusal, SQLSTATE_INSUFFICIENT_PRIVILEGE);
 			snprintf(refusal->message, sizeof(refusal->message),
 			         "permission denied to set ai_user as role \"%s\"", c->user);
-			refusal->detail[0] = '\0';
 			str_copy(refusal->hint, "Add the role to tag_trusted_roles in the pgsluice configuration.",
 			         sizeof(refusal->hint));
 			metrics_note_ai_statement(sl, c->user, tags->model[0] ? tags->model : c->ai.model,
@@ -86,7 +92,7 @@ bool middleware_admit(struct client *c, const struct ai_tags *tags, struct mw_re
 	if (!limits_sync_ready(sl) || !usage_ready(sl)) {
 		/* Fail closed: without its limits, budget seed and prices, pgsluice
 		 * cannot tell whether the subject may spend more. */
-		refusal->sqlstate = SQLSTATE_RATE_LIMIT_EXCEEDED;
+		refusal_start(refusal, SQLSTATE_RATE_LIMIT_EXCEEDED);
 		snprintf(refusal->message, sizeof(refusal->message),
 		         "limits and budgets for \"%s\" are not loaded yet", subject);
 		snprintf(refusal->detail, sizeof(refusal->detail),
@@ -98,10 +104,9 @@ bool middleware_admit(struct client *c, const struct ai_tags *tags, struct mw_re
 		return false;
 	}
 	if (tagged && usage_wanted(tags) && !usage_can_record(sl)) {
-		refusal->sqlstate = SQLSTATE_DISK_FULL;
+		refusal_start(refusal, SQLSTATE_DISK_FULL);
 		str_copy(refusal->message, "could not record LLM usage: the usage journal cannot be written",
 		         sizeof(refusal->message));
-		refusal->detail[0] = '\0';
 		str_copy(refusal->hint, "Check the free space and permissions of usage_journal_dir.", sizeof(refusal->hint));
 		return false;
 	}
@@ -112,9 +117,7 @@ bool middleware_admit(struct client *c, const struct ai_tags *tags, struct mw_re
 			*usage = usage_prepare(c, tags, subject, model);
 		return true;
 	}
-	refusal->sqlstate = SQLSTATE_RATE_LIMIT_EXCEEDED;
-	limits_format_refusal(&r, subject, refusal->message, sizeof(refusal->message),
-	                      refusal->detail, sizeof(refusal->detail), refusal->hint, sizeof(refusal->hint));
+	limits_format_refusal(&r, subject, refusal);
 	sl->stats.refusals++;
 	metrics_note_ai_statement(sl, subject, model, (enum refusal_reason)r.dim);   /* SHOW USAGE, /metrics */
 	return false;

@@ -11,35 +11,29 @@
 #include <stddef.h>
 
 #include "ai/tags.h"
+#include "pgerror.h"
 
 struct client;
 struct usage_pending;
 
-/* Why a statement is refused: the ErrorResponse fields (severity ERROR). */
-struct mw_refusal {
-	const char *sqlstate;
-	char message[256];
-	char detail[256];
-	char hint[160];
-};
-
 /*
  * Tags of a statement text[0..len) (Query text or Parse query): TAGS_NONE
  * costs one scan for the comment opener. On TAGS_INVALID, *refusal holds the
- * 22023 error naming the key.
+ * 22023 error naming the key (sent with severity ERROR).
  */
 enum tags_result middleware_tags(const char *text, size_t len, struct ai_tags *tags,
-                                 struct mw_refusal *refusal);
+                                 struct pg_error *refusal);
 
 /*
  * May client c run a statement with tags (NULL: untagged) now? Attributed
  * statements (an ai_ tag, or the client set sluice.user) are checked against
  * tag_trusted_roles (42501) and the subject's limits (53400); the request is
- * counted when admitted. Returns true to run it, false with *refusal filled.
+ * counted when admitted. Returns true to run it, false with *refusal filled
+ * (an error to send with severity ERROR).
  * When admitted and the tags carry token counts, *usage (if not NULL) gets
  * the usage record to journal once the statement completes (else NULL).
  */
-bool middleware_admit(struct client *c, const struct ai_tags *tags, struct mw_refusal *refusal,
+bool middleware_admit(struct client *c, const struct ai_tags *tags, struct pg_error *refusal,
                       struct usage_pending **usage);
 
 /*

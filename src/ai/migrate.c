@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <libpq-fe.h>
 #include <limits.h>
-#include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -21,8 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "auth.h"
 #include "config.h"
+#include "target.h"
 
 /* pg_advisory_xact_lock key serializing migration runs: "sluice\0\1" */
 #define MIGRATION_LOCK_KEY "8317151707346042881"
@@ -237,8 +236,10 @@ static char *read_migration(const struct migration *m, struct failure *f)
 
 /* ---- connecting ---- */
 
+/* ai_database's entry as pgsluice's own connections reach it (target.h), with hints for --migrate. */
 static bool resolve_target(const struct sluice_config *cfg, const struct userlist *users,
-                           int connect_timeout_s, struct ai_db_target *t, struct failure *f)
+                           const char *application_name, int connect_timeout_s,
+                           struct db_target *t, struct failure *f)
 {
 	memset(t, 0, sizeof(*t));
 	t->entry = cfg->ai_database;
@@ -248,70 +249,25 @@ static bool resolve_target(const struct sluice_config *cfg, const struct userlis
 		         "where app is a name in its [databases] section.", cfg->config_file);
 		return false;
 	}
-	const struct db_config *db = config_find_db(cfg, t->entry);
-	if (!db) {
+	if (!config_find_db(cfg, t->entry)) {
 		fail(f, "ai_database \"%s\" is not an entry of the [databases] section", t->entry);
 		snprintf(f->hint, sizeof(f->hint), "Set ai_database to one of the names in [databases] "
 		         "of %s.", cfg->config_file);
 		return false;
 	}
-	/* as src/server.c: no host is the Unix socket in unix_socket_dir */
-	t->host = db->host ? db->host : (cfg->unix_socket_dir[0] ? cfg->unix_socket_dir : NULL);
-	snprintf(t->port, sizeof(t->port), "%d", db->port);
-	t->dbname = db->dbname ? db->dbname : t->entry;
-	t->user = db->user;
-	if (!t->user)
-		t->user = getenv("PGUSER");
-	if (!t->user || !t->user[0]) {
-		struct passwd *pw = getpwuid(geteuid());
-		if (!pw) {
-			fail(f, "ai_database \"%s\" has no user= and the operating system user is unknown",
-			     t->entry);
-			return false;
-		}
-		snprintf(t->os_user, sizeof(t->os_user), "%s", pw->pw_name);
-		t->user = t->os_user;
-	}
-	t->password = db->password;
-	if (!t->password && users) {
-		const struct userlist_entry *e = userlist_find(users, t->user);
-		if (e && e->kind == PASSWORD_PLAIN)
-			t->password = e->password;
-		else if (e)
-			t->hashed_password = true;
-	}
-	snprintf(t->connect_timeout, sizeof(t->connect_timeout), "%d", connect_timeout_s);
-	return true;
-}
-
-static void fill_params(struct ai_db_target *t, const char *application_name)
-{
-	int n = 0;
-#define PARAM(k, v) do { t->keys[n] = (k); t->values[n] = (v); n++; } while (0)
-	if (t->host)
-		PARAM("host", t->host);
-	PARAM("port", t->port);
-	PARAM("dbname", t->dbname);
-	PARAM("user", t->user);
-	if (t->password)
-		PARAM("password", t->password);
-	PARAM("application_name", application_name);
-	PARAM("connect_timeout", t->connect_timeout);
-	PARAM("client_encoding", "UTF8");
-#undef PARAM
-	t->keys[n] = t->values[n] = NULL;
+	return db_target_resolve(cfg, users, "ai_database", cfg->ai_database, NULL, application_name,
+	                         connect_timeout_s, NULL, t, f->message, sizeof(f->message));
 }
 
 bool ai_db_target_resolve(const struct sluice_config *cfg, const struct userlist *users,
                           const char *application_name, int connect_timeout_s,
-                          struct ai_db_target *t, char *errbuf, size_t errlen)
+                          struct db_target *t, char *errbuf, size_t errlen)
 {
 	struct failure f = { { 0 }, { 0 }, { 0 } };
-	if (!resolve_target(cfg, users, connect_timeout_s, t, &f)) {
+	if (!resolve_target(cfg, users, application_name, connect_timeout_s, t, &f)) {
 		snprintf(errbuf, errlen, "%s", f.message);
 		return false;
 	}
-	fill_params(t, application_name);
 	return true;
 }
 
@@ -328,9 +284,8 @@ static void print_notice(void *arg, const char *message)
 	fprintf((FILE *)arg, "pgsluice: %s\n", one_line(message, line, sizeof(line)));
 }
 
-static PGconn *connect_target(struct ai_db_target *t, struct failure *f)
+static PGconn *connect_target(struct db_target *t, struct failure *f)
 {
-	fill_params(t, "pgsluice-migrate");
 	PGconn *conn = PQconnectdbParams(t->keys, t->values, 0);
 	if (conn && PQstatus(conn) == CONNECTION_OK)
 		return conn;
@@ -550,7 +505,7 @@ static int64_t elapsed_ms(const struct timespec *since)
 }
 
 /* After a run: the version reached, and versions recorded that sqldir does not have. */
-static bool report_version(PGconn *conn, const struct migration_list *list, const struct ai_db_target *t,
+static bool report_version(PGconn *conn, const struct migration_list *list, const struct db_target *t,
                            FILE *out, struct failure *f)
 {
 	int *versions;
@@ -574,7 +529,7 @@ int migrate_run(const struct sluice_config *cfg, const struct userlist *users, c
 {
 	struct failure f;
 	struct migration_list list;
-	struct ai_db_target t;
+	struct db_target t;
 	PGconn *conn = NULL;
 	int rc = 1;
 
@@ -582,7 +537,7 @@ int migrate_run(const struct sluice_config *cfg, const struct userlist *users, c
 	int timeout_s = (int)((cfg->server_connect_timeout + USEC_PER_SEC - 1) / USEC_PER_SEC);
 	if (cfg->server_connect_timeout > (usec_t)INT_MAX * USEC_PER_SEC)
 		timeout_s = 0;
-	if (!resolve_target(cfg, users, timeout_s, &t, &f)) {
+	if (!resolve_target(cfg, users, "pgsluice-migrate", timeout_s, &t, &f)) {
 		print_failure(&f);
 		return 1;
 	}
@@ -637,7 +592,7 @@ int migrate_check(const struct sluice_config *cfg, const struct userlist *users,
 {
 	struct failure f;
 	struct migration_list list = { 0 };
-	struct ai_db_target t;
+	struct db_target t;
 	PGconn *conn = NULL;
 	int *versions = NULL;
 	size_t n_versions = 0;
@@ -647,7 +602,7 @@ int migrate_check(const struct sluice_config *cfg, const struct userlist *users,
 
 	if (msglen == 0)
 		msg = NULL;
-	if (!resolve_target(cfg, users, CHECK_CONNECT_TIMEOUT_S, &t, &f) ||
+	if (!resolve_target(cfg, users, "pgsluice-migrate", CHECK_CONNECT_TIMEOUT_S, &t, &f) ||
 	    !load_migrations(sqldir, &list, &f) ||
 	    !(conn = connect_target(&t, &f)))
 		goto unchecked;

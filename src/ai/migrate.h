@@ -27,40 +27,26 @@
 #ifndef SLUICE_AI_MIGRATE_H
 #define SLUICE_AI_MIGRATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
-#include <stdbool.h>
+#include "target.h"
 
 struct sluice_config;
 struct userlist;
 
-/* Where and as whom to connect to ai_database; strings borrowed from cfg/users or the buffers here. */
-struct ai_db_target {
-	const char *entry;        /* ai_database: the [databases] entry's name */
-	const char *host;         /* NULL: libpq's default socket */
-	char port[16];
-	const char *dbname;
-	const char *user;
-	const char *password;     /* NULL: libpq's PGPASSWORD / ~/.pgpass */
-	bool hashed_password;     /* auth_file holds only a hash for user */
-	char connect_timeout[16];
-	char os_user[256];
-	const char *keys[10];     /* the above as libpq keyword/value arrays, NULL-terminated */
-	const char *values[10];
-};
-
 /*
- * Resolve the connection to cfg's ai_database entry as pgsluice's own
- * connections make it (host/port/dbname/user of the entry, password of the
- * entry or a plain auth_file one), with application_name (borrowed) and
- * connect_timeout (seconds). Fills t->keys/values for PQconnectStartParams;
- * t borrows from cfg and users, so it lives no longer than they do. Returns
- * false with errbuf set when ai_database is unset or names no entry.
+ * Resolve the connection to cfg's ai_database entry with db_target_resolve
+ * (target.h: the entry's host/port/dbname/user, its password or a plain
+ * auth_file one), with application_name (borrowed) and connect_timeout
+ * (seconds). Fills t->keys/values for PQconnectStartParams; t borrows from
+ * cfg and users, so it lives no longer than they do. Returns false with
+ * errbuf set when ai_database is unset or names no entry.
  */
 bool ai_db_target_resolve(const struct sluice_config *cfg, const struct userlist *users,
                           const char *application_name, int connect_timeout_s,
-                          struct ai_db_target *t, char *errbuf, size_t errlen);
+                          struct db_target *t, char *errbuf, size_t errlen);
 
 /*
  * Apply every migration in sqldir not yet recorded in

@@ -18,13 +18,14 @@
 #include "ai/limits.h"
 #include "ai/limits_sync.h"
 #include "ai/migrate.h"
-#include "ai/sidechan.h"
-#include "ai/sqltext.h"
 #include "ai/tags.h"
 #include "client.h"
-#include "metrics.h"
 #include "log.h"
+#include "metrics.h"
+#include "pgerror.h"
+#include "sidechan.h"
 #include "sluice.h"
+#include "sqltext.h"
 #include "util.h"
 
 /* A journal larger than this gets a warning: PostgreSQL has been away a while. */
@@ -54,8 +55,7 @@ struct usage {
 	size_t split_done, split_end;
 	size_t ship_lo, ship_hi, ship_total;
 	struct usage_record rejected;  /* record ship_lo: moved to sluice.usage_rejects when refused alone */
-	char reject_error[512];        /* and why PostgreSQL refused it */
-	char reject_sqlstate[6];
+	struct pg_error reject;        /* and why PostgreSQL refused it (sqlstate, message) */
 	uint64_t appended_since_seal;
 	struct model_price *prices;
 	size_t n_prices;
@@ -400,7 +400,7 @@ static void add_json_bytes(struct sqltext *t, const char *s)
 	sqltext_str(t, "\"");
 }
 
-/* Move u->rejected to sluice.usage_rejects; its INSERT on its own failed with u->reject_error. */
+/* Move u->rejected to sluice.usage_rejects; its INSERT on its own failed with u->reject. */
 static void quarantine(struct usage *u)
 {
 	const struct usage_record *r = &u->rejected;
@@ -435,9 +435,9 @@ static void quarantine(struct usage *u)
 	add_json_bytes(&rec, r->instance);
 	sqltext_str(&rec, "}");
 	/* the message as a JSON string, unquoted again by PostgreSQL: valid UTF-8 whatever it quotes */
-	add_json_bytes(&err, u->reject_error);
+	add_json_bytes(&err, u->reject.message);
 	if (!rec.failed && !err.failed) {
-		const char *p6[6] = { id, us, u->instance, u->reject_sqlstate, err.s, rec.s };
+		const char *p6[6] = { id, us, u->instance, u->reject.sqlstate, err.s, rec.s };
 		u->shipping = sidechan_query(u->sc,
 			"INSERT INTO sluice.usage_rejects (id, created_at, instance, sqlstate, error, record) "
 			"VALUES ($1::uuid, 'epoch'::timestamptz + $2::bigint * interval '1 microsecond', $3, $4, "
@@ -575,9 +575,10 @@ static void shipped(void *arg, const PGresult *res)
 		ship_next(u);
 		return;
 	}
-	str_copy(u->reject_error, PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) ?
-	         PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : PQresultErrorMessage(res), sizeof(u->reject_error));
-	str_copy(u->reject_sqlstate, PQresultErrorField(res, PG_DIAG_SQLSTATE), sizeof(u->reject_sqlstate));
+	struct pg_error *e = &u->reject;
+	str_copy(e->message, PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) ?
+	         PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : PQresultErrorMessage(res), sizeof(e->message));
+	str_copy(e->sqlstate, PQresultErrorField(res, PG_DIAG_SQLSTATE), sizeof(e->sqlstate));
 	u->split_done = u->ship_lo;
 	u->split_end = u->ship_hi;
 	quarantine(u);
@@ -599,7 +600,7 @@ static void quarantined(void *arg, const PGresult *res)
 	add_escaped(&subject, u->rejected.subject);
 	add_escaped(&model, u->rejected.model);
 	log_warning("usage: record %s of subject \"%s\" moved to sluice.usage_rejects: PostgreSQL refused it: %s",
-	            id, subject.s ? subject.s : "", u->reject_error);
+	            id, subject.s ? subject.s : "", u->reject.message);
 	metrics_note_ai_rejected(u->sl, subject.s ? subject.s : "", model.s ? model.s : "");
 	sqltext_free(&subject);
 	sqltext_free(&model);
@@ -704,7 +705,7 @@ static void charge_replayed(void *arg, uint64_t segment, const struct usage_reco
  * is charged its cost. Skipped when the limits could not be loaded either
  * (ai_database unreachable: one connect timeout at start is enough).
  */
-static void preload(struct usage *u, const struct ai_db_target *t)
+static void preload(struct usage *u, const struct db_target *t)
 {
 	if (!limits_sync_ready(u->sl))
 		return;
@@ -749,7 +750,7 @@ bool usage_start(struct sluice *sl)
 		usage_stop(sl);
 		return false;
 	}
-	struct ai_db_target t;
+	struct db_target t;
 	if (!ai_db_target_resolve(cfg, sl->userlist, "pgsluice-usage", 5, &t, err, sizeof(err))) {
 		log_error("usage: %s", err);
 		usage_stop(sl);

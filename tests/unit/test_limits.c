@@ -79,15 +79,10 @@ static const char *parse_error(const char *key, const char *value)
 	return err;
 }
 
-struct formatted {
-	char msg[256], detail[256], hint[256];
-};
-
-static struct formatted format(const struct limit_refusal *r, const char *subject)
+static struct pg_error format(const struct limit_refusal *r, const char *subject)
 {
-	struct formatted f;
-	limits_format_refusal(r, subject, f.msg, sizeof(f.msg), f.detail, sizeof(f.detail),
-	                      f.hint, sizeof(f.hint));
+	struct pg_error f;
+	limits_format_refusal(r, subject, &f);
 	return f;
 }
 
@@ -284,8 +279,8 @@ static void test_limit_zero_refuses_every_statement_without_hint(void **state)
 	assert_false(limits_admit(l, "alice", NULL, T0, &r));
 	assert_int_equal(r.retry_after_ms, -1);
 	assert_int_equal(r.reset_at_ms, -1);
-	struct formatted f = format(&r, "alice");
-	assert_string_equal(f.msg, "rate limit exceeded for \"alice\": requests_per_minute 0");
+	struct pg_error f = format(&r, "alice");
+	assert_string_equal(f.message, "rate limit exceeded for \"alice\": requests_per_minute 0");
 	assert_string_equal(f.detail, "The limit is 0, so every statement is refused.");
 	assert_string_equal(f.hint, "");
 	assert_false(limits_admit(l, "alice", NULL, T0 + 3600000, NULL));
@@ -515,8 +510,8 @@ static void test_tokens_per_day_resets_at_utc_midnight(void **state)
 	assert_true(r.used == 500);
 	assert_int_equal(r.retry_after_ms, 59000);
 	assert_int_equal(r.reset_at_ms, utc_ms(2026, 3, 15, 0, 0, 0));
-	struct formatted f = format(&r, "alice");
-	assert_string_equal(f.msg, "rate limit exceeded for \"alice\": tokens_per_day 500");
+	struct pg_error f = format(&r, "alice");
+	assert_string_equal(f.message, "rate limit exceeded for \"alice\": tokens_per_day 500");
 	assert_string_equal(f.detail,
 	                    "500 tokens used with model \"gpt-4o\" today (UTC); the limit is 500.");
 	assert_string_equal(f.hint, "The budget resets at 2026-03-15 00:00:00 UTC.");
@@ -546,8 +541,8 @@ static void test_cost_per_month_resets_on_the_first(void **state)
 	assert_true(r.used == 0.5);
 	assert_int_equal(r.reset_at_ms, utc_ms(2026, 12, 1, 0, 0, 0));
 	assert_int_equal(r.retry_after_ms, 12 * 3600 * 1000);
-	struct formatted f = format(&r, "alice");
-	assert_string_equal(f.msg, "rate limit exceeded for \"alice\": cost_cents_per_month 0.5");
+	struct pg_error f = format(&r, "alice");
+	assert_string_equal(f.message, "rate limit exceeded for \"alice\": cost_cents_per_month 0.5");
 	assert_string_equal(f.detail, "0.5 cents spent this month (UTC); the limit is 0.5.");
 	assert_string_equal(f.hint, "The budget resets at 2026-12-01 00:00:00 UTC.");
 
@@ -569,7 +564,7 @@ static void test_month_windows_cross_years_and_leap_days(void **state)
 	limits_charge(l, "alice", NULL, 0, 1, utc_ms(2028, 2, 29, 8, 0, 0));
 	assert_false(limits_admit(l, "alice", NULL, utc_ms(2028, 2, 29, 8, 0, 0), &r));
 	assert_int_equal(r.reset_at_ms, utc_ms(2028, 3, 1, 0, 0, 0));
-	struct formatted f = format(&r, "alice");
+	struct pg_error f = format(&r, "alice");
 	assert_string_equal(f.detail, "1 cent spent this month (UTC); the limit is 1.");
 	assert_string_equal(f.hint, "The budget resets at 2028-03-01 00:00:00 UTC.");
 	limits_free(l);
@@ -616,8 +611,8 @@ static void test_format_requests_per_minute_refusal(void **state)
 	struct limit_refusal r;
 	admit_n(l, "alice", NULL, 60, T0);
 	assert_false(limits_admit(l, "alice", NULL, T0, &r));
-	struct formatted f = format(&r, "alice");
-	assert_string_equal(f.msg, "rate limit exceeded for \"alice\": requests_per_minute 60");
+	struct pg_error f = format(&r, "alice");
+	assert_string_equal(f.message, "rate limit exceeded for \"alice\": requests_per_minute 60");
 	assert_string_equal(f.detail, "60 requests in the last minute; the limit is 60.");
 	assert_string_equal(f.hint, "Retry after 1.0 s.");
 
@@ -638,15 +633,15 @@ static void test_format_singular_and_per_model_detail(void **state)
 	struct limit_refusal r;
 	assert_true(limits_admit(l, "bob", "gpt-4o", T0, NULL));
 	assert_false(limits_admit(l, "bob", "gpt-4o", T0, &r));
-	struct formatted f = format(&r, "bob");
-	assert_string_equal(f.msg, "rate limit exceeded for \"bob\": requests_per_minute 1");
+	struct pg_error f = format(&r, "bob");
+	assert_string_equal(f.message, "rate limit exceeded for \"bob\": requests_per_minute 1");
 	assert_string_equal(f.detail, "1 request with model \"gpt-4o\" in the last minute; the limit is 1.");
 	assert_string_equal(f.hint, "Retry after 60.0 s.");
 
 	limits_charge(l, "bob", NULL, 1, 0, T0);
 	assert_false(limits_admit(l, "bob", NULL, T0, &r));
 	f = format(&r, "bob");
-	assert_string_equal(f.msg, "rate limit exceeded for \"bob\": tokens_per_minute 1");
+	assert_string_equal(f.message, "rate limit exceeded for \"bob\": tokens_per_minute 1");
 	assert_string_equal(f.detail, "1 token in the last minute; the limit is 1.");
 	limits_free(l);
 }
@@ -656,23 +651,32 @@ static void test_format_limit_zero_for_model(void **state)
 	struct limits *l = limits_from("default/o1-pro = cost_cents_per_month=0");
 	struct limit_refusal r;
 	assert_false(limits_admit(l, "carol", "o1-pro", T0, &r));
-	struct formatted f = format(&r, "carol");
-	assert_string_equal(f.msg, "rate limit exceeded for \"carol\": cost_cents_per_month 0");
+	struct pg_error f = format(&r, "carol");
+	assert_string_equal(f.message, "rate limit exceeded for \"carol\": cost_cents_per_month 0");
 	assert_string_equal(f.detail, "The limit for model \"o1-pro\" is 0, so every statement is refused.");
 	assert_string_equal(f.hint, "");
 	limits_free(l);
 }
 
-static void test_format_truncates_to_buffers(void **state)
+static void test_format_cuts_texts_to_their_fields(void **state)
 {
-	struct limit_refusal r = { .dim = LIMIT_REQUESTS_PER_MINUTE, .limit = 60, .used = 60,
+	(void)state;
+	char subject[700], model[LIMITS_NAME_MAX + 1];
+	memset(subject, 's', sizeof(subject) - 1);
+	subject[sizeof(subject) - 1] = '\0';
+	memset(model, 'm', sizeof(model) - 1);
+	model[sizeof(model) - 1] = '\0';
+	struct limit_refusal r = { .dim = LIMIT_REQUESTS_PER_MINUTE, .limit = 60, .used = 60, .model = model,
 	                           .window = "in the last minute", .retry_after_ms = 1000 };
-	char msg[10], detail[5], hint[1];
-	limits_format_refusal(&r, "alice", msg, sizeof(msg), detail, sizeof(detail), hint, sizeof(hint));
-	assert_string_equal(msg, "rate limi");
-	assert_string_equal(detail, "60 r");
-	assert_string_equal(hint, "");
-	limits_format_refusal(&r, "alice", NULL, 0, NULL, 0, NULL, 0);   /* no buffers: no writes */
+	struct pg_error f;
+	limits_format_refusal(&r, subject, &f);
+	assert_string_equal(f.severity, "ERROR");
+	assert_string_equal(f.sqlstate, "53400");
+	assert_int_equal(strlen(f.message), sizeof(f.message) - 1);
+	const char *start = "rate limit exceeded for \"sss";
+	assert_true(strncmp(f.message, start, strlen(start)) == 0);
+	assert_int_equal(strlen(f.detail), sizeof(f.detail) - 1);
+	assert_string_equal(f.hint, "Retry after 1.0 s.");
 }
 
 /* ---- SHOW LIMITS ---- */
@@ -1017,7 +1021,7 @@ int main(void)
 		cmocka_unit_test(test_format_requests_per_minute_refusal),
 		cmocka_unit_test(test_format_singular_and_per_model_detail),
 		cmocka_unit_test(test_format_limit_zero_for_model),
-		cmocka_unit_test(test_format_truncates_to_buffers),
+		cmocka_unit_test(test_format_cuts_texts_to_their_fields),
 		cmocka_unit_test(test_foreach_status_reports_limit_use_remaining_and_reset),
 		cmocka_unit_test(test_expire_keeps_counters_with_unexported_deltas),
 		cmocka_unit_test(test_expire_frees_idle_counters_but_keeps_monthly_spend),

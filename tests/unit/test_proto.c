@@ -63,7 +63,7 @@ static void test_error_response_fields_round_trip(void **state)
 {
 	(void)state;
 	struct msgbuf m;
-	struct pg_error_fields f;
+	struct pg_error f;
 	msg_init(&m);
 	msg_add_error(&m, PqMsg_ErrorResponse, "FATAL", SQLSTATE_INVALID_PASSWORD, "Some detail.", "A hint.",
 	              "password authentication failed for user \"%s\"", "bob");
@@ -95,7 +95,7 @@ static void test_malformed_error_body_is_rejected(void **state)
 {
 	(void)state;
 	const uint8_t body[] = { 'S', 'E', 'R' };   /* field without NUL, no terminator */
-	struct pg_error_fields f;
+	struct pg_error f;
 	assert_false(proto_parse_error(body, sizeof(body), &f));
 }
 

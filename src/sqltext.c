@@ -1,5 +1,5 @@
 /* sqltext.c - see sqltext.h. */
-#include "ai/sqltext.h"
+#include "sqltext.h"
 
 #include <stdlib.h>
 #include <string.h>

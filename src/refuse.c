@@ -1,5 +1,5 @@
 /* refuse.c - see refuse.h. */
-#include "ai/refuse.h"
+#include "refuse.h"
 
 #include <string.h>
 

@@ -3,8 +3,8 @@
  * that the client and its server stay in step: answered locally when no
  * server is involved, or raised by the server itself inside a transaction.
  */
-#ifndef SLUICE_AI_REFUSE_H
-#define SLUICE_AI_REFUSE_H
+#ifndef SLUICE_REFUSE_H
+#define SLUICE_REFUSE_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -4,7 +4,7 @@
  * PQsendQueryParams + PQflush to send, PQconsumeInput/PQisBusy/PQgetResult
  * to read, each step waiting on the socket in the event loop.
  */
-#include "ai/sidechan.h"
+#include "sidechan.h"
 
 #include <event2/event.h>
 #include <stdio.h>

@@ -3,8 +3,8 @@
  * connections: array literals ({"a","b"}) and JSON objects, with quoting
  * (arrays.html, "Array Value Input"; RFC 8259 strings).
  */
-#ifndef SLUICE_AI_SQLTEXT_H
-#define SLUICE_AI_SQLTEXT_H
+#ifndef SLUICE_SQLTEXT_H
+#define SLUICE_SQLTEXT_H
 
 #include <stdbool.h>
 #include <stddef.h>
