@@ -216,6 +216,8 @@ static bool cache_on(struct client *c)
  */
 static void note_settings(struct client *c, const char *text, size_t len, bool simple)
 {
+	if (c->settings_tainted)
+		return;     /* for good: nothing to learn from more statements */
 	enum settings_effect effect = settings_effect(text, len);
 	if (effect == SETTINGS_REPORTED && simple)
 		c->settings_changing = true;

@@ -1008,6 +1008,17 @@ int prepared_intercept_deallocate(struct client *c, uint32_t len)
 	if (!prepared_active(c) || (s && (s->unsynced || s->internal != SV_INTERNAL_NONE)))
 		return 1;    /* behind an unfinished batch PostgreSQL would skip or reorder nothing: relay it */
 	struct evbuffer *in = bufferevent_get_input(c->bev);
+	/* Every simple Query passes here: most are told apart by their first letter. */
+	char head[16];
+	size_t h = len - 4 < sizeof(head) ? len - 4 : sizeof(head), i = 0;
+	struct evbuffer_ptr pos;
+	evbuffer_ptr_set(in, &pos, PROTO_HEADER_LEN, EVBUFFER_PTR_SET);
+	if (evbuffer_copyout_from(in, &pos, head, h) != (ev_ssize_t)h)
+		return 1;
+	while (i < h && is_blank(head[i]))
+		i++;
+	if (i < h && (head[i] | 0x20) != 'd')
+		return 1;
 	char text[DEALLOCATE_TEXT_MAX + 1], name[256];
 	size_t n = short_query(in, len, text, sizeof(text));
 	if (n == 0 || prepared_parse_deallocate(text, n, name, sizeof(name)) != DEALLOC_NAME)

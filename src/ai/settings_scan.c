@@ -21,16 +21,38 @@ static bool is_newline(unsigned char c)
 	return c == '\n' || c == '\r';
 }
 
-/* First byte of an identifier (scan.l ident_start; any byte of a multibyte character). */
+/*
+ * Byte classes as scan.l reads them, one table lookup per byte: every byte
+ * of every simple Query and Parse text goes through settings_effect.
+ */
+enum { CH_IDENT_START = 1, CH_IDENT_CONT = 2 };
+
+#define CH_LETTER (CH_IDENT_START | CH_IDENT_CONT)
+#define CH_RANGE_8(x) [x] = CH_LETTER, [x + 1] = CH_LETTER, [x + 2] = CH_LETTER, [x + 3] = CH_LETTER, \
+	[x + 4] = CH_LETTER, [x + 5] = CH_LETTER, [x + 6] = CH_LETTER, [x + 7] = CH_LETTER
+#define CH_RANGE_32(x) CH_RANGE_8(x), CH_RANGE_8(x + 8), CH_RANGE_8(x + 16), CH_RANGE_8(x + 24)
+static const unsigned char char_class[256] = {
+	['0'] = CH_IDENT_CONT, ['1'] = CH_IDENT_CONT, ['2'] = CH_IDENT_CONT, ['3'] = CH_IDENT_CONT,
+	['4'] = CH_IDENT_CONT, ['5'] = CH_IDENT_CONT, ['6'] = CH_IDENT_CONT, ['7'] = CH_IDENT_CONT,
+	['8'] = CH_IDENT_CONT, ['9'] = CH_IDENT_CONT, ['$'] = CH_IDENT_CONT,
+	/* A-Z and a-z, in blocks of 8 from 'A' (0x41) and 'a' (0x61); '_' after Z */
+	CH_RANGE_8(0x41), CH_RANGE_8(0x49), CH_RANGE_8(0x51), [0x59] = CH_LETTER, [0x5a] = CH_LETTER,
+	CH_RANGE_8(0x61), CH_RANGE_8(0x69), CH_RANGE_8(0x71), [0x79] = CH_LETTER, [0x7a] = CH_LETTER,
+	['_'] = CH_LETTER,
+	/* any byte of a multibyte character */
+	CH_RANGE_32(0x80), CH_RANGE_32(0xa0), CH_RANGE_32(0xc0), CH_RANGE_32(0xe0),
+};
+
+/* First byte of an identifier (scan.l ident_start). */
 static bool is_ident_start(unsigned char c)
 {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80;
+	return char_class[c] & CH_IDENT_START;
 }
 
 /* Later bytes of an identifier (scan.l ident_cont). */
 static bool is_ident_cont(unsigned char c)
 {
-	return is_ident_start(c) || (c >= '0' && c <= '9') || c == '$';
+	return char_class[c] & CH_IDENT_CONT;
 }
 
 static bool word_is(const char *w, size_t n, const char *word)
@@ -210,9 +232,43 @@ static bool continues_statement(const char *text, size_t at)
 	return true;
 }
 
+/* The words settings_effect looks for; WORD_OTHER for every other word. */
+enum word_kind { WORD_OTHER, WORD_STARTER, WORD_SET_CONFIG, WORD_CREATE, WORD_TEMP };
+
+/*
+ * Classify w[0..n) case-insensitively. Runs for every word of every simple
+ * Query and Parse, so it rejects most words on their length and first
+ * letter before comparing anything.
+ */
+static enum word_kind classify(const char *w, size_t n)
+{
+#define WORD(w, k) { w, sizeof(w) - 1, k }
+	static const struct { const char *word; size_t len; enum word_kind kind; } words[] = {
+		WORD("do", WORD_STARTER), WORD("set", WORD_STARTER), WORD("call", WORD_STARTER),
+		WORD("into", WORD_CREATE), WORD("temp", WORD_TEMP), WORD("reset", WORD_STARTER),
+		WORD("create", WORD_CREATE), WORD("discard", WORD_STARTER), WORD("pg_temp", WORD_TEMP),
+		WORD("temporary", WORD_TEMP), WORD("set_config", WORD_SET_CONFIG),
+	};
+#undef WORD
+	if (n < 2 || n > 10)
+		return WORD_OTHER;
+	switch (w[0] | 0x20) {    /* ASCII lower case; other bytes match no entry */
+	case 'c': case 'd': case 'i': case 'p': case 'r': case 's': case 't':
+		break;
+	default:
+		return WORD_OTHER;
+	}
+	char lower[10];
+	for (size_t i = 0; i < n; i++)
+		lower[i] = (char)(w[i] >= 'A' && w[i] <= 'Z' ? w[i] | 0x20 : w[i]);
+	for (size_t k = 0; k < sizeof(words) / sizeof(words[0]); k++)
+		if (words[k].len == n && memcmp(lower, words[k].word, n) == 0)
+			return words[k].kind;
+	return WORD_OTHER;
+}
+
 enum settings_effect settings_effect(const char *text, size_t len)
 {
-	static const char *const starters[] = { "set", "reset", "discard", "do", "call" };
 	bool creates = false, temp = false;
 	if (!text)
 		return SETTINGS_NONE;
@@ -226,15 +282,22 @@ enum settings_effect settings_effect(const char *text, size_t len)
 		size_t start = i;
 		while (i < len && is_ident_cont((unsigned char)text[i]))
 			i++;
-		const char *w = text + start;
-		size_t n = i - start;
-		if (word_is(w, n, "set_config"))
+		switch (classify(text + start, i - start)) {
+		case WORD_SET_CONFIG:
 			return SETTINGS_UNKNOWN;
-		for (size_t k = 0; k < sizeof(starters) / sizeof(starters[0]); k++)
-			if (word_is(w, n, starters[k]) && !continues_statement(text, start))
+		case WORD_STARTER:
+			if (!continues_statement(text, start))
 				return SETTINGS_UNKNOWN;
-		creates = creates || word_is(w, n, "create") || word_is(w, n, "into");
-		temp = temp || word_is(w, n, "temp") || word_is(w, n, "temporary") || word_is(w, n, "pg_temp");
+			break;
+		case WORD_CREATE:
+			creates = true;
+			break;
+		case WORD_TEMP:
+			temp = true;
+			break;
+		case WORD_OTHER:
+			break;
+		}
 	}
 	return creates && temp ? SETTINGS_UNKNOWN : SETTINGS_NONE;
 }
