@@ -32,6 +32,7 @@ not depend on time. The report (markdown) goes to stdout, progress to stderr.
 The method and the latest results: docs/performance.md, "Issue 18 targets".
 """
 
+import importlib.util
 import os
 import re
 import signal
@@ -118,16 +119,23 @@ def strace_calls(settings, pooler, mode, transactions, logdir, label):
     out = pooler.workdir / f"strace.{label}.txt"
     pid = pooler.proc.pid
     tracer = bench.spawn(["strace", "-c", "-f", "-o", out, "-p", pid],
-                         pooler.workdir / "strace.stderr", stop="int")
+                         pooler.workdir / "strace.stderr")
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:           # start counting only once attached
-        m = re.search(r"^TracerPid:\s+(\d+)", Path(f"/proc/{pid}/status").read_text(), re.M)
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:          # the pooler is gone
+            break
+        m = re.search(r"^TracerPid:\s+(\d+)", status, re.M)
         if m and int(m.group(1)) != 0:
             break
         time.sleep(0.05)
     else:
         bench.stop_child(tracer)
         return "FAIL (strace did not attach)"
+    if not pooler.alive():
+        bench.stop_child(tracer)
+        return "FAIL (pooler exited)"
     run = Run(f"{pooler.name}-strace-{label}", mode, 1, transactions)
     bench.pgbench(settings, pooler.port, mode, 1, run, transactions=transactions, logdir=logdir)
     tracer.send_signal(signal.SIGINT)            # detach and write the summary
@@ -296,7 +304,7 @@ def report(settings, machine, many, r, elapsed_s, loads):
     out.append(f"\n{met} of {len(rows)} targets met.")
 
     out.append("\n### Instructions per transaction (callgrind, pooler only)\n")
-    out.append(f"pgbench -S -c C -t N1/C and -t N2/C; (Ir(N2) - Ir(N1)) / (N2 - N1).\n")
+    out.append("pgbench -S -c C -t N1/C and -t N2/C; (Ir(N2) - Ir(N1)) / (N2 - N1).\n")
     out.append("| mode | clients | pgbouncer Ir/tx | pgsluice Ir/tx | pgsluice/pgbouncer |")
     out.append("|---|--:|--:|--:|--:|")
     for mode in CG_MODES:
@@ -368,9 +376,7 @@ def main():
     settings.max_client_conn = many + 100
     if not shutil.which("valgrind") or not shutil.which("strace"):
         sys.exit("bench: BENCH_TARGETS=1 needs valgrind and strace")
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("psycopg") is None:
         sys.exit("bench: BENCH_TARGETS=1 needs psycopg 3 (Debian: python3-psycopg)")
     loads = []
 
