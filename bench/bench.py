@@ -621,13 +621,12 @@ def report(settings, machine, results, elapsed_s, callgrind_rows):
 
 # -- callgrind -----------------------------------------------------------------------
 def callgrind_ir(settings, name, binary, workdir, account, pg, mode, transactions, logdir,
-                 clients=1, pooler_class=None):
+                 clients=1):
     """Total instructions of one pooler process serving pgbench -c clients -t transactions
     (transactions per client, as pgbench counts them)."""
     outfile = workdir / f"callgrind.out.{mode}.{clients}.{transactions}"
     wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={outfile}"]
-    pooler = (pooler_class or Pooler)(name, binary, workdir, account, settings, pg,
-                                      settings.password, wrapper)
+    pooler = Pooler(name, binary, workdir, account, settings, pg, settings.password, wrapper)
     pooler.start(timeout=CALLGRIND_START_TIMEOUT_S)
     run = Run(f"{name}-callgrind", mode, clients, transactions)
     try:

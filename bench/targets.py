@@ -162,8 +162,7 @@ def per_tx(a, b, n):
     return (b - a) / n
 
 
-def callgrind_per_tx(settings, name, binary, workdir, account, pg, mode, clients, logdir,
-                     pooler_class=None):
+def callgrind_per_tx(settings, name, binary, workdir, account, pg, mode, clients, logdir):
     """Instructions per transaction of one pooler at clients clients, or a FAIL text."""
     n1, n2 = settings.callgrind_tx
     t1, t2 = max(1, n1 // clients), max(2, n2 // clients)
@@ -171,7 +170,7 @@ def callgrind_per_tx(settings, name, binary, workdir, account, pg, mode, clients
     for t in (t1, t2):
         log(f"callgrind: {name} {mode} -c {clients} -t {t}")
         ir, err = bench.callgrind_ir(settings, name, binary, workdir, account, pg, mode, t,
-                                     logdir, clients=clients, pooler_class=pooler_class)
+                                     logdir, clients=clients)
         if ir is None:
             log(f"callgrind: {name} {mode} -c {clients}: {err}")
             return err
