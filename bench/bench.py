@@ -100,6 +100,7 @@ class Settings:
         if len(tx) != 2 or not 0 < tx[0] < tx[1]:
             sys.exit("bench: BENCH_CALLGRIND_TX must be two counts N1 < N2")
         self.callgrind_tx = tx
+        self.max_client_conn = 1000              # targets.py raises it for 1,000 clients
         self.out = os.environ.get("BENCH_OUT")
         self.keep = os.environ.get("BENCH_KEEP", "0") not in ("", "0")
         self.password = secrets.token_hex(16)    # of the role "bench", in both userlists
@@ -365,7 +366,7 @@ auth_type = {s.auth}
 auth_file = {self.workdir / "userlist.txt"}
 pool_mode = transaction
 default_pool_size = {s.pool_size}
-max_client_conn = 1000
+max_client_conn = {s.max_client_conn}
 logfile = {self.logfile}
 pidfile = {self.workdir / (self.name + ".pid")}
 log_connections = 0
@@ -619,21 +620,24 @@ def report(settings, machine, results, elapsed_s, callgrind_rows):
 
 
 # -- callgrind -----------------------------------------------------------------------
-def callgrind_ir(settings, name, binary, workdir, account, pg, mode, transactions, logdir):
-    """Total instructions of one pooler process serving pgbench -c 1 -t transactions."""
-    outfile = workdir / f"callgrind.out.{mode}.{transactions}"
+def callgrind_ir(settings, name, binary, workdir, account, pg, mode, transactions, logdir,
+                 clients=1):
+    """Total instructions of one pooler process serving pgbench -c clients -t transactions
+    (transactions per client, as pgbench counts them)."""
+    outfile = workdir / f"callgrind.out.{mode}.{clients}.{transactions}"
     wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={outfile}"]
     pooler = Pooler(name, binary, workdir, account, settings, pg, settings.password, wrapper)
     pooler.start(timeout=CALLGRIND_START_TIMEOUT_S)
-    run = Run(f"{name}-callgrind", mode, 1, transactions)
+    run = Run(f"{name}-callgrind", mode, clients, transactions)
     try:
-        pgbench(settings, pooler.port, mode, 1, run, transactions=transactions, logdir=logdir)
+        pgbench(settings, pooler.port, mode, clients, run, transactions=transactions,
+                logdir=logdir)
     finally:
-        pooler.stop(timeout=60)
+        pooler.stop(timeout=60 + clients // 10)
     if not run.ok:
         return None, run.failure()
-    if run.processed != transactions:
-        return None, f"FAIL ({run.processed} of {transactions} processed)"
+    if run.processed != transactions * clients:
+        return None, f"FAIL ({run.processed} of {transactions * clients} processed)"
     try:
         text = outfile.read_text(errors="replace")
     except OSError:
@@ -722,10 +726,12 @@ def measure(settings, target, port, mode, clients, rnd, allowance, logdir):
 
 
 # -- main ----------------------------------------------------------------------------
-def start_postgres(settings, tmp, account):
+def start_postgres(settings, tmp, account, max_conn=None):
     """A throwaway PostgreSQL with role and database bench, filled by pgbench -i and
-    prewarmed; both bench.py and usage.py measure against it."""
-    max_conn = max(settings.clients) + 2 * settings.pool_size + 20
+    prewarmed; both bench.py and usage.py measure against it. max_conn: its
+    max_connections, by default enough for the largest BENCH_CLIENTS directly."""
+    if max_conn is None:
+        max_conn = max(settings.clients) + 2 * settings.pool_size + 20
     pg = Postgres(tmp / "pg", account, max_conn, settings.auth)
     log(f"bench: PostgreSQL in {pg.basedir} (port {pg.port}, max_connections {max_conn})")
     pg.init()
