@@ -797,7 +797,9 @@ bool usage_drain(struct sluice *sl, int timeout_ms, void (*done)(struct sluice *
 	if (!u || !u->journal)
 		return false;
 	seal_if_needed(u);
-	if (journal_backlog_bytes(u->journal) == 0 || !sidechan_is_up(u->sc))
+	/* A side channel still connecting (a stop right after start) is waited
+	 * for; one whose connection failed is not: the journal keeps the records. */
+	if (journal_backlog_bytes(u->journal) == 0 || (sidechan_is_down(u->sc) && sidechan_last_error(u->sc)[0]))
 		return false;
 	u->drain_done = done;
 	u->drain_ev = evtimer_new(sl->base, drain_timeout, u);

@@ -28,8 +28,10 @@ void usage_reconfigure(struct sluice *sl);
 
 /*
  * Ship what the journal holds within timeout_ms (graceful shutdown), then
- * call done (from the event loop). Returns false when there is nothing to
- * wait for (done is not called).
+ * call done (from the event loop). A side channel still making its first
+ * connection (a stop right after start) is waited for. Returns false when
+ * there is nothing to wait for: an empty journal, or a side channel whose
+ * connection failed (the records stay in the journal); done is not called.
  */
 bool usage_drain(struct sluice *sl, int timeout_ms, void (*done)(struct sluice *sl));
 
