@@ -830,6 +830,24 @@ static void login_succeeded(struct client *c)
 		             "database \"%s\" does not exist", c->database);
 		return;
 	}
+	int max = pool_max_db_clients(sl->cfg, c->database);
+	if (max > 0 && pool_count_db_clients(sl, c->database) >= max) {
+		char detail[160];
+		snprintf(detail, sizeof(detail), "max_db_client_connections (%d) is reached for database \"%s\".",
+		         max, c->database);
+		client_fatal(c, SQLSTATE_TOO_MANY_CONNECTIONS, detail, NULL,
+		             "client connections exceeded (max_db_client_connections)");
+		return;
+	}
+	max = pool_max_user_clients(sl->cfg, c->user);
+	if (max > 0 && pool_count_user_clients(sl, c->user) >= max) {
+		char detail[160];
+		snprintf(detail, sizeof(detail), "max_user_client_connections (%d) is reached for user \"%s\".",
+		         max, c->user);
+		client_fatal(c, SQLSTATE_TOO_MANY_CONNECTIONS, detail, NULL,
+		             "client connections exceeded (max_user_client_connections)");
+		return;
+	}
 	struct pool *p = pool_get(sl, db, c->database, db->user ? db->user : c->user);
 	if (!p) {
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");

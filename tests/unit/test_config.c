@@ -556,8 +556,14 @@ static void test_users_take_pool_mode_pool_size_and_max_user_connections(void **
 	assert_int_equal(user->pool_mode, POOL_MODE_SESSION);
 	assert_int_equal(user->pool_size, -1);
 	assert_int_equal(user->max_user_connections, -1);
+	assert_int_equal(user->query_timeout, 5 * USEC_PER_SEC);
+	assert_int_equal(user->transaction_timeout, -1);
 	assert_null(config_find_user(cfg, "carol"));
-	assert_logged(take_log(), 3, "PgBouncer key \"query_timeout\" of user \"alice\" is not supported "
+	config_free(cfg);
+
+	/* query_wait_timeout is PgBouncer's but not one pgsluice takes per user */
+	cfg = load_ok("[users]\nalice = query_wait_timeout=5\n");
+	assert_logged(take_log(), 2, "PgBouncer key \"query_wait_timeout\" of user \"alice\" is not supported "
 	                             "by pgsluice and is ignored");
 	config_free(cfg);
 
