@@ -417,9 +417,10 @@ static void start_auth(struct client *c)
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 			return;
 		}
-	} else if (authquery_enabled(sl) && sl->cfg->auth_type != AUTH_TYPE_ANY && sl->cfg->auth_type != AUTH_TYPE_CERT) {
+	} else if (authquery_enabled(sl, c->database) && sl->cfg->auth_type != AUTH_TYPE_ANY &&
+	           sl->cfg->auth_type != AUTH_TYPE_CERT) {
 		/* not in auth_file: PostgreSQL's own catalog may know the role */
-		const char *cached = authquery_cached(sl, c->user);
+		const char *cached = authquery_cached(sl, c->database, c->user);
 		if (cached) {
 			client_auth_query_done(c, *cached ? cached : NULL);
 			return;

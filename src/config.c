@@ -170,6 +170,9 @@ static const struct config_key db_keys[] = {
 	ENTRY_KEY(db_config, "max_db_connections", max_db_connections, CONFIG_INT, 0, NO_MAX_INT),
 	ENTRY_KEY(db_config, "max_db_client_connections", max_db_client_connections, CONFIG_INT, 0, NO_MAX_INT),
 	ENTRY_KEY(db_config, "server_lifetime", server_lifetime, CONFIG_TIME, 0, NO_MAX),
+	ENTRY_KEY(db_config, "auth_user", auth_user, CONFIG_STRING, 0, 0),
+	ENTRY_KEY(db_config, "auth_query", auth_query, CONFIG_STRING, 0, 0),
+	ENTRY_KEY(db_config, "auth_dbname", auth_dbname, CONFIG_STRING, 0, 0),
 	ENTRY_KEY(db_config, "pool_mode", pool_mode, CONFIG_POOL_MODE, 0, 0),
 	ENTRY_KEY(db_config, "connect_query", connect_query, CONFIG_STRING, 0, 0),
 	ENTRY_KEY(db_config, "client_encoding", client_encoding, CONFIG_STRING, 0, 0),
@@ -179,7 +182,7 @@ static const struct config_key db_keys[] = {
 };
 
 static const char *const unsupported_db_keys[] = {
-	"auth_user", "auth_query", "auth_dbname", "load_balance_hosts", "target_session_attrs",
+	"load_balance_hosts", "target_session_attrs",
 	"query_wait_timeout", NULL
 };
 
@@ -628,6 +631,9 @@ static void free_db(struct db_config *db)
 	free(db->datestyle);
 	free(db->timezone);
 	free(db->application_name);
+	free(db->auth_user);
+	free(db->auth_query);
+	free(db->auth_dbname);
 }
 
 static void free_user(struct user_config *user)

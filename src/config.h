@@ -37,6 +37,9 @@ struct db_config {
 	int max_db_connections;  /* -1: max_db_connections */
 	int max_db_client_connections; /* -1: max_db_client_connections */
 	usec_t server_lifetime;  /* -1: server_lifetime */
+	char *auth_user;         /* NULL: auth_user; the two below likewise */
+	char *auth_query;
+	char *auth_dbname;
 	enum pool_mode pool_mode; /* POOL_MODE_INHERIT: from [users] or pool_mode */
 	char *connect_query;     /* NULL: none */
 	char *client_encoding;   /* NULL: server's default; the rest likewise */

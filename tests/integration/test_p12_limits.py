@@ -279,3 +279,46 @@ def test_min_pool_size_of_a_forced_user_database_opens_servers_without_clients(s
              what="two servers of the forced user open at start")
     time.sleep(1)
     assert pg.pooler_backends(user="pw_user") == 2, "more than min_pool_size servers opened"
+
+
+def drop_roles(pg):
+    if pg.query("SELECT count(*) FROM pg_roles WHERE rolname = 'p12_role'")[0][0]:
+        pg.query("REVOKE ALL ON DATABASE app FROM p12_role")
+    pg.query("DROP ROLE IF EXISTS p12_role")
+    pg.query("DROP ROLE IF EXISTS p12_lookup")
+
+
+def test_auth_user_auth_query_and_auth_dbname_of_a_database_entry(sluice, pg, monkeypatch):
+    """No global auth_user: only the entries that set their own look roles up,
+    each with its own auth_query and in its own auth_dbname."""
+    import harness
+    drop_roles(pg)
+    pg.query("CREATE ROLE p12_lookup LOGIN SUPERUSER PASSWORD 'lookup_pw'")
+    pg.query("CREATE ROLE p12_role LOGIN PASSWORD 'role_pw'")
+    pg.query("GRANT ALL ON DATABASE app TO p12_role")
+    monkeypatch.setitem(harness.PASSWORDS, "p12_lookup", "lookup_pw")
+    down_port = harness.free_port()
+    pooler = sluice(auth_type="scram-sha-256", databases={
+        "looked": pg_entry(pg, "auth_user=p12_lookup"),
+        # a query that finds the role but no password: the login fails as for a wrong one
+        "nopw": pg_entry(pg, "auth_user=p12_lookup auth_query='SELECT rolname, NULL::text "
+                             "FROM pg_catalog.pg_authid WHERE rolname = $1'"),
+        "elsewhere": pg_entry(pg, "auth_user=p12_lookup auth_dbname=down"),
+        "down": f"host=127.0.0.1 port={down_port} dbname=app",
+    })
+    try:
+        with pooler.connect(user="p12_role", password="role_pw", dbname="looked") as conn:
+            assert conn.execute("select current_user").fetchone() == ("p12_role",)
+        err = refusal(pooler, user="p12_role", password="role_pw", dbname="app")
+        assert err.sqlstate == "28P01", err
+        err = refusal(pooler, user="p12_role", password="role_pw", dbname="nopw")
+        assert err.sqlstate == "28P01", err
+        err = refusal(pooler, user="p12_role", password="role_pw", dbname="elsewhere")
+        assert err.sqlstate == "08006", err
+        assert err.message == 'could not look up user "p12_role" with auth_query', err
+        # the cached answer of "looked" still logs in there
+        with pooler.connect(user="p12_role", password="role_pw", dbname="looked") as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+    finally:
+        pooler.stop()
+        drop_roles(pg)
