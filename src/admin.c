@@ -799,12 +799,12 @@ static void database_row(struct result *r, struct sluice *sl, const char *name, 
 	put_int(r, d->pool_size >= 0 ? d->pool_size : cfg->default_pool_size);
 	put_int(r, d->min_pool_size >= 0 ? d->min_pool_size : cfg->min_pool_size);
 	put_int(r, d->reserve_pool >= 0 ? d->reserve_pool : cfg->reserve_pool_size);
-	put_int(r, cfg->server_lifetime / USEC_PER_SEC);
+	put_int(r, (d->server_lifetime >= 0 ? d->server_lifetime : cfg->server_lifetime) / USEC_PER_SEC);
 	put_text(r, d->pool_mode != POOL_MODE_INHERIT ? pool_mode_name(d->pool_mode) : NULL);
 	put_text(r, NULL);
 	put_int(r, d->max_db_connections >= 0 ? d->max_db_connections : cfg->max_db_connections);
 	put_int(r, servers);
-	put_int(r, 0);
+	put_int(r, pool_max_db_clients(cfg, name));
 	put_int(r, clients);
 	put_int(r, scope_paused(sl, name) ? 1 : 0);
 	put_int(r, 0);
@@ -883,20 +883,6 @@ static void collect_users(struct sluice *sl, struct name_set *set)
 	}
 }
 
-static int count_user_clients(struct sluice *sl, const char *user)
-{
-	int n = 0;
-	struct pool *p;
-	struct client *c;
-	TAILQ_FOREACH(p, &sl->pools, entry) {
-		TAILQ_FOREACH(c, &p->active_clients, entry)
-			n += c->user && strcmp(c->user, user) == 0;
-		TAILQ_FOREACH(c, &p->waiting_clients, entry)
-			n += c->user && strcmp(c->user, user) == 0;
-	}
-	return n;
-}
-
 static void show_users(struct client *c, struct msgbuf *m)
 {
 	static const struct column cols[] = {
@@ -917,12 +903,15 @@ static void show_users(struct client *c, struct msgbuf *m)
 			put_int(&r, u->pool_size);
 		else
 			put_text(&r, NULL);
-		put_text(&r, NULL);
+		if (u && u->reserve_pool >= 0)
+			put_int(&r, u->reserve_pool);
+		else
+			put_text(&r, NULL);
 		put_text(&r, u && u->pool_mode != POOL_MODE_INHERIT ? pool_mode_name(u->pool_mode) : NULL);
 		put_int(&r, u && u->max_user_connections >= 0 ? u->max_user_connections : sl->cfg->max_user_connections);
 		put_int(&r, pool_count_user_servers(sl, set.names[i]));
-		put_int(&r, 0);
-		put_int(&r, count_user_clients(sl, set.names[i]));
+		put_int(&r, pool_max_user_clients(sl->cfg, set.names[i]));
+		put_int(&r, pool_count_user_clients(sl, set.names[i]));
 		row_end(&r);
 	}
 	free(set.names);

@@ -25,28 +25,66 @@ struct aq_cache {
 	usec_t expires;     /* monotonic */
 };
 
+/*
+ * One side channel per (entry it connects to, auth_user, auth_query): the
+ * settings a [databases] entry may give its own (PgBouncer 1.25). Its cache
+ * holds what that query answered, so a role looked up for one database is
+ * never taken as checked for a database that asks differently.
+ */
 struct aq_conn {
 	struct aq_conn *next;
 	char *dbname;       /* the [databases] entry it connects to */
+	char *auth_user;
+	char *auth_query;
 	struct sidechan *sc;
+	struct aq_cache *cache;
+};
+
+/* The lookup settings in force for a client of database: its entry's, else the global keys. */
+struct aq_settings {
+	const char *auth_user;    /* "" = no lookups */
+	const char *auth_query;
+	const char *dbname;       /* the entry the query runs in */
 };
 
 struct aq_wait {        /* one lookup under way, for one client */
 	struct sluice *sl;
 	uint64_t client_id;
 	char user[128];
-	struct sidechan *sc;  /* the side channel it is queued on; lives until authquery_free */
+	struct aq_conn *conn; /* the side channel it is queued on; lives until authquery_reset */
+	struct sidechan *sc;  /* conn's */
 	char error[256];    /* why the lookup could not run, for lookup_failed */
 };
 
 struct authquery {
-	struct aq_cache *cache;
 	struct aq_conn *conns;
 };
 
-bool authquery_enabled(const struct sluice *sl)
+static struct aq_settings settings_for(const struct sluice_config *cfg, const char *database)
 {
-	return sl->cfg->auth_user[0] != '\0';
+	const struct db_config *db = database ? config_find_db(cfg, database) : NULL;
+	struct aq_settings a = {
+		.auth_user = db && db->auth_user ? db->auth_user : cfg->auth_user,
+		.auth_query = db && db->auth_query ? db->auth_query : cfg->auth_query,
+		.dbname = db && db->auth_dbname ? db->auth_dbname : cfg->auth_dbname,
+	};
+	if (!a.dbname[0])
+		a.dbname = database ? database : "";
+	return a;
+}
+
+bool authquery_enabled(const struct sluice *sl, const char *database)
+{
+	return settings_for(sl->cfg, database).auth_user[0] != '\0';
+}
+
+static struct aq_conn *find_conn(struct authquery *aq, const struct aq_settings *a)
+{
+	for (struct aq_conn *k = aq ? aq->conns : NULL; k; k = k->next)
+		if (strcmp(k->dbname, a->dbname) == 0 && strcmp(k->auth_user, a->auth_user) == 0 &&
+		    strcmp(k->auth_query, a->auth_query) == 0)
+			return k;
+	return NULL;
 }
 
 static struct authquery *state(struct sluice *sl)
@@ -56,20 +94,21 @@ static struct authquery *state(struct sluice *sl)
 	return sl->authquery;
 }
 
-const char *authquery_cached(struct sluice *sl, const char *user)
+const char *authquery_cached(struct sluice *sl, const char *database, const char *user)
 {
-	struct authquery *aq = sl->authquery;
+	struct aq_settings a = settings_for(sl->cfg, database);
+	struct aq_conn *k = a.auth_user[0] ? find_conn(sl->authquery, &a) : NULL;
 	usec_t now = now_usec();
-	for (struct aq_cache *e = aq ? aq->cache : NULL; e; e = e->next)
+	for (struct aq_cache *e = k ? k->cache : NULL; e; e = e->next)
 		if (strcmp(e->user, user) == 0 && e->expires > now)
 			return e->password;
 	return NULL;
 }
 
-static void cache_put(struct authquery *aq, const char *user, const char *password)
+static void cache_put(struct aq_conn *k, const char *user, const char *password)
 {
 	struct aq_cache *e;
-	for (e = aq->cache; e; e = e->next)
+	for (e = k->cache; e; e = e->next)
 		if (strcmp(e->user, user) == 0)
 			break;
 	if (!e) {
@@ -78,8 +117,8 @@ static void cache_put(struct authquery *aq, const char *user, const char *passwo
 			free(e);
 			return;
 		}
-		e->next = aq->cache;
-		aq->cache = e;
+		e->next = k->cache;
+		k->cache = e;
 	}
 	char *copy = strdup(password);
 	if (!copy)
@@ -89,31 +128,49 @@ static void cache_put(struct authquery *aq, const char *user, const char *passwo
 	e->expires = now_usec() + AUTHQUERY_CACHE_USEC;
 }
 
-/* The side channel to entry dbname as auth_user, started on first use. */
-static struct sidechan *conn_for(struct sluice *sl, const char *dbname)
+static void conn_free(struct aq_conn *k)
+{
+	if (!k)
+		return;
+	sidechan_free(k->sc);    /* pending lookups are answered with NULL */
+	while (k->cache) {
+		struct aq_cache *e = k->cache;
+		k->cache = e->next;
+		free(e->user);
+		free(e->password);
+		free(e);
+	}
+	free(k->dbname);
+	free(k->auth_user);
+	free(k->auth_query);
+	free(k);
+}
+
+/* The side channel to entry a->dbname as a->auth_user, started on first use. */
+static struct aq_conn *conn_for(struct sluice *sl, const struct aq_settings *a)
 {
 	struct authquery *aq = state(sl);
 	if (!aq)
 		return NULL;
-	for (struct aq_conn *k = aq->conns; k; k = k->next)
-		if (strcmp(k->dbname, dbname) == 0)
-			return k->sc;
+	struct aq_conn *found = find_conn(aq, a);
+	if (found)
+		return found;
+	const char *dbname = a->dbname;
 	if (!config_find_db(sl->cfg, dbname))
 		return NULL;
 	/* As auth_user; a fixed search_path: the query cannot be redirected to a user's objects. */
 	struct db_target t;
 	char err[256];
-	if (!db_target_resolve(sl->cfg, sl->userlist, "auth_dbname", dbname, sl->cfg->auth_user,
+	if (!db_target_resolve(sl->cfg, sl->userlist, "auth_dbname", dbname, a->auth_user,
 	                       "pgsluice-auth-query", 5, "-c search_path=pg_catalog", &t, err, sizeof(err))) {
 		log_warning("auth_query: %s", err);
 		return NULL;
 	}
 	struct aq_conn *k = calloc(1, sizeof(*k));
-	if (!k || !(k->dbname = strdup(dbname)) ||
+	if (!k || !(k->dbname = strdup(dbname)) || !(k->auth_user = strdup(a->auth_user)) ||
+	    !(k->auth_query = strdup(a->auth_query)) ||
 	    !(k->sc = sidechan_new(sl->base, "auth_query", t.keys, t.values, NULL, NULL))) {
-		if (k)
-			free(k->dbname);
-		free(k);
+		conn_free(k);
 		return NULL;
 	}
 	/* A client waits for the answer: a database that cannot be reached
@@ -121,7 +178,7 @@ static struct sidechan *conn_for(struct sluice *sl, const char *dbname)
 	sidechan_set_fail_fast(k->sc, true);
 	k->next = aq->conns;
 	aq->conns = k;
-	return k->sc;
+	return k;
 }
 
 /* The client whose lookup w was, if it is still logging in. */
@@ -176,8 +233,8 @@ static void looked_up(void *arg, const PGresult *res)
 		log_warning("auth_query for \"%s\" failed: %s", w->user, PQresultErrorMessage(res));
 	if (answered && PQntuples(res) == 1 && PQnfields(res) >= 2 && !PQgetisnull(res, 0, 1))
 		password = PQgetvalue(res, 0, 1);
-	if (answered && state(sl))
-		cache_put(sl->authquery, w->user, password ? password : "");
+	if (answered)
+		cache_put(w->conn, w->user, password ? password : "");
 	struct client *c = waiting_client(w);
 	if (c)
 		client_auth_query_done(c, password && *password ? password : NULL);
@@ -186,13 +243,15 @@ static void looked_up(void *arg, const PGresult *res)
 
 bool authquery_lookup(struct sluice *sl, struct client *c)
 {
-	const char *dbname = sl->cfg->auth_dbname[0] ? sl->cfg->auth_dbname : c->database;
-	struct sidechan *sc = conn_for(sl, dbname);
+	struct aq_settings a = settings_for(sl->cfg, c->database);
+	struct aq_conn *k = a.auth_user[0] ? conn_for(sl, &a) : NULL;
+	struct sidechan *sc = k ? k->sc : NULL;
 	struct aq_wait *w = sc ? calloc(1, sizeof(*w)) : NULL;
 	if (!w)
 		return false;
 	w->sl = sl;
 	w->client_id = c->id;
+	w->conn = k;
 	w->sc = sc;
 	str_copy(w->user, c->user, sizeof(w->user));
 	if (sidechan_is_down(sc)) {
@@ -201,29 +260,20 @@ bool authquery_lookup(struct sluice *sl, struct client *c)
 		return true;
 	}
 	const char *params[1] = { c->user };
-	if (!sidechan_query(sc, sl->cfg->auth_query, 1, params, looked_up, w)) {
+	if (!sidechan_query(sc, k->auth_query, 1, params, looked_up, w)) {
 		free(w);
 		return false;
 	}
 	return true;
 }
 
-/* Close the side channels and empty the cache; aq itself stays. */
+/* Close the side channels and empty their caches; aq itself stays. */
 static void drop_conns_and_cache(struct authquery *aq)
 {
 	while (aq->conns) {
 		struct aq_conn *k = aq->conns;
 		aq->conns = k->next;
-		sidechan_free(k->sc);    /* pending lookups are answered with NULL */
-		free(k->dbname);
-		free(k);
-	}
-	while (aq->cache) {
-		struct aq_cache *e = aq->cache;
-		aq->cache = e->next;
-		free(e->user);
-		free(e->password);
-		free(e);
+		conn_free(k);
 	}
 }
 

@@ -15,19 +15,26 @@ struct client;
 /* How long a looked-up password (or its absence) is trusted, microseconds. */
 #define AUTHQUERY_CACHE_USEC (60 * 1000000LL)
 
-/* True when auth_user is set, so unknown roles are looked up. */
-bool authquery_enabled(const struct sluice *sl);
+/*
+ * True when auth_user is in force for clients of database (the name a
+ * client asked for): the [databases] entry's auth_user, else the global key
+ * (PgBouncer 1.25, config.html "auth_user"). Unknown roles are looked up then.
+ */
+bool authquery_enabled(const struct sluice *sl, const char *database);
 
 /*
- * The cached stored password of user ("" when the lookup found no usable
- * password) if a fresh entry exists, else NULL. Borrowed until the next
- * lookup or expiry.
+ * The cached stored password of user for clients of database ("" when the
+ * lookup found no usable password) if a fresh entry exists, else NULL.
+ * Entries are kept per (auth_dbname, auth_user, auth_query) in force, so a
+ * database with its own settings has its own answers. Borrowed until the
+ * next lookup, expiry or reset.
  */
-const char *authquery_cached(struct sluice *sl, const char *user);
+const char *authquery_cached(struct sluice *sl, const char *database, const char *user);
 
 /*
  * Look user up for client c (which waits in CL_LOGIN): runs auth_query on a
- * side channel to auth_dbname (or the client's database entry) as auth_user.
+ * side channel to auth_dbname (or the client's database entry) as auth_user,
+ * each the client's [databases] entry's when it sets one, else the global key.
  * When the answer comes, client_auth_query_done(c, password) is called if
  * c is still waiting (password NULL: no such role, or no usable password).
  * Returns false when the lookup cannot start (then nothing is called).

@@ -417,9 +417,10 @@ static void start_auth(struct client *c)
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 			return;
 		}
-	} else if (authquery_enabled(sl) && sl->cfg->auth_type != AUTH_TYPE_ANY && sl->cfg->auth_type != AUTH_TYPE_CERT) {
+	} else if (authquery_enabled(sl, c->database) && sl->cfg->auth_type != AUTH_TYPE_ANY &&
+	           sl->cfg->auth_type != AUTH_TYPE_CERT) {
 		/* not in auth_file: PostgreSQL's own catalog may know the role */
-		const char *cached = authquery_cached(sl, c->user);
+		const char *cached = authquery_cached(sl, c->database, c->user);
 		if (cached) {
 			client_auth_query_done(c, *cached ? cached : NULL);
 			return;
@@ -828,6 +829,24 @@ static void login_succeeded(struct client *c)
 		client_fatal(c, SQLSTATE_INVALID_CATALOG_NAME,
 		             "pgsluice has no [databases] entry for it and no \"*\" fallback entry.", NULL,
 		             "database \"%s\" does not exist", c->database);
+		return;
+	}
+	int max = pool_max_db_clients(sl->cfg, c->database);
+	if (max > 0 && pool_count_db_clients(sl, c->database) >= max) {
+		char detail[160];
+		snprintf(detail, sizeof(detail), "max_db_client_connections (%d) is reached for database \"%s\".",
+		         max, c->database);
+		client_fatal(c, SQLSTATE_TOO_MANY_CONNECTIONS, detail, NULL,
+		             "client connections exceeded (max_db_client_connections)");
+		return;
+	}
+	max = pool_max_user_clients(sl->cfg, c->user);
+	if (max > 0 && pool_count_user_clients(sl, c->user) >= max) {
+		char detail[160];
+		snprintf(detail, sizeof(detail), "max_user_client_connections (%d) is reached for user \"%s\".",
+		         max, c->user);
+		client_fatal(c, SQLSTATE_TOO_MANY_CONNECTIONS, detail, NULL,
+		             "client connections exceeded (max_user_client_connections)");
 		return;
 	}
 	struct pool *p = pool_get(sl, db, c->database, db->user ? db->user : c->user);

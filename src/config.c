@@ -70,10 +70,12 @@ static const struct config_key config_table[] = {
 	/* reloadable because PgBouncer reopens the log file on reload */
 	KEY(logfile, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(max_client_conn, CONFIG_INT, "100", RELOAD, 1, NO_MAX_INT),
+	KEY(max_db_client_connections, CONFIG_INT, "0", RELOAD, 0, NO_MAX_INT),
 	KEY(max_db_connections, CONFIG_INT, "0", RELOAD, 0, NO_MAX_INT),
 	/* below 1 kB not even a startup packet fits; above 2^31-1 the length word overflows */
 	KEY(max_packet_size, CONFIG_SIZE, "2147483647", RELOAD, 1024, INT32_MAX),
 	KEY(max_prepared_statements, CONFIG_INT, "200", RELOAD, 0, NO_MAX_INT),
+	KEY(max_user_client_connections, CONFIG_INT, "0", RELOAD, 0, NO_MAX_INT),
 	KEY(max_user_connections, CONFIG_INT, "0", RELOAD, 0, NO_MAX_INT),
 	/* admin console: Prometheus /metrics; "" = off (docs/admin.md) */
 	KEY(metrics_listen_addr, CONFIG_STRING, "", NO_RELOAD, 0, 0),
@@ -111,6 +113,7 @@ static const struct config_key config_table[] = {
 	KEY(tcp_keepalive, CONFIG_BOOL, "1", RELOAD, 0, 0),
 	KEY(tag_trusted_roles, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(track_extra_parameters, CONFIG_STRING, "IntervalStyle", RELOAD, 0, 0),
+	KEY(transaction_timeout, CONFIG_TIME, "0", RELOAD, 0, NO_MAX),
 	KEY(unix_socket_dir, CONFIG_STRING, "/tmp", NO_RELOAD, 0, 0),
 	{ .name = "unix_socket_mode", .type = CONFIG_INT,
 	  .offset = offsetof(struct sluice_config, unix_socket_mode), .default_value = "0777",
@@ -136,12 +139,12 @@ static const char *const unsupported_pgbouncer_keys[] = {
 	"client_tls_dheparams",
 	"client_tls_ecdhcurve", 
 	"conffile", "disable_pqexec", "dns_max_ttl", "dns_nxdomain_ttl",
-	"dns_zone_check_period", "job_name", "login_notify_message", "max_db_client_connections",
-	"max_user_client_connections", "peer_id", "pkt_buf", "pool_idle_timeout", "query_wait_notify",
+	"dns_zone_check_period", "job_name", "login_notify_message",
+	"peer_id", "pkt_buf", "pool_idle_timeout", "query_wait_notify",
 	"resolv_conf", "sbuf_loopcnt", "scram_iterations", "server_round_robin", "server_tls13_ciphers",
 	"service_name", "suspend_timeout",
 	"tcp_defer_accept", "tcp_keepcnt", "tcp_keepidle", "tcp_keepintvl", "tcp_socket_buffer",
-	"tcp_user_timeout", "transaction_timeout", "unix_socket_group", NULL
+	"tcp_user_timeout", "unix_socket_group", NULL
 };
 
 /* pgsluice's own keys (DESIGN §3, §5.6) whose modules do not exist yet. */
@@ -165,6 +168,11 @@ static const struct config_key db_keys[] = {
 	ENTRY_KEY(db_config, "reserve_pool", reserve_pool, CONFIG_INT, 0, NO_MAX_INT),
 	ENTRY_KEY(db_config, "reserve_pool_size", reserve_pool, CONFIG_INT, 0, NO_MAX_INT),
 	ENTRY_KEY(db_config, "max_db_connections", max_db_connections, CONFIG_INT, 0, NO_MAX_INT),
+	ENTRY_KEY(db_config, "max_db_client_connections", max_db_client_connections, CONFIG_INT, 0, NO_MAX_INT),
+	ENTRY_KEY(db_config, "server_lifetime", server_lifetime, CONFIG_TIME, 0, NO_MAX),
+	ENTRY_KEY(db_config, "auth_user", auth_user, CONFIG_STRING, 0, 0),
+	ENTRY_KEY(db_config, "auth_query", auth_query, CONFIG_STRING, 0, 0),
+	ENTRY_KEY(db_config, "auth_dbname", auth_dbname, CONFIG_STRING, 0, 0),
 	ENTRY_KEY(db_config, "pool_mode", pool_mode, CONFIG_POOL_MODE, 0, 0),
 	ENTRY_KEY(db_config, "connect_query", connect_query, CONFIG_STRING, 0, 0),
 	ENTRY_KEY(db_config, "client_encoding", client_encoding, CONFIG_STRING, 0, 0),
@@ -174,19 +182,24 @@ static const struct config_key db_keys[] = {
 };
 
 static const char *const unsupported_db_keys[] = {
-	"auth_user", "auth_query", "auth_dbname", "load_balance_hosts", "target_session_attrs",
-	"max_db_client_connections", "server_lifetime", "query_wait_timeout", NULL
+	"load_balance_hosts", "target_session_attrs",
+	"query_wait_timeout", NULL
 };
 
 static const struct config_key user_keys[] = {
 	ENTRY_KEY(user_config, "pool_mode", pool_mode, CONFIG_POOL_MODE, 0, 0),
 	ENTRY_KEY(user_config, "pool_size", pool_size, CONFIG_INT, 0, NO_MAX_INT),
+	ENTRY_KEY(user_config, "reserve_pool_size", reserve_pool, CONFIG_INT, 0, NO_MAX_INT),
 	ENTRY_KEY(user_config, "max_user_connections", max_user_connections, CONFIG_INT, 0, NO_MAX_INT),
+	ENTRY_KEY(user_config, "max_user_client_connections", max_user_client_connections, CONFIG_INT, 0, NO_MAX_INT),
+	ENTRY_KEY(user_config, "query_timeout", query_timeout, CONFIG_TIME, 0, NO_MAX),
+	ENTRY_KEY(user_config, "idle_transaction_timeout", idle_transaction_timeout, CONFIG_TIME, 0, NO_MAX),
+	ENTRY_KEY(user_config, "transaction_timeout", transaction_timeout, CONFIG_TIME, 0, NO_MAX),
+	ENTRY_KEY(user_config, "client_idle_timeout", client_idle_timeout, CONFIG_TIME, 0, NO_MAX),
 };
 
 static const char *const unsupported_user_keys[] = {
-	"reserve_pool_size", "query_timeout", "query_wait_timeout", "idle_transaction_timeout",
-	"transaction_timeout", "client_idle_timeout", "max_user_client_connections", NULL
+	"query_wait_timeout", NULL
 };
 
 /* What a [databases] or [users] line may contain. */
@@ -618,6 +631,9 @@ static void free_db(struct db_config *db)
 	free(db->datestyle);
 	free(db->timezone);
 	free(db->application_name);
+	free(db->auth_user);
+	free(db->auth_query);
+	free(db->auth_dbname);
 }
 
 static void free_user(struct user_config *user)
@@ -1069,7 +1085,8 @@ static bool load_database(struct load_state *st, const char *raw_name, const cha
 	struct sluice_config *cfg = st->cfg;
 	struct db_config db = {
 		.port = 5432, .pool_size = -1, .min_pool_size = -1, .reserve_pool = -1,
-		.max_db_connections = -1, .pool_mode = POOL_MODE_INHERIT,
+		.max_db_connections = -1, .max_db_client_connections = -1, .server_lifetime = -1,
+		.pool_mode = POOL_MODE_INHERIT,
 		.line = current_source(st)->line,
 	};
 
@@ -1110,7 +1127,9 @@ static bool load_user(struct load_state *st, const char *raw_name, const char *v
 {
 	struct sluice_config *cfg = st->cfg;
 	struct user_config user = {
-		.pool_mode = POOL_MODE_INHERIT, .pool_size = -1, .max_user_connections = -1,
+		.pool_mode = POOL_MODE_INHERIT, .pool_size = -1, .reserve_pool = -1, .max_user_connections = -1,
+		.max_user_client_connections = -1, .query_timeout = -1, .idle_transaction_timeout = -1,
+		.transaction_timeout = -1, .client_idle_timeout = -1,
 		.line = current_source(st)->line,
 	};
 

@@ -35,6 +35,11 @@ struct db_config {
 	int min_pool_size;       /* -1: min_pool_size */
 	int reserve_pool;        /* -1: reserve_pool_size */
 	int max_db_connections;  /* -1: max_db_connections */
+	int max_db_client_connections; /* -1: max_db_client_connections */
+	usec_t server_lifetime;  /* -1: server_lifetime */
+	char *auth_user;         /* NULL: auth_user; the two below likewise */
+	char *auth_query;
+	char *auth_dbname;
 	enum pool_mode pool_mode; /* POOL_MODE_INHERIT: from [users] or pool_mode */
 	char *connect_query;     /* NULL: none */
 	char *client_encoding;   /* NULL: server's default; the rest likewise */
@@ -49,7 +54,13 @@ struct user_config {
 	char *name;
 	enum pool_mode pool_mode;   /* POOL_MODE_INHERIT: not set */
 	int pool_size;              /* -1: not set */
+	int reserve_pool;           /* -1: not set */
 	int max_user_connections;   /* -1: max_user_connections */
+	int max_user_client_connections; /* -1: max_user_client_connections */
+	usec_t query_timeout;       /* -1: query_timeout; the rest likewise */
+	usec_t idle_transaction_timeout;
+	usec_t transaction_timeout;
+	usec_t client_idle_timeout;
 	int line;
 };
 
@@ -84,6 +95,8 @@ struct sluice_config {
 	usec_t reserve_pool_timeout;
 	int max_db_connections;
 	int max_user_connections;
+	int max_db_client_connections;   /* clients of one database; 0 = no limit */
+	int max_user_client_connections; /* clients of one login user; 0 = no limit */
 	char *server_reset_query;
 	bool server_reset_query_always;
 	char *server_check_query;
@@ -99,6 +112,7 @@ struct sluice_config {
 	usec_t cancel_wait_timeout;
 	usec_t client_idle_timeout;
 	usec_t idle_transaction_timeout;
+	usec_t transaction_timeout;  /* longest transaction, from its first request; 0 = off */
 	char *ignore_startup_parameters;
 	char *track_extra_parameters;
 	int max_prepared_statements;

@@ -19,14 +19,25 @@
 #include "server.h"
 #include "util.h"
 
+/* PgBouncer's precedence for pool settings: [users], then [databases], then the global key. */
 static int pick_pool_size(const struct sluice_config *cfg, const struct db_config *db,
                           const struct user_config *u)
 {
-	if (db && db->pool_size >= 0)
-		return db->pool_size;
 	if (u && u->pool_size >= 0)
 		return u->pool_size;
+	if (db && db->pool_size >= 0)
+		return db->pool_size;
 	return cfg->default_pool_size;
+}
+
+static int pick_reserve_pool(const struct sluice_config *cfg, const struct db_config *db,
+                             const struct user_config *u)
+{
+	if (u && u->reserve_pool >= 0)
+		return u->reserve_pool;
+	if (db && db->reserve_pool >= 0)
+		return db->reserve_pool;
+	return cfg->reserve_pool_size;
 }
 
 static enum pool_mode pick_pool_mode(const struct sluice_config *cfg, const struct db_config *db,
@@ -77,7 +88,8 @@ static bool pool_apply(struct pool *p, const struct sluice_config *cfg, const st
 		varcache_set(&p->startup_vars, "application_name", db->application_name);
 	p->pool_size = pick_pool_size(cfg, db, u);
 	p->min_pool_size = db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size;
-	p->reserve_pool = db->reserve_pool;
+	p->reserve_pool = pick_reserve_pool(cfg, db, u);
+	p->server_lifetime = db->server_lifetime >= 0 ? db->server_lifetime : cfg->server_lifetime;
 	p->pool_mode = pick_pool_mode(cfg, db, u);
 	return true;
 }
@@ -129,6 +141,44 @@ int pool_count_user_servers(struct sluice *sl, const char *user_name)
 		if (strcmp(p->user_name, user_name) == 0)
 			n += p->n_login + p->n_idle + p->n_active;
 	return n;
+}
+
+int pool_count_db_clients(struct sluice *sl, const char *db_name)
+{
+	int n = 0;
+	struct pool *p;
+	TAILQ_FOREACH(p, &sl->pools, entry)
+		if (strcmp(p->db_name, db_name) == 0)
+			n += p->n_clients + p->n_waiting;
+	return n;
+}
+
+int pool_count_user_clients(struct sluice *sl, const char *user_name)
+{
+	int n = 0;
+	struct pool *p;
+	struct client *c;
+	TAILQ_FOREACH(p, &sl->pools, entry) {
+		TAILQ_FOREACH(c, &p->active_clients, entry)
+			n += c->user && strcmp(c->user, user_name) == 0;
+		TAILQ_FOREACH(c, &p->waiting_clients, entry)
+			n += c->user && strcmp(c->user, user_name) == 0;
+	}
+	return n;
+}
+
+int pool_max_db_clients(const struct sluice_config *cfg, const char *db_name)
+{
+	const struct db_config *db = config_find_db(cfg, db_name);
+	return db && db->max_db_client_connections >= 0 ? db->max_db_client_connections
+	                                                : cfg->max_db_client_connections;
+}
+
+int pool_max_user_clients(const struct sluice_config *cfg, const char *user_name)
+{
+	const struct user_config *u = config_find_user(cfg, user_name);
+	return u && u->max_user_client_connections >= 0 ? u->max_user_client_connections
+	                                                : cfg->max_user_client_connections;
 }
 
 /* Upper bounds (usec) of the wait time histogram's buckets; the last bucket is +Inf. */
@@ -224,8 +274,8 @@ static bool can_launch(struct pool *p)
 	/* reserve_pool_size more servers once a client waited reserve_pool_timeout */
 	int limit = p->pool_size;
 	struct client *first = TAILQ_FIRST(&p->waiting_clients);
-	if (first && cfg->reserve_pool_size > 0 && now_usec() - first->wait_start >= cfg->reserve_pool_timeout)
-		limit += p->reserve_pool >= 0 ? p->reserve_pool : cfg->reserve_pool_size;
+	if (first && p->reserve_pool > 0 && now_usec() - first->wait_start >= cfg->reserve_pool_timeout)
+		limit += p->reserve_pool;
 	if (p->n_login + p->n_idle + p->n_active >= limit)
 		return false;
 	if (p->last_login_failure && now_usec() - p->last_login_failure < cfg->server_login_retry)
@@ -438,20 +488,39 @@ static void expire_waiting(struct pool *p, usec_t now)
 	}
 }
 
-/* query_timeout, idle_transaction_timeout and client_idle_timeout (PgBouncer's meanings). */
+/* A [users] timeout when set, else the global key. */
+static usec_t user_timeout(usec_t user_value, usec_t global)
+{
+	return user_value >= 0 ? user_value : global;
+}
+
+/*
+ * query_timeout, transaction_timeout, idle_transaction_timeout and
+ * client_idle_timeout (PgBouncer's meanings), each from the client's login
+ * user's [users] entry when set there.
+ */
 static void expire_active(struct pool *p, usec_t now)
 {
 	const struct sluice_config *cfg = p->sl->cfg;
 	struct client *c, *next;
 	TAILQ_FOREACH_SAFE(c, &p->active_clients, entry, next) {
 		struct server *s = c->server;
-		if (s && s->internal == SV_INTERNAL_NONE && s->pending_ready > 0) {
-			if (cfg->query_timeout > 0 && now - s->request_start >= cfg->query_timeout)
+		const struct user_config *u = config_find_user(cfg, c->user);
+		usec_t query_timeout = user_timeout(u ? u->query_timeout : -1, cfg->query_timeout);
+		usec_t xact_timeout = user_timeout(u ? u->transaction_timeout : -1, cfg->transaction_timeout);
+		usec_t idle_xact_timeout = user_timeout(u ? u->idle_transaction_timeout : -1,
+		                                        cfg->idle_transaction_timeout);
+		usec_t idle_timeout = user_timeout(u ? u->client_idle_timeout : -1, cfg->client_idle_timeout);
+		bool in_xact = s && s->internal == SV_INTERNAL_NONE && (s->pending_ready > 0 || s->tx_status != 'I');
+		if (in_xact && xact_timeout > 0 && c->xact_start > 0 && now - c->xact_start >= xact_timeout) {
+			client_fatal(c, SQLSTATE_TRANSACTION_TIMEOUT, NULL, NULL, "transaction timeout");
+		} else if (s && s->internal == SV_INTERNAL_NONE && s->pending_ready > 0) {
+			if (query_timeout > 0 && now - s->request_start >= query_timeout)
 				client_fatal(c, SQLSTATE_QUERY_CANCELED, NULL, NULL, "query_timeout");
 		} else if (s && s->tx_status != 'I') {
-			if (cfg->idle_transaction_timeout > 0 && now - s->last_ready >= cfg->idle_transaction_timeout)
+			if (idle_xact_timeout > 0 && now - s->last_ready >= idle_xact_timeout)
 				client_fatal(c, SQLSTATE_IDLE_IN_TRANSACTION_TIMEOUT, NULL, NULL, "idle_transaction_timeout");
-		} else if (cfg->client_idle_timeout > 0 && now - c->last_activity >= cfg->client_idle_timeout) {
+		} else if (idle_timeout > 0 && now - c->last_activity >= idle_timeout) {
 			client_fatal(c, SQLSTATE_IDLE_SESSION_TIMEOUT, NULL, NULL, "client_idle_timeout");
 		}
 	}
@@ -470,7 +539,7 @@ static void expire_servers(struct pool *p, usec_t now)
 		}
 	int total = p->n_idle + p->n_active + p->n_login;
 	TAILQ_FOREACH_SAFE(s, &p->idle_servers, entry, next) {
-		if (cfg->server_lifetime > 0 && now - s->connect_time >= cfg->server_lifetime) {
+		if (p->server_lifetime > 0 && now - s->connect_time >= p->server_lifetime) {
 			server_close(s, "server lifetime over");
 			total--;
 		} else if (cfg->server_idle_timeout > 0 && now - s->last_used >= cfg->server_idle_timeout &&
@@ -484,10 +553,27 @@ static void expire_servers(struct pool *p, usec_t now)
 	}
 }
 
+/*
+ * A [databases] entry with a forced user has one pool whatever the client:
+ * create it without waiting for a client, so that its min_pool_size servers
+ * are open from the start (as PgBouncer does).
+ */
+static void create_forced_user_pools(struct sluice *sl)
+{
+	const struct sluice_config *cfg = sl->cfg;
+	for (size_t i = 0; i < cfg->n_databases; i++) {
+		const struct db_config *db = &cfg->databases[i];
+		int min = db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size;
+		if (db->user && min > 0 && strcmp(db->name, "*") != 0 && !pool_get(sl, db, db->name, db->user))
+			log_error("out of memory creating the pool of database %s", db->name);
+	}
+}
+
 void pool_janitor(struct sluice *sl)
 {
 	usec_t now = now_usec();
 	struct pool *p;
+	create_forced_user_pools(sl);
 	TAILQ_FOREACH(p, &sl->pools, entry) {
 		expire_waiting(p, now);
 		expire_active(p, now);

@@ -52,7 +52,8 @@ struct pool {
 	struct varcache startup_vars;  /* client_encoding/datestyle/... of the db entry */
 	int pool_size;
 	int min_pool_size;
-	int reserve_pool;              /* -1: reserve_pool_size */
+	int reserve_pool;              /* reserve_pool_size of [users], [databases] or global */
+	usec_t server_lifetime;        /* of the [databases] entry, else global */
 	enum pool_mode pool_mode;
 
 	struct server_list login_servers;  /* SV_LOGIN */
@@ -145,6 +146,23 @@ void pool_reconfigure(struct sluice *sl);
 /* Total servers (any state) of database db_name / of user user_name. */
 int pool_count_db_servers(struct sluice *sl, const char *db_name);
 int pool_count_user_servers(struct sluice *sl, const char *user_name);
+
+/*
+ * Clients (waiting or active) of database db_name across its pools, and
+ * clients that logged in as user_name across all pools: what
+ * max_db_client_connections and max_user_client_connections count
+ * (PgBouncer's client_connection_count, config.html).
+ */
+int pool_count_db_clients(struct sluice *sl, const char *db_name);
+int pool_count_user_clients(struct sluice *sl, const char *user_name);
+
+/*
+ * The client limits in force for database db_name / login user user_name:
+ * the [databases] / [users] entry's value when it sets one, else the global
+ * key. 0 means no limit.
+ */
+int pool_max_db_clients(const struct sluice_config *cfg, const char *db_name);
+int pool_max_user_clients(const struct sluice_config *cfg, const char *user_name);
 
 /* ---- admin console (admin.c): PAUSE, RESUME, RECONNECT, KILL ---- */
 

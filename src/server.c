@@ -204,7 +204,7 @@ static const char *login_password(struct server *s)
 	const struct userlist_entry *e = p->sl->userlist ? userlist_find(p->sl->userlist, p->user_name) : NULL;
 	if (e)
 		return e->password;
-	const char *looked_up = authquery_cached(p->sl, p->user_name);
+	const char *looked_up = authquery_cached(p->sl, p->db_name, p->user_name);
 	return looked_up && *looked_up ? looked_up : NULL;
 }
 

@@ -507,10 +507,20 @@ static void test_bad_database_line_fails_with_its_line(void **state)
 
 static void test_pgbouncer_database_keys_pgsluice_lacks_are_warned(void **state)
 {
-	struct sluice_config *cfg = load_ok("[databases]\napp = host=x auth_user=pgb port=5000\n");
+	struct sluice_config *cfg = load_ok("[databases]\napp = host=x target_session_attrs=any port=5000\n");
 	assert_int_equal(config_find_db(cfg, "app")->port, 5000);
-	assert_logged(take_log(), 2, "PgBouncer key \"auth_user\" of database \"app\" is not supported "
-	                             "by pgsluice and is ignored");
+	assert_logged(take_log(), 2, "PgBouncer key \"target_session_attrs\" of database \"app\" is not "
+	                             "supported by pgsluice and is ignored");
+	config_free(cfg);
+
+	/* auth_user, auth_query, auth_dbname and server_lifetime are taken per database */
+	cfg = load_ok("[databases]\napp = host=x auth_user=pgb auth_dbname=postgres "
+	              "auth_query='SELECT 1' server_lifetime=10\n");
+	const struct db_config *db = config_find_db(cfg, "app");
+	assert_string_equal(db->auth_user, "pgb");
+	assert_string_equal(db->auth_dbname, "postgres");
+	assert_string_equal(db->auth_query, "SELECT 1");
+	assert_int_equal(db->server_lifetime, 10 * USEC_PER_SEC);
 	config_free(cfg);
 }
 
@@ -556,8 +566,14 @@ static void test_users_take_pool_mode_pool_size_and_max_user_connections(void **
 	assert_int_equal(user->pool_mode, POOL_MODE_SESSION);
 	assert_int_equal(user->pool_size, -1);
 	assert_int_equal(user->max_user_connections, -1);
+	assert_int_equal(user->query_timeout, 5 * USEC_PER_SEC);
+	assert_int_equal(user->transaction_timeout, -1);
 	assert_null(config_find_user(cfg, "carol"));
-	assert_logged(take_log(), 3, "PgBouncer key \"query_timeout\" of user \"alice\" is not supported "
+	config_free(cfg);
+
+	/* query_wait_timeout is PgBouncer's but not one pgsluice takes per user */
+	cfg = load_ok("[users]\nalice = query_wait_timeout=5\n");
+	assert_logged(take_log(), 2, "PgBouncer key \"query_wait_timeout\" of user \"alice\" is not supported "
 	                             "by pgsluice and is ignored");
 	config_free(cfg);
 
