@@ -74,6 +74,9 @@ struct client {
 	struct cache_stmt *unnamed_cstmt; /* its completion-cache key part, when it is a lookup */
 	struct tagged_stmt *tagged;    /* named statements with tags */
 	size_t n_tagged;
+	struct tagged_stmt *portals;   /* named portals of attributed statements (cstmt unused):
+	                                  their Executes are admitted and recorded as the unnamed one's */
+	size_t n_portals;
 	struct ai_tags *portal_tags;   /* of the unnamed portal (a copy); NULL: untagged */
 	struct stmt_tags *pending_parse; /* of the Parse at the front, handed on when relayed */
 	int parses_in_flight;          /* tagged Parses sent, their ParseComplete not back yet */

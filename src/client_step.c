@@ -498,6 +498,60 @@ static const struct ai_tags *statement_tags(const struct client *c, const char *
 	return NULL;
 }
 
+/*
+ * Remember (tags not NULL) or forget (NULL) the tags of named portal name.
+ * Bounded: a client holds at most MAX_TRACKED_PORTALS at once (PostgreSQL
+ * drops them at the end of the transaction), the oldest goes first.
+ */
+#define MAX_TRACKED_PORTALS 64
+#define PORTAL_NAME_MAX 320    /* as much of a Bind as bind_step reads: longer names are not tracked */
+static void keep_portal_tags(struct client *c, const char *name, const struct ai_tags *tags)
+{
+	for (size_t i = 0; i < c->n_portals; i++)
+		if (strcmp(c->portals[i].name, name) == 0) {
+			free(c->portals[i].name);
+			free(c->portals[i].tags);
+			c->portals[i] = c->portals[--c->n_portals];
+			break;
+		}
+	if (!tags)
+		return;
+	if (c->n_portals == MAX_TRACKED_PORTALS) {
+		free(c->portals[0].name);
+		free(c->portals[0].tags);
+		c->portals[0] = c->portals[--c->n_portals];
+	}
+	if (!c->portals && !(c->portals = calloc(MAX_TRACKED_PORTALS, sizeof(*c->portals))))
+		return;
+	struct tagged_stmt *p = &c->portals[c->n_portals];
+	p->name = strdup(name);
+	p->tags = dup_tags(tags);
+	p->cstmt = NULL;
+	if (p->name && p->tags) {
+		c->n_portals++;
+	} else {
+		free(p->name);
+		free(p->tags);
+	}
+}
+
+static const struct ai_tags *portal_tags_of(const struct client *c, const char *name)
+{
+	for (size_t i = 0; i < c->n_portals; i++)
+		if (strcmp(c->portals[i].name, name) == 0)
+			return c->portals[i].tags;
+	return NULL;
+}
+
+void client_step_transaction_ended(struct client *c)
+{
+	while (c->n_portals > 0) {
+		c->n_portals--;
+		free(c->portals[c->n_portals].name);
+		free(c->portals[c->n_portals].tags);
+	}
+}
+
 /* A Parse body read: its name, text and parameter types. */
 struct parse_msg {
 	const char *name, *query;
@@ -615,6 +669,8 @@ static int close_step(struct client *c, uint32_t len)
 	const uint8_t *body = evbuffer_pullup(in, 1 + (ev_ssize_t)len) + PROTO_HEADER_LEN;
 	if (body[0] == 'S' && memchr(body + 1, 0, len - 5))
 		keep_statement_tags(c, (const char *)body + 1, NULL, NULL);
+	else if (body[0] == 'P' && memchr(body + 1, 0, len - 5))
+		keep_portal_tags(c, (const char *)body + 1, NULL);
 	return 1;
 }
 
@@ -704,13 +760,16 @@ static int bind_step(struct client *c, struct server *s, uint32_t len)
 	const char *stmt = nul + 1;
 	if (!memchr(stmt, 0, n - (size_t)(stmt - head)))
 		return evbuffer_get_length(in) < 1 + (size_t)len ? -1 : 1;
-	if (head[0])
-		return 1;   /* named portals are not tracked */
 	const struct cache_stmt *cs;
 	const struct stmt_tags *parsing = prepared_active(c) ? NULL : prepared_pending_parse(s, stmt);
 	const struct ai_tags *t = parsing ? parsing->tags : statement_tags(c, stmt, &cs);
 	if (parsing)
 		cs = parsing->cstmt;    /* if that Parse fails, so does this Bind */
+	if (head[0]) {
+		/* a named portal: its Executes are admitted with these tags (never cached) */
+		keep_portal_tags(c, head, t);
+		return 1;
+	}
 	free(c->portal_tags);
 	c->portal_tags = t ? dup_tags(t) : NULL;
 	portal_forget(c);
@@ -775,14 +834,19 @@ static uint32_t rows_taken(uint32_t n, uint32_t pos, int32_t max_rows)
 static int execute_step(struct client *c, struct server *s, uint32_t len)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
-	uint8_t head[5];
+	uint8_t head[PORTAL_NAME_MAX + 5];
+	size_t n = len - 4 < sizeof(head) ? len - 4 : sizeof(head);
 	struct evbuffer_ptr pos;
 	evbuffer_ptr_set(in, &pos, PROTO_HEADER_LEN, EVBUFFER_PTR_SET);
-	if (evbuffer_copyout_from(in, &pos, head, sizeof(head)) != (ev_ssize_t)sizeof(head))
+	if (evbuffer_copyout_from(in, &pos, head, n) != (ev_ssize_t)n)
 		return -1;
-	if (head[0] != 0)
-		return 1;   /* a named portal */
-	int32_t max_rows = (int32_t)(((uint32_t)head[1] << 24) | ((uint32_t)head[2] << 16) | ((uint32_t)head[3] << 8) | head[4]);
+	const uint8_t *nul = memchr(head, 0, n);
+	if (!nul || (size_t)(head + n - nul) < 5)
+		return 1;   /* malformed, or a name longer than any portal Bind tracked: PostgreSQL decides */
+	const struct ai_tags *tags = head[0] ? portal_tags_of(c, (const char *)head) : c->portal_tags;
+	if (!tags && !c->ai.user[0] && !c->batch_admitted)
+		return 1;   /* a portal of an unattributed statement */
+	int32_t max_rows = (int32_t)(((uint32_t)nul[1] << 24) | ((uint32_t)nul[2] << 16) | ((uint32_t)nul[3] << 8) | nul[4]);
 	struct pg_error r;
 	if (c->batch_admitted) {
 		/* decided with the batch's first message, before a server was taken */
@@ -790,11 +854,13 @@ static int execute_step(struct client *c, struct server *s, uint32_t len)
 		usage_discard(c->pending_usage);
 		c->pending_usage = c->batch_usage;
 		c->batch_usage = NULL;
-	} else if (!middleware_admit(c, c->portal_tags, &r, &c->pending_usage)) {
+	} else if (!middleware_admit(c, tags, &r, &c->pending_usage)) {
 		evbuffer_drain(in, 1 + (size_t)len);
 		prepared_raise_error(s, r.sqlstate, r.message, r.detail[0] ? r.detail : NULL, r.hint[0] ? r.hint : NULL);
 		return 0;
 	}
+	if (head[0])
+		return 1;   /* the completion cache serves the unnamed portal only */
 	if (c->portal_fill) {
 		if (max_rows != 0)
 			cache_fill_fail(c->portal_fill);    /* a part of the answer is no answer */
@@ -1230,9 +1296,10 @@ int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
 		c->settings_tainted = true;    /* set_config() by its OID, for all pgsluice can tell */
 		return 1;
 	case PqMsg_Bind:
-		return s && (c->n_tagged || c->unnamed_tags || c->portal_tags || c->parses_in_flight) ? bind_step(c, s, len) : 1;
+		return s && (c->n_tagged || c->unnamed_tags || c->portal_tags || c->parses_in_flight || c->n_portals) ?
+		       bind_step(c, s, len) : 1;
 	case PqMsg_Close:
-		if (s && (c->n_tagged || c->unnamed_tags)) {
+		if (s && (c->n_tagged || c->unnamed_tags || c->n_portals)) {
 			int step = close_step(c, len);
 			if (step <= 0)
 				return step;
@@ -1241,7 +1308,8 @@ int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
 	case PqMsg_Describe:
 		return s && (c->cached_portal || c->portal_fill) ? portal_step(c, s, type, len) : 1;
 	case PqMsg_Execute:
-		return s && (c->portal_tags || c->ai.user[0]) ? execute_step(c, s, len) : 1;
+		return s && (c->portal_tags || c->ai.user[0] || c->n_portals || c->batch_admitted) ?
+		       execute_step(c, s, len) : 1;
 	default:
 		return 1;
 	}
@@ -1295,4 +1363,6 @@ void client_step_free(struct client *c)
 		free(c->tagged[i].cstmt);
 	}
 	free(c->tagged);
+	client_step_transaction_ended(c);
+	free(c->portals);
 }

@@ -1,6 +1,6 @@
 /*
  * client_step.h - the middleware's look at each client message before it is
- * relayed (private to client.c and client_step.c): tags, admission, the
+ * relayed (for client.c; server.c reports transaction ends): tags, admission, the
  * sluice.* settings pgsluice answers itself, and the completion cache.
  */
 #ifndef SLUICE_CLIENT_STEP_H
@@ -44,6 +44,13 @@ ev_ssize_t client_step_find_comment(struct evbuffer *in, size_t from, uint32_t l
  * dropped: it ends a batch pgsluice answered up to a Flush without a server.
  */
 bool client_step_sync(struct client *c);
+
+/*
+ * c's server said ReadyForQuery with transaction status 'I': every portal is
+ * gone (protocol-flow.html 55.2.3: portals live until the transaction ends),
+ * so pgsluice forgets the named ones it tracked.
+ */
+void client_step_transaction_ended(struct client *c);
 
 /* Hand what rides on the message just relayed to server s (usage record, cache fill). */
 void client_step_relayed(struct client *c, struct server *s);

@@ -23,6 +23,7 @@
 #include "authquery.h"
 #include "cancel.h"
 #include "client.h"
+#include "client_step.h"
 #include "log.h"
 #include "pool.h"
 #include "proto.h"
@@ -471,8 +472,13 @@ static void note_server_message(struct server *s, uint8_t type, const uint8_t *b
 		s->last_ready = now_usec();
 		if (s->pending_ready > 0)
 			s->pending_ready--;
-		if (s->tx_status == 'I' && s->client)
+		if (s->tx_status == 'I' && s->client) {
 			s->client->sl->stats.xact_count++;
+			/* portals end with their transaction; with more batches in flight
+			 * the names may already belong to the next one */
+			if (s->client->n_portals && s->pending_ready == 0)
+				client_step_transaction_ended(s->client);
+		}
 		pool_note_ready(s);   /* per-database stats (admin console) */
 	} else if (type == PqMsg_ParameterStatus) {
 		const char *name = mr_string(&r), *value = mr_string(&r);
