@@ -1366,6 +1366,10 @@ bool admin_pause(struct sluice *sl, char *errbuf, size_t errlen)
 
 bool admin_resume(struct sluice *sl, char *errbuf, size_t errlen)
 {
+	if (sl->shutting_down) {   /* PgBouncer: SHUTDOWN WAIT_FOR_SERVERS is not undone by RESUME */
+		snprintf(errbuf, errlen, "pgsluice is shutting down");
+		return false;
+	}
 	if (!sl->paused && !sl->paused_dbs) {
 		snprintf(errbuf, errlen, "pgsluice is not paused");
 		return false;
@@ -1551,17 +1555,36 @@ static bool cmd_reload(struct client *c, struct msgbuf *m, const struct token *t
 	return true;
 }
 
+/*
+ * SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS], as PgBouncer 1.23+ (usage.md
+ * "Process control commands"): plain SHUTDOWN stops now (after storing usage
+ * records, up to 5 s); the others are what SIGINT and SIGTERM do.
+ */
 static bool cmd_shutdown(struct client *c, struct msgbuf *m, const struct token *toks, int n)
 {
-	(void)toks;
-	(void)n;
-	if (!c->sl->hooks.shutdown) {
+	struct sluice *sl = c->sl;
+	enum sluice_shutdown mode = SHUTDOWN_NOW;
+	if (n == 2 && toks[1].kind == TOK_WORD && strcasecmp(toks[1].text, "wait_for_servers") == 0)
+		mode = SHUTDOWN_WAIT_FOR_SERVERS;
+	else if (n == 2 && toks[1].kind == TOK_WORD && strcasecmp(toks[1].text, "wait_for_clients") == 0)
+		mode = SHUTDOWN_WAIT_FOR_CLIENTS;
+	else if (n == 2) {
+		admin_error(m, SQLSTATE_SYNTAX_ERROR, NULL, "SHUTDOWN takes WAIT_FOR_SERVERS or WAIT_FOR_CLIENTS.",
+		            "syntax error at or near \"%s\"", toks[1].text);
+		return true;
+	}
+	if (!sl->hooks.shutdown) {
 		admin_error(m, SQLSTATE_FEATURE_NOT_SUPPORTED, NULL, NULL, "SHUTDOWN is not available");
 		return true;
 	}
-	log_info("shutdown requested on the admin console by %s", c->user);
+	if (mode != SHUTDOWN_NOW && sl->shutting_down) {
+		admin_error(m, SQLSTATE_OBJECT_NOT_IN_STATE, NULL, "SHUTDOWN without an argument stops at once.",
+		            "pgsluice is already shutting down");
+		return true;
+	}
+	log_info("SHUTDOWN%s%s command issued by %s", n == 2 ? " " : "", n == 2 ? toks[1].text : "", c->user);
 	command_complete(m, "SHUTDOWN");
-	c->sl->hooks.shutdown(c->sl);
+	sl->hooks.shutdown(sl, mode);
 	return true;
 }
 
@@ -1700,7 +1723,7 @@ static const struct {
 	{ "reconnect", cmd_reconnect, true, 2 },
 	{ "wait_close", cmd_wait_close, true, 2 },
 	{ "reload", cmd_reload, true, 1 },
-	{ "shutdown", cmd_shutdown, true, 1 },
+	{ "shutdown", cmd_shutdown, true, 2 },
 	{ "cache", cmd_cache, true, 2 },
 };
 

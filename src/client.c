@@ -678,7 +678,7 @@ static void handle_startup(struct client *c, const uint8_t *body, size_t len, ui
 		client_fatal(c, SQLSTATE_TOO_MANY_CONNECTIONS, detail, NULL, "sorry, too many clients already");
 		return;
 	}
-	if (sl->shutting_down) {
+	if (sl->shutting_down && !admin_is_console_db(c->database)) {   /* the console stays open */
 		client_fatal(c, SQLSTATE_CANNOT_CONNECT_NOW, NULL, NULL, "pgsluice is shutting down");
 		return;
 	}
