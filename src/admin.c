@@ -51,7 +51,7 @@
 #define TYPE_NUMERIC 1700
 
 #define SQLSTATE_SYNTAX_ERROR           "42601"
-#define SQLSTATE_OBJECT_NOT_IN_STATE    "55000"
+#define SQLSTATE_OBJECT_NOT_IN_STATE     "55000"
 #define SQLSTATE_CANT_CHANGE_RUNTIME    "55P02"
 #define SQLSTATE_CONFIG_FILE_ERROR      "F0000"
 #define SQLSTATE_SUCCESSFUL_COMPLETION  "00000"
@@ -317,48 +317,72 @@ static bool database_known(struct sluice *sl, const char *db)
 	return false;
 }
 
-static bool db_paused_alone(const struct sluice *sl, const char *db)
+/* NULL-terminated lists of database names (paused_dbs, disabled_dbs), owned. */
+static bool name_list_has(char *const *list, const char *db)
 {
-	for (char **d = sl->paused_dbs; d && *d; d++)
-		if (strcmp(*d, db) == 0)
+	for (; list && *list; list++)
+		if (strcmp(*list, db) == 0)
 			return true;
 	return false;
 }
 
-static bool add_paused_db(struct sluice *sl, const char *db)
+static bool name_list_add(char ***list, const char *db)
 {
 	size_t n = 0;
-	while (sl->paused_dbs && sl->paused_dbs[n])
+	while (*list && (*list)[n])
 		n++;
-	char **grown = realloc(sl->paused_dbs, (n + 2) * sizeof(char *));
+	char **grown = realloc(*list, (n + 2) * sizeof(char *));
 	if (!grown)
 		return false;
-	sl->paused_dbs = grown;
-	if (!(grown[n] = strdup(db)))
-		return false;
+	*list = grown;
 	grown[n + 1] = NULL;
-	return true;
+	return (grown[n] = strdup(db)) != NULL;
 }
 
-static void remove_paused_db(struct sluice *sl, const char *db)
+static void name_list_remove(char **list, const char *db)
 {
 	size_t n = 0;
-	while (sl->paused_dbs && sl->paused_dbs[n])
+	while (list && list[n])
 		n++;
 	for (size_t i = 0; i < n; i++)
-		if (strcmp(sl->paused_dbs[i], db) == 0) {
-			free(sl->paused_dbs[i]);
-			memmove(&sl->paused_dbs[i], &sl->paused_dbs[i + 1], (n - i) * sizeof(char *));
+		if (strcmp(list[i], db) == 0) {
+			free(list[i]);
+			memmove(&list[i], &list[i + 1], (n - i) * sizeof(char *));
 			return;
 		}
 }
 
+static void name_list_free(char ***list)
+{
+	for (char **d = *list; d && *d; d++)
+		free(*d);
+	free(*list);
+	*list = NULL;
+}
+
+static bool db_paused_alone(const struct sluice *sl, const char *db)
+{
+	return name_list_has(sl->paused_dbs, db);
+}
+
+static bool add_paused_db(struct sluice *sl, const char *db)
+{
+	return name_list_add(&sl->paused_dbs, db);
+}
+
+static void remove_paused_db(struct sluice *sl, const char *db)
+{
+	name_list_remove(sl->paused_dbs, db);
+}
+
 static void clear_paused_dbs(struct sluice *sl)
 {
-	for (char **d = sl->paused_dbs; d && *d; d++)
-		free(*d);
-	free(sl->paused_dbs);
-	sl->paused_dbs = NULL;
+	name_list_free(&sl->paused_dbs);
+}
+
+bool admin_db_disabled(const struct sluice *sl, const char *db)
+{
+	return name_list_has(sl->disabled_dbs, db);
 }
 
 static bool in_scope(const struct pool *p, const char *db)
@@ -489,11 +513,13 @@ static const char *help_text =
 	"PAUSE [<db>]\n"
 	"RESUME [<db>]\n"
 	"RECONNECT [<db>]\n"
+	"ENABLE <db>\n"
+	"DISABLE <db>\n"
 	"KILL [<db>]\n"
 	"KILL_CLIENT <client_id>\n"
 	"WAIT_CLOSE [<db>]\n"
 	"CACHE FLUSH\n"
-	"SHUTDOWN";
+	"SHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]";
 
 static void show_help(struct client *c, struct msgbuf *m)
 {
@@ -807,7 +833,7 @@ static void database_row(struct result *r, struct sluice *sl, const char *name, 
 	put_int(r, 0);
 	put_int(r, clients);
 	put_int(r, scope_paused(sl, name) ? 1 : 0);
-	put_int(r, 0);
+	put_int(r, admin_db_disabled(sl, name) ? 1 : 0);
 	row_end(r);
 }
 
@@ -1297,7 +1323,7 @@ static const struct {
 
 /* PgBouncer commands pgsluice answers with 0A000 rather than a syntax error. */
 static const char *const unsupported_commands[] = {
-	"suspend", "enable", "disable", NULL
+	"suspend", NULL
 };
 static const char *const unsupported_shows[] = {
 	"fds", "sockets", "active_sockets", "dns_hosts", "dns_zones", "peers", "peer_pools", "totals", NULL
@@ -1438,6 +1464,30 @@ static bool cmd_resume(struct client *c, struct msgbuf *m, const struct token *t
 	log_info("%s resumed by the admin console", db);
 	resume_pools(sl);
 	command_complete(m, "RESUME");
+	return true;
+}
+
+/* ENABLE db / DISABLE db (PgBouncer): new logins to db are refused while it is disabled. */
+static bool cmd_enable_disable(struct client *c, struct msgbuf *m, const struct token *toks, int n)
+{
+	struct sluice *sl = c->sl;
+	bool disable = strcasecmp(toks[0].text, "disable") == 0;
+	const char *tag = disable ? "DISABLE" : "ENABLE";
+	if (n < 2) {
+		admin_error(m, SQLSTATE_SYNTAX_ERROR, NULL, NULL, "%s needs a database name", tag);
+		return true;
+	}
+	const char *db = db_argument(c, m, toks, n);
+	if (!db || !*db)
+		return true;
+	if (disable && !admin_db_disabled(sl, db) && !name_list_add(&sl->disabled_dbs, db)) {
+		admin_error(m, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return true;
+	}
+	if (!disable)
+		name_list_remove(sl->disabled_dbs, db);
+	log_info("%s %s command issued by %s", tag, db, c->user);
+	command_complete(m, tag);
 	return true;
 }
 
@@ -1721,6 +1771,8 @@ static const struct {
 	{ "kill", cmd_kill, true, 2 },
 	{ "kill_client", cmd_kill_client, true, 2 },
 	{ "reconnect", cmd_reconnect, true, 2 },
+	{ "enable", cmd_enable_disable, true, 2 },
+	{ "disable", cmd_enable_disable, true, 2 },
 	{ "wait_close", cmd_wait_close, true, 2 },
 	{ "reload", cmd_reload, true, 1 },
 	{ "shutdown", cmd_shutdown, true, 2 },
@@ -1971,4 +2023,5 @@ void admin_stop(struct sluice *sl)
 		sl->admin = NULL;
 	}
 	clear_paused_dbs(sl);
+	name_list_free(&sl->disabled_dbs);
 }

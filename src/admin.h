@@ -40,6 +40,12 @@ void admin_forget(struct client *c);
 bool admin_pause(struct sluice *sl, char *errbuf, size_t errlen);
 bool admin_resume(struct sluice *sl, char *errbuf, size_t errlen);
 
+/*
+ * True when the console's DISABLE db is in force for database db (until
+ * ENABLE db): new logins to it are refused (client.c, 55000).
+ */
+bool admin_db_disabled(const struct sluice *sl, const char *db);
+
 /* Prepare the console (its timer). Returns false when out of memory. */
 bool admin_start(struct sluice *sl);
 

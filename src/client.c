@@ -830,6 +830,11 @@ static void login_succeeded(struct client *c)
 		             "database \"%s\" does not exist", c->database);
 		return;
 	}
+	if (admin_db_disabled(sl, c->database)) {   /* the console's DISABLE, as PgBouncer */
+		client_fatal(c, SQLSTATE_OBJECT_NOT_IN_STATE, NULL, NULL,
+		             "database does not allow connections: %s", c->database);
+		return;
+	}
 	struct pool *p = pool_get(sl, db, c->database, db->user ? db->user : c->user);
 	if (!p) {
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");

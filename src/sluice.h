@@ -120,6 +120,7 @@ struct sluice {
 	struct metrics *metrics;          /* /metrics, stats_period averages, AI counters; owned by metrics.c */
 	bool paused;                      /* PAUSE, KILL or SIGUSR1 without a database: every pool */
 	char **paused_dbs;                /* databases paused one by one, NULL-terminated; owned */
+	char **disabled_dbs;              /* DISABLE db: logins refused, NULL-terminated; owned by admin.c */
 	usec_t start_time;                /* wall clock at start, for /metrics */
 	struct sluice_hooks hooks;
 	usec_t stats_last_time;

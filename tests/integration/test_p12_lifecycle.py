@@ -200,3 +200,31 @@ def test_plain_shutdown_ends_a_waiting_shutdown_at_once(sluice):
             pass    # the answer may be lost with the connection
     assert exited(pooler, timeout=5)
     busy.close()
+
+
+def show(conn, what):
+    cur = conn.execute(f"SHOW {what}")
+    names = [d.name for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def test_disable_refuses_new_logins_until_enable(sluice):
+    pooler = sluice()
+    connected = pooler.connect()
+    with console_unix(pooler) as admin:
+        admin.execute("DISABLE app")
+        assert {r["name"]: r for r in show(admin, "DATABASES")}["app"]["disabled"] == 1
+        err = pgwire.login_error(pooler.host, pooler.port, "app", "app", password="app_pw")
+        assert (err.severity, err.sqlstate, err.message) == (
+            "FATAL", "55000", "database does not allow connections: app")
+        assert connected.execute("SELECT 1").fetchone() == (1,)   # connected clients stay
+        for bad, sqlstate in (("DISABLE", "42601"), ("DISABLE nosuchdb", "3D000"),
+                              ("ENABLE", "42601")):
+            with pytest.raises(psycopg.Error) as refused:
+                admin.execute(bad)
+            assert refused.value.sqlstate == sqlstate, bad
+        admin.execute("ENABLE app")
+        assert {r["name"]: r for r in show(admin, "DATABASES")}["app"]["disabled"] == 0
+    with pooler.connect() as again:
+        assert again.execute("SELECT 2").fetchone() == (2,)
+    connected.close()
