@@ -32,6 +32,7 @@
 #include "autoconfig.h"
 #include "client.h"
 #include "config.h"
+#include "listener.h"
 #include "log.h"
 #include "metrics.h"
 #include "pool.h"
@@ -56,8 +57,9 @@
 #define SQLSTATE_CONFIG_FILE_ERROR      "F0000"
 #define SQLSTATE_SUCCESSFUL_COMPLETION  "00000"
 
-/* A command that answers later: PAUSE until the servers closed, WAIT_CLOSE until none needs to. */
-enum wait_kind { WAIT_PAUSE, WAIT_CLOSE };
+/* A command that answers later: PAUSE until the servers closed, WAIT_CLOSE until none needs to,
+ * SUSPEND until every socket's output is flushed. */
+enum wait_kind { WAIT_PAUSE, WAIT_CLOSE, WAIT_SUSPEND };
 
 struct admin_wait {
 	struct client *c;
@@ -436,7 +438,7 @@ static bool client_waits(const struct admin *a, const struct client *c)
 static void arm_timer(struct admin *a)
 {
 	struct timeval tv = { 0, (suseconds_t)WAIT_CHECK_USEC };
-	if (a->n_waits > 0 && !evtimer_pending(a->timer, NULL))
+	if ((a->n_waits > 0 || a->sl->suspended) && !evtimer_pending(a->timer, NULL))
 		evtimer_add(a->timer, &tv);
 }
 
@@ -469,12 +471,66 @@ static bool scope_paused(const struct sluice *sl, const char *db)
 	return sl->paused || (db && db_paused_alone(sl, db));
 }
 
+/*
+ * SUSPEND (PgBouncer, usage.md): stop reading every logged-in client and
+ * every ready server, so nothing new comes in. Run again on every timer tick
+ * while suspended, as a drained output may have re-enabled a peer's reads.
+ */
+static void stop_reading(struct sluice *sl)
+{
+	struct pool *p;
+	struct client *c;
+	struct server *s;
+	TAILQ_FOREACH(p, &sl->pools, entry) {
+		TAILQ_FOREACH(c, &p->active_clients, entry)
+			bufferevent_disable(c->bev, EV_READ);
+		TAILQ_FOREACH(s, &p->idle_servers, entry)
+			bufferevent_disable(s->bev, EV_READ);
+		TAILQ_FOREACH(s, &p->active_servers, entry)
+			bufferevent_disable(s->bev, EV_READ);
+	}
+}
+
+/* RESUME after SUSPEND: read again, relaying what waited in the buffers (flow control decides as usual). */
+static void start_reading(struct sluice *sl)
+{
+	struct pool *p;
+	struct client *c, *cnext;
+	struct server *s, *snext;
+	TAILQ_FOREACH(p, &sl->pools, entry) {
+		TAILQ_FOREACH_SAFE(s, &p->idle_servers, entry, snext)
+			server_resume(s);
+		TAILQ_FOREACH_SAFE(s, &p->active_servers, entry, snext)
+			server_resume(s);
+		TAILQ_FOREACH_SAFE(c, &p->active_clients, entry, cnext)
+			client_resume(c);
+	}
+}
+
+/* Bytes pooled clients and servers have not written yet: SUSPEND answers at 0. */
+static size_t unflushed_bytes(struct sluice *sl)
+{
+	size_t n = 0;
+	struct pool *p;
+	struct client *c;
+	struct server *s;
+	TAILQ_FOREACH(p, &sl->pools, entry) {
+		TAILQ_FOREACH(c, &p->active_clients, entry)
+			n += evbuffer_get_length(bufferevent_get_output(c->bev));
+		TAILQ_FOREACH(s, &p->active_servers, entry)
+			n += evbuffer_get_length(bufferevent_get_output(s->bev));
+	}
+	return n;
+}
+
 static void check_waits(evutil_socket_t fd, short what, void *arg)
 {
 	struct admin *a = arg;
 	struct sluice *sl = a->sl;
 	(void)fd;
 	(void)what;
+	if (sl->suspended)
+		stop_reading(sl);
 	for (size_t i = 0; i < a->n_waits;) {
 		struct admin_wait *w = &a->waits[i];
 		struct client *c = w->c;
@@ -486,6 +542,10 @@ static void check_waits(evutil_socket_t fd, short what, void *arg)
 			command_complete(&m, "PAUSE");
 		else if (w->kind == WAIT_CLOSE && close_needed_in_scope(sl, w->db) == 0)
 			command_complete(&m, "WAIT_CLOSE");
+		else if (w->kind == WAIT_SUSPEND && !sl->suspended)
+			admin_error(&m, SQLSTATE_QUERY_CANCELED, NULL, NULL, "SUSPEND was cancelled by RESUME");
+		else if (w->kind == WAIT_SUSPEND && unflushed_bytes(sl) == 0)
+			command_complete(&m, "SUSPEND");
 		else {
 			msg_free(&m);
 			i++;
@@ -511,6 +571,7 @@ static const char *help_text =
 	"SET key = arg\n"
 	"RELOAD\n"
 	"PAUSE [<db>]\n"
+	"SUSPEND\n"
 	"RESUME [<db>]\n"
 	"RECONNECT [<db>]\n"
 	"ENABLE <db>\n"
@@ -549,7 +610,8 @@ static void show_state(struct client *c, struct msgbuf *m)
 	bool paused = sl->paused || sl->paused_dbs;
 	result_begin(&r, m, cols, 2);
 	const char *keys[] = { "active", "paused", "suspended" };
-	const char *values[] = { paused ? "no" : "yes", paused ? "yes" : "no", "no" };
+	const char *values[] = { paused || sl->suspended ? "no" : "yes", paused ? "yes" : "no",
+	                         sl->suspended ? "yes" : "no" };
 	for (int i = 0; i < 3; i++) {
 		row_begin(&r);
 		put_text(&r, keys[i]);
@@ -1323,7 +1385,7 @@ static const struct {
 
 /* PgBouncer commands pgsluice answers with 0A000 rather than a syntax error. */
 static const char *const unsupported_commands[] = {
-	"suspend", NULL
+	NULL
 };
 static const char *const unsupported_shows[] = {
 	"fds", "sockets", "active_sockets", "dns_hosts", "dns_zones", "peers", "peer_pools", "totals", NULL
@@ -1382,8 +1444,8 @@ static void resume_pools(struct sluice *sl)
 
 bool admin_pause(struct sluice *sl, char *errbuf, size_t errlen)
 {
-	if (sl->paused) {
-		snprintf(errbuf, errlen, "pgsluice is already paused");
+	if (sl->paused || sl->suspended) {
+		snprintf(errbuf, errlen, "pgsluice is already %s", sl->suspended ? "suspended" : "paused");
 		return false;
 	}
 	pause_scope(sl, NULL);
@@ -1395,6 +1457,13 @@ bool admin_resume(struct sluice *sl, char *errbuf, size_t errlen)
 	if (sl->shutting_down) {   /* PgBouncer: SHUTDOWN WAIT_FOR_SERVERS is not undone by RESUME */
 		snprintf(errbuf, errlen, "pgsluice is shutting down");
 		return false;
+	}
+	if (sl->suspended) {
+		sl->suspended = false;
+		listener_set_accepting(sl, true);
+		start_reading(sl);
+		log_info("continuing from SUSPEND");
+		return true;
 	}
 	if (!sl->paused && !sl->paused_dbs) {
 		snprintf(errbuf, errlen, "pgsluice is not paused");
@@ -1414,8 +1483,9 @@ static bool cmd_pause(struct client *c, struct msgbuf *m, const struct token *to
 	const char *db = db_argument(c, m, toks, n);
 	if (db && !*db)
 		return true;
-	if (sl->paused) {
-		admin_error(m, SQLSTATE_OBJECT_NOT_IN_STATE, NULL, "RESUME ends the pause.", "pgsluice is already paused");
+	if (sl->paused || sl->suspended) {
+		admin_error(m, SQLSTATE_OBJECT_NOT_IN_STATE, NULL, "RESUME ends the pause.", "pgsluice is already %s",
+		            sl->suspended ? "suspended" : "paused");
 		return true;
 	}
 	if (db && db_paused_alone(sl, db)) {
@@ -1432,6 +1502,41 @@ static bool cmd_pause(struct client *c, struct msgbuf *m, const struct token *to
 		return true;
 	}
 	if (!add_wait(sl->admin, c, WAIT_PAUSE, db)) {
+		admin_error(m, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return true;
+	}
+	return false;
+}
+
+/*
+ * SUSPEND (PgBouncer usage.md): stop accepting and stop reading every pooled
+ * socket; answers once their output is flushed. RESUME undoes it. Returns
+ * false when the answer waits.
+ */
+static bool cmd_suspend(struct client *c, struct msgbuf *m, const struct token *toks, int n)
+{
+	struct sluice *sl = c->sl;
+	(void)toks;
+	(void)n;
+	if (sl->paused || sl->paused_dbs || sl->suspended) {
+		admin_error(m, SQLSTATE_OBJECT_NOT_IN_STATE, NULL, "RESUME ends the pause.",
+		            "pgsluice is already %s", sl->suspended ? "suspended" : "paused");
+		return true;
+	}
+	if (sl->shutting_down) {
+		admin_error(m, SQLSTATE_OBJECT_NOT_IN_STATE, NULL, NULL, "pgsluice is shutting down");
+		return true;
+	}
+	log_info("SUSPEND command issued by %s", c->user);
+	sl->suspended = true;
+	listener_set_accepting(sl, false);
+	stop_reading(sl);
+	if (unflushed_bytes(sl) == 0) {
+		command_complete(m, "SUSPEND");
+		arm_timer(sl->admin);
+		return true;
+	}
+	if (!add_wait(sl->admin, c, WAIT_SUSPEND, NULL)) {
 		admin_error(m, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return true;
 	}
@@ -1768,6 +1873,7 @@ static const struct {
 	{ "set", cmd_set, false, MAX_TOKENS },   /* checks the privilege itself: SET client_encoding is harmless */
 	{ "pause", cmd_pause, true, 2 },
 	{ "resume", cmd_resume, true, 2 },
+	{ "suspend", cmd_suspend, true, 1 },
 	{ "kill", cmd_kill, true, 2 },
 	{ "kill_client", cmd_kill_client, true, 2 },
 	{ "reconnect", cmd_reconnect, true, 2 },

@@ -26,6 +26,9 @@ bool listener_start(struct sluice *sl, char *errbuf, size_t errlen);
  */
 void listener_stop_tcp(struct sluice *sl);
 
+/* SUSPEND / RESUME: stop or start accepting on every listener; connections wait in the kernel's queue. */
+void listener_set_accepting(struct sluice *sl, bool on);
+
 /* Close every listener and remove the unix socket file. Safe to call twice. */
 void listener_stop(struct sluice *sl);
 

@@ -472,7 +472,9 @@ static void begin_shutdown(struct sluice *sl, enum sluice_shutdown mode)
 	}
 	sl->shutting_down = true;
 	sl->shutdown_mode = mode;
-	if (mode == SHUTDOWN_NOW) {
+	if (sl->suspended)   /* nothing moves while suspended: as PgBouncer, go down now */
+		log_info("suspend was in progress, going down immediately");
+	if (mode == SHUTDOWN_NOW || sl->suspended) {
 		finish_shutdown(sl);
 		return;
 	}

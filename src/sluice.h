@@ -119,6 +119,7 @@ struct sluice {
 	struct admin *admin;              /* commands waiting (PAUSE, WAIT_CLOSE); owned by admin.c */
 	struct metrics *metrics;          /* /metrics, stats_period averages, AI counters; owned by metrics.c */
 	bool paused;                      /* PAUSE, KILL or SIGUSR1 without a database: every pool */
+	bool suspended;                   /* SUSPEND: not accepting, pooled sockets not read (admin.c) */
 	char **paused_dbs;                /* databases paused one by one, NULL-terminated; owned */
 	char **disabled_dbs;              /* DISABLE db: logins refused, NULL-terminated; owned by admin.c */
 	usec_t start_time;                /* wall clock at start, for /metrics */

@@ -17,6 +17,7 @@ import pgwire
 from harness import wait_for
 from test_ai_usage import connect as usage_connect
 from test_ai_usage import insert, usage_count, usage_pooler
+from test_admin import Background
 from test_migrate import fresh_db  # noqa: F401 (fixture)
 
 ADMIN_SHUTDOWN = "57P01"
@@ -228,3 +229,37 @@ def test_disable_refuses_new_logins_until_enable(sluice):
     with pooler.connect() as again:
         assert again.execute("SELECT 2").fetchone() == (2,)
     connected.close()
+
+
+def state(admin):
+    return dict(admin.execute("SHOW STATE").fetchall())
+
+
+def test_suspend_holds_every_socket_until_resume(sluice):
+    pooler = sluice()
+    client = pooler.connect()
+    client.execute("SELECT 1")
+    with console_unix(pooler) as admin:
+        admin.execute("SUSPEND")
+        assert state(admin) == {"active": "no", "paused": "no", "suspended": "yes"}
+        query = Background(lambda: client.execute("SELECT 2").fetchone())
+        assert not query.finished(1.0), "a suspended pgsluice answered a query"
+        with pytest.raises(TimeoutError):      # accepted by the kernel, not by pgsluice
+            pgwire.login(pooler.host, pooler.port, "app", "app", password="app_pw", timeout=1)
+        for command in ("SUSPEND", "PAUSE"):
+            with pytest.raises(psycopg.Error) as refused:
+                admin.execute(command)
+            assert refused.value.sqlstate == "55000", command
+            assert refused.value.diag.message_primary == "pgsluice is already suspended"
+
+        admin.execute("RESUME")
+        assert query.finished(5) and query.error is None and query.result == (2,)
+        assert state(admin) == {"active": "yes", "paused": "no", "suspended": "no"}
+        with pooler.connect() as other:
+            assert other.execute("SELECT 3").fetchone() == (3,)
+
+        # SIGTERM while suspended goes down at once (PgBouncer)
+        admin.execute("SUSPEND")
+        pooler.proc.send_signal(signal.SIGTERM)
+        assert exited(pooler, timeout=5)
+    client.close()
