@@ -3,7 +3,7 @@
  * it into words, a table names each command, its privilege and its handler.
  * Handlers write the whole answer (RowDescription, DataRows,
  * CommandComplete, or an ErrorResponse) into a msgbuf; ReadyForQuery
- * follows, except for PAUSE and WAIT_CLOSE, which answer from the wait
+ * follows, except for PAUSE, SUSPEND and WAIT_CLOSE, which answer from the wait
  * timer once their condition holds. Column names and meanings are
  * PgBouncer's where the concept is the same (its doc/usage.md); the types
  * are text (OID 25), int8 (20) for integers and numeric (1700) for

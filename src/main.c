@@ -1,7 +1,8 @@
 /*
  * main.c - pgsluice's entry point: command line (PgBouncer's), pidfile,
- * daemonizing, privilege drop, signals (HUP reload, INT/TERM shutdown, QUIT
- * immediate shutdown, USR1 pause, USR2 resume) and the event loop.
+ * daemonizing, privilege drop, signals (HUP reload, TERM shutdown waiting for
+ * clients, INT waiting for servers, QUIT immediate shutdown, USR1 pause, USR2
+ * resume; PgBouncer 1.23+, usage.md "Signals") and the event loop.
  */
 #include "autoconfig.h"
 
