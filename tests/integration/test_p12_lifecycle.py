@@ -13,6 +13,7 @@ import time
 import psycopg
 import pytest
 
+import harness
 import pgwire
 from harness import wait_for
 from test_ai_usage import connect as usage_connect
@@ -58,10 +59,13 @@ def tcp_refused(pooler):
 
 def exited(pooler, timeout=10):
     """Wait for the process to end on its own; it must exit 0 with its pidfile removed."""
-    assert pooler.proc.wait(timeout=timeout) == 0
+    assert pooler.proc.wait(timeout=timeout) == 0, pooler.log_text()
     assert not pooler.pidfile.exists(), "pidfile left behind"
     pooler._stopped = True      # stopped on purpose: nothing for the fixture to report
     pooler._stderr.close()
+    reports = [line for line in pooler.log_text(lines=None).splitlines()
+               if harness.SANITIZER_REPORT.search(line)]
+    assert not reports, "\n".join(reports[:20])
     return True
 
 
