@@ -7,6 +7,8 @@
 #include "autoconfig.h"
 
 #include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <fcntl.h>
@@ -439,6 +441,16 @@ static int servers_in_use(struct sluice *sl)
 	return n;
 }
 
+/* A client was sent a FATAL (57P01, 57P03) that is not written yet: leaving the loop now would lose it. */
+static bool fatal_unwritten(struct sluice *sl)
+{
+	struct client *c;
+	TAILQ_FOREACH(c, &sl->closing_clients, entry)
+		if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+			return true;
+	return false;
+}
+
 /* Every 100 ms while a shutdown waits, as PgBouncer's janitor: has the wait ended? */
 static void shutdown_tick(evutil_socket_t fd, short what, void *arg)
 {
@@ -447,11 +459,12 @@ static void shutdown_tick(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (sl->shutdown_mode == SHUTDOWN_WAIT_FOR_SERVERS) {
 		pool_close_released_clients(sl);
-		if (servers_in_use(sl) == 0) {
+		if (servers_in_use(sl) == 0 && !fatal_unwritten(sl)) {
 			log_info("server connections dropped, exiting");
 			finish_shutdown(sl);
 		}
-	} else if (sl->shutdown_mode == SHUTDOWN_WAIT_FOR_CLIENTS && clients_connected(sl) == 0) {
+	} else if (sl->shutdown_mode == SHUTDOWN_WAIT_FOR_CLIENTS && clients_connected(sl) == 0 &&
+	           !fatal_unwritten(sl)) {
 		log_info("client connections dropped, exiting");
 		finish_shutdown(sl);
 	}

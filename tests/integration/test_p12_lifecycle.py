@@ -137,6 +137,18 @@ def test_sigint_closes_idle_clients_and_lets_a_transaction_finish(sluice, pool_m
     busy.close()
 
 
+def test_sigint_with_only_idle_clients_tells_them_why_and_exits(sluice):
+    pooler = sluice(pool_mode="transaction")
+    idle = pooler.connect()
+    idle.execute("SELECT 1")
+    pooler.proc.send_signal(signal.SIGINT)
+    assert exited(pooler, timeout=5)
+    with pytest.raises(psycopg.OperationalError) as closed:
+        idle.execute("SELECT 1")
+    assert "server shutting down" in str(closed.value)
+    idle.close()
+
+
 def test_a_second_sigint_stops_waiting_for_a_transaction(sluice):
     pooler = sluice()
     busy = pooler.connect(autocommit=False)
