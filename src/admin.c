@@ -3,7 +3,7 @@
  * it into words, a table names each command, its privilege and its handler.
  * Handlers write the whole answer (RowDescription, DataRows,
  * CommandComplete, or an ErrorResponse) into a msgbuf; ReadyForQuery
- * follows, except for PAUSE and WAIT_CLOSE, which answer from the wait
+ * follows, except for PAUSE, SUSPEND and WAIT_CLOSE, which answer from the wait
  * timer once their condition holds. Column names and meanings are
  * PgBouncer's where the concept is the same (its doc/usage.md); the types
  * are text (OID 25), int8 (20) for integers and numeric (1700) for
@@ -32,6 +32,7 @@
 #include "autoconfig.h"
 #include "client.h"
 #include "config.h"
+#include "listener.h"
 #include "log.h"
 #include "metrics.h"
 #include "pool.h"
@@ -51,13 +52,14 @@
 #define TYPE_NUMERIC 1700
 
 #define SQLSTATE_SYNTAX_ERROR           "42601"
-#define SQLSTATE_OBJECT_NOT_IN_STATE    "55000"
+#define SQLSTATE_OBJECT_NOT_IN_STATE     "55000"
 #define SQLSTATE_CANT_CHANGE_RUNTIME    "55P02"
 #define SQLSTATE_CONFIG_FILE_ERROR      "F0000"
 #define SQLSTATE_SUCCESSFUL_COMPLETION  "00000"
 
-/* A command that answers later: PAUSE until the servers closed, WAIT_CLOSE until none needs to. */
-enum wait_kind { WAIT_PAUSE, WAIT_CLOSE };
+/* A command that answers later: PAUSE until the servers closed, WAIT_CLOSE until none needs to,
+ * SUSPEND until every socket's output is flushed. */
+enum wait_kind { WAIT_PAUSE, WAIT_CLOSE, WAIT_SUSPEND };
 
 struct admin_wait {
 	struct client *c;
@@ -317,48 +319,72 @@ static bool database_known(struct sluice *sl, const char *db)
 	return false;
 }
 
-static bool db_paused_alone(const struct sluice *sl, const char *db)
+/* NULL-terminated lists of database names (paused_dbs, disabled_dbs), owned. */
+static bool name_list_has(char *const *list, const char *db)
 {
-	for (char **d = sl->paused_dbs; d && *d; d++)
-		if (strcmp(*d, db) == 0)
+	for (; list && *list; list++)
+		if (strcmp(*list, db) == 0)
 			return true;
 	return false;
 }
 
-static bool add_paused_db(struct sluice *sl, const char *db)
+static bool name_list_add(char ***list, const char *db)
 {
 	size_t n = 0;
-	while (sl->paused_dbs && sl->paused_dbs[n])
+	while (*list && (*list)[n])
 		n++;
-	char **grown = realloc(sl->paused_dbs, (n + 2) * sizeof(char *));
+	char **grown = realloc(*list, (n + 2) * sizeof(char *));
 	if (!grown)
 		return false;
-	sl->paused_dbs = grown;
-	if (!(grown[n] = strdup(db)))
-		return false;
+	*list = grown;
 	grown[n + 1] = NULL;
-	return true;
+	return (grown[n] = strdup(db)) != NULL;
 }
 
-static void remove_paused_db(struct sluice *sl, const char *db)
+static void name_list_remove(char **list, const char *db)
 {
 	size_t n = 0;
-	while (sl->paused_dbs && sl->paused_dbs[n])
+	while (list && list[n])
 		n++;
 	for (size_t i = 0; i < n; i++)
-		if (strcmp(sl->paused_dbs[i], db) == 0) {
-			free(sl->paused_dbs[i]);
-			memmove(&sl->paused_dbs[i], &sl->paused_dbs[i + 1], (n - i) * sizeof(char *));
+		if (strcmp(list[i], db) == 0) {
+			free(list[i]);
+			memmove(&list[i], &list[i + 1], (n - i) * sizeof(char *));
 			return;
 		}
 }
 
+static void name_list_free(char ***list)
+{
+	for (char **d = *list; d && *d; d++)
+		free(*d);
+	free(*list);
+	*list = NULL;
+}
+
+static bool db_paused_alone(const struct sluice *sl, const char *db)
+{
+	return name_list_has(sl->paused_dbs, db);
+}
+
+static bool add_paused_db(struct sluice *sl, const char *db)
+{
+	return name_list_add(&sl->paused_dbs, db);
+}
+
+static void remove_paused_db(struct sluice *sl, const char *db)
+{
+	name_list_remove(sl->paused_dbs, db);
+}
+
 static void clear_paused_dbs(struct sluice *sl)
 {
-	for (char **d = sl->paused_dbs; d && *d; d++)
-		free(*d);
-	free(sl->paused_dbs);
-	sl->paused_dbs = NULL;
+	name_list_free(&sl->paused_dbs);
+}
+
+bool admin_db_disabled(const struct sluice *sl, const char *db)
+{
+	return name_list_has(sl->disabled_dbs, db);
 }
 
 static bool in_scope(const struct pool *p, const char *db)
@@ -412,7 +438,7 @@ static bool client_waits(const struct admin *a, const struct client *c)
 static void arm_timer(struct admin *a)
 {
 	struct timeval tv = { 0, (suseconds_t)WAIT_CHECK_USEC };
-	if (a->n_waits > 0 && !evtimer_pending(a->timer, NULL))
+	if ((a->n_waits > 0 || a->sl->suspended) && !evtimer_pending(a->timer, NULL))
 		evtimer_add(a->timer, &tv);
 }
 
@@ -445,12 +471,66 @@ static bool scope_paused(const struct sluice *sl, const char *db)
 	return sl->paused || (db && db_paused_alone(sl, db));
 }
 
+/*
+ * SUSPEND (PgBouncer, usage.md): stop reading every logged-in client and
+ * every ready server, so nothing new comes in. Run again on every timer tick
+ * while suspended, as a drained output may have re-enabled a peer's reads.
+ */
+static void stop_reading(struct sluice *sl)
+{
+	struct pool *p;
+	struct client *c;
+	struct server *s;
+	TAILQ_FOREACH(p, &sl->pools, entry) {
+		TAILQ_FOREACH(c, &p->active_clients, entry)
+			bufferevent_disable(c->bev, EV_READ);
+		TAILQ_FOREACH(s, &p->idle_servers, entry)
+			bufferevent_disable(s->bev, EV_READ);
+		TAILQ_FOREACH(s, &p->active_servers, entry)
+			bufferevent_disable(s->bev, EV_READ);
+	}
+}
+
+/* RESUME after SUSPEND: read again, relaying what waited in the buffers (flow control decides as usual). */
+static void start_reading(struct sluice *sl)
+{
+	struct pool *p;
+	struct client *c, *cnext;
+	struct server *s, *snext;
+	TAILQ_FOREACH(p, &sl->pools, entry) {
+		TAILQ_FOREACH_SAFE(s, &p->idle_servers, entry, snext)
+			server_resume(s);
+		TAILQ_FOREACH_SAFE(s, &p->active_servers, entry, snext)
+			server_resume(s);
+		TAILQ_FOREACH_SAFE(c, &p->active_clients, entry, cnext)
+			client_resume(c);
+	}
+}
+
+/* Bytes pooled clients and servers have not written yet: SUSPEND answers at 0. */
+static size_t unflushed_bytes(struct sluice *sl)
+{
+	size_t n = 0;
+	struct pool *p;
+	struct client *c;
+	struct server *s;
+	TAILQ_FOREACH(p, &sl->pools, entry) {
+		TAILQ_FOREACH(c, &p->active_clients, entry)
+			n += evbuffer_get_length(bufferevent_get_output(c->bev));
+		TAILQ_FOREACH(s, &p->active_servers, entry)
+			n += evbuffer_get_length(bufferevent_get_output(s->bev));
+	}
+	return n;
+}
+
 static void check_waits(evutil_socket_t fd, short what, void *arg)
 {
 	struct admin *a = arg;
 	struct sluice *sl = a->sl;
 	(void)fd;
 	(void)what;
+	if (sl->suspended)
+		stop_reading(sl);
 	for (size_t i = 0; i < a->n_waits;) {
 		struct admin_wait *w = &a->waits[i];
 		struct client *c = w->c;
@@ -462,6 +542,10 @@ static void check_waits(evutil_socket_t fd, short what, void *arg)
 			command_complete(&m, "PAUSE");
 		else if (w->kind == WAIT_CLOSE && close_needed_in_scope(sl, w->db) == 0)
 			command_complete(&m, "WAIT_CLOSE");
+		else if (w->kind == WAIT_SUSPEND && !sl->suspended)
+			admin_error(&m, SQLSTATE_QUERY_CANCELED, NULL, NULL, "SUSPEND was cancelled by RESUME");
+		else if (w->kind == WAIT_SUSPEND && unflushed_bytes(sl) == 0)
+			command_complete(&m, "SUSPEND");
 		else {
 			msg_free(&m);
 			i++;
@@ -487,13 +571,16 @@ static const char *help_text =
 	"SET key = arg\n"
 	"RELOAD\n"
 	"PAUSE [<db>]\n"
+	"SUSPEND\n"
 	"RESUME [<db>]\n"
 	"RECONNECT [<db>]\n"
+	"ENABLE <db>\n"
+	"DISABLE <db>\n"
 	"KILL [<db>]\n"
 	"KILL_CLIENT <client_id>\n"
 	"WAIT_CLOSE [<db>]\n"
 	"CACHE FLUSH\n"
-	"SHUTDOWN";
+	"SHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]";
 
 static void show_help(struct client *c, struct msgbuf *m)
 {
@@ -523,7 +610,8 @@ static void show_state(struct client *c, struct msgbuf *m)
 	bool paused = sl->paused || sl->paused_dbs;
 	result_begin(&r, m, cols, 2);
 	const char *keys[] = { "active", "paused", "suspended" };
-	const char *values[] = { paused ? "no" : "yes", paused ? "yes" : "no", "no" };
+	const char *values[] = { paused || sl->suspended ? "no" : "yes", paused ? "yes" : "no",
+	                         sl->suspended ? "yes" : "no" };
 	for (int i = 0; i < 3; i++) {
 		row_begin(&r);
 		put_text(&r, keys[i]);
@@ -807,7 +895,7 @@ static void database_row(struct result *r, struct sluice *sl, const char *name, 
 	put_int(r, pool_max_db_clients(cfg, name));
 	put_int(r, clients);
 	put_int(r, scope_paused(sl, name) ? 1 : 0);
-	put_int(r, 0);
+	put_int(r, admin_db_disabled(sl, name) ? 1 : 0);
 	row_end(r);
 }
 
@@ -1286,7 +1374,7 @@ static const struct {
 
 /* PgBouncer commands pgsluice answers with 0A000 rather than a syntax error. */
 static const char *const unsupported_commands[] = {
-	"suspend", "enable", "disable", NULL
+	NULL
 };
 static const char *const unsupported_shows[] = {
 	"fds", "sockets", "active_sockets", "dns_hosts", "dns_zones", "peers", "peer_pools", "totals", NULL
@@ -1345,8 +1433,8 @@ static void resume_pools(struct sluice *sl)
 
 bool admin_pause(struct sluice *sl, char *errbuf, size_t errlen)
 {
-	if (sl->paused) {
-		snprintf(errbuf, errlen, "pgsluice is already paused");
+	if (sl->paused || sl->suspended) {
+		snprintf(errbuf, errlen, "pgsluice is already %s", sl->suspended ? "suspended" : "paused");
 		return false;
 	}
 	pause_scope(sl, NULL);
@@ -1355,6 +1443,17 @@ bool admin_pause(struct sluice *sl, char *errbuf, size_t errlen)
 
 bool admin_resume(struct sluice *sl, char *errbuf, size_t errlen)
 {
+	if (sl->shutting_down) {   /* PgBouncer: SHUTDOWN WAIT_FOR_SERVERS is not undone by RESUME */
+		snprintf(errbuf, errlen, "pgsluice is shutting down");
+		return false;
+	}
+	if (sl->suspended) {
+		sl->suspended = false;
+		listener_set_accepting(sl, true);
+		start_reading(sl);
+		log_info("continuing from SUSPEND");
+		return true;
+	}
 	if (!sl->paused && !sl->paused_dbs) {
 		snprintf(errbuf, errlen, "pgsluice is not paused");
 		return false;
@@ -1373,8 +1472,9 @@ static bool cmd_pause(struct client *c, struct msgbuf *m, const struct token *to
 	const char *db = db_argument(c, m, toks, n);
 	if (db && !*db)
 		return true;
-	if (sl->paused) {
-		admin_error(m, SQLSTATE_OBJECT_NOT_IN_STATE, NULL, "RESUME ends the pause.", "pgsluice is already paused");
+	if (sl->paused || sl->suspended) {
+		admin_error(m, SQLSTATE_OBJECT_NOT_IN_STATE, NULL, "RESUME ends the pause.", "pgsluice is already %s",
+		            sl->suspended ? "suspended" : "paused");
 		return true;
 	}
 	if (db && db_paused_alone(sl, db)) {
@@ -1391,6 +1491,41 @@ static bool cmd_pause(struct client *c, struct msgbuf *m, const struct token *to
 		return true;
 	}
 	if (!add_wait(sl->admin, c, WAIT_PAUSE, db)) {
+		admin_error(m, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return true;
+	}
+	return false;
+}
+
+/*
+ * SUSPEND (PgBouncer usage.md): stop accepting and stop reading every pooled
+ * socket; answers once their output is flushed. RESUME undoes it. Returns
+ * false when the answer waits.
+ */
+static bool cmd_suspend(struct client *c, struct msgbuf *m, const struct token *toks, int n)
+{
+	struct sluice *sl = c->sl;
+	(void)toks;
+	(void)n;
+	if (sl->paused || sl->paused_dbs || sl->suspended) {
+		admin_error(m, SQLSTATE_OBJECT_NOT_IN_STATE, NULL, "RESUME ends the pause.",
+		            "pgsluice is already %s", sl->suspended ? "suspended" : "paused");
+		return true;
+	}
+	if (sl->shutting_down) {
+		admin_error(m, SQLSTATE_OBJECT_NOT_IN_STATE, NULL, NULL, "pgsluice is shutting down");
+		return true;
+	}
+	log_info("SUSPEND command issued by %s", c->user);
+	sl->suspended = true;
+	listener_set_accepting(sl, false);
+	stop_reading(sl);
+	if (unflushed_bytes(sl) == 0) {
+		command_complete(m, "SUSPEND");
+		arm_timer(sl->admin);
+		return true;
+	}
+	if (!add_wait(sl->admin, c, WAIT_SUSPEND, NULL)) {
 		admin_error(m, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return true;
 	}
@@ -1423,6 +1558,30 @@ static bool cmd_resume(struct client *c, struct msgbuf *m, const struct token *t
 	log_info("%s resumed by the admin console", db);
 	resume_pools(sl);
 	command_complete(m, "RESUME");
+	return true;
+}
+
+/* ENABLE db / DISABLE db (PgBouncer): new logins to db are refused while it is disabled. */
+static bool cmd_enable_disable(struct client *c, struct msgbuf *m, const struct token *toks, int n)
+{
+	struct sluice *sl = c->sl;
+	bool disable = strcasecmp(toks[0].text, "disable") == 0;
+	const char *tag = disable ? "DISABLE" : "ENABLE";
+	if (n < 2) {
+		admin_error(m, SQLSTATE_SYNTAX_ERROR, NULL, NULL, "%s needs a database name", tag);
+		return true;
+	}
+	const char *db = db_argument(c, m, toks, n);
+	if (!db || !*db)
+		return true;
+	if (disable && !admin_db_disabled(sl, db) && !name_list_add(&sl->disabled_dbs, db)) {
+		admin_error(m, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return true;
+	}
+	if (!disable)
+		name_list_remove(sl->disabled_dbs, db);
+	log_info("%s %s command issued by %s", tag, db, c->user);
+	command_complete(m, tag);
 	return true;
 }
 
@@ -1540,17 +1699,36 @@ static bool cmd_reload(struct client *c, struct msgbuf *m, const struct token *t
 	return true;
 }
 
+/*
+ * SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS], as PgBouncer 1.23+ (usage.md
+ * "Process control commands"): plain SHUTDOWN stops now (after storing usage
+ * records, up to 5 s); the others are what SIGINT and SIGTERM do.
+ */
 static bool cmd_shutdown(struct client *c, struct msgbuf *m, const struct token *toks, int n)
 {
-	(void)toks;
-	(void)n;
-	if (!c->sl->hooks.shutdown) {
+	struct sluice *sl = c->sl;
+	enum sluice_shutdown mode = SHUTDOWN_NOW;
+	if (n == 2 && toks[1].kind == TOK_WORD && strcasecmp(toks[1].text, "wait_for_servers") == 0)
+		mode = SHUTDOWN_WAIT_FOR_SERVERS;
+	else if (n == 2 && toks[1].kind == TOK_WORD && strcasecmp(toks[1].text, "wait_for_clients") == 0)
+		mode = SHUTDOWN_WAIT_FOR_CLIENTS;
+	else if (n == 2) {
+		admin_error(m, SQLSTATE_SYNTAX_ERROR, NULL, "SHUTDOWN takes WAIT_FOR_SERVERS or WAIT_FOR_CLIENTS.",
+		            "syntax error at or near \"%s\"", toks[1].text);
+		return true;
+	}
+	if (!sl->hooks.shutdown) {
 		admin_error(m, SQLSTATE_FEATURE_NOT_SUPPORTED, NULL, NULL, "SHUTDOWN is not available");
 		return true;
 	}
-	log_info("shutdown requested on the admin console by %s", c->user);
+	if (mode != SHUTDOWN_NOW && sl->shutting_down) {
+		admin_error(m, SQLSTATE_OBJECT_NOT_IN_STATE, NULL, "SHUTDOWN without an argument stops at once.",
+		            "pgsluice is already shutting down");
+		return true;
+	}
+	log_info("SHUTDOWN%s%s command issued by %s", n == 2 ? " " : "", n == 2 ? toks[1].text : "", c->user);
 	command_complete(m, "SHUTDOWN");
-	c->sl->hooks.shutdown(c->sl);
+	sl->hooks.shutdown(sl, mode);
 	return true;
 }
 
@@ -1684,12 +1862,15 @@ static const struct {
 	{ "set", cmd_set, false, MAX_TOKENS },   /* checks the privilege itself: SET client_encoding is harmless */
 	{ "pause", cmd_pause, true, 2 },
 	{ "resume", cmd_resume, true, 2 },
+	{ "suspend", cmd_suspend, true, 1 },
 	{ "kill", cmd_kill, true, 2 },
 	{ "kill_client", cmd_kill_client, true, 2 },
 	{ "reconnect", cmd_reconnect, true, 2 },
+	{ "enable", cmd_enable_disable, true, 2 },
+	{ "disable", cmd_enable_disable, true, 2 },
 	{ "wait_close", cmd_wait_close, true, 2 },
 	{ "reload", cmd_reload, true, 1 },
-	{ "shutdown", cmd_shutdown, true, 1 },
+	{ "shutdown", cmd_shutdown, true, 2 },
 	{ "cache", cmd_cache, true, 2 },
 };
 
@@ -1937,4 +2118,5 @@ void admin_stop(struct sluice *sl)
 		sl->admin = NULL;
 	}
 	clear_paused_dbs(sl);
+	name_list_free(&sl->disabled_dbs);
 }

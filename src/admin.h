@@ -3,7 +3,8 @@
  * "pgbouncer") where admin_users run PgBouncer's SHOW and control commands
  * and stats_users run SHOW (docs/admin.md). Owns the console sessions
  * (clients in CL_ADMIN on sl->admin_clients), the commands that wait (PAUSE,
- * WAIT_CLOSE) and the pause state in sl->paused / sl->paused_dbs.
+ * SUSPEND, WAIT_CLOSE) and the pause state in sl->paused / sl->paused_dbs,
+ * sl->suspended (SUSPEND) and sl->disabled_dbs (DISABLE).
  * Speaks the simple query protocol only; answers are built with proto.h.
  */
 #ifndef SLUICE_ADMIN_H
@@ -35,10 +36,17 @@ void admin_forget(struct client *c);
 /*
  * PAUSE / RESUME without a database, as SIGUSR1 / SIGUSR2 do: clients keep
  * their connections, their transactions wait; servers close as they come
- * free. Returns false with errbuf set when already paused / not paused.
+ * free. RESUME also ends SUSPEND. Returns false with errbuf set when already
+ * paused or suspended / not paused, and (RESUME) while shutting down.
  */
 bool admin_pause(struct sluice *sl, char *errbuf, size_t errlen);
 bool admin_resume(struct sluice *sl, char *errbuf, size_t errlen);
+
+/*
+ * True when the console's DISABLE db is in force for database db (until
+ * ENABLE db): new logins to it are refused (client.c, 55000).
+ */
+bool admin_db_disabled(const struct sluice *sl, const char *db);
 
 /* Prepare the console (its timer). Returns false when out of memory. */
 bool admin_start(struct sluice *sl);

@@ -679,7 +679,7 @@ static void handle_startup(struct client *c, const uint8_t *body, size_t len, ui
 		client_fatal(c, SQLSTATE_TOO_MANY_CONNECTIONS, detail, NULL, "sorry, too many clients already");
 		return;
 	}
-	if (sl->shutting_down) {
+	if (sl->shutting_down && !admin_is_console_db(c->database)) {   /* the console stays open */
 		client_fatal(c, SQLSTATE_CANNOT_CONNECT_NOW, NULL, NULL, "pgsluice is shutting down");
 		return;
 	}
@@ -829,6 +829,11 @@ static void login_succeeded(struct client *c)
 		client_fatal(c, SQLSTATE_INVALID_CATALOG_NAME,
 		             "pgsluice has no [databases] entry for it and no \"*\" fallback entry.", NULL,
 		             "database \"%s\" does not exist", c->database);
+		return;
+	}
+	if (admin_db_disabled(sl, c->database)) {   /* the console's DISABLE, as PgBouncer */
+		client_fatal(c, SQLSTATE_OBJECT_NOT_IN_STATE, NULL, NULL,
+		             "database does not allow connections: %s", c->database);
 		return;
 	}
 	int max = pool_max_db_clients(sl->cfg, c->database);

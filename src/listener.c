@@ -188,6 +188,30 @@ bool listener_start(struct sluice *sl, char *errbuf, size_t errlen)
 	return true;
 }
 
+void listener_set_accepting(struct sluice *sl, bool on)
+{
+	for (struct listener *l = sl->listeners; l; l = l->next)
+		if (on)
+			evconnlistener_enable(l->ev);
+		else
+			evconnlistener_disable(l->ev);
+}
+
+void listener_stop_tcp(struct sluice *sl)
+{
+	struct listener **link = &sl->listeners;
+	while (*link) {
+		struct listener *l = *link;
+		if (l->unix_path) {
+			link = &l->next;
+			continue;
+		}
+		*link = l->next;
+		evconnlistener_free(l->ev);
+		free(l);
+	}
+}
+
 void listener_stop(struct sluice *sl)
 {
 	struct listener *l;

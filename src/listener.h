@@ -19,6 +19,16 @@ struct sluice;
  */
 bool listener_start(struct sluice *sl, char *errbuf, size_t errlen);
 
+/*
+ * Close the TCP listeners only, as PgBouncer's cleanup_tcp_sockets at SIGINT
+ * and SIGTERM: the unix socket stays for the admin console while a shutdown
+ * waits (pooled logins there are refused with 57P03). Safe to call twice.
+ */
+void listener_stop_tcp(struct sluice *sl);
+
+/* SUSPEND / RESUME: stop or start accepting on every listener; connections wait in the kernel's queue. */
+void listener_set_accepting(struct sluice *sl, bool on);
+
 /* Close every listener and remove the unix socket file. Safe to call twice. */
 void listener_stop(struct sluice *sl);
 

@@ -1,11 +1,14 @@
 /*
  * main.c - pgsluice's entry point: command line (PgBouncer's), pidfile,
- * daemonizing, privilege drop, signals (HUP reload, INT/TERM shutdown, QUIT
- * immediate shutdown, USR1 pause, USR2 resume) and the event loop.
+ * daemonizing, privilege drop, signals (HUP reload, TERM shutdown waiting for
+ * clients, INT waiting for servers, QUIT immediate shutdown, USR1 pause, USR2
+ * resume; PgBouncer 1.23+, usage.md "Signals") and the event loop.
  */
 #include "autoconfig.h"
 
 #include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <fcntl.h>
@@ -402,18 +405,107 @@ static void stop_loop(struct sluice *sl)
 	event_base_loopbreak(sl->base);
 }
 
-/* SIGINT, SIGTERM and the admin console's SHUTDOWN; a second request stops at once. */
-static void begin_shutdown(struct sluice *sl)
+/* The wait is over (or was never asked for): store usage records for up to 5 s, then leave the loop. */
+static void finish_shutdown(struct sluice *sl)
 {
-	if (sl->shutting_down) {
-		event_base_loopbreak(sl->base);
-		return;
+	sl->shutdown_mode = SHUTDOWN_NOW;
+	if (sl->shutdown_timer) {
+		event_free(sl->shutdown_timer);
+		sl->shutdown_timer = NULL;
 	}
-	sl->shutting_down = true;
-	/* New clients are refused; usage records are stored before exit. */
 	listener_stop(sl);
 	if (!usage_drain(sl, 5000, stop_loop))
 		event_base_loopbreak(sl->base);
+}
+
+/* Pooled clients still connected, logging in or logged in (the console's sessions do not count). */
+static int clients_connected(struct sluice *sl)
+{
+	int n = 0;
+	struct pool *p;
+	struct client *c;
+	TAILQ_FOREACH(p, &sl->pools, entry)
+		n += p->n_clients;
+	TAILQ_FOREACH(c, &sl->login_clients, entry)
+		n++;
+	return n;
+}
+
+/* Servers a client holds (or that are being reset or canceled after one). */
+static int servers_in_use(struct sluice *sl)
+{
+	int n = 0;
+	struct pool *p;
+	TAILQ_FOREACH(p, &sl->pools, entry)
+		n += p->n_active;
+	return n;
+}
+
+/* A client was sent a FATAL (57P01, 57P03) that is not written yet: leaving the loop now would lose it. */
+static bool fatal_unwritten(struct sluice *sl)
+{
+	struct client *c;
+	TAILQ_FOREACH(c, &sl->closing_clients, entry)
+		if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+			return true;
+	return false;
+}
+
+/* Every 100 ms while a shutdown waits, as PgBouncer's janitor: has the wait ended? */
+static void shutdown_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct sluice *sl = arg;
+	(void)fd;
+	(void)what;
+	if (sl->shutdown_mode == SHUTDOWN_WAIT_FOR_SERVERS) {
+		pool_close_released_clients(sl);
+		if (servers_in_use(sl) == 0 && !fatal_unwritten(sl)) {
+			log_info("server connections dropped, exiting");
+			finish_shutdown(sl);
+		}
+	} else if (sl->shutdown_mode == SHUTDOWN_WAIT_FOR_CLIENTS && clients_connected(sl) == 0 &&
+	           !fatal_unwritten(sl)) {
+		log_info("client connections dropped, exiting");
+		finish_shutdown(sl);
+	}
+}
+
+/*
+ * SIGINT, SIGTERM and the admin console's SHUTDOWN (PgBouncer >= 1.23):
+ * WAIT_FOR_SERVERS and WAIT_FOR_CLIENTS stop listening on TCP and wait;
+ * SHUTDOWN_NOW, or any request while one waits, stops waiting.
+ */
+static void begin_shutdown(struct sluice *sl, enum sluice_shutdown mode)
+{
+	if (sl->shutting_down) {
+		if (sl->shutdown_mode == SHUTDOWN_NOW)
+			event_base_loopbreak(sl->base);   /* already storing usage records: stop now */
+		else
+			finish_shutdown(sl);
+		return;
+	}
+	sl->shutting_down = true;
+	sl->shutdown_mode = mode;
+	if (sl->suspended)   /* nothing moves while suspended: as PgBouncer, go down now */
+		log_info("suspend was in progress, going down immediately");
+	if (mode == SHUTDOWN_NOW || sl->suspended) {
+		finish_shutdown(sl);
+		return;
+	}
+	listener_stop_tcp(sl);
+	if (mode == SHUTDOWN_WAIT_FOR_SERVERS) {
+		struct pool *p;
+		TAILQ_FOREACH(p, &sl->pools, entry)
+			pool_close_idle(p, "server shutting down");
+	}
+	static const struct timeval every = { 0, 100000 };
+	sl->shutdown_timer = event_new(sl->base, -1, EV_PERSIST, shutdown_tick, sl);
+	if (!sl->shutdown_timer || event_add(sl->shutdown_timer, &every) != 0) {
+		log_warning("could not wait for the shutdown: out of memory");
+		finish_shutdown(sl);
+		return;
+	}
+	shutdown_tick(-1, 0, sl);
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -438,12 +530,18 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 		 * stored, as they stay in the journal on disk for the next start. */
 		log_info("got SIGQUIT, immediate shutdown");
 		sl->shutting_down = true;
+		sl->shutdown_mode = SHUTDOWN_NOW;
 		event_base_loopbreak(sl->base);
 		return;
 	}
-	if (!sl->shutting_down)
-		log_info("got signal %d, shutting down", (int)sig);
-	begin_shutdown(sl);
+	const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+	if (sl->shutting_down)
+		log_info("got %s while shutting down, fast exit", name);
+	else if (sig == SIGINT)
+		log_info("got SIGINT, shutting down, waiting for all servers connections to be released");
+	else
+		log_info("got SIGTERM, shutting down, waiting for all clients disconnect");
+	begin_shutdown(sl, sig == SIGINT ? SHUTDOWN_WAIT_FOR_SERVERS : SHUTDOWN_WAIT_FOR_CLIENTS);
 }
 
 static bool init_sluice(struct sluice *sl, struct sluice_config *cfg, const char *path)
@@ -482,6 +580,9 @@ static bool init_sluice(struct sluice *sl, struct sluice_config *cfg, const char
 /* Everything run() started, stopped and freed: the same on error as on exit. */
 static void teardown(struct sluice *sl, struct event **sigs, int n_sigs)
 {
+	if (sl->shutdown_timer)
+		event_free(sl->shutdown_timer);
+	sl->shutdown_timer = NULL;
 	listener_stop(sl);
 	janitor_stop();
 	limits_sync_stop(sl);

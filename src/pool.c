@@ -200,7 +200,8 @@ static void note_assignment(struct pool *p, usec_t waited)
 bool pool_is_paused(const struct pool *p)
 {
 	const struct sluice *sl = p->sl;
-	if (sl->paused)
+	/* SIGINT pauses as PgBouncer's does: no client gets a server any more */
+	if (sl->paused || sl->shutdown_mode == SHUTDOWN_WAIT_FOR_SERVERS)
 		return true;
 	for (char **db = sl->paused_dbs; db && *db; db++)
 		if (strcmp(*db, p->db_name) == 0)
@@ -732,5 +733,31 @@ void pool_unlist_server(struct server *s)
 	case SV_ACTIVE:
 	case SV_RESET:
 	case SV_BEING_CANCELED: TAILQ_REMOVE(&p->active_servers, s, entry); p->n_active--; break;
+	}
+}
+
+/*
+ * A client may go under SHUTDOWN WAIT_FOR_SERVERS once it holds no server,
+ * or holds one (session pooling) between transactions with nothing in flight.
+ */
+static bool client_between_transactions(const struct client *c)
+{
+	const struct server *s = c->server;
+	if (c->relay_left > 0)
+		return false;
+	return !s || (s->state == SV_ACTIVE && s->tx_status == 'I' && s->pending_ready == 0);
+}
+
+/* SHUTDOWN WAIT_FOR_SERVERS: close the clients that hold no transaction open (57P01, PgBouncer's text). */
+void pool_close_released_clients(struct sluice *sl)
+{
+	struct pool *p;
+	struct client *c, *next;
+	TAILQ_FOREACH(p, &sl->pools, entry) {
+		TAILQ_FOREACH_SAFE(c, &p->waiting_clients, entry, next)
+			client_fatal(c, SQLSTATE_ADMIN_SHUTDOWN, NULL, NULL, "server shutting down");
+		TAILQ_FOREACH_SAFE(c, &p->active_clients, entry, next)
+			if (client_between_transactions(c))
+				client_fatal(c, SQLSTATE_ADMIN_SHUTDOWN, NULL, NULL, "server shutting down");
 	}
 }

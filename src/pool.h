@@ -187,6 +187,15 @@ void pool_resume(struct pool *p);
  */
 void pool_note_ready(struct server *s);
 
+/*
+ * SHUTDOWN WAIT_FOR_SERVERS (SIGINT), called every 100 ms while it waits:
+ * send FATAL 57P01 "server shutting down" (PgBouncer's text) to every client
+ * waiting for a server and to every client between transactions (no server,
+ * or under session pooling an idle one with nothing in flight). Clients
+ * inside a transaction keep their server until it ends.
+ */
+void pool_close_released_clients(struct sluice *sl);
+
 /* Close every pool's servers and free the pools (shutdown). */
 void pool_free_all(struct sluice *sl);
 

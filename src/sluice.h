@@ -54,6 +54,18 @@ struct sluice_stats {
 };
 
 /*
+ * How pgsluice is stopping (PgBouncer's cf_shutdown, usage.md "Signals" and
+ * "SHUTDOWN"). Every mode but SHUTDOWN_NONE refuses new clients; the
+ * waiting ones end, like SHUTDOWN_NOW, by storing usage records (up to 5 s).
+ */
+enum sluice_shutdown {
+	SHUTDOWN_NONE,
+	SHUTDOWN_WAIT_FOR_SERVERS, /* SIGINT: clients closed once they hold no server */
+	SHUTDOWN_WAIT_FOR_CLIENTS, /* SIGTERM: clients served until they disconnect */
+	SHUTDOWN_NOW,              /* SHUTDOWN, or a second SIGINT/SIGTERM: stop waiting */
+};
+
+/*
  * What the admin console asks of main.c, which owns the process (RELOAD,
  * SHUTDOWN, SET). Set by main.c before the loop starts; NULL: unavailable.
  * reload and set return false with errbuf (bytes errlen) saying why, the
@@ -62,7 +74,8 @@ struct sluice_stats {
 struct sluice_hooks {
 	/* RELOAD: what SIGHUP does; errbuf is "file:line: message" for a bad file */
 	bool (*reload)(struct sluice *sl, char *errbuf, size_t errlen);
-	void (*shutdown)(struct sluice *sl);         /* SHUTDOWN: leave the loop */
+	/* SHUTDOWN [WAIT_FOR_SERVERS | WAIT_FOR_CLIENTS]: what SIGINT / SIGTERM do */
+	void (*shutdown)(struct sluice *sl, enum sluice_shutdown mode);
 	/* SET: change one reloadable key and apply it as a reload would */
 	bool (*set)(struct sluice *sl, const char *key, const char *value, char *errbuf, size_t errlen);
 };
@@ -106,11 +119,15 @@ struct sluice {
 	struct admin *admin;              /* commands waiting (PAUSE, WAIT_CLOSE); owned by admin.c */
 	struct metrics *metrics;          /* /metrics, stats_period averages, AI counters; owned by metrics.c */
 	bool paused;                      /* PAUSE, KILL or SIGUSR1 without a database: every pool */
+	bool suspended;                   /* SUSPEND: not accepting, pooled sockets not read (admin.c) */
 	char **paused_dbs;                /* databases paused one by one, NULL-terminated; owned */
+	char **disabled_dbs;              /* DISABLE db: logins refused, NULL-terminated; owned by admin.c */
 	usec_t start_time;                /* wall clock at start, for /metrics */
 	struct sluice_hooks hooks;
 	usec_t stats_last_time;
-	bool shutting_down;
+	bool shutting_down;               /* any shutdown_mode but SHUTDOWN_NONE */
+	enum sluice_shutdown shutdown_mode;
+	struct event *shutdown_timer;     /* owned (main.c): checks a waiting shutdown every 100 ms */
 	struct cancel_req *cancels;       /* CancelRequests on their way to PostgreSQL (cancel.c) */
 };
 

@@ -114,7 +114,7 @@ def pg():
 def sluice(request, pg, workbase):
     """Factory: sluice(**overrides, databases=None, extra_ini="", start=True) -> harness.Pooler.
 
-    Every pooler made is stopped with SIGTERM after the test; the test fails
+    Every pooler made is stopped with SIGINT after the test (Pooler.stop); the test fails
     when one crashed, hung, or left a sanitizer report.
     """
     made = []

@@ -57,6 +57,7 @@ SANITIZER_REPORT = re.compile(
 CONNECT_TIMEOUT_S = 5      # libpq connect_timeout for every test connection
 START_TIMEOUT_S = 10       # pooler must accept connections within this
 STOP_TIMEOUT_S = 15        # after SIGTERM (sanitizer leak checks take a moment)
+ESCALATE_S = 8             # a shutdown still waiting then gets a second signal (past the 5 s usage drain)
 
 
 # -- environment -------------------------------------------------------------------
@@ -449,8 +450,13 @@ class Pooler:
         self.write_config()
         self.proc.send_signal(signal.SIGHUP)
 
-    def stop(self, sig=signal.SIGTERM):
-        """Stop the process; returns a list of problems (crash, hang, sanitizer report)."""
+    def stop(self, sig=signal.SIGINT):
+        """Stop the process; returns a list of problems (crash, hang, sanitizer report).
+
+        SIGINT by default (PgBouncer's SHUTDOWN WAIT_FOR_SERVERS): clients a test left
+        connected are closed once idle, where SIGTERM would wait for them to disconnect.
+        A SIGINT or SIGTERM still waiting after ESCALATE_S is sent again (PgBouncer's
+        fast exit), so a client left inside a transaction does not hold the test up."""
         problems = []
         if self.proc is None or self._stopped:
             return problems
@@ -462,6 +468,11 @@ class Pooler:
             self.signal_sent = sig
             self.proc.send_signal(sig)
             try:
+                if sig in (signal.SIGINT, signal.SIGTERM):
+                    try:
+                        self.proc.wait(timeout=ESCALATE_S)
+                    except subprocess.TimeoutExpired:
+                        self.proc.send_signal(sig)
                 self.proc.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
