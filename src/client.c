@@ -1190,7 +1190,8 @@ static void close_after_tls_error(struct client *c, const char *why)
 static void client_event_cb(struct bufferevent *bev, short events, void *arg)
 {
 	struct client *c = arg;
-	(void)bev;
+	/* Each call pops one error off libevent's queue: read the first once. */
+	unsigned long tls_err = c->tls ? bufferevent_get_openssl_error(bev) : 0;
 	/* A TLS handshake's end can be reported after its first data was read
 	 * (and answered): it is no reason to act, least of all to close. */
 	if ((events & BEV_EVENT_CONNECTED) && !(events & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)))
@@ -1199,8 +1200,8 @@ static void client_event_cb(struct bufferevent *bev, short events, void *arg)
 		client_close(c, c->close_reason);
 	else if (events & BEV_EVENT_EOF)
 		client_close(c, "client unexpected eof");
-	else if ((events & BEV_EVENT_ERROR) && c->tls && bufferevent_get_openssl_error(c->bev))
-		close_after_tls_error(c, tls_error_text(bufferevent_get_openssl_error(c->bev)));
+	else if ((events & BEV_EVENT_ERROR) && tls_err)
+		close_after_tls_error(c, tls_error_text(tls_err));
 	else if (events & BEV_EVENT_ERROR)
 		client_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 	else if (events & BEV_EVENT_TIMEOUT)
