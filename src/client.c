@@ -72,7 +72,7 @@ void client_accept(struct sluice *sl, int fd, const struct sockaddr *addr, sockl
 		close(fd);
 		return;
 	}
-	socket_tune(fd, sl->cfg->tcp_keepalive);
+	socket_tune(fd, sl->cfg);
 	c->sl = sl;
 	c->bev = bev;
 	c->id = next_client_id++;
@@ -282,22 +282,30 @@ static void login_succeeded(struct client *c);
 
 /*
  * The SCRAM secret for a plain auth_file password, derived once per user
- * with a random salt (as PostgreSQL stores one): 4096 PBKDF2 iterations
- * cost milliseconds of the event loop, too much to spend on every login.
+ * with a random salt (as PostgreSQL stores one) and scram_iterations PBKDF2
+ * rounds (4096 cost milliseconds of the event loop, too much to spend on
+ * every login). A reload that changes scram_iterations derives anew.
  */
 static bool derived_secret_for(struct sluice *sl, const char *user, const char *password,
                                struct scram_secret *out)
 {
+	int iterations = sl->cfg->scram_iterations;
 	struct derived_secret *d;
 	for (d = sl->derived_secrets; d; d = d->next)
-		if (strcmp(d->user, user) == 0 && strcmp(d->password, password) == 0) {
-			*out = d->secret;
-			return true;
-		}
+		if (strcmp(d->user, user) == 0 && strcmp(d->password, password) == 0)
+			break;
+	if (d && d->secret.iterations == iterations) {
+		*out = d->secret;
+		return true;
+	}
 	uint8_t salt[16];
 	if (RAND_bytes(salt, sizeof(salt)) != 1 ||
-	    !scram_secret_from_password(password, salt, sizeof(salt), SCRAM_DEFAULT_ITERATIONS, out))
+	    !scram_secret_from_password(password, salt, sizeof(salt), iterations, out))
 		return false;
+	if (d) {
+		d->secret = *out;
+		return true;
+	}
 	d = calloc(1, sizeof(*d));
 	if (d && (d->user = strdup(user)) && (d->password = strdup(password))) {
 		d->secret = *out;
@@ -308,6 +316,28 @@ static bool derived_secret_for(struct sluice *sl, const char *user, const char *
 		free(d);
 	}
 	return true;
+}
+
+/*
+ * Derive sl->mock_secret again from a random password with the current
+ * scram_iterations (main.c makes the first one at start-up with the default).
+ * Returns false, leaving the old one, when OpenSSL fails.
+ */
+static bool renew_mock_secret(struct sluice *sl)
+{
+	uint8_t salt[16];
+	char pw[33];
+	struct scram_secret fresh;
+	if (RAND_bytes(salt, sizeof(salt)) != 1 || RAND_bytes((unsigned char *)pw, sizeof(pw) - 1) != 1)
+		return false;
+	for (size_t i = 0; i < sizeof(pw) - 1; i++)
+		pw[i] = (char)('a' + ((unsigned char)pw[i] % 26));
+	pw[sizeof(pw) - 1] = '\0';
+	bool ok = scram_secret_from_password(pw, salt, sizeof(salt), sl->cfg->scram_iterations, &fresh);
+	OPENSSL_cleanse(pw, sizeof(pw));
+	if (ok)
+		sl->mock_secret = fresh;
+	return ok;
 }
 
 void client_free_derived_secrets(struct sluice *sl)
@@ -326,7 +356,13 @@ static void start_scram(struct client *c, const char *stored)
 {
 	struct scram_secret secret;
 	if (!stored) {
-		secret = c->sl->mock_secret;
+		/* The mock exchange must look like a real one, i= included. */
+		struct scram_secret *mock = &c->sl->mock_secret;
+		if (mock->iterations != c->sl->cfg->scram_iterations && !renew_mock_secret(c->sl)) {
+			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "could not derive a SCRAM secret");
+			return;
+		}
+		secret = *mock;
 	} else if (password_kind_of(stored) == PASSWORD_SCRAM) {
 		if (!scram_parse_secret(stored, &secret)) {
 			client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL,
@@ -1178,7 +1214,8 @@ static void close_after_tls_error(struct client *c, const char *why)
 static void client_event_cb(struct bufferevent *bev, short events, void *arg)
 {
 	struct client *c = arg;
-	(void)bev;
+	/* Each call pops one error off libevent's queue: read the first once. */
+	unsigned long tls_err = c->tls ? bufferevent_get_openssl_error(bev) : 0;
 	/* A TLS handshake's end can be reported after its first data was read
 	 * (and answered): it is no reason to act, least of all to close. */
 	if ((events & BEV_EVENT_CONNECTED) && !(events & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)))
@@ -1187,8 +1224,8 @@ static void client_event_cb(struct bufferevent *bev, short events, void *arg)
 		client_close(c, c->close_reason);
 	else if (events & BEV_EVENT_EOF)
 		client_close(c, "client unexpected eof");
-	else if ((events & BEV_EVENT_ERROR) && c->tls && bufferevent_get_openssl_error(c->bev))
-		close_after_tls_error(c, tls_error_text(bufferevent_get_openssl_error(c->bev)));
+	else if ((events & BEV_EVENT_ERROR) && tls_err)
+		close_after_tls_error(c, tls_error_text(tls_err));
 	else if (events & BEV_EVENT_ERROR)
 		client_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 	else if (events & BEV_EVENT_TIMEOUT)

@@ -107,6 +107,7 @@ struct client {
 
 	usec_t connect_time;           /* monotonic */
 	usec_t wait_start;             /* monotonic, when it started waiting for a server */
+	bool wait_notified;            /* sent the query_wait_notify NOTICE for this wait */
 	usec_t last_activity;          /* monotonic, last message from the client */
 	usec_t xact_start;             /* monotonic, first request of its current transaction (stats) */
 	uint32_t relay_left;           /* bytes of the current message still to relay */

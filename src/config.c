@@ -49,6 +49,8 @@ static const struct config_key config_table[] = {
 	KEY(cancel_wait_timeout, CONFIG_TIME, "10", RELOAD, 0, NO_MAX),
 	KEY(client_idle_timeout, CONFIG_TIME, "0", RELOAD, 0, NO_MAX),
 	KEY(client_login_timeout, CONFIG_TIME, "60", RELOAD, 0, NO_MAX),
+	/* TLS 1.3 suites (SSL_CTX_set_ciphersuites); "" = OpenSSL's */
+	KEY(client_tls13_ciphers, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(client_tls_ca_file, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(client_tls_cert_file, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(client_tls_ciphers, CONFIG_STRING, "default", RELOAD, 0, 0),
@@ -84,9 +86,13 @@ static const struct config_key config_table[] = {
 	KEY(pidfile, CONFIG_STRING, "", NO_RELOAD, 0, 0),
 	KEY(pool_mode, CONFIG_POOL_MODE, "session", RELOAD, 0, 0),
 	KEY(query_timeout, CONFIG_TIME, "0", RELOAD, 0, NO_MAX),
+	/* PgBouncer 1.25: a NOTICE to a client waiting this long; 0 = never */
+	KEY(query_wait_notify, CONFIG_TIME, "5", RELOAD, 0, NO_MAX),
 	KEY(query_wait_timeout, CONFIG_TIME, "120", RELOAD, 0, NO_MAX),
 	KEY(reserve_pool_size, CONFIG_INT, "0", RELOAD, 0, NO_MAX_INT),
 	KEY(reserve_pool_timeout, CONFIG_TIME, "5", RELOAD, 0, NO_MAX),
+	/* PBKDF2 rounds for secrets of plain auth_file passwords; PostgreSQL's range */
+	KEY(scram_iterations, CONFIG_INT, "4096", RELOAD, 1, NO_MAX_INT),
 	KEY(server_check_delay, CONFIG_TIME, "30", RELOAD, 0, NO_MAX),
 	/* PgBouncer 1.25: "<empty>" checks with an empty Query, "" turns the check off */
 	KEY(server_check_query, CONFIG_STRING, SERVER_CHECK_EMPTY_QUERY, RELOAD, 0, 0),
@@ -111,6 +117,12 @@ static const struct config_key config_table[] = {
 	KEY(syslog_facility, CONFIG_STRING, "daemon", RELOAD, 0, 0),
 	KEY(syslog_ident, CONFIG_STRING, "pgsluice", RELOAD, 0, 0),
 	KEY(tcp_keepalive, CONFIG_BOOL, "1", RELOAD, 0, 0),
+	/* 0 = the OS default; upper bounds are Linux's (MAX_TCP_KEEPCNT, MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL) */
+	KEY(tcp_keepcnt, CONFIG_INT, "0", RELOAD, 0, 127),
+	KEY(tcp_keepidle, CONFIG_INT, "0", RELOAD, 0, 32767),
+	KEY(tcp_keepintvl, CONFIG_INT, "0", RELOAD, 0, 32767),
+	/* milliseconds, as PgBouncer and TCP_USER_TIMEOUT; 0 = the OS default */
+	KEY(tcp_user_timeout, CONFIG_INT, "0", RELOAD, 0, NO_MAX_INT),
 	KEY(tag_trusted_roles, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(track_extra_parameters, CONFIG_STRING, "IntervalStyle", RELOAD, 0, 0),
 	KEY(transaction_timeout, CONFIG_TIME, "0", RELOAD, 0, NO_MAX),
@@ -135,16 +147,15 @@ static const struct config_key config_table[] = {
  */
 static const char *const unsupported_pgbouncer_keys[] = {
 	"auth_ident_file", "auth_ldap_options", 
-	"autodb_idle_timeout", "client_tls13_ciphers", 
+	"autodb_idle_timeout",
 	"client_tls_dheparams",
 	"client_tls_ecdhcurve", 
 	"conffile", "disable_pqexec", "dns_max_ttl", "dns_nxdomain_ttl",
 	"dns_zone_check_period", "job_name", "login_notify_message",
-	"peer_id", "pkt_buf", "pool_idle_timeout", "query_wait_notify",
-	"resolv_conf", "sbuf_loopcnt", "scram_iterations", "server_round_robin", "server_tls13_ciphers",
+	"peer_id", "pkt_buf", "pool_idle_timeout",
+	"resolv_conf", "sbuf_loopcnt", "server_round_robin", "server_tls13_ciphers",
 	"service_name", "suspend_timeout",
-	"tcp_defer_accept", "tcp_keepcnt", "tcp_keepidle", "tcp_keepintvl", "tcp_socket_buffer",
-	"tcp_user_timeout", "unix_socket_group", NULL
+	"tcp_defer_accept", "tcp_socket_buffer", "unix_socket_group", NULL
 };
 
 /* pgsluice's own keys (DESIGN §3, §5.6) whose modules do not exist yet. */

@@ -109,6 +109,7 @@ struct sluice_config {
 	usec_t client_login_timeout;
 	usec_t query_timeout;
 	usec_t query_wait_timeout;
+	usec_t query_wait_notify;     /* NOTICE a waiting client after this; 0 = never */
 	usec_t cancel_wait_timeout;
 	usec_t client_idle_timeout;
 	usec_t idle_transaction_timeout;
@@ -116,11 +117,16 @@ struct sluice_config {
 	char *ignore_startup_parameters;
 	char *track_extra_parameters;
 	int max_prepared_statements;
+	int scram_iterations;     /* for secrets derived from plain auth_file passwords */
 	bool application_name_add_host;
 	int listen_backlog;
 	int64_t max_packet_size;  /* bytes */
 	bool so_reuseport;
 	bool tcp_keepalive;
+	int tcp_keepidle;         /* seconds; 0 = OS default */
+	int tcp_keepintvl;        /* seconds; 0 = OS default */
+	int tcp_keepcnt;          /* probes; 0 = OS default */
+	int tcp_user_timeout;     /* milliseconds; 0 = OS default */
 	bool syslog;
 	char *syslog_ident;
 	char *syslog_facility;
@@ -154,6 +160,7 @@ struct sluice_config {
 	char *client_tls_ca_file;
 	char *client_tls_protocols;
 	char *client_tls_ciphers;
+	char *client_tls13_ciphers; /* TLS 1.3 suites; "" = OpenSSL's */
 	char *server_tls_sslmode;
 	char *server_tls_key_file;
 	char *server_tls_cert_file;

@@ -303,6 +303,7 @@ static void enqueue_client(struct pool *p, struct client *c, enum client_state s
 {
 	client_move(c, p, state);
 	c->wait_start = now_usec();
+	c->wait_notified = false;
 	/* Bound memory: what the client sends while it waits stays in the kernel. */
 	bufferevent_disable(c->bev, EV_READ);
 }
@@ -472,6 +473,34 @@ void pool_login_failed(struct pool *p, usec_t attempt_start, const uint8_t *msg,
 	fail_fast(p);
 }
 
+/*
+ * query_wait_notify: one NOTICE to a logged-in client that has waited this
+ * long for a server, PgBouncer 1.25's text (janitor.c's tick, so up to
+ * 333 ms late). NoticeResponse may come at any time (protocol-flow.html,
+ * 55.2.7), and a waiting client has no server streaming to it, so the
+ * message goes between whole messages.
+ */
+static void notify_waiting(struct pool *p, usec_t now)
+{
+	usec_t after = p->sl->cfg->query_wait_notify;
+	struct client *c;
+	if (after <= 0)
+		return;
+	TAILQ_FOREACH(c, &p->waiting_clients, entry) {
+		if (c->state != CL_WAITING || c->wait_notified || now - c->wait_start < after)
+			continue;
+		struct msgbuf m;
+		msg_init(&m);
+		msg_add_error(&m, PqMsg_NoticeResponse, "NOTICE", SQLSTATE_SUCCESSFUL_COMPLETION, NULL, NULL,
+		              "No server connection available in postgres backend, client being queued");
+		msg_end(&m);
+		if (!msg_flush_to(&m, bufferevent_get_output(c->bev)))
+			log_warning("C-%llu: could not queue the query_wait_notify NOTICE", (unsigned long long)c->id);
+		msg_free(&m);
+		c->wait_notified = true;
+	}
+}
+
 /* query_wait_timeout for clients that wait for a server. */
 static void expire_waiting(struct pool *p, usec_t now)
 {
@@ -576,6 +605,7 @@ void pool_janitor(struct sluice *sl)
 	struct pool *p;
 	create_forced_user_pools(sl);
 	TAILQ_FOREACH(p, &sl->pools, entry) {
+		notify_waiting(p, now);
 		expire_waiting(p, now);
 		expire_active(p, now);
 		expire_servers(p, now);

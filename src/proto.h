@@ -69,6 +69,7 @@ struct evbuffer;
 #define AUTH_REQ_SASL_FIN       12
 
 /* SQLSTATEs pgsluice raises itself (errcodes-appendix.html; DESIGN.md section 6). */
+#define SQLSTATE_SUCCESSFUL_COMPLETION   "00000"   /* NOTICEs */
 #define SQLSTATE_PROTOCOL_VIOLATION      "08P01"
 #define SQLSTATE_CONNECTION_FAILURE      "08006"
 #define SQLSTATE_INVALID_AUTH_SPEC       "28000"

@@ -823,7 +823,7 @@ static void server_event_cb(struct bufferevent *bev, short events, void *arg)
 		s->addr_len = sizeof(s->addr);
 		if (getpeername(fd, (struct sockaddr *)&s->addr, &s->addr_len) != 0)
 			s->addr_len = 0;
-		socket_tune(fd, s->pool->sl->cfg->tcp_keepalive);
+		socket_tune(fd, s->pool->sl->cfg);
 		if (want_tls(s))
 			send_ssl_request(s);
 		else

@@ -138,6 +138,8 @@ static SSL_CTX *accept_ctx(const struct sluice_config *cfg, enum tls_mode mode, 
 		ok = fail(errbuf, errlen, "client_tls_protocols", "invalid protocol list");
 	if (ok && !set_ciphers(ctx, cfg->client_tls_ciphers))
 		ok = fail(errbuf, errlen, "client_tls_ciphers", "invalid cipher list");
+	if (ok && *cfg->client_tls13_ciphers && SSL_CTX_set_ciphersuites(ctx, cfg->client_tls13_ciphers) != 1)
+		ok = fail(errbuf, errlen, "client_tls13_ciphers", "invalid TLS 1.3 cipher suite list");
 	if (!ok) {
 		SSL_CTX_free(ctx);
 		return NULL;

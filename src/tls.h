@@ -30,7 +30,8 @@ struct tls_config {
  * Build both contexts from cfg: certificates, keys and CAs loaded now (so a
  * bad file fails start-up or the reload, not a login), protocols ("secure",
  * "all", or a list like "tlsv1.2,tlsv1.3") and ciphers ("default", "secure",
- * "fast", "normal", "all", or an OpenSSL cipher list). Returns false with
+ * "fast", "normal", "all", or an OpenSSL cipher list; TLS 1.3 suites from
+ * client_tls13_ciphers, SSL_CTX_set_ciphersuites(3)). Returns false with
  * errbuf naming the key and OpenSSL's reason; *out is then untouched.
  */
 bool tls_load(const struct sluice_config *cfg, struct tls_config *out, char *errbuf, size_t errlen);

@@ -62,16 +62,27 @@ bool timer_add_usec(struct event *ev, usec_t every)
 	return event_add(ev, &tv) == 0;
 }
 
-void socket_tune(int fd, bool keepalive)
+/* setsockopt of one int when it is set (> 0). */
+static void set_int_option(int fd, int level, int name, int value)
+{
+	if (value > 0)
+		setsockopt(fd, level, name, &value, sizeof(value));
+}
+
+void socket_tune(int fd, const struct sluice_config *cfg)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
 	if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0 || ss.ss_family == AF_UNIX)
 		return;
-	int on = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-	if (keepalive)
-		setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+	set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+	if (cfg->tcp_keepalive) {
+		set_int_option(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
+		set_int_option(fd, IPPROTO_TCP, TCP_KEEPIDLE, cfg->tcp_keepidle);
+		set_int_option(fd, IPPROTO_TCP, TCP_KEEPINTVL, cfg->tcp_keepintvl);
+		set_int_option(fd, IPPROTO_TCP, TCP_KEEPCNT, cfg->tcp_keepcnt);
+	}
+	set_int_option(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, cfg->tcp_user_timeout);
 }
 
 uint64_t hash_fnv1a(uint64_t h, const void *data, size_t len)

@@ -30,8 +30,14 @@ bool str_list_contains(const char *list, const char *name);
 struct event;
 bool timer_add_usec(struct event *ev, usec_t every);
 
-/* Set TCP_NODELAY and SO_KEEPALIVE (when keepalive) on a TCP socket; unix sockets are left alone. */
-void socket_tune(int fd, bool keepalive);
+/*
+ * Set TCP_NODELAY and cfg's keepalive keys on a TCP socket, as PgBouncer's
+ * tune_socket does (tcp(7)): SO_KEEPALIVE with tcp_keepidle, tcp_keepintvl
+ * and tcp_keepcnt when tcp_keepalive is on; tcp_user_timeout always; a key
+ * at 0 leaves the OS default. Unix sockets are left alone. An option the
+ * kernel refuses is skipped: the connection works without it.
+ */
+void socket_tune(int fd, const struct sluice_config *cfg);
 
 /* The 64-bit FNV-1a offset basis: the state to start a hash from
  * (draft-eastlake-fnv, "FNV Constants"; isthe.com/chongo/tech/comp/fnv). */

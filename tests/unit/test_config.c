@@ -168,6 +168,9 @@ static void test_defaults_apply_when_file_has_only_databases(void **state)
 	assert_int_equal(cfg->client_login_timeout, 60 * USEC_PER_SEC);
 	assert_int_equal(cfg->query_timeout, 0);
 	assert_int_equal(cfg->query_wait_timeout, 120 * USEC_PER_SEC);
+	assert_int_equal(cfg->query_wait_notify, 5 * USEC_PER_SEC);
+	assert_int_equal(cfg->scram_iterations, 4096);
+	assert_string_equal(cfg->client_tls13_ciphers, "");
 	assert_int_equal(cfg->cancel_wait_timeout, 10 * USEC_PER_SEC);
 	assert_int_equal(cfg->client_idle_timeout, 0);
 	assert_int_equal(cfg->idle_transaction_timeout, 0);
@@ -179,6 +182,10 @@ static void test_defaults_apply_when_file_has_only_databases(void **state)
 	assert_int_equal(cfg->max_packet_size, 2147483647);
 	assert_false(cfg->so_reuseport);
 	assert_true(cfg->tcp_keepalive);
+	assert_int_equal(cfg->tcp_keepidle, 0);
+	assert_int_equal(cfg->tcp_keepintvl, 0);
+	assert_int_equal(cfg->tcp_keepcnt, 0);
+	assert_int_equal(cfg->tcp_user_timeout, 0);
 	assert_false(cfg->syslog);
 	assert_string_equal(cfg->syslog_ident, "pgsluice");
 	assert_string_equal(cfg->syslog_facility, "daemon");
