@@ -851,6 +851,14 @@ static void login_input(struct client *c)
 	}
 }
 
+/* Refuse c over max_db_client_connections / max_user_client_connections (key), PgBouncer's text. */
+static void refuse_client_limit(struct client *c, const char *key, int max, const char *what, const char *name)
+{
+	char detail[200];
+	snprintf(detail, sizeof(detail), "%s (%d) is reached for %s \"%s\".", key, max, what, name);
+	client_fatal(c, SQLSTATE_TOO_MANY_CONNECTIONS, detail, NULL, "client connections exceeded (%s)", key);
+}
+
 static void login_succeeded(struct client *c)
 {
 	struct sluice *sl = c->sl;
@@ -872,22 +880,15 @@ static void login_succeeded(struct client *c)
 		             "database does not allow connections: %s", c->database);
 		return;
 	}
+	/* the counts walk pools and clients: only where a limit is set */
 	int max = pool_max_db_clients(sl->cfg, c->database);
 	if (max > 0 && pool_count_db_clients(sl, c->database) >= max) {
-		char detail[160];
-		snprintf(detail, sizeof(detail), "max_db_client_connections (%d) is reached for database \"%s\".",
-		         max, c->database);
-		client_fatal(c, SQLSTATE_TOO_MANY_CONNECTIONS, detail, NULL,
-		             "client connections exceeded (max_db_client_connections)");
+		refuse_client_limit(c, "max_db_client_connections", max, "database", c->database);
 		return;
 	}
 	max = pool_max_user_clients(sl->cfg, c->user);
 	if (max > 0 && pool_count_user_clients(sl, c->user) >= max) {
-		char detail[160];
-		snprintf(detail, sizeof(detail), "max_user_client_connections (%d) is reached for user \"%s\".",
-		         max, c->user);
-		client_fatal(c, SQLSTATE_TOO_MANY_CONNECTIONS, detail, NULL,
-		             "client connections exceeded (max_user_client_connections)");
+		refuse_client_limit(c, "max_user_client_connections", max, "user", c->user);
 		return;
 	}
 	struct pool *p = pool_get(sl, db, c->database, db->user ? db->user : c->user);
