@@ -503,10 +503,11 @@ static void forget_all(struct server *s)
 		server_forget(s, s->stmts.items[s->stmts.n - 1].stmt);
 }
 
-void prepared_server_reset(struct server *s)
+void prepared_server_reset(struct server *s, bool statements_dropped)
 {
 	s->capture = NULL;
-	forget_all(s);
+	if (statements_dropped)
+		forget_all(s);
 	while (s->replies.n > 0)
 		queue_pop_as(s, false);
 	s->replies.head = 0;
@@ -515,7 +516,7 @@ void prepared_server_reset(struct server *s)
 
 void prepared_server_free(struct server *s)
 {
-	prepared_server_reset(s);
+	prepared_server_reset(s, true);
 	free(s->stmts.items);
 	free(s->replies.items);
 }

@@ -230,8 +230,12 @@ void prepared_flush_owed(struct server *s);
 void prepared_raise_error(struct server *s, const char *sqlstate, const char *message,
                           const char *detail, const char *hint);
 
-/* Forget what s has prepared (after DISCARD ALL / reset) and free its queue. */
-void prepared_server_reset(struct server *s);
+/*
+ * s starts its reset query: drop its queue of owed replies, and forget what
+ * it has prepared when statements_dropped (the query runs DISCARD ALL or
+ * DEALLOCATE ALL; RESET ALL, say, keeps them on the server).
+ */
+void prepared_server_reset(struct server *s, bool statements_dropped);
 
 /* Free a server's or a client's statement state. */
 void prepared_server_free(struct server *s);

@@ -720,7 +720,7 @@ void server_start_reset(struct server *s)
 		return;
 	}
 	pool_move_server(s, SV_RESET);
-	prepared_server_reset(s);    /* DISCARD ALL drops the server's statements */
+	prepared_server_reset(s, strcasestr(q, "DISCARD ALL") || strcasestr(q, "DEALLOCATE ALL"));
 	if (!send_query(s, q, SV_INTERNAL_RESET))
 		server_close(s, "out of memory");
 }

@@ -411,3 +411,18 @@ def test_psycopg_clients_after_alter_table(pg, sluice):
             assert rows == [(1, "x")]
     finally:
         pg.query("drop table if exists fp_alter2")
+
+
+# -- a reset query that keeps prepared statements ---------------------------------------------
+@pytest.mark.parametrize("reset_query", ["RESET ALL", "DISCARD ALL"])
+def test_server_reset_query_always_keeps_track_of_what_the_reset_drops(pg, sluice, reset_query):
+    """server_reset_query_always = 1 runs the reset after every transaction. RESET ALL keeps the
+    server's prepared statements, so pgsluice must not forget them (it used to, and the next
+    Parse it injected failed with 42P05); DISCARD ALL drops them, so pgsluice prepares again."""
+    pooler = sluice(pool_mode="transaction", default_pool_size=1, server_reset_query_always=1,
+                    server_reset_query=reset_query)
+    with psycopg.connect(pooler.dsn(), autocommit=True, prepare_threshold=0) as conn:
+        for n in range(4):
+            assert conn.execute("select %s::int * 2", (n,)).fetchone() == (n * 2,)
+        with conn.transaction():
+            assert conn.execute("select %s::int * 2", (5,)).fetchone() == (10,)
