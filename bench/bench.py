@@ -107,11 +107,17 @@ class Settings:
         self.pgsluice_copy = None                # set once the temporary directory exists
 
     def command_line(self):
-        """The command as the user typed it: the BENCH_* variables they set, then bench/run."""
-        internal = {"BENCH_PGSLUICE_BIN"}
-        words = [f"{k}={shlex.quote(v)}" for k, v in sorted(os.environ.items())
-                 if k.startswith("BENCH_") and k not in internal]
-        return " ".join(words + ["bench/run"])
+        """The command as the user typed it (see user_command)."""
+        return user_command()
+
+
+def user_command():
+    """The command as the user typed it: the BENCH_* variables set now, then bench/run. A
+    benchmark that sets defaults of its own calls this before it does."""
+    internal = {"BENCH_PGSLUICE_BIN"}
+    words = [f"{k}={shlex.quote(v)}" for k, v in sorted(os.environ.items())
+             if k.startswith("BENCH_") and k not in internal]
+    return " ".join(words + ["bench/run"])
 
 
 def log(msg):

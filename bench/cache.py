@@ -36,7 +36,6 @@ comments included (see usage.py).
 
 import os
 import re
-import shlex
 import subprocess
 import sys
 import time
@@ -56,7 +55,7 @@ CACHE_TTL_S = 3600
 TARGETS = ("direct", "pgbouncer", "untagged", "hit")
 LABELS = {"direct": "direct", "pgbouncer": "pgbouncer", "untagged": "pgsluice untagged",
           "hit": "pgsluice hit"}
-USER_ENV = {}   # the BENCH_* variables as the user set them, for the report's command line
+COMMAND = ""     # the command as the user typed it, for the report (bench.user_command)
 
 
 def script_text(tagged):
@@ -64,16 +63,22 @@ def script_text(tagged):
             f"SELECT answer FROM llm_cache WHERE k = :k{TAG if tagged else ''};\n")
 
 
+def add_cache_settings(ini):
+    """Give the pgsluice config file ini (a Path) a long cache TTL and SHOW access for the
+    bench role, so that the hits of one run are not expired and SHOW CACHE can be read."""
+    text = ini.read_text()
+    text = text.replace("[pgsluice]\n", "[pgsluice]\n"
+                        f"cache_default_ttl = {CACHE_TTL_S}\n"
+                        f"stats_users = {ROLE}\n", 1)
+    ini.write_text(text)
+
+
 class CachePooler(Pooler):
-    """pgsluice as in bench.py, plus a long cache TTL and SHOW access for the bench role."""
+    """pgsluice as in bench.py, plus add_cache_settings."""
 
     def write_config(self):
         super().write_config()
-        text = self.ini.read_text()
-        text = text.replace("[pgsluice]\n", "[pgsluice]\n"
-                            f"cache_default_ttl = {CACHE_TTL_S}\n"
-                            f"stats_users = {ROLE}\n", 1)
-        self.ini.write_text(text)
+        add_cache_settings(self.ini)
 
 
 def create_table(pg):
@@ -134,8 +139,7 @@ def log_problems(path):
 def report(settings, machine, results, lookups, elapsed_s, final, problems):
     out = ["## Completion cache: a pgsluice cache hit vs the same lookup direct and through "
            "PgBouncer\n"]
-    words = [f"{k}={shlex.quote(v)}" for k, v in sorted(USER_ENV.items())]
-    out.append(f"Command: `{' '.join(words + ['bench/run'])}`  ")
+    out.append(f"Command: `{COMMAND}`  ")
     out.append(f"Settings: pool_mode=transaction, default_pool_size={settings.pool_size}, "
                f"max_client_conn=1000, auth_type={settings.auth}; pgsluice cache_default_ttl="
                f"{CACHE_TTL_S} (other cache settings at their defaults), no ai_database; "
@@ -214,9 +218,8 @@ def verdict(results, lookups):
 
 
 def main():
-    global USER_ENV
-    USER_ENV = {k: v for k, v in os.environ.items()
-                if k.startswith("BENCH_") and k != "BENCH_PGSLUICE_BIN"}
+    global COMMAND
+    COMMAND = bench.user_command()     # before the defaults below are set
     os.environ.setdefault("BENCH_CLIENTS", "10 50")
     os.environ.setdefault("BENCH_SECONDS", "8")
     os.environ.setdefault("BENCH_ROUNDS", "1")

@@ -36,7 +36,6 @@ import importlib.util
 import os
 import re
 import signal
-import shlex
 import shutil
 import subprocess
 import sys
@@ -49,7 +48,7 @@ import cache  # noqa: E402
 import usage  # noqa: E402
 from bench import DBNAME, ROLE, ROOT, ConnectAllowance, Pooler, Run, log, tail  # noqa: E402
 
-USER_ENV = {}
+COMMAND = ""     # the command as the user typed it, for the report (bench.user_command)
 CG_MODES = ("simple", "extended", "prepared")
 MW_MODES = ("simple", "extended")
 HIT_TAG = " /*ai_cache='lookup',ai_user='bench-user',ai_model='gpt-4o'*/"
@@ -70,11 +69,7 @@ class MiddlewarePooler(usage.SluicePooler):
 
     def write_config(self):
         super().write_config()
-        text = self.ini.read_text()
-        text = text.replace("[pgsluice]\n", "[pgsluice]\n"
-                            f"cache_default_ttl = {cache.CACHE_TTL_S}\n"
-                            f"stats_users = {ROLE}\n", 1)
-        self.ini.write_text(text)
+        cache.add_cache_settings(self.ini)
 
 
 # -- measurements ------------------------------------------------------------------
@@ -280,8 +275,7 @@ def targets_table(settings, many, r):
 def report(settings, machine, many, r, elapsed_s, loads):
     n1, n2 = settings.callgrind_tx
     out = ["## Issue 18 targets: pgsluice vs PgBouncer\n"]
-    words = [f"{k}={shlex.quote(v)}" for k, v in sorted(USER_ENV.items())]
-    out.append(f"Command: `{' '.join(words + ['bench/run'])}`  ")
+    out.append(f"Command: `{COMMAND}`  ")
     out.append(f"Settings: pool_mode=transaction, default_pool_size={settings.pool_size}, "
                f"max_client_conn={settings.max_client_conn}, auth_type={settings.auth}, "
                f"scale {settings.scale}; PostgreSQL max_connections {r['max_conn']}; "
@@ -364,9 +358,8 @@ def report(settings, machine, many, r, elapsed_s, loads):
 
 # -- main ----------------------------------------------------------------------------
 def main():
-    global USER_ENV
-    USER_ENV = {k: v for k, v in os.environ.items()
-                if k.startswith("BENCH_") and k != "BENCH_PGSLUICE_BIN"}
+    global COMMAND
+    COMMAND = bench.user_command()     # before the defaults below are set
     os.environ.setdefault("BENCH_SECONDS", "8")
     os.environ.setdefault("BENCH_ROUNDS", "3")
     settings = bench.Settings()

@@ -28,7 +28,6 @@ a $n parameter the statement does not use.
 
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -47,7 +46,7 @@ TAGS = {
                "ai_tokens_out='30'*/"),
 }
 VARIANTS = tuple(TAGS)
-USER_ENV = {}   # the BENCH_* variables as the user set them, for the report's command line
+COMMAND = ""     # the command as the user typed it, for the report (bench.user_command)
 
 
 def script_text(variant):
@@ -147,8 +146,7 @@ def count_rows(pg):
 
 def report(settings, machine, results, elapsed_s, stored, as_tagged, recorded_tx, cg_rows):
     out = ["## Cost of usage recording: untagged vs tagged statements through pgsluice\n"]
-    words = [f"{k}={shlex.quote(v)}" for k, v in sorted(USER_ENV.items())]
-    out.append(f"Command: `{' '.join(words + ['bench/run'])}`  ")
+    out.append(f"Command: `{COMMAND}`  ")
     out.append(f"Settings: as bench/run, plus ai_database={DBNAME}, usage_journal_dir in the "
                f"temporary directory (defaults: usage_flush_interval 0.2 s, usage_batch_size "
                f"1000); pgbench -n -f <script> -j {settings.threads} -T {settings.seconds} "
@@ -209,9 +207,8 @@ def report(settings, machine, results, elapsed_s, stored, as_tagged, recorded_tx
 
 
 def main():
-    global USER_ENV
-    USER_ENV = {k: v for k, v in os.environ.items()
-                if k.startswith("BENCH_") and k != "BENCH_PGSLUICE_BIN"}
+    global COMMAND
+    COMMAND = bench.user_command()     # before the defaults below are set
     os.environ.setdefault("BENCH_MODES", "simple extended")
     os.environ.setdefault("BENCH_CLIENTS", "10 50")
     os.environ.setdefault("BENCH_SECONDS", "8")
