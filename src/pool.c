@@ -475,46 +475,46 @@ void pool_login_failed(struct pool *p, usec_t attempt_start, const uint8_t *msg,
 
 /*
  * query_wait_notify: one NOTICE to a logged-in client that has waited this
- * long for a server, PgBouncer 1.25's text (janitor.c's tick, so up to
- * 333 ms late). NoticeResponse may come at any time (protocol-flow.html,
- * 55.2.7), and a waiting client has no server streaming to it, so the
- * message goes between whole messages.
+ * long for a server, PgBouncer 1.25's text. NoticeResponse may come at any
+ * time (protocol-flow.html, 55.2.7), and a waiting client has no server
+ * streaming to it, so the message goes between whole messages.
  */
-static void notify_waiting(struct pool *p, usec_t now)
+static void notify_waiting(struct client *c)
 {
-	usec_t after = p->sl->cfg->query_wait_notify;
-	struct client *c;
-	if (after <= 0)
-		return;
-	TAILQ_FOREACH(c, &p->waiting_clients, entry) {
-		if (c->state != CL_WAITING || c->wait_notified || now - c->wait_start < after)
-			continue;
-		struct msgbuf m;
-		msg_init(&m);
-		msg_add_error(&m, PqMsg_NoticeResponse, "NOTICE", SQLSTATE_SUCCESSFUL_COMPLETION, NULL, NULL,
-		              "No server connection available in postgres backend, client being queued");
-		msg_end(&m);
-		if (!msg_flush_to(&m, bufferevent_get_output(c->bev)))
-			log_warning("C-%llu: could not queue the query_wait_notify NOTICE", (unsigned long long)c->id);
-		msg_free(&m);
-		c->wait_notified = true;
-	}
+	struct msgbuf m;
+	msg_init(&m);
+	msg_add_error(&m, PqMsg_NoticeResponse, "NOTICE", SQLSTATE_SUCCESSFUL_COMPLETION, NULL, NULL,
+	              "No server connection available in postgres backend, client being queued");
+	msg_end(&m);
+	if (!msg_flush_to(&m, bufferevent_get_output(c->bev)))
+		log_warning("C-%llu: could not queue the query_wait_notify NOTICE", (unsigned long long)c->id);
+	msg_free(&m);
+	c->wait_notified = true;
 }
 
-/* query_wait_timeout for clients that wait for a server. */
-static void expire_waiting(struct pool *p, usec_t now)
+/*
+ * query_wait_notify, then query_wait_timeout, for the clients that wait for
+ * a server (janitor.c's tick, so up to 333 ms late). The list is in the
+ * order the clients began to wait: the walk stops at the first one that is
+ * due for neither.
+ */
+static void check_waiting(struct pool *p, usec_t now)
 {
-	usec_t limit = p->sl->cfg->query_wait_timeout;
+	usec_t notify = p->sl->cfg->query_wait_notify, limit = p->sl->cfg->query_wait_timeout;
 	struct client *c, *next;
-	if (limit <= 0)
-		return;
 	TAILQ_FOREACH_SAFE(c, &p->waiting_clients, entry, next) {
-		if (now - c->wait_start < limit)
-			continue;
-		char detail[128];
-		snprintf(detail, sizeof(detail), "No server connection was free within query_wait_timeout (%lld s).",
-		         (long long)(limit / USEC_PER_SEC));
-		client_fatal(c, SQLSTATE_TOO_MANY_CONNECTIONS, detail, NULL, "query_wait_timeout");
+		usec_t waited = now - c->wait_start;
+		bool notify_due = notify > 0 && waited >= notify, expired = limit > 0 && waited >= limit;
+		if (!notify_due && !expired)
+			break;
+		if (notify_due && c->state == CL_WAITING && !c->wait_notified)
+			notify_waiting(c);
+		if (expired) {
+			char detail[128];
+			snprintf(detail, sizeof(detail), "No server connection was free within query_wait_timeout (%lld s).",
+			         (long long)(limit / USEC_PER_SEC));
+			client_fatal(c, SQLSTATE_TOO_MANY_CONNECTIONS, detail, NULL, "query_wait_timeout");
+		}
 	}
 }
 
@@ -605,8 +605,7 @@ void pool_janitor(struct sluice *sl)
 	struct pool *p;
 	create_forced_user_pools(sl);
 	TAILQ_FOREACH(p, &sl->pools, entry) {
-		notify_waiting(p, now);
-		expire_waiting(p, now);
+		check_waiting(p, now);
 		expire_active(p, now);
 		expire_servers(p, now);
 		if (p->stale && p->n_idle + p->n_active + p->n_login == 0)
