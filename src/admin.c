@@ -15,7 +15,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <netdb.h>
 #include <openssl/rand.h>
@@ -186,7 +185,7 @@ static void send_answer(struct client *c, struct msgbuf *m, bool ready)
 		if (ready)
 			msg_add_ready(m, 'I');
 	}
-	msg_flush_to(m, bufferevent_get_output(c->bev));
+	msg_flush_to(m, &c->io.out);
 }
 
 /* Monotonic time t as wall-clock text, "2026-11-21 10:00:00 UTC" (PgBouncer's timestamps). */
@@ -482,11 +481,11 @@ static void stop_reading(struct sluice *sl)
 	struct server *s;
 	TAILQ_FOREACH(p, &sl->pools, entry) {
 		TAILQ_FOREACH(c, &p->active_clients, entry)
-			bufferevent_disable(c->bev, EV_READ);
+			connio_pause_read(&c->io);
 		TAILQ_FOREACH(s, &p->idle_servers, entry)
-			bufferevent_disable(s->bev, EV_READ);
+			connio_pause_read(&s->io);
 		TAILQ_FOREACH(s, &p->active_servers, entry)
-			bufferevent_disable(s->bev, EV_READ);
+			connio_pause_read(&s->io);
 	}
 }
 
@@ -515,9 +514,9 @@ static size_t unflushed_bytes(struct sluice *sl)
 	struct server *s;
 	TAILQ_FOREACH(p, &sl->pools, entry) {
 		TAILQ_FOREACH(c, &p->active_clients, entry)
-			n += evbuffer_get_length(bufferevent_get_output(c->bev));
+			n += connio_out_len(&c->io);
 		TAILQ_FOREACH(s, &p->active_servers, entry)
-			n += evbuffer_get_length(bufferevent_get_output(s->bev));
+			n += connio_out_len(&s->io);
 	}
 	return n;
 }
@@ -714,11 +713,10 @@ static void address_text(const struct sockaddr *sa, socklen_t len, char *host, s
 	*port = atoi(serv);
 }
 
-static void local_address(struct bufferevent *bev, char *host, size_t hostlen, int *port)
+static void local_address(int fd, char *host, size_t hostlen, int *port)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
-	int fd = bufferevent_getfd(bev);
 	if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) != 0) {
 		str_copy(host, "", hostlen);
 		*port = 0;
@@ -737,7 +735,7 @@ static void client_row(struct result *r, const struct client *c, const char *sta
 {
 	char local[64], connect[64], request[64], ptr[32], link[32];
 	int local_port;
-	local_address(c->bev, local, sizeof(local), &local_port);
+	local_address(c->io.fd, local, sizeof(local), &local_port);
 	usec_t wait = (c->state == CL_WAITING || c->state == CL_WAITING_LOGIN) ? now - c->wait_start : 0;
 	snprintf(ptr, sizeof(ptr), "C-%llu", (unsigned long long)c->id);
 	if (c->server)
@@ -749,7 +747,7 @@ static void client_row(struct result *r, const struct client *c, const char *sta
 	if (c->peer.ss_family == AF_UNIX) {
 		struct ucred cred;
 		socklen_t len = sizeof(cred);
-		if (getsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+		if (getsockopt(c->io.fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
 			remote_pid = cred.pid;
 	}
 #endif
@@ -807,7 +805,7 @@ static void server_row(struct result *r, const struct server *s, const char *sta
 		str_copy(addr, p->host && p->host[0] != '/' ? p->host : "unix", sizeof(addr));
 		port = p->port;
 	}
-	local_address(s->bev, local, sizeof(local), &local_port);
+	local_address(s->io.fd, local, sizeof(local), &local_port);
 	snprintf(ptr, sizeof(ptr), "S-%llu", (unsigned long long)s->id);
 	if (s->client)
 		snprintf(link, sizeof(link), "C-%llu", (unsigned long long)s->client->id);
@@ -1974,8 +1972,8 @@ void admin_login(struct client *c)
 	msg_end(&m);
 	send_answer(c, &m, true);
 	msg_free(&m);
-	bufferevent_enable(c->bev, EV_READ);
-	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+	connio_resume_read(&c->io);
+	if (iobuf_len(&c->io.in) > 0)
 		admin_input(c);
 }
 
@@ -2039,15 +2037,15 @@ static void admin_message(struct client *c, uint8_t type, const char *body, size
 void admin_input(struct client *c)
 {
 	struct sluice *sl = c->sl;
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct iobuf *in = &c->io.in;
 	while (c->state == CL_ADMIN) {
 		/* Bound memory: a session that waits, or does not read its answers, is not read. */
 		if ((sl->admin && client_waits(sl->admin, c)) ||
-		    evbuffer_get_length(bufferevent_get_output(c->bev)) >= RELAY_HIGH_WATER) {
-			bufferevent_disable(c->bev, EV_READ);
-			return;   /* the wait's end or client_write_cb resumes */
+		    connio_out_len(&c->io) >= RELAY_HIGH_WATER) {
+			connio_pause_read(&c->io);
+			return;   /* the wait's end or the client's drain resumes */
 		}
-		bufferevent_enable(c->bev, EV_READ);
+		connio_resume_read(&c->io);
 		uint8_t type;
 		uint32_t len;
 		if (!proto_peek_header(in, &type, &len))
@@ -2057,7 +2055,7 @@ void admin_input(struct client *c)
 			             "invalid message length %u for message type \"%c\"", len, type);
 			return;
 		}
-		if (evbuffer_get_length(in) < 1 + (size_t)len)
+		if (iobuf_len(in) < 1 + (size_t)len)
 			return;
 		if (type == PqMsg_Terminate) {
 			client_close(c, "client close request");
@@ -2069,8 +2067,8 @@ void admin_input(struct client *c)
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 			return;
 		}
-		evbuffer_drain(in, PROTO_HEADER_LEN);
-		evbuffer_remove(in, body, len - 4);
+		memcpy(body, iobuf_data(in) + PROTO_HEADER_LEN, len - 4);
+		iobuf_drain(in, 1 + (size_t)len);
 		body[len - 4] = '\0';
 		admin_message(c, type, body, len - 4);
 		free(body);

@@ -117,7 +117,8 @@ void cancel_forward(struct server *s)
 	msg_add_int32(&m, s->cancel_pid);
 	msg_add_int32(&m, s->cancel_key);
 	msg_end(&m);
-	msg_flush_to(&m, bufferevent_get_output(req->bev));
+	if (!m.failed)
+		evbuffer_add(bufferevent_get_output(req->bev), m.data, m.len);
 	msg_free(&m);
 	bufferevent_setcb(req->bev, cancel_read_cb, NULL, cancel_event_cb, req);
 	usec_t wait = sl->cfg->cancel_wait_timeout;

@@ -7,9 +7,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
@@ -40,9 +37,13 @@
 
 static uint64_t next_client_id = 1;
 
-static void client_read_cb(struct bufferevent *bev, void *arg);
-static void client_write_cb(struct bufferevent *bev, void *arg);
-static void client_event_cb(struct bufferevent *bev, short events, void *arg);
+static void client_io_read(void *arg);
+static void client_io_drain(void *arg);
+static void client_io_connect(void *arg);
+static void client_io_error(void *arg, const char *why);
+static const struct connio_ops client_io_ops = {
+	client_io_read, client_io_drain, client_io_connect, client_io_error,
+};
 static void client_relay(struct client *c);
 static void login_input(struct client *c);
 
@@ -65,8 +66,7 @@ static void describe_peer(struct client *c, const struct sockaddr *addr)
 void client_accept(struct sluice *sl, int fd, const struct sockaddr *addr, socklen_t len)
 {
 	struct client *c = calloc(1, sizeof(*c));
-	struct bufferevent *bev = c ? bufferevent_socket_new(sl->base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
-	if (!bev) {
+	if (!c || !connio_open(&c->io, sl->base, fd, &client_io_ops, c)) {
 		log_error("out of memory accepting a client connection");
 		free(c);
 		close(fd);
@@ -74,7 +74,6 @@ void client_accept(struct sluice *sl, int fd, const struct sockaddr *addr, sockl
 	}
 	socket_tune(fd, sl->cfg);
 	c->sl = sl;
-	c->bev = bev;
 	c->id = next_client_id++;
 	c->auth_step = CL_AUTH_STARTUP;
 	c->connect_time = c->last_activity = now_usec();
@@ -84,9 +83,6 @@ void client_accept(struct sluice *sl, int fd, const struct sockaddr *addr, sockl
 	c->state = CL_NONE;
 	client_move(c, NULL, CL_LOGIN);
 	sl->n_clients++;
-	bufferevent_setcb(bev, client_read_cb, client_write_cb, client_event_cb, c);
-	bufferevent_setwatermark(bev, EV_WRITE, RELAY_HIGH_WATER / 2, 0);
-	bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
 
 void client_move(struct client *c, struct pool *p, enum client_state state)
@@ -154,7 +150,7 @@ static void client_free(struct client *c)
 	if (c->close_timer)
 		event_free(c->close_timer);
 	c->sl->n_clients--;
-	bufferevent_free(c->bev);
+	connio_close(&c->io);
 	if (c->scram_started)
 		scram_server_free(&c->scram);
 	varcache_clear(&c->vars);
@@ -180,17 +176,7 @@ void client_close(struct client *c, const char *reason)
 	client_free(c);
 }
 
-/*
- * Shut our side for writing once the error is on its way. Under TLS the
- * filter's output empties into the socket's bufferevent before the bytes
- * reach the socket, and a TCP FIN would cut the record short: a TLS client
- * is left to hang up after reading its error (or the 5 s timeout ends it).
- */
-static void half_close_when_flushed(struct client *c)
-{
-	if (!c->tls && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-		shutdown(bufferevent_getfd(c->bev), SHUT_WR);
-}
+static void close_later_cb(evutil_socket_t fd, short what, void *arg);
 
 /*
  * Closing after an error is a lingering close: the error is written, our
@@ -204,13 +190,17 @@ static void client_close_after_flush(struct client *c)
 		return;
 	client_detach(c);
 	client_move(c, NULL, CL_CLOSING);
+	/* A client that neither reads its error nor hangs up is closed after 5 s. */
 	struct timeval tv = { 5, 0 };
-	bufferevent_set_timeouts(c->bev, &tv, &tv);
-	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-	bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-	evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
-	half_close_when_flushed(c);
+	if (!c->close_timer)
+		c->close_timer = evtimer_new(c->sl->base, close_later_cb, c);
+	if (c->close_timer)
+		evtimer_add(c->close_timer, &tv);
+	connio_resume_read(&c->io);
+	iobuf_drain(&c->io.in, iobuf_len(&c->io.in));
+	/* Under TLS a FIN could cut the alert-less record stream short: a TLS
+	 * client is left to hang up after reading its error (or the timer ends it). */
+	connio_shut_when_flushed(&c->io);
 }
 
 void client_fatal(struct client *c, const char *sqlstate, const char *detail, const char *hint,
@@ -229,7 +219,7 @@ void client_fatal(struct client *c, const char *sqlstate, const char *detail, co
 	str_copy(c->close_reason, text, sizeof(c->close_reason));
 	msg_init(&m);
 	msg_add_error(&m, PqMsg_ErrorResponse, "FATAL", sqlstate, detail, hint, "%s", text);
-	msg_flush_to(&m, bufferevent_get_output(c->bev));
+	msg_flush_to(&m, &c->io.out);
 	msg_free(&m);
 	client_close_after_flush(c);
 }
@@ -239,7 +229,7 @@ void client_fatal_raw(struct client *c, const uint8_t *msg, size_t len)
 	struct pg_error f;
 	if (len > PROTO_HEADER_LEN && proto_parse_error(msg + PROTO_HEADER_LEN, len - PROTO_HEADER_LEN, &f))
 		str_copy(c->close_reason, f.message, sizeof(c->close_reason));
-	evbuffer_add(bufferevent_get_output(c->bev), msg, len);
+	connio_add(&c->io, msg, len);
 	client_close_after_flush(c);
 }
 
@@ -268,7 +258,7 @@ static void send_auth_request(struct client *c, int32_t code, const void *data, 
 	msg_add_int32(&m, code);
 	msg_add_bytes(&m, data, len);
 	msg_end(&m);
-	msg_flush_to(&m, bufferevent_get_output(c->bev));
+	msg_flush_to(&m, &c->io.out);
 	msg_free(&m);
 }
 
@@ -392,7 +382,7 @@ static void start_scram(struct client *c, const char *stored)
 static void start_cert_auth(struct client *c)
 {
 	char cn[256];
-	SSL *ssl = c->tls ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+	SSL *ssl = c->tls ? c->io.ssl : NULL;
 	if (!ssl || !tls_peer_common_name(ssl, cn, sizeof(cn))) {
 		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL,
 		             "auth_type = cert needs TLS and a client certificate signed by client_tls_ca_file.",
@@ -611,7 +601,7 @@ static void send_negotiate_version(struct client *c, uint32_t version, const cha
 	for (int i = 0; i < n_unknown; i++)
 		msg_add_string(&m, unknown[i]);
 	msg_end(&m);
-	msg_flush_to(&m, bufferevent_get_output(c->bev));
+	msg_flush_to(&m, &c->io.out);
 	msg_free(&m);
 	(void)version;
 }
@@ -746,52 +736,49 @@ static void handle_cancel_request(struct client *c, const uint8_t *body)
 
 /*
  * Answer SSLRequest with 'S' and run the handshake (protocol-flow.html
- * 55.2.10): from here the client's bytes go through an OpenSSL filter over
- * the socket's bufferevent, which stays underneath.
+ * 55.2.10): from here the client's bytes are read and written through
+ * OpenSSL on the same socket.
  */
 static void start_tls(struct client *c)
 {
-	bufferevent_write(c->bev, "S", 1);
+	connio_add(&c->io, "S", 1);
 	SSL *ssl = SSL_new(c->sl->tls.accept_ctx);
-	struct bufferevent *f = ssl ? bufferevent_openssl_filter_new(c->sl->base, c->bev, ssl,
-	                                                             BUFFEREVENT_SSL_ACCEPTING,
-	                                                             BEV_OPT_CLOSE_ON_FREE) : NULL;
-	if (!f) {
-		if (ssl)
-			SSL_free(ssl);
-		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "could not start TLS");
+	if (!ssl || !connio_start_tls(&c->io, ssl, true)) {
+		client_close(c, "could not start TLS");
 		return;
 	}
-	c->bev = f;
 	c->tls = true;
-	bufferevent_setcb(f, client_read_cb, client_write_cb, client_event_cb, c);
-	bufferevent_setwatermark(f, EV_WRITE, RELAY_HIGH_WATER / 2, 0);
-	bufferevent_enable(f, EV_READ | EV_WRITE);
 }
 
 /* The untyped first packets: SSLRequest, GSSENCRequest, CancelRequest, StartupMessage. */
-static bool startup_packet(struct client *c, struct evbuffer *in)
+static bool startup_packet(struct client *c, struct iobuf *in)
 {
-	uint8_t hdr[8];
-	if (evbuffer_copyout(in, hdr, sizeof(hdr)) < (ev_ssize_t)sizeof(hdr))
+	if (iobuf_len(in) < 8)
 		return false;
+	const uint8_t *hdr = iobuf_data(in);
 	uint32_t len = ((uint32_t)hdr[0] << 24) | ((uint32_t)hdr[1] << 16) | ((uint32_t)hdr[2] << 8) | hdr[3];
 	uint32_t code = ((uint32_t)hdr[4] << 24) | ((uint32_t)hdr[5] << 16) | ((uint32_t)hdr[6] << 8) | hdr[7];
 	if (len < 8 || len > PROTO_MAX_STARTUP_LEN) {
 		client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL, "invalid length of startup packet");
 		return false;
 	}
-	if (evbuffer_get_length(in) < len)
+	if (iobuf_len(in) < len)
 		return false;
-	uint8_t *pkt = evbuffer_pullup(in, len);
+	const uint8_t *pkt = iobuf_data(in);
 	if (code == PROTO_SSL_REQUEST && !c->tls && c->sl->tls.accept_ctx && c->peer.ss_family != AF_UNIX) {
-		evbuffer_drain(in, len);
+		iobuf_drain(in, len);
+		if (iobuf_len(in) > 0) {
+			/* bytes sent before the handshake could be a man in the middle's (CVE-2021-23214) */
+			client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL,
+			             "received unencrypted data after SSL request");
+			return false;
+		}
 		start_tls(c);
 		return false;   /* the startup packet comes through TLS */
 	}
 	if (code == PROTO_SSL_REQUEST || code == PROTO_GSSENC_REQUEST) {
-		evbuffer_drain(in, len);
-		bufferevent_write(c->bev, "N", 1);
+		iobuf_drain(in, len);
+		connio_add(&c->io, "N", 1);
 		return true;
 	}
 	if (code == PROTO_CANCEL_REQUEST && len == 16) {
@@ -810,7 +797,7 @@ static bool startup_packet(struct client *c, struct evbuffer *in)
 		return false;
 	}
 	memcpy(copy, pkt + 8, len - 8);
-	evbuffer_drain(in, len);
+	iobuf_drain(in, len);
 	c->auth_step = CL_AUTH_PASSWORD;   /* until start_auth says otherwise */
 	handle_startup(c, copy, len - 8, code);
 	free(copy);
@@ -819,7 +806,7 @@ static bool startup_packet(struct client *c, struct evbuffer *in)
 
 static void login_input(struct client *c)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct iobuf *in = &c->io.in;
 	while (c->state == CL_LOGIN) {
 		if (c->auth_step == CL_AUTH_QUERY)
 			return;     /* the client speaks after our next request; keep its bytes */
@@ -837,11 +824,11 @@ static void login_input(struct client *c)
 			             "expected password response, got message type %d", type);
 			return;
 		}
-		if (evbuffer_get_length(in) < 1 + (size_t)len)
+		if (iobuf_len(in) < 1 + (size_t)len)
 			return;
 		uint8_t body[MAX_AUTH_MESSAGE_LEN];
-		evbuffer_drain(in, PROTO_HEADER_LEN);
-		evbuffer_remove(in, body, len - 4);
+		memcpy(body, iobuf_data(in) + PROTO_HEADER_LEN, len - 4);
+		iobuf_drain(in, 1 + (size_t)len);
 		struct msgreader r;
 		mr_init(&r, body, len - 4);
 		if (c->auth_step == CL_AUTH_PASSWORD)
@@ -933,21 +920,21 @@ void client_welcome(struct client *c)
 	msg_add_int32(&m, c->cancel_key);
 	msg_end(&m);
 	msg_add_ready(&m, 'I');
-	if (!msg_flush_to(&m, bufferevent_get_output(c->bev))) {
+	if (!msg_flush_to(&m, &c->io.out)) {
 		msg_free(&m);
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return;
 	}
 	msg_free(&m);
-	bufferevent_enable(c->bev, EV_READ);
-	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+	connio_resume_read(&c->io);
+	if (iobuf_len(&c->io.in) > 0)
 		client_relay(c);
 }
 
 void client_send_ready(struct client *c, char status)
 {
 	const uint8_t msg[6] = { PqMsg_ReadyForQuery, 0, 0, 0, 5, (uint8_t)status };
-	evbuffer_add(bufferevent_get_output(c->bev), msg, sizeof(msg));
+	connio_add(&c->io, msg, sizeof(msg));
 }
 
 /* ---- relay ---- */
@@ -1015,7 +1002,7 @@ void client_note_message(struct client *c, struct server *s, uint8_t type)
 
 static void client_relay(struct client *c)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct iobuf *in = &c->io.in;
 	for (;;) {
 		struct server *s = c->server;
 		if (c->state != CL_ACTIVE)
@@ -1023,22 +1010,25 @@ static void client_relay(struct client *c)
 		if (s && s->internal != SV_INTERNAL_NONE)
 			return;      /* setup running; client_server_linked resumes */
 		if (c->drop_left > 0) {
-			size_t n = evbuffer_get_length(in);
+			size_t n = iobuf_len(in);
 			if (n == 0)
 				return;
 			if (n > c->drop_left)
 				n = c->drop_left;
-			evbuffer_drain(in, n);
+			iobuf_drain(in, n);
 			c->drop_left -= (uint32_t)n;
 			continue;
 		}
 		if (s && c->relay_left > 0) {
-			size_t n = evbuffer_get_length(in);
+			size_t n = iobuf_len(in);
 			if (n == 0)
 				return;
 			if (n > c->relay_left)
 				n = c->relay_left;
-			evbuffer_remove_buffer(in, bufferevent_get_output(s->bev), n);
+			if (!iobuf_move(&s->io.out, in, n)) {
+				client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+				return;
+			}
 			c->relay_left -= (uint32_t)n;
 			c->sl->stats.bytes_received += n;
 			c->pool->stats.bytes_received += n;
@@ -1083,7 +1073,7 @@ static void client_relay(struct client *c)
 		}
 		if (!c->checked) {
 			/* once per message, even when the relay stops and resumes */
-			if (type == PqMsg_Query && evbuffer_get_length(in) >= 1 + (size_t)len) {
+			if (type == PqMsg_Query && iobuf_len(in) >= 1 + (size_t)len) {
 				if (client_intercept_set(c, len))
 					continue;
 				int dealloc = prepared_intercept_deallocate(c, len);
@@ -1112,10 +1102,9 @@ static void client_relay(struct client *c)
 			pool_request_server(c->pool, c);
 			return;   /* linking resumes the relay */
 		}
-		struct evbuffer *out = bufferevent_get_output(s->bev);
-		if (evbuffer_get_length(out) >= RELAY_HIGH_WATER) {
-			bufferevent_disable(c->bev, EV_READ);
-			return;   /* the server's write callback resumes us */
+		if (connio_out_len(&s->io) >= RELAY_HIGH_WATER) {
+			connio_pause_read(&c->io);
+			return;   /* the server's drain resumes us */
 		}
 		enum client_msg_result res = prepared_active(c) ? prepared_client_message(c, s, type, len)
 		                                                : CLIENT_MSG_PASS;
@@ -1140,7 +1129,7 @@ static void client_relay(struct client *c)
 
 void client_server_linked(struct client *c)
 {
-	bufferevent_enable(c->bev, EV_READ);
+	connio_resume_read(&c->io);
 	client_relay(c);
 }
 
@@ -1148,16 +1137,15 @@ void client_resume(struct client *c)
 {
 	if (c->state == CL_CLOSING)
 		return;
-	bufferevent_enable(c->bev, EV_READ);
+	connio_resume_read(&c->io);
 	client_relay(c);
 }
 
-static void client_read_cb(struct bufferevent *bev, void *arg)
+static void client_io_read(void *arg)
 {
 	struct client *c = arg;
-	(void)bev;
 	if (c->state == CL_CLOSING) {
-		evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
+		iobuf_drain(&c->io.in, iobuf_len(&c->io.in));
 		return;
 	}
 	if (c->state == CL_LOGIN)
@@ -1166,21 +1154,27 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
 		client_relay(c);
 	else if (c->state == CL_ADMIN)
 		admin_input(c);
+	else if ((c->state == CL_WAITING || c->state == CL_WAITING_LOGIN) &&
+	         iobuf_len(&c->io.in) >= RELAY_HIGH_WATER)
+		connio_pause_read(&c->io);   /* linking reads on; below this, reading notices a hang-up */
 	/* CL_WAITING*: the data waits in the buffer until a server is linked */
 }
 
-static void client_write_cb(struct bufferevent *bev, void *arg)
+static void client_io_drain(void *arg)
 {
 	struct client *c = arg;
-	(void)bev;
-	if (c->state == CL_CLOSING) {
-		half_close_when_flushed(c);
+	if (c->state == CL_CLOSING)
 		return;
-	}
 	if (c->state == CL_ADMIN)
 		admin_input(c);   /* its answers drained: read on */
 	else if (c->server)
 		server_resume(c->server);
+}
+
+/* Only a connecting side is told of a finished handshake; a client always accepts. */
+static void client_io_connect(void *arg)
+{
+	(void)arg;
 }
 
 static void close_later_cb(evutil_socket_t fd, short what, void *arg)
@@ -1192,14 +1186,15 @@ static void close_later_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * A failed TLS handshake leaves an alert (unknown CA, certificate required)
- * queued below the filter: keep the socket a moment so the client learns
- * why, instead of seeing the connection vanish.
+ * A failed TLS handshake has its alert (unknown CA, certificate required)
+ * on the way: keep the socket a moment so the client learns why, instead
+ * of seeing the connection vanish.
  */
 static void close_after_tls_error(struct client *c, const char *why)
 {
 	struct timeval tv = { 0, 200000 };
-	c->close_timer = evtimer_new(c->sl->base, close_later_cb, c);
+	if (!c->close_timer)
+		c->close_timer = evtimer_new(c->sl->base, close_later_cb, c);
 	if (!c->close_timer) {
 		client_close(c, why);
 		return;
@@ -1208,27 +1203,19 @@ static void close_after_tls_error(struct client *c, const char *why)
 	str_copy(c->close_reason, why, sizeof(c->close_reason));
 	client_detach(c);
 	client_move(c, NULL, CL_CLOSING);
-	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	connio_stop(&c->io);
 	evtimer_add(c->close_timer, &tv);
 }
 
-static void client_event_cb(struct bufferevent *bev, short events, void *arg)
+static void client_io_error(void *arg, const char *why)
 {
 	struct client *c = arg;
-	/* Each call pops one error off libevent's queue: read the first once. */
-	unsigned long tls_err = c->tls ? bufferevent_get_openssl_error(bev) : 0;
-	/* A TLS handshake's end can be reported after its first data was read
-	 * (and answered): it is no reason to act, least of all to close. */
-	if ((events & BEV_EVENT_CONNECTED) && !(events & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)))
-		return;
 	if (c->state == CL_CLOSING)
 		client_close(c, c->close_reason);
-	else if (events & BEV_EVENT_EOF)
+	else if (!why)
 		client_close(c, "client unexpected eof");
-	else if ((events & BEV_EVENT_ERROR) && tls_err)
-		close_after_tls_error(c, tls_error_text(tls_err));
-	else if (events & BEV_EVENT_ERROR)
-		client_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-	else if (events & BEV_EVENT_TIMEOUT)
-		client_close(c, "client did not read its error");
+	else if (c->io.state == IO_HANDSHAKE)
+		close_after_tls_error(c, why);
+	else
+		client_close(c, why);
 }

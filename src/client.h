@@ -15,6 +15,7 @@
 #include "ai/cache.h"
 #include "ai/session.h"
 #include "config.h"
+#include "connio.h"
 #include "prepared.h"
 #include "proto.h"
 #include "scram.h"
@@ -30,7 +31,6 @@ struct stmt_tags;
 struct cache_stmt;
 struct tagged_stmt { char *name; struct ai_tags *tags; struct cache_stmt *cstmt; };
 struct server;
-struct bufferevent;
 struct event;
 
 enum client_state {
@@ -54,13 +54,13 @@ struct client {
 	struct sluice *sl;
 	struct pool *pool;
 	struct server *server;         /* linked server or NULL */
-	struct bufferevent *bev;
+	struct connio io;              /* the socket, its buffers and events */
 	uint64_t id;
 
 	char addr[64];                 /* peer address text, "unix" for unix sockets */
 	struct sockaddr_storage peer;  /* peer address, for auth_hba_file rules */
 	enum auth_type auth_method;    /* the method chosen for this login */
-	bool tls;                      /* bev is an OpenSSL filter over the socket */
+	bool tls;                      /* io runs TLS */
 	struct event *close_timer;     /* owned; closes it a moment after a failed handshake */
 	int port;
 	char *user;                    /* login role from the StartupMessage, owned */
@@ -168,8 +168,5 @@ void client_free_derived_secrets(struct sluice *sl);
 
 /* Find the client that owns BackendKeyData (pid, key), or NULL. */
 struct client *client_find_by_key(struct sluice *sl, int32_t pid, int32_t key);
-
-/* Bytes of output a peer may queue before its source stops reading. */
-#define RELAY_HIGH_WATER (256 * 1024)
 
 #endif

@@ -6,8 +6,6 @@
  */
 #include "client_step.h"
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -61,7 +59,7 @@ static void answer_query(struct client *c, const char *tag, const char *sqlstate
 		msg_begin(&m, PqMsg_Query);
 		msg_add_string(&m, sql);
 		msg_end(&m);
-		msg_flush_to(&m, bufferevent_get_output(s->bev));
+		msg_flush_to(&m, &s->io.out);
 		client_note_message(c, s, PqMsg_Query);
 		prepared_note_request(s, PqMsg_Query);
 	} else {
@@ -70,7 +68,7 @@ static void answer_query(struct client *c, const char *tag, const char *sqlstate
 		else
 			write_command_complete(&m, tag);
 		msg_add_ready(&m, s ? s->tx_status : 'I');
-		msg_flush_to(&m, bufferevent_get_output(c->bev));
+		msg_flush_to(&m, &c->io.out);
 	}
 	msg_free(&m);
 }
@@ -106,7 +104,7 @@ static void answer_show(struct client *c, const char *name, const char *value)
 		msg_add_string(&m, q.failed ? "SELECT ''" : q.s);
 		msg_end(&m);
 		sqltext_free(&q);
-		msg_flush_to(&m, bufferevent_get_output(s->bev));
+		msg_flush_to(&m, &s->io.out);
 		client_note_message(c, s, PqMsg_Query);
 		prepared_note_request(s, PqMsg_Query);
 	} else {
@@ -127,7 +125,7 @@ static void answer_show(struct client *c, const char *name, const char *value)
 		msg_end(&m);
 		write_command_complete(&m, "SHOW");
 		msg_add_ready(&m, s ? s->tx_status : 'I');
-		msg_flush_to(&m, bufferevent_get_output(c->bev));
+		msg_flush_to(&m, &c->io.out);
 	}
 	msg_free(&m);
 }
@@ -143,17 +141,32 @@ bool client_intercept_set(struct client *c, uint32_t len)
 	size_t n = len - 4;
 	if (n >= sizeof(text))
 		return false;
-	struct evbuffer *in = bufferevent_get_input(c->bev);
-	struct evbuffer_ptr pos;
-	evbuffer_ptr_set(in, &pos, PROTO_HEADER_LEN, EVBUFFER_PTR_SET);
-	if (evbuffer_copyout_from(in, &pos, text, n) != (ev_ssize_t)n)
+	struct iobuf *in = &c->io.in;
+	if (iobuf_len(in) < 1 + (size_t)len)
 		return false;
+	/* Every simple Query passes here: only SET, RESET and SHOW (or a leading comment) can be ours. */
+	const uint8_t *body = iobuf_data(in) + PROTO_HEADER_LEN;
+	size_t i = 0;
+	while (i < n && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r'))
+		i++;
+	if (i < n && body[i] != '/' && body[i] != '-') {
+		char w[6];
+		size_t k = 0;
+		while (k < sizeof(w) - 1 && i + k < n && ((body[i + k] | 0x20) >= 'a' && (body[i + k] | 0x20) <= 'z')) {
+			w[k] = (char)(body[i + k] | 0x20);
+			k++;
+		}
+		w[k] = '\0';
+		if (strcmp(w, "set") != 0 && strcmp(w, "show") != 0 && strcmp(w, "reset") != 0)
+			return false;
+	}
+	memcpy(text, body, n);
 	const char *tag = NULL;
 	char err[256];
 	enum ai_set_result r = ai_session_match_set(&c->ai, text, n, &tag, err, sizeof(err));
 	if (r == AI_SET_NONE)
 		return false;
-	evbuffer_drain(in, 1 + (size_t)len);
+	iobuf_drain(in, 1 + (size_t)len);
 	c->sl->stats.query_count++;
 	if (r == AI_SET_SHOW)
 		answer_show(c, tag, strcmp(tag, "sluice.user") == 0 ? c->ai.user : c->ai.model);
@@ -168,19 +181,17 @@ bool client_intercept_set(struct client *c, uint32_t len)
 /* ---- the middleware's step ---- */
 
 /* Offset of the comment opener in the message body at [from, 1 + len) of the input, or -1. */
-ev_ssize_t client_step_find_comment(struct evbuffer *in, size_t from, uint32_t len)
+long client_step_find_comment(const struct iobuf *in, size_t from, uint32_t len)
 {
-	struct evbuffer_ptr start;
-	if (evbuffer_ptr_set(in, &start, from, EVBUFFER_PTR_SET) != 0)
+	if (from >= 1 + (size_t)len)
 		return -1;
-	struct evbuffer_ptr hit = evbuffer_search(in, "/*", 2, &start);
-	return hit.pos >= 0 && (size_t)hit.pos < 1 + (size_t)len ? hit.pos : -1;
+	return iobuf_find(in, from, 1 + (size_t)len - from, "/*", 2);
 }
 
 /* Refuse the simple Query at the front of the input (whole, not consumed yet). */
 static void refuse_query(struct client *c, uint32_t len, const struct pg_error *r)
 {
-	evbuffer_drain(bufferevent_get_input(c->bev), 1 + (size_t)len);
+	iobuf_drain(&c->io.in, 1 + (size_t)len);
 	c->sl->stats.query_count++;
 	answer_query(c, NULL, r->sqlstate, r->message, r->detail[0] ? r->detail : NULL,
 	             r->hint[0] ? r->hint : NULL);
@@ -362,10 +373,10 @@ static int query_cache_step(struct client *c, const char *text, size_t len, cons
 static void answer_query_hit(struct client *c, uint32_t len, struct cache_entry *hit, const struct ai_tags *tags)
 {
 	struct server *s = c->server;
-	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct iobuf *out = &c->io.out;
 	struct usage_pending *usage = hit_usage(c, tags);
 	uint32_t pos = 0;
-	evbuffer_drain(bufferevent_get_input(c->bev), 1 + (size_t)len);
+	iobuf_drain(&c->io.in, 1 + (size_t)len);
 	c->sl->stats.query_count++;
 	c->pool->stats.query_count++;
 	cache_note_hit(c->sl->cache);
@@ -384,11 +395,11 @@ static void answer_query_hit(struct client *c, uint32_t len, struct cache_entry 
  */
 static int query_step(struct client *c, uint32_t len)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
-	if (evbuffer_get_length(in) < 1 + (size_t)len)
+	struct iobuf *in = &c->io.in;
+	if (iobuf_len(in) < 1 + (size_t)len)
 		return -1;
 	if (!c->settings_tainted) {
-		const uint8_t *msg = evbuffer_pullup(in, 1 + (ev_ssize_t)len);
+		const uint8_t *msg = iobuf_data(in);
 		if (!msg) {
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 			return 0;
@@ -401,7 +412,7 @@ static int query_step(struct client *c, uint32_t len)
 	bool tagged = false;
 	struct cache_entry *hit = NULL;
 	if (client_step_find_comment(in, PROTO_HEADER_LEN, len) >= 0) {
-		const char *text = (const char *)evbuffer_pullup(in, 1 + (ev_ssize_t)len) + PROTO_HEADER_LEN;
+		const char *text = (const char *)iobuf_data(in) + PROTO_HEADER_LEN;
 		size_t text_len = strnlen(text, len - 4);
 		enum tags_result tr = middleware_tags(text, text_len, &tags, &r);
 		if (tr == TAGS_INVALID) {
@@ -582,10 +593,10 @@ static struct cache_stmt *lookup_stmt(struct client *c, const struct parse_msg *
 /* Parse, any: note what its text may do to settings. Returns 1 to go on, -1 to wait for more bytes. */
 static int parse_settings_step(struct client *c, uint32_t len)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
-	if (evbuffer_get_length(in) < 1 + (size_t)len)
+	struct iobuf *in = &c->io.in;
+	if (iobuf_len(in) < 1 + (size_t)len)
 		return -1;
-	const uint8_t *msg = evbuffer_pullup(in, 1 + (ev_ssize_t)len);
+	const uint8_t *msg = iobuf_data(in);
 	struct parse_msg p;
 	if (!msg || !read_parse(msg + PROTO_HEADER_LEN, len - 4, &p))
 		c->settings_tainted = true;    /* unreadable: PostgreSQL will refuse it, but be safe */
@@ -601,12 +612,12 @@ static int parse_settings_step(struct client *c, uint32_t len)
  */
 static int parse_step(struct client *c, struct server *s, uint32_t len)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct iobuf *in = &c->io.in;
 	if (!c->n_tagged && !c->unnamed_tags && client_step_find_comment(in, PROTO_HEADER_LEN, len) < 0)
 		return 1;   /* nothing tagged before, nothing tagged now */
-	if (evbuffer_get_length(in) < 1 + (size_t)len)
+	if (iobuf_len(in) < 1 + (size_t)len)
 		return -1;
-	const uint8_t *body = evbuffer_pullup(in, 1 + (ev_ssize_t)len) + PROTO_HEADER_LEN;
+	const uint8_t *body = iobuf_data(in) + PROTO_HEADER_LEN;
 	struct parse_msg p;
 	if (!read_parse(body, len - 4, &p))
 		return 1;
@@ -614,7 +625,7 @@ static int parse_step(struct client *c, struct server *s, uint32_t len)
 	struct pg_error r;
 	enum tags_result tr = strstr(p.query, "/*") ? middleware_tags(p.query, strlen(p.query), &tags, &r) : TAGS_NONE;
 	if (tr == TAGS_INVALID) {
-		evbuffer_drain(in, 1 + (size_t)len);
+		iobuf_drain(in, 1 + (size_t)len);
 		prepared_raise_error(s, r.sqlstate, r.message, NULL, r.hint);
 		return 0;
 	}
@@ -663,10 +674,10 @@ void client_step_parsed(struct client *c, struct stmt_tags *st, bool ok)
 /* Close of a statement: it is gone for PostgreSQL whether or not it existed. */
 static int close_step(struct client *c, uint32_t len)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
-	if (evbuffer_get_length(in) < 1 + (size_t)len)
+	struct iobuf *in = &c->io.in;
+	if (iobuf_len(in) < 1 + (size_t)len)
 		return -1;
-	const uint8_t *body = evbuffer_pullup(in, 1 + (ev_ssize_t)len) + PROTO_HEADER_LEN;
+	const uint8_t *body = iobuf_data(in) + PROTO_HEADER_LEN;
 	if (body[0] == 'S' && memchr(body + 1, 0, len - 5))
 		keep_statement_tags(c, (const char *)body + 1, NULL, NULL);
 	else if (body[0] == 'P' && memchr(body + 1, 0, len - 5))
@@ -686,14 +697,12 @@ static bool portal_answerable(const struct server *s, const struct cache_entry *
  * (whose end is at `from` in the input)? True when a Describe comes before
  * the Sync, or when the batch is not buffered up to its Sync yet.
  */
-static bool describe_follows(struct evbuffer *in, size_t from)
+static bool describe_follows(struct iobuf *in, size_t from)
 {
-	size_t total = evbuffer_get_length(in);
+	size_t total = iobuf_len(in);
 	while (from + PROTO_HEADER_LEN <= total) {
 		uint8_t hdr[PROTO_HEADER_LEN];
-		struct evbuffer_ptr pos;
-		evbuffer_ptr_set(in, &pos, from, EVBUFFER_PTR_SET);
-		evbuffer_copyout_from(in, &pos, hdr, sizeof(hdr));
+		iobuf_copyout(in, from, hdr, sizeof(hdr));
 		if (hdr[0] == PqMsg_Describe || hdr[0] == PqMsg_Bind)
 			return hdr[0] == PqMsg_Describe;    /* a new Bind replaces the portal */
 		if (hdr[0] == PqMsg_Sync)
@@ -711,13 +720,13 @@ static bool describe_follows(struct evbuffer *in, size_t from)
 static int bind_cache_step(struct client *c, struct server *s, const struct ai_tags *t,
                            const struct cache_stmt *cs, uint32_t len)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct iobuf *in = &c->io.in;
 	struct cache *cache = c->sl->cache;
 	if ((int64_t)len > c->sl->cfg->cache_max_entry_size)
 		return 1;    /* a key larger than any answer kept: not worth copying the message */
-	if (evbuffer_get_length(in) < 1 + (size_t)len)
+	if (iobuf_len(in) < 1 + (size_t)len)
 		return -1;
-	const uint8_t *body = evbuffer_pullup(in, 1 + (ev_ssize_t)len) + PROTO_HEADER_LEN;
+	const uint8_t *body = iobuf_data(in) + PROTO_HEADER_LEN;
 	struct msgbuf k;
 	msg_init(&k);
 	if (!cache_key_bind(&k, c, cs, body, len - 4)) {
@@ -732,7 +741,7 @@ static int bind_cache_step(struct client *c, struct server *s, const struct ai_t
 	bool describes = f == CACHE_FOUND_READY && describe_follows(in, 1 + (size_t)len);
 	if (f == CACHE_FOUND_READY && portal_answerable(s, e, describes)) {
 		msg_free(&k);
-		evbuffer_drain(in, 1 + (size_t)len);
+		iobuf_drain(in, 1 + (size_t)len);
 		c->cached_portal = e;
 		c->cached_portal_row = 0;
 		if (!prepared_owe(s, PqMsg_BindComplete, NULL, 0, 0, NULL))
@@ -747,19 +756,17 @@ static int bind_cache_step(struct client *c, struct server *s, const struct ai_t
 /* Bind to the unnamed portal: it carries its statement's tags. */
 static int bind_step(struct client *c, struct server *s, uint32_t len)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct iobuf *in = &c->io.in;
 	char head[320];
 	size_t n = len - 4 < sizeof(head) ? len - 4 : sizeof(head);
-	struct evbuffer_ptr pos;
-	evbuffer_ptr_set(in, &pos, PROTO_HEADER_LEN, EVBUFFER_PTR_SET);
-	if (evbuffer_copyout_from(in, &pos, head, n) != (ev_ssize_t)n)
+	if (iobuf_copyout(in, PROTO_HEADER_LEN, head, n) != (size_t)n)
 		return n < len - 4 ? -1 : 1;
 	const char *nul = memchr(head, 0, n);
 	if (!nul)
 		return 1;
 	const char *stmt = nul + 1;
 	if (!memchr(stmt, 0, n - (size_t)(stmt - head)))
-		return evbuffer_get_length(in) < 1 + (size_t)len ? -1 : 1;
+		return iobuf_len(in) < 1 + (size_t)len ? -1 : 1;
 	const struct cache_stmt *cs;
 	const struct stmt_tags *parsing = prepared_active(c) ? NULL : prepared_pending_parse(s, stmt);
 	const struct ai_tags *t = parsing ? parsing->tags : statement_tags(c, stmt, &cs);
@@ -784,11 +791,9 @@ static int bind_step(struct client *c, struct server *s, uint32_t len)
  */
 static int portal_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct iobuf *in = &c->io.in;
 	uint8_t what[2];
-	struct evbuffer_ptr pos;
-	evbuffer_ptr_set(in, &pos, PROTO_HEADER_LEN, EVBUFFER_PTR_SET);
-	if (len < 6 || evbuffer_copyout_from(in, &pos, what, 2) != 2)
+	if (len < 6 || iobuf_copyout(in, PROTO_HEADER_LEN, what, 2) != 2)
 		return len < 6 ? 1 : -1;
 	if (what[0] != 'P' || what[1] != 0)
 		return 1;    /* a statement, or a named portal */
@@ -797,7 +802,7 @@ static int portal_step(struct client *c, struct server *s, uint8_t type, uint32_
 		portal_forget(c);
 		if (!hit)
 			return 1;
-		evbuffer_drain(in, 1 + (size_t)len);
+		iobuf_drain(in, 1 + (size_t)len);
 		if (!prepared_owe(s, PqMsg_CloseComplete, NULL, 0, 0, NULL))
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return 0;
@@ -808,7 +813,7 @@ static int portal_step(struct client *c, struct server *s, uint8_t type, uint32_
 		c->pending_fill = c->portal_fill;    /* its RowDescription is captured */
 		return 1;
 	}
-	evbuffer_drain(in, 1 + (size_t)len);
+	iobuf_drain(in, 1 + (size_t)len);
 	if (!c->cached_portal->rowdesc) {
 		/* Defensive: bind_cache_step only binds such an answer when the batch
 		 * is buffered up to its Sync without a Describe. */
@@ -833,12 +838,10 @@ static uint32_t rows_taken(uint32_t n, uint32_t pos, int32_t max_rows)
 /* Execute of the unnamed portal: the middleware decides; a refusal fails it in place. */
 static int execute_step(struct client *c, struct server *s, uint32_t len)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct iobuf *in = &c->io.in;
 	uint8_t head[PORTAL_NAME_MAX + 5];
 	size_t n = len - 4 < sizeof(head) ? len - 4 : sizeof(head);
-	struct evbuffer_ptr pos;
-	evbuffer_ptr_set(in, &pos, PROTO_HEADER_LEN, EVBUFFER_PTR_SET);
-	if (evbuffer_copyout_from(in, &pos, head, n) != (ev_ssize_t)n)
+	if (iobuf_copyout(in, PROTO_HEADER_LEN, head, n) != (size_t)n)
 		return -1;
 	const uint8_t *nul = memchr(head, 0, n);
 	if (!nul || (size_t)(head + n - nul) < 5)
@@ -855,7 +858,7 @@ static int execute_step(struct client *c, struct server *s, uint32_t len)
 		c->pending_usage = c->batch_usage;
 		c->batch_usage = NULL;
 	} else if (!middleware_admit(c, tags, &r, &c->pending_usage)) {
-		evbuffer_drain(in, 1 + (size_t)len);
+		iobuf_drain(in, 1 + (size_t)len);
 		prepared_raise_error(s, r.sqlstate, r.message, r.detail[0] ? r.detail : NULL, r.hint[0] ? r.hint : NULL);
 		return 0;
 	}
@@ -870,7 +873,7 @@ static int execute_step(struct client *c, struct server *s, uint32_t len)
 	}
 	if (!c->cached_portal)
 		return 1;
-	evbuffer_drain(in, 1 + (size_t)len);
+	iobuf_drain(in, 1 + (size_t)len);
 	struct cache_entry *e = c->cached_portal;
 	uint32_t from = c->cached_portal_row;
 	c->cached_portal_row += rows_taken(e->n_rows, from, max_rows);
@@ -928,9 +931,9 @@ enum local_scan {
 };
 
 /* Headers of the buffered batch up to its Sync (or a final Flush): b->n whole messages, b->bytes. */
-static enum local_scan local_scan(struct evbuffer *in, struct local_batch *b)
+static enum local_scan local_scan(struct iobuf *in, struct local_batch *b)
 {
-	size_t off = 0, total = evbuffer_get_length(in);
+	size_t off = 0, total = iobuf_len(in);
 	for (;;) {
 		b->bytes = off;
 		if (off + PROTO_HEADER_LEN > total)
@@ -938,9 +941,7 @@ static enum local_scan local_scan(struct evbuffer *in, struct local_batch *b)
 		if (b->n == LOCAL_MAX_MESSAGES)
 			return LOCAL_TOO_LONG;
 		uint8_t hdr[PROTO_HEADER_LEN];
-		struct evbuffer_ptr pos;
-		evbuffer_ptr_set(in, &pos, off, EVBUFFER_PTR_SET);
-		evbuffer_copyout_from(in, &pos, hdr, sizeof(hdr));
+		iobuf_copyout(in, off, hdr, sizeof(hdr));
 		uint32_t len = ((uint32_t)hdr[1] << 24) | ((uint32_t)hdr[2] << 16) | ((uint32_t)hdr[3] << 8) | hdr[4];
 		if (len < 4 || off + 1 + (size_t)len > LOCAL_MAX_BYTES)
 			return LOCAL_TOO_LONG;
@@ -1018,7 +1019,7 @@ static bool local_bind(struct client *c, struct local_batch *b, struct local_msg
  */
 static bool local_plan(struct client *c, struct local_batch *b, bool whole)
 {
-	const uint8_t *all = evbuffer_pullup(bufferevent_get_input(c->bev), (ev_ssize_t)b->bytes);
+	const uint8_t *all = iobuf_data(&c->io.in);
 	struct local_msg *bound = NULL;
 	bool executes = false;
 	for (int i = 0; all && i < b->n; i++) {
@@ -1058,17 +1059,17 @@ static bool local_plan(struct client *c, struct local_batch *b, bool whole)
 	return all && (executes || !whole);
 }
 
-static void add_message(struct evbuffer *out, uint8_t type)
+static void add_message(struct iobuf *out, uint8_t type)
 {
 	uint8_t msg[5] = { type, 0, 0, 0, 4 };
-	evbuffer_add(out, msg, sizeof(msg));
+	iobuf_add(out, msg, sizeof(msg));
 }
 
 /* Answer one planned message of the batch; *failed: an Execute was refused, skip to Sync. */
 static bool local_answer(struct client *c, struct local_batch *b, struct local_msg *m, const uint8_t *body,
                          bool *failed)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct iobuf *out = &c->io.out;
 	struct pg_error r;
 	switch (m->type) {
 	case PqMsg_Parse: {
@@ -1137,7 +1138,7 @@ static int local_batch_step(struct client *c)
 {
 	/* on the stack and not zeroed: calloc of its 9 kB cost more than the rest of a hit */
 	struct local_batch batch, *b = &batch;
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct iobuf *in = &c->io.in;
 	b->n = b->n_parses = 0;
 	b->wait_for = NULL;
 	b->bytes = 0;
@@ -1151,14 +1152,14 @@ static int local_batch_step(struct client *c)
 			step = cache_park(c, b->wait_for);
 		c->cache_bypass = false;
 	} else if (planned) {
-		const uint8_t *all = evbuffer_pullup(in, (ev_ssize_t)b->bytes);
+		const uint8_t *all = iobuf_data(in);
 		bool failed = false, ok = true;
 		for (int i = 0; i < b->n && ok; i++) {
 			if (failed && b->msgs[i].type != PqMsg_Sync)
 				continue;    /* skipped after an error, as PostgreSQL does */
 			ok = local_answer(c, b, &b->msgs[i], all + b->msgs[i].off + PROTO_HEADER_LEN, &failed);
 		}
-		evbuffer_drain(in, b->bytes);
+		iobuf_drain(in, b->bytes);
 		c->local_batch_open = b->msgs[b->n - 1].type == PqMsg_Flush;
 		step = 0;
 		if (!ok)
@@ -1179,7 +1180,7 @@ static void refuse_batch(struct client *c, uint32_t len, const struct pg_error *
 	msg_init(&m);
 	msg_add_error(&m, PqMsg_ErrorResponse, "ERROR", r->sqlstate, r->detail[0] ? r->detail : NULL,
 	              r->hint[0] ? r->hint : NULL, "%s", r->message);
-	msg_flush_to(&m, bufferevent_get_output(c->bev));
+	msg_flush_to(&m, &c->io.out);
 	msg_free(&m);
 	c->skipping_to_sync = true;
 	c->drop_left = 1 + len;
@@ -1191,15 +1192,13 @@ static void refuse_batch(struct client *c, uint32_t len, const struct pg_error *
  * Anything else (or a batch not wholly buffered) is decided the usual way,
  * at its Execute, with a server.
  */
-static bool simple_batch(struct evbuffer *in, size_t *exec_at)
+static bool simple_batch(struct iobuf *in, size_t *exec_at)
 {
 	static const char shape[] = "PBDE";
-	size_t off = 0, k = 0, total = evbuffer_get_length(in);
+	size_t off = 0, k = 0, total = iobuf_len(in);
 	while (off + PROTO_HEADER_LEN <= total && k < 4) {
 		uint8_t hdr[PROTO_HEADER_LEN];
-		struct evbuffer_ptr pos;
-		evbuffer_ptr_set(in, &pos, off, EVBUFFER_PTR_SET);
-		evbuffer_copyout_from(in, &pos, hdr, sizeof(hdr));
+		iobuf_copyout(in, off, hdr, sizeof(hdr));
 		uint32_t len = ((uint32_t)hdr[1] << 24) | ((uint32_t)hdr[2] << 16) | ((uint32_t)hdr[3] << 8) | hdr[4];
 		while (k < 4 && shape[k] != hdr[0] && (k == 0 || k == 2))
 			k++;   /* Parse and Describe are optional */
@@ -1225,7 +1224,7 @@ static bool simple_batch(struct evbuffer *in, size_t *exec_at)
  */
 int client_batch_step(struct client *c, uint8_t type, uint32_t len)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct iobuf *in = &c->io.in;
 	size_t exec_at;
 	if (cache_on(c)) {
 		int local = local_batch_step(c);
@@ -1237,7 +1236,7 @@ int client_batch_step(struct client *c, uint8_t type, uint32_t len)
 	struct ai_tags tags;
 	const struct ai_tags *t = NULL;
 	struct pg_error r;
-	const uint8_t *all = evbuffer_pullup(in, (ev_ssize_t)exec_at);
+	const uint8_t *all = iobuf_data(in);
 	struct msgreader rd;
 	size_t bind_off = 0;
 	if (type == PqMsg_Parse) {

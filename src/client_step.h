@@ -13,7 +13,7 @@
 
 struct client;
 struct server;
-struct evbuffer;
+struct iobuf;
 
 /*
  * The middleware's look at client c's message of type and len (header in
@@ -36,7 +36,7 @@ int client_batch_step(struct client *c, uint8_t type, uint32_t len);
 bool client_intercept_set(struct client *c, uint32_t len);
 
 /* Offset of a comment opener in [from, 1 + len) of the input, or -1. */
-ev_ssize_t client_step_find_comment(struct evbuffer *in, size_t from, uint32_t len);
+long client_step_find_comment(const struct iobuf *in, size_t from, uint32_t len);
 
 /*
  * c sent Sync (still in its input, len bytes): the unnamed portal (and what

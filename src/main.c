@@ -8,7 +8,6 @@
 
 #include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <fcntl.h>
@@ -35,6 +34,7 @@
 #include "hba.h"
 #include "client.h"
 #include "config.h"
+#include "connio.h"
 #include "janitor.h"
 #include "listener.h"
 #include "log.h"
@@ -446,7 +446,7 @@ static bool fatal_unwritten(struct sluice *sl)
 {
 	struct client *c;
 	TAILQ_FOREACH(c, &sl->closing_clients, entry)
-		if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+		if (connio_out_len(&c->io) > 0)
 			return true;
 	return false;
 }
@@ -607,6 +607,7 @@ static void teardown(struct sluice *sl, struct event **sigs, int n_sigs)
 	sl->cache = NULL;
 	if (sl->dns)
 		evdns_base_free(sl->dns, 0);
+	connio_global_free();
 	event_base_free(sl->base);
 }
 
@@ -643,7 +644,7 @@ static int run(struct sluice *sl, const struct options *o)
 {
 	struct event *sigs[N_SIGNALS] = { NULL };
 	sl->base = event_base_new();
-	if (!sl->base) {
+	if (!sl->base || !connio_global_init(sl->base)) {
 		log_error("could not create the event loop");
 		return 1;
 	}

@@ -7,7 +7,6 @@
 #include "pool.h"
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -304,8 +303,8 @@ static void enqueue_client(struct pool *p, struct client *c, enum client_state s
 	client_move(c, p, state);
 	c->wait_start = now_usec();
 	c->wait_notified = false;
-	/* Bound memory: what the client sends while it waits stays in the kernel. */
-	bufferevent_disable(c->bev, EV_READ);
+	/* Reading goes on, so a hang-up is seen at once (client_io_error takes it
+	 * off the queue); client.c stops reading at RELAY_HIGH_WATER bytes. */
 }
 
 /*
@@ -486,7 +485,7 @@ static void notify_waiting(struct client *c)
 	msg_add_error(&m, PqMsg_NoticeResponse, "NOTICE", SQLSTATE_SUCCESSFUL_COMPLETION, NULL, NULL,
 	              "No server connection available in postgres backend, client being queued");
 	msg_end(&m);
-	if (!msg_flush_to(&m, bufferevent_get_output(c->bev)))
+	if (!msg_flush_to(&m, &c->io.out))
 		log_warning("C-%llu: could not queue the query_wait_notify NOTICE", (unsigned long long)c->id);
 	msg_free(&m);
 	c->wait_notified = true;

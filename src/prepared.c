@@ -8,8 +8,6 @@
 #include "prepared.h"
 
 #include <arpa/inet.h>
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -268,7 +266,7 @@ static void fail_unrecorded(struct server *s)
 	              "The statement ran, but its LLM usage could not be written to the usage journal.",
 	              "Check the free space and permissions of usage_journal_dir.",
 	              "could not record LLM usage: the usage journal cannot be written");
-	msg_flush_to(&m, bufferevent_get_output(s->client->bev));
+	msg_flush_to(&m, &s->client->io.out);
 	msg_free(&m);
 }
 
@@ -464,10 +462,10 @@ enum reply_action prepared_on_reply(struct server *s, uint8_t type)
 	}
 }
 
-static void add_complete(struct evbuffer *out, char type)
+static void add_complete(struct iobuf *out, char type)
 {
 	char msg[5] = { type, 0, 0, 0, 4 };
-	evbuffer_add(out, msg, sizeof(msg));
+	iobuf_add(out, msg, sizeof(msg));
 }
 
 /* A reply pgsluice writes itself (see prepared.h), not the server's? */
@@ -486,7 +484,7 @@ void prepared_flush_owed(struct server *s)
 	struct reply_entry *e;
 	if (!s->client || s->relay_left > 0)
 		return;
-	struct evbuffer *out = bufferevent_get_output(s->client->bev);
+	struct iobuf *out = &s->client->io.out;
 	while ((e = queue_head(s)) != NULL && is_owed(e->kind)) {
 		if (e->kind == 'r' || e->kind == 'k')
 			cache_write_owed(out, e);
@@ -529,7 +527,7 @@ void prepared_raise_error(struct server *s, const char *sqlstate, const char *me
 	char sql[2048];
 	if (!refuse_build_raise_sql(sql, sizeof(sql), sqlstate, message, detail, hint))
 		refuse_build_raise_sql(sql, sizeof(sql), sqlstate, "statement refused by pgsluice", NULL, NULL);
-	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct iobuf *out = &s->io.out;
 	struct msgbuf m;
 	msg_init(&m);
 	msg_begin(&m, PqMsg_Parse);
@@ -562,7 +560,7 @@ void prepared_raise_error(struct server *s, const char *sqlstate, const char *me
 
 static void note_statement_text(struct client *c, struct server *s, const char *text, size_t len);
 
-static void add_parse(struct evbuffer *out, const struct prepared_stmt *st)
+static void add_parse(struct iobuf *out, const struct prepared_stmt *st)
 {
 	struct msgbuf m;
 	msg_init(&m);
@@ -576,7 +574,7 @@ static void add_parse(struct evbuffer *out, const struct prepared_stmt *st)
 	msg_free(&m);
 }
 
-static void add_close(struct evbuffer *out, const struct prepared_stmt *st)
+static void add_close(struct iobuf *out, const struct prepared_stmt *st)
 {
 	struct msgbuf m;
 	msg_init(&m);
@@ -598,7 +596,7 @@ static void add_close(struct evbuffer *out, const struct prepared_stmt *st)
 static bool ensure_prepared(struct server *s, struct prepared_stmt *st, bool afresh)
 {
 	struct server_stmt *ss = server_find(s, st);
-	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct iobuf *out = &s->io.out;
 	if (ss) {
 		ss->used = ++s->stmts.clock;
 		if (!afresh && ss->gen == st->gen)
@@ -673,7 +671,7 @@ static void already_exists(char *msg, size_t size, const char *name)
  */
 static bool add_deallocate_target(struct server *s)
 {
-	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct iobuf *out = &s->io.out;
 	struct msgbuf m;
 	msg_init(&m);
 	msg_begin(&m, PqMsg_Close);
@@ -744,7 +742,7 @@ static enum client_msg_result rewrite_parse(struct client *c, struct server *s, 
 		msg_add_int16(&m, (int16_t)n_params);
 		msg_add_bytes(&m, types, (size_t)n_params * 4);
 		msg_end(&m);
-		msg_flush_to(&m, bufferevent_get_output(s->bev));
+		msg_flush_to(&m, &s->io.out);
 		msg_free(&m);
 		prepared_note_request(s, PqMsg_Parse);
 		return CLIENT_MSG_DONE;
@@ -811,7 +809,7 @@ static enum client_msg_result rewrite_describe_close(struct client *c, struct se
 	msg_add_byte(&m, 'S');
 	msg_add_string(&m, cs->stmt->server_name);
 	msg_end(&m);
-	msg_flush_to(&m, bufferevent_get_output(s->bev));
+	msg_flush_to(&m, &s->io.out);
 	msg_free(&m);
 	prepared_note_request(s, PqMsg_Describe);
 	hold_stmt(s, PqMsg_Describe, cs->stmt);
@@ -819,14 +817,14 @@ static enum client_msg_result rewrite_describe_close(struct client *c, struct se
 }
 
 /* Bind: only the statement name is rewritten; parameters stream unchanged. */
-static enum client_msg_result rewrite_bind(struct client *c, struct server *s, struct evbuffer *in, uint32_t len)
+static enum client_msg_result rewrite_bind(struct client *c, struct server *s, struct iobuf *in, uint32_t len)
 {
-	size_t avail = evbuffer_get_length(in) - PROTO_HEADER_LEN;
+	size_t avail = iobuf_len(in) - PROTO_HEADER_LEN;
 	size_t body_len = len - 4;
 	size_t look = avail < body_len ? avail : body_len;
 	if (look > 4096)
 		look = 4096;
-	const uint8_t *body = evbuffer_pullup(in, (ev_ssize_t)(PROTO_HEADER_LEN + look)) + PROTO_HEADER_LEN;
+	const uint8_t *body = iobuf_data(in) + PROTO_HEADER_LEN;
 	const uint8_t *nul1 = memchr(body, 0, look);
 	const uint8_t *nul2 = nul1 ? memchr(nul1 + 1, 0, look - (size_t)(nul1 + 1 - body)) : NULL;
 	if (!nul2)
@@ -850,10 +848,10 @@ static enum client_msg_result rewrite_bind(struct client *c, struct server *s, s
 	/* patch the length to cover the parameters that follow unchanged */
 	uint32_t new_len = htonl((uint32_t)(len - old_name_len + new_name_len));
 	memcpy(m.data + 1, &new_len, 4);
-	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct iobuf *out = &s->io.out;
 	msg_flush_to(&m, out);
 	msg_free(&m);
-	evbuffer_drain(in, PROTO_HEADER_LEN + portal_len + old_name_len);
+	iobuf_drain(in, PROTO_HEADER_LEN + portal_len + old_name_len);
 	c->relay_left = (uint32_t)(body_len - portal_len - old_name_len);
 	prepared_note_request(s, PqMsg_Bind);
 	hold_stmt(s, PqMsg_Bind, cs->stmt);
@@ -891,19 +889,17 @@ static void note_statement_text(struct client *c, struct server *s, const char *
 #define DEALLOCATE_TEXT_MAX 200
 
 /* The simple Query's text when it is short enough to be a DEALLOCATE (whole in the input), else 0. */
-static size_t short_query(struct evbuffer *in, uint32_t len, char *text, size_t size)
+static size_t short_query(struct iobuf *in, uint32_t len, char *text, size_t size)
 {
-	if (len - 4 >= size || evbuffer_get_length(in) < 1 + (size_t)len)
+	if (len - 4 >= size || iobuf_len(in) < 1 + (size_t)len)
 		return 0;
-	struct evbuffer_ptr pos;
-	evbuffer_ptr_set(in, &pos, PROTO_HEADER_LEN, EVBUFFER_PTR_SET);
-	if (evbuffer_copyout_from(in, &pos, text, len - 4) != (ev_ssize_t)(len - 4))
+	if (iobuf_copyout(in, PROTO_HEADER_LEN, text, len - 4) != (size_t)(len - 4))
 		return 0;
 	text[len - 4] = '\0';
 	return len - 4;
 }
 
-static enum client_msg_result check_query(struct client *c, struct server *s, struct evbuffer *in, uint32_t len)
+static enum client_msg_result check_query(struct client *c, struct server *s, struct iobuf *in, uint32_t len)
 {
 	char text[DEALLOCATE_TEXT_MAX + 1];
 	if (len - 4 > 32)
@@ -1008,13 +1004,11 @@ int prepared_intercept_deallocate(struct client *c, uint32_t len)
 	struct server *s = c->server;
 	if (!prepared_active(c) || (s && (s->unsynced || s->internal != SV_INTERNAL_NONE)))
 		return 1;    /* behind an unfinished batch PostgreSQL would skip or reorder nothing: relay it */
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct iobuf *in = &c->io.in;
 	/* Every simple Query passes here: most are told apart by their first letter. */
 	char head[16];
 	size_t h = len - 4 < sizeof(head) ? len - 4 : sizeof(head), i = 0;
-	struct evbuffer_ptr pos;
-	evbuffer_ptr_set(in, &pos, PROTO_HEADER_LEN, EVBUFFER_PTR_SET);
-	if (evbuffer_copyout_from(in, &pos, head, h) != (ev_ssize_t)h)
+	if (iobuf_copyout(in, PROTO_HEADER_LEN, head, h) != (size_t)h)
 		return 1;
 	while (i < h && is_blank(head[i]))
 		i++;
@@ -1032,7 +1026,7 @@ int prepared_intercept_deallocate(struct client *c, uint32_t len)
 	if (s && (s->tx_status == 'E' || s->replies.n > 0 || s->relay_left > 0))
 		return 1;    /* 25P02 from the server; the statement stays, as on PostgreSQL */
 	client_drop(c, cs);
-	evbuffer_drain(in, 1 + (size_t)len);
+	iobuf_drain(in, 1 + (size_t)len);
 	c->sl->stats.query_count++;
 	c->pool->stats.query_count++;
 	struct msgbuf m;
@@ -1041,7 +1035,7 @@ int prepared_intercept_deallocate(struct client *c, uint32_t len)
 	msg_add_string(&m, "DEALLOCATE");
 	msg_end(&m);
 	msg_add_ready(&m, s ? s->tx_status : 'I');
-	msg_flush_to(&m, bufferevent_get_output(c->bev));
+	msg_flush_to(&m, &c->io.out);
 	msg_free(&m);
 	return 0;
 }
@@ -1051,10 +1045,10 @@ int prepared_answer_unlinked(struct client *c, uint8_t type, uint32_t len)
 	if (type != PqMsg_Parse || c->server || !prepared_active(c) || c->n_tagged || c->unnamed_tags ||
 	    len > 65536)
 		return 1;
-	struct evbuffer *in = bufferevent_get_input(c->bev);
-	if (evbuffer_get_length(in) < 1 + (size_t)len)
+	struct iobuf *in = &c->io.in;
+	if (iobuf_len(in) < 1 + (size_t)len)
 		return -1;
-	const uint8_t *msg = evbuffer_pullup(in, 1 + (ev_ssize_t)len);
+	const uint8_t *msg = iobuf_data(in);
 	if (!msg)
 		return 1;
 	struct msgreader r;
@@ -1092,8 +1086,8 @@ int prepared_answer_unlinked(struct client *c, uint8_t type, uint32_t len)
 		c->local_batch_open = true;    /* its Sync is answered here too, unless a server is taken first */
 	}
 	c->pool->stats.parse_count++;
-	evbuffer_drain(in, 1 + (size_t)len);
-	msg_flush_to(&m, bufferevent_get_output(c->bev));
+	iobuf_drain(in, 1 + (size_t)len);
+	msg_flush_to(&m, &c->io.out);
 	msg_free(&m);
 	return 0;
 }
@@ -1126,22 +1120,22 @@ void prepared_see_reply(struct server *s, uint8_t type, const uint8_t *body, siz
 
 enum client_msg_result prepared_client_message(struct client *c, struct server *s, uint8_t type, uint32_t len)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct iobuf *in = &c->io.in;
 	if (type == PqMsg_Query)
 		return check_query(c, s, in, len);
 	if (type == PqMsg_Bind)
 		return rewrite_bind(c, s, in, len);
 	if (type != PqMsg_Parse && type != PqMsg_Describe && type != PqMsg_Close)
 		return CLIENT_MSG_PASS;
-	if (evbuffer_get_length(in) < 1 + (size_t)len)
+	if (iobuf_len(in) < 1 + (size_t)len)
 		return CLIENT_MSG_NEED_MORE;
-	uint8_t *msg = evbuffer_pullup(in, 1 + (ev_ssize_t)len);
+	const uint8_t *msg = iobuf_data(in);
 	if (!msg)
 		return CLIENT_MSG_FAILED;
 	enum client_msg_result res = type == PqMsg_Parse
 		? rewrite_parse(c, s, msg + PROTO_HEADER_LEN, len - 4)
 		: rewrite_describe_close(c, s, type, msg + PROTO_HEADER_LEN, len - 4);
 	if (res == CLIENT_MSG_DONE)
-		evbuffer_drain(in, 1 + (size_t)len);
+		iobuf_drain(in, 1 + (size_t)len);
 	return res;
 }

@@ -13,7 +13,7 @@
 
 struct client;
 struct server;
-struct evbuffer;
+struct iobuf;
 
 #define PREPARED_BUCKETS 1024
 

@@ -1,8 +1,9 @@
 /* proto.c - see proto.h. Layout follows protocol-message-formats.html. */
 #include "proto.h"
 
+#include "iobuf.h"
+
 #include <arpa/inet.h>
-#include <event2/buffer.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,11 +93,11 @@ bool msg_end(struct msgbuf *m)
 	return true;
 }
 
-bool msg_flush_to(struct msgbuf *m, struct evbuffer *out)
+bool msg_flush_to(struct msgbuf *m, struct iobuf *out)
 {
 	if (m->failed)
 		return false;
-	bool ok = evbuffer_add(out, m->data, m->len) == 0;
+	bool ok = iobuf_add(out, m->data, m->len);
 	m->len = 0;
 	m->start = 0;
 	return ok;
@@ -209,11 +210,11 @@ size_t mr_remaining(const struct msgreader *r)
 	return r->bad ? 0 : r->len - r->pos;
 }
 
-bool proto_peek_header(struct evbuffer *buf, uint8_t *type, uint32_t *len)
+bool proto_peek_header(const struct iobuf *buf, uint8_t *type, uint32_t *len)
 {
-	uint8_t hdr[PROTO_HEADER_LEN];
-	if (evbuffer_copyout(buf, hdr, sizeof(hdr)) < (ev_ssize_t)sizeof(hdr))
+	if (iobuf_len(buf) < PROTO_HEADER_LEN)
 		return false;
+	const uint8_t *hdr = iobuf_data(buf);
 	*type = hdr[0];
 	*len = ((uint32_t)hdr[1] << 24) | ((uint32_t)hdr[2] << 16) | ((uint32_t)hdr[3] << 8) | hdr[4];
 	return true;

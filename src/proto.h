@@ -13,7 +13,7 @@
 
 #include "pgerror.h"
 
-struct evbuffer;
+struct iobuf;
 
 /* Startup packet codes (protocol-message-formats.html). */
 #define PROTO_VERSION(major, minor) (((uint32_t)(major) << 16) | (minor))
@@ -121,7 +121,7 @@ void msg_add_string(struct msgbuf *m, const char *s);
 /* Patch the length of the current message. Returns false after any failure. */
 bool msg_end(struct msgbuf *m);
 /* Append all finished messages to out; returns false on failure. */
-bool msg_flush_to(struct msgbuf *m, struct evbuffer *out);
+bool msg_flush_to(struct msgbuf *m, struct iobuf *out);
 
 /*
  * Append an ErrorResponse (type 'E') or NoticeResponse ('N') to m with
@@ -164,7 +164,7 @@ size_t mr_remaining(const struct msgreader *r);
  * Returns false when fewer than 5 bytes are buffered. *len is the length
  * field (it counts itself, so the body is len - 4 bytes).
  */
-bool proto_peek_header(struct evbuffer *buf, uint8_t *type, uint32_t *len);
+bool proto_peek_header(const struct iobuf *buf, uint8_t *type, uint32_t *len);
 
 /*
  * Copy the fields of an ErrorResponse/NoticeResponse body (len bytes) into

@@ -6,9 +6,6 @@
 #include "server.h"
 
 #include <errno.h>
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <stdio.h>
@@ -38,10 +35,18 @@
 
 static uint64_t next_server_id = 1;
 
-static void server_read_cb(struct bufferevent *bev, void *arg);
-static void server_write_cb(struct bufferevent *bev, void *arg);
-static void server_event_cb(struct bufferevent *bev, short events, void *arg);
+static void server_io_read(void *arg);
+static void server_io_drain(void *arg);
+static void server_io_connect(void *arg);
+static void server_io_error(void *arg, const char *why);
+static const struct connio_ops server_io_ops = {
+	server_io_read, server_io_drain, server_io_connect, server_io_error,
+};
+/* Set while start_connect runs: a failure reported inside it is returned, not acted on. */
+static bool connecting_now;
+static char connect_error[256];
 static void ssl_response(struct server *s);
+static void login_fail(struct server *s, const uint8_t *msg, size_t len, const char *why);
 
 static void free_params(char **kv)
 {
@@ -97,36 +102,77 @@ static void send_startup(struct server *s)
 		}
 	msg_add_byte(&m, 0);
 	msg_end(&m);
-	msg_flush_to(&m, bufferevent_get_output(s->bev));
+	msg_flush_to(&m, &s->io.out);
 	msg_free(&m);
 }
 
+static void connect_failed(struct server *s, const char *why)
+{
+	if (connecting_now)
+		str_copy(connect_error, why, sizeof(connect_error));
+	else
+		login_fail(s, NULL, 0, why);
+}
+
+/* The host name resolved (libevent's evdns, asynchronous): connect to its first address. */
+static void dns_done(int err, struct evutil_addrinfo *res, void *arg)
+{
+	struct server *s = arg;
+	if (err == EVUTIL_EAI_CANCEL)
+		return;    /* s is being closed */
+	s->dns_req = NULL;
+	char why[256] = "";
+	if (err || !res)
+		snprintf(why, sizeof(why), "could not resolve host \"%s\": %s", s->pool->host,
+		         evutil_gai_strerror(err ? err : EVUTIL_EAI_NONAME));
+	else if (!connio_connect(&s->io, s->pool->sl->base, res->ai_addr, (socklen_t)res->ai_addrlen,
+	                         &server_io_ops, s))
+		snprintf(why, sizeof(why), "%s", strerror(errno));
+	if (res)
+		evutil_freeaddrinfo(res);
+	if (why[0])
+		connect_failed(s, why);
+}
+
+/* Start connecting; false with connect_error set when it failed at once. */
 static bool start_connect(struct server *s)
 {
 	struct pool *p = s->pool;
 	struct sluice *sl = p->sl;
+	connect_error[0] = '\0';
+	connecting_now = true;
 	if (!p->host || p->host[0] == '/') {
 		struct sockaddr_un un;
 		memset(&un, 0, sizeof(un));
 		un.sun_family = AF_UNIX;
 		snprintf(un.sun_path, sizeof(un.sun_path), "%s/.s.PGSQL.%d",
 		         p->host ? p->host : sl->cfg->unix_socket_dir, p->port);
-		return bufferevent_socket_connect(s->bev, (struct sockaddr *)&un, sizeof(un)) == 0;
+		if (!connio_connect(&s->io, sl->base, (struct sockaddr *)&un, sizeof(un), &server_io_ops, s))
+			snprintf(connect_error, sizeof(connect_error), "%s", strerror(errno));
+	} else {
+		char port[16];
+		struct evutil_addrinfo hints;
+		memset(&hints, 0, sizeof(hints));
+		hints.ai_family = AF_UNSPEC;
+		hints.ai_socktype = SOCK_STREAM;
+		hints.ai_protocol = IPPROTO_TCP;
+		hints.ai_flags = EVUTIL_AI_ADDRCONFIG;
+		snprintf(port, sizeof(port), "%d", p->port);
+		/* the answer may come before this returns (a numeric address) */
+		struct evdns_getaddrinfo_request *req = evdns_getaddrinfo(sl->dns, p->host, port, &hints, dns_done, s);
+		if (connect_error[0] == '\0' && s->io.state == IO_CLOSED)
+			s->dns_req = req;
 	}
-	return bufferevent_socket_connect_hostname(s->bev, sl->dns, AF_UNSPEC, p->host, p->port) == 0;
+	connecting_now = false;
+	return connect_error[0] == '\0';
 }
 
 struct server *server_launch(struct pool *p)
 {
-	struct sluice *sl = p->sl;
 	struct server *s = calloc(1, sizeof(*s));
 	if (!s)
 		return NULL;
-	s->bev = bufferevent_socket_new(sl->base, -1, BEV_OPT_CLOSE_ON_FREE);
-	if (!s->bev) {
-		free(s);
-		return NULL;
-	}
+	s->io.fd = -1;
 	s->pool = p;
 	s->id = next_server_id++;
 	s->tx_status = 'I';
@@ -134,13 +180,10 @@ struct server *server_launch(struct pool *p)
 	s->state = SV_LOGIN;
 	TAILQ_INSERT_TAIL(&p->login_servers, s, entry);
 	p->n_login++;
-	bufferevent_setcb(s->bev, server_read_cb, server_write_cb, server_event_cb, s);
-	bufferevent_setwatermark(s->bev, EV_WRITE, RELAY_HIGH_WATER / 2, 0);
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 	log_debug("S-%llu: %s/%s new connection to server", (unsigned long long)s->id, p->db_name, p->user_name);
 	if (!start_connect(s)) {
-		char err[256];
-		snprintf(err, sizeof(err), "could not start connection: %s", strerror(errno));
+		char err[300];
+		snprintf(err, sizeof(err), "could not start connection: %s", connect_error);
 		usec_t started = s->connect_time;
 		server_close(s, err);
 		pool_login_failed(p, started, NULL, 0, err);
@@ -168,7 +211,9 @@ void server_close(struct server *s, const char *reason)
 	}
 	pool_unlist_server(s);
 	cancel_detach(s);
-	bufferevent_free(s->bev);
+	if (s->dns_req)
+		evdns_getaddrinfo_cancel(s->dns_req);
+	connio_close(&s->io);
 	varcache_clear(&s->vars);
 	prepared_server_free(s);
 	free_params(s->other_params);
@@ -186,7 +231,7 @@ static bool send_query(struct server *s, const char *sql, enum server_internal w
 	msg_begin(&m, PqMsg_Query);
 	msg_add_string(&m, sql);
 	msg_end(&m);
-	bool ok = msg_flush_to(&m, bufferevent_get_output(s->bev));
+	bool ok = msg_flush_to(&m, &s->io.out);
 	msg_free(&m);
 	s->internal = why;
 	s->internal_failed = false;
@@ -218,7 +263,7 @@ static void send_password_message(struct server *s, const void *data, size_t len
 	if (with_nul)
 		msg_add_byte(&m, 0);
 	msg_end(&m);
-	msg_flush_to(&m, bufferevent_get_output(s->bev));
+	msg_flush_to(&m, &s->io.out);
 	msg_free(&m);
 }
 
@@ -252,7 +297,7 @@ static const char *start_sasl(struct server *s, struct msgreader *r)
 	const char *mechanism = "SCRAM-SHA-256";
 	unsigned char cbind[EVP_MAX_MD_SIZE];
 	size_t cbind_len = 0;
-	SSL *ssl = s->tls ? bufferevent_openssl_get_ssl(s->bev) : NULL;
+	SSL *ssl = s->tls ? s->io.ssl : NULL;
 	if (plus_offered && ssl && tls_server_end_point(ssl, cbind, &cbind_len) &&
 	    scram_client_set_channel_binding(&s->scram, cbind, cbind_len))
 		mechanism = "SCRAM-SHA-256-PLUS";
@@ -268,7 +313,7 @@ static const char *start_sasl(struct server *s, struct msgreader *r)
 	msg_add_int32(&m, (int32_t)strlen(first));
 	msg_add_bytes(&m, first, strlen(first));
 	msg_end(&m);
-	msg_flush_to(&m, bufferevent_get_output(s->bev));
+	msg_flush_to(&m, &s->io.out);
 	msg_free(&m);
 	free(first);
 	return NULL;
@@ -524,14 +569,10 @@ static bool needs_whole(struct server *s, uint8_t type)
 }
 
 /* Handle one whole message; returns false when the relay loop must stop. */
-static bool whole_message(struct server *s, uint8_t type, struct evbuffer *in, uint32_t len)
+static bool whole_message(struct server *s, uint8_t type, struct iobuf *in, uint32_t len)
 {
 	size_t total = 1 + (size_t)len;
-	uint8_t *msg = evbuffer_pullup(in, (ev_ssize_t)total);
-	if (!msg) {
-		server_close(s, "out of memory");
-		return false;
-	}
+	const uint8_t *msg = iobuf_data(in);
 	if (s->state == SV_LOGIN || s->internal != SV_INTERNAL_NONE) {
 		/* A copy, as the handlers may free s and with it the buffer. */
 		uint8_t *copy = malloc(total);
@@ -540,7 +581,7 @@ static bool whole_message(struct server *s, uint8_t type, struct evbuffer *in, u
 			return false;
 		}
 		memcpy(copy, msg, total);
-		evbuffer_drain(in, total);
+		iobuf_drain(in, total);
 		bool go_on = s->state == SV_LOGIN ? login_message(s, type, copy, total)
 		                                  : internal_message(s, type, copy, total);
 		free(copy);
@@ -552,7 +593,7 @@ static bool whole_message(struct server *s, uint8_t type, struct evbuffer *in, u
 		if (type == PqMsg_ErrorResponse && proto_parse_error(msg + PROTO_HEADER_LEN, len - 4, &f))
 			log_info("S-%llu: idle server sent: %s %s", (unsigned long long)s->id, f.sqlstate, f.message);
 		if (type == PqMsg_ParameterStatus || type == PqMsg_NoticeResponse) {
-			evbuffer_drain(in, total);
+			iobuf_drain(in, total);
 			return true;
 		}
 		server_close(s, "unexpected message from idle server");
@@ -565,7 +606,7 @@ static bool whole_message(struct server *s, uint8_t type, struct evbuffer *in, u
 		cache_capture_whole(s, type, msg, total);
 	prepared_see_reply(s, type, msg + PROTO_HEADER_LEN, len - 4);
 	if (prepared_on_reply(s, type) == REPLY_SWALLOW) {
-		evbuffer_drain(in, total);
+		iobuf_drain(in, total);
 		return true;
 	}
 	note_server_message(s, type, msg + PROTO_HEADER_LEN, len - 4);
@@ -577,13 +618,16 @@ static bool whole_message(struct server *s, uint8_t type, struct evbuffer *in, u
 		             "transaction blocks are not allowed in statement pooling mode");
 		return false;   /* the server was closed with the client, as it is inside a transaction */
 	}
-	evbuffer_remove_buffer(in, bufferevent_get_output(c->bev), total);
+	if (!iobuf_move(&c->io.out, in, total)) {
+		server_close(s, "out of memory");
+		return false;
+	}
 	c->sl->stats.bytes_sent += total;
 	s->pool->stats.bytes_sent += total;
 	if (type == PqMsg_ReadyForQuery && s->pool->pool_mode != POOL_MODE_SESSION) {
 		if (transaction_end(s, c))
 			return false;
-		if (s->pending_ready > 0 || evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+		if (s->pending_ready > 0 || iobuf_len(&c->io.in) == 0)
 			return true;
 		/* a client message waits for the server's answers (prepared.h,
 		 * CLIENT_MSG_WAIT); what else s sent is relayed at its next read */
@@ -602,26 +646,29 @@ static bool whole_message(struct server *s, uint8_t type, struct evbuffer *in, u
 
 static void server_relay(struct server *s)
 {
-	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct iobuf *in = &s->io.in;
 	for (;;) {
 		struct client *c = s->client;
 		if (c && s->internal == SV_INTERNAL_NONE && s->state != SV_LOGIN) {
-			struct evbuffer *out = bufferevent_get_output(c->bev);
-			if (evbuffer_get_length(out) >= RELAY_HIGH_WATER) {
-				bufferevent_disable(s->bev, EV_READ);
-				return;   /* client_write_cb resumes us */
+			struct iobuf *out = &c->io.out;
+			if (iobuf_len(out) >= RELAY_HIGH_WATER) {
+				connio_pause_read(&s->io);
+				return;   /* the client's drain resumes us */
 			}
 			if (s->relay_left == 0)
 				prepared_flush_owed(s);
 			if (s->relay_left > 0) {
-				size_t n = evbuffer_get_length(in);
+				size_t n = iobuf_len(in);
 				if (n == 0)
 					return;
 				if (n > s->relay_left)
 					n = s->relay_left;
 				if (s->capture)
-					cache_capture_stream(s, in, n);
-				evbuffer_remove_buffer(in, out, n);
+					cache_capture_stream(s, iobuf_data(in), n);
+				if (!iobuf_move(out, in, n)) {
+					server_close(s, "out of memory");
+					return;
+				}
 				s->relay_left -= (uint32_t)n;
 				c->sl->stats.bytes_sent += n;
 				s->pool->stats.bytes_sent += n;
@@ -643,7 +690,7 @@ static void server_relay(struct server *s)
 			s->relay_left = 1 + len;
 			continue;
 		}
-		if (evbuffer_get_length(in) < 1 + (size_t)len)
+		if (iobuf_len(in) < 1 + (size_t)len)
 			return;
 		if (!whole_message(s, type, in, len))
 			return;
@@ -729,29 +776,27 @@ bool server_is_clean(const struct server *s)
 {
 	return s->state == SV_ACTIVE && s->internal == SV_INTERNAL_NONE && s->pending_ready == 0 &&
 	       !s->unsynced && s->tx_status == 'I' && s->relay_left == 0 &&
-	       evbuffer_get_length(bufferevent_get_input(s->bev)) == 0;
+	       iobuf_len(&s->io.in) == 0;
 }
 
 void server_resume(struct server *s)
 {
-	bufferevent_enable(s->bev, EV_READ);
+	connio_resume_read(&s->io);
 	server_relay(s);
 }
 
-static void server_read_cb(struct bufferevent *bev, void *arg)
+static void server_io_read(void *arg)
 {
 	struct server *s = arg;
-	(void)bev;
 	if (s->login_step == SV_STEP_SSL)
 		ssl_response(s);
 	else
 		server_relay(s);
 }
 
-static void server_write_cb(struct bufferevent *bev, void *arg)
+static void server_io_drain(void *arg)
 {
 	struct server *s = arg;
-	(void)bev;
 	if (s->client && s->internal == SV_INTERNAL_NONE)
 		client_resume(s->client);
 }
@@ -770,7 +815,7 @@ static void send_ssl_request(struct server *s)
 	msg_begin(&m, 0);
 	msg_add_int32(&m, PROTO_SSL_REQUEST);
 	msg_end(&m);
-	msg_flush_to(&m, bufferevent_get_output(s->bev));
+	msg_flush_to(&m, &s->io.out);
 	msg_free(&m);
 	s->login_step = SV_STEP_SSL;
 }
@@ -778,10 +823,11 @@ static void send_ssl_request(struct server *s)
 /* The server's one-byte answer to SSLRequest (protocol-flow.html 55.2.10). */
 static void ssl_response(struct server *s)
 {
-	struct evbuffer *in = bufferevent_get_input(s->bev);
-	uint8_t answer;
-	if (evbuffer_remove(in, &answer, 1) != 1)
+	struct iobuf *in = &s->io.in;
+	if (iobuf_len(in) < 1)
 		return;
+	uint8_t answer = iobuf_data(in)[0];
+	iobuf_drain(in, 1);
 	struct sluice *sl = s->pool->sl;
 	s->login_step = SV_STEP_STARTUP;
 	if (answer == 'N') {
@@ -795,52 +841,47 @@ static void ssl_response(struct server *s)
 		login_fail(s, NULL, 0, "unexpected answer to SSLRequest");
 		return;
 	}
+	if (iobuf_len(in) > 0) {
+		/* bytes before the handshake could be a man in the middle's (CVE-2021-23222) */
+		login_fail(s, NULL, 0, "received unencrypted data after SSL response");
+		return;
+	}
 	SSL *ssl = tls_new_connect(&sl->tls, s->pool->host);
-	struct bufferevent *f = ssl ? bufferevent_openssl_filter_new(sl->base, s->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
-	                                                             BEV_OPT_CLOSE_ON_FREE) : NULL;
-	if (!f) {
-		if (ssl)
-			SSL_free(ssl);
+	if (!ssl || !connio_start_tls(&s->io, ssl, false)) {
 		login_fail(s, NULL, 0, "could not start TLS");
 		return;
 	}
-	s->bev = f;
 	s->tls = true;
-	bufferevent_setcb(f, server_read_cb, server_write_cb, server_event_cb, s);
-	bufferevent_setwatermark(f, EV_WRITE, RELAY_HIGH_WATER / 2, 0);
-	bufferevent_enable(f, EV_READ | EV_WRITE);
 }
 
-static void server_event_cb(struct bufferevent *bev, short events, void *arg)
+/* Connected (TCP or unix socket), or the TLS handshake finished. */
+static void server_io_connect(void *arg)
 {
 	struct server *s = arg;
-	if ((events & BEV_EVENT_CONNECTED) && s->tls) {
-		send_startup(s);    /* the TLS handshake finished */
+	if (s->tls) {
+		send_startup(s);
 		return;
 	}
-	if (events & BEV_EVENT_CONNECTED) {
-		int fd = bufferevent_getfd(bev);
-		s->addr_len = sizeof(s->addr);
-		if (getpeername(fd, (struct sockaddr *)&s->addr, &s->addr_len) != 0)
-			s->addr_len = 0;
-		socket_tune(fd, s->pool->sl->cfg);
-		if (want_tls(s))
-			send_ssl_request(s);
-		else
-			send_startup(s);
-		return;
-	}
-	char why[256];
-	int dns_err = s->tls ? 0 : bufferevent_socket_get_dns_error(bev);
-	unsigned long tls_err = s->tls ? bufferevent_get_openssl_error(bev) : 0;
-	if (tls_err)
-		snprintf(why, sizeof(why), "TLS connection to the server failed: %s", tls_error_text(tls_err));
-	else if (dns_err)
-		snprintf(why, sizeof(why), "could not resolve host \"%s\": %s", s->pool->host, evutil_gai_strerror(dns_err));
-	else if (events & BEV_EVENT_ERROR)
-		snprintf(why, sizeof(why), "%s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	s->addr_len = sizeof(s->addr);
+	if (getpeername(s->io.fd, (struct sockaddr *)&s->addr, &s->addr_len) != 0)
+		s->addr_len = 0;
+	socket_tune(s->io.fd, s->pool->sl->cfg);
+	if (want_tls(s))
+		send_ssl_request(s);
 	else
-		snprintf(why, sizeof(why), "server closed the connection unexpectedly");
+		send_startup(s);
+}
+
+static void server_io_error(void *arg, const char *why)
+{
+	struct server *s = arg;
+	char text[300];
+	if (!why)
+		why = "server closed the connection unexpectedly";
+	else if (s->tls && s->io.state == IO_HANDSHAKE) {
+		snprintf(text, sizeof(text), "TLS connection to the server failed: %s", why);
+		why = text;
+	}
 	if (s->state == SV_LOGIN)
 		login_fail(s, NULL, 0, why);
 	else

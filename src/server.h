@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include "config.h"
+#include "connio.h"
 #include "pgerror.h"
 #include "prepared.h"
 #include "scram.h"
@@ -20,7 +21,7 @@
 
 struct pool;
 struct client;
-struct bufferevent;
+struct evdns_getaddrinfo_request;
 struct cache_entry;
 struct cancel_req;
 
@@ -49,7 +50,8 @@ struct server {
 	enum server_login_step login_step;
 	struct pool *pool;
 	struct client *client;         /* linked client or NULL */
-	struct bufferevent *bev;
+	struct connio io;              /* the socket, its buffers and events */
+	struct evdns_getaddrinfo_request *dns_req; /* the host name being resolved, or NULL */
 	uint64_t id;
 
 	struct varcache vars;          /* the server's current ParameterStatus values */
@@ -70,7 +72,7 @@ struct server {
 	uint32_t relay_left;           /* bytes of the current message still to relay */
 	bool internal_failed;          /* an internal query got ErrorResponse */
 	struct pg_error internal_error;   /* and its fields */
-	bool tls;                      /* bev is an OpenSSL filter over the socket */
+	bool tls;                      /* io runs TLS */
 	struct reply_queue replies;    /* requests not answered yet, in order */
 	struct server_stmts stmts;     /* statements prepared on this server */
 	struct cache_entry *capture;   /* the fill the DataRow being relayed goes to (cache_proto.h) */

@@ -6,12 +6,12 @@
 #include "ai/cache_proto.h"
 
 #include <arpa/inet.h>
-#include <event2/buffer.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ai/cache.h"
+#include "iobuf.h"
 #include "ai/tags.h"
 #include "client.h"
 #include "pool.h"
@@ -132,9 +132,9 @@ bool cache_key_bind(struct msgbuf *k, const struct client *c, const struct cache
 
 /* ---- hits ---- */
 
-void cache_write_rowdesc(struct evbuffer *out, const struct cache_entry *e)
+void cache_write_rowdesc(struct iobuf *out, const struct cache_entry *e)
 {
-	evbuffer_add(out, e->rowdesc, e->rowdesc_len);
+	iobuf_add(out, e->rowdesc, e->rowdesc_len);
 }
 
 static uint32_t msg_len_at(const uint8_t *p)
@@ -142,10 +142,10 @@ static uint32_t msg_len_at(const uint8_t *p)
 	return ((uint32_t)p[1] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 8) | p[4];
 }
 
-void cache_write_rows(struct evbuffer *out, const struct cache_entry *e, uint32_t *pos, int32_t max_rows)
+void cache_write_rows(struct iobuf *out, const struct cache_entry *e, uint32_t *pos, int32_t max_rows)
 {
 	if (*pos == 0 && (max_rows <= 0 || (uint32_t)max_rows > e->n_rows)) {
-		evbuffer_add(out, e->rows, e->rows_len);    /* the usual case: all of it */
+		iobuf_add(out, e->rows, e->rows_len);    /* the usual case: all of it */
 		*pos = e->n_rows;
 		return;
 	}
@@ -164,11 +164,11 @@ void cache_write_rows(struct evbuffer *out, const struct cache_entry *e, uint32_
 		off += 1 + (size_t)msg_len_at(e->rows + off);
 		written++;
 	}
-	evbuffer_add(out, e->rows + from, off - from);
+	iobuf_add(out, e->rows + from, off - from);
 	*pos += written;
 	if (max_rows > 0 && written == (uint32_t)max_rows) {
 		static const uint8_t suspended[5] = { 's', 0, 0, 0, 4 };
-		evbuffer_add(out, suspended, sizeof(suspended));
+		iobuf_add(out, suspended, sizeof(suspended));
 		return;
 	}
 	const char *tag = (const char *)e->rows + off + PROTO_HEADER_LEN;
@@ -183,7 +183,7 @@ void cache_write_rows(struct evbuffer *out, const struct cache_entry *e, uint32_
 		msg_flush_to(&m, out);
 		msg_free(&m);
 	} else {
-		evbuffer_add(out, e->rows + off, e->rows_len - off);
+		iobuf_add(out, e->rows + off, e->rows_len - off);
 	}
 }
 
@@ -247,22 +247,12 @@ void cache_capture_begin(struct server *s, uint8_t type, uint32_t len)
 	}
 }
 
-void cache_capture_stream(struct server *s, struct evbuffer *in, size_t n)
+void cache_capture_stream(struct server *s, const uint8_t *bytes, size_t n)
 {
 	struct cache_entry *e = s->capture;
-	uint8_t chunk[4096];
-	struct evbuffer_ptr pos;
-	evbuffer_ptr_set(in, &pos, 0, EVBUFFER_PTR_SET);
-	while (n > 0 && e && !e->unusable) {
-		size_t k = n < sizeof(chunk) ? n : sizeof(chunk);
-		if (evbuffer_copyout_from(in, &pos, chunk, k) != (ev_ssize_t)k) {
-			cache_fill_fail(e);
-			break;
-		}
-		evbuffer_ptr_set(in, &pos, k, EVBUFFER_PTR_ADD);
-		cache_fill_rows(s->pool->sl->cache, e, chunk, k);
-		n -= k;
-		s->capture_left -= (uint32_t)k;
+	if (n > 0 && e && !e->unusable) {
+		cache_fill_rows(s->pool->sl->cache, e, bytes, n);
+		s->capture_left -= (uint32_t)n;
 	}
 	if (!e || e->unusable || s->capture_left == 0)
 		s->capture = NULL;
@@ -286,7 +276,7 @@ void cache_reply_done(struct server *s, struct reply_entry *e, bool ok)
 	e->cache = NULL;
 }
 
-void cache_write_owed(struct evbuffer *out, struct reply_entry *e)
+void cache_write_owed(struct iobuf *out, struct reply_entry *e)
 {
 	if (e->kind == 'r')
 		cache_write_rowdesc(out, e->cache);

@@ -13,7 +13,7 @@
 struct ai_tags;
 struct cache_entry;
 struct client;
-struct evbuffer;
+struct iobuf;
 struct reply_entry;
 struct server;
 
@@ -58,7 +58,7 @@ bool cache_key_bind(struct msgbuf *k, const struct client *c, const struct cache
                     const uint8_t *body, size_t len);
 
 /* Append e's RowDescription (e->rowdesc must be set). */
-void cache_write_rowdesc(struct evbuffer *out, const struct cache_entry *e);
+void cache_write_rowdesc(struct iobuf *out, const struct cache_entry *e);
 
 /*
  * Append e's DataRows from row *pos on, at most max_rows of them (0: all),
@@ -66,7 +66,7 @@ void cache_write_rowdesc(struct evbuffer *out, const struct cache_entry *e);
  * an Execute of a portal with that row limit answers (protocol-flow.html
  * 55.2.3). Advances *pos.
  */
-void cache_write_rows(struct evbuffer *out, const struct cache_entry *e, uint32_t *pos, int32_t max_rows);
+void cache_write_rows(struct iobuf *out, const struct cache_entry *e, uint32_t *pos, int32_t max_rows);
 
 /*
  * Capture hooks, called by the server relay before prepared_on_reply sees a
@@ -78,8 +78,8 @@ void cache_capture_whole(struct server *s, uint8_t type, const uint8_t *msg, siz
 /* ... or the start of a streamed one of len (its length word); its bytes follow ... */
 void cache_capture_begin(struct server *s, uint8_t type, uint32_t len);
 
-/* ... n bytes of it, at the front of in, about to be relayed. */
-void cache_capture_stream(struct server *s, struct evbuffer *in, size_t n);
+/* ... n bytes of it (bytes, not owned), about to be relayed. */
+void cache_capture_stream(struct server *s, const uint8_t *bytes, size_t n);
 
 /*
  * The reply entry e (a Query, Describe or Execute with a fill, or an owed
@@ -89,6 +89,6 @@ void cache_capture_stream(struct server *s, struct evbuffer *in, size_t n);
 void cache_reply_done(struct server *s, struct reply_entry *e, bool ok);
 
 /* Write the owed cached reply e ('r' RowDescription or 'k' rows) to out. */
-void cache_write_owed(struct evbuffer *out, struct reply_entry *e);
+void cache_write_owed(struct iobuf *out, struct reply_entry *e);
 
 #endif

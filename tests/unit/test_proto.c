@@ -8,6 +8,7 @@
 #include <event2/buffer.h>
 #include <string.h>
 
+#include "iobuf.h"
 #include "proto.h"
 #include "varcache.h"
 
@@ -102,17 +103,17 @@ static void test_malformed_error_body_is_rejected(void **state)
 static void test_peek_header_needs_five_bytes(void **state)
 {
 	(void)state;
-	struct evbuffer *b = evbuffer_new();
+	struct iobuf b = { 0 };
 	uint8_t type;
 	uint32_t len;
-	evbuffer_add(b, "Z\0\0\0", 4);
-	assert_false(proto_peek_header(b, &type, &len));
-	evbuffer_add(b, "\x05I", 2);
-	assert_true(proto_peek_header(b, &type, &len));
+	iobuf_add(&b, "Z\0\0\0", 4);
+	assert_false(proto_peek_header(&b, &type, &len));
+	iobuf_add(&b, "\x05I", 2);
+	assert_true(proto_peek_header(&b, &type, &len));
 	assert_int_equal(type, 'Z');
 	assert_int_equal(len, 5);
-	assert_int_equal(evbuffer_get_length(b), 6);   /* nothing consumed */
-	evbuffer_free(b);
+	assert_int_equal(iobuf_len(&b), 6);   /* nothing consumed */
+	iobuf_free(&b);
 }
 
 static void test_varcache_sets_only_differing_values_with_quotes_doubled(void **state)
