@@ -87,10 +87,14 @@ bool iobuf_add(struct iobuf *b, const void *p, size_t n)
 	if (n == 0)
 		return true;
 	bool was_empty = b->start == b->end;
-	size_t avail;
-	uint8_t *at = iobuf_space(b, n, &avail);
-	if (!at)
-		return false;
+	uint8_t *at;
+	if (b->cap - b->end >= n) {
+		at = b->data + b->end;     /* room at the end: the usual case */
+	} else {
+		size_t avail;
+		if (!(at = iobuf_space(b, n, &avail)))
+			return false;
+	}
 	memcpy(at, p, n);
 	b->end += n;
 	if (was_empty && b->on_fill)

@@ -741,6 +741,8 @@ bool server_link(struct server *s, struct client *c)
 		server_close(s, "client parameters too long");
 		return false;
 	}
+	if (n == 0)
+		s->vars.gen = c->vars.gen;   /* equal values: the next link of c skips the comparison */
 	if (n > 0 || check) {
 		log_debug("S-%llu: setting client parameters: %s", (unsigned long long)s->id, sql);
 		/* PostgreSQL reports only some of them back: remember what s has now

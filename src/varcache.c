@@ -57,6 +57,8 @@ int varcache_index(const char *name)
 	return -1;
 }
 
+static uint64_t last_gen;
+
 bool varcache_set(struct varcache *vc, const char *name, const char *value)
 {
 	int i = varcache_index(name);
@@ -69,6 +71,7 @@ bool varcache_set(struct varcache *vc, const char *name, const char *value)
 		return false;
 	free(vc->values[i]);
 	vc->values[i] = copy;
+	vc->gen = ++last_gen;
 	return true;
 }
 
@@ -78,6 +81,7 @@ void varcache_clear(struct varcache *vc)
 		free(vc->values[i]);
 		vc->values[i] = NULL;
 	}
+	vc->gen = 0;
 }
 
 static bool append(char *buf, size_t size, size_t *pos, const char *s, size_t n)
@@ -97,6 +101,8 @@ int varcache_apply_sql(const struct varcache *client, const struct varcache *ser
 	int count = 0;
 	if (size)
 		buf[0] = '\0';
+	if (client->gen == server->gen)
+		return 0;    /* the same values: the usual case of a client taking back its last server */
 	for (int i = 0; i < varcache_count(); i++) {
 		const char *want = client->values[i];
 		const char *have = server->values[i];
@@ -135,12 +141,18 @@ bool varcache_copy(struct varcache *dst, const struct varcache *src)
 			ok = varcache_set(dst, varcache_name(i), src->values[i]) && ok;
 		}
 	}
+	if (ok)
+		dst->gen = src->gen;
+	else
+		dst->gen = ++last_gen;
 	return ok;
 }
 
 void varcache_fill_missing(struct varcache *dst, const struct varcache *src)
 {
 	for (int i = 0; i < varcache_count(); i++)
-		if (!dst->values[i] && src->values[i])
+		if (!dst->values[i] && src->values[i]) {
 			dst->values[i] = strdup(src->values[i]);
+			dst->gen = ++last_gen;
+		}
 }

@@ -9,11 +9,15 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define VARCACHE_MAX 16
 
 struct varcache {
 	char *values[VARCACHE_MAX];   /* owned; NULL = unknown / not set */
+	/* Names the content: a change takes a new number, a copy takes the
+	 * source's. Equal numbers mean equal values (0: all unset). */
+	uint64_t gen;
 };
 
 /*
