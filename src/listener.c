@@ -73,6 +73,7 @@ static void log_accept_failures(struct sluice *sl, const char *what)
 	            (long long)(sl->accept_backoff / USEC_PER_MSEC));
 	sl->accept_failures = 0;
 	sl->accept_failure_logged = now_usec();
+	sl->accept_failure_told = true;
 }
 
 static void accept_cb(struct evconnlistener *ev, evutil_socket_t fd, struct sockaddr *addr,
@@ -81,14 +82,11 @@ static void accept_cb(struct evconnlistener *ev, evutil_socket_t fd, struct sock
 	struct listener *l = arg;
 	struct sluice *sl = l->sl;
 	(void)ev;
-	if (sl->accept_failure_logged) {
-		if (sl->accept_failures)
-			log_info("accepting connections again after %lu more failed accept() calls",
-			         sl->accept_failures);
-		else
-			log_info("accepting connections again");
+	/* one "again" line per failure line: at most two lines per ACCEPT_LOG_INTERVAL */
+	if (sl->accept_failure_told) {
+		log_info("accepting connections again (%lu more failed accept() calls)", sl->accept_failures);
 		sl->accept_failures = 0;
-		sl->accept_failure_logged = 0;
+		sl->accept_failure_told = false;
 	}
 	sl->accept_backoff = 0;   /* a socket came: the next failure starts short again */
 	client_accept(sl, fd, addr, (socklen_t)len);

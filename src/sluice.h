@@ -111,7 +111,8 @@ struct sluice {
 	struct event *accept_retry;       /* owned by listener.c: ends an accept() back-off */
 	usec_t accept_backoff;            /* current back-off after EMFILE/ENFILE; 0: none */
 	unsigned long accept_failures;    /* failed accept() calls not logged yet */
-	usec_t accept_failure_logged;     /* monotonic, the last such log line */
+	usec_t accept_failure_logged;     /* monotonic, the last such log line; 0: none yet */
+	bool accept_failure_told;         /* that line awaits its "accepting again" line */
 
 	struct prepared_registry prepared; /* statement text -> server-side name */
 	struct limits *limits;            /* per-subject rate limits and budgets; owned */
