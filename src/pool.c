@@ -97,8 +97,12 @@ static bool pool_apply(struct pool *p, const struct sluice_config *cfg, const st
 static void pool_free(struct pool *p);
 static void clear_login_failure(struct pool *p);
 
-/* The first back-off after a login failure that may pass by itself. */
+/* The back-off after a login failure that may pass by itself: the first, and
+ * the longest (also never above server_login_retry). One attempt a second at
+ * most, and one at a time (can_launch), costs a down server nothing, and the
+ * first query after PostgreSQL is back waits at most that second. */
 #define LOGIN_RETRY_FIRST (100 * USEC_PER_MSEC)
+#define LOGIN_RETRY_MAX   (1 * USEC_PER_SEC)
 
 /* Is p holding back new server logins after a failed one? */
 static bool login_backing_off(const struct pool *p, usec_t now)
@@ -293,6 +297,8 @@ static bool can_launch(struct pool *p)
 		return false;
 	if (login_backing_off(p, now_usec()))
 		return false;
+	if (p->last_login_failure && p->n_login > 0)
+		return false;   /* after a failure, one attempt at a time finds out */
 	int max_db = max_db_connections(cfg, p->db_name);
 	if (max_db > 0 && pool_count_db_servers(sl, p->db_name) >= max_db)
 		return false;
@@ -525,6 +531,8 @@ void pool_login_failed(struct pool *p, usec_t attempt_start, const uint8_t *msg,
 		bool in_a_row = p->last_login_failure && p->login_failure_transient &&
 		                now - p->last_login_failure <= 2 * p->login_retry_delay + LOGIN_RETRY_FIRST;
 		p->login_retry_delay = in_a_row ? 2 * p->login_retry_delay : LOGIN_RETRY_FIRST;
+		if (p->login_retry_delay > LOGIN_RETRY_MAX)
+			p->login_retry_delay = LOGIN_RETRY_MAX;
 		if (p->login_retry_delay > p->sl->cfg->server_login_retry)
 			p->login_retry_delay = p->sl->cfg->server_login_retry;
 	}

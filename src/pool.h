@@ -130,7 +130,8 @@ void pool_cancels_done(struct server *s);
  * NULL, with a connection error text. A failure that may pass by itself (no
  * ErrorResponse: refused, reset, timed out; or SQLSTATE class 08, 57P01-03,
  * 53300, as during a PostgreSQL restart) is retried while clients wait,
- * after 100 ms doubling up to server_login_retry; a client gets the error
+ * after 100 ms doubling up to 1 s (at most server_login_retry), one
+ * attempt at a time; a client gets the error
  * of an attempt that failed after it came once it has waited
  * server_login_retry, never an older one. Any other error (a wrong
  * password, a missing database) goes to every waiting client and to new
