@@ -12,6 +12,12 @@ pool_mode = transaction, auth_type = md5), then for each pooler in turn:
   after   one login right after the burst: how long it took (target: under 1 s).
   idle    BENCH_STORM_IDLE (2000) sockets that connect and say nothing (each gets
           2 s to connect), then one real login: its result and how long it took.
+  fds     the pooler started again under `prlimit --nofile=64:64`, 200 sockets
+          opened: its CPU time and log growth from then to 3 s later; then the sockets
+          close and a login is tried until one works: how long that took.
+  restart PostgreSQL stopped for 3 s while a client keeps logging in and running
+          SELECT 1 (a new attempt 50 ms after each failure): the errors it got once
+          PostgreSQL accepted connections again, and how long until a query worked.
 
 The clients are one asyncio loop speaking the wire protocol itself (startup,
 md5, simple Query), so 1,200 of them in flight cost the benchmark little; the
@@ -24,6 +30,7 @@ import hashlib
 import os
 import struct
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -152,7 +159,71 @@ async def idle_then_login(port, password, n_idle):
     return len(socks), result, seconds
 
 
-def measure(pooler, settings, logins, inflight, timeout, n_idle):
+FD_LIMIT = 64
+FD_SOCKETS = 200
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def fd_exhaustion(pooler, password):
+    """(CPU seconds and log bytes from opening the sockets to 3 s later, the login
+    result and seconds to it once they are closed)."""
+    pid = pooler.proc.pid      # prlimit execs the pooler: the same process
+    cpu0, log0 = cpu_seconds(pid), pooler.logfile.stat().st_size
+    socks = []
+    for _ in range(FD_SOCKETS):
+        try:
+            r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", pooler.port), 2)
+            socks.append(w)
+        except (OSError, asyncio.TimeoutError):
+            pass
+    await asyncio.sleep(3)
+    cpu, grew = cpu_seconds(pid) - cpu0, pooler.logfile.stat().st_size - log0
+    for w in socks:
+        w.close()
+    started = time.monotonic()
+    while time.monotonic() - started < 30:
+        result, _ = await timed_login(pooler.port, password, timeout=5)
+        if result == "ok":
+            break
+        await asyncio.sleep(0.05)
+    return cpu, grew, result, time.monotonic() - started
+
+
+def restart(pg, pooler, password):
+    """(errors after PostgreSQL was back, seconds from its restart to a working query).
+    PostgreSQL is stopped and started from this (the main) thread: bench.spawn ties
+    it to the thread that started it (PR_SET_PDEATHSIG)."""
+    asyncio.run(timed_login(pooler.port, password))      # the pool has a server
+    pg.stop()
+    state = {"back": None, "first_ok": None, "errors": {}}
+
+    async def client():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            result, _ = await timed_login(pooler.port, password, timeout=30)
+            back = state["back"]
+            if result == "ok" and back is not None:
+                state["first_ok"] = time.monotonic()
+                return
+            if result != "ok" and back is not None:
+                state["errors"][result] = state["errors"].get(result, 0) + 1
+            await asyncio.sleep(0.05)
+    thread = threading.Thread(target=lambda: asyncio.run(client()), daemon=True)
+    thread.start()
+    time.sleep(3)
+    pg.start()
+    state["back"] = time.monotonic()
+    thread.join(90)
+    took = state["first_ok"] - state["back"] if state["first_ok"] else None
+    return state["errors"], took
+
+
+def measure(pooler, settings, logins, inflight, timeout, n_idle, pg):
     password = settings.password
     ok, failures, secs = asyncio.run(burst(pooler.port, password, logins, inflight, timeout))
     log(f"bench: {pooler.name}: {ok}/{logins} logins in {secs:.1f} s, failures {failures}")
@@ -161,9 +232,20 @@ def measure(pooler, settings, logins, inflight, timeout, n_idle):
     time.sleep(1)
     opened, idle_result, idle_s = asyncio.run(idle_then_login(pooler.port, password, n_idle))
     log(f"bench: {pooler.name}: {opened} idle sockets, then a login: {idle_result} in {idle_s:.2f} s")
+    time.sleep(1)
+    errors, took = restart(pg, pooler, password)
+    log(f"bench: {pooler.name}: PostgreSQL restart: errors after it was back {errors}, "
+        f"first query {took if took is None else round(took, 2)} s after it")
     return {"ok": ok, "failures": failures, "secs": secs, "after": after, "after_s": after_s,
             "opened": opened, "idle": idle_result, "idle_s": idle_s,
-            "alive": pooler.alive()}
+            "restart_errors": errors, "restart_s": took, "alive": pooler.alive()}
+
+
+def measure_fds(pooler, settings):
+    cpu, grew, fd_result, fd_s = asyncio.run(fd_exhaustion(pooler, settings.password))
+    log(f"bench: {pooler.name}: at {FD_LIMIT} fds: {cpu:.2f} s CPU and {grew} log bytes in 3 s; "
+        f"then a login: {fd_result} after {fd_s:.2f} s")
+    return {"fd_cpu": cpu, "fd_log": grew, "fd_result": fd_result, "fd_s": fd_s}
 
 
 def report(settings, machine, logins, inflight, n_idle, results, elapsed):
@@ -191,6 +273,20 @@ def report(settings, machine, logins, inflight, n_idle, results, elapsed):
             f"{r['ok'] / r['secs']:.0f} | {r['after']} in {r['after_s']:.2f} s | "
             f"{r['opened']} | {r['idle']} in {r['idle_s']:.2f} s |"
             + ("" if r["alive"] else " (pooler died)"))
+    lines += [
+        "",
+        f"PostgreSQL stopped for 3 s under a client that keeps trying; then the pooler "
+        f"started under `prlimit --nofile={FD_LIMIT}:{FD_LIMIT}` with {FD_SOCKETS} sockets opened.",
+        "",
+        "| pooler | errors after PostgreSQL was back | first query after it | "
+        "CPU at the fd limit (3 s) | log bytes meanwhile | login once fds are free |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for name, r in results.items():
+        errs = ", ".join(f"{k}: {v}" for k, v in sorted(r["restart_errors"].items())) or "none"
+        took = "never (60 s)" if r["restart_s"] is None else f"{r['restart_s']:.2f} s"
+        lines.append(f"| {name} | {errs} | {took} | {r['fd_cpu']:.2f} s | {r['fd_log']} | "
+                     f"{r['fd_result']} after {r['fd_s']:.2f} s |")
     return "\n".join(lines) + "\n"
 
 
@@ -218,16 +314,23 @@ def main():
         }
         machine = bench.machine_description(settings, pg)
         results = {}
+        limited = ["prlimit", f"--nofile={FD_LIMIT}:{FD_LIMIT}", "--"]
         for name, pooler in poolers.items():
-            pooler.start()
-            log(f"bench: {name} on port {pooler.port}")
-            try:
-                results[name] = measure(pooler, settings, logins, inflight, timeout, n_idle)
-            finally:
-                if not pooler.alive():
-                    log(f"bench: {name} died:\n{tail(pooler.logfile, 20)}")
-                pooler.stop()
-            time.sleep(2)
+            low = Pooler(name, pooler.binary, tmp / f"{name}-fds", pooler.account, settings, pg,
+                         settings.password, wrapper=limited)
+            for p, run in ((pooler, lambda p: measure(p, settings, logins, inflight, timeout,
+                                                      n_idle, pg)),
+                           (low, lambda p: measure_fds(p, settings))):
+                p.start()
+                log(f"bench: {name} on port {p.port}")
+                try:
+                    results.setdefault(name, {}).update(run(p))
+                finally:
+                    if not p.alive():
+                        log(f"bench: {name} died:\n{tail(p.logfile, 20)}")
+                        results[name]["alive"] = False
+                    p.stop()
+                time.sleep(2)
         text = report(settings, machine, logins, inflight, n_idle, results,
                       time.monotonic() - started)
         print(text, end="", flush=True)
