@@ -25,6 +25,7 @@
 #include "authquery.h"
 #include "tls.h"
 #include "hba.h"
+#include "listener.h"
 #include "cancel.h"
 #include "log.h"
 #include "pool.h"
@@ -63,6 +64,21 @@ static void describe_peer(struct client *c, const struct sockaddr *addr)
 	}
 }
 
+/* Does a client in this state hold a max_client_conn slot? */
+static int client_logged_in(enum client_state state)
+{
+	return state == CL_WAITING_LOGIN || state == CL_WAITING || state == CL_ACTIVE || state == CL_ADMIN;
+}
+
+bool client_close_oldest_silent(struct sluice *sl, usec_t min_age)
+{
+	struct client *c = TAILQ_FIRST(&sl->login_clients);   /* the oldest: appended on accept */
+	if (!c || c->user || now_usec() - c->connect_time < min_age)
+		return false;
+	client_close(c, "max_login_clients reached: no startup packet from the oldest client");
+	return true;
+}
+
 void client_accept(struct sluice *sl, int fd, const struct sockaddr *addr, socklen_t len)
 {
 	struct client *c = calloc(1, sizeof(*c));
@@ -89,8 +105,10 @@ void client_move(struct client *c, struct pool *p, enum client_state state)
 {
 	struct sluice *sl = c->sl;
 	struct pool *old = c->pool;
+	bool left_login = c->state == CL_LOGIN && state != CL_LOGIN;
+	sl->n_logged_in += client_logged_in(state) - client_logged_in(c->state);
 	switch (c->state) {
-	case CL_LOGIN: TAILQ_REMOVE(&sl->login_clients, c, entry); break;
+	case CL_LOGIN: TAILQ_REMOVE(&sl->login_clients, c, entry); sl->n_login_clients--; break;
 	case CL_CLOSING: TAILQ_REMOVE(&sl->closing_clients, c, entry); break;
 	case CL_ADMIN: TAILQ_REMOVE(&sl->admin_clients, c, entry); break;
 	case CL_WAITING_LOGIN:
@@ -111,7 +129,7 @@ void client_move(struct client *c, struct pool *p, enum client_state state)
 	c->state = state;
 	c->pool = p;
 	switch (state) {
-	case CL_LOGIN: TAILQ_INSERT_TAIL(&sl->login_clients, c, entry); break;
+	case CL_LOGIN: TAILQ_INSERT_TAIL(&sl->login_clients, c, entry); sl->n_login_clients++; break;
 	case CL_CLOSING: TAILQ_INSERT_TAIL(&sl->closing_clients, c, entry); break;
 	case CL_ADMIN: TAILQ_INSERT_TAIL(&sl->admin_clients, c, entry); break;
 	case CL_WAITING_LOGIN:
@@ -129,6 +147,8 @@ void client_move(struct client *c, struct pool *p, enum client_state state)
 	case CL_CANCEL:
 		break;
 	}
+	if (left_login)
+		listener_update(sl);   /* a max_login_clients slot is free */
 }
 
 /* Take c off every list and give back its server; c stays allocated. */
@@ -678,6 +698,23 @@ static bool add_host_to_application_name(struct client *c)
 	return varcache_set(&c->vars, "application_name", name);
 }
 
+/*
+ * max_client_conn counts logged-in clients only: asked at the StartupMessage
+ * (an early answer, as PgBouncer's) and again when authentication is done,
+ * since many may authenticate at once. Sockets still logging in are bounded
+ * by max_login_clients instead (listener_update).
+ */
+static bool refuse_over_max_client_conn(struct client *c)
+{
+	struct sluice *sl = c->sl;
+	if (sl->n_logged_in < sl->cfg->max_client_conn)
+		return false;
+	char detail[128];
+	snprintf(detail, sizeof(detail), "max_client_conn (%d) is reached.", sl->cfg->max_client_conn);
+	client_fatal(c, SQLSTATE_TOO_MANY_CONNECTIONS, detail, NULL, "sorry, too many clients already");
+	return true;
+}
+
 static void handle_startup(struct client *c, const uint8_t *body, size_t len, uint32_t version)
 {
 	struct msgreader r;
@@ -699,12 +736,8 @@ static void handle_startup(struct client *c, const uint8_t *body, size_t len, ui
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return;
 	}
-	if (sl->n_clients > sl->cfg->max_client_conn) {
-		char detail[128];
-		snprintf(detail, sizeof(detail), "max_client_conn (%d) is reached.", sl->cfg->max_client_conn);
-		client_fatal(c, SQLSTATE_TOO_MANY_CONNECTIONS, detail, NULL, "sorry, too many clients already");
+	if (refuse_over_max_client_conn(c))
 		return;
-	}
 	if (sl->shutting_down && !admin_is_console_db(c->database)) {   /* the console stays open */
 		client_fatal(c, SQLSTATE_CANNOT_CONNECT_NOW, NULL, NULL, "pgsluice is shutting down");
 		return;
@@ -849,6 +882,8 @@ static void refuse_client_limit(struct client *c, const char *key, int max, cons
 static void login_succeeded(struct client *c)
 {
 	struct sluice *sl = c->sl;
+	if (refuse_over_max_client_conn(c))
+		return;
 	if (admin_is_console_db(c->database)) {
 		admin_login(c);   /* the admin console, not a pool */
 		return;

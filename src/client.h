@@ -121,6 +121,15 @@ struct client {
 /* Take over an accepted socket fd (non-blocking). Closes fd on failure. */
 void client_accept(struct sluice *sl, int fd, const struct sockaddr *addr, socklen_t len);
 
+/*
+ * max_login_clients is reached: close the oldest client still logging in
+ * when it has sent no StartupMessage and is at least min_age (usec) old, so
+ * a flood of idle sockets cannot lock real clients out. Returns true when
+ * one was closed (no error is sent: it asked nothing, as PostgreSQL's
+ * authentication_timeout), false when the oldest does not qualify.
+ */
+bool client_close_oldest_silent(struct sluice *sl, usec_t min_age);
+
 /* Close and free c now, releasing its server. reason is logged (log_disconnections). */
 void client_close(struct client *c, const char *reason);
 

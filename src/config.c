@@ -74,6 +74,8 @@ static const struct config_key config_table[] = {
 	KEY(max_client_conn, CONFIG_INT, "100", RELOAD, 1, NO_MAX_INT),
 	KEY(max_db_client_connections, CONFIG_INT, "0", RELOAD, 0, NO_MAX_INT),
 	KEY(max_db_connections, CONFIG_INT, "0", RELOAD, 0, NO_MAX_INT),
+	/* pgsluice's own: sockets still logging in; at the bound the listeners pause */
+	KEY(max_login_clients, CONFIG_INT, "1000", RELOAD, 1, NO_MAX_INT),
 	/* below 1 kB not even a startup packet fits; above 2^31-1 the length word overflows */
 	KEY(max_packet_size, CONFIG_SIZE, "2147483647", RELOAD, 1024, INT32_MAX),
 	KEY(max_prepared_statements, CONFIG_INT, "200", RELOAD, 0, NO_MAX_INT),

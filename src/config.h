@@ -88,7 +88,8 @@ struct sluice_config {
 	char *admin_users;
 	char *stats_users;
 	enum pool_mode pool_mode;
-	int max_client_conn;
+	int max_client_conn;      /* logged-in clients (pools and admin console) */
+	int max_login_clients;    /* clients still in startup or authentication */
 	int default_pool_size;
 	int min_pool_size;
 	int reserve_pool_size;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "client.h"
+#include "listener.h"
 #include "log.h"
 #include "pool.h"
 #include "sluice.h"
@@ -50,6 +51,7 @@ static void janitor_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	expire_logins(sl, now);
+	listener_make_room(sl);   /* idle sockets aged, a reload changed max_login_clients */
 	pool_janitor(sl);
 	log_stats(sl, now);
 }

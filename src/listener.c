@@ -25,20 +25,109 @@ struct listener {
 	struct sluice *sl;
 };
 
+/* After EMFILE/ENFILE the listeners rest this long, doubling up to the cap. */
+#define ACCEPT_BACKOFF_FIRST  (100 * USEC_PER_MSEC)
+#define ACCEPT_BACKOFF_MAX    (1 * USEC_PER_SEC)
+/* While accept() keeps failing, one log line per this long at most. */
+#define ACCEPT_LOG_INTERVAL   (10 * USEC_PER_SEC)
+/* A client that sent no StartupMessage in this long may make way for a new one. */
+#define SILENT_LOGIN_AGE      (1 * USEC_PER_SEC)
+
+static void set_enabled(struct sluice *sl, bool on)
+{
+	if (on == sl->accepting)
+		return;
+	for (struct listener *l = sl->listeners; l; l = l->next)
+		if (on)
+			evconnlistener_enable(l->ev);
+		else
+			evconnlistener_disable(l->ev);
+	sl->accepting = on;
+}
+
+static bool backing_off(struct sluice *sl)
+{
+	return sl->accept_retry && evtimer_pending(sl->accept_retry, NULL);
+}
+
+void listener_update(struct sluice *sl)
+{
+	set_enabled(sl, !sl->accept_suspended && !backing_off(sl) &&
+	                sl->n_login_clients < sl->cfg->max_login_clients);
+}
+
+void listener_make_room(struct sluice *sl)
+{
+	/* Sockets that have said nothing for a while make way for new ones:
+	 * a flood of idle connections must not lock out a real client. */
+	while (sl->n_login_clients >= sl->cfg->max_login_clients &&
+	       client_close_oldest_silent(sl, SILENT_LOGIN_AGE))
+		;
+	listener_update(sl);
+}
+
+static void log_accept_failures(struct sluice *sl, const char *what)
+{
+	log_warning("accept() failed %lu time%s: %s; not accepting new connections for %lld ms",
+	            sl->accept_failures, sl->accept_failures == 1 ? "" : "s", what,
+	            (long long)(sl->accept_backoff / USEC_PER_MSEC));
+	sl->accept_failures = 0;
+	sl->accept_failure_logged = now_usec();
+	sl->accept_failure_told = true;
+}
+
 static void accept_cb(struct evconnlistener *ev, evutil_socket_t fd, struct sockaddr *addr,
                       int len, void *arg)
 {
 	struct listener *l = arg;
+	struct sluice *sl = l->sl;
 	(void)ev;
-	client_accept(l->sl, fd, addr, (socklen_t)len);
+	/* one "again" line per failure line: at most two lines per ACCEPT_LOG_INTERVAL */
+	if (sl->accept_failure_told) {
+		log_info("accepting connections again (%lu more failed accept() calls)", sl->accept_failures);
+		sl->accept_failures = 0;
+		sl->accept_failure_told = false;
+	}
+	sl->accept_backoff = 0;   /* a socket came: the next failure starts short again */
+	client_accept(sl, fd, addr, (socklen_t)len);
+	listener_make_room(sl);
 }
 
+static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	listener_update(arg);
+}
+
+/*
+ * accept() failed with something other than "try again": usually EMFILE or
+ * ENFILE. The connection stays in the kernel's queue, so the listener would
+ * fire again at once and spin; pause every listener for a back-off (100 ms,
+ * doubling to 1 s while failures go on; PgBouncer pauses 5 s) and log once
+ * per ACCEPT_LOG_INTERVAL with the count. Without a timer (out of memory)
+ * the janitor's listener_update resumes them.
+ */
 static void accept_error_cb(struct evconnlistener *ev, void *arg)
 {
+	struct listener *l = arg;
+	struct sluice *sl = l->sl;
+	int err = EVUTIL_SOCKET_ERROR();
 	(void)ev;
-	(void)arg;
-	/* EMFILE and friends: log; libevent retries on the next readiness. */
-	log_warning("accept() failed: %s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	sl->accept_backoff = sl->accept_backoff ? sl->accept_backoff * 2 : ACCEPT_BACKOFF_FIRST;
+	if (sl->accept_backoff > ACCEPT_BACKOFF_MAX)
+		sl->accept_backoff = ACCEPT_BACKOFF_MAX;
+	sl->accept_failures++;
+	if (!sl->accept_failure_logged || now_usec() - sl->accept_failure_logged >= ACCEPT_LOG_INTERVAL)
+		log_accept_failures(sl, evutil_socket_error_to_string(err));
+	if (!sl->accept_retry)
+		sl->accept_retry = evtimer_new(sl->base, accept_retry_cb, sl);
+	if (sl->accept_retry) {
+		struct timeval tv = { (time_t)(sl->accept_backoff / USEC_PER_SEC),
+		                      (suseconds_t)(sl->accept_backoff % USEC_PER_SEC) };
+		evtimer_add(sl->accept_retry, &tv);
+	}
+	set_enabled(sl, false);
 }
 
 static bool add_listener(struct sluice *sl, int fd, const char *unix_path, char *errbuf, size_t errlen)
@@ -185,16 +274,15 @@ bool listener_start(struct sluice *sl, char *errbuf, size_t errlen)
 		snprintf(errbuf, errlen, "nothing to listen on: set listen_addr or unix_socket_dir");
 		return false;
 	}
+	sl->accepting = true;   /* evconnlistener_new enables them */
+	listener_update(sl);
 	return true;
 }
 
 void listener_set_accepting(struct sluice *sl, bool on)
 {
-	for (struct listener *l = sl->listeners; l; l = l->next)
-		if (on)
-			evconnlistener_enable(l->ev);
-		else
-			evconnlistener_disable(l->ev);
+	sl->accept_suspended = !on;
+	listener_update(sl);
 }
 
 void listener_stop_tcp(struct sluice *sl)
@@ -215,6 +303,10 @@ void listener_stop_tcp(struct sluice *sl)
 void listener_stop(struct sluice *sl)
 {
 	struct listener *l;
+	if (sl->accept_retry) {
+		event_free(sl->accept_retry);
+		sl->accept_retry = NULL;
+	}
 	while ((l = sl->listeners) != NULL) {
 		sl->listeners = l->next;
 		evconnlistener_free(l->ev);

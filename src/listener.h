@@ -1,7 +1,8 @@
 /*
  * listener.h - the sockets pgsluice accepts clients on: TCP on every
  * listen_addr and the unix socket in unix_socket_dir. Owns struct listener
- * and the socket file; hands accepted sockets to client_accept().
+ * and the socket file; hands accepted sockets to client_accept(); pauses
+ * accepting at max_login_clients and after EMFILE/ENFILE (listener_update).
  */
 #ifndef SLUICE_LISTENER_H
 #define SLUICE_LISTENER_H
@@ -28,6 +29,25 @@ void listener_stop_tcp(struct sluice *sl);
 
 /* SUSPEND / RESUME: stop or start accepting on every listener; connections wait in the kernel's queue. */
 void listener_set_accepting(struct sluice *sl, bool on);
+
+/*
+ * Turn accepting on or off for what holds now: SUSPEND, an accept() back-off
+ * after EMFILE/ENFILE (100 ms doubling to 1 s), and max_login_clients
+ * (sl->n_login_clients). While off, accept() is not called (the event is
+ * deleted, as PgBouncer's suspend_pooler) and new connections wait in the
+ * kernel's listen queue. Closes nothing, so it is safe inside client list
+ * walks; cheap when nothing changes: client_move calls it whenever a client
+ * leaves CL_LOGIN.
+ */
+void listener_update(struct sluice *sl);
+
+/*
+ * At max_login_clients, close the oldest clients that have sent no
+ * StartupMessage for 1 s (client_close_oldest_silent) to make room, then
+ * listener_update. Closes clients: not for callers walking a client list.
+ * Run after each accept and by the janitor every tick.
+ */
+void listener_make_room(struct sluice *sl);
 
 /* Close every listener and remove the unix socket file. Safe to call twice. */
 void listener_stop(struct sluice *sl);

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -611,6 +612,45 @@ static void teardown(struct sluice *sl, struct event **sigs, int n_sigs)
 	event_base_free(sl->base);
 }
 
+/*
+ * Raise the soft RLIMIT_NOFILE to the hard limit, as PgBouncer does at
+ * start, and warn when the configured clients and servers cannot fit: at
+ * the limit accept() fails with EMFILE and the listeners back off
+ * (listener.c). The server count is one pool per [databases] entry; pools
+ * of several users or of the "*" entry need more.
+ */
+static void raise_fd_limit(const struct sluice_config *cfg)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		log_warning("getrlimit(RLIMIT_NOFILE) failed: %s", strerror(errno));
+		return;
+	}
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t was = rl.rlim_cur;
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+			log_warning("could not raise the file descriptor limit from %llu to %llu: %s",
+			            (unsigned long long)was, (unsigned long long)rl.rlim_max, strerror(errno));
+			rl.rlim_cur = was;
+		}
+	}
+	long long servers = 0;
+	for (size_t i = 0; i < cfg->n_databases; i++) {
+		const struct db_config *db = &cfg->databases[i];
+		servers += (db->pool_size >= 0 ? db->pool_size : cfg->default_pool_size) +
+		           (db->reserve_pool >= 0 ? db->reserve_pool : cfg->reserve_pool_size);
+	}
+	/* listeners, log file, journal, side channels, cancel connections */
+	long long need = (long long)cfg->max_client_conn + cfg->max_login_clients + servers + 20;
+	if (rl.rlim_cur != RLIM_INFINITY && (unsigned long long)need > (unsigned long long)rl.rlim_cur)
+		log_warning("the file descriptor limit (%llu) is below what max_client_conn (%d), "
+		            "max_login_clients (%d) and the pools (%lld servers) may need (%lld): "
+		            "raise it (ulimit -n, LimitNOFILE=) or lower them",
+		            (unsigned long long)rl.rlim_cur, cfg->max_client_conn, cfg->max_login_clients,
+		            servers, need);
+}
+
 #define N_SIGNALS 6
 
 /* Start every part in order; false after logging why. */
@@ -652,6 +692,7 @@ static int run(struct sluice *sl, const struct options *o)
 	if (!sl->dns)
 		sl->dns = evdns_base_new(sl->base, 0);   /* no resolv.conf: numeric hosts still work */
 	int rc = 1;
+	raise_fd_limit(sl->cfg);
 	if (start_parts(sl, o, sigs)) {
 		log_info("pgsluice %s started, process %d", PACKAGE_VERSION, (int)getpid());
 		event_base_dispatch(sl->base);

@@ -96,6 +96,22 @@ static bool pool_apply(struct pool *p, const struct sluice_config *cfg, const st
 static void pool_free(struct pool *p);
 static void clear_login_failure(struct pool *p);
 
+/* The back-off after a login failure that may pass by itself: the first, and
+ * the longest (also never above server_login_retry). One attempt a second at
+ * most, and one at a time (can_launch), costs a down server nothing, and the
+ * first query after PostgreSQL is back waits at most that second. */
+#define LOGIN_RETRY_FIRST (100 * USEC_PER_MSEC)
+#define LOGIN_RETRY_MAX   (1 * USEC_PER_SEC)
+
+/* Is p holding back new server logins after a failed one? */
+static bool login_backing_off(const struct pool *p, usec_t now)
+{
+	if (!p->last_login_failure)
+		return false;
+	usec_t wait = p->login_failure_transient ? p->login_retry_delay : p->sl->cfg->server_login_retry;
+	return now - p->last_login_failure < wait;
+}
+
 struct pool *pool_get(struct sluice *sl, const struct db_config *db, const char *db_name, const char *user)
 {
 	struct pool *p;
@@ -253,7 +269,7 @@ static void make_room(struct pool *p)
 {
 	struct sluice *sl = p->sl;
 	if (p->n_waiting == 0 || p->pool_size <= 0 || p->n_login + p->n_idle + p->n_active > 0 || pool_is_paused(p) ||
-	    (p->last_login_failure && now_usec() - p->last_login_failure < sl->cfg->server_login_retry))
+	    login_backing_off(p, now_usec()))
 		return;
 	int max_db = max_db_connections(sl->cfg, p->db_name);
 	while (max_db > 0 && pool_count_db_servers(sl, p->db_name) >= max_db && evict_idle(p, p->db_name, NULL))
@@ -278,8 +294,10 @@ static bool can_launch(struct pool *p)
 		limit += p->reserve_pool;
 	if (p->n_login + p->n_idle + p->n_active >= limit)
 		return false;
-	if (p->last_login_failure && now_usec() - p->last_login_failure < cfg->server_login_retry)
+	if (login_backing_off(p, now_usec()))
 		return false;
+	if (p->last_login_failure && p->n_login > 0)
+		return false;   /* after a failure, one attempt at a time finds out */
 	int max_db = max_db_connections(cfg, p->db_name);
 	if (max_db > 0 && pool_count_db_servers(sl, p->db_name) >= max_db)
 		return false;
@@ -289,6 +307,8 @@ static bool can_launch(struct pool *p)
 	return true;
 }
 
+static void schedule_login_retry(struct pool *p);
+
 /* Open servers while clients wait for more than the logins under way can serve. */
 static void launch_for_waiters(struct pool *p)
 {
@@ -296,6 +316,8 @@ static void launch_for_waiters(struct pool *p)
 	while (p->n_waiting > p->n_login && can_launch(p))
 		if (!server_launch(p))
 			break;
+	if (p->n_waiting > p->n_login && p->login_failure_transient && login_backing_off(p, now_usec()))
+		schedule_login_retry(p);
 }
 
 static void enqueue_client(struct pool *p, struct client *c, enum client_state state)
@@ -312,22 +334,36 @@ static void enqueue_client(struct pool *p, struct client *c, enum client_state s
  * logged-in server may still serve them. Logins under way do not count: they
  * go to the same server with the same credentials (PgBouncer's
  * kill_pool_logins), and servers of a stale pool are closed once released.
+ * After a failure that may pass by itself only the clients that have waited
+ * server_login_retry, and saw an attempt fail since they came, get its
+ * error (the waiting list is in arrival order); the others wait for the
+ * next attempt, which the back-off makes soon.
  */
+static void give_login_error(struct pool *p, struct client *c)
+{
+	if (p->last_login_error)
+		client_fatal_raw(c, p->last_login_error, p->last_login_error_len);
+	else
+		client_fatal(c, SQLSTATE_CONNECTION_FAILURE, NULL, NULL,
+		             "server login has been failing, try again later");
+}
+
 static bool fail_fast(struct pool *p)
 {
 	if (!p->last_login_failure || (p->n_idle + p->n_active > 0 && !p->stale))
 		return false;
-	if (now_usec() - p->last_login_failure >= p->sl->cfg->server_login_retry)
-		return false;
+	usec_t now = now_usec();
 	struct client *c;
-	while ((c = TAILQ_FIRST(&p->waiting_clients)) != NULL) {
-		if (p->last_login_error)
-			client_fatal_raw(c, p->last_login_error, p->last_login_error_len);
-		else
-			client_fatal(c, SQLSTATE_CONNECTION_FAILURE, NULL,
-			             "pgsluice retries after server_login_retry.",
-			             "server login has been failing, try again later");
+	if (p->login_failure_transient) {
+		while ((c = TAILQ_FIRST(&p->waiting_clients)) != NULL && c->wait_start <= p->last_login_failure &&
+		       now - c->wait_start >= p->sl->cfg->server_login_retry)
+			give_login_error(p, c);
+		return false;
 	}
+	if (now - p->last_login_failure >= p->sl->cfg->server_login_retry)
+		return false;
+	while ((c = TAILQ_FIRST(&p->waiting_clients)) != NULL)
+		give_login_error(p, c);
 	return true;
 }
 
@@ -442,6 +478,43 @@ void pool_server_ready(struct server *s)
 	}
 }
 
+/* Could a failed server login pass by itself? msg: its ErrorResponse or NULL. */
+static bool failure_may_pass(const uint8_t *msg, size_t len)
+{
+	struct pg_error f;
+	if (!msg)
+		return true;   /* connect, TLS or I/O failure: the server may be restarting */
+	if (len <= PROTO_HEADER_LEN || !proto_parse_error(msg + PROTO_HEADER_LEN, len - PROTO_HEADER_LEN, &f))
+		return false;
+	/* connection_exception; admin_shutdown, crash_shutdown, cannot_connect_now
+	 * (starting up, shutting down, in recovery); too_many_connections */
+	return strncmp(f.sqlstate, "08", 2) == 0 || strcmp(f.sqlstate, "57P01") == 0 ||
+	       strcmp(f.sqlstate, "57P02") == 0 || strcmp(f.sqlstate, "57P03") == 0 ||
+	       strcmp(f.sqlstate, "53300") == 0;
+}
+
+static void login_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct pool *p = arg;
+	(void)fd;
+	(void)what;
+	if (!fail_fast(p))
+		launch_for_waiters(p);
+}
+
+/* The next attempt when the back-off ends, not at the janitor's next tick. */
+static void schedule_login_retry(struct pool *p)
+{
+	if (!p->login_retry_ev)
+		p->login_retry_ev = evtimer_new(p->sl->base, login_retry_cb, p);
+	if (!p->login_retry_ev || evtimer_pending(p->login_retry_ev, NULL))
+		return;   /* no memory: the janitor retries */
+	usec_t now = now_usec(), due = p->last_login_failure + p->login_retry_delay;
+	usec_t left = due > now ? due - now : 0;
+	struct timeval tv = { (time_t)(left / USEC_PER_SEC), (suseconds_t)(left % USEC_PER_SEC) };
+	evtimer_add(p->login_retry_ev, &tv);
+}
+
 void pool_login_failed(struct pool *p, usec_t attempt_start, const uint8_t *msg, size_t len,
                        const char *conn_error)
 {
@@ -449,7 +522,21 @@ void pool_login_failed(struct pool *p, usec_t attempt_start, const uint8_t *msg,
 		launch_for_waiters(p);
 		return;
 	}
-	p->last_login_failure = now_usec();
+	usec_t now = now_usec();
+	bool transient = failure_may_pass(msg, len);
+	if (transient) {
+		/* doubling while failures follow each other; a failure after a quiet
+		 * spell (or after a slow attempt) starts short again */
+		bool in_a_row = p->last_login_failure && p->login_failure_transient &&
+		                now - p->last_login_failure <= 2 * p->login_retry_delay + LOGIN_RETRY_FIRST;
+		p->login_retry_delay = in_a_row ? 2 * p->login_retry_delay : LOGIN_RETRY_FIRST;
+		if (p->login_retry_delay > LOGIN_RETRY_MAX)
+			p->login_retry_delay = LOGIN_RETRY_MAX;
+		if (p->login_retry_delay > p->sl->cfg->server_login_retry)
+			p->login_retry_delay = p->sl->cfg->server_login_retry;
+	}
+	p->login_failure_transient = transient;
+	p->last_login_failure = now;
 	free(p->last_login_error);
 	p->last_login_error = NULL;
 	p->last_login_error_len = 0;
@@ -461,7 +548,7 @@ void pool_login_failed(struct pool *p, usec_t attempt_start, const uint8_t *msg,
 		char detail[512];
 		snprintf(detail, sizeof(detail), "%s", conn_error ? conn_error : "unknown error");
 		msg_add_error(&m, PqMsg_ErrorResponse, "FATAL", SQLSTATE_CONNECTION_FAILURE, detail,
-		              "pgsluice retries after server_login_retry.",
+		              "pgsluice retries the connection while clients wait.",
 		              "could not connect to server for database \"%s\"", p->db_name);
 	}
 	if (!m.failed && (p->last_login_error = malloc(m.len)) != NULL) {
@@ -469,7 +556,8 @@ void pool_login_failed(struct pool *p, usec_t attempt_start, const uint8_t *msg,
 		p->last_login_error_len = m.len;
 	}
 	msg_free(&m);
-	fail_fast(p);
+	if (!fail_fast(p))
+		launch_for_waiters(p);   /* after a transient failure: schedules the retry */
 }
 
 /*
@@ -621,6 +709,8 @@ void pool_janitor(struct sluice *sl)
 static void clear_login_failure(struct pool *p)
 {
 	p->last_login_failure = 0;
+	p->login_failure_transient = false;
+	p->login_retry_delay = 0;
 	free(p->last_login_error);
 	p->last_login_error = NULL;
 	p->last_login_error_len = 0;
@@ -705,6 +795,8 @@ void pool_note_ready(struct server *s)
 
 static void pool_free(struct pool *p)
 {
+	if (p->login_retry_ev)
+		event_free(p->login_retry_ev);
 	free(p->db_name);
 	free(p->user_name);
 	free(p->host);

@@ -76,6 +76,9 @@ struct pool {
 	bool have_scram_keys;
 
 	usec_t last_login_failure;     /* 0: the last attempt succeeded */
+	bool login_failure_transient;  /* it may pass by itself (unreachable, 57P03...): retry soon */
+	usec_t login_retry_delay;      /* then: the back-off before the next attempt (100 ms doubling) */
+	struct event *login_retry_ev;  /* owned; makes that attempt when clients wait */
 	usec_t reconfigured_at;        /* monotonic, last reload: older login attempts say nothing */
 	uint8_t *last_login_error;     /* ErrorResponse message to give waiting clients, owned */
 	size_t last_login_error_len;
@@ -124,9 +127,16 @@ void pool_cancels_done(struct server *s);
 /*
  * A server login begun at attempt_start (monotonic usec) failed with the
  * ErrorResponse msg (len bytes, whole message with header) or, when msg is
- * NULL, with a connection error text. Waiting clients get the error; new
- * attempts wait server_login_retry. A login begun before the last reload
- * used old settings: it only makes way for a new attempt.
+ * NULL, with a connection error text. A failure that may pass by itself (no
+ * ErrorResponse: refused, reset, timed out; or SQLSTATE class 08, 57P01-03,
+ * 53300, as during a PostgreSQL restart) is retried while clients wait,
+ * after 100 ms doubling up to 1 s (at most server_login_retry), one
+ * attempt at a time; a client gets the error
+ * of an attempt that failed after it came once it has waited
+ * server_login_retry, never an older one. Any other error (a wrong
+ * password, a missing database) goes to every waiting client and to new
+ * ones for server_login_retry, as PgBouncer. A login begun before the last
+ * reload used old settings: it only makes way for a new attempt.
  */
 void pool_login_failed(struct pool *p, usec_t attempt_start, const uint8_t *msg, size_t len,
                        const char *conn_error);

@@ -103,7 +103,16 @@ struct sluice {
 	struct client_list login_clients; /* CL_LOGIN */
 	struct client_list closing_clients; /* CL_CLOSING */
 	struct pool_list pools;
-	int n_clients;                    /* every client socket, for max_client_conn */
+	int n_clients;                    /* every client socket (SHOW LISTS, SHOW MEM) */
+	int n_login_clients;              /* CL_LOGIN, bounded by max_login_clients */
+	int n_logged_in;                  /* in a pool or the admin console, for max_client_conn */
+	bool accepting;                   /* the listeners' accept events are on (listener.c) */
+	bool accept_suspended;            /* SUSPEND: listener_set_accepting(false) */
+	struct event *accept_retry;       /* owned by listener.c: ends an accept() back-off */
+	usec_t accept_backoff;            /* current back-off after EMFILE/ENFILE; 0: none */
+	unsigned long accept_failures;    /* failed accept() calls not logged yet */
+	usec_t accept_failure_logged;     /* monotonic, the last such log line; 0: none yet */
+	bool accept_failure_told;         /* that line awaits its "accepting again" line */
 
 	struct prepared_registry prepared; /* statement text -> server-side name */
 	struct limits *limits;            /* per-subject rate limits and budgets; owned */

@@ -150,6 +150,7 @@ static void test_defaults_apply_when_file_has_only_databases(void **state)
 	assert_string_equal(cfg->stats_users, "");
 	assert_int_equal(cfg->pool_mode, POOL_MODE_SESSION);
 	assert_int_equal(cfg->max_client_conn, 100);
+	assert_int_equal(cfg->max_login_clients, 1000);
 	assert_int_equal(cfg->default_pool_size, 20);
 	assert_int_equal(cfg->min_pool_size, 0);
 	assert_int_equal(cfg->reserve_pool_size, 0);
