@@ -38,7 +38,6 @@
 /* A password or SASL message larger than this is a protocol violation. */
 #define MAX_AUTH_MESSAGE_LEN 8192
 
-static uint64_t next_client_id = 1;
 
 static void client_read_cb(struct bufferevent *bev, void *arg);
 static void client_write_cb(struct bufferevent *bev, void *arg);
@@ -75,7 +74,7 @@ void client_accept(struct sluice *sl, int fd, const struct sockaddr *addr, sockl
 	socket_tune(fd, sl->cfg);
 	c->sl = sl;
 	c->bev = bev;
-	c->id = next_client_id++;
+	c->id = socket_id_next();
 	c->auth_step = CL_AUTH_STARTUP;
 	c->connect_time = c->last_activity = now_usec();
 	describe_peer(c, addr);

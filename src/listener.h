@@ -29,6 +29,9 @@ void listener_stop_tcp(struct sluice *sl);
 /* SUSPEND / RESUME: stop or start accepting on every listener; connections wait in the kernel's queue. */
 void listener_set_accepting(struct sluice *sl, bool on);
 
+/* Call fn with the fd of every listening socket (SHOW FDS); fn must not close it. */
+void listener_foreach_fd(struct sluice *sl, void (*fn)(int fd, void *arg), void *arg);
+
 /* Close every listener and remove the unix socket file. Safe to call twice. */
 void listener_stop(struct sluice *sl);
 

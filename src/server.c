@@ -36,7 +36,6 @@
  * a broken server. */
 #define MAX_INSPECTED_LEN (1024 * 1024)
 
-static uint64_t next_server_id = 1;
 
 static void server_read_cb(struct bufferevent *bev, void *arg);
 static void server_write_cb(struct bufferevent *bev, void *arg);
@@ -128,7 +127,7 @@ struct server *server_launch(struct pool *p)
 		return NULL;
 	}
 	s->pool = p;
-	s->id = next_server_id++;
+	s->id = socket_id_next();
 	s->tx_status = 'I';
 	s->connect_time = s->last_used = now_usec();
 	s->state = SV_LOGIN;
