@@ -26,6 +26,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ai/cache.h"
 #include "ai/limits.h"
@@ -33,6 +34,7 @@
 #include "autoconfig.h"
 #include "client.h"
 #include "config.h"
+#include "ident.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
@@ -2263,11 +2265,22 @@ static bool run_query(struct client *c, const char *text, struct msgbuf *m)
 
 /* ---- sessions ---- */
 
+bool admin_is_own_user(const struct client *c)
+{
+	char name[256], why[300];
+	uid_t uid;
+	if (c->peer.ss_family != AF_UNIX || !c->user || !admin_is_console_db(c->database) ||
+	    (strcmp(c->user, "pgbouncer") != 0 && strcmp(c->user, "pgsluice") != 0))
+		return false;
+	return ident_peer_user(bufferevent_getfd(c->bev), &uid, name, sizeof(name), why, sizeof(why)) &&
+	       uid == geteuid();
+}
+
 void admin_login(struct client *c)
 {
 	struct sluice *sl = c->sl;
 	const struct sluice_config *cfg = sl->cfg;
-	bool may_control = str_list_contains(cfg->admin_users, c->user);
+	bool may_control = str_list_contains(cfg->admin_users, c->user) || admin_is_own_user(c);
 	bool may_show = may_control || str_list_contains(cfg->stats_users, c->user) ||
 	                cfg->auth_type == AUTH_TYPE_ANY;
 	if (!may_show) {

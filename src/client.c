@@ -28,6 +28,7 @@
 #include "authquery.h"
 #include "tls.h"
 #include "hba.h"
+#include "ident.h"
 #include "cancel.h"
 #include "log.h"
 #include "pool.h"
@@ -387,8 +388,8 @@ static void start_scram(struct client *c, const char *stored)
 	c->auth_step = CL_AUTH_SASL_FIRST;
 }
 
-/* auth_type = cert: the verified client certificate's CN is the user name. */
-static void start_cert_auth(struct client *c)
+/* auth_type = cert: the verified client certificate's CN is the user name (or maps to it: hba map=). */
+static void start_cert_auth(struct client *c, const char *map)
 {
 	char cn[256];
 	SSL *ssl = c->tls ? bufferevent_openssl_get_ssl(c->bev) : NULL;
@@ -398,7 +399,10 @@ static void start_cert_auth(struct client *c)
 		             "connection requires a valid client certificate");
 		return;
 	}
-	if (strcmp(cn, c->user) != 0) {
+	if (map ? !ident_map_allows(c->sl->ident, map, cn, c->user) : strcmp(cn, c->user) != 0) {
+		if (map)
+			log_info("C-%llu: no match in usermap \"%s\" for user \"%s\" authenticated as \"%s\"",
+			         (unsigned long long)c->id, map, c->user, cn);
 		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL,
 		             "certificate authentication failed for user \"%s\"", c->user);
 		return;
@@ -407,11 +411,55 @@ static void start_cert_auth(struct client *c)
 }
 
 /*
+ * auth_type = peer, or an hba "peer" rule: the operating system user at the
+ * other end of the unix socket is the role, or maps to it in auth_ident_file
+ * (map, may be NULL). PostgreSQL's texts; the reason goes to the log only.
+ */
+static void peer_login(struct client *c, const char *map)
+{
+	char sysuser[256], why[300];
+	uid_t uid;
+	if (c->peer.ss_family != AF_UNIX) {
+		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL,
+		             "Connect over the Unix socket (unix_socket_dir), or use a password method for TCP.",
+		             "peer authentication is only supported on local sockets");
+		return;
+	}
+	if (!ident_peer_user(bufferevent_getfd(c->bev), &uid, sysuser, sizeof(sysuser), why, sizeof(why))) {
+		log_warning("C-%llu: %s", (unsigned long long)c->id, why);
+		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL, "Peer authentication failed for user \"%s\"",
+		             c->user);
+		return;
+	}
+	if (map ? !ident_map_allows(c->sl->ident, map, sysuser, c->user) : strcmp(sysuser, c->user) != 0) {
+		if (map)
+			log_info("C-%llu: no match in usermap \"%s\" for user \"%s\" authenticated as \"%s\"%s",
+			         (unsigned long long)c->id, map, c->user, sysuser,
+			         c->sl->ident ? "" : " (auth_ident_file is not set)");
+		else
+			log_info("C-%llu: provided user name (%s) and authenticated user name (%s) do not match",
+			         (unsigned long long)c->id, c->user, sysuser);
+		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL, "Peer authentication failed for user \"%s\"",
+		             c->user);
+		return;
+	}
+	login_succeeded(c);
+}
+
+/* auth_type ldap or pam, or such an hba rule: pgsluice is built without them (docs/hba.md). */
+static void refuse_unbuilt_method(struct client *c, const char *method)
+{
+	client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL,
+	             "Use another auth_type or hba method; pgsluice does not link the library it needs.",
+	             "%s authentication is not supported: pgsluice was built without %s support", method, method);
+}
+
+/*
  * With auth_type = hba the first matching auth_hba_file rule picks the
  * method (client-authentication.html, pg_hba.conf). Returns false after
  * refusing the client.
  */
-static bool method_from_hba(struct client *c, enum auth_type *method)
+static bool method_from_hba(struct client *c, enum auth_type *method, const char **map)
 {
 	int line = 0;
 	bool is_unix = c->peer.ss_family == AF_UNIX;
@@ -419,8 +467,17 @@ static bool method_from_hba(struct client *c, enum auth_type *method)
 	                                           is_unix ? NULL : (const struct sockaddr *)&c->peer,
 	                                           c->database, c->user, &line)
 	                               : HBA_REJECT;
+	*map = hba_map(c->sl->hba, line);
 	switch (m) {
 	case HBA_TRUST: *method = AUTH_TYPE_ANY; return true;
+	case HBA_PEER: *method = AUTH_TYPE_PEER; return true;
+	case HBA_LDAP: *method = AUTH_TYPE_LDAP; return true;
+	case HBA_PAM: *method = AUTH_TYPE_PAM; return true;
+	case HBA_IDENT:
+		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL,
+		             "Use \"peer\" on a local rule, or a password method for TCP.",
+		             "ident authentication over TCP is not supported by pgsluice (pg_hba.conf line %d)", line);
+		return false;
 	case HBA_MD5: *method = AUTH_TYPE_MD5; return true;
 	case HBA_SCRAM_SHA_256: *method = AUTH_TYPE_SCRAM_SHA_256; return true;
 	case HBA_PASSWORD: *method = AUTH_TYPE_PLAIN; return true;
@@ -445,6 +502,10 @@ static void begin_auth_method(struct client *c, const struct userlist_entry *e);
 static void start_auth(struct client *c)
 {
 	struct sluice *sl = c->sl;
+	if (admin_is_own_user(c)) {   /* PgBouncer's rule: no password over the unix socket */
+		login_succeeded(c);
+		return;
+	}
 	const struct userlist_entry *e = sl->userlist ? userlist_find(sl->userlist, c->user) : NULL;
 	if (e) {
 		c->auth_password = strdup(e->password);
@@ -453,7 +514,7 @@ static void start_auth(struct client *c)
 			return;
 		}
 	} else if (authquery_enabled(sl, c->database) && sl->cfg->auth_type != AUTH_TYPE_ANY &&
-	           sl->cfg->auth_type != AUTH_TYPE_CERT) {
+	           sl->cfg->auth_type != AUTH_TYPE_CERT && sl->cfg->auth_type != AUTH_TYPE_PEER) {
 		/* not in auth_file: PostgreSQL's own catalog may know the role */
 		const char *cached = authquery_cached(sl, c->database, c->user);
 		if (cached) {
@@ -483,8 +544,9 @@ void client_auth_query_done(struct client *c, const char *password)
 static void begin_auth_method(struct client *c, const struct userlist_entry *e)
 {
 	const struct sluice_config *cfg = c->sl->cfg;
+	const char *map = NULL;
 	c->auth_method = cfg->auth_type;
-	if (c->auth_method == AUTH_TYPE_HBA && !method_from_hba(c, &c->auth_method))
+	if (c->auth_method == AUTH_TYPE_HBA && !method_from_hba(c, &c->auth_method, &map))
 		return;
 	switch (c->auth_method) {
 	case AUTH_TYPE_ANY:
@@ -515,7 +577,16 @@ static void begin_auth_method(struct client *c, const struct userlist_entry *e)
 		start_scram(c, e ? e->password : NULL);
 		return;
 	case AUTH_TYPE_CERT:
-		start_cert_auth(c);
+		start_cert_auth(c, map);
+		return;
+	case AUTH_TYPE_PEER:
+		peer_login(c, map);
+		return;
+	case AUTH_TYPE_LDAP:
+		refuse_unbuilt_method(c, "LDAP");
+		return;
+	case AUTH_TYPE_PAM:
+		refuse_unbuilt_method(c, "PAM");
 		return;
 	default:
 		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL, "unsupported authentication method");

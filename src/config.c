@@ -40,6 +40,8 @@ static const struct config_key config_table[] = {
 	KEY(auth_dbname, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(auth_file, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(auth_hba_file, CONFIG_STRING, "", RELOAD, 0, 0),
+	KEY(auth_ident_file, CONFIG_STRING, "", RELOAD, 0, 0),
+	KEY(auth_ldap_options, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(auth_query, CONFIG_STRING, "SELECT rolname, CASE WHEN rolvaliduntil < pg_catalog.now() THEN NULL ELSE rolpassword END FROM pg_catalog.pg_authid WHERE rolname = $1 AND rolcanlogin", RELOAD, 0, 0),
 	KEY(auth_type, CONFIG_AUTH_TYPE, "md5", RELOAD, 0, 0),
 	KEY(auth_user, CONFIG_STRING, "", RELOAD, 0, 0),
@@ -146,7 +148,6 @@ static const struct config_key config_table[] = {
  * libevent's, sized by the data (the data path rebuild will own this).
  */
 static const char *const unsupported_pgbouncer_keys[] = {
-	"auth_ident_file", "auth_ldap_options", 
 	"autodb_idle_timeout",
 	"client_tls_dheparams",
 	"client_tls_ecdhcurve", 
@@ -234,7 +235,8 @@ static const struct { const char *name; enum auth_type type; } auth_type_names[]
 	{ "any", AUTH_TYPE_ANY }, { "trust", AUTH_TYPE_TRUST }, { "plain", AUTH_TYPE_PLAIN },
 	{ "password", AUTH_TYPE_PLAIN }, { "md5", AUTH_TYPE_MD5 },
 	{ "scram-sha-256", AUTH_TYPE_SCRAM_SHA_256 }, { "cert", AUTH_TYPE_CERT },
-	{ "hba", AUTH_TYPE_HBA },
+	{ "hba", AUTH_TYPE_HBA }, { "peer", AUTH_TYPE_PEER }, { "ldap", AUTH_TYPE_LDAP },
+	{ "pam", AUTH_TYPE_PAM },
 };
 
 /* A parsed value before it is stored; TIME and SIZE both use n. */
@@ -474,7 +476,7 @@ static bool parse_value(const struct config_key *key, const char *text, union co
 	case CONFIG_AUTH_TYPE:
 		if (parse_auth_type(text, &out->auth))
 			return true;
-		snprintf(why, whylen, "expected any, trust, plain, password, md5, scram-sha-256, cert or hba");
+		snprintf(why, whylen, "expected any, trust, plain, password, md5, scram-sha-256, cert, hba, peer, ldap or pam");
 		return false;
 	}
 	snprintf(why, whylen, "unknown key type");

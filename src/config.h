@@ -19,9 +19,13 @@ typedef int64_t usec_t;
 
 enum pool_mode { POOL_MODE_INHERIT = -1, POOL_MODE_SESSION = 0, POOL_MODE_TRANSACTION, POOL_MODE_STATEMENT };
 
-/* PgBouncer's auth_type values; "password" is accepted as an alias of plain. */
+/*
+ * PgBouncer's auth_type values; "password" is accepted as an alias of plain.
+ * LDAP and PAM load but refuse every login: pgsluice is built without them.
+ */
 enum auth_type { AUTH_TYPE_ANY, AUTH_TYPE_TRUST, AUTH_TYPE_PLAIN, AUTH_TYPE_MD5,
-                 AUTH_TYPE_SCRAM_SHA_256, AUTH_TYPE_CERT, AUTH_TYPE_HBA };
+                 AUTH_TYPE_SCRAM_SHA_256, AUTH_TYPE_CERT, AUTH_TYPE_HBA, AUTH_TYPE_PEER,
+                 AUTH_TYPE_LDAP, AUTH_TYPE_PAM };
 
 /* One [databases] line: "name = host=... port=... dbname=... ...". */
 struct db_config {
@@ -81,6 +85,8 @@ struct sluice_config {
 	char *user;               /* -u: drop privileges to this OS user */
 	char *auth_file;
 	char *auth_hba_file;      /* pg_hba.conf-style rules for auth_type = hba */
+	char *auth_ident_file;    /* pg_ident.conf-style user name maps for hba map= */
+	char *auth_ldap_options;  /* accepted for PgBouncer's ini; LDAP logins are refused */
 	char *auth_user;          /* looks up roles missing from auth_file; "" = off */
 	char *auth_query;         /* $1 = the role; returns (name, stored password) */
 	char *auth_dbname;        /* [databases] entry to run it in; "" = the client's */

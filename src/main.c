@@ -33,6 +33,7 @@
 #include "authquery.h"
 #include "cancel.h"
 #include "hba.h"
+#include "ident.h"
 #include "client.h"
 #include "config.h"
 #include "janitor.h"
@@ -130,6 +131,18 @@ static struct hba *load_hba(const struct sluice_config *cfg, bool *ok, char *err
 	if (!hba)
 		*ok = false;
 	return hba;
+}
+
+/* Load auth_ident_file; NULL when unset. *ok is false (err says why) when it is set but bad. */
+static struct ident_map *load_ident(const struct sluice_config *cfg, bool *ok, char *err, size_t errlen)
+{
+	*ok = true;
+	if (!cfg->auth_ident_file[0])
+		return NULL;
+	struct ident_map *im = ident_load(cfg->auth_ident_file, err, errlen);
+	if (!im)
+		*ok = false;
+	return im;
 }
 
 static bool check_pidfile(const char *path)
@@ -313,19 +326,23 @@ static void apply_watched_changes(struct sluice *sl, struct watched_settings *be
  */
 static bool swap_in_files(struct sluice *sl, const struct sluice_config *cfg, char *err, size_t errlen)
 {
-	bool ok, hba_ok = true;
+	bool ok, hba_ok = true, ident_ok = true;
 	struct tls_config tls;
 	struct userlist *ul = load_userlist(cfg, &ok, err, errlen);
 	struct hba *hba = ok ? load_hba(cfg, &hba_ok, err, errlen) : NULL;
-	if (!ok || !hba_ok || !tls_load(cfg, &tls, err, errlen)) {
+	struct ident_map *im = ok && hba_ok ? load_ident(cfg, &ident_ok, err, errlen) : NULL;
+	if (!ok || !hba_ok || !ident_ok || !tls_load(cfg, &tls, err, errlen)) {
 		userlist_free(ul);
 		hba_free(hba);
+		ident_free(im);
 		return false;
 	}
 	tls_free(&sl->tls);
 	sl->tls = tls;
 	hba_free(sl->hba);
 	sl->hba = hba;
+	ident_free(sl->ident);
+	sl->ident = im;
 	userlist_free(sl->userlist);
 	sl->userlist = ul;
 	return true;
@@ -366,6 +383,7 @@ static bool reload(struct sluice *sl, char *err, size_t errlen)
 static bool names_a_file(const char *key)
 {
 	return strcmp(key, "auth_file") == 0 || strcmp(key, "auth_hba_file") == 0 ||
+	       strcmp(key, "auth_ident_file") == 0 ||
 	       strncmp(key, "client_tls_", 11) == 0 || strncmp(key, "server_tls_", 11) == 0;
 }
 
@@ -665,6 +683,7 @@ static void free_loaded(struct sluice *sl)
 {
 	userlist_free(sl->userlist);
 	hba_free(sl->hba);
+	ident_free(sl->ident);
 	tls_free(&sl->tls);
 	limits_free(sl->limits);
 	cache_free(sl->cache);
@@ -680,6 +699,8 @@ static bool load_auth(struct sluice *sl)
 	sl->userlist = load_userlist(sl->cfg, &ok, err, sizeof(err));
 	if (ok)
 		sl->hba = load_hba(sl->cfg, &ok, err, sizeof(err));
+	if (ok)
+		sl->ident = load_ident(sl->cfg, &ok, err, sizeof(err));
 	if (ok && !tls_load(sl->cfg, &sl->tls, err, sizeof(err)))
 		ok = false;
 	if (!ok)

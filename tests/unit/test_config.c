@@ -339,9 +339,9 @@ static void test_pool_mode_and_auth_type_take_pgbouncer_names(void **state)
 	assert_int_equal(cfg->pool_mode, POOL_MODE_STATEMENT);
 	config_free(cfg);
 
-	assert_string_equal(load_key_error("auth_type", "pam"),
-	                    "FILE:2: invalid value \"pam\" for key \"auth_type\": "
-	                    "expected any, trust, plain, password, md5, scram-sha-256, cert or hba");
+	assert_string_equal(load_key_error("auth_type", "gss"),
+	                    "FILE:2: invalid value \"gss\" for key \"auth_type\": "
+	                    "expected any, trust, plain, password, md5, scram-sha-256, cert, hba, peer, ldap or pam");
 	assert_string_equal(load_key_error("pool_mode", "txn"),
 	                    "FILE:2: invalid value \"txn\" for key \"pool_mode\": "
 	                    "expected session, transaction or statement");
@@ -393,7 +393,7 @@ static void test_unknown_and_unsupported_keys_warn_by_name_and_load(void **state
 	struct sluice_config *cfg = load_ok(
 		"[pgsluice]\n"                       /* 1 */
 		"foo = bar\n"                        /* 2 */
-		"auth_ident_file = x\n"             /* 3 */
+		"server_round_robin = 1\n"          /* 3 */
 		"client_tls_dheparams = auto\n"     /* 4 */
 		"workers = 2\n"                      /* 5 */
 		"listen_port = 7432\n"               /* 6 */
@@ -406,7 +406,7 @@ static void test_unknown_and_unsupported_keys_warn_by_name_and_load(void **state
 	assert_int_equal(cfg->listen_port, 7432);
 	char *log = take_log();
 	assert_logged(log, 2, "unknown configuration key \"foo\" ignored");
-	assert_logged(log, 3, "PgBouncer key \"auth_ident_file\" is not supported by pgsluice and is ignored");
+	assert_logged(log, 3, "PgBouncer key \"server_round_robin\" is not supported by pgsluice and is ignored");
 	assert_logged(log, 4, "PgBouncer key \"client_tls_dheparams\" is not supported by pgsluice and is ignored");
 	assert_logged(log, 5, "key \"workers\" is not implemented yet by pgsluice and is ignored");
 	assert_logged(log, 7, "PgBouncer section [peers] is not supported by pgsluice and is ignored");
