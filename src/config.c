@@ -182,6 +182,8 @@ static const struct config_key db_keys[] = {
 	ENTRY_KEY(db_config, "max_db_connections", max_db_connections, CONFIG_INT, 0, NO_MAX_INT),
 	ENTRY_KEY(db_config, "max_db_client_connections", max_db_client_connections, CONFIG_INT, 0, NO_MAX_INT),
 	ENTRY_KEY(db_config, "server_lifetime", server_lifetime, CONFIG_TIME, 0, NO_MAX),
+	/* PgBouncer: -1 means "not set" */
+	ENTRY_KEY(db_config, "query_wait_timeout", query_wait_timeout, CONFIG_TIME, -USEC_PER_SEC, NO_MAX),
 	ENTRY_KEY(db_config, "auth_user", auth_user, CONFIG_STRING, 0, 0),
 	ENTRY_KEY(db_config, "auth_query", auth_query, CONFIG_STRING, 0, 0),
 	ENTRY_KEY(db_config, "auth_dbname", auth_dbname, CONFIG_STRING, 0, 0),
@@ -194,8 +196,7 @@ static const struct config_key db_keys[] = {
 };
 
 static const char *const unsupported_db_keys[] = {
-	"load_balance_hosts", "target_session_attrs",
-	"query_wait_timeout", NULL
+	"load_balance_hosts", "target_session_attrs", NULL
 };
 
 static const struct config_key user_keys[] = {
@@ -208,10 +209,11 @@ static const struct config_key user_keys[] = {
 	ENTRY_KEY(user_config, "idle_transaction_timeout", idle_transaction_timeout, CONFIG_TIME, 0, NO_MAX),
 	ENTRY_KEY(user_config, "transaction_timeout", transaction_timeout, CONFIG_TIME, 0, NO_MAX),
 	ENTRY_KEY(user_config, "client_idle_timeout", client_idle_timeout, CONFIG_TIME, 0, NO_MAX),
+	ENTRY_KEY(user_config, "query_wait_timeout", query_wait_timeout, CONFIG_TIME, -USEC_PER_SEC, NO_MAX),
 };
 
 static const char *const unsupported_user_keys[] = {
-	"query_wait_timeout", NULL
+	NULL
 };
 
 /* What a [databases] or [users] line may contain. */
@@ -1099,6 +1101,7 @@ static bool load_database(struct load_state *st, const char *raw_name, const cha
 	struct db_config db = {
 		.port = 5432, .pool_size = -1, .min_pool_size = -1, .reserve_pool = -1,
 		.max_db_connections = -1, .max_db_client_connections = -1, .server_lifetime = -1,
+		.query_wait_timeout = -1,
 		.pool_mode = POOL_MODE_INHERIT,
 		.line = current_source(st)->line,
 	};
@@ -1142,7 +1145,7 @@ static bool load_user(struct load_state *st, const char *raw_name, const char *v
 	struct user_config user = {
 		.pool_mode = POOL_MODE_INHERIT, .pool_size = -1, .reserve_pool = -1, .max_user_connections = -1,
 		.max_user_client_connections = -1, .query_timeout = -1, .idle_transaction_timeout = -1,
-		.transaction_timeout = -1, .client_idle_timeout = -1,
+		.transaction_timeout = -1, .client_idle_timeout = -1, .query_wait_timeout = -1,
 		.line = current_source(st)->line,
 	};
 

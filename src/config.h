@@ -41,6 +41,7 @@ struct db_config {
 	int max_db_connections;  /* -1: max_db_connections */
 	int max_db_client_connections; /* -1: max_db_client_connections */
 	usec_t server_lifetime;  /* -1: server_lifetime */
+	usec_t query_wait_timeout; /* negative: not set ([users], then query_wait_timeout) */
 	char *auth_user;         /* NULL: auth_user; the two below likewise */
 	char *auth_query;
 	char *auth_dbname;
@@ -65,6 +66,7 @@ struct user_config {
 	usec_t idle_transaction_timeout;
 	usec_t transaction_timeout;
 	usec_t client_idle_timeout;
+	usec_t query_wait_timeout;  /* negative: not set ([databases], then query_wait_timeout) */
 	int line;
 };
 

@@ -578,11 +578,16 @@ static void test_users_take_pool_mode_pool_size_and_max_user_connections(void **
 	assert_null(config_find_user(cfg, "carol"));
 	config_free(cfg);
 
-	/* query_wait_timeout is PgBouncer's but not one pgsluice takes per user */
-	cfg = load_ok("[users]\nalice = query_wait_timeout=5\n");
-	assert_logged(take_log(), 2, "PgBouncer key \"query_wait_timeout\" of user \"alice\" is not supported "
-	                             "by pgsluice and is ignored");
+	/* query_wait_timeout per user and per database; -1 (PgBouncer's "not set") and unset are negative */
+	cfg = load_ok("[users]\nalice = query_wait_timeout=5\nbob = query_wait_timeout=-1\ncarol = pool_size=1\n"
+	              "[databases]\nd1 = query_wait_timeout=0\nd2 = host=h\n");
+	assert_int_equal(config_find_user(cfg, "alice")->query_wait_timeout, 5 * USEC_PER_SEC);
+	assert_true(config_find_user(cfg, "bob")->query_wait_timeout < 0);
+	assert_true(config_find_user(cfg, "carol")->query_wait_timeout < 0);
+	assert_int_equal(config_find_db(cfg, "d1")->query_wait_timeout, 0);
+	assert_true(config_find_db(cfg, "d2")->query_wait_timeout < 0);
 	config_free(cfg);
+	assert_non_null(strstr(load_error("[users]\nalice = query_wait_timeout=-2\n"), "query_wait_timeout"));
 
 	assert_string_equal(load_error("[users]\nbob = pool_mode=session color=blue\n"),
 	                    "FILE:2: unknown key \"color\" in the settings of user \"bob\"");
