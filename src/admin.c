@@ -1085,18 +1085,34 @@ static void show_dns_zones(struct client *c, struct msgbuf *m)
 	command_complete(m, "SHOW");
 }
 
-/* SHOW PEERS and PEER_POOLS: PgBouncer's columns, no rows until pgsluice has [peers]. */
+/* SHOW PEERS: the [peers] entries but this process's own peer_id, as PgBouncer. */
 static void show_peers(struct client *c, struct msgbuf *m)
 {
 	static const struct column cols[] = {
 		{ "peer_id", TYPE_INT4 }, { "host", TYPE_TEXT }, { "port", TYPE_INT4 }, { "pool_size", TYPE_INT4 },
 	};
+	const struct sluice_config *cfg = c->sl->cfg;
 	struct result r;
-	(void)c;
 	result_begin(&r, m, cols, 4);
+	for (size_t i = 0; i < cfg->n_peers; i++) {
+		const struct peer_config *peer = &cfg->peers[i];
+		if (peer->id == cfg->peer_id)
+			continue;
+		row_begin(&r);
+		put_int(&r, peer->id);
+		put_text(&r, peer->host);
+		put_int(&r, peer->port);
+		put_int(&r, peer->pool_size >= 0 ? peer->pool_size : cfg->default_pool_size);
+		row_end(&r);
+	}
 	command_complete(m, "SHOW");
 }
 
+/*
+ * SHOW PEER_POOLS: PgBouncer's columns and no rows. pgsluice passes a cancel
+ * request on to its peer at once, on a connection of its own, and keeps no
+ * per-peer pool of them to list.
+ */
 static void show_peer_pools(struct client *c, struct msgbuf *m)
 {
 	static const struct column cols[] = {
@@ -1272,11 +1288,14 @@ static void show_lists(struct client *c, struct msgbuf *m)
 		login++;
 	for (size_t i = 0; i < sl->cfg->n_databases; i++)
 		databases += strcmp(sl->cfg->databases[i].name, "*") != 0;
+	int peers = 0;
+	for (size_t i = 0; i < sl->cfg->n_peers; i++)
+		peers += sl->cfg->peers[i].id != sl->cfg->peer_id;
 	const struct {
 		const char *name;
 		int64_t items;
 	} rows[] = {
-		{ "databases", databases }, { "users", (int64_t)users.n }, { "peers", 0 }, { "pools", pools },
+		{ "databases", databases }, { "users", (int64_t)users.n }, { "peers", peers }, { "pools", pools },
 		{ "peer_pools", 0 }, { "free_clients", 0 }, { "used_clients", sl->n_clients },
 		{ "login_clients", login }, { "free_servers", 0 }, { "used_servers", servers },
 		{ "dns_names", 0 }, { "dns_zones", 0 }, { "dns_queries", 0 }, { "dns_pending", 0 },

@@ -978,6 +978,7 @@ static void login_succeeded(struct client *c)
 	do {
 		RAND_bytes((unsigned char *)&c->cancel_pid, sizeof(c->cancel_pid));
 		RAND_bytes((unsigned char *)&c->cancel_key, sizeof(c->cancel_key));
+		cancel_key_stamp(sl->cfg, &c->cancel_pid, &c->cancel_key);   /* peer_id, for [peers] */
 	} while (client_find_by_key(sl, c->cancel_pid, c->cancel_key));
 	if (p->have_welcome)
 		client_welcome(c);

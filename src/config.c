@@ -85,6 +85,7 @@ static const struct config_key config_table[] = {
 	KEY(metrics_listen_addr, CONFIG_STRING, "", NO_RELOAD, 0, 0),
 	KEY(metrics_listen_port, CONFIG_INT, "9127", NO_RELOAD, 1, 65535),
 	KEY(min_pool_size, CONFIG_INT, "0", RELOAD, 0, NO_MAX_INT),
+	KEY(peer_id, CONFIG_INT, "0", NO_RELOAD, 0, 16383),
 	KEY(pidfile, CONFIG_STRING, "", NO_RELOAD, 0, 0),
 	KEY(pool_mode, CONFIG_POOL_MODE, "session", RELOAD, 0, 0),
 	KEY(query_timeout, CONFIG_TIME, "0", RELOAD, 0, NO_MAX),
@@ -153,7 +154,7 @@ static const char *const unsupported_pgbouncer_keys[] = {
 	"client_tls_ecdhcurve", 
 	"conffile", "disable_pqexec", "dns_max_ttl", "dns_nxdomain_ttl",
 	"dns_zone_check_period", "job_name", "login_notify_message",
-	"peer_id", "pkt_buf", "pool_idle_timeout",
+	"pkt_buf", "pool_idle_timeout",
 	"resolv_conf", "sbuf_loopcnt", "server_round_robin", "server_tls13_ciphers",
 	"service_name", "suspend_timeout",
 	"tcp_defer_accept", "tcp_socket_buffer", "unix_socket_group", NULL
@@ -229,6 +230,21 @@ static const struct entry_kind database_kind = {
 };
 static const struct entry_kind user_kind = {
 	"user", user_keys, sizeof(user_keys) / sizeof(user_keys[0]), unsupported_user_keys
+};
+
+/* Connection-string keys of a [peers] line (PgBouncer's). */
+static const struct config_key peer_keys[] = {
+	ENTRY_KEY(peer_config, "host", host, CONFIG_STRING, 0, 0),
+	ENTRY_KEY(peer_config, "port", port, CONFIG_INT, 1, 65535),
+	ENTRY_KEY(peer_config, "pool_size", pool_size, CONFIG_INT, 0, NO_MAX_INT),
+};
+
+static const char *const unsupported_peer_keys[] = {
+	NULL
+};
+
+static const struct entry_kind peer_kind = {
+	"peer", peer_keys, sizeof(peer_keys) / sizeof(peer_keys[0]), unsupported_peer_keys
 };
 
 static const char *const pool_mode_names[] = { "session", "transaction", "statement" };
@@ -656,6 +672,11 @@ static void free_user(struct user_config *user)
 	free(user->name);
 }
 
+static void free_peer(struct peer_config *peer)
+{
+	free(peer->host);
+}
+
 void config_free(struct sluice_config *cfg)
 {
 	if (!cfg)
@@ -667,6 +688,9 @@ void config_free(struct sluice_config *cfg)
 		free_db(&cfg->databases[i]);
 	for (size_t i = 0; i < cfg->n_users; i++)
 		free_user(&cfg->users[i]);
+	for (size_t i = 0; i < cfg->n_peers; i++)
+		free_peer(&cfg->peers[i]);
+	free(cfg->peers);
 	free(cfg->databases);
 	free(cfg->users);
 	free(cfg->config_file);
@@ -684,6 +708,14 @@ const struct db_config *config_find_db(const struct sluice_config *cfg, const ch
 			fallback = &cfg->databases[i];
 	}
 	return fallback;
+}
+
+const struct peer_config *config_find_peer(const struct sluice_config *cfg, int id)
+{
+	for (size_t i = 0; i < cfg->n_peers; i++)
+		if (cfg->peers[i].id == id)
+			return &cfg->peers[i];
+	return NULL;
 }
 
 const struct user_config *config_find_user(const struct sluice_config *cfg, const char *name)
@@ -941,9 +973,6 @@ static bool inspect_line(struct load_state *st, const char *line)
 	char name[128];
 	snprintf(name, sizeof(name), "%.*s", (int)(end - line - 1), line + 1);
 	switch (classify_section(name)) {
-	case SECTION_PEERS:
-		warn_at(st, "PgBouncer section [%s] is not supported by pgsluice and is ignored", name);
-		break;
 	case SECTION_UNKNOWN:
 	case SECTION_NONE:
 		warn_at(st, "unknown section [%s] ignored", name);
@@ -1177,6 +1206,41 @@ static bool load_user(struct load_state *st, const char *raw_name, const char *v
 	return true;
 }
 
+/* One [peers] line: "peer_id = host=... port=... pool_size=..." (PgBouncer's). */
+static bool load_peer(struct load_state *st, const char *raw_id, const char *value)
+{
+	struct sluice_config *cfg = st->cfg;
+	struct peer_config peer = { .port = 6432, .pool_size = -1, .line = current_source(st)->line };
+	char *end;
+	long id = strtol(raw_id, &end, 10);
+	if (*raw_id == '\0' || *end != '\0' || id < 1 || id > 16383) {
+		set_load_error(st, "invalid peer id \"%s\" in [peers]: expected an integer from 1 to 16383", raw_id);
+		return false;
+	}
+	peer.id = (int)id;
+	if (!parse_entry_settings(st, &peer_kind, raw_id, &peer, value)) {
+		free_peer(&peer);
+		return false;
+	}
+	for (size_t i = 0; i < cfg->n_peers; i++) {
+		if (cfg->peers[i].id == peer.id) {
+			warn_at(st, "peer %d is defined again; this definition replaces the one on line %d", peer.id,
+			        cfg->peers[i].line);
+			free_peer(&cfg->peers[i]);
+			cfg->peers[i] = peer;
+			return true;
+		}
+	}
+	struct peer_config *slot = append_slot((void **)&cfg->peers, &cfg->n_peers, sizeof(peer));
+	if (!slot) {
+		set_load_error(st, "out of memory");
+		free_peer(&peer);
+		return false;
+	}
+	*slot = peer;
+	return true;
+}
+
 /* One [limits] line: "subject[/model] = dimension=value ..." (ai/limits.h). */
 static int load_limit(struct load_state *st, const char *name, const char *value)
 {
@@ -1207,6 +1271,8 @@ static int handle_ini_entry(void *user, const char *section, const char *name, c
 		return load_user(st, name, value);
 	case SECTION_LIMITS:
 		return load_limit(st, name, value);
+	case SECTION_PEERS:
+		return load_peer(st, name, value);
 	case SECTION_NONE:
 		warn_at(st, "key \"%s\" is not in any section and is ignored", name);
 		return 1;

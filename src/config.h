@@ -71,6 +71,19 @@ struct user_config {
 };
 
 /*
+ * One [peers] line: "peer_id = host=... port=... pool_size=...", another
+ * pgsluice (or PgBouncer) process a CancelRequest carrying its peer id in
+ * the key is forwarded to (cancel.h).
+ */
+struct peer_config {
+	int id;                   /* 1..16383 */
+	char *host;               /* "/dir": unix socket there; NULL: unix socket in unix_socket_dir */
+	int port;                 /* default 6432 */
+	int pool_size;            /* -1: default_pool_size; cancels in flight to it at once */
+	int line;
+};
+
+/*
  * The whole configuration. Fields are named as their ini keys; times are
  * usec_t, sizes are bytes, booleans are bool, strings are owned (may be "",
  * never NULL after config_load).
@@ -130,6 +143,7 @@ struct sluice_config {
 	int listen_backlog;
 	int64_t max_packet_size;  /* bytes */
 	bool so_reuseport;
+	int peer_id;              /* 0: not peered; else this process's id in [peers] (cancel.h) */
 	bool tcp_keepalive;
 	int tcp_keepidle;         /* seconds; 0 = OS default */
 	int tcp_keepintvl;        /* seconds; 0 = OS default */
@@ -180,6 +194,8 @@ struct sluice_config {
 	size_t n_databases;
 	struct user_config *users;
 	size_t n_users;
+	struct peer_config *peers;
+	size_t n_peers;
 };
 
 /* The longest value a key may have, with its NUL: a line of the file (bytes). */
@@ -255,6 +271,9 @@ const struct db_config *config_find_db(const struct sluice_config *cfg, const ch
 
 /* The [users] entry for name or NULL. Borrowed. */
 const struct user_config *config_find_user(const struct sluice_config *cfg, const char *name);
+
+/* The [peers] entry of peer id, or NULL. */
+const struct peer_config *config_find_peer(const struct sluice_config *cfg, int id);
 
 /* Text of a pool_mode ("session", "transaction", "statement"; "" for inherit). */
 const char *pool_mode_name(enum pool_mode mode);

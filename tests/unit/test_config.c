@@ -409,7 +409,10 @@ static void test_unknown_and_unsupported_keys_warn_by_name_and_load(void **state
 	assert_logged(log, 3, "PgBouncer key \"server_round_robin\" is not supported by pgsluice and is ignored");
 	assert_logged(log, 4, "PgBouncer key \"client_tls_dheparams\" is not supported by pgsluice and is ignored");
 	assert_logged(log, 5, "key \"workers\" is not implemented yet by pgsluice and is ignored");
-	assert_logged(log, 7, "PgBouncer section [peers] is not supported by pgsluice and is ignored");
+	assert_null(strstr(log, "[peers]"));   /* read since peering: no warning */
+	assert_int_equal(cfg->n_peers, 1);
+	assert_string_equal(config_find_peer(cfg, 1)->host, "/tmp/p1");
+	assert_int_equal(config_find_peer(cfg, 1)->port, 6432);
 	assert_logged(log, 11, "unknown section [nonsense] ignored");
 	assert_null(strstr(log, "limits"));
 	assert_null(strstr(log, "requests_per_minute"));
@@ -577,6 +580,18 @@ static void test_users_take_pool_mode_pool_size_and_max_user_connections(void **
 	assert_int_equal(user->transaction_timeout, -1);
 	assert_null(config_find_user(cfg, "carol"));
 	config_free(cfg);
+
+	/* [peers]: PgBouncer's peer ids and keys */
+	cfg = load_ok("[pgsluice]\npeer_id = 2\n[peers]\n1 = host=10.0.0.1 port=7000 pool_size=3\n2 = host=/run/p2\n");
+	assert_int_equal(cfg->peer_id, 2);
+	assert_int_equal(config_find_peer(cfg, 1)->port, 7000);
+	assert_int_equal(config_find_peer(cfg, 1)->pool_size, 3);
+	assert_int_equal(config_find_peer(cfg, 2)->pool_size, -1);
+	assert_null(config_find_peer(cfg, 3));
+	config_free(cfg);
+	assert_string_equal(load_error("[peers]\n0 = host=x\n"),
+	                    "FILE:2: invalid peer id \"0\" in [peers]: expected an integer from 1 to 16383");
+	assert_non_null(strstr(load_error("[peers]\n1 = host=x color=blue\n"), "unknown key \"color\""));
 
 	/* query_wait_timeout per user and per database; -1 (PgBouncer's "not set") and unset are negative */
 	cfg = load_ok("[users]\nalice = query_wait_timeout=5\nbob = query_wait_timeout=-1\ncarol = pool_size=1\n"
