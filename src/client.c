@@ -39,7 +39,6 @@
 /* A password or SASL message larger than this is a protocol violation. */
 #define MAX_AUTH_MESSAGE_LEN 8192
 
-
 static void client_read_cb(struct bufferevent *bev, void *arg);
 static void client_write_cb(struct bufferevent *bev, void *arg);
 static void client_event_cb(struct bufferevent *bev, short events, void *arg);

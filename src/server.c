@@ -36,7 +36,6 @@
  * a broken server. */
 #define MAX_INSPECTED_LEN (1024 * 1024)
 
-
 static void server_read_cb(struct bufferevent *bev, void *arg);
 static void server_write_cb(struct bufferevent *bev, void *arg);
 static void server_event_cb(struct bufferevent *bev, short events, void *arg);
