@@ -61,7 +61,7 @@ static void usage(FILE *out)
 	        "pgsluice is a PostgreSQL connection pooler with AI middleware.\n\n"
 	        "Usage:\n  pgsluice [OPTION]... CONFIG_FILE\n\n"
 	        "Options:\n"
-	        "  -d, --daemon      run in the background (needs logfile and pidfile)\n"
+	        "  -d, --daemon      run in the background (needs pidfile, and logfile or syslog)\n"
 	        "  -v, --verbose     increase verbosity (repeatable)\n"
 	        "  -q, --quiet       do not log to stderr\n"
 	        "  -u, --user=USER   run as this operating system user\n"
@@ -727,17 +727,30 @@ int main(int argc, char **argv)
 	if (parse_args(argc, argv, &o) != 0)
 		return 2;
 	g_opts = &o;
-	log_setup(NULL, false, NULL, NULL, o.verbose, false);
+	/* -q and -d: nothing on stderr, the configuration's warnings included (PgBouncer's -q) */
+	bool quiet = o.quiet || o.daemonize;
+	log_setup(NULL, false, NULL, NULL, o.verbose, quiet);
 	struct sluice_config *cfg = config_load(o.config, err, sizeof(err));
 	if (!cfg) {
+		if (quiet)    /* a failed start still says why, as PgBouncer's fatal() */
+			log_setup(NULL, false, NULL, NULL, o.verbose, false);
 		log_error("%s", err);
 		return 1;
 	}
-	if (!apply_logging(cfg, &o) || (o.daemonize && (!cfg->logfile[0] || !cfg->pidfile[0]))) {
-		log_error(o.daemonize ? "-d needs logfile and pidfile in the configuration"
-		                      : "could not open the logfile");
+	/* PgBouncer: -d needs pidfile, and logfile or syslog */
+	bool no_log = o.daemonize && !cfg->logfile[0] && !cfg->syslog;
+	if (!apply_logging(cfg, &o) || no_log || (o.daemonize && !cfg->pidfile[0])) {
+		log_setup(NULL, false, NULL, NULL, o.verbose, false);
+		log_error(o.daemonize && (no_log || !cfg->pidfile[0])
+		          ? "-d needs pidfile, and logfile or syslog, in the configuration"
+		          : "could not open the logfile");
 		config_free(cfg);
 		return 1;
+	}
+	if (quiet && (cfg->logfile[0] || cfg->syslog)) {
+		/* the warnings of the first load went nowhere: load once more (no side effects) into the log */
+		struct sluice_config *again = config_load(o.config, err, sizeof(err));
+		config_free(again);
 	}
 	if (!init_sluice(&sl, cfg, o.config) || !load_auth(&sl)) {
 		free_loaded(&sl);
