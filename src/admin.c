@@ -5,16 +5,16 @@
  * CommandComplete, or an ErrorResponse) into a msgbuf; ReadyForQuery
  * follows, except for PAUSE, SUSPEND and WAIT_CLOSE, which answer from the wait
  * timer once their condition holds. Column names and meanings are
- * PgBouncer's where the concept is the same (its doc/usage.md); the types
- * are text (OID 25), int8 (20) for integers and numeric (1700) for
- * fractional numbers.
+ * PgBouncer's where the concept is the same (its doc/usage.md), and so
+ * are the types: text (OID 25), int4 (23) where PgBouncer sends int4, int8
+ * (20) where it sends int8, numeric (1700) for SHOW STATS and TOTALS
+ * counters (as PgBouncer) and for fractional numbers.
  */
 #include "admin.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
-#include <event2/buffer.h>
 #include <event2/event.h>
 #include <netdb.h>
 #include <openssl/rand.h>
@@ -24,6 +24,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ai/cache.h"
 #include "ai/limits.h"
@@ -31,6 +32,7 @@
 #include "autoconfig.h"
 #include "client.h"
 #include "config.h"
+#include "ident.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
@@ -48,6 +50,8 @@
 
 #define TYPE_TEXT    25
 #define TYPE_INT8    20
+#define TYPE_INT4    23
+#define TYPE_BYTEA   17
 #define TYPE_NUMERIC 1700
 
 #define SQLSTATE_SYNTAX_ERROR           "42601"
@@ -101,7 +105,7 @@ static void result_begin(struct result *r, struct msgbuf *m, const struct column
 		msg_add_int32(m, 0);       /* table OID */
 		msg_add_int16(m, 0);       /* column number */
 		msg_add_int32(m, cols[i].type);
-		msg_add_int16(m, (int16_t)(cols[i].type == TYPE_INT8 ? 8 : -1));
+		msg_add_int16(m, (int16_t)(cols[i].type == TYPE_INT8 ? 8 : cols[i].type == TYPE_INT4 ? 4 : -1));
 		msg_add_int32(m, -1);      /* type modifier */
 		msg_add_int16(m, 0);       /* text format */
 	}
@@ -563,8 +567,11 @@ struct admin_cmd;
 typedef void (*show_fn)(struct client *c, struct msgbuf *m);
 
 static const char *help_text =
-	"SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION|STATE\n"
-	"SHOW STATS|STATS_TOTALS|STATS_AVERAGES|LISTS|MEM\n"
+	"SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n"
+	"SHOW PEERS|PEER_POOLS\n"
+	"SHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE\n"
+	"SHOW DNS_HOSTS|DNS_ZONES\n"
+	"SHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
 	"SHOW LIMITS|USAGE|CACHE\n"
 	"SET key = arg\n"
 	"RELOAD\n"
@@ -644,11 +651,12 @@ static void show_pools(struct client *c, struct msgbuf *m)
 {
 	static const struct column cols[] = {
 		{ "database", TYPE_TEXT }, { "user", TYPE_TEXT },
-		{ "cl_active", TYPE_INT8 }, { "cl_waiting", TYPE_INT8 },
-		{ "cl_active_cancel_req", TYPE_INT8 }, { "cl_waiting_cancel_req", TYPE_INT8 },
-		{ "sv_active", TYPE_INT8 }, { "sv_active_cancel", TYPE_INT8 }, { "sv_being_canceled", TYPE_INT8 },
-		{ "sv_idle", TYPE_INT8 }, { "sv_used", TYPE_INT8 }, { "sv_tested", TYPE_INT8 }, { "sv_login", TYPE_INT8 },
-		{ "maxwait", TYPE_INT8 }, { "maxwait_us", TYPE_INT8 }, { "pool_mode", TYPE_TEXT },
+		{ "cl_active", TYPE_INT4 }, { "cl_waiting", TYPE_INT4 },
+		{ "cl_active_cancel_req", TYPE_INT4 }, { "cl_waiting_cancel_req", TYPE_INT4 },
+		{ "sv_active", TYPE_INT4 }, { "sv_active_cancel", TYPE_INT4 }, { "sv_being_canceled", TYPE_INT4 },
+		{ "sv_idle", TYPE_INT4 }, { "sv_used", TYPE_INT4 }, { "sv_tested", TYPE_INT4 }, { "sv_login", TYPE_INT4 },
+		{ "maxwait", TYPE_INT4 }, { "maxwait_us", TYPE_INT4 }, { "pool_mode", TYPE_TEXT },
+		{ "load_balance_hosts", TYPE_TEXT },
 	};
 	struct result r;
 	struct pool *p;
@@ -681,21 +689,43 @@ static void show_pools(struct client *c, struct msgbuf *m)
 		put_int(&r, maxwait / USEC_PER_SEC);
 		put_int(&r, maxwait % USEC_PER_SEC);
 		put_text(&r, pool_mode_name(p->pool_mode));
+		put_text(&r, NULL);   /* PgBouncer: set only for a host list, which pgsluice does not take */
 		row_end(&r);
 	}
 	command_complete(m, "SHOW");
 }
 
+/* SHOW CLIENTS and SERVERS; SHOW SOCKETS and ACTIVE_SOCKETS add PgBouncer's buffer columns. */
 static const struct column socket_cols[] = {
 	{ "type", TYPE_TEXT }, { "user", TYPE_TEXT }, { "database", TYPE_TEXT }, { "replication", TYPE_TEXT },
-	{ "state", TYPE_TEXT }, { "addr", TYPE_TEXT }, { "port", TYPE_INT8 },
-	{ "local_addr", TYPE_TEXT }, { "local_port", TYPE_INT8 },
+	{ "state", TYPE_TEXT }, { "addr", TYPE_TEXT }, { "port", TYPE_INT4 },
+	{ "local_addr", TYPE_TEXT }, { "local_port", TYPE_INT4 },
 	{ "connect_time", TYPE_TEXT }, { "request_time", TYPE_TEXT },
-	{ "wait", TYPE_INT8 }, { "wait_us", TYPE_INT8 }, { "close_needed", TYPE_INT8 },
-	{ "ptr", TYPE_TEXT }, { "link", TYPE_TEXT }, { "remote_pid", TYPE_INT8 }, { "tls", TYPE_TEXT },
-	{ "application_name", TYPE_TEXT }, { "prepared_statements", TYPE_INT8 }, { "id", TYPE_INT8 },
+	{ "wait", TYPE_INT4 }, { "wait_us", TYPE_INT4 }, { "close_needed", TYPE_INT4 },
+	{ "ptr", TYPE_TEXT }, { "link", TYPE_TEXT }, { "remote_pid", TYPE_INT4 }, { "tls", TYPE_TEXT },
+	{ "application_name", TYPE_TEXT }, { "prepared_statements", TYPE_INT4 }, { "id", TYPE_INT4 },
+	{ "recv_pos", TYPE_INT4 }, { "pkt_pos", TYPE_INT4 }, { "pkt_remain", TYPE_INT4 },
+	{ "send_pos", TYPE_INT4 }, { "send_remain", TYPE_INT4 }, { "pkt_avail", TYPE_INT4 },
+	{ "send_avail", TYPE_INT4 },
 };
-#define N_SOCKET_COLS ((int)(sizeof(socket_cols) / sizeof(socket_cols[0])))
+#define N_SOCKET_DEBUG_COLS ((int)(sizeof(socket_cols) / sizeof(socket_cols[0])))
+#define N_SOCKET_COLS (N_SOCKET_DEBUG_COLS - 7)
+
+/*
+ * The buffer columns of SHOW SOCKETS from the connection's own buffers
+ * (connio.h): bytes read and not yet relayed, bytes of the current message
+ * still to relay, bytes not yet sent, and the free room of each buffer.
+ */
+static void put_buffer_columns(struct result *r, const struct connio *io, uint32_t relay_left)
+{
+	put_uint(r, iobuf_len(&io->in));              /* recv_pos */
+	put_uint(r, 0);                               /* pkt_pos: messages are read from the front */
+	put_uint(r, relay_left);                      /* pkt_remain */
+	put_uint(r, 0);                               /* send_pos */
+	put_uint(r, iobuf_len(&io->out));             /* send_remain */
+	put_uint(r, io->in.cap - io->in.end);         /* pkt_avail */
+	put_uint(r, io->out.cap - io->out.end);       /* send_avail */
+}
 
 /* Text form of a socket address and its port; "unix" and 0 for unix sockets. */
 static void address_text(const struct sockaddr *sa, socklen_t len, char *host, size_t hostlen, int *port)
@@ -773,6 +803,8 @@ static void client_row(struct result *r, const struct client *c, const char *sta
 	put_text(r, application_name(&c->vars));
 	put_uint(r, c->stmts.n);
 	put_uint(r, c->id);
+	if (r->ncols == N_SOCKET_DEBUG_COLS)
+		put_buffer_columns(r, &c->io, c->relay_left);
 	row_end(r);
 }
 
@@ -834,6 +866,8 @@ static void server_row(struct result *r, const struct server *s, const char *sta
 	put_text(r, s->client ? application_name(&s->client->vars) : "");
 	put_uint(r, s->stmts.n);
 	put_uint(r, s->id);
+	if (r->ncols == N_SOCKET_DEBUG_COLS)
+		put_buffer_columns(r, &s->io, s->relay_left);
 	row_end(r);
 }
 
@@ -855,6 +889,242 @@ static void show_servers(struct client *c, struct msgbuf *m)
 		TAILQ_FOREACH(s, &p->login_servers, entry)
 			server_row(&r, s, "new");
 	}
+	command_complete(m, "SHOW");
+}
+
+/* The state names SHOW SOCKETS gives servers: the pool list each sits on, as PgBouncer's. */
+static const char *server_socket_state(const struct sluice_config *cfg, const struct server *s, usec_t now)
+{
+	switch (s->state) {
+	case SV_RESET:
+		return "sv_tested";
+	case SV_IDLE:
+		return cfg->server_check_query[0] && now - s->last_used >= cfg->server_check_delay ? "sv_used"
+		                                                                                  : "sv_idle";
+	case SV_LOGIN:
+		return "sv_login";
+	default:
+		return "sv_active";
+	}
+}
+
+/*
+ * SHOW SOCKETS: every client and server socket with the SHOW CLIENTS columns
+ * and PgBouncer's buffer columns; the state is the list it is on (cl_active,
+ * cl_waiting, cl_login, sv_active, sv_idle, sv_used, sv_tested, sv_login).
+ * SHOW ACTIVE_SOCKETS (active_only) lists the sockets with a request in
+ * flight: waiting clients, and linked clients and servers.
+ */
+static void show_socket_list(struct client *c, struct msgbuf *m, bool active_only)
+{
+	struct sluice *sl = c->sl;
+	struct result r;
+	struct pool *p;
+	struct client *cl;
+	const struct server *s;
+	usec_t now = now_usec();
+	result_begin(&r, m, socket_cols, N_SOCKET_DEBUG_COLS);
+	TAILQ_FOREACH(p, &sl->pools, entry) {
+		TAILQ_FOREACH(cl, &p->active_clients, entry)
+			if (!active_only || cl->server)
+				client_row(&r, cl, "cl_active", now);
+		TAILQ_FOREACH(cl, &p->waiting_clients, entry)
+			client_row(&r, cl, "cl_waiting", now);
+		TAILQ_FOREACH(s, &p->active_servers, entry)
+			if (!active_only || s->client)
+				server_row(&r, s, server_socket_state(sl->cfg, s, now));
+		if (active_only)
+			continue;
+		TAILQ_FOREACH(s, &p->idle_servers, entry)
+			server_row(&r, s, server_socket_state(sl->cfg, s, now));
+		TAILQ_FOREACH(s, &p->login_servers, entry)
+			server_row(&r, s, "sv_login");
+	}
+	if (!active_only) {
+		TAILQ_FOREACH(cl, &sl->admin_clients, entry)
+			client_row(&r, cl, "cl_active", now);
+		TAILQ_FOREACH(cl, &sl->login_clients, entry)
+			client_row(&r, cl, "cl_login", now);
+	}
+	command_complete(m, "SHOW");
+}
+
+static void show_sockets(struct client *c, struct msgbuf *m) { show_socket_list(c, m, false); }
+static void show_active_sockets(struct client *c, struct msgbuf *m) { show_socket_list(c, m, true); }
+
+/*
+ * SHOW FDS: PgBouncer's columns for its online restart (-R). pgsluice has no
+ * online restart (rolling restarts use so_reuseport, docs/migrating-from-pgbouncer.md),
+ * so it lists the descriptors without passing them: no password or SCRAM keys.
+ * TLS sockets are left out, as PgBouncer's.
+ */
+static const struct column fds_cols[] = {
+	{ "fd", TYPE_INT4 }, { "task", TYPE_TEXT }, { "user", TYPE_TEXT }, { "database", TYPE_TEXT },
+	{ "addr", TYPE_TEXT }, { "port", TYPE_INT4 }, { "cancel", TYPE_INT8 }, { "link", TYPE_INT4 },
+	{ "client_encoding", TYPE_TEXT }, { "std_strings", TYPE_TEXT }, { "datestyle", TYPE_TEXT },
+	{ "timezone", TYPE_TEXT }, { "password", TYPE_TEXT }, { "scram_client_key", TYPE_BYTEA },
+	{ "scram_server_key", TYPE_BYTEA },
+};
+
+static const char *var_value(const struct varcache *vars, const char *name)
+{
+	int i = varcache_index(name);
+	return i >= 0 ? vars->values[i] : NULL;
+}
+
+static void fd_row(struct result *r, int fd, const char *task, const char *user, const char *db,
+                   const char *addr, int port, int32_t cancel_pid, int32_t cancel_key, int link,
+                   const struct varcache *vars)
+{
+	row_begin(r);
+	put_int(r, fd);
+	put_text(r, task);
+	put_text(r, user);
+	put_text(r, db);
+	put_text(r, addr);
+	put_int(r, port);
+	put_uint(r, ((uint64_t)(uint32_t)cancel_pid << 32) | (uint32_t)cancel_key);
+	put_int(r, link);
+	put_text(r, vars ? var_value(vars, "client_encoding") : NULL);
+	put_text(r, vars ? var_value(vars, "standard_conforming_strings") : NULL);
+	put_text(r, vars ? var_value(vars, "DateStyle") : NULL);
+	put_text(r, vars ? var_value(vars, "TimeZone") : NULL);
+	put_text(r, NULL);
+	put_text(r, NULL);
+	put_text(r, NULL);
+	row_end(r);
+}
+
+static void listener_fd_row(int fd, void *arg)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char host[64];
+	int port = 0;
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+		address_text((struct sockaddr *)&ss, len, host, sizeof(host), &port);
+	else
+		str_copy(host, "", sizeof(host));
+	fd_row(arg, fd, "pooler", NULL, NULL, host, port, 0, 0, 0, NULL);
+}
+
+static void client_fd_row(struct result *r, const struct client *c)
+{
+	if (c->tls || (c->server && c->server->tls))
+		return;
+	fd_row(r, c->io.fd, "client", c->user, c->database, c->addr, c->port, c->cancel_pid,
+	       c->cancel_key, c->server ? c->server->io.fd : 0, &c->vars);
+}
+
+static void server_fd_row(struct result *r, const struct server *s)
+{
+	if (s->tls || (s->client && s->client->tls))
+		return;
+	char addr[64];
+	int port;
+	if (s->addr_len > 0) {
+		address_text((const struct sockaddr *)&s->addr, s->addr_len, addr, sizeof(addr), &port);
+	} else {
+		str_copy(addr, "unix", sizeof(addr));
+		port = s->pool->port;
+	}
+	fd_row(r, s->io.fd, "server", s->pool->user_name, s->pool->db_name, addr, port,
+	       s->cancel_pid, s->cancel_key, s->client ? s->client->io.fd : 0, &s->vars);
+}
+
+static void show_fds(struct client *c, struct msgbuf *m)
+{
+	struct sluice *sl = c->sl;
+	struct result r;
+	struct pool *p;
+	struct client *cl;
+	const struct server *s;
+	/* cancel keys of every client: admin_users only, as PgBouncer */
+	if (!c->admin_may_control) {
+		admin_error(m, SQLSTATE_INSUFFICIENT_PRIVILEGE, NULL,
+		            "Only users in admin_users may run it; stats_users may run the other SHOW commands.",
+		            "permission denied for command \"SHOW FDS\"");
+		return;
+	}
+	result_begin(&r, m, fds_cols, (int)(sizeof(fds_cols) / sizeof(fds_cols[0])));
+	listener_foreach_fd(sl, listener_fd_row, &r);
+	TAILQ_FOREACH(cl, &sl->login_clients, entry)
+		client_fd_row(&r, cl);
+	TAILQ_FOREACH(p, &sl->pools, entry) {
+		TAILQ_FOREACH(cl, &p->active_clients, entry)
+			client_fd_row(&r, cl);
+		TAILQ_FOREACH(cl, &p->waiting_clients, entry)
+			client_fd_row(&r, cl);
+		TAILQ_FOREACH(s, &p->active_servers, entry)
+			server_fd_row(&r, s);
+		TAILQ_FOREACH(s, &p->idle_servers, entry)
+			server_fd_row(&r, s);
+		TAILQ_FOREACH(s, &p->login_servers, entry)
+			server_fd_row(&r, s);
+	}
+	command_complete(m, "SHOW");
+}
+
+/*
+ * SHOW DNS_HOSTS and DNS_ZONES: PgBouncer's columns, no rows. pgsluice
+ * resolves server host names with libevent's evdns at every connect and keeps
+ * no cache of its own to list.
+ */
+static void show_dns_hosts(struct client *c, struct msgbuf *m)
+{
+	static const struct column cols[] = { { "hostname", TYPE_TEXT }, { "ttl", TYPE_INT8 }, { "addrs", TYPE_TEXT } };
+	struct result r;
+	(void)c;
+	result_begin(&r, m, cols, 3);
+	command_complete(m, "SHOW");
+}
+
+static void show_dns_zones(struct client *c, struct msgbuf *m)
+{
+	static const struct column cols[] = { { "zonename", TYPE_TEXT }, { "serial", TYPE_INT8 }, { "count", TYPE_INT4 } };
+	struct result r;
+	(void)c;
+	result_begin(&r, m, cols, 3);
+	command_complete(m, "SHOW");
+}
+
+/* SHOW PEERS: the [peers] entries but this process's own peer_id, as PgBouncer. */
+static void show_peers(struct client *c, struct msgbuf *m)
+{
+	static const struct column cols[] = {
+		{ "peer_id", TYPE_INT4 }, { "host", TYPE_TEXT }, { "port", TYPE_INT4 }, { "pool_size", TYPE_INT4 },
+	};
+	const struct sluice_config *cfg = c->sl->cfg;
+	struct result r;
+	result_begin(&r, m, cols, 4);
+	for (size_t i = 0; i < cfg->n_peers; i++) {
+		const struct peer_config *peer = &cfg->peers[i];
+		if (peer->id == cfg->peer_id)
+			continue;
+		row_begin(&r);
+		put_int(&r, peer->id);
+		put_text(&r, peer->host);
+		put_int(&r, peer->port);
+		put_int(&r, peer->pool_size >= 0 ? peer->pool_size : cfg->default_pool_size);
+		row_end(&r);
+	}
+	command_complete(m, "SHOW");
+}
+
+/*
+ * SHOW PEER_POOLS: PgBouncer's columns and no rows. pgsluice passes a cancel
+ * request on to its peer at once, on a connection of its own, and keeps no
+ * per-peer pool of them to list.
+ */
+static void show_peer_pools(struct client *c, struct msgbuf *m)
+{
+	static const struct column cols[] = {
+		{ "peer_id", TYPE_INT4 }, { "cl_active_cancel_req", TYPE_INT4 }, { "cl_waiting_cancel_req", TYPE_INT4 },
+		{ "sv_active_cancel", TYPE_INT4 }, { "sv_login", TYPE_INT4 },
+	};
+	struct result r;
+	(void)c;
+	result_begin(&r, m, cols, 5);
 	command_complete(m, "SHOW");
 }
 
@@ -899,12 +1169,12 @@ static void database_row(struct result *r, struct sluice *sl, const char *name, 
 static void show_databases(struct client *c, struct msgbuf *m)
 {
 	static const struct column cols[] = {
-		{ "name", TYPE_TEXT }, { "host", TYPE_TEXT }, { "port", TYPE_INT8 }, { "database", TYPE_TEXT },
-		{ "force_user", TYPE_TEXT }, { "pool_size", TYPE_INT8 }, { "min_pool_size", TYPE_INT8 },
-		{ "reserve_pool_size", TYPE_INT8 }, { "server_lifetime", TYPE_INT8 }, { "pool_mode", TYPE_TEXT },
-		{ "load_balance_hosts", TYPE_TEXT }, { "max_connections", TYPE_INT8 },
-		{ "current_connections", TYPE_INT8 }, { "max_client_connections", TYPE_INT8 },
-		{ "current_client_connections", TYPE_INT8 }, { "paused", TYPE_INT8 }, { "disabled", TYPE_INT8 },
+		{ "name", TYPE_TEXT }, { "host", TYPE_TEXT }, { "port", TYPE_INT4 }, { "database", TYPE_TEXT },
+		{ "force_user", TYPE_TEXT }, { "pool_size", TYPE_INT4 }, { "min_pool_size", TYPE_INT4 },
+		{ "reserve_pool_size", TYPE_INT4 }, { "server_lifetime", TYPE_INT4 }, { "pool_mode", TYPE_TEXT },
+		{ "load_balance_hosts", TYPE_TEXT }, { "max_connections", TYPE_INT4 },
+		{ "current_connections", TYPE_INT4 }, { "max_client_connections", TYPE_INT4 },
+		{ "current_client_connections", TYPE_INT4 }, { "paused", TYPE_INT4 }, { "disabled", TYPE_INT4 },
 	};
 	struct sluice *sl = c->sl;
 	struct result r;
@@ -971,9 +1241,9 @@ static void collect_users(struct sluice *sl, struct name_set *set)
 static void show_users(struct client *c, struct msgbuf *m)
 {
 	static const struct column cols[] = {
-		{ "name", TYPE_TEXT }, { "pool_size", TYPE_INT8 }, { "reserve_pool_size", TYPE_INT8 },
-		{ "pool_mode", TYPE_TEXT }, { "max_user_connections", TYPE_INT8 }, { "current_connections", TYPE_INT8 },
-		{ "max_user_client_connections", TYPE_INT8 }, { "current_client_connections", TYPE_INT8 },
+		{ "name", TYPE_TEXT }, { "pool_size", TYPE_TEXT }, { "reserve_pool_size", TYPE_TEXT },
+		{ "pool_mode", TYPE_TEXT }, { "max_user_connections", TYPE_INT4 }, { "current_connections", TYPE_INT4 },
+		{ "max_user_client_connections", TYPE_INT4 }, { "current_client_connections", TYPE_INT4 },
 	};
 	struct sluice *sl = c->sl;
 	struct result r;
@@ -984,14 +1254,14 @@ static void show_users(struct client *c, struct msgbuf *m)
 		const struct user_config *u = config_find_user(sl->cfg, set.names[i]);
 		row_begin(&r);
 		put_text(&r, set.names[i]);
+		/* PgBouncer sends these two as text, right-aligned in 9 columns, "" when not set */
+		char pool_size[16] = "", reserve[16] = "";
 		if (u && u->pool_size >= 0)
-			put_int(&r, u->pool_size);
-		else
-			put_text(&r, NULL);
+			snprintf(pool_size, sizeof(pool_size), "%9d", u->pool_size);
 		if (u && u->reserve_pool >= 0)
-			put_int(&r, u->reserve_pool);
-		else
-			put_text(&r, NULL);
+			snprintf(reserve, sizeof(reserve), "%9d", u->reserve_pool);
+		put_text(&r, pool_size);
+		put_text(&r, reserve);
 		put_text(&r, u && u->pool_mode != POOL_MODE_INHERIT ? pool_mode_name(u->pool_mode) : NULL);
 		put_int(&r, u && u->max_user_connections >= 0 ? u->max_user_connections : sl->cfg->max_user_connections);
 		put_int(&r, pool_count_user_servers(sl, set.names[i]));
@@ -1005,7 +1275,7 @@ static void show_users(struct client *c, struct msgbuf *m)
 
 static void show_lists(struct client *c, struct msgbuf *m)
 {
-	static const struct column cols[] = { { "list", TYPE_TEXT }, { "items", TYPE_INT8 } };
+	static const struct column cols[] = { { "list", TYPE_TEXT }, { "items", TYPE_INT4 } };
 	struct sluice *sl = c->sl;
 	struct result r;
 	struct pool *p;
@@ -1021,11 +1291,14 @@ static void show_lists(struct client *c, struct msgbuf *m)
 		login++;
 	for (size_t i = 0; i < sl->cfg->n_databases; i++)
 		databases += strcmp(sl->cfg->databases[i].name, "*") != 0;
+	int peers = 0;
+	for (size_t i = 0; i < sl->cfg->n_peers; i++)
+		peers += sl->cfg->peers[i].id != sl->cfg->peer_id;
 	const struct {
 		const char *name;
 		int64_t items;
 	} rows[] = {
-		{ "databases", databases }, { "users", (int64_t)users.n }, { "peers", 0 }, { "pools", pools },
+		{ "databases", databases }, { "users", (int64_t)users.n }, { "peers", peers }, { "pools", pools },
 		{ "peer_pools", 0 }, { "free_clients", 0 }, { "used_clients", sl->n_clients },
 		{ "login_clients", login }, { "free_servers", 0 }, { "used_servers", servers },
 		{ "dns_names", 0 }, { "dns_zones", 0 }, { "dns_queries", 0 }, { "dns_pending", 0 },
@@ -1044,8 +1317,8 @@ static void show_lists(struct client *c, struct msgbuf *m)
 static void show_mem(struct client *c, struct msgbuf *m)
 {
 	static const struct column cols[] = {
-		{ "name", TYPE_TEXT }, { "size", TYPE_INT8 }, { "used", TYPE_INT8 }, { "free", TYPE_INT8 },
-		{ "memtotal", TYPE_INT8 },
+		{ "name", TYPE_TEXT }, { "size", TYPE_INT4 }, { "used", TYPE_INT4 }, { "free", TYPE_INT4 },
+		{ "memtotal", TYPE_INT4 },
 	};
 	struct sluice *sl = c->sl;
 	struct result r;
@@ -1135,15 +1408,21 @@ static void show_stats_view(struct client *c, struct msgbuf *m, enum stats_view 
 		"server_assignment_count", "xact_count", "query_count", "bytes_received", "bytes_sent",
 		"xact_time", "query_time", "wait_time", "client_parse_count", "server_parse_count", "bind_count",
 	};
+	/* SHOW STATS_AVERAGES keeps the avg_ prefix on its last three columns, as PgBouncer's */
+	static const char *const plain_avg_names[] = {
+		"server_assignment_count", "xact_count", "query_count", "bytes_received", "bytes_sent",
+		"xact_time", "query_time", "wait_time", "avg_client_parse_count", "avg_server_parse_count",
+		"avg_bind_count",
+	};
 	struct column cols[1 + 2 * 11];
 	int n = 0;
 	cols[n++] = (struct column){ "database", TYPE_TEXT };
 	for (int i = 0; i < 11; i++)
 		if (view != STATS_AVERAGES)
-			cols[n++] = (struct column){ view == STATS_ALL ? total_names[i] : plain_names[i], TYPE_INT8 };
+			cols[n++] = (struct column){ view == STATS_ALL ? total_names[i] : plain_names[i], TYPE_NUMERIC };
 	for (int i = 0; i < 11; i++)
 		if (view != STATS_TOTALS)
-			cols[n++] = (struct column){ view == STATS_ALL ? avg_names[i] : plain_names[i], TYPE_INT8 };
+			cols[n++] = (struct column){ view == STATS_ALL ? avg_names[i] : plain_avg_names[i], TYPE_NUMERIC };
 	struct stats_ctx ctx = { .view = view };
 	result_begin(&ctx.r, m, cols, n);
 	metrics_foreach_database(c->sl, stats_row, &ctx);
@@ -1153,6 +1432,82 @@ static void show_stats_view(struct client *c, struct msgbuf *m, enum stats_view 
 static void show_stats(struct client *c, struct msgbuf *m) { show_stats_view(c, m, STATS_ALL); }
 static void show_stats_totals(struct client *c, struct msgbuf *m) { show_stats_view(c, m, STATS_TOTALS); }
 static void show_stats_averages(struct client *c, struct msgbuf *m) { show_stats_view(c, m, STATS_AVERAGES); }
+
+/*
+ * SHOW TOTALS: SHOW STATS summed over every database, one (name, value) row
+ * per counter. Rates add up; per-transaction, per-query and per-assignment
+ * times are weighted by their databases' rates.
+ */
+struct totals_ctx {
+	struct pool_stats total, avg;
+	double xact_time, query_time, wait_time;   /* sums of avg time * avg rate */
+};
+
+static void totals_add(const char *database, const struct pool_stats *total, const struct pool_stats *avg, void *arg)
+{
+	struct totals_ctx *t = arg;
+	(void)database;
+	t->total.server_assignments += total->server_assignments;
+	t->total.xact_count += total->xact_count;
+	t->total.query_count += total->query_count;
+	t->total.bytes_received += total->bytes_received;
+	t->total.bytes_sent += total->bytes_sent;
+	t->total.xact_time_usec += total->xact_time_usec;
+	t->total.query_time_usec += total->query_time_usec;
+	t->total.wait_time_usec += total->wait_time_usec;
+	t->total.parse_count += total->parse_count;
+	t->total.bind_count += total->bind_count;
+	t->avg.server_assignments += avg->server_assignments;
+	t->avg.xact_count += avg->xact_count;
+	t->avg.query_count += avg->query_count;
+	t->avg.bytes_received += avg->bytes_received;
+	t->avg.bytes_sent += avg->bytes_sent;
+	t->avg.parse_count += avg->parse_count;
+	t->avg.bind_count += avg->bind_count;
+	t->xact_time += (double)avg->xact_time_usec * (double)avg->xact_count;
+	t->query_time += (double)avg->query_time_usec * (double)avg->query_count;
+	t->wait_time += (double)avg->wait_time_usec * (double)avg->server_assignments;
+}
+
+static void show_totals(struct client *c, struct msgbuf *m)
+{
+	static const struct column cols[] = { { "name", TYPE_TEXT }, { "value", TYPE_NUMERIC } };
+	/* PgBouncer's names: its counters' field names after total_ and avg_ */
+	static const char *const names[] = {
+		"server_assignment_count", "xact_count", "query_count", "client_bytes", "server_bytes",
+		"xact_time", "query_time", "wait_time", "ps_client_parse_count", "ps_server_parse_count",
+		"ps_bind_count",
+	};
+	struct totals_ctx t;
+	memset(&t, 0, sizeof(t));
+	metrics_foreach_database(c->sl, totals_add, &t);
+	if (t.avg.xact_count)
+		t.avg.xact_time_usec = (uint64_t)(t.xact_time / (double)t.avg.xact_count);
+	if (t.avg.query_count)
+		t.avg.query_time_usec = (uint64_t)(t.query_time / (double)t.avg.query_count);
+	if (t.avg.server_assignments)
+		t.avg.wait_time_usec = (uint64_t)(t.wait_time / (double)t.avg.server_assignments);
+	const struct pool_stats *sets[] = { &t.total, &t.avg };
+	struct result r;
+	result_begin(&r, m, cols, 2);
+	for (int set = 0; set < 2; set++) {
+		const struct pool_stats *st = sets[set];
+		const uint64_t values[] = {
+			st->server_assignments, st->xact_count, st->query_count, st->bytes_received, st->bytes_sent,
+			st->xact_time_usec, st->query_time_usec, st->wait_time_usec, st->parse_count,
+			0 /* server_parse_count: not counted (docs/admin.md) */, st->bind_count,
+		};
+		for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+			char name[64];
+			snprintf(name, sizeof(name), "%s_%s", set == 0 ? "total" : "avg", names[i]);
+			row_begin(&r);
+			put_text(&r, name);
+			put_uint(&r, values[i]);
+			row_end(&r);
+		}
+	}
+	command_complete(m, "SHOW");
+}
 
 /* ---- SHOW LIMITS, USAGE, CACHE (the AI middleware) ---- */
 
@@ -1367,6 +1722,9 @@ static const struct {
 	{ "lists", show_lists }, { "mem", show_mem }, { "stats", show_stats },
 	{ "stats_totals", show_stats_totals }, { "stats_averages", show_stats_averages },
 	{ "limits", show_limits }, { "usage", show_usage }, { "cache", show_cache },
+	{ "totals", show_totals }, { "sockets", show_sockets }, { "active_sockets", show_active_sockets },
+	{ "fds", show_fds }, { "dns_hosts", show_dns_hosts }, { "dns_zones", show_dns_zones },
+	{ "peers", show_peers }, { "peer_pools", show_peer_pools },
 };
 
 /* PgBouncer commands pgsluice answers with 0A000 rather than a syntax error. */
@@ -1374,7 +1732,7 @@ static const char *const unsupported_commands[] = {
 	NULL
 };
 static const char *const unsupported_shows[] = {
-	"fds", "sockets", "active_sockets", "dns_hosts", "dns_zones", "peers", "peer_pools", "totals", NULL
+	NULL
 };
 
 static bool in_word_list(const char *const *list, const char *word)
@@ -1929,11 +2287,22 @@ static bool run_query(struct client *c, const char *text, struct msgbuf *m)
 
 /* ---- sessions ---- */
 
+bool admin_is_own_user(const struct client *c)
+{
+	char name[256], why[300];
+	uid_t uid;
+	if (c->peer.ss_family != AF_UNIX || !c->user || !admin_is_console_db(c->database) ||
+	    (strcmp(c->user, "pgbouncer") != 0 && strcmp(c->user, "pgsluice") != 0))
+		return false;
+	return ident_peer_user(c->io.fd, &uid, name, sizeof(name), why, sizeof(why)) &&
+	       uid == geteuid();
+}
+
 void admin_login(struct client *c)
 {
 	struct sluice *sl = c->sl;
 	const struct sluice_config *cfg = sl->cfg;
-	bool may_control = str_list_contains(cfg->admin_users, c->user);
+	bool may_control = str_list_contains(cfg->admin_users, c->user) || admin_is_own_user(c);
 	bool may_show = may_control || str_list_contains(cfg->stats_users, c->user) ||
 	                cfg->auth_type == AUTH_TYPE_ANY;
 	if (!may_show) {

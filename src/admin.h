@@ -20,6 +20,14 @@ struct client;
 bool admin_is_console_db(const char *database);
 
 /*
+ * PgBouncer's rule for the console: user "pgbouncer" (or "pgsluice") asking
+ * for the console database over the unix socket, from a process of the same
+ * OS user as pgsluice (SO_PEERCRED), logs in without a password and may run
+ * every command. True when c (CL_LOGIN, startup packet read) is that login.
+ */
+bool admin_is_own_user(const struct client *c);
+
+/*
  * Client c (CL_LOGIN) passed authentication for the console database: admit
  * it (CL_ADMIN, welcome sent) when its user is in admin_users or stats_users
  * (with auth_type = any every user may SHOW, as in PgBouncer), else send

@@ -15,12 +15,25 @@
 
 struct sluice;
 struct server;
+struct sluice_config;
 
 /*
- * Handle a CancelRequest for (pid, key): when the client with that key has a
- * server, forward a CancelRequest to it. Unknown keys, and clients without a
- * server (idle in transaction pooling, or waiting for one), are ignored, as
- * PostgreSQL ignores unknown keys, so a guesser learns nothing.
+ * Peering (PgBouncer's [peers] and peer_id): with peer_id set, the
+ * BackendKeyData pgsluice gives a client carries that id in the 2nd and 3rd
+ * byte of its 8 bytes (low byte first, 14 bits) and a forwarding budget in
+ * the low 2 bits of the last byte, as PgBouncer 1.21+. Stamp a fresh random
+ * (pid, key) so; no-op when peer_id is 0.
+ */
+void cancel_key_stamp(const struct sluice_config *cfg, int32_t *pid, int32_t *key);
+
+/*
+ * Handle a CancelRequest for (pid, key): when the key names another peer of
+ * [peers], send the CancelRequest on to that peer with one less forward left
+ * (none left: dropped, so a misconfigured ring cannot loop); else when the
+ * client with that key has a server, forward a CancelRequest to it. Unknown
+ * keys, and clients without a server (idle in transaction pooling, or
+ * waiting for one), are ignored, as PostgreSQL ignores unknown keys, so a
+ * guesser learns nothing.
  */
 void cancel_request(struct sluice *sl, int32_t pid, int32_t key);
 

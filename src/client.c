@@ -26,6 +26,7 @@
 #include "tls.h"
 #include "hba.h"
 #include "listener.h"
+#include "ident.h"
 #include "cancel.h"
 #include "log.h"
 #include "pool.h"
@@ -35,8 +36,6 @@
 
 /* A password or SASL message larger than this is a protocol violation. */
 #define MAX_AUTH_MESSAGE_LEN 8192
-
-static uint64_t next_client_id = 1;
 
 static void client_io_read(void *arg);
 static void client_io_drain(void *arg);
@@ -90,7 +89,7 @@ void client_accept(struct sluice *sl, int fd, const struct sockaddr *addr, sockl
 	}
 	socket_tune(fd, sl->cfg);
 	c->sl = sl;
-	c->id = next_client_id++;
+	c->id = socket_id_next();
 	c->auth_step = CL_AUTH_STARTUP;
 	c->connect_time = c->last_activity = now_usec();
 	describe_peer(c, addr);
@@ -398,8 +397,8 @@ static void start_scram(struct client *c, const char *stored)
 	c->auth_step = CL_AUTH_SASL_FIRST;
 }
 
-/* auth_type = cert: the verified client certificate's CN is the user name. */
-static void start_cert_auth(struct client *c)
+/* auth_type = cert: the verified client certificate's CN is the user name (or maps to it: hba map=). */
+static void start_cert_auth(struct client *c, const char *map)
 {
 	char cn[256];
 	SSL *ssl = c->tls ? c->io.ssl : NULL;
@@ -409,7 +408,10 @@ static void start_cert_auth(struct client *c)
 		             "connection requires a valid client certificate");
 		return;
 	}
-	if (strcmp(cn, c->user) != 0) {
+	if (map ? !ident_map_allows(c->sl->ident, map, cn, c->user) : strcmp(cn, c->user) != 0) {
+		if (map)
+			log_info("C-%llu: no match in usermap \"%s\" for user \"%s\" authenticated as \"%s\"",
+			         (unsigned long long)c->id, map, c->user, cn);
 		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL,
 		             "certificate authentication failed for user \"%s\"", c->user);
 		return;
@@ -418,11 +420,55 @@ static void start_cert_auth(struct client *c)
 }
 
 /*
+ * auth_type = peer, or an hba "peer" rule: the operating system user at the
+ * other end of the unix socket is the role, or maps to it in auth_ident_file
+ * (map, may be NULL). PostgreSQL's texts; the reason goes to the log only.
+ */
+static void peer_login(struct client *c, const char *map)
+{
+	char sysuser[256], why[300];
+	uid_t uid;
+	if (c->peer.ss_family != AF_UNIX) {
+		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL,
+		             "Connect over the Unix socket (unix_socket_dir), or use a password method for TCP.",
+		             "peer authentication is only supported on local sockets");
+		return;
+	}
+	if (!ident_peer_user(c->io.fd, &uid, sysuser, sizeof(sysuser), why, sizeof(why))) {
+		log_warning("C-%llu: %s", (unsigned long long)c->id, why);
+		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL, "Peer authentication failed for user \"%s\"",
+		             c->user);
+		return;
+	}
+	if (map ? !ident_map_allows(c->sl->ident, map, sysuser, c->user) : strcmp(sysuser, c->user) != 0) {
+		if (map)
+			log_info("C-%llu: no match in usermap \"%s\" for user \"%s\" authenticated as \"%s\"%s",
+			         (unsigned long long)c->id, map, c->user, sysuser,
+			         c->sl->ident ? "" : " (auth_ident_file is not set)");
+		else
+			log_info("C-%llu: provided user name (%s) and authenticated user name (%s) do not match",
+			         (unsigned long long)c->id, c->user, sysuser);
+		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL, "Peer authentication failed for user \"%s\"",
+		             c->user);
+		return;
+	}
+	login_succeeded(c);
+}
+
+/* auth_type ldap or pam, or such an hba rule: pgsluice is built without them (docs/hba.md). */
+static void refuse_unbuilt_method(struct client *c, const char *method)
+{
+	client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL,
+	             "Use another auth_type or hba method; pgsluice does not link the library it needs.",
+	             "%s authentication is not supported: pgsluice was built without %s support", method, method);
+}
+
+/*
  * With auth_type = hba the first matching auth_hba_file rule picks the
  * method (client-authentication.html, pg_hba.conf). Returns false after
  * refusing the client.
  */
-static bool method_from_hba(struct client *c, enum auth_type *method)
+static bool method_from_hba(struct client *c, enum auth_type *method, const char **map)
 {
 	int line = 0;
 	bool is_unix = c->peer.ss_family == AF_UNIX;
@@ -430,8 +476,17 @@ static bool method_from_hba(struct client *c, enum auth_type *method)
 	                                           is_unix ? NULL : (const struct sockaddr *)&c->peer,
 	                                           c->database, c->user, &line)
 	                               : HBA_REJECT;
+	*map = hba_map(c->sl->hba, line);
 	switch (m) {
 	case HBA_TRUST: *method = AUTH_TYPE_ANY; return true;
+	case HBA_PEER: *method = AUTH_TYPE_PEER; return true;
+	case HBA_LDAP: *method = AUTH_TYPE_LDAP; return true;
+	case HBA_PAM: *method = AUTH_TYPE_PAM; return true;
+	case HBA_IDENT:
+		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL,
+		             "Use \"peer\" on a local rule, or a password method for TCP.",
+		             "ident authentication over TCP is not supported by pgsluice (pg_hba.conf line %d)", line);
+		return false;
 	case HBA_MD5: *method = AUTH_TYPE_MD5; return true;
 	case HBA_SCRAM_SHA_256: *method = AUTH_TYPE_SCRAM_SHA_256; return true;
 	case HBA_PASSWORD: *method = AUTH_TYPE_PLAIN; return true;
@@ -456,6 +511,10 @@ static void begin_auth_method(struct client *c, const struct userlist_entry *e);
 static void start_auth(struct client *c)
 {
 	struct sluice *sl = c->sl;
+	if (admin_is_own_user(c)) {   /* PgBouncer's rule: no password over the unix socket */
+		login_succeeded(c);
+		return;
+	}
 	const struct userlist_entry *e = sl->userlist ? userlist_find(sl->userlist, c->user) : NULL;
 	if (e) {
 		c->auth_password = strdup(e->password);
@@ -464,7 +523,7 @@ static void start_auth(struct client *c)
 			return;
 		}
 	} else if (authquery_enabled(sl, c->database) && sl->cfg->auth_type != AUTH_TYPE_ANY &&
-	           sl->cfg->auth_type != AUTH_TYPE_CERT) {
+	           sl->cfg->auth_type != AUTH_TYPE_CERT && sl->cfg->auth_type != AUTH_TYPE_PEER) {
 		/* not in auth_file: PostgreSQL's own catalog may know the role */
 		const char *cached = authquery_cached(sl, c->database, c->user);
 		if (cached) {
@@ -494,8 +553,9 @@ void client_auth_query_done(struct client *c, const char *password)
 static void begin_auth_method(struct client *c, const struct userlist_entry *e)
 {
 	const struct sluice_config *cfg = c->sl->cfg;
+	const char *map = NULL;
 	c->auth_method = cfg->auth_type;
-	if (c->auth_method == AUTH_TYPE_HBA && !method_from_hba(c, &c->auth_method))
+	if (c->auth_method == AUTH_TYPE_HBA && !method_from_hba(c, &c->auth_method, &map))
 		return;
 	switch (c->auth_method) {
 	case AUTH_TYPE_ANY:
@@ -526,7 +586,16 @@ static void begin_auth_method(struct client *c, const struct userlist_entry *e)
 		start_scram(c, e ? e->password : NULL);
 		return;
 	case AUTH_TYPE_CERT:
-		start_cert_auth(c);
+		start_cert_auth(c, map);
+		return;
+	case AUTH_TYPE_PEER:
+		peer_login(c, map);
+		return;
+	case AUTH_TYPE_LDAP:
+		refuse_unbuilt_method(c, "LDAP");
+		return;
+	case AUTH_TYPE_PAM:
+		refuse_unbuilt_method(c, "PAM");
 		return;
 	default:
 		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL, "unsupported authentication method");
@@ -930,6 +999,7 @@ static void login_succeeded(struct client *c)
 	do {
 		RAND_bytes((unsigned char *)&c->cancel_pid, sizeof(c->cancel_pid));
 		RAND_bytes((unsigned char *)&c->cancel_key, sizeof(c->cancel_key));
+		cancel_key_stamp(sl->cfg, &c->cancel_pid, &c->cancel_key);   /* peer_id, for [peers] */
 	} while (client_find_by_key(sl, c->cancel_pid, c->cancel_key));
 	if (p->have_welcome)
 		client_welcome(c);

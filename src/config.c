@@ -40,6 +40,8 @@ static const struct config_key config_table[] = {
 	KEY(auth_dbname, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(auth_file, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(auth_hba_file, CONFIG_STRING, "", RELOAD, 0, 0),
+	KEY(auth_ident_file, CONFIG_STRING, "", RELOAD, 0, 0),
+	KEY(auth_ldap_options, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(auth_query, CONFIG_STRING, "SELECT rolname, CASE WHEN rolvaliduntil < pg_catalog.now() THEN NULL ELSE rolpassword END FROM pg_catalog.pg_authid WHERE rolname = $1 AND rolcanlogin", RELOAD, 0, 0),
 	KEY(auth_type, CONFIG_AUTH_TYPE, "md5", RELOAD, 0, 0),
 	KEY(auth_user, CONFIG_STRING, "", RELOAD, 0, 0),
@@ -85,6 +87,7 @@ static const struct config_key config_table[] = {
 	KEY(metrics_listen_addr, CONFIG_STRING, "", NO_RELOAD, 0, 0),
 	KEY(metrics_listen_port, CONFIG_INT, "9127", NO_RELOAD, 1, 65535),
 	KEY(min_pool_size, CONFIG_INT, "0", RELOAD, 0, NO_MAX_INT),
+	KEY(peer_id, CONFIG_INT, "0", NO_RELOAD, 0, 16383),
 	KEY(pidfile, CONFIG_STRING, "", NO_RELOAD, 0, 0),
 	KEY(pool_mode, CONFIG_POOL_MODE, "session", RELOAD, 0, 0),
 	KEY(query_timeout, CONFIG_TIME, "0", RELOAD, 0, NO_MAX),
@@ -148,13 +151,12 @@ static const struct config_key config_table[] = {
  * libevent's, sized by the data (the data path rebuild will own this).
  */
 static const char *const unsupported_pgbouncer_keys[] = {
-	"auth_ident_file", "auth_ldap_options", 
 	"autodb_idle_timeout",
 	"client_tls_dheparams",
 	"client_tls_ecdhcurve", 
 	"conffile", "disable_pqexec", "dns_max_ttl", "dns_nxdomain_ttl",
 	"dns_zone_check_period", "job_name", "login_notify_message",
-	"peer_id", "pkt_buf", "pool_idle_timeout",
+	"pkt_buf", "pool_idle_timeout",
 	"resolv_conf", "sbuf_loopcnt", "server_round_robin", "server_tls13_ciphers",
 	"service_name", "suspend_timeout",
 	"tcp_defer_accept", "tcp_socket_buffer", "unix_socket_group", NULL
@@ -183,6 +185,8 @@ static const struct config_key db_keys[] = {
 	ENTRY_KEY(db_config, "max_db_connections", max_db_connections, CONFIG_INT, 0, NO_MAX_INT),
 	ENTRY_KEY(db_config, "max_db_client_connections", max_db_client_connections, CONFIG_INT, 0, NO_MAX_INT),
 	ENTRY_KEY(db_config, "server_lifetime", server_lifetime, CONFIG_TIME, 0, NO_MAX),
+	/* PgBouncer: -1 means "not set" */
+	ENTRY_KEY(db_config, "query_wait_timeout", query_wait_timeout, CONFIG_TIME, -USEC_PER_SEC, NO_MAX),
 	ENTRY_KEY(db_config, "auth_user", auth_user, CONFIG_STRING, 0, 0),
 	ENTRY_KEY(db_config, "auth_query", auth_query, CONFIG_STRING, 0, 0),
 	ENTRY_KEY(db_config, "auth_dbname", auth_dbname, CONFIG_STRING, 0, 0),
@@ -195,8 +199,7 @@ static const struct config_key db_keys[] = {
 };
 
 static const char *const unsupported_db_keys[] = {
-	"load_balance_hosts", "target_session_attrs",
-	"query_wait_timeout", NULL
+	"load_balance_hosts", "target_session_attrs", NULL
 };
 
 static const struct config_key user_keys[] = {
@@ -209,10 +212,11 @@ static const struct config_key user_keys[] = {
 	ENTRY_KEY(user_config, "idle_transaction_timeout", idle_transaction_timeout, CONFIG_TIME, 0, NO_MAX),
 	ENTRY_KEY(user_config, "transaction_timeout", transaction_timeout, CONFIG_TIME, 0, NO_MAX),
 	ENTRY_KEY(user_config, "client_idle_timeout", client_idle_timeout, CONFIG_TIME, 0, NO_MAX),
+	ENTRY_KEY(user_config, "query_wait_timeout", query_wait_timeout, CONFIG_TIME, -USEC_PER_SEC, NO_MAX),
 };
 
 static const char *const unsupported_user_keys[] = {
-	"query_wait_timeout", NULL
+	NULL
 };
 
 /* What a [databases] or [users] line may contain. */
@@ -230,13 +234,29 @@ static const struct entry_kind user_kind = {
 	"user", user_keys, sizeof(user_keys) / sizeof(user_keys[0]), unsupported_user_keys
 };
 
+/* Connection-string keys of a [peers] line (PgBouncer's). */
+static const struct config_key peer_keys[] = {
+	ENTRY_KEY(peer_config, "host", host, CONFIG_STRING, 0, 0),
+	ENTRY_KEY(peer_config, "port", port, CONFIG_INT, 1, 65535),
+	ENTRY_KEY(peer_config, "pool_size", pool_size, CONFIG_INT, 0, NO_MAX_INT),
+};
+
+static const char *const unsupported_peer_keys[] = {
+	NULL
+};
+
+static const struct entry_kind peer_kind = {
+	"peer", peer_keys, sizeof(peer_keys) / sizeof(peer_keys[0]), unsupported_peer_keys
+};
+
 static const char *const pool_mode_names[] = { "session", "transaction", "statement" };
 
 static const struct { const char *name; enum auth_type type; } auth_type_names[] = {
 	{ "any", AUTH_TYPE_ANY }, { "trust", AUTH_TYPE_TRUST }, { "plain", AUTH_TYPE_PLAIN },
 	{ "password", AUTH_TYPE_PLAIN }, { "md5", AUTH_TYPE_MD5 },
 	{ "scram-sha-256", AUTH_TYPE_SCRAM_SHA_256 }, { "cert", AUTH_TYPE_CERT },
-	{ "hba", AUTH_TYPE_HBA },
+	{ "hba", AUTH_TYPE_HBA }, { "peer", AUTH_TYPE_PEER }, { "ldap", AUTH_TYPE_LDAP },
+	{ "pam", AUTH_TYPE_PAM },
 };
 
 /* A parsed value before it is stored; TIME and SIZE both use n. */
@@ -476,7 +496,7 @@ static bool parse_value(const struct config_key *key, const char *text, union co
 	case CONFIG_AUTH_TYPE:
 		if (parse_auth_type(text, &out->auth))
 			return true;
-		snprintf(why, whylen, "expected any, trust, plain, password, md5, scram-sha-256, cert or hba");
+		snprintf(why, whylen, "expected any, trust, plain, password, md5, scram-sha-256, cert, hba, peer, ldap or pam");
 		return false;
 	}
 	snprintf(why, whylen, "unknown key type");
@@ -654,6 +674,11 @@ static void free_user(struct user_config *user)
 	free(user->name);
 }
 
+static void free_peer(struct peer_config *peer)
+{
+	free(peer->host);
+}
+
 void config_free(struct sluice_config *cfg)
 {
 	if (!cfg)
@@ -665,6 +690,9 @@ void config_free(struct sluice_config *cfg)
 		free_db(&cfg->databases[i]);
 	for (size_t i = 0; i < cfg->n_users; i++)
 		free_user(&cfg->users[i]);
+	for (size_t i = 0; i < cfg->n_peers; i++)
+		free_peer(&cfg->peers[i]);
+	free(cfg->peers);
 	free(cfg->databases);
 	free(cfg->users);
 	free(cfg->config_file);
@@ -682,6 +710,14 @@ const struct db_config *config_find_db(const struct sluice_config *cfg, const ch
 			fallback = &cfg->databases[i];
 	}
 	return fallback;
+}
+
+const struct peer_config *config_find_peer(const struct sluice_config *cfg, int id)
+{
+	for (size_t i = 0; i < cfg->n_peers; i++)
+		if (cfg->peers[i].id == id)
+			return &cfg->peers[i];
+	return NULL;
 }
 
 const struct user_config *config_find_user(const struct sluice_config *cfg, const char *name)
@@ -939,9 +975,6 @@ static bool inspect_line(struct load_state *st, const char *line)
 	char name[128];
 	snprintf(name, sizeof(name), "%.*s", (int)(end - line - 1), line + 1);
 	switch (classify_section(name)) {
-	case SECTION_PEERS:
-		warn_at(st, "PgBouncer section [%s] is not supported by pgsluice and is ignored", name);
-		break;
 	case SECTION_UNKNOWN:
 	case SECTION_NONE:
 		warn_at(st, "unknown section [%s] ignored", name);
@@ -1099,6 +1132,7 @@ static bool load_database(struct load_state *st, const char *raw_name, const cha
 	struct db_config db = {
 		.port = 5432, .pool_size = -1, .min_pool_size = -1, .reserve_pool = -1,
 		.max_db_connections = -1, .max_db_client_connections = -1, .server_lifetime = -1,
+		.query_wait_timeout = -1,
 		.pool_mode = POOL_MODE_INHERIT,
 		.line = current_source(st)->line,
 	};
@@ -1142,7 +1176,7 @@ static bool load_user(struct load_state *st, const char *raw_name, const char *v
 	struct user_config user = {
 		.pool_mode = POOL_MODE_INHERIT, .pool_size = -1, .reserve_pool = -1, .max_user_connections = -1,
 		.max_user_client_connections = -1, .query_timeout = -1, .idle_transaction_timeout = -1,
-		.transaction_timeout = -1, .client_idle_timeout = -1,
+		.transaction_timeout = -1, .client_idle_timeout = -1, .query_wait_timeout = -1,
 		.line = current_source(st)->line,
 	};
 
@@ -1171,6 +1205,41 @@ static bool load_user(struct load_state *st, const char *raw_name, const char *v
 		return false;
 	}
 	*slot = user;
+	return true;
+}
+
+/* One [peers] line: "peer_id = host=... port=... pool_size=..." (PgBouncer's). */
+static bool load_peer(struct load_state *st, const char *raw_id, const char *value)
+{
+	struct sluice_config *cfg = st->cfg;
+	struct peer_config peer = { .port = 6432, .pool_size = -1, .line = current_source(st)->line };
+	char *end;
+	long id = strtol(raw_id, &end, 10);
+	if (*raw_id == '\0' || *end != '\0' || id < 1 || id > 16383) {
+		set_load_error(st, "invalid peer id \"%s\" in [peers]: expected an integer from 1 to 16383", raw_id);
+		return false;
+	}
+	peer.id = (int)id;
+	if (!parse_entry_settings(st, &peer_kind, raw_id, &peer, value)) {
+		free_peer(&peer);
+		return false;
+	}
+	for (size_t i = 0; i < cfg->n_peers; i++) {
+		if (cfg->peers[i].id == peer.id) {
+			warn_at(st, "peer %d is defined again; this definition replaces the one on line %d", peer.id,
+			        cfg->peers[i].line);
+			free_peer(&cfg->peers[i]);
+			cfg->peers[i] = peer;
+			return true;
+		}
+	}
+	struct peer_config *slot = append_slot((void **)&cfg->peers, &cfg->n_peers, sizeof(peer));
+	if (!slot) {
+		set_load_error(st, "out of memory");
+		free_peer(&peer);
+		return false;
+	}
+	*slot = peer;
 	return true;
 }
 
@@ -1204,6 +1273,8 @@ static int handle_ini_entry(void *user, const char *section, const char *name, c
 		return load_user(st, name, value);
 	case SECTION_LIMITS:
 		return load_limit(st, name, value);
+	case SECTION_PEERS:
+		return load_peer(st, name, value);
 	case SECTION_NONE:
 		warn_at(st, "key \"%s\" is not in any section and is ignored", name);
 		return 1;

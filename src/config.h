@@ -19,9 +19,13 @@ typedef int64_t usec_t;
 
 enum pool_mode { POOL_MODE_INHERIT = -1, POOL_MODE_SESSION = 0, POOL_MODE_TRANSACTION, POOL_MODE_STATEMENT };
 
-/* PgBouncer's auth_type values; "password" is accepted as an alias of plain. */
+/*
+ * PgBouncer's auth_type values; "password" is accepted as an alias of plain.
+ * LDAP and PAM load but refuse every login: pgsluice is built without them.
+ */
 enum auth_type { AUTH_TYPE_ANY, AUTH_TYPE_TRUST, AUTH_TYPE_PLAIN, AUTH_TYPE_MD5,
-                 AUTH_TYPE_SCRAM_SHA_256, AUTH_TYPE_CERT, AUTH_TYPE_HBA };
+                 AUTH_TYPE_SCRAM_SHA_256, AUTH_TYPE_CERT, AUTH_TYPE_HBA, AUTH_TYPE_PEER,
+                 AUTH_TYPE_LDAP, AUTH_TYPE_PAM };
 
 /* One [databases] line: "name = host=... port=... dbname=... ...". */
 struct db_config {
@@ -37,6 +41,7 @@ struct db_config {
 	int max_db_connections;  /* -1: max_db_connections */
 	int max_db_client_connections; /* -1: max_db_client_connections */
 	usec_t server_lifetime;  /* -1: server_lifetime */
+	usec_t query_wait_timeout; /* negative: not set ([users], then query_wait_timeout) */
 	char *auth_user;         /* NULL: auth_user; the two below likewise */
 	char *auth_query;
 	char *auth_dbname;
@@ -61,6 +66,20 @@ struct user_config {
 	usec_t idle_transaction_timeout;
 	usec_t transaction_timeout;
 	usec_t client_idle_timeout;
+	usec_t query_wait_timeout;  /* negative: not set ([databases], then query_wait_timeout) */
+	int line;
+};
+
+/*
+ * One [peers] line: "peer_id = host=... port=... pool_size=...", another
+ * pgsluice (or PgBouncer) process a CancelRequest carrying its peer id in
+ * the key is forwarded to (cancel.h).
+ */
+struct peer_config {
+	int id;                   /* 1..16383 */
+	char *host;               /* "/dir": unix socket there; NULL: unix socket in unix_socket_dir */
+	int port;                 /* default 6432 */
+	int pool_size;            /* -1: default_pool_size; cancels in flight to it at once */
 	int line;
 };
 
@@ -81,6 +100,8 @@ struct sluice_config {
 	char *user;               /* -u: drop privileges to this OS user */
 	char *auth_file;
 	char *auth_hba_file;      /* pg_hba.conf-style rules for auth_type = hba */
+	char *auth_ident_file;    /* pg_ident.conf-style user name maps for hba map= */
+	char *auth_ldap_options;  /* accepted for PgBouncer's ini; LDAP logins are refused */
 	char *auth_user;          /* looks up roles missing from auth_file; "" = off */
 	char *auth_query;         /* $1 = the role; returns (name, stored password) */
 	char *auth_dbname;        /* [databases] entry to run it in; "" = the client's */
@@ -123,6 +144,7 @@ struct sluice_config {
 	int listen_backlog;
 	int64_t max_packet_size;  /* bytes */
 	bool so_reuseport;
+	int peer_id;              /* 0: not peered; else this process's id in [peers] (cancel.h) */
 	bool tcp_keepalive;
 	int tcp_keepidle;         /* seconds; 0 = OS default */
 	int tcp_keepintvl;        /* seconds; 0 = OS default */
@@ -173,6 +195,8 @@ struct sluice_config {
 	size_t n_databases;
 	struct user_config *users;
 	size_t n_users;
+	struct peer_config *peers;
+	size_t n_peers;
 };
 
 /* The longest value a key may have, with its NUL: a line of the file (bytes). */
@@ -248,6 +272,9 @@ const struct db_config *config_find_db(const struct sluice_config *cfg, const ch
 
 /* The [users] entry for name or NULL. Borrowed. */
 const struct user_config *config_find_user(const struct sluice_config *cfg, const char *name);
+
+/* The [peers] entry of peer id, or NULL. */
+const struct peer_config *config_find_peer(const struct sluice_config *cfg, int id);
 
 /* Text of a pool_mode ("session", "transaction", "statement"; "" for inherit). */
 const char *pool_mode_name(enum pool_mode mode);

@@ -51,6 +51,7 @@ struct hba_rule {
 	uint8_t net[16];           /* ADDR_MASK: address & mask, network order (4 bytes for IPv4) */
 	uint8_t mask[16];
 	enum hba_method method;
+	char *map;                 /* map= option (auth_ident_file), owned; NULL: none */
 };
 
 struct hba {
@@ -584,11 +585,15 @@ static const struct {
 	{ "scram-sha-256", HBA_SCRAM_SHA_256 },
 	{ "password", HBA_PASSWORD },
 	{ "cert", HBA_CERT },
+	{ "peer", HBA_PEER },
+	{ "ident", HBA_IDENT },
+	{ "ldap", HBA_LDAP },
+	{ "pam", HBA_PAM },
 };
 
 /* PostgreSQL's other methods: named as unsupported rather than unknown. */
 static const char *const postgresql_only_methods[] = {
-	"peer", "ident", "gss", "sspi", "ldap", "radius", "pam", "bsd", "oauth", "krb5", "crypt", NULL
+	"gss", "sspi", "radius", "bsd", "oauth", "krb5", "crypt", NULL
 };
 
 static bool parse_method(struct parser *ps, const struct source *src, int line,
@@ -604,6 +609,10 @@ static bool parse_method(struct parser *ps, const struct source *src, int line,
 			rule->method = methods[i].method;
 			if (rule->method == HBA_CERT && rule->type != HBA_HOSTSSL)
 				return line_error(ps, src, line, "cert authentication is only supported on hostssl connections");
+			if (rule->method == HBA_PEER && rule->type != HBA_LOCAL)
+				return line_error(ps, src, line, "peer authentication is only supported on local sockets");
+			if (rule->method == HBA_IDENT && rule->type == HBA_LOCAL)
+				rule->method = HBA_PEER;   /* PostgreSQL: ident over a local socket is peer */
 			return true;
 		}
 	}
@@ -619,7 +628,7 @@ static bool parse_method(struct parser *ps, const struct source *src, int line,
  * that a rule never silently means less than it says.
  */
 static bool parse_option(struct parser *ps, const struct source *src, int line,
-                         const char *opt, const struct hba_rule *rule)
+                         const char *opt, struct hba_rule *rule)
 {
 	const char *eq = strchr(opt, '=');
 	size_t name_len = eq ? (size_t) (eq - opt) : 0;
@@ -649,8 +658,22 @@ static bool parse_option(struct parser *ps, const struct source *src, int line,
 			return line_error(ps, src, line, "clientname=DN is not supported by pgsluice; the user name is the certificate's CN");
 		return line_error(ps, src, line, "invalid value for clientname: \"%s\"", value);
 	}
-	if (name_len == 3 && strncmp(opt, "map", 3) == 0)
-		return line_error(ps, src, line, "user name maps (\"map=%s\") are not supported by pgsluice", value);
+	if (name_len == 3 && strncmp(opt, "map", 3) == 0) {
+		if (rule->method != HBA_PEER && rule->method != HBA_IDENT && rule->method != HBA_CERT)
+			return line_error(ps, src, line, "authentication option \"map\" is only valid for authentication methods ident, peer, gssapi, sspi, and cert");
+		if (!value[0])
+			return line_error(ps, src, line, "map= needs the name of a map in auth_ident_file");
+		free(rule->map);
+		rule->map = strdup(value);
+		if (!rule->map)
+			return line_error(ps, src, line, "out of memory");
+		return true;
+	}
+	/* the options of methods pgsluice refuses at login: accepted so the file loads */
+	if ((rule->method == HBA_LDAP && name_len > 4 && strncmp(opt, "ldap", 4) == 0) ||
+	    (rule->method == HBA_PAM && ((name_len == 10 && strncmp(opt, "pamservice", 10) == 0) ||
+	                                 (name_len == 16 && strncmp(opt, "pam_use_hostname", 16) == 0))))
+		return true;
 	return line_error(ps, src, line, "unrecognized authentication option name: \"%.*s\"", (int) name_len, opt);
 }
 
@@ -658,6 +681,7 @@ static bool parse_option(struct parser *ps, const struct source *src, int line,
 
 static void rule_free(struct hba_rule *rule)
 {
+	free(rule->map);
 	name_list_free(&rule->databases);
 	name_list_free(&rule->users);
 }
@@ -973,6 +997,16 @@ enum hba_method hba_match(const struct hba *hba, bool is_unix, bool is_tls,
 	if (ifs.list)
 		freeifaddrs(ifs.list);
 	return method;
+}
+
+const char *hba_map(const struct hba *hba, int line)
+{
+	if (!hba)
+		return NULL;
+	for (size_t i = 0; i < hba->n_rules; i++)
+		if (hba->rules[i].line == line)
+			return hba->rules[i].map;
+	return NULL;
 }
 
 const char *hba_method_name(enum hba_method m)

@@ -15,8 +15,13 @@ struct sockaddr;
  * The METHOD column. Each means what the auth_type of the same name means
  * (docs/configuration.md); HBA_PASSWORD is auth_type plain. HBA_MD5 uses
  * SCRAM for users whose stored secret is SCRAM, as PostgreSQL does.
+ * HBA_PEER is "peer", and "ident" on a local rule (as PostgreSQL); HBA_IDENT
+ * is "ident" on a host rule (RFC 1413), which pgsluice refuses at login, as
+ * it refuses HBA_LDAP and HBA_PAM (built without them): the rules load so a
+ * PgBouncer hba file works unchanged for its other rules.
  */
-enum hba_method { HBA_TRUST, HBA_REJECT, HBA_MD5, HBA_SCRAM_SHA_256, HBA_PASSWORD, HBA_CERT };
+enum hba_method { HBA_TRUST, HBA_REJECT, HBA_MD5, HBA_SCRAM_SHA_256, HBA_PASSWORD, HBA_CERT,
+                  HBA_PEER, HBA_IDENT, HBA_LDAP, HBA_PAM };
 
 /* The TYPE column: unix socket, any TCP, TCP with TLS, TCP without TLS. */
 enum hba_conn_type { HBA_LOCAL, HBA_HOST, HBA_HOSTSSL, HBA_HOSTNOSSL };
@@ -67,6 +72,13 @@ void hba_free(struct hba *hba);
 enum hba_method hba_match(const struct hba *hba, bool is_unix, bool is_tls,
                           const struct sockaddr *addr, const char *database,
                           const char *user, int *line);
+
+/*
+ * The "map=" option of the rule at line (the line hba_match reported): the
+ * auth_ident_file map that peer and cert logins go through, or NULL when the
+ * rule has none. Owned by hba.
+ */
+const char *hba_map(const struct hba *hba, int line);
 
 /* The method as written in pg_hba.conf ("scram-sha-256"); static string. */
 const char *hba_method_name(enum hba_method m);

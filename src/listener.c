@@ -316,3 +316,9 @@ void listener_stop(struct sluice *sl)
 		free(l);
 	}
 }
+
+void listener_foreach_fd(struct sluice *sl, void (*fn)(int fd, void *arg), void *arg)
+{
+	for (struct listener *l = sl->listeners; l; l = l->next)
+		fn(evconnlistener_get_fd(l->ev), arg);
+}

@@ -49,6 +49,9 @@ void listener_update(struct sluice *sl);
  */
 void listener_make_room(struct sluice *sl);
 
+/* Call fn with the fd of every listening socket (SHOW FDS); fn must not close it. */
+void listener_foreach_fd(struct sluice *sl, void (*fn)(int fd, void *arg), void *arg);
+
 /* Close every listener and remove the unix socket file. Safe to call twice. */
 void listener_stop(struct sluice *sl);
 

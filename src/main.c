@@ -33,6 +33,7 @@
 #include "authquery.h"
 #include "cancel.h"
 #include "hba.h"
+#include "ident.h"
 #include "client.h"
 #include "config.h"
 #include "connio.h"
@@ -61,7 +62,7 @@ static void usage(FILE *out)
 	        "pgsluice is a PostgreSQL connection pooler with AI middleware.\n\n"
 	        "Usage:\n  pgsluice [OPTION]... CONFIG_FILE\n\n"
 	        "Options:\n"
-	        "  -d, --daemon      run in the background (needs logfile and pidfile)\n"
+	        "  -d, --daemon      run in the background (needs pidfile, and logfile or syslog)\n"
 	        "  -v, --verbose     increase verbosity (repeatable)\n"
 	        "  -q, --quiet       do not log to stderr\n"
 	        "  -u, --user=USER   run as this operating system user\n"
@@ -131,6 +132,18 @@ static struct hba *load_hba(const struct sluice_config *cfg, bool *ok, char *err
 	if (!hba)
 		*ok = false;
 	return hba;
+}
+
+/* Load auth_ident_file; NULL when unset. *ok is false (err says why) when it is set but bad. */
+static struct ident_map *load_ident(const struct sluice_config *cfg, bool *ok, char *err, size_t errlen)
+{
+	*ok = true;
+	if (!cfg->auth_ident_file[0])
+		return NULL;
+	struct ident_map *im = ident_load(cfg->auth_ident_file, err, errlen);
+	if (!im)
+		*ok = false;
+	return im;
 }
 
 static bool check_pidfile(const char *path)
@@ -314,19 +327,23 @@ static void apply_watched_changes(struct sluice *sl, struct watched_settings *be
  */
 static bool swap_in_files(struct sluice *sl, const struct sluice_config *cfg, char *err, size_t errlen)
 {
-	bool ok, hba_ok = true;
+	bool ok, hba_ok = true, ident_ok = true;
 	struct tls_config tls;
 	struct userlist *ul = load_userlist(cfg, &ok, err, errlen);
 	struct hba *hba = ok ? load_hba(cfg, &hba_ok, err, errlen) : NULL;
-	if (!ok || !hba_ok || !tls_load(cfg, &tls, err, errlen)) {
+	struct ident_map *im = ok && hba_ok ? load_ident(cfg, &ident_ok, err, errlen) : NULL;
+	if (!ok || !hba_ok || !ident_ok || !tls_load(cfg, &tls, err, errlen)) {
 		userlist_free(ul);
 		hba_free(hba);
+		ident_free(im);
 		return false;
 	}
 	tls_free(&sl->tls);
 	sl->tls = tls;
 	hba_free(sl->hba);
 	sl->hba = hba;
+	ident_free(sl->ident);
+	sl->ident = im;
 	userlist_free(sl->userlist);
 	sl->userlist = ul;
 	return true;
@@ -367,6 +384,7 @@ static bool reload(struct sluice *sl, char *err, size_t errlen)
 static bool names_a_file(const char *key)
 {
 	return strcmp(key, "auth_file") == 0 || strcmp(key, "auth_hba_file") == 0 ||
+	       strcmp(key, "auth_ident_file") == 0 ||
 	       strncmp(key, "client_tls_", 11) == 0 || strncmp(key, "server_tls_", 11) == 0;
 }
 
@@ -707,6 +725,7 @@ static void free_loaded(struct sluice *sl)
 {
 	userlist_free(sl->userlist);
 	hba_free(sl->hba);
+	ident_free(sl->ident);
 	tls_free(&sl->tls);
 	limits_free(sl->limits);
 	cache_free(sl->cache);
@@ -722,6 +741,8 @@ static bool load_auth(struct sluice *sl)
 	sl->userlist = load_userlist(sl->cfg, &ok, err, sizeof(err));
 	if (ok)
 		sl->hba = load_hba(sl->cfg, &ok, err, sizeof(err));
+	if (ok)
+		sl->ident = load_ident(sl->cfg, &ok, err, sizeof(err));
 	if (ok && !tls_load(sl->cfg, &sl->tls, err, sizeof(err)))
 		ok = false;
 	if (!ok)
@@ -748,17 +769,30 @@ int main(int argc, char **argv)
 	if (parse_args(argc, argv, &o) != 0)
 		return 2;
 	g_opts = &o;
-	log_setup(NULL, false, NULL, NULL, o.verbose, false);
+	/* -q and -d: nothing on stderr, the configuration's warnings included (PgBouncer's -q) */
+	bool quiet = o.quiet || o.daemonize;
+	log_setup(NULL, false, NULL, NULL, o.verbose, quiet);
 	struct sluice_config *cfg = config_load(o.config, err, sizeof(err));
 	if (!cfg) {
+		if (quiet)    /* a failed start still says why, as PgBouncer's fatal() */
+			log_setup(NULL, false, NULL, NULL, o.verbose, false);
 		log_error("%s", err);
 		return 1;
 	}
-	if (!apply_logging(cfg, &o) || (o.daemonize && (!cfg->logfile[0] || !cfg->pidfile[0]))) {
-		log_error(o.daemonize ? "-d needs logfile and pidfile in the configuration"
-		                      : "could not open the logfile");
+	/* PgBouncer: -d needs pidfile, and logfile or syslog */
+	bool no_log = o.daemonize && !cfg->logfile[0] && !cfg->syslog;
+	if (!apply_logging(cfg, &o) || no_log || (o.daemonize && !cfg->pidfile[0])) {
+		log_setup(NULL, false, NULL, NULL, o.verbose, false);
+		log_error(o.daemonize && (no_log || !cfg->pidfile[0])
+		          ? "-d needs pidfile, and logfile or syslog, in the configuration"
+		          : "could not open the logfile");
 		config_free(cfg);
 		return 1;
+	}
+	if (quiet && (cfg->logfile[0] || cfg->syslog)) {
+		/* the warnings of the first load went nowhere: load once more (no side effects) into the log */
+		struct sluice_config *again = config_load(o.config, err, sizeof(err));
+		config_free(again);
 	}
 	if (!init_sluice(&sl, cfg, o.config) || !load_auth(&sl)) {
 		free_loaded(&sl);

@@ -587,11 +587,25 @@ static void notify_waiting(struct client *c)
  */
 static void check_waiting(struct pool *p, usec_t now)
 {
-	usec_t notify = p->sl->cfg->query_wait_notify, limit = p->sl->cfg->query_wait_timeout;
+	const struct sluice_config *cfg = p->sl->cfg;
+	const struct db_config *db = config_find_db(cfg, p->db_name);
+	/* PgBouncer's precedence: [users], then [databases], then the global key */
+	usec_t notify = cfg->query_wait_notify;
+	usec_t pool_limit = db && db->query_wait_timeout >= 0 ? db->query_wait_timeout : cfg->query_wait_timeout;
+	bool per_user = false;
+	for (size_t i = 0; i < cfg->n_users && !per_user; i++)
+		per_user = cfg->users[i].query_wait_timeout >= 0;
 	struct client *c, *next;
 	TAILQ_FOREACH_SAFE(c, &p->waiting_clients, entry, next) {
-		usec_t waited = now - c->wait_start;
+		usec_t waited = now - c->wait_start, limit = pool_limit;
+		if (per_user) {
+			const struct user_config *u = config_find_user(cfg, c->user);
+			if (u && u->query_wait_timeout >= 0)
+				limit = u->query_wait_timeout;
+		}
 		bool notify_due = notify > 0 && waited >= notify, expired = limit > 0 && waited >= limit;
+		if (!notify_due && !expired && per_user)
+			continue;    /* limits differ by client: a later one may be due */
 		if (!notify_due && !expired)
 			break;
 		if (notify_due && c->state == CL_WAITING && !c->wait_notified)

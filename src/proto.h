@@ -1,7 +1,7 @@
 /*
  * proto.h - the PostgreSQL v3 wire protocol as pgsluice needs it: message
  * type constants, a tiny builder API (begin, add, end) and a bounds-checked
- * reader. Owns no sockets; callers hand it evbuffers and byte ranges.
+ * reader. Owns no sockets; callers hand it iobufs and byte ranges.
  */
 #ifndef SLUICE_PROTO_H
 #define SLUICE_PROTO_H

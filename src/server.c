@@ -33,8 +33,6 @@
  * a broken server. */
 #define MAX_INSPECTED_LEN (1024 * 1024)
 
-static uint64_t next_server_id = 1;
-
 static void server_io_read(void *arg);
 static void server_io_drain(void *arg);
 static void server_io_connect(void *arg);
@@ -174,7 +172,7 @@ struct server *server_launch(struct pool *p)
 		return NULL;
 	s->io.fd = -1;
 	s->pool = p;
-	s->id = next_server_id++;
+	s->id = socket_id_next();
 	s->tx_status = 'I';
 	s->connect_time = s->last_used = now_usec();
 	s->state = SV_LOGIN;

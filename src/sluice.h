@@ -23,6 +23,7 @@ struct evdns_base;
 struct event;
 struct userlist;
 struct hba;
+struct ident_map;
 struct authquery;
 struct limits;
 struct limits_sync;
@@ -94,6 +95,7 @@ struct sluice {
 	struct sluice_config *cfg;        /* owned; replaced on reload */
 	struct userlist *userlist;        /* owned; NULL when auth_file is unset */
 	struct hba *hba;                  /* owned; NULL when auth_hba_file is unset */
+	struct ident_map *ident;          /* owned; NULL when auth_ident_file is unset */
 	struct tls_config tls;            /* owned; both legs' TLS contexts */
 	struct authquery *authquery;      /* auth_query side channels and cache; NULL until used */
 	char *config_path;

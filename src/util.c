@@ -85,6 +85,12 @@ void socket_tune(int fd, const struct sluice_config *cfg)
 	set_int_option(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, cfg->tcp_user_timeout);
 }
 
+uint64_t socket_id_next(void)
+{
+	static uint64_t next_id = 1;
+	return next_id++;
+}
+
 uint64_t hash_fnv1a(uint64_t h, const void *data, size_t len)
 {
 	const unsigned char *p = data;

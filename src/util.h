@@ -53,4 +53,11 @@ void socket_tune(int fd, const struct sluice_config *cfg);
  */
 uint64_t hash_fnv1a(uint64_t h, const void *data, size_t len);
 
+/*
+ * The next connection id, 1, 2, ...: clients and servers draw from one
+ * counter, as PgBouncer's sockets do, so the id column of SHOW CLIENTS,
+ * SERVERS and SOCKETS names one connection and KILL_CLIENT takes it.
+ */
+uint64_t socket_id_next(void);
+
 #endif

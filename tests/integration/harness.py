@@ -94,6 +94,16 @@ def port_accepts(host, port, timeout=0.2):
         return False
 
 
+def unix_socket_accepts(path, timeout=0.2):
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(path))
+            return True
+    except OSError:
+        return False
+
+
 def service_user():
     """The unprivileged account PostgreSQL runs as when we are root; None otherwise.
 
@@ -430,7 +440,11 @@ class Pooler:
                 self._stderr.close()
                 raise RuntimeError(f"pooler exited with {self.proc.returncode} during start:\n"
                                    f"{self.log_text()}")
-            if port_accepts(self.host, self.port):
+            # the TCP port may accept before the unix socket listens (or, with
+            # so_reuseport, because another process has it): wait for both
+            unix_dir = self.settings().get("unix_socket_dir")
+            if port_accepts(self.host, self.port) and (
+                    not unix_dir or unix_socket_accepts(Path(unix_dir) / f".s.PGSQL.{self.port}")):
                 return self
             time.sleep(0.05)
         raise RuntimeError(f"pooler did not accept connections on port {self.port} within "

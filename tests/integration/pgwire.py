@@ -224,7 +224,12 @@ def login(host, port, user, dbname, password=None, timeout=5.0, params=None):
     it closes the connection without an ErrorResponse, TimeoutError when it
     does not answer within timeout seconds.
     """
-    sock = socket.create_connection((host, port), timeout=timeout)
+    if str(host).startswith("/"):         # a Unix socket directory, as libpq's host=
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.connect(f"{host}/.s.PGSQL.{port}")
+    else:
+        sock = socket.create_connection((host, port), timeout=timeout)
     sess = Session(sock, timeout)
     try:
         startup = {"user": user, "database": dbname}

@@ -1,14 +1,11 @@
 """The data path's own buffers (src/iobuf.c, src/connio.c): a client that
-reads slowly is not buffered without bound, and a client that hangs up while
-it waits for a server is noticed at once."""
+reads slowly is not buffered without bound. (A client that hangs up while it
+waits for a server: test_storm.py.)"""
 
 import socket
 import time
 
-import psycopg
-
 import pgwire
-from harness import wait_for
 
 MB = 1024 * 1024
 
@@ -57,33 +54,3 @@ def test_slow_reader_does_not_grow_memory_while_server_streams_500_mb(sluice):
     assert peak - before < 48 * MB, f"RSS grew by {(peak - before) / MB:.1f} MB"
     assert sess.query("select 1")
     sess.close()
-
-
-def test_client_hanging_up_while_waiting_is_dropped_from_the_queue(sluice):
-    pooler = sluice(pool_mode="transaction", default_pool_size=1)
-    holder = pooler.connect(autocommit=False)
-    holder.execute("select 1")             # holds the only server: a transaction is open
-    waiters = []
-    for _ in range(20):
-        s = pgwire.login(pooler.host, pooler.port, "app", "app", password="app_pw")
-        s.send(b"Q", b"select 1\0")          # waits for the server
-        waiters.append(s)
-    admin = psycopg.connect(pooler.dsn(dbname="pgsluice"), autocommit=True,
-                            cursor_factory=psycopg.ClientCursor)
-
-    def waiting():
-        cur = admin.execute("SHOW POOLS")
-        names = [d.name for d in cur.description]
-        return sum(r[names.index("cl_waiting")] for r in cur.fetchall()
-                   if r[names.index("database")] == "app")
-
-    wait_for(lambda: waiting() == 20, timeout=10)
-    for s in waiters:
-        s.sock.close()
-    # Each hang-up is seen at once, not when the server frees up.
-    wait_for(lambda: waiting() == 0, timeout=10)
-    holder.rollback()
-    with pooler.connect() as conn:
-        assert conn.execute("select 2").fetchone() == (2,)
-    holder.close()
-    admin.close()

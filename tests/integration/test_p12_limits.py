@@ -150,7 +150,8 @@ def test_show_databases_and_show_users_show_client_limits_and_counts(sluice, pg)
         assert (user["max_user_client_connections"], user["current_client_connections"]) == (7, 2), user
         pw_user = show(pooler, "USERS", "pw_user")
         assert pw_user["max_user_client_connections"] == 4, pw_user
-        assert pw_user["reserve_pool_size"] == 2, pw_user
+        # text, right-aligned in 9 columns, as PgBouncer's SHOW USERS
+        assert pw_user["reserve_pool_size"].strip() == "2", pw_user
 
 
 # -- item 2: transaction_timeout ------------------------------------------------------

@@ -231,7 +231,6 @@ def _cl_waiting(pooler):
                    if dict(zip(cols, row))["database"] == "app")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 rewrite keeps reads on while waiting")
 def test_waiting_client_hangup_leaves_the_queue_at_once(sluice):
     pooler = sluice(default_pool_size=1, pool_mode="transaction", query_wait_timeout=60)
     holder = pooler.connect(autocommit=False)

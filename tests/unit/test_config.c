@@ -340,9 +340,9 @@ static void test_pool_mode_and_auth_type_take_pgbouncer_names(void **state)
 	assert_int_equal(cfg->pool_mode, POOL_MODE_STATEMENT);
 	config_free(cfg);
 
-	assert_string_equal(load_key_error("auth_type", "pam"),
-	                    "FILE:2: invalid value \"pam\" for key \"auth_type\": "
-	                    "expected any, trust, plain, password, md5, scram-sha-256, cert or hba");
+	assert_string_equal(load_key_error("auth_type", "gss"),
+	                    "FILE:2: invalid value \"gss\" for key \"auth_type\": "
+	                    "expected any, trust, plain, password, md5, scram-sha-256, cert, hba, peer, ldap or pam");
 	assert_string_equal(load_key_error("pool_mode", "txn"),
 	                    "FILE:2: invalid value \"txn\" for key \"pool_mode\": "
 	                    "expected session, transaction or statement");
@@ -394,7 +394,7 @@ static void test_unknown_and_unsupported_keys_warn_by_name_and_load(void **state
 	struct sluice_config *cfg = load_ok(
 		"[pgsluice]\n"                       /* 1 */
 		"foo = bar\n"                        /* 2 */
-		"auth_ident_file = x\n"             /* 3 */
+		"server_round_robin = 1\n"          /* 3 */
 		"client_tls_dheparams = auto\n"     /* 4 */
 		"workers = 2\n"                      /* 5 */
 		"listen_port = 7432\n"               /* 6 */
@@ -407,10 +407,13 @@ static void test_unknown_and_unsupported_keys_warn_by_name_and_load(void **state
 	assert_int_equal(cfg->listen_port, 7432);
 	char *log = take_log();
 	assert_logged(log, 2, "unknown configuration key \"foo\" ignored");
-	assert_logged(log, 3, "PgBouncer key \"auth_ident_file\" is not supported by pgsluice and is ignored");
+	assert_logged(log, 3, "PgBouncer key \"server_round_robin\" is not supported by pgsluice and is ignored");
 	assert_logged(log, 4, "PgBouncer key \"client_tls_dheparams\" is not supported by pgsluice and is ignored");
 	assert_logged(log, 5, "key \"workers\" is not implemented yet by pgsluice and is ignored");
-	assert_logged(log, 7, "PgBouncer section [peers] is not supported by pgsluice and is ignored");
+	assert_null(strstr(log, "[peers]"));   /* read since peering: no warning */
+	assert_int_equal(cfg->n_peers, 1);
+	assert_string_equal(config_find_peer(cfg, 1)->host, "/tmp/p1");
+	assert_int_equal(config_find_peer(cfg, 1)->port, 6432);
 	assert_logged(log, 11, "unknown section [nonsense] ignored");
 	assert_null(strstr(log, "limits"));
 	assert_null(strstr(log, "requests_per_minute"));
@@ -579,11 +582,28 @@ static void test_users_take_pool_mode_pool_size_and_max_user_connections(void **
 	assert_null(config_find_user(cfg, "carol"));
 	config_free(cfg);
 
-	/* query_wait_timeout is PgBouncer's but not one pgsluice takes per user */
-	cfg = load_ok("[users]\nalice = query_wait_timeout=5\n");
-	assert_logged(take_log(), 2, "PgBouncer key \"query_wait_timeout\" of user \"alice\" is not supported "
-	                             "by pgsluice and is ignored");
+	/* [peers]: PgBouncer's peer ids and keys */
+	cfg = load_ok("[pgsluice]\npeer_id = 2\n[peers]\n1 = host=10.0.0.1 port=7000 pool_size=3\n2 = host=/run/p2\n");
+	assert_int_equal(cfg->peer_id, 2);
+	assert_int_equal(config_find_peer(cfg, 1)->port, 7000);
+	assert_int_equal(config_find_peer(cfg, 1)->pool_size, 3);
+	assert_int_equal(config_find_peer(cfg, 2)->pool_size, -1);
+	assert_null(config_find_peer(cfg, 3));
 	config_free(cfg);
+	assert_string_equal(load_error("[peers]\n0 = host=x\n"),
+	                    "FILE:2: invalid peer id \"0\" in [peers]: expected an integer from 1 to 16383");
+	assert_non_null(strstr(load_error("[peers]\n1 = host=x color=blue\n"), "unknown key \"color\""));
+
+	/* query_wait_timeout per user and per database; -1 (PgBouncer's "not set") and unset are negative */
+	cfg = load_ok("[users]\nalice = query_wait_timeout=5\nbob = query_wait_timeout=-1\ncarol = pool_size=1\n"
+	              "[databases]\nd1 = query_wait_timeout=0\nd2 = host=h\n");
+	assert_int_equal(config_find_user(cfg, "alice")->query_wait_timeout, 5 * USEC_PER_SEC);
+	assert_true(config_find_user(cfg, "bob")->query_wait_timeout < 0);
+	assert_true(config_find_user(cfg, "carol")->query_wait_timeout < 0);
+	assert_int_equal(config_find_db(cfg, "d1")->query_wait_timeout, 0);
+	assert_true(config_find_db(cfg, "d2")->query_wait_timeout < 0);
+	config_free(cfg);
+	assert_non_null(strstr(load_error("[users]\nalice = query_wait_timeout=-2\n"), "query_wait_timeout"));
 
 	assert_string_equal(load_error("[users]\nbob = pool_mode=session color=blue\n"),
 	                    "FILE:2: unknown key \"color\" in the settings of user \"bob\"");

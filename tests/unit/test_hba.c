@@ -567,8 +567,40 @@ static void test_comments_crlf_and_backslash_continuation(void **state)
 	assert_refused("local all all trust\n"
 	               "host all all \\\n"
 	               "  10.0.0.0/8 \\\n"
-	               "  peer\n",
-	               "pg_hba.conf:2: authentication method \"peer\" is not supported by pgsluice");
+	               "  sspi\n",
+	               "pg_hba.conf:2: authentication method \"sspi\" is not supported by pgsluice");
+}
+
+/* peer and ident (local: peer), map=, and ldap/pam rules that load but refuse at login */
+static void test_peer_ident_map_ldap_and_pam_rules_load(void **state)
+{
+	int line;
+	struct hba *hba = parse_ok("local app all peer map=ops\n"
+	                           "local all all ident\n"
+	                           "host all alice all ident map=x\n"
+	                           "host all all 10.0.0.0/8 ldap ldapserver=ldap.example.com ldapprefix=\"cn=\"\n"
+	                           "host all all all pam pamservice=postgresql\n"
+	                           "hostssl all all all cert map=certs\n");
+
+	(void) state;
+	assert_int_equal(unix_socket(hba, "app", "bob", &line), HBA_PEER);
+	assert_string_equal(hba_map(hba, line), "ops");
+	assert_int_equal(unix_socket(hba, "other", "bob", &line), HBA_PEER);
+	assert_int_equal(line, 2);
+	assert_null(hba_map(hba, line));
+	assert_int_equal(tcp(hba, "192.0.2.1", "db", "alice", &line), HBA_IDENT);
+	assert_int_equal(tcp(hba, "10.1.2.3", "db", "bob", &line), HBA_LDAP);
+	assert_int_equal(tcp(hba, "192.0.2.1", "db", "bob", &line), HBA_PAM);
+	assert_int_equal(tls(hba, "192.0.2.1", "db", "bob", &line), HBA_PAM);
+	hba_free(hba);
+	hba = parse_ok("hostssl all all all cert map=certs\n");
+	assert_int_equal(tls(hba, "192.0.2.1", "db", "bob", &line), HBA_CERT);
+	assert_string_equal(hba_map(hba, line), "certs");
+	hba_free(hba);
+	assert_refused("host all all all peer\n", "pg_hba.conf:1: peer authentication is only supported on local sockets");
+	assert_refused("local all all peer map=\n", "pg_hba.conf:1: map= needs the name of a map in auth_ident_file");
+	assert_refused("local all all pam ldapserver=x\n",
+	               "pg_hba.conf:1: unrecognized authentication option name: \"ldapserver\"");
 }
 
 static void test_options_that_restate_cert_are_accepted(void **state)
@@ -585,7 +617,7 @@ static void test_options_that_restate_cert_are_accepted(void **state)
 static void test_unsupported_methods_refuse_the_file(void **state)
 {
 	static const char *const methods[] = {
-		"peer", "ident", "gss", "sspi", "ldap", "radius", "pam", "bsd", NULL
+		"gss", "sspi", "radius", "bsd", NULL
 	};
 	char text[256], want[256];
 	size_t i;
@@ -698,8 +730,9 @@ static void test_options_that_pgsluice_cannot_honour_refuse_the_file(void **stat
 	               "pg_hba.conf:1: authentication option not in name=value format: =x");
 	assert_refused("host all all all md5 ldapserver=x\n",
 	               "pg_hba.conf:1: unrecognized authentication option name: \"ldapserver\"");
-	assert_refused("hostssl all all all cert map=certmap\n",
-	               "pg_hba.conf:1: user name maps (\"map=certmap\") are not supported by pgsluice");
+	assert_refused("host all all all md5 map=m\n",
+	               "pg_hba.conf:1: authentication option \"map\" is only valid for authentication methods "
+	               "ident, peer, gssapi, sspi, and cert");
 	assert_refused("hostssl all all all md5 clientcert=verify-full\n",
 	               "pg_hba.conf:1: option \"clientcert\" is not supported by pgsluice with method \"md5\"; "
 	               "use method \"cert\"");
@@ -725,11 +758,11 @@ static void test_first_bad_line_refuses_the_whole_file(void **state)
 	                      "pg_hba.conf", err, sizeof(err)));
 	assert_string_equal(err, "pg_hba.conf:2: invalid CIDR mask in address \"10.0.0.0/40\" (0 to 32 for IPv4)");
 	/* default name, a short buffer and no buffer at all */
-	assert_null(hba_parse("local all all peer\n", NULL, err, sizeof(err)));
-	assert_string_equal(err, "auth_hba_file:1: authentication method \"peer\" is not supported by pgsluice");
-	assert_null(hba_parse("local all all peer\n", "pg_hba.conf", err, 8));
+	assert_null(hba_parse("local all all sspi\n", NULL, err, sizeof(err)));
+	assert_string_equal(err, "auth_hba_file:1: authentication method \"sspi\" is not supported by pgsluice");
+	assert_null(hba_parse("local all all sspi\n", "pg_hba.conf", err, 8));
 	assert_string_equal(err, "pg_hba.");
-	assert_null(hba_parse("local all all peer\n", "pg_hba.conf", NULL, 0));
+	assert_null(hba_parse("local all all sspi\n", "pg_hba.conf", NULL, 0));
 }
 
 static void test_load_reports_unreadable_files(void **state)
@@ -791,6 +824,7 @@ int main(void)
 		cmocka_unit_test(test_at_file_lists_names_relative_to_the_hba_file),
 		cmocka_unit_test(test_comments_crlf_and_backslash_continuation),
 		cmocka_unit_test(test_options_that_restate_cert_are_accepted),
+		cmocka_unit_test(test_peer_ident_map_ldap_and_pam_rules_load),
 		cmocka_unit_test(test_unsupported_methods_refuse_the_file),
 		cmocka_unit_test(test_group_samerole_and_regex_names_refuse_the_file),
 		cmocka_unit_test(test_host_names_refuse_the_file),
