@@ -170,8 +170,11 @@ static void client_free(struct client *c)
 		event_free(c->close_timer);
 	c->sl->n_clients--;
 	connio_close(&c->io);
-	if (c->scram_started)
-		scram_server_free(&c->scram);
+	if (c->scram) {
+		scram_server_free(c->scram);
+		free(c->scram);
+	}
+	free(c->close_reason);
 	varcache_clear(&c->vars);
 	prepared_client_free(c);
 	client_step_free(c);
@@ -196,6 +199,18 @@ void client_close(struct client *c, const char *reason)
 }
 
 static void close_later_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Keep why c is being closed, for the log line when it goes (a copy; out of memory: none). */
+static void set_close_reason(struct client *c, const char *why)
+{
+	free(c->close_reason);
+	c->close_reason = strdup(why);
+}
+
+static const char *close_reason_of(const struct client *c)
+{
+	return c->close_reason ? c->close_reason : "closing after an error";
+}
 
 /*
  * Closing after an error is a lingering close: the error is written, our
@@ -235,7 +250,7 @@ void client_fatal(struct client *c, const char *sqlstate, const char *detail, co
 		log_warning("C-%llu: %s/%s@%s:%d pooler error: %s", (unsigned long long)c->id,
 		            c->database ? c->database : "(nodb)", c->user ? c->user : "(nouser)",
 		            c->addr, c->port, text);
-	str_copy(c->close_reason, text, sizeof(c->close_reason));
+	set_close_reason(c, text);
 	msg_init(&m);
 	msg_add_error(&m, PqMsg_ErrorResponse, "FATAL", sqlstate, detail, hint, "%s", text);
 	msg_flush_to(&m, &c->io.out);
@@ -247,7 +262,7 @@ void client_fatal_raw(struct client *c, const uint8_t *msg, size_t len)
 {
 	struct pg_error f;
 	if (len > PROTO_HEADER_LEN && proto_parse_error(msg + PROTO_HEADER_LEN, len - PROTO_HEADER_LEN, &f))
-		str_copy(c->close_reason, f.message, sizeof(c->close_reason));
+		set_close_reason(c, f.message);
 	connio_add(&c->io, msg, len);
 	client_close_after_flush(c);
 }
@@ -390,8 +405,11 @@ static void start_scram(struct client *c, const char *stored)
 		             "SCRAM authentication is not possible for user \"%s\"", c->user);
 		return;
 	}
-	scram_server_init(&c->scram, &secret);
-	c->scram_started = true;
+	if (!c->scram && !(c->scram = calloc(1, sizeof(*c->scram)))) {
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return;
+	}
+	scram_server_init(c->scram, &secret);
 	static const char mech[] = "SCRAM-SHA-256\0";   /* list ends with an empty name */
 	send_auth_request(c, AUTH_REQ_SASL, mech, sizeof(mech));
 	c->auth_step = CL_AUTH_SASL_FIRST;
@@ -658,7 +676,7 @@ static void handle_sasl(struct client *c, struct msgreader *r)
 			             "client selected an invalid SASL authentication mechanism");
 			return;
 		}
-		reply = scram_server_handle_first(&c->scram, (const char *)data, (size_t)len, &err);
+		reply = scram_server_handle_first(c->scram, (const char *)data, (size_t)len, &err);
 		if (!reply) {
 			client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL, "malformed SCRAM message: %s", err);
 			return;
@@ -669,7 +687,7 @@ static void handle_sasl(struct client *c, struct msgreader *r)
 		return;
 	}
 	size_t len = mr_remaining(r);
-	reply = scram_server_handle_final(&c->scram, (const char *)mr_bytes(r, len), len, &err);
+	reply = scram_server_handle_final(c->scram, (const char *)mr_bytes(r, len), len, &err);
 	if (!reply || !c->auth_password) {
 		free(reply);
 		auth_failed(c);
@@ -989,10 +1007,10 @@ static void login_succeeded(struct client *c)
 	}
 	/* Pass-through: the client proved it knows the password behind a SCRAM
 	 * secret, so its ClientKey can log the same role into servers. */
-	if (c->scram_started && c->scram.have_client_key && !db->user && !p->password &&
+	if (c->scram && c->scram->have_client_key && !db->user && !p->password &&
 	    c->auth_password && password_kind_of(c->auth_password) == PASSWORD_SCRAM) {
 		scram_parse_secret(c->auth_password, &p->scram_secret);
-		memcpy(p->scram_client_key, c->scram.client_key, SCRAM_KEY_LEN);
+		memcpy(p->scram_client_key, c->scram->client_key, SCRAM_KEY_LEN);
 		p->have_scram_keys = true;
 	}
 	client_move(c, p, CL_NONE);
@@ -1287,7 +1305,7 @@ static void close_later_cb(evutil_socket_t fd, short what, void *arg)
 	struct client *c = arg;
 	(void)fd;
 	(void)what;
-	client_close(c, c->close_reason);
+	client_close(c, close_reason_of(c));
 }
 
 /*
@@ -1305,7 +1323,7 @@ static void close_after_tls_error(struct client *c, const char *why)
 		return;
 	}
 	log_info("C-%llu: %s:%d TLS handshake failed: %s", (unsigned long long)c->id, c->addr, c->port, why);
-	str_copy(c->close_reason, why, sizeof(c->close_reason));
+	set_close_reason(c, why);
 	client_detach(c);
 	client_move(c, NULL, CL_CLOSING);
 	connio_stop(&c->io);
@@ -1316,7 +1334,7 @@ static void client_io_error(void *arg, const char *why)
 {
 	struct client *c = arg;
 	if (c->state == CL_CLOSING)
-		client_close(c, c->close_reason);
+		client_close(c, close_reason_of(c));
 	else if (!why)
 		client_close(c, "client unexpected eof");
 	else if (c->io.state == IO_HANDSHAKE)

@@ -102,8 +102,7 @@ struct client {
 	int32_t cancel_pid, cancel_key; /* the BackendKeyData pgsluice gave it */
 
 	uint8_t md5_salt[4];
-	struct scram_server scram;
-	bool scram_started;
+	struct scram_server *scram;   /* owned; during a SCRAM login only */
 
 	usec_t connect_time;           /* monotonic */
 	usec_t wait_start;             /* monotonic, when it started waiting for a server */
@@ -112,7 +111,7 @@ struct client {
 	usec_t xact_start;             /* monotonic, first request of its current transaction (stats) */
 	uint32_t relay_left;           /* bytes of the current message still to relay */
 	bool checked;                  /* the middleware saw the message at the front */
-	char close_reason[160];        /* the error a CL_CLOSING client was sent, for the log */
+	char *close_reason;            /* owned; the error a CL_CLOSING client was sent, for the log */
 	/* CL_ADMIN only (admin.c) */
 	bool admin_may_control;        /* in admin_users: every command; else SHOW only (stats_users) */
 	bool admin_skip_to_sync;       /* an extended-protocol message was refused: skip to Sync */

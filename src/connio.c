@@ -109,18 +109,22 @@ static const char *note_tls_error(int ssl_err)
 	return tls_err_text;
 }
 
+static void on_writable(evutil_socket_t fd, short what, void *arg);
+
 static void arm_write(struct connio *io)
 {
-	if (!io->writing) {
-		event_add(&io->wr, NULL);
+	if (io->writing)
+		return;
+	if (!io->wr && !(io->wr = event_new(io->base, io->fd, EV_WRITE | EV_PERSIST, on_writable, io)))
+		return;    /* out of memory: the next read or flush tries again */
+	if (event_add(io->wr, NULL) == 0)
 		io->writing = true;
-	}
 }
 
 static void disarm_write(struct connio *io)
 {
 	if (io->writing) {
-		event_del(&io->wr);
+		event_del(io->wr);
 		io->writing = false;
 	}
 }
@@ -347,10 +351,9 @@ static bool assign(struct connio *io, struct event_base *base, int fd, const str
 	memset(&io->in, 0, sizeof(io->in));
 	memset(&io->out, 0, sizeof(io->out));
 	io->out.on_fill = out_filled;
-	if (event_assign(&io->rd, base, fd, EV_READ | EV_PERSIST, on_readable, io) != 0 ||
-	    event_assign(&io->wr, base, fd, EV_WRITE | EV_PERSIST, on_writable, io) != 0)
-		return false;
-	return true;
+	io->base = base;
+	io->wr = NULL;
+	return event_assign(&io->rd, base, fd, EV_READ | EV_PERSIST, on_readable, io) == 0;
 }
 
 bool connio_open(struct connio *io, struct event_base *base, int fd, const struct connio_ops *ops, void *arg)
@@ -383,6 +386,13 @@ bool connio_connect(struct connio *io, struct event_base *base, const struct soc
 		return false;
 	}
 	arm_write(io);   /* writable: connected (or failed, SO_ERROR says) */
+	if (!io->writing) {
+		close(fd);
+		io->fd = -1;
+		io->state = IO_CLOSED;
+		errno = ENOMEM;
+		return false;
+	}
 	return true;
 }
 
@@ -432,8 +442,9 @@ void connio_close(struct connio *io)
 	}
 	if (io->reading)
 		event_del(&io->rd);
-	if (io->writing)
-		event_del(&io->wr);
+	if (io->wr)
+		event_free(io->wr);    /* deletes it when pending */
+	io->wr = NULL;
 	io->reading = io->writing = false;
 	if (io->ssl) {
 		SSL_free(io->ssl);
