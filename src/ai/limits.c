@@ -1,7 +1,8 @@
 /*
  * limits.c - rate limits and budgets; see limits.h and docs/limits.md.
  * Rules and counters live in two chained hash tables keyed by (subject, model);
- * per-minute limits are GCRA buckets, budgets are UTC day / month counters.
+ * per-minute limits are sliding windows of one-second slots, budgets are UTC
+ * day / month counters, and statements in flight hold reservations.
  */
 #include "ai/limits.h"
 
@@ -26,16 +27,24 @@
 #define MIN_MAX_ENTRIES 16
 #define INITIAL_BUCKETS 64
 
-/* The two GCRA buckets of a counter, by dimension. */
+/* The two sliding windows of a counter, by dimension. */
 #define BUCKET_REQUESTS 0   /* LIMIT_REQUESTS_PER_MINUTE */
 #define BUCKET_TOKENS   1   /* LIMIT_TOKENS_PER_MINUTE */
 
+/*
+ * One-second slots of a per-minute window: the 60 seconds before now plus the
+ * second now is in, so that everything of the last 60 s is counted (and at
+ * most one second more: the window errs on the strict side by under 1 s).
+ */
+#define WINDOW_SLOTS 61
+
 static const char *const dim_names[LIMIT_N_DIMS] = {
 	"requests_per_minute", "tokens_per_minute", "tokens_per_day", "cost_cents_per_month",
+	"max_concurrent",
 };
 
 static const char *const dim_windows[LIMIT_N_DIMS] = {
-	"in the last minute", "in the last minute", "today (UTC)", "this month (UTC)",
+	"in the last minute", "in the last minute", "today (UTC)", "this month (UTC)", "in flight",
 };
 
 const char *limit_dim_name(enum limit_dim dim)
@@ -49,6 +58,7 @@ void limit_values_init(struct limit_values *v)
 	v->tokens_per_minute = LIMIT_INHERIT;
 	v->tokens_per_day = LIMIT_INHERIT;
 	v->cost_cents_per_month = LIMIT_INHERIT;
+	v->max_concurrent = LIMIT_INHERIT;
 }
 
 /* ---- UTC calendar ---- */
@@ -354,6 +364,7 @@ void limits_resolve(const struct limit_rules *rules, const char *subject, const 
 	out->tokens_per_minute = v[1] < 0 ? LIMIT_INHERIT : (int64_t)v[1];
 	out->tokens_per_day = v[2] < 0 ? LIMIT_INHERIT : (int64_t)v[2];
 	out->cost_cents_per_month = v[3] < 0 ? LIMIT_INHERIT : v[3];
+	out->max_concurrent = v[4] < 0 ? LIMIT_INHERIT : (int64_t)v[4];
 }
 
 static bool is_separator(char c)
@@ -460,7 +471,7 @@ bool limits_parse_line(struct limit_rules *rules, const char *key, const char *v
 		if (d == LIMIT_N_DIMS) {
 			snprintf(errbuf, errlen,
 			         "unknown limit dimension \"%.*s\" for \"%s\": expected requests_per_minute, "
-			         "tokens_per_minute, tokens_per_day or cost_cents_per_month",
+			         "tokens_per_minute, tokens_per_day, cost_cents_per_month or max_concurrent",
 			         (int)nlen, name, key);
 			return false;
 		}
@@ -493,8 +504,11 @@ bool limits_parse_line(struct limit_rules *rules, const char *key, const char *v
 /* values as the per-dimension array; false when one is above the maximum or NaN. */
 static bool values_to_array(const struct limit_values *v, double out[LIMIT_N_DIMS])
 {
-	int64_t ints[3] = { v->requests_per_minute, v->tokens_per_minute, v->tokens_per_day };
-	for (int d = 0; d < 3; d++) {
+	int64_t ints[LIMIT_N_DIMS] = { v->requests_per_minute, v->tokens_per_minute, v->tokens_per_day, 0,
+	                               v->max_concurrent };
+	for (int d = 0; d < LIMIT_N_DIMS; d++) {
+		if (d == LIMIT_COST_CENTS_PER_MONTH)
+			continue;
 		if (ints[d] > LIMITS_MAX_COUNT)
 			return false;
 		out[d] = ints[d] < 0 ? -1 : (double)ints[d];
@@ -570,6 +584,29 @@ struct limit_pending {
 	int64_t ucents;
 };
 
+/*
+ * A sliding minute: use per one-second slot, slot[s % WINDOW_SLOTS] holding
+ * second s for s in (head_sec - WINDOW_SLOTS, head_sec]. Allocated only for
+ * a per-minute limit in force (504 bytes).
+ */
+struct minute_window {
+	int64_t head_sec;                /* the newest second counted */
+	int64_t total;                   /* the sum of slot[] */
+	int64_t slot[WINDOW_SLOTS];
+};
+
+/*
+ * What the statements in flight hold, by reservation epoch (now_ms /
+ * LIMITS_RESERVATION_EPOCH_MS): slot [epoch & 1]. A slot older than the
+ * previous epoch is dropped, so a reservation nobody settles lives 1 to 2 epochs.
+ */
+struct resv_slot {
+	int64_t epoch;
+	int64_t tokens;
+	int64_t ucents;
+	int64_t inflight;                /* statements */
+};
+
 struct limit_entry {
 	struct hnode node;               /* first: (subject, model); model "" = subject-wide */
 	struct limit_entry *newer;       /* LRU list, most recently used first */
@@ -577,8 +614,10 @@ struct limit_entry {
 	int64_t last_used_ms;
 	uint64_t rules_generation;       /* of the rules limit[] was resolved from */
 	double limit[LIMIT_N_DIMS];      /* in force; < 0: none */
-	double level[2];                 /* GCRA bucket fill in requests / tokens (BUCKET_*) */
-	int64_t level_at_ms;             /* when the buckets were last drained */
+	struct minute_window *win[2];    /* requests / tokens (BUCKET_*); NULL: nothing counted */
+	struct resv_slot resv[2];
+	double mean_tokens;              /* running mean of the tokens of recent local calls */
+	double mean_ucents;              /* and of their cost */
 	int64_t day_start_ms;            /* the UTC day tokens_day counts */
 	int64_t tokens_day;
 	int64_t month_start_ms;          /* the UTC month ucents_month counts */
@@ -621,6 +660,8 @@ void limits_free(struct limits *l)
 	struct limit_entry *e = l->newest;
 	while (e) {
 		struct limit_entry *next = e->older;
+		free(e->win[0]);
+		free(e->win[1]);
 		free(e);
 		e = next;
 	}
@@ -670,23 +711,120 @@ static void lru_push_newest(struct limits *l, struct limit_entry *e)
 	l->newest = e;
 }
 
-/* Resolve limits if the rules changed, drain the buckets, roll day and month. */
+static int64_t second_of(int64_t ms)
+{
+	return floor_div(ms, 1000);
+}
+
+static size_t slot_of(int64_t sec)
+{
+	return (size_t)(((sec % WINDOW_SLOTS) + WINDOW_SLOTS) % WINDOW_SLOTS);
+}
+
+/* Move w's head to second sec, dropping the slots that leave the window. */
+static void window_advance(struct minute_window *w, int64_t sec)
+{
+	if (sec <= w->head_sec)
+		return;   /* a clock stepping back counts into the newest slot */
+	if (sec - w->head_sec >= WINDOW_SLOTS) {
+		memset(w->slot, 0, sizeof(w->slot));
+		w->total = 0;
+	} else {
+		for (int64_t s = w->head_sec + 1; s <= sec; s++) {
+			int64_t *slot = &w->slot[slot_of(s)];
+			w->total -= *slot;
+			*slot = 0;
+		}
+	}
+	w->head_sec = sec;
+}
+
+static int64_t window_total(const struct minute_window *w)
+{
+	return w ? w->total : 0;
+}
+
+/*
+ * Milliseconds from now until at least need (> 0) has left window w; when all
+ * of it leaving is not enough, until it is empty (at least 1).
+ */
+static int64_t window_retry_ms(const struct minute_window *w, double need, int64_t now)
+{
+	if (!w || w->total <= 0)
+		return 1000;   /* only statements in flight hold the room: they settle soon */
+	double dropped = 0;
+	int64_t s = w->head_sec - (WINDOW_SLOTS - 1);
+	for (; s < w->head_sec; s++) {
+		dropped += (double)w->slot[slot_of(s)];
+		if (dropped >= need - LEVEL_EPSILON)
+			break;
+	}
+	int64_t ms = (s + WINDOW_SLOTS) * 1000 - now;   /* second s leaves the window then */
+	return ms < 1 ? 1 : ms;
+}
+
+/* a + b for non-negative counts, saturating instead of overflowing. */
+static int64_t add_count(int64_t a, int64_t b)
+{
+	return a > INT64_MAX - b ? INT64_MAX : a + b;
+}
+
+/* Count n (> 0) into the window of bucket b at now; no window when out of memory (fails open). */
+static void window_add(struct limit_entry *e, int b, int64_t now, int64_t n)
+{
+	if (n <= 0)
+		return;
+	if (!e->win[b]) {
+		e->win[b] = calloc(1, sizeof(*e->win[b]));
+		if (!e->win[b])
+			return;
+		e->win[b]->head_sec = second_of(now);
+	}
+	struct minute_window *w = e->win[b];
+	window_advance(w, second_of(now));
+	int64_t *slot = &w->slot[slot_of(w->head_sec)];
+	*slot = add_count(*slot, n);
+	w->total = add_count(w->total, n);
+}
+
+static int64_t resv_epoch(int64_t now)
+{
+	return floor_div(now, LIMITS_RESERVATION_EPOCH_MS);
+}
+
+/* Drop reservation slots older than the previous epoch: their statements are presumed gone. */
+static void resv_expire(struct limit_entry *e, int64_t now)
+{
+	int64_t epoch = resv_epoch(now);
+	for (int i = 0; i < 2; i++)
+		if (e->resv[i].epoch < epoch - 1 && (e->resv[i].tokens || e->resv[i].ucents || e->resv[i].inflight))
+			memset(&e->resv[i], 0, sizeof(e->resv[i]));
+}
+
+/* What statements in flight hold on e (expired slots already dropped). */
+static void resv_totals(const struct limit_entry *e, int64_t *tokens, int64_t *ucents, int64_t *inflight)
+{
+	*tokens = add_count(e->resv[0].tokens, e->resv[1].tokens);
+	*ucents = add_count(e->resv[0].ucents, e->resv[1].ucents);
+	*inflight = e->resv[0].inflight + e->resv[1].inflight;
+}
+
+/* Resolve limits if the rules changed, move the windows to now, roll day and month. */
 static void entry_refresh(struct limits *l, struct limit_entry *e, int64_t now)
 {
 	if (e->rules_generation != l->rules->generation) {
 		resolve_into(l->rules, e->node.subject, e->node.model, e->limit);
 		e->rules_generation = l->rules->generation;
 	}
-	double elapsed = now > e->level_at_ms ? (double)(now - e->level_at_ms) : 0;
 	for (int b = 0; b < 2; b++) {
-		double lim = e->limit[b];
-		if (lim <= 0)
-			e->level[b] = 0;   /* no limit, or 0: nothing to remember */
-		else if (e->level[b] > 0)
-			e->level[b] = fmax(0, e->level[b] - elapsed * lim / MINUTE_MS);
+		if (e->limit[b] <= 0) {
+			free(e->win[b]);   /* no limit, or 0: nothing to remember */
+			e->win[b] = NULL;
+		} else if (e->win[b]) {
+			window_advance(e->win[b], second_of(now));
+		}
 	}
-	if (now > e->level_at_ms)
-		e->level_at_ms = now;   /* a clock stepping back drains nothing */
+	resv_expire(e, now);
 	int64_t ds = day_start(now);
 	if (ds > e->day_start_ms) {
 		e->day_start_ms = ds;
@@ -701,14 +839,18 @@ static void entry_refresh(struct limits *l, struct limit_entry *e, int64_t now)
 
 static bool entry_at_rest(const struct limit_entry *e)
 {
-	return e->level[0] <= LEVEL_EPSILON && e->level[1] <= LEVEL_EPSILON && e->tokens_day == 0 &&
-	       e->ucents_month == 0 && !e->pending[0].used && !e->pending[1].used;
+	int64_t rt, ru, ri;
+	resv_totals(e, &rt, &ru, &ri);
+	return window_total(e->win[0]) == 0 && window_total(e->win[1]) == 0 && e->tokens_day == 0 &&
+	       e->ucents_month == 0 && !e->pending[0].used && !e->pending[1].used && !rt && !ru && !ri;
 }
 
 static void entry_free(struct limits *l, struct limit_entry *e)
 {
 	lru_unlink(l, e);
 	htab_remove(&l->entries, &e->node);
+	free(e->win[0]);
+	free(e->win[1]);
 	free(e);
 }
 
@@ -737,7 +879,6 @@ static struct limit_entry *entry_get(struct limits *l, const char *subject, cons
 		if (!e)
 			return NULL;
 		e->rules_generation = l->rules->generation - 1;   /* resolve on first refresh */
-		e->level_at_ms = now;
 		e->day_start_ms = day_start(now);
 		e->month_start_ms = month_start(now);
 		htab_insert(&l->entries, &e->node);
@@ -747,12 +888,6 @@ static struct limit_entry *entry_get(struct limits *l, const char *subject, cons
 		e->last_used_ms = now;
 	entry_refresh(l, e, now);
 	return e;
-}
-
-/* a + b for non-negative counts, saturating instead of overflowing. */
-static int64_t add_count(int64_t a, int64_t b)
-{
-	return a > INT64_MAX - b ? INT64_MAX : a + b;
 }
 
 /* Add local use to the pending delta of now's UTC day. */
@@ -783,7 +918,7 @@ static void pending_add(struct limits *l, struct limit_entry *e, int64_t now, in
 
 /* A refusal candidate, kept when it needs a longer wait than *best. */
 static void consider(struct limit_refusal *best, bool *refused, enum limit_dim d, const char *model,
-                     double limit, double used, int64_t retry_ms, int64_t now)
+                     double limit, double used, double reserved, int64_t retry_ms, int64_t now)
 {
 	bool longer = !*refused || (best->retry_after_ms >= 0 && (retry_ms < 0 || retry_ms > best->retry_after_ms));
 	if (!longer)
@@ -793,86 +928,65 @@ static void consider(struct limit_refusal *best, bool *refused, enum limit_dim d
 	best->model = model;
 	best->limit = limit;
 	best->used = used;
+	best->reserved = reserved;
 	best->window = dim_windows[d];
 	best->retry_after_ms = retry_ms;
 	best->reset_at_ms = retry_ms < 0 ? -1 : now + retry_ms;
 }
 
-/* Milliseconds (rounded up) to drain amount from a bucket of limit per minute; at most ~31,700 years. */
-static int64_t drain_ms(double amount, double limit)
+/*
+ * Does a statement that needs ask more fit under lim, with used counted and
+ * reserved held by statements in flight? Room for ask is needed, except that
+ * with nothing used or held one statement always fits (so that a call larger
+ * than the whole limit is not refused forever: the overshoot is one call).
+ */
+static bool fits(double lim, double used, double reserved, double ask)
 {
-	double ms = ceil(amount * MINUTE_MS / limit - LEVEL_EPSILON);
-	if (!(ms > 0))
-		return 0;
-	return ms < (double)LIMITS_MAX_COUNT ? (int64_t)ms : LIMITS_MAX_COUNT;
+	if (lim == 0)
+		return false;
+	if (ask < 1)
+		ask = 1;
+	return used + reserved <= LEVEL_EPSILON || used + reserved + ask <= lim + LEVEL_EPSILON;
 }
 
-/* The use shown for a bucket level: requests or tokens, rounded up. */
-static double bucket_used(double level)
+/* Check every limit of e at now (already refreshed) for one more statement
+ * asking for tokens and ucents; model names e's model or NULL. */
+static void entry_check(const struct limit_entry *e, const char *model, int64_t now, int64_t ask_tokens,
+                        int64_t ask_ucents, struct limit_refusal *best, bool *refused)
 {
-	return level > LEVEL_EPSILON ? ceil(level - LEVEL_EPSILON) : 0;
-}
-
-/* Check every limit of e at now (already refreshed); model names e's model or NULL. */
-static void entry_check(const struct limit_entry *e, const char *model, int64_t now,
-                        struct limit_refusal *best, bool *refused)
-{
-	for (int b = 0; b < 2; b++) {
-		double lim = e->limit[b];
-		if (lim < 0)
-			continue;
-		double need = e->level[b] + 1 - lim;   /* to drain before one more fits */
-		if (lim == 0) {
-			consider(best, refused, (enum limit_dim)b, model, 0, bucket_used(e->level[b]), -1, now);
-		} else if (need > LEVEL_EPSILON) {
-			int64_t retry = drain_ms(need, lim);
-			consider(best, refused, (enum limit_dim)b, model, lim, bucket_used(e->level[b]),
-			         retry < 1 ? 1 : retry, now);
-		}
-	}
-	double lim = e->limit[LIMIT_TOKENS_PER_DAY];
-	if (lim >= 0 && (double)e->tokens_day >= lim)
-		consider(best, refused, LIMIT_TOKENS_PER_DAY, model, lim, (double)e->tokens_day,
+	int64_t rtokens, rucents, inflight;
+	resv_totals(e, &rtokens, &rucents, &inflight);
+	double lim = e->limit[LIMIT_REQUESTS_PER_MINUTE];
+	double used = (double)window_total(e->win[BUCKET_REQUESTS]);
+	if (lim >= 0 && !fits(lim, used, 0, 1))
+		consider(best, refused, LIMIT_REQUESTS_PER_MINUTE, model, lim, used, 0,
+		         lim == 0 ? -1 : window_retry_ms(e->win[BUCKET_REQUESTS], used + 1 - lim, now), now);
+	lim = e->limit[LIMIT_TOKENS_PER_MINUTE];
+	used = (double)window_total(e->win[BUCKET_TOKENS]);
+	double ask = ask_tokens < 1 ? 1 : (double)ask_tokens;
+	if (lim >= 0 && !fits(lim, used, (double)rtokens, ask))
+		consider(best, refused, LIMIT_TOKENS_PER_MINUTE, model, lim, used, (double)rtokens,
+		         lim == 0 ? -1 : window_retry_ms(e->win[BUCKET_TOKENS], used + (double)rtokens + ask - lim, now),
+		         now);
+	lim = e->limit[LIMIT_TOKENS_PER_DAY];
+	if (lim >= 0 && !fits(lim, (double)e->tokens_day, (double)rtokens, ask))
+		consider(best, refused, LIMIT_TOKENS_PER_DAY, model, lim, (double)e->tokens_day, (double)rtokens,
 		         lim == 0 ? -1 : e->day_start_ms + DAY_MS - now, now);
 	lim = e->limit[LIMIT_COST_CENTS_PER_MONTH];
-	if (lim >= 0 && e->ucents_month >= llround(lim * UCENTS_PER_CENT))
+	if (lim >= 0 && !fits((double)llround(lim * UCENTS_PER_CENT), (double)e->ucents_month, (double)rucents,
+	                      (double)ask_ucents))
 		consider(best, refused, LIMIT_COST_CENTS_PER_MONTH, model, lim,
-		         (double)e->ucents_month / UCENTS_PER_CENT,
+		         (double)e->ucents_month / UCENTS_PER_CENT, (double)rucents / UCENTS_PER_CENT,
 		         lim == 0 ? -1 : next_month_start(now) - now, now);
+	lim = e->limit[LIMIT_MAX_CONCURRENT];
+	if (lim >= 0 && (double)inflight + 1 > lim + LEVEL_EPSILON)
+		consider(best, refused, LIMIT_MAX_CONCURRENT, model, lim, (double)inflight, 0,
+		         lim == 0 ? -1 : LIMITS_CONCURRENT_RETRY_MS, now);
 }
 
 static bool has_model(const char *model)
 {
 	return model && *model && strcmp(model, "*") != 0;
-}
-
-bool limits_admit(struct limits *l, const char *subject, const char *model, int64_t now_ms,
-                  struct limit_refusal *refusal)
-{
-	if (!subject || !*subject)
-		return true;
-	struct limit_entry *s = entry_get(l, subject, NULL, now_ms);
-	struct limit_entry *m = has_model(model) ? entry_get(l, subject, model, now_ms) : NULL;
-	if (!s)
-		return true;   /* out of memory: fail open */
-
-	struct limit_refusal best;
-	bool refused = false;
-	memset(&best, 0, sizeof(best));
-	entry_check(s, NULL, now_ms, &best, &refused);
-	if (m)
-		entry_check(m, model, now_ms, &best, &refused);
-	if (refused) {
-		if (refusal)
-			*refusal = best;
-		return false;
-	}
-	struct limit_entry *both[2] = { s, m };
-	for (int i = 0; i < 2 && both[i]; i++)
-		if (both[i]->limit[BUCKET_REQUESTS] > 0)
-			both[i]->level[BUCKET_REQUESTS] += 1;
-	pending_add(l, m ? m : s, now_ms, 1, 0, 0);
-	return true;
 }
 
 /* Cents as millionths of a cent; negative and NaN count as 0, at most LIMITS_MAX_CENTS. */
@@ -885,6 +999,108 @@ static int64_t to_ucents(double cents)
 	return llround(cents * UCENTS_PER_CENT);
 }
 
+bool limits_admit(struct limits *l, const char *subject, const char *model, int64_t now_ms,
+                  struct limit_refusal *refusal)
+{
+	return limits_admit_reserve(l, subject, model, now_ms, NULL, NULL, refusal);
+}
+
+bool limits_admit_reserve(struct limits *l, const char *subject, const char *model, int64_t now_ms,
+                          const struct limit_estimate *est, struct limit_reservation *resv,
+                          struct limit_refusal *refusal)
+{
+	if (resv)
+		memset(resv, 0, sizeof(*resv));
+	if (!subject || !*subject)
+		return true;
+	struct limit_entry *s = entry_get(l, subject, NULL, now_ms);
+	struct limit_entry *m = has_model(model) ? entry_get(l, subject, model, now_ms) : NULL;
+	if (!s)
+		return true;   /* out of memory: fail open */
+
+	/* the estimate: given, else the running mean of the most specific counter */
+	int64_t ask_tokens = 0, ask_ucents = 0;
+	if (est) {
+		const struct limit_entry *mean = m ? m : s;
+		ask_tokens = est->tokens >= 0 ? est->tokens : llround(mean->mean_tokens);
+		ask_ucents = est->cost_cents >= 0 ? to_ucents(est->cost_cents) : llround(mean->mean_ucents);
+		if (ask_tokens > LIMITS_MAX_COUNT)
+			ask_tokens = LIMITS_MAX_COUNT;
+	}
+
+	struct limit_refusal best;
+	bool refused = false;
+	memset(&best, 0, sizeof(best));
+	entry_check(s, NULL, now_ms, ask_tokens, ask_ucents, &best, &refused);
+	if (m)
+		entry_check(m, model, now_ms, ask_tokens, ask_ucents, &best, &refused);
+	if (refused) {
+		if (refusal)
+			*refusal = best;
+		return false;
+	}
+	struct limit_entry *both[2] = { s, m };
+	int64_t epoch = resv_epoch(now_ms);
+	for (int i = 0; i < 2 && both[i]; i++) {
+		struct limit_entry *e = both[i];
+		if (e->limit[BUCKET_REQUESTS] > 0)
+			window_add(e, BUCKET_REQUESTS, now_ms, 1);
+		if (resv) {
+			struct resv_slot *slot = &e->resv[epoch & 1];
+			if (slot->epoch != epoch) {
+				memset(slot, 0, sizeof(*slot));
+				slot->epoch = epoch;
+			}
+			slot->tokens = add_count(slot->tokens, ask_tokens);
+			slot->ucents = add_count(slot->ucents, ask_ucents);
+			slot->inflight++;
+		}
+	}
+	if (resv) {
+		resv->held = true;
+		resv->epoch = epoch;
+		resv->tokens = ask_tokens;
+		resv->ucents = ask_ucents;
+	}
+	pending_add(l, m ? m : s, now_ms, 1, 0, 0);
+	return true;
+}
+
+/* Give back what r holds on the counter (subject, model), if it still exists and r has not expired. */
+static void resv_give_back(struct limits *l, const char *subject, const char *model,
+                           const struct limit_reservation *r, int64_t now)
+{
+	struct name_key k = make_key(subject, model);
+	struct limit_entry *e = (struct limit_entry *)htab_find(&l->entries, &k);
+	if (!e)
+		return;
+	resv_expire(e, now);
+	struct resv_slot *slot = &e->resv[r->epoch & 1];
+	if (slot->epoch != r->epoch)
+		return;   /* expired: already dropped */
+	slot->tokens = slot->tokens > r->tokens ? slot->tokens - r->tokens : 0;
+	slot->ucents = slot->ucents > r->ucents ? slot->ucents - r->ucents : 0;
+	slot->inflight = slot->inflight > 0 ? slot->inflight - 1 : 0;
+}
+
+void limits_release(struct limits *l, const char *subject, const char *model,
+                    struct limit_reservation *resv, int64_t now_ms)
+{
+	if (!l || !resv || !resv->held || !subject || !*subject)
+		return;
+	resv_give_back(l, subject, NULL, resv, now_ms);
+	if (has_model(model))
+		resv_give_back(l, subject, model, resv, now_ms);
+	resv->held = false;
+}
+
+void limits_settle(struct limits *l, const char *subject, const char *model,
+                   struct limit_reservation *resv, int64_t tokens, double cost_cents, int64_t now_ms)
+{
+	limits_release(l, subject, model, resv, now_ms);
+	limits_charge(l, subject, model, tokens, cost_cents, now_ms);
+}
+
 /*
  * Add use to the subject-wide and subject/model counters: requests and tokens
  * into the buckets (when bucket), tokens and ucents into the budgets (at_day
@@ -893,7 +1109,7 @@ static int64_t to_ucents(double cents)
  */
 static void add_use(struct limits *l, const char *subject, const char *model, int64_t now,
                     int64_t requests, int64_t tokens, int64_t ucents, int64_t at_day,
-                    bool bucket, bool local)
+                    bool bucket, bool local, bool call)
 {
 	if (!subject || !*subject)
 		return;
@@ -908,9 +1124,14 @@ static void add_use(struct limits *l, const char *subject, const char *model, in
 			continue;
 		if (bucket) {
 			if (e->limit[BUCKET_REQUESTS] > 0)
-				e->level[BUCKET_REQUESTS] += (double)requests;
+				window_add(e, BUCKET_REQUESTS, now, requests);
 			if (e->limit[BUCKET_TOKENS] > 0)
-				e->level[BUCKET_TOKENS] += (double)tokens;
+				window_add(e, BUCKET_TOKENS, now, tokens);
+		}
+		if (call && (tokens > 0 || ucents > 0)) {
+			/* exponentially weighted: each call counts 1/LIMITS_MEAN_WEIGHT */
+			e->mean_tokens += ((double)tokens - e->mean_tokens) / LIMITS_MEAN_WEIGHT;
+			e->mean_ucents += ((double)ucents - e->mean_ucents) / LIMITS_MEAN_WEIGHT;
 		}
 		if (at_day < 0 || at_day == e->day_start_ms)
 			e->tokens_day = add_count(e->tokens_day, tokens);
@@ -924,14 +1145,14 @@ static void add_use(struct limits *l, const char *subject, const char *model, in
 void limits_charge(struct limits *l, const char *subject, const char *model, int64_t tokens,
                    double cost_cents, int64_t now_ms)
 {
-	add_use(l, subject, model, now_ms, 0, tokens, to_ucents(cost_cents), -1, true, true);
+	add_use(l, subject, model, now_ms, 0, tokens, to_ucents(cost_cents), -1, true, true, true);
 }
 
 void limits_seed(struct limits *l, const char *subject, const char *model, int64_t tokens_today,
                  double cost_cents_month, int64_t now_ms)
 {
 	add_use(l, subject, model, now_ms, 0, tokens_today, to_ucents(cost_cents_month), -1,
-	        false, false);
+	        false, false, false);
 }
 
 void limits_apply_remote(struct limits *l, const char *subject, const char *model,
@@ -941,7 +1162,7 @@ void limits_apply_remote(struct limits *l, const char *subject, const char *mode
 	int64_t day = day_start(day_start_ms);
 	bool recent = day + DAY_MS > now_ms - MINUTE_MS;
 	add_use(l, subject, model, now_ms, requests < 0 ? 0 : requests, tokens, to_ucents(cost_cents),
-	        day, recent, false);
+	        day, recent, false, false);
 }
 
 /* ---- reporting ---- */
@@ -970,8 +1191,8 @@ static void format_amount(enum limit_dim d, double v, char *buf, size_t len)
 
 void limits_format_refusal(const struct limit_refusal *r, const char *subject, struct pg_error *out)
 {
-	static const char *const nouns[LIMIT_N_DIMS] = { "request", "token", "token", "cent" };
-	static const char *const verbs[LIMIT_N_DIMS] = { "", "", " used", " spent" };
+	static const char *const nouns[LIMIT_N_DIMS] = { "request", "token", "token", "cent", "statement" };
+	static const char *const verbs[LIMIT_N_DIMS] = { "", "", " used", " spent", "" };
 	char limit[64], used[64], model[LIMITS_NAME_MAX + 16] = "";
 	enum limit_dim d = (unsigned)r->dim < LIMIT_N_DIMS ? r->dim : LIMIT_REQUESTS_PER_MINUTE;
 
@@ -989,11 +1210,21 @@ void limits_format_refusal(const struct limit_refusal *r, const char *subject, s
 		snprintf(out->detail, sizeof(out->detail), "The limit%s%s%s is 0, so every statement is refused.",
 		         r->model ? " for" : "", sep, model);
 	else
-		snprintf(out->detail, sizeof(out->detail), "%s %s%s%s%s%s%s %s; the limit is %s.", used, nouns[d],
+	{
+		char reserved[128] = "";
+		if (r->reserved > 0) {
+			char amount[64];
+			format_amount(d, r->reserved, amount, sizeof(amount));
+			snprintf(reserved, sizeof(reserved), " and %s reserved by statements in flight", amount);
+		}
+		snprintf(out->detail, sizeof(out->detail), "%s %s%s%s%s%s%s %s%s; the limit is %s.", used, nouns[d],
 		         r->used == 1 ? "" : "s", verbs[d], r->model ? " with" : "", sep, model,
-		         dim_windows[d], limit);
+		         dim_windows[d], reserved, limit);
+	}
 	if (r->retry_after_ms < 0) {
 		/* no hint: waiting does not help */
+	} else if (d == LIMIT_MAX_CONCURRENT) {
+		snprintf(out->hint, sizeof(out->hint), "Retry when one of the statements in flight has finished.");
 	} else if (d == LIMIT_REQUESTS_PER_MINUTE || d == LIMIT_TOKENS_PER_MINUTE) {
 		long long tenths = (r->retry_after_ms + 99) / 100;
 		snprintf(out->hint, sizeof(out->hint), "Retry after %lld.%lld s.", tenths / 10, tenths % 10);
@@ -1021,9 +1252,16 @@ size_t limits_foreach_status(struct limits *l, int64_t now_ms, limits_status_fn 
 			switch (d) {
 			case LIMIT_REQUESTS_PER_MINUTE:
 			case LIMIT_TOKENS_PER_MINUTE:
-				st.used = bucket_used(e->level[d]);
-				st.reset_at_ms = now_ms + (lim > 0 ? drain_ms(e->level[d], lim) : 0);
+				st.used = (double)window_total(e->win[d]);
+				st.reset_at_ms = st.used > 0 ? (e->win[d]->head_sec + WINDOW_SLOTS) * 1000 : now_ms;
 				break;
+			case LIMIT_MAX_CONCURRENT: {
+				int64_t rt, ru, ri;
+				resv_totals(e, &rt, &ru, &ri);
+				st.used = (double)ri;
+				st.reset_at_ms = now_ms;
+				break;
+			}
 			case LIMIT_TOKENS_PER_DAY:
 				st.used = (double)e->tokens_day;
 				st.reset_at_ms = e->day_start_ms + DAY_MS;

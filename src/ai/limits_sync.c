@@ -101,6 +101,7 @@ static void limits_loaded(void *arg, const PGresult *res)
 		v.tokens_per_minute = value_or_inherit(res, i, 3);
 		v.tokens_per_day = value_or_inherit(res, i, 4);
 		v.cost_cents_per_month = PQgetisnull(res, i, 5) ? LIMIT_INHERIT : atof(PQgetvalue(res, i, 5));
+		v.max_concurrent = value_or_inherit(res, i, 6);
 		if (!limits_set_override(rules, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), &v))
 			log_warning("limits: sluice.limits row for \"%s\" ignored", PQgetvalue(res, i, 0));
 	}
@@ -108,7 +109,7 @@ static void limits_loaded(void *arg, const PGresult *res)
 
 static const char LIMITS_SQL[] =
 	"SELECT subject, model, requests_per_minute, tokens_per_minute, tokens_per_day, "
-	"cost_cents_per_month::float8 FROM sluice.limits";
+	"cost_cents_per_month::float8, max_concurrent FROM sluice.limits";
 
 /* Tokens of today and cents of this month per (subject, model), UTC. */
 static const char SEED_SQL[] =

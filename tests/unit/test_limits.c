@@ -1,6 +1,7 @@
 /*
  * test_limits.c - rate limits and budgets: [limits] parsing and precedence,
- * GCRA per-minute limits, UTC day and month budgets, seeding, the refusal
+ * sliding-window per-minute limits, reservations and max_concurrent, UTC
+ * day and month budgets, seeding, the refusal
  * text, memory bounds, and the multi-instance overshoot bound.
  */
 #include <setjmp.h>
@@ -156,7 +157,7 @@ static void test_parse_errors_name_the_line_and_what_was_expected(void **state)
 	                    "the maximum is 1000000000000000");
 	assert_string_equal(parse_error("alice", "requests_per_hour=5"),
 	                    "unknown limit dimension \"requests_per_hour\" for \"alice\": expected "
-	                    "requests_per_minute, tokens_per_minute, tokens_per_day or cost_cents_per_month");
+	                    "requests_per_minute, tokens_per_minute, tokens_per_day, cost_cents_per_month or max_concurrent");
 	assert_string_equal(parse_error("alice", "requests_per_minute 60"),
 	                    "invalid limit \"requests_per_minute\" for \"alice\": expected dimension=value, "
 	                    "e.g. requests_per_minute=60");
@@ -193,9 +194,9 @@ static void test_parse_error_fits_small_buffer(void **state)
 	limits_rules_free(rules);
 }
 
-/* ---- requests_per_minute (GCRA) ---- */
+/* ---- requests_per_minute (sliding window) ---- */
 
-static void test_requests_per_minute_allows_burst_then_one_per_second(void **state)
+static void test_requests_per_minute_is_n_in_any_60_seconds(void **state)
 {
 	struct limits *l = limits_from("alice = requests_per_minute=60");
 	struct limit_refusal r;
@@ -206,22 +207,56 @@ static void test_requests_per_minute_allows_burst_then_one_per_second(void **sta
 	assert_null(r.model);
 	assert_true(r.limit == 60);
 	assert_true(r.used == 60);
-	assert_int_equal(r.retry_after_ms, 1000);
-	assert_int_equal(r.reset_at_ms, T0 + 1000);
+	/* one-second slots, the oldest counted whole: T0's second leaves at T0 + 61 s */
+	assert_int_equal(r.retry_after_ms, 61000);
+	assert_int_equal(r.reset_at_ms, T0 + 61000);
 	assert_string_equal(r.window, "in the last minute");
 
-	assert_false(limits_admit(l, "alice", NULL, T0 + 999, &r));
+	/* no GCRA refill: nothing fits during the whole window */
+	assert_int_equal(admit_n(l, "alice", NULL, 5, T0 + 1000), 0);
+	assert_false(limits_admit(l, "alice", NULL, T0 + 60999, &r));
 	assert_int_equal(r.retry_after_ms, 1);
-	assert_true(limits_admit(l, "alice", NULL, T0 + 1000, NULL));
-	assert_false(limits_admit(l, "alice", NULL, T0 + 1000, &r));
-	assert_int_equal(r.retry_after_ms, 1000);
-	/* steady state: one per second */
-	for (int s = 2; s <= 10; s++) {
-		assert_true(limits_admit(l, "alice", NULL, T0 + s * 1000, NULL));
-		assert_false(limits_admit(l, "alice", NULL, T0 + s * 1000, NULL));
+	assert_int_equal(admit_n(l, "alice", NULL, 61, T0 + 61000), 60);
+	limits_free(l);
+}
+
+/* The HINT's wait is exact: retrying then is admitted, a millisecond earlier is not. */
+static void test_requests_per_minute_retry_after_is_exact(void **state)
+{
+	struct limits *l = limits_from("alice = requests_per_minute=10");
+	struct limit_refusal r;
+	int64_t t = T0 + 250;
+	for (int i = 0; i < 10; i++)
+		assert_true(limits_admit(l, "alice", NULL, t + i * 7000, NULL));   /* spread over 63 s */
+	/* at t + 63 s the first (second T0) has left: one fits */
+	int64_t now = t + 63000;
+	assert_true(limits_admit(l, "alice", NULL, now, NULL));
+	assert_false(limits_admit(l, "alice", NULL, now, &r));
+	int64_t retry = r.retry_after_ms;
+	assert_true(retry > 0 && retry <= 61000);
+	assert_false(limits_admit(l, "alice", NULL, now + retry - 1, NULL));
+	assert_true(limits_admit(l, "alice", NULL, now + retry, NULL));
+	limits_free(l);
+}
+
+/* A client that retries as fast as it can gets at most N in any 60 s window. */
+static void test_requests_per_minute_sliding_bound_under_pressure(void **state)
+{
+	enum { N = 100, STEP = 50, SPAN = 300000 };
+	struct limits *l = limits_from("alice = requests_per_minute=100");
+	static int64_t at[SPAN / STEP * 3];
+	size_t n = 0;
+	for (int64_t t = T0 + 123; t < T0 + 123 + SPAN; t += STEP)
+		for (int k = 0; k < 3; k++)
+			if (limits_admit(l, "alice", NULL, t, NULL))
+				at[n++] = t;
+	assert_true(n > 4 * N);   /* it keeps admitting */
+	for (size_t i = 0, j = 0; i < n; i++) {
+		while (at[j] <= at[i] - 60000)
+			j++;
+		if (i - j + 1 > N)
+			fail_msg("%zu admitted in the 60 s before %lld", i - j + 1, (long long)(at[i] - T0));
 	}
-	/* a quiet minute refills the whole burst */
-	assert_int_equal(admit_n(l, "alice", NULL, 61, T0 + 70000), 60);
 	limits_free(l);
 }
 
@@ -229,8 +264,8 @@ static void test_refused_statements_are_not_counted(void **state)
 {
 	struct limits *l = limits_from("alice = requests_per_minute=60");
 	assert_int_equal(admit_n(l, "alice", NULL, 1000, T0), 60);
-	/* 940 refusals cost nothing: one second later exactly one more fits */
-	assert_int_equal(admit_n(l, "alice", NULL, 5, T0 + 1000), 1);
+	/* 940 refusals cost nothing: once T0's second has left, 60 fit again */
+	assert_int_equal(admit_n(l, "alice", NULL, 100, T0 + 61000), 60);
 	limits_free(l);
 }
 
@@ -447,12 +482,13 @@ static void test_tokens_per_minute_charge_refuses_next_statement(void **state)
 	assert_false(limits_admit(l, "alice", "gpt-4o", T0, &r));
 	assert_int_equal(r.dim, LIMIT_TOKENS_PER_MINUTE);
 	assert_true(r.used == 1000);
-	assert_int_equal(r.retry_after_ms, 60);   /* one token at 1000/min */
-	assert_true(limits_admit(l, "alice", "gpt-4o", T0 + 60, NULL));
+	assert_int_equal(r.retry_after_ms, 61000);   /* until T0's second leaves the window */
+	assert_false(limits_admit(l, "alice", "gpt-4o", T0 + 60999, NULL));
+	assert_true(limits_admit(l, "alice", "gpt-4o", T0 + 61000, NULL));
 	limits_free(l);
 }
 
-static void test_tokens_per_minute_overuse_is_debt(void **state)
+static void test_tokens_per_minute_overuse_stays_a_minute(void **state)
 {
 	struct limits *l = limits_from("alice = tokens_per_minute=1000");
 	struct limit_refusal r;
@@ -460,9 +496,9 @@ static void test_tokens_per_minute_overuse_is_debt(void **state)
 	limits_charge(l, "alice", NULL, 3000, 0, T0);   /* never refuses */
 	assert_false(limits_admit(l, "alice", NULL, T0, &r));
 	assert_true(r.used == 3000);
-	assert_int_equal(r.retry_after_ms, 120060);   /* drain 2001 tokens at 1000/min */
-	assert_false(limits_admit(l, "alice", NULL, T0 + 120059, NULL));
-	assert_true(limits_admit(l, "alice", NULL, T0 + 120060, NULL));
+	assert_int_equal(r.retry_after_ms, 61000);   /* the window forgets it whole */
+	assert_false(limits_admit(l, "alice", NULL, T0 + 60999, NULL));
+	assert_true(limits_admit(l, "alice", NULL, T0 + 61000, NULL));
 	limits_free(l);
 }
 
@@ -476,9 +512,10 @@ static void test_huge_and_negative_charges_are_safe(void **state)
 	for (int i = 0; i < 3; i++)
 		limits_charge(l, "alice", "m", INT64_MAX, 1e300, T0);
 	assert_false(limits_admit(l, "alice", "m", T0, &r));
-	assert_int_equal(r.dim, LIMIT_TOKENS_PER_MINUTE);   /* the debt outlasts the day */
-	assert_int_equal(r.retry_after_ms, LIMITS_MAX_COUNT);   /* capped, not overflowed */
-	assert_string_equal(format(&r, "alice").hint, "Retry after 1000000000000.0 s.");
+	assert_int_equal(r.dim, LIMIT_TOKENS_PER_DAY);   /* the longest wait: the day */
+	assert_true(r.used == (double)INT64_MAX);        /* saturated, not overflowed */
+	assert_int_equal(r.retry_after_ms, 12 * 3600 * 1000);
+	assert_false(limits_admit(l, "alice", "m", T0 + 61000, &r));
 	limits_free(l);
 
 	l = limits_from("alice = cost_cents_per_month=5");
@@ -491,6 +528,155 @@ static void test_huge_and_negative_charges_are_safe(void **state)
 	assert_false(limits_admit(l, "alice", NULL, T0, &r));
 	assert_string_equal(format(&r, "alice").detail,
 	                    "9223372036854.775807 cents spent this month (UTC); the limit is 5.");
+	limits_free(l);
+}
+
+/* ---- reservations and max_concurrent ---- */
+
+/* 50 statements in flight at once, each estimated 100 tokens: only what fits is admitted. */
+static void test_reservations_hold_tokens_until_settled(void **state)
+{
+	struct limits *l = limits_from("alice = tokens_per_minute=1000");
+	struct limit_estimate est = { 100, -1 };
+	struct limit_reservation resv[50];
+	struct limit_refusal r;
+	int admitted = 0;
+	for (int i = 0; i < 50; i++)
+		admitted += limits_admit_reserve(l, "alice", "m", T0, &est, &resv[i], &r);
+	assert_int_equal(admitted, 10);
+	assert_int_equal(r.dim, LIMIT_TOKENS_PER_MINUTE);
+	assert_true(r.used == 0 && r.reserved == 1000);
+	assert_string_equal(format(&r, "alice").detail,
+	                    "0 tokens in the last minute and 1000 reserved by statements in flight; the limit is 1000.");
+	/* settling with fewer tokens than reserved makes room for the difference */
+	for (int i = 0; i < 10; i++) {
+		assert_true(resv[i].held);
+		limits_settle(l, "alice", "m", &resv[i], 50, 0, T0 + 10);
+		assert_false(resv[i].held);
+	}
+	admitted = 0;
+	for (int i = 0; i < 50; i++)
+		admitted += limits_admit_reserve(l, "alice", "m", T0 + 20, &est, &resv[i], NULL);
+	assert_int_equal(admitted, 5);
+	/* released (failed statements): nothing charged, the room comes back */
+	for (int i = 0; i < 5; i++)
+		limits_release(l, "alice", "m", &resv[i], T0 + 30);
+	limits_release(l, "alice", "m", &resv[0], T0 + 30);   /* twice: nothing more */
+	admitted = 0;
+	for (int i = 0; i < 50; i++)
+		admitted += limits_admit_reserve(l, "alice", "m", T0 + 40, &est, &resv[i], NULL);
+	assert_int_equal(admitted, 5);
+	limits_free(l);
+}
+
+/* Nothing used or held: one call larger than the whole limit still runs, alone. */
+static void test_one_call_larger_than_the_limit_runs_alone(void **state)
+{
+	struct limits *l = limits_from("alice = tokens_per_day=1000 cost_cents_per_month=10");
+	struct limit_estimate big = { 5000, 20 };
+	struct limit_reservation a, b;
+	assert_true(limits_admit_reserve(l, "alice", NULL, T0, &big, &a, NULL));
+	assert_false(limits_admit_reserve(l, "alice", NULL, T0, &big, &b, NULL));
+	limits_settle(l, "alice", NULL, &a, 5000, 20, T0);
+	struct limit_estimate small = { 1, 0.001 };
+	assert_false(limits_admit_reserve(l, "alice", NULL, T0, &small, &b, NULL));
+	limits_free(l);
+}
+
+/* The cost budget with 200 statements in flight: spent <= budget + one call. */
+static void test_cost_budget_holds_under_concurrency(void **state)
+{
+	struct limits *l = limits_from("alice = cost_cents_per_month=100");
+	struct limit_reservation resv[200];
+	double spent = 0;
+	for (int round = 0; round < 50; round++) {
+		bool held[200];
+		for (int i = 0; i < 200; i++) {
+			struct limit_estimate est = { 10, 0.3 + (i % 7) * 0.1 };
+			held[i] = limits_admit_reserve(l, "alice", NULL, T0 + round, &est, &resv[i], NULL);
+		}
+		for (int i = 0; i < 200; i++)
+			if (held[i]) {
+				double cost = 0.3 + (i % 7) * 0.1;
+				limits_settle(l, "alice", NULL, &resv[i], 10, cost, T0 + round);
+				spent += cost;
+			}
+	}
+	assert_true(spent <= 100 + 0.9 + 1e-9);
+	assert_true(spent >= 99);
+	limits_free(l);
+}
+
+/* Without an estimate tag the running mean of recent calls is reserved. */
+static void test_running_mean_is_the_default_estimate(void **state)
+{
+	struct limits *l = limits_from("alice = tokens_per_minute=10000");
+	struct limit_estimate mean = { -1, -1 };
+	struct limit_reservation resv[100];
+	for (int i = 0; i < 40; i++) {
+		assert_true(limits_admit_reserve(l, "alice", "m", T0 + i, &mean, &resv[0], NULL) || i >= 25);
+		limits_settle(l, "alice", "m", &resv[0], 400, 0, T0 + i);
+	}
+	int admitted = 0;
+	for (int i = 0; i < 100; i++)
+		admitted += limits_admit_reserve(l, "alice", "m", T0 + 61000, &mean, &resv[i], NULL);
+	assert_true(resv[0].tokens > 380 && resv[0].tokens <= 400);
+	assert_true(admitted >= 25 && admitted <= 27);   /* 10000 / ~400 */
+	limits_free(l);
+}
+
+static void test_unsettled_reservations_expire(void **state)
+{
+	struct limits *l = limits_from("alice = max_concurrent=2 tokens_per_day=100");
+	struct limit_estimate est = { 50, -1 };
+	struct limit_reservation a, b, c;
+	struct limit_refusal r;
+	assert_true(limits_admit_reserve(l, "alice", NULL, T0, &est, &a, NULL));
+	assert_true(limits_admit_reserve(l, "alice", NULL, T0, &est, &b, NULL));
+	assert_false(limits_admit_reserve(l, "alice", NULL, T0 + 1000, &est, &c, &r));
+	/* both max_concurrent and the day budget refuse; the day needs the longer wait */
+	assert_int_equal(r.dim, LIMIT_TOKENS_PER_DAY);
+	/* still held just before two epochs have passed */
+	int64_t epoch_end = (T0 / LIMITS_RESERVATION_EPOCH_MS + 2) * LIMITS_RESERVATION_EPOCH_MS;
+	assert_false(limits_admit_reserve(l, "alice", NULL, epoch_end - 1, &est, &c, NULL));
+	assert_true(limits_admit_reserve(l, "alice", NULL, epoch_end, &est, &c, NULL));
+	/* the late settle of an expired reservation gives back nothing */
+	limits_settle(l, "alice", NULL, &a, 0, 0, epoch_end);
+	struct limit_reservation d;
+	assert_true(limits_admit_reserve(l, "alice", NULL, epoch_end, &est, &d, NULL));
+	assert_false(limits_admit_reserve(l, "alice", NULL, epoch_end, &est, &a, NULL));
+	limits_free(l);
+}
+
+static void test_max_concurrent_counts_statements_in_flight(void **state)
+{
+	struct limits *l = limits_from("alice = max_concurrent=3");
+	struct limit_reservation resv[5];
+	struct limit_refusal r;
+	for (int i = 0; i < 3; i++)
+		assert_true(limits_admit_reserve(l, "alice", i % 2 ? "m1" : "m2", T0, NULL, &resv[i], NULL));
+	assert_false(limits_admit_reserve(l, "alice", "m3", T0, NULL, &resv[3], &r));
+	assert_int_equal(r.dim, LIMIT_MAX_CONCURRENT);
+	struct pg_error f = format(&r, "alice");
+	assert_string_equal(f.message, "rate limit exceeded for \"alice\": max_concurrent 3");
+	assert_string_equal(f.detail, "3 statements in flight; the limit is 3.");
+	assert_string_equal(f.hint, "Retry when one of the statements in flight has finished.");
+	limits_release(l, "alice", "m1", &resv[1], T0);
+	assert_true(limits_admit_reserve(l, "alice", "m3", T0, NULL, &resv[3], NULL));
+	assert_true(limits_admit_reserve(l, "bob", NULL, T0, NULL, &resv[4], NULL));
+	limits_free(l);
+
+	struct limit_values v;
+	struct limit_rules *rules = rules_from("alice = max_concurrent=3");
+	limits_resolve(rules, "alice", NULL, &v);
+	assert_int_equal(v.max_concurrent, 3);
+	limit_values_init(&v);
+	v.max_concurrent = 0;
+	assert_true(limits_set_override(rules, "bob", NULL, &v));
+	l = limits_new(rules, 0);
+	assert_false(limits_admit_reserve(l, "bob", NULL, T0, NULL, &resv[0], &r));
+	assert_int_equal(r.retry_after_ms, -1);
+	assert_string_equal(format(&r, "bob").hint, "");
 	limits_free(l);
 }
 
@@ -614,7 +800,7 @@ static void test_format_requests_per_minute_refusal(void **state)
 	struct pg_error f = format(&r, "alice");
 	assert_string_equal(f.message, "rate limit exceeded for \"alice\": requests_per_minute 60");
 	assert_string_equal(f.detail, "60 requests in the last minute; the limit is 60.");
-	assert_string_equal(f.hint, "Retry after 1.0 s.");
+	assert_string_equal(f.hint, "Retry after 61.0 s.");
 
 	r.retry_after_ms = 1400;
 	assert_string_equal(format(&r, "alice").hint, "Retry after 1.4 s.");
@@ -636,7 +822,7 @@ static void test_format_singular_and_per_model_detail(void **state)
 	struct pg_error f = format(&r, "bob");
 	assert_string_equal(f.message, "rate limit exceeded for \"bob\": requests_per_minute 1");
 	assert_string_equal(f.detail, "1 request with model \"gpt-4o\" in the last minute; the limit is 1.");
-	assert_string_equal(f.hint, "Retry after 60.0 s.");
+	assert_string_equal(f.hint, "Retry after 61.0 s.");
 
 	limits_charge(l, "bob", NULL, 1, 0, T0);
 	assert_false(limits_admit(l, "bob", NULL, T0, &r));
@@ -996,7 +1182,15 @@ int main(void)
 		cmocka_unit_test(test_parse_errors_name_the_line_and_what_was_expected),
 		cmocka_unit_test(test_parse_error_leaves_rules_unchanged),
 		cmocka_unit_test(test_parse_error_fits_small_buffer),
-		cmocka_unit_test(test_requests_per_minute_allows_burst_then_one_per_second),
+		cmocka_unit_test(test_requests_per_minute_is_n_in_any_60_seconds),
+		cmocka_unit_test(test_requests_per_minute_retry_after_is_exact),
+		cmocka_unit_test(test_requests_per_minute_sliding_bound_under_pressure),
+		cmocka_unit_test(test_reservations_hold_tokens_until_settled),
+		cmocka_unit_test(test_one_call_larger_than_the_limit_runs_alone),
+		cmocka_unit_test(test_cost_budget_holds_under_concurrency),
+		cmocka_unit_test(test_running_mean_is_the_default_estimate),
+		cmocka_unit_test(test_unsettled_reservations_expire),
+		cmocka_unit_test(test_max_concurrent_counts_statements_in_flight),
 		cmocka_unit_test(test_refused_statements_are_not_counted),
 		cmocka_unit_test(test_other_subject_is_unaffected),
 		cmocka_unit_test(test_default_applies_to_unknown_subjects),
@@ -1011,7 +1205,7 @@ int main(void)
 		cmocka_unit_test(test_override_rejects_bad_values),
 		cmocka_unit_test(test_reload_replaces_rules_and_keeps_use),
 		cmocka_unit_test(test_tokens_per_minute_charge_refuses_next_statement),
-		cmocka_unit_test(test_tokens_per_minute_overuse_is_debt),
+		cmocka_unit_test(test_tokens_per_minute_overuse_stays_a_minute),
 		cmocka_unit_test(test_huge_and_negative_charges_are_safe),
 		cmocka_unit_test(test_tokens_per_day_resets_at_utc_midnight),
 		cmocka_unit_test(test_cost_per_month_resets_on_the_first),
