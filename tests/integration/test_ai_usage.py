@@ -292,28 +292,28 @@ def test_failed_statements_make_no_row(sluice, pg, fresh_db):
 
 
 def test_a_statement_refused_for_its_token_budget(sluice, pg, fresh_db):
-    """tokens_per_minute=1000: two calls of 800 tokens are admitted (the budget is checked
-    before a call, charged after it), the third statement is refused with 53400 naming
-    tokens_per_minute, and the refused one makes no row."""
+    """tokens_per_minute=1000: a call of 800 tokens is admitted; the next one of 800 is
+    refused before it runs, as its own tags say it would pass the limit (docs/limits.md,
+    "Reservations"); the refusal names tokens_per_minute and makes no row."""
     pooler = usage_pooler(sluice, pg, fresh_db)
     pooler.limits = {"tina": "tokens_per_minute=1000"}
     pooler.start()
     with connect(pooler) as conn:
-        for k in range(2):
-            conn.execute(f"SELECT 1 {tags(k, subject='tina', tokens_in=800, tokens_out=0)}")
+        conn.execute(f"SELECT 1 {tags(0, subject='tina', tokens_in=800, tokens_out=0)}")
+        conn.execute(f"SELECT 1 {tags(1, subject='tina', tokens_in=150, tokens_out=0)}")   # fits
         with pytest.raises(psycopg.Error) as refused:
             conn.execute(f"SELECT 1 {tags(2, subject='tina', tokens_in=800, tokens_out=0)}")
         e = refused.value
         assert e.sqlstate == LIMITED
         assert e.diag.message_primary == 'rate limit exceeded for "tina": tokens_per_minute 1000'
-        assert e.diag.message_detail == "1600 tokens in the last minute; the limit is 1000."
+        assert e.diag.message_detail == "950 tokens in the last minute; the limit is 1000."
         assert re.fullmatch(r"Retry after \d+\.\d s\.", e.diag.message_hint or "")
         # another subject is not affected
         conn.execute(f"SELECT 1 {tags(3, subject='ursula', tokens_in=800, tokens_out=0)}")
     wait_for_rows(pg, fresh_db, 3)
     time.sleep(0.4)
     assert pg.query("SELECT subject, sum(input_tokens) FROM sluice.llm_usage GROUP BY 1 ORDER BY 1",
-                    dbname=fresh_db) == [("tina", 1600), ("ursula", 800)]
+                    dbname=fresh_db) == [("tina", 950), ("ursula", 800)]
 
 
 def test_a_cost_budget_refuses_the_next_statement_right_after_start(sluice, pg, fresh_db):
