@@ -152,7 +152,7 @@ struct limits;
 /*
  * New counters governed by rules (owned from now on; NULL = no limits).
  * max_entries bounds the number of (subject, model) counters (0: the
- * default; each costs about 260 bytes plus its names). When a new counter would pass
+ * default; each costs about 330 bytes plus its names, and 504 per per-minute limit in force). When a new counter would pass
  * it, the least recently used counter is freed; if it still held use, that
  * use is forgotten (limits_stats.evicted_full), so size max_entries above the
  * number of subjects and models active in a month. NULL when out of memory.
