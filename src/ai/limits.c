@@ -616,6 +616,8 @@ struct limit_entry {
 	double limit[LIMIT_N_DIMS];      /* in force; < 0: none */
 	struct minute_window *win[2];    /* requests / tokens (BUCKET_*); NULL: nothing counted */
 	struct resv_slot resv[2];
+	uint8_t alerted[2];              /* thresholds already reported this day / month (tokens_per_day, cost) */
+	bool budget_dirty;               /* a budget's use or reservation changed since limits_foreach_changed_budget */
 	double mean_tokens;              /* running mean of the tokens of recent local calls */
 	double mean_ucents;              /* and of their cost */
 	int64_t day_start_ms;            /* the UTC day tokens_day counts */
@@ -625,6 +627,14 @@ struct limit_entry {
 	struct limit_pending pending[2]; /* at most two days awaiting export */
 };
 
+/* A budget threshold crossed, waiting for limits_take_alerts (names owned). */
+struct queued_alert {
+	struct limit_alert a;
+	char *subject, *model;
+};
+
+#define MAX_QUEUED_ALERTS 4096
+
 struct limits {
 	struct limit_rules *rules;
 	struct htab entries;
@@ -632,6 +642,11 @@ struct limits {
 	struct limit_entry *oldest;
 	size_t max_entries;
 	struct limits_stats stats;
+	double thresholds[LIMITS_MAX_THRESHOLDS];   /* ascending percents */
+	size_t n_thresholds;
+	struct queued_alert *alerts;
+	size_t n_alerts, cap_alerts;
+	size_t dirty_budgets;            /* counters with budget_dirty set */
 };
 
 struct limits *limits_new(struct limit_rules *rules, size_t max_entries)
@@ -667,6 +682,11 @@ void limits_free(struct limits *l)
 	}
 	free(l->entries.buckets);
 	limits_rules_free(l->rules);
+	for (size_t i = 0; i < l->n_alerts; i++) {
+		free(l->alerts[i].subject);
+		free(l->alerts[i].model);
+	}
+	free(l->alerts);
 	free(l);
 }
 
@@ -829,11 +849,13 @@ static void entry_refresh(struct limits *l, struct limit_entry *e, int64_t now)
 	if (ds > e->day_start_ms) {
 		e->day_start_ms = ds;
 		e->tokens_day = 0;
+		e->alerted[0] = 0;
 	}
 	int64_t ms = month_start(now);
 	if (ms > e->month_start_ms) {
 		e->month_start_ms = ms;
 		e->ucents_month = 0;
+		e->alerted[1] = 0;
 	}
 }
 
@@ -847,6 +869,8 @@ static bool entry_at_rest(const struct limit_entry *e)
 
 static void entry_free(struct limits *l, struct limit_entry *e)
 {
+	if (e->budget_dirty)
+		l->dirty_budgets--;
 	lru_unlink(l, e);
 	htab_remove(&l->entries, &e->node);
 	free(e->win[0]);
@@ -914,6 +938,56 @@ static void pending_add(struct limits *l, struct limit_entry *e, int64_t now, in
 	slot->requests = add_count(slot->requests, requests);
 	slot->tokens = add_count(slot->tokens, tokens);
 	slot->ucents = add_count(slot->ucents, ucents);
+}
+
+static void mark_dirty(struct limits *l, struct limit_entry *e)
+{
+	bool budgets = e->limit[LIMIT_TOKENS_PER_DAY] >= 0 || e->limit[LIMIT_COST_CENTS_PER_MONTH] >= 0;
+	if (budgets && !e->budget_dirty) {
+		e->budget_dirty = true;
+		l->dirty_budgets++;
+	}
+}
+
+/* Queue an alert for every threshold e's budgets passed since the last one reported this period. */
+static void check_alerts(struct limits *l, struct limit_entry *e, int64_t now)
+{
+	for (int i = 0; i < 2; i++) {
+		enum limit_dim d = i == 0 ? LIMIT_TOKENS_PER_DAY : LIMIT_COST_CENTS_PER_MONTH;
+		double lim = e->limit[d];
+		if (lim <= 0)
+			continue;
+		double used = i == 0 ? (double)e->tokens_day : (double)e->ucents_month / UCENTS_PER_CENT;
+		while (e->alerted[i] < l->n_thresholds && used * 100 >= l->thresholds[e->alerted[i]] * lim - LEVEL_EPSILON) {
+			double pct = l->thresholds[e->alerted[i]++];
+			if (l->n_alerts == l->cap_alerts) {
+				size_t cap = l->cap_alerts ? l->cap_alerts * 2 : 16;
+				struct queued_alert *grown = cap <= MAX_QUEUED_ALERTS ? realloc(l->alerts, cap * sizeof(*grown)) : NULL;
+				if (!grown) {
+					l->stats.dropped_alerts++;
+					continue;
+				}
+				l->alerts = grown;
+				l->cap_alerts = cap;
+			}
+			struct queued_alert *q = &l->alerts[l->n_alerts];
+			q->subject = strndup(e->node.subject, e->node.subject_len);
+			q->model = strndup(e->node.model, e->node.model_len);
+			if (!q->subject || !q->model) {
+				free(q->subject);
+				free(q->model);
+				l->stats.dropped_alerts++;
+				continue;
+			}
+			q->a.dim = d;
+			q->a.threshold_pct = pct;
+			q->a.limit = lim;
+			q->a.used = used;
+			q->a.period_start_ms = i == 0 ? e->day_start_ms : e->month_start_ms;
+			q->a.resets_at_ms = i == 0 ? e->day_start_ms + DAY_MS : next_month_start(now);
+			l->n_alerts++;
+		}
+	}
 }
 
 /* A refusal candidate, kept when it needs a longer wait than *best. */
@@ -1054,6 +1128,7 @@ bool limits_admit_reserve(struct limits *l, const char *subject, const char *mod
 			slot->tokens = add_count(slot->tokens, ask_tokens);
 			slot->ucents = add_count(slot->ucents, ask_ucents);
 			slot->inflight++;
+			mark_dirty(l, e);
 		}
 	}
 	if (resv) {
@@ -1081,6 +1156,7 @@ static void resv_give_back(struct limits *l, const char *subject, const char *mo
 	slot->tokens = slot->tokens > r->tokens ? slot->tokens - r->tokens : 0;
 	slot->ucents = slot->ucents > r->ucents ? slot->ucents - r->ucents : 0;
 	slot->inflight = slot->inflight > 0 ? slot->inflight - 1 : 0;
+	mark_dirty(l, e);
 }
 
 void limits_release(struct limits *l, const char *subject, const char *model,
@@ -1137,6 +1213,10 @@ static void add_use(struct limits *l, const char *subject, const char *model, in
 			e->tokens_day = add_count(e->tokens_day, tokens);
 		if (at_day < 0 || month_start(at_day) == e->month_start_ms)
 			e->ucents_month = add_count(e->ucents_month, ucents);
+		if (tokens > 0 || ucents > 0) {
+			mark_dirty(l, e);
+			check_alerts(l, e, now);
+		}
 	}
 	if (local && (m || s))
 		pending_add(l, m ? m : s, now, requests, tokens, ucents);
@@ -1323,4 +1403,102 @@ void limits_get_stats(const struct limits *l, struct limits_stats *out)
 {
 	*out = l->stats;
 	out->entries = l->entries.count;
+}
+
+/* ---- budget alerts and status ---- */
+
+bool limits_parse_thresholds(const char *text, double *out, size_t *n, char *errbuf, size_t errlen)
+{
+	size_t count = 0;
+	const char *p = text ? text : "";
+	for (;;) {
+		while (is_separator(*p))
+			p++;
+		if (!*p)
+			break;
+		const char *start = p;
+		while (*p && !is_separator(*p))
+			p++;
+		char num[32];
+		size_t len = (size_t)(p - start);
+		char *end = NULL;
+		snprintf(num, sizeof(num), "%.*s", (int)(len < sizeof(num) ? len : sizeof(num) - 1), start);
+		double v = len < sizeof(num) && (num[0] >= '0' && num[0] <= '9') ? strtod(num, &end) : -1;
+		if (!end || *end || !(v > 0) || v > 1000) {
+			snprintf(errbuf, errlen, "invalid budget alert threshold \"%.*s\": expected a percentage above 0 and at most 1000",
+			         (int)(len > 64 ? 64 : len), start);
+			return false;
+		}
+		if (count == LIMITS_MAX_THRESHOLDS) {
+			snprintf(errbuf, errlen, "too many budget alert thresholds: at most %d", LIMITS_MAX_THRESHOLDS);
+			return false;
+		}
+		size_t i = count;
+		while (i > 0 && out[i - 1] > v) {   /* keep them ascending */
+			out[i] = out[i - 1];
+			i--;
+		}
+		if (i > 0 && out[i - 1] == v) {     /* a repeat: once is enough */
+			memmove(&out[i], &out[i + 1], (count - i) * sizeof(*out));
+			continue;
+		}
+		out[i] = v;
+		count++;
+	}
+	*n = count;
+	return true;
+}
+
+void limits_set_alert_thresholds(struct limits *l, const double *pcts, size_t n)
+{
+	if (n > LIMITS_MAX_THRESHOLDS)
+		n = LIMITS_MAX_THRESHOLDS;
+	memcpy(l->thresholds, pcts, n * sizeof(*pcts));
+	l->n_thresholds = n;
+}
+
+size_t limits_take_alerts(struct limits *l, limits_alert_fn fn, void *arg)
+{
+	size_t n = l->n_alerts;
+	for (size_t i = 0; i < n; i++) {
+		struct queued_alert *q = &l->alerts[i];
+		q->a.subject = q->subject;
+		q->a.model = q->model;
+		fn(&q->a, arg);
+		free(q->subject);
+		free(q->model);
+	}
+	l->n_alerts = 0;
+	return n;
+}
+
+size_t limits_foreach_changed_budget(struct limits *l, int64_t now_ms, limits_budget_fn fn, void *arg)
+{
+	size_t calls = 0;
+	for (struct limit_entry *e = l->newest; e && l->dirty_budgets > 0; e = e->older) {
+		if (!e->budget_dirty)
+			continue;
+		e->budget_dirty = false;
+		l->dirty_budgets--;
+		entry_refresh(l, e, now_ms);
+		int64_t rtokens, rucents, inflight;
+		resv_totals(e, &rtokens, &rucents, &inflight);
+		for (int i = 0; i < 2; i++) {
+			enum limit_dim d = i == 0 ? LIMIT_TOKENS_PER_DAY : LIMIT_COST_CENTS_PER_MONTH;
+			if (e->limit[d] < 0)
+				continue;
+			struct limit_budget b = {
+				.subject = e->node.subject,
+				.model = e->node.model,
+				.dim = d,
+				.limit = e->limit[d],
+				.used = i == 0 ? (double)e->tokens_day : (double)e->ucents_month / UCENTS_PER_CENT,
+				.reserved = i == 0 ? (double)rtokens : (double)rucents / UCENTS_PER_CENT,
+				.resets_at_ms = i == 0 ? e->day_start_ms + DAY_MS : next_month_start(now_ms),
+			};
+			fn(&b, arg);
+			calls++;
+		}
+	}
+	return calls;
 }

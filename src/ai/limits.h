@@ -363,8 +363,67 @@ struct limits_stats {
 	uint64_t evicted_idle;      /* freed with nothing to remember */
 	uint64_t evicted_full;      /* freed at max_entries while still holding use (lost) */
 	uint64_t dropped_deltas;    /* pending deltas overwritten before an export */
+	uint64_t dropped_alerts;    /* budget alerts not queued (more than 4096 waiting, or out of memory) */
 };
 
 void limits_get_stats(const struct limits *l, struct limits_stats *out);
+
+/* ---- budget alerts and status (sluice_budget, sluice.budget_status) ---- */
+
+#define LIMITS_MAX_THRESHOLDS 8
+
+/*
+ * Parse budget_alert_thresholds: percentages (above 0, at most 1000, decimals
+ * allowed) separated by commas or spaces, into out[LIMITS_MAX_THRESHOLDS]
+ * ascending without repeats, *n of them ("" gives 0: no alerts). False with
+ * errbuf set, e.g. invalid budget alert threshold "80%": expected a percentage
+ * above 0 and at most 1000.
+ */
+bool limits_parse_thresholds(const char *text, double *out, size_t *n, char *errbuf, size_t errlen);
+
+/* Alert when a budget's use reaches each of pcts (ascending, n at most LIMITS_MAX_THRESHOLDS). */
+void limits_set_alert_thresholds(struct limits *l, const double *pcts, size_t n);
+
+/*
+ * A tokens_per_day or cost_cents_per_month budget of one counter reached
+ * threshold_pct percent of its limit (charged use, local or from another
+ * instance or the start-up seed); reported once per counter, threshold and
+ * period (UTC day or month) by this instance. Names borrowed for the callback.
+ */
+struct limit_alert {
+	const char *subject;
+	const char *model;           /* "" for the subject-wide counter */
+	enum limit_dim dim;
+	double threshold_pct;
+	double limit;                /* tokens, or cents */
+	double used;                 /* when the threshold was reached */
+	int64_t period_start_ms;     /* the UTC day or month */
+	int64_t resets_at_ms;
+};
+
+typedef void (*limits_alert_fn)(const struct limit_alert *alert, void *arg);
+
+/* Hand every alert queued since the last call to fn, oldest first, and forget them. Returns how many. */
+size_t limits_take_alerts(struct limits *l, limits_alert_fn fn, void *arg);
+
+/* A budget of one counter as it stands: for sluice.budget_status. Names borrowed for the callback. */
+struct limit_budget {
+	const char *subject;
+	const char *model;           /* "" for the subject-wide counter */
+	enum limit_dim dim;          /* LIMIT_TOKENS_PER_DAY or LIMIT_COST_CENTS_PER_MONTH */
+	double limit;
+	double used;                 /* charged this day / month (local, remote and seeded) */
+	double reserved;             /* held by this instance's statements in flight */
+	int64_t resets_at_ms;
+};
+
+typedef void (*limits_budget_fn)(const struct limit_budget *budget, void *arg);
+
+/*
+ * Call fn for each budget in force on every counter whose use or
+ * reservations changed since the previous call (nothing when none did; else
+ * a walk of all counters). fn must not call into l. Returns the number of calls.
+ */
+size_t limits_foreach_changed_budget(struct limits *l, int64_t now_ms, limits_budget_fn fn, void *arg);
 
 #endif
