@@ -680,6 +680,105 @@ static void test_max_concurrent_counts_statements_in_flight(void **state)
 	limits_free(l);
 }
 
+/* ---- budget alerts and status ---- */
+
+struct alerts_seen {
+	int n;
+	double pct[8];
+	char model[8][32];
+	enum limit_dim dim[8];
+	int64_t period[8];
+};
+
+static void note_alert(const struct limit_alert *a, void *arg)
+{
+	struct alerts_seen *s = arg;
+	if (s->n < 8) {
+		s->pct[s->n] = a->threshold_pct;
+		snprintf(s->model[s->n], sizeof(s->model[0]), "%s", a->model);
+		s->dim[s->n] = a->dim;
+		s->period[s->n] = a->period_start_ms;
+	}
+	s->n++;
+}
+
+static void test_alert_thresholds_parse(void **state)
+{
+	double p[LIMITS_MAX_THRESHOLDS];
+	size_t n;
+	char err[256];
+	assert_true(limits_parse_thresholds("100, 80,80 50.5", p, &n, err, sizeof(err)));
+	assert_int_equal(n, 3);
+	assert_true(p[0] == 50.5 && p[1] == 80 && p[2] == 100);
+	assert_true(limits_parse_thresholds("", p, &n, err, sizeof(err)));
+	assert_int_equal(n, 0);
+	assert_false(limits_parse_thresholds("80%", p, &n, err, sizeof(err)));
+	assert_string_equal(err, "invalid budget alert threshold \"80%\": expected a percentage above 0 and at most 1000");
+	assert_false(limits_parse_thresholds("0", p, &n, err, sizeof(err)));
+	assert_false(limits_parse_thresholds("1,2,3,4,5,6,7,8,9", p, &n, err, sizeof(err)));
+	assert_string_equal(err, "too many budget alert thresholds: at most 8");
+}
+
+static void test_alerts_once_per_threshold_and_period(void **state)
+{
+	struct limits *l = limits_from("alice = cost_cents_per_month=10; alice/m = tokens_per_day=1000");
+	double p[2] = { 80, 100 };
+	limits_set_alert_thresholds(l, p, 2);
+	struct alerts_seen seen = { 0 };
+	for (int i = 0; i < 7; i++)
+		limits_charge(l, "alice", "m", 100, 1, T0);
+	assert_int_equal(limits_take_alerts(l, note_alert, &seen), 0);
+	limits_charge(l, "alice", "m", 100, 1, T0);        /* 8 cents, 800 tokens: both 80 % */
+	assert_int_equal(limits_take_alerts(l, note_alert, &seen), 2);
+	limits_charge(l, "alice", "m", 300, 5, T0);        /* past 100 % of both at once */
+	limits_charge(l, "alice", "m", 300, 5, T0);        /* nothing new */
+	assert_int_equal(limits_take_alerts(l, note_alert, &seen), 2);
+	assert_int_equal(seen.n, 4);
+	for (int i = 0; i < 4; i++) {
+		bool day = seen.dim[i] == LIMIT_TOKENS_PER_DAY;
+		assert_string_equal(seen.model[i], day ? "m" : "");
+		assert_true(seen.pct[i] == (i < 2 ? 80 : 100));
+		assert_int_equal(seen.period[i], day ? utc_ms(2026, 3, 14, 0, 0, 0) : utc_ms(2026, 3, 1, 0, 0, 0));
+	}
+	/* a new day: the day budget may alert again, the month budget not */
+	memset(&seen, 0, sizeof(seen));
+	limits_charge(l, "alice", "m", 900, 0, T0 + LIMITS_DAY_MS);
+	assert_int_equal(limits_take_alerts(l, note_alert, &seen), 1);
+	assert_int_equal(seen.dim[0], LIMIT_TOKENS_PER_DAY);
+	limits_free(l);
+}
+
+struct budgets_seen {
+	int n;
+	double used, reserved, limit;
+};
+
+static void note_budget(const struct limit_budget *b, void *arg)
+{
+	struct budgets_seen *s = arg;
+	s->n++;
+	s->used = b->used;
+	s->reserved = b->reserved;
+	s->limit = b->limit;
+}
+
+static void test_changed_budgets_are_reported_once(void **state)
+{
+	struct limits *l = limits_from("alice = cost_cents_per_month=10");
+	struct budgets_seen seen = { 0 };
+	assert_int_equal(limits_foreach_changed_budget(l, T0, note_budget, &seen), 0);
+	struct limit_estimate est = { 0, 2 };
+	struct limit_reservation r;
+	assert_true(limits_admit_reserve(l, "alice", NULL, T0, &est, &r, NULL));
+	assert_int_equal(limits_foreach_changed_budget(l, T0, note_budget, &seen), 1);
+	assert_true(seen.reserved == 2 && seen.used == 0 && seen.limit == 10);
+	assert_int_equal(limits_foreach_changed_budget(l, T0, note_budget, &seen), 0);
+	limits_settle(l, "alice", NULL, &r, 0, 3, T0);
+	assert_int_equal(limits_foreach_changed_budget(l, T0, note_budget, &seen), 1);
+	assert_true(seen.reserved == 0 && seen.used == 3);
+	limits_free(l);
+}
+
 /* ---- budgets ---- */
 
 static void test_tokens_per_day_resets_at_utc_midnight(void **state)
@@ -1191,6 +1290,9 @@ int main(void)
 		cmocka_unit_test(test_running_mean_is_the_default_estimate),
 		cmocka_unit_test(test_unsettled_reservations_expire),
 		cmocka_unit_test(test_max_concurrent_counts_statements_in_flight),
+		cmocka_unit_test(test_alert_thresholds_parse),
+		cmocka_unit_test(test_alerts_once_per_threshold_and_period),
+		cmocka_unit_test(test_changed_budgets_are_reported_once),
 		cmocka_unit_test(test_refused_statements_are_not_counted),
 		cmocka_unit_test(test_other_subject_is_unaffected),
 		cmocka_unit_test(test_default_applies_to_unknown_subjects),
