@@ -526,8 +526,10 @@ static void ship_next(struct usage *u)
 		journal_release(u->journal, sh.segment);
 		u->split_segment = 0;
 	} else if (ok) {
+		/* the rows stored (not the replays ON CONFLICT drops) go into the daily
+		 * roll-up in the same statement, so both commit or neither does */
 		u->shipping = sidechan_query(u->sc,
-			"INSERT INTO sluice.llm_usage (id, created_at, subject, db_user, database, model, "
+			"WITH stored AS (INSERT INTO sluice.llm_usage (id, created_at, subject, db_user, database, model, "
 			"input_tokens, output_tokens, cost_cents, llm_latency_ms, statement_ms, cached, "
 			"conversation_id, trace_id, instance) "
 			"SELECT r.id, 'epoch'::timestamptz + r.us * interval '1 microsecond', r.subject, r.db_user, r.database, r.model, "
@@ -538,7 +540,23 @@ static void ship_next(struct usage *u)
 			"$13::text[], $14::text[]) AS r(id, us, subject, db_user, database, model, tin, tout, lat, "
 			"stmt, cached, conv, trace, inst) "
 			"LEFT JOIN sluice.model_prices p ON p.model = r.model "
-			"ON CONFLICT (id, created_at) DO NOTHING", 14, params, shipped, u);
+			"ON CONFLICT (id, created_at) DO NOTHING "
+			"RETURNING created_at, subject, model, input_tokens, output_tokens, cost_cents, cached, "
+			"llm_latency_ms, statement_ms) "
+			"INSERT INTO sluice.usage_daily AS d (day, subject, model, requests, input_tokens, output_tokens, "
+			"tokens, cost_cents, cache_hits, llm_latency_ms_sum, llm_latency_calls, statement_ms_sum) "
+			"SELECT (created_at AT TIME ZONE 'UTC')::date, subject, coalesce(model, ''), count(*), "
+			"sum(input_tokens), sum(output_tokens), sum(input_tokens + output_tokens), "
+			"coalesce(sum(cost_cents), 0), count(*) FILTER (WHERE cached), coalesce(sum(llm_latency_ms), 0), "
+			"count(llm_latency_ms), coalesce(sum(statement_ms), 0) "
+			"FROM stored GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
+			"ON CONFLICT (day, subject, model) DO UPDATE SET requests = d.requests + EXCLUDED.requests, "
+			"input_tokens = d.input_tokens + EXCLUDED.input_tokens, "
+			"output_tokens = d.output_tokens + EXCLUDED.output_tokens, tokens = d.tokens + EXCLUDED.tokens, "
+			"cost_cents = d.cost_cents + EXCLUDED.cost_cents, cache_hits = d.cache_hits + EXCLUDED.cache_hits, "
+			"llm_latency_ms_sum = d.llm_latency_ms_sum + EXCLUDED.llm_latency_ms_sum, "
+			"llm_latency_calls = d.llm_latency_calls + EXCLUDED.llm_latency_calls, "
+			"statement_ms_sum = d.statement_ms_sum + EXCLUDED.statement_ms_sum", 14, params, shipped, u);
 		if (u->shipping) {
 			u->shipping_segment = sh.segment;
 			u->ship_lo = sh.lo;
