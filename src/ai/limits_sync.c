@@ -165,7 +165,8 @@ static void limits_loaded(void *arg, const PGresult *res)
 
 static const char LIMITS_SQL[] =
 	"SELECT subject, model, requests_per_minute, tokens_per_minute, tokens_per_day, "
-	"cost_cents_per_month::float8, max_concurrent FROM sluice.limits";
+	"cost_cents_per_month::float8, max_concurrent FROM sluice.limits "
+	"WHERE valid_until IS NULL OR valid_until > now()";
 
 /* Tokens of today and cents of this month per (subject, model), UTC. */
 static const char SEED_SQL[] =

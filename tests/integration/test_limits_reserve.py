@@ -167,3 +167,25 @@ def test_requests_per_minute_is_at_most_n_in_any_60_seconds(sluice):
     assert last.diag.message_detail == "30 requests in the last minute; the limit is 30."
     assert last.diag.message_hint.startswith("Retry after ")
     assert 55.0 <= float(last.diag.message_hint.split()[2]) <= 61.0
+
+
+def test_a_limits_row_with_valid_until_is_a_temporary_override(sluice, pg, fresh_db):
+    """A sluice.limits row refusing everything (requests_per_minute=0) until 2 s from now:
+    refused at first, then the [limits] line applies again, without a reload."""
+    pooler = usage_pooler(sluice, pg, fresh_db)
+    pooler.limits = {"vera": "requests_per_minute=1000"}
+    pg.query("INSERT INTO sluice.limits (subject, requests_per_minute, valid_until)"
+             " VALUES ('vera', 0, now() + interval '2 seconds')", dbname=fresh_db)
+    pooler.start()
+    with connect(pooler, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.ConfigurationLimitExceeded) as refused:
+            conn.execute("SELECT 1 /*ai_user='vera'*/")
+        assert refused.value.diag.message_primary == 'rate limit exceeded for "vera": requests_per_minute 0'
+
+        def admitted():
+            try:
+                conn.execute("SELECT 1 /*ai_user='vera'*/")
+                return True
+            except psycopg.errors.ConfigurationLimitExceeded:
+                return False
+        harness.wait_for(admitted, 15, interval=0.2, what="the override to expire")
