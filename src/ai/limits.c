@@ -346,7 +346,9 @@ static void resolve_into(const struct limit_rules *rules, const char *subject, c
 	bool per_model = model && *model && strcmp(model, "*") != 0;
 	const struct limit_rule *own = rule_find(rules, subject, per_model ? model : NULL);
 	const struct limit_rule *subj = per_model ? rule_find(rules, subject, NULL) : NULL;
-	const struct limit_rule *dflt = rule_find(rules, "default", per_model ? model : NULL);
+	/* a group's counters have only the group's own limits: "default" is per subject */
+	bool group = subject && strncmp(subject, LIMITS_GROUP_PREFIX, strlen(LIMITS_GROUP_PREFIX)) == 0;
+	const struct limit_rule *dflt = group ? NULL : rule_find(rules, "default", per_model ? model : NULL);
 	for (int d = 0; d < LIMIT_N_DIMS; d++) {
 		double v = rule_value(own, d);
 		if (v < 0 && rule_value(subj, d) < 0)
@@ -647,6 +649,14 @@ struct limits {
 	struct queued_alert *alerts;
 	size_t n_alerts, cap_alerts;
 	size_t dirty_budgets;            /* counters with budget_dirty set */
+	struct htab members;             /* subject -> its groups (struct group_member) */
+};
+
+/* The groups a subject belongs to (sluice.subject_groups), as counter names "group:<name>". */
+struct group_member {
+	struct hnode node;               /* first: (subject, "") */
+	size_t n;
+	char *groups[LIMITS_MAX_GROUPS];
 };
 
 struct limits *limits_new(struct limit_rules *rules, size_t max_entries)
@@ -656,7 +666,8 @@ struct limits *limits_new(struct limit_rules *rules, size_t max_entries)
 		return NULL;
 	if (!rules)
 		rules = limits_rules_new();
-	if (!rules || !htab_init(&l->entries)) {
+	if (!rules || !htab_init(&l->entries) || !htab_init(&l->members)) {
+		free(l->entries.buckets);
 		limits_rules_free(rules);
 		free(l);
 		return NULL;
@@ -687,6 +698,8 @@ void limits_free(struct limits *l)
 		free(l->alerts[i].model);
 	}
 	free(l->alerts);
+	limits_clear_groups(l);
+	free(l->members.buckets);
 	free(l);
 }
 
@@ -992,7 +1005,7 @@ static void check_alerts(struct limits *l, struct limit_entry *e, int64_t now)
 
 /* A refusal candidate, kept when it needs a longer wait than *best. */
 static void consider(struct limit_refusal *best, bool *refused, enum limit_dim d, const char *model,
-                     double limit, double used, double reserved, int64_t retry_ms, int64_t now)
+                     const char *group, double limit, double used, double reserved, int64_t retry_ms, int64_t now)
 {
 	bool longer = !*refused || (best->retry_after_ms >= 0 && (retry_ms < 0 || retry_ms > best->retry_after_ms));
 	if (!longer)
@@ -1000,6 +1013,7 @@ static void consider(struct limit_refusal *best, bool *refused, enum limit_dim d
 	*refused = true;
 	best->dim = d;
 	best->model = model;
+	best->group = group;
 	best->limit = limit;
 	best->used = used;
 	best->reserved = reserved;
@@ -1025,7 +1039,8 @@ static bool fits(double lim, double used, double reserved, double ask)
 
 /* Check every limit of e at now (already refreshed) for one more statement
  * asking for tokens and ucents; model names e's model or NULL. */
-static void entry_check(const struct limit_entry *e, const char *model, int64_t now, int64_t ask_tokens,
+static void entry_check(const struct limit_entry *e, const char *model, const char *group, int64_t now,
+                        int64_t ask_tokens,
                         int64_t ask_ucents, struct limit_refusal *best, bool *refused)
 {
 	int64_t rtokens, rucents, inflight;
@@ -1033,28 +1048,28 @@ static void entry_check(const struct limit_entry *e, const char *model, int64_t 
 	double lim = e->limit[LIMIT_REQUESTS_PER_MINUTE];
 	double used = (double)window_total(e->win[BUCKET_REQUESTS]);
 	if (lim >= 0 && !fits(lim, used, 0, 1))
-		consider(best, refused, LIMIT_REQUESTS_PER_MINUTE, model, lim, used, 0,
+		consider(best, refused, LIMIT_REQUESTS_PER_MINUTE, model, group, lim, used, 0,
 		         lim == 0 ? -1 : window_retry_ms(e->win[BUCKET_REQUESTS], used + 1 - lim, now), now);
 	lim = e->limit[LIMIT_TOKENS_PER_MINUTE];
 	used = (double)window_total(e->win[BUCKET_TOKENS]);
 	double ask = ask_tokens < 1 ? 1 : (double)ask_tokens;
 	if (lim >= 0 && !fits(lim, used, (double)rtokens, ask))
-		consider(best, refused, LIMIT_TOKENS_PER_MINUTE, model, lim, used, (double)rtokens,
+		consider(best, refused, LIMIT_TOKENS_PER_MINUTE, model, group, lim, used, (double)rtokens,
 		         lim == 0 ? -1 : window_retry_ms(e->win[BUCKET_TOKENS], used + (double)rtokens + ask - lim, now),
 		         now);
 	lim = e->limit[LIMIT_TOKENS_PER_DAY];
 	if (lim >= 0 && !fits(lim, (double)e->tokens_day, (double)rtokens, ask))
-		consider(best, refused, LIMIT_TOKENS_PER_DAY, model, lim, (double)e->tokens_day, (double)rtokens,
+		consider(best, refused, LIMIT_TOKENS_PER_DAY, model, group, lim, (double)e->tokens_day, (double)rtokens,
 		         lim == 0 ? -1 : e->day_start_ms + DAY_MS - now, now);
 	lim = e->limit[LIMIT_COST_CENTS_PER_MONTH];
 	if (lim >= 0 && !fits((double)llround(lim * UCENTS_PER_CENT), (double)e->ucents_month, (double)rucents,
 	                      (double)ask_ucents))
-		consider(best, refused, LIMIT_COST_CENTS_PER_MONTH, model, lim,
+		consider(best, refused, LIMIT_COST_CENTS_PER_MONTH, model, group, lim,
 		         (double)e->ucents_month / UCENTS_PER_CENT, (double)rucents / UCENTS_PER_CENT,
 		         lim == 0 ? -1 : next_month_start(now) - now, now);
 	lim = e->limit[LIMIT_MAX_CONCURRENT];
 	if (lim >= 0 && (double)inflight + 1 > lim + LEVEL_EPSILON)
-		consider(best, refused, LIMIT_MAX_CONCURRENT, model, lim, (double)inflight, 0,
+		consider(best, refused, LIMIT_MAX_CONCURRENT, model, group, lim, (double)inflight, 0,
 		         lim == 0 ? -1 : LIMITS_CONCURRENT_RETRY_MS, now);
 }
 
@@ -1073,6 +1088,20 @@ static int64_t to_ucents(double cents)
 	return llround(cents * UCENTS_PER_CENT);
 }
 
+/* The counters' subjects a statement of subject is charged to: subject, then its groups. Returns how many. */
+static size_t payers_of(const struct limits *l, const char *subject, const char *out[1 + LIMITS_MAX_GROUPS])
+{
+	out[0] = subject;
+	if (l->members.count == 0)
+		return 1;
+	struct name_key k = make_key(subject, NULL);
+	const struct group_member *g = (const struct group_member *)htab_find(&l->members, &k);
+	size_t n = 1;
+	for (size_t i = 0; g && i < g->n; i++)
+		out[n++] = g->groups[i];
+	return n;
+}
+
 bool limits_admit(struct limits *l, const char *subject, const char *model, int64_t now_ms,
                   struct limit_refusal *refusal)
 {
@@ -1087,12 +1116,18 @@ bool limits_admit_reserve(struct limits *l, const char *subject, const char *mod
 		memset(resv, 0, sizeof(*resv));
 	if (!subject || !*subject)
 		return true;
-	struct limit_entry *s = entry_get(l, subject, NULL, now_ms);
-	struct limit_entry *m = has_model(model) ? entry_get(l, subject, model, now_ms) : NULL;
+	const char *payer[1 + LIMITS_MAX_GROUPS];
+	size_t n_payers = payers_of(l, subject, payer);
+	struct limit_entry *ents[2 * (1 + LIMITS_MAX_GROUPS)];
+	for (size_t p = 0; p < n_payers; p++) {
+		ents[2 * p] = entry_get(l, payer[p], NULL, now_ms);
+		ents[2 * p + 1] = has_model(model) ? entry_get(l, payer[p], model, now_ms) : NULL;
+	}
+	struct limit_entry *s = ents[0], *m = ents[1];
 	if (!s)
 		return true;   /* out of memory: fail open */
 
-	/* the estimate: given, else the running mean of the most specific counter */
+	/* the estimate: given, else the running mean of the subject's most specific counter */
 	int64_t ask_tokens = 0, ask_ucents = 0;
 	if (est) {
 		const struct limit_entry *mean = m ? m : s;
@@ -1105,18 +1140,21 @@ bool limits_admit_reserve(struct limits *l, const char *subject, const char *mod
 	struct limit_refusal best;
 	bool refused = false;
 	memset(&best, 0, sizeof(best));
-	entry_check(s, NULL, now_ms, ask_tokens, ask_ucents, &best, &refused);
-	if (m)
-		entry_check(m, model, now_ms, ask_tokens, ask_ucents, &best, &refused);
+	for (size_t i = 0; i < 2 * n_payers; i++)
+		if (ents[i])
+			entry_check(ents[i], i % 2 ? model : NULL,
+			            i >= 2 ? payer[i / 2] + strlen(LIMITS_GROUP_PREFIX) : NULL, now_ms,
+			            ask_tokens, ask_ucents, &best, &refused);
 	if (refused) {
 		if (refusal)
 			*refusal = best;
 		return false;
 	}
-	struct limit_entry *both[2] = { s, m };
 	int64_t epoch = resv_epoch(now_ms);
-	for (int i = 0; i < 2 && both[i]; i++) {
-		struct limit_entry *e = both[i];
+	for (size_t i = 0; i < 2 * n_payers; i++) {
+		struct limit_entry *e = ents[i];
+		if (!e)
+			continue;
 		if (e->limit[BUCKET_REQUESTS] > 0)
 			window_add(e, BUCKET_REQUESTS, now_ms, 1);
 		if (resv) {
@@ -1164,9 +1202,13 @@ void limits_release(struct limits *l, const char *subject, const char *model,
 {
 	if (!l || !resv || !resv->held || !subject || !*subject)
 		return;
-	resv_give_back(l, subject, NULL, resv, now_ms);
-	if (has_model(model))
-		resv_give_back(l, subject, model, resv, now_ms);
+	const char *payer[1 + LIMITS_MAX_GROUPS];
+	size_t n_payers = payers_of(l, subject, payer);
+	for (size_t p = 0; p < n_payers; p++) {
+		resv_give_back(l, payer[p], NULL, resv, now_ms);
+		if (has_model(model))
+			resv_give_back(l, payer[p], model, resv, now_ms);
+	}
 	resv->held = false;
 }
 
@@ -1191,35 +1233,44 @@ static void add_use(struct limits *l, const char *subject, const char *model, in
 		return;
 	if (tokens < 0)
 		tokens = 0;
-	struct limit_entry *s = entry_get(l, subject, NULL, now);
-	struct limit_entry *m = has_model(model) ? entry_get(l, subject, model, now) : NULL;
-	struct limit_entry *both[2] = { s, m };
-	for (int i = 0; i < 2; i++) {
-		struct limit_entry *e = both[i];
-		if (!e)
-			continue;
-		if (bucket) {
-			if (e->limit[BUCKET_REQUESTS] > 0)
-				window_add(e, BUCKET_REQUESTS, now, requests);
-			if (e->limit[BUCKET_TOKENS] > 0)
-				window_add(e, BUCKET_TOKENS, now, tokens);
+	const char *payer[1 + LIMITS_MAX_GROUPS];
+	size_t n_payers = payers_of(l, subject, payer);
+	struct limit_entry *s = NULL, *m = NULL;
+	for (size_t p = 0; p < n_payers; p++) {
+		struct limit_entry *both[2];
+		both[0] = entry_get(l, payer[p], NULL, now);
+		both[1] = has_model(model) ? entry_get(l, payer[p], model, now) : NULL;
+		if (p == 0) {
+			s = both[0];
+			m = both[1];
 		}
-		if (call && (tokens > 0 || ucents > 0)) {
-			/* exponentially weighted: each call counts 1/LIMITS_MEAN_WEIGHT */
-			e->mean_tokens += ((double)tokens - e->mean_tokens) / LIMITS_MEAN_WEIGHT;
-			e->mean_ucents += ((double)ucents - e->mean_ucents) / LIMITS_MEAN_WEIGHT;
-		}
-		if (at_day < 0 || at_day == e->day_start_ms)
-			e->tokens_day = add_count(e->tokens_day, tokens);
-		if (at_day < 0 || month_start(at_day) == e->month_start_ms)
-			e->ucents_month = add_count(e->ucents_month, ucents);
-		if (tokens > 0 || ucents > 0) {
-			mark_dirty(l, e);
-			check_alerts(l, e, now);
+		for (int i = 0; i < 2; i++) {
+			struct limit_entry *e = both[i];
+			if (!e)
+				continue;
+			if (bucket) {
+				if (e->limit[BUCKET_REQUESTS] > 0)
+					window_add(e, BUCKET_REQUESTS, now, requests);
+				if (e->limit[BUCKET_TOKENS] > 0)
+					window_add(e, BUCKET_TOKENS, now, tokens);
+			}
+			if (call && p == 0 && (tokens > 0 || ucents > 0)) {
+				/* exponentially weighted: each call counts 1/LIMITS_MEAN_WEIGHT */
+				e->mean_tokens += ((double)tokens - e->mean_tokens) / LIMITS_MEAN_WEIGHT;
+				e->mean_ucents += ((double)ucents - e->mean_ucents) / LIMITS_MEAN_WEIGHT;
+			}
+			if (at_day < 0 || at_day == e->day_start_ms)
+				e->tokens_day = add_count(e->tokens_day, tokens);
+			if (at_day < 0 || month_start(at_day) == e->month_start_ms)
+				e->ucents_month = add_count(e->ucents_month, ucents);
+			if (tokens > 0 || ucents > 0) {
+				mark_dirty(l, e);
+				check_alerts(l, e, now);
+			}
 		}
 	}
 	if (local && (m || s))
-		pending_add(l, m ? m : s, now, requests, tokens, ucents);
+		pending_add(l, m ? m : s, now, requests, tokens, ucents);   /* groups are not exported: each instance adds them */
 }
 
 void limits_charge(struct limits *l, const char *subject, const char *model, int64_t tokens,
@@ -1283,8 +1334,12 @@ void limits_format_refusal(const struct limit_refusal *r, const char *subject, s
 	memset(out, 0, sizeof(*out));
 	snprintf(out->severity, sizeof(out->severity), "ERROR");
 	snprintf(out->sqlstate, sizeof(out->sqlstate), "%s", SQLSTATE_RATE_LIMIT_EXCEEDED);
-	snprintf(out->message, sizeof(out->message), "rate limit exceeded for \"%s\": %s %s",
-	         subject ? subject : "", dim_names[d], limit);
+	if (r->group)
+		snprintf(out->message, sizeof(out->message), "rate limit exceeded for \"%s\" in group \"%.*s\": %s %s",
+		         subject ? subject : "", LIMITS_NAME_MAX, r->group, dim_names[d], limit);
+	else
+		snprintf(out->message, sizeof(out->message), "rate limit exceeded for \"%s\": %s %s",
+		         subject ? subject : "", dim_names[d], limit);
 	const char *sep = r->model ? " " : "";
 	if (r->limit == 0)
 		snprintf(out->detail, sizeof(out->detail), "The limit%s%s%s is 0, so every statement is refused.",
@@ -1501,4 +1556,49 @@ size_t limits_foreach_changed_budget(struct limits *l, int64_t now_ms, limits_bu
 		}
 	}
 	return calls;
+}
+
+/* ---- groups ---- */
+
+void limits_clear_groups(struct limits *l)
+{
+	for (size_t i = 0; i < l->members.n_buckets; i++) {
+		struct hnode *n = l->members.buckets[i];
+		while (n) {
+			struct hnode *next = n->next;
+			struct group_member *g = (struct group_member *)n;
+			for (size_t k = 0; k < g->n; k++)
+				free(g->groups[k]);
+			free(g);
+			n = next;
+		}
+		l->members.buckets[i] = NULL;
+	}
+	l->members.count = 0;
+}
+
+bool limits_add_group(struct limits *l, const char *subject, const char *group)
+{
+	if (!subject || !*subject || !group || !*group)
+		return false;
+	struct name_key k = make_key(subject, NULL);
+	struct group_member *g = (struct group_member *)htab_find(&l->members, &k);
+	if (!g) {
+		g = alloc_named(sizeof(*g), &k);
+		if (!g)
+			return false;
+		htab_insert(&l->members, &g->node);
+	}
+	char name[sizeof(LIMITS_GROUP_PREFIX) + LIMITS_NAME_MAX];
+	snprintf(name, sizeof(name), "%s%.*s", LIMITS_GROUP_PREFIX, LIMITS_NAME_MAX, group);
+	for (size_t i = 0; i < g->n; i++)
+		if (strcmp(g->groups[i], name) == 0)
+			return true;
+	if (g->n == LIMITS_MAX_GROUPS)
+		return false;
+	g->groups[g->n] = strdup(name);
+	if (!g->groups[g->n])
+		return false;
+	g->n++;
+	return true;
 }

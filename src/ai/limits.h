@@ -181,6 +181,8 @@ struct limit_refusal {
 	enum limit_dim dim;
 	const char *model;       /* the model whose own limit refused, borrowed from
 	                            limits_admit's argument; NULL: a subject-wide limit */
+	const char *group;       /* the group whose limit refused (borrowed, valid until the
+	                            groups change); NULL: the subject's own */
 	double limit;            /* the limit in force (cents for cost) */
 	double used;             /* use counted against it: requests or tokens in the
 	                            last minute, tokens today, cents this month, statements in flight */
@@ -367,6 +369,25 @@ struct limits_stats {
 };
 
 void limits_get_stats(const struct limits *l, struct limits_stats *out);
+
+/* ---- groups (sluice.subject_groups) ---- */
+
+/*
+ * Limits of a group are written for the subject "group:<name>" ([limits] key
+ * group:eng, or a sluice.limits row with that subject); "default" does not
+ * apply to groups. A statement of a subject is checked against and charged
+ * to the subject's counters and to those of each of its groups (at most
+ * LIMITS_MAX_GROUPS); the refusal that needs the longest wait names the group.
+ * Groups are not exported to other instances: each adds its members' use.
+ */
+#define LIMITS_GROUP_PREFIX "group:"
+#define LIMITS_MAX_GROUPS 4
+
+/* Forget every membership (before loading sluice.subject_groups afresh). */
+void limits_clear_groups(struct limits *l);
+
+/* subject belongs to group (a name without the prefix). False: out of memory, empty names, or more than LIMITS_MAX_GROUPS. */
+bool limits_add_group(struct limits *l, const char *subject, const char *group);
 
 /* ---- budget alerts and status (sluice_budget, sluice.budget_status) ---- */
 

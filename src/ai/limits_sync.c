@@ -50,7 +50,7 @@ struct limits_sync {
 	bool limits_read;          /* sluice.limits read at least once */
 	bool seeded;               /* budgets seeded from sluice.llm_usage */
 	bool seed_running, positions_running;
-	bool refresh_running, sync_running;
+	bool refresh_running, sync_running, groups_running;
 	long long next_seq;        /* this instance's next batch number */
 	struct batch pending;      /* exported, not yet stored */
 	long long pending_seq;
@@ -163,6 +163,22 @@ static void limits_loaded(void *arg, const PGresult *res)
 	}
 }
 
+static void groups_loaded(void *arg, const PGresult *res)
+{
+	struct limits_sync *ls = arg;
+	ls->groups_running = false;
+	if (!query_ok(res, "reading sluice.subject_groups"))
+		return;    /* the memberships read last stay */
+	limits_clear_groups(ls->sl->limits);
+	for (int i = 0; i < PQntuples(res); i++)
+		if (!limits_add_group(ls->sl->limits, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1)))
+			log_warning("limits: sluice.subject_groups row (\"%s\", \"%s\") ignored: at most %d groups per subject",
+			            PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), LIMITS_MAX_GROUPS);
+}
+
+static const char GROUPS_SQL[] =
+	"SELECT subject, group_name FROM sluice.subject_groups ORDER BY subject, group_name";
+
 static const char LIMITS_SQL[] =
 	"SELECT subject, model, requests_per_minute, tokens_per_minute, tokens_per_day, "
 	"cost_cents_per_month::float8, max_concurrent FROM sluice.limits "
@@ -185,6 +201,8 @@ static void refresh_limits(struct limits_sync *ls)
 	if (ls->refresh_running)
 		return;
 	ls->refresh_running = sidechan_query(ls->sc, LIMITS_SQL, 0, NULL, limits_loaded, ls);
+	if (!ls->groups_running)
+		ls->groups_running = sidechan_query(ls->sc, GROUPS_SQL, 0, NULL, groups_loaded, ls);
 }
 
 /* ---- start: seed budgets, find where the batches stand ---- */
@@ -279,6 +297,9 @@ static void preload(struct limits_sync *ls)
 	PQclear(res);
 	res = PQexec(conn, LIMITS_SQL);
 	limits_loaded(ls, res);
+	PQclear(res);
+	res = PQexec(conn, GROUPS_SQL);
+	groups_loaded(ls, res);
 	PQclear(res);
 	res = PQexec(conn, SEED_SQL);
 	seeded(ls, res);

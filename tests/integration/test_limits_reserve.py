@@ -189,3 +189,26 @@ def test_a_limits_row_with_valid_until_is_a_temporary_override(sluice, pg, fresh
             except psycopg.errors.ConfigurationLimitExceeded:
                 return False
         harness.wait_for(admitted, 15, interval=0.2, what="the override to expire")
+
+
+def test_a_group_budget_is_shared_by_its_members(sluice, pg, fresh_db):
+    """sluice.subject_groups puts ann and ben in group eng, whose sluice.limits row (subject
+    'group:eng') allows 1000 tokens a day: ann's call of 600 passes, ben's of 600 is refused
+    naming the group, though ben's own limit has room; cid, in no group, is not affected."""
+    pooler = usage_pooler(sluice, pg, fresh_db)
+    pooler.limits = {"default": "tokens_per_day=100000"}
+    pg.query("INSERT INTO sluice.subject_groups VALUES ('ann', 'eng'), ('ben', 'eng')", dbname=fresh_db)
+    pg.query("INSERT INTO sluice.limits (subject, tokens_per_day) VALUES ('group:eng', 1000)", dbname=fresh_db)
+    pooler.start()
+    with connect(pooler, autocommit=True) as conn:
+        conn.execute(call("ann", 600, sleep=0))
+        with pytest.raises(psycopg.errors.ConfigurationLimitExceeded) as refused:
+            conn.execute(call("ben", 600, sleep=0))
+        e = refused.value
+        assert e.diag.message_primary == 'rate limit exceeded for "ben" in group "eng": tokens_per_day 1000'
+        assert e.diag.message_detail == "600 tokens used today (UTC); the limit is 1000."
+        conn.execute(call("ben", 400, sleep=0))        # what is left of the group's budget
+        conn.execute(call("cid", 600, sleep=0))
+    wait_for_rows(pg, fresh_db, 3)
+    assert pg.query("SELECT subject, sum(input_tokens) FROM sluice.llm_usage GROUP BY 1 ORDER BY 1",
+                    dbname=fresh_db) == [("ann", 600), ("ben", 400), ("cid", 600)]

@@ -779,6 +779,56 @@ static void test_changed_budgets_are_reported_once(void **state)
 	limits_free(l);
 }
 
+/* ---- groups ---- */
+
+static void test_groups_are_charged_and_the_tighter_refusal_names_the_group(void **state)
+{
+	struct limits *l = limits_from("group:eng = tokens_per_day=1000; alice = tokens_per_day=5000; "
+	                               "default = tokens_per_day=100000");
+	assert_true(limits_add_group(l, "alice", "eng"));
+	assert_true(limits_add_group(l, "bob", "eng"));
+	assert_true(limits_add_group(l, "bob", "eng"));   /* twice: once */
+	struct limit_estimate est = { 600, -1 };
+	struct limit_reservation a, b;
+	struct limit_refusal r;
+	assert_true(limits_admit_reserve(l, "alice", "m", T0, &est, &a, NULL));
+	/* bob's own limit (the default's 100000) has room, the group's 1000 has not */
+	assert_false(limits_admit_reserve(l, "bob", "m", T0, &est, &b, &r));
+	assert_int_equal(r.dim, LIMIT_TOKENS_PER_DAY);
+	assert_string_equal(r.group, "eng");
+	struct pg_error f = format(&r, "bob");
+	assert_string_equal(f.message, "rate limit exceeded for \"bob\" in group \"eng\": tokens_per_day 1000");
+	limits_settle(l, "alice", "m", &a, 600, 0, T0);
+	assert_false(limits_admit_reserve(l, "bob", "m", T0, &est, &b, NULL));
+	/* carol is in no group: only her own (default) limit */
+	assert_true(limits_admit_reserve(l, "carol", "m", T0, &est, &b, NULL));
+	/* the default does not apply to a group: a group without a line is unlimited */
+	limits_clear_groups(l);
+	assert_true(limits_add_group(l, "bob", "ops"));
+	assert_true(limits_admit_reserve(l, "bob", "m", T0, &est, &b, NULL));
+	limits_free(l);
+}
+
+static void test_group_max_concurrent_spans_its_members(void **state)
+{
+	struct limits *l = limits_from("group:eng = max_concurrent=2");
+	assert_true(limits_add_group(l, "alice", "eng"));
+	assert_true(limits_add_group(l, "bob", "eng"));
+	struct limit_reservation r[3];
+	assert_true(limits_admit_reserve(l, "alice", NULL, T0, NULL, &r[0], NULL));
+	assert_true(limits_admit_reserve(l, "bob", NULL, T0, NULL, &r[1], NULL));
+	assert_false(limits_admit_reserve(l, "alice", NULL, T0, NULL, &r[2], NULL));
+	limits_release(l, "bob", NULL, &r[1], T0);
+	assert_true(limits_admit_reserve(l, "alice", NULL, T0, NULL, &r[2], NULL));
+	for (int i = 0; i < LIMITS_MAX_GROUPS - 1; i++) {
+		char g[16];
+		snprintf(g, sizeof(g), "g%d", i);
+		assert_true(limits_add_group(l, "alice", g));
+	}
+	assert_false(limits_add_group(l, "alice", "one-too-many"));
+	limits_free(l);
+}
+
 /* ---- budgets ---- */
 
 static void test_tokens_per_day_resets_at_utc_midnight(void **state)
@@ -1290,6 +1340,8 @@ int main(void)
 		cmocka_unit_test(test_running_mean_is_the_default_estimate),
 		cmocka_unit_test(test_unsettled_reservations_expire),
 		cmocka_unit_test(test_max_concurrent_counts_statements_in_flight),
+		cmocka_unit_test(test_groups_are_charged_and_the_tighter_refusal_names_the_group),
+		cmocka_unit_test(test_group_max_concurrent_spans_its_members),
 		cmocka_unit_test(test_alert_thresholds_parse),
 		cmocka_unit_test(test_alerts_once_per_threshold_and_period),
 		cmocka_unit_test(test_changed_budgets_are_reported_once),
