@@ -79,7 +79,7 @@ static struct limit_estimate estimate_of(const struct sluice *sl, const struct a
 		est.cost_cents = usage_price_cents(sl, model, in, out);
 	} else if (tags->tokens_estimate >= 0) {
 		est.tokens = tags->tokens_estimate;
-		/* the split is unknown: priced as if all output, the dearer side as a rule */
+		/* the split of input and output is unknown: priced at the dearer of the two */
 		double as_in = usage_price_cents(sl, model, tags->tokens_estimate, 0);
 		double as_out = usage_price_cents(sl, model, 0, tags->tokens_estimate);
 		est.cost_cents = as_in > as_out ? as_in : as_out;
