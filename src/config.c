@@ -45,6 +45,8 @@ static const struct config_key config_table[] = {
 	KEY(auth_query, CONFIG_STRING, "SELECT rolname, CASE WHEN rolvaliduntil < pg_catalog.now() THEN NULL ELSE rolpassword END FROM pg_catalog.pg_authid WHERE rolname = $1 AND rolcanlogin", RELOAD, 0, 0),
 	KEY(auth_type, CONFIG_AUTH_TYPE, "md5", RELOAD, 0, 0),
 	KEY(auth_user, CONFIG_STRING, "", RELOAD, 0, 0),
+	/* pgsluice's own: NOTIFY sluice_budget at these percents of a budget; "" = never */
+	KEY(budget_alert_thresholds, CONFIG_STRING, "80,100", RELOAD, 0, 0),
 	KEY(cache_default_ttl, CONFIG_TIME, "300", RELOAD, USEC_PER_SEC, 31536000LL * USEC_PER_SEC),
 	KEY(cache_max_entry_size, CONFIG_SIZE, "1048576", RELOAD, 0, INT32_MAX),
 	KEY(cache_max_memory, CONFIG_SIZE, "67108864", RELOAD, 0, INT64_MAX / 2),
@@ -483,6 +485,12 @@ static bool parse_value(const struct config_key *key, const char *text, union co
 	case CONFIG_SIZE:
 		return parse_with_units(key, text, &out->n, why, whylen);
 	case CONFIG_STRING:
+		if (strcmp(key->name, "budget_alert_thresholds") == 0) {
+			double pcts[LIMITS_MAX_THRESHOLDS];
+			size_t n;
+			if (!limits_parse_thresholds(text, pcts, &n, why, whylen))
+				return false;
+		}
 		out->s = strdup(placeholder_value(key, text));
 		if (out->s)
 			return true;

@@ -165,6 +165,7 @@ struct sluice_config {
 	char *tag_trusted_roles;  /* roles allowed to set ai_user; "" = every role */
 	usec_t limits_refresh_interval; /* re-read sluice.limits */
 	usec_t limits_sync_interval;    /* share counters through sluice.rate_counters */
+	char *budget_alert_thresholds;  /* percents of a budget that NOTIFY sluice_budget ("80,100") */
 	char *usage_journal_dir;  /* where usage records wait for PostgreSQL */
 	usec_t usage_flush_interval;
 	int64_t cache_max_memory;     /* bytes the completion cache may hold; 0: off */

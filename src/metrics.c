@@ -54,7 +54,7 @@ struct metrics {
 
 static const char *const refusal_names[N_REFUSAL_REASONS] = {
 	"requests_per_minute", "tokens_per_minute", "tokens_per_day", "cost_cents_per_month",
-	"untrusted_ai_user",
+	"max_concurrent", "untrusted_ai_user",
 };
 
 const char *refusal_reason_name(enum refusal_reason reason)

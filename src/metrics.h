@@ -38,12 +38,13 @@ typedef void (*metrics_db_fn)(const char *database, const struct pool_stats *tot
                               const struct pool_stats *avg, void *arg);
 void metrics_foreach_database(struct sluice *sl, metrics_db_fn fn, void *arg);
 
-/* Why the AI middleware refused a statement; the first four are enum limit_dim's. */
+/* Why the AI middleware refused a statement; the first five are enum limit_dim's. */
 enum refusal_reason {
 	REFUSAL_REQUESTS_PER_MINUTE,
 	REFUSAL_TOKENS_PER_MINUTE,
 	REFUSAL_TOKENS_PER_DAY,
 	REFUSAL_COST_CENTS_PER_MONTH,
+	REFUSAL_MAX_CONCURRENT,
 	REFUSAL_UNTRUSTED_AI_USER,   /* ai_user set by a role not in tag_trusted_roles */
 	N_REFUSAL_REASONS,
 	REFUSAL_NONE = -1            /* admitted */

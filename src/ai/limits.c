@@ -1,7 +1,8 @@
 /*
  * limits.c - rate limits and budgets; see limits.h and docs/limits.md.
  * Rules and counters live in two chained hash tables keyed by (subject, model);
- * per-minute limits are GCRA buckets, budgets are UTC day / month counters.
+ * per-minute limits are sliding windows of one-second slots, budgets are UTC
+ * day / month counters, and statements in flight hold reservations.
  */
 #include "ai/limits.h"
 
@@ -26,16 +27,24 @@
 #define MIN_MAX_ENTRIES 16
 #define INITIAL_BUCKETS 64
 
-/* The two GCRA buckets of a counter, by dimension. */
+/* The two sliding windows of a counter, by dimension. */
 #define BUCKET_REQUESTS 0   /* LIMIT_REQUESTS_PER_MINUTE */
 #define BUCKET_TOKENS   1   /* LIMIT_TOKENS_PER_MINUTE */
 
+/*
+ * One-second slots of a per-minute window: the 60 seconds before now plus the
+ * second now is in, so that everything of the last 60 s is counted (and at
+ * most one second more: the window errs on the strict side by under 1 s).
+ */
+#define WINDOW_SLOTS 61
+
 static const char *const dim_names[LIMIT_N_DIMS] = {
 	"requests_per_minute", "tokens_per_minute", "tokens_per_day", "cost_cents_per_month",
+	"max_concurrent",
 };
 
 static const char *const dim_windows[LIMIT_N_DIMS] = {
-	"in the last minute", "in the last minute", "today (UTC)", "this month (UTC)",
+	"in the last minute", "in the last minute", "today (UTC)", "this month (UTC)", "in flight",
 };
 
 const char *limit_dim_name(enum limit_dim dim)
@@ -49,6 +58,7 @@ void limit_values_init(struct limit_values *v)
 	v->tokens_per_minute = LIMIT_INHERIT;
 	v->tokens_per_day = LIMIT_INHERIT;
 	v->cost_cents_per_month = LIMIT_INHERIT;
+	v->max_concurrent = LIMIT_INHERIT;
 }
 
 /* ---- UTC calendar ---- */
@@ -336,7 +346,9 @@ static void resolve_into(const struct limit_rules *rules, const char *subject, c
 	bool per_model = model && *model && strcmp(model, "*") != 0;
 	const struct limit_rule *own = rule_find(rules, subject, per_model ? model : NULL);
 	const struct limit_rule *subj = per_model ? rule_find(rules, subject, NULL) : NULL;
-	const struct limit_rule *dflt = rule_find(rules, "default", per_model ? model : NULL);
+	/* a group's counters have only the group's own limits: "default" is per subject */
+	bool group = subject && strncmp(subject, LIMITS_GROUP_PREFIX, strlen(LIMITS_GROUP_PREFIX)) == 0;
+	const struct limit_rule *dflt = group ? NULL : rule_find(rules, "default", per_model ? model : NULL);
 	for (int d = 0; d < LIMIT_N_DIMS; d++) {
 		double v = rule_value(own, d);
 		if (v < 0 && rule_value(subj, d) < 0)
@@ -354,6 +366,7 @@ void limits_resolve(const struct limit_rules *rules, const char *subject, const 
 	out->tokens_per_minute = v[1] < 0 ? LIMIT_INHERIT : (int64_t)v[1];
 	out->tokens_per_day = v[2] < 0 ? LIMIT_INHERIT : (int64_t)v[2];
 	out->cost_cents_per_month = v[3] < 0 ? LIMIT_INHERIT : v[3];
+	out->max_concurrent = v[4] < 0 ? LIMIT_INHERIT : (int64_t)v[4];
 }
 
 static bool is_separator(char c)
@@ -460,7 +473,7 @@ bool limits_parse_line(struct limit_rules *rules, const char *key, const char *v
 		if (d == LIMIT_N_DIMS) {
 			snprintf(errbuf, errlen,
 			         "unknown limit dimension \"%.*s\" for \"%s\": expected requests_per_minute, "
-			         "tokens_per_minute, tokens_per_day or cost_cents_per_month",
+			         "tokens_per_minute, tokens_per_day, cost_cents_per_month or max_concurrent",
 			         (int)nlen, name, key);
 			return false;
 		}
@@ -493,8 +506,11 @@ bool limits_parse_line(struct limit_rules *rules, const char *key, const char *v
 /* values as the per-dimension array; false when one is above the maximum or NaN. */
 static bool values_to_array(const struct limit_values *v, double out[LIMIT_N_DIMS])
 {
-	int64_t ints[3] = { v->requests_per_minute, v->tokens_per_minute, v->tokens_per_day };
-	for (int d = 0; d < 3; d++) {
+	int64_t ints[LIMIT_N_DIMS] = { v->requests_per_minute, v->tokens_per_minute, v->tokens_per_day, 0,
+	                               v->max_concurrent };
+	for (int d = 0; d < LIMIT_N_DIMS; d++) {
+		if (d == LIMIT_COST_CENTS_PER_MONTH)
+			continue;
 		if (ints[d] > LIMITS_MAX_COUNT)
 			return false;
 		out[d] = ints[d] < 0 ? -1 : (double)ints[d];
@@ -570,6 +586,29 @@ struct limit_pending {
 	int64_t ucents;
 };
 
+/*
+ * A sliding minute: use per one-second slot, slot[s % WINDOW_SLOTS] holding
+ * second s for s in (head_sec - WINDOW_SLOTS, head_sec]. Allocated only for
+ * a per-minute limit in force (504 bytes).
+ */
+struct minute_window {
+	int64_t head_sec;                /* the newest second counted */
+	int64_t total;                   /* the sum of slot[] */
+	int64_t slot[WINDOW_SLOTS];
+};
+
+/*
+ * What the statements in flight hold, by reservation epoch (now_ms /
+ * LIMITS_RESERVATION_EPOCH_MS): slot [epoch & 1]. A slot older than the
+ * previous epoch is dropped, so a reservation nobody settles lives 1 to 2 epochs.
+ */
+struct resv_slot {
+	int64_t epoch;
+	int64_t tokens;
+	int64_t ucents;
+	int64_t inflight;                /* statements */
+};
+
 struct limit_entry {
 	struct hnode node;               /* first: (subject, model); model "" = subject-wide */
 	struct limit_entry *newer;       /* LRU list, most recently used first */
@@ -577,14 +616,26 @@ struct limit_entry {
 	int64_t last_used_ms;
 	uint64_t rules_generation;       /* of the rules limit[] was resolved from */
 	double limit[LIMIT_N_DIMS];      /* in force; < 0: none */
-	double level[2];                 /* GCRA bucket fill in requests / tokens (BUCKET_*) */
-	int64_t level_at_ms;             /* when the buckets were last drained */
+	struct minute_window *win[2];    /* requests / tokens (BUCKET_*); NULL: nothing counted */
+	struct resv_slot resv[2];
+	uint8_t alerted[2];              /* thresholds already reported this day / month (tokens_per_day, cost) */
+	bool budget_dirty;               /* a budget's use or reservation changed since limits_foreach_changed_budget */
+	double mean_tokens;              /* running mean of the tokens of recent local calls */
+	double mean_ucents;              /* and of their cost */
 	int64_t day_start_ms;            /* the UTC day tokens_day counts */
 	int64_t tokens_day;
 	int64_t month_start_ms;          /* the UTC month ucents_month counts */
 	int64_t ucents_month;            /* millionths of a cent */
 	struct limit_pending pending[2]; /* at most two days awaiting export */
 };
+
+/* A budget threshold crossed, waiting for limits_take_alerts (names owned). */
+struct queued_alert {
+	struct limit_alert a;
+	char *subject, *model;
+};
+
+#define MAX_QUEUED_ALERTS 4096
 
 struct limits {
 	struct limit_rules *rules;
@@ -593,6 +644,19 @@ struct limits {
 	struct limit_entry *oldest;
 	size_t max_entries;
 	struct limits_stats stats;
+	double thresholds[LIMITS_MAX_THRESHOLDS];   /* ascending percents */
+	size_t n_thresholds;
+	struct queued_alert *alerts;
+	size_t n_alerts, cap_alerts;
+	size_t dirty_budgets;            /* counters with budget_dirty set */
+	struct htab members;             /* subject -> its groups (struct group_member) */
+};
+
+/* The groups a subject belongs to (sluice.subject_groups), as counter names "group:<name>". */
+struct group_member {
+	struct hnode node;               /* first: (subject, "") */
+	size_t n;
+	char *groups[LIMITS_MAX_GROUPS];
 };
 
 struct limits *limits_new(struct limit_rules *rules, size_t max_entries)
@@ -602,7 +666,8 @@ struct limits *limits_new(struct limit_rules *rules, size_t max_entries)
 		return NULL;
 	if (!rules)
 		rules = limits_rules_new();
-	if (!rules || !htab_init(&l->entries)) {
+	if (!rules || !htab_init(&l->entries) || !htab_init(&l->members)) {
+		free(l->entries.buckets);
 		limits_rules_free(rules);
 		free(l);
 		return NULL;
@@ -621,11 +686,20 @@ void limits_free(struct limits *l)
 	struct limit_entry *e = l->newest;
 	while (e) {
 		struct limit_entry *next = e->older;
+		free(e->win[0]);
+		free(e->win[1]);
 		free(e);
 		e = next;
 	}
 	free(l->entries.buckets);
 	limits_rules_free(l->rules);
+	for (size_t i = 0; i < l->n_alerts; i++) {
+		free(l->alerts[i].subject);
+		free(l->alerts[i].model);
+	}
+	free(l->alerts);
+	limits_clear_groups(l);
+	free(l->members.buckets);
 	free(l);
 }
 
@@ -670,45 +744,150 @@ static void lru_push_newest(struct limits *l, struct limit_entry *e)
 	l->newest = e;
 }
 
-/* Resolve limits if the rules changed, drain the buckets, roll day and month. */
+static int64_t second_of(int64_t ms)
+{
+	return floor_div(ms, 1000);
+}
+
+static size_t slot_of(int64_t sec)
+{
+	return (size_t)(((sec % WINDOW_SLOTS) + WINDOW_SLOTS) % WINDOW_SLOTS);
+}
+
+/* Move w's head to second sec, dropping the slots that leave the window. */
+static void window_advance(struct minute_window *w, int64_t sec)
+{
+	if (sec <= w->head_sec)
+		return;   /* a clock stepping back counts into the newest slot */
+	if (sec - w->head_sec >= WINDOW_SLOTS) {
+		memset(w->slot, 0, sizeof(w->slot));
+		w->total = 0;
+	} else {
+		for (int64_t s = w->head_sec + 1; s <= sec; s++) {
+			int64_t *slot = &w->slot[slot_of(s)];
+			w->total -= *slot;
+			*slot = 0;
+		}
+	}
+	w->head_sec = sec;
+}
+
+static int64_t window_total(const struct minute_window *w)
+{
+	return w ? w->total : 0;
+}
+
+/*
+ * Milliseconds from now until at least need (> 0) has left window w; when all
+ * of it leaving is not enough, until it is empty (at least 1).
+ */
+static int64_t window_retry_ms(const struct minute_window *w, double need, int64_t now)
+{
+	if (!w || w->total <= 0)
+		return 1000;   /* only statements in flight hold the room: they settle soon */
+	double dropped = 0;
+	int64_t s = w->head_sec - (WINDOW_SLOTS - 1);
+	for (; s < w->head_sec; s++) {
+		dropped += (double)w->slot[slot_of(s)];
+		if (dropped >= need - LEVEL_EPSILON)
+			break;
+	}
+	int64_t ms = (s + WINDOW_SLOTS) * 1000 - now;   /* second s leaves the window then */
+	return ms < 1 ? 1 : ms;
+}
+
+/* a + b for non-negative counts, saturating instead of overflowing. */
+static int64_t add_count(int64_t a, int64_t b)
+{
+	return a > INT64_MAX - b ? INT64_MAX : a + b;
+}
+
+/* Count n (> 0) into the window of bucket b at now; no window when out of memory (fails open). */
+static void window_add(struct limit_entry *e, int b, int64_t now, int64_t n)
+{
+	if (n <= 0)
+		return;
+	if (!e->win[b]) {
+		e->win[b] = calloc(1, sizeof(*e->win[b]));
+		if (!e->win[b])
+			return;
+		e->win[b]->head_sec = second_of(now);
+	}
+	struct minute_window *w = e->win[b];
+	window_advance(w, second_of(now));
+	int64_t *slot = &w->slot[slot_of(w->head_sec)];
+	*slot = add_count(*slot, n);
+	w->total = add_count(w->total, n);
+}
+
+static int64_t resv_epoch(int64_t now)
+{
+	return floor_div(now, LIMITS_RESERVATION_EPOCH_MS);
+}
+
+/* Drop reservation slots older than the previous epoch: their statements are presumed gone. */
+static void resv_expire(struct limit_entry *e, int64_t now)
+{
+	int64_t epoch = resv_epoch(now);
+	for (int i = 0; i < 2; i++)
+		if (e->resv[i].epoch < epoch - 1 && (e->resv[i].tokens || e->resv[i].ucents || e->resv[i].inflight))
+			memset(&e->resv[i], 0, sizeof(e->resv[i]));
+}
+
+/* What statements in flight hold on e (expired slots already dropped). */
+static void resv_totals(const struct limit_entry *e, int64_t *tokens, int64_t *ucents, int64_t *inflight)
+{
+	*tokens = add_count(e->resv[0].tokens, e->resv[1].tokens);
+	*ucents = add_count(e->resv[0].ucents, e->resv[1].ucents);
+	*inflight = e->resv[0].inflight + e->resv[1].inflight;
+}
+
+/* Resolve limits if the rules changed, move the windows to now, roll day and month. */
 static void entry_refresh(struct limits *l, struct limit_entry *e, int64_t now)
 {
 	if (e->rules_generation != l->rules->generation) {
 		resolve_into(l->rules, e->node.subject, e->node.model, e->limit);
 		e->rules_generation = l->rules->generation;
 	}
-	double elapsed = now > e->level_at_ms ? (double)(now - e->level_at_ms) : 0;
 	for (int b = 0; b < 2; b++) {
-		double lim = e->limit[b];
-		if (lim <= 0)
-			e->level[b] = 0;   /* no limit, or 0: nothing to remember */
-		else if (e->level[b] > 0)
-			e->level[b] = fmax(0, e->level[b] - elapsed * lim / MINUTE_MS);
+		if (e->limit[b] <= 0) {
+			free(e->win[b]);   /* no limit, or 0: nothing to remember */
+			e->win[b] = NULL;
+		} else if (e->win[b]) {
+			window_advance(e->win[b], second_of(now));
+		}
 	}
-	if (now > e->level_at_ms)
-		e->level_at_ms = now;   /* a clock stepping back drains nothing */
+	resv_expire(e, now);
 	int64_t ds = day_start(now);
 	if (ds > e->day_start_ms) {
 		e->day_start_ms = ds;
 		e->tokens_day = 0;
+		e->alerted[0] = 0;
 	}
 	int64_t ms = month_start(now);
 	if (ms > e->month_start_ms) {
 		e->month_start_ms = ms;
 		e->ucents_month = 0;
+		e->alerted[1] = 0;
 	}
 }
 
 static bool entry_at_rest(const struct limit_entry *e)
 {
-	return e->level[0] <= LEVEL_EPSILON && e->level[1] <= LEVEL_EPSILON && e->tokens_day == 0 &&
-	       e->ucents_month == 0 && !e->pending[0].used && !e->pending[1].used;
+	int64_t rt, ru, ri;
+	resv_totals(e, &rt, &ru, &ri);
+	return window_total(e->win[0]) == 0 && window_total(e->win[1]) == 0 && e->tokens_day == 0 &&
+	       e->ucents_month == 0 && !e->pending[0].used && !e->pending[1].used && !rt && !ru && !ri;
 }
 
 static void entry_free(struct limits *l, struct limit_entry *e)
 {
+	if (e->budget_dirty)
+		l->dirty_budgets--;
 	lru_unlink(l, e);
 	htab_remove(&l->entries, &e->node);
+	free(e->win[0]);
+	free(e->win[1]);
 	free(e);
 }
 
@@ -737,7 +916,6 @@ static struct limit_entry *entry_get(struct limits *l, const char *subject, cons
 		if (!e)
 			return NULL;
 		e->rules_generation = l->rules->generation - 1;   /* resolve on first refresh */
-		e->level_at_ms = now;
 		e->day_start_ms = day_start(now);
 		e->month_start_ms = month_start(now);
 		htab_insert(&l->entries, &e->node);
@@ -747,12 +925,6 @@ static struct limit_entry *entry_get(struct limits *l, const char *subject, cons
 		e->last_used_ms = now;
 	entry_refresh(l, e, now);
 	return e;
-}
-
-/* a + b for non-negative counts, saturating instead of overflowing. */
-static int64_t add_count(int64_t a, int64_t b)
-{
-	return a > INT64_MAX - b ? INT64_MAX : a + b;
 }
 
 /* Add local use to the pending delta of now's UTC day. */
@@ -781,9 +953,59 @@ static void pending_add(struct limits *l, struct limit_entry *e, int64_t now, in
 	slot->ucents = add_count(slot->ucents, ucents);
 }
 
+static void mark_dirty(struct limits *l, struct limit_entry *e)
+{
+	bool budgets = e->limit[LIMIT_TOKENS_PER_DAY] >= 0 || e->limit[LIMIT_COST_CENTS_PER_MONTH] >= 0;
+	if (budgets && !e->budget_dirty) {
+		e->budget_dirty = true;
+		l->dirty_budgets++;
+	}
+}
+
+/* Queue an alert for every threshold e's budgets passed since the last one reported this period. */
+static void check_alerts(struct limits *l, struct limit_entry *e, int64_t now)
+{
+	for (int i = 0; i < 2; i++) {
+		enum limit_dim d = i == 0 ? LIMIT_TOKENS_PER_DAY : LIMIT_COST_CENTS_PER_MONTH;
+		double lim = e->limit[d];
+		if (lim <= 0)
+			continue;
+		double used = i == 0 ? (double)e->tokens_day : (double)e->ucents_month / UCENTS_PER_CENT;
+		while (e->alerted[i] < l->n_thresholds && used * 100 >= l->thresholds[e->alerted[i]] * lim - LEVEL_EPSILON) {
+			double pct = l->thresholds[e->alerted[i]++];
+			if (l->n_alerts == l->cap_alerts) {
+				size_t cap = l->cap_alerts ? l->cap_alerts * 2 : 16;
+				struct queued_alert *grown = cap <= MAX_QUEUED_ALERTS ? realloc(l->alerts, cap * sizeof(*grown)) : NULL;
+				if (!grown) {
+					l->stats.dropped_alerts++;
+					continue;
+				}
+				l->alerts = grown;
+				l->cap_alerts = cap;
+			}
+			struct queued_alert *q = &l->alerts[l->n_alerts];
+			q->subject = strndup(e->node.subject, e->node.subject_len);
+			q->model = strndup(e->node.model, e->node.model_len);
+			if (!q->subject || !q->model) {
+				free(q->subject);
+				free(q->model);
+				l->stats.dropped_alerts++;
+				continue;
+			}
+			q->a.dim = d;
+			q->a.threshold_pct = pct;
+			q->a.limit = lim;
+			q->a.used = used;
+			q->a.period_start_ms = i == 0 ? e->day_start_ms : e->month_start_ms;
+			q->a.resets_at_ms = i == 0 ? e->day_start_ms + DAY_MS : next_month_start(now);
+			l->n_alerts++;
+		}
+	}
+}
+
 /* A refusal candidate, kept when it needs a longer wait than *best. */
 static void consider(struct limit_refusal *best, bool *refused, enum limit_dim d, const char *model,
-                     double limit, double used, int64_t retry_ms, int64_t now)
+                     const char *group, double limit, double used, double reserved, int64_t retry_ms, int64_t now)
 {
 	bool longer = !*refused || (best->retry_after_ms >= 0 && (retry_ms < 0 || retry_ms > best->retry_after_ms));
 	if (!longer)
@@ -791,88 +1013,69 @@ static void consider(struct limit_refusal *best, bool *refused, enum limit_dim d
 	*refused = true;
 	best->dim = d;
 	best->model = model;
+	best->group = group;
 	best->limit = limit;
 	best->used = used;
+	best->reserved = reserved;
 	best->window = dim_windows[d];
 	best->retry_after_ms = retry_ms;
 	best->reset_at_ms = retry_ms < 0 ? -1 : now + retry_ms;
 }
 
-/* Milliseconds (rounded up) to drain amount from a bucket of limit per minute; at most ~31,700 years. */
-static int64_t drain_ms(double amount, double limit)
+/*
+ * Does a statement that needs ask more fit under lim, with used counted and
+ * reserved held by statements in flight? Room for ask is needed, except that
+ * with nothing used or held one statement always fits (so that a call larger
+ * than the whole limit is not refused forever: the overshoot is one call).
+ */
+static bool fits(double lim, double used, double reserved, double ask)
 {
-	double ms = ceil(amount * MINUTE_MS / limit - LEVEL_EPSILON);
-	if (!(ms > 0))
-		return 0;
-	return ms < (double)LIMITS_MAX_COUNT ? (int64_t)ms : LIMITS_MAX_COUNT;
+	if (lim == 0)
+		return false;
+	if (ask < 1)
+		ask = 1;
+	return used + reserved <= LEVEL_EPSILON || used + reserved + ask <= lim + LEVEL_EPSILON;
 }
 
-/* The use shown for a bucket level: requests or tokens, rounded up. */
-static double bucket_used(double level)
+/* Check every limit of e at now (already refreshed) for one more statement
+ * asking for tokens and ucents; model names e's model or NULL. */
+static void entry_check(const struct limit_entry *e, const char *model, const char *group, int64_t now,
+                        int64_t ask_tokens,
+                        int64_t ask_ucents, struct limit_refusal *best, bool *refused)
 {
-	return level > LEVEL_EPSILON ? ceil(level - LEVEL_EPSILON) : 0;
-}
-
-/* Check every limit of e at now (already refreshed); model names e's model or NULL. */
-static void entry_check(const struct limit_entry *e, const char *model, int64_t now,
-                        struct limit_refusal *best, bool *refused)
-{
-	for (int b = 0; b < 2; b++) {
-		double lim = e->limit[b];
-		if (lim < 0)
-			continue;
-		double need = e->level[b] + 1 - lim;   /* to drain before one more fits */
-		if (lim == 0) {
-			consider(best, refused, (enum limit_dim)b, model, 0, bucket_used(e->level[b]), -1, now);
-		} else if (need > LEVEL_EPSILON) {
-			int64_t retry = drain_ms(need, lim);
-			consider(best, refused, (enum limit_dim)b, model, lim, bucket_used(e->level[b]),
-			         retry < 1 ? 1 : retry, now);
-		}
-	}
-	double lim = e->limit[LIMIT_TOKENS_PER_DAY];
-	if (lim >= 0 && (double)e->tokens_day >= lim)
-		consider(best, refused, LIMIT_TOKENS_PER_DAY, model, lim, (double)e->tokens_day,
+	int64_t rtokens, rucents, inflight;
+	resv_totals(e, &rtokens, &rucents, &inflight);
+	double lim = e->limit[LIMIT_REQUESTS_PER_MINUTE];
+	double used = (double)window_total(e->win[BUCKET_REQUESTS]);
+	if (lim >= 0 && !fits(lim, used, 0, 1))
+		consider(best, refused, LIMIT_REQUESTS_PER_MINUTE, model, group, lim, used, 0,
+		         lim == 0 ? -1 : window_retry_ms(e->win[BUCKET_REQUESTS], used + 1 - lim, now), now);
+	lim = e->limit[LIMIT_TOKENS_PER_MINUTE];
+	used = (double)window_total(e->win[BUCKET_TOKENS]);
+	double ask = ask_tokens < 1 ? 1 : (double)ask_tokens;
+	if (lim >= 0 && !fits(lim, used, (double)rtokens, ask))
+		consider(best, refused, LIMIT_TOKENS_PER_MINUTE, model, group, lim, used, (double)rtokens,
+		         lim == 0 ? -1 : window_retry_ms(e->win[BUCKET_TOKENS], used + (double)rtokens + ask - lim, now),
+		         now);
+	lim = e->limit[LIMIT_TOKENS_PER_DAY];
+	if (lim >= 0 && !fits(lim, (double)e->tokens_day, (double)rtokens, ask))
+		consider(best, refused, LIMIT_TOKENS_PER_DAY, model, group, lim, (double)e->tokens_day, (double)rtokens,
 		         lim == 0 ? -1 : e->day_start_ms + DAY_MS - now, now);
 	lim = e->limit[LIMIT_COST_CENTS_PER_MONTH];
-	if (lim >= 0 && e->ucents_month >= llround(lim * UCENTS_PER_CENT))
-		consider(best, refused, LIMIT_COST_CENTS_PER_MONTH, model, lim,
-		         (double)e->ucents_month / UCENTS_PER_CENT,
+	if (lim >= 0 && !fits((double)llround(lim * UCENTS_PER_CENT), (double)e->ucents_month, (double)rucents,
+	                      (double)ask_ucents))
+		consider(best, refused, LIMIT_COST_CENTS_PER_MONTH, model, group, lim,
+		         (double)e->ucents_month / UCENTS_PER_CENT, (double)rucents / UCENTS_PER_CENT,
 		         lim == 0 ? -1 : next_month_start(now) - now, now);
+	lim = e->limit[LIMIT_MAX_CONCURRENT];
+	if (lim >= 0 && (double)inflight + 1 > lim + LEVEL_EPSILON)
+		consider(best, refused, LIMIT_MAX_CONCURRENT, model, group, lim, (double)inflight, 0,
+		         lim == 0 ? -1 : LIMITS_CONCURRENT_RETRY_MS, now);
 }
 
 static bool has_model(const char *model)
 {
 	return model && *model && strcmp(model, "*") != 0;
-}
-
-bool limits_admit(struct limits *l, const char *subject, const char *model, int64_t now_ms,
-                  struct limit_refusal *refusal)
-{
-	if (!subject || !*subject)
-		return true;
-	struct limit_entry *s = entry_get(l, subject, NULL, now_ms);
-	struct limit_entry *m = has_model(model) ? entry_get(l, subject, model, now_ms) : NULL;
-	if (!s)
-		return true;   /* out of memory: fail open */
-
-	struct limit_refusal best;
-	bool refused = false;
-	memset(&best, 0, sizeof(best));
-	entry_check(s, NULL, now_ms, &best, &refused);
-	if (m)
-		entry_check(m, model, now_ms, &best, &refused);
-	if (refused) {
-		if (refusal)
-			*refusal = best;
-		return false;
-	}
-	struct limit_entry *both[2] = { s, m };
-	for (int i = 0; i < 2 && both[i]; i++)
-		if (both[i]->limit[BUCKET_REQUESTS] > 0)
-			both[i]->level[BUCKET_REQUESTS] += 1;
-	pending_add(l, m ? m : s, now_ms, 1, 0, 0);
-	return true;
 }
 
 /* Cents as millionths of a cent; negative and NaN count as 0, at most LIMITS_MAX_CENTS. */
@@ -885,6 +1088,137 @@ static int64_t to_ucents(double cents)
 	return llround(cents * UCENTS_PER_CENT);
 }
 
+/* The counters' subjects a statement of subject is charged to: subject, then its groups. Returns how many. */
+static size_t payers_of(const struct limits *l, const char *subject, const char *out[1 + LIMITS_MAX_GROUPS])
+{
+	out[0] = subject;
+	if (l->members.count == 0)
+		return 1;
+	struct name_key k = make_key(subject, NULL);
+	const struct group_member *g = (const struct group_member *)htab_find(&l->members, &k);
+	size_t n = 1;
+	for (size_t i = 0; g && i < g->n; i++)
+		out[n++] = g->groups[i];
+	return n;
+}
+
+bool limits_admit(struct limits *l, const char *subject, const char *model, int64_t now_ms,
+                  struct limit_refusal *refusal)
+{
+	return limits_admit_reserve(l, subject, model, now_ms, NULL, NULL, refusal);
+}
+
+bool limits_admit_reserve(struct limits *l, const char *subject, const char *model, int64_t now_ms,
+                          const struct limit_estimate *est, struct limit_reservation *resv,
+                          struct limit_refusal *refusal)
+{
+	if (resv)
+		memset(resv, 0, sizeof(*resv));
+	if (!subject || !*subject)
+		return true;
+	const char *payer[1 + LIMITS_MAX_GROUPS];
+	size_t n_payers = payers_of(l, subject, payer);
+	struct limit_entry *ents[2 * (1 + LIMITS_MAX_GROUPS)];
+	for (size_t p = 0; p < n_payers; p++) {
+		ents[2 * p] = entry_get(l, payer[p], NULL, now_ms);
+		ents[2 * p + 1] = has_model(model) ? entry_get(l, payer[p], model, now_ms) : NULL;
+	}
+	struct limit_entry *s = ents[0], *m = ents[1];
+	if (!s)
+		return true;   /* out of memory: fail open */
+
+	/* the estimate: given, else the running mean of the subject's most specific counter */
+	int64_t ask_tokens = 0, ask_ucents = 0;
+	if (est) {
+		const struct limit_entry *mean = m ? m : s;
+		ask_tokens = est->tokens >= 0 ? est->tokens : llround(mean->mean_tokens);
+		ask_ucents = est->cost_cents >= 0 ? to_ucents(est->cost_cents) : llround(mean->mean_ucents);
+		if (ask_tokens > LIMITS_MAX_COUNT)
+			ask_tokens = LIMITS_MAX_COUNT;
+	}
+
+	struct limit_refusal best;
+	bool refused = false;
+	memset(&best, 0, sizeof(best));
+	for (size_t i = 0; i < 2 * n_payers; i++)
+		if (ents[i])
+			entry_check(ents[i], i % 2 ? model : NULL,
+			            i >= 2 ? payer[i / 2] + strlen(LIMITS_GROUP_PREFIX) : NULL, now_ms,
+			            ask_tokens, ask_ucents, &best, &refused);
+	if (refused) {
+		if (refusal)
+			*refusal = best;
+		return false;
+	}
+	int64_t epoch = resv_epoch(now_ms);
+	for (size_t i = 0; i < 2 * n_payers; i++) {
+		struct limit_entry *e = ents[i];
+		if (!e)
+			continue;
+		if (e->limit[BUCKET_REQUESTS] > 0)
+			window_add(e, BUCKET_REQUESTS, now_ms, 1);
+		if (resv) {
+			struct resv_slot *slot = &e->resv[epoch & 1];
+			if (slot->epoch != epoch) {
+				memset(slot, 0, sizeof(*slot));
+				slot->epoch = epoch;
+			}
+			slot->tokens = add_count(slot->tokens, ask_tokens);
+			slot->ucents = add_count(slot->ucents, ask_ucents);
+			slot->inflight++;
+			mark_dirty(l, e);
+		}
+	}
+	if (resv) {
+		resv->held = true;
+		resv->epoch = epoch;
+		resv->tokens = ask_tokens;
+		resv->ucents = ask_ucents;
+	}
+	pending_add(l, m ? m : s, now_ms, 1, 0, 0);
+	return true;
+}
+
+/* Give back what r holds on the counter (subject, model), if it still exists and r has not expired. */
+static void resv_give_back(struct limits *l, const char *subject, const char *model,
+                           const struct limit_reservation *r, int64_t now)
+{
+	struct name_key k = make_key(subject, model);
+	struct limit_entry *e = (struct limit_entry *)htab_find(&l->entries, &k);
+	if (!e)
+		return;
+	resv_expire(e, now);
+	struct resv_slot *slot = &e->resv[r->epoch & 1];
+	if (slot->epoch != r->epoch)
+		return;   /* expired: already dropped */
+	slot->tokens = slot->tokens > r->tokens ? slot->tokens - r->tokens : 0;
+	slot->ucents = slot->ucents > r->ucents ? slot->ucents - r->ucents : 0;
+	slot->inflight = slot->inflight > 0 ? slot->inflight - 1 : 0;
+	mark_dirty(l, e);
+}
+
+void limits_release(struct limits *l, const char *subject, const char *model,
+                    struct limit_reservation *resv, int64_t now_ms)
+{
+	if (!l || !resv || !resv->held || !subject || !*subject)
+		return;
+	const char *payer[1 + LIMITS_MAX_GROUPS];
+	size_t n_payers = payers_of(l, subject, payer);
+	for (size_t p = 0; p < n_payers; p++) {
+		resv_give_back(l, payer[p], NULL, resv, now_ms);
+		if (has_model(model))
+			resv_give_back(l, payer[p], model, resv, now_ms);
+	}
+	resv->held = false;
+}
+
+void limits_settle(struct limits *l, const char *subject, const char *model,
+                   struct limit_reservation *resv, int64_t tokens, double cost_cents, int64_t now_ms)
+{
+	limits_release(l, subject, model, resv, now_ms);
+	limits_charge(l, subject, model, tokens, cost_cents, now_ms);
+}
+
 /*
  * Add use to the subject-wide and subject/model counters: requests and tokens
  * into the buckets (when bucket), tokens and ucents into the budgets (at_day
@@ -893,45 +1227,63 @@ static int64_t to_ucents(double cents)
  */
 static void add_use(struct limits *l, const char *subject, const char *model, int64_t now,
                     int64_t requests, int64_t tokens, int64_t ucents, int64_t at_day,
-                    bool bucket, bool local)
+                    bool bucket, bool local, bool call)
 {
 	if (!subject || !*subject)
 		return;
 	if (tokens < 0)
 		tokens = 0;
-	struct limit_entry *s = entry_get(l, subject, NULL, now);
-	struct limit_entry *m = has_model(model) ? entry_get(l, subject, model, now) : NULL;
-	struct limit_entry *both[2] = { s, m };
-	for (int i = 0; i < 2; i++) {
-		struct limit_entry *e = both[i];
-		if (!e)
-			continue;
-		if (bucket) {
-			if (e->limit[BUCKET_REQUESTS] > 0)
-				e->level[BUCKET_REQUESTS] += (double)requests;
-			if (e->limit[BUCKET_TOKENS] > 0)
-				e->level[BUCKET_TOKENS] += (double)tokens;
+	const char *payer[1 + LIMITS_MAX_GROUPS];
+	size_t n_payers = payers_of(l, subject, payer);
+	struct limit_entry *s = NULL, *m = NULL;
+	for (size_t p = 0; p < n_payers; p++) {
+		struct limit_entry *both[2];
+		both[0] = entry_get(l, payer[p], NULL, now);
+		both[1] = has_model(model) ? entry_get(l, payer[p], model, now) : NULL;
+		if (p == 0) {
+			s = both[0];
+			m = both[1];
 		}
-		if (at_day < 0 || at_day == e->day_start_ms)
-			e->tokens_day = add_count(e->tokens_day, tokens);
-		if (at_day < 0 || month_start(at_day) == e->month_start_ms)
-			e->ucents_month = add_count(e->ucents_month, ucents);
+		for (int i = 0; i < 2; i++) {
+			struct limit_entry *e = both[i];
+			if (!e)
+				continue;
+			if (bucket) {
+				if (e->limit[BUCKET_REQUESTS] > 0)
+					window_add(e, BUCKET_REQUESTS, now, requests);
+				if (e->limit[BUCKET_TOKENS] > 0)
+					window_add(e, BUCKET_TOKENS, now, tokens);
+			}
+			if (call && p == 0 && (tokens > 0 || ucents > 0)) {
+				/* exponentially weighted: each call counts 1/LIMITS_MEAN_WEIGHT */
+				e->mean_tokens += ((double)tokens - e->mean_tokens) / LIMITS_MEAN_WEIGHT;
+				e->mean_ucents += ((double)ucents - e->mean_ucents) / LIMITS_MEAN_WEIGHT;
+			}
+			if (at_day < 0 || at_day == e->day_start_ms)
+				e->tokens_day = add_count(e->tokens_day, tokens);
+			if (at_day < 0 || month_start(at_day) == e->month_start_ms)
+				e->ucents_month = add_count(e->ucents_month, ucents);
+			if (tokens > 0 || ucents > 0) {
+				mark_dirty(l, e);
+				check_alerts(l, e, now);
+			}
+		}
 	}
 	if (local && (m || s))
-		pending_add(l, m ? m : s, now, requests, tokens, ucents);
+		pending_add(l, m ? m : s, now, requests, tokens, ucents);   /* groups are not exported: each instance adds them */
 }
 
 void limits_charge(struct limits *l, const char *subject, const char *model, int64_t tokens,
                    double cost_cents, int64_t now_ms)
 {
-	add_use(l, subject, model, now_ms, 0, tokens, to_ucents(cost_cents), -1, true, true);
+	add_use(l, subject, model, now_ms, 0, tokens, to_ucents(cost_cents), -1, true, true, true);
 }
 
 void limits_seed(struct limits *l, const char *subject, const char *model, int64_t tokens_today,
                  double cost_cents_month, int64_t now_ms)
 {
 	add_use(l, subject, model, now_ms, 0, tokens_today, to_ucents(cost_cents_month), -1,
-	        false, false);
+	        false, false, false);
 }
 
 void limits_apply_remote(struct limits *l, const char *subject, const char *model,
@@ -941,7 +1293,7 @@ void limits_apply_remote(struct limits *l, const char *subject, const char *mode
 	int64_t day = day_start(day_start_ms);
 	bool recent = day + DAY_MS > now_ms - MINUTE_MS;
 	add_use(l, subject, model, now_ms, requests < 0 ? 0 : requests, tokens, to_ucents(cost_cents),
-	        day, recent, false);
+	        day, recent, false, false);
 }
 
 /* ---- reporting ---- */
@@ -970,8 +1322,8 @@ static void format_amount(enum limit_dim d, double v, char *buf, size_t len)
 
 void limits_format_refusal(const struct limit_refusal *r, const char *subject, struct pg_error *out)
 {
-	static const char *const nouns[LIMIT_N_DIMS] = { "request", "token", "token", "cent" };
-	static const char *const verbs[LIMIT_N_DIMS] = { "", "", " used", " spent" };
+	static const char *const nouns[LIMIT_N_DIMS] = { "request", "token", "token", "cent", "statement" };
+	static const char *const verbs[LIMIT_N_DIMS] = { "", "", " used", " spent", "" };
 	char limit[64], used[64], model[LIMITS_NAME_MAX + 16] = "";
 	enum limit_dim d = (unsigned)r->dim < LIMIT_N_DIMS ? r->dim : LIMIT_REQUESTS_PER_MINUTE;
 
@@ -982,18 +1334,32 @@ void limits_format_refusal(const struct limit_refusal *r, const char *subject, s
 	memset(out, 0, sizeof(*out));
 	snprintf(out->severity, sizeof(out->severity), "ERROR");
 	snprintf(out->sqlstate, sizeof(out->sqlstate), "%s", SQLSTATE_RATE_LIMIT_EXCEEDED);
-	snprintf(out->message, sizeof(out->message), "rate limit exceeded for \"%s\": %s %s",
-	         subject ? subject : "", dim_names[d], limit);
+	if (r->group)
+		snprintf(out->message, sizeof(out->message), "rate limit exceeded for \"%s\" in group \"%.*s\": %s %s",
+		         subject ? subject : "", LIMITS_NAME_MAX, r->group, dim_names[d], limit);
+	else
+		snprintf(out->message, sizeof(out->message), "rate limit exceeded for \"%s\": %s %s",
+		         subject ? subject : "", dim_names[d], limit);
 	const char *sep = r->model ? " " : "";
 	if (r->limit == 0)
 		snprintf(out->detail, sizeof(out->detail), "The limit%s%s%s is 0, so every statement is refused.",
 		         r->model ? " for" : "", sep, model);
 	else
-		snprintf(out->detail, sizeof(out->detail), "%s %s%s%s%s%s%s %s; the limit is %s.", used, nouns[d],
+	{
+		char reserved[128] = "";
+		if (r->reserved > 0) {
+			char amount[64];
+			format_amount(d, r->reserved, amount, sizeof(amount));
+			snprintf(reserved, sizeof(reserved), " and %s reserved by statements in flight", amount);
+		}
+		snprintf(out->detail, sizeof(out->detail), "%s %s%s%s%s%s%s %s%s; the limit is %s.", used, nouns[d],
 		         r->used == 1 ? "" : "s", verbs[d], r->model ? " with" : "", sep, model,
-		         dim_windows[d], limit);
+		         dim_windows[d], reserved, limit);
+	}
 	if (r->retry_after_ms < 0) {
 		/* no hint: waiting does not help */
+	} else if (d == LIMIT_MAX_CONCURRENT) {
+		snprintf(out->hint, sizeof(out->hint), "Retry when one of the statements in flight has finished.");
 	} else if (d == LIMIT_REQUESTS_PER_MINUTE || d == LIMIT_TOKENS_PER_MINUTE) {
 		long long tenths = (r->retry_after_ms + 99) / 100;
 		snprintf(out->hint, sizeof(out->hint), "Retry after %lld.%lld s.", tenths / 10, tenths % 10);
@@ -1021,9 +1387,16 @@ size_t limits_foreach_status(struct limits *l, int64_t now_ms, limits_status_fn 
 			switch (d) {
 			case LIMIT_REQUESTS_PER_MINUTE:
 			case LIMIT_TOKENS_PER_MINUTE:
-				st.used = bucket_used(e->level[d]);
-				st.reset_at_ms = now_ms + (lim > 0 ? drain_ms(e->level[d], lim) : 0);
+				st.used = (double)window_total(e->win[d]);
+				st.reset_at_ms = st.used > 0 ? (e->win[d]->head_sec + WINDOW_SLOTS) * 1000 : now_ms;
 				break;
+			case LIMIT_MAX_CONCURRENT: {
+				int64_t rt, ru, ri;
+				resv_totals(e, &rt, &ru, &ri);
+				st.used = (double)ri;
+				st.reset_at_ms = now_ms;
+				break;
+			}
 			case LIMIT_TOKENS_PER_DAY:
 				st.used = (double)e->tokens_day;
 				st.reset_at_ms = e->day_start_ms + DAY_MS;
@@ -1085,4 +1458,147 @@ void limits_get_stats(const struct limits *l, struct limits_stats *out)
 {
 	*out = l->stats;
 	out->entries = l->entries.count;
+}
+
+/* ---- budget alerts and status ---- */
+
+bool limits_parse_thresholds(const char *text, double *out, size_t *n, char *errbuf, size_t errlen)
+{
+	size_t count = 0;
+	const char *p = text ? text : "";
+	for (;;) {
+		while (is_separator(*p))
+			p++;
+		if (!*p)
+			break;
+		const char *start = p;
+		while (*p && !is_separator(*p))
+			p++;
+		char num[32];
+		size_t len = (size_t)(p - start);
+		char *end = NULL;
+		snprintf(num, sizeof(num), "%.*s", (int)(len < sizeof(num) ? len : sizeof(num) - 1), start);
+		double v = len < sizeof(num) && (num[0] >= '0' && num[0] <= '9') ? strtod(num, &end) : -1;
+		if (!end || *end || !(v > 0) || v > 1000) {
+			snprintf(errbuf, errlen, "invalid budget alert threshold \"%.*s\": expected a percentage above 0 and at most 1000",
+			         (int)(len > 64 ? 64 : len), start);
+			return false;
+		}
+		if (count == LIMITS_MAX_THRESHOLDS) {
+			snprintf(errbuf, errlen, "too many budget alert thresholds: at most %d", LIMITS_MAX_THRESHOLDS);
+			return false;
+		}
+		size_t i = count;
+		while (i > 0 && out[i - 1] > v) {   /* keep them ascending */
+			out[i] = out[i - 1];
+			i--;
+		}
+		if (i > 0 && out[i - 1] == v) {     /* a repeat: once is enough */
+			memmove(&out[i], &out[i + 1], (count - i) * sizeof(*out));
+			continue;
+		}
+		out[i] = v;
+		count++;
+	}
+	*n = count;
+	return true;
+}
+
+void limits_set_alert_thresholds(struct limits *l, const double *pcts, size_t n)
+{
+	if (n > LIMITS_MAX_THRESHOLDS)
+		n = LIMITS_MAX_THRESHOLDS;
+	memcpy(l->thresholds, pcts, n * sizeof(*pcts));
+	l->n_thresholds = n;
+}
+
+size_t limits_take_alerts(struct limits *l, limits_alert_fn fn, void *arg)
+{
+	size_t n = l->n_alerts;
+	for (size_t i = 0; i < n; i++) {
+		struct queued_alert *q = &l->alerts[i];
+		q->a.subject = q->subject;
+		q->a.model = q->model;
+		fn(&q->a, arg);
+		free(q->subject);
+		free(q->model);
+	}
+	l->n_alerts = 0;
+	return n;
+}
+
+size_t limits_foreach_changed_budget(struct limits *l, int64_t now_ms, limits_budget_fn fn, void *arg)
+{
+	size_t calls = 0;
+	for (struct limit_entry *e = l->newest; e && l->dirty_budgets > 0; e = e->older) {
+		if (!e->budget_dirty)
+			continue;
+		e->budget_dirty = false;
+		l->dirty_budgets--;
+		entry_refresh(l, e, now_ms);
+		int64_t rtokens, rucents, inflight;
+		resv_totals(e, &rtokens, &rucents, &inflight);
+		for (int i = 0; i < 2; i++) {
+			enum limit_dim d = i == 0 ? LIMIT_TOKENS_PER_DAY : LIMIT_COST_CENTS_PER_MONTH;
+			if (e->limit[d] < 0)
+				continue;
+			struct limit_budget b = {
+				.subject = e->node.subject,
+				.model = e->node.model,
+				.dim = d,
+				.limit = e->limit[d],
+				.used = i == 0 ? (double)e->tokens_day : (double)e->ucents_month / UCENTS_PER_CENT,
+				.reserved = i == 0 ? (double)rtokens : (double)rucents / UCENTS_PER_CENT,
+				.resets_at_ms = i == 0 ? e->day_start_ms + DAY_MS : next_month_start(now_ms),
+			};
+			fn(&b, arg);
+			calls++;
+		}
+	}
+	return calls;
+}
+
+/* ---- groups ---- */
+
+void limits_clear_groups(struct limits *l)
+{
+	for (size_t i = 0; i < l->members.n_buckets; i++) {
+		struct hnode *n = l->members.buckets[i];
+		while (n) {
+			struct hnode *next = n->next;
+			struct group_member *g = (struct group_member *)n;
+			for (size_t k = 0; k < g->n; k++)
+				free(g->groups[k]);
+			free(g);
+			n = next;
+		}
+		l->members.buckets[i] = NULL;
+	}
+	l->members.count = 0;
+}
+
+bool limits_add_group(struct limits *l, const char *subject, const char *group)
+{
+	if (!subject || !*subject || !group || !*group)
+		return false;
+	struct name_key k = make_key(subject, NULL);
+	struct group_member *g = (struct group_member *)htab_find(&l->members, &k);
+	if (!g) {
+		g = alloc_named(sizeof(*g), &k);
+		if (!g)
+			return false;
+		htab_insert(&l->members, &g->node);
+	}
+	char name[sizeof(LIMITS_GROUP_PREFIX) + LIMITS_NAME_MAX];
+	snprintf(name, sizeof(name), "%s%.*s", LIMITS_GROUP_PREFIX, LIMITS_NAME_MAX, group);
+	for (size_t i = 0; i < g->n; i++)
+		if (strcmp(g->groups[i], name) == 0)
+			return true;
+	if (g->n == LIMITS_MAX_GROUPS)
+		return false;
+	g->groups[g->n] = strdup(name);
+	if (!g->groups[g->n])
+		return false;
+	g->n++;
+	return true;
 }

@@ -1,7 +1,8 @@
 /*
  * limits.h - rate limits and budgets of the AI middleware (DESIGN §5.2): the
  * [limits] rules and their sluice.limits overrides, per-subject and per-model
- * counters, admission, charging, and counter sync between instances. Pure: no I/O.
+ * counters, admission with reservations, settling, and counter sync between
+ * instances. Pure: no I/O.
  */
 #ifndef SLUICE_LIMITS_H
 #define SLUICE_LIMITS_H
@@ -21,10 +22,11 @@
  */
 
 enum limit_dim {
-	LIMIT_REQUESTS_PER_MINUTE,   /* attributed statements; GCRA, burst = the limit */
-	LIMIT_TOKENS_PER_MINUTE,     /* tokens charged; GCRA, burst = the limit */
-	LIMIT_TOKENS_PER_DAY,        /* tokens charged in the current UTC day */
-	LIMIT_COST_CENTS_PER_MONTH,  /* cents charged in the current UTC month */
+	LIMIT_REQUESTS_PER_MINUTE,   /* attributed statements in any 60 s (sliding window) */
+	LIMIT_TOKENS_PER_MINUTE,     /* tokens charged or reserved in any 60 s (sliding window) */
+	LIMIT_TOKENS_PER_DAY,        /* tokens charged or reserved in the current UTC day */
+	LIMIT_COST_CENTS_PER_MONTH,  /* cents charged or reserved in the current UTC month */
+	LIMIT_MAX_CONCURRENT,        /* attributed statements in flight (admitted, not yet settled) */
 	LIMIT_N_DIMS
 };
 
@@ -40,6 +42,19 @@ enum limit_dim {
 
 /* Counters idle this long, with nothing left to remember, are freed (limits_expire). */
 #define LIMITS_IDLE_MS   LIMITS_DAY_MS
+
+/*
+ * A reservation that is never settled or released (a statement whose end
+ * pgsluice never saw) is dropped 5 to 10 minutes after its admission: it is
+ * kept for the epoch of 5 minutes it was made in and the next one.
+ */
+#define LIMITS_RESERVATION_EPOCH_MS ((int64_t)300000)
+
+/* The running mean of a counter's calls weighs each new call 1/8. */
+#define LIMITS_MEAN_WEIGHT 8.0
+
+/* retry_after_ms of a max_concurrent refusal (orders it among refusals; the HINT says why). */
+#define LIMITS_CONCURRENT_RETRY_MS 100
 
 /* max_entries when limits_new is given 0; the smallest accepted is 16. */
 #define LIMITS_DEFAULT_MAX_ENTRIES 1000000
@@ -59,6 +74,7 @@ struct limit_values {
 	int64_t tokens_per_minute;
 	int64_t tokens_per_day;
 	double cost_cents_per_month;    /* fractions allowed: 0.5 */
+	int64_t max_concurrent;
 };
 
 /* The ini name of a dimension ("requests_per_minute", ...). */
@@ -136,7 +152,7 @@ struct limits;
 /*
  * New counters governed by rules (owned from now on; NULL = no limits).
  * max_entries bounds the number of (subject, model) counters (0: the
- * default; each costs about 260 bytes plus its names). When a new counter would pass
+ * default; each costs about 330 bytes plus its names, and 504 per per-minute limit in force). When a new counter would pass
  * it, the least recently used counter is freed; if it still held use, that
  * use is forgotten (limits_stats.evicted_full), so size max_entries above the
  * number of subjects and models active in a month. NULL when out of memory.
@@ -165,9 +181,12 @@ struct limit_refusal {
 	enum limit_dim dim;
 	const char *model;       /* the model whose own limit refused, borrowed from
 	                            limits_admit's argument; NULL: a subject-wide limit */
+	const char *group;       /* the group whose limit refused (borrowed, valid until the
+	                            groups change); NULL: the subject's own */
 	double limit;            /* the limit in force (cents for cost) */
 	double used;             /* use counted against it: requests or tokens in the
-	                            per-minute bucket (rounded up), tokens today, cents this month */
+	                            last minute, tokens today, cents this month, statements in flight */
+	double reserved;         /* tokens or cents held by statements in flight (0 for the others) */
 	const char *window;      /* "in the last minute", "today (UTC)", "this month (UTC)"; static */
 	int64_t retry_after_ms;  /* per-minute: until one more request or token fits;
 	                            budgets: until the window resets; -1: never (the limit is 0) */
@@ -177,15 +196,64 @@ struct limit_refusal {
 /*
  * May an attributed statement of subject (using model; NULL or "" = none)
  * run at now_ms? Checks the subject-wide counter and, with a model, the
- * subject/model counter, in every dimension: a per-minute limit needs room
- * for one more request or token, a budget needs use below the limit. When
- * allowed, counts one request on both and returns true. Otherwise counts
- * nothing, fills *refusal (may be NULL) with the dimension that needs the
- * longest wait, and returns false. subject NULL or "" is not limited (true).
- * Out of memory: fails open (true, not counted).
+ * subject/model counter, in every dimension: requests_per_minute needs the
+ * requests of the last 60 s plus this one to be at most the limit; a token
+ * or cost limit needs use plus what statements in flight reserved plus this
+ * one's estimate (at least one token / one millionth of a cent) to be at
+ * most the limit, or nothing used or reserved at all (one call larger than
+ * the whole limit is admitted, alone); max_concurrent needs room for one more
+ * statement in flight. When allowed, counts one request on both and returns
+ * true. Otherwise counts nothing, fills *refusal (may be NULL) with the
+ * dimension that needs the longest wait, and returns false. subject NULL or
+ * "" is not limited (true). Out of memory: fails open (true, not counted).
+ * Same as limits_admit_reserve without an estimate or reservation.
  */
 bool limits_admit(struct limits *l, const char *subject, const char *model, int64_t now_ms,
                   struct limit_refusal *refusal);
+
+/* What a statement is expected to spend; a negative field: the counter's running mean. */
+struct limit_estimate {
+	int64_t tokens;
+	double cost_cents;
+};
+
+/*
+ * What an admitted statement holds on its counters until limits_settle or
+ * limits_release (exactly one of them, at most once); plain data, kept by the
+ * caller with the statement. held is false when nothing was reserved.
+ */
+struct limit_reservation {
+	bool held;
+	int64_t epoch;           /* now_ms / LIMITS_RESERVATION_EPOCH_MS at admission */
+	int64_t tokens;          /* reserved tokens */
+	int64_t ucents;          /* reserved cost, millionths of a cent */
+};
+
+/*
+ * limits_admit, and when admitted reserve est on the subject-wide and the
+ * subject/model counter: its tokens and cost count against tokens_per_minute,
+ * tokens_per_day and cost_cents_per_month, and the statement against
+ * max_concurrent, until limits_settle or limits_release, or until the
+ * reservation expires (LIMITS_RESERVATION_EPOCH_MS). est NULL: nothing but
+ * the statement is reserved; a negative est field: the running mean of the
+ * most specific counter's recent calls (weight 1/LIMITS_MEAN_WEIGHT per call,
+ * 0 before the first). *resv (may be NULL: no reservation) is always written.
+ */
+bool limits_admit_reserve(struct limits *l, const char *subject, const char *model, int64_t now_ms,
+                          const struct limit_estimate *est, struct limit_reservation *resv,
+                          struct limit_refusal *refusal);
+
+/*
+ * The statement of *resv made its usage record: give back the reservation
+ * and charge the real tokens and cost (limits_charge). resv not held: only
+ * the charge. Marks *resv not held.
+ */
+void limits_settle(struct limits *l, const char *subject, const char *model,
+                   struct limit_reservation *resv, int64_t tokens, double cost_cents, int64_t now_ms);
+
+/* The statement ended without a record (failed, client gone): give back *resv. NULL l or resv, or not held: nothing. */
+void limits_release(struct limits *l, const char *subject, const char *model,
+                    struct limit_reservation *resv, int64_t now_ms);
 
 /*
  * Charge a completed LLM call's tokens and cost (cents, fractions allowed)
@@ -228,9 +296,9 @@ struct limit_status {
 	const char *model;       /* "" for the subject-wide counter */
 	enum limit_dim dim;
 	double limit;
-	double used;             /* as in struct limit_refusal */
+	double used;             /* as in struct limit_refusal (reservations not included) */
 	double remaining;        /* limit - used, at least 0 */
-	int64_t reset_at_ms;     /* per-minute: when the bucket is empty (now_ms if it is);
+	int64_t reset_at_ms;     /* per-minute: when the window is empty (now_ms if it is);
 	                            budgets: the start of the next day or month */
 };
 
@@ -297,8 +365,86 @@ struct limits_stats {
 	uint64_t evicted_idle;      /* freed with nothing to remember */
 	uint64_t evicted_full;      /* freed at max_entries while still holding use (lost) */
 	uint64_t dropped_deltas;    /* pending deltas overwritten before an export */
+	uint64_t dropped_alerts;    /* budget alerts not queued (more than 4096 waiting, or out of memory) */
 };
 
 void limits_get_stats(const struct limits *l, struct limits_stats *out);
+
+/* ---- groups (sluice.subject_groups) ---- */
+
+/*
+ * Limits of a group are written for the subject "group:<name>" ([limits] key
+ * group:eng, or a sluice.limits row with that subject); "default" does not
+ * apply to groups. A statement of a subject is checked against and charged
+ * to the subject's counters and to those of each of its groups (at most
+ * LIMITS_MAX_GROUPS); the refusal that needs the longest wait names the group.
+ * Groups are not exported to other instances: each adds its members' use.
+ */
+#define LIMITS_GROUP_PREFIX "group:"
+#define LIMITS_MAX_GROUPS 4
+
+/* Forget every membership (before loading sluice.subject_groups afresh). */
+void limits_clear_groups(struct limits *l);
+
+/* subject belongs to group (a name without the prefix). False: out of memory, empty names, or more than LIMITS_MAX_GROUPS. */
+bool limits_add_group(struct limits *l, const char *subject, const char *group);
+
+/* ---- budget alerts and status (sluice_budget, sluice.budget_status) ---- */
+
+#define LIMITS_MAX_THRESHOLDS 8
+
+/*
+ * Parse budget_alert_thresholds: percentages (above 0, at most 1000, decimals
+ * allowed) separated by commas or spaces, into out[LIMITS_MAX_THRESHOLDS]
+ * ascending without repeats, *n of them ("" gives 0: no alerts). False with
+ * errbuf set, e.g. invalid budget alert threshold "80%": expected a percentage
+ * above 0 and at most 1000.
+ */
+bool limits_parse_thresholds(const char *text, double *out, size_t *n, char *errbuf, size_t errlen);
+
+/* Alert when a budget's use reaches each of pcts (ascending, n at most LIMITS_MAX_THRESHOLDS). */
+void limits_set_alert_thresholds(struct limits *l, const double *pcts, size_t n);
+
+/*
+ * A tokens_per_day or cost_cents_per_month budget of one counter reached
+ * threshold_pct percent of its limit (charged use, local or from another
+ * instance or the start-up seed); reported once per counter, threshold and
+ * period (UTC day or month) by this instance. Names borrowed for the callback.
+ */
+struct limit_alert {
+	const char *subject;
+	const char *model;           /* "" for the subject-wide counter */
+	enum limit_dim dim;
+	double threshold_pct;
+	double limit;                /* tokens, or cents */
+	double used;                 /* when the threshold was reached */
+	int64_t period_start_ms;     /* the UTC day or month */
+	int64_t resets_at_ms;
+};
+
+typedef void (*limits_alert_fn)(const struct limit_alert *alert, void *arg);
+
+/* Hand every alert queued since the last call to fn, oldest first, and forget them. Returns how many. */
+size_t limits_take_alerts(struct limits *l, limits_alert_fn fn, void *arg);
+
+/* A budget of one counter as it stands: for sluice.budget_status. Names borrowed for the callback. */
+struct limit_budget {
+	const char *subject;
+	const char *model;           /* "" for the subject-wide counter */
+	enum limit_dim dim;          /* LIMIT_TOKENS_PER_DAY or LIMIT_COST_CENTS_PER_MONTH */
+	double limit;
+	double used;                 /* charged this day / month (local, remote and seeded) */
+	double reserved;             /* held by this instance's statements in flight */
+	int64_t resets_at_ms;
+};
+
+typedef void (*limits_budget_fn)(const struct limit_budget *budget, void *arg);
+
+/*
+ * Call fn for each budget in force on every counter whose use or
+ * reservations changed since the previous call (nothing when none did; else
+ * a walk of all counters). fn must not call into l. Returns the number of calls.
+ */
+size_t limits_foreach_changed_budget(struct limits *l, int64_t now_ms, limits_budget_fn fn, void *arg);
 
 #endif

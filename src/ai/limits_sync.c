@@ -27,6 +27,13 @@ struct batch {
 	int n;
 };
 
+/* Parallel arrays of rows for one unnest() INSERT: budget alerts or budget states. */
+#define ROW_COLS 8
+struct rows {
+	struct sqltext col[ROW_COLS];
+	int n;
+};
+
 /* Last batch number applied from one other instance. */
 struct peer_seq {
 	char *instance;
@@ -43,12 +50,14 @@ struct limits_sync {
 	bool limits_read;          /* sluice.limits read at least once */
 	bool seeded;               /* budgets seeded from sluice.llm_usage */
 	bool seed_running, positions_running;
-	bool refresh_running, sync_running;
+	bool refresh_running, sync_running, groups_running;
 	long long next_seq;        /* this instance's next batch number */
 	struct batch pending;      /* exported, not yet stored */
 	long long pending_seq;
 	struct peer_seq *peers;
 	size_t n_peers;
+	struct rows alerts;        /* taken from the limits, not yet stored (retried) */
+	bool alerts_running, state_running;
 };
 
 static int64_t now_ms(void)
@@ -65,6 +74,53 @@ static void batch_free(struct batch *b)
 	free(b->tokens.s);
 	free(b->cents.s);
 	memset(b, 0, sizeof(*b));
+}
+
+static void rows_free(struct rows *r)
+{
+	for (int i = 0; i < ROW_COLS; i++)
+		free(r->col[i].s);
+	memset(r, 0, sizeof(*r));
+}
+
+/* Append one value to column i of r's current row (quoted text, or a number as is). */
+static void rows_add(struct rows *r, int i, const char *value, bool quoted)
+{
+	if (r->n)
+		sqltext_str(&r->col[i], ",");
+	if (quoted)
+		sqltext_quoted(&r->col[i], value);
+	else
+		sqltext_str(&r->col[i], value);
+}
+
+static void rows_add_num(struct rows *r, int i, double v)
+{
+	char num[64];
+	snprintf(num, sizeof(num), "%.6f", v);
+	rows_add(r, i, num, false);
+}
+
+static void rows_add_ms(struct rows *r, int i, int64_t ms)
+{
+	char num[32];
+	snprintf(num, sizeof(num), "%lld", (long long)ms);
+	rows_add(r, i, num, false);
+}
+
+/* The columns as array literals in params[0..ncols) (malloc'ed, free with free()); false when out of memory. */
+static bool rows_params(const struct rows *r, int ncols, char **params)
+{
+	bool ok = true;
+	for (int i = 0; i < ncols; i++) {
+		struct sqltext a = { 0 };
+		sqltext_str(&a, "{");
+		sqltext_str(&a, r->col[i].s ? r->col[i].s : "");
+		sqltext_str(&a, "}");
+		ok = ok && !a.failed && !r->col[i].failed;
+		params[i] = a.s;
+	}
+	return ok;
 }
 
 static bool query_ok(const PGresult *res, const char *what)
@@ -101,14 +157,32 @@ static void limits_loaded(void *arg, const PGresult *res)
 		v.tokens_per_minute = value_or_inherit(res, i, 3);
 		v.tokens_per_day = value_or_inherit(res, i, 4);
 		v.cost_cents_per_month = PQgetisnull(res, i, 5) ? LIMIT_INHERIT : atof(PQgetvalue(res, i, 5));
+		v.max_concurrent = value_or_inherit(res, i, 6);
 		if (!limits_set_override(rules, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), &v))
 			log_warning("limits: sluice.limits row for \"%s\" ignored", PQgetvalue(res, i, 0));
 	}
 }
 
+static void groups_loaded(void *arg, const PGresult *res)
+{
+	struct limits_sync *ls = arg;
+	ls->groups_running = false;
+	if (!query_ok(res, "reading sluice.subject_groups"))
+		return;    /* the memberships read last stay */
+	limits_clear_groups(ls->sl->limits);
+	for (int i = 0; i < PQntuples(res); i++)
+		if (!limits_add_group(ls->sl->limits, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1)))
+			log_warning("limits: sluice.subject_groups row (\"%s\", \"%s\") ignored: at most %d groups per subject",
+			            PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), LIMITS_MAX_GROUPS);
+}
+
+static const char GROUPS_SQL[] =
+	"SELECT subject, group_name FROM sluice.subject_groups ORDER BY subject, group_name";
+
 static const char LIMITS_SQL[] =
 	"SELECT subject, model, requests_per_minute, tokens_per_minute, tokens_per_day, "
-	"cost_cents_per_month::float8 FROM sluice.limits";
+	"cost_cents_per_month::float8, max_concurrent FROM sluice.limits "
+	"WHERE valid_until IS NULL OR valid_until > now()";
 
 /* Tokens of today and cents of this month per (subject, model), UTC. */
 static const char SEED_SQL[] =
@@ -127,6 +201,8 @@ static void refresh_limits(struct limits_sync *ls)
 	if (ls->refresh_running)
 		return;
 	ls->refresh_running = sidechan_query(ls->sc, LIMITS_SQL, 0, NULL, limits_loaded, ls);
+	if (!ls->groups_running)
+		ls->groups_running = sidechan_query(ls->sc, GROUPS_SQL, 0, NULL, groups_loaded, ls);
 }
 
 /* ---- start: seed budgets, find where the batches stand ---- */
@@ -221,6 +297,9 @@ static void preload(struct limits_sync *ls)
 	PQclear(res);
 	res = PQexec(conn, LIMITS_SQL);
 	limits_loaded(ls, res);
+	PQclear(res);
+	res = PQexec(conn, GROUPS_SQL);
+	groups_loaded(ls, res);
 	PQclear(res);
 	res = PQexec(conn, SEED_SQL);
 	seeded(ls, res);
@@ -342,12 +421,139 @@ static void store_pending(struct limits_sync *ls)
 		free(arrays[i].s);
 }
 
+/* ---- budget alerts (NOTIFY sluice_budget) and sluice.budget_state ---- */
+
+static void add_alert(const struct limit_alert *a, void *arg)
+{
+	struct rows *r = arg;
+	if (!tags_text_is_clean(a->subject, strlen(a->subject)) || !tags_text_is_clean(a->model, strlen(a->model)))
+		return;
+	rows_add(r, 0, a->subject, true);
+	rows_add(r, 1, a->model, true);
+	rows_add(r, 2, limit_dim_name(a->dim), true);
+	rows_add_ms(r, 3, a->period_start_ms);
+	rows_add_num(r, 4, a->threshold_pct);
+	rows_add_num(r, 5, a->used);
+	rows_add_num(r, 6, a->limit);
+	rows_add_ms(r, 7, a->resets_at_ms);
+	r->n++;
+}
+
+static void alerts_sent(void *arg, const PGresult *res)
+{
+	struct limits_sync *ls = arg;
+	ls->alerts_running = false;
+	if (!query_ok(res, "announcing budget alerts")) {
+		const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+		if (state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0)) {
+			log_warning("limits: %d budget alerts were dropped", ls->alerts.n);
+			rows_free(&ls->alerts);
+		}
+		return;   /* else kept: sent again on the next tick; sluice.budget_alerts keeps it to one */
+	}
+	rows_free(&ls->alerts);
+}
+
+/*
+ * The thresholds crossed since the last tick: each is stored in
+ * sluice.budget_alerts and, if no instance stored it before in this period,
+ * announced with NOTIFY sluice_budget in the same transaction.
+ */
+static void send_alerts(struct limits_sync *ls)
+{
+	if (ls->alerts_running)
+		return;
+	if (ls->alerts.n == 0)
+		limits_take_alerts(ls->sl->limits, add_alert, &ls->alerts);
+	if (ls->alerts.n == 0)
+		return;
+	char *params[9] = { 0 };
+	bool ok = rows_params(&ls->alerts, 8, params);
+	params[8] = ls->instance;
+	ls->alerts_running = ok && sidechan_query(ls->sc,
+		"WITH a AS (INSERT INTO sluice.budget_alerts (subject, model, dimension, period_start, threshold_pct, "
+		"  used, limit_value, resets_at, instance) "
+		"  SELECT s, m, d, to_timestamp(p / 1000.0), t, u, l, to_timestamp(r / 1000.0), $9 "
+		"  FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::numeric[], $6::numeric[], "
+		"  $7::numeric[], $8::bigint[]) AS x(s, m, d, p, t, u, l, r) "
+		"  ON CONFLICT DO NOTHING RETURNING *) "
+		"SELECT pg_notify('sluice_budget', json_build_object('subject', subject, 'model', nullif(model, ''), "
+		"  'dimension', dimension, 'threshold_pct', threshold_pct, 'used', used, 'limit', limit_value, "
+		"  'period_start', period_start, 'resets_at', resets_at, 'instance', instance)::text) FROM a",
+		9, (const char *const *)params, alerts_sent, ls);
+	for (int i = 0; i < 8; i++)
+		free(params[i]);
+}
+
+static void add_budget(const struct limit_budget *b, void *arg)
+{
+	struct rows *r = arg;
+	if (!tags_text_is_clean(b->subject, strlen(b->subject)) || !tags_text_is_clean(b->model, strlen(b->model)))
+		return;
+	rows_add(r, 0, b->subject, true);
+	rows_add(r, 1, b->model, true);
+	rows_add(r, 2, limit_dim_name(b->dim), true);
+	rows_add_num(r, 3, b->limit);
+	rows_add_num(r, 4, b->used);
+	rows_add_num(r, 5, b->reserved);
+	rows_add_ms(r, 6, b->resets_at_ms);
+	r->n++;
+}
+
+static void state_stored(void *arg, const PGresult *res)
+{
+	struct limits_sync *ls = arg;
+	ls->state_running = false;
+	query_ok(res, "storing sluice.budget_state");   /* the next change stores it again */
+}
+
+/* The budgets that changed since the last tick, upserted into sluice.budget_state. */
+static void store_budget_state(struct limits_sync *ls)
+{
+	if (ls->state_running)
+		return;
+	struct rows r = { 0 };
+	limits_foreach_changed_budget(ls->sl->limits, now_ms(), add_budget, &r);
+	if (r.n > 0) {
+		char *params[8] = { 0 };
+		params[0] = ls->instance;
+		bool ok = rows_params(&r, 7, params + 1);
+		ls->state_running = ok && sidechan_query(ls->sc,
+			"INSERT INTO sluice.budget_state AS b (instance, subject, model, dimension, limit_value, used, "
+			"  reserved, resets_at, updated_at) "
+			"SELECT $1, s, m, d, l, u, v, to_timestamp(t / 1000.0), now() "
+			"FROM unnest($2::text[], $3::text[], $4::text[], $5::numeric[], $6::numeric[], $7::numeric[], "
+			"  $8::bigint[]) AS x(s, m, d, l, u, v, t) "
+			"ON CONFLICT (instance, subject, model, dimension) DO UPDATE SET limit_value = EXCLUDED.limit_value, "
+			"  used = EXCLUDED.used, reserved = EXCLUDED.reserved, resets_at = EXCLUDED.resets_at, updated_at = now()",
+			8, (const char *const *)params, state_stored, ls);
+		for (int i = 1; i < 8; i++)
+			free(params[i]);
+	}
+	rows_free(&r);
+}
+
+/* budget_alert_thresholds into the limits (checked when the configuration was read). */
+static void set_thresholds(struct sluice *sl)
+{
+	double pcts[LIMITS_MAX_THRESHOLDS];
+	size_t n = 0;
+	char err[256];
+	if (!limits_parse_thresholds(sl->cfg->budget_alert_thresholds, pcts, &n, err, sizeof(err)))
+		n = 0;
+	limits_set_alert_thresholds(sl->limits, pcts, n);
+}
+
 static void sync_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct limits_sync *ls = arg;
 	(void)fd;
 	(void)what;
-	if (!ls->started || ls->sync_running || !sidechan_is_up(ls->sc))
+	if (!ls->started || !sidechan_is_up(ls->sc))
+		return;
+	send_alerts(ls);
+	store_budget_state(ls);
+	if (ls->sync_running)
 		return;
 	if (ls->pending.n == 0) {
 		limits_export_deltas(ls->sl->limits, add_delta, &ls->pending);
@@ -379,6 +585,8 @@ static void refresh_tick(evutil_socket_t fd, short what, void *arg)
 	limits_expire(ls->sl->limits, now_ms());
 	sidechan_query(ls->sc, "DELETE FROM sluice.rate_counters WHERE day < (now() AT TIME ZONE 'UTC')::date - 2",
 	               0, NULL, pruned, NULL);
+	sidechan_query(ls->sc, "DELETE FROM sluice.budget_state WHERE resets_at < now() - interval '1 day'",
+	               0, NULL, pruned, NULL);
 }
 
 /* ---- life cycle ---- */
@@ -399,6 +607,7 @@ bool limits_sync_start(struct sluice *sl)
 		return false;
 	}
 	str_copy(ls->instance, sl->instance, sizeof(ls->instance));
+	set_thresholds(sl);
 	ls->refresh_ev = event_new(sl->base, -1, EV_PERSIST, refresh_tick, ls);
 	ls->sync_ev = event_new(sl->base, -1, EV_PERSIST, sync_tick, ls);
 	ls->sc = sidechan_new(sl->base, "limits", ls->target.keys, ls->target.values, on_state, ls);
@@ -429,6 +638,7 @@ void limits_sync_reconfigure(struct sluice *sl)
 	struct limits_sync *ls = sl->limits_sync;
 	if (!ls)
 		return;
+	set_thresholds(sl);
 	event_del(ls->refresh_ev);
 	event_del(ls->sync_ev);
 	timer_add_usec(ls->refresh_ev, sl->cfg->limits_refresh_interval);
@@ -447,6 +657,7 @@ void limits_sync_stop(struct sluice *sl)
 		event_free(ls->sync_ev);
 	sidechan_free(ls->sc);      /* calls the pending callbacks with NULL */
 	batch_free(&ls->pending);
+	rows_free(&ls->alerts);
 	for (size_t i = 0; i < ls->n_peers; i++)
 		free(ls->peers[i].instance);
 	free(ls->peers);

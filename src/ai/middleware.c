@@ -62,6 +62,33 @@ struct usage_pending *middleware_hit_usage(struct client *c, const struct ai_tag
 	return p;
 }
 
+/*
+ * What the statement will spend, reserved at admission (docs/limits.md): its
+ * own ai_tokens_in/ai_tokens_out when it carries them (a usage record: exact,
+ * priced now), else ai_tokens_estimate / ai_cost_estimate, else -1: the
+ * running mean of the subject's (and model's) recent calls.
+ */
+static struct limit_estimate estimate_of(const struct sluice *sl, const struct ai_tags *tags, const char *model)
+{
+	struct limit_estimate est = { -1, -1 };
+	if (!tags)
+		return est;
+	if (usage_wanted(tags)) {
+		int64_t in = tags->tokens_in > 0 ? tags->tokens_in : 0, out = tags->tokens_out > 0 ? tags->tokens_out : 0;
+		est.tokens = in + out;
+		est.cost_cents = usage_price_cents(sl, model, in, out);
+	} else if (tags->tokens_estimate >= 0) {
+		est.tokens = tags->tokens_estimate;
+		/* the split of input and output is unknown: priced at the dearer of the two */
+		double as_in = usage_price_cents(sl, model, tags->tokens_estimate, 0);
+		double as_out = usage_price_cents(sl, model, 0, tags->tokens_estimate);
+		est.cost_cents = as_in > as_out ? as_in : as_out;
+	}
+	if (tags->cost_estimate_cents >= 0 && !usage_wanted(tags))
+		est.cost_cents = tags->cost_estimate_cents;
+	return est;
+}
+
 bool middleware_admit(struct client *c, const struct ai_tags *tags, struct pg_error *refusal,
                       struct usage_pending **usage)
 {
@@ -111,10 +138,18 @@ bool middleware_admit(struct client *c, const struct ai_tags *tags, struct pg_er
 		return false;
 	}
 	struct limit_refusal r;
-	if (!sl->limits || limits_admit(sl->limits, subject, model, wall_ms(), &r)) {
+	struct limit_estimate est = estimate_of(sl, tagged ? tags : NULL, model);
+	struct limit_reservation resv;
+	int64_t now = wall_ms();
+	if (!sl->limits || limits_admit_reserve(sl->limits, subject, model, now, &est, usage ? &resv : NULL, &r)) {
 		metrics_note_ai_statement(sl, subject, model, REFUSAL_NONE);   /* SHOW USAGE, /metrics */
-		if (usage && tagged && usage_wanted(tags))
-			*usage = usage_prepare(c, tags, subject, model);
+		if (usage) {
+			if (!sl->limits)
+				memset(&resv, 0, sizeof(resv));
+			*usage = usage_prepare_admitted(c, tagged ? tags : NULL, subject, model, &resv);
+			if (!*usage && sl->limits)
+				limits_release(sl->limits, subject, model, &resv, now);   /* out of memory */
+		}
 		return true;
 	}
 	limits_format_refusal(&r, subject, refusal);

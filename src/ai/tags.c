@@ -1,6 +1,6 @@
 /*
- * tags.c - the sqlcommenter parser: finds the last comment of a statement
- * text and reads pgsluice's ai_ keys and the traceparent from it.
+ * tags.c - the sqlcommenter parser: finds the comments of a statement text
+ * and reads pgsluice's ai_ keys and the traceparent from all of them.
  */
 #include "ai/tags.h"
 
@@ -20,7 +20,7 @@
 /* "00-" 32 hex "-" 16 hex "-" 2 hex */
 #define TRACEPARENT_LEN 55
 
-enum tag_kind { TAG_TEXT, TAG_TOKENS, TAG_LATENCY, TAG_TTL, TAG_CACHE, TAG_TRACEPARENT };
+enum tag_kind { TAG_TEXT, TAG_TOKENS, TAG_LATENCY, TAG_TTL, TAG_CACHE, TAG_TRACEPARENT, TAG_CENTS };
 
 /* The keys pgsluice reads and where each goes in struct ai_tags. */
 struct tag_def {
@@ -44,6 +44,8 @@ static const struct tag_def tag_defs[] = {
 	{ KEY("ai_conversation"), TAG_TEXT, TEXT_FIELD(conversation) },
 	{ KEY("ai_cache"), TAG_CACHE, 0, 0 },
 	{ KEY("ai_ttl"), TAG_TTL, INT_FIELD(ttl_s) },
+	{ KEY("ai_tokens_estimate"), TAG_TOKENS, INT_FIELD(tokens_estimate) },
+	{ KEY("ai_cost_estimate"), TAG_CENTS, 0, 0 },
 	{ KEY("traceparent"), TAG_TRACEPARENT, 0, 0 },
 };
 
@@ -66,6 +68,8 @@ static void reset_tags(struct ai_tags *t)
 	t->conversation[0] = '\0';
 	t->cache = AI_CACHE_NONE;
 	t->ttl_s = -1;
+	t->tokens_estimate = -1;
+	t->cost_estimate_cents = -1;
 	t->traceparent[0] = '\0';
 	t->comment_start = 0;
 	t->comment_end = 0;
@@ -89,33 +93,30 @@ static const char *find_opener(const char *p, const char *end)
 }
 
 /*
- * The last complete comment of text[0..len) as [*start, *end), delimiters
+ * The first complete comment of text[from..len) as [*start, *end), delimiters
  * included. Between comments memchr does the walking; inside one, the next
  * closer ends it and another opener restarts it (innermost pair). A closer
  * outside a comment is ordinary text; an unterminated tail is no comment.
  * False when there is none.
  */
-static bool find_last_comment(const char *text, size_t len, size_t *start, size_t *end)
+static bool find_comment(const char *text, size_t len, size_t from, size_t *start, size_t *end)
 {
-	const char *stop = text + len, *p = text, *open;
-	bool found = false;
+	const char *stop = text + len, *p = text + from, *open;
 
 	while ((open = find_opener(p, stop)) != NULL) {
 		for (p = open + 2;; p++) {
 			if (stop - p < 2)
-				return found;         /* unterminated */
+				return false;         /* unterminated */
 			if (p[0] == '/' && p[1] == '*') {
 				open = p++;
 			} else if (p[0] == '*' && p[1] == '/') {
 				*start = (size_t) (open - text);
 				*end = (size_t) (p + 2 - text);
-				found = true;
-				p += 2;
-				break;
+				return true;
 			}
 		}
 	}
-	return found;
+	return false;
 }
 
 /* ---- decoding ---- */
@@ -379,6 +380,45 @@ static void read_integer(struct tag_parser *tp, const struct tag_def *def, const
 	memcpy((char *) tp->out + def->offset, &v, sizeof v);
 }
 
+/* value[0..len) as cents: digits with at most 6 decimals, 0 .. 10^12 (ai_cost_estimate). */
+static void read_cents(struct tag_parser *tp, const struct tag_def *def, const char *value,
+                       size_t len, const char *raw, size_t raw_len)
+{
+	double v = 0, scale = 1;
+	size_t i, int_digits = 0, frac_digits = 0;
+	bool dot = false;
+
+	for (i = 0; i < len; i++) {
+		if (value[i] == '.' && !dot) {
+			dot = true;
+		} else if (value[i] >= '0' && value[i] <= '9') {
+			if (dot) {
+				scale /= 10;
+				v += (value[i] - '0') * scale;
+				frac_digits++;
+			} else {
+				v = v * 10 + (value[i] - '0');
+				int_digits++;
+			}
+		} else {
+			fail_invalid(tp, def, raw, raw_len);
+			return;
+		}
+	}
+	if (int_digits + frac_digits == 0 || (dot && frac_digits == 0) || frac_digits > 6) {
+		fail_invalid(tp, def, raw, raw_len);
+		return;
+	}
+	if (v > 1e12) {
+		char shown[SHOWN_VALUE_MAX + 4];
+
+		show_value(value, len, shown);
+		fail(tp, "%s is outside the valid range for tag \"%s\" (0 .. 1000000000000)", shown, def->name);
+		return;
+	}
+	tp->out->cost_estimate_cents = v;
+}
+
 static bool equals_ci(const char *s, size_t n, const char *word)
 {
 	size_t i;
@@ -450,6 +490,9 @@ static void read_item(struct tag_parser *tp, const char *key, size_t key_len, co
 		else
 			fail_invalid(tp, def, raw, raw_len);
 		break;
+	case TAG_CENTS:
+		read_cents(tp, def, value, len, raw, raw_len);
+		break;
 	case TAG_TRACEPARENT:
 		break;
 	}
@@ -515,17 +558,29 @@ enum tags_result tags_parse(const char *text, size_t len, struct ai_tags *out,
                             char *errbuf, size_t errlen)
 {
 	struct tag_parser tp;
-	size_t start = 0, end = 0;
+	size_t from = 0, start = 0, end = 0, won_start = 0, won_end = 0;
 
 	reset_tags(out);
-	if (!text || !find_last_comment(text, len, &start, &end))
-		return TAGS_NONE;
-
 	tp.out = out;
 	tp.failed = false;
-	if (!parse_body(&tp, text + start + 2, text + end - 2)) {
-		reset_tags(out);
-		return TAGS_NONE;
+	/* Every comment counts, in order, so a later value of a key wins (knex
+	 * puts its comment first, OpenTelemetry appends a traceparent last). */
+	while (text && !tp.failed && find_comment(text, len, from, &start, &end)) {
+		struct ai_tags before = *out;
+		bool was_present = out->present;
+
+		from = end;
+		out->present = false;
+		if (!parse_body(&tp, text + start + 2, text + end - 2)) {
+			*out = before;            /* no tag comment: contributes nothing */
+			tp.failed = false;
+			continue;
+		}
+		if (out->present) {
+			won_start = start;
+			won_end = end;
+		}
+		out->present |= was_present;
 	}
 	if (tp.failed) {
 		if (errbuf && errlen > 0) {
@@ -542,7 +597,7 @@ enum tags_result tags_parse(const char *text, size_t len, struct ai_tags *out,
 		reset_tags(out);
 		return TAGS_NONE;
 	}
-	out->comment_start = start;
-	out->comment_end = end;
+	out->comment_start = won_start;
+	out->comment_end = won_end;
 	return TAGS_OK;
 }

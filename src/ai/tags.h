@@ -1,6 +1,6 @@
 /*
  * tags.h - the sqlcommenter parser (DESIGN 5.1): reads pgsluice's ai_ keys and
- * the W3C traceparent from the last comment of a Query or Parse text. Pure
+ * the W3C traceparent from the comments of a Query or Parse text. Pure
  * function, no allocation, no sockets; policy (limits, trust) lives elsewhere.
  */
 #ifndef SLUICE_AI_TAGS_H
@@ -43,9 +43,12 @@ struct ai_tags {
 	char conversation[128];       /* ai_conversation */
 	enum ai_cache_mode cache;     /* ai_cache; AI_CACHE_NONE if absent */
 	int64_t ttl_s;                /* ai_ttl, seconds; -1 if absent */
+	int64_t tokens_estimate;      /* ai_tokens_estimate (0..TAGS_TOKENS_MAX); -1 if absent */
+	double cost_estimate_cents;   /* ai_cost_estimate, cents (0..10^12, 6 decimals); -1 if absent */
 	char traceparent[64];         /* "00-<32 hex>-<16 hex>-<2 hex>", lower-case hex; "" if absent or malformed */
-	size_t comment_start, comment_end;  /* the winning comment is text[comment_start..comment_end),
-	                                       from its "/" to the "/" of its closing; 0, 0 unless TAGS_OK */
+	size_t comment_start, comment_end;  /* the last comment that gave a key is
+	                                       text[comment_start..comment_end), from its "/" to the "/"
+	                                       of its closing; 0, 0 unless TAGS_OK */
 };
 
 enum tags_result { TAGS_NONE, TAGS_OK, TAGS_INVALID };
@@ -55,11 +58,13 @@ enum tags_result { TAGS_NONE, TAGS_OK, TAGS_INVALID };
  * need not be NUL-terminated and may be NULL when len is 0. out is always
  * reset first (absent values as documented above), so it may be reused.
  *
- * Which comment: comments are found as C's are, without nesting, and the
- * last complete "/ *...* /" pair wins. A "/ *" inside an open comment starts
- * the comment anew, so of `/ * a / * b * / c * /` the pair `/ * b * /` is
- * the comment, and a stray "/ *" in a string literal before the tag comment
- * does not hide it. Nothing else about SQL is understood: a comment inside a
+ * Which comments: comments are found as C's are, without nesting, and every
+ * complete "/ *...* /" pair is read, first to last; a key given in several
+ * comments takes its last value (knex and drizzle put their comment first,
+ * OpenTelemetry appends a traceparent comment last). A "/ *" inside an open
+ * comment starts the comment anew, so of `/ * a / * b * / c * /` the pair
+ * `/ * b * /` is the comment, and a stray "/ *" in a string literal before
+ * the tag comment does not hide it. Nothing else about SQL is understood: a comment inside a
  * string literal or after "--" counts like any other, so an application
  * that inlines untrusted text into a statement after its tag comment (or
  * without one) lets that text choose the tags. An unterminated "/ *" and
@@ -75,10 +80,11 @@ enum tags_result { TAGS_NONE, TAGS_OK, TAGS_INVALID };
  * and \\ a backslash) or plain (up to the next comma, outer whitespace
  * trimmed); then URL-decoded, '+' meaning a space. A repeated key: the
  * last one wins. A body that does not have this shape (`/ * plain english * /`)
- * is no tag comment: TAGS_NONE, even if it mentions ai_ keys.
+ * is no tag comment and contributes nothing, even if it mentions ai_ keys.
  *
  * Keys read: ai_user, ai_model, ai_conversation (text, 1..127 bytes),
- * ai_tokens_in, ai_tokens_out (0..TAGS_TOKENS_MAX), ai_latency_ms
+ * ai_tokens_in, ai_tokens_out, ai_tokens_estimate (0..TAGS_TOKENS_MAX),
+ * ai_cost_estimate (cents, digits with at most 6 decimals, 0..10^12), ai_latency_ms
  * (0..TAGS_LATENCY_MAX_MS) (plain decimal digits, no sign or spaces), ai_cache ("lookup" or "refresh", any
  * case), ai_ttl (TAGS_TTL_MIN_S..TAGS_TTL_MAX_S) and traceparent. Every
  * other key is ignored, including ai_ keys pgsluice does not know (so that

@@ -34,6 +34,9 @@
 struct usage_pending {
 	struct usage_record rec;
 	usec_t start;                  /* monotonic, when the statement went out */
+	struct sluice *sl;
+	bool record;                   /* journal rec at commit; false: only the reservation rides here */
+	struct limit_reservation resv; /* what admission reserved on the limits (docs/limits.md) */
 };
 
 struct model_price { char *model; double input_usd_per_mtok, output_usd_per_mtok; };
@@ -111,14 +114,27 @@ static void prices_loaded(void *arg, const PGresult *res)
 	}
 }
 
+/* US cents for tokens of model at the prices last read (0 when the model has none). */
+static double price_cents(const struct usage *u, const char *model, int64_t input_tokens,
+                          int64_t output_tokens)
+{
+	for (size_t i = 0; u && model && i < u->n_prices; i++)
+		if (strcmp(u->prices[i].model, model) == 0)
+			return ((double)input_tokens * u->prices[i].input_usd_per_mtok +
+			        (double)output_tokens * u->prices[i].output_usd_per_mtok) / 1e6 * 100.0;
+	return 0;
+}
+
 /* US cents for the tokens of a record at the prices last read (0 when the model has none). */
 static double cost_cents(const struct usage *u, const struct usage_record *r)
 {
-	for (size_t i = 0; i < u->n_prices; i++)
-		if (strcmp(u->prices[i].model, r->model) == 0)
-			return ((double)r->input_tokens * u->prices[i].input_usd_per_mtok +
-			        (double)r->output_tokens * u->prices[i].output_usd_per_mtok) / 1e6 * 100.0;
-	return 0;
+	return price_cents(u, r->model, r->input_tokens, r->output_tokens);
+}
+
+double usage_price_cents(const struct sluice *sl, const char *model, int64_t input_tokens,
+                         int64_t output_tokens)
+{
+	return price_cents(sl->usage, model, input_tokens, output_tokens);
 }
 
 /* ---- records ---- */
@@ -166,12 +182,29 @@ static void random_id(uint8_t id[16])
 struct usage_pending *usage_prepare(struct client *c, const struct ai_tags *tags,
                                     const char *subject, const char *model)
 {
+	return usage_prepare_admitted(c, tags, subject, model, NULL);
+}
+
+struct usage_pending *usage_prepare_admitted(struct client *c, const struct ai_tags *tags,
+                                             const char *subject, const char *model,
+                                             const struct limit_reservation *resv)
+{
 	struct usage *u = c->sl->usage;
-	if (!u || !u->journal)
+	bool record = u && u->journal && tags && (!resv || usage_wanted(tags));
+	if (!record && !(resv && resv->held))
 		return NULL;
 	struct usage_pending *p = calloc(1, sizeof(*p));
 	if (!p)
 		return NULL;
+	p->sl = c->sl;
+	p->record = record;
+	if (resv)
+		p->resv = *resv;
+	if (!record) {
+		str_copy(p->rec.subject, subject, sizeof(p->rec.subject));
+		str_copy(p->rec.model, model ? model : "", sizeof(p->rec.model));
+		return p;
+	}
 	struct usage_record *r = &p->rec;
 	random_id(r->id);
 	r->id[6] = (uint8_t)((r->id[6] & 0x0f) | 0x40);    /* UUID version 4 */
@@ -198,6 +231,10 @@ bool usage_commit(struct sluice *sl, struct usage_pending *p)
 	bool stored = false;
 	if (!p)
 		return true;
+	if (!p->record) {
+		usage_discard(p);    /* no record: only the reservation to give back */
+		return true;
+	}
 	p->rec.statement_ms = (double)(now_usec() - p->start) / 1000.0;
 	if (!u || !u->journal || !journal_append(u->journal, &p->rec, err, sizeof(err))) {
 		/* Nothing to write to: the loss is loud, and counted. */
@@ -217,7 +254,7 @@ bool usage_commit(struct sluice *sl, struct usage_pending *p)
 	}
 	double cents = u ? cost_cents(u, &p->rec) : 0;
 	if (sl->limits)
-		limits_charge(sl->limits, p->rec.subject, p->rec.model,
+		limits_settle(sl->limits, p->rec.subject, p->rec.model, &p->resv,
 		              p->rec.input_tokens + p->rec.output_tokens, cents, wall_usec() / 1000);
 	metrics_note_ai_usage(sl, p->rec.subject, p->rec.model, p->rec.input_tokens, p->rec.output_tokens, cents);
 	free(p);
@@ -233,6 +270,8 @@ void usage_mark_cached(struct usage_pending *p)
 
 void usage_discard(struct usage_pending *p)
 {
+	if (p && p->sl && p->sl->limits)
+		limits_release(p->sl->limits, p->rec.subject, p->rec.model, &p->resv, wall_usec() / 1000);
 	free(p);
 }
 
@@ -487,8 +526,10 @@ static void ship_next(struct usage *u)
 		journal_release(u->journal, sh.segment);
 		u->split_segment = 0;
 	} else if (ok) {
+		/* the rows stored (not the replays ON CONFLICT drops) go into the daily
+		 * roll-up in the same statement, so both commit or neither does */
 		u->shipping = sidechan_query(u->sc,
-			"INSERT INTO sluice.llm_usage (id, created_at, subject, db_user, database, model, "
+			"WITH stored AS (INSERT INTO sluice.llm_usage (id, created_at, subject, db_user, database, model, "
 			"input_tokens, output_tokens, cost_cents, llm_latency_ms, statement_ms, cached, "
 			"conversation_id, trace_id, instance) "
 			"SELECT r.id, 'epoch'::timestamptz + r.us * interval '1 microsecond', r.subject, r.db_user, r.database, r.model, "
@@ -499,7 +540,23 @@ static void ship_next(struct usage *u)
 			"$13::text[], $14::text[]) AS r(id, us, subject, db_user, database, model, tin, tout, lat, "
 			"stmt, cached, conv, trace, inst) "
 			"LEFT JOIN sluice.model_prices p ON p.model = r.model "
-			"ON CONFLICT (id, created_at) DO NOTHING", 14, params, shipped, u);
+			"ON CONFLICT (id, created_at) DO NOTHING "
+			"RETURNING created_at, subject, model, input_tokens, output_tokens, cost_cents, cached, "
+			"llm_latency_ms, statement_ms) "
+			"INSERT INTO sluice.usage_daily AS d (day, subject, model, requests, input_tokens, output_tokens, "
+			"tokens, cost_cents, cache_hits, llm_latency_ms_sum, llm_latency_calls, statement_ms_sum) "
+			"SELECT (created_at AT TIME ZONE 'UTC')::date, subject, coalesce(model, ''), count(*), "
+			"sum(input_tokens), sum(output_tokens), sum(input_tokens + output_tokens), "
+			"coalesce(sum(cost_cents), 0), count(*) FILTER (WHERE cached), coalesce(sum(llm_latency_ms), 0), "
+			"count(llm_latency_ms), coalesce(sum(statement_ms), 0) "
+			"FROM stored GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
+			"ON CONFLICT (day, subject, model) DO UPDATE SET requests = d.requests + EXCLUDED.requests, "
+			"input_tokens = d.input_tokens + EXCLUDED.input_tokens, "
+			"output_tokens = d.output_tokens + EXCLUDED.output_tokens, tokens = d.tokens + EXCLUDED.tokens, "
+			"cost_cents = d.cost_cents + EXCLUDED.cost_cents, cache_hits = d.cache_hits + EXCLUDED.cache_hits, "
+			"llm_latency_ms_sum = d.llm_latency_ms_sum + EXCLUDED.llm_latency_ms_sum, "
+			"llm_latency_calls = d.llm_latency_calls + EXCLUDED.llm_latency_calls, "
+			"statement_ms_sum = d.statement_ms_sum + EXCLUDED.statement_ms_sum", 14, params, shipped, u);
 		if (u->shipping) {
 			u->shipping_segment = sh.segment;
 			u->ship_lo = sh.lo;

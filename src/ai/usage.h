@@ -7,11 +7,13 @@
 #define SLUICE_AI_USAGE_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 struct sluice;
 struct client;
 struct ai_tags;
 struct usage_pending;
+struct limit_reservation;
 
 /*
  * Start recording for sl: open the journal in usage_journal_dir (records a
@@ -48,8 +50,26 @@ struct usage_pending *usage_prepare(struct client *c, const struct ai_tags *tags
                                     const char *subject, const char *model);
 
 /*
+ * The per-statement state of an admitted attributed statement (tags may be
+ * NULL): the usage record when tags carry token counts and recording is on,
+ * and the limits reservation resv (copied) that admission made. Committed
+ * (usage_commit: journal the record, settle the reservation with the real
+ * tokens and cost) or discarded (usage_discard: give the reservation back)
+ * by the core like any record. NULL when there is neither a record to make
+ * nor a reservation held, or out of memory (the caller then releases resv).
+ */
+struct usage_pending *usage_prepare_admitted(struct client *c, const struct ai_tags *tags,
+                                             const char *subject, const char *model,
+                                             const struct limit_reservation *resv);
+
+/* US cents of input/output tokens of model at the prices last read from sluice.model_prices (0: no price). */
+double usage_price_cents(const struct sluice *sl, const char *model, int64_t input_tokens,
+                         int64_t output_tokens);
+
+/*
  * The statement completed: write the record to the journal (write(2), no
- * fsync), charge the subject's token and cost budgets, free p. Must be
+ * fsync), settle its reservation and charge the subject's token and cost
+ * budgets, free p (a p without a record only gives its reservation back). Must be
  * called before the client is told the statement succeeded. Returns false
  * when the record could not be journaled: the caller then fails the
  * statement towards the client (53100), so no unrecorded call is acknowledged.
@@ -59,7 +79,7 @@ bool usage_commit(struct sluice *sl, struct usage_pending *p);
 /* p records a completion-cache hit: cached = true, no tokens (none were spent). */
 void usage_mark_cached(struct usage_pending *p);
 
-/* The statement failed or its server was lost: no record. NULL is ignored. */
+/* The statement failed or its server was lost: no record; its reservation is given back. NULL is ignored. */
 void usage_discard(struct usage_pending *p);
 
 /*

@@ -1,6 +1,7 @@
 /*
  * test_limits.c - rate limits and budgets: [limits] parsing and precedence,
- * GCRA per-minute limits, UTC day and month budgets, seeding, the refusal
+ * sliding-window per-minute limits, reservations and max_concurrent, UTC
+ * day and month budgets, seeding, the refusal
  * text, memory bounds, and the multi-instance overshoot bound.
  */
 #include <setjmp.h>
@@ -156,7 +157,7 @@ static void test_parse_errors_name_the_line_and_what_was_expected(void **state)
 	                    "the maximum is 1000000000000000");
 	assert_string_equal(parse_error("alice", "requests_per_hour=5"),
 	                    "unknown limit dimension \"requests_per_hour\" for \"alice\": expected "
-	                    "requests_per_minute, tokens_per_minute, tokens_per_day or cost_cents_per_month");
+	                    "requests_per_minute, tokens_per_minute, tokens_per_day, cost_cents_per_month or max_concurrent");
 	assert_string_equal(parse_error("alice", "requests_per_minute 60"),
 	                    "invalid limit \"requests_per_minute\" for \"alice\": expected dimension=value, "
 	                    "e.g. requests_per_minute=60");
@@ -193,9 +194,9 @@ static void test_parse_error_fits_small_buffer(void **state)
 	limits_rules_free(rules);
 }
 
-/* ---- requests_per_minute (GCRA) ---- */
+/* ---- requests_per_minute (sliding window) ---- */
 
-static void test_requests_per_minute_allows_burst_then_one_per_second(void **state)
+static void test_requests_per_minute_is_n_in_any_60_seconds(void **state)
 {
 	struct limits *l = limits_from("alice = requests_per_minute=60");
 	struct limit_refusal r;
@@ -206,22 +207,56 @@ static void test_requests_per_minute_allows_burst_then_one_per_second(void **sta
 	assert_null(r.model);
 	assert_true(r.limit == 60);
 	assert_true(r.used == 60);
-	assert_int_equal(r.retry_after_ms, 1000);
-	assert_int_equal(r.reset_at_ms, T0 + 1000);
+	/* one-second slots, the oldest counted whole: T0's second leaves at T0 + 61 s */
+	assert_int_equal(r.retry_after_ms, 61000);
+	assert_int_equal(r.reset_at_ms, T0 + 61000);
 	assert_string_equal(r.window, "in the last minute");
 
-	assert_false(limits_admit(l, "alice", NULL, T0 + 999, &r));
+	/* no GCRA refill: nothing fits during the whole window */
+	assert_int_equal(admit_n(l, "alice", NULL, 5, T0 + 1000), 0);
+	assert_false(limits_admit(l, "alice", NULL, T0 + 60999, &r));
 	assert_int_equal(r.retry_after_ms, 1);
-	assert_true(limits_admit(l, "alice", NULL, T0 + 1000, NULL));
-	assert_false(limits_admit(l, "alice", NULL, T0 + 1000, &r));
-	assert_int_equal(r.retry_after_ms, 1000);
-	/* steady state: one per second */
-	for (int s = 2; s <= 10; s++) {
-		assert_true(limits_admit(l, "alice", NULL, T0 + s * 1000, NULL));
-		assert_false(limits_admit(l, "alice", NULL, T0 + s * 1000, NULL));
+	assert_int_equal(admit_n(l, "alice", NULL, 61, T0 + 61000), 60);
+	limits_free(l);
+}
+
+/* The HINT's wait is exact: retrying then is admitted, a millisecond earlier is not. */
+static void test_requests_per_minute_retry_after_is_exact(void **state)
+{
+	struct limits *l = limits_from("alice = requests_per_minute=10");
+	struct limit_refusal r;
+	int64_t t = T0 + 250;
+	for (int i = 0; i < 10; i++)
+		assert_true(limits_admit(l, "alice", NULL, t + i * 7000, NULL));   /* spread over 63 s */
+	/* at t + 63 s the first (second T0) has left: one fits */
+	int64_t now = t + 63000;
+	assert_true(limits_admit(l, "alice", NULL, now, NULL));
+	assert_false(limits_admit(l, "alice", NULL, now, &r));
+	int64_t retry = r.retry_after_ms;
+	assert_true(retry > 0 && retry <= 61000);
+	assert_false(limits_admit(l, "alice", NULL, now + retry - 1, NULL));
+	assert_true(limits_admit(l, "alice", NULL, now + retry, NULL));
+	limits_free(l);
+}
+
+/* A client that retries as fast as it can gets at most N in any 60 s window. */
+static void test_requests_per_minute_sliding_bound_under_pressure(void **state)
+{
+	enum { N = 100, STEP = 50, SPAN = 300000 };
+	struct limits *l = limits_from("alice = requests_per_minute=100");
+	static int64_t at[SPAN / STEP * 3];
+	size_t n = 0;
+	for (int64_t t = T0 + 123; t < T0 + 123 + SPAN; t += STEP)
+		for (int k = 0; k < 3; k++)
+			if (limits_admit(l, "alice", NULL, t, NULL))
+				at[n++] = t;
+	assert_true(n > 4 * N);   /* it keeps admitting */
+	for (size_t i = 0, j = 0; i < n; i++) {
+		while (at[j] <= at[i] - 60000)
+			j++;
+		if (i - j + 1 > N)
+			fail_msg("%zu admitted in the 60 s before %lld", i - j + 1, (long long)(at[i] - T0));
 	}
-	/* a quiet minute refills the whole burst */
-	assert_int_equal(admit_n(l, "alice", NULL, 61, T0 + 70000), 60);
 	limits_free(l);
 }
 
@@ -229,8 +264,8 @@ static void test_refused_statements_are_not_counted(void **state)
 {
 	struct limits *l = limits_from("alice = requests_per_minute=60");
 	assert_int_equal(admit_n(l, "alice", NULL, 1000, T0), 60);
-	/* 940 refusals cost nothing: one second later exactly one more fits */
-	assert_int_equal(admit_n(l, "alice", NULL, 5, T0 + 1000), 1);
+	/* 940 refusals cost nothing: once T0's second has left, 60 fit again */
+	assert_int_equal(admit_n(l, "alice", NULL, 100, T0 + 61000), 60);
 	limits_free(l);
 }
 
@@ -447,12 +482,13 @@ static void test_tokens_per_minute_charge_refuses_next_statement(void **state)
 	assert_false(limits_admit(l, "alice", "gpt-4o", T0, &r));
 	assert_int_equal(r.dim, LIMIT_TOKENS_PER_MINUTE);
 	assert_true(r.used == 1000);
-	assert_int_equal(r.retry_after_ms, 60);   /* one token at 1000/min */
-	assert_true(limits_admit(l, "alice", "gpt-4o", T0 + 60, NULL));
+	assert_int_equal(r.retry_after_ms, 61000);   /* until T0's second leaves the window */
+	assert_false(limits_admit(l, "alice", "gpt-4o", T0 + 60999, NULL));
+	assert_true(limits_admit(l, "alice", "gpt-4o", T0 + 61000, NULL));
 	limits_free(l);
 }
 
-static void test_tokens_per_minute_overuse_is_debt(void **state)
+static void test_tokens_per_minute_overuse_stays_a_minute(void **state)
 {
 	struct limits *l = limits_from("alice = tokens_per_minute=1000");
 	struct limit_refusal r;
@@ -460,9 +496,9 @@ static void test_tokens_per_minute_overuse_is_debt(void **state)
 	limits_charge(l, "alice", NULL, 3000, 0, T0);   /* never refuses */
 	assert_false(limits_admit(l, "alice", NULL, T0, &r));
 	assert_true(r.used == 3000);
-	assert_int_equal(r.retry_after_ms, 120060);   /* drain 2001 tokens at 1000/min */
-	assert_false(limits_admit(l, "alice", NULL, T0 + 120059, NULL));
-	assert_true(limits_admit(l, "alice", NULL, T0 + 120060, NULL));
+	assert_int_equal(r.retry_after_ms, 61000);   /* the window forgets it whole */
+	assert_false(limits_admit(l, "alice", NULL, T0 + 60999, NULL));
+	assert_true(limits_admit(l, "alice", NULL, T0 + 61000, NULL));
 	limits_free(l);
 }
 
@@ -476,9 +512,10 @@ static void test_huge_and_negative_charges_are_safe(void **state)
 	for (int i = 0; i < 3; i++)
 		limits_charge(l, "alice", "m", INT64_MAX, 1e300, T0);
 	assert_false(limits_admit(l, "alice", "m", T0, &r));
-	assert_int_equal(r.dim, LIMIT_TOKENS_PER_MINUTE);   /* the debt outlasts the day */
-	assert_int_equal(r.retry_after_ms, LIMITS_MAX_COUNT);   /* capped, not overflowed */
-	assert_string_equal(format(&r, "alice").hint, "Retry after 1000000000000.0 s.");
+	assert_int_equal(r.dim, LIMIT_TOKENS_PER_DAY);   /* the longest wait: the day */
+	assert_true(r.used == (double)INT64_MAX);        /* saturated, not overflowed */
+	assert_int_equal(r.retry_after_ms, 12 * 3600 * 1000);
+	assert_false(limits_admit(l, "alice", "m", T0 + 61000, &r));
 	limits_free(l);
 
 	l = limits_from("alice = cost_cents_per_month=5");
@@ -491,6 +528,304 @@ static void test_huge_and_negative_charges_are_safe(void **state)
 	assert_false(limits_admit(l, "alice", NULL, T0, &r));
 	assert_string_equal(format(&r, "alice").detail,
 	                    "9223372036854.775807 cents spent this month (UTC); the limit is 5.");
+	limits_free(l);
+}
+
+/* ---- reservations and max_concurrent ---- */
+
+/* 50 statements in flight at once, each estimated 100 tokens: only what fits is admitted. */
+static void test_reservations_hold_tokens_until_settled(void **state)
+{
+	struct limits *l = limits_from("alice = tokens_per_minute=1000");
+	struct limit_estimate est = { 100, -1 };
+	struct limit_reservation resv[50];
+	struct limit_refusal r;
+	int admitted = 0;
+	for (int i = 0; i < 50; i++)
+		admitted += limits_admit_reserve(l, "alice", "m", T0, &est, &resv[i], &r);
+	assert_int_equal(admitted, 10);
+	assert_int_equal(r.dim, LIMIT_TOKENS_PER_MINUTE);
+	assert_true(r.used == 0 && r.reserved == 1000);
+	assert_string_equal(format(&r, "alice").detail,
+	                    "0 tokens in the last minute and 1000 reserved by statements in flight; the limit is 1000.");
+	/* settling with fewer tokens than reserved makes room for the difference */
+	for (int i = 0; i < 10; i++) {
+		assert_true(resv[i].held);
+		limits_settle(l, "alice", "m", &resv[i], 50, 0, T0 + 10);
+		assert_false(resv[i].held);
+	}
+	admitted = 0;
+	for (int i = 0; i < 50; i++)
+		admitted += limits_admit_reserve(l, "alice", "m", T0 + 20, &est, &resv[i], NULL);
+	assert_int_equal(admitted, 5);
+	/* released (failed statements): nothing charged, the room comes back */
+	for (int i = 0; i < 5; i++)
+		limits_release(l, "alice", "m", &resv[i], T0 + 30);
+	limits_release(l, "alice", "m", &resv[0], T0 + 30);   /* twice: nothing more */
+	admitted = 0;
+	for (int i = 0; i < 50; i++)
+		admitted += limits_admit_reserve(l, "alice", "m", T0 + 40, &est, &resv[i], NULL);
+	assert_int_equal(admitted, 5);
+	limits_free(l);
+}
+
+/* Nothing used or held: one call larger than the whole limit still runs, alone. */
+static void test_one_call_larger_than_the_limit_runs_alone(void **state)
+{
+	struct limits *l = limits_from("alice = tokens_per_day=1000 cost_cents_per_month=10");
+	struct limit_estimate big = { 5000, 20 };
+	struct limit_reservation a, b;
+	assert_true(limits_admit_reserve(l, "alice", NULL, T0, &big, &a, NULL));
+	assert_false(limits_admit_reserve(l, "alice", NULL, T0, &big, &b, NULL));
+	limits_settle(l, "alice", NULL, &a, 5000, 20, T0);
+	struct limit_estimate small = { 1, 0.001 };
+	assert_false(limits_admit_reserve(l, "alice", NULL, T0, &small, &b, NULL));
+	limits_free(l);
+}
+
+/* The cost budget with 200 statements in flight: spent <= budget + one call. */
+static void test_cost_budget_holds_under_concurrency(void **state)
+{
+	struct limits *l = limits_from("alice = cost_cents_per_month=100");
+	struct limit_reservation resv[200];
+	double spent = 0;
+	for (int round = 0; round < 50; round++) {
+		bool held[200];
+		for (int i = 0; i < 200; i++) {
+			struct limit_estimate est = { 10, 0.3 + (i % 7) * 0.1 };
+			held[i] = limits_admit_reserve(l, "alice", NULL, T0 + round, &est, &resv[i], NULL);
+		}
+		for (int i = 0; i < 200; i++)
+			if (held[i]) {
+				double cost = 0.3 + (i % 7) * 0.1;
+				limits_settle(l, "alice", NULL, &resv[i], 10, cost, T0 + round);
+				spent += cost;
+			}
+	}
+	assert_true(spent <= 100 + 0.9 + 1e-9);
+	assert_true(spent >= 99);
+	limits_free(l);
+}
+
+/* Without an estimate tag the running mean of recent calls is reserved. */
+static void test_running_mean_is_the_default_estimate(void **state)
+{
+	struct limits *l = limits_from("alice = tokens_per_minute=10000");
+	struct limit_estimate mean = { -1, -1 };
+	struct limit_reservation resv[100];
+	for (int i = 0; i < 40; i++) {
+		assert_true(limits_admit_reserve(l, "alice", "m", T0 + i, &mean, &resv[0], NULL) || i >= 25);
+		limits_settle(l, "alice", "m", &resv[0], 400, 0, T0 + i);
+	}
+	int admitted = 0;
+	for (int i = 0; i < 100; i++)
+		admitted += limits_admit_reserve(l, "alice", "m", T0 + 61000, &mean, &resv[i], NULL);
+	assert_true(resv[0].tokens > 380 && resv[0].tokens <= 400);
+	assert_true(admitted >= 25 && admitted <= 27);   /* 10000 / ~400 */
+	limits_free(l);
+}
+
+static void test_unsettled_reservations_expire(void **state)
+{
+	struct limits *l = limits_from("alice = max_concurrent=2 tokens_per_day=100");
+	struct limit_estimate est = { 50, -1 };
+	struct limit_reservation a, b, c;
+	struct limit_refusal r;
+	assert_true(limits_admit_reserve(l, "alice", NULL, T0, &est, &a, NULL));
+	assert_true(limits_admit_reserve(l, "alice", NULL, T0, &est, &b, NULL));
+	assert_false(limits_admit_reserve(l, "alice", NULL, T0 + 1000, &est, &c, &r));
+	/* both max_concurrent and the day budget refuse; the day needs the longer wait */
+	assert_int_equal(r.dim, LIMIT_TOKENS_PER_DAY);
+	/* still held just before two epochs have passed */
+	int64_t epoch_end = (T0 / LIMITS_RESERVATION_EPOCH_MS + 2) * LIMITS_RESERVATION_EPOCH_MS;
+	assert_false(limits_admit_reserve(l, "alice", NULL, epoch_end - 1, &est, &c, NULL));
+	assert_true(limits_admit_reserve(l, "alice", NULL, epoch_end, &est, &c, NULL));
+	/* the late settle of an expired reservation gives back nothing */
+	limits_settle(l, "alice", NULL, &a, 0, 0, epoch_end);
+	struct limit_reservation d;
+	assert_true(limits_admit_reserve(l, "alice", NULL, epoch_end, &est, &d, NULL));
+	assert_false(limits_admit_reserve(l, "alice", NULL, epoch_end, &est, &a, NULL));
+	limits_free(l);
+}
+
+static void test_max_concurrent_counts_statements_in_flight(void **state)
+{
+	struct limits *l = limits_from("alice = max_concurrent=3");
+	struct limit_reservation resv[5];
+	struct limit_refusal r;
+	for (int i = 0; i < 3; i++)
+		assert_true(limits_admit_reserve(l, "alice", i % 2 ? "m1" : "m2", T0, NULL, &resv[i], NULL));
+	assert_false(limits_admit_reserve(l, "alice", "m3", T0, NULL, &resv[3], &r));
+	assert_int_equal(r.dim, LIMIT_MAX_CONCURRENT);
+	struct pg_error f = format(&r, "alice");
+	assert_string_equal(f.message, "rate limit exceeded for \"alice\": max_concurrent 3");
+	assert_string_equal(f.detail, "3 statements in flight; the limit is 3.");
+	assert_string_equal(f.hint, "Retry when one of the statements in flight has finished.");
+	limits_release(l, "alice", "m1", &resv[1], T0);
+	assert_true(limits_admit_reserve(l, "alice", "m3", T0, NULL, &resv[3], NULL));
+	assert_true(limits_admit_reserve(l, "bob", NULL, T0, NULL, &resv[4], NULL));
+	limits_free(l);
+
+	struct limit_values v;
+	struct limit_rules *rules = rules_from("alice = max_concurrent=3");
+	limits_resolve(rules, "alice", NULL, &v);
+	assert_int_equal(v.max_concurrent, 3);
+	limit_values_init(&v);
+	v.max_concurrent = 0;
+	assert_true(limits_set_override(rules, "bob", NULL, &v));
+	l = limits_new(rules, 0);
+	assert_false(limits_admit_reserve(l, "bob", NULL, T0, NULL, &resv[0], &r));
+	assert_int_equal(r.retry_after_ms, -1);
+	assert_string_equal(format(&r, "bob").hint, "");
+	limits_free(l);
+}
+
+/* ---- budget alerts and status ---- */
+
+struct alerts_seen {
+	int n;
+	double pct[8];
+	char model[8][32];
+	enum limit_dim dim[8];
+	int64_t period[8];
+};
+
+static void note_alert(const struct limit_alert *a, void *arg)
+{
+	struct alerts_seen *s = arg;
+	if (s->n < 8) {
+		s->pct[s->n] = a->threshold_pct;
+		snprintf(s->model[s->n], sizeof(s->model[0]), "%s", a->model);
+		s->dim[s->n] = a->dim;
+		s->period[s->n] = a->period_start_ms;
+	}
+	s->n++;
+}
+
+static void test_alert_thresholds_parse(void **state)
+{
+	double p[LIMITS_MAX_THRESHOLDS];
+	size_t n;
+	char err[256];
+	assert_true(limits_parse_thresholds("100, 80,80 50.5", p, &n, err, sizeof(err)));
+	assert_int_equal(n, 3);
+	assert_true(p[0] == 50.5 && p[1] == 80 && p[2] == 100);
+	assert_true(limits_parse_thresholds("", p, &n, err, sizeof(err)));
+	assert_int_equal(n, 0);
+	assert_false(limits_parse_thresholds("80%", p, &n, err, sizeof(err)));
+	assert_string_equal(err, "invalid budget alert threshold \"80%\": expected a percentage above 0 and at most 1000");
+	assert_false(limits_parse_thresholds("0", p, &n, err, sizeof(err)));
+	assert_false(limits_parse_thresholds("1,2,3,4,5,6,7,8,9", p, &n, err, sizeof(err)));
+	assert_string_equal(err, "too many budget alert thresholds: at most 8");
+}
+
+static void test_alerts_once_per_threshold_and_period(void **state)
+{
+	struct limits *l = limits_from("alice = cost_cents_per_month=10; alice/m = tokens_per_day=1000");
+	double p[2] = { 80, 100 };
+	limits_set_alert_thresholds(l, p, 2);
+	struct alerts_seen seen = { 0 };
+	for (int i = 0; i < 7; i++)
+		limits_charge(l, "alice", "m", 100, 1, T0);
+	assert_int_equal(limits_take_alerts(l, note_alert, &seen), 0);
+	limits_charge(l, "alice", "m", 100, 1, T0);        /* 8 cents, 800 tokens: both 80 % */
+	assert_int_equal(limits_take_alerts(l, note_alert, &seen), 2);
+	limits_charge(l, "alice", "m", 300, 5, T0);        /* past 100 % of both at once */
+	limits_charge(l, "alice", "m", 300, 5, T0);        /* nothing new */
+	assert_int_equal(limits_take_alerts(l, note_alert, &seen), 2);
+	assert_int_equal(seen.n, 4);
+	for (int i = 0; i < 4; i++) {
+		bool day = seen.dim[i] == LIMIT_TOKENS_PER_DAY;
+		assert_string_equal(seen.model[i], day ? "m" : "");
+		assert_true(seen.pct[i] == (i < 2 ? 80 : 100));
+		assert_int_equal(seen.period[i], day ? utc_ms(2026, 3, 14, 0, 0, 0) : utc_ms(2026, 3, 1, 0, 0, 0));
+	}
+	/* a new day: the day budget may alert again, the month budget not */
+	memset(&seen, 0, sizeof(seen));
+	limits_charge(l, "alice", "m", 900, 0, T0 + LIMITS_DAY_MS);
+	assert_int_equal(limits_take_alerts(l, note_alert, &seen), 1);
+	assert_int_equal(seen.dim[0], LIMIT_TOKENS_PER_DAY);
+	limits_free(l);
+}
+
+struct budgets_seen {
+	int n;
+	double used, reserved, limit;
+};
+
+static void note_budget(const struct limit_budget *b, void *arg)
+{
+	struct budgets_seen *s = arg;
+	s->n++;
+	s->used = b->used;
+	s->reserved = b->reserved;
+	s->limit = b->limit;
+}
+
+static void test_changed_budgets_are_reported_once(void **state)
+{
+	struct limits *l = limits_from("alice = cost_cents_per_month=10");
+	struct budgets_seen seen = { 0 };
+	assert_int_equal(limits_foreach_changed_budget(l, T0, note_budget, &seen), 0);
+	struct limit_estimate est = { 0, 2 };
+	struct limit_reservation r;
+	assert_true(limits_admit_reserve(l, "alice", NULL, T0, &est, &r, NULL));
+	assert_int_equal(limits_foreach_changed_budget(l, T0, note_budget, &seen), 1);
+	assert_true(seen.reserved == 2 && seen.used == 0 && seen.limit == 10);
+	assert_int_equal(limits_foreach_changed_budget(l, T0, note_budget, &seen), 0);
+	limits_settle(l, "alice", NULL, &r, 0, 3, T0);
+	assert_int_equal(limits_foreach_changed_budget(l, T0, note_budget, &seen), 1);
+	assert_true(seen.reserved == 0 && seen.used == 3);
+	limits_free(l);
+}
+
+/* ---- groups ---- */
+
+static void test_groups_are_charged_and_the_tighter_refusal_names_the_group(void **state)
+{
+	struct limits *l = limits_from("group:eng = tokens_per_day=1000; alice = tokens_per_day=5000; "
+	                               "default = tokens_per_day=100000");
+	assert_true(limits_add_group(l, "alice", "eng"));
+	assert_true(limits_add_group(l, "bob", "eng"));
+	assert_true(limits_add_group(l, "bob", "eng"));   /* twice: once */
+	struct limit_estimate est = { 600, -1 };
+	struct limit_reservation a, b;
+	struct limit_refusal r;
+	assert_true(limits_admit_reserve(l, "alice", "m", T0, &est, &a, NULL));
+	/* bob's own limit (the default's 100000) has room, the group's 1000 has not */
+	assert_false(limits_admit_reserve(l, "bob", "m", T0, &est, &b, &r));
+	assert_int_equal(r.dim, LIMIT_TOKENS_PER_DAY);
+	assert_string_equal(r.group, "eng");
+	struct pg_error f = format(&r, "bob");
+	assert_string_equal(f.message, "rate limit exceeded for \"bob\" in group \"eng\": tokens_per_day 1000");
+	limits_settle(l, "alice", "m", &a, 600, 0, T0);
+	assert_false(limits_admit_reserve(l, "bob", "m", T0, &est, &b, NULL));
+	/* carol is in no group: only her own (default) limit */
+	assert_true(limits_admit_reserve(l, "carol", "m", T0, &est, &b, NULL));
+	/* the default does not apply to a group: a group without a line is unlimited */
+	limits_clear_groups(l);
+	assert_true(limits_add_group(l, "bob", "ops"));
+	assert_true(limits_admit_reserve(l, "bob", "m", T0, &est, &b, NULL));
+	limits_free(l);
+}
+
+static void test_group_max_concurrent_spans_its_members(void **state)
+{
+	struct limits *l = limits_from("group:eng = max_concurrent=2");
+	assert_true(limits_add_group(l, "alice", "eng"));
+	assert_true(limits_add_group(l, "bob", "eng"));
+	struct limit_reservation r[3];
+	assert_true(limits_admit_reserve(l, "alice", NULL, T0, NULL, &r[0], NULL));
+	assert_true(limits_admit_reserve(l, "bob", NULL, T0, NULL, &r[1], NULL));
+	assert_false(limits_admit_reserve(l, "alice", NULL, T0, NULL, &r[2], NULL));
+	limits_release(l, "bob", NULL, &r[1], T0);
+	assert_true(limits_admit_reserve(l, "alice", NULL, T0, NULL, &r[2], NULL));
+	for (int i = 0; i < LIMITS_MAX_GROUPS - 1; i++) {
+		char g[16];
+		snprintf(g, sizeof(g), "g%d", i);
+		assert_true(limits_add_group(l, "alice", g));
+	}
+	assert_false(limits_add_group(l, "alice", "one-too-many"));
 	limits_free(l);
 }
 
@@ -614,7 +949,7 @@ static void test_format_requests_per_minute_refusal(void **state)
 	struct pg_error f = format(&r, "alice");
 	assert_string_equal(f.message, "rate limit exceeded for \"alice\": requests_per_minute 60");
 	assert_string_equal(f.detail, "60 requests in the last minute; the limit is 60.");
-	assert_string_equal(f.hint, "Retry after 1.0 s.");
+	assert_string_equal(f.hint, "Retry after 61.0 s.");
 
 	r.retry_after_ms = 1400;
 	assert_string_equal(format(&r, "alice").hint, "Retry after 1.4 s.");
@@ -636,7 +971,7 @@ static void test_format_singular_and_per_model_detail(void **state)
 	struct pg_error f = format(&r, "bob");
 	assert_string_equal(f.message, "rate limit exceeded for \"bob\": requests_per_minute 1");
 	assert_string_equal(f.detail, "1 request with model \"gpt-4o\" in the last minute; the limit is 1.");
-	assert_string_equal(f.hint, "Retry after 60.0 s.");
+	assert_string_equal(f.hint, "Retry after 61.0 s.");
 
 	limits_charge(l, "bob", NULL, 1, 0, T0);
 	assert_false(limits_admit(l, "bob", NULL, T0, &r));
@@ -996,7 +1331,20 @@ int main(void)
 		cmocka_unit_test(test_parse_errors_name_the_line_and_what_was_expected),
 		cmocka_unit_test(test_parse_error_leaves_rules_unchanged),
 		cmocka_unit_test(test_parse_error_fits_small_buffer),
-		cmocka_unit_test(test_requests_per_minute_allows_burst_then_one_per_second),
+		cmocka_unit_test(test_requests_per_minute_is_n_in_any_60_seconds),
+		cmocka_unit_test(test_requests_per_minute_retry_after_is_exact),
+		cmocka_unit_test(test_requests_per_minute_sliding_bound_under_pressure),
+		cmocka_unit_test(test_reservations_hold_tokens_until_settled),
+		cmocka_unit_test(test_one_call_larger_than_the_limit_runs_alone),
+		cmocka_unit_test(test_cost_budget_holds_under_concurrency),
+		cmocka_unit_test(test_running_mean_is_the_default_estimate),
+		cmocka_unit_test(test_unsettled_reservations_expire),
+		cmocka_unit_test(test_max_concurrent_counts_statements_in_flight),
+		cmocka_unit_test(test_groups_are_charged_and_the_tighter_refusal_names_the_group),
+		cmocka_unit_test(test_group_max_concurrent_spans_its_members),
+		cmocka_unit_test(test_alert_thresholds_parse),
+		cmocka_unit_test(test_alerts_once_per_threshold_and_period),
+		cmocka_unit_test(test_changed_budgets_are_reported_once),
 		cmocka_unit_test(test_refused_statements_are_not_counted),
 		cmocka_unit_test(test_other_subject_is_unaffected),
 		cmocka_unit_test(test_default_applies_to_unknown_subjects),
@@ -1011,7 +1359,7 @@ int main(void)
 		cmocka_unit_test(test_override_rejects_bad_values),
 		cmocka_unit_test(test_reload_replaces_rules_and_keeps_use),
 		cmocka_unit_test(test_tokens_per_minute_charge_refuses_next_statement),
-		cmocka_unit_test(test_tokens_per_minute_overuse_is_debt),
+		cmocka_unit_test(test_tokens_per_minute_overuse_stays_a_minute),
 		cmocka_unit_test(test_huge_and_negative_charges_are_safe),
 		cmocka_unit_test(test_tokens_per_day_resets_at_utc_midnight),
 		cmocka_unit_test(test_cost_per_month_resets_on_the_first),

@@ -254,18 +254,43 @@ static void test_empty_items_are_skipped(void **state)
 
 /* ---- which comment ---- */
 
-static void test_last_comment_wins(void **state)
+static void test_keys_merge_across_comments_last_value_wins(void **state)
 {
 	parse_ok("SELECT /*ai_user='alice'*/ 1 /*ai_user='bob',ai_model='m'*/");
 	assert_string_equal(tags.user, "bob");
 	parse_ok("/*ai_user='alice',ai_model='m'*/ SELECT 1 /*ai_user='bob'*/");
 	assert_string_equal(tags.user, "bob");
-	assert_string_equal(tags.model, "");   /* nothing carried over from the earlier comment */
+	assert_string_equal(tags.model, "m");   /* kept from the earlier comment */
+	assert_int_equal(tags.comment_start, 42);   /* the last comment that gave a key */
 }
 
-static void test_plain_comment_after_the_tags_hides_them(void **state)
+static void test_knex_comment_first_then_opentelemetry_traceparent(void **state)
 {
-	parse_none("SELECT 1 /*ai_user='alice'*/ /* fetch the answer */");
+	/* knex .comment() / drizzle put theirs first; instrumentation-pg appends */
+	parse_ok("/* ai_user='alice',ai_tokens_in='12' */ select 1 "
+	         "/*traceparent='00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'*/");
+	assert_string_equal(tags.user, "alice");
+	assert_int_equal(tags.tokens_in, 12);
+	assert_string_equal(tags.traceparent, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+	assert_true(tags.has_ai_key);
+}
+
+static void test_plain_comment_after_the_tags_does_not_hide_them(void **state)
+{
+	parse_ok("SELECT 1 /*ai_user='alice'*/ /* fetch the answer */");
+	assert_string_equal(tags.user, "alice");
+}
+
+static void test_estimate_tags(void **state)
+{
+	parse_ok("SELECT 1 /*ai_user='a',ai_tokens_estimate='1500',ai_cost_estimate='0.25'*/");
+	assert_int_equal(tags.tokens_estimate, 1500);
+	assert_true(tags.cost_estimate_cents > 0.2499 && tags.cost_estimate_cents < 0.2501);
+	parse_ok("SELECT 1 /*ai_user='a'*/");
+	assert_int_equal(tags.tokens_estimate, -1);
+	assert_true(tags.cost_estimate_cents < 0);
+	parse_invalid("SELECT 1 /*ai_cost_estimate='1e3'*/", "invalid value for tag \"ai_cost_estimate\": \"1e3\"");
+	parse_invalid("SELECT 1 /*ai_cost_estimate='5.'*/", "invalid value for tag \"ai_cost_estimate\": \"5.\"");
 }
 
 static void test_comment_may_be_anywhere(void **state)
@@ -586,10 +611,10 @@ static void test_bad_value_then_good_repeat_is_still_invalid(void **state)
 	              "invalid value for tag \"ai_tokens_in\": \"ten\"");
 }
 
-static void test_bad_value_in_earlier_comment_does_not_matter(void **state)
+static void test_bad_value_in_earlier_comment_is_an_error(void **state)
 {
-	parse_ok("SELECT /*ai_tokens_in='ten'*/ 1 /*ai_tokens_in='10'*/");
-	assert_int_equal(tags.tokens_in, 10);
+	parse_invalid("SELECT /*ai_tokens_in='ten'*/ 1 /*ai_tokens_in='10'*/",
+	              "invalid value for tag \"ai_tokens_in\": \"ten\"");
 }
 
 static void test_error_message_fits_small_or_missing_errbuf(void **state)
@@ -721,8 +746,10 @@ int main(void)
 		cmocka_unit_test(test_keys_are_case_sensitive),
 		cmocka_unit_test(test_repeated_key_last_one_wins),
 		cmocka_unit_test(test_empty_items_are_skipped),
-		cmocka_unit_test(test_last_comment_wins),
-		cmocka_unit_test(test_plain_comment_after_the_tags_hides_them),
+		cmocka_unit_test(test_keys_merge_across_comments_last_value_wins),
+		cmocka_unit_test(test_knex_comment_first_then_opentelemetry_traceparent),
+		cmocka_unit_test(test_estimate_tags),
+		cmocka_unit_test(test_plain_comment_after_the_tags_does_not_hide_them),
 		cmocka_unit_test(test_comment_may_be_anywhere),
 		cmocka_unit_test(test_comment_in_string_literal_is_not_special),
 		cmocka_unit_test(test_stray_opener_in_literal_before_tags_does_not_hide_them),
@@ -753,7 +780,7 @@ int main(void)
 		cmocka_unit_test(test_long_bad_value_is_cut_in_the_message),
 		cmocka_unit_test(test_first_bad_value_is_reported),
 		cmocka_unit_test(test_bad_value_then_good_repeat_is_still_invalid),
-		cmocka_unit_test(test_bad_value_in_earlier_comment_does_not_matter),
+		cmocka_unit_test(test_bad_value_in_earlier_comment_is_an_error),
 		cmocka_unit_test(test_error_message_fits_small_or_missing_errbuf),
 		cmocka_unit_test(test_text_need_not_be_nul_terminated),
 		cmocka_unit_test(test_every_truncation_stays_in_bounds),
