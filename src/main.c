@@ -49,6 +49,7 @@ struct options {
 	bool daemonize;
 	bool quiet;
 	bool migrate;
+	bool check_config;
 	int verbose;
 	const char *user;
 	const char *config;
@@ -65,6 +66,8 @@ static void usage(FILE *out)
 	        "  -q, --quiet       do not log to stderr\n"
 	        "  -u, --user=USER   run as this operating system user\n"
 	        "      --migrate     apply the sluice schema migrations to ai_database and exit\n"
+	        "  -t, --check-config  check the configuration file (and the files it names),\n"
+	        "                    print every warning and error, and exit: 0 valid, 1 not\n"
 	        "  -V, --version     print the version and exit\n"
 	        "  -h, --help        print this help and exit\n");
 }
@@ -75,18 +78,19 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "daemon", no_argument, NULL, 'd' }, { "verbose", no_argument, NULL, 'v' },
 		{ "quiet", no_argument, NULL, 'q' }, { "user", required_argument, NULL, 'u' },
 		{ "version", no_argument, NULL, 'V' }, { "help", no_argument, NULL, 'h' },
-		{ "migrate", no_argument, NULL, 'M' },
+		{ "migrate", no_argument, NULL, 'M' }, { "check-config", no_argument, NULL, 't' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int ch;
 	memset(o, 0, sizeof(*o));
-	while ((ch = getopt_long(argc, argv, "dvqu:Vh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "dvqu:Vht", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'd': o->daemonize = true; break;
 		case 'v': o->verbose++; break;
 		case 'q': o->quiet = true; break;
 		case 'u': o->user = optarg; break;
 		case 'M': o->migrate = true; break;
+		case 't': o->check_config = true; break;
 		case 'V': printf("pgsluice %s\n", PACKAGE_VERSION); exit(0);
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;
@@ -114,9 +118,12 @@ static struct userlist *load_userlist(const struct sluice_config *cfg, bool *ok,
 	*ok = true;
 	if (!cfg->auth_file[0])
 		return NULL;
-	struct userlist *ul = userlist_load(cfg->auth_file, err, errlen);
-	if (!ul)
+	char why[1024];
+	struct userlist *ul = userlist_load(cfg->auth_file, why, sizeof(why));
+	if (!ul) {
 		*ok = false;
+		snprintf(err, errlen, "could not load auth_file: %s", why);
+	}
 	return ul;
 }
 
@@ -126,9 +133,12 @@ static struct hba *load_hba(const struct sluice_config *cfg, bool *ok, char *err
 	*ok = true;
 	if (!cfg->auth_hba_file[0])
 		return NULL;
-	struct hba *hba = hba_load(cfg->auth_hba_file, err, errlen);
-	if (!hba)
+	char why[1024];
+	struct hba *hba = hba_load(cfg->auth_hba_file, why, sizeof(why));
+	if (!hba) {
 		*ok = false;
+		snprintf(err, errlen, "could not load auth_hba_file: %s", why);
+	}
 	return hba;
 }
 
@@ -698,6 +708,49 @@ static void check_schema(const struct sluice *sl)
 		log_warning("%s", msg);
 }
 
+static void report_config_error(const char *msg, void *arg)
+{
+	(*(int *)arg)++;
+	log_error("%s", msg);
+}
+
+/*
+ * --check-config: load path and the files it names (auth_file,
+ * auth_hba_file, TLS keys and certificates) as a start would, reporting every
+ * warning and error, and start nothing: no socket, no PostgreSQL connection,
+ * no journal directory. Returns the exit status: 0 valid, 1 not.
+ */
+static int check_config(const char *path)
+{
+	char err[1024];
+	int n_errors = 0;
+	struct sluice_config *cfg = config_load_all(path, err, sizeof(err), report_config_error, &n_errors);
+	if (cfg) {
+		bool ok;
+		struct tls_config tls;
+		userlist_free(load_userlist(cfg, &ok, err, sizeof(err)));
+		if (!ok)
+			report_config_error(err, &n_errors);
+		hba_free(load_hba(cfg, &ok, err, sizeof(err)));
+		if (!ok)
+			report_config_error(err, &n_errors);
+		if (tls_load(cfg, &tls, err, sizeof(err)))
+			tls_free(&tls);
+		else
+			report_config_error(err, &n_errors);
+		config_free(cfg);
+	} else if (n_errors == 0) {   /* the file could not be opened: not reported yet */
+		report_config_error(err, &n_errors);
+	}
+	if (n_errors == 0) {
+		printf("pgsluice: configuration file \"%s\" is valid\n", path);
+		return 0;
+	}
+	fprintf(stderr, "pgsluice: configuration file \"%s\" has %d error%s\n", path, n_errors,
+	        n_errors == 1 ? "" : "s");
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	struct options o;
@@ -707,6 +760,8 @@ int main(int argc, char **argv)
 		return 2;
 	g_opts = &o;
 	log_setup(NULL, false, NULL, NULL, o.verbose, false);
+	if (o.check_config)
+		return check_config(o.config);
 	struct sluice_config *cfg = config_load(o.config, err, sizeof(err));
 	if (!cfg) {
 		log_error("%s", err);
