@@ -39,6 +39,7 @@
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
 #include "pool.h"
 #include "scram.h"
 #include "sluice.h"
@@ -496,6 +497,7 @@ static void begin_shutdown(struct sluice *sl, enum sluice_shutdown mode)
 	}
 	sl->shutting_down = true;
 	sl->shutdown_mode = mode;
+	notify_stopping();
 	if (sl->suspended)   /* nothing moves while suspended: as PgBouncer, go down now */
 		log_info("suspend was in progress, going down immediately");
 	if (mode == SHUTDOWN_NOW || sl->suspended) {
@@ -525,7 +527,9 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	if (sig == SIGHUP) {
 		char err[1024];
 		log_info("got SIGHUP");
+		notify_reloading();
 		reload(sl, err, sizeof(err));   /* a failure is logged */
+		notify_ready();
 		return;
 	}
 	if (sig == SIGUSR1 || sig == SIGUSR2) {   /* PAUSE / RESUME, as PgBouncer */
@@ -539,6 +543,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 		/* PgBouncer's immediate shutdown: no wait for usage records to be
 		 * stored, as they stay in the journal on disk for the next start. */
 		log_info("got SIGQUIT, immediate shutdown");
+		notify_stopping();
 		sl->shutting_down = true;
 		sl->shutdown_mode = SHUTDOWN_NOW;
 		event_base_loopbreak(sl->base);
@@ -663,6 +668,7 @@ static int run(struct sluice *sl, const struct options *o)
 	int rc = 1;
 	if (start_parts(sl, o, sigs)) {
 		log_info("pgsluice %s started, process %d", PACKAGE_VERSION, (int)getpid());
+		notify_ready();
 		event_base_dispatch(sl->base);
 		rc = 0;
 	}
