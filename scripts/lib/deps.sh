@@ -15,7 +15,7 @@ SLUICE_PACKAGING_PACKAGES=(debhelper dpkg-dev fakeroot)
 # A PostgreSQL server to run against (pgbench ships with it on Debian 12).
 SLUICE_SERVER_PACKAGES=(postgresql postgresql-contrib)
 # Integration tests and benchmarks.
-SLUICE_TEST_PACKAGES=(python3-pytest python3-psycopg pgbouncer)
+SLUICE_TEST_PACKAGES=(python3-pytest python3-psycopg python3-yaml pgbouncer)
 
 sluice_log() { printf '%s\n' "pgsluice: $*" >&2; }
 
