@@ -1327,8 +1327,9 @@ struct sluice_config *config_load_all(const char *path, char *errbuf, size_t err
 		set_load_error(&st, "syntax error: expected \"name = value\", \"[section]\" or a comment");
 	while (st.depth > 0)
 		pop_source(&st);
-	if (st.error[0] && (!on_error || rc == -2)) {
+	if (st.error[0])
 		snprintf(errbuf, errlen, "%s", st.error);
+	if (st.error[0] && (!on_error || rc == -2)) {
 		config_free(st.cfg);
 		return NULL;
 	}

@@ -222,9 +222,10 @@ typedef void (*config_error_fn)(const char *msg, void *arg);
  * loading goes on with the next line (a bad key keeps its default, a bad
  * [databases] or [users] entry is left out). Warnings are logged as by
  * config_load. Returns that config, errors or not, so that the files it
- * names can be checked too; the caller counts what on_error received. NULL
- * (errbuf set, not reported) when the file cannot be opened or memory runs
- * out. on_error NULL: exactly config_load.
+ * names can be checked too; the caller counts what on_error received, and
+ * errbuf holds the first error, if any. NULL (errbuf set, reported only when
+ * it is out of memory) when the file cannot be opened or memory runs out.
+ * on_error NULL: exactly config_load.
  */
 struct sluice_config *config_load_all(const char *path, char *errbuf, size_t errlen,
                                       config_error_fn on_error, void *arg);
