@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: PostgreSQL
 # docker-entrypoint.sh - the pgsluice container's entry point (Dockerfile).
 #
 #   docker-entrypoint.sh [PGSLUICE-OPTION...]   run pgsluice (the default)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * config.c - the key table, the ini loader (inih) and [databases] / [users]
  * entries; see config.h. Every [pgsluice] key is defined once, in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * config.h - pgsluice's configuration: the key table, the ini loader (inih),
  * [databases] / [users] entries, validation and reload. Owns struct

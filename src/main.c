@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * main.c - pgsluice's entry point: command line (PgBouncer's), pidfile,
  * daemonizing, privilege drop, signals (HUP reload, TERM shutdown waiting for

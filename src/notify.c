@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * notify.c - sd_notify messages to systemd (notify.h). libsystemd's own
  * sd_notify is used when configure found it (HAVE_SYSTEMD); it does nothing

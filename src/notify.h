@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * notify.h - pgsluice's messages to the service manager: systemd's sd_notify
  * protocol (READY=1, RELOADING=1, STOPPING=1) for a unit of Type=notify-reload

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: PostgreSQL
 'use strict';
 // pgsluice-kit - tags, attribution, LLM usage and rate-limit retries for
 // applications behind pgsluice (docs/ai-middleware.md), for node-postgres.

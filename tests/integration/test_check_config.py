@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """pgsluice --check-config (-t): check a configuration file and start nothing.
 
 An operator runs it before a reload or a deploy (systemd's ExecReload, a CI

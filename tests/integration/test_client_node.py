@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """The Node.js kit (clients/node, pgsluice-kit) against a running pgsluice.
 
 Runs `node --test clients/node/test/` with DATABASE_URL and ADMIN_URL of a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """The Python kit (clients/python, `import sluice`) against a running pgsluice.
 
 What an application sees: a subject with quotes, spaces and non-ASCII text is

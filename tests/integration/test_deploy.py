@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """The container recipe and the deploy examples (Dockerfile, deploy/).
 
 Docker is not available to the suite, so the container's entry point is run

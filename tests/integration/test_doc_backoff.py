@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """The back-off examples of docs/ai-middleware.md ("Backing off"), run as written.
 
 A subject first uses up its requests_per_minute, so the example's first

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """An installed pgsluice serves a tagged query and records it.
 
 Runs in the suite against the build, and in scripts/test's packaging step

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """The monitoring kit in contrib/ and the pgbouncer_exporter mapping of docs/admin.md.
 
 Alert rules and dashboard panels that name a metric pgsluice does not serve

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """What "make install" puts on a machine, and the man pages it installs.
 
 The man pages are written by hand in mdoc (docs/man/); these tests keep them

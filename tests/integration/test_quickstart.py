@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """scripts/quickstart: the first ten minutes of a new user (README, "Two commands").
 
 The script is run as a user runs it (with PGSLUICE_BIN, so it does not build

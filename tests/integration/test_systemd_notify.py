@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """systemd's notify protocol (contrib/pgsluice.service, Type=notify-reload).
 
 pgsluice built with libsystemd sends READY=1 once it accepts connections,

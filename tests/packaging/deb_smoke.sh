@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: PostgreSQL
 # tests/packaging/deb_smoke.sh - build the Debian package from "make dist"'s
 # tarball, install it, and serve one query through the installed binary.
 #

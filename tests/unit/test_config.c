@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * test_config.c - the configuration loader: PgBouncer's defaults, every value
  * type, [databases] / [users], errors with file:line, warnings for keys

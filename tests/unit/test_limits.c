@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * test_limits.c - rate limits and budgets: [limits] parsing and precedence,
  * GCRA per-minute limits, UTC day and month budgets, seeding, the refusal

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: PostgreSQL
 'use strict';
 // node --test test/   (tests/integration/test_client_node.py runs it against pgsluice:
 // DATABASE_URL and ADMIN_URL set, the subject "limited" with a small requests_per_minute)

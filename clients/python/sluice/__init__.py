@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """sluice - a small kit for applications behind pgsluice (psycopg 3).
 
 pgsluice reads sqlcommenter tags on statements (docs/ai-middleware.md). This
