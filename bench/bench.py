@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: PostgreSQL
 """bench.py - pgbench select-only against PostgreSQL directly, PgBouncer and pgsluice.
 
 Run through bench/run, which installs what is missing and builds pgsluice first.

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: PostgreSQL
 """cache.py - a completion-cache hit in pgsluice vs the same lookup direct and through
 PgBouncer (BENCH_CACHE=1 bench/run).
 

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: PostgreSQL
 """targets.py - issue 18's targets for the data path, measured in one run against
 PgBouncer and direct PostgreSQL (BENCH_TARGETS=1 bench/run).
 

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: PostgreSQL
 """usage.py - the throughput cost of pgsluice's usage recording (BENCH_USAGE=1 bench/run).
 
 Same throwaway PostgreSQL and pgsluice settings as bench.py (whose helpers this

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * admin.c - see admin.h. One command per simple Query: a small lexer splits
  * it into words, a table names each command, its privilege and its handler.

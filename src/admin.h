@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * admin.h - the admin console: the virtual database "pgsluice" (alias
  * "pgbouncer") where admin_users run PgBouncer's SHOW and control commands

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * auth.c - the auth_file (PgBouncer's userlist.txt) and PostgreSQL's MD5
  * password scheme.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * auth.h - who may log in: the auth_file (PgBouncer's userlist.txt format)
  * and the MD5 password scheme of PostgreSQL. Pure functions, no sockets;

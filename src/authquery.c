@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * authquery.c - see authquery.h. One side channel per database it looks
  * users up in; queries of the same user while one is under way share it.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * authquery.h - passwords of roles that are not in auth_file, looked up in
  * PostgreSQL's own catalog with auth_query as auth_user, over side channels

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /* cancel.c - see cancel.h. */
 #include "cancel.h"
 

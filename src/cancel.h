@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * cancel.h - query cancellation: a client's CancelRequest carries the
  * BackendKeyData pgsluice gave it; pgsluice finds the client's server and

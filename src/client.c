@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * client.c - see client.h. Login follows protocol-flow.html 55.2.1 (start-up)
  * and 55.3 (SASL); after login, messages are relayed to the linked server

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * client.h - one application connection: SSLRequest/GSSENCRequest refusal,
  * StartupMessage, authentication against auth_file, the welcome, and the

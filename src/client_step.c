@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * client_step.c - see client_step.h. Each step looks at one message while
  * it is still in the client's input; what it answers itself goes out in the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * client_step.h - the middleware's look at each client message before it is
  * relayed (for client.c; server.c reports transaction ends): tags, admission, the

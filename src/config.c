@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * config.c - the key table, the ini loader (inih) and [databases] / [users]
  * entries; see config.h. Every [pgsluice] key is defined once, in
@@ -868,6 +869,10 @@ struct load_state {
 	struct ini_source sources[MAX_INCLUDE_DEPTH];
 	int depth;           /* sources[depth - 1] is being read */
 	char error[1024];    /* the first error as "path:line: message"; "" while none */
+	int n_errors;
+	/* config_load_all: every error goes here and loading goes on; NULL: stop at the first */
+	config_error_fn on_error;
+	void *on_error_arg;
 };
 
 enum section { SECTION_NONE, SECTION_MAIN, SECTION_DATABASES, SECTION_USERS, SECTION_LIMITS,
@@ -893,22 +898,33 @@ static const struct ini_source *current_source(const struct load_state *st)
 	return st->depth > 0 ? &st->sources[st->depth - 1] : NULL;
 }
 
-/* Record the first error, prefixed with the current file:line. */
+/* Record an error, prefixed with the current file:line: the first is kept, each is reported when collecting. */
 __attribute__((format(printf, 2, 3)))
 static void set_load_error(struct load_state *st, const char *fmt, ...)
 {
-	if (st->error[0])
+	if (st->error[0] && !st->on_error)
 		return;
 	const struct ini_source *src = current_source(st);
-	char msg[768];
+	char msg[768], line[1024];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	if (src)
-		snprintf(st->error, sizeof(st->error), "%s:%d: %s", src->path, src->line, msg);
+		snprintf(line, sizeof(line), "%s:%d: %s", src->path, src->line, msg);
 	else
-		snprintf(st->error, sizeof(st->error), "%s", msg);
+		snprintf(line, sizeof(line), "%s", msg);
+	if (!st->error[0])
+		snprintf(st->error, sizeof(st->error), "%s", line);
+	st->n_errors++;
+	if (st->on_error)
+		st->on_error(line, st->on_error_arg);
+}
+
+/* Whether parsing goes on after a failed line: only when every error is collected. */
+static bool keep_going(const struct load_state *st)
+{
+	return !st->error[0] || st->on_error;
 }
 
 __attribute__((format(printf, 2, 3)))
@@ -965,6 +981,21 @@ static void include_file(struct load_state *st, const char *rest)
 }
 
 /*
+ * A line inih rejects (with configure_inih()'s switches): not blank, not a
+ * comment, and either a "[" without "]" or no "=" / ":" between name and value.
+ */
+static bool is_syntax_error(const char *line)
+{
+	if (strncmp(line, "\xEF\xBB\xBF", 3) == 0)   /* a UTF-8 BOM, which inih skips */
+		line += 3;
+	if (line[0] == '\0' || line[0] == '\n' || line[0] == '\r' || line[0] == ';' || line[0] == '#')
+		return false;
+	if (line[0] == '[')
+		return !strchr(line, ']');
+	return !strpbrk(line, "=:");
+}
+
+/*
  * Look at a whole line before inih does: %include is ours to expand, and a
  * section header is warned about here so that an empty unknown section is
  * reported too. Returns true when the line is consumed.
@@ -975,6 +1006,11 @@ static bool inspect_line(struct load_state *st, const char *line)
 		line++;
 	if (strncmp(line, "%include", 8) == 0 && (line[8] == '\0' || isspace((unsigned char)line[8]))) {
 		include_file(st, line + 8);
+		return true;
+	}
+	if (st->on_error && is_syntax_error(line)) {
+		/* inih would skip it and name only the first such line, with its own count */
+		set_load_error(st, "syntax error: expected \"name = value\", \"[section]\" or a comment");
 		return true;
 	}
 	const char *end = line[0] == '[' ? strchr(line, ']') : NULL;
@@ -993,6 +1029,15 @@ static bool inspect_line(struct load_state *st, const char *line)
 	return false;
 }
 
+/* Drop what is left of a too long line, so that collecting goes on at the next one. */
+static void skip_rest_of_line(struct ini_source *src)
+{
+	int ch;
+	while ((ch = fgetc(src->file)) != EOF && ch != '\n')
+		;
+	src->at_line_start = true;
+}
+
 /*
  * inih's reader: fgets over the include stack, counting lines so that the
  * handler, which inih runs right after the line is read, can name file:line.
@@ -1001,7 +1046,7 @@ static bool inspect_line(struct load_state *st, const char *line)
 static char *read_config_line(char *buf, int size, void *stream)
 {
 	struct load_state *st = stream;
-	while (st->depth > 0 && !st->error[0]) {
+	while (st->depth > 0 && keep_going(st)) {
 		struct ini_source *src = &st->sources[st->depth - 1];
 		if (!fgets(buf, size, src->file)) {
 			if (ferror(src->file)) {
@@ -1021,7 +1066,10 @@ static char *read_config_line(char *buf, int size, void *stream)
 		src->at_line_start = (len > 0 && buf[len - 1] == '\n') || feof(src->file);
 		if (!src->at_line_start && src->line_len >= MAX_LINE_BYTES - 1) {
 			set_load_error(st, "line is longer than %d bytes", MAX_LINE_BYTES - 2);
-			return NULL;
+			if (!st->on_error)
+				return NULL;
+			skip_rest_of_line(src);
+			continue;
 		}
 		if (starts_line && src->at_line_start && inspect_line(st, buf))
 			continue;
@@ -1270,25 +1318,32 @@ static int load_limit(struct load_state *st, const char *name, const char *value
 static int handle_ini_entry(void *user, const char *section, const char *name, const char *value)
 {
 	struct load_state *st = user;
-	if (st->error[0])
+	if (!keep_going(st))
 		return 0;
+	bool ok;
 	switch (classify_section(section)) {
 	case SECTION_MAIN:
-		return load_main_key(st, name, value);
+		ok = load_main_key(st, name, value);
+		break;
 	case SECTION_DATABASES:
-		return load_database(st, name, value);
+		ok = load_database(st, name, value);
+		break;
 	case SECTION_USERS:
-		return load_user(st, name, value);
+		ok = load_user(st, name, value);
+		break;
 	case SECTION_LIMITS:
-		return load_limit(st, name, value);
+		ok = load_limit(st, name, value);
+		break;
 	case SECTION_PEERS:
-		return load_peer(st, name, value);
+		ok = load_peer(st, name, value);
+		break;
 	case SECTION_NONE:
 		warn_at(st, "key \"%s\" is not in any section and is ignored", name);
 		return 1;
 	default:
 		return 1;  /* warned at the section header */
 	}
+	return ok || keep_going(st);
 }
 
 /* A config holding every key's default, parsed from the table's text. */
@@ -1315,7 +1370,7 @@ static struct sluice_config *new_default_config(const char *path, char *why, siz
 }
 
 /* inih's switches are process globals; set them on every load. */
-static void configure_inih(void)
+static void configure_inih(bool collect)
 {
 	ini_use_stack = false;
 	ini_allow_realloc = true;
@@ -1323,12 +1378,18 @@ static void configure_inih(void)
 	ini_allow_inline_comments = false;  /* ';' and '#' start comments only at line start */
 	ini_allow_multiline = false;        /* an indented line is a key of its own */
 	ini_allow_no_value = false;
-	ini_stop_on_first_error = true;     /* so the reader still points at the bad line */
+	ini_stop_on_first_error = !collect; /* so the reader still points at the bad line */
 }
 
 struct sluice_config *config_load(const char *path, char *errbuf, size_t errlen)
 {
-	struct load_state st = { 0 };
+	return config_load_all(path, errbuf, errlen, NULL, NULL);
+}
+
+struct sluice_config *config_load_all(const char *path, char *errbuf, size_t errlen,
+                                      config_error_fn on_error, void *arg)
+{
+	struct load_state st = { .on_error = on_error, .on_error_arg = arg };
 	char why[512];
 
 	st.cfg = new_default_config(path, why, sizeof(why));
@@ -1341,16 +1402,17 @@ struct sluice_config *config_load(const char *path, char *errbuf, size_t errlen)
 		config_free(st.cfg);
 		return NULL;
 	}
-	configure_inih();
+	configure_inih(on_error != NULL);
 	int rc = ini_parse_stream(read_config_line, &st, handle_ini_entry, &st);
 	if (rc == -2)
 		set_load_error(&st, "out of memory");
-	else if (rc != 0)
+	else if (rc != 0 && (!on_error || st.n_errors == 0))
 		set_load_error(&st, "syntax error: expected \"name = value\", \"[section]\" or a comment");
 	while (st.depth > 0)
 		pop_source(&st);
-	if (st.error[0]) {
+	if (st.error[0])
 		snprintf(errbuf, errlen, "%s", st.error);
+	if (st.error[0] && (!on_error || rc == -2)) {
 		config_free(st.cfg);
 		return NULL;
 	}

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * config.h - pgsluice's configuration: the key table, the ini loader (inih),
  * [databases] / [users] entries, validation and reload. Owns struct
@@ -238,6 +239,23 @@ struct config_key {
  * "file:line: message" naming the key and what was expected.
  */
 struct sluice_config *config_load(const char *path, char *errbuf, size_t errlen);
+
+/* Receives one error of config_load_all as "file:line: message"; msg is borrowed for the call. */
+typedef void (*config_error_fn)(const char *msg, void *arg);
+
+/*
+ * config_load that does not stop at the first error (pgsluice --check-config):
+ * every error of the file goes to on_error(msg, arg) as it is found and
+ * loading goes on with the next line (a bad key keeps its default, a bad
+ * [databases] or [users] entry is left out). Warnings are logged as by
+ * config_load. Returns that config, errors or not, so that the files it
+ * names can be checked too; the caller counts what on_error received, and
+ * errbuf holds the first error, if any. NULL (errbuf set, reported only when
+ * it is out of memory) when the file cannot be opened or memory runs out.
+ * on_error NULL: exactly config_load.
+ */
+struct sluice_config *config_load_all(const char *path, char *errbuf, size_t errlen,
+                                      config_error_fn on_error, void *arg);
 
 /* Free a config from config_load; NULL is ignored. */
 void config_free(struct sluice_config *cfg);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * hba.c - auth_hba_file: PostgreSQL's pg_hba.conf format, split into fields
  * the way PostgreSQL does (quotes, comma lists, backslash continuation,

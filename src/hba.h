@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * hba.h - which authentication method a client must pass (auth_type = hba):
  * PostgreSQL's pg_hba.conf format read from auth_hba_file, first matching

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /* janitor.c - see janitor.h. */
 #include "janitor.h"
 

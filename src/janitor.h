@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * janitor.h - the once-a-second housekeeping: client_login_timeout, pool
  * timeouts and min_pool_size (via pool_janitor), and the stats_period log

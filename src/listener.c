@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /* listener.c - see listener.h. */
 #include "listener.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * listener.h - the sockets pgsluice accepts clients on: TCP on every
  * listen_addr and the unix socket in unix_socket_dir. Owns struct listener

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /* log.c - see log.h. */
 #include "log.h"
 

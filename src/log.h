@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * log.h - pgsluice's log: one line per event to stderr or logfile, and syslog.
  * Owns the log destination and verbosity; knows nothing of connections.

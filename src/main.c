@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * main.c - pgsluice's entry point: command line (PgBouncer's), pidfile,
  * daemonizing, privilege drop, signals (HUP reload, TERM shutdown waiting for
@@ -41,6 +42,7 @@
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
 #include "pool.h"
 #include "scram.h"
 #include "sluice.h"
@@ -51,6 +53,7 @@ struct options {
 	bool daemonize;
 	bool quiet;
 	bool migrate;
+	bool check_config;
 	int verbose;
 	const char *user;
 	const char *config;
@@ -67,6 +70,8 @@ static void usage(FILE *out)
 	        "  -q, --quiet       do not log to stderr\n"
 	        "  -u, --user=USER   run as this operating system user\n"
 	        "      --migrate     apply the sluice schema migrations to ai_database and exit\n"
+	        "  -t, --check-config  check the configuration file (and the files it names),\n"
+	        "                    print every warning and error, and exit: 0 valid, 1 not\n"
 	        "  -V, --version     print the version and exit\n"
 	        "  -h, --help        print this help and exit\n");
 }
@@ -77,18 +82,19 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "daemon", no_argument, NULL, 'd' }, { "verbose", no_argument, NULL, 'v' },
 		{ "quiet", no_argument, NULL, 'q' }, { "user", required_argument, NULL, 'u' },
 		{ "version", no_argument, NULL, 'V' }, { "help", no_argument, NULL, 'h' },
-		{ "migrate", no_argument, NULL, 'M' },
+		{ "migrate", no_argument, NULL, 'M' }, { "check-config", no_argument, NULL, 't' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int ch;
 	memset(o, 0, sizeof(*o));
-	while ((ch = getopt_long(argc, argv, "dvqu:Vh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "dvqu:Vht", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'd': o->daemonize = true; break;
 		case 'v': o->verbose++; break;
 		case 'q': o->quiet = true; break;
 		case 'u': o->user = optarg; break;
 		case 'M': o->migrate = true; break;
+		case 't': o->check_config = true; break;
 		case 'V': printf("pgsluice %s\n", PACKAGE_VERSION); exit(0);
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;
@@ -116,9 +122,12 @@ static struct userlist *load_userlist(const struct sluice_config *cfg, bool *ok,
 	*ok = true;
 	if (!cfg->auth_file[0])
 		return NULL;
-	struct userlist *ul = userlist_load(cfg->auth_file, err, errlen);
-	if (!ul)
+	char why[1024];
+	struct userlist *ul = userlist_load(cfg->auth_file, why, sizeof(why));
+	if (!ul) {
 		*ok = false;
+		snprintf(err, errlen, "could not load auth_file: %s", why);
+	}
 	return ul;
 }
 
@@ -128,9 +137,12 @@ static struct hba *load_hba(const struct sluice_config *cfg, bool *ok, char *err
 	*ok = true;
 	if (!cfg->auth_hba_file[0])
 		return NULL;
-	struct hba *hba = hba_load(cfg->auth_hba_file, err, errlen);
-	if (!hba)
+	char why[1024];
+	struct hba *hba = hba_load(cfg->auth_hba_file, why, sizeof(why));
+	if (!hba) {
 		*ok = false;
+		snprintf(err, errlen, "could not load auth_hba_file: %s", why);
+	}
 	return hba;
 }
 
@@ -505,6 +517,7 @@ static void begin_shutdown(struct sluice *sl, enum sluice_shutdown mode)
 	}
 	sl->shutting_down = true;
 	sl->shutdown_mode = mode;
+	notify_stopping();
 	if (sl->suspended)   /* nothing moves while suspended: as PgBouncer, go down now */
 		log_info("suspend was in progress, going down immediately");
 	if (mode == SHUTDOWN_NOW || sl->suspended) {
@@ -534,7 +547,9 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	if (sig == SIGHUP) {
 		char err[1024];
 		log_info("got SIGHUP");
+		notify_reloading();
 		reload(sl, err, sizeof(err));   /* a failure is logged */
+		notify_ready();
 		return;
 	}
 	if (sig == SIGUSR1 || sig == SIGUSR2) {   /* PAUSE / RESUME, as PgBouncer */
@@ -548,6 +563,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 		/* PgBouncer's immediate shutdown: no wait for usage records to be
 		 * stored, as they stay in the journal on disk for the next start. */
 		log_info("got SIGQUIT, immediate shutdown");
+		notify_stopping();
 		sl->shutting_down = true;
 		sl->shutdown_mode = SHUTDOWN_NOW;
 		event_base_loopbreak(sl->base);
@@ -713,6 +729,7 @@ static int run(struct sluice *sl, const struct options *o)
 	raise_fd_limit(sl->cfg);
 	if (start_parts(sl, o, sigs)) {
 		log_info("pgsluice %s started, process %d", PACKAGE_VERSION, (int)getpid());
+		notify_ready();
 		event_base_dispatch(sl->base);
 		rc = 0;
 	}
@@ -761,6 +778,49 @@ static void check_schema(const struct sluice *sl)
 		log_warning("%s", msg);
 }
 
+static void report_config_error(const char *msg, void *arg)
+{
+	(*(int *)arg)++;
+	log_error("%s", msg);
+}
+
+/*
+ * --check-config: load path and the files it names (auth_file,
+ * auth_hba_file, TLS keys and certificates) as a start would, reporting every
+ * warning and error, and start nothing: no socket, no PostgreSQL connection,
+ * no journal directory. Returns the exit status: 0 valid, 1 not.
+ */
+static int check_config(const char *path)
+{
+	char err[1024];
+	int n_errors = 0;
+	struct sluice_config *cfg = config_load_all(path, err, sizeof(err), report_config_error, &n_errors);
+	if (cfg) {
+		bool ok;
+		struct tls_config tls;
+		userlist_free(load_userlist(cfg, &ok, err, sizeof(err)));
+		if (!ok)
+			report_config_error(err, &n_errors);
+		hba_free(load_hba(cfg, &ok, err, sizeof(err)));
+		if (!ok)
+			report_config_error(err, &n_errors);
+		if (tls_load(cfg, &tls, err, sizeof(err)))
+			tls_free(&tls);
+		else
+			report_config_error(err, &n_errors);
+		config_free(cfg);
+	} else if (n_errors == 0) {   /* the file could not be opened: not reported yet */
+		report_config_error(err, &n_errors);
+	}
+	if (n_errors == 0) {
+		printf("pgsluice: configuration file \"%s\" is valid\n", path);
+		return 0;
+	}
+	fprintf(stderr, "pgsluice: configuration file \"%s\" has %d error%s\n", path, n_errors,
+	        n_errors == 1 ? "" : "s");
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	struct options o;
@@ -772,6 +832,8 @@ int main(int argc, char **argv)
 	/* -q and -d: nothing on stderr, the configuration's warnings included (PgBouncer's -q) */
 	bool quiet = o.quiet || o.daemonize;
 	log_setup(NULL, false, NULL, NULL, o.verbose, quiet);
+	if (o.check_config)
+		return check_config(o.config);
 	struct sluice_config *cfg = config_load(o.config, err, sizeof(err));
 	if (!cfg) {
 		if (quiet)    /* a failed start still says why, as PgBouncer's fatal() */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * metrics.c - see metrics.h. The data path only increments counters; this
  * file sums them when someone asks (SHOW STATS, a scrape), so a scrape costs

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * metrics.h - pgsluice's counters as operators read them: the pools'
  * counters summed per database with their stats_period averages (SHOW

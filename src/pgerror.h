@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * pgerror.h - one PostgreSQL-style error as pgsluice stores or returns it:
  * the fields of an ErrorResponse (protocol-error-fields.html), worded by the

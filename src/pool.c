@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * pool.c - see pool.h. A waiting client is served in arrival order; servers
  * are opened on demand up to pool_size and the per-database / per-user

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * pool.h - server pools per (database, user): which server a client gets,
  * who waits for one, when servers are opened and closed. Owns struct pool

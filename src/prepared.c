@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * prepared.c - see prepared.h. PgBouncer's approach (1.21+), pgsluice's code:
  * a client's statement names map to one shared server-side name per

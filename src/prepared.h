@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * prepared.h - named prepared statements under transaction and statement
  * pooling, and the queue of replies a server owes. Owns the registry that

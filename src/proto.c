@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /* proto.c - see proto.h. Layout follows protocol-message-formats.html. */
 #include "proto.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * proto.h - the PostgreSQL v3 wire protocol as pgsluice needs it: message
  * type constants, a tiny builder API (begin, add, end) and a bounds-checked

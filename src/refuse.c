@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /* refuse.c - see refuse.h. */
 #include "refuse.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * refuse.h - how pgsluice fails a client's statement with its own error so
  * that the client and its server stay in step: answered locally when no

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * scram.c - SCRAM-SHA-256 in both directions, message for message as
  * PostgreSQL's auth-scram.c (server) and fe-auth-scram.c (client) speak it.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * server.c - see server.h. Login follows protocol-flow.html 55.2.1 from the
  * client's side; replies of a linked server are relayed to its client with

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * server.h - pgsluice's connections to PostgreSQL: connect, StartupMessage,
  * authentication as a client (cleartext, md5, SCRAM-SHA-256), the relay of

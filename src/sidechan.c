@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * sidechan.c - see sidechan.h. libpq's asynchronous API
  * (libpq-async.html): PQconnectStartParams/PQconnectPoll to connect,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * sidechan.h - pgsluice's own connection to PostgreSQL (limits loader, usage
  * writer, schema check): libpq in non-blocking mode, driven by the event

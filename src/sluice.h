@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * sluice.h - the per-process state of pgsluice: the event loop, the current
  * configuration and auth_file, the lists every connection sits on, and the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /* sqltext.c - see sqltext.h. */
 #include "sqltext.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * sqltext.h - building the text of parameters pgsluice sends on its own
  * connections: array literals ({"a","b"}) and JSON objects, with quoting

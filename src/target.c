@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /* target.c - see target.h. */
 #include "target.h"
 

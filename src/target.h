@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * target.h - where and as whom pgsluice's own connections to PostgreSQL
  * connect (auth_query, the AI middleware's side channels, --migrate): a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /* tls.c - see tls.h. */
 #include "tls.h"
 

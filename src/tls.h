@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * tls.h - TLS on both legs with OpenSSL: the context pgsluice accepts
  * clients with (client_tls_*) and the one it connects to servers with

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /* util.c - see util.h. */
 #include "util.h"
 

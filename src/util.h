@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * util.h - small helpers every module shares: the monotonic clock, bounded
  * string copies and socket options. Nothing here knows about PostgreSQL.

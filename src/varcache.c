@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /* varcache.c - see varcache.h. PgBouncer's varcache idea, pgsluice's code. */
 #include "varcache.h"
 

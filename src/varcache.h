@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * varcache.h - the session parameters pgsluice tracks per client and per
  * server (client_encoding, DateStyle, TimeZone, IntervalStyle,

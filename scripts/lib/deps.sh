@@ -8,11 +8,14 @@
 
 # Build: compiler, autotools, and the libraries configure.ac checks for.
 SLUICE_BUILD_PACKAGES=(build-essential autoconf automake libtool pkg-config
-	libevent-dev libpq-dev libssl-dev libinih-dev libcmocka-dev zlib1g-dev)
+	libevent-dev libpq-dev libssl-dev libinih-dev libcmocka-dev zlib1g-dev
+	libsystemd-dev)
+# Building and installing the Debian package (scripts/test's packaging step).
+SLUICE_PACKAGING_PACKAGES=(debhelper dpkg-dev fakeroot)
 # A PostgreSQL server to run against (pgbench ships with it on Debian 12).
 SLUICE_SERVER_PACKAGES=(postgresql postgresql-contrib)
 # Integration tests and benchmarks.
-SLUICE_TEST_PACKAGES=(python3-pytest python3-psycopg pgbouncer)
+SLUICE_TEST_PACKAGES=(python3-pytest python3-psycopg python3-yaml pgbouncer)
 
 sluice_log() { printf '%s\n' "pgsluice: $*" >&2; }
 

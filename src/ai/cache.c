@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * cache.c - see cache.h. A chained hash table that doubles as it fills, an
  * LRU list of READY entries, and reference counts so that answers being

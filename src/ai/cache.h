@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * cache.h - the completion cache's store (DESIGN.md 5.4): answers keyed by
  * bytes, their TTL, LRU eviction under cache_max_memory, and the fills in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * cache_proto.c - see cache_proto.h. Answers are stored as the very bytes
  * PostgreSQL sent, so a hit is a copy; keys are length-prefixed fields so

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * cache_proto.h - the completion cache on the wire (DESIGN.md 5.4): keys
  * built from Query and Parse/Bind messages, hits written back as the messages

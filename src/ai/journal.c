@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * journal.c - the append-only usage journal; see journal.h and src/ai/README.md.
  * One segment file is appended to with write(2); sealed segments wait in a

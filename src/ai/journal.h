@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * journal.h - the append-only usage journal (DESIGN §1, §5.3): usage records
  * written to checksummed segment files in usage_journal_dir before the client

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * limits.c - rate limits and budgets; see limits.h and docs/limits.md.
  * Rules and counters live in two chained hash tables keyed by (subject, model);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * limits.h - rate limits and budgets of the AI middleware (DESIGN §5.2): the
  * [limits] rules and their sluice.limits overrides, per-subject and per-model

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * limits_sync.c - see limits_sync.h. Every query goes through one side
  * channel, in FIFO order, and each step waits for its answer before the

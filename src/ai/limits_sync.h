@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * limits_sync.h - the limits' link to PostgreSQL through the side channel:
  * sluice.limits overrides re-read every limits_refresh_interval, budgets

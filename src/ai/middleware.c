@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /* middleware.c - see middleware.h. */
 #include "ai/middleware.h"
 

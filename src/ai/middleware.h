@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * middleware.h - the step a client takes before a statement is routed:
  * given the statement's tags and the client's own settings, decide whether

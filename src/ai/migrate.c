@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * migrate.c - apply the sql/ migrations of the sluice schema and check at
  * start that none is missing; see migrate.h. Blocking libpq, one connection

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * migrate.h - the sluice schema's migrations (DESIGN §5.5): apply the
  * sql/NNNN_name.sql files to the database of the ai_database entry

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /* session.c - see session.h. */
 #include "ai/session.h"
 

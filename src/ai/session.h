@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * session.h - a client's own AI attribution settings: sluice.user and
  * sluice.model, from the startup "options" parameter or from SET/RESET

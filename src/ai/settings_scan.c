@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /* settings_scan.c - see settings_scan.h. */
 #include "ai/settings_scan.h"
 

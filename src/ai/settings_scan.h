@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * settings_scan.h - does a statement text change the session's settings?
  * The completion cache (DESIGN.md 5.4) answers a lookup only with rows the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * tags.c - the sqlcommenter parser: finds the comments of a statement text
  * and reads pgsluice's ai_ keys and the traceparent from all of them.

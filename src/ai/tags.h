@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * tags.h - the sqlcommenter parser (DESIGN 5.1): reads pgsluice's ai_ keys and
  * the W3C traceparent from the comments of a Query or Parse text. Pure

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * usage.c - see usage.h and src/ai/README.md (how exactly-once holds).
  * The writer ships one sealed journal segment per INSERT, idempotent on

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * usage.h - LLM usage records (DESIGN.md 5.3): made when a statement that
  * carries ai_tokens_in/ai_tokens_out completes, written to the journal

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * fuzz_tags.c - libFuzzer target for the sqlcommenter parser: any bytes as
  * a statement text must give a result without reading past len, and the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """conftest.py - fixtures for the integration suite: a real PostgreSQL (`pg`) and
 pooler processes under test (`sluice`). See harness.py for how both are run.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """harness.py - a real PostgreSQL server and a real pooler process for the integration tests.
 
 PostgresServer: initdb into a temporary directory, start on a free loopback

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """pgwire.py - a minimal PostgreSQL v3 frontend for the login checks psycopg cannot make.
 
 libpq (and so psycopg) reports a failed connection attempt as text only: the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """The admin console and /metrics (DESIGN.md section 7, docs/admin.md).
 
 An operator coming from PgBouncer connects to the virtual database

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """The completion cache (DESIGN.md section 5.4, issue 7).
 
 An AI application looks a stored completion up before paying for an LLM call:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """The completion cache's documented flow (docs/ai-middleware.md, "The flow, end to end")
 runs as written against pgsluice: look up, on a miss call the model and store, on a hit
 answer from the cache; one usage row for the model call and one cached row."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """Per-subject rate limits on attributed statements (DESIGN.md sections 5.1, 5.2, 5.6, 6).
 
 A statement is attributed when it carries an ai_ tag (a sqlcommenter comment,

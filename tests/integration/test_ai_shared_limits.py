@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """Limits shared through PostgreSQL (DESIGN §5.2): sluice.limits overrides,
 budgets that survive a restart, several instances sharing one subject's
 limit through sluice.rate_counters, and untagged traffic that keeps flowing

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """LLM usage recording (DESIGN §5.3, src/ai/README.md, docs/ai-middleware.md).
 
 A statement tagged with ai_tokens_in/ai_tokens_out that completes becomes one

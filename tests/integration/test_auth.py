@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """Authentication towards clients (auth_type) and towards PostgreSQL (server auth methods).
 
 Refusals are checked with pgwire.login_error, because libpq does not report

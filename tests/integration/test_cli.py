@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """The command line and the config file: PgBouncer's CLI shape, clear config errors."""
 
 import re

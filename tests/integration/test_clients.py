@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """Real PostgreSQL clients work through the pooler unchanged (DESIGN.md section 1, "Drop-in")."""
 
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """Issue 17, items 5 and 18: the completion cache never answers a client with rows its own
 session could not return, and a comment does not change the meaning of SET sluice.user.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """Issue 17, "Stop the bleeding": authentication before the database check, and
 configuration that does what it says (admin SET, RELOAD, PgBouncer's literals,
 keys nothing read, options=-c).

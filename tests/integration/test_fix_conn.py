@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """Crossing clients and hangs (issue 17): cancels reach only their own client's
 query, failed server logins answer waiting clients at once, per-database and
 per-user limits make room by closing other pools' idle servers, and every

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """Prepared statements under pooling (issue 17, items 6, 11, 12, 13).
 
 Each test holds pgsluice to what a direct PostgreSQL connection does, and

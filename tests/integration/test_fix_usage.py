@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """Usage recording and budgets that one bad record, a SIGKILL or a fresh start cannot
 undo (issue 17; docs/ai-middleware.md, docs/limits.md, docs/schema.md).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """`pgsluice --migrate CONFIG`: the sluice schema (DESIGN §5.5, docs/schema.md).
 
 Every test migrates a database of its own, created empty for it, through the

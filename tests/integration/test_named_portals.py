@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """A tagged statement run through a named portal is limited and recorded like one run
 through the unnamed portal (docs/ai-middleware.md, "Tags"). Drivers that fetch in
 batches (pgjdbc with a fetch size, psycopg's server-side cursors over the protocol)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """Issue 12, item 7 (a subset): PgBouncer keys pgsluice used to warn about and
 ignore, now applied.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """Issue 12, item 4: shutdown as PgBouncer >= 1.23 (usage.md "Signals", "Process control commands").
 
 SIGTERM (SHUTDOWN WAIT_FOR_CLIENTS) serves the connected clients until they disconnect;

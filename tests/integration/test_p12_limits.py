@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """Issue 12, items 1 and 2: client connection limits per database and per user
 (max_db_client_connections, max_user_client_connections), transaction_timeout,
 and the [users] / [databases] settings PgBouncer takes per user and per

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """Limits, bad input, cancels, server outages and reloads: one client's trouble never
 stops the others (DESIGN.md section 1, "Bad input gets a clear error, never a crash")."""
 

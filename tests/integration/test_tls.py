@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """TLS on both legs (issue 4): clients to pgsluice (client_tls_*), pgsluice to
 PostgreSQL (server_tls_*), auth_type = cert, and certificates reloaded on SIGHUP.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """Transaction and statement pooling (PgBouncer's semantics, DESIGN.md sections 1, 3, 6).
 
 In transaction pooling a server connection goes back to the pool when the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * test_auth.c - the auth_file parser (PgBouncer's userlist.txt format) and
  * PostgreSQL's MD5 password scheme, checked against values PostgreSQL wrote.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * test_cache.c - the completion cache's store: lookups (miss, READY,
  * FILLING), fills that are stored and fills that are not (empty, incomplete,

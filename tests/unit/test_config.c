@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * test_config.c - the configuration loader: PgBouncer's defaults, every value
  * type, [databases] / [users], errors with file:line, warnings for keys
@@ -773,6 +774,59 @@ static void test_config_set_changes_reloadable_keys_only(void **state)
 	config_free(cfg);
 }
 
+/* config_load_all's collector: the errors, one per line. */
+struct collected {
+	int n;
+	char text[4096];
+};
+
+static void collect_error(const char *msg, void *arg)
+{
+	struct collected *c = arg;
+	c->n++;
+	size_t used = strlen(c->text);
+	snprintf(c->text + used, sizeof(c->text) - used, "%s\n", msg);
+}
+
+static void test_load_all_reports_every_error_and_goes_on(void **state)
+{
+	(void)state;
+	static const char text[] =
+		"[pgsluice]\n"
+		"listen_port = abc\n"                     /* 2: bad value */
+		"no equals sign here\n"                   /* 3: syntax */
+		"[broken\n"                               /* 4: syntax */
+		"max_client_conn = 77\n"                  /* 5: fine, still applied */
+		"[databases]\n"
+		"app = host=h nokey=1\n"                  /* 7: bad entry */
+		"other = host=h\n"                        /* 8: fine */
+		"[limits]\n"
+		"alice = nonsense\n";                     /* 10: bad limit */
+	const char *path = write_file("all.ini", text);
+	struct collected c = { 0 };
+	char err[1024];
+	struct sluice_config *cfg = config_load_all(path, err, sizeof(err), collect_error, &c);
+	assert_non_null(cfg);
+	assert_int_equal(c.n, 5);
+	for (int line = 2; line <= 10; line++) {
+		char at[64];
+		snprintf(at, sizeof(at), "all.ini:%d: ", line);
+		bool expected = line == 2 || line == 3 || line == 4 || line == 7 || line == 10;
+		if ((strstr(c.text, at) != NULL) != expected)
+			fail_msg("line %d %s reported: %s", line, expected ? "not" : "wrongly", c.text);
+	}
+	assert_non_null(strstr(err, "all.ini:2: "));   /* errbuf: the first */
+	assert_int_equal(cfg->max_client_conn, 77);
+	assert_int_equal(cfg->listen_port, 6432);       /* the bad value kept the default */
+	assert_int_equal(cfg->n_databases, 1);
+	assert_string_equal(cfg->databases[0].name, "other");
+	config_free(cfg);
+
+	/* config_load still stops at the first error, with the same message */
+	assert_null(config_load(path, err, sizeof(err)));
+	assert_non_null(strstr(err, "all.ini:2: invalid value \"abc\" for key \"listen_port\""));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -803,6 +857,7 @@ int main(void)
 		cmocka_unit_test_setup(test_formatted_values_load_back_to_the_same_values, clear_log),
 		cmocka_unit_test_setup(test_pgbouncer_placeholders_mean_not_set_except_where_pgbouncer_gives_them_a_meaning, clear_log),
 		cmocka_unit_test_setup(test_config_set_changes_reloadable_keys_only, clear_log),
+		cmocka_unit_test_setup(test_load_all_reports_every_error_and_goes_on, clear_log),
 	};
 	return cmocka_run_group_tests(tests, setup_group, teardown_group);
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * test_hba.c - auth_hba_file: PostgreSQL's pg_hba.conf format as pgsluice
  * reads it, which rule a connection meets first, and every refused line.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * test_journal.c - the usage journal: records round trip with every field,
  * replay after a close or a SIGKILL, torn and corrupt frames skipped with a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * test_limits.c - rate limits and budgets: [limits] parsing and precedence,
  * sliding-window per-minute limits, reservations and max_concurrent, UTC

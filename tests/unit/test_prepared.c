@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /* test_prepared.c - how pgsluice reads SQL DEALLOCATE (prepared_parse_deallocate):
  * the statement names a client frees, as PostgreSQL's scanner reads them. */
 #include <setjmp.h>

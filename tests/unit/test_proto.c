@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /* test_proto.c - message framing: builders, the bounds-checked reader,
  * header peeking, ErrorResponse fields, and the SET text of varcache. */
 #include <setjmp.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * test_scram.c - SCRAM-SHA-256 both ways: RFC 7677's exchange byte for
  * byte, secrets as PostgreSQL stores them, our client against our server,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * test_settings_scan.c - which statement texts may change session settings
  * (the completion cache's rule, docs/ai-middleware.md "Completion cache"):

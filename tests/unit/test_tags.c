@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * test_tags.c - the sqlcommenter parser: every key, every way of writing a
  * value, which comment wins, sqlcommenter's own examples, the exact error

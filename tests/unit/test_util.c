@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /* test_util.c - the shared helpers of util.c: hash_fnv1a against the
  * published FNV-1a 64-bit test vectors (draft-eastlake-fnv, test suite). */
 #include <setjmp.h>

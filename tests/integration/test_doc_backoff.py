@@ -1,0 +1,99 @@
+# SPDX-License-Identifier: PostgreSQL
+"""The back-off examples of docs/ai-middleware.md ("Backing off"), run as written.
+
+A subject first uses up its requests_per_minute, so the example's first
+attempt is refused with 53400 and "Retry after N s"; the example must wait
+and return the row. The Python example runs with psycopg; the Node.js one
+with node-postgres, when `node` can load the `pg` module (NODE_PATH; CI does
+not install it), else it is skipped.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+
+import psycopg
+import pytest
+
+import harness
+
+DOCS = harness.REPO / "docs" / "ai-middleware.md"
+RPM = 20          # one statement every 3 s once the burst is used: the wait is short, and
+                  # far longer than the gap between using it up and the example's first try
+
+pytestmark = pytest.mark.skipif(harness.is_pgbouncer(), reason="pgsluice's own limits")
+
+
+def code_block(heading, lang):
+    text = DOCS.read_text()
+    section = text.split(heading, 1)[1]
+    m = re.search(rf"```{lang}\n(.*?)```", section, re.S)
+    assert m, f"no ```{lang} block under {heading!r} in {DOCS.name}"
+    return m.group(1)
+
+
+@pytest.fixture
+def limited(sluice, pg):
+    """A pooler where alice may run RPM statements a minute, a table llm_cache, alice's burst used."""
+    if not pg.running:
+        pg.start()
+    pg.query("CREATE TABLE IF NOT EXISTS llm_cache (k text PRIMARY KEY, answer text)", dbname="app")
+    pg.query("GRANT ALL ON llm_cache TO app", dbname="app")
+    pg.query("INSERT INTO llm_cache VALUES ('greeting', 'hello') ON CONFLICT DO NOTHING", dbname="app")
+    pooler = sluice(extra_ini=f"[limits]\nalice = requests_per_minute={RPM}")
+    url = f"postgresql://app:{harness.PASSWORDS['app']}@127.0.0.1:{pooler.port}/app"
+
+    def use_up():
+        with psycopg.connect(url, autocommit=True) as conn:
+            for _ in range(RPM + 5):
+                try:
+                    conn.execute("SELECT 1 /*ai_user='alice'*/")
+                except psycopg.errors.ConfigurationLimitExceeded:
+                    return
+        raise AssertionError("the limit never refused a statement")
+
+    return url, use_up, pooler
+
+
+def refusals(pooler):
+    with pooler.connect(dbname="pgsluice") as console:
+        rows = console.execute("SHOW USAGE").fetchall()
+        cols = [d.name for d in console.execute("SHOW USAGE").description]
+    return sum(dict(zip(cols, r))["refusals"] for r in rows if dict(zip(cols, r))["subject"] == "alice")
+
+
+def test_python_backoff_example_waits_and_retries(limited):
+    url, use_up, pooler = limited
+    namespace = {"DATABASE_URL": url, "key": "greeting"}
+    exec(code_block("### Writing tags", "python"), namespace)   # defines tag()
+    backoff = code_block("### Backing off: Python (psycopg 3)", "python")
+    use_up()
+    before = refusals(pooler)
+    exec(backoff, namespace)
+    assert namespace["rows"] == [("hello",)]
+    assert refusals(pooler) > before, "the example's first attempt was refused, then retried"
+
+
+def node_with_pg():
+    node = shutil.which("node")
+    if not node:
+        return None
+    probe = subprocess.run([node, "-e", "require('pg')"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, env=dict(os.environ))
+    return node if probe.returncode == 0 else None
+
+
+@pytest.mark.skipif(not node_with_pg(), reason="node with the pg module (node-postgres) is not available")
+def test_node_backoff_example_waits_and_retries(limited, tmp_path):
+    url, use_up, pooler = limited
+    script = tmp_path / "backoff.js"
+    script.write_text(code_block("### Backing off: Node.js (node-postgres)", "js"))
+    use_up()
+    before = refusals(pooler)
+    out = subprocess.run([node_with_pg(), str(script), "greeting"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, timeout=60,
+                         env=dict(os.environ, DATABASE_URL=url))
+    assert out.returncode == 0, out.stdout
+    assert "answer: 'hello'" in out.stdout, out.stdout
+    assert refusals(pooler) > before, "the example's first attempt was refused, then retried"
