@@ -18,6 +18,7 @@
 #include <openssl/ssl.h>
 
 #include "tls.h"
+#include "util.h"
 
 /* Free room asked for before each read (bytes); a standard block gives more. */
 #define READ_ROOM 1024
@@ -45,12 +46,14 @@ static void flush_all(void)
 void connio_enter(void)
 {
 	depth++;
+	now_hold();
 }
 
 void connio_leave(void)
 {
 	if (--depth == 0 && !TAILQ_EMPTY(&flush_list))
 		flush_all();
+	now_release();
 }
 
 static void flush_cb(evutil_socket_t fd, short what, void *arg)

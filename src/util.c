@@ -12,11 +12,30 @@
 #include <sys/socket.h>
 #include <time.h>
 
-usec_t now_usec(void)
+static usec_t held_now;   /* the clock at the start of the current connection callback */
+static int holding;
+
+static usec_t read_clock(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (usec_t)ts.tv_sec * USEC_PER_SEC + ts.tv_nsec / 1000;
+}
+
+usec_t now_usec(void)
+{
+	return holding ? held_now : read_clock();
+}
+
+void now_hold(void)
+{
+	if (holding++ == 0)
+		held_now = read_clock();
+}
+
+void now_release(void)
+{
+	holding--;
 }
 
 usec_t wall_usec(void)

@@ -15,6 +15,15 @@
 /* Monotonic time in microseconds (CLOCK_MONOTONIC); for timeouts only. */
 usec_t now_usec(void);
 
+/*
+ * Between now_hold() and now_release() (nested: counted), now_usec() returns
+ * the clock read at the outermost now_hold(): one clock read per event
+ * callback of the data path instead of several per message (connio.c).
+ * Never hold across a wait.
+ */
+void now_hold(void);
+void now_release(void);
+
 /* Wall-clock time in microseconds since the epoch; for logs and stats. */
 usec_t wall_usec(void);
 

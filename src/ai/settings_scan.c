@@ -234,6 +234,12 @@ static bool continues_statement(const char *text, size_t at)
 }
 
 /* The words settings_effect looks for; WORD_OTHER for every other word. */
+/* First letters of classify's words (c d i p r s t, either case). */
+static const bool keyword_first[256] = {
+	['c'] = true, ['d'] = true, ['i'] = true, ['p'] = true, ['r'] = true, ['s'] = true, ['t'] = true,
+	['C'] = true, ['D'] = true, ['I'] = true, ['P'] = true, ['R'] = true, ['S'] = true, ['T'] = true,
+};
+
 enum word_kind { WORD_OTHER, WORD_STARTER, WORD_SET_CONFIG, WORD_CREATE, WORD_TEMP };
 
 /*
@@ -273,17 +279,29 @@ enum settings_effect settings_effect(const char *text, size_t len)
 	bool creates = false, temp = false;
 	if (!text)
 		return SETTINGS_NONE;
-	if (is_reported_set(text, len))
+	/* A SET of a reported parameter begins with "set" (after blanks or comments). */
+	size_t lead = 0;
+	while (lead < len && is_space((unsigned char)text[lead]))
+		lead++;
+	if (lead < len && ((text[lead] | 0x20) == 's' || text[lead] == '/' || text[lead] == '-') &&
+	    is_reported_set(text, len))
 		return SETTINGS_REPORTED;
-	for (size_t i = 0; i < len;) {
-		if (!is_ident_start((unsigned char)text[i])) {
-			i++;
+	/* Every statement passes here: a word is looked at only when its first
+	 * letter begins some keyword (classify's list) and its length fits. */
+	const unsigned char *p = (const unsigned char *)text, *end = p + len;
+	while (p < end) {
+		if (!(char_class[*p] & CH_IDENT_START)) {
+			p++;
 			continue;
 		}
-		size_t start = i;
-		while (i < len && is_ident_cont((unsigned char)text[i]))
-			i++;
-		switch (classify(text + start, i - start)) {
+		const unsigned char *word = p++;
+		while (p < end && (char_class[*p] & CH_IDENT_CONT))
+			p++;
+		size_t n = (size_t)(p - word);
+		if (n < 2 || n > 10 || !keyword_first[*word])
+			continue;
+		size_t start = (size_t)(word - (const unsigned char *)text);
+		switch (classify(text + start, n)) {
 		case WORD_SET_CONFIG:
 			return SETTINGS_UNKNOWN;
 		case WORD_STARTER:
