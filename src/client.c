@@ -832,9 +832,17 @@ static void login_input(struct client *c)
 		uint32_t len;
 		if (!proto_peek_header(in, &type, &len))
 			return;
-		if (type != PqMsg_PasswordMessage || len < 4 || len > MAX_AUTH_MESSAGE_LEN) {
+		if (type != PqMsg_PasswordMessage) {
 			client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL,
 			             "expected password response, got message type %d", type);
+			return;
+		}
+		if (len < 4 || len > MAX_AUTH_MESSAGE_LEN) {
+			char detail[128];
+			snprintf(detail, sizeof(detail), "Its length is %u bytes; pgsluice accepts at most %d.",
+			         (unsigned)len, MAX_AUTH_MESSAGE_LEN);
+			client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, len < 4 ? NULL : detail, NULL, "%s",
+			             len < 4 ? "invalid message length" : "password packet too long");
 			return;
 		}
 		if (evbuffer_get_length(in) < 1 + (size_t)len)
