@@ -622,13 +622,8 @@ static bool read_startup_params(struct client *c, struct msgreader *r, uint32_t 
 	const struct sluice_config *cfg = c->sl->cfg;
 	const char *unknown[32];
 	int n_unknown = 0;
-	for (;;) {
-		const char *name = mr_string(r);
-		if (r->bad || !*name)
-			break;
-		const char *value = mr_string(r);
-		if (r->bad)
-			break;
+	const char *name, *value;
+	while (proto_startup_param(r, &name, &value)) {
 		if (strcmp(name, "user") == 0) {
 			free(c->user);
 			c->user = strdup(value);

@@ -2,11 +2,12 @@
  * fuzz_startup.c - libFuzzer target for the first packet a client sends:
  * the length and code of an untyped packet (StartupMessage, SSLRequest,
  * GSSENCRequest, CancelRequest, checked against PROTO_MAX_STARTUP_LEN as
- * client.c does), the StartupMessage's name/value pairs read with mr_string,
- * the "options" parameter through ai_session_apply_options (the -c / --name
- * parser) and tracked parameters through varcache_set. These are the pure
- * parts client.c's startup_packet/read_startup_params call; the socket and
- * client state around them are not linked here.
+ * client.c does), the StartupMessage's name/value pairs read with
+ * proto_startup_param, the "options" parameter through
+ * ai_session_apply_options (the -c / --name parser) and tracked parameters
+ * through varcache_set: the pure parts client.c's startup_packet and
+ * read_startup_params call; the socket and client state around them are
+ * not linked here.
  */
 #include "fuzz.h"
 
@@ -52,15 +53,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	mr_init(&r, body, len - 8);
 	memset(&s, 0, sizeof s);
 	memset(&vars, 0, sizeof vars);
-	for (;;) {
-		const char *name = mr_string(&r);
+	const char *name, *value;
 
-		if (r.bad || !*name)
-			break;
-		const char *value = mr_string(&r);
-
-		if (r.bad)
-			break;
+	while (proto_startup_param(&r, &name, &value)) {
+		CHECK(name[0] != '\0');
 		if (varcache_index(name) >= 0) {
 			CHECK(varcache_set(&vars, name, value));
 		} else if (strcmp(name, "options") == 0) {
