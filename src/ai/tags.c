@@ -61,7 +61,6 @@ struct tag_parser {
 #define DETAIL_SHAPE "A sqlcommenter comment is a list of key='value' items separated by commas."
 #define DETAIL_ESCAPE "A %-escape is % followed by two hexadecimal digits: %27 is a quote, %25 a percent sign."
 
-
 /* Absent values everywhere, touching only what a reader looks at. */
 static void reset_tags(struct ai_tags *t)
 {
@@ -476,16 +475,20 @@ static const char *skip_space(const char *p, const char *end)
 	return p;
 }
 
-/* Why the body is no sqlcommenter list: the primary message and its DETAIL. */
-static void __attribute__((format(printf, 3, 4)))
-syntax_error(struct tag_parser *tp, const char *detail, const char *fmt, ...)
+/*
+ * Why the body is no sqlcommenter list: "invalid sqlcommenter comment: "
+ * and what, with the text at fault (shown as show_value does) in place of
+ * the %s of what; and its DETAIL.
+ */
+static void syntax_error(struct tag_parser *tp, const char *detail, const char *what,
+                         const char *at, size_t at_len)
 {
-	va_list ap;
-	int n = snprintf(tp->syntax, sizeof tp->syntax, "invalid sqlcommenter comment: ");
+	static const char prefix[] = "invalid sqlcommenter comment: ";
+	char shown[SHOWN_VALUE_MAX + 4];
 
-	va_start(ap, fmt);
-	vsnprintf(tp->syntax + n, sizeof tp->syntax - (size_t) n, fmt, ap);
-	va_end(ap);
+	show_value(at, at_len, shown);
+	memcpy(tp->syntax, prefix, sizeof prefix);
+	snprintf(tp->syntax + sizeof prefix - 1, sizeof tp->syntax - (sizeof prefix - 1), what, shown);
 	tp->syntax_detail = detail;
 }
 
@@ -499,7 +502,6 @@ static bool parse_body(struct tag_parser *tp, const char *p, const char *end)
 {
 	for (p = skip_space(p, end); p < end; p = skip_space(p, end)) {
 		const char *key = p, *value;
-		char shown[SHOWN_VALUE_MAX + 4];
 		size_t key_len, value_len;
 		bool quoted = false;
 
@@ -511,14 +513,12 @@ static bool parse_body(struct tag_parser *tp, const char *p, const char *end)
 			p++;
 		key_len = (size_t) (p - key);
 		if (key_len == 0) {
-			show_value(key, (size_t) (end - key), shown);
-			syntax_error(tp, DETAIL_SHAPE, "expected a key at \"%s\"", shown);
+			syntax_error(tp, DETAIL_SHAPE, "expected a key at \"%s\"", key, (size_t) (end - key));
 			return false;
 		}
-		show_value(key, key_len, shown);
 		p = skip_space(p, end);
 		if (p == end || *p != '=') {
-			syntax_error(tp, DETAIL_SHAPE, "missing \"=\" after key \"%s\"", shown);
+			syntax_error(tp, DETAIL_SHAPE, "missing \"=\" after key \"%s\"", key, key_len);
 			return false;
 		}
 		p = skip_space(p + 1, end);
@@ -528,14 +528,14 @@ static bool parse_body(struct tag_parser *tp, const char *p, const char *end)
 			while (p < end && *p != '\'')
 				p += (*p == '\\' && end - p >= 2) ? 2 : 1;
 			if (p >= end) {
-				syntax_error(tp, DETAIL_QUOTE, "unterminated quoted value of key \"%s\"", shown);
+				syntax_error(tp, DETAIL_QUOTE, "unterminated quoted value of key \"%s\"", key, key_len);
 				return false;
 			}
 			value_len = (size_t) (p - value);
 			p = skip_space(p + 1, end);
 			if (p < end && *p != ',') {
 				syntax_error(tp, DETAIL_QUOTE, "unexpected text after the quoted value of key \"%s\"",
-				             shown);
+				             key, key_len);
 				return false;
 			}
 		} else {
