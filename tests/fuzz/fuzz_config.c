@@ -12,18 +12,24 @@
 #include "fuzz.h"
 
 #include <stdio.h>
+#include <unistd.h>
 
 #include "config.h"
 
-static char path[4096];
+static char dir[64] = "/tmp/pgsluice-fuzz-config-XXXXXX", path[128];
+
+/* libFuzzer ends a timed run with exit(): leave no directory behind. */
+static void remove_tmp(void)
+{
+	unlink(path);
+	rmdir(dir);
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	char tmpl[] = "/tmp/pgsluice-fuzz-config-XXXXXX";
-	const char *dir = mkdtemp(tmpl);
-
-	CHECK(dir != NULL);
+	CHECK(mkdtemp(dir) != NULL);
 	snprintf(path, sizeof path, "%s/pgsluice.ini", dir);
+	atexit(remove_tmp);
 	fuzz_quiet_log();
 	return 0;
 }

@@ -23,18 +23,6 @@
 
 static char base[256], dir[300];
 
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	/* tmpfs when there is one: journal_open fsyncs */
-	const char *tmp = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-
-	snprintf(base, sizeof base, "%s/pgsluice-fuzz-journal-XXXXXX", tmp);
-	CHECK(mkdtemp(base) != NULL);
-	snprintf(dir, sizeof dir, "%s/j", base);
-	fuzz_quiet_log();
-	return 0;
-}
-
 static void remove_dir(void)
 {
 	DIR *d = opendir(dir);
@@ -51,6 +39,26 @@ static void remove_dir(void)
 	}
 	closedir(d);
 	CHECK(rmdir(dir) == 0);
+}
+
+/* libFuzzer ends a timed run with exit(): leave no directory behind. */
+static void remove_tmp(void)
+{
+	remove_dir();
+	rmdir(base);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	/* tmpfs when there is one: journal_open fsyncs */
+	const char *tmp = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+
+	snprintf(base, sizeof base, "%s/pgsluice-fuzz-journal-XXXXXX", tmp);
+	CHECK(mkdtemp(base) != NULL);
+	snprintf(dir, sizeof dir, "%s/j", base);
+	atexit(remove_tmp);
+	fuzz_quiet_log();
+	return 0;
 }
 
 static void put_le(uint8_t *p, uint64_t v, int n)
