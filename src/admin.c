@@ -307,6 +307,12 @@ static int tokenize(const char *text, struct token *toks, int max)
 	return n;
 }
 
+int admin_tokenize_count(const char *text)
+{
+	struct token toks[MAX_TOKENS];
+	return tokenize(text, toks, MAX_TOKENS);
+}
+
 /* ---- shared helpers ---- */
 
 /* Does a database named db exist: a [databases] entry, or a pool ("*" fallback)? */

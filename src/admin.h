@@ -57,6 +57,14 @@ bool admin_resume(struct sluice *sl, char *errbuf, size_t errlen);
  */
 bool admin_db_disabled(const struct sluice *sl, const char *db);
 
+/*
+ * Split a console query text (NUL-terminated) into tokens as the console
+ * does before running it: words, 'strings', "quoted names", '=', ';', SQL
+ * comments skipped. Returns the number of tokens, or -1 when a quote is
+ * unterminated. For tests and the fuzz target (tests/fuzz/fuzz_admin.c).
+ */
+int admin_tokenize_count(const char *text);
+
 /* Prepare the console (its timer). Returns false when out of memory. */
 bool admin_start(struct sluice *sl);
 

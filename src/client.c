@@ -720,13 +720,8 @@ static bool read_startup_params(struct client *c, struct msgreader *r, uint32_t 
 	const struct sluice_config *cfg = c->sl->cfg;
 	const char *unknown[32];
 	int n_unknown = 0;
-	for (;;) {
-		const char *name = mr_string(r);
-		if (r->bad || !*name)
-			break;
-		const char *value = mr_string(r);
-		if (r->bad)
-			break;
+	const char *name, *value;
+	while (proto_startup_param(r, &name, &value)) {
 		if (strcmp(name, "user") == 0) {
 			free(c->user);
 			c->user = strdup(value);
@@ -940,9 +935,17 @@ static void login_input(struct client *c)
 		uint32_t len;
 		if (!proto_peek_header(in, &type, &len))
 			return;
-		if (type != PqMsg_PasswordMessage || len < 4 || len > MAX_AUTH_MESSAGE_LEN) {
+		if (type != PqMsg_PasswordMessage) {
 			client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL,
 			             "expected password response, got message type %d", type);
+			return;
+		}
+		if (len < 4 || len > MAX_AUTH_MESSAGE_LEN) {
+			char detail[128];
+			snprintf(detail, sizeof(detail), "Its length is %u bytes; pgsluice accepts at most %d.",
+			         (unsigned)len, MAX_AUTH_MESSAGE_LEN);
+			client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, len < 4 ? NULL : detail, NULL, "%s",
+			             len < 4 ? "invalid message length" : "password packet too long");
 			return;
 		}
 		if (iobuf_len(in) < 1 + (size_t)len)

@@ -627,7 +627,7 @@ static int parse_step(struct client *c, struct server *s, uint32_t len)
 	enum tags_result tr = strstr(p.query, "/*") ? middleware_tags(p.query, strlen(p.query), &tags, &r) : TAGS_NONE;
 	if (tr == TAGS_INVALID) {
 		iobuf_drain(in, 1 + (size_t)len);
-		prepared_raise_error(s, r.sqlstate, r.message, NULL, r.hint);
+		prepared_raise_error(s, r.sqlstate, r.message, r.detail[0] ? r.detail : NULL, r.hint);
 		return 0;
 	}
 	const struct ai_tags *kept = tr == TAGS_OK && tags.has_ai_key ? &tags : NULL;

@@ -1053,6 +1053,11 @@ static char *read_config_line(char *buf, int size, void *stream)
 				set_load_error(st, "could not read file: %s", strerror(errno));
 				return NULL;
 			}
+			/* The main file stays on the stack until config_load ends: inih
+			 * hands over a last line that had no newline after this EOF, and
+			 * its handler names the file and line (found by fuzz_config). */
+			if (st->depth == 1)
+				return NULL;
 			pop_source(st);
 			continue;
 		}

@@ -211,6 +211,15 @@ size_t mr_remaining(const struct msgreader *r)
 	return r->bad ? 0 : r->len - r->pos;
 }
 
+bool proto_startup_param(struct msgreader *r, const char **name, const char **value)
+{
+	*name = mr_string(r);
+	if (r->bad || !**name)
+		return false;
+	*value = mr_string(r);
+	return !r->bad;
+}
+
 bool proto_peek_header(const struct iobuf *buf, uint8_t *type, uint32_t *len)
 {
 	if (iobuf_len(buf) < PROTO_HEADER_LEN)

@@ -161,6 +161,14 @@ const uint8_t *mr_bytes(struct msgreader *r, size_t n);
 size_t mr_remaining(const struct msgreader *r);
 
 /*
+ * The next name/value pair of a StartupMessage body read by r (after the
+ * protocol version): true with *name (non-empty) and *value borrowed from
+ * the body; false at the empty name that ends the list, or when the body is
+ * malformed (then r->bad; protocol-message-formats.html, StartupMessage).
+ */
+bool proto_startup_param(struct msgreader *r, const char **name, const char **value);
+
+/*
  * Read a typed message header from the front of buf without consuming it.
  * Returns false when fewer than 5 bytes are buffered. *len is the length
  * field (it counts itself, so the body is len - 4 bytes).

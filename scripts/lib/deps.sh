@@ -16,6 +16,9 @@ SLUICE_PACKAGING_PACKAGES=(debhelper dpkg-dev fakeroot)
 SLUICE_SERVER_PACKAGES=(postgresql postgresql-contrib)
 # Integration tests and benchmarks.
 SLUICE_TEST_PACKAGES=(python3-pytest python3-psycopg python3-yaml pgbouncer)
+# Fuzzing (scripts/fuzz): clang with libFuzzer and the sanitizer runtimes; llvm
+# brings llvm-symbolizer for readable stack traces.
+SLUICE_FUZZ_PACKAGES=(clang libclang-rt-dev llvm)
 
 sluice_log() { printf '%s\n' "pgsluice: $*" >&2; }
 

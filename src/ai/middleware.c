@@ -31,6 +31,8 @@ enum tags_result middleware_tags(const char *text, size_t len, struct ai_tags *t
 	if (r == TAGS_INVALID) {
 		refusal_start(refusal, SQLSTATE_INVALID_PARAMETER_VALUE);
 		str_copy(refusal->message, err, sizeof(refusal->message));
+		if (tags->error_detail)
+			str_copy(refusal->detail, tags->error_detail, sizeof(refusal->detail));
 		str_copy(refusal->hint, "Tag values are sqlcommenter-encoded: ai_tokens_in='120'.",
 		         sizeof(refusal->hint));
 	}

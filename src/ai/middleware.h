@@ -20,7 +20,8 @@ struct usage_pending;
 /*
  * Tags of a statement text[0..len) (Query text or Parse query): TAGS_NONE
  * costs one scan for the comment opener. On TAGS_INVALID, *refusal holds the
- * 22023 error naming the key (sent with severity ERROR).
+ * 22023 error naming the key, or what is wrong with a malformed comment that
+ * names an ai_ key (tags.h), with its DETAIL (sent with severity ERROR).
  */
 enum tags_result middleware_tags(const char *text, size_t len, struct ai_tags *tags,
                                  struct pg_error *refusal);

@@ -54,7 +54,15 @@ struct tag_parser {
 	struct ai_tags *out;
 	bool failed;                  /* msg holds the first bad value's message */
 	char msg[TAGS_ERRBUF_SIZE];   /* copied to the caller's errbuf only on TAGS_INVALID */
+	const char *detail;           /* DETAIL sentence of msg, or NULL */
+	char syntax[TAGS_ERRBUF_SIZE];   /* why the body is not sqlcommenter-shaped */
+	const char *syntax_detail;
 };
+
+/* DETAIL sentences of the messages below. */
+#define DETAIL_QUOTE "A quote inside a quoted value is written \\' or %27."
+#define DETAIL_SHAPE "A sqlcommenter comment is a list of key='value' items separated by commas."
+#define DETAIL_ESCAPE "A %-escape is % followed by two hexadecimal digits: %27 is a quote, %25 a percent sign."
 
 /* Absent values everywhere, touching only what a reader looks at. */
 static void reset_tags(struct ai_tags *t)
@@ -74,6 +82,7 @@ static void reset_tags(struct ai_tags *t)
 	t->traceparent[0] = '\0';
 	t->comment_start = 0;
 	t->comment_end = 0;
+	t->error_detail = NULL;
 }
 
 /* ---- finding the comment ---- */
@@ -455,7 +464,11 @@ static void read_item(struct tag_parser *tp, const char *key, size_t key_len, co
 	tp->out->has_ai_key = true;
 	cap = def->kind == TAG_TEXT ? def->size - 1 : VALUE_MAX;
 	if (!decode(raw, raw_len, quoted, value, cap, &len)) {
+		bool first = !tp->failed;
+
 		fail_invalid(tp, def, raw, raw_len);
+		if (first)
+			tp->detail = DETAIL_ESCAPE;
 		return;
 	}
 	if (len > cap) {
@@ -507,9 +520,27 @@ static const char *skip_space(const char *p, const char *end)
 }
 
 /*
+ * Why the body is no sqlcommenter list: "invalid sqlcommenter comment: "
+ * and what, with the text at fault (shown as show_value does) in place of
+ * the %s of what; and its DETAIL.
+ */
+static void syntax_error(struct tag_parser *tp, const char *detail, const char *what,
+                         const char *at, size_t at_len)
+{
+	static const char prefix[] = "invalid sqlcommenter comment: ";
+	char shown[SHOWN_VALUE_MAX + 4];
+
+	show_value(at, at_len, shown);
+	memcpy(tp->syntax, prefix, sizeof prefix);
+	snprintf(tp->syntax + sizeof prefix - 1, sizeof tp->syntax - (sizeof prefix - 1), what, shown);
+	tp->syntax_detail = detail;
+}
+
+/*
  * The comment body [p, end) as key=value items, each handed to read_item.
  * False when the body is not sqlcommenter-shaped (then it is no tag comment
- * and whatever read_item found is discarded by the caller).
+ * and whatever read_item found is discarded by the caller); tp->syntax
+ * then says why.
  */
 static bool parse_body(struct tag_parser *tp, const char *p, const char *end)
 {
@@ -525,21 +556,32 @@ static bool parse_body(struct tag_parser *tp, const char *p, const char *end)
 		while (p < end && is_key_char((unsigned char) *p))
 			p++;
 		key_len = (size_t) (p - key);
-		p = skip_space(p, end);
-		if (key_len == 0 || p == end || *p != '=')
+		if (key_len == 0) {
+			syntax_error(tp, DETAIL_SHAPE, "expected a key at \"%s\"", key, (size_t) (end - key));
 			return false;
+		}
+		p = skip_space(p, end);
+		if (p == end || *p != '=') {
+			syntax_error(tp, DETAIL_SHAPE, "missing \"=\" after key \"%s\"", key, key_len);
+			return false;
+		}
 		p = skip_space(p + 1, end);
 		if (p < end && *p == '\'') {
 			quoted = true;
 			value = ++p;
 			while (p < end && *p != '\'')
 				p += (*p == '\\' && end - p >= 2) ? 2 : 1;
-			if (p >= end)
-				return false;         /* unterminated quote */
+			if (p >= end) {
+				syntax_error(tp, DETAIL_QUOTE, "unterminated quoted value of key \"%s\"", key, key_len);
+				return false;
+			}
 			value_len = (size_t) (p - value);
 			p = skip_space(p + 1, end);
-			if (p < end && *p != ',')
-				return false;         /* text after the closing quote */
+			if (p < end && *p != ',') {
+				syntax_error(tp, DETAIL_QUOTE, "unexpected text after the quoted value of key \"%s\"",
+				             key, key_len);
+				return false;
+			}
 		} else {
 			value = p;
 			while (p < end && *p != ',')
@@ -553,6 +595,40 @@ static bool parse_body(struct tag_parser *tp, const char *p, const char *end)
 			p++;                  /* the comma */
 	}
 	return true;
+}
+
+static bool is_word_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+/*
+ * Does the body [p, end) name an ai_ key anywhere: a word starting "ai_"
+ * (not preceded by a letter, digit or underscore)? Such a comment was meant
+ * for pgsluice, so it must not be ignored when it cannot be parsed.
+ */
+static bool mentions_ai_key(const char *p, const char *end)
+{
+	const char *start = p;
+
+	while (end - p >= 3 && (p = memchr(p, 'a', (size_t) (end - p - 2))) != NULL) {
+		if (p[1] == 'i' && p[2] == '_' && (p == start || !is_word_char((unsigned char) p[-1])))
+			return true;
+		p++;
+	}
+	return false;
+}
+
+static void copy_message(const char *msg, char *errbuf, size_t errlen)
+{
+	size_t n = strlen(msg);
+
+	if (!errbuf || errlen == 0)
+		return;
+	if (n > errlen - 1)
+		n = errlen - 1;
+	memcpy(errbuf, msg, n);  /* cut, as snprintf would */
+	errbuf[n] = '\0';
 }
 
 enum tags_result tags_parse(const char *text, size_t len, struct ai_tags *out,
@@ -572,7 +648,19 @@ enum tags_result tags_parse(const char *text, size_t len, struct ai_tags *out,
 
 		from = end;
 		out->present = false;
+		tp.detail = NULL;
 		if (!parse_body(&tp, text + start + 2, text + end - 2)) {
+			/* a value error before the syntax error names a known key: ai_ too */
+			bool ours = (out->has_ai_key && !before.has_ai_key) ||
+			            mentions_ai_key(text + start + 2, text + end - 2);
+
+			if (ours) {
+				reset_tags(out);
+				/* the first problem in reading order: a bad value before the syntax error */
+				copy_message(tp.failed ? tp.msg : tp.syntax, errbuf, errlen);
+				out->error_detail = tp.failed ? tp.detail : tp.syntax_detail;
+				return TAGS_INVALID;
+			}
 			*out = before;            /* no tag comment: contributes nothing */
 			tp.failed = false;
 			continue;
@@ -584,14 +672,8 @@ enum tags_result tags_parse(const char *text, size_t len, struct ai_tags *out,
 		out->present |= was_present;
 	}
 	if (tp.failed) {
-		if (errbuf && errlen > 0) {
-			size_t n = strlen(tp.msg);
-
-			if (n > errlen - 1)
-				n = errlen - 1;
-			memcpy(errbuf, tp.msg, n);  /* cut, as snprintf would */
-			errbuf[n] = '\0';
-		}
+		copy_message(tp.msg, errbuf, errlen);
+		out->error_detail = tp.detail;
 		return TAGS_INVALID;
 	}
 	if (!out->present) {

@@ -50,6 +50,8 @@ struct ai_tags {
 	size_t comment_start, comment_end;  /* the last comment that gave a key is
 	                                       text[comment_start..comment_end), from its "/" to the "/"
 	                                       of its closing; 0, 0 unless TAGS_OK */
+	const char *error_detail;     /* on TAGS_INVALID: a static DETAIL sentence for errbuf's
+	                                 message, or NULL; NULL otherwise */
 };
 
 enum tags_result { TAGS_NONE, TAGS_OK, TAGS_INVALID };
@@ -80,8 +82,14 @@ enum tags_result { TAGS_NONE, TAGS_OK, TAGS_INVALID };
  * case-sensitively. A value is either single-quoted (inside, \' is a quote
  * and \\ a backslash) or plain (up to the next comma, outer whitespace
  * trimmed); then URL-decoded, '+' meaning a space. A repeated key: the
- * last one wins. A body that does not have this shape (`/ * plain english * /`)
- * is no tag comment and contributes nothing, even if it mentions ai_ keys.
+ * last one wins. A body that does not have this shape (`/ * plain english * /`,
+ * an unterminated quote, text after a closing quote, a key without '=') is
+ * no tag comment, TAGS_NONE, unless it names an ai_ key: a word starting
+ * "ai_" anywhere in it (`/ * ai_user='o'brien' * /`). Such a comment was
+ * meant for pgsluice, and ignoring it would run the statement unattributed,
+ * outside its limits: TAGS_INVALID, with a message starting "invalid
+ * sqlcommenter comment: " that says what is wrong, e.g.
+ * `invalid sqlcommenter comment: unterminated quoted value of key "ai_user"`.
  *
  * Keys read: ai_user, ai_model, ai_conversation (text, 1..127 bytes),
  * ai_tokens_in, ai_tokens_out, ai_tokens_estimate (0..TAGS_TOKENS_MAX),
@@ -95,7 +103,8 @@ enum tags_result { TAGS_NONE, TAGS_OK, TAGS_INVALID };
  * effort and never fails a statement.
  *
  * Returns TAGS_OK when out->present, TAGS_NONE when there is no comment or
- * it carries no key read here, TAGS_INVALID when a known ai_ key
+ * it carries no key read here, TAGS_INVALID when the body is malformed and
+ * names an ai_ key (above) or when a known ai_ key
  * has a bad value: malformed %-escape, not valid UTF-8 or containing NUL,
  * empty, too long, not a number, out of range, unknown cache mode. Then
  * errbuf (errlen bytes, may be NULL/0; written only on TAGS_INVALID) gets a
@@ -104,8 +113,9 @@ enum tags_result { TAGS_NONE, TAGS_OK, TAGS_INVALID };
  * `value too long for tag "ai_user" (limit 127 bytes)`,
  * `0 is outside the valid range for tag "ai_ttl" (1 .. 31536000)`;
  * a value is shown as written, non-printable bytes as \xNN, cut at 64
- * characters with "...". The caller sends it with SQLSTATE 22023. After
- * TAGS_INVALID the other fields of out are unspecified.
+ * characters with "...". The caller sends it with SQLSTATE 22023 and
+ * out->error_detail, when not NULL, as its DETAIL. After TAGS_INVALID the
+ * other fields of out are unspecified.
  */
 enum tags_result tags_parse(const char *text, size_t len, struct ai_tags *out,
                             char *errbuf, size_t errlen);

@@ -4,16 +4,9 @@
  * a statement text must give a result without reading past len, and the
  * result must keep the promises of tags.h. Build and run: tests/fuzz/README.md.
  */
-#include <stddef.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
+#include "fuzz.h"
 
 #include "ai/tags.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond) do { if (!(cond)) abort(); } while (0)
 
 static void check_text_field(const char *field, size_t field_size)
 {
@@ -30,6 +23,7 @@ static void check_absent(const struct ai_tags *t)
 	CHECK(t->tokens_in == -1 && t->tokens_out == -1 && t->latency_ms == -1 && t->ttl_s == -1);
 	CHECK(t->cache == AI_CACHE_NONE);
 	CHECK(t->comment_start == 0 && t->comment_end == 0);
+	CHECK(t->error_detail == NULL);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -65,13 +59,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(tags.latency_ms >= -1 && tags.latency_ms <= TAGS_LATENCY_MAX_MS);
 		CHECK(tags.ttl_s == -1 || (tags.ttl_s >= TAGS_TTL_MIN_S && tags.ttl_s <= TAGS_TTL_MAX_S));
 		CHECK(tags.has_ai_key || tags.traceparent[0] != '\0');
-		CHECK(err[0] == '\0');
+		CHECK(err[0] == '\0' && tags.error_detail == NULL);
 		break;
 	case TAGS_INVALID:
 		CHECK(err[0] != '\0');
 		CHECK(strnlen(err, sizeof err) < sizeof err);
-		/* a message names a known key, so it says "tag" */
-		CHECK(strstr(err, "tag \"") != NULL);
+		/* a bad value names its key; a malformed comment (naming an ai_ key) says what is wrong */
+		CHECK(strstr(err, "tag \"") != NULL ||
+		      (strncmp(err, "invalid sqlcommenter comment: ", 30) == 0 && tags.error_detail != NULL));
 		break;
 	default:
 		abort();

@@ -664,6 +664,42 @@ static void test_long_connect_strings_load_and_overlong_lines_fail(void **state)
 	free(text);
 }
 
+/*
+ * A last line without a newline that exactly fills inih's buffer (199 bytes
+ * in its first 200, then 399, 799, ...): inih asks for the rest, the reader
+ * reaches the end of the file, and inih then hands the line over. The loader
+ * had left the file by then and crashed looking up the line number for the
+ * handler (found by fuzz_config; tests/fuzz/corpus/config/regress-*).
+ */
+static void test_last_line_filling_inih_buffer_without_newline_loads(void **state)
+{
+	static const char *const keys[] = { "app = pool_mode=session ", "app = host=x port=5555 ",
+	                                    "admin_users = ops," };
+	static const char *const sections[] = { "[users]\n", "[databases]\n", "[pgsluice]\n" };
+	static const int lengths[] = { 199, 399, 799 };
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		for (size_t k = 0; k < sizeof(lengths) / sizeof(lengths[0]); k++) {
+			char text[1000], err[1024], prefix[300];
+			int head = snprintf(text, sizeof(text), "%s", sections[i]);
+			int n = snprintf(text + head, sizeof(text) - (size_t)head, "%s", keys[i]);
+			memset(text + head + n, 'a', (size_t)(lengths[k] - n));
+			text[head + lengths[k]] = '\0';     /* no newline at the end */
+			struct sluice_config *cfg = load_text(text, err, sizeof(err));
+			if (cfg) {
+				if (i == 2)
+					assert_int_equal(strlen(cfg->admin_users), lengths[k] - strlen("admin_users = "));
+				config_free(cfg);
+				continue;
+			}
+			/* refused is fine for a nonsense value, but naming the file and its line */
+			assert_true(i != 2);
+			snprintf(prefix, sizeof(prefix), "%s:2: ", ini_path);
+			if (strncmp(err, prefix, strlen(prefix)) != 0)
+				fail_msg("error without file:line: %s", err);
+		}
+	}
+}
+
 /* ---- reload, SHOW CONFIG, SET ---- */
 
 static void test_carry_over_keeps_listen_port_and_changes_default_pool_size(void **state)
@@ -853,6 +889,7 @@ int main(void)
 		cmocka_unit_test_setup(test_users_take_pool_mode_pool_size_and_max_user_connections, clear_log),
 		cmocka_unit_test_setup(test_include_reads_another_file_and_errors_name_it, clear_log),
 		cmocka_unit_test_setup(test_long_connect_strings_load_and_overlong_lines_fail, clear_log),
+		cmocka_unit_test_setup(test_last_line_filling_inih_buffer_without_newline_loads, clear_log),
 		cmocka_unit_test_setup(test_carry_over_keeps_listen_port_and_changes_default_pool_size, clear_log),
 		cmocka_unit_test_setup(test_formatted_values_load_back_to_the_same_values, clear_log),
 		cmocka_unit_test_setup(test_pgbouncer_placeholders_mean_not_set_except_where_pgbouncer_gives_them_a_meaning, clear_log),

@@ -45,6 +45,33 @@ static void test_startup_packet_has_no_type_byte(void **state)
 	msg_free(&m);
 }
 
+/* StartupMessage pairs: user, database, then the empty name; a body cut anywhere is bad. */
+static void test_startup_params_are_read_until_the_empty_name(void **state)
+{
+	static const char body[] = "user\0app\0database\0db\0\0";
+	struct msgreader r;
+	const char *name, *value;
+
+	mr_init(&r, body, sizeof(body) - 1);
+	assert_true(proto_startup_param(&r, &name, &value));
+	assert_string_equal(name, "user");
+	assert_string_equal(value, "app");
+	assert_true(proto_startup_param(&r, &name, &value));
+	assert_string_equal(name, "database");
+	assert_string_equal(value, "db");
+	assert_false(proto_startup_param(&r, &name, &value));
+	assert_false(r.bad);
+
+	for (size_t cut = 0; cut < sizeof(body) - 2; cut++) {
+		int pairs = 0;
+		mr_init(&r, body, cut);
+		while (proto_startup_param(&r, &name, &value))
+			pairs++;
+		assert_true(r.bad);    /* no terminating empty name within cut bytes */
+		assert_true(pairs <= 2);
+	}
+}
+
 static void test_large_message_moves_to_heap(void **state)
 {
 	(void)state;
@@ -161,6 +188,7 @@ int main(void)
 		cmocka_unit_test(test_builder_frames_length_and_type),
 		cmocka_unit_test(test_startup_packet_has_no_type_byte),
 		cmocka_unit_test(test_large_message_moves_to_heap),
+		cmocka_unit_test(test_startup_params_are_read_until_the_empty_name),
 		cmocka_unit_test(test_error_response_fields_round_trip),
 		cmocka_unit_test(test_reader_stops_at_the_end_of_the_body),
 		cmocka_unit_test(test_malformed_error_body_is_rejected),

@@ -359,18 +359,73 @@ static void test_plain_english_comment_is_no_tag_comment(void **state)
 	assert_int_equal(tags_parse("SELECT 1 /* plain english comment */", 36, &tags, err, sizeof err), TAGS_NONE);
 	assert_int_equal(err[0], 'X');     /* errbuf untouched */
 	assert_no_tags();
-	parse_none("SELECT 1 /* ai_user is alice */");
 	parse_none("SELECT 1 /* note: see http://example.com/x */");
+	parse_none("SELECT 1 /* the daily AI report */");    /* "AI" is no ai_ key */
+	parse_none("SELECT 1 /* see chai_tea */");           /* nor is a word containing ai_ */
 }
 
-static void test_bad_value_in_comment_that_is_not_sqlcommenter_shaped_is_no_error(void **state)
+/* sql must be refused with message and DETAIL detail (issue 13 item 6). */
+static void parse_malformed(const char *sql, const char *message, const char *detail)
 {
-	parse_none("SELECT 1 /* ai_tokens_in=ten is bad, don't */");
-	parse_none("SELECT 1 /*ai_tokens_in='ten', and then prose*/");
-	parse_none("SELECT 1 /*ai_user='alice*/");      /* unterminated quote */
-	parse_none("SELECT 1 /*ai_user='alice' 'bob'*/");  /* text after the quote */
-	parse_none("SELECT 1 /*ai_user*/");
-	parse_none("SELECT 1 /*='alice'*/");
+	parse_invalid(sql, message);
+	assert_non_null(tags.error_detail);
+	assert_string_equal(tags.error_detail, detail);
+}
+
+#define DETAIL_QUOTE "A quote inside a quoted value is written \\' or %27."
+#define DETAIL_SHAPE "A sqlcommenter comment is a list of key='value' items separated by commas."
+
+static void test_malformed_comment_naming_ai_key_is_refused(void **state)
+{
+	/* a raw quote inside a value: before, the statement ran unattributed */
+	parse_malformed("SELECT 1 /*ai_user='o'brien',ai_model='gpt'*/",
+	                "invalid sqlcommenter comment: unexpected text after the quoted value of key \"ai_user\"",
+	                DETAIL_QUOTE);
+	parse_malformed("SELECT 1 /*ai_user='alice*/",
+	                "invalid sqlcommenter comment: unterminated quoted value of key \"ai_user\"", DETAIL_QUOTE);
+	parse_malformed("SELECT 1 /*ai_user='alice' 'bob'*/",
+	                "invalid sqlcommenter comment: unexpected text after the quoted value of key \"ai_user\"",
+	                DETAIL_QUOTE);
+	parse_malformed("SELECT 1 /*ai_user*/", "invalid sqlcommenter comment: missing \"=\" after key \"ai_user\"",
+	                DETAIL_SHAPE);
+	parse_malformed("SELECT 1 /*ai_user='alice',ai_model*/",
+	                "invalid sqlcommenter comment: missing \"=\" after key \"ai_model\"", DETAIL_SHAPE);
+	parse_malformed("SELECT 1 /*='alice',ai_user='bob'*/",
+	                "invalid sqlcommenter comment: expected a key at \"='alice',ai_user='bob'\"", DETAIL_SHAPE);
+	/* the problem is named even when the ai_ key comes after it, or is one pgsluice does not know */
+	parse_malformed("SELECT 1 /*app='it's',ai_user='alice'*/",
+	                "invalid sqlcommenter comment: unexpected text after the quoted value of key \"app\"",
+	                DETAIL_QUOTE);
+	parse_malformed("SELECT 1 /*ai_priority='high*/",
+	                "invalid sqlcommenter comment: unterminated quoted value of key \"ai_priority\"", DETAIL_QUOTE);
+	/* prose naming an ai_ key is refused too: it reads as a tag comment gone wrong */
+	parse_malformed("SELECT 1 /* ai_user is alice */",
+	                "invalid sqlcommenter comment: missing \"=\" after key \"ai_user\"", DETAIL_SHAPE);
+	/* a bad value before the syntax error is the first problem */
+	parse_invalid("SELECT 1 /*ai_tokens_in='ten', and then prose*/", "invalid value for tag \"ai_tokens_in\": \"ten\"");
+	assert_null(tags.error_detail);
+	/* a bad %-escape of a known key says how one is written */
+	parse_invalid("SELECT 1 /*ai_user='al%zzice'*/", "invalid value for tag \"ai_user\": \"al%zzice\"");
+	assert_string_equal(tags.error_detail,
+	                    "A %-escape is % followed by two hexadecimal digits: %27 is a quote, %25 a percent sign.");
+	/* a message that fits errbuf is the same with a small one, cut */
+	memset(err, 0, sizeof err);
+	{
+		char small[20];
+
+		assert_int_equal(tags_parse("SELECT 1 /*ai_user='x*/", 23, &tags, small, sizeof small), TAGS_INVALID);
+		assert_string_equal(small, "invalid sqlcommente");
+	}
+}
+
+static void test_malformed_comment_without_ai_key_is_ignored(void **state)
+{
+	parse_none("SELECT 1 /*app='it's'*/");
+	parse_none("SELECT 1 /*route='/x*/");
+	parse_none("SELECT 1 /*framework*/");
+	parse_none("SELECT 1 /*='x'*/");
+	parse_none("SELECT 1 /*traceparent='" TRACEPARENT "' x*/");
+	assert_null(tags.error_detail);
 }
 
 /* ---- sqlcommenter's own examples ---- */
@@ -759,7 +814,8 @@ int main(void)
 		cmocka_unit_test(test_star_slash_outside_a_comment_is_text),
 		cmocka_unit_test(test_empty_comment_has_no_tags),
 		cmocka_unit_test(test_plain_english_comment_is_no_tag_comment),
-		cmocka_unit_test(test_bad_value_in_comment_that_is_not_sqlcommenter_shaped_is_no_error),
+		cmocka_unit_test(test_malformed_comment_naming_ai_key_is_refused),
+		cmocka_unit_test(test_malformed_comment_without_ai_key_is_ignored),
 		cmocka_unit_test(test_sqlcommenter_spec_example_gives_traceparent_only),
 		cmocka_unit_test(test_sqlcommenter_framework_keys_alone_are_no_tags),
 		cmocka_unit_test(test_sqlcommenter_keys_mixed_with_ai_keys),
