@@ -129,11 +129,13 @@ def test_execute_waits_out_a_rate_limit_refusal(kit_pooler):
             pooler.reload()
             time.sleep(1.0)    # SIGHUP is handled at the loop's next turn
 
-        cur = sluice.execute(conn, "SELECT %s::int + 1", (41,), ai_user="limited", sleep=time_passes)
+        cur = sluice.execute(conn, "SELECT %s::int + 1", (41,), ai_user="limited", sleep=time_passes,
+                             max_wait=120)
         assert cur.fetchone() == (42,)
         assert waits and 0 < waits[0] <= 61, waits
         pooler.extra_ini = f"[limits]\nlimited = requests_per_minute={RPM}"
         pooler.reload()
+        time.sleep(1.0)
         # a limit of 0 has no retry time: raised at once
         with pytest.raises(psycopg.errors.ConfigurationLimitExceeded):
             sluice.execute(conn, "SELECT 1", ai_user="limited", max_wait=0)
