@@ -66,7 +66,7 @@ void metrics_note_ai_statement(struct sluice *sl, const char *subject, const cha
 
 /*
  * A usage record of subject/model was made: tokens and cost (cents) for
- * SHOW USAGE and /metrics. For the usage recorder (DESIGN 5.3).
+ * SHOW USAGE and /metrics. For the usage recorder (src/ai/README.md).
  */
 void metrics_note_ai_usage(struct sluice *sl, const char *subject, const char *model,
                            int64_t input_tokens, int64_t output_tokens, double cost_cents);

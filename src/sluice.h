@@ -3,7 +3,7 @@
  * sluice.h - the per-process state of pgsluice: the event loop, the current
  * configuration and auth_file, the lists every connection sits on, and the
  * counters. One struct passed by pointer, so a worker-per-thread mode can
- * later own one each (DESIGN.md section 3).
+ * later own one each (docs/design.md).
  */
 #ifndef SLUICE_SLUICE_H
 #define SLUICE_SLUICE_H
