@@ -1,6 +1,6 @@
 -- 0001_sluice_schema.sql - the sluice schema: migration bookkeeping, rate
 -- limits and budgets, model prices, and the rate counters that several
--- pgsluice instances in front of one database share (DESIGN §5.2, §5.5).
+-- pgsluice instances in front of one database share (docs/limits.md, docs/schema.md).
 -- The usage table comes in 0002_llm_usage.sql.
 --
 -- "pgsluice --migrate CONFIG" runs this file inside one transaction and then

@@ -1,5 +1,5 @@
 -- 0002_llm_usage.sql - sluice.llm_usage, one row per LLM call pgsluice
--- recorded (DESIGN §5.3), partitioned by UTC calendar month, and
+-- recorded (src/ai/README.md), partitioned by UTC calendar month, and
 -- sluice.ensure_usage_partitions(), which creates the months ahead.
 --
 -- Run by "pgsluice --migrate CONFIG" inside one transaction, which then

@@ -1,5 +1,5 @@
 -- 0004_usage_daily.sql - the daily roll-up users query first, and dropping
--- old usage months as whole partitions (DESIGN 5.3; docs/schema.md).
+-- old usage months as whole partitions (src/ai/README.md; docs/schema.md).
 --
 -- Run by "pgsluice --migrate CONFIG" inside one transaction.
 

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "ai/cache.h"
+#include "ai/stats.h"
 #include "ai/limits.h"
 #include "auth.h"
 #include "autoconfig.h"
@@ -1347,7 +1348,7 @@ static void show_mem(struct client *c, struct msgbuf *m)
 		{ "server", (int64_t)sizeof(struct server), servers },
 		{ "pool", (int64_t)sizeof(struct pool), pools },
 		{ "limit_counter", 260, (int64_t)ls.entries },
-		{ "usage_counter", (int64_t)metrics_usage_entry_size(), (int64_t)metrics_usage_entries(sl) },
+		{ "usage_counter", (int64_t)ai_stats_entry_size(), (int64_t)ai_stats_entries(sl->ai_stats) },
 	};
 	result_begin(&r, m, cols, 5);
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
@@ -1657,7 +1658,7 @@ static void show_usage(struct client *c, struct msgbuf *m)
 		{ "rejected", TYPE_INT8 },
 	};
 	struct usage_rows ur = { 0 };
-	metrics_foreach_usage(c->sl, collect_usage, &ur);
+	ai_stats_foreach(c->sl->ai_stats, collect_usage, &ur);
 	if (ur.failed) {
 		admin_error(m, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 	} else {

@@ -30,7 +30,7 @@
 
 /*
  * PgBouncer's keys that pgsluice implements, with PgBouncer's defaults and
- * reloadability, and pgsluice's own keys (DESIGN §5.6), all in PgBouncer's
+ * reloadability, and pgsluice's own keys (docs/configuration.md), all in PgBouncer's
  * SHOW CONFIG (alphabetical) order. Ranges: TIME in usec, SIZE in bytes.
  */
 static const struct config_key config_table[] = {
@@ -165,7 +165,7 @@ static const char *const unsupported_pgbouncer_keys[] = {
 	"tcp_defer_accept", "tcp_socket_buffer", "unix_socket_group", NULL
 };
 
-/* pgsluice's own keys (DESIGN §3, §5.6) whose modules do not exist yet. */
+/* pgsluice's own keys (docs/design.md, docs/configuration.md) whose modules do not exist yet. */
 static const char *const planned_keys[] = {
 	"workers", NULL
 };

@@ -160,7 +160,7 @@ struct sluice_config {
 	bool log_stats;
 	usec_t stats_period;
 	int verbose;
-	/* pgsluice's own keys (DESIGN §5.6) */
+	/* pgsluice's own keys (docs/configuration.md) */
 	char *ai_database;        /* [databases] entry holding the sluice schema; "" = none */
 
 	char *tag_trusted_roles;  /* roles allowed to set ai_user; "" = every role */

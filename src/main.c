@@ -28,6 +28,7 @@
 #include "ai/limits.h"
 #include "ai/limits_sync.h"
 #include "ai/migrate.h"
+#include "ai/stats.h"
 #include "ai/usage.h"
 #include "admin.h"
 #include "auth.h"
@@ -591,6 +592,7 @@ static bool init_sluice(struct sluice *sl, struct sluice_config *cfg, const char
 	sl->limits = limits_new(cfg->limit_rules, 0);
 	cfg->limit_rules = NULL;
 	sl->cache = cache_new((size_t)cfg->cache_max_memory, (size_t)cfg->cache_max_entry_size);
+	sl->ai_stats = ai_stats_new();
 	TAILQ_INIT(&sl->login_clients);
 	TAILQ_INIT(&sl->closing_clients);
 	TAILQ_INIT(&sl->pools);
@@ -608,7 +610,7 @@ static bool init_sluice(struct sluice *sl, struct sluice_config *cfg, const char
 	for (size_t i = 0; i < sizeof(pw) - 1; i++)
 		pw[i] = (char)('a' + ((unsigned char)pw[i] % 26));
 	pw[sizeof(pw) - 1] = '\0';
-	return sl->config_path && sl->limits && sl->cache && scram_secret_from_password(pw, salt, sizeof(salt), SCRAM_DEFAULT_ITERATIONS,
+	return sl->config_path && sl->limits && sl->cache && sl->ai_stats && scram_secret_from_password(pw, salt, sizeof(salt), SCRAM_DEFAULT_ITERATIONS,
 	                                                     &sl->mock_secret);
 }
 
@@ -640,6 +642,8 @@ static void teardown(struct sluice *sl, struct event **sigs, int n_sigs)
 	sl->limits = NULL;
 	cache_free(sl->cache);    /* after the clients and servers that held its entries */
 	sl->cache = NULL;
+	ai_stats_free(sl->ai_stats);
+	sl->ai_stats = NULL;
 	if (sl->dns)
 		evdns_base_free(sl->dns, 0);
 	connio_global_free();

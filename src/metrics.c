@@ -2,9 +2,8 @@
 /*
  * metrics.c - see metrics.h. The data path only increments counters; this
  * file sums them when someone asks (SHOW STATS, a scrape), so a scrape costs
- * O(pools + subjects) in the loop and nothing in between. The AI counters
- * are a chained hash table keyed by (subject, model), bounded by
- * METRICS_MAX_SUBJECTS.
+ * O(pools + subjects) in the loop and nothing in between. The AI
+ * middleware's counters are its own (ai/stats.h): read here, never pushed.
  */
 #include "metrics.h"
 
@@ -18,6 +17,7 @@
 
 #include "ai/cache.h"
 #include "ai/limits.h"
+#include "ai/stats.h"
 #include "autoconfig.h"
 #include "client.h"
 #include "log.h"
@@ -28,40 +28,12 @@
 /* Distinct model labels in /metrics; further models are summed as "(other)". */
 #define MAX_MODEL_LABELS 100
 
-struct ai_entry {
-	struct ai_entry *next;
-	uint64_t hash;
-	char *subject;
-	char *model;
-	uint64_t requests;
-	uint64_t refusals;
-	uint64_t input_tokens;
-	uint64_t output_tokens;
-	double cost_cents;
-	uint64_t rejected;                  /* usage records moved to sluice.usage_rejects */
-};
-
 struct metrics {
 	struct sluice *sl;
 	struct evhttp *http;                /* NULL: metrics_listen_addr is empty */
 	struct event *stats_ev;             /* rolls the stats_period snapshots */
 	usec_t newer_time, older_time;      /* monotonic times of the two snapshots */
-	struct ai_entry **buckets;
-	size_t n_buckets;
-	size_t n_entries;
-	struct ai_entry other;              /* past METRICS_MAX_SUBJECTS */
-	uint64_t refusals[N_REFUSAL_REASONS];
 };
-
-static const char *const refusal_names[N_REFUSAL_REASONS] = {
-	"requests_per_minute", "tokens_per_minute", "tokens_per_day", "cost_cents_per_month",
-	"max_concurrent", "untrusted_ai_user",
-};
-
-const char *refusal_reason_name(enum refusal_reason reason)
-{
-	return reason >= 0 && reason < N_REFUSAL_REASONS ? refusal_names[reason] : "unknown";
-}
 
 /* ---- per-database sums and averages ---- */
 
@@ -156,153 +128,6 @@ static void stats_tick(evutil_socket_t fd, short what, void *arg)
 	usec_t period = sl->cfg->stats_period;   /* reloadable: read at every tick */
 	struct timeval tv = { (time_t)(period / USEC_PER_SEC), (suseconds_t)(period % USEC_PER_SEC) };
 	event_add(m->stats_ev, &tv);
-}
-
-/* ---- AI counters per (subject, model) ---- */
-
-/*
- * FNV-1a over subject, a 0xff byte, model. It starts from 1469598103934665603,
- * not HASH_FNV1A_BASIS (a digit short of it): kept, because the exporter
- * walks the table in bucket order, so the hash decides the order of the
- * per-model samples and, past MAX_MODEL_LABELS, which models get a label.
- */
-static uint64_t hash_names(const char *subject, const char *model)
-{
-	uint64_t h = hash_fnv1a(1469598103934665603ULL, subject, strlen(subject));
-	h = hash_fnv1a(h, "\xff", 1);
-	return hash_fnv1a(h, model, strlen(model));
-}
-
-static bool grow_table(struct metrics *m)
-{
-	size_t n = m->n_buckets ? m->n_buckets * 2 : 64;
-	struct ai_entry **b = calloc(n, sizeof(*b));
-	if (!b)
-		return false;
-	for (size_t i = 0; i < m->n_buckets; i++) {
-		struct ai_entry *e, *next;
-		for (e = m->buckets[i]; e; e = next) {
-			next = e->next;
-			e->next = b[e->hash % n];
-			b[e->hash % n] = e;
-		}
-	}
-	free(m->buckets);
-	m->buckets = b;
-	m->n_buckets = n;
-	return true;
-}
-
-/* The entry of (subject, model), made on first use; the "(other)" entry when full or OOM. */
-static struct ai_entry *find_entry(struct metrics *m, const char *subject, const char *model)
-{
-	char s[LIMITS_NAME_MAX + 1], mo[LIMITS_NAME_MAX + 1];
-	str_copy(s, subject ? subject : "", sizeof(s));
-	str_copy(mo, model ? model : "", sizeof(mo));
-	uint64_t h = hash_names(s, mo);
-	if (m->n_buckets) {
-		for (struct ai_entry *e = m->buckets[h % m->n_buckets]; e; e = e->next)
-			if (e->hash == h && strcmp(e->subject, s) == 0 && strcmp(e->model, mo) == 0)
-				return e;
-	}
-	if (m->n_entries >= METRICS_MAX_SUBJECTS)
-		return &m->other;
-	if (m->n_entries >= m->n_buckets && !grow_table(m))
-		return &m->other;
-	struct ai_entry *e = calloc(1, sizeof(*e));
-	if (!e || !(e->subject = strdup(s)) || !(e->model = strdup(mo))) {
-		if (e)
-			free(e->subject);
-		free(e);
-		return &m->other;
-	}
-	e->hash = h;
-	e->next = m->buckets[h % m->n_buckets];
-	m->buckets[h % m->n_buckets] = e;
-	m->n_entries++;
-	return e;
-}
-
-void metrics_note_ai_statement(struct sluice *sl, const char *subject, const char *model,
-                               enum refusal_reason reason)
-{
-	struct metrics *m = sl->metrics;
-	if (!m)
-		return;
-	struct ai_entry *e = find_entry(m, subject, model);
-	if (reason == REFUSAL_NONE) {
-		e->requests++;
-		return;
-	}
-	e->refusals++;
-	if (reason >= 0 && reason < N_REFUSAL_REASONS)
-		m->refusals[reason]++;
-}
-
-void metrics_note_ai_usage(struct sluice *sl, const char *subject, const char *model,
-                           int64_t input_tokens, int64_t output_tokens, double cost_cents)
-{
-	struct metrics *m = sl->metrics;
-	if (!m)
-		return;
-	struct ai_entry *e = find_entry(m, subject, model);
-	e->input_tokens += input_tokens > 0 ? (uint64_t)input_tokens : 0;
-	e->output_tokens += output_tokens > 0 ? (uint64_t)output_tokens : 0;
-	if (cost_cents > 0)
-		e->cost_cents += cost_cents;
-}
-
-void metrics_note_ai_rejected(struct sluice *sl, const char *subject, const char *model)
-{
-	sl->stats.usage_rejected++;
-	struct metrics *m = sl->metrics;
-	if (m)
-		find_entry(m, subject, model)->rejected++;
-}
-
-static void entry_row(const struct ai_entry *e, struct ai_usage_row *row)
-{
-	row->subject = e->subject;
-	row->model = e->model;
-	row->requests = e->requests;
-	row->refusals = e->refusals;
-	row->input_tokens = e->input_tokens;
-	row->output_tokens = e->output_tokens;
-	row->cost_cents = e->cost_cents;
-	row->rejected = e->rejected;
-}
-
-void metrics_foreach_usage(struct sluice *sl, metrics_usage_fn fn, void *arg)
-{
-	struct metrics *m = sl->metrics;
-	struct ai_usage_row row;
-	if (!m)
-		return;
-	for (size_t i = 0; i < m->n_buckets; i++)
-		for (struct ai_entry *e = m->buckets[i]; e; e = e->next) {
-			entry_row(e, &row);
-			fn(&row, arg);
-		}
-	if (m->other.requests || m->other.refusals || m->other.input_tokens || m->other.output_tokens ||
-	    m->other.rejected) {
-		entry_row(&m->other, &row);
-		fn(&row, arg);
-	}
-}
-
-uint64_t metrics_refusals(const struct sluice *sl, enum refusal_reason reason)
-{
-	return sl->metrics && reason >= 0 && reason < N_REFUSAL_REASONS ? sl->metrics->refusals[reason] : 0;
-}
-
-size_t metrics_usage_entries(const struct sluice *sl)
-{
-	return sl->metrics ? sl->metrics->n_entries : 0;
-}
-
-size_t metrics_usage_entry_size(void)
-{
-	return sizeof(struct ai_entry);
 }
 
 /* ---- Prometheus text exposition (format 0.0.4) ---- */
@@ -566,9 +391,17 @@ struct model_sum {
 	double cost_cents;
 };
 
+struct model_sums {
+	struct model_sum sums[MAX_MODEL_LABELS + 1];
+	size_t n;
+};
+
 /* Add e to its model's sum; past MAX_MODEL_LABELS models, to sums[MAX_MODEL_LABELS] ("(other)"). */
-static void add_model_sum(struct model_sum *sums, size_t *n, const struct ai_entry *e)
+static void add_model_sum(const struct ai_usage_row *e, void *arg)
 {
+	struct model_sums *ms = arg;
+	struct model_sum *sums = ms->sums;
+	size_t *n = &ms->n;
 	if (!e->requests && !e->refusals && !e->input_tokens && !e->output_tokens && e->cost_cents <= 0)
 		return;
 	size_t k = 0;
@@ -591,23 +424,23 @@ static void add_model_sum(struct model_sum *sums, size_t *n, const struct ai_ent
 
 static void render_ai(struct sluice *sl, struct evbuffer *out)
 {
-	struct metrics *m = sl->metrics;
+	struct ai_stats_totals totals;
 	struct labels l;
+	ai_stats_totals(sl->ai_stats, &totals);
 	family(out, "pgsluice_ai_refusals_total", "counter",
 	       "Attributed statements the AI middleware refused, by reason (a limit, or an untrusted ai_user).");
 	for (int r = 0; r < N_REFUSAL_REASONS; r++) {
 		labels_init(&l);
-		labels_add(&l, "reason", refusal_names[r]);
-		sample_u(out, "pgsluice_ai_refusals_total", &l, m->refusals[r]);
+		labels_add(&l, "reason", refusal_reason_name((enum refusal_reason)r));
+		sample_u(out, "pgsluice_ai_refusals_total", &l, totals.refusals[r]);
 	}
 
-	struct model_sum sums[MAX_MODEL_LABELS + 1];
-	size_t n = 0;
-	memset(sums, 0, sizeof(sums));
-	for (size_t i = 0; i < m->n_buckets; i++)
-		for (const struct ai_entry *e = m->buckets[i]; e; e = e->next)
-			add_model_sum(sums, &n, e);
-	add_model_sum(sums, &n, &m->other);
+	struct model_sums *ms = calloc(1, sizeof(*ms));
+	if (!ms)
+		return;
+	ai_stats_foreach(sl->ai_stats, add_model_sum, ms);
+	struct model_sum *sums = ms->sums;
+	size_t n = ms->n;
 	if (sums[MAX_MODEL_LABELS].model)
 		sums[n++] = sums[MAX_MODEL_LABELS];
 	family(out, "pgsluice_ai_statements_total", "counter",
@@ -640,7 +473,8 @@ static void render_ai(struct sluice *sl, struct evbuffer *out)
 	sample_u(out, "pgsluice_ai_usage_journal_records", NULL, 0);
 	family(out, "pgsluice_ai_usage_rejected_total", "counter",
 	       "Usage records PostgreSQL refused to store, moved to sluice.usage_rejects.");
-	sample_u(out, "pgsluice_ai_usage_rejected_total", NULL, sl->stats.usage_rejected);
+	sample_u(out, "pgsluice_ai_usage_rejected_total", NULL, totals.usage_rejected);
+	free(ms);
 
 	struct cache_stats cs = sl->cache ? cache_stats(sl->cache) : (struct cache_stats){ 0 };
 	family(out, "pgsluice_ai_cache_entries", "gauge", "Entries in the completion cache.");
@@ -743,8 +577,6 @@ bool metrics_start(struct sluice *sl, char *errbuf, size_t errlen)
 		return false;
 	}
 	m->sl = sl;
-	m->other.subject = "(other)";
-	m->other.model = "";
 	m->newer_time = m->older_time = now_usec();
 	sl->metrics = m;
 	m->stats_ev = evtimer_new(sl->base, stats_tick, m);
@@ -768,16 +600,6 @@ void metrics_stop(struct sluice *sl)
 		evhttp_free(m->http);
 	if (m->stats_ev)
 		event_free(m->stats_ev);
-	for (size_t i = 0; i < m->n_buckets; i++) {
-		struct ai_entry *e, *next;
-		for (e = m->buckets[i]; e; e = next) {
-			next = e->next;
-			free(e->subject);
-			free(e->model);
-			free(e);
-		}
-	}
-	free(m->buckets);
 	free(m);
 	sl->metrics = NULL;
 }

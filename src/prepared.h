@@ -225,7 +225,7 @@ void prepared_flush_owed(struct server *s);
  * Fail the extended-protocol message the client sent (and pgsluice dropped)
  * with an ERROR of sqlstate: the server runs a statement that raises it, so
  * the error arrives in its place and the server skips to the client's Sync,
- * exactly as for an error of its own (DESIGN.md 5.2). Its ParseComplete and
+ * exactly as for an error of its own (docs/limits.md). Its ParseComplete and
  * BindComplete are swallowed. The unnamed statement and portal are replaced.
  */
 void prepared_raise_error(struct server *s, const char *sqlstate, const char *message,

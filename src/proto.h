@@ -69,7 +69,7 @@ struct iobuf;
 #define AUTH_REQ_SASL_CONT      11
 #define AUTH_REQ_SASL_FIN       12
 
-/* SQLSTATEs pgsluice raises itself (errcodes-appendix.html; DESIGN.md section 6). */
+/* SQLSTATEs pgsluice raises itself (errcodes-appendix.html; docs/errors.md). */
 #define SQLSTATE_SUCCESSFUL_COMPLETION   "00000"   /* NOTICEs */
 #define SQLSTATE_PROTOCOL_VIOLATION      "08P01"
 #define SQLSTATE_CONNECTION_FAILURE      "08006"

@@ -2,7 +2,7 @@
 /*
  * server.c - see server.h. Login follows protocol-flow.html 55.2.1 from the
  * client's side; replies of a linked server are relayed to its client with
- * only ReadyForQuery and ParameterStatus inspected (DESIGN.md section 3).
+ * only ReadyForQuery and ParameterStatus inspected (docs/design.md).
  */
 #include "server.h"
 

@@ -3,7 +3,7 @@
  * sluice.h - the per-process state of pgsluice: the event loop, the current
  * configuration and auth_file, the lists every connection sits on, and the
  * counters. One struct passed by pointer, so a worker-per-thread mode can
- * later own one each (DESIGN.md section 3).
+ * later own one each (docs/design.md).
  */
 #ifndef SLUICE_SLUICE_H
 #define SLUICE_SLUICE_H
@@ -35,6 +35,7 @@ struct server;
 struct pool;
 struct admin;
 struct metrics;
+struct ai_stats;
 struct cancel_req;
 
 TAILQ_HEAD(client_list, client);
@@ -49,10 +50,6 @@ struct sluice_stats {
 	uint64_t bytes_sent;       /* to clients */
 	uint64_t xact_time_usec;
 	uint64_t wait_time_usec;
-	uint64_t refusals;         /* statements refused by limits */
-	uint64_t usage_records;    /* usage records journaled */
-	uint64_t usage_lost;       /* usage records that could not be journaled */
-	uint64_t usage_rejected;   /* usage records PostgreSQL refused, moved to sluice.usage_rejects */
 };
 
 /*
@@ -129,7 +126,8 @@ struct sluice {
 	/* admin console and metrics (admin.h, metrics.h) */
 	struct client_list admin_clients; /* CL_ADMIN: sessions of the admin console */
 	struct admin *admin;              /* commands waiting (PAUSE, WAIT_CLOSE); owned by admin.c */
-	struct metrics *metrics;          /* /metrics, stats_period averages, AI counters; owned by metrics.c */
+	struct metrics *metrics;          /* /metrics, stats_period averages; owned by metrics.c */
+	struct ai_stats *ai_stats;        /* the AI middleware's counters (ai/stats.h); owned */
 	bool paused;                      /* PAUSE, KILL or SIGUSR1 without a database: every pool */
 	bool suspended;                   /* SUSPEND: not accepting, pooled sockets not read (admin.c) */
 	char **paused_dbs;                /* databases paused one by one, NULL-terminated; owned */

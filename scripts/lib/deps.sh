@@ -1,6 +1,6 @@
 # shellcheck shell=bash disable=SC2034
 # scripts/lib/deps.sh - install the Debian packages pgsluice needs, and only those missing.
-# Sourced by scripts/test and scripts/quickstart; DESIGN.md section 2 lists why each is needed.
+# Sourced by scripts/test and scripts/quickstart; the comment above each list says why it is needed.
 #
 #   sluice_install_deps PACKAGE...   installs whichever of PACKAGE... is not installed
 #                                    (apt-get update once, then apt-get install),

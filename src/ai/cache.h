@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: PostgreSQL */
 /*
- * cache.h - the completion cache's store (DESIGN.md 5.4): answers keyed by
+ * cache.h - the completion cache's store (docs/ai-middleware.md): answers keyed by
  * bytes, their TTL, LRU eviction under cache_max_memory, and the fills in
  * flight that identical misses wait for. Pure: no sockets, no clock of its own.
  */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: PostgreSQL */
 /*
- * cache_proto.h - the completion cache on the wire (DESIGN.md 5.4): keys
+ * cache_proto.h - the completion cache on the wire (docs/ai-middleware.md): keys
  * built from Query and Parse/Bind messages, hits written back as the messages
  * PostgreSQL sent, and the capture of a server's answer into a fill.
  */

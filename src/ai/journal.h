@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: PostgreSQL */
 /*
- * journal.h - the append-only usage journal (DESIGN §1, §5.3): usage records
+ * journal.h - the append-only usage journal (docs/design.md, src/ai/README.md): usage records
  * written to checksummed segment files in usage_journal_dir before the client
  * is told, fsynced on a timer, removed once PostgreSQL has committed them.
  */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: PostgreSQL */
 /*
- * limits.h - rate limits and budgets of the AI middleware (DESIGN §5.2): the
+ * limits.h - rate limits and budgets of the AI middleware (docs/limits.md): the
  * [limits] rules and their sluice.limits overrides, per-subject and per-model
  * counters, admission with reservations, settling, and counter sync between
  * instances. Pure: no I/O.
@@ -260,7 +260,7 @@ void limits_release(struct limits *l, const char *subject, const char *model,
  * Charge a completed LLM call's tokens and cost (cents, fractions allowed)
  * when its usage record is made, to the subject-wide and the subject/model
  * counters. Never refuses: a subject pushed over a limit is refused on its
- * next statement (DESIGN §5.2); per-minute overuse becomes debt that drains
+ * next statement (docs/limits.md); per-minute overuse becomes debt that drains
  * at the limit's rate. Negative or NaN amounts count as 0, one call's cost
  * at most LIMITS_MAX_CENTS; sums saturate instead of overflowing.
  */

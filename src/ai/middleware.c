@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: PostgreSQL */
 /* middleware.c - see middleware.h. */
 #include "ai/middleware.h"
+#include "ai/stats.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -10,7 +11,6 @@
 #include "ai/limits_sync.h"
 #include "ai/usage.h"
 #include "client.h"
-#include "metrics.h"
 #include "proto.h"
 #include "sluice.h"
 #include "util.h"
@@ -110,7 +110,7 @@ bool middleware_admit(struct client *c, const struct ai_tags *tags, struct pg_er
 			         "permission denied to set ai_user as role \"%s\"", c->user);
 			str_copy(refusal->hint, "Add the role to tag_trusted_roles in the pgsluice configuration.",
 			         sizeof(refusal->hint));
-			metrics_note_ai_statement(sl, c->user, tags->model[0] ? tags->model : c->ai.model,
+			ai_stats_note_statement(sl->ai_stats, c->user, tags->model[0] ? tags->model : c->ai.model,
 			                          REFUSAL_UNTRUSTED_AI_USER);   /* SHOW USAGE, /metrics */
 			return false;
 		}
@@ -130,7 +130,6 @@ bool middleware_admit(struct client *c, const struct ai_tags *tags, struct pg_er
 		         "from ai_database \"%s\".", sl->cfg->ai_database);
 		str_copy(refusal->hint, "Retry once ai_database can be reached; statements without ai_ tags "
 		         "or sluice.user are not affected.", sizeof(refusal->hint));
-		sl->stats.refusals++;
 		return false;
 	}
 	if (tagged && usage_wanted(tags) && !usage_can_record(sl)) {
@@ -145,7 +144,7 @@ bool middleware_admit(struct client *c, const struct ai_tags *tags, struct pg_er
 	struct limit_reservation resv;
 	int64_t now = wall_ms();
 	if (!sl->limits || limits_admit_reserve(sl->limits, subject, model, now, &est, usage ? &resv : NULL, &r)) {
-		metrics_note_ai_statement(sl, subject, model, REFUSAL_NONE);   /* SHOW USAGE, /metrics */
+		ai_stats_note_statement(sl->ai_stats, subject, model, REFUSAL_NONE);   /* SHOW USAGE, /metrics */
 		if (usage) {
 			if (!sl->limits)
 				memset(&resv, 0, sizeof(resv));
@@ -156,7 +155,6 @@ bool middleware_admit(struct client *c, const struct ai_tags *tags, struct pg_er
 		return true;
 	}
 	limits_format_refusal(&r, subject, refusal);
-	sl->stats.refusals++;
-	metrics_note_ai_statement(sl, subject, model, (enum refusal_reason)r.dim);   /* SHOW USAGE, /metrics */
+	ai_stats_note_statement(sl->ai_stats, subject, model, (enum refusal_reason)r.dim);   /* SHOW USAGE, /metrics */
 	return false;
 }

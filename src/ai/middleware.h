@@ -2,7 +2,7 @@
 /*
  * middleware.h - the step a client takes before a statement is routed:
  * given the statement's tags and the client's own settings, decide whether
- * it runs (and as whose) or is refused with an error (DESIGN.md 5.1, 5.2).
+ * it runs (and as whose) or is refused with an error (docs/ai-middleware.md, docs/limits.md).
  * Knows nothing of sockets; client.c hands it parsed statements.
  */
 #ifndef SLUICE_AI_MIDDLEWARE_H
@@ -41,7 +41,7 @@ bool middleware_admit(struct client *c, const struct ai_tags *tags, struct pg_er
 /*
  * The usage record of a completion-cache hit of client c's statement with
  * tags (admitted already): cached = true, subject and model as admission
- * chose them, no tokens and no cost, as no LLM was called (DESIGN.md 5.3).
+ * chose them, no tokens and no cost, as no LLM was called (src/ai/README.md).
  * NULL when recording is off or out of memory; owned by the caller.
  */
 struct usage_pending *middleware_hit_usage(struct client *c, const struct ai_tags *tags);

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: PostgreSQL */
 /*
- * migrate.h - the sluice schema's migrations (DESIGN §5.5): apply the
+ * migrate.h - the sluice schema's migrations (docs/schema.md): apply the
  * sql/NNNN_name.sql files to the database of the ai_database entry
  * ("pgsluice --migrate CONFIG"), and the check at daemon start that the
  * schema is current. Owns its libpq connection for the length of one call.

@@ -2,7 +2,7 @@
 /*
  * session.h - a client's own AI attribution settings: sluice.user and
  * sluice.model, from the startup "options" parameter or from SET/RESET
- * statements that pgsluice answers itself (DESIGN.md section 5.1).
+ * statements that pgsluice answers itself (docs/ai-middleware.md).
  */
 #ifndef SLUICE_AI_SESSION_H
 #define SLUICE_AI_SESSION_H

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: PostgreSQL */
 /*
  * settings_scan.h - does a statement text change the session's settings?
- * The completion cache (DESIGN.md 5.4) answers a lookup only with rows the
+ * The completion cache (docs/ai-middleware.md) answers a lookup only with rows the
  * same statement would return on the client's own session, so it must know
  * when a client's session stops being the one its key describes. Pure
  * function: no allocation, no sockets.

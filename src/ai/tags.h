@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: PostgreSQL */
 /*
- * tags.h - the sqlcommenter parser (DESIGN 5.1): reads pgsluice's ai_ keys and
+ * tags.h - the sqlcommenter parser (docs/ai-middleware.md): reads pgsluice's ai_ keys and
  * the W3C traceparent from the comments of a Query or Parse text. Pure
  * function, no allocation, no sockets; policy (limits, trust) lives elsewhere.
  */

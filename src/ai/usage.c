@@ -5,6 +5,7 @@
  * (id, created_at), and releases the segment only after the commit.
  */
 #include "ai/usage.h"
+#include "ai/stats.h"
 
 #include <event2/event.h>
 #include <math.h>
@@ -22,7 +23,6 @@
 #include "ai/tags.h"
 #include "client.h"
 #include "log.h"
-#include "metrics.h"
 #include "pgerror.h"
 #include "sidechan.h"
 #include "sluice.h"
@@ -240,13 +240,13 @@ bool usage_commit(struct sluice *sl, struct usage_pending *p)
 	if (!u || !u->journal || !journal_append(u->journal, &p->rec, err, sizeof(err))) {
 		/* Nothing to write to: the loss is loud, and counted. */
 		log_error("usage record for \"%s\" lost: %s", p->rec.subject, u && u->journal ? err : "no journal");
-		sl->stats.usage_lost++;
+		ai_stats_note_journaled(sl->ai_stats, false);
 		if (u)
 			u->append_failed_at = now_usec();
 	} else {
 		stored = true;
 		u->append_failed_at = 0;
-		sl->stats.usage_records++;
+		ai_stats_note_journaled(sl->ai_stats, true);
 		/* a segment is one shipment: at most usage_batch_size records */
 		if (++u->appended_since_seal >= (uint64_t)sl->cfg->usage_batch_size) {
 			journal_seal(u->journal);
@@ -257,7 +257,7 @@ bool usage_commit(struct sluice *sl, struct usage_pending *p)
 	if (sl->limits)
 		limits_settle(sl->limits, p->rec.subject, p->rec.model, &p->resv,
 		              p->rec.input_tokens + p->rec.output_tokens, cents, wall_usec() / 1000);
-	metrics_note_ai_usage(sl, p->rec.subject, p->rec.model, p->rec.input_tokens, p->rec.output_tokens, cents);
+	ai_stats_note_usage(sl->ai_stats, p->rec.subject, p->rec.model, p->rec.input_tokens, p->rec.output_tokens, cents);
 	free(p);
 	return stored;
 }
@@ -659,7 +659,7 @@ static void quarantined(void *arg, const PGresult *res)
 	add_escaped(&model, u->rejected.model);
 	log_warning("usage: record %s of subject \"%s\" moved to sluice.usage_rejects: PostgreSQL refused it: %s",
 	            id, subject.s ? subject.s : "", u->reject.message);
-	metrics_note_ai_rejected(u->sl, subject.s ? subject.s : "", model.s ? model.s : "");
+	ai_stats_note_rejected(u->sl->ai_stats, subject.s ? subject.s : "", model.s ? model.s : "");
 	sqltext_free(&subject);
 	sqltext_free(&model);
 	stored_up_to(u, u->ship_lo + 1);

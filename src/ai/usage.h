@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: PostgreSQL */
 /*
- * usage.h - LLM usage records (DESIGN.md 5.3): made when a statement that
+ * usage.h - LLM usage records (src/ai/README.md): made when a statement that
  * carries ai_tokens_in/ai_tokens_out completes, written to the journal
  * before the client sees ReadyForQuery, shipped to sluice.llm_usage in batches.
  */

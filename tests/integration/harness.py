@@ -11,7 +11,7 @@ PGSLUICE_BIN) with its own directory holding the ini file, userlist.txt, log
 and pidfile. It runs in the foreground as `BIN [-v] CONFIG`; stop() reports
 crashes and sanitizer findings instead of hiding them.
 
-Nothing here mocks PostgreSQL: DESIGN.md section 1, "Real parts".
+Nothing here mocks PostgreSQL: the tests run against a real one.
 """
 
 import atexit

@@ -3,7 +3,7 @@
 
 libpq (and so psycopg) reports a failed connection attempt as text only: the
 SQLSTATE of the server's ErrorResponse is lost. The tests assert SQLSTATEs
-(DESIGN.md section 6), so this module performs the startup and authentication
+(docs/errors.md), so this module performs the startup and authentication
 exchange itself (trust, cleartext, md5, SCRAM-SHA-256) and returns the fields
 of the ErrorResponse, or the session after ReadyForQuery. It also sends raw
 simple-protocol queries, for tests that need exact control over packet sizes.

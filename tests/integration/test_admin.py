@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: PostgreSQL
-"""The admin console and /metrics (DESIGN.md section 7, docs/admin.md).
+"""The admin console and /metrics (docs/admin.md).
 
 An operator coming from PgBouncer connects to the virtual database
 `pgsluice` (or `pgbouncer`) and finds PgBouncer's SHOW commands with

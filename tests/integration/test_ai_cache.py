@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: PostgreSQL
-"""The completion cache (DESIGN.md section 5.4, issue 7).
+"""The completion cache (docs/ai-middleware.md, issue 7).
 
 An AI application looks a stored completion up before paying for an LLM call:
 `SELECT answer FROM llm_cache WHERE k = $1 /*ai_cache='lookup'*/`. pgsluice

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: PostgreSQL
-"""Per-subject rate limits on attributed statements (DESIGN.md sections 5.1, 5.2, 5.6, 6).
+"""Per-subject rate limits on attributed statements (docs/ai-middleware.md, docs/limits.md, docs/configuration.md, docs/errors.md).
 
 A statement is attributed when it carries an ai_ tag (a sqlcommenter comment,
 `/*ai_user='alice'*/`) or comes from a client that set sluice.user (SET, or

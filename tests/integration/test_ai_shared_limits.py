@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: PostgreSQL
-"""Limits shared through PostgreSQL (DESIGN §5.2): sluice.limits overrides,
+"""Limits shared through PostgreSQL (docs/limits.md): sluice.limits overrides,
 budgets that survive a restart, several instances sharing one subject's
 limit through sluice.rate_counters, and untagged traffic that keeps flowing
 while the side channel is down (attributed statements fail closed until the

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: PostgreSQL
-"""LLM usage recording (DESIGN §5.3, src/ai/README.md, docs/ai-middleware.md).
+"""LLM usage recording (src/ai/README.md, docs/ai-middleware.md).
 
 A statement tagged with ai_tokens_in/ai_tokens_out that completes becomes one
 row of sluice.llm_usage, exactly once: across a PostgreSQL outage, a SIGKILL

@@ -40,7 +40,7 @@ def test_user_missing_from_auth_file_is_28P01(sluice):
     pooler = sluice()
     err = pgwire.login_error(pooler.host, pooler.port, "nobody_here", "app",
                              password="whatever")
-    # DESIGN.md section 6: failed authentication is 28P01 (28000 for other refusals).
+    # docs/errors.md: failed authentication is 28P01 (28000 for other refusals).
     assert err.sqlstate in ("28P01", "28000"), err
 
 

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: PostgreSQL
-"""Real PostgreSQL clients work through the pooler unchanged (DESIGN.md section 1, "Drop-in")."""
+"""Real PostgreSQL clients work through the pooler unchanged (a drop-in for PgBouncer)."""
 
 import os
 import re

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: PostgreSQL
-"""`pgsluice --migrate CONFIG`: the sluice schema (DESIGN §5.5, docs/schema.md).
+"""`pgsluice --migrate CONFIG`: the sluice schema (docs/schema.md).
 
 Every test migrates a database of its own, created empty for it, through the
 [databases] entry named by ai_database. The migrations come from the

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: PostgreSQL
 """Limits, bad input, cancels, server outages and reloads: one client's trouble never
-stops the others (DESIGN.md section 1, "Bad input gets a clear error, never a crash")."""
+stops the others (bad input gets a clear error, never a crash)."""
 
 import threading
 import time

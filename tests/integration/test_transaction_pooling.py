@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: PostgreSQL
-"""Transaction and statement pooling (PgBouncer's semantics, DESIGN.md sections 1, 3, 6).
+"""Transaction and statement pooling (PgBouncer's semantics, docs/design.md, docs/errors.md).
 
 In transaction pooling a server connection goes back to the pool when the
 client's transaction ends (ReadyForQuery 'I' with no request of the client
