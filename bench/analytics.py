@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: PostgreSQL
 """analytics.py - how fast the documented usage questions answer (BENCH_ANALYTICS=1 bench/run).
 
 A throwaway PostgreSQL (tests/integration/harness.py), the sluice schema migrated with the

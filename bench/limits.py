@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: PostgreSQL
 """limits.py - do the limits hold under concurrency? (BENCH_LIMITS=1 bench/run)
 
 Issue 14's scenarios, one pgsluice instance, BENCH_CLIENTS (default 200) client

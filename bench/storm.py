@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: PostgreSQL
 """storm.py - connection storms through pgsluice and PgBouncer side by side
 (BENCH_STORM=1 bench/run; issue 13, docs/operations.md).
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * connio.c - see connio.h. Level-triggered events: one recv() per readable
  * event into the input buffer; output goes out with one send() at the end of

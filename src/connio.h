@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * connio.h - one connection's socket: non-blocking TCP or unix socket, or
  * TLS through OpenSSL over it; its input and output buffers (iobuf.h); its

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /* ident.c - see ident.h. Follows PostgreSQL's hba.c (parse_ident_line, check_usermap). */
 #include "ident.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * ident.h - peer authentication: the client's operating system user, from
  * the kernel (SO_PEERCRED / getpeereid) over the unix socket, and the user

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * iobuf.c - see iobuf.h. A free list of IOBUF_BLOCK blocks makes the
  * per-transaction "buffer emptied, buffer refilled" cycle a pointer swap

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * iobuf.h - one contiguous byte buffer of a connection (its input or its
  * output): bytes are read from the front and added at the back, so a whole

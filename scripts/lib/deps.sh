@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 # shellcheck shell=bash disable=SC2034
 # scripts/lib/deps.sh - install the Debian packages pgsluice needs, and only those missing.
 # Sourced by scripts/test and scripts/quickstart; the comment above each list says why it is needed.

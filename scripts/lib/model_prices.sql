@@ -1,3 +1,4 @@
+-- SPDX-License-Identifier: PostgreSQL
 -- scripts/lib/model_prices.sql - a starter sluice.model_prices for scripts/quickstart,
 -- so that usage rows of common models carry a cost instead of NULL.
 --

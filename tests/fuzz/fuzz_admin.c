@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * fuzz_admin.c - libFuzzer target for the admin console's command parsing:
  * the tokenizer every console query goes through (admin_tokenize_count:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * fuzz_auth_file.c - libFuzzer target for auth.c's auth_file parser
  * (userlist_parse, PgBouncer's userlist.txt format): any text gives a list

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * fuzz_config.c - libFuzzer target for config.c's loader (inih, the key
  * table, [databases], [users], [limits] lines handed to ai/limits.c): the

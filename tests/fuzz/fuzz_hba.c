@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * fuzz_hba.c - libFuzzer target for hba.c (auth_hba_file in pg_hba.conf
  * format): any text gives rules or an error, and the rules answer a few

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * fuzz_journal.c - libFuzzer target for the usage journal's segment reader
  * (ai/journal.c): a segment left by an earlier run is read at start-up and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * fuzz_proto.c - libFuzzer target for proto.c's readers: the input is a v3
  * message stream (type byte, int32 length, body) as a client or a server

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * fuzz_scram_client.c - libFuzzer target for scram.c's client side, which
  * reads a server's AuthenticationSASLContinue and AuthenticationSASLFinal

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * fuzz_scram_server.c - libFuzzer target for scram.c's server side, which
  * reads a client's SASLInitialResponse and SASLResponse: the input is

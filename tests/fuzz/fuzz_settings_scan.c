@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * fuzz_settings_scan.c - libFuzzer target for ai/settings_scan.c: any
  * statement text gives one of the documented answers, without reading past

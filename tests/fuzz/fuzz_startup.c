@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * fuzz_startup.c - libFuzzer target for the first packet a client sends:
  * the length and code of an untyped packet (StartupMessage, SSLRequest,

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: PostgreSQL
 """make_corpus.py - write the seed corpora in tests/fuzz/corpus/<target>/ (README.md).
 
 Each seed is a real input of its parser: what a client, a server, an

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """Admin console parity with PgBouncer 1.25 (issue 12 item 6, docs/admin.md).
 
 A monitoring script written for PgBouncer runs every SHOW its doc/usage.md

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """Budget alerts and status at the database layer (docs/ai-middleware.md, "Budget alerts and status").
 
 pgsluice announces on channel sluice_budget when a subject's tokens_per_day or

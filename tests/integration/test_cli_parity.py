@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """PgBouncer's -q and -d (issue 12 item 6, PgBouncer's usage.md "Command line switches").
 
 `-q` writes nothing to stderr, the configuration's own warnings included

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """The data path's own buffers (src/iobuf.c, src/connio.c): a client that
 reads slowly is not buffered without bound. (A client that hangs up while it
 waits for a server: test_storm.py.)"""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """Malformed input from clients gets a clear error instead of silence or a wrong one
 (issue 13 item 6; docs/errors.md, docs/ai-middleware.md).
 

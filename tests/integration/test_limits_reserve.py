@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """Limits that hold under concurrency (docs/limits.md, "Reservations", "Sliding windows").
 
 Many clients of one subject fire at once; each statement carries its token counts

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """Peer authentication, user name maps and the methods pgsluice refuses (issue 12 item 7, docs/hba.md).
 
 An operator's pgbouncer.ini with `auth_type = peer`, or an hba file with

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """Peering: [peers] and peer_id (issue 12 item 4, docs/migrating-from-pgbouncer.md).
 
 Two processes share a TCP port with so_reuseport; a CancelRequest travels on

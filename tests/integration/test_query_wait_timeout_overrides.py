@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """query_wait_timeout per database and per user (issue 12, PgBouncer 1.25's config.md).
 
 PgBouncer takes `query_wait_timeout` in a `[databases]` entry and in a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """Rolling restart with so_reuseport (issue 12 item 4, docs/migrating-from-pgbouncer.md).
 
 PgBouncer's replacement for its deprecated online restart (-R): start a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """Hardening under pressure (issue 13): connection storms, file descriptor exhaustion,
 a PostgreSQL restart, and clients that hang up while they wait for a server.
 

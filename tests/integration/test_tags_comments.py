@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: PostgreSQL
 """Tags from every comment of a statement (docs/ai-middleware.md, "Writing tags").
 
 ORMs put their sqlcommenter comment first (knex .comment(), drizzle .comment()) and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /*
  * test_ident.c - auth_ident_file: PostgreSQL's pg_ident.conf format as
  * pgsluice reads it, which (system user, role) pairs a map allows, and every

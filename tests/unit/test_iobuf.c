@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: PostgreSQL */
 /* test_iobuf.c - the data path's buffer layer: iobuf.c (message bytes
  * arriving in pieces, a message larger than a block, the block hand-over)
  * and connio.c over a socketpair (reads, output sent at the end of the
