@@ -750,6 +750,7 @@ static void free_loaded(struct sluice *sl)
 	tls_free(&sl->tls);
 	limits_free(sl->limits);
 	cache_free(sl->cache);
+	ai_stats_free(sl->ai_stats);
 	config_free(sl->cfg);
 	free(sl->config_path);
 }

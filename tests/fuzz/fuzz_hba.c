@@ -19,7 +19,8 @@
 static bool known_method(enum hba_method m)
 {
 	return m == HBA_TRUST || m == HBA_REJECT || m == HBA_MD5 || m == HBA_SCRAM_SHA_256 ||
-	       m == HBA_PASSWORD || m == HBA_CERT;
+	       m == HBA_PASSWORD || m == HBA_CERT || m == HBA_PEER || m == HBA_IDENT || m == HBA_LDAP ||
+	       m == HBA_PAM;
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
