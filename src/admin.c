@@ -690,7 +690,8 @@ static void show_pools(struct client *c, struct msgbuf *m)
 		put_int(&r, maxwait / USEC_PER_SEC);
 		put_int(&r, maxwait % USEC_PER_SEC);
 		put_text(&r, pool_mode_name(p->pool_mode));
-		put_text(&r, NULL);   /* PgBouncer: set only for a host list, which pgsluice does not take */
+		/* PgBouncer: set only for a host list */
+		put_text(&r, pool_host_count(p) > 1 ? (p->round_robin ? "round-robin" : "disable") : NULL);
 		row_end(&r);
 	}
 	command_complete(m, "SHOW");
@@ -1157,7 +1158,12 @@ static void database_row(struct result *r, struct sluice *sl, const char *name, 
 	put_int(r, d->reserve_pool >= 0 ? d->reserve_pool : cfg->reserve_pool_size);
 	put_int(r, (d->server_lifetime >= 0 ? d->server_lifetime : cfg->server_lifetime) / USEC_PER_SEC);
 	put_text(r, d->pool_mode != POOL_MODE_INHERIT ? pool_mode_name(d->pool_mode) : NULL);
-	put_text(r, NULL);
+	/* PgBouncer: set only for a host list */
+	put_text(r, d->host && strchr(d->host, ',')
+	            ? (config_load_balance_round_robin(d->load_balance_hosts ? d->load_balance_hosts
+	                                                                      : cfg->load_balance_hosts)
+	               ? "round-robin" : "disable")
+	            : NULL);
 	put_int(r, d->max_db_connections >= 0 ? d->max_db_connections : cfg->max_db_connections);
 	put_int(r, servers);
 	put_int(r, pool_max_db_clients(cfg, name));

@@ -113,57 +113,128 @@ static void connect_failed(struct server *s, const char *why)
 		login_fail(s, NULL, 0, why);
 }
 
-/* The host name resolved (libevent's evdns, asynchronous): connect to its first address. */
+static bool connect_host(struct server *s);
+
+/*
+ * The host being tried cannot be reached (no address answers, or its name
+ * does not resolve): go on to the next host of the pool's host list, and
+ * fail the login with why once each host was tried (PgBouncer 1.25 skips a
+ * host that is down the same way).
+ */
+static void host_failed(struct server *s, const char *why)
+{
+	struct pool *p = s->pool;
+	if (s->addrs)
+		evutil_freeaddrinfo(s->addrs);
+	s->addrs = s->addr_next = NULL;
+	if (--s->hosts_left <= 0) {
+		connect_failed(s, why);
+		return;
+	}
+	log_warning("S-%llu: %s/%s host \"%s\" port %d failed (%s), trying the next host",
+	            (unsigned long long)s->id, p->db_name, p->user_name, s->host_name, s->host_port, why);
+	s->host_index = (s->host_index + 1) % pool_host_count(p);
+	connect_host(s);
+}
+
+/* Connect to the next address the host name resolved to; each one is tried before the host counts as down. */
+static void try_next_address(struct server *s)
+{
+	char why[256] = "no address";
+	while (s->addr_next) {
+		struct evutil_addrinfo *a = s->addr_next;
+		s->addr_next = a->ai_next;
+		if (connio_connect(&s->io, s->pool->sl->base, a->ai_addr, (socklen_t)a->ai_addrlen, &server_io_ops, s))
+			return;
+		snprintf(why, sizeof(why), "%s", strerror(errno));
+	}
+	host_failed(s, why);
+}
+
+/* The host name resolved (libevent's evdns, asynchronous): connect to its addresses in turn. */
 static void dns_done(int err, struct evutil_addrinfo *res, void *arg)
 {
 	struct server *s = arg;
 	if (err == EVUTIL_EAI_CANCEL)
 		return;    /* s is being closed */
 	s->dns_req = NULL;
-	char why[256] = "";
-	if (err || !res)
-		snprintf(why, sizeof(why), "could not resolve host \"%s\": %s", s->pool->host,
+	if (err || !res) {
+		char why[512];
+		snprintf(why, sizeof(why), "could not resolve host \"%s\": %s", s->host_name,
 		         evutil_gai_strerror(err ? err : EVUTIL_EAI_NONAME));
-	else if (!connio_connect(&s->io, s->pool->sl->base, res->ai_addr, (socklen_t)res->ai_addrlen,
-	                         &server_io_ops, s))
+		if (res)
+			evutil_freeaddrinfo(res);
+		host_failed(s, why);
+		return;
+	}
+	s->addrs = s->addr_next = res;
+	try_next_address(s);
+}
+
+/* Start connecting to host s->host_index of the pool's list; false when the attempt is over (failed). */
+static bool connect_host(struct server *s)
+{
+	struct pool *p = s->pool;
+	struct sluice *sl = p->sl;
+	if (!pool_host_at(p, s->host_index, s->host_name, sizeof(s->host_name), &s->host_port)) {
+		connect_failed(s, "host name too long");
+		return false;
+	}
+	if (s->host_name[0] == '\0' || s->host_name[0] == '/') {
+		struct sockaddr_un un;
+		memset(&un, 0, sizeof(un));
+		un.sun_family = AF_UNIX;
+		const char *dir = s->host_name[0] ? s->host_name : sl->cfg->unix_socket_dir;
+		int n = snprintf(un.sun_path, sizeof(un.sun_path), "%.*s/.s.PGSQL.%d",
+		                 (int)(sizeof(un.sun_path) - 1), dir, s->host_port);
+		if (n >= (int)sizeof(un.sun_path))
+			errno = ENAMETOOLONG;
+		else if (connio_connect(&s->io, sl->base, (struct sockaddr *)&un, sizeof(un), &server_io_ops, s))
+			return true;
+		char why[256];
 		snprintf(why, sizeof(why), "%s", strerror(errno));
-	if (res)
-		evutil_freeaddrinfo(res);
-	if (why[0])
-		connect_failed(s, why);
+		host_failed(s, why);
+		return false;
+	}
+	char port[16];
+	struct evutil_addrinfo hints;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_protocol = IPPROTO_TCP;
+	hints.ai_flags = EVUTIL_AI_ADDRCONFIG;
+	snprintf(port, sizeof(port), "%d", s->host_port);
+	/* the answer may come before this returns (a numeric address, /etc/hosts):
+	 * then the request is NULL and dns_done already ran */
+	struct evdns_getaddrinfo_request *req = evdns_getaddrinfo(sl->dns, s->host_name, port, &hints, dns_done, s);
+	if (req)
+		s->dns_req = req;
+	return true;
 }
 
 /* Start connecting; false with connect_error set when it failed at once. */
 static bool start_connect(struct server *s)
 {
 	struct pool *p = s->pool;
-	struct sluice *sl = p->sl;
 	connect_error[0] = '\0';
 	connecting_now = true;
-	if (!p->host || p->host[0] == '/') {
-		struct sockaddr_un un;
-		memset(&un, 0, sizeof(un));
-		un.sun_family = AF_UNIX;
-		snprintf(un.sun_path, sizeof(un.sun_path), "%s/.s.PGSQL.%d",
-		         p->host ? p->host : sl->cfg->unix_socket_dir, p->port);
-		if (!connio_connect(&s->io, sl->base, (struct sockaddr *)&un, sizeof(un), &server_io_ops, s))
-			snprintf(connect_error, sizeof(connect_error), "%s", strerror(errno));
-	} else {
-		char port[16];
-		struct evutil_addrinfo hints;
-		memset(&hints, 0, sizeof(hints));
-		hints.ai_family = AF_UNSPEC;
-		hints.ai_socktype = SOCK_STREAM;
-		hints.ai_protocol = IPPROTO_TCP;
-		hints.ai_flags = EVUTIL_AI_ADDRCONFIG;
-		snprintf(port, sizeof(port), "%d", p->port);
-		/* the answer may come before this returns (a numeric address) */
-		struct evdns_getaddrinfo_request *req = evdns_getaddrinfo(sl->dns, p->host, port, &hints, dns_done, s);
-		if (connect_error[0] == '\0' && s->io.state == IO_CLOSED)
-			s->dns_req = req;
-	}
+	s->host_index = pool_first_host(p);
+	s->hosts_left = pool_host_count(p);
+	connect_host(s);
 	connecting_now = false;
 	return connect_error[0] == '\0';
+}
+
+bool server_connect_next(struct server *s)
+{
+	if (s->state != SV_LOGIN || s->io.state != IO_CONNECTING)
+		return false;
+	if (!s->addr_next && s->hosts_left <= 1)
+		return false;
+	connio_close(&s->io);
+	s->connect_time = now_usec();
+	try_next_address(s);
+	return true;
 }
 
 struct server *server_launch(struct pool *p)
@@ -212,6 +283,8 @@ void server_close(struct server *s, const char *reason)
 	cancel_detach(s);
 	if (s->dns_req)
 		evdns_getaddrinfo_cancel(s->dns_req);
+	if (s->addrs)
+		evutil_freeaddrinfo(s->addrs);
 	connio_close(&s->io);
 	varcache_clear(&s->vars);
 	prepared_server_free(s);
@@ -847,7 +920,7 @@ static void ssl_response(struct server *s)
 		login_fail(s, NULL, 0, "received unencrypted data after SSL response");
 		return;
 	}
-	SSL *ssl = tls_new_connect(&sl->tls, s->pool->host);
+	SSL *ssl = tls_new_connect(&sl->tls, s->host_name);
 	if (!ssl || !connio_start_tls(&s->io, ssl, false)) {
 		login_fail(s, NULL, 0, "could not start TLS");
 		return;
@@ -863,6 +936,9 @@ static void server_io_connect(void *arg)
 		send_startup(s);
 		return;
 	}
+	if (s->addrs)
+		evutil_freeaddrinfo(s->addrs);
+	s->addrs = s->addr_next = NULL;
 	s->addr_len = sizeof(s->addr);
 	if (getpeername(s->io.fd, (struct sockaddr *)&s->addr, &s->addr_len) != 0)
 		s->addr_len = 0;
@@ -882,6 +958,17 @@ static void server_io_error(void *arg, const char *why)
 	else if (s->tls && s->io.state == IO_HANDSHAKE) {
 		snprintf(text, sizeof(text), "TLS connection to the server failed: %s", why);
 		why = text;
+	}
+	if (s->state == SV_LOGIN && s->io.state == IO_CONNECTING) {
+		/* refused or unreachable: the next address, then the next host */
+		char reason[300];
+		str_copy(reason, why, sizeof(reason));
+		connio_close(&s->io);
+		if (s->addr_next)
+			try_next_address(s);
+		else
+			host_failed(s, reason);
+		return;
 	}
 	if (s->state == SV_LOGIN)
 		login_fail(s, NULL, 0, why);

@@ -53,6 +53,14 @@ struct server {
 	struct client *client;         /* linked client or NULL */
 	struct connio io;              /* the socket, its buffers and events */
 	struct evdns_getaddrinfo_request *dns_req; /* the host name being resolved, or NULL */
+	/* while connecting: the host of the pool's host list being tried, how many
+	 * hosts are still to try, and the addresses of its name not tried yet */
+	int host_index;
+	int hosts_left;
+	char host_name[256];           /* "" or "/dir": a unix socket */
+	int host_port;
+	struct evutil_addrinfo *addrs; /* owned, NULL once connected */
+	struct evutil_addrinfo *addr_next;
 	uint64_t id;
 
 	struct varcache vars;          /* the server's current ParameterStatus values */
@@ -87,6 +95,14 @@ struct server {
 
 /* Open a new server for pool p (SV_LOGIN). Returns NULL on immediate failure (logged). */
 struct server *server_launch(struct pool *p);
+
+/*
+ * server_connect_timeout passed for s while its TCP connect was still under
+ * way: move on to the next address or host of the pool's host list (the
+ * timer restarts) and return true; false when there is none left (the
+ * caller fails the login).
+ */
+bool server_connect_next(struct server *s);
 
 /* Close and free s, unlinking it from its client and pool. reason is logged. */
 void server_close(struct server *s, const char *reason);
