@@ -763,6 +763,12 @@ static const char *application_name(const struct varcache *vars)
 	return i >= 0 && vars->values[i] ? vars->values[i] : "";
 }
 
+/* SHOW CLIENTS/SERVERS "replication": PgBouncer's none, logical, physical. */
+static const char *replication_name(enum replication_mode mode)
+{
+	return mode == REPLICATION_LOGICAL ? "logical" : mode == REPLICATION_PHYSICAL ? "physical" : "none";
+}
+
 static void client_row(struct result *r, const struct client *c, const char *state, usec_t now)
 {
 	char local[64], connect[64], request[64], ptr[32], link[32];
@@ -787,7 +793,7 @@ static void client_row(struct result *r, const struct client *c, const char *sta
 	put_text(r, "C");
 	put_text(r, c->user ? c->user : "(nouser)");
 	put_text(r, c->database ? c->database : "(nodb)");
-	put_text(r, "none");
+	put_text(r, replication_name(c->replication));
 	put_text(r, state);
 	put_text(r, c->addr);
 	put_int(r, c->port);
@@ -850,7 +856,7 @@ static void server_row(struct result *r, const struct server *s, const char *sta
 	put_text(r, "S");
 	put_text(r, p->user_name);
 	put_text(r, p->db_name);
-	put_text(r, "none");
+	put_text(r, replication_name(s->replication));
 	put_text(r, state);
 	put_text(r, addr);
 	put_int(r, port);

@@ -738,6 +738,12 @@ static bool read_startup_params(struct client *c, struct msgreader *r, uint32_t 
 				unknown[n_unknown++] = name;
 		} else if (varcache_index(name) >= 0) {
 			varcache_set(&c->vars, name, value);
+		} else if (strcmp(name, "replication") == 0) {
+			if (!proto_parse_replication(value, &c->replication)) {
+				client_fatal(c, SQLSTATE_INVALID_PARAMETER_VALUE, NULL, NULL,
+				             "invalid value for parameter \"replication\": \"%s\"", value);
+				return false;
+			}
 		} else if (strcmp(name, "options") == 0) {
 			char err[256];
 			if (!ai_session_apply_options(&c->ai, &c->vars, value, cfg->ignore_startup_parameters,
@@ -1020,6 +1026,10 @@ static void login_succeeded(struct client *c)
 		RAND_bytes((unsigned char *)&c->cancel_key, sizeof(c->cancel_key));
 		cancel_key_stamp(sl->cfg, &c->cancel_pid, &c->cancel_key);   /* peer_id, for [peers] */
 	} while (client_find_by_key(sl, c->cancel_pid, c->cancel_key));
+	if (c->replication) {
+		pool_start_replication(p, c);   /* welcomed once its own server logged in */
+		return;
+	}
 	if (p->have_welcome)
 		client_welcome(c);
 	else

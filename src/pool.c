@@ -465,10 +465,21 @@ void pool_move_server(struct server *s, int new_state)
 	}
 }
 
+void pool_start_replication(struct pool *p, struct client *c)
+{
+	client_move(c, p, CL_ACTIVE);
+	connio_pause_read(&c->io);    /* nothing is relayed before the welcome */
+	server_launch_replication(p, c);
+}
+
 void pool_release_server(struct server *s, bool clean)
 {
 	struct pool *p = s->pool;
 	s->client = NULL;
+	if (s->replication) {
+		server_close(s, "replication client disconnected");
+		return;
+	}
 	if (clean && s->cancels) {
 		/* A CancelRequest of the client that just left may still land: no
 		 * other client's query runs here before it did (pool_cancels_done).
@@ -728,7 +739,10 @@ static void expire_servers(struct pool *p, usec_t now)
 			if (server_connect_next(s))
 				continue;    /* a host of a host list that does not answer: the next one */
 			usec_t started = s->connect_time;
+			bool replication = s->replication;   /* its client alone gets the error */
 			server_close(s, "server_connect_timeout");
+			if (replication)
+				continue;
 			pool_login_failed(p, started, NULL, 0, "server_connect_timeout expired");
 		}
 	int total = p->n_idle + p->n_active + p->n_login;

@@ -114,6 +114,17 @@ void pool_wait_for_welcome(struct pool *p, struct client *c);
 
 
 /*
+ * Client c (authenticated) asked for a replication connection (its
+ * StartupMessage's replication=database|true, PgBouncer 1.23): open a server
+ * for c alone, with that parameter and c's parameters in the server's
+ * StartupMessage, whatever the pool_mode. c is welcomed with that server's
+ * parameters once it logged in, the two are linked for c's life, and the
+ * server is closed with c, never pooled or reused. c gets a FATAL when the
+ * server cannot log in (the server's own ErrorResponse when it sent one).
+ */
+void pool_start_replication(struct pool *p, struct client *c);
+
+/*
  * The client gave its server back (session end or, later, transaction end).
  * Runs server_reset_query or closes the server when it is not clean.
  */

@@ -94,11 +94,20 @@ static void send_startup(struct server *s)
 	msg_add_string(&m, p->user_name);
 	msg_add_string(&m, "database");
 	msg_add_string(&m, p->dbname);
-	for (int i = 0; i < varcache_count(); i++)
-		if (p->startup_vars.values[i]) {
+	/* A replication connection takes no SET (physical replication runs no
+	 * SQL): its client's parameters go in the StartupMessage, as PgBouncer's. */
+	const struct varcache *own = s->replication && s->client ? &s->client->vars : NULL;
+	if (own) {
+		msg_add_string(&m, "replication");
+		msg_add_string(&m, proto_replication_value(s->replication));
+	}
+	for (int i = 0; i < varcache_count(); i++) {
+		const char *value = own && own->values[i] ? own->values[i] : p->startup_vars.values[i];
+		if (value) {
 			msg_add_string(&m, varcache_name(i));
-			msg_add_string(&m, p->startup_vars.values[i]);
+			msg_add_string(&m, value);
 		}
+	}
 	msg_add_byte(&m, 0);
 	msg_end(&m);
 	msg_flush_to(&m, &s->io.out);
@@ -237,11 +246,17 @@ bool server_connect_next(struct server *s)
 	return true;
 }
 
-struct server *server_launch(struct pool *p)
+/* A new server in SV_LOGIN; c: the replication client it is for, else NULL. */
+static struct server *server_new(struct pool *p, struct client *c)
 {
 	struct server *s = calloc(1, sizeof(*s));
 	if (!s)
 		return NULL;
+	if (c) {
+		s->replication = c->replication;
+		s->client = c;
+		c->server = s;
+	}
 	s->io.fd = -1;
 	s->pool = p;
 	s->id = socket_id_next();
@@ -250,7 +265,30 @@ struct server *server_launch(struct pool *p)
 	s->state = SV_LOGIN;
 	TAILQ_INSERT_TAIL(&p->login_servers, s, entry);
 	p->n_login++;
-	log_debug("S-%llu: %s/%s new connection to server", (unsigned long long)s->id, p->db_name, p->user_name);
+	log_debug("S-%llu: %s/%s new %sconnection to server", (unsigned long long)s->id, p->db_name, p->user_name,
+	          c ? "replication " : "");
+	return s;
+}
+
+void server_launch_replication(struct pool *p, struct client *c)
+{
+	struct server *s = server_new(p, c);
+	if (!s) {
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return;
+	}
+	if (!start_connect(s)) {
+		char err[300];
+		snprintf(err, sizeof(err), "%s", connect_error);
+		login_fail(s, NULL, 0, err);
+	}
+}
+
+struct server *server_launch(struct pool *p)
+{
+	struct server *s = server_new(p, NULL);
+	if (!s)
+		return NULL;
 	if (!start_connect(s)) {
 		char err[300];
 		snprintf(err, sizeof(err), "could not start connection: %s", connect_error);
@@ -446,11 +484,28 @@ static const char *handle_auth_request(struct server *s, struct msgreader *r)
 	}
 }
 
+/* A replication server logged in: welcome its client with the server's own parameters. */
+static void replication_ready(struct server *s)
+{
+	struct client *c = s->client;
+	pool_move_server(s, SV_ACTIVE);
+	if (!c) {
+		server_close(s, "replication client disconnected");
+		return;
+	}
+	varcache_fill_missing(&c->vars, &s->vars);
+	client_welcome(c);
+}
+
 static void login_done(struct server *s)
 {
 	struct pool *p = s->pool;
 	log_debug("S-%llu: %s/%s login finished", (unsigned long long)s->id, p->db_name, p->user_name);
 	pool_set_welcome(p, &s->vars, s->other_params);
+	if (s->replication) {
+		replication_ready(s);
+		return;
+	}
 	pool_server_ready(s);
 }
 
@@ -467,8 +522,23 @@ static void login_fail(struct server *s, const uint8_t *msg, size_t len, const c
 		            p->db_name, p->user_name, why);
 	}
 	usec_t started = s->connect_time;
+	bool replication = s->replication;
+	struct client *c = replication ? s->client : NULL;
+	if (c) {
+		/* the error is the replication client's, not the pool's */
+		s->client = NULL;
+		c->server = NULL;
+		server_close(s, "login failed");
+		if (msg)
+			client_fatal_raw(c, msg, len);
+		else
+			client_fatal(c, SQLSTATE_CONNECTION_FAILURE, why, NULL,
+			             "could not connect to server for database \"%s\"", p->db_name);
+		return;
+	}
 	server_close(s, "login failed");
-	pool_login_failed(p, started, msg, len, why);
+	if (!replication)
+		pool_login_failed(p, started, msg, len, why);
 }
 
 /* One whole message of a server in SV_LOGIN. Returns false when s is gone. */
@@ -616,7 +686,7 @@ static void note_server_message(struct server *s, uint8_t type, const uint8_t *b
  */
 static bool transaction_end(struct server *s, struct client *c)
 {
-	if (s->tx_status != 'I' || s->pending_ready > 0 || s->unsynced || c->relay_left > 0)
+	if (s->tx_status != 'I' || s->pending_ready > 0 || s->unsynced || c->relay_left > 0 || s->replication)
 		return false;
 	c->server = NULL;
 	s->client = NULL;

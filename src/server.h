@@ -16,6 +16,7 @@
 #include "config.h"
 #include "connio.h"
 #include "pgerror.h"
+#include "proto.h"
 #include "prepared.h"
 #include "scram.h"
 #include "varcache.h"
@@ -61,6 +62,7 @@ struct server {
 	int host_port;
 	struct evutil_addrinfo *addrs; /* owned, NULL once connected */
 	struct evutil_addrinfo *addr_next;
+	enum replication_mode replication; /* a replication connection: its client's alone (pool_start_replication) */
 	uint64_t id;
 
 	struct varcache vars;          /* the server's current ParameterStatus values */
@@ -95,6 +97,14 @@ struct server {
 
 /* Open a new server for pool p (SV_LOGIN). Returns NULL on immediate failure (logged). */
 struct server *server_launch(struct pool *p);
+
+/*
+ * Open a replication server for client c alone (pool_start_replication):
+ * linked to c from the start, c->replication and c's parameters in its
+ * StartupMessage. On failure, now or later, c gets the FATAL and the pool's
+ * login state is left alone (the error is c's, not the pool's).
+ */
+void server_launch_replication(struct pool *p, struct client *c);
 
 /*
  * server_connect_timeout passed for s while its TCP connect was still under
