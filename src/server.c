@@ -776,11 +776,12 @@ static bool whole_message(struct server *s, uint8_t type, struct iobuf *in, uint
 		client_resume(c);
 		return false;
 	}
-	if (type == PqMsg_ReadyForQuery && s->pool->stale && s->pool->sl->cfg->server_fast_close &&
-	    server_is_clean(s)) {
-		/* session pooling: the target changed, and the operator asked not to
-		 * wait for the client to leave */
-		server_close(s, "server_fast_close: the database entry changed");
+	if (type == PqMsg_ReadyForQuery && (s->pool->stale || s->close_when_released) &&
+	    s->pool->sl->cfg->server_fast_close && server_is_clean(s)) {
+		/* session pooling: the target changed or RECONNECT asked for new
+		 * servers, and the operator asked not to wait for the client to leave */
+		server_close(s, s->pool->stale ? "server_fast_close: the database entry changed"
+		                               : "server_fast_close: reconnect requested");
 		return false;
 	}
 	return true;
