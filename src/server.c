@@ -236,7 +236,17 @@ static bool start_connect(struct server *s)
 
 bool server_connect_next(struct server *s)
 {
-	if (s->state != SV_LOGIN || s->io.state != IO_CONNECTING)
+	if (s->state != SV_LOGIN)
+		return false;
+	if (s->dns_req && s->hosts_left > 1) {
+		/* the name server does not answer: the next host (dns_done ignores the cancel) */
+		evdns_getaddrinfo_cancel(s->dns_req);
+		s->dns_req = NULL;
+		s->connect_time = now_usec();
+		host_failed(s, "could not resolve host: no answer within server_connect_timeout");
+		return true;
+	}
+	if (s->io.state != IO_CONNECTING)
 		return false;
 	if (!s->addr_next && s->hosts_left <= 1)
 		return false;

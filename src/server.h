@@ -107,10 +107,11 @@ struct server *server_launch(struct pool *p);
 void server_launch_replication(struct pool *p, struct client *c);
 
 /*
- * server_connect_timeout passed for s while its TCP connect was still under
- * way: move on to the next address or host of the pool's host list (the
- * timer restarts) and return true; false when there is none left (the
- * caller fails the login).
+ * server_connect_timeout passed for s while its host name was being
+ * resolved or its TCP connect was still under way: move on to the next
+ * address, or the next host of the pool's host list (the timer restarts),
+ * and return true (s may be gone then: that login failed too); false when
+ * there is none left (the caller fails the login).
  */
 bool server_connect_next(struct server *s);
 

@@ -169,6 +169,17 @@ def test_global_load_balance_hosts_and_one_port_for_every_host(sluice, pg):
     assert pools_column(pooler, "app", "load_balance_hosts") in ([], [None])
 
 
+def test_a_host_whose_name_does_not_resolve_is_skipped(sluice, pg):
+    # .invalid never resolves (RFC 6761): an NXDOMAIN, or no answer at all from a
+    # sandbox's name server, which server_connect_timeout ends
+    pooler = sluice(server_connect_timeout=2, load_balance_hosts="disable",
+                    databases={"hl": f"host=pgsluice-test.invalid,127.0.0.1 port={pg.port} dbname=app"})
+    with pooler.connect(dbname="hl", password="app_pw", connect_timeout=30) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+    assert server_ports(pooler) == [pg.port]
+    assert 'host "pgsluice-test.invalid"' in pooler.log_text(400)
+
+
 def test_every_host_down_fails_the_login_with_the_connection_error(sluice):
     pooler = sluice(query_wait_timeout=3, server_login_retry=1,
                     databases={"hl": f"host=127.0.0.1,127.0.0.1 port={dead_port()},{dead_port()} dbname=app"})
