@@ -186,7 +186,8 @@ static bool connect_host(struct server *s)
 	struct pool *p = s->pool;
 	struct sluice *sl = p->sl;
 	if (!pool_host_at(p, s->host_index, s->host_name, sizeof(s->host_name), &s->host_port)) {
-		connect_failed(s, "host name too long");
+		/* a reload shortened the list under this login, or a name of 256 bytes or more */
+		connect_failed(s, "host of the host list not found, or its name too long");
 		return false;
 	}
 	if (s->host_name[0] == '\0' || s->host_name[0] == '/') {
@@ -252,7 +253,10 @@ bool server_connect_next(struct server *s)
 		return false;
 	connio_close(&s->io);
 	s->connect_time = now_usec();
-	try_next_address(s);
+	if (s->addr_next)
+		try_next_address(s);
+	else
+		host_failed(s, "no answer within server_connect_timeout");
 	return true;
 }
 

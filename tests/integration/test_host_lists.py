@@ -169,6 +169,41 @@ def test_global_load_balance_hosts_and_one_port_for_every_host(sluice, pg):
     assert pools_column(pooler, "app", "load_balance_hosts") in ([], [None])
 
 
+class SilentHost:
+    """A listener whose accept queue is full: the kernel drops further SYNs, so a
+    connect gets no answer at all (a host that is down behind a firewall)."""
+
+    def __init__(self):
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.port = self.listener.getsockname()[1]
+        self.fillers = []
+        for _ in range(4):
+            f = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            f.setblocking(False)
+            f.connect_ex(("127.0.0.1", self.port))
+            self.fillers.append(f)
+
+    def close(self):
+        for f in self.fillers:
+            f.close()
+        self.listener.close()
+
+
+def test_a_host_that_does_not_answer_is_skipped_after_server_connect_timeout(sluice, pg):
+    silent = SilentHost()
+    try:
+        pooler = sluice(server_connect_timeout=1, load_balance_hosts="disable",
+                        databases={"hl": f"host=127.0.0.1,127.0.0.1 port={silent.port},{pg.port} dbname=app"})
+        with pooler.connect(dbname="hl", password="app_pw", connect_timeout=30) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+        assert server_ports(pooler) == [pg.port]
+        assert f"port {silent.port} failed (no answer within server_connect_timeout)" in pooler.log_text(400)
+    finally:
+        silent.close()
+
+
 def test_a_host_whose_name_does_not_resolve_is_skipped(sluice, pg):
     # .invalid never resolves (RFC 6761): an NXDOMAIN, or no answer at all from a
     # sandbox's name server, which server_connect_timeout ends
