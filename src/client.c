@@ -491,10 +491,11 @@ static bool method_from_hba(struct client *c, enum auth_type *method, const char
 {
 	int line = 0;
 	bool is_unix = c->peer.ss_family == AF_UNIX;
-	enum hba_method m = c->sl->hba ? hba_match(c->sl->hba, is_unix, c->tls,
-	                                           is_unix ? NULL : (const struct sockaddr *)&c->peer,
-	                                           c->database, c->user, &line)
-	                               : HBA_REJECT;
+	const struct sockaddr *addr = is_unix ? NULL : (const struct sockaddr *)&c->peer;
+	enum hba_method m = !c->sl->hba ? HBA_REJECT
+	                    : c->replication == REPLICATION_PHYSICAL
+	                    ? hba_match_replication(c->sl->hba, is_unix, c->tls, addr, c->user, &line)
+	                    : hba_match(c->sl->hba, is_unix, c->tls, addr, c->database, c->user, &line);
 	*map = hba_map(c->sl->hba, line);
 	switch (m) {
 	case HBA_TRUST: *method = AUTH_TYPE_ANY; return true;

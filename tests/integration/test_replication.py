@@ -166,3 +166,25 @@ def test_invalid_replication_value_is_22023(sluice):
     pooler = sluice()
     with pytest.raises(psycopg.OperationalError, match='invalid value for parameter "replication"'):
         psycopg.connect(pooler.dsn(password="app_pw", replication="sideways"))
+
+
+def test_auth_hba_file_replication_keyword_matches_physical_replication_only(sluice, pg, repl_role, tmp_path):
+    hba = tmp_path / "pg_hba.conf"
+    hba.write_text("host replication app 127.0.0.1/32 scram-sha-256\n"
+                   "host repl,pgsluice app 127.0.0.1/32 scram-sha-256\n")
+    pooler = make(sluice, pg, repl_role, auth_type="hba", auth_hba_file=str(hba))
+    # physical: matched by the replication keyword, not by the database name
+    with connect_repl(pooler, mode="true") as conn:
+        assert conn.execute("IDENTIFY_SYSTEM").fetchone()[3] is None
+    # logical and ordinary clients: matched by their database, as PostgreSQL
+    with connect_repl(pooler, mode="database") as conn:
+        assert conn.execute("IDENTIFY_SYSTEM").fetchone()[3] == "app"
+    with pytest.raises(psycopg.OperationalError, match="no pg_hba.conf entry"):
+        psycopg.connect(pooler.dsn(dbname="replication", password="app_pw"))
+    hba.write_text("host all app 127.0.0.1/32 scram-sha-256\n")
+    with psycopg.connect(pooler.dsn(dbname="pgsluice", password="app_pw"), autocommit=True,
+                         cursor_factory=psycopg.ClientCursor) as admin:
+        admin.execute("RELOAD")
+    # "all" does not match a physical replication connection
+    with pytest.raises(psycopg.OperationalError, match="no pg_hba.conf entry"):
+        connect_repl(pooler, mode="true")
