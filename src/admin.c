@@ -697,7 +697,8 @@ static void show_pools(struct client *c, struct msgbuf *m)
 		put_int(&r, maxwait / USEC_PER_SEC);
 		put_int(&r, maxwait % USEC_PER_SEC);
 		put_text(&r, pool_mode_name(p->pool_mode));
-		put_text(&r, NULL);   /* PgBouncer: set only for a host list, which pgsluice does not take */
+		/* PgBouncer: set only for a host list */
+		put_text(&r, pool_host_count(p) > 1 ? (p->round_robin ? "round-robin" : "disable") : NULL);
 		row_end(&r);
 	}
 	command_complete(m, "SHOW");
@@ -769,6 +770,12 @@ static const char *application_name(const struct varcache *vars)
 	return i >= 0 && vars->values[i] ? vars->values[i] : "";
 }
 
+/* SHOW CLIENTS/SERVERS "replication": PgBouncer's none, logical, physical. */
+static const char *replication_name(enum replication_mode mode)
+{
+	return mode == REPLICATION_LOGICAL ? "logical" : mode == REPLICATION_PHYSICAL ? "physical" : "none";
+}
+
 static void client_row(struct result *r, const struct client *c, const char *state, usec_t now)
 {
 	char local[64], connect[64], request[64], ptr[32], link[32];
@@ -793,7 +800,7 @@ static void client_row(struct result *r, const struct client *c, const char *sta
 	put_text(r, "C");
 	put_text(r, c->user ? c->user : "(nouser)");
 	put_text(r, c->database ? c->database : "(nodb)");
-	put_text(r, "none");
+	put_text(r, replication_name(c->replication));
 	put_text(r, state);
 	put_text(r, c->addr);
 	put_int(r, c->port);
@@ -856,7 +863,7 @@ static void server_row(struct result *r, const struct server *s, const char *sta
 	put_text(r, "S");
 	put_text(r, p->user_name);
 	put_text(r, p->db_name);
-	put_text(r, "none");
+	put_text(r, replication_name(s->replication));
 	put_text(r, state);
 	put_text(r, addr);
 	put_int(r, port);
@@ -1164,7 +1171,12 @@ static void database_row(struct result *r, struct sluice *sl, const char *name, 
 	put_int(r, d->reserve_pool >= 0 ? d->reserve_pool : cfg->reserve_pool_size);
 	put_int(r, (d->server_lifetime >= 0 ? d->server_lifetime : cfg->server_lifetime) / USEC_PER_SEC);
 	put_text(r, d->pool_mode != POOL_MODE_INHERIT ? pool_mode_name(d->pool_mode) : NULL);
-	put_text(r, NULL);
+	/* PgBouncer: set only for a host list */
+	put_text(r, d->host && strchr(d->host, ',')
+	            ? (config_load_balance_round_robin(d->load_balance_hosts ? d->load_balance_hosts
+	                                                                      : cfg->load_balance_hosts)
+	               ? "round-robin" : "disable")
+	            : NULL);
 	put_int(r, d->max_db_connections >= 0 ? d->max_db_connections : cfg->max_db_connections);
 	put_int(r, servers);
 	put_int(r, pool_max_db_clients(cfg, name));

@@ -491,10 +491,11 @@ static bool method_from_hba(struct client *c, enum auth_type *method, const char
 {
 	int line = 0;
 	bool is_unix = c->peer.ss_family == AF_UNIX;
-	enum hba_method m = c->sl->hba ? hba_match(c->sl->hba, is_unix, c->tls,
-	                                           is_unix ? NULL : (const struct sockaddr *)&c->peer,
-	                                           c->database, c->user, &line)
-	                               : HBA_REJECT;
+	const struct sockaddr *addr = is_unix ? NULL : (const struct sockaddr *)&c->peer;
+	enum hba_method m = !c->sl->hba ? HBA_REJECT
+	                    : c->replication == REPLICATION_PHYSICAL
+	                    ? hba_match_replication(c->sl->hba, is_unix, c->tls, addr, c->user, &line)
+	                    : hba_match(c->sl->hba, is_unix, c->tls, addr, c->database, c->user, &line);
 	*map = hba_map(c->sl->hba, line);
 	switch (m) {
 	case HBA_TRUST: *method = AUTH_TYPE_ANY; return true;
@@ -733,6 +734,12 @@ static bool read_startup_params(struct client *c, struct msgreader *r, uint32_t 
 				unknown[n_unknown++] = name;
 		} else if (varcache_index(name) >= 0) {
 			varcache_set(&c->vars, name, value);
+		} else if (strcmp(name, "replication") == 0) {
+			if (!proto_parse_replication(value, &c->replication)) {
+				client_fatal(c, SQLSTATE_INVALID_PARAMETER_VALUE, NULL, NULL,
+				             "invalid value for parameter \"replication\": \"%s\"", value);
+				return false;
+			}
 		} else if (strcmp(name, "options") == 0) {
 			char err[256];
 			if (!ai_session_apply_options(&c->ai, &c->vars, value, cfg->ignore_startup_parameters,
@@ -1023,6 +1030,10 @@ static void login_succeeded(struct client *c)
 		RAND_bytes((unsigned char *)&c->cancel_key, sizeof(c->cancel_key));
 		cancel_key_stamp(sl->cfg, &c->cancel_pid, &c->cancel_key);   /* peer_id, for [peers] */
 	} while (client_find_by_key(sl, c->cancel_pid, c->cancel_key));
+	if (c->replication) {
+		pool_start_replication(p, c);   /* welcomed once its own server logged in */
+		return;
+	}
 	if (p->have_welcome)
 		client_welcome(c);
 	else

@@ -67,6 +67,7 @@ struct client {
 	char *user;                    /* login role from the StartupMessage, owned */
 	char *database;                /* database name from the StartupMessage, owned */
 	char *auth_password;           /* stored password for user (copy), owned */
+	enum replication_mode replication; /* the StartupMessage's replication: a dedicated server (pool.h) */
 	struct varcache vars;          /* the values this client believes it has */
 	struct client_stmts stmts;     /* named prepared statements, under transaction pooling */
 	struct ai_session ai;          /* sluice.user / sluice.model of this client */

@@ -68,6 +68,7 @@ static const struct config_key config_table[] = {
 	KEY(limits_refresh_interval, CONFIG_TIME, "10", RELOAD, 100 * USEC_PER_MSEC, NO_MAX),
 	KEY(limits_sync_interval, CONFIG_TIME, "1", RELOAD, 100 * USEC_PER_MSEC, NO_MAX),
 	KEY(listen_addr, CONFIG_STRING, "", NO_RELOAD, 0, 0),
+	KEY(load_balance_hosts, CONFIG_STRING, "round-robin", RELOAD, 0, 0),
 	KEY(listen_backlog, CONFIG_INT, "128", NO_RELOAD, 1, NO_MAX_INT),
 	KEY(listen_port, CONFIG_INT, "6432", NO_RELOAD, 1, 65535),
 	KEY(log_connections, CONFIG_BOOL, "1", RELOAD, 0, 0),
@@ -199,10 +200,11 @@ static const struct config_key db_keys[] = {
 	ENTRY_KEY(db_config, "datestyle", datestyle, CONFIG_STRING, 0, 0),
 	ENTRY_KEY(db_config, "timezone", timezone, CONFIG_STRING, 0, 0),
 	ENTRY_KEY(db_config, "application_name", application_name, CONFIG_STRING, 0, 0),
+	ENTRY_KEY(db_config, "load_balance_hosts", load_balance_hosts, CONFIG_STRING, 0, 0),
 };
 
 static const char *const unsupported_db_keys[] = {
-	"load_balance_hosts", "target_session_attrs", NULL
+	"target_session_attrs", NULL
 };
 
 static const struct config_key user_keys[] = {
@@ -492,6 +494,11 @@ static bool parse_value(const struct config_key *key, const char *text, union co
 			if (!limits_parse_thresholds(text, pcts, &n, why, whylen))
 				return false;
 		}
+		if (strcmp(key->name, "load_balance_hosts") == 0 && strcasecmp(text, "round-robin") != 0 &&
+		    strcasecmp(text, "disable") != 0) {
+			snprintf(why, whylen, "expected round-robin or disable");
+			return false;
+		}
 		out->s = strdup(placeholder_value(key, text));
 		if (out->s)
 			return true;
@@ -566,6 +573,11 @@ static bool values_equal(const void *a, const void *b, const struct config_key *
 	}
 	}
 	return false;
+}
+
+bool config_load_balance_round_robin(const char *value)
+{
+	return !value || strcasecmp(value, "disable") != 0;
 }
 
 const char *pool_mode_name(enum pool_mode mode)
@@ -665,6 +677,8 @@ static void free_db(struct db_config *db)
 {
 	free(db->name);
 	free(db->host);
+	free(db->port_list);
+	free(db->load_balance_hosts);
 	free(db->dbname);
 	free(db->user);
 	free(db->password);
@@ -1108,6 +1122,50 @@ static bool load_main_key(struct load_state *st, const char *name, const char *v
 }
 
 /* Apply one key=value of a [databases] / [users] line to entry. */
+/*
+ * A [databases] port: one number, or PgBouncer 1.25's list "5432,5433" (one
+ * port per host). Each item is checked as the single port always was; port
+ * keeps the first, port_list the whole list.
+ */
+static bool set_port_list(struct load_state *st, const struct config_key *key, const char *entry_name,
+                          struct db_config *db, const char *value)
+{
+	char why[256], shown[128], item[32];
+	const char *text = value;
+	bool first = true;
+	for (;;) {
+		size_t n = strcspn(text, ",");
+		union config_value v;
+		bool fits = n < sizeof(item);
+		if (fits) {
+			memcpy(item, text, n);
+			item[n] = '\0';
+		} else {
+			snprintf(why, sizeof(why), "expected an integer");
+		}
+		/* a single port is parsed whole, as before port lists */
+		const char *one = text == value && text[n] == '\0' ? value : item;
+		if ((!fits && one != value) || !parse_value(key, one, &v, why, sizeof(why))) {
+			set_load_error(st, "invalid value \"%s\" for key \"%s\" of database \"%s\": %s",
+			               shorten(value, shown, sizeof(shown)), key->name, entry_name, why);
+			return false;
+		}
+		if (first)
+			db->port = (int)v.n;
+		first = false;
+		if (text[n] == '\0')
+			break;
+		text += n + 1;
+	}
+	free(db->port_list);
+	db->port_list = NULL;
+	if (strchr(value, ',') && (db->port_list = strdup(value)) == NULL) {
+		set_load_error(st, "out of memory");
+		return false;
+	}
+	return true;
+}
+
 static bool apply_entry_setting(struct load_state *st, const struct entry_kind *kind,
                                 const char *entry_name, void *entry,
                                 const char *name, const char *value)
@@ -1126,6 +1184,8 @@ static bool apply_entry_setting(struct load_state *st, const struct entry_kind *
 		               name, kind->what, entry_name);
 		return false;
 	}
+	if (kind == &database_kind && strcmp(name, "port") == 0)
+		return set_port_list(st, key, entry_name, entry, value);
 	if (!parse_value(key, value, &v, why, sizeof(why))) {
 		set_load_error(st, "invalid value \"%s\" for key \"%s\" of %s \"%s\": %s",
 		               shorten(value, shown, sizeof(shown)), key->name, kind->what,
@@ -1187,6 +1247,30 @@ static void *append_slot(void **array, size_t *count, size_t elem_size)
 	return (char *)*array + (*count)++ * elem_size;
 }
 
+/* host=a,b,c: no empty names; a port list has one port per host. */
+static bool check_host_list(struct load_state *st, const struct db_config *db)
+{
+	int hosts = 1, ports = 1;
+	if (db->host) {
+		size_t len = strlen(db->host);
+		if (db->host[0] == ',' || db->host[len - 1] == ',' || strstr(db->host, ",,")) {
+			set_load_error(st, "invalid host list \"%s\" of database \"%s\": a host name is empty",
+			               db->host, db->name);
+			return false;
+		}
+		for (const char *h = db->host; (h = strchr(h, ',')) != NULL; h++)
+			hosts++;
+	}
+	for (const char *q = db->port_list; q && (q = strchr(q, ',')) != NULL; q++)
+		ports++;
+	if (ports > 1 && ports != hosts) {
+		set_load_error(st, "database \"%s\" has %d ports for %d hosts: give one port, or one for each host",
+		               db->name, ports, hosts);
+		return false;
+	}
+	return true;
+}
+
 static bool load_database(struct load_state *st, const char *raw_name, const char *value)
 {
 	struct sluice_config *cfg = st->cfg;
@@ -1209,6 +1293,10 @@ static bool load_database(struct load_state *st, const char *raw_name, const cha
 		return false;
 	}
 	if (!parse_entry_settings(st, &database_kind, db.name, &db, value)) {
+		free_db(&db);
+		return false;
+	}
+	if (!check_host_list(st, &db)) {
 		free_db(&db);
 		return false;
 	}

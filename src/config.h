@@ -31,8 +31,11 @@ enum auth_type { AUTH_TYPE_ANY, AUTH_TYPE_TRUST, AUTH_TYPE_PLAIN, AUTH_TYPE_MD5,
 /* One [databases] line: "name = host=... port=... dbname=... ...". */
 struct db_config {
 	char *name;              /* the name clients connect to; "*" is the fallback */
-	char *host;              /* NULL: unix socket in unix_socket_dir; "/dir": unix socket there */
-	int port;                /* default 5432 */
+	char *host;              /* NULL: unix socket in unix_socket_dir; "/dir": unix socket there;
+	                            "a,b,c": a host list (PgBouncer 1.25) */
+	int port;                /* default 5432; of a port list, the first */
+	char *port_list;         /* "5432,5433,...": one port per host; NULL: port for every host */
+	char *load_balance_hosts; /* NULL: the global key; else "round-robin" or "disable" */
 	char *dbname;            /* NULL: same as name (for "*": the client's database) */
 	char *user;              /* NULL: the client's user; else every client logs in as this */
 	char *password;          /* NULL: from auth_file */
@@ -110,6 +113,7 @@ struct sluice_config {
 	char *admin_users;
 	char *stats_users;
 	enum pool_mode pool_mode;
+	char *load_balance_hosts;   /* "round-robin" (default) or "disable" */
 	int max_client_conn;      /* logged-in clients (pools and admin console) */
 	int max_login_clients;    /* clients still in startup or authentication */
 	int default_pool_size;
@@ -294,6 +298,13 @@ const struct user_config *config_find_user(const struct sluice_config *cfg, cons
 
 /* The [peers] entry of peer id, or NULL. */
 const struct peer_config *config_find_peer(const struct sluice_config *cfg, int id);
+
+/*
+ * True for load_balance_hosts = round-robin (each server login starts at
+ * the next host of a host list), false for disable (each starts at the
+ * first). Values are checked when the config loads.
+ */
+bool config_load_balance_round_robin(const char *value);
 
 /* Text of a pool_mode ("session", "transaction", "statement"; "" for inherit). */
 const char *pool_mode_name(enum pool_mode mode);

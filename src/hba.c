@@ -907,13 +907,19 @@ static bool on_this_machine(struct interfaces *ifs, const struct client_addr *c,
 	return false;
 }
 
-static bool names_match(const struct name_list *list, const char *name, const char *user)
+/* physical: a physical replication connection, which only the "replication" keyword matches (PostgreSQL's rule) */
+static bool names_match(const struct name_list *list, const char *name, const char *user, bool physical)
 {
 	size_t i;
 
 	for (i = 0; i < list->n; i++) {
 		const struct hba_name *n = &list->names[i];
 
+		if (physical) {
+			if (n->kind == NAME_REPLICATION)
+				return true;
+			continue;
+		}
 		switch (n->kind) {
 		case NAME_ALL:
 			return true;
@@ -922,7 +928,7 @@ static bool names_match(const struct name_list *list, const char *name, const ch
 				return true;
 			break;
 		case NAME_REPLICATION:
-			break;   /* pgsluice has no replication connections */
+			break;   /* physical replication connections only */
 		case NAME_LITERAL:
 			if (strcmp(name, n->literal) == 0)
 				return true;
@@ -967,9 +973,26 @@ static bool address_matches(const struct hba_rule *rule, const struct client_add
 	return false;
 }
 
+static enum hba_method match(const struct hba *hba, bool is_unix, bool is_tls,
+                             const struct sockaddr *addr, const char *database,
+                             const char *user, bool physical, int *line);
+
 enum hba_method hba_match(const struct hba *hba, bool is_unix, bool is_tls,
                           const struct sockaddr *addr, const char *database,
                           const char *user, int *line)
+{
+	return match(hba, is_unix, is_tls, addr, database, user, false, line);
+}
+
+enum hba_method hba_match_replication(const struct hba *hba, bool is_unix, bool is_tls,
+                                      const struct sockaddr *addr, const char *user, int *line)
+{
+	return match(hba, is_unix, is_tls, addr, "replication", user, true, line);
+}
+
+static enum hba_method match(const struct hba *hba, bool is_unix, bool is_tls,
+                             const struct sockaddr *addr, const char *database,
+                             const char *user, bool physical, int *line)
 {
 	struct interfaces ifs = { 0 };
 	struct client_addr client;
@@ -985,8 +1008,8 @@ enum hba_method hba_match(const struct hba *hba, bool is_unix, bool is_tls,
 		const struct hba_rule *rule = &hba->rules[i];
 
 		if (!type_matches(rule->type, is_unix, is_tls) ||
-		    !names_match(&rule->databases, database, user) ||
-		    !names_match(&rule->users, user, user))
+		    !names_match(&rule->databases, database, user, physical) ||
+		    !names_match(&rule->users, user, user, false))
 			continue;
 		if (rule->type != HBA_LOCAL && !address_matches(rule, &client, &ifs))
 			continue;

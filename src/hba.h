@@ -75,6 +75,16 @@ enum hba_method hba_match(const struct hba *hba, bool is_unix, bool is_tls,
                           const char *user, int *line);
 
 /*
+ * hba_match for a physical replication connection (StartupMessage
+ * replication=true): as PostgreSQL, only rules whose database field holds
+ * the "replication" keyword apply ("all" does not). A logical replication
+ * connection (replication=database) is matched by hba_match with its
+ * database, where the keyword matches nothing.
+ */
+enum hba_method hba_match_replication(const struct hba *hba, bool is_unix, bool is_tls,
+                                      const struct sockaddr *addr, const char *user, int *line);
+
+/*
  * The "map=" option of the rule at line (the line hba_match reported): the
  * auth_ident_file map that peer and cert logins go through, or NULL when the
  * rule has none. Owned by hba.

@@ -62,15 +62,20 @@ static bool pool_apply(struct pool *p, const struct sluice_config *cfg, const st
 	const struct user_config *u = config_find_user(cfg, p->user_name);
 	const char *dbname = db->dbname ? db->dbname : p->db_name;
 	bool changed = !str_eq_null(p->host, db->host) || p->port != db->port ||
+	               !str_eq_null(p->port_list, db->port_list) ||
 	               !str_eq_null(p->dbname, dbname) || !str_eq_null(p->password, db->password);
 	if (changed) {
 		free(p->host);
+		free(p->port_list);
 		free(p->dbname);
 		free(p->password);
 		p->host = str_dup_or_null(db->host);
+		p->port_list = str_dup_or_null(db->port_list);
 		p->dbname = strdup(dbname);
 		p->password = str_dup_or_null(db->password);
-		if ((db->host && !p->host) || !p->dbname || (db->password && !p->password))
+		p->host_cursor = 0;
+		if ((db->host && !p->host) || (db->port_list && !p->port_list) || !p->dbname ||
+		    (db->password && !p->password))
 			return false;
 		p->port = db->port;
 		p->stale = p->n_idle + p->n_active + p->n_login > 0;
@@ -91,7 +96,62 @@ static bool pool_apply(struct pool *p, const struct sluice_config *cfg, const st
 	p->reserve_pool = pick_reserve_pool(cfg, db, u);
 	p->server_lifetime = db->server_lifetime >= 0 ? db->server_lifetime : cfg->server_lifetime;
 	p->pool_mode = pick_pool_mode(cfg, db, u);
+	p->round_robin = config_load_balance_round_robin(db->load_balance_hosts ? db->load_balance_hosts
+	                                                                        : cfg->load_balance_hosts);
 	return true;
+}
+
+/* The i-th comma-separated item of list into buf; false when there is none or it does not fit. */
+static bool list_item(const char *list, int i, char *buf, size_t len)
+{
+	for (; i > 0; i--) {
+		list = strchr(list, ',');
+		if (!list)
+			return false;
+		list++;
+	}
+	size_t n = strcspn(list, ",");
+	if (n >= len)
+		return false;
+	memcpy(buf, list, n);
+	buf[n] = '\0';
+	return true;
+}
+
+int pool_host_count(const struct pool *p)
+{
+	int n = 1;
+	for (const char *h = p->host; h && (h = strchr(h, ',')) != NULL; h++)
+		n++;
+	return n;
+}
+
+bool pool_host_at(const struct pool *p, int i, char *buf, size_t len, int *port)
+{
+	if (i < 0 || i >= pool_host_count(p))
+		return false;
+	*port = p->port;
+	if (p->port_list) {
+		char text[16];
+		if (!list_item(p->port_list, i, text, sizeof(text)))
+			return false;
+		*port = atoi(text);    /* validated when the config was loaded */
+	}
+	if (!p->host) {
+		if (len == 0)
+			return false;
+		buf[0] = '\0';
+		return true;
+	}
+	return list_item(p->host, i, buf, len);
+}
+
+int pool_first_host(struct pool *p)
+{
+	int n = pool_host_count(p);
+	if (!p->round_robin || n == 1)
+		return 0;
+	return (int)(p->host_cursor++ % (unsigned)n);
 }
 
 static void pool_free(struct pool *p);
@@ -405,10 +465,21 @@ void pool_move_server(struct server *s, int new_state)
 	}
 }
 
+void pool_start_replication(struct pool *p, struct client *c)
+{
+	client_move(c, p, CL_ACTIVE);
+	connio_pause_read(&c->io);    /* nothing is relayed before the welcome */
+	server_launch_replication(p, c);
+}
+
 void pool_release_server(struct server *s, bool clean)
 {
 	struct pool *p = s->pool;
 	s->client = NULL;
+	if (s->replication) {
+		server_close(s, "replication client disconnected");
+		return;
+	}
 	if (clean && s->cancels) {
 		/* A CancelRequest of the client that just left may still land: no
 		 * other client's query runs here before it did (pool_cancels_done).
@@ -665,8 +736,13 @@ static void expire_servers(struct pool *p, usec_t now)
 	struct server *s, *next;
 	TAILQ_FOREACH_SAFE(s, &p->login_servers, entry, next)
 		if (cfg->server_connect_timeout > 0 && now - s->connect_time >= cfg->server_connect_timeout) {
+			if (server_connect_next(s))
+				continue;    /* a host of a host list that does not answer: the next one */
 			usec_t started = s->connect_time;
+			bool replication = s->replication;   /* its client alone gets the error */
 			server_close(s, "server_connect_timeout");
+			if (replication)
+				continue;
 			pool_login_failed(p, started, NULL, 0, "server_connect_timeout expired");
 		}
 	int total = p->n_idle + p->n_active + p->n_login;
@@ -815,6 +891,7 @@ static void pool_free(struct pool *p)
 	free(p->db_name);
 	free(p->user_name);
 	free(p->host);
+	free(p->port_list);
 	free(p->dbname);
 	free(p->password);
 	free(p->connect_query);

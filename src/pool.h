@@ -45,8 +45,11 @@ struct pool {
 	char *db_name;                 /* the name clients use */
 	char *user_name;               /* the role servers log in as */
 	/* where and how servers connect, copied from the config (reload-safe) */
-	char *host;                    /* NULL: unix socket in unix_socket_dir */
-	int port;
+	char *host;                    /* NULL: unix socket in unix_socket_dir; may be a list "a,b,c" */
+	int port;                      /* the first (or only) port */
+	char *port_list;               /* "5432,5433": one port per host; NULL: port for every host */
+	bool round_robin;              /* load_balance_hosts = round-robin */
+	unsigned host_cursor;          /* round-robin: the host the next server login starts at */
 	char *dbname;
 	char *password;                /* NULL: take it from auth_file */
 	char *connect_query;
@@ -111,6 +114,17 @@ void pool_wait_for_welcome(struct pool *p, struct client *c);
 
 
 /*
+ * Client c (authenticated) asked for a replication connection (its
+ * StartupMessage's replication=database|true, PgBouncer 1.23): open a server
+ * for c alone, with that parameter and c's parameters in the server's
+ * StartupMessage, whatever the pool_mode. c is welcomed with that server's
+ * parameters once it logged in, the two are linked for c's life, and the
+ * server is closed with c, never pooled or reused. c gets a FATAL when the
+ * server cannot log in (the server's own ErrorResponse when it sent one).
+ */
+void pool_start_replication(struct pool *p, struct client *c);
+
+/*
  * The client gave its server back (session end or, later, transaction end).
  * Runs server_reset_query or closes the server when it is not clean.
  */
@@ -150,6 +164,23 @@ void pool_move_server(struct server *s, int new_state);
 
 /* Periodic work: timeouts of waiting clients and idle servers, min_pool_size. */
 void pool_janitor(struct sluice *sl);
+
+/*
+ * Host lists (PgBouncer 1.25's host=a,b,c and port=p1,p2,p3): how many
+ * hosts p's entry names (1 for a single host or the unix socket), and the
+ * i-th (0-based) of them: its name into buf (len bytes; "" for
+ * unix_socket_dir) and its port into *port. Returns false when i is out of
+ * range or the name does not fit.
+ */
+int pool_host_count(const struct pool *p);
+bool pool_host_at(const struct pool *p, int i, char *buf, size_t len, int *port);
+
+/*
+ * The host a new server login starts at: with load_balance_hosts =
+ * round-robin the next one after the previous login's, with disable the
+ * first. The login moves on through the list from there when a host is down.
+ */
+int pool_first_host(struct pool *p);
 
 /* Re-read pool settings from sl->cfg after a reload. */
 void pool_reconfigure(struct sluice *sl);

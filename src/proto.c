@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void msg_init(struct msgbuf *m)
 {
@@ -259,3 +260,28 @@ bool proto_parse_error(const void *body, size_t len, struct pg_error *out)
 }
 
 #undef SET_FIELD
+
+bool proto_parse_replication(const char *value, enum replication_mode *out)
+{
+	static const char *const on[] = { "true", "on", "yes", "1" }, *const off[] = { "false", "off", "no", "0" };
+	if (strcasecmp(value, "database") == 0) {
+		*out = REPLICATION_LOGICAL;
+		return true;
+	}
+	for (size_t i = 0; i < sizeof(on) / sizeof(on[0]); i++) {
+		if (strcasecmp(value, on[i]) == 0) {
+			*out = REPLICATION_PHYSICAL;
+			return true;
+		}
+		if (strcasecmp(value, off[i]) == 0) {
+			*out = REPLICATION_NONE;
+			return true;
+		}
+	}
+	return false;
+}
+
+const char *proto_replication_value(enum replication_mode mode)
+{
+	return mode == REPLICATION_LOGICAL ? "database" : mode == REPLICATION_PHYSICAL ? "true" : NULL;
+}

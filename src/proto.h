@@ -183,4 +183,17 @@ bool proto_peek_header(const struct iobuf *buf, uint8_t *type, uint32_t *len);
  */
 bool proto_parse_error(const void *body, size_t len, struct pg_error *out);
 
+/* The StartupMessage's "replication" parameter (protocol-replication.html). */
+enum replication_mode { REPLICATION_NONE, REPLICATION_PHYSICAL, REPLICATION_LOGICAL };
+
+/*
+ * Parse a "replication" value as PostgreSQL does: "database" is logical
+ * replication, a true boolean (true, on, yes, 1) physical, a false one
+ * none; case does not matter. Returns false for anything else.
+ */
+bool proto_parse_replication(const char *value, enum replication_mode *out);
+
+/* The value that asks a server for mode in a StartupMessage ("database" or "true"); NULL for none. */
+const char *proto_replication_value(enum replication_mode mode);
+
 #endif

@@ -94,11 +94,20 @@ static void send_startup(struct server *s)
 	msg_add_string(&m, p->user_name);
 	msg_add_string(&m, "database");
 	msg_add_string(&m, p->dbname);
-	for (int i = 0; i < varcache_count(); i++)
-		if (p->startup_vars.values[i]) {
+	/* A replication connection takes no SET (physical replication runs no
+	 * SQL): its client's parameters go in the StartupMessage, as PgBouncer's. */
+	const struct varcache *own = s->replication && s->client ? &s->client->vars : NULL;
+	if (own) {
+		msg_add_string(&m, "replication");
+		msg_add_string(&m, proto_replication_value(s->replication));
+	}
+	for (int i = 0; i < varcache_count(); i++) {
+		const char *value = own && own->values[i] ? own->values[i] : p->startup_vars.values[i];
+		if (value) {
 			msg_add_string(&m, varcache_name(i));
-			msg_add_string(&m, p->startup_vars.values[i]);
+			msg_add_string(&m, value);
 		}
+	}
 	msg_add_byte(&m, 0);
 	msg_end(&m);
 	msg_flush_to(&m, &s->io.out);
@@ -113,64 +122,155 @@ static void connect_failed(struct server *s, const char *why)
 		login_fail(s, NULL, 0, why);
 }
 
-/* The host name resolved (libevent's evdns, asynchronous): connect to its first address. */
+static bool connect_host(struct server *s);
+
+/*
+ * The host being tried cannot be reached (no address answers, or its name
+ * does not resolve): go on to the next host of the pool's host list, and
+ * fail the login with why once each host was tried (PgBouncer 1.25 skips a
+ * host that is down the same way).
+ */
+static void host_failed(struct server *s, const char *why)
+{
+	struct pool *p = s->pool;
+	if (s->addrs)
+		evutil_freeaddrinfo(s->addrs);
+	s->addrs = s->addr_next = NULL;
+	if (--s->hosts_left <= 0) {
+		connect_failed(s, why);
+		return;
+	}
+	log_warning("S-%llu: %s/%s host \"%s\" port %d failed (%s), trying the next host",
+	            (unsigned long long)s->id, p->db_name, p->user_name, s->host_name, s->host_port, why);
+	s->host_index = (s->host_index + 1) % pool_host_count(p);
+	connect_host(s);
+}
+
+/* Connect to the next address the host name resolved to; each one is tried before the host counts as down. */
+static void try_next_address(struct server *s)
+{
+	char why[256] = "no address";
+	while (s->addr_next) {
+		struct evutil_addrinfo *a = s->addr_next;
+		s->addr_next = a->ai_next;
+		if (connio_connect(&s->io, s->pool->sl->base, a->ai_addr, (socklen_t)a->ai_addrlen, &server_io_ops, s))
+			return;
+		snprintf(why, sizeof(why), "%s", strerror(errno));
+	}
+	host_failed(s, why);
+}
+
+/* The host name resolved (libevent's evdns, asynchronous): connect to its addresses in turn. */
 static void dns_done(int err, struct evutil_addrinfo *res, void *arg)
 {
 	struct server *s = arg;
 	if (err == EVUTIL_EAI_CANCEL)
 		return;    /* s is being closed */
 	s->dns_req = NULL;
-	char why[256] = "";
-	if (err || !res)
-		snprintf(why, sizeof(why), "could not resolve host \"%s\": %s", s->pool->host,
+	if (err || !res) {
+		char why[512];
+		snprintf(why, sizeof(why), "could not resolve host \"%s\": %s", s->host_name,
 		         evutil_gai_strerror(err ? err : EVUTIL_EAI_NONAME));
-	else if (!connio_connect(&s->io, s->pool->sl->base, res->ai_addr, (socklen_t)res->ai_addrlen,
-	                         &server_io_ops, s))
+		if (res)
+			evutil_freeaddrinfo(res);
+		host_failed(s, why);
+		return;
+	}
+	s->addrs = s->addr_next = res;
+	try_next_address(s);
+}
+
+/* Start connecting to host s->host_index of the pool's list; false when the attempt is over (failed). */
+static bool connect_host(struct server *s)
+{
+	struct pool *p = s->pool;
+	struct sluice *sl = p->sl;
+	if (!pool_host_at(p, s->host_index, s->host_name, sizeof(s->host_name), &s->host_port)) {
+		/* a reload shortened the list under this login, or a name of 256 bytes or more */
+		connect_failed(s, "host of the host list not found, or its name too long");
+		return false;
+	}
+	if (s->host_name[0] == '\0' || s->host_name[0] == '/') {
+		struct sockaddr_un un;
+		memset(&un, 0, sizeof(un));
+		un.sun_family = AF_UNIX;
+		const char *dir = s->host_name[0] ? s->host_name : sl->cfg->unix_socket_dir;
+		int n = snprintf(un.sun_path, sizeof(un.sun_path), "%.*s/.s.PGSQL.%d",
+		                 (int)(sizeof(un.sun_path) - 1), dir, s->host_port);
+		if (n >= (int)sizeof(un.sun_path))
+			errno = ENAMETOOLONG;
+		else if (connio_connect(&s->io, sl->base, (struct sockaddr *)&un, sizeof(un), &server_io_ops, s))
+			return true;
+		char why[256];
 		snprintf(why, sizeof(why), "%s", strerror(errno));
-	if (res)
-		evutil_freeaddrinfo(res);
-	if (why[0])
-		connect_failed(s, why);
+		host_failed(s, why);
+		return false;
+	}
+	char port[16];
+	struct evutil_addrinfo hints;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_protocol = IPPROTO_TCP;
+	hints.ai_flags = EVUTIL_AI_ADDRCONFIG;
+	snprintf(port, sizeof(port), "%d", s->host_port);
+	/* the answer may come before this returns (a numeric address, /etc/hosts):
+	 * then the request is NULL and dns_done already ran */
+	struct evdns_getaddrinfo_request *req = evdns_getaddrinfo(sl->dns, s->host_name, port, &hints, dns_done, s);
+	if (req)
+		s->dns_req = req;
+	return true;
 }
 
 /* Start connecting; false with connect_error set when it failed at once. */
 static bool start_connect(struct server *s)
 {
 	struct pool *p = s->pool;
-	struct sluice *sl = p->sl;
 	connect_error[0] = '\0';
 	connecting_now = true;
-	if (!p->host || p->host[0] == '/') {
-		struct sockaddr_un un;
-		memset(&un, 0, sizeof(un));
-		un.sun_family = AF_UNIX;
-		snprintf(un.sun_path, sizeof(un.sun_path), "%s/.s.PGSQL.%d",
-		         p->host ? p->host : sl->cfg->unix_socket_dir, p->port);
-		if (!connio_connect(&s->io, sl->base, (struct sockaddr *)&un, sizeof(un), &server_io_ops, s))
-			snprintf(connect_error, sizeof(connect_error), "%s", strerror(errno));
-	} else {
-		char port[16];
-		struct evutil_addrinfo hints;
-		memset(&hints, 0, sizeof(hints));
-		hints.ai_family = AF_UNSPEC;
-		hints.ai_socktype = SOCK_STREAM;
-		hints.ai_protocol = IPPROTO_TCP;
-		hints.ai_flags = EVUTIL_AI_ADDRCONFIG;
-		snprintf(port, sizeof(port), "%d", p->port);
-		/* the answer may come before this returns (a numeric address) */
-		struct evdns_getaddrinfo_request *req = evdns_getaddrinfo(sl->dns, p->host, port, &hints, dns_done, s);
-		if (connect_error[0] == '\0' && s->io.state == IO_CLOSED)
-			s->dns_req = req;
-	}
+	s->host_index = pool_first_host(p);
+	s->hosts_left = pool_host_count(p);
+	connect_host(s);
 	connecting_now = false;
 	return connect_error[0] == '\0';
 }
 
-struct server *server_launch(struct pool *p)
+bool server_connect_next(struct server *s)
+{
+	if (s->state != SV_LOGIN)
+		return false;
+	if (s->dns_req && s->hosts_left > 1) {
+		/* the name server does not answer: the next host (dns_done ignores the cancel) */
+		evdns_getaddrinfo_cancel(s->dns_req);
+		s->dns_req = NULL;
+		s->connect_time = now_usec();
+		host_failed(s, "could not resolve host: no answer within server_connect_timeout");
+		return true;
+	}
+	if (s->io.state != IO_CONNECTING)
+		return false;
+	if (!s->addr_next && s->hosts_left <= 1)
+		return false;
+	connio_close(&s->io);
+	s->connect_time = now_usec();
+	if (s->addr_next)
+		try_next_address(s);
+	else
+		host_failed(s, "no answer within server_connect_timeout");
+	return true;
+}
+
+/* A new server in SV_LOGIN; c: the replication client it is for, else NULL. */
+static struct server *server_new(struct pool *p, struct client *c)
 {
 	struct server *s = calloc(1, sizeof(*s));
 	if (!s)
 		return NULL;
+	if (c) {
+		s->replication = c->replication;
+		s->client = c;
+		c->server = s;
+	}
 	s->io.fd = -1;
 	s->pool = p;
 	s->id = socket_id_next();
@@ -179,7 +279,30 @@ struct server *server_launch(struct pool *p)
 	s->state = SV_LOGIN;
 	TAILQ_INSERT_TAIL(&p->login_servers, s, entry);
 	p->n_login++;
-	log_debug("S-%llu: %s/%s new connection to server", (unsigned long long)s->id, p->db_name, p->user_name);
+	log_debug("S-%llu: %s/%s new %sconnection to server", (unsigned long long)s->id, p->db_name, p->user_name,
+	          c ? "replication " : "");
+	return s;
+}
+
+void server_launch_replication(struct pool *p, struct client *c)
+{
+	struct server *s = server_new(p, c);
+	if (!s) {
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return;
+	}
+	if (!start_connect(s)) {
+		char err[300];
+		snprintf(err, sizeof(err), "%s", connect_error);
+		login_fail(s, NULL, 0, err);
+	}
+}
+
+struct server *server_launch(struct pool *p)
+{
+	struct server *s = server_new(p, NULL);
+	if (!s)
+		return NULL;
 	if (!start_connect(s)) {
 		char err[300];
 		snprintf(err, sizeof(err), "could not start connection: %s", connect_error);
@@ -212,6 +335,8 @@ void server_close(struct server *s, const char *reason)
 	cancel_detach(s);
 	if (s->dns_req)
 		evdns_getaddrinfo_cancel(s->dns_req);
+	if (s->addrs)
+		evutil_freeaddrinfo(s->addrs);
 	connio_close(&s->io);
 	varcache_clear(&s->vars);
 	prepared_server_free(s);
@@ -373,11 +498,28 @@ static const char *handle_auth_request(struct server *s, struct msgreader *r)
 	}
 }
 
+/* A replication server logged in: welcome its client with the server's own parameters. */
+static void replication_ready(struct server *s)
+{
+	struct client *c = s->client;
+	pool_move_server(s, SV_ACTIVE);
+	if (!c) {
+		server_close(s, "replication client disconnected");
+		return;
+	}
+	varcache_fill_missing(&c->vars, &s->vars);
+	client_welcome(c);
+}
+
 static void login_done(struct server *s)
 {
 	struct pool *p = s->pool;
 	log_debug("S-%llu: %s/%s login finished", (unsigned long long)s->id, p->db_name, p->user_name);
 	pool_set_welcome(p, &s->vars, s->other_params);
+	if (s->replication) {
+		replication_ready(s);
+		return;
+	}
 	pool_server_ready(s);
 }
 
@@ -394,8 +536,23 @@ static void login_fail(struct server *s, const uint8_t *msg, size_t len, const c
 		            p->db_name, p->user_name, why);
 	}
 	usec_t started = s->connect_time;
+	bool replication = s->replication;
+	struct client *c = replication ? s->client : NULL;
+	if (c) {
+		/* the error is the replication client's, not the pool's */
+		s->client = NULL;
+		c->server = NULL;
+		server_close(s, "login failed");
+		if (msg)
+			client_fatal_raw(c, msg, len);
+		else
+			client_fatal(c, SQLSTATE_CONNECTION_FAILURE, why, NULL,
+			             "could not connect to server for database \"%s\"", p->db_name);
+		return;
+	}
 	server_close(s, "login failed");
-	pool_login_failed(p, started, msg, len, why);
+	if (!replication)
+		pool_login_failed(p, started, msg, len, why);
 }
 
 /* One whole message of a server in SV_LOGIN. Returns false when s is gone. */
@@ -543,7 +700,7 @@ static void note_server_message(struct server *s, uint8_t type, const uint8_t *b
  */
 static bool transaction_end(struct server *s, struct client *c)
 {
-	if (s->tx_status != 'I' || s->pending_ready > 0 || s->unsynced || c->relay_left > 0)
+	if (s->tx_status != 'I' || s->pending_ready > 0 || s->unsynced || c->relay_left > 0 || s->replication)
 		return false;
 	c->server = NULL;
 	s->client = NULL;
@@ -633,11 +790,12 @@ static bool whole_message(struct server *s, uint8_t type, struct iobuf *in, uint
 		client_resume(c);
 		return false;
 	}
-	if (type == PqMsg_ReadyForQuery && s->pool->stale && s->pool->sl->cfg->server_fast_close &&
-	    server_is_clean(s)) {
-		/* session pooling: the target changed, and the operator asked not to
-		 * wait for the client to leave */
-		server_close(s, "server_fast_close: the database entry changed");
+	if (type == PqMsg_ReadyForQuery && (s->pool->stale || s->close_when_released) &&
+	    s->pool->sl->cfg->server_fast_close && server_is_clean(s)) {
+		/* session pooling: the target changed or RECONNECT asked for new
+		 * servers, and the operator asked not to wait for the client to leave */
+		server_close(s, s->pool->stale ? "server_fast_close: the database entry changed"
+		                               : "server_fast_close: reconnect requested");
 		return false;
 	}
 	return true;
@@ -847,7 +1005,7 @@ static void ssl_response(struct server *s)
 		login_fail(s, NULL, 0, "received unencrypted data after SSL response");
 		return;
 	}
-	SSL *ssl = tls_new_connect(&sl->tls, s->pool->host);
+	SSL *ssl = tls_new_connect(&sl->tls, s->host_name);
 	if (!ssl || !connio_start_tls(&s->io, ssl, false)) {
 		login_fail(s, NULL, 0, "could not start TLS");
 		return;
@@ -863,6 +1021,9 @@ static void server_io_connect(void *arg)
 		send_startup(s);
 		return;
 	}
+	if (s->addrs)
+		evutil_freeaddrinfo(s->addrs);
+	s->addrs = s->addr_next = NULL;
 	s->addr_len = sizeof(s->addr);
 	if (getpeername(s->io.fd, (struct sockaddr *)&s->addr, &s->addr_len) != 0)
 		s->addr_len = 0;
@@ -882,6 +1043,17 @@ static void server_io_error(void *arg, const char *why)
 	else if (s->tls && s->io.state == IO_HANDSHAKE) {
 		snprintf(text, sizeof(text), "TLS connection to the server failed: %s", why);
 		why = text;
+	}
+	if (s->state == SV_LOGIN && s->io.state == IO_CONNECTING) {
+		/* refused or unreachable: the next address, then the next host */
+		char reason[300];
+		str_copy(reason, why, sizeof(reason));
+		connio_close(&s->io);
+		if (s->addr_next)
+			try_next_address(s);
+		else
+			host_failed(s, reason);
+		return;
 	}
 	if (s->state == SV_LOGIN)
 		login_fail(s, NULL, 0, why);

@@ -16,6 +16,7 @@
 #include "config.h"
 #include "connio.h"
 #include "pgerror.h"
+#include "proto.h"
 #include "prepared.h"
 #include "scram.h"
 #include "varcache.h"
@@ -53,6 +54,15 @@ struct server {
 	struct client *client;         /* linked client or NULL */
 	struct connio io;              /* the socket, its buffers and events */
 	struct evdns_getaddrinfo_request *dns_req; /* the host name being resolved, or NULL */
+	/* while connecting: the host of the pool's host list being tried, how many
+	 * hosts are still to try, and the addresses of its name not tried yet */
+	int host_index;
+	int hosts_left;
+	char host_name[256];           /* "" or "/dir": a unix socket */
+	int host_port;
+	struct evutil_addrinfo *addrs; /* owned, NULL once connected */
+	struct evutil_addrinfo *addr_next;
+	enum replication_mode replication; /* a replication connection: its client's alone (pool_start_replication) */
 	uint64_t id;
 
 	struct varcache vars;          /* the server's current ParameterStatus values */
@@ -87,6 +97,23 @@ struct server {
 
 /* Open a new server for pool p (SV_LOGIN). Returns NULL on immediate failure (logged). */
 struct server *server_launch(struct pool *p);
+
+/*
+ * Open a replication server for client c alone (pool_start_replication):
+ * linked to c from the start, c->replication and c's parameters in its
+ * StartupMessage. On failure, now or later, c gets the FATAL and the pool's
+ * login state is left alone (the error is c's, not the pool's).
+ */
+void server_launch_replication(struct pool *p, struct client *c);
+
+/*
+ * server_connect_timeout passed for s while its host name was being
+ * resolved or its TCP connect was still under way: move on to the next
+ * address, or the next host of the pool's host list (the timer restarts),
+ * and return true (s may be gone then: that login failed too); false when
+ * there is none left (the caller fails the login).
+ */
+bool server_connect_next(struct server *s);
 
 /* Close and free s, unlinking it from its client and pool. reason is logged. */
 void server_close(struct server *s, const char *reason);

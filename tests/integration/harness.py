@@ -47,6 +47,7 @@ host  all trust_user 127.0.0.1/32 trust
 host  all pw_user    127.0.0.1/32 password
 host  all md5_user   127.0.0.1/32 md5
 host  all all        127.0.0.1/32 scram-sha-256
+host  replication all 127.0.0.1/32 scram-sha-256
 """
 
 SANITIZER_REPORT = re.compile(
@@ -226,6 +227,7 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 log_min_messages = warning
+wal_level = logical
 """)
         (self.datadir / "pg_hba.conf").write_text(PG_HBA)
         give_to(self.datadir, self.account)

@@ -437,21 +437,30 @@ static void test_quoted_keywords_are_plain_names(void **state)
 	hba_free(hba);
 }
 
-static void test_replication_keyword_never_matches(void **state)
+static void test_replication_keyword_matches_only_physical_replication(void **state)
 {
 	struct hba *hba = parse_ok("host replication all all trust\n"
 	                           "host replication,app all all password\n"
 	                           "host all all all md5\n");
+	struct hba *no_repl = parse_ok("host all all all md5\n");
+	struct sockaddr_storage ss = ip("10.0.0.1");
 	int line = -1;
 
 	(void) state;
-	/* pgsluice has no replication connections; a database called
-	 * "replication" is not what the keyword means either */
+	/* an ordinary or logical replication client: a database called
+	 * "replication" is not what the keyword means */
 	assert_int_equal(tcp(hba, "10.0.0.1", "replication", "u", &line), HBA_MD5);
 	assert_int_equal(line, 3);
 	assert_int_equal(tcp(hba, "10.0.0.1", "app", "u", &line), HBA_PASSWORD);
 	assert_int_equal(line, 2);
+	/* a physical replication client (pg_basebackup): the keyword's lines only */
+	assert_int_equal(hba_match_replication(hba, false, false, (struct sockaddr *) &ss, "u", &line), HBA_TRUST);
+	assert_int_equal(line, 1);
+	assert_int_equal(hba_match_replication(no_repl, false, false, (struct sockaddr *) &ss, "u", &line),
+	                 HBA_REJECT);
+	assert_int_equal(line, 0);
 	hba_free(hba);
+	hba_free(no_repl);
 }
 
 static void test_at_file_lists_names_relative_to_the_hba_file(void **state)
@@ -821,7 +830,7 @@ int main(void)
 		cmocka_unit_test(test_samehost_and_samenet_use_this_machines_interfaces),
 		cmocka_unit_test(test_database_and_user_keywords_and_lists),
 		cmocka_unit_test(test_quoted_keywords_are_plain_names),
-		cmocka_unit_test(test_replication_keyword_never_matches),
+		cmocka_unit_test(test_replication_keyword_matches_only_physical_replication),
 		cmocka_unit_test(test_at_file_lists_names_relative_to_the_hba_file),
 		cmocka_unit_test(test_comments_crlf_and_backslash_continuation),
 		cmocka_unit_test(test_options_that_restate_cert_are_accepted),
