@@ -34,6 +34,7 @@
 #include "server.h"
 #include "sluice.h"
 #include "util.h"
+#include "workers.h"
 
 /* A password or SASL message larger than this is a protocol violation. */
 #define MAX_AUTH_MESSAGE_LEN 8192
@@ -167,6 +168,8 @@ static void client_detach(struct client *c)
 
 static void client_free(struct client *c)
 {
+	if (c->auth_job)
+		workers_cancel(c->sl->workers, c->auth_job);   /* its secret is dropped */
 	if (c->close_timer)
 		event_free(c->close_timer);
 	c->sl->n_clients--;
@@ -308,61 +311,129 @@ static void login_succeeded(struct client *c);
 /*
  * The SCRAM secret for a plain auth_file password, derived once per user
  * with a random salt (as PostgreSQL stores one) and scram_iterations PBKDF2
- * rounds (4096 cost milliseconds of the event loop, too much to spend on
- * every login). A reload that changes scram_iterations derives anew.
+ * rounds (too much to spend on every login), then kept. A reload that
+ * changes scram_iterations derives anew. True with *out set when kept.
  */
-static bool derived_secret_for(struct sluice *sl, const char *user, const char *password,
-                               struct scram_secret *out)
+static bool find_derived_secret(struct sluice *sl, const char *user, const char *password,
+                                struct scram_secret *out)
 {
-	int iterations = sl->cfg->scram_iterations;
+	for (struct derived_secret *d = sl->derived_secrets; d; d = d->next)
+		if (strcmp(d->user, user) == 0 && strcmp(d->password, password) == 0 &&
+		    d->secret.iterations == sl->cfg->scram_iterations) {
+			*out = d->secret;
+			return true;
+		}
+	return false;
+}
+
+/* Keep a freshly derived secret (on OOM it is simply derived again next time). */
+static void keep_derived_secret(struct sluice *sl, const char *user, const char *password,
+                                const struct scram_secret *secret)
+{
 	struct derived_secret *d;
 	for (d = sl->derived_secrets; d; d = d->next)
-		if (strcmp(d->user, user) == 0 && strcmp(d->password, password) == 0)
-			break;
-	if (d && d->secret.iterations == iterations) {
-		*out = d->secret;
-		return true;
-	}
-	uint8_t salt[16];
-	if (RAND_bytes(salt, sizeof(salt)) != 1 ||
-	    !scram_secret_from_password(password, salt, sizeof(salt), iterations, out))
-		return false;
-	if (d) {
-		d->secret = *out;
-		return true;
-	}
+		if (strcmp(d->user, user) == 0 && strcmp(d->password, password) == 0) {
+			d->secret = *secret;
+			return;
+		}
 	d = calloc(1, sizeof(*d));
 	if (d && (d->user = strdup(user)) && (d->password = strdup(password))) {
-		d->secret = *out;
+		d->secret = *secret;
 		d->next = sl->derived_secrets;
 		sl->derived_secrets = d;
 	} else if (d) {
 		free(d->user);
 		free(d);
 	}
-	return true;
 }
 
 /*
- * Derive sl->mock_secret again from a random password with the current
- * scram_iterations (main.c makes the first one at start-up with the default).
- * Returns false, leaving the old one, when OpenSSL fails.
+ * A secret being derived on a worker thread (workers.h) while its client
+ * waits in CL_AUTH_DERIVING: the PBKDF2 of scram_iterations rounds must not
+ * hold the other clients. For users not in auth_file (mock) the password is
+ * a random one, renewing sl->mock_secret (main.c makes the first one at
+ * start-up with the default count). The job owns its copies; c is touched
+ * only on the loop's thread, and client_free cancels the job.
  */
-static bool renew_mock_secret(struct sluice *sl)
-{
+struct derive_job {
+	struct client *c;
+	char *password;
+	bool mock;
 	uint8_t salt[16];
+	int iterations;
+	struct scram_secret out;
+	bool ok;
+};
+
+static void derive_job_run(void *arg)
+{
+	struct derive_job *j = arg;
+	j->ok = scram_secret_from_password(j->password, j->salt, sizeof(j->salt), j->iterations, &j->out);
+}
+
+static void derive_job_free(void *arg)
+{
+	struct derive_job *j = arg;
+	OPENSSL_cleanse(j->password, strlen(j->password));
+	free(j->password);
+	free(j);
+}
+
+static void begin_scram_exchange(struct client *c, const struct scram_secret *secret);
+static void login_input(struct client *c);
+
+static void derive_job_done(void *arg)
+{
+	struct derive_job *j = arg;
+	struct client *c = j->c;
+	c->auth_job = NULL;
+	if (c->state != CL_LOGIN || c->auth_step != CL_AUTH_DERIVING) {
+		derive_job_free(j);    /* refused meanwhile (client_login_timeout): FATAL already sent */
+		return;
+	}
+	if (!j->ok) {
+		derive_job_free(j);
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "could not derive a SCRAM secret");
+		return;
+	}
+	if (j->mock)
+		c->sl->mock_secret = j->out;
+	else
+		keep_derived_secret(c->sl, c->user, j->password, &j->out);
+	struct scram_secret secret = j->out;
+	derive_job_free(j);
+	begin_scram_exchange(c, &secret);
+	if (c->state == CL_LOGIN && iobuf_len(&c->io.in) > 0)
+		login_input(c);    /* bytes that came meanwhile */
+}
+
+/* Derive a secret for c off the loop (password NULL: a new mock secret); c waits meanwhile. */
+static void start_derive(struct client *c, const char *password)
+{
+	struct derive_job *j = calloc(1, sizeof(*j));
 	char pw[33];
-	struct scram_secret fresh;
-	if (RAND_bytes(salt, sizeof(salt)) != 1 || RAND_bytes((unsigned char *)pw, sizeof(pw) - 1) != 1)
-		return false;
-	for (size_t i = 0; i < sizeof(pw) - 1; i++)
-		pw[i] = (char)('a' + ((unsigned char)pw[i] % 26));
-	pw[sizeof(pw) - 1] = '\0';
-	bool ok = scram_secret_from_password(pw, salt, sizeof(salt), sl->cfg->scram_iterations, &fresh);
+	if (!password) {
+		if (RAND_bytes((unsigned char *)pw, sizeof(pw) - 1) != 1)
+			goto fail;
+		for (size_t i = 0; i < sizeof(pw) - 1; i++)
+			pw[i] = (char)('a' + ((unsigned char)pw[i] % 26));
+		pw[sizeof(pw) - 1] = '\0';
+	}
+	if (!j || RAND_bytes(j->salt, sizeof(j->salt)) != 1 || !(j->password = strdup(password ? password : pw)))
+		goto fail;
 	OPENSSL_cleanse(pw, sizeof(pw));
-	if (ok)
-		sl->mock_secret = fresh;
-	return ok;
+	j->c = c;
+	j->mock = !password;
+	j->iterations = c->sl->cfg->scram_iterations;
+	c->auth_step = CL_AUTH_DERIVING;
+	c->auth_job = workers_submit(c->sl->workers, derive_job_run, derive_job_done, derive_job_free, j);
+	if (!c->auth_job)
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "could not derive a SCRAM secret");
+	return;
+fail:
+	OPENSSL_cleanse(pw, sizeof(pw));
+	free(j);
+	client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "could not derive a SCRAM secret");
 }
 
 void client_free_derived_secrets(struct sluice *sl)
@@ -382,12 +453,11 @@ static void start_scram(struct client *c, const char *stored)
 	struct scram_secret secret;
 	if (!stored) {
 		/* The mock exchange must look like a real one, i= included. */
-		struct scram_secret *mock = &c->sl->mock_secret;
-		if (mock->iterations != c->sl->cfg->scram_iterations && !renew_mock_secret(c->sl)) {
-			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "could not derive a SCRAM secret");
+		if (c->sl->mock_secret.iterations != c->sl->cfg->scram_iterations) {
+			start_derive(c, NULL);
 			return;
 		}
-		secret = *mock;
+		secret = c->sl->mock_secret;
 	} else if (password_kind_of(stored) == PASSWORD_SCRAM) {
 		if (!scram_parse_secret(stored, &secret)) {
 			client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL,
@@ -395,8 +465,8 @@ static void start_scram(struct client *c, const char *stored)
 			return;
 		}
 	} else if (password_kind_of(stored) == PASSWORD_PLAIN) {
-		if (!derived_secret_for(c->sl, c->user, stored, &secret)) {
-			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "could not derive a SCRAM secret");
+		if (!find_derived_secret(c->sl, c->user, stored, &secret)) {
+			start_derive(c, stored);
 			return;
 		}
 	} else {
@@ -406,11 +476,17 @@ static void start_scram(struct client *c, const char *stored)
 		             "SCRAM authentication is not possible for user \"%s\"", c->user);
 		return;
 	}
+	begin_scram_exchange(c, &secret);
+}
+
+/* AuthenticationSASL for secret: the exchange of start_scram begins. */
+static void begin_scram_exchange(struct client *c, const struct scram_secret *secret)
+{
 	if (!c->scram && !(c->scram = calloc(1, sizeof(*c->scram)))) {
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return;
 	}
-	scram_server_init(c->scram, &secret);
+	scram_server_init(c->scram, secret);
 	static const char mech[] = "SCRAM-SHA-256\0";   /* list ends with an empty name */
 	send_auth_request(c, AUTH_REQ_SASL, mech, sizeof(mech));
 	c->auth_step = CL_AUTH_SASL_FIRST;
@@ -931,7 +1007,7 @@ static void login_input(struct client *c)
 {
 	struct iobuf *in = &c->io.in;
 	while (c->state == CL_LOGIN) {
-		if (c->auth_step == CL_AUTH_QUERY)
+		if (c->auth_step == CL_AUTH_QUERY || c->auth_step == CL_AUTH_DERIVING)
 			return;     /* the client speaks after our next request; keep its bytes */
 		if (c->auth_step == CL_AUTH_STARTUP) {
 			if (!startup_packet(c, in))

@@ -112,6 +112,8 @@ static const struct config_key config_table[] = {
 	KEY(server_login_retry, CONFIG_TIME, "15", RELOAD, 0, NO_MAX),
 	KEY(server_reset_query, CONFIG_STRING, "DISCARD ALL", RELOAD, 0, 0),
 	KEY(server_reset_query_always, CONFIG_BOOL, "0", RELOAD, 0, 0),
+	/* a server's i= above this fails the login: each round is pgsluice's CPU time */
+	KEY(server_scram_max_iterations, CONFIG_INT, "100000", RELOAD, 1, NO_MAX_INT),
 	KEY(server_tls_ca_file, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(server_tls_cert_file, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(server_tls_ciphers, CONFIG_STRING, "default", RELOAD, 0, 0),

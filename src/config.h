@@ -145,6 +145,7 @@ struct sluice_config {
 	char *track_extra_parameters;
 	int max_prepared_statements;
 	int scram_iterations;     /* for secrets derived from plain auth_file passwords */
+	int server_scram_max_iterations; /* the most PBKDF2 rounds a server may ask of pgsluice */
 	bool application_name_add_host;
 	int listen_backlog;
 	int64_t max_packet_size;  /* bytes */

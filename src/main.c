@@ -49,6 +49,7 @@
 #include "sluice.h"
 #include "util.h"
 #include "varcache.h"
+#include "workers.h"
 
 struct options {
 	bool daemonize;
@@ -636,6 +637,8 @@ static void teardown(struct sluice *sl, struct event **sigs, int n_sigs)
 		if (sigs[i])
 			event_free(sigs[i]);
 	prepared_registry_free(&sl->prepared);
+	workers_free(sl->workers);   /* after the clients and servers that had jobs */
+	sl->workers = NULL;
 	client_free_derived_secrets(sl);
 	authquery_free(sl);
 	limits_free(sl->limits);
@@ -722,7 +725,9 @@ static int run(struct sluice *sl, const struct options *o)
 {
 	struct event *sigs[N_SIGNALS] = { NULL };
 	sl->base = event_base_new();
-	if (!sl->base || !connio_global_init(sl->base)) {
+	if (sl->base)
+		sl->workers = workers_new(sl->base);
+	if (!sl->base || !connio_global_init(sl->base) || !sl->workers) {
 		log_error("could not create the event loop");
 		return 1;
 	}

@@ -747,28 +747,96 @@ static char *build_client_final(struct scram_client *c, const char *server_first
 	return reply;
 }
 
-char *scram_client_handle_server_first(struct scram_client *c, const char *msg, size_t len,
-                                       const char **err)
+bool scram_client_read_server_first(struct scram_client *c, const char *msg, size_t len,
+                                    int *iterations, const char **err)
 {
-	struct scram_secret server;
 	struct attr nonce;
 	const char *dummy;
-	char *buf, *reply = NULL;
+	char *buf;
 
 	if (!err)
 		err = &dummy;
 	if (c->step != SCRAM_CLIENT_SENT_FIRST) {
 		*err = ERR_STATE;
 		c->step = SCRAM_CLIENT_FAILED;
+		return false;
+	}
+	memset(&c->server, 0, sizeof(c->server));
+	buf = copy_message(msg, len, err);
+	if (!buf || !parse_server_first(c, buf, &nonce, &c->server, err)) {
+		free(buf);
+		c->step = SCRAM_CLIENT_FAILED;
+		return false;
+	}
+	c->server_first = buf;
+	c->step = SCRAM_CLIENT_GOT_FIRST;
+	if (iterations)
+		*iterations = c->server.iterations;
+	return true;
+}
+
+bool scram_client_needs_salted_password(const struct scram_client *c)
+{
+	return c->step == SCRAM_CLIENT_GOT_FIRST && !c->have_keys;
+}
+
+bool scram_salted_password(const char *password, const uint8_t *salt, size_t salt_len,
+                           int iterations, uint8_t out[SCRAM_KEY_LEN])
+{
+	return salted_password(password, salt, salt_len, iterations, out);
+}
+
+char *scram_client_final(struct scram_client *c, const uint8_t salted[SCRAM_KEY_LEN],
+                         const char **err)
+{
+	struct attr nonce;
+	const char *dummy;
+	char *reply = NULL;
+	bool ok;
+
+	if (!err)
+		err = &dummy;
+	if (c->step != SCRAM_CLIENT_GOT_FIRST || (!c->have_keys && !salted)) {
+		*err = ERR_STATE;
+		c->step = SCRAM_CLIENT_FAILED;
 		return NULL;
 	}
-	memset(&server, 0, sizeof(server));
-	buf = copy_message(msg, len, err);
-	if (buf && parse_server_first(c, buf, &nonce, &server, err) &&
-	    derive_client_keys(c, &server, err))
-		reply = build_client_final(c, buf, &nonce, err);
-	free(buf);
+	if (c->have_keys) {
+		ok = derive_client_keys(c, &c->server, err);
+	} else {
+		ok = keys_from_salted(salted, c->client_key, c->server_key);
+		if (!ok)
+			*err = ERR_CRYPTO;
+	}
+	/* parsed before, so it parses again; only for the nonce's place in the text */
+	if (ok && parse_server_first(c, c->server_first, &nonce, &c->server, err))
+		reply = build_client_final(c, c->server_first, &nonce, err);
+	free(c->server_first);
+	c->server_first = NULL;
 	c->step = reply ? SCRAM_CLIENT_SENT_FINAL : SCRAM_CLIENT_FAILED;
+	return reply;
+}
+
+char *scram_client_handle_server_first(struct scram_client *c, const char *msg, size_t len,
+                                       const char **err)
+{
+	uint8_t salted[SCRAM_KEY_LEN];
+	const char *dummy;
+	char *reply;
+
+	if (!err)
+		err = &dummy;
+	if (!scram_client_read_server_first(c, msg, len, NULL, err))
+		return NULL;
+	if (scram_client_needs_salted_password(c) &&
+	    !salted_password(c->password, c->server.salt, c->server.salt_len, c->server.iterations,
+	                     salted)) {
+		*err = ERR_CRYPTO;
+		c->step = SCRAM_CLIENT_FAILED;
+		return NULL;
+	}
+	reply = scram_client_final(c, salted, err);
+	OPENSSL_cleanse(salted, sizeof(salted));
 	return reply;
 }
 
@@ -840,7 +908,9 @@ void scram_client_free(struct scram_client *c)
 	free(c->client_first_bare);
 	free(c->auth_message);
 	free(c->user);
+	free(c->server_first);
 	c->password = c->client_nonce = c->client_first_bare = c->auth_message = c->user = NULL;
+	c->server_first = NULL;
 	OPENSSL_cleanse(c->client_key, sizeof(c->client_key));
 	OPENSSL_cleanse(c->server_key, sizeof(c->server_key));
 	OPENSSL_cleanse(&c->secret, sizeof(c->secret));

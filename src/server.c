@@ -28,6 +28,7 @@
 #include "sluice.h"
 #include "tls.h"
 #include "util.h"
+#include "workers.h"
 
 /* Messages pgsluice reads whole from a server (login, internal queries,
  * ReadyForQuery, ParameterStatus) are far below this; a larger one is
@@ -341,6 +342,8 @@ void server_close(struct server *s, const char *reason)
 	varcache_clear(&s->vars);
 	prepared_server_free(s);
 	free_params(s->other_params);
+	if (s->scram_job)
+		workers_cancel(p->sl->workers, s->scram_job);   /* its result is dropped */
 	if (s->scram_started)
 		scram_client_free(&s->scram);
 	free(s);
@@ -443,6 +446,112 @@ static const char *start_sasl(struct server *s, struct msgreader *r)
 	return NULL;
 }
 
+/*
+ * The SaltedPassword of a SCRAM login, computed on a worker thread: a
+ * server's iteration count must not stall every other client. The job owns
+ * copies of what the PBKDF2 reads; s is touched only on the loop's thread,
+ * and server_close cancels the job, so a job never outlives its server.
+ */
+struct salted_job {
+	struct server *s;
+	char *password;
+	uint8_t salt[SCRAM_MAX_SALT_LEN];
+	size_t salt_len;
+	int iterations;
+	uint8_t salted[SCRAM_KEY_LEN];
+	bool ok;
+};
+
+static void salted_job_run(void *arg)
+{
+	struct salted_job *j = arg;
+	j->ok = scram_salted_password(j->password, j->salt, j->salt_len, j->iterations, j->salted);
+}
+
+static void salted_job_free(void *arg)
+{
+	struct salted_job *j = arg;
+	OPENSSL_cleanse(j->password, strlen(j->password));
+	OPENSSL_cleanse(j->salted, sizeof(j->salted));
+	free(j->password);
+	free(j);
+}
+
+/* Send client-final-message made from salted (NULL with pass-through keys); an error text or NULL. */
+static const char *send_client_final(struct server *s, const uint8_t *salted)
+{
+	const char *err = NULL;
+	char *final = scram_client_final(&s->scram, salted, &err);
+	if (!final)
+		return err;
+	send_password_message(s, final, strlen(final), false);
+	free(final);
+	return NULL;
+}
+
+static void salted_job_done(void *arg)
+{
+	struct salted_job *j = arg;
+	struct server *s = j->s;
+	s->scram_job = NULL;
+	const char *err = j->ok ? send_client_final(s, j->salted) : "could not compute the SCRAM proof";
+	salted_job_free(j);
+	if (err)
+		login_fail(s, NULL, 0, err);
+}
+
+/* A server asking for more PBKDF2 rounds than server_scram_max_iterations: 28000, not retried. */
+static void refuse_iterations(struct server *s, int iterations, int max)
+{
+	struct msgbuf m;
+	msg_init(&m);
+	msg_add_error(&m, PqMsg_ErrorResponse, "FATAL", SQLSTATE_INVALID_AUTH_SPEC,
+	              "Each iteration costs pgsluice CPU time; a server or a man in the middle could stall it.",
+	              "Raise server_scram_max_iterations if the server is trusted, or set the role's password again with a lower scram_iterations.",
+	              "server asks for %d SCRAM iterations, more than server_scram_max_iterations (%d)",
+	              iterations, max);
+	if (m.failed) {
+		msg_free(&m);
+		login_fail(s, NULL, 0, "server asks for too many SCRAM iterations");
+		return;
+	}
+	login_fail(s, m.data, m.len, NULL);
+	msg_free(&m);
+}
+
+/* Returned instead of an error text when s was closed on the way (login_fail ran). */
+static const char SERVER_GONE[] = "";
+
+/* AuthenticationSASLContinue: server-first-message. An error text, or NULL (also when s is gone). */
+static const char *handle_server_first(struct server *s, struct msgreader *r)
+{
+	const char *err = NULL;
+	int iterations = 0;
+	if (!s->scram_started)
+		return "unexpected SASL continue message";
+	size_t len = mr_remaining(r);
+	if (!scram_client_read_server_first(&s->scram, (const char *)mr_bytes(r, len), len, &iterations, &err))
+		return err;
+	int max = s->pool->sl->cfg->server_scram_max_iterations;
+	if (iterations > max) {
+		refuse_iterations(s, iterations, max);
+		return SERVER_GONE;
+	}
+	if (!scram_client_needs_salted_password(&s->scram))
+		return send_client_final(s, NULL);
+	struct salted_job *j = calloc(1, sizeof(*j));
+	if (!j || !(j->password = strdup(s->scram.password))) {
+		free(j);
+		return "out of memory";
+	}
+	j->s = s;
+	memcpy(j->salt, s->scram.server.salt, s->scram.server.salt_len);
+	j->salt_len = s->scram.server.salt_len;
+	j->iterations = iterations;
+	s->scram_job = workers_submit(s->pool->sl->workers, salted_job_run, salted_job_done, salted_job_free, j);
+	return s->scram_job ? NULL : "could not start a worker thread for SCRAM";
+}
+
 /* Answer an AuthenticationRequest; returns an error text or NULL. */
 static const char *handle_auth_request(struct server *s, struct msgreader *r)
 {
@@ -475,17 +584,8 @@ static const char *handle_auth_request(struct server *s, struct msgreader *r)
 	}
 	case AUTH_REQ_SASL:
 		return start_sasl(s, r);
-	case AUTH_REQ_SASL_CONT: {
-		if (!s->scram_started)
-			return "unexpected SASL continue message";
-		size_t len = mr_remaining(r);
-		char *final = scram_client_handle_server_first(&s->scram, (const char *)mr_bytes(r, len), len, &err);
-		if (!final)
-			return err;
-		send_password_message(s, final, strlen(final), false);
-		free(final);
-		return NULL;
-	}
+	case AUTH_REQ_SASL_CONT:
+		return handle_server_first(s, r);
 	case AUTH_REQ_SASL_FIN: {
 		size_t len = mr_remaining(r);
 		if (!s->scram_started ||
@@ -563,6 +663,8 @@ static bool login_message(struct server *s, uint8_t type, const uint8_t *msg, si
 	switch (type) {
 	case PqMsg_AuthenticationRequest: {
 		const char *err = handle_auth_request(s, &r);
+		if (err == SERVER_GONE)
+			return false;
 		if (err) {
 			login_fail(s, NULL, 0, err);
 			return false;

@@ -26,6 +26,7 @@ struct client;
 struct evdns_getaddrinfo_request;
 struct cache_entry;
 struct cancel_req;
+struct worker_job;
 
 enum server_state {
 	SV_LOGIN,     /* connecting and authenticating: pool->login_servers */
@@ -72,6 +73,7 @@ struct server {
 	socklen_t addr_len;
 	struct scram_client scram;
 	bool scram_started;
+	struct worker_job *scram_job;  /* the SaltedPassword being computed off the loop, or NULL */
 
 	usec_t connect_time;           /* monotonic */
 	usec_t last_used;              /* monotonic, last release or login */

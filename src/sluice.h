@@ -121,6 +121,7 @@ struct sluice {
 	struct cache *cache;              /* the completion cache (ai/cache.h); owned */
 	struct scram_secret mock_secret;
 	struct derived_secret *derived_secrets; /* one per user, so a login costs no PBKDF2 */
+	struct workers *workers;          /* threads for PBKDF2 off the loop (workers.h); owned */
 	char instance[160];               /* "host:listen_port": this pgsluice among those sharing a database */  /* for users not in auth_file: fail after a full exchange */
 	struct sluice_stats stats, stats_last;
 	/* admin console and metrics (admin.h, metrics.h) */
