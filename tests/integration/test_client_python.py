@@ -139,3 +139,21 @@ def test_execute_waits_out_a_rate_limit_refusal(kit_pooler):
         # a limit of 0 has no retry time: raised at once
         with pytest.raises(psycopg.errors.ConfigurationLimitExceeded):
             sluice.execute(conn, "SELECT 1", ai_user="limited", max_wait=0)
+
+
+def test_budget_status_reads_the_subjects_budgets(sluice_factory, pg, fresh_db):  # noqa: F811
+    pooler = sluice_factory(start=False, ai_database="usage", pool_mode="transaction",
+                            limits_sync_interval="0.2", limits_refresh_interval="0.2",
+                            databases={"usage": f"host={pg.host} port={pg.port} dbname={fresh_db} user=app"},
+                            extra_ini="[limits]\nkb = tokens_per_day=1000")
+    assert_succeeded(run_migrate(pooler))
+    pooler.start()
+    with pooler.connect(dbname="usage") as conn:
+        conn.execute(sluice.tag("SELECT 1", ai_user="kb", ai_tokens_in=100, ai_tokens_out=20))
+        harness.wait_for(lambda: sluice.budget_status(conn, "kb"), timeout=15, what="kb's budget row")
+        harness.wait_for(lambda: sluice.budget_status(conn, "kb")[0]["used"] == 120, timeout=15,
+                         what="kb's 120 tokens counted")
+        [row] = sluice.budget_status(conn, "kb")
+        assert row["dimension"] == "tokens_per_day"
+        assert (row["limit"], row["used"], row["remaining"]) == (1000, 120, 880), row
+        assert sluice.budget_status(conn, "nobody") == []

@@ -150,6 +150,19 @@ def retry_after(error):
     return float(m.group(1)) if m else None
 
 
+def budget_status(conn, subject, model=None):
+    """The budgets in force for subject (and model; None: the subject over all models), from
+    sluice.budget_status in ai_database: a list of dicts with dimension ("tokens_per_day",
+    "cost_cents_per_month"), limit, used, reserved, remaining and resets_at. conn must reach
+    ai_database (directly or through pgsluice)."""
+    cur = conn.execute(
+        "SELECT dimension, \"limit\", used, reserved, remaining, resets_at FROM sluice.budget_status"
+        " WHERE subject = %s AND model IS NOT DISTINCT FROM %s ORDER BY dimension",
+        (subject, model))
+    names = [d.name for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
 def execute(conn, sql, params=None, *, attempts=3, max_wait=60.0, sleep=time.sleep, **tags):
     """conn.execute(tag(sql, params, **tags), params), retried on a rate-limit refusal.
 
