@@ -251,6 +251,19 @@ static ssize_t read_some(struct connio *io, const char **why)
 	}
 }
 
+/* Read once and tell the owner what came: bytes, the end of the stream, or an error. May free io. */
+static void read_and_tell(struct connio *io)
+{
+	const char *why = NULL;
+	ssize_t n = read_some(io, &why);
+	if (n > 0)
+		io->ops->on_read(io->arg);
+	else if (n == 0)
+		io->ops->on_error(io->arg, NULL);
+	else if (n == -2)
+		io->ops->on_error(io->arg, why);
+}
+
 static void handshake(struct connio *io)
 {
 	ERR_clear_error();
@@ -262,14 +275,7 @@ static void handshake(struct connio *io)
 			/* The client speaks first; what it sent with its Finished is read now. */
 			if (iobuf_len(&io->out) > 0 && !flush_one(io))
 				return;
-			const char *why = NULL;
-			ssize_t n = read_some(io, &why);
-			if (n > 0)
-				io->ops->on_read(io->arg);
-			else if (n == 0)
-				io->ops->on_error(io->arg, NULL);
-			else if (n == -2)
-				io->ops->on_error(io->arg, why);
+			read_and_tell(io);
 		} else {
 			io->ops->on_connect(io->arg);
 		}
@@ -301,14 +307,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 			if (!flush_one(io))
 				goto out;
 		}
-		const char *why = NULL;
-		ssize_t n = read_some(io, &why);
-		if (n > 0)
-			io->ops->on_read(io->arg);
-		else if (n == 0)
-			io->ops->on_error(io->arg, NULL);
-		else if (n == -2)
-			io->ops->on_error(io->arg, why);
+		read_and_tell(io);
 	}
 out:
 	connio_leave();
