@@ -32,13 +32,21 @@ static char tls_err_text[256];
 
 static bool flush_one(struct connio *io);
 
+/* Take io off the list of connections to send at the end of the callback; a no-op when not on it. */
+static void unqueue(struct connio *io)
+{
+	if (io->queued) {
+		TAILQ_REMOVE(&flush_list, io, flush_entry);
+		io->queued = false;
+	}
+}
+
 static void flush_all(void)
 {
 	struct connio *io;
 	depth++;
 	while ((io = TAILQ_FIRST(&flush_list)) != NULL) {
-		TAILQ_REMOVE(&flush_list, io, flush_entry);
-		io->queued = false;
+		unqueue(io);
 		flush_one(io);
 	}
 	depth--;
@@ -410,10 +418,7 @@ bool connio_start_tls(struct connio *io, SSL *ssl, bool accepting)
 		}
 		iobuf_drain(&io->out, (size_t)n);
 	}
-	if (io->queued) {
-		TAILQ_REMOVE(&flush_list, io, flush_entry);
-		io->queued = false;
-	}
+	unqueue(io);
 	if (SSL_set_fd(ssl, io->fd) != 1) {
 		SSL_free(ssl);
 		return false;
@@ -434,10 +439,7 @@ bool connio_start_tls(struct connio *io, SSL *ssl, bool accepting)
 
 void connio_close(struct connio *io)
 {
-	if (io->queued) {
-		TAILQ_REMOVE(&flush_list, io, flush_entry);
-		io->queued = false;
-	}
+	unqueue(io);
 	if (io->state == IO_CLOSED) {
 		iobuf_free(&io->in);
 		iobuf_free(&io->out);
@@ -463,10 +465,7 @@ void connio_close(struct connio *io)
 
 void connio_stop(struct connio *io)
 {
-	if (io->queued) {
-		TAILQ_REMOVE(&flush_list, io, flush_entry);
-		io->queued = false;
-	}
+	unqueue(io);
 	connio_pause_read(io);
 	disarm_write(io);
 	iobuf_drain(&io->out, iobuf_len(&io->out));
