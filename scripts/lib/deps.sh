@@ -16,7 +16,12 @@ SLUICE_PACKAGING_PACKAGES=(debhelper dpkg-dev fakeroot)
 # A PostgreSQL server to run against (pgbench ships with it on Debian 12).
 SLUICE_SERVER_PACKAGES=(postgresql postgresql-contrib)
 # Integration tests and benchmarks.
-SLUICE_TEST_PACKAGES=(python3-pytest python3-psycopg python3-yaml pgbouncer)
+# python3-sqlalchemy and python3-psycopg2: the Python kit's SQLAlchemy integration
+# (Debian 12 ships SQLAlchemy 1.4, whose PostgreSQL driver is psycopg2). The Node kit's
+# tests use the machine's node and npm (not Debian's: npm ci brings pg, knex and
+# drizzle-orm from the npm registry) and skip where node is missing.
+SLUICE_TEST_PACKAGES=(python3-pytest python3-psycopg python3-yaml pgbouncer
+	python3-sqlalchemy python3-psycopg2)
 # Fuzzing (scripts/fuzz): clang with libFuzzer and the sanitizer runtimes; llvm
 # brings llvm-symbolizer for readable stack traces.
 SLUICE_FUZZ_PACKAGES=(clang libclang-rt-dev llvm)

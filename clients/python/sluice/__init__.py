@@ -19,7 +19,8 @@ with them:
     rows = sluice.execute(conn, "SELECT answer FROM llm_cache WHERE k = %s", (key,), ai_user=user).fetchall()
 
 Nothing here needs more than the standard library, except execute() and
-attribute(), which take a psycopg 3 connection.
+attribute(), which take a psycopg 3 connection. For SQLAlchemy, see
+sluice.sqlalchemy (imported on its own: `import sluice.sqlalchemy`).
 """
 
 import contextlib
@@ -27,7 +28,8 @@ import re
 import time
 from urllib.parse import quote
 
-__all__ = ["comment", "tag", "usage", "attribute", "execute", "retry_after", "RATE_LIMITED"]
+__all__ = ["comment", "tag", "usage", "attribute", "execute", "retry_after", "budget_status",
+           "RATE_LIMITED"]
 
 RATE_LIMITED = "53400"          # configuration_limit_exceeded: a limit or budget refused it
 _RETRY_AFTER = re.compile(r"Retry after ([0-9]+(?:\.[0-9]+)?) s")
@@ -141,9 +143,12 @@ def retry_after(error):
     """Seconds a 53400 refusal asks to wait (its HINT "Retry after N s."), else None.
 
     None also for a limit of 0 or a budget that resets at a date: waiting a
-    little would not help.
+    little would not help. error is a psycopg 3 or psycopg2 error, or SQLAlchemy's
+    DBAPIError around one.
     """
-    if getattr(error, "sqlstate", None) != RATE_LIMITED:
+    error = getattr(error, "orig", None) or error     # SQLAlchemy's DBAPIError wraps the driver's
+    code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)   # psycopg 3 / psycopg2
+    if code != RATE_LIMITED:
         return None
     diag = getattr(error, "diag", None)
     m = _RETRY_AFTER.search(getattr(diag, "message_hint", None) or "")
