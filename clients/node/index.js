@@ -9,6 +9,7 @@
 //   await sluice.attribute(pool, user, 'gpt-4o', async (client) => client.query('SELECT ...'));
 //
 // No dependency: pool and client are node-postgres objects (anything with query()).
+// ORMs: require('pgsluice-kit/knex') and require('pgsluice-kit/drizzle').
 
 const RATE_LIMITED = '53400'; // configuration_limit_exceeded: a limit or budget refused it
 const RETRY_AFTER = /Retry after ([0-9]+(?:\.[0-9]+)?) s/;
@@ -60,8 +61,12 @@ function usage(response) {
   return out;
 }
 
-/** Seconds a 53400 refusal asks to wait (HINT "Retry after N s."), else null. */
+/**
+ * Seconds a 53400 refusal asks to wait (HINT "Retry after N s."), else null. err is
+ * node-postgres's error, or an ORM's error around it (drizzle's DrizzleQueryError: err.cause).
+ */
 function retryAfter(err) {
+  if (err && err.code === undefined && err.cause) err = err.cause;
   if (!err || err.code !== RATE_LIMITED) return null;
   const m = RETRY_AFTER.exec(err.hint || '');
   return m ? parseFloat(m[1]) : null;
@@ -116,4 +121,81 @@ async function attribute(pool, user, model, fn) {
   }
 }
 
-module.exports = { comment, tag, usage, retryAfter, queryFor, attribute, RATE_LIMITED };
+// The tags of the current tagged() call, carried across awaits (this async context only).
+const { AsyncLocalStorage } = require('node:async_hooks');
+const context = new AsyncLocalStorage();
+
+/** The tags in force in this async context (a new object), {} outside any tagged() call. */
+function currentTags() {
+  return { ...(context.getStore() || {}) };
+}
+
+/**
+ * Run fn() with tags added to (and overriding) those in force: every statement sent through
+ * a tagging() pool or client while fn's promise runs carries them. Returns fn()'s result.
+ */
+function tagged(tags, fn) {
+  // awaited inside run(): a thenable fn() returns (a query builder) runs when awaited, in the context
+  return context.run({ ...currentTags(), ...tags }, async () => await fn());
+}
+
+// A query config (text or { text, ... }) with the current tags at the end of its text.
+// Named prepared statements are left as they are: node-postgres refuses one name with two texts.
+function tagConfig(config) {
+  const tags = context.getStore();
+  if (!tags) return config;
+  if (typeof config === 'string') return tag(config, tags);
+  if (config && typeof config.text === 'string' && !config.name && typeof config.submit !== 'function') {
+    return { ...config, text: tag(config.text, tags) };
+  }
+  return config;
+}
+
+/**
+ * A node-postgres Pool or Client whose query() appends the tags of the current tagged() call
+ * (nothing outside one), and whose connect() gives tagging clients too. Still an instanceof
+ * the original class (a Proxy): hand it to drizzle(), or use it as the pool itself.
+ */
+function tagging(target) {
+  return new Proxy(target, {
+    get(obj, prop) {
+      if (prop === 'query') return (config, ...rest) => obj.query(tagConfig(config), ...rest);
+      if (prop === 'connect' && typeof obj.release !== 'function' && typeof obj.totalCount === 'number') {
+        // Pool.connect([callback]): wrap the client it gives out
+        return (cb) => {
+          if (typeof cb === 'function') return obj.connect((err, client, done) => cb(err, client && tagging(client), done));
+          return obj.connect().then(tagging);
+        };
+      }
+      const value = Reflect.get(obj, prop, obj);
+      return typeof value === 'function' ? value.bind(obj) : value;
+    },
+  });
+}
+
+/**
+ * Run fn() (which sends its statements and returns a promise, e.g. a query builder) inside
+ * tagged({ai_user: user, ai_model: opts.model, ...opts.tags}), again after a 53400 refusal's
+ * HINT time: up to opts.attempts tries (3), waits up to opts.maxWait s (60), opts.sleep(ms)
+ * to wait. Not inside a transaction: retry the whole transaction instead.
+ */
+async function runFor(fn, user, opts = {}) {
+  const attempts = opts.attempts || 3;
+  const maxWait = opts.maxWait === undefined ? 60 : opts.maxWait;
+  const tags = { ...(opts.tags || {}), ai_user: user };
+  if (opts.model) tags.ai_model = opts.model;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await tagged(tags, fn);
+    } catch (err) {
+      const wait = retryAfter(err);
+      if (wait === null || wait > maxWait || attempt >= attempts) throw err;
+      await (opts.sleep || sleep)(wait * 1000);
+    }
+  }
+}
+
+module.exports = {
+  comment, tag, usage, retryAfter, queryFor, attribute, tagged, tagging, tagConfig, currentTags, runFor,
+  RATE_LIMITED,
+};
