@@ -60,6 +60,10 @@ def test_comment_encodes_as_sqlcommenter():
     assert sluice.tag("SELECT %s", (1,), ai_user="50%") == "SELECT %s /*ai_user='50%%25'*/"
     with pytest.raises(ValueError):
         sluice.comment(**{"ai_user*/": "x"})
+    # the Node kit writes the same text for these (clients/node/test/orm.test.js): every byte but
+    # letters, digits and -._~ percent-encoded, so a ' never needs the \' escape
+    assert sluice.comment(ai_user="a'b c/d%e+f~g!h*(i)", ai_model="m:1?x=y&z") == \
+        "/*ai_model='m%3A1%3Fx%3Dy%26z',ai_user='a%27b%20c%2Fd%25e%2Bf~g%21h%2A%28i%29'*/"
 
 
 def test_usage_reads_openai_and_anthropic_responses():

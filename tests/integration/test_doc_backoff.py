@@ -4,8 +4,8 @@
 A subject first uses up its requests_per_minute, so the example's first
 attempt is refused with 53400 and "Retry after N s"; the example must wait
 and return the row. The Python example runs with psycopg; the Node.js one
-with node-postgres, when `node` can load the `pg` module (NODE_PATH; CI does
-not install it), else it is skipped.
+with node-postgres from clients/node/node_modules (npm ci, as test_client_node.py
+does), skipped only where node is not installed.
 """
 
 import os
@@ -18,8 +18,10 @@ import psycopg
 import pytest
 
 import harness
+from test_client_node import KIT, node_modules  # noqa: F401 (fixture)
 
 DOCS = harness.REPO / "docs" / "ai-middleware.md"
+NODE_MODULES = KIT / "node_modules"
 RPM = 20          # one statement every 3 s once the burst is used: the wait is short, and
                   # far longer than the gap between using it up and the example's first try
 
@@ -89,25 +91,44 @@ def test_python_backoff_example_waits_and_retries(limited, monkeypatch):
     assert refusals(pooler) > before, "the example's first attempt was refused, then retried"
 
 
-def node_with_pg():
-    node = shutil.which("node")
-    if not node:
-        return None
-    probe = subprocess.run([node, "-e", "require('pg')"], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, env=dict(os.environ))
-    return node if probe.returncode == 0 else None
-
-
-@pytest.mark.skipif(not node_with_pg(), reason="node with the pg module (node-postgres) is not available")
-def test_node_backoff_example_waits_and_retries(limited, tmp_path):
+@pytest.mark.skipif(not shutil.which("node"), reason="node is not installed")
+def test_node_backoff_example_waits_and_retries(limited, node_modules, tmp_path):
     url, use_up, pooler = limited
     script = tmp_path / "backoff.js"
     script.write_text(code_block("### Backing off: Node.js (node-postgres)", "js"))
     use_up()
     before = refusals(pooler)
-    out = subprocess.run([node_with_pg(), str(script), "greeting"], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, timeout=120,   # the HINT asks for ~60 s
-                         env=dict(os.environ, DATABASE_URL=url))
+    # node-postgres from the Node kit's node_modules (npm ci, package-lock.json's version).
+    # The HINT asks for ~60 s: a preloaded setTimeout records the wait and, instead of
+    # sleeping, raises alice's limit as the wait would free a slot (ini rewritten, RELOAD).
+    waits = tmp_path / "waits"
+    preload = tmp_path / "time_passes.js"
+    preload.write_text(TIME_PASSES_JS)
+    admin = url.rsplit("/", 1)[0] + "/pgsluice"
+    out = subprocess.run(["node", "--require", str(preload), str(script), "greeting"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=25,
+                         env=dict(os.environ, DATABASE_URL=url, NODE_PATH=str(NODE_MODULES),
+                                  ADMIN_URL=admin, PGSLUICE_INI=str(pooler.ini_path), WAITS_FILE=str(waits)))
     assert out.returncode == 0, out.stdout
     assert "answer: 'hello'" in out.stdout, out.stdout
+    recorded = [float(w) for w in waits.read_text().split()]
+    assert recorded and 0 < recorded[0] <= 61000, recorded
     assert refusals(pooler) > before, "the example's first attempt was refused, then retried"
+
+
+TIME_PASSES_JS = r"""
+const fs = require('fs');
+const realSetTimeout = global.setTimeout;
+global.setTimeout = (fn, ms, ...args) => {
+  if (!(ms >= 1000)) return realSetTimeout(fn, ms, ...args);
+  fs.appendFileSync(process.env.WAITS_FILE, `${ms}\n`);
+  const ini = process.env.PGSLUICE_INI;
+  fs.writeFileSync(ini, fs.readFileSync(ini, 'utf8').replace(/^alice = requests_per_minute=\d+$/m,
+    'alice = requests_per_minute=100000'));
+  const { Client } = require('pg');
+  const admin = new Client({ connectionString: process.env.ADMIN_URL });
+  admin.connect().then(() => admin.query('RELOAD')).then(() => admin.end())
+    .then(() => realSetTimeout(fn, 0, ...args), (err) => { console.error(err); process.exit(3); });
+  return null;
+};
+"""

@@ -52,7 +52,7 @@ async function exhaust(pool) {
 }
 
 test('the tags pgsluice reads: the same text from the Node and the Python kit', () => {
-  // the Python kit's comment() for these tags (tests/integration/test_client_node.py checks it too)
+  // the Python kit's comment() gives the same text (tests/integration/test_client_python.py)
   assert.strictEqual(sluice.comment({ ai_user: "a'b c/d%e+f~g!h*(i)", ai_model: 'm:1?x=y&z' }),
     "/*ai_model='m%3A1%3Fx%3Dy%26z',ai_user='a%27b%20c%2Fd%25e%2Bf~g%21h%2A%28i%29'*/");
 });
