@@ -1,0 +1,135 @@
+# SPDX-License-Identifier: PostgreSQL
+"""Every runnable example in docs/ is run (issue 15, item 7): what a reader copies works.
+
+docs_blocks.py finds the fenced blocks of docs/*.md and says the rule: ```sh, ```sql,
+```python and ```js blocks are examples, run here unless the line before the fence says
+`<!-- run by tests/integration/test_x.py -->` (that test runs it) or `<!-- not run: why -->`.
+Output, syntax, diagrams and configuration fragments (```, ```ini, ```json, ```yaml) are
+not run. The SQL examples run in order, each file's against a fresh ai_database migrated
+by pgsluice --migrate and reached through pgsluice, as an operator would run them.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+import harness
+from docs_blocks import RUNNABLE, blocks, examples
+from test_migrate import assert_succeeded, fresh_db, run_migrate  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.skipif(harness.is_pgbouncer(), reason="pgsluice's own docs")
+
+
+def test_every_example_is_run_or_says_why_not():
+    problems = []
+    for b in blocks():
+        if b.lang not in RUNNABLE:
+            if b.mark:
+                problems.append(f"{b.id}: a ```{b.lang or ''} block is not run anyway; drop its mark")
+            continue
+        if b.mark == "run by":
+            test = harness.REPO / b.why
+            if not re.fullmatch(r"tests/integration/test_\w+\.py", b.why) or not test.exists():
+                problems.append(f"{b.id}: run by {b.why!r}: no such test file")
+            elif b.doc not in test.read_text():
+                problems.append(f"{b.id}: {b.why} does not name docs/{b.doc}")
+        elif b.mark == "not run:" and not b.why:
+            problems.append(f"{b.id}: 'not run:' without a reason")
+        elif b.mark is None and b.lang in ("sh", "js"):
+            problems.append(f"{b.id}: a ```{b.lang} example this file does not run: mark it")
+    assert not problems, "\n".join(problems)
+
+
+# What the SQL examples assume exists besides the sluice schema: the application tables they
+# name, and a month of usage old enough to archive (schema.md, "Partitions and retention").
+PRELUDE = """
+CREATE TABLE llm_cache (prompt_hash text PRIMARY KEY, answer text);
+CREATE TABLE answers (conversation text, reply text);
+ALTER TABLE llm_cache OWNER TO app;
+ALTER TABLE answers OWNER TO app;
+"""
+# Set up right before the block whose text has the key (as app, in the same psql session).
+SETUP_BEFORE = {
+    # the archiving example comes after the retention example, which drops old months
+    "DETACH PARTITION sluice.llm_usage_y2025m01": "CREATE TABLE sluice.llm_usage_y2025m01 PARTITION OF"
+    " sluice.llm_usage FOR VALUES FROM ('2025-01-01') TO ('2025-02-01');\n",
+}
+
+
+def setup_for(block):
+    return "".join(sql for key, sql in SETUP_BEFORE.items() if key in block.text)
+
+
+def layout(conn, schema, table):
+    return conn.execute("SELECT column_name, data_type, is_nullable, column_default FROM information_schema.columns"
+                        " WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+                        (schema, table)).fetchall()
+
+
+def run_with_parameters(dsn, block):
+    """A statement as an application sends it ($1, $2 ...): extended protocol, NULL parameters."""
+    n = len(set(re.findall(r"\$(\d+)", block.text)))
+    text = re.sub(r"\$\d+", "%s", block.text.replace("%", "%%"))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(text, (None,) * n)
+
+
+def run_layout(dsn, block):
+    """A CREATE TABLE sluice.x block shows a table's layout: it must be the migrated table's."""
+    table = re.match(r"\s*CREATE (?:UNLOGGED )?TABLE sluice\.(\w+)", block.text).group(1)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA doc_layout")
+        try:
+            conn.execute(block.text.replace("sluice.", "doc_layout.", 1))
+            documented, real = layout(conn, "doc_layout", table), layout(conn, "sluice", table)
+        finally:
+            conn.execute("DROP SCHEMA doc_layout CASCADE")
+    assert documented == real, f"documented {documented}\nmigrated {real}"
+
+
+def test_sql_examples_run(sluice, pg, fresh_db, tmp_path):  # noqa: F811
+    docs = sorted({b.doc for b in examples("sql")})
+    clones = {doc: f"{fresh_db}_{i}" for i, doc in enumerate(docs)}
+    databases = {"usage": f"host={pg.host} port={pg.port} dbname={fresh_db} user=app"}
+    databases.update({f"doc{i}": f"host={pg.host} port={pg.port} dbname={clones[doc]} user=app"
+                      for i, doc in enumerate(docs)})
+    pooler = sluice(start=False, ai_database="usage", pool_mode="transaction", databases=databases)
+    assert_succeeded(run_migrate(pooler))
+    pg.psql(PRELUDE, dbname=fresh_db)
+    try:
+        for doc in docs:       # each doc's examples on their own copy: they need not agree
+            pg.query(f"CREATE DATABASE {clones[doc]} TEMPLATE {fresh_db} OWNER app", dbname="postgres")
+        pooler.start()
+        failures = []
+        for i, doc in enumerate(docs):
+            dsn = pooler.dsn(dbname=f"doc{i}")
+            plain = []
+            for b in examples("sql"):
+                if b.doc != doc:
+                    continue
+                try:
+                    if re.search(r"\$\d", b.text):
+                        run_with_parameters(dsn, b)
+                    elif re.match(r"\s*CREATE (UNLOGGED )?TABLE sluice\.", b.text):
+                        run_layout(dsn, b)
+                    else:
+                        plain.append(b)
+                except (psycopg.Error, AssertionError) as e:
+                    failures.append(f"{b.id}: {type(e).__name__}: {e}")
+            # the rest as a reader runs them: psql, the blocks in order, one session
+            script = tmp_path / f"{doc}.sql"
+            script.write_text("".join(f"\\echo BLOCK {b.id}\n{setup_for(b)}{b.text}" for b in plain))
+            out = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script), dsn],
+                                 capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+            if out.returncode != 0:
+                at = re.findall(r"^BLOCK (\S+)$", out.stdout, re.M)
+                failures.append(f"{at[-1] if at else doc}: psql: {out.stderr.strip()}")
+        assert not failures, "\n".join(failures)
+    finally:
+        pooler.stop()
+        for clone in clones.values():
+            pg.query(f"DROP DATABASE IF EXISTS {clone} WITH (FORCE)", dbname="postgres")
