@@ -13,14 +13,19 @@ import os
 import re
 import subprocess
 import sys
+from urllib.parse import quote
 
 import psycopg
 import pytest
 
+import shutil
+
 import harness
+from test_client_node import KIT as KIT_NODE, node_modules  # noqa: F401 (fixture)
 from docs_blocks import RUNNABLE, blocks, examples
 from test_migrate import assert_succeeded, fresh_db, run_migrate  # noqa: F401 (fixture)
 
+KIT_PY = harness.REPO / "clients" / "python"
 pytestmark = pytest.mark.skipif(harness.is_pgbouncer(), reason="pgsluice's own docs")
 
 
@@ -39,8 +44,6 @@ def test_every_example_is_run_or_says_why_not():
                 problems.append(f"{b.id}: {b.why} does not name docs/{b.doc}")
         elif b.mark == "not run:" and not b.why:
             problems.append(f"{b.id}: 'not run:' without a reason")
-        elif b.mark is None and b.lang == "js":
-            problems.append(f"{b.id}: a ```{b.lang} example this file does not run: mark it")
     assert not problems, "\n".join(problems)
 
 
@@ -145,6 +148,12 @@ def localize(text, pooler, db=None):
     return text
 
 
+def url_of(pooler, dbname="app"):
+    """DATABASE_URL of the test's pgsluice, as the examples read it (a postgresql:// URL)."""
+    return (f"postgresql://app:{quote(harness.PASSWORDS['app'], safe='')}@{pooler.host}:{pooler.port}"
+            f"/{dbname}")
+
+
 # After a Python block that only defines something, what shows it works through pgsluice.
 PYTHON_AFTER = {
     "def tag(sql, params=None, **tags):": """
@@ -166,7 +175,8 @@ def test_python_examples_run(sluice, tmp_path):
     for b in examples("python"):
         code = localize(b.text, pooler) + "".join(v for k, v in PYTHON_AFTER.items() if k in b.text)
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
-                             env=dict(os.environ, DATABASE_URL=pooler.dsn()), cwd=tmp_path)
+                             env=dict(os.environ, DATABASE_URL=url_of(pooler), PYTHONPATH=str(KIT_PY)),
+                             cwd=tmp_path)
         if out.returncode != 0:
             failures.append(f"{b.id}: exit {out.returncode}: {out.stderr.strip()[-500:]}")
         for key, printed in PYTHON_PRINTS.items():
@@ -175,7 +185,29 @@ def test_python_examples_run(sluice, tmp_path):
     assert not failures, "\n".join(failures)
     with pooler.connect(dbname="pgsluice") as console:
         subjects = {r[0] for r in console.execute("SHOW USAGE")}
-    assert {"o'brien 50%", "tenant/a b"} <= subjects, subjects
+    assert {"o'brien 50%", "tenant/a b", "alice"} <= subjects, subjects
+
+
+@pytest.mark.skipif(not shutil.which("node"), reason="node is not installed")
+def test_js_examples_run(sluice, node_modules, tmp_path):
+    """js examples with the kit's node_modules (npm ci); require('pgsluice-kit') finds clients/node."""
+    pooler = sluice(pool_mode="transaction")
+    (tmp_path / "node_modules").mkdir()
+    (tmp_path / "node_modules" / "pgsluice-kit").symlink_to(KIT_NODE)
+    failures = []
+    for b in examples("js"):
+        script = tmp_path / f"example_{b.line}.js"
+        script.write_text(b.text)
+        out = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                             env=dict(os.environ, DATABASE_URL=url_of(pooler),
+                                      NODE_PATH=f"{tmp_path / 'node_modules'}:{KIT_NODE / 'node_modules'}"))
+        if out.returncode != 0:
+            failures.append(f"{b.id}: exit {out.returncode}: {(out.stdout + out.stderr).strip()[-800:]}")
+    assert not failures, "\n".join(failures)
+    assert examples("js"), "no js example left for this test"
+    with pooler.connect(dbname="pgsluice") as console:
+        got = {(r[0], r[1]): r[2] for r in console.execute("SHOW USAGE")}
+    assert got.get(("alice", "gpt-4o"), 0) >= 2, got
 
 
 # After a shell block, what shows it did what the doc says.
