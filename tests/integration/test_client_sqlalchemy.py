@@ -60,7 +60,8 @@ def engine(request, kit_pooler):  # noqa: F811
     pooler, db = kit_pooler
     url = URL.create(f"postgresql+{request.param}", username="app", password=harness.PASSWORDS["app"],
                      host=pooler.host, port=pooler.port, database="usage")
-    eng = sqlalchemy.create_engine(url, pool_size=1, max_overflow=0)
+    # future=True: SQLAlchemy 2's Connection and Session behaviour under 1.4 too (2.x: the only one)
+    eng = sqlalchemy.create_engine(url, pool_size=1, max_overflow=0, future=True)
     yield eng, pooler, db
     eng.dispose()
 
@@ -170,3 +171,26 @@ def test_psycopg_errors_and_retry_after_agree():
     # the plain-psycopg path still reads sqlstate; SQLAlchemy's wrapper is unwrapped
     err = psycopg.errors.ConfigurationLimitExceeded("refused")
     assert sluice.retry_after(err) is None        # no HINT: nothing to wait for
+
+
+def test_execute_on_a_connection_waits_out_a_refusal(engine):
+    eng, pooler, _ = engine
+    waits = []
+
+    def time_passes(seconds):
+        waits.append(seconds)
+        pooler.extra_ini = f"[limits]\nlimited = requests_per_minute={RPM * 100}"
+        pooler.reload()
+        time.sleep(1.0)    # SIGHUP is handled at the loop's next turn
+
+    with eng.connect() as conn, sluice.sqlalchemy.attribute(conn, "limited"):
+        for _ in range(RPM + 5):          # use up the burst
+            try:
+                conn.execute(text("SELECT 1"))
+            except sqlalchemy.exc.DBAPIError:
+                break
+        if conn.in_transaction():
+            conn.rollback()
+        got = sluice.sqlalchemy.execute(conn, text("SELECT 7"), sleep=time_passes, max_wait=120).all()
+    assert [tuple(r) for r in got] == [(7,)]
+    assert len(waits) == 1, waits

@@ -97,7 +97,7 @@ def attribute(bind, user, model=None, **tags):
 def execute(bind, statement, params=None, *, attempts=3, max_wait=60.0, sleep=time.sleep):
     """bind.execute(statement, params), retried after a rate-limit refusal (53400) as its HINT says.
 
-    bind is a Session or Connection. Retries only a statement that opens its
+    bind is a Session or Connection (SQLAlchemy 2 style, or 1.4's legacy one). Retries only a statement that opens its
     own transaction: when bind is already in a transaction, earlier work in it
     would be lost, so the refusal is raised (retry the whole transaction
     instead). Before a retry the failed transaction is rolled back. A refusal
@@ -112,5 +112,7 @@ def execute(bind, statement, params=None, *, attempts=3, max_wait=60.0, sleep=ti
             wait = retry_after(e)
             if wait is None or wait > max_wait or attempt == attempts or not fresh:
                 raise
-            bind.rollback()
+            rollback = getattr(bind, "rollback", None)   # SQLAlchemy 1.4's legacy Connection has none
+            if rollback is not None:
+                rollback()
             sleep(wait)
