@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: PostgreSQL
 """docs_blocks.py - the fenced code blocks of docs/*.md, and what the suite does with each.
 
-A block's language says what it is. ``` (no language), ```ini, ```json and ```yaml are
-output, syntax, diagrams or configuration fragments: shown, not run. ```sh, ```sql,
+A block's language says what it is. ``` (no language), ```json and ```yaml are output,
+syntax, diagrams or other programs' configuration: shown, not run; ```ini fragments are
+loaded with pgsluice --check-config (test_docs_examples.py). ```sh, ```sql,
 ```python and ```js are examples: each is run by tests/integration/test_docs_examples.py,
 unless the line before its fence says otherwise:
 
