@@ -889,6 +889,9 @@ struct load_state {
 	/* config_load_all: every error goes here and loading goes on; NULL: stop at the first */
 	config_error_fn on_error;
 	void *on_error_arg;
+	/* inih splits "name = value" at the first '=' or ':'; true when the line being
+	 * handled was split at ':' (a [limits] subject "group:eng" must be put back together) */
+	bool split_at_colon;
 };
 
 enum section { SECTION_NONE, SECTION_MAIN, SECTION_DATABASES, SECTION_USERS, SECTION_LIMITS,
@@ -1059,6 +1062,17 @@ static void skip_rest_of_line(struct ini_source *src)
  * handler, which inih runs right after the line is read, can name file:line.
  * inih may read one long line in several calls; only the first counts.
  */
+/* True when inih will split line at a ':' (its first '=' or ':'), on a "name = value" line. */
+static bool first_separator_is_colon(const char *line)
+{
+	while (isspace((unsigned char)*line))
+		line++;
+	if (*line == ';' || *line == '#' || *line == '[')
+		return false;
+	const char *sep = strpbrk(line, "=:");
+	return sep && *sep == ':';
+}
+
 static char *read_config_line(char *buf, int size, void *stream)
 {
 	struct load_state *st = stream;
@@ -1094,6 +1108,8 @@ static char *read_config_line(char *buf, int size, void *stream)
 		}
 		if (starts_line && src->at_line_start && inspect_line(st, buf))
 			continue;
+		if (starts_line)
+			st->split_at_colon = first_separator_is_colon(buf);
 		return buf;
 	}
 	return NULL;
@@ -1394,10 +1410,26 @@ static bool load_peer(struct load_state *st, const char *raw_id, const char *val
 	return true;
 }
 
-/* One [limits] line: "subject[/model] = dimension=value ..." (ai/limits.h). */
+/* One [limits] line: "subject[/model] = dimension=value ..." (ai/limits.h). A subject with
+ * a ':' ("group:eng", docs/limits.md) comes split at it by inih: name "group", value
+ * "eng = dimension=value ..."; it is put back together here. */
 static int load_limit(struct load_state *st, const char *name, const char *value)
 {
-	char err[256];
+	char err[256], subject[512];
+	const char *eq = st->split_at_colon ? strchr(value, '=') : NULL;
+	if (eq) {
+		size_t len = (size_t)(eq - value);
+		while (len > 0 && isspace((unsigned char)value[len - 1]))
+			len--;
+		if (snprintf(subject, sizeof(subject), "%s:%.*s", name, (int)len, value) >= (int)sizeof(subject)) {
+			set_load_error(st, "subject \"%.64s...\" is longer than %zu bytes", subject, sizeof(subject) - 1);
+			return 0;
+		}
+		name = subject;
+		value = eq + 1;
+		while (isspace((unsigned char)*value))
+			value++;
+	}
 	if (!st->cfg->limit_rules && !(st->cfg->limit_rules = limits_rules_new())) {
 		set_load_error(st, "out of memory");
 		return 0;

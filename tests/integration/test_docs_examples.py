@@ -239,22 +239,8 @@ def test_sh_examples_run(sluice, pg, fresh_db, tmp_path):  # noqa: F811
 # config. Files they name on the reader's machine (/etc/...) are not here: those errors only.
 INI_BASE = "[databases]\ndocbase = host=127.0.0.1 dbname=app\n\n[pgsluice]\nlisten_port = 6432\nauth_type = trust\n\n"
 MISSING_FILE = re.compile(r'could not open file "/etc/|could not load the certificate: .*No such file')
-INI_KNOWN_BROKEN = {
-    # inih splits a line at its first '=' or ':', so "group:eng = ..." reads as key "group"
-    # (src/config.c); the group's limits load from sluice.limits rows meanwhile
-    "group:eng = ": "a [limits] line for a group (group:<name>) does not load: inih splits the key at ':'",
-}
-
-
 def ini_blocks():
-    params = []
-    for b in blocks():
-        if b.lang != "ini":
-            continue
-        broken = [why for key, why in INI_KNOWN_BROKEN.items() if key in b.text]
-        marks = [pytest.mark.xfail(strict=True, reason=broken[0])] if broken else []
-        params.append(pytest.param(b, id=b.id, marks=marks))
-    return params
+    return [pytest.param(b, id=b.id) for b in blocks() if b.lang == "ini"]
 
 
 @pytest.mark.parametrize("block", ini_blocks())

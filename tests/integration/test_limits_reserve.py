@@ -213,3 +213,21 @@ def test_a_group_budget_is_shared_by_its_members(sluice, pg, fresh_db):
     wait_for_rows(pg, fresh_db, 3)
     assert pg.query("SELECT subject, sum(input_tokens) FROM sluice.llm_usage GROUP BY 1 ORDER BY 1",
                     dbname=fresh_db) == [("ann", 600), ("ben", 400), ("cid", 600)]
+
+
+def test_a_group_limit_written_in_the_ini_file_holds(sluice, pg, fresh_db):
+    """The [limits] line "group:eng = tokens_per_day=1000" (docs/limits.md) loads and holds
+    like the sluice.limits row: inih splits a line at its first ':' as at '=', and
+    config.c puts the subject "group:eng" back together."""
+    pooler = usage_pooler(sluice, pg, fresh_db)
+    pooler.limits = {"default": "tokens_per_day=100000", "group:eng": "tokens_per_day=1000",
+                     "group:eng/gpt-4o": "requests_per_minute=100"}
+    pg.query("INSERT INTO sluice.subject_groups VALUES ('ann', 'eng'), ('ben', 'eng')", dbname=fresh_db)
+    pooler.start()
+    with connect(pooler, autocommit=True) as conn:
+        conn.execute(call("ann", 600, sleep=0))
+        with pytest.raises(psycopg.errors.ConfigurationLimitExceeded) as refused:
+            conn.execute(call("ben", 600, sleep=0))
+        assert refused.value.diag.message_primary == \
+            'rate limit exceeded for "ben" in group "eng": tokens_per_day 1000'
+        conn.execute(call("cid", 600, sleep=0))
