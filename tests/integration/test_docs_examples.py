@@ -4,13 +4,15 @@
 docs_blocks.py finds the fenced blocks of docs/*.md and says the rule: ```sh, ```sql,
 ```python and ```js blocks are examples, run here unless the line before the fence says
 `<!-- run by tests/integration/test_x.py -->` (that test runs it) or `<!-- not run: why -->`.
-Output, syntax, diagrams and configuration fragments (```, ```ini, ```json, ```yaml) are
-not run. The SQL examples run in order, each file's against a fresh ai_database migrated
-by pgsluice --migrate and reached through pgsluice, as an operator would run them.
+Output, syntax, diagrams and other programs' configuration (```, ```json, ```yaml) are not
+run; ```ini fragments must load with pgsluice --check-config. The SQL examples run in
+order, each file's against its own copy of an ai_database migrated by pgsluice --migrate,
+reached through pgsluice, as an operator would run them.
 """
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from urllib.parse import quote
@@ -18,11 +20,9 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-import shutil
-
 import harness
-from test_client_node import KIT as KIT_NODE, node_modules  # noqa: F401 (fixture)
 from docs_blocks import RUNNABLE, blocks, examples
+from test_client_node import KIT as KIT_NODE, node_modules  # noqa: F401 (fixture)
 from test_migrate import assert_succeeded, fresh_db, run_migrate  # noqa: F401 (fixture)
 
 KIT_PY = harness.REPO / "clients" / "python"
@@ -47,8 +47,7 @@ def test_every_example_is_run_or_says_why_not():
     assert not problems, "\n".join(problems)
 
 
-# What the SQL examples assume exists besides the sluice schema: the application tables they
-# name, and a month of usage old enough to archive (schema.md, "Partitions and retention").
+# What the SQL examples assume exists besides the sluice schema: the application tables they name.
 PRELUDE = """
 CREATE TABLE llm_cache (prompt_hash text PRIMARY KEY, answer text);
 CREATE TABLE answers (conversation text, reply text);
@@ -75,7 +74,7 @@ def layout(conn, schema, table):
 
 def run_with_parameters(dsn, block):
     """A statement as an application sends it ($1, $2 ...): extended protocol, NULL parameters."""
-    n = len(set(re.findall(r"\$(\d+)", block.text)))
+    n = len(re.findall(r"\$\d+", block.text))       # each occurrence becomes one %s
     text = re.sub(r"\$\d+", "%s", block.text.replace("%", "%%"))
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(text, (None,) * n)
