@@ -35,6 +35,13 @@ bool limits_sync_seeded(const struct sluice *sl);
  */
 bool limits_sync_ready(const struct sluice *sl);
 
+/*
+ * True while leasing (limits_lease_instances > 0) cannot reach ai_database:
+ * per-minute limits admit only from the slices already held (fail closed).
+ * The log says so once when it starts and once when it ends.
+ */
+bool limits_sync_fail_closed(const struct sluice *sl);
+
 /* Apply changed intervals after a reload. */
 void limits_sync_reconfigure(struct sluice *sl);
 
