@@ -1203,6 +1203,11 @@ static void lease_spend(struct lease_bucket *lb, int64_t now, int64_t x)
 	}
 	if (x > 0)
 		lb->debt = add_count(lb->debt, x);
+	int kept = 0;    /* spent slices have nothing to give back: room for the next */
+	for (int i = 0; i < lb->n; i++)
+		if (lb->part[i].amount > 0)
+			lb->part[kept++] = lb->part[i];
+	lb->n = kept;
 }
 
 /* Give x back to the newest unexpired slice (a reservation larger than the call); none: forgotten (strict side). */
