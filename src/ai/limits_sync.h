@@ -3,7 +3,8 @@
  * limits_sync.h - the limits' link to PostgreSQL through the side channel:
  * sluice.limits overrides re-read every limits_refresh_interval, budgets
  * seeded from sluice.llm_usage at start, counters shared with the other
- * instances through sluice.rate_counters every limits_sync_interval.
+ * instances through sluice.rate_counters every limits_sync_interval, and
+ * slices of per-minute limits leased from sluice.rate_leases (limits_lease_instances).
  */
 #ifndef SLUICE_AI_LIMITS_SYNC_H
 #define SLUICE_AI_LIMITS_SYNC_H
