@@ -752,7 +752,8 @@ static void lease_tick(evutil_socket_t fd, short what, void *arg)
 	if (!sidechan_is_up(ls->sc)) {
 		if (sidechan_is_down(ls->sc))
 			set_fail_closed(ls, true);
-		/* slices past their end are dropped unreturned: PostgreSQL counts them until they age out */
+		/* slices past their end: one give-back waits in the side channel's queue for
+		 * PostgreSQL, later ones are dropped (counted until they age out: the strict side) */
 		send_gives(ls, now, false, NULL);
 		return;
 	}
