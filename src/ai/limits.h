@@ -2,8 +2,8 @@
 /*
  * limits.h - rate limits and budgets of the AI middleware (docs/limits.md): the
  * [limits] rules and their sluice.limits overrides, per-subject and per-model
- * counters, admission with reservations, settling, and counter sync between
- * instances. Pure: no I/O.
+ * counters, admission with reservations, settling, counter sync between
+ * instances and leased slices of per-minute limits. Pure: no I/O.
  */
 #ifndef SLUICE_LIMITS_H
 #define SLUICE_LIMITS_H
