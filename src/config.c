@@ -65,6 +65,8 @@ static const struct config_key config_table[] = {
 	KEY(default_pool_size, CONFIG_INT, "20", RELOAD, 0, NO_MAX_INT),
 	KEY(idle_transaction_timeout, CONFIG_TIME, "0", RELOAD, 0, NO_MAX),
 	KEY(ignore_startup_parameters, CONFIG_STRING, "", RELOAD, 0, 0),
+	/* instances expected to share the limits; 0: no leases (docs/limits.md) */
+	KEY(limits_lease_instances, CONFIG_INT, "0", RELOAD, 0, 1000),
 	KEY(limits_refresh_interval, CONFIG_TIME, "10", RELOAD, 100 * USEC_PER_MSEC, NO_MAX),
 	KEY(limits_sync_interval, CONFIG_TIME, "1", RELOAD, 100 * USEC_PER_MSEC, NO_MAX),
 	KEY(listen_addr, CONFIG_STRING, "", NO_RELOAD, 0, 0),

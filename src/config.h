@@ -169,6 +169,7 @@ struct sluice_config {
 	char *ai_database;        /* [databases] entry holding the sluice schema; "" = none */
 
 	char *tag_trusted_roles;  /* roles allowed to set ai_user; "" = every role */
+	int limits_lease_instances;     /* lease per-minute allowances from sluice.rate_leases; 0: off */
 	usec_t limits_refresh_interval; /* re-read sluice.limits */
 	usec_t limits_sync_interval;    /* share counters through sluice.rate_counters */
 	char *budget_alert_thresholds;  /* percents of a budget that NOTIFY sluice_budget ("80,100") */

@@ -17,6 +17,7 @@
 
 #include "ai/cache.h"
 #include "ai/limits.h"
+#include "ai/limits_sync.h"
 #include "ai/stats.h"
 #include "autoconfig.h"
 #include "client.h"
@@ -502,6 +503,21 @@ static void render_ai(struct sluice *sl, struct evbuffer *out)
 	labels_init(&l);
 	labels_add(&l, "kind", "full");
 	sample_u(out, "pgsluice_ai_limit_counters_evicted_total", &l, ls.evicted_full);
+
+	int64_t held_requests = 0, held_tokens = 0;
+	if (sl->limits)
+		limits_lease_held(sl->limits, wall_usec() / 1000, &held_requests, &held_tokens);
+	family(out, "pgsluice_ai_limit_leased", "gauge",
+	       "Requests and tokens held in leased slices of per-minute limits (limits_lease_instances).");
+	labels_init(&l);
+	labels_add(&l, "dimension", "requests_per_minute");
+	sample_u(out, "pgsluice_ai_limit_leased", &l, (uint64_t)held_requests);
+	labels_init(&l);
+	labels_add(&l, "dimension", "tokens_per_minute");
+	sample_u(out, "pgsluice_ai_limit_leased", &l, (uint64_t)held_tokens);
+	family(out, "pgsluice_ai_limit_leases_fail_closed", "gauge",
+	       "1 while leasing cannot reach ai_database: per-minute limits admit only from slices already held.");
+	sample_u(out, "pgsluice_ai_limit_leases_fail_closed", NULL, limits_sync_fail_closed(sl) ? 1 : 0);
 }
 
 bool metrics_render(struct sluice *sl, struct evbuffer *out)

@@ -610,6 +610,31 @@ struct resv_slot {
 	int64_t inflight;                /* statements */
 };
 
+/* One leased slice (sluice.rate_leases): spendable until ends_ms. */
+struct lease_part {
+	int64_t amount;                  /* not yet spent */
+	int64_t grant_sec;               /* PostgreSQL's second it was granted in (for giving back) */
+	int64_t ends_ms;
+};
+
+#define LEASE_PARTS 4
+
+/* The slices one counter holds for one per-minute dimension, oldest first. */
+struct lease_bucket {
+	struct lease_part part[LEASE_PARTS];
+	int n;
+	int64_t debt;                    /* tokens charged beyond what was held, paid from the next slice */
+	int64_t ask_amount;              /* what the next ask wants */
+	int64_t next_ask_ms;             /* no ask before (back-off after a refusal or a failure) */
+	bool want;                       /* an ask is due */
+	bool in_flight;                  /* an ask is out */
+};
+
+struct entry_lease {
+	struct lease_bucket b[2];        /* BUCKET_REQUESTS, BUCKET_TOKENS */
+	struct limit_entry *next, *prev; /* the limits' list of counters with leases */
+};
+
 struct limit_entry {
 	struct hnode node;               /* first: (subject, model); model "" = subject-wide */
 	struct limit_entry *newer;       /* LRU list, most recently used first */
@@ -628,6 +653,7 @@ struct limit_entry {
 	int64_t month_start_ms;          /* the UTC month ucents_month counts */
 	int64_t ucents_month;            /* millionths of a cent */
 	struct limit_pending pending[2]; /* at most two days awaiting export */
+	struct entry_lease *lease;       /* NULL unless leasing touched this counter */
 };
 
 /* A budget threshold crossed, waiting for limits_take_alerts (names owned). */
@@ -651,6 +677,8 @@ struct limits {
 	size_t n_alerts, cap_alerts;
 	size_t dirty_budgets;            /* counters with budget_dirty set */
 	struct htab members;             /* subject -> its groups (struct group_member) */
+	int lease_instances;             /* 0: leasing off */
+	struct limit_entry *leased;      /* counters with e->lease, newest first */
 };
 
 /* The groups a subject belongs to (sluice.subject_groups), as counter names "group:<name>". */
@@ -689,6 +717,7 @@ void limits_free(struct limits *l)
 		struct limit_entry *next = e->older;
 		free(e->win[0]);
 		free(e->win[1]);
+		free(e->lease);
 		free(e);
 		e = next;
 	}
@@ -881,8 +910,11 @@ static bool entry_at_rest(const struct limit_entry *e)
 	       e->ucents_month == 0 && !e->pending[0].used && !e->pending[1].used && !rt && !ru && !ri;
 }
 
+static void lease_drop(struct limits *l, struct limit_entry *e);
+
 static void entry_free(struct limits *l, struct limit_entry *e)
 {
+	lease_drop(l, e);   /* what it held is lost: PostgreSQL counts it until it ages out */
 	if (e->budget_dirty)
 		l->dirty_budgets--;
 	lru_unlink(l, e);
@@ -1103,6 +1135,289 @@ static size_t payers_of(const struct limits *l, const char *subject, const char 
 	return n;
 }
 
+
+/* ---- leases (see limits.h) ---- */
+
+static bool leasing(const struct limits *l, const struct limit_entry *e, int b)
+{
+	return l->lease_instances > 0 && e->limit[b] > 0;
+}
+
+int64_t limits_lease_slice(const struct limits *l, double limit)
+{
+	if (l->lease_instances <= 0 || !(limit > 0))
+		return 0;
+	double slice = floor(limit / (4.0 * l->lease_instances));
+	return slice < 1 ? 1 : (int64_t)slice;
+}
+
+static struct entry_lease *lease_of(struct limits *l, struct limit_entry *e)
+{
+	if (e->lease)
+		return e->lease;
+	e->lease = calloc(1, sizeof(*e->lease));
+	if (!e->lease)
+		return NULL;
+	e->lease->next = l->leased;
+	if (l->leased)
+		l->leased->lease->prev = e;
+	l->leased = e;
+	return e->lease;
+}
+
+static void lease_drop(struct limits *l, struct limit_entry *e)
+{
+	struct entry_lease *le = e->lease;
+	if (!le)
+		return;
+	if (le->prev)
+		le->prev->lease->next = le->next;
+	else
+		l->leased = le->next;
+	if (le->next)
+		le->next->lease->prev = le->prev;
+	free(le);
+	e->lease = NULL;
+}
+
+/* What lb holds spendable at now, less its debt (may be negative). */
+static int64_t lease_avail(const struct lease_bucket *lb, int64_t now)
+{
+	int64_t sum = 0;
+	for (int i = 0; i < lb->n; i++)
+		if (lb->part[i].ends_ms > now)
+			sum = add_count(sum, lb->part[i].amount);
+	return sum - lb->debt;
+}
+
+/* Spend x from the unexpired slices, oldest first; what they lack becomes debt. */
+static void lease_spend(struct lease_bucket *lb, int64_t now, int64_t x)
+{
+	for (int i = 0; i < lb->n && x > 0; i++) {
+		struct lease_part *p = &lb->part[i];
+		if (p->ends_ms <= now)
+			continue;
+		int64_t t = p->amount < x ? p->amount : x;
+		p->amount -= t;
+		x -= t;
+	}
+	if (x > 0)
+		lb->debt = add_count(lb->debt, x);
+	int kept = 0;    /* spent slices have nothing to give back: room for the next */
+	for (int i = 0; i < lb->n; i++)
+		if (lb->part[i].amount > 0)
+			lb->part[kept++] = lb->part[i];
+	lb->n = kept;
+}
+
+/* Give x back to the newest unexpired slice (a reservation larger than the call); none: forgotten (strict side). */
+static void lease_credit(struct lease_bucket *lb, int64_t now, int64_t x)
+{
+	if (x <= 0)
+		return;
+	int64_t pay = lb->debt < x ? lb->debt : x;
+	lb->debt -= pay;
+	x -= pay;
+	for (int i = lb->n - 1; i >= 0 && x > 0; i--)
+		if (lb->part[i].ends_ms > now) {
+			lb->part[i].amount = add_count(lb->part[i].amount, x);
+			return;
+		}
+}
+
+/*
+ * Leasing refusals for a statement asking ask_tokens: every leased dimension
+ * of e that cannot pay for it from what it holds wants a slice and refuses.
+ */
+static void entry_lease_check(struct limits *l, struct limit_entry *e, const char *model, const char *group,
+                              int64_t now, int64_t ask_tokens, struct limit_refusal *best, bool *refused)
+{
+	for (int b = 0; b < 2; b++) {
+		if (!leasing(l, e, b))
+			continue;
+		struct entry_lease *le = lease_of(l, e);
+		if (!le)
+			continue;   /* out of memory: the window alone decides (fails open, as elsewhere) */
+		struct lease_bucket *lb = &le->b[b];
+		int64_t need = b == BUCKET_REQUESTS ? 1 : (ask_tokens < 1 ? 1 : ask_tokens);
+		int64_t avail = lease_avail(lb, now);
+		if (avail >= need)
+			continue;
+		int64_t slice = limits_lease_slice(l, e->limit[b]);
+		int64_t want = add_count(need, lb->debt) - (avail + lb->debt > 0 ? avail + lb->debt : 0);
+		lb->ask_amount = want > slice ? want : slice;
+		lb->want = true;
+		double used = (double)window_total(e->win[b]);
+		consider(best, refused, (enum limit_dim)b, model, group, e->limit[b], used, 0, LIMITS_LEASE_RETRY_MS, now);
+	}
+}
+
+/* An admitted statement spends from e's slices; below half a slice left, the next is asked for. */
+static void entry_lease_spend(struct limits *l, struct limit_entry *e, int64_t now, int64_t ask_tokens)
+{
+	for (int b = 0; b < 2; b++) {
+		if (!leasing(l, e, b) || !e->lease)
+			continue;
+		struct lease_bucket *lb = &e->lease->b[b];
+		lease_spend(lb, now, b == BUCKET_REQUESTS ? 1 : (ask_tokens < 1 ? 1 : ask_tokens));
+		int64_t slice = limits_lease_slice(l, e->limit[b]);
+		if (lease_avail(lb, now) * 2 < slice) {
+			lb->ask_amount = add_count(slice, lb->debt);
+			lb->want = true;
+		}
+	}
+}
+
+/* Tokens charged (delta > 0) or reserved in excess (delta < 0) against the token slices of subject's counters. */
+static void lease_adjust_tokens(struct limits *l, const char *subject, const char *model, int64_t delta,
+                                int64_t now)
+{
+	if (l->lease_instances <= 0 || delta == 0 || !subject || !*subject)
+		return;
+	const char *payer[1 + LIMITS_MAX_GROUPS];
+	size_t n_payers = payers_of(l, subject, payer);
+	for (size_t p = 0; p < n_payers; p++)
+		for (int i = 0; i < 2; i++) {
+			if (i == 1 && !has_model(model))
+				continue;
+			struct name_key k = make_key(payer[p], i ? model : NULL);
+			struct limit_entry *e = (struct limit_entry *)htab_find(&l->entries, &k);
+			if (!e || !e->lease || !leasing(l, e, BUCKET_TOKENS))
+				continue;
+			if (delta > 0)
+				lease_spend(&e->lease->b[BUCKET_TOKENS], now, delta);
+			else
+				lease_credit(&e->lease->b[BUCKET_TOKENS], now, -delta);
+		}
+}
+
+void limits_set_leasing(struct limits *l, int instances)
+{
+	if (instances < 0)
+		instances = 0;
+	if (instances == 0)
+		while (l->leased)
+			lease_drop(l, l->leased);
+	l->lease_instances = instances;
+}
+
+size_t limits_lease_asks(struct limits *l, int64_t now_ms, limits_lease_fn fn, void *arg)
+{
+	size_t n = 0;
+	for (struct limit_entry *e = l->leased; e; e = e->lease->next)
+		for (int b = 0; b < 2; b++) {
+			struct lease_bucket *lb = &e->lease->b[b];
+			if (!lb->want || lb->in_flight || now_ms < lb->next_ask_ms || lb->n >= LEASE_PARTS - 1)
+				continue;
+			lb->want = false;
+			if (!leasing(l, e, b))
+				continue;
+			struct limit_lease ask = {
+				.subject = e->node.subject, .model = e->node.model, .dim = (enum limit_dim)b,
+				.limit = (int64_t)e->limit[b],
+				.amount = lb->ask_amount > 0 ? lb->ask_amount : limits_lease_slice(l, e->limit[b]),
+			};
+			lb->in_flight = true;
+			fn(&ask, arg);
+			n++;
+		}
+	return n;
+}
+
+static struct lease_bucket *lease_find(struct limits *l, const char *subject, const char *model, enum limit_dim dim)
+{
+	if (dim != LIMIT_REQUESTS_PER_MINUTE && dim != LIMIT_TOKENS_PER_MINUTE)
+		return NULL;
+	struct name_key k = make_key(subject, model);
+	struct limit_entry *e = (struct limit_entry *)htab_find(&l->entries, &k);
+	return e && e->lease ? &e->lease->b[dim] : NULL;
+}
+
+void limits_lease_granted(struct limits *l, const char *subject, const char *model, enum limit_dim dim,
+                          int64_t grant_sec, int64_t amount, int64_t sent_ms, int64_t now_ms)
+{
+	struct lease_bucket *lb = lease_find(l, subject, model, dim);
+	if (!lb)
+		return;
+	lb->in_flight = false;
+	if (amount <= 0) {
+		lb->next_ask_ms = now_ms + LIMITS_LEASE_BACKOFF_MS;   /* none left: the window moves on */
+		return;
+	}
+	int64_t pay = lb->debt < amount ? lb->debt : amount;
+	lb->debt -= pay;
+	if (lb->n == LEASE_PARTS) {
+		/* cannot happen (asks need a free part); keep the newest rather than overflow */
+		memmove(&lb->part[0], &lb->part[1], (LEASE_PARTS - 1) * sizeof(lb->part[0]));
+		lb->n--;
+	}
+	struct lease_part *p = &lb->part[lb->n++];
+	p->amount = amount - pay;
+	p->grant_sec = grant_sec;
+	p->ends_ms = sent_ms + LIMITS_LEASE_MS;
+}
+
+void limits_lease_fail_in_flight(struct limits *l, int64_t now_ms)
+{
+	for (struct limit_entry *e = l->leased; e; e = e->lease->next)
+		for (int b = 0; b < 2; b++) {
+			struct lease_bucket *lb = &e->lease->b[b];
+			if (!lb->in_flight)
+				continue;
+			lb->in_flight = false;
+			lb->want = true;
+			lb->next_ask_ms = now_ms + LIMITS_LEASE_BACKOFF_MS;
+		}
+}
+
+size_t limits_lease_gives(struct limits *l, int64_t now_ms, bool all, limits_lease_fn fn, void *arg)
+{
+	size_t n = 0;
+	struct limit_entry *e = l->leased;
+	while (e) {
+		struct limit_entry *next = e->lease->next;
+		bool idle = true;
+		for (int b = 0; b < 2; b++) {
+			struct lease_bucket *lb = &e->lease->b[b];
+			int kept = 0;
+			for (int i = 0; i < lb->n; i++) {
+				struct lease_part *p = &lb->part[i];
+				if (!all && p->ends_ms > now_ms) {
+					lb->part[kept++] = *p;
+					continue;
+				}
+				if (p->amount > 0) {
+					struct limit_lease give = {
+						.subject = e->node.subject, .model = e->node.model, .dim = (enum limit_dim)b,
+						.limit = (int64_t)e->limit[b], .amount = p->amount, .grant_sec = p->grant_sec,
+					};
+					fn(&give, arg);
+					n++;
+				}
+			}
+			lb->n = kept;
+			if (lb->n || lb->in_flight || lb->want || lb->debt)
+				idle = false;
+		}
+		if (idle)
+			lease_drop(l, e);   /* gone cold: the next statement asks afresh */
+		e = next;
+	}
+	return n;
+}
+
+void limits_lease_held(struct limits *l, int64_t now_ms, int64_t *requests, int64_t *tokens)
+{
+	int64_t sum[2] = { 0, 0 };
+	for (struct limit_entry *e = l->leased; e; e = e->lease->next)
+		for (int b = 0; b < 2; b++) {
+			int64_t a = lease_avail(&e->lease->b[b], now_ms) + e->lease->b[b].debt;
+			sum[b] = add_count(sum[b], a > 0 ? a : 0);
+		}
+	*requests = sum[0];
+	*tokens = sum[1];
+}
+
 bool limits_admit(struct limits *l, const char *subject, const char *model, int64_t now_ms,
                   struct limit_refusal *refusal)
 {
@@ -1146,6 +1461,12 @@ bool limits_admit_reserve(struct limits *l, const char *subject, const char *mod
 			entry_check(ents[i], i % 2 ? model : NULL,
 			            i >= 2 ? payer[i / 2] + strlen(LIMITS_GROUP_PREFIX) : NULL, now_ms,
 			            ask_tokens, ask_ucents, &best, &refused);
+	if (l->lease_instances > 0)
+		for (size_t i = 0; i < 2 * n_payers; i++)
+			if (ents[i])
+				entry_lease_check(l, ents[i], i % 2 ? model : NULL,
+				                  i >= 2 ? payer[i / 2] + strlen(LIMITS_GROUP_PREFIX) : NULL, now_ms,
+				                  ask_tokens, &best, &refused);
 	if (refused) {
 		if (refusal)
 			*refusal = best;
@@ -1158,6 +1479,8 @@ bool limits_admit_reserve(struct limits *l, const char *subject, const char *mod
 			continue;
 		if (e->limit[BUCKET_REQUESTS] > 0)
 			window_add(e, BUCKET_REQUESTS, now_ms, 1);
+		if (l->lease_instances > 0)
+			entry_lease_spend(l, e, now_ms, resv ? ask_tokens : 0);
 		if (resv) {
 			struct resv_slot *slot = &e->resv[epoch & 1];
 			if (slot->epoch != epoch) {
@@ -1210,6 +1533,7 @@ void limits_release(struct limits *l, const char *subject, const char *model,
 		if (has_model(model))
 			resv_give_back(l, payer[p], model, resv, now_ms);
 	}
+	lease_adjust_tokens(l, subject, model, -resv->tokens, now_ms);   /* unspent: back to the slices */
 	resv->held = false;
 }
 
@@ -1217,6 +1541,7 @@ void limits_settle(struct limits *l, const char *subject, const char *model,
                    struct limit_reservation *resv, int64_t tokens, double cost_cents, int64_t now_ms)
 {
 	limits_release(l, subject, model, resv, now_ms);
+	lease_adjust_tokens(l, subject, model, tokens > 0 ? tokens : 0, now_ms);
 	limits_charge(l, subject, model, tokens, cost_cents, now_ms);
 }
 

@@ -2,8 +2,8 @@
 /*
  * limits.h - rate limits and budgets of the AI middleware (docs/limits.md): the
  * [limits] rules and their sluice.limits overrides, per-subject and per-model
- * counters, admission with reservations, settling, and counter sync between
- * instances. Pure: no I/O.
+ * counters, admission with reservations, settling, counter sync between
+ * instances and leased slices of per-minute limits. Pure: no I/O.
  */
 #ifndef SLUICE_LIMITS_H
 #define SLUICE_LIMITS_H
@@ -349,6 +349,78 @@ size_t limits_export_deltas(struct limits *l, limits_delta_fn fn, void *arg);
 void limits_apply_remote(struct limits *l, const char *subject, const char *model,
                          int64_t day_start_ms, int64_t requests, int64_t tokens,
                          double cost_cents, int64_t now_ms);
+
+/* ---- leased per-minute allowances across instances (sluice.rate_leases) ---- */
+
+/*
+ * With leasing on, a counter with a requests_per_minute or tokens_per_minute
+ * limit admits only from slices of that limit leased from PostgreSQL (one
+ * INSERT ... ON CONFLICT DO UPDATE ... RETURNING on sluice.rate_leases), on
+ * top of its own sliding window. A slice is spendable from the moment it was
+ * asked for until LIMITS_LEASE_MS later; what is left then goes back.
+ * PostgreSQL grants at most the limit in any LIMITS_LEASE_SPAN_S consecutive
+ * seconds, so a slice spent in [g, g + LIMITS_LEASE_MS] is counted for every
+ * 60 s window it can touch (docs/limits.md, "Leases across instances").
+ */
+#define LIMITS_LEASE_MS       ((int64_t)5000)
+#define LIMITS_LEASE_SPAN_S   67            /* 60 s + the lease + 2 s of whole-second rounding */
+#define LIMITS_LEASE_RETRY_MS 100           /* retry_after_ms of a refusal for want of a lease */
+#define LIMITS_LEASE_BACKOFF_MS 250         /* before asking again after nothing was granted */
+
+/*
+ * Lease with instances expected instances sharing the limits (0: off, the
+ * default; counters then admit from their own window alone). Turning it
+ * off drops every lease held (not given back).
+ */
+void limits_set_leasing(struct limits *l, int instances);
+
+/* The slice asked for a limit: max(1, limit / (4 x instances)); 0 when leasing is off. */
+int64_t limits_lease_slice(const struct limits *l, double limit);
+
+/* One slice to ask for, or one to give back. Names borrowed for the callback. */
+struct limit_lease {
+	const char *subject;
+	const char *model;       /* "" for the subject-wide counter */
+	enum limit_dim dim;      /* LIMIT_REQUESTS_PER_MINUTE or LIMIT_TOKENS_PER_MINUTE */
+	int64_t limit;           /* asks: the limit in force */
+	int64_t amount;          /* asks: wanted; gives: unspent */
+	int64_t grant_sec;       /* gives: PostgreSQL's epoch second the slice was granted in */
+};
+
+typedef void (*limits_lease_fn)(const struct limit_lease *lease, void *arg);
+
+/*
+ * Hand every slice a counter needs (it refused for want of one, or holds
+ * less than half a slice after admitting) to fn, marking it in flight from
+ * now_ms: exactly one limits_lease_granted or limits_lease_failed must
+ * follow for each. fn must not call into l. Returns the number handed out.
+ */
+size_t limits_lease_asks(struct limits *l, int64_t now_ms, limits_lease_fn fn, void *arg);
+
+/*
+ * PostgreSQL answered an ask of (subject, model, dim) made at sent_ms:
+ * amount (0: none left this minute) granted in epoch second grant_sec,
+ * spendable until sent_ms + LIMITS_LEASE_MS. A counter freed meanwhile
+ * loses it (PostgreSQL counts it until it ages out: the strict side).
+ */
+void limits_lease_granted(struct limits *l, const char *subject, const char *model, enum limit_dim dim,
+                          int64_t grant_sec, int64_t amount, int64_t sent_ms, int64_t now_ms);
+
+/*
+ * Every ask still in flight got no answer (PostgreSQL unreachable, or the
+ * row missing from the answer): asked again LIMITS_LEASE_BACKOFF_MS after now_ms.
+ */
+void limits_lease_fail_in_flight(struct limits *l, int64_t now_ms);
+
+/*
+ * Hand the unspent part of every slice past its end at now_ms to fn (every
+ * slice held when all, at shutdown) and forget them. fn must not call into
+ * l. Returns the number handed out.
+ */
+size_t limits_lease_gives(struct limits *l, int64_t now_ms, bool all, limits_lease_fn fn, void *arg);
+
+/* Requests and tokens held in unexpired slices, summed over counters (the metrics). */
+void limits_lease_held(struct limits *l, int64_t now_ms, int64_t *requests, int64_t *tokens);
 
 /* ---- memory ---- */
 

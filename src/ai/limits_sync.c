@@ -59,7 +59,15 @@ struct limits_sync {
 	size_t n_peers;
 	struct rows alerts;        /* taken from the limits, not yet stored (retried) */
 	bool alerts_running, state_running;
+	struct event *lease_ev;    /* every LEASE_TICK_USEC: ask for slices, give back the unspent */
+	struct rows asks;          /* the asks in flight: subject, model, dimension, limit, amount */
+	int64_t asks_sent_ms;
+	bool asks_running, gives_running;
+	bool fail_closed;          /* leasing, and ai_database unreachable: logged once each way */
 };
+
+/* How often the lease timer looks for asks and gives: the data path never waits for it. */
+#define LEASE_TICK_USEC (20 * USEC_PER_MSEC)
 
 static int64_t now_ms(void)
 {
@@ -590,6 +598,177 @@ static void refresh_tick(evutil_socket_t fd, short what, void *arg)
 	               0, NULL, pruned, NULL);
 }
 
+
+/* ---- leases (sluice.rate_leases) ---- */
+
+/* Log once when leasing loses ai_database, once when it is back. */
+static void set_fail_closed(struct limits_sync *ls, bool failing)
+{
+	if (failing == ls->fail_closed)
+		return;
+	ls->fail_closed = failing;
+	if (failing)
+		log_warning("limits: ai_database \"%s\" unreachable: admitting only from leased allowances (fail closed)",
+		            ls->target.entry);
+	else
+		log_info("limits: ai_database \"%s\" reachable again: leasing resumed", ls->target.entry);
+}
+
+static void add_ask(const struct limit_lease *a, void *arg)
+{
+	struct rows *r = arg;
+	rows_add(r, 0, a->subject, true);
+	rows_add(r, 1, a->model, true);
+	rows_add(r, 2, limit_dim_name(a->dim), true);
+	rows_add_ms(r, 3, a->limit);
+	rows_add_ms(r, 4, a->amount);
+	r->n++;
+}
+
+/* Hand the grants in res (NULL: none) to the limits; every ask of the batch left unanswered fails. */
+static void asks_done(struct limits_sync *ls, const PGresult *res)
+{
+	int64_t now = now_ms();
+	for (int i = 0; res && i < PQntuples(res); i++) {
+		const char *dim = PQgetvalue(res, i, 2);
+		limits_lease_granted(ls->sl->limits, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+		                     strcmp(dim, "tokens_per_minute") == 0 ? LIMIT_TOKENS_PER_MINUTE
+		                                                            : LIMIT_REQUESTS_PER_MINUTE,
+		                     atoll(PQgetvalue(res, i, 4)), atoll(PQgetvalue(res, i, 3)), ls->asks_sent_ms, now);
+	}
+	limits_lease_fail_in_flight(ls->sl->limits, now);
+	rows_free(&ls->asks);
+}
+
+static void asks_answered(void *arg, const PGresult *res)
+{
+	struct limits_sync *ls = arg;
+	ls->asks_running = false;
+	bool ok = query_ok(res, "leasing from sluice.rate_leases");
+	set_fail_closed(ls, !ok);
+	asks_done(ls, ok ? res : NULL);
+}
+
+/*
+ * One statement for every slice wanted: each (subject, model, dimension) row
+ * of sluice.rate_leases is updated under its row lock, so instances asking
+ * together are served one after the other from what is left.
+ */
+static const char ASK_SQL[] =
+	"INSERT INTO sluice.rate_leases AS r (subject, model, dimension, base_sec, slots, limit_value, wanted, granted, updated_at) "
+	"SELECT u.s, u.m, u.d, t.new_base, t.new_slots, u.lim, u.want, t.granted, now() "
+	"FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) AS u(s, m, d, lim, want), "
+	"LATERAL sluice.lease_take(NULL, NULL, floor(extract(epoch FROM now()))::bigint, $6::int, u.lim, u.want) AS t "
+	"ON CONFLICT (subject, model, dimension) DO UPDATE SET (base_sec, slots, limit_value, wanted, granted, updated_at) = "
+	"(SELECT t2.new_base, t2.new_slots, EXCLUDED.limit_value, EXCLUDED.wanted, t2.granted, now() "
+	" FROM sluice.lease_take(r.base_sec, r.slots, floor(extract(epoch FROM now()))::bigint, $6::int, "
+	"   EXCLUDED.limit_value, EXCLUDED.wanted) AS t2) "
+	"RETURNING subject, model, dimension, granted, floor(extract(epoch FROM now()))::bigint";
+
+static void send_asks(struct limits_sync *ls, int64_t now)
+{
+	if (ls->asks_running)
+		return;
+	rows_free(&ls->asks);
+	if (limits_lease_asks(ls->sl->limits, now, add_ask, &ls->asks) == 0)
+		return;
+	ls->asks_sent_ms = now;
+	char *params[6] = { 0 };
+	char span[16];
+	snprintf(span, sizeof(span), "%d", LIMITS_LEASE_SPAN_S);
+	bool ok = rows_params(&ls->asks, 5, params);
+	params[5] = span;
+	ls->asks_running = ok && sidechan_query(ls->sc, ASK_SQL, 6, (const char *const *)params, asks_answered, ls);
+	for (int i = 0; i < 5; i++)
+		free(params[i]);
+	if (!ls->asks_running)
+		asks_done(ls, NULL);
+}
+
+static void add_give(const struct limit_lease *g, void *arg)
+{
+	struct rows *r = arg;
+	rows_add(r, 0, g->subject, true);
+	rows_add(r, 1, g->model, true);
+	rows_add(r, 2, limit_dim_name(g->dim), true);
+	rows_add_ms(r, 3, g->grant_sec);
+	rows_add_ms(r, 4, g->amount);
+	r->n++;
+}
+
+static const char GIVE_SQL[] =
+	"UPDATE sluice.rate_leases AS r SET slots = sluice.lease_give(r.base_sec, r.slots, g.secs, g.amounts), "
+	"updated_at = now() "
+	"FROM (SELECT s, m, d, array_agg(sec) AS secs, array_agg(amount) AS amounts "
+	"      FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) AS x(s, m, d, sec, amount) "
+	"      GROUP BY 1, 2, 3) AS g "
+	"WHERE r.subject = g.s AND r.model = g.m AND r.dimension = g.d";
+
+static void gives_stored(void *arg, const PGresult *res)
+{
+	struct limits_sync *ls = arg;
+	ls->gives_running = false;
+	query_ok(res, "giving back leased allowances");   /* lost: counted until they age out (the strict side) */
+}
+
+/* The unspent part of every slice past its end (all: at shutdown) back to sluice.rate_leases. */
+static void send_gives(struct limits_sync *ls, int64_t now, bool all, PGconn *blocking)
+{
+	struct rows r = { 0 };
+	if (limits_lease_gives(ls->sl->limits, now, all, add_give, &r) > 0 && (blocking || !ls->gives_running)) {
+		char *params[5] = { 0 };
+		if (rows_params(&r, 5, params)) {
+			if (blocking) {
+				PGresult *res = PQexecParams(blocking, GIVE_SQL, 5, NULL, (const char *const *)params, NULL, NULL, 0);
+				query_ok(res, "giving back leased allowances");
+				PQclear(res);
+			} else {
+				ls->gives_running = sidechan_query(ls->sc, GIVE_SQL, 5, (const char *const *)params, gives_stored, ls);
+			}
+		}
+		for (int i = 0; i < 5; i++)
+			free(params[i]);
+	}
+	rows_free(&r);
+}
+
+/* Back from fail-closed once a statement works again, whether or not a slice is wanted. */
+static void probe_answered(void *arg, const PGresult *res)
+{
+	struct limits_sync *ls = arg;
+	ls->asks_running = false;
+	if (res && PQresultStatus(res) == PGRES_TUPLES_OK)
+		set_fail_closed(ls, false);
+}
+
+static void lease_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct limits_sync *ls = arg;
+	(void)fd;
+	(void)what;
+	if (ls->sl->cfg->limits_lease_instances <= 0)
+		return;
+	int64_t now = now_ms();
+	if (!sidechan_is_up(ls->sc)) {
+		if (sidechan_is_down(ls->sc))
+			set_fail_closed(ls, true);
+		/* slices past their end: one give-back waits in the side channel's queue for
+		 * PostgreSQL, later ones are dropped (counted until they age out: the strict side) */
+		send_gives(ls, now, false, NULL);
+		return;
+	}
+	send_gives(ls, now, false, NULL);
+	send_asks(ls, now);
+	if (ls->fail_closed && !ls->asks_running)
+		ls->asks_running = sidechan_query(ls->sc, "SELECT 1", 0, NULL, probe_answered, ls);
+}
+
+bool limits_sync_fail_closed(const struct sluice *sl)
+{
+	const struct limits_sync *ls = sl->limits_sync;
+	return ls && ls->fail_closed;
+}
+
 /* ---- life cycle ---- */
 
 bool limits_sync_start(struct sluice *sl)
@@ -611,9 +790,11 @@ bool limits_sync_start(struct sluice *sl)
 	set_thresholds(sl);
 	ls->refresh_ev = event_new(sl->base, -1, EV_PERSIST, refresh_tick, ls);
 	ls->sync_ev = event_new(sl->base, -1, EV_PERSIST, sync_tick, ls);
+	ls->lease_ev = event_new(sl->base, -1, EV_PERSIST, lease_tick, ls);
+	limits_set_leasing(sl->limits, sl->cfg->limits_lease_instances);
 	ls->sc = sidechan_new(sl->base, "limits", ls->target.keys, ls->target.values, on_state, ls);
 	sl->limits_sync = ls;
-	if (!ls->refresh_ev || !ls->sync_ev || !ls->sc ||
+	if (!ls->refresh_ev || !ls->sync_ev || !ls->lease_ev || !ls->sc || !timer_add_usec(ls->lease_ev, LEASE_TICK_USEC) ||
 	    !timer_add_usec(ls->refresh_ev, sl->cfg->limits_refresh_interval) || !timer_add_usec(ls->sync_ev, sl->cfg->limits_sync_interval)) {
 		limits_sync_stop(sl);
 		return false;
@@ -640,6 +821,7 @@ void limits_sync_reconfigure(struct sluice *sl)
 	if (!ls)
 		return;
 	set_thresholds(sl);
+	limits_set_leasing(sl->limits, sl->cfg->limits_lease_instances);
 	event_del(ls->refresh_ev);
 	event_del(ls->sync_ev);
 	timer_add_usec(ls->refresh_ev, sl->cfg->limits_refresh_interval);
@@ -652,6 +834,18 @@ void limits_sync_stop(struct sluice *sl)
 	if (!ls)
 		return;
 	sl->limits_sync = NULL;
+	if (sl->cfg->limits_lease_instances > 0 && ls->started) {
+		/* give back what is held, on a connection of its own (the side channel may be busy) */
+		PGconn *conn = PQconnectdbParams(ls->target.keys, ls->target.values, 0);
+		if (conn && PQstatus(conn) == CONNECTION_OK) {
+			PGresult *res = PQexec(conn, "SET statement_timeout = '2s'");
+			PQclear(res);
+			send_gives(ls, now_ms(), true, conn);
+		}
+		PQfinish(conn);
+	}
+	if (ls->lease_ev)
+		event_free(ls->lease_ev);
 	if (ls->refresh_ev)
 		event_free(ls->refresh_ev);
 	if (ls->sync_ev)
@@ -659,6 +853,7 @@ void limits_sync_stop(struct sluice *sl)
 	sidechan_free(ls->sc);      /* calls the pending callbacks with NULL */
 	batch_free(&ls->pending);
 	rows_free(&ls->alerts);
+	rows_free(&ls->asks);
 	for (size_t i = 0; i < ls->n_peers; i++)
 		free(ls->peers[i].instance);
 	free(ls->peers);

@@ -3,7 +3,8 @@
  * limits_sync.h - the limits' link to PostgreSQL through the side channel:
  * sluice.limits overrides re-read every limits_refresh_interval, budgets
  * seeded from sluice.llm_usage at start, counters shared with the other
- * instances through sluice.rate_counters every limits_sync_interval.
+ * instances through sluice.rate_counters every limits_sync_interval, and
+ * slices of per-minute limits leased from sluice.rate_leases (limits_lease_instances).
  */
 #ifndef SLUICE_AI_LIMITS_SYNC_H
 #define SLUICE_AI_LIMITS_SYNC_H
@@ -34,6 +35,13 @@ bool limits_sync_seeded(const struct sluice *sl);
  * whether they are within their limits (docs/limits.md, "At start").
  */
 bool limits_sync_ready(const struct sluice *sl);
+
+/*
+ * True while leasing (limits_lease_instances > 0) cannot reach ai_database:
+ * per-minute limits admit only from the slices already held (fail closed).
+ * The log says so once when it starts and once when it ends.
+ */
+bool limits_sync_fail_closed(const struct sluice *sl);
 
 /* Apply changed intervals after a reload. */
 void limits_sync_reconfigure(struct sluice *sl);

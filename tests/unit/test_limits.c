@@ -1322,6 +1322,127 @@ static void test_overshoot_is_bounded_by_one_sync_interval(void **state)
 	assert_int_equal(admitted_alone, N * B);
 }
 
+/* ---- leases ---- */
+
+struct lease_log {
+	int n;
+	struct limit_lease last;
+	int64_t sum;
+};
+
+static void note_lease(const struct limit_lease *lease, void *arg)
+{
+	struct lease_log *log = arg;
+	log->n++;
+	log->last = *lease;
+	log->last.subject = NULL;   /* borrowed: not kept */
+	log->last.model = NULL;
+	log->sum += lease->amount;
+}
+
+static void test_lease_slice_is_a_quarter_share(void **state)
+{
+	(void)state;
+	struct limits *l = limits_from("a = requests_per_minute=100");
+	assert_int_equal(limits_lease_slice(l, 100), 0);           /* off */
+	limits_set_leasing(l, 3);
+	assert_int_equal(limits_lease_slice(l, 100), 8);           /* 100 / 12 */
+	assert_int_equal(limits_lease_slice(l, 5), 1);             /* at least one */
+	limits_free(l);
+}
+
+static void test_lease_admits_only_what_is_held(void **state)
+{
+	(void)state;
+	struct limits *l = limits_from("a = requests_per_minute=100");
+	limits_set_leasing(l, 3);
+	struct limit_refusal r;
+	/* nothing held: refused, and one slice asked for */
+	assert_false(limits_admit(l, "a", NULL, T0, &r));
+	assert_int_equal(r.dim, LIMIT_REQUESTS_PER_MINUTE);
+	assert_int_equal(r.retry_after_ms, LIMITS_LEASE_RETRY_MS);
+	struct lease_log asks = { 0 };
+	assert_int_equal(limits_lease_asks(l, T0, note_lease, &asks), 1);
+	assert_int_equal(asks.last.amount, 8);
+	assert_int_equal(asks.last.limit, 100);
+	assert_int_equal(limits_lease_asks(l, T0, note_lease, &asks), 0);   /* one in flight at a time */
+	limits_lease_granted(l, "a", "", LIMIT_REQUESTS_PER_MINUTE, T0 / 1000, 8, T0, T0 + 10);
+	/* 8 admitted from the slice; below half a slice the next is asked for */
+	assert_int_equal(admit_n(l, "a", NULL, 10, T0 + 20), 8);
+	struct lease_log more = { 0 };
+	assert_int_equal(limits_lease_asks(l, T0 + 20, note_lease, &more), 1);
+	limits_lease_granted(l, "a", "", LIMIT_REQUESTS_PER_MINUTE, T0 / 1000, 0, T0 + 20, T0 + 30);
+	assert_int_equal(admit_n(l, "a", NULL, 3, T0 + 40), 0);             /* nothing granted */
+	limits_free(l);
+}
+
+static void test_lease_unspent_goes_back_when_it_ends(void **state)
+{
+	(void)state;
+	struct limits *l = limits_from("a = requests_per_minute=100");
+	limits_set_leasing(l, 3);
+	assert_false(limits_admit(l, "a", NULL, T0, NULL));
+	struct lease_log asks = { 0 };
+	limits_lease_asks(l, T0, note_lease, &asks);
+	limits_lease_granted(l, "a", "", LIMIT_REQUESTS_PER_MINUTE, T0 / 1000 + 1, 8, T0, T0 + 10);
+	assert_int_equal(admit_n(l, "a", NULL, 3, T0 + 20), 3);
+	struct lease_log gives = { 0 };
+	assert_int_equal(limits_lease_gives(l, T0 + 1000, false, note_lease, &gives), 0);   /* not ended */
+	int64_t req, tok;
+	limits_lease_held(l, T0 + 1000, &req, &tok);
+	assert_int_equal(req, 5);
+	assert_int_equal(limits_lease_gives(l, T0 + LIMITS_LEASE_MS, false, note_lease, &gives), 1);
+	assert_int_equal(gives.last.amount, 5);
+	assert_int_equal(gives.last.grant_sec, T0 / 1000 + 1);
+	/* an ended slice admits nothing */
+	limits_lease_held(l, T0 + LIMITS_LEASE_MS, &req, &tok);
+	assert_int_equal(req, 0);
+	assert_int_equal(admit_n(l, "a", NULL, 1, T0 + LIMITS_LEASE_MS + 1), 0);
+	limits_free(l);
+}
+
+static void test_lease_tokens_settle_against_the_slice(void **state)
+{
+	(void)state;
+	struct limits *l = limits_from("a = tokens_per_minute=1200");
+	limits_set_leasing(l, 3);     /* slice 100 */
+	struct limit_estimate est = { .tokens = 60, .cost_cents = -1 };
+	struct limit_reservation resv;
+	assert_false(limits_admit_reserve(l, "a", NULL, T0, &est, &resv, NULL));
+	struct lease_log asks = { 0 };
+	limits_lease_asks(l, T0, note_lease, &asks);
+	assert_int_equal(asks.last.amount, 100);
+	limits_lease_granted(l, "a", "", LIMIT_TOKENS_PER_MINUTE, T0 / 1000, 100, T0, T0 + 10);
+	assert_true(limits_admit_reserve(l, "a", NULL, T0 + 20, &est, &resv, NULL));
+	struct limit_reservation resv2;
+	assert_false(limits_admit_reserve(l, "a", NULL, T0 + 20, &est, &resv2, NULL));   /* 40 left < 60 */
+	/* the call used 20 tokens: 40 of its 60 come back, and 80 are held */
+	limits_settle(l, "a", NULL, &resv, 20, 0, T0 + 30);
+	int64_t req, tok;
+	limits_lease_held(l, T0 + 30, &req, &tok);
+	assert_int_equal(tok, 80);
+	assert_true(limits_admit_reserve(l, "a", NULL, T0 + 40, &est, &resv, NULL));
+	/* it used 100: 40 more than reserved, 20 held, so 20 become debt */
+	limits_settle(l, "a", NULL, &resv, 100, 0, T0 + 50);
+	limits_lease_held(l, T0 + 50, &req, &tok);
+	assert_int_equal(tok, 0);
+	limits_free(l);
+}
+
+static void test_lease_failed_asks_are_asked_again(void **state)
+{
+	(void)state;
+	struct limits *l = limits_from("a = requests_per_minute=100");
+	limits_set_leasing(l, 3);
+	assert_false(limits_admit(l, "a", NULL, T0, NULL));
+	struct lease_log asks = { 0 };
+	assert_int_equal(limits_lease_asks(l, T0, note_lease, &asks), 1);
+	limits_lease_fail_in_flight(l, T0 + 5);
+	assert_int_equal(limits_lease_asks(l, T0 + 10, note_lease, &asks), 0);   /* backing off */
+	assert_int_equal(limits_lease_asks(l, T0 + 5 + LIMITS_LEASE_BACKOFF_MS, note_lease, &asks), 1);
+	limits_free(l);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1380,6 +1501,11 @@ int main(void)
 		cmocka_unit_test(test_export_splits_use_at_utc_midnight),
 		cmocka_unit_test(test_remote_use_counts_against_local_limits),
 		cmocka_unit_test(test_overshoot_is_bounded_by_one_sync_interval),
+		cmocka_unit_test(test_lease_slice_is_a_quarter_share),
+		cmocka_unit_test(test_lease_admits_only_what_is_held),
+		cmocka_unit_test(test_lease_unspent_goes_back_when_it_ends),
+		cmocka_unit_test(test_lease_tokens_settle_against_the_slice),
+		cmocka_unit_test(test_lease_failed_asks_are_asked_again),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
