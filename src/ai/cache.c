@@ -124,7 +124,8 @@ static void table_remove(struct cache *cache, struct cache_entry *e)
 	cache->in_table--;
 	if (e->state == CACHE_READY) {
 		TAILQ_REMOVE(&cache->lru, e, lru);
-		cache->stats.entries--;
+		if (!e->record)
+			cache->stats.entries--;
 		cache->stats.bytes -= e->cost;
 		cache->freed += e->cost;
 		e->state = CACHE_DEAD;
@@ -378,7 +379,8 @@ static void publish_ready(struct cache *cache, struct cache_entry *r, int64_t no
 	r->cost = cache_entry_size(r);
 	table_insert(cache, r);
 	TAILQ_INSERT_HEAD(&cache->lru, r, lru);
-	cache->stats.entries++;
+	if (!r->record)
+		cache->stats.entries++;
 	cache->stats.bytes += r->cost;
 	evict_to_fit(cache);
 }
@@ -418,6 +420,7 @@ bool cache_put_record(struct cache *cache, const uint8_t *key, size_t key_len, i
 	}
 	e->hash = key_hash(cache, e->key, key_len);
 	e->complete = true;
+	e->record = true;
 	e->ttl = ttl;
 	TAILQ_INIT(&e->waiters);
 	if (cache_entry_size(e) > cache->max_memory) {
@@ -481,8 +484,8 @@ uint64_t cache_flush(struct cache *cache)
 	uint64_t n = 0;
 	struct cache_entry *e;
 	while ((e = TAILQ_FIRST(&cache->lru)) != NULL) {
+		n += !e->record;
 		table_remove(cache, e);
-		n++;
 	}
 	give_back(cache, true);
 	return n;

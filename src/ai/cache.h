@@ -63,6 +63,7 @@ struct cache_entry {
 	uint32_t n_rows;               /* DataRow messages in rows */
 	bool complete;                 /* the CommandComplete was captured */
 	bool unusable;                 /* an error, a second result or too large: never stored */
+	bool record;                   /* made by cache_put_record: counted in bytes, not in entries */
 	bool packed;                   /* stored: key, rowdesc and rows share the key's one allocation */
 	size_t cost;                   /* READY: bytes of memory it really holds (cache_entry_size) */
 	/* A Bind's fill: what describing its statement needs (cache_proto.h cache_fill_statement) */
@@ -73,8 +74,8 @@ struct cache_entry {
 };
 
 struct cache_stats {
-	uint64_t entries;              /* READY entries in the table */
-	uint64_t bytes;                /* memory they hold (cache_entry_size) */
+	uint64_t entries;              /* READY answers in the table (records not counted) */
+	uint64_t bytes;                /* memory READY answers and records hold (cache_entry_size) */
 	uint64_t hits, misses;         /* counted by the caller: cache_note_hit/miss */
 	uint64_t evictions;            /* READY entries dropped to stay under max_memory */
 };
