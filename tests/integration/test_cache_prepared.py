@@ -129,3 +129,30 @@ def test_parse_describe_sync_is_answered_as_postgres_does(sluice, pg, table):
     finally:
         if not pg.running:
             pg.start()
+
+
+def test_node_postgres_named_statements_are_hits_while_postgres_is_stopped(sluice, pg, table):
+    """node-postgres' named query ({name, text, values}): Parse(name, no types)/Bind/
+    Describe(P)/Execute/Sync the first time on a connection, Bind/Describe(P)/Execute/Sync
+    after. Sent by hand (node-postgres is not installed in CI), byte for byte as PostgreSQL
+    answers them."""
+    sql = tag(ANSWER.replace("%s", "$1"))
+    first = [m_parse(sql, "lookup"), m_bind(("4",), "lookup"), m_describe("P"), m_execute(), SYNC]
+    again = [m_bind(("4",), "lookup"), m_describe("P"), m_execute(), SYNC]
+    with pgwire.login(pg.host, pg.port, "app", "app", password=harness.APP_PASSWORD) as sess:
+        expect_first = wire_run(sess, first)
+        expect_again = wire_run(sess, again)
+    pooler = sluice(pool_mode="transaction", query_wait_timeout=2)
+    with pgwire.login(pooler.host, pooler.port, "app", "app", password=harness.APP_PASSWORD) as sess:
+        assert wire_run(sess, first) == expect_first    # the fill
+    try:
+        pg.stop()
+        for _ in range(3):
+            with pgwire.login(pooler.host, pooler.port, "app", "app",
+                              password=harness.APP_PASSWORD) as sess:
+                assert wire_run(sess, first) == expect_first
+                for _ in range(5):
+                    assert wire_run(sess, again) == expect_again
+    finally:
+        if not pg.running:
+            pg.start()
