@@ -1143,9 +1143,11 @@ static bool local_plan(struct client *c, struct local_batch *b, bool whole)
 	if (executes || !whole)
 		return true;
 	/* Parse / Describe of statements only (a driver preparing one, as psycopg
-	 * does from the 6th execution): answered when the cache knows each statement */
+	 * does from the 6th execution): answered when the cache knows each
+	 * statement, and each is named: pgsluice's statement names are prepared
+	 * on a server at their first use there, an unnamed statement would not be */
 	for (int i = 0; i < b->n_parses; i++)
-		if (!b->parses[i].desc)
+		if (!b->parses[i].desc || !*b->parses[i].p.name)
 			return false;
 	return b->n_parses > 0 || described;
 }
