@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: PostgreSQL */
 /*
  * cache.h - the completion cache's store (docs/ai-middleware.md): answers keyed by
- * bytes, their TTL, LRU eviction under cache_max_memory, and the fills in
- * flight that identical misses wait for. Pure: no sockets, no clock of its own.
+ * bytes, their TTL, LRU eviction under cache_max_memory (counted as malloc
+ * chunks), and the fills in flight that identical misses wait for; records
+ * stored at once (statement descriptions). Pure: no sockets, no clock of its own.
  */
 #ifndef SLUICE_AI_CACHE_H
 #define SLUICE_AI_CACHE_H
