@@ -910,6 +910,44 @@ static int execute_step(struct client *c, struct server *s, uint32_t len)
 	return 0;
 }
 
+static struct cache_entry *statement_desc(struct client *c, const struct cache_stmt *cs);
+
+/*
+ * Describe of a lookup statement going to server s: when the cache lacks the
+ * statement's parameter types, capture PostgreSQL's ParameterDescription and
+ * RowDescription into its description (cache_describe_begin), so the next
+ * Parse/Describe of it needs no server. Returns 1 to go on, -1 for more bytes.
+ */
+static int describe_statement_step(struct client *c, struct server *s, uint32_t len)
+{
+	struct iobuf *in = &c->io.in;
+	if (iobuf_len(in) < 1 + (size_t)len)
+		return -1;
+	const uint8_t *body = iobuf_data(in) + PROTO_HEADER_LEN;
+	if (len < 6 || body[0] != 'S' || !memchr(body + 1, 0, len - 5) || !cache_on(c))
+		return 1;
+	const char *name = (const char *)body + 1;
+	const struct cache_stmt *cs = NULL;
+	const struct stmt_tags *parsing = prepared_active(c) ? NULL : prepared_pending_parse(s, name);
+	const struct ai_tags *t = parsing ? parsing->tags : statement_tags(c, name, &cs);
+	if (parsing)
+		cs = parsing->cstmt;
+	if (!t || !cs || t->cache != AI_CACHE_LOOKUP)
+		return 1;
+	struct cache_entry *d = statement_desc(c, cs);
+	bool known = d && d->rows_len > 0;
+	cache_entry_release(c->sl->cache, d);
+	if (known)
+		return 1;
+	struct msgbuf sk;
+	msg_init(&sk);
+	fill_abandon(c, &c->pending_fill);
+	if (cache_key_statement(&sk, c, cs))
+		c->pending_fill = cache_describe_begin(c->sl->cache, &sk, cache_ttl(c, t));
+	msg_free(&sk);
+	return 1;
+}
+
 /* ---- a whole batch answered from the cache, no server taken ---- */
 
 #define LOCAL_MAX_MESSAGES 64        /* a longer batch goes to a server */
@@ -1401,6 +1439,11 @@ int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
 		}
 		/* fall through */
 	case PqMsg_Describe:
+		if (s && (c->n_tagged || c->unnamed_tags || c->parses_in_flight)) {
+			int step = describe_statement_step(c, s, len);
+			if (step <= 0)
+				return step;
+		}
 		return s && (c->cached_portal || c->portal_fill) ? portal_step(c, s, type, len) : 1;
 	case PqMsg_Execute:
 		return s && (c->portal_tags || c->ai.user[0] || c->n_portals || c->batch_admitted) ?

@@ -65,6 +65,7 @@ struct cache_entry {
 	bool complete;                 /* the CommandComplete was captured */
 	bool unusable;                 /* an error, a second result or too large: never stored */
 	bool record;                   /* made by cache_put_record: counted in bytes, not in entries */
+	bool describes;                /* captures a Describe of a statement (cache_proto.h), never stored itself */
 	bool packed;                   /* stored: key, rowdesc and rows share the key's one allocation */
 	size_t cost;                   /* READY: bytes of memory it really holds (cache_entry_size) */
 	/* A Bind's fill: what describing its statement needs (cache_proto.h cache_fill_statement) */

@@ -227,7 +227,11 @@ static void put_statement(struct cache *cache, const uint8_t *key, size_t key_le
 		free(rd);
 }
 
-/* A stored answer of a Bind's fill e: store its statement's description too. */
+/*
+ * A stored answer of a Bind's fill e: store its statement's description too.
+ * Parameter types it does not know are kept from the description there is
+ * (a server's ParameterDescription captured by cache_describe_begin).
+ */
 static void statement_stored(struct cache *cache, const struct cache_entry *e)
 {
 	if (!e->stmt_key_len || e->stmt_key_len > e->key_len)
@@ -236,9 +240,39 @@ static void statement_stored(struct cache *cache, const struct cache_entry *e)
 	msg_init(&k);
 	msg_add_bytes(&k, e->key, e->stmt_key_len);
 	msg_add_int16(&k, -1);
-	if (!k.failed)
+	struct cache_entry *old = NULL;
+	if (!e->stmt_paramdesc && !k.failed &&
+	    cache_lookup(cache, k.data, k.len, now_usec(), &old) == CACHE_FOUND_READY && old->rows_len > 0) {
+		if (!old->rowdesc || (e->rowdesc && old->rowdesc_len == e->rowdesc_len))
+			put_statement(cache, k.data, k.len, e, old->rows, old->rows_len, e->ttl);
+	} else if (!k.failed) {
 		put_statement(cache, k.data, k.len, e, e->stmt_paramdesc, e->stmt_paramdesc_len, e->ttl);
+	}
+	cache_entry_release(cache, old);
 	msg_free(&k);
+}
+
+struct cache_entry *cache_describe_begin(struct cache *cache, const struct msgbuf *sk, int64_t ttl)
+{
+	if (sk->failed)
+		return NULL;
+	struct cache_entry *e = cache_fill_begin(cache, sk->data, sk->len, ttl, false);
+	if (e)
+		e->describes = true;
+	return e;
+}
+
+/* A server's reply to a Describe of a statement, into its fill e: ParameterDescription, then RowDescription. */
+static void capture_describe(struct cache *cache, struct cache_entry *e, uint8_t type, const uint8_t *msg,
+                             size_t total)
+{
+	if (type == 't' && !e->rows_len && !e->rowdesc)
+		cache_fill_rows(cache, e, msg, total);
+	else if (type == PqMsg_RowDescription && e->rows_len && !e->complete)
+		e->complete = cache_fill_rowdesc(cache, e, msg, total);
+	else if (type != PqMsg_NoticeResponse && type != PqMsg_ParameterStatus &&
+	         type != PqMsg_NotificationResponse && type != PqMsg_ReadyForQuery)
+		cache_fill_fail(e);    /* NoData (no lookup), an error */
 }
 
 void cache_note_statement(struct cache *cache, const struct msgbuf *sk, const struct cache_stmt *st,
@@ -340,6 +374,10 @@ void cache_capture_whole(struct server *s, uint8_t type, const uint8_t *msg, siz
 	struct cache *cache = s->pool->sl->cache;
 	if (!e || e->unusable)
 		return;
+	if (e->describes) {
+		capture_describe(cache, e, type, msg, total);
+		return;
+	}
 	switch (type) {
 	case PqMsg_RowDescription:
 		if (kind == PqMsg_Execute || e->complete)
@@ -406,6 +444,12 @@ void cache_reply_done(struct server *s, struct reply_entry *e, bool ok)
 		if (s->capture == e->cache)
 			s->capture = NULL;
 		struct cache_entry *fill = e->cache;
+		if (fill->describes) {
+			/* a statement's description: a record, never an answer */
+			if (!fill->unusable && fill->complete && fill->rowdesc && fill->rows_len)
+				put_statement(cache, fill->key, fill->key_len, fill, fill->rows, fill->rows_len, fill->ttl);
+			cache_fill_fail(fill);
+		}
 		cache_entry_hold(fill);    /* its bytes are read once it is stored */
 		if (cache_fill_drop(cache, fill, now_usec()))
 			statement_stored(cache, fill);

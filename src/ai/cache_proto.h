@@ -89,6 +89,15 @@ void cache_fill_statement(struct cache_entry *fill, const struct msgbuf *sk, con
 void cache_note_statement(struct cache *cache, const struct msgbuf *sk, const struct cache_stmt *st,
                           const uint8_t *body, size_t len, const struct cache_entry *e, int64_t ttl);
 
+/*
+ * A Describe of lookup statement (statement key sk) goes to a server: the
+ * fill its ParameterDescription and RowDescription are captured into, stored
+ * as the statement's description when the Describe completes (the types
+ * PostgreSQL inferred for parameters the Parse left unspecified). Never
+ * published: nobody waits for it. NULL when out of memory.
+ */
+struct cache_entry *cache_describe_begin(struct cache *cache, const struct msgbuf *sk, int64_t ttl);
+
 /* Append statement description d's ParameterDescription and RowDescription (both must be set). */
 void cache_write_statement(struct iobuf *out, const struct cache_entry *d);
 

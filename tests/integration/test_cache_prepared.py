@@ -156,3 +156,30 @@ def test_node_postgres_named_statements_are_hits_while_postgres_is_stopped(sluic
     finally:
         if not pg.running:
             pg.start()
+
+
+def test_a_describe_of_a_statement_without_types_is_answered_once_postgres_described_it(
+        sluice, pg, table):
+    """Parse with an unspecified parameter type (asyncpg, JDBC): pgsluice cannot know the
+    type PostgreSQL infers, so it keeps the ParameterDescription a server sent for the first
+    Describe of the statement; later ones are answered from the cache, also with PostgreSQL
+    stopped."""
+    sql = tag(ANSWER.replace("%s", "$1"))
+    prepare = [m_parse(sql, "u1"), m_describe("S", "u1"), SYNC]
+    run = [m_bind(("6",), "u1"), m_describe("P"), m_execute(), SYNC]
+    with pgwire.login(pg.host, pg.port, "app", "app", password=harness.APP_PASSWORD) as sess:
+        expect_prepare = wire_run(sess, prepare)
+        expect_run = wire_run(sess, run)
+    assert [t for t, _ in expect_prepare] == ["1", "t", "T", "Z"], expect_prepare
+    pooler = sluice(pool_mode="transaction", query_wait_timeout=2)
+    with pgwire.login(pooler.host, pooler.port, "app", "app", password=harness.APP_PASSWORD) as sess:
+        assert wire_run(sess, prepare) == expect_prepare    # described by PostgreSQL
+        assert wire_run(sess, run) == expect_run            # the fill
+    try:
+        pg.stop()
+        with pgwire.login(pooler.host, pooler.port, "app", "app", password=harness.APP_PASSWORD) as sess:
+            assert wire_run(sess, prepare) == expect_prepare
+            assert wire_run(sess, run) == expect_run
+    finally:
+        if not pg.running:
+            pg.start()
