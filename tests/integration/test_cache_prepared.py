@@ -11,6 +11,9 @@ tests hold pgsluice to it for prepared statements too:
   named statement is answered by pgsluice);
 - a Parse / Describe of the statement / Sync is answered with ParseComplete,
   ParameterDescription and RowDescription, exactly the bytes PostgreSQL sends;
+- a statement prepared with unspecified parameter types is described from the cache once
+  a server described it (its ParameterDescription is kept);
+- node-postgres' named statements (Parse/Bind/Describe/Execute, then Bind/...) are hits;
 - a statement answered that way still works when a later miss goes to a server;
 - a lookup not in the cache while PostgreSQL is down gets the error it got before.
 """
