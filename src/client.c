@@ -1332,8 +1332,14 @@ static void client_relay(struct client *c)
 		if (c->settings_tainted)
 			s->settings_tainted = true;    /* its answers may depend on what c changed */
 		c->checked = false;
-		if (res == CLIENT_MSG_DONE)
+		if (res == CLIENT_MSG_DONE) {
+			if (c->pending_fill) {
+				/* a Describe of a statement, renamed by prepared.c: its capture rides on it */
+				prepared_attach_fill(s, c->pending_fill);
+				c->pending_fill = NULL;
+			}
 			continue;
+		}
 		prepared_note_request(s, type);
 		if (c->pending_usage || c->pending_fill || c->pending_parse || c->local_batch_open)
 			client_step_relayed(c, s);

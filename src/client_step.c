@@ -714,6 +714,26 @@ static bool describe_follows(struct iobuf *in, size_t from)
 }
 
 /*
+ * A Bind (body[0..len)) of lookup statement cs was a hit of e, or goes to a
+ * server with fill: keep the statement's description in the cache with its
+ * answers, so that a later Parse or Describe of the statement needs no
+ * server (cache_proto.h, cache_key_statement).
+ */
+static void statement_seen(struct client *c, const struct cache_stmt *cs, const uint8_t *body, size_t len,
+                           const struct cache_entry *e, struct cache_entry *fill, const struct ai_tags *t)
+{
+	struct msgbuf sk;
+	msg_init(&sk);
+	if (cache_key_statement(&sk, c, cs)) {
+		if (fill)
+			cache_fill_statement(fill, &sk, cs, body, len);
+		else if (e->rowdesc)
+			cache_note_statement(c->sl->cache, &sk, cs, body, len, e, cache_ttl(c, t));
+	}
+	msg_free(&sk);
+}
+
+/*
  * Bind of the unnamed portal to a lookup statement, with server s linked:
  * a fresh answer is owed in order (BindComplete now, the rest at Describe
  * and Execute); else it goes to s and its answer is captured.
@@ -742,6 +762,7 @@ static int bind_cache_step(struct client *c, struct server *s, const struct ai_t
 	bool describes = f == CACHE_FOUND_READY && describe_follows(in, 1 + (size_t)len);
 	if (f == CACHE_FOUND_READY && portal_answerable(s, e, describes)) {
 		msg_free(&k);
+		statement_seen(c, cs, body, len - 4, e, NULL, t);
 		iobuf_drain(in, 1 + (size_t)len);
 		c->cached_portal = e;
 		c->cached_portal_row = 0;
@@ -751,6 +772,8 @@ static int bind_cache_step(struct client *c, struct server *s, const struct ai_t
 	}
 	c->portal_fill = cache_miss(c, &k, t, f, e, describes, bypass);
 	msg_free(&k);
+	if (c->portal_fill)
+		statement_seen(c, cs, body, len - 4, NULL, c->portal_fill, t);
 	return 1;
 }
 
@@ -887,6 +910,44 @@ static int execute_step(struct client *c, struct server *s, uint32_t len)
 	return 0;
 }
 
+static struct cache_entry *statement_desc(struct client *c, const struct cache_stmt *cs);
+
+/*
+ * Describe of a lookup statement going to server s: when the cache lacks the
+ * statement's parameter types, capture PostgreSQL's ParameterDescription and
+ * RowDescription into its description (cache_describe_begin), so the next
+ * Parse/Describe of it needs no server. Returns 1 to go on, -1 for more bytes.
+ */
+static int describe_statement_step(struct client *c, struct server *s, uint32_t len)
+{
+	struct iobuf *in = &c->io.in;
+	if (iobuf_len(in) < 1 + (size_t)len)
+		return -1;
+	const uint8_t *body = iobuf_data(in) + PROTO_HEADER_LEN;
+	if (len < 6 || body[0] != 'S' || !memchr(body + 1, 0, len - 5) || !cache_on(c))
+		return 1;
+	const char *name = (const char *)body + 1;
+	const struct cache_stmt *cs = NULL;
+	const struct stmt_tags *parsing = prepared_active(c) ? NULL : prepared_pending_parse(s, name);
+	const struct ai_tags *t = parsing ? parsing->tags : statement_tags(c, name, &cs);
+	if (parsing)
+		cs = parsing->cstmt;
+	if (!t || !cs || t->cache != AI_CACHE_LOOKUP)
+		return 1;
+	struct cache_entry *d = statement_desc(c, cs);
+	bool known = d && d->rows_len > 0;
+	cache_entry_release(c->sl->cache, d);
+	if (known)
+		return 1;
+	struct msgbuf sk;
+	msg_init(&sk);
+	fill_abandon(c, &c->pending_fill);
+	if (cache_key_statement(&sk, c, cs))
+		c->pending_fill = cache_describe_begin(c->sl->cache, &sk, cache_ttl(c, t));
+	msg_free(&sk);
+	return 1;
+}
+
 /* ---- a whole batch answered from the cache, no server taken ---- */
 
 #define LOCAL_MAX_MESSAGES 64        /* a longer batch goes to a server */
@@ -906,6 +967,7 @@ struct local_parse {
 	struct parse_msg p;
 	struct ai_tags tags;
 	struct cache_stmt *cstmt;        /* owned until kept by the client */
+	struct cache_entry *desc;        /* the statement's description (a reference), or NULL */
 };
 
 struct local_batch {
@@ -921,8 +983,23 @@ static void local_free(struct client *c, struct local_batch *b)
 {
 	for (int i = 0; i < b->n; i++)
 		cache_entry_release(c->sl->cache, b->msgs[i].hit);
-	for (int i = 0; i < b->n_parses; i++)
+	for (int i = 0; i < b->n_parses; i++) {
 		free(b->parses[i].cstmt);
+		cache_entry_release(c->sl->cache, b->parses[i].desc);
+	}
+}
+
+/* The description of lookup statement cs, a reference (NULL when the cache has none). */
+static struct cache_entry *statement_desc(struct client *c, const struct cache_stmt *cs)
+{
+	struct msgbuf sk;
+	struct cache_entry *d = NULL;
+	msg_init(&sk);
+	if (cache_key_statement(&sk, c, cs) &&
+	    cache_lookup(c->sl->cache, sk.data, sk.len, now_usec(), &d) != CACHE_FOUND_READY)
+		d = NULL;
+	msg_free(&sk);
+	return d;
 }
 
 enum local_scan {
@@ -976,6 +1053,7 @@ static bool local_parse(struct client *c, struct local_batch *b, struct local_ms
 	b->parses[i].cstmt = lookup_stmt(c, &b->parses[i].p, &b->parses[i].tags);
 	if (!b->parses[i].cstmt)
 		return false;
+	b->parses[i].desc = statement_desc(c, b->parses[i].cstmt);
 	m->parse = b->n_parses++;
 	return true;
 }
@@ -1006,10 +1084,44 @@ static bool local_bind(struct client *c, struct local_batch *b, struct local_msg
 	struct cache_entry *e = NULL;
 	enum cache_find f = keyed ? cache_lookup(c->sl->cache, k.data, k.len, now_usec(), &e) : CACHE_FOUND_MISS;
 	msg_free(&k);
+	if (f == CACHE_FOUND_READY && (m->parse < 0 || !b->parses[m->parse].desc))
+		statement_seen(c, cs, body, m->len - 4, e, NULL, m->tags);
 	if (f == CACHE_FOUND_FILLING && !b->wait_for)
 		b->wait_for = e;
 	m->hit = f == CACHE_FOUND_READY ? e : NULL;
 	return f != CACHE_FOUND_MISS;
+}
+
+/*
+ * A Describe of statement name (body: 'S', name) in the batch: answerable
+ * when the statement is a lookup (parsed in the batch, or before) whose
+ * description the cache holds with its parameter types. m->hit takes a
+ * reference on the description.
+ */
+static bool local_describe_statement(struct client *c, struct local_batch *b, struct local_msg *m,
+                                     const uint8_t *body)
+{
+	const char *name = (const char *)body + 1;
+	if (!memchr(name, 0, m->len - 5))
+		return false;
+	struct cache_entry *d = NULL;
+	bool in_batch = false;
+	for (int i = b->n_parses - 1; i >= 0 && !in_batch; i--)
+		if (strcmp(b->parses[i].p.name, name) == 0) {
+			in_batch = true;
+			d = b->parses[i].desc;
+			if (d)
+				cache_entry_hold(d);
+		}
+	if (!in_batch) {
+		const struct cache_stmt *cs = NULL;
+		const struct ai_tags *t = statement_tags(c, name, &cs);
+		if (!t || !cs || t->cache != AI_CACHE_LOOKUP)
+			return false;
+		d = statement_desc(c, cs);
+	}
+	m->hit = d;
+	return d && d->rowdesc && d->rows_len > 0;
 }
 
 /*
@@ -1022,7 +1134,7 @@ static bool local_plan(struct client *c, struct local_batch *b, bool whole)
 {
 	const uint8_t *all = iobuf_data(&c->io.in);
 	struct local_msg *bound = NULL;
-	bool executes = false;
+	bool executes = false, described = false;
 	for (int i = 0; all && i < b->n; i++) {
 		struct local_msg *m = &b->msgs[i];
 		const uint8_t *body = all + m->off + PROTO_HEADER_LEN;
@@ -1037,6 +1149,13 @@ static bool local_plan(struct client *c, struct local_batch *b, bool whole)
 			bound = m;
 			break;
 		case PqMsg_Describe:
+			if (body[0] == 'S') {
+				if (!local_describe_statement(c, b, m, body))
+					return false;
+				described = true;
+				break;
+			}
+			/* fall through */
 		case PqMsg_Close:
 			if (m->len != 6 || body[0] != 'P' || body[1] != 0 || (m->type == PqMsg_Describe && !bound))
 				return false;
@@ -1057,7 +1176,18 @@ static bool local_plan(struct client *c, struct local_batch *b, bool whole)
 			return false;
 		}
 	}
-	return all && (executes || !whole);
+	if (!all)
+		return false;
+	if (executes || !whole)
+		return true;
+	/* Parse / Describe of statements only (a driver preparing one, as psycopg
+	 * does from the 6th execution): answered when the cache knows each
+	 * statement, and each is named: pgsluice's statement names are prepared
+	 * on a server at their first use there, an unnamed statement would not be */
+	for (int i = 0; i < b->n_parses; i++)
+		if (!b->parses[i].desc || !*b->parses[i].p.name)
+			return false;
+	return b->n_parses > 0 || described;
 }
 
 static void add_message(struct iobuf *out, uint8_t type)
@@ -1091,7 +1221,10 @@ static bool local_answer(struct client *c, struct local_batch *b, struct local_m
 		add_message(out, PqMsg_BindComplete);
 		return c->portal_tags != NULL;
 	case PqMsg_Describe:
-		cache_write_rowdesc(out, c->cached_portal);
+		if (body[0] == 'S')
+			cache_write_statement(out, m->hit);
+		else
+			cache_write_rowdesc(out, c->cached_portal);
 		return true;
 	case PqMsg_Close:
 		portal_forget(c);
@@ -1306,6 +1439,11 @@ int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
 		}
 		/* fall through */
 	case PqMsg_Describe:
+		if (s && (c->n_tagged || c->unnamed_tags || c->parses_in_flight)) {
+			int step = describe_statement_step(c, s, len);
+			if (step <= 0)
+				return step;
+		}
 		return s && (c->cached_portal || c->portal_fill) ? portal_step(c, s, type, len) : 1;
 	case PqMsg_Execute:
 		return s && (c->portal_tags || c->ai.user[0] || c->n_portals || c->batch_admitted) ?

@@ -181,7 +181,9 @@ static bool client_bind_name(struct client *c, const char *name, struct prepared
 bool prepared_client_parse(struct client *c, const char *name, const char *query, const uint8_t *types,
                            uint16_t n_types)
 {
-	struct prepared_stmt *st = stmt_acquire(&c->sl->prepared, query, strlen(query), types, n_types);
+	/* no types: a Parse's NULL list; memcpy/memcmp take no NULL even for 0 bytes */
+	struct prepared_stmt *st = stmt_acquire(&c->sl->prepared, query, strlen(query),
+	                                        types ? types : (const uint8_t *)"", n_types);
 	if (!st)
 		return false;
 	if (!client_bind_name(c, name, st)) {

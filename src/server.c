@@ -821,7 +821,7 @@ static bool needs_whole(struct server *s, uint8_t type)
 {
 	return s->state == SV_LOGIN || s->internal != SV_INTERNAL_NONE || !s->client ||
 	       type == PqMsg_ReadyForQuery || type == PqMsg_ParameterStatus ||
-	       (type == PqMsg_RowDescription && head_fill(s)) ||
+	       ((type == PqMsg_RowDescription || type == 't') && head_fill(s)) ||
 	       type == PqMsg_ParseComplete || type == PqMsg_BindComplete || type == PqMsg_CloseComplete ||
 	       type == PqMsg_CommandComplete || prepared_wants_reply(s, type);
 }

@@ -9,6 +9,9 @@
 #include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "util.h"
 
@@ -21,6 +24,7 @@ struct cache {
 	TAILQ_HEAD(cache_lru_head, cache_entry) lru; /* READY entries in the table, most recent first */
 	size_t max_memory, max_entry;  /* bytes */
 	struct cache_stats stats;
+	uint64_t freed;                /* bytes of entries dropped since memory was last given back */
 	uint64_t seed;                 /* per process, so that keys cannot be chosen to collide */
 };
 
@@ -50,17 +54,53 @@ struct cache *cache_new(size_t max_memory, size_t max_entry)
 	return cache;
 }
 
+/*
+ * What malloc really holds for p of n bytes asked (0 for NULL): glibc's
+ * chunk for n bytes on a 64-bit system, n plus its 8-byte size word rounded
+ * up to 16, at least 32 (malloc/malloc.c, request2size). Computed, not read
+ * with malloc_usable_size, so that the count is the same for the same entry.
+ */
+static size_t alloc_cost(const void *p, size_t n)
+{
+	if (!p)
+		return 0;
+	size_t chunk = (n + 8 + 15) & ~(size_t)15;
+	return chunk < 32 ? 32 : chunk;
+}
+
 size_t cache_entry_size(const struct cache_entry *e)
 {
-	return sizeof(*e) + e->key_len + e->rowdesc_len + e->rows_len;
+	if (e->packed)
+		return alloc_cost(e, sizeof(*e)) + alloc_cost(e->key, e->key_len + e->rowdesc_len + e->rows_len + 1) +
+		       alloc_cost(e->stmt_paramdesc, e->stmt_paramdesc_len);
+	return alloc_cost(e, sizeof(*e)) + alloc_cost(e->key, e->key_len) + alloc_cost(e->rowdesc, e->rowdesc_len) +
+	       alloc_cost(e->rows, e->rows_cap) + alloc_cost(e->stmt_paramdesc, e->stmt_paramdesc_len);
 }
 
 static void entry_free(struct cache_entry *e)
 {
 	free(e->key);
-	free(e->rowdesc);
-	free(e->rows);
+	if (!e->packed) {
+		free(e->rowdesc);
+		free(e->rows);
+	}
+	free(e->stmt_paramdesc);
 	free(e);
+}
+
+/*
+ * Give freed memory back to the system once a lot of it was dropped (a
+ * flush, a smaller cache_max_memory): glibc keeps freed chunks in its heap
+ * otherwise, and RSS would stay at its peak.
+ */
+static void give_back(struct cache *cache, bool now)
+{
+	if (!now && cache->freed < cache->max_memory / 4)
+		return;
+	cache->freed = 0;
+#if defined(__GLIBC__)
+	malloc_trim(0);
+#endif
 }
 
 static void entry_unref(struct cache_entry *e)
@@ -84,8 +124,10 @@ static void table_remove(struct cache *cache, struct cache_entry *e)
 	cache->in_table--;
 	if (e->state == CACHE_READY) {
 		TAILQ_REMOVE(&cache->lru, e, lru);
-		cache->stats.entries--;
-		cache->stats.bytes -= cache_entry_size(e);
+		if (!e->record)
+			cache->stats.entries--;
+		cache->stats.bytes -= e->cost;
+		cache->freed += e->cost;
 		e->state = CACHE_DEAD;
 	}
 	entry_unref(e);
@@ -177,6 +219,7 @@ void cache_configure(struct cache *cache, size_t max_memory, size_t max_entry)
 	cache->max_memory = max_memory;
 	cache->max_entry = max_entry;
 	evict_to_fit(cache);
+	give_back(cache, false);
 }
 
 enum cache_find cache_lookup(struct cache *cache, const uint8_t *key, size_t key_len, int64_t now,
@@ -291,10 +334,61 @@ void cache_fill_fail(struct cache_entry *e)
 	drop_answer(e);
 }
 
+/*
+ * Put e's key and answer in one allocation (e->key; rowdesc and rows point
+ * into it), so a stored entry is two allocations (its struct, its bytes)
+ * and keeps no slack of the fill's growing buffer. The struct itself stays:
+ * capturers, waiters and hits hold pointers to it. False when out of memory
+ * (e stays as it was).
+ */
+static bool pack(struct cache_entry *e)
+{
+	uint8_t *block = malloc(e->key_len + e->rowdesc_len + e->rows_len + 1);
+	if (!block)
+		return false;
+	uint8_t *p = block;
+	memcpy(p, e->key, e->key_len);
+	p += e->key_len;
+	uint8_t *rowdesc = e->rowdesc ? p : NULL;
+	if (e->rowdesc_len)
+		memcpy(p, e->rowdesc, e->rowdesc_len);
+	p += e->rowdesc_len;
+	if (e->rows_len)
+		memcpy(p, e->rows, e->rows_len);
+	if (!e->packed) {
+		free(e->key);
+		free(e->rowdesc);
+		free(e->rows);
+	}
+	e->key = block;
+	e->rowdesc = rowdesc;
+	e->rows = p;
+	e->rows_cap = e->rows_len;
+	e->packed = true;
+	return true;
+}
+
+/* Put READY entry r (not in the table) in the table and the LRU, replacing any under its key. */
+static void publish_ready(struct cache *cache, struct cache_entry *r, int64_t now)
+{
+	struct cache_entry *old = table_find(cache, r->hash, r->key, r->key_len, CACHE_READY);
+	if (old)
+		table_remove(cache, old);
+	r->state = CACHE_READY;
+	r->expires = now + r->ttl;
+	r->cost = cache_entry_size(r);
+	table_insert(cache, r);
+	TAILQ_INSERT_HEAD(&cache->lru, r, lru);
+	if (!r->record)
+		cache->stats.entries++;
+	cache->stats.bytes += r->cost;
+	evict_to_fit(cache);
+}
+
 /* The answer of FILLING e is whole and worth keeping: make it READY in the table. */
 static void store(struct cache *cache, struct cache_entry *e, int64_t now)
 {
-	if (e->rows_cap > e->rows_len) {
+	if (!pack(e) && e->rows_cap > e->rows_len) {
 		uint8_t *rows = realloc(e->rows, e->rows_len);
 		if (rows) {
 			e->rows = rows;
@@ -302,23 +396,46 @@ static void store(struct cache *cache, struct cache_entry *e, int64_t now)
 		}
 	}
 	table_remove(cache, e);    /* leaves as FILLING, comes back READY */
-	struct cache_entry *old = table_find(cache, e->hash, e->key, e->key_len, CACHE_READY);
-	if (old)
-		table_remove(cache, old);
-	e->state = CACHE_READY;
-	e->expires = now + e->ttl;
-	table_insert(cache, e);
-	TAILQ_INSERT_HEAD(&cache->lru, e, lru);
-	cache->stats.entries++;
-	cache->stats.bytes += cache_entry_size(e);
-	evict_to_fit(cache);
+	publish_ready(cache, e, now);
 }
 
-void cache_fill_drop(struct cache *cache, struct cache_entry *e, int64_t now)
+bool cache_put_record(struct cache *cache, const uint8_t *key, size_t key_len, int64_t ttl, int64_t now,
+                      const uint8_t *rowdesc, size_t rowdesc_len, const uint8_t *rows, size_t rows_len)
+{
+	if (rowdesc_len + rows_len > cache->max_entry)
+		return false;
+	struct cache_entry *e = calloc(1, sizeof(*e));
+	if (!e)
+		return false;
+	e->key = (uint8_t *)key;    /* borrowed until packed */
+	e->key_len = key_len;
+	e->rowdesc = (uint8_t *)rowdesc;
+	e->rowdesc_len = rowdesc ? rowdesc_len : 0;
+	e->rows = (uint8_t *)rows;
+	e->rows_len = rows_len;
+	e->packed = true;           /* nothing of its own to free when packing */
+	if (!pack(e)) {
+		free(e);
+		return false;
+	}
+	e->hash = key_hash(cache, e->key, key_len);
+	e->complete = true;
+	e->record = true;
+	e->ttl = ttl;
+	TAILQ_INIT(&e->waiters);
+	if (cache_entry_size(e) > cache->max_memory) {
+		entry_free(e);
+		return false;
+	}
+	publish_ready(cache, e, now);
+	return true;
+}
+
+bool cache_fill_drop(struct cache *cache, struct cache_entry *e, int64_t now)
 {
 	if (--e->fill_refs > 0 || e->state != CACHE_FILLING) {
 		entry_unref(e);
-		return;
+		return false;
 	}
 	bool keep = e->complete && !e->unusable && e->n_rows > 0 &&
 	            e->rowdesc_len + e->rows_len <= cache->max_entry &&
@@ -333,6 +450,7 @@ void cache_fill_drop(struct cache *cache, struct cache_entry *e, int64_t now)
 	wake_waiters(e, keep);
 	e->refs--;        /* the guard: the capturer's reference below may be the last */
 	entry_unref(e);
+	return keep;
 }
 
 void cache_entry_release(struct cache *cache, struct cache_entry *e)
@@ -366,9 +484,10 @@ uint64_t cache_flush(struct cache *cache)
 	uint64_t n = 0;
 	struct cache_entry *e;
 	while ((e = TAILQ_FIRST(&cache->lru)) != NULL) {
+		n += !e->record;
 		table_remove(cache, e);
-		n++;
 	}
+	give_back(cache, true);
 	return n;
 }
 

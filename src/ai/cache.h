@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: PostgreSQL */
 /*
  * cache.h - the completion cache's store (docs/ai-middleware.md): answers keyed by
- * bytes, their TTL, LRU eviction under cache_max_memory, and the fills in
- * flight that identical misses wait for. Pure: no sockets, no clock of its own.
+ * bytes, their TTL, LRU eviction under cache_max_memory (counted as malloc
+ * chunks), and the fills in flight that identical misses wait for; records
+ * stored at once (statement descriptions). Pure: no sockets, no clock of its own.
  */
 #ifndef SLUICE_AI_CACHE_H
 #define SLUICE_AI_CACHE_H
@@ -63,12 +64,20 @@ struct cache_entry {
 	uint32_t n_rows;               /* DataRow messages in rows */
 	bool complete;                 /* the CommandComplete was captured */
 	bool unusable;                 /* an error, a second result or too large: never stored */
+	bool record;                   /* made by cache_put_record: counted in bytes, not in entries */
+	bool describes;                /* captures a Describe of a statement (cache_proto.h), never stored itself */
+	bool packed;                   /* stored: key, rowdesc and rows share the key's one allocation */
+	size_t cost;                   /* READY: bytes of memory it really holds (cache_entry_size) */
+	/* A Bind's fill: what describing its statement needs (cache_proto.h cache_fill_statement) */
+	uint32_t stmt_key_len;         /* key[0..stmt_key_len) is its statement's part; 0: none */
+	uint8_t *stmt_paramdesc;       /* the statement's ParameterDescription message; NULL: unknown; owned */
+	size_t stmt_paramdesc_len;     /* bytes */
 	struct cache_waiters waiters;  /* identical misses waiting for this fill */
 };
 
 struct cache_stats {
-	uint64_t entries;              /* READY entries in the table */
-	uint64_t bytes;                /* memory they hold (cache_entry_size) */
+	uint64_t entries;              /* READY answers in the table (records not counted) */
+	uint64_t bytes;                /* memory READY answers and records hold (cache_entry_size) */
 	uint64_t hits, misses;         /* counted by the caller: cache_note_hit/miss */
 	uint64_t evictions;            /* READY entries dropped to stay under max_memory */
 };
@@ -93,8 +102,23 @@ void cache_free(struct cache *cache);
 /* New bounds (reload): evicts least recently used entries until within max_memory. */
 void cache_configure(struct cache *cache, size_t max_memory, size_t max_entry);
 
-/* Bytes an entry accounts for: its struct, key and answer. */
+/*
+ * Bytes of memory an entry really holds: the malloc chunks of its struct,
+ * key and answer (glibc's: the bytes asked plus an 8-byte header, rounded up
+ * to 16, at least 32), not just the bytes asked. A stored entry is two
+ * allocations: its struct, and its key and answer (packed).
+ */
 size_t cache_entry_size(const struct cache_entry *e);
+
+/*
+ * Store a READY entry under key (copied) right away, replacing any under it:
+ * rowdesc[0..rowdesc_len) (may be NULL) and rows[0..rows_len) are copied
+ * into one allocation, n_rows of them DataRows. Lives ttl microseconds from
+ * now; LRU evicts to fit. For records pgsluice makes itself (a statement's
+ * description, cache_proto.h). False when it does not fit or out of memory.
+ */
+bool cache_put_record(struct cache *cache, const uint8_t *key, size_t key_len, int64_t ttl, int64_t now,
+               const uint8_t *rowdesc, size_t rowdesc_len, const uint8_t *rows, size_t rows_len);
 
 enum cache_find {
 	CACHE_FOUND_MISS,     /* nothing fresh under the key (an expired entry was dropped) */
@@ -147,8 +171,9 @@ void cache_fill_fail(struct cache_entry *e);
  * least one row and fits max_entry (READY at now, expires at now + ttl,
  * replacing any entry under its key, LRU evicting to fit max_memory), else it
  * dies. Either way its waiters are woken (filled says which) and leave it.
+ * Returns true when the answer was stored (by this call).
  */
-void cache_fill_drop(struct cache *cache, struct cache_entry *e, int64_t now);
+bool cache_fill_drop(struct cache *cache, struct cache_entry *e, int64_t now);
 
 /* Drop a reference from cache_lookup (NULL is ignored). */
 void cache_entry_release(struct cache *cache, struct cache_entry *e);
@@ -162,7 +187,11 @@ void cache_wait(struct cache_entry *e, struct cache_waiter *w);
 /* Stop w waiting (its owner goes away); no-op when it is not waiting. */
 void cache_unwait(struct cache_waiter *w);
 
-/* Drop every READY entry (CACHE FLUSH). Fills in flight go on. Returns entries dropped. */
+/*
+ * Drop every READY entry (CACHE FLUSH). Fills in flight go on. The freed
+ * memory is given back to the system (malloc_trim on glibc). Returns entries
+ * dropped.
+ */
 uint64_t cache_flush(struct cache *cache);
 
 /* Count a lookup answered from the cache / sent to PostgreSQL. */

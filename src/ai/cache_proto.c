@@ -131,6 +131,173 @@ bool cache_key_bind(struct msgbuf *k, const struct client *c, const struct cache
 	return !k->failed;
 }
 
+/* ---- a statement's description ---- */
+
+bool cache_key_statement(struct msgbuf *k, const struct client *c, const struct cache_stmt *st)
+{
+	key_head(k, c, st);
+	msg_add_int16(k, -1);    /* no Bind or Query key has a negative parameter count */
+	return !k->failed;
+}
+
+/* The ParameterDescription of st bound with n_params parameters, in m; false when the types are not all known. */
+static bool statement_paramdesc(struct msgbuf *m, const struct cache_stmt *st, int16_t n_params)
+{
+	uint32_t text_len;
+	uint16_t n_types;
+	memcpy(&text_len, st->data, 4);
+	text_len = ntohl(text_len);
+	if (4 + (size_t)text_len + 2 > st->len)
+		return false;
+	memcpy(&n_types, st->data + 4 + text_len, 2);
+	n_types = ntohs(n_types);
+	const uint8_t *types = st->data + 4 + text_len + 2;
+	if (n_params < 0 || n_types != (uint16_t)n_params || 4 + (size_t)text_len + 2 + (size_t)n_types * 4 > st->len)
+		return false;
+	for (uint16_t i = 0; i < n_types; i++)
+		if (memcmp(types + 4 * i, "\0\0\0\0", 4) == 0)
+			return false;    /* "unspecified": PostgreSQL infers it, pgsluice cannot */
+	msg_begin(m, 't');
+	msg_add_int16(m, (int16_t)n_types);
+	if (n_types)
+		msg_add_bytes(m, types, (size_t)n_types * 4);
+	msg_end(m);
+	return !m->failed;
+}
+
+/* The parameter count of a Bind body (-1 when malformed). */
+static int16_t bind_n_params(const uint8_t *body, size_t len)
+{
+	struct msgreader r;
+	mr_init(&r, body, len);
+	mr_string(&r);
+	mr_string(&r);
+	int16_t n_formats = mr_int16(&r);
+	if (n_formats > 0)
+		mr_bytes(&r, (size_t)n_formats * 2);
+	int16_t n = mr_int16(&r);
+	return r.bad || n_formats < 0 ? -1 : n;
+}
+
+void cache_fill_statement(struct cache_entry *fill, const struct msgbuf *sk, const struct cache_stmt *st,
+                          const uint8_t *body, size_t len)
+{
+	if (!fill || sk->failed || sk->len < 2 || fill->stmt_key_len)
+		return;
+	struct msgbuf m;
+	msg_init(&m);
+	if (statement_paramdesc(&m, st, bind_n_params(body, len))) {
+		fill->stmt_paramdesc = malloc(m.len);
+		if (fill->stmt_paramdesc) {
+			memcpy(fill->stmt_paramdesc, m.data, m.len);
+			fill->stmt_paramdesc_len = m.len;
+		}
+	}
+	msg_free(&m);
+	fill->stmt_key_len = (uint32_t)(sk->len - 2);
+}
+
+/* Store the description under key[0..key_len): e's RowDescription with text formats, and paramdesc. */
+static void put_statement(struct cache *cache, const uint8_t *key, size_t key_len, const struct cache_entry *e,
+                          const uint8_t *paramdesc, size_t paramdesc_len, int64_t ttl)
+{
+	uint8_t stack[1024], *rd = NULL;
+	size_t rd_len = e->rowdesc ? e->rowdesc_len : 0;
+	if (rd_len) {
+		rd = rd_len <= sizeof(stack) ? stack : malloc(rd_len);
+		if (!rd)
+			return;
+		memcpy(rd, e->rowdesc, rd_len);
+		/* RowDescription: int16 fields; each: name, table oid, attnum, type oid, typlen, typmod, format */
+		size_t off = PROTO_HEADER_LEN + 2;
+		uint16_t n = rd_len >= off ? (uint16_t)((rd[5] << 8) | rd[6]) : 0;
+		for (uint16_t i = 0; i < n && off < rd_len; i++) {
+			const uint8_t *nul = memchr(rd + off, 0, rd_len - off);
+			if (!nul)
+				break;
+			off = (size_t)(nul - rd) + 1 + 4 + 2 + 4 + 2 + 4;
+			if (off + 2 > rd_len)
+				break;
+			rd[off] = rd[off + 1] = 0;
+			off += 2;
+		}
+	}
+	cache_put_record(cache, key, key_len, ttl, now_usec(), rd, rd_len, paramdesc, paramdesc_len);
+	if (rd && rd != stack)
+		free(rd);
+}
+
+/*
+ * A stored answer of a Bind's fill e: store its statement's description too.
+ * Parameter types it does not know are kept from the description there is
+ * (a server's ParameterDescription captured by cache_describe_begin).
+ */
+static void statement_stored(struct cache *cache, const struct cache_entry *e)
+{
+	if (!e->stmt_key_len || e->stmt_key_len > e->key_len)
+		return;
+	struct msgbuf k;
+	msg_init(&k);
+	msg_add_bytes(&k, e->key, e->stmt_key_len);
+	msg_add_int16(&k, -1);
+	struct cache_entry *old = NULL;
+	if (!e->stmt_paramdesc && !k.failed &&
+	    cache_lookup(cache, k.data, k.len, now_usec(), &old) == CACHE_FOUND_READY && old->rows_len > 0) {
+		if (!old->rowdesc || (e->rowdesc && old->rowdesc_len == e->rowdesc_len))
+			put_statement(cache, k.data, k.len, e, old->rows, old->rows_len, e->ttl);
+	} else if (!k.failed) {
+		put_statement(cache, k.data, k.len, e, e->stmt_paramdesc, e->stmt_paramdesc_len, e->ttl);
+	}
+	cache_entry_release(cache, old);
+	msg_free(&k);
+}
+
+struct cache_entry *cache_describe_begin(struct cache *cache, const struct msgbuf *sk, int64_t ttl)
+{
+	if (sk->failed)
+		return NULL;
+	struct cache_entry *e = cache_fill_begin(cache, sk->data, sk->len, ttl, false);
+	if (e)
+		e->describes = true;
+	return e;
+}
+
+/* A server's reply to a Describe of a statement, into its fill e: ParameterDescription, then RowDescription. */
+static void capture_describe(struct cache *cache, struct cache_entry *e, uint8_t type, const uint8_t *msg,
+                             size_t total)
+{
+	if (type == 't' && !e->rows_len && !e->rowdesc)
+		cache_fill_rows(cache, e, msg, total);
+	else if (type == PqMsg_RowDescription && e->rows_len && !e->complete)
+		e->complete = cache_fill_rowdesc(cache, e, msg, total);
+	else if (type != PqMsg_NoticeResponse && type != PqMsg_ParameterStatus &&
+	         type != PqMsg_NotificationResponse && type != PqMsg_ReadyForQuery)
+		cache_fill_fail(e);    /* NoData (no lookup), an error */
+}
+
+void cache_note_statement(struct cache *cache, const struct msgbuf *sk, const struct cache_stmt *st,
+                          const uint8_t *body, size_t len, const struct cache_entry *e, int64_t ttl)
+{
+	struct cache_entry *d = NULL;
+	if (sk->failed)
+		return;
+	if (cache_lookup(cache, sk->data, sk->len, now_usec(), &d) == CACHE_FOUND_READY) {
+		cache_entry_release(cache, d);
+		return;
+	}
+	struct msgbuf m;
+	msg_init(&m);
+	bool typed = statement_paramdesc(&m, st, bind_n_params(body, len));
+	put_statement(cache, sk->data, sk->len, e, typed ? m.data : NULL, typed ? m.len : 0, ttl);
+	msg_free(&m);
+}
+
+void cache_write_statement(struct iobuf *out, const struct cache_entry *d)
+{
+	iobuf_add(out, d->rows, d->rows_len);
+	iobuf_add(out, d->rowdesc, d->rowdesc_len);
+}
+
 /* ---- hits ---- */
 
 void cache_write_rowdesc(struct iobuf *out, const struct cache_entry *e)
@@ -207,6 +374,10 @@ void cache_capture_whole(struct server *s, uint8_t type, const uint8_t *msg, siz
 	struct cache *cache = s->pool->sl->cache;
 	if (!e || e->unusable)
 		return;
+	if (e->describes) {
+		capture_describe(cache, e, type, msg, total);
+		return;
+	}
 	switch (type) {
 	case PqMsg_RowDescription:
 		if (kind == PqMsg_Execute || e->complete)
@@ -272,7 +443,17 @@ void cache_reply_done(struct server *s, struct reply_entry *e, bool ok)
 			cache_fill_fail(e->cache);
 		if (s->capture == e->cache)
 			s->capture = NULL;
-		cache_fill_drop(cache, e->cache, now_usec());
+		struct cache_entry *fill = e->cache;
+		if (fill->describes) {
+			/* a statement's description: a record, never an answer */
+			if (!fill->unusable && fill->complete && fill->rowdesc && fill->rows_len)
+				put_statement(cache, fill->key, fill->key_len, fill, fill->rows, fill->rows_len, fill->ttl);
+			cache_fill_fail(fill);
+		}
+		cache_entry_hold(fill);    /* its bytes are read once it is stored */
+		if (cache_fill_drop(cache, fill, now_usec()))
+			statement_stored(cache, fill);
+		cache_entry_release(cache, fill);
 	}
 	e->cache = NULL;
 }

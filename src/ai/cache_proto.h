@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 struct ai_tags;
+struct cache;
 struct cache_entry;
 struct client;
 struct iobuf;
@@ -57,6 +58,48 @@ bool cache_key_query(struct msgbuf *k, const struct client *c, const struct cach
  */
 bool cache_key_bind(struct msgbuf *k, const struct client *c, const struct cache_stmt *st,
                     const uint8_t *body, size_t len);
+
+/*
+ * A statement's description (a Parse or Describe of the statement answered
+ * without a server, issue 14 item 8) is a cache record of its own, under the
+ * statement's key: what cache_key_bind starts with, then int16 -1, which no
+ * Bind or Query key has. Its rowdesc is the RowDescription with every format
+ * code 0 (protocol-message-formats.html: a statement's RowDescription does
+ * not know them yet); its rows are the ParameterDescription, or empty when
+ * pgsluice does not know the parameter types. It is stored with every
+ * answer of the statement, so its presence says PostgreSQL accepted the
+ * statement's text and types under this key.
+ */
+bool cache_key_statement(struct msgbuf *k, const struct client *c, const struct cache_stmt *st);
+
+/*
+ * On fill, a Bind's fill of statement st (its Bind body[0..len)) made after
+ * the statement key sk: remember what its description needs, to be stored
+ * with the answer (cache_reply_done). The ParameterDescription is known when
+ * the Parse gave a non-zero type OID for each of the Bind's parameters.
+ */
+void cache_fill_statement(struct cache_entry *fill, const struct msgbuf *sk, const struct cache_stmt *st,
+                          const uint8_t *body, size_t len);
+
+/*
+ * A hit of READY answer e for statement st (statement key sk, Bind body):
+ * store the statement's description when the cache lacks it (it was evicted
+ * or expired before the answer), else mark it recently used.
+ */
+void cache_note_statement(struct cache *cache, const struct msgbuf *sk, const struct cache_stmt *st,
+                          const uint8_t *body, size_t len, const struct cache_entry *e, int64_t ttl);
+
+/*
+ * A Describe of lookup statement (statement key sk) goes to a server: the
+ * fill its ParameterDescription and RowDescription are captured into, stored
+ * as the statement's description when the Describe completes (the types
+ * PostgreSQL inferred for parameters the Parse left unspecified). Never
+ * published: nobody waits for it. NULL when out of memory.
+ */
+struct cache_entry *cache_describe_begin(struct cache *cache, const struct msgbuf *sk, int64_t ttl);
+
+/* Append statement description d's ParameterDescription and RowDescription (both must be set). */
+void cache_write_statement(struct iobuf *out, const struct cache_entry *d);
 
 /* Append e's RowDescription (e->rowdesc must be set). */
 void cache_write_rowdesc(struct iobuf *out, const struct cache_entry *e);

@@ -1047,6 +1047,40 @@ static void test_configure_shrinking_evicts_least_recent(void **state)
 
 /* ---- accounting ---- */
 
+/* A record (a statement's description, issue 14 item 8): READY at once, found, packed,
+ * counted in bytes but not in entries, replaced under its key, dropped by a flush. */
+static void test_a_record_is_stored_at_once_and_counted_in_bytes_only(void **state)
+{
+	struct cache *cache = cache_new(BIG, BIG);
+	static const uint8_t rd[] = { 'T', 0, 0, 0, 6, 0, 0 }, pd[] = { 't', 0, 0, 0, 6, 0, 0 };
+	struct cache_entry *d;
+	assert_true(cache_put_record(cache, K("stmt"), 4, TTL, T0, rd, sizeof(rd), pd, sizeof(pd)));
+	assert_int_equal(cache_lookup(cache, K("stmt"), 4, T0 + 1, &d), CACHE_FOUND_READY);
+	assert_true(d->record);
+	assert_true(d->packed);
+	assert_memory_equal(d->rowdesc, rd, sizeof(rd));
+	assert_memory_equal(d->rows, pd, sizeof(pd));
+	assert_int_equal(d->expires, T0 + TTL);
+	struct cache_stats st = cache_stats(cache);
+	assert_int_equal(st.entries, 0);
+	assert_int_equal(st.bytes, cache_entry_size(d));
+	cache_entry_release(cache, d);
+	assert_true(cache_put_record(cache, K("stmt"), 4, TTL, T0 + 2, NULL, 0, pd, sizeof(pd)));
+	assert_int_equal(cache_lookup(cache, K("stmt"), 4, T0 + 3, &d), CACHE_FOUND_READY);
+	assert_null(d->rowdesc);
+	cache_entry_release(cache, d);
+	put(cache, "a", T0);
+	assert_int_equal(cache_stats(cache).entries, 1);
+	assert_int_equal(cache_flush(cache), 1);    /* answers dropped; the record went too */
+	assert_int_equal(cache_stats(cache).bytes, 0);
+	assert_int_equal(find(cache, "stmt", T0 + 4), CACHE_FOUND_MISS);
+	/* larger than max_entry: not stored */
+	cache_configure(cache, BIG, 4);
+	assert_false(cache_put_record(cache, K("stmt"), 4, TTL, T0, rd, sizeof(rd), NULL, 0));
+	cache_free(cache);
+}
+
+
 static void test_bytes_are_the_sum_of_ready_entry_sizes(void **state)
 {
 	struct cache *cache = cache_new(BIG, BIG);
@@ -1070,8 +1104,13 @@ static void test_bytes_are_the_sum_of_ready_entry_sizes(void **state)
 		snprintf(key, sizeof(key), "key-%.*s", i * 3 + 1, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
 		assert_int_equal(cache_lookup(cache, K(key), strlen(key), T0, &held[i]), CACHE_FOUND_READY);
 		size_t size = cache_entry_size(held[i]);
-		assert_int_equal(size, sizeof(struct cache_entry) + held[i]->key_len + held[i]->rowdesc_len +
-		                       held[i]->rows_len);
+		/* what malloc holds: two chunks (the struct; key and answer in one block), each the
+		 * bytes asked plus an 8-byte header rounded up to 16 (issue 14, item 9) */
+		size_t block = held[i]->key_len + held[i]->rowdesc_len + held[i]->rows_len + 1;
+		assert_true(held[i]->packed);
+		assert_ptr_equal(held[i]->rows, held[i]->key + held[i]->key_len + held[i]->rowdesc_len);
+		assert_int_equal(size, ((sizeof(struct cache_entry) + 8 + 15) & ~(size_t)15) + ((block + 8 + 15) & ~(size_t)15));
+		assert_true(size >= sizeof(struct cache_entry) + block + 16);
 		sum += size;
 	}
 	struct cache_stats st = cache_stats(cache);
@@ -1237,6 +1276,7 @@ int main(void)
 		cmocka_unit_test(test_flush_drops_ready_entries_only),
 		cmocka_unit_test(test_configure_shrinking_evicts_least_recent),
 		cmocka_unit_test(test_bytes_are_the_sum_of_ready_entry_sizes),
+		cmocka_unit_test(test_a_record_is_stored_at_once_and_counted_in_bytes_only),
 		cmocka_unit_test(test_hit_and_miss_counters),
 		cmocka_unit_test(test_many_keys_grow_the_table),
 		cmocka_unit_test(test_free_with_fills_in_flight_and_waiters),
