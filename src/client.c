@@ -300,9 +300,13 @@ static void send_auth_request(struct client *c, int32_t code, const void *data, 
 	msg_free(&m);
 }
 
+/*
+ * PostgreSQL's text; a role auth_query did not find also carries PgBouncer's
+ * "no such user" (scripts match it; it tells no more than PgBouncer does).
+ */
 static void auth_failed(struct client *c)
 {
-	client_fatal(c, SQLSTATE_INVALID_PASSWORD, NULL, NULL,
+	client_fatal(c, SQLSTATE_INVALID_PASSWORD, c->no_such_user ? "no such user" : NULL, NULL,
 	             "password authentication failed for user \"%s\"", c->user);
 }
 
@@ -470,10 +474,11 @@ static void start_scram(struct client *c, const char *stored)
 			return;
 		}
 	} else {
-		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC,
-		             "auth_file holds an MD5 hash for this user, which cannot verify SCRAM.",
+		/* PostgreSQL's outcome for an MD5-stored role under scram-sha-256 */
+		client_fatal(c, SQLSTATE_INVALID_PASSWORD,
+		             "The stored password is an MD5 hash, which cannot verify SCRAM.",
 		             "Store the plain password or its SCRAM secret in auth_file.",
-		             "SCRAM authentication is not possible for user \"%s\"", c->user);
+		             "password authentication failed for user \"%s\"", c->user);
 		return;
 	}
 	begin_scram_exchange(c, &secret);
@@ -621,9 +626,10 @@ static void start_auth(struct client *c)
 	} else if (authquery_enabled(sl, c->database) && sl->cfg->auth_type != AUTH_TYPE_ANY &&
 	           sl->cfg->auth_type != AUTH_TYPE_CERT && sl->cfg->auth_type != AUTH_TYPE_PEER) {
 		/* not in auth_file: PostgreSQL's own catalog may know the role */
-		const char *cached = authquery_cached(sl, c->database, c->user);
+		bool found = false;
+		const char *cached = authquery_cached(sl, c->database, c->user, &found);
 		if (cached) {
-			client_auth_query_done(c, *cached ? cached : NULL);
+			client_auth_query_done(c, *cached ? cached : NULL, found);
 			return;
 		}
 		if (authquery_lookup(sl, c)) {
@@ -634,8 +640,9 @@ static void start_auth(struct client *c)
 	begin_auth_method(c, e);
 }
 
-void client_auth_query_done(struct client *c, const char *password)
+void client_auth_query_done(struct client *c, const char *password, bool role_found)
 {
+	c->no_such_user = !role_found;
 	struct userlist_entry found = { c->user, (char *)password, password ? password_kind_of(password) : PASSWORD_PLAIN };
 	c->auth_step = CL_AUTH_PASSWORD;
 	if (password && !(c->auth_password = strdup(password))) {

@@ -475,6 +475,21 @@ static const char *placeholder_value(const struct config_key *key, const char *t
 }
 
 /* Parse text for key into out (strings are malloc'ed); why says what was expected. */
+/*
+ * A main-section value that parses, and PgBouncer 1.25 still refuses: the
+ * admin console as the global auth_dbname (a [databases] entry's is refused
+ * at login instead, as PgBouncer does). False with why set.
+ */
+static bool main_value_allowed(const struct config_key *key, const char *text, char *why, size_t whylen)
+{
+	if (strcmp(key->name, "auth_dbname") == 0 &&
+	    (strcmp(text, "pgbouncer") == 0 || strcmp(text, "pgsluice") == 0)) {
+		snprintf(why, whylen, "cannot use the reserved \"%s\" database as an auth_dbname", text);
+		return false;
+	}
+	return true;
+}
+
 static bool parse_value(const struct config_key *key, const char *text, union config_value *out,
                         char *why, size_t whylen)
 {
@@ -1114,7 +1129,7 @@ static bool load_main_key(struct load_state *st, const char *name, const char *v
 			warn_at(st, "unknown configuration key \"%s\" ignored", name);
 		return true;
 	}
-	if (!parse_value(key, value, &v, why, sizeof(why))) {
+	if (!main_value_allowed(key, value, why, sizeof(why)) || !parse_value(key, value, &v, why, sizeof(why))) {
 		set_load_error(st, "invalid value \"%s\" for key \"%s\": %s",
 		               shorten(value, shown, sizeof(shown)), key->name, why);
 		return false;
@@ -1561,7 +1576,7 @@ bool config_set(struct sluice_config *cfg, const char *name, const char *value,
 	}
 	for (size_t n = strlen(text); n > 0 && isspace((unsigned char)text[n - 1]); n--)
 		text[n - 1] = '\0';
-	bool ok = parse_value(key, text, &v, why, sizeof(why));
+	bool ok = main_value_allowed(key, text, why, sizeof(why)) && parse_value(key, text, &v, why, sizeof(why));
 	if (ok)
 		store_value(cfg, key, &v);
 	else

@@ -377,7 +377,8 @@ static const char *login_password(struct server *s)
 	const struct userlist_entry *e = p->sl->userlist ? userlist_find(p->sl->userlist, p->user_name) : NULL;
 	if (e)
 		return e->password;
-	const char *looked_up = authquery_cached(p->sl, p->db_name, p->user_name);
+	bool found;
+	const char *looked_up = authquery_cached(p->sl, p->db_name, p->user_name, &found);
 	return looked_up && *looked_up ? looked_up : NULL;
 }
 
@@ -416,7 +417,8 @@ static const char *start_sasl(struct server *s, struct msgreader *r)
 	} else if (!p->password && p->have_scram_keys) {
 		scram_client_init_keys(&s->scram, &p->scram_secret, p->scram_client_key);
 	} else {
-		return "SCRAM login to the server needs a plain-text password, or a client that logged in with SCRAM first";
+		return "cannot do SCRAM authentication: wrong password type (the server needs a plain-text password, "
+		       "or a client that logged in with SCRAM first)";
 	}
 	s->scram_started = true;
 	/* Over TLS, bind the exchange to the channel when the server offers it, so
@@ -564,7 +566,8 @@ static const char *handle_auth_request(struct server *s, struct msgreader *r)
 		return NULL;
 	case AUTH_REQ_PASSWORD:
 		if (!pw || password_kind_of(pw) != PASSWORD_PLAIN)
-			return "server asks for a cleartext password, and pgsluice has no plain-text password for this user";
+			return "cannot do plain-text authentication: wrong password type (the server asks for the "
+			       "password itself, and pgsluice has only a hash of it)";
 		send_password_message(s, pw, strlen(pw), true);
 		return NULL;
 	case AUTH_REQ_MD5: {
@@ -573,7 +576,8 @@ static const char *handle_auth_request(struct server *s, struct msgreader *r)
 		if (!salt)
 			return "malformed MD5 authentication request";
 		if (!pw || password_kind_of(pw) == PASSWORD_SCRAM)
-			return "server asks for MD5, and pgsluice has no plain-text password or MD5 hash for this user";
+			return "cannot do MD5 authentication: wrong password type (the server needs a plain-text "
+			       "password or an MD5 hash)";
 		if (password_kind_of(pw) == PASSWORD_PLAIN)
 			md5_password_hash(pw, s->pool->user_name, stored);
 		else

@@ -1,0 +1,128 @@
+# SPDX-License-Identifier: PostgreSQL
+"""PgBouncer behaviour parity, part B (issue 12): authentication outcomes and
+their texts as PgBouncer 1.25 reports them, so scripts and monitoring that
+match on PgBouncer's words keep working. One test per behaviour.
+"""
+
+import hashlib
+
+import psycopg
+import pytest
+
+import harness
+
+LOOKUP_QUERY = "SELECT usename, passwd FROM pg_shadow WHERE usename = $1"
+
+
+def md5_secret(user, password):
+    return "md5" + hashlib.md5((password + user).encode()).hexdigest()
+
+
+def login_failure(pooler, **params):
+    """The text libpq reports (message, DETAIL and HINT lines) for a refused login."""
+    with pytest.raises(psycopg.OperationalError) as caught:
+        pooler.connect(**params).close()
+    return str(caught.value)
+
+
+@pytest.fixture
+def lookup_roles(pg, monkeypatch):
+    """pb_lookup (auth_user, in auth_file) and pb_role (only in PostgreSQL)."""
+    pg.query("DROP ROLE IF EXISTS pb_role")
+    pg.query("DROP ROLE IF EXISTS pb_lookup")
+    pg.query("CREATE ROLE pb_lookup LOGIN SUPERUSER PASSWORD 'lookup_pw'")
+    pg.query("CREATE ROLE pb_role LOGIN PASSWORD 'role_pw'")
+    pg.query("GRANT ALL ON DATABASE app TO pb_role")
+    monkeypatch.setitem(harness.PASSWORDS, "pb_lookup", "lookup_pw")
+    yield
+    pg.query("REVOKE ALL ON DATABASE app FROM pb_role")
+    pg.query("DROP ROLE IF EXISTS pb_role")
+    pg.query("DROP ROLE IF EXISTS pb_lookup")
+
+
+def looked_up_entry(pg, extra=""):
+    return f"host={pg.host} port={pg.port} dbname=app {extra}".strip()
+
+
+# -- auth_query outcomes (PgBouncer's test_auth.py: test_auth_user, test_auth_dbname_*) --
+
+def test_auth_query_role_that_does_not_exist_is_no_such_user(sluice, pg, lookup_roles):
+    pooler = sluice(auth_type="md5", auth_user="pb_lookup", auth_query=LOOKUP_QUERY,
+                    databases={"looked": looked_up_entry(pg)})
+    with pooler.connect(user="pb_role", password="role_pw", dbname="looked") as conn:
+        assert conn.execute("select current_user").fetchone() == ("pb_role",)
+    text = login_failure(pooler, user="pb_nobody", password="x", dbname="looked")
+    assert "no such user" in text, text
+    text = login_failure(pooler, user="pb_role", password="wrong", dbname="looked")
+    assert "password authentication failed" in text, text
+
+
+def test_auth_query_that_fails_in_postgresql_is_a_config_error(sluice, pg, lookup_roles):
+    bad = "SELECT usename, passwd FROM not_pg_shadow WHERE usename = $1"
+    pooler = sluice(auth_type="md5", auth_user="pb_lookup",
+                    databases={"looked": looked_up_entry(pg, f"auth_query='{bad}'")})
+    text = login_failure(pooler, user="pb_role", password="role_pw", dbname="looked")
+    assert "bouncer config error" in text, text
+    assert '"not_pg_shadow" does not exist' in pooler.log_text(lines=200)
+
+
+def test_auth_dbname_that_is_not_configured_is_a_config_error(sluice, pg, lookup_roles):
+    pooler = sluice(auth_type="md5", auth_user="pb_lookup", auth_dbname="pb_unconfigured",
+                    databases={"looked": looked_up_entry(pg),
+                               "own": looked_up_entry(pg, "auth_dbname=looked")})
+    text = login_failure(pooler, user="pb_role", password="role_pw", dbname="looked")
+    assert "bouncer config error" in text, text
+    assert 'authentication database "pb_unconfigured" is not configured' in pooler.log_text(lines=200)
+    # an entry's own auth_dbname wins over the global one
+    with pooler.connect(user="pb_role", password="role_pw", dbname="own") as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+
+
+def test_auth_dbname_that_is_disabled_refuses_the_login(sluice, pg, lookup_roles):
+    pooler = sluice(auth_type="md5", auth_user="pb_lookup",
+                    databases={"authdb": looked_up_entry(pg),
+                               "looked": looked_up_entry(pg, "auth_dbname=authdb")})
+    with pooler.connect(dbname="pgbouncer") as admin:
+        admin.execute("DISABLE authdb")
+    text = login_failure(pooler, user="pb_role", password="role_pw", dbname="looked")
+    assert 'authentication database "authdb" is disabled' in text, text
+
+
+def test_admin_console_as_auth_dbname_of_an_entry_is_a_config_error(sluice, pg, lookup_roles):
+    pooler = sluice(auth_type="md5", auth_user="pb_lookup",
+                    databases={"looked": looked_up_entry(pg, "auth_dbname=pgbouncer"),
+                               "*": f"host={pg.host} port={pg.port} auth_dbname=pgbouncer"})
+    for dbname in ("looked", "app_elsewhere", "pgbouncer"):
+        text = login_failure(pooler, user="pb_role", password="role_pw", dbname=dbname)
+        assert "bouncer config error" in text, (dbname, text)
+    assert 'cannot use the reserved "pgbouncer" database as an auth_dbname' in pooler.log_text(lines=200)
+
+
+def test_admin_console_as_global_auth_dbname_keeps_the_pooler_from_starting(sluice, pg):
+    with pytest.raises(Exception) as caught:
+        sluice(auth_type="md5", auth_user="app", auth_dbname="pgbouncer")
+    assert 'cannot use the reserved "pgbouncer" database as an auth_dbname' in str(caught.value)
+
+
+# -- password types (test_scram_server, test_scram_client) ---------------------------------
+
+def test_server_scram_login_with_an_md5_hash_in_auth_file_says_wrong_password_type(sluice, pg, monkeypatch):
+    pg.query("DROP ROLE IF EXISTS pb_scram")
+    pg.query("CREATE ROLE pb_scram LOGIN PASSWORD 'scram_pw'")      # stored as SCRAM
+    pg.query("GRANT ALL ON DATABASE app TO pb_scram")
+    monkeypatch.setitem(harness.PASSWORDS, "pb_scram", md5_secret("pb_scram", "scram_pw"))
+    try:
+        pooler = sluice(databases={"wrongtype": f"host={pg.host} port={pg.port} dbname=app user=pb_scram"})
+        text = login_failure(pooler, dbname="wrongtype")
+        assert "wrong password type" in text, text
+    finally:
+        pg.query("REVOKE ALL ON DATABASE app FROM pb_scram")
+        pg.query("DROP ROLE IF EXISTS pb_scram")
+
+
+def test_scram_client_login_against_an_md5_hash_is_an_authentication_failure(sluice, monkeypatch):
+    monkeypatch.setitem(harness.PASSWORDS, "pb_md5only", md5_secret("pb_md5only", "foo"))
+    pooler = sluice(auth_type="scram-sha-256")
+    for password in ("foo", "wrong"):
+        text = login_failure(pooler, user="pb_md5only", password=password)
+        assert "password authentication failed" in text or "SASL authentication failed" in text, text
