@@ -49,6 +49,7 @@ struct aq_settings {
 	const char *auth_user;    /* "" = no lookups */
 	const char *auth_query;
 	const char *dbname;       /* the entry the query runs in */
+	bool dbname_is_client_db; /* no auth_dbname: dbname is the client's own database */
 };
 
 struct aq_wait {        /* one lookup under way, for one client */
@@ -74,8 +75,10 @@ static struct aq_settings settings_for(const struct sluice_config *cfg, const ch
 		.auth_query = db && db->auth_query ? db->auth_query : cfg->auth_query,
 		.dbname = db && db->auth_dbname ? db->auth_dbname : cfg->auth_dbname,
 	};
-	if (!a.dbname[0])
+	if (!a.dbname[0]) {
 		a.dbname = database ? database : "";
+		a.dbname_is_client_db = true;
+	}
 	return a;
 }
 
@@ -272,9 +275,13 @@ static const char *unusable_auth_dbname(struct sluice *sl, const struct aq_setti
 	*message = "bouncer config error";
 	if (admin_is_console_db(a->dbname))
 		snprintf(buf, len, "cannot use the reserved \"%s\" database as an auth_dbname", a->dbname);
-	else if (!config_find_db(sl->cfg, a->dbname))
+	else if (!config_find_db(sl->cfg, a->dbname)) {
+		/* an unknown database asked for is told only after the exchange (errors.md, 3D000) */
+		if (a->dbname_is_client_db)
+			return NULL;
 		snprintf(buf, len, "authentication database \"%s\" is not configured", a->dbname);
-	else if (admin_db_disabled(sl, a->dbname)) {
+	}
+	else if (!a->dbname_is_client_db && admin_db_disabled(sl, a->dbname)) {
 		snprintf(buf, len, "authentication database \"%s\" is disabled", a->dbname);
 		*sqlstate = SQLSTATE_OBJECT_NOT_IN_STATE;
 		*message = buf;
