@@ -170,11 +170,16 @@ static struct aq_conn *conn_for(struct sluice *sl, const struct aq_settings *a)
 	const char *dbname = a->dbname;
 	if (!config_find_db(sl->cfg, dbname))
 		return NULL;
-	/* As auth_user; a fixed search_path: the query cannot be redirected to a user's objects. */
+	/*
+	 * As auth_user, with auth_user's own search_path (as PgBouncer: an
+	 * auth_query may call a function by its unqualified name). pg_catalog is
+	 * searched first all the same, so pg_shadow cannot be shadowed; no
+	 * client's settings ever reach this connection.
+	 */
 	struct db_target t;
 	char err[256];
 	if (!db_target_resolve(sl->cfg, sl->userlist, "auth_dbname", dbname, a->auth_user,
-	                       "pgsluice-auth-query", 5, "-c search_path=pg_catalog", &t, err, sizeof(err))) {
+	                       "pgsluice-auth-query", 5, NULL, &t, err, sizeof(err))) {
 		log_warning("auth_query: %s", err);
 		return NULL;
 	}

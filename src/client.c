@@ -510,8 +510,9 @@ static void start_cert_auth(struct client *c, const char *map)
 	}
 	if (map ? !ident_map_allows(c->sl->ident, map, cn, c->user) : strcmp(cn, c->user) != 0) {
 		if (map)
-			log_info("C-%llu: no match in usermap \"%s\" for user \"%s\" authenticated as \"%s\"",
-			         (unsigned long long)c->id, map, c->user, cn);
+			log_info("C-%llu: ident map: %s does not have a match (no match in usermap \"%s\" "
+			         "for user \"%s\" authenticated as \"%s\")",
+			         (unsigned long long)c->id, map, map, c->user, cn);
 		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL,
 		             "certificate authentication failed for user \"%s\"", c->user);
 		return;
@@ -542,8 +543,9 @@ static void peer_login(struct client *c, const char *map)
 	}
 	if (map ? !ident_map_allows(c->sl->ident, map, sysuser, c->user) : strcmp(sysuser, c->user) != 0) {
 		if (map)
-			log_info("C-%llu: no match in usermap \"%s\" for user \"%s\" authenticated as \"%s\"%s",
-			         (unsigned long long)c->id, map, c->user, sysuser,
+			log_info("C-%llu: ident map %s cannot be matched (no match in usermap \"%s\" for user \"%s\" "
+			         "authenticated as \"%s\"%s)",
+			         (unsigned long long)c->id, map, map, c->user, sysuser,
 			         c->sl->ident ? "" : " (auth_ident_file is not set)");
 		else
 			log_info("C-%llu: provided user name (%s) and authenticated user name (%s) do not match",
@@ -649,8 +651,10 @@ void client_auth_query_done(struct client *c, const char *password, bool role_fo
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return;
 	}
-	/* A role the catalog does not know goes through the exchange anyway and fails. */
-	begin_auth_method(c, password ? &found : NULL);
+	/* A role the catalog does not know goes through the exchange anyway and fails.
+	 * Under trust a role it knows is enough, a password or not (PgBouncer). */
+	bool known = password || (role_found && c->sl->cfg->auth_type == AUTH_TYPE_TRUST);
+	begin_auth_method(c, known ? &found : NULL);
 }
 
 static void begin_auth_method(struct client *c, const struct userlist_entry *e)
@@ -666,7 +670,9 @@ static void begin_auth_method(struct client *c, const struct userlist_entry *e)
 		return;
 	case AUTH_TYPE_TRUST:
 		if (!e) {
-			client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, "auth_type is trust, and the user is not in auth_file.",
+			/* PgBouncer's "no such user" when auth_query did not find the role either */
+			client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC,
+			             c->no_such_user ? "no such user" : "auth_type is trust, and the user is not in auth_file.",
 			             NULL, "user \"%s\" is not allowed to log in", c->user);
 			return;
 		}

@@ -126,3 +126,54 @@ def test_scram_client_login_against_an_md5_hash_is_an_authentication_failure(slu
     for password in ("foo", "wrong"):
         text = login_failure(pooler, user="pb_md5only", password=password)
         assert "password authentication failed" in text or "SASL authentication failed" in text, text
+
+
+# -- auth_user / auth_query details (test_auth_user_*_trust_*, test_auth_query_no_set_commands) --
+
+def test_trust_with_auth_query_and_a_role_that_does_not_exist_is_no_such_user(sluice, pg, lookup_roles):
+    # over PostgreSQL's unix socket, which trusts every role: no server password is needed
+    pooler = sluice(auth_type="trust", auth_user="pb_lookup", auth_query=LOOKUP_QUERY,
+                    databases={"looked": f"host={pg.socket_dir} port={pg.port} dbname=app"})
+    text = login_failure(pooler, user="pb_nobody", password="x", dbname="looked")
+    assert "no such user" in text, text
+    # a role the query finds logs in under trust, whatever password it gives
+    with pooler.connect(user="pb_role", password="anything", dbname="looked") as conn:
+        assert conn.execute("select current_user").fetchone() == ("pb_role",)
+
+
+def test_auth_user_without_a_password_in_auth_file_looks_roles_up(sluice, pg, lookup_roles):
+    """auth_user need not be in auth_file when PostgreSQL trusts it (here: its unix socket)."""
+    pg.query("DROP ROLE IF EXISTS pb_nopw_lookup")
+    pg.query("CREATE ROLE pb_nopw_lookup LOGIN SUPERUSER")
+    try:
+        local = f"host={pg.socket_dir} port={pg.port} dbname=app"
+        pooler = sluice(auth_type="md5", auth_user="pb_nopw_lookup", auth_dbname="local",
+                        databases={"local": local, "looked": looked_up_entry(pg)})
+        with pooler.connect(user="pb_role", password="role_pw", dbname="looked") as conn:
+            assert conn.execute("select current_user").fetchone() == ("pb_role",)
+        text = login_failure(pooler, user="pb_role", password="wrong", dbname="looked")
+        assert "password authentication failed" in text, text
+    finally:
+        pg.query("DROP ROLE IF EXISTS pb_nopw_lookup")
+
+
+def test_auth_query_may_call_a_function_by_its_unqualified_name(sluice, pg, lookup_roles):
+    """auth_user's own search_path, as PgBouncer; client settings never reach the lookup."""
+    pg.query("""CREATE OR REPLACE FUNCTION public.pb_get_auth(name text)
+                RETURNS TABLE(usename name, passwd text) LANGUAGE plpgsql SECURITY DEFINER AS $$
+                BEGIN
+                  IF current_setting('search_path') LIKE '%pb_evil%' THEN
+                    RAISE EXCEPTION 'client search_path reached the auth_query';
+                  END IF;
+                  RETURN QUERY SELECT s.usename, s.passwd FROM pg_shadow s WHERE s.usename = name;
+                END $$""")
+    try:
+        pooler = sluice(auth_type="md5", auth_user="pb_lookup",
+                        auth_query="SELECT * FROM pb_get_auth($1)",
+                        track_extra_parameters="search_path",
+                        databases={"looked": looked_up_entry(pg)})
+        with pooler.connect(user="pb_role", password="role_pw", dbname="looked",
+                            options="-c search_path=pb_evil,public") as conn:
+            assert conn.execute("select current_user").fetchone() == ("pb_role",)
+    finally:
+        pg.query("DROP FUNCTION IF EXISTS public.pb_get_auth(text)")
