@@ -6,6 +6,7 @@
  */
 #include "server.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/dns.h>
 #include <event2/event.h>
@@ -18,6 +19,7 @@
 
 #include "ai/cache_proto.h"
 #include "auth.h"
+#include "dnscache.h"
 #include "authquery.h"
 #include "cancel.h"
 #include "client.h"
@@ -134,9 +136,9 @@ static bool connect_host(struct server *s);
 static void host_failed(struct server *s, const char *why)
 {
 	struct pool *p = s->pool;
-	if (s->addrs)
-		evutil_freeaddrinfo(s->addrs);
-	s->addrs = s->addr_next = NULL;
+	free(s->addrs);
+	s->addrs = NULL;
+	s->addr_next = 0;
 	if (--s->hosts_left <= 0) {
 		connect_failed(s, why);
 		return;
@@ -151,34 +153,56 @@ static void host_failed(struct server *s, const char *why)
 static void try_next_address(struct server *s)
 {
 	char why[256] = "no address";
-	while (s->addr_next) {
-		struct evutil_addrinfo *a = s->addr_next;
-		s->addr_next = a->ai_next;
-		if (connio_connect(&s->io, s->pool->sl->base, a->ai_addr, (socklen_t)a->ai_addrlen, &server_io_ops, s))
+	while (s->addrs && s->addr_next < s->addrs->n) {
+		int i = s->addr_next++;
+		if (connio_connect(&s->io, s->pool->sl->base, (struct sockaddr *)&s->addrs->addr[i], s->addrs->len[i],
+		                   &server_io_ops, s))
 			return;
 		snprintf(why, sizeof(why), "%s", strerror(errno));
 	}
 	host_failed(s, why);
 }
 
-/* The host name resolved (libevent's evdns, asynchronous): connect to its addresses in turn. */
+/* An address written as such: nothing to keep, evdns answers it at once. */
+static bool numeric_host(const char *host)
+{
+	struct in6_addr any;
+	return inet_pton(AF_INET, host, &any) == 1 || inet_pton(AF_INET6, host, &any) == 1;
+}
+
+/* Connect to the addresses of s->host_name (err 0), or count the host as down (err: EVUTIL_EAI_*). */
+static void addresses_known(struct server *s, int err)
+{
+	if (err || !s->addrs || s->addrs->n == 0) {
+		char why[512];
+		snprintf(why, sizeof(why), "could not resolve host \"%s\": %s", s->host_name,
+		         evutil_gai_strerror(err ? err : EVUTIL_EAI_NONAME));
+		host_failed(s, why);
+		return;
+	}
+	s->addr_next = 0;
+	try_next_address(s);
+}
+
+/* The host name resolved (libevent's evdns, asynchronous): keep the answer, connect to its addresses in turn. */
 static void dns_done(int err, struct evutil_addrinfo *res, void *arg)
 {
 	struct server *s = arg;
 	if (err == EVUTIL_EAI_CANCEL)
 		return;    /* s is being closed */
 	s->dns_req = NULL;
-	if (err || !res) {
-		char why[512];
-		snprintf(why, sizeof(why), "could not resolve host \"%s\": %s", s->host_name,
-		         evutil_gai_strerror(err ? err : EVUTIL_EAI_NONAME));
-		if (res)
-			evutil_freeaddrinfo(res);
-		host_failed(s, why);
-		return;
-	}
-	s->addrs = s->addr_next = res;
-	try_next_address(s);
+	struct sluice *sl = s->pool->sl;
+	if (!err && res && !numeric_host(s->host_name))
+		dnscache_store(sl, s->host_name, res, 0);
+	else if (err)
+		dnscache_store(sl, s->host_name, NULL, err);
+	free(s->addrs);
+	s->addrs = (!err && res) ? malloc(sizeof(*s->addrs)) : NULL;
+	if (s->addrs)
+		dnscache_addrs_from(res, s->host_port, s->addrs);
+	if (res)
+		evutil_freeaddrinfo(res);
+	addresses_known(s, err ? err : s->addrs ? 0 : EVUTIL_EAI_MEMORY);
 }
 
 /* Start connecting to host s->host_index of the pool's list; false when the attempt is over (failed). */
@@ -215,6 +239,17 @@ static bool connect_host(struct server *s)
 	hints.ai_protocol = IPPROTO_TCP;
 	hints.ai_flags = EVUTIL_AI_ADDRCONFIG;
 	snprintf(port, sizeof(port), "%d", s->host_port);
+	/* an answer kept for dns_max_ttl (or a missing name for dns_nxdomain_ttl) */
+	struct dns_addrs known;
+	int known_err = 0;
+	if (dnscache_lookup(sl, s->host_name, s->host_port, &known, &known_err)) {
+		free(s->addrs);
+		s->addrs = known_err ? NULL : malloc(sizeof(*s->addrs));
+		if (s->addrs)
+			*s->addrs = known;
+		addresses_known(s, known_err ? known_err : s->addrs ? 0 : EVUTIL_EAI_MEMORY);
+		return true;
+	}
 	/* the answer may come before this returns (a numeric address, /etc/hosts):
 	 * then the request is NULL and dns_done already ran */
 	struct evdns_getaddrinfo_request *req = evdns_getaddrinfo(sl->dns, s->host_name, port, &hints, dns_done, s);
@@ -250,11 +285,12 @@ bool server_connect_next(struct server *s)
 	}
 	if (s->io.state != IO_CONNECTING)
 		return false;
-	if (!s->addr_next && s->hosts_left <= 1)
+	bool more = s->addrs && s->addr_next < s->addrs->n;
+	if (!more && s->hosts_left <= 1)
 		return false;
 	connio_close(&s->io);
 	s->connect_time = now_usec();
-	if (s->addr_next)
+	if (more)
 		try_next_address(s);
 	else
 		host_failed(s, "no answer within server_connect_timeout");
@@ -336,8 +372,7 @@ void server_close(struct server *s, const char *reason)
 	cancel_detach(s);
 	if (s->dns_req)
 		evdns_getaddrinfo_cancel(s->dns_req);
-	if (s->addrs)
-		evutil_freeaddrinfo(s->addrs);
+	free(s->addrs);
 	connio_close(&s->io);
 	varcache_clear(&s->vars);
 	prepared_server_free(s);
@@ -1127,9 +1162,9 @@ static void server_io_connect(void *arg)
 		send_startup(s);
 		return;
 	}
-	if (s->addrs)
-		evutil_freeaddrinfo(s->addrs);
-	s->addrs = s->addr_next = NULL;
+	free(s->addrs);
+	s->addrs = NULL;
+	s->addr_next = 0;
 	s->addr_len = sizeof(s->addr);
 	if (getpeername(s->io.fd, (struct sockaddr *)&s->addr, &s->addr_len) != 0)
 		s->addr_len = 0;
@@ -1155,7 +1190,7 @@ static void server_io_error(void *arg, const char *why)
 		char reason[300];
 		str_copy(reason, why, sizeof(reason));
 		connio_close(&s->io);
-		if (s->addr_next)
+		if (s->addrs && s->addr_next < s->addrs->n)
 			try_next_address(s);
 		else
 			host_failed(s, reason);

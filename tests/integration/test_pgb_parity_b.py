@@ -5,6 +5,7 @@ match on PgBouncer's words keep working. One test per behaviour.
 """
 
 import hashlib
+import socket
 
 import psycopg
 import pytest
@@ -177,3 +178,55 @@ def test_auth_query_may_call_a_function_by_its_unqualified_name(sluice, pg, look
             assert conn.execute("select current_user").fetchone() == ("pb_role",)
     finally:
         pg.query("DROP FUNCTION IF EXISTS public.pb_get_auth(text)")
+
+
+# -- DNS (issue 12 item 3; SHOW DNS_HOSTS as PgBouncer) -------------------------------------
+
+def admin_rows(pooler, sql):
+    with pooler.connect(dbname="pgbouncer") as admin:
+        return admin.execute(sql).fetchall()
+
+
+def test_show_dns_hosts_lists_a_resolved_server_host_name_for_dns_max_ttl(sluice, pg):
+    pooler = sluice(dns_max_ttl=30, databases={"byname": f"host=localhost port={pg.port} dbname=app"})
+    assert admin_rows(pooler, "SHOW DNS_HOSTS") == []
+    with pooler.connect(dbname="byname") as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+    rows = admin_rows(pooler, "SHOW DNS_HOSTS")
+    assert [r[0] for r in rows] == ["localhost"], rows
+    host, ttl, addrs = rows[0]
+    assert 0 < ttl <= 30, rows
+    assert "127.0.0.1" in addrs.split(",") or "::1" in addrs.split(","), rows
+    # a numeric address is never listed, and SHOW DNS_ZONES keeps PgBouncer's columns
+    with pooler.connect() as conn:
+        conn.execute("select 1")
+    assert [r[0] for r in admin_rows(pooler, "SHOW DNS_HOSTS")] == ["localhost"]
+    with pooler.connect(dbname="pgbouncer") as admin:
+        cur = admin.execute("SHOW DNS_ZONES")
+        assert [d.name for d in cur.description] == ["zonename", "serial", "count"]
+        assert cur.fetchall() == []
+
+
+def test_dns_max_ttl_zero_keeps_no_answer(sluice, pg):
+    pooler = sluice(dns_max_ttl=0, databases={"byname": f"host=localhost port={pg.port} dbname=app"})
+    with pooler.connect(dbname="byname") as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+    assert admin_rows(pooler, "SHOW DNS_HOSTS") == []
+
+
+def test_a_name_that_does_not_exist_is_kept_for_dns_nxdomain_ttl(sluice, pg):
+    bad = "pgsluice-no-such-host.invalid"
+    try:
+        socket.getaddrinfo(bad, 5432)
+        pytest.skip(f"{bad} resolves here")
+    except socket.gaierror as e:
+        if e.errno not in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
+            pytest.skip(f"no resolver that answers NXDOMAIN here ({e})")
+    pooler = sluice(dns_nxdomain_ttl=30, server_login_retry=0, query_wait_timeout=3,
+                    databases={"nowhere": f"host={bad} port={pg.port} dbname=app"})
+    with pytest.raises(psycopg.OperationalError) as caught:
+        pooler.connect(dbname="nowhere").close()
+    assert f'could not resolve host "{bad}"' in str(caught.value), caught.value
+    rows = admin_rows(pooler, "SHOW DNS_HOSTS")
+    assert [(r[0], r[2]) for r in rows] == [(bad, "")], rows
+    assert 0 < rows[0][1] <= 30
