@@ -2044,7 +2044,7 @@ static bool cmd_reconnect(struct client *c, struct msgbuf *m, const struct token
 	struct pool *p;
 	TAILQ_FOREACH(p, &c->sl->pools, entry)
 		if (in_scope(p, db))
-			pool_reconnect(p);
+			pool_reconnect(p, "reconnect requested");
 	command_complete(m, "RECONNECT");
 	return true;
 }

@@ -326,7 +326,7 @@ static void apply_watched_changes(struct sluice *sl, struct watched_settings *be
 		log_info("server_tls settings changed: server connections are closed when idle");
 		struct pool *p;
 		TAILQ_FOREACH(p, &sl->pools, entry)
-			pool_reconnect(p);
+			pool_reconnect(p, "database configuration changed");
 	}
 	if (text_changed(before->auth_lookup, after.auth_lookup))
 		authquery_reset(sl);

@@ -489,7 +489,9 @@ void pool_release_server(struct server *s, bool clean)
 	}
 	if (!clean || s->close_when_released || p->stale || pool_is_paused(p)) {
 		server_close(s, !clean ? "client disconnected with the server busy"
-		                : pool_is_paused(p) ? "database paused" : "server configuration changed");
+		                : pool_is_paused(p) ? "database paused"
+		                : s->close_when_released && p->reconnect_reason ? p->reconnect_reason
+		                : "database configuration changed");
 		launch_for_waiters(p);
 		return;
 	}
@@ -535,7 +537,8 @@ void pool_server_ready(struct server *s)
 				client_welcome(c);
 	if (pool_is_paused(p) || s->close_when_released) {
 		/* admin console: PAUSE closes servers as they come free, RECONNECT too */
-		server_close(s, pool_is_paused(p) ? "database paused" : "reconnect requested");
+		server_close(s, pool_is_paused(p) ? "database paused"
+		                : p->reconnect_reason ? p->reconnect_reason : "reconnect requested");
 		return;
 	}
 	if (s->state != SV_IDLE)
@@ -837,14 +840,15 @@ void pool_close_idle(struct pool *p, const char *reason)
 		server_close(s, reason);
 }
 
-void pool_reconnect(struct pool *p)
+void pool_reconnect(struct pool *p, const char *reason)
 {
 	struct server *s;
+	p->reconnect_reason = reason;
 	TAILQ_FOREACH(s, &p->login_servers, entry)
 		s->close_when_released = true;
 	TAILQ_FOREACH(s, &p->active_servers, entry)
 		s->close_when_released = true;
-	pool_close_idle(p, "reconnect requested");
+	pool_close_idle(p, reason);
 }
 
 void pool_kill(struct pool *p)

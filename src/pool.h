@@ -87,6 +87,7 @@ struct pool {
 	uint8_t *last_login_error;     /* ErrorResponse message to give waiting clients, owned */
 	size_t last_login_error_len;
 	bool stale;                    /* config changed its target: close servers when released */
+	const char *reconnect_reason; /* why close_when_released servers go (pool_reconnect), static */
 
 	/* admin console: counters, and their values at the last two stats_period ticks */
 	struct pool_stats stats, stats_newer, stats_older;
@@ -214,8 +215,12 @@ bool pool_is_paused(const struct pool *p);
 /* Close p's idle servers now (PAUSE, RECONNECT); reason is logged. */
 void pool_close_idle(struct pool *p, const char *reason);
 
-/* Close every server of p once released, idle ones now (RECONNECT). */
-void pool_reconnect(struct pool *p);
+/*
+ * Close every server of p once released, idle ones now (RECONNECT, a
+ * server_tls_* change); reason (static) is what the log says for each,
+ * PgBouncer's "database configuration changed" for a configuration change.
+ */
+void pool_reconnect(struct pool *p, const char *reason);
 
 /* Disconnect p's clients (SQLSTATE 57P01) and close its servers now (KILL); p must be paused. */
 void pool_kill(struct pool *p);

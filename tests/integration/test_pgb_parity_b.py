@@ -230,3 +230,40 @@ def test_a_name_that_does_not_exist_is_kept_for_dns_nxdomain_ttl(sluice, pg):
     rows = admin_rows(pooler, "SHOW DNS_HOSTS")
     assert [(r[0], r[2]) for r in rows] == [(bad, "")], rows
     assert 0 < rows[0][1] <= 30
+
+
+# -- server TLS settings on reload (test_ssl.py: test_servers_*_tls_*) ------------------------
+
+def server_states(pooler):
+    with pooler.connect(dbname="pgbouncer") as admin:
+        cur = admin.execute("SHOW SERVERS")
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, row))["state"] for row in cur.fetchall()]
+
+
+def test_reload_without_a_tls_change_keeps_the_servers(sluice):
+    pooler = sluice(pool_mode="transaction", server_tls_sslmode="disable")
+    with pooler.connect() as conn:
+        pid = conn.execute("select pg_backend_pid()").fetchone()
+        pooler.reload()
+        harness.wait_for(lambda: "reload" in pooler.log_text(lines=400).lower(), 5, what="the reload")
+        assert conn.execute("select pg_backend_pid()").fetchone() == pid
+    assert "database configuration changed" not in pooler.log_text(lines=400)
+
+
+def test_server_tls_change_closes_servers_as_database_configuration_changed(sluice):
+    pooler = sluice(pool_mode="session", server_tls_sslmode="disable", default_pool_size=2)
+    busy = pooler.connect()
+    busy.execute("select 1")
+    with pooler.connect() as idle:      # a second server, idle once this client leaves
+        idle.execute("select 1")
+    harness.wait_for(lambda: "idle" in server_states(pooler), 5, what="an idle server")
+    pooler.reload(server_tls_sslmode="allow")
+    # the idle server at once, the busy one when its client leaves: PgBouncer's words for both
+    harness.wait_for(lambda: pooler.log_text(lines=400).count("closing because: database configuration changed") >= 1,
+                     5, what="the idle server closed")
+    busy.close()
+    harness.wait_for(lambda: pooler.log_text(lines=400).count("closing because: database configuration changed") >= 2,
+                     5, what="the busy server closed once released")
+    with pooler.connect() as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
