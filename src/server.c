@@ -117,6 +117,16 @@ static void send_startup(struct server *s)
 	msg_free(&m);
 }
 
+/* "host:port" of the host being tried or used, "unix:port" for a unix socket: PgBouncer's log prefix. */
+static const char *server_where(const struct server *s, char *buf, size_t len)
+{
+	if (s->host_name[0] == '\0' || s->host_name[0] == '/')
+		snprintf(buf, len, "unix:%d", s->host_port);
+	else
+		snprintf(buf, len, "%s:%d", s->host_name, s->host_port);
+	return buf;
+}
+
 static void connect_failed(struct server *s, const char *why)
 {
 	if (connecting_now)
@@ -143,8 +153,10 @@ static void host_failed(struct server *s, const char *why)
 		connect_failed(s, why);
 		return;
 	}
-	log_warning("S-%llu: %s/%s host \"%s\" port %d failed (%s), trying the next host",
-	            (unsigned long long)s->id, p->db_name, p->user_name, s->host_name, s->host_port, why);
+	char where[300];
+	log_warning("S-%llu: %s/%s@%s closing because: connect failed: host \"%s\" port %d failed (%s), "
+	            "trying the next host", (unsigned long long)s->id, p->db_name, p->user_name,
+	            server_where(s, where, sizeof(where)), s->host_name, s->host_port, why);
 	s->host_index = (s->host_index + 1) % pool_host_count(p);
 	connect_host(s);
 }
@@ -355,9 +367,10 @@ void server_close(struct server *s, const char *reason)
 {
 	struct pool *p = s->pool;
 	struct client *c = s->client;
+	char where[300];
 	if (p->sl->cfg->log_disconnections || s->state == SV_LOGIN)
-		log_info("S-%llu: %s/%s closing because: %s (age=%llds)", (unsigned long long)s->id,
-		         p->db_name, p->user_name, reason,
+		log_info("S-%llu: %s/%s@%s closing because: %s (age=%llds)", (unsigned long long)s->id,
+		         p->db_name, p->user_name, server_where(s, where, sizeof(where)), reason,
 		         (long long)((now_usec() - s->connect_time) / USEC_PER_SEC));
 	bool requeue = c && s->internal == SV_INTERNAL_SETUP;
 	if (c) {
@@ -1168,6 +1181,11 @@ static void server_io_connect(void *arg)
 	s->addr_len = sizeof(s->addr);
 	if (getpeername(s->io.fd, (struct sockaddr *)&s->addr, &s->addr_len) != 0)
 		s->addr_len = 0;
+	if (s->pool->sl->cfg->log_connections) {
+		char where[300];
+		log_info("S-%llu: %s/%s@%s new connection to server", (unsigned long long)s->id,
+		         s->pool->db_name, s->pool->user_name, server_where(s, where, sizeof(where)));
+	}
 	socket_tune(s->io.fd, s->pool->sl->cfg);
 	if (want_tls(s))
 		send_ssl_request(s);

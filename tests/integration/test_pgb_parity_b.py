@@ -267,3 +267,16 @@ def test_server_tls_change_closes_servers_as_database_configuration_changed(slui
                      5, what="the busy server closed once released")
     with pooler.connect() as conn:
         assert conn.execute("select 1").fetchone() == (1,)
+
+
+# -- host lists in the log (test_host_strategy.py) ------------------------------------------
+
+def test_host_list_log_names_the_host_that_failed_and_the_one_connected(sluice, pg):
+    dead = harness.free_port()
+    pooler = sluice(databases={"bad_first": f"host=127.0.0.1,127.0.0.1 port={dead},{pg.port} dbname=app"})
+    for _ in range(3):
+        with pooler.connect(dbname="bad_first") as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+    log = pooler.logfile.read_text()
+    assert log.count(f"@127.0.0.1:{dead} closing because: connect failed") == 1, log
+    assert log.count(f"@127.0.0.1:{pg.port} new connection to server") == 1, log
