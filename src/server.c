@@ -154,9 +154,11 @@ static void host_failed(struct server *s, const char *why)
 		return;
 	}
 	char where[300];
-	log_warning("S-%llu: %s/%s@%s closing because: connect failed: host \"%s\" port %d failed (%s), "
+	/* PgBouncer's words first, so its log patterns match; then which host and why */
+	const char *what = strncmp(why, "could not resolve host", 22) == 0 ? "server DNS lookup failed" : "connect failed";
+	log_warning("S-%llu: %s/%s@%s closing because: %s: host \"%s\" port %d failed (%s), "
 	            "trying the next host", (unsigned long long)s->id, p->db_name, p->user_name,
-	            server_where(s, where, sizeof(where)), s->host_name, s->host_port, why);
+	            server_where(s, where, sizeof(where)), what, s->host_name, s->host_port, why);
 	s->host_index = (s->host_index + 1) % pool_host_count(p);
 	connect_host(s);
 }

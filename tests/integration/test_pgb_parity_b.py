@@ -280,3 +280,19 @@ def test_host_list_log_names_the_host_that_failed_and_the_one_connected(sluice, 
     log = pooler.logfile.read_text()
     assert log.count(f"@127.0.0.1:{dead} closing because: connect failed") == 1, log
     assert log.count(f"@127.0.0.1:{pg.port} new connection to server") == 1, log
+
+
+def test_host_list_with_a_name_that_does_not_resolve_logs_server_dns_lookup_failed(sluice, pg):
+    bad = "pgsluice-no-such-host.invalid"
+    try:
+        socket.getaddrinfo(bad, 5432)
+        pytest.skip(f"{bad} resolves here")
+    except socket.gaierror as e:
+        if e.errno not in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
+            pytest.skip(f"no resolver that answers NXDOMAIN here ({e})")
+    pooler = sluice(databases={"bad_first": f"host={bad},127.0.0.1 port={pg.port} dbname=app"})
+    with pooler.connect(dbname="bad_first") as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+    log = pooler.logfile.read_text()
+    assert log.count("closing because: server DNS lookup failed") == 1, log
+    assert log.count(f"@127.0.0.1:{pg.port} new connection to server") == 1, log
