@@ -758,7 +758,7 @@ static void expire_servers(struct pool *p, usec_t now)
 			server_close(s, "server idle timeout");
 			total--;
 		} else if (p->stale) {
-			server_close(s, "server configuration changed");
+			server_close(s, "database configuration changed");   /* PgBouncer's words */
 			total--;
 		}
 	}

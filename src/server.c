@@ -697,7 +697,14 @@ static void login_fail(struct server *s, const uint8_t *msg, size_t len, const c
 		s->client = NULL;
 		c->server = NULL;
 		server_close(s, "login failed");
-		if (msg)
+		struct pg_error f;
+		char detail[sizeof(f.detail) + 80];
+		if (msg && proto_parse_error(msg + PROTO_HEADER_LEN, len - PROTO_HEADER_LEN, &f)) {
+			/* PostgreSQL's error, with PgBouncer's "login failed" that its users match */
+			snprintf(detail, sizeof(detail), "%s%slogin failed: PostgreSQL refused the replication connection.",
+			         f.detail, f.detail[0] ? " " : "");
+			client_fatal(c, f.sqlstate, detail, f.hint[0] ? f.hint : NULL, "%s", f.message);
+		} else if (msg)
 			client_fatal_raw(c, msg, len);
 		else
 			client_fatal(c, SQLSTATE_CONNECTION_FAILURE, why, NULL,

@@ -296,3 +296,15 @@ def test_host_list_with_a_name_that_does_not_resolve_logs_server_dns_lookup_fail
     log = pooler.logfile.read_text()
     assert log.count("closing because: server DNS lookup failed") == 1, log
     assert log.count(f"@127.0.0.1:{pg.port} new connection to server") == 1, log
+
+
+# -- replication (test_replication.py: test_*_rep_unprivileged) -----------------------------
+
+def test_replication_login_refused_by_postgresql_says_login_failed(sluice):
+    pooler = sluice()
+    with pytest.raises(psycopg.OperationalError) as caught:
+        psycopg.connect(pooler.dsn(password="app_pw", replication="database")).close()
+    text = str(caught.value)
+    assert "login failed" in text, text
+    assert "WAL sender" in text or "replication role" in text, text      # PostgreSQL's own words kept
+    assert "closing because: login failed (age" in pooler.logfile.read_text()
