@@ -6,11 +6,14 @@ match on PgBouncer's words keep working. One test per behaviour.
 
 import hashlib
 import socket
+import ssl
+import struct
 
 import psycopg
 import pytest
 
 import harness
+from test_tls import certs, client_tls  # noqa: F401
 
 LOOKUP_QUERY = "SELECT usename, passwd FROM pg_shadow WHERE usename = $1"
 
@@ -308,3 +311,31 @@ def test_replication_login_refused_by_postgresql_says_login_failed(sluice):
     assert "login failed" in text, text
     assert "WAL sender" in text or "replication role" in text, text      # PostgreSQL's own words kept
     assert "closing because: login failed (age" in pooler.logfile.read_text()
+
+
+# -- TLS end of stream (test_ssl_eof.py) ------------------------------------------------------
+
+def test_tls_client_gone_without_close_notify_is_an_end_of_stream(sluice, certs):
+    pooler = sluice(**client_tls(certs))
+    sock = socket.create_connection((pooler.host, pooler.port))
+    port = sock.getsockname()[1]
+    try:
+        sock.sendall(struct.pack("!II", 8, 80877103))      # SSLRequest
+        assert sock.recv(1) == b"S"
+        ctx = ssl.create_default_context(cafile=str(certs.ca.crt))
+        ctx.check_hostname = False
+        tls = ctx.wrap_socket(sock, server_hostname="localhost")
+        # read what the server sent after the handshake (TLS 1.3 session tickets), so
+        # the close below is a FIN and not a reset for unread data
+        tls.settimeout(0.3)
+        try:
+            tls.recv(1)
+        except (socket.timeout, ssl.SSLError):
+            pass
+        tls.close()                                          # no close_notify
+    finally:
+        sock.close()
+    harness.wait_for(lambda: f"@127.0.0.1:{port} closing because" in pooler.logfile.read_text(), 5,
+                     what="the TLS client's close logged")
+    log = pooler.logfile.read_text()
+    assert "unexpected eof while reading" not in log, log
