@@ -339,3 +339,22 @@ def test_tls_client_gone_without_close_notify_is_an_end_of_stream(sluice, certs)
                      what="the TLS client's close logged")
     log = pooler.logfile.read_text()
     assert "unexpected eof while reading" not in log, log
+
+
+# -- a client that does not read (test_sbuf_loopcnt.py) -------------------------------------
+
+def test_a_client_that_leaves_a_large_result_unread_does_not_stop_others(sluice):
+    pooler = sluice(pool_mode="statement", extra_ini="sbuf_loopcnt = 1")   # warned about, ignored
+    stalled = pooler.connect()
+    try:
+        stalled.pgconn.send_query(b"SELECT repeat('x', 8192) FROM generate_series(1, 20000)")
+        stalled.pgconn.flush()
+        harness.wait_for(lambda: "active" in server_states(pooler), 5, what="the large result under way")
+        with pooler.connect() as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+            rows = conn.execute("SELECT repeat('x', 200) FROM generate_series(1, 5000)").fetchall()
+            assert len(rows) == 5000
+        with pooler.connect(dbname="pgbouncer") as admin:
+            assert admin.execute("SHOW VERSION").fetchone()
+    finally:
+        stalled.close()
