@@ -1114,7 +1114,7 @@ static void show_dns_zones(struct client *c, struct msgbuf *m)
 	command_complete(m, "SHOW");
 }
 
-/* SHOW PEERS: the [peers] entries but this process's own peer_id, as PgBouncer. */
+/* SHOW PEERS: every [peers] entry, this process's own peer_id included, as PgBouncer 1.25 lists them. */
 static void show_peers(struct client *c, struct msgbuf *m)
 {
 	static const struct column cols[] = {
@@ -1125,8 +1125,6 @@ static void show_peers(struct client *c, struct msgbuf *m)
 	result_begin(&r, m, cols, 4);
 	for (size_t i = 0; i < cfg->n_peers; i++) {
 		const struct peer_config *peer = &cfg->peers[i];
-		if (peer->id == cfg->peer_id)
-			continue;
 		row_begin(&r);
 		put_int(&r, peer->id);
 		put_text(&r, peer->host);

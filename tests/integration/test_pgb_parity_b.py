@@ -358,3 +358,11 @@ def test_a_client_that_leaves_a_large_result_unread_does_not_stop_others(sluice)
             assert admin.execute("SHOW VERSION").fetchone()
     finally:
         stalled.close()
+
+
+# -- peering (test_peering.py: test_peering_default_port) -----------------------------------
+
+def test_show_peers_lists_the_own_entry_with_the_default_port(sluice):
+    pooler = sluice(peer_id=1, extra_ini="\n[peers]\n1 = host=localhost\n")
+    rows = admin_rows(pooler, "SHOW PEERS")
+    assert [(r[0], r[1], r[2]) for r in rows] == [(1, "localhost", 6432)], rows
