@@ -366,3 +366,27 @@ def test_show_peers_lists_the_own_entry_with_the_default_port(sluice):
     pooler = sluice(peer_id=1, extra_ini="\n[peers]\n1 = host=localhost\n")
     rows = admin_rows(pooler, "SHOW PEERS")
     assert [(r[0], r[1], r[2]) for r in rows] == [(1, "localhost", 6432)], rows
+
+
+# -- auth_query with an MD5-stored role (known defect to check, issue 12 item 7) ------------
+
+@pytest.mark.parametrize("auth_type", ["md5", "plain", "scram-sha-256"])
+def test_auth_query_with_an_md5_stored_role(sluice, pg, lookup_roles, auth_type):
+    pg.query("DROP ROLE IF EXISTS pb_md5role")
+    pg.query("SET password_encryption = 'md5'; CREATE ROLE pb_md5role LOGIN PASSWORD 'md5_secret'")
+    try:
+        assert pg.query("SELECT rolpassword LIKE 'md5%' FROM pg_authid WHERE rolname = 'pb_md5role'") == [(True,)]
+        # the server leg over PostgreSQL's unix socket (trust): this checks the client leg
+        pooler = sluice(auth_type=auth_type, auth_user="pb_lookup",
+                        databases={"looked": f"host={pg.socket_dir} port={pg.port} dbname=app"})
+        if auth_type == "scram-sha-256":
+            # an MD5 hash cannot verify SCRAM: PostgreSQL's outcome, 28P01
+            text = login_failure(pooler, user="pb_md5role", password="md5_secret", dbname="looked")
+            assert "password authentication failed" in text, text
+            return
+        with pooler.connect(user="pb_md5role", password="md5_secret", dbname="looked") as conn:
+            assert conn.execute("select current_user").fetchone() == ("pb_md5role",)
+        text = login_failure(pooler, user="pb_md5role", password="wrong", dbname="looked")
+        assert "password authentication failed" in text, text
+    finally:
+        pg.query("DROP ROLE IF EXISTS pb_md5role")
