@@ -122,6 +122,10 @@ void client_move(struct client *c, struct pool *p, enum client_state state)
 	case CL_ACTIVE:
 		TAILQ_REMOVE(&old->active_clients, c, entry);
 		old->n_clients--;
+		if (c->replication_waiting) {
+			c->replication_waiting = false;
+			old->n_replication_waiting--;
+		}
 		break;
 	case CL_NONE:
 	case CL_CANCEL:

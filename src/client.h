@@ -70,6 +70,7 @@ struct client {
 	char *database;                /* database name from the StartupMessage, owned */
 	char *auth_password;           /* stored password for user (copy), owned */
 	bool no_such_user;             /* auth_query found no such role: the failure says so (PgBouncer) */
+	bool replication_waiting;      /* a replication client waiting for room in its pool's pool_size */
 	enum replication_mode replication; /* the StartupMessage's replication: a dedicated server (pool.h) */
 	struct varcache vars;          /* the values this client believes it has */
 	struct client_stmts stmts;     /* named prepared statements, under transaction pooling */

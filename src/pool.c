@@ -465,11 +465,52 @@ void pool_move_server(struct server *s, int new_state)
 	}
 }
 
+/*
+ * Room in pool_size for one more (replication) server, closing idle servers
+ * to make it as PgBouncer does; pool_size 0 means no limit here.
+ */
+static bool replication_room(struct pool *p)
+{
+	if (p->pool_size <= 0)
+		return true;
+	struct server *s;
+	while (p->n_login + p->n_idle + p->n_active >= p->pool_size && (s = TAILQ_FIRST(&p->idle_servers)) != NULL)
+		server_close(s, "evicted for pool_size");
+	return p->n_login + p->n_idle + p->n_active < p->pool_size;
+}
+
 void pool_start_replication(struct pool *p, struct client *c)
 {
 	client_move(c, p, CL_ACTIVE);
 	connio_pause_read(&c->io);    /* nothing is relayed before the welcome */
-	server_launch_replication(p, c);
+	p->starting_replication = true;   /* the evictions below must not start waiting clients first */
+	bool room = p->n_replication_waiting == 0 && replication_room(p);
+	p->starting_replication = false;
+	if (room) {
+		server_launch_replication(p, c);
+		return;
+	}
+	c->replication_waiting = true;
+	p->n_replication_waiting++;
+	c->wait_start = now_usec();
+}
+
+void pool_start_waiting_replication(struct pool *p)
+{
+	if (p->n_replication_waiting == 0 || p->starting_replication)
+		return;
+	p->starting_replication = true;
+	struct client *c, *next;
+	TAILQ_FOREACH_SAFE(c, &p->active_clients, entry, next) {
+		if (!c->replication_waiting)
+			continue;
+		if (!replication_room(p))
+			break;
+		c->replication_waiting = false;
+		p->n_replication_waiting--;
+		server_launch_replication(p, c);   /* may fail c at once; next was taken before */
+	}
+	p->starting_replication = false;
 }
 
 void pool_release_server(struct server *s, bool clean)

@@ -67,6 +67,8 @@ struct pool {
 	struct client_list active_clients;  /* CL_ACTIVE */
 	int n_login, n_idle, n_active, n_waiting, n_clients;
 	int n_waiting_login;             /* of n_waiting, those in CL_WAITING_LOGIN */
+	int n_replication_waiting;       /* replication clients (in active_clients) waiting for room in pool_size */
+	bool starting_replication;       /* pool_start_waiting_replication is running: no re-entry */
 
 	/* ParameterStatus of the first server that logged in: what clients are
 	 * welcomed with before they have a server of their own. */
@@ -122,8 +124,17 @@ void pool_wait_for_welcome(struct pool *p, struct client *c);
  * parameters once it logged in, the two are linked for c's life, and the
  * server is closed with c, never pooled or reused. c gets a FATAL when the
  * server cannot log in (the server's own ErrorResponse when it sent one).
+ * Replication servers count against pool_size as PgBouncer 1.23 counts
+ * them: idle servers are closed to make room ("evicted for pool_size"),
+ * and with none idle c waits (reading paused) until a server of p closes.
  */
 void pool_start_replication(struct pool *p, struct client *c);
+
+/*
+ * A server of p closed: start the replication clients waiting for room, in
+ * arrival order, while pool_size allows. Called by server_close().
+ */
+void pool_start_waiting_replication(struct pool *p);
 
 /*
  * The client gave its server back (session end or, later, transaction end).

@@ -399,6 +399,7 @@ void server_close(struct server *s, const char *reason)
 	free(s);
 	if (requeue)
 		pool_request_server(p, c);
+	pool_start_waiting_replication(p);   /* room in pool_size for a waiting replication client */
 }
 
 static bool send_query(struct server *s, const char *sql, enum server_internal why)

@@ -5,6 +5,7 @@ match on PgBouncer's words keep working. One test per behaviour.
 """
 
 import hashlib
+import threading
 import socket
 import ssl
 import struct
@@ -14,6 +15,7 @@ import pytest
 
 import harness
 from test_tls import certs, client_tls  # noqa: F401
+from test_replication import REPL_PW, repl_role, walsenders  # noqa: F401
 
 LOOKUP_QUERY = "SELECT usename, passwd FROM pg_shadow WHERE usename = $1"
 
@@ -390,3 +392,61 @@ def test_auth_query_with_an_md5_stored_role(sluice, pg, lookup_roles, auth_type)
         assert "password authentication failed" in text, text
     finally:
         pg.query("DROP ROLE IF EXISTS pb_md5role")
+
+
+# -- replication servers count against pool_size (test_replication.py: test_replication_pool_size*) --
+
+def repl_pooler(sluice, pg, repl_role, **overrides):
+    entry = f"host={pg.host} port={pg.port} dbname=app user={repl_role} password={REPL_PW} pool_size=2"
+    return sluice(pool_mode="session", databases={"repl2": entry}, **overrides)
+
+
+def repl_connect(pooler):
+    return psycopg.connect(pooler.dsn(dbname="repl2", password="app_pw", replication="database"),
+                           autocommit=True, cursor_factory=psycopg.ClientCursor)
+
+
+def test_replication_clients_wait_for_room_in_pool_size(sluice, pg, repl_role):
+    pooler = repl_pooler(sluice, pg, repl_role)
+    held = [repl_connect(pooler) for _ in range(2)]
+    third = {}
+
+    def connect_third():
+        try:
+            third["conn"] = repl_connect(pooler)
+        except Exception as e:    # reported below
+            third["error"] = e
+
+    t = threading.Thread(target=connect_third)
+    try:
+        assert walsenders(pg) == 2
+        t.start()
+        # the third client logged in to pgsluice and waits: no third server
+        harness.wait_for(lambda: sum(1 for r in admin_rows(pooler, "SHOW CLIENTS")) >= 3 + 1, 10,
+                         what="the third replication client waiting")
+        assert walsenders(pg) == 2
+        held.pop().close()
+        t.join(10)
+        assert "error" not in third, third
+        assert third["conn"].execute("IDENTIFY_SYSTEM").fetchone()
+        assert walsenders(pg) == 2
+    finally:
+        t.join(10)
+        for c in held + [third.get("conn")]:
+            if c is not None:
+                c.close()
+
+
+def test_replication_client_evicts_an_idle_server_of_a_full_pool(sluice, pg, repl_role):
+    pooler = repl_pooler(sluice, pg, repl_role)
+    a = pooler.connect(dbname="repl2", password="app_pw")
+    b = pooler.connect(dbname="repl2", password="app_pw")
+    a.execute("select 1")
+    b.execute("select 1")
+    a.close()
+    b.close()
+    harness.wait_for(lambda: server_states(pooler).count("idle") == 2, 5, what="two idle servers")
+    with repl_connect(pooler) as conn:
+        assert conn.execute("IDENTIFY_SYSTEM").fetchone()
+    log = pooler.logfile.read_text()
+    assert log.count("closing because: evicted for pool_size") == 1, log
