@@ -935,7 +935,7 @@ static bool whole_message(struct server *s, uint8_t type, struct iobuf *in, uint
 		/* The client never sees itself inside a transaction block. */
 		client_fatal(c, SQLSTATE_FEATURE_NOT_SUPPORTED, NULL,
 		             "Use pool_mode = transaction or session for this database or user.",
-		             "transaction blocks are not allowed in statement pooling mode");
+		             "transaction blocks not allowed in statement pooling mode");
 		return false;   /* the server was closed with the client, as it is inside a transaction */
 	}
 	if (!iobuf_move(&c->io.out, in, total)) {

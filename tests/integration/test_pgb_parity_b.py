@@ -450,3 +450,16 @@ def test_replication_client_evicts_an_idle_server_of_a_full_pool(sluice, pg, rep
         assert conn.execute("IDENTIFY_SYSTEM").fetchone()
     log = pooler.logfile.read_text()
     assert log.count("closing because: evicted for pool_size") == 1, log
+
+
+# -- a [users] entry for a role known only through auth_query (test_auth_query_works_with_configured_users) --
+
+def test_users_entry_of_a_role_looked_up_with_auth_query_applies(sluice, pg, lookup_roles):
+    pooler = sluice(auth_type="md5", auth_user="pb_lookup", pool_mode="session",
+                    extra_ini="\n[users]\npb_role = pool_mode=statement\n",
+                    databases={"looked": looked_up_entry(pg)})
+    with pooler.connect(user="pb_role", password="role_pw", dbname="looked") as conn:
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("BEGIN")
+    harness.wait_for(lambda: "closing because: transaction blocks not allowed in statement pooling mode"
+                     in pooler.logfile.read_text(), 5, what="PgBouncer's words in the log")
