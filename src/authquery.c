@@ -183,6 +183,11 @@ static struct aq_conn *conn_for(struct sluice *sl, const struct aq_settings *a)
 		log_warning("auth_query: %s", err);
 		return NULL;
 	}
+	if (t.hashed_password)
+		/* libpq logs in with the password itself: a hash cannot (PgBouncer's own login can) */
+		log_warning("auth_query: auth_file holds only a hash of auth_user \"%s\"'s password; the lookup "
+		            "connection needs the plain-text password there (or a server that trusts %s, or ~/.pgpass)",
+		            a->auth_user, a->auth_user);
 	struct aq_conn *k = calloc(1, sizeof(*k));
 	if (!k || !(k->dbname = strdup(dbname)) || !(k->auth_user = strdup(a->auth_user)) ||
 	    !(k->auth_query = strdup(a->auth_query)) ||

@@ -463,3 +463,12 @@ def test_users_entry_of_a_role_looked_up_with_auth_query_applies(sluice, pg, loo
             conn.execute("BEGIN")
     harness.wait_for(lambda: "closing because: transaction blocks not allowed in statement pooling mode"
                      in pooler.logfile.read_text(), 5, what="PgBouncer's words in the log")
+
+
+def test_auth_user_with_only_a_hash_in_auth_file_is_named_in_the_log(sluice, pg, lookup_roles, monkeypatch):
+    """A known difference: pgsluice's lookup connection (libpq) needs auth_user's plain password."""
+    monkeypatch.setitem(harness.PASSWORDS, "pb_lookup", md5_secret("pb_lookup", "lookup_pw"))
+    pooler = sluice(auth_type="md5", auth_user="pb_lookup", databases={"looked": looked_up_entry(pg)})
+    text = login_failure(pooler, user="pb_role", password="role_pw", dbname="looked")
+    assert 'could not look up user "pb_role" with auth_query' in text, text
+    assert ('auth_file holds only a hash of auth_user "pb_lookup"' in pooler.logfile.read_text())
