@@ -34,6 +34,7 @@
 #include "autoconfig.h"
 #include "client.h"
 #include "config.h"
+#include "dnscache.h"
 #include "ident.h"
 #include "listener.h"
 #include "log.h"
@@ -58,7 +59,6 @@
 
 #define SQLSTATE_SYNTAX_ERROR           "42601"
 #define SQLSTATE_CANT_CHANGE_RUNTIME    "55P02"
-#define SQLSTATE_CONFIG_FILE_ERROR      "F0000"
 #define SQLSTATE_SUCCESSFUL_COMPLETION  "00000"
 
 /* A command that answers later: PAUSE until the servers closed, WAIT_CLOSE until none needs to,
@@ -1081,16 +1081,27 @@ static void show_fds(struct client *c, struct msgbuf *m)
 }
 
 /*
- * SHOW DNS_HOSTS and DNS_ZONES: PgBouncer's columns, no rows. pgsluice
- * resolves server host names with libevent's evdns at every connect and keeps
- * no cache of its own to list.
+ * SHOW DNS_HOSTS: PgBouncer's columns, a row per server host name whose
+ * answer pgsluice keeps (dnscache.c: dns_max_ttl, dns_nxdomain_ttl; addrs
+ * empty for a name that does not exist). SHOW DNS_ZONES: no rows, pgsluice
+ * does not watch zone serials (dns_zone_check_period is warned about).
  */
+static void dns_host_row(void *arg, const char *host, long long ttl_s, const char *addrs)
+{
+	struct result *r = arg;
+	row_begin(r);
+	put_text(r, host);
+	put_int(r, ttl_s);
+	put_text(r, addrs);
+	row_end(r);
+}
+
 static void show_dns_hosts(struct client *c, struct msgbuf *m)
 {
 	static const struct column cols[] = { { "hostname", TYPE_TEXT }, { "ttl", TYPE_INT8 }, { "addrs", TYPE_TEXT } };
 	struct result r;
-	(void)c;
 	result_begin(&r, m, cols, 3);
+	dnscache_each(c->sl, dns_host_row, &r);
 	command_complete(m, "SHOW");
 }
 
@@ -1103,7 +1114,7 @@ static void show_dns_zones(struct client *c, struct msgbuf *m)
 	command_complete(m, "SHOW");
 }
 
-/* SHOW PEERS: the [peers] entries but this process's own peer_id, as PgBouncer. */
+/* SHOW PEERS: every [peers] entry, this process's own peer_id included, as PgBouncer 1.25 lists them. */
 static void show_peers(struct client *c, struct msgbuf *m)
 {
 	static const struct column cols[] = {
@@ -1114,8 +1125,6 @@ static void show_peers(struct client *c, struct msgbuf *m)
 	result_begin(&r, m, cols, 4);
 	for (size_t i = 0; i < cfg->n_peers; i++) {
 		const struct peer_config *peer = &cfg->peers[i];
-		if (peer->id == cfg->peer_id)
-			continue;
 		row_begin(&r);
 		put_int(&r, peer->id);
 		put_text(&r, peer->host);
@@ -2033,7 +2042,7 @@ static bool cmd_reconnect(struct client *c, struct msgbuf *m, const struct token
 	struct pool *p;
 	TAILQ_FOREACH(p, &c->sl->pools, entry)
 		if (in_scope(p, db))
-			pool_reconnect(p);
+			pool_reconnect(p, "reconnect requested");
 	command_complete(m, "RECONNECT");
 	return true;
 }
@@ -2176,7 +2185,8 @@ static bool cmd_set(struct client *c, struct msgbuf *m, const struct token *toks
 		return true;
 	}
 	if (!sl->hooks.set(sl, key, value, err, sizeof(err))) {
-		admin_error(m, SQLSTATE_INVALID_PARAMETER_VALUE, NULL, NULL, "%s", err);
+		/* PgBouncer's text and SQLSTATE, which its scripts and tests match; the reason in the DETAIL */
+		admin_error(m, SQLSTATE_PROTOCOL_VIOLATION, err, NULL, "SET failed");
 		return true;
 	}
 	log_info("SET %s = %s on the admin console by %s", k->name, value, c->user);

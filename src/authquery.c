@@ -13,7 +13,9 @@
 #include "auth.h"
 #include "client.h"
 #include "config.h"
+#include "admin.h"
 #include "log.h"
+#include "proto.h"
 #include "sidechan.h"
 #include "sluice.h"
 #include "target.h"
@@ -23,6 +25,7 @@ struct aq_cache {
 	struct aq_cache *next;
 	char *user;
 	char *password;     /* "" when none */
+	bool found;         /* the query returned a row for user */
 	usec_t expires;     /* monotonic */
 };
 
@@ -46,6 +49,7 @@ struct aq_settings {
 	const char *auth_user;    /* "" = no lookups */
 	const char *auth_query;
 	const char *dbname;       /* the entry the query runs in */
+	bool dbname_is_client_db; /* no auth_dbname: dbname is the client's own database */
 };
 
 struct aq_wait {        /* one lookup under way, for one client */
@@ -55,6 +59,8 @@ struct aq_wait {        /* one lookup under way, for one client */
 	struct aq_conn *conn; /* the side channel it is queued on; lives until authquery_reset */
 	struct sidechan *sc;  /* conn's */
 	char error[256];    /* why the lookup could not run, for lookup_failed */
+	const char *sqlstate;  /* lookup_failed's: NULL for a connection failure */
+	const char *message;   /* its primary text when sqlstate is set (static) */
 };
 
 struct authquery {
@@ -69,8 +75,10 @@ static struct aq_settings settings_for(const struct sluice_config *cfg, const ch
 		.auth_query = db && db->auth_query ? db->auth_query : cfg->auth_query,
 		.dbname = db && db->auth_dbname ? db->auth_dbname : cfg->auth_dbname,
 	};
-	if (!a.dbname[0])
+	if (!a.dbname[0]) {
 		a.dbname = database ? database : "";
+		a.dbname_is_client_db = true;
+	}
 	return a;
 }
 
@@ -95,18 +103,20 @@ static struct authquery *state(struct sluice *sl)
 	return sl->authquery;
 }
 
-const char *authquery_cached(struct sluice *sl, const char *database, const char *user)
+const char *authquery_cached(struct sluice *sl, const char *database, const char *user, bool *found)
 {
 	struct aq_settings a = settings_for(sl->cfg, database);
 	struct aq_conn *k = a.auth_user[0] ? find_conn(sl->authquery, &a) : NULL;
 	usec_t now = now_usec();
 	for (struct aq_cache *e = k ? k->cache : NULL; e; e = e->next)
-		if (strcmp(e->user, user) == 0 && e->expires > now)
+		if (strcmp(e->user, user) == 0 && e->expires > now) {
+			*found = e->found;
 			return e->password;
+		}
 	return NULL;
 }
 
-static void cache_put(struct aq_conn *k, const char *user, const char *password)
+static void cache_put(struct aq_conn *k, const char *user, const char *password, bool found)
 {
 	struct aq_cache *e;
 	for (e = k->cache; e; e = e->next)
@@ -126,6 +136,7 @@ static void cache_put(struct aq_conn *k, const char *user, const char *password)
 		return;
 	free(e->password);
 	e->password = copy;
+	e->found = found;
 	e->expires = now_usec() + AUTHQUERY_CACHE_USEC;
 }
 
@@ -159,14 +170,24 @@ static struct aq_conn *conn_for(struct sluice *sl, const struct aq_settings *a)
 	const char *dbname = a->dbname;
 	if (!config_find_db(sl->cfg, dbname))
 		return NULL;
-	/* As auth_user; a fixed search_path: the query cannot be redirected to a user's objects. */
+	/*
+	 * As auth_user, with auth_user's own search_path (as PgBouncer: an
+	 * auth_query may call a function by its unqualified name). pg_catalog is
+	 * searched first all the same, so pg_shadow cannot be shadowed; no
+	 * client's settings ever reach this connection.
+	 */
 	struct db_target t;
 	char err[256];
 	if (!db_target_resolve(sl->cfg, sl->userlist, "auth_dbname", dbname, a->auth_user,
-	                       "pgsluice-auth-query", 5, "-c search_path=pg_catalog", &t, err, sizeof(err))) {
+	                       "pgsluice-auth-query", 5, NULL, &t, err, sizeof(err))) {
 		log_warning("auth_query: %s", err);
 		return NULL;
 	}
+	if (t.hashed_password)
+		/* libpq logs in with the password itself: a hash cannot (PgBouncer's own login can) */
+		log_warning("auth_query: auth_file holds only a hash of auth_user \"%s\"'s password; the lookup "
+		            "connection needs the plain-text password there (or a server that trusts %s, or ~/.pgpass)",
+		            a->auth_user, a->auth_user);
 	struct aq_conn *k = calloc(1, sizeof(*k));
 	if (!k || !(k->dbname = strdup(dbname)) || !(k->auth_user = strdup(a->auth_user)) ||
 	    !(k->auth_query = strdup(a->auth_query)) ||
@@ -199,7 +220,10 @@ static void lookup_failed(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	struct client *c = w->sl->authquery ? waiting_client(w) : NULL;
-	if (c)
+	if (c && w->sqlstate)
+		client_fatal(c, w->sqlstate, w->message != w->error && w->error[0] ? w->error : NULL, NULL,
+		             "%s", w->message);
+	else if (c)
 		client_fatal(c, SQLSTATE_CONNECTION_FAILURE, w->error[0] ? w->error : NULL,
 		             "pgsluice looks users up with auth_query in the database named by auth_dbname.",
 		             "could not look up user \"%s\" with auth_query", w->user);
@@ -229,23 +253,76 @@ static void looked_up(void *arg, const PGresult *res)
 		fail_lookup_soon(w, sidechan_last_error(w->sc));
 		return;
 	}
-	bool answered = res && PQresultStatus(res) == PGRES_TUPLES_OK;
-	if (res && !answered)
-		log_warning("auth_query for \"%s\" failed: %s", w->user, PQresultErrorMessage(res));
-	if (answered && PQntuples(res) == 1 && PQnfields(res) >= 2 && !PQgetisnull(res, 0, 1))
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		/* PgBouncer's outcome: the query itself is wrong, PostgreSQL's reason goes to the log */
+		char why[256];
+		str_copy(why, PQresultErrorMessage(res), sizeof(why));
+		why[strcspn(why, "\n")] = '\0';
+		log_warning("auth_query for \"%s\" failed: %s", w->user, why);
+		w->sqlstate = SQLSTATE_CONFIG_FILE_ERROR;
+		w->message = "bouncer config error";
+		fail_lookup_soon(w, why);
+		return;
+	}
+	bool found = PQntuples(res) >= 1;
+	if (PQntuples(res) == 1 && PQnfields(res) >= 2 && !PQgetisnull(res, 0, 1))
 		password = PQgetvalue(res, 0, 1);
-	if (answered)
-		cache_put(w->conn, w->user, password ? password : "");
+	cache_put(w->conn, w->user, password ? password : "", found);
 	struct client *c = waiting_client(w);
 	if (c)
-		client_auth_query_done(c, password && *password ? password : NULL);
+		client_auth_query_done(c, password && *password ? password : NULL, found);
 	free(w);
+}
+
+/*
+ * Why auth_dbname a cannot be used, as PgBouncer 1.25 says it (logged; the
+ * client gets *sqlstate and *message), or NULL when it can.
+ */
+static const char *unusable_auth_dbname(struct sluice *sl, const struct aq_settings *a, char *buf, size_t len,
+                                        const char **sqlstate, const char **message)
+{
+	*sqlstate = SQLSTATE_CONFIG_FILE_ERROR;
+	*message = "bouncer config error";
+	if (admin_is_console_db(a->dbname))
+		snprintf(buf, len, "cannot use the reserved \"%s\" database as an auth_dbname", a->dbname);
+	else if (!config_find_db(sl->cfg, a->dbname)) {
+		/* an unknown database asked for is told only after the exchange (errors.md, 3D000) */
+		if (a->dbname_is_client_db)
+			return NULL;
+		snprintf(buf, len, "authentication database \"%s\" is not configured", a->dbname);
+	}
+	else if (!a->dbname_is_client_db && admin_db_disabled(sl, a->dbname)) {
+		snprintf(buf, len, "authentication database \"%s\" is disabled", a->dbname);
+		*sqlstate = SQLSTATE_OBJECT_NOT_IN_STATE;
+		*message = buf;
+	} else
+		return NULL;
+	return buf;
 }
 
 bool authquery_lookup(struct sluice *sl, struct client *c)
 {
 	struct aq_settings a = settings_for(sl->cfg, c->database);
-	struct aq_conn *k = a.auth_user[0] ? conn_for(sl, &a) : NULL;
+	if (!a.auth_user[0])
+		return false;
+	char why[256];
+	const char *sqlstate, *message;
+	if (unusable_auth_dbname(sl, &a, why, sizeof(why), &sqlstate, &message)) {
+		/* state(): lookup_failed answers only while sl->authquery is set */
+		struct aq_wait *w = state(sl) ? calloc(1, sizeof(*w)) : NULL;
+		if (!w)
+			return false;
+		log_warning("C-%llu: %s", (unsigned long long)c->id, why);
+		w->sl = sl;
+		w->client_id = c->id;
+		str_copy(w->user, c->user, sizeof(w->user));
+		w->sqlstate = sqlstate;
+		/* the text is the primary when it is the message (disabled), else the DETAIL */
+		w->message = message == why ? w->error : message;
+		fail_lookup_soon(w, why);
+		return true;
+	}
+	struct aq_conn *k = conn_for(sl, &a);
 	struct sidechan *sc = k ? k->sc : NULL;
 	struct aq_wait *w = sc ? calloc(1, sizeof(*w)) : NULL;
 	if (!w)

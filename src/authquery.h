@@ -25,19 +25,24 @@ bool authquery_enabled(const struct sluice *sl, const char *database);
 
 /*
  * The cached stored password of user for clients of database ("" when the
- * lookup found no usable password) if a fresh entry exists, else NULL.
+ * lookup found no usable password) if a fresh entry exists, else NULL;
+ * *found says whether auth_query returned a row for user at all.
  * Entries are kept per (auth_dbname, auth_user, auth_query) in force, so a
  * database with its own settings has its own answers. Borrowed until the
  * next lookup, expiry or reset.
  */
-const char *authquery_cached(struct sluice *sl, const char *database, const char *user);
+const char *authquery_cached(struct sluice *sl, const char *database, const char *user, bool *found);
 
 /*
  * Look user up for client c (which waits in CL_LOGIN): runs auth_query on a
  * side channel to auth_dbname (or the client's database entry) as auth_user,
  * each the client's [databases] entry's when it sets one, else the global key.
- * When the answer comes, client_auth_query_done(c, password) is called if
- * c is still waiting (password NULL: no such role, or no usable password).
+ * When the answer comes, client_auth_query_done(c, password, found) is called
+ * if c is still waiting (password NULL: no such role, or no usable password).
+ * An auth_dbname that is the admin console, has no [databases] entry (nor
+ * "*") or is DISABLEd, and a query PostgreSQL rejects, fail c with
+ * PgBouncer 1.25's texts: F0000 "bouncer config error" (the reason in the
+ * DETAIL and the log), 55000 'authentication database "x" is disabled'.
  * Returns false when the lookup cannot start (then nothing is called).
  */
 bool authquery_lookup(struct sluice *sl, struct client *c);

@@ -122,6 +122,10 @@ void client_move(struct client *c, struct pool *p, enum client_state state)
 	case CL_ACTIVE:
 		TAILQ_REMOVE(&old->active_clients, c, entry);
 		old->n_clients--;
+		if (c->replication_waiting) {
+			c->replication_waiting = false;
+			old->n_replication_waiting--;
+		}
 		break;
 	case CL_NONE:
 	case CL_CANCEL:
@@ -300,9 +304,13 @@ static void send_auth_request(struct client *c, int32_t code, const void *data, 
 	msg_free(&m);
 }
 
+/*
+ * PostgreSQL's text; a role auth_query did not find also carries PgBouncer's
+ * "no such user" (scripts match it; it tells no more than PgBouncer does).
+ */
 static void auth_failed(struct client *c)
 {
-	client_fatal(c, SQLSTATE_INVALID_PASSWORD, NULL, NULL,
+	client_fatal(c, SQLSTATE_INVALID_PASSWORD, c->no_such_user ? "no such user" : NULL, NULL,
 	             "password authentication failed for user \"%s\"", c->user);
 }
 
@@ -470,10 +478,11 @@ static void start_scram(struct client *c, const char *stored)
 			return;
 		}
 	} else {
-		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC,
-		             "auth_file holds an MD5 hash for this user, which cannot verify SCRAM.",
+		/* PostgreSQL's outcome for an MD5-stored role under scram-sha-256 */
+		client_fatal(c, SQLSTATE_INVALID_PASSWORD,
+		             "The stored password is an MD5 hash, which cannot verify SCRAM.",
 		             "Store the plain password or its SCRAM secret in auth_file.",
-		             "SCRAM authentication is not possible for user \"%s\"", c->user);
+		             "password authentication failed for user \"%s\"", c->user);
 		return;
 	}
 	begin_scram_exchange(c, &secret);
@@ -505,8 +514,9 @@ static void start_cert_auth(struct client *c, const char *map)
 	}
 	if (map ? !ident_map_allows(c->sl->ident, map, cn, c->user) : strcmp(cn, c->user) != 0) {
 		if (map)
-			log_info("C-%llu: no match in usermap \"%s\" for user \"%s\" authenticated as \"%s\"",
-			         (unsigned long long)c->id, map, c->user, cn);
+			log_info("C-%llu: ident map: %s does not have a match (no match in usermap \"%s\" "
+			         "for user \"%s\" authenticated as \"%s\")",
+			         (unsigned long long)c->id, map, map, c->user, cn);
 		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL,
 		             "certificate authentication failed for user \"%s\"", c->user);
 		return;
@@ -537,8 +547,9 @@ static void peer_login(struct client *c, const char *map)
 	}
 	if (map ? !ident_map_allows(c->sl->ident, map, sysuser, c->user) : strcmp(sysuser, c->user) != 0) {
 		if (map)
-			log_info("C-%llu: no match in usermap \"%s\" for user \"%s\" authenticated as \"%s\"%s",
-			         (unsigned long long)c->id, map, c->user, sysuser,
+			log_info("C-%llu: ident map %s cannot be matched (no match in usermap \"%s\" for user \"%s\" "
+			         "authenticated as \"%s\"%s)",
+			         (unsigned long long)c->id, map, map, c->user, sysuser,
 			         c->sl->ident ? "" : " (auth_ident_file is not set)");
 		else
 			log_info("C-%llu: provided user name (%s) and authenticated user name (%s) do not match",
@@ -621,9 +632,10 @@ static void start_auth(struct client *c)
 	} else if (authquery_enabled(sl, c->database) && sl->cfg->auth_type != AUTH_TYPE_ANY &&
 	           sl->cfg->auth_type != AUTH_TYPE_CERT && sl->cfg->auth_type != AUTH_TYPE_PEER) {
 		/* not in auth_file: PostgreSQL's own catalog may know the role */
-		const char *cached = authquery_cached(sl, c->database, c->user);
+		bool found = false;
+		const char *cached = authquery_cached(sl, c->database, c->user, &found);
 		if (cached) {
-			client_auth_query_done(c, *cached ? cached : NULL);
+			client_auth_query_done(c, *cached ? cached : NULL, found);
 			return;
 		}
 		if (authquery_lookup(sl, c)) {
@@ -634,16 +646,19 @@ static void start_auth(struct client *c)
 	begin_auth_method(c, e);
 }
 
-void client_auth_query_done(struct client *c, const char *password)
+void client_auth_query_done(struct client *c, const char *password, bool role_found)
 {
+	c->no_such_user = !role_found;
 	struct userlist_entry found = { c->user, (char *)password, password ? password_kind_of(password) : PASSWORD_PLAIN };
 	c->auth_step = CL_AUTH_PASSWORD;
 	if (password && !(c->auth_password = strdup(password))) {
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return;
 	}
-	/* A role the catalog does not know goes through the exchange anyway and fails. */
-	begin_auth_method(c, password ? &found : NULL);
+	/* A role the catalog does not know goes through the exchange anyway and fails.
+	 * Under trust a role it knows is enough, a password or not (PgBouncer). */
+	bool known = password || (role_found && c->sl->cfg->auth_type == AUTH_TYPE_TRUST);
+	begin_auth_method(c, known ? &found : NULL);
 }
 
 static void begin_auth_method(struct client *c, const struct userlist_entry *e)
@@ -659,7 +674,9 @@ static void begin_auth_method(struct client *c, const struct userlist_entry *e)
 		return;
 	case AUTH_TYPE_TRUST:
 		if (!e) {
-			client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, "auth_type is trust, and the user is not in auth_file.",
+			/* PgBouncer's "no such user" when auth_query did not find the role either */
+			client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC,
+			             c->no_such_user ? "no such user" : "auth_type is trust, and the user is not in auth_file.",
 			             NULL, "user \"%s\" is not allowed to log in", c->user);
 			return;
 		}

@@ -69,6 +69,8 @@ struct client {
 	char *user;                    /* login role from the StartupMessage, owned */
 	char *database;                /* database name from the StartupMessage, owned */
 	char *auth_password;           /* stored password for user (copy), owned */
+	bool no_such_user;             /* auth_query found no such role: the failure says so (PgBouncer) */
+	bool replication_waiting;      /* a replication client waiting for room in its pool's pool_size */
 	enum replication_mode replication; /* the StartupMessage's replication: a dedicated server (pool.h) */
 	struct varcache vars;          /* the values this client believes it has */
 	struct client_stmts stmts;     /* named prepared statements, under transaction pooling */
@@ -172,9 +174,11 @@ void client_resume(struct client *c);
 /*
  * auth_query answered for c (waiting in CL_AUTH_QUERY): password is the
  * role's stored password (plain, md5 or SCRAM secret), or NULL when the
- * role has none; the login continues with auth_type's exchange.
+ * role has none; role_found false when the query returned no row (the
+ * failure then says PgBouncer's "no such user"). The login continues with
+ * auth_type's exchange.
  */
-void client_auth_query_done(struct client *c, const char *password);
+void client_auth_query_done(struct client *c, const char *password, bool role_found);
 
 /* Free the SCRAM secrets derived from plain passwords (reload, shutdown). */
 void client_free_derived_secrets(struct sluice *sl);

@@ -63,6 +63,8 @@ static const struct config_key config_table[] = {
 	KEY(client_tls_protocols, CONFIG_STRING, "secure", RELOAD, 0, 0),
 	KEY(client_tls_sslmode, CONFIG_STRING, "disable", RELOAD, 0, 0),
 	KEY(default_pool_size, CONFIG_INT, "20", RELOAD, 0, NO_MAX_INT),
+	KEY(dns_max_ttl, CONFIG_TIME, "15", RELOAD, 0, NO_MAX),
+	KEY(dns_nxdomain_ttl, CONFIG_TIME, "15", RELOAD, 0, NO_MAX),
 	KEY(idle_transaction_timeout, CONFIG_TIME, "0", RELOAD, 0, NO_MAX),
 	KEY(ignore_startup_parameters, CONFIG_STRING, "", RELOAD, 0, 0),
 	/* instances expected to share the limits; 0: no leases (docs/limits.md) */
@@ -162,7 +164,7 @@ static const char *const unsupported_pgbouncer_keys[] = {
 	"autodb_idle_timeout",
 	"client_tls_dheparams",
 	"client_tls_ecdhcurve", 
-	"conffile", "disable_pqexec", "dns_max_ttl", "dns_nxdomain_ttl",
+	"conffile", "disable_pqexec",
 	"dns_zone_check_period", "job_name", "login_notify_message",
 	"pkt_buf", "pool_idle_timeout",
 	"resolv_conf", "sbuf_loopcnt", "server_round_robin", "server_tls13_ciphers",
@@ -477,6 +479,21 @@ static const char *placeholder_value(const struct config_key *key, const char *t
 }
 
 /* Parse text for key into out (strings are malloc'ed); why says what was expected. */
+/*
+ * A main-section value that parses, and PgBouncer 1.25 still refuses: the
+ * admin console as the global auth_dbname (a [databases] entry's is refused
+ * at login instead, as PgBouncer does). False with why set.
+ */
+static bool main_value_allowed(const struct config_key *key, const char *text, char *why, size_t whylen)
+{
+	if (strcmp(key->name, "auth_dbname") == 0 &&
+	    (strcmp(text, "pgbouncer") == 0 || strcmp(text, "pgsluice") == 0)) {
+		snprintf(why, whylen, "cannot use the reserved \"%s\" database as an auth_dbname", text);
+		return false;
+	}
+	return true;
+}
+
 static bool parse_value(const struct config_key *key, const char *text, union config_value *out,
                         char *why, size_t whylen)
 {
@@ -1132,7 +1149,7 @@ static bool load_main_key(struct load_state *st, const char *name, const char *v
 			warn_at(st, "unknown configuration key \"%s\" ignored", name);
 		return true;
 	}
-	if (!parse_value(key, value, &v, why, sizeof(why))) {
+	if (!main_value_allowed(key, value, why, sizeof(why)) || !parse_value(key, value, &v, why, sizeof(why))) {
 		set_load_error(st, "invalid value \"%s\" for key \"%s\": %s",
 		               shorten(value, shown, sizeof(shown)), key->name, why);
 		return false;
@@ -1595,7 +1612,7 @@ bool config_set(struct sluice_config *cfg, const char *name, const char *value,
 	}
 	for (size_t n = strlen(text); n > 0 && isspace((unsigned char)text[n - 1]); n--)
 		text[n - 1] = '\0';
-	bool ok = parse_value(key, text, &v, why, sizeof(why));
+	bool ok = main_value_allowed(key, text, why, sizeof(why)) && parse_value(key, text, &v, why, sizeof(why));
 	if (ok)
 		store_value(cfg, key, &v);
 	else

@@ -133,6 +133,8 @@ struct sluice_config {
 	usec_t server_idle_timeout;
 	usec_t server_connect_timeout;
 	usec_t server_login_retry;
+	usec_t dns_max_ttl;            /* how long a server host name's addresses are kept (dnscache.c) */
+	usec_t dns_nxdomain_ttl;       /* how long a name that does not exist is kept */
 	usec_t client_login_timeout;
 	usec_t query_timeout;
 	usec_t query_wait_timeout;

@@ -123,6 +123,22 @@ static const char *note_tls_error(int ssl_err)
 
 static void on_writable(evutil_socket_t fd, short what, void *arg);
 
+/*
+ * OpenSSL 3 reports a TCP close without close_notify as an SSL_ERROR_SSL of
+ * reason SSL_R_UNEXPECTED_EOF_WHILE_READING (OpenSSL 1.1 as SSL_ERROR_SYSCALL
+ * with no errno, handled by the caller). Leaves the error queue as it is.
+ */
+static bool tls_unexpected_eof(int ssl_err)
+{
+#ifdef SSL_R_UNEXPECTED_EOF_WHILE_READING
+	unsigned long e = ERR_peek_error();
+	return ssl_err == SSL_ERROR_SSL && e != 0 && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+#else
+	(void)ssl_err;
+	return false;
+#endif
+}
+
 static void arm_write(struct connio *io)
 {
 	if (io->writing)
@@ -250,7 +266,9 @@ static ssize_t read_some(struct connio *io, const char **why)
 		if (total > 0)
 			return total;   /* the error again at the next read */
 		iobuf_drain(&io->in, 0);
-		if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0)) {
+		if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0) ||
+		    tls_unexpected_eof(e)) {
+			/* a peer that closed without close_notify is an end of stream, not an error (PgBouncer) */
 			ERR_clear_error();
 			return 0;
 		}

@@ -33,6 +33,7 @@
 #include "admin.h"
 #include "auth.h"
 #include "authquery.h"
+#include "dnscache.h"
 #include "cancel.h"
 #include "hba.h"
 #include "ident.h"
@@ -315,7 +316,8 @@ static bool text_changed(const char *before, const char *after)
  * After sl->cfg changed from before: server connections made with other
  * server_tls_* settings go (PgBouncer reconnects on any TLS change): idle
  * ones now, the others when released, so no client is served over a leg the
- * new settings would not allow; auth_query lookups start afresh. Frees before.
+ * new settings would not allow; auth_query lookups start afresh; kept DNS
+ * answers are dropped. Frees before.
  */
 static void apply_watched_changes(struct sluice *sl, struct watched_settings *before)
 {
@@ -324,10 +326,12 @@ static void apply_watched_changes(struct sluice *sl, struct watched_settings *be
 		log_info("server_tls settings changed: server connections are closed when idle");
 		struct pool *p;
 		TAILQ_FOREACH(p, &sl->pools, entry)
-			pool_reconnect(p);
+			pool_reconnect(p, "database configuration changed");
 	}
 	if (text_changed(before->auth_lookup, after.auth_lookup))
 		authquery_reset(sl);
+	/* host names are looked up anew: an operator who reloads after a DNS change sees it at once */
+	dnscache_free(sl);
 	free(before->server_tls);
 	free(before->auth_lookup);
 	free(after.server_tls);
@@ -641,6 +645,7 @@ static void teardown(struct sluice *sl, struct event **sigs, int n_sigs)
 	sl->workers = NULL;
 	client_free_derived_secrets(sl);
 	authquery_free(sl);
+	dnscache_free(sl);
 	limits_free(sl->limits);
 	sl->limits = NULL;
 	cache_free(sl->cache);    /* after the clients and servers that held its entries */

@@ -465,11 +465,52 @@ void pool_move_server(struct server *s, int new_state)
 	}
 }
 
+/*
+ * Room in pool_size for one more (replication) server, closing idle servers
+ * to make it as PgBouncer does; pool_size 0 means no limit here.
+ */
+static bool replication_room(struct pool *p)
+{
+	if (p->pool_size <= 0)
+		return true;
+	struct server *s;
+	while (p->n_login + p->n_idle + p->n_active >= p->pool_size && (s = TAILQ_FIRST(&p->idle_servers)) != NULL)
+		server_close(s, "evicted for pool_size");
+	return p->n_login + p->n_idle + p->n_active < p->pool_size;
+}
+
 void pool_start_replication(struct pool *p, struct client *c)
 {
 	client_move(c, p, CL_ACTIVE);
 	connio_pause_read(&c->io);    /* nothing is relayed before the welcome */
-	server_launch_replication(p, c);
+	p->starting_replication = true;   /* the evictions below must not start waiting clients first */
+	bool room = p->n_replication_waiting == 0 && replication_room(p);
+	p->starting_replication = false;
+	if (room) {
+		server_launch_replication(p, c);
+		return;
+	}
+	c->replication_waiting = true;
+	p->n_replication_waiting++;
+	c->wait_start = now_usec();
+}
+
+void pool_start_waiting_replication(struct pool *p)
+{
+	if (p->n_replication_waiting == 0 || p->starting_replication)
+		return;
+	p->starting_replication = true;
+	struct client *c, *next;
+	TAILQ_FOREACH_SAFE(c, &p->active_clients, entry, next) {
+		if (!c->replication_waiting)
+			continue;
+		if (!replication_room(p))
+			break;
+		c->replication_waiting = false;
+		p->n_replication_waiting--;
+		server_launch_replication(p, c);   /* may fail c at once; next was taken before */
+	}
+	p->starting_replication = false;
 }
 
 void pool_release_server(struct server *s, bool clean)
@@ -489,7 +530,9 @@ void pool_release_server(struct server *s, bool clean)
 	}
 	if (!clean || s->close_when_released || p->stale || pool_is_paused(p)) {
 		server_close(s, !clean ? "client disconnected with the server busy"
-		                : pool_is_paused(p) ? "database paused" : "server configuration changed");
+		                : pool_is_paused(p) ? "database paused"
+		                : s->close_when_released && p->reconnect_reason ? p->reconnect_reason
+		                : "database configuration changed");
 		launch_for_waiters(p);
 		return;
 	}
@@ -535,7 +578,8 @@ void pool_server_ready(struct server *s)
 				client_welcome(c);
 	if (pool_is_paused(p) || s->close_when_released) {
 		/* admin console: PAUSE closes servers as they come free, RECONNECT too */
-		server_close(s, pool_is_paused(p) ? "database paused" : "reconnect requested");
+		server_close(s, pool_is_paused(p) ? "database paused"
+		                : p->reconnect_reason ? p->reconnect_reason : "reconnect requested");
 		return;
 	}
 	if (s->state != SV_IDLE)
@@ -755,7 +799,7 @@ static void expire_servers(struct pool *p, usec_t now)
 			server_close(s, "server idle timeout");
 			total--;
 		} else if (p->stale) {
-			server_close(s, "server configuration changed");
+			server_close(s, "database configuration changed");   /* PgBouncer's words */
 			total--;
 		}
 	}
@@ -837,14 +881,15 @@ void pool_close_idle(struct pool *p, const char *reason)
 		server_close(s, reason);
 }
 
-void pool_reconnect(struct pool *p)
+void pool_reconnect(struct pool *p, const char *reason)
 {
 	struct server *s;
+	p->reconnect_reason = reason;
 	TAILQ_FOREACH(s, &p->login_servers, entry)
 		s->close_when_released = true;
 	TAILQ_FOREACH(s, &p->active_servers, entry)
 		s->close_when_released = true;
-	pool_close_idle(p, "reconnect requested");
+	pool_close_idle(p, reason);
 }
 
 void pool_kill(struct pool *p)

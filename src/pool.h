@@ -67,6 +67,8 @@ struct pool {
 	struct client_list active_clients;  /* CL_ACTIVE */
 	int n_login, n_idle, n_active, n_waiting, n_clients;
 	int n_waiting_login;             /* of n_waiting, those in CL_WAITING_LOGIN */
+	int n_replication_waiting;       /* replication clients (in active_clients) waiting for room in pool_size */
+	bool starting_replication;       /* pool_start_waiting_replication is running: no re-entry */
 
 	/* ParameterStatus of the first server that logged in: what clients are
 	 * welcomed with before they have a server of their own. */
@@ -87,6 +89,7 @@ struct pool {
 	uint8_t *last_login_error;     /* ErrorResponse message to give waiting clients, owned */
 	size_t last_login_error_len;
 	bool stale;                    /* config changed its target: close servers when released */
+	const char *reconnect_reason; /* why close_when_released servers go (pool_reconnect), static */
 
 	/* admin console: counters, and their values at the last two stats_period ticks */
 	struct pool_stats stats, stats_newer, stats_older;
@@ -121,8 +124,17 @@ void pool_wait_for_welcome(struct pool *p, struct client *c);
  * parameters once it logged in, the two are linked for c's life, and the
  * server is closed with c, never pooled or reused. c gets a FATAL when the
  * server cannot log in (the server's own ErrorResponse when it sent one).
+ * Replication servers count against pool_size as PgBouncer 1.23 counts
+ * them: idle servers are closed to make room ("evicted for pool_size"),
+ * and with none idle c waits (reading paused) until a server of p closes.
  */
 void pool_start_replication(struct pool *p, struct client *c);
+
+/*
+ * A server of p closed: start the replication clients waiting for room, in
+ * arrival order, while pool_size allows. Called by server_close().
+ */
+void pool_start_waiting_replication(struct pool *p);
 
 /*
  * The client gave its server back (session end or, later, transaction end).
@@ -214,8 +226,12 @@ bool pool_is_paused(const struct pool *p);
 /* Close p's idle servers now (PAUSE, RECONNECT); reason is logged. */
 void pool_close_idle(struct pool *p, const char *reason);
 
-/* Close every server of p once released, idle ones now (RECONNECT). */
-void pool_reconnect(struct pool *p);
+/*
+ * Close every server of p once released, idle ones now (RECONNECT, a
+ * server_tls_* change); reason (static) is what the log says for each,
+ * PgBouncer's "database configuration changed" for a configuration change.
+ */
+void pool_reconnect(struct pool *p, const char *reason);
 
 /* Disconnect p's clients (SQLSTATE 57P01) and close its servers now (KILL); p must be paused. */
 void pool_kill(struct pool *p);

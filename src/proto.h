@@ -86,6 +86,7 @@ struct iobuf;
 #define SQLSTATE_CANNOT_CONNECT_NOW      "57P03"
 #define SQLSTATE_OBJECT_NOT_IN_STATE     "55000"   /* e.g. a database DISABLEd on the console */
 #define SQLSTATE_INTERNAL_ERROR          "XX000"
+#define SQLSTATE_CONFIG_FILE_ERROR       "F0000"   /* PgBouncer's "bouncer config error" */
 #define SQLSTATE_UNDEFINED_OBJECT        "42704"
 #define SQLSTATE_INSUFFICIENT_PRIVILEGE  "42501"
 #define SQLSTATE_RATE_LIMIT_EXCEEDED     "53400"   /* configuration_limit_exceeded */

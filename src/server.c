@@ -6,6 +6,7 @@
  */
 #include "server.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/dns.h>
 #include <event2/event.h>
@@ -18,6 +19,7 @@
 
 #include "ai/cache_proto.h"
 #include "auth.h"
+#include "dnscache.h"
 #include "authquery.h"
 #include "cancel.h"
 #include "client.h"
@@ -115,6 +117,16 @@ static void send_startup(struct server *s)
 	msg_free(&m);
 }
 
+/* "host:port" of the host being tried or used, "unix:port" for a unix socket: PgBouncer's log prefix. */
+static const char *server_where(const struct server *s, char *buf, size_t len)
+{
+	if (s->host_name[0] == '\0' || s->host_name[0] == '/')
+		snprintf(buf, len, "unix:%d", s->host_port);
+	else
+		snprintf(buf, len, "%s:%d", s->host_name, s->host_port);
+	return buf;
+}
+
 static void connect_failed(struct server *s, const char *why)
 {
 	if (connecting_now)
@@ -134,15 +146,19 @@ static bool connect_host(struct server *s);
 static void host_failed(struct server *s, const char *why)
 {
 	struct pool *p = s->pool;
-	if (s->addrs)
-		evutil_freeaddrinfo(s->addrs);
-	s->addrs = s->addr_next = NULL;
+	free(s->addrs);
+	s->addrs = NULL;
+	s->addr_next = 0;
 	if (--s->hosts_left <= 0) {
 		connect_failed(s, why);
 		return;
 	}
-	log_warning("S-%llu: %s/%s host \"%s\" port %d failed (%s), trying the next host",
-	            (unsigned long long)s->id, p->db_name, p->user_name, s->host_name, s->host_port, why);
+	char where[300];
+	/* PgBouncer's words first, so its log patterns match; then which host and why */
+	const char *what = strncmp(why, "could not resolve host", 22) == 0 ? "server DNS lookup failed" : "connect failed";
+	log_warning("S-%llu: %s/%s@%s closing because: %s: host \"%s\" port %d failed (%s), "
+	            "trying the next host", (unsigned long long)s->id, p->db_name, p->user_name,
+	            server_where(s, where, sizeof(where)), what, s->host_name, s->host_port, why);
 	s->host_index = (s->host_index + 1) % pool_host_count(p);
 	connect_host(s);
 }
@@ -151,34 +167,56 @@ static void host_failed(struct server *s, const char *why)
 static void try_next_address(struct server *s)
 {
 	char why[256] = "no address";
-	while (s->addr_next) {
-		struct evutil_addrinfo *a = s->addr_next;
-		s->addr_next = a->ai_next;
-		if (connio_connect(&s->io, s->pool->sl->base, a->ai_addr, (socklen_t)a->ai_addrlen, &server_io_ops, s))
+	while (s->addrs && s->addr_next < s->addrs->n) {
+		int i = s->addr_next++;
+		if (connio_connect(&s->io, s->pool->sl->base, (struct sockaddr *)&s->addrs->addr[i], s->addrs->len[i],
+		                   &server_io_ops, s))
 			return;
 		snprintf(why, sizeof(why), "%s", strerror(errno));
 	}
 	host_failed(s, why);
 }
 
-/* The host name resolved (libevent's evdns, asynchronous): connect to its addresses in turn. */
+/* An address written as such: nothing to keep, evdns answers it at once. */
+static bool numeric_host(const char *host)
+{
+	struct in6_addr any;
+	return inet_pton(AF_INET, host, &any) == 1 || inet_pton(AF_INET6, host, &any) == 1;
+}
+
+/* Connect to the addresses of s->host_name (err 0), or count the host as down (err: EVUTIL_EAI_*). */
+static void addresses_known(struct server *s, int err)
+{
+	if (err || !s->addrs || s->addrs->n == 0) {
+		char why[512];
+		snprintf(why, sizeof(why), "could not resolve host \"%s\": %s", s->host_name,
+		         evutil_gai_strerror(err ? err : EVUTIL_EAI_NONAME));
+		host_failed(s, why);
+		return;
+	}
+	s->addr_next = 0;
+	try_next_address(s);
+}
+
+/* The host name resolved (libevent's evdns, asynchronous): keep the answer, connect to its addresses in turn. */
 static void dns_done(int err, struct evutil_addrinfo *res, void *arg)
 {
 	struct server *s = arg;
 	if (err == EVUTIL_EAI_CANCEL)
 		return;    /* s is being closed */
 	s->dns_req = NULL;
-	if (err || !res) {
-		char why[512];
-		snprintf(why, sizeof(why), "could not resolve host \"%s\": %s", s->host_name,
-		         evutil_gai_strerror(err ? err : EVUTIL_EAI_NONAME));
-		if (res)
-			evutil_freeaddrinfo(res);
-		host_failed(s, why);
-		return;
-	}
-	s->addrs = s->addr_next = res;
-	try_next_address(s);
+	struct sluice *sl = s->pool->sl;
+	if (!err && res && !numeric_host(s->host_name))
+		dnscache_store(sl, s->host_name, res, 0);
+	else if (err)
+		dnscache_store(sl, s->host_name, NULL, err);
+	free(s->addrs);
+	s->addrs = (!err && res) ? malloc(sizeof(*s->addrs)) : NULL;
+	if (s->addrs)
+		dnscache_addrs_from(res, s->host_port, s->addrs);
+	if (res)
+		evutil_freeaddrinfo(res);
+	addresses_known(s, err ? err : s->addrs ? 0 : EVUTIL_EAI_MEMORY);
 }
 
 /* Start connecting to host s->host_index of the pool's list; false when the attempt is over (failed). */
@@ -215,6 +253,17 @@ static bool connect_host(struct server *s)
 	hints.ai_protocol = IPPROTO_TCP;
 	hints.ai_flags = EVUTIL_AI_ADDRCONFIG;
 	snprintf(port, sizeof(port), "%d", s->host_port);
+	/* an answer kept for dns_max_ttl (or a missing name for dns_nxdomain_ttl) */
+	struct dns_addrs known;
+	int known_err = 0;
+	if (dnscache_lookup(sl, s->host_name, s->host_port, &known, &known_err)) {
+		free(s->addrs);
+		s->addrs = known_err ? NULL : malloc(sizeof(*s->addrs));
+		if (s->addrs)
+			*s->addrs = known;
+		addresses_known(s, known_err ? known_err : s->addrs ? 0 : EVUTIL_EAI_MEMORY);
+		return true;
+	}
 	/* the answer may come before this returns (a numeric address, /etc/hosts):
 	 * then the request is NULL and dns_done already ran */
 	struct evdns_getaddrinfo_request *req = evdns_getaddrinfo(sl->dns, s->host_name, port, &hints, dns_done, s);
@@ -250,11 +299,12 @@ bool server_connect_next(struct server *s)
 	}
 	if (s->io.state != IO_CONNECTING)
 		return false;
-	if (!s->addr_next && s->hosts_left <= 1)
+	bool more = s->addrs && s->addr_next < s->addrs->n;
+	if (!more && s->hosts_left <= 1)
 		return false;
 	connio_close(&s->io);
 	s->connect_time = now_usec();
-	if (s->addr_next)
+	if (more)
 		try_next_address(s);
 	else
 		host_failed(s, "no answer within server_connect_timeout");
@@ -319,9 +369,10 @@ void server_close(struct server *s, const char *reason)
 {
 	struct pool *p = s->pool;
 	struct client *c = s->client;
+	char where[300];
 	if (p->sl->cfg->log_disconnections || s->state == SV_LOGIN)
-		log_info("S-%llu: %s/%s closing because: %s (age=%llds)", (unsigned long long)s->id,
-		         p->db_name, p->user_name, reason,
+		log_info("S-%llu: %s/%s@%s closing because: %s (age=%llds)", (unsigned long long)s->id,
+		         p->db_name, p->user_name, server_where(s, where, sizeof(where)), reason,
 		         (long long)((now_usec() - s->connect_time) / USEC_PER_SEC));
 	bool requeue = c && s->internal == SV_INTERNAL_SETUP;
 	if (c) {
@@ -336,8 +387,7 @@ void server_close(struct server *s, const char *reason)
 	cancel_detach(s);
 	if (s->dns_req)
 		evdns_getaddrinfo_cancel(s->dns_req);
-	if (s->addrs)
-		evutil_freeaddrinfo(s->addrs);
+	free(s->addrs);
 	connio_close(&s->io);
 	varcache_clear(&s->vars);
 	prepared_server_free(s);
@@ -349,6 +399,7 @@ void server_close(struct server *s, const char *reason)
 	free(s);
 	if (requeue)
 		pool_request_server(p, c);
+	pool_start_waiting_replication(p);   /* room in pool_size for a waiting replication client */
 }
 
 static bool send_query(struct server *s, const char *sql, enum server_internal why)
@@ -377,7 +428,8 @@ static const char *login_password(struct server *s)
 	const struct userlist_entry *e = p->sl->userlist ? userlist_find(p->sl->userlist, p->user_name) : NULL;
 	if (e)
 		return e->password;
-	const char *looked_up = authquery_cached(p->sl, p->db_name, p->user_name);
+	bool found;
+	const char *looked_up = authquery_cached(p->sl, p->db_name, p->user_name, &found);
 	return looked_up && *looked_up ? looked_up : NULL;
 }
 
@@ -416,7 +468,8 @@ static const char *start_sasl(struct server *s, struct msgreader *r)
 	} else if (!p->password && p->have_scram_keys) {
 		scram_client_init_keys(&s->scram, &p->scram_secret, p->scram_client_key);
 	} else {
-		return "SCRAM login to the server needs a plain-text password, or a client that logged in with SCRAM first";
+		return "cannot do SCRAM authentication: wrong password type (the server needs a plain-text password, "
+		       "or a client that logged in with SCRAM first)";
 	}
 	s->scram_started = true;
 	/* Over TLS, bind the exchange to the channel when the server offers it, so
@@ -564,7 +617,8 @@ static const char *handle_auth_request(struct server *s, struct msgreader *r)
 		return NULL;
 	case AUTH_REQ_PASSWORD:
 		if (!pw || password_kind_of(pw) != PASSWORD_PLAIN)
-			return "server asks for a cleartext password, and pgsluice has no plain-text password for this user";
+			return "cannot do plain-text authentication: wrong password type (the server asks for the "
+			       "password itself, and pgsluice has only a hash of it)";
 		send_password_message(s, pw, strlen(pw), true);
 		return NULL;
 	case AUTH_REQ_MD5: {
@@ -573,7 +627,8 @@ static const char *handle_auth_request(struct server *s, struct msgreader *r)
 		if (!salt)
 			return "malformed MD5 authentication request";
 		if (!pw || password_kind_of(pw) == PASSWORD_SCRAM)
-			return "server asks for MD5, and pgsluice has no plain-text password or MD5 hash for this user";
+			return "cannot do MD5 authentication: wrong password type (the server needs a plain-text "
+			       "password or an MD5 hash)";
 		if (password_kind_of(pw) == PASSWORD_PLAIN)
 			md5_password_hash(pw, s->pool->user_name, stored);
 		else
@@ -643,7 +698,14 @@ static void login_fail(struct server *s, const uint8_t *msg, size_t len, const c
 		s->client = NULL;
 		c->server = NULL;
 		server_close(s, "login failed");
-		if (msg)
+		struct pg_error f;
+		char detail[sizeof(f.detail) + 80];
+		if (msg && proto_parse_error(msg + PROTO_HEADER_LEN, len - PROTO_HEADER_LEN, &f)) {
+			/* PostgreSQL's error, with PgBouncer's "login failed" that its users match */
+			snprintf(detail, sizeof(detail), "%s%slogin failed: PostgreSQL refused the replication connection.",
+			         f.detail, f.detail[0] ? " " : "");
+			client_fatal(c, f.sqlstate, detail, f.hint[0] ? f.hint : NULL, "%s", f.message);
+		} else if (msg)
 			client_fatal_raw(c, msg, len);
 		else
 			client_fatal(c, SQLSTATE_CONNECTION_FAILURE, why, NULL,
@@ -873,7 +935,7 @@ static bool whole_message(struct server *s, uint8_t type, struct iobuf *in, uint
 		/* The client never sees itself inside a transaction block. */
 		client_fatal(c, SQLSTATE_FEATURE_NOT_SUPPORTED, NULL,
 		             "Use pool_mode = transaction or session for this database or user.",
-		             "transaction blocks are not allowed in statement pooling mode");
+		             "transaction blocks not allowed in statement pooling mode");
 		return false;   /* the server was closed with the client, as it is inside a transaction */
 	}
 	if (!iobuf_move(&c->io.out, in, total)) {
@@ -1123,12 +1185,17 @@ static void server_io_connect(void *arg)
 		send_startup(s);
 		return;
 	}
-	if (s->addrs)
-		evutil_freeaddrinfo(s->addrs);
-	s->addrs = s->addr_next = NULL;
+	free(s->addrs);
+	s->addrs = NULL;
+	s->addr_next = 0;
 	s->addr_len = sizeof(s->addr);
 	if (getpeername(s->io.fd, (struct sockaddr *)&s->addr, &s->addr_len) != 0)
 		s->addr_len = 0;
+	if (s->pool->sl->cfg->log_connections) {
+		char where[300];
+		log_info("S-%llu: %s/%s@%s new connection to server", (unsigned long long)s->id,
+		         s->pool->db_name, s->pool->user_name, server_where(s, where, sizeof(where)));
+	}
 	socket_tune(s->io.fd, s->pool->sl->cfg);
 	if (want_tls(s))
 		send_ssl_request(s);
@@ -1151,7 +1218,7 @@ static void server_io_error(void *arg, const char *why)
 		char reason[300];
 		str_copy(reason, why, sizeof(reason));
 		connio_close(&s->io);
-		if (s->addr_next)
+		if (s->addrs && s->addr_next < s->addrs->n)
 			try_next_address(s);
 		else
 			host_failed(s, reason);

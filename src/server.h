@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 
 #include "config.h"
+#include "dnscache.h"
 #include "connio.h"
 #include "pgerror.h"
 #include "proto.h"
@@ -61,8 +62,8 @@ struct server {
 	int hosts_left;
 	char host_name[256];           /* "" or "/dir": a unix socket */
 	int host_port;
-	struct evutil_addrinfo *addrs; /* owned, NULL once connected */
-	struct evutil_addrinfo *addr_next;
+	struct dns_addrs *addrs;       /* the host's addresses (dnscache.h), owned; NULL once connected */
+	int addr_next;                 /* the next of them to try */
 	enum replication_mode replication; /* a replication connection: its client's alone (pool_start_replication) */
 	uint64_t id;
 

@@ -26,6 +26,7 @@ struct userlist;
 struct hba;
 struct ident_map;
 struct authquery;
+struct dnscache;
 struct limits;
 struct limits_sync;
 struct usage;
@@ -95,6 +96,7 @@ struct sluice {
 	struct hba *hba;                  /* owned; NULL when auth_hba_file is unset */
 	struct ident_map *ident;          /* owned; NULL when auth_ident_file is unset */
 	struct tls_config tls;            /* owned; both legs' TLS contexts */
+	struct dnscache *dnscache;        /* server host name answers (dnscache.c); NULL until one is kept */
 	struct authquery *authquery;      /* auth_query side channels and cache; NULL until used */
 	char *config_path;
 	bool quiet;

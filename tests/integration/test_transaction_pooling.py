@@ -525,7 +525,7 @@ def test_client_idle_timeout_is_57P05(sluice):
 
 
 # -- statement pooling and per-database / per-user modes -------------------------------------
-STATEMENT_MODE_MESSAGE = "transaction blocks are not allowed in statement pooling mode"
+STATEMENT_MODE_MESSAGE = "transaction blocks not allowed in statement pooling mode"
 
 
 def refusal_of_begin(sess):
