@@ -1775,7 +1775,8 @@ static const char *db_argument(struct client *c, struct msgbuf *m, const struct 
 		return "";
 	}
 	if (!database_known(c->sl, toks[1].text)) {
-		admin_error(m, SQLSTATE_INVALID_CATALOG_NAME, NULL, NULL, "database \"%s\" does not exist", toks[1].text);
+		/* PgBouncer's text and SQLSTATE: scripts match them */
+		admin_error(m, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL, "no such database: %s", toks[1].text);
 		return "";
 	}
 	return toks[1].text;
@@ -2011,12 +2012,13 @@ static bool cmd_kill_client(struct client *c, struct msgbuf *m, const struct tok
 	errno = 0;
 	unsigned long long id = strtoull(toks[1].text, &end, 10);
 	if (errno || *end || !isdigit((unsigned char)toks[1].text[0])) {
-		admin_error(m, SQLSTATE_INVALID_PARAMETER_VALUE, NULL, NULL, "invalid client id \"%s\"", toks[1].text);
+		/* PgBouncer's text and SQLSTATE: scripts match them */
+		admin_error(m, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL, "invalid client pointer supplied");
 		return true;
 	}
 	struct client *target = find_client(c->sl, (uint64_t)id);
 	if (!target) {
-		admin_error(m, SQLSTATE_UNDEFINED_OBJECT, NULL, NULL, "client %llu does not exist", id);
+		admin_error(m, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL, "client not found");
 		return true;
 	}
 	log_info("C-%llu killed by the admin console", id);
@@ -2065,9 +2067,9 @@ static bool cmd_reload(struct client *c, struct msgbuf *m, const struct token *t
 	char err[1024];
 	if (!c->sl->hooks.reload(c->sl, err, sizeof(err))) {
 		/* the file's error names file:line; the running configuration is kept */
-		admin_error(m, SQLSTATE_CONFIG_FILE_ERROR, NULL,
+		admin_error(m, SQLSTATE_CONFIG_FILE_ERROR, err,
 		            "The running configuration is kept; fix the file and RELOAD again.",
-		            "could not reload the configuration: %s", err);
+		            "RELOAD failed, see logs for additional details");
 		return true;
 	}
 	command_complete(m, "RELOAD");
@@ -2355,6 +2357,11 @@ void admin_login(struct client *c)
 	msg_add_parameter_status(&m, "standard_conforming_strings", "on");
 	msg_add_parameter_status(&m, "is_superuser", "off");
 	msg_add_parameter_status(&m, "application_name", application_name(&c->vars));
+	/* As PgBouncer 1.25 tells console clients: its version, and the console's
+	 * own pooling (statement mode, no prepared statements), whatever the ini says. */
+	msg_add_parameter_status(&m, "pgbouncer.version", PACKAGE_VERSION);
+	msg_add_parameter_status(&m, "pgbouncer.max_prepared_statements", "0");
+	msg_add_parameter_status(&m, "pgbouncer.pool_mode", "statement");
 	msg_begin(&m, PqMsg_BackendKeyData);
 	msg_add_int32(&m, c->cancel_pid);
 	msg_add_int32(&m, c->cancel_key);

@@ -211,6 +211,11 @@ static void set_close_reason(struct client *c, const char *why)
 	c->close_reason = strdup(why);
 }
 
+void client_set_close_reason(struct client *c, const char *why)
+{
+	set_close_reason(c, why);
+}
+
 static const char *close_reason_of(const struct client *c)
 {
 	return c->close_reason ? c->close_reason : "closing after an error";
@@ -877,7 +882,8 @@ static bool refuse_over_max_client_conn(struct client *c)
 		return false;
 	char detail[128];
 	snprintf(detail, sizeof(detail), "max_client_conn (%d) is reached.", sl->cfg->max_client_conn);
-	client_fatal(c, SQLSTATE_TOO_MANY_CONNECTIONS, detail, NULL, "sorry, too many clients already");
+	/* PgBouncer's text (scripts and its tests match "max_client_conn"), PostgreSQL's SQLSTATE */
+	client_fatal(c, SQLSTATE_TOO_MANY_CONNECTIONS, detail, NULL, "no more connections allowed (max_client_conn)");
 	return true;
 }
 

@@ -374,9 +374,13 @@ static void schedule_login_retry(struct pool *p);
 static void launch_for_waiters(struct pool *p)
 {
 	make_room(p);
-	while (p->n_waiting > p->n_login && can_launch(p))
+	while (p->n_waiting > p->n_login && can_launch(p)) {
+		bool reserve = p->n_login + p->n_idle + p->n_active >= p->pool_size;
 		if (!server_launch(p))
 			break;
+		if (reserve)   /* PgBouncer's log line */
+			log_info("%s/%s taking connection from reserve_pool", p->db_name, p->user_name);
+	}
 	if (p->n_waiting > p->n_login && p->login_failure_transient && login_backing_off(p, now_usec()))
 		schedule_login_retry(p);
 }
@@ -715,14 +719,19 @@ static void expire_active(struct pool *p, usec_t now)
 		                                        cfg->idle_transaction_timeout);
 		usec_t idle_timeout = user_timeout(u ? u->client_idle_timeout : -1, cfg->client_idle_timeout);
 		bool in_xact = s && s->internal == SV_INTERNAL_NONE && (s->pending_ready > 0 || s->tx_status != 'I');
+		/* the "closing because:" words are PgBouncer's log text, which log watches match */
 		if (in_xact && xact_timeout > 0 && c->xact_start > 0 && now - c->xact_start >= xact_timeout) {
 			client_fatal(c, SQLSTATE_TRANSACTION_TIMEOUT, NULL, NULL, "transaction timeout");
 		} else if (s && s->internal == SV_INTERNAL_NONE && s->pending_ready > 0) {
-			if (query_timeout > 0 && now - s->request_start >= query_timeout)
+			if (query_timeout > 0 && now - s->request_start >= query_timeout) {
 				client_fatal(c, SQLSTATE_QUERY_CANCELED, NULL, NULL, "query_timeout");
+				client_set_close_reason(c, "query timeout");
+			}
 		} else if (s && s->tx_status != 'I') {
-			if (idle_xact_timeout > 0 && now - s->last_ready >= idle_xact_timeout)
+			if (idle_xact_timeout > 0 && now - s->last_ready >= idle_xact_timeout) {
 				client_fatal(c, SQLSTATE_IDLE_IN_TRANSACTION_TIMEOUT, NULL, NULL, "idle_transaction_timeout");
+				client_set_close_reason(c, "idle transaction timeout");
+			}
 		} else if (idle_timeout > 0 && now - c->last_activity >= idle_timeout) {
 			client_fatal(c, SQLSTATE_IDLE_SESSION_TIMEOUT, NULL, NULL, "client_idle_timeout");
 		}
@@ -740,7 +749,7 @@ static void expire_servers(struct pool *p, usec_t now)
 				continue;    /* a host of a host list that does not answer: the next one */
 			usec_t started = s->connect_time;
 			bool replication = s->replication;   /* its client alone gets the error */
-			server_close(s, "server_connect_timeout");
+			server_close(s, "connect timeout");   /* PgBouncer's log words */
 			if (replication)
 				continue;
 			pool_login_failed(p, started, NULL, 0, "server_connect_timeout expired");

@@ -47,6 +47,8 @@ static bool connecting_now;
 static char connect_error[256];
 static void ssl_response(struct server *s);
 static void login_fail(struct server *s, const uint8_t *msg, size_t len, const char *why);
+static void login_fail_as(struct server *s, const uint8_t *msg, size_t len, const char *why,
+                          const char *close_reason);
 
 static void free_params(char **kv)
 {
@@ -120,7 +122,7 @@ static void connect_failed(struct server *s, const char *why)
 	if (connecting_now)
 		str_copy(connect_error, why, sizeof(connect_error));
 	else
-		login_fail(s, NULL, 0, why);
+		login_fail_as(s, NULL, 0, why, "connect failed");   /* PgBouncer's log words */
 }
 
 static bool connect_host(struct server *s);
@@ -280,8 +282,9 @@ static struct server *server_new(struct pool *p, struct client *c)
 	s->state = SV_LOGIN;
 	TAILQ_INSERT_TAIL(&p->login_servers, s, entry);
 	p->n_login++;
-	log_debug("S-%llu: %s/%s new %sconnection to server", (unsigned long long)s->id, p->db_name, p->user_name,
-	          c ? "replication " : "");
+	if (p->sl->cfg->log_connections)   /* PgBouncer's log line, which log watches count */
+		log_info("S-%llu: %s/%s new %sconnection to server", (unsigned long long)s->id, p->db_name,
+		         p->user_name, c ? "replication " : "");
 	return s;
 }
 
@@ -308,7 +311,9 @@ struct server *server_launch(struct pool *p)
 		char err[300];
 		snprintf(err, sizeof(err), "could not start connection: %s", connect_error);
 		usec_t started = s->connect_time;
-		server_close(s, err);
+		char reason[340];
+		snprintf(reason, sizeof(reason), "connect failed: %s", connect_error);   /* PgBouncer's log words */
+		server_close(s, reason);
 		pool_login_failed(p, started, NULL, 0, err);
 		return NULL;
 	}
@@ -625,6 +630,13 @@ static void login_done(struct server *s)
 
 static void login_fail(struct server *s, const uint8_t *msg, size_t len, const char *why)
 {
+	login_fail_as(s, msg, len, why, "login failed");
+}
+
+/* login_fail, with the words of the "closing because:" log line. */
+static void login_fail_as(struct server *s, const uint8_t *msg, size_t len, const char *why,
+                          const char *close_reason)
+{
 	struct pool *p = s->pool;
 	if (msg) {
 		struct pg_error f;
@@ -642,7 +654,7 @@ static void login_fail(struct server *s, const uint8_t *msg, size_t len, const c
 		/* the error is the replication client's, not the pool's */
 		s->client = NULL;
 		c->server = NULL;
-		server_close(s, "login failed");
+		server_close(s, close_reason);
 		if (msg)
 			client_fatal_raw(c, msg, len);
 		else
@@ -650,7 +662,7 @@ static void login_fail(struct server *s, const uint8_t *msg, size_t len, const c
 			             "could not connect to server for database \"%s\"", p->db_name);
 		return;
 	}
-	server_close(s, "login failed");
+	server_close(s, close_reason);
 	if (!replication)
 		pool_login_failed(p, started, msg, len, why);
 }
