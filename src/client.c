@@ -305,10 +305,15 @@ static void send_auth_request(struct client *c, int32_t code, const void *data, 
 	msg_free(&m);
 }
 
+/* PgBouncer's texts, which its users' scripts match: "SASL authentication
+ * failed" after SCRAM, PostgreSQL's "password authentication failed" otherwise. */
 static void auth_failed(struct client *c)
 {
-	client_fatal(c, SQLSTATE_INVALID_PASSWORD, NULL, NULL,
-	             "password authentication failed for user \"%s\"", c->user);
+	if (c->auth_method == AUTH_TYPE_SCRAM_SHA_256)
+		client_fatal(c, SQLSTATE_INVALID_PASSWORD, NULL, NULL, "SASL authentication failed");
+	else
+		client_fatal(c, SQLSTATE_INVALID_PASSWORD, NULL, NULL,
+		             "password authentication failed for user \"%s\"", c->user);
 }
 
 static void login_succeeded(struct client *c);
@@ -665,7 +670,7 @@ static void begin_auth_method(struct client *c, const struct userlist_entry *e)
 	case AUTH_TYPE_TRUST:
 		if (!e) {
 			client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, "auth_type is trust, and the user is not in auth_file.",
-			             NULL, "user \"%s\" is not allowed to log in", c->user);
+			             NULL, "\"trust\" authentication failed");   /* PgBouncer's text */
 			return;
 		}
 		login_succeeded(c);
@@ -1074,7 +1079,7 @@ static void login_succeeded(struct client *c)
 		/* PostgreSQL too checks the database after authentication (InitPostgres) */
 		client_fatal(c, SQLSTATE_INVALID_CATALOG_NAME,
 		             "pgsluice has no [databases] entry for it and no \"*\" fallback entry.", NULL,
-		             "database \"%s\" does not exist", c->database);
+		             "no such database: %s", c->database);   /* PgBouncer's text */
 		return;
 	}
 	if (admin_db_disabled(sl, c->database)) {   /* the console's DISABLE, as PgBouncer */

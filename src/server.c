@@ -641,8 +641,8 @@ static void login_fail_as(struct server *s, const uint8_t *msg, size_t len, cons
 	if (msg) {
 		struct pg_error f;
 		if (proto_parse_error(msg + PROTO_HEADER_LEN, len - PROTO_HEADER_LEN, &f))
-			log_warning("S-%llu: %s/%s server login failed: %s %s", (unsigned long long)s->id,
-			            p->db_name, p->user_name, f.sqlstate, f.message);
+			log_warning("S-%llu: %s/%s server login failed: %s %s (%s)", (unsigned long long)s->id,
+			            p->db_name, p->user_name, f.severity, f.message, f.sqlstate);   /* PgBouncer's words */
 	} else {
 		log_warning("S-%llu: %s/%s server login failed: %s", (unsigned long long)s->id,
 		            p->db_name, p->user_name, why);

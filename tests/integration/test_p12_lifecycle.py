@@ -236,7 +236,7 @@ def test_disable_refuses_new_logins_until_enable(sluice):
         assert (err.severity, err.sqlstate, err.message) == (
             "FATAL", "55000", "database does not allow connections: app")
         assert connected.execute("SELECT 1").fetchone() == (1,)   # connected clients stay
-        for bad, sqlstate in (("DISABLE", "42601"), ("DISABLE nosuchdb", "3D000"),
+        for bad, sqlstate in (("DISABLE", "42601"), ("DISABLE nosuchdb", "08P01"),
                               ("ENABLE", "42601")):
             with pytest.raises(psycopg.Error) as refused:
                 admin.execute(bad)

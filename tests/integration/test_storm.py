@@ -100,7 +100,7 @@ def test_logged_in_clients_still_bounded_by_max_client_conn(sluice):
     try:
         err = pgwire.login_error(pooler.host, pooler.port, "app", "app", password="app_pw")
         assert err.sqlstate == "53300", err
-        assert err.message == "sorry, too many clients already", err
+        assert err.message == "no more connections allowed (max_client_conn)", err
     finally:
         close_all(slow)
         for conn in conns:
