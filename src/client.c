@@ -22,6 +22,7 @@
 #include "admin.h"
 #include "ai/usage.h"
 #include "auth.h"
+#include "autoconfig.h"
 #include "client_step.h"
 #include "authquery.h"
 #include "tls.h"
@@ -1084,7 +1085,7 @@ static void login_succeeded(struct client *c)
 	}
 	if (admin_db_disabled(sl, c->database)) {   /* the console's DISABLE, as PgBouncer */
 		client_fatal(c, SQLSTATE_OBJECT_NOT_IN_STATE, NULL, NULL,
-		             "database does not allow connections: %s", c->database);
+		             "database \"%s\" is disabled", c->database);   /* PgBouncer 1.25's text */
 		return;
 	}
 	/* the counts walk pools and clients: only where a limit is set */
@@ -1140,6 +1141,17 @@ void client_welcome(struct client *c)
 			msg_add_parameter_status(&m, varcache_name(i), c->vars.values[i]);
 	for (char **kv = p->welcome_other; kv && kv[0]; kv += 2)
 		msg_add_parameter_status(&m, kv[0], kv[1]);
+	/* PgBouncer 1.25 tells every client its version and the pooling it gets */
+	char maxps[24];
+	snprintf(maxps, sizeof(maxps), "%d", c->sl->cfg->max_prepared_statements);
+	msg_add_parameter_status(&m, "pgbouncer.version", PACKAGE_VERSION);
+	msg_add_parameter_status(&m, "pgbouncer.max_prepared_statements", maxps);
+	msg_add_parameter_status(&m, "pgbouncer.pool_mode", pool_mode_name(p->pool_mode));
+	if (c->sl->cfg->login_notify_message && c->sl->cfg->login_notify_message[0]) {
+		/* before ReadyForQuery, as PgBouncer's login_notify_message */
+		msg_add_error(&m, PqMsg_NoticeResponse, "NOTICE", SQLSTATE_SUCCESSFUL_COMPLETION, NULL, NULL, "%s",
+		              c->sl->cfg->login_notify_message);
+	}
 	msg_begin(&m, PqMsg_BackendKeyData);
 	msg_add_int32(&m, c->cancel_pid);
 	msg_add_int32(&m, c->cancel_key);

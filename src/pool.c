@@ -493,7 +493,7 @@ void pool_release_server(struct server *s, bool clean)
 	}
 	if (!clean || s->close_when_released || p->stale || pool_is_paused(p)) {
 		server_close(s, !clean ? "client disconnected with the server busy"
-		                : pool_is_paused(p) ? "database paused" : "server configuration changed");
+		                : pool_is_paused(p) ? "database paused" : "database configuration changed");
 		launch_for_waiters(p);
 		return;
 	}
@@ -764,7 +764,7 @@ static void expire_servers(struct pool *p, usec_t now)
 			server_close(s, "server idle timeout");
 			total--;
 		} else if (p->stale) {
-			server_close(s, "server configuration changed");
+			server_close(s, "database configuration changed");
 			total--;
 		}
 	}

@@ -234,7 +234,7 @@ def test_disable_refuses_new_logins_until_enable(sluice):
         assert {r["name"]: r for r in show(admin, "DATABASES")}["app"]["disabled"] == 1
         err = pgwire.login_error(pooler.host, pooler.port, "app", "app", password="app_pw")
         assert (err.severity, err.sqlstate, err.message) == (
-            "FATAL", "55000", "database does not allow connections: app")
+            "FATAL", "55000", 'database "app" is disabled')
         assert connected.execute("SELECT 1").fetchone() == (1,)   # connected clients stay
         for bad, sqlstate in (("DISABLE", "42601"), ("DISABLE nosuchdb", "08P01"),
                               ("ENABLE", "42601")):
