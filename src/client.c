@@ -844,7 +844,7 @@ static bool read_startup_params(struct client *c, struct msgreader *r, uint32_t 
 		} else if (!str_list_contains(cfg->ignore_startup_parameters, name)) {
 			client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL,
 			             "Add it to ignore_startup_parameters in the pgsluice configuration to ignore it.",
-			             "unsupported startup parameter \"%s\"", name);
+			             "unsupported startup parameter: %s", name);   /* PgBouncer's text */
 			return false;
 		}
 	}
