@@ -6,6 +6,7 @@
  */
 #include "server.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/dns.h>
 #include <event2/event.h>
@@ -282,9 +283,8 @@ static struct server *server_new(struct pool *p, struct client *c)
 	s->state = SV_LOGIN;
 	TAILQ_INSERT_TAIL(&p->login_servers, s, entry);
 	p->n_login++;
-	if (p->sl->cfg->log_connections)   /* PgBouncer's log line, which log watches count */
-		log_info("S-%llu: %s/%s new %sconnection to server", (unsigned long long)s->id, p->db_name,
-		         p->user_name, c ? "replication " : "");
+	log_debug("S-%llu: %s/%s launching a %sserver connection", (unsigned long long)s->id, p->db_name,
+	          p->user_name, c ? "replication " : "");
 	return s;
 }
 
@@ -908,8 +908,8 @@ static bool whole_message(struct server *s, uint8_t type, struct iobuf *in, uint
 	    s->pool->sl->cfg->server_fast_close && server_is_clean(s)) {
 		/* session pooling: the target changed or RECONNECT asked for new
 		 * servers, and the operator asked not to wait for the client to leave */
-		server_close(s, s->pool->stale ? "server_fast_close: the database entry changed"
-		                               : "server_fast_close: reconnect requested");
+		/* PgBouncer's words for both causes, which log watches match */
+		server_close(s, "database configuration changed");
 		return false;
 	}
 	return true;
@@ -1128,6 +1128,37 @@ static void ssl_response(struct server *s)
 }
 
 /* Connected (TCP or unix socket), or the TLS handshake finished. */
+/*
+ * PgBouncer's "new connection to server (from ADDR:PORT)" line, with the
+ * local end of the socket, once connect() succeeded; log watches count it.
+ */
+static void log_new_connection(const struct server *s)
+{
+	const struct pool *p = s->pool;
+	if (!p->sl->cfg->log_connections)
+		return;
+	struct sockaddr_storage local;
+	socklen_t len = sizeof(local);
+	char host[INET6_ADDRSTRLEN + 2] = "unix", from[INET6_ADDRSTRLEN + 16];
+	int port = 0;
+	if (getsockname(s->io.fd, (struct sockaddr *)&local, &len) == 0) {
+		if (local.ss_family == AF_INET) {
+			const struct sockaddr_in *in = (const struct sockaddr_in *)&local;
+			inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+			port = ntohs(in->sin_port);
+		} else if (local.ss_family == AF_INET6) {
+			const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&local;
+			char a[INET6_ADDRSTRLEN];
+			inet_ntop(AF_INET6, &in6->sin6_addr, a, sizeof(a));
+			snprintf(host, sizeof(host), "[%s]", a);
+			port = ntohs(in6->sin6_port);
+		}
+	}
+	snprintf(from, sizeof(from), "%s:%d", host, port);
+	log_info("S-%llu: %s/%s new %sconnection to server (from %s)", (unsigned long long)s->id, p->db_name,
+	         p->user_name, s->replication ? "replication " : "", from);
+}
+
 static void server_io_connect(void *arg)
 {
 	struct server *s = arg;
@@ -1142,6 +1173,7 @@ static void server_io_connect(void *arg)
 	if (getpeername(s->io.fd, (struct sockaddr *)&s->addr, &s->addr_len) != 0)
 		s->addr_len = 0;
 	socket_tune(s->io.fd, s->pool->sl->cfg);
+	log_new_connection(s);
 	if (want_tls(s))
 		send_ssl_request(s);
 	else
