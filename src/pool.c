@@ -176,10 +176,15 @@ static bool login_backing_off(const struct pool *p, usec_t now)
 struct pool *pool_get(struct sluice *sl, const struct db_config *db, const char *db_name, const char *user)
 {
 	struct pool *p;
+	bool db_known = false;
 	/* A "*" entry serves every database name, each with its own pool. */
-	TAILQ_FOREACH(p, &sl->pools, entry)
+	TAILQ_FOREACH(p, &sl->pools, entry) {
 		if (strcmp(p->user_name, user) == 0 && strcmp(p->db_name, db_name) == 0)
 			return p;
+		db_known = db_known || strcmp(p->db_name, db_name) == 0;
+	}
+	if (!db_known && strcmp(db->name, "*") == 0)   /* PgBouncer's log line */
+		log_info("registered new auto-database: %s", db_name);
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return NULL;
