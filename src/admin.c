@@ -1820,7 +1820,7 @@ bool admin_pause(struct sluice *sl, char *errbuf, size_t errlen)
 bool admin_resume(struct sluice *sl, char *errbuf, size_t errlen)
 {
 	if (sl->shutting_down) {   /* PgBouncer: SHUTDOWN WAIT_FOR_SERVERS is not undone by RESUME */
-		snprintf(errbuf, errlen, "pgsluice is shutting down");
+		snprintf(errbuf, errlen, "pooler is shutting down");   /* PgBouncer's text */
 		return false;
 	}
 	if (sl->suspended) {
@@ -1916,8 +1916,9 @@ static bool cmd_resume(struct client *c, struct msgbuf *m, const struct token *t
 	if (db && !*db)
 		return true;
 	if (!db) {
-		if (!admin_resume(sl, err, sizeof(err)))
-			admin_error(m, SQLSTATE_OBJECT_NOT_IN_STATE, NULL, NULL, "%s", err);
+		if (!admin_resume(sl, err, sizeof(err)))   /* during shutdown PgBouncer's SQLSTATE, 08P01 */
+			admin_error(m, sl->shutting_down ? SQLSTATE_PROTOCOL_VIOLATION : SQLSTATE_OBJECT_NOT_IN_STATE,
+			            NULL, NULL, "%s", err);
 		else
 			command_complete(m, "RESUME");
 		return true;

@@ -1015,7 +1015,7 @@ bool server_link(struct server *s, struct client *c)
 	if (n == 0)
 		s->vars.gen = c->vars.gen;   /* equal values: the next link of c skips the comparison */
 	if (n > 0 || check) {
-		log_debug("S-%llu: setting client parameters: %s", (unsigned long long)s->id, sql);
+		log_debug("S-%llu: varcache_apply: %s", (unsigned long long)s->id, sql);   /* PgBouncer's words */
 		/* PostgreSQL reports only some of them back: remember what s has now
 		 * (on failure the server is closed) */
 		if (n > 0 && !varcache_copy(&s->vars, &c->vars)) {

@@ -178,8 +178,8 @@ def test_shutdown_wait_for_clients_on_the_console(sluice):
         assert again.value.diag.message_primary == "pgsluice is already shutting down"
         with pytest.raises(psycopg.Error) as resume:
             admin.execute("RESUME")
-        assert resume.value.sqlstate == "55000"
-        assert resume.value.diag.message_primary == "pgsluice is shutting down"
+        assert resume.value.sqlstate == "08P01"                       # PgBouncer's
+        assert resume.value.diag.message_primary == "pooler is shutting down"
         assert client.execute("SELECT 2").fetchone() == (2,)
         client.close()
         assert exited(pooler)
