@@ -675,23 +675,31 @@ static void check_waiting(struct pool *p, usec_t now)
 	usec_t pool_limit = db && db->query_wait_timeout >= 0 ? db->query_wait_timeout : cfg->query_wait_timeout;
 	bool per_user = false;
 	for (size_t i = 0; i < cfg->n_users && !per_user; i++)
-		per_user = cfg->users[i].query_wait_timeout >= 0;
+		per_user = cfg->users[i].query_wait_timeout >= 0 || cfg->users[i].query_timeout >= 0;
 	struct client *c, *next;
 	TAILQ_FOREACH_SAFE(c, &p->waiting_clients, entry, next) {
-		usec_t waited = now - c->wait_start, limit = pool_limit;
+		usec_t waited = now - c->wait_start, limit = pool_limit, query_limit = cfg->query_timeout;
 		if (per_user) {
 			const struct user_config *u = config_find_user(cfg, c->user);
 			if (u && u->query_wait_timeout >= 0)
 				limit = u->query_wait_timeout;
+			if (u && u->query_timeout >= 0)
+				query_limit = u->query_timeout;
 		}
+		/* PgBouncer counts a waiting client's query against query_timeout too */
+		bool query_expired = query_limit > 0 && waited >= query_limit;
 		bool notify_due = notify > 0 && waited >= notify, expired = limit > 0 && waited >= limit;
-		if (!notify_due && !expired && per_user)
+		if (!notify_due && !expired && !query_expired && per_user)
 			continue;    /* limits differ by client: a later one may be due */
-		if (!notify_due && !expired)
+		if (!notify_due && !expired && !query_expired)
 			break;
 		if (notify_due && c->state == CL_WAITING && !c->wait_notified)
 			notify_waiting(c);
-		if (expired) {
+		if (query_expired && (!expired || query_limit < limit)) {
+			client_fatal(c, SQLSTATE_QUERY_CANCELED, "No server connection was free within query_timeout.",
+			             NULL, "query_timeout");
+			client_set_close_reason(c, "query timeout");
+		} else if (expired) {
 			char detail[128];
 			snprintf(detail, sizeof(detail), "No server connection was free within query_wait_timeout (%lld s).",
 			         (long long)(limit / USEC_PER_SEC));
