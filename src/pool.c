@@ -424,12 +424,9 @@ static bool fail_fast(struct pool *p)
 		return false;
 	usec_t now = now_usec();
 	struct client *c;
-	if (p->login_failure_transient) {
-		while ((c = TAILQ_FIRST(&p->waiting_clients)) != NULL && c->wait_start <= p->last_login_failure &&
-		       now - c->wait_start >= p->sl->cfg->server_login_retry)
-			give_login_error(p, c);
-		return false;
-	}
+	if (p->login_failure_transient)
+		return false;   /* PgBouncer: clients wait while the login is retried, up to
+		                 * query_wait_timeout (or query_timeout), not server_login_retry */
 	if (now - p->last_login_failure >= p->sl->cfg->server_login_retry)
 		return false;
 	while ((c = TAILQ_FIRST(&p->waiting_clients)) != NULL)
@@ -700,9 +697,17 @@ static void check_waiting(struct pool *p, usec_t now)
 			             NULL, "query_timeout");
 			client_set_close_reason(c, "query timeout");
 		} else if (expired) {
-			char detail[128];
-			snprintf(detail, sizeof(detail), "No server connection was free within query_wait_timeout (%lld s).",
-			         (long long)(limit / USEC_PER_SEC));
+			char detail[1024];
+			int n = snprintf(detail, sizeof(detail), "No server connection was free within query_wait_timeout (%lld s).",
+			                 (long long)(limit / USEC_PER_SEC));
+			struct pg_error f;
+			/* while PostgreSQL is down the clients waited for the retries: say why they failed */
+			if (p->login_failure_transient && p->last_login_error && n > 0 && (size_t)n < sizeof(detail) &&
+			    p->last_login_error_len > PROTO_HEADER_LEN &&
+			    proto_parse_error(p->last_login_error + PROTO_HEADER_LEN,
+			                      p->last_login_error_len - PROTO_HEADER_LEN, &f))
+				snprintf(detail + n, sizeof(detail) - (size_t)n, " The last server login failed: %s%s%s",
+				         f.message, f.detail[0] ? ": " : "", f.detail);
 			client_fatal(c, SQLSTATE_TOO_MANY_CONNECTIONS, detail, NULL, "query_wait_timeout");
 		}
 	}
