@@ -594,14 +594,14 @@ static void schedule_login_retry(struct pool *p)
 }
 
 void pool_login_failed(struct pool *p, usec_t attempt_start, const uint8_t *msg, size_t len,
-                       const char *conn_error)
+                       const char *conn_error, bool permanent)
 {
 	if (attempt_start < p->reconfigured_at) {
 		launch_for_waiters(p);
 		return;
 	}
 	usec_t now = now_usec();
-	bool transient = failure_may_pass(msg, len);
+	bool transient = !permanent && failure_may_pass(msg, len);
 	if (transient) {
 		/* doubling while failures follow each other; a failure after a quiet
 		 * spell (or after a slow attempt) starts short again */
@@ -770,7 +770,7 @@ static void expire_servers(struct pool *p, usec_t now)
 			server_close(s, "connect timeout");   /* PgBouncer's log words */
 			if (replication)
 				continue;
-			pool_login_failed(p, started, NULL, 0, "server_connect_timeout expired");
+			pool_login_failed(p, started, NULL, 0, "server_connect_timeout expired", false);
 		}
 	int total = p->n_idle + p->n_active + p->n_login;
 	TAILQ_FOREACH_SAFE(s, &p->idle_servers, entry, next) {

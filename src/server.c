@@ -49,7 +49,7 @@ static char connect_error[256];
 static void ssl_response(struct server *s);
 static void login_fail(struct server *s, const uint8_t *msg, size_t len, const char *why);
 static void login_fail_as(struct server *s, const uint8_t *msg, size_t len, const char *why,
-                          const char *close_reason);
+                          const char *close_reason, bool permanent);
 
 static void free_params(char **kv)
 {
@@ -123,7 +123,7 @@ static void connect_failed(struct server *s, const char *why)
 	if (connecting_now)
 		str_copy(connect_error, why, sizeof(connect_error));
 	else
-		login_fail_as(s, NULL, 0, why, "connect failed");   /* PgBouncer's log words */
+		login_fail_as(s, NULL, 0, why, "connect failed", false);   /* PgBouncer's log words */
 }
 
 static bool connect_host(struct server *s);
@@ -314,7 +314,7 @@ struct server *server_launch(struct pool *p)
 		char reason[340];
 		snprintf(reason, sizeof(reason), "connect failed: %s", connect_error);   /* PgBouncer's log words */
 		server_close(s, reason);
-		pool_login_failed(p, started, NULL, 0, err);
+		pool_login_failed(p, started, NULL, 0, err, false);
 		return NULL;
 	}
 	return s;
@@ -630,12 +630,15 @@ static void login_done(struct server *s)
 
 static void login_fail(struct server *s, const uint8_t *msg, size_t len, const char *why)
 {
-	login_fail_as(s, msg, len, why, "login failed");
+	login_fail_as(s, msg, len, why, "login failed", false);
 }
 
-/* login_fail, with the words of the "closing because:" log line. */
+/*
+ * login_fail, with the words of the "closing because:" log line; permanent:
+ * retrying cannot cure it (pool_login_failed).
+ */
 static void login_fail_as(struct server *s, const uint8_t *msg, size_t len, const char *why,
-                          const char *close_reason)
+                          const char *close_reason, bool permanent)
 {
 	struct pool *p = s->pool;
 	if (msg) {
@@ -664,7 +667,7 @@ static void login_fail_as(struct server *s, const uint8_t *msg, size_t len, cons
 	}
 	server_close(s, close_reason);
 	if (!replication)
-		pool_login_failed(p, started, msg, len, why);
+		pool_login_failed(p, started, msg, len, why, permanent);
 }
 
 /* One whole message of a server in SV_LOGIN. Returns false when s is gone. */
@@ -1105,7 +1108,8 @@ static void ssl_response(struct server *s)
 	s->login_step = SV_STEP_STARTUP;
 	if (answer == 'N') {
 		if (sl->tls.server_mode >= TLS_REQUIRE)
-			login_fail(s, NULL, 0, "server does not support SSL, and server_tls_sslmode requires it");
+			login_fail_as(s, NULL, 0, "server does not support SSL, and server_tls_sslmode requires it",
+			              "login failed", true);   /* a configuration error: no use waiting */
 		else
 			send_startup(s);
 		return;
@@ -1184,11 +1188,14 @@ static void server_io_error(void *arg, const char *why)
 {
 	struct server *s = arg;
 	char text[300];
+	bool permanent = false;
 	if (!why)
 		why = "server closed the connection unexpectedly";
 	else if (s->tls && s->io.state == IO_HANDSHAKE) {
 		snprintf(text, sizeof(text), "TLS connection to the server failed: %s", why);
 		why = text;
+		/* a certificate that does not verify will not verify on the next try either */
+		permanent = s->io.ssl && SSL_get_verify_result(s->io.ssl) != X509_V_OK;
 	}
 	if (s->state == SV_LOGIN && s->io.state == IO_CONNECTING) {
 		/* refused or unreachable: the next address, then the next host */
@@ -1202,7 +1209,7 @@ static void server_io_error(void *arg, const char *why)
 		return;
 	}
 	if (s->state == SV_LOGIN)
-		login_fail(s, NULL, 0, why);
+		login_fail_as(s, NULL, 0, why, "login failed", permanent);
 	else
 		server_close(s, why);
 }
