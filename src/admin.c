@@ -1784,7 +1784,8 @@ static const char *db_argument(struct client *c, struct msgbuf *m, const struct 
 		return "";
 	}
 	if (!database_known(c->sl, toks[1].text)) {
-		admin_error(m, SQLSTATE_INVALID_CATALOG_NAME, NULL, NULL, "database \"%s\" does not exist", toks[1].text);
+		/* PgBouncer's text and SQLSTATE: scripts match them */
+		admin_error(m, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL, "no such database: %s", toks[1].text);
 		return "";
 	}
 	return toks[1].text;
@@ -1828,7 +1829,7 @@ bool admin_pause(struct sluice *sl, char *errbuf, size_t errlen)
 bool admin_resume(struct sluice *sl, char *errbuf, size_t errlen)
 {
 	if (sl->shutting_down) {   /* PgBouncer: SHUTDOWN WAIT_FOR_SERVERS is not undone by RESUME */
-		snprintf(errbuf, errlen, "pgsluice is shutting down");
+		snprintf(errbuf, errlen, "pooler is shutting down");   /* PgBouncer's text */
 		return false;
 	}
 	if (sl->suspended) {
@@ -1924,8 +1925,9 @@ static bool cmd_resume(struct client *c, struct msgbuf *m, const struct token *t
 	if (db && !*db)
 		return true;
 	if (!db) {
-		if (!admin_resume(sl, err, sizeof(err)))
-			admin_error(m, SQLSTATE_OBJECT_NOT_IN_STATE, NULL, NULL, "%s", err);
+		if (!admin_resume(sl, err, sizeof(err)))   /* during shutdown PgBouncer's SQLSTATE, 08P01 */
+			admin_error(m, sl->shutting_down ? SQLSTATE_PROTOCOL_VIOLATION : SQLSTATE_OBJECT_NOT_IN_STATE,
+			            NULL, NULL, "%s", err);
 		else
 			command_complete(m, "RESUME");
 		return true;
@@ -2020,12 +2022,13 @@ static bool cmd_kill_client(struct client *c, struct msgbuf *m, const struct tok
 	errno = 0;
 	unsigned long long id = strtoull(toks[1].text, &end, 10);
 	if (errno || *end || !isdigit((unsigned char)toks[1].text[0])) {
-		admin_error(m, SQLSTATE_INVALID_PARAMETER_VALUE, NULL, NULL, "invalid client id \"%s\"", toks[1].text);
+		/* PgBouncer's text and SQLSTATE: scripts match them */
+		admin_error(m, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL, "invalid client pointer supplied");
 		return true;
 	}
 	struct client *target = find_client(c->sl, (uint64_t)id);
 	if (!target) {
-		admin_error(m, SQLSTATE_UNDEFINED_OBJECT, NULL, NULL, "client %llu does not exist", id);
+		admin_error(m, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL, "client not found");
 		return true;
 	}
 	log_info("C-%llu killed by the admin console", id);
@@ -2074,9 +2077,9 @@ static bool cmd_reload(struct client *c, struct msgbuf *m, const struct token *t
 	char err[1024];
 	if (!c->sl->hooks.reload(c->sl, err, sizeof(err))) {
 		/* the file's error names file:line; the running configuration is kept */
-		admin_error(m, SQLSTATE_CONFIG_FILE_ERROR, NULL,
+		admin_error(m, SQLSTATE_CONFIG_FILE_ERROR, err,
 		            "The running configuration is kept; fix the file and RELOAD again.",
-		            "could not reload the configuration: %s", err);
+		            "RELOAD failed, see logs for additional details");
 		return true;
 	}
 	command_complete(m, "RELOAD");
@@ -2365,6 +2368,11 @@ void admin_login(struct client *c)
 	msg_add_parameter_status(&m, "standard_conforming_strings", "on");
 	msg_add_parameter_status(&m, "is_superuser", "off");
 	msg_add_parameter_status(&m, "application_name", application_name(&c->vars));
+	/* As PgBouncer 1.25 tells console clients: its version, and the console's
+	 * own pooling (statement mode, no prepared statements), whatever the ini says. */
+	msg_add_parameter_status(&m, "pgbouncer.version", PACKAGE_VERSION);
+	msg_add_parameter_status(&m, "pgbouncer.max_prepared_statements", "0");
+	msg_add_parameter_status(&m, "pgbouncer.pool_mode", "statement");
 	msg_begin(&m, PqMsg_BackendKeyData);
 	msg_add_int32(&m, c->cancel_pid);
 	msg_add_int32(&m, c->cancel_key);

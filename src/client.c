@@ -22,6 +22,7 @@
 #include "admin.h"
 #include "ai/usage.h"
 #include "auth.h"
+#include "autoconfig.h"
 #include "client_step.h"
 #include "authquery.h"
 #include "tls.h"
@@ -215,6 +216,11 @@ static void set_close_reason(struct client *c, const char *why)
 	c->close_reason = strdup(why);
 }
 
+void client_set_close_reason(struct client *c, const char *why)
+{
+	set_close_reason(c, why);
+}
+
 static const char *close_reason_of(const struct client *c)
 {
 	return c->close_reason ? c->close_reason : "closing after an error";
@@ -305,13 +311,19 @@ static void send_auth_request(struct client *c, int32_t code, const void *data, 
 }
 
 /*
- * PostgreSQL's text; a role auth_query did not find also carries PgBouncer's
- * "no such user" (scripts match it; it tells no more than PgBouncer does).
+ * PgBouncer's texts, which its users' scripts match: "SASL authentication
+ * failed" after SCRAM, PostgreSQL's "password authentication failed"
+ * otherwise; a role auth_query did not find also carries PgBouncer's DETAIL
+ * "no such user" (it tells no more than PgBouncer does).
  */
 static void auth_failed(struct client *c)
 {
-	client_fatal(c, SQLSTATE_INVALID_PASSWORD, c->no_such_user ? "no such user" : NULL, NULL,
-	             "password authentication failed for user \"%s\"", c->user);
+	const char *detail = c->no_such_user ? "no such user" : NULL;
+	if (c->auth_method == AUTH_TYPE_SCRAM_SHA_256)
+		client_fatal(c, SQLSTATE_INVALID_PASSWORD, detail, NULL, "SASL authentication failed");
+	else
+		client_fatal(c, SQLSTATE_INVALID_PASSWORD, detail, NULL,
+		             "password authentication failed for user \"%s\"", c->user);
 }
 
 static void login_succeeded(struct client *c);
@@ -674,10 +686,10 @@ static void begin_auth_method(struct client *c, const struct userlist_entry *e)
 		return;
 	case AUTH_TYPE_TRUST:
 		if (!e) {
-			/* PgBouncer's "no such user" when auth_query did not find the role either */
+			/* PgBouncer's text; its "no such user" when auth_query did not find the role either */
 			client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC,
 			             c->no_such_user ? "no such user" : "auth_type is trust, and the user is not in auth_file.",
-			             NULL, "user \"%s\" is not allowed to log in", c->user);
+			             NULL, "\"trust\" authentication failed");
 			return;
 		}
 		login_succeeded(c);
@@ -850,7 +862,7 @@ static bool read_startup_params(struct client *c, struct msgreader *r, uint32_t 
 		} else if (!str_list_contains(cfg->ignore_startup_parameters, name)) {
 			client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL,
 			             "Add it to ignore_startup_parameters in the pgsluice configuration to ignore it.",
-			             "unsupported startup parameter \"%s\"", name);
+			             "unsupported startup parameter: %s", name);   /* PgBouncer's text */
 			return false;
 		}
 	}
@@ -894,7 +906,8 @@ static bool refuse_over_max_client_conn(struct client *c)
 		return false;
 	char detail[128];
 	snprintf(detail, sizeof(detail), "max_client_conn (%d) is reached.", sl->cfg->max_client_conn);
-	client_fatal(c, SQLSTATE_TOO_MANY_CONNECTIONS, detail, NULL, "sorry, too many clients already");
+	/* PgBouncer's text (scripts and its tests match "max_client_conn"), PostgreSQL's SQLSTATE */
+	client_fatal(c, SQLSTATE_TOO_MANY_CONNECTIONS, detail, NULL, "no more connections allowed (max_client_conn)");
 	return true;
 }
 
@@ -1085,12 +1098,12 @@ static void login_succeeded(struct client *c)
 		/* PostgreSQL too checks the database after authentication (InitPostgres) */
 		client_fatal(c, SQLSTATE_INVALID_CATALOG_NAME,
 		             "pgsluice has no [databases] entry for it and no \"*\" fallback entry.", NULL,
-		             "database \"%s\" does not exist", c->database);
+		             "no such database: %s", c->database);   /* PgBouncer's text */
 		return;
 	}
 	if (admin_db_disabled(sl, c->database)) {   /* the console's DISABLE, as PgBouncer */
 		client_fatal(c, SQLSTATE_OBJECT_NOT_IN_STATE, NULL, NULL,
-		             "database does not allow connections: %s", c->database);
+		             "database \"%s\" is disabled", c->database);   /* PgBouncer 1.25's text */
 		return;
 	}
 	/* the counts walk pools and clients: only where a limit is set */
@@ -1146,6 +1159,17 @@ void client_welcome(struct client *c)
 			msg_add_parameter_status(&m, varcache_name(i), c->vars.values[i]);
 	for (char **kv = p->welcome_other; kv && kv[0]; kv += 2)
 		msg_add_parameter_status(&m, kv[0], kv[1]);
+	/* PgBouncer 1.25 tells every client its version and the pooling it gets */
+	char maxps[24];
+	snprintf(maxps, sizeof(maxps), "%d", c->sl->cfg->max_prepared_statements);
+	msg_add_parameter_status(&m, "pgbouncer.version", PACKAGE_VERSION);
+	msg_add_parameter_status(&m, "pgbouncer.max_prepared_statements", maxps);
+	msg_add_parameter_status(&m, "pgbouncer.pool_mode", pool_mode_name(p->pool_mode));
+	if (c->sl->cfg->login_notify_message && c->sl->cfg->login_notify_message[0]) {
+		/* before ReadyForQuery, as PgBouncer's login_notify_message */
+		msg_add_error(&m, PqMsg_NoticeResponse, "NOTICE", SQLSTATE_SUCCESSFUL_COMPLETION, NULL, NULL, "%s",
+		              c->sl->cfg->login_notify_message);
+	}
 	msg_begin(&m, PqMsg_BackendKeyData);
 	msg_add_int32(&m, c->cancel_pid);
 	msg_add_int32(&m, c->cancel_key);

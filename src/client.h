@@ -156,6 +156,13 @@ void client_move(struct client *c, struct pool *p, enum client_state state);
 void client_fatal(struct client *c, const char *sqlstate, const char *detail, const char *hint,
                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
+/*
+ * The words the "closing because:" log line gives for c (copied), replacing
+ * the error text client_fatal kept: PgBouncer's log wording where an operator's
+ * log watch matches it ("query timeout", "idle transaction timeout").
+ */
+void client_set_close_reason(struct client *c, const char *why);
+
 /* Send c a prebuilt ErrorResponse message (whole, len bytes) and close it. */
 void client_fatal_raw(struct client *c, const uint8_t *msg, size_t len);
 

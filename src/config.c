@@ -81,6 +81,8 @@ static const struct config_key config_table[] = {
 	KEY(log_stats, CONFIG_BOOL, "1", RELOAD, 0, 0),
 	/* reloadable because PgBouncer reopens the log file on reload */
 	KEY(logfile, CONFIG_STRING, "", RELOAD, 0, 0),
+	/* PgBouncer 1.25: a NOTICE to every client at login; "" = none */
+	KEY(login_notify_message, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(max_client_conn, CONFIG_INT, "100", RELOAD, 1, NO_MAX_INT),
 	KEY(max_db_client_connections, CONFIG_INT, "0", RELOAD, 0, NO_MAX_INT),
 	KEY(max_db_connections, CONFIG_INT, "0", RELOAD, 0, NO_MAX_INT),
@@ -165,7 +167,7 @@ static const char *const unsupported_pgbouncer_keys[] = {
 	"client_tls_dheparams",
 	"client_tls_ecdhcurve", 
 	"conffile", "disable_pqexec",
-	"dns_zone_check_period", "job_name", "login_notify_message",
+	"dns_zone_check_period", "job_name",
 	"pkt_buf", "pool_idle_timeout",
 	"resolv_conf", "sbuf_loopcnt", "server_round_robin", "server_tls13_ciphers",
 	"service_name", "suspend_timeout",
@@ -1301,7 +1303,7 @@ static bool check_host_list(struct load_state *st, const struct db_config *db)
 	for (const char *q = db->port_list; q && (q = strchr(q, ',')) != NULL; q++)
 		ports++;
 	if (ports > 1 && ports != hosts) {
-		set_load_error(st, "database \"%s\" has %d ports for %d hosts: give one port, or one for each host",
+		set_load_error(st, "database \"%s\" has an invalid number of ports: %d ports for %d hosts; give one port, or one for each host",
 		               db->name, ports, hosts);
 		return false;
 	}

@@ -128,6 +128,7 @@ struct sluice_config {
 	bool server_reset_query_always;
 	char *server_check_query;
 	usec_t server_check_delay;
+	char *login_notify_message;   /* NOTICE sent at login; "" = none */
 	bool server_fast_close;
 	usec_t server_lifetime;
 	usec_t server_idle_timeout;

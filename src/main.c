@@ -558,6 +558,10 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 		notify_ready();
 		return;
 	}
+	if (sig == SIGUSR2 && sl->shutting_down) {   /* PgBouncer's log line */
+		log_info("got SIGUSR2 while shutting down, ignoring");
+		return;
+	}
 	if (sig == SIGUSR1 || sig == SIGUSR2) {   /* PAUSE / RESUME, as PgBouncer */
 		char err[128];
 		log_info("got SIG%s", sig == SIGUSR1 ? "USR1, pausing" : "USR2, resuming");

@@ -176,10 +176,15 @@ static bool login_backing_off(const struct pool *p, usec_t now)
 struct pool *pool_get(struct sluice *sl, const struct db_config *db, const char *db_name, const char *user)
 {
 	struct pool *p;
+	bool db_known = false;
 	/* A "*" entry serves every database name, each with its own pool. */
-	TAILQ_FOREACH(p, &sl->pools, entry)
+	TAILQ_FOREACH(p, &sl->pools, entry) {
 		if (strcmp(p->user_name, user) == 0 && strcmp(p->db_name, db_name) == 0)
 			return p;
+		db_known = db_known || strcmp(p->db_name, db_name) == 0;
+	}
+	if (!db_known && strcmp(db->name, "*") == 0)   /* PgBouncer's log line */
+		log_info("registered new auto-database: %s", db_name);
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return NULL;
@@ -374,9 +379,13 @@ static void schedule_login_retry(struct pool *p);
 static void launch_for_waiters(struct pool *p)
 {
 	make_room(p);
-	while (p->n_waiting > p->n_login && can_launch(p))
+	while (p->n_waiting > p->n_login && can_launch(p)) {
+		bool reserve = p->n_login + p->n_idle + p->n_active >= p->pool_size;
 		if (!server_launch(p))
 			break;
+		if (reserve)   /* PgBouncer's log line */
+			log_info("%s/%s taking connection from reserve_pool", p->db_name, p->user_name);
+	}
 	if (p->n_waiting > p->n_login && p->login_failure_transient && login_backing_off(p, now_usec()))
 		schedule_login_retry(p);
 }
@@ -415,12 +424,9 @@ static bool fail_fast(struct pool *p)
 		return false;
 	usec_t now = now_usec();
 	struct client *c;
-	if (p->login_failure_transient) {
-		while ((c = TAILQ_FIRST(&p->waiting_clients)) != NULL && c->wait_start <= p->last_login_failure &&
-		       now - c->wait_start >= p->sl->cfg->server_login_retry)
-			give_login_error(p, c);
-		return false;
-	}
+	if (p->login_failure_transient)
+		return false;   /* PgBouncer: clients wait while the login is retried, up to
+		                 * query_wait_timeout (or query_timeout), not server_login_retry */
 	if (now - p->last_login_failure >= p->sl->cfg->server_login_retry)
 		return false;
 	while ((c = TAILQ_FIRST(&p->waiting_clients)) != NULL)
@@ -632,14 +638,14 @@ static void schedule_login_retry(struct pool *p)
 }
 
 void pool_login_failed(struct pool *p, usec_t attempt_start, const uint8_t *msg, size_t len,
-                       const char *conn_error)
+                       const char *conn_error, bool permanent)
 {
 	if (attempt_start < p->reconfigured_at) {
 		launch_for_waiters(p);
 		return;
 	}
 	usec_t now = now_usec();
-	bool transient = failure_may_pass(msg, len);
+	bool transient = !permanent && failure_may_pass(msg, len);
 	if (transient) {
 		/* doubling while failures follow each other; a failure after a quiet
 		 * spell (or after a slow attempt) starts short again */
@@ -710,26 +716,42 @@ static void check_waiting(struct pool *p, usec_t now)
 	usec_t pool_limit = db && db->query_wait_timeout >= 0 ? db->query_wait_timeout : cfg->query_wait_timeout;
 	bool per_user = false;
 	for (size_t i = 0; i < cfg->n_users && !per_user; i++)
-		per_user = cfg->users[i].query_wait_timeout >= 0;
+		per_user = cfg->users[i].query_wait_timeout >= 0 || cfg->users[i].query_timeout >= 0;
 	struct client *c, *next;
 	TAILQ_FOREACH_SAFE(c, &p->waiting_clients, entry, next) {
-		usec_t waited = now - c->wait_start, limit = pool_limit;
+		usec_t waited = now - c->wait_start, limit = pool_limit, query_limit = cfg->query_timeout;
 		if (per_user) {
 			const struct user_config *u = config_find_user(cfg, c->user);
 			if (u && u->query_wait_timeout >= 0)
 				limit = u->query_wait_timeout;
+			if (u && u->query_timeout >= 0)
+				query_limit = u->query_timeout;
 		}
+		/* PgBouncer counts a waiting client's query against query_timeout too */
+		bool query_expired = query_limit > 0 && waited >= query_limit;
 		bool notify_due = notify > 0 && waited >= notify, expired = limit > 0 && waited >= limit;
-		if (!notify_due && !expired && per_user)
+		if (!notify_due && !expired && !query_expired && per_user)
 			continue;    /* limits differ by client: a later one may be due */
-		if (!notify_due && !expired)
+		if (!notify_due && !expired && !query_expired)
 			break;
 		if (notify_due && c->state == CL_WAITING && !c->wait_notified)
 			notify_waiting(c);
-		if (expired) {
-			char detail[128];
-			snprintf(detail, sizeof(detail), "No server connection was free within query_wait_timeout (%lld s).",
-			         (long long)(limit / USEC_PER_SEC));
+		if (query_expired && (!expired || query_limit < limit)) {
+			client_fatal(c, SQLSTATE_QUERY_CANCELED, "No server connection was free within query_timeout.",
+			             NULL, "query_timeout");
+			client_set_close_reason(c, "query timeout");
+		} else if (expired) {
+			char detail[1024];
+			int n = snprintf(detail, sizeof(detail), "No server connection was free within query_wait_timeout (%lld s).",
+			                 (long long)(limit / USEC_PER_SEC));
+			struct pg_error f;
+			/* while PostgreSQL is down the clients waited for the retries: say why they failed */
+			if (p->login_failure_transient && p->last_login_error && n > 0 && (size_t)n < sizeof(detail) &&
+			    p->last_login_error_len > PROTO_HEADER_LEN &&
+			    proto_parse_error(p->last_login_error + PROTO_HEADER_LEN,
+			                      p->last_login_error_len - PROTO_HEADER_LEN, &f))
+				snprintf(detail + n, sizeof(detail) - (size_t)n, " The last server login failed: %s%s%s",
+				         f.message, f.detail[0] ? ": " : "", f.detail);
 			client_fatal(c, SQLSTATE_TOO_MANY_CONNECTIONS, detail, NULL, "query_wait_timeout");
 		}
 	}
@@ -759,14 +781,19 @@ static void expire_active(struct pool *p, usec_t now)
 		                                        cfg->idle_transaction_timeout);
 		usec_t idle_timeout = user_timeout(u ? u->client_idle_timeout : -1, cfg->client_idle_timeout);
 		bool in_xact = s && s->internal == SV_INTERNAL_NONE && (s->pending_ready > 0 || s->tx_status != 'I');
+		/* the "closing because:" words are PgBouncer's log text, which log watches match */
 		if (in_xact && xact_timeout > 0 && c->xact_start > 0 && now - c->xact_start >= xact_timeout) {
 			client_fatal(c, SQLSTATE_TRANSACTION_TIMEOUT, NULL, NULL, "transaction timeout");
 		} else if (s && s->internal == SV_INTERNAL_NONE && s->pending_ready > 0) {
-			if (query_timeout > 0 && now - s->request_start >= query_timeout)
+			if (query_timeout > 0 && now - s->request_start >= query_timeout) {
 				client_fatal(c, SQLSTATE_QUERY_CANCELED, NULL, NULL, "query_timeout");
+				client_set_close_reason(c, "query timeout");
+			}
 		} else if (s && s->tx_status != 'I') {
-			if (idle_xact_timeout > 0 && now - s->last_ready >= idle_xact_timeout)
+			if (idle_xact_timeout > 0 && now - s->last_ready >= idle_xact_timeout) {
 				client_fatal(c, SQLSTATE_IDLE_IN_TRANSACTION_TIMEOUT, NULL, NULL, "idle_transaction_timeout");
+				client_set_close_reason(c, "idle transaction timeout");
+			}
 		} else if (idle_timeout > 0 && now - c->last_activity >= idle_timeout) {
 			client_fatal(c, SQLSTATE_IDLE_SESSION_TIMEOUT, NULL, NULL, "client_idle_timeout");
 		}
@@ -784,10 +811,10 @@ static void expire_servers(struct pool *p, usec_t now)
 				continue;    /* a host of a host list that does not answer: the next one */
 			usec_t started = s->connect_time;
 			bool replication = s->replication;   /* its client alone gets the error */
-			server_close(s, "server_connect_timeout");
+			server_close(s, "connect timeout");   /* PgBouncer's log words */
 			if (replication)
 				continue;
-			pool_login_failed(p, started, NULL, 0, "server_connect_timeout expired");
+			pool_login_failed(p, started, NULL, 0, "server_connect_timeout expired", false);
 		}
 	int total = p->n_idle + p->n_active + p->n_login;
 	TAILQ_FOREACH_SAFE(s, &p->idle_servers, entry, next) {

@@ -158,15 +158,17 @@ void pool_cancels_done(struct server *s);
  * ErrorResponse: refused, reset, timed out; or SQLSTATE class 08, 57P01-03,
  * 53300, as during a PostgreSQL restart) is retried while clients wait,
  * after 100 ms doubling up to 1 s (at most server_login_retry), one
- * attempt at a time; a client gets the error
- * of an attempt that failed after it came once it has waited
- * server_login_retry, never an older one. Any other error (a wrong
+ * attempt at a time; clients wait through it until query_wait_timeout (or
+ * query_timeout), as with PgBouncer. Any other error (a wrong
  * password, a missing database) goes to every waiting client and to new
  * ones for server_login_retry, as PgBouncer. A login begun before the last
  * reload used old settings: it only makes way for a new attempt.
+ * permanent: a failure without msg that retrying cannot cure (a server
+ * certificate that does not verify, no TLS where server_tls_sslmode needs
+ * it): treated as an error of the server's, given to waiting clients at once.
  */
 void pool_login_failed(struct pool *p, usec_t attempt_start, const uint8_t *msg, size_t len,
-                       const char *conn_error);
+                       const char *conn_error, bool permanent);
 
 /* Remember the first logged-in server's ParameterStatus set as the welcome. */
 void pool_set_welcome(struct pool *p, const struct varcache *vars, char **other);

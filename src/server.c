@@ -49,6 +49,8 @@ static bool connecting_now;
 static char connect_error[256];
 static void ssl_response(struct server *s);
 static void login_fail(struct server *s, const uint8_t *msg, size_t len, const char *why);
+static void login_fail_as(struct server *s, const uint8_t *msg, size_t len, const char *why,
+                          const char *close_reason, bool permanent);
 
 static void free_params(char **kv)
 {
@@ -132,7 +134,7 @@ static void connect_failed(struct server *s, const char *why)
 	if (connecting_now)
 		str_copy(connect_error, why, sizeof(connect_error));
 	else
-		login_fail(s, NULL, 0, why);
+		login_fail_as(s, NULL, 0, why, "connect failed", false);   /* PgBouncer's log words */
 }
 
 static bool connect_host(struct server *s);
@@ -330,8 +332,8 @@ static struct server *server_new(struct pool *p, struct client *c)
 	s->state = SV_LOGIN;
 	TAILQ_INSERT_TAIL(&p->login_servers, s, entry);
 	p->n_login++;
-	log_debug("S-%llu: %s/%s new %sconnection to server", (unsigned long long)s->id, p->db_name, p->user_name,
-	          c ? "replication " : "");
+	log_debug("S-%llu: %s/%s launching a %sserver connection", (unsigned long long)s->id, p->db_name,
+	          p->user_name, c ? "replication " : "");
 	return s;
 }
 
@@ -358,8 +360,10 @@ struct server *server_launch(struct pool *p)
 		char err[300];
 		snprintf(err, sizeof(err), "could not start connection: %s", connect_error);
 		usec_t started = s->connect_time;
-		server_close(s, err);
-		pool_login_failed(p, started, NULL, 0, err);
+		char reason[340];
+		snprintf(reason, sizeof(reason), "connect failed: %s", connect_error);   /* PgBouncer's log words */
+		server_close(s, reason);
+		pool_login_failed(p, started, NULL, 0, err, false);
 		return NULL;
 	}
 	return s;
@@ -680,12 +684,22 @@ static void login_done(struct server *s)
 
 static void login_fail(struct server *s, const uint8_t *msg, size_t len, const char *why)
 {
+	login_fail_as(s, msg, len, why, "login failed", false);
+}
+
+/*
+ * login_fail, with the words of the "closing because:" log line; permanent:
+ * retrying cannot cure it (pool_login_failed).
+ */
+static void login_fail_as(struct server *s, const uint8_t *msg, size_t len, const char *why,
+                          const char *close_reason, bool permanent)
+{
 	struct pool *p = s->pool;
 	if (msg) {
 		struct pg_error f;
 		if (proto_parse_error(msg + PROTO_HEADER_LEN, len - PROTO_HEADER_LEN, &f))
-			log_warning("S-%llu: %s/%s server login failed: %s %s", (unsigned long long)s->id,
-			            p->db_name, p->user_name, f.sqlstate, f.message);
+			log_warning("S-%llu: %s/%s server login failed: %s %s (%s)", (unsigned long long)s->id,
+			            p->db_name, p->user_name, f.severity, f.message, f.sqlstate);   /* PgBouncer's words */
 	} else {
 		log_warning("S-%llu: %s/%s server login failed: %s", (unsigned long long)s->id,
 		            p->db_name, p->user_name, why);
@@ -697,7 +711,7 @@ static void login_fail(struct server *s, const uint8_t *msg, size_t len, const c
 		/* the error is the replication client's, not the pool's */
 		s->client = NULL;
 		c->server = NULL;
-		server_close(s, "login failed");
+		server_close(s, close_reason);
 		struct pg_error f;
 		char detail[sizeof(f.detail) + 80];
 		if (msg && proto_parse_error(msg + PROTO_HEADER_LEN, len - PROTO_HEADER_LEN, &f)) {
@@ -712,9 +726,9 @@ static void login_fail(struct server *s, const uint8_t *msg, size_t len, const c
 			             "could not connect to server for database \"%s\"", p->db_name);
 		return;
 	}
-	server_close(s, "login failed");
+	server_close(s, close_reason);
 	if (!replication)
-		pool_login_failed(p, started, msg, len, why);
+		pool_login_failed(p, started, msg, len, why, permanent);
 }
 
 /* One whole message of a server in SV_LOGIN. Returns false when s is gone. */
@@ -958,8 +972,8 @@ static bool whole_message(struct server *s, uint8_t type, struct iobuf *in, uint
 	    s->pool->sl->cfg->server_fast_close && server_is_clean(s)) {
 		/* session pooling: the target changed or RECONNECT asked for new
 		 * servers, and the operator asked not to wait for the client to leave */
-		server_close(s, s->pool->stale ? "server_fast_close: the database entry changed"
-		                               : "server_fast_close: reconnect requested");
+		/* PgBouncer's words for both causes, which log watches match */
+		server_close(s, "database configuration changed");
 		return false;
 	}
 	return true;
@@ -1065,7 +1079,7 @@ bool server_link(struct server *s, struct client *c)
 	if (n == 0)
 		s->vars.gen = c->vars.gen;   /* equal values: the next link of c skips the comparison */
 	if (n > 0 || check) {
-		log_debug("S-%llu: setting client parameters: %s", (unsigned long long)s->id, sql);
+		log_debug("S-%llu: varcache_apply: %s", (unsigned long long)s->id, sql);   /* PgBouncer's words */
 		/* PostgreSQL reports only some of them back: remember what s has now
 		 * (on failure the server is closed) */
 		if (n > 0 && !varcache_copy(&s->vars, &c->vars)) {
@@ -1155,7 +1169,8 @@ static void ssl_response(struct server *s)
 	s->login_step = SV_STEP_STARTUP;
 	if (answer == 'N') {
 		if (sl->tls.server_mode >= TLS_REQUIRE)
-			login_fail(s, NULL, 0, "server does not support SSL, and server_tls_sslmode requires it");
+			login_fail_as(s, NULL, 0, "server does not support SSL, and server_tls_sslmode requires it",
+			              "login failed", true);   /* a configuration error: no use waiting */
 		else
 			send_startup(s);
 		return;
@@ -1178,6 +1193,38 @@ static void ssl_response(struct server *s)
 }
 
 /* Connected (TCP or unix socket), or the TLS handshake finished. */
+/*
+ * PgBouncer's "new connection to server (from ADDR:PORT)" line, with the
+ * local end of the socket, once connect() succeeded; log watches count it.
+ */
+static void log_new_connection(const struct server *s)
+{
+	const struct pool *p = s->pool;
+	if (!p->sl->cfg->log_connections)
+		return;
+	struct sockaddr_storage local;
+	socklen_t len = sizeof(local);
+	char host[INET6_ADDRSTRLEN + 2] = "unix", from[INET6_ADDRSTRLEN + 16];
+	int port = 0;
+	if (getsockname(s->io.fd, (struct sockaddr *)&local, &len) == 0) {
+		if (local.ss_family == AF_INET) {
+			const struct sockaddr_in *in = (const struct sockaddr_in *)&local;
+			inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+			port = ntohs(in->sin_port);
+		} else if (local.ss_family == AF_INET6) {
+			const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&local;
+			char a[INET6_ADDRSTRLEN];
+			inet_ntop(AF_INET6, &in6->sin6_addr, a, sizeof(a));
+			snprintf(host, sizeof(host), "[%s]", a);
+			port = ntohs(in6->sin6_port);
+		}
+	}
+	snprintf(from, sizeof(from), "%s:%d", host, port);
+	char where[300];
+	log_info("S-%llu: %s/%s@%s new %sconnection to server (from %s)", (unsigned long long)s->id, p->db_name,
+	         p->user_name, server_where(s, where, sizeof(where)), s->replication ? "replication " : "", from);
+}
+
 static void server_io_connect(void *arg)
 {
 	struct server *s = arg;
@@ -1191,12 +1238,8 @@ static void server_io_connect(void *arg)
 	s->addr_len = sizeof(s->addr);
 	if (getpeername(s->io.fd, (struct sockaddr *)&s->addr, &s->addr_len) != 0)
 		s->addr_len = 0;
-	if (s->pool->sl->cfg->log_connections) {
-		char where[300];
-		log_info("S-%llu: %s/%s@%s new connection to server", (unsigned long long)s->id,
-		         s->pool->db_name, s->pool->user_name, server_where(s, where, sizeof(where)));
-	}
 	socket_tune(s->io.fd, s->pool->sl->cfg);
+	log_new_connection(s);
 	if (want_tls(s))
 		send_ssl_request(s);
 	else
@@ -1207,11 +1250,14 @@ static void server_io_error(void *arg, const char *why)
 {
 	struct server *s = arg;
 	char text[300];
+	bool permanent = false;
 	if (!why)
 		why = "server closed the connection unexpectedly";
 	else if (s->tls && s->io.state == IO_HANDSHAKE) {
 		snprintf(text, sizeof(text), "TLS connection to the server failed: %s", why);
 		why = text;
+		/* a certificate that does not verify will not verify on the next try either */
+		permanent = s->io.ssl && SSL_get_verify_result(s->io.ssl) != X509_V_OK;
 	}
 	if (s->state == SV_LOGIN && s->io.state == IO_CONNECTING) {
 		/* refused or unreachable: the next address, then the next host */
@@ -1225,7 +1271,7 @@ static void server_io_error(void *arg, const char *why)
 		return;
 	}
 	if (s->state == SV_LOGIN)
-		login_fail(s, NULL, 0, why);
+		login_fail_as(s, NULL, 0, why, "login failed", permanent);
 	else
 		server_close(s, why);
 }

@@ -44,7 +44,9 @@ static bool apply_setting(struct ai_session *s, struct varcache *vars, const cha
 {
 	const char *eq = strchr(setting, '=');
 	if (!eq || eq == setting) {
-		snprintf(errbuf, errlen, "invalid setting \"%s\" in startup options", setting);
+		/* PgBouncer 1.25's texts for options it cannot use */
+		snprintf(errbuf, errlen, "unsupported options startup parameter: only '-c config=val' and "
+		         "'--config=val' are allowed");
 		return false;
 	}
 	char name[64];
@@ -62,7 +64,7 @@ static bool apply_setting(struct ai_session *s, struct varcache *vars, const cha
 		return varcache_set(vars, name, eq + 1);
 	if (str_list_contains(ignored, name) || str_list_contains(ignored, "options"))
 		return true;
-	snprintf(errbuf, errlen, "unsupported startup parameter \"%s\" in options", name);
+	snprintf(errbuf, errlen, "unsupported startup parameter in options: %s", name);
 	return false;
 }
 
@@ -103,7 +105,8 @@ bool ai_session_apply_options(struct ai_session *s, struct varcache *vars, const
 		}
 		if (!setting || !apply_setting(s, vars, setting, ignored, errbuf, errlen)) {
 			if (!setting)
-				snprintf(errbuf, errlen, "unsupported startup option \"%s\"", word);
+				snprintf(errbuf, errlen, "unsupported options startup parameter: only '-c config=val' and "
+				         "'--config=val' are allowed");
 			return false;
 		}
 	}

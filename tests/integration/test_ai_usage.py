@@ -389,7 +389,9 @@ def test_a_second_pgsluice_cannot_take_a_journal_in_use(sluice, pg, fresh_db):
 def test_postgres_outage_during_traffic_loses_and_duplicates_nothing(sluice, pg, fresh_db):
     """PostgreSQL stopped while tagged statements run and records are being shipped in
     small batches; restarted 2 s later. Every acknowledged record is stored once."""
-    pooler = usage_pooler(sluice, pg, fresh_db, usage_batch_size=7, usage_flush_interval="0.05")
+    # clients wait through the failed server logins until query_wait_timeout (PgBouncer's rule)
+    pooler = usage_pooler(sluice, pg, fresh_db, usage_batch_size=7, usage_flush_interval="0.05",
+                          query_wait_timeout=2)
     pooler.start()
     try:
         with Traffic(pooler, clients=3) as traffic:

@@ -226,7 +226,7 @@ def test_every_host_down_fails_the_login_with_the_connection_error(sluice):
 
 
 @pytest.mark.parametrize("entry, message", [
-    ("host=a,b,c port=5432,5433", "has 2 ports for 3 hosts"),
+    ("host=a,b,c port=5432,5433", "invalid number of ports: 2 ports for 3 hosts"),
     ("host=a,,c", "a host name is empty"),
     ("host=a,b port=5432,x", "invalid value \"5432,x\" for key \"port\""),
     ("host=a,b load_balance_hosts=random", "expected round-robin or disable"),

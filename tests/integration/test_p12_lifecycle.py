@@ -178,8 +178,8 @@ def test_shutdown_wait_for_clients_on_the_console(sluice):
         assert again.value.diag.message_primary == "pgsluice is already shutting down"
         with pytest.raises(psycopg.Error) as resume:
             admin.execute("RESUME")
-        assert resume.value.sqlstate == "55000"
-        assert resume.value.diag.message_primary == "pgsluice is shutting down"
+        assert resume.value.sqlstate == "08P01"                       # PgBouncer's
+        assert resume.value.diag.message_primary == "pooler is shutting down"
         assert client.execute("SELECT 2").fetchone() == (2,)
         client.close()
         assert exited(pooler)
@@ -234,9 +234,9 @@ def test_disable_refuses_new_logins_until_enable(sluice):
         assert {r["name"]: r for r in show(admin, "DATABASES")}["app"]["disabled"] == 1
         err = pgwire.login_error(pooler.host, pooler.port, "app", "app", password="app_pw")
         assert (err.severity, err.sqlstate, err.message) == (
-            "FATAL", "55000", "database does not allow connections: app")
+            "FATAL", "55000", 'database "app" is disabled')
         assert connected.execute("SELECT 1").fetchone() == (1,)   # connected clients stay
-        for bad, sqlstate in (("DISABLE", "42601"), ("DISABLE nosuchdb", "3D000"),
+        for bad, sqlstate in (("DISABLE", "42601"), ("DISABLE nosuchdb", "08P01"),
                               ("ENABLE", "42601")):
             with pytest.raises(psycopg.Error) as refused:
                 admin.execute(bad)

@@ -102,5 +102,5 @@ def test_pgbouncer_user_logs_in_to_the_console_over_the_unix_socket_without_a_pa
         conn.execute("PAUSE app")                 # an admin command: the own user is an admin
         conn.execute("RESUME app")
     # over TCP, or to another database, "pgbouncer" is an ordinary (unknown) user
-    refused(pooler, "pgbouncer", "28P01", 'password authentication failed for user "pgbouncer"',
+    refused(pooler, "pgbouncer", "28P01", "SASL authentication failed",
             dbname="pgbouncer", unix=False, password="x")

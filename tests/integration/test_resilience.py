@@ -105,7 +105,8 @@ def _first_error(pooler, timeout):
 
 
 def test_postgres_restart_is_survived(pg, sluice):
-    pooler = sluice(server_login_retry=1)
+    # PgBouncer's rule: a client waits while the login is retried, up to query_wait_timeout
+    pooler = sluice(server_login_retry=1, query_wait_timeout=2)
     with pooler.connect() as conn:
         assert conn.execute("select 1").fetchone() == (1,)
 
@@ -116,7 +117,7 @@ def test_postgres_restart_is_survived(pg, sluice):
         elapsed = time.monotonic() - started
         assert err is not None, "query succeeded while PostgreSQL was down"
         assert elapsed < 5
-        assert err.sqlstate == "08006", err
+        assert (err.sqlstate, err.message) == ("53300", "query_wait_timeout"), err
     finally:
         pg.start()
 
