@@ -265,6 +265,8 @@ static void send_listen(struct notify_listener *nl, const char *name)
 {
 	char sql[4 * NOTIFY_CHANNEL_MAX + 32];
 	struct listen_query *q = calloc(1, sizeof(*q));
+	if (q)
+		q->nl = nl;
 	if (!q || !(q->name = strdup(name)) || !quote_command(sql, sizeof(sql), "LISTEN", name) ||
 	    !sidechan_query(nl->sc, sql, 0, NULL, listen_done, q)) {
 		if (q)
