@@ -163,6 +163,7 @@ static void client_detach(struct client *c)
 	}
 	if (c->state == CL_ADMIN)
 		admin_forget(c);   /* its waits on the console */
+	notify_client_free(c);   /* leaves its channels while its pool is known */
 	client_move(c, NULL, CL_NONE);
 }
 

@@ -13,6 +13,7 @@
  */
 #include "notify_relay.h"
 
+#include <event2/event.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,8 @@ struct notify_listener {
 	bool was_up;      /* was connected before: a new connection may have missed notifications */
 	bool down;        /* the last attempt failed or the connection broke: LISTENs do not wait */
 	bool freeing;
+	struct event *kick;   /* writes held notifications once the output written so far is sent */
+	bool kicked;
 };
 
 struct listen_query { struct notify_listener *nl; char *name; };
@@ -288,6 +291,7 @@ static void send_notice(struct client *c, const char *detail, const char *messag
 
 static void hold(struct client *c, const uint8_t *msg, size_t len);
 static void write_held(struct client *c);
+static void kick(struct notify_listener *nl);
 
 /* May c be written to now: no server, nothing waiting for one, output not backed up? */
 static bool client_idle(const struct client *c)
@@ -302,6 +306,33 @@ static bool listens_on(const struct client *c, const char *name)
 		if (strcmp(c->notify.channels[i], name) == 0)
 			return true;
 	return false;
+}
+
+/*
+ * Notifications held for idle clients while their output was above
+ * RELAY_HIGH_WATER: when the kernel then takes the whole output no drain
+ * callback comes, so this event (run after the loop's pending sends) writes
+ * the next part. A client whose output is still above the mark when it runs
+ * could not take it: its drain callback follows (notify_client_idle).
+ */
+static void kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct notify_listener *nl = arg;
+	(void)fd;
+	(void)what;
+	nl->kicked = false;
+	struct client *c;
+	TAILQ_FOREACH(c, &nl->pool->active_clients, entry)
+		if (c->notify.n_held && client_idle(c))
+			write_held(c);   /* kicks again while some are left */
+}
+
+static void kick(struct notify_listener *nl)
+{
+	if (!nl->kicked && nl->kick) {
+		nl->kicked = true;
+		event_active(nl->kick, EV_TIMEOUT, 0);
+	}
 }
 
 static void on_notify(void *arg, const PGnotify *n)
@@ -333,6 +364,7 @@ static void on_notify(void *arg, const PGnotify *n)
 		if (listens_on(c, n->relname))
 			hold(c, msg, len);
 	free(msg);
+	kick(nl);
 }
 
 static void on_state(void *arg, bool up)
@@ -393,6 +425,7 @@ static struct notify_listener *listener_get(struct pool *p)
 		return NULL;
 	}
 	sidechan_set_notify(nl->sc, on_notify, nl);
+	nl->kick = event_new(sl->base, -1, 0, kick_cb, nl);
 	p->notify = nl;
 	log_info("%s/%s: listening connection opened", p->db_name, p->user_name);
 	return nl;
@@ -404,6 +437,8 @@ static void listener_close(struct notify_listener *nl)
 	log_info("%s/%s: listening connection closed: no listener left", p->db_name, p->user_name);
 	nl->freeing = true;
 	sidechan_free(nl->sc);
+	if (nl->kick)
+		event_free(nl->kick);
 	for (size_t i = 0; i < nl->n_chans; i++)
 		free(nl->chans[i].name);
 	free(nl->chans);
@@ -550,14 +585,17 @@ static void write_held(struct client *c)
 		nc->held_head = (nc->held_head + 1) % nc->held_cap;
 		nc->n_held--;
 	}
+	/* Output at RELAY_HIGH_WATER: the rest follows once it is sent (kick_cb or the drain callback). */
+	if (nc->n_held > 0 && c->pool && c->pool->notify)
+		kick(c->pool->notify);
 }
 
 static void hold(struct client *c, const uint8_t *msg, size_t len)
 {
 	struct notify_client *nc = &c->notify;
-	if (client_idle(c) && nc->n_held == 0) {
-		write_held(c);    /* a NOTICE it is owed goes first */
-		if (connio_out_len(&c->io) < RELAY_HIGH_WATER) {
+	if (client_idle(c)) {
+		write_held(c);    /* a NOTICE it is owed and older notifications go first */
+		if (nc->n_held == 0 && connio_out_len(&c->io) < RELAY_HIGH_WATER) {
 			connio_add(&c->io, msg, len);
 			return;
 		}
