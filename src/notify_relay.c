@@ -492,6 +492,9 @@ static void chan_leave(struct notify_listener *nl, const char *name)
 	int total = 0;
 	for (size_t i = 0; i < nl->n_chans; i++)
 		total += nl->chans[i].refs;
+	struct client *c;
+	TAILQ_FOREACH(c, &nl->pool->active_clients, entry)
+		total += c->notify.waiting;   /* its LISTEN waits for this connection */
 	if (total == 0)
 		listener_close(nl);
 }
@@ -730,10 +733,34 @@ static void set_str(char **slot, char *s)
 static const char MIXED_MSG[] = "LISTEN and UNLISTEN must be sent alone under transaction pooling";
 static const char MIXED_HINT[] = "Send LISTEN or UNLISTEN as a query of its own.";
 
+/*
+ * Could the statement text whose first n bytes (of len) are at t be
+ * LISTEN/UNLISTEN? Only then is the whole message waited for: any other
+ * statement streams to the server as before, however long it is.
+ */
+static bool may_be_listen(const char *t, size_t n, size_t len)
+{
+	size_t i = 0;
+	while (i < n && is_blank(t[i]))
+		i++;
+	if (i == n)
+		return len < 65536;   /* not known yet */
+	char ch = (char)(t[i] | 0x20);
+	if (ch == 'l' || ch == 'u')
+		return len < 65536;
+	return (t[i] == '/' || t[i] == '-') && len < 65536;   /* a comment first: look further */
+}
+
 /* A simple Query of LISTEN/UNLISTEN: the no-op goes to s in its place. */
 static int intercept_query(struct client *c, struct server *s, uint32_t len)
 {
 	struct iobuf *in = &c->io.in;
+	size_t have = iobuf_len(in) - PROTO_HEADER_LEN;
+	if (!may_be_listen((const char *)iobuf_data(in) + PROTO_HEADER_LEN, have < len - 4 ? have : len - 4, len - 4)) {
+		set_str(&c->notify.unnamed, NULL);   /* a simple Query drops the unnamed statement and portal */
+		set_str(&c->notify.portal, NULL);
+		return 1;
+	}
 	if (iobuf_len(in) < 1 + (size_t)len)
 		return -1;
 	const char *text = (const char *)iobuf_data(in) + PROTO_HEADER_LEN;
@@ -779,6 +806,10 @@ static int intercept_query(struct client *c, struct server *s, uint32_t len)
 static int intercept_parse(struct client *c, struct server *s, uint32_t len)
 {
 	struct iobuf *in = &c->io.in;
+	if (len - 4 >= 65536) {
+		set_str(&c->notify.unnamed, NULL);   /* too long to be LISTEN: streamed as before */
+		return 1;
+	}
 	if (iobuf_len(in) < 1 + (size_t)len)
 		return -1;
 	const uint8_t *body = iobuf_data(in) + PROTO_HEADER_LEN;
