@@ -223,7 +223,10 @@ static void listen_done(void *arg, const PGresult *res)
 {
 	struct listen_query *q = arg;
 	struct notify_listener *nl = q->nl;
-	if (!nl->freeing && res) {
+	if (!nl->freeing && !res) {
+		/* the connection failed or broke first (fail-fast): do not hold the LISTEN; on_state LISTENs again */
+		wake_waiting(nl);
+	} else if (!nl->freeing) {
 		struct notify_chan *ch = chan_find(nl, q->name);
 		if (PQresultStatus(res) == PGRES_COMMAND_OK) {
 			if (ch)
@@ -425,6 +428,7 @@ static struct notify_listener *listener_get(struct pool *p)
 		return NULL;
 	}
 	sidechan_set_notify(nl->sc, on_notify, nl);
+	sidechan_set_fail_fast(nl->sc, true);    /* a failed attempt releases the LISTENs waiting for it */
 	nl->kick = event_new(sl->base, -1, 0, kick_cb, nl);
 	p->notify = nl;
 	log_info("%s/%s: listening connection opened", p->db_name, p->user_name);
@@ -473,8 +477,10 @@ static struct notify_chan *chan_want(struct notify_listener *nl, const char *nam
 	ch->refs = 0;
 	ch->live = false;
 	nl->n_chans++;
-	if (nl->up)
-		send_listen(nl, name);   /* else on_state LISTENs every channel */
+	/* Queued while connecting too: a failed attempt answers it (fail-fast),
+	 * which releases the clients waiting for it; on_state LISTENs every
+	 * channel again at each connect (a second LISTEN is a no-op). */
+	send_listen(nl, name);
 	return ch;
 }
 
@@ -715,8 +721,14 @@ static bool must_wait(struct client *c, enum notify_stmt kind, const char *chann
 	if (kind != NOTIFY_STMT_LISTEN)
 		return false;
 	struct notify_listener *nl = listener_get(c->pool);
-	if (!nl || nl->down)
+	if (!nl)
 		return false;
+	if (nl->down || sidechan_is_down(nl->sc)) {
+		/* no connection to wait for: the LISTEN is answered, and the NOTICE
+		 * that notifications may have been missed follows the next connect */
+		nl->was_up = true;
+		return false;
+	}
 	struct notify_chan *ch = chan_want(nl, channel);
 	if (!ch || ch->live)
 		return false;

@@ -346,3 +346,27 @@ def test_node_postgres_notification_event(sluice):
                          text=True, timeout=60, env=dict(os.environ, DATABASE_URL=url))
     assert out.returncode == 0, out.stdout
     assert out.stdout.strip().splitlines()[-1] == '["nodech:0","nodech:1","nodech:2"]'
+
+
+def test_listen_does_not_hang_when_listening_connection_cannot_log_in(sluice, pg):
+    """auth_file holds only app's SCRAM secret: pool servers log in by SCRAM
+    pass-through, the listening connection (libpq) has no password. LISTEN is
+    answered at once, the failure is logged, nothing else breaks."""
+    secret = pg.query("SELECT rolpassword FROM pg_authid WHERE rolname = 'app'")[0][0]
+    assert secret.startswith("SCRAM-SHA-256$")
+    pooler = tx_pooler(sluice, start=False)
+    write = pooler.write_config
+
+    def write_secret():
+        text = write()
+        pooler.userlist_path.write_text(f'"app" "{secret}"\n')
+        return text
+    pooler.write_config = write_secret
+    pooler.start()
+    with pooler.connect() as lc:
+        t0 = time.monotonic()
+        assert lc.execute("LISTEN nopw").statusmessage == "LISTEN"
+        assert lc.execute("SELECT 1").fetchone()[0] == 1
+        assert time.monotonic() - t0 < 20    # not held by the failing connection (the test timeout is 30 s)
+        harness.wait_until(lambda: "listening connection" in pooler.log_text(200) and
+                           "listen app/app" in pooler.log_text(200), 10, "the failure logged")
