@@ -51,8 +51,10 @@ struct notify_listener {
 	bool was_up;      /* was connected before: a new connection may have missed notifications */
 	bool down;        /* the last attempt failed or the connection broke: LISTENs do not wait */
 	bool freeing;
-	struct event *kick;   /* writes held notifications once the output written so far is sent */
+	struct event *kick;   /* writes held notifications once the output written so far is sent;
+	                         closes the connection when no listener is left */
 	bool kicked;
+	bool close_pending;   /* the last listener left: close from kick_cb, outside every callback */
 };
 
 struct listen_query { struct notify_listener *nl; char *name; };
@@ -311,6 +313,18 @@ static bool listens_on(const struct client *c, const char *name)
 	return false;
 }
 
+/* Clients that listen on a channel of nl, or whose LISTEN waits for it. */
+static int listeners_left(struct notify_listener *nl)
+{
+	int total = 0;
+	for (size_t i = 0; i < nl->n_chans; i++)
+		total += nl->chans[i].refs;
+	struct client *c;
+	TAILQ_FOREACH(c, &nl->pool->active_clients, entry)
+		total += c->notify.waiting;
+	return total;
+}
+
 /*
  * Notifications held for idle clients while their output was above
  * RELAY_HIGH_WATER: when the kernel then takes the whole output no drain
@@ -325,6 +339,13 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	nl->kicked = false;
 	struct client *c;
+	if (nl->close_pending) {
+		nl->close_pending = false;
+		if (listeners_left(nl) == 0) {
+			listener_close(nl);
+			return;
+		}
+	}
 	TAILQ_FOREACH(c, &nl->pool->active_clients, entry)
 		if (c->notify.n_held && client_idle(c))
 			write_held(c);   /* kicks again while some are left */
@@ -495,14 +516,11 @@ static void chan_leave(struct notify_listener *nl, const char *name)
 		sidechan_query(nl->sc, sql, 0, NULL, ignore_result, NULL);
 	free(ch->name);
 	*ch = nl->chans[--nl->n_chans];
-	int total = 0;
-	for (size_t i = 0; i < nl->n_chans; i++)
-		total += nl->chans[i].refs;
-	struct client *c;
-	TAILQ_FOREACH(c, &nl->pool->active_clients, entry)
-		total += c->notify.waiting;   /* its LISTEN waits for this connection */
-	if (total == 0)
-		listener_close(nl);
+	/* Not here: this may run inside the side channel's own callback or a
+	 * server's relay (or for a client being freed); kick_cb closes it if no
+	 * one listens then. */
+	nl->close_pending = true;
+	kick(nl);
 }
 
 /* ---- a client's channels ---- */
@@ -682,6 +700,7 @@ void notify_before_ready(struct client *c, char status)
 void notify_client_free(struct client *c)
 {
 	struct notify_client *nc = &c->notify;
+	nc->waiting = false;
 	drop_pending(nc);
 	free(nc->pending);
 	free(nc->unnamed);

@@ -218,6 +218,9 @@ static void sc_read(struct sidechan *sc)
 	while (sc->state == SC_BUSY && !PQisBusy(sc->conn)) {
 		PGresult *res = PQgetResult(sc->conn);
 		if (!res) {
+			/* a notification read with the query's last reply is in libpq's
+			 * buffer now, and no read event will come for it */
+			drain_notifies(sc);
 			sc_finish_query(sc);
 			return;
 		}
