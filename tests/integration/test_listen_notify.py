@@ -370,3 +370,15 @@ def test_listen_does_not_hang_when_listening_connection_cannot_log_in(sluice, pg
         assert time.monotonic() - t0 < 20    # not held by the failing connection (the test timeout is 30 s)
         harness.wait_until(lambda: "listening connection" in pooler.log_text(200) and
                            "listen app/app" in pooler.log_text(200), 10, "the failure logged")
+
+
+def test_statement_pooling_relays_too(sluice, pg):
+    pooler = sluice(pool_mode="statement", default_pool_size=1)
+    with pooler.connect() as lc, pooler.connect() as nc:
+        col = Collector(lc)
+        assert lc.execute("LISTEN stmt").statusmessage == "LISTEN"
+        for i in range(5):
+            nc.execute("SELECT pg_notify('stmt', %s)", (str(i),))
+        col.wait(lambda: len(col.notes) >= 5)
+        assert col.payloads() == ["0", "1", "2", "3", "4"]
+        assert listening_backends(pg) == 1
