@@ -168,6 +168,7 @@ static void client_detach(struct client *c)
 	}
 	if (c->state == CL_ADMIN)
 		admin_forget(c);   /* its waits on the console */
+	notify_client_free(c);   /* leaves its channels while its pool is known */
 	client_move(c, NULL, CL_NONE);
 }
 
@@ -187,6 +188,7 @@ static void client_free(struct client *c)
 	varcache_clear(&c->vars);
 	prepared_client_free(c);
 	client_step_free(c);
+	notify_client_free(c);
 	free(c->user);
 	free(c->database);
 	free(c->auth_password);
@@ -1361,6 +1363,13 @@ static void client_relay(struct client *c)
 			connio_pause_read(&c->io);
 			return;   /* the server's drain resumes us */
 		}
+		if (s->pool->pool_mode != POOL_MODE_SESSION) {
+			int n = notify_intercept(c, s, type, len);
+			if (n < 0)
+				return;   /* more bytes, or the listening connection's LISTEN resumes it */
+			if (n == 0)
+				continue;
+		}
 		enum client_msg_result res = prepared_active(c) ? prepared_client_message(c, s, type, len)
 		                                                : CLIENT_MSG_PASS;
 		if (res == CLIENT_MSG_NEED_MORE || res == CLIENT_MSG_WAIT)
@@ -1382,6 +1391,8 @@ static void client_relay(struct client *c)
 			continue;
 		}
 		prepared_note_request(s, type);
+		if (c->notify.exec_pending)
+			notify_relayed(c, s, type);
 		if (c->pending_usage || c->pending_fill || c->pending_parse || c->local_batch_open)
 			client_step_relayed(c, s);
 		c->relay_left = 1 + len;
@@ -1430,6 +1441,8 @@ static void client_io_drain(void *arg)
 		admin_input(c);   /* its answers drained: read on */
 	else if (c->server)
 		server_resume(c->server);
+	else
+		notify_client_idle(c);   /* notifications held while its output was backed up */
 }
 
 /* Only a connecting side is told of a finished handshake; a client always accepts. */

@@ -17,6 +17,7 @@
 #include "ai/session.h"
 #include "config.h"
 #include "connio.h"
+#include "notify_relay.h"
 #include "prepared.h"
 #include "proto.h"
 #include "scram.h"
@@ -75,6 +76,7 @@ struct client {
 	struct varcache vars;          /* the values this client believes it has */
 	struct client_stmts stmts;     /* named prepared statements, under transaction pooling */
 	struct ai_session ai;          /* sluice.user / sluice.model of this client */
+	struct notify_client notify;   /* LISTEN channels under transaction pooling (notify_relay.h) */
 	/* Tags of the extended protocol's statements, kept only once one is tagged. */
 	struct ai_tags *unnamed_tags;  /* of the unnamed statement; NULL: untagged */
 	struct cache_stmt *unnamed_cstmt; /* its completion-cache key part, when it is a lookup */

@@ -99,6 +99,8 @@ static const struct config_key config_table[] = {
 	KEY(min_pool_size, CONFIG_INT, "0", RELOAD, 0, NO_MAX_INT),
 	KEY(peer_id, CONFIG_INT, "0", NO_RELOAD, 0, 16383),
 	KEY(pidfile, CONFIG_STRING, "", NO_RELOAD, 0, 0),
+	/* pgsluice's own: notifications held per client under transaction pooling (docs/pooling.md) */
+	KEY(notify_queue_size, CONFIG_INT, "1000", RELOAD, 0, NO_MAX_INT),
 	KEY(pool_mode, CONFIG_POOL_MODE, "session", RELOAD, 0, 0),
 	KEY(query_timeout, CONFIG_TIME, "0", RELOAD, 0, NO_MAX),
 	/* PgBouncer 1.25: a NOTICE to a client waiting this long; 0 = never */

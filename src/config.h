@@ -147,6 +147,7 @@ struct sluice_config {
 	char *ignore_startup_parameters;
 	char *track_extra_parameters;
 	int max_prepared_statements;
+	int notify_queue_size;         /* notifications held per client, oldest dropped past it */
 	int scram_iterations;     /* for secrets derived from plain auth_file passwords */
 	int server_scram_max_iterations; /* the most PBKDF2 rounds a server may ask of pgsluice */
 	bool application_name_add_host;

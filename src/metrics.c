@@ -475,6 +475,9 @@ static void render_ai(struct sluice *sl, struct evbuffer *out)
 	family(out, "pgsluice_ai_usage_rejected_total", "counter",
 	       "Usage records PostgreSQL refused to store, moved to sluice.usage_rejects.");
 	sample_u(out, "pgsluice_ai_usage_rejected_total", NULL, totals.usage_rejected);
+	family(out, "pgsluice_notifications_dropped_total", "counter",
+	       "Notifications dropped for clients that did not read them (notify_queue_size).");
+	sample_u(out, "pgsluice_notifications_dropped_total", NULL, sl->notify_dropped);
 	free(ms);
 
 	struct cache_stats cs = sl->cache ? cache_stats(sl->cache) : (struct cache_stats){ 0 };

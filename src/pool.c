@@ -15,6 +15,7 @@
 
 #include "client.h"
 #include "log.h"
+#include "notify_relay.h"
 #include "proto.h"
 #include "server.h"
 #include "util.h"
@@ -958,6 +959,7 @@ void pool_note_ready(struct server *s)
 
 static void pool_free(struct pool *p)
 {
+	notify_pool_free(p);
 	if (p->login_retry_ev)
 		event_free(p->login_retry_ev);
 	free(p->db_name);

@@ -76,6 +76,9 @@ struct pool {
 	char **welcome_other;          /* untracked name/value pairs, NULL-terminated */
 	bool have_welcome;
 
+	/* LISTEN/NOTIFY under transaction pooling: the listening connection, or NULL (notify_relay.c) */
+	struct notify_listener *notify;
+
 	/* SCRAM keys recovered from a client's login, to log servers in with. */
 	struct scram_secret scram_secret;
 	uint8_t scram_client_key[SCRAM_KEY_LEN];

@@ -256,6 +256,11 @@ static struct reply_entry *queue_tail(struct server *s)
 	return q->n ? &q->items[(q->head + q->n - 1) % q->cap] : NULL;
 }
 
+struct reply_entry *prepared_reply_tail(struct server *s)
+{
+	return queue_tail(s);
+}
+
 /* Pop the head request; a usage record riding on it is journaled when the
  * request completed (ok) or dropped when it failed or was skipped. */
 /* The client is owed an error in place of success: its usage record was not journaled. */
@@ -308,6 +313,8 @@ static bool queue_pop_as(struct server *s, bool ok)
 		stmt_release(&s->pool->sl->prepared, e->stmt);    /* the reference the request held */
 		e->stmt = NULL;
 	}
+	free(e->notify);    /* its statement failed or was skipped (notify_server_reply takes a success's) */
+	e->notify = NULL;
 	q->head = (q->head + 1) % q->cap;
 	q->n--;
 	return recorded;

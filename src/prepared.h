@@ -73,6 +73,7 @@ struct reply_entry {
 	char *client_name;             /* Parse / '1': the client's name it bound, unbound if it fails; owned */
 	uint32_t row_pos;              /* 'k': the portal's next row */
 	int32_t max_rows;              /* 'k': the Execute's row limit (0: all) */
+	char *notify;                  /* Query/Execute: the LISTEN/UNLISTEN it stands for (notify_relay.h); owned */
 };
 struct reply_queue {
 	struct reply_entry *items;     /* ring buffer */
@@ -184,6 +185,9 @@ const struct stmt_tags *prepared_pending_parse(struct server *s, const char *nam
 
 /* The oldest request s has not finished answering, or NULL. */
 struct reply_entry *prepared_reply_head(struct server *s);
+
+/* The newest request noted on s, or NULL. */
+struct reply_entry *prepared_reply_tail(struct server *s);
 
 /*
  * A named statement the client parsed and pgsluice answered itself (a

@@ -25,6 +25,7 @@
 #include "client.h"
 #include "client_step.h"
 #include "log.h"
+#include "notify_relay.h"
 #include "pool.h"
 #include "proto.h"
 #include "sluice.h"
@@ -939,6 +940,13 @@ static bool whole_message(struct server *s, uint8_t type, struct iobuf *in, uint
 	if (head_fill(s))
 		cache_capture_whole(s, type, msg, total);
 	prepared_see_reply(s, type, msg + PROTO_HEADER_LEN, len - 4);
+	if (type == PqMsg_CommandComplete && s->pool->pool_mode != POOL_MODE_SESSION &&
+	    notify_server_reply(s->client, s, type, msg, total)) {
+		/* the no-op that stood for a LISTEN/UNLISTEN: the client got its own tag */
+		prepared_on_reply(s, type);
+		iobuf_drain(in, total);
+		return true;
+	}
 	if (prepared_on_reply(s, type) == REPLY_SWALLOW) {
 		iobuf_drain(in, total);
 		return true;
@@ -951,6 +959,9 @@ static bool whole_message(struct server *s, uint8_t type, struct iobuf *in, uint
 		             "Use pool_mode = transaction or session for this database or user.",
 		             "transaction blocks not allowed in statement pooling mode");
 		return false;   /* the server was closed with the client, as it is inside a transaction */
+	}
+	if (type == PqMsg_ReadyForQuery && s->pool->pool_mode != POOL_MODE_SESSION) {
+		notify_before_ready(c, s->tx_status);   /* LISTENs take effect; held notifications go first */
 	}
 	if (!iobuf_move(&c->io.out, in, total)) {
 		server_close(s, "out of memory");
@@ -1018,6 +1029,8 @@ static void server_relay(struct server *s)
 			server_close(s, "invalid message from server");
 			return;
 		}
+		if (type == PqMsg_ErrorResponse && c && s->internal == SV_INTERNAL_NONE && s->state != SV_LOGIN)
+			c->notify.tx_failed = true;    /* a LISTEN in this transaction will not take effect */
 		if (!needs_whole(s, type)) {
 			if (head_fill(s))
 				cache_capture_begin(s, type, len);

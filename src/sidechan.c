@@ -34,6 +34,8 @@ struct sidechan {
 	char *name;
 	char **keywords, **values;
 	sidechan_state_fn state_fn;
+	sidechan_notify_fn notify_fn;  /* NULL: notifications are dropped */
+	void *notify_arg;
 	void *state_arg;
 	enum sidechan_state state;
 	PGconn *conn;
@@ -188,6 +190,23 @@ static void sc_finish_query(struct sidechan *sc)
 	sc_start_next(sc);
 }
 
+/* Hand each notification that arrived to notify_fn, or drop it. */
+static void drain_notifies(struct sidechan *sc)
+{
+	PGnotify *n;
+	while (sc->conn && (n = PQnotifies(sc->conn)) != NULL) {
+		if (sc->notify_fn)
+			sc->notify_fn(sc->notify_arg, n);
+		PQfreemem(n);
+	}
+}
+
+void sidechan_set_notify(struct sidechan *sc, sidechan_notify_fn fn, void *arg)
+{
+	sc->notify_fn = fn;
+	sc->notify_arg = arg;
+}
+
 /* Read what arrived; keep the last result, preferring an error. */
 static void sc_read(struct sidechan *sc)
 {
@@ -195,9 +214,13 @@ static void sc_read(struct sidechan *sc)
 		sc_lost(sc, PQerrorMessage(sc->conn));
 		return;
 	}
+	drain_notifies(sc);
 	while (sc->state == SC_BUSY && !PQisBusy(sc->conn)) {
 		PGresult *res = PQgetResult(sc->conn);
 		if (!res) {
+			/* a notification read with the query's last reply is in libpq's
+			 * buffer now, and no read event will come for it */
+			drain_notifies(sc);
 			sc_finish_query(sc);
 			return;
 		}
@@ -208,10 +231,6 @@ static void sc_read(struct sidechan *sc)
 			sc->last = res;
 		}
 	}
-	/* NOTIFY and notices need no action; drain them. */
-	PGnotify *n;
-	while ((n = PQnotifies(sc->conn)) != NULL)
-		PQfreemem(n);
 }
 
 static void sc_poll_connect(struct sidechan *sc)
@@ -267,9 +286,7 @@ static void sc_io_cb(evutil_socket_t fd, short what, void *arg)
 				sc_lost(sc, PQerrorMessage(sc->conn));
 				return;
 			}
-			PGnotify *n;
-			while ((n = PQnotifies(sc->conn)) != NULL)
-				PQfreemem(n);
+			drain_notifies(sc);
 			return;
 		}
 		sc_read(sc);

@@ -61,6 +61,15 @@ bool sidechan_is_up(const struct sidechan *sc);
 /* Queries waiting or running. */
 int sidechan_pending(const struct sidechan *sc);
 
+/*
+ * Called for each NotificationResponse the connection receives (after a
+ * LISTEN it ran); n is freed after the call returns (libpq-notify.html).
+ */
+typedef void (*sidechan_notify_fn)(void *arg, const PGnotify *n);
+
+/* Deliver notifications to fn (NULL: drop them, the default). */
+void sidechan_set_notify(struct sidechan *sc, sidechan_notify_fn fn, void *arg);
+
 /* Close the connection, call every pending callback with NULL, free sc. */
 void sidechan_free(struct sidechan *sc);
 

@@ -126,6 +126,7 @@ struct sluice {
 	struct workers *workers;          /* threads for PBKDF2 off the loop (workers.h); owned */
 	char instance[160];               /* "host:listen_port": this pgsluice among those sharing a database */  /* for users not in auth_file: fail after a full exchange */
 	struct sluice_stats stats, stats_last;
+	uint64_t notify_dropped;          /* notifications dropped past notify_queue_size (notify_relay.c) */
 	/* admin console and metrics (admin.h, metrics.h) */
 	struct client_list admin_clients; /* CL_ADMIN: sessions of the admin console */
 	struct admin *admin;              /* commands waiting (PAUSE, WAIT_CLOSE); owned by admin.c */
