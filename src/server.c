@@ -25,6 +25,7 @@
 #include "log.h"
 #include "pool.h"
 #include "proto.h"
+#include "settings.h"
 #include "sluice.h"
 #include "tls.h"
 #include "util.h"
@@ -340,6 +341,7 @@ void server_close(struct server *s, const char *reason)
 		evutil_freeaddrinfo(s->addrs);
 	connio_close(&s->io);
 	varcache_clear(&s->vars);
+	sessvars_clear(&s->settings);
 	prepared_server_free(s);
 	free_params(s->other_params);
 	if (s->scram_job)
@@ -758,6 +760,8 @@ static bool internal_message(struct server *s, uint8_t type, const uint8_t *msg,
 		const char *q = s->pool->sl->cfg->server_reset_query;
 		if (q && strcasestr(q, "DISCARD ALL"))
 			s->settings_tainted = false;    /* every setting is back to its default */
+		if (q && (strcasestr(q, "DISCARD ALL") || strcasestr(q, "RESET ALL")))
+			settings_server_reset(s);
 		pool_server_ready(s);
 		return false;
 	}
@@ -770,8 +774,11 @@ static void note_server_message(struct server *s, uint8_t type, const uint8_t *b
 	struct msgreader r;
 	mr_init(&r, body, len);
 	if (type == PqMsg_ReadyForQuery) {
+		char was = s->tx_status;
 		s->tx_status = (char)mr_byte(&r);
 		s->block_begun = false;
+		if (s->client && (s->client->settings_in_tx || s->client->settings_local || s->saw_rollback))
+			settings_ready(s, was, s->tx_status);
 		s->last_ready = now_usec();
 		if (s->pending_ready > 0)
 			s->pending_ready--;
@@ -860,6 +867,9 @@ static bool whole_message(struct server *s, uint8_t type, struct iobuf *in, uint
 	if (type == PqMsg_CommandComplete && len >= 9 &&
 	    (memcmp(msg + PROTO_HEADER_LEN, "BEGIN", 5) == 0 || memcmp(msg + PROTO_HEADER_LEN, "START", 5) == 0))
 		s->block_begun = true;    /* a block opened inside a batch: its reads may be rolled back */
+	if (type == PqMsg_CommandComplete && s->client->settings_in_tx && len >= 12 &&
+	    memcmp(msg + PROTO_HEADER_LEN, "ROLLBACK", 8) == 0)
+		s->saw_rollback = true;   /* the block's SETs are undone (settings_ready) */
 	if (head_fill(s))
 		cache_capture_whole(s, type, msg, total);
 	prepared_see_reply(s, type, msg + PROTO_HEADER_LEN, len - 4);
@@ -995,22 +1005,50 @@ bool server_link(struct server *s, struct client *c)
 	/* One round trip checks the server and sets the client's parameters. */
 	size_t check_len;
 	bool check = add_check_query(s, sql, sizeof(sql), &check_len);
-	int n = varcache_apply_sql(&c->vars, &s->vars, sql + check_len, sizeof(sql) - check_len);
+	/* the recorded settings first: a RESET ALL among them resets the reported ones too */
+	bool reset_all, failed;
+	char *rec_sql = settings_link_sql(s, c, &reset_all, &failed);
+	if (failed) {
+		server_close(s, "out of memory");
+		return false;
+	}
+	static const struct varcache reset_vars = { .gen = UINT64_MAX };
+	int n = varcache_apply_sql(&c->vars, reset_all ? &reset_vars : &s->vars, sql + check_len,
+	                           sizeof(sql) - check_len);
 	if (n < 0) {
+		free(rec_sql);
 		server_close(s, "client parameters too long");
 		return false;
 	}
-	if (n == 0)
+	if (n == 0 && !reset_all)
 		s->vars.gen = c->vars.gen;   /* equal values: the next link of c skips the comparison */
-	if (n > 0 || check) {
-		log_debug("S-%llu: setting client parameters: %s", (unsigned long long)s->id, sql);
+	if (n > 0 || check || rec_sql) {
+		char *all = NULL;
+		if (rec_sql) {
+			size_t rec_len = strlen(rec_sql), var_len = strlen(sql + check_len);
+			all = malloc(check_len + rec_len + var_len + 1);
+			if (all) {
+				memcpy(all, sql, check_len);
+				memcpy(all + check_len, rec_sql, rec_len);
+				memcpy(all + check_len + rec_len, sql + check_len, var_len + 1);
+			}
+			free(rec_sql);
+			if (!all) {
+				server_close(s, "out of memory");
+				return false;
+			}
+		}
+		log_debug("S-%llu: setting client parameters: %s", (unsigned long long)s->id, all ? all : sql);
 		/* PostgreSQL reports only some of them back: remember what s has now
 		 * (on failure the server is closed) */
 		if (n > 0 && !varcache_copy(&s->vars, &c->vars)) {
+			free(all);
 			server_close(s, "out of memory");
 			return false;
 		}
-		if (!send_query(s, sql, SV_INTERNAL_SETUP)) {
+		bool sent = send_query(s, all ? all : sql, SV_INTERNAL_SETUP);
+		free(all);
+		if (!sent) {
 			server_close(s, "out of memory");
 			return false;
 		}
