@@ -14,6 +14,8 @@ import subprocess
 import threading
 from pathlib import Path
 
+from harness import wait_for
+
 import psycopg
 import pytest
 
@@ -228,3 +230,141 @@ def test_cache_does_not_answer_another_search_path(sluice, pg, tenants):
     for _ in range(3):
         assert one(a, q) == "a"
         assert one(b, q) == "b"
+
+
+# -- node-postgres ------------------------------------------------------------------
+
+NODE_SCRIPT = r"""
+const { Client } = require('pg');
+(async () => {
+  const url = process.env.DATABASE_URL;
+  const a = new Client({ connectionString: url });
+  const b = new Client({ connectionString: url, options: '-c search_path=tenant_b,public -c app.tenant=b' });
+  await a.connect(); await b.connect();
+  await a.query("SET search_path TO tenant_a, public");
+  await a.query("SET app.tenant = 'a'");
+  const seen = { a: new Set(), b: new Set() };
+  for (let i = 0; i < 200; i++) {
+    for (const [name, c] of [['a', a], ['b', b]]) {
+      const r = await c.query("SELECT (SELECT v FROM t) || '/' || (SELECT string_agg(v, ',') FROM rls_rows) AS x");
+      seen[name].add(r.rows[0].x);
+    }
+  }
+  await a.query('BEGIN'); await a.query("SET app.tenant = 'b'"); await a.query('ROLLBACK');
+  const after = (await a.query("SELECT current_setting('app.tenant') AS t")).rows[0].t;
+  const pids = [(await a.query('SELECT pg_backend_pid() AS p')).rows[0].p,
+                (await b.query('SELECT pg_backend_pid() AS p')).rows[0].p];
+  console.log(JSON.stringify({ a: [...seen.a], b: [...seen.b], after, pids }));
+  await a.end(); await b.end();
+})().catch((e) => { console.error(e); process.exit(1); });
+"""
+
+
+def node_pg_path():
+    """A NODE_PATH where require('pg') works, or None."""
+    for path in filter(None, [os.environ.get("NODE_PATH"), "/tmp/settings-nodepg/node_modules"]):
+        if Path(path, "pg").is_dir():
+            return path
+    return None
+
+
+@pytest.mark.skipif(not shutil.which("node") or not node_pg_path(), reason="node-postgres not installed")
+def test_node_postgres(sluice, pg, tenants, tmp_path):
+    pooler = tx_pooler(sluice)
+    script = tmp_path / "settings.js"
+    script.write_text(NODE_SCRIPT)
+    url = f"postgresql://app:{APP_PASSWORD}@127.0.0.1:{pooler.port}/app"
+    out = subprocess.run(["node", str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         timeout=60, env=dict(os.environ, DATABASE_URL=url, NODE_PATH=node_pg_path()))
+    assert out.returncode == 0, out.stdout
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["a"] == ["a/row-a"]
+    assert result["b"] == ["b/row-b"]
+    assert result["after"] == "a"
+    assert result["pids"][0] == result["pids"][1]
+
+
+# -- what else works under transaction pooling (the table of docs/pooling.md) ---------
+
+
+def terminate(pg, pooler, pid):
+    """End the server pid and wait until a fresh client gets a new server."""
+    pg.query("SELECT pg_terminate_backend(%s)", (pid,))
+
+    def new_server():
+        try:
+            with connect(pooler) as probe:
+                return backend(probe) != pid
+        except psycopg.OperationalError:
+            return False
+    wait_for(new_server, 10, what="a new server")
+
+
+def test_table_session_advisory_lock_belongs_to_the_server(sluice, pg):
+    """Session-level advisory locks do not work: the lock is the server
+    connection's, so another client on that server takes it too. Transaction
+    level (pg_advisory_xact_lock) works."""
+    pooler = tx_pooler(sluice)
+    a, b = connect(pooler), connect(pooler)
+    assert one(a, "SELECT pg_try_advisory_lock(4242)") is True
+    assert one(b, "SELECT pg_try_advisory_lock(4242)") is True      # no mutual exclusion
+    with pg.connect() as direct:
+        assert one(direct, "SELECT pg_try_advisory_lock(4242)") is False
+        with a.transaction():
+            assert one(a, "SELECT pg_try_advisory_xact_lock(4343)") is True
+            assert one(direct, "SELECT pg_try_advisory_xact_lock(4343)") is False
+    one(a, "SELECT pg_advisory_unlock_all()::text")
+
+
+def test_table_temp_table_stays_with_the_server(sluice, pg):
+    """Temporary tables stay on the server: the next client there sees them,
+    and their creator on another server gets 42P01."""
+    pooler = tx_pooler(sluice)
+    a, b = connect(pooler), connect(pooler)
+    a.execute("CREATE TEMP TABLE mine (v int)")
+    a.execute("INSERT INTO mine VALUES (1)")
+    assert one(b, "SELECT count(*) FROM mine") == 1       # another client's table
+    terminate(pg, pooler, backend(a))
+    with pytest.raises(psycopg.Error) as e:
+        a.execute("SELECT * FROM mine")
+    assert e.value.sqlstate == "42P01"
+
+
+def test_table_with_hold_cursor_stays_with_the_server(sluice, pg):
+    pooler = tx_pooler(sluice)
+    a, b = connect(pooler), connect(pooler)
+    a.execute("DECLARE held CURSOR WITH HOLD FOR SELECT g FROM generate_series(1, 3) g")
+    assert one(b, "FETCH 1 FROM held") == 1               # another client's cursor
+    terminate(pg, pooler, backend(a))
+    with pytest.raises(psycopg.Error) as e:
+        a.execute("FETCH 1 FROM held")
+    assert e.value.sqlstate == "34000"
+
+
+def test_table_sql_prepare_stays_with_the_server(sluice, pg):
+    """SQL PREPARE stays on the server (26000 elsewhere); protocol-level named
+    statements follow the client (max_prepared_statements)."""
+    pooler = tx_pooler(sluice)
+    a, b = connect(pooler), connect(pooler)
+    a.execute("PREPARE p1 AS SELECT 41 + 1")
+    assert one(b, "EXECUTE p1") == 42                     # another client's statement
+    with a.cursor() as cur:
+        cur.execute("SELECT %s::int * 2", (21,), prepare=True)
+        assert cur.fetchone()[0] == 42
+    terminate(pg, pooler, backend(a))
+    with pytest.raises(psycopg.Error) as e:
+        a.execute("EXECUTE p1")
+    assert e.value.sqlstate == "26000"
+    with a.cursor() as cur:                               # the protocol-level one still works
+        cur.execute("SELECT %s::int * 2", (21,), prepare=True)
+        assert cur.fetchone()[0] == 42
+
+
+def test_untracked_setting_does_not_leak(sluice, pg):
+    """A change pgsluice cannot follow (a DO block running set_config) stays
+    with its server, and the next other client there gets RESET ALL first."""
+    pooler = tx_pooler(sluice)
+    a, b = connect(pooler), connect(pooler)
+    a.execute("DO $$ BEGIN PERFORM set_config('app.hidden', 'leak', false); END $$")
+    assert setting(a, "app.hidden") == "leak"
+    assert setting(b, "app.hidden") in (None, "")
