@@ -227,11 +227,8 @@ static bool cache_on(struct client *c)
  * any later Execute, so, as anything else that may change settings, it
  * taints the client for the rest of its connection.
  */
-static void note_settings(struct client *c, const char *text, size_t len, bool simple)
+static void note_effect(struct client *c, enum settings_effect effect, bool simple)
 {
-	if (c->settings_tainted)
-		return;     /* for good: nothing to learn from more statements */
-	enum settings_effect effect = settings_effect(text, len);
 	if (effect == SETTINGS_REPORTED && simple)
 		c->settings_changing = true;
 	else if (effect != SETTINGS_NONE && !c->settings_tainted) {
@@ -239,6 +236,13 @@ static void note_settings(struct client *c, const char *text, size_t len, bool s
 		log_debug("C-%llu: may change settings the completion cache cannot key on: no lookups from now on",
 		          (unsigned long long)c->id);
 	}
+}
+
+static void note_settings(struct client *c, const char *text, size_t len, bool simple)
+{
+	if (c->settings_tainted)
+		return;     /* for good: nothing to learn from more statements */
+	note_effect(c, settings_effect(text, len), simple);
 }
 
 void client_drop_pending_setting(struct client *c)
@@ -471,11 +475,16 @@ static int query_step(struct client *c, uint32_t len)
 		}
 		const char *text = (const char *)msg + PROTO_HEADER_LEN;
 		size_t text_len = strnlen(text, len - 4);
-		int recorded = settings_step(c, text, text_len, len);
-		if (recorded < 0)
-			return 0;
-		if (!recorded && !c->settings_tainted)
-			note_settings(c, text, text_len, true);
+		/* settings_effect looks at every statement anyway; only one that may
+		 * change settings is parsed for the record (most statements are not) */
+		enum settings_effect effect = c->settings_tainted ? SETTINGS_UNKNOWN : settings_effect(text, text_len);
+		if (effect != SETTINGS_NONE) {
+			int recorded = settings_step(c, text, text_len, len);
+			if (recorded < 0)
+				return 0;
+			if (!recorded && !c->settings_tainted)
+				note_effect(c, effect, true);
+		}
 	}
 	struct ai_tags tags;
 	struct pg_error r;

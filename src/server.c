@@ -864,12 +864,13 @@ static bool whole_message(struct server *s, uint8_t type, struct iobuf *in, uint
 		server_close(s, "unexpected message from idle server");
 		return false;
 	}
-	if (type == PqMsg_CommandComplete && len >= 9 &&
-	    (memcmp(msg + PROTO_HEADER_LEN, "BEGIN", 5) == 0 || memcmp(msg + PROTO_HEADER_LEN, "START", 5) == 0))
-		s->block_begun = true;    /* a block opened inside a batch: its reads may be rolled back */
-	if (type == PqMsg_CommandComplete && s->client->settings_in_tx && len >= 12 &&
-	    memcmp(msg + PROTO_HEADER_LEN, "ROLLBACK", 8) == 0)
-		s->saw_rollback = true;   /* the block's SETs are undone (settings_ready) */
+	if (type == PqMsg_CommandComplete) {
+		if (len >= 9 &&
+		    (memcmp(msg + PROTO_HEADER_LEN, "BEGIN", 5) == 0 || memcmp(msg + PROTO_HEADER_LEN, "START", 5) == 0))
+			s->block_begun = true;    /* a block opened inside a batch: its reads may be rolled back */
+		else if (s->client->settings_in_tx && len >= 12 && memcmp(msg + PROTO_HEADER_LEN, "ROLLBACK", 8) == 0)
+			s->saw_rollback = true;   /* the block's SETs are undone (settings_ready) */
+	}
 	if (head_fill(s))
 		cache_capture_whole(s, type, msg, total);
 	prepared_see_reply(s, type, msg + PROTO_HEADER_LEN, len - 4);
@@ -1006,14 +1007,19 @@ bool server_link(struct server *s, struct client *c)
 	size_t check_len;
 	bool check = add_check_query(s, sql, sizeof(sql), &check_len);
 	/* the recorded settings first: a RESET ALL among them resets the reported ones too */
-	bool reset_all, failed;
-	char *rec_sql = settings_link_sql(s, c, &reset_all, &failed);
+	bool reset_all = false, failed = false;
+	char *rec_sql = NULL;
+	if (s->settings.gen == c->settings.gen && !s->settings_reset_all &&
+	    (!s->settings_dirty || s->settings_owner == c->id))
+		s->settings_owner = c->id;    /* the usual case: no settings, or c back on its server */
+	else
+		rec_sql = settings_link_sql(s, c, &reset_all, &failed);
 	if (failed) {
 		server_close(s, "out of memory");
 		return false;
 	}
 	static const struct varcache reset_vars = { .gen = UINT64_MAX };
-	int n = varcache_apply_sql(&c->vars, reset_all ? &reset_vars : &s->vars, sql + check_len,
+	int n = varcache_apply_sql(&c->vars, !reset_all ? &s->vars : &reset_vars, sql + check_len,
 	                           sizeof(sql) - check_len);
 	if (n < 0) {
 		free(rec_sql);
