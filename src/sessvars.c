@@ -147,6 +147,17 @@ void sessvars_clear(struct sessvars *rec)
 	*rec = (struct sessvars){ 0 };
 }
 
+bool sessvars_equal(const struct sessvars *a, const struct sessvars *b)
+{
+	if (a->n != b->n || a->hash != b->hash || a->bytes != b->bytes)
+		return false;
+	for (size_t i = 0; i < a->n; i++)
+		if (a->items[i].literal != b->items[i].literal || strcmp(a->items[i].name, b->items[i].name) != 0 ||
+		    strcmp(a->items[i].value, b->items[i].value) != 0)
+			return false;
+	return true;
+}
+
 void sessvars_invalidate(struct sessvars *rec)
 {
 	rec->gen = ++last_gen;

@@ -84,6 +84,9 @@ bool sessvars_copy(struct sessvars *dst, const struct sessvars *src);
 /* Free everything; rec becomes empty (gen 0). */
 void sessvars_clear(struct sessvars *rec);
 
+/* Do a and b hold the same settings (names, values and their form)? */
+bool sessvars_equal(const struct sessvars *a, const struct sessvars *b);
+
 /* Give rec a fresh gen that no other record has (its content is in doubt). */
 void sessvars_invalidate(struct sessvars *rec);
 

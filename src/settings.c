@@ -85,6 +85,10 @@ char *settings_link_sql(struct server *s, struct client *c, bool *reset_all, boo
 	s->settings_owner = c->id;
 	if (!*reset_all && s->settings.gen == c->settings.gen)
 		return NULL;     /* the usual case: no settings, or c back on the server it left */
+	if (!*reset_all && sessvars_equal(&s->settings, &c->settings)) {
+		s->settings.gen = c->settings.gen;   /* clients with the same settings: nothing to send or copy */
+		return NULL;
+	}
 	int count;
 	char *sql = sessvars_diff_sql(&c->settings, &s->settings, *reset_all, &count);
 	if (!sql || !sessvars_copy(&s->settings, &c->settings)) {
