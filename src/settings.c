@@ -44,8 +44,15 @@ void settings_query_done(struct server *s, const struct sessvar_op *op)
 		server_in_doubt(s, "a setting not recorded");
 		return;
 	}
-	if (!s->settings_reset_all && !sessvars_copy(&s->settings, rec))
+	if (s->settings_reset_all)
+		return;
+	/* The server's RESET goes to PostgreSQL's default, not to the client's
+	 * startup value (pgsluice's own startup packet did not carry it): s's
+	 * record says what s has, and the next link sets the startup value. */
+	if (sessvars_apply(&s->settings, NULL, op) != 0)
 		server_in_doubt(s, "out of memory");
+	else if (sessvars_equal(&s->settings, rec))
+		s->settings.gen = rec->gen;     /* the usual case: the next link of c compares one number */
 }
 
 void settings_ready(struct server *s, char was, char now)
@@ -66,9 +73,9 @@ void settings_ready(struct server *s, char was, char now)
 	}
 	c->settings_in_tx = false;
 	if (rollback) {
+		/* s is back where it was before the block, which its record no longer says */
 		sessvars_clear(&c->settings_tx);
-		if (!s->settings_reset_all && !sessvars_copy(&s->settings, &c->settings))
-			server_in_doubt(s, "out of memory");
+		server_in_doubt(s, "ROLLBACK of a block with SETs");
 		return;
 	}
 	/* committed: the block's record is the client's */

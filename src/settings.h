@@ -28,7 +28,8 @@ void settings_query_done(struct server *s, const struct sessvar_op *op);
 
 /*
  * s sent ReadyForQuery with status now (was: the previous one): a block
- * that ended commits its SETs, or discards them after a ROLLBACK. A ROLLBACK
+ * that ended commits its SETs, or discards them after a ROLLBACK (s's record
+ * is then marked in doubt: s went back to a state it did not record). A ROLLBACK
  * TO SAVEPOINT inside a block with SETs keeps them (the record cannot tell
  * which the savepoint undid) and marks s's record in doubt, so the next link
  * of any client starts with RESET ALL.

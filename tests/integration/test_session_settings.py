@@ -368,3 +368,23 @@ def test_untracked_setting_does_not_leak(sluice, pg):
     a.execute("DO $$ BEGIN PERFORM set_config('app.hidden', 'leak', false); END $$")
     assert setting(a, "app.hidden") == "leak"
     assert setting(b, "app.hidden") in (None, "")
+
+
+def test_reset_all_goes_back_to_startup_options(sluice, pg, tenants):
+    """RESET ALL on a client with startup options: back to those values, on the
+    same server (whose own RESET ALL went to the server default) as on another."""
+    pooler = tx_pooler(sluice)
+    c = connect(pooler, options="-c search_path=tenant_b,public")
+    other = connect(pooler)
+    c.execute("SET search_path = tenant_a")
+    c.execute("RESET ALL")
+    assert one(c, "SELECT v FROM t") == "b"
+    c.execute("SET search_path = tenant_a")
+    c.execute("RESET search_path")
+    assert one(c, "SELECT v FROM t") == "b"
+    c.execute("BEGIN")
+    c.execute("SET search_path = tenant_a")
+    c.execute("ROLLBACK")
+    assert one(c, "SELECT v FROM t") == "b"
+    assert one(other, "SHOW search_path") == '"$user", public'
+    assert one(c, "SELECT v FROM t") == "b"
