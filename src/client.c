@@ -183,11 +183,7 @@ static void client_free(struct client *c)
 	sessvars_clear(&c->settings_startup);
 	sessvars_clear(&c->settings);
 	sessvars_clear(&c->settings_tx);
-	if (c->pending_setting) {
-		sessvar_op_free(c->pending_setting);
-		free(c->pending_setting);
-		c->pending_setting = NULL;
-	}
+	client_drop_pending_setting(c);
 	prepared_client_free(c);
 	client_step_free(c);
 	free(c->user);
@@ -847,6 +843,14 @@ static bool read_startup_params(struct client *c, struct msgreader *r, uint32_t 
 				return false;
 			}
 		}
+	}
+	if (c->replication != REPLICATION_NONE && c->settings_startup.n > 0) {
+		/* a replication server is the client's own, started with its tracked parameters only */
+		client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL,
+		             "Add it to ignore_startup_parameters in the pgsluice configuration to ignore it.",
+		             "unsupported startup parameter \"%s\" on a replication connection",
+		             c->settings_startup.items[0].name);
+		return false;
 	}
 	if (!sessvars_copy(&c->settings, &c->settings_startup)) {
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
