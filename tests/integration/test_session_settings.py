@@ -16,6 +16,8 @@ from pathlib import Path
 
 from harness import wait_for
 
+import pgwire
+
 import psycopg
 import pytest
 
@@ -388,3 +390,20 @@ def test_reset_all_goes_back_to_startup_options(sluice, pg, tenants):
     assert one(c, "SELECT v FROM t") == "b"
     assert one(other, "SHOW search_path") == '"$user", public'
     assert one(c, "SELECT v FROM t") == "b"
+
+
+def test_invalid_startup_option_fails_the_first_statement_with_postgres_error(sluice, pg):
+    """A startup option PostgreSQL refuses ends the client at its first
+    statement with PostgreSQL's SQLSTATE (22023), as a direct login would at
+    connect time; other clients of the server are not affected."""
+    pooler = tx_pooler(sluice)
+    other = connect(pooler)
+    # libpq reports a FATAL error followed by a closed connection as text only: read it raw
+    with pgwire.login(pooler.host, pooler.port, "app", "app", password=APP_PASSWORD,
+                      params={"options": "-c statement_timeout=soon"}) as bad:
+        with pytest.raises(pgwire.ServerError) as e:
+            bad.query("SELECT 1")
+    assert (e.value.severity, e.value.sqlstate) == ("FATAL", "22023"), e.value
+    assert 'invalid value for parameter "statement_timeout"' in e.value.message
+    assert one(other, "SELECT 1") == 1
+    assert setting(other, "statement_timeout") == "0"
