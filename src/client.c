@@ -827,7 +827,8 @@ static bool read_startup_params(struct client *c, struct msgreader *r, uint32_t 
 			    !str_list_contains(cfg->ignore_startup_parameters, name)) {
 				/* a bad sluice.* value is 22023, as SET's; an option pgsluice cannot honour, 08P01 */
 				client_fatal(c, strncmp(err, "invalid value", 13) == 0 ? SQLSTATE_INVALID_PARAMETER_VALUE
-				                                                        : SQLSTATE_PROTOCOL_VIOLATION, NULL,
+				                : strncmp(err, "too many", 8) == 0   ? SQLSTATE_PROGRAM_LIMIT_EXCEEDED
+				                                                      : SQLSTATE_PROTOCOL_VIOLATION, NULL,
 				             "pgsluice honours -c name=value and --name=value in options; "
 				             "add options to ignore_startup_parameters to ignore them.",
 				             "%s", err);

@@ -407,3 +407,11 @@ def test_invalid_startup_option_fails_the_first_statement_with_postgres_error(sl
     assert 'invalid value for parameter "statement_timeout"' in e.value.message
     assert one(other, "SELECT 1") == 1
     assert setting(other, "statement_timeout") == "0"
+
+
+def test_too_many_startup_options_is_54000(sluice, pg):
+    pooler = tx_pooler(sluice)
+    options = " ".join(f"-c app.v{i}={i}" for i in range(101))
+    err = pgwire.login_error(pooler.host, pooler.port, "app", "app", password=APP_PASSWORD,
+                             params={"options": options})
+    assert err.sqlstate == "54000", err
