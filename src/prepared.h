@@ -62,11 +62,11 @@ struct server_stmts { struct server_stmt *items; size_t n, cap; uint64_t clock; 
  */
 struct usage_pending;
 struct cache_entry;
-struct reply_entry {
+struct reply_entry {              /* 64 bytes: the ring is indexed on every reply */
 	uint8_t kind;
+	bool failed;                   /* a Query that got ErrorResponse */
 	struct prepared_stmt *stmt;
 	struct usage_pending *usage;   /* a usage record made when this request completes; owned */
-	bool failed;                   /* a Query that got ErrorResponse */
 	struct cache_entry *cache;     /* Query/Describe/Execute: the fill it captures into;
 	                                  'r'/'k': the hit it answers from; one reference owned */
 	struct stmt_tags *parsed;      /* Parse: the tags its statement takes when it completes; owned */

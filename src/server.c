@@ -777,7 +777,7 @@ static void note_server_message(struct server *s, uint8_t type, const uint8_t *b
 		char was = s->tx_status;
 		s->tx_status = (char)mr_byte(&r);
 		s->block_begun = false;
-		if (s->client && (s->client->settings_in_tx || s->client->settings_local || s->saw_rollback))
+		if (s->client && (s->client->settings_in_tx || s->client->settings_local))
 			settings_ready(s, was, s->tx_status);
 		s->last_ready = now_usec();
 		if (s->pending_ready > 0)
@@ -864,13 +864,12 @@ static bool whole_message(struct server *s, uint8_t type, struct iobuf *in, uint
 		server_close(s, "unexpected message from idle server");
 		return false;
 	}
-	if (type == PqMsg_CommandComplete) {
-		if (len >= 9 &&
-		    (memcmp(msg + PROTO_HEADER_LEN, "BEGIN", 5) == 0 || memcmp(msg + PROTO_HEADER_LEN, "START", 5) == 0))
-			s->block_begun = true;    /* a block opened inside a batch: its reads may be rolled back */
-		else if (s->client->settings_in_tx && len >= 12 && memcmp(msg + PROTO_HEADER_LEN, "ROLLBACK", 8) == 0)
-			s->saw_rollback = true;   /* the block's SETs are undone (settings_ready) */
-	}
+	if (type == PqMsg_CommandComplete && len >= 9 &&
+	    (memcmp(msg + PROTO_HEADER_LEN, "BEGIN", 5) == 0 || memcmp(msg + PROTO_HEADER_LEN, "START", 5) == 0))
+		s->block_begun = true;    /* a block opened inside a batch: its reads may be rolled back */
+	if (type == PqMsg_CommandComplete && s->client->settings_in_tx && len >= 12 &&
+	    memcmp(msg + PROTO_HEADER_LEN, "ROLLBACK", 8) == 0)
+		s->saw_rollback = true;   /* the block's SETs are undone (settings_ready) */
 	if (head_fill(s))
 		cache_capture_whole(s, type, msg, total);
 	prepared_see_reply(s, type, msg + PROTO_HEADER_LEN, len - 4);
@@ -997,6 +996,59 @@ static bool add_check_query(const struct server *s, char *sql, size_t size, size
 	return true;
 }
 
+/*
+ * The link of c to s when their recorded settings differ (settings.h), or
+ * s's are in doubt: one round trip checks the server (check: sql holds
+ * check_len bytes of it), brings its settings to c's and sets c's
+ * parameters. Apart from server_link so that the usual link stays short.
+ */
+static bool link_with_settings(struct server *s, struct client *c, char *sql, size_t size, bool check,
+                               size_t check_len)
+{
+	bool reset_all = false, failed = false;
+	char *rec_sql = settings_link_sql(s, c, &reset_all, &failed);
+	if (failed) {
+		server_close(s, "out of memory");
+		return false;
+	}
+	/* after a RESET ALL every parameter is set again */
+	static const struct varcache reset_vars = { .gen = UINT64_MAX };
+	int n = varcache_apply_sql(&c->vars, reset_all ? &reset_vars : &s->vars, sql + check_len, size - check_len);
+	if (n < 0) {
+		free(rec_sql);
+		server_close(s, "client parameters too long");
+		return false;
+	}
+	if (n == 0 && !reset_all)
+		s->vars.gen = c->vars.gen;
+	if (n == 0 && !check && !rec_sql) {
+		client_server_linked(c);
+		return true;
+	}
+	/* the recorded settings first: a RESET ALL among them resets the reported ones too */
+	size_t rec_len = rec_sql ? strlen(rec_sql) : 0, var_len = strlen(sql + check_len);
+	char *all = malloc(check_len + rec_len + var_len + 1);
+	if (!all || (n > 0 && !varcache_copy(&s->vars, &c->vars))) {
+		free(all);
+		free(rec_sql);
+		server_close(s, "out of memory");
+		return false;
+	}
+	memcpy(all, sql, check_len);
+	if (rec_len)
+		memcpy(all + check_len, rec_sql, rec_len);
+	memcpy(all + check_len + rec_len, sql + check_len, var_len + 1);
+	free(rec_sql);
+	log_debug("S-%llu: setting client parameters: %s", (unsigned long long)s->id, all);
+	bool sent = send_query(s, all, SV_INTERNAL_SETUP);
+	free(all);
+	if (!sent) {
+		server_close(s, "out of memory");
+		return false;
+	}
+	return true;
+}
+
 bool server_link(struct server *s, struct client *c)
 {
 	char sql[4096];
@@ -1006,55 +1058,26 @@ bool server_link(struct server *s, struct client *c)
 	/* One round trip checks the server and sets the client's parameters. */
 	size_t check_len;
 	bool check = add_check_query(s, sql, sizeof(sql), &check_len);
-	/* the recorded settings first: a RESET ALL among them resets the reported ones too */
-	bool reset_all = false, failed = false;
-	char *rec_sql = NULL;
-	if (s->settings.gen == c->settings.gen && !s->settings_reset_all &&
-	    (!s->settings_dirty || s->settings_owner == c->id))
-		s->settings_owner = c->id;    /* the usual case: no settings, or c back on its server */
-	else
-		rec_sql = settings_link_sql(s, c, &reset_all, &failed);
-	if (failed) {
-		server_close(s, "out of memory");
-		return false;
-	}
-	static const struct varcache reset_vars = { .gen = UINT64_MAX };
-	int n = varcache_apply_sql(&c->vars, !reset_all ? &s->vars : &reset_vars, sql + check_len,
-	                           sizeof(sql) - check_len);
+	if (s->settings.gen != c->settings.gen || s->settings_reset_all ||
+	    (s->settings_dirty && s->settings_owner != c->id))
+		return link_with_settings(s, c, sql, sizeof(sql), check, check_len);
+	s->settings_owner = c->id;    /* the usual case: no settings, or c back on the server it left */
+	int n = varcache_apply_sql(&c->vars, &s->vars, sql + check_len, sizeof(sql) - check_len);
 	if (n < 0) {
-		free(rec_sql);
 		server_close(s, "client parameters too long");
 		return false;
 	}
-	if (n == 0 && !reset_all)
+	if (n == 0)
 		s->vars.gen = c->vars.gen;   /* equal values: the next link of c skips the comparison */
-	if (n > 0 || check || rec_sql) {
-		char *all = NULL;
-		if (rec_sql) {
-			size_t rec_len = strlen(rec_sql), var_len = strlen(sql + check_len);
-			all = malloc(check_len + rec_len + var_len + 1);
-			if (all) {
-				memcpy(all, sql, check_len);
-				memcpy(all + check_len, rec_sql, rec_len);
-				memcpy(all + check_len + rec_len, sql + check_len, var_len + 1);
-			}
-			free(rec_sql);
-			if (!all) {
-				server_close(s, "out of memory");
-				return false;
-			}
-		}
-		log_debug("S-%llu: setting client parameters: %s", (unsigned long long)s->id, all ? all : sql);
+	if (n > 0 || check) {
+		log_debug("S-%llu: setting client parameters: %s", (unsigned long long)s->id, sql);
 		/* PostgreSQL reports only some of them back: remember what s has now
 		 * (on failure the server is closed) */
 		if (n > 0 && !varcache_copy(&s->vars, &c->vars)) {
-			free(all);
 			server_close(s, "out of memory");
 			return false;
 		}
-		bool sent = send_query(s, all ? all : sql, SV_INTERNAL_SETUP);
-		free(all);
-		if (!sent) {
+		if (!send_query(s, sql, SV_INTERNAL_SETUP)) {
 			server_close(s, "out of memory");
 			return false;
 		}
