@@ -867,9 +867,8 @@ static bool whole_message(struct server *s, uint8_t type, struct iobuf *in, uint
 	if (type == PqMsg_CommandComplete && len >= 9 &&
 	    (memcmp(msg + PROTO_HEADER_LEN, "BEGIN", 5) == 0 || memcmp(msg + PROTO_HEADER_LEN, "START", 5) == 0))
 		s->block_begun = true;    /* a block opened inside a batch: its reads may be rolled back */
-	if (type == PqMsg_CommandComplete && s->client->settings_in_tx && len >= 12 &&
-	    memcmp(msg + PROTO_HEADER_LEN, "ROLLBACK", 8) == 0)
-		s->saw_rollback = true;   /* the block's SETs are undone (settings_ready) */
+	if (type == PqMsg_CommandComplete && s->client->settings_in_tx)
+		settings_command_complete(s, msg + PROTO_HEADER_LEN, len - 4);
 	if (head_fill(s))
 		cache_capture_whole(s, type, msg, total);
 	prepared_see_reply(s, type, msg + PROTO_HEADER_LEN, len - 4);

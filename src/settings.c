@@ -3,6 +3,7 @@
 #include "settings.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "client.h"
 #include "log.h"
@@ -53,6 +54,12 @@ void settings_query_done(struct server *s, const struct sessvar_op *op)
 		server_in_doubt(s, "out of memory");
 	else if (sessvars_equal(&s->settings, rec))
 		s->settings.gen = rec->gen;     /* the usual case: the next link of c compares one number */
+}
+
+void settings_command_complete(struct server *s, const uint8_t *body, size_t len)
+{
+	if (len >= 8 && memcmp(body, "ROLLBACK", 8) == 0)
+		s->saw_rollback = true;   /* the block's SETs are undone (settings_ready) */
 }
 
 void settings_ready(struct server *s, char was, char now)

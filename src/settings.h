@@ -8,6 +8,8 @@
 #define SLUICE_SETTINGS_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "sessvars.h"
 
@@ -25,6 +27,13 @@ const struct sessvars *settings_current(const struct client *c);
  * take op. Out of memory or over the limits: s's record is marked in doubt.
  */
 void settings_query_done(struct server *s, const struct sessvar_op *op);
+
+/*
+ * s's client, inside a block with SETs, got CommandComplete (body, len
+ * bytes): a ROLLBACK (also ROLLBACK TO, and the answer to COMMIT of a
+ * failed block) is noted for settings_ready.
+ */
+void settings_command_complete(struct server *s, const uint8_t *body, size_t len);
 
 /*
  * s sent ReadyForQuery with status now (was: the previous one): a block
