@@ -415,3 +415,39 @@ def test_too_many_startup_options_is_54000(sluice, pg):
     err = pgwire.login_error(pooler.host, pooler.port, "app", "app", password=APP_PASSWORD,
                              params={"options": options})
     assert err.sqlstate == "54000", err
+
+
+def test_many_clients_each_keep_their_own_settings(sluice, pg):
+    """Eight clients in threads on one server connection, each with its own
+    settings (one via startup options, one never SET), every transaction sees
+    exactly its own."""
+    pooler = tx_pooler(sluice)
+    errors = []
+
+    def client(n):
+        try:
+            if n == 0:
+                conn, want = connect(pooler), (None, "0")
+            elif n == 1:
+                conn, want = connect(pooler, options="-c app.tenant=t1 -c statement_timeout=1001"), ("t1", "1001ms")
+            else:
+                conn = connect(pooler)
+                conn.execute(f"SET app.tenant = 't{n}'")
+                conn.execute(f"SELECT set_config('statement_timeout', '{1000 + n}', false)")
+                want = (f"t{n}", f"{1000 + n}ms")
+            with conn:
+                for _ in range(150):
+                    got = conn.execute("SELECT nullif(current_setting('app.tenant', true), ''), "
+                                       "current_setting('statement_timeout')").fetchone()
+                    if got != want:
+                        errors.append((n, got, want))
+                        return
+        except Exception as e:   # noqa: BLE001 - reported below
+            errors.append((n, repr(e)))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
