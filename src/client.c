@@ -186,6 +186,10 @@ static void client_free(struct client *c)
 	}
 	free(c->close_reason);
 	varcache_clear(&c->vars);
+	sessvars_clear(&c->settings_startup);
+	sessvars_clear(&c->settings);
+	sessvars_clear(&c->settings_tx);
+	client_drop_pending_setting(c);
 	prepared_client_free(c);
 	client_step_free(c);
 	notify_client_free(c);
@@ -849,15 +853,15 @@ static bool read_startup_params(struct client *c, struct msgreader *r, uint32_t 
 			}
 		} else if (strcmp(name, "options") == 0) {
 			char err[256];
-			if (!ai_session_apply_options(&c->ai, &c->vars, value, cfg->ignore_startup_parameters,
-			                              err, sizeof(err)) &&
+			if (!ai_session_apply_options(&c->ai, &c->vars, &c->settings_startup, value,
+			                              cfg->ignore_startup_parameters, err, sizeof(err)) &&
 			    !str_list_contains(cfg->ignore_startup_parameters, name)) {
 				/* a bad sluice.* value is 22023, as SET's; an option pgsluice cannot honour, 08P01 */
 				client_fatal(c, strncmp(err, "invalid value", 13) == 0 ? SQLSTATE_INVALID_PARAMETER_VALUE
-				                                                        : SQLSTATE_PROTOCOL_VIOLATION, NULL,
-				             "pgsluice honours -c sluice.user, -c sluice.model and tracked parameters in options; "
-				             "add the parameter (or options, for all of them) to ignore_startup_parameters "
-				             "to ignore it.",
+				                : strncmp(err, "too many", 8) == 0   ? SQLSTATE_PROGRAM_LIMIT_EXCEEDED
+				                                                      : SQLSTATE_PROTOCOL_VIOLATION, NULL,
+				             "pgsluice honours -c name=value and --name=value in options; "
+				             "add options to ignore_startup_parameters to ignore them.",
 				             "%s", err);
 				return false;
 			}
@@ -867,6 +871,18 @@ static bool read_startup_params(struct client *c, struct msgreader *r, uint32_t 
 			             "unsupported startup parameter: %s", name);   /* PgBouncer's text */
 			return false;
 		}
+	}
+	if (c->replication != REPLICATION_NONE && c->settings_startup.n > 0) {
+		/* a replication server is the client's own, started with its tracked parameters only */
+		client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL,
+		             "Add it to ignore_startup_parameters in the pgsluice configuration to ignore it.",
+		             "unsupported startup parameter \"%s\" on a replication connection",
+		             c->settings_startup.items[0].name);
+		return false;
+	}
+	if (!sessvars_copy(&c->settings, &c->settings_startup)) {
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return false;
 	}
 	if (r->bad) {
 		client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL, "invalid startup packet layout");
@@ -1379,8 +1395,10 @@ static void client_relay(struct client *c)
 			return;
 		}
 		client_note_message(c, s, type);
-		if (c->settings_tainted)
+		if (c->settings_tainted) {
 			s->settings_tainted = true;    /* its answers may depend on what c changed */
+			s->settings_dirty = true;      /* and the next other client's settings too */
+		}
 		c->checked = false;
 		if (res == CLIENT_MSG_DONE) {
 			if (c->pending_fill) {
@@ -1388,11 +1406,16 @@ static void client_relay(struct client *c)
 				prepared_attach_fill(s, c->pending_fill);
 				c->pending_fill = NULL;
 			}
+			client_drop_pending_setting(c);
 			continue;
 		}
 		prepared_note_request(s, type);
 		if (c->notify.exec_pending)
 			notify_relayed(c, s, type);
+		if (c->pending_setting) {
+			prepared_attach_setting(s, c->pending_setting);
+			c->pending_setting = NULL;
+		}
 		if (c->pending_usage || c->pending_fill || c->pending_parse || c->local_batch_open)
 			client_step_relayed(c, s);
 		c->relay_left = 1 + len;

@@ -22,6 +22,7 @@
 #include "proto.h"
 #include "scram.h"
 #include "varcache.h"
+#include "sessvars.h"
 
 struct sluice;
 struct pool;
@@ -74,6 +75,13 @@ struct client {
 	bool replication_waiting;      /* a replication client waiting for room in its pool's pool_size */
 	enum replication_mode replication; /* the StartupMessage's replication: a dedicated server (pool.h) */
 	struct varcache vars;          /* the values this client believes it has */
+	/* Session settings under transaction pooling (settings.h): */
+	struct sessvars settings_startup;   /* from the StartupMessage: what RESET goes back to */
+	struct sessvars settings;           /* committed: what its next server is made to have */
+	struct sessvars settings_tx;        /* the record inside a transaction block (settings_in_tx) */
+	bool settings_in_tx;                /* settings_tx holds SETs not committed yet */
+	bool settings_local;                /* ran SET LOCAL in this block: no cache lookup until it ends */
+	struct sessvar_op *pending_setting; /* the SET of the Query at the front, handed on when relayed */
 	struct client_stmts stmts;     /* named prepared statements, under transaction pooling */
 	struct ai_session ai;          /* sluice.user / sluice.model of this client */
 	struct notify_client notify;   /* LISTEN channels under transaction pooling (notify_relay.h) */

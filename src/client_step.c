@@ -25,6 +25,7 @@
 #include "proto.h"
 #include "refuse.h"
 #include "server.h"
+#include "settings.h"
 #include "sluice.h"
 #include "sqltext.h"
 #include "util.h"
@@ -209,7 +210,7 @@ static void refuse_query(struct client *c, uint32_t len, const struct pg_error *
  */
 static bool cache_on(struct client *c)
 {
-	if (c->settings_tainted)
+	if (c->settings_tainted || c->settings_local)
 		return false;
 	if (c->settings_changing) {
 		if (c->server && (c->server->pending_ready > 0 || c->server->unsynced))
@@ -226,11 +227,8 @@ static bool cache_on(struct client *c)
  * any later Execute, so, as anything else that may change settings, it
  * taints the client for the rest of its connection.
  */
-static void note_settings(struct client *c, const char *text, size_t len, bool simple)
+static void note_effect(struct client *c, enum settings_effect effect, bool simple)
 {
-	if (c->settings_tainted)
-		return;     /* for good: nothing to learn from more statements */
-	enum settings_effect effect = settings_effect(text, len);
 	if (effect == SETTINGS_REPORTED && simple)
 		c->settings_changing = true;
 	else if (effect != SETTINGS_NONE && !c->settings_tainted) {
@@ -238,6 +236,76 @@ static void note_settings(struct client *c, const char *text, size_t len, bool s
 		log_debug("C-%llu: may change settings the completion cache cannot key on: no lookups from now on",
 		          (unsigned long long)c->id);
 	}
+}
+
+static void note_settings(struct client *c, const char *text, size_t len, bool simple)
+{
+	if (c->settings_tainted)
+		return;     /* for good: nothing to learn from more statements */
+	note_effect(c, settings_effect(text, len), simple);
+}
+
+void client_drop_pending_setting(struct client *c)
+{
+	if (!c->pending_setting)
+		return;
+	sessvar_op_free(c->pending_setting);
+	free(c->pending_setting);
+	c->pending_setting = NULL;
+}
+
+/*
+ * Under transaction and statement pooling, a simple Query that is one
+ * SET/RESET/set_config() statement (sessvars_parse): keep it in
+ * c->pending_setting, to enter c's record when the server accepts it
+ * (settings.h). Returns 1 when it was one (the completion cache then keys on
+ * the record and need not stop), 0 when not, -1 when it was refused here
+ * (the record would pass its limits: 54000, consumed).
+ */
+static int settings_step(struct client *c, const char *text, size_t len, uint32_t msg_len)
+{
+	size_t lead = 0;
+	while (lead < len && (text[lead] == ' ' || text[lead] == '\n' || text[lead] == '\t' || text[lead] == '\r'))
+		lead++;
+	/* most statements stop here: only s, r or a comment may start one */
+	if (lead == len || !((text[lead] | 0x20) == 's' || (text[lead] | 0x20) == 'r' || text[lead] == '/' ||
+	                     text[lead] == '-'))
+		return 0;
+	if (!c->pool || c->pool->pool_mode == POOL_MODE_SESSION)
+		return 0;
+	struct sessvar_op op;
+	switch (sessvars_parse(text, len, &op)) {
+	case SESSVAR_SET:
+	case SESSVAR_SET_STRING:
+	case SESSVAR_RESET:
+	case SESSVAR_RESET_ALL:
+		break;
+	case SESSVAR_LOCAL:
+		c->settings_local = true;    /* until the block ends (settings_ready) */
+		return 1;
+	default:
+		return 0;
+	}
+	if (!sessvars_fits(settings_current(c), &op)) {
+		struct pg_error r = { 0 };
+		str_copy(r.sqlstate, SQLSTATE_PROGRAM_LIMIT_EXCEEDED, sizeof(r.sqlstate));
+		snprintf(r.message, sizeof(r.message), "too many session settings for transaction pooling");
+		snprintf(r.detail, sizeof(r.detail), "pgsluice records at most %d settings of %d bytes in all per client.",
+		         SESSVARS_MAX_COUNT, SESSVARS_MAX_BYTES);
+		snprintf(r.hint, sizeof(r.hint), "RESET settings the session no longer needs, or use SET LOCAL.");
+		sessvar_op_free(&op);
+		refuse_query(c, msg_len, &r);
+		return -1;
+	}
+	client_drop_pending_setting(c);
+	c->pending_setting = malloc(sizeof(*c->pending_setting));
+	if (!c->pending_setting) {
+		sessvar_op_free(&op);
+		return 0;      /* taints the client instead: the cache stops, another client's next link resets all */
+	}
+	*c->pending_setting = op;
+	c->settings_changing = true;     /* the key changes when the server has accepted it */
+	return 1;
 }
 
 /* How long an answer of a statement with tags lives (ai_ttl, else cache_default_ttl). */
@@ -399,14 +467,24 @@ static int query_step(struct client *c, uint32_t len)
 	struct iobuf *in = &c->io.in;
 	if (iobuf_len(in) < 1 + (size_t)len)
 		return -1;
-	if (!c->settings_tainted) {
+	{
 		const uint8_t *msg = iobuf_data(in);
 		if (!msg) {
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 			return 0;
 		}
-		note_settings(c, (const char *)msg + PROTO_HEADER_LEN, strnlen((const char *)msg + PROTO_HEADER_LEN, len - 4),
-		              true);
+		const char *text = (const char *)msg + PROTO_HEADER_LEN;
+		size_t text_len = strnlen(text, len - 4);
+		/* settings_effect looks at every statement anyway; only one that may
+		 * change settings is parsed for the record (most statements are not) */
+		enum settings_effect effect = c->settings_tainted ? SETTINGS_UNKNOWN : settings_effect(text, text_len);
+		if (effect != SETTINGS_NONE) {
+			int recorded = settings_step(c, text, text_len, len);
+			if (recorded < 0)
+				return 0;
+			if (!recorded && !c->settings_tainted)
+				note_effect(c, effect, true);
+		}
 	}
 	struct ai_tags tags;
 	struct pg_error r;
@@ -1418,7 +1496,12 @@ int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
 		if (s && s->internal != SV_INTERNAL_NONE)
 			return -1;
 		keep_statement_tags(c, "", NULL, NULL);    /* a simple Query drops the unnamed statement */
-		return query_step(c, len);
+	{
+		int done = query_step(c, len);
+		if (done == 0)
+			client_drop_pending_setting(c);    /* answered without a server */
+		return done;
+	}
 	case PqMsg_Parse:
 		if (!s)
 			return 1;

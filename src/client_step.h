@@ -25,6 +25,9 @@ struct iobuf;
  */
 int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len);
 
+/* Free the SET of the Query at the front that will not be relayed (c->pending_setting). */
+void client_drop_pending_setting(struct client *c);
+
 /*
  * The first message of an extended-protocol batch while no server is linked:
  * answer the whole batch from the completion cache when it can be, or decide

@@ -26,6 +26,7 @@
 #include "proto.h"
 #include "refuse.h"
 #include "server.h"
+#include "settings.h"
 #include "sluice.h"
 #include "util.h"
 
@@ -297,6 +298,13 @@ static bool queue_pop_as(struct server *s, bool ok)
 	}
 	if (e->cache)
 		cache_reply_done(s, e, ok);
+	if (e->setting) {
+		if (ok && !e->failed)
+			settings_query_done(s, e->setting);
+		sessvar_op_free(e->setting);
+		free(e->setting);
+		e->setting = NULL;
+	}
 	if (e->parsed) {
 		client_step_parsed(s->client, e->parsed, ok);
 		e->parsed = NULL;
@@ -338,6 +346,19 @@ void prepared_attach_usage(struct server *s, struct usage_pending *usage)
 	struct reply_entry *e = &q->items[(q->head + q->n - 1) % q->cap];
 	usage_discard(e->usage);
 	e->usage = usage;
+}
+
+void prepared_attach_setting(struct server *s, struct sessvar_op *op)
+{
+	struct reply_entry *e = queue_tail(s);
+	if (!op)
+		return;
+	if (!e || e->kind != PqMsg_Query || e->setting) {
+		sessvar_op_free(op);
+		free(op);
+		return;
+	}
+	e->setting = op;
 }
 
 void prepared_attach_fill(struct server *s, struct cache_entry *fill)

@@ -93,6 +93,7 @@ struct iobuf;
 #define SQLSTATE_DISK_FULL               "53100"
 #define SQLSTATE_INVALID_PARAMETER_VALUE "22023"
 #define SQLSTATE_DUPLICATE_PSTATEMENT    "42P05"   /* duplicate_prepared_statement */
+#define SQLSTATE_PROGRAM_LIMIT_EXCEEDED  "54000"
 
 /*
  * A message under construction. Small messages stay in the inline buffer;

@@ -28,6 +28,7 @@
 #include "notify_relay.h"
 #include "pool.h"
 #include "proto.h"
+#include "settings.h"
 #include "sluice.h"
 #include "tls.h"
 #include "util.h"
@@ -395,6 +396,7 @@ void server_close(struct server *s, const char *reason)
 	free(s->addrs);
 	connio_close(&s->io);
 	varcache_clear(&s->vars);
+	sessvars_clear(&s->settings);
 	prepared_server_free(s);
 	free_params(s->other_params);
 	if (s->scram_job)
@@ -835,6 +837,8 @@ static bool internal_message(struct server *s, uint8_t type, const uint8_t *msg,
 		const char *q = s->pool->sl->cfg->server_reset_query;
 		if (q && strcasestr(q, "DISCARD ALL"))
 			s->settings_tainted = false;    /* every setting is back to its default */
+		if (q && (strcasestr(q, "DISCARD ALL") || strcasestr(q, "RESET ALL")))
+			settings_server_reset(s);
 		pool_server_ready(s);
 		return false;
 	}
@@ -847,8 +851,11 @@ static void note_server_message(struct server *s, uint8_t type, const uint8_t *b
 	struct msgreader r;
 	mr_init(&r, body, len);
 	if (type == PqMsg_ReadyForQuery) {
+		char was = s->tx_status;
 		s->tx_status = (char)mr_byte(&r);
 		s->block_begun = false;
+		if (s->client && (s->client->settings_in_tx || s->client->settings_local))
+			settings_ready(s, was, s->tx_status);
 		s->last_ready = now_usec();
 		if (s->pending_ready > 0)
 			s->pending_ready--;
@@ -937,6 +944,8 @@ static bool whole_message(struct server *s, uint8_t type, struct iobuf *in, uint
 	if (type == PqMsg_CommandComplete && len >= 9 &&
 	    (memcmp(msg + PROTO_HEADER_LEN, "BEGIN", 5) == 0 || memcmp(msg + PROTO_HEADER_LEN, "START", 5) == 0))
 		s->block_begun = true;    /* a block opened inside a batch: its reads may be rolled back */
+	if (type == PqMsg_CommandComplete && s->client->settings_in_tx)
+		settings_command_complete(s, msg + PROTO_HEADER_LEN, len - 4);
 	if (head_fill(s))
 		cache_capture_whole(s, type, msg, total);
 	prepared_see_reply(s, type, msg + PROTO_HEADER_LEN, len - 4);
@@ -1075,6 +1084,59 @@ static bool add_check_query(const struct server *s, char *sql, size_t size, size
 	return true;
 }
 
+/*
+ * The link of c to s when their recorded settings differ (settings.h), or
+ * s's are in doubt: one round trip checks the server (check: sql holds
+ * check_len bytes of it), brings its settings to c's and sets c's
+ * parameters. Apart from server_link so that the usual link stays short.
+ */
+static bool link_with_settings(struct server *s, struct client *c, char *sql, size_t size, bool check,
+                               size_t check_len)
+{
+	bool reset_all = false, failed = false;
+	char *rec_sql = settings_link_sql(s, c, &reset_all, &failed);
+	if (failed) {
+		server_close(s, "out of memory");
+		return false;
+	}
+	/* after a RESET ALL every parameter is set again */
+	static const struct varcache reset_vars = { .gen = UINT64_MAX };
+	int n = varcache_apply_sql(&c->vars, reset_all ? &reset_vars : &s->vars, sql + check_len, size - check_len);
+	if (n < 0) {
+		free(rec_sql);
+		server_close(s, "client parameters too long");
+		return false;
+	}
+	if (n == 0 && !reset_all)
+		s->vars.gen = c->vars.gen;
+	if (n == 0 && !check && !rec_sql) {
+		client_server_linked(c);
+		return true;
+	}
+	/* the recorded settings first: a RESET ALL among them resets the reported ones too */
+	size_t rec_len = rec_sql ? strlen(rec_sql) : 0, var_len = strlen(sql + check_len);
+	char *all = malloc(check_len + rec_len + var_len + 1);
+	if (!all || (n > 0 && !varcache_copy(&s->vars, &c->vars))) {
+		free(all);
+		free(rec_sql);
+		server_close(s, "out of memory");
+		return false;
+	}
+	memcpy(all, sql, check_len);
+	if (rec_len)
+		memcpy(all + check_len, rec_sql, rec_len);
+	memcpy(all + check_len + rec_len, sql + check_len, var_len + 1);
+	free(rec_sql);
+	log_debug("S-%llu: setting client parameters: %s", (unsigned long long)s->id, all);
+	bool sent = send_query(s, all, SV_INTERNAL_SETUP);
+	free(all);
+	if (!sent) {
+		server_close(s, "out of memory");
+		return false;
+	}
+	return true;
+}
+
 bool server_link(struct server *s, struct client *c)
 {
 	char sql[4096];
@@ -1084,6 +1146,10 @@ bool server_link(struct server *s, struct client *c)
 	/* One round trip checks the server and sets the client's parameters. */
 	size_t check_len;
 	bool check = add_check_query(s, sql, sizeof(sql), &check_len);
+	if (s->settings.gen != c->settings.gen || s->settings_reset_all ||
+	    (s->settings_dirty && s->settings_owner != c->id))
+		return link_with_settings(s, c, sql, sizeof(sql), check, check_len);
+	s->settings_owner = c->id;    /* the usual case: no settings, or c back on the server it left */
 	int n = varcache_apply_sql(&c->vars, &s->vars, sql + check_len, sizeof(sql) - check_len);
 	if (n < 0) {
 		server_close(s, "client parameters too long");

@@ -21,6 +21,7 @@
 #include "prepared.h"
 #include "scram.h"
 #include "varcache.h"
+#include "sessvars.h"
 
 struct pool;
 struct client;
@@ -68,6 +69,11 @@ struct server {
 	uint64_t id;
 
 	struct varcache vars;          /* the server's current ParameterStatus values */
+	struct sessvars settings;      /* the recorded settings it has now (settings.h) */
+	uint64_t settings_owner;       /* id of the client whose settings those are */
+	bool settings_dirty;           /* a statement pgsluice cannot follow ran since its last RESET ALL */
+	bool settings_reset_all;       /* settings is in doubt: RESET ALL before the next client */
+	bool saw_rollback;             /* a ROLLBACK completed since the last ReadyForQuery */
 	char **other_params;           /* untracked ParameterStatus pairs, NULL-terminated */
 	int32_t cancel_pid, cancel_key;
 	struct sockaddr_storage addr;  /* where to send a CancelRequest */

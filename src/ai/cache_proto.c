@@ -21,6 +21,7 @@
 #include "server.h"
 #include "sluice.h"
 #include "util.h"
+#include "settings.h"
 #include "varcache.h"
 
 /* ---- keys ---- */
@@ -75,6 +76,9 @@ static void key_head(struct msgbuf *k, const struct client *c, const struct cach
 	key_str(k, c->user);
 	for (int i = 0; i < varcache_count(); i++)
 		key_str(k, c->vars.values[i] ? c->vars.values[i] : "");
+	/* the recorded settings (settings.h), by their hash: search_path, app.tenant... */
+	uint64_t hash = settings_current(c)->hash;
+	msg_add_bytes(k, &hash, sizeof(hash));
 	msg_add_bytes(k, st->data, st->len);
 }
 

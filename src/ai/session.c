@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "ai/tags.h"
+#include "sessvars.h"
 #include "util.h"
 #include "varcache.h"
 
@@ -39,7 +40,7 @@ static bool set_field(char *field, const char *value, size_t n, const char *name
 }
 
 /* One "name=value" setting from options; ignored as ai_session_apply_options says. */
-static bool apply_setting(struct ai_session *s, struct varcache *vars, const char *setting,
+static bool apply_setting(struct ai_session *s, struct varcache *vars, struct sessvars *rec, const char *setting,
                           const char *ignored, char *errbuf, size_t errlen)
 {
 	const char *eq = strchr(setting, '=');
@@ -64,7 +65,11 @@ static bool apply_setting(struct ai_session *s, struct varcache *vars, const cha
 		return varcache_set(vars, name, eq + 1);
 	if (str_list_contains(ignored, name) || str_list_contains(ignored, "options"))
 		return true;
-	snprintf(errbuf, errlen, "unsupported startup parameter in options: %s", name);
+	/* any other setting follows the client onto its servers (settings.h) */
+	int rc = sessvars_put(rec, name, eq + 1, true);
+	if (rc == 0)
+		return true;
+	snprintf(errbuf, errlen, rc == -2 ? "too many settings in startup options" : "out of memory");
 	return false;
 }
 
@@ -85,8 +90,8 @@ static const char *next_word(const char *p, char *word, size_t size)
 	return p;
 }
 
-bool ai_session_apply_options(struct ai_session *s, struct varcache *vars, const char *options,
-                              const char *ignored, char *errbuf, size_t errlen)
+bool ai_session_apply_options(struct ai_session *s, struct varcache *vars, struct sessvars *rec,
+                              const char *options, const char *ignored, char *errbuf, size_t errlen)
 {
 	char word[512];
 	const char *p = options;
@@ -103,7 +108,7 @@ bool ai_session_apply_options(struct ai_session *s, struct varcache *vars, const
 		} else if (strncmp(word, "--", 2) == 0) {
 			setting = word + 2;
 		}
-		if (!setting || !apply_setting(s, vars, setting, ignored, errbuf, errlen)) {
+		if (!setting || !apply_setting(s, vars, rec, setting, ignored, errbuf, errlen)) {
 			if (!setting)
 				snprintf(errbuf, errlen, "unsupported options startup parameter: only '-c config=val' and "
 				         "'--config=val' are allowed");

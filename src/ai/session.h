@@ -32,11 +32,13 @@ enum ai_set_result {
  * sluice.user / sluice.model are kept in s; tracked parameters go to vars;
  * a setting named in the comma list ignored (ignore_startup_parameters) is
  * skipped, and every one is when the list names "options" (PgBouncer 1.25's
- * set_startup_options). Returns false with errbuf naming the first setting
- * pgsluice cannot honour (it would be lost under transaction pooling).
+ * set_startup_options). Any other setting goes to rec (sessvars.h), to be
+ * applied on every server the client gets. Returns false with errbuf naming
+ * the first word pgsluice cannot honour (not -c/--), or when rec is full.
  */
-bool ai_session_apply_options(struct ai_session *s, struct varcache *vars, const char *options,
-                              const char *ignored, char *errbuf, size_t errlen);
+struct sessvars;
+bool ai_session_apply_options(struct ai_session *s, struct varcache *vars, struct sessvars *rec,
+                              const char *options, const char *ignored, char *errbuf, size_t errlen);
 
 /*
  * Recognise a simple statement text[0..len) of the forms

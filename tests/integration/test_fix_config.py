@@ -244,12 +244,20 @@ def test_options_keeps_tracked_settings_next_to_ignored_ones(sluice):
         assert conn.execute("show timezone").fetchone() == ("Asia/Tokyo",)
 
 
-def test_options_setting_not_ignored_is_refused_with_08P01_naming_it(sluice):
+def test_options_setting_not_ignored_is_a_session_setting(sluice):
+    """A -c setting neither tracked nor ignored follows the client onto its
+    servers (docs/pooling.md, "Session settings under transaction pooling")."""
+    pooler = sluice(ignore_startup_parameters="extra_float_digits", pool_mode="transaction")
+    with pooler.connect(options="-c extra_float_digits=3 -c work_mem=64MB") as conn:
+        assert conn.execute("show work_mem").fetchone() == ("64MB",)
+
+
+def test_options_word_that_is_no_setting_is_refused_with_08P01_naming_it(sluice):
     pooler = sluice(ignore_startup_parameters="extra_float_digits")
     err = pgwire.login_error(pooler.host, pooler.port, "app", "app", password="app_pw",
-                             params={"options": "-c extra_float_digits=3 -c work_mem=64MB"})
+                             params={"options": "-c extra_float_digits=3 -x"})
     assert err.sqlstate == "08P01", err
-    assert "work_mem" in err.message
+    assert "only '-c config=val' and '--config=val' are allowed" in err.message
 
 
 # -- 14. admin SET and RELOAD take effect, or say why not ----------------------------

@@ -173,13 +173,20 @@ def test_unsupported_startup_parameter_text(sluice):
 @pytest.mark.parametrize("options, message", [
     ("-d", "unsupported options startup parameter: only '-c config=val' and '--config=val' are allowed"),
     ("-c timezone", "unsupported options startup parameter: only '-c config=val' and '--config=val' are allowed"),
-    ("-c enable_seqscan=false", "unsupported startup parameter in options: enable_seqscan"),
 ])
 def test_unusable_options_startup_parameter_texts(sluice, options, message):
     pooler = sluice()
     with pytest.raises(psycopg.OperationalError) as err:
         pooler.connect(options=options)
     assert message in str(err.value)
+
+
+def test_options_setting_is_a_session_setting_where_pgbouncer_refuses_it(sluice):
+    """PgBouncer refuses `-c enable_seqscan=false` (unsupported startup parameter
+    in options); pgsluice records it as a session setting (docs/pooling.md)."""
+    pooler = sluice()
+    with pooler.connect(options="-c enable_seqscan=false") as conn:
+        assert conn.execute("show enable_seqscan").fetchone() == ("off",)
 
 
 def test_login_notify_message_is_a_notice_at_login(sluice, pg):

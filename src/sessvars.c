@@ -1,0 +1,690 @@
+/* SPDX-License-Identifier: PostgreSQL */
+/* sessvars.c - see sessvars.h. */
+#include "sessvars.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "util.h"
+#include "varcache.h"
+
+static uint64_t last_gen;
+
+/* ---- the record ---- */
+
+static void rehash(struct sessvars *rec)
+{
+	uint64_t h = 14695981039346656037ULL;
+	for (size_t i = 0; i < rec->n; i++) {
+		const struct sessvar *v = &rec->items[i];
+		h = hash_fnv1a(h, v->name, strlen(v->name) + 1);
+		h = hash_fnv1a(h, v->literal ? "L" : "R", 1);
+		h = hash_fnv1a(h, v->value, strlen(v->value) + 1);
+	}
+	rec->hash = rec->n ? h : 0;
+	rec->gen = rec->n ? ++last_gen : 0;
+}
+
+/* Index of name, or where it would go (*found false). */
+static size_t find(const struct sessvars *rec, const char *name, bool *found)
+{
+	size_t lo = 0, hi = rec->n;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		int cmp = strcmp(rec->items[mid].name, name);
+		if (cmp == 0) {
+			*found = true;
+			return mid;
+		}
+		if (cmp < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*found = false;
+	return lo;
+}
+
+static void fold(char *s)
+{
+	for (; *s; s++)
+		if (*s >= 'A' && *s <= 'Z')
+			*s = (char)(*s | 0x20);
+}
+
+const struct sessvar *sessvars_get(const struct sessvars *rec, const char *name)
+{
+	bool found;
+	size_t i = find(rec, name, &found);
+	return found ? &rec->items[i] : NULL;
+}
+
+static bool fits(const struct sessvars *rec, const char *name, const char *value)
+{
+	bool found;
+	size_t i = find(rec, name, &found);
+	size_t bytes = rec->bytes + strlen(name) + strlen(value);
+	if (found)
+		bytes -= strlen(rec->items[i].name) + strlen(rec->items[i].value);
+	return (found || rec->n < SESSVARS_MAX_COUNT) && bytes <= SESSVARS_MAX_BYTES;
+}
+
+int sessvars_put(struct sessvars *rec, const char *name_in, const char *value, bool literal)
+{
+	char *name = strdup(name_in);
+	if (!name)
+		return -1;
+	fold(name);
+	bool found;
+	size_t i = find(rec, name, &found);
+	if (found && rec->items[i].literal == literal && strcmp(rec->items[i].value, value) == 0) {
+		free(name);
+		return 0;
+	}
+	if (!fits(rec, name, value)) {
+		free(name);
+		return -2;
+	}
+	char *copy = strdup(value);
+	if (!copy) {
+		free(name);
+		return -1;
+	}
+	if (found) {
+		struct sessvar *v = &rec->items[i];
+		rec->bytes -= strlen(v->value);
+		free(v->value);
+		free(name);
+		v->value = copy;
+		v->literal = literal;
+	} else {
+		if (rec->n == rec->cap) {
+			size_t cap = rec->cap ? rec->cap * 2 : 8;
+			struct sessvar *items = realloc(rec->items, cap * sizeof(*items));
+			if (!items) {
+				free(name);
+				free(copy);
+				return -1;
+			}
+			rec->items = items;
+			rec->cap = cap;
+		}
+		memmove(&rec->items[i + 1], &rec->items[i], (rec->n - i) * sizeof(rec->items[0]));
+		rec->items[i] = (struct sessvar){ name, copy, literal };
+		rec->n++;
+		rec->bytes += strlen(name);
+	}
+	rec->bytes += strlen(copy);
+	rehash(rec);
+	return 0;
+}
+
+bool sessvars_del(struct sessvars *rec, const char *name)
+{
+	bool found;
+	size_t i = find(rec, name, &found);
+	if (!found)
+		return false;
+	struct sessvar *v = &rec->items[i];
+	rec->bytes -= strlen(v->name) + strlen(v->value);
+	free(v->name);
+	free(v->value);
+	memmove(&rec->items[i], &rec->items[i + 1], (rec->n - i - 1) * sizeof(rec->items[0]));
+	rec->n--;
+	rehash(rec);
+	return true;
+}
+
+void sessvars_clear(struct sessvars *rec)
+{
+	for (size_t i = 0; i < rec->n; i++) {
+		free(rec->items[i].name);
+		free(rec->items[i].value);
+	}
+	free(rec->items);
+	*rec = (struct sessvars){ 0 };
+}
+
+bool sessvars_equal(const struct sessvars *a, const struct sessvars *b)
+{
+	if (a->n != b->n || a->hash != b->hash || a->bytes != b->bytes)
+		return false;
+	for (size_t i = 0; i < a->n; i++)
+		if (a->items[i].literal != b->items[i].literal || strcmp(a->items[i].name, b->items[i].name) != 0 ||
+		    strcmp(a->items[i].value, b->items[i].value) != 0)
+			return false;
+	return true;
+}
+
+void sessvars_invalidate(struct sessvars *rec)
+{
+	rec->gen = ++last_gen;
+}
+
+bool sessvars_copy(struct sessvars *dst, const struct sessvars *src)
+{
+	if (dst == src || (dst->gen == src->gen && dst->gen != 0) || (dst->n == 0 && src->n == 0 && src->gen == 0)) {
+		dst->gen = src->gen;
+		return true;
+	}
+	sessvars_clear(dst);
+	if (src->n == 0) {
+		dst->gen = src->gen;
+		return true;
+	}
+	dst->items = calloc(src->n, sizeof(*dst->items));
+	if (!dst->items) {
+		sessvars_invalidate(dst);
+		return false;
+	}
+	dst->cap = src->n;
+	for (size_t i = 0; i < src->n; i++) {
+		dst->items[i].name = strdup(src->items[i].name);
+		dst->items[i].value = strdup(src->items[i].value);
+		dst->items[i].literal = src->items[i].literal;
+		dst->n++;
+		if (!dst->items[i].name || !dst->items[i].value) {
+			sessvars_clear(dst);
+			sessvars_invalidate(dst);
+			return false;
+		}
+	}
+	dst->bytes = src->bytes;
+	dst->gen = src->gen;
+	dst->hash = src->hash;
+	return true;
+}
+
+int sessvars_apply(struct sessvars *rec, const struct sessvars *startup, const struct sessvar_op *op)
+{
+	switch (op->kind) {
+	case SESSVAR_SET:
+	case SESSVAR_SET_STRING:
+		return sessvars_put(rec, op->name, op->value, op->kind == SESSVAR_SET_STRING);
+	case SESSVAR_RESET: {
+		const struct sessvar *v = startup ? sessvars_get(startup, op->name) : NULL;
+		if (v)
+			return sessvars_put(rec, v->name, v->value, v->literal);
+		sessvars_del(rec, op->name);
+		return 0;
+	}
+	case SESSVAR_RESET_ALL:
+		if (startup)
+			return sessvars_copy(rec, startup) ? 0 : -1;
+		sessvars_clear(rec);
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+bool sessvars_fits(const struct sessvars *rec, const struct sessvar_op *op)
+{
+	if (op->kind != SESSVAR_SET && op->kind != SESSVAR_SET_STRING)
+		return true;
+	return fits(rec, op->name, op->value);
+}
+
+/* ---- the SQL that brings a server to a record ---- */
+
+struct sbuf {
+	char *p;
+	size_t len, cap;
+	bool failed;
+};
+
+static void sb_add(struct sbuf *b, const char *s, size_t n)
+{
+	if (b->failed)
+		return;
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 256;
+		while (b->len + n + 1 > cap)
+			cap *= 2;
+		char *p = realloc(b->p, cap);
+		if (!p) {
+			b->failed = true;
+			return;
+		}
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void sb_str(struct sbuf *b, const char *s)
+{
+	sb_add(b, s, strlen(s));
+}
+
+/* s doubled at every q: the body of a quoted identifier or literal. */
+static void sb_quoted(struct sbuf *b, const char *s, char q, bool backslash)
+{
+	for (; *s; s++) {
+		sb_add(b, s, 1);
+		if (*s == q || (backslash && *s == '\\'))
+			sb_add(b, s, 1);
+	}
+}
+
+/* A setting name as one quoted identifier: "app.tenant" names the GUC app.tenant. */
+static void sb_name(struct sbuf *b, const char *name)
+{
+	sb_str(b, "\"");
+	sb_quoted(b, name, '"', false);
+	sb_str(b, "\"");
+}
+
+static void sb_set(struct sbuf *b, const struct sessvar *v)
+{
+	if (v->literal) {
+		/* E'' reads the same whatever standard_conforming_strings is */
+		sb_str(b, "SELECT pg_catalog.set_config(E'");
+		sb_quoted(b, v->name, '\'', true);
+		sb_str(b, "', E'");
+		sb_quoted(b, v->value, '\'', true);
+		sb_str(b, "', false);");
+	} else {
+		sb_str(b, "SET ");
+		sb_name(b, v->name);
+		sb_str(b, " TO ");
+		sb_str(b, v->value);
+		sb_str(b, ";");
+	}
+}
+
+char *sessvars_diff_sql(const struct sessvars *want, const struct sessvars *have, bool reset_all, int *count)
+{
+	struct sbuf b = { 0 };
+	*count = 0;
+	sb_add(&b, "", 0);
+	if (reset_all) {
+		sb_str(&b, "RESET ALL;");
+		(*count)++;
+		for (size_t i = 0; i < want->n; i++, (*count)++)
+			sb_set(&b, &want->items[i]);
+	} else if (want->gen != have->gen || (want->gen == 0 && have->n > 0)) {
+		size_t i = 0, j = 0;
+		while (i < want->n || j < have->n) {
+			int cmp = i >= want->n ? 1 : j >= have->n ? -1 : strcmp(want->items[i].name, have->items[j].name);
+			if (cmp > 0) {
+				sb_str(&b, "RESET ");
+				sb_name(&b, have->items[j].name);
+				sb_str(&b, ";");
+				(*count)++;
+				j++;
+				continue;
+			}
+			const struct sessvar *w = &want->items[i];
+			if (cmp < 0 || w->literal != have->items[j].literal || strcmp(w->value, have->items[j].value) != 0) {
+				sb_set(&b, w);
+				(*count)++;
+			}
+			i++;
+			if (cmp == 0)
+				j++;
+		}
+	}
+	if (b.failed) {
+		free(b.p);
+		return NULL;
+	}
+	return b.p;
+}
+
+/* ---- recognizing the statements ---- */
+
+struct lexer {
+	const char *p, *end;
+	bool bad;
+};
+
+static bool is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+static bool ident_start(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80;
+}
+
+static bool ident_cont(unsigned char c)
+{
+	return ident_start(c) || (c >= '0' && c <= '9') || c == '$';
+}
+
+/* Blanks and comments, as scan.l: "--" to the end of the line, nested block comments. */
+static void skip_blanks(struct lexer *lx)
+{
+	for (;;) {
+		while (lx->p < lx->end && is_space(*lx->p))
+			lx->p++;
+		if (lx->end - lx->p >= 2 && lx->p[0] == '-' && lx->p[1] == '-') {
+			while (lx->p < lx->end && *lx->p != '\n' && *lx->p != '\r')
+				lx->p++;
+			continue;
+		}
+		if (lx->end - lx->p < 2 || lx->p[0] != '/' || lx->p[1] != '*')
+			return;
+		int depth = 1;
+		lx->p += 2;
+		while (depth > 0 && lx->end - lx->p >= 2) {
+			if (lx->p[0] == '/' && lx->p[1] == '*') {
+				depth++;
+				lx->p += 2;
+			} else if (lx->p[0] == '*' && lx->p[1] == '/') {
+				depth--;
+				lx->p += 2;
+			} else {
+				lx->p++;
+			}
+		}
+		if (depth > 0) {
+			lx->bad = true;
+			lx->p = lx->end;
+			return;
+		}
+	}
+}
+
+/* One identifier folded to lower case (quoted: as written) into out; 0 when none or too long. */
+static size_t take_ident(struct lexer *lx, char *out, size_t size, bool *quoted)
+{
+	size_t n = 0;
+	skip_blanks(lx);
+	*quoted = false;
+	if (lx->p < lx->end && *lx->p == '"') {
+		*quoted = true;
+		for (lx->p++;; lx->p++) {
+			if (lx->p >= lx->end)
+				return 0;
+			if (*lx->p == '"') {
+				if (lx->p + 1 >= lx->end || lx->p[1] != '"')
+					break;
+				lx->p++;
+			}
+			if (n + 1 >= size)
+				return 0;
+			out[n++] = *lx->p;
+		}
+		lx->p++;
+		out[n] = '\0';
+		return n;
+	}
+	if (lx->p >= lx->end || !ident_start((unsigned char)*lx->p))
+		return 0;
+	while (lx->p < lx->end && ident_cont((unsigned char)*lx->p)) {
+		if (n + 1 >= size)
+			return 0;
+		char c = *lx->p++;
+		out[n++] = (char)(c >= 'A' && c <= 'Z' ? c | 0x20 : c);
+	}
+	out[n] = '\0';
+	return n;
+}
+
+static bool peek(struct lexer *lx, char c)
+{
+	skip_blanks(lx);
+	return lx->p < lx->end && *lx->p == c;
+}
+
+/* A dotted name (a.b.c) into out; 0 when none. */
+static size_t take_name(struct lexer *lx, char *out, size_t size, bool *quoted)
+{
+	size_t n = take_ident(lx, out, size, quoted);
+	while (n > 0 && peek(lx, '.')) {
+		lx->p++;
+		bool q;
+		if (n + 2 >= size)
+			return 0;
+		out[n++] = '.';
+		size_t m = take_ident(lx, out + n, size - n, &q);
+		if (m == 0)
+			return 0;
+		n += m;
+		*quoted = *quoted || q;
+	}
+	fold(out);    /* GUC names are case-insensitive (guc.c guc_name_compare) */
+	return n;
+}
+
+/* A 'string' without backslashes; its body ('' undoubled) malloc'd into *out when out. */
+static bool take_string(struct lexer *lx, char **out)
+{
+	skip_blanks(lx);
+	if (lx->p >= lx->end || *lx->p != '\'')
+		return false;
+	const char *start = ++lx->p;
+	size_t quotes = 0;
+	for (;; lx->p++) {
+		if (lx->p >= lx->end || *lx->p == '\\')
+			return false;
+		if (*lx->p == '\'') {
+			if (lx->p + 1 < lx->end && lx->p[1] == '\'') {
+				lx->p++;
+				quotes++;
+				continue;
+			}
+			break;
+		}
+	}
+	size_t n = (size_t)(lx->p - start);
+	lx->p++;
+	if (!out)
+		return true;
+	char *s = malloc(n - quotes + 1), *d = s;
+	if (!s)
+		return false;
+	for (const char *q = start; q < start + n; q++) {
+		*d++ = *q;
+		if (*q == '\'')
+			q++;
+	}
+	*d = '\0';
+	*out = s;
+	return true;
+}
+
+/* One value of a SET: 'string', "identifier", number or bare word. */
+static bool take_value(struct lexer *lx)
+{
+	skip_blanks(lx);
+	if (lx->p >= lx->end)
+		return false;
+	if (*lx->p == '\'')
+		return take_string(lx, NULL);
+	if (*lx->p == '"') {
+		char buf[256];
+		bool q;
+		return take_ident(lx, buf, sizeof(buf), &q) > 0;
+	}
+	const char *start = lx->p;
+	if (lx->p < lx->end && (*lx->p == '-' || *lx->p == '+'))
+		lx->p++;
+	while (lx->p < lx->end && ((ident_cont((unsigned char)*lx->p) && *lx->p != '$') || *lx->p == '.'))
+		lx->p++;
+	return lx->p > start && !(lx->p == start + 1 && (*start == '-' || *start == '+'));
+}
+
+/* The statement is over: an optional ';' and blanks. */
+static bool at_end(struct lexer *lx)
+{
+	if (peek(lx, ';'))
+		lx->p++;
+	skip_blanks(lx);
+	return !lx->bad && lx->p == lx->end;
+}
+
+static bool word_is(const char *w, bool quoted, const char *word)
+{
+	return !quoted && strcmp(w, word) == 0;
+}
+
+/* Names not recorded: PostgreSQL reports them, or they are not settings of the session. */
+static enum sessvar_kind name_kind(const char *name)
+{
+	if (varcache_index(name) >= 0)
+		return SESSVAR_REPORTED;
+	if (strcmp(name, "role") == 0 || strcmp(name, "session_authorization") == 0)
+		return SESSVAR_UNKNOWN;
+	if (strncmp(name, "transaction_", 12) == 0)
+		return SESSVAR_LOCAL;
+	if (strncmp(name, "sluice.", 7) == 0)
+		return SESSVAR_NONE;     /* answered by pgsluice (ai/session.c) */
+	return SESSVAR_SET;
+}
+
+static enum sessvar_kind parse_set(struct lexer *lx, struct sessvar_op *op)
+{
+	char name[256];
+	bool quoted;
+	size_t n = take_name(lx, name, sizeof(name), &quoted);
+	if (n == 0)
+		return SESSVAR_UNKNOWN;
+	if (word_is(name, quoted, "local") || word_is(name, quoted, "transaction") ||
+	    word_is(name, quoted, "constraints"))
+		return SESSVAR_LOCAL;
+	if (word_is(name, quoted, "session")) {
+		n = take_name(lx, name, sizeof(name), &quoted);
+		if (n == 0 || word_is(name, quoted, "authorization") || word_is(name, quoted, "characteristics"))
+			return SESSVAR_UNKNOWN;
+	}
+	if (word_is(name, quoted, "time") || word_is(name, quoted, "names"))
+		return SESSVAR_REPORTED;
+	bool schema = word_is(name, quoted, "schema");
+	if (schema) {
+		memcpy(name, "search_path", sizeof("search_path"));
+	} else {
+		if (word_is(name, quoted, "xml") || word_is(name, quoted, "seed"))
+			return SESSVAR_UNKNOWN;
+		enum sessvar_kind k = name_kind(name);
+		if (k != SESSVAR_SET)
+			return k;
+		if (peek(lx, '=')) {
+			lx->p++;
+		} else {
+			char to[8];
+			if (take_ident(lx, to, sizeof(to), &quoted) == 0 || !word_is(to, quoted, "to"))
+				return SESSVAR_UNKNOWN;
+		}
+	}
+	skip_blanks(lx);
+	const char *start = lx->p;
+	struct lexer probe = *lx;
+	char word[16];
+	bool q;
+	if (!schema && take_ident(&probe, word, sizeof(word), &q) > 0 && word_is(word, q, "default") &&
+	    at_end(&probe)) {
+		op->name = strdup(name);
+		return op->name ? SESSVAR_RESET : SESSVAR_UNKNOWN;
+	}
+	const char *last;
+	for (;;) {
+		if (!take_value(lx))
+			return SESSVAR_UNKNOWN;
+		last = lx->p;
+		if (schema || !peek(lx, ','))
+			break;
+		lx->p++;
+	}
+	if (!at_end(lx))
+		return SESSVAR_UNKNOWN;
+	op->name = strdup(name);
+	op->value = strndup(start, (size_t)(last - start));
+	return op->name && op->value ? SESSVAR_SET : SESSVAR_UNKNOWN;
+}
+
+static enum sessvar_kind parse_reset(struct lexer *lx, struct sessvar_op *op)
+{
+	char name[256];
+	bool quoted;
+	if (take_name(lx, name, sizeof(name), &quoted) == 0)
+		return SESSVAR_UNKNOWN;
+	if (word_is(name, quoted, "all"))
+		return at_end(lx) ? SESSVAR_RESET_ALL : SESSVAR_UNKNOWN;
+	if (word_is(name, quoted, "session"))
+		return SESSVAR_UNKNOWN;
+	if (word_is(name, quoted, "time"))
+		return SESSVAR_REPORTED;
+	enum sessvar_kind k = name_kind(name);
+	if (k != SESSVAR_SET)
+		return k;
+	if (!at_end(lx))
+		return SESSVAR_UNKNOWN;
+	op->name = strdup(name);
+	return op->name ? SESSVAR_RESET : SESSVAR_UNKNOWN;
+}
+
+/* SELECT [pg_catalog.]set_config('name', 'value', false|true) */
+static enum sessvar_kind parse_set_config(struct lexer *lx, struct sessvar_op *op)
+{
+	char word[64];
+	bool quoted;
+	if (take_name(lx, word, sizeof(word), &quoted) == 0 ||
+	    (strcmp(word, "set_config") != 0 && strcmp(word, "pg_catalog.set_config") != 0) || !peek(lx, '('))
+		return SESSVAR_NONE;
+	lx->p++;
+	char *name = NULL, *value = NULL;
+	enum sessvar_kind k = SESSVAR_NONE;
+	if (!take_string(lx, &name) || !peek(lx, ',') || (lx->p++, !take_string(lx, &value)) || !peek(lx, ','))
+		goto out;
+	lx->p++;
+	if (take_ident(lx, word, sizeof(word), &quoted) == 0 || quoted || !peek(lx, ')'))
+		goto out;
+	lx->p++;
+	if (!at_end(lx))
+		goto out;
+	if (strcmp(word, "true") == 0) {
+		k = SESSVAR_LOCAL;
+		goto out;
+	}
+	if (strcmp(word, "false") != 0)
+		goto out;
+	fold(name);
+	k = name_kind(name);
+	if (k != SESSVAR_SET)
+		goto out;
+	op->name = name;
+	op->value = value;
+	return SESSVAR_SET_STRING;
+out:
+	free(name);
+	free(value);
+	return k;
+}
+
+enum sessvar_kind sessvars_parse(const char *text, size_t len, struct sessvar_op *op)
+{
+	struct lexer lx = { text, text + len, false };
+	char word[16];
+	bool quoted;
+	*op = (struct sessvar_op){ SESSVAR_NONE, NULL, NULL };
+	if (take_ident(&lx, word, sizeof(word), &quoted) == 0 || quoted)
+		return SESSVAR_NONE;
+	enum sessvar_kind k;
+	if (strcmp(word, "set") == 0)
+		k = parse_set(&lx, op);
+	else if (strcmp(word, "reset") == 0)
+		k = parse_reset(&lx, op);
+	else if (strcmp(word, "select") == 0)
+		k = parse_set_config(&lx, op);
+	else
+		return SESSVAR_NONE;
+	if (k != SESSVAR_SET && k != SESSVAR_SET_STRING && k != SESSVAR_RESET)
+		sessvar_op_free(op);
+	op->kind = k;
+	return k;
+}
+
+void sessvar_op_free(struct sessvar_op *op)
+{
+	free(op->name);
+	free(op->value);
+	op->name = op->value = NULL;
+}
