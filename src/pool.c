@@ -164,14 +164,24 @@ static void clear_login_failure(struct pool *p);
  * first query after PostgreSQL is back waits at most that second. */
 #define LOGIN_RETRY_FIRST (100 * USEC_PER_MSEC)
 #define LOGIN_RETRY_MAX   (1 * USEC_PER_SEC)
+/* The shortest wait, also with server_login_retry = 0: a login that fails at
+ * once (a name kept as NXDOMAIN, a refused unix socket) would otherwise be
+ * retried in a loop that never returns to the event loop. */
+#define LOGIN_RETRY_MIN   (10 * USEC_PER_MSEC)
+
+/* How long p holds back new server logins after its last failed one. */
+static usec_t login_retry_wait(const struct pool *p)
+{
+	usec_t wait = p->login_failure_transient ? p->login_retry_delay : p->sl->cfg->server_login_retry;
+	return wait < LOGIN_RETRY_MIN ? LOGIN_RETRY_MIN : wait;
+}
 
 /* Is p holding back new server logins after a failed one? */
 static bool login_backing_off(const struct pool *p, usec_t now)
 {
 	if (!p->last_login_failure)
 		return false;
-	usec_t wait = p->login_failure_transient ? p->login_retry_delay : p->sl->cfg->server_login_retry;
-	return now - p->last_login_failure < wait;
+	return now - p->last_login_failure < login_retry_wait(p);
 }
 
 struct pool *pool_get(struct sluice *sl, const struct db_config *db, const char *db_name, const char *user)
@@ -632,7 +642,7 @@ static void schedule_login_retry(struct pool *p)
 		p->login_retry_ev = evtimer_new(p->sl->base, login_retry_cb, p);
 	if (!p->login_retry_ev || evtimer_pending(p->login_retry_ev, NULL))
 		return;   /* no memory: the janitor retries */
-	usec_t now = now_usec(), due = p->last_login_failure + p->login_retry_delay;
+	usec_t now = now_usec(), due = p->last_login_failure + login_retry_wait(p);
 	usec_t left = due > now ? due - now : 0;
 	struct timeval tv = { (time_t)(left / USEC_PER_SEC), (suseconds_t)(left % USEC_PER_SEC) };
 	evtimer_add(p->login_retry_ev, &tv);

@@ -745,7 +745,7 @@ static bool login_message(struct server *s, uint8_t type, const uint8_t *msg, si
 		if (err == SERVER_GONE)
 			return false;
 		if (err) {
-			login_fail(s, NULL, 0, err);
+			login_fail_as(s, NULL, 0, err, "login failed", true);   /* no retry cures a method pgsluice cannot answer */
 			return false;
 		}
 		return true;

@@ -164,7 +164,7 @@ with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
 }
 # What a Python block must print, where its comment says so.
 PYTHON_PRINTS = {
-    "password authentication failed": 'password authentication failed for user "app"',
+    "SASL authentication failed": "FATAL:  SASL authentication failed",
 }
 
 

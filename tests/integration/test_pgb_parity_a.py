@@ -318,3 +318,21 @@ def test_first_use_of_a_wildcard_database_logs_registered_new_auto_database(slui
         conn.execute("select 1")
     wait_log(pooler, "registered new auto-database: postgres")
     assert "registered new auto-database: app" not in log(pooler)   # "app" has its own entry
+
+
+def test_login_that_fails_at_once_is_retried_at_a_bounded_rate(sluice, tmp_path):
+    """server_login_retry = 0 and a server login that fails before it leaves the
+    process (no socket at the unix path): the waiting client gets query_wait_timeout,
+    pgsluice keeps serving, and retries are paced (at most one per 10 ms), not run
+    in a loop that never returns to the event loop (it crashed on its own stack)."""
+    pooler = sluice(server_login_retry=0, query_wait_timeout=2,
+                    databases={"nowhere": f"host={tmp_path} port=1 dbname=app"})
+    started = time.monotonic()
+    with pytest.raises(psycopg.OperationalError) as caught:
+        pooler.connect(dbname="nowhere").close()
+    waited = time.monotonic() - started
+    assert "query_wait_timeout" in str(caught.value), caught.value
+    with pooler.connect() as conn:                       # still alive and serving
+        assert conn.execute("select 1").fetchone() == (1,)
+    attempts = pooler.logfile.read_text(errors="replace").count("nowhere/app@unix:1 closing because")
+    assert 1 <= attempts <= waited / 0.010 + 10, attempts
