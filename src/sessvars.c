@@ -647,7 +647,7 @@ static enum sessvar_kind parse_set_config(struct lexer *lx, struct sessvar_op *o
 	if (strcmp(word, "false") != 0)
 		goto out;
 	fold(name);
-	k = name_kind(name);
+	k = name[0] ? name_kind(name) : SESSVAR_UNKNOWN;   /* PostgreSQL refuses '' */
 	if (k != SESSVAR_SET)
 		goto out;
 	op->name = name;
@@ -661,7 +661,9 @@ out:
 
 enum sessvar_kind sessvars_parse(const char *text, size_t len, struct sessvar_op *op)
 {
-	struct lexer lx = { text, text + len, false };
+	/* a Query's text ends at its NUL (protocol-message-formats.html, String) */
+	const char *nul = memchr(text, '\0', len);
+	struct lexer lx = { text, nul ? nul : text + len, false };
 	char word[16];
 	bool quoted;
 	*op = (struct sessvar_op){ SESSVAR_NONE, NULL, NULL };

@@ -15,6 +15,7 @@
 #include "ai/session.h"
 #include "proto.h"
 #include "varcache.h"
+#include "sessvars.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -28,6 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct msgreader r;
 	struct ai_session s;
 	struct varcache vars;
+	struct sessvars rec;
 	char err[256];
 
 	if (size < 8)
@@ -54,6 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	mr_init(&r, body, len - 8);
 	memset(&s, 0, sizeof s);
 	memset(&vars, 0, sizeof vars);
+	memset(&rec, 0, sizeof rec);
 	const char *name, *value;
 
 	while (proto_startup_param(&r, &name, &value)) {
@@ -62,13 +65,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			CHECK(varcache_set(&vars, name, value));
 		} else if (strcmp(name, "options") == 0) {
 			err[0] = '\0';
-			if (!ai_session_apply_options(&s, &vars, value, "extra_float_digits,geqo", err, sizeof err))
+			if (!ai_session_apply_options(&s, &vars, &rec, value, "extra_float_digits,geqo", err, sizeof err))
 				CHECK(err[0] != '\0' && strnlen(err, sizeof err) < sizeof err);
 			CHECK(strnlen(s.user, sizeof s.user) < sizeof s.user);
 			CHECK(strnlen(s.model, sizeof s.model) < sizeof s.model);
 		}
 	}
 	CHECK(r.pos <= r.len);
+	CHECK(rec.n <= SESSVARS_MAX_COUNT && rec.bytes <= SESSVARS_MAX_BYTES);
+	sessvars_clear(&rec);
 	varcache_clear(&vars);
 	free(body);
 	return 0;

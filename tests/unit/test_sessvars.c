@@ -64,6 +64,13 @@ static void test_parse(void **state)
 	expect("SELECT set_config('x.y', 'v', false), 1", SESSVAR_NONE, NULL, NULL);
 	expect("SELECT 1", SESSVAR_NONE, NULL, NULL);
 	expect("UPDATE t SET a = 1", SESSVAR_NONE, NULL, NULL);
+	/* PostgreSQL refuses an empty name: nothing to record (found by fuzz_sessvars) */
+	expect("SELECT set_config('', 'v', false)", SESSVAR_UNKNOWN, NULL, NULL);
+	/* a Query's text ends at its NUL: what follows is not read */
+	static const char nul[] = "SELECT set_config('\0x.y', 'v', false)";
+	struct sessvar_op op;
+	assert_int_equal(sessvars_parse(nul, sizeof(nul) - 1, &op), SESSVAR_NONE);
+	sessvar_op_free(&op);
 }
 
 static void test_record_and_diff(void **state)
