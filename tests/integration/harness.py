@@ -72,6 +72,14 @@ def pooler_binary():
     return REPO / "pgsluice"
 
 
+def sanitized_build():
+    """The binary under test has AddressSanitizer: its quarantine and shadow memory make RSS meaningless."""
+    try:
+        return b"__asan_init" in pooler_binary().read_bytes()
+    except OSError:
+        return False
+
+
 def is_pgbouncer(binary=None):
     """True when validating the harness against PgBouncer itself."""
     return Path(binary or pooler_binary()).name == "pgbouncer"

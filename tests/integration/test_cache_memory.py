@@ -17,16 +17,8 @@ from test_admin import console
 
 
 
-def sanitized():
-    """A build with AddressSanitizer: its quarantine and shadow memory make RSS meaningless."""
-    try:
-        return b"__asan_init" in harness.pooler_binary().read_bytes()
-    except OSError:
-        return False
-
-
 pytestmark = [pytest.mark.skipif(harness.is_pgbouncer(), reason="the AI middleware is pgsluice's own"),
-              pytest.mark.skipif(sanitized(), reason="RSS of a sanitizer build says nothing of malloc's")]
+              pytest.mark.skipif(harness.sanitized_build(), reason="RSS of a sanitizer build says nothing of malloc's")]
 
 MB = 1024 * 1024
 CACHE_MAX = 64 * MB

@@ -251,7 +251,8 @@ def test_client_that_never_reads_is_bounded(sluice):
                            "notifications dropped")
         rss_after = _rss_kb(pooler.pid)
         print(f"flood took {time.monotonic() - t0:.1f} s, RSS {rss_before} -> {rss_after} kB")
-    assert rss_after - rss_before < 8 * 1024, (rss_before, rss_after)   # bound: ~256 kB output + 50 held
+    if not harness.sanitized_build():   # ASan keeps freed memory in quarantine
+        assert rss_after - rss_before < 8 * 1024, (rss_before, rss_after)   # bound: ~256 kB output + 50 held
     # now it reads: a bounded tail of notifications and the NOTICE saying how many were dropped
     notices, payloads = [], []
     deadline = time.monotonic() + 15
