@@ -137,6 +137,20 @@ static void answer_show(struct client *c, const char *name, const char *value)
  * per client, so it follows the client across pooled servers. Returns true
  * when the message was consumed.
  */
+/*
+ * Is the word at t[0..n) the lower-case keyword kw, in any case? The word is
+ * its first five letters at most (a longer one is cut there), as
+ * client_intercept_set has always read it.
+ */
+static bool lead_word_is(const uint8_t *t, size_t n, const char *kw)
+{
+	size_t k = 0;
+	for (; kw[k]; k++)
+		if (k >= n || (t[k] | 0x20) != (uint8_t)kw[k])
+			return false;
+	return k >= 5 || k >= n || !((t[k] | 0x20) >= 'a' && (t[k] | 0x20) <= 'z');
+}
+
 bool client_intercept_set(struct client *c, uint32_t len)
 {
 	char text[512];
@@ -152,14 +166,9 @@ bool client_intercept_set(struct client *c, uint32_t len)
 	while (i < n && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r'))
 		i++;
 	if (i < n && body[i] != '/' && body[i] != '-') {
-		char w[6];
-		size_t k = 0;
-		while (k < sizeof(w) - 1 && i + k < n && ((body[i + k] | 0x20) >= 'a' && (body[i + k] | 0x20) <= 'z')) {
-			w[k] = (char)(body[i + k] | 0x20);
-			k++;
-		}
-		w[k] = '\0';
-		if (strcmp(w, "set") != 0 && strcmp(w, "show") != 0 && strcmp(w, "reset") != 0)
+		/* SET, SHOW or RESET, compared in place: most statements differ at their first letters */
+		if (!lead_word_is(body + i, n - i, "set") && !lead_word_is(body + i, n - i, "show") &&
+		    !lead_word_is(body + i, n - i, "reset"))
 			return false;
 	}
 	memcpy(text, body, n);
