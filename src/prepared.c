@@ -968,6 +968,12 @@ static bool take_keyword(const char **p, const char *end, const char *kw)
 
 enum dealloc_kind prepared_parse_deallocate(const char *text, size_t len, char *name, size_t size)
 {
+	/* every Parse and many Queries pass here: the first letter after the blanks rules most out */
+	size_t lead = 0;
+	while (lead < len && is_blank(text[lead]))
+		lead++;
+	if (lead == len || (text[lead] | 0x20) != 'd')
+		return DEALLOC_NONE;
 	const char *p = text, *end = text + strnlen(text, len);    /* a Query's text ends at its first NUL */
 	while (end > p && is_blank(end[-1]))
 		end--;
