@@ -1010,7 +1010,7 @@ static void server_relay(struct server *s)
 				connio_pause_read(&s->io);
 				return;   /* the client's drain resumes us */
 			}
-			if (s->relay_left == 0)
+			if (s->relay_left == 0 && prepared_owes_head(&s->replies))
 				prepared_flush_owed(s);
 			if (s->relay_left > 0) {
 				size_t n = iobuf_len(in);
