@@ -167,8 +167,9 @@ bool client_intercept_set(struct client *c, uint32_t len)
 		i++;
 	if (i < n && body[i] != '/' && body[i] != '-') {
 		/* SET, SHOW or RESET, compared in place: most statements differ at their first letters */
-		if (!lead_word_is(body + i, n - i, "set") && !lead_word_is(body + i, n - i, "show") &&
-		    !lead_word_is(body + i, n - i, "reset"))
+		uint8_t first = body[i] | 0x20;
+		if (first == 's' ? !lead_word_is(body + i, n - i, "set") && !lead_word_is(body + i, n - i, "show")
+		                 : first != 'r' || !lead_word_is(body + i, n - i, "reset"))
 			return false;
 	}
 	memcpy(text, body, n);
@@ -1504,7 +1505,8 @@ int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
 	case PqMsg_Query:
 		if (s && s->internal != SV_INTERNAL_NONE)
 			return -1;
-		keep_statement_tags(c, "", NULL, NULL);    /* a simple Query drops the unnamed statement */
+		if (c->unnamed_tags || c->unnamed_cstmt)
+			keep_statement_tags(c, "", NULL, NULL);    /* a simple Query drops the unnamed statement */
 	{
 		int done = query_step(c, len);
 		if (done == 0)
