@@ -870,18 +870,29 @@ static enum client_msg_result rewrite_bind(struct client *c, struct server *s, s
 	size_t portal_len = (size_t)(nul1 - body) + 1;
 	size_t old_name_len = strlen(name) + 1;
 	size_t new_name_len = strlen(cs->stmt->server_name) + 1;
-	struct msgbuf m;
-	msg_init(&m);
-	msg_begin(&m, PqMsg_Bind);
-	msg_add_bytes(&m, body, portal_len);
-	msg_add_bytes(&m, cs->stmt->server_name, new_name_len);
-	msg_end(&m);
-	/* patch the length to cover the parameters that follow unchanged */
+	/* the length covers the parameters that follow unchanged */
 	uint32_t new_len = htonl((uint32_t)(len - old_name_len + new_name_len));
-	memcpy(m.data + 1, &new_len, 4);
 	struct iobuf *out = &s->io.out;
-	msg_flush_to(&m, out);
-	msg_free(&m);
+	uint8_t head[PROTO_HEADER_LEN + 128];
+	size_t head_len = PROTO_HEADER_LEN + portal_len + new_name_len;
+	if (head_len <= sizeof(head)) {
+		/* the usual short names: one copy into the output, no message builder */
+		head[0] = PqMsg_Bind;
+		memcpy(head + 1, &new_len, 4);
+		memcpy(head + PROTO_HEADER_LEN, body, portal_len);
+		memcpy(head + PROTO_HEADER_LEN + portal_len, cs->stmt->server_name, new_name_len);
+		iobuf_add(out, head, head_len);
+	} else {
+		struct msgbuf m;
+		msg_init(&m);
+		msg_begin(&m, PqMsg_Bind);
+		msg_add_bytes(&m, body, portal_len);
+		msg_add_bytes(&m, cs->stmt->server_name, new_name_len);
+		msg_end(&m);
+		memcpy(m.data + 1, &new_len, 4);
+		msg_flush_to(&m, out);
+		msg_free(&m);
+	}
 	iobuf_drain(in, PROTO_HEADER_LEN + portal_len + old_name_len);
 	c->relay_left = (uint32_t)(body_len - portal_len - old_name_len);
 	prepared_note_request(s, PqMsg_Bind);
