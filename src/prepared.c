@@ -1102,10 +1102,12 @@ int prepared_answer_unlinked(struct client *c, uint8_t type, uint32_t len)
 	struct msgreader r;
 	mr_init(&r, msg + PROTO_HEADER_LEN, len - 4);
 	const char *name = mr_string(&r);
+	if (r.bad || !*name)
+		return 1;    /* the unnamed statement is always the server's */
 	const char *query = mr_string(&r);
 	int16_t n_params = mr_int16(&r);
 	const uint8_t *types = n_params > 0 ? mr_bytes(&r, (size_t)n_params * 4) : NULL;
-	if (r.bad || n_params < 0 || !*name || strstr(query, "/*"))
+	if (r.bad || n_params < 0 || strstr(query, "/*"))
 		return 1;    /* a tagged text: the middleware looks at it with a server */
 	struct msgbuf m;
 	msg_init(&m);
