@@ -655,6 +655,7 @@ void client_step_transaction_ended(struct client *c)
 /* A Parse body read: its name, text and parameter types. */
 struct parse_msg {
 	const char *name, *query;
+	size_t query_len;          /* strlen(query), from the reader */
 	const uint8_t *types;
 	uint16_t n_types;
 };
@@ -664,7 +665,9 @@ static bool read_parse(const uint8_t *body, size_t len, struct parse_msg *p)
 	struct msgreader rd;
 	mr_init(&rd, body, len);
 	p->name = mr_string(&rd);
+	size_t at = rd.pos;
 	p->query = mr_string(&rd);
+	p->query_len = rd.bad ? 0 : rd.pos - at - 1;
 	int16_t n = mr_int16(&rd);
 	p->n_types = n > 0 ? (uint16_t)n : 0;
 	p->types = p->n_types ? mr_bytes(&rd, (size_t)p->n_types * 4) : NULL;
@@ -676,7 +679,7 @@ static struct cache_stmt *lookup_stmt(struct client *c, const struct parse_msg *
 {
 	if (!tags || tags->cache == AI_CACHE_NONE || !cache_on(c))
 		return NULL;
-	return cache_stmt_new(p->query, strlen(p->query), tags, p->types, p->n_types);
+	return cache_stmt_new(p->query, p->query_len, tags, p->types, p->n_types);
 }
 
 /* Parse, any: note what its text may do to settings. Returns 1 to go on, -1 to wait for more bytes. */
@@ -690,7 +693,7 @@ static int parse_settings_step(struct client *c, uint32_t len)
 	if (!msg || !read_parse(msg + PROTO_HEADER_LEN, len - 4, &p))
 		c->settings_tainted = true;    /* unreadable: PostgreSQL will refuse it, but be safe */
 	else
-		note_settings(c, p.query, strlen(p.query), false);
+		note_settings(c, p.query, p.query_len, false);
 	return 1;
 }
 
@@ -712,7 +715,7 @@ static int parse_step(struct client *c, struct server *s, uint32_t len)
 		return 1;
 	struct ai_tags tags;
 	struct pg_error r;
-	enum tags_result tr = strstr(p.query, "/*") ? middleware_tags(p.query, strlen(p.query), &tags, &r) : TAGS_NONE;
+	enum tags_result tr = strstr(p.query, "/*") ? middleware_tags(p.query, p.query_len, &tags, &r) : TAGS_NONE;
 	if (tr == TAGS_INVALID) {
 		iobuf_drain(in, 1 + (size_t)len);
 		prepared_raise_error(s, r.sqlstate, r.message, r.detail[0] ? r.detail : NULL, r.hint);

@@ -751,15 +751,17 @@ static enum client_msg_result rewrite_parse(struct client *c, struct server *s, 
 	struct msgreader r;
 	mr_init(&r, body, len);
 	const char *name = mr_string(&r);
+	size_t at = r.pos;
 	const char *query = mr_string(&r);
+	size_t query_len = r.pos - at - 1;    /* strlen(query), when the reader is not bad */
 	uint16_t n_params = (uint16_t)mr_int16(&r);
 	const uint8_t *types = mr_bytes(&r, (size_t)n_params * 4);
 	if (r.bad)
 		return CLIENT_MSG_PASS;    /* malformed: the server judges it */
 	if (!*name) {
-		struct client_stmt *cs = own_deallocate(c, s, query, strlen(query));
+		struct client_stmt *cs = own_deallocate(c, s, query, query_len);
 		if (!cs) {
-			note_statement_text(c, s, query, strlen(query));
+			note_statement_text(c, s, query, query_len);
 			return CLIENT_MSG_PASS;
 		}
 		client_drop(c, cs);
