@@ -1056,10 +1056,10 @@ int prepared_intercept_deallocate(struct client *c, uint32_t len)
 		return 1;    /* behind an unfinished batch PostgreSQL would skip or reorder nothing: relay it */
 	struct iobuf *in = &c->io.in;
 	/* Every simple Query passes here: most are told apart by their first letter. */
-	char head[16];
-	size_t h = len - 4 < sizeof(head) ? len - 4 : sizeof(head), i = 0;
-	if (iobuf_copyout(in, PROTO_HEADER_LEN, head, h) != (size_t)h)
+	size_t h = len - 4 < 16 ? len - 4 : 16, i = 0;
+	if (iobuf_len(in) < PROTO_HEADER_LEN + h)
 		return 1;
+	const char *head = (const char *)iobuf_data(in) + PROTO_HEADER_LEN;    /* looked at in place */
 	while (i < h && is_blank(head[i]))
 		i++;
 	if (i < h && (head[i] | 0x20) != 'd')
