@@ -321,8 +321,10 @@ static bool queue_pop_as(struct server *s, bool ok)
 		stmt_release(&s->pool->sl->prepared, e->stmt);    /* the reference the request held */
 		e->stmt = NULL;
 	}
-	free(e->notify);    /* its statement failed or was skipped (notify_server_reply takes a success's) */
-	e->notify = NULL;
+	if (e->notify) {
+		free(e->notify);    /* its statement failed or was skipped (notify_server_reply takes a success's) */
+		e->notify = NULL;
+	}
 	q->head = (q->head + 1) % q->cap;
 	q->n--;
 	return recorded;
