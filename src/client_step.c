@@ -137,6 +137,20 @@ static void answer_show(struct client *c, const char *name, const char *value)
  * per client, so it follows the client across pooled servers. Returns true
  * when the message was consumed.
  */
+/*
+ * Is the word at t[0..n) the lower-case keyword kw, in any case? The word is
+ * its first five letters at most (a longer one is cut there), as
+ * client_intercept_set has always read it.
+ */
+static bool lead_word_is(const uint8_t *t, size_t n, const char *kw)
+{
+	size_t k = 0;
+	for (; kw[k]; k++)
+		if (k >= n || (t[k] | 0x20) != (uint8_t)kw[k])
+			return false;
+	return k >= 5 || k >= n || !((t[k] | 0x20) >= 'a' && (t[k] | 0x20) <= 'z');
+}
+
 bool client_intercept_set(struct client *c, uint32_t len)
 {
 	char text[512];
@@ -152,14 +166,10 @@ bool client_intercept_set(struct client *c, uint32_t len)
 	while (i < n && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r'))
 		i++;
 	if (i < n && body[i] != '/' && body[i] != '-') {
-		char w[6];
-		size_t k = 0;
-		while (k < sizeof(w) - 1 && i + k < n && ((body[i + k] | 0x20) >= 'a' && (body[i + k] | 0x20) <= 'z')) {
-			w[k] = (char)(body[i + k] | 0x20);
-			k++;
-		}
-		w[k] = '\0';
-		if (strcmp(w, "set") != 0 && strcmp(w, "show") != 0 && strcmp(w, "reset") != 0)
+		/* SET, SHOW or RESET, compared in place: most statements differ at their first letters */
+		uint8_t first = body[i] | 0x20;
+		if (first == 's' ? !lead_word_is(body + i, n - i, "set") && !lead_word_is(body + i, n - i, "show")
+		                 : first != 'r' || !lead_word_is(body + i, n - i, "reset"))
 			return false;
 	}
 	memcpy(text, body, n);
@@ -645,6 +655,7 @@ void client_step_transaction_ended(struct client *c)
 /* A Parse body read: its name, text and parameter types. */
 struct parse_msg {
 	const char *name, *query;
+	size_t query_len;          /* strlen(query), from the reader */
 	const uint8_t *types;
 	uint16_t n_types;
 };
@@ -654,7 +665,9 @@ static bool read_parse(const uint8_t *body, size_t len, struct parse_msg *p)
 	struct msgreader rd;
 	mr_init(&rd, body, len);
 	p->name = mr_string(&rd);
+	size_t at = rd.pos;
 	p->query = mr_string(&rd);
+	p->query_len = rd.bad ? 0 : rd.pos - at - 1;
 	int16_t n = mr_int16(&rd);
 	p->n_types = n > 0 ? (uint16_t)n : 0;
 	p->types = p->n_types ? mr_bytes(&rd, (size_t)p->n_types * 4) : NULL;
@@ -666,7 +679,7 @@ static struct cache_stmt *lookup_stmt(struct client *c, const struct parse_msg *
 {
 	if (!tags || tags->cache == AI_CACHE_NONE || !cache_on(c))
 		return NULL;
-	return cache_stmt_new(p->query, strlen(p->query), tags, p->types, p->n_types);
+	return cache_stmt_new(p->query, p->query_len, tags, p->types, p->n_types);
 }
 
 /* Parse, any: note what its text may do to settings. Returns 1 to go on, -1 to wait for more bytes. */
@@ -680,7 +693,7 @@ static int parse_settings_step(struct client *c, uint32_t len)
 	if (!msg || !read_parse(msg + PROTO_HEADER_LEN, len - 4, &p))
 		c->settings_tainted = true;    /* unreadable: PostgreSQL will refuse it, but be safe */
 	else
-		note_settings(c, p.query, strlen(p.query), false);
+		note_settings(c, p.query, p.query_len, false);
 	return 1;
 }
 
@@ -702,7 +715,7 @@ static int parse_step(struct client *c, struct server *s, uint32_t len)
 		return 1;
 	struct ai_tags tags;
 	struct pg_error r;
-	enum tags_result tr = strstr(p.query, "/*") ? middleware_tags(p.query, strlen(p.query), &tags, &r) : TAGS_NONE;
+	enum tags_result tr = strstr(p.query, "/*") ? middleware_tags(p.query, p.query_len, &tags, &r) : TAGS_NONE;
 	if (tr == TAGS_INVALID) {
 		iobuf_drain(in, 1 + (size_t)len);
 		prepared_raise_error(s, r.sqlstate, r.message, r.detail[0] ? r.detail : NULL, r.hint);
@@ -1495,7 +1508,8 @@ int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
 	case PqMsg_Query:
 		if (s && s->internal != SV_INTERNAL_NONE)
 			return -1;
-		keep_statement_tags(c, "", NULL, NULL);    /* a simple Query drops the unnamed statement */
+		if (c->unnamed_tags || c->unnamed_cstmt)
+			keep_statement_tags(c, "", NULL, NULL);    /* a simple Query drops the unnamed statement */
 	{
 		int done = query_step(c, len);
 		if (done == 0)

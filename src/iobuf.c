@@ -103,7 +103,7 @@ bool iobuf_add(struct iobuf *b, const void *p, size_t n)
 	return true;
 }
 
-bool iobuf_move(struct iobuf *dst, struct iobuf *src, size_t n)
+bool iobuf_move_slow(struct iobuf *dst, struct iobuf *src, size_t n)
 {
 	if (n > 0 && n == iobuf_len(src) && dst->start == dst->end) {
 		/* The usual relay: all that was read goes on. Hand the block over instead of copying it. */

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* The size of the blocks kept on the free list (bytes), as PgBouncer's pkt_buf default. */
 #define IOBUF_BLOCK 4096
@@ -48,8 +49,26 @@ void iobuf_drain(struct iobuf *b, size_t n);
 /* Append n bytes from p. Returns false, adding nothing, when out of memory. */
 bool iobuf_add(struct iobuf *b, const void *p, size_t n);
 
-/* Move the first n bytes of src (n <= iobuf_len(src)) to the end of dst. False when out of memory. */
-bool iobuf_move(struct iobuf *dst, struct iobuf *src, size_t n);
+/* iobuf_move's cases that need more than a copy: see iobuf_move. */
+bool iobuf_move_slow(struct iobuf *dst, struct iobuf *src, size_t n);
+
+/*
+ * Move the first n bytes of src (n <= iobuf_len(src)) to the end of dst.
+ * False when out of memory. Inline for the usual relay of one message of
+ * several: dst already holds bytes (no fill callback is due) and has room,
+ * and src keeps some (it is not emptied, so gives no block back); the rest
+ * (handing a whole block over, growing dst, the fill callback) is out of line.
+ */
+static inline bool iobuf_move(struct iobuf *dst, struct iobuf *src, size_t n)
+{
+	if (dst->start != dst->end && dst->cap - dst->end >= n && n < src->end - src->start) {
+		memcpy(dst->data + dst->end, src->data + src->start, n);
+		dst->end += n;
+		src->start += n;
+		return true;
+	}
+	return iobuf_move_slow(dst, src, n);
+}
 
 /*
  * Room for at least want more bytes at the end: compacts or grows b.

@@ -854,7 +854,9 @@ static int intercept_parse(struct client *c, struct server *s, uint32_t len)
 	if (nlen + 1 + tlen >= blen)
 		return 1;
 	char channel[NOTIFY_CHANNEL_MAX + 1];
-	enum notify_stmt kind = notify_parse_statement(text, tlen, channel);
+	/* most statements are not LISTEN/UNLISTEN: their first character says so */
+	enum notify_stmt kind = may_be_listen(text, tlen, len - 4) ? notify_parse_statement(text, tlen, channel)
+	                                                           : NOTIFY_STMT_NONE;
 	if (name[0] == '\0')
 		set_str(&c->notify.unnamed, NULL);
 	if (kind == NOTIFY_STMT_NONE)

@@ -321,8 +321,10 @@ static bool queue_pop_as(struct server *s, bool ok)
 		stmt_release(&s->pool->sl->prepared, e->stmt);    /* the reference the request held */
 		e->stmt = NULL;
 	}
-	free(e->notify);    /* its statement failed or was skipped (notify_server_reply takes a success's) */
-	e->notify = NULL;
+	if (e->notify) {
+		free(e->notify);    /* its statement failed or was skipped (notify_server_reply takes a success's) */
+		e->notify = NULL;
+	}
 	q->head = (q->head + 1) % q->cap;
 	q->n--;
 	return recorded;
@@ -751,15 +753,17 @@ static enum client_msg_result rewrite_parse(struct client *c, struct server *s, 
 	struct msgreader r;
 	mr_init(&r, body, len);
 	const char *name = mr_string(&r);
+	size_t at = r.pos;
 	const char *query = mr_string(&r);
+	size_t query_len = r.pos - at - 1;    /* strlen(query), when the reader is not bad */
 	uint16_t n_params = (uint16_t)mr_int16(&r);
 	const uint8_t *types = mr_bytes(&r, (size_t)n_params * 4);
 	if (r.bad)
 		return CLIENT_MSG_PASS;    /* malformed: the server judges it */
 	if (!*name) {
-		struct client_stmt *cs = own_deallocate(c, s, query, strlen(query));
+		struct client_stmt *cs = own_deallocate(c, s, query, query_len);
 		if (!cs) {
-			note_statement_text(c, s, query, strlen(query));
+			note_statement_text(c, s, query, query_len);
 			return CLIENT_MSG_PASS;
 		}
 		client_drop(c, cs);
@@ -870,18 +874,29 @@ static enum client_msg_result rewrite_bind(struct client *c, struct server *s, s
 	size_t portal_len = (size_t)(nul1 - body) + 1;
 	size_t old_name_len = strlen(name) + 1;
 	size_t new_name_len = strlen(cs->stmt->server_name) + 1;
-	struct msgbuf m;
-	msg_init(&m);
-	msg_begin(&m, PqMsg_Bind);
-	msg_add_bytes(&m, body, portal_len);
-	msg_add_bytes(&m, cs->stmt->server_name, new_name_len);
-	msg_end(&m);
-	/* patch the length to cover the parameters that follow unchanged */
+	/* the length covers the parameters that follow unchanged */
 	uint32_t new_len = htonl((uint32_t)(len - old_name_len + new_name_len));
-	memcpy(m.data + 1, &new_len, 4);
 	struct iobuf *out = &s->io.out;
-	msg_flush_to(&m, out);
-	msg_free(&m);
+	uint8_t head[PROTO_HEADER_LEN + 128];
+	size_t head_len = PROTO_HEADER_LEN + portal_len + new_name_len;
+	if (head_len <= sizeof(head)) {
+		/* the usual short names: one copy into the output, no message builder */
+		head[0] = PqMsg_Bind;
+		memcpy(head + 1, &new_len, 4);
+		memcpy(head + PROTO_HEADER_LEN, body, portal_len);
+		memcpy(head + PROTO_HEADER_LEN + portal_len, cs->stmt->server_name, new_name_len);
+		iobuf_add(out, head, head_len);
+	} else {
+		struct msgbuf m;
+		msg_init(&m);
+		msg_begin(&m, PqMsg_Bind);
+		msg_add_bytes(&m, body, portal_len);
+		msg_add_bytes(&m, cs->stmt->server_name, new_name_len);
+		msg_end(&m);
+		memcpy(m.data + 1, &new_len, 4);
+		msg_flush_to(&m, out);
+		msg_free(&m);
+	}
 	iobuf_drain(in, PROTO_HEADER_LEN + portal_len + old_name_len);
 	c->relay_left = (uint32_t)(body_len - portal_len - old_name_len);
 	prepared_note_request(s, PqMsg_Bind);
@@ -968,6 +983,12 @@ static bool take_keyword(const char **p, const char *end, const char *kw)
 
 enum dealloc_kind prepared_parse_deallocate(const char *text, size_t len, char *name, size_t size)
 {
+	/* every Parse and many Queries pass here: the first letter after the blanks rules most out */
+	size_t lead = 0;
+	while (lead < len && is_blank(text[lead]))
+		lead++;
+	if (lead == len || (text[lead] | 0x20) != 'd')
+		return DEALLOC_NONE;
 	const char *p = text, *end = text + strnlen(text, len);    /* a Query's text ends at its first NUL */
 	while (end > p && is_blank(end[-1]))
 		end--;
@@ -1037,10 +1058,10 @@ int prepared_intercept_deallocate(struct client *c, uint32_t len)
 		return 1;    /* behind an unfinished batch PostgreSQL would skip or reorder nothing: relay it */
 	struct iobuf *in = &c->io.in;
 	/* Every simple Query passes here: most are told apart by their first letter. */
-	char head[16];
-	size_t h = len - 4 < sizeof(head) ? len - 4 : sizeof(head), i = 0;
-	if (iobuf_copyout(in, PROTO_HEADER_LEN, head, h) != (size_t)h)
+	size_t h = len - 4 < 16 ? len - 4 : 16, i = 0;
+	if (iobuf_len(in) < PROTO_HEADER_LEN + h)
 		return 1;
+	const char *head = (const char *)iobuf_data(in) + PROTO_HEADER_LEN;    /* looked at in place */
 	while (i < h && is_blank(head[i]))
 		i++;
 	if (i < h && (head[i] | 0x20) != 'd')
@@ -1085,10 +1106,12 @@ int prepared_answer_unlinked(struct client *c, uint8_t type, uint32_t len)
 	struct msgreader r;
 	mr_init(&r, msg + PROTO_HEADER_LEN, len - 4);
 	const char *name = mr_string(&r);
+	if (r.bad || !*name)
+		return 1;    /* the unnamed statement is always the server's */
 	const char *query = mr_string(&r);
 	int16_t n_params = mr_int16(&r);
 	const uint8_t *types = n_params > 0 ? mr_bytes(&r, (size_t)n_params * 4) : NULL;
-	if (r.bad || n_params < 0 || !*name || strstr(query, "/*"))
+	if (r.bad || n_params < 0 || strstr(query, "/*"))
 		return 1;    /* a tagged text: the middleware looks at it with a server */
 	struct msgbuf m;
 	msg_init(&m);

@@ -235,6 +235,23 @@ enum reply_action prepared_on_reply(struct server *s, uint8_t type);
 void prepared_flush_owed(struct server *s);
 
 /*
+ * Is the head of q a reply pgsluice owes the client ('1', '2', '3', 'r', 'k'
+ * above), so that prepared_flush_owed has something to write? Inline: it is
+ * asked before every message a server sends.
+ */
+static inline bool prepared_owes_head(const struct reply_queue *q)
+{
+	if (q->n == 0)
+		return false;
+	switch (q->items[q->head].kind) {
+	case '1': case '2': case '3': case 'r': case 'k':
+		return true;
+	default:
+		return false;
+	}
+}
+
+/*
  * Fail the extended-protocol message the client sent (and pgsluice dropped)
  * with an ERROR of sqlstate: the server runs a statement that raises it, so
  * the error arrives in its place and the server skips to the client's Sync,

@@ -1010,7 +1010,7 @@ static void server_relay(struct server *s)
 				connio_pause_read(&s->io);
 				return;   /* the client's drain resumes us */
 			}
-			if (s->relay_left == 0)
+			if (s->relay_left == 0 && prepared_owes_head(&s->replies))
 				prepared_flush_owed(s);
 			if (s->relay_left > 0) {
 				size_t n = iobuf_len(in);
@@ -1034,13 +1034,14 @@ static void server_relay(struct server *s)
 		uint32_t len;
 		if (!proto_peek_header(in, &type, &len))
 			return;
-		if (len < 4 || (needs_whole(s, type) && len > MAX_INSPECTED_LEN)) {
+		bool whole = needs_whole(s, type);
+		if (len < 4 || (whole && len > MAX_INSPECTED_LEN)) {
 			server_close(s, "invalid message from server");
 			return;
 		}
 		if (type == PqMsg_ErrorResponse && c && s->internal == SV_INTERNAL_NONE && s->state != SV_LOGIN)
 			c->notify.tx_failed = true;    /* a LISTEN in this transaction will not take effect */
-		if (!needs_whole(s, type)) {
+		if (!whole) {
 			if (head_fill(s))
 				cache_capture_begin(s, type, len);
 			prepared_on_reply(s, type);

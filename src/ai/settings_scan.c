@@ -233,6 +233,17 @@ static bool continues_statement(const char *text, size_t at)
 	return true;
 }
 
+/* Is w[0..n) the lower-case ASCII word kw[0..n), in any case? Stops at the first difference. */
+static bool same_word(const char *w, const char *kw, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)w[i];
+		if ((ch >= 'A' && ch <= 'Z' ? ch | 0x20 : ch) != (unsigned char)kw[i])
+			return false;
+	}
+	return true;
+}
+
 /* The words settings_effect looks for; WORD_OTHER for every other word. */
 /* First letters of classify's words (c d i p r s t, either case). */
 static const bool keyword_first[256] = {
@@ -249,29 +260,43 @@ enum word_kind { WORD_OTHER, WORD_STARTER, WORD_SET_CONFIG, WORD_CREATE, WORD_TE
  */
 static enum word_kind classify(const char *w, size_t n)
 {
-#define WORD(w, k) { w, sizeof(w) - 1, k }
-	static const struct { const char *word; size_t len; enum word_kind kind; } words[] = {
-		WORD("do", WORD_STARTER), WORD("set", WORD_STARTER), WORD("call", WORD_STARTER),
-		WORD("into", WORD_CREATE), WORD("temp", WORD_TEMP), WORD("reset", WORD_STARTER),
-		WORD("create", WORD_CREATE), WORD("discard", WORD_STARTER), WORD("pg_temp", WORD_TEMP),
-		WORD("temporary", WORD_TEMP), WORD("set_config", WORD_SET_CONFIG),
-	};
-#undef WORD
-	if (n < 2 || n > 10)
-		return WORD_OTHER;
-	switch (w[0] | 0x20) {    /* ASCII lower case; other bytes match no entry */
-	case 'c': case 'd': case 'i': case 'p': case 'r': case 's': case 't':
-		break;
+	/* by length first: most words have no keyword of their length and first letter */
+	switch (n) {
+	case 2:
+		return same_word(w, "do", 2) ? WORD_STARTER : WORD_OTHER;
+	case 3:
+		return same_word(w, "set", 3) ? WORD_STARTER : WORD_OTHER;
+	case 4:
+		if (same_word(w, "call", 4))
+			return WORD_STARTER;
+		if (same_word(w, "into", 4))
+			return WORD_CREATE;
+		return same_word(w, "temp", 4) ? WORD_TEMP : WORD_OTHER;
+	case 5:
+		return same_word(w, "reset", 5) ? WORD_STARTER : WORD_OTHER;
+	case 6:
+		return same_word(w, "create", 6) ? WORD_CREATE : WORD_OTHER;
+	case 7:
+		if (same_word(w, "discard", 7))
+			return WORD_STARTER;
+		return same_word(w, "pg_temp", 7) ? WORD_TEMP : WORD_OTHER;
+	case 9:
+		return same_word(w, "temporary", 9) ? WORD_TEMP : WORD_OTHER;
+	case 10:
+		return same_word(w, "set_config", 10) ? WORD_SET_CONFIG : WORD_OTHER;
 	default:
 		return WORD_OTHER;
 	}
-	char lower[10];
-	for (size_t i = 0; i < n; i++)
-		lower[i] = (char)(w[i] >= 'A' && w[i] <= 'Z' ? w[i] | 0x20 : w[i]);
-	for (size_t k = 0; k < sizeof(words) / sizeof(words[0]); k++)
-		if (words[k].len == n && memcmp(lower, words[k].word, n) == 0)
-			return words[k].kind;
-	return WORD_OTHER;
+}
+
+/*
+ * Does t[0..n) begin with the word SET (any case)? The cheap test that keeps
+ * every other statement (SELECT first of all) out of is_reported_set's lexer.
+ */
+static bool starts_with_set(const char *t, size_t n)
+{
+	return n >= 3 && (t[0] | 0x20) == 's' && (t[1] | 0x20) == 'e' && (t[2] | 0x20) == 't' &&
+	       (n == 3 || !is_ident_cont((unsigned char)t[3]));
 }
 
 enum settings_effect settings_effect(const char *text, size_t len)
@@ -283,7 +308,7 @@ enum settings_effect settings_effect(const char *text, size_t len)
 	size_t lead = 0;
 	while (lead < len && is_space((unsigned char)text[lead]))
 		lead++;
-	if (lead < len && ((text[lead] | 0x20) == 's' || text[lead] == '/' || text[lead] == '-') &&
+	if (lead < len && (text[lead] == '/' || text[lead] == '-' || starts_with_set(text + lead, len - lead)) &&
 	    is_reported_set(text, len))
 		return SETTINGS_REPORTED;
 	/* Every statement passes here: a word is looked at only when its first

@@ -112,6 +112,28 @@ static void test_ordinary_statements_change_nothing(void **state)
 		expect(plain[i], SETTINGS_NONE);
 }
 
+/* The first word decides whether the SET lexer runs; keywords are matched by length, in any case. */
+static void test_first_word_and_keyword_lengths(void **state)
+{
+	(void)state;
+	expect("  \n\tSET TimeZone = 'UTC'", SETTINGS_REPORTED);
+	expect("SET/**/TimeZone = 'UTC'", SETTINGS_REPORTED);
+	expect("sEt TimeZone = 'UTC'", SETTINGS_REPORTED);
+	expect("SETtimezone = 'UTC'", SETTINGS_NONE);           /* one word, not SET */
+	expect("SELECT 1", SETTINGS_NONE);
+	expect("SE", SETTINGS_NONE);
+	expect("SET", SETTINGS_UNKNOWN);
+	expect("Do $$ BEGIN END $$", SETTINGS_UNKNOWN);         /* 2 letters */
+	expect("cAlL p()", SETTINGS_UNKNOWN);                   /* 4 */
+	expect("ReSeT ALL", SETTINGS_UNKNOWN);                  /* 5 */
+	expect("DISCARD all", SETTINGS_UNKNOWN);                /* 7 */
+	expect("select SET_CONFIG('a', 'b', false)", SETTINGS_UNKNOWN);  /* 10 */
+	expect("CREATE TEMP TABLE x (k int)", SETTINGS_UNKNOWN);          /* 6 and 4 */
+	expect("create temporary table x (k int)", SETTINGS_UNKNOWN);     /* 9 */
+	expect("SELECT 1 INTO Pg_Temp.x", SETTINGS_UNKNOWN);              /* 4 and 7 */
+	expect("SELECT docall, dox, tempo, creates, discards FROM t", SETTINGS_NONE);
+}
+
 static void test_text_need_not_be_nul_terminated(void **state)
 {
 	(void)state;
@@ -127,6 +149,7 @@ int main(void)
 		cmocka_unit_test(test_statements_that_change_settings_are_unknown),
 		cmocka_unit_test(test_one_set_of_a_reported_parameter_is_reported),
 		cmocka_unit_test(test_ordinary_statements_change_nothing),
+		cmocka_unit_test(test_first_word_and_keyword_lengths),
 		cmocka_unit_test(test_text_need_not_be_nul_terminated),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
