@@ -1184,7 +1184,23 @@ void server_start_reset(struct server *s)
 	}
 	pool_move_server(s, SV_RESET);
 	prepared_server_reset(s, strcasestr(q, "DISCARD ALL") || strcasestr(q, "DEALLOCATE ALL"));
-	if (!send_query(s, q, SV_INTERNAL_RESET))
+	/* RESET ALL leaves role and session_authorization alone (sql-reset.html);
+	 * DISCARD ALL resets them. A reset query with RESET ALL resets them too,
+	 * so that no client's SET ROLE reaches the next client of the server. */
+	char *full = NULL;
+	if (strcasestr(q, "RESET ALL") && !strcasestr(q, "DISCARD ALL")) {
+		size_t qlen = strlen(q);
+		full = malloc(qlen + sizeof(";" SESSVARS_RESET_ROLES_SQL));
+		if (!full) {
+			server_close(s, "out of memory");
+			return;
+		}
+		memcpy(full, q, qlen);
+		memcpy(full + qlen, ";" SESSVARS_RESET_ROLES_SQL, sizeof(";" SESSVARS_RESET_ROLES_SQL));
+	}
+	bool sent = send_query(s, full ? full : q, SV_INTERNAL_RESET);
+	free(full);
+	if (!sent)
 		server_close(s, "out of memory");
 }
 

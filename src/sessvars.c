@@ -197,8 +197,53 @@ bool sessvars_copy(struct sessvars *dst, const struct sessvars *src)
 	return true;
 }
 
+bool sessvars_no_reset_all(const char *name)
+{
+	return strcmp(name, SESSVAR_ROLE) == 0 || strcmp(name, SESSVAR_SESSION_AUTHORIZATION) == 0;
+}
+
+/*
+ * RESET ALL: every setting back to its startup value, but role and
+ * session_authorization (GUC_NO_RESET_ALL, sql-reset.html) as they are.
+ */
+static int reset_all(struct sessvars *rec, const struct sessvars *startup)
+{
+	struct sessvar keep[2];
+	size_t n_keep = 0;
+	int rc = 0;
+	for (size_t i = 0; i < rec->n; i++)
+		if (sessvars_no_reset_all(rec->items[i].name))
+			keep[n_keep++] = rec->items[i];
+	for (size_t i = 0; i < n_keep; i++) {
+		keep[i].name = strdup(keep[i].name);
+		keep[i].value = strdup(keep[i].value);
+		if (!keep[i].name || !keep[i].value)
+			rc = -1;
+	}
+	if (rc == 0 && startup && !sessvars_copy(rec, startup))
+		rc = -1;
+	if (!startup)
+		sessvars_clear(rec);
+	if (rc == 0) {
+		sessvars_del(rec, SESSVAR_ROLE);
+		sessvars_del(rec, SESSVAR_SESSION_AUTHORIZATION);
+	}
+	for (size_t i = 0; i < n_keep; i++) {
+		if (rc == 0)
+			rc = sessvars_put(rec, keep[i].name, keep[i].value, keep[i].literal);
+		free(keep[i].name);
+		free(keep[i].value);
+	}
+	return rc;
+}
+
 int sessvars_apply(struct sessvars *rec, const struct sessvars *startup, const struct sessvar_op *op)
 {
+	/* SET SESSION AUTHORIZATION logically resets the role to NONE (variable.c
+	 * show_role): the record says so by dropping it, the diff sets it again */
+	if ((op->kind == SESSVAR_SET || op->kind == SESSVAR_SET_STRING || op->kind == SESSVAR_RESET) &&
+	    strcmp(op->name, SESSVAR_SESSION_AUTHORIZATION) == 0)
+		sessvars_del(rec, SESSVAR_ROLE);
 	switch (op->kind) {
 	case SESSVAR_SET:
 	case SESSVAR_SET_STRING:
@@ -211,10 +256,7 @@ int sessvars_apply(struct sessvars *rec, const struct sessvars *startup, const s
 		return 0;
 	}
 	case SESSVAR_RESET_ALL:
-		if (startup)
-			return sessvars_copy(rec, startup) ? 0 : -1;
-		sessvars_clear(rec);
-		return 0;
+		return reset_all(rec, startup);
 	default:
 		return 0;
 	}
@@ -281,7 +323,15 @@ static void sb_name(struct sbuf *b, const char *name)
 
 static void sb_set(struct sbuf *b, const struct sessvar *v)
 {
-	if (v->literal) {
+	if (!v->literal && strcmp(v->name, SESSVAR_ROLE) == 0) {
+		sb_str(b, "SET ROLE ");      /* the value as written: a name or a 'string' */
+		sb_str(b, v->value);
+		sb_str(b, ";");
+	} else if (!v->literal && strcmp(v->name, SESSVAR_SESSION_AUTHORIZATION) == 0) {
+		sb_str(b, "SET SESSION AUTHORIZATION ");
+		sb_str(b, v->value);
+		sb_str(b, ";");
+	} else if (v->literal) {
 		/* E'' reads the same whatever standard_conforming_strings is */
 		sb_str(b, "SELECT pg_catalog.set_config(E'");
 		sb_quoted(b, v->name, '\'', true);
@@ -297,37 +347,81 @@ static void sb_set(struct sbuf *b, const struct sessvar *v)
 	}
 }
 
+static void sb_reset(struct sbuf *b, const char *name)
+{
+	if (strcmp(name, SESSVAR_ROLE) == 0) {
+		sb_str(b, "RESET ROLE;");
+	} else if (strcmp(name, SESSVAR_SESSION_AUTHORIZATION) == 0) {
+		sb_str(b, "RESET SESSION AUTHORIZATION;");
+	} else {
+		sb_str(b, "RESET ");
+		sb_name(b, name);
+		sb_str(b, ";");
+	}
+}
+
+static bool same_setting(const struct sessvar *a, const struct sessvar *b)
+{
+	if (!a || !b)
+		return a == b;
+	return a->literal == b->literal && strcmp(a->value, b->value) == 0;
+}
+
 char *sessvars_diff_sql(const struct sessvars *want, const struct sessvars *have, bool reset_all, int *count)
 {
 	struct sbuf b = { 0 };
 	*count = 0;
 	sb_add(&b, "", 0);
 	if (reset_all) {
-		sb_str(&b, "RESET ALL;");
-		(*count)++;
-		for (size_t i = 0; i < want->n; i++, (*count)++)
-			sb_set(&b, &want->items[i]);
+		sb_str(&b, SESSVARS_RESET_ALL_SQL);
+		(*count) += 3;
+		for (size_t i = 0; i < want->n; i++)
+			if (!sessvars_no_reset_all(want->items[i].name)) {
+				sb_set(&b, &want->items[i]);
+				(*count)++;
+			}
 	} else if (want->gen != have->gen || (want->gen == 0 && have->n > 0)) {
 		size_t i = 0, j = 0;
 		while (i < want->n || j < have->n) {
 			int cmp = i >= want->n ? 1 : j >= have->n ? -1 : strcmp(want->items[i].name, have->items[j].name);
-			if (cmp > 0) {
-				sb_str(&b, "RESET ");
-				sb_name(&b, have->items[j].name);
-				sb_str(&b, ";");
+			const char *name = cmp > 0 ? have->items[j].name : want->items[i].name;
+			if (sessvars_no_reset_all(name)) {
+				/* after the others, in their order (below) */
+			} else if (cmp > 0) {
+				sb_reset(&b, have->items[j].name);
 				(*count)++;
-				j++;
-				continue;
-			}
-			const struct sessvar *w = &want->items[i];
-			if (cmp < 0 || w->literal != have->items[j].literal || strcmp(w->value, have->items[j].value) != 0) {
-				sb_set(&b, w);
+			} else if (cmp < 0 || !same_setting(&want->items[i], &have->items[j])) {
+				sb_set(&b, &want->items[i]);
 				(*count)++;
 			}
-			i++;
-			if (cmp == 0)
+			if (cmp <= 0)
+				i++;
+			if (cmp >= 0)
 				j++;
 		}
+	}
+	/* session_authorization before role: SET SESSION AUTHORIZATION resets
+	 * the role (miscinit.c SetSessionUserId), so a role is set again after it */
+	const struct sessvar *want_sa = sessvars_get(want, SESSVAR_SESSION_AUTHORIZATION);
+	const struct sessvar *want_role = sessvars_get(want, SESSVAR_ROLE);
+	bool sa_sent = false;
+	if (reset_all || !same_setting(want_sa, sessvars_get(have, SESSVAR_SESSION_AUTHORIZATION))) {
+		if (want_sa) {
+			sb_set(&b, want_sa);
+			(*count)++;
+			sa_sent = true;
+		} else if (!reset_all) {
+			sb_reset(&b, SESSVAR_SESSION_AUTHORIZATION);
+			(*count)++;
+			sa_sent = true;
+		}
+	}
+	if (want_role && (reset_all || sa_sent || !same_setting(want_role, sessvars_get(have, SESSVAR_ROLE)))) {
+		sb_set(&b, want_role);
+		(*count)++;
+	} else if (!want_role && !reset_all && (sa_sent || sessvars_get(have, SESSVAR_ROLE))) {
+		sb_reset(&b, SESSVAR_ROLE);
+		(*count)++;
 	}
 	if (b.failed) {
 		free(b.p);
@@ -531,13 +625,36 @@ static enum sessvar_kind name_kind(const char *name)
 {
 	if (varcache_index(name) >= 0)
 		return SESSVAR_REPORTED;
-	if (strcmp(name, "role") == 0 || strcmp(name, "session_authorization") == 0)
-		return SESSVAR_UNKNOWN;
 	if (strncmp(name, "transaction_", 12) == 0)
 		return SESSVAR_LOCAL;
 	if (strncmp(name, "sluice.", 7) == 0)
 		return SESSVAR_NONE;     /* answered by pgsluice (ai/session.c) */
 	return SESSVAR_SET;
+}
+
+/*
+ * The one value of SET ROLE or SET SESSION AUTHORIZATION (gram.y:
+ * NonReservedWord_or_Sconst, or reset_word, NONE / DEFAULT, for a RESET).
+ */
+static enum sessvar_kind parse_role(struct lexer *lx, struct sessvar_op *op, const char *name, const char *reset_word)
+{
+	skip_blanks(lx);
+	const char *start = lx->p;
+	struct lexer probe = *lx;
+	char word[16];
+	bool q;
+	if (take_ident(&probe, word, sizeof(word), &q) > 0 && word_is(word, q, reset_word) && at_end(&probe)) {
+		op->name = strdup(name);
+		return op->name ? SESSVAR_RESET : SESSVAR_UNKNOWN;
+	}
+	if (!take_value(lx))
+		return SESSVAR_UNKNOWN;
+	const char *last = lx->p;
+	if (!at_end(lx))
+		return SESSVAR_UNKNOWN;
+	op->name = strdup(name);
+	op->value = strndup(start, (size_t)(last - start));
+	return op->name && op->value ? SESSVAR_SET : SESSVAR_UNKNOWN;
 }
 
 static enum sessvar_kind parse_set(struct lexer *lx, struct sessvar_op *op)
@@ -552,8 +669,17 @@ static enum sessvar_kind parse_set(struct lexer *lx, struct sessvar_op *op)
 		return SESSVAR_LOCAL;
 	if (word_is(name, quoted, "session")) {
 		n = take_name(lx, name, sizeof(name), &quoted);
-		if (n == 0 || word_is(name, quoted, "authorization") || word_is(name, quoted, "characteristics"))
+		if (n == 0 || word_is(name, quoted, "characteristics"))
 			return SESSVAR_UNKNOWN;
+		if (word_is(name, quoted, "authorization"))
+			return parse_role(lx, op, SESSVAR_SESSION_AUTHORIZATION, "default");
+	}
+	if (word_is(name, quoted, "role")) {
+		struct lexer probe = *lx;
+		char to[8];
+		bool q;
+		if (!peek(&probe, '=') && !(take_ident(&probe, to, sizeof(to), &q) > 0 && word_is(to, q, "to")))
+			return parse_role(lx, op, SESSVAR_ROLE, "none");
 	}
 	if (word_is(name, quoted, "time") || word_is(name, quoted, "names"))
 		return SESSVAR_REPORTED;
@@ -608,8 +734,12 @@ static enum sessvar_kind parse_reset(struct lexer *lx, struct sessvar_op *op)
 		return SESSVAR_UNKNOWN;
 	if (word_is(name, quoted, "all"))
 		return at_end(lx) ? SESSVAR_RESET_ALL : SESSVAR_UNKNOWN;
-	if (word_is(name, quoted, "session"))
-		return SESSVAR_UNKNOWN;
+	if (word_is(name, quoted, "session")) {
+		if (take_name(lx, name, sizeof(name), &quoted) == 0 || !word_is(name, quoted, "authorization"))
+			return SESSVAR_UNKNOWN;
+		memcpy(name, SESSVAR_SESSION_AUTHORIZATION, sizeof(SESSVAR_SESSION_AUTHORIZATION));
+		quoted = true;    /* a name now, no keyword */
+	}
 	if (word_is(name, quoted, "time"))
 		return SESSVAR_REPORTED;
 	enum sessvar_kind k = name_kind(name);

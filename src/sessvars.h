@@ -42,7 +42,7 @@ enum sessvar_kind {
 	SESSVAR_RESET_ALL,   /* RESET ALL */
 	SESSVAR_LOCAL,       /* SET LOCAL, set_config(..., true), SET TRANSACTION ...: lasts the transaction */
 	SESSVAR_REPORTED,    /* a parameter PostgreSQL reports (varcache.c follows it) */
-	SESSVAR_UNKNOWN,     /* anything else starting with SET/RESET (SET ROLE, SESSION AUTHORIZATION, ...) */
+	SESSVAR_UNKNOWN,     /* anything else starting with SET/RESET (SET XML OPTION, SESSION CHARACTERISTICS, ...) */
 };
 
 /* A recognized statement; name and value are owned (free with sessvar_op_free). */
@@ -102,11 +102,27 @@ int sessvars_apply(struct sessvars *rec, const struct sessvars *startup, const s
  */
 bool sessvars_fits(const struct sessvars *rec, const struct sessvar_op *op);
 
+/* The two settings RESET ALL leaves alone (GUC_NO_RESET_ALL, sql-reset.html). */
+#define SESSVAR_ROLE "role"
+#define SESSVAR_SESSION_AUTHORIZATION "session_authorization"
+
+/* What resets the two above (session_authorization first: it resets the role too). */
+#define SESSVARS_RESET_ROLES_SQL "RESET SESSION AUTHORIZATION;RESET ROLE;"
+
+/* What every reset that uses RESET ALL sends: the two above reset too (3 statements). */
+#define SESSVARS_RESET_ALL_SQL "RESET ALL;" SESSVARS_RESET_ROLES_SQL
+
+/* Is name one RESET ALL leaves alone (role, session_authorization)? */
+bool sessvars_no_reset_all(const char *name);
+
 /*
  * The statements that make a server holding have hold want: "RESET name;"
  * for a name only have has, "SET name TO value;" or "SELECT
  * pg_catalog.set_config('name', E'value', false);" for a differing one.
- * With reset_all, "RESET ALL;" first and every setting of want. Returns a
+ * With reset_all, SESSVARS_RESET_ALL_SQL first and every setting of want.
+ * session_authorization and role go last, in that order ("SET SESSION
+ * AUTHORIZATION x;", "SET ROLE x;", "RESET ROLE;"...): a change of the first
+ * resets the second in PostgreSQL. Returns a
  * malloc'd string ("" when equal) or NULL on OOM; *count gets the number of
  * statements.
  */

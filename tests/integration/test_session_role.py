@@ -160,3 +160,17 @@ def test_session_authorization_does_not_leak(sluice, pg, roles):
 
 def connect_db(pooler, dbname):
     return psycopg.connect(pooler.dsn("app", APP_PASSWORD, dbname), autocommit=True)
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_server_reset_query_reset_all_resets_role(sluice, pg, roles, mode):
+    """server_reset_query = RESET ALL also resets role and session_authorization."""
+    pooler = tx_pooler(sluice, pool_mode=mode, server_reset_query="RESET ALL",
+                       server_reset_query_always=1)
+    a = connect(pooler)
+    pid = backend(a)
+    a.execute("SET ROLE sluice_r; SELECT 1")
+    a.close()
+    b = connect(pooler)
+    assert backend(b) == pid
+    assert who(b) == "app"

@@ -52,9 +52,24 @@ static void test_parse(void **state)
 	expect("SET TimeZone = 'UTC'", SESSVAR_REPORTED, NULL, NULL);
 	expect("SET TIME ZONE 'UTC'", SESSVAR_REPORTED, NULL, NULL);
 	expect("SET intervalstyle = iso_8601", SESSVAR_REPORTED, NULL, NULL);
-	expect("SET ROLE reader", SESSVAR_UNKNOWN, NULL, NULL);
-	expect("SET SESSION AUTHORIZATION reader", SESSVAR_UNKNOWN, NULL, NULL);
-	expect("RESET ROLE", SESSVAR_UNKNOWN, NULL, NULL);
+	/* role and session_authorization follow the client too (RESET ALL leaves them) */
+	expect("SET ROLE reader", SESSVAR_SET, "role", "reader");
+	expect("set session role 'Reader';", SESSVAR_SET, "role", "'Reader'");
+	expect("SET ROLE \"Reader\"", SESSVAR_SET, "role", "\"Reader\"");
+	expect("SET role TO reader", SESSVAR_SET, "role", "reader");
+	expect("SET role = reader", SESSVAR_SET, "role", "reader");
+	expect("SET ROLE NONE", SESSVAR_RESET, "role", NULL);
+	expect("SET role TO DEFAULT", SESSVAR_RESET, "role", NULL);
+	expect("RESET ROLE", SESSVAR_RESET, "role", NULL);
+	expect("SET SESSION AUTHORIZATION reader", SESSVAR_SET, "session_authorization", "reader");
+	expect("SET SESSION AUTHORIZATION DEFAULT", SESSVAR_RESET, "session_authorization", NULL);
+	expect("RESET SESSION AUTHORIZATION;", SESSVAR_RESET, "session_authorization", NULL);
+	expect("SELECT set_config('role', 'reader', false)", SESSVAR_SET_STRING, "role", "reader");
+	expect("SET LOCAL ROLE reader", SESSVAR_LOCAL, NULL, NULL);
+	expect("SET ROLE reader, writer", SESSVAR_UNKNOWN, NULL, NULL);
+	expect("SET ROLE reader; SELECT 1", SESSVAR_UNKNOWN, NULL, NULL);
+	expect("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", SESSVAR_UNKNOWN, NULL, NULL);
+	expect("RESET SESSION", SESSVAR_UNKNOWN, NULL, NULL);
 	expect("SET search_path = a; SELECT 1", SESSVAR_UNKNOWN, NULL, NULL);
 	expect("SET x.y = E'a\\\\b'", SESSVAR_UNKNOWN, NULL, NULL);
 	expect("SET x.y = 'a\\b'", SESSVAR_UNKNOWN, NULL, NULL);
@@ -101,12 +116,58 @@ static void test_record_and_diff(void **state)
 	/* a value with a quote and a backslash, sent back with E'' */
 	assert_int_equal(sessvars_put(&client, "x.q", "a'b\\c", true), 0);
 	sql = sessvars_diff_sql(&client, &(struct sessvars){ 0 }, true, &count);
-	assert_string_equal(sql, "RESET ALL;SELECT pg_catalog.set_config(E'search_path', E'a,b', false);"
+	assert_string_equal(sql, "RESET ALL;RESET SESSION AUTHORIZATION;RESET ROLE;"
+	                         "SELECT pg_catalog.set_config(E'search_path', E'a,b', false);"
 	                         "SELECT pg_catalog.set_config(E'x.q', E'a''b\\\\c', false);");
 	free(sql);
 	sessvars_clear(&client);
 	sessvars_clear(&server);
 	sessvars_clear(&startup);
+}
+
+static void test_role_and_session_authorization(void **state)
+{
+	(void)state;
+	struct sessvars client = { 0 }, server = { 0 };
+	int count;
+	struct sessvar_op role = { SESSVAR_SET, "role", "r" };
+	struct sessvar_op sa = { SESSVAR_SET, "session_authorization", "u" };
+	struct sessvar_op tenant = { SESSVAR_SET, "app.tenant", "'a'" };
+	struct sessvar_op all = { SESSVAR_RESET_ALL, NULL, NULL };
+	assert_int_equal(sessvars_apply(&client, NULL, &role), 0);
+	assert_int_equal(sessvars_apply(&client, NULL, &tenant), 0);
+	/* RESET ALL keeps the role (GUC_NO_RESET_ALL) */
+	assert_int_equal(sessvars_apply(&client, NULL, &all), 0);
+	assert_null(sessvars_get(&client, "app.tenant"));
+	assert_string_equal(sessvars_get(&client, "role")->value, "r");
+	assert_int_equal(sessvars_apply(&client, NULL, &tenant), 0);
+	char *sql = sessvars_diff_sql(&client, &server, false, &count);
+	assert_string_equal(sql, "SET \"app.tenant\" TO 'a';SET ROLE r;");
+	assert_int_equal(count, 2);
+	free(sql);
+	/* a reset of all: role after the others */
+	sql = sessvars_diff_sql(&client, &server, true, &count);
+	assert_string_equal(sql, "RESET ALL;RESET SESSION AUTHORIZATION;RESET ROLE;SET \"app.tenant\" TO 'a';SET ROLE r;");
+	free(sql);
+	assert_true(sessvars_copy(&server, &client));
+	/* SET SESSION AUTHORIZATION resets the role: the record drops it, the
+	 * diff sends the authorization, then the role again when wanted */
+	assert_int_equal(sessvars_apply(&client, NULL, &sa), 0);
+	assert_null(sessvars_get(&client, "role"));
+	sql = sessvars_diff_sql(&client, &server, false, &count);
+	assert_string_equal(sql, "SET SESSION AUTHORIZATION u;RESET ROLE;");
+	free(sql);
+	assert_int_equal(sessvars_apply(&client, NULL, &role), 0);
+	sql = sessvars_diff_sql(&client, &server, false, &count);
+	assert_string_equal(sql, "SET SESSION AUTHORIZATION u;SET ROLE r;");
+	free(sql);
+	/* the server's record back to none of them */
+	sql = sessvars_diff_sql(&(struct sessvars){ 0 }, &client, false, &count);
+	assert_string_equal(sql, "RESET \"app.tenant\";RESET SESSION AUTHORIZATION;RESET ROLE;");
+	assert_int_equal(count, 3);
+	free(sql);
+	sessvars_clear(&client);
+	sessvars_clear(&server);
 }
 
 static void test_limits(void **state)
@@ -134,6 +195,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse),
 		cmocka_unit_test(test_record_and_diff),
+		cmocka_unit_test(test_role_and_session_authorization),
 		cmocka_unit_test(test_limits),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
