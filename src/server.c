@@ -856,6 +856,7 @@ static void note_server_message(struct server *s, uint8_t type, const uint8_t *b
 		s->block_begun = false;
 		if (s->client && (s->client->settings_in_tx || s->client->settings_local))
 			settings_ready(s, was, s->tx_status);
+		s->settings_implicit = false;
 		s->last_ready = now_usec();
 		if (s->pending_ready > 0)
 			s->pending_ready--;
@@ -1038,8 +1039,10 @@ static void server_relay(struct server *s)
 			server_close(s, "invalid message from server");
 			return;
 		}
-		if (type == PqMsg_ErrorResponse && c && s->internal == SV_INTERNAL_NONE && s->state != SV_LOGIN)
+		if (type == PqMsg_ErrorResponse && c && s->internal == SV_INTERNAL_NONE && s->state != SV_LOGIN) {
 			c->notify.tx_failed = true;    /* a LISTEN in this transaction will not take effect */
+			settings_error(s);             /* nor a SET in an implicit transaction */
+		}
 		if (!needs_whole(s, type)) {
 			if (head_fill(s))
 				cache_capture_begin(s, type, len);

@@ -751,8 +751,34 @@ static enum sessvar_kind parse_reset(struct lexer *lx, struct sessvar_op *op)
 	return op->name ? SESSVAR_RESET : SESSVAR_UNKNOWN;
 }
 
-/* SELECT [pg_catalog.]set_config('name', 'value', false|true) */
-static enum sessvar_kind parse_set_config(struct lexer *lx, struct sessvar_op *op)
+/*
+ * One argument of set_config: a 'string' into *out, or (params) a parameter
+ * $n, optionally cast ::text or ::varchar, into *param.
+ */
+static bool take_arg(struct lexer *lx, char **out, uint16_t *param, bool params)
+{
+	*param = 0;
+	if (!params || !peek(lx, '$'))
+		return take_string(lx, out);
+	unsigned n = 0;
+	for (lx->p++; lx->p < lx->end && *lx->p >= '0' && *lx->p <= '9' && n < 65536; lx->p++)
+		n = n * 10 + (unsigned)(*lx->p - '0');
+	if (n == 0 || n > 65535)
+		return false;
+	if (lx->end - lx->p >= 2 && lx->p[0] == ':' && lx->p[1] == ':') {
+		char type[16];
+		bool q;
+		lx->p += 2;
+		if (take_ident(lx, type, sizeof(type), &q) == 0 || q ||
+		    (strcmp(type, "text") != 0 && strcmp(type, "varchar") != 0))
+			return false;
+	}
+	*param = (uint16_t)n;
+	return true;
+}
+
+/* SELECT [pg_catalog.]set_config('name', 'value', false|true); with params, $n for a string */
+static enum sessvar_kind parse_set_config(struct lexer *lx, struct sessvar_op *op, bool params)
 {
 	char word[64];
 	bool quoted;
@@ -761,8 +787,10 @@ static enum sessvar_kind parse_set_config(struct lexer *lx, struct sessvar_op *o
 		return SESSVAR_NONE;
 	lx->p++;
 	char *name = NULL, *value = NULL;
+	uint16_t name_param = 0, value_param = 0;
 	enum sessvar_kind k = SESSVAR_NONE;
-	if (!take_string(lx, &name) || !peek(lx, ',') || (lx->p++, !take_string(lx, &value)) || !peek(lx, ','))
+	if (!take_arg(lx, &name, &name_param, params) || !peek(lx, ',') ||
+	    (lx->p++, !take_arg(lx, &value, &value_param, params)) || !peek(lx, ','))
 		goto out;
 	lx->p++;
 	if (take_ident(lx, word, sizeof(word), &quoted) == 0 || quoted || !peek(lx, ')'))
@@ -776,12 +804,16 @@ static enum sessvar_kind parse_set_config(struct lexer *lx, struct sessvar_op *o
 	}
 	if (strcmp(word, "false") != 0)
 		goto out;
-	fold(name);
-	k = name_kind(name);
-	if (k != SESSVAR_SET)
-		goto out;
+	if (name) {
+		fold(name);
+		k = name_kind(name);
+		if (k != SESSVAR_SET)
+			goto out;
+	}
 	op->name = name;
 	op->value = value;
+	op->name_param = name_param;
+	op->value_param = value_param;
 	return SESSVAR_SET_STRING;
 out:
 	free(name);
@@ -789,12 +821,12 @@ out:
 	return k;
 }
 
-enum sessvar_kind sessvars_parse(const char *text, size_t len, struct sessvar_op *op)
+static enum sessvar_kind parse_statement(const char *text, size_t len, struct sessvar_op *op, bool params)
 {
 	struct lexer lx = { text, text + len, false };
 	char word[16];
 	bool quoted;
-	*op = (struct sessvar_op){ SESSVAR_NONE, NULL, NULL };
+	*op = (struct sessvar_op){ SESSVAR_NONE, NULL, NULL, 0, 0 };
 	if (take_ident(&lx, word, sizeof(word), &quoted) == 0 || quoted)
 		return SESSVAR_NONE;
 	enum sessvar_kind k;
@@ -803,13 +835,74 @@ enum sessvar_kind sessvars_parse(const char *text, size_t len, struct sessvar_op
 	else if (strcmp(word, "reset") == 0)
 		k = parse_reset(&lx, op);
 	else if (strcmp(word, "select") == 0)
-		k = parse_set_config(&lx, op);
+		k = parse_set_config(&lx, op, params);
 	else
 		return SESSVAR_NONE;
 	if (k != SESSVAR_SET && k != SESSVAR_SET_STRING && k != SESSVAR_RESET)
 		sessvar_op_free(op);
 	op->kind = k;
 	return k;
+}
+
+enum sessvar_kind sessvars_parse(const char *text, size_t len, struct sessvar_op *op)
+{
+	return parse_statement(text, len, op, false);
+}
+
+enum sessvar_kind sessvars_parse_template(const char *text, size_t len, struct sessvar_op *op)
+{
+	return parse_statement(text, len, op, true);
+}
+
+/* Parameter n (1-based) as a string, malloc'd; NULL when missing, NULL or holding a NUL. */
+static char *param_text(uint16_t n, uint16_t n_params, const char *const *values, const uint32_t *lens)
+{
+	if (n == 0 || n > n_params || !values[n - 1] || memchr(values[n - 1], 0, lens[n - 1]))
+		return NULL;
+	return strndup(values[n - 1], lens[n - 1]);
+}
+
+enum sessvar_kind sessvars_bind(const struct sessvar_op *tmpl, uint16_t n_params, const char *const *values,
+                                const uint32_t *lens, struct sessvar_op *out)
+{
+	*out = (struct sessvar_op){ SESSVAR_UNKNOWN, NULL, NULL, 0, 0 };
+	out->name = tmpl->name_param ? param_text(tmpl->name_param, n_params, values, lens)
+	                             : tmpl->name ? strdup(tmpl->name) : NULL;
+	out->value = tmpl->value_param ? param_text(tmpl->value_param, n_params, values, lens)
+	                               : tmpl->value ? strdup(tmpl->value) : NULL;
+	if ((tmpl->name && !out->name) || (tmpl->name_param && !out->name) || (tmpl->value && !out->value) ||
+	    (tmpl->value_param && !out->value)) {
+		sessvar_op_free(out);
+		return SESSVAR_UNKNOWN;
+	}
+	enum sessvar_kind k = tmpl->kind;
+	if (tmpl->name_param) {
+		fold(out->name);
+		k = name_kind(out->name);
+		if (k == SESSVAR_SET)
+			k = SESSVAR_SET_STRING;
+	}
+	if (k != SESSVAR_SET && k != SESSVAR_SET_STRING && k != SESSVAR_RESET && k != SESSVAR_RESET_ALL) {
+		sessvar_op_free(out);
+		return out->kind = k == SESSVAR_NONE ? SESSVAR_UNKNOWN : k;
+	}
+	return out->kind = k;
+}
+
+struct sessvar_op *sessvar_op_dup(const struct sessvar_op *op)
+{
+	struct sessvar_op *d = calloc(1, sizeof(*d));
+	if (!d)
+		return NULL;
+	*d = *op;
+	d->name = op->name ? strdup(op->name) : NULL;
+	d->value = op->value ? strdup(op->value) : NULL;
+	if ((op->name && !d->name) || (op->value && !d->value)) {
+		sessvar_op_free(d);
+		free(d);
+		return NULL;
+	}
+	return d;
 }
 
 void sessvar_op_free(struct sessvar_op *op)

@@ -50,6 +50,9 @@ struct sessvar_op {
 	enum sessvar_kind kind;
 	char *name;
 	char *value;
+	/* SET_STRING parsed by sessvars_parse_template: set_config's name and
+	 * value are parameter $n (1-based; name/value then NULL), 0 a literal */
+	uint16_t name_param, value_param;
 };
 
 /*
@@ -62,6 +65,28 @@ struct sessvar_op {
  * sql-reset.html, functions-admin.html (set_config).
  */
 enum sessvar_kind sessvars_parse(const char *text, size_t len, struct sessvar_op *op);
+
+/*
+ * As sessvars_parse, for the text of a Parse (extended protocol): set_config's
+ * name and value may also be parameters, $n or $n::text (op->name_param,
+ * op->value_param). sessvars_bind makes the op of one Bind of it.
+ */
+enum sessvar_kind sessvars_parse_template(const char *text, size_t len, struct sessvar_op *op);
+
+/*
+ * The op one Bind of the statement tmpl makes: its parameters values[i]
+ * (lens[i] bytes, text format; NULL for SQL NULL) for $1..$n_params. For
+ * SET_STRING the name is folded and checked as sessvars_parse does. Returns
+ * out->kind: SET, SET_STRING, RESET or RESET_ALL when followed, else
+ * SESSVAR_UNKNOWN (a parameter missing or NULL, a name pgsluice does not
+ * record, out of memory) or LOCAL/REPORTED/NONE as the name makes it.
+ * out's strings are the caller's (sessvar_op_free).
+ */
+enum sessvar_kind sessvars_bind(const struct sessvar_op *tmpl, uint16_t n_params, const char *const *values,
+                                const uint32_t *lens, struct sessvar_op *out);
+
+/* A copy of op (malloc'd, strings too), or NULL on OOM. */
+struct sessvar_op *sessvar_op_dup(const struct sessvar_op *op);
 
 /* Free op's strings (op itself is the caller's). */
 void sessvar_op_free(struct sessvar_op *op);
