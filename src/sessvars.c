@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "sqllex.h"
 #include "util.h"
 #include "varcache.h"
 
@@ -432,107 +433,18 @@ char *sessvars_diff_sql(const struct sessvars *want, const struct sessvars *have
 
 /* ---- recognizing the statements ---- */
 
-struct lexer {
-	const char *p, *end;
-	bool bad;
-};
-
-static bool is_space(char c)
+/* One identifier (sqllex_ident) into out; 0 when none or too long for out. */
+static size_t take_ident(struct sqllex *lx, char *out, size_t size, bool *quoted)
 {
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-}
-
-static bool ident_start(unsigned char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80;
-}
-
-static bool ident_cont(unsigned char c)
-{
-	return ident_start(c) || (c >= '0' && c <= '9') || c == '$';
-}
-
-/* Blanks and comments, as scan.l: "--" to the end of the line, nested block comments. */
-static void skip_blanks(struct lexer *lx)
-{
-	for (;;) {
-		while (lx->p < lx->end && is_space(*lx->p))
-			lx->p++;
-		if (lx->end - lx->p >= 2 && lx->p[0] == '-' && lx->p[1] == '-') {
-			while (lx->p < lx->end && *lx->p != '\n' && *lx->p != '\r')
-				lx->p++;
-			continue;
-		}
-		if (lx->end - lx->p < 2 || lx->p[0] != '/' || lx->p[1] != '*')
-			return;
-		int depth = 1;
-		lx->p += 2;
-		while (depth > 0 && lx->end - lx->p >= 2) {
-			if (lx->p[0] == '/' && lx->p[1] == '*') {
-				depth++;
-				lx->p += 2;
-			} else if (lx->p[0] == '*' && lx->p[1] == '/') {
-				depth--;
-				lx->p += 2;
-			} else {
-				lx->p++;
-			}
-		}
-		if (depth > 0) {
-			lx->bad = true;
-			lx->p = lx->end;
-			return;
-		}
-	}
-}
-
-/* One identifier folded to lower case (quoted: as written) into out; 0 when none or too long. */
-static size_t take_ident(struct lexer *lx, char *out, size_t size, bool *quoted)
-{
-	size_t n = 0;
-	skip_blanks(lx);
-	*quoted = false;
-	if (lx->p < lx->end && *lx->p == '"') {
-		*quoted = true;
-		for (lx->p++;; lx->p++) {
-			if (lx->p >= lx->end)
-				return 0;
-			if (*lx->p == '"') {
-				if (lx->p + 1 >= lx->end || lx->p[1] != '"')
-					break;
-				lx->p++;
-			}
-			if (n + 1 >= size)
-				return 0;
-			out[n++] = *lx->p;
-		}
-		lx->p++;
-		out[n] = '\0';
-		return n;
-	}
-	if (lx->p >= lx->end || !ident_start((unsigned char)*lx->p))
-		return 0;
-	while (lx->p < lx->end && ident_cont((unsigned char)*lx->p)) {
-		if (n + 1 >= size)
-			return 0;
-		char c = *lx->p++;
-		out[n++] = (char)(c >= 'A' && c <= 'Z' ? c | 0x20 : c);
-	}
-	out[n] = '\0';
-	return n;
-}
-
-static bool peek(struct lexer *lx, char c)
-{
-	skip_blanks(lx);
-	return lx->p < lx->end && *lx->p == c;
+	size_t n = sqllex_ident(lx, out, size, quoted);
+	return n < size ? n : 0;
 }
 
 /* A dotted name (a.b.c) into out; 0 when none. */
-static size_t take_name(struct lexer *lx, char *out, size_t size, bool *quoted)
+static size_t take_name(struct sqllex *lx, char *out, size_t size, bool *quoted)
 {
 	size_t n = take_ident(lx, out, size, quoted);
-	while (n > 0 && peek(lx, '.')) {
+	while (n > 0 && sqllex_peek(lx, '.')) {
 		lx->p++;
 		bool q;
 		if (n + 2 >= size)
@@ -548,51 +460,14 @@ static size_t take_name(struct lexer *lx, char *out, size_t size, bool *quoted)
 	return n;
 }
 
-/* A 'string' without backslashes; its body ('' undoubled) malloc'd into *out when out. */
-static bool take_string(struct lexer *lx, char **out)
-{
-	skip_blanks(lx);
-	if (lx->p >= lx->end || *lx->p != '\'')
-		return false;
-	const char *start = ++lx->p;
-	size_t quotes = 0;
-	for (;; lx->p++) {
-		if (lx->p >= lx->end || *lx->p == '\\')
-			return false;
-		if (*lx->p == '\'') {
-			if (lx->p + 1 < lx->end && lx->p[1] == '\'') {
-				lx->p++;
-				quotes++;
-				continue;
-			}
-			break;
-		}
-	}
-	size_t n = (size_t)(lx->p - start);
-	lx->p++;
-	if (!out)
-		return true;
-	char *s = malloc(n - quotes + 1), *d = s;
-	if (!s)
-		return false;
-	for (const char *q = start; q < start + n; q++) {
-		*d++ = *q;
-		if (*q == '\'')
-			q++;
-	}
-	*d = '\0';
-	*out = s;
-	return true;
-}
-
 /* One value of a SET: 'string', "identifier", number or bare word. */
-static bool take_value(struct lexer *lx)
+static bool take_value(struct sqllex *lx)
 {
-	skip_blanks(lx);
+	sqllex_skip_blanks(lx);
 	if (lx->p >= lx->end)
 		return false;
 	if (*lx->p == '\'')
-		return take_string(lx, NULL);
+		return sqllex_string(lx, NULL);
 	if (*lx->p == '"') {
 		char buf[256];
 		bool q;
@@ -601,18 +476,9 @@ static bool take_value(struct lexer *lx)
 	const char *start = lx->p;
 	if (lx->p < lx->end && (*lx->p == '-' || *lx->p == '+'))
 		lx->p++;
-	while (lx->p < lx->end && ((ident_cont((unsigned char)*lx->p) && *lx->p != '$') || *lx->p == '.'))
+	while (lx->p < lx->end && ((sqllex_ident_cont((unsigned char)*lx->p) && *lx->p != '$') || *lx->p == '.'))
 		lx->p++;
 	return lx->p > start && !(lx->p == start + 1 && (*start == '-' || *start == '+'));
-}
-
-/* The statement is over: an optional ';' and blanks. */
-static bool at_end(struct lexer *lx)
-{
-	if (peek(lx, ';'))
-		lx->p++;
-	skip_blanks(lx);
-	return !lx->bad && lx->p == lx->end;
 }
 
 static bool word_is(const char *w, bool quoted, const char *word)
@@ -636,28 +502,28 @@ static enum sessvar_kind name_kind(const char *name)
  * The one value of SET ROLE or SET SESSION AUTHORIZATION (gram.y:
  * NonReservedWord_or_Sconst, or reset_word, NONE / DEFAULT, for a RESET).
  */
-static enum sessvar_kind parse_role(struct lexer *lx, struct sessvar_op *op, const char *name, const char *reset_word)
+static enum sessvar_kind parse_role(struct sqllex *lx, struct sessvar_op *op, const char *name, const char *reset_word)
 {
-	skip_blanks(lx);
+	sqllex_skip_blanks(lx);
 	const char *start = lx->p;
-	struct lexer probe = *lx;
+	struct sqllex probe = *lx;
 	char word[16];
 	bool q;
-	if (take_ident(&probe, word, sizeof(word), &q) > 0 && word_is(word, q, reset_word) && at_end(&probe)) {
+	if (take_ident(&probe, word, sizeof(word), &q) > 0 && word_is(word, q, reset_word) && sqllex_at_end(&probe)) {
 		op->name = strdup(name);
 		return op->name ? SESSVAR_RESET : SESSVAR_UNKNOWN;
 	}
 	if (!take_value(lx))
 		return SESSVAR_UNKNOWN;
 	const char *last = lx->p;
-	if (!at_end(lx))
+	if (!sqllex_at_end(lx))
 		return SESSVAR_UNKNOWN;
 	op->name = strdup(name);
 	op->value = strndup(start, (size_t)(last - start));
 	return op->name && op->value ? SESSVAR_SET : SESSVAR_UNKNOWN;
 }
 
-static enum sessvar_kind parse_set(struct lexer *lx, struct sessvar_op *op)
+static enum sessvar_kind parse_set(struct sqllex *lx, struct sessvar_op *op)
 {
 	char name[256];
 	bool quoted;
@@ -675,10 +541,10 @@ static enum sessvar_kind parse_set(struct lexer *lx, struct sessvar_op *op)
 			return parse_role(lx, op, SESSVAR_SESSION_AUTHORIZATION, "default");
 	}
 	if (word_is(name, quoted, "role")) {
-		struct lexer probe = *lx;
+		struct sqllex probe = *lx;
 		char to[8];
 		bool q;
-		if (!peek(&probe, '=') && !(take_ident(&probe, to, sizeof(to), &q) > 0 && word_is(to, q, "to")))
+		if (!sqllex_peek(&probe, '=') && !(take_ident(&probe, to, sizeof(to), &q) > 0 && word_is(to, q, "to")))
 			return parse_role(lx, op, SESSVAR_ROLE, "none");
 	}
 	if (word_is(name, quoted, "time") || word_is(name, quoted, "names"))
@@ -692,7 +558,7 @@ static enum sessvar_kind parse_set(struct lexer *lx, struct sessvar_op *op)
 		enum sessvar_kind k = name_kind(name);
 		if (k != SESSVAR_SET)
 			return k;
-		if (peek(lx, '=')) {
+		if (sqllex_peek(lx, '=')) {
 			lx->p++;
 		} else {
 			char to[8];
@@ -700,13 +566,13 @@ static enum sessvar_kind parse_set(struct lexer *lx, struct sessvar_op *op)
 				return SESSVAR_UNKNOWN;
 		}
 	}
-	skip_blanks(lx);
+	sqllex_skip_blanks(lx);
 	const char *start = lx->p;
-	struct lexer probe = *lx;
+	struct sqllex probe = *lx;
 	char word[16];
 	bool q;
 	if (!schema && take_ident(&probe, word, sizeof(word), &q) > 0 && word_is(word, q, "default") &&
-	    at_end(&probe)) {
+	    sqllex_at_end(&probe)) {
 		op->name = strdup(name);
 		return op->name ? SESSVAR_RESET : SESSVAR_UNKNOWN;
 	}
@@ -715,25 +581,25 @@ static enum sessvar_kind parse_set(struct lexer *lx, struct sessvar_op *op)
 		if (!take_value(lx))
 			return SESSVAR_UNKNOWN;
 		last = lx->p;
-		if (schema || !peek(lx, ','))
+		if (schema || !sqllex_peek(lx, ','))
 			break;
 		lx->p++;
 	}
-	if (!at_end(lx))
+	if (!sqllex_at_end(lx))
 		return SESSVAR_UNKNOWN;
 	op->name = strdup(name);
 	op->value = strndup(start, (size_t)(last - start));
 	return op->name && op->value ? SESSVAR_SET : SESSVAR_UNKNOWN;
 }
 
-static enum sessvar_kind parse_reset(struct lexer *lx, struct sessvar_op *op)
+static enum sessvar_kind parse_reset(struct sqllex *lx, struct sessvar_op *op)
 {
 	char name[256];
 	bool quoted;
 	if (take_name(lx, name, sizeof(name), &quoted) == 0)
 		return SESSVAR_UNKNOWN;
 	if (word_is(name, quoted, "all"))
-		return at_end(lx) ? SESSVAR_RESET_ALL : SESSVAR_UNKNOWN;
+		return sqllex_at_end(lx) ? SESSVAR_RESET_ALL : SESSVAR_UNKNOWN;
 	if (word_is(name, quoted, "session")) {
 		if (take_name(lx, name, sizeof(name), &quoted) == 0 || !word_is(name, quoted, "authorization"))
 			return SESSVAR_UNKNOWN;
@@ -745,7 +611,7 @@ static enum sessvar_kind parse_reset(struct lexer *lx, struct sessvar_op *op)
 	enum sessvar_kind k = name_kind(name);
 	if (k != SESSVAR_SET)
 		return k;
-	if (!at_end(lx))
+	if (!sqllex_at_end(lx))
 		return SESSVAR_UNKNOWN;
 	op->name = strdup(name);
 	return op->name ? SESSVAR_RESET : SESSVAR_UNKNOWN;
@@ -755,11 +621,11 @@ static enum sessvar_kind parse_reset(struct lexer *lx, struct sessvar_op *op)
  * One argument of set_config: a 'string' into *out, or (params) a parameter
  * $n, optionally cast ::text or ::varchar, into *param.
  */
-static bool take_arg(struct lexer *lx, char **out, uint16_t *param, bool params)
+static bool take_arg(struct sqllex *lx, char **out, uint16_t *param, bool params)
 {
 	*param = 0;
-	if (!params || !peek(lx, '$'))
-		return take_string(lx, out);
+	if (!params || !sqllex_peek(lx, '$'))
+		return sqllex_string(lx, out);
 	unsigned n = 0;
 	for (lx->p++; lx->p < lx->end && *lx->p >= '0' && *lx->p <= '9' && n < 65536; lx->p++)
 		n = n * 10 + (unsigned)(*lx->p - '0');
@@ -778,25 +644,25 @@ static bool take_arg(struct lexer *lx, char **out, uint16_t *param, bool params)
 }
 
 /* SELECT [pg_catalog.]set_config('name', 'value', false|true); with params, $n for a string */
-static enum sessvar_kind parse_set_config(struct lexer *lx, struct sessvar_op *op, bool params)
+static enum sessvar_kind parse_set_config(struct sqllex *lx, struct sessvar_op *op, bool params)
 {
 	char word[64];
 	bool quoted;
 	if (take_name(lx, word, sizeof(word), &quoted) == 0 ||
-	    (strcmp(word, "set_config") != 0 && strcmp(word, "pg_catalog.set_config") != 0) || !peek(lx, '('))
+	    (strcmp(word, "set_config") != 0 && strcmp(word, "pg_catalog.set_config") != 0) || !sqllex_peek(lx, '('))
 		return SESSVAR_NONE;
 	lx->p++;
 	char *name = NULL, *value = NULL;
 	uint16_t name_param = 0, value_param = 0;
 	enum sessvar_kind k = SESSVAR_NONE;
-	if (!take_arg(lx, &name, &name_param, params) || !peek(lx, ',') ||
-	    (lx->p++, !take_arg(lx, &value, &value_param, params)) || !peek(lx, ','))
+	if (!take_arg(lx, &name, &name_param, params) || !sqllex_peek(lx, ',') ||
+	    (lx->p++, !take_arg(lx, &value, &value_param, params)) || !sqllex_peek(lx, ','))
 		goto out;
 	lx->p++;
-	if (take_ident(lx, word, sizeof(word), &quoted) == 0 || quoted || !peek(lx, ')'))
+	if (take_ident(lx, word, sizeof(word), &quoted) == 0 || quoted || !sqllex_peek(lx, ')'))
 		goto out;
 	lx->p++;
-	if (!at_end(lx))
+	if (!sqllex_at_end(lx))
 		goto out;
 	if (strcmp(word, "true") == 0) {
 		k = SESSVAR_LOCAL;
@@ -823,7 +689,8 @@ out:
 
 static enum sessvar_kind parse_statement(const char *text, size_t len, struct sessvar_op *op, bool params)
 {
-	struct lexer lx = { text, text + len, false };
+	struct sqllex lx;
+	sqllex_init(&lx, text, len);
 	char word[16];
 	bool quoted;
 	*op = (struct sessvar_op){ SESSVAR_NONE, NULL, NULL, 0, 0 };
