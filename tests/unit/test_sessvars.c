@@ -88,7 +88,7 @@ static void test_record_and_diff(void **state)
 	int count;
 	assert_int_equal(sessvars_put(&startup, "Search_Path", "a,b", true), 0);
 	assert_true(sessvars_copy(&client, &startup));
-	struct sessvar_op set = { SESSVAR_SET, "app.tenant", "'it''s'" };
+	struct sessvar_op set = { .kind = SESSVAR_SET, .name = "app.tenant", .value = "'it''s'" };
 	assert_int_equal(sessvars_apply(&client, &startup, &set), 0);
 	char *sql = sessvars_diff_sql(&client, &server, false, &count);
 	assert_int_equal(count, 2);
@@ -101,12 +101,12 @@ static void test_record_and_diff(void **state)
 	assert_int_equal(count, 0);
 	free(sql);
 	/* RESET goes back to the startup value; RESET ALL to the startup record */
-	struct sessvar_op reset = { SESSVAR_RESET, "search_path", NULL };
-	struct sessvar_op other = { SESSVAR_SET, "search_path", "c" };
+	struct sessvar_op reset = { .kind = SESSVAR_RESET, .name = "search_path", .value = NULL };
+	struct sessvar_op other = { .kind = SESSVAR_SET, .name = "search_path", .value = "c" };
 	assert_int_equal(sessvars_apply(&client, &startup, &other), 0);
 	assert_int_equal(sessvars_apply(&client, &startup, &reset), 0);
 	assert_string_equal(sessvars_get(&client, "search_path")->value, "a,b");
-	struct sessvar_op all = { SESSVAR_RESET_ALL, NULL, NULL };
+	struct sessvar_op all = { .kind = SESSVAR_RESET_ALL, .name = NULL, .value = NULL };
 	assert_int_equal(sessvars_apply(&client, &startup, &all), 0);
 	assert_null(sessvars_get(&client, "app.tenant"));
 	sql = sessvars_diff_sql(&client, &server, false, &count);
@@ -130,10 +130,10 @@ static void test_role_and_session_authorization(void **state)
 	(void)state;
 	struct sessvars client = { 0 }, server = { 0 };
 	int count;
-	struct sessvar_op role = { SESSVAR_SET, "role", "r" };
-	struct sessvar_op sa = { SESSVAR_SET, "session_authorization", "u" };
-	struct sessvar_op tenant = { SESSVAR_SET, "app.tenant", "'a'" };
-	struct sessvar_op all = { SESSVAR_RESET_ALL, NULL, NULL };
+	struct sessvar_op role = { .kind = SESSVAR_SET, .name = "role", .value = "r" };
+	struct sessvar_op sa = { .kind = SESSVAR_SET, .name = "session_authorization", .value = "u" };
+	struct sessvar_op tenant = { .kind = SESSVAR_SET, .name = "app.tenant", .value = "'a'" };
+	struct sessvar_op all = { .kind = SESSVAR_RESET_ALL, .name = NULL, .value = NULL };
 	assert_int_equal(sessvars_apply(&client, NULL, &role), 0);
 	assert_int_equal(sessvars_apply(&client, NULL, &tenant), 0);
 	/* RESET ALL keeps the role (GUC_NO_RESET_ALL) */
@@ -170,6 +170,55 @@ static void test_role_and_session_authorization(void **state)
 	sessvars_clear(&server);
 }
 
+static void test_template_and_bind(void **state)
+{
+	(void)state;
+	struct sessvar_op t, op;
+	const char *values[2] = { "App.Tenant", "it's" };
+	uint32_t lens[2] = { 10, 4 };
+	/* the simple Query path takes no parameters */
+	assert_int_equal(sessvars_parse("SELECT set_config($1, $2, false)", 32, &t), SESSVAR_NONE);
+	const char *q = "SELECT set_config($1, $2::text, false)";
+	assert_int_equal(sessvars_parse_template(q, strlen(q), &t), SESSVAR_SET_STRING);
+	assert_int_equal(t.name_param, 1);
+	assert_int_equal(t.value_param, 2);
+	assert_int_equal(sessvars_bind(&t, 2, values, lens, &op), SESSVAR_SET_STRING);
+	assert_string_equal(op.name, "app.tenant");
+	assert_string_equal(op.value, "it's");
+	sessvar_op_free(&op);
+	/* a missing or NULL parameter, a reported or LOCAL name: not followed */
+	assert_int_equal(sessvars_bind(&t, 1, values, lens, &op), SESSVAR_UNKNOWN);
+	const char *nulls[2] = { "x.y", NULL };
+	assert_int_equal(sessvars_bind(&t, 2, nulls, lens, &op), SESSVAR_UNKNOWN);
+	const char *reported[2] = { "TimeZone", "UTC" };
+	uint32_t rlens[2] = { 8, 3 };
+	assert_int_equal(sessvars_bind(&t, 2, reported, rlens, &op), SESSVAR_REPORTED);
+	sessvar_op_free(&t);
+	/* a literal name, a parameter value */
+	q = "select pg_catalog.set_config('search_path', $1, false);";
+	assert_int_equal(sessvars_parse_template(q, strlen(q), &t), SESSVAR_SET_STRING);
+	assert_string_equal(t.name, "search_path");
+	assert_int_equal(sessvars_bind(&t, 1, &values[1], &lens[1], &op), SESSVAR_SET_STRING);
+	assert_string_equal(op.name, "search_path");
+	assert_string_equal(op.value, "it's");
+	sessvar_op_free(&op);
+	sessvar_op_free(&t);
+	/* SET has no parameters: bound as it is */
+	q = "SET search_path TO tenant_a";
+	assert_int_equal(sessvars_parse_template(q, strlen(q), &t), SESSVAR_SET);
+	assert_int_equal(sessvars_bind(&t, 0, NULL, NULL, &op), SESSVAR_SET);
+	assert_string_equal(op.value, "tenant_a");
+	sessvar_op_free(&op);
+	sessvar_op_free(&t);
+	/* is_local from a parameter, other casts: not recognised */
+	q = "SELECT set_config('x.y', $1, $2)";
+	assert_int_equal(sessvars_parse_template(q, strlen(q), &t), SESSVAR_NONE);
+	q = "SELECT set_config('x.y', $1::int, false)";
+	assert_int_equal(sessvars_parse_template(q, strlen(q), &t), SESSVAR_NONE);
+	q = "SELECT set_config('x.y', $1, true)";
+	assert_int_equal(sessvars_parse_template(q, strlen(q), &t), SESSVAR_LOCAL);
+}
+
 static void test_limits(void **state)
 {
 	(void)state;
@@ -181,7 +230,7 @@ static void test_limits(void **state)
 	}
 	assert_int_equal(sessvars_put(&rec, "app.more", "1", false), -2);
 	assert_int_equal(sessvars_put(&rec, "app.v1", "2", false), 0);    /* a change fits */
-	struct sessvar_op big = { SESSVAR_SET, "app.v2", NULL };
+	struct sessvar_op big = { .kind = SESSVAR_SET, .name = "app.v2", .value = NULL };
 	big.value = calloc(1, SESSVARS_MAX_BYTES + 1);
 	memset(big.value, 'x', SESSVARS_MAX_BYTES);
 	assert_false(sessvars_fits(&rec, &big));
@@ -196,6 +245,7 @@ int main(void)
 		cmocka_unit_test(test_parse),
 		cmocka_unit_test(test_record_and_diff),
 		cmocka_unit_test(test_role_and_session_authorization),
+		cmocka_unit_test(test_template_and_bind),
 		cmocka_unit_test(test_limits),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
