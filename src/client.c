@@ -33,6 +33,7 @@
 #include "log.h"
 #include "pool.h"
 #include "server.h"
+#include "settings_ext.h"
 #include "sluice.h"
 #include "util.h"
 #include "workers.h"
@@ -190,6 +191,7 @@ static void client_free(struct client *c)
 	sessvars_clear(&c->settings);
 	sessvars_clear(&c->settings_tx);
 	client_drop_pending_setting(c);
+	settings_ext_free(c);
 	prepared_client_free(c);
 	client_step_free(c);
 	notify_client_free(c);
@@ -1413,7 +1415,7 @@ static void client_relay(struct client *c)
 		if (c->notify.exec_pending)
 			notify_relayed(c, s, type);
 		if (c->pending_setting) {
-			prepared_attach_setting(s, c->pending_setting);
+			prepared_attach_setting(s, type, c->pending_setting);
 			c->pending_setting = NULL;
 		}
 		if (c->pending_usage || c->pending_fill || c->pending_parse || c->local_batch_open)

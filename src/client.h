@@ -81,7 +81,8 @@ struct client {
 	struct sessvars settings_tx;        /* the record inside a transaction block (settings_in_tx) */
 	bool settings_in_tx;                /* settings_tx holds SETs not committed yet */
 	bool settings_local;                /* ran SET LOCAL in this block: no cache lookup until it ends */
-	struct sessvar_op *pending_setting; /* the SET of the Query at the front, handed on when relayed */
+	struct sessvar_op *pending_setting; /* the SET of the Query or Execute at the front, handed on when relayed */
+	struct settings_ext *settings_ext;  /* its extended-protocol SET statements and portals (settings_ext.h) */
 	struct client_stmts stmts;     /* named prepared statements, under transaction pooling */
 	struct ai_session ai;          /* sluice.user / sluice.model of this client */
 	struct notify_client notify;   /* LISTEN channels under transaction pooling (notify_relay.h) */

@@ -17,6 +17,7 @@
 #include "ai/cache_proto.h"
 #include "ai/middleware.h"
 #include "ai/settings_scan.h"
+#include "settings_ext.h"
 #include "ai/usage.h"
 #include "client.h"
 #include "log.h"
@@ -272,6 +273,12 @@ void client_drop_pending_setting(struct client *c)
  * the record and need not stop), 0 when not, -1 when it was refused here
  * (the record would pass its limits: 54000, consumed).
  */
+/* Does pgsluice follow c's settings (transaction and statement pooling)? */
+static bool follows_settings(const struct client *c)
+{
+	return c->pool && c->pool->pool_mode != POOL_MODE_SESSION;
+}
+
 static int settings_step(struct client *c, const char *text, size_t len, uint32_t msg_len)
 {
 	size_t lead = 0;
@@ -281,7 +288,7 @@ static int settings_step(struct client *c, const char *text, size_t len, uint32_
 	if (lead == len || !((text[lead] | 0x20) == 's' || (text[lead] | 0x20) == 'r' || text[lead] == '/' ||
 	                     text[lead] == '-'))
 		return 0;
-	if (!c->pool || c->pool->pool_mode == POOL_MODE_SESSION)
+	if (!follows_settings(c))
 		return 0;
 	struct sessvar_op op;
 	switch (sessvars_parse(text, len, &op)) {
@@ -692,8 +699,50 @@ static int parse_settings_step(struct client *c, uint32_t len)
 	struct parse_msg p;
 	if (!msg || !read_parse(msg + PROTO_HEADER_LEN, len - 4, &p))
 		c->settings_tainted = true;    /* unreadable: PostgreSQL will refuse it, but be safe */
-	else
+	else if (!(follows_settings(c) && settings_ext_parse(c, p.name, p.query)))
 		note_settings(c, p.query, p.query_len, false);
+	return 1;
+}
+
+/*
+ * Bind, Execute or Close of a client with extended-protocol SET statements
+ * (settings_ext.h): a Bind of one binds its op to the portal, an Execute of
+ * that portal records it when it completes (c->pending_setting rides on the
+ * Execute), a Close forgets. Returns 1 to go on, -1 to wait for more bytes.
+ */
+static int settings_ext_step(struct client *c, uint8_t type, uint32_t len)
+{
+	struct iobuf *in = &c->io.in;
+	char head[512];
+	size_t n = len - 4 < sizeof(head) ? len - 4 : sizeof(head);
+	if (iobuf_copyout(in, PROTO_HEADER_LEN, head, n) != n)
+		return -1;
+	if (type == PqMsg_Bind) {
+		const char *nul = memchr(head, 0, n);
+		const char *stmt = nul ? nul + 1 : NULL;
+		bool whole = !stmt || !memchr(stmt, 0, n - (size_t)(stmt - head));   /* names past head */
+		if (!whole && !settings_ext_binds(c, head, stmt))
+			return 1;
+		if (iobuf_len(in) < 1 + (size_t)len)
+			return -1;
+		const uint8_t *msg = iobuf_data(in);
+		if (msg)
+			settings_ext_bind(c, msg + PROTO_HEADER_LEN, len - 4);
+		else
+			c->settings_tainted = true;
+		return 1;
+	}
+	if (n < len - 4 || !memchr(head, 0, n))
+		return 1;     /* a name longer than any kept one: PostgreSQL truncates names at 63 bytes */
+	if (type == PqMsg_Close) {
+		if (n >= 2)
+			settings_ext_close(c, head[0], head + 1);
+		return 1;
+	}
+	client_drop_pending_setting(c);
+	c->pending_setting = settings_ext_execute(c, head);
+	if (c->pending_setting)
+		c->settings_changing = true;     /* the key changes when the server has accepted it */
 	return 1;
 }
 
@@ -1504,6 +1553,10 @@ int client_batch_step(struct client *c, uint8_t type, uint32_t len)
 
 int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
 {
+	client_drop_pending_setting(c);    /* what an earlier message left, unrelayed */
+	if (s && (type == PqMsg_Bind || type == PqMsg_Execute || type == PqMsg_Close) && settings_ext_active(c) &&
+	    settings_ext_step(c, type, len) < 0)
+		return -1;
 	switch (type) {
 	case PqMsg_Query:
 		if (s && s->internal != SV_INTERNAL_NONE)
@@ -1517,10 +1570,11 @@ int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
 		return done;
 	}
 	case PqMsg_Parse:
+		/* also before a server is linked: pgsluice may answer it (prepared.h) */
+		if ((!c->settings_tainted || follows_settings(c)) && parse_settings_step(c, len) < 0)
+			return -1;
 		if (!s)
 			return 1;
-		if (!c->settings_tainted && parse_settings_step(c, len) < 0)
-			return -1;
 		return parse_step(c, s, len);
 	case PqMsg_FunctionCall:
 		c->settings_tainted = true;    /* set_config() by its OID, for all pgsluice can tell */

@@ -30,6 +30,7 @@
 #include "refuse.h"
 #include "server.h"
 #include "sidechan.h"
+#include "sqllex.h"
 #include "sluice.h"
 #include "target.h"
 
@@ -61,74 +62,6 @@ struct listen_query { struct notify_listener *nl; char *name; };
 
 /* ---- statement text ---- */
 
-static bool is_blank(char ch)
-{
-	return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f' || ch == '\v';
-}
-
-/* Skip blanks and comments (-- to end of line; nested block comments). */
-static size_t skip_space(const char *t, size_t len, size_t i)
-{
-	for (;;) {
-		while (i < len && is_blank(t[i]))
-			i++;
-		if (i + 1 < len && t[i] == '-' && t[i + 1] == '-') {
-			while (i < len && t[i] != '\n')
-				i++;
-			continue;
-		}
-		if (i + 1 < len && t[i] == '/' && t[i + 1] == '*') {
-			int depth = 1;
-			i += 2;
-			while (i < len && depth > 0) {
-				if (i + 1 < len && t[i] == '/' && t[i + 1] == '*') {
-					depth++;
-					i += 2;
-				} else if (i + 1 < len && t[i] == '*' && t[i + 1] == '/') {
-					depth--;
-					i += 2;
-				} else {
-					i++;
-				}
-			}
-			continue;
-		}
-		return i;
-	}
-}
-
-static bool ident_start(unsigned char ch)
-{
-	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_' || ch >= 0x80;
-}
-
-static bool ident_cont(unsigned char ch)
-{
-	return ident_start(ch) || (ch >= '0' && ch <= '9') || ch == '$';
-}
-
-/* Does the keyword kw (lower case) stand at t[i]? Sets *end past it. */
-static bool keyword_at(const char *t, size_t len, size_t i, const char *kw, size_t *end)
-{
-	size_t n = strlen(kw);
-	if (i + n > len)
-		return false;
-	for (size_t k = 0; k < n; k++)
-		if ((t[i + k] | 0x20) != kw[k])
-			return false;
-	if (i + n < len && ident_cont((unsigned char)t[i + n]))
-		return false;
-	*end = i + n;
-	return true;
-}
-
-/* Append ch to out (n bytes so far) unless it is full; NAMEDATALEN truncation is done at the end. */
-static void put(char *out, size_t *n, char ch)
-{
-	if (*n < 4 * NOTIFY_CHANNEL_MAX)
-		out[(*n)++] = ch;
-}
-
 /* Cut s (n bytes) to NOTIFY_CHANNEL_MAX bytes, not inside a UTF-8 character (pg_mbcliplen). */
 static size_t clip(const char *s, size_t n)
 {
@@ -144,50 +77,35 @@ enum notify_stmt notify_parse_statement(const char *t, size_t len, char *channel
 {
 	while (len > 0 && t[len - 1] == '\0')
 		len--;
-	size_t i = skip_space(t, len, 0), end;
+	struct sqllex lx;
+	sqllex_init(&lx, t, len);
 	enum notify_stmt kind;
-	if (keyword_at(t, len, i, "listen", &end))
+	if (sqllex_keyword(&lx, "listen"))
 		kind = NOTIFY_STMT_LISTEN;
-	else if (keyword_at(t, len, i, "unlisten", &end))
+	else if (sqllex_keyword(&lx, "unlisten"))
 		kind = NOTIFY_STMT_UNLISTEN;
 	else
 		return NOTIFY_STMT_NONE;
-	i = skip_space(t, len, end);
+	/* longer names are cut below, as PostgreSQL does (NAMEDATALEN) */
 	char buf[4 * NOTIFY_CHANNEL_MAX + 1];
 	size_t n = 0;
-	if (i < len && t[i] == '*' && kind == NOTIFY_STMT_UNLISTEN) {
+	bool quoted;
+	if (kind == NOTIFY_STMT_UNLISTEN && sqllex_peek(&lx, '*')) {
 		kind = NOTIFY_STMT_UNLISTEN_ALL;
-		i++;
-	} else if (i < len && t[i] == '"') {
-		i++;
-		for (;;) {
-			if (i >= len)
-				return NOTIFY_STMT_NONE;     /* unterminated: the server's syntax error */
-			if (t[i] == '"') {
-				if (i + 1 < len && t[i + 1] == '"') {
-					put(buf, &n, '"');
-					i += 2;
-					continue;
-				}
-				i++;
-				break;
-			}
-			put(buf, &n, t[i++]);
-		}
-		if (n == 0)
-			return NOTIFY_STMT_NONE;         /* zero-length delimited identifier: the server's error */
-	} else if (i < len && ident_start((unsigned char)t[i])) {
-		while (i < len && ident_cont((unsigned char)t[i])) {
-			char ch = t[i++];
-			put(buf, &n, ch >= 'A' && ch <= 'Z' ? (char)(ch + ('a' - 'A')) : ch);
-		}
+		lx.p++;
 	} else {
-		return NOTIFY_STMT_NONE;
+		/* none, unterminated or "": the server's syntax error */
+		n = sqllex_ident(&lx, buf, sizeof(buf), &quoted);
+		if (n == 0)
+			return NOTIFY_STMT_NONE;
+		if (n >= sizeof(buf))
+			n = sizeof(buf) - 1;
 	}
-	i = skip_space(t, len, i);
-	if (i < len && t[i] == ';')
-		i = skip_space(t, len, i + 1);
-	if (i < len)
+	/* an unterminated comment after it (lx.bad) is the server's error, as before */
+	if (sqllex_peek(&lx, ';'))
+		lx.p++;
+	sqllex_skip_blanks(&lx);
+	if (lx.p < lx.end)
 		return NOTIFY_STMT_MIXED;
 	if (kind != NOTIFY_STMT_UNLISTEN_ALL) {
 		n = clip(buf, n);
@@ -772,7 +690,7 @@ static const char MIXED_HINT[] = "Send LISTEN or UNLISTEN as a query of its own.
 static bool may_be_listen(const char *t, size_t n, size_t len)
 {
 	size_t i = 0;
-	while (i < n && is_blank(t[i]))
+	while (i < n && sqllex_is_space((unsigned char)t[i]))
 		i++;
 	if (i == n)
 		return len < 65536;   /* not known yet */

@@ -300,7 +300,7 @@ static bool queue_pop_as(struct server *s, bool ok)
 		cache_reply_done(s, e, ok);
 	if (e->setting) {
 		if (ok && !e->failed)
-			settings_query_done(s, e->setting);
+			settings_query_done(s, e->setting, e->kind == PqMsg_Execute);
 		sessvar_op_free(e->setting);
 		free(e->setting);
 		e->setting = NULL;
@@ -350,12 +350,14 @@ void prepared_attach_usage(struct server *s, struct usage_pending *usage)
 	e->usage = usage;
 }
 
-void prepared_attach_setting(struct server *s, struct sessvar_op *op)
+void prepared_attach_setting(struct server *s, uint8_t type, struct sessvar_op *op)
 {
 	struct reply_entry *e = queue_tail(s);
 	if (!op)
 		return;
-	if (!e || e->kind != PqMsg_Query || e->setting) {
+	/* an Execute while skipping to Sync pushed no entry: the tail is another's */
+	if (!e || e->setting || e->kind != type || (type != PqMsg_Query && type != PqMsg_Execute) ||
+	    (type == PqMsg_Execute && s->replies.skipping)) {
 		sessvar_op_free(op);
 		free(op);
 		return;

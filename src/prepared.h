@@ -70,7 +70,7 @@ struct reply_entry {              /* 64 bytes: the ring is indexed on every repl
 	struct cache_entry *cache;     /* Query/Describe/Execute: the fill it captures into;
 	                                  'r'/'k': the hit it answers from; one reference owned */
 	struct stmt_tags *parsed;      /* Parse: the tags its statement takes when it completes; owned */
-	struct sessvar_op *setting;    /* Query: the SET recorded when it completes without error; owned */
+	struct sessvar_op *setting;    /* Query/Execute: the SET recorded when it completes without error; owned */
 	char *client_name;             /* Parse / '1': the client's name it bound, unbound if it fails; owned */
 	uint32_t row_pos;              /* 'k': the portal's next row */
 	int32_t max_rows;              /* 'k': the Execute's row limit (0: all) */
@@ -182,12 +182,13 @@ struct stmt_tags;
 bool prepared_attach_parse(struct server *s, struct stmt_tags *parsed);
 
 /*
- * Hand the SET of the Query just noted (the queue's tail) to s's queue: it
- * enters the client's record when that Query completes without error
- * (settings_query_done). Takes ownership; freed when nothing to ride on.
+ * Hand the SET of the Query or Execute (type) just noted (the queue's tail)
+ * to s's queue: it enters the client's record when that request completes
+ * without error (settings_query_done). Takes ownership; freed when nothing
+ * to ride on (an Execute while the server skips to Sync).
  */
 struct sessvar_op;
-void prepared_attach_setting(struct server *s, struct sessvar_op *op);
+void prepared_attach_setting(struct server *s, uint8_t type, struct sessvar_op *op);
 
 /* The tags of the newest Parse of name still waiting for its ParseComplete on s, or NULL. */
 const struct stmt_tags *prepared_pending_parse(struct server *s, const char *name);

@@ -856,6 +856,7 @@ static void note_server_message(struct server *s, uint8_t type, const uint8_t *b
 		s->block_begun = false;
 		if (s->client && (s->client->settings_in_tx || s->client->settings_local))
 			settings_ready(s, was, s->tx_status);
+		s->settings_implicit = false;
 		s->last_ready = now_usec();
 		if (s->pending_ready > 0)
 			s->pending_ready--;
@@ -1039,8 +1040,10 @@ static void server_relay(struct server *s)
 			server_close(s, "invalid message from server");
 			return;
 		}
-		if (type == PqMsg_ErrorResponse && c && s->internal == SV_INTERNAL_NONE && s->state != SV_LOGIN)
+		if (type == PqMsg_ErrorResponse && c && s->internal == SV_INTERNAL_NONE && s->state != SV_LOGIN) {
 			c->notify.tx_failed = true;    /* a LISTEN in this transaction will not take effect */
+			settings_error(s);             /* nor a SET in an implicit transaction */
+		}
 		if (!whole) {
 			if (head_fill(s))
 				cache_capture_begin(s, type, len);
@@ -1185,7 +1188,23 @@ void server_start_reset(struct server *s)
 	}
 	pool_move_server(s, SV_RESET);
 	prepared_server_reset(s, strcasestr(q, "DISCARD ALL") || strcasestr(q, "DEALLOCATE ALL"));
-	if (!send_query(s, q, SV_INTERNAL_RESET))
+	/* RESET ALL leaves role and session_authorization alone (sql-reset.html);
+	 * DISCARD ALL resets them. A reset query with RESET ALL resets them too,
+	 * so that no client's SET ROLE reaches the next client of the server. */
+	char *full = NULL;
+	if (strcasestr(q, "RESET ALL") && !strcasestr(q, "DISCARD ALL")) {
+		size_t qlen = strlen(q);
+		full = malloc(qlen + sizeof(";" SESSVARS_RESET_ROLES_SQL));
+		if (!full) {
+			server_close(s, "out of memory");
+			return;
+		}
+		memcpy(full, q, qlen);
+		memcpy(full + qlen, ";" SESSVARS_RESET_ROLES_SQL, sizeof(";" SESSVARS_RESET_ROLES_SQL));
+	}
+	bool sent = send_query(s, full ? full : q, SV_INTERNAL_RESET);
+	free(full);
+	if (!sent)
 		server_close(s, "out of memory");
 }
 

@@ -74,6 +74,7 @@ struct server {
 	bool settings_dirty;           /* a statement pgsluice cannot follow ran since its last RESET ALL */
 	bool settings_reset_all;       /* settings is in doubt: RESET ALL before the next client */
 	bool saw_rollback;             /* a ROLLBACK completed since the last ReadyForQuery */
+	bool settings_implicit;        /* an Execute's SET in the implicit transaction of a batch (settings.h) */
 	char **other_params;           /* untracked ParameterStatus pairs, NULL-terminated */
 	int32_t cancel_pid, cancel_key;
 	struct sockaddr_storage addr;  /* where to send a CancelRequest */

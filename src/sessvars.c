@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "sqllex.h"
 #include "util.h"
 #include "varcache.h"
 
@@ -197,8 +198,53 @@ bool sessvars_copy(struct sessvars *dst, const struct sessvars *src)
 	return true;
 }
 
+bool sessvars_no_reset_all(const char *name)
+{
+	return strcmp(name, SESSVAR_ROLE) == 0 || strcmp(name, SESSVAR_SESSION_AUTHORIZATION) == 0;
+}
+
+/*
+ * RESET ALL: every setting back to its startup value, but role and
+ * session_authorization (GUC_NO_RESET_ALL, sql-reset.html) as they are.
+ */
+static int reset_all(struct sessvars *rec, const struct sessvars *startup)
+{
+	struct sessvar keep[2];
+	size_t n_keep = 0;
+	int rc = 0;
+	for (size_t i = 0; i < rec->n; i++)
+		if (sessvars_no_reset_all(rec->items[i].name))
+			keep[n_keep++] = rec->items[i];
+	for (size_t i = 0; i < n_keep; i++) {
+		keep[i].name = strdup(keep[i].name);
+		keep[i].value = strdup(keep[i].value);
+		if (!keep[i].name || !keep[i].value)
+			rc = -1;
+	}
+	if (rc == 0 && startup && !sessvars_copy(rec, startup))
+		rc = -1;
+	if (!startup)
+		sessvars_clear(rec);
+	if (rc == 0) {
+		sessvars_del(rec, SESSVAR_ROLE);
+		sessvars_del(rec, SESSVAR_SESSION_AUTHORIZATION);
+	}
+	for (size_t i = 0; i < n_keep; i++) {
+		if (rc == 0)
+			rc = sessvars_put(rec, keep[i].name, keep[i].value, keep[i].literal);
+		free(keep[i].name);
+		free(keep[i].value);
+	}
+	return rc;
+}
+
 int sessvars_apply(struct sessvars *rec, const struct sessvars *startup, const struct sessvar_op *op)
 {
+	/* SET SESSION AUTHORIZATION logically resets the role to NONE (variable.c
+	 * show_role): the record says so by dropping it, the diff sets it again */
+	if ((op->kind == SESSVAR_SET || op->kind == SESSVAR_SET_STRING || op->kind == SESSVAR_RESET) &&
+	    strcmp(op->name, SESSVAR_SESSION_AUTHORIZATION) == 0)
+		sessvars_del(rec, SESSVAR_ROLE);
 	switch (op->kind) {
 	case SESSVAR_SET:
 	case SESSVAR_SET_STRING:
@@ -211,10 +257,7 @@ int sessvars_apply(struct sessvars *rec, const struct sessvars *startup, const s
 		return 0;
 	}
 	case SESSVAR_RESET_ALL:
-		if (startup)
-			return sessvars_copy(rec, startup) ? 0 : -1;
-		sessvars_clear(rec);
-		return 0;
+		return reset_all(rec, startup);
 	default:
 		return 0;
 	}
@@ -281,7 +324,15 @@ static void sb_name(struct sbuf *b, const char *name)
 
 static void sb_set(struct sbuf *b, const struct sessvar *v)
 {
-	if (v->literal) {
+	if (!v->literal && strcmp(v->name, SESSVAR_ROLE) == 0) {
+		sb_str(b, "SET ROLE ");      /* the value as written: a name or a 'string' */
+		sb_str(b, v->value);
+		sb_str(b, ";");
+	} else if (!v->literal && strcmp(v->name, SESSVAR_SESSION_AUTHORIZATION) == 0) {
+		sb_str(b, "SET SESSION AUTHORIZATION ");
+		sb_str(b, v->value);
+		sb_str(b, ";");
+	} else if (v->literal) {
 		/* E'' reads the same whatever standard_conforming_strings is */
 		sb_str(b, "SELECT pg_catalog.set_config(E'");
 		sb_quoted(b, v->name, '\'', true);
@@ -297,37 +348,81 @@ static void sb_set(struct sbuf *b, const struct sessvar *v)
 	}
 }
 
+static void sb_reset(struct sbuf *b, const char *name)
+{
+	if (strcmp(name, SESSVAR_ROLE) == 0) {
+		sb_str(b, "RESET ROLE;");
+	} else if (strcmp(name, SESSVAR_SESSION_AUTHORIZATION) == 0) {
+		sb_str(b, "RESET SESSION AUTHORIZATION;");
+	} else {
+		sb_str(b, "RESET ");
+		sb_name(b, name);
+		sb_str(b, ";");
+	}
+}
+
+static bool same_setting(const struct sessvar *a, const struct sessvar *b)
+{
+	if (!a || !b)
+		return a == b;
+	return a->literal == b->literal && strcmp(a->value, b->value) == 0;
+}
+
 char *sessvars_diff_sql(const struct sessvars *want, const struct sessvars *have, bool reset_all, int *count)
 {
 	struct sbuf b = { 0 };
 	*count = 0;
 	sb_add(&b, "", 0);
 	if (reset_all) {
-		sb_str(&b, "RESET ALL;");
-		(*count)++;
-		for (size_t i = 0; i < want->n; i++, (*count)++)
-			sb_set(&b, &want->items[i]);
+		sb_str(&b, SESSVARS_RESET_ALL_SQL);
+		(*count) += 3;
+		for (size_t i = 0; i < want->n; i++)
+			if (!sessvars_no_reset_all(want->items[i].name)) {
+				sb_set(&b, &want->items[i]);
+				(*count)++;
+			}
 	} else if (want->gen != have->gen || (want->gen == 0 && have->n > 0)) {
 		size_t i = 0, j = 0;
 		while (i < want->n || j < have->n) {
 			int cmp = i >= want->n ? 1 : j >= have->n ? -1 : strcmp(want->items[i].name, have->items[j].name);
-			if (cmp > 0) {
-				sb_str(&b, "RESET ");
-				sb_name(&b, have->items[j].name);
-				sb_str(&b, ";");
+			const char *name = cmp > 0 ? have->items[j].name : want->items[i].name;
+			if (sessvars_no_reset_all(name)) {
+				/* after the others, in their order (below) */
+			} else if (cmp > 0) {
+				sb_reset(&b, have->items[j].name);
 				(*count)++;
-				j++;
-				continue;
-			}
-			const struct sessvar *w = &want->items[i];
-			if (cmp < 0 || w->literal != have->items[j].literal || strcmp(w->value, have->items[j].value) != 0) {
-				sb_set(&b, w);
+			} else if (cmp < 0 || !same_setting(&want->items[i], &have->items[j])) {
+				sb_set(&b, &want->items[i]);
 				(*count)++;
 			}
-			i++;
-			if (cmp == 0)
+			if (cmp <= 0)
+				i++;
+			if (cmp >= 0)
 				j++;
 		}
+	}
+	/* session_authorization before role: SET SESSION AUTHORIZATION resets
+	 * the role (miscinit.c SetSessionUserId), so a role is set again after it */
+	const struct sessvar *want_sa = sessvars_get(want, SESSVAR_SESSION_AUTHORIZATION);
+	const struct sessvar *want_role = sessvars_get(want, SESSVAR_ROLE);
+	bool sa_sent = false;
+	if (reset_all || !same_setting(want_sa, sessvars_get(have, SESSVAR_SESSION_AUTHORIZATION))) {
+		if (want_sa) {
+			sb_set(&b, want_sa);
+			(*count)++;
+			sa_sent = true;
+		} else if (!reset_all) {
+			sb_reset(&b, SESSVAR_SESSION_AUTHORIZATION);
+			(*count)++;
+			sa_sent = true;
+		}
+	}
+	if (want_role && (reset_all || sa_sent || !same_setting(want_role, sessvars_get(have, SESSVAR_ROLE)))) {
+		sb_set(&b, want_role);
+		(*count)++;
+	} else if (!want_role && !reset_all && (sa_sent || sessvars_get(have, SESSVAR_ROLE))) {
+		sb_reset(&b, SESSVAR_ROLE);
+		(*count)++;
 	}
 	if (b.failed) {
 		free(b.p);
@@ -338,107 +433,18 @@ char *sessvars_diff_sql(const struct sessvars *want, const struct sessvars *have
 
 /* ---- recognizing the statements ---- */
 
-struct lexer {
-	const char *p, *end;
-	bool bad;
-};
-
-static bool is_space(char c)
+/* One identifier (sqllex_ident) into out; 0 when none or too long for out. */
+static size_t take_ident(struct sqllex *lx, char *out, size_t size, bool *quoted)
 {
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-}
-
-static bool ident_start(unsigned char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80;
-}
-
-static bool ident_cont(unsigned char c)
-{
-	return ident_start(c) || (c >= '0' && c <= '9') || c == '$';
-}
-
-/* Blanks and comments, as scan.l: "--" to the end of the line, nested block comments. */
-static void skip_blanks(struct lexer *lx)
-{
-	for (;;) {
-		while (lx->p < lx->end && is_space(*lx->p))
-			lx->p++;
-		if (lx->end - lx->p >= 2 && lx->p[0] == '-' && lx->p[1] == '-') {
-			while (lx->p < lx->end && *lx->p != '\n' && *lx->p != '\r')
-				lx->p++;
-			continue;
-		}
-		if (lx->end - lx->p < 2 || lx->p[0] != '/' || lx->p[1] != '*')
-			return;
-		int depth = 1;
-		lx->p += 2;
-		while (depth > 0 && lx->end - lx->p >= 2) {
-			if (lx->p[0] == '/' && lx->p[1] == '*') {
-				depth++;
-				lx->p += 2;
-			} else if (lx->p[0] == '*' && lx->p[1] == '/') {
-				depth--;
-				lx->p += 2;
-			} else {
-				lx->p++;
-			}
-		}
-		if (depth > 0) {
-			lx->bad = true;
-			lx->p = lx->end;
-			return;
-		}
-	}
-}
-
-/* One identifier folded to lower case (quoted: as written) into out; 0 when none or too long. */
-static size_t take_ident(struct lexer *lx, char *out, size_t size, bool *quoted)
-{
-	size_t n = 0;
-	skip_blanks(lx);
-	*quoted = false;
-	if (lx->p < lx->end && *lx->p == '"') {
-		*quoted = true;
-		for (lx->p++;; lx->p++) {
-			if (lx->p >= lx->end)
-				return 0;
-			if (*lx->p == '"') {
-				if (lx->p + 1 >= lx->end || lx->p[1] != '"')
-					break;
-				lx->p++;
-			}
-			if (n + 1 >= size)
-				return 0;
-			out[n++] = *lx->p;
-		}
-		lx->p++;
-		out[n] = '\0';
-		return n;
-	}
-	if (lx->p >= lx->end || !ident_start((unsigned char)*lx->p))
-		return 0;
-	while (lx->p < lx->end && ident_cont((unsigned char)*lx->p)) {
-		if (n + 1 >= size)
-			return 0;
-		char c = *lx->p++;
-		out[n++] = (char)(c >= 'A' && c <= 'Z' ? c | 0x20 : c);
-	}
-	out[n] = '\0';
-	return n;
-}
-
-static bool peek(struct lexer *lx, char c)
-{
-	skip_blanks(lx);
-	return lx->p < lx->end && *lx->p == c;
+	size_t n = sqllex_ident(lx, out, size, quoted);
+	return n < size ? n : 0;
 }
 
 /* A dotted name (a.b.c) into out; 0 when none. */
-static size_t take_name(struct lexer *lx, char *out, size_t size, bool *quoted)
+static size_t take_name(struct sqllex *lx, char *out, size_t size, bool *quoted)
 {
 	size_t n = take_ident(lx, out, size, quoted);
-	while (n > 0 && peek(lx, '.')) {
+	while (n > 0 && sqllex_peek(lx, '.')) {
 		lx->p++;
 		bool q;
 		if (n + 2 >= size)
@@ -454,51 +460,14 @@ static size_t take_name(struct lexer *lx, char *out, size_t size, bool *quoted)
 	return n;
 }
 
-/* A 'string' without backslashes; its body ('' undoubled) malloc'd into *out when out. */
-static bool take_string(struct lexer *lx, char **out)
-{
-	skip_blanks(lx);
-	if (lx->p >= lx->end || *lx->p != '\'')
-		return false;
-	const char *start = ++lx->p;
-	size_t quotes = 0;
-	for (;; lx->p++) {
-		if (lx->p >= lx->end || *lx->p == '\\')
-			return false;
-		if (*lx->p == '\'') {
-			if (lx->p + 1 < lx->end && lx->p[1] == '\'') {
-				lx->p++;
-				quotes++;
-				continue;
-			}
-			break;
-		}
-	}
-	size_t n = (size_t)(lx->p - start);
-	lx->p++;
-	if (!out)
-		return true;
-	char *s = malloc(n - quotes + 1), *d = s;
-	if (!s)
-		return false;
-	for (const char *q = start; q < start + n; q++) {
-		*d++ = *q;
-		if (*q == '\'')
-			q++;
-	}
-	*d = '\0';
-	*out = s;
-	return true;
-}
-
 /* One value of a SET: 'string', "identifier", number or bare word. */
-static bool take_value(struct lexer *lx)
+static bool take_value(struct sqllex *lx)
 {
-	skip_blanks(lx);
+	sqllex_skip_blanks(lx);
 	if (lx->p >= lx->end)
 		return false;
 	if (*lx->p == '\'')
-		return take_string(lx, NULL);
+		return sqllex_string(lx, NULL);
 	if (*lx->p == '"') {
 		char buf[256];
 		bool q;
@@ -507,18 +476,9 @@ static bool take_value(struct lexer *lx)
 	const char *start = lx->p;
 	if (lx->p < lx->end && (*lx->p == '-' || *lx->p == '+'))
 		lx->p++;
-	while (lx->p < lx->end && ((ident_cont((unsigned char)*lx->p) && *lx->p != '$') || *lx->p == '.'))
+	while (lx->p < lx->end && ((sqllex_ident_cont((unsigned char)*lx->p) && *lx->p != '$') || *lx->p == '.'))
 		lx->p++;
 	return lx->p > start && !(lx->p == start + 1 && (*start == '-' || *start == '+'));
-}
-
-/* The statement is over: an optional ';' and blanks. */
-static bool at_end(struct lexer *lx)
-{
-	if (peek(lx, ';'))
-		lx->p++;
-	skip_blanks(lx);
-	return !lx->bad && lx->p == lx->end;
 }
 
 static bool word_is(const char *w, bool quoted, const char *word)
@@ -531,8 +491,6 @@ static enum sessvar_kind name_kind(const char *name)
 {
 	if (varcache_index(name) >= 0)
 		return SESSVAR_REPORTED;
-	if (strcmp(name, "role") == 0 || strcmp(name, "session_authorization") == 0)
-		return SESSVAR_UNKNOWN;
 	if (strncmp(name, "transaction_", 12) == 0)
 		return SESSVAR_LOCAL;
 	if (strncmp(name, "sluice.", 7) == 0)
@@ -540,7 +498,32 @@ static enum sessvar_kind name_kind(const char *name)
 	return SESSVAR_SET;
 }
 
-static enum sessvar_kind parse_set(struct lexer *lx, struct sessvar_op *op)
+/*
+ * The one value of SET ROLE or SET SESSION AUTHORIZATION (gram.y:
+ * NonReservedWord_or_Sconst, or reset_word, NONE / DEFAULT, for a RESET).
+ */
+static enum sessvar_kind parse_role(struct sqllex *lx, struct sessvar_op *op, const char *name, const char *reset_word)
+{
+	sqllex_skip_blanks(lx);
+	const char *start = lx->p;
+	struct sqllex probe = *lx;
+	char word[16];
+	bool q;
+	if (take_ident(&probe, word, sizeof(word), &q) > 0 && word_is(word, q, reset_word) && sqllex_at_end(&probe)) {
+		op->name = strdup(name);
+		return op->name ? SESSVAR_RESET : SESSVAR_UNKNOWN;
+	}
+	if (!take_value(lx))
+		return SESSVAR_UNKNOWN;
+	const char *last = lx->p;
+	if (!sqllex_at_end(lx))
+		return SESSVAR_UNKNOWN;
+	op->name = strdup(name);
+	op->value = strndup(start, (size_t)(last - start));
+	return op->name && op->value ? SESSVAR_SET : SESSVAR_UNKNOWN;
+}
+
+static enum sessvar_kind parse_set(struct sqllex *lx, struct sessvar_op *op)
 {
 	char name[256];
 	bool quoted;
@@ -552,8 +535,17 @@ static enum sessvar_kind parse_set(struct lexer *lx, struct sessvar_op *op)
 		return SESSVAR_LOCAL;
 	if (word_is(name, quoted, "session")) {
 		n = take_name(lx, name, sizeof(name), &quoted);
-		if (n == 0 || word_is(name, quoted, "authorization") || word_is(name, quoted, "characteristics"))
+		if (n == 0 || word_is(name, quoted, "characteristics"))
 			return SESSVAR_UNKNOWN;
+		if (word_is(name, quoted, "authorization"))
+			return parse_role(lx, op, SESSVAR_SESSION_AUTHORIZATION, "default");
+	}
+	if (word_is(name, quoted, "role")) {
+		struct sqllex probe = *lx;
+		char to[8];
+		bool q;
+		if (!sqllex_peek(&probe, '=') && !(take_ident(&probe, to, sizeof(to), &q) > 0 && word_is(to, q, "to")))
+			return parse_role(lx, op, SESSVAR_ROLE, "none");
 	}
 	if (word_is(name, quoted, "time") || word_is(name, quoted, "names"))
 		return SESSVAR_REPORTED;
@@ -566,7 +558,7 @@ static enum sessvar_kind parse_set(struct lexer *lx, struct sessvar_op *op)
 		enum sessvar_kind k = name_kind(name);
 		if (k != SESSVAR_SET)
 			return k;
-		if (peek(lx, '=')) {
+		if (sqllex_peek(lx, '=')) {
 			lx->p++;
 		} else {
 			char to[8];
@@ -574,13 +566,13 @@ static enum sessvar_kind parse_set(struct lexer *lx, struct sessvar_op *op)
 				return SESSVAR_UNKNOWN;
 		}
 	}
-	skip_blanks(lx);
+	sqllex_skip_blanks(lx);
 	const char *start = lx->p;
-	struct lexer probe = *lx;
+	struct sqllex probe = *lx;
 	char word[16];
 	bool q;
 	if (!schema && take_ident(&probe, word, sizeof(word), &q) > 0 && word_is(word, q, "default") &&
-	    at_end(&probe)) {
+	    sqllex_at_end(&probe)) {
 		op->name = strdup(name);
 		return op->name ? SESSVAR_RESET : SESSVAR_UNKNOWN;
 	}
@@ -589,56 +581,88 @@ static enum sessvar_kind parse_set(struct lexer *lx, struct sessvar_op *op)
 		if (!take_value(lx))
 			return SESSVAR_UNKNOWN;
 		last = lx->p;
-		if (schema || !peek(lx, ','))
+		if (schema || !sqllex_peek(lx, ','))
 			break;
 		lx->p++;
 	}
-	if (!at_end(lx))
+	if (!sqllex_at_end(lx))
 		return SESSVAR_UNKNOWN;
 	op->name = strdup(name);
 	op->value = strndup(start, (size_t)(last - start));
 	return op->name && op->value ? SESSVAR_SET : SESSVAR_UNKNOWN;
 }
 
-static enum sessvar_kind parse_reset(struct lexer *lx, struct sessvar_op *op)
+static enum sessvar_kind parse_reset(struct sqllex *lx, struct sessvar_op *op)
 {
 	char name[256];
 	bool quoted;
 	if (take_name(lx, name, sizeof(name), &quoted) == 0)
 		return SESSVAR_UNKNOWN;
 	if (word_is(name, quoted, "all"))
-		return at_end(lx) ? SESSVAR_RESET_ALL : SESSVAR_UNKNOWN;
-	if (word_is(name, quoted, "session"))
-		return SESSVAR_UNKNOWN;
+		return sqllex_at_end(lx) ? SESSVAR_RESET_ALL : SESSVAR_UNKNOWN;
+	if (word_is(name, quoted, "session")) {
+		if (take_name(lx, name, sizeof(name), &quoted) == 0 || !word_is(name, quoted, "authorization"))
+			return SESSVAR_UNKNOWN;
+		memcpy(name, SESSVAR_SESSION_AUTHORIZATION, sizeof(SESSVAR_SESSION_AUTHORIZATION));
+		quoted = true;    /* a name now, no keyword */
+	}
 	if (word_is(name, quoted, "time"))
 		return SESSVAR_REPORTED;
 	enum sessvar_kind k = name_kind(name);
 	if (k != SESSVAR_SET)
 		return k;
-	if (!at_end(lx))
+	if (!sqllex_at_end(lx))
 		return SESSVAR_UNKNOWN;
 	op->name = strdup(name);
 	return op->name ? SESSVAR_RESET : SESSVAR_UNKNOWN;
 }
 
-/* SELECT [pg_catalog.]set_config('name', 'value', false|true) */
-static enum sessvar_kind parse_set_config(struct lexer *lx, struct sessvar_op *op)
+/*
+ * One argument of set_config: a 'string' into *out, or (params) a parameter
+ * $n, optionally cast ::text or ::varchar, into *param.
+ */
+static bool take_arg(struct sqllex *lx, char **out, uint16_t *param, bool params)
+{
+	*param = 0;
+	if (!params || !sqllex_peek(lx, '$'))
+		return sqllex_string(lx, out);
+	unsigned n = 0;
+	for (lx->p++; lx->p < lx->end && *lx->p >= '0' && *lx->p <= '9' && n < 65536; lx->p++)
+		n = n * 10 + (unsigned)(*lx->p - '0');
+	if (n == 0 || n > 65535)
+		return false;
+	if (lx->end - lx->p >= 2 && lx->p[0] == ':' && lx->p[1] == ':') {
+		char type[16];
+		bool q;
+		lx->p += 2;
+		if (take_ident(lx, type, sizeof(type), &q) == 0 || q ||
+		    (strcmp(type, "text") != 0 && strcmp(type, "varchar") != 0))
+			return false;
+	}
+	*param = (uint16_t)n;
+	return true;
+}
+
+/* SELECT [pg_catalog.]set_config('name', 'value', false|true); with params, $n for a string */
+static enum sessvar_kind parse_set_config(struct sqllex *lx, struct sessvar_op *op, bool params)
 {
 	char word[64];
 	bool quoted;
 	if (take_name(lx, word, sizeof(word), &quoted) == 0 ||
-	    (strcmp(word, "set_config") != 0 && strcmp(word, "pg_catalog.set_config") != 0) || !peek(lx, '('))
+	    (strcmp(word, "set_config") != 0 && strcmp(word, "pg_catalog.set_config") != 0) || !sqllex_peek(lx, '('))
 		return SESSVAR_NONE;
 	lx->p++;
 	char *name = NULL, *value = NULL;
+	uint16_t name_param = 0, value_param = 0;
 	enum sessvar_kind k = SESSVAR_NONE;
-	if (!take_string(lx, &name) || !peek(lx, ',') || (lx->p++, !take_string(lx, &value)) || !peek(lx, ','))
+	if (!take_arg(lx, &name, &name_param, params) || !sqllex_peek(lx, ',') ||
+	    (lx->p++, !take_arg(lx, &value, &value_param, params)) || !sqllex_peek(lx, ','))
 		goto out;
 	lx->p++;
-	if (take_ident(lx, word, sizeof(word), &quoted) == 0 || quoted || !peek(lx, ')'))
+	if (take_ident(lx, word, sizeof(word), &quoted) == 0 || quoted || !sqllex_peek(lx, ')'))
 		goto out;
 	lx->p++;
-	if (!at_end(lx))
+	if (!sqllex_at_end(lx))
 		goto out;
 	if (strcmp(word, "true") == 0) {
 		k = SESSVAR_LOCAL;
@@ -646,12 +670,16 @@ static enum sessvar_kind parse_set_config(struct lexer *lx, struct sessvar_op *o
 	}
 	if (strcmp(word, "false") != 0)
 		goto out;
-	fold(name);
-	k = name[0] ? name_kind(name) : SESSVAR_UNKNOWN;   /* PostgreSQL refuses '' */
-	if (k != SESSVAR_SET)
-		goto out;
+	if (name) {
+		fold(name);
+		k = name[0] ? name_kind(name) : SESSVAR_UNKNOWN;   /* PostgreSQL refuses '' */
+		if (k != SESSVAR_SET)
+			goto out;
+	}
 	op->name = name;
 	op->value = value;
+	op->name_param = name_param;
+	op->value_param = value_param;
 	return SESSVAR_SET_STRING;
 out:
 	free(name);
@@ -659,14 +687,15 @@ out:
 	return k;
 }
 
-enum sessvar_kind sessvars_parse(const char *text, size_t len, struct sessvar_op *op)
+static enum sessvar_kind parse_statement(const char *text, size_t len, struct sessvar_op *op, bool params)
 {
 	/* a Query's text ends at its NUL (protocol-message-formats.html, String) */
 	const char *nul = memchr(text, '\0', len);
-	struct lexer lx = { text, nul ? nul : text + len, false };
+	struct sqllex lx;
+	sqllex_init(&lx, text, nul ? (size_t)(nul - text) : len);
 	char word[16];
 	bool quoted;
-	*op = (struct sessvar_op){ SESSVAR_NONE, NULL, NULL };
+	*op = (struct sessvar_op){ SESSVAR_NONE, NULL, NULL, 0, 0 };
 	if (take_ident(&lx, word, sizeof(word), &quoted) == 0 || quoted)
 		return SESSVAR_NONE;
 	enum sessvar_kind k;
@@ -675,13 +704,74 @@ enum sessvar_kind sessvars_parse(const char *text, size_t len, struct sessvar_op
 	else if (strcmp(word, "reset") == 0)
 		k = parse_reset(&lx, op);
 	else if (strcmp(word, "select") == 0)
-		k = parse_set_config(&lx, op);
+		k = parse_set_config(&lx, op, params);
 	else
 		return SESSVAR_NONE;
 	if (k != SESSVAR_SET && k != SESSVAR_SET_STRING && k != SESSVAR_RESET)
 		sessvar_op_free(op);
 	op->kind = k;
 	return k;
+}
+
+enum sessvar_kind sessvars_parse(const char *text, size_t len, struct sessvar_op *op)
+{
+	return parse_statement(text, len, op, false);
+}
+
+enum sessvar_kind sessvars_parse_template(const char *text, size_t len, struct sessvar_op *op)
+{
+	return parse_statement(text, len, op, true);
+}
+
+/* Parameter n (1-based) as a string, malloc'd; NULL when missing, NULL or holding a NUL. */
+static char *param_text(uint16_t n, uint16_t n_params, const char *const *values, const uint32_t *lens)
+{
+	if (n == 0 || n > n_params || !values[n - 1] || memchr(values[n - 1], 0, lens[n - 1]))
+		return NULL;
+	return strndup(values[n - 1], lens[n - 1]);
+}
+
+enum sessvar_kind sessvars_bind(const struct sessvar_op *tmpl, uint16_t n_params, const char *const *values,
+                                const uint32_t *lens, struct sessvar_op *out)
+{
+	*out = (struct sessvar_op){ SESSVAR_UNKNOWN, NULL, NULL, 0, 0 };
+	out->name = tmpl->name_param ? param_text(tmpl->name_param, n_params, values, lens)
+	                             : tmpl->name ? strdup(tmpl->name) : NULL;
+	out->value = tmpl->value_param ? param_text(tmpl->value_param, n_params, values, lens)
+	                               : tmpl->value ? strdup(tmpl->value) : NULL;
+	if ((tmpl->name && !out->name) || (tmpl->name_param && !out->name) || (tmpl->value && !out->value) ||
+	    (tmpl->value_param && !out->value)) {
+		sessvar_op_free(out);
+		return SESSVAR_UNKNOWN;
+	}
+	enum sessvar_kind k = tmpl->kind;
+	if (tmpl->name_param) {
+		fold(out->name);
+		k = name_kind(out->name);
+		if (k == SESSVAR_SET)
+			k = SESSVAR_SET_STRING;
+	}
+	if (k != SESSVAR_SET && k != SESSVAR_SET_STRING && k != SESSVAR_RESET && k != SESSVAR_RESET_ALL) {
+		sessvar_op_free(out);
+		return out->kind = k == SESSVAR_NONE ? SESSVAR_UNKNOWN : k;
+	}
+	return out->kind = k;
+}
+
+struct sessvar_op *sessvar_op_dup(const struct sessvar_op *op)
+{
+	struct sessvar_op *d = calloc(1, sizeof(*d));
+	if (!d)
+		return NULL;
+	*d = *op;
+	d->name = op->name ? strdup(op->name) : NULL;
+	d->value = op->value ? strdup(op->value) : NULL;
+	if ((op->name && !d->name) || (op->value && !d->value)) {
+		sessvar_op_free(d);
+		free(d);
+		return NULL;
+	}
+	return d;
 }
 
 void sessvar_op_free(struct sessvar_op *op)

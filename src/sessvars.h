@@ -42,7 +42,7 @@ enum sessvar_kind {
 	SESSVAR_RESET_ALL,   /* RESET ALL */
 	SESSVAR_LOCAL,       /* SET LOCAL, set_config(..., true), SET TRANSACTION ...: lasts the transaction */
 	SESSVAR_REPORTED,    /* a parameter PostgreSQL reports (varcache.c follows it) */
-	SESSVAR_UNKNOWN,     /* anything else starting with SET/RESET (SET ROLE, SESSION AUTHORIZATION, ...) */
+	SESSVAR_UNKNOWN,     /* anything else starting with SET/RESET (SET XML OPTION, SESSION CHARACTERISTICS, ...) */
 };
 
 /* A recognized statement; name and value are owned (free with sessvar_op_free). */
@@ -50,6 +50,9 @@ struct sessvar_op {
 	enum sessvar_kind kind;
 	char *name;
 	char *value;
+	/* SET_STRING parsed by sessvars_parse_template: set_config's name and
+	 * value are parameter $n (1-based; name/value then NULL), 0 a literal */
+	uint16_t name_param, value_param;
 };
 
 /*
@@ -62,6 +65,28 @@ struct sessvar_op {
  * sql-reset.html, functions-admin.html (set_config).
  */
 enum sessvar_kind sessvars_parse(const char *text, size_t len, struct sessvar_op *op);
+
+/*
+ * As sessvars_parse, for the text of a Parse (extended protocol): set_config's
+ * name and value may also be parameters, $n or $n::text (op->name_param,
+ * op->value_param). sessvars_bind makes the op of one Bind of it.
+ */
+enum sessvar_kind sessvars_parse_template(const char *text, size_t len, struct sessvar_op *op);
+
+/*
+ * The op one Bind of the statement tmpl makes: its parameters values[i]
+ * (lens[i] bytes, text format; NULL for SQL NULL) for $1..$n_params. For
+ * SET_STRING the name is folded and checked as sessvars_parse does. Returns
+ * out->kind: SET, SET_STRING, RESET or RESET_ALL when followed, else
+ * SESSVAR_UNKNOWN (a parameter missing or NULL, a name pgsluice does not
+ * record, out of memory) or LOCAL/REPORTED/NONE as the name makes it.
+ * out's strings are the caller's (sessvar_op_free).
+ */
+enum sessvar_kind sessvars_bind(const struct sessvar_op *tmpl, uint16_t n_params, const char *const *values,
+                                const uint32_t *lens, struct sessvar_op *out);
+
+/* A copy of op (malloc'd, strings too), or NULL on OOM. */
+struct sessvar_op *sessvar_op_dup(const struct sessvar_op *op);
 
 /* Free op's strings (op itself is the caller's). */
 void sessvar_op_free(struct sessvar_op *op);
@@ -102,11 +127,27 @@ int sessvars_apply(struct sessvars *rec, const struct sessvars *startup, const s
  */
 bool sessvars_fits(const struct sessvars *rec, const struct sessvar_op *op);
 
+/* The two settings RESET ALL leaves alone (GUC_NO_RESET_ALL, sql-reset.html). */
+#define SESSVAR_ROLE "role"
+#define SESSVAR_SESSION_AUTHORIZATION "session_authorization"
+
+/* What resets the two above (session_authorization first: it resets the role too). */
+#define SESSVARS_RESET_ROLES_SQL "RESET SESSION AUTHORIZATION;RESET ROLE;"
+
+/* What every reset that uses RESET ALL sends: the two above reset too (3 statements). */
+#define SESSVARS_RESET_ALL_SQL "RESET ALL;" SESSVARS_RESET_ROLES_SQL
+
+/* Is name one RESET ALL leaves alone (role, session_authorization)? */
+bool sessvars_no_reset_all(const char *name);
+
 /*
  * The statements that make a server holding have hold want: "RESET name;"
  * for a name only have has, "SET name TO value;" or "SELECT
  * pg_catalog.set_config('name', E'value', false);" for a differing one.
- * With reset_all, "RESET ALL;" first and every setting of want. Returns a
+ * With reset_all, SESSVARS_RESET_ALL_SQL first and every setting of want.
+ * session_authorization and role go last, in that order ("SET SESSION
+ * AUTHORIZATION x;", "SET ROLE x;", "RESET ROLE;"...): a change of the first
+ * resets the second in PostgreSQL. Returns a
  * malloc'd string ("" when equal) or NULL on OOM; *count gets the number of
  * statements.
  */

@@ -22,13 +22,15 @@ static void server_in_doubt(struct server *s, const char *why)
 	sessvars_invalidate(&s->settings);
 }
 
-void settings_query_done(struct server *s, const struct sessvar_op *op)
+void settings_query_done(struct server *s, const struct sessvar_op *op, bool extended)
 {
 	struct client *c = s->client;
 	if (!c)
 		return;
 	struct sessvars *rec = &c->settings;
-	if (s->tx_status != 'I') {
+	if (extended && s->tx_status == 'I')
+		s->settings_implicit = true;    /* until the ReadyForQuery of its Sync (settings_ready) */
+	if (s->tx_status != 'I' || s->settings_implicit) {
 		if (!c->settings_in_tx) {
 			if (!sessvars_copy(&c->settings_tx, &c->settings)) {
 				server_in_doubt(s, "out of memory");
@@ -62,11 +64,18 @@ void settings_command_complete(struct server *s, const uint8_t *body, size_t len
 		s->saw_rollback = true;   /* the block's SETs are undone (settings_ready) */
 }
 
+void settings_error(struct server *s)
+{
+	if (s->settings_implicit)
+		s->saw_rollback = true;     /* the implicit transaction ends in a rollback at Sync */
+}
+
 void settings_ready(struct server *s, char was, char now)
 {
 	struct client *c = s->client;
 	bool rollback = s->saw_rollback;
 	s->saw_rollback = false;
+	s->settings_implicit = false;
 	if (!c)
 		return;
 	if (now == 'I')

@@ -20,13 +20,20 @@ struct server;
 const struct sessvars *settings_current(const struct client *c);
 
 /*
- * The Query that carried op completed on s without error (its ReadyForQuery
- * is being relayed; s->tx_status is still the status before it): op enters
- * the client's record, the block's when s was inside a transaction block
- * (sql-set.html: a SET is undone by ROLLBACK). s's record follows. Does not
- * take op. Out of memory or over the limits: s's record is marked in doubt.
+ * The Query or Execute (extended) that carried op completed on s without
+ * error (a Query's ReadyForQuery or an Execute's CommandComplete is being
+ * relayed; s->tx_status is still the status before it): op enters the
+ * client's record, the block's when s was inside a transaction block
+ * (sql-set.html: a SET is undone by ROLLBACK). An Execute outside a block
+ * runs in the implicit transaction that ends at Sync (protocol-flow.html
+ * 55.2.3): its op is kept as a block's, which an ErrorResponse before that
+ * ReadyForQuery rolls back. s's record follows. Does not take op. Out of
+ * memory or over the limits: s's record is marked in doubt.
  */
-void settings_query_done(struct server *s, const struct sessvar_op *op);
+void settings_query_done(struct server *s, const struct sessvar_op *op, bool extended);
+
+/* s's client got ErrorResponse: an implicit transaction holding SETs rolls back at Sync. */
+void settings_error(struct server *s);
 
 /*
  * s's client, inside a block with SETs, got CommandComplete (body, len

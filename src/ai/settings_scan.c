@@ -6,134 +6,23 @@
 #include <string.h>
 #include <strings.h>
 
+#include "sqllex.h"
+
 /* The parameters PostgreSQL reports with ParameterStatus that pgsluice keys on (varcache.c). */
 static const char *const reported[] = {
 	"client_encoding", "datestyle", "timezone", "intervalstyle",
 	"standard_conforming_strings", "application_name",
 };
 
-static bool is_space(unsigned char c)
-{
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-}
-
-static bool is_newline(unsigned char c)
-{
-	return c == '\n' || c == '\r';
-}
-
-/*
- * Byte classes as scan.l reads them, one table lookup per byte: every byte
- * of every simple Query and Parse text goes through settings_effect.
- */
-enum { CH_IDENT_START = 1, CH_IDENT_CONT = 2 };
-
-#define CH_LETTER (CH_IDENT_START | CH_IDENT_CONT)
-#define CH_RANGE_8(x) [x] = CH_LETTER, [x + 1] = CH_LETTER, [x + 2] = CH_LETTER, [x + 3] = CH_LETTER, \
-	[x + 4] = CH_LETTER, [x + 5] = CH_LETTER, [x + 6] = CH_LETTER, [x + 7] = CH_LETTER
-#define CH_RANGE_32(x) CH_RANGE_8(x), CH_RANGE_8(x + 8), CH_RANGE_8(x + 16), CH_RANGE_8(x + 24)
-static const unsigned char char_class[256] = {
-	['0'] = CH_IDENT_CONT, ['1'] = CH_IDENT_CONT, ['2'] = CH_IDENT_CONT, ['3'] = CH_IDENT_CONT,
-	['4'] = CH_IDENT_CONT, ['5'] = CH_IDENT_CONT, ['6'] = CH_IDENT_CONT, ['7'] = CH_IDENT_CONT,
-	['8'] = CH_IDENT_CONT, ['9'] = CH_IDENT_CONT, ['$'] = CH_IDENT_CONT,
-	/* A-Z and a-z, in blocks of 8 from 'A' (0x41) and 'a' (0x61); '_' after Z */
-	CH_RANGE_8(0x41), CH_RANGE_8(0x49), CH_RANGE_8(0x51), [0x59] = CH_LETTER, [0x5a] = CH_LETTER,
-	CH_RANGE_8(0x61), CH_RANGE_8(0x69), CH_RANGE_8(0x71), [0x79] = CH_LETTER, [0x7a] = CH_LETTER,
-	['_'] = CH_LETTER,
-	/* any byte of a multibyte character */
-	CH_RANGE_32(0x80), CH_RANGE_32(0xa0), CH_RANGE_32(0xc0), CH_RANGE_32(0xe0),
-};
-
-/* First byte of an identifier (scan.l ident_start). */
-static bool is_ident_start(unsigned char c)
-{
-	return char_class[c] & CH_IDENT_START;
-}
-
-/* Later bytes of an identifier (scan.l ident_cont). */
-static bool is_ident_cont(unsigned char c)
-{
-	return char_class[c] & CH_IDENT_CONT;
-}
-
-static bool word_is(const char *w, size_t n, const char *word)
-{
-	return strlen(word) == n && strncasecmp(w, word, n) == 0;
-}
 
 /* ---- the one SET of a reported parameter, lexed exactly ---- */
 
-struct lexer {
-	const char *p, *end;
-	bool bad;              /* an unterminated block comment */
-};
-
-/* Blanks and comments as scan.l: "--" to the end of the line, block comments nested. */
-static void skip_blanks(struct lexer *lx)
+/* An identifier (sqllex_ident) into out; its length, 0 when none or too long. */
+static size_t take_ident(struct sqllex *lx, char *out, size_t size)
 {
-	for (;;) {
-		while (lx->p < lx->end && is_space((unsigned char)*lx->p))
-			lx->p++;
-		if (lx->end - lx->p < 2)
-			return;
-		if (lx->p[0] == '-' && lx->p[1] == '-') {
-			while (lx->p < lx->end && !is_newline((unsigned char)*lx->p))
-				lx->p++;
-			continue;
-		}
-		if (lx->p[0] != '/' || lx->p[1] != '*')
-			return;
-		int depth = 1;
-		lx->p += 2;
-		while (depth > 0 && lx->end - lx->p >= 2) {
-			if (lx->p[0] == '/' && lx->p[1] == '*') {
-				depth++;
-				lx->p += 2;
-			} else if (lx->p[0] == '*' && lx->p[1] == '/') {
-				depth--;
-				lx->p += 2;
-			} else {
-				lx->p++;
-			}
-		}
-		if (depth > 0) {
-			lx->bad = true;
-			lx->p = lx->end;
-			return;
-		}
-	}
-}
-
-/* An identifier, bare or "quoted" ("" a quote), into out; its length, 0 when none or too long. */
-static size_t take_ident(struct lexer *lx, char *out, size_t size)
-{
-	size_t n = 0;
-	skip_blanks(lx);
-	if (lx->p < lx->end && *lx->p == '"') {
-		for (lx->p++;; lx->p++) {
-			if (lx->p >= lx->end)
-				return 0;
-			if (*lx->p == '"') {
-				if (lx->p + 1 >= lx->end || lx->p[1] != '"')
-					break;
-				lx->p++;
-			}
-			if (n + 1 >= size)
-				return 0;
-			out[n++] = *lx->p;
-		}
-		lx->p++;
-	} else {
-		if (lx->p >= lx->end || !is_ident_start((unsigned char)*lx->p))
-			return 0;
-		while (lx->p < lx->end && is_ident_cont((unsigned char)*lx->p)) {
-			if (n + 1 >= size)
-				return 0;
-			out[n++] = *lx->p++;
-		}
-	}
-	out[n] = '\0';
-	return n;
+	bool quoted;
+	size_t n = sqllex_ident(lx, out, size, &quoted);
+	return n < size ? n : 0;
 }
 
 /*
@@ -141,24 +30,13 @@ static size_t take_ident(struct lexer *lx, char *out, size_t size)
  * depends on standard_conforming_strings) or a bare word or number (no '$':
  * a dollar quote may hide anything).
  */
-static bool take_value(struct lexer *lx)
+static bool take_value(struct sqllex *lx)
 {
-	skip_blanks(lx);
-	if (lx->p < lx->end && *lx->p == '\'') {
-		for (lx->p++;; lx->p++) {
-			if (lx->p >= lx->end || *lx->p == '\\')
-				return false;
-			if (*lx->p == '\'') {
-				if (lx->p + 1 >= lx->end || lx->p[1] != '\'')
-					break;
-				lx->p++;
-			}
-		}
-		lx->p++;
-		return true;
-	}
+	sqllex_skip_blanks(lx);
+	if (lx->p < lx->end && *lx->p == '\'')
+		return sqllex_string(lx, NULL);
 	const char *start = lx->p;
-	while (lx->p < lx->end && ((is_ident_cont((unsigned char)*lx->p) && *lx->p != '$') || *lx->p == '.' || *lx->p == '+' ||
+	while (lx->p < lx->end && ((sqllex_ident_cont((unsigned char)*lx->p) && *lx->p != '$') || *lx->p == '.' || *lx->p == '+' ||
 	                           (*lx->p == '-' && !(lx->p + 1 < lx->end && lx->p[1] == '-'))))
 		lx->p++;
 	return lx->p > start;
@@ -166,38 +44,39 @@ static bool take_value(struct lexer *lx)
 
 static bool is_reported_set(const char *text, size_t len)
 {
-	struct lexer lx = { text, text + len, false };
+	struct sqllex lx;
+	sqllex_init(&lx, text, len);
 	char word[64];
 	size_t n = take_ident(&lx, word, sizeof(word));
-	if (!word_is(word, n, "set"))
+	if (!sqllex_word_is(word, n, "set"))
 		return false;
 	n = take_ident(&lx, word, sizeof(word));
-	if (word_is(word, n, "session"))
+	if (sqllex_word_is(word, n, "session"))
 		n = take_ident(&lx, word, sizeof(word));
 	bool known = false;
 	for (size_t i = 0; i < sizeof(reported) / sizeof(reported[0]); i++)
-		known = known || word_is(word, n, reported[i]);
+		known = known || sqllex_word_is(word, n, reported[i]);
 	if (!known)
 		return false;
-	skip_blanks(&lx);
+	sqllex_skip_blanks(&lx);
 	if (lx.p < lx.end && *lx.p == '=') {
 		lx.p++;
 	} else {
 		n = take_ident(&lx, word, sizeof(word));
-		if (!word_is(word, n, "to"))
+		if (!sqllex_word_is(word, n, "to"))
 			return false;
 	}
 	for (;;) {
 		if (!take_value(&lx))
 			return false;
-		skip_blanks(&lx);
+		sqllex_skip_blanks(&lx);
 		if (lx.p >= lx.end || *lx.p != ',')
 			break;
 		lx.p++;
 	}
 	if (lx.p < lx.end && *lx.p == ';') {
 		lx.p++;
-		skip_blanks(&lx);
+		sqllex_skip_blanks(&lx);
 	}
 	return !lx.bad && lx.p == lx.end;
 }
@@ -213,19 +92,19 @@ static bool continues_statement(const char *text, size_t at)
 {
 	size_t q = at;
 	bool newline = false;
-	while (q > 0 && is_space((unsigned char)text[q - 1])) {
-		newline = newline || is_newline((unsigned char)text[q - 1]);
+	while (q > 0 && sqllex_is_space((unsigned char)text[q - 1])) {
+		newline = newline || sqllex_is_newline((unsigned char)text[q - 1]);
 		q--;
 	}
 	if (q == 0)
 		return false;
 	unsigned char c = (unsigned char)text[q - 1];
-	if (!(is_ident_cont(c) && c != '$') && c != '"' && c != ')')
+	if (!(sqllex_ident_cont(c) && c != '$') && c != '"' && c != ')')
 		return false;
 	if (!newline)
 		return true;
 	size_t line = q - 1;
-	while (line > 0 && !is_newline((unsigned char)text[line - 1]))
+	while (line > 0 && !sqllex_is_newline((unsigned char)text[line - 1]))
 		line--;
 	for (size_t i = line; i + 1 < q; i++)
 		if (text[i] == '-' && text[i + 1] == '-')
@@ -306,7 +185,7 @@ enum settings_effect settings_effect(const char *text, size_t len)
 		return SETTINGS_NONE;
 	/* A SET of a reported parameter begins with "set" (after blanks or comments). */
 	size_t lead = 0;
-	while (lead < len && is_space((unsigned char)text[lead]))
+	while (lead < len && sqllex_is_space((unsigned char)text[lead]))
 		lead++;
 	if (lead < len && (text[lead] == '/' || text[lead] == '-' || starts_with_set(text + lead, len - lead)) &&
 	    is_reported_set(text, len))
@@ -315,12 +194,12 @@ enum settings_effect settings_effect(const char *text, size_t len)
 	 * letter begins some keyword (classify's list) and its length fits. */
 	const unsigned char *p = (const unsigned char *)text, *end = p + len;
 	while (p < end) {
-		if (!(char_class[*p] & CH_IDENT_START)) {
+		if (!(sqllex_char_class[*p] & SQLLEX_IDENT_START)) {
 			p++;
 			continue;
 		}
 		const unsigned char *word = p++;
-		while (p < end && (char_class[*p] & CH_IDENT_CONT))
+		while (p < end && (sqllex_char_class[*p] & SQLLEX_IDENT_CONT))
 			p++;
 		size_t n = (size_t)(p - word);
 		if (n < 2 || n > 10 || !keyword_first[*word])

@@ -52,9 +52,24 @@ static void test_parse(void **state)
 	expect("SET TimeZone = 'UTC'", SESSVAR_REPORTED, NULL, NULL);
 	expect("SET TIME ZONE 'UTC'", SESSVAR_REPORTED, NULL, NULL);
 	expect("SET intervalstyle = iso_8601", SESSVAR_REPORTED, NULL, NULL);
-	expect("SET ROLE reader", SESSVAR_UNKNOWN, NULL, NULL);
-	expect("SET SESSION AUTHORIZATION reader", SESSVAR_UNKNOWN, NULL, NULL);
-	expect("RESET ROLE", SESSVAR_UNKNOWN, NULL, NULL);
+	/* role and session_authorization follow the client too (RESET ALL leaves them) */
+	expect("SET ROLE reader", SESSVAR_SET, "role", "reader");
+	expect("set session role 'Reader';", SESSVAR_SET, "role", "'Reader'");
+	expect("SET ROLE \"Reader\"", SESSVAR_SET, "role", "\"Reader\"");
+	expect("SET role TO reader", SESSVAR_SET, "role", "reader");
+	expect("SET role = reader", SESSVAR_SET, "role", "reader");
+	expect("SET ROLE NONE", SESSVAR_RESET, "role", NULL);
+	expect("SET role TO DEFAULT", SESSVAR_RESET, "role", NULL);
+	expect("RESET ROLE", SESSVAR_RESET, "role", NULL);
+	expect("SET SESSION AUTHORIZATION reader", SESSVAR_SET, "session_authorization", "reader");
+	expect("SET SESSION AUTHORIZATION DEFAULT", SESSVAR_RESET, "session_authorization", NULL);
+	expect("RESET SESSION AUTHORIZATION;", SESSVAR_RESET, "session_authorization", NULL);
+	expect("SELECT set_config('role', 'reader', false)", SESSVAR_SET_STRING, "role", "reader");
+	expect("SET LOCAL ROLE reader", SESSVAR_LOCAL, NULL, NULL);
+	expect("SET ROLE reader, writer", SESSVAR_UNKNOWN, NULL, NULL);
+	expect("SET ROLE reader; SELECT 1", SESSVAR_UNKNOWN, NULL, NULL);
+	expect("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", SESSVAR_UNKNOWN, NULL, NULL);
+	expect("RESET SESSION", SESSVAR_UNKNOWN, NULL, NULL);
 	expect("SET search_path = a; SELECT 1", SESSVAR_UNKNOWN, NULL, NULL);
 	expect("SET x.y = E'a\\\\b'", SESSVAR_UNKNOWN, NULL, NULL);
 	expect("SET x.y = 'a\\b'", SESSVAR_UNKNOWN, NULL, NULL);
@@ -80,7 +95,7 @@ static void test_record_and_diff(void **state)
 	int count;
 	assert_int_equal(sessvars_put(&startup, "Search_Path", "a,b", true), 0);
 	assert_true(sessvars_copy(&client, &startup));
-	struct sessvar_op set = { SESSVAR_SET, "app.tenant", "'it''s'" };
+	struct sessvar_op set = { .kind = SESSVAR_SET, .name = "app.tenant", .value = "'it''s'" };
 	assert_int_equal(sessvars_apply(&client, &startup, &set), 0);
 	char *sql = sessvars_diff_sql(&client, &server, false, &count);
 	assert_int_equal(count, 2);
@@ -93,12 +108,12 @@ static void test_record_and_diff(void **state)
 	assert_int_equal(count, 0);
 	free(sql);
 	/* RESET goes back to the startup value; RESET ALL to the startup record */
-	struct sessvar_op reset = { SESSVAR_RESET, "search_path", NULL };
-	struct sessvar_op other = { SESSVAR_SET, "search_path", "c" };
+	struct sessvar_op reset = { .kind = SESSVAR_RESET, .name = "search_path", .value = NULL };
+	struct sessvar_op other = { .kind = SESSVAR_SET, .name = "search_path", .value = "c" };
 	assert_int_equal(sessvars_apply(&client, &startup, &other), 0);
 	assert_int_equal(sessvars_apply(&client, &startup, &reset), 0);
 	assert_string_equal(sessvars_get(&client, "search_path")->value, "a,b");
-	struct sessvar_op all = { SESSVAR_RESET_ALL, NULL, NULL };
+	struct sessvar_op all = { .kind = SESSVAR_RESET_ALL, .name = NULL, .value = NULL };
 	assert_int_equal(sessvars_apply(&client, &startup, &all), 0);
 	assert_null(sessvars_get(&client, "app.tenant"));
 	sql = sessvars_diff_sql(&client, &server, false, &count);
@@ -108,12 +123,107 @@ static void test_record_and_diff(void **state)
 	/* a value with a quote and a backslash, sent back with E'' */
 	assert_int_equal(sessvars_put(&client, "x.q", "a'b\\c", true), 0);
 	sql = sessvars_diff_sql(&client, &(struct sessvars){ 0 }, true, &count);
-	assert_string_equal(sql, "RESET ALL;SELECT pg_catalog.set_config(E'search_path', E'a,b', false);"
+	assert_string_equal(sql, "RESET ALL;RESET SESSION AUTHORIZATION;RESET ROLE;"
+	                         "SELECT pg_catalog.set_config(E'search_path', E'a,b', false);"
 	                         "SELECT pg_catalog.set_config(E'x.q', E'a''b\\\\c', false);");
 	free(sql);
 	sessvars_clear(&client);
 	sessvars_clear(&server);
 	sessvars_clear(&startup);
+}
+
+static void test_role_and_session_authorization(void **state)
+{
+	(void)state;
+	struct sessvars client = { 0 }, server = { 0 };
+	int count;
+	struct sessvar_op role = { .kind = SESSVAR_SET, .name = "role", .value = "r" };
+	struct sessvar_op sa = { .kind = SESSVAR_SET, .name = "session_authorization", .value = "u" };
+	struct sessvar_op tenant = { .kind = SESSVAR_SET, .name = "app.tenant", .value = "'a'" };
+	struct sessvar_op all = { .kind = SESSVAR_RESET_ALL, .name = NULL, .value = NULL };
+	assert_int_equal(sessvars_apply(&client, NULL, &role), 0);
+	assert_int_equal(sessvars_apply(&client, NULL, &tenant), 0);
+	/* RESET ALL keeps the role (GUC_NO_RESET_ALL) */
+	assert_int_equal(sessvars_apply(&client, NULL, &all), 0);
+	assert_null(sessvars_get(&client, "app.tenant"));
+	assert_string_equal(sessvars_get(&client, "role")->value, "r");
+	assert_int_equal(sessvars_apply(&client, NULL, &tenant), 0);
+	char *sql = sessvars_diff_sql(&client, &server, false, &count);
+	assert_string_equal(sql, "SET \"app.tenant\" TO 'a';SET ROLE r;");
+	assert_int_equal(count, 2);
+	free(sql);
+	/* a reset of all: role after the others */
+	sql = sessvars_diff_sql(&client, &server, true, &count);
+	assert_string_equal(sql, "RESET ALL;RESET SESSION AUTHORIZATION;RESET ROLE;SET \"app.tenant\" TO 'a';SET ROLE r;");
+	free(sql);
+	assert_true(sessvars_copy(&server, &client));
+	/* SET SESSION AUTHORIZATION resets the role: the record drops it, the
+	 * diff sends the authorization, then the role again when wanted */
+	assert_int_equal(sessvars_apply(&client, NULL, &sa), 0);
+	assert_null(sessvars_get(&client, "role"));
+	sql = sessvars_diff_sql(&client, &server, false, &count);
+	assert_string_equal(sql, "SET SESSION AUTHORIZATION u;RESET ROLE;");
+	free(sql);
+	assert_int_equal(sessvars_apply(&client, NULL, &role), 0);
+	sql = sessvars_diff_sql(&client, &server, false, &count);
+	assert_string_equal(sql, "SET SESSION AUTHORIZATION u;SET ROLE r;");
+	free(sql);
+	/* the server's record back to none of them */
+	sql = sessvars_diff_sql(&(struct sessvars){ 0 }, &client, false, &count);
+	assert_string_equal(sql, "RESET \"app.tenant\";RESET SESSION AUTHORIZATION;RESET ROLE;");
+	assert_int_equal(count, 3);
+	free(sql);
+	sessvars_clear(&client);
+	sessvars_clear(&server);
+}
+
+static void test_template_and_bind(void **state)
+{
+	(void)state;
+	struct sessvar_op t, op;
+	const char *values[2] = { "App.Tenant", "it's" };
+	uint32_t lens[2] = { 10, 4 };
+	/* the simple Query path takes no parameters */
+	assert_int_equal(sessvars_parse("SELECT set_config($1, $2, false)", 32, &t), SESSVAR_NONE);
+	const char *q = "SELECT set_config($1, $2::text, false)";
+	assert_int_equal(sessvars_parse_template(q, strlen(q), &t), SESSVAR_SET_STRING);
+	assert_int_equal(t.name_param, 1);
+	assert_int_equal(t.value_param, 2);
+	assert_int_equal(sessvars_bind(&t, 2, values, lens, &op), SESSVAR_SET_STRING);
+	assert_string_equal(op.name, "app.tenant");
+	assert_string_equal(op.value, "it's");
+	sessvar_op_free(&op);
+	/* a missing or NULL parameter, a reported or LOCAL name: not followed */
+	assert_int_equal(sessvars_bind(&t, 1, values, lens, &op), SESSVAR_UNKNOWN);
+	const char *nulls[2] = { "x.y", NULL };
+	assert_int_equal(sessvars_bind(&t, 2, nulls, lens, &op), SESSVAR_UNKNOWN);
+	const char *reported[2] = { "TimeZone", "UTC" };
+	uint32_t rlens[2] = { 8, 3 };
+	assert_int_equal(sessvars_bind(&t, 2, reported, rlens, &op), SESSVAR_REPORTED);
+	sessvar_op_free(&t);
+	/* a literal name, a parameter value */
+	q = "select pg_catalog.set_config('search_path', $1, false);";
+	assert_int_equal(sessvars_parse_template(q, strlen(q), &t), SESSVAR_SET_STRING);
+	assert_string_equal(t.name, "search_path");
+	assert_int_equal(sessvars_bind(&t, 1, &values[1], &lens[1], &op), SESSVAR_SET_STRING);
+	assert_string_equal(op.name, "search_path");
+	assert_string_equal(op.value, "it's");
+	sessvar_op_free(&op);
+	sessvar_op_free(&t);
+	/* SET has no parameters: bound as it is */
+	q = "SET search_path TO tenant_a";
+	assert_int_equal(sessvars_parse_template(q, strlen(q), &t), SESSVAR_SET);
+	assert_int_equal(sessvars_bind(&t, 0, NULL, NULL, &op), SESSVAR_SET);
+	assert_string_equal(op.value, "tenant_a");
+	sessvar_op_free(&op);
+	sessvar_op_free(&t);
+	/* is_local from a parameter, other casts: not recognised */
+	q = "SELECT set_config('x.y', $1, $2)";
+	assert_int_equal(sessvars_parse_template(q, strlen(q), &t), SESSVAR_NONE);
+	q = "SELECT set_config('x.y', $1::int, false)";
+	assert_int_equal(sessvars_parse_template(q, strlen(q), &t), SESSVAR_NONE);
+	q = "SELECT set_config('x.y', $1, true)";
+	assert_int_equal(sessvars_parse_template(q, strlen(q), &t), SESSVAR_LOCAL);
 }
 
 static void test_limits(void **state)
@@ -127,7 +237,7 @@ static void test_limits(void **state)
 	}
 	assert_int_equal(sessvars_put(&rec, "app.more", "1", false), -2);
 	assert_int_equal(sessvars_put(&rec, "app.v1", "2", false), 0);    /* a change fits */
-	struct sessvar_op big = { SESSVAR_SET, "app.v2", NULL };
+	struct sessvar_op big = { .kind = SESSVAR_SET, .name = "app.v2", .value = NULL };
 	big.value = calloc(1, SESSVARS_MAX_BYTES + 1);
 	memset(big.value, 'x', SESSVARS_MAX_BYTES);
 	assert_false(sessvars_fits(&rec, &big));
@@ -141,6 +251,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse),
 		cmocka_unit_test(test_record_and_diff),
+		cmocka_unit_test(test_role_and_session_authorization),
+		cmocka_unit_test(test_template_and_bind),
 		cmocka_unit_test(test_limits),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
