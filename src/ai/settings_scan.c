@@ -175,7 +175,7 @@ static enum word_kind classify(const char *w, size_t n)
 static bool starts_with_set(const char *t, size_t n)
 {
 	return n >= 3 && (t[0] | 0x20) == 's' && (t[1] | 0x20) == 'e' && (t[2] | 0x20) == 't' &&
-	       (n == 3 || !is_ident_cont((unsigned char)t[3]));
+	       (n == 3 || !sqllex_ident_cont((unsigned char)t[3]));
 }
 
 enum settings_effect settings_effect(const char *text, size_t len)
