@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 import harness
+from test_client_node import KIT as KIT_NODE, node_modules  # noqa: F401 (fixture: npm ci of the kit)
 import pgwire
 
 pytestmark = pytest.mark.skipif(harness.is_pgbouncer(), reason="pgsluice's own relay")
@@ -332,19 +333,13 @@ const { Client } = require('pg');
 """
 
 
-def _node_has_pg():
-    if not shutil.which("node"):
-        return False
-    return subprocess.run(["node", "-e", "require('pg')"], env=dict(os.environ), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL).returncode == 0
-
-
-@pytest.mark.skipif(not _node_has_pg(), reason="node-postgres (pg) is not on NODE_PATH")
-def test_node_postgres_notification_event(sluice):
+@pytest.mark.skipif(not shutil.which("node"), reason="node is not installed")
+def test_node_postgres_notification_event(sluice, node_modules):  # noqa: F811
     pooler = tx_pooler(sluice)
     url = f"postgresql://app:{harness.PASSWORDS['app']}@127.0.0.1:{pooler.port}/app"
     out = subprocess.run(["node", "-e", NODE_SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True, timeout=60, env=dict(os.environ, DATABASE_URL=url))
+                         text=True, timeout=60,
+                         env=dict(os.environ, DATABASE_URL=url, NODE_PATH=str(KIT_NODE / "node_modules")))
     assert out.returncode == 0, out.stdout
     assert out.stdout.strip().splitlines()[-1] == '["nodech:0","nodech:1","nodech:2"]'
 

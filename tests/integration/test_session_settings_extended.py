@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from test_client_node import KIT as KIT_NODE, node_modules  # noqa: F401 (fixture: npm ci of the kit)
 
 APP_PASSWORD = "app_pw"
 ROUNDS = 200
@@ -203,22 +204,14 @@ const { Client } = require('pg');
 """
 
 
-def node_pg_path():
-    """A NODE_PATH where require('pg') works, or None."""
-    for path in filter(None, [os.environ.get("NODE_PATH"), "/tmp/settings-nodepg/node_modules"]):
-        if Path(path, "pg").is_dir():
-            return path
-    return None
-
-
-@pytest.mark.skipif(not shutil.which("node") or not node_pg_path(), reason="node-postgres not installed")
-def test_node_postgres_parameters(sluice, pg, tenants, tmp_path):
+@pytest.mark.skipif(not shutil.which("node"), reason="node is not installed")
+def test_node_postgres_parameters(sluice, pg, tenants, tmp_path, node_modules):  # noqa: F811
     pooler = tx_pooler(sluice)
     script = tmp_path / "settings_ext.js"
     script.write_text(NODE_SCRIPT)
     url = f"postgresql://app:{APP_PASSWORD}@127.0.0.1:{pooler.port}/app"
     out = subprocess.run(["node", str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         timeout=60, env=dict(os.environ, DATABASE_URL=url, NODE_PATH=node_pg_path()))
+                         timeout=60, env=dict(os.environ, DATABASE_URL=url, NODE_PATH=str(KIT_NODE / "node_modules")))
     assert out.returncode == 0, out.stdout
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["a"] == ["a/row-a"]
