@@ -133,6 +133,8 @@ void client_move(struct client *c, struct pool *p, enum client_state state)
 	case CL_CANCEL:
 		break;
 	}
+	if (old && !p)
+		old->unused_since = now_usec();   /* autodb_idle_timeout counts from here */
 	c->state = state;
 	c->pool = p;
 	switch (state) {
@@ -1220,6 +1222,12 @@ static bool check_header(struct client *c, uint8_t type, uint32_t len)
 	if (len < 4) {
 		client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL,
 		             "invalid message length %u for message type \"%c\"", len, type);
+		return false;
+	}
+	if (type == PqMsg_Query && c->sl->cfg->disable_pqexec) {
+		/* PgBouncer's disable_pqexec: one Query can carry many statements (SQL injection) */
+		log_error("C-%llu: client used \"Query\" packet type", (unsigned long long)c->id);
+		client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL, "PQexec disallowed");
 		return false;
 	}
 	if ((int64_t)len > c->sl->cfg->max_packet_size) {

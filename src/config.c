@@ -46,6 +46,7 @@ static const struct config_key config_table[] = {
 	KEY(auth_query, CONFIG_STRING, "SELECT rolname, CASE WHEN rolvaliduntil < pg_catalog.now() THEN NULL ELSE rolpassword END FROM pg_catalog.pg_authid WHERE rolname = $1 AND rolcanlogin", RELOAD, 0, 0),
 	KEY(auth_type, CONFIG_AUTH_TYPE, "md5", RELOAD, 0, 0),
 	KEY(auth_user, CONFIG_STRING, "", RELOAD, 0, 0),
+	KEY(autodb_idle_timeout, CONFIG_TIME, "3600", RELOAD, 0, NO_MAX),
 	/* pgsluice's own: NOTIFY sluice_budget at these percents of a budget; "" = never */
 	KEY(budget_alert_thresholds, CONFIG_STRING, "80,100", RELOAD, 0, 0),
 	KEY(cache_default_ttl, CONFIG_TIME, "300", RELOAD, USEC_PER_SEC, 31536000LL * USEC_PER_SEC),
@@ -63,6 +64,7 @@ static const struct config_key config_table[] = {
 	KEY(client_tls_protocols, CONFIG_STRING, "secure", RELOAD, 0, 0),
 	KEY(client_tls_sslmode, CONFIG_STRING, "disable", RELOAD, 0, 0),
 	KEY(default_pool_size, CONFIG_INT, "20", RELOAD, 0, NO_MAX_INT),
+	KEY(disable_pqexec, CONFIG_BOOL, "0", NO_RELOAD, 0, 0),
 	KEY(dns_max_ttl, CONFIG_TIME, "15", RELOAD, 0, NO_MAX),
 	KEY(dns_nxdomain_ttl, CONFIG_TIME, "15", RELOAD, 0, NO_MAX),
 	KEY(idle_transaction_timeout, CONFIG_TIME, "0", RELOAD, 0, NO_MAX),
@@ -121,6 +123,7 @@ static const struct config_key config_table[] = {
 	KEY(server_reset_query, CONFIG_STRING, "DISCARD ALL", RELOAD, 0, 0),
 	KEY(server_reset_query_always, CONFIG_BOOL, "0", RELOAD, 0, 0),
 	/* a server's i= above this fails the login: each round is pgsluice's CPU time */
+	KEY(server_round_robin, CONFIG_BOOL, "0", RELOAD, 0, 0),
 	KEY(server_scram_max_iterations, CONFIG_INT, "100000", RELOAD, 1, NO_MAX_INT),
 	KEY(server_tls_ca_file, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(server_tls_cert_file, CONFIG_STRING, "", RELOAD, 0, 0),
@@ -135,6 +138,7 @@ static const struct config_key config_table[] = {
 	KEY(syslog, CONFIG_BOOL, "0", RELOAD, 0, 0),
 	KEY(syslog_facility, CONFIG_STRING, "daemon", RELOAD, 0, 0),
 	KEY(syslog_ident, CONFIG_STRING, "pgsluice", RELOAD, 0, 0),
+	KEY(tcp_defer_accept, CONFIG_BOOL, "1", RELOAD, 0, 0),
 	KEY(tcp_keepalive, CONFIG_BOOL, "1", RELOAD, 0, 0),
 	/* 0 = the OS default; upper bounds are Linux's (MAX_TCP_KEEPCNT, MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL) */
 	KEY(tcp_keepcnt, CONFIG_INT, "0", RELOAD, 0, 127),
@@ -145,6 +149,7 @@ static const struct config_key config_table[] = {
 	KEY(tag_trusted_roles, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(track_extra_parameters, CONFIG_STRING, "IntervalStyle", RELOAD, 0, 0),
 	KEY(transaction_timeout, CONFIG_TIME, "0", RELOAD, 0, NO_MAX),
+	KEY(unix_socket_group, CONFIG_STRING, "", NO_RELOAD, 0, 0),
 	KEY(unix_socket_dir, CONFIG_STRING, "/tmp", NO_RELOAD, 0, 0),
 	{ .name = "unix_socket_mode", .type = CONFIG_INT,
 	  .offset = offsetof(struct sluice_config, unix_socket_mode), .default_value = "0777",
@@ -165,15 +170,14 @@ static const struct config_key config_table[] = {
  * libevent's, sized by the data (the data path rebuild will own this).
  */
 static const char *const unsupported_pgbouncer_keys[] = {
-	"autodb_idle_timeout",
 	"client_tls_dheparams",
 	"client_tls_ecdhcurve", 
-	"conffile", "disable_pqexec",
+	"conffile",
 	"dns_zone_check_period", "job_name",
 	"pkt_buf", "pool_idle_timeout",
-	"resolv_conf", "sbuf_loopcnt", "server_round_robin", "server_tls13_ciphers",
+	"resolv_conf", "sbuf_loopcnt", "server_tls13_ciphers",
 	"service_name", "suspend_timeout",
-	"tcp_defer_accept", "tcp_socket_buffer", "unix_socket_group", NULL
+	"tcp_socket_buffer", NULL
 };
 
 /* pgsluice's own keys (docs/design.md, docs/configuration.md) whose modules do not exist yet. */

@@ -101,6 +101,7 @@ struct sluice_config {
 	int listen_port;
 	char *unix_socket_dir;    /* "" = no unix socket */
 	int unix_socket_mode;
+	char *unix_socket_group;  /* group the unix socket is given (chown); "" = the process's */
 	char *user;               /* -u: drop privileges to this OS user */
 	char *auth_file;
 	char *auth_hba_file;      /* pg_hba.conf-style rules for auth_type = hba */
@@ -130,6 +131,9 @@ struct sluice_config {
 	usec_t server_check_delay;
 	char *login_notify_message;   /* NOTICE sent at login; "" = none */
 	bool server_fast_close;
+	bool server_round_robin;  /* idle servers are reused oldest first (FIFO) instead of LIFO */
+	bool disable_pqexec;      /* a simple-protocol Query ends the client (08P01 PQexec disallowed) */
+	usec_t autodb_idle_timeout; /* pools of the "*" entry unused this long are dropped; 0 = never */
 	usec_t server_lifetime;
 	usec_t server_idle_timeout;
 	usec_t server_connect_timeout;
@@ -154,6 +158,7 @@ struct sluice_config {
 	int listen_backlog;
 	int64_t max_packet_size;  /* bytes */
 	bool so_reuseport;
+	bool tcp_defer_accept;    /* TCP_DEFER_ACCEPT (45 s) on the TCP listening sockets (Linux) */
 	int peer_id;              /* 0: not peered; else this process's id in [peers] (cancel.h) */
 	bool tcp_keepalive;
 	int tcp_keepidle;         /* seconds; 0 = OS default */

@@ -3,9 +3,12 @@
 #include "listener.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +34,12 @@ struct listener {
 #define ACCEPT_BACKOFF_MAX    (1 * USEC_PER_SEC)
 /* While accept() keeps failing, one log line per this long at most. */
 #define ACCEPT_LOG_INTERVAL   (10 * USEC_PER_SEC)
+/*
+ * tcp_defer_accept's delay in seconds: PgBouncer's fixed value. A client speaks
+ * first in PostgreSQL's protocol, so the kernel wakes us only once its
+ * startup packet is there (tcp(7) TCP_DEFER_ACCEPT).
+ */
+#define DEFER_ACCEPT_SECONDS  45
 /* A client that sent no StartupMessage in this long may make way for a new one. */
 #define SILENT_LOGIN_AGE      (1 * USEC_PER_SEC)
 
@@ -220,6 +229,24 @@ static bool socket_in_use(const struct sockaddr_un *un)
 	return used;
 }
 
+/* unix_socket_group: hand the socket file to that group (before privileges are dropped). */
+static bool give_group(const char *path, const char *group, char *errbuf, size_t errlen)
+{
+	if (!group || !*group)
+		return true;
+	struct group *gr = getgrnam(group);
+	if (!gr) {
+		snprintf(errbuf, errlen, "unix_socket_group \"%s\" does not exist", group);
+		return false;
+	}
+	if (chown(path, (uid_t)-1, gr->gr_gid) != 0) {
+		snprintf(errbuf, errlen, "could not give unix socket \"%s\" to group \"%s\": %s", path, group,
+		         strerror(errno));
+		return false;
+	}
+	return true;
+}
+
 static bool listen_unix(struct sluice *sl, char *errbuf, size_t errlen)
 {
 	struct sockaddr_un un;
@@ -240,6 +267,11 @@ static bool listen_unix(struct sluice *sl, char *errbuf, size_t errlen)
 	if (fd < 0)
 		return false;
 	chmod(un.sun_path, (mode_t)sl->cfg->unix_socket_mode);
+	if (!give_group(un.sun_path, sl->cfg->unix_socket_group, errbuf, errlen)) {
+		close(fd);
+		unlink(un.sun_path);
+		return false;
+	}
 	log_info("listening on unix socket %s", un.sun_path);
 	return add_listener(sl, fd, un.sun_path, errbuf, errlen);
 }
@@ -276,8 +308,25 @@ bool listener_start(struct sluice *sl, char *errbuf, size_t errlen)
 		return false;
 	}
 	sl->accepting = true;   /* evconnlistener_new enables them */
+	listener_apply_settings(sl);
 	listener_update(sl);
 	return true;
+}
+
+void listener_apply_settings(struct sluice *sl)
+{
+#ifdef TCP_DEFER_ACCEPT
+	int secs = sl->cfg->tcp_defer_accept ? DEFER_ACCEPT_SECONDS : 0;
+	for (struct listener *l = sl->listeners; l; l = l->next) {
+		if (l->unix_path)
+			continue;
+		int fd = evconnlistener_get_fd(l->ev);
+		if (setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs)) != 0)
+			log_warning("could not set TCP_DEFER_ACCEPT: %s", strerror(errno));
+	}
+#else
+	(void)sl;
+#endif
 }
 
 void listener_set_accepting(struct sluice *sl, bool on)

@@ -28,6 +28,14 @@ bool listener_start(struct sluice *sl, char *errbuf, size_t errlen);
  */
 void listener_stop_tcp(struct sluice *sl);
 
+/*
+ * Apply the reloadable listener settings of sl->cfg to the open sockets:
+ * tcp_defer_accept (TCP_DEFER_ACCEPT, 45 s, on TCP listeners; Linux only, as
+ * PgBouncer). Logs a warning when the kernel refuses it. Called by
+ * listener_start and on RELOAD / admin SET.
+ */
+void listener_apply_settings(struct sluice *sl);
+
 /* SUSPEND / RESUME: stop or start accepting on every listener; connections wait in the kernel's queue. */
 void listener_set_accepting(struct sluice *sl, bool on);
 

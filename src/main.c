@@ -255,6 +255,7 @@ static void apply_settings(struct sluice *sl)
 	if (!apply_logging(sl->cfg, g_opts))
 		log_error("could not open logfile \"%s\": %s", sl->cfg->logfile, strerror(errno));
 	varcache_set_tracked(sl->cfg->track_extra_parameters);
+	listener_apply_settings(sl);
 	pool_reconfigure(sl);
 	limits_sync_reconfigure(sl);
 	usage_reconfigure(sl);

@@ -325,10 +325,11 @@ static bool evict_idle(struct pool *p, const char *db_name, const char *user_nam
 	TAILQ_FOREACH(q, &p->sl->pools, entry) {
 		if (q == p || (db_name ? strcmp(q->db_name, db_name) : strcmp(q->user_name, user_name)) != 0)
 			continue;
-		/* LIFO list: the tail idled longest */
-		struct server *s = TAILQ_LAST(&q->idle_servers, server_list);
-		if (s && (!oldest || s->last_used < oldest->last_used))
-			oldest = s;
+		/* the longest idle is at one end: the tail (LIFO), the head (server_round_robin) */
+		struct server *ends[2] = { TAILQ_LAST(&q->idle_servers, server_list), TAILQ_FIRST(&q->idle_servers) };
+		for (int i = 0; i < 2; i++)
+			if (ends[i] && (!oldest || ends[i]->last_used < oldest->last_used))
+				oldest = ends[i];
 	}
 	if (!oldest)
 		return false;
@@ -474,8 +475,15 @@ void pool_move_server(struct server *s, int new_state)
 	switch (s->state) {
 	case SV_LOGIN: TAILQ_INSERT_TAIL(&p->login_servers, s, entry); p->n_login++; break;
 	/* LIFO idle list: the most recently used server is reused first, so
-	 * surplus servers age out by server_idle_timeout. */
-	case SV_IDLE: TAILQ_INSERT_HEAD(&p->idle_servers, s, entry); p->n_idle++; break;
+	 * surplus servers age out by server_idle_timeout; server_round_robin
+	 * makes it FIFO so load spreads over every server (PgBouncer). */
+	case SV_IDLE:
+		if (p->sl->cfg->server_round_robin)
+			TAILQ_INSERT_TAIL(&p->idle_servers, s, entry);
+		else
+			TAILQ_INSERT_HEAD(&p->idle_servers, s, entry);
+		p->n_idle++;
+		break;
 	case SV_ACTIVE:
 	case SV_RESET:
 	case SV_BEING_CANCELED: TAILQ_INSERT_TAIL(&p->active_servers, s, entry); p->n_active++; break;
@@ -859,12 +867,38 @@ static void create_forced_user_pools(struct sluice *sl)
 	}
 }
 
+/*
+ * autodb_idle_timeout: has p, a pool of the "*" entry, had no client and no
+ * server for that long? PgBouncer drops such a database with its statistics
+ * (janitor.c cleanup_inactive_autodatabases); so does pgsluice, per pool.
+ */
+static bool autodb_expired(struct pool *p, usec_t now)
+{
+	if (p->n_clients + p->n_waiting + p->n_login + p->n_idle + p->n_active > 0 || p->starting_replication) {
+		p->unused_since = 0;
+		return false;
+	}
+	const struct db_config *db = config_find_db(p->sl->cfg, p->db_name);
+	if (!db || strcmp(db->name, "*") != 0 || p->sl->cfg->autodb_idle_timeout <= 0)
+		return false;
+	if (!p->unused_since)
+		p->unused_since = now;
+	return now - p->unused_since >= p->sl->cfg->autodb_idle_timeout;
+}
+
 void pool_janitor(struct sluice *sl)
 {
 	usec_t now = now_usec();
-	struct pool *p;
+	struct pool *p, *next;
 	create_forced_user_pools(sl);
-	TAILQ_FOREACH(p, &sl->pools, entry) {
+	TAILQ_FOREACH_SAFE(p, &sl->pools, entry, next) {
+		if (autodb_expired(p, now)) {
+			log_info("dropping database '%s' as it does not exist anymore or inactive auto-database",
+			         p->db_name);   /* PgBouncer's words */
+			TAILQ_REMOVE(&sl->pools, p, entry);
+			pool_free(p);
+			continue;
+		}
 		check_waiting(p, now);
 		expire_active(p, now);
 		expire_servers(p, now);

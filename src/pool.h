@@ -92,6 +92,7 @@ struct pool {
 	uint8_t *last_login_error;     /* ErrorResponse message to give waiting clients, owned */
 	size_t last_login_error_len;
 	bool stale;                    /* config changed its target: close servers when released */
+	usec_t unused_since;           /* monotonic: its last client left (autodb_idle_timeout); 0: in use */
 	const char *reconnect_reason; /* why close_when_released servers go (pool_reconnect), static */
 
 	/* admin console: counters, and their values at the last two stats_period ticks */

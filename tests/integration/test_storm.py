@@ -25,7 +25,9 @@ PROTOCOL_V3 = 196608
 def raw_sockets(pooler, n, startup_user=None):
     """n TCP connections to the pooler. With startup_user, each sends a StartupMessage
     and then stays silent in the middle of authentication (a slow login); without,
-    each sends nothing at all (an idle socket)."""
+    each sends the first byte of a packet and stops (an idle socket). A socket that
+    sends nothing at all is not even accepted (tcp_defer_accept, on by default:
+    test_pgb_parity_c.py); one byte gets it past the kernel to pgsluice's own bounds."""
     socks = []
     for _ in range(n):
         s = socket.create_connection((pooler.host, pooler.port), timeout=10)
@@ -35,6 +37,8 @@ def raw_sockets(pooler, n, startup_user=None):
                 body += key.encode() + b"\0" + value.encode() + b"\0"
             body += b"\0"
             s.sendall(struct.pack("!I", len(body) + 4) + body)
+        else:
+            s.sendall(b"\0")
         socks.append(s)
     return socks
 
