@@ -60,6 +60,8 @@ static const struct config_key config_table[] = {
 	KEY(client_tls_ca_file, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(client_tls_cert_file, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(client_tls_ciphers, CONFIG_STRING, "default", RELOAD, 0, 0),
+	KEY(client_tls_dheparams, CONFIG_STRING, "auto", RELOAD, 0, 0),
+	KEY(client_tls_ecdhcurve, CONFIG_STRING, "auto", RELOAD, 0, 0),
 	KEY(client_tls_key_file, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(client_tls_protocols, CONFIG_STRING, "secure", RELOAD, 0, 0),
 	KEY(client_tls_sslmode, CONFIG_STRING, "disable", RELOAD, 0, 0),
@@ -111,6 +113,7 @@ static const struct config_key config_table[] = {
 	KEY(reserve_pool_size, CONFIG_INT, "0", RELOAD, 0, NO_MAX_INT),
 	KEY(reserve_pool_timeout, CONFIG_TIME, "5", RELOAD, 0, NO_MAX),
 	/* PBKDF2 rounds for secrets of plain auth_file passwords; PostgreSQL's range */
+	KEY(resolv_conf, CONFIG_STRING, "", NO_RELOAD, 0, 0),
 	KEY(scram_iterations, CONFIG_INT, "4096", RELOAD, 1, NO_MAX_INT),
 	KEY(server_check_delay, CONFIG_TIME, "30", RELOAD, 0, NO_MAX),
 	/* PgBouncer 1.25: "<empty>" checks with an empty Query, "" turns the check off */
@@ -125,6 +128,8 @@ static const struct config_key config_table[] = {
 	/* a server's i= above this fails the login: each round is pgsluice's CPU time */
 	KEY(server_round_robin, CONFIG_BOOL, "0", RELOAD, 0, 0),
 	KEY(server_scram_max_iterations, CONFIG_INT, "100000", RELOAD, 1, NO_MAX_INT),
+	/* TLS 1.3 suites towards servers (SSL_CTX_set_ciphersuites); "" = OpenSSL's */
+	KEY(server_tls13_ciphers, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(server_tls_ca_file, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(server_tls_cert_file, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(server_tls_ciphers, CONFIG_STRING, "default", RELOAD, 0, 0),
@@ -145,6 +150,7 @@ static const struct config_key config_table[] = {
 	KEY(tcp_keepidle, CONFIG_INT, "0", RELOAD, 0, 32767),
 	KEY(tcp_keepintvl, CONFIG_INT, "0", RELOAD, 0, 32767),
 	/* milliseconds, as PgBouncer and TCP_USER_TIMEOUT; 0 = the OS default */
+	KEY(tcp_socket_buffer, CONFIG_INT, "0", RELOAD, 0, NO_MAX_INT),
 	KEY(tcp_user_timeout, CONFIG_INT, "0", RELOAD, 0, NO_MAX_INT),
 	KEY(tag_trusted_roles, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(track_extra_parameters, CONFIG_STRING, "IntervalStyle", RELOAD, 0, 0),
@@ -166,18 +172,16 @@ static const struct config_key config_table[] = {
 /*
  * PgBouncer 1.2x keys pgsluice does not implement. A pgbouncer.ini must load
  * unchanged, so these are warned about by name and ignored, never silently.
- * pkt_buf and sbuf_loopcnt tune PgBouncer's sbuf; pgsluice's buffers are
- * libevent's, sized by the data (the data path rebuild will own this).
+ * pkt_buf and sbuf_loopcnt tune PgBouncer's sbuf; pgsluice's own buffers
+ * (iobuf.c) grow with the data up to max_packet_size.
  */
 static const char *const unsupported_pgbouncer_keys[] = {
-	"client_tls_dheparams",
-	"client_tls_ecdhcurve", 
 	"conffile",
 	"dns_zone_check_period", "job_name",
 	"pkt_buf", "pool_idle_timeout",
-	"resolv_conf", "sbuf_loopcnt", "server_tls13_ciphers",
+	"sbuf_loopcnt",
 	"service_name", "suspend_timeout",
-	"tcp_socket_buffer", NULL
+	NULL
 };
 
 /* pgsluice's own keys (docs/design.md, docs/configuration.md) whose modules do not exist yet. */

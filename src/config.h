@@ -165,6 +165,8 @@ struct sluice_config {
 	int tcp_keepintvl;        /* seconds; 0 = OS default */
 	int tcp_keepcnt;          /* probes; 0 = OS default */
 	int tcp_user_timeout;     /* milliseconds; 0 = OS default */
+	int tcp_socket_buffer;    /* bytes of SO_SNDBUF and SO_RCVBUF; 0 = OS default */
+	char *resolv_conf;        /* resolver configuration for server host names; "" = the system's */
 	bool syslog;
 	char *syslog_ident;
 	char *syslog_facility;
@@ -201,6 +203,9 @@ struct sluice_config {
 	char *client_tls_protocols;
 	char *client_tls_ciphers;
 	char *client_tls13_ciphers; /* TLS 1.3 suites; "" = OpenSSL's */
+	char *client_tls_ecdhcurve;  /* ECDHE group: "auto"/"none" (OpenSSL's), or a curve name */
+	char *client_tls_dheparams;  /* DHE of TLS 1.2: "auto", "legacy" (as auto), "none" (no DHE) */
+	char *server_tls13_ciphers;  /* TLS 1.3 suites towards servers; "" = OpenSSL's */
 	char *server_tls_sslmode;
 	char *server_tls_key_file;
 	char *server_tls_cert_file;

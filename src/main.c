@@ -269,6 +269,7 @@ static void apply_settings(struct sluice *sl)
 static const size_t server_tls_fields[] = {
 	FIELD(server_tls_sslmode), FIELD(server_tls_key_file), FIELD(server_tls_cert_file),
 	FIELD(server_tls_ca_file), FIELD(server_tls_protocols), FIELD(server_tls_ciphers),
+	FIELD(server_tls13_ciphers),
 };
 
 /* What auth_query lookups depend on: a change drops their connections and cache. */
@@ -731,6 +732,8 @@ static bool start_parts(struct sluice *sl, const struct options *o, struct event
 	return true;
 }
 
+static bool start_resolver(struct sluice *sl);
+
 static int run(struct sluice *sl, const struct options *o)
 {
 	struct event *sigs[N_SIGNALS] = { NULL };
@@ -741,9 +744,8 @@ static int run(struct sluice *sl, const struct options *o)
 		log_error("could not create the event loop");
 		return 1;
 	}
-	sl->dns = evdns_base_new(sl->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
-	if (!sl->dns)
-		sl->dns = evdns_base_new(sl->base, 0);   /* no resolv.conf: numeric hosts still work */
+	if (!start_resolver(sl))
+		return 1;
 	int rc = 1;
 	raise_fd_limit(sl->cfg);
 	if (start_parts(sl, o, sigs)) {
@@ -754,6 +756,33 @@ static int run(struct sluice *sl, const struct options *o)
 	}
 	teardown(sl, sigs, N_SIGNALS);
 	return rc;
+}
+
+/*
+ * The resolver for server host names: the system's resolv.conf and hosts
+ * file, or resolv_conf's (PgBouncer's key: other name servers for pgsluice
+ * alone). False, logged, when resolv_conf cannot be read.
+ */
+static bool start_resolver(struct sluice *sl)
+{
+	const char *path = sl->cfg->resolv_conf;
+	if (*path) {
+		sl->dns = evdns_base_new(sl->base, 0);
+		int rc = sl->dns ? evdns_base_resolv_conf_parse(sl->dns, DNS_OPTIONS_ALL, path) : -1;
+		if (rc != 0) {
+			/* evdns: 1 = cannot open, 2 = cannot stat, 3 = too large, 4 = out of memory,
+			 * 5 = short read, 6 = no name servers in it */
+			log_error("could not use resolv_conf \"%s\": %s", path,
+			          rc == 1 || rc == 2 ? strerror(errno) : rc == 6 ? "it names no name server" :
+			          "it could not be read");
+			return false;
+		}
+		return true;
+	}
+	sl->dns = evdns_base_new(sl->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+	if (!sl->dns)
+		sl->dns = evdns_base_new(sl->base, 0);   /* no resolv.conf: numeric hosts still work */
+	return true;
 }
 
 /* What main() loaded before the loop; safe on a partly filled sl. */

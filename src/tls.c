@@ -74,6 +74,34 @@ static bool set_ciphers(SSL_CTX *ctx, const char *text)
 	return SSL_CTX_set_cipher_list(ctx, text) == 1;
 }
 
+/*
+ * client_tls_ecdhcurve (PgBouncer): "auto" and "none" keep OpenSSL's groups
+ * (OpenSSL 1.1+ always negotiates ECDHE itself, so PgBouncer's "none" changes
+ * nothing either); a curve name (prime256v1, secp384r1, P-384, X25519...)
+ * is the only group offered, for TLS 1.2 and 1.3 alike.
+ */
+static bool set_ecdh_curve(SSL_CTX *ctx, const char *name)
+{
+	if (!*name || strcasecmp(name, "auto") == 0 || strcasecmp(name, "none") == 0)
+		return true;
+	return SSL_CTX_set1_groups_list(ctx, name) == 1;
+}
+
+/*
+ * client_tls_dheparams (PgBouncer): "auto" gives TLS 1.2's DHE suites
+ * OpenSSL's built-in group matched to the key's strength; "none" leaves DHE
+ * without parameters, so those suites are never chosen. "legacy" (1024-bit)
+ * is taken as "auto": OpenSSL's default security level refuses 1024-bit DH.
+ */
+static bool set_dh_params(SSL_CTX *ctx, const char *value)
+{
+	if (strcasecmp(value, "none") == 0)
+		return true;
+	if (strcasecmp(value, "auto") == 0 || strcasecmp(value, "legacy") == 0)
+		return SSL_CTX_set_dh_auto(ctx, 1) == 1;
+	return false;
+}
+
 const char *tls_error_text(unsigned long err)
 {
 	static char buf[256];
@@ -141,6 +169,10 @@ static SSL_CTX *accept_ctx(const struct sluice_config *cfg, enum tls_mode mode, 
 		ok = fail(errbuf, errlen, "client_tls_ciphers", "invalid cipher list");
 	if (ok && *cfg->client_tls13_ciphers && SSL_CTX_set_ciphersuites(ctx, cfg->client_tls13_ciphers) != 1)
 		ok = fail(errbuf, errlen, "client_tls13_ciphers", "invalid TLS 1.3 cipher suite list");
+	if (ok && !set_ecdh_curve(ctx, cfg->client_tls_ecdhcurve))
+		ok = fail(errbuf, errlen, "client_tls_ecdhcurve", "unknown curve");
+	if (ok && !set_dh_params(ctx, cfg->client_tls_dheparams))
+		ok = fail(errbuf, errlen, "client_tls_dheparams", "expected none, auto or legacy");
 	if (!ok) {
 		SSL_CTX_free(ctx);
 		return NULL;
@@ -169,6 +201,8 @@ static SSL_CTX *connect_ctx(const struct sluice_config *cfg, enum tls_mode mode,
 		ok = fail(errbuf, errlen, "server_tls_protocols", "invalid protocol list");
 	if (ok && !set_ciphers(ctx, cfg->server_tls_ciphers))
 		ok = fail(errbuf, errlen, "server_tls_ciphers", "invalid cipher list");
+	if (ok && *cfg->server_tls13_ciphers && SSL_CTX_set_ciphersuites(ctx, cfg->server_tls13_ciphers) != 1)
+		ok = fail(errbuf, errlen, "server_tls13_ciphers", "invalid TLS 1.3 cipher suite list");
 	if (!ok) {
 		SSL_CTX_free(ctx);
 		return NULL;

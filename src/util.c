@@ -103,6 +103,8 @@ void socket_tune(int fd, const struct sluice_config *cfg)
 		set_int_option(fd, IPPROTO_TCP, TCP_KEEPCNT, cfg->tcp_keepcnt);
 	}
 	set_int_option(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, cfg->tcp_user_timeout);
+	set_int_option(fd, SOL_SOCKET, SO_SNDBUF, cfg->tcp_socket_buffer);
+	set_int_option(fd, SOL_SOCKET, SO_RCVBUF, cfg->tcp_socket_buffer);
 }
 
 uint64_t socket_id_next(void)

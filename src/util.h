@@ -43,7 +43,8 @@ bool timer_add_usec(struct event *ev, usec_t every);
 /*
  * Set TCP_NODELAY and cfg's keepalive keys on a TCP socket, as PgBouncer's
  * tune_socket does (tcp(7)): SO_KEEPALIVE with tcp_keepidle, tcp_keepintvl
- * and tcp_keepcnt when tcp_keepalive is on; tcp_user_timeout always; a key
+ * and tcp_keepcnt when tcp_keepalive is on; tcp_user_timeout and
+ * tcp_socket_buffer (bytes, both SO_SNDBUF and SO_RCVBUF) always; a key
  * at 0 leaves the OS default. Unix sockets are left alone. An option the
  * kernel refuses is skipped: the connection works without it.
  */

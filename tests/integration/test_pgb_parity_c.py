@@ -14,11 +14,18 @@ as PgBouncer 1.25 documents them (doc/config.md).
 - autodb_idle_timeout: pools of databases served by the "*" entry that nobody
   used for that long are dropped (SHOW DATABASES / SHOW POOLS forget them) and
   come back on the next login.
+- server_tls13_ciphers, client_tls_ecdhcurve, client_tls_dheparams: what the
+  TLS handshakes on either leg may use (openssl s_client, pg_stat_ssl).
+- tcp_socket_buffer: SO_SNDBUF and SO_RCVBUF of client and server sockets.
+- resolv_conf: server host names asked of that file's name servers.
 """
 
 import grp
 import os
 import socket
+import struct
+import subprocess
+import threading
 import time
 
 import psycopg
@@ -27,6 +34,9 @@ import pytest
 import harness
 import pgwire
 from harness import wait_for
+from test_p12_keys import peer_sockets
+# the TLS module's certificates and PostgreSQL with ssl = on (module-scoped fixtures)
+from test_tls import certs, client_tls, pg_tls  # noqa: F401
 
 
 def admin_rows(pooler, sql):
@@ -245,3 +255,167 @@ def test_autodb_idle_timeout_zero_keeps_auto_databases(sluice, pg):
                          if r["database"] == "auto_two"), 10, what="its server closed")
     time.sleep(1.5)
     assert "auto_two" in pool_databases(pooler)
+
+
+# -- TLS: server_tls13_ciphers, client_tls_ecdhcurve, client_tls_dheparams ----------------
+
+def s_client(pooler, *args):
+    """openssl s_client through the pooler's SSLRequest (-starttls postgres); True when
+    the TLS handshake completed."""
+    out = subprocess.run(["openssl", "s_client", "-connect", f"{pooler.host}:{pooler.port}",
+                          "-starttls", "postgres", *args], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=20)
+    return out.returncode == 0 and "Cipher is (NONE)" not in out.stdout, out.stdout
+
+
+def test_server_tls13_ciphers_picks_the_suite_towards_postgresql(sluice, certs, pg_tls):
+    def server_cipher(**keys):
+        pooler = sluice(server_tls_sslmode="require", **keys)
+        with pooler.connect() as conn:
+            return conn.execute("SELECT version, cipher FROM pg_stat_ssl "
+                                "WHERE pid = pg_backend_pid()").fetchone()
+    # OpenSSL prefers AES-256-GCM; pgsluice offers PostgreSQL only ChaCha20
+    assert server_cipher(server_tls13_ciphers="TLS_CHACHA20_POLY1305_SHA256") == \
+        ("TLSv1.3", "TLS_CHACHA20_POLY1305_SHA256")
+    assert server_cipher() == ("TLSv1.3", "TLS_AES_256_GCM_SHA384")
+
+
+def test_server_tls13_ciphers_invalid_stops_start_up(sluice):
+    pooler = sluice(start=False, server_tls13_ciphers="NOT_A_SUITE")
+    result = harness.run_binary([pooler.ini_path], timeout=20)
+    assert result.returncode != 0
+    assert "server_tls13_ciphers" in result.stdout + pooler.log_text(lines=None)
+
+
+def test_client_tls_ecdhcurve_is_the_only_group_offered(sluice, certs):
+    pooler = sluice(**client_tls(certs, client_tls_ecdhcurve="secp384r1"))
+    ok, out = s_client(pooler, "-groups", "P-384")
+    assert ok, out
+    ok, out = s_client(pooler, "-groups", "P-256")
+    assert not ok, out
+    # auto (the default): OpenSSL's groups, P-256 among them
+    pooler = sluice(**client_tls(certs))
+    ok, out = s_client(pooler, "-groups", "P-256")
+    assert ok, out
+
+
+def test_client_tls_ecdhcurve_unknown_stops_start_up(sluice, certs):
+    pooler = sluice(start=False, **client_tls(certs, client_tls_ecdhcurve="no-such-curve"))
+    result = harness.run_binary([pooler.ini_path], timeout=20)
+    assert result.returncode != 0
+    assert "client_tls_ecdhcurve" in result.stdout + pooler.log_text(lines=None)
+
+
+@pytest.fixture(scope="module")
+def rsa_cert(tmp_path_factory):
+    """A self-signed RSA certificate: TLS 1.2's DHE suites need an RSA key (DHE-RSA-*)."""
+    d = tmp_path_factory.mktemp("rsa")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost", "-keyout", str(d / "rsa.key"),
+                    "-out", str(d / "rsa.crt")], check=True, capture_output=True, timeout=60)
+    return d / "rsa.crt", d / "rsa.key"
+
+
+@pytest.mark.parametrize("dheparams,dhe_works", [("auto", True), ("legacy", True), ("none", False)])
+def test_client_tls_dheparams_decides_whether_dhe_suites_work(sluice, rsa_cert, dheparams, dhe_works):
+    crt, key = rsa_cert
+    pooler = sluice(client_tls_sslmode="require", client_tls_cert_file=crt, client_tls_key_file=key,
+                    client_tls_dheparams=dheparams)
+    ok, out = s_client(pooler, "-tls1_2", "-cipher", "DHE-RSA-AES128-GCM-SHA256")
+    assert ok == dhe_works, out
+    # ECDHE suites are unaffected
+    ok, out = s_client(pooler, "-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256")
+    assert ok, out
+
+
+# -- tcp_socket_buffer -------------------------------------------------------------------
+
+def test_tcp_socket_buffer_sets_both_buffers_of_client_and_server_sockets(sluice, pg):
+    pooler = sluice(tcp_socket_buffer=65536, pool_mode="session")
+    with pooler.connect() as conn:
+        conn.execute("select 1")
+        socks = peer_sockets(pooler.pid)
+        try:
+            assert socks, "no TCP socket found in the pooler"
+            for (local, peer), sock in socks.items():
+                # Linux doubles the value for its bookkeeping (socket(7))
+                assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 131072, (local, peer)
+                assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == 131072, (local, peer)
+        finally:
+            for sock in socks.values():
+                sock.close()
+
+
+# -- resolv_conf -------------------------------------------------------------------------
+
+class TinyDNS:
+    """A UDP name server on 127.0.0.1 answering A queries for one name with 127.0.0.1;
+    AAAA for it: no records; any other name: NXDOMAIN. Enough for libevent's evdns."""
+
+    def __init__(self, name):
+        self.name = name.lower()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.queries = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while True:
+            try:
+                data, addr = self.sock.recvfrom(512)
+            except OSError:
+                return
+            try:
+                self.sock.sendto(self.answer(data), addr)
+            except (OSError, IndexError, struct.error):
+                continue
+
+    def answer(self, q):
+        qid, flags = struct.unpack("!HH", q[:4])
+        labels, i = [], 12
+        while q[i]:
+            labels.append(q[i + 1:i + 1 + q[i]].decode().lower())
+            i += 1 + q[i]
+        qtype = struct.unpack("!H", q[i + 1:i + 3])[0]
+        question = q[12:i + 5]
+        name = ".".join(labels)
+        self.queries.append((name, qtype))
+        rd = flags & 0x0100
+        if name != self.name:
+            return struct.pack("!HHHHHH", qid, 0x8183 | rd, 1, 0, 0, 0) + question  # NXDOMAIN
+        if qtype != 1:
+            return struct.pack("!HHHHHH", qid, 0x8180 | rd, 1, 0, 0, 0) + question  # no records
+        record = struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4) + socket.inet_aton("127.0.0.1")
+        return struct.pack("!HHHHHH", qid, 0x8180 | rd, 1, 1, 0, 0) + question + record
+
+    def close(self):
+        self.sock.close()
+
+
+def test_resolv_conf_sends_server_host_names_to_its_name_servers(sluice, pg, workbase):
+    dns = TinyDNS("db.pgsluice-test")
+    try:
+        conf = os.path.join(workbase, f"resolv-{dns.port}.conf")
+        with open(conf, "w") as f:
+            f.write(f"nameserver 127.0.0.1:{dns.port}\n")
+        pooler = sluice(resolv_conf=conf,
+                        databases={"named": f"host=db.pgsluice-test port={pg.port} dbname=app"})
+        with pooler.connect(dbname="named") as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+        assert ("db.pgsluice-test", 1) in dns.queries
+        # the system's resolver does not know the name: without resolv_conf the login fails
+        plain = sluice(databases={"named": f"host=db.pgsluice-test port={pg.port} dbname=app"},
+                       query_wait_timeout=2)
+        with pytest.raises(psycopg.OperationalError):
+            plain.connect(dbname="named").execute("select 1")
+    finally:
+        dns.close()
+
+
+def test_resolv_conf_that_cannot_be_read_stops_start_up(sluice, workbase):
+    pooler = sluice(start=False, resolv_conf=os.path.join(workbase, "no-such-resolv.conf"))
+    result = harness.run_binary([pooler.ini_path], timeout=20)
+    assert result.returncode != 0
+    assert 'could not use resolv_conf "' in result.stdout + pooler.log_text(lines=None)
