@@ -69,6 +69,7 @@ struct admin_wait {
 	struct client *c;
 	enum wait_kind kind;
 	char *db;                 /* NULL: every database */
+	usec_t since;             /* monotonic: when the command began (suspend_timeout) */
 };
 
 struct admin {
@@ -465,7 +466,7 @@ static bool add_wait(struct admin *a, struct client *c, enum wait_kind kind, con
 	char *copy = db ? strdup(db) : NULL;
 	if (db && !copy)
 		return false;
-	a->waits[a->n_waits++] = (struct admin_wait){ .c = c, .kind = kind, .db = copy };
+	a->waits[a->n_waits++] = (struct admin_wait){ .c = c, .kind = kind, .db = copy, .since = now_usec() };
 	arm_timer(a);
 	return true;
 }
@@ -533,6 +534,39 @@ static size_t unflushed_bytes(struct sluice *sl)
 	return n;
 }
 
+/*
+ * suspend_timeout (PgBouncer): a connection whose output has not drained
+ * that long after SUSPEND is dropped, so SUSPEND completes. One at a time
+ * from the start of the lists: closing one may change the others.
+ */
+static void drop_unflushed(struct sluice *sl)
+{
+	for (bool dropped = true; dropped;) {
+		dropped = false;
+		struct pool *p;
+		TAILQ_FOREACH(p, &sl->pools, entry) {
+			struct client *c;
+			struct server *s;
+			TAILQ_FOREACH(c, &p->active_clients, entry)
+				if (connio_out_len(&c->io) > 0)
+					break;
+			if (c) {
+				client_close(c, "suspend_timeout");
+				dropped = true;
+				break;
+			}
+			TAILQ_FOREACH(s, &p->active_servers, entry)
+				if (connio_out_len(&s->io) > 0)
+					break;
+			if (s) {
+				server_close(s, "suspend_timeout");
+				dropped = true;
+				break;
+			}
+		}
+	}
+}
+
 static void check_waits(evutil_socket_t fd, short what, void *arg)
 {
 	struct admin *a = arg;
@@ -554,7 +588,12 @@ static void check_waits(evutil_socket_t fd, short what, void *arg)
 			command_complete(&m, "WAIT_CLOSE");
 		else if (w->kind == WAIT_SUSPEND && !sl->suspended)
 			admin_error(&m, SQLSTATE_QUERY_CANCELED, NULL, NULL, "SUSPEND was cancelled by RESUME");
-		else if (w->kind == WAIT_SUSPEND && unflushed_bytes(sl) == 0)
+		else if (w->kind == WAIT_SUSPEND && unflushed_bytes(sl) > 0 && sl->cfg->suspend_timeout > 0 &&
+		         now_usec() - w->since >= sl->cfg->suspend_timeout) {
+			log_warning("SUSPEND: output not flushed within suspend_timeout; dropping those connections");
+			drop_unflushed(sl);
+			command_complete(&m, "SUSPEND");
+		} else if (w->kind == WAIT_SUSPEND && unflushed_bytes(sl) == 0)
 			command_complete(&m, "SUSPEND");
 		else {
 			msg_free(&m);

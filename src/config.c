@@ -140,6 +140,7 @@ static const struct config_key config_table[] = {
 	/* 0 would make the stats timer spin; PgBouncer's smallest useful period is 1 s */
 	KEY(stats_period, CONFIG_TIME, "60", RELOAD, USEC_PER_SEC, NO_MAX),
 	KEY(stats_users, CONFIG_STRING, "", RELOAD, 0, 0),
+	KEY(suspend_timeout, CONFIG_TIME, "10", RELOAD, 0, NO_MAX),
 	KEY(syslog, CONFIG_BOOL, "0", RELOAD, 0, 0),
 	KEY(syslog_facility, CONFIG_STRING, "daemon", RELOAD, 0, 0),
 	KEY(syslog_ident, CONFIG_STRING, "pgsluice", RELOAD, 0, 0),
@@ -180,7 +181,7 @@ static const char *const unsupported_pgbouncer_keys[] = {
 	"dns_zone_check_period", "job_name",
 	"pkt_buf", "pool_idle_timeout",
 	"sbuf_loopcnt",
-	"service_name", "suspend_timeout",
+	"service_name",
 	NULL
 };
 

@@ -134,6 +134,7 @@ struct sluice_config {
 	bool server_round_robin;  /* idle servers are reused oldest first (FIFO) instead of LIFO */
 	bool disable_pqexec;      /* a simple-protocol Query ends the client (08P01 PQexec disallowed) */
 	usec_t autodb_idle_timeout; /* pools of the "*" entry unused this long are dropped; 0 = never */
+	usec_t suspend_timeout;   /* SUSPEND drops connections whose output is not flushed by then; 0 = waits */
 	usec_t server_lifetime;
 	usec_t server_idle_timeout;
 	usec_t server_connect_timeout;

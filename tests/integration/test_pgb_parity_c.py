@@ -419,3 +419,53 @@ def test_resolv_conf_that_cannot_be_read_stops_start_up(sluice, workbase):
     result = harness.run_binary([pooler.ini_path], timeout=20)
     assert result.returncode != 0
     assert 'could not use resolv_conf "' in result.stdout + pooler.log_text(lines=None)
+
+
+# -- suspend_timeout ---------------------------------------------------------------------
+
+def stalled_reader(pooler):
+    """A client that asks for ~40 MB of rows and reads none of it: its output cannot drain."""
+    sess = pgwire.login(pooler.host, pooler.port, "app", "app", password="app_pw")
+    sess.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sess.send(b"Q", b"select repeat('x', 1000) from generate_series(1, 40000)\0")
+    return sess
+
+
+@pytest.mark.parametrize("timeout", [1, 0])
+def test_suspend_timeout_drops_a_client_that_does_not_drain(sluice, timeout):
+    pooler = sluice(suspend_timeout=timeout, pool_mode="transaction")
+    stalled = stalled_reader(pooler)
+    # opened before SUSPEND: a suspended pgsluice accepts no new connection
+    other = psycopg.connect(pooler.dsn(dbname="pgbouncer"), autocommit=True,
+                            cursor_factory=psycopg.ClientCursor)
+    try:
+        # the server streams until pgsluice's output to the client is full
+        wait_for(lambda: any(r["database"] == "app" and r["sv_active"] == 1
+                             for r in admin_rows(pooler, "SHOW POOLS")), 10, what="the query running")
+        time.sleep(0.5)
+        with pgwire.login(pooler.host, pooler.port, "app", "pgbouncer", password="app_pw") as admin:
+            admin.send(b"Q", b"SUSPEND\0")
+            if timeout:
+                started = time.monotonic()
+                messages = admin.read_until_ready()
+                assert ("C", b"SUSPEND\0") in messages, messages
+                assert time.monotonic() - started < 10
+                assert "closing because: suspend_timeout" in pooler.log_text(lines=None)
+                cur = other.execute("SHOW CLIENTS")
+                db = [d.name for d in cur.description].index("database")
+                pooled = [r for r in cur.fetchall() if r[db] == "app"]
+                assert pooled == [], pooled      # the stalled client is gone
+                other.execute("RESUME")
+            else:
+                # 0: SUSPEND waits for the flush as long as it takes; RESUME cancels it
+                with pytest.raises(TimeoutError):
+                    admin.read(timeout=2.5)
+                other.execute("RESUME")
+                with pytest.raises(pgwire.ServerError, match="SUSPEND was cancelled by RESUME"):
+                    admin.read_until_ready()
+                assert "closing because: suspend_timeout" not in pooler.log_text(lines=None)
+        with pooler.connect() as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+    finally:
+        other.close()
+        stalled.sock.close()
