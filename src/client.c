@@ -31,6 +31,7 @@
 #include "ident.h"
 #include "cancel.h"
 #include "log.h"
+#include "pamauth.h"
 #include "pool.h"
 #include "server.h"
 #include "settings_ext.h"
@@ -652,7 +653,8 @@ static void start_auth(struct client *c)
 			return;
 		}
 	} else if (authquery_enabled(sl, c->database) && sl->cfg->auth_type != AUTH_TYPE_ANY &&
-	           sl->cfg->auth_type != AUTH_TYPE_CERT && sl->cfg->auth_type != AUTH_TYPE_PEER) {
+	           sl->cfg->auth_type != AUTH_TYPE_CERT && sl->cfg->auth_type != AUTH_TYPE_PEER &&
+	           sl->cfg->auth_type != AUTH_TYPE_PAM) {
 		/* not in auth_file: PostgreSQL's own catalog may know the role */
 		bool found = false;
 		const char *cached = authquery_cached(sl, c->database, c->user, &found);
@@ -730,7 +732,12 @@ static void begin_auth_method(struct client *c, const struct userlist_entry *e)
 		refuse_unbuilt_method(c, "LDAP");
 		return;
 	case AUTH_TYPE_PAM:
-		refuse_unbuilt_method(c, "PAM");
+		if (!pamauth_available()) {
+			refuse_unbuilt_method(c, "PAM");
+			return;
+		}
+		send_auth_request(c, AUTH_REQ_PASSWORD, NULL, 0);   /* PAM needs the password itself */
+		c->auth_step = CL_AUTH_PASSWORD;
 		return;
 	default:
 		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL, "unsupported authentication method");
@@ -760,11 +767,82 @@ static bool check_plain_password(const char *stored, const char *user, const cha
 	return false;
 }
 
+/* A PAM check on a worker thread: PAM modules block (pamauth.h). */
+struct pam_job {
+	struct client *c;
+	char *user, *password, *rhost, *confdir;
+	struct pamauth_result res;
+};
+
+static void pam_job_run(void *arg)
+{
+	struct pam_job *j = arg;
+	pamauth_check(j->confdir, j->user, j->password, j->rhost, &j->res);
+}
+
+static void pam_job_free(void *arg)
+{
+	struct pam_job *j = arg;
+	if (j->password)
+		OPENSSL_cleanse(j->password, strlen(j->password));
+	free(j->password);
+	free(j->user);
+	free(j->rhost);
+	free(j->confdir);
+	free(j);
+}
+
+static void pam_job_done(void *arg)
+{
+	struct pam_job *j = arg;
+	struct client *c = j->c;
+	c->auth_job = NULL;
+	bool ok = j->res.ok;
+	if (!ok)
+		log_warning("C-%llu: %s/%s@%s:%d %s", (unsigned long long)c->id, c->database, c->user, c->addr,
+		            c->port, j->res.message);
+	pam_job_free(j);
+	if (c->state != CL_LOGIN || c->auth_step != CL_AUTH_PAM)
+		return;    /* refused meanwhile (client_login_timeout): FATAL already sent */
+	if (!ok) {
+		/* PostgreSQL's words (auth.c, CheckPAMAuth) */
+		client_fatal(c, SQLSTATE_INVALID_PASSWORD, NULL, NULL, "PAM authentication failed for user \"%s\"",
+		             c->user);
+		return;
+	}
+	login_succeeded(c);
+	if (c->state == CL_LOGIN && iobuf_len(&c->io.in) > 0)
+		login_input(c);    /* bytes that came meanwhile */
+}
+
+/* Check c's cleartext password with PAM off the loop; c waits in CL_AUTH_PAM. */
+static void start_pam(struct client *c, const char *password)
+{
+	struct pam_job *j = calloc(1, sizeof(*j));
+	if (!j || !(j->user = strdup(c->user)) || !(j->password = strdup(password)) ||
+	    !(j->rhost = strdup(c->peer.ss_family == AF_UNIX ? "" : c->addr)) ||
+	    !(j->confdir = strdup(c->sl->cfg->auth_pam_confdir))) {
+		if (j)
+			pam_job_free(j);
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return;
+	}
+	j->c = c;
+	c->auth_step = CL_AUTH_PAM;
+	c->auth_job = workers_submit(c->sl->workers, pam_job_run, pam_job_done, pam_job_free, j);
+	if (!c->auth_job)
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "could not start PAM authentication");
+}
+
 static void handle_password(struct client *c, struct msgreader *r)
 {
 	const char *given = mr_string(r);
 	if (r->bad) {
 		client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL, "invalid password packet");
+		return;
+	}
+	if (c->auth_method == AUTH_TYPE_PAM) {
+		start_pam(c, given);
 		return;
 	}
 	bool ok = false;

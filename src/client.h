@@ -50,7 +50,8 @@ enum client_state {
 
 enum client_auth_step { CL_AUTH_STARTUP, CL_AUTH_PASSWORD, CL_AUTH_SASL_FIRST, CL_AUTH_SASL_FINAL,
                         CL_AUTH_QUERY /* waiting for auth_query's answer */,
-                        CL_AUTH_DERIVING /* its SCRAM secret is derived on a worker thread */ };
+                        CL_AUTH_DERIVING /* its SCRAM secret is derived on a worker thread */,
+                        CL_AUTH_PAM /* its password is checked by PAM on a worker thread */ };
 
 struct client {
 	TAILQ_ENTRY(client) entry;
@@ -120,7 +121,8 @@ struct client {
 
 	uint8_t md5_salt[4];
 	struct scram_server *scram;   /* owned; during a SCRAM login only */
-	struct worker_job *auth_job;  /* its SCRAM secret being derived (CL_AUTH_DERIVING), or NULL */
+	struct worker_job *auth_job;  /* its SCRAM secret being derived (CL_AUTH_DERIVING) or its PAM
+	                                 check (CL_AUTH_PAM), or NULL */
 
 	usec_t connect_time;           /* monotonic */
 	usec_t wait_start;             /* monotonic, when it started waiting for a server */

@@ -43,6 +43,7 @@ static const struct config_key config_table[] = {
 	KEY(auth_hba_file, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(auth_ident_file, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(auth_ldap_options, CONFIG_STRING, "", RELOAD, 0, 0),
+	KEY(auth_pam_confdir, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(auth_query, CONFIG_STRING, "SELECT rolname, CASE WHEN rolvaliduntil < pg_catalog.now() THEN NULL ELSE rolpassword END FROM pg_catalog.pg_authid WHERE rolname = $1 AND rolcanlogin", RELOAD, 0, 0),
 	KEY(auth_type, CONFIG_AUTH_TYPE, "md5", RELOAD, 0, 0),
 	KEY(auth_user, CONFIG_STRING, "", RELOAD, 0, 0),

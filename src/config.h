@@ -107,6 +107,7 @@ struct sluice_config {
 	char *auth_hba_file;      /* pg_hba.conf-style rules for auth_type = hba */
 	char *auth_ident_file;    /* pg_ident.conf-style user name maps for hba map= */
 	char *auth_ldap_options;  /* accepted for PgBouncer's ini; LDAP logins are refused */
+	char *auth_pam_confdir;   /* directory of the PAM service file; "" = /etc/pam.d */
 	char *auth_user;          /* looks up roles missing from auth_file; "" = off */
 	char *auth_query;         /* $1 = the role; returns (name, stored password) */
 	char *auth_dbname;        /* [databases] entry to run it in; "" = the client's */

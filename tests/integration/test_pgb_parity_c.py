@@ -18,6 +18,8 @@ as PgBouncer 1.25 documents them (doc/config.md).
   TLS handshakes on either leg may use (openssl s_client, pg_stat_ssl).
 - tcp_socket_buffer: SO_SNDBUF and SO_RCVBUF of client and server sockets.
 - resolv_conf: server host names asked of that file's name servers.
+- auth_type = pam (and hba pam lines) with auth_pam_confdir: pam_permit,
+  pam_deny and pam_exec, as PgBouncer's test_auth.py test_pam_*.
 """
 
 import grp
@@ -469,3 +471,94 @@ def test_suspend_timeout_drops_a_client_that_does_not_drain(sluice, timeout):
     finally:
         other.close()
         stalled.sock.close()
+
+
+# -- auth_type = pam (PgBouncer's test_auth.py test_pam_*) --------------------------------
+
+PAM_MODULES = "/lib/x86_64-linux-gnu/security"
+
+
+def pam_service(tmp_path, auth_line, account_line="account required pam_permit.so"):
+    """A PAM configuration directory whose service "pgbouncer" has these lines."""
+    pam_d = tmp_path / "pam.d"
+    pam_d.mkdir(exist_ok=True)
+    (pam_d / "pgbouncer").write_text(f"auth {auth_line}\n{account_line}\n")
+    os.chmod(pam_d, 0o755)
+    return pam_d
+
+
+def pam_pooler(sluice, pam_d, **extra):
+    if not os.path.exists(os.path.join(PAM_MODULES, "pam_permit.so")):
+        pytest.skip("no Linux-PAM modules on this machine")
+    settings = {"auth_type": "pam", "auth_pam_confdir": pam_d}
+    settings.update(extra)
+    return sluice(**settings)
+
+
+def test_pam_permit_lets_any_password_in(sluice, tmp_path):
+    pooler = pam_pooler(sluice, pam_service(tmp_path, "required pam_permit.so"))
+    with pooler.connect(password="whatever") as conn:
+        assert conn.execute("select current_user").fetchone() == ("app",)
+
+
+def test_pam_deny_refuses_with_28p01(sluice, tmp_path):
+    pooler = pam_pooler(sluice, pam_service(tmp_path, "required pam_deny.so"))
+    err = pgwire.login_error(pooler.host, pooler.port, "app", "app", password="app_pw")
+    assert (err.sqlstate, err.message) == ("28P01", 'PAM authentication failed for user "app"')
+    assert "pam_authenticate() failed: Authentication failure" in pooler.log_text(lines=None)
+
+
+def test_pam_exec_sees_user_password_service_and_client_address(sluice, tmp_path):
+    script = tmp_path / "check.sh"
+    script.write_text("""#!/bin/sh
+read pw
+[ "$PAM_USER" = app ] || exit 1
+[ "$pw" = pam_secret ] || exit 3
+[ "$PAM_SERVICE" = pgbouncer ] || exit 5
+[ "$PAM_TYPE" = auth ] || exit 7
+[ "$PAM_RHOST" = 127.0.0.1 ] || exit 8
+exit 0
+""")
+    os.chmod(tmp_path, 0o755)
+    pam_d = pam_service(tmp_path, f"required pam_exec.so expose_authtok /bin/sh {script}")
+    pooler = pam_pooler(sluice, pam_d)
+    with pooler.connect(password="pam_secret") as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+    err = pgwire.login_error(pooler.host, pooler.port, "app", "app", password="wrong")
+    assert err.sqlstate == "28P01"
+    log = pooler.log_text(lines=None)
+    assert "pam_conversation(): PAM error: /bin/sh failed: exit code 3" in log, log
+
+
+def test_pam_hba_line_and_other_methods_side_by_side(sluice, tmp_path):
+    hba = tmp_path / "hba.conf"
+    hba.write_text("host all pw_user 127.0.0.1/32 scram-sha-256\n"
+                   "host all all 127.0.0.1/32 pam\n")
+    pooler = pam_pooler(sluice, pam_service(tmp_path, "required pam_permit.so"),
+                        auth_type="hba", auth_hba_file=hba)
+    with pooler.connect(password="anything") as conn:                 # pam: permitted
+        assert conn.execute("select 1").fetchone() == (1,)
+    with pooler.connect(user="pw_user", dbname="pwdb") as conn:        # scram: its own password
+        assert conn.execute("select 1").fetchone() == (1,)
+    err = pgwire.login_error(pooler.host, pooler.port, "pw_user", "pwdb", password="wrong")
+    assert err.sqlstate == "28P01"
+
+
+def test_slow_pam_does_not_stall_logged_in_clients(sluice, tmp_path):
+    script = tmp_path / "slow.sh"
+    script.write_text("#!/bin/sh\nsleep 2\nexit 0\n")
+    os.chmod(tmp_path, 0o755)
+    pam_d = pam_service(tmp_path, f"required pam_exec.so /bin/sh {script}")
+    pooler = pam_pooler(sluice, pam_d)
+    with pooler.connect(password="x") as conn:
+        done = threading.Event()
+        slow = threading.Thread(target=lambda: (pooler.connect(password="y").close(), done.set()))
+        slow.start()
+        time.sleep(0.3)          # the second login is inside PAM now
+        started = time.monotonic()
+        for _ in range(20):
+            assert conn.execute("select 1").fetchone() == (1,)
+        assert time.monotonic() - started < 1.5, "a PAM check held the loop"
+        assert not done.is_set()
+        slow.join(10)
+        assert done.is_set()
