@@ -395,8 +395,8 @@ static void test_unknown_and_unsupported_keys_warn_by_name_and_load(void **state
 	struct sluice_config *cfg = load_ok(
 		"[pgsluice]\n"                       /* 1 */
 		"foo = bar\n"                        /* 2 */
-		"server_round_robin = 1\n"          /* 3 */
-		"client_tls_dheparams = auto\n"     /* 4 */
+		"pkt_buf = 4096\n"                  /* 3 */
+		"sbuf_loopcnt = 5\n"                /* 4 */
 		"workers = 2\n"                      /* 5 */
 		"listen_port = 7432\n"               /* 6 */
 		"[peers]\n"                          /* 7 */
@@ -408,8 +408,8 @@ static void test_unknown_and_unsupported_keys_warn_by_name_and_load(void **state
 	assert_int_equal(cfg->listen_port, 7432);
 	char *log = take_log();
 	assert_logged(log, 2, "unknown configuration key \"foo\" ignored");
-	assert_logged(log, 3, "PgBouncer key \"server_round_robin\" is not supported by pgsluice and is ignored");
-	assert_logged(log, 4, "PgBouncer key \"client_tls_dheparams\" is not supported by pgsluice and is ignored");
+	assert_logged(log, 3, "PgBouncer key \"pkt_buf\" is not supported by pgsluice and is ignored");
+	assert_logged(log, 4, "PgBouncer key \"sbuf_loopcnt\" is not supported by pgsluice and is ignored");
 	assert_logged(log, 5, "key \"workers\" is not implemented yet by pgsluice and is ignored");
 	assert_null(strstr(log, "[peers]"));   /* read since peering: no warning */
 	assert_int_equal(cfg->n_peers, 1);
