@@ -805,8 +805,8 @@ static void pam_job_done(void *arg)
 	if (c->state != CL_LOGIN || c->auth_step != CL_AUTH_PAM)
 		return;    /* refused meanwhile (client_login_timeout): FATAL already sent */
 	if (!ok) {
-		/* PostgreSQL's words (auth.c, CheckPAMAuth) */
-		client_fatal(c, SQLSTATE_INVALID_PASSWORD, NULL, NULL, "PAM authentication failed for user \"%s\"",
+		/* PostgreSQL's words and SQLSTATE (auth.c, auth_failed) */
+		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL, "PAM authentication failed for user \"%s\"",
 		             c->user);
 		return;
 	}

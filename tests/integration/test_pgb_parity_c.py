@@ -501,10 +501,11 @@ def test_pam_permit_lets_any_password_in(sluice, tmp_path):
         assert conn.execute("select current_user").fetchone() == ("app",)
 
 
-def test_pam_deny_refuses_with_28p01(sluice, tmp_path):
+def test_pam_deny_refuses_with_28000(sluice, tmp_path):
     pooler = pam_pooler(sluice, pam_service(tmp_path, "required pam_deny.so"))
     err = pgwire.login_error(pooler.host, pooler.port, "app", "app", password="app_pw")
-    assert (err.sqlstate, err.message) == ("28P01", 'PAM authentication failed for user "app"')
+    # PostgreSQL's words and SQLSTATE for a PAM failure (auth.c auth_failed)
+    assert (err.sqlstate, err.message) == ("28000", 'PAM authentication failed for user "app"')
     assert "pam_authenticate() failed: Authentication failure" in pooler.log_text(lines=None)
 
 
@@ -525,7 +526,7 @@ exit 0
     with pooler.connect(password="pam_secret") as conn:
         assert conn.execute("select 1").fetchone() == (1,)
     err = pgwire.login_error(pooler.host, pooler.port, "app", "app", password="wrong")
-    assert err.sqlstate == "28P01"
+    assert err.sqlstate == "28000"
     log = pooler.log_text(lines=None)
     assert "pam_conversation(): PAM error: /bin/sh failed: exit code 3" in log, log
 
