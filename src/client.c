@@ -31,6 +31,7 @@
 #include "ident.h"
 #include "cancel.h"
 #include "log.h"
+#include "ldapauth.h"
 #include "pamauth.h"
 #include "pool.h"
 #include "server.h"
@@ -187,6 +188,10 @@ static void client_free(struct client *c)
 	if (c->scram) {
 		scram_server_free(c->scram);
 		free(c->scram);
+	}
+	if (c->ldap) {
+		ldapauth_clear(c->ldap);
+		free(c->ldap);
 	}
 	free(c->close_reason);
 	varcache_clear(&c->vars);
@@ -597,7 +602,7 @@ static void refuse_unbuilt_method(struct client *c, const char *method)
  * method (client-authentication.html, pg_hba.conf). Returns false after
  * refusing the client.
  */
-static bool method_from_hba(struct client *c, enum auth_type *method, const char **map)
+static bool method_from_hba(struct client *c, enum auth_type *method, const char **map, int *rule_line)
 {
 	int line = 0;
 	bool is_unix = c->peer.ss_family == AF_UNIX;
@@ -607,6 +612,7 @@ static bool method_from_hba(struct client *c, enum auth_type *method, const char
 	                    ? hba_match_replication(c->sl->hba, is_unix, c->tls, addr, c->user, &line)
 	                    : hba_match(c->sl->hba, is_unix, c->tls, addr, c->database, c->user, &line);
 	*map = hba_map(c->sl->hba, line);
+	*rule_line = line;
 	switch (m) {
 	case HBA_TRUST: *method = AUTH_TYPE_ANY; return true;
 	case HBA_PEER: *method = AUTH_TYPE_PEER; return true;
@@ -638,6 +644,34 @@ static bool method_from_hba(struct client *c, enum auth_type *method, const char
 /* Choose the exchange for auth_type and the stored password (PgBouncer's rules). */
 static void begin_auth_method(struct client *c, const struct userlist_entry *e);
 
+/*
+ * LDAP: keep a copy of the options (the hba rule's at hba_line, or
+ * auth_ldap_options) and ask for the password, which start_pam checks.
+ */
+static void start_ldap_login(struct client *c, int hba_line)
+{
+	char err[256];
+	const struct ldap_params *rule = hba_line ? hba_ldap(c->sl->hba, hba_line) : NULL;
+	c->ldap = malloc(sizeof(*c->ldap));
+	if (!c->ldap) {
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return;
+	}
+	ldapauth_init(c->ldap);
+	bool ok = rule ? ldapauth_copy(c->ldap, rule)
+	               : ldapauth_parse_options(c->sl->cfg->auth_ldap_options, c->ldap, err, sizeof(err));
+	if (!ok) {
+		if (rule)
+			snprintf(err, sizeof(err), "out of memory");
+		log_error("C-%llu: auth_ldap_options: %s", (unsigned long long)c->id, err);
+		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL, "LDAP authentication failed for user \"%s\"",
+		             c->user);
+		return;
+	}
+	send_auth_request(c, AUTH_REQ_PASSWORD, NULL, 0);
+	c->auth_step = CL_AUTH_PASSWORD;
+}
+
 static void start_auth(struct client *c)
 {
 	struct sluice *sl = c->sl;
@@ -654,7 +688,7 @@ static void start_auth(struct client *c)
 		}
 	} else if (authquery_enabled(sl, c->database) && sl->cfg->auth_type != AUTH_TYPE_ANY &&
 	           sl->cfg->auth_type != AUTH_TYPE_CERT && sl->cfg->auth_type != AUTH_TYPE_PEER &&
-	           sl->cfg->auth_type != AUTH_TYPE_PAM) {
+	           sl->cfg->auth_type != AUTH_TYPE_PAM && sl->cfg->auth_type != AUTH_TYPE_LDAP) {
 		/* not in auth_file: PostgreSQL's own catalog may know the role */
 		bool found = false;
 		const char *cached = authquery_cached(sl, c->database, c->user, &found);
@@ -690,7 +724,8 @@ static void begin_auth_method(struct client *c, const struct userlist_entry *e)
 	const struct sluice_config *cfg = c->sl->cfg;
 	const char *map = NULL;
 	c->auth_method = cfg->auth_type;
-	if (c->auth_method == AUTH_TYPE_HBA && !method_from_hba(c, &c->auth_method, &map))
+	int hba_line = 0;
+	if (c->auth_method == AUTH_TYPE_HBA && !method_from_hba(c, &c->auth_method, &map, &hba_line))
 		return;
 	switch (c->auth_method) {
 	case AUTH_TYPE_ANY:
@@ -729,7 +764,11 @@ static void begin_auth_method(struct client *c, const struct userlist_entry *e)
 		peer_login(c, map);
 		return;
 	case AUTH_TYPE_LDAP:
-		refuse_unbuilt_method(c, "LDAP");
+		if (!ldapauth_available()) {
+			refuse_unbuilt_method(c, "LDAP");
+			return;
+		}
+		start_ldap_login(c, hba_line);
 		return;
 	case AUTH_TYPE_PAM:
 		if (!pamauth_available()) {
@@ -767,16 +806,24 @@ static bool check_plain_password(const char *stored, const char *user, const cha
 	return false;
 }
 
-/* A PAM check on a worker thread: PAM modules block (pamauth.h). */
+/* A PAM or LDAP check on a worker thread: both block (pamauth.h, ldapauth.h). */
 struct pam_job {
 	struct client *c;
 	char *user, *password, *rhost, *confdir;
+	struct ldap_params *ldap;   /* LDAP: the options (a copy); NULL: PAM */
 	struct pamauth_result res;
 };
 
 static void pam_job_run(void *arg)
 {
 	struct pam_job *j = arg;
+	if (j->ldap) {
+		struct ldapauth_result lr;
+		ldapauth_check(j->ldap, j->user, j->password, &lr);
+		j->res.ok = lr.ok;
+		snprintf(j->res.message, sizeof(j->res.message), "%s", lr.message);
+		return;
+	}
 	pamauth_check(j->confdir, j->user, j->password, j->rhost, &j->res);
 }
 
@@ -789,6 +836,10 @@ static void pam_job_free(void *arg)
 	free(j->user);
 	free(j->rhost);
 	free(j->confdir);
+	if (j->ldap) {
+		ldapauth_clear(j->ldap);
+		free(j->ldap);
+	}
 	free(j);
 }
 
@@ -806,8 +857,8 @@ static void pam_job_done(void *arg)
 		return;    /* refused meanwhile (client_login_timeout): FATAL already sent */
 	if (!ok) {
 		/* PostgreSQL's words and SQLSTATE (auth.c, auth_failed) */
-		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL, "PAM authentication failed for user \"%s\"",
-		             c->user);
+		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL, "%s authentication failed for user \"%s\"",
+		             c->auth_method == AUTH_TYPE_LDAP ? "LDAP" : "PAM", c->user);
 		return;
 	}
 	login_succeeded(c);
@@ -815,10 +866,14 @@ static void pam_job_done(void *arg)
 		login_input(c);    /* bytes that came meanwhile */
 }
 
-/* Check c's cleartext password with PAM off the loop; c waits in CL_AUTH_PAM. */
+/* Check c's cleartext password with PAM or LDAP (c->ldap) off the loop; c waits in CL_AUTH_PAM. */
 static void start_pam(struct client *c, const char *password)
 {
 	struct pam_job *j = calloc(1, sizeof(*j));
+	if (j && c->ldap) {
+		j->ldap = c->ldap;     /* the job's now */
+		c->ldap = NULL;
+	}
 	if (!j || !(j->user = strdup(c->user)) || !(j->password = strdup(password)) ||
 	    !(j->rhost = strdup(c->peer.ss_family == AF_UNIX ? "" : c->addr)) ||
 	    !(j->confdir = strdup(c->sl->cfg->auth_pam_confdir))) {
@@ -841,7 +896,7 @@ static void handle_password(struct client *c, struct msgreader *r)
 		client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL, "invalid password packet");
 		return;
 	}
-	if (c->auth_method == AUTH_TYPE_PAM) {
+	if (c->auth_method == AUTH_TYPE_PAM || c->auth_method == AUTH_TYPE_LDAP) {
 		start_pam(c, given);
 		return;
 	}

@@ -51,7 +51,7 @@ enum client_state {
 enum client_auth_step { CL_AUTH_STARTUP, CL_AUTH_PASSWORD, CL_AUTH_SASL_FIRST, CL_AUTH_SASL_FINAL,
                         CL_AUTH_QUERY /* waiting for auth_query's answer */,
                         CL_AUTH_DERIVING /* its SCRAM secret is derived on a worker thread */,
-                        CL_AUTH_PAM /* its password is checked by PAM on a worker thread */ };
+                        CL_AUTH_PAM /* its password is checked by PAM or LDAP on a worker thread */ };
 
 struct client {
 	TAILQ_ENTRY(client) entry;
@@ -121,6 +121,7 @@ struct client {
 
 	uint8_t md5_salt[4];
 	struct scram_server *scram;   /* owned; during a SCRAM login only */
+	struct ldap_params *ldap;     /* owned; during an LDAP login only: the options it goes by */
 	struct worker_job *auth_job;  /* its SCRAM secret being derived (CL_AUTH_DERIVING) or its PAM
 	                                 check (CL_AUTH_PAM), or NULL */
 

@@ -5,6 +5,7 @@
  * @file lists), checked line by line, and the first-match lookup.
  */
 #include "hba.h"
+#include "ldapauth.h"
 #include "log.h"
 
 #include <arpa/inet.h>
@@ -53,6 +54,7 @@ struct hba_rule {
 	uint8_t mask[16];
 	enum hba_method method;
 	char *map;                 /* map= option (auth_ident_file), owned; NULL: none */
+	struct ldap_params *ldap;  /* ldap lines: their ldap...= options, owned; else NULL */
 };
 
 struct hba {
@@ -72,6 +74,7 @@ struct token {
 struct field {
 	struct token *tokens;
 	size_t n, cap;
+	bool leading_comma;    /* began with a comma (",name=value"): taken only among the options */
 };
 
 struct record {
@@ -259,6 +262,14 @@ static const char *tokenize(const char *p, struct record *rec)
 			if (in_quote) {
 				why = "unterminated quoted string";
 				goto out;
+			}
+			if (w == 0 && !t.quoted && f->n == 0 && !f->leading_comma && *p == ',') {
+				/* PgBouncer reads "a=b ,c=d" among the options; parse_rule refuses it elsewhere */
+				f->leading_comma = true;
+				p++;
+				while (is_blank(*p))
+					p++;
+				continue;
 			}
 			if (w == 0 && !t.quoted) {
 				why = "empty entry in a comma-separated list";
@@ -670,10 +681,20 @@ static bool parse_option(struct parser *ps, const struct source *src, int line,
 			return line_error(ps, src, line, "out of memory");
 		return true;
 	}
-	/* the options of methods pgsluice refuses at login: accepted so the file loads */
-	if ((rule->method == HBA_LDAP && name_len > 4 && strncmp(opt, "ldap", 4) == 0) ||
-	    (rule->method == HBA_PAM && ((name_len == 10 && strncmp(opt, "pamservice", 10) == 0) ||
-	                                 (name_len == 16 && strncmp(opt, "pam_use_hostname", 16) == 0))))
+	if (rule->method == HBA_LDAP && name_len > 4 && strncmp(opt, "ldap", 4) == 0) {
+		char why[256];
+		if (!rule->ldap) {
+			if (!(rule->ldap = malloc(sizeof(*rule->ldap))))
+				return line_error(ps, src, line, "out of memory");
+			ldapauth_init(rule->ldap);
+		}
+		if (!ldapauth_set(rule->ldap, opt, name_len, value, why, sizeof(why)))
+			return line_error(ps, src, line, "%s", why);
+		return true;
+	}
+	/* PAM's options: the service is PgBouncer's "pgbouncer" (pamauth.h), the address is PAM_RHOST */
+	if (rule->method == HBA_PAM && ((name_len == 10 && strncmp(opt, "pamservice", 10) == 0) ||
+	                                (name_len == 16 && strncmp(opt, "pam_use_hostname", 16) == 0)))
 		return true;
 	return line_error(ps, src, line, "unrecognized authentication option name: \"%.*s\"", (int) name_len, opt);
 }
@@ -682,6 +703,10 @@ static bool parse_option(struct parser *ps, const struct source *src, int line,
 
 static void rule_free(struct hba_rule *rule)
 {
+	if (rule->ldap) {
+		ldapauth_clear(rule->ldap);
+		free(rule->ldap);
+	}
 	free(rule->map);
 	name_list_free(&rule->databases);
 	name_list_free(&rule->users);
@@ -740,12 +765,22 @@ static bool parse_rule(struct parser *ps, const struct source *src, int line,
 	}
 	if (fi >= rec->n)
 		return line_error(ps, src, line, "end-of-line before authentication method");
+	for (size_t k = 0; k < fi + 1 && k < rec->n; k++)
+		if (rec->fields[k].leading_comma)
+			return line_error(ps, src, line, "empty entry in a comma-separated list");
 	if (!parse_method(ps, src, line, &rec->fields[fi++], rule))
 		return false;
 	for (; fi < rec->n; fi++)
 		for (i = 0; i < rec->fields[fi].n; i++)
 			if (!parse_option(ps, src, line, rec->fields[fi].tokens[i].text, rule))
 				return false;
+	if (rule->method == HBA_LDAP) {
+		char why[256];
+		struct ldap_params none;
+		ldapauth_init(&none);
+		if (!ldapauth_check_params(rule->ldap ? rule->ldap : &none, why, sizeof(why)))
+			return line_error(ps, src, line, "%s", why);
+	}
 	return true;
 }
 
@@ -1030,6 +1065,16 @@ const char *hba_map(const struct hba *hba, int line)
 	for (size_t i = 0; i < hba->n_rules; i++)
 		if (hba->rules[i].line == line)
 			return hba->rules[i].map;
+	return NULL;
+}
+
+const struct ldap_params *hba_ldap(const struct hba *hba, int line)
+{
+	if (!hba)
+		return NULL;
+	for (size_t i = 0; i < hba->n_rules; i++)
+		if (hba->rules[i].line == line)
+			return hba->rules[i].ldap;
 	return NULL;
 }
 

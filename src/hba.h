@@ -91,6 +91,14 @@ enum hba_method hba_match_replication(const struct hba *hba, bool is_unix, bool 
  */
 const char *hba_map(const struct hba *hba, int line);
 
+/*
+ * The ldap...= options of the "ldap" rule at line (ldapauth.h), checked
+ * complete when the file was loaded; NULL for other rules. Owned by hba:
+ * copy it (ldapauth_copy) before handing it to another thread.
+ */
+struct ldap_params;
+const struct ldap_params *hba_ldap(const struct hba *hba, int line);
+
 /* The method as written in pg_hba.conf ("scram-sha-256"); static string. */
 const char *hba_method_name(enum hba_method m);
 

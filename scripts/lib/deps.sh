@@ -10,7 +10,7 @@
 # Build: compiler, autotools, and the libraries configure.ac checks for.
 SLUICE_BUILD_PACKAGES=(build-essential autoconf automake libtool pkg-config
 	libevent-dev libpq-dev libssl-dev libinih-dev libcmocka-dev zlib1g-dev
-	libsystemd-dev libpam0g-dev)
+	libsystemd-dev libpam0g-dev libldap-dev)
 # Building and installing the Debian package (scripts/test's packaging step).
 SLUICE_PACKAGING_PACKAGES=(debhelper dpkg-dev fakeroot)
 # A PostgreSQL server to run against (pgbench ships with it on Debian 12).
@@ -20,8 +20,10 @@ SLUICE_SERVER_PACKAGES=(postgresql postgresql-contrib)
 # (Debian 12 ships SQLAlchemy 1.4, whose PostgreSQL driver is psycopg2). The Node kit's
 # tests use the machine's node and npm (not Debian's: npm ci brings pg, knex and
 # drizzle-orm from the npm registry) and skip where node is missing.
+# slapd: an OpenLDAP server the LDAP authentication tests start on a free port
+# (test_auth_ldap.py; its postinst does not start the system's slapd in a container).
 SLUICE_TEST_PACKAGES=(python3-pytest python3-psycopg python3-yaml pgbouncer
-	python3-sqlalchemy python3-psycopg2)
+	python3-sqlalchemy python3-psycopg2 slapd)
 # Fuzzing (scripts/fuzz): clang with libFuzzer and the sanitizer runtimes; llvm
 # brings llvm-symbolizer for readable stack traces.
 SLUICE_FUZZ_PACKAGES=(clang libclang-rt-dev llvm)

@@ -78,19 +78,24 @@ def test_a_reload_picks_up_a_changed_ident_file(sluice):
         assert conn.execute("select 1").fetchone() == (1,)
 
 
-def test_ident_over_tcp_ldap_and_pam_load_and_refuse_logins_clearly(sluice):
+def test_ident_over_tcp_refuses_logins_clearly_and_ldap_pam_lines_ask_for_a_password(sluice, tmp_path):
+    pam_d = tmp_path / "pam.d"
+    pam_d.mkdir()
+    (pam_d / "pgbouncer").write_text("auth required pam_deny.so\naccount required pam_deny.so\n")
     pooler = start(sluice, hba="host all pw_user all ident\n"
                                "host all md5_user all pam pamservice=postgresql\n"
-                               "host all all all ldap ldapserver=ldap.example.com ldapprefix=\"cn=\"\n")
+                               "host all all all ldap ldapserver=ldap.example.invalid ldapprefix=\"cn=\"\n",
+                   auth_pam_confdir=pam_d)
     refused(pooler, "pw_user", "28000",
             "ident authentication over TCP is not supported by pgsluice (pg_hba.conf line 1)", unix=False)
-    refused(pooler, "md5_user", "28000",
-            "PAM authentication is not supported: pgsluice was built without PAM support", unix=False)
-    refused(pooler, "app", "28000",
-            "LDAP authentication is not supported: pgsluice was built without LDAP support", unix=False)
+    # pam and ldap (test_pgb_parity_c.py, test_auth_ldap.py): the password is asked for and checked
+    refused(pooler, "md5_user", "28000", 'PAM authentication failed for user "md5_user"', unix=False,
+            password="md5_pw")
+    refused(pooler, "app", "28000", 'LDAP authentication failed for user "app"', unix=False, password="x")
+    # auth_ldap_options that do not parse: the login is refused and the log says why
     ldap = sluice(auth_type="ldap", auth_ldap_options="host=ldap.example.com basedn=dc=example,dc=com")
-    refused(ldap, "app", "28000",
-            "LDAP authentication is not supported: pgsluice was built without LDAP support")
+    refused(ldap, "app", "28000", 'LDAP authentication failed for user "app"')
+    assert 'auth_ldap_options: unrecognized authentication option name: "host"' in ldap.log_text(lines=None)
 
 
 def test_pgbouncer_user_logs_in_to_the_console_over_the_unix_socket_without_a_password(sluice):

@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "hba.h"
+#include "ldapauth.h"
 
 /* ---- helpers ---- */
 
@@ -613,6 +614,33 @@ static void test_peer_ident_map_ldap_and_pam_rules_load(void **state)
 	               "pg_hba.conf:1: unrecognized authentication option name: \"ldapserver\"");
 }
 
+/* ldap lines keep their options for the login (hba_ldap); PgBouncer's ",name=value" among them */
+static void test_ldap_options_are_kept_and_checked(void **state)
+{
+	int line;
+	struct hba *hba = parse_ok("host all all all ldap ldapserver=127.0.0.1 \"ldapport\"=3890 "
+	                           "ldapbasedn=\"dc=example,dc=net\" ,ldapsearchfilter=\"uid=$username\"\n"
+	                           "host all all all md5\n");
+	const struct ldap_params *p;
+
+	(void) state;
+	assert_int_equal(tcp(hba, "192.0.2.1", "db", "bob", &line), HBA_LDAP);
+	p = hba_ldap(hba, line);
+	assert_non_null(p);
+	assert_string_equal(p->server, "127.0.0.1");
+	assert_int_equal(p->port, 3890);
+	assert_string_equal(p->basedn, "dc=example,dc=net");
+	assert_string_equal(p->searchfilter, "uid=$username");
+	assert_null(hba_ldap(hba, 2));
+	hba_free(hba);
+	assert_refused("host all all all ldap ldapport=389\n",
+	               "pg_hba.conf:1: authentication method \"ldap\" requires argument \"ldapserver\" to be set");
+	assert_refused("host all all all ldap ldapserver=x ldapprefix=a ldapbasedn=b\n",
+	               "pg_hba.conf:1: cannot mix options for simple bind and search+bind modes");
+	assert_refused("host ,all all all md5\n", "pg_hba.conf:1: empty entry in a comma-separated list");
+	assert_refused("host all all all md5 ,\n", "pg_hba.conf:1: empty entry in a comma-separated list");
+}
+
 static void test_options_that_restate_cert_are_accepted(void **state)
 {
 	struct hba *hba = parse_ok("hostssl all all all cert clientcert=verify-full clientname=CN\n");
@@ -835,6 +863,7 @@ int main(void)
 		cmocka_unit_test(test_comments_crlf_and_backslash_continuation),
 		cmocka_unit_test(test_options_that_restate_cert_are_accepted),
 		cmocka_unit_test(test_peer_ident_map_ldap_and_pam_rules_load),
+		cmocka_unit_test(test_ldap_options_are_kept_and_checked),
 		cmocka_unit_test(test_unsupported_methods_refuse_the_file),
 		cmocka_unit_test(test_group_samerole_and_regex_names_refuse_the_file),
 		cmocka_unit_test(test_host_names_refuse_the_file),
