@@ -193,6 +193,10 @@ static void client_free(struct client *c)
 		ldapauth_clear(c->ldap);
 		free(c->ldap);
 	}
+	if (c->proved_password) {
+		OPENSSL_cleanse(c->proved_password, strlen(c->proved_password));
+		free(c->proved_password);
+	}
 	free(c->close_reason);
 	varcache_clear(&c->vars);
 	sessvars_clear(&c->settings_startup);
@@ -852,6 +856,10 @@ static void pam_job_done(void *arg)
 	if (!ok)
 		log_warning("C-%llu: %s/%s@%s:%d %s", (unsigned long long)c->id, c->database, c->user, c->addr,
 		            c->port, j->res.message);
+	if (ok && !c->proved_password) {
+		c->proved_password = j->password;   /* for server logins (login_succeeded) */
+		j->password = NULL;
+	}
 	pam_job_free(j);
 	if (c->state != CL_LOGIN || c->auth_step != CL_AUTH_PAM)
 		return;    /* refused meanwhile (client_login_timeout): FATAL already sent */
@@ -1284,6 +1292,14 @@ static void login_succeeded(struct client *c)
 		scram_parse_secret(c->auth_password, &p->scram_secret);
 		memcpy(p->scram_client_key, c->scram->client_key, SCRAM_KEY_LEN);
 		p->have_scram_keys = true;
+	}
+	/* PAM and LDAP: the password the client proved logs the same role into
+	 * servers when nothing else has one (PgBouncer keeps it likewise, #285). */
+	if ((c->auth_method == AUTH_TYPE_PAM || c->auth_method == AUTH_TYPE_LDAP) && c->proved_password &&
+	    !db->user && !p->password) {
+		free(p->proved_password);
+		p->proved_password = c->proved_password;
+		c->proved_password = NULL;
 	}
 	client_move(c, p, CL_NONE);
 	do {

@@ -122,6 +122,8 @@ struct client {
 	uint8_t md5_salt[4];
 	struct scram_server *scram;   /* owned; during a SCRAM login only */
 	struct ldap_params *ldap;     /* owned; during an LDAP login only: the options it goes by */
+	char *proved_password;        /* owned; the cleartext password PAM or LDAP accepted, until
+	                                 login_succeeded hands it to the pool */
 	struct worker_job *auth_job;  /* its SCRAM secret being derived (CL_AUTH_DERIVING) or its PAM
 	                                 check (CL_AUTH_PAM), or NULL */
 

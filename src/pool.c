@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "client.h"
 #include "log.h"
 #include "notify_relay.h"
@@ -561,6 +563,13 @@ void pool_release_server(struct server *s, bool clean)
 		launch_for_waiters(p);
 		return;
 	}
+	/* server_lifetime is enforced at release too (PgBouncer's release_server): a
+	 * server that is never idle would otherwise outlive it; 0 = use once. */
+	if (p->server_lifetime >= 0 && now_usec() - s->connect_time >= p->server_lifetime) {
+		server_close(s, "server lifetime over");
+		launch_for_waiters(p);
+		return;
+	}
 	if (p->pool_mode == POOL_MODE_SESSION || p->sl->cfg->server_reset_query_always)
 		server_start_reset(s);
 	else
@@ -1012,6 +1021,10 @@ static void pool_free(struct pool *p)
 	free(p->port_list);
 	free(p->dbname);
 	free(p->password);
+	if (p->proved_password) {
+		OPENSSL_cleanse(p->proved_password, strlen(p->proved_password));
+		free(p->proved_password);
+	}
 	free(p->connect_query);
 	free(p->last_login_error);
 	varcache_clear(&p->startup_vars);

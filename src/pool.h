@@ -83,6 +83,8 @@ struct pool {
 	struct scram_secret scram_secret;
 	uint8_t scram_client_key[SCRAM_KEY_LEN];
 	bool have_scram_keys;
+	char *proved_password;         /* owned: a PAM/LDAP client's cleartext password, for server logins
+	                                  when the entry and auth_file have none */
 
 	usec_t last_login_failure;     /* 0: the last attempt succeeded */
 	bool login_failure_transient;  /* it may pass by itself (unreachable, 57P03...): retry soon */

@@ -437,7 +437,9 @@ static const char *login_password(struct server *s)
 		return e->password;
 	bool found;
 	const char *looked_up = authquery_cached(p->sl, p->db_name, p->user_name, &found);
-	return looked_up && *looked_up ? looked_up : NULL;
+	if (looked_up && *looked_up)
+		return looked_up;
+	return p->proved_password;   /* a PAM/LDAP client's, or NULL */
 }
 
 static void send_password_message(struct server *s, const void *data, size_t len, bool with_nul)

@@ -259,6 +259,31 @@ def test_autodb_idle_timeout_zero_keeps_auto_databases(sluice, pg):
     assert "auto_two" in pool_databases(pooler)
 
 
+# -- server_lifetime at release (PgBouncer's release_server) -------------------------------
+
+def test_server_lifetime_zero_uses_each_server_once(sluice):
+    pooler = sluice(pool_mode="transaction", server_lifetime=0)
+    with pooler.connect() as conn:
+        conn.prepare_threshold = None
+        pids = [conn.execute("select pg_backend_pid()").fetchone()[0] for _ in range(4)]
+    assert len(set(pids)) == 4, pids
+    assert "server lifetime over" in pooler.log_text(lines=None)
+
+
+def test_server_lifetime_retires_a_server_that_is_never_idle(sluice):
+    # one client keeps its pool's only server busy without a pause: the janitor never
+    # sees it idle, so the lifetime must be enforced when the server is released
+    pooler = sluice(pool_mode="transaction", server_lifetime=1, default_pool_size=1)
+    with pooler.connect() as conn:
+        conn.prepare_threshold = None
+        first = conn.execute("select pg_backend_pid()").fetchone()[0]
+        deadline = time.monotonic() + 10
+        pid = first
+        while pid == first and time.monotonic() < deadline:
+            pid = conn.execute("select pg_backend_pid()").fetchone()[0]
+    assert pid != first, "a busy server outlived server_lifetime"
+
+
 # -- TLS: server_tls13_ciphers, client_tls_ecdhcurve, client_tls_dheparams ----------------
 
 def s_client(pooler, *args):
@@ -563,3 +588,26 @@ def test_slow_pam_does_not_stall_logged_in_clients(sluice, tmp_path):
         assert not done.is_set()
         slow.join(10)
         assert done.is_set()
+
+
+def test_pam_password_logs_the_role_in_to_postgresql_too(sluice, pg, tmp_path):
+    """A PAM user with no auth_file entry: the password PAM accepted logs its servers in
+    (PgBouncer keeps it for that, its issue #285), here with SCRAM towards PostgreSQL."""
+    pg.query("CREATE ROLE pam_only LOGIN PASSWORD 'pam_pw'", dbname="postgres")
+    try:
+        script = tmp_path / "check.sh"
+        script.write_text('#!/bin/sh\nread pw\n[ "$PAM_USER" = pam_only ] && [ "$pw" = pam_pw ]\n')
+        os.chmod(tmp_path, 0o755)
+        # server_lifetime = 0: each transaction gets a server that logs in anew
+        pooler = pam_pooler(sluice, pam_service(tmp_path, f"required pam_exec.so expose_authtok /bin/sh {script}"),
+                            pool_mode="transaction", server_lifetime=0)
+        with pooler.connect(user="pam_only", password="pam_pw") as conn:
+            pids = {conn.execute("select pg_backend_pid()").fetchone()[0] for _ in range(3)}
+            assert conn.execute("select current_user").fetchone() == ("pam_only",)
+        assert len(pids) == 3
+        err = pgwire.login_error(pooler.host, pooler.port, "pam_only", "app", password="wrong")
+        assert err.sqlstate == "28000"
+    finally:
+        pg.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'pam_only'",
+                 dbname="postgres")
+        pg.query("DROP ROLE IF EXISTS pam_only", dbname="postgres")
