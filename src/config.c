@@ -66,6 +66,8 @@ static const struct config_key config_table[] = {
 	KEY(client_tls_key_file, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(client_tls_protocols, CONFIG_STRING, "secure", RELOAD, 0, 0),
 	KEY(client_tls_sslmode, CONFIG_STRING, "disable", RELOAD, 0, 0),
+	/* the file RELOAD reads; "" here, set to the loaded file's path (new_default_config) */
+	KEY(conffile, CONFIG_STRING, "", RELOAD, 0, 0),
 	KEY(default_pool_size, CONFIG_INT, "20", RELOAD, 0, NO_MAX_INT),
 	KEY(disable_pqexec, CONFIG_BOOL, "0", NO_RELOAD, 0, 0),
 	KEY(dns_max_ttl, CONFIG_TIME, "15", RELOAD, 0, NO_MAX),
@@ -178,7 +180,6 @@ static const struct config_key config_table[] = {
  * (iobuf.c) grow with the data up to max_packet_size.
  */
 static const char *const unsupported_pgbouncer_keys[] = {
-	"conffile",
 	"dns_zone_check_period", "job_name",
 	"pkt_buf", "pool_idle_timeout",
 	"sbuf_loopcnt",
@@ -1526,6 +1527,14 @@ static struct sluice_config *new_default_config(const char *path, char *why, siz
 		}
 		store_value(cfg, &config_table[i], &v);
 	}
+	char *here = strdup(path);     /* conffile: the file itself, unless the file says otherwise */
+	if (!here) {
+		config_free(cfg);
+		snprintf(why, whylen, "out of memory");
+		return NULL;
+	}
+	free(cfg->conffile);
+	cfg->conffile = here;
 	return cfg;
 }
 

@@ -94,6 +94,7 @@ struct peer_config {
  */
 struct sluice_config {
 	char *config_file;        /* path it was loaded from */
+	char *conffile;           /* the file RELOAD reads (PgBouncer's conffile): config_file unless set */
 	/* [pgsluice] / [pgbouncer] */
 	char *logfile;
 	char *pidfile;

@@ -249,9 +249,26 @@ static bool drop_privileges(const char *user)
 
 static const struct options *g_opts;
 
+/* conffile (PgBouncer): a file named by the configuration or SET is what the next RELOAD reads. */
+static void follow_conffile(struct sluice *sl)
+{
+	const char *want = sl->cfg->conffile;
+	if (!*want || (sl->config_path && strcmp(want, sl->config_path) == 0))
+		return;
+	char *copy = strdup(want);
+	if (!copy) {
+		log_error("out of memory setting conffile");
+		return;
+	}
+	free(sl->config_path);
+	sl->config_path = copy;
+	log_info("conffile: RELOAD and SIGHUP read %s from now on", copy);
+}
+
 /* Apply the reloadable settings of sl->cfg to the running process (RELOAD, admin SET). */
 static void apply_settings(struct sluice *sl)
 {
+	follow_conffile(sl);
 	if (!apply_logging(sl->cfg, g_opts))
 		log_error("could not open logfile \"%s\": %s", sl->cfg->logfile, strerror(errno));
 	varcache_set_tracked(sl->cfg->track_extra_parameters);
@@ -596,6 +613,7 @@ static bool init_sluice(struct sluice *sl, struct sluice_config *cfg, const char
 	memset(sl, 0, sizeof(*sl));
 	sl->cfg = cfg;
 	sl->config_path = strdup(path);
+	follow_conffile(sl);
 	/* Unique among instances that share a database: host name and port. */
 	char host[64] = "localhost";
 	gethostname(host, sizeof(host) - 1);

@@ -611,3 +611,21 @@ def test_pam_password_logs_the_role_in_to_postgresql_too(sluice, pg, tmp_path):
         pg.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'pam_only'",
                  dbname="postgres")
         pg.query("DROP ROLE IF EXISTS pam_only", dbname="postgres")
+
+
+# -- conffile ------------------------------------------------------------------------------
+
+def test_conffile_shows_the_file_and_set_changes_what_reload_reads(sluice):
+    pooler = sluice(default_pool_size=7)
+    rows = {r["key"]: r["value"] for r in admin_rows(pooler, "SHOW CONFIG")}
+    assert rows["conffile"] == str(pooler.ini_path)
+    other = pooler.workdir / "other.ini"
+    other.write_text(pooler.ini_path.read_text().replace("default_pool_size = 7", "default_pool_size = 3"))
+    with psycopg.connect(pooler.dsn(dbname="pgbouncer"), autocommit=True,
+                         cursor_factory=psycopg.ClientCursor) as admin:
+        admin.execute(f"SET conffile = '{other}'")
+        admin.execute("RELOAD")
+    rows = {r["key"]: r["value"] for r in admin_rows(pooler, "SHOW CONFIG")}
+    assert rows["default_pool_size"] == "3"
+    assert rows["conffile"] == str(other)
+    assert f"conffile: RELOAD and SIGHUP read {other}" in pooler.log_text(lines=None)
