@@ -8,6 +8,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "util.h"
+
 /* PostgreSQL reports these with ParameterStatus (GUC_REPORT), so a change by
  * the client is seen in the reply stream and needs no parsing of SET. */
 static const char *const builtin_names[] = {
@@ -60,6 +62,94 @@ int varcache_index(const char *name)
 
 static uint64_t last_gen;
 
+/*
+ * Values are interned: each distinct text is kept once, with a count of the
+ * slots that hold it, so a thousand idle clients with client_encoding UTF8
+ * hold one "UTF8" (a malloc'd copy per slot cost ~32 bytes each, five or six
+ * per client). The table grows with the distinct texts, not the clients; a
+ * text goes when its last slot lets go. Loop thread only.
+ */
+struct vtext {
+	struct vtext *next;     /* in its bucket */
+	uint64_t hash;
+	size_t refs;
+	char text[];
+};
+
+static struct vtext **buckets;
+static size_t n_buckets, n_texts;
+
+static struct vtext *vtext_of(const char *text)
+{
+	return (struct vtext *)(void *)(text - offsetof(struct vtext, text));
+}
+
+static bool grow_buckets(void)
+{
+	size_t n = n_buckets ? n_buckets * 2 : 64;
+	struct vtext **b = calloc(n, sizeof(*b));
+	if (!b)
+		return false;
+	for (size_t i = 0; i < n_buckets; i++)
+		for (struct vtext *t = buckets[i], *next; t; t = next) {
+			next = t->next;
+			t->next = b[t->hash & (n - 1)];
+			b[t->hash & (n - 1)] = t;
+		}
+	free(buckets);
+	buckets = b;
+	n_buckets = n;
+	return true;
+}
+
+/* The shared copy of value with one more holder, or NULL when out of memory. */
+static char *intern(const char *value)
+{
+	size_t len = strlen(value);
+	uint64_t h = hash_fnv1a(HASH_FNV1A_BASIS, value, len);
+	if (n_buckets)
+		for (struct vtext *t = buckets[h & (n_buckets - 1)]; t; t = t->next)
+			if (t->hash == h && strcmp(t->text, value) == 0) {
+				t->refs++;
+				return t->text;
+			}
+	if (n_texts >= n_buckets && !grow_buckets() && !n_buckets)
+		return NULL;
+	struct vtext *t = malloc(sizeof(*t) + len + 1);
+	if (!t)
+		return NULL;
+	t->hash = h;
+	t->refs = 1;
+	memcpy(t->text, value, len + 1);
+	t->next = buckets[h & (n_buckets - 1)];
+	buckets[h & (n_buckets - 1)] = t;
+	n_texts++;
+	return t->text;
+}
+
+/* One more holder of an interned text. */
+static char *intern_ref(char *text)
+{
+	vtext_of(text)->refs++;
+	return text;
+}
+
+/* One holder fewer of an interned text (NULL: none); the last frees it. */
+static void intern_release(char *text)
+{
+	if (!text)
+		return;
+	struct vtext *t = vtext_of(text);
+	if (--t->refs > 0)
+		return;
+	struct vtext **at = &buckets[t->hash & (n_buckets - 1)];
+	while (*at != t)
+		at = &(*at)->next;
+	*at = t->next;
+	n_texts--;
+	free(t);
+}
+
 bool varcache_set(struct varcache *vc, const char *name, const char *value)
 {
 	int i = varcache_index(name);
@@ -67,10 +157,10 @@ bool varcache_set(struct varcache *vc, const char *name, const char *value)
 		return false;
 	if (vc->values[i] && strcmp(vc->values[i], value) == 0)
 		return true;
-	char *copy = strdup(value);
+	char *copy = intern(value);
 	if (!copy)
 		return false;
-	free(vc->values[i]);
+	intern_release(vc->values[i]);
 	vc->values[i] = copy;
 	vc->gen = ++last_gen;
 	return true;
@@ -79,7 +169,7 @@ bool varcache_set(struct varcache *vc, const char *name, const char *value)
 void varcache_clear(struct varcache *vc)
 {
 	for (int i = 0; i < VARCACHE_MAX; i++) {
-		free(vc->values[i]);
+		intern_release(vc->values[i]);
 		vc->values[i] = NULL;
 	}
 	vc->gen = 0;
@@ -136,7 +226,7 @@ bool varcache_copy(struct varcache *dst, const struct varcache *src)
 	bool ok = true;
 	for (int i = 0; i < varcache_count(); i++) {
 		if (!src->values[i]) {
-			free(dst->values[i]);
+			intern_release(dst->values[i]);
 			dst->values[i] = NULL;
 		} else {
 			ok = varcache_set(dst, varcache_name(i), src->values[i]) && ok;
@@ -153,7 +243,7 @@ void varcache_fill_missing(struct varcache *dst, const struct varcache *src)
 {
 	for (int i = 0; i < varcache_count(); i++)
 		if (!dst->values[i] && src->values[i]) {
-			dst->values[i] = strdup(src->values[i]);
+			dst->values[i] = intern_ref(src->values[i]);
 			dst->gen = ++last_gen;
 		}
 }

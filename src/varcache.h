@@ -15,7 +15,8 @@
 #define VARCACHE_MAX 16
 
 struct varcache {
-	char *values[VARCACHE_MAX];   /* owned; NULL = unknown / not set */
+	char *values[VARCACHE_MAX];   /* interned: shared with every holder of the same text, read
+	                                 only (varcache.c); NULL = unknown / not set */
 	/* Names the content: a change takes a new number, a copy takes the
 	 * source's. Equal numbers mean equal values (0: all unset). */
 	uint64_t gen;
@@ -34,10 +35,10 @@ int varcache_index(const char *name);
 int varcache_count(void);
 const char *varcache_name(int index);
 
-/* Set (copy) value for name if tracked; returns false if not tracked or on OOM. */
+/* Set value for name if tracked (the shared copy of its text); returns false if not tracked or on OOM. */
 bool varcache_set(struct varcache *vc, const char *name, const char *value);
 
-/* Free all values. */
+/* Let go of all values (the last holder of a text frees it). */
 void varcache_clear(struct varcache *vc);
 
 /*
