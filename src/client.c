@@ -51,20 +51,25 @@ static const struct connio_ops client_io_ops = {
 static void client_relay(struct client *c);
 static void login_input(struct client *c);
 
-static void describe_peer(struct client *c, const struct sockaddr *addr)
+const char *client_addr(const struct client *c, char *buf)
 {
-	if (addr->sa_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)addr;
-		inet_ntop(AF_INET, &in->sin_addr, c->addr, sizeof(c->addr));
-		c->port = ntohs(in->sin_port);
-	} else if (addr->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)addr;
-		inet_ntop(AF_INET6, &in6->sin6_addr, c->addr, sizeof(c->addr));
-		c->port = ntohs(in6->sin6_port);
-	} else {
-		str_copy(c->addr, "unix", sizeof(c->addr));
-		c->port = 0;
-	}
+	const char *ok = NULL;
+	if (c->peer.sa.sa_family == AF_INET)
+		ok = inet_ntop(AF_INET, &c->peer.in.sin_addr, buf, CLIENT_ADDR_LEN);
+	else if (c->peer.sa.sa_family == AF_INET6)
+		ok = inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, buf, CLIENT_ADDR_LEN);
+	if (!ok)
+		str_copy(buf, "unix", CLIENT_ADDR_LEN);
+	return buf;
+}
+
+int client_port(const struct client *c)
+{
+	if (c->peer.sa.sa_family == AF_INET)
+		return ntohs(c->peer.in.sin_port);
+	if (c->peer.sa.sa_family == AF_INET6)
+		return ntohs(c->peer.in6.sin6_port);
+	return 0;
 }
 
 /* Does a client in this state hold a max_client_conn slot? */
@@ -96,9 +101,10 @@ void client_accept(struct sluice *sl, int fd, const struct sockaddr *addr, sockl
 	c->id = socket_id_next();
 	c->auth_step = CL_AUTH_STARTUP;
 	c->connect_time = c->last_activity = now_usec();
-	describe_peer(c, addr);
-	if (len <= sizeof(c->peer))
+	if ((addr->sa_family == AF_INET || addr->sa_family == AF_INET6) && len <= sizeof(c->peer))
 		memcpy(&c->peer, addr, len);
+	else
+		c->peer.sa.sa_family = AF_UNIX;
 	c->state = CL_NONE;
 	client_move(c, NULL, CL_LOGIN);
 	sl->n_clients++;
@@ -187,9 +193,15 @@ static void client_free(struct client *c)
 	}
 	free(c->close_reason);
 	varcache_clear(&c->vars);
-	sessvars_clear(&c->settings_startup);
+	if (c->settings_startup) {
+		sessvars_clear(c->settings_startup);
+		free(c->settings_startup);
+	}
 	sessvars_clear(&c->settings);
-	sessvars_clear(&c->settings_tx);
+	if (c->settings_tx) {
+		sessvars_clear(c->settings_tx);
+		free(c->settings_tx);
+	}
 	client_drop_pending_setting(c);
 	settings_ext_free(c);
 	prepared_client_free(c);
@@ -206,7 +218,7 @@ void client_close(struct client *c, const char *reason)
 	if (c->sl->cfg->log_disconnections && c->state != CL_CANCEL)
 		log_info("C-%llu: %s/%s@%s:%d closing because: %s (age=%llds)",
 		         (unsigned long long)c->id, c->database ? c->database : "(nodb)",
-		         c->user ? c->user : "(nouser)", c->addr, c->port, reason,
+		         c->user ? c->user : "(nouser)", CLIENT_ADDR(c), client_port(c), reason,
 		         (long long)((now_usec() - c->connect_time) / USEC_PER_SEC));
 	if (c->state == CL_CLOSING)
 		client_move(c, NULL, CL_NONE);
@@ -271,7 +283,7 @@ void client_fatal(struct client *c, const char *sqlstate, const char *detail, co
 	if (c->sl->cfg->log_pooler_errors)
 		log_warning("C-%llu: %s/%s@%s:%d pooler error: %s", (unsigned long long)c->id,
 		            c->database ? c->database : "(nodb)", c->user ? c->user : "(nouser)",
-		            c->addr, c->port, text);
+		            CLIENT_ADDR(c), client_port(c), text);
 	set_close_reason(c, text);
 	msg_init(&m);
 	msg_add_error(&m, PqMsg_ErrorResponse, "FATAL", sqlstate, detail, hint, "%s", text);
@@ -553,7 +565,7 @@ static void peer_login(struct client *c, const char *map)
 {
 	char sysuser[256], why[300];
 	uid_t uid;
-	if (c->peer.ss_family != AF_UNIX) {
+	if (c->peer.sa.sa_family != AF_UNIX) {
 		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL,
 		             "Connect over the Unix socket (unix_socket_dir), or use a password method for TCP.",
 		             "peer authentication is only supported on local sockets");
@@ -597,8 +609,8 @@ static void refuse_unbuilt_method(struct client *c, const char *method)
 static bool method_from_hba(struct client *c, enum auth_type *method, const char **map)
 {
 	int line = 0;
-	bool is_unix = c->peer.ss_family == AF_UNIX;
-	const struct sockaddr *addr = is_unix ? NULL : (const struct sockaddr *)&c->peer;
+	bool is_unix = c->peer.sa.sa_family == AF_UNIX;
+	const struct sockaddr *addr = is_unix ? NULL : &c->peer.sa;
 	enum hba_method m = !c->sl->hba ? HBA_REJECT
 	                    : c->replication == REPLICATION_PHYSICAL
 	                    ? hba_match_replication(c->sl->hba, is_unix, c->tls, addr, c->user, &line)
@@ -624,11 +636,11 @@ static bool method_from_hba(struct client *c, enum auth_type *method, const char
 	if (line == 0)
 		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL,
 		             "no pg_hba.conf entry for host \"%s\", user \"%s\", database \"%s\", no encryption",
-		             c->addr, c->user, c->database);
+		             CLIENT_ADDR(c), c->user, c->database);
 	else
 		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL,
 		             "pg_hba.conf rejects connection for host \"%s\", user \"%s\", database \"%s\", no encryption",
-		             c->addr, c->user, c->database);
+		             CLIENT_ADDR(c), c->user, c->database);
 	return false;
 }
 
@@ -835,6 +847,12 @@ static bool read_startup_params(struct client *c, struct msgreader *r, uint32_t 
 	const char *unknown[32];
 	int n_unknown = 0;
 	const char *name, *value;
+	/* the settings its options give; kept after this only when there are some */
+	if (!c->settings_startup && !(c->settings_startup = calloc(1, sizeof(*c->settings_startup)))) {
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return false;
+	}
+	struct sessvars *startup = c->settings_startup;
 	while (proto_startup_param(r, &name, &value)) {
 		if (strcmp(name, "user") == 0) {
 			free(c->user);
@@ -855,7 +873,7 @@ static bool read_startup_params(struct client *c, struct msgreader *r, uint32_t 
 			}
 		} else if (strcmp(name, "options") == 0) {
 			char err[256];
-			if (!ai_session_apply_options(&c->ai, &c->vars, &c->settings_startup, value,
+			if (!ai_session_apply_options(&c->ai, &c->vars, startup, value,
 			                              cfg->ignore_startup_parameters, err, sizeof(err)) &&
 			    !str_list_contains(cfg->ignore_startup_parameters, name)) {
 				/* a bad sluice.* value is 22023, as SET's; an option pgsluice cannot honour, 08P01 */
@@ -874,17 +892,21 @@ static bool read_startup_params(struct client *c, struct msgreader *r, uint32_t 
 			return false;
 		}
 	}
-	if (c->replication != REPLICATION_NONE && c->settings_startup.n > 0) {
+	if (c->replication != REPLICATION_NONE && startup->n > 0) {
 		/* a replication server is the client's own, started with its tracked parameters only */
 		client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL,
 		             "Add it to ignore_startup_parameters in the pgsluice configuration to ignore it.",
 		             "unsupported startup parameter \"%s\" on a replication connection",
-		             c->settings_startup.items[0].name);
+		             startup->items[0].name);
 		return false;
 	}
-	if (!sessvars_copy(&c->settings, &c->settings_startup)) {
+	if (!sessvars_copy(&c->settings, startup)) {
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return false;
+	}
+	if (startup->n == 0 && startup->gen == 0) {
+		free(startup);    /* none: RESET goes to the server's defaults (sessvars_apply's NULL) */
+		c->settings_startup = NULL;
 	}
 	if (r->bad) {
 		client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL, "invalid startup packet layout");
@@ -904,12 +926,12 @@ static bool add_host_to_application_name(struct client *c)
 {
 	const char *given = c->vars.values[varcache_index("application_name")];
 	char name[400];
-	if (c->peer.ss_family == AF_UNIX)
+	if (c->peer.sa.sa_family == AF_UNIX)
 		snprintf(name, sizeof(name), "%s - unix:%d", given ? given : "app", c->sl->cfg->listen_port);
-	else if (c->peer.ss_family == AF_INET6)
-		snprintf(name, sizeof(name), "%s - [%s]:%d", given ? given : "app", c->addr, c->port);
+	else if (c->peer.sa.sa_family == AF_INET6)
+		snprintf(name, sizeof(name), "%s - [%s]:%d", given ? given : "app", CLIENT_ADDR(c), client_port(c));
 	else
-		snprintf(name, sizeof(name), "%s - %s:%d", given ? given : "app", c->addr, c->port);
+		snprintf(name, sizeof(name), "%s - %s:%d", given ? given : "app", CLIENT_ADDR(c), client_port(c));
 	return varcache_set(&c->vars, "application_name", name);
 }
 
@@ -958,7 +980,7 @@ static void handle_startup(struct client *c, const uint8_t *body, size_t len, ui
 		client_fatal(c, SQLSTATE_CANNOT_CONNECT_NOW, NULL, NULL, "pgsluice is shutting down");
 		return;
 	}
-	if (!c->tls && sl->tls.client_mode >= TLS_REQUIRE && c->peer.ss_family != AF_UNIX) {
+	if (!c->tls && sl->tls.client_mode >= TLS_REQUIRE && c->peer.sa.sa_family != AF_UNIX) {
 		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, "client_tls_sslmode requires TLS on TCP connections.",
 		             "Connect with sslmode=require or stricter.", "SSL required");
 		return;
@@ -968,7 +990,7 @@ static void handle_startup(struct client *c, const uint8_t *body, size_t len, ui
 	 * answer nor its timing says which databases exist (as PgBouncer's fake db). */
 	if (sl->cfg->log_connections)
 		log_info("C-%llu: %s/%s@%s:%d login attempt", (unsigned long long)c->id,
-		         c->database, c->user, c->addr, c->port);
+		         c->database, c->user, CLIENT_ADDR(c), client_port(c));
 	start_auth(c);
 }
 
@@ -1014,7 +1036,7 @@ static bool startup_packet(struct client *c, struct iobuf *in)
 	if (iobuf_len(in) < len)
 		return false;
 	const uint8_t *pkt = iobuf_data(in);
-	if (code == PROTO_SSL_REQUEST && !c->tls && c->sl->tls.accept_ctx && c->peer.ss_family != AF_UNIX) {
+	if (code == PROTO_SSL_REQUEST && !c->tls && c->sl->tls.accept_ctx && c->peer.sa.sa_family != AF_UNIX) {
 		iobuf_drain(in, len);
 		if (iobuf_len(in) > 0) {
 			/* bytes sent before the handshake could be a man in the middle's (CVE-2021-23214) */
@@ -1149,6 +1171,14 @@ static void login_succeeded(struct client *c)
 		scram_parse_secret(c->auth_password, &p->scram_secret);
 		memcpy(p->scram_client_key, c->scram->client_key, SCRAM_KEY_LEN);
 		p->have_scram_keys = true;
+	}
+	/* The login's secrets are done with: an idle client keeps none of them. */
+	free(c->auth_password);
+	c->auth_password = NULL;
+	if (c->scram) {
+		scram_server_free(c->scram);
+		free(c->scram);
+		c->scram = NULL;
 	}
 	client_move(c, p, CL_NONE);
 	do {
@@ -1412,7 +1442,7 @@ static void client_relay(struct client *c)
 			continue;
 		}
 		prepared_note_request(s, type);
-		if (c->notify.exec_pending)
+		if (c->notify && c->notify->exec_pending)
 			notify_relayed(c, s, type);
 		if (c->pending_setting) {
 			prepared_attach_setting(s, type, c->pending_setting);
@@ -1498,7 +1528,7 @@ static void close_after_tls_error(struct client *c, const char *why)
 		client_close(c, why);
 		return;
 	}
-	log_info("C-%llu: %s:%d TLS handshake failed: %s", (unsigned long long)c->id, c->addr, c->port, why);
+	log_info("C-%llu: %s:%d TLS handshake failed: %s", (unsigned long long)c->id, CLIENT_ADDR(c), client_port(c), why);
 	set_close_reason(c, why);
 	client_detach(c);
 	client_move(c, NULL, CL_CLOSING);

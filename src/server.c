@@ -1041,7 +1041,7 @@ static void server_relay(struct server *s)
 			return;
 		}
 		if (type == PqMsg_ErrorResponse && c && s->internal == SV_INTERNAL_NONE && s->state != SV_LOGIN) {
-			c->notify.tx_failed = true;    /* a LISTEN in this transaction will not take effect */
+			c->notify_tx_failed = true;    /* a LISTEN in this transaction will not take effect */
 			settings_error(s);             /* nor a SET in an implicit transaction */
 		}
 		if (!whole) {
