@@ -90,8 +90,10 @@ bool client_close_oldest_silent(struct sluice *sl, usec_t min_age)
 void client_accept(struct sluice *sl, int fd, const struct sockaddr *addr, socklen_t len)
 {
 	struct client *c = calloc(1, sizeof(*c));
-	if (!c || !connio_open(&c->io, sl->base, fd, &client_io_ops, c)) {
+	struct client_login *login = c ? calloc(1, sizeof(*login)) : NULL;
+	if (!login || !connio_open(&c->io, sl->base, fd, &client_io_ops, c)) {
 		log_error("out of memory accepting a client connection");
+		free(login);
 		free(c);
 		close(fd);
 		return;
@@ -99,7 +101,8 @@ void client_accept(struct sluice *sl, int fd, const struct sockaddr *addr, sockl
 	socket_tune(fd, sl->cfg);
 	c->sl = sl;
 	c->id = socket_id_next();
-	c->auth_step = CL_AUTH_STARTUP;
+	c->login = login;
+	c->login->step = CL_AUTH_STARTUP;
 	c->connect_time = c->last_activity = now_usec();
 	if ((addr->sa_family == AF_INET || addr->sa_family == AF_INET6) && len <= sizeof(c->peer))
 		memcpy(&c->peer, addr, len);
@@ -179,18 +182,30 @@ static void client_detach(struct client *c)
 	client_move(c, NULL, CL_NONE);
 }
 
+/* Free what only the login needed (its secrets, its SCRAM state, a derivation in flight). */
+static void login_free(struct client *c)
+{
+	struct client_login *l = c->login;
+	if (!l)
+		return;
+	if (l->job)
+		workers_cancel(c->sl->workers, l->job);   /* its secret is dropped */
+	if (l->scram) {
+		scram_server_free(l->scram);
+		free(l->scram);
+	}
+	free(l->password);
+	free(l);
+	c->login = NULL;
+}
+
 static void client_free(struct client *c)
 {
-	if (c->auth_job)
-		workers_cancel(c->sl->workers, c->auth_job);   /* its secret is dropped */
+	login_free(c);
 	if (c->close_timer)
 		event_free(c->close_timer);
 	c->sl->n_clients--;
 	connio_close(&c->io);
-	if (c->scram) {
-		scram_server_free(c->scram);
-		free(c->scram);
-	}
 	free(c->close_reason);
 	varcache_clear(&c->vars);
 	if (c->settings_startup) {
@@ -209,7 +224,6 @@ static void client_free(struct client *c)
 	notify_client_free(c);
 	free(c->user);
 	free(c->database);
-	free(c->auth_password);
 	free(c);
 }
 
@@ -338,8 +352,8 @@ static void send_auth_request(struct client *c, int32_t code, const void *data, 
  */
 static void auth_failed(struct client *c)
 {
-	const char *detail = c->no_such_user ? "no such user" : NULL;
-	if (c->auth_method == AUTH_TYPE_SCRAM_SHA_256)
+	const char *detail = c->login->no_such_user ? "no such user" : NULL;
+	if (c->login->method == AUTH_TYPE_SCRAM_SHA_256)
 		client_fatal(c, SQLSTATE_INVALID_PASSWORD, detail, NULL, "SASL authentication failed");
 	else
 		client_fatal(c, SQLSTATE_INVALID_PASSWORD, detail, NULL,
@@ -426,8 +440,8 @@ static void derive_job_done(void *arg)
 {
 	struct derive_job *j = arg;
 	struct client *c = j->c;
-	c->auth_job = NULL;
-	if (c->state != CL_LOGIN || c->auth_step != CL_AUTH_DERIVING) {
+	c->login->job = NULL;
+	if (c->state != CL_LOGIN || c->login->step != CL_AUTH_DERIVING) {
 		derive_job_free(j);    /* refused meanwhile (client_login_timeout): FATAL already sent */
 		return;
 	}
@@ -465,9 +479,9 @@ static void start_derive(struct client *c, const char *password)
 	j->c = c;
 	j->mock = !password;
 	j->iterations = c->sl->cfg->scram_iterations;
-	c->auth_step = CL_AUTH_DERIVING;
-	c->auth_job = workers_submit(c->sl->workers, derive_job_run, derive_job_done, derive_job_free, j);
-	if (!c->auth_job)
+	c->login->step = CL_AUTH_DERIVING;
+	c->login->job = workers_submit(c->sl->workers, derive_job_run, derive_job_done, derive_job_free, j);
+	if (!c->login->job)
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "could not derive a SCRAM secret");
 	return;
 fail:
@@ -523,14 +537,14 @@ static void start_scram(struct client *c, const char *stored)
 /* AuthenticationSASL for secret: the exchange of start_scram begins. */
 static void begin_scram_exchange(struct client *c, const struct scram_secret *secret)
 {
-	if (!c->scram && !(c->scram = calloc(1, sizeof(*c->scram)))) {
+	if (!c->login->scram && !(c->login->scram = calloc(1, sizeof(*c->login->scram)))) {
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return;
 	}
-	scram_server_init(c->scram, secret);
+	scram_server_init(c->login->scram, secret);
 	static const char mech[] = "SCRAM-SHA-256\0";   /* list ends with an empty name */
 	send_auth_request(c, AUTH_REQ_SASL, mech, sizeof(mech));
-	c->auth_step = CL_AUTH_SASL_FIRST;
+	c->login->step = CL_AUTH_SASL_FIRST;
 }
 
 /* auth_type = cert: the verified client certificate's CN is the user name (or maps to it: hba map=). */
@@ -656,8 +670,8 @@ static void start_auth(struct client *c)
 	}
 	const struct userlist_entry *e = sl->userlist ? userlist_find(sl->userlist, c->user) : NULL;
 	if (e) {
-		c->auth_password = strdup(e->password);
-		if (!c->auth_password) {
+		c->login->password = strdup(e->password);
+		if (!c->login->password) {
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 			return;
 		}
@@ -671,7 +685,7 @@ static void start_auth(struct client *c)
 			return;
 		}
 		if (authquery_lookup(sl, c)) {
-			c->auth_step = CL_AUTH_QUERY;
+			c->login->step = CL_AUTH_QUERY;
 			return;
 		}
 	}
@@ -680,10 +694,10 @@ static void start_auth(struct client *c)
 
 void client_auth_query_done(struct client *c, const char *password, bool role_found)
 {
-	c->no_such_user = !role_found;
+	c->login->no_such_user = !role_found;
 	struct userlist_entry found = { c->user, (char *)password, password ? password_kind_of(password) : PASSWORD_PLAIN };
-	c->auth_step = CL_AUTH_PASSWORD;
-	if (password && !(c->auth_password = strdup(password))) {
+	c->login->step = CL_AUTH_PASSWORD;
+	if (password && !(c->login->password = strdup(password))) {
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return;
 	}
@@ -697,10 +711,10 @@ static void begin_auth_method(struct client *c, const struct userlist_entry *e)
 {
 	const struct sluice_config *cfg = c->sl->cfg;
 	const char *map = NULL;
-	c->auth_method = cfg->auth_type;
-	if (c->auth_method == AUTH_TYPE_HBA && !method_from_hba(c, &c->auth_method, &map))
+	c->login->method = cfg->auth_type;
+	if (c->login->method == AUTH_TYPE_HBA && !method_from_hba(c, &c->login->method, &map))
 		return;
-	switch (c->auth_method) {
+	switch (c->login->method) {
 	case AUTH_TYPE_ANY:
 		login_succeeded(c);
 		return;
@@ -708,7 +722,7 @@ static void begin_auth_method(struct client *c, const struct userlist_entry *e)
 		if (!e) {
 			/* PgBouncer's text; its "no such user" when auth_query did not find the role either */
 			client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC,
-			             c->no_such_user ? "no such user" : "auth_type is trust, and the user is not in auth_file.",
+			             c->login->no_such_user ? "no such user" : "auth_type is trust, and the user is not in auth_file.",
 			             NULL, "\"trust\" authentication failed");
 			return;
 		}
@@ -716,16 +730,16 @@ static void begin_auth_method(struct client *c, const struct userlist_entry *e)
 		return;
 	case AUTH_TYPE_PLAIN:
 		send_auth_request(c, AUTH_REQ_PASSWORD, NULL, 0);
-		c->auth_step = CL_AUTH_PASSWORD;
+		c->login->step = CL_AUTH_PASSWORD;
 		return;
 	case AUTH_TYPE_MD5:
 		if (e && e->kind == PASSWORD_SCRAM) {
 			start_scram(c, e->password);
 			return;
 		}
-		RAND_bytes(c->md5_salt, sizeof(c->md5_salt));
-		send_auth_request(c, AUTH_REQ_MD5, c->md5_salt, sizeof(c->md5_salt));
-		c->auth_step = CL_AUTH_PASSWORD;
+		RAND_bytes(c->login->md5_salt, sizeof(c->login->md5_salt));
+		send_auth_request(c, AUTH_REQ_MD5, c->login->md5_salt, sizeof(c->login->md5_salt));
+		c->login->step = CL_AUTH_PASSWORD;
 		return;
 	case AUTH_TYPE_SCRAM_SHA_256:
 		start_scram(c, e ? e->password : NULL);
@@ -778,11 +792,11 @@ static void handle_password(struct client *c, struct msgreader *r)
 		return;
 	}
 	bool ok = false;
-	if (c->auth_password) {
-		if (c->auth_method == AUTH_TYPE_PLAIN)
-			ok = check_plain_password(c->auth_password, c->user, given);
+	if (c->login->password) {
+		if (c->login->method == AUTH_TYPE_PLAIN)
+			ok = check_plain_password(c->login->password, c->user, given);
 		else
-			ok = md5_check_response(c->auth_password, c->user, c->md5_salt, given);
+			ok = md5_check_response(c->login->password, c->user, c->login->md5_salt, given);
 	}
 	if (ok)
 		login_succeeded(c);
@@ -794,7 +808,7 @@ static void handle_sasl(struct client *c, struct msgreader *r)
 {
 	const char *err = NULL;
 	char *reply;
-	if (c->auth_step == CL_AUTH_SASL_FIRST) {
+	if (c->login->step == CL_AUTH_SASL_FIRST) {
 		const char *mech = mr_string(r);
 		int32_t len = mr_int32(r);
 		const uint8_t *data = len >= 0 ? mr_bytes(r, (size_t)len) : NULL;
@@ -803,19 +817,19 @@ static void handle_sasl(struct client *c, struct msgreader *r)
 			             "client selected an invalid SASL authentication mechanism");
 			return;
 		}
-		reply = scram_server_handle_first(c->scram, (const char *)data, (size_t)len, &err);
+		reply = scram_server_handle_first(c->login->scram, (const char *)data, (size_t)len, &err);
 		if (!reply) {
 			client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL, "malformed SCRAM message: %s", err);
 			return;
 		}
 		send_auth_request(c, AUTH_REQ_SASL_CONT, reply, strlen(reply));
 		free(reply);
-		c->auth_step = CL_AUTH_SASL_FINAL;
+		c->login->step = CL_AUTH_SASL_FINAL;
 		return;
 	}
 	size_t len = mr_remaining(r);
-	reply = scram_server_handle_final(c->scram, (const char *)mr_bytes(r, len), len, &err);
-	if (!reply || !c->auth_password) {
+	reply = scram_server_handle_final(c->login->scram, (const char *)mr_bytes(r, len), len, &err);
+	if (!reply || !c->login->password) {
 		free(reply);
 		auth_failed(c);
 		return;
@@ -1069,7 +1083,7 @@ static bool startup_packet(struct client *c, struct iobuf *in)
 	}
 	memcpy(copy, pkt + 8, len - 8);
 	iobuf_drain(in, len);
-	c->auth_step = CL_AUTH_PASSWORD;   /* until start_auth says otherwise */
+	c->login->step = CL_AUTH_PASSWORD;   /* until start_auth says otherwise */
 	handle_startup(c, copy, len - 8, code);
 	free(copy);
 	return false;   /* the caller re-checks the state */
@@ -1079,9 +1093,9 @@ static void login_input(struct client *c)
 {
 	struct iobuf *in = &c->io.in;
 	while (c->state == CL_LOGIN) {
-		if (c->auth_step == CL_AUTH_QUERY || c->auth_step == CL_AUTH_DERIVING)
+		if (c->login->step == CL_AUTH_QUERY || c->login->step == CL_AUTH_DERIVING)
 			return;     /* the client speaks after our next request; keep its bytes */
-		if (c->auth_step == CL_AUTH_STARTUP) {
+		if (c->login->step == CL_AUTH_STARTUP) {
 			if (!startup_packet(c, in))
 				return;
 			continue;
@@ -1110,7 +1124,7 @@ static void login_input(struct client *c)
 		iobuf_drain(in, 1 + (size_t)len);
 		struct msgreader r;
 		mr_init(&r, body, len - 4);
-		if (c->auth_step == CL_AUTH_PASSWORD)
+		if (c->login->step == CL_AUTH_PASSWORD)
 			handle_password(c, &r);
 		else
 			handle_sasl(c, &r);
@@ -1166,20 +1180,13 @@ static void login_succeeded(struct client *c)
 	}
 	/* Pass-through: the client proved it knows the password behind a SCRAM
 	 * secret, so its ClientKey can log the same role into servers. */
-	if (c->scram && c->scram->have_client_key && !db->user && !p->password &&
-	    c->auth_password && password_kind_of(c->auth_password) == PASSWORD_SCRAM) {
-		scram_parse_secret(c->auth_password, &p->scram_secret);
-		memcpy(p->scram_client_key, c->scram->client_key, SCRAM_KEY_LEN);
+	if (c->login->scram && c->login->scram->have_client_key && !db->user && !p->password &&
+	    c->login->password && password_kind_of(c->login->password) == PASSWORD_SCRAM) {
+		scram_parse_secret(c->login->password, &p->scram_secret);
+		memcpy(p->scram_client_key, c->login->scram->client_key, SCRAM_KEY_LEN);
 		p->have_scram_keys = true;
 	}
-	/* The login's secrets are done with: an idle client keeps none of them. */
-	free(c->auth_password);
-	c->auth_password = NULL;
-	if (c->scram) {
-		scram_server_free(c->scram);
-		free(c->scram);
-		c->scram = NULL;
-	}
+	login_free(c);   /* an idle client keeps nothing of its login */
 	client_move(c, p, CL_NONE);
 	do {
 		RAND_bytes((unsigned char *)&c->cancel_pid, sizeof(c->cancel_pid));

@@ -40,8 +40,8 @@ struct connio_ops {
 
 struct connio {
 	int fd;                     /* -1: none */
-	SSL *ssl;                   /* owned; NULL: plain */
 	enum connio_state state;
+	SSL *ssl;                   /* owned; NULL: plain */
 	bool reading;               /* the read event is registered */
 	bool writing;               /* the write event is registered */
 	bool queued;                /* on the list of connections to send at the end of the callback */
