@@ -48,9 +48,8 @@ struct connio {
 	bool shut_when_flushed;     /* shutdown(SHUT_WR) once the output is sent (a lingering close) */
 	bool tls_accepting;         /* the handshake is the server side */
 	bool write_wants_read;      /* SSL_write asked to read first */
-	struct event rd;            /* registered once */
+	struct event rd;            /* registered once; its event_base is the connection's */
 	struct event *wr;           /* owned; made the first time the socket is full (most clients: never) */
-	struct event_base *base;
 	struct iobuf in, out;
 	const struct connio_ops *ops;
 	void *arg;
