@@ -90,7 +90,8 @@ void notify_before_ready(struct client *c, char status);
 /* c has no server and nothing in flight (or its output drained): write what it holds. */
 void notify_client_idle(struct client *c);
 
-/* c is freed: leave every channel (the listening connection closes with the last one). */
+/* c is freed: leave every channel (the listening connection closes with the last one) and free
+ * c->notify (NULL after; safe when it is NULL already). */
 void notify_client_free(struct client *c);
 
 /* Free p's listening connection (pool freed). */
