@@ -767,7 +767,7 @@ static void local_address(int fd, char *host, size_t hostlen, int *port)
 static const char *application_name(const struct varcache *vars)
 {
 	int i = varcache_index("application_name");
-	return i >= 0 && vars->values[i] ? vars->values[i] : "";
+	return i >= 0 && varcache_get(vars, i) ? varcache_get(vars, i) : "";
 }
 
 /* SHOW CLIENTS/SERVERS "replication": PgBouncer's none, logical, physical. */
@@ -984,7 +984,7 @@ static const struct column fds_cols[] = {
 static const char *var_value(const struct varcache *vars, const char *name)
 {
 	int i = varcache_index(name);
-	return i >= 0 ? vars->values[i] : NULL;
+	return i >= 0 ? varcache_get(vars, i) : NULL;
 }
 
 static void fd_row(struct result *r, int fd, const char *task, const char *user, const char *db,

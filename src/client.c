@@ -102,6 +102,7 @@ void client_accept(struct sluice *sl, int fd, const struct sockaddr *addr, sockl
 	c->sl = sl;
 	c->id = socket_id_next();
 	c->login = login;
+	varcache_init(&c->vars);   /* ai/cache_proto.c reads c->vars.values[i] */
 	c->login->step = CL_AUTH_STARTUP;
 	c->connect_time = c->last_activity = now_usec();
 	if ((addr->sa_family == AF_INET || addr->sa_family == AF_INET6) && len <= sizeof(c->peer))
@@ -938,7 +939,7 @@ static bool read_startup_params(struct client *c, struct msgreader *r, uint32_t 
  */
 static bool add_host_to_application_name(struct client *c)
 {
-	const char *given = c->vars.values[varcache_index("application_name")];
+	const char *given = varcache_get(&c->vars, varcache_index("application_name"));
 	char name[400];
 	if (c->peer.sa.sa_family == AF_UNIX)
 		snprintf(name, sizeof(name), "%s - unix:%d", given ? given : "app", c->sl->cfg->listen_port);
@@ -1212,8 +1213,8 @@ void client_welcome(struct client *c)
 	varcache_fill_missing(&c->vars, &p->welcome_vars);
 	msg_init(&m);
 	for (int i = 0; i < varcache_count(); i++)
-		if (c->vars.values[i])
-			msg_add_parameter_status(&m, varcache_name(i), c->vars.values[i]);
+		if (varcache_get(&c->vars, i))
+			msg_add_parameter_status(&m, varcache_name(i), varcache_get(&c->vars, i));
 	for (char **kv = p->welcome_other; kv && kv[0]; kv += 2)
 		msg_add_parameter_status(&m, kv[0], kv[1]);
 	/* PgBouncer 1.25 tells every client its version and the pooling it gets */

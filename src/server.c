@@ -109,7 +109,7 @@ static void send_startup(struct server *s)
 		msg_add_string(&m, proto_replication_value(s->replication));
 	}
 	for (int i = 0; i < varcache_count(); i++) {
-		const char *value = own && own->values[i] ? own->values[i] : p->startup_vars.values[i];
+		const char *value = own && varcache_get(own, i) ? varcache_get(own, i) : varcache_get(&p->startup_vars, i);
 		if (value) {
 			msg_add_string(&m, varcache_name(i));
 			msg_add_string(&m, value);

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: PostgreSQL */
 /*
  * test_varcache.c - the tracked session parameters (src/varcache.h): values
- * are interned, so clients with the same client_encoding share one copy, and
- * setting, copying, filling and clearing keep every holder's value right.
+ * are interned, so clients with the same client_encoding share one copy (and
+ * clients with the same values one vector of them), and setting, copying,
+ * filling and clearing keep every holder's value right.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -29,6 +30,12 @@ static void test_shared_values(void **state)
 	assert_true(varcache_set(&b, "client_encoding", "UTF8"));
 	assert_ptr_equal(a.values[enc], server.values[enc]);
 	assert_ptr_equal(b.values[enc], server.values[enc]);
+	/* and caches with the same values share one vector of them */
+	assert_ptr_equal(a.values, server.values);
+	assert_ptr_not_equal(b.values, server.values);   /* b lacks TimeZone */
+	assert_true(varcache_set(&b, "TimeZone", "Europe/Paris"));
+	assert_ptr_equal(b.values, server.values);
+	assert_int_not_equal(b.gen, a.gen);               /* gen names a change, not the content */
 	assert_string_equal(a.values[tz], "Europe/Paris");
 	assert_int_not_equal(a.gen, 0);
 	/* a holder's change is its own */
@@ -44,6 +51,7 @@ static void test_shared_values(void **state)
 	/* copy: b becomes a, a value a lacks goes */
 	assert_true(varcache_set(&b, "DateStyle", "ISO, MDY"));
 	assert_true(varcache_copy(&b, &a));
+	assert_ptr_equal(b.values, a.values);
 	assert_ptr_equal(b.values[enc], a.values[enc]);
 	assert_ptr_equal(b.values[tz], a.values[tz]);
 	assert_null(b.values[varcache_index("DateStyle")]);
@@ -56,6 +64,14 @@ static void test_shared_values(void **state)
 	assert_true(varcache_set(&a, "client_encoding", "LATIN1"));
 	assert_string_equal(a.values[enc], "LATIN1");
 	varcache_clear(&a);
+	/* a zeroed cache (a server's, a pool's) reads as empty */
+	struct varcache z = { 0 };
+	assert_null(varcache_get(&z, enc));
+	varcache_fill_missing(&z, &a);
+	assert_null(varcache_get(&z, enc));
+	assert_true(varcache_copy(&z, &a));
+	assert_null(varcache_get(&z, enc));
+	varcache_clear(&z);
 }
 
 static void test_many_distinct_values(void **state)
