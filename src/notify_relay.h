@@ -82,8 +82,8 @@ bool notify_server_reply(struct client *c, struct server *s, uint8_t type, const
 
 /*
  * A ReadyForQuery with status is about to be written to c: apply or drop the
- * recorded actions when the transaction ended, and write held notifications
- * (before it, as PostgreSQL does).
+ * recorded actions when the transaction ended, write held notifications
+ * (before it, as PostgreSQL does), and free c->notify when it holds nothing.
  */
 void notify_before_ready(struct client *c, char status);
 
