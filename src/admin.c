@@ -806,7 +806,7 @@ static void local_address(int fd, char *host, size_t hostlen, int *port)
 static const char *application_name(const struct varcache *vars)
 {
 	int i = varcache_index("application_name");
-	return i >= 0 && vars->values[i] ? vars->values[i] : "";
+	return i >= 0 && varcache_get(vars, i) ? varcache_get(vars, i) : "";
 }
 
 /* SHOW CLIENTS/SERVERS "replication": PgBouncer's none, logical, physical. */
@@ -828,7 +828,7 @@ static void client_row(struct result *r, const struct client *c, const char *sta
 		link[0] = '\0';
 	int32_t remote_pid = 0;
 #ifdef SO_PEERCRED
-	if (c->peer.ss_family == AF_UNIX) {
+	if (c->peer.sa.sa_family == AF_UNIX) {
 		struct ucred cred;
 		socklen_t len = sizeof(cred);
 		if (getsockopt(c->io.fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
@@ -841,8 +841,8 @@ static void client_row(struct result *r, const struct client *c, const char *sta
 	put_text(r, c->database ? c->database : "(nodb)");
 	put_text(r, replication_name(c->replication));
 	put_text(r, state);
-	put_text(r, c->addr);
-	put_int(r, c->port);
+	put_text(r, CLIENT_ADDR(c));
+	put_int(r, client_port(c));
 	put_text(r, local);
 	put_int(r, local_port);
 	put_text(r, format_time(c->connect_time, connect, sizeof(connect)));
@@ -1023,7 +1023,7 @@ static const struct column fds_cols[] = {
 static const char *var_value(const struct varcache *vars, const char *name)
 {
 	int i = varcache_index(name);
-	return i >= 0 ? vars->values[i] : NULL;
+	return i >= 0 ? varcache_get(vars, i) : NULL;
 }
 
 static void fd_row(struct result *r, int fd, const char *task, const char *user, const char *db,
@@ -1066,7 +1066,7 @@ static void client_fd_row(struct result *r, const struct client *c)
 {
 	if (c->tls || (c->server && c->server->tls))
 		return;
-	fd_row(r, c->io.fd, "client", c->user, c->database, c->addr, c->port, c->cancel_pid,
+	fd_row(r, c->io.fd, "client", c->user, c->database, CLIENT_ADDR(c), client_port(c), c->cancel_pid,
 	       c->cancel_key, c->server ? c->server->io.fd : 0, &c->vars);
 }
 
@@ -2363,7 +2363,7 @@ bool admin_is_own_user(const struct client *c)
 {
 	char name[256], why[300];
 	uid_t uid;
-	if (c->peer.ss_family != AF_UNIX || !c->user || !admin_is_console_db(c->database) ||
+	if (c->peer.sa.sa_family != AF_UNIX || !c->user || !admin_is_console_db(c->database) ||
 	    (strcmp(c->user, "pgbouncer") != 0 && strcmp(c->user, "pgsluice") != 0))
 		return false;
 	return ident_peer_user(c->io.fd, &uid, name, sizeof(name), why, sizeof(why)) &&
@@ -2390,7 +2390,7 @@ void admin_login(struct client *c)
 	RAND_bytes((unsigned char *)&c->cancel_key, sizeof(c->cancel_key));
 	if (cfg->log_connections)
 		log_info("C-%llu: %s/%s@%s:%d login to the admin console (%s)", (unsigned long long)c->id,
-		         c->database, c->user, c->addr, c->port, may_control ? "admin" : "stats");
+		         c->database, c->user, CLIENT_ADDR(c), client_port(c), may_control ? "admin" : "stats");
 
 	struct msgbuf m;
 	msg_init(&m);

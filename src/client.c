@@ -53,20 +53,25 @@ static const struct connio_ops client_io_ops = {
 static void client_relay(struct client *c);
 static void login_input(struct client *c);
 
-static void describe_peer(struct client *c, const struct sockaddr *addr)
+const char *client_addr(const struct client *c, char *buf)
 {
-	if (addr->sa_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)addr;
-		inet_ntop(AF_INET, &in->sin_addr, c->addr, sizeof(c->addr));
-		c->port = ntohs(in->sin_port);
-	} else if (addr->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)addr;
-		inet_ntop(AF_INET6, &in6->sin6_addr, c->addr, sizeof(c->addr));
-		c->port = ntohs(in6->sin6_port);
-	} else {
-		str_copy(c->addr, "unix", sizeof(c->addr));
-		c->port = 0;
-	}
+	const char *ok = NULL;
+	if (c->peer.sa.sa_family == AF_INET)
+		ok = inet_ntop(AF_INET, &c->peer.in.sin_addr, buf, CLIENT_ADDR_LEN);
+	else if (c->peer.sa.sa_family == AF_INET6)
+		ok = inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, buf, CLIENT_ADDR_LEN);
+	if (!ok)
+		str_copy(buf, "unix", CLIENT_ADDR_LEN);
+	return buf;
+}
+
+int client_port(const struct client *c)
+{
+	if (c->peer.sa.sa_family == AF_INET)
+		return ntohs(c->peer.in.sin_port);
+	if (c->peer.sa.sa_family == AF_INET6)
+		return ntohs(c->peer.in6.sin6_port);
+	return 0;
 }
 
 /* Does a client in this state hold a max_client_conn slot? */
@@ -87,8 +92,10 @@ bool client_close_oldest_silent(struct sluice *sl, usec_t min_age)
 void client_accept(struct sluice *sl, int fd, const struct sockaddr *addr, socklen_t len)
 {
 	struct client *c = calloc(1, sizeof(*c));
-	if (!c || !connio_open(&c->io, sl->base, fd, &client_io_ops, c)) {
+	struct client_login *login = c ? calloc(1, sizeof(*login)) : NULL;
+	if (!login || !connio_open(&c->io, sl->base, fd, &client_io_ops, c)) {
 		log_error("out of memory accepting a client connection");
+		free(login);
 		free(c);
 		close(fd);
 		return;
@@ -96,11 +103,14 @@ void client_accept(struct sluice *sl, int fd, const struct sockaddr *addr, sockl
 	socket_tune(fd, sl->cfg);
 	c->sl = sl;
 	c->id = socket_id_next();
-	c->auth_step = CL_AUTH_STARTUP;
+	c->login = login;
+	varcache_init(&c->vars);   /* ai/cache_proto.c reads c->vars.values[i] */
+	c->login->step = CL_AUTH_STARTUP;
 	c->connect_time = c->last_activity = now_usec();
-	describe_peer(c, addr);
-	if (len <= sizeof(c->peer))
+	if ((addr->sa_family == AF_INET || addr->sa_family == AF_INET6) && len <= sizeof(c->peer))
 		memcpy(&c->peer, addr, len);
+	else
+		c->peer.sa.sa_family = AF_UNIX;
 	c->state = CL_NONE;
 	client_move(c, NULL, CL_LOGIN);
 	sl->n_clients++;
@@ -177,31 +187,49 @@ static void client_detach(struct client *c)
 	client_move(c, NULL, CL_NONE);
 }
 
+/* Free what only the login needed (its secrets, its SCRAM state, a derivation in flight). */
+static void login_free(struct client *c)
+{
+	struct client_login *l = c->login;
+	if (!l)
+		return;
+	if (l->job)
+		workers_cancel(c->sl->workers, l->job);   /* its secret is dropped */
+	if (l->scram) {
+		scram_server_free(l->scram);
+		free(l->scram);
+	}
+	if (l->ldap) {
+		ldapauth_clear(l->ldap);
+		free(l->ldap);
+	}
+	if (l->proved_password) {
+		OPENSSL_cleanse(l->proved_password, strlen(l->proved_password));
+		free(l->proved_password);
+	}
+	free(l->password);
+	free(l);
+	c->login = NULL;
+}
+
 static void client_free(struct client *c)
 {
-	if (c->auth_job)
-		workers_cancel(c->sl->workers, c->auth_job);   /* its secret is dropped */
+	login_free(c);
 	if (c->close_timer)
 		event_free(c->close_timer);
 	c->sl->n_clients--;
 	connio_close(&c->io);
-	if (c->scram) {
-		scram_server_free(c->scram);
-		free(c->scram);
-	}
-	if (c->ldap) {
-		ldapauth_clear(c->ldap);
-		free(c->ldap);
-	}
-	if (c->proved_password) {
-		OPENSSL_cleanse(c->proved_password, strlen(c->proved_password));
-		free(c->proved_password);
-	}
 	free(c->close_reason);
 	varcache_clear(&c->vars);
-	sessvars_clear(&c->settings_startup);
+	if (c->settings_startup) {
+		sessvars_clear(c->settings_startup);
+		free(c->settings_startup);
+	}
 	sessvars_clear(&c->settings);
-	sessvars_clear(&c->settings_tx);
+	if (c->settings_tx) {
+		sessvars_clear(c->settings_tx);
+		free(c->settings_tx);
+	}
 	client_drop_pending_setting(c);
 	settings_ext_free(c);
 	prepared_client_free(c);
@@ -209,7 +237,6 @@ static void client_free(struct client *c)
 	notify_client_free(c);
 	free(c->user);
 	free(c->database);
-	free(c->auth_password);
 	free(c);
 }
 
@@ -218,7 +245,7 @@ void client_close(struct client *c, const char *reason)
 	if (c->sl->cfg->log_disconnections && c->state != CL_CANCEL)
 		log_info("C-%llu: %s/%s@%s:%d closing because: %s (age=%llds)",
 		         (unsigned long long)c->id, c->database ? c->database : "(nodb)",
-		         c->user ? c->user : "(nouser)", c->addr, c->port, reason,
+		         c->user ? c->user : "(nouser)", CLIENT_ADDR(c), client_port(c), reason,
 		         (long long)((now_usec() - c->connect_time) / USEC_PER_SEC));
 	if (c->state == CL_CLOSING)
 		client_move(c, NULL, CL_NONE);
@@ -283,7 +310,7 @@ void client_fatal(struct client *c, const char *sqlstate, const char *detail, co
 	if (c->sl->cfg->log_pooler_errors)
 		log_warning("C-%llu: %s/%s@%s:%d pooler error: %s", (unsigned long long)c->id,
 		            c->database ? c->database : "(nodb)", c->user ? c->user : "(nouser)",
-		            c->addr, c->port, text);
+		            CLIENT_ADDR(c), client_port(c), text);
 	set_close_reason(c, text);
 	msg_init(&m);
 	msg_add_error(&m, PqMsg_ErrorResponse, "FATAL", sqlstate, detail, hint, "%s", text);
@@ -338,8 +365,8 @@ static void send_auth_request(struct client *c, int32_t code, const void *data, 
  */
 static void auth_failed(struct client *c)
 {
-	const char *detail = c->no_such_user ? "no such user" : NULL;
-	if (c->auth_method == AUTH_TYPE_SCRAM_SHA_256)
+	const char *detail = c->login->no_such_user ? "no such user" : NULL;
+	if (c->login->method == AUTH_TYPE_SCRAM_SHA_256)
 		client_fatal(c, SQLSTATE_INVALID_PASSWORD, detail, NULL, "SASL authentication failed");
 	else
 		client_fatal(c, SQLSTATE_INVALID_PASSWORD, detail, NULL,
@@ -426,8 +453,8 @@ static void derive_job_done(void *arg)
 {
 	struct derive_job *j = arg;
 	struct client *c = j->c;
-	c->auth_job = NULL;
-	if (c->state != CL_LOGIN || c->auth_step != CL_AUTH_DERIVING) {
+	c->login->job = NULL;
+	if (c->state != CL_LOGIN || c->login->step != CL_AUTH_DERIVING) {
 		derive_job_free(j);    /* refused meanwhile (client_login_timeout): FATAL already sent */
 		return;
 	}
@@ -465,9 +492,9 @@ static void start_derive(struct client *c, const char *password)
 	j->c = c;
 	j->mock = !password;
 	j->iterations = c->sl->cfg->scram_iterations;
-	c->auth_step = CL_AUTH_DERIVING;
-	c->auth_job = workers_submit(c->sl->workers, derive_job_run, derive_job_done, derive_job_free, j);
-	if (!c->auth_job)
+	c->login->step = CL_AUTH_DERIVING;
+	c->login->job = workers_submit(c->sl->workers, derive_job_run, derive_job_done, derive_job_free, j);
+	if (!c->login->job)
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "could not derive a SCRAM secret");
 	return;
 fail:
@@ -523,14 +550,14 @@ static void start_scram(struct client *c, const char *stored)
 /* AuthenticationSASL for secret: the exchange of start_scram begins. */
 static void begin_scram_exchange(struct client *c, const struct scram_secret *secret)
 {
-	if (!c->scram && !(c->scram = calloc(1, sizeof(*c->scram)))) {
+	if (!c->login->scram && !(c->login->scram = calloc(1, sizeof(*c->login->scram)))) {
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return;
 	}
-	scram_server_init(c->scram, secret);
+	scram_server_init(c->login->scram, secret);
 	static const char mech[] = "SCRAM-SHA-256\0";   /* list ends with an empty name */
 	send_auth_request(c, AUTH_REQ_SASL, mech, sizeof(mech));
-	c->auth_step = CL_AUTH_SASL_FIRST;
+	c->login->step = CL_AUTH_SASL_FIRST;
 }
 
 /* auth_type = cert: the verified client certificate's CN is the user name (or maps to it: hba map=). */
@@ -565,7 +592,7 @@ static void peer_login(struct client *c, const char *map)
 {
 	char sysuser[256], why[300];
 	uid_t uid;
-	if (c->peer.ss_family != AF_UNIX) {
+	if (c->peer.sa.sa_family != AF_UNIX) {
 		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL,
 		             "Connect over the Unix socket (unix_socket_dir), or use a password method for TCP.",
 		             "peer authentication is only supported on local sockets");
@@ -609,8 +636,8 @@ static void refuse_unbuilt_method(struct client *c, const char *method)
 static bool method_from_hba(struct client *c, enum auth_type *method, const char **map, int *rule_line)
 {
 	int line = 0;
-	bool is_unix = c->peer.ss_family == AF_UNIX;
-	const struct sockaddr *addr = is_unix ? NULL : (const struct sockaddr *)&c->peer;
+	bool is_unix = c->peer.sa.sa_family == AF_UNIX;
+	const struct sockaddr *addr = is_unix ? NULL : &c->peer.sa;
 	enum hba_method m = !c->sl->hba ? HBA_REJECT
 	                    : c->replication == REPLICATION_PHYSICAL
 	                    ? hba_match_replication(c->sl->hba, is_unix, c->tls, addr, c->user, &line)
@@ -637,11 +664,11 @@ static bool method_from_hba(struct client *c, enum auth_type *method, const char
 	if (line == 0)
 		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL,
 		             "no pg_hba.conf entry for host \"%s\", user \"%s\", database \"%s\", no encryption",
-		             c->addr, c->user, c->database);
+		             CLIENT_ADDR(c), c->user, c->database);
 	else
 		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL,
 		             "pg_hba.conf rejects connection for host \"%s\", user \"%s\", database \"%s\", no encryption",
-		             c->addr, c->user, c->database);
+		             CLIENT_ADDR(c), c->user, c->database);
 	return false;
 }
 
@@ -656,14 +683,14 @@ static void start_ldap_login(struct client *c, int hba_line)
 {
 	char err[256];
 	const struct ldap_params *rule = hba_line ? hba_ldap(c->sl->hba, hba_line) : NULL;
-	c->ldap = malloc(sizeof(*c->ldap));
-	if (!c->ldap) {
+	c->login->ldap = malloc(sizeof(*c->login->ldap));
+	if (!c->login->ldap) {
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return;
 	}
-	ldapauth_init(c->ldap);
-	bool ok = rule ? ldapauth_copy(c->ldap, rule)
-	               : ldapauth_parse_options(c->sl->cfg->auth_ldap_options, c->ldap, err, sizeof(err));
+	ldapauth_init(c->login->ldap);
+	bool ok = rule ? ldapauth_copy(c->login->ldap, rule)
+	               : ldapauth_parse_options(c->sl->cfg->auth_ldap_options, c->login->ldap, err, sizeof(err));
 	if (!ok) {
 		if (rule)
 			snprintf(err, sizeof(err), "out of memory");
@@ -673,7 +700,7 @@ static void start_ldap_login(struct client *c, int hba_line)
 		return;
 	}
 	send_auth_request(c, AUTH_REQ_PASSWORD, NULL, 0);
-	c->auth_step = CL_AUTH_PASSWORD;
+	c->login->step = CL_AUTH_PASSWORD;
 }
 
 static void start_auth(struct client *c)
@@ -685,8 +712,8 @@ static void start_auth(struct client *c)
 	}
 	const struct userlist_entry *e = sl->userlist ? userlist_find(sl->userlist, c->user) : NULL;
 	if (e) {
-		c->auth_password = strdup(e->password);
-		if (!c->auth_password) {
+		c->login->password = strdup(e->password);
+		if (!c->login->password) {
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 			return;
 		}
@@ -701,7 +728,7 @@ static void start_auth(struct client *c)
 			return;
 		}
 		if (authquery_lookup(sl, c)) {
-			c->auth_step = CL_AUTH_QUERY;
+			c->login->step = CL_AUTH_QUERY;
 			return;
 		}
 	}
@@ -710,10 +737,10 @@ static void start_auth(struct client *c)
 
 void client_auth_query_done(struct client *c, const char *password, bool role_found)
 {
-	c->no_such_user = !role_found;
+	c->login->no_such_user = !role_found;
 	struct userlist_entry found = { c->user, (char *)password, password ? password_kind_of(password) : PASSWORD_PLAIN };
-	c->auth_step = CL_AUTH_PASSWORD;
-	if (password && !(c->auth_password = strdup(password))) {
+	c->login->step = CL_AUTH_PASSWORD;
+	if (password && !(c->login->password = strdup(password))) {
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return;
 	}
@@ -727,11 +754,11 @@ static void begin_auth_method(struct client *c, const struct userlist_entry *e)
 {
 	const struct sluice_config *cfg = c->sl->cfg;
 	const char *map = NULL;
-	c->auth_method = cfg->auth_type;
+	c->login->method = cfg->auth_type;
 	int hba_line = 0;
-	if (c->auth_method == AUTH_TYPE_HBA && !method_from_hba(c, &c->auth_method, &map, &hba_line))
+	if (c->login->method == AUTH_TYPE_HBA && !method_from_hba(c, &c->login->method, &map, &hba_line))
 		return;
-	switch (c->auth_method) {
+	switch (c->login->method) {
 	case AUTH_TYPE_ANY:
 		login_succeeded(c);
 		return;
@@ -739,7 +766,7 @@ static void begin_auth_method(struct client *c, const struct userlist_entry *e)
 		if (!e) {
 			/* PgBouncer's text; its "no such user" when auth_query did not find the role either */
 			client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC,
-			             c->no_such_user ? "no such user" : "auth_type is trust, and the user is not in auth_file.",
+			             c->login->no_such_user ? "no such user" : "auth_type is trust, and the user is not in auth_file.",
 			             NULL, "\"trust\" authentication failed");
 			return;
 		}
@@ -747,16 +774,16 @@ static void begin_auth_method(struct client *c, const struct userlist_entry *e)
 		return;
 	case AUTH_TYPE_PLAIN:
 		send_auth_request(c, AUTH_REQ_PASSWORD, NULL, 0);
-		c->auth_step = CL_AUTH_PASSWORD;
+		c->login->step = CL_AUTH_PASSWORD;
 		return;
 	case AUTH_TYPE_MD5:
 		if (e && e->kind == PASSWORD_SCRAM) {
 			start_scram(c, e->password);
 			return;
 		}
-		RAND_bytes(c->md5_salt, sizeof(c->md5_salt));
-		send_auth_request(c, AUTH_REQ_MD5, c->md5_salt, sizeof(c->md5_salt));
-		c->auth_step = CL_AUTH_PASSWORD;
+		RAND_bytes(c->login->md5_salt, sizeof(c->login->md5_salt));
+		send_auth_request(c, AUTH_REQ_MD5, c->login->md5_salt, sizeof(c->login->md5_salt));
+		c->login->step = CL_AUTH_PASSWORD;
 		return;
 	case AUTH_TYPE_SCRAM_SHA_256:
 		start_scram(c, e ? e->password : NULL);
@@ -780,7 +807,7 @@ static void begin_auth_method(struct client *c, const struct userlist_entry *e)
 			return;
 		}
 		send_auth_request(c, AUTH_REQ_PASSWORD, NULL, 0);   /* PAM needs the password itself */
-		c->auth_step = CL_AUTH_PASSWORD;
+		c->login->step = CL_AUTH_PASSWORD;
 		return;
 	default:
 		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL, "unsupported authentication method");
@@ -851,22 +878,22 @@ static void pam_job_done(void *arg)
 {
 	struct pam_job *j = arg;
 	struct client *c = j->c;
-	c->auth_job = NULL;
+	c->login->job = NULL;
 	bool ok = j->res.ok;
 	if (!ok)
-		log_warning("C-%llu: %s/%s@%s:%d %s", (unsigned long long)c->id, c->database, c->user, c->addr,
-		            c->port, j->res.message);
-	if (ok && !c->proved_password) {
-		c->proved_password = j->password;   /* for server logins (login_succeeded) */
+		log_warning("C-%llu: %s/%s@%s:%d %s", (unsigned long long)c->id, c->database, c->user, CLIENT_ADDR(c),
+		            client_port(c), j->res.message);
+	if (ok && !c->login->proved_password) {
+		c->login->proved_password = j->password;   /* for server logins (login_succeeded) */
 		j->password = NULL;
 	}
 	pam_job_free(j);
-	if (c->state != CL_LOGIN || c->auth_step != CL_AUTH_PAM)
+	if (c->state != CL_LOGIN || c->login->step != CL_AUTH_PAM)
 		return;    /* refused meanwhile (client_login_timeout): FATAL already sent */
 	if (!ok) {
 		/* PostgreSQL's words and SQLSTATE (auth.c, auth_failed) */
 		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, NULL, NULL, "%s authentication failed for user \"%s\"",
-		             c->auth_method == AUTH_TYPE_LDAP ? "LDAP" : "PAM", c->user);
+		             c->login->method == AUTH_TYPE_LDAP ? "LDAP" : "PAM", c->user);
 		return;
 	}
 	login_succeeded(c);
@@ -874,16 +901,16 @@ static void pam_job_done(void *arg)
 		login_input(c);    /* bytes that came meanwhile */
 }
 
-/* Check c's cleartext password with PAM or LDAP (c->ldap) off the loop; c waits in CL_AUTH_PAM. */
+/* Check c's cleartext password with PAM or LDAP (c->login->ldap) off the loop; c waits in CL_AUTH_PAM. */
 static void start_pam(struct client *c, const char *password)
 {
 	struct pam_job *j = calloc(1, sizeof(*j));
-	if (j && c->ldap) {
-		j->ldap = c->ldap;     /* the job's now */
-		c->ldap = NULL;
+	if (j && c->login->ldap) {
+		j->ldap = c->login->ldap;     /* the job's now */
+		c->login->ldap = NULL;
 	}
 	if (!j || !(j->user = strdup(c->user)) || !(j->password = strdup(password)) ||
-	    !(j->rhost = strdup(c->peer.ss_family == AF_UNIX ? "" : c->addr)) ||
+	    !(j->rhost = strdup(c->peer.sa.sa_family == AF_UNIX ? "" : CLIENT_ADDR(c))) ||
 	    !(j->confdir = strdup(c->sl->cfg->auth_pam_confdir))) {
 		if (j)
 			pam_job_free(j);
@@ -891,9 +918,9 @@ static void start_pam(struct client *c, const char *password)
 		return;
 	}
 	j->c = c;
-	c->auth_step = CL_AUTH_PAM;
-	c->auth_job = workers_submit(c->sl->workers, pam_job_run, pam_job_done, pam_job_free, j);
-	if (!c->auth_job)
+	c->login->step = CL_AUTH_PAM;
+	c->login->job = workers_submit(c->sl->workers, pam_job_run, pam_job_done, pam_job_free, j);
+	if (!c->login->job)
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "could not start PAM authentication");
 }
 
@@ -904,16 +931,16 @@ static void handle_password(struct client *c, struct msgreader *r)
 		client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL, "invalid password packet");
 		return;
 	}
-	if (c->auth_method == AUTH_TYPE_PAM || c->auth_method == AUTH_TYPE_LDAP) {
+	if (c->login->method == AUTH_TYPE_PAM || c->login->method == AUTH_TYPE_LDAP) {
 		start_pam(c, given);
 		return;
 	}
 	bool ok = false;
-	if (c->auth_password) {
-		if (c->auth_method == AUTH_TYPE_PLAIN)
-			ok = check_plain_password(c->auth_password, c->user, given);
+	if (c->login->password) {
+		if (c->login->method == AUTH_TYPE_PLAIN)
+			ok = check_plain_password(c->login->password, c->user, given);
 		else
-			ok = md5_check_response(c->auth_password, c->user, c->md5_salt, given);
+			ok = md5_check_response(c->login->password, c->user, c->login->md5_salt, given);
 	}
 	if (ok)
 		login_succeeded(c);
@@ -925,7 +952,7 @@ static void handle_sasl(struct client *c, struct msgreader *r)
 {
 	const char *err = NULL;
 	char *reply;
-	if (c->auth_step == CL_AUTH_SASL_FIRST) {
+	if (c->login->step == CL_AUTH_SASL_FIRST) {
 		const char *mech = mr_string(r);
 		int32_t len = mr_int32(r);
 		const uint8_t *data = len >= 0 ? mr_bytes(r, (size_t)len) : NULL;
@@ -934,19 +961,19 @@ static void handle_sasl(struct client *c, struct msgreader *r)
 			             "client selected an invalid SASL authentication mechanism");
 			return;
 		}
-		reply = scram_server_handle_first(c->scram, (const char *)data, (size_t)len, &err);
+		reply = scram_server_handle_first(c->login->scram, (const char *)data, (size_t)len, &err);
 		if (!reply) {
 			client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL, "malformed SCRAM message: %s", err);
 			return;
 		}
 		send_auth_request(c, AUTH_REQ_SASL_CONT, reply, strlen(reply));
 		free(reply);
-		c->auth_step = CL_AUTH_SASL_FINAL;
+		c->login->step = CL_AUTH_SASL_FINAL;
 		return;
 	}
 	size_t len = mr_remaining(r);
-	reply = scram_server_handle_final(c->scram, (const char *)mr_bytes(r, len), len, &err);
-	if (!reply || !c->auth_password) {
+	reply = scram_server_handle_final(c->login->scram, (const char *)mr_bytes(r, len), len, &err);
+	if (!reply || !c->login->password) {
 		free(reply);
 		auth_failed(c);
 		return;
@@ -978,6 +1005,12 @@ static bool read_startup_params(struct client *c, struct msgreader *r, uint32_t 
 	const char *unknown[32];
 	int n_unknown = 0;
 	const char *name, *value;
+	/* the settings its options give; kept after this only when there are some */
+	if (!c->settings_startup && !(c->settings_startup = calloc(1, sizeof(*c->settings_startup)))) {
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return false;
+	}
+	struct sessvars *startup = c->settings_startup;
 	while (proto_startup_param(r, &name, &value)) {
 		if (strcmp(name, "user") == 0) {
 			free(c->user);
@@ -998,7 +1031,7 @@ static bool read_startup_params(struct client *c, struct msgreader *r, uint32_t 
 			}
 		} else if (strcmp(name, "options") == 0) {
 			char err[256];
-			if (!ai_session_apply_options(&c->ai, &c->vars, &c->settings_startup, value,
+			if (!ai_session_apply_options(&c->ai, &c->vars, startup, value,
 			                              cfg->ignore_startup_parameters, err, sizeof(err)) &&
 			    !str_list_contains(cfg->ignore_startup_parameters, name)) {
 				/* a bad sluice.* value is 22023, as SET's; an option pgsluice cannot honour, 08P01 */
@@ -1017,17 +1050,21 @@ static bool read_startup_params(struct client *c, struct msgreader *r, uint32_t 
 			return false;
 		}
 	}
-	if (c->replication != REPLICATION_NONE && c->settings_startup.n > 0) {
+	if (c->replication != REPLICATION_NONE && startup->n > 0) {
 		/* a replication server is the client's own, started with its tracked parameters only */
 		client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL,
 		             "Add it to ignore_startup_parameters in the pgsluice configuration to ignore it.",
 		             "unsupported startup parameter \"%s\" on a replication connection",
-		             c->settings_startup.items[0].name);
+		             startup->items[0].name);
 		return false;
 	}
-	if (!sessvars_copy(&c->settings, &c->settings_startup)) {
+	if (!sessvars_copy(&c->settings, startup)) {
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return false;
+	}
+	if (startup->n == 0 && startup->gen == 0) {
+		free(startup);    /* none: RESET goes to the server's defaults (sessvars_apply's NULL) */
+		c->settings_startup = NULL;
 	}
 	if (r->bad) {
 		client_fatal(c, SQLSTATE_PROTOCOL_VIOLATION, NULL, NULL, "invalid startup packet layout");
@@ -1045,14 +1082,14 @@ static bool read_startup_params(struct client *c, struct msgreader *r, uint32_t 
  */
 static bool add_host_to_application_name(struct client *c)
 {
-	const char *given = c->vars.values[varcache_index("application_name")];
+	const char *given = varcache_get(&c->vars, varcache_index("application_name"));
 	char name[400];
-	if (c->peer.ss_family == AF_UNIX)
+	if (c->peer.sa.sa_family == AF_UNIX)
 		snprintf(name, sizeof(name), "%s - unix:%d", given ? given : "app", c->sl->cfg->listen_port);
-	else if (c->peer.ss_family == AF_INET6)
-		snprintf(name, sizeof(name), "%s - [%s]:%d", given ? given : "app", c->addr, c->port);
+	else if (c->peer.sa.sa_family == AF_INET6)
+		snprintf(name, sizeof(name), "%s - [%s]:%d", given ? given : "app", CLIENT_ADDR(c), client_port(c));
 	else
-		snprintf(name, sizeof(name), "%s - %s:%d", given ? given : "app", c->addr, c->port);
+		snprintf(name, sizeof(name), "%s - %s:%d", given ? given : "app", CLIENT_ADDR(c), client_port(c));
 	return varcache_set(&c->vars, "application_name", name);
 }
 
@@ -1101,7 +1138,7 @@ static void handle_startup(struct client *c, const uint8_t *body, size_t len, ui
 		client_fatal(c, SQLSTATE_CANNOT_CONNECT_NOW, NULL, NULL, "pgsluice is shutting down");
 		return;
 	}
-	if (!c->tls && sl->tls.client_mode >= TLS_REQUIRE && c->peer.ss_family != AF_UNIX) {
+	if (!c->tls && sl->tls.client_mode >= TLS_REQUIRE && c->peer.sa.sa_family != AF_UNIX) {
 		client_fatal(c, SQLSTATE_INVALID_AUTH_SPEC, "client_tls_sslmode requires TLS on TCP connections.",
 		             "Connect with sslmode=require or stricter.", "SSL required");
 		return;
@@ -1111,7 +1148,7 @@ static void handle_startup(struct client *c, const uint8_t *body, size_t len, ui
 	 * answer nor its timing says which databases exist (as PgBouncer's fake db). */
 	if (sl->cfg->log_connections)
 		log_info("C-%llu: %s/%s@%s:%d login attempt", (unsigned long long)c->id,
-		         c->database, c->user, c->addr, c->port);
+		         c->database, c->user, CLIENT_ADDR(c), client_port(c));
 	start_auth(c);
 }
 
@@ -1157,7 +1194,7 @@ static bool startup_packet(struct client *c, struct iobuf *in)
 	if (iobuf_len(in) < len)
 		return false;
 	const uint8_t *pkt = iobuf_data(in);
-	if (code == PROTO_SSL_REQUEST && !c->tls && c->sl->tls.accept_ctx && c->peer.ss_family != AF_UNIX) {
+	if (code == PROTO_SSL_REQUEST && !c->tls && c->sl->tls.accept_ctx && c->peer.sa.sa_family != AF_UNIX) {
 		iobuf_drain(in, len);
 		if (iobuf_len(in) > 0) {
 			/* bytes sent before the handshake could be a man in the middle's (CVE-2021-23214) */
@@ -1190,7 +1227,7 @@ static bool startup_packet(struct client *c, struct iobuf *in)
 	}
 	memcpy(copy, pkt + 8, len - 8);
 	iobuf_drain(in, len);
-	c->auth_step = CL_AUTH_PASSWORD;   /* until start_auth says otherwise */
+	c->login->step = CL_AUTH_PASSWORD;   /* until start_auth says otherwise */
 	handle_startup(c, copy, len - 8, code);
 	free(copy);
 	return false;   /* the caller re-checks the state */
@@ -1200,9 +1237,9 @@ static void login_input(struct client *c)
 {
 	struct iobuf *in = &c->io.in;
 	while (c->state == CL_LOGIN) {
-		if (c->auth_step == CL_AUTH_QUERY || c->auth_step == CL_AUTH_DERIVING)
+		if (c->login->step == CL_AUTH_QUERY || c->login->step == CL_AUTH_DERIVING)
 			return;     /* the client speaks after our next request; keep its bytes */
-		if (c->auth_step == CL_AUTH_STARTUP) {
+		if (c->login->step == CL_AUTH_STARTUP) {
 			if (!startup_packet(c, in))
 				return;
 			continue;
@@ -1231,7 +1268,7 @@ static void login_input(struct client *c)
 		iobuf_drain(in, 1 + (size_t)len);
 		struct msgreader r;
 		mr_init(&r, body, len - 4);
-		if (c->auth_step == CL_AUTH_PASSWORD)
+		if (c->login->step == CL_AUTH_PASSWORD)
 			handle_password(c, &r);
 		else
 			handle_sasl(c, &r);
@@ -1287,20 +1324,21 @@ static void login_succeeded(struct client *c)
 	}
 	/* Pass-through: the client proved it knows the password behind a SCRAM
 	 * secret, so its ClientKey can log the same role into servers. */
-	if (c->scram && c->scram->have_client_key && !db->user && !p->password &&
-	    c->auth_password && password_kind_of(c->auth_password) == PASSWORD_SCRAM) {
-		scram_parse_secret(c->auth_password, &p->scram_secret);
-		memcpy(p->scram_client_key, c->scram->client_key, SCRAM_KEY_LEN);
+	if (c->login->scram && c->login->scram->have_client_key && !db->user && !p->password &&
+	    c->login->password && password_kind_of(c->login->password) == PASSWORD_SCRAM) {
+		scram_parse_secret(c->login->password, &p->scram_secret);
+		memcpy(p->scram_client_key, c->login->scram->client_key, SCRAM_KEY_LEN);
 		p->have_scram_keys = true;
 	}
 	/* PAM and LDAP: the password the client proved logs the same role into
 	 * servers when nothing else has one (PgBouncer keeps it likewise, #285). */
-	if ((c->auth_method == AUTH_TYPE_PAM || c->auth_method == AUTH_TYPE_LDAP) && c->proved_password &&
-	    !db->user && !p->password) {
+	if (c->login && (c->login->method == AUTH_TYPE_PAM || c->login->method == AUTH_TYPE_LDAP) &&
+	    c->login->proved_password && !db->user && !p->password) {
 		free(p->proved_password);
-		p->proved_password = c->proved_password;
-		c->proved_password = NULL;
+		p->proved_password = c->login->proved_password;
+		c->login->proved_password = NULL;
 	}
+	login_free(c);   /* an idle client keeps nothing of its login */
 	client_move(c, p, CL_NONE);
 	do {
 		RAND_bytes((unsigned char *)&c->cancel_pid, sizeof(c->cancel_pid));
@@ -1326,8 +1364,8 @@ void client_welcome(struct client *c)
 	varcache_fill_missing(&c->vars, &p->welcome_vars);
 	msg_init(&m);
 	for (int i = 0; i < varcache_count(); i++)
-		if (c->vars.values[i])
-			msg_add_parameter_status(&m, varcache_name(i), c->vars.values[i]);
+		if (varcache_get(&c->vars, i))
+			msg_add_parameter_status(&m, varcache_name(i), varcache_get(&c->vars, i));
 	for (char **kv = p->welcome_other; kv && kv[0]; kv += 2)
 		msg_add_parameter_status(&m, kv[0], kv[1]);
 	/* PgBouncer 1.25 tells every client its version and the pooling it gets */
@@ -1569,7 +1607,7 @@ static void client_relay(struct client *c)
 			continue;
 		}
 		prepared_note_request(s, type);
-		if (c->notify.exec_pending)
+		if (c->notify && c->notify->exec_pending)
 			notify_relayed(c, s, type);
 		if (c->pending_setting) {
 			prepared_attach_setting(s, type, c->pending_setting);
@@ -1655,7 +1693,7 @@ static void close_after_tls_error(struct client *c, const char *why)
 		client_close(c, why);
 		return;
 	}
-	log_info("C-%llu: %s:%d TLS handshake failed: %s", (unsigned long long)c->id, c->addr, c->port, why);
+	log_info("C-%llu: %s:%d TLS handshake failed: %s", (unsigned long long)c->id, CLIENT_ADDR(c), client_port(c), why);
 	set_close_reason(c, why);
 	client_detach(c);
 	client_move(c, NULL, CL_CLOSING);

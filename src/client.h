@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/queue.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "ai/cache.h"
@@ -53,40 +54,65 @@ enum client_auth_step { CL_AUTH_STARTUP, CL_AUTH_PASSWORD, CL_AUTH_SASL_FIRST, C
                         CL_AUTH_DERIVING /* its SCRAM secret is derived on a worker thread */,
                         CL_AUTH_PAM /* its password is checked by PAM or LDAP on a worker thread */ };
 
+/*
+ * What only a login needs: made at accept, freed when the login succeeds
+ * (login_succeeded) or the client goes, so an idle client keeps none of it.
+ */
+struct client_login {
+	enum client_auth_step step;
+	enum auth_type method;         /* the method chosen for this login */
+	uint8_t md5_salt[4];
+	bool no_such_user;             /* auth_query found no such role: the failure says so (PgBouncer) */
+	char *password;                /* stored password for the user (copy), owned */
+	struct scram_server *scram;    /* owned; during a SCRAM login only */
+	struct ldap_params *ldap;      /* owned; during an LDAP login only: the options it goes by */
+	char *proved_password;         /* owned; the cleartext password PAM or LDAP accepted, until
+	                                  login_succeeded hands it to the pool */
+	struct worker_job *job;        /* its SCRAM secret being derived (CL_AUTH_DERIVING) or its PAM/LDAP
+	                                  check (CL_AUTH_PAM), or NULL */
+};
+
 struct client {
 	TAILQ_ENTRY(client) entry;
 	enum client_state state;
-	enum client_auth_step auth_step;
+	enum replication_mode replication; /* the StartupMessage's replication: a dedicated server (pool.h) */
 	struct sluice *sl;
 	struct pool *pool;
 	struct server *server;         /* linked server or NULL */
 	struct connio io;              /* the socket, its buffers and events */
 	uint64_t id;
 
-	char addr[64];                 /* peer address text, "unix" for unix sockets */
-	struct sockaddr_storage peer;  /* peer address, for auth_hba_file rules */
-	enum auth_type auth_method;    /* the method chosen for this login */
+	union client_peer {            /* peer address, for auth_hba_file rules; sa.sa_family alone
+	                                  (AF_UNIX) for a unix socket. Its text is made when shown
+	                                  (client_addr), not kept: 28 bytes instead of 196 */
+		struct sockaddr sa;
+		struct sockaddr_in in;
+		struct sockaddr_in6 in6;
+	} peer;
+	/* (small fields together: no padding holes; an idle client's bytes count) */
 	bool tls;                      /* io runs TLS */
-	struct event *close_timer;     /* owned; closes it a moment after a failed handshake */
-	int port;
-	char *user;                    /* login role from the StartupMessage, owned */
-	char *database;                /* database name from the StartupMessage, owned */
-	char *auth_password;           /* stored password for user (copy), owned */
-	bool no_such_user;             /* auth_query found no such role: the failure says so (PgBouncer) */
 	bool replication_waiting;      /* a replication client waiting for room in its pool's pool_size */
-	enum replication_mode replication; /* the StartupMessage's replication: a dedicated server (pool.h) */
-	struct varcache vars;          /* the values this client believes it has */
-	/* Session settings under transaction pooling (settings.h): */
-	struct sessvars settings_startup;   /* from the StartupMessage: what RESET goes back to */
-	struct sessvars settings;           /* committed: what its next server is made to have */
-	struct sessvars settings_tx;        /* the record inside a transaction block (settings_in_tx) */
 	bool settings_in_tx;                /* settings_tx holds SETs not committed yet */
 	bool settings_local;                /* ran SET LOCAL in this block: no cache lookup until it ends */
+	/* CL_ADMIN only (admin.c) */
+	bool admin_may_control;        /* in admin_users: every command; else SHOW only (stats_users) */
+	bool admin_skip_to_sync;       /* an extended-protocol message was refused: skip to Sync */
+	struct event *close_timer;     /* owned; closes it a moment after a failed handshake */
+	char *user;                    /* login role from the StartupMessage, owned */
+	char *database;                /* database name from the StartupMessage, owned */
+	struct varcache vars;          /* the values this client believes it has */
+	/* Session settings under transaction pooling (settings.h): */
+	struct sessvars *settings_startup;  /* owned; from the StartupMessage: what RESET goes back to;
+	                                       NULL when it gave no settings (most clients) */
+	struct sessvars settings;           /* committed: what its next server is made to have */
+	struct sessvars *settings_tx;       /* owned; the record inside a transaction block while
+	                                       settings_in_tx, NULL otherwise */
 	struct sessvar_op *pending_setting; /* the SET of the Query or Execute at the front, handed on when relayed */
 	struct settings_ext *settings_ext;  /* its extended-protocol SET statements and portals (settings_ext.h) */
 	struct client_stmts stmts;     /* named prepared statements, under transaction pooling */
 	struct ai_session ai;          /* sluice.user / sluice.model of this client */
-	struct notify_client notify;   /* LISTEN channels under transaction pooling (notify_relay.h) */
+	struct notify_client *notify;  /* owned; LISTEN state under transaction pooling, NULL until
+	                                  its first LISTEN/UNLISTEN (notify_relay.h) */
 	/* Tags of the extended protocol's statements, kept only once one is tagged. */
 	struct ai_tags *unnamed_tags;  /* of the unnamed statement; NULL: untagged */
 	struct cache_stmt *unnamed_cstmt; /* its completion-cache key part, when it is a lookup */
@@ -119,26 +145,35 @@ struct client {
 	uint32_t drop_left;            /* bytes of a dropped message still to drop */
 	int32_t cancel_pid, cancel_key; /* the BackendKeyData pgsluice gave it */
 
-	uint8_t md5_salt[4];
-	struct scram_server *scram;   /* owned; during a SCRAM login only */
-	struct ldap_params *ldap;     /* owned; during an LDAP login only: the options it goes by */
-	char *proved_password;        /* owned; the cleartext password PAM or LDAP accepted, until
-	                                 login_succeeded hands it to the pool */
-	struct worker_job *auth_job;  /* its SCRAM secret being derived (CL_AUTH_DERIVING) or its PAM
-	                                 check (CL_AUTH_PAM), or NULL */
+	struct client_login *login;    /* owned; until the login succeeds, NULL after */
 
 	usec_t connect_time;           /* monotonic */
 	usec_t wait_start;             /* monotonic, when it started waiting for a server */
-	bool wait_notified;            /* sent the query_wait_notify NOTICE for this wait */
 	usec_t last_activity;          /* monotonic, last message from the client */
 	usec_t xact_start;             /* monotonic, first request of its current transaction (stats) */
-	uint32_t relay_left;           /* bytes of the current message still to relay */
-	bool checked;                  /* the middleware saw the message at the front */
 	char *close_reason;            /* owned; the error a CL_CLOSING client was sent, for the log */
-	/* CL_ADMIN only (admin.c) */
-	bool admin_may_control;        /* in admin_users: every command; else SHOW only (stats_users) */
-	bool admin_skip_to_sync;       /* an extended-protocol message was refused: skip to Sync */
+	uint32_t relay_left;           /* bytes of the current message still to relay */
+	bool wait_notified;            /* sent the query_wait_notify NOTICE for this wait */
+	bool checked;                  /* the middleware saw the message at the front */
+	bool notify_tx_failed;         /* an ErrorResponse since the last ReadyForQuery: a LISTEN in
+	                                  this transaction will not take effect (notify_relay.c) */
+	bool notify_tx_rolled_back;    /* a ROLLBACK since the last ReadyForQuery (notify_relay.c) */
 };
+
+/* Room for client_addr's text: INET6_ADDRSTRLEN (46) and then some. */
+#define CLIENT_ADDR_LEN 64
+
+/*
+ * The text of c's peer address as inet_ntop writes it, "unix" for a unix
+ * socket, written to buf (CLIENT_ADDR_LEN bytes). Returns buf.
+ */
+const char *client_addr(const struct client *c, char *buf);
+
+/* client_addr into a buffer that lives to the end of the caller's block (for log lines). */
+#define CLIENT_ADDR(c) client_addr((c), (char[CLIENT_ADDR_LEN]){ 0 })
+
+/* c's peer port (host order), 0 for a unix socket. */
+int client_port(const struct client *c);
 
 /* Take over an accepted socket fd (non-blocking). Closes fd on failure. */
 void client_accept(struct sluice *sl, int fd, const struct sockaddr *addr, socklen_t len);

@@ -143,7 +143,7 @@ static void arm_write(struct connio *io)
 {
 	if (io->writing)
 		return;
-	if (!io->wr && !(io->wr = event_new(io->base, io->fd, EV_WRITE | EV_PERSIST, on_writable, io)))
+	if (!io->wr && !(io->wr = event_new(event_get_base(&io->rd), io->fd, EV_WRITE | EV_PERSIST, on_writable, io)))
 		return;    /* out of memory: the next read or flush tries again */
 	if (event_add(io->wr, NULL) == 0)
 		io->writing = true;
@@ -380,7 +380,6 @@ static bool assign(struct connio *io, struct event_base *base, int fd, const str
 	memset(&io->in, 0, sizeof(io->in));
 	memset(&io->out, 0, sizeof(io->out));
 	io->out.on_fill = out_filled;
-	io->base = base;
 	io->wr = NULL;
 	return event_assign(&io->rd, base, fd, EV_READ | EV_PERSIST, on_readable, io) == 0;
 }

@@ -40,17 +40,16 @@ struct connio_ops {
 
 struct connio {
 	int fd;                     /* -1: none */
-	SSL *ssl;                   /* owned; NULL: plain */
 	enum connio_state state;
+	SSL *ssl;                   /* owned; NULL: plain */
 	bool reading;               /* the read event is registered */
 	bool writing;               /* the write event is registered */
 	bool queued;                /* on the list of connections to send at the end of the callback */
 	bool shut_when_flushed;     /* shutdown(SHUT_WR) once the output is sent (a lingering close) */
 	bool tls_accepting;         /* the handshake is the server side */
 	bool write_wants_read;      /* SSL_write asked to read first */
-	struct event rd;            /* registered once */
+	struct event rd;            /* registered once; its event_base is the connection's */
 	struct event *wr;           /* owned; made the first time the socket is full (most clients: never) */
-	struct event_base *base;
 	struct iobuf in, out;
 	const struct connio_ops *ops;
 	void *arg;

@@ -133,8 +133,8 @@ static void wake_waiting(struct notify_listener *nl)
 	struct pool *p = nl->pool;
 	struct client *c, *next;
 	TAILQ_FOREACH_SAFE(c, &p->active_clients, entry, next)
-		if (c->notify.waiting) {
-			c->notify.waiting = false;
+		if (c->notify && c->notify->waiting) {
+			c->notify->waiting = false;
 			client_resume(c);
 		}
 }
@@ -225,8 +225,10 @@ static bool client_idle(const struct client *c)
 
 static bool listens_on(const struct client *c, const char *name)
 {
-	for (size_t i = 0; i < c->notify.n_channels; i++)
-		if (strcmp(c->notify.channels[i], name) == 0)
+	if (!c->notify)
+		return false;
+	for (size_t i = 0; i < c->notify->n_channels; i++)
+		if (strcmp(c->notify->channels[i], name) == 0)
 			return true;
 	return false;
 }
@@ -239,7 +241,7 @@ static int listeners_left(struct notify_listener *nl)
 		total += nl->chans[i].refs;
 	struct client *c;
 	TAILQ_FOREACH(c, &nl->pool->active_clients, entry)
-		total += c->notify.waiting;
+		total += c->notify && c->notify->waiting;
 	return total;
 }
 
@@ -265,7 +267,7 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
 		}
 	}
 	TAILQ_FOREACH(c, &nl->pool->active_clients, entry)
-		if (c->notify.n_held && client_idle(c))
+		if (c->notify && c->notify->n_held && client_idle(c))
 			write_held(c);   /* kicks again while some are left */
 }
 
@@ -331,14 +333,14 @@ static void on_state(void *arg, bool up)
 		/* Notifications sent while it was away are gone: say so to every listener. */
 		struct client *c;
 		TAILQ_FOREACH(c, &nl->pool->active_clients, entry)
-			if (c->notify.n_channels > 0) {
-				c->notify.owes_lost_notice = true;
+			if (c->notify && c->notify->n_channels > 0) {
+				c->notify->owes_lost_notice = true;
 				if (client_idle(c))
 					write_held(c);
 			}
 		TAILQ_FOREACH(c, &nl->pool->waiting_clients, entry)
-			if (c->notify.n_channels > 0)
-				c->notify.owes_lost_notice = true;
+			if (c->notify && c->notify->n_channels > 0)
+				c->notify->owes_lost_notice = true;
 	}
 	nl->was_up = true;
 }
@@ -464,7 +466,8 @@ static void client_listen(struct client *c, const char *name)
 	struct notify_listener *nl = listener_get(c->pool);
 	struct notify_chan *ch = nl ? chan_want(nl, name) : NULL;
 	char *dup = ch ? strdup(name) : NULL;
-	if (!dup || !strv_push(&c->notify.channels, &c->notify.n_channels, &c->notify.cap_channels, dup)) {
+	struct notify_client *nc = c->notify;   /* it has a pending LISTEN */
+	if (!dup || !strv_push(&nc->channels, &nc->n_channels, &nc->cap_channels, dup)) {
 		free(dup);
 		log_warning("C-%llu: LISTEN \"%s\" not registered", (unsigned long long)c->id, name);
 		return;
@@ -474,7 +477,7 @@ static void client_listen(struct client *c, const char *name)
 
 static void client_unlisten(struct client *c, const char *name)
 {
-	struct notify_client *nc = &c->notify;
+	struct notify_client *nc = c->notify;   /* it has a pending UNLISTEN */
 	for (size_t i = 0; i < nc->n_channels; i++)
 		if (strcmp(nc->channels[i], name) == 0) {
 			free(nc->channels[i]);
@@ -487,7 +490,7 @@ static void client_unlisten(struct client *c, const char *name)
 
 static void client_unlisten_all(struct client *c)
 {
-	struct notify_client *nc = &c->notify;
+	struct notify_client *nc = c->notify;   /* never NULL here */
 	while (nc->n_channels > 0) {
 		char *name = nc->channels[--nc->n_channels];
 		if (c->pool && c->pool->notify)
@@ -503,11 +506,36 @@ static void drop_pending(struct notify_client *nc)
 	nc->n_pending = 0;
 }
 
+/* c's LISTEN state, made on first use; NULL when out of memory. */
+static struct notify_client *nc_get(struct client *c)
+{
+	if (!c->notify)
+		c->notify = calloc(1, sizeof(*c->notify));
+	return c->notify;
+}
+
+/*
+ * Free c's LISTEN state once it holds nothing (at ReadyForQuery), so a client
+ * that listened once and stopped, or ran one UNLISTEN, costs nothing again.
+ */
+static void nc_trim(struct client *c)
+{
+	struct notify_client *nc = c->notify;
+	if (!nc || nc->n_channels || nc->n_pending || nc->unnamed || nc->portal || nc->exec_pending ||
+	    nc->waiting || nc->n_held || nc->dropped || nc->owes_lost_notice)
+		return;
+	free(nc->channels);
+	free(nc->pending);
+	free(nc->held);
+	free(nc);
+	c->notify = NULL;
+}
+
 /* ---- held notifications ---- */
 
 static void write_held(struct client *c)
 {
-	struct notify_client *nc = &c->notify;
+	struct notify_client *nc = c->notify;   /* it listens, or held something */
 	if (nc->owes_lost_notice) {
 		nc->owes_lost_notice = false;
 		send_notice(c, "pgsluice's listening connection to the server was lost and has been opened again.",
@@ -537,7 +565,7 @@ static void write_held(struct client *c)
 
 static void hold(struct client *c, const uint8_t *msg, size_t len)
 {
-	struct notify_client *nc = &c->notify;
+	struct notify_client *nc = c->notify;   /* it listens on the channel */
 	if (client_idle(c)) {
 		write_held(c);    /* a NOTICE it is owed and older notifications go first */
 		if (nc->n_held == 0 && connio_out_len(&c->io) < RELAY_HIGH_WATER) {
@@ -587,16 +615,20 @@ static void hold(struct client *c, const uint8_t *msg, size_t len)
 
 void notify_client_idle(struct client *c)
 {
-	struct notify_client *nc = &c->notify;
-	if ((nc->n_held || nc->dropped || nc->owes_lost_notice) && client_idle(c))
+	struct notify_client *nc = c->notify;
+	if (nc && (nc->n_held || nc->dropped || nc->owes_lost_notice) && client_idle(c))
 		write_held(c);
 }
 
 void notify_before_ready(struct client *c, char status)
 {
-	struct notify_client *nc = &c->notify;
+	struct notify_client *nc = c->notify;
+	bool commit = !c->notify_tx_failed && !c->notify_tx_rolled_back;
+	c->notify_tx_failed = false;
+	c->notify_tx_rolled_back = false;
+	if (!nc)
+		return;
 	if (status == 'I' && nc->n_pending > 0) {
-		bool commit = !nc->tx_failed && !nc->tx_rolled_back;
 		/* A LISTEN may close nothing; an UNLISTEN may close the connection: run in order. */
 		for (size_t i = 0; commit && i < nc->n_pending; i++) {
 			const char *a = nc->pending[i];
@@ -609,15 +641,16 @@ void notify_before_ready(struct client *c, char status)
 		}
 		drop_pending(nc);
 	}
-	nc->tx_failed = false;
-	nc->tx_rolled_back = false;
 	if (nc->n_held || nc->dropped || nc->owes_lost_notice)
 		write_held(c);
+	nc_trim(c);
 }
 
 void notify_client_free(struct client *c)
 {
-	struct notify_client *nc = &c->notify;
+	struct notify_client *nc = c->notify;
+	if (!nc)
+		return;
 	nc->waiting = false;
 	drop_pending(nc);
 	free(nc->pending);
@@ -631,7 +664,8 @@ void notify_client_free(struct client *c)
 		nc->n_held--;
 	}
 	free(nc->held);
-	memset(nc, 0, sizeof(*nc));
+	free(nc);
+	c->notify = NULL;
 }
 
 /* ---- the client's statements ---- */
@@ -669,7 +703,10 @@ static bool must_wait(struct client *c, enum notify_stmt kind, const char *chann
 	struct notify_chan *ch = chan_want(nl, channel);
 	if (!ch || ch->live)
 		return false;
-	c->notify.waiting = true;
+	struct notify_client *nc = nc_get(c);
+	if (!nc)
+		return false;   /* out of memory: answered without waiting, as when no connection is up */
+	nc->waiting = true;
 	return true;
 }
 
@@ -677,6 +714,15 @@ static void set_str(char **slot, char *s)
 {
 	free(*slot);
 	*slot = s;
+}
+
+/* A simple Query drops the unnamed statement and portal: so do their actions. */
+static void forget_unnamed(struct client *c)
+{
+	if (c->notify) {
+		set_str(&c->notify->unnamed, NULL);
+		set_str(&c->notify->portal, NULL);
+	}
 }
 
 static const char MIXED_MSG[] = "LISTEN and UNLISTEN must be sent alone under transaction pooling";
@@ -706,8 +752,7 @@ static int intercept_query(struct client *c, struct server *s, uint32_t len)
 	struct iobuf *in = &c->io.in;
 	size_t have = iobuf_len(in) - PROTO_HEADER_LEN;
 	if (!may_be_listen((const char *)iobuf_data(in) + PROTO_HEADER_LEN, have < len - 4 ? have : len - 4, len - 4)) {
-		set_str(&c->notify.unnamed, NULL);   /* a simple Query drops the unnamed statement and portal */
-		set_str(&c->notify.portal, NULL);
+		forget_unnamed(c);   /* a simple Query drops the unnamed statement and portal */
 		return 1;
 	}
 	if (iobuf_len(in) < 1 + (size_t)len)
@@ -715,8 +760,7 @@ static int intercept_query(struct client *c, struct server *s, uint32_t len)
 	const char *text = (const char *)iobuf_data(in) + PROTO_HEADER_LEN;
 	char channel[NOTIFY_CHANNEL_MAX + 1];
 	enum notify_stmt kind = notify_parse_statement(text, len - 4, channel);
-	set_str(&c->notify.unnamed, NULL);     /* a simple Query drops the unnamed statement and portal */
-	set_str(&c->notify.portal, NULL);
+	forget_unnamed(c);     /* a simple Query drops the unnamed statement and portal */
 	if (kind == NOTIFY_STMT_NONE)
 		return 1;
 	if (kind != NOTIFY_STMT_MIXED && must_wait(c, kind, channel))
@@ -756,7 +800,8 @@ static int intercept_parse(struct client *c, struct server *s, uint32_t len)
 {
 	struct iobuf *in = &c->io.in;
 	if (len - 4 >= 65536) {
-		set_str(&c->notify.unnamed, NULL);   /* too long to be LISTEN: streamed as before */
+		if (c->notify)
+			set_str(&c->notify->unnamed, NULL);   /* too long to be LISTEN: streamed as before */
 		return 1;
 	}
 	if (iobuf_len(in) < 1 + (size_t)len)
@@ -775,8 +820,8 @@ static int intercept_parse(struct client *c, struct server *s, uint32_t len)
 	/* most statements are not LISTEN/UNLISTEN: their first character says so */
 	enum notify_stmt kind = may_be_listen(text, tlen, len - 4) ? notify_parse_statement(text, tlen, channel)
 	                                                           : NOTIFY_STMT_NONE;
-	if (name[0] == '\0')
-		set_str(&c->notify.unnamed, NULL);
+	if (name[0] == '\0' && c->notify)
+		set_str(&c->notify->unnamed, NULL);
 	if (kind == NOTIFY_STMT_NONE)
 		return 1;
 	if (name[0] != '\0' || kind == NOTIFY_STMT_MIXED) {
@@ -792,8 +837,11 @@ static int intercept_parse(struct client *c, struct server *s, uint32_t len)
 	if (must_wait(c, kind, channel))
 		return -1;
 	char *action = make_action(kind, channel);
-	if (!action)
+	struct notify_client *nc = action ? nc_get(c) : NULL;
+	if (!nc) {
+		free(action);
 		return 1;
+	}
 	iobuf_drain(in, 1 + (size_t)len);
 	struct msgbuf m;
 	msg_init(&m);
@@ -808,7 +856,7 @@ static int intercept_parse(struct client *c, struct server *s, uint32_t len)
 	prepared_note_request(s, PqMsg_Parse);
 	if (c->pending_parse || c->pending_usage || c->pending_fill)
 		client_step_relayed(c, s);
-	set_str(&c->notify.unnamed, action);
+	set_str(&nc->unnamed, action);
 	c->checked = false;
 	return 0;
 }
@@ -829,9 +877,9 @@ static int track_bind(struct client *c, uint32_t len)
 		return 1;
 	if (plen == 0) {
 		char *a = NULL;
-		if (stmt[0] == '\0' && c->notify.unnamed)
-			a = strdup(c->notify.unnamed);
-		set_str(&c->notify.portal, a);
+		if (stmt[0] == '\0' && c->notify->unnamed)
+			a = strdup(c->notify->unnamed);
+		set_str(&c->notify->portal, a);
 	}
 	return 1;
 }
@@ -844,13 +892,13 @@ int notify_intercept(struct client *c, struct server *s, uint8_t type, uint32_t 
 	case PqMsg_Parse:
 		return intercept_parse(c, s, len);
 	case PqMsg_Bind:
-		return c->notify.unnamed || c->notify.portal ? track_bind(c, len) : 1;
+		return c->notify && (c->notify->unnamed || c->notify->portal) ? track_bind(c, len) : 1;
 	case PqMsg_Execute:
-		if (c->notify.portal) {
+		if (c->notify && c->notify->portal) {
 			struct iobuf *in = &c->io.in;
 			if (iobuf_len(in) < 1 + (size_t)len)
 				return -1;
-			c->notify.exec_pending = len > 4 && iobuf_data(in)[PROTO_HEADER_LEN] == '\0';
+			c->notify->exec_pending = len > 4 && iobuf_data(in)[PROTO_HEADER_LEN] == '\0';
 		}
 		return 1;
 	default:
@@ -860,25 +908,24 @@ int notify_intercept(struct client *c, struct server *s, uint8_t type, uint32_t 
 
 void notify_relayed(struct client *c, struct server *s, uint8_t type)
 {
-	if (type != PqMsg_Execute || !c->notify.exec_pending)
+	if (type != PqMsg_Execute || !c->notify || !c->notify->exec_pending)
 		return;
-	c->notify.exec_pending = false;
+	c->notify->exec_pending = false;
 	struct reply_entry *e = prepared_reply_tail(s);
 	if (e && e->kind == PqMsg_Execute && !e->notify)
-		e->notify = strdup(c->notify.portal);
+		e->notify = strdup(c->notify->portal);
 }
 
 bool notify_server_reply(struct client *c, struct server *s, uint8_t type, const uint8_t *msg, size_t total)
 {
-	struct notify_client *nc = &c->notify;
 	if (type == PqMsg_ErrorResponse) {
-		nc->tx_failed = true;
+		c->notify_tx_failed = true;
 		return false;
 	}
 	if (type != PqMsg_CommandComplete)
 		return false;
 	if (total >= 1 + 4 + 9 && memcmp(msg + PROTO_HEADER_LEN, "ROLLBACK", 9) == 0)
-		nc->tx_rolled_back = true;
+		c->notify_tx_rolled_back = true;
 	struct reply_entry *e = prepared_reply_head(s);
 	if (!e || !e->notify)
 		return false;
@@ -891,7 +938,8 @@ bool notify_server_reply(struct client *c, struct server *s, uint8_t type, const
 	msg_end(&m);
 	msg_flush_to(&m, &c->io.out);
 	msg_free(&m);
-	if (!strv_push(&nc->pending, &nc->n_pending, &nc->cap_pending, action))
+	struct notify_client *nc = nc_get(c);
+	if (!nc || !strv_push(&nc->pending, &nc->n_pending, &nc->cap_pending, action))
 		free(action);
 	return true;
 }

@@ -27,7 +27,11 @@ enum notify_stmt {
 	NOTIFY_STMT_MIXED,         /* LISTEN/UNLISTEN followed by other statements */
 };
 
-/* Per client (embedded in struct client; zeroed at accept). */
+/*
+ * Per client, made at its first LISTEN/UNLISTEN (struct client points to it;
+ * NULL for the many clients that never listen) and freed once it holds
+ * nothing again at a ReadyForQuery.
+ */
 struct notify_client {
 	char **channels;            /* committed channels, owned */
 	size_t n_channels, cap_channels;
@@ -37,8 +41,6 @@ struct notify_client {
 	char *portal;               /* the unnamed portal is this action, owned */
 	bool exec_pending;          /* the Execute being relayed runs the unnamed portal's action */
 	bool waiting;               /* waits for its channel to be live on the listening connection */
-	bool tx_failed;             /* an ErrorResponse since the last ReadyForQuery */
-	bool tx_rolled_back;        /* a ROLLBACK since the last ReadyForQuery */
 	uint8_t **held;             /* NotificationResponse messages not written yet, ring, owned */
 	size_t held_head, n_held, held_cap;
 	uint64_t dropped;           /* held ones dropped since the last NOTICE about it */
@@ -80,15 +82,16 @@ bool notify_server_reply(struct client *c, struct server *s, uint8_t type, const
 
 /*
  * A ReadyForQuery with status is about to be written to c: apply or drop the
- * recorded actions when the transaction ended, and write held notifications
- * (before it, as PostgreSQL does).
+ * recorded actions when the transaction ended, write held notifications
+ * (before it, as PostgreSQL does), and free c->notify when it holds nothing.
  */
 void notify_before_ready(struct client *c, char status);
 
 /* c has no server and nothing in flight (or its output drained): write what it holds. */
 void notify_client_idle(struct client *c);
 
-/* c is freed: leave every channel (the listening connection closes with the last one). */
+/* c is freed: leave every channel (the listening connection closes with the last one) and free
+ * c->notify (NULL after; safe when it is NULL already). */
 void notify_client_free(struct client *c);
 
 /* Free p's listening connection (pool freed). */

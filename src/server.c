@@ -109,7 +109,7 @@ static void send_startup(struct server *s)
 		msg_add_string(&m, proto_replication_value(s->replication));
 	}
 	for (int i = 0; i < varcache_count(); i++) {
-		const char *value = own && own->values[i] ? own->values[i] : p->startup_vars.values[i];
+		const char *value = own && varcache_get(own, i) ? varcache_get(own, i) : varcache_get(&p->startup_vars, i);
 		if (value) {
 			msg_add_string(&m, varcache_name(i));
 			msg_add_string(&m, value);
@@ -1043,7 +1043,7 @@ static void server_relay(struct server *s)
 			return;
 		}
 		if (type == PqMsg_ErrorResponse && c && s->internal == SV_INTERNAL_NONE && s->state != SV_LOGIN) {
-			c->notify.tx_failed = true;    /* a LISTEN in this transaction will not take effect */
+			c->notify_tx_failed = true;    /* a LISTEN in this transaction will not take effect */
 			settings_error(s);             /* nor a SET in an implicit transaction */
 		}
 		if (!whole) {

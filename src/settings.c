@@ -11,7 +11,7 @@
 
 const struct sessvars *settings_current(const struct client *c)
 {
-	return c->settings_in_tx ? &c->settings_tx : &c->settings;
+	return c->settings_in_tx ? c->settings_tx : &c->settings;
 }
 
 /* s's record is in doubt: the next link resets all and applies the client's record. */
@@ -32,15 +32,20 @@ void settings_query_done(struct server *s, const struct sessvar_op *op, bool ext
 		s->settings_implicit = true;    /* until the ReadyForQuery of its Sync (settings_ready) */
 	if (s->tx_status != 'I' || s->settings_implicit) {
 		if (!c->settings_in_tx) {
-			if (!sessvars_copy(&c->settings_tx, &c->settings)) {
+			/* the block's record lives only as long as the block */
+			if (!c->settings_tx && !(c->settings_tx = calloc(1, sizeof(*c->settings_tx)))) {
+				server_in_doubt(s, "out of memory");
+				return;
+			}
+			if (!sessvars_copy(c->settings_tx, &c->settings)) {
 				server_in_doubt(s, "out of memory");
 				return;
 			}
 			c->settings_in_tx = true;
 		}
-		rec = &c->settings_tx;
+		rec = c->settings_tx;
 	}
-	int rc = sessvars_apply(rec, &c->settings_startup, op);
+	int rc = sessvars_apply(rec, c->settings_startup, op);
 	if (rc != 0) {
 		log_warning("C-%llu: setting \"%s\" not recorded: %s", (unsigned long long)c->id,
 		            op->name ? op->name : "ALL", rc == -2 ? "record full" : "out of memory");
@@ -70,6 +75,16 @@ void settings_error(struct server *s)
 		s->saw_rollback = true;     /* the implicit transaction ends in a rollback at Sync */
 }
 
+/* The block is over: its record goes (an idle client keeps none). */
+static void drop_tx_record(struct client *c)
+{
+	if (c->settings_tx) {
+		sessvars_clear(c->settings_tx);
+		free(c->settings_tx);
+		c->settings_tx = NULL;
+	}
+}
+
 void settings_ready(struct server *s, char was, char now)
 {
 	struct client *c = s->client;
@@ -90,15 +105,15 @@ void settings_ready(struct server *s, char was, char now)
 	c->settings_in_tx = false;
 	if (rollback) {
 		/* s is back where it was before the block, which its record no longer says */
-		sessvars_clear(&c->settings_tx);
+		drop_tx_record(c);
 		server_in_doubt(s, "ROLLBACK of a block with SETs");
 		return;
 	}
 	/* committed: the block's record is the client's */
 	struct sessvars t = c->settings;
-	c->settings = c->settings_tx;
-	c->settings_tx = t;
-	sessvars_clear(&c->settings_tx);
+	c->settings = *c->settings_tx;
+	*c->settings_tx = t;
+	drop_tx_record(c);
 }
 
 char *settings_link_sql(struct server *s, struct client *c, bool *reset_all, bool *failed)

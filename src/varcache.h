@@ -15,7 +15,11 @@
 #define VARCACHE_MAX 16
 
 struct varcache {
-	char *values[VARCACHE_MAX];   /* owned; NULL = unknown / not set */
+	/* VARCACHE_MAX values, each NULL (unknown / not set) or an interned text: a vector
+	 * shared by every cache with the same values, read only (varcache.c). NULL (a
+	 * zeroed cache) holds no values as the empty vector does: read through
+	 * varcache_get; a client's is never NULL (varcache_init at accept). */
+	char **values;
 	/* Names the content: a change takes a new number, a copy takes the
 	 * source's. Equal numbers mean equal values (0: all unset). */
 	uint64_t gen;
@@ -34,10 +38,19 @@ int varcache_index(const char *name);
 int varcache_count(void);
 const char *varcache_name(int index);
 
-/* Set (copy) value for name if tracked; returns false if not tracked or on OOM. */
+/* Start vc with no values (the empty vector, so that vc->values[i] may be read). */
+void varcache_init(struct varcache *vc);
+
+/* The value of tracked parameter index (0 .. varcache_count() - 1), or NULL. */
+static inline const char *varcache_get(const struct varcache *vc, int index)
+{
+	return vc->values ? vc->values[index] : NULL;
+}
+
+/* Set value for name if tracked (the shared copy of its text); returns false if not tracked or on OOM. */
 bool varcache_set(struct varcache *vc, const char *name, const char *value);
 
-/* Free all values. */
+/* Let go of all values (the last holder of a text frees it). */
 void varcache_clear(struct varcache *vc);
 
 /*
@@ -52,13 +65,14 @@ int varcache_apply_sql(const struct varcache *client, const struct varcache *ser
                        char *buf, size_t size);
 
 /*
- * Make dst hold src's values of every tracked parameter (copies; a value src
- * lacks is freed in dst): a server after the statements of
- * varcache_apply_sql ran. False on OOM (dst then lacks that value).
+ * Make dst hold src's values of every tracked parameter (dst shares src's
+ * vector; a value src lacks goes): a server after the statements of
+ * varcache_apply_sql ran. Always true (kept for its callers: nothing is
+ * allocated).
  */
 bool varcache_copy(struct varcache *dst, const struct varcache *src);
 
-/* Copy every value from src that dst lacks (client defaults from the server's). */
+/* Copy every value from src that dst lacks (client defaults from the server's); on OOM dst keeps what it had. */
 void varcache_fill_missing(struct varcache *dst, const struct varcache *src);
 
 #endif

@@ -85,9 +85,11 @@ class FakeScramServer:
             nonce = data.split("r=", 1)[1]
             salt = base64.b64encode(b"0123456789abcdef").decode()
             server_first = f"r={nonce}fakeserver,s={salt},i={self.iterations}"
+            # counted before it is sent: pgsluice answers its client as soon as it reads this,
+            # and the test thread must not see the count before this thread has made it
+            self.logins += 1
             writer.write(self._auth(11, server_first.encode()))  # AuthenticationSASLContinue
             await writer.drain()
-            self.logins += 1
             if self.after_continue == "close":
                 return
             await self._message(reader)                    # SASLResponse: client-final
