@@ -906,7 +906,7 @@ static int bind_cache_step(struct client *c, struct server *s, const struct ai_t
 		iobuf_drain(in, 1 + (size_t)len);
 		c->cached_portal = e;
 		c->cached_portal_row = 0;
-		if (!prepared_owe(s, PqMsg_BindComplete, NULL, 0, 0, NULL))
+		if (!prepared_owe(s, PqMsg_Bind, NULL, 0, 0, NULL))
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return 0;
 	}
@@ -967,7 +967,7 @@ static int portal_step(struct client *c, struct server *s, uint8_t type, uint32_
 		if (!hit)
 			return 1;
 		iobuf_drain(in, 1 + (size_t)len);
-		if (!prepared_owe(s, PqMsg_CloseComplete, NULL, 0, 0, NULL))
+		if (!prepared_owe(s, PqMsg_Close, NULL, 0, 0, NULL))
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return 0;
 	}
@@ -987,7 +987,7 @@ static int portal_step(struct client *c, struct server *s, uint8_t type, uint32_
 		return 0;
 	}
 	cache_entry_hold(c->cached_portal);
-	if (!prepared_owe(s, 'r', c->cached_portal, 0, 0, NULL))
+	if (!prepared_owe(s, PqMsg_Describe, c->cached_portal, 0, 0, NULL))
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 	return 0;
 }
@@ -1045,7 +1045,7 @@ static int execute_step(struct client *c, struct server *s, uint32_t len)
 	c->pool->stats.query_count++;
 	cache_note_hit(c->sl->cache);
 	cache_entry_hold(e);
-	if (!prepared_owe(s, 'k', e, from, max_rows, hit_usage(c, c->portal_tags)))
+	if (!prepared_owe(s, PqMsg_Execute, e, from, max_rows, hit_usage(c, c->portal_tags)))
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 	return 0;
 }

@@ -742,7 +742,7 @@ static int intercept_query(struct client *c, struct server *s, uint32_t len)
 	msg_free(&m);
 	client_note_message(c, s, PqMsg_Query);
 	prepared_note_request(s, PqMsg_Query);
-	struct reply_entry *e = prepared_reply_tail(s);
+	struct replyq_entry *e = replyq_tail(&s->replies);
 	if (e && action)
 		e->notify = action;
 	else
@@ -863,8 +863,8 @@ void notify_relayed(struct client *c, struct server *s, uint8_t type)
 	if (type != PqMsg_Execute || !c->notify.exec_pending)
 		return;
 	c->notify.exec_pending = false;
-	struct reply_entry *e = prepared_reply_tail(s);
-	if (e && e->kind == PqMsg_Execute && !e->notify)
+	struct replyq_entry *e = replyq_tail(&s->replies);
+	if (e && e->type == PqMsg_Execute && e->action == RQ_FORWARD && !e->notify)
 		e->notify = strdup(c->notify.portal);
 }
 
@@ -879,7 +879,7 @@ bool notify_server_reply(struct client *c, struct server *s, uint8_t type, const
 		return false;
 	if (total >= 1 + 4 + 9 && memcmp(msg + PROTO_HEADER_LEN, "ROLLBACK", 9) == 0)
 		nc->tx_rolled_back = true;
-	struct reply_entry *e = prepared_reply_head(s);
+	struct replyq_entry *e = replyq_head(&s->replies);
 	if (!e || !e->notify)
 		return false;
 	char *action = e->notify;

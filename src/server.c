@@ -18,6 +18,7 @@
 #include <sys/un.h>
 
 #include "ai/cache_proto.h"
+#include "ai/token.h"
 #include "auth.h"
 #include "dnscache.h"
 #include "authquery.h"
@@ -899,7 +900,7 @@ static bool transaction_end(struct server *s, struct client *c)
 /* The completion-cache fill the reply at the head of the queue is captured into, or NULL. */
 static struct cache_entry *head_fill(const struct server *s)
 {
-	return s->replies.n > 0 ? s->replies.items[s->replies.head].cache : NULL;
+	return s->replies.n > 0 ? ai_token_cache(s->replies.items[s->replies.head].token) : NULL;
 }
 
 static bool needs_whole(struct server *s, uint8_t type)
@@ -1011,7 +1012,7 @@ static void server_relay(struct server *s)
 				connio_pause_read(&s->io);
 				return;   /* the client's drain resumes us */
 			}
-			if (s->relay_left == 0 && prepared_owes_head(&s->replies))
+			if (s->relay_left == 0 && replyq_owes_head(&s->replies))
 				prepared_flush_owed(s);
 			if (s->relay_left > 0) {
 				size_t n = iobuf_len(in);

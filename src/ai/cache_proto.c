@@ -14,10 +14,11 @@
 #include "ai/cache.h"
 #include "iobuf.h"
 #include "ai/tags.h"
+#include "ai/token.h"
 #include "client.h"
 #include "pool.h"
-#include "prepared.h"
 #include "proto.h"
+#include "replyq.h"
 #include "server.h"
 #include "sluice.h"
 #include "util.h"
@@ -364,11 +365,12 @@ void cache_write_rows(struct iobuf *out, const struct cache_entry *e, uint32_t *
 /* The fill the head of s's queue captures into, or NULL. */
 static struct cache_entry *head_fill(struct server *s, uint8_t *kind)
 {
-	struct reply_entry *h = prepared_reply_head(s);
-	if (!h || !h->cache || (h->kind != PqMsg_Query && h->kind != PqMsg_Describe && h->kind != PqMsg_Execute))
+	struct replyq_entry *h = replyq_head(&s->replies);
+	struct cache_entry *fill = h && h->action == RQ_FORWARD ? ai_token_cache(h->token) : NULL;
+	if (!fill || (h->type != PqMsg_Query && h->type != PqMsg_Describe && h->type != PqMsg_Execute))
 		return NULL;
-	*kind = h->kind;
-	return h->cache;
+	*kind = h->type;
+	return fill;
 }
 
 void cache_capture_whole(struct server *s, uint8_t type, const uint8_t *msg, size_t total)
@@ -434,38 +436,18 @@ void cache_capture_stream(struct server *s, const uint8_t *bytes, size_t n)
 		s->capture = NULL;
 }
 
-void cache_reply_done(struct server *s, struct reply_entry *e, bool ok)
+void cache_fill_done(struct cache *cache, struct cache_entry *fill, bool keep)
 {
-	struct cache *cache = s->pool->sl->cache;
-	if (e->kind == 'r' || e->kind == 'k') {
-		cache_entry_release(cache, e->cache);
-	} else {
-		/* an answer read inside a transaction block may be rolled back; one
-		 * read on a server whose settings a client may have changed unseen
-		 * may not be what the key says */
-		if (!ok || e->failed || s->tx_status != 'I' || s->block_begun || s->settings_tainted)
-			cache_fill_fail(e->cache);
-		if (s->capture == e->cache)
-			s->capture = NULL;
-		struct cache_entry *fill = e->cache;
-		if (fill->describes) {
-			/* a statement's description: a record, never an answer */
-			if (!fill->unusable && fill->complete && fill->rowdesc && fill->rows_len)
-				put_statement(cache, fill->key, fill->key_len, fill, fill->rows, fill->rows_len, fill->ttl);
-			cache_fill_fail(fill);
-		}
-		cache_entry_hold(fill);    /* its bytes are read once it is stored */
-		if (cache_fill_drop(cache, fill, now_usec()))
-			statement_stored(cache, fill);
-		cache_entry_release(cache, fill);
+	if (!keep)
+		cache_fill_fail(fill);
+	if (fill->describes) {
+		/* a statement's description: a record, never an answer */
+		if (!fill->unusable && fill->complete && fill->rowdesc && fill->rows_len)
+			put_statement(cache, fill->key, fill->key_len, fill, fill->rows, fill->rows_len, fill->ttl);
+		cache_fill_fail(fill);
 	}
-	e->cache = NULL;
-}
-
-void cache_write_owed(struct iobuf *out, struct reply_entry *e)
-{
-	if (e->kind == 'r')
-		cache_write_rowdesc(out, e->cache);
-	else
-		cache_write_rows(out, e->cache, &e->row_pos, e->max_rows);
+	cache_entry_hold(fill);    /* its bytes are read once it is stored */
+	if (cache_fill_drop(cache, fill, now_usec()))
+		statement_stored(cache, fill);
+	cache_entry_release(cache, fill);
 }

@@ -16,7 +16,6 @@ struct cache;
 struct cache_entry;
 struct client;
 struct iobuf;
-struct reply_entry;
 struct server;
 
 /*
@@ -126,13 +125,10 @@ void cache_capture_begin(struct server *s, uint8_t type, uint32_t len);
 void cache_capture_stream(struct server *s, const uint8_t *bytes, size_t n);
 
 /*
- * The reply entry e (a Query, Describe or Execute with a fill, or an owed
- * cached answer) leaves s's queue: ok when its request completed. A fill is
- * stored when its last capturer completed it, else dropped.
+ * A fill leaves the reply queue (ai_settle): stored when keep (its request
+ * completed in a cacheable state) and its last capturer completed it, else
+ * dropped. Takes the fill reference the queue held.
  */
-void cache_reply_done(struct server *s, struct reply_entry *e, bool ok);
-
-/* Write the owed cached reply e ('r' RowDescription or 'k' rows) to out. */
-void cache_write_owed(struct iobuf *out, struct reply_entry *e);
+void cache_fill_done(struct cache *cache, struct cache_entry *fill, bool keep);
 
 #endif
