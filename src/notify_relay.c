@@ -806,7 +806,7 @@ static int intercept_parse(struct client *c, struct server *s, uint32_t len)
 	msg_free(&m);
 	client_note_message(c, s, PqMsg_Parse);
 	prepared_note_request(s, PqMsg_Parse);
-	if (c->pending_parse || c->pending_usage || c->pending_fill)
+	if (c->aic && client_step_has_pending(c))
 		client_step_relayed(c, s);
 	set_str(&c->notify.unnamed, action);
 	c->checked = false;

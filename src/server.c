@@ -865,7 +865,7 @@ static void note_server_message(struct server *s, uint8_t type, const uint8_t *b
 			s->client->sl->stats.xact_count++;
 			/* portals end with their transaction; with more batches in flight
 			 * the names may already belong to the next one */
-			if (s->client->n_portals && s->pending_ready == 0)
+			if (s->client->aic && s->pending_ready == 0)
 				client_step_transaction_ended(s->client);
 		}
 		pool_note_ready(s);   /* per-database stats (admin console) */
