@@ -83,11 +83,12 @@ struct client {
 	struct ai_client *aic;         /* the middleware's state (ai/client_state.h); NULL until first needed */
 	struct notify_client notify;   /* LISTEN channels under transaction pooling (notify_relay.h) */
 	bool skipping_to_sync;         /* refused: its messages are dropped up to Sync */
-	bool local_batch_open;              /* a batch answered from the cache up to a Flush: its Sync is ours */
-	bool settings_tainted;              /* sent a statement that may change settings the key does not
-	                                       hold (ai/settings_scan.h): no lookup, no fill, for good */
-	bool settings_changing;             /* sent a SET of a reported setting: no lookup until its
-	                                       ParameterStatus is in (the server owes nothing) */
+	/* Protocol and settings state the middleware reads, set for every client: */
+	bool local_batch_open;         /* a batch answered without a server up to a Flush: its Sync is ours */
+	bool settings_tainted;         /* sent a statement that may change settings the key does not
+	                                  hold (ai/settings_scan.h): no lookup, no fill, for good */
+	bool settings_changing;        /* sent a SET of a reported setting: no lookup until its
+	                                  ParameterStatus is in (the server owes nothing) */
 	uint32_t drop_left;            /* bytes of a dropped message still to drop */
 	int32_t cancel_pid, cancel_key; /* the BackendKeyData pgsluice gave it */
 

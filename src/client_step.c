@@ -17,6 +17,7 @@
 #include "ai/cache_proto.h"
 #include "ai/client_state.h"
 #include "ai/context.h"
+#include "cacheio.h"
 #include "ai/middleware.h"
 #include "ai/settings_scan.h"
 #include "settings_ext.h"
@@ -32,6 +33,7 @@
 #include "sluice.h"
 #include "sqltext.h"
 #include "util.h"
+#include "varcache.h"
 
 /* ---- the client's middleware state ---- */
 
@@ -56,6 +58,32 @@ static struct ai_client *W(struct client *c)
 static inline struct ai_context ctx_of(const struct client *c)
 {
 	return (struct ai_context){ .sl = c->sl, .user = c->user, .database = c->database, .session = &R(c)->session };
+}
+
+/* Whose answer c's cache keys name (ai/cache_proto.h). */
+static struct cache_key_owner key_owner(const struct client *c)
+{
+	return (struct cache_key_owner){ .database = c->database, .user = c->user, .vars = c->vars.values,
+	                                 .n_vars = varcache_count(), .settings_hash = settings_current(c)->hash };
+}
+
+static bool key_query(struct msgbuf *k, const struct client *c, const struct cache_stmt *st)
+{
+	struct cache_key_owner o = key_owner(c);
+	return cache_key_query(k, &o, st);
+}
+
+static bool key_bind(struct msgbuf *k, const struct client *c, const struct cache_stmt *st, const uint8_t *body,
+                     size_t len)
+{
+	struct cache_key_owner o = key_owner(c);
+	return cache_key_bind(k, &o, st, body, len);
+}
+
+static bool key_statement(struct msgbuf *k, const struct client *c, const struct cache_stmt *st)
+{
+	struct cache_key_owner o = key_owner(c);
+	return cache_key_statement(k, &o, st);
 }
 
 /* middleware_admit for c's statement with tags (NULL: untagged). */
@@ -525,7 +553,7 @@ static int query_cache_step(struct client *c, const char *text, size_t len, cons
 	struct msgbuf k;
 	msg_init(&k);
 	struct cache_stmt *st = cache_stmt_new(text, len, tags, NULL, 0);
-	bool keyed = st && cache_key_query(&k, c, st);
+	bool keyed = st && key_query(&k, c, st);
 	free(st);
 	if (!keyed) {
 		msg_free(&k);
@@ -559,8 +587,8 @@ static void answer_query_hit(struct client *c, uint32_t len, struct cache_entry 
 	c->sl->stats.query_count++;
 	c->pool->stats.query_count++;
 	cache_note_hit(c->sl->cache);
-	cache_write_rowdesc(out, hit);
-	cache_write_rows(out, hit, &pos, 0);
+	cacheio_write_rowdesc(out, hit);
+	cacheio_write_rows(out, hit, &pos, 0);
 	usage_commit(c->sl, usage);    /* before ReadyForQuery; a lost record is logged and counted */
 	client_send_ready(c, s ? s->tx_status : 'I');
 	cache_entry_release(c->sl->cache, hit);
@@ -973,7 +1001,7 @@ static void statement_seen(struct client *c, const struct cache_stmt *cs, const 
 {
 	struct msgbuf sk;
 	msg_init(&sk);
-	if (cache_key_statement(&sk, c, cs)) {
+	if (key_statement(&sk, c, cs)) {
 		if (fill)
 			cache_fill_statement(fill, &sk, cs, body, len);
 		else if (e->rowdesc)
@@ -1002,7 +1030,7 @@ static int bind_cache_step(struct client *c, struct server *s, const struct ai_t
 	const uint8_t *body = iobuf_data(in) + PROTO_HEADER_LEN;
 	struct msgbuf k;
 	msg_init(&k);
-	if (!cache_key_bind(&k, c, cs, body, len - 4)) {
+	if (!key_bind(&k, c, cs, body, len - 4)) {
 		msg_free(&k);
 		return 1;
 	}
@@ -1207,7 +1235,7 @@ static int describe_statement_step(struct client *c, struct server *s, uint32_t 
 	struct ai_client *a = W(c);
 	if (a) {
 		fill_abandon(c, &a->pending_fill);
-		if (cache_key_statement(&sk, c, cs))
+		if (key_statement(&sk, c, cs))
 			a->pending_fill = cache_describe_begin(c->sl->cache, &sk, cache_ttl(c, t));
 	}
 	msg_free(&sk);
@@ -1261,7 +1289,7 @@ static struct cache_entry *statement_desc(struct client *c, const struct cache_s
 	struct msgbuf sk;
 	struct cache_entry *d = NULL;
 	msg_init(&sk);
-	if (cache_key_statement(&sk, c, cs) &&
+	if (key_statement(&sk, c, cs) &&
 	    cache_lookup(c->sl->cache, sk.data, sk.len, now_usec(), &d) != CACHE_FOUND_READY)
 		d = NULL;
 	msg_free(&sk);
@@ -1346,7 +1374,7 @@ static bool local_bind(struct client *c, struct local_batch *b, struct local_msg
 		return false;
 	struct msgbuf k;
 	msg_init(&k);
-	bool keyed = cache_key_bind(&k, c, cs, body, m->len - 4);
+	bool keyed = key_bind(&k, c, cs, body, m->len - 4);
 	struct cache_entry *e = NULL;
 	enum cache_find f = keyed ? cache_lookup(c->sl->cache, k.data, k.len, now_usec(), &e) : CACHE_FOUND_MISS;
 	msg_free(&k);
@@ -1492,9 +1520,9 @@ static bool local_answer(struct client *c, struct local_batch *b, struct local_m
 	}
 	case PqMsg_Describe:
 		if (body[0] == 'S')
-			cache_write_statement(out, m->hit);
+			cacheio_write_statement(out, m->hit);
 		else
-			cache_write_rowdesc(out, R(c)->cached_portal);
+			cacheio_write_rowdesc(out, R(c)->cached_portal);
 		return true;
 	case PqMsg_Close:
 		portal_forget(c);
@@ -1518,7 +1546,7 @@ static bool local_answer(struct client *c, struct local_batch *b, struct local_m
 		usage = hit_record(c, R(c)->portal_tags);
 		if (!c->aic)
 			return false;    /* the Bind before it made the state */
-		cache_write_rows(out, c->aic->cached_portal, &c->aic->cached_portal_row, max_rows);
+		cacheio_write_rows(out, c->aic->cached_portal, &c->aic->cached_portal_row, max_rows);
 		c->sl->stats.query_count++;
 		c->pool->stats.query_count++;
 		cache_note_hit(c->sl->cache);

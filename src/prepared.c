@@ -16,9 +16,9 @@
 #include <strings.h>
 
 #include "ai/cache.h"
-#include "ai/cache_proto.h"
 #include "ai/token.h"
 #include "ai/usage.h"
+#include "cacheio.h"
 #include "client.h"
 #include "client_step.h"
 #include "config.h"
@@ -419,9 +419,9 @@ void prepared_flush_owed(struct server *s)
 	struct iobuf *out = &s->client->io.out;
 	while ((e = replyq_head(&s->replies)) != NULL && e->action == RQ_SYNTHESISE) {
 		if (e->type == PqMsg_Describe)
-			cache_write_rowdesc(out, ai_token_cache(e->token));
+			cacheio_write_rowdesc(out, ai_token_cache(e->token));
 		else if (e->type == PqMsg_Execute)
-			cache_write_rows(out, ai_token_cache(e->token), &e->row_pos, e->max_rows);
+			cacheio_write_rows(out, ai_token_cache(e->token), &e->row_pos, e->max_rows);
 		else
 			add_complete(out, replyq_owed_complete(e->type));
 		/* a hit's usage record cannot fail the hit: its loss is logged and counted */

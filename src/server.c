@@ -17,7 +17,7 @@
 #include <openssl/ssl.h>
 #include <sys/un.h>
 
-#include "ai/cache_proto.h"
+#include "cacheio.h"
 #include "ai/token.h"
 #include "auth.h"
 #include "dnscache.h"
@@ -949,7 +949,7 @@ static bool whole_message(struct server *s, uint8_t type, struct iobuf *in, uint
 	if (type == PqMsg_CommandComplete && s->client->settings_in_tx)
 		settings_command_complete(s, msg + PROTO_HEADER_LEN, len - 4);
 	if (head_fill(s))
-		cache_capture_whole(s, type, msg, total);
+		cacheio_capture_whole(s, type, msg, total);
 	prepared_see_reply(s, type, msg + PROTO_HEADER_LEN, len - 4);
 	if (type == PqMsg_CommandComplete && s->pool->pool_mode != POOL_MODE_SESSION &&
 	    notify_server_reply(s->client, s, type, msg, total)) {
@@ -1021,7 +1021,7 @@ static void server_relay(struct server *s)
 				if (n > s->relay_left)
 					n = s->relay_left;
 				if (s->capture)
-					cache_capture_stream(s, iobuf_data(in), n);
+					cacheio_capture_stream(s, iobuf_data(in), n);
 				if (!iobuf_move(out, in, n)) {
 					server_close(s, "out of memory");
 					return;
@@ -1047,7 +1047,7 @@ static void server_relay(struct server *s)
 		}
 		if (!whole) {
 			if (head_fill(s))
-				cache_capture_begin(s, type, len);
+				cacheio_capture_begin(s, type, len);
 			prepared_on_reply(s, type);
 			s->relay_left = 1 + len;
 			continue;
