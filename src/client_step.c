@@ -32,6 +32,7 @@
 #include "settings.h"
 #include "sluice.h"
 #include "sqltext.h"
+#include "stmt.h"
 #include "util.h"
 #include "varcache.h"
 
@@ -86,9 +87,18 @@ static bool key_statement(struct msgbuf *k, const struct client *c, const struct
 	return cache_key_statement(k, &o, st);
 }
 
-/* middleware_admit for c's statement with tags (NULL: untagged). */
-static bool admit(struct client *c, const struct ai_tags *tags, struct pg_error *refusal, struct usage_pending **usage)
+/*
+ * middleware_admit for c's statement with tags (NULL: untagged). A
+ * statement that is not attributed (no ai_ tag, no sluice.user) passes
+ * there at once; it is told here without the call, as most statements are.
+ */
+static inline bool admit(struct client *c, const struct ai_tags *tags, struct pg_error *refusal,
+                         struct usage_pending **usage)
 {
+	if (!(tags && tags->has_ai_key) && !R(c)->session.user[0]) {
+		*usage = NULL;
+		return true;
+	}
 	struct ai_context ctx = ctx_of(c);
 	return middleware_admit(&ctx, tags, refusal, usage);
 }
@@ -795,30 +805,8 @@ void client_step_transaction_ended(struct client *c)
 	}
 }
 
-/* A Parse body read: its name, text and parameter types. */
-struct parse_msg {
-	const char *name, *query;
-	size_t query_len;          /* strlen(query), from the reader */
-	const uint8_t *types;
-	uint16_t n_types;
-};
-
-static bool read_parse(const uint8_t *body, size_t len, struct parse_msg *p)
-{
-	struct msgreader rd;
-	mr_init(&rd, body, len);
-	p->name = mr_string(&rd);
-	size_t at = rd.pos;
-	p->query = mr_string(&rd);
-	p->query_len = rd.bad ? 0 : rd.pos - at - 1;
-	int16_t n = mr_int16(&rd);
-	p->n_types = n > 0 ? (uint16_t)n : 0;
-	p->types = p->n_types ? mr_bytes(&rd, (size_t)p->n_types * 4) : NULL;
-	return !rd.bad && n >= 0;
-}
-
 /* The key part of a lookup statement (NULL when it is none, or out of memory). */
-static struct cache_stmt *lookup_stmt(struct client *c, const struct parse_msg *p, const struct ai_tags *tags)
+static struct cache_stmt *lookup_stmt(struct client *c, const struct stmt_parse *p, const struct ai_tags *tags)
 {
 	if (!tags || tags->cache == AI_CACHE_NONE || !cache_on(c))
 		return NULL;
@@ -832,8 +820,8 @@ static int parse_settings_step(struct client *c, uint32_t len)
 	if (iobuf_len(in) < 1 + (size_t)len)
 		return -1;
 	const uint8_t *msg = iobuf_data(in);
-	struct parse_msg p;
-	if (!msg || !read_parse(msg + PROTO_HEADER_LEN, len - 4, &p))
+	struct stmt_parse p;
+	if (!msg || !stmt_read_parse(msg + PROTO_HEADER_LEN, len - 4, &p))
 		c->settings_tainted = true;    /* unreadable: PostgreSQL will refuse it, but be safe */
 	else if (!(follows_settings(c) && settings_ext_parse(c, p.name, p.query)))
 		note_settings(c, p.query, p.query_len, false);
@@ -895,8 +883,8 @@ static int parse_step(struct client *c, struct server *s, uint32_t len)
 	if (iobuf_len(in) < 1 + (size_t)len)
 		return -1;
 	const uint8_t *body = iobuf_data(in) + PROTO_HEADER_LEN;
-	struct parse_msg p;
-	if (!read_parse(body, len - 4, &p))
+	struct stmt_parse p;
+	if (!stmt_read_parse(body, len - 4, &p))
 		return 1;
 	struct ai_tags tags;
 	struct pg_error r;
@@ -985,7 +973,7 @@ static bool describe_follows(struct iobuf *in, size_t from)
 			return hdr[0] == PqMsg_Describe;    /* a new Bind replaces the portal */
 		if (hdr[0] == PqMsg_Sync)
 			return false;
-		from += 1 + (((size_t)hdr[1] << 24) | ((size_t)hdr[2] << 16) | ((size_t)hdr[3] << 8) | hdr[4]);
+		from += 1 + (size_t)stmt_header_len(hdr);
 	}
 	return true;
 }
@@ -1158,13 +1146,13 @@ static int execute_step(struct client *c, struct server *s, uint32_t len)
 	size_t n = len - 4 < sizeof(head) ? len - 4 : sizeof(head);
 	if (iobuf_copyout(in, PROTO_HEADER_LEN, head, n) != (size_t)n)
 		return -1;
-	const uint8_t *nul = memchr(head, 0, n);
-	if (!nul || (size_t)(head + n - nul) < 5)
+	struct stmt_execute ex;
+	if (!stmt_read_execute(head, n, &ex))
 		return 1;   /* malformed, or a name longer than any portal Bind tracked: PostgreSQL decides */
-	const struct ai_tags *tags = head[0] ? portal_tags_of(c, (const char *)head) : a->portal_tags;
+	const struct ai_tags *tags = ex.portal[0] ? portal_tags_of(c, ex.portal) : a->portal_tags;
 	if (!tags && !a->session.user[0] && !a->batch_admitted)
 		return 1;   /* a portal of an unattributed statement */
-	int32_t max_rows = (int32_t)(((uint32_t)nul[1] << 24) | ((uint32_t)nul[2] << 16) | ((uint32_t)nul[3] << 8) | nul[4]);
+	int32_t max_rows = ex.max_rows;
 	struct pg_error r;
 	if (a->batch_admitted) {
 		/* decided with the batch's first message, before a server was taken */
@@ -1177,7 +1165,7 @@ static int execute_step(struct client *c, struct server *s, uint32_t len)
 		prepared_raise_error(s, r.sqlstate, r.message, r.detail[0] ? r.detail : NULL, r.hint[0] ? r.hint : NULL);
 		return 0;
 	}
-	if (head[0])
+	if (ex.portal[0])
 		return 1;   /* the completion cache serves the unnamed portal only */
 	if (a->portal_fill) {
 		if (max_rows != 0)
@@ -1258,7 +1246,7 @@ struct local_msg {
 };
 
 struct local_parse {
-	struct parse_msg p;
+	struct stmt_parse p;
 	struct ai_tags tags;
 	struct cache_stmt *cstmt;        /* owned until kept by the client */
 	struct cache_entry *desc;        /* the statement's description (a reference), or NULL */
@@ -1314,7 +1302,7 @@ static enum local_scan local_scan(struct iobuf *in, struct local_batch *b)
 			return LOCAL_TOO_LONG;
 		uint8_t hdr[PROTO_HEADER_LEN];
 		iobuf_copyout(in, off, hdr, sizeof(hdr));
-		uint32_t len = ((uint32_t)hdr[1] << 24) | ((uint32_t)hdr[2] << 16) | ((uint32_t)hdr[3] << 8) | hdr[4];
+		uint32_t len = stmt_header_len(hdr);
 		if (len < 4 || off + 1 + (size_t)len > LOCAL_MAX_BYTES)
 			return LOCAL_TOO_LONG;
 		if (off + 1 + (size_t)len > total)
@@ -1335,7 +1323,7 @@ static bool local_parse(struct client *c, struct local_batch *b, struct local_ms
 		return false;
 	struct pg_error r;
 	int i = b->n_parses;
-	if (!read_parse(body, m->len - 4, &b->parses[i].p) ||
+	if (!stmt_read_parse(body, m->len - 4, &b->parses[i].p) ||
 	    (*b->parses[i].p.name && (!prepared_active(c) || prepared_client_has(c, b->parses[i].p.name))))
 		return false;    /* a name in use: 42P05 comes the usual way */
 	const char *q = b->parses[i].p.query;
@@ -1541,8 +1529,8 @@ static bool local_answer(struct client *c, struct local_batch *b, struct local_m
 			return true;
 		}
 		usage_discard(usage);
-		int32_t max_rows = (int32_t)(((uint32_t)body[1] << 24) | ((uint32_t)body[2] << 16) |
-		                             ((uint32_t)body[3] << 8) | body[4]);
+		struct stmt_execute ex;
+		int32_t max_rows = stmt_read_execute(body, m->len - 4, &ex) ? ex.max_rows : 0;
 		usage = hit_record(c, R(c)->portal_tags);
 		if (!c->aic)
 			return false;    /* the Bind before it made the state */
@@ -1634,7 +1622,7 @@ static bool simple_batch(struct iobuf *in, size_t *exec_at)
 	while (off + PROTO_HEADER_LEN <= total && k < 4) {
 		uint8_t hdr[PROTO_HEADER_LEN];
 		iobuf_copyout(in, off, hdr, sizeof(hdr));
-		uint32_t len = ((uint32_t)hdr[1] << 24) | ((uint32_t)hdr[2] << 16) | ((uint32_t)hdr[3] << 8) | hdr[4];
+		uint32_t len = stmt_header_len(hdr);
 		while (k < 4 && shape[k] != hdr[0] && (k == 0 || k == 2))
 			k++;   /* Parse and Describe are optional */
 		if (k >= 4 || shape[k] != hdr[0] || len < 4)

@@ -16,44 +16,19 @@ void replyq_free(struct replyq *q)
 	*q = (struct replyq){ 0 };
 }
 
-bool replyq_push(struct replyq *q, uint8_t type, enum replyq_action action, struct prepared_stmt *stmt)
+bool replyq_grow(struct replyq *q)
 {
-	if (q->n == q->cap) {
-		uint32_t cap = q->cap ? q->cap * 2 : 16;
-		struct replyq_entry *items = malloc(cap * sizeof(*items));
-		if (!items)
-			return false;
-		for (uint32_t i = 0; i < q->n; i++)
-			items[i] = *replyq_at(q, i);
-		free(q->items);
-		q->items = items;
-		q->head = 0;
-		q->cap = cap;
-	}
-	q->items[(q->head + q->n) & (q->cap - 1)] =
-		(struct replyq_entry){ .type = type, .action = (uint8_t)action, .stmt = stmt };
-	q->n++;
+	uint32_t cap = q->cap ? q->cap * 2 : 16;
+	struct replyq_entry *items = malloc(cap * sizeof(*items));
+	if (!items)
+		return false;
+	for (uint32_t i = 0; i < q->n; i++)
+		items[i] = *replyq_at(q, i);
+	free(q->items);
+	q->items = items;
+	q->head = 0;
+	q->cap = cap;
 	return true;
-}
-
-bool replyq_note_request(struct replyq *q, uint8_t type)
-{
-	switch (type) {
-	case PqMsg_Sync:
-		q->skipping = false;
-		/* fall through */
-	case PqMsg_Query:
-	case PqMsg_FunctionCall:
-		return replyq_push(q, type, RQ_FORWARD, NULL);
-	case PqMsg_Parse:
-	case PqMsg_Bind:
-	case PqMsg_Describe:
-	case PqMsg_Execute:
-	case PqMsg_Close:
-		return q->skipping || replyq_push(q, type, RQ_FORWARD, NULL);
-	default:
-		return true;
-	}
 }
 
 void replyq_pop(struct replyq *q)
@@ -62,10 +37,18 @@ void replyq_pop(struct replyq *q)
 	q->n--;
 }
 
-/* Settle the head with outcome o and pop it; false when its usage record was lost. */
-static bool settle_pop(struct replyq *q, enum replyq_outcome o, replyq_settle_fn settle, void *arg)
+/*
+ * Settle the head with outcome o and pop it; false when its usage record
+ * was lost. An entry with no rider has nothing to settle: most requests
+ * (an untagged statement's) pop without the call.
+ */
+static inline __attribute__((always_inline)) bool settle_pop(struct replyq *q, enum replyq_outcome o,
+                                                             replyq_settle_fn settle, void *arg)
 {
-	bool recorded = settle(arg, &q->items[q->head], o);
+	struct replyq_entry *e = &q->items[q->head];
+	bool recorded = true;
+	if (e->stmt || e->token || e->setting || e->client_name || e->notify)
+		recorded = settle(arg, e, o);
 	replyq_pop(q);
 	return recorded;
 }

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proto.h"
+
 /*
  * What becomes of the replies to an entry (protocol-flow.html 55.2.3:
  * replies come in request order):
@@ -64,20 +66,34 @@ struct replyq {
 
 /*
  * Settles entry e as it leaves the queue with outcome o (frees or hands
- * over its riders). Returns false when a completed request's usage record
- * could not be journaled: the client is then owed an error (53100).
+ * over its riders). Called only for an entry with a rider (stmt, token,
+ * setting, client_name or notify). Returns false when a completed request's
+ * usage record could not be journaled: the client is then owed an error (53100).
  */
 typedef bool (*replyq_settle_fn)(void *arg, struct replyq_entry *e, enum replyq_outcome o);
 
 /* Free the ring (its entries must have been settled: replyq_clear). */
 void replyq_free(struct replyq *q);
 
+/* Double the ring (16 entries at first), keeping the order. False when out of memory. */
+bool replyq_grow(struct replyq *q);
+
 /*
  * Append an entry of frontend message type and action (no riders but stmt,
  * not owned). False when out of memory (nothing appended). Appends even
  * while skipping: replyq_note_request decides what the server answers.
+ * Inline: a few pushes per transaction.
  */
-bool replyq_push(struct replyq *q, uint8_t type, enum replyq_action action, struct prepared_stmt *stmt);
+static inline bool replyq_push(struct replyq *q, uint8_t type, enum replyq_action action,
+                               struct prepared_stmt *stmt)
+{
+	if (q->n == q->cap && !replyq_grow(q))
+		return false;
+	q->items[(q->head + q->n) & (q->cap - 1)] =
+		(struct replyq_entry){ .type = type, .action = (uint8_t)action, .stmt = stmt };
+	q->n++;
+	return true;
+}
 
 /*
  * A client message of type was sent to the server: append the entry its
@@ -86,7 +102,25 @@ bool replyq_push(struct replyq *q, uint8_t type, enum replyq_action action, stru
  * the skipping). Other types (Flush, CopyData, ...) get no entry. False
  * when out of memory.
  */
-bool replyq_note_request(struct replyq *q, uint8_t type);
+static inline bool replyq_note_request(struct replyq *q, uint8_t type)
+{
+	switch (type) {
+	case PqMsg_Sync:
+		q->skipping = false;
+		/* fall through */
+	case PqMsg_Query:
+	case PqMsg_FunctionCall:
+		return replyq_push(q, type, RQ_FORWARD, NULL);
+	case PqMsg_Parse:
+	case PqMsg_Bind:
+	case PqMsg_Describe:
+	case PqMsg_Execute:
+	case PqMsg_Close:
+		return q->skipping || replyq_push(q, type, RQ_FORWARD, NULL);
+	default:
+		return true;
+	}
+}
 
 /* The oldest entry, or NULL. */
 static inline struct replyq_entry *replyq_head(struct replyq *q)

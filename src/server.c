@@ -900,7 +900,8 @@ static bool transaction_end(struct server *s, struct client *c)
 /* The completion-cache fill the reply at the head of the queue is captured into, or NULL. */
 static struct cache_entry *head_fill(const struct server *s)
 {
-	return s->replies.n > 0 ? ai_token_cache(s->replies.items[s->replies.head].token) : NULL;
+	const struct replyq_entry *h = s->replies.n > 0 ? &s->replies.items[s->replies.head] : NULL;
+	return h && h->token ? ai_token_cache(h->token) : NULL;    /* asked for every message: no call without a token */
 }
 
 static bool needs_whole(struct server *s, uint8_t type)

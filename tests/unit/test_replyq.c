@@ -31,6 +31,27 @@ static bool settle(void *arg, struct replyq_entry *e, enum replyq_outcome o)
 	return !s->lose;
 }
 
+/* A rider for entries under test: settle is called only for an entry that carries one. */
+static int rider;
+
+/* Note a request and put a rider on its entry (when it got one). */
+static bool note(struct replyq *q, uint8_t type)
+{
+	uint32_t n = q->n;
+	bool ok = replyq_note_request(q, type);
+	if (q->n > n)
+		replyq_tail(q)->token = (struct ai_token *)&rider;
+	return ok;
+}
+
+static bool push(struct replyq *q, uint8_t type, enum replyq_action action)
+{
+	bool ok = replyq_push(q, type, action, NULL);
+	if (ok)
+		replyq_tail(q)->token = (struct ai_token *)&rider;
+	return ok;
+}
+
 static enum replyq_action reply(struct replyq *q, uint8_t type, struct seen *s)
 {
 	bool lost;
@@ -42,7 +63,7 @@ static void test_simple_query_pops_at_ready_for_query(void **state)
 	(void)state;
 	struct replyq q = { 0 };
 	struct seen s = { 0 };
-	assert_true(replyq_note_request(&q, PqMsg_Query));
+	assert_true(note(&q, PqMsg_Query));
 	assert_int_equal(q.n, 1);
 	assert_int_equal(replyq_head(&q)->action, RQ_FORWARD);
 	assert_int_equal(reply(&q, PqMsg_RowDescription, &s), RQ_FORWARD);
@@ -62,7 +83,7 @@ static void test_failed_query_settles_failed(void **state)
 	(void)state;
 	struct replyq q = { 0 };
 	struct seen s = { 0 };
-	replyq_note_request(&q, PqMsg_Query);
+	note(&q, PqMsg_Query);
 	assert_int_equal(reply(&q, PqMsg_ErrorResponse, &s), RQ_FORWARD);
 	assert_true(replyq_head(&q)->failed);
 	assert_int_equal(s.n, 0);
@@ -79,8 +100,8 @@ static void test_extended_batch_forwarded(void **state)
 	struct seen s = { 0 };
 	const uint8_t sent[] = { PqMsg_Parse, PqMsg_Bind, PqMsg_Describe, PqMsg_Execute, PqMsg_Sync };
 	for (size_t i = 0; i < sizeof(sent); i++)
-		replyq_note_request(&q, sent[i]);
-	replyq_note_request(&q, PqMsg_Flush);    /* no reply: no entry */
+		note(&q, sent[i]);
+	note(&q, PqMsg_Flush);    /* no reply: no entry */
 	assert_int_equal(q.n, 5);
 	assert_int_equal(reply(&q, PqMsg_ParseComplete, &s), RQ_FORWARD);
 	assert_int_equal(reply(&q, PqMsg_BindComplete, &s), RQ_FORWARD);
@@ -102,10 +123,10 @@ static void test_injected_replies_are_swallowed(void **state)
 	(void)state;
 	struct replyq q = { 0 };
 	struct seen s = { 0 };
-	replyq_push(&q, PqMsg_Close, RQ_SWALLOW, NULL);
-	replyq_push(&q, PqMsg_Parse, RQ_SWALLOW, NULL);
-	replyq_push(&q, PqMsg_Bind, RQ_SWALLOW, NULL);
-	replyq_note_request(&q, PqMsg_Execute);
+	push(&q, PqMsg_Close, RQ_SWALLOW);
+	push(&q, PqMsg_Parse, RQ_SWALLOW);
+	push(&q, PqMsg_Bind, RQ_SWALLOW);
+	note(&q, PqMsg_Execute);
 	assert_int_equal(reply(&q, PqMsg_CloseComplete, &s), RQ_SWALLOW);
 	assert_int_equal(reply(&q, PqMsg_ParseComplete, &s), RQ_SWALLOW);
 	assert_int_equal(reply(&q, PqMsg_BindComplete, &s), RQ_SWALLOW);
@@ -120,11 +141,11 @@ static void test_synthesised_entry_is_owed_and_not_popped_by_server_replies(void
 	(void)state;
 	struct replyq q = { 0 };
 	struct seen s = { 0 };
-	replyq_push(&q, PqMsg_Describe, RQ_SYNTHESISE, NULL);
+	push(&q, PqMsg_Describe, RQ_SYNTHESISE);
 	assert_true(replyq_owes_head(&q));
 	/* a RowDescription or CommandComplete of the server answers no owed entry */
 	assert_int_equal(reply(&q, PqMsg_RowDescription, &s), RQ_FORWARD);
-	replyq_push(&q, PqMsg_Execute, RQ_SYNTHESISE, NULL);
+	push(&q, PqMsg_Execute, RQ_SYNTHESISE);
 	assert_int_equal(reply(&q, PqMsg_CommandComplete, &s), RQ_FORWARD);
 	assert_int_equal(q.n, 2);
 	assert_int_equal(s.n, 0);
@@ -148,10 +169,10 @@ static void test_error_skips_to_sync(void **state)
 	(void)state;
 	struct replyq q = { 0 };
 	struct seen s = { 0 };
-	replyq_note_request(&q, PqMsg_Parse);
-	replyq_note_request(&q, PqMsg_Bind);
-	replyq_push(&q, PqMsg_Execute, RQ_SYNTHESISE, NULL);
-	replyq_note_request(&q, PqMsg_Sync);
+	note(&q, PqMsg_Parse);
+	note(&q, PqMsg_Bind);
+	push(&q, PqMsg_Execute, RQ_SYNTHESISE);
+	note(&q, PqMsg_Sync);
 	assert_int_equal(reply(&q, PqMsg_ErrorResponse, &s), RQ_FORWARD);
 	assert_int_equal(q.n, 1);
 	assert_int_equal(replyq_head(&q)->type, PqMsg_Sync);
@@ -169,14 +190,14 @@ static void test_error_before_sync_skips_later_messages(void **state)
 	(void)state;
 	struct replyq q = { 0 };
 	struct seen s = { 0 };
-	replyq_note_request(&q, PqMsg_Parse);
+	note(&q, PqMsg_Parse);
 	reply(&q, PqMsg_ErrorResponse, &s);
 	assert_true(q.skipping);
 	/* the server skips these: they get no entry */
-	replyq_note_request(&q, PqMsg_Bind);
-	replyq_note_request(&q, PqMsg_Execute);
+	note(&q, PqMsg_Bind);
+	note(&q, PqMsg_Execute);
 	assert_int_equal(q.n, 0);
-	replyq_note_request(&q, PqMsg_Sync);
+	note(&q, PqMsg_Sync);
 	assert_false(q.skipping);
 	assert_int_equal(q.n, 1);
 	replyq_free(&q);
@@ -188,14 +209,14 @@ static void test_lost_usage_record(void **state)
 	struct replyq q = { 0 };
 	struct seen s = { .lose = true };
 	bool lost;
-	replyq_note_request(&q, PqMsg_Execute);
+	note(&q, PqMsg_Execute);
 	/* the error replaces the Execute's CommandComplete */
 	assert_int_equal(replyq_on_reply(&q, PqMsg_CommandComplete, settle, &s, &lost), RQ_SWALLOW);
 	assert_true(lost);
-	replyq_note_request(&q, PqMsg_Query);
+	note(&q, PqMsg_Query);
 	assert_int_equal(replyq_on_reply(&q, PqMsg_ReadyForQuery, settle, &s, &lost), RQ_FORWARD);
 	assert_true(lost);
-	replyq_note_request(&q, PqMsg_Execute);
+	note(&q, PqMsg_Execute);
 	s.lose = false;
 	assert_int_equal(replyq_on_reply(&q, 's', settle, &s, &lost), RQ_FORWARD);    /* PortalSuspended */
 	assert_false(lost);
@@ -210,12 +231,12 @@ static void test_ring_grows_while_wrapped(void **state)
 	struct seen s = { 0 };
 	/* wrap the head: 10 in, 10 out, then 40 in (past the first 16 slots) */
 	for (int i = 0; i < 10; i++)
-		replyq_note_request(&q, PqMsg_Query);
+		note(&q, PqMsg_Query);
 	for (int i = 0; i < 10; i++)
 		reply(&q, PqMsg_ReadyForQuery, &s);
 	assert_int_equal(q.head, 10);
 	for (int i = 0; i < 40; i++) {
-		assert_true(replyq_push(&q, i % 2 ? PqMsg_Bind : PqMsg_Parse, RQ_FORWARD, NULL));
+		assert_true(push(&q, i % 2 ? PqMsg_Bind : PqMsg_Parse, RQ_FORWARD));
 		replyq_tail(&q)->row_pos = (uint32_t)i;
 	}
 	assert_int_equal(q.n, 40);
@@ -257,6 +278,22 @@ static void test_owes_head(void **state)
 	}
 }
 
+static void test_entry_without_rider_pops_without_settle(void **state)
+{
+	(void)state;
+	struct replyq q = { 0 };
+	struct seen s = { 0 };
+	replyq_note_request(&q, PqMsg_Query);    /* an untagged statement: nothing rides on it */
+	note(&q, PqMsg_Query);
+	reply(&q, PqMsg_ReadyForQuery, &s);
+	assert_int_equal(s.n, 0);
+	assert_int_equal(q.n, 1);
+	reply(&q, PqMsg_ReadyForQuery, &s);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(q.n, 0);
+	replyq_free(&q);
+}
+
 static void test_entry_is_small(void **state)
 {
 	(void)state;
@@ -275,6 +312,7 @@ int main(void)
 		cmocka_unit_test(test_error_before_sync_skips_later_messages),
 		cmocka_unit_test(test_lost_usage_record),
 		cmocka_unit_test(test_ring_grows_while_wrapped),
+		cmocka_unit_test(test_entry_without_rider_pops_without_settle),
 		cmocka_unit_test(test_owes_head),
 		cmocka_unit_test(test_entry_is_small),
 	};
