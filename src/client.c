@@ -1031,8 +1031,7 @@ static bool read_startup_params(struct client *c, struct msgreader *r, uint32_t 
 			}
 		} else if (strcmp(name, "options") == 0) {
 			char err[256];
-			if (!ai_session_apply_options(&c->ai, &c->vars, startup, value,
-			                              cfg->ignore_startup_parameters, err, sizeof(err)) &&
+			if (!client_step_startup_options(c, value, cfg->ignore_startup_parameters, err, sizeof(err)) &&
 			    !str_list_contains(cfg->ignore_startup_parameters, name)) {
 				/* a bad sluice.* value is 22023, as SET's; an option pgsluice cannot honour, 08P01 */
 				client_fatal(c, strncmp(err, "invalid value", 13) == 0 ? SQLSTATE_INVALID_PARAMETER_VALUE
@@ -1525,16 +1524,16 @@ static void client_relay(struct client *c)
 		}
 		if (type == PqMsg_Sync) {
 			/* a batch ends: what was decided for its first Execute is spent */
-			c->batch_admitted = false;
-			usage_discard(c->batch_usage);
-			c->batch_usage = NULL;
+			if (c->aic)
+				client_step_batch_end(c);
 			if (client_step_sync(c)) {
 				c->drop_left = 1 + len;
 				continue;
 			}
 		}
-		if (!s && !c->checked && !c->batch_admitted && (type == PqMsg_Parse || type == PqMsg_Bind) &&
-		    (c->ai.user[0] || c->n_tagged || c->unnamed_tags || client_step_find_comment(in, PROTO_HEADER_LEN, len) >= 0)) {
+		if (!s && !c->checked && (type == PqMsg_Parse || type == PqMsg_Bind) &&
+		    (!c->aic || !client_step_batch_admitted(c)) &&
+		    ((c->aic && client_step_attributed(c)) || client_step_find_comment(in, PROTO_HEADER_LEN, len) >= 0)) {
 			int step = client_batch_step(c, type, len);
 			if (step < 0)
 				return;
@@ -1598,11 +1597,8 @@ static void client_relay(struct client *c)
 		}
 		c->checked = false;
 		if (res == CLIENT_MSG_DONE) {
-			if (c->pending_fill) {
-				/* a Describe of a statement, renamed by prepared.c: its capture rides on it */
-				prepared_attach_fill(s, c->pending_fill);
-				c->pending_fill = NULL;
-			}
+			if (c->aic)    /* a Describe of a statement, renamed by prepared.c: its capture rides on it */
+				client_step_attach_fill(c, s);
 			client_drop_pending_setting(c);
 			continue;
 		}
@@ -1613,7 +1609,7 @@ static void client_relay(struct client *c)
 			prepared_attach_setting(s, type, c->pending_setting);
 			c->pending_setting = NULL;
 		}
-		if (c->pending_usage || c->pending_fill || c->pending_parse || c->local_batch_open)
+		if ((c->aic && client_step_has_pending(c)) || c->local_batch_open)
 			client_step_relayed(c, s);
 		c->relay_left = 1 + len;
 	}

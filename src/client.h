@@ -14,8 +14,6 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include "ai/cache.h"
-#include "ai/session.h"
 #include "config.h"
 #include "connio.h"
 #include "notify_relay.h"
@@ -31,9 +29,7 @@ struct ai_tags;
 struct usage_pending;
 struct stmt_tags;
 
-/* A named prepared statement whose text carries tags (and, for a cache lookup, its key part). */
-struct cache_stmt;
-struct tagged_stmt { char *name; struct ai_tags *tags; struct cache_stmt *cstmt; };
+struct ai_client;
 struct server;
 struct event;
 struct worker_job;
@@ -110,38 +106,16 @@ struct client {
 	struct sessvar_op *pending_setting; /* the SET of the Query or Execute at the front, handed on when relayed */
 	struct settings_ext *settings_ext;  /* its extended-protocol SET statements and portals (settings_ext.h) */
 	struct client_stmts stmts;     /* named prepared statements, under transaction pooling */
-	struct ai_session ai;          /* sluice.user / sluice.model of this client */
+	struct ai_client *aic;         /* the middleware's state (ai/client_state.h); NULL until first needed */
 	struct notify_client *notify;  /* owned; LISTEN state under transaction pooling, NULL until
 	                                  its first LISTEN/UNLISTEN (notify_relay.h) */
-	/* Tags of the extended protocol's statements, kept only once one is tagged. */
-	struct ai_tags *unnamed_tags;  /* of the unnamed statement; NULL: untagged */
-	struct cache_stmt *unnamed_cstmt; /* its completion-cache key part, when it is a lookup */
-	struct tagged_stmt *tagged;    /* named statements with tags */
-	size_t n_tagged;
-	struct tagged_stmt *portals;   /* named portals of attributed statements (cstmt unused):
-	                                  their Executes are admitted and recorded as the unnamed one's */
-	size_t n_portals;
-	struct ai_tags *portal_tags;   /* of the unnamed portal (a copy); NULL: untagged */
-	struct stmt_tags *pending_parse; /* of the Parse at the front, handed on when relayed */
-	int parses_in_flight;          /* tagged Parses sent, their ParseComplete not back yet */
-	struct usage_pending *pending_usage; /* of the admitted message at the front, until it is relayed */
-	/* An extended-protocol batch decided before any server was taken: */
-	bool batch_admitted;           /* its first Execute is admitted already */
-	struct usage_pending *batch_usage; /* and makes this record */
 	bool skipping_to_sync;         /* refused: its messages are dropped up to Sync */
-	/* The completion cache (src/ai/cache_proto.h): */
-	struct cache_entry *pending_fill;   /* of the message at the front, handed on when relayed */
-	struct cache_entry *portal_fill;    /* the unnamed portal's answer, to be captured (a miss) */
-	struct cache_entry *cached_portal;  /* the unnamed portal, bound to a hit */
-	uint32_t cached_portal_row;         /* its next row */
-	struct cache_waiter cache_waiter;   /* parked until an identical miss is answered */
-	struct event *cache_wake_ev;        /* owned; resumes the relay after that */
-	bool cache_bypass;                  /* that miss was not stored: go to the server */
-	bool local_batch_open;              /* a batch answered from the cache up to a Flush: its Sync is ours */
-	bool settings_tainted;              /* sent a statement that may change settings the key does not
-	                                       hold (ai/settings_scan.h): no lookup, no fill, for good */
-	bool settings_changing;             /* sent a SET of a reported setting: no lookup until its
-	                                       ParameterStatus is in (the server owes nothing) */
+	/* Protocol and settings state the middleware reads, set for every client: */
+	bool local_batch_open;         /* a batch answered without a server up to a Flush: its Sync is ours */
+	bool settings_tainted;         /* sent a statement that may change settings the key does not
+	                                  hold (ai/settings_scan.h): no lookup, no fill, for good */
+	bool settings_changing;        /* sent a SET of a reported setting: no lookup until its
+	                                  ParameterStatus is in (the server owes nothing) */
 	uint32_t drop_left;            /* bytes of a dropped message still to drop */
 	int32_t cancel_pid, cancel_key; /* the BackendKeyData pgsluice gave it */
 

@@ -15,6 +15,9 @@
 
 #include "ai/cache.h"
 #include "ai/cache_proto.h"
+#include "ai/client_state.h"
+#include "ai/context.h"
+#include "cacheio.h"
 #include "ai/middleware.h"
 #include "ai/settings_scan.h"
 #include "settings_ext.h"
@@ -29,7 +32,114 @@
 #include "settings.h"
 #include "sluice.h"
 #include "sqltext.h"
+#include "stmt.h"
 #include "util.h"
+#include "varcache.h"
+
+/* ---- the client's middleware state ---- */
+
+/* What a client without middleware state reads: nothing tagged, no sluice.* setting. */
+static const struct ai_client ai_client_none;
+
+/* c's middleware state for reading (never NULL). */
+static inline const struct ai_client *R(const struct client *c)
+{
+	return c->aic ? c->aic : &ai_client_none;
+}
+
+/* c's middleware state for writing: made on first need (ai/client_state.h). NULL when out of memory. */
+static struct ai_client *W(struct client *c)
+{
+	if (!c->aic)
+		c->aic = calloc(1, sizeof(*c->aic));
+	return c->aic;
+}
+
+/* What the middleware is told of c (ai/context.h). */
+static inline struct ai_context ctx_of(const struct client *c)
+{
+	return (struct ai_context){ .sl = c->sl, .user = c->user, .database = c->database, .session = &R(c)->session };
+}
+
+/* Whose answer c's cache keys name (ai/cache_proto.h). */
+static struct cache_key_owner key_owner(const struct client *c)
+{
+	return (struct cache_key_owner){ .database = c->database, .user = c->user, .vars = c->vars.values,
+	                                 .n_vars = varcache_count(), .settings_hash = settings_current(c)->hash };
+}
+
+static bool key_query(struct msgbuf *k, const struct client *c, const struct cache_stmt *st)
+{
+	struct cache_key_owner o = key_owner(c);
+	return cache_key_query(k, &o, st);
+}
+
+static bool key_bind(struct msgbuf *k, const struct client *c, const struct cache_stmt *st, const uint8_t *body,
+                     size_t len)
+{
+	struct cache_key_owner o = key_owner(c);
+	return cache_key_bind(k, &o, st, body, len);
+}
+
+static bool key_statement(struct msgbuf *k, const struct client *c, const struct cache_stmt *st)
+{
+	struct cache_key_owner o = key_owner(c);
+	return cache_key_statement(k, &o, st);
+}
+
+/*
+ * middleware_admit for c's statement with tags (NULL: untagged). A
+ * statement that is not attributed (no ai_ tag, no sluice.user) passes
+ * there at once; it is told here without the call, as most statements are.
+ */
+static inline bool admit(struct client *c, const struct ai_tags *tags, struct pg_error *refusal,
+                         struct usage_pending **usage)
+{
+	if (!(tags && tags->has_ai_key) && !R(c)->session.user[0]) {
+		*usage = NULL;
+		return true;
+	}
+	struct ai_context ctx = ctx_of(c);
+	return middleware_admit(&ctx, tags, refusal, usage);
+}
+
+/* middleware_hit_usage for c's statement with tags. */
+static struct usage_pending *hit_record(struct client *c, const struct ai_tags *tags)
+{
+	struct ai_context ctx = ctx_of(c);
+	return middleware_hit_usage(&ctx, tags);
+}
+
+/*
+ * Keep the usage record middleware_admit made for the message at the front
+ * (u, NULL when none) in c's pending_usage, or batch_usage for a batch
+ * decided before a server was taken. False when out of memory: u is
+ * discarded and c was sent FATAL.
+ */
+static bool keep_usage(struct client *c, struct usage_pending *u, bool batch)
+{
+	if (!u && !c->aic)
+		return true;
+	struct ai_client *a = W(c);
+	if (!a) {
+		usage_discard(u);
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return false;
+	}
+	if (batch)
+		a->batch_usage = u;
+	else
+		a->pending_usage = u;
+	return true;
+}
+
+/* Drop the fill of the message at the front: it is refused or answered otherwise. */
+static void fill_abandon(struct client *c, struct cache_entry **fill);
+static void pending_fill_abandon(struct client *c)
+{
+	if (c->aic)
+		fill_abandon(c, &c->aic->pending_fill);
+}
 
 static void write_command_complete(struct msgbuf *m, const char *tag)
 {
@@ -176,13 +286,23 @@ bool client_intercept_set(struct client *c, uint32_t len)
 	memcpy(text, body, n);
 	const char *tag = NULL;
 	char err[256];
-	enum ai_set_result r = ai_session_match_set(&c->ai, text, n, &tag, err, sizeof(err));
+	/* a client without middleware state gets one only when a SET gives it a value */
+	struct ai_session next = R(c)->session;
+	enum ai_set_result r = ai_session_match_set(&next, text, n, &tag, err, sizeof(err));
 	if (r == AI_SET_NONE)
 		return false;
+	if (r == AI_SET_DONE && memcmp(&next, &R(c)->session, sizeof(next)) != 0) {
+		struct ai_client *a = W(c);
+		if (!a) {
+			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+			return true;
+		}
+		a->session = next;
+	}
 	iobuf_drain(in, 1 + (size_t)len);
 	c->sl->stats.query_count++;
 	if (r == AI_SET_SHOW)
-		answer_show(c, tag, strcmp(tag, "sluice.user") == 0 ? c->ai.user : c->ai.model);
+		answer_show(c, tag, strcmp(tag, "sluice.user") == 0 ? R(c)->session.user : R(c)->session.model);
 	else if (r == AI_SET_DONE)
 		answer_query(c, tag, NULL, NULL, NULL, NULL);
 	else
@@ -344,19 +464,22 @@ static void fill_abandon(struct client *c, struct cache_entry **fill)
 /* The unnamed portal is replaced or gone: forget its hit or its fill. */
 static void portal_forget(struct client *c)
 {
-	cache_entry_release(c->sl->cache, c->cached_portal);
-	c->cached_portal = NULL;
-	c->cached_portal_row = 0;
-	fill_abandon(c, &c->portal_fill);
+	struct ai_client *a = c->aic;
+	if (!a)
+		return;
+	cache_entry_release(c->sl->cache, a->cached_portal);
+	a->cached_portal = NULL;
+	a->cached_portal_row = 0;
+	fill_abandon(c, &a->portal_fill);
 }
 
 /* The fill a waiter waited for ended: resume the relay from the event loop, not from inside the fill. */
 static void cache_woken(struct cache_waiter *w, bool filled)
 {
-	struct client *c = (struct client *)((char *)w - offsetof(struct client, cache_waiter));
-	c->cache_bypass = !filled;
-	if (c->cache_wake_ev)
-		event_active(c->cache_wake_ev, EV_TIMEOUT, 0);
+	struct ai_client *a = (struct ai_client *)((char *)w - offsetof(struct ai_client, cache_waiter));
+	a->cache_bypass = !filled;
+	if (a->cache_wake_ev)
+		event_active(a->cache_wake_ev, EV_TIMEOUT, 0);
 }
 
 static void cache_wake_cb(evutil_socket_t fd, short what, void *arg)
@@ -369,24 +492,29 @@ static void cache_wake_cb(evutil_socket_t fd, short what, void *arg)
 /* Park c until the FILLING entry e ends (c has no server: it holds none while it waits). */
 static int cache_park(struct client *c, struct cache_entry *e)
 {
-	if (c->cache_waiter.on)
+	struct ai_client *a = W(c);
+	if (!a)
+		return 1;    /* out of memory: go to the server instead */
+	if (a->cache_waiter.on)
 		return -1;     /* parked already; more input arrived meanwhile */
-	if (!c->cache_wake_ev) {
-		c->cache_wake_ev = event_new(c->sl->base, -1, 0, cache_wake_cb, c);
-		if (!c->cache_wake_ev)
+	if (!a->cache_wake_ev) {
+		a->cache_wake_ev = event_new(c->sl->base, -1, 0, cache_wake_cb, c);
+		if (!a->cache_wake_ev)
 			return 1;    /* cannot be woken: go to the server instead */
 	}
-	c->cache_waiter.wake = cache_woken;
-	cache_wait(e, &c->cache_waiter);
+	a->cache_waiter.wake = cache_woken;
+	cache_wait(e, &a->cache_waiter);
 	return -1;
 }
 
 /* The usage record of a hit (cached = true), charged as the admission decided. */
 static struct usage_pending *hit_usage(struct client *c, const struct ai_tags *tags)
 {
-	usage_discard(c->pending_usage);
-	c->pending_usage = NULL;
-	return middleware_hit_usage(c, tags);
+	if (c->aic) {
+		usage_discard(c->aic->pending_usage);
+		c->aic->pending_usage = NULL;
+	}
+	return hit_record(c, tags);
 }
 
 /*
@@ -421,18 +549,21 @@ static bool query_answerable(const struct server *s)
 
 /*
  * A simple Query tagged ai_cache: look it up. Sets *hit (a reference) when
- * it can be answered now; sets c->pending_fill when its answer is to be
+ * it can be answered now; sets c's pending_fill when its answer is to be
  * captured. Returns 1 to go on, -1 when c was parked.
  */
 static int query_cache_step(struct client *c, const char *text, size_t len, const struct ai_tags *tags,
                             struct cache_entry **hit)
 {
 	struct cache *cache = c->sl->cache;
-	bool bypass = c->cache_bypass;
+	struct ai_client *a = W(c);
+	if (!a)
+		return 1;    /* out of memory: no lookup */
+	bool bypass = a->cache_bypass;
 	struct msgbuf k;
 	msg_init(&k);
 	struct cache_stmt *st = cache_stmt_new(text, len, tags, NULL, 0);
-	bool keyed = st && cache_key_query(&k, c, st);
+	bool keyed = st && key_query(&k, c, st);
 	free(st);
 	if (!keyed) {
 		msg_free(&k);
@@ -445,11 +576,11 @@ static int query_cache_step(struct client *c, const char *text, size_t len, cons
 		msg_free(&k);
 		return cache_park(c, e);
 	}
-	c->cache_bypass = false;
+	a->cache_bypass = false;
 	if (f == CACHE_FOUND_READY && e->rowdesc && query_answerable(c->server)) {
 		*hit = e;
 	} else {
-		c->pending_fill = cache_miss(c, &k, tags, f, e, true, bypass);
+		a->pending_fill = cache_miss(c, &k, tags, f, e, true, bypass);
 	}
 	msg_free(&k);
 	return 1;
@@ -466,8 +597,8 @@ static void answer_query_hit(struct client *c, uint32_t len, struct cache_entry 
 	c->sl->stats.query_count++;
 	c->pool->stats.query_count++;
 	cache_note_hit(c->sl->cache);
-	cache_write_rowdesc(out, hit);
-	cache_write_rows(out, hit, &pos, 0);
+	cacheio_write_rowdesc(out, hit);
+	cacheio_write_rows(out, hit, &pos, 0);
 	usage_commit(c->sl, usage);    /* before ReadyForQuery; a lost record is logged and counted */
 	client_send_ready(c, s ? s->tx_status : 'I');
 	cache_entry_release(c->sl->cache, hit);
@@ -521,10 +652,15 @@ static int query_step(struct client *c, uint32_t len)
 		    query_cache_step(c, text, text_len, &tags, &hit) < 0)
 			return -1;
 	}
-	if (!middleware_admit(c, tagged ? &tags : NULL, &r, &c->pending_usage)) {
+	struct usage_pending *u;
+	if (!admit(c, tagged ? &tags : NULL, &r, &u)) {
 		cache_entry_release(c->sl->cache, hit);
-		fill_abandon(c, &c->pending_fill);
+		pending_fill_abandon(c);
 		refuse_query(c, len, &r);
+		return 0;
+	}
+	if (!keep_usage(c, u, false)) {
+		cache_entry_release(c->sl->cache, hit);
 		return 0;
 	}
 	if (!hit)
@@ -550,39 +686,45 @@ static struct ai_tags *dup_tags(const struct ai_tags *t)
 static bool keep_statement_tags(struct client *c, const char *name, const struct ai_tags *tags,
                                 struct cache_stmt *cstmt)
 {
+	/* a client without middleware state has no tags to forget; with tags it gets its state */
+	struct ai_client *a = tags || c->aic ? W(c) : NULL;
+	if (!a) {
+		free(cstmt);
+		return !tags;
+	}
 	if (!*name) {
-		free(c->unnamed_tags);
-		free(c->unnamed_cstmt);
-		c->unnamed_tags = tags ? dup_tags(tags) : NULL;
-		c->unnamed_cstmt = tags ? cstmt : NULL;
+		free(a->unnamed_tags);
+		free(a->unnamed_cstmt);
+		a->unnamed_tags = tags ? dup_tags(tags) : NULL;
+		a->unnamed_cstmt = tags ? cstmt : NULL;
 		if (!tags)
 			free(cstmt);
-		return !tags || c->unnamed_tags;
+		return !tags || a->unnamed_tags;
 	}
-	for (size_t i = 0; i < c->n_tagged; i++)
-		if (strcmp(c->tagged[i].name, name) == 0) {
-			free(c->tagged[i].tags);
-			free(c->tagged[i].cstmt);
-			c->tagged[i].tags = tags ? dup_tags(tags) : NULL;
-			c->tagged[i].cstmt = tags ? cstmt : NULL;
+	for (size_t i = 0; i < a->n_tagged; i++)
+		if (strcmp(a->tagged[i].name, name) == 0) {
+			free(a->tagged[i].tags);
+			free(a->tagged[i].cstmt);
+			a->tagged[i].tags = tags ? dup_tags(tags) : NULL;
+			a->tagged[i].cstmt = tags ? cstmt : NULL;
 			if (!tags)
 				free(cstmt);
-			return !tags || c->tagged[i].tags;
+			return !tags || a->tagged[i].tags;
 		}
 	if (!tags) {
 		free(cstmt);
 		return true;
 	}
-	struct tagged_stmt *grown = realloc(c->tagged, (c->n_tagged + 1) * sizeof(*grown));
+	struct tagged_stmt *grown = realloc(a->tagged, (a->n_tagged + 1) * sizeof(*grown));
 	if (!grown) {
 		free(cstmt);
 		return false;
 	}
-	c->tagged = grown;
-	c->tagged[c->n_tagged].name = strdup(name);
-	c->tagged[c->n_tagged].tags = dup_tags(tags);
-	c->tagged[c->n_tagged].cstmt = cstmt;
-	return c->tagged[c->n_tagged].name && c->tagged[c->n_tagged++].tags;
+	a->tagged = grown;
+	a->tagged[a->n_tagged].name = strdup(name);
+	a->tagged[a->n_tagged].tags = dup_tags(tags);
+	a->tagged[a->n_tagged].cstmt = cstmt;
+	return a->tagged[a->n_tagged].name && a->tagged[a->n_tagged++].tags;
 }
 
 /* The tags of statement name (and its cache key part, when cstmt is not NULL). */
@@ -593,14 +735,14 @@ static const struct ai_tags *statement_tags(const struct client *c, const char *
 		*cstmt = NULL;
 	if (!*name) {
 		if (cstmt)
-			*cstmt = c->unnamed_cstmt;
-		return c->unnamed_tags;
+			*cstmt = R(c)->unnamed_cstmt;
+		return R(c)->unnamed_tags;
 	}
-	for (size_t i = 0; i < c->n_tagged; i++)
-		if (strcmp(c->tagged[i].name, name) == 0) {
+	for (size_t i = 0; i < R(c)->n_tagged; i++)
+		if (strcmp(R(c)->tagged[i].name, name) == 0) {
 			if (cstmt)
-				*cstmt = c->tagged[i].cstmt;
-			return c->tagged[i].tags;
+				*cstmt = R(c)->tagged[i].cstmt;
+			return R(c)->tagged[i].tags;
 		}
 	return NULL;
 }
@@ -614,28 +756,31 @@ static const struct ai_tags *statement_tags(const struct client *c, const char *
 #define PORTAL_NAME_MAX 320    /* as much of a Bind as bind_step reads: longer names are not tracked */
 static void keep_portal_tags(struct client *c, const char *name, const struct ai_tags *tags)
 {
-	for (size_t i = 0; i < c->n_portals; i++)
-		if (strcmp(c->portals[i].name, name) == 0) {
-			free(c->portals[i].name);
-			free(c->portals[i].tags);
-			c->portals[i] = c->portals[--c->n_portals];
+	struct ai_client *a = tags || c->aic ? W(c) : NULL;
+	if (!a)
+		return;
+	for (size_t i = 0; i < a->n_portals; i++)
+		if (strcmp(a->portals[i].name, name) == 0) {
+			free(a->portals[i].name);
+			free(a->portals[i].tags);
+			a->portals[i] = a->portals[--a->n_portals];
 			break;
 		}
 	if (!tags)
 		return;
-	if (c->n_portals == MAX_TRACKED_PORTALS) {
-		free(c->portals[0].name);
-		free(c->portals[0].tags);
-		c->portals[0] = c->portals[--c->n_portals];
+	if (a->n_portals == MAX_TRACKED_PORTALS) {
+		free(a->portals[0].name);
+		free(a->portals[0].tags);
+		a->portals[0] = a->portals[--a->n_portals];
 	}
-	if (!c->portals && !(c->portals = calloc(MAX_TRACKED_PORTALS, sizeof(*c->portals))))
+	if (!a->portals && !(a->portals = calloc(MAX_TRACKED_PORTALS, sizeof(*a->portals))))
 		return;
-	struct tagged_stmt *p = &c->portals[c->n_portals];
+	struct tagged_stmt *p = &a->portals[a->n_portals];
 	p->name = strdup(name);
 	p->tags = dup_tags(tags);
 	p->cstmt = NULL;
 	if (p->name && p->tags) {
-		c->n_portals++;
+		a->n_portals++;
 	} else {
 		free(p->name);
 		free(p->tags);
@@ -644,45 +789,24 @@ static void keep_portal_tags(struct client *c, const char *name, const struct ai
 
 static const struct ai_tags *portal_tags_of(const struct client *c, const char *name)
 {
-	for (size_t i = 0; i < c->n_portals; i++)
-		if (strcmp(c->portals[i].name, name) == 0)
-			return c->portals[i].tags;
+	for (size_t i = 0; i < R(c)->n_portals; i++)
+		if (strcmp(R(c)->portals[i].name, name) == 0)
+			return R(c)->portals[i].tags;
 	return NULL;
 }
 
 void client_step_transaction_ended(struct client *c)
 {
-	while (c->n_portals > 0) {
-		c->n_portals--;
-		free(c->portals[c->n_portals].name);
-		free(c->portals[c->n_portals].tags);
+	struct ai_client *a = c->aic;
+	while (a && a->n_portals > 0) {
+		a->n_portals--;
+		free(a->portals[a->n_portals].name);
+		free(a->portals[a->n_portals].tags);
 	}
 }
 
-/* A Parse body read: its name, text and parameter types. */
-struct parse_msg {
-	const char *name, *query;
-	size_t query_len;          /* strlen(query), from the reader */
-	const uint8_t *types;
-	uint16_t n_types;
-};
-
-static bool read_parse(const uint8_t *body, size_t len, struct parse_msg *p)
-{
-	struct msgreader rd;
-	mr_init(&rd, body, len);
-	p->name = mr_string(&rd);
-	size_t at = rd.pos;
-	p->query = mr_string(&rd);
-	p->query_len = rd.bad ? 0 : rd.pos - at - 1;
-	int16_t n = mr_int16(&rd);
-	p->n_types = n > 0 ? (uint16_t)n : 0;
-	p->types = p->n_types ? mr_bytes(&rd, (size_t)p->n_types * 4) : NULL;
-	return !rd.bad && n >= 0;
-}
-
 /* The key part of a lookup statement (NULL when it is none, or out of memory). */
-static struct cache_stmt *lookup_stmt(struct client *c, const struct parse_msg *p, const struct ai_tags *tags)
+static struct cache_stmt *lookup_stmt(struct client *c, const struct stmt_parse *p, const struct ai_tags *tags)
 {
 	if (!tags || tags->cache == AI_CACHE_NONE || !cache_on(c))
 		return NULL;
@@ -696,8 +820,8 @@ static int parse_settings_step(struct client *c, uint32_t len)
 	if (iobuf_len(in) < 1 + (size_t)len)
 		return -1;
 	const uint8_t *msg = iobuf_data(in);
-	struct parse_msg p;
-	if (!msg || !read_parse(msg + PROTO_HEADER_LEN, len - 4, &p))
+	struct stmt_parse p;
+	if (!msg || !stmt_read_parse(msg + PROTO_HEADER_LEN, len - 4, &p))
 		c->settings_tainted = true;    /* unreadable: PostgreSQL will refuse it, but be safe */
 	else if (!(follows_settings(c) && settings_ext_parse(c, p.name, p.query)))
 		note_settings(c, p.query, p.query_len, false);
@@ -754,13 +878,13 @@ static int settings_ext_step(struct client *c, uint8_t type, uint32_t len)
 static int parse_step(struct client *c, struct server *s, uint32_t len)
 {
 	struct iobuf *in = &c->io.in;
-	if (!c->n_tagged && !c->unnamed_tags && client_step_find_comment(in, PROTO_HEADER_LEN, len) < 0)
+	if (!R(c)->n_tagged && !R(c)->unnamed_tags && client_step_find_comment(in, PROTO_HEADER_LEN, len) < 0)
 		return 1;   /* nothing tagged before, nothing tagged now */
 	if (iobuf_len(in) < 1 + (size_t)len)
 		return -1;
 	const uint8_t *body = iobuf_data(in) + PROTO_HEADER_LEN;
-	struct parse_msg p;
-	if (!read_parse(body, len - 4, &p))
+	struct stmt_parse p;
+	if (!stmt_read_parse(body, len - 4, &p))
 		return 1;
 	struct ai_tags tags;
 	struct pg_error r;
@@ -775,9 +899,10 @@ static int parse_step(struct client *c, struct server *s, uint32_t len)
 		/* The server may refuse the Parse (a name in use, a syntax error):
 		 * its tags count from its ParseComplete on (client_step_parsed). */
 		struct stmt_tags *st = calloc(1, sizeof(*st));
-		if (st && (st->name = strdup(p.name)) != NULL && (!kept || (st->tags = dup_tags(kept)) != NULL)) {
+		struct ai_client *a = W(c);
+		if (a && st && (st->name = strdup(p.name)) != NULL && (!kept || (st->tags = dup_tags(kept)) != NULL)) {
 			st->cstmt = lookup_stmt(c, &p, kept);
-			c->pending_parse = st;
+			a->pending_parse = st;
 			return 1;
 		}
 		client_step_parsed(c, st, false);
@@ -798,8 +923,8 @@ void client_step_parsed(struct client *c, struct stmt_tags *st, bool ok)
 {
 	if (!st)
 		return;
-	if (c && c->parses_in_flight > 0)
-		c->parses_in_flight--;
+	if (c && c->aic && c->aic->parses_in_flight > 0)
+		c->aic->parses_in_flight--;
 	if (c && ok) {
 		keep_statement_tags(c, st->name, st->tags, st->cstmt);
 		st->cstmt = NULL;
@@ -848,7 +973,7 @@ static bool describe_follows(struct iobuf *in, size_t from)
 			return hdr[0] == PqMsg_Describe;    /* a new Bind replaces the portal */
 		if (hdr[0] == PqMsg_Sync)
 			return false;
-		from += 1 + (((size_t)hdr[1] << 24) | ((size_t)hdr[2] << 16) | ((size_t)hdr[3] << 8) | hdr[4]);
+		from += 1 + (size_t)stmt_header_len(hdr);
 	}
 	return true;
 }
@@ -864,7 +989,7 @@ static void statement_seen(struct client *c, const struct cache_stmt *cs, const 
 {
 	struct msgbuf sk;
 	msg_init(&sk);
-	if (cache_key_statement(&sk, c, cs)) {
+	if (key_statement(&sk, c, cs)) {
 		if (fill)
 			cache_fill_statement(fill, &sk, cs, body, len);
 		else if (e->rowdesc)
@@ -883,6 +1008,9 @@ static int bind_cache_step(struct client *c, struct server *s, const struct ai_t
 {
 	struct iobuf *in = &c->io.in;
 	struct cache *cache = c->sl->cache;
+	struct ai_client *a = W(c);
+	if (!a)
+		return 1;    /* out of memory: no lookup */
 	if ((int64_t)len > c->sl->cfg->cache_max_entry_size)
 		return 1;    /* a key larger than any answer kept: not worth copying the message */
 	if (iobuf_len(in) < 1 + (size_t)len)
@@ -890,12 +1018,12 @@ static int bind_cache_step(struct client *c, struct server *s, const struct ai_t
 	const uint8_t *body = iobuf_data(in) + PROTO_HEADER_LEN;
 	struct msgbuf k;
 	msg_init(&k);
-	if (!cache_key_bind(&k, c, cs, body, len - 4)) {
+	if (!key_bind(&k, c, cs, body, len - 4)) {
 		msg_free(&k);
 		return 1;
 	}
-	bool bypass = c->cache_bypass;
-	c->cache_bypass = false;
+	bool bypass = a->cache_bypass;
+	a->cache_bypass = false;
 	struct cache_entry *e = NULL;
 	enum cache_find f = t->cache == AI_CACHE_LOOKUP ? cache_lookup(cache, k.data, k.len, now_usec(), &e)
 	                                                : CACHE_FOUND_MISS;
@@ -904,16 +1032,16 @@ static int bind_cache_step(struct client *c, struct server *s, const struct ai_t
 		msg_free(&k);
 		statement_seen(c, cs, body, len - 4, e, NULL, t);
 		iobuf_drain(in, 1 + (size_t)len);
-		c->cached_portal = e;
-		c->cached_portal_row = 0;
-		if (!prepared_owe(s, PqMsg_BindComplete, NULL, 0, 0, NULL))
+		a->cached_portal = e;
+		a->cached_portal_row = 0;
+		if (!prepared_owe(s, PqMsg_Bind, NULL, 0, 0, NULL))
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return 0;
 	}
-	c->portal_fill = cache_miss(c, &k, t, f, e, describes, bypass);
+	a->portal_fill = cache_miss(c, &k, t, f, e, describes, bypass);
 	msg_free(&k);
-	if (c->portal_fill)
-		statement_seen(c, cs, body, len - 4, NULL, c->portal_fill, t);
+	if (a->portal_fill)
+		statement_seen(c, cs, body, len - 4, NULL, a->portal_fill, t);
 	return 1;
 }
 
@@ -941,8 +1069,13 @@ static int bind_step(struct client *c, struct server *s, uint32_t len)
 		keep_portal_tags(c, head, t);
 		return 1;
 	}
-	free(c->portal_tags);
-	c->portal_tags = t ? dup_tags(t) : NULL;
+	if (t || c->aic) {
+		struct ai_client *a = W(c);
+		if (!a)
+			return 1;    /* out of memory: the portal goes untagged */
+		free(a->portal_tags);
+		a->portal_tags = t ? dup_tags(t) : NULL;
+	}
 	portal_forget(c);
 	if (t && cs && t->cache != AI_CACHE_NONE && cache_on(c))
 		return bind_cache_step(c, s, t, cs, len);
@@ -956,29 +1089,32 @@ static int bind_step(struct client *c, struct server *s, uint32_t len)
 static int portal_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
 {
 	struct iobuf *in = &c->io.in;
+	struct ai_client *a = c->aic;    /* made by the Bind that left a hit or a fill */
 	uint8_t what[2];
+	if (!a)
+		return 1;
 	if (len < 6 || iobuf_copyout(in, PROTO_HEADER_LEN, what, 2) != 2)
 		return len < 6 ? 1 : -1;
 	if (what[0] != 'P' || what[1] != 0)
 		return 1;    /* a statement, or a named portal */
 	if (type == PqMsg_Close) {
-		bool hit = c->cached_portal != NULL;
+		bool hit = a->cached_portal != NULL;
 		portal_forget(c);
 		if (!hit)
 			return 1;
 		iobuf_drain(in, 1 + (size_t)len);
-		if (!prepared_owe(s, PqMsg_CloseComplete, NULL, 0, 0, NULL))
+		if (!prepared_owe(s, PqMsg_Close, NULL, 0, 0, NULL))
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return 0;
 	}
-	if (c->portal_fill) {
-		cache_fill_hold(c->portal_fill);
-		fill_abandon(c, &c->pending_fill);
-		c->pending_fill = c->portal_fill;    /* its RowDescription is captured */
+	if (a->portal_fill) {
+		cache_fill_hold(a->portal_fill);
+		fill_abandon(c, &a->pending_fill);
+		a->pending_fill = a->portal_fill;    /* its RowDescription is captured */
 		return 1;
 	}
 	iobuf_drain(in, 1 + (size_t)len);
-	if (!c->cached_portal->rowdesc) {
+	if (!a->cached_portal->rowdesc) {
 		/* Defensive: bind_cache_step only binds such an answer when the batch
 		 * is buffered up to its Sync without a Describe. */
 		prepared_raise_error(s, SQLSTATE_FEATURE_NOT_SUPPORTED,
@@ -986,8 +1122,8 @@ static int portal_step(struct client *c, struct server *s, uint8_t type, uint32_
 		                     "Describe the portal before its Execute, in the same batch.");
 		return 0;
 	}
-	cache_entry_hold(c->cached_portal);
-	if (!prepared_owe(s, 'r', c->cached_portal, 0, 0, NULL))
+	cache_entry_hold(a->cached_portal);
+	if (!prepared_owe(s, PqMsg_Describe, a->cached_portal, 0, 0, NULL))
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 	return 0;
 }
@@ -1003,49 +1139,52 @@ static uint32_t rows_taken(uint32_t n, uint32_t pos, int32_t max_rows)
 static int execute_step(struct client *c, struct server *s, uint32_t len)
 {
 	struct iobuf *in = &c->io.in;
+	struct ai_client *a = c->aic;    /* client_step asks only a client with tags, sluice.user or a batch decided */
 	uint8_t head[PORTAL_NAME_MAX + 5];
+	if (!a)
+		return 1;
 	size_t n = len - 4 < sizeof(head) ? len - 4 : sizeof(head);
 	if (iobuf_copyout(in, PROTO_HEADER_LEN, head, n) != (size_t)n)
 		return -1;
-	const uint8_t *nul = memchr(head, 0, n);
-	if (!nul || (size_t)(head + n - nul) < 5)
+	struct stmt_execute ex;
+	if (!stmt_read_execute(head, n, &ex))
 		return 1;   /* malformed, or a name longer than any portal Bind tracked: PostgreSQL decides */
-	const struct ai_tags *tags = head[0] ? portal_tags_of(c, (const char *)head) : c->portal_tags;
-	if (!tags && !c->ai.user[0] && !c->batch_admitted)
+	const struct ai_tags *tags = ex.portal[0] ? portal_tags_of(c, ex.portal) : a->portal_tags;
+	if (!tags && !a->session.user[0] && !a->batch_admitted)
 		return 1;   /* a portal of an unattributed statement */
-	int32_t max_rows = (int32_t)(((uint32_t)nul[1] << 24) | ((uint32_t)nul[2] << 16) | ((uint32_t)nul[3] << 8) | nul[4]);
+	int32_t max_rows = ex.max_rows;
 	struct pg_error r;
-	if (c->batch_admitted) {
+	if (a->batch_admitted) {
 		/* decided with the batch's first message, before a server was taken */
-		c->batch_admitted = false;
-		usage_discard(c->pending_usage);
-		c->pending_usage = c->batch_usage;
-		c->batch_usage = NULL;
-	} else if (!middleware_admit(c, tags, &r, &c->pending_usage)) {
+		a->batch_admitted = false;
+		usage_discard(a->pending_usage);
+		a->pending_usage = a->batch_usage;
+		a->batch_usage = NULL;
+	} else if (!admit(c, tags, &r, &a->pending_usage)) {
 		iobuf_drain(in, 1 + (size_t)len);
 		prepared_raise_error(s, r.sqlstate, r.message, r.detail[0] ? r.detail : NULL, r.hint[0] ? r.hint : NULL);
 		return 0;
 	}
-	if (head[0])
+	if (ex.portal[0])
 		return 1;   /* the completion cache serves the unnamed portal only */
-	if (c->portal_fill) {
+	if (a->portal_fill) {
 		if (max_rows != 0)
-			cache_fill_fail(c->portal_fill);    /* a part of the answer is no answer */
-		fill_abandon(c, &c->pending_fill);
-		c->pending_fill = c->portal_fill;       /* the portal's reference rides on the Execute */
-		c->portal_fill = NULL;
+			cache_fill_fail(a->portal_fill);    /* a part of the answer is no answer */
+		fill_abandon(c, &a->pending_fill);
+		a->pending_fill = a->portal_fill;       /* the portal's reference rides on the Execute */
+		a->portal_fill = NULL;
 	}
-	if (!c->cached_portal)
+	if (!a->cached_portal)
 		return 1;
 	iobuf_drain(in, 1 + (size_t)len);
-	struct cache_entry *e = c->cached_portal;
-	uint32_t from = c->cached_portal_row;
-	c->cached_portal_row += rows_taken(e->n_rows, from, max_rows);
+	struct cache_entry *e = a->cached_portal;
+	uint32_t from = a->cached_portal_row;
+	a->cached_portal_row += rows_taken(e->n_rows, from, max_rows);
 	c->sl->stats.query_count++;
 	c->pool->stats.query_count++;
 	cache_note_hit(c->sl->cache);
 	cache_entry_hold(e);
-	if (!prepared_owe(s, 'k', e, from, max_rows, hit_usage(c, c->portal_tags)))
+	if (!prepared_owe(s, PqMsg_Execute, e, from, max_rows, hit_usage(c, a->portal_tags)))
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 	return 0;
 }
@@ -1081,9 +1220,12 @@ static int describe_statement_step(struct client *c, struct server *s, uint32_t 
 		return 1;
 	struct msgbuf sk;
 	msg_init(&sk);
-	fill_abandon(c, &c->pending_fill);
-	if (cache_key_statement(&sk, c, cs))
-		c->pending_fill = cache_describe_begin(c->sl->cache, &sk, cache_ttl(c, t));
+	struct ai_client *a = W(c);
+	if (a) {
+		fill_abandon(c, &a->pending_fill);
+		if (key_statement(&sk, c, cs))
+			a->pending_fill = cache_describe_begin(c->sl->cache, &sk, cache_ttl(c, t));
+	}
 	msg_free(&sk);
 	return 1;
 }
@@ -1104,7 +1246,7 @@ struct local_msg {
 };
 
 struct local_parse {
-	struct parse_msg p;
+	struct stmt_parse p;
 	struct ai_tags tags;
 	struct cache_stmt *cstmt;        /* owned until kept by the client */
 	struct cache_entry *desc;        /* the statement's description (a reference), or NULL */
@@ -1135,7 +1277,7 @@ static struct cache_entry *statement_desc(struct client *c, const struct cache_s
 	struct msgbuf sk;
 	struct cache_entry *d = NULL;
 	msg_init(&sk);
-	if (cache_key_statement(&sk, c, cs) &&
+	if (key_statement(&sk, c, cs) &&
 	    cache_lookup(c->sl->cache, sk.data, sk.len, now_usec(), &d) != CACHE_FOUND_READY)
 		d = NULL;
 	msg_free(&sk);
@@ -1160,7 +1302,7 @@ static enum local_scan local_scan(struct iobuf *in, struct local_batch *b)
 			return LOCAL_TOO_LONG;
 		uint8_t hdr[PROTO_HEADER_LEN];
 		iobuf_copyout(in, off, hdr, sizeof(hdr));
-		uint32_t len = ((uint32_t)hdr[1] << 24) | ((uint32_t)hdr[2] << 16) | ((uint32_t)hdr[3] << 8) | hdr[4];
+		uint32_t len = stmt_header_len(hdr);
 		if (len < 4 || off + 1 + (size_t)len > LOCAL_MAX_BYTES)
 			return LOCAL_TOO_LONG;
 		if (off + 1 + (size_t)len > total)
@@ -1181,7 +1323,7 @@ static bool local_parse(struct client *c, struct local_batch *b, struct local_ms
 		return false;
 	struct pg_error r;
 	int i = b->n_parses;
-	if (!read_parse(body, m->len - 4, &b->parses[i].p) ||
+	if (!stmt_read_parse(body, m->len - 4, &b->parses[i].p) ||
 	    (*b->parses[i].p.name && (!prepared_active(c) || prepared_client_has(c, b->parses[i].p.name))))
 		return false;    /* a name in use: 42P05 comes the usual way */
 	const char *q = b->parses[i].p.query;
@@ -1220,7 +1362,7 @@ static bool local_bind(struct client *c, struct local_batch *b, struct local_msg
 		return false;
 	struct msgbuf k;
 	msg_init(&k);
-	bool keyed = cache_key_bind(&k, c, cs, body, m->len - 4);
+	bool keyed = key_bind(&k, c, cs, body, m->len - 4);
 	struct cache_entry *e = NULL;
 	enum cache_find f = keyed ? cache_lookup(c->sl->cache, k.data, k.len, now_usec(), &e) : CACHE_FOUND_MISS;
 	msg_free(&k);
@@ -1352,19 +1494,23 @@ static bool local_answer(struct client *c, struct local_batch *b, struct local_m
 		add_message(out, PqMsg_ParseComplete);
 		return kept;
 	}
-	case PqMsg_Bind:
+	case PqMsg_Bind: {
+		struct ai_client *a = W(c);
+		if (!a)
+			return false;
 		portal_forget(c);
-		free(c->portal_tags);
-		c->portal_tags = dup_tags(m->tags);
-		c->cached_portal = m->hit;
+		free(a->portal_tags);
+		a->portal_tags = dup_tags(m->tags);
+		a->cached_portal = m->hit;
 		m->hit = NULL;
 		add_message(out, PqMsg_BindComplete);
-		return c->portal_tags != NULL;
+		return a->portal_tags != NULL;
+	}
 	case PqMsg_Describe:
 		if (body[0] == 'S')
-			cache_write_statement(out, m->hit);
+			cacheio_write_statement(out, m->hit);
 		else
-			cache_write_rowdesc(out, c->cached_portal);
+			cacheio_write_rowdesc(out, R(c)->cached_portal);
 		return true;
 	case PqMsg_Close:
 		portal_forget(c);
@@ -1372,7 +1518,7 @@ static bool local_answer(struct client *c, struct local_batch *b, struct local_m
 		return true;
 	case PqMsg_Execute: {
 		struct usage_pending *usage = NULL;
-		if (!middleware_admit(c, c->portal_tags, &r, &usage)) {
+		if (!admit(c, R(c)->portal_tags, &r, &usage)) {
 			struct msgbuf em;
 			msg_init(&em);
 			msg_add_error(&em, PqMsg_ErrorResponse, "ERROR", r.sqlstate, r.detail[0] ? r.detail : NULL,
@@ -1383,10 +1529,12 @@ static bool local_answer(struct client *c, struct local_batch *b, struct local_m
 			return true;
 		}
 		usage_discard(usage);
-		int32_t max_rows = (int32_t)(((uint32_t)body[1] << 24) | ((uint32_t)body[2] << 16) |
-		                             ((uint32_t)body[3] << 8) | body[4]);
-		usage = middleware_hit_usage(c, c->portal_tags);
-		cache_write_rows(out, c->cached_portal, &c->cached_portal_row, max_rows);
+		struct stmt_execute ex;
+		int32_t max_rows = stmt_read_execute(body, m->len - 4, &ex) ? ex.max_rows : 0;
+		usage = hit_record(c, R(c)->portal_tags);
+		if (!c->aic)
+			return false;    /* the Bind before it made the state */
+		cacheio_write_rows(out, c->aic->cached_portal, &c->aic->cached_portal_row, max_rows);
 		c->sl->stats.query_count++;
 		c->pool->stats.query_count++;
 		cache_note_hit(c->sl->cache);
@@ -1422,9 +1570,10 @@ static int local_batch_step(struct client *c)
 	if (planned && scan == LOCAL_PARTIAL) {
 		step = -1;    /* so far every message can be answered: wait for the rest */
 	} else if (planned && b->wait_for) {
-		if (!c->cache_bypass)
+		if (!R(c)->cache_bypass)
 			step = cache_park(c, b->wait_for);
-		c->cache_bypass = false;
+		if (c->aic)
+			c->aic->cache_bypass = false;
 	} else if (planned) {
 		const uint8_t *all = iobuf_data(in);
 		bool failed = false, ok = true;
@@ -1473,7 +1622,7 @@ static bool simple_batch(struct iobuf *in, size_t *exec_at)
 	while (off + PROTO_HEADER_LEN <= total && k < 4) {
 		uint8_t hdr[PROTO_HEADER_LEN];
 		iobuf_copyout(in, off, hdr, sizeof(hdr));
-		uint32_t len = ((uint32_t)hdr[1] << 24) | ((uint32_t)hdr[2] << 16) | ((uint32_t)hdr[3] << 8) | hdr[4];
+		uint32_t len = stmt_header_len(hdr);
 		while (k < 4 && shape[k] != hdr[0] && (k == 0 || k == 2))
 			k++;   /* Parse and Describe are optional */
 		if (k >= 4 || shape[k] != hdr[0] || len < 4)
@@ -1541,18 +1690,27 @@ int client_batch_step(struct client *c, uint8_t type, uint32_t len)
 			return 1;
 		t = statement_tags(c, stmt, NULL);
 	}
-	if (!t && !c->ai.user[0])
+	if (!t && !R(c)->session.user[0])
 		return 1;    /* not attributed: nothing to decide */
-	if (!middleware_admit(c, t, &r, &c->batch_usage)) {
+	struct usage_pending *u;
+	if (!admit(c, t, &r, &u)) {
 		refuse_batch(c, len, &r);
 		return 0;
 	}
-	c->batch_admitted = true;
+	struct ai_client *a = W(c);
+	if (!a) {
+		usage_discard(u);
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return 0;
+	}
+	a->batch_usage = u;
+	a->batch_admitted = true;
 	return 1;
 }
 
 int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
 {
+	const struct ai_client *a = R(c);    /* all zero for a client that never used the middleware */
 	client_drop_pending_setting(c);    /* what an earlier message left, unrelayed */
 	if (s && (type == PqMsg_Bind || type == PqMsg_Execute || type == PqMsg_Close) && settings_ext_active(c) &&
 	    settings_ext_step(c, type, len) < 0)
@@ -1561,7 +1719,7 @@ int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
 	case PqMsg_Query:
 		if (s && s->internal != SV_INTERNAL_NONE)
 			return -1;
-		if (c->unnamed_tags || c->unnamed_cstmt)
+		if (a->unnamed_tags || a->unnamed_cstmt)
 			keep_statement_tags(c, "", NULL, NULL);    /* a simple Query drops the unnamed statement */
 	{
 		int done = query_step(c, len);
@@ -1580,24 +1738,24 @@ int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
 		c->settings_tainted = true;    /* set_config() by its OID, for all pgsluice can tell */
 		return 1;
 	case PqMsg_Bind:
-		return s && (c->n_tagged || c->unnamed_tags || c->portal_tags || c->parses_in_flight || c->n_portals) ?
+		return s && (a->n_tagged || a->unnamed_tags || a->portal_tags || a->parses_in_flight || a->n_portals) ?
 		       bind_step(c, s, len) : 1;
 	case PqMsg_Close:
-		if (s && (c->n_tagged || c->unnamed_tags || c->n_portals)) {
+		if (s && (a->n_tagged || a->unnamed_tags || a->n_portals)) {
 			int step = close_step(c, len);
 			if (step <= 0)
 				return step;
 		}
 		/* fall through */
 	case PqMsg_Describe:
-		if (s && (c->n_tagged || c->unnamed_tags || c->parses_in_flight)) {
+		if (s && (a->n_tagged || a->unnamed_tags || a->parses_in_flight)) {
 			int step = describe_statement_step(c, s, len);
 			if (step <= 0)
 				return step;
 		}
-		return s && (c->cached_portal || c->portal_fill) ? portal_step(c, s, type, len) : 1;
+		return s && (R(c)->cached_portal || R(c)->portal_fill) ? portal_step(c, s, type, len) : 1;
 	case PqMsg_Execute:
-		return s && (c->portal_tags || c->ai.user[0] || c->n_portals || c->batch_admitted) ?
+		return s && (a->portal_tags || a->session.user[0] || a->n_portals || a->batch_admitted) ?
 		       execute_step(c, s, len) : 1;
 	default:
 		return 1;
@@ -1618,40 +1776,105 @@ bool client_step_sync(struct client *c)
 void client_step_relayed(struct client *c, struct server *s)
 {
 	c->local_batch_open = false;    /* the server's ReadyForQuery ends the batch */
-	if (c->pending_usage) {
-		prepared_attach_usage(s, c->pending_usage);
-		c->pending_usage = NULL;
+	struct ai_client *a = c->aic;
+	if (!a)
+		return;
+	if (a->pending_usage) {
+		prepared_attach_usage(s, a->pending_usage);
+		a->pending_usage = NULL;
 	}
-	if (c->pending_fill) {
-		prepared_attach_fill(s, c->pending_fill);
-		c->pending_fill = NULL;
+	if (a->pending_fill) {
+		prepared_attach_fill(s, a->pending_fill);
+		a->pending_fill = NULL;
 	}
-	if (c->pending_parse) {
-		if (prepared_attach_parse(s, c->pending_parse))
-			c->parses_in_flight++;
-		c->pending_parse = NULL;
+	if (a->pending_parse) {
+		if (prepared_attach_parse(s, a->pending_parse))
+			a->parses_in_flight++;
+		a->pending_parse = NULL;
 	}
 }
 
 void client_step_free(struct client *c)
 {
-	cache_unwait(&c->cache_waiter);
-	if (c->cache_wake_ev)
-		event_free(c->cache_wake_ev);
+	struct ai_client *a = c->aic;
+	if (!a)
+		return;
+	cache_unwait(&a->cache_waiter);
+	if (a->cache_wake_ev)
+		event_free(a->cache_wake_ev);
 	portal_forget(c);
-	fill_abandon(c, &c->pending_fill);
-	client_step_parsed(NULL, c->pending_parse, false);
-	usage_discard(c->pending_usage);
-	usage_discard(c->batch_usage);
-	free(c->unnamed_tags);
-	free(c->unnamed_cstmt);
-	free(c->portal_tags);
-	for (size_t i = 0; i < c->n_tagged; i++) {
-		free(c->tagged[i].name);
-		free(c->tagged[i].tags);
-		free(c->tagged[i].cstmt);
+	fill_abandon(c, &a->pending_fill);
+	client_step_parsed(NULL, a->pending_parse, false);
+	usage_discard(a->pending_usage);
+	usage_discard(a->batch_usage);
+	free(a->unnamed_tags);
+	free(a->unnamed_cstmt);
+	free(a->portal_tags);
+	for (size_t i = 0; i < a->n_tagged; i++) {
+		free(a->tagged[i].name);
+		free(a->tagged[i].tags);
+		free(a->tagged[i].cstmt);
 	}
-	free(c->tagged);
+	free(a->tagged);
 	client_step_transaction_ended(c);
-	free(c->portals);
+	free(a->portals);
+	free(a);
+	c->aic = NULL;
+}
+
+bool client_step_startup_options(struct client *c, const char *options, const char *ignored, char *errbuf,
+                                 size_t errlen)
+{
+	struct ai_session next = R(c)->session;
+	if (!ai_session_apply_options(&next, &c->vars, c->settings_startup, options, ignored, errbuf, errlen))
+		return false;
+	if (memcmp(&next, &R(c)->session, sizeof(next)) == 0)
+		return true;    /* no sluice.* option: no middleware state */
+	struct ai_client *a = W(c);
+	if (!a) {
+		snprintf(errbuf, errlen, "out of memory");
+		return false;
+	}
+	a->session = next;
+	return true;
+}
+
+bool client_step_has_pending(const struct client *c)
+{
+	const struct ai_client *a = R(c);
+	return a->pending_usage || a->pending_fill || a->pending_parse;
+}
+
+void client_step_batch_end(struct client *c)
+{
+	struct ai_client *a = c->aic;
+	if (!a)
+		return;
+	a->batch_admitted = false;
+	usage_discard(a->batch_usage);
+	a->batch_usage = NULL;
+}
+
+bool client_step_batch_admitted(const struct client *c)
+{
+	return R(c)->batch_admitted;
+}
+
+bool client_step_has_statement_tags(const struct client *c)
+{
+	return R(c)->n_tagged || R(c)->unnamed_tags;
+}
+
+bool client_step_attributed(const struct client *c)
+{
+	return R(c)->session.user[0] || client_step_has_statement_tags(c);
+}
+
+void client_step_attach_fill(struct client *c, struct server *s)
+{
+	struct ai_client *a = c->aic;
+	if (a && a->pending_fill) {
+		prepared_attach_fill(s, a->pending_fill);
+		a->pending_fill = NULL;
+	}
 }

@@ -79,4 +79,31 @@ void client_step_free(struct client *c);
 /* Account a message on its way to server s (forwarded or answered by pgsluice); client.c. */
 void client_note_message(struct client *c, struct server *s, uint8_t type);
 
+/*
+ * The StartupMessage's options (PostgreSQL's -c name=value / --name=value):
+ * sluice.user and sluice.model go to c's middleware state (made only when
+ * one is given), the rest as ai_session_apply_options says (ai/session.h).
+ * False with errbuf set when the options cannot be honoured (or out of memory).
+ */
+bool client_step_startup_options(struct client *c, const char *options, const char *ignored, char *errbuf,
+                                 size_t errlen);
+
+/* Does c hold a usage record, cache fill or Parse tags for the message at the front (client_step_relayed)? */
+bool client_step_has_pending(const struct client *c);
+
+/* A Sync ends c's batch: what was decided for its first Execute (client_batch_step) is spent. */
+void client_step_batch_end(struct client *c);
+
+/* Was c's batch admitted before a server was taken (client_batch_step)? */
+bool client_step_batch_admitted(const struct client *c);
+
+/* Does c have statements with tags (unnamed or named)? */
+bool client_step_has_statement_tags(const struct client *c);
+
+/* Is c attributed to a subject beyond its role: sluice.user set, or tagged statements? */
+bool client_step_attributed(const struct client *c);
+
+/* The message at the front was rewritten by prepared.c (a Describe renamed): its cache fill rides on s's queue. */
+void client_step_attach_fill(struct client *c, struct server *s);
+
 #endif

@@ -786,7 +786,7 @@ static int intercept_query(struct client *c, struct server *s, uint32_t len)
 	msg_free(&m);
 	client_note_message(c, s, PqMsg_Query);
 	prepared_note_request(s, PqMsg_Query);
-	struct reply_entry *e = prepared_reply_tail(s);
+	struct replyq_entry *e = replyq_tail(&s->replies);
 	if (e && action)
 		e->notify = action;
 	else
@@ -854,7 +854,7 @@ static int intercept_parse(struct client *c, struct server *s, uint32_t len)
 	msg_free(&m);
 	client_note_message(c, s, PqMsg_Parse);
 	prepared_note_request(s, PqMsg_Parse);
-	if (c->pending_parse || c->pending_usage || c->pending_fill)
+	if (c->aic && client_step_has_pending(c))
 		client_step_relayed(c, s);
 	set_str(&nc->unnamed, action);
 	c->checked = false;
@@ -911,8 +911,8 @@ void notify_relayed(struct client *c, struct server *s, uint8_t type)
 	if (type != PqMsg_Execute || !c->notify || !c->notify->exec_pending)
 		return;
 	c->notify->exec_pending = false;
-	struct reply_entry *e = prepared_reply_tail(s);
-	if (e && e->kind == PqMsg_Execute && !e->notify)
+	struct replyq_entry *e = replyq_tail(&s->replies);
+	if (e && e->type == PqMsg_Execute && e->action == RQ_FORWARD && !e->notify)
 		e->notify = strdup(c->notify->portal);
 }
 
@@ -926,7 +926,7 @@ bool notify_server_reply(struct client *c, struct server *s, uint8_t type, const
 		return false;
 	if (total >= 1 + 4 + 9 && memcmp(msg + PROTO_HEADER_LEN, "ROLLBACK", 9) == 0)
 		c->notify_tx_rolled_back = true;
-	struct reply_entry *e = prepared_reply_head(s);
+	struct replyq_entry *e = replyq_head(&s->replies);
 	if (!e || !e->notify)
 		return false;
 	char *action = e->notify;

@@ -16,8 +16,9 @@
 #include <strings.h>
 
 #include "ai/cache.h"
-#include "ai/cache_proto.h"
+#include "ai/token.h"
 #include "ai/usage.h"
+#include "cacheio.h"
 #include "client.h"
 #include "client_step.h"
 #include "config.h"
@@ -25,6 +26,7 @@
 #include "pool.h"
 #include "proto.h"
 #include "refuse.h"
+#include "replyq.h"
 #include "server.h"
 #include "settings.h"
 #include "sluice.h"
@@ -221,49 +223,12 @@ static void server_forget(struct server *s, struct prepared_stmt *st)
 	stmt_release(&s->pool->sl->prepared, st);
 }
 
-static bool queue_push(struct server *s, uint8_t kind, struct prepared_stmt *st)
+/* Append an entry of frontend message type and action to s's reply queue. */
+static bool queue_push(struct server *s, uint8_t type, enum replyq_action action, struct prepared_stmt *st)
 {
-	struct reply_queue *q = &s->replies;
-	if (q->n == q->cap) {
-		size_t cap = q->cap ? q->cap * 2 : 16;
-		struct reply_entry *items = malloc(cap * sizeof(*items));
-		if (!items)
-			return false;
-		for (size_t i = 0; i < q->n; i++)
-			items[i] = q->items[(q->head + i) % q->cap];
-		free(q->items);
-		q->items = items;
-		q->head = 0;
-		q->cap = cap;
-	}
-	q->items[(q->head + q->n) % q->cap] = (struct reply_entry){ .kind = kind, .stmt = st };
-	q->n++;
-	return true;
+	return replyq_push(&s->replies, type, action, st);
 }
 
-static struct reply_entry *queue_head(struct server *s)
-{
-	return s->replies.n ? &s->replies.items[s->replies.head] : NULL;
-}
-
-struct reply_entry *prepared_reply_head(struct server *s)
-{
-	return queue_head(s);
-}
-
-static struct reply_entry *queue_tail(struct server *s)
-{
-	struct reply_queue *q = &s->replies;
-	return q->n ? &q->items[(q->head + q->n - 1) % q->cap] : NULL;
-}
-
-struct reply_entry *prepared_reply_tail(struct server *s)
-{
-	return queue_tail(s);
-}
-
-/* Pop the head request; a usage record riding on it is journaled when the
- * request completed (ok) or dropped when it failed or was skipped. */
 /* The client is owed an error in place of success: its usage record was not journaled. */
 static void fail_unrecorded(struct server *s)
 {
@@ -280,34 +245,41 @@ static void fail_unrecorded(struct server *s)
 }
 
 /*
- * Pop the head request; a usage record riding on it is journaled when that
- * request completed (ok) or dropped when it failed or was skipped. Returns
- * false when a completed request's record could not be journaled.
+ * The replyq settle callback (arg: the server): entry e leaves s's queue
+ * with outcome o. The middleware's token goes back to ai_settle; the core's
+ * riders are applied (completed) or dropped. Returns false when a completed
+ * request's usage record could not be journaled.
  */
-static bool queue_pop_as(struct server *s, bool ok)
+static bool settle_entry(void *arg, struct replyq_entry *e, enum replyq_outcome o)
 {
-	struct reply_queue *q = &s->replies;
-	struct reply_entry *e = &q->items[q->head];
+	struct server *s = arg;
+	bool ok = o == RQ_COMPLETED;
+	bool done = ok && !e->failed;
 	bool recorded = true;
-	if (e->usage) {
-		if (ok && !e->failed)
-			recorded = usage_commit(s->pool->sl, e->usage);
-		else
-			usage_discard(e->usage);
-		e->usage = NULL;
+	if (ok && e->type == PqMsg_Parse && e->action != RQ_SYNTHESISE && e->stmt)
+		e->stmt->parsed = true;    /* known good: a later Parse of it needs no server */
+	if (o == RQ_SKIPPED && e->type == PqMsg_Parse && e->stmt)
+		server_forget(s, e->stmt);   /* the Parse failed: not prepared there */
+	if (e->token) {
+		enum ai_outcome ao = done ? AI_COMPLETED : o == RQ_COMPLETED || o == RQ_FAILED ? AI_FAILED : AI_SKIPPED;
+		if (s->capture && s->capture == ai_token_cache(e->token))
+			s->capture = NULL;
+		/* an answer read inside a transaction block may be rolled back; one
+		 * read on a server whose settings a client may have changed unseen
+		 * may not be what the key says */
+		bool cacheable = s->tx_status == 'I' && !s->block_begun && !s->settings_tainted;
+		struct stmt_tags *parsed;
+		recorded = ai_settle(s->pool->sl, e->token, ao, cacheable, &parsed);
+		e->token = NULL;
+		if (parsed)
+			client_step_parsed(s->client, parsed, ok);
 	}
-	if (e->cache)
-		cache_reply_done(s, e, ok);
 	if (e->setting) {
-		if (ok && !e->failed)
-			settings_query_done(s, e->setting, e->kind == PqMsg_Execute);
+		if (done)
+			settings_query_done(s, e->setting, e->type == PqMsg_Execute);
 		sessvar_op_free(e->setting);
 		free(e->setting);
 		e->setting = NULL;
-	}
-	if (e->parsed) {
-		client_step_parsed(s->client, e->parsed, ok);
-		e->parsed = NULL;
 	}
 	if (e->client_name) {
 		/* a Parse that failed or was skipped defined nothing: the name is free again */
@@ -317,7 +289,7 @@ static bool queue_pop_as(struct server *s, bool ok)
 		free(e->client_name);
 		e->client_name = NULL;
 	}
-	if ((e->kind == PqMsg_Bind || e->kind == PqMsg_Describe) && e->stmt) {
+	if ((e->type == PqMsg_Bind || e->type == PqMsg_Describe) && e->action == RQ_FORWARD && e->stmt) {
 		stmt_release(&s->pool->sl->prepared, e->stmt);    /* the reference the request held */
 		e->stmt = NULL;
 	}
@@ -325,38 +297,35 @@ static bool queue_pop_as(struct server *s, bool ok)
 		free(e->notify);    /* its statement failed or was skipped (notify_server_reply takes a success's) */
 		e->notify = NULL;
 	}
-	q->head = (q->head + 1) % q->cap;
-	q->n--;
 	return recorded;
 }
 
-static void queue_pop(struct server *s)
+/* The newest entry, when it is a forwarded request of type. */
+static struct replyq_entry *tail_forwarded(struct server *s, uint8_t type)
 {
-	if (!queue_pop_as(s, true))
-		fail_unrecorded(s);    /* a Query's record: the error goes before its ReadyForQuery */
+	struct replyq_entry *e = replyq_tail(&s->replies);
+	return e && e->type == type && e->action == RQ_FORWARD ? e : NULL;
 }
 
 void prepared_attach_usage(struct server *s, struct usage_pending *usage)
 {
-	struct reply_queue *q = &s->replies;
+	struct replyq_entry *e = replyq_tail(&s->replies);
 	if (!usage)
 		return;
-	if (q->n == 0) {
+	if (!e) {
 		usage_discard(usage);    /* nothing to ride on: the server will not answer it */
 		return;
 	}
-	struct reply_entry *e = &q->items[(q->head + q->n - 1) % q->cap];
-	usage_discard(e->usage);
-	e->usage = usage;
+	ai_token_add_usage(&e->token, usage);
 }
 
 void prepared_attach_setting(struct server *s, uint8_t type, struct sessvar_op *op)
 {
-	struct reply_entry *e = queue_tail(s);
+	struct replyq_entry *e = tail_forwarded(s, type);
 	if (!op)
 		return;
 	/* an Execute while skipping to Sync pushed no entry: the tail is another's */
-	if (!e || e->setting || e->kind != type || (type != PqMsg_Query && type != PqMsg_Execute) ||
+	if (!e || e->setting || (type != PqMsg_Query && type != PqMsg_Execute) ||
 	    (type == PqMsg_Execute && s->replies.skipping)) {
 		sessvar_op_free(op);
 		free(op);
@@ -367,166 +336,97 @@ void prepared_attach_setting(struct server *s, uint8_t type, struct sessvar_op *
 
 void prepared_attach_fill(struct server *s, struct cache_entry *fill)
 {
-	struct reply_entry *e = queue_tail(s);
+	struct replyq_entry *e = replyq_tail(&s->replies);
 	if (!fill)
 		return;
-	if (!e || e->cache || (e->kind != PqMsg_Query && e->kind != PqMsg_Describe && e->kind != PqMsg_Execute)) {
+	if (!e || e->action != RQ_FORWARD ||
+	    (e->type != PqMsg_Query && e->type != PqMsg_Describe && e->type != PqMsg_Execute) ||
+	    !ai_token_add_cache(&e->token, fill, false)) {
 		cache_fill_fail(fill);    /* the server will not answer it (skipping) */
 		cache_fill_drop(s->pool->sl->cache, fill, now_usec());
-		return;
 	}
-	e->cache = fill;
 }
 
 bool prepared_attach_parse(struct server *s, struct stmt_tags *parsed)
 {
-	struct reply_entry *e = queue_tail(s);
-	if (!e || e->kind != PqMsg_Parse || e->parsed) {
+	struct replyq_entry *e = tail_forwarded(s, PqMsg_Parse);
+	if (!e || !ai_token_add_parsed(&e->token, parsed)) {
 		client_step_parsed(NULL, parsed, false);    /* skipped by the server */
 		return false;
 	}
-	e->parsed = parsed;
 	return true;
 }
 
 const struct stmt_tags *prepared_pending_parse(struct server *s, const char *name)
 {
-	struct reply_queue *q = &s->replies;
-	for (size_t i = q->n; i-- > 0;) {
-		const struct reply_entry *e = &q->items[(q->head + i) % q->cap];
-		if (e->parsed && strcmp(e->parsed->name, name) == 0)
-			return e->parsed;
+	struct replyq *q = &s->replies;
+	for (uint32_t i = q->n; i-- > 0;) {
+		const struct stmt_tags *st = ai_token_parsed(replyq_at(q, i)->token);
+		if (st && strcmp(st->name, name) == 0)
+			return st;
 	}
 	return NULL;
 }
 
-bool prepared_owe(struct server *s, uint8_t kind, struct cache_entry *hit, uint32_t row_pos,
+bool prepared_owe(struct server *s, uint8_t type, struct cache_entry *hit, uint32_t row_pos,
                   int32_t max_rows, struct usage_pending *usage)
 {
-	bool skipped = s->replies.skipping;
-	if (skipped || !queue_push(s, kind, NULL)) {
+	struct ai_token *tok = NULL;
+	bool made = !hit || ai_token_add_cache(&tok, hit, true);
+	if (!made)
 		cache_entry_release(s->pool->sl->cache, hit);
-		usage_discard(usage);
+	made = ai_token_add_usage(&tok, usage) && made;    /* takes usage in any case */
+	bool skipped = s->replies.skipping;
+	if (!made || skipped ||
+	    !queue_push(s, type, RQ_SYNTHESISE, NULL)) {
+		struct stmt_tags *parsed;
+		ai_settle(s->pool->sl, tok, AI_SKIPPED, false, &parsed);    /* releases the hit, discards usage */
 		return skipped;
 	}
-	struct reply_entry *e = queue_tail(s);
-	e->cache = hit;
+	struct replyq_entry *e = replyq_tail(&s->replies);
+	e->token = tok;
 	e->row_pos = row_pos;
 	e->max_rows = max_rows;
-	e->usage = usage;
 	prepared_flush_owed(s);
 	return true;
 }
 
 void prepared_note_request(struct server *s, uint8_t type)
 {
-	switch (type) {
-	case PqMsg_Sync:
-		s->replies.skipping = false;
-		/* fall through */
-	case PqMsg_Query:
-	case PqMsg_FunctionCall:
-		queue_push(s, type, NULL);
-		break;
-	case PqMsg_Parse:
-	case PqMsg_Bind:
-	case PqMsg_Describe:
-	case PqMsg_Execute:
-	case PqMsg_Close:
-		if (!s->replies.skipping)
-			queue_push(s, type, NULL);
-		break;
-	default:
-		break;
-	}
-}
-
-/* After an ErrorResponse to an extended-protocol message the server skips
- * to Sync: its requests up to there will never be answered. */
-static void skip_to_sync(struct server *s)
-{
-	struct reply_entry *e;
-	while ((e = queue_head(s)) != NULL && e->kind != PqMsg_Sync) {
-		if ((e->kind == PqMsg_Parse || e->kind == 'p') && e->stmt)
-			server_forget(s, e->stmt);   /* the Parse failed: not prepared there */
-		queue_pop_as(s, false);
-	}
-	if (!e)
-		s->replies.skipping = true;
+	replyq_note_request(&s->replies, type);
 }
 
 enum reply_action prepared_on_reply(struct server *s, uint8_t type)
 {
-	struct reply_entry *e = queue_head(s);
-	if (!e)
-		return REPLY_FORWARD;
-	uint8_t k = e->kind;
-	switch (type) {
-	case PqMsg_ParseComplete:
-	case PqMsg_BindComplete:
-	case PqMsg_CloseComplete:
-		if (type == PqMsg_ParseComplete && (k == PqMsg_Parse || k == 'p') && e->stmt)
-			e->stmt->parsed = true;    /* known good: a later Parse of it needs no server */
-		queue_pop(s);
-		return k == 'p' || k == 'b' || k == 'c' ? REPLY_SWALLOW : REPLY_FORWARD;
-	case PqMsg_RowDescription:
-	case 'n':   /* NoData */
-		if (k == PqMsg_Describe)
-			queue_pop(s);
-		return REPLY_FORWARD;
-	case PqMsg_CommandComplete:
-	case PqMsg_EmptyQueryResponse:
-	case 's':   /* PortalSuspended */
-		if (k == PqMsg_Execute && !queue_pop_as(s, type == PqMsg_CommandComplete)) {
-			/* the error replaces the Execute's CommandComplete */
-			fail_unrecorded(s);
-			return REPLY_SWALLOW;
-		}
-		return REPLY_FORWARD;
-	case PqMsg_ReadyForQuery:
-		queue_pop(s);
-		return REPLY_FORWARD;
-	case PqMsg_ErrorResponse:
-		if (k != PqMsg_Query && k != PqMsg_FunctionCall && k != PqMsg_Sync)
-			skip_to_sync(s);
-		else
-			e->failed = true;     /* its ReadyForQuery still comes */
-		return REPLY_FORWARD;
-	default:
-		return REPLY_FORWARD;
-	}
+	bool lost;
+	enum replyq_action a = replyq_on_reply(&s->replies, type, settle_entry, s, &lost);
+	if (lost)
+		fail_unrecorded(s);    /* before the message, or in place of an Execute's end */
+	return a == RQ_SWALLOW ? REPLY_SWALLOW : REPLY_FORWARD;
 }
 
-static void add_complete(struct iobuf *out, char type)
+static void add_complete(struct iobuf *out, uint8_t type)
 {
-	char msg[5] = { type, 0, 0, 0, 4 };
+	uint8_t msg[5] = { type, 0, 0, 0, 4 };
 	iobuf_add(out, msg, sizeof(msg));
-}
-
-/* A reply pgsluice writes itself (see prepared.h), not the server's? */
-static bool is_owed(uint8_t kind)
-{
-	switch (kind) {
-	case '1': case '2': case '3': case 'r': case 'k':
-		return true;
-	default:
-		return false;
-	}
 }
 
 void prepared_flush_owed(struct server *s)
 {
-	struct reply_entry *e;
+	struct replyq_entry *e;
 	if (!s->client || s->relay_left > 0)
 		return;
 	struct iobuf *out = &s->client->io.out;
-	while ((e = queue_head(s)) != NULL && is_owed(e->kind)) {
-		if (e->kind == 'r' || e->kind == 'k')
-			cache_write_owed(out, e);
+	while ((e = replyq_head(&s->replies)) != NULL && e->action == RQ_SYNTHESISE) {
+		if (e->type == PqMsg_Describe)
+			cacheio_write_rowdesc(out, ai_token_cache(e->token));
+		else if (e->type == PqMsg_Execute)
+			cacheio_write_rows(out, ai_token_cache(e->token), &e->row_pos, e->max_rows);
 		else
-			add_complete(out, (char)e->kind);
+			add_complete(out, replyq_owed_complete(e->type));
 		/* a hit's usage record cannot fail the hit: its loss is logged and counted */
-		queue_pop_as(s, true);
+		settle_entry(s, e, RQ_COMPLETED);
+		replyq_pop(&s->replies);
 	}
 }
 
@@ -541,17 +441,14 @@ void prepared_server_reset(struct server *s, bool statements_dropped)
 	s->capture = NULL;
 	if (statements_dropped)
 		forget_all(s);
-	while (s->replies.n > 0)
-		queue_pop_as(s, false);
-	s->replies.head = 0;
-	s->replies.skipping = false;
+	replyq_clear(&s->replies, settle_entry, s);
 }
 
 void prepared_server_free(struct server *s)
 {
 	prepared_server_reset(s, true);
 	free(s->stmts.items);
-	free(s->replies.items);
+	replyq_free(&s->replies);
 }
 
 /* ---- failing a client's message in place ---- */
@@ -586,9 +483,9 @@ void prepared_raise_error(struct server *s, const char *sqlstate, const char *me
 	s->unsynced = true;
 	if (s->replies.skipping)
 		return;    /* the server skips all of it, as it would have the client's message */
-	queue_push(s, 'p', NULL);
-	queue_push(s, 'b', NULL);
-	queue_push(s, PqMsg_Execute, NULL);
+	queue_push(s, PqMsg_Parse, RQ_SWALLOW, NULL);
+	queue_push(s, PqMsg_Bind, RQ_SWALLOW, NULL);
+	queue_push(s, PqMsg_Execute, RQ_FORWARD, NULL);
 }
 
 /* ---- rewriting client messages ---- */
@@ -639,12 +536,12 @@ static bool ensure_prepared(struct server *s, struct prepared_stmt *st, bool afr
 		ss->gen = st->gen;
 		add_close(out, st);
 		add_parse(out, st);
-		return queue_push(s, 'c', NULL) && queue_push(s, 'p', st);
+		return queue_push(s, PqMsg_Close, RQ_SWALLOW, NULL) && queue_push(s, PqMsg_Parse, RQ_SWALLOW, st);
 	}
 	if (st->drops_all) {
 		forget_all(s);
 		add_parse(out, st);
-		return queue_push(s, 'p', NULL);
+		return queue_push(s, PqMsg_Parse, RQ_SWALLOW, NULL);
 	}
 	size_t max = (size_t)s->pool->sl->cfg->max_prepared_statements;
 	if (s->stmts.n >= max && s->stmts.n > 0) {
@@ -654,7 +551,7 @@ static bool ensure_prepared(struct server *s, struct prepared_stmt *st, bool afr
 				lru = i;
 		struct prepared_stmt *victim = s->stmts.items[lru].stmt;
 		add_close(out, victim);
-		if (!queue_push(s, 'c', NULL))
+		if (!queue_push(s, PqMsg_Close, RQ_SWALLOW, NULL))
 			return false;
 		server_forget(s, victim);
 	}
@@ -667,7 +564,7 @@ static bool ensure_prepared(struct server *s, struct prepared_stmt *st, bool afr
 		s->stmts.cap = cap;
 	}
 	add_parse(out, st);
-	if (!queue_push(s, 'p', st))
+	if (!queue_push(s, PqMsg_Parse, RQ_SWALLOW, st))
 		return false;
 	st->refcount++;
 	s->stmts.items[s->stmts.n++] = (struct server_stmt){ st, ++s->stmts.clock, st->gen };
@@ -675,18 +572,19 @@ static bool ensure_prepared(struct server *s, struct prepared_stmt *st, bool afr
 }
 
 /* The request just noted (a Bind or Describe of st) keeps st alive until answered: an 0A000 names it. */
-static void hold_stmt(struct server *s, uint8_t kind, struct prepared_stmt *st)
+static void hold_stmt(struct server *s, uint8_t type, struct prepared_stmt *st)
 {
-	struct reply_entry *e = queue_tail(s);
-	if (s->replies.skipping || !e || e->kind != kind || e->stmt)
+	struct replyq_entry *e = tail_forwarded(s, type);
+	if (s->replies.skipping || !e || e->stmt)
 		return;
 	e->stmt = st;
 	st->refcount++;
 }
 
-static void owe_complete(struct server *s, uint8_t kind)
+/* Owe the client the completion of its message of type (Parse, Close) pgsluice answered itself. */
+static void owe_complete(struct server *s, uint8_t type)
 {
-	queue_push(s, kind, NULL);
+	queue_push(s, type, RQ_SYNTHESISE, NULL);
 	prepared_flush_owed(s);
 }
 
@@ -720,7 +618,7 @@ static bool add_deallocate_target(struct server *s)
 	msg_end(&m);
 	msg_flush_to(&m, out);
 	msg_free(&m);
-	return queue_push(s, 'c', NULL) && queue_push(s, 'p', NULL);
+	return queue_push(s, PqMsg_Close, RQ_SWALLOW, NULL) && queue_push(s, PqMsg_Parse, RQ_SWALLOW, NULL);
 }
 
 /*
@@ -740,9 +638,9 @@ static struct client_stmt *own_deallocate(struct client *c, struct server *s, co
 /* Is a Parse of the client's name still unanswered on s? */
 static bool parse_in_flight(struct server *s, const char *name)
 {
-	struct reply_queue *q = &s->replies;
-	for (size_t i = 0; i < q->n; i++) {
-		const struct reply_entry *e = &q->items[(q->head + i) % q->cap];
+	struct replyq *q = &s->replies;
+	for (uint32_t i = 0; i < q->n; i++) {
+		const struct replyq_entry *e = replyq_at(q, i);
 		if (e->client_name && strcmp(e->client_name, name) == 0)
 			return true;
 	}
@@ -803,15 +701,15 @@ static enum client_msg_result rewrite_parse(struct client *c, struct server *s, 
 		return CLIENT_MSG_FAILED;
 	}
 	if (st->drops_all) {
-		owe_complete(s, '1');
+		owe_complete(s, PqMsg_Parse);
 		return CLIENT_MSG_DONE;
 	}
 	if (!ensure_prepared(s, st, true))
 		return CLIENT_MSG_FAILED;
 	/* The injected Parse stands for the client's: its ParseComplete is the client's,
 	 * and if it fails, the client's name is free again. */
-	struct reply_entry *e = queue_tail(s);
-	e->kind = PqMsg_Parse;
+	struct replyq_entry *e = replyq_tail(&s->replies);
+	e->action = RQ_FORWARD;
 	e->client_name = strdup(name);
 	return e->client_name ? CLIENT_MSG_DONE : CLIENT_MSG_FAILED;
 }
@@ -832,7 +730,7 @@ static enum client_msg_result rewrite_describe_close(struct client *c, struct se
 		if (cs)
 			client_drop(c, cs);
 		if (!s->replies.skipping)
-			owe_complete(s, '3');
+			owe_complete(s, PqMsg_Close);
 		return CLIENT_MSG_DONE;
 	}
 	if (!cs)
@@ -1096,7 +994,7 @@ int prepared_intercept_deallocate(struct client *c, uint32_t len)
 
 int prepared_answer_unlinked(struct client *c, uint8_t type, uint32_t len)
 {
-	if (type != PqMsg_Parse || c->server || !prepared_active(c) || c->n_tagged || c->unnamed_tags ||
+	if (type != PqMsg_Parse || c->server || !prepared_active(c) || (c->aic && client_step_has_statement_tags(c)) ||
 	    len > 65536)
 		return 1;
 	struct iobuf *in = &c->io.in;
@@ -1149,15 +1047,16 @@ int prepared_answer_unlinked(struct client *c, uint8_t type, uint32_t len)
 }
 
 /* The oldest request s has not answered, for a const s. */
-static const struct reply_entry *head_of(const struct server *s)
+static const struct replyq_entry *head_of(const struct server *s)
 {
 	return s->replies.n ? &s->replies.items[s->replies.head] : NULL;
 }
 
 bool prepared_wants_reply(struct server *s, uint8_t type)
 {
-	const struct reply_entry *e = head_of(s);
-	return type == PqMsg_ErrorResponse && e && e->stmt && (e->kind == PqMsg_Bind || e->kind == PqMsg_Describe);
+	const struct replyq_entry *e = head_of(s);
+	return type == PqMsg_ErrorResponse && e && e->stmt && e->action == RQ_FORWARD &&
+	       (e->type == PqMsg_Bind || e->type == PqMsg_Describe);
 }
 
 void prepared_see_reply(struct server *s, uint8_t type, const uint8_t *body, size_t len)

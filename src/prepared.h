@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: PostgreSQL */
 /*
  * prepared.h - named prepared statements under transaction and statement
- * pooling, and the queue of replies a server owes. Owns the registry that
- * maps statement text + parameter types to a server-side name, each client's
- * names and each server's prepared set (LRU, max_prepared_statements).
+ * pooling, and what rides on a server's reply queue (replyq.h). Owns the
+ * registry that maps statement text + parameter types to a server-side name,
+ * each client's names and each server's prepared set (LRU,
+ * max_prepared_statements), and settles reply-queue entries as they pop.
  */
 #ifndef SLUICE_PREPARED_H
 #define SLUICE_PREPARED_H
@@ -12,9 +13,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct cache_entry;
 struct client;
 struct server;
 struct iobuf;
+struct usage_pending;
 
 #define PREPARED_BUCKETS 1024
 
@@ -49,38 +52,6 @@ struct client_stmts { struct client_stmt *items; size_t n, cap; };
 /* What a server has prepared, with a use clock for LRU eviction. */
 struct server_stmt { struct prepared_stmt *stmt; uint64_t used; uint32_t gen; /* stmt->gen when parsed */ };
 struct server_stmts { struct server_stmt *items; size_t n, cap; uint64_t clock; };
-
-/*
- * The requests a server has not finished answering, in order
- * (protocol-flow.html 55.2.3: replies come in request order, and after an
- * ErrorResponse the server skips to Sync). Kinds are the frontend message
- * types, plus: 'p' a Parse pgsluice injected (its ParseComplete is
- * swallowed), 'b' an injected Bind, 'c' an injected Close, and what pgsluice
- * owes the client for a message it did not forward: '1' / '2' / '3' a
- * ParseComplete / BindComplete / CloseComplete, 'r' / 'k' the RowDescription
- * / DataRows of a completion-cache hit (src/ai/cache_proto.h).
- */
-struct usage_pending;
-struct cache_entry;
-struct reply_entry {              /* 64 bytes: the ring is indexed on every reply */
-	uint8_t kind;
-	bool failed;                   /* a Query that got ErrorResponse */
-	struct prepared_stmt *stmt;
-	struct usage_pending *usage;   /* a usage record made when this request completes; owned */
-	struct cache_entry *cache;     /* Query/Describe/Execute: the fill it captures into;
-	                                  'r'/'k': the hit it answers from; one reference owned */
-	struct stmt_tags *parsed;      /* Parse: the tags its statement takes when it completes; owned */
-	struct sessvar_op *setting;    /* Query/Execute: the SET recorded when it completes without error; owned */
-	char *client_name;             /* Parse / '1': the client's name it bound, unbound if it fails; owned */
-	uint32_t row_pos;              /* 'k': the portal's next row */
-	int32_t max_rows;              /* 'k': the Execute's row limit (0: all) */
-	char *notify;                  /* Query/Execute: the LISTEN/UNLISTEN it stands for (notify_relay.h); owned */
-};
-struct reply_queue {
-	struct reply_entry *items;     /* ring buffer */
-	size_t head, n, cap;
-	bool skipping;                 /* an error arrived before the client's Sync */
-};
 
 enum reply_action { REPLY_FORWARD, REPLY_SWALLOW };
 
@@ -162,14 +133,16 @@ void prepared_attach_usage(struct server *s, struct usage_pending *usage);
 void prepared_attach_fill(struct server *s, struct cache_entry *fill);
 
 /*
- * Owe the client a reply in order: kind '2' (BindComplete), 'r' (hit's
- * RowDescription) or 'k' (hit's rows from row_pos, at most max_rows, with
- * usage journaled when written). hit: a reference the queue takes over
- * (NULL for '2'); usage is owned. While s skips to Sync after an error the
- * reply is dropped, as PostgreSQL would skip the message. Written at once
- * when nothing is owed before it. False when out of memory (nothing queued).
+ * Owe the client the reply to its message of frontend type, answered by
+ * pgsluice in order (an RQ_SYNTHESISE entry, replyq.h): PqMsg_Bind
+ * (BindComplete), PqMsg_Describe (the hit's RowDescription) or
+ * PqMsg_Execute (the hit's rows from row_pos, at most max_rows, with usage
+ * journaled when written). hit: a reference the queue takes over (NULL for
+ * a Bind); usage is owned. While s skips to Sync after an error the reply is
+ * dropped, as PostgreSQL would skip the message. Written at once when
+ * nothing is owed before it. False when out of memory (nothing queued).
  */
-bool prepared_owe(struct server *s, uint8_t kind, struct cache_entry *hit, uint32_t row_pos,
+bool prepared_owe(struct server *s, uint8_t type, struct cache_entry *hit, uint32_t row_pos,
                   int32_t max_rows, struct usage_pending *usage);
 
 /*
@@ -192,12 +165,6 @@ void prepared_attach_setting(struct server *s, uint8_t type, struct sessvar_op *
 
 /* The tags of the newest Parse of name still waiting for its ParseComplete on s, or NULL. */
 const struct stmt_tags *prepared_pending_parse(struct server *s, const char *name);
-
-/* The oldest request s has not finished answering, or NULL. */
-struct reply_entry *prepared_reply_head(struct server *s);
-
-/* The newest request noted on s, or NULL. */
-struct reply_entry *prepared_reply_tail(struct server *s);
 
 /*
  * A named statement the client parsed and pgsluice answered itself (a
@@ -234,23 +201,6 @@ enum reply_action prepared_on_reply(struct server *s, uint8_t type);
 
 /* Emit the replies pgsluice owes the client that are due now (queue head). */
 void prepared_flush_owed(struct server *s);
-
-/*
- * Is the head of q a reply pgsluice owes the client ('1', '2', '3', 'r', 'k'
- * above), so that prepared_flush_owed has something to write? Inline: it is
- * asked before every message a server sends.
- */
-static inline bool prepared_owes_head(const struct reply_queue *q)
-{
-	if (q->n == 0)
-		return false;
-	switch (q->items[q->head].kind) {
-	case '1': case '2': case '3': case 'r': case 'k':
-		return true;
-	default:
-		return false;
-	}
-}
 
 /*
  * Fail the extended-protocol message the client sent (and pgsluice dropped)

@@ -17,7 +17,8 @@
 #include <openssl/ssl.h>
 #include <sys/un.h>
 
-#include "ai/cache_proto.h"
+#include "cacheio.h"
+#include "ai/token.h"
 #include "auth.h"
 #include "dnscache.h"
 #include "authquery.h"
@@ -866,7 +867,7 @@ static void note_server_message(struct server *s, uint8_t type, const uint8_t *b
 			s->client->sl->stats.xact_count++;
 			/* portals end with their transaction; with more batches in flight
 			 * the names may already belong to the next one */
-			if (s->client->n_portals && s->pending_ready == 0)
+			if (s->client->aic && s->pending_ready == 0)
 				client_step_transaction_ended(s->client);
 		}
 		pool_note_ready(s);   /* per-database stats (admin console) */
@@ -901,7 +902,8 @@ static bool transaction_end(struct server *s, struct client *c)
 /* The completion-cache fill the reply at the head of the queue is captured into, or NULL. */
 static struct cache_entry *head_fill(const struct server *s)
 {
-	return s->replies.n > 0 ? s->replies.items[s->replies.head].cache : NULL;
+	const struct replyq_entry *h = s->replies.n > 0 ? &s->replies.items[s->replies.head] : NULL;
+	return h && h->token ? ai_token_cache(h->token) : NULL;    /* asked for every message: no call without a token */
 }
 
 static bool needs_whole(struct server *s, uint8_t type)
@@ -950,7 +952,7 @@ static bool whole_message(struct server *s, uint8_t type, struct iobuf *in, uint
 	if (type == PqMsg_CommandComplete && s->client->settings_in_tx)
 		settings_command_complete(s, msg + PROTO_HEADER_LEN, len - 4);
 	if (head_fill(s))
-		cache_capture_whole(s, type, msg, total);
+		cacheio_capture_whole(s, type, msg, total);
 	prepared_see_reply(s, type, msg + PROTO_HEADER_LEN, len - 4);
 	if (type == PqMsg_CommandComplete && s->pool->pool_mode != POOL_MODE_SESSION &&
 	    notify_server_reply(s->client, s, type, msg, total)) {
@@ -1013,7 +1015,7 @@ static void server_relay(struct server *s)
 				connio_pause_read(&s->io);
 				return;   /* the client's drain resumes us */
 			}
-			if (s->relay_left == 0 && prepared_owes_head(&s->replies))
+			if (s->relay_left == 0 && replyq_owes_head(&s->replies))
 				prepared_flush_owed(s);
 			if (s->relay_left > 0) {
 				size_t n = iobuf_len(in);
@@ -1022,7 +1024,7 @@ static void server_relay(struct server *s)
 				if (n > s->relay_left)
 					n = s->relay_left;
 				if (s->capture)
-					cache_capture_stream(s, iobuf_data(in), n);
+					cacheio_capture_stream(s, iobuf_data(in), n);
 				if (!iobuf_move(out, in, n)) {
 					server_close(s, "out of memory");
 					return;
@@ -1048,7 +1050,7 @@ static void server_relay(struct server *s)
 		}
 		if (!whole) {
 			if (head_fill(s))
-				cache_capture_begin(s, type, len);
+				cacheio_capture_begin(s, type, len);
 			prepared_on_reply(s, type);
 			s->relay_left = 1 + len;
 			continue;

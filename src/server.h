@@ -19,6 +19,7 @@
 #include "pgerror.h"
 #include "proto.h"
 #include "prepared.h"
+#include "replyq.h"
 #include "scram.h"
 #include "varcache.h"
 #include "sessvars.h"
@@ -94,7 +95,7 @@ struct server {
 	bool internal_failed;          /* an internal query got ErrorResponse */
 	struct pg_error internal_error;   /* and its fields */
 	bool tls;                      /* io runs TLS */
-	struct reply_queue replies;    /* requests not answered yet, in order */
+	struct replyq replies;         /* requests not answered yet, in order (replyq.h) */
 	struct server_stmts stmts;     /* statements prepared on this server */
 	struct cache_entry *capture;   /* the fill the DataRow being relayed goes to (cache_proto.h) */
 	uint32_t capture_left;         /* bytes of it still to capture */

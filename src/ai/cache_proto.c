@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: PostgreSQL */
 /*
- * cache_proto.c - see cache_proto.h. Answers are stored as the very bytes
- * PostgreSQL sent, so a hit is a copy; keys are length-prefixed fields so
+ * cache_proto.c - see cache_proto.h. Keys are length-prefixed fields so
  * that no two different statements can share one.
  */
 #include "ai/cache_proto.h"
@@ -12,17 +11,9 @@
 #include <string.h>
 
 #include "ai/cache.h"
-#include "iobuf.h"
 #include "ai/tags.h"
-#include "client.h"
-#include "pool.h"
-#include "prepared.h"
 #include "proto.h"
-#include "server.h"
-#include "sluice.h"
 #include "util.h"
-#include "settings.h"
-#include "varcache.h"
 
 /* ---- keys ---- */
 
@@ -70,19 +61,19 @@ static void key_str(struct msgbuf *k, const char *s)
  * client with other settings gets its own answer; one that may have changed
  * settings pgsluice does not track makes no key at all (client_step.c).
  */
-static void key_head(struct msgbuf *k, const struct client *c, const struct cache_stmt *st)
+static void key_head(struct msgbuf *k, const struct cache_key_owner *c, const struct cache_stmt *st)
 {
 	key_str(k, c->database);
 	key_str(k, c->user);
-	for (int i = 0; i < varcache_count(); i++)
-		key_str(k, c->vars.values[i] ? c->vars.values[i] : "");
+	for (int i = 0; i < c->n_vars; i++)
+		key_str(k, c->vars[i] ? c->vars[i] : "");
 	/* the recorded settings (settings.h), by their hash: search_path, app.tenant... */
-	uint64_t hash = settings_current(c)->hash;
+	uint64_t hash = c->settings_hash;
 	msg_add_bytes(k, &hash, sizeof(hash));
 	msg_add_bytes(k, st->data, st->len);
 }
 
-bool cache_key_query(struct msgbuf *k, const struct client *c, const struct cache_stmt *st)
+bool cache_key_query(struct msgbuf *k, const struct cache_key_owner *c, const struct cache_stmt *st)
 {
 	key_head(k, c, st);
 	msg_add_int16(k, 0);    /* no parameters */
@@ -99,7 +90,7 @@ static int16_t format_of(const uint8_t *codes, int16_t n, int i)
 	return (int16_t)((p[0] << 8) | p[1]);
 }
 
-bool cache_key_bind(struct msgbuf *k, const struct client *c, const struct cache_stmt *st,
+bool cache_key_bind(struct msgbuf *k, const struct cache_key_owner *c, const struct cache_stmt *st,
                     const uint8_t *body, size_t len)
 {
 	struct msgreader r;
@@ -137,7 +128,7 @@ bool cache_key_bind(struct msgbuf *k, const struct client *c, const struct cache
 
 /* ---- a statement's description ---- */
 
-bool cache_key_statement(struct msgbuf *k, const struct client *c, const struct cache_stmt *st)
+bool cache_key_statement(struct msgbuf *k, const struct cache_key_owner *c, const struct cache_stmt *st)
 {
 	key_head(k, c, st);
 	msg_add_int16(k, -1);    /* no Bind or Query key has a negative parameter count */
@@ -266,19 +257,6 @@ struct cache_entry *cache_describe_begin(struct cache *cache, const struct msgbu
 	return e;
 }
 
-/* A server's reply to a Describe of a statement, into its fill e: ParameterDescription, then RowDescription. */
-static void capture_describe(struct cache *cache, struct cache_entry *e, uint8_t type, const uint8_t *msg,
-                             size_t total)
-{
-	if (type == 't' && !e->rows_len && !e->rowdesc)
-		cache_fill_rows(cache, e, msg, total);
-	else if (type == PqMsg_RowDescription && e->rows_len && !e->complete)
-		e->complete = cache_fill_rowdesc(cache, e, msg, total);
-	else if (type != PqMsg_NoticeResponse && type != PqMsg_ParameterStatus &&
-	         type != PqMsg_NotificationResponse && type != PqMsg_ReadyForQuery)
-		cache_fill_fail(e);    /* NoData (no lookup), an error */
-}
-
 void cache_note_statement(struct cache *cache, const struct msgbuf *sk, const struct cache_stmt *st,
                           const uint8_t *body, size_t len, const struct cache_entry *e, int64_t ttl)
 {
@@ -296,176 +274,18 @@ void cache_note_statement(struct cache *cache, const struct msgbuf *sk, const st
 	msg_free(&m);
 }
 
-void cache_write_statement(struct iobuf *out, const struct cache_entry *d)
+void cache_fill_done(struct cache *cache, struct cache_entry *fill, bool keep)
 {
-	iobuf_add(out, d->rows, d->rows_len);
-	iobuf_add(out, d->rowdesc, d->rowdesc_len);
-}
-
-/* ---- hits ---- */
-
-void cache_write_rowdesc(struct iobuf *out, const struct cache_entry *e)
-{
-	iobuf_add(out, e->rowdesc, e->rowdesc_len);
-}
-
-static uint32_t msg_len_at(const uint8_t *p)
-{
-	return ((uint32_t)p[1] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 8) | p[4];
-}
-
-void cache_write_rows(struct iobuf *out, const struct cache_entry *e, uint32_t *pos, int32_t max_rows)
-{
-	if (*pos == 0 && (max_rows <= 0 || (uint32_t)max_rows > e->n_rows)) {
-		iobuf_add(out, e->rows, e->rows_len);    /* the usual case: all of it */
-		*pos = e->n_rows;
-		return;
+	if (!keep)
+		cache_fill_fail(fill);
+	if (fill->describes) {
+		/* a statement's description: a record, never an answer */
+		if (!fill->unusable && fill->complete && fill->rowdesc && fill->rows_len)
+			put_statement(cache, fill->key, fill->key_len, fill, fill->rows, fill->rows_len, fill->ttl);
+		cache_fill_fail(fill);
 	}
-	/* A portal fetched in parts. As PostgreSQL, an Execute that reaches its
-	 * row limit suspends even when no row is left; the completion tag then
-	 * counts the rows of the last Execute only. */
-	size_t off = 0;
-	uint32_t row = 0, written = 0;
-	while (row < *pos && off + PROTO_HEADER_LEN <= e->rows_len && e->rows[off] == PqMsg_DataRow) {
-		off += 1 + (size_t)msg_len_at(e->rows + off);
-		row++;
-	}
-	size_t from = off;
-	while ((max_rows <= 0 || written < (uint32_t)max_rows) && off + PROTO_HEADER_LEN <= e->rows_len &&
-	       e->rows[off] == PqMsg_DataRow) {
-		off += 1 + (size_t)msg_len_at(e->rows + off);
-		written++;
-	}
-	iobuf_add(out, e->rows + from, off - from);
-	*pos += written;
-	if (max_rows > 0 && written == (uint32_t)max_rows) {
-		static const uint8_t suspended[5] = { 's', 0, 0, 0, 4 };
-		iobuf_add(out, suspended, sizeof(suspended));
-		return;
-	}
-	const char *tag = (const char *)e->rows + off + PROTO_HEADER_LEN;
-	if (e->rows_len - off > PROTO_HEADER_LEN + 7 && strncmp(tag, "SELECT ", 7) == 0) {
-		struct msgbuf m;
-		char text[32];
-		snprintf(text, sizeof(text), "SELECT %u", written);
-		msg_init(&m);
-		msg_begin(&m, PqMsg_CommandComplete);
-		msg_add_string(&m, text);
-		msg_end(&m);
-		msg_flush_to(&m, out);
-		msg_free(&m);
-	} else {
-		iobuf_add(out, e->rows + off, e->rows_len - off);
-	}
-}
-
-/* ---- capture ---- */
-
-/* The fill the head of s's queue captures into, or NULL. */
-static struct cache_entry *head_fill(struct server *s, uint8_t *kind)
-{
-	struct reply_entry *h = prepared_reply_head(s);
-	if (!h || !h->cache || (h->kind != PqMsg_Query && h->kind != PqMsg_Describe && h->kind != PqMsg_Execute))
-		return NULL;
-	*kind = h->kind;
-	return h->cache;
-}
-
-void cache_capture_whole(struct server *s, uint8_t type, const uint8_t *msg, size_t total)
-{
-	uint8_t kind;
-	struct cache_entry *e = head_fill(s, &kind);
-	struct cache *cache = s->pool->sl->cache;
-	if (!e || e->unusable)
-		return;
-	if (e->describes) {
-		capture_describe(cache, e, type, msg, total);
-		return;
-	}
-	switch (type) {
-	case PqMsg_RowDescription:
-		if (kind == PqMsg_Execute || e->complete)
-			cache_fill_fail(e);
-		else
-			cache_fill_rowdesc(cache, e, msg, total);
-		break;
-	case PqMsg_CommandComplete:
-		if (kind == PqMsg_Describe || e->complete)
-			cache_fill_fail(e);
-		else if (cache_fill_rows(cache, e, msg, total))
-			e->complete = true;
-		break;
-	case PqMsg_NoticeResponse:
-	case PqMsg_ParameterStatus:
-	case PqMsg_NotificationResponse:
-	case 't':    /* ParameterDescription */
-	case PqMsg_ReadyForQuery:
-		break;
-	default:     /* an error, NoData, an empty query, COPY, a suspended portal */
-		cache_fill_fail(e);
-		break;
-	}
-}
-
-void cache_capture_begin(struct server *s, uint8_t type, uint32_t len)
-{
-	uint8_t kind;
-	struct cache_entry *e = head_fill(s, &kind);
-	s->capture = NULL;
-	if (!e || e->unusable)
-		return;
-	if (type == PqMsg_DataRow && kind != PqMsg_Describe && !e->complete) {
-		e->n_rows++;
-		s->capture = e;
-		s->capture_left = 1 + len;
-	} else if (type != PqMsg_NoticeResponse && type != PqMsg_NotificationResponse) {
-		cache_fill_fail(e);
-	}
-}
-
-void cache_capture_stream(struct server *s, const uint8_t *bytes, size_t n)
-{
-	struct cache_entry *e = s->capture;
-	if (n > 0 && e && !e->unusable) {
-		cache_fill_rows(s->pool->sl->cache, e, bytes, n);
-		s->capture_left -= (uint32_t)n;
-	}
-	if (!e || e->unusable || s->capture_left == 0)
-		s->capture = NULL;
-}
-
-void cache_reply_done(struct server *s, struct reply_entry *e, bool ok)
-{
-	struct cache *cache = s->pool->sl->cache;
-	if (e->kind == 'r' || e->kind == 'k') {
-		cache_entry_release(cache, e->cache);
-	} else {
-		/* an answer read inside a transaction block may be rolled back; one
-		 * read on a server whose settings a client may have changed unseen
-		 * may not be what the key says */
-		if (!ok || e->failed || s->tx_status != 'I' || s->block_begun || s->settings_tainted)
-			cache_fill_fail(e->cache);
-		if (s->capture == e->cache)
-			s->capture = NULL;
-		struct cache_entry *fill = e->cache;
-		if (fill->describes) {
-			/* a statement's description: a record, never an answer */
-			if (!fill->unusable && fill->complete && fill->rowdesc && fill->rows_len)
-				put_statement(cache, fill->key, fill->key_len, fill, fill->rows, fill->rows_len, fill->ttl);
-			cache_fill_fail(fill);
-		}
-		cache_entry_hold(fill);    /* its bytes are read once it is stored */
-		if (cache_fill_drop(cache, fill, now_usec()))
-			statement_stored(cache, fill);
-		cache_entry_release(cache, fill);
-	}
-	e->cache = NULL;
-}
-
-void cache_write_owed(struct iobuf *out, struct reply_entry *e)
-{
-	if (e->kind == 'r')
-		cache_write_rowdesc(out, e->cache);
-	else
-		cache_write_rows(out, e->cache, &e->row_pos, e->max_rows);
+	cache_entry_hold(fill);    /* its bytes are read once it is stored */
+	if (cache_fill_drop(cache, fill, now_usec()))
+		statement_stored(cache, fill);
+	cache_entry_release(cache, fill);
 }

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: PostgreSQL */
 /*
- * cache_proto.h - the completion cache on the wire (docs/ai-middleware.md): keys
- * built from Query and Parse/Bind messages, hits written back as the messages
- * PostgreSQL sent, and the capture of a server's answer into a fill.
+ * cache_proto.h - the completion cache's keys and records (docs/ai-middleware.md):
+ * keys built from Query and Parse/Bind messages, statement descriptions, a
+ * fill stored when its request completes. Writing hits and capturing a
+ * server's answer are the core's (cacheio.h).
  */
 #ifndef SLUICE_AI_CACHE_PROTO_H
 #define SLUICE_AI_CACHE_PROTO_H
@@ -14,10 +15,21 @@
 struct ai_tags;
 struct cache;
 struct cache_entry;
-struct client;
-struct iobuf;
-struct reply_entry;
-struct server;
+
+/*
+ * Whose answer a key names (filled by the core, client_step.c): the
+ * client's database and login role, the values of every parameter pgsluice
+ * tracks (varcache.h: client_encoding, DateStyle, TimeZone, IntervalStyle,
+ * standard_conforming_strings, application_name, track_extra_parameters; NULL
+ * when unset) and the hash of its recorded settings (settings.h). All borrowed.
+ */
+struct cache_key_owner {
+	const char *database;
+	const char *user;
+	char *const *vars;
+	int n_vars;
+	uint64_t settings_hash;
+};
 
 /*
  * The statement's part of a key: its text without the tag comment, then its
@@ -44,10 +56,10 @@ struct cache_stmt *cache_stmt_new(const char *text, size_t len, const struct ai_
 struct msgbuf;
 
 /*
- * The key of statement st run by client c (its database and login role) as
+ * The key of statement st run by client c (cache_key_owner) as
  * a simple Query: no parameters, text results. False when out of memory.
  */
-bool cache_key_query(struct msgbuf *k, const struct client *c, const struct cache_stmt *st);
+bool cache_key_query(struct msgbuf *k, const struct cache_key_owner *c, const struct cache_stmt *st);
 
 /*
  * The key of statement st bound by the Bind message body[0..len) (after the
@@ -56,7 +68,7 @@ bool cache_key_query(struct msgbuf *k, const struct client *c, const struct cach
  * reads them, so "no codes" and "all text" are one key. False when out of
  * memory or the Bind is malformed.
  */
-bool cache_key_bind(struct msgbuf *k, const struct client *c, const struct cache_stmt *st,
+bool cache_key_bind(struct msgbuf *k, const struct cache_key_owner *c, const struct cache_stmt *st,
                     const uint8_t *body, size_t len);
 
 /*
@@ -70,12 +82,12 @@ bool cache_key_bind(struct msgbuf *k, const struct client *c, const struct cache
  * answer of the statement, so its presence says PostgreSQL accepted the
  * statement's text and types under this key.
  */
-bool cache_key_statement(struct msgbuf *k, const struct client *c, const struct cache_stmt *st);
+bool cache_key_statement(struct msgbuf *k, const struct cache_key_owner *c, const struct cache_stmt *st);
 
 /*
  * On fill, a Bind's fill of statement st (its Bind body[0..len)) made after
  * the statement key sk: remember what its description needs, to be stored
- * with the answer (cache_reply_done). The ParameterDescription is known when
+ * with the answer (cache_fill_done). The ParameterDescription is known when
  * the Parse gave a non-zero type OID for each of the Bind's parameters.
  */
 void cache_fill_statement(struct cache_entry *fill, const struct msgbuf *sk, const struct cache_stmt *st,
@@ -98,41 +110,11 @@ void cache_note_statement(struct cache *cache, const struct msgbuf *sk, const st
  */
 struct cache_entry *cache_describe_begin(struct cache *cache, const struct msgbuf *sk, int64_t ttl);
 
-/* Append statement description d's ParameterDescription and RowDescription (both must be set). */
-void cache_write_statement(struct iobuf *out, const struct cache_entry *d);
-
-/* Append e's RowDescription (e->rowdesc must be set). */
-void cache_write_rowdesc(struct iobuf *out, const struct cache_entry *e);
-
 /*
- * Append e's DataRows from row *pos on, at most max_rows of them (0: all),
- * then its CommandComplete when the rows ran out, else PortalSuspended, as
- * an Execute of a portal with that row limit answers (protocol-flow.html
- * 55.2.3). Advances *pos.
+ * A fill leaves the reply queue (ai_settle): stored when keep (its request
+ * completed in a cacheable state) and its last capturer completed it, else
+ * dropped. Takes the fill reference the queue held.
  */
-void cache_write_rows(struct iobuf *out, const struct cache_entry *e, uint32_t *pos, int32_t max_rows);
-
-/*
- * Capture hooks, called by the server relay before prepared_on_reply sees a
- * message: the head of s's reply queue says whether the message belongs to a
- * fill. A whole message (msg[0..total), header included) ...
- */
-void cache_capture_whole(struct server *s, uint8_t type, const uint8_t *msg, size_t total);
-
-/* ... or the start of a streamed one of len (its length word); its bytes follow ... */
-void cache_capture_begin(struct server *s, uint8_t type, uint32_t len);
-
-/* ... n bytes of it (bytes, not owned), about to be relayed. */
-void cache_capture_stream(struct server *s, const uint8_t *bytes, size_t n);
-
-/*
- * The reply entry e (a Query, Describe or Execute with a fill, or an owed
- * cached answer) leaves s's queue: ok when its request completed. A fill is
- * stored when its last capturer completed it, else dropped.
- */
-void cache_reply_done(struct server *s, struct reply_entry *e, bool ok);
-
-/* Write the owed cached reply e ('r' RowDescription or 'k' rows) to out. */
-void cache_write_owed(struct iobuf *out, struct reply_entry *e);
+void cache_fill_done(struct cache *cache, struct cache_entry *fill, bool keep);
 
 #endif

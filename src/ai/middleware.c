@@ -10,7 +10,8 @@
 #include "ai/limits.h"
 #include "ai/limits_sync.h"
 #include "ai/usage.h"
-#include "client.h"
+#include "ai/context.h"
+#include "ai/session.h"
 #include "proto.h"
 #include "sluice.h"
 #include "util.h"
@@ -45,19 +46,19 @@ static int64_t wall_ms(void)
 }
 
 /* Whom a tagged (or sluice.user) statement is charged to: the ai_user tag, sluice.user, else the role. */
-static const char *subject_of(const struct client *c, const struct ai_tags *tags)
+static const char *subject_of(const struct ai_context *c, const struct ai_tags *tags)
 {
 	if (tags && tags->has_ai_key && tags->user[0])
 		return tags->user;
-	return c->ai.user[0] ? c->ai.user : c->user;
+	return c->session->user[0] ? c->session->user : c->user;
 }
 
-static const char *model_of(const struct client *c, const struct ai_tags *tags)
+static const char *model_of(const struct ai_context *c, const struct ai_tags *tags)
 {
-	return tags && tags->has_ai_key && tags->model[0] ? tags->model : c->ai.model;
+	return tags && tags->has_ai_key && tags->model[0] ? tags->model : c->session->model;
 }
 
-struct usage_pending *middleware_hit_usage(struct client *c, const struct ai_tags *tags)
+struct usage_pending *middleware_hit_usage(const struct ai_context *c, const struct ai_tags *tags)
 {
 	struct usage_pending *p = usage_prepare(c, tags, subject_of(c, tags), model_of(c, tags));
 	if (p)
@@ -92,14 +93,14 @@ static struct limit_estimate estimate_of(const struct sluice *sl, const struct a
 	return est;
 }
 
-bool middleware_admit(struct client *c, const struct ai_tags *tags, struct pg_error *refusal,
+bool middleware_admit(const struct ai_context *c, const struct ai_tags *tags, struct pg_error *refusal,
                       struct usage_pending **usage)
 {
 	struct sluice *sl = c->sl;
 	if (usage)
 		*usage = NULL;
 	bool tagged = tags && tags->has_ai_key;
-	if (!tagged && !c->ai.user[0])
+	if (!tagged && !c->session->user[0])
 		return true;    /* not attributed: a plain pooler's statement */
 	const char *subject = c->user;
 	if (tagged && tags->user[0]) {
@@ -110,13 +111,13 @@ bool middleware_admit(struct client *c, const struct ai_tags *tags, struct pg_er
 			         "permission denied to set ai_user as role \"%s\"", c->user);
 			str_copy(refusal->hint, "Add the role to tag_trusted_roles in the pgsluice configuration.",
 			         sizeof(refusal->hint));
-			ai_stats_note_statement(sl->ai_stats, c->user, tags->model[0] ? tags->model : c->ai.model,
+			ai_stats_note_statement(sl->ai_stats, c->user, tags->model[0] ? tags->model : c->session->model,
 			                          REFUSAL_UNTRUSTED_AI_USER);   /* SHOW USAGE, /metrics */
 			return false;
 		}
 		subject = tags->user;
-	} else if (c->ai.user[0]) {
-		subject = c->ai.user;
+	} else if (c->session->user[0]) {
+		subject = c->session->user;
 	}
 	const char *model = model_of(c, tags);
 	if (!limits_sync_ready(sl) || !usage_ready(sl)) {

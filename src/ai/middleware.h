@@ -3,7 +3,8 @@
  * middleware.h - the step a client takes before a statement is routed:
  * given the statement's tags and the client's own settings, decide whether
  * it runs (and as whose) or is refused with an error (docs/ai-middleware.md, docs/limits.md).
- * Knows nothing of sockets; client.c hands it parsed statements.
+ * Knows nothing of sockets or of struct client: the core hands it parsed
+ * tags and a struct ai_context.
  */
 #ifndef SLUICE_AI_MIDDLEWARE_H
 #define SLUICE_AI_MIDDLEWARE_H
@@ -14,7 +15,7 @@
 #include "ai/tags.h"
 #include "pgerror.h"
 
-struct client;
+struct ai_context;
 struct usage_pending;
 
 /*
@@ -27,7 +28,8 @@ enum tags_result middleware_tags(const char *text, size_t len, struct ai_tags *t
                                  struct pg_error *refusal);
 
 /*
- * May client c run a statement with tags (NULL: untagged) now? Attributed
+ * May the client c describes (role, database, sluice.* settings: filled by
+ * the core, ai/context.h) run a statement with tags (NULL: untagged) now? Attributed
  * statements (an ai_ tag, or the client set sluice.user) are checked against
  * tag_trusted_roles (42501) and the subject's limits (53400); the request is
  * counted when admitted. Returns true to run it, false with *refusal filled
@@ -35,7 +37,7 @@ enum tags_result middleware_tags(const char *text, size_t len, struct ai_tags *t
  * When admitted and the tags carry token counts, *usage (if not NULL) gets
  * the usage record to journal once the statement completes (else NULL).
  */
-bool middleware_admit(struct client *c, const struct ai_tags *tags, struct pg_error *refusal,
+bool middleware_admit(const struct ai_context *c, const struct ai_tags *tags, struct pg_error *refusal,
                       struct usage_pending **usage);
 
 /*
@@ -44,6 +46,6 @@ bool middleware_admit(struct client *c, const struct ai_tags *tags, struct pg_er
  * chose them, no tokens and no cost, as no LLM was called (src/ai/README.md).
  * NULL when recording is off or out of memory; owned by the caller.
  */
-struct usage_pending *middleware_hit_usage(struct client *c, const struct ai_tags *tags);
+struct usage_pending *middleware_hit_usage(const struct ai_context *c, const struct ai_tags *tags);
 
 #endif

@@ -21,7 +21,7 @@
 #include "ai/limits_sync.h"
 #include "ai/migrate.h"
 #include "ai/tags.h"
-#include "client.h"
+#include "ai/context.h"
 #include "log.h"
 #include "pgerror.h"
 #include "sidechan.h"
@@ -180,13 +180,13 @@ static void random_id(uint8_t id[16])
 	used += 16;
 }
 
-struct usage_pending *usage_prepare(struct client *c, const struct ai_tags *tags,
+struct usage_pending *usage_prepare(const struct ai_context *c, const struct ai_tags *tags,
                                     const char *subject, const char *model)
 {
 	return usage_prepare_admitted(c, tags, subject, model, NULL);
 }
 
-struct usage_pending *usage_prepare_admitted(struct client *c, const struct ai_tags *tags,
+struct usage_pending *usage_prepare_admitted(const struct ai_context *c, const struct ai_tags *tags,
                                              const char *subject, const char *model,
                                              const struct limit_reservation *resv)
 {

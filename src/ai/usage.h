@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 struct sluice;
-struct client;
+struct ai_context;
 struct ai_tags;
 struct usage_pending;
 struct limit_reservation;
@@ -42,12 +42,12 @@ bool usage_drain(struct sluice *sl, int timeout_ms, void (*done)(struct sluice *
 void usage_stop(struct sluice *sl);
 
 /*
- * A record for a statement of client c with tags (which carry ai_tokens_in
+ * A record for a statement of the client c describes, with tags (which carry ai_tokens_in
  * or ai_tokens_out), charged to subject and model (borrowed, copied), timed
  * from now. NULL when recording is off or out of memory. Owned by the
  * caller until usage_commit or usage_discard.
  */
-struct usage_pending *usage_prepare(struct client *c, const struct ai_tags *tags,
+struct usage_pending *usage_prepare(const struct ai_context *c, const struct ai_tags *tags,
                                     const char *subject, const char *model);
 
 /*
@@ -59,7 +59,7 @@ struct usage_pending *usage_prepare(struct client *c, const struct ai_tags *tags
  * by the core like any record. NULL when there is neither a record to make
  * nor a reservation held, or out of memory (the caller then releases resv).
  */
-struct usage_pending *usage_prepare_admitted(struct client *c, const struct ai_tags *tags,
+struct usage_pending *usage_prepare_admitted(const struct ai_context *c, const struct ai_tags *tags,
                                              const char *subject, const char *model,
                                              const struct limit_reservation *resv);
 

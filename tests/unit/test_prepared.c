@@ -108,30 +108,6 @@ static void test_random_texts(void **state)
 	}
 }
 
-/* The replies pgsluice owes the client are told from the queue's head alone, wherever the ring starts. */
-static void test_owes_head(void **state)
-{
-	(void)state;
-	struct reply_entry items[4];
-	memset(items, 0, sizeof(items));
-	struct reply_queue q = { .items = items, .head = 0, .n = 0, .cap = 4 };
-	assert_false(prepared_owes_head(&q));      /* empty */
-	static const uint8_t owed[] = { '1', '2', '3', 'r', 'k' };
-	static const uint8_t server[] = { 'Q', 'P', 'B', 'D', 'E', 'S', 'C', 'F', 'p', 'b', 'c' };
-	for (size_t head = 0; head < 4; head++) {
-		q.head = head;
-		q.n = 2;
-		for (size_t i = 0; i < sizeof(owed); i++) {
-			items[head].kind = owed[i];
-			assert_true(prepared_owes_head(&q));
-		}
-		for (size_t i = 0; i < sizeof(server); i++) {
-			items[head].kind = server[i];
-			assert_false(prepared_owes_head(&q));
-		}
-	}
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -140,7 +116,6 @@ int main(void)
 		cmocka_unit_test(test_all_forms),
 		cmocka_unit_test(test_what_is_left_to_the_server),
 		cmocka_unit_test(test_random_texts),
-		cmocka_unit_test(test_owes_head),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: PostgreSQL */
+/*
+ * ai/client_state.h - one client's middleware state: sluice.user/model, the
+ * tags of its statements and portals, records and cache fills not yet on a
+ * reply-queue entry, its cache hit portal and cache wait. Made on first need.
+ */
+#ifndef SLUICE_AI_CLIENT_STATE_H
+#define SLUICE_AI_CLIENT_STATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ai/cache.h"
+#include "ai/session.h"
+
+struct ai_tags;
+struct cache_stmt;
+struct event;
+struct stmt_tags;
+struct usage_pending;
+
+/* A named prepared statement or portal whose text carries tags (and, for a cache lookup, its key part). */
+struct tagged_stmt { char *name; struct ai_tags *tags; struct cache_stmt *cstmt; };
+
+/*
+ * struct client holds a pointer to one (NULL until the client first needs
+ * it: a sluice.* setting, a tagged statement, a cache lookup), freed with
+ * the client (client_step_free). Read and written by the middleware step
+ * (client_step.c) only; every pointer is owned.
+ */
+struct ai_client {
+	struct ai_session session;     /* sluice.user / sluice.model of this client */
+	/* Tags of the extended protocol's statements, kept only once one is tagged. */
+	struct ai_tags *unnamed_tags;  /* of the unnamed statement; NULL: untagged */
+	struct cache_stmt *unnamed_cstmt; /* its completion-cache key part, when it is a lookup */
+	struct tagged_stmt *tagged;    /* named statements with tags */
+	size_t n_tagged;
+	struct tagged_stmt *portals;   /* named portals of attributed statements (cstmt unused):
+	                                  their Executes are admitted and recorded as the unnamed one's */
+	size_t n_portals;
+	struct ai_tags *portal_tags;   /* of the unnamed portal (a copy); NULL: untagged */
+	struct stmt_tags *pending_parse; /* of the Parse at the front, handed on when relayed */
+	int parses_in_flight;          /* tagged Parses sent, their ParseComplete not back yet */
+	struct usage_pending *pending_usage; /* of the admitted message at the front, until it is relayed */
+	/* An extended-protocol batch decided before any server was taken: */
+	bool batch_admitted;           /* its first Execute is admitted already */
+	struct usage_pending *batch_usage; /* and makes this record */
+	/* The completion cache (src/ai/cache_proto.h): */
+	bool cache_bypass;                  /* the miss waited for was not stored: go to the server */
+	uint32_t cached_portal_row;         /* the hit portal's next row */
+	struct cache_entry *pending_fill;   /* of the message at the front, handed on when relayed */
+	struct cache_entry *portal_fill;    /* the unnamed portal's answer, to be captured (a miss) */
+	struct cache_entry *cached_portal;  /* the unnamed portal, bound to a hit */
+	struct cache_waiter cache_waiter;   /* parked until an identical miss is answered */
+	struct event *cache_wake_ev;        /* resumes the relay after that */
+};
+
+#endif
