@@ -823,8 +823,17 @@ static int parse_settings_step(struct client *c, uint32_t len)
 	struct stmt_parse p;
 	if (!msg || !stmt_read_parse(msg + PROTO_HEADER_LEN, len - 4, &p))
 		c->settings_tainted = true;    /* unreadable: PostgreSQL will refuse it, but be safe */
-	else if (!(follows_settings(c) && settings_ext_parse(c, p.name, p.query)))
+	else if (!follows_settings(c))
 		note_settings(c, p.query, p.query_len, false);
+	else {
+		/* As query_step: the scan first; only a text that may change settings (or a
+		 * name that held a kept SET) is parsed for the record, most Parses are not. */
+		enum settings_effect effect = settings_effect(p.query, p.query_len);
+		if ((effect != SETTINGS_NONE || settings_ext_has(c, p.name)) && settings_ext_parse(c, p.name, p.query))
+			return 1;
+		if (!c->settings_tainted)
+			note_effect(c, effect, false);
+	}
 	return 1;
 }
 

@@ -53,6 +53,12 @@ static struct settings_ext *ext_of(struct client *c)
 	return c->settings_ext;
 }
 
+bool settings_ext_has(const struct client *c, const char *name)
+{
+	struct settings_ext *x = c->settings_ext;
+	return x && x->n_stmts > 0 && find(x->stmts, x->n_stmts, name) != NULL;
+}
+
 bool settings_ext_parse(struct client *c, const char *name, const char *query)
 {
 	struct settings_ext *x = c->settings_ext;

@@ -30,6 +30,9 @@ struct client;
  */
 bool settings_ext_parse(struct client *c, const char *name, const char *query);
 
+/* Does c keep a SET statement named name (settings_ext_parse)? Cheap: false when it keeps none. */
+bool settings_ext_has(const struct client *c, const char *name);
+
 /*
  * Bind (body[0..len), protocol-message-formats.html) of c: a portal of a
  * kept statement gets its op (parameters in text format, else c is
