@@ -369,11 +369,25 @@ static void note_effect(struct client *c, enum settings_effect effect, bool simp
 	}
 }
 
+/*
+ * settings_effect of a Parse's text through the process's memo: parameterised
+ * statements come again and again, and a Parse is looked at before and after
+ * its server is linked. (A simple Query carries its literals: it rarely
+ * repeats, so query_step scans it directly.)
+ */
+static enum settings_effect effect_of(struct client *c, const char *text, size_t len)
+{
+	struct sluice *sl = c->sl;
+	if (!sl->settings_memo && !(sl->settings_memo = calloc(1, sizeof(*sl->settings_memo))))
+		return settings_effect(text, len);
+	return settings_effect_memo(sl->settings_memo, text, len);
+}
+
 static void note_settings(struct client *c, const char *text, size_t len, bool simple)
 {
 	if (c->settings_tainted)
 		return;     /* for good: nothing to learn from more statements */
-	note_effect(c, settings_effect(text, len), simple);
+	note_effect(c, effect_of(c, text, len), simple);
 }
 
 void client_drop_pending_setting(struct client *c)
@@ -828,7 +842,7 @@ static int parse_settings_step(struct client *c, uint32_t len)
 	else {
 		/* As query_step: the scan first; only a text that may change settings (or a
 		 * name that held a kept SET) is parsed for the record, most Parses are not. */
-		enum settings_effect effect = settings_effect(p.query, p.query_len);
+		enum settings_effect effect = effect_of(c, p.query, p.query_len);
 		if ((effect != SETTINGS_NONE || settings_ext_has(c, p.name)) && settings_ext_parse(c, p.name, p.query))
 			return 1;
 		if (!c->settings_tainted)

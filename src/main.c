@@ -809,6 +809,7 @@ static void free_loaded(struct sluice *sl)
 	userlist_free(sl->userlist);
 	hba_free(sl->hba);
 	ident_free(sl->ident);
+	free(sl->settings_memo);
 	tls_free(&sl->tls);
 	limits_free(sl->limits);
 	cache_free(sl->cache);

@@ -95,6 +95,8 @@ struct sluice {
 	struct userlist *userlist;        /* owned; NULL when auth_file is unset */
 	struct hba *hba;                  /* owned; NULL when auth_hba_file is unset */
 	struct ident_map *ident;          /* owned; NULL when auth_ident_file is unset */
+	struct settings_memo *settings_memo; /* owned; statement texts' settings effects (ai/settings_scan.h),
+	                                        made at the first Query or Parse */
 	struct tls_config tls;            /* owned; both legs' TLS contexts */
 	struct dnscache *dnscache;        /* server host name answers (dnscache.c); NULL until one is kept */
 	struct authquery *authquery;      /* auth_query side channels and cache; NULL until used */

@@ -224,3 +224,17 @@ enum settings_effect settings_effect(const char *text, size_t len)
 	}
 	return creates && temp ? SETTINGS_UNKNOWN : SETTINGS_NONE;
 }
+
+enum settings_effect settings_effect_memo(struct settings_memo *memo, const char *text, size_t len)
+{
+	if (!text || len == 0 || len > SETTINGS_MEMO_TEXT)
+		return settings_effect(text, len);
+	struct settings_memo_slot *slot = &memo->slot[len % SETTINGS_MEMO_SLOTS];
+	if (slot->len == len && memcmp(slot->text, text, len) == 0)
+		return (enum settings_effect)slot->effect;
+	enum settings_effect effect = settings_effect(text, len);
+	slot->len = (unsigned short)len;
+	slot->effect = (unsigned char)effect;
+	memcpy(slot->text, text, len);
+	return effect;
+}

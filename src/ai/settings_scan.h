@@ -42,4 +42,28 @@ enum settings_effect {
  */
 enum settings_effect settings_effect(const char *text, size_t len);
 
+/*
+ * A memo of settings_effect for the statement texts seen last: applications
+ * send the same few statements over and over, and a Parse is looked at
+ * before and after its server is linked. Direct-mapped by length; texts
+ * longer than SETTINGS_MEMO_TEXT bytes are not kept. Zeroed = empty. The
+ * caller owns it (one per event loop; not for several threads at once).
+ */
+#define SETTINGS_MEMO_SLOTS 16
+#define SETTINGS_MEMO_TEXT 240
+struct settings_memo_slot {
+	unsigned short len;            /* 0: empty */
+	unsigned char effect;          /* enum settings_effect */
+	char text[SETTINGS_MEMO_TEXT];
+};
+struct settings_memo {
+	struct settings_memo_slot slot[SETTINGS_MEMO_SLOTS];
+};
+
+/*
+ * settings_effect(text, len), from memo when the same text was seen last in
+ * its slot (a memcmp instead of a scan), else computed and remembered.
+ */
+enum settings_effect settings_effect_memo(struct settings_memo *memo, const char *text, size_t len);
+
 #endif

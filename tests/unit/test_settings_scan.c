@@ -143,6 +143,31 @@ static void test_text_need_not_be_nul_terminated(void **state)
 	assert_int_equal(settings_effect(NULL, 0), SETTINGS_NONE);
 }
 
+/* The memo answers as settings_effect does: texts of one length share a slot, a long text is never kept. */
+static void test_memo_answers_as_the_scan(void **state)
+{
+	static struct settings_memo memo;   /* zeroed: empty */
+	const char *texts[] = {
+		"SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+		"SET search_path = other_schema, public, pg_catalog;;",   /* same length, other answer */
+		"SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+		"SET application_name = 'x'",
+		"select set_config('a.b', 'c', false)",
+	};
+	(void) state;
+	assert_int_equal(strlen(texts[0]), strlen(texts[1]));
+	for (int round = 0; round < 2; round++)
+		for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
+			assert_int_equal(settings_effect_memo(&memo, texts[i], strlen(texts[i])),
+			                 settings_effect(texts[i], strlen(texts[i])));
+	char long_text[SETTINGS_MEMO_TEXT + 20];
+	memset(long_text, 'x', sizeof(long_text));
+	memcpy(long_text, "SET a = 1; -- ", 14);
+	assert_int_equal(settings_effect_memo(&memo, long_text, sizeof(long_text)), SETTINGS_UNKNOWN);
+	memcpy(long_text, "SELECT 1; --  ", 14);
+	assert_int_equal(settings_effect_memo(&memo, long_text, sizeof(long_text)), SETTINGS_NONE);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -151,6 +176,7 @@ int main(void)
 		cmocka_unit_test(test_ordinary_statements_change_nothing),
 		cmocka_unit_test(test_first_word_and_keyword_lengths),
 		cmocka_unit_test(test_text_need_not_be_nul_terminated),
+		cmocka_unit_test(test_memo_answers_as_the_scan),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
