@@ -78,6 +78,7 @@ def test_socket_and_server_ids_come_from_one_counter_client_first(sluice):
 def test_client_ids_grow_by_one_per_console_login(sluice):
     """test_client_id: each new console connection is the next id."""
     pooler = sluice(auth_type="trust", server_lifetime=0)
+    admin(pooler, "SHOW CLIENTS")     # after the harness's start-up probes got theirs
     initial = admin(pooler, "SHOW CLIENTS")[0]["id"]
     for i in range(1, 4):
         assert [r["id"] for r in admin(pooler, "SHOW CLIENTS")] == [initial + i]
@@ -168,11 +169,11 @@ def test_pause_resume_and_suspend_resume_cycles_lose_no_query(sluice):
     stop = threading.Event()
     done = []
 
-    def loop():
-        with pooler.connect() as conn:
-            while not stop.is_set():
+    def loop():        # PgBouncer's asleep(sequentially=True): a connection per query
+        while not stop.is_set():
+            with pooler.connect(connect_timeout=30) as conn:
                 conn.execute("select pg_sleep(0.05)")
-                done.append(1)
+            done.append(1)
     worker = Background(loop)
     with console(pooler) as adm:
         for cmd in ("PAUSE", "SUSPEND"):
