@@ -160,6 +160,71 @@ def test_pool_limits_cap_servers_and_queue_the_rest(sluice, pg, entry, overrides
         c.close()
 
 
+def _sleepers(pooler, n, seconds=0.3, **kw):
+    """PgBouncer's asleep(times=n): n clients at once, each runs pg_sleep and leaves."""
+    def one():
+        with pooler.connect(**kw) as c:
+            c.execute("select pg_sleep(%s)", (seconds,))
+    return [Background(one) for _ in range(n)]
+
+
+def _finish(workers):
+    for w in workers:
+        assert w.done(30) and w.error is None, w.error
+
+
+def _backends(pg, users):
+    return pg.query("SELECT count(*) FROM pg_stat_activity WHERE datname = 'app' AND"
+                    " usename = ANY(%s) AND client_addr IS NOT NULL", (list(users),),
+                    dbname="postgres")[0][0]
+
+
+USERS = {"app": {}, "pw_user": {"password": "pw_pw"}, "md5_user": {"password": "md5_pw"}}
+
+
+def test_pool_size_per_user_per_database_global_and_after_set(sluice, pg):
+    """test_pool_size: a [users] pool_size caps that user's pool, except on a database with a
+    forced user (the database's pool_size applies); then a database's pool_size; then
+    default_pool_size, and again after SET default_pool_size."""
+    entry = f"host={pg.host} port={pg.port} dbname=app"
+    pooler = sluice(default_pool_size=3, extra_ini="\n[users]\napp = pool_size=1\n",
+                    databases={"p0a": entry, "p0": f"{entry} user=pw_user pool_size=2",
+                               "p1": entry})
+    _finish(_sleepers(pooler, 4, dbname="p0a"))
+    assert _backends(pg, ["app"]) == 1
+    _finish(_sleepers(pooler, 4, dbname="p0"))
+    assert _backends(pg, ["pw_user"]) == 2
+    _finish(_sleepers(pooler, 5, dbname="p1", user="md5_user", password="md5_pw"))
+    assert _backends(pg, ["md5_user"]) == 3
+    admin(pooler, "SET default_pool_size = 4")
+    _finish(_sleepers(pooler, 5, dbname="p1", user="md5_user", password="md5_pw"))
+    assert _backends(pg, ["md5_user"]) == 4
+
+
+def test_max_db_connections_counts_every_user_of_the_database(sluice, pg):
+    """test_max_db_connections: clients of several users on a database with
+    max_db_connections = 2 leave PostgreSQL with 2 connections in all."""
+    pooler = sluice(databases={"p2": f"host={pg.host} port={pg.port} dbname=app max_db_connections=2"})
+    workers = []
+    for user, kw in USERS.items():
+        workers += _sleepers(pooler, 2, dbname="p2", user=user, **kw)
+    _finish(workers)
+    assert _backends(pg, USERS) == 2
+
+
+def test_max_user_connections_counts_the_user_across_databases(sluice, pg):
+    """test_max_user_connections: a user with max_user_connections = 2 on three databases
+    leaves PostgreSQL with 2 connections of that user."""
+    entry = f"host={pg.host} port={pg.port} dbname=app"
+    pooler = sluice(extra_ini="\n[users]\napp = max_user_connections=2\n",
+                    databases={"p7a": entry, "p7b": entry, "p7c": entry})
+    workers = []
+    for db in ("p7a", "p7b", "p7c"):
+        workers += _sleepers(pooler, 3, dbname=db)
+    _finish(workers)
+    assert _backends(pg, ["app"]) == 2
+
+
 # -- test_operations --------------------------------------------------------------------
 
 def test_pause_resume_and_suspend_resume_cycles_lose_no_query(sluice):
