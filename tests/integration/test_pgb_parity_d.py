@@ -514,3 +514,39 @@ def test_many_reloads_with_many_entries_issue_1104(sluice, pg):
         admin(pooler, "RELOAD")
     assert pooler.proc.poll() is None
     assert len([r for r in admin(pooler, "SHOW DATABASES") if r["name"].startswith("testdb_")]) == 10 * 13 - 1
+
+
+def test_already_waiting_client_is_closed_by_shutdown_wait_for_servers(sluice):
+    """test_already_paused_client_during_wait_for_servers_shutdown: with one server busy in
+    a transaction, a second client queued for it is closed by SHUTDOWN WAIT_FOR_SERVERS
+    (log `closing because: server shutting down`); the transaction goes on."""
+    pooler = sluice(pool_mode="transaction", default_pool_size=1)
+    with pooler.connect(autocommit=False) as c1, pooler.connect() as c2:
+        c1.execute("select 1")
+        queued = Background(lambda: c2.execute("select 1"))
+        wait_for(lambda: any(r["state"] == "waiting" for r in admin(pooler, "SHOW CLIENTS")), 5,
+                 what="second client waiting")
+        admin(pooler, "SHUTDOWN WAIT_FOR_SERVERS")
+        assert c1.execute("select 2").fetchone() == (2,)
+        assert queued.done(10) and isinstance(queued.error, psycopg.OperationalError)
+        wait_for(lambda: "closing because: server shutting down" in log(pooler), 5,
+                 what="log line")
+        c1.rollback()
+
+
+@pytest.mark.parametrize("check_query", [None, "SELECT 2"])
+def test_server_check_query_on_a_dead_server_gives_a_new_one_without_error(sluice, pg, check_query):
+    """test_server_check_query_default_negative / _negative: the idle server's backend is
+    gone; the next client gets a new backend without an error."""
+    overrides = {"server_check_delay": 0, "pool_mode": "transaction", "default_pool_size": 1}
+    if check_query:
+        overrides["server_check_query"] = check_query
+    pooler = sluice(**overrides)
+    with pooler.connect() as c:
+        pid = c.execute("select pg_backend_pid()").fetchone()[0]
+    pg.query("select pg_terminate_backend(%s)", (pid,))
+    wait_for(lambda: not pg.query("select 1 from pg_stat_activity where pid = %s", (pid,),
+                                  dbname="postgres"), 5, what="backend gone")
+    with pooler.connect() as c:
+        new_pid = c.execute("select pg_backend_pid()").fetchone()[0]
+    assert new_pid != pid
