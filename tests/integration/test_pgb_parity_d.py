@@ -61,6 +61,7 @@ def test_socket_and_server_ids_come_from_one_counter_client_first(sluice):
     """test_socket_id / test_server_id: a session client gets the next id, its server
     the one after; SHOW SOCKETS lists console, client and server."""
     pooler = sluice(auth_type="trust", server_lifetime=0)
+    admin(pooler, "SHOW VERSION")     # after the harness's start-up probes got their ids
     with console(pooler) as adm:
         initial = max(r["id"] for r in adm.execute("SHOW SOCKETS").fetchall())
         for i in range(1, 4):
