@@ -1091,7 +1091,11 @@ static bool client_between_transactions(const struct client *c)
 	return !s || (s->state == SV_ACTIVE && s->tx_status == 'I' && s->pending_ready == 0);
 }
 
-/* SHUTDOWN WAIT_FOR_SERVERS: close the clients that hold no transaction open (57P01, PgBouncer's text). */
+/*
+ * SHUTDOWN WAIT_FOR_SERVERS: close the clients that hold no transaction open (57P01, PgBouncer's text).
+ * A session client keeps the server it holds until it disconnects: PgBouncer
+ * closes only clients that would have to wait for a server (test_repeated_sigint).
+ */
 void pool_close_released_clients(struct sluice *sl)
 {
 	struct pool *p;
@@ -1100,7 +1104,7 @@ void pool_close_released_clients(struct sluice *sl)
 		TAILQ_FOREACH_SAFE(c, &p->waiting_clients, entry, next)
 			client_fatal(c, SQLSTATE_ADMIN_SHUTDOWN, NULL, NULL, "server shutting down");
 		TAILQ_FOREACH_SAFE(c, &p->active_clients, entry, next)
-			if (client_between_transactions(c))
+			if (client_between_transactions(c) && !(p->pool_mode == POOL_MODE_SESSION && c->server))
 				client_fatal(c, SQLSTATE_ADMIN_SHUTDOWN, NULL, NULL, "server shutting down");
 	}
 }

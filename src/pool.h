@@ -256,9 +256,10 @@ void pool_note_ready(struct server *s);
 /*
  * SHUTDOWN WAIT_FOR_SERVERS (SIGINT), called every 100 ms while it waits:
  * send FATAL 57P01 "server shutting down" (PgBouncer's text) to every client
- * waiting for a server and to every client between transactions (no server,
- * or under session pooling an idle one with nothing in flight). Clients
- * inside a transaction keep their server until it ends.
+ * waiting for a server and to every client between transactions that holds
+ * no server. Clients inside a transaction keep their server until it ends; a
+ * session pooling client keeps its server until it disconnects (PgBouncer's
+ * test_repeated_sigint), so the wait ends then or at a second SIGINT.
  */
 void pool_close_released_clients(struct sluice *sl);
 

@@ -1134,6 +1134,8 @@ static bool link_with_settings(struct server *s, struct client *c, char *sql, si
 	if (rec_len)
 		memcpy(all + check_len, rec_sql, rec_len);
 	memcpy(all + check_len + rec_len, sql + check_len, var_len + 1);
+	if (check_len && !rec_len && !var_len)
+		all[check_len - 1] = '\0';   /* a lone check query as written: PostgreSQL logs it so */
 	free(rec_sql);
 	log_debug("S-%llu: setting client parameters: %s", (unsigned long long)s->id, all);
 	bool sent = send_query(s, all, SV_INTERNAL_SETUP);
@@ -1173,6 +1175,8 @@ bool server_link(struct server *s, struct client *c)
 			server_close(s, "out of memory");
 			return false;
 		}
+		if (n == 0 && check_len)
+			sql[check_len - 1] = '\0';   /* a lone check query as written, as PgBouncer sends it */
 		if (!send_query(s, sql, SV_INTERNAL_SETUP)) {
 			server_close(s, "out of memory");
 			return false;
