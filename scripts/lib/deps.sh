@@ -20,8 +20,9 @@ SLUICE_SERVER_PACKAGES=(postgresql postgresql-contrib)
 # (Debian 12 ships SQLAlchemy 1.4, whose PostgreSQL driver is psycopg2). The Node kit's
 # tests use the machine's node and npm (not Debian's: npm ci brings pg, knex and
 # drizzle-orm from the npm registry) and skip where node is missing.
+# python3-pytest-xdist: scripts/test runs the suite on several workers (pytest -n).
 SLUICE_TEST_PACKAGES=(python3-pytest python3-psycopg python3-yaml pgbouncer
-	python3-sqlalchemy python3-psycopg2)
+	python3-sqlalchemy python3-psycopg2 python3-pytest-xdist)
 # Fuzzing (scripts/fuzz): clang with libFuzzer and the sanitizer runtimes; llvm
 # brings llvm-symbolizer for readable stack traces.
 SLUICE_FUZZ_PACKAGES=(clang libclang-rt-dev llvm)

@@ -127,8 +127,9 @@ def service_user():
             return pwd.getpwnam(name)
         except KeyError:
             pass
+    # not check=True: another pytest-xdist worker may have created it meanwhile
     subprocess.run(["useradd", "-r", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin",
-                    "pgsluice-test"], check=True)
+                    "pgsluice-test"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return pwd.getpwnam("pgsluice-test")
 
 

@@ -28,7 +28,8 @@ import harness
 SCRIPT = harness.REPO / "scripts" / "quickstart"
 START_TIMEOUT_S = 180     # initdb, PostgreSQL, --migrate on a loaded 2-core machine
 
-pytestmark = pytest.mark.skipif(harness.is_pgbouncer(), reason="runs pgsluice's own quickstart")
+pytestmark = [pytest.mark.skipif(harness.is_pgbouncer(), reason="runs pgsluice's own quickstart"),
+              pytest.mark.serial]   # creates OS users, starts its own PostgreSQL: alone (conftest.py)
 
 
 @pytest.fixture

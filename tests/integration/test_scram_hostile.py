@@ -168,6 +168,7 @@ def select_latencies(pooler, stop, out):
             time.sleep(0.01)
 
 
+@pytest.mark.serial     # a latency bound under a CPU-bound derivation: alone (conftest.py)
 def test_scram_pbkdf2_does_not_stall_other_clients(sluice, fake_server):
     # 12,000,000 rounds: seconds of CPU each (about 2.7 s on a 2024 core),
     # allowed here by a raised cap. On the event loop, every one of them would
@@ -235,6 +236,7 @@ def test_shutdown_during_pbkdf2_is_clean(sluice, fake_server):
     assert not problems, problems
 
 
+@pytest.mark.serial     # a latency bound under a CPU-bound derivation: alone (conftest.py)
 def test_deriving_a_client_secret_does_not_stall_other_clients(sluice):
     # scram_iterations applies to the secrets pgsluice derives from plain
     # auth_file passwords, once per user: 10,000,000 rounds take seconds, on a
