@@ -171,6 +171,8 @@ def sluice(request, pg, workbase):
     problems = []
     for pooler in made:
         problems += pooler.stop()
+    if made and pg.running:
+        pg.end_leftover_backends()
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
 
