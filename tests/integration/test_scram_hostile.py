@@ -242,9 +242,11 @@ def test_shutdown_during_pbkdf2_is_clean(sluice, fake_server):
 @pytest.mark.serial     # a latency bound under a CPU-bound derivation: alone (conftest.py)
 def test_deriving_a_client_secret_does_not_stall_other_clients(sluice):
     # scram_iterations applies to the secrets pgsluice derives from plain
-    # auth_file passwords, once per user: 10,000,000 rounds take seconds, on a
-    # worker thread, while the clients already logged in keep being served.
-    pooler = sluice(scram_iterations=10_000_000)
+    # auth_file passwords, once per user: 4,000,000 rounds take seconds (4 s, 11-13 s
+    # under ASan on a loaded 2-core machine; 10,000,000 overran the test's 30 s
+    # under ASan), on a worker thread, while the clients already logged in keep
+    # being served.
+    pooler = sluice(scram_iterations=4_000_000)
     latencies, stop, failures = [], threading.Event(), []
 
     def run():
