@@ -22,8 +22,9 @@ SLUICE_SERVER_PACKAGES=(postgresql postgresql-contrib)
 # drizzle-orm from the npm registry) and skip where node is missing.
 # slapd: an OpenLDAP server the LDAP authentication tests start on a free port
 # (test_auth_ldap.py; its postinst does not start the system's slapd in a container).
+# python3-pytest-xdist: scripts/test runs the suite on several workers (pytest -n).
 SLUICE_TEST_PACKAGES=(python3-pytest python3-psycopg python3-yaml pgbouncer
-	python3-sqlalchemy python3-psycopg2 slapd)
+	python3-sqlalchemy python3-psycopg2 slapd python3-pytest-xdist)
 # Fuzzing (scripts/fuzz): clang with libFuzzer and the sanitizer runtimes; llvm
 # brings llvm-symbolizer for readable stack traces.
 SLUICE_FUZZ_PACKAGES=(clang libclang-rt-dev llvm)

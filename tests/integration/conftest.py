@@ -11,6 +11,14 @@ Environment:
   SLUICE_TEST_TIMEOUT=N   seconds one test may run (default 30); a pooler that never
                           answers fails the test instead of hanging the suite, and
                           after 3 such timeouts the session stops
+
+Parallel runs (pytest-xdist, `-n N`): every worker is its own pytest session, so it
+starts its own PostgreSQL (the session fixture `pg`) and its own temporary
+directories; ports come from harness.free_port(). Tests marked `serial` (they
+install into the system, measure RSS or time, or load the whole machine) must
+not share it: scripts/test runs `-m "not serial" -n N` and then `-m serial`
+without workers; a parallel run that selects one fails it (see
+pytest_runtest_setup).
 """
 
 import os
@@ -43,6 +51,9 @@ def _terminate(signum, frame):
 
 def pytest_configure(config):
     config._sluice_timeouts = 0
+    config.addinivalue_line(
+        "markers", "serial: runs alone (no pytest-xdist workers beside it): it installs into "
+        "the system, measures RSS or time, or loads the whole machine")
     signal.signal(signal.SIGTERM, _terminate)
 
 
@@ -62,6 +73,23 @@ def pytest_runtest_call(item):
         if item.config._sluice_timeouts >= MAX_TIMEOUTS:
             item.session.shouldstop = (f"{MAX_TIMEOUTS} tests timed out; stopping "
                                        "(the pooler does not answer)")
+
+
+def _xdist_workers(config):
+    """Number of pytest-xdist workers of this run (0: not parallel)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "2"))
+    numprocesses = getattr(config.option, "numprocesses", None)
+    return numprocesses or 0
+
+
+def pytest_runtest_setup(item):
+    """A parallel run (-n N) must not run a `serial` test beside others: it fails, loudly,
+    instead of measuring or installing next to other workers (select it out with
+    -m "not serial" and run -m serial apart, as scripts/test does)."""
+    if item.get_closest_marker("serial") and _xdist_workers(item.config) > 1:
+        pytest.fail("marked serial: run it without -n (scripts/test runs -m serial after "
+                    "the parallel pass)", pytrace=False)
 
 
 def pytest_report_header(config):
@@ -143,6 +171,8 @@ def sluice(request, pg, workbase):
     problems = []
     for pooler in made:
         problems += pooler.stop()
+    if made and pg.running:
+        pg.end_leftover_backends()
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
 

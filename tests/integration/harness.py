@@ -127,8 +127,9 @@ def service_user():
             return pwd.getpwnam(name)
         except KeyError:
             pass
+    # not check=True: another pytest-xdist worker may have created it meanwhile
     subprocess.run(["useradd", "-r", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin",
-                    "pgsluice-test"], check=True)
+                    "pgsluice-test"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return pwd.getpwnam("pgsluice-test")
 
 
@@ -311,6 +312,18 @@ wal_level = logical
             conn.execute("CREATE ROLE md5_user LOGIN PASSWORD 'md5_pw'")
             conn.execute("RESET password_encryption")
             conn.execute("CREATE DATABASE app OWNER app")
+
+    def end_leftover_backends(self):
+        """End the TCP client backends still there once a test's poolers have exited.
+
+        A backend running a statement (a test's pg_sleep(10) whose pooler is gone)
+        notices its closed socket only when the statement ends; the next test on this
+        server (any test, in a pytest-xdist worker's order) must not count it as its
+        pooler's. Waits up to 5 s for each (pg_terminate_backend's timeout)."""
+        with self.connect(dbname="postgres") as conn:
+            conn.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+                         " WHERE backend_type = 'client backend' AND client_addr IS NOT NULL"
+                         " AND pid <> pg_backend_pid()")
 
     def pooler_backends(self, dbname="app", user="app"):
         """Number of server connections to dbname as user that came in over TCP (the pooler's)."""

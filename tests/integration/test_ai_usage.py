@@ -378,6 +378,10 @@ def test_a_daily_token_budget_used_up_stays_used_up_after_a_restart(sluice, pg, 
 def test_a_second_pgsluice_cannot_take_a_journal_in_use(sluice, pg, fresh_db):
     first = usage_pooler(sluice, pg, fresh_db).start()
     jdir = first.settings()["usage_journal_dir"]
+    # start() returns once the port accepts; the journal is locked a moment later,
+    # just before "started" is logged (a loaded machine lets the second win the lock)
+    wait_until(lambda: "started, process" in first.log_text(lines=None), 10,
+               "the first pgsluice to lock its journal")
     second = usage_pooler(sluice, pg, fresh_db, migrate=False, usage_journal_dir=jdir)
     # run to completion (it may listen for a moment before it opens the journal)
     out = harness.run_binary([second.ini_path])

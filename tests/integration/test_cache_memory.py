@@ -17,7 +17,8 @@ from test_admin import console
 
 
 
-pytestmark = [pytest.mark.skipif(harness.is_pgbouncer(), reason="the AI middleware is pgsluice's own"),
+pytestmark = [pytest.mark.serial,    # RSS bounds: alone, not beside other workers (conftest.py)
+              pytest.mark.skipif(harness.is_pgbouncer(), reason="the AI middleware is pgsluice's own"),
               pytest.mark.skipif(harness.sanitized_build(), reason="RSS of a sanitizer build says nothing of malloc's")]
 
 MB = 1024 * 1024

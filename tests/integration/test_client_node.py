@@ -8,6 +8,7 @@ pure tests (tags, usage, retryAfter) and the live ones (node-postgres, knex, dri
 rows, usage in SHOW USAGE, a 53400 waited out) all run; none may be skipped.
 """
 
+import fcntl
 import os
 import re
 import shutil
@@ -34,10 +35,18 @@ def node_modules():
         pytest.fail("node is installed but npm is not: the Node kit's tests need npm ci")
     lock = KIT / "package-lock.json"
     stamp = KIT / "node_modules" / ".package-lock.json"
-    if not stamp.exists() or stamp.stat().st_mtime < lock.stat().st_mtime:
-        out = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=KIT, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, timeout=300)
-        assert out.returncode == 0, out.stdout
+    # pytest-xdist workers share the checkout: one runs npm ci (which first deletes
+    # node_modules) while the others wait on the kit directory's lock, then find the
+    # stamp up to date.
+    guard = os.open(KIT, os.O_RDONLY)
+    try:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        if not stamp.exists() or stamp.stat().st_mtime < lock.stat().st_mtime:
+            out = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=KIT, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True, timeout=300)
+            assert out.returncode == 0, out.stdout
+    finally:
+        os.close(guard)
 
 
 def test_node_kit(sluice, node_modules):

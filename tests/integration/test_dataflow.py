@@ -6,6 +6,8 @@ waits for a server: test_storm.py.)"""
 import socket
 import time
 
+import pytest
+
 import pgwire
 
 MB = 1024 * 1024
@@ -19,6 +21,7 @@ def rss_bytes(pid):
     raise AssertionError("no VmRSS")
 
 
+@pytest.mark.serial     # an RSS bound: alone (conftest.py)
 def test_slow_reader_does_not_grow_memory_while_server_streams_500_mb(sluice):
     pooler = sluice(pool_mode="transaction")
     sess = pgwire.login(pooler.host, pooler.port, "app", "app", password="app_pw", timeout=60)

@@ -37,6 +37,7 @@ def rss(pid):
     raise AssertionError("no VmRSS")
 
 
+@pytest.mark.serial     # RSS bounds: alone (conftest.py)
 def test_idle_clients_cost_at_most_the_bound_and_used_ones_give_back_what_they_used(sluice):
     pooler = sluice(pool_mode="transaction", auth_type="md5", max_client_conn=CLIENTS + 50)
     holder = pooler.connect()                  # the pool and its first server exist, and the

@@ -16,7 +16,8 @@ import pytest
 import harness
 from test_migrate import fresh_db  # noqa: F401 (fixture)
 
-pytestmark = pytest.mark.skipif(harness.is_pgbouncer(), reason="--migrate is pgsluice's own")
+pytestmark = [pytest.mark.skipif(harness.is_pgbouncer(), reason="--migrate is pgsluice's own"),
+              pytest.mark.serial]   # also the .deb step's test: alone (conftest.py)
 
 TAGS = "/*ai_user='alice',ai_model='gpt-4o',ai_tokens_in='12',ai_tokens_out='3'*/"
 

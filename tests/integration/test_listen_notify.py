@@ -230,6 +230,7 @@ def _metric(port, name):
     raise AssertionError(f"{name} not in /metrics")
 
 
+@pytest.mark.serial     # an RSS bound: alone (conftest.py)
 def test_client_that_never_reads_is_bounded(sluice):
     mport = harness.free_port()
     pooler = tx_pooler(sluice, notify_queue_size=50, metrics_listen_addr="127.0.0.1",

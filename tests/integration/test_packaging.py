@@ -17,6 +17,9 @@ import pytest
 
 import harness
 
+# make install, man pages: alone, not beside other workers (conftest.py)
+pytestmark = pytest.mark.serial
+
 ROOT = Path(__file__).resolve().parents[2]
 MAN = ROOT / "docs" / "man"
 

@@ -570,6 +570,7 @@ def test_pam_hba_line_and_other_methods_side_by_side(sluice, tmp_path):
     assert err.sqlstate == "28P01"
 
 
+@pytest.mark.serial     # a latency bound: alone (conftest.py)
 def test_slow_pam_does_not_stall_logged_in_clients(sluice, tmp_path):
     script = tmp_path / "slow.sh"
     script.write_text("#!/bin/sh\nsleep 2\nexit 0\n")

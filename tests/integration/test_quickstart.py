@@ -28,7 +28,8 @@ import harness
 SCRIPT = harness.REPO / "scripts" / "quickstart"
 START_TIMEOUT_S = 180     # initdb, PostgreSQL, --migrate on a loaded 2-core machine
 
-pytestmark = pytest.mark.skipif(harness.is_pgbouncer(), reason="runs pgsluice's own quickstart")
+pytestmark = [pytest.mark.skipif(harness.is_pgbouncer(), reason="runs pgsluice's own quickstart"),
+              pytest.mark.serial]   # creates OS users, starts its own PostgreSQL: alone (conftest.py)
 
 
 @pytest.fixture
@@ -44,6 +45,7 @@ def quickstart():
     out = open(local / "quickstart.out", "w+")
     proc = subprocess.Popen([str(SCRIPT)], env=env, stdout=out, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
+    hung = None
     try:
         yield proc, local, out, ports, extra
     finally:
@@ -52,10 +54,15 @@ def quickstart():
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
+                # what it printed and the pooler's log, before the directory goes
+                hung = printed(out) + "".join(
+                    f"\n--- {log} ---\n" + harness.tail(log.read_text(errors="replace"))
+                    for log in sorted(local.glob("**/*.log")))
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         out.close()
         shutil.rmtree(local, ignore_errors=True)
+    assert hung is None, f"quickstart did not stop within 60 s of Ctrl-C:\n{hung}"
 
 
 def printed(out):

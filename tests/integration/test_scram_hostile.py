@@ -170,6 +170,7 @@ def select_latencies(pooler, stop, out):
             time.sleep(0.01)
 
 
+@pytest.mark.serial     # a latency bound under a CPU-bound derivation: alone (conftest.py)
 def test_scram_pbkdf2_does_not_stall_other_clients(sluice, fake_server):
     # 12,000,000 rounds: seconds of CPU each (about 2.7 s on a 2024 core),
     # allowed here by a raised cap. On the event loop, every one of them would
@@ -204,6 +205,7 @@ def test_scram_pbkdf2_does_not_stall_other_clients(sluice, fake_server):
                            f"the SCRAM proofs ({len(latencies)} queries)")
 
 
+@pytest.mark.serial     # seconds of PBKDF2 per retry, then a 3 s query_wait_timeout: alone (conftest.py)
 def test_server_closed_during_pbkdf2_is_safe(sluice, fake_server):
     # The server hangs up while its PBKDF2 runs: the job's result is dropped
     # (under ASan: no use after free), and the pooler serves others as before.
@@ -237,11 +239,14 @@ def test_shutdown_during_pbkdf2_is_clean(sluice, fake_server):
     assert not problems, problems
 
 
+@pytest.mark.serial     # a latency bound under a CPU-bound derivation: alone (conftest.py)
 def test_deriving_a_client_secret_does_not_stall_other_clients(sluice):
     # scram_iterations applies to the secrets pgsluice derives from plain
-    # auth_file passwords, once per user: 10,000,000 rounds take seconds, on a
-    # worker thread, while the clients already logged in keep being served.
-    pooler = sluice(scram_iterations=10_000_000)
+    # auth_file passwords, once per user: 4,000,000 rounds take seconds (4 s, 11-13 s
+    # under ASan on a loaded 2-core machine; 10,000,000 overran the test's 30 s
+    # under ASan), on a worker thread, while the clients already logged in keep
+    # being served.
+    pooler = sluice(scram_iterations=4_000_000)
     latencies, stop, failures = [], threading.Event(), []
 
     def run():

@@ -19,6 +19,10 @@ from harness import wait_for
 
 import pgwire
 
+# serial (conftest.py): file descriptor limits, CPU spent and time bounds need the
+# machine to themselves, not two more pytest-xdist workers beside them
+pytestmark = pytest.mark.serial
+
 PROTOCOL_V3 = 196608
 
 
