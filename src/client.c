@@ -203,10 +203,7 @@ static void login_free(struct client *c)
 		ldapauth_clear(l->ldap);
 		free(l->ldap);
 	}
-	if (l->proved_password) {
-		OPENSSL_cleanse(l->proved_password, strlen(l->proved_password));
-		free(l->proved_password);
-	}
+	free_secret(l->proved_password);
 	free(l->password);
 	free(l);
 	c->login = NULL;
@@ -441,8 +438,7 @@ static void derive_job_run(void *arg)
 static void derive_job_free(void *arg)
 {
 	struct derive_job *j = arg;
-	OPENSSL_cleanse(j->password, strlen(j->password));
-	free(j->password);
+	free_secret(j->password);
 	free(j);
 }
 
@@ -861,9 +857,7 @@ static void pam_job_run(void *arg)
 static void pam_job_free(void *arg)
 {
 	struct pam_job *j = arg;
-	if (j->password)
-		OPENSSL_cleanse(j->password, strlen(j->password));
-	free(j->password);
+	free_secret(j->password);
 	free(j->user);
 	free(j->rhost);
 	free(j->confdir);

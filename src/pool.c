@@ -13,8 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
-
 #include "client.h"
 #include "log.h"
 #include "notify_relay.h"
@@ -1021,10 +1019,7 @@ static void pool_free(struct pool *p)
 	free(p->port_list);
 	free(p->dbname);
 	free(p->password);
-	if (p->proved_password) {
-		OPENSSL_cleanse(p->proved_password, strlen(p->proved_password));
-		free(p->proved_password);
-	}
+	free_secret(p->proved_password);
 	free(p->connect_query);
 	free(p->last_login_error);
 	varcache_clear(&p->startup_vars);

@@ -12,6 +12,8 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include <openssl/crypto.h>
+
 static usec_t held_now;   /* the clock at the start of the current connection callback */
 static int holding;
 
@@ -121,4 +123,12 @@ uint64_t hash_fnv1a(uint64_t h, const void *data, size_t len)
 		h *= 1099511628211ULL;   /* the 64-bit FNV prime, 2^40 + 2^8 + 0xb3 */
 	}
 	return h;
+}
+
+void free_secret(char *s)
+{
+	if (!s)
+		return;
+	OPENSSL_cleanse(s, strlen(s));
+	free(s);
 }

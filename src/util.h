@@ -71,4 +71,7 @@ uint64_t hash_fnv1a(uint64_t h, const void *data, size_t len);
  */
 uint64_t socket_id_next(void);
 
+/* Overwrite a NUL-ended secret (a password) with zeros, then free it (OPENSSL_cleanse). NULL: nothing. */
+void free_secret(char *s);
+
 #endif

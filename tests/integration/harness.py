@@ -556,6 +556,15 @@ class Pooler:
         return psycopg.connect(self.dsn(user, password, dbname, **params), autocommit=autocommit)
 
 
+def rss_bytes(pid):
+    """VmRSS of process pid, bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
 def run_binary(args, timeout=10, binary=None, cwd=None):
     """Run the pooler binary to completion (e.g. -V, a bad config); returns CompletedProcess.
 

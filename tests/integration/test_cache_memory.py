@@ -30,12 +30,7 @@ LOOKUP = "SELECT repeat(md5(%s::text), %s::int) AS a /*ai_cache='lookup'*/"
 
 
 def rss(pid):
-    """VmRSS of process pid, bytes."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    return harness.rss_bytes(pid)
 
 
 def sizes(rng, total, mix):

@@ -29,12 +29,7 @@ ROUNDS = 3
 
 
 def rss(pid):
-    """VmRSS of process pid, bytes."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    return harness.rss_bytes(pid)
 
 
 @pytest.mark.serial     # RSS bounds: alone (conftest.py)
