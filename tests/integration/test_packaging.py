@@ -85,3 +85,13 @@ def test_make_install_installs_binary_sql_ini_man_pages_and_unit(tmp_path):
     unit = (root / "lib" / "systemd" / "system" / "pgsluice.service").read_text()
     assert f"ExecStart={prefix}/bin/pgsluice {prefix}/etc/pgsluice/pgsluice.ini" in unit, unit
     assert "Type=notify-reload" in unit, unit
+
+
+def test_every_source_file_is_in_makefile_am():
+    """`make dist` (the .deb's source tarball) ships only what Makefile.am names: a header
+    missing there builds in the tree and breaks the package build."""
+    makefile = (ROOT / "Makefile.am").read_text()
+    sources = [p.relative_to(ROOT).as_posix() for d in ("src", "tests/unit") for p in (ROOT / d).rglob("*")
+               if p.suffix in (".c", ".h") and p.name not in ("autoconfig.h",)]
+    missing = sorted(s for s in sources if s not in makefile)
+    assert missing == [], f"in the tree but not in Makefile.am (make dist leaves them out): {missing}"
