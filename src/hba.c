@@ -1058,24 +1058,25 @@ static enum hba_method match(const struct hba *hba, bool is_unix, bool is_tls,
 	return method;
 }
 
+/* The rule that begins at line, or NULL. */
+static const struct hba_rule *rule_at(const struct hba *hba, int line)
+{
+	for (size_t i = 0; hba && i < hba->n_rules; i++)
+		if (hba->rules[i].line == line)
+			return &hba->rules[i];
+	return NULL;
+}
+
 const char *hba_map(const struct hba *hba, int line)
 {
-	if (!hba)
-		return NULL;
-	for (size_t i = 0; i < hba->n_rules; i++)
-		if (hba->rules[i].line == line)
-			return hba->rules[i].map;
-	return NULL;
+	const struct hba_rule *r = rule_at(hba, line);
+	return r ? r->map : NULL;
 }
 
 const struct ldap_params *hba_ldap(const struct hba *hba, int line)
 {
-	if (!hba)
-		return NULL;
-	for (size_t i = 0; i < hba->n_rules; i++)
-		if (hba->rules[i].line == line)
-			return hba->rules[i].ldap;
-	return NULL;
+	const struct hba_rule *r = rule_at(hba, line);
+	return r ? r->ldap : NULL;
 }
 
 const char *hba_method_name(enum hba_method m)

@@ -8,17 +8,14 @@ import time
 
 import pytest
 
+import harness
 import pgwire
 
 MB = 1024 * 1024
 
 
 def rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    return harness.rss_bytes(pid)
 
 
 @pytest.mark.serial     # an RSS bound: alone (conftest.py)
