@@ -1513,6 +1513,7 @@ static void client_relay(struct client *c)
 				c->skipping_to_sync = false;
 				client_send_ready(c, 'I');
 			}
+			c->parse_noted = false;
 			c->drop_left = 1 + len;
 			continue;
 		}
@@ -1557,8 +1558,10 @@ static void client_relay(struct client *c)
 			int local = prepared_answer_unlinked(c, type, len);
 			if (local < 0)
 				return;
-			if (local == 0)
+			if (local == 0) {
+				c->parse_noted = false;    /* answered here: no second step */
 				continue;
+			}
 		}
 		if (!s) {
 			c->wait_start = now_usec();

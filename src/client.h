@@ -93,6 +93,8 @@ struct client {
 	/* CL_ADMIN only (admin.c) */
 	bool admin_may_control;        /* in admin_users: every command; else SHOW only (stats_users) */
 	bool admin_skip_to_sync;       /* an extended-protocol message was refused: skip to Sync */
+	bool parse_noted;              /* the Parse at the front had its settings noted before a server
+	                                  was linked: its second step skips that (client_step) */
 	struct event *close_timer;     /* owned; closes it a moment after a failed handshake */
 	char *user;                    /* login role from the StartupMessage, owned */
 	char *database;                /* database name from the StartupMessage, owned */

@@ -1751,11 +1751,15 @@ int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
 		return done;
 	}
 	case PqMsg_Parse:
-		/* also before a server is linked: pgsluice may answer it (prepared.h) */
-		if ((!c->settings_tainted || follows_settings(c)) && parse_settings_step(c, len) < 0)
+		/* also before a server is linked: pgsluice may answer it (prepared.h); once per
+		 * message, so the step after the link (parse_noted) skips it */
+		if (!c->parse_noted && (!c->settings_tainted || follows_settings(c)) && parse_settings_step(c, len) < 0)
 			return -1;
-		if (!s)
+		if (!s) {
+			c->parse_noted = true;
 			return 1;
+		}
+		c->parse_noted = false;
 		return parse_step(c, s, len);
 	case PqMsg_FunctionCall:
 		c->settings_tainted = true;    /* set_config() by its OID, for all pgsluice can tell */
