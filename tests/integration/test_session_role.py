@@ -10,8 +10,8 @@ shares one server connection: current_user shows whose role a statement ran as.
 
 import psycopg
 import pytest
+from session_helpers import APP_PASSWORD, connect, one, tx_pooler
 
-APP_PASSWORD = "app_pw"
 
 
 @pytest.fixture
@@ -25,20 +25,6 @@ def roles(pg):
         GRANT sluice_r TO app;
     """)
     yield "sluice_r"
-
-
-def tx_pooler(sluice, **overrides):
-    settings = {"pool_mode": "transaction", "default_pool_size": 1, "max_client_conn": 50}
-    settings.update(overrides)
-    return sluice(**settings)
-
-
-def connect(pooler, **params):
-    return psycopg.connect(pooler.dsn("app", APP_PASSWORD, "app", **params), autocommit=True)
-
-
-def one(conn, sql, params=None):
-    return conn.execute(sql, params).fetchone()[0]
 
 
 def who(conn):

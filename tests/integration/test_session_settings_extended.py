@@ -9,63 +9,20 @@ that leaked from one client to another, or one that did not follow its client,
 shows in the values the clients read.
 """
 
-import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import psycopg
 import pytest
-from test_client_node import KIT as KIT_NODE, node_modules  # noqa: F401 (fixture: npm ci of the kit)
+from session_helpers import backend, connect, one, run_node_script, tenants, tx_pooler  # noqa: F401
+from test_client_node import node_modules  # noqa: F401 (fixture: npm ci of the kit)
 
-APP_PASSWORD = "app_pw"
 ROUNDS = 200
-
-
-def tx_pooler(sluice, **overrides):
-    settings = {"pool_mode": "transaction", "default_pool_size": 1, "max_client_conn": 50}
-    settings.update(overrides)
-    return sluice(**settings)
-
-
-def connect(pooler, **params):
-    return psycopg.connect(pooler.dsn("app", APP_PASSWORD, "app", **params), autocommit=True)
-
-
-def one(conn, sql, params=None):
-    return conn.execute(sql, params).fetchone()[0]
 
 
 def setting(conn, name):
     # a simple Query (no parameters): it reads the session, it changes nothing
     return conn.execute(f"SELECT current_setting('{name}', true)", prepare=False).fetchone()[0]
-
-
-def backend(conn):
-    return one(conn, "SELECT pg_backend_pid()")
-
-
-@pytest.fixture
-def tenants(pg):
-    """Two schemas with a table t each, and an RLS table rows filtered by app.tenant."""
-    pg.psql("""
-        DROP SCHEMA IF EXISTS tenant_a CASCADE; DROP SCHEMA IF EXISTS tenant_b CASCADE;
-        CREATE SCHEMA tenant_a; CREATE SCHEMA tenant_b;
-        CREATE TABLE tenant_a.t (v text); INSERT INTO tenant_a.t VALUES ('a');
-        CREATE TABLE tenant_b.t (v text); INSERT INTO tenant_b.t VALUES ('b');
-        GRANT USAGE ON SCHEMA tenant_a, tenant_b TO app;
-        GRANT SELECT ON tenant_a.t, tenant_b.t TO app;
-        DROP TABLE IF EXISTS public.rls_rows;
-        CREATE TABLE public.rls_rows (tenant text, v text);
-        INSERT INTO public.rls_rows VALUES ('a', 'row-a'), ('b', 'row-b');
-        ALTER TABLE public.rls_rows ENABLE ROW LEVEL SECURITY;
-        CREATE POLICY by_tenant ON public.rls_rows
-            USING (tenant = current_setting('app.tenant', true));
-        GRANT SELECT ON public.rls_rows TO app;
-    """)
-    yield
-    pg.psql("DROP SCHEMA tenant_a CASCADE; DROP SCHEMA tenant_b CASCADE; DROP TABLE public.rls_rows;")
 
 
 QUERY = "SELECT (SELECT v FROM t) || '/' || (SELECT string_agg(v, ',') FROM rls_rows)"
@@ -206,14 +163,7 @@ const { Client } = require('pg');
 
 @pytest.mark.skipif(not shutil.which("node"), reason="node is not installed")
 def test_node_postgres_parameters(sluice, pg, tenants, tmp_path, node_modules):  # noqa: F811
-    pooler = tx_pooler(sluice)
-    script = tmp_path / "settings_ext.js"
-    script.write_text(NODE_SCRIPT)
-    url = f"postgresql://app:{APP_PASSWORD}@127.0.0.1:{pooler.port}/app"
-    out = subprocess.run(["node", str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         timeout=60, env=dict(os.environ, DATABASE_URL=url, NODE_PATH=str(KIT_NODE / "node_modules")))
-    assert out.returncode == 0, out.stdout
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_node_script(tx_pooler(sluice), tmp_path / "settings_ext.js", NODE_SCRIPT)
     assert result["a"] == ["a/row-a"]
     assert result["b"] == ["b/row-b"]
     assert result["after"] == "a"
