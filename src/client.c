@@ -673,7 +673,7 @@ static void begin_auth_method(struct client *c, const struct userlist_entry *e);
 
 /*
  * LDAP: keep a copy of the options (the hba rule's at hba_line, or
- * auth_ldap_options) and ask for the password, which start_pam checks.
+ * auth_ldap_options) and ask for the password, which start_password_check checks.
  */
 static void start_ldap_login(struct client *c, int hba_line)
 {
@@ -834,16 +834,16 @@ static bool check_plain_password(const char *stored, const char *user, const cha
 }
 
 /* A PAM or LDAP check on a worker thread: both block (pamauth.h, ldapauth.h). */
-struct pam_job {
+struct password_job {
 	struct client *c;
 	char *user, *password, *rhost, *confdir;
 	struct ldap_params *ldap;   /* LDAP: the options (a copy); NULL: PAM */
 	struct pamauth_result res;
 };
 
-static void pam_job_run(void *arg)
+static void password_job_run(void *arg)
 {
-	struct pam_job *j = arg;
+	struct password_job *j = arg;
 	if (j->ldap) {
 		struct ldapauth_result lr;
 		ldapauth_check(j->ldap, j->user, j->password, &lr);
@@ -854,9 +854,9 @@ static void pam_job_run(void *arg)
 	pamauth_check(j->confdir, j->user, j->password, j->rhost, &j->res);
 }
 
-static void pam_job_free(void *arg)
+static void password_job_free(void *arg)
 {
-	struct pam_job *j = arg;
+	struct password_job *j = arg;
 	free_secret(j->password);
 	free(j->user);
 	free(j->rhost);
@@ -868,9 +868,9 @@ static void pam_job_free(void *arg)
 	free(j);
 }
 
-static void pam_job_done(void *arg)
+static void password_job_done(void *arg)
 {
-	struct pam_job *j = arg;
+	struct password_job *j = arg;
 	struct client *c = j->c;
 	c->login->job = NULL;
 	bool ok = j->res.ok;
@@ -881,7 +881,7 @@ static void pam_job_done(void *arg)
 		c->login->proved_password = j->password;   /* for server logins (login_succeeded) */
 		j->password = NULL;
 	}
-	pam_job_free(j);
+	password_job_free(j);
 	if (c->state != CL_LOGIN || c->login->step != CL_AUTH_PAM)
 		return;    /* refused meanwhile (client_login_timeout): FATAL already sent */
 	if (!ok) {
@@ -896,9 +896,9 @@ static void pam_job_done(void *arg)
 }
 
 /* Check c's cleartext password with PAM or LDAP (c->login->ldap) off the loop; c waits in CL_AUTH_PAM. */
-static void start_pam(struct client *c, const char *password)
+static void start_password_check(struct client *c, const char *password)
 {
-	struct pam_job *j = calloc(1, sizeof(*j));
+	struct password_job *j = calloc(1, sizeof(*j));
 	if (j && c->login->ldap) {
 		j->ldap = c->login->ldap;     /* the job's now */
 		c->login->ldap = NULL;
@@ -907,13 +907,13 @@ static void start_pam(struct client *c, const char *password)
 	    !(j->rhost = strdup(c->peer.sa.sa_family == AF_UNIX ? "" : CLIENT_ADDR(c))) ||
 	    !(j->confdir = strdup(c->sl->cfg->auth_pam_confdir))) {
 		if (j)
-			pam_job_free(j);
+			password_job_free(j);
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return;
 	}
 	j->c = c;
 	c->login->step = CL_AUTH_PAM;
-	c->login->job = workers_submit(c->sl->workers, pam_job_run, pam_job_done, pam_job_free, j);
+	c->login->job = workers_submit(c->sl->workers, password_job_run, password_job_done, password_job_free, j);
 	if (!c->login->job)
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "could not start PAM authentication");
 }
@@ -926,7 +926,7 @@ static void handle_password(struct client *c, struct msgreader *r)
 		return;
 	}
 	if (c->login->method == AUTH_TYPE_PAM || c->login->method == AUTH_TYPE_LDAP) {
-		start_pam(c, given);
+		start_password_check(c, given);
 		return;
 	}
 	bool ok = false;
