@@ -27,6 +27,8 @@ this order, then one table with a MET / NOT MET verdict per target:
              forward) and tagged /*ai_cache,ai_user,ai_model*/ (a hit that
              makes a usage record)
 
+BENCH_TARGET_PARTS (default idle,tps,syscalls,ir,mw) runs only the named
+measurements; the others print as "skipped" (NOT MEASURED) in the table.
 N1, N2 are BENCH_CALLGRIND_TX (default 2000 6000). Counted runs use fixed -t
 counts, never -T: strace and valgrind slow the pooler down, and the counts do
 not depend on time. The report (markdown) goes to stdout, progress to stderr.
@@ -52,6 +54,8 @@ from bench import DBNAME, ROLE, ROOT, ConnectAllowance, Pooler, Run, log, tail  
 COMMAND = ""     # the command as the user typed it, for the report (bench.user_command)
 CG_MODES = ("simple", "extended", "prepared")
 MW_MODES = ("simple", "extended")
+PARTS = ("idle", "tps", "syscalls", "ir", "mw")
+SKIPPED = "skipped"
 HIT_TAG = " /*ai_cache='lookup',ai_user='bench-user',ai_model='gpt-4o'*/"
 
 # The limits: (key, text of the target, limit, "max" or "min").
@@ -371,6 +375,11 @@ def main():
         sys.exit("bench: BENCH_TARGETS=1 needs valgrind and strace")
     if importlib.util.find_spec("psycopg") is None:
         sys.exit("bench: BENCH_TARGETS=1 needs psycopg 3 (Debian: python3-psycopg)")
+    parts = set(os.environ.get("BENCH_TARGET_PARTS", ",".join(PARTS)).split(","))
+    unknown = parts - set(PARTS)
+    if unknown:
+        sys.exit(f"bench: BENCH_TARGET_PARTS: unknown part(s) {', '.join(sorted(unknown))}; "
+                 f"known: {', '.join(PARTS)}")
     loads = []
 
     def load():
@@ -410,13 +419,16 @@ def main():
 
         # 1. RSS per idle client, on fresh poolers.
         for name, p in poolers.items():
+            if "idle" not in parts:
+                r["idle"][name] = (SKIPPED, None, None)
+                continue
             log(f"idle RSS: {name}: {many} clients")
             r["idle"][name] = idle_rss(settings, p, many)
             log(f"idle RSS: {name}: {num(r['idle'][name][0])} bytes per idle client")
 
         # 2. tps, interleaved rounds, medians.
         allowance = ConnectAllowance(settings.clients + [many])
-        cells = settings.clients + [many]
+        cells = settings.clients + [many] if "tps" in parts else []
         runs = {}
         total = sum(len(bench.TARGETS) - (c == many) for c in cells) * settings.rounds
         done = 0
@@ -448,6 +460,10 @@ def main():
         # 3. system calls per simple transaction, on the warmed poolers.
         n1, n2 = settings.callgrind_tx
         for name, p in poolers.items():
+            if "syscalls" not in parts:
+                r["syscall_counts"][name] = (SKIPPED, SKIPPED)
+                r["syscalls"][name] = SKIPPED
+                continue
             counts = [strace_calls(settings, p, "simple", n, logdir, f"{n}") for n in (n1, n2)]
             r["syscall_counts"][name] = counts
             r["syscalls"][name] = per_tx(counts[0], counts[1], n2 - n1)
@@ -461,6 +477,9 @@ def main():
             for mode in CG_MODES:
                 for name, binary, acct in (("pgbouncer", settings.pgbouncer, account),
                                            ("pgsluice", settings.pgsluice_copy, None)):
+                    if "ir" not in parts:
+                        r["ir"][(mode, clients, name)] = SKIPPED
+                        continue
                     r["ir"][(mode, clients, name)] = callgrind_per_tx(
                         settings, name, binary, tmp / f"callgrind-{name}", acct, pg, mode,
                         clients, logdir)
@@ -479,7 +498,7 @@ def main():
                          dbname=DBNAME, check=False).strip()
         for mode in MW_MODES:
             r["mw"][mode] = {label: middleware_ir(settings, tmp, pg, scripts[label], mode,
-                                                  logdir, label)
+                                                  logdir, label) if "mw" in parts else SKIPPED
                              for label in ("untagged", "user", "tokens", "forward", "hit")}
         after = pg.psql("SELECT count(*) FROM sluice.llm_usage WHERE cached",
                         dbname=DBNAME, check=False).strip()
