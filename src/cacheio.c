@@ -30,6 +30,16 @@ void cacheio_write_rowdesc(struct iobuf *out, const struct cache_entry *e)
 	iobuf_add(out, e->rowdesc, e->rowdesc_len);
 }
 
+void cacheio_write_answer(struct iobuf *out, const struct cache_entry *e)
+{
+	if (e->rowdesc + e->rowdesc_len == e->rows) {
+		iobuf_add(out, e->rowdesc, e->rowdesc_len + e->rows_len);
+		return;
+	}
+	iobuf_add(out, e->rowdesc, e->rowdesc_len);
+	iobuf_add(out, e->rows, e->rows_len);
+}
+
 static uint32_t msg_len_at(const uint8_t *p)
 {
 	return ((uint32_t)p[1] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 8) | p[4];

@@ -21,6 +21,13 @@ void cacheio_write_statement(struct iobuf *out, const struct cache_entry *d);
 void cacheio_write_rowdesc(struct iobuf *out, const struct cache_entry *e);
 
 /*
+ * Append e's whole answer to a simple Query: its RowDescription (must be
+ * set), every DataRow and the CommandComplete, as one copy when they lie
+ * together (a stored entry's are packed so).
+ */
+void cacheio_write_answer(struct iobuf *out, const struct cache_entry *e);
+
+/*
  * Append e's DataRows from row *pos on, at most max_rows of them (0: all),
  * then its CommandComplete when the rows ran out, else PortalSuspended, as
  * an Execute of a portal with that row limit answers (protocol-flow.html

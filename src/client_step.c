@@ -65,13 +65,9 @@ static inline struct ai_context ctx_of(const struct client *c)
 static struct cache_key_owner key_owner(const struct client *c)
 {
 	return (struct cache_key_owner){ .database = c->database, .user = c->user, .vars = c->vars.values,
-	                                 .n_vars = varcache_count(), .settings_hash = settings_current(c)->hash };
-}
-
-static bool key_query(struct msgbuf *k, const struct client *c, const struct cache_stmt *st)
-{
-	struct cache_key_owner o = key_owner(c);
-	return cache_key_query(k, &o, st);
+	                                 .n_vars = varcache_count(), .vars_gen = c->vars.gen,
+	                                 .settings_hash = settings_current(c)->hash,
+	                                 .memo = c->aic ? &c->aic->key_memo : NULL };
 }
 
 static bool key_bind(struct msgbuf *k, const struct client *c, const struct cache_stmt *st, const uint8_t *body,
@@ -576,10 +572,8 @@ static int query_cache_step(struct client *c, const char *text, size_t len, cons
 	bool bypass = a->cache_bypass;
 	struct msgbuf k;
 	msg_init(&k);
-	struct cache_stmt *st = cache_stmt_new(text, len, tags, NULL, 0);
-	bool keyed = st && key_query(&k, c, st);
-	free(st);
-	if (!keyed) {
+	struct cache_key_owner o = key_owner(c);
+	if (!cache_key_query_text(&k, &o, text, len, tags)) {
 		msg_free(&k);
 		return 1;
 	}
@@ -606,13 +600,11 @@ static void answer_query_hit(struct client *c, uint32_t len, struct cache_entry 
 	struct server *s = c->server;
 	struct iobuf *out = &c->io.out;
 	struct usage_pending *usage = hit_usage(c, tags);
-	uint32_t pos = 0;
 	iobuf_drain(&c->io.in, 1 + (size_t)len);
 	c->sl->stats.query_count++;
 	c->pool->stats.query_count++;
 	cache_note_hit(c->sl->cache);
-	cacheio_write_rowdesc(out, hit);
-	cacheio_write_rows(out, hit, &pos, 0);
+	cacheio_write_answer(out, hit);
 	usage_commit(c->sl, usage);    /* before ReadyForQuery; a lost record is logged and counted */
 	client_send_ready(c, s ? s->tx_status : 'I');
 	cache_entry_release(c->sl->cache, hit);
@@ -1837,6 +1829,7 @@ void client_step_free(struct client *c)
 	free(a->unnamed_tags);
 	free(a->unnamed_cstmt);
 	free(a->portal_tags);
+	cache_key_memo_free(a->key_memo);
 	for (size_t i = 0; i < a->n_tagged; i++) {
 		free(a->tagged[i].name);
 		free(a->tagged[i].tags);

@@ -45,39 +45,205 @@ struct cache_stmt *cache_stmt_new(const char *text, size_t len, const struct ai_
 	return st;
 }
 
-/* A length-prefixed string, so that no two different field lists make one key. */
-static void key_str(struct msgbuf *k, const char *s)
+/*
+ * Keys are written straight into the msgbuf when its room suffices (the
+ * usual case: a key of a short statement fits its 256 inline bytes), field
+ * by field with msg_add_* otherwise; both write the same bytes. A lookup
+ * builds a key for every statement, and msg_add_* per field cost more than
+ * the rest of a hit (a bounds check, a call to memcpy and a byte swap each).
+ */
+
+/* Where n more bytes of k go when they fit without growing (k->len is advanced), else NULL. */
+static inline uint8_t *key_room(struct msgbuf *k, size_t n)
 {
-	size_t n = strlen(s);
-	msg_add_int32(k, (int32_t)n);
-	msg_add_bytes(k, s, n);
+	if (k->failed || k->cap - k->len < n)
+		return NULL;
+	uint8_t *p = k->data + k->len;
+	k->len += n;
+	return p;
+}
+
+/* Copy n bytes to dst; a short field (most of a key's) without a call to memcpy. Returns dst + n. */
+static inline uint8_t *put(uint8_t *dst, const void *src, size_t n)
+{
+	const uint8_t *s = src;
+	if (n > 16) {
+		memcpy(dst, s, n);
+	} else if (n >= 8) {
+		memcpy(dst, s, 8);    /* two 8-byte copies that overlap */
+		memcpy(dst + n - 8, s + n - 8, 8);
+	} else if (n >= 4) {
+		memcpy(dst, s, 4);
+		memcpy(dst + n - 4, s + n - 4, 4);
+	} else {
+		for (size_t i = 0; i < n; i++)
+			dst[i] = s[i];
+	}
+	return dst + n;
+}
+
+static inline uint8_t *put16(uint8_t *dst, int16_t v)
+{
+	uint16_t be = htons((uint16_t)v);
+	memcpy(dst, &be, 2);
+	return dst + 2;
+}
+
+static inline uint8_t *put32(uint8_t *dst, int32_t v)
+{
+	uint32_t be = htonl((uint32_t)v);
+	memcpy(dst, &be, 4);
+	return dst + 4;
+}
+
+/* The fields of a key's head: database, role and each tracked parameter. */
+#define HEAD_MAX_FIELDS 32
+
+/* A client's head as its last key wrote it, and what it was written from (cache_key_owner). */
+struct cache_key_memo {
+	const char *database, *user;   /* compared as pointers: the client's own */
+	uint64_t vars_gen, settings_hash;
+	int n_vars;
+	size_t len, cap;               /* bytes in head, bytes it has room for */
+	uint8_t head[];
+};
+
+void cache_key_memo_free(struct cache_key_memo *m)
+{
+	free(m);
+}
+
+/* Does c's memo hold the head c would write? */
+static const struct cache_key_memo *memo_of(const struct cache_key_owner *c)
+{
+	const struct cache_key_memo *m = c->memo ? *c->memo : NULL;
+	if (m && m->vars_gen == c->vars_gen && m->settings_hash == c->settings_hash && m->n_vars == c->n_vars &&
+	    m->database == c->database && m->user == c->user)
+		return m;
+	return NULL;
+}
+
+/* Keep head[0..len), written from c, in c's memo (nothing when out of memory: the next key writes it again). */
+static void memo_keep(const struct cache_key_owner *c, const uint8_t *head, size_t len)
+{
+	struct cache_key_memo *m = *c->memo;
+	if (!m || m->cap < len) {
+		free(m);
+		*c->memo = m = malloc(sizeof(*m) + len);
+		if (!m)
+			return;
+		m->cap = len;
+	}
+	m->database = c->database;
+	m->user = c->user;
+	m->vars_gen = c->vars_gen;
+	m->settings_hash = c->settings_hash;
+	m->n_vars = c->n_vars;
+	m->len = len;
+	memcpy(m->head, head, len);
 }
 
 /*
  * Database, role, every setting pgsluice tracks (client_encoding, DateStyle,
  * TimeZone, IntervalStyle, standard_conforming_strings, application_name and
  * track_extra_parameters: a statement may read any of them, e.g. with
- * current_setting()) and the statement: what every key starts with. A
- * client with other settings gets its own answer; one that may have changed
- * settings pgsluice does not track makes no key at all (client_step.c).
+ * current_setting()), each length-prefixed so that no two different field
+ * lists make one key, then the hash of the recorded settings: what every
+ * key starts with. A client with other settings gets its own answer; one
+ * that may have changed settings pgsluice does not track makes no key at all
+ * (client_step.c).
  */
+static void write_owner_fields(struct msgbuf *k, const struct cache_key_owner *c)
+{
+	const char *f[HEAD_MAX_FIELDS];
+	size_t n[HEAD_MAX_FIELDS];
+	int nf = c->n_vars + 2;
+	if (nf <= HEAD_MAX_FIELDS) {
+		size_t total = sizeof(c->settings_hash) + 4 * (size_t)nf;
+		f[0] = c->database;
+		f[1] = c->user;
+		for (int i = 0; i < c->n_vars; i++)
+			f[2 + i] = c->vars[i] ? c->vars[i] : "";
+		for (int i = 0; i < nf; i++)
+			total += n[i] = strlen(f[i]);
+		uint8_t *p = key_room(k, total);
+		if (p) {
+			for (int i = 0; i < nf; i++)
+				p = put(put32(p, (int32_t)n[i]), f[i], n[i]);
+			memcpy(p, &c->settings_hash, sizeof(c->settings_hash));
+			return;
+		}
+	}
+	for (int i = 0; i < nf; i++) {
+		const char *s = i == 0 ? c->database : i == 1 ? c->user : c->vars[i - 2] ? c->vars[i - 2] : "";
+		size_t len = strlen(s);
+		msg_add_int32(k, (int32_t)len);
+		msg_add_bytes(k, s, len);
+	}
+	/* the recorded settings (settings.h), by their hash: search_path, app.tenant... */
+	msg_add_bytes(k, &c->settings_hash, sizeof(c->settings_hash));
+}
+
+/* The owner's fields of a key: copied from c's memo when it holds them, else written (and kept there). */
+static void key_owner_fields(struct msgbuf *k, const struct cache_key_owner *c)
+{
+	const struct cache_key_memo *m = memo_of(c);
+	if (m) {
+		uint8_t *p = key_room(k, m->len);
+		if (p)
+			memcpy(p, m->head, m->len);
+		else
+			msg_add_bytes(k, m->head, m->len);
+		return;
+	}
+	size_t start = k->len;
+	write_owner_fields(k, c);
+	if (c->memo && !k->failed)
+		memo_keep(c, k->data + start, k->len - start);
+}
+
+/* What every key starts with: the owner's fields, then the statement. */
 static void key_head(struct msgbuf *k, const struct cache_key_owner *c, const struct cache_stmt *st)
 {
-	key_str(k, c->database);
-	key_str(k, c->user);
-	for (int i = 0; i < c->n_vars; i++)
-		key_str(k, c->vars[i] ? c->vars[i] : "");
-	/* the recorded settings (settings.h), by their hash: search_path, app.tenant... */
-	uint64_t hash = c->settings_hash;
-	msg_add_bytes(k, &hash, sizeof(hash));
+	key_owner_fields(k, c);
 	msg_add_bytes(k, st->data, st->len);
 }
 
-bool cache_key_query(struct msgbuf *k, const struct cache_key_owner *c, const struct cache_stmt *st)
+/* Two int16 fields (a count and a format code), in place when there is room. */
+static void key_int16_pair(struct msgbuf *k, int16_t a, int16_t b)
 {
-	key_head(k, c, st);
-	msg_add_int16(k, 0);    /* no parameters */
-	msg_add_int16(k, 0);    /* text results */
+	uint8_t *p = key_room(k, 4);
+	if (p) {
+		put16(put16(p, a), b);
+	} else {
+		msg_add_int16(k, a);
+		msg_add_int16(k, b);
+	}
+}
+
+bool cache_key_query_text(struct msgbuf *k, const struct cache_key_owner *c, const char *text, size_t len,
+                          const struct ai_tags *tags)
+{
+	size_t cut_from = tags->comment_start, cut_to = tags->comment_end;
+	if (cut_to < cut_from || cut_to > len)
+		cut_from = cut_to = 0;
+	size_t text_len = len - (cut_to - cut_from);
+	key_owner_fields(k, c);
+	/* cache_stmt_new's data, then no parameters and text results */
+	uint8_t *p = key_room(k, 4 + text_len + 2 + 4);
+	if (p) {
+		p = put32(p, (int32_t)text_len);
+		p = put(p, text, cut_from);
+		p = put(p, text + cut_to, len - cut_to);
+		p = put16(p, 0);    /* no parameter types */
+		put16(put16(p, 0), 0);
+	} else {
+		msg_add_int32(k, (int32_t)text_len);
+		msg_add_bytes(k, text, cut_from);
+		msg_add_bytes(k, text + cut_to, len - cut_to);
+		msg_add_int16(k, 0);
+		key_int16_pair(k, 0, 0);
+	}
 	return !k->failed;
 }
 
@@ -103,15 +269,24 @@ bool cache_key_bind(struct msgbuf *k, const struct cache_key_owner *c, const str
 	if (r.bad || n_formats < 0 || n_params < 0 || (n_formats > 1 && n_formats != n_params))
 		return false;
 	key_head(k, c, st);
-	msg_add_int16(k, n_params);
+	uint8_t *p = key_room(k, 2);
+	if (p)
+		put16(p, n_params);
+	else
+		msg_add_int16(k, n_params);
 	for (int i = 0; i < n_params && !r.bad; i++) {
 		int16_t f = format_of(formats, n_formats, i);
 		int32_t vlen = mr_int32(&r);
 		const uint8_t *v = vlen > 0 ? mr_bytes(&r, (size_t)vlen) : NULL;
-		msg_add_int16(k, f);
-		msg_add_int32(k, vlen);    /* -1: NULL */
-		if (v)
-			msg_add_bytes(k, v, (size_t)vlen);
+		size_t vn = v ? (size_t)vlen : 0;
+		if ((p = key_room(k, 6 + vn)) != NULL) {
+			put(put32(put16(p, f), vlen), v, vn);
+		} else {
+			msg_add_int16(k, f);
+			msg_add_int32(k, vlen);    /* -1: NULL */
+			if (v)
+				msg_add_bytes(k, v, vn);
+		}
 	}
 	int16_t n_results = mr_int16(&r);
 	const uint8_t *results = n_results > 0 ? mr_bytes(&r, (size_t)n_results * 2) : NULL;
@@ -120,6 +295,10 @@ bool cache_key_bind(struct msgbuf *k, const struct cache_key_owner *c, const str
 	bool all_text = true;
 	for (int i = 0; i < n_results; i++)
 		all_text = all_text && format_of(results, n_results, i) == 0;
+	if (all_text && (p = key_room(k, 2)) != NULL) {
+		put16(p, 0);
+		return true;
+	}
 	msg_add_int16(k, all_text ? 0 : n_results);
 	if (!all_text)
 		msg_add_bytes(k, results, (size_t)n_results * 2);
@@ -131,7 +310,11 @@ bool cache_key_bind(struct msgbuf *k, const struct cache_key_owner *c, const str
 bool cache_key_statement(struct msgbuf *k, const struct cache_key_owner *c, const struct cache_stmt *st)
 {
 	key_head(k, c, st);
-	msg_add_int16(k, -1);    /* no Bind or Query key has a negative parameter count */
+	uint8_t *p = key_room(k, 2);
+	if (p)
+		put16(p, -1);    /* no Bind or Query key has a negative parameter count */
+	else
+		msg_add_int16(k, -1);
 	return !k->failed;
 }
 

@@ -16,20 +16,36 @@ struct ai_tags;
 struct cache;
 struct cache_entry;
 
+struct cache_key_memo;
+
 /*
  * Whose answer a key names (filled by the core, client_step.c): the
  * client's database and login role, the values of every parameter pgsluice
  * tracks (varcache.h: client_encoding, DateStyle, TimeZone, IntervalStyle,
  * standard_conforming_strings, application_name, track_extra_parameters; NULL
  * when unset) and the hash of its recorded settings (settings.h). All borrowed.
+ *
+ * Every key starts with these fields, and they rarely change during a
+ * client's life: memo, when not NULL, is where the client keeps them as a
+ * key writes them (made on first use, freed with cache_key_memo_free), so
+ * that its next key copies them instead of writing each field again. It is
+ * used while vars_gen (varcache.h gen: equal numbers mean equal values),
+ * settings_hash, n_vars and the database and user pointers are the same;
+ * database and user must therefore be the client's own strings, fixed for
+ * its life.
  */
 struct cache_key_owner {
 	const char *database;
 	const char *user;
 	char *const *vars;
 	int n_vars;
+	uint64_t vars_gen;
 	uint64_t settings_hash;
+	struct cache_key_memo **memo;
 };
+
+/* Free a client's memo (cache_key_owner.memo; NULL is ignored). */
+void cache_key_memo_free(struct cache_key_memo *m);
 
 /*
  * The statement's part of a key: its text without the tag comment, then its
@@ -56,10 +72,15 @@ struct cache_stmt *cache_stmt_new(const char *text, size_t len, const struct ai_
 struct msgbuf;
 
 /*
- * The key of statement st run by client c (cache_key_owner) as
- * a simple Query: no parameters, text results. False when out of memory.
+ * The key of the simple Query text[0..len) run by client c
+ * (cache_key_owner): its statement part as cache_stmt_new(text, len, tags,
+ * NULL, 0) makes it, then no parameters and text results. Written without
+ * making the cache_stmt: a simple Query's text is looked up once, so the
+ * intermediate copy (a malloc and a free per lookup) is not kept. tags
+ * (TAGS_OK) say where the comment is. False when out of memory.
  */
-bool cache_key_query(struct msgbuf *k, const struct cache_key_owner *c, const struct cache_stmt *st);
+bool cache_key_query_text(struct msgbuf *k, const struct cache_key_owner *c, const char *text, size_t len,
+                          const struct ai_tags *tags);
 
 /*
  * The key of statement st bound by the Bind message body[0..len) (after the

@@ -15,6 +15,7 @@
 #include "ai/session.h"
 
 struct ai_tags;
+struct cache_key_memo;
 struct cache_stmt;
 struct event;
 struct stmt_tags;
@@ -54,6 +55,7 @@ struct ai_client {
 	struct cache_entry *cached_portal;  /* the unnamed portal, bound to a hit */
 	struct cache_waiter cache_waiter;   /* parked until an identical miss is answered */
 	struct event *cache_wake_ev;        /* resumes the relay after that */
+	struct cache_key_memo *key_memo;    /* how its keys start, kept between lookups (cache_key_owner) */
 };
 
 #endif

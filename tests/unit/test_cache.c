@@ -5,7 +5,10 @@
  * failed, two result sets, too large), TTL expiry, waiters and their wakes,
  * several capturers, refresh fills, LRU eviction under max_memory, references
  * that outlive eviction and flush, reconfiguration, byte accounting, the
- * hit/miss counters and a table that grows.
+ * hit/miss counters and a table that grows; keys (ai/cache_proto.h) as
+ * their documented layout, whichever way they are written (in place, field
+ * by field past the msgbuf's room, from a client's memo) and keys of every
+ * length told apart by the table's hash.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +21,9 @@
 #include <cmocka.h>
 
 #include "ai/cache.h"
+#include "ai/cache_proto.h"
+#include "ai/tags.h"
+#include "proto.h"
 
 #define SEC 1000000LL                 /* microseconds */
 #define T0 (1000 * SEC)               /* a monotonic "now" */
@@ -1233,6 +1239,290 @@ static void test_free_with_fills_in_flight_and_waiters(void **state)
 	cache_free(NULL);
 }
 
+/* ---- keys (ai/cache_proto.h) ---- */
+
+/* A key as cache_proto.h lays it out, written byte by byte: the reference. */
+struct refkey {
+	uint8_t b[4096];
+	size_t n;
+};
+
+static void ref_bytes(struct refkey *r, const void *p, size_t n)
+{
+	assert_true(r->n + n <= sizeof(r->b));
+	memcpy(r->b + r->n, p, n);
+	r->n += n;
+}
+
+static void ref_u32(struct refkey *r, uint32_t v)
+{
+	r->n += put_u32(r->b + r->n, v);
+}
+
+static void ref_u16(struct refkey *r, uint16_t v)
+{
+	r->n += put_u16(r->b + r->n, v);
+}
+
+static void ref_str(struct refkey *r, const char *s)
+{
+	ref_u32(r, (uint32_t)strlen(s));
+	ref_bytes(r, s, strlen(s));
+}
+
+/* The owner's fields, then the statement part of text with text[cut_from..cut_to) left out. */
+static void ref_head(struct refkey *r, const struct cache_key_owner *o, const char *text, size_t cut_from,
+                     size_t cut_to, uint16_t n_types, const uint8_t *types)
+{
+	r->n = 0;
+	ref_str(r, o->database);
+	ref_str(r, o->user);
+	for (int i = 0; i < o->n_vars; i++)
+		ref_str(r, o->vars[i] ? o->vars[i] : "");
+	ref_bytes(r, &o->settings_hash, sizeof(o->settings_hash));
+	ref_u32(r, (uint32_t)(strlen(text) - (cut_to - cut_from)));
+	ref_bytes(r, text, cut_from);
+	ref_bytes(r, text + cut_to, strlen(text) - cut_to);
+	ref_u16(r, n_types);
+	ref_bytes(r, types, (size_t)n_types * 4);
+}
+
+/* The simple Query key of text (comment at cut_from..cut_to) for owner o, after skip junk bytes in k. */
+static void check_query_key(const struct cache_key_owner *o, const char *text, size_t cut_from, size_t cut_to,
+                            size_t skip)
+{
+	struct ai_tags tags;
+	memset(&tags, 0, sizeof(tags));
+	tags.comment_start = cut_from;
+	tags.comment_end = cut_to;
+	struct refkey r;
+	ref_head(&r, o, text, cut_from, cut_to, 0, NULL);
+	ref_u16(&r, 0);    /* no parameters */
+	ref_u16(&r, 0);    /* text results */
+	struct msgbuf k;
+	msg_init(&k);
+	for (size_t i = 0; i < skip; i++)
+		msg_add_byte(&k, 'j');
+	assert_true(cache_key_query_text(&k, o, text, strlen(text), &tags));
+	assert_int_equal(k.len, skip + r.n);
+	assert_memory_equal(k.data + skip, r.b, r.n);
+	msg_free(&k);
+}
+
+#define QTEXT "SELECT answer FROM llm_cache WHERE k = 42 /*ai_cache='lookup'*/"
+#define QCUT_FROM 42
+#define QCUT_TO (sizeof(QTEXT) - 1)
+
+static void test_query_key_is_its_documented_layout(void **state)
+{
+	char *vars[] = { "UTF8", NULL, "ISO, MDY", "on", "a-much-longer-application-name-value" };
+	struct cache_key_owner o = { .database = "bench", .user = "bench-user", .vars = vars, .n_vars = 5,
+	                             .vars_gen = 3, .settings_hash = 0x0123456789abcdefULL };
+	check_query_key(&o, QTEXT, QCUT_FROM, QCUT_TO, 0);
+	check_query_key(&o, QTEXT, 0, 0, 0);                /* no comment to leave out */
+	check_query_key(&o, QTEXT, QCUT_FROM, QCUT_TO, 200); /* past the msgbuf's inline room: field by field */
+	check_query_key(&o, QTEXT, QCUT_FROM, QCUT_TO, 252);
+	check_query_key(&o, "", 0, 0, 0);
+	o.n_vars = 0;
+	check_query_key(&o, QTEXT, QCUT_FROM, QCUT_TO, 0);
+}
+
+static void test_query_key_of_long_fields(void **state)
+{
+	char big[600];
+	memset(big, 'v', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	char *vars[] = { "UTF8", big };
+	struct cache_key_owner o = { .database = "db", .user = "u", .vars = vars, .n_vars = 2 };
+	check_query_key(&o, QTEXT, QCUT_FROM, QCUT_TO, 0);
+	vars[1] = "short";
+	char text[1200];
+	memset(text, 's', sizeof(text) - 1);
+	text[sizeof(text) - 1] = '\0';
+	check_query_key(&o, text, 10, 20, 0);    /* a statement longer than the inline room */
+}
+
+static void test_key_memo_gives_the_key_its_fields_give(void **state)
+{
+	struct cache_key_memo *memo = NULL;
+	char *vars[] = { "UTF8", "ISO, MDY" };
+	char db[] = "bench";
+	struct cache_key_owner o = { .database = db, .user = "bench-user", .vars = vars, .n_vars = 2,
+	                             .vars_gen = 5, .settings_hash = 77, .memo = &memo };
+	check_query_key(&o, QTEXT, QCUT_FROM, QCUT_TO, 0);
+	assert_non_null(memo);                                 /* kept */
+	check_query_key(&o, QTEXT, QCUT_FROM, QCUT_TO, 0);    /* from it */
+	check_query_key(&o, "SELECT 2", 0, 0, 250);            /* from it, past the room */
+
+	char *other[] = { "LATIN1", "ISO, MDY" };    /* a change of values takes a new gen (varcache.h) */
+	o.vars = other;
+	o.vars_gen = 6;
+	check_query_key(&o, QTEXT, QCUT_FROM, QCUT_TO, 0);
+	check_query_key(&o, QTEXT, QCUT_FROM, QCUT_TO, 0);
+	o.settings_hash = 78;
+	check_query_key(&o, QTEXT, QCUT_FROM, QCUT_TO, 0);
+	o.n_vars = 1;                                 /* track_extra_parameters reloaded */
+	check_query_key(&o, QTEXT, QCUT_FROM, QCUT_TO, 0);
+	char big[400];
+	memset(big, 'b', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	o.database = big;                             /* another owner: its own fields, a larger memo */
+	check_query_key(&o, QTEXT, QCUT_FROM, QCUT_TO, 0);
+	check_query_key(&o, QTEXT, QCUT_FROM, QCUT_TO, 0);
+	o.database = db;
+	check_query_key(&o, QTEXT, QCUT_FROM, QCUT_TO, 0);
+	cache_key_memo_free(memo);
+	cache_key_memo_free(NULL);
+}
+
+/* Bind body: unnamed portal and statement, n_formats codes, values (NULL: SQL NULL), n_results codes. */
+static size_t bind_body(uint8_t *p, int16_t n_formats, const int16_t *formats, int n_params, const char *const *values,
+                        int16_t n_results, const int16_t *results)
+{
+	size_t n = 0;
+	p[n++] = 0;
+	p[n++] = 0;
+	n += put_u16(p + n, (uint16_t)n_formats);
+	for (int i = 0; i < n_formats; i++)
+		n += put_u16(p + n, (uint16_t)formats[i]);
+	n += put_u16(p + n, (uint16_t)n_params);
+	for (int i = 0; i < n_params; i++) {
+		if (!values[i]) {
+			n += put_u32(p + n, 0xffffffffu);
+			continue;
+		}
+		n += put_u32(p + n, (uint32_t)strlen(values[i]));
+		memcpy(p + n, values[i], strlen(values[i]));
+		n += strlen(values[i]);
+	}
+	n += put_u16(p + n, (uint16_t)n_results);
+	for (int i = 0; i < n_results; i++)
+		n += put_u16(p + n, (uint16_t)results[i]);
+	return n;
+}
+
+static void check_bind_keys(const struct cache_key_owner *o, size_t skip)
+{
+	static const char text[] = "SELECT answer FROM llm_cache WHERE k = $1 /*ai_cache='lookup'*/";
+	static const uint8_t types[4] = { 0, 0, 0, 23 };
+	char big[700];
+	memset(big, 'p', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	struct ai_tags tags;
+	memset(&tags, 0, sizeof(tags));
+	tags.comment_start = 42;
+	tags.comment_end = sizeof(text) - 1;
+	struct cache_stmt *st = cache_stmt_new(text, strlen(text), &tags, types, 1);
+	assert_non_null(st);
+	struct refkey r, head;
+	ref_head(&head, o, text, 42, sizeof(text) - 1, 1, types);
+
+	/* the statement's key: the head, then -1 */
+	r = head;
+	ref_u16(&r, 0xffff);
+	struct msgbuf k;
+	msg_init(&k);
+	for (size_t i = 0; i < skip; i++)
+		msg_add_byte(&k, 'j');
+	assert_true(cache_key_statement(&k, o, st));
+	assert_int_equal(k.len, skip + r.n);
+	assert_memory_equal(k.data + skip, r.b, r.n);
+	msg_free(&k);
+
+	/* Binds: values with their formats; "no codes" and "all text" results are one key */
+	const char *v1[] = { "42" }, *vnull[] = { NULL }, *vbig[] = { big };
+	static const int16_t text_fmt[] = { 0 }, bin_fmt[] = { 1 };
+	struct {
+		int16_t n_formats;
+		const int16_t *formats;
+		const char *const *values;
+		int16_t n_results;
+		const int16_t *results;
+		int16_t want_format, want_results;
+	} cases[] = {
+		{ 0, NULL, v1, 0, NULL, 0, 0 },
+		{ 1, text_fmt, v1, 1, text_fmt, 0, 0 },
+		{ 1, bin_fmt, v1, 0, NULL, 1, 0 },
+		{ 0, NULL, vnull, 0, NULL, 0, 0 },
+		{ 0, NULL, vbig, 0, NULL, 0, 0 },
+		{ 0, NULL, v1, 1, bin_fmt, 0, 1 },
+	};
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		uint8_t body[1024];
+		size_t len = bind_body(body, cases[c].n_formats, cases[c].formats, 1, cases[c].values, cases[c].n_results,
+		                       cases[c].results);
+		r = head;
+		ref_u16(&r, 1);
+		ref_u16(&r, (uint16_t)cases[c].want_format);
+		const char *v = cases[c].values[0];
+		ref_u32(&r, v ? (uint32_t)strlen(v) : 0xffffffffu);
+		if (v)
+			ref_bytes(&r, v, strlen(v));
+		ref_u16(&r, (uint16_t)cases[c].want_results);
+		if (cases[c].want_results)
+			ref_u16(&r, 1);
+		msg_init(&k);
+		for (size_t i = 0; i < skip; i++)
+			msg_add_byte(&k, 'j');
+		assert_true(cache_key_bind(&k, o, st, body, len));
+		assert_int_equal(k.len, skip + r.n);
+		assert_memory_equal(k.data + skip, r.b, r.n);
+		msg_free(&k);
+	}
+	free(st);
+}
+
+static void test_statement_and_bind_keys_are_their_documented_layout(void **state)
+{
+	char *vars[] = { "UTF8", NULL, "Europe/Paris" };
+	struct cache_key_memo *memo = NULL;
+	struct cache_key_owner o = { .database = "bench", .user = "bench-user", .vars = vars, .n_vars = 3,
+	                             .vars_gen = 9, .settings_hash = 4242 };
+	for (size_t skip = 0; skip < 256; skip += 23)
+		check_bind_keys(&o, skip);
+	o.memo = &memo;
+	check_bind_keys(&o, 0);
+	check_bind_keys(&o, 0);
+	check_bind_keys(&o, 240);
+	cache_key_memo_free(memo);
+}
+
+static void test_keys_of_every_length_are_told_apart(void **state)
+{
+	struct cache *cache = cache_new(BIG, BIG);
+	struct answer a;
+	build_answer(&a, 1, "x");
+	uint8_t key[80];
+	/* every length from 0, and each key of a length differing from the others in one byte only */
+	for (size_t len = 0; len <= sizeof(key); len++)
+		for (size_t at = 0; at < len || (len == 0 && at == 0); at++) {
+			memset(key, 'k', sizeof(key));
+			if (len)
+				key[at] = 'K';
+			struct cache_entry *e = cache_fill_begin(cache, key, len, TTL, true);
+			capture(cache, e, &a);
+			assert_true(cache_fill_drop(cache, e, T0));
+			if (!len)
+				break;
+		}
+	for (size_t len = 0; len <= sizeof(key); len++) {
+		struct cache_entry *f;
+		memset(key, 'k', sizeof(key));
+		/* all 'k': stored only as the empty key */
+		assert_int_equal(cache_lookup(cache, key, len, T0, &f), len ? CACHE_FOUND_MISS : CACHE_FOUND_READY);
+		cache_entry_release(cache, f);
+		for (size_t at = 0; at < len; at++) {
+			memset(key, 'k', sizeof(key));
+			key[at] = 'K';
+			assert_int_equal(cache_lookup(cache, key, len, T0, &f), CACHE_FOUND_READY);
+			assert_int_equal(f->key_len, len);
+			assert_memory_equal(f->key, key, len);
+			cache_entry_release(cache, f);
+		}
+	}
+	cache_free(cache);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1280,6 +1570,11 @@ int main(void)
 		cmocka_unit_test(test_hit_and_miss_counters),
 		cmocka_unit_test(test_many_keys_grow_the_table),
 		cmocka_unit_test(test_free_with_fills_in_flight_and_waiters),
+		cmocka_unit_test(test_query_key_is_its_documented_layout),
+		cmocka_unit_test(test_query_key_of_long_fields),
+		cmocka_unit_test(test_key_memo_gives_the_key_its_fields_give),
+		cmocka_unit_test(test_statement_and_bind_keys_are_their_documented_layout),
+		cmocka_unit_test(test_keys_of_every_length_are_told_apart),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
