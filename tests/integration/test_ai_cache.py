@@ -405,6 +405,25 @@ def test_a_hit_is_in_the_clients_timezone(sluice, pg, table):
             assert text == "2024-01-01 14:00:07.5+09" and ts.utcoffset().total_seconds() == 9 * 3600
 
 
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_a_client_changing_its_timezone_between_lookups_gets_the_new_timezones_answer(
+        sluice, pg, table, protocol):
+    """A client keeps the start of its keys (database, role, tracked settings) between
+    lookups: a SET TimeZone after its first lookups gives its next ones the new TimeZone's
+    answer, and going back gives the first answer again, from the cache."""
+    sql = tag(f"SELECT ts::text FROM {TABLE} WHERE k = %s")
+    pooler = sluice(pool_mode="transaction")
+    with pooler.connect() as conn:
+        cur = psycopg.ClientCursor(conn) if protocol == "simple" else conn.cursor()
+        conn.execute("SET TimeZone TO 'UTC'")
+        for tz, text in (("UTC", "2024-01-01 05:00:07.5+00"), ("Asia/Tokyo", "2024-01-01 14:00:07.5+09"),
+                         ("UTC", "2024-01-01 05:00:07.5+00"), ("Asia/Tokyo", "2024-01-01 14:00:07.5+09")):
+            conn.execute(f"SET TimeZone TO '{tz}'")
+            for _ in range(2):
+                assert cur.execute(sql, (5,)).fetchall() == [(text,)]
+    assert executions(pg) == 2    # once per TimeZone
+
+
 def test_a_hit_is_in_the_clients_datestyle_and_intervalstyle(sluice, pg, table):
     """Two more of the settings PostgreSQL reports to the client (ParameterStatus) and that
     change how values are written."""
