@@ -1342,9 +1342,10 @@ static bool local_parse(struct client *c, struct local_batch *b, struct local_ms
 	    (*b->parses[i].p.name && (!prepared_active(c) || prepared_client_has(c, b->parses[i].p.name))))
 		return false;    /* a name in use: 42P05 comes the usual way */
 	const char *q = b->parses[i].p.query;
-	if (settings_effect(q, strlen(q)) != SETTINGS_NONE)
+	size_t q_len = b->parses[i].p.query_len;
+	if (effect_of(c, q, q_len) != SETTINGS_NONE)
 		return false;    /* the server's way notes it (note_settings) */
-	if (middleware_tags(q, strlen(q), &b->parses[i].tags, &r) != TAGS_OK ||
+	if (middleware_tags(q, q_len, &b->parses[i].tags, &r) != TAGS_OK ||
 	    b->parses[i].tags.cache != AI_CACHE_LOOKUP)
 		return false;
 	b->parses[i].cstmt = lookup_stmt(c, &b->parses[i].p, &b->parses[i].tags);
