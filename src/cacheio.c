@@ -32,7 +32,7 @@ void cacheio_write_rowdesc(struct iobuf *out, const struct cache_entry *e)
 
 void cacheio_write_answer(struct iobuf *out, const struct cache_entry *e)
 {
-	if (e->rowdesc + e->rowdesc_len == e->rows) {
+	if (e->rowdesc && e->rowdesc + e->rowdesc_len == e->rows) {
 		iobuf_add(out, e->rowdesc, e->rowdesc_len + e->rows_len);
 		return;
 	}
