@@ -642,6 +642,8 @@ struct limit_entry {
 	int64_t last_used_ms;
 	uint64_t rules_generation;       /* of the rules limit[] was resolved from */
 	double limit[LIMIT_N_DIMS];      /* in force; < 0: none */
+	bool limited;                    /* some limit[] >= 0 */
+	int64_t fresh_ms;                /* the start of the second entry_refresh last did its work in */
 	struct minute_window *win[2];    /* requests / tokens (BUCKET_*); NULL: nothing counted */
 	struct resv_slot resv[2];
 	uint8_t alerted[2];              /* thresholds already reported this day / month (tokens_per_day, cost) */
@@ -679,6 +681,10 @@ struct limits {
 	struct htab members;             /* subject -> its groups (struct group_member) */
 	int lease_instances;             /* 0: leasing off */
 	struct limit_entry *leased;      /* counters with e->lease, newest first */
+	/* the UTC day and month day_start_of and month_start_of last computed:
+	 * every statement asks, the divisions and calendar math are done once */
+	int64_t cal_day_start, cal_day_end;
+	int64_t cal_month_start, cal_month_end;
 };
 
 /* The groups a subject belongs to (sluice.subject_groups), as counter names "group:<name>". */
@@ -772,6 +778,26 @@ static void lru_push_newest(struct limits *l, struct limit_entry *e)
 	else
 		l->oldest = e;
 	l->newest = e;
+}
+
+/* day_start(ms), from the cached day when ms is in it. */
+static int64_t day_start_of(struct limits *l, int64_t ms)
+{
+	if (ms < l->cal_day_start || ms >= l->cal_day_end) {
+		l->cal_day_start = day_start(ms);
+		l->cal_day_end = l->cal_day_start + DAY_MS;
+	}
+	return l->cal_day_start;
+}
+
+/* month_start(ms), from the cached month when ms is in it. */
+static int64_t month_start_of(struct limits *l, int64_t ms)
+{
+	if (ms < l->cal_month_start || ms >= l->cal_month_end) {
+		l->cal_month_start = month_start(ms);
+		l->cal_month_end = next_month_start(ms);
+	}
+	return l->cal_month_start;
 }
 
 static int64_t second_of(int64_t ms)
@@ -878,7 +904,16 @@ static void entry_refresh(struct limits *l, struct limit_entry *e, int64_t now)
 	if (e->rules_generation != l->rules->generation) {
 		resolve_into(l->rules, e->node.subject, e->node.model, e->limit);
 		e->rules_generation = l->rules->generation;
+		e->limited = false;
+		for (int d = 0; d < LIMIT_N_DIMS; d++)
+			e->limited |= e->limit[d] >= 0;
+	} else if (now >= e->fresh_ms && now - e->fresh_ms < 1000) {
+		/* Same rules, same second as the last refresh: windows move by the
+		 * second, and epochs, days and months are whole seconds, so the
+		 * work below would change nothing. */
+		return;
 	}
+	e->fresh_ms = second_of(now) * 1000;
 	for (int b = 0; b < 2; b++) {
 		if (e->limit[b] <= 0) {
 			free(e->win[b]);   /* no limit, or 0: nothing to remember */
@@ -888,13 +923,13 @@ static void entry_refresh(struct limits *l, struct limit_entry *e, int64_t now)
 		}
 	}
 	resv_expire(e, now);
-	int64_t ds = day_start(now);
+	int64_t ds = day_start_of(l, now);
 	if (ds > e->day_start_ms) {
 		e->day_start_ms = ds;
 		e->tokens_day = 0;
 		e->alerted[0] = 0;
 	}
-	int64_t ms = month_start(now);
+	int64_t ms = month_start_of(l, now);
 	if (ms > e->month_start_ms) {
 		e->month_start_ms = ms;
 		e->ucents_month = 0;
@@ -925,14 +960,68 @@ static void entry_free(struct limits *l, struct limit_entry *e)
 }
 
 /*
+ * Is name keyed as n's n_len bytes: the same first LIMITS_NAME_MAX bytes
+ * (make_key)? A byte loop: names are short, and a call to strncmp costs more.
+ */
+static inline bool name_is(const char *name, const char *n, size_t n_len)
+{
+	size_t i = 0;
+	/* stops at the end of a shorter name (n has no NUL), so name[i] stays in bounds */
+	while (i < n_len && name[i] == n[i])
+		i++;
+	return i == n_len && (n_len == LIMITS_NAME_MAX || name[n_len] == '\0');
+}
+
+/*
+ * The two most recently used counters, when one is (subject, model): a
+ * statement gets its subject's and its subject/model counter, so a subject
+ * that runs statements in a row finds both here, without hashing its names.
+ * NULL: look in the table.
+ */
+static struct limit_entry *entry_recent(const struct limits *l, const char *subject, const char *model)
+{
+	if (!model || (model[0] == '*' && model[1] == '\0'))
+		model = "";
+	if (!subject)
+		subject = "";
+	struct limit_entry *e = l->newest;
+	for (int i = 0; i < 2 && e; i++, e = e->older)
+		if (name_is(model, e->node.model, e->node.model_len) &&
+		    name_is(subject, e->node.subject, e->node.subject_len))
+			return e;
+	return NULL;
+}
+
+/* The counter for (subject, model) if there is one, as it is (not refreshed, not moved). */
+static struct limit_entry *entry_find(const struct limits *l, const char *subject, const char *model)
+{
+	struct limit_entry *e = entry_recent(l, subject, model);
+	if (e)
+		return e;
+	struct name_key k = make_key(subject, model);
+	return (struct limit_entry *)htab_find(&l->entries, &k);
+}
+
+/*
  * The counter for (subject, model), created if needed, refreshed to now and
  * moved to the front of the LRU list. NULL when out of memory.
  */
 static struct limit_entry *entry_get(struct limits *l, const char *subject, const char *model,
                                      int64_t now)
 {
+	struct limit_entry *e = entry_recent(l, subject, model);
+	if (e) {
+		if (l->newest != e) {
+			lru_unlink(l, e);
+			lru_push_newest(l, e);
+		}
+		if (now > e->last_used_ms)
+			e->last_used_ms = now;
+		entry_refresh(l, e, now);
+		return e;
+	}
 	struct name_key k = make_key(subject, model);
-	struct limit_entry *e = (struct limit_entry *)htab_find(&l->entries, &k);
+	e = (struct limit_entry *)htab_find(&l->entries, &k);
 	if (e) {
 		lru_unlink(l, e);
 	} else {
@@ -949,8 +1038,8 @@ static struct limit_entry *entry_get(struct limits *l, const char *subject, cons
 		if (!e)
 			return NULL;
 		e->rules_generation = l->rules->generation - 1;   /* resolve on first refresh */
-		e->day_start_ms = day_start(now);
-		e->month_start_ms = month_start(now);
+		e->day_start_ms = day_start_of(l, now);
+		e->month_start_ms = month_start_of(l, now);
 		htab_insert(&l->entries, &e->node);
 	}
 	lru_push_newest(l, e);
@@ -964,7 +1053,7 @@ static struct limit_entry *entry_get(struct limits *l, const char *subject, cons
 static void pending_add(struct limits *l, struct limit_entry *e, int64_t now, int64_t requests,
                         int64_t tokens, int64_t ucents)
 {
-	int64_t ds = day_start(now);
+	int64_t ds = day_start_of(l, now);
 	struct limit_pending *slot = NULL;
 	for (int i = 0; i < 2 && !slot; i++)
 		if (e->pending[i].used && e->pending[i].day_start_ms == ds)
@@ -1442,6 +1531,16 @@ bool limits_admit_reserve(struct limits *l, const char *subject, const char *mod
 	struct limit_entry *s = ents[0], *m = ents[1];
 	if (!s)
 		return true;   /* out of memory: fail open */
+	bool limited = false;
+	for (size_t i = 0; i < 2 * n_payers; i++)
+		limited |= ents[i] && ents[i]->limited;
+	if (!limited) {
+		/* No limit applies to any counter of the statement: nothing to check
+		 * and nothing to reserve (no window is kept, leases need a limit).
+		 * The request is counted all the same, for the other instances. */
+		pending_add(l, m ? m : s, now_ms, 1, 0, 0);
+		return true;
+	}
 
 	/* the estimate: given, else the running mean of the subject's most specific counter */
 	int64_t ask_tokens = 0, ask_ucents = 0;
@@ -1507,8 +1606,7 @@ bool limits_admit_reserve(struct limits *l, const char *subject, const char *mod
 static void resv_give_back(struct limits *l, const char *subject, const char *model,
                            const struct limit_reservation *r, int64_t now)
 {
-	struct name_key k = make_key(subject, model);
-	struct limit_entry *e = (struct limit_entry *)htab_find(&l->entries, &k);
+	struct limit_entry *e = entry_find(l, subject, model);
 	if (!e)
 		return;
 	resv_expire(e, now);
@@ -1587,7 +1685,7 @@ static void add_use(struct limits *l, const char *subject, const char *model, in
 			}
 			if (at_day < 0 || at_day == e->day_start_ms)
 				e->tokens_day = add_count(e->tokens_day, tokens);
-			if (at_day < 0 || month_start(at_day) == e->month_start_ms)
+			if (at_day < 0 || month_start_of(l, at_day) == e->month_start_ms)
 				e->ucents_month = add_count(e->ucents_month, ucents);
 			if (tokens > 0 || ucents > 0) {
 				mark_dirty(l, e);

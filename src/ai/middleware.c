@@ -72,12 +72,13 @@ struct usage_pending *middleware_hit_usage(const struct ai_context *c, const str
  * priced now), else ai_tokens_estimate / ai_cost_estimate, else -1: the
  * running mean of the subject's (and model's) recent calls.
  */
-static struct limit_estimate estimate_of(const struct sluice *sl, const struct ai_tags *tags, const char *model)
+static struct limit_estimate estimate_of(const struct sluice *sl, const struct ai_tags *tags, const char *model,
+                                         bool wanted)
 {
 	struct limit_estimate est = { -1, -1 };
 	if (!tags)
 		return est;
-	if (usage_wanted(tags)) {
+	if (wanted) {
 		int64_t in = tags->tokens_in > 0 ? tags->tokens_in : 0, out = tags->tokens_out > 0 ? tags->tokens_out : 0;
 		est.tokens = in + out;
 		est.cost_cents = usage_price_cents(sl, model, in, out);
@@ -88,7 +89,7 @@ static struct limit_estimate estimate_of(const struct sluice *sl, const struct a
 		double as_out = usage_price_cents(sl, model, 0, tags->tokens_estimate);
 		est.cost_cents = as_in > as_out ? as_in : as_out;
 	}
-	if (tags->cost_estimate_cents >= 0 && !usage_wanted(tags))
+	if (tags->cost_estimate_cents >= 0 && !wanted)
 		est.cost_cents = tags->cost_estimate_cents;
 	return est;
 }
@@ -133,7 +134,8 @@ bool middleware_admit(const struct ai_context *c, const struct ai_tags *tags, st
 		         "or sluice.user are not affected.", sizeof(refusal->hint));
 		return false;
 	}
-	if (tagged && usage_wanted(tags) && !usage_can_record(sl)) {
+	bool wanted = tagged && usage_wanted(tags);   /* a usage record: asked once */
+	if (wanted && !usage_can_record(sl)) {
 		refusal_start(refusal, SQLSTATE_DISK_FULL);
 		str_copy(refusal->message, "could not record LLM usage: the usage journal cannot be written",
 		         sizeof(refusal->message));
@@ -141,7 +143,7 @@ bool middleware_admit(const struct ai_context *c, const struct ai_tags *tags, st
 		return false;
 	}
 	struct limit_refusal r;
-	struct limit_estimate est = estimate_of(sl, tagged ? tags : NULL, model);
+	struct limit_estimate est = estimate_of(sl, tagged ? tags : NULL, model, wanted);
 	struct limit_reservation resv;
 	int64_t now = wall_ms();
 	if (!sl->limits || limits_admit_reserve(sl->limits, subject, model, now, &est, usage ? &resv : NULL, &r)) {
@@ -150,7 +152,7 @@ bool middleware_admit(const struct ai_context *c, const struct ai_tags *tags, st
 			if (!sl->limits)
 				memset(&resv, 0, sizeof(resv));
 			*usage = usage_prepare_admitted(c, tagged ? tags : NULL, subject, model, &resv);
-			if (!*usage && sl->limits)
+			if (!*usage && resv.held)
 				limits_release(sl->limits, subject, model, &resv, now);   /* out of memory */
 		}
 		return true;

@@ -31,6 +31,7 @@ struct ai_stats {
 	size_t n_entries;
 	struct ai_entry other;              /* past AI_STATS_MAX_SUBJECTS */
 	struct ai_stats_totals totals;
+	struct ai_entry *last;              /* found last (never other): a subject's statements come in runs */
 };
 
 static const char *const refusal_names[N_REFUSAL_REASONS] = {
@@ -77,8 +78,8 @@ static bool grow_table(struct ai_stats *m)
 	return true;
 }
 
-/* The entry of (subject, model), made on first use; the "(other)" entry when full or OOM. */
-static struct ai_entry *find_entry(struct ai_stats *m, const char *subject, const char *model)
+/* find_entry by the hash table. */
+static struct ai_entry *find_entry_hashed(struct ai_stats *m, const char *subject, const char *model)
 {
 	char s[LIMITS_NAME_MAX + 1], mo[LIMITS_NAME_MAX + 1];
 	str_copy(s, subject ? subject : "", sizeof(s));
@@ -104,6 +105,33 @@ static struct ai_entry *find_entry(struct ai_stats *m, const char *subject, cons
 	e->next = m->buckets[h % m->n_buckets];
 	m->buckets[h % m->n_buckets] = e;
 	m->n_entries++;
+	return e;
+}
+
+/*
+ * Is name (NULL: "") keyed as kept, the entry's name: its first
+ * LIMITS_NAME_MAX bytes? A byte loop: names are short, a call costs more.
+ */
+static inline bool name_is(const char *name, const char *kept)
+{
+	size_t i = 0;
+	if (!name)
+		name = "";
+	/* up to the end of both, or LIMITS_NAME_MAX bytes: name[i] stays in bounds */
+	while (i < LIMITS_NAME_MAX && name[i] == kept[i] && kept[i])
+		i++;
+	return i == LIMITS_NAME_MAX || name[i] == kept[i];
+}
+
+/* The entry of (subject, model), made on first use; the "(other)" entry when full or OOM. */
+static struct ai_entry *find_entry(struct ai_stats *m, const char *subject, const char *model)
+{
+	/* the same pair as last time: no copies, no hash */
+	if (m->last && name_is(subject, m->last->subject) && name_is(model, m->last->model))
+		return m->last;
+	struct ai_entry *e = find_entry_hashed(m, subject, model);
+	if (e != &m->other)
+		m->last = e;
 	return e;
 }
 
