@@ -1071,8 +1071,10 @@ static void pending_add(struct limits *l, struct limit_entry *e, int64_t now, in
 		slot->day_start_ms = ds;
 	}
 	slot->requests = add_count(slot->requests, requests);
-	slot->tokens = add_count(slot->tokens, tokens);
-	slot->ucents = add_count(slot->ucents, ucents);
+	if (tokens)    /* an admission adds a request only */
+		slot->tokens = add_count(slot->tokens, tokens);
+	if (ucents)
+		slot->ucents = add_count(slot->ucents, ucents);
 }
 
 static void mark_dirty(struct limits *l, struct limit_entry *e)

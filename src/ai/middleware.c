@@ -3,6 +3,7 @@
 #include "ai/middleware.h"
 #include "ai/stats.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -36,6 +37,62 @@ enum tags_result middleware_tags(const char *text, size_t len, struct ai_tags *t
 			str_copy(refusal->detail, tags->error_detail, sizeof(refusal->detail));
 		str_copy(refusal->hint, "Tag values are sqlcommenter-encoded: ai_tokens_in='120'.",
 		         sizeof(refusal->hint));
+	}
+	return r;
+}
+
+/* The last Parse query middleware_parse_tags parsed, and its tags. */
+static struct {
+	bool valid;
+	enum tags_result result;     /* TAGS_NONE or TAGS_OK: an invalid one is parsed again */
+	size_t len;
+	struct ai_tags tags;
+	size_t user_len, model_len, conversation_len, traceparent_len;   /* strlen of each text */
+	char text[MIDDLEWARE_PARSE_MEMO_MAX];
+} parse_memo;
+
+/* src (len bytes and a NUL) to dst; an empty one without a call to memcpy. */
+static inline void copy_text(char *dst, const char *src, size_t len)
+{
+	if (len)
+		memcpy(dst, src, len + 1);
+	else
+		dst[0] = '\0';
+}
+
+/*
+ * *dst = parse_memo.tags, copying the texts only up to their NULs: most are
+ * empty, and a whole struct is 600 bytes (struct ai_tags keeps its fixed-size
+ * fields before the texts for this).
+ */
+static void memo_copy_tags(struct ai_tags *dst)
+{
+	const struct ai_tags *src = &parse_memo.tags;
+	memcpy(dst, src, offsetof(struct ai_tags, user));    /* a constant size: inlined */
+	copy_text(dst->user, src->user, parse_memo.user_len);
+	copy_text(dst->model, src->model, parse_memo.model_len);
+	copy_text(dst->conversation, src->conversation, parse_memo.conversation_len);
+	copy_text(dst->traceparent, src->traceparent, parse_memo.traceparent_len);
+}
+
+enum tags_result middleware_parse_tags(const char *text, size_t len, struct ai_tags *tags,
+                                       struct pg_error *refusal)
+{
+	if (parse_memo.valid && parse_memo.len == len && memcmp(parse_memo.text, text, len) == 0) {
+		memo_copy_tags(tags);    /* tags_parse is a function of the text alone */
+		return parse_memo.result;
+	}
+	enum tags_result r = middleware_tags(text, len, tags, refusal);
+	parse_memo.valid = r != TAGS_INVALID && len <= sizeof(parse_memo.text);
+	if (parse_memo.valid) {
+		parse_memo.result = r;
+		parse_memo.len = len;
+		parse_memo.tags = *tags;
+		parse_memo.user_len = strlen(tags->user);
+		parse_memo.model_len = strlen(tags->model);
+		parse_memo.conversation_len = strlen(tags->conversation);
+		parse_memo.traceparent_len = strlen(tags->traceparent);
+		memcpy(parse_memo.text, text, len);
 	}
 	return r;
 }
@@ -151,7 +208,11 @@ bool middleware_admit(const struct ai_context *c, const struct ai_tags *tags, st
 		if (usage) {
 			if (!sl->limits)
 				memset(&resv, 0, sizeof(resv));
-			*usage = usage_prepare_admitted(c, tagged ? tags : NULL, subject, model, &resv);
+			/* with neither a record to make nor a reservation to carry it
+			 * would return NULL: the usual case of a tag without token counts
+			 * and no limit in force is told here without the call */
+			if (wanted || resv.held)
+				*usage = usage_prepare_admitted(c, tagged ? tags : NULL, subject, model, &resv);
 			if (!*usage && resv.held)
 				limits_release(sl->limits, subject, model, &resv, now);   /* out of memory */
 		}

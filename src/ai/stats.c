@@ -17,6 +17,7 @@ struct ai_entry {
 	uint64_t hash;
 	char *subject;
 	char *model;
+	uint16_t subject_len, model_len;    /* strlen of each, at most LIMITS_NAME_MAX */
 	uint64_t requests;
 	uint64_t refusals;
 	uint64_t input_tokens;
@@ -102,6 +103,8 @@ static struct ai_entry *find_entry_hashed(struct ai_stats *m, const char *subjec
 		return &m->other;
 	}
 	e->hash = h;
+	e->subject_len = (uint16_t)strlen(s);
+	e->model_len = (uint16_t)strlen(mo);
 	e->next = m->buckets[h % m->n_buckets];
 	m->buckets[h % m->n_buckets] = e;
 	m->n_entries++;
@@ -109,25 +112,26 @@ static struct ai_entry *find_entry_hashed(struct ai_stats *m, const char *subjec
 }
 
 /*
- * Is name (NULL: "") keyed as kept, the entry's name: its first
- * LIMITS_NAME_MAX bytes? A byte loop: names are short, a call costs more.
+ * Is name (NULL: "") keyed as kept (kept_len bytes), the entry's name: its
+ * first LIMITS_NAME_MAX bytes? A byte loop: names are short, a call costs more.
  */
-static inline bool name_is(const char *name, const char *kept)
+static inline bool name_is(const char *name, const char *kept, size_t kept_len)
 {
 	size_t i = 0;
 	if (!name)
 		name = "";
-	/* up to the end of both, or LIMITS_NAME_MAX bytes: name[i] stays in bounds */
-	while (i < LIMITS_NAME_MAX && name[i] == kept[i] && kept[i])
+	/* stops at the end of a shorter name (kept has no NUL), so name[i] stays in bounds */
+	while (i < kept_len && name[i] == kept[i])
 		i++;
-	return i == LIMITS_NAME_MAX || name[i] == kept[i];
+	return i == kept_len && (kept_len == LIMITS_NAME_MAX || name[kept_len] == '\0');
 }
 
 /* The entry of (subject, model), made on first use; the "(other)" entry when full or OOM. */
 static struct ai_entry *find_entry(struct ai_stats *m, const char *subject, const char *model)
 {
 	/* the same pair as last time: no copies, no hash */
-	if (m->last && name_is(subject, m->last->subject) && name_is(model, m->last->model))
+	if (m->last && name_is(model, m->last->model, m->last->model_len) &&
+	    name_is(subject, m->last->subject, m->last->subject_len))
 		return m->last;
 	struct ai_entry *e = find_entry_hashed(m, subject, model);
 	if (e != &m->other)
