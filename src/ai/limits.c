@@ -960,23 +960,11 @@ static void entry_free(struct limits *l, struct limit_entry *e)
 }
 
 /*
- * Is name keyed as n's n_len bytes: the same first LIMITS_NAME_MAX bytes
- * (make_key)? A byte loop: names are short, and a call to strncmp costs more.
- */
-static inline bool name_is(const char *name, const char *n, size_t n_len)
-{
-	size_t i = 0;
-	/* stops at the end of a shorter name (n has no NUL), so name[i] stays in bounds */
-	while (i < n_len && name[i] == n[i])
-		i++;
-	return i == n_len && (n_len == LIMITS_NAME_MAX || name[n_len] == '\0');
-}
-
-/*
  * The two most recently used counters, when one is (subject, model): a
  * statement gets its subject's and its subject/model counter, so a subject
- * that runs statements in a row finds both here, without hashing its names.
- * NULL: look in the table.
+ * that runs statements in a row finds both here, without hashing its names
+ * (the lengths are compared first, the bytes only of a counter that may
+ * match). NULL: look in the table.
  */
 static struct limit_entry *entry_recent(const struct limits *l, const char *subject, const char *model)
 {
@@ -984,10 +972,11 @@ static struct limit_entry *entry_recent(const struct limits *l, const char *subj
 		model = "";
 	if (!subject)
 		subject = "";
+	size_t slen = strnlen(subject, LIMITS_NAME_MAX), mlen = model[0] ? strnlen(model, LIMITS_NAME_MAX) : 0;
 	struct limit_entry *e = l->newest;
 	for (int i = 0; i < 2 && e; i++, e = e->older)
-		if (name_is(model, e->node.model, e->node.model_len) &&
-		    name_is(subject, e->node.subject, e->node.subject_len))
+		if (e->node.subject_len == slen && e->node.model_len == mlen &&
+		    memcmp(e->node.subject, subject, slen) == 0 && (mlen == 0 || memcmp(e->node.model, model, mlen) == 0))
 			return e;
 	return NULL;
 }

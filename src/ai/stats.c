@@ -113,17 +113,13 @@ static struct ai_entry *find_entry_hashed(struct ai_stats *m, const char *subjec
 
 /*
  * Is name (NULL: "") keyed as kept (kept_len bytes), the entry's name: its
- * first LIMITS_NAME_MAX bytes? A byte loop: names are short, a call costs more.
+ * first LIMITS_NAME_MAX bytes? The lengths first, the bytes only then.
  */
 static inline bool name_is(const char *name, const char *kept, size_t kept_len)
 {
-	size_t i = 0;
-	if (!name)
-		name = "";
-	/* stops at the end of a shorter name (kept has no NUL), so name[i] stays in bounds */
-	while (i < kept_len && name[i] == kept[i])
-		i++;
-	return i == kept_len && (kept_len == LIMITS_NAME_MAX || name[kept_len] == '\0');
+	if (!name || !name[0])
+		return kept_len == 0;
+	return strnlen(name, LIMITS_NAME_MAX) == kept_len && memcmp(name, kept, kept_len) == 0;
 }
 
 /* The entry of (subject, model), made on first use; the "(other)" entry when full or OOM. */

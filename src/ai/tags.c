@@ -78,6 +78,7 @@ struct tag_parser {
 #define CC_KEY    0x02   /* may be part of a key: printable but = , ' " (and bytes >= 0x80) */
 #define CC_DECODE 0x04   /* decode() would change it: %, + and (in quotes) \ */
 #define CC_HIGH   0x08   /* NUL or a byte >= 0x80: a text value needs the UTF-8/NUL check */
+#define CC_QUOTE  0x10   /* ' : ends a quoted value (unless escaped) */
 
 /* A key or value without CC_DECODE and CC_HIGH bytes decodes to itself and is clean text. */
 #define CC_SLOW (CC_DECODE | CC_HIGH)
@@ -86,6 +87,7 @@ static const unsigned char cclass[256] = {
 	[0] = CC_HIGH,
 	['\t'] = CC_SPACE, ['\n'] = CC_SPACE, ['\v'] = CC_SPACE, ['\f'] = CC_SPACE, ['\r'] = CC_SPACE,
 	[' '] = CC_SPACE,
+	['\''] = CC_QUOTE,
 	['!'] = CC_KEY, ['#' ... '$'] = CC_KEY, ['%'] = CC_KEY | CC_DECODE, ['&'] = CC_KEY,
 	['(' ... '*'] = CC_KEY, ['+'] = CC_KEY | CC_DECODE, ['-' ... '<'] = CC_KEY,
 	['>' ... '['] = CC_KEY, ['\\'] = CC_KEY | CC_DECODE, [']' ... '~'] = CC_KEY,
@@ -476,15 +478,11 @@ static void read_integer(struct tag_parser *tp, const struct tag_def *def, const
 	int64_t v = 0;
 	size_t i, digits = 0;
 
-	if (len == 0) {
+	for (i = 0; i < len && (unsigned) (value[i] - '0') <= 9; i++)
+		;
+	if (len == 0 || i < len) {
 		fail_invalid(tp, def, raw, raw_len);
 		return;
-	}
-	for (i = 0; i < len; i++) {
-		if (value[i] < '0' || value[i] > '9') {
-			fail_invalid(tp, def, raw, raw_len);
-			return;
-		}
 	}
 	for (i = 0; i < len; i++) {
 		if (digits == 0 && value[i] == '0')
@@ -667,7 +665,7 @@ static void syntax_error(struct tag_parser *tp, const char *detail, const char *
 static bool parse_body(struct tag_parser *tp, const char *p, const char *end)
 {
 	for (p = skip_space(p, end); p < end; p = skip_space(p, end)) {
-		const char *key = p, *value, *q;
+		const char *key = p, *value;
 		size_t key_len, value_len;
 		bool quoted = false;
 		unsigned char key_cc = 0, value_cc = 0;   /* the classes of their bytes, or'ed */
@@ -698,9 +696,13 @@ static bool parse_body(struct tag_parser *tp, const char *p, const char *end)
 			quoted = true;
 			value = ++p;
 			/* the first quote ends the value unless a backslash comes before it */
-			q = memchr(p, '\'', (size_t) (end - p));
-			for (; p < (q ? q : end); p++)
-				value_cc |= cclass[(unsigned char) *p];
+			for (; p < end; p++) {
+				unsigned char cc = cclass[(unsigned char) *p];
+
+				if (cc & CC_QUOTE)
+					break;
+				value_cc |= cc;
+			}
 			if (value_cc & CC_DECODE) {
 				/* \ is CC_DECODE: walk again, as \' is a quote inside */
 				for (p = value; p < end && *p != '\'';)
