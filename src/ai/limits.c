@@ -959,6 +959,12 @@ static void entry_free(struct limits *l, struct limit_entry *e)
 	free(e);
 }
 
+/* Does model name one: not NULL, "" or "*" (all models of the subject)? */
+static bool has_model(const char *model)
+{
+	return model && *model && strcmp(model, "*") != 0;
+}
+
 /*
  * The two most recently used counters, when one is (subject, model): a
  * statement gets its subject's and its subject/model counter, so a subject
@@ -995,20 +1001,25 @@ static struct limit_entry *entry_find(const struct limits *l, const char *subjec
  * The counter for (subject, model), created if needed, refreshed to now and
  * moved to the front of the LRU list. NULL when out of memory.
  */
+/* An existing counter e used at now: to the front of the LRU list, refreshed. */
+static struct limit_entry *entry_touch(struct limits *l, struct limit_entry *e, int64_t now)
+{
+	if (l->newest != e) {
+		lru_unlink(l, e);
+		lru_push_newest(l, e);
+	}
+	if (now > e->last_used_ms)
+		e->last_used_ms = now;
+	entry_refresh(l, e, now);
+	return e;
+}
+
 static struct limit_entry *entry_get(struct limits *l, const char *subject, const char *model,
                                      int64_t now)
 {
 	struct limit_entry *e = entry_recent(l, subject, model);
-	if (e) {
-		if (l->newest != e) {
-			lru_unlink(l, e);
-			lru_push_newest(l, e);
-		}
-		if (now > e->last_used_ms)
-			e->last_used_ms = now;
-		entry_refresh(l, e, now);
-		return e;
-	}
+	if (e)
+		return entry_touch(l, e, now);
 	struct name_key k = make_key(subject, model);
 	e = (struct limit_entry *)htab_find(&l->entries, &k);
 	if (e) {
@@ -1036,6 +1047,38 @@ static struct limit_entry *entry_get(struct limits *l, const char *subject, cons
 		e->last_used_ms = now;
 	entry_refresh(l, e, now);
 	return e;
+}
+
+/*
+ * entry_get of (subject, "") into *s and, when model names one, of
+ * (subject, model) into *m (else NULL), in that order: the counters a
+ * statement of subject uses. Its names are measured once and compared with
+ * the two most recently used counters, which a subject's statements in a
+ * row leave there; else entry_get asks the table.
+ */
+static void entry_get_pair(struct limits *l, const char *subject, const char *model, int64_t now,
+                           struct limit_entry **s, struct limit_entry **m)
+{
+	bool with_model = has_model(model);
+	const char *subj = subject ? subject : "";
+	size_t slen = strnlen(subj, LIMITS_NAME_MAX), mlen = with_model ? strnlen(model, LIMITS_NAME_MAX) : 0;
+	struct limit_entry *fs = NULL, *fm = NULL, *e = l->newest;
+	for (int i = 0; i < 2 && e; i++, e = e->older) {
+		if (e->node.subject_len != slen || memcmp(e->node.subject, subj, slen) != 0)
+			continue;
+		if (e->node.model_len == 0)
+			fs = e;
+		else if (e->node.model_len == mlen && memcmp(e->node.model, model, mlen) == 0)
+			fm = e;    /* mlen is 0 without a model: never here then */
+	}
+	if (!fs) {
+		/* a new counter may evict one: the second lookup must not keep a pointer from before */
+		*s = entry_get(l, subject, NULL, now);
+		*m = with_model ? entry_get(l, subject, model, now) : NULL;
+		return;
+	}
+	*s = entry_touch(l, fs, now);
+	*m = !with_model ? NULL : fm ? entry_touch(l, fm, now) : entry_get(l, subject, model, now);
 }
 
 /* Add local use to the pending delta of now's UTC day. */
@@ -1184,11 +1227,6 @@ static void entry_check(const struct limit_entry *e, const char *model, const ch
 	if (lim >= 0 && (double)inflight + 1 > lim + LEVEL_EPSILON)
 		consider(best, refused, LIMIT_MAX_CONCURRENT, model, group, lim, (double)inflight, 0,
 		         lim == 0 ? -1 : LIMITS_CONCURRENT_RETRY_MS, now);
-}
-
-static bool has_model(const char *model)
-{
-	return model && *model && strcmp(model, "*") != 0;
 }
 
 /* Cents as millionths of a cent; negative and NaN count as 0, at most LIMITS_MAX_CENTS. */
@@ -1515,10 +1553,8 @@ bool limits_admit_reserve(struct limits *l, const char *subject, const char *mod
 	const char *payer[1 + LIMITS_MAX_GROUPS];
 	size_t n_payers = payers_of(l, subject, payer);
 	struct limit_entry *ents[2 * (1 + LIMITS_MAX_GROUPS)];
-	for (size_t p = 0; p < n_payers; p++) {
-		ents[2 * p] = entry_get(l, payer[p], NULL, now_ms);
-		ents[2 * p + 1] = has_model(model) ? entry_get(l, payer[p], model, now_ms) : NULL;
-	}
+	for (size_t p = 0; p < n_payers; p++)
+		entry_get_pair(l, payer[p], model, now_ms, &ents[2 * p], &ents[2 * p + 1]);
 	struct limit_entry *s = ents[0], *m = ents[1];
 	if (!s)
 		return true;   /* out of memory: fail open */
@@ -1653,8 +1689,7 @@ static void add_use(struct limits *l, const char *subject, const char *model, in
 	struct limit_entry *s = NULL, *m = NULL;
 	for (size_t p = 0; p < n_payers; p++) {
 		struct limit_entry *both[2];
-		both[0] = entry_get(l, payer[p], NULL, now);
-		both[1] = has_model(model) ? entry_get(l, payer[p], model, now) : NULL;
+		entry_get_pair(l, payer[p], model, now, &both[0], &both[1]);
 		if (p == 0) {
 			s = both[0];
 			m = both[1];
