@@ -903,7 +903,7 @@ static int parse_step(struct client *c, struct server *s, uint32_t len)
 		return 1;
 	struct ai_tags tags;
 	struct pg_error r;
-	enum tags_result tr = strstr(p.query, "/*") ? middleware_tags(p.query, p.query_len, &tags, &r) : TAGS_NONE;
+	enum tags_result tr = strstr(p.query, "/*") ? middleware_parse_tags(p.query, p.query_len, &tags, &r) : TAGS_NONE;
 	if (tr == TAGS_INVALID) {
 		iobuf_drain(in, 1 + (size_t)len);
 		prepared_raise_error(s, r.sqlstate, r.message, r.detail[0] ? r.detail : NULL, r.hint);
@@ -1345,7 +1345,7 @@ static bool local_parse(struct client *c, struct local_batch *b, struct local_ms
 	size_t q_len = b->parses[i].p.query_len;
 	if (effect_of(c, q, q_len) != SETTINGS_NONE)
 		return false;    /* the server's way notes it (note_settings) */
-	if (middleware_tags(q, q_len, &b->parses[i].tags, &r) != TAGS_OK ||
+	if (middleware_parse_tags(q, q_len, &b->parses[i].tags, &r) != TAGS_OK ||
 	    b->parses[i].tags.cache != AI_CACHE_LOOKUP)
 		return false;
 	b->parses[i].cstmt = lookup_stmt(c, &b->parses[i].p, &b->parses[i].tags);
@@ -1684,7 +1684,7 @@ int client_batch_step(struct client *c, uint8_t type, uint32_t len)
 		const char *query = mr_string(&rd);
 		bind_off = 1 + (size_t)len;
 		if (!rd.bad && strstr(query, "/*")) {
-			enum tags_result tr = middleware_tags(query, strlen(query), &tags, &r);
+			enum tags_result tr = middleware_parse_tags(query, strlen(query), &tags, &r);
 			if (tr == TAGS_INVALID) {
 				refuse_batch(c, len, &r);
 				return 0;

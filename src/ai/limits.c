@@ -642,6 +642,8 @@ struct limit_entry {
 	int64_t last_used_ms;
 	uint64_t rules_generation;       /* of the rules limit[] was resolved from */
 	double limit[LIMIT_N_DIMS];      /* in force; < 0: none */
+	bool limited;                    /* some limit[] >= 0 */
+	int64_t fresh_ms;                /* the start of the second entry_refresh last did its work in */
 	struct minute_window *win[2];    /* requests / tokens (BUCKET_*); NULL: nothing counted */
 	struct resv_slot resv[2];
 	uint8_t alerted[2];              /* thresholds already reported this day / month (tokens_per_day, cost) */
@@ -679,6 +681,10 @@ struct limits {
 	struct htab members;             /* subject -> its groups (struct group_member) */
 	int lease_instances;             /* 0: leasing off */
 	struct limit_entry *leased;      /* counters with e->lease, newest first */
+	/* the UTC day and month day_start_of and month_start_of last computed:
+	 * every statement asks, the divisions and calendar math are done once */
+	int64_t cal_day_start, cal_day_end;
+	int64_t cal_month_start, cal_month_end;
 };
 
 /* The groups a subject belongs to (sluice.subject_groups), as counter names "group:<name>". */
@@ -772,6 +778,26 @@ static void lru_push_newest(struct limits *l, struct limit_entry *e)
 	else
 		l->oldest = e;
 	l->newest = e;
+}
+
+/* day_start(ms), from the cached day when ms is in it. */
+static int64_t day_start_of(struct limits *l, int64_t ms)
+{
+	if (ms < l->cal_day_start || ms >= l->cal_day_end) {
+		l->cal_day_start = day_start(ms);
+		l->cal_day_end = l->cal_day_start + DAY_MS;
+	}
+	return l->cal_day_start;
+}
+
+/* month_start(ms), from the cached month when ms is in it. */
+static int64_t month_start_of(struct limits *l, int64_t ms)
+{
+	if (ms < l->cal_month_start || ms >= l->cal_month_end) {
+		l->cal_month_start = month_start(ms);
+		l->cal_month_end = next_month_start(ms);
+	}
+	return l->cal_month_start;
 }
 
 static int64_t second_of(int64_t ms)
@@ -878,7 +904,16 @@ static void entry_refresh(struct limits *l, struct limit_entry *e, int64_t now)
 	if (e->rules_generation != l->rules->generation) {
 		resolve_into(l->rules, e->node.subject, e->node.model, e->limit);
 		e->rules_generation = l->rules->generation;
+		e->limited = false;
+		for (int d = 0; d < LIMIT_N_DIMS; d++)
+			e->limited |= e->limit[d] >= 0;
+	} else if (now >= e->fresh_ms && now - e->fresh_ms < 1000) {
+		/* Same rules, same second as the last refresh: windows move by the
+		 * second, and epochs, days and months are whole seconds, so the
+		 * work below would change nothing. */
+		return;
 	}
+	e->fresh_ms = second_of(now) * 1000;
 	for (int b = 0; b < 2; b++) {
 		if (e->limit[b] <= 0) {
 			free(e->win[b]);   /* no limit, or 0: nothing to remember */
@@ -888,13 +923,13 @@ static void entry_refresh(struct limits *l, struct limit_entry *e, int64_t now)
 		}
 	}
 	resv_expire(e, now);
-	int64_t ds = day_start(now);
+	int64_t ds = day_start_of(l, now);
 	if (ds > e->day_start_ms) {
 		e->day_start_ms = ds;
 		e->tokens_day = 0;
 		e->alerted[0] = 0;
 	}
-	int64_t ms = month_start(now);
+	int64_t ms = month_start_of(l, now);
 	if (ms > e->month_start_ms) {
 		e->month_start_ms = ms;
 		e->ucents_month = 0;
@@ -924,15 +959,69 @@ static void entry_free(struct limits *l, struct limit_entry *e)
 	free(e);
 }
 
+/* Does model name one: not NULL, "" or "*" (all models of the subject)? */
+static bool has_model(const char *model)
+{
+	return model && *model && strcmp(model, "*") != 0;
+}
+
+/*
+ * The two most recently used counters, when one is (subject, model): a
+ * statement gets its subject's and its subject/model counter, so a subject
+ * that runs statements in a row finds both here, without hashing its names
+ * (the lengths are compared first, the bytes only of a counter that may
+ * match). NULL: look in the table.
+ */
+static struct limit_entry *entry_recent(const struct limits *l, const char *subject, const char *model)
+{
+	if (!model || (model[0] == '*' && model[1] == '\0'))
+		model = "";
+	if (!subject)
+		subject = "";
+	size_t slen = strnlen(subject, LIMITS_NAME_MAX), mlen = model[0] ? strnlen(model, LIMITS_NAME_MAX) : 0;
+	struct limit_entry *e = l->newest;
+	for (int i = 0; i < 2 && e; i++, e = e->older)
+		if (e->node.subject_len == slen && e->node.model_len == mlen &&
+		    memcmp(e->node.subject, subject, slen) == 0 && (mlen == 0 || memcmp(e->node.model, model, mlen) == 0))
+			return e;
+	return NULL;
+}
+
+/* The counter for (subject, model) if there is one, as it is (not refreshed, not moved). */
+static struct limit_entry *entry_find(const struct limits *l, const char *subject, const char *model)
+{
+	struct limit_entry *e = entry_recent(l, subject, model);
+	if (e)
+		return e;
+	struct name_key k = make_key(subject, model);
+	return (struct limit_entry *)htab_find(&l->entries, &k);
+}
+
 /*
  * The counter for (subject, model), created if needed, refreshed to now and
  * moved to the front of the LRU list. NULL when out of memory.
  */
+/* An existing counter e used at now: to the front of the LRU list, refreshed. */
+static struct limit_entry *entry_touch(struct limits *l, struct limit_entry *e, int64_t now)
+{
+	if (l->newest != e) {
+		lru_unlink(l, e);
+		lru_push_newest(l, e);
+	}
+	if (now > e->last_used_ms)
+		e->last_used_ms = now;
+	entry_refresh(l, e, now);
+	return e;
+}
+
 static struct limit_entry *entry_get(struct limits *l, const char *subject, const char *model,
                                      int64_t now)
 {
+	struct limit_entry *e = entry_recent(l, subject, model);
+	if (e)
+		return entry_touch(l, e, now);
 	struct name_key k = make_key(subject, model);
-	struct limit_entry *e = (struct limit_entry *)htab_find(&l->entries, &k);
+	e = (struct limit_entry *)htab_find(&l->entries, &k);
 	if (e) {
 		lru_unlink(l, e);
 	} else {
@@ -949,8 +1038,8 @@ static struct limit_entry *entry_get(struct limits *l, const char *subject, cons
 		if (!e)
 			return NULL;
 		e->rules_generation = l->rules->generation - 1;   /* resolve on first refresh */
-		e->day_start_ms = day_start(now);
-		e->month_start_ms = month_start(now);
+		e->day_start_ms = day_start_of(l, now);
+		e->month_start_ms = month_start_of(l, now);
 		htab_insert(&l->entries, &e->node);
 	}
 	lru_push_newest(l, e);
@@ -960,11 +1049,43 @@ static struct limit_entry *entry_get(struct limits *l, const char *subject, cons
 	return e;
 }
 
+/*
+ * entry_get of (subject, "") into *s and, when model names one, of
+ * (subject, model) into *m (else NULL), in that order: the counters a
+ * statement of subject uses. Its names are measured once and compared with
+ * the two most recently used counters, which a subject's statements in a
+ * row leave there; else entry_get asks the table.
+ */
+static void entry_get_pair(struct limits *l, const char *subject, const char *model, int64_t now,
+                           struct limit_entry **s, struct limit_entry **m)
+{
+	bool with_model = has_model(model);
+	const char *subj = subject ? subject : "";
+	size_t slen = strnlen(subj, LIMITS_NAME_MAX), mlen = with_model ? strnlen(model, LIMITS_NAME_MAX) : 0;
+	struct limit_entry *fs = NULL, *fm = NULL, *e = l->newest;
+	for (int i = 0; i < 2 && e; i++, e = e->older) {
+		if (e->node.subject_len != slen || memcmp(e->node.subject, subj, slen) != 0)
+			continue;
+		if (e->node.model_len == 0)
+			fs = e;
+		else if (e->node.model_len == mlen && memcmp(e->node.model, model, mlen) == 0)
+			fm = e;    /* mlen is 0 without a model: never here then */
+	}
+	if (!fs) {
+		/* a new counter may evict one: the second lookup must not keep a pointer from before */
+		*s = entry_get(l, subject, NULL, now);
+		*m = with_model ? entry_get(l, subject, model, now) : NULL;
+		return;
+	}
+	*s = entry_touch(l, fs, now);
+	*m = !with_model ? NULL : fm ? entry_touch(l, fm, now) : entry_get(l, subject, model, now);
+}
+
 /* Add local use to the pending delta of now's UTC day. */
 static void pending_add(struct limits *l, struct limit_entry *e, int64_t now, int64_t requests,
                         int64_t tokens, int64_t ucents)
 {
-	int64_t ds = day_start(now);
+	int64_t ds = day_start_of(l, now);
 	struct limit_pending *slot = NULL;
 	for (int i = 0; i < 2 && !slot; i++)
 		if (e->pending[i].used && e->pending[i].day_start_ms == ds)
@@ -982,8 +1103,10 @@ static void pending_add(struct limits *l, struct limit_entry *e, int64_t now, in
 		slot->day_start_ms = ds;
 	}
 	slot->requests = add_count(slot->requests, requests);
-	slot->tokens = add_count(slot->tokens, tokens);
-	slot->ucents = add_count(slot->ucents, ucents);
+	if (tokens)    /* an admission adds a request only */
+		slot->tokens = add_count(slot->tokens, tokens);
+	if (ucents)
+		slot->ucents = add_count(slot->ucents, ucents);
 }
 
 static void mark_dirty(struct limits *l, struct limit_entry *e)
@@ -1104,11 +1227,6 @@ static void entry_check(const struct limit_entry *e, const char *model, const ch
 	if (lim >= 0 && (double)inflight + 1 > lim + LEVEL_EPSILON)
 		consider(best, refused, LIMIT_MAX_CONCURRENT, model, group, lim, (double)inflight, 0,
 		         lim == 0 ? -1 : LIMITS_CONCURRENT_RETRY_MS, now);
-}
-
-static bool has_model(const char *model)
-{
-	return model && *model && strcmp(model, "*") != 0;
 }
 
 /* Cents as millionths of a cent; negative and NaN count as 0, at most LIMITS_MAX_CENTS. */
@@ -1435,13 +1553,21 @@ bool limits_admit_reserve(struct limits *l, const char *subject, const char *mod
 	const char *payer[1 + LIMITS_MAX_GROUPS];
 	size_t n_payers = payers_of(l, subject, payer);
 	struct limit_entry *ents[2 * (1 + LIMITS_MAX_GROUPS)];
-	for (size_t p = 0; p < n_payers; p++) {
-		ents[2 * p] = entry_get(l, payer[p], NULL, now_ms);
-		ents[2 * p + 1] = has_model(model) ? entry_get(l, payer[p], model, now_ms) : NULL;
-	}
+	for (size_t p = 0; p < n_payers; p++)
+		entry_get_pair(l, payer[p], model, now_ms, &ents[2 * p], &ents[2 * p + 1]);
 	struct limit_entry *s = ents[0], *m = ents[1];
 	if (!s)
 		return true;   /* out of memory: fail open */
+	bool limited = false;
+	for (size_t i = 0; i < 2 * n_payers; i++)
+		limited |= ents[i] && ents[i]->limited;
+	if (!limited) {
+		/* No limit applies to any counter of the statement: nothing to check
+		 * and nothing to reserve (no window is kept, leases need a limit).
+		 * The request is counted all the same, for the other instances. */
+		pending_add(l, m ? m : s, now_ms, 1, 0, 0);
+		return true;
+	}
 
 	/* the estimate: given, else the running mean of the subject's most specific counter */
 	int64_t ask_tokens = 0, ask_ucents = 0;
@@ -1507,8 +1633,7 @@ bool limits_admit_reserve(struct limits *l, const char *subject, const char *mod
 static void resv_give_back(struct limits *l, const char *subject, const char *model,
                            const struct limit_reservation *r, int64_t now)
 {
-	struct name_key k = make_key(subject, model);
-	struct limit_entry *e = (struct limit_entry *)htab_find(&l->entries, &k);
+	struct limit_entry *e = entry_find(l, subject, model);
 	if (!e)
 		return;
 	resv_expire(e, now);
@@ -1564,8 +1689,7 @@ static void add_use(struct limits *l, const char *subject, const char *model, in
 	struct limit_entry *s = NULL, *m = NULL;
 	for (size_t p = 0; p < n_payers; p++) {
 		struct limit_entry *both[2];
-		both[0] = entry_get(l, payer[p], NULL, now);
-		both[1] = has_model(model) ? entry_get(l, payer[p], model, now) : NULL;
+		entry_get_pair(l, payer[p], model, now, &both[0], &both[1]);
 		if (p == 0) {
 			s = both[0];
 			m = both[1];
@@ -1587,7 +1711,7 @@ static void add_use(struct limits *l, const char *subject, const char *model, in
 			}
 			if (at_day < 0 || at_day == e->day_start_ms)
 				e->tokens_day = add_count(e->tokens_day, tokens);
-			if (at_day < 0 || month_start(at_day) == e->month_start_ms)
+			if (at_day < 0 || month_start_of(l, at_day) == e->month_start_ms)
 				e->ucents_month = add_count(e->ucents_month, ucents);
 			if (tokens > 0 || ucents > 0) {
 				mark_dirty(l, e);

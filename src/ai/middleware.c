@@ -3,6 +3,7 @@
 #include "ai/middleware.h"
 #include "ai/stats.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -40,6 +41,62 @@ enum tags_result middleware_tags(const char *text, size_t len, struct ai_tags *t
 	return r;
 }
 
+/* The last Parse query middleware_parse_tags parsed, and its tags. */
+static struct {
+	bool valid;
+	enum tags_result result;     /* TAGS_NONE or TAGS_OK: an invalid one is parsed again */
+	size_t len;
+	struct ai_tags tags;
+	size_t user_len, model_len, conversation_len, traceparent_len;   /* strlen of each text */
+	char text[MIDDLEWARE_PARSE_MEMO_MAX];
+} parse_memo;
+
+/* src (len bytes and a NUL) to dst; an empty one without a call to memcpy. */
+static inline void copy_text(char *dst, const char *src, size_t len)
+{
+	if (len)
+		memcpy(dst, src, len + 1);
+	else
+		dst[0] = '\0';
+}
+
+/*
+ * *dst = parse_memo.tags, copying the texts only up to their NULs: most are
+ * empty, and a whole struct is 600 bytes (struct ai_tags keeps its fixed-size
+ * fields before the texts for this).
+ */
+static void memo_copy_tags(struct ai_tags *dst)
+{
+	const struct ai_tags *src = &parse_memo.tags;
+	memcpy(dst, src, offsetof(struct ai_tags, user));    /* a constant size: inlined */
+	copy_text(dst->user, src->user, parse_memo.user_len);
+	copy_text(dst->model, src->model, parse_memo.model_len);
+	copy_text(dst->conversation, src->conversation, parse_memo.conversation_len);
+	copy_text(dst->traceparent, src->traceparent, parse_memo.traceparent_len);
+}
+
+enum tags_result middleware_parse_tags(const char *text, size_t len, struct ai_tags *tags,
+                                       struct pg_error *refusal)
+{
+	if (parse_memo.valid && parse_memo.len == len && memcmp(parse_memo.text, text, len) == 0) {
+		memo_copy_tags(tags);    /* tags_parse is a function of the text alone */
+		return parse_memo.result;
+	}
+	enum tags_result r = middleware_tags(text, len, tags, refusal);
+	parse_memo.valid = r != TAGS_INVALID && len <= sizeof(parse_memo.text);
+	if (parse_memo.valid) {
+		parse_memo.result = r;
+		parse_memo.len = len;
+		parse_memo.tags = *tags;
+		parse_memo.user_len = strlen(tags->user);
+		parse_memo.model_len = strlen(tags->model);
+		parse_memo.conversation_len = strlen(tags->conversation);
+		parse_memo.traceparent_len = strlen(tags->traceparent);
+		memcpy(parse_memo.text, text, len);
+	}
+	return r;
+}
+
 static int64_t wall_ms(void)
 {
 	return wall_usec() / 1000;
@@ -72,12 +129,13 @@ struct usage_pending *middleware_hit_usage(const struct ai_context *c, const str
  * priced now), else ai_tokens_estimate / ai_cost_estimate, else -1: the
  * running mean of the subject's (and model's) recent calls.
  */
-static struct limit_estimate estimate_of(const struct sluice *sl, const struct ai_tags *tags, const char *model)
+static struct limit_estimate estimate_of(const struct sluice *sl, const struct ai_tags *tags, const char *model,
+                                         bool wanted)
 {
 	struct limit_estimate est = { -1, -1 };
 	if (!tags)
 		return est;
-	if (usage_wanted(tags)) {
+	if (wanted) {
 		int64_t in = tags->tokens_in > 0 ? tags->tokens_in : 0, out = tags->tokens_out > 0 ? tags->tokens_out : 0;
 		est.tokens = in + out;
 		est.cost_cents = usage_price_cents(sl, model, in, out);
@@ -88,7 +146,7 @@ static struct limit_estimate estimate_of(const struct sluice *sl, const struct a
 		double as_out = usage_price_cents(sl, model, 0, tags->tokens_estimate);
 		est.cost_cents = as_in > as_out ? as_in : as_out;
 	}
-	if (tags->cost_estimate_cents >= 0 && !usage_wanted(tags))
+	if (tags->cost_estimate_cents >= 0 && !wanted)
 		est.cost_cents = tags->cost_estimate_cents;
 	return est;
 }
@@ -133,7 +191,8 @@ bool middleware_admit(const struct ai_context *c, const struct ai_tags *tags, st
 		         "or sluice.user are not affected.", sizeof(refusal->hint));
 		return false;
 	}
-	if (tagged && usage_wanted(tags) && !usage_can_record(sl)) {
+	bool wanted = tagged && usage_wanted(tags);   /* a usage record: asked once */
+	if (wanted && !usage_can_record(sl)) {
 		refusal_start(refusal, SQLSTATE_DISK_FULL);
 		str_copy(refusal->message, "could not record LLM usage: the usage journal cannot be written",
 		         sizeof(refusal->message));
@@ -141,7 +200,7 @@ bool middleware_admit(const struct ai_context *c, const struct ai_tags *tags, st
 		return false;
 	}
 	struct limit_refusal r;
-	struct limit_estimate est = estimate_of(sl, tagged ? tags : NULL, model);
+	struct limit_estimate est = estimate_of(sl, tagged ? tags : NULL, model, wanted);
 	struct limit_reservation resv;
 	int64_t now = wall_ms();
 	if (!sl->limits || limits_admit_reserve(sl->limits, subject, model, now, &est, usage ? &resv : NULL, &r)) {
@@ -149,8 +208,12 @@ bool middleware_admit(const struct ai_context *c, const struct ai_tags *tags, st
 		if (usage) {
 			if (!sl->limits)
 				memset(&resv, 0, sizeof(resv));
-			*usage = usage_prepare_admitted(c, tagged ? tags : NULL, subject, model, &resv);
-			if (!*usage && sl->limits)
+			/* with neither a record to make nor a reservation to carry it
+			 * would return NULL: the usual case of a tag without token counts
+			 * and no limit in force is told here without the call */
+			if (wanted || resv.held)
+				*usage = usage_prepare_admitted(c, tagged ? tags : NULL, subject, model, &resv);
+			if (!*usage && resv.held)
 				limits_release(sl->limits, subject, model, &resv, now);   /* out of memory */
 		}
 		return true;

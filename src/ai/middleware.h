@@ -28,6 +28,19 @@ enum tags_result middleware_tags(const char *text, size_t len, struct ai_tags *t
                                  struct pg_error *refusal);
 
 /*
+ * middleware_tags for the query text[0..len) of a Parse. Before a Parse is
+ * relayed its tags are wanted up to three times (the completion cache's
+ * look at the batch, admission of the batch's statement, noting the
+ * statement's tags), so the last query parsed here (up to
+ * MIDDLEWARE_PARSE_MEMO_MAX bytes, when its tags were valid) and its tags
+ * are kept, and the same text again gets them by one compare and a copy.
+ * One memo for the process: call from the event loop only (not thread-safe).
+ */
+#define MIDDLEWARE_PARSE_MEMO_MAX 1024
+enum tags_result middleware_parse_tags(const char *text, size_t len, struct ai_tags *tags,
+                                       struct pg_error *refusal);
+
+/*
  * May the client c describes (role, database, sluice.* settings: filled by
  * the core, ai/context.h) run a statement with tags (NULL: untagged) now? Attributed
  * statements (an ai_ tag, or the client set sluice.user) are checked against

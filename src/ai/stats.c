@@ -17,6 +17,7 @@ struct ai_entry {
 	uint64_t hash;
 	char *subject;
 	char *model;
+	uint16_t subject_len, model_len;    /* strlen of each, at most LIMITS_NAME_MAX */
 	uint64_t requests;
 	uint64_t refusals;
 	uint64_t input_tokens;
@@ -31,6 +32,7 @@ struct ai_stats {
 	size_t n_entries;
 	struct ai_entry other;              /* past AI_STATS_MAX_SUBJECTS */
 	struct ai_stats_totals totals;
+	struct ai_entry *last;              /* found last (never other): a subject's statements come in runs */
 };
 
 static const char *const refusal_names[N_REFUSAL_REASONS] = {
@@ -77,8 +79,8 @@ static bool grow_table(struct ai_stats *m)
 	return true;
 }
 
-/* The entry of (subject, model), made on first use; the "(other)" entry when full or OOM. */
-static struct ai_entry *find_entry(struct ai_stats *m, const char *subject, const char *model)
+/* find_entry by the hash table. */
+static struct ai_entry *find_entry_hashed(struct ai_stats *m, const char *subject, const char *model)
 {
 	char s[LIMITS_NAME_MAX + 1], mo[LIMITS_NAME_MAX + 1];
 	str_copy(s, subject ? subject : "", sizeof(s));
@@ -101,9 +103,35 @@ static struct ai_entry *find_entry(struct ai_stats *m, const char *subject, cons
 		return &m->other;
 	}
 	e->hash = h;
+	e->subject_len = (uint16_t)strlen(s);
+	e->model_len = (uint16_t)strlen(mo);
 	e->next = m->buckets[h % m->n_buckets];
 	m->buckets[h % m->n_buckets] = e;
 	m->n_entries++;
+	return e;
+}
+
+/*
+ * Is name (NULL: "") keyed as kept (kept_len bytes), the entry's name: its
+ * first LIMITS_NAME_MAX bytes? The lengths first, the bytes only then.
+ */
+static inline bool name_is(const char *name, const char *kept, size_t kept_len)
+{
+	if (!name || !name[0])
+		return kept_len == 0;
+	return strnlen(name, LIMITS_NAME_MAX) == kept_len && memcmp(name, kept, kept_len) == 0;
+}
+
+/* The entry of (subject, model), made on first use; the "(other)" entry when full or OOM. */
+static struct ai_entry *find_entry(struct ai_stats *m, const char *subject, const char *model)
+{
+	/* the same pair as last time: no copies, no hash */
+	if (m->last && name_is(model, m->last->model, m->last->model_len) &&
+	    name_is(subject, m->last->subject, m->last->subject_len))
+		return m->last;
+	struct ai_entry *e = find_entry_hashed(m, subject, model);
+	if (e != &m->other)
+		m->last = e;
 	return e;
 }
 

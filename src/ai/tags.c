@@ -36,18 +36,24 @@ struct tag_def {
 #define TEXT_FIELD(f) offsetof(struct ai_tags, f), sizeof(((struct ai_tags *) 0)->f)
 #define INT_FIELD(f) offsetof(struct ai_tags, f), 0
 
-static const struct tag_def tag_defs[] = {
-	{ KEY("ai_user"), TAG_TEXT, TEXT_FIELD(user) },
-	{ KEY("ai_model"), TAG_TEXT, TEXT_FIELD(model) },
-	{ KEY("ai_tokens_in"), TAG_TOKENS, INT_FIELD(tokens_in) },
-	{ KEY("ai_tokens_out"), TAG_TOKENS, INT_FIELD(tokens_out) },
-	{ KEY("ai_latency_ms"), TAG_LATENCY, INT_FIELD(latency_ms) },
-	{ KEY("ai_conversation"), TAG_TEXT, TEXT_FIELD(conversation) },
-	{ KEY("ai_cache"), TAG_CACHE, 0, 0 },
-	{ KEY("ai_ttl"), TAG_TTL, INT_FIELD(ttl_s) },
-	{ KEY("ai_tokens_estimate"), TAG_TOKENS, INT_FIELD(tokens_estimate) },
-	{ KEY("ai_cost_estimate"), TAG_CENTS, 0, 0 },
-	{ KEY("traceparent"), TAG_TRACEPARENT, 0, 0 },
+/* Indexes of tag_defs, for match_key's dispatch. */
+enum {
+	DEF_USER, DEF_MODEL, DEF_TOKENS_IN, DEF_TOKENS_OUT, DEF_LATENCY, DEF_CONVERSATION, DEF_CACHE,
+	DEF_TTL, DEF_TOKENS_ESTIMATE, DEF_COST_ESTIMATE, DEF_TRACEPARENT, N_DEFS
+};
+
+static const struct tag_def tag_defs[N_DEFS] = {
+	[DEF_USER] = { KEY("ai_user"), TAG_TEXT, TEXT_FIELD(user) },
+	[DEF_MODEL] = { KEY("ai_model"), TAG_TEXT, TEXT_FIELD(model) },
+	[DEF_TOKENS_IN] = { KEY("ai_tokens_in"), TAG_TOKENS, INT_FIELD(tokens_in) },
+	[DEF_TOKENS_OUT] = { KEY("ai_tokens_out"), TAG_TOKENS, INT_FIELD(tokens_out) },
+	[DEF_LATENCY] = { KEY("ai_latency_ms"), TAG_LATENCY, INT_FIELD(latency_ms) },
+	[DEF_CONVERSATION] = { KEY("ai_conversation"), TAG_TEXT, TEXT_FIELD(conversation) },
+	[DEF_CACHE] = { KEY("ai_cache"), TAG_CACHE, 0, 0 },
+	[DEF_TTL] = { KEY("ai_ttl"), TAG_TTL, INT_FIELD(ttl_s) },
+	[DEF_TOKENS_ESTIMATE] = { KEY("ai_tokens_estimate"), TAG_TOKENS, INT_FIELD(tokens_estimate) },
+	[DEF_COST_ESTIMATE] = { KEY("ai_cost_estimate"), TAG_CENTS, 0, 0 },
+	[DEF_TRACEPARENT] = { KEY("traceparent"), TAG_TRACEPARENT, 0, 0 },
 };
 
 struct tag_parser {
@@ -63,6 +69,30 @@ struct tag_parser {
 #define DETAIL_QUOTE "A quote inside a quoted value is written \\' or %27."
 #define DETAIL_SHAPE "A sqlcommenter comment is a list of key='value' items separated by commas."
 #define DETAIL_ESCAPE "A %-escape is % followed by two hexadecimal digits: %27 is a quote, %25 a percent sign."
+
+/*
+ * Byte classes for the comment body, one table lookup per byte instead of a
+ * chain of compares (the body is walked once per statement).
+ */
+#define CC_SPACE  0x01   /* whitespace: ' ', \t, \n, \v, \f, \r */
+#define CC_KEY    0x02   /* may be part of a key: printable but = , ' " (and bytes >= 0x80) */
+#define CC_DECODE 0x04   /* decode() would change it: %, + and (in quotes) \ */
+#define CC_HIGH   0x08   /* NUL or a byte >= 0x80: a text value needs the UTF-8/NUL check */
+#define CC_QUOTE  0x10   /* ' : ends a quoted value (unless escaped) */
+
+/* A key or value without CC_DECODE and CC_HIGH bytes decodes to itself and is clean text. */
+#define CC_SLOW (CC_DECODE | CC_HIGH)
+
+static const unsigned char cclass[256] = {
+	[0] = CC_HIGH,
+	['\t'] = CC_SPACE, ['\n'] = CC_SPACE, ['\v'] = CC_SPACE, ['\f'] = CC_SPACE, ['\r'] = CC_SPACE,
+	[' '] = CC_SPACE,
+	['\''] = CC_QUOTE,
+	['!'] = CC_KEY, ['#' ... '$'] = CC_KEY, ['%'] = CC_KEY | CC_DECODE, ['&'] = CC_KEY,
+	['(' ... '*'] = CC_KEY, ['+'] = CC_KEY | CC_DECODE, ['-' ... '<'] = CC_KEY,
+	['>' ... '['] = CC_KEY, ['\\'] = CC_KEY | CC_DECODE, [']' ... '~'] = CC_KEY,
+	[0x80 ... 0xff] = CC_KEY | CC_HIGH,
+};
 
 /* Absent values everywhere, touching only what a reader looks at. */
 static void reset_tags(struct ai_tags *t)
@@ -113,33 +143,43 @@ static bool find_comment(const char *text, size_t len, size_t from, size_t *star
 {
 	const char *stop = text + len, *p = text + from, *open;
 
-	while ((open = find_opener(p, stop)) != NULL) {
-		for (p = open + 2;; p++) {
-			if (stop - p < 2)
-				return false;         /* unterminated */
-			if (p[0] == '/' && p[1] == '*') {
-				open = p++;
-			} else if (p[0] == '*' && p[1] == '/') {
-				*start = (size_t) (open - text);
-				*end = (size_t) (p + 2 - text);
-				return true;
-			}
+	if (!(open = find_opener(p, stop)))
+		return false;
+	/*
+	 * Inside: every opener and closer has a '*', so memchr hops from star to
+	 * star. A star at q is an opener's when q[-1] is a '/' inside the comment
+	 * (checked first: at q-1 an opener comes before a closer at q in reading
+	 * order), else a closer's when q[1] is '/'. A star in the last byte can be
+	 * neither a closer nor followed by one: unterminated.
+	 */
+	for (p = open + 2; stop - p >= 2;) {
+		const char *q = memchr(p, '*', (size_t) (stop - p - 1));
+
+		if (!q)
+			break;
+		if (q - 1 >= p && q[-1] == '/') {
+			open = q - 1;
+		} else if (q[1] == '/') {
+			*start = (size_t) (open - text);
+			*end = (size_t) (q + 2 - text);
+			return true;
 		}
+		p = q + 1;
 	}
-	return false;
+	return false;                 /* unterminated */
 }
 
 /* ---- decoding ---- */
 
-static bool is_space(unsigned char c)
+static inline bool is_space(unsigned char c)
 {
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+	return cclass[c] & CC_SPACE;
 }
 
 /* Anything printable but the delimiters; URL-encoded keys use a subset. */
-static bool is_key_char(unsigned char c)
+static inline bool is_key_char(unsigned char c)
 {
-	return c > ' ' && c != 0x7f && c != '=' && c != ',' && c != '\'' && c != '"';
+	return cclass[c] & CC_KEY;
 }
 
 static int hex_value(unsigned char c)
@@ -300,18 +340,89 @@ static void fail_invalid(struct tag_parser *tp, const struct tag_def *def, const
 	fail(tp, "invalid value for tag \"%s\": \"%s\"", def->name, shown);
 }
 
-static const struct tag_def *find_tag(const char *raw, size_t n)
+/* The def named key[0..n) exactly (a decoded key), or NULL. */
+static const struct tag_def *lookup_tag(const char *key, size_t n)
 {
-	char key[KEY_MAX];
-	size_t key_len, i;
+	size_t i, j;
 
-	if (!decode(raw, n, false, key, sizeof key, &key_len) || key_len > sizeof key)
-		return NULL;
-	for (i = 0; i < sizeof tag_defs / sizeof tag_defs[0]; i++) {
-		if (tag_defs[i].name_len == key_len && memcmp(tag_defs[i].name, key, key_len) == 0)
+	for (i = 0; i < N_DEFS; i++) {
+		if (tag_defs[i].name_len != n)
+			continue;
+		/* names are short: a byte loop beats a call to memcmp */
+		for (j = 0; j < n && tag_defs[i].name[j] == key[j]; j++)
+			;
+		if (j == n)
 			return &tag_defs[i];
 	}
 	return NULL;
+}
+
+/*
+ * The def whose name is written at p, in [p, end), as a whole key (the byte
+ * after it is no key byte), or NULL: then the key is scanned and looked up
+ * the general way. Names are plain ASCII, so a key matched here is plain.
+ * The dispatch on the fourth byte leaves one to three compares, each of a
+ * constant length, which the compiler inlines.
+ */
+#define MATCH(name, def)                                                                    \
+	do {                                                                                    \
+		if (avail >= sizeof(name) - 1 && memcmp(p, name, sizeof(name) - 1) == 0 &&         \
+		    (avail == sizeof(name) - 1 || !is_key_char((unsigned char) p[sizeof(name) - 1]))) \
+			return &tag_defs[def];                                                          \
+	} while (0)
+
+static const struct tag_def *match_key(const char *p, const char *end)
+{
+	size_t avail = (size_t) (end - p);
+
+	if (avail < 6)
+		return NULL;              /* the shortest name is ai_ttl */
+	if (p[0] == 't') {
+		MATCH("traceparent", DEF_TRACEPARENT);
+		return NULL;
+	}
+	if (p[0] != 'a' || p[1] != 'i' || p[2] != '_')
+		return NULL;
+	switch (p[3]) {
+	case 'u':
+		MATCH("ai_user", DEF_USER);
+		break;
+	case 'm':
+		MATCH("ai_model", DEF_MODEL);
+		break;
+	case 't':
+		MATCH("ai_tokens_in", DEF_TOKENS_IN);
+		MATCH("ai_tokens_out", DEF_TOKENS_OUT);
+		MATCH("ai_ttl", DEF_TTL);
+		MATCH("ai_tokens_estimate", DEF_TOKENS_ESTIMATE);
+		break;
+	case 'l':
+		MATCH("ai_latency_ms", DEF_LATENCY);
+		break;
+	case 'c':
+		MATCH("ai_cache", DEF_CACHE);
+		MATCH("ai_conversation", DEF_CONVERSATION);
+		MATCH("ai_cost_estimate", DEF_COST_ESTIMATE);
+		break;
+	default:
+		break;
+	}
+	return NULL;
+}
+
+#undef MATCH
+
+/* The def of key raw[0..n) as written; plain: it has no byte decode() would change. */
+static const struct tag_def *find_tag(const char *raw, size_t n, bool plain)
+{
+	char key[KEY_MAX];
+	size_t key_len;
+
+	if (plain)
+		return n <= KEY_MAX ? lookup_tag(raw, n) : NULL;
+	if (!decode(raw, n, false, key, sizeof key, &key_len) || key_len > sizeof key)
+		return NULL;
+	return lookup_tag(key, key_len);
 }
 
 static bool is_lower_hex(const char *s, size_t n, bool *all_zero)
@@ -339,13 +450,18 @@ static bool is_valid_traceparent(const char *s, size_t n)
 	       is_lower_hex(s + 53, 2, &zero_flags);
 }
 
-static void read_traceparent(struct tag_parser *tp, const char *raw, size_t n, bool quoted)
+static void read_traceparent(struct tag_parser *tp, const char *raw, size_t n, bool quoted, bool plain)
 {
-	char value[TRACEPARENT_LEN];
-	size_t len;
+	char buf[TRACEPARENT_LEN];
+	const char *value = raw;
+	size_t len = n;
 
 	/* malformed: ignored, never an error */
-	if (!decode(raw, n, quoted, value, sizeof value, &len) || !is_valid_traceparent(value, len))
+	if (!plain && !decode(raw, n, quoted, buf, sizeof buf, &len))
+		return;
+	if (!plain)
+		value = buf;
+	if (!is_valid_traceparent(value, len))
 		return;
 	memcpy(tp->out->traceparent, value, len);
 	tp->out->traceparent[len] = '\0';
@@ -362,15 +478,11 @@ static void read_integer(struct tag_parser *tp, const struct tag_def *def, const
 	int64_t v = 0;
 	size_t i, digits = 0;
 
-	if (len == 0) {
+	for (i = 0; i < len && (unsigned) (value[i] - '0') <= 9; i++)
+		;
+	if (len == 0 || i < len) {
 		fail_invalid(tp, def, raw, raw_len);
 		return;
-	}
-	for (i = 0; i < len; i++) {
-		if (value[i] < '0' || value[i] > '9') {
-			fail_invalid(tp, def, raw, raw_len);
-			return;
-		}
 	}
 	for (i = 0; i < len; i++) {
 		if (digits == 0 && value[i] == '0')
@@ -446,30 +558,38 @@ static bool equals_ci(const char *s, size_t n, const char *word)
 	return true;
 }
 
-/* One key=value item of the comment; raw is the value as written, without quotes. */
-static void read_item(struct tag_parser *tp, const char *key, size_t key_len, const char *raw,
-                      size_t raw_len, bool quoted)
+/*
+ * One key=value item of the comment, of the key def (NULL: a key not read);
+ * raw is the value as written, without quotes. raw_plain: no byte of it is
+ * one decode() changes, NUL or >= 0x80 (most values are plain ASCII), so it
+ * is its own decoding and clean text, and is read in place.
+ */
+static void read_item(struct tag_parser *tp, const struct tag_def *def, const char *raw, size_t raw_len,
+                      bool quoted, bool raw_plain)
 {
-	const struct tag_def *def = find_tag(key, key_len);
-	char value[VALUE_MAX + 1];
-	size_t cap, len;
+	char buf[VALUE_MAX + 1];
+	const char *value = raw;
+	size_t cap, len = raw_len;
 
 	if (!def)
 		return;               /* other keys, and ai_ keys we do not know */
 	if (def->kind == TAG_TRACEPARENT) {
-		read_traceparent(tp, raw, raw_len, quoted);
+		read_traceparent(tp, raw, raw_len, quoted, raw_plain);
 		return;
 	}
 	tp->out->present = true;
 	tp->out->has_ai_key = true;
 	cap = def->kind == TAG_TEXT ? def->size - 1 : VALUE_MAX;
-	if (!decode(raw, raw_len, quoted, value, cap, &len)) {
-		bool first = !tp->failed;
+	if (!raw_plain) {
+		value = buf;
+		if (!decode(raw, raw_len, quoted, buf, cap, &len)) {
+			bool first = !tp->failed;
 
-		fail_invalid(tp, def, raw, raw_len);
-		if (first)
-			tp->detail = DETAIL_ESCAPE;
-		return;
+			fail_invalid(tp, def, raw, raw_len);
+			if (first)
+				tp->detail = DETAIL_ESCAPE;
+			return;
+		}
 	}
 	if (len > cap) {
 		if (def->kind == TAG_TEXT)
@@ -480,7 +600,7 @@ static void read_item(struct tag_parser *tp, const char *key, size_t key_len, co
 	}
 	switch (def->kind) {
 	case TAG_TEXT:
-		if (len == 0 || !tags_text_is_clean(value, len)) {
+		if (len == 0 || (!raw_plain && !tags_text_is_clean(value, len))) {
 			fail_invalid(tp, def, raw, raw_len);
 			return;
 		}
@@ -512,7 +632,7 @@ static void read_item(struct tag_parser *tp, const char *key, size_t key_len, co
 	}
 }
 
-static const char *skip_space(const char *p, const char *end)
+static inline const char *skip_space(const char *p, const char *end)
 {
 	while (p < end && is_space((unsigned char) *p))
 		p++;
@@ -548,13 +668,19 @@ static bool parse_body(struct tag_parser *tp, const char *p, const char *end)
 		const char *key = p, *value;
 		size_t key_len, value_len;
 		bool quoted = false;
+		unsigned char key_cc = 0, value_cc = 0;   /* the classes of their bytes, or'ed */
+		const struct tag_def *def;
 
 		if (*p == ',') {              /* empty item */
 			p++;
 			continue;
 		}
-		while (p < end && is_key_char((unsigned char) *p))
-			p++;
+		if ((def = match_key(p, end)) != NULL) {
+			p += def->name_len;       /* what the scan below would find */
+		} else {
+			while (p < end && is_key_char((unsigned char) *p))
+				key_cc |= cclass[(unsigned char) *p++];
+		}
 		key_len = (size_t) (p - key);
 		if (key_len == 0) {
 			syntax_error(tp, DETAIL_SHAPE, "expected a key at \"%s\"", key, (size_t) (end - key));
@@ -569,8 +695,19 @@ static bool parse_body(struct tag_parser *tp, const char *p, const char *end)
 		if (p < end && *p == '\'') {
 			quoted = true;
 			value = ++p;
-			while (p < end && *p != '\'')
-				p += (*p == '\\' && end - p >= 2) ? 2 : 1;
+			/* the first quote ends the value unless a backslash comes before it */
+			for (; p < end; p++) {
+				unsigned char cc = cclass[(unsigned char) *p];
+
+				if (cc & CC_QUOTE)
+					break;
+				value_cc |= cc;
+			}
+			if (value_cc & CC_DECODE) {
+				/* \ is CC_DECODE: walk again, as \' is a quote inside */
+				for (p = value; p < end && *p != '\'';)
+					p += (*p == '\\' && end - p >= 2) ? 2 : 1;
+			}
 			if (p >= end) {
 				syntax_error(tp, DETAIL_QUOTE, "unterminated quoted value of key \"%s\"", key, key_len);
 				return false;
@@ -585,12 +722,14 @@ static bool parse_body(struct tag_parser *tp, const char *p, const char *end)
 		} else {
 			value = p;
 			while (p < end && *p != ',')
-				p++;
+				value_cc |= cclass[(unsigned char) *p++];
 			value_len = (size_t) (p - value);
 			while (value_len > 0 && is_space((unsigned char) value[value_len - 1]))
-				value_len--;
+				value_len--;      /* spaces are neither CC_DECODE nor CC_HIGH: value_cc stands */
 		}
-		read_item(tp, key, key_len, value, value_len, quoted);
+		if (!def)
+			def = find_tag(key, key_len, !(key_cc & CC_SLOW));
+		read_item(tp, def, value, value_len, quoted, !(value_cc & CC_SLOW));
 		if (p < end)
 			p++;                  /* the comma */
 	}
@@ -643,15 +782,24 @@ enum tags_result tags_parse(const char *text, size_t len, struct ai_tags *out,
 	/* Every comment counts, in order, so a later value of a key wins (knex
 	 * puts its comment first, OpenTelemetry appends a traceparent last). */
 	while (text && !tp.failed && find_comment(text, len, from, &start, &end)) {
-		struct ai_tags before = *out;
-		bool was_present = out->present;
+		/*
+		 * A body that turns out not to be sqlcommenter-shaped contributes
+		 * nothing, so what it read is undone. Until a comment gave a value
+		 * (!out->present) out is still as reset_tags left it: resetting
+		 * again undoes, and the copy of the whole struct (600 bytes, on
+		 * every statement) is made only when there is more to keep.
+		 */
+		struct ai_tags before;
+		bool was_present = out->present, had_ai_key = out->has_ai_key;
 
+		if (was_present)
+			before = *out;
 		from = end;
 		out->present = false;
 		tp.detail = NULL;
 		if (!parse_body(&tp, text + start + 2, text + end - 2)) {
 			/* a value error before the syntax error names a known key: ai_ too */
-			bool ours = (out->has_ai_key && !before.has_ai_key) ||
+			bool ours = (out->has_ai_key && !had_ai_key) ||
 			            mentions_ai_key(text + start + 2, text + end - 2);
 
 			if (ours) {
@@ -661,7 +809,10 @@ enum tags_result tags_parse(const char *text, size_t len, struct ai_tags *out,
 				out->error_detail = tp.failed ? tp.detail : tp.syntax_detail;
 				return TAGS_INVALID;
 			}
-			*out = before;            /* no tag comment: contributes nothing */
+			if (was_present)
+				*out = before;    /* no tag comment: contributes nothing */
+			else
+				reset_tags(out);
 			tp.failed = false;
 			continue;
 		}

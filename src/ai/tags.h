@@ -35,23 +35,24 @@ enum ai_cache_mode { AI_CACHE_NONE, AI_CACHE_LOOKUP, AI_CACHE_REFRESH };
  * sizeof(field) - 1 bytes; "" when the key is absent.
  */
 struct ai_tags {
+	/* the fixed-size fields first, then the texts (copies may stop at a text's NUL) */
 	bool present;                 /* a key pgsluice reads, or a valid traceparent, was found */
 	bool has_ai_key;              /* a known ai_ key was found: the statement is "attributed" */
-	char user[128];               /* ai_user */
-	char model[128];              /* ai_model */
 	int64_t tokens_in, tokens_out;    /* ai_tokens_in, ai_tokens_out; -1 if absent */
 	int64_t latency_ms;           /* ai_latency_ms, -1 if absent */
-	char conversation[128];       /* ai_conversation */
 	enum ai_cache_mode cache;     /* ai_cache; AI_CACHE_NONE if absent */
 	int64_t ttl_s;                /* ai_ttl, seconds; -1 if absent */
 	int64_t tokens_estimate;      /* ai_tokens_estimate (0..TAGS_TOKENS_MAX); -1 if absent */
 	double cost_estimate_cents;   /* ai_cost_estimate, cents (0..10^12, 6 decimals); -1 if absent */
-	char traceparent[64];         /* "00-<32 hex>-<16 hex>-<2 hex>", lower-case hex; "" if absent or malformed */
 	size_t comment_start, comment_end;  /* the last comment that gave a key is
 	                                       text[comment_start..comment_end), from its "/" to the "/"
 	                                       of its closing; 0, 0 unless TAGS_OK */
 	const char *error_detail;     /* on TAGS_INVALID: a static DETAIL sentence for errbuf's
 	                                 message, or NULL; NULL otherwise */
+	char user[128];               /* ai_user */
+	char model[128];              /* ai_model */
+	char conversation[128];       /* ai_conversation */
+	char traceparent[64];         /* "00-<32 hex>-<16 hex>-<2 hex>", lower-case hex; "" if absent or malformed */
 };
 
 enum tags_result { TAGS_NONE, TAGS_OK, TAGS_INVALID };
@@ -74,7 +75,9 @@ enum tags_result { TAGS_NONE, TAGS_OK, TAGS_INVALID };
  * what follows it are no comment; an earlier complete comment still counts.
  * (Spaces inside "/ *" and "* /" above are only to keep this C comment open.)
  * Cost: a text without "/ *" is one memchr scan for '/' (and a look at the
- * byte after each '/' found); text between comments is walked by memchr too.
+ * byte after each '/' found); text between comments is walked by memchr too,
+ * and so is a comment (from '*' to '*'). A key or value without %, +, \,
+ * NUL or bytes >= 0x80 is read in place, without decoding or a UTF-8 check.
  *
  * Comment body, parsed leniently as sqlcommenter emitters differ:
  * `key=value` items separated by commas, whitespace allowed around keys,

@@ -1189,6 +1189,46 @@ static void sync_instances(struct limits **inst, int n, int64_t now)
 			}
 }
 
+/*
+ * A statement no limit applies to (none on its subject, model or groups)
+ * reserves nothing, so its end has nothing to give back; its request is
+ * still counted for the other instances. One with a limit reserves.
+ */
+static void test_no_limit_reserves_nothing_but_counts_the_request(void **state)
+{
+	struct limits *l = limits_from("bob = max_concurrent=1");
+	struct limit_estimate est = { 10, -1 };
+	struct limit_reservation resv;
+	struct delta_batch b = { .n = 0 };
+	for (int i = 0; i < 3; i++) {
+		assert_true(limits_admit_reserve(l, "alice", "gpt-4o", T0, &est, &resv, NULL));
+		assert_false(resv.held);
+	}
+	limits_release(l, "alice", "gpt-4o", &resv, T0);    /* nothing held: nothing happens */
+	assert_true(limits_admit_reserve(l, "bob", NULL, T0, &est, &resv, NULL));
+	assert_true(resv.held);
+	assert_false(limits_admit_reserve(l, "bob", NULL, T0 + 1, &est, NULL, NULL));
+	limits_release(l, "bob", NULL, &resv, T0 + 2);
+	assert_true(limits_admit_reserve(l, "bob", NULL, T0 + 3, &est, &resv, NULL));
+	assert_int_equal(limits_export_deltas(l, keep_delta, &b), 2);
+	for (int i = 0; i < b.n; i++)
+		assert_int_equal(b.d[i].requests, strcmp(b.d[i].subject, "alice") == 0 ? 3 : 2);
+	limits_free(l);
+}
+
+/* A rule changed within the second a counter was last looked at applies at once. */
+static void test_rule_change_applies_within_the_same_second(void **state)
+{
+	struct limits *l = limits_from("alice = requests_per_minute=100");
+	struct limit_values v;
+	limit_values_init(&v);
+	assert_int_equal(admit_n(l, "alice", NULL, 2, T0), 2);
+	v.requests_per_minute = 2;
+	assert_true(limits_set_override(limits_get_rules(l), "alice", NULL, &v));
+	assert_false(limits_admit(l, "alice", NULL, T0 + 1, NULL));
+	limits_free(l);
+}
+
 static void test_export_hands_out_local_use_once(void **state)
 {
 	struct limits *l = limits_from("alice = requests_per_minute=100");
@@ -1497,6 +1537,8 @@ int main(void)
 		cmocka_unit_test(test_expire_frees_idle_counters_but_keeps_monthly_spend),
 		cmocka_unit_test(test_max_entries_evicts_least_recently_used),
 		cmocka_unit_test(test_many_subjects_and_long_names),
+		cmocka_unit_test(test_no_limit_reserves_nothing_but_counts_the_request),
+		cmocka_unit_test(test_rule_change_applies_within_the_same_second),
 		cmocka_unit_test(test_export_hands_out_local_use_once),
 		cmocka_unit_test(test_export_splits_use_at_utc_midnight),
 		cmocka_unit_test(test_remote_use_counts_against_local_limits),
