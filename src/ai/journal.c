@@ -624,6 +624,11 @@ fail:
 	return false;
 }
 
+uint64_t journal_current_seq(const struct journal *j)
+{
+	return j->have_cur ? j->cur.seq : 0;
+}
+
 bool journal_sync(struct journal *j)
 {
 	char path[PATH_MAX + NAME_BYTES];

@@ -113,6 +113,15 @@ void journal_set_segment_max_bytes(struct journal *j, uint64_t max_bytes);
 bool journal_append(struct journal *j, const struct usage_record *r, char *errbuf, size_t errlen);
 
 /*
+ * The number of the current segment: the one the last successful
+ * journal_append wrote its record to (appends go to no other); 0 when there
+ * is none (creating it failed). Lets the usage writer keep, in memory, what
+ * it appended to each segment, and ship a sealed segment without reading it
+ * back.
+ */
+uint64_t journal_current_seq(const struct journal *j);
+
+/*
  * fdatasync the current segment if anything was appended since its last sync,
  * every sealed segment not yet synced (closing it for writing), and the
  * directory if segments were created. Call from a timer (e.g. every

@@ -61,6 +61,9 @@ struct usage {
 	struct usage_record rejected;  /* record ship_lo: moved to sluice.usage_rejects when refused alone */
 	struct pg_error reject;        /* and why PostgreSQL refused it (sqlstate, message) */
 	uint64_t appended_since_seal;
+	struct batch *batches, *batches_tail;  /* segments' shipments built as appended, oldest first */
+	size_t batch_bytes;
+	uint64_t file_only_segment;    /* a segment whose batch was dropped: read from its file */
 	struct model_price *prices;
 	size_t n_prices;
 	bool prices_read;              /* sluice.model_prices read at least once */
@@ -137,6 +140,8 @@ double usage_price_cents(const struct sluice *sl, const char *model, int64_t inp
 {
 	return price_cents(sl->usage, model, input_tokens, output_tokens);
 }
+
+static void remember(struct usage *u, uint64_t seq, const struct usage_record *r);
 
 /* ---- records ---- */
 
@@ -246,6 +251,7 @@ bool usage_commit(struct sluice *sl, struct usage_pending *p)
 	} else {
 		stored = true;
 		u->append_failed_at = 0;
+		remember(u, journal_current_seq(u->journal), &p->rec);
 		ai_stats_note_journaled(sl->ai_stats, true);
 		/* a segment is one shipment: at most usage_batch_size records */
 		if (++u->appended_since_seal >= (uint64_t)sl->cfg->usage_batch_size) {
@@ -278,67 +284,182 @@ void usage_discard(struct usage_pending *p)
 
 /* ---- the writer ---- */
 
-struct shipment {
-	uint64_t segment;              /* the oldest unreleased segment: shipped alone */
-	bool have_segment;
-	size_t lo, hi;                 /* only its records [lo, hi) (in append order) */
-	size_t seen;                   /* records of the segment read so far */
-	struct usage_record first;     /* record lo */
-	int n;
-	struct sqltext ids, created, subjects, users, dbs, models, tin, tout, lat, stmt, cached, conv, trace, inst;
+/*
+ * The columns of a shipment: one array parameter per column of the unnest
+ * in ship_next, in PostgreSQL's binary form (sqlarray), so that a record
+ * costs a few stores and copies, no quoting and no number formatting.
+ */
+enum { C_ID, C_US, C_SUBJECT, C_USER, C_DB, C_MODEL, C_TIN, C_TOUT, C_LAT, C_STMT, C_CACHED, C_CONV,
+       C_TRACE, C_INST, N_COLS };
+
+static const uint32_t col_oid[N_COLS] = {
+	SQL_OID_UUID, SQL_OID_INT8, SQL_OID_TEXT, SQL_OID_TEXT, SQL_OID_TEXT, SQL_OID_TEXT, SQL_OID_INT8,
+	SQL_OID_INT8, SQL_OID_INT8, SQL_OID_FLOAT8, SQL_OID_BOOL, SQL_OID_TEXT, SQL_OID_TEXT, SQL_OID_TEXT,
 };
 
-static void ship_free(struct shipment *sh)
+/*
+ * The records of one segment as a shipment. Built as the records are
+ * appended (usage_commit), so a sealed segment is shipped from memory and
+ * not read back from its file; built from the file for what an earlier run
+ * left, for a batch being split, and for a segment whose batch was dropped.
+ */
+struct batch {
+	struct batch *next;            /* u->batches: ascending segment */
+	uint64_t segment;
+	size_t n;                      /* records in the columns */
+	size_t bytes;                  /* what the columns hold, for BATCHES_MAX_BYTES */
+	struct usage_record first;     /* record 0: moved to sluice.usage_rejects if refused alone */
+	struct sqlarray col[N_COLS];
+};
+
+/*
+ * Memory for batches: past it (PostgreSQL away a while, a huge
+ * usage_batch_size) a segment's batch is dropped and the segment is read
+ * back from its file when its turn comes, as after a restart.
+ */
+#define BATCHES_MAX_BYTES (32u * 1024 * 1024)
+
+static void batch_init(struct batch *b, uint64_t segment)
 {
-	struct sqltext *all[] = { &sh->ids, &sh->created, &sh->subjects, &sh->users, &sh->dbs, &sh->models,
-	                          &sh->tin, &sh->tout, &sh->lat, &sh->stmt, &sh->cached, &sh->conv,
-	                          &sh->trace, &sh->inst };
-	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
-		sqltext_free(all[i]);
+	memset(b, 0, sizeof(*b));
+	b->segment = segment;
+	for (int i = 0; i < N_COLS; i++)
+		sqlarray_init(&b->col[i], col_oid[i]);
 }
 
-/* Decimal digits of v into the end of buf (size bytes, NUL-terminated); returns where they start. */
-static char *decimal(char *buf, size_t size, uint64_t v)
+static void batch_clear(struct batch *b)
 {
-	char *p = buf + size - 1;
-	*p = '\0';
-	do {
-		*--p = (char)('0' + v % 10);
-		v /= 10;
-	} while (v > 0 && p > buf);
-	return p;
+	for (int i = 0; i < N_COLS; i++)
+		sqlarray_free(&b->col[i]);
 }
 
-/* An integer array element; snprintf costs a few thousand instructions, a writer formats many. */
-static void add_int(struct sqltext *t, long long v)
+/* A text element: the bytes the journal stores (at most field_size - 1), or NULL for "" if null_if_empty. */
+static size_t add_text(struct sqlarray *a, const char *s, size_t field_size, bool null_if_empty)
 {
-	char num[24];
-	char *p = decimal(num, sizeof(num), v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v);
-	sqltext_sep(t);
-	if (v < 0)
-		*--p = '-';
-	sqltext_str(t, p);
-}
-
-/* Milliseconds with three decimals (microsecond resolution), as "%.3f" would print them. */
-static void add_ms(struct sqltext *t, double ms)
-{
-	char num[48];
-	unsigned long long us = ms > 0 ? (unsigned long long)(ms * 1000.0 + 0.5) : 0;
-	char frac[4] = { (char)('0' + us / 100 % 10), (char)('0' + us / 10 % 10), (char)('0' + us % 10), '\0' };
-	sqltext_sep(t);
-	sqltext_str(t, decimal(num, sizeof(num), us / 1000));
-	sqltext_str(t, ".");
-	sqltext_str(t, frac);
-}
-
-static void add_text(struct sqltext *t, const char *s, bool null_if_empty)
-{
-	sqltext_sep(t);
-	if (null_if_empty && !*s)
-		sqltext_str(t, "NULL");
+	size_t n = strnlen(s, field_size - 1);
+	if (n == 0 && null_if_empty)
+		sqlarray_add_null(a);
 	else
-		sqltext_quoted(t, s);
+		sqlarray_add(a, s, n);
+	return n;
+}
+
+#define ADD_TEXT(b, c, r, field, null_if_empty) \
+	add_text(&(b)->col[c], (r)->field, sizeof((r)->field), null_if_empty)
+
+/*
+ * Add r as the next row; returns the bytes added. The values are the ones
+ * the text form had: statement_ms rounded to the microsecond (a double made
+ * from whole microseconds / 1000 is the one float8in reads from "%.3f").
+ */
+static size_t batch_add(struct batch *b, const struct usage_record *r)
+{
+	size_t text = 0;
+	if (b->n == 0)
+		b->first = *r;
+	sqlarray_add(&b->col[C_ID], r->id, 16);
+	sqlarray_add_i64(&b->col[C_US], r->created_at_us);
+	text += ADD_TEXT(b, C_SUBJECT, r, subject, false);
+	text += ADD_TEXT(b, C_USER, r, db_user, false);
+	text += ADD_TEXT(b, C_DB, r, database, false);
+	text += ADD_TEXT(b, C_MODEL, r, model, true);
+	sqlarray_add_i64(&b->col[C_TIN], r->input_tokens);
+	sqlarray_add_i64(&b->col[C_TOUT], r->output_tokens);
+	if (r->llm_latency_ms >= 0)
+		sqlarray_add_i64(&b->col[C_LAT], r->llm_latency_ms);
+	else
+		sqlarray_add_null(&b->col[C_LAT]);
+	uint64_t us = r->statement_ms > 0 ? (uint64_t)(r->statement_ms * 1000.0 + 0.5) : 0;
+	sqlarray_add_f64(&b->col[C_STMT], (double)us / 1000.0);
+	sqlarray_add_bool(&b->col[C_CACHED], r->cached);
+	text += ADD_TEXT(b, C_CONV, r, conversation_id, true);
+	text += ADD_TEXT(b, C_TRACE, r, trace_id, true);
+	text += ADD_TEXT(b, C_INST, r, instance, false);
+	b->n++;
+	size_t bytes = N_COLS * 4 + 16 + 6 * 8 + 1 + text;
+	b->bytes += bytes;
+	return bytes;
+}
+
+static bool batch_failed(const struct batch *b)
+{
+	for (int i = 0; i < N_COLS; i++)
+		if (b->col[i].t.failed)
+			return true;
+	return false;
+}
+
+/* Forget the in-memory batches of segments numbered <= seq (stored, or to be read from their files). */
+static void drop_batches(struct usage *u, uint64_t seq)
+{
+	while (u->batches && u->batches->segment <= seq) {
+		struct batch *b = u->batches;
+		u->batches = b->next;
+		u->batch_bytes -= b->bytes;
+		batch_clear(b);
+		free(b);
+	}
+	if (!u->batches)
+		u->batches_tail = NULL;
+}
+
+/*
+ * r was just appended to segment seq: add it to that segment's batch, or
+ * start one if r is the segment's first record (a segment whose first
+ * record is not in a batch is read from its file). Past BATCHES_MAX_BYTES
+ * or out of memory, the batch of seq is dropped.
+ */
+static void remember(struct usage *u, uint64_t seq, const struct usage_record *r)
+{
+	struct batch *b = u->batches_tail;
+	if (!b || b->segment != seq) {
+		if (seq == u->file_only_segment)
+			return;
+		if (u->batch_bytes >= BATCHES_MAX_BYTES || !(b = malloc(sizeof(*b)))) {
+			u->file_only_segment = seq;
+			return;
+		}
+		batch_init(b, seq);
+		if (u->batches_tail)
+			u->batches_tail->next = b;
+		else
+			u->batches = b;
+		u->batches_tail = b;
+	}
+	u->batch_bytes += batch_add(b, r);
+	if (u->batch_bytes > BATCHES_MAX_BYTES || batch_failed(b)) {
+		/* b is the tail: drop it alone */
+		struct batch **at = &u->batches;
+		while (*at != b)
+			at = &(*at)->next;
+		*at = NULL;
+		u->batches_tail = NULL;
+		for (struct batch *x = u->batches; x; x = x->next)
+			u->batches_tail = x;
+		u->batch_bytes -= b->bytes;
+		batch_clear(b);
+		free(b);
+		u->file_only_segment = seq;
+	}
+}
+
+/* Reading a segment's records [lo, hi) from its file into a batch. */
+struct reading {
+	struct batch *b;
+	uint64_t segment;
+	size_t lo, hi;
+	size_t seen;                   /* records of the segment read so far */
+};
+
+static void collect(void *arg, uint64_t segment, const struct usage_record *r)
+{
+	struct reading *rd = arg;
+	if (segment != rd->segment)
+		return;
+	size_t index = rd->seen++;
+	if (index < rd->lo || index >= rd->hi)
+		return;
+	batch_add(rd->b, r);
 }
 
 static void format_uuid(const uint8_t id[16], char out[37])
@@ -352,38 +473,6 @@ static void format_uuid(const uint8_t id[16], char out[37])
 		*o++ = hex[id[i] & 15];
 	}
 	*o = '\0';
-}
-
-static void collect(void *arg, uint64_t segment, const struct usage_record *r)
-{
-	struct shipment *sh = arg;
-	if (segment != sh->segment)
-		return;
-	size_t index = sh->seen++;
-	if (index < sh->lo || index >= sh->hi)
-		return;
-	if (index == sh->lo)
-		sh->first = *r;
-	char id[37];
-	format_uuid(r->id, id);
-	add_text(&sh->ids, id, false);
-	add_int(&sh->created, (long long)r->created_at_us);
-	add_text(&sh->subjects, r->subject, false);
-	add_text(&sh->users, r->db_user, false);
-	add_text(&sh->dbs, r->database, false);
-	add_text(&sh->models, r->model, true);
-	add_int(&sh->tin, (long long)r->input_tokens);
-	add_int(&sh->tout, (long long)r->output_tokens);
-	if (r->llm_latency_ms >= 0)
-		add_int(&sh->lat, (long long)r->llm_latency_ms);
-	else
-		add_text(&sh->lat, "", true);
-	add_ms(&sh->stmt, r->statement_ms);
-	add_text(&sh->cached, r->cached ? "t" : "f", false);
-	add_text(&sh->conv, r->conversation_id, true);
-	add_text(&sh->trace, r->trace_id, true);
-	add_text(&sh->inst, r->instance, false);
-	sh->n++;
 }
 
 static void shipped(void *arg, const PGresult *res);
@@ -491,45 +580,50 @@ static void quarantine(struct usage *u)
 /*
  * INSERT the oldest unreleased segment (or, while it is being split, the
  * part of it not stored yet); cost is priced by PostgreSQL from
- * sluice.model_prices.
+ * sluice.model_prices. A whole segment is shipped from its in-memory batch
+ * when there is one; the file is read otherwise.
  */
 static void ship_next(struct usage *u)
 {
-	struct shipment sh;
-	memset(&sh, 0, sizeof(sh));
-	if (!journal_oldest_unreleased(u->journal, &sh.segment))
+	uint64_t segment;
+	if (!journal_oldest_unreleased(u->journal, &segment))
 		return;
-	if (sh.segment != u->split_segment) {
-		u->split_segment = sh.segment;
+	if (segment > 0)
+		drop_batches(u, segment - 1);    /* released without them (an empty segment) */
+	if (segment != u->split_segment) {
+		u->split_segment = segment;
 		u->split_done = 0;
 		u->split_end = SIZE_MAX;
 	}
-	sh.have_segment = true;
-	sh.lo = u->split_done;
-	sh.hi = u->split_end;
-	journal_foreach_in_segment(u->journal, sh.segment, collect, &sh);
-	struct sqltext arrays[14];
-	struct sqltext *cols[14] = { &sh.ids, &sh.created, &sh.subjects, &sh.users, &sh.dbs, &sh.models, &sh.tin,
-	                             &sh.tout, &sh.lat, &sh.stmt, &sh.cached, &sh.conv, &sh.trace, &sh.inst };
-	const char *params[14];
-	bool ok = true;
-	for (int i = 0; i < 14; i++) {
-		memset(&arrays[i], 0, sizeof(arrays[i]));
-		sqltext_str(&arrays[i], "{");
-		if (cols[i]->s)
-			sqltext_str(&arrays[i], cols[i]->s);
-		sqltext_str(&arrays[i], "}");
-		ok = ok && !arrays[i].failed && !cols[i]->failed;
-		params[i] = arrays[i].s;
+	struct batch *b = u->batches, from_file;
+	size_t total;
+	bool whole = u->split_done == 0 && u->split_end == SIZE_MAX;
+	if (b && b->segment == segment && whole) {
+		total = b->n;
+	} else {
+		struct reading rd = { &from_file, segment, u->split_done, u->split_end, 0 };
+		b = &from_file;
+		batch_init(b, segment);
+		journal_foreach_in_segment(u->journal, segment, collect, &rd);
+		total = rd.seen;
 	}
-	if (ok && sh.n == 0) {
+	const char *params[N_COLS];
+	int lengths[N_COLS], formats[N_COLS];
+	bool ok = true;
+	for (int i = 0; i < N_COLS; i++) {
+		params[i] = sqlarray_finish(&b->col[i], &lengths[i]);
+		formats[i] = 1;
+		ok = ok && params[i];
+	}
+	if (ok && b->n == 0) {
 		/* an empty (or wholly corrupt) segment, or every record of it stored: release it */
-		journal_release(u->journal, sh.segment);
+		journal_release(u->journal, segment);
+		drop_batches(u, segment);
 		u->split_segment = 0;
 	} else if (ok) {
 		/* the rows stored (not the replays ON CONFLICT drops) go into the daily
 		 * roll-up in the same statement, so both commit or neither does */
-		u->shipping = sidechan_query(u->sc,
+		u->shipping = sidechan_query_params(u->sc,
 			"WITH stored AS (INSERT INTO sluice.llm_usage (id, created_at, subject, db_user, database, model, "
 			"input_tokens, output_tokens, cost_cents, llm_latency_ms, statement_ms, cached, "
 			"conversation_id, trace_id, instance) "
@@ -557,18 +651,18 @@ static void ship_next(struct usage *u)
 			"cost_cents = d.cost_cents + EXCLUDED.cost_cents, cache_hits = d.cache_hits + EXCLUDED.cache_hits, "
 			"llm_latency_ms_sum = d.llm_latency_ms_sum + EXCLUDED.llm_latency_ms_sum, "
 			"llm_latency_calls = d.llm_latency_calls + EXCLUDED.llm_latency_calls, "
-			"statement_ms_sum = d.statement_ms_sum + EXCLUDED.statement_ms_sum", 14, params, shipped, u);
+			"statement_ms_sum = d.statement_ms_sum + EXCLUDED.statement_ms_sum",
+			N_COLS, params, lengths, formats, shipped, u);
 		if (u->shipping) {
-			u->shipping_segment = sh.segment;
-			u->ship_lo = sh.lo;
-			u->ship_hi = sh.lo + (size_t)sh.n;
-			u->ship_total = sh.seen;
-			u->rejected = sh.first;
+			u->shipping_segment = segment;
+			u->ship_lo = u->split_done;
+			u->ship_hi = u->split_done + b->n;
+			u->ship_total = total;
+			u->rejected = b->first;
 		}
 	}
-	for (int i = 0; i < 14; i++)
-		sqltext_free(&arrays[i]);
-	ship_free(&sh);
+	if (b == &from_file)
+		batch_clear(b);
 }
 
 /* After a shipment or a quarantine: call the drain's done once the journal is empty. */
@@ -588,6 +682,7 @@ static void stored_up_to(struct usage *u, size_t done)
 	u->split_end = SIZE_MAX;
 	if (done >= u->ship_total) {
 		journal_release(u->journal, u->shipping_segment);
+		drop_batches(u, u->shipping_segment);
 		u->split_segment = 0;
 		if (journal_backlog_bytes(u->journal) < BACKLOG_WARN_BYTES)
 			u->backlog_warned = false;
@@ -883,6 +978,7 @@ void usage_stop(struct sluice *sl)
 		event_free(u->drain_ev);
 	u->drain_done = NULL;
 	sidechan_free(u->sc);
+	drop_batches(u, UINT64_MAX);
 	if (u->journal)
 		journal_close(u->journal);
 	for (size_t i = 0; i < u->n_prices; i++)
