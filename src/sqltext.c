@@ -61,9 +61,14 @@ void sqltext_free(struct sqltext *t)
 	memset(t, 0, sizeof(*t));
 }
 
-void sqlarray_init(struct sqlarray *a, uint32_t elem_oid)
+void sqlarray_init(struct sqlarray *a, uint32_t elem_oid, bool reuse)
 {
-	sqltext_free(&a->t);
+	if (reuse && !a->t.failed)
+		a->t.len = 0;
+	else if (reuse)
+		sqltext_free(&a->t);
+	else
+		memset(&a->t, 0, sizeof(a->t));
 	a->elem_oid = elem_oid;
 	a->n = 0;
 	a->has_null = false;

@@ -62,8 +62,12 @@ struct sqlarray {
 #define SQL_OID_FLOAT8 701
 #define SQL_OID_UUID   2950
 
-/* Start an empty array of elem_oid elements in a (its old bytes, if any, are freed). */
-void sqlarray_init(struct sqlarray *a, uint32_t elem_oid);
+/*
+ * Start an empty array of elem_oid elements in a: zeroed, or one whose
+ * buffer is kept for reuse (its elements dropped, its room kept) when reuse
+ * is true and it did not fail.
+ */
+void sqlarray_init(struct sqlarray *a, uint32_t elem_oid, bool reuse);
 /*
  * Write the header and return the parameter's bytes (owned by a) and their
  * count in *len; NULL when out of memory at any add. An array of no

@@ -38,7 +38,11 @@ struct usage_pending {
 	struct sluice *sl;
 	bool record;                   /* journal rec at commit; false: only the reservation rides here */
 	struct limit_reservation resv; /* what admission reserved on the limits (docs/limits.md) */
+	struct usage_pending *next;    /* in u->spare */
 };
+
+/* Ended pendings kept for the next statements: malloc, zeroing and free cost ~400 Ir a record. */
+#define SPARE_PENDINGS 16
 
 struct model_price { char *model; double input_usd_per_mtok, output_usd_per_mtok; };
 
@@ -64,6 +68,9 @@ struct usage {
 	struct batch *batches, *batches_tail;  /* segments' shipments built as appended, oldest first */
 	size_t batch_bytes;
 	uint64_t file_only_segment;    /* a segment whose batch was dropped: read from its file */
+	struct batch *spare_batch;     /* a shipped batch whose buffers the next one reuses */
+	struct usage_pending *spare;   /* SPARE_PENDINGS at most */
+	int n_spare;
 	struct model_price *prices;
 	size_t n_prices;
 	bool prices_read;              /* sluice.model_prices read at least once */
@@ -199,13 +206,26 @@ struct usage_pending *usage_prepare_admitted(const struct ai_context *c, const s
 	bool record = u && u->journal && tags && (!resv || usage_wanted(tags));
 	if (!record && !(resv && resv->held))
 		return NULL;
-	struct usage_pending *p = calloc(1, sizeof(*p));
-	if (!p)
+	/* Not zeroed: every field read later is set here (the text fields
+	 * NUL-terminated, read up to their NUL only). */
+	struct usage_pending *p = u ? u->spare : NULL;
+	if (p) {
+		u->spare = p->next;
+		u->n_spare--;
+	} else if (!(p = malloc(sizeof(*p)))) {
 		return NULL;
+	}
 	p->sl = c->sl;
 	p->record = record;
+	p->next = NULL;
 	if (resv)
 		p->resv = *resv;
+	else
+		memset(&p->resv, 0, sizeof(p->resv));
+	p->rec.cached = false;
+	p->rec.input_tokens = p->rec.output_tokens = 0;
+	p->rec.statement_ms = 0;
+	p->start = 0;
 	if (!record) {
 		str_copy(p->rec.subject, subject, sizeof(p->rec.subject));
 		str_copy(p->rec.model, model ? model : "", sizeof(p->rec.model));
@@ -223,11 +243,25 @@ struct usage_pending *usage_prepare_admitted(const struct ai_context *c, const s
 	r->input_tokens = tags->tokens_in > 0 ? tags->tokens_in : 0;
 	r->output_tokens = tags->tokens_out > 0 ? tags->tokens_out : 0;
 	r->llm_latency_ms = tags->latency_ms;
+	r->cached = false;
 	str_copy(r->conversation_id, tags->conversation, sizeof(r->conversation_id));
 	trace_id_of(tags->traceparent, r->trace_id, sizeof(r->trace_id));
 	str_copy(r->instance, u->instance, sizeof(r->instance));
 	p->start = now_usec();
 	return p;
+}
+
+/* Keep p for the next usage_prepare (free it when enough are kept or recording stopped). */
+static void pending_free(struct usage_pending *p)
+{
+	struct usage *u = p && p->sl ? p->sl->usage : NULL;
+	if (u && u->n_spare < SPARE_PENDINGS) {
+		p->next = u->spare;
+		u->spare = p;
+		u->n_spare++;
+	} else {
+		free(p);
+	}
 }
 
 bool usage_commit(struct sluice *sl, struct usage_pending *p)
@@ -264,7 +298,7 @@ bool usage_commit(struct sluice *sl, struct usage_pending *p)
 		limits_settle(sl->limits, p->rec.subject, p->rec.model, &p->resv,
 		              p->rec.input_tokens + p->rec.output_tokens, cents, wall_usec() / 1000);
 	ai_stats_note_usage(sl->ai_stats, p->rec.subject, p->rec.model, p->rec.input_tokens, p->rec.output_tokens, cents);
-	free(p);
+	pending_free(p);
 	return stored;
 }
 
@@ -279,7 +313,7 @@ void usage_discard(struct usage_pending *p)
 {
 	if (p && p->sl && p->sl->limits)
 		limits_release(p->sl->limits, p->rec.subject, p->rec.model, &p->resv, wall_usec() / 1000);
-	free(p);
+	pending_free(p);
 }
 
 /* ---- the writer ---- */
@@ -319,12 +353,17 @@ struct batch {
  */
 #define BATCHES_MAX_BYTES (32u * 1024 * 1024)
 
-static void batch_init(struct batch *b, uint64_t segment)
+/* Start b empty for segment; with reuse, b's buffers (of an earlier batch) are kept, not freed. */
+static void batch_init(struct batch *b, uint64_t segment, bool reuse)
 {
-	memset(b, 0, sizeof(*b));
+	if (!reuse)
+		memset(b->col, 0, sizeof(b->col));
+	b->next = NULL;
 	b->segment = segment;
+	b->n = 0;
+	b->bytes = 0;
 	for (int i = 0; i < N_COLS; i++)
-		sqlarray_init(&b->col[i], col_oid[i]);
+		sqlarray_init(&b->col[i], col_oid[i], reuse);
 }
 
 static void batch_clear(struct batch *b)
@@ -396,8 +435,12 @@ static void drop_batches(struct usage *u, uint64_t seq)
 		struct batch *b = u->batches;
 		u->batches = b->next;
 		u->batch_bytes -= b->bytes;
-		batch_clear(b);
-		free(b);
+		if (!u->spare_batch && !batch_failed(b)) {
+			u->spare_batch = b;    /* the next segment's batch grows no more */
+		} else {
+			batch_clear(b);
+			free(b);
+		}
 	}
 	if (!u->batches)
 		u->batches_tail = NULL;
@@ -415,11 +458,18 @@ static void remember(struct usage *u, uint64_t seq, const struct usage_record *r
 	if (!b || b->segment != seq) {
 		if (seq == u->file_only_segment)
 			return;
-		if (u->batch_bytes >= BATCHES_MAX_BYTES || !(b = malloc(sizeof(*b)))) {
+		bool reuse = u->spare_batch != NULL;
+		b = u->spare_batch;
+		u->spare_batch = NULL;
+		if (u->batch_bytes >= BATCHES_MAX_BYTES || (!b && !(b = malloc(sizeof(*b))))) {
+			if (b) {
+				batch_clear(b);
+				free(b);
+			}
 			u->file_only_segment = seq;
 			return;
 		}
-		batch_init(b, seq);
+		batch_init(b, seq, reuse);
 		if (u->batches_tail)
 			u->batches_tail->next = b;
 		else
@@ -603,7 +653,7 @@ static void ship_next(struct usage *u)
 	} else {
 		struct reading rd = { &from_file, segment, u->split_done, u->split_end, 0 };
 		b = &from_file;
-		batch_init(b, segment);
+		batch_init(b, segment, false);
 		journal_foreach_in_segment(u->journal, segment, collect, &rd);
 		total = rd.seen;
 	}
@@ -979,6 +1029,15 @@ void usage_stop(struct sluice *sl)
 	u->drain_done = NULL;
 	sidechan_free(u->sc);
 	drop_batches(u, UINT64_MAX);
+	if (u->spare_batch) {
+		batch_clear(u->spare_batch);
+		free(u->spare_batch);
+	}
+	while (u->spare) {
+		struct usage_pending *p = u->spare;
+		u->spare = p->next;
+		free(p);
+	}
 	if (u->journal)
 		journal_close(u->journal);
 	for (size_t i = 0; i < u->n_prices; i++)
