@@ -650,6 +650,39 @@ static void test_segments_rotate_by_size(void **state)
 	journal_close(j);
 }
 
+/*
+ * journal_current_seq names the segment each append went to, through size
+ * rotations and seals: the usage writer keeps what it appended to a segment
+ * in memory by that number and ships it instead of reading the file back,
+ * so it must be the segment replay finds the record in.
+ */
+static void test_current_seq_is_the_segment_of_the_last_append(void **state)
+{
+	char err[JOURNAL_ERRBUF_SIZE];
+	struct usage_record r;
+	uint64_t seqs[60];
+	struct journal *j = open_journal();
+
+	assert_int_equal(journal_current_seq(j), 1);
+	journal_set_segment_max_bytes(j, 1);                /* raised to 4096: rotates */
+	for (int i = 0; i < 60; i++) {
+		make_record(i, &r);
+		if (!journal_append(j, &r, err, sizeof(err)))
+			fail_msg("journal_append %d: %s", i, err);
+		seqs[i] = journal_current_seq(j);
+		if (i == 30)
+			assert_int_equal(journal_seal(j), seqs[i]);
+	}
+	assert_int_equal(journal_seal(j), seqs[59]);
+	assert_true(journal_current_seq(j) > seqs[59]);
+	assert_int_equal(replay(j), 60);
+	assert_collected(0, 60);
+	for (int i = 0; i < 60; i++)
+		assert_int_equal(got.segs[i], seqs[i]);
+	assert_true(seqs[59] > seqs[0]);
+	journal_close(j);
+}
+
 static void test_second_open_of_the_same_directory_is_refused(void **state)
 {
 	char err[JOURNAL_ERRBUF_SIZE];
@@ -788,6 +821,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_release_unlinks_segments_up_to_seq, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backlog_bytes_counts_unreleased_segments, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segments_rotate_by_size, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_current_seq_is_the_segment_of_the_last_append, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_second_open_of_the_same_directory_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_reports_a_directory_it_cannot_create, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_leftovers_empty_segments_removed_numbers_not_reused, setup, teardown),
