@@ -651,6 +651,45 @@ static void test_segments_rotate_by_size(void **state)
 }
 
 /*
+ * Every frame on disk carries zlib's crc32 of its version, flags, length
+ * and payload, whatever computed it (the journal folds 16 bytes at a time
+ * with PCLMULQDQ where the CPU has it): payloads of many lengths, short
+ * and long, checked against zlib directly.
+ */
+static void test_frame_crc_is_zlib_crc32(void **state)
+{
+	struct journal *j = open_journal();
+	append_records(j, 0, 300);
+	uint64_t seq = journal_seal(j);
+	journal_close(j);
+
+	FILE *f = fopen(seg_path(seq, false), "rb");
+	static uint8_t data[1 << 20];
+	size_t size = fread(data, 1, sizeof(data), f), at = 0, frames = 0, lengths = 0;
+	bool seen[1024] = { false };
+	fclose(f);
+	while (at + 16 <= size) {
+		uint32_t len = (uint32_t)data[at + 8] | (uint32_t)data[at + 9] << 8 |
+		               (uint32_t)data[at + 10] << 16 | (uint32_t)data[at + 11] << 24;
+		uint32_t crc = (uint32_t)data[at + 12] | (uint32_t)data[at + 13] << 8 |
+		               (uint32_t)data[at + 14] << 16 | (uint32_t)data[at + 15] << 24;
+		assert_true(at + 16 + len <= size);
+		uLong want = crc32(0L, data + at + 4, 8);
+		want = crc32(want, data + at + 16, len);
+		assert_int_equal(crc, (uint32_t)want);
+		if (len < sizeof(seen) && !seen[len]) {
+			seen[len] = true;
+			lengths++;
+		}
+		at += 16 + len;
+		frames++;
+	}
+	assert_int_equal(at, size);
+	assert_int_equal(frames, 300);
+	assert_true(lengths > 50);    /* many lengths, so every remainder mod 16 */
+}
+
+/*
  * journal_current_seq names the segment each append went to, through size
  * rotations and seals: the usage writer keeps what it appended to a segment
  * in memory by that number and ships it instead of reading the file back,
@@ -821,6 +860,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_release_unlinks_segments_up_to_seq, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backlog_bytes_counts_unreleased_segments, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segments_rotate_by_size, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_frame_crc_is_zlib_crc32, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_current_seq_is_the_segment_of_the_last_append, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_second_open_of_the_same_directory_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_reports_a_directory_it_cannot_create, setup, teardown),
