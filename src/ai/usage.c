@@ -32,8 +32,12 @@
 /* A journal larger than this gets a warning: PostgreSQL has been away a while. */
 #define BACKLOG_WARN_BYTES (64ull * 1024 * 1024)
 
+/* The text fields of a record, in the order of the shipment's columns. */
+enum { T_SUBJECT, T_USER, T_DB, T_MODEL, T_CONV, T_TRACE, T_INST, N_TEXTS };
+
 struct usage_pending {
 	struct usage_record rec;
+	uint16_t text_len[N_TEXTS];    /* strnlen of rec's text fields, measured once when copied */
 	usec_t start;                  /* monotonic, when the statement went out */
 	struct sluice *sl;
 	bool record;                   /* journal rec at commit; false: only the reservation rides here */
@@ -52,6 +56,7 @@ struct usage {
 	struct sidechan *sc;
 	struct event *flush_ev, *sync_ev, *drain_ev;
 	char instance[160];
+	uint16_t instance_len;
 	bool shipping;
 	uint64_t shipping_segment;
 	/*
@@ -148,7 +153,7 @@ double usage_price_cents(const struct sluice *sl, const char *model, int64_t inp
 	return price_cents(sl->usage, model, input_tokens, output_tokens);
 }
 
-static void remember(struct usage *u, uint64_t seq, const struct usage_record *r);
+static void remember(struct usage *u, uint64_t seq, const struct usage_record *r, const uint16_t *lens);
 
 /* ---- records ---- */
 
@@ -164,12 +169,22 @@ bool usage_wanted(const struct ai_tags *tags)
 	return tags && (tags->tokens_in >= 0 || tags->tokens_out >= 0);
 }
 
-/* The trace id of a W3C traceparent "00-<trace id>-<span id>-<flags>". */
-static void trace_id_of(const char *traceparent, char *out, size_t size)
+/* The trace id of a W3C traceparent "00-<trace id>-<span id>-<flags>"; returns its length. */
+static uint16_t trace_id_of(const char *traceparent, char *out, size_t size)
 {
 	out[0] = '\0';
 	if (strlen(traceparent) >= 35 && traceparent[2] == '-')
 		snprintf(out, size, "%.32s", traceparent + 3);
+	return (uint16_t)strlen(out);
+}
+
+/* str_copy that returns the length copied (what the journal and the shipment measure again otherwise). */
+static uint16_t copy_text(char *dst, const char *src, size_t size)
+{
+	size_t n = strnlen(src, size - 1);
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+	return (uint16_t)n;
 }
 
 /*
@@ -236,17 +251,19 @@ struct usage_pending *usage_prepare_admitted(const struct ai_context *c, const s
 	r->id[6] = (uint8_t)((r->id[6] & 0x0f) | 0x40);    /* UUID version 4 */
 	r->id[8] = (uint8_t)((r->id[8] & 0x3f) | 0x80);    /* RFC 4122 variant */
 	r->created_at_us = wall_usec();
-	str_copy(r->subject, subject, sizeof(r->subject));
-	str_copy(r->db_user, c->user, sizeof(r->db_user));
-	str_copy(r->database, c->database, sizeof(r->database));
-	str_copy(r->model, model ? model : "", sizeof(r->model));
+	uint16_t *len = p->text_len;
+	len[T_SUBJECT] = copy_text(r->subject, subject, sizeof(r->subject));
+	len[T_USER] = copy_text(r->db_user, c->user, sizeof(r->db_user));
+	len[T_DB] = copy_text(r->database, c->database, sizeof(r->database));
+	len[T_MODEL] = copy_text(r->model, model ? model : "", sizeof(r->model));
 	r->input_tokens = tags->tokens_in > 0 ? tags->tokens_in : 0;
 	r->output_tokens = tags->tokens_out > 0 ? tags->tokens_out : 0;
 	r->llm_latency_ms = tags->latency_ms;
 	r->cached = false;
-	str_copy(r->conversation_id, tags->conversation, sizeof(r->conversation_id));
-	trace_id_of(tags->traceparent, r->trace_id, sizeof(r->trace_id));
-	str_copy(r->instance, u->instance, sizeof(r->instance));
+	len[T_CONV] = copy_text(r->conversation_id, tags->conversation, sizeof(r->conversation_id));
+	len[T_TRACE] = trace_id_of(tags->traceparent, r->trace_id, sizeof(r->trace_id));
+	memcpy(r->instance, u->instance, (size_t)u->instance_len + 1);    /* both 160 bytes */
+	len[T_INST] = u->instance_len;
 	p->start = now_usec();
 	return p;
 }
@@ -285,7 +302,7 @@ bool usage_commit(struct sluice *sl, struct usage_pending *p)
 	} else {
 		stored = true;
 		u->append_failed_at = 0;
-		remember(u, journal_current_seq(u->journal), &p->rec);
+		remember(u, journal_current_seq(u->journal), &p->rec, p->text_len);
 		ai_stats_note_journaled(sl->ai_stats, true);
 		/* a segment is one shipment: at most usage_batch_size records */
 		if (++u->appended_since_seal >= (uint64_t)sl->cfg->usage_batch_size) {
@@ -372,10 +389,14 @@ static void batch_clear(struct batch *b)
 		sqlarray_free(&b->col[i]);
 }
 
-/* A text element: the bytes the journal stores (at most field_size - 1), or NULL for "" if null_if_empty. */
-static size_t add_text(struct sqlarray *a, const char *s, size_t field_size, bool null_if_empty)
+/*
+ * A text element: the bytes the journal stores (at most field_size - 1:
+ * len, or measured when len is NULL), or NULL for "" if null_if_empty.
+ */
+static size_t add_text(struct sqlarray *a, const char *s, size_t field_size, const uint16_t *len,
+                       bool null_if_empty)
 {
-	size_t n = strnlen(s, field_size - 1);
+	size_t n = len ? *len : strnlen(s, field_size - 1);
 	if (n == 0 && null_if_empty)
 		sqlarray_add_null(a);
 	else
@@ -383,25 +404,26 @@ static size_t add_text(struct sqlarray *a, const char *s, size_t field_size, boo
 	return n;
 }
 
-#define ADD_TEXT(b, c, r, field, null_if_empty) \
-	add_text(&(b)->col[c], (r)->field, sizeof((r)->field), null_if_empty)
+#define ADD_TEXT(b, c, r, field, t, null_if_empty) \
+	add_text(&(b)->col[c], (r)->field, sizeof((r)->field), lens ? &lens[t] : NULL, null_if_empty)
 
 /*
- * Add r as the next row; returns the bytes added. The values are the ones
+ * Add r as the next row (lens: the lengths of its text fields in T_ order,
+ * or NULL to measure them); returns the bytes added. The values are the ones
  * the text form had: statement_ms rounded to the microsecond (a double made
  * from whole microseconds / 1000 is the one float8in reads from "%.3f").
  */
-static size_t batch_add(struct batch *b, const struct usage_record *r)
+static size_t batch_add(struct batch *b, const struct usage_record *r, const uint16_t *lens)
 {
 	size_t text = 0;
 	if (b->n == 0)
 		b->first = *r;
 	sqlarray_add(&b->col[C_ID], r->id, 16);
 	sqlarray_add_i64(&b->col[C_US], r->created_at_us);
-	text += ADD_TEXT(b, C_SUBJECT, r, subject, false);
-	text += ADD_TEXT(b, C_USER, r, db_user, false);
-	text += ADD_TEXT(b, C_DB, r, database, false);
-	text += ADD_TEXT(b, C_MODEL, r, model, true);
+	text += ADD_TEXT(b, C_SUBJECT, r, subject, T_SUBJECT, false);
+	text += ADD_TEXT(b, C_USER, r, db_user, T_USER, false);
+	text += ADD_TEXT(b, C_DB, r, database, T_DB, false);
+	text += ADD_TEXT(b, C_MODEL, r, model, T_MODEL, true);
 	sqlarray_add_i64(&b->col[C_TIN], r->input_tokens);
 	sqlarray_add_i64(&b->col[C_TOUT], r->output_tokens);
 	if (r->llm_latency_ms >= 0)
@@ -411,9 +433,9 @@ static size_t batch_add(struct batch *b, const struct usage_record *r)
 	uint64_t us = r->statement_ms > 0 ? (uint64_t)(r->statement_ms * 1000.0 + 0.5) : 0;
 	sqlarray_add_f64(&b->col[C_STMT], (double)us / 1000.0);
 	sqlarray_add_bool(&b->col[C_CACHED], r->cached);
-	text += ADD_TEXT(b, C_CONV, r, conversation_id, true);
-	text += ADD_TEXT(b, C_TRACE, r, trace_id, true);
-	text += ADD_TEXT(b, C_INST, r, instance, false);
+	text += ADD_TEXT(b, C_CONV, r, conversation_id, T_CONV, true);
+	text += ADD_TEXT(b, C_TRACE, r, trace_id, T_TRACE, true);
+	text += ADD_TEXT(b, C_INST, r, instance, T_INST, false);
 	b->n++;
 	size_t bytes = N_COLS * 4 + 16 + 6 * 8 + 1 + text;
 	b->bytes += bytes;
@@ -447,12 +469,12 @@ static void drop_batches(struct usage *u, uint64_t seq)
 }
 
 /*
- * r was just appended to segment seq: add it to that segment's batch, or
+ * r (its text lengths lens) was just appended to segment seq: add it to that segment's batch, or
  * start one if r is the segment's first record (a segment whose first
  * record is not in a batch is read from its file). Past BATCHES_MAX_BYTES
  * or out of memory, the batch of seq is dropped.
  */
-static void remember(struct usage *u, uint64_t seq, const struct usage_record *r)
+static void remember(struct usage *u, uint64_t seq, const struct usage_record *r, const uint16_t *lens)
 {
 	struct batch *b = u->batches_tail;
 	if (!b || b->segment != seq) {
@@ -476,7 +498,7 @@ static void remember(struct usage *u, uint64_t seq, const struct usage_record *r
 			u->batches = b;
 		u->batches_tail = b;
 	}
-	u->batch_bytes += batch_add(b, r);
+	u->batch_bytes += batch_add(b, r, lens);
 	if (u->batch_bytes > BATCHES_MAX_BYTES || batch_failed(b)) {
 		/* b is the tail: drop it alone */
 		struct batch **at = &u->batches;
@@ -509,7 +531,7 @@ static void collect(void *arg, uint64_t segment, const struct usage_record *r)
 	size_t index = rd->seen++;
 	if (index < rd->lo || index >= rd->hi)
 		return;
-	batch_add(rd->b, r);
+	batch_add(rd->b, r, NULL);
 }
 
 static void format_uuid(const uint8_t id[16], char out[37])
@@ -947,6 +969,7 @@ bool usage_start(struct sluice *sl)
 	u->sl = sl;
 	sl->usage = u;
 	str_copy(u->instance, sl->instance, sizeof(u->instance));
+	u->instance_len = (uint16_t)strlen(u->instance);
 	u->journal = journal_open(cfg->usage_journal_dir, err, sizeof(err));
 	if (!u->journal) {
 		log_error("usage: %s", err);
