@@ -47,7 +47,7 @@ bool sqltext_grow(struct sqltext *t, size_t n);
  * server still checks every text element's encoding (pq_getmsgtext).
  */
 struct sqlarray {
-	struct sqltext t;      /* header (SQLARRAY_HEADER_BYTES, written by sqlarray_finish), elements */
+	struct sqltext t;      /* header (SQLARRAY_HEADER_BYTES, written by sqlarray_finish), elements; no NUL */
 	uint32_t elem_oid;     /* pg_type OID of the elements; must be the parameter's element type */
 	uint32_t n;            /* elements added */
 	bool has_null;
@@ -63,9 +63,9 @@ struct sqlarray {
 #define SQL_OID_UUID   2950
 
 /*
- * Start an empty array of elem_oid elements in a: zeroed, or one whose
- * buffer is kept for reuse (its elements dropped, its room kept) when reuse
- * is true and it did not fail.
+ * Start an empty array of elem_oid elements in a. reuse false: a is taken
+ * as uninitialised (nothing freed); reuse true: a was initialised before,
+ * its elements are dropped and its buffer kept (freed if it failed).
  */
 void sqlarray_init(struct sqlarray *a, uint32_t elem_oid, bool reuse);
 /*
