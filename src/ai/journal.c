@@ -278,16 +278,18 @@ static uint32_t frame_crc(const uint8_t *header, const uint8_t *payload, size_t 
 	return crc_update((uint32_t)crc32(0L, header + 4, 8), payload, len);
 }
 
-static uint8_t *put_string(uint8_t *p, const char *s, size_t field_size)
+/* A string as u16 length + bytes; len is its strnlen if known (<= field_size - 1), else SIZE_MAX. */
+static uint8_t *put_string(uint8_t *p, const char *s, size_t field_size, size_t len)
 {
-	size_t len = strnlen(s, field_size - 1);
+	if (len > field_size - 1)
+		len = strnlen(s, field_size - 1);
 	put_u16(p, (uint16_t)len);
 	memcpy(p + 2, s, len);
 	return p + 2 + len;
 }
 
-/* Encode r as one frame into out (FRAME_WRITE_MAX bytes); returns the frame's length. */
-static size_t encode_frame(const struct usage_record *r, uint8_t *out)
+/* Encode r (lens: see journal_append_measured) as one frame into out (FRAME_WRITE_MAX bytes); returns the frame's length. */
+static size_t encode_frame(const struct usage_record *r, const uint16_t *lens, uint8_t *out)
 {
 	uint8_t *payload = out + JOURNAL_FRAME_HEADER_BYTES;
 	uint8_t *p = payload;
@@ -302,13 +304,15 @@ static size_t encode_frame(const struct usage_record *r, uint8_t *out)
 	put_u64(p + 48, ms_bits);
 	p[56] = r->cached ? 1 : 0;
 	p += RECORD_V1_FIXED_BYTES;
-	p = put_string(p, r->subject, sizeof(r->subject));
-	p = put_string(p, r->db_user, sizeof(r->db_user));
-	p = put_string(p, r->database, sizeof(r->database));
-	p = put_string(p, r->model, sizeof(r->model));
-	p = put_string(p, r->conversation_id, sizeof(r->conversation_id));
-	p = put_string(p, r->trace_id, sizeof(r->trace_id));
-	p = put_string(p, r->instance, sizeof(r->instance));
+#define LEN(i) (lens ? (size_t)lens[i] : SIZE_MAX)
+	p = put_string(p, r->subject, sizeof(r->subject), LEN(0));
+	p = put_string(p, r->db_user, sizeof(r->db_user), LEN(1));
+	p = put_string(p, r->database, sizeof(r->database), LEN(2));
+	p = put_string(p, r->model, sizeof(r->model), LEN(3));
+	p = put_string(p, r->conversation_id, sizeof(r->conversation_id), LEN(4));
+	p = put_string(p, r->trace_id, sizeof(r->trace_id), LEN(5));
+	p = put_string(p, r->instance, sizeof(r->instance), LEN(6));
+#undef LEN
 
 	size_t len = (size_t)(p - payload);
 	/* The CRC's input, version, flags and length, is first put right before
@@ -728,8 +732,14 @@ static void rotate_if_full(struct journal *j, size_t frame_len)
 
 bool journal_append(struct journal *j, const struct usage_record *r, char *errbuf, size_t errlen)
 {
+	return journal_append_measured(j, r, NULL, errbuf, errlen);
+}
+
+bool journal_append_measured(struct journal *j, const struct usage_record *r, const uint16_t *lens,
+                             char *errbuf, size_t errlen)
+{
 	uint8_t frame[FRAME_WRITE_MAX];
-	size_t len = encode_frame(r, frame), written;
+	size_t len = encode_frame(r, lens, frame), written;
 
 	if (j->have_cur && j->cur.torn && !retire_current(j)) {
 		snprintf(errbuf, errlen, "out of memory");

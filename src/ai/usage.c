@@ -32,8 +32,9 @@
 /* A journal larger than this gets a warning: PostgreSQL has been away a while. */
 #define BACKLOG_WARN_BYTES (64ull * 1024 * 1024)
 
-/* The text fields of a record, in the order of the shipment's columns. */
+/* The text fields of a record, in the order of the shipment's columns and of the journal's encoding. */
 enum { T_SUBJECT, T_USER, T_DB, T_MODEL, T_CONV, T_TRACE, T_INST, N_TEXTS };
+_Static_assert(N_TEXTS == JOURNAL_TEXT_FIELDS, "the journal's text fields are T_*, in that order");
 
 struct usage_pending {
 	struct usage_record rec;
@@ -190,11 +191,12 @@ static uint16_t copy_text(char *dst, const char *src, size_t size)
 /*
  * 16 random bytes for a record id. RAND_bytes costs thousands of
  * instructions a call whatever the length, so ids are cut from a pool that
- * is refilled 64 ids at a time; they are unique keys, not secrets.
+ * is refilled 256 ids at a time (64 cost ~130 Ir an id); they are unique
+ * keys, not secrets.
  */
 static void random_id(uint8_t id[16])
 {
-	static uint8_t pool[16 * 64];
+	static uint8_t pool[16 * 256];
 	static size_t used = sizeof(pool);
 	if (used == sizeof(pool)) {
 		if (RAND_bytes(pool, sizeof(pool)) != 1) {
@@ -293,7 +295,7 @@ bool usage_commit(struct sluice *sl, struct usage_pending *p)
 		return true;
 	}
 	p->rec.statement_ms = (double)(now_usec() - p->start) / 1000.0;
-	if (!u || !u->journal || !journal_append(u->journal, &p->rec, err, sizeof(err))) {
+	if (!u || !u->journal || !journal_append_measured(u->journal, &p->rec, p->text_len, err, sizeof(err))) {
 		/* Nothing to write to: the loss is loud, and counted. */
 		log_error("usage record for \"%s\" lost: %s", p->rec.subject, u && u->journal ? err : "no journal");
 		ai_stats_note_journaled(sl->ai_stats, false);

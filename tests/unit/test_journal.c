@@ -689,6 +689,41 @@ static void test_frame_crc_is_zlib_crc32(void **state)
 	assert_true(lengths > 50);    /* many lengths, so every remainder mod 16 */
 }
 
+/* Lengths the caller measured give the same frames; a wrong, too large one is measured again. */
+static void test_append_measured_writes_the_same_frames(void **state)
+{
+	char err[JOURNAL_ERRBUF_SIZE];
+	struct usage_record r;
+	struct journal *j = open_journal();
+	for (int i = 0; i < 40; i++) {
+		make_record(i, &r);
+		assert_true(journal_append(j, &r, err, sizeof(err)));
+	}
+	uint64_t plain = journal_seal(j);
+	for (int i = 0; i < 40; i++) {
+		make_record(i, &r);
+		uint16_t lens[JOURNAL_TEXT_FIELDS] = {
+			(uint16_t)strlen(r.subject), (uint16_t)strlen(r.db_user), (uint16_t)strlen(r.database),
+			(uint16_t)strlen(r.model), (uint16_t)strlen(r.conversation_id), (uint16_t)strlen(r.trace_id),
+			i % 2 ? (uint16_t)strlen(r.instance) : UINT16_MAX,
+		};
+		assert_true(journal_append_measured(j, &r, lens, err, sizeof(err)));
+	}
+	uint64_t measured = journal_seal(j);
+	journal_close(j);
+
+	static char a[1 << 16], b[1 << 16];
+	FILE *f = fopen(seg_path(plain, false), "rb");
+	size_t na = fread(a, 1, sizeof(a), f);
+	fclose(f);
+	f = fopen(seg_path(measured, false), "rb");
+	size_t nb = fread(b, 1, sizeof(b), f);
+	fclose(f);
+	assert_true(na > 40 * 16);
+	assert_int_equal(na, nb);
+	assert_memory_equal(a, b, na);
+}
+
 /*
  * journal_current_seq names the segment each append went to, through size
  * rotations and seals: the usage writer keeps what it appended to a segment
@@ -861,6 +896,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_backlog_bytes_counts_unreleased_segments, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segments_rotate_by_size, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_frame_crc_is_zlib_crc32, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_append_measured_writes_the_same_frames, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_current_seq_is_the_segment_of_the_last_append, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_second_open_of_the_same_directory_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_reports_a_directory_it_cannot_create, setup, teardown),
