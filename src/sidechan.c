@@ -26,6 +26,7 @@ struct sc_query {
 	int n_params;
 	char **params;
 	int *lengths, *formats;    /* NULL: text parameters */
+	bool borrowed;             /* params[i] are the caller's: not freed */
 	sidechan_result_fn fn;
 	void *arg;
 };
@@ -80,7 +81,10 @@ static void free_strv(char **v, int n)
 static void free_query(struct sc_query *q)
 {
 	free(q->sql);
-	free_strv(q->params, q->n_params);
+	if (q->borrowed)
+		free(q->params);
+	else
+		free_strv(q->params, q->n_params);
 	free(q->lengths);
 	free(q->formats);
 	free(q);
@@ -334,12 +338,12 @@ struct sidechan *sidechan_new(struct event_base *base, const char *name,
 bool sidechan_query(struct sidechan *sc, const char *sql, int n_params, const char *const *params,
                     sidechan_result_fn fn, void *arg)
 {
-	return sidechan_query_params(sc, sql, n_params, params, NULL, NULL, fn, arg);
+	return sidechan_query_params(sc, sql, n_params, params, NULL, NULL, false, fn, arg);
 }
 
 bool sidechan_query_params(struct sidechan *sc, const char *sql, int n_params,
                            const char *const *params, const int *lengths, const int *formats,
-                           sidechan_result_fn fn, void *arg)
+                           bool borrow, sidechan_result_fn fn, void *arg)
 {
 	if (sc->n_queued >= SIDECHAN_MAX_QUEUED)
 		return false;
@@ -357,15 +361,21 @@ bool sidechan_query_params(struct sidechan *sc, const char *sql, int n_params,
 		q->formats = calloc((size_t)n_params, sizeof(int));
 		ok = q->lengths && q->formats;
 	}
+	q->borrowed = borrow;
 	for (int i = 0; ok && i < n_params; i++) {
 		if (!params[i])
 			continue;
-		if (q->formats && formats[i] == 1) {
-			q->formats[i] = 1;
-			q->lengths[i] = lengths[i];
-			q->params[i] = malloc(lengths[i] > 0 ? (size_t)lengths[i] : 1);
+		if (q->formats) {
+			q->formats[i] = formats[i];
+			q->lengths[i] = lengths ? lengths[i] : 0;
+		}
+		if (borrow) {
+			q->params[i] = (char *)params[i];    /* the caller's until fn; never written */
+		} else if (q->formats && formats[i] == 1) {
+			size_t n = lengths[i] > 0 ? (size_t)lengths[i] : 0;
+			q->params[i] = malloc(n ? n : 1);
 			if (q->params[i])
-				memcpy(q->params[i], params[i], lengths[i] > 0 ? (size_t)lengths[i] : 0);
+				memcpy(q->params[i], params[i], n);
 		} else {
 			q->params[i] = strdup(params[i]);
 		}

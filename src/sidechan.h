@@ -45,11 +45,14 @@ bool sidechan_query(struct sidechan *sc, const char *sql, int n_params, const ch
 /*
  * As sidechan_query, with PQsendQueryParams's lengths and formats (both
  * NULL: text parameters, as sidechan_query): params[i] is lengths[i] bytes
- * when formats[i] is 1 (binary), a C string when 0; both copied.
+ * when formats[i] is 1 (binary), a C string when 0. sql, lengths and
+ * formats are copied; params too, unless borrow: then the caller keeps
+ * params[i] unchanged until fn is called or sc is freed (a large batch is
+ * not copied once more before libpq copies it).
  */
 bool sidechan_query_params(struct sidechan *sc, const char *sql, int n_params,
                            const char *const *params, const int *lengths, const int *formats,
-                           sidechan_result_fn fn, void *arg);
+                           bool borrow, sidechan_result_fn fn, void *arg);
 
 /*
  * on: when a connection attempt fails or the connection breaks, every query

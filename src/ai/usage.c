@@ -669,6 +669,9 @@ static void ship_next(struct usage *u)
 		u->split_done = 0;
 		u->split_end = SIZE_MAX;
 	}
+	/* A batch in u->batches is lent to the side channel (not copied): it is
+	 * neither added to (its segment is sealed) nor dropped (ship_next,
+	 * stored_up_to) until shipped or quarantined is called. */
 	struct batch *b = u->batches, from_file;
 	size_t total;
 	bool whole = u->split_done == 0 && u->split_end == SIZE_MAX;
@@ -726,7 +729,7 @@ static void ship_next(struct usage *u)
 			"llm_latency_ms_sum = d.llm_latency_ms_sum + EXCLUDED.llm_latency_ms_sum, "
 			"llm_latency_calls = d.llm_latency_calls + EXCLUDED.llm_latency_calls, "
 			"statement_ms_sum = d.statement_ms_sum + EXCLUDED.statement_ms_sum",
-			N_COLS, params, lengths, formats, shipped, u);
+			N_COLS, params, lengths, formats, b != &from_file, shipped, u);
 		if (u->shipping) {
 			u->shipping_segment = segment;
 			u->ship_lo = u->split_done;
