@@ -395,8 +395,9 @@ static void batch_clear(struct batch *b)
  * A text element: the bytes the journal stores (at most field_size - 1:
  * len, or measured when len is NULL), or NULL for "" if null_if_empty.
  */
-static size_t add_text(struct sqlarray *a, const char *s, size_t field_size, const uint16_t *len,
-                       bool null_if_empty)
+__attribute__((always_inline))    /* 7 a record: a call's register saves cost ~15 Ir each */
+static inline size_t add_text(struct sqlarray *a, const char *s, size_t field_size, const uint16_t *len,
+                              bool null_if_empty)
 {
 	size_t n = len ? *len : strnlen(s, field_size - 1);
 	if (n == 0 && null_if_empty)
