@@ -25,6 +25,8 @@ struct sc_query {
 	char *sql;
 	int n_params;
 	char **params;
+	int *lengths, *formats;    /* NULL: text parameters */
+	bool borrowed;             /* params[i] are the caller's: not freed */
 	sidechan_result_fn fn;
 	void *arg;
 };
@@ -79,7 +81,12 @@ static void free_strv(char **v, int n)
 static void free_query(struct sc_query *q)
 {
 	free(q->sql);
-	free_strv(q->params, q->n_params);
+	if (q->borrowed)
+		free(q->params);
+	else
+		free_strv(q->params, q->n_params);
+	free(q->lengths);
+	free(q->formats);
 	free(q);
 }
 
@@ -160,7 +167,7 @@ static void sc_start_next(struct sidechan *sc)
 	if (!q || sc->state != SC_IDLE)
 		return;
 	if (!PQsendQueryParams(sc->conn, q->sql, q->n_params, NULL, (const char *const *)q->params,
-	                       NULL, NULL, 0)) {
+	                       q->lengths, q->formats, 0)) {
 		sc->state = SC_BUSY;
 		sc_lost(sc, PQerrorMessage(sc->conn));
 		return;
@@ -331,6 +338,13 @@ struct sidechan *sidechan_new(struct event_base *base, const char *name,
 bool sidechan_query(struct sidechan *sc, const char *sql, int n_params, const char *const *params,
                     sidechan_result_fn fn, void *arg)
 {
+	return sidechan_query_params(sc, sql, n_params, params, NULL, NULL, false, fn, arg);
+}
+
+bool sidechan_query_params(struct sidechan *sc, const char *sql, int n_params,
+                           const char *const *params, const int *lengths, const int *formats,
+                           bool borrow, sidechan_result_fn fn, void *arg)
+{
 	if (sc->n_queued >= SIDECHAN_MAX_QUEUED)
 		return false;
 	struct sc_query *q = calloc(1, sizeof(*q));
@@ -342,9 +356,32 @@ bool sidechan_query(struct sidechan *sc, const char *sql, int n_params, const ch
 	q->fn = fn;
 	q->arg = arg;
 	bool ok = q->sql && (n_params == 0 || q->params);
-	for (int i = 0; ok && i < n_params; i++)
-		if (params[i] && !(q->params[i] = strdup(params[i])))
+	if (ok && formats && n_params > 0) {
+		q->lengths = calloc((size_t)n_params, sizeof(int));
+		q->formats = calloc((size_t)n_params, sizeof(int));
+		ok = q->lengths && q->formats;
+	}
+	q->borrowed = borrow;
+	for (int i = 0; ok && i < n_params; i++) {
+		if (!params[i])
+			continue;
+		if (q->formats) {
+			q->formats[i] = formats[i];
+			q->lengths[i] = lengths ? lengths[i] : 0;
+		}
+		if (borrow) {
+			q->params[i] = (char *)params[i];    /* the caller's until fn; never written */
+		} else if (q->formats && formats[i] == 1) {
+			size_t n = lengths[i] > 0 ? (size_t)lengths[i] : 0;
+			q->params[i] = malloc(n ? n : 1);
+			if (q->params[i])
+				memcpy(q->params[i], params[i], n);
+		} else {
+			q->params[i] = strdup(params[i]);
+		}
+		if (!q->params[i])
 			ok = false;
+	}
 	if (!ok) {
 		free_query(q);
 		return false;

@@ -43,6 +43,18 @@ bool sidechan_query(struct sidechan *sc, const char *sql, int n_params, const ch
                     sidechan_result_fn fn, void *arg);
 
 /*
+ * As sidechan_query, with PQsendQueryParams's lengths and formats (both
+ * NULL: text parameters, as sidechan_query): params[i] is lengths[i] bytes
+ * when formats[i] is 1 (binary), a C string when 0. sql, lengths and
+ * formats are copied; params too, unless borrow: then the caller keeps
+ * params[i] unchanged until fn is called or sc is freed (a large batch is
+ * not copied once more before libpq copies it).
+ */
+bool sidechan_query_params(struct sidechan *sc, const char *sql, int n_params,
+                           const char *const *params, const int *lengths, const int *formats,
+                           bool borrow, sidechan_result_fn fn, void *arg);
+
+/*
  * on: when a connection attempt fails or the connection breaks, every query
  * waiting gets its callback with NULL at once instead of waiting for the
  * next attempt (for a client held by the answer, e.g. auth_query).

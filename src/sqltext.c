@@ -5,10 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-void sqltext_add(struct sqltext *t, const char *s, size_t n)
+bool sqltext_grow(struct sqltext *t, size_t n)
 {
 	if (t->failed)
-		return;
+		return false;
 	if (t->len + n + 1 > t->cap) {
 		size_t cap = t->cap ? t->cap * 2 : 256;
 		while (cap < t->len + n + 1)
@@ -16,11 +16,18 @@ void sqltext_add(struct sqltext *t, const char *s, size_t n)
 		char *p = realloc(t->s, cap);
 		if (!p) {
 			t->failed = true;
-			return;
+			return false;
 		}
 		t->s = p;
 		t->cap = cap;
 	}
+	return true;
+}
+
+void sqltext_add(struct sqltext *t, const char *s, size_t n)
+{
+	if (!sqltext_grow(t, n))
+		return;
 	memcpy(t->s + t->len, s, n);
 	t->len += n;
 	t->s[t->len] = '\0';
@@ -52,4 +59,48 @@ void sqltext_free(struct sqltext *t)
 {
 	free(t->s);
 	memset(t, 0, sizeof(*t));
+}
+
+void sqlarray_init(struct sqlarray *a, uint32_t elem_oid, bool reuse)
+{
+	if (reuse && !a->t.failed)
+		a->t.len = 0;
+	else if (reuse)
+		sqltext_free(&a->t);
+	else
+		memset(&a->t, 0, sizeof(a->t));
+	a->elem_oid = elem_oid;
+	a->n = 0;
+	a->has_null = false;
+	if (sqltext_grow(&a->t, SQLARRAY_HEADER_BYTES))
+		a->t.len = SQLARRAY_HEADER_BYTES;    /* filled in by sqlarray_finish */
+}
+
+const char *sqlarray_finish(struct sqlarray *a, int *len)
+{
+	char *h = a->t.s;
+	if (a->t.failed || !h || a->t.len > INT32_MAX)
+		return NULL;
+	if (a->n == 0) {
+		/* no dimensions, so no size and lower bound: a 12-byte '{}' */
+		sqlarray_put_be32(h, 0);
+		sqlarray_put_be32(h + 4, 0);
+		sqlarray_put_be32(h + 8, a->elem_oid);
+		*len = 12;
+		return h;
+	}
+	sqlarray_put_be32(h, 1);
+	sqlarray_put_be32(h + 4, a->has_null ? 1 : 0);
+	sqlarray_put_be32(h + 8, a->elem_oid);
+	sqlarray_put_be32(h + 12, a->n);
+	sqlarray_put_be32(h + 16, 1);
+	*len = (int)a->t.len;
+	return h;
+}
+
+void sqlarray_free(struct sqlarray *a)
+{
+	sqltext_free(&a->t);
+	a->n = 0;
+	a->has_null = false;
 }

@@ -9,6 +9,7 @@
 #include "log.h"
 
 #include <dirent.h>
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -22,6 +23,11 @@
 #include <unistd.h>
 
 #include <zlib.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define HAVE_CRC_FOLD 1
+#endif
 
 /*
  * Record encoding, version 1 (the payload of a frame; little-endian):
@@ -91,22 +97,23 @@ struct journal {
 
 /* ---- little-endian encoding ---- */
 
+/* Stores of a little-endian value: one move each (a byte loop cost ~58 Ir per u64). */
 static void put_u16(uint8_t *p, uint16_t v)
 {
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
+	v = htole16(v);
+	memcpy(p, &v, 2);
 }
 
 static void put_u32(uint8_t *p, uint32_t v)
 {
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
+	v = htole32(v);
+	memcpy(p, &v, 4);
 }
 
 static void put_u64(uint8_t *p, uint64_t v)
 {
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
+	v = htole64(v);
+	memcpy(p, &v, 8);
 }
 
 static uint16_t get_u16(const uint8_t *p)
@@ -130,25 +137,159 @@ static uint64_t get_u64(const uint8_t *p)
 	return v;
 }
 
+/*
+ * CRC-32, the same function as zlib's crc32 (the frame format does not
+ * change), computed with carry-less multiplication where the CPU has it.
+ * zlib 1.2.13's crc32 cost ~5 Ir a byte, ~670 Ir of a ~2,700 Ir record
+ * (callgrind, bench mw part); folding 16 bytes per step costs ~1. The
+ * method and constants are Intel's "Fast CRC Computation for Generic
+ * Polynomials Using PCLMULQDQ Instruction" (Gopal et al., 2009), for the
+ * bit-reflected polynomial 0x04C11DB7, as in Chromium's zlib
+ * (crc32_simd.c) and Linux (crc32-pclmul_asm.S). A self-check against
+ * zlib at first use turns it off if it ever disagrees.
+ */
+#ifdef HAVE_CRC_FOLD
+/* CRC of len bytes (len >= 64, a multiple of 16), crc pre- and post-inverted by the caller. */
+__attribute__((target("pclmul,sse4.1")))
+static uint32_t crc32_fold(uint32_t crc, const uint8_t *buf, size_t len)
+{
+	static const uint64_t k1k2[2] __attribute__((aligned(16))) = { 0x0154442bd4, 0x01c6e41596 };
+	static const uint64_t k3k4[2] __attribute__((aligned(16))) = { 0x01751997d0, 0x00ccaa009e };
+	static const uint64_t k5k0[2] __attribute__((aligned(16))) = { 0x0163cd6124, 0x0000000000 };
+	static const uint64_t poly[2] __attribute__((aligned(16))) = { 0x01db710641, 0x01f7011641 };
+	__m128i x0, x1, x2, x3, x4, x5, x6, x7, x8;
+
+	/* four 16-byte lanes, folded 64 bytes at a time */
+	x1 = _mm_loadu_si128((const __m128i *)(buf + 0x00));
+	x2 = _mm_loadu_si128((const __m128i *)(buf + 0x10));
+	x3 = _mm_loadu_si128((const __m128i *)(buf + 0x20));
+	x4 = _mm_loadu_si128((const __m128i *)(buf + 0x30));
+	x1 = _mm_xor_si128(x1, _mm_cvtsi32_si128((int)crc));
+	x0 = _mm_load_si128((const __m128i *)k1k2);
+	buf += 64;
+	len -= 64;
+	while (len >= 64) {
+		x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
+		x6 = _mm_clmulepi64_si128(x2, x0, 0x00);
+		x7 = _mm_clmulepi64_si128(x3, x0, 0x00);
+		x8 = _mm_clmulepi64_si128(x4, x0, 0x00);
+		x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
+		x2 = _mm_clmulepi64_si128(x2, x0, 0x11);
+		x3 = _mm_clmulepi64_si128(x3, x0, 0x11);
+		x4 = _mm_clmulepi64_si128(x4, x0, 0x11);
+		x1 = _mm_xor_si128(_mm_xor_si128(x1, x5), _mm_loadu_si128((const __m128i *)(buf + 0x00)));
+		x2 = _mm_xor_si128(_mm_xor_si128(x2, x6), _mm_loadu_si128((const __m128i *)(buf + 0x10)));
+		x3 = _mm_xor_si128(_mm_xor_si128(x3, x7), _mm_loadu_si128((const __m128i *)(buf + 0x20)));
+		x4 = _mm_xor_si128(_mm_xor_si128(x4, x8), _mm_loadu_si128((const __m128i *)(buf + 0x30)));
+		buf += 64;
+		len -= 64;
+	}
+	/* the lanes into one */
+	x0 = _mm_load_si128((const __m128i *)k3k4);
+	x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
+	x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
+	x1 = _mm_xor_si128(_mm_xor_si128(x1, x2), x5);
+	x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
+	x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
+	x1 = _mm_xor_si128(_mm_xor_si128(x1, x3), x5);
+	x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
+	x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
+	x1 = _mm_xor_si128(_mm_xor_si128(x1, x4), x5);
+	/* what is left, 16 bytes at a time */
+	while (len >= 16) {
+		x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
+		x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
+		x1 = _mm_xor_si128(_mm_xor_si128(x1, _mm_loadu_si128((const __m128i *)buf)), x5);
+		buf += 16;
+		len -= 16;
+	}
+	/* 128 bits to 64, then Barrett reduction to 32 */
+	x2 = _mm_clmulepi64_si128(x1, x0, 0x10);
+	x3 = _mm_setr_epi32(~0, 0, ~0, 0);
+	x1 = _mm_srli_si128(x1, 8);
+	x1 = _mm_xor_si128(x1, x2);
+	x0 = _mm_loadl_epi64((const __m128i *)k5k0);
+	x2 = _mm_srli_si128(x1, 4);
+	x1 = _mm_and_si128(x1, x3);
+	x1 = _mm_clmulepi64_si128(x1, x0, 0x00);
+	x1 = _mm_xor_si128(x1, x2);
+	x0 = _mm_load_si128((const __m128i *)poly);
+	x2 = _mm_and_si128(x1, x3);
+	x2 = _mm_clmulepi64_si128(x2, x0, 0x10);
+	x2 = _mm_and_si128(x2, x3);
+	x2 = _mm_clmulepi64_si128(x2, x0, 0x00);
+	x1 = _mm_xor_si128(x1, x2);
+	return (uint32_t)_mm_extract_epi32(x1, 1);
+}
+
+/* 1: crc32_fold is used; 0: zlib alone; -1: not decided yet. */
+static int crc_fold_ok = -1;
+
+/* Use crc32_fold if the CPU has PCLMULQDQ and SSE4.1 and it agrees with zlib on a test buffer. */
+static bool crc_fold_usable(void)
+{
+	if (crc_fold_ok < 0) {
+		uint8_t probe[256];
+		bool agree = true;
+		for (size_t i = 0; i < sizeof(probe); i++)
+			probe[i] = (uint8_t)(i * 167 + 13);
+		crc_fold_ok = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+		for (size_t len = 64; crc_fold_ok && len <= sizeof(probe); len += 16)
+			agree = agree && ~crc32_fold(~UINT32_C(0x12345678), probe, len) ==
+			                 (uint32_t)crc32(0x12345678, probe, (uInt)len);
+		if (crc_fold_ok && !agree) {
+			log_warning("usage journal: the CPU's CRC-32 result differs from zlib's; zlib's is used");
+			crc_fold_ok = 0;
+		}
+	}
+	return crc_fold_ok == 1;
+}
+#endif
+
+/*
+ * zlib's crc32(crc, p, len), faster for 64 bytes or more; the last 15 bytes
+ * or fewer one at a time with zlib's own table (get_crc_table), as a call
+ * of crc32 for them costs ~40 Ir before its first byte.
+ */
+static uint32_t crc_update(uint32_t crc, const uint8_t *p, size_t len)
+{
+#ifdef HAVE_CRC_FOLD
+	if (len >= 64 && crc_fold_usable()) {
+		size_t chunk = len & ~(size_t)15;
+		crc = ~crc32_fold(~crc, p, chunk);
+		p += chunk;
+		len -= chunk;
+	}
+#endif
+	if (len >= 16)
+		return (uint32_t)crc32(crc, p, (uInt)len);
+	static const z_crc_t *table;
+	if (!table)
+		table = get_crc_table();
+	crc = ~crc;
+	while (len-- > 0)
+		crc = (uint32_t)table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+	return ~crc;
+}
+
 /* CRC-32 of a frame: header bytes 4..11 (version, flags, length), then the payload. */
 static uint32_t frame_crc(const uint8_t *header, const uint8_t *payload, size_t len)
 {
-	uLong crc = crc32(0L, Z_NULL, 0);
-	crc = crc32(crc, header + 4, 8);
-	crc = crc32(crc, payload, (uInt)len);
-	return (uint32_t)crc;
+	return crc_update((uint32_t)crc32(0L, header + 4, 8), payload, len);
 }
 
-static uint8_t *put_string(uint8_t *p, const char *s, size_t field_size)
+/* A string as u16 length + bytes; len is its strnlen if known (<= field_size - 1), else SIZE_MAX. */
+static uint8_t *put_string(uint8_t *p, const char *s, size_t field_size, size_t len)
 {
-	size_t len = strnlen(s, field_size - 1);
+	if (len > field_size - 1)
+		len = strnlen(s, field_size - 1);
 	put_u16(p, (uint16_t)len);
 	memcpy(p + 2, s, len);
 	return p + 2 + len;
 }
 
-/* Encode r as one frame into out (FRAME_WRITE_MAX bytes); returns the frame's length. */
-static size_t encode_frame(const struct usage_record *r, uint8_t *out)
+/* Encode r (lens: see journal_append_measured) as one frame into out (FRAME_WRITE_MAX bytes); returns the frame's length. */
+static size_t encode_frame(const struct usage_record *r, const uint16_t *lens, uint8_t *out)
 {
 	uint8_t *payload = out + JOURNAL_FRAME_HEADER_BYTES;
 	uint8_t *p = payload;
@@ -163,20 +304,28 @@ static size_t encode_frame(const struct usage_record *r, uint8_t *out)
 	put_u64(p + 48, ms_bits);
 	p[56] = r->cached ? 1 : 0;
 	p += RECORD_V1_FIXED_BYTES;
-	p = put_string(p, r->subject, sizeof(r->subject));
-	p = put_string(p, r->db_user, sizeof(r->db_user));
-	p = put_string(p, r->database, sizeof(r->database));
-	p = put_string(p, r->model, sizeof(r->model));
-	p = put_string(p, r->conversation_id, sizeof(r->conversation_id));
-	p = put_string(p, r->trace_id, sizeof(r->trace_id));
-	p = put_string(p, r->instance, sizeof(r->instance));
+#define LEN(i) (lens ? (size_t)lens[i] : SIZE_MAX)
+	p = put_string(p, r->subject, sizeof(r->subject), LEN(0));
+	p = put_string(p, r->db_user, sizeof(r->db_user), LEN(1));
+	p = put_string(p, r->database, sizeof(r->database), LEN(2));
+	p = put_string(p, r->model, sizeof(r->model), LEN(3));
+	p = put_string(p, r->conversation_id, sizeof(r->conversation_id), LEN(4));
+	p = put_string(p, r->trace_id, sizeof(r->trace_id), LEN(5));
+	p = put_string(p, r->instance, sizeof(r->instance), LEN(6));
+#undef LEN
 
 	size_t len = (size_t)(p - payload);
+	/* The CRC's input, version, flags and length, is first put right before
+	 * the payload (where length and CRC go) so that one pass covers it. */
+	put_u16(out + 8, JOURNAL_RECORD_VERSION);
+	put_u16(out + 10, 0);
+	put_u32(out + 12, (uint32_t)len);
+	uint32_t crc = crc_update(0, out + 8, 8 + len);
 	memcpy(out, frame_magic, 4);
 	put_u16(out + 4, JOURNAL_RECORD_VERSION);
 	put_u16(out + 6, 0);
 	put_u32(out + 8, (uint32_t)len);
-	put_u32(out + 12, frame_crc(out, payload, len));
+	put_u32(out + 12, crc);
 	return JOURNAL_FRAME_HEADER_BYTES + len;
 }
 
@@ -583,8 +732,14 @@ static void rotate_if_full(struct journal *j, size_t frame_len)
 
 bool journal_append(struct journal *j, const struct usage_record *r, char *errbuf, size_t errlen)
 {
+	return journal_append_measured(j, r, NULL, errbuf, errlen);
+}
+
+bool journal_append_measured(struct journal *j, const struct usage_record *r, const uint16_t *lens,
+                             char *errbuf, size_t errlen)
+{
 	uint8_t frame[FRAME_WRITE_MAX];
-	size_t len = encode_frame(r, frame), written;
+	size_t len = encode_frame(r, lens, frame), written;
 
 	if (j->have_cur && j->cur.torn && !retire_current(j)) {
 		snprintf(errbuf, errlen, "out of memory");
@@ -622,6 +777,11 @@ bool journal_append(struct journal *j, const struct usage_record *r, char *errbu
 fail:
 	j->stats.append_failures++;
 	return false;
+}
+
+uint64_t journal_current_seq(const struct journal *j)
+{
+	return j->have_cur ? j->cur.seq : 0;
 }
 
 bool journal_sync(struct journal *j)

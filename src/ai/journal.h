@@ -113,6 +113,31 @@ void journal_set_segment_max_bytes(struct journal *j, uint64_t max_bytes);
 bool journal_append(struct journal *j, const struct usage_record *r, char *errbuf, size_t errlen);
 
 /*
+ * The text fields of a usage_record in the order the record encoding
+ * stores them (journal.c): subject, db_user, database, model,
+ * conversation_id, trace_id, instance.
+ */
+#define JOURNAL_TEXT_FIELDS 7
+
+/*
+ * As journal_append, with the lengths of r's text fields known to the
+ * caller, who measured them when it copied them: lens[i] is
+ * strnlen(field, sizeof(field) - 1) of the i-th field in the order above
+ * (a larger value is measured again). lens NULL: all are measured here.
+ */
+bool journal_append_measured(struct journal *j, const struct usage_record *r, const uint16_t *lens,
+                             char *errbuf, size_t errlen);
+
+/*
+ * The number of the current segment: the one the last successful
+ * journal_append wrote its record to (appends go to no other); 0 when there
+ * is none (creating it failed). Lets the usage writer keep, in memory, what
+ * it appended to each segment, and ship a sealed segment without reading it
+ * back.
+ */
+uint64_t journal_current_seq(const struct journal *j);
+
+/*
  * fdatasync the current segment if anything was appended since its last sync,
  * every sealed segment not yet synced (closing it for writing), and the
  * directory if segments were created. Call from a timer (e.g. every

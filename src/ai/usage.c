@@ -32,13 +32,22 @@
 /* A journal larger than this gets a warning: PostgreSQL has been away a while. */
 #define BACKLOG_WARN_BYTES (64ull * 1024 * 1024)
 
+/* The text fields of a record, in the order of the shipment's columns and of the journal's encoding. */
+enum { T_SUBJECT, T_USER, T_DB, T_MODEL, T_CONV, T_TRACE, T_INST, N_TEXTS };
+_Static_assert(N_TEXTS == JOURNAL_TEXT_FIELDS, "the journal's text fields are T_*, in that order");
+
 struct usage_pending {
 	struct usage_record rec;
+	uint16_t text_len[N_TEXTS];    /* strnlen of rec's text fields, measured once when copied */
 	usec_t start;                  /* monotonic, when the statement went out */
 	struct sluice *sl;
 	bool record;                   /* journal rec at commit; false: only the reservation rides here */
 	struct limit_reservation resv; /* what admission reserved on the limits (docs/limits.md) */
+	struct usage_pending *next;    /* in u->spare */
 };
+
+/* Ended pendings kept for the next statements: malloc, zeroing and free cost ~400 Ir a record. */
+#define SPARE_PENDINGS 16
 
 struct model_price { char *model; double input_usd_per_mtok, output_usd_per_mtok; };
 
@@ -48,6 +57,7 @@ struct usage {
 	struct sidechan *sc;
 	struct event *flush_ev, *sync_ev, *drain_ev;
 	char instance[160];
+	uint16_t instance_len;
 	bool shipping;
 	uint64_t shipping_segment;
 	/*
@@ -61,6 +71,12 @@ struct usage {
 	struct usage_record rejected;  /* record ship_lo: moved to sluice.usage_rejects when refused alone */
 	struct pg_error reject;        /* and why PostgreSQL refused it (sqlstate, message) */
 	uint64_t appended_since_seal;
+	struct batch *batches, *batches_tail;  /* segments' shipments built as appended, oldest first */
+	size_t batch_bytes;
+	uint64_t file_only_segment;    /* a segment whose batch was dropped: read from its file */
+	struct batch *spare_batch;     /* a shipped batch whose buffers the next one reuses */
+	struct usage_pending *spare;   /* SPARE_PENDINGS at most */
+	int n_spare;
 	struct model_price *prices;
 	size_t n_prices;
 	bool prices_read;              /* sluice.model_prices read at least once */
@@ -138,6 +154,8 @@ double usage_price_cents(const struct sluice *sl, const char *model, int64_t inp
 	return price_cents(sl->usage, model, input_tokens, output_tokens);
 }
 
+static void remember(struct usage *u, uint64_t seq, const struct usage_record *r, const uint16_t *lens);
+
 /* ---- records ---- */
 
 bool usage_can_record(const struct sluice *sl)
@@ -152,22 +170,33 @@ bool usage_wanted(const struct ai_tags *tags)
 	return tags && (tags->tokens_in >= 0 || tags->tokens_out >= 0);
 }
 
-/* The trace id of a W3C traceparent "00-<trace id>-<span id>-<flags>". */
-static void trace_id_of(const char *traceparent, char *out, size_t size)
+/* The trace id of a W3C traceparent "00-<trace id>-<span id>-<flags>"; returns its length. */
+static uint16_t trace_id_of(const char *traceparent, char *out, size_t size)
 {
 	out[0] = '\0';
 	if (strlen(traceparent) >= 35 && traceparent[2] == '-')
 		snprintf(out, size, "%.32s", traceparent + 3);
+	return (uint16_t)strlen(out);
+}
+
+/* str_copy that returns the length copied (what the journal and the shipment measure again otherwise). */
+static uint16_t copy_text(char *dst, const char *src, size_t size)
+{
+	size_t n = strnlen(src, size - 1);
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+	return (uint16_t)n;
 }
 
 /*
  * 16 random bytes for a record id. RAND_bytes costs thousands of
  * instructions a call whatever the length, so ids are cut from a pool that
- * is refilled 64 ids at a time; they are unique keys, not secrets.
+ * is refilled 256 ids at a time (64 cost ~130 Ir an id); they are unique
+ * keys, not secrets.
  */
 static void random_id(uint8_t id[16])
 {
-	static uint8_t pool[16 * 64];
+	static uint8_t pool[16 * 256];
 	static size_t used = sizeof(pool);
 	if (used == sizeof(pool)) {
 		if (RAND_bytes(pool, sizeof(pool)) != 1) {
@@ -194,13 +223,26 @@ struct usage_pending *usage_prepare_admitted(const struct ai_context *c, const s
 	bool record = u && u->journal && tags && (!resv || usage_wanted(tags));
 	if (!record && !(resv && resv->held))
 		return NULL;
-	struct usage_pending *p = calloc(1, sizeof(*p));
-	if (!p)
+	/* Not zeroed: every field read later is set here (the text fields
+	 * NUL-terminated, read up to their NUL only). */
+	struct usage_pending *p = u ? u->spare : NULL;
+	if (p) {
+		u->spare = p->next;
+		u->n_spare--;
+	} else if (!(p = malloc(sizeof(*p)))) {
 		return NULL;
+	}
 	p->sl = c->sl;
 	p->record = record;
+	p->next = NULL;
 	if (resv)
 		p->resv = *resv;
+	else
+		memset(&p->resv, 0, sizeof(p->resv));
+	p->rec.cached = false;
+	p->rec.input_tokens = p->rec.output_tokens = 0;
+	p->rec.statement_ms = 0;
+	p->start = 0;
 	if (!record) {
 		str_copy(p->rec.subject, subject, sizeof(p->rec.subject));
 		str_copy(p->rec.model, model ? model : "", sizeof(p->rec.model));
@@ -211,18 +253,34 @@ struct usage_pending *usage_prepare_admitted(const struct ai_context *c, const s
 	r->id[6] = (uint8_t)((r->id[6] & 0x0f) | 0x40);    /* UUID version 4 */
 	r->id[8] = (uint8_t)((r->id[8] & 0x3f) | 0x80);    /* RFC 4122 variant */
 	r->created_at_us = wall_usec();
-	str_copy(r->subject, subject, sizeof(r->subject));
-	str_copy(r->db_user, c->user, sizeof(r->db_user));
-	str_copy(r->database, c->database, sizeof(r->database));
-	str_copy(r->model, model ? model : "", sizeof(r->model));
+	uint16_t *len = p->text_len;
+	len[T_SUBJECT] = copy_text(r->subject, subject, sizeof(r->subject));
+	len[T_USER] = copy_text(r->db_user, c->user, sizeof(r->db_user));
+	len[T_DB] = copy_text(r->database, c->database, sizeof(r->database));
+	len[T_MODEL] = copy_text(r->model, model ? model : "", sizeof(r->model));
 	r->input_tokens = tags->tokens_in > 0 ? tags->tokens_in : 0;
 	r->output_tokens = tags->tokens_out > 0 ? tags->tokens_out : 0;
 	r->llm_latency_ms = tags->latency_ms;
-	str_copy(r->conversation_id, tags->conversation, sizeof(r->conversation_id));
-	trace_id_of(tags->traceparent, r->trace_id, sizeof(r->trace_id));
-	str_copy(r->instance, u->instance, sizeof(r->instance));
+	r->cached = false;
+	len[T_CONV] = copy_text(r->conversation_id, tags->conversation, sizeof(r->conversation_id));
+	len[T_TRACE] = trace_id_of(tags->traceparent, r->trace_id, sizeof(r->trace_id));
+	memcpy(r->instance, u->instance, (size_t)u->instance_len + 1);    /* both 160 bytes */
+	len[T_INST] = u->instance_len;
 	p->start = now_usec();
 	return p;
+}
+
+/* Keep p for the next usage_prepare (free it when enough are kept or recording stopped). */
+static void pending_free(struct usage_pending *p)
+{
+	struct usage *u = p && p->sl ? p->sl->usage : NULL;
+	if (u && u->n_spare < SPARE_PENDINGS) {
+		p->next = u->spare;
+		u->spare = p;
+		u->n_spare++;
+	} else {
+		free(p);
+	}
 }
 
 bool usage_commit(struct sluice *sl, struct usage_pending *p)
@@ -237,7 +295,7 @@ bool usage_commit(struct sluice *sl, struct usage_pending *p)
 		return true;
 	}
 	p->rec.statement_ms = (double)(now_usec() - p->start) / 1000.0;
-	if (!u || !u->journal || !journal_append(u->journal, &p->rec, err, sizeof(err))) {
+	if (!u || !u->journal || !journal_append_measured(u->journal, &p->rec, p->text_len, err, sizeof(err))) {
 		/* Nothing to write to: the loss is loud, and counted. */
 		log_error("usage record for \"%s\" lost: %s", p->rec.subject, u && u->journal ? err : "no journal");
 		ai_stats_note_journaled(sl->ai_stats, false);
@@ -246,6 +304,7 @@ bool usage_commit(struct sluice *sl, struct usage_pending *p)
 	} else {
 		stored = true;
 		u->append_failed_at = 0;
+		remember(u, journal_current_seq(u->journal), &p->rec, p->text_len);
 		ai_stats_note_journaled(sl->ai_stats, true);
 		/* a segment is one shipment: at most usage_batch_size records */
 		if (++u->appended_since_seal >= (uint64_t)sl->cfg->usage_batch_size) {
@@ -258,7 +317,7 @@ bool usage_commit(struct sluice *sl, struct usage_pending *p)
 		limits_settle(sl->limits, p->rec.subject, p->rec.model, &p->resv,
 		              p->rec.input_tokens + p->rec.output_tokens, cents, wall_usec() / 1000);
 	ai_stats_note_usage(sl->ai_stats, p->rec.subject, p->rec.model, p->rec.input_tokens, p->rec.output_tokens, cents);
-	free(p);
+	pending_free(p);
 	return stored;
 }
 
@@ -273,72 +332,209 @@ void usage_discard(struct usage_pending *p)
 {
 	if (p && p->sl && p->sl->limits)
 		limits_release(p->sl->limits, p->rec.subject, p->rec.model, &p->resv, wall_usec() / 1000);
-	free(p);
+	pending_free(p);
 }
 
 /* ---- the writer ---- */
 
-struct shipment {
-	uint64_t segment;              /* the oldest unreleased segment: shipped alone */
-	bool have_segment;
-	size_t lo, hi;                 /* only its records [lo, hi) (in append order) */
-	size_t seen;                   /* records of the segment read so far */
-	struct usage_record first;     /* record lo */
-	int n;
-	struct sqltext ids, created, subjects, users, dbs, models, tin, tout, lat, stmt, cached, conv, trace, inst;
+/*
+ * The columns of a shipment: one array parameter per column of the unnest
+ * in ship_next, in PostgreSQL's binary form (sqlarray), so that a record
+ * costs a few stores and copies, no quoting and no number formatting.
+ */
+enum { C_ID, C_US, C_SUBJECT, C_USER, C_DB, C_MODEL, C_TIN, C_TOUT, C_LAT, C_STMT, C_CACHED, C_CONV,
+       C_TRACE, C_INST, N_COLS };
+
+static const uint32_t col_oid[N_COLS] = {
+	SQL_OID_UUID, SQL_OID_INT8, SQL_OID_TEXT, SQL_OID_TEXT, SQL_OID_TEXT, SQL_OID_TEXT, SQL_OID_INT8,
+	SQL_OID_INT8, SQL_OID_INT8, SQL_OID_FLOAT8, SQL_OID_BOOL, SQL_OID_TEXT, SQL_OID_TEXT, SQL_OID_TEXT,
 };
 
-static void ship_free(struct shipment *sh)
+/*
+ * The records of one segment as a shipment. Built as the records are
+ * appended (usage_commit), so a sealed segment is shipped from memory and
+ * not read back from its file; built from the file for what an earlier run
+ * left, for a batch being split, and for a segment whose batch was dropped.
+ */
+struct batch {
+	struct batch *next;            /* u->batches: ascending segment */
+	uint64_t segment;
+	size_t n;                      /* records in the columns */
+	size_t bytes;                  /* what the columns hold, for BATCHES_MAX_BYTES */
+	struct usage_record first;     /* record 0: moved to sluice.usage_rejects if refused alone */
+	struct sqlarray col[N_COLS];
+};
+
+/*
+ * Memory for batches: past it (PostgreSQL away a while, a huge
+ * usage_batch_size) a segment's batch is dropped and the segment is read
+ * back from its file when its turn comes, as after a restart.
+ */
+#define BATCHES_MAX_BYTES (32u * 1024 * 1024)
+
+/* Start b empty for segment; with reuse, b's buffers (of an earlier batch) are kept, not freed. */
+static void batch_init(struct batch *b, uint64_t segment, bool reuse)
 {
-	struct sqltext *all[] = { &sh->ids, &sh->created, &sh->subjects, &sh->users, &sh->dbs, &sh->models,
-	                          &sh->tin, &sh->tout, &sh->lat, &sh->stmt, &sh->cached, &sh->conv,
-	                          &sh->trace, &sh->inst };
-	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
-		sqltext_free(all[i]);
+	if (!reuse)
+		memset(b->col, 0, sizeof(b->col));
+	b->next = NULL;
+	b->segment = segment;
+	b->n = 0;
+	b->bytes = 0;
+	for (int i = 0; i < N_COLS; i++)
+		sqlarray_init(&b->col[i], col_oid[i], reuse);
 }
 
-/* Decimal digits of v into the end of buf (size bytes, NUL-terminated); returns where they start. */
-static char *decimal(char *buf, size_t size, uint64_t v)
+static void batch_clear(struct batch *b)
 {
-	char *p = buf + size - 1;
-	*p = '\0';
-	do {
-		*--p = (char)('0' + v % 10);
-		v /= 10;
-	} while (v > 0 && p > buf);
-	return p;
+	for (int i = 0; i < N_COLS; i++)
+		sqlarray_free(&b->col[i]);
 }
 
-/* An integer array element; snprintf costs a few thousand instructions, a writer formats many. */
-static void add_int(struct sqltext *t, long long v)
+/*
+ * A text element: the bytes the journal stores (at most field_size - 1:
+ * len, or measured when len is NULL), or NULL for "" if null_if_empty.
+ */
+__attribute__((always_inline))    /* 7 a record: a call's register saves cost ~15 Ir each */
+static inline size_t add_text(struct sqlarray *a, const char *s, size_t field_size, const uint16_t *len,
+                              bool null_if_empty)
 {
-	char num[24];
-	char *p = decimal(num, sizeof(num), v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v);
-	sqltext_sep(t);
-	if (v < 0)
-		*--p = '-';
-	sqltext_str(t, p);
-}
-
-/* Milliseconds with three decimals (microsecond resolution), as "%.3f" would print them. */
-static void add_ms(struct sqltext *t, double ms)
-{
-	char num[48];
-	unsigned long long us = ms > 0 ? (unsigned long long)(ms * 1000.0 + 0.5) : 0;
-	char frac[4] = { (char)('0' + us / 100 % 10), (char)('0' + us / 10 % 10), (char)('0' + us % 10), '\0' };
-	sqltext_sep(t);
-	sqltext_str(t, decimal(num, sizeof(num), us / 1000));
-	sqltext_str(t, ".");
-	sqltext_str(t, frac);
-}
-
-static void add_text(struct sqltext *t, const char *s, bool null_if_empty)
-{
-	sqltext_sep(t);
-	if (null_if_empty && !*s)
-		sqltext_str(t, "NULL");
+	size_t n = len ? *len : strnlen(s, field_size - 1);
+	if (n == 0 && null_if_empty)
+		sqlarray_add_null(a);
 	else
-		sqltext_quoted(t, s);
+		sqlarray_add(a, s, n);
+	return n;
+}
+
+#define ADD_TEXT(b, c, r, field, t, null_if_empty) \
+	add_text(&(b)->col[c], (r)->field, sizeof((r)->field), lens ? &lens[t] : NULL, null_if_empty)
+
+/*
+ * Add r as the next row (lens: the lengths of its text fields in T_ order,
+ * or NULL to measure them); returns the bytes added. The values are the ones
+ * the text form had: statement_ms rounded to the microsecond (a double made
+ * from whole microseconds / 1000 is the one float8in reads from "%.3f").
+ */
+static size_t batch_add(struct batch *b, const struct usage_record *r, const uint16_t *lens)
+{
+	size_t text = 0;
+	if (b->n == 0)
+		b->first = *r;
+	sqlarray_add(&b->col[C_ID], r->id, 16);
+	sqlarray_add_i64(&b->col[C_US], r->created_at_us);
+	text += ADD_TEXT(b, C_SUBJECT, r, subject, T_SUBJECT, false);
+	text += ADD_TEXT(b, C_USER, r, db_user, T_USER, false);
+	text += ADD_TEXT(b, C_DB, r, database, T_DB, false);
+	text += ADD_TEXT(b, C_MODEL, r, model, T_MODEL, true);
+	sqlarray_add_i64(&b->col[C_TIN], r->input_tokens);
+	sqlarray_add_i64(&b->col[C_TOUT], r->output_tokens);
+	if (r->llm_latency_ms >= 0)
+		sqlarray_add_i64(&b->col[C_LAT], r->llm_latency_ms);
+	else
+		sqlarray_add_null(&b->col[C_LAT]);
+	uint64_t us = r->statement_ms > 0 ? (uint64_t)(r->statement_ms * 1000.0 + 0.5) : 0;
+	sqlarray_add_f64(&b->col[C_STMT], (double)us / 1000.0);
+	sqlarray_add_bool(&b->col[C_CACHED], r->cached);
+	text += ADD_TEXT(b, C_CONV, r, conversation_id, T_CONV, true);
+	text += ADD_TEXT(b, C_TRACE, r, trace_id, T_TRACE, true);
+	text += ADD_TEXT(b, C_INST, r, instance, T_INST, false);
+	b->n++;
+	size_t bytes = N_COLS * 4 + 16 + 6 * 8 + 1 + text;
+	b->bytes += bytes;
+	return bytes;
+}
+
+static bool batch_failed(const struct batch *b)
+{
+	for (int i = 0; i < N_COLS; i++)
+		if (b->col[i].t.failed)
+			return true;
+	return false;
+}
+
+/* Forget the in-memory batches of segments numbered <= seq (stored, or to be read from their files). */
+static void drop_batches(struct usage *u, uint64_t seq)
+{
+	while (u->batches && u->batches->segment <= seq) {
+		struct batch *b = u->batches;
+		u->batches = b->next;
+		u->batch_bytes -= b->bytes;
+		if (!u->spare_batch && !batch_failed(b)) {
+			u->spare_batch = b;    /* the next segment's batch grows no more */
+		} else {
+			batch_clear(b);
+			free(b);
+		}
+	}
+	if (!u->batches)
+		u->batches_tail = NULL;
+}
+
+/*
+ * r (its text lengths lens) was just appended to segment seq: add it to that segment's batch, or
+ * start one if r is the segment's first record (a segment whose first
+ * record is not in a batch is read from its file). Past BATCHES_MAX_BYTES
+ * or out of memory, the batch of seq is dropped.
+ */
+static void remember(struct usage *u, uint64_t seq, const struct usage_record *r, const uint16_t *lens)
+{
+	struct batch *b = u->batches_tail;
+	if (!b || b->segment != seq) {
+		if (seq == u->file_only_segment)
+			return;
+		bool reuse = u->spare_batch != NULL;
+		b = u->spare_batch;
+		u->spare_batch = NULL;
+		if (u->batch_bytes >= BATCHES_MAX_BYTES || (!b && !(b = malloc(sizeof(*b))))) {
+			if (b) {
+				batch_clear(b);
+				free(b);
+			}
+			u->file_only_segment = seq;
+			return;
+		}
+		batch_init(b, seq, reuse);
+		if (u->batches_tail)
+			u->batches_tail->next = b;
+		else
+			u->batches = b;
+		u->batches_tail = b;
+	}
+	u->batch_bytes += batch_add(b, r, lens);
+	if (u->batch_bytes > BATCHES_MAX_BYTES || batch_failed(b)) {
+		/* b is the tail: drop it alone */
+		struct batch **at = &u->batches;
+		while (*at != b)
+			at = &(*at)->next;
+		*at = NULL;
+		u->batches_tail = NULL;
+		for (struct batch *x = u->batches; x; x = x->next)
+			u->batches_tail = x;
+		u->batch_bytes -= b->bytes;
+		batch_clear(b);
+		free(b);
+		u->file_only_segment = seq;
+	}
+}
+
+/* Reading a segment's records [lo, hi) from its file into a batch. */
+struct reading {
+	struct batch *b;
+	uint64_t segment;
+	size_t lo, hi;
+	size_t seen;                   /* records of the segment read so far */
+};
+
+static void collect(void *arg, uint64_t segment, const struct usage_record *r)
+{
+	struct reading *rd = arg;
+	if (segment != rd->segment)
+		return;
+	size_t index = rd->seen++;
+	if (index < rd->lo || index >= rd->hi)
+		return;
+	batch_add(rd->b, r, NULL);
 }
 
 static void format_uuid(const uint8_t id[16], char out[37])
@@ -352,38 +548,6 @@ static void format_uuid(const uint8_t id[16], char out[37])
 		*o++ = hex[id[i] & 15];
 	}
 	*o = '\0';
-}
-
-static void collect(void *arg, uint64_t segment, const struct usage_record *r)
-{
-	struct shipment *sh = arg;
-	if (segment != sh->segment)
-		return;
-	size_t index = sh->seen++;
-	if (index < sh->lo || index >= sh->hi)
-		return;
-	if (index == sh->lo)
-		sh->first = *r;
-	char id[37];
-	format_uuid(r->id, id);
-	add_text(&sh->ids, id, false);
-	add_int(&sh->created, (long long)r->created_at_us);
-	add_text(&sh->subjects, r->subject, false);
-	add_text(&sh->users, r->db_user, false);
-	add_text(&sh->dbs, r->database, false);
-	add_text(&sh->models, r->model, true);
-	add_int(&sh->tin, (long long)r->input_tokens);
-	add_int(&sh->tout, (long long)r->output_tokens);
-	if (r->llm_latency_ms >= 0)
-		add_int(&sh->lat, (long long)r->llm_latency_ms);
-	else
-		add_text(&sh->lat, "", true);
-	add_ms(&sh->stmt, r->statement_ms);
-	add_text(&sh->cached, r->cached ? "t" : "f", false);
-	add_text(&sh->conv, r->conversation_id, true);
-	add_text(&sh->trace, r->trace_id, true);
-	add_text(&sh->inst, r->instance, false);
-	sh->n++;
 }
 
 static void shipped(void *arg, const PGresult *res);
@@ -491,45 +655,53 @@ static void quarantine(struct usage *u)
 /*
  * INSERT the oldest unreleased segment (or, while it is being split, the
  * part of it not stored yet); cost is priced by PostgreSQL from
- * sluice.model_prices.
+ * sluice.model_prices. A whole segment is shipped from its in-memory batch
+ * when there is one; the file is read otherwise.
  */
 static void ship_next(struct usage *u)
 {
-	struct shipment sh;
-	memset(&sh, 0, sizeof(sh));
-	if (!journal_oldest_unreleased(u->journal, &sh.segment))
+	uint64_t segment;
+	if (!journal_oldest_unreleased(u->journal, &segment))
 		return;
-	if (sh.segment != u->split_segment) {
-		u->split_segment = sh.segment;
+	if (segment > 0)
+		drop_batches(u, segment - 1);    /* released without them (an empty segment) */
+	if (segment != u->split_segment) {
+		u->split_segment = segment;
 		u->split_done = 0;
 		u->split_end = SIZE_MAX;
 	}
-	sh.have_segment = true;
-	sh.lo = u->split_done;
-	sh.hi = u->split_end;
-	journal_foreach_in_segment(u->journal, sh.segment, collect, &sh);
-	struct sqltext arrays[14];
-	struct sqltext *cols[14] = { &sh.ids, &sh.created, &sh.subjects, &sh.users, &sh.dbs, &sh.models, &sh.tin,
-	                             &sh.tout, &sh.lat, &sh.stmt, &sh.cached, &sh.conv, &sh.trace, &sh.inst };
-	const char *params[14];
-	bool ok = true;
-	for (int i = 0; i < 14; i++) {
-		memset(&arrays[i], 0, sizeof(arrays[i]));
-		sqltext_str(&arrays[i], "{");
-		if (cols[i]->s)
-			sqltext_str(&arrays[i], cols[i]->s);
-		sqltext_str(&arrays[i], "}");
-		ok = ok && !arrays[i].failed && !cols[i]->failed;
-		params[i] = arrays[i].s;
+	/* A batch in u->batches is lent to the side channel (not copied): it is
+	 * neither added to (its segment is sealed) nor dropped (ship_next,
+	 * stored_up_to) until shipped or quarantined is called. */
+	struct batch *b = u->batches, from_file;
+	size_t total;
+	bool whole = u->split_done == 0 && u->split_end == SIZE_MAX;
+	if (b && b->segment == segment && whole) {
+		total = b->n;
+	} else {
+		struct reading rd = { &from_file, segment, u->split_done, u->split_end, 0 };
+		b = &from_file;
+		batch_init(b, segment, false);
+		journal_foreach_in_segment(u->journal, segment, collect, &rd);
+		total = rd.seen;
 	}
-	if (ok && sh.n == 0) {
+	const char *params[N_COLS];
+	int lengths[N_COLS], formats[N_COLS];
+	bool ok = true;
+	for (int i = 0; i < N_COLS; i++) {
+		params[i] = sqlarray_finish(&b->col[i], &lengths[i]);
+		formats[i] = 1;
+		ok = ok && params[i];
+	}
+	if (ok && b->n == 0) {
 		/* an empty (or wholly corrupt) segment, or every record of it stored: release it */
-		journal_release(u->journal, sh.segment);
+		journal_release(u->journal, segment);
+		drop_batches(u, segment);
 		u->split_segment = 0;
 	} else if (ok) {
 		/* the rows stored (not the replays ON CONFLICT drops) go into the daily
 		 * roll-up in the same statement, so both commit or neither does */
-		u->shipping = sidechan_query(u->sc,
+		u->shipping = sidechan_query_params(u->sc,
 			"WITH stored AS (INSERT INTO sluice.llm_usage (id, created_at, subject, db_user, database, model, "
 			"input_tokens, output_tokens, cost_cents, llm_latency_ms, statement_ms, cached, "
 			"conversation_id, trace_id, instance) "
@@ -557,18 +729,18 @@ static void ship_next(struct usage *u)
 			"cost_cents = d.cost_cents + EXCLUDED.cost_cents, cache_hits = d.cache_hits + EXCLUDED.cache_hits, "
 			"llm_latency_ms_sum = d.llm_latency_ms_sum + EXCLUDED.llm_latency_ms_sum, "
 			"llm_latency_calls = d.llm_latency_calls + EXCLUDED.llm_latency_calls, "
-			"statement_ms_sum = d.statement_ms_sum + EXCLUDED.statement_ms_sum", 14, params, shipped, u);
+			"statement_ms_sum = d.statement_ms_sum + EXCLUDED.statement_ms_sum",
+			N_COLS, params, lengths, formats, b != &from_file, shipped, u);
 		if (u->shipping) {
-			u->shipping_segment = sh.segment;
-			u->ship_lo = sh.lo;
-			u->ship_hi = sh.lo + (size_t)sh.n;
-			u->ship_total = sh.seen;
-			u->rejected = sh.first;
+			u->shipping_segment = segment;
+			u->ship_lo = u->split_done;
+			u->ship_hi = u->split_done + b->n;
+			u->ship_total = total;
+			u->rejected = b->first;
 		}
 	}
-	for (int i = 0; i < 14; i++)
-		sqltext_free(&arrays[i]);
-	ship_free(&sh);
+	if (b == &from_file)
+		batch_clear(b);
 }
 
 /* After a shipment or a quarantine: call the drain's done once the journal is empty. */
@@ -588,6 +760,7 @@ static void stored_up_to(struct usage *u, size_t done)
 	u->split_end = SIZE_MAX;
 	if (done >= u->ship_total) {
 		journal_release(u->journal, u->shipping_segment);
+		drop_batches(u, u->shipping_segment);
 		u->split_segment = 0;
 		if (journal_backlog_bytes(u->journal) < BACKLOG_WARN_BYTES)
 			u->backlog_warned = false;
@@ -802,6 +975,7 @@ bool usage_start(struct sluice *sl)
 	u->sl = sl;
 	sl->usage = u;
 	str_copy(u->instance, sl->instance, sizeof(u->instance));
+	u->instance_len = (uint16_t)strlen(u->instance);
 	u->journal = journal_open(cfg->usage_journal_dir, err, sizeof(err));
 	if (!u->journal) {
 		log_error("usage: %s", err);
@@ -883,6 +1057,16 @@ void usage_stop(struct sluice *sl)
 		event_free(u->drain_ev);
 	u->drain_done = NULL;
 	sidechan_free(u->sc);
+	drop_batches(u, UINT64_MAX);
+	if (u->spare_batch) {
+		batch_clear(u->spare_batch);
+		free(u->spare_batch);
+	}
+	while (u->spare) {
+		struct usage_pending *p = u->spare;
+		u->spare = p->next;
+		free(p);
+	}
 	if (u->journal)
 		journal_close(u->journal);
 	for (size_t i = 0; i < u->n_prices; i++)

@@ -244,6 +244,8 @@ def test_every_tagged_statement_makes_exactly_one_row_with_every_column(sluice, 
         assert (lat, cached, trace, inst) == (500 + k, False, f"{k + 1:032x}", instance), conv
         # measured by pgsluice: more than nothing, less than the client saw
         assert 0 < stmt_ms <= elapsed_ms[k] + 1, (conv, stmt_ms, elapsed_ms[k])
+        # whole microseconds, as the text form "%.3f" stored them (binary float8 since session 8)
+        assert stmt_ms == round(stmt_ms, 3), (conv, stmt_ms)
         assert t0 - 1 <= created <= t1 + 1, conv
     assert sorted(int(r[0][2:]) for r in rows) == list(ks)
 

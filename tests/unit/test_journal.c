@@ -650,6 +650,113 @@ static void test_segments_rotate_by_size(void **state)
 	journal_close(j);
 }
 
+/*
+ * Every frame on disk carries zlib's crc32 of its version, flags, length
+ * and payload, whatever computed it (the journal folds 16 bytes at a time
+ * with PCLMULQDQ where the CPU has it): payloads of many lengths, short
+ * and long, checked against zlib directly.
+ */
+static void test_frame_crc_is_zlib_crc32(void **state)
+{
+	struct journal *j = open_journal();
+	append_records(j, 0, 300);
+	uint64_t seq = journal_seal(j);
+	journal_close(j);
+
+	FILE *f = fopen(seg_path(seq, false), "rb");
+	static uint8_t data[1 << 20];
+	size_t size = fread(data, 1, sizeof(data), f), at = 0, frames = 0, lengths = 0;
+	bool seen[1024] = { false };
+	fclose(f);
+	while (at + 16 <= size) {
+		uint32_t len = (uint32_t)data[at + 8] | (uint32_t)data[at + 9] << 8 |
+		               (uint32_t)data[at + 10] << 16 | (uint32_t)data[at + 11] << 24;
+		uint32_t crc = (uint32_t)data[at + 12] | (uint32_t)data[at + 13] << 8 |
+		               (uint32_t)data[at + 14] << 16 | (uint32_t)data[at + 15] << 24;
+		assert_true(at + 16 + len <= size);
+		uLong want = crc32(0L, data + at + 4, 8);
+		want = crc32(want, data + at + 16, len);
+		assert_int_equal(crc, (uint32_t)want);
+		if (len < sizeof(seen) && !seen[len]) {
+			seen[len] = true;
+			lengths++;
+		}
+		at += 16 + len;
+		frames++;
+	}
+	assert_int_equal(at, size);
+	assert_int_equal(frames, 300);
+	assert_true(lengths > 50);    /* many lengths, so every remainder mod 16 */
+}
+
+/* Lengths the caller measured give the same frames; a wrong, too large one is measured again. */
+static void test_append_measured_writes_the_same_frames(void **state)
+{
+	char err[JOURNAL_ERRBUF_SIZE];
+	struct usage_record r;
+	struct journal *j = open_journal();
+	for (int i = 0; i < 40; i++) {
+		make_record(i, &r);
+		assert_true(journal_append(j, &r, err, sizeof(err)));
+	}
+	uint64_t plain = journal_seal(j);
+	for (int i = 0; i < 40; i++) {
+		make_record(i, &r);
+		uint16_t lens[JOURNAL_TEXT_FIELDS] = {
+			(uint16_t)strlen(r.subject), (uint16_t)strlen(r.db_user), (uint16_t)strlen(r.database),
+			(uint16_t)strlen(r.model), (uint16_t)strlen(r.conversation_id), (uint16_t)strlen(r.trace_id),
+			i % 2 ? (uint16_t)strlen(r.instance) : UINT16_MAX,
+		};
+		assert_true(journal_append_measured(j, &r, lens, err, sizeof(err)));
+	}
+	uint64_t measured = journal_seal(j);
+	journal_close(j);
+
+	static char a[1 << 16], b[1 << 16];
+	FILE *f = fopen(seg_path(plain, false), "rb");
+	size_t na = fread(a, 1, sizeof(a), f);
+	fclose(f);
+	f = fopen(seg_path(measured, false), "rb");
+	size_t nb = fread(b, 1, sizeof(b), f);
+	fclose(f);
+	assert_true(na > 40 * 16);
+	assert_int_equal(na, nb);
+	assert_memory_equal(a, b, na);
+}
+
+/*
+ * journal_current_seq names the segment each append went to, through size
+ * rotations and seals: the usage writer keeps what it appended to a segment
+ * in memory by that number and ships it instead of reading the file back,
+ * so it must be the segment replay finds the record in.
+ */
+static void test_current_seq_is_the_segment_of_the_last_append(void **state)
+{
+	char err[JOURNAL_ERRBUF_SIZE];
+	struct usage_record r;
+	uint64_t seqs[60];
+	struct journal *j = open_journal();
+
+	assert_int_equal(journal_current_seq(j), 1);
+	journal_set_segment_max_bytes(j, 1);                /* raised to 4096: rotates */
+	for (int i = 0; i < 60; i++) {
+		make_record(i, &r);
+		if (!journal_append(j, &r, err, sizeof(err)))
+			fail_msg("journal_append %d: %s", i, err);
+		seqs[i] = journal_current_seq(j);
+		if (i == 30)
+			assert_int_equal(journal_seal(j), seqs[i]);
+	}
+	assert_int_equal(journal_seal(j), seqs[59]);
+	assert_true(journal_current_seq(j) > seqs[59]);
+	assert_int_equal(replay(j), 60);
+	assert_collected(0, 60);
+	for (int i = 0; i < 60; i++)
+		assert_int_equal(got.segs[i], seqs[i]);
+	assert_true(seqs[59] > seqs[0]);
+	journal_close(j);
+}
+
 static void test_second_open_of_the_same_directory_is_refused(void **state)
 {
 	char err[JOURNAL_ERRBUF_SIZE];
@@ -788,6 +895,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_release_unlinks_segments_up_to_seq, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backlog_bytes_counts_unreleased_segments, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segments_rotate_by_size, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_frame_crc_is_zlib_crc32, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_append_measured_writes_the_same_frames, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_current_seq_is_the_segment_of_the_last_append, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_second_open_of_the_same_directory_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_reports_a_directory_it_cannot_create, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_leftovers_empty_segments_removed_numbers_not_reused, setup, teardown),
