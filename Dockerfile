@@ -13,7 +13,7 @@
 FROM debian:bookworm-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential autoconf automake \
-        pkg-config libevent-dev libpq-dev libssl-dev libinih-dev zlib1g-dev \
+        pkg-config libevent-dev libpq-dev libssl-dev libinih-dev libisal-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -30,7 +30,7 @@ RUN autoreconf -fi \
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libevent-2.1-7 libevent-openssl-2.1-7 \
-        libpq5 libssl3 libinih1 zlib1g ca-certificates \
+        libpq5 libssl3 libinih1 libisal2 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 999 pgsluice \
  && useradd --system --uid 999 --gid pgsluice --home-dir /var/lib/pgsluice --shell /usr/sbin/nologin pgsluice \

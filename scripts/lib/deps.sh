@@ -9,7 +9,7 @@
 
 # Build: compiler, autotools, and the libraries configure.ac checks for.
 SLUICE_BUILD_PACKAGES=(build-essential autoconf automake libtool pkg-config
-	libevent-dev libpq-dev libssl-dev libinih-dev libcmocka-dev zlib1g-dev
+	libevent-dev libpq-dev libssl-dev libinih-dev libcmocka-dev libisal-dev
 	libsystemd-dev libpam0g-dev libldap-dev)
 # Building and installing the Debian package (scripts/test's packaging step).
 SLUICE_PACKAGING_PACKAGES=(debhelper dpkg-dev fakeroot)

@@ -2,7 +2,7 @@
 /*
  * journal.c - the append-only usage journal; see journal.h and src/ai/README.md.
  * One segment file is appended to with write(2); sealed segments wait in a
- * sorted array until the writer releases them. CRC-32 comes from zlib.
+ * sorted array until the writer releases them. CRC-32 comes from ISA-L.
  */
 #include "ai/journal.h"
 
@@ -22,12 +22,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#include <zlib.h>
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define HAVE_CRC_FOLD 1
-#endif
+#include <isa-l/crc.h>
 
 /*
  * Record encoding, version 1 (the payload of a frame; little-endian):
@@ -138,144 +133,16 @@ static uint64_t get_u64(const uint8_t *p)
 }
 
 /*
- * CRC-32, the same function as zlib's crc32 (the frame format does not
- * change), computed with carry-less multiplication where the CPU has it.
- * zlib 1.2.13's crc32 cost ~5 Ir a byte, ~670 Ir of a ~2,700 Ir record
- * (callgrind, bench mw part); folding 16 bytes per step costs ~1. The
- * method and constants are Intel's "Fast CRC Computation for Generic
- * Polynomials Using PCLMULQDQ Instruction" (Gopal et al., 2009), for the
- * bit-reflected polynomial 0x04C11DB7, as in Chromium's zlib
- * (crc32_simd.c) and Linux (crc32-pclmul_asm.S). A self-check against
- * zlib at first use turns it off if it ever disagrees.
+ * The frame CRC is CRC-32 as zlib and gzip define it, computed by ISA-L
+ * (crc32_gzip_refl, folding 16 bytes a step with PCLMULQDQ where the CPU has
+ * it): zlib 1.2.13's byte-wise crc32 was ~5 Ir a byte, a quarter of a
+ * record's cost (callgrind, bench mw part). Same function, same bytes on
+ * disk: journals written with zlib's crc32 replay unchanged.
  */
-#ifdef HAVE_CRC_FOLD
-/* CRC of len bytes (len >= 64, a multiple of 16), crc pre- and post-inverted by the caller. */
-__attribute__((target("pclmul,sse4.1")))
-static uint32_t crc32_fold(uint32_t crc, const uint8_t *buf, size_t len)
-{
-	static const uint64_t k1k2[2] __attribute__((aligned(16))) = { 0x0154442bd4, 0x01c6e41596 };
-	static const uint64_t k3k4[2] __attribute__((aligned(16))) = { 0x01751997d0, 0x00ccaa009e };
-	static const uint64_t k5k0[2] __attribute__((aligned(16))) = { 0x0163cd6124, 0x0000000000 };
-	static const uint64_t poly[2] __attribute__((aligned(16))) = { 0x01db710641, 0x01f7011641 };
-	__m128i x0, x1, x2, x3, x4, x5, x6, x7, x8;
-
-	/* four 16-byte lanes, folded 64 bytes at a time */
-	x1 = _mm_loadu_si128((const __m128i *)(buf + 0x00));
-	x2 = _mm_loadu_si128((const __m128i *)(buf + 0x10));
-	x3 = _mm_loadu_si128((const __m128i *)(buf + 0x20));
-	x4 = _mm_loadu_si128((const __m128i *)(buf + 0x30));
-	x1 = _mm_xor_si128(x1, _mm_cvtsi32_si128((int)crc));
-	x0 = _mm_load_si128((const __m128i *)k1k2);
-	buf += 64;
-	len -= 64;
-	while (len >= 64) {
-		x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
-		x6 = _mm_clmulepi64_si128(x2, x0, 0x00);
-		x7 = _mm_clmulepi64_si128(x3, x0, 0x00);
-		x8 = _mm_clmulepi64_si128(x4, x0, 0x00);
-		x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
-		x2 = _mm_clmulepi64_si128(x2, x0, 0x11);
-		x3 = _mm_clmulepi64_si128(x3, x0, 0x11);
-		x4 = _mm_clmulepi64_si128(x4, x0, 0x11);
-		x1 = _mm_xor_si128(_mm_xor_si128(x1, x5), _mm_loadu_si128((const __m128i *)(buf + 0x00)));
-		x2 = _mm_xor_si128(_mm_xor_si128(x2, x6), _mm_loadu_si128((const __m128i *)(buf + 0x10)));
-		x3 = _mm_xor_si128(_mm_xor_si128(x3, x7), _mm_loadu_si128((const __m128i *)(buf + 0x20)));
-		x4 = _mm_xor_si128(_mm_xor_si128(x4, x8), _mm_loadu_si128((const __m128i *)(buf + 0x30)));
-		buf += 64;
-		len -= 64;
-	}
-	/* the lanes into one */
-	x0 = _mm_load_si128((const __m128i *)k3k4);
-	x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
-	x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
-	x1 = _mm_xor_si128(_mm_xor_si128(x1, x2), x5);
-	x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
-	x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
-	x1 = _mm_xor_si128(_mm_xor_si128(x1, x3), x5);
-	x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
-	x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
-	x1 = _mm_xor_si128(_mm_xor_si128(x1, x4), x5);
-	/* what is left, 16 bytes at a time */
-	while (len >= 16) {
-		x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
-		x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
-		x1 = _mm_xor_si128(_mm_xor_si128(x1, _mm_loadu_si128((const __m128i *)buf)), x5);
-		buf += 16;
-		len -= 16;
-	}
-	/* 128 bits to 64, then Barrett reduction to 32 */
-	x2 = _mm_clmulepi64_si128(x1, x0, 0x10);
-	x3 = _mm_setr_epi32(~0, 0, ~0, 0);
-	x1 = _mm_srli_si128(x1, 8);
-	x1 = _mm_xor_si128(x1, x2);
-	x0 = _mm_loadl_epi64((const __m128i *)k5k0);
-	x2 = _mm_srli_si128(x1, 4);
-	x1 = _mm_and_si128(x1, x3);
-	x1 = _mm_clmulepi64_si128(x1, x0, 0x00);
-	x1 = _mm_xor_si128(x1, x2);
-	x0 = _mm_load_si128((const __m128i *)poly);
-	x2 = _mm_and_si128(x1, x3);
-	x2 = _mm_clmulepi64_si128(x2, x0, 0x10);
-	x2 = _mm_and_si128(x2, x3);
-	x2 = _mm_clmulepi64_si128(x2, x0, 0x00);
-	x1 = _mm_xor_si128(x1, x2);
-	return (uint32_t)_mm_extract_epi32(x1, 1);
-}
-
-/* 1: crc32_fold is used; 0: zlib alone; -1: not decided yet. */
-static int crc_fold_ok = -1;
-
-/* Use crc32_fold if the CPU has PCLMULQDQ and SSE4.1 and it agrees with zlib on a test buffer. */
-static bool crc_fold_usable(void)
-{
-	if (crc_fold_ok < 0) {
-		uint8_t probe[256];
-		bool agree = true;
-		for (size_t i = 0; i < sizeof(probe); i++)
-			probe[i] = (uint8_t)(i * 167 + 13);
-		crc_fold_ok = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
-		for (size_t len = 64; crc_fold_ok && len <= sizeof(probe); len += 16)
-			agree = agree && ~crc32_fold(~UINT32_C(0x12345678), probe, len) ==
-			                 (uint32_t)crc32(0x12345678, probe, (uInt)len);
-		if (crc_fold_ok && !agree) {
-			log_warning("usage journal: the CPU's CRC-32 result differs from zlib's; zlib's is used");
-			crc_fold_ok = 0;
-		}
-	}
-	return crc_fold_ok == 1;
-}
-#endif
-
-/*
- * zlib's crc32(crc, p, len), faster for 64 bytes or more; the last 15 bytes
- * or fewer one at a time with zlib's own table (get_crc_table), as a call
- * of crc32 for them costs ~40 Ir before its first byte.
- */
-static uint32_t crc_update(uint32_t crc, const uint8_t *p, size_t len)
-{
-#ifdef HAVE_CRC_FOLD
-	if (len >= 64 && crc_fold_usable()) {
-		size_t chunk = len & ~(size_t)15;
-		crc = ~crc32_fold(~crc, p, chunk);
-		p += chunk;
-		len -= chunk;
-	}
-#endif
-	if (len >= 16)
-		return (uint32_t)crc32(crc, p, (uInt)len);
-	static const z_crc_t *table;
-	if (!table)
-		table = get_crc_table();
-	crc = ~crc;
-	while (len-- > 0)
-		crc = (uint32_t)table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
-	return ~crc;
-}
-
 /* CRC-32 of a frame: header bytes 4..11 (version, flags, length), then the payload. */
 static uint32_t frame_crc(const uint8_t *header, const uint8_t *payload, size_t len)
 {
-	return crc_update((uint32_t)crc32(0L, header + 4, 8), payload, len);
+	return crc32_gzip_refl(crc32_gzip_refl(0, header + 4, 8), payload, len);
 }
 
 /* A string as u16 length + bytes; len is its strnlen if known (<= field_size - 1), else SIZE_MAX. */
@@ -320,7 +187,7 @@ static size_t encode_frame(const struct usage_record *r, const uint16_t *lens, u
 	put_u16(out + 8, JOURNAL_RECORD_VERSION);
 	put_u16(out + 10, 0);
 	put_u32(out + 12, (uint32_t)len);
-	uint32_t crc = crc_update(0, out + 8, 8 + len);
+	uint32_t crc = crc32_gzip_refl(0, out + 8, 8 + len);
 	memcpy(out, frame_magic, 4);
 	put_u16(out + 4, JOURNAL_RECORD_VERSION);
 	put_u16(out + 6, 0);

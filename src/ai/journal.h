@@ -27,7 +27,7 @@
  *   version u16      record encoding version, JOURNAL_RECORD_VERSION
  *   flags   u16      0
  *   length  u32      payload bytes, at most JOURNAL_PAYLOAD_READ_MAX
- *   crc     u32      CRC-32 (zlib's crc32) of version, flags, length, payload
+ *   crc     u32      CRC-32 (zlib's crc32 function, computed by ISA-L) of version, flags, length, payload
  *   payload length bytes, the record encoded as described in journal.c
  *
  * Not thread-safe: one event loop owns a struct journal. journal_append and
