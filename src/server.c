@@ -915,6 +915,34 @@ static bool needs_whole(struct server *s, uint8_t type)
 	       type == PqMsg_CommandComplete || prepared_wants_reply(s, type);
 }
 
+/*
+ * A ReadyForQuery of s went to c: the transaction may have ended (s goes
+ * back to the pool), a message of c may wait for it. Returns false when the
+ * relay of s must stop.
+ */
+static bool after_ready(struct server *s, struct client *c)
+{
+	if (s->pool->pool_mode != POOL_MODE_SESSION) {
+		if (transaction_end(s, c))
+			return false;
+		if (s->pending_ready > 0 || iobuf_len(&c->io.in) == 0)
+			return true;
+		/* a client message waits for the server's answers (prepared.h,
+		 * CLIENT_MSG_WAIT); what else s sent is relayed at its next read */
+		client_resume(c);
+		return false;
+	}
+	if ((s->pool->stale || s->close_when_released) &&
+	    s->pool->sl->cfg->server_fast_close && server_is_clean(s)) {
+		/* session pooling: the target changed or RECONNECT asked for new
+		 * servers, and the operator asked not to wait for the client to leave */
+		/* PgBouncer's words for both causes, which log watches match */
+		server_close(s, "database configuration changed");
+		return false;
+	}
+	return true;
+}
+
 /* Handle one whole message; returns false when the relay loop must stop. */
 static bool whole_message(struct server *s, uint8_t type, struct iobuf *in, uint32_t len)
 {
@@ -983,25 +1011,94 @@ static bool whole_message(struct server *s, uint8_t type, struct iobuf *in, uint
 	}
 	c->sl->stats.bytes_sent += total;
 	s->pool->stats.bytes_sent += total;
-	if (type == PqMsg_ReadyForQuery && s->pool->pool_mode != POOL_MODE_SESSION) {
-		if (transaction_end(s, c))
-			return false;
-		if (s->pending_ready > 0 || iobuf_len(&c->io.in) == 0)
-			return true;
-		/* a client message waits for the server's answers (prepared.h,
-		 * CLIENT_MSG_WAIT); what else s sent is relayed at its next read */
-		client_resume(c);
-		return false;
+	return type == PqMsg_ReadyForQuery ? after_ready(s, c) : true;
+}
+
+/*
+ * Does the reply queue's head (if any) let a reply pass the batch below?
+ * Only an entry with no middleware token, no SET and no LISTEN riding on
+ * it, whose reply is forwarded: popping it then writes nothing to the client
+ * and cannot lose a usage record (prepared.c's settle_entry), and no cache
+ * fill captures the reply.
+ */
+static inline bool head_is_plain(const struct replyq *q)
+{
+	const struct replyq_entry *e = q->n ? &q->items[q->head] : NULL;
+	return !e || (e->action == RQ_FORWARD && !e->token && !e->setting && !e->notify);
+}
+
+enum batch_result { BATCH_SLOW, BATCH_STOP, BATCH_AGAIN };
+
+/*
+ * The usual replies of a linked server, forwarded in one move: the
+ * messages whole in s's input from its front whose handling writes nothing
+ * to the client (DataRow, RowDescription, the completions, CommandComplete,
+ * ReadyForQuery, ...) get the same bookkeeping as whole_message and
+ * server_relay's streaming give them, and the bytes then go to the client
+ * at once (the whole block handed over when that is all s sent). Stops
+ * before the first message that needs more (an error, a ParameterStatus, a
+ * reply pgsluice owes or swallows, a cache fill, a SET or LISTEN waiting
+ * for its completion, a message not yet whole). BATCH_SLOW: the next
+ * message takes the per-message path; BATCH_STOP: the relay of s stops
+ * (as after whole_message's false); BATCH_AGAIN: look again from the top.
+ */
+static enum batch_result relay_batch(struct server *s, struct client *c)
+{
+	struct iobuf *in = &s->io.in, *out = &c->io.out;
+	const uint8_t *data = iobuf_data(in);
+	size_t have = iobuf_len(in), at = 0, room = RELAY_HIGH_WATER - iobuf_len(out);
+	bool session = s->pool->pool_mode == POOL_MODE_SESSION, ready = false;
+	if (s->capture || s->pool->pool_mode == POOL_MODE_STATEMENT)
+		return BATCH_SLOW;
+	while (have - at >= PROTO_HEADER_LEN && at < room) {
+		const uint8_t *msg = data + at;
+		uint8_t type = msg[0];
+		uint32_t len = ((uint32_t)msg[1] << 24) | ((uint32_t)msg[2] << 16) | ((uint32_t)msg[3] << 8) | msg[4];
+		size_t total = 1 + (size_t)len;
+		if (len < 4 || len > MAX_INSPECTED_LEN || have - at < total || !head_is_plain(&s->replies))
+			break;
+		if (type == PqMsg_DataRow) {
+			at += total;     /* the reply queue has nothing to do with a row */
+			continue;
+		}
+		if (type == PqMsg_ErrorResponse || type == PqMsg_ParameterStatus)
+			break;
+		if (type == PqMsg_CommandComplete) {
+			if (c->settings_in_tx)
+				break;
+			if (len >= 9 && (memcmp(msg + PROTO_HEADER_LEN, "BEGIN", 5) == 0 ||
+			                 memcmp(msg + PROTO_HEADER_LEN, "START", 5) == 0))
+				s->block_begun = true;
+			/* with no LISTEN riding on the head: notes a ROLLBACK only */
+			if (!session)
+				notify_server_reply(c, s, type, msg, total);
+		} else if (type == PqMsg_ReadyForQuery) {
+			if (c->settings_in_tx || c->settings_local || c->notify)
+				break;
+		}
+		prepared_on_reply(s, type);    /* a plain head: pops it or not, forwards */
+		at += total;
+		if (type == PqMsg_ReadyForQuery) {
+			note_server_message(s, type, msg + PROTO_HEADER_LEN, len - 4);
+			if (!session)
+				notify_before_ready(c, s->tx_status);    /* no LISTEN state: clears its flags */
+			ready = true;
+			break;
+		}
+		if (replyq_owes_head(&s->replies))
+			break;     /* server_relay writes the owed replies before the next message */
 	}
-	if (type == PqMsg_ReadyForQuery && (s->pool->stale || s->close_when_released) &&
-	    s->pool->sl->cfg->server_fast_close && server_is_clean(s)) {
-		/* session pooling: the target changed or RECONNECT asked for new
-		 * servers, and the operator asked not to wait for the client to leave */
-		/* PgBouncer's words for both causes, which log watches match */
-		server_close(s, "database configuration changed");
-		return false;
+	if (at == 0)
+		return BATCH_SLOW;
+	if (!iobuf_move(out, in, at)) {
+		server_close(s, "out of memory");
+		return BATCH_STOP;
 	}
-	return true;
+	c->sl->stats.bytes_sent += at;
+	s->pool->stats.bytes_sent += at;
+	if (ready && !after_ready(s, c))
+		return BATCH_STOP;
+	return BATCH_AGAIN;
 }
 
 static void server_relay(struct server *s)
@@ -1034,6 +1131,11 @@ static void server_relay(struct server *s)
 				s->pool->stats.bytes_sent += n;
 				continue;
 			}
+			enum batch_result b = relay_batch(s, c);
+			if (b == BATCH_STOP)
+				return;
+			if (b == BATCH_AGAIN)
+				continue;
 		}
 		uint8_t type;
 		uint32_t len;
