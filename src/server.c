@@ -1076,7 +1076,15 @@ static enum batch_result relay_batch(struct server *s, struct client *c)
 			if (c->settings_in_tx || c->settings_local || c->notify)
 				break;
 		}
-		prepared_on_reply(s, type);    /* a plain head: pops it or not, forwards */
+		/* a plain head: the reply pops it or not and is forwarded (replyq_on_reply);
+		 * only a statement or a client's name riding on it needs settling */
+		struct replyq_entry *e = replyq_head(&s->replies);
+		if (e && replyq_completes(e, type)) {
+			if (e->stmt || e->client_name)
+				prepared_on_reply(s, type);
+			else
+				replyq_pop(&s->replies);
+		}
 		at += total;
 		if (type == PqMsg_ReadyForQuery) {
 			note_server_message(s, type, msg + PROTO_HEADER_LEN, len - 4);
