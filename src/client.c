@@ -1463,6 +1463,76 @@ void client_note_message(struct client *c, struct server *s, uint8_t type)
 	}
 }
 
+/* The message types relay_batch may forward (it looks further at Bind and Describe). */
+static inline bool batch_type(uint8_t type)
+{
+	return type == PqMsg_Bind || type == PqMsg_Describe || type == PqMsg_Execute || type == PqMsg_Sync ||
+	       type == PqMsg_Flush;
+}
+
+/*
+ * Bind (of the unnamed statement), Describe (of a portal or the unnamed
+ * statement), Execute, Flush and Sync forwarded in one move to the linked
+ * server s: the messages whole in c's input from its front, for a client
+ * none of whose steps has anything to do with them (no middleware state,
+ * no LISTEN state, no SET pending or tracked through the extended
+ * protocol, not skipping to a Sync, no batch answered locally). For such a
+ * client and message every step of client_relay's per-message path passes
+ * (client_step, notify_intercept, prepared_client_message); what is left is
+ * the accounting (client_note_message), the reply queue's entry and the
+ * bytes. Returns the bytes moved; 0: the next message takes the
+ * per-message path (or the client FATALed on out of memory: its state is
+ * no longer CL_ACTIVE).
+ */
+static size_t relay_batch(struct client *c, struct server *s)
+{
+	if (c->aic || c->notify || c->pending_setting || c->skipping_to_sync || c->local_batch_open ||
+	    (c->settings_ext && settings_ext_active(c)))
+		return 0;
+	struct iobuf *in = &c->io.in;
+	const uint8_t *data = iobuf_data(in);
+	size_t have = iobuf_len(in), at = 0, out_len = connio_out_len(&s->io);
+	int64_t max_len = c->sl->cfg->max_packet_size;
+	while (have - at >= PROTO_HEADER_LEN && out_len + at < RELAY_HIGH_WATER) {
+		const uint8_t *msg = data + at, *body = msg + PROTO_HEADER_LEN;
+		uint8_t type = msg[0];
+		uint32_t len = ((uint32_t)msg[1] << 24) | ((uint32_t)msg[2] << 16) | ((uint32_t)msg[3] << 8) | msg[4];
+		size_t total = 1 + (size_t)len, body_len = (size_t)len - 4;
+		if (len < 4 || (int64_t)len > max_len || have - at < total)
+			break;     /* check_header's cases, or not whole yet */
+		if (type == PqMsg_Bind) {
+			/* prepared.c renames a named statement's Bind: the per-message path */
+			const uint8_t *nul = memchr(body, 0, body_len);
+			if (!nul || nul + 1 >= body + body_len || nul[1] != 0)
+				break;
+		} else if (type == PqMsg_Describe) {
+			/* a named statement's Describe is renamed too */
+			if (body_len < 1 || (body[0] == 'S' && (body_len < 2 || body[1] != 0)))
+				break;
+		} else if (!batch_type(type)) {
+			break;
+		}
+		if (at == 0)
+			c->last_activity = now_usec();    /* client_note_message reads it */
+		client_note_message(c, s, type);
+		prepared_note_request(s, type);
+		at += total;
+	}
+	if (at == 0)
+		return 0;
+	if (c->settings_tainted) {
+		s->settings_tainted = true;    /* its answers may depend on what c changed */
+		s->settings_dirty = true;      /* and the next other client's settings too */
+	}
+	if (!iobuf_move(&s->io.out, in, at)) {
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return 0;
+	}
+	c->sl->stats.bytes_received += at;
+	c->pool->stats.bytes_received += at;
+	return at;
+}
+
 static void client_relay(struct client *c)
 {
 	struct iobuf *in = &c->io.in;
@@ -1496,6 +1566,12 @@ static void client_relay(struct client *c)
 			c->sl->stats.bytes_received += n;
 			c->pool->stats.bytes_received += n;
 			continue;
+		}
+		if (s && !c->checked && iobuf_len(in) >= PROTO_HEADER_LEN && batch_type(iobuf_data(in)[0])) {
+			if (relay_batch(c, s) > 0)
+				continue;
+			if (c->state != CL_ACTIVE)
+				return;    /* relay_batch's out of memory */
 		}
 		uint8_t type;
 		uint32_t len;
