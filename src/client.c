@@ -1515,7 +1515,7 @@ static size_t relay_batch(struct client *c, struct server *s)
 		if (at == 0)
 			c->last_activity = now_usec();    /* client_note_message reads it */
 		client_note_message(c, s, type);
-		prepared_note_request(s, type);
+		replyq_note_request(&s->replies, type);    /* prepared_note_request, inline */
 		at += total;
 	}
 	if (at == 0)

@@ -277,10 +277,12 @@ bool client_intercept_set(struct client *c, uint32_t len)
 	while (i < n && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r'))
 		i++;
 	if (i < n && body[i] != '/' && body[i] != '-') {
-		/* SET, SHOW or RESET, compared in place: most statements differ at their first letters */
-		uint8_t first = body[i] | 0x20;
-		if (first == 's' ? !lead_word_is(body + i, n - i, "set") && !lead_word_is(body + i, n - i, "show")
-		                 : first != 'r' || !lead_word_is(body + i, n - i, "reset"))
+		/* SET, SHOW or RESET, compared in place: most statements differ at their
+		 * first two letters (SELECT at its third: one word compared) */
+		uint8_t first = body[i] | 0x20, second = i + 1 < n ? body[i + 1] | 0x20 : 0;
+		if (first == 's' ? (second == 'e' ? !lead_word_is(body + i, n - i, "set")
+		                                  : second != 'h' || !lead_word_is(body + i, n - i, "show"))
+		                 : first != 'r' || second != 'e' || !lead_word_is(body + i, n - i, "reset"))
 			return false;
 	}
 	memcpy(text, body, n);

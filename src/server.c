@@ -848,30 +848,41 @@ static bool internal_message(struct server *s, uint8_t type, const uint8_t *msg,
 	return true;
 }
 
+/*
+ * A ReadyForQuery with transaction status byte status on its way to the
+ * client (a message too short for it gives 0, as the reader does).
+ */
+static void note_ready(struct server *s, char status)
+{
+	char was = s->tx_status;
+	s->tx_status = status;
+	s->block_begun = false;
+	if (s->client && (s->client->settings_in_tx || s->client->settings_local))
+		settings_ready(s, was, s->tx_status);
+	s->settings_implicit = false;
+	s->last_ready = now_usec();
+	if (s->pending_ready > 0)
+		s->pending_ready--;
+	if (s->tx_status == 'I' && s->client) {
+		s->client->sl->stats.xact_count++;
+		/* portals end with their transaction; with more batches in flight
+		 * the names may already belong to the next one */
+		if (s->client->aic && s->pending_ready == 0)
+			client_step_transaction_ended(s->client);
+	}
+	pool_note_ready(s);   /* per-database stats (admin console) */
+}
+
 /* Inspect a whole ParameterStatus or ReadyForQuery on its way to the client. */
 static void note_server_message(struct server *s, uint8_t type, const uint8_t *body, size_t len)
 {
 	struct msgreader r;
-	mr_init(&r, body, len);
 	if (type == PqMsg_ReadyForQuery) {
-		char was = s->tx_status;
-		s->tx_status = (char)mr_byte(&r);
-		s->block_begun = false;
-		if (s->client && (s->client->settings_in_tx || s->client->settings_local))
-			settings_ready(s, was, s->tx_status);
-		s->settings_implicit = false;
-		s->last_ready = now_usec();
-		if (s->pending_ready > 0)
-			s->pending_ready--;
-		if (s->tx_status == 'I' && s->client) {
-			s->client->sl->stats.xact_count++;
-			/* portals end with their transaction; with more batches in flight
-			 * the names may already belong to the next one */
-			if (s->client->aic && s->pending_ready == 0)
-				client_step_transaction_ended(s->client);
-		}
-		pool_note_ready(s);   /* per-database stats (admin console) */
-	} else if (type == PqMsg_ParameterStatus) {
+		note_ready(s, len > 0 ? (char)body[0] : 0);
+		return;
+	}
+	mr_init(&r, body, len);
+	if (type == PqMsg_ParameterStatus) {
 		const char *name = mr_string(&r), *value = mr_string(&r);
 		if (r.bad)
 			return;
@@ -1087,7 +1098,7 @@ static enum batch_result relay_batch(struct server *s, struct client *c)
 		}
 		at += total;
 		if (type == PqMsg_ReadyForQuery) {
-			note_server_message(s, type, msg + PROTO_HEADER_LEN, len - 4);
+			note_ready(s, len > 4 ? (char)msg[PROTO_HEADER_LEN] : 0);
 			if (!session)
 				notify_before_ready(c, s->tx_status);    /* no LISTEN state: clears its flags */
 			ready = true;
