@@ -1420,8 +1420,8 @@ static bool check_header(struct client *c, uint8_t type, uint32_t len)
 	return true;
 }
 
-/* Account a message on its way to server s (forwarded or answered by pgsluice). */
-void client_note_message(struct client *c, struct server *s, uint8_t type)
+/* client_note_message's body, inline in the batch relay (once per message). */
+static inline __attribute__((always_inline)) void note_message(struct client *c, struct server *s, uint8_t type)
 {
 	struct pool_stats *ps = &c->pool->stats;   /* per-database stats (admin console) */
 	if (s->pending_ready == 0) {
@@ -1461,6 +1461,12 @@ void client_note_message(struct client *c, struct server *s, uint8_t type)
 	default:
 		break;
 	}
+}
+
+/* Account a message on its way to server s (forwarded or answered by pgsluice). */
+void client_note_message(struct client *c, struct server *s, uint8_t type)
+{
+	note_message(c, s, type);
 }
 
 /* The message types relay_batch may forward (it looks further at Bind and Describe). */
@@ -1514,7 +1520,7 @@ static size_t relay_batch(struct client *c, struct server *s)
 		}
 		if (at == 0)
 			c->last_activity = now_usec();    /* client_note_message reads it */
-		client_note_message(c, s, type);
+		note_message(c, s, type);
 		replyq_note_request(&s->replies, type);    /* prepared_note_request, inline */
 		at += total;
 	}

@@ -1058,7 +1058,7 @@ static enum batch_result relay_batch(struct server *s, struct client *c)
 	struct iobuf *in = &s->io.in, *out = &c->io.out;
 	const uint8_t *data = iobuf_data(in);
 	size_t have = iobuf_len(in), at = 0, room = RELAY_HIGH_WATER - iobuf_len(out);
-	bool session = s->pool->pool_mode == POOL_MODE_SESSION, ready = false;
+	bool session = s->pool->pool_mode == POOL_MODE_SESSION, ready = false, plain = head_is_plain(&s->replies);
 	if (s->capture || s->pool->pool_mode == POOL_MODE_STATEMENT)
 		return BATCH_SLOW;
 	while (have - at >= PROTO_HEADER_LEN && at < room) {
@@ -1066,7 +1066,7 @@ static enum batch_result relay_batch(struct server *s, struct client *c)
 		uint8_t type = msg[0];
 		uint32_t len = ((uint32_t)msg[1] << 24) | ((uint32_t)msg[2] << 16) | ((uint32_t)msg[3] << 8) | msg[4];
 		size_t total = 1 + (size_t)len;
-		if (len < 4 || len > MAX_INSPECTED_LEN || have - at < total || !head_is_plain(&s->replies))
+		if (len < 4 || len > MAX_INSPECTED_LEN || have - at < total || !plain)
 			break;
 		if (type == PqMsg_DataRow) {
 			at += total;     /* the reply queue has nothing to do with a row */
@@ -1095,6 +1095,7 @@ static enum batch_result relay_batch(struct server *s, struct client *c)
 				prepared_on_reply(s, type);
 			else
 				replyq_pop(&s->replies);
+			plain = head_is_plain(&s->replies);
 		}
 		at += total;
 		if (type == PqMsg_ReadyForQuery) {
