@@ -318,9 +318,20 @@ bool client_intercept_set(struct client *c, uint32_t len)
 /* Offset of the comment opener in the message body at [from, 1 + len) of the input, or -1. */
 long client_step_find_comment(const struct iobuf *in, size_t from, uint32_t len)
 {
-	if (from >= 1 + (size_t)len)
+	/* iobuf_find(in, from, 1 + len - from, "slash star", 2), written out: every
+	 * Query and most Parses pass here, nearly all without a comment */
+	size_t have = iobuf_len(in), end = 1 + (size_t)len;
+	if (end > have)
+		end = have;
+	if (from >= end)
 		return -1;
-	return iobuf_find(in, from, 1 + (size_t)len - from, "/*", 2);
+	const uint8_t *base = iobuf_data(in), *p = base + from, *stop = base + end;
+	while (stop - p >= 2 && (p = memchr(p, '/', (size_t)(stop - p) - 1)) != NULL) {
+		if (p[1] == '*')
+			return (long)(p - base);
+		p++;
+	}
+	return -1;
 }
 
 /* Refuse the simple Query at the front of the input (whole, not consumed yet). */
