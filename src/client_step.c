@@ -262,29 +262,14 @@ static bool lead_word_is(const uint8_t *t, size_t n, const char *kw)
 	return k >= 5 || k >= n || !((t[k] | 0x20) >= 'a' && (t[k] | 0x20) <= 'z');
 }
 
-bool client_intercept_set(struct client *c, uint32_t len)
+/* client_intercept_set for a statement that may be ours: away from the quick
+ * test so that the test needs no stack frame for the text and the error. */
+static __attribute__((noinline)) bool intercept_set(struct client *c, uint32_t len)
 {
 	char text[512];
 	size_t n = len - 4;
-	if (n >= sizeof(text))
-		return false;
 	struct iobuf *in = &c->io.in;
-	if (iobuf_len(in) < 1 + (size_t)len)
-		return false;
-	/* Every simple Query passes here: only SET, RESET and SHOW (or a leading comment) can be ours. */
 	const uint8_t *body = iobuf_data(in) + PROTO_HEADER_LEN;
-	size_t i = 0;
-	while (i < n && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r'))
-		i++;
-	if (i < n && body[i] != '/' && body[i] != '-') {
-		/* SET, SHOW or RESET, compared in place: most statements differ at their
-		 * first two letters (SELECT at its third: one word compared) */
-		uint8_t first = body[i] | 0x20, second = i + 1 < n ? body[i + 1] | 0x20 : 0;
-		if (first == 's' ? (second == 'e' ? !lead_word_is(body + i, n - i, "set")
-		                                  : second != 'h' || !lead_word_is(body + i, n - i, "show"))
-		                 : first != 'r' || second != 'e' || !lead_word_is(body + i, n - i, "reset"))
-			return false;
-	}
 	memcpy(text, body, n);
 	const char *tag = NULL;
 	char err[256];
@@ -311,6 +296,31 @@ bool client_intercept_set(struct client *c, uint32_t len)
 		answer_query(c, NULL, strstr(err, "unrecognized") ? SQLSTATE_UNDEFINED_OBJECT : SQLSTATE_INVALID_PARAMETER_VALUE,
 		             err, NULL, NULL);
 	return true;
+}
+
+bool client_intercept_set(struct client *c, uint32_t len)
+{
+	size_t n = len - 4;
+	if (n >= 512)
+		return false;    /* intercept_set's text buffer */
+	struct iobuf *in = &c->io.in;
+	if (iobuf_len(in) < 1 + (size_t)len)
+		return false;
+	/* Every simple Query passes here: only SET, RESET and SHOW (or a leading comment) can be ours. */
+	const uint8_t *body = iobuf_data(in) + PROTO_HEADER_LEN;
+	size_t i = 0;
+	while (i < n && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r'))
+		i++;
+	if (i < n && body[i] != '/' && body[i] != '-') {
+		/* SET, SHOW or RESET, compared in place: most statements differ at their
+		 * first two letters (SELECT at its third: one word compared) */
+		uint8_t first = body[i] | 0x20, second = i + 1 < n ? body[i + 1] | 0x20 : 0;
+		if (first == 's' ? (second == 'e' ? !lead_word_is(body + i, n - i, "set")
+		                                  : second != 'h' || !lead_word_is(body + i, n - i, "show"))
+		                 : first != 'r' || second != 'e' || !lead_word_is(body + i, n - i, "reset"))
+			return false;
+	}
+	return intercept_set(c, len);
 }
 
 /* ---- the middleware's step ---- */

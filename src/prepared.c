@@ -951,21 +951,11 @@ enum dealloc_kind prepared_parse_deallocate(const char *text, size_t len, char *
 	return DEALLOC_NAME;
 }
 
-int prepared_intercept_deallocate(struct client *c, uint32_t len)
+/* prepared_intercept_deallocate for a Query that may be a DEALLOCATE: away
+ * from the quick test so that the test needs no stack frame for the text. */
+static __attribute__((noinline)) int intercept_deallocate(struct client *c, struct server *s, uint32_t len)
 {
-	struct server *s = c->server;
-	if (!prepared_active(c) || (s && (s->unsynced || s->internal != SV_INTERNAL_NONE)))
-		return 1;    /* behind an unfinished batch PostgreSQL would skip or reorder nothing: relay it */
 	struct iobuf *in = &c->io.in;
-	/* Every simple Query passes here: most are told apart by their first letter. */
-	size_t h = len - 4 < 16 ? len - 4 : 16, i = 0;
-	if (iobuf_len(in) < PROTO_HEADER_LEN + h)
-		return 1;
-	const char *head = (const char *)iobuf_data(in) + PROTO_HEADER_LEN;    /* looked at in place */
-	while (i < h && is_blank(head[i]))
-		i++;
-	if (i < h && (head[i] | 0x20) != 'd')
-		return 1;
 	char text[DEALLOCATE_TEXT_MAX + 1], name[256];
 	size_t n = short_query(in, len, text, sizeof(text));
 	if (n == 0 || prepared_parse_deallocate(text, n, name, sizeof(name)) != DEALLOC_NAME)
@@ -990,6 +980,24 @@ int prepared_intercept_deallocate(struct client *c, uint32_t len)
 	msg_flush_to(&m, &c->io.out);
 	msg_free(&m);
 	return 0;
+}
+
+int prepared_intercept_deallocate(struct client *c, uint32_t len)
+{
+	struct server *s = c->server;
+	if (!prepared_active(c) || (s && (s->unsynced || s->internal != SV_INTERNAL_NONE)))
+		return 1;    /* behind an unfinished batch PostgreSQL would skip or reorder nothing: relay it */
+	struct iobuf *in = &c->io.in;
+	/* Every simple Query passes here: most are told apart by their first letter. */
+	size_t h = len - 4 < 16 ? len - 4 : 16, i = 0;
+	if (iobuf_len(in) < PROTO_HEADER_LEN + h)
+		return 1;
+	const char *head = (const char *)iobuf_data(in) + PROTO_HEADER_LEN;    /* looked at in place */
+	while (i < h && is_blank(head[i]))
+		i++;
+	if (i < h && (head[i] | 0x20) != 'd')
+		return 1;
+	return intercept_deallocate(c, s, len);
 }
 
 int prepared_answer_unlinked(struct client *c, uint8_t type, uint32_t len)
