@@ -229,7 +229,7 @@ static bool words_bytewise(const char *text, size_t len, bool *creates, bool *te
 }
 
 #if defined(__SSE2__)
-#include <emmintrin.h>
+#include <immintrin.h>
 
 /*
  * Does a word begin at text[i], whose character is a letter and whose
@@ -305,10 +305,90 @@ static bool words_sse2(const char *text, size_t len, bool *creates, bool *temp)
 	}
 	return false;
 }
+
+/*
+ * words_sse2, 32 bytes at a time (AVX2, on the CPUs that have it: the
+ * block's work is the same count of instructions for twice the bytes).
+ */
+__attribute__((target("avx2"))) static bool words_avx2(const char *text, size_t len, bool *creates, bool *temp)
+{
+	const unsigned char *t = (const unsigned char *)text;
+	/* the constants once, out of the loop */
+	const __m256i to_lower = _mm256_set1_epi8(0x20), under = _mm256_set1_epi8('_'), dollar = _mm256_set1_epi8('$');
+	const __m256i a_minus = _mm256_set1_epi8('a'), twenty_five = _mm256_set1_epi8(25);
+	const __m256i zero = _mm256_set1_epi8('0'), nine = _mm256_set1_epi8(9), nibble = _mm256_set1_epi8(0x0f);
+	/* the letters that begin some keyword (keyword_first: c d i p r s t), by a
+	 * table of the low half of each lower-cased byte and one of its high half:
+	 * bit 0 for 0x6_ (c d i), bit 1 for 0x7_ (p r s t) */
+	const __m256i lo_tab = _mm256_setr_epi8(2, 0, 2, 3, 3, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0,
+	                                        2, 0, 2, 3, 3, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0);
+	const __m256i hi_tab = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0,
+	                                        0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0);
+	unsigned carry = 0;    /* 1: the byte before this block is an identifier start */
+	for (size_t base = 0; base < len; base += 32) {
+		__m256i v;
+		unsigned shift = 0;   /* the last block: bytes already seen, loaded again */
+		if (len - base >= 32) {
+			v = _mm256_loadu_si256((const __m256i *)(t + base));
+		} else if (len >= 32) {
+			/* the 32 bytes that end the text; the mask bits of those before base are shifted out */
+			shift = (unsigned)(32 - (len - base));
+			v = _mm256_loadu_si256((const __m256i *)(t + len - 32));
+		} else {
+			unsigned char tail[32] = { 0 };   /* NUL begins nothing */
+			memcpy(tail, t + base, len - base);
+			v = _mm256_loadu_si256((const __m256i *)tail);
+		}
+		__m256i low = _mm256_or_si256(v, to_lower);   /* ASCII letters in lower case */
+		/* x - 'a' <= 25 (unsigned): a letter */
+		__m256i off = _mm256_sub_epi8(low, a_minus);
+		__m256i letter = _mm256_cmpeq_epi8(_mm256_min_epu8(off, twenty_five), off);
+		/* identifier starts: letters, '_' and bytes >= 0x80 (their sign bit) */
+		unsigned starts = (unsigned)_mm256_movemask_epi8(_mm256_or_si256(_mm256_or_si256(letter, v),
+		                                                                 _mm256_cmpeq_epi8(v, under))) >> shift;
+		/* identifier characters: starts, digits and '$' */
+		__m256i doff = _mm256_sub_epi8(v, zero);
+		__m256i digit = _mm256_cmpeq_epi8(_mm256_min_epu8(doff, nine), doff);
+		unsigned conts = starts |
+		                 ((unsigned)_mm256_movemask_epi8(_mm256_or_si256(digit, _mm256_cmpeq_epi8(v, dollar))) >> shift);
+		__m256i kf = _mm256_and_si256(_mm256_shuffle_epi8(lo_tab, _mm256_and_si256(low, nibble)),
+		                              _mm256_shuffle_epi8(hi_tab, _mm256_and_si256(_mm256_srli_epi16(low, 4), nibble)));
+		kf = _mm256_andnot_si256(_mm256_cmpeq_epi8(kf, _mm256_setzero_si256()), letter);
+		/* words begin at such letters after no identifier start */
+		unsigned cand = ((unsigned)_mm256_movemask_epi8(kf) >> shift) & ~((starts << 1) | carry);
+		carry = starts >> 31;
+		while (cand) {
+			unsigned bit = (unsigned)__builtin_ctz(cand);
+			size_t i = base + bit;
+			cand &= cand - 1;
+			if (i > 0 && (sqllex_char_class[t[i - 1]] & SQLLEX_IDENT_CONT) && !begins_word(t, i))
+				continue;
+			/* the word's length from the mask while it ends in this block */
+			size_t n = (size_t)__builtin_ctzll(~((unsigned long long)conts >> bit));   /* 64 bits: never all ones */
+			if (bit + n >= 32)
+				while (n <= 10 && i + n < len && (sqllex_char_class[t[i + n]] & SQLLEX_IDENT_CONT))
+					n++;
+			if (n < 2 || n > 10)
+				continue;
+			if (word_decides(text, i, n, creates, temp))
+				return true;
+		}
+	}
+	return false;
+}
+
+/* Does this CPU have AVX2? Asked once. */
+static bool have_avx2(void)
+{
+	static int have = -1;
+	if (have < 0)
+		have = __builtin_cpu_supports("avx2") ? 1 : 0;
+	return have == 1;
+}
 #endif
 
-/* The lead SET of a reported parameter, then every word (words_bytewise's rules). */
-static enum settings_effect effect_of_text(const char *text, size_t len, bool simd)
+/* The lead SET of a reported parameter, then every word (words_bytewise's rules) by path. */
+static enum settings_effect effect_of_text(const char *text, size_t len, enum settings_scan_path path)
 {
 	bool creates = false, temp = false;
 	if (!text)
@@ -324,9 +404,14 @@ static enum settings_effect effect_of_text(const char *text, size_t len, bool si
 	 * letter begins some keyword (classify's list) and its length fits. */
 	bool unknown;
 #if defined(__SSE2__)
-	unknown = simd ? words_sse2(text, len, &creates, &temp) : words_bytewise(text, len, &creates, &temp);
+	if (path == SETTINGS_SCAN_AVX2 && have_avx2())
+		unknown = words_avx2(text, len, &creates, &temp);
+	else if (path != SETTINGS_SCAN_BYTES)
+		unknown = words_sse2(text, len, &creates, &temp);
+	else
+		unknown = words_bytewise(text, len, &creates, &temp);
 #else
-	(void)simd;
+	(void)path;
 	unknown = words_bytewise(text, len, &creates, &temp);
 #endif
 	if (unknown)
@@ -336,12 +421,12 @@ static enum settings_effect effect_of_text(const char *text, size_t len, bool si
 
 enum settings_effect settings_effect(const char *text, size_t len)
 {
-	return effect_of_text(text, len, true);
+	return effect_of_text(text, len, SETTINGS_SCAN_AVX2);
 }
 
-enum settings_effect settings_effect_bytewise(const char *text, size_t len)
+enum settings_effect settings_effect_by(const char *text, size_t len, enum settings_scan_path path)
 {
-	return effect_of_text(text, len, false);
+	return effect_of_text(text, len, path);
 }
 
 enum settings_effect settings_effect_memo(struct settings_memo *memo, const char *text, size_t len)

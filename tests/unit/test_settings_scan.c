@@ -22,9 +22,11 @@ static void expect(const char *sql, enum settings_effect want)
 	enum settings_effect got = settings_effect(sql, strlen(sql));
 	if (got != want)
 		fail_msg("<%s>: expected %d, got %d", sql, (int)want, (int)got);
-	got = settings_effect_bytewise(sql, strlen(sql));
-	if (got != want)
-		fail_msg("<%s>: bytewise: expected %d, got %d", sql, (int)want, (int)got);
+	for (int path = SETTINGS_SCAN_BYTES; path <= SETTINGS_SCAN_AVX2; path++) {
+		got = settings_effect_by(sql, strlen(sql), (enum settings_scan_path)path);
+		if (got != want)
+			fail_msg("<%s>: path %d: expected %d, got %d", sql, path, (int)want, (int)got);
+	}
 }
 
 static void test_statements_that_change_settings_are_unknown(void **state)
@@ -172,8 +174,8 @@ static void test_memo_answers_as_the_scan(void **state)
 }
 
 /*
- * settings_effect (16 bytes at a time on x86-64) answers as the byte loop
- * does: keywords at and across every 16-byte boundary, after digits or '$'
+ * settings_effect's block paths (16 bytes at a time with SSE2, 32 with AVX2)
+ * answer as the byte loop does: keywords at and across every 16-byte boundary, after digits or '$'
  * ("1set" begins a word, "x1set" does not), next to multibyte characters,
  * and random texts made of keywords, pieces of them and punctuation.
  */
@@ -201,7 +203,9 @@ static void test_block_scan_answers_as_the_byte_loop(void **state)
 				memcpy(text + len, words[w], wl);
 				len += wl;
 				for (size_t tail = 0; tail < 3; tail++) {
-					assert_int_equal(settings_effect(text, len + tail), settings_effect_bytewise(text, len + tail));
+					for (int path = SETTINGS_SCAN_SSE2; path <= SETTINGS_SCAN_AVX2; path++)
+						assert_int_equal(settings_effect_by(text, len + tail, (enum settings_scan_path)path),
+						                 settings_effect_by(text, len + tail, SETTINGS_SCAN_BYTES));
 					text[len + tail] = tail == 0 ? 'x' : ' ';
 				}
 			}
@@ -218,9 +222,12 @@ static void test_block_scan_answers_as_the_byte_loop(void **state)
 			len += pl;
 		}
 		for (size_t cut = len; cut + 8 > len && cut > 0; cut--) {
-			enum settings_effect a = settings_effect(text, cut), b = settings_effect_bytewise(text, cut);
-			if (a != b)
-				fail_msg("<%.*s>: %d, bytewise %d", (int)cut, text, (int)a, (int)b);
+			enum settings_effect b = settings_effect_by(text, cut, SETTINGS_SCAN_BYTES);
+			for (int path = SETTINGS_SCAN_SSE2; path <= SETTINGS_SCAN_AVX2; path++) {
+				enum settings_effect a = settings_effect_by(text, cut, (enum settings_scan_path)path);
+				if (a != b)
+					fail_msg("<%.*s>: path %d: %d, bytewise %d", (int)cut, text, path, (int)a, (int)b);
+			}
 		}
 	}
 }
