@@ -405,6 +405,16 @@ enum reply_action prepared_on_reply(struct server *s, uint8_t type)
 	return a == RQ_SWALLOW ? REPLY_SWALLOW : REPLY_FORWARD;
 }
 
+void prepared_settle_head(struct server *s, uint8_t type)
+{
+	struct replyq_entry *e = replyq_head(&s->replies);
+	/* replyq_on_reply's outcomes for a forwarded entry a reply completes */
+	enum replyq_outcome o = type == PqMsg_EmptyQueryResponse || type == 's' ||
+	                        (type == PqMsg_ReadyForQuery && e->failed) ? RQ_FAILED : RQ_COMPLETED;
+	settle_entry(s, e, o);
+	replyq_pop(&s->replies);
+}
+
 static void add_complete(struct iobuf *out, uint8_t type)
 {
 	uint8_t msg[5] = { type, 0, 0, 0, 4 };

@@ -199,6 +199,15 @@ void prepared_note_request(struct server *s, uint8_t type);
  */
 enum reply_action prepared_on_reply(struct server *s, uint8_t type);
 
+/*
+ * Settle and pop the head of s's reply queue, which server reply type
+ * completes (replyq_completes) and which carries no middleware token, SET
+ * or LISTEN (only a statement or a client's name): what prepared_on_reply
+ * does for it, without replyq_on_reply's dispatch. For server.c's batch
+ * relay; nothing is written to the client.
+ */
+void prepared_settle_head(struct server *s, uint8_t type);
+
 /* Emit the replies pgsluice owes the client that are due now (queue head). */
 void prepared_flush_owed(struct server *s);
 

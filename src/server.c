@@ -1092,7 +1092,7 @@ static enum batch_result relay_batch(struct server *s, struct client *c)
 		struct replyq_entry *e = replyq_head(&s->replies);
 		if (e && replyq_completes(e, type)) {
 			if (e->stmt || e->client_name)
-				prepared_on_reply(s, type);
+				prepared_settle_head(s, type);
 			else
 				replyq_pop(&s->replies);
 			plain = head_is_plain(&s->replies);
@@ -1269,12 +1269,10 @@ static bool link_with_settings(struct server *s, struct client *c, char *sql, si
 	return true;
 }
 
-bool server_link(struct server *s, struct client *c)
+/* server_link when the server needs a check or a setting: the SQL is built in a 4 kB buffer. */
+static __attribute__((noinline)) bool link_with_sql(struct server *s, struct client *c)
 {
 	char sql[4096];
-	s->client = c;
-	c->server = s;
-	pool_move_server(s, SV_ACTIVE);
 	/* One round trip checks the server and sets the client's parameters. */
 	size_t check_len;
 	bool check = add_check_query(s, sql, sizeof(sql), &check_len);
@@ -1307,6 +1305,23 @@ bool server_link(struct server *s, struct client *c)
 	}
 	client_server_linked(c);
 	return true;
+}
+
+bool server_link(struct server *s, struct client *c)
+{
+	s->client = c;
+	c->server = s;
+	pool_move_server(s, SV_ACTIVE);
+	/* the usual link, every transaction: c back on a server with its settings
+	 * and parameters and no check due (link_with_sql's cases otherwise) */
+	if (s->settings.gen == c->settings.gen && !s->settings_reset_all &&
+	    !(s->settings_dirty && s->settings_owner != c->id) && c->vars.gen == s->vars.gen &&
+	    !server_check_due(s, now_usec())) {
+		s->settings_owner = c->id;
+		client_server_linked(c);
+		return true;
+	}
+	return link_with_sql(s, c);
 }
 
 void server_start_reset(struct server *s)
