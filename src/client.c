@@ -1477,9 +1477,9 @@ static inline bool batch_type(uint8_t type)
 }
 
 /*
- * Bind (of the unnamed statement), Describe (of a portal or the unnamed
- * statement), Execute, Flush and Sync forwarded in one move to the linked
- * server s: the messages whole in c's input from its front, for a client
+ * Bind, Describe (of a portal or the unnamed statement), Execute, Flush and
+ * Sync forwarded in one move to the linked server s (a named statement's
+ * Bind, which prepared.c renames, first in the run only): the messages whole in c's input from its front, for a client
  * none of whose steps has anything to do with them (no middleware state,
  * no LISTEN state, no SET pending or tracked through the extended
  * protocol, not skipping to a Sync, no batch answered locally). For such a
@@ -1507,10 +1507,32 @@ static size_t relay_batch(struct client *c, struct server *s)
 		if (len < 4 || (int64_t)len > max_len || have - at < total)
 			break;     /* check_header's cases, or not whole yet */
 		if (type == PqMsg_Bind) {
-			/* prepared.c renames a named statement's Bind: the per-message path */
 			const uint8_t *nul = memchr(body, 0, body_len);
-			if (!nul || nul + 1 >= body + body_len || nul[1] != 0)
+			if (!nul || nul + 1 >= body + body_len)
 				break;
+			if (nul[1] != 0 && prepared_active(c)) {
+				/* A named statement's Bind, which prepared.c renames: its new head
+				 * goes to the server at once, so only as the run's first message. */
+				if (at > 0)
+					break;
+				c->last_activity = now_usec();
+				enum client_msg_result res = prepared_client_message(c, s, type, len);
+				if (res == CLIENT_MSG_FAILED) {
+					client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+					return 0;
+				}
+				if (res == CLIENT_MSG_DONE) {
+					/* the head went; the parameters that follow it are the run's first bytes */
+					note_message(c, s, type);
+					at = c->relay_left;
+					c->relay_left = 0;
+					data = iobuf_data(in);
+					have = iobuf_len(in);
+					continue;
+				}
+				if (res != CLIENT_MSG_PASS)
+					return 0;    /* not whole: cannot be, the per-message path waits */
+			}
 		} else if (type == PqMsg_Describe) {
 			/* a named statement's Describe is renamed too */
 			if (body_len < 1 || (body[0] == 'S' && (body_len < 2 || body[1] != 0)))
