@@ -1490,14 +1490,14 @@ static inline bool batch_type(uint8_t type)
  * per-message path (or the client FATALed on out of memory: its state is
  * no longer CL_ACTIVE).
  */
-static size_t relay_batch(struct client *c, struct server *s)
+static size_t relay_batch(struct client *c, struct server *s, size_t pending)
 {
 	if (c->aic || c->notify || c->pending_setting || c->skipping_to_sync || c->local_batch_open ||
 	    (c->settings_ext && settings_ext_active(c)))
 		return 0;
 	struct iobuf *in = &c->io.in;
 	const uint8_t *data = iobuf_data(in);
-	size_t have = iobuf_len(in), at = 0, out_len = connio_out_len(&s->io);
+	size_t have = iobuf_len(in), at = pending, out_len = connio_out_len(&s->io);
 	int64_t max_len = c->sl->cfg->max_packet_size;
 	while (have - at >= PROTO_HEADER_LEN && out_len + at < RELAY_HIGH_WATER) {
 		const uint8_t *msg = data + at, *body = msg + PROTO_HEADER_LEN;
@@ -1514,7 +1514,7 @@ static size_t relay_batch(struct client *c, struct server *s)
 				/* A named statement's Bind, which prepared.c renames: its new head
 				 * goes to the server at once, so only as the run's first message. */
 				if (at > 0)
-					break;
+					break;    /* also behind pending bytes of the message before */
 				c->last_activity = now_usec();
 				enum client_msg_result res = prepared_client_message(c, s, type, len);
 				if (res == CLIENT_MSG_FAILED) {
@@ -1546,8 +1546,9 @@ static size_t relay_batch(struct client *c, struct server *s)
 		replyq_note_request(&s->replies, type);    /* prepared_note_request, inline */
 		at += total;
 	}
-	if (at == 0)
-		return 0;
+	if (at == pending)
+		return 0;    /* no message added: the caller moves what is pending */
+	c->relay_left = 0;    /* the pending rest of a message goes with the run */
 	if (c->settings_tainted) {
 		s->settings_tainted = true;    /* its answers may depend on what c changed */
 		s->settings_dirty = true;      /* and the next other client's settings too */
@@ -1584,6 +1585,14 @@ static void client_relay(struct client *c)
 			size_t n = iobuf_len(in);
 			if (n == 0)
 				return;
+			if (n > (size_t)c->relay_left + PROTO_HEADER_LEN && !c->checked &&
+			    batch_type(iobuf_data(in)[c->relay_left])) {
+				/* the rest of a message (a Parse, a Query) and a run behind it: one move */
+				if (relay_batch(c, s, c->relay_left) > 0)
+					continue;
+				if (c->state != CL_ACTIVE)
+					return;    /* relay_batch's out of memory */
+			}
 			if (n > c->relay_left)
 				n = c->relay_left;
 			if (!iobuf_move(&s->io.out, in, n)) {
@@ -1596,7 +1605,7 @@ static void client_relay(struct client *c)
 			continue;
 		}
 		if (s && !c->checked && iobuf_len(in) >= PROTO_HEADER_LEN && batch_type(iobuf_data(in)[0])) {
-			if (relay_batch(c, s) > 0)
+			if (relay_batch(c, s, 0) > 0)
 				continue;
 			if (c->state != CL_ACTIVE)
 				return;    /* relay_batch's out of memory */
