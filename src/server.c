@@ -1080,8 +1080,9 @@ static enum batch_result relay_batch(struct server *s, struct client *c)
 			if (len >= 9 && (memcmp(msg + PROTO_HEADER_LEN, "BEGIN", 5) == 0 ||
 			                 memcmp(msg + PROTO_HEADER_LEN, "START", 5) == 0))
 				s->block_begun = true;
-			/* with no LISTEN riding on the head: notes a ROLLBACK only */
-			if (!session)
+			/* with no LISTEN riding on the head notify_server_reply only notes a
+			 * ROLLBACK (notify_tx_rolled_back): asked for a tag that may be one */
+			if (!session && len > 4 && msg[PROTO_HEADER_LEN] == 'R')
 				notify_server_reply(c, s, type, msg, total);
 		} else if (type == PqMsg_ReadyForQuery) {
 			if (c->settings_in_tx || c->settings_local || c->notify)
@@ -1100,8 +1101,10 @@ static enum batch_result relay_batch(struct server *s, struct client *c)
 		at += total;
 		if (type == PqMsg_ReadyForQuery) {
 			note_ready(s, len > 4 ? (char)msg[PROTO_HEADER_LEN] : 0);
-			if (!session)
-				notify_before_ready(c, s->tx_status);    /* no LISTEN state: clears its flags */
+			/* without LISTEN state (c->notify) notify_before_ready only clears
+			 * these two flags: called when one is set */
+			if (!session && (c->notify_tx_failed || c->notify_tx_rolled_back))
+				notify_before_ready(c, s->tx_status);
 			ready = true;
 			break;
 		}
