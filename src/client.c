@@ -1502,7 +1502,7 @@ static size_t relay_batch(struct client *c, struct server *s, size_t pending)
 	while (have - at >= PROTO_HEADER_LEN && out_len + at < RELAY_HIGH_WATER) {
 		const uint8_t *msg = data + at, *body = msg + PROTO_HEADER_LEN;
 		uint8_t type = msg[0];
-		uint32_t len = ((uint32_t)msg[1] << 24) | ((uint32_t)msg[2] << 16) | ((uint32_t)msg[3] << 8) | msg[4];
+		uint32_t len = proto_header_len(msg);
 		size_t total = 1 + (size_t)len, body_len = (size_t)len - 4;
 		if (len < 4 || (int64_t)len > max_len || have - at < total)
 			break;     /* check_header's cases, or not whole yet */

@@ -171,7 +171,7 @@ bool proto_peek_header(const struct iobuf *buf, uint8_t *type, uint32_t *len)
 		return false;
 	const uint8_t *hdr = iobuf_data(buf);
 	*type = hdr[0];
-	*len = ((uint32_t)hdr[1] << 24) | ((uint32_t)hdr[2] << 16) | ((uint32_t)hdr[3] << 8) | hdr[4];
+	*len = proto_header_len(hdr);
 	return true;
 }
 

@@ -1064,10 +1064,10 @@ static enum batch_result relay_batch(struct server *s, struct client *c)
 	while (have - at >= PROTO_HEADER_LEN && at < room) {
 		const uint8_t *msg = data + at;
 		uint8_t type = msg[0];
-		uint32_t len = ((uint32_t)msg[1] << 24) | ((uint32_t)msg[2] << 16) | ((uint32_t)msg[3] << 8) | msg[4];
+		uint32_t len = proto_header_len(msg);
 		size_t total = 1 + (size_t)len;
-		if (len < 4 || len > MAX_INSPECTED_LEN || have - at < total || !plain)
-			break;
+		if (len - 4 > MAX_INSPECTED_LEN - 4 || have - at < total || !plain)
+			break;     /* (unsigned: also a length below 4) */
 		if (type == PqMsg_DataRow) {
 			at += total;     /* the reply queue has nothing to do with a row */
 			continue;
