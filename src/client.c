@@ -1700,7 +1700,7 @@ static void client_relay(struct client *c)
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 			return;
 		}
-		client_note_message(c, s, type);
+		note_message(c, s, type);
 		if (c->settings_tainted) {
 			s->settings_tainted = true;    /* its answers may depend on what c changed */
 			s->settings_dirty = true;      /* and the next other client's settings too */
@@ -1712,7 +1712,7 @@ static void client_relay(struct client *c)
 			client_drop_pending_setting(c);
 			continue;
 		}
-		prepared_note_request(s, type);
+		replyq_note_request(&s->replies, type);    /* prepared_note_request, inline */
 		if (c->notify && c->notify->exec_pending)
 			notify_relayed(c, s, type);
 		if (c->pending_setting) {

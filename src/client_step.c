@@ -253,7 +253,7 @@ static void answer_show(struct client *c, const char *name, const char *value)
  * its first five letters at most (a longer one is cut there), as
  * client_intercept_set has always read it.
  */
-static bool lead_word_is(const uint8_t *t, size_t n, const char *kw)
+static inline __attribute__((always_inline)) bool lead_word_is(const uint8_t *t, size_t n, const char *kw)
 {
 	size_t k = 0;
 	for (; kw[k]; k++)

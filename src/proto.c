@@ -165,16 +165,6 @@ bool proto_startup_param(struct msgreader *r, const char **name, const char **va
 	return !r->bad;
 }
 
-bool proto_peek_header(const struct iobuf *buf, uint8_t *type, uint32_t *len)
-{
-	if (iobuf_len(buf) < PROTO_HEADER_LEN)
-		return false;
-	const uint8_t *hdr = iobuf_data(buf);
-	*type = hdr[0];
-	*len = proto_header_len(hdr);
-	return true;
-}
-
 /* A field's value into its pg_error buffer, cut to size: errors are logged and relayed, never parsed further. */
 #define SET_FIELD(field, value) snprintf((field), sizeof(field), "%s", (value))
 

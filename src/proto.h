@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "iobuf.h"
 #include "pgerror.h"
 
 struct iobuf;
@@ -247,10 +248,22 @@ bool proto_startup_param(struct msgreader *r, const char **name, const char **va
 
 /*
  * Read a typed message header from the front of buf without consuming it.
- * Returns false when fewer than 5 bytes are buffered. *len is the length
- * field (it counts itself, so the body is len - 4 bytes).
+ * Returns false (*type and *len 0) when fewer than 5 bytes are buffered. *len is the length
+ * field (it counts itself, so the body is len - 4 bytes). Inline: the
+ * relays ask it for every message.
  */
-bool proto_peek_header(const struct iobuf *buf, uint8_t *type, uint32_t *len);
+static inline bool proto_peek_header(const struct iobuf *buf, uint8_t *type, uint32_t *len)
+{
+	if (iobuf_len(buf) < PROTO_HEADER_LEN) {
+		*type = 0;    /* set anyway: inline, callers' compilers would see them unset */
+		*len = 0;
+		return false;
+	}
+	const uint8_t *hdr = iobuf_data(buf);
+	*type = hdr[0];
+	*len = proto_header_len(hdr);
+	return true;
+}
 
 /*
  * Copy the fields of an ErrorResponse/NoticeResponse body (len bytes) into
