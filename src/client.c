@@ -1736,7 +1736,8 @@ void client_resume(struct client *c)
 	if (c->state == CL_CLOSING)
 		return;
 	connio_resume_read(&c->io);
-	client_relay(c);
+	if (iobuf_len(&c->io.in) > 0)
+		client_relay(c);    /* with nothing read it has nothing to do (each transaction's end) */
 }
 
 static void client_io_read(void *arg)
