@@ -1614,6 +1614,13 @@ static void client_relay(struct client *c)
 		uint32_t len;
 		if (!proto_peek_header(in, &type, &len))
 			return;
+		if (s && c->checked && type == PqMsg_Query) {
+			/* a Query looked at before its server was linked (every simple
+			 * transaction): its header checks and steps are done, and nothing
+			 * in between changes what the checks below would find */
+			c->last_activity = now_usec();
+			goto linked;
+		}
 		if (!check_header(c, type, len))
 			return;
 		c->last_activity = now_usec();
@@ -1681,6 +1688,7 @@ static void client_relay(struct client *c)
 			pool_request_server(c->pool, c);
 			return;   /* linking resumes the relay */
 		}
+linked:
 		if (connio_out_len(&s->io) >= RELAY_HIGH_WATER) {
 			connio_pause_read(&c->io);
 			return;   /* the server's drain resumes us */
