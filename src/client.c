@@ -1700,8 +1700,9 @@ linked:
 			if (n == 0)
 				continue;
 		}
-		enum client_msg_result res = prepared_active(c) ? prepared_client_message(c, s, type, len)
-		                                                : CLIENT_MSG_PASS;
+		/* (a longer Query is passed by prepared.c unread: no call for it) */
+		enum client_msg_result res = (type != PqMsg_Query || len - 4 <= PREPARED_QUERY_LOOK_MAX) && prepared_active(c)
+		                             ? prepared_client_message(c, s, type, len) : CLIENT_MSG_PASS;
 		if (res == CLIENT_MSG_NEED_MORE || res == CLIENT_MSG_WAIT)
 			return;
 		if (res == CLIENT_MSG_FAILED) {

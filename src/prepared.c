@@ -835,7 +835,7 @@ static bool drops_all_statements(const char *text, size_t len)
  * and the client expects its names gone. */
 static void note_statement_text(struct client *c, struct server *s, const char *text, size_t len)
 {
-	if (len > 32 || !drops_all_statements(text, len))
+	if (len > PREPARED_QUERY_LOOK_MAX || !drops_all_statements(text, len))
 		return;
 	client_drop_all(c);
 	forget_all(s);
@@ -858,7 +858,7 @@ static size_t short_query(struct iobuf *in, uint32_t len, char *text, size_t siz
 static enum client_msg_result check_query(struct client *c, struct server *s, struct iobuf *in, uint32_t len)
 {
 	char text[DEALLOCATE_TEXT_MAX + 1];
-	if (len - 4 > 32)
+	if (len - 4 > PREPARED_QUERY_LOOK_MAX)
 		return CLIENT_MSG_PASS;    /* no DEALLOCATE ALL / DISCARD ALL */
 	size_t n = short_query(in, len, text, sizeof(text));
 	if (n == 0)

@@ -108,10 +108,18 @@ int prepared_intercept_deallocate(struct client *c, uint32_t len);
 int prepared_answer_unlinked(struct client *c, uint8_t type, uint32_t len);
 
 /*
+ * The longest simple Query text prepared_client_message looks at (for
+ * DEALLOCATE ALL / DISCARD ALL): it passes every longer one, which the
+ * relay need not ask about.
+ */
+#define PREPARED_QUERY_LOOK_MAX 32
+
+/*
  * Look at the client message of type and len (header included in the
  * buffered input, not consumed) bound for server s, and rewrite it when it
  * names a prepared statement: Parse, Bind, Describe and Close of named
- * statements; Query is checked for DEALLOCATE ALL / DISCARD ALL.
+ * statements; Query is checked for DEALLOCATE ALL / DISCARD ALL (texts up
+ * to PREPARED_QUERY_LOOK_MAX bytes).
  * Rewritten bytes go to s's output; the reply queue is updated.
  */
 enum client_msg_result prepared_client_message(struct client *c, struct server *s, uint8_t type,
