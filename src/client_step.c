@@ -313,9 +313,10 @@ bool client_intercept_set(struct client *c, uint32_t len)
 		i++;
 	if (i < n && body[i] != '/' && body[i] != '-') {
 		/* SET, SHOW or RESET, compared in place: most statements differ at their
-		 * first two letters (SELECT at its third: one word compared) */
+		 * first two letters (SELECT at its third) */
 		uint8_t first = body[i] | 0x20, second = i + 1 < n ? body[i + 1] | 0x20 : 0;
-		if (first == 's' ? (second == 'e' ? !lead_word_is(body + i, n - i, "set")
+		uint8_t third = i + 2 < n ? body[i + 2] | 0x20 : 0;
+		if (first == 's' ? (second == 'e' ? third != 't' || !lead_word_is(body + i, n - i, "set")
 		                                  : second != 'h' || !lead_word_is(body + i, n - i, "show"))
 		                 : first != 'r' || second != 'e' || !lead_word_is(body + i, n - i, "reset"))
 			return false;

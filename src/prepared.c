@@ -122,9 +122,15 @@ void prepared_registry_free(struct prepared_registry *reg)
 	reg->count = 0;
 }
 
-bool prepared_active(const struct client *c)
+/* prepared_active's body, inline for the calls in this file (every Query and Parse). */
+static inline bool active(const struct client *c)
 {
 	return c->pool && c->pool->pool_mode != POOL_MODE_SESSION && c->sl->cfg->max_prepared_statements > 0;
+}
+
+bool prepared_active(const struct client *c)
+{
+	return active(c);
 }
 
 /* ---- a client's names ---- */
@@ -995,7 +1001,7 @@ static __attribute__((noinline)) int intercept_deallocate(struct client *c, stru
 int prepared_intercept_deallocate(struct client *c, uint32_t len)
 {
 	struct server *s = c->server;
-	if (!prepared_active(c) || (s && (s->unsynced || s->internal != SV_INTERNAL_NONE)))
+	if (!active(c) || (s && (s->unsynced || s->internal != SV_INTERNAL_NONE)))
 		return 1;    /* behind an unfinished batch PostgreSQL would skip or reorder nothing: relay it */
 	struct iobuf *in = &c->io.in;
 	/* Every simple Query passes here: most are told apart by their first letter. */
@@ -1012,7 +1018,7 @@ int prepared_intercept_deallocate(struct client *c, uint32_t len)
 
 int prepared_answer_unlinked(struct client *c, uint8_t type, uint32_t len)
 {
-	if (type != PqMsg_Parse || c->server || !prepared_active(c) || (c->aic && client_step_has_statement_tags(c)) ||
+	if (type != PqMsg_Parse || c->server || !active(c) || (c->aic && client_step_has_statement_tags(c)) ||
 	    len > 65536)
 		return 1;
 	struct iobuf *in = &c->io.in;
