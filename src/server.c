@@ -1068,15 +1068,16 @@ static enum batch_result relay_batch(struct server *s, struct client *c)
 		size_t total = 1 + (size_t)len;
 		if (len - 4 > MAX_INSPECTED_LEN - 4 || have - at < total || !plain)
 			break;     /* (unsigned: also a length below 4) */
-		if (type == PqMsg_DataRow) {
+		switch (type) {
+		case PqMsg_DataRow:
 			at += total;     /* the reply queue has nothing to do with a row */
 			continue;
-		}
-		if (type == PqMsg_ErrorResponse || type == PqMsg_ParameterStatus)
-			break;
-		if (type == PqMsg_CommandComplete) {
+		case PqMsg_ErrorResponse:
+		case PqMsg_ParameterStatus:
+			goto end;
+		case PqMsg_CommandComplete:
 			if (c->settings_in_tx)
-				break;
+				goto end;
 			if (len >= 9 && (memcmp(msg + PROTO_HEADER_LEN, "BEGIN", 5) == 0 ||
 			                 memcmp(msg + PROTO_HEADER_LEN, "START", 5) == 0))
 				s->block_begun = true;
@@ -1084,12 +1085,18 @@ static enum batch_result relay_batch(struct server *s, struct client *c)
 			 * ROLLBACK (notify_tx_rolled_back): asked for a tag that may be one */
 			if (!session && len > 4 && msg[PROTO_HEADER_LEN] == 'R')
 				notify_server_reply(c, s, type, msg, total);
-		} else if (type == PqMsg_ReadyForQuery) {
+			break;
+		case PqMsg_ReadyForQuery:
 			if (c->settings_in_tx || c->settings_local || c->notify)
-				break;
+				goto end;
+			break;
+		default:
+			break;
 		}
 		/* a plain head: the reply pops it or not and is forwarded (replyq_on_reply);
-		 * only a statement or a client's name riding on it needs settling */
+		 * only a statement or a client's name riding on it needs settling. A
+		 * new head that is not plain (a reply pgsluice owes, a token) ends the
+		 * run before the next message: server_relay writes owed replies first. */
 		struct replyq_entry *e = replyq_head(&s->replies);
 		if (e && replyq_completes(e, type)) {
 			if (e->stmt || e->client_name)
@@ -1108,9 +1115,8 @@ static enum batch_result relay_batch(struct server *s, struct client *c)
 			ready = true;
 			break;
 		}
-		if (replyq_owes_head(&s->replies))
-			break;     /* server_relay writes the owed replies before the next message */
 	}
+end:
 	if (at == 0)
 		return BATCH_SLOW;
 	if (!iobuf_move(out, in, at)) {
