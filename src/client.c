@@ -1658,9 +1658,11 @@ static void client_relay(struct client *c)
 		if (!c->checked) {
 			/* once per message, even when the relay stops and resumes */
 			if (type == PqMsg_Query && iobuf_len(in) >= 1 + (size_t)len) {
-				if (client_intercept_set(c, len))
+				/* each asked only when the statement's first letters allow it */
+				const uint8_t *text = iobuf_data(in) + PROTO_HEADER_LEN;
+				if (client_may_intercept_set(text, len - 4) && client_intercept_set(c, len))
 					continue;
-				int dealloc = prepared_intercept_deallocate(c, len);
+				int dealloc = prepared_may_be_deallocate(text, len - 4) ? prepared_intercept_deallocate(c, len) : 1;
 				if (dealloc < 0)
 					return;    /* the server's ReadyForQuery resumes it */
 				if (dealloc == 0)

@@ -311,16 +311,12 @@ bool client_intercept_set(struct client *c, uint32_t len)
 	size_t i = 0;
 	while (i < n && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r'))
 		i++;
-	if (i < n && body[i] != '/' && body[i] != '-') {
-		/* SET, SHOW or RESET, compared in place: most statements differ at their
-		 * first two letters (SELECT at its third) */
-		uint8_t first = body[i] | 0x20, second = i + 1 < n ? body[i + 1] | 0x20 : 0;
-		uint8_t third = i + 2 < n ? body[i + 2] | 0x20 : 0;
-		if (first == 's' ? (second == 'e' ? third != 't' || !lead_word_is(body + i, n - i, "set")
-		                                  : second != 'h' || !lead_word_is(body + i, n - i, "show"))
-		                 : first != 'r' || second != 'e' || !lead_word_is(body + i, n - i, "reset"))
-			return false;
-	}
+	if (!client_may_intercept_set(body, n))
+		return false;
+	if (i < n && body[i] != '/' && body[i] != '-' &&
+	    !lead_word_is(body + i, n - i, "set") && !lead_word_is(body + i, n - i, "show") &&
+	    !lead_word_is(body + i, n - i, "reset"))
+		return false;    /* compared in place: e.g. SETTINGS is no SET */
 	return intercept_set(c, len);
 }
 

@@ -1005,13 +1005,10 @@ int prepared_intercept_deallocate(struct client *c, uint32_t len)
 		return 1;    /* behind an unfinished batch PostgreSQL would skip or reorder nothing: relay it */
 	struct iobuf *in = &c->io.in;
 	/* Every simple Query passes here: most are told apart by their first letter. */
-	size_t h = len - 4 < 16 ? len - 4 : 16, i = 0;
+	size_t h = len - 4 < 16 ? len - 4 : 16;
 	if (iobuf_len(in) < PROTO_HEADER_LEN + h)
 		return 1;
-	const char *head = (const char *)iobuf_data(in) + PROTO_HEADER_LEN;    /* looked at in place */
-	while (i < h && is_blank(head[i]))
-		i++;
-	if (i < h && (head[i] | 0x20) != 'd')
+	if (!prepared_may_be_deallocate(iobuf_data(in) + PROTO_HEADER_LEN, len - 4))    /* looked at in place */
 		return 1;
 	return intercept_deallocate(c, s, len);
 }

@@ -97,6 +97,21 @@ enum dealloc_kind prepared_parse_deallocate(const char *text, size_t len, char *
 int prepared_intercept_deallocate(struct client *c, uint32_t len);
 
 /*
+ * May prepared_intercept_deallocate answer a simple Query whose text is
+ * body[0..n)? False when a letter other than D comes first after blanks
+ * among its first 16 bytes (every statement but DEALLOCATE). Inline, so
+ * that the relay asks it before the call; true only means the call looks.
+ */
+static inline bool prepared_may_be_deallocate(const uint8_t *body, size_t n)
+{
+	size_t h = n < 16 ? n : 16, i = 0;
+	while (i < h && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r' ||
+	                 body[i] == '\f' || body[i] == '\v'))
+		i++;
+	return i == h || (body[i] | 0x20) == 'd';
+}
+
+/*
  * c has no server linked and its next message (type, len) is a Parse of a
  * named statement whose text and parameter types a server already accepted:
  * answer ParseComplete without a server, so a client that only prepares
