@@ -1499,6 +1499,8 @@ static size_t relay_batch(struct client *c, struct server *s, size_t pending)
 	const uint8_t *data = iobuf_data(in);
 	size_t have = iobuf_len(in), at = pending, out_len = connio_out_len(&s->io);
 	int64_t max_len = c->sl->cfg->max_packet_size;
+	if (have - at >= PROTO_HEADER_LEN)
+		c->last_activity = now_usec();    /* as the per-message path sets it at every header */
 	while (have - at >= PROTO_HEADER_LEN && out_len + at < RELAY_HIGH_WATER) {
 		const uint8_t *msg = data + at, *body = msg + PROTO_HEADER_LEN;
 		uint8_t type = msg[0];
@@ -1515,7 +1517,6 @@ static size_t relay_batch(struct client *c, struct server *s, size_t pending)
 				 * goes to the server at once, so only as the run's first message. */
 				if (at > 0)
 					break;    /* also behind pending bytes of the message before */
-				c->last_activity = now_usec();
 				enum client_msg_result res = prepared_client_message(c, s, type, len);
 				if (res == CLIENT_MSG_FAILED) {
 					client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
@@ -1540,9 +1541,7 @@ static size_t relay_batch(struct client *c, struct server *s, size_t pending)
 		} else if (!batch_type(type)) {
 			break;
 		}
-		if (at == 0)
-			c->last_activity = now_usec();    /* client_note_message reads it */
-		note_message(c, s, type);
+		note_message(c, s, type);    /* reads c->last_activity */
 		replyq_note_request(&s->replies, type);    /* prepared_note_request, inline */
 		at += total;
 	}
