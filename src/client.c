@@ -1420,8 +1420,8 @@ static bool check_header(struct client *c, uint8_t type, uint32_t len)
 	return true;
 }
 
-/* Account a message on its way to server s (forwarded or answered by pgsluice). */
-void client_note_message(struct client *c, struct server *s, uint8_t type)
+/* client_note_message's body, inline in the batch relay (once per message). */
+static inline __attribute__((always_inline)) void note_message(struct client *c, struct server *s, uint8_t type)
 {
 	struct pool_stats *ps = &c->pool->stats;   /* per-database stats (admin console) */
 	if (s->pending_ready == 0) {
@@ -1463,6 +1463,104 @@ void client_note_message(struct client *c, struct server *s, uint8_t type)
 	}
 }
 
+/* Account a message on its way to server s (forwarded or answered by pgsluice). */
+void client_note_message(struct client *c, struct server *s, uint8_t type)
+{
+	note_message(c, s, type);
+}
+
+/* The message types relay_batch may forward (it looks further at Bind and Describe). */
+static inline bool batch_type(uint8_t type)
+{
+	return type == PqMsg_Bind || type == PqMsg_Describe || type == PqMsg_Execute || type == PqMsg_Sync ||
+	       type == PqMsg_Flush;
+}
+
+/*
+ * Bind, Describe (of a portal or the unnamed statement), Execute, Flush and
+ * Sync forwarded in one move to the linked server s (a named statement's
+ * Bind, which prepared.c renames, first in the run only): the messages whole in c's input from its front, for a client
+ * none of whose steps has anything to do with them (no middleware state,
+ * no LISTEN state, no SET pending or tracked through the extended
+ * protocol, not skipping to a Sync, no batch answered locally). For such a
+ * client and message every step of client_relay's per-message path passes
+ * (client_step, notify_intercept, prepared_client_message); what is left is
+ * the accounting (client_note_message), the reply queue's entry and the
+ * bytes. Returns the bytes moved; 0: the next message takes the
+ * per-message path (or the client FATALed on out of memory: its state is
+ * no longer CL_ACTIVE).
+ */
+static size_t relay_batch(struct client *c, struct server *s, size_t pending)
+{
+	if (c->aic || c->notify || c->pending_setting || c->skipping_to_sync || c->local_batch_open ||
+	    (c->settings_ext && settings_ext_active(c)))
+		return 0;
+	struct iobuf *in = &c->io.in;
+	const uint8_t *data = iobuf_data(in);
+	size_t have = iobuf_len(in), at = pending, out_len = connio_out_len(&s->io);
+	int64_t max_len = c->sl->cfg->max_packet_size;
+	if (have - at >= PROTO_HEADER_LEN)
+		c->last_activity = now_usec();    /* as the per-message path sets it at every header */
+	while (have - at >= PROTO_HEADER_LEN && out_len + at < RELAY_HIGH_WATER) {
+		const uint8_t *msg = data + at, *body = msg + PROTO_HEADER_LEN;
+		uint8_t type = msg[0];
+		uint32_t len = proto_header_len(msg);
+		size_t total = 1 + (size_t)len, body_len = (size_t)len - 4;
+		if (len < 4 || (int64_t)len > max_len || have - at < total)
+			break;     /* check_header's cases, or not whole yet */
+		if (type == PqMsg_Bind) {
+			const uint8_t *nul = memchr(body, 0, body_len);
+			if (!nul || nul + 1 >= body + body_len)
+				break;
+			if (nul[1] != 0 && prepared_active(c)) {
+				/* A named statement's Bind, which prepared.c renames: its new head
+				 * goes to the server at once, so only as the run's first message. */
+				if (at > 0)
+					break;    /* also behind pending bytes of the message before */
+				enum client_msg_result res = prepared_client_message(c, s, type, len);
+				if (res == CLIENT_MSG_FAILED) {
+					client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+					return 0;
+				}
+				if (res == CLIENT_MSG_DONE) {
+					/* the head went; the parameters that follow it are the run's first bytes */
+					note_message(c, s, type);
+					at = c->relay_left;
+					c->relay_left = 0;
+					data = iobuf_data(in);
+					have = iobuf_len(in);
+					continue;
+				}
+				if (res != CLIENT_MSG_PASS)
+					return 0;    /* not whole: cannot be, the per-message path waits */
+			}
+		} else if (type == PqMsg_Describe) {
+			/* a named statement's Describe is renamed too */
+			if (body_len < 1 || (body[0] == 'S' && (body_len < 2 || body[1] != 0)))
+				break;
+		} else if (!batch_type(type)) {
+			break;
+		}
+		note_message(c, s, type);    /* reads c->last_activity */
+		replyq_note_request(&s->replies, type);    /* prepared_note_request, inline */
+		at += total;
+	}
+	if (at == pending)
+		return 0;    /* no message added: the caller moves what is pending */
+	c->relay_left = 0;    /* the pending rest of a message goes with the run */
+	if (c->settings_tainted) {
+		s->settings_tainted = true;    /* its answers may depend on what c changed */
+		s->settings_dirty = true;      /* and the next other client's settings too */
+	}
+	if (!iobuf_move(&s->io.out, in, at)) {
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+		return 0;
+	}
+	c->sl->stats.bytes_received += at;
+	c->pool->stats.bytes_received += at;
+	return at;
+}
+
 static void client_relay(struct client *c)
 {
 	struct iobuf *in = &c->io.in;
@@ -1486,6 +1584,14 @@ static void client_relay(struct client *c)
 			size_t n = iobuf_len(in);
 			if (n == 0)
 				return;
+			if (n > (size_t)c->relay_left + PROTO_HEADER_LEN && !c->checked &&
+			    batch_type(iobuf_data(in)[c->relay_left])) {
+				/* the rest of a message (a Parse, a Query) and a run behind it: one move */
+				if (relay_batch(c, s, c->relay_left) > 0)
+					continue;
+				if (c->state != CL_ACTIVE)
+					return;    /* relay_batch's out of memory */
+			}
 			if (n > c->relay_left)
 				n = c->relay_left;
 			if (!iobuf_move(&s->io.out, in, n)) {
@@ -1497,10 +1603,23 @@ static void client_relay(struct client *c)
 			c->pool->stats.bytes_received += n;
 			continue;
 		}
+		if (s && !c->checked && iobuf_len(in) >= PROTO_HEADER_LEN && batch_type(iobuf_data(in)[0])) {
+			if (relay_batch(c, s, 0) > 0)
+				continue;
+			if (c->state != CL_ACTIVE)
+				return;    /* relay_batch's out of memory */
+		}
 		uint8_t type;
 		uint32_t len;
 		if (!proto_peek_header(in, &type, &len))
 			return;
+		if (s && c->checked && type == PqMsg_Query) {
+			/* a Query looked at before its server was linked (every simple
+			 * transaction): its header checks and steps are done, and nothing
+			 * in between changes what the checks below would find */
+			c->last_activity = now_usec();
+			goto linked;
+		}
 		if (!check_header(c, type, len))
 			return;
 		c->last_activity = now_usec();
@@ -1538,9 +1657,11 @@ static void client_relay(struct client *c)
 		if (!c->checked) {
 			/* once per message, even when the relay stops and resumes */
 			if (type == PqMsg_Query && iobuf_len(in) >= 1 + (size_t)len) {
-				if (client_intercept_set(c, len))
+				/* each asked only when the statement's first letters allow it */
+				const uint8_t *text = iobuf_data(in) + PROTO_HEADER_LEN;
+				if (client_may_intercept_set(text, len - 4) && client_intercept_set(c, len))
 					continue;
-				int dealloc = prepared_intercept_deallocate(c, len);
+				int dealloc = prepared_may_be_deallocate(text, len - 4) ? prepared_intercept_deallocate(c, len) : 1;
 				if (dealloc < 0)
 					return;    /* the server's ReadyForQuery resumes it */
 				if (dealloc == 0)
@@ -1568,6 +1689,7 @@ static void client_relay(struct client *c)
 			pool_request_server(c->pool, c);
 			return;   /* linking resumes the relay */
 		}
+linked:
 		if (connio_out_len(&s->io) >= RELAY_HIGH_WATER) {
 			connio_pause_read(&c->io);
 			return;   /* the server's drain resumes us */
@@ -1579,15 +1701,16 @@ static void client_relay(struct client *c)
 			if (n == 0)
 				continue;
 		}
-		enum client_msg_result res = prepared_active(c) ? prepared_client_message(c, s, type, len)
-		                                                : CLIENT_MSG_PASS;
+		/* (a longer Query is passed by prepared.c unread: no call for it) */
+		enum client_msg_result res = (type != PqMsg_Query || len - 4 <= PREPARED_QUERY_LOOK_MAX) && prepared_active(c)
+		                             ? prepared_client_message(c, s, type, len) : CLIENT_MSG_PASS;
 		if (res == CLIENT_MSG_NEED_MORE || res == CLIENT_MSG_WAIT)
 			return;
 		if (res == CLIENT_MSG_FAILED) {
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 			return;
 		}
-		client_note_message(c, s, type);
+		note_message(c, s, type);
 		if (c->settings_tainted) {
 			s->settings_tainted = true;    /* its answers may depend on what c changed */
 			s->settings_dirty = true;      /* and the next other client's settings too */
@@ -1599,7 +1722,7 @@ static void client_relay(struct client *c)
 			client_drop_pending_setting(c);
 			continue;
 		}
-		prepared_note_request(s, type);
+		replyq_note_request(&s->replies, type);    /* prepared_note_request, inline */
 		if (c->notify && c->notify->exec_pending)
 			notify_relayed(c, s, type);
 		if (c->pending_setting) {
@@ -1623,7 +1746,8 @@ void client_resume(struct client *c)
 	if (c->state == CL_CLOSING)
 		return;
 	connio_resume_read(&c->io);
-	client_relay(c);
+	if (iobuf_len(&c->io.in) > 0)
+		client_relay(c);    /* with nothing read it has nothing to do (each transaction's end) */
 }
 
 static void client_io_read(void *arg)

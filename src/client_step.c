@@ -249,7 +249,7 @@ static void answer_show(struct client *c, const char *name, const char *value)
  * its first five letters at most (a longer one is cut there), as
  * client_intercept_set has always read it.
  */
-static bool lead_word_is(const uint8_t *t, size_t n, const char *kw)
+static inline __attribute__((always_inline)) bool lead_word_is(const uint8_t *t, size_t n, const char *kw)
 {
 	size_t k = 0;
 	for (; kw[k]; k++)
@@ -258,27 +258,14 @@ static bool lead_word_is(const uint8_t *t, size_t n, const char *kw)
 	return k >= 5 || k >= n || !((t[k] | 0x20) >= 'a' && (t[k] | 0x20) <= 'z');
 }
 
-bool client_intercept_set(struct client *c, uint32_t len)
+/* client_intercept_set for a statement that may be ours: away from the quick
+ * test so that the test needs no stack frame for the text and the error. */
+static __attribute__((noinline)) bool intercept_set(struct client *c, uint32_t len)
 {
 	char text[512];
 	size_t n = len - 4;
-	if (n >= sizeof(text))
-		return false;
 	struct iobuf *in = &c->io.in;
-	if (iobuf_len(in) < 1 + (size_t)len)
-		return false;
-	/* Every simple Query passes here: only SET, RESET and SHOW (or a leading comment) can be ours. */
 	const uint8_t *body = iobuf_data(in) + PROTO_HEADER_LEN;
-	size_t i = 0;
-	while (i < n && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r'))
-		i++;
-	if (i < n && body[i] != '/' && body[i] != '-') {
-		/* SET, SHOW or RESET, compared in place: most statements differ at their first letters */
-		uint8_t first = body[i] | 0x20;
-		if (first == 's' ? !lead_word_is(body + i, n - i, "set") && !lead_word_is(body + i, n - i, "show")
-		                 : first != 'r' || !lead_word_is(body + i, n - i, "reset"))
-			return false;
-	}
 	memcpy(text, body, n);
 	const char *tag = NULL;
 	char err[256];
@@ -307,14 +294,47 @@ bool client_intercept_set(struct client *c, uint32_t len)
 	return true;
 }
 
+bool client_intercept_set(struct client *c, uint32_t len)
+{
+	size_t n = len - 4;
+	if (n >= 512)
+		return false;    /* intercept_set's text buffer */
+	struct iobuf *in = &c->io.in;
+	if (iobuf_len(in) < 1 + (size_t)len)
+		return false;
+	/* Every simple Query passes here: only SET, RESET and SHOW (or a leading comment) can be ours. */
+	const uint8_t *body = iobuf_data(in) + PROTO_HEADER_LEN;
+	size_t i = 0;
+	while (i < n && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r'))
+		i++;
+	if (!client_may_intercept_set(body, n))
+		return false;
+	if (i < n && body[i] != '/' && body[i] != '-' &&
+	    !lead_word_is(body + i, n - i, "set") && !lead_word_is(body + i, n - i, "show") &&
+	    !lead_word_is(body + i, n - i, "reset"))
+		return false;    /* compared in place: e.g. SETTINGS is no SET */
+	return intercept_set(c, len);
+}
+
 /* ---- the middleware's step ---- */
 
 /* Offset of the comment opener in the message body at [from, 1 + len) of the input, or -1. */
 long client_step_find_comment(const struct iobuf *in, size_t from, uint32_t len)
 {
-	if (from >= 1 + (size_t)len)
+	/* iobuf_find(in, from, 1 + len - from, "slash star", 2), written out: every
+	 * Query and most Parses pass here, nearly all without a comment */
+	size_t have = iobuf_len(in), end = 1 + (size_t)len;
+	if (end > have)
+		end = have;
+	if (from >= end)
 		return -1;
-	return iobuf_find(in, from, 1 + (size_t)len - from, "/*", 2);
+	const uint8_t *base = iobuf_data(in), *p = base + from, *stop = base + end;
+	while (stop - p >= 2 && (p = memchr(p, '/', (size_t)(stop - p) - 1)) != NULL) {
+		if (p[1] == '*')
+			return (long)(p - base);
+		p++;
+	}
+	return -1;
 }
 
 /* Refuse the simple Query at the front of the input (whole, not consumed yet). */

@@ -39,6 +39,27 @@ int client_batch_step(struct client *c, uint8_t type, uint32_t len);
 /* A simple Query of SET/RESET/SHOW sluice.user or sluice.model, answered by pgsluice? (consumed) */
 bool client_intercept_set(struct client *c, uint32_t len);
 
+/*
+ * May client_intercept_set answer a simple Query whose text is body[0..n)?
+ * Only one that begins (after blanks) with SET, SHOW, RES(ET) or a comment
+ * can be ours: false for nearly every statement, from its first three
+ * letters. Inline, so that the relay asks it before the call; a true
+ * answer only means client_intercept_set looks.
+ */
+static inline bool client_may_intercept_set(const uint8_t *body, size_t n)
+{
+	size_t i = 0;
+	while (i < n && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r'))
+		i++;
+	if (i >= n || body[i] == '/' || body[i] == '-')
+		return true;
+	uint8_t first = body[i] | 0x20, second = i + 1 < n ? body[i + 1] | 0x20 : 0;
+	uint8_t third = i + 2 < n ? body[i + 2] | 0x20 : 0;
+	if (first == 's')
+		return second == 'e' ? third == 't' : second == 'h';
+	return first == 'r' && second == 'e' && third == 's';
+}
+
 /* Offset of a comment opener in [from, 1 + len) of the input, or -1. */
 long client_step_find_comment(const struct iobuf *in, size_t from, uint32_t len);
 

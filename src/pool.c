@@ -301,6 +301,17 @@ bool pool_is_paused(const struct pool *p)
 	return false;
 }
 
+/*
+ * pool_is_paused for the per-transaction calls (a server requested,
+ * released, made ready): one look at the process-wide flags, the call
+ * only when a pause of some kind exists.
+ */
+static inline bool paused(const struct pool *p)
+{
+	const struct sluice *sl = p->sl;
+	return (sl->paused || sl->shutdown_mode == SHUTDOWN_WAIT_FOR_SERVERS || sl->paused_dbs) && pool_is_paused(p);
+}
+
 static int max_db_connections(const struct sluice_config *cfg, const char *db_name)
 {
 	const struct db_config *db = config_find_db(cfg, db_name);
@@ -456,7 +467,7 @@ void pool_wait_for_welcome(struct pool *p, struct client *c)
 void pool_request_server(struct pool *p, struct client *c)
 {
 	struct server *s = TAILQ_FIRST(&p->idle_servers);
-	if (s && TAILQ_EMPTY(&p->waiting_clients) && !pool_is_paused(p)) {
+	if (s && TAILQ_EMPTY(&p->waiting_clients) && !paused(p)) {
 		note_assignment(p, 0);
 		server_link(s, c);
 		return;
@@ -553,7 +564,7 @@ void pool_release_server(struct server *s, bool clean)
 		pool_move_server(s, SV_BEING_CANCELED);
 		return;
 	}
-	if (!clean || s->close_when_released || p->stale || pool_is_paused(p)) {
+	if (!clean || s->close_when_released || p->stale || paused(p)) {
 		server_close(s, !clean ? "client disconnected with the server busy"
 		                : pool_is_paused(p) ? "database paused"
 		                : s->close_when_released && p->reconnect_reason ? p->reconnect_reason
@@ -608,7 +619,7 @@ void pool_server_ready(struct server *s)
 		TAILQ_FOREACH_SAFE(c, &p->waiting_clients, entry, next)
 			if (c->state == CL_WAITING_LOGIN)
 				client_welcome(c);
-	if (pool_is_paused(p) || s->close_when_released) {
+	if (paused(p) || s->close_when_released) {
 		/* admin console: PAUSE closes servers as they come free, RECONNECT too */
 		server_close(s, pool_is_paused(p) ? "database paused"
 		                : p->reconnect_reason ? p->reconnect_reason : "reconnect requested");

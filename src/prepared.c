@@ -122,9 +122,15 @@ void prepared_registry_free(struct prepared_registry *reg)
 	reg->count = 0;
 }
 
-bool prepared_active(const struct client *c)
+/* prepared_active's body, inline for the calls in this file (every Query and Parse). */
+static inline bool active(const struct client *c)
 {
 	return c->pool && c->pool->pool_mode != POOL_MODE_SESSION && c->sl->cfg->max_prepared_statements > 0;
+}
+
+bool prepared_active(const struct client *c)
+{
+	return active(c);
 }
 
 /* ---- a client's names ---- */
@@ -403,6 +409,16 @@ enum reply_action prepared_on_reply(struct server *s, uint8_t type)
 	if (lost)
 		fail_unrecorded(s);    /* before the message, or in place of an Execute's end */
 	return a == RQ_SWALLOW ? REPLY_SWALLOW : REPLY_FORWARD;
+}
+
+void prepared_settle_head(struct server *s, uint8_t type)
+{
+	struct replyq_entry *e = replyq_head(&s->replies);
+	/* replyq_on_reply's outcomes for a forwarded entry a reply completes */
+	enum replyq_outcome o = type == PqMsg_EmptyQueryResponse || type == 's' ||
+	                        (type == PqMsg_ReadyForQuery && e->failed) ? RQ_FAILED : RQ_COMPLETED;
+	settle_entry(s, e, o);
+	replyq_pop(&s->replies);
 }
 
 static void add_complete(struct iobuf *out, uint8_t type)
@@ -825,7 +841,7 @@ static bool drops_all_statements(const char *text, size_t len)
  * and the client expects its names gone. */
 static void note_statement_text(struct client *c, struct server *s, const char *text, size_t len)
 {
-	if (len > 32 || !drops_all_statements(text, len))
+	if (len > PREPARED_QUERY_LOOK_MAX || !drops_all_statements(text, len))
 		return;
 	client_drop_all(c);
 	forget_all(s);
@@ -848,7 +864,7 @@ static size_t short_query(struct iobuf *in, uint32_t len, char *text, size_t siz
 static enum client_msg_result check_query(struct client *c, struct server *s, struct iobuf *in, uint32_t len)
 {
 	char text[DEALLOCATE_TEXT_MAX + 1];
-	if (len - 4 > 32)
+	if (len - 4 > PREPARED_QUERY_LOOK_MAX)
 		return CLIENT_MSG_PASS;    /* no DEALLOCATE ALL / DISCARD ALL */
 	size_t n = short_query(in, len, text, sizeof(text));
 	if (n == 0)
@@ -951,21 +967,11 @@ enum dealloc_kind prepared_parse_deallocate(const char *text, size_t len, char *
 	return DEALLOC_NAME;
 }
 
-int prepared_intercept_deallocate(struct client *c, uint32_t len)
+/* prepared_intercept_deallocate for a Query that may be a DEALLOCATE: away
+ * from the quick test so that the test needs no stack frame for the text. */
+static __attribute__((noinline)) int intercept_deallocate(struct client *c, struct server *s, uint32_t len)
 {
-	struct server *s = c->server;
-	if (!prepared_active(c) || (s && (s->unsynced || s->internal != SV_INTERNAL_NONE)))
-		return 1;    /* behind an unfinished batch PostgreSQL would skip or reorder nothing: relay it */
 	struct iobuf *in = &c->io.in;
-	/* Every simple Query passes here: most are told apart by their first letter. */
-	size_t h = len - 4 < 16 ? len - 4 : 16, i = 0;
-	if (iobuf_len(in) < PROTO_HEADER_LEN + h)
-		return 1;
-	const char *head = (const char *)iobuf_data(in) + PROTO_HEADER_LEN;    /* looked at in place */
-	while (i < h && is_blank(head[i]))
-		i++;
-	if (i < h && (head[i] | 0x20) != 'd')
-		return 1;
 	char text[DEALLOCATE_TEXT_MAX + 1], name[256];
 	size_t n = short_query(in, len, text, sizeof(text));
 	if (n == 0 || prepared_parse_deallocate(text, n, name, sizeof(name)) != DEALLOC_NAME)
@@ -992,9 +998,24 @@ int prepared_intercept_deallocate(struct client *c, uint32_t len)
 	return 0;
 }
 
+int prepared_intercept_deallocate(struct client *c, uint32_t len)
+{
+	struct server *s = c->server;
+	if (!active(c) || (s && (s->unsynced || s->internal != SV_INTERNAL_NONE)))
+		return 1;    /* behind an unfinished batch PostgreSQL would skip or reorder nothing: relay it */
+	struct iobuf *in = &c->io.in;
+	/* Every simple Query passes here: most are told apart by their first letter. */
+	size_t h = len - 4 < 16 ? len - 4 : 16;
+	if (iobuf_len(in) < PROTO_HEADER_LEN + h)
+		return 1;
+	if (!prepared_may_be_deallocate(iobuf_data(in) + PROTO_HEADER_LEN, len - 4))    /* looked at in place */
+		return 1;
+	return intercept_deallocate(c, s, len);
+}
+
 int prepared_answer_unlinked(struct client *c, uint8_t type, uint32_t len)
 {
-	if (type != PqMsg_Parse || c->server || !prepared_active(c) || (c->aic && client_step_has_statement_tags(c)) ||
+	if (type != PqMsg_Parse || c->server || !active(c) || (c->aic && client_step_has_statement_tags(c)) ||
 	    len > 65536)
 		return 1;
 	struct iobuf *in = &c->io.in;

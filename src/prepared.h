@@ -97,6 +97,21 @@ enum dealloc_kind prepared_parse_deallocate(const char *text, size_t len, char *
 int prepared_intercept_deallocate(struct client *c, uint32_t len);
 
 /*
+ * May prepared_intercept_deallocate answer a simple Query whose text is
+ * body[0..n)? False when a letter other than D comes first after blanks
+ * among its first 16 bytes (every statement but DEALLOCATE). Inline, so
+ * that the relay asks it before the call; true only means the call looks.
+ */
+static inline bool prepared_may_be_deallocate(const uint8_t *body, size_t n)
+{
+	size_t h = n < 16 ? n : 16, i = 0;
+	while (i < h && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r' ||
+	                 body[i] == '\f' || body[i] == '\v'))
+		i++;
+	return i == h || (body[i] | 0x20) == 'd';
+}
+
+/*
  * c has no server linked and its next message (type, len) is a Parse of a
  * named statement whose text and parameter types a server already accepted:
  * answer ParseComplete without a server, so a client that only prepares
@@ -108,10 +123,18 @@ int prepared_intercept_deallocate(struct client *c, uint32_t len);
 int prepared_answer_unlinked(struct client *c, uint8_t type, uint32_t len);
 
 /*
+ * The longest simple Query text prepared_client_message looks at (for
+ * DEALLOCATE ALL / DISCARD ALL): it passes every longer one, which the
+ * relay need not ask about.
+ */
+#define PREPARED_QUERY_LOOK_MAX 32
+
+/*
  * Look at the client message of type and len (header included in the
  * buffered input, not consumed) bound for server s, and rewrite it when it
  * names a prepared statement: Parse, Bind, Describe and Close of named
- * statements; Query is checked for DEALLOCATE ALL / DISCARD ALL.
+ * statements; Query is checked for DEALLOCATE ALL / DISCARD ALL (texts up
+ * to PREPARED_QUERY_LOOK_MAX bytes).
  * Rewritten bytes go to s's output; the reply queue is updated.
  */
 enum client_msg_result prepared_client_message(struct client *c, struct server *s, uint8_t type,
@@ -198,6 +221,15 @@ void prepared_note_request(struct server *s, uint8_t type);
  * completes. REPLY_SWALLOW for the replies to injected messages.
  */
 enum reply_action prepared_on_reply(struct server *s, uint8_t type);
+
+/*
+ * Settle and pop the head of s's reply queue, which server reply type
+ * completes (replyq_completes) and which carries no middleware token, SET
+ * or LISTEN (only a statement or a client's name): what prepared_on_reply
+ * does for it, without replyq_on_reply's dispatch. For server.c's batch
+ * relay; nothing is written to the client.
+ */
+void prepared_settle_head(struct server *s, uint8_t type);
 
 /* Emit the replies pgsluice owes the client that are due now (queue head). */
 void prepared_flush_owed(struct server *s);

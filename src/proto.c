@@ -155,62 +155,6 @@ void msg_add_parameter_status(struct msgbuf *m, const char *name, const char *va
 	msg_end(m);
 }
 
-void mr_init(struct msgreader *r, const void *data, size_t len)
-{
-	r->data = data;
-	r->len = len;
-	r->pos = 0;
-	r->bad = false;
-}
-
-const uint8_t *mr_bytes(struct msgreader *r, size_t n)
-{
-	if (r->bad || r->len - r->pos < n) {
-		r->bad = true;
-		return NULL;
-	}
-	const uint8_t *p = r->data + r->pos;
-	r->pos += n;
-	return p;
-}
-
-uint8_t mr_byte(struct msgreader *r)
-{
-	const uint8_t *p = mr_bytes(r, 1);
-	return p ? *p : 0;
-}
-
-int16_t mr_int16(struct msgreader *r)
-{
-	const uint8_t *p = mr_bytes(r, 2);
-	return p ? (int16_t)((p[0] << 8) | p[1]) : 0;
-}
-
-int32_t mr_int32(struct msgreader *r)
-{
-	const uint8_t *p = mr_bytes(r, 4);
-	return p ? (int32_t)(((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
-	                     ((uint32_t)p[2] << 8) | p[3]) : 0;
-}
-
-const char *mr_string(struct msgreader *r)
-{
-	if (r->bad)
-		return "";
-	const uint8_t *start = r->data + r->pos;
-	const uint8_t *nul = memchr(start, 0, r->len - r->pos);
-	if (!nul) {
-		r->bad = true;
-		return "";
-	}
-	r->pos += (size_t)(nul - start) + 1;
-	return (const char *)start;
-}
-
-size_t mr_remaining(const struct msgreader *r)
-{
-	return r->bad ? 0 : r->len - r->pos;
-}
 
 bool proto_startup_param(struct msgreader *r, const char **name, const char **value)
 {
@@ -219,16 +163,6 @@ bool proto_startup_param(struct msgreader *r, const char **name, const char **va
 		return false;
 	*value = mr_string(r);
 	return !r->bad;
-}
-
-bool proto_peek_header(const struct iobuf *buf, uint8_t *type, uint32_t *len)
-{
-	if (iobuf_len(buf) < PROTO_HEADER_LEN)
-		return false;
-	const uint8_t *hdr = iobuf_data(buf);
-	*type = hdr[0];
-	*len = ((uint32_t)hdr[1] << 24) | ((uint32_t)hdr[2] << 16) | ((uint32_t)hdr[3] << 8) | hdr[4];
-	return true;
 }
 
 /* A field's value into its pg_error buffer, cut to size: errors are logged and relayed, never parsed further. */

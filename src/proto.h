@@ -7,11 +7,14 @@
 #ifndef SLUICE_PROTO_H
 #define SLUICE_PROTO_H
 
+#include <arpa/inet.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
+#include "iobuf.h"
 #include "pgerror.h"
 
 struct iobuf;
@@ -143,6 +146,18 @@ void msg_add_ready(struct msgbuf *m, char status);
 /* ParameterStatus name=value. */
 void msg_add_parameter_status(struct msgbuf *m, const char *name, const char *value);
 
+/*
+ * The length word of the message header at hdr (hdr[0] the type byte; 5
+ * bytes readable): one unaligned load and a byte swap, for the relays'
+ * loops over whole messages.
+ */
+static inline uint32_t proto_header_len(const uint8_t *hdr)
+{
+	uint32_t be;
+	memcpy(&be, hdr + 1, sizeof(be));
+	return ntohl(be);
+}
+
 /* A bounds-checked view of one message body (after the header). */
 struct msgreader {
 	const uint8_t *data;
@@ -151,16 +166,77 @@ struct msgreader {
 	bool bad;              /* set on any overrun; reads then return 0 / "" */
 };
 
-void mr_init(struct msgreader *r, const void *data, size_t len);
-uint8_t mr_byte(struct msgreader *r);
-int16_t mr_int16(struct msgreader *r);
-int32_t mr_int32(struct msgreader *r);
-/* A NUL-terminated string inside the body; "" and bad=true if unterminated. Borrowed. */
-const char *mr_string(struct msgreader *r);
+/*
+ * The reader's functions are inline: a Parse or Bind is read with several of
+ * them, on every extended-protocol statement.
+ */
+/* Start reading len bytes at data (borrowed). */
+static inline void mr_init(struct msgreader *r, const void *data, size_t len)
+{
+	r->data = data;
+	r->len = len;
+	r->pos = 0;
+	r->bad = false;
+}
+
 /* n raw bytes; NULL and bad=true if fewer remain. Borrowed. */
-const uint8_t *mr_bytes(struct msgreader *r, size_t n);
+static inline const uint8_t *mr_bytes(struct msgreader *r, size_t n)
+{
+	if (r->bad || r->len - r->pos < n) {
+		r->bad = true;
+		return NULL;
+	}
+	const uint8_t *p = r->data + r->pos;
+	r->pos += n;
+	return p;
+}
+
+/* One byte; 0 and bad=true if none remains. */
+static inline uint8_t mr_byte(struct msgreader *r)
+{
+	const uint8_t *p = mr_bytes(r, 1);
+	return p ? *p : 0;
+}
+
+/* A big-endian int16; 0 and bad=true if fewer than 2 bytes remain. */
+static inline int16_t mr_int16(struct msgreader *r)
+{
+	const uint8_t *p = mr_bytes(r, 2);
+	return p ? (int16_t)((p[0] << 8) | p[1]) : 0;
+}
+
+/* A big-endian int32; 0 and bad=true if fewer than 4 bytes remain. */
+static inline int32_t mr_int32(struct msgreader *r)
+{
+	const uint8_t *p = mr_bytes(r, 4);
+	return p ? (int32_t)(((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
+	                     ((uint32_t)p[2] << 8) | p[3]) : 0;
+}
+
+/* A NUL-terminated string inside the body; "" and bad=true if unterminated. Borrowed. */
+static inline const char *mr_string(struct msgreader *r)
+{
+	if (r->bad)
+		return "";
+	const uint8_t *start = r->data + r->pos;
+	if (r->pos < r->len && *start == '\0') {
+		r->pos++;      /* the empty name of the unnamed statement or portal: no memchr */
+		return (const char *)start;
+	}
+	const uint8_t *nul = memchr(start, 0, r->len - r->pos);
+	if (!nul) {
+		r->bad = true;
+		return "";
+	}
+	r->pos += (size_t)(nul - start) + 1;
+	return (const char *)start;
+}
+
 /* Bytes not read yet. */
-size_t mr_remaining(const struct msgreader *r);
+static inline size_t mr_remaining(const struct msgreader *r)
+{
+	return r->bad ? 0 : r->len - r->pos;
+}
 
 /*
  * The next name/value pair of a StartupMessage body read by r (after the
@@ -172,10 +248,22 @@ bool proto_startup_param(struct msgreader *r, const char **name, const char **va
 
 /*
  * Read a typed message header from the front of buf without consuming it.
- * Returns false when fewer than 5 bytes are buffered. *len is the length
- * field (it counts itself, so the body is len - 4 bytes).
+ * Returns false (*type and *len 0) when fewer than 5 bytes are buffered. *len is the length
+ * field (it counts itself, so the body is len - 4 bytes). Inline: the
+ * relays ask it for every message.
  */
-bool proto_peek_header(const struct iobuf *buf, uint8_t *type, uint32_t *len);
+static inline bool proto_peek_header(const struct iobuf *buf, uint8_t *type, uint32_t *len)
+{
+	if (iobuf_len(buf) < PROTO_HEADER_LEN) {
+		*type = 0;    /* set anyway: inline, callers' compilers would see them unset */
+		*len = 0;
+		return false;
+	}
+	const uint8_t *hdr = iobuf_data(buf);
+	*type = hdr[0];
+	*len = proto_header_len(hdr);
+	return true;
+}
 
 /*
  * Copy the fields of an ErrorResponse/NoticeResponse body (len bytes) into

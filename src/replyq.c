@@ -31,12 +31,6 @@ bool replyq_grow(struct replyq *q)
 	return true;
 }
 
-void replyq_pop(struct replyq *q)
-{
-	q->head = (q->head + 1) & (q->cap - 1);
-	q->n--;
-}
-
 /*
  * Settle the head with outcome o and pop it; false when its usage record
  * was lost. An entry with no rider has nothing to settle: most requests

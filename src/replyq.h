@@ -146,8 +146,40 @@ static inline bool replyq_owes_head(const struct replyq *q)
 	return q->n && q->items[q->head].action == RQ_SYNTHESISE;
 }
 
-/* Remove the head entry without settling it (the caller settled it). */
-void replyq_pop(struct replyq *q);
+/* Remove the head entry without settling it (the caller settled it). Inline: once per reply. */
+static inline void replyq_pop(struct replyq *q)
+{
+	q->head = (q->head + 1) & (q->cap - 1);
+	q->n--;
+}
+
+/*
+ * Does server reply type complete the forwarded request e (an RQ_FORWARD
+ * entry) without an error? replyq_on_reply's rule for such an entry: a
+ * completion message or ReadyForQuery always, RowDescription/NoData a
+ * Describe, CommandComplete/EmptyQueryResponse/PortalSuspended an Execute.
+ * For server.c's batch relay, which pops entries with no rider to settle
+ * itself; replyq_on_reply stays the rule for every other entry.
+ */
+static inline bool replyq_completes(const struct replyq_entry *e, uint8_t type)
+{
+	switch (type) {
+	case PqMsg_ParseComplete:
+	case PqMsg_BindComplete:
+	case PqMsg_CloseComplete:
+	case PqMsg_ReadyForQuery:
+		return true;
+	case PqMsg_RowDescription:
+	case 'n':   /* NoData */
+		return e->type == PqMsg_Describe;
+	case PqMsg_CommandComplete:
+	case PqMsg_EmptyQueryResponse:
+	case 's':   /* PortalSuspended */
+		return e->type == PqMsg_Execute;
+	default:
+		return false;
+	}
+}
 
 /*
  * A server message of type is about to be relayed: settle and pop the

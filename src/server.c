@@ -848,30 +848,41 @@ static bool internal_message(struct server *s, uint8_t type, const uint8_t *msg,
 	return true;
 }
 
+/*
+ * A ReadyForQuery with transaction status byte status on its way to the
+ * client (a message too short for it gives 0, as the reader does).
+ */
+static void note_ready(struct server *s, char status)
+{
+	char was = s->tx_status;
+	s->tx_status = status;
+	s->block_begun = false;
+	if (s->client && (s->client->settings_in_tx || s->client->settings_local))
+		settings_ready(s, was, s->tx_status);
+	s->settings_implicit = false;
+	s->last_ready = now_usec();
+	if (s->pending_ready > 0)
+		s->pending_ready--;
+	if (s->tx_status == 'I' && s->client) {
+		s->client->sl->stats.xact_count++;
+		/* portals end with their transaction; with more batches in flight
+		 * the names may already belong to the next one */
+		if (s->client->aic && s->pending_ready == 0)
+			client_step_transaction_ended(s->client);
+	}
+	pool_note_ready(s);   /* per-database stats (admin console) */
+}
+
 /* Inspect a whole ParameterStatus or ReadyForQuery on its way to the client. */
 static void note_server_message(struct server *s, uint8_t type, const uint8_t *body, size_t len)
 {
 	struct msgreader r;
-	mr_init(&r, body, len);
 	if (type == PqMsg_ReadyForQuery) {
-		char was = s->tx_status;
-		s->tx_status = (char)mr_byte(&r);
-		s->block_begun = false;
-		if (s->client && (s->client->settings_in_tx || s->client->settings_local))
-			settings_ready(s, was, s->tx_status);
-		s->settings_implicit = false;
-		s->last_ready = now_usec();
-		if (s->pending_ready > 0)
-			s->pending_ready--;
-		if (s->tx_status == 'I' && s->client) {
-			s->client->sl->stats.xact_count++;
-			/* portals end with their transaction; with more batches in flight
-			 * the names may already belong to the next one */
-			if (s->client->aic && s->pending_ready == 0)
-				client_step_transaction_ended(s->client);
-		}
-		pool_note_ready(s);   /* per-database stats (admin console) */
-	} else if (type == PqMsg_ParameterStatus) {
+		note_ready(s, len > 0 ? (char)body[0] : 0);
+		return;
+	}
+	mr_init(&r, body, len);
+	if (type == PqMsg_ParameterStatus) {
 		const char *name = mr_string(&r), *value = mr_string(&r);
 		if (r.bad)
 			return;
@@ -913,6 +924,34 @@ static bool needs_whole(struct server *s, uint8_t type)
 	       ((type == PqMsg_RowDescription || type == 't') && head_fill(s)) ||
 	       type == PqMsg_ParseComplete || type == PqMsg_BindComplete || type == PqMsg_CloseComplete ||
 	       type == PqMsg_CommandComplete || prepared_wants_reply(s, type);
+}
+
+/*
+ * A ReadyForQuery of s went to c: the transaction may have ended (s goes
+ * back to the pool), a message of c may wait for it. Returns false when the
+ * relay of s must stop.
+ */
+static bool after_ready(struct server *s, struct client *c)
+{
+	if (s->pool->pool_mode != POOL_MODE_SESSION) {
+		if (transaction_end(s, c))
+			return false;
+		if (s->pending_ready > 0 || iobuf_len(&c->io.in) == 0)
+			return true;
+		/* a client message waits for the server's answers (prepared.h,
+		 * CLIENT_MSG_WAIT); what else s sent is relayed at its next read */
+		client_resume(c);
+		return false;
+	}
+	if ((s->pool->stale || s->close_when_released) &&
+	    s->pool->sl->cfg->server_fast_close && server_is_clean(s)) {
+		/* session pooling: the target changed or RECONNECT asked for new
+		 * servers, and the operator asked not to wait for the client to leave */
+		/* PgBouncer's words for both causes, which log watches match */
+		server_close(s, "database configuration changed");
+		return false;
+	}
+	return true;
 }
 
 /* Handle one whole message; returns false when the relay loop must stop. */
@@ -983,25 +1022,112 @@ static bool whole_message(struct server *s, uint8_t type, struct iobuf *in, uint
 	}
 	c->sl->stats.bytes_sent += total;
 	s->pool->stats.bytes_sent += total;
-	if (type == PqMsg_ReadyForQuery && s->pool->pool_mode != POOL_MODE_SESSION) {
-		if (transaction_end(s, c))
-			return false;
-		if (s->pending_ready > 0 || iobuf_len(&c->io.in) == 0)
-			return true;
-		/* a client message waits for the server's answers (prepared.h,
-		 * CLIENT_MSG_WAIT); what else s sent is relayed at its next read */
-		client_resume(c);
-		return false;
+	return type == PqMsg_ReadyForQuery ? after_ready(s, c) : true;
+}
+
+/*
+ * Does the reply queue's head (if any) let a reply pass the batch below?
+ * Only an entry with no middleware token, no SET and no LISTEN riding on
+ * it, whose reply is forwarded: popping it then writes nothing to the client
+ * and cannot lose a usage record (prepared.c's settle_entry), and no cache
+ * fill captures the reply.
+ */
+static inline bool head_is_plain(const struct replyq *q)
+{
+	const struct replyq_entry *e = q->n ? &q->items[q->head] : NULL;
+	return !e || (e->action == RQ_FORWARD && !e->token && !e->setting && !e->notify);
+}
+
+enum batch_result { BATCH_SLOW, BATCH_STOP, BATCH_AGAIN };
+
+/*
+ * The usual replies of a linked server, forwarded in one move: the
+ * messages whole in s's input from its front whose handling writes nothing
+ * to the client (DataRow, RowDescription, the completions, CommandComplete,
+ * ReadyForQuery, ...) get the same bookkeeping as whole_message and
+ * server_relay's streaming give them, and the bytes then go to the client
+ * at once (the whole block handed over when that is all s sent). Stops
+ * before the first message that needs more (an error, a ParameterStatus, a
+ * reply pgsluice owes or swallows, a cache fill, a SET or LISTEN waiting
+ * for its completion, a message not yet whole). BATCH_SLOW: the next
+ * message takes the per-message path; BATCH_STOP: the relay of s stops
+ * (as after whole_message's false); BATCH_AGAIN: look again from the top.
+ */
+static enum batch_result relay_batch(struct server *s, struct client *c)
+{
+	struct iobuf *in = &s->io.in, *out = &c->io.out;
+	const uint8_t *data = iobuf_data(in);
+	size_t have = iobuf_len(in), at = 0, room = RELAY_HIGH_WATER - iobuf_len(out);
+	bool session = s->pool->pool_mode == POOL_MODE_SESSION, ready = false, plain = head_is_plain(&s->replies);
+	if (s->capture || s->pool->pool_mode == POOL_MODE_STATEMENT)
+		return BATCH_SLOW;
+	while (have - at >= PROTO_HEADER_LEN && at < room) {
+		const uint8_t *msg = data + at;
+		uint8_t type = msg[0];
+		uint32_t len = proto_header_len(msg);
+		size_t total = 1 + (size_t)len;
+		if (len - 4 > MAX_INSPECTED_LEN - 4 || have - at < total || !plain)
+			break;     /* (unsigned: also a length below 4) */
+		switch (type) {
+		case PqMsg_DataRow:
+			at += total;     /* the reply queue has nothing to do with a row */
+			continue;
+		case PqMsg_ErrorResponse:
+		case PqMsg_ParameterStatus:
+			goto end;
+		case PqMsg_CommandComplete:
+			if (c->settings_in_tx)
+				goto end;
+			if (len >= 9 && (memcmp(msg + PROTO_HEADER_LEN, "BEGIN", 5) == 0 ||
+			                 memcmp(msg + PROTO_HEADER_LEN, "START", 5) == 0))
+				s->block_begun = true;
+			/* with no LISTEN riding on the head notify_server_reply only notes a
+			 * ROLLBACK (notify_tx_rolled_back): asked for a tag that may be one */
+			if (!session && len > 4 && msg[PROTO_HEADER_LEN] == 'R')
+				notify_server_reply(c, s, type, msg, total);
+			break;
+		case PqMsg_ReadyForQuery:
+			if (c->settings_in_tx || c->settings_local || c->notify)
+				goto end;
+			break;
+		default:
+			break;
+		}
+		/* a plain head: the reply pops it or not and is forwarded (replyq_on_reply);
+		 * only a statement or a client's name riding on it needs settling. A
+		 * new head that is not plain (a reply pgsluice owes, a token) ends the
+		 * run before the next message: server_relay writes owed replies first. */
+		struct replyq_entry *e = replyq_head(&s->replies);
+		if (e && replyq_completes(e, type)) {
+			if (e->stmt || e->client_name)
+				prepared_settle_head(s, type);
+			else
+				replyq_pop(&s->replies);
+			plain = head_is_plain(&s->replies);
+		}
+		at += total;
+		if (type == PqMsg_ReadyForQuery) {
+			note_ready(s, len > 4 ? (char)msg[PROTO_HEADER_LEN] : 0);
+			/* without LISTEN state (c->notify) notify_before_ready only clears
+			 * these two flags: called when one is set */
+			if (!session && (c->notify_tx_failed || c->notify_tx_rolled_back))
+				notify_before_ready(c, s->tx_status);
+			ready = true;
+			break;
+		}
 	}
-	if (type == PqMsg_ReadyForQuery && (s->pool->stale || s->close_when_released) &&
-	    s->pool->sl->cfg->server_fast_close && server_is_clean(s)) {
-		/* session pooling: the target changed or RECONNECT asked for new
-		 * servers, and the operator asked not to wait for the client to leave */
-		/* PgBouncer's words for both causes, which log watches match */
-		server_close(s, "database configuration changed");
-		return false;
+end:
+	if (at == 0)
+		return BATCH_SLOW;
+	if (!iobuf_move(out, in, at)) {
+		server_close(s, "out of memory");
+		return BATCH_STOP;
 	}
-	return true;
+	c->sl->stats.bytes_sent += at;
+	s->pool->stats.bytes_sent += at;
+	if (ready && !after_ready(s, c))
+		return BATCH_STOP;
+	return BATCH_AGAIN;
 }
 
 static void server_relay(struct server *s)
@@ -1034,6 +1160,11 @@ static void server_relay(struct server *s)
 				s->pool->stats.bytes_sent += n;
 				continue;
 			}
+			enum batch_result b = relay_batch(s, c);
+			if (b == BATCH_STOP)
+				return;
+			if (b == BATCH_AGAIN)
+				continue;
 		}
 		uint8_t type;
 		uint32_t len;
@@ -1147,12 +1278,10 @@ static bool link_with_settings(struct server *s, struct client *c, char *sql, si
 	return true;
 }
 
-bool server_link(struct server *s, struct client *c)
+/* server_link when the server needs a check or a setting: the SQL is built in a 4 kB buffer. */
+static __attribute__((noinline)) bool link_with_sql(struct server *s, struct client *c)
 {
 	char sql[4096];
-	s->client = c;
-	c->server = s;
-	pool_move_server(s, SV_ACTIVE);
 	/* One round trip checks the server and sets the client's parameters. */
 	size_t check_len;
 	bool check = add_check_query(s, sql, sizeof(sql), &check_len);
@@ -1185,6 +1314,23 @@ bool server_link(struct server *s, struct client *c)
 	}
 	client_server_linked(c);
 	return true;
+}
+
+bool server_link(struct server *s, struct client *c)
+{
+	s->client = c;
+	c->server = s;
+	pool_move_server(s, SV_ACTIVE);
+	/* the usual link, every transaction: c back on a server with its settings
+	 * and parameters and no check due (link_with_sql's cases otherwise) */
+	if (s->settings.gen == c->settings.gen && !s->settings_reset_all &&
+	    !(s->settings_dirty && s->settings_owner != c->id) && c->vars.gen == s->vars.gen &&
+	    !server_check_due(s, now_usec())) {
+		s->settings_owner = c->id;
+		client_server_linked(c);
+		return true;
+	}
+	return link_with_sql(s, c);
 }
 
 void server_start_reset(struct server *s)

@@ -42,6 +42,19 @@ enum settings_effect {
  */
 enum settings_effect settings_effect(const char *text, size_t len);
 
+/* How settings_effect looks at the words: for the unit tests, which check that every path agrees. */
+enum settings_scan_path {
+	SETTINGS_SCAN_BYTES,   /* a byte at a time (machines without SSE2) */
+	SETTINGS_SCAN_SSE2,    /* 16 bytes at a time (every x86-64) */
+	SETTINGS_SCAN_AVX2,    /* 32 bytes at a time where the CPU has AVX2: what settings_effect uses */
+};
+
+/*
+ * settings_effect(text, len) by the given path; a path this machine lacks
+ * falls back to the next narrower one (AVX2 to SSE2, SSE2 to bytes).
+ */
+enum settings_effect settings_effect_by(const char *text, size_t len, enum settings_scan_path path);
+
 /*
  * A memo of settings_effect for the statement texts seen last: applications
  * send the same few statements over and over, and a Parse is looked at

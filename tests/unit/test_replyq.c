@@ -294,6 +294,30 @@ static void test_entry_without_rider_pops_without_settle(void **state)
 	replyq_free(&q);
 }
 
+/* replyq_completes (server.c's batch relay) pops a forwarded entry exactly when replyq_on_reply does. */
+static void test_completes_agrees_with_on_reply(void **state)
+{
+	(void)state;
+	static const uint8_t requests[] = { PqMsg_Query, PqMsg_Parse, PqMsg_Bind, PqMsg_Describe, PqMsg_Execute,
+	                                    PqMsg_Close, PqMsg_Sync, PqMsg_FunctionCall };
+	static const uint8_t replies[] = { PqMsg_ParseComplete, PqMsg_BindComplete, PqMsg_CloseComplete,
+	                                   PqMsg_RowDescription, 'n', 't', PqMsg_DataRow, PqMsg_CommandComplete,
+	                                   PqMsg_EmptyQueryResponse, 's', PqMsg_ReadyForQuery, PqMsg_NoticeResponse,
+	                                   PqMsg_ParameterStatus, 'A', 'G', 'H', 'd', 'c' };
+	for (size_t i = 0; i < sizeof(requests); i++)
+		for (size_t j = 0; j < sizeof(replies); j++) {
+			struct replyq q = { 0 };
+			struct seen s = { 0 };
+			assert_true(replyq_push(&q, requests[i], RQ_FORWARD, NULL));
+			bool completes = replyq_completes(replyq_head(&q), replies[j]);
+			assert_int_equal(reply(&q, replies[j], &s), RQ_FORWARD);
+			if (completes != (q.n == 0))
+				fail_msg("request %c, reply %c: completes %d, popped %d", requests[i], replies[j],
+				         (int)completes, (int)(q.n == 0));
+			replyq_free(&q);
+		}
+}
+
 static void test_entry_is_small(void **state)
 {
 	(void)state;
@@ -315,6 +339,7 @@ int main(void)
 		cmocka_unit_test(test_entry_without_rider_pops_without_settle),
 		cmocka_unit_test(test_owes_head),
 		cmocka_unit_test(test_entry_is_small),
+		cmocka_unit_test(test_completes_agrees_with_on_reply),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,6 +22,11 @@ static void expect(const char *sql, enum settings_effect want)
 	enum settings_effect got = settings_effect(sql, strlen(sql));
 	if (got != want)
 		fail_msg("<%s>: expected %d, got %d", sql, (int)want, (int)got);
+	for (int path = SETTINGS_SCAN_BYTES; path <= SETTINGS_SCAN_AVX2; path++) {
+		got = settings_effect_by(sql, strlen(sql), (enum settings_scan_path)path);
+		if (got != want)
+			fail_msg("<%s>: path %d: expected %d, got %d", sql, path, (int)want, (int)got);
+	}
 }
 
 static void test_statements_that_change_settings_are_unknown(void **state)
@@ -168,6 +173,65 @@ static void test_memo_answers_as_the_scan(void **state)
 	assert_int_equal(settings_effect_memo(&memo, long_text, sizeof(long_text)), SETTINGS_NONE);
 }
 
+/*
+ * settings_effect's block paths (16 bytes at a time with SSE2, 32 with AVX2)
+ * answer as the byte loop does: keywords at and across every 16-byte boundary, after digits or '$'
+ * ("1set" begins a word, "x1set" does not), next to multibyte characters,
+ * and random texts made of keywords, pieces of them and punctuation.
+ */
+static void test_block_scan_answers_as_the_byte_loop(void **state)
+{
+	(void)state;
+	static const char *const pieces[] = {
+		"set", "SET", "do", "call", "into", "temp", "reset", "create", "discard", "pg_temp",
+		"temporary", "set_config", "Set_Config", "x", "x1", "1", "$1", "$", "_", "\xc3\xa9", "\xff",
+		" ", "  ", "\n", "--", "/*", "*/", "(", ")", "\"", "'", ";", ",", ".", "=", "update t",
+		"pgbench_accounts", "selectsetx", "ts", "dd", "setsetset", "abcdefghijk", "t1", "c$",
+	};
+	const size_t n_pieces = sizeof(pieces) / sizeof(pieces[0]);
+	char text[200];
+	/* one keyword at every offset from 0 to 40, after filler of each kind */
+	static const char *const fillers[] = { "a", "1", " ", "$", "_", "\xc3" };
+	static const char *const words[] = { "set", "do", "set_config", "temporary", "create temp", "x1set", "1set" };
+	for (size_t f = 0; f < sizeof(fillers) / sizeof(fillers[0]); f++)
+		for (size_t w = 0; w < sizeof(words) / sizeof(words[0]); w++)
+			for (size_t at = 0; at <= 40; at++) {
+				size_t len = 0;
+				for (size_t i = 0; i < at; i++)
+					text[len++] = fillers[f][0];
+				size_t wl = strlen(words[w]);
+				memcpy(text + len, words[w], wl);
+				len += wl;
+				for (size_t tail = 0; tail < 3; tail++) {
+					for (int path = SETTINGS_SCAN_SSE2; path <= SETTINGS_SCAN_AVX2; path++)
+						assert_int_equal(settings_effect_by(text, len + tail, (enum settings_scan_path)path),
+						                 settings_effect_by(text, len + tail, SETTINGS_SCAN_BYTES));
+					text[len + tail] = tail == 0 ? 'x' : ' ';
+				}
+			}
+	unsigned seed = 12345;
+	for (int round = 0; round < 20000; round++) {
+		size_t len = 0;
+		for (;;) {
+			seed = seed * 1103515245u + 12345u;
+			const char *piece = pieces[(seed >> 8) % n_pieces];
+			size_t pl = strlen(piece);
+			if (len + pl > 120)
+				break;
+			memcpy(text + len, piece, pl);
+			len += pl;
+		}
+		for (size_t cut = len; cut + 8 > len && cut > 0; cut--) {
+			enum settings_effect b = settings_effect_by(text, cut, SETTINGS_SCAN_BYTES);
+			for (int path = SETTINGS_SCAN_SSE2; path <= SETTINGS_SCAN_AVX2; path++) {
+				enum settings_effect a = settings_effect_by(text, cut, (enum settings_scan_path)path);
+				if (a != b)
+					fail_msg("<%.*s>: path %d: %d, bytewise %d", (int)cut, text, path, (int)a, (int)b);
+			}
+		}
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -177,6 +241,7 @@ int main(void)
 		cmocka_unit_test(test_first_word_and_keyword_lengths),
 		cmocka_unit_test(test_text_need_not_be_nul_terminated),
 		cmocka_unit_test(test_memo_answers_as_the_scan),
+		cmocka_unit_test(test_block_scan_answers_as_the_byte_loop),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
