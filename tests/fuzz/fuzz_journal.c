@@ -18,7 +18,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
+#include <isa-l/crc.h>
 
 #include "ai/journal.h"
 
@@ -85,10 +85,9 @@ static size_t make_frames(const uint8_t *data, size_t size, uint8_t *out)
 		put_le(out + o + 6, 0, 2);
 		put_le(out + o + 8, len, 4);
 		memcpy(out + o + 16, data + i, len);
-		uLong crc = crc32(0L, Z_NULL, 0);
+		uint32_t crc = crc32_gzip_refl(0, out + o + 4, 8);
 
-		crc = crc32(crc, out + o + 4, 8);
-		crc = crc32(crc, out + o + 16, (uInt) len);
+		crc = crc32_gzip_refl(crc, out + o + 16, len);
 		put_le(out + o + 12, crc, 4);
 		o += 16 + len;
 		i += len;

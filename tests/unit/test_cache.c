@@ -1250,7 +1250,8 @@ struct refkey {
 static void ref_bytes(struct refkey *r, const void *p, size_t n)
 {
 	assert_true(r->n + n <= sizeof(r->b));
-	memcpy(r->b + r->n, p, n);
+	if (n > 0)    /* p may be NULL when n is 0 (memcpy's arguments must not be) */
+		memcpy(r->b + r->n, p, n);
 	r->n += n;
 }
 
