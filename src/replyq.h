@@ -49,6 +49,7 @@ struct replyq_entry {
 	uint8_t type;                  /* the frontend message type (PqMsg_Parse, PqMsg_Query, ...) */
 	uint8_t action;                /* enum replyq_action */
 	bool failed;                   /* a Query or Sync that got ErrorResponse (its ReadyForQuery still comes) */
+	bool fill;                     /* token carries a completion-cache fill its replies are captured into */
 	uint32_t row_pos;              /* RQ_SYNTHESISE Execute: the cached portal's next row */
 	int32_t max_rows;              /* RQ_SYNTHESISE Execute: the Execute's row limit (0: all) */
 	struct prepared_stmt *stmt;    /* prepared.c: the shared statement a Parse/Bind/Describe names */
