@@ -159,8 +159,9 @@ static inline void replyq_pop(struct replyq *q)
  * entry) without an error? replyq_on_reply's rule for such an entry: a
  * completion message or ReadyForQuery always, RowDescription/NoData a
  * Describe, CommandComplete/EmptyQueryResponse/PortalSuspended an Execute.
- * For server.c's batch relay, which pops entries with no rider to settle
- * itself; replyq_on_reply stays the rule for every other entry.
+ * For server.c's batch relay, which pops entries with no SET, LISTEN or
+ * cache fill itself (prepared_settle_head settles a statement, a client's
+ * name or a token); replyq_on_reply stays the rule for every other entry.
  */
 static inline bool replyq_completes(const struct replyq_entry *e, uint8_t type)
 {
