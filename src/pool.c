@@ -610,7 +610,8 @@ void pool_set_welcome(struct pool *p, const struct varcache *vars, char **other)
 void pool_server_ready(struct server *s)
 {
 	struct pool *p = s->pool;
-	clear_login_failure(p);
+	if (p->last_login_failure || p->last_login_error)
+		clear_login_failure(p);    /* set together by pool_login_failed: no free(NULL) per transaction */
 	s->last_used = now_usec();
 	/* Clients waiting for the welcome need no server of their own yet. Only
 	 * before a pool's first login are there any: no walk per transaction. */

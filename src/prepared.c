@@ -236,7 +236,7 @@ static bool queue_push(struct server *s, uint8_t type, enum replyq_action action
 }
 
 /* The client is owed an error in place of success: its usage record was not journaled. */
-static void fail_unrecorded(struct server *s)
+void prepared_write_unrecorded(struct server *s)
 {
 	if (!s->client)
 		return;
@@ -350,7 +350,9 @@ void prepared_attach_fill(struct server *s, struct cache_entry *fill)
 	    !ai_token_add_cache(&e->token, fill, false)) {
 		cache_fill_fail(fill);    /* the server will not answer it (skipping) */
 		cache_fill_drop(s->pool->sl->cache, fill, now_usec());
+		return;
 	}
+	e->fill = true;    /* asked for every reply: the relay needs no call into ai/ for a token without one */
 }
 
 bool prepared_attach_parse(struct server *s, struct stmt_tags *parsed)
@@ -407,18 +409,41 @@ enum reply_action prepared_on_reply(struct server *s, uint8_t type)
 	bool lost;
 	enum replyq_action a = replyq_on_reply(&s->replies, type, settle_entry, s, &lost);
 	if (lost)
-		fail_unrecorded(s);    /* before the message, or in place of an Execute's end */
+		prepared_write_unrecorded(s);    /* before the message, or in place of an Execute's end */
 	return a == RQ_SWALLOW ? REPLY_SWALLOW : REPLY_FORWARD;
 }
 
-void prepared_settle_head(struct server *s, uint8_t type)
+/* replyq_on_reply's outcome for a forwarded entry e that server reply type completes */
+static inline enum replyq_outcome completed_by(const struct replyq_entry *e, uint8_t type)
+{
+	return type == PqMsg_EmptyQueryResponse || type == 's' ||
+	       (type == PqMsg_ReadyForQuery && e->failed) ? RQ_FAILED : RQ_COMPLETED;
+}
+
+/* prepared_settle_head for a head with a middleware token: its usage record may be lost. */
+static __attribute__((noinline)) enum head_settled settle_token_head(struct server *s, uint8_t type)
 {
 	struct replyq_entry *e = replyq_head(&s->replies);
-	/* replyq_on_reply's outcomes for a forwarded entry a reply completes */
-	enum replyq_outcome o = type == PqMsg_EmptyQueryResponse || type == 's' ||
-	                        (type == PqMsg_ReadyForQuery && e->failed) ? RQ_FAILED : RQ_COMPLETED;
-	settle_entry(s, e, o);
+	enum replyq_outcome o = completed_by(e, type);
+	bool execute = e->type == PqMsg_Execute;
+	bool recorded = settle_entry(s, e, o);
 	replyq_pop(&s->replies);
+	if (recorded)
+		return HEAD_SETTLED;
+	/* replyq_on_reply's rule: the error replaces an Execute's end */
+	return execute && (type == PqMsg_CommandComplete || type == PqMsg_EmptyQueryResponse || type == 's')
+	       ? HEAD_LOST_SWALLOW : HEAD_LOST;
+}
+
+enum head_settled prepared_settle_head(struct server *s, uint8_t type)
+{
+	struct replyq_entry *e = replyq_head(&s->replies);
+	if (e->token)
+		return settle_token_head(s, type);
+	/* a statement or a client's name: settling them cannot fail */
+	settle_entry(s, e, completed_by(e, type));
+	replyq_pop(&s->replies);
+	return HEAD_SETTLED;
 }
 
 static void add_complete(struct iobuf *out, uint8_t type)

@@ -55,6 +55,13 @@ struct server_stmts { struct server_stmt *items; size_t n, cap; uint64_t clock; 
 
 enum reply_action { REPLY_FORWARD, REPLY_SWALLOW };
 
+/* How prepared_settle_head left the head: settled, or its usage record lost. */
+enum head_settled {
+	HEAD_SETTLED,        /* nothing owed to the client */
+	HEAD_LOST,           /* the 53100 error goes before the reply */
+	HEAD_LOST_SWALLOW,   /* the 53100 error replaces the reply (an Execute's end) */
+};
+
 enum client_msg_result {
 	CLIENT_MSG_PASS,       /* not rewritten: relay it as it is */
 	CLIENT_MSG_NEED_MORE,  /* wait for more bytes of the message */
@@ -224,12 +231,22 @@ enum reply_action prepared_on_reply(struct server *s, uint8_t type);
 
 /*
  * Settle and pop the head of s's reply queue, which server reply type
- * completes (replyq_completes) and which carries no middleware token, SET
- * or LISTEN (only a statement or a client's name): what prepared_on_reply
- * does for it, without replyq_on_reply's dispatch. For server.c's batch
- * relay; nothing is written to the client.
+ * completes (replyq_completes) and which carries no SET or LISTEN (a
+ * statement, a client's name or a middleware token without a cache fill):
+ * what prepared_on_reply does for it, without replyq_on_reply's dispatch.
+ * For server.c's batch relay; nothing is written to the client. When the
+ * entry's usage record could not be journaled the caller writes
+ * prepared_write_unrecorded's error where prepared_on_reply would have:
+ * before the reply (HEAD_LOST) or in its place (HEAD_LOST_SWALLOW).
  */
-void prepared_settle_head(struct server *s, uint8_t type);
+enum head_settled prepared_settle_head(struct server *s, uint8_t type);
+
+/*
+ * Write to s's client the error (SQLSTATE 53100) owed in place of success
+ * when a completed request's usage record was not journaled. Nothing
+ * without a client. For the batch relay after prepared_settle_head's false.
+ */
+void prepared_write_unrecorded(struct server *s);
 
 /* Emit the replies pgsluice owes the client that are due now (queue head). */
 void prepared_flush_owed(struct server *s);

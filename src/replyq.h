@@ -49,6 +49,7 @@ struct replyq_entry {
 	uint8_t type;                  /* the frontend message type (PqMsg_Parse, PqMsg_Query, ...) */
 	uint8_t action;                /* enum replyq_action */
 	bool failed;                   /* a Query or Sync that got ErrorResponse (its ReadyForQuery still comes) */
+	bool fill;                     /* token carries a completion-cache fill its replies are captured into */
 	uint32_t row_pos;              /* RQ_SYNTHESISE Execute: the cached portal's next row */
 	int32_t max_rows;              /* RQ_SYNTHESISE Execute: the Execute's row limit (0: all) */
 	struct prepared_stmt *stmt;    /* prepared.c: the shared statement a Parse/Bind/Describe names */
@@ -158,8 +159,9 @@ static inline void replyq_pop(struct replyq *q)
  * entry) without an error? replyq_on_reply's rule for such an entry: a
  * completion message or ReadyForQuery always, RowDescription/NoData a
  * Describe, CommandComplete/EmptyQueryResponse/PortalSuspended an Execute.
- * For server.c's batch relay, which pops entries with no rider to settle
- * itself; replyq_on_reply stays the rule for every other entry.
+ * For server.c's batch relay, which pops entries with no SET, LISTEN or
+ * cache fill itself (prepared_settle_head settles a statement, a client's
+ * name or a token); replyq_on_reply stays the rule for every other entry.
  */
 static inline bool replyq_completes(const struct replyq_entry *e, uint8_t type)
 {

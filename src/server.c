@@ -914,7 +914,7 @@ static bool transaction_end(struct server *s, struct client *c)
 static struct cache_entry *head_fill(const struct server *s)
 {
 	const struct replyq_entry *h = s->replies.n > 0 ? &s->replies.items[s->replies.head] : NULL;
-	return h && h->token ? ai_token_cache(h->token) : NULL;    /* asked for every message: no call without a token */
+	return h && h->fill ? ai_token_cache(h->token) : NULL;    /* asked for every message: no call without a fill */
 }
 
 static bool needs_whole(struct server *s, uint8_t type)
@@ -1027,18 +1027,57 @@ static bool whole_message(struct server *s, uint8_t type, struct iobuf *in, uint
 
 /*
  * Does the reply queue's head (if any) let a reply pass the batch below?
- * Only an entry with no middleware token, no SET and no LISTEN riding on
- * it, whose reply is forwarded: popping it then writes nothing to the client
- * and cannot lose a usage record (prepared.c's settle_entry), and no cache
- * fill captures the reply.
+ * Only an entry whose reply is forwarded, with no SET and no LISTEN riding
+ * on it and no cache fill capturing the reply: popping it writes nothing
+ * to the client but, rarely, the error of a lost usage record, which the
+ * batch places as prepared_on_reply would. A token with a usage record or
+ * a Parse's tags is settled inline (prepared_settle_head).
  */
 static inline bool head_is_plain(const struct replyq *q)
 {
 	const struct replyq_entry *e = q->n ? &q->items[q->head] : NULL;
-	return !e || (e->action == RQ_FORWARD && !e->token && !e->setting && !e->notify);
+	/* action RQ_FORWARD (0) and no fill in one test: this runs after every pop */
+	_Static_assert(RQ_FORWARD == 0, "RQ_FORWARD must be 0");
+	return !e || ((e->action | e->fill) == 0 && !e->setting && !e->notify);
 }
 
 enum batch_result { BATCH_SLOW, BATCH_STOP, BATCH_AGAIN };
+
+/*
+ * The end of a batch run whose message of type at at (total bytes)
+ * settled a request whose usage record was lost (how: prepared_settle_head):
+ * the run before it goes to c, then the 53100 error, then the message
+ * unless the error replaces it; a ReadyForQuery gets relay_batch's
+ * bookkeeping. Out of line and apart from the batch loop: it happens only
+ * while the journal cannot be written.
+ */
+static __attribute__((noinline, cold)) enum batch_result relay_lost(struct server *s, struct client *c,
+                                                                    size_t at, size_t total, uint8_t type,
+                                                                    enum head_settled how)
+{
+	struct iobuf *in = &s->io.in, *out = &c->io.out;
+	bool swallow = how == HEAD_LOST_SWALLOW;
+	char status = type == PqMsg_ReadyForQuery && total > 5 ? (char)iobuf_data(in)[at + PROTO_HEADER_LEN] : 0;
+	if (at > 0 && !iobuf_move(out, in, at))
+		goto oom;
+	prepared_write_unrecorded(s);
+	if (swallow) {
+		iobuf_drain(in, total);
+		total = 0;
+	} else if (!iobuf_move(out, in, total))
+		goto oom;
+	c->sl->stats.bytes_sent += at + total;
+	s->pool->stats.bytes_sent += at + total;
+	if (type != PqMsg_ReadyForQuery)
+		return BATCH_AGAIN;
+	note_ready(s, status);
+	if (s->pool->pool_mode != POOL_MODE_SESSION && (c->notify_tx_failed || c->notify_tx_rolled_back))
+		notify_before_ready(c, s->tx_status);
+	return after_ready(s, c) ? BATCH_AGAIN : BATCH_STOP;
+oom:
+	server_close(s, "out of memory");
+	return BATCH_STOP;
+}
 
 /*
  * The usual replies of a linked server, forwarded in one move: the
@@ -1049,7 +1088,10 @@ enum batch_result { BATCH_SLOW, BATCH_STOP, BATCH_AGAIN };
  * at once (the whole block handed over when that is all s sent). Stops
  * before the first message that needs more (an error, a ParameterStatus, a
  * reply pgsluice owes or swallows, a cache fill, a SET or LISTEN waiting
- * for its completion, a message not yet whole). BATCH_SLOW: the next
+ * for its completion, a message not yet whole). A usage record settled
+ * here is journaled before the client gets the ReadyForQuery, as the bytes
+ * go to the client only at the end; when one is lost the run ends with
+ * the message that settled it (relay_lost). BATCH_SLOW: the next
  * message takes the per-message path; BATCH_STOP: the relay of s stops
  * (as after whole_message's false); BATCH_AGAIN: look again from the top.
  */
@@ -1094,14 +1136,18 @@ static enum batch_result relay_batch(struct server *s, struct client *c)
 			break;
 		}
 		/* a plain head: the reply pops it or not and is forwarded (replyq_on_reply);
-		 * only a statement or a client's name riding on it needs settling. A
-		 * new head that is not plain (a reply pgsluice owes, a token) ends the
-		 * run before the next message: server_relay writes owed replies first. */
+		 * only a statement, a client's name or a token riding on it needs
+		 * settling. A new head that is not plain (a reply pgsluice owes, a
+		 * fill) ends the run before the next message: server_relay writes
+		 * owed replies first. */
 		struct replyq_entry *e = replyq_head(&s->replies);
 		if (e && replyq_completes(e, type)) {
-			if (e->stmt || e->client_name)
-				prepared_settle_head(s, type);
-			else
+			/* one test for the three riders: no branch per field on the usual path */
+			if ((uintptr_t)e->stmt | (uintptr_t)e->client_name | (uintptr_t)e->token) {
+				enum head_settled how = prepared_settle_head(s, type);
+				if (how != HEAD_SETTLED)
+					return relay_lost(s, c, at, total, type, how);    /* the run ends with it */
+			} else
 				replyq_pop(&s->replies);
 			plain = head_is_plain(&s->replies);
 		}

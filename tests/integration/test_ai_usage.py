@@ -526,11 +526,13 @@ def test_sigterm_stores_everything_and_leaves_the_journal_empty(sluice, pg, fres
 JOURNAL_FILE_LIMIT = 16384
 
 
-def journal_write_fails(sluice, pg, db):
+def journal_write_fails(sluice, pg, db, extended=False):
     """Tagged statements on a pgsluice whose files may not grow past 16 kB (RLIMIT_FSIZE, with
     SIGXFSZ ignored, so write(2) fails with EFBIG, as on a full disk) and whose journal
     keeps one segment: after about a hundred records the journal cannot be written.
-    Returns (acknowledged ks, {k: SQLSTATE} of the refused, set of stored ks, log)."""
+    Simple protocol, or extended (a parameter): the error then replaces the Execute's
+    CommandComplete. Returns (acknowledged ks, {k: SQLSTATE} of the refused, set of stored
+    ks, log)."""
     pooler = usage_pooler(sluice, pg, db, usage_flush_interval="60", usage_batch_size=1000000)
 
     def limit_file_size():
@@ -542,7 +544,10 @@ def journal_write_fails(sluice, pg, db):
     with connect(pooler) as conn:
         for k in range(150):
             try:
-                conn.execute(f"SELECT 1 {tags(k)}")
+                if extended:
+                    conn.execute(f"SELECT %s::int {tags(k)}", (k,))
+                else:
+                    conn.execute(f"SELECT 1 {tags(k)}")
                 acked.add(k)
             except psycopg.Error as e:
                 refused[k] = (e.sqlstate, e.diag.message_primary, e.diag.message_hint)
@@ -552,8 +557,9 @@ def journal_write_fails(sluice, pg, db):
     return acked, refused, stored, pooler.log_text(lines=None)
 
 
-def test_statements_are_refused_while_the_journal_cannot_be_written(sluice, pg, fresh_db):
-    acked, refused, stored, log = journal_write_fails(sluice, pg, fresh_db)
+@pytest.mark.parametrize("extended", [False, True], ids=["simple", "extended"])
+def test_statements_are_refused_while_the_journal_cannot_be_written(sluice, pg, fresh_db, extended):
+    acked, refused, stored, log = journal_write_fails(sluice, pg, fresh_db, extended)
     assert 50 < len(acked) < 150 and refused, (len(acked), len(refused))
     assert set(refused.values()) == {(
         "53100", "could not record LLM usage: the usage journal cannot be written",
@@ -562,9 +568,10 @@ def test_statements_are_refused_while_the_journal_cannot_be_written(sluice, pg, 
     assert stored <= acked                   # nothing refused was recorded
 
 
+@pytest.mark.parametrize("extended", [False, True], ids=["simple", "extended"])
 def test_no_statement_is_acknowledged_without_its_record_when_the_journal_fails(
-        sluice, pg, fresh_db):
-    acked, refused, stored, log = journal_write_fails(sluice, pg, fresh_db)
+        sluice, pg, fresh_db, extended):
+    acked, refused, stored, log = journal_write_fails(sluice, pg, fresh_db, extended)
     assert acked <= stored, f"acknowledged, not stored: {sorted(acked - stored)}"
 
 
