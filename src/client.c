@@ -1480,9 +1480,11 @@ static inline bool batch_type(uint8_t type)
  * Bind, Describe (of a portal or the unnamed statement), Execute, Flush and
  * Sync forwarded in one move to the linked server s (a named statement's
  * Bind, which prepared.c renames, first in the run only): the messages whole in c's input from its front, for a client
- * none of whose steps has anything to do with them (no middleware state,
- * no LISTEN state, no SET pending or tracked through the extended
- * protocol, not skipping to a Sync, no batch answered locally). For such a
+ * none of whose steps has anything to do with them (no LISTEN state, no
+ * SET pending or tracked through the extended protocol, not skipping to a
+ * Sync, no batch answered locally; middleware state only as far as
+ * client_step_batch_message does its step in the run: the unnamed
+ * portal's tags, a batch's admitted Execute, no cache). For such a
  * client and message every step of client_relay's per-message path passes
  * (client_step, notify_intercept, prepared_client_message); what is left is
  * the accounting (client_note_message), the reply queue's entry and the
@@ -1492,8 +1494,8 @@ static inline bool batch_type(uint8_t type)
  */
 static size_t relay_batch(struct client *c, struct server *s, size_t pending)
 {
-	if (c->aic || c->notify || c->pending_setting || c->skipping_to_sync || c->local_batch_open ||
-	    (c->settings_ext && settings_ext_active(c)))
+	if (c->notify || c->pending_setting || c->skipping_to_sync || c->local_batch_open ||
+	    (c->settings_ext && settings_ext_active(c)) || (c->aic && !client_step_batch_ready(c)))
 		return 0;
 	struct iobuf *in = &c->io.in;
 	const uint8_t *data = iobuf_data(in);
@@ -1510,8 +1512,8 @@ static size_t relay_batch(struct client *c, struct server *s, size_t pending)
 			break;     /* check_header's cases, or not whole yet */
 		if (type == PqMsg_Bind) {
 			const uint8_t *nul = memchr(body, 0, body_len);
-			if (!nul || nul + 1 >= body + body_len)
-				break;
+			if (!nul || nul + 1 >= body + body_len || (c->aic && nul[1] != 0))
+				break;    /* (a named statement's tags: bind_step) */
 			if (nul[1] != 0 && prepared_active(c)) {
 				/* A named statement's Bind, which prepared.c renames: its new head
 				 * goes to the server at once, so only as the run's first message. */
@@ -1541,8 +1543,12 @@ static size_t relay_batch(struct client *c, struct server *s, size_t pending)
 		} else if (!batch_type(type)) {
 			break;
 		}
+		if (c->aic && !client_step_batch_message(c, s, type, body, body_len))
+			break;    /* the middleware's step may answer or refuse it */
 		note_message(c, s, type);    /* reads c->last_activity */
 		replyq_note_request(&s->replies, type);    /* prepared_note_request, inline */
+		if (c->aic && type == PqMsg_Execute)
+			client_step_relayed(c, s);    /* its usage record rides on the entry just made */
 		at += total;
 	}
 	if (at == pending)

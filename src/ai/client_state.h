@@ -40,7 +40,7 @@ struct ai_client {
 	struct tagged_stmt *portals;   /* named portals of attributed statements (cstmt unused):
 	                                  their Executes are admitted and recorded as the unnamed one's */
 	size_t n_portals;
-	struct ai_tags *portal_tags;   /* of the unnamed portal (a copy); NULL: untagged */
+	struct ai_tags *portal_tags;   /* of the unnamed portal (a reference, shared with its statement); NULL: untagged */
 	struct stmt_tags *pending_parse; /* of the Parse at the front, handed on when relayed */
 	int parses_in_flight;          /* tagged Parses sent, their ParseComplete not back yet */
 	struct usage_pending *pending_usage; /* of the admitted message at the front, until it is relayed */
