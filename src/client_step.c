@@ -971,31 +971,54 @@ static int settings_ext_step(struct client *c, uint8_t type, uint32_t len)
 static int parse_step(struct client *c, struct server *s, uint32_t len)
 {
 	struct iobuf *in = &c->io.in;
-	if (!R(c)->n_tagged && !R(c)->unnamed_tags && client_step_find_comment(in, PROTO_HEADER_LEN, len) < 0)
-		return 1;   /* nothing tagged before, nothing tagged now */
-	if (iobuf_len(in) < 1 + (size_t)len)
-		return -1;
-	const uint8_t *body = iobuf_data(in) + PROTO_HEADER_LEN;
-	struct stmt_parse p;
-	if (!stmt_read_parse(body, len - 4, &p))
-		return 1;
-	struct ai_tags tags;
-	struct pg_error r;
-	enum tags_result tr = has_comment_opener(p.query, p.query_len) ?
-	                      middleware_parse_tags(p.query, p.query_len, &tags, &r) : TAGS_NONE;
-	if (tr == TAGS_INVALID) {
-		iobuf_drain(in, 1 + (size_t)len);
-		prepared_raise_error(s, r.sqlstate, r.message, r.detail[0] ? r.detail : NULL, r.hint);
-		return 0;
+	/* client_batch_step's reading of this Parse, when it admitted its batch (a reference, or NULL: untagged) */
+	struct ai_tags *handed = NULL;
+	bool known = false;
+	struct ai_client *ha = c->aic;
+	if (ha && ha->batch_parse_known) {
+		known = ha->batch_parse_len == len;
+		handed = ha->batch_parse_tags;
+		ha->batch_parse_known = false;
+		ha->batch_parse_tags = NULL;
+		if (!known) {
+			tags_unref(handed);
+			handed = NULL;
+		}
 	}
-	const struct ai_tags *kept = tr == TAGS_OK && tags.has_ai_key ? &tags : NULL;
-	if (!prepared_active(c) && (kept || statement_tags(c, p.name, NULL))) {
+	if (!known && !R(c)->n_tagged && !R(c)->unnamed_tags && client_step_find_comment(in, PROTO_HEADER_LEN, len) < 0)
+		return 1;   /* nothing tagged before, nothing tagged now */
+	struct stmt_parse p;
+	if (iobuf_len(in) < 1 + (size_t)len || !stmt_read_parse(iobuf_data(in) + PROTO_HEADER_LEN, len - 4, &p)) {
+		tags_unref(handed);
+		return iobuf_len(in) < 1 + (size_t)len ? -1 : 1;
+	}
+	struct ai_tags *k = handed;    /* the statement's kept tags (a reference), NULL: untagged */
+	if (!known) {
+		struct ai_tags tags;
+		struct pg_error r;
+		enum tags_result tr = has_comment_opener(p.query, p.query_len) ?
+		                      middleware_parse_tags(p.query, p.query_len, &tags, &r) : TAGS_NONE;
+		if (tr == TAGS_INVALID) {
+			iobuf_drain(in, 1 + (size_t)len);
+			prepared_raise_error(s, r.sqlstate, r.message, r.detail[0] ? r.detail : NULL, r.hint);
+			return 0;
+		}
+		if (tr == TAGS_OK && tags.has_ai_key && !(k = tags_keep(&tags))) {
+			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+			return 0;
+		}
+	}
+	if (!prepared_active(c) && (k || statement_tags(c, p.name, NULL))) {
 		/* The server may refuse the Parse (a name in use, a syntax error):
 		 * its tags count from its ParseComplete on (client_step_parsed). */
 		struct stmt_tags *st = calloc(1, sizeof(*st));
 		struct ai_client *a = W(c);
-		if (a && st && (st->name = strdup(p.name)) != NULL && (!kept || (st->tags = tags_keep(kept)) != NULL)) {
-			st->cstmt = lookup_stmt(c, &p, kept);
+		if (st)
+			st->tags = k;    /* taken over */
+		else
+			tags_unref(k);
+		if (a && st && (st->name = strdup(p.name)) != NULL) {
+			st->cstmt = lookup_stmt(c, &p, k);
 			a->pending_parse = st;
 			return 1;
 		}
@@ -1004,10 +1027,11 @@ static int parse_step(struct client *c, struct server *s, uint32_t len)
 		return 0;
 	}
 	/* pgsluice's own statement names: a name in use keeps its statement (prepared.c: 42P05) */
-	if (*p.name && prepared_client_has(c, p.name))
+	if (*p.name && prepared_client_has(c, p.name)) {
+		tags_unref(k);
 		return 1;
-	struct ai_tags *k = kept ? tags_keep(kept) : NULL;
-	bool ok = (!kept || k) && keep_statement_tags(c, p.name, k, lookup_stmt(c, &p, kept));
+	}
+	bool ok = keep_statement_tags(c, p.name, k, lookup_stmt(c, &p, k));
 	tags_unref(k);
 	if (!ok) {
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
@@ -1355,6 +1379,8 @@ struct local_batch {
 	struct local_parse parses[LOCAL_MAX_PARSES];
 	int n_parses;
 	struct cache_entry *wait_for;    /* a Bind's identical miss in flight */
+	const struct stmt_parse *first;  /* the first message, a Parse read by client_batch_step, or NULL */
+	const struct ai_tags *first_tags; /* and its tags (a lookup) */
 	size_t bytes;                    /* of the batch, up to its Sync */
 };
 
@@ -1419,15 +1445,21 @@ static bool local_parse(struct client *c, struct local_batch *b, struct local_ms
 		return false;
 	struct pg_error r;
 	int i = b->n_parses;
-	if (!stmt_read_parse(body, m->len - 4, &b->parses[i].p) ||
-	    (*b->parses[i].p.name && (!prepared_active(c) || prepared_client_has(c, b->parses[i].p.name))))
+	bool first = m->off == 0 && b->first;    /* read, and its tags parsed, by client_batch_step */
+	if (first)
+		b->parses[i].p = *b->first;
+	else if (!stmt_read_parse(body, m->len - 4, &b->parses[i].p))
+		return false;
+	if (*b->parses[i].p.name && (!prepared_active(c) || prepared_client_has(c, b->parses[i].p.name)))
 		return false;    /* a name in use: 42P05 comes the usual way */
 	const char *q = b->parses[i].p.query;
 	size_t q_len = b->parses[i].p.query_len;
 	if (effect_of(c, q, q_len) != SETTINGS_NONE)
 		return false;    /* the server's way notes it (note_settings) */
-	if (middleware_parse_tags(q, q_len, &b->parses[i].tags, &r) != TAGS_OK ||
-	    b->parses[i].tags.cache != AI_CACHE_LOOKUP)
+	if (first)
+		b->parses[i].tags = *b->first_tags;
+	else if (middleware_parse_tags(q, q_len, &b->parses[i].tags, &r) != TAGS_OK ||
+	         b->parses[i].tags.cache != AI_CACHE_LOOKUP)
 		return false;
 	b->parses[i].cstmt = lookup_stmt(c, &b->parses[i].p, &b->parses[i].tags);
 	if (!b->parses[i].cstmt)
@@ -1655,9 +1687,10 @@ static bool local_answer(struct client *c, struct local_batch *b, struct local_m
  * With no server linked, answer the buffered batch from the cache when every
  * Execute in it is a fresh hit: no server is taken, as for a simple Query.
  * Returns 1 when it cannot be (the usual way follows), 0 when answered, -1
- * when c was parked for an identical miss.
+ * when c was parked for an identical miss. first (NULL: none) is the batch's
+ * first message, a Parse client_batch_step read, with its lookup tags first_tags.
  */
-static int local_batch_step(struct client *c)
+static int local_batch_step(struct client *c, const struct stmt_parse *first, const struct ai_tags *first_tags)
 {
 	/* on the stack and not zeroed: calloc of its 9 kB cost more than the rest of a hit */
 	struct local_batch batch, *b = &batch;
@@ -1665,6 +1698,8 @@ static int local_batch_step(struct client *c)
 	b->n = b->n_parses = 0;
 	b->wait_for = NULL;
 	b->bytes = 0;
+	b->first = first;
+	b->first_tags = first_tags;
 	enum local_scan scan = local_scan(in, b);
 	bool planned = scan != LOCAL_TOO_LONG && local_plan(c, b, scan == LOCAL_WHOLE);
 	int step = 1;
@@ -1767,7 +1802,7 @@ int client_batch_step(struct client *c, uint8_t type, uint32_t len)
 			tr = middleware_parse_tags(p.query, p.query_len, &tags, &r);
 	}
 	if ((!parse_read || (tr == TAGS_OK && tags.cache == AI_CACHE_LOOKUP)) && cache_on(c)) {
-		int local = local_batch_step(c);
+		int local = local_batch_step(c, parse_read ? &p : NULL, &tags);
 		if (local <= 0)
 			return local;
 	}
@@ -1821,6 +1856,14 @@ int client_batch_step(struct client *c, uint8_t type, uint32_t len)
 	}
 	a->batch_usage = u;
 	a->batch_admitted = true;
+	if (type == PqMsg_Parse && parse_read && !*p.name) {
+		/* hand the Parse's reading to parse_step once a server is linked: the
+		 * unnamed statement's Parse stays at the front until then (pgsluice
+		 * answers only named ones without a server) */
+		a->batch_parse_tags = t ? tags_keep(t) : NULL;
+		a->batch_parse_known = !t || a->batch_parse_tags;    /* out of memory: parse_step reads it again */
+		a->batch_parse_len = len;
+	}
 	return 1;
 }
 
@@ -1974,6 +2017,7 @@ void client_step_free(struct client *c)
 	client_step_parsed(NULL, a->pending_parse, false);
 	usage_discard(a->pending_usage);
 	usage_discard(a->batch_usage);
+	tags_unref(a->batch_parse_tags);
 	tags_unref(a->unnamed_tags);
 	free(a->unnamed_cstmt);
 	tags_unref(a->portal_tags);
@@ -2021,6 +2065,9 @@ void client_step_batch_end(struct client *c)
 	a->batch_admitted = false;
 	usage_discard(a->batch_usage);
 	a->batch_usage = NULL;
+	tags_unref(a->batch_parse_tags);
+	a->batch_parse_tags = NULL;
+	a->batch_parse_known = false;
 }
 
 bool client_step_batch_admitted(const struct client *c)

@@ -47,6 +47,9 @@ struct ai_client {
 	/* An extended-protocol batch decided before any server was taken: */
 	bool batch_admitted;           /* its first Execute is admitted already */
 	struct usage_pending *batch_usage; /* and makes this record */
+	bool batch_parse_known;        /* its first message, an unnamed Parse of batch_parse_len, was read: */
+	uint32_t batch_parse_len;
+	struct ai_tags *batch_parse_tags; /* its tags (a reference; NULL: untagged), for parse_step */
 	/* The completion cache (src/ai/cache_proto.h): */
 	bool cache_bypass;                  /* the miss waited for was not stored: go to the server */
 	uint32_t cached_portal_row;         /* the hit portal's next row */
