@@ -732,15 +732,23 @@ static struct kept_tags *kept_of(const struct ai_tags *t)
 	return (struct kept_tags *)((char *)(uintptr_t)t - offsetof(struct kept_tags, tags));
 }
 
-/* A kept copy of t (one reference), or NULL when out of memory. */
-static struct ai_tags *tags_keep(const struct ai_tags *t)
+/* Kept tags (one reference) whose fields the caller fills, or NULL when out of memory. */
+static struct ai_tags *tags_new(void)
 {
 	struct kept_tags *k = malloc(sizeof(*k));
 	if (!k)
 		return NULL;
 	k->refs = 1;
-	k->tags = *t;
 	return &k->tags;
+}
+
+/* A kept copy of t (one reference), or NULL when out of memory. */
+static struct ai_tags *tags_keep(const struct ai_tags *t)
+{
+	struct ai_tags *k = tags_new();
+	if (k)
+		*k = *t;
+	return k;
 }
 
 /* One more reference to kept tags t (from tags_keep); NULL gives NULL. */
@@ -988,7 +996,9 @@ static int parse_step(struct client *c, struct server *s, uint32_t len)
 	if (!known && !R(c)->n_tagged && !R(c)->unnamed_tags && client_step_find_comment(in, PROTO_HEADER_LEN, len) < 0)
 		return 1;   /* nothing tagged before, nothing tagged now */
 	struct stmt_parse p;
-	if (iobuf_len(in) < 1 + (size_t)len || !stmt_read_parse(iobuf_data(in) + PROTO_HEADER_LEN, len - 4, &p)) {
+	if (known && !(handed && handed->cache != AI_CACHE_NONE)) {
+		p = (struct stmt_parse){ .name = "" };    /* the unnamed statement; its text is for a lookup only */
+	} else if (iobuf_len(in) < 1 + (size_t)len || !stmt_read_parse(iobuf_data(in) + PROTO_HEADER_LEN, len - 4, &p)) {
 		tags_unref(handed);
 		return iobuf_len(in) < 1 + (size_t)len ? -1 : 1;
 	}
@@ -1011,13 +1021,17 @@ static int parse_step(struct client *c, struct server *s, uint32_t len)
 	if (!prepared_active(c) && (k || statement_tags(c, p.name, NULL))) {
 		/* The server may refuse the Parse (a name in use, a syntax error):
 		 * its tags count from its ParseComplete on (client_step_parsed). */
-		struct stmt_tags *st = calloc(1, sizeof(*st));
+		size_t name_len = strlen(p.name);
+		struct stmt_tags *st = malloc(sizeof(*st) + name_len + 1);    /* its name after it: one allocation */
 		struct ai_client *a = W(c);
-		if (st)
+		if (st) {
+			st->name = memcpy(st + 1, p.name, name_len + 1);
 			st->tags = k;    /* taken over */
-		else
+			st->cstmt = NULL;
+		} else {
 			tags_unref(k);
-		if (a && st && (st->name = strdup(p.name)) != NULL) {
+		}
+		if (a && st) {
 			st->cstmt = lookup_stmt(c, &p, k);
 			a->pending_parse = st;
 			return 1;
@@ -1054,8 +1068,7 @@ void client_step_parsed(struct client *c, struct stmt_tags *st, bool ok)
 	}
 	free(st->cstmt);
 	tags_unref(st->tags);
-	free(st->name);
-	free(st);
+	free(st);    /* and its name, stored after it */
 }
 
 /* Close of a statement: it is gone for PostgreSQL whether or not it existed. */
@@ -1364,10 +1377,13 @@ struct local_msg {
 	int parse;                       /* Parse: its index in local_batch.parses; Bind: the statement's, or -1 */
 	struct cache_entry *hit;         /* Bind: its answer (a reference) */
 	const struct ai_tags *tags;      /* Bind: its statement's tags */
+	bool tags_kept;                  /* and they are kept tags (a reference can be taken) */
 };
 
 struct local_parse {
 	struct stmt_parse p;
+	const struct ai_tags *t;         /* its tags: &tags, or the batch's first (first_tags) */
+	bool t_kept;                     /* t is kept tags (a reference can be taken) */
 	struct ai_tags tags;
 	struct cache_stmt *cstmt;        /* owned until kept by the client */
 	struct cache_entry *desc;        /* the statement's description (a reference), or NULL */
@@ -1381,6 +1397,7 @@ struct local_batch {
 	struct cache_entry *wait_for;    /* a Bind's identical miss in flight */
 	const struct stmt_parse *first;  /* the first message, a Parse read by client_batch_step, or NULL */
 	const struct ai_tags *first_tags; /* and its tags (a lookup) */
+	bool first_kept;                 /* first_tags are kept tags (tags_new), not a copy on the stack */
 	size_t bytes;                    /* of the batch, up to its Sync */
 };
 
@@ -1456,12 +1473,12 @@ static bool local_parse(struct client *c, struct local_batch *b, struct local_ms
 	size_t q_len = b->parses[i].p.query_len;
 	if (effect_of(c, q, q_len) != SETTINGS_NONE)
 		return false;    /* the server's way notes it (note_settings) */
-	if (first)
-		b->parses[i].tags = *b->first_tags;
-	else if (middleware_parse_tags(q, q_len, &b->parses[i].tags, &r) != TAGS_OK ||
-	         b->parses[i].tags.cache != AI_CACHE_LOOKUP)
+	b->parses[i].t = first ? b->first_tags : &b->parses[i].tags;
+	b->parses[i].t_kept = first && b->first_kept;
+	if (!first && (middleware_parse_tags(q, q_len, &b->parses[i].tags, &r) != TAGS_OK ||
+	               b->parses[i].tags.cache != AI_CACHE_LOOKUP))
 		return false;
-	b->parses[i].cstmt = lookup_stmt(c, &b->parses[i].p, &b->parses[i].tags);
+	b->parses[i].cstmt = lookup_stmt(c, &b->parses[i].p, b->parses[i].t);
 	if (!b->parses[i].cstmt)
 		return false;
 	b->parses[i].desc = statement_desc(c, b->parses[i].cstmt);
@@ -1481,12 +1498,15 @@ static bool local_bind(struct client *c, struct local_batch *b, struct local_msg
 	m->tags = NULL;
 	for (int i = b->n_parses - 1; i >= 0 && !m->tags; i--)
 		if (strcmp(b->parses[i].p.name, stmt) == 0) {
-			m->tags = &b->parses[i].tags;
+			m->tags = b->parses[i].t;
+			m->tags_kept = b->parses[i].t_kept;
 			cs = b->parses[i].cstmt;
 			m->parse = i;
 		}
-	if (!m->tags)
+	if (!m->tags) {
 		m->tags = statement_tags(c, stmt, &cs);
+		m->tags_kept = true;    /* a statement's tags are kept tags */
+	}
 	if (!m->tags || !cs || m->tags->cache != AI_CACHE_LOOKUP)
 		return false;
 	struct msgbuf k;
@@ -1618,7 +1638,7 @@ static bool local_answer(struct client *c, struct local_batch *b, struct local_m
 		struct local_parse *p = &b->parses[m->parse];
 		if (*p->p.name && !prepared_client_parse(c, p->p.name, p->p.query, p->p.types, p->p.n_types))
 			return false;
-		struct ai_tags *k = tags_keep(&p->tags);
+		struct ai_tags *k = p->t_kept ? tags_ref(p->t) : tags_keep(p->t);
 		bool kept = k && keep_statement_tags(c, p->p.name, k, p->cstmt);
 		if (!k)
 			free(p->cstmt);
@@ -1633,7 +1653,7 @@ static bool local_answer(struct client *c, struct local_batch *b, struct local_m
 			return false;
 		portal_forget(c);
 		tags_unref(a->portal_tags);
-		a->portal_tags = tags_keep(m->tags);    /* m->tags may be the batch's own (local_parse) */
+		a->portal_tags = m->tags_kept ? tags_ref(m->tags) : tags_keep(m->tags);    /* (or the batch's own copy) */
 		a->cached_portal = m->hit;
 		m->hit = NULL;
 		add_message(out, PqMsg_BindComplete);
@@ -1688,9 +1708,11 @@ static bool local_answer(struct client *c, struct local_batch *b, struct local_m
  * Execute in it is a fresh hit: no server is taken, as for a simple Query.
  * Returns 1 when it cannot be (the usual way follows), 0 when answered, -1
  * when c was parked for an identical miss. first (NULL: none) is the batch's
- * first message, a Parse client_batch_step read, with its lookup tags first_tags.
+ * first message, a Parse client_batch_step read, with its lookup tags first_tags
+ * (kept tags when first_kept, else a copy that lasts as long as the call).
  */
-static int local_batch_step(struct client *c, const struct stmt_parse *first, const struct ai_tags *first_tags)
+static int local_batch_step(struct client *c, const struct stmt_parse *first, const struct ai_tags *first_tags,
+                            bool first_kept)
 {
 	/* on the stack and not zeroed: calloc of its 9 kB cost more than the rest of a hit */
 	struct local_batch batch, *b = &batch;
@@ -1700,6 +1722,7 @@ static int local_batch_step(struct client *c, const struct stmt_parse *first, co
 	b->bytes = 0;
 	b->first = first;
 	b->first_tags = first_tags;
+	b->first_kept = first_kept;
 	enum local_scan scan = local_scan(in, b);
 	bool planned = scan != LOCAL_TOO_LONG && local_plan(c, b, scan == LOCAL_WHOLE);
 	int step = 1;
@@ -1754,21 +1777,25 @@ static void refuse_batch(struct client *c, uint32_t len, const struct pg_error *
 static bool simple_batch(struct iobuf *in, size_t *exec_at)
 {
 	static const char shape[] = "PBDE";
-	size_t off = 0, k = 0, total = iobuf_len(in);
+	size_t off = 0, total = iobuf_len(in);
 	const uint8_t *all = iobuf_data(in);    /* one block: read in place, no copy */
-	while (off + PROTO_HEADER_LEN <= total && k < 4) {
+	for (int k = 0; k < 4; k++) {
+		if (off + PROTO_HEADER_LEN > total)
+			return false;
 		const uint8_t *hdr = all + off;
-		uint32_t len = stmt_header_len(hdr);
-		while (k < 4 && shape[k] != hdr[0] && (k == 0 || k == 2))
-			k++;   /* Parse and Describe are optional */
-		if (k >= 4 || shape[k] != hdr[0] || len < 4)
+		if (shape[k] != hdr[0]) {
+			if (k == 0 || k == 2)
+				continue;    /* Parse and Describe are optional */
+			return false;
+		}
+		uint32_t len = proto_header_len(hdr);
+		if (len < 4)
 			return false;
 		if (hdr[0] == PqMsg_Execute) {
 			*exec_at = off;
 			return true;
 		}
 		off += 1 + (size_t)len;
-		k++;
 	}
 	return false;
 }
@@ -1781,11 +1808,11 @@ static bool simple_batch(struct iobuf *in, size_t *exec_at)
  * through without a second count. Returns 1 to go on, 0 when the batch was
  * answered or refused, -1 to wait (more bytes, or parked).
  */
-int client_batch_step(struct client *c, uint8_t type, uint32_t len)
+static int batch_step(struct client *c, uint8_t type, uint32_t len, struct ai_tags **kept)
 {
 	struct iobuf *in = &c->io.in;
 	size_t exec_at;
-	struct ai_tags tags;
+	struct ai_tags stack_tags, *tags = &stack_tags;    /* on the heap when kept, for parse_step */
 	const struct ai_tags *t = NULL;
 	struct pg_error r;
 	/* A first Parse is read, and its tags parsed, once here: local_plan
@@ -1798,11 +1825,14 @@ int client_batch_step(struct client *c, uint8_t type, uint32_t len)
 	if (type == PqMsg_Parse && iobuf_len(in) >= 1 + (size_t)len &&
 	    stmt_read_parse(iobuf_data(in) + PROTO_HEADER_LEN, len - 4, &p)) {
 		parse_read = true;
-		if (has_comment_opener(p.query, p.query_len))
-			tr = middleware_parse_tags(p.query, p.query_len, &tags, &r);
+		if (has_comment_opener(p.query, p.query_len)) {
+			if ((*kept = tags_new()) != NULL)
+				tags = *kept;    /* parsed where parse_step will find them: no copy */
+			tr = middleware_parse_tags(p.query, p.query_len, tags, &r);
+		}
 	}
-	if ((!parse_read || (tr == TAGS_OK && tags.cache == AI_CACHE_LOOKUP)) && cache_on(c)) {
-		int local = local_batch_step(c, parse_read ? &p : NULL, &tags);
+	if ((!parse_read || (tr == TAGS_OK && tags->cache == AI_CACHE_LOOKUP)) && cache_on(c)) {
+		int local = local_batch_step(c, parse_read ? &p : NULL, tags, tags == *kept);
 		if (local <= 0)
 			return local;
 	}
@@ -1818,14 +1848,14 @@ int client_batch_step(struct client *c, uint8_t type, uint32_t len)
 			p.name = mr_string(&rd);
 			const char *query = mr_string(&rd);
 			if (!rd.bad && has_comment_opener(query, strlen(query)))
-				tr = middleware_parse_tags(query, strlen(query), &tags, &r);
+				tr = middleware_parse_tags(query, strlen(query), tags, &r);
 		}
 		if (tr == TAGS_INVALID) {
 			refuse_batch(c, len, &r);
 			return 0;
 		}
-		if (tr == TAGS_OK && tags.has_ai_key)
-			t = &tags;
+		if (tr == TAGS_OK && tags->has_ai_key)
+			t = tags;
 		bind_off = 1 + (size_t)len;
 		/* the Bind must use the statement just parsed */
 		struct msgreader br;
@@ -1860,11 +1890,21 @@ int client_batch_step(struct client *c, uint8_t type, uint32_t len)
 		/* hand the Parse's reading to parse_step once a server is linked: the
 		 * unnamed statement's Parse stays at the front until then (pgsluice
 		 * answers only named ones without a server) */
-		a->batch_parse_tags = t ? tags_keep(t) : NULL;
+		a->batch_parse_tags = !t ? NULL : t == *kept ? *kept : tags_keep(t);
+		if (t && t == *kept)
+			*kept = NULL;    /* taken over */
 		a->batch_parse_known = !t || a->batch_parse_tags;    /* out of memory: parse_step reads it again */
 		a->batch_parse_len = len;
 	}
 	return 1;
+}
+
+int client_batch_step(struct client *c, uint8_t type, uint32_t len)
+{
+	struct ai_tags *kept = NULL;    /* the first Parse's tags, unless handed to parse_step */
+	int step = batch_step(c, type, len, &kept);
+	tags_unref(kept);
+	return step;
 }
 
 int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len)

@@ -82,7 +82,7 @@ void client_step_relayed(struct client *c, struct server *s);
 
 /* A Parse's tags waiting for its ParseComplete (session pooling: the server may refuse it). */
 struct stmt_tags {
-	char *name;                    /* "" for the unnamed statement */
+	char *name;                    /* "" for the unnamed statement; stored after the struct (one allocation) */
 	struct ai_tags *tags;          /* a reference to kept tags (client_step.c); NULL: untagged */
 	struct cache_stmt *cstmt;      /* its cache key part, or NULL */
 };
