@@ -1480,9 +1480,11 @@ static inline bool batch_type(uint8_t type)
  * Bind, Describe (of a portal or the unnamed statement), Execute, Flush and
  * Sync forwarded in one move to the linked server s (a named statement's
  * Bind, which prepared.c renames, first in the run only): the messages whole in c's input from its front, for a client
- * none of whose steps has anything to do with them (no middleware state,
- * no LISTEN state, no SET pending or tracked through the extended
- * protocol, not skipping to a Sync, no batch answered locally). For such a
+ * none of whose steps has anything to do with them (no LISTEN state, no
+ * SET pending or tracked through the extended protocol, not skipping to a
+ * Sync, no batch answered locally; middleware state only as far as
+ * client_step_batch_message does its step in the run: the unnamed
+ * portal's tags, a batch's admitted Execute, no cache). For such a
  * client and message every step of client_relay's per-message path passes
  * (client_step, notify_intercept, prepared_client_message); what is left is
  * the accounting (client_note_message), the reply queue's entry and the
@@ -1490,11 +1492,11 @@ static inline bool batch_type(uint8_t type)
  * per-message path (or the client FATALed on out of memory: its state is
  * no longer CL_ACTIVE).
  */
-static size_t relay_batch(struct client *c, struct server *s, size_t pending)
+/* relay_batch's loop; mw (c has middleware state) a constant, so that the usual
+ * client's copy of the loop has none of the middleware's branches. */
+static inline __attribute__((always_inline)) size_t relay_batch_run(struct client *c, struct server *s,
+                                                                     size_t pending, const bool mw)
 {
-	if (c->aic || c->notify || c->pending_setting || c->skipping_to_sync || c->local_batch_open ||
-	    (c->settings_ext && settings_ext_active(c)))
-		return 0;
 	struct iobuf *in = &c->io.in;
 	const uint8_t *data = iobuf_data(in);
 	size_t have = iobuf_len(in), at = pending, out_len = connio_out_len(&s->io);
@@ -1510,8 +1512,8 @@ static size_t relay_batch(struct client *c, struct server *s, size_t pending)
 			break;     /* check_header's cases, or not whole yet */
 		if (type == PqMsg_Bind) {
 			const uint8_t *nul = memchr(body, 0, body_len);
-			if (!nul || nul + 1 >= body + body_len)
-				break;
+			if (!nul || nul + 1 >= body + body_len || (mw && nul[1] != 0))
+				break;    /* (a named statement's tags: bind_step) */
 			if (nul[1] != 0 && prepared_active(c)) {
 				/* A named statement's Bind, which prepared.c renames: its new head
 				 * goes to the server at once, so only as the run's first message. */
@@ -1541,8 +1543,12 @@ static size_t relay_batch(struct client *c, struct server *s, size_t pending)
 		} else if (!batch_type(type)) {
 			break;
 		}
+		if (mw && !client_step_batch_message(c, s, type, body, body_len))
+			break;    /* the middleware's step may answer or refuse it */
 		note_message(c, s, type);    /* reads c->last_activity */
 		replyq_note_request(&s->replies, type);    /* prepared_note_request, inline */
+		if (mw && type == PqMsg_Execute)
+			client_step_relayed(c, s);    /* its usage record rides on the entry just made */
 		at += total;
 	}
 	if (at == pending)
@@ -1559,6 +1565,17 @@ static size_t relay_batch(struct client *c, struct server *s, size_t pending)
 	c->sl->stats.bytes_received += at;
 	c->pool->stats.bytes_received += at;
 	return at;
+}
+
+/* The batch relay for c: see relay_batch_run above. */
+static size_t relay_batch(struct client *c, struct server *s, size_t pending)
+{
+	if (c->notify || c->pending_setting || c->skipping_to_sync || c->local_batch_open ||
+	    (c->settings_ext && settings_ext_active(c)))
+		return 0;
+	if (!c->aic)
+		return relay_batch_run(c, s, pending, false);    /* (the loop without the middleware's steps) */
+	return client_step_batch_ready(c) ? relay_batch_run(c, s, pending, true) : 0;
 }
 
 static void client_relay(struct client *c)

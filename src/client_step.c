@@ -337,6 +337,23 @@ long client_step_find_comment(const struct iobuf *in, size_t from, uint32_t len)
 	return -1;
 }
 
+/*
+ * Does text[0..len) hold a comment opener? As client_step_find_comment, in
+ * place: a memchr scan for '/' (strstr costs more). Asked before
+ * middleware_parse_tags so that a text without a comment neither parses
+ * nor takes the place of the last tagged text in its memo.
+ */
+static inline bool has_comment_opener(const char *text, size_t len)
+{
+	const char *p = text, *stop = text + len;
+	while (stop - p >= 2 && (p = memchr(p, '/', (size_t)(stop - p) - 1)) != NULL) {
+		if (p[1] == '*')
+			return true;
+		p++;
+	}
+	return false;
+}
+
 /* Refuse the simple Query at the front of the input (whole, not consumed yet). */
 static void refuse_query(struct client *c, uint32_t len, const struct pg_error *r)
 {
@@ -697,17 +714,63 @@ static int query_step(struct client *c, uint32_t len)
 
 /* ---- the extended protocol's statements ---- */
 
-static struct ai_tags *dup_tags(const struct ai_tags *t)
+/*
+ * A statement's tags kept on the heap, shared by reference: the statement,
+ * its Parse in flight (struct stmt_tags) and its portals each hold one, so
+ * that a Parse's tags are copied once, not again for its statement and for
+ * each Bind. Shared, never changed: a new Parse keeps new tags, and a
+ * portal keeps the old ones (PostgreSQL's portal outlives a new Parse of
+ * its statement).
+ */
+struct kept_tags {
+	unsigned refs;
+	struct ai_tags tags;
+};
+
+static struct kept_tags *kept_of(const struct ai_tags *t)
 {
-	struct ai_tags *copy = malloc(sizeof(*copy));
-	if (copy)
-		*copy = *t;
-	return copy;
+	return (struct kept_tags *)((char *)(uintptr_t)t - offsetof(struct kept_tags, tags));
+}
+
+/* Kept tags (one reference) whose fields the caller fills, or NULL when out of memory. */
+static struct ai_tags *tags_new(void)
+{
+	struct kept_tags *k = malloc(sizeof(*k));
+	if (!k)
+		return NULL;
+	k->refs = 1;
+	return &k->tags;
+}
+
+/* A kept copy of t (one reference), or NULL when out of memory. */
+static struct ai_tags *tags_keep(const struct ai_tags *t)
+{
+	struct ai_tags *k = tags_new();
+	if (k)
+		*k = *t;
+	return k;
+}
+
+/* One more reference to kept tags t (from tags_keep); NULL gives NULL. */
+static struct ai_tags *tags_ref(const struct ai_tags *t)
+{
+	if (!t)
+		return NULL;
+	kept_of(t)->refs++;
+	return (struct ai_tags *)(uintptr_t)t;
+}
+
+/* Drop a reference to kept tags t; NULL is ignored. */
+static void tags_unref(struct ai_tags *t)
+{
+	if (t && --kept_of(t)->refs == 0)
+		free(kept_of(t));
 }
 
 /*
- * Remember the tags of a Parse (unnamed statement or a named one) and, for
- * a cache lookup, its key part cstmt (taken over, may be NULL). False: OOM.
+ * Remember the tags of a Parse (unnamed statement or a named one: kept tags,
+ * tags_keep, of which the statement takes a reference; NULL: untagged) and,
+ * for a cache lookup, its key part cstmt (taken over, may be NULL). False: OOM.
  */
 static bool keep_statement_tags(struct client *c, const char *name, const struct ai_tags *tags,
                                 struct cache_stmt *cstmt)
@@ -719,23 +782,23 @@ static bool keep_statement_tags(struct client *c, const char *name, const struct
 		return !tags;
 	}
 	if (!*name) {
-		free(a->unnamed_tags);
+		tags_unref(a->unnamed_tags);
 		free(a->unnamed_cstmt);
-		a->unnamed_tags = tags ? dup_tags(tags) : NULL;
+		a->unnamed_tags = tags_ref(tags);
 		a->unnamed_cstmt = tags ? cstmt : NULL;
 		if (!tags)
 			free(cstmt);
-		return !tags || a->unnamed_tags;
+		return true;
 	}
 	for (size_t i = 0; i < a->n_tagged; i++)
 		if (strcmp(a->tagged[i].name, name) == 0) {
-			free(a->tagged[i].tags);
+			tags_unref(a->tagged[i].tags);
 			free(a->tagged[i].cstmt);
-			a->tagged[i].tags = tags ? dup_tags(tags) : NULL;
+			a->tagged[i].tags = tags_ref(tags);
 			a->tagged[i].cstmt = tags ? cstmt : NULL;
 			if (!tags)
 				free(cstmt);
-			return !tags || a->tagged[i].tags;
+			return true;
 		}
 	if (!tags) {
 		free(cstmt);
@@ -748,9 +811,13 @@ static bool keep_statement_tags(struct client *c, const char *name, const struct
 	}
 	a->tagged = grown;
 	a->tagged[a->n_tagged].name = strdup(name);
-	a->tagged[a->n_tagged].tags = dup_tags(tags);
-	a->tagged[a->n_tagged].cstmt = cstmt;
-	return a->tagged[a->n_tagged].name && a->tagged[a->n_tagged++].tags;
+	if (!a->tagged[a->n_tagged].name) {
+		free(cstmt);
+		return false;
+	}
+	a->tagged[a->n_tagged].tags = tags_ref(tags);
+	a->tagged[a->n_tagged++].cstmt = cstmt;
+	return true;
 }
 
 /* The tags of statement name (and its cache key part, when cstmt is not NULL). */
@@ -788,7 +855,7 @@ static void keep_portal_tags(struct client *c, const char *name, const struct ai
 	for (size_t i = 0; i < a->n_portals; i++)
 		if (strcmp(a->portals[i].name, name) == 0) {
 			free(a->portals[i].name);
-			free(a->portals[i].tags);
+			tags_unref(a->portals[i].tags);
 			a->portals[i] = a->portals[--a->n_portals];
 			break;
 		}
@@ -796,20 +863,19 @@ static void keep_portal_tags(struct client *c, const char *name, const struct ai
 		return;
 	if (a->n_portals == MAX_TRACKED_PORTALS) {
 		free(a->portals[0].name);
-		free(a->portals[0].tags);
+		tags_unref(a->portals[0].tags);
 		a->portals[0] = a->portals[--a->n_portals];
 	}
 	if (!a->portals && !(a->portals = calloc(MAX_TRACKED_PORTALS, sizeof(*a->portals))))
 		return;
 	struct tagged_stmt *p = &a->portals[a->n_portals];
 	p->name = strdup(name);
-	p->tags = dup_tags(tags);
+	p->tags = tags_ref(tags);
 	p->cstmt = NULL;
-	if (p->name && p->tags) {
+	if (p->name) {
 		a->n_portals++;
 	} else {
-		free(p->name);
-		free(p->tags);
+		tags_unref(p->tags);
 	}
 }
 
@@ -827,7 +893,7 @@ void client_step_transaction_ended(struct client *c)
 	while (a && a->n_portals > 0) {
 		a->n_portals--;
 		free(a->portals[a->n_portals].name);
-		free(a->portals[a->n_portals].tags);
+		tags_unref(a->portals[a->n_portals].tags);
 	}
 }
 
@@ -913,30 +979,60 @@ static int settings_ext_step(struct client *c, uint8_t type, uint32_t len)
 static int parse_step(struct client *c, struct server *s, uint32_t len)
 {
 	struct iobuf *in = &c->io.in;
-	if (!R(c)->n_tagged && !R(c)->unnamed_tags && client_step_find_comment(in, PROTO_HEADER_LEN, len) < 0)
-		return 1;   /* nothing tagged before, nothing tagged now */
-	if (iobuf_len(in) < 1 + (size_t)len)
-		return -1;
-	const uint8_t *body = iobuf_data(in) + PROTO_HEADER_LEN;
-	struct stmt_parse p;
-	if (!stmt_read_parse(body, len - 4, &p))
-		return 1;
-	struct ai_tags tags;
-	struct pg_error r;
-	enum tags_result tr = strstr(p.query, "/*") ? middleware_parse_tags(p.query, p.query_len, &tags, &r) : TAGS_NONE;
-	if (tr == TAGS_INVALID) {
-		iobuf_drain(in, 1 + (size_t)len);
-		prepared_raise_error(s, r.sqlstate, r.message, r.detail[0] ? r.detail : NULL, r.hint);
-		return 0;
+	/* client_batch_step's reading of this Parse, when it admitted its batch (a reference, or NULL: untagged) */
+	struct ai_tags *handed = NULL;
+	bool known = false;
+	struct ai_client *ha = c->aic;
+	if (ha && ha->batch_parse_known) {
+		known = ha->batch_parse_len == len;
+		handed = ha->batch_parse_tags;
+		ha->batch_parse_known = false;
+		ha->batch_parse_tags = NULL;
+		if (!known) {
+			tags_unref(handed);
+			handed = NULL;
+		}
 	}
-	const struct ai_tags *kept = tr == TAGS_OK && tags.has_ai_key ? &tags : NULL;
-	if (!prepared_active(c) && (kept || statement_tags(c, p.name, NULL))) {
+	if (!known && !R(c)->n_tagged && !R(c)->unnamed_tags && client_step_find_comment(in, PROTO_HEADER_LEN, len) < 0)
+		return 1;   /* nothing tagged before, nothing tagged now */
+	struct stmt_parse p;
+	if (known && !(handed && handed->cache != AI_CACHE_NONE)) {
+		p = (struct stmt_parse){ .name = "" };    /* the unnamed statement; its text is for a lookup only */
+	} else if (iobuf_len(in) < 1 + (size_t)len || !stmt_read_parse(iobuf_data(in) + PROTO_HEADER_LEN, len - 4, &p)) {
+		tags_unref(handed);
+		return iobuf_len(in) < 1 + (size_t)len ? -1 : 1;
+	}
+	struct ai_tags *k = handed;    /* the statement's kept tags (a reference), NULL: untagged */
+	if (!known) {
+		struct ai_tags tags;
+		struct pg_error r;
+		enum tags_result tr = has_comment_opener(p.query, p.query_len) ?
+		                      middleware_parse_tags(p.query, p.query_len, &tags, &r) : TAGS_NONE;
+		if (tr == TAGS_INVALID) {
+			iobuf_drain(in, 1 + (size_t)len);
+			prepared_raise_error(s, r.sqlstate, r.message, r.detail[0] ? r.detail : NULL, r.hint);
+			return 0;
+		}
+		if (tr == TAGS_OK && tags.has_ai_key && !(k = tags_keep(&tags))) {
+			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+			return 0;
+		}
+	}
+	if (!prepared_active(c) && (k || statement_tags(c, p.name, NULL))) {
 		/* The server may refuse the Parse (a name in use, a syntax error):
 		 * its tags count from its ParseComplete on (client_step_parsed). */
-		struct stmt_tags *st = calloc(1, sizeof(*st));
+		size_t name_len = strlen(p.name);
+		struct stmt_tags *st = malloc(sizeof(*st) + name_len + 1);    /* its name after it: one allocation */
 		struct ai_client *a = W(c);
-		if (a && st && (st->name = strdup(p.name)) != NULL && (!kept || (st->tags = dup_tags(kept)) != NULL)) {
-			st->cstmt = lookup_stmt(c, &p, kept);
+		if (st) {
+			st->name = memcpy(st + 1, p.name, name_len + 1);
+			st->tags = k;    /* taken over */
+			st->cstmt = NULL;
+		} else {
+			tags_unref(k);
+		}
+		if (a && st) {
+			st->cstmt = lookup_stmt(c, &p, k);
 			a->pending_parse = st;
 			return 1;
 		}
@@ -945,9 +1041,13 @@ static int parse_step(struct client *c, struct server *s, uint32_t len)
 		return 0;
 	}
 	/* pgsluice's own statement names: a name in use keeps its statement (prepared.c: 42P05) */
-	if (*p.name && prepared_client_has(c, p.name))
+	if (*p.name && prepared_client_has(c, p.name)) {
+		tags_unref(k);
 		return 1;
-	if (!keep_statement_tags(c, p.name, kept, lookup_stmt(c, &p, kept))) {
+	}
+	bool ok = keep_statement_tags(c, p.name, k, lookup_stmt(c, &p, k));
+	tags_unref(k);
+	if (!ok) {
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return 0;
 	}
@@ -967,9 +1067,8 @@ void client_step_parsed(struct client *c, struct stmt_tags *st, bool ok)
 		keep_statement_tags(c, "", NULL, NULL);    /* a failed Parse still drops the unnamed statement */
 	}
 	free(st->cstmt);
-	free(st->tags);
-	free(st->name);
-	free(st);
+	tags_unref(st->tags);
+	free(st);    /* and its name, stored after it */
 }
 
 /* Close of a statement: it is gone for PostgreSQL whether or not it existed. */
@@ -1108,8 +1207,8 @@ static int bind_step(struct client *c, struct server *s, uint32_t len)
 		struct ai_client *a = W(c);
 		if (!a)
 			return 1;    /* out of memory: the portal goes untagged */
-		free(a->portal_tags);
-		a->portal_tags = t ? dup_tags(t) : NULL;
+		tags_unref(a->portal_tags);
+		a->portal_tags = tags_ref(t);
 	}
 	portal_forget(c);
 	if (t && cs && t->cache != AI_CACHE_NONE && cache_on(c))
@@ -1278,10 +1377,13 @@ struct local_msg {
 	int parse;                       /* Parse: its index in local_batch.parses; Bind: the statement's, or -1 */
 	struct cache_entry *hit;         /* Bind: its answer (a reference) */
 	const struct ai_tags *tags;      /* Bind: its statement's tags */
+	bool tags_kept;                  /* and they are kept tags (a reference can be taken) */
 };
 
 struct local_parse {
 	struct stmt_parse p;
+	const struct ai_tags *t;         /* its tags: &tags, or the batch's first (first_tags) */
+	bool t_kept;                     /* t is kept tags (a reference can be taken) */
 	struct ai_tags tags;
 	struct cache_stmt *cstmt;        /* owned until kept by the client */
 	struct cache_entry *desc;        /* the statement's description (a reference), or NULL */
@@ -1293,6 +1395,9 @@ struct local_batch {
 	struct local_parse parses[LOCAL_MAX_PARSES];
 	int n_parses;
 	struct cache_entry *wait_for;    /* a Bind's identical miss in flight */
+	const struct stmt_parse *first;  /* the first message, a Parse read by client_batch_step, or NULL */
+	const struct ai_tags *first_tags; /* and its tags (a lookup) */
+	bool first_kept;                 /* first_tags are kept tags (tags_new), not a copy on the stack */
 	size_t bytes;                    /* of the batch, up to its Sync */
 };
 
@@ -1335,8 +1440,7 @@ static enum local_scan local_scan(struct iobuf *in, struct local_batch *b)
 			return LOCAL_PARTIAL;
 		if (b->n == LOCAL_MAX_MESSAGES)
 			return LOCAL_TOO_LONG;
-		uint8_t hdr[PROTO_HEADER_LEN];
-		iobuf_copyout(in, off, hdr, sizeof(hdr));
+		const uint8_t *hdr = iobuf_data(in) + off;    /* one block: read in place */
 		uint32_t len = stmt_header_len(hdr);
 		if (len < 4 || off + 1 + (size_t)len > LOCAL_MAX_BYTES)
 			return LOCAL_TOO_LONG;
@@ -1358,17 +1462,23 @@ static bool local_parse(struct client *c, struct local_batch *b, struct local_ms
 		return false;
 	struct pg_error r;
 	int i = b->n_parses;
-	if (!stmt_read_parse(body, m->len - 4, &b->parses[i].p) ||
-	    (*b->parses[i].p.name && (!prepared_active(c) || prepared_client_has(c, b->parses[i].p.name))))
+	bool first = m->off == 0 && b->first;    /* read, and its tags parsed, by client_batch_step */
+	if (first)
+		b->parses[i].p = *b->first;
+	else if (!stmt_read_parse(body, m->len - 4, &b->parses[i].p))
+		return false;
+	if (*b->parses[i].p.name && (!prepared_active(c) || prepared_client_has(c, b->parses[i].p.name)))
 		return false;    /* a name in use: 42P05 comes the usual way */
 	const char *q = b->parses[i].p.query;
 	size_t q_len = b->parses[i].p.query_len;
 	if (effect_of(c, q, q_len) != SETTINGS_NONE)
 		return false;    /* the server's way notes it (note_settings) */
-	if (middleware_parse_tags(q, q_len, &b->parses[i].tags, &r) != TAGS_OK ||
-	    b->parses[i].tags.cache != AI_CACHE_LOOKUP)
+	b->parses[i].t = first ? b->first_tags : &b->parses[i].tags;
+	b->parses[i].t_kept = first && b->first_kept;
+	if (!first && (middleware_parse_tags(q, q_len, &b->parses[i].tags, &r) != TAGS_OK ||
+	               b->parses[i].tags.cache != AI_CACHE_LOOKUP))
 		return false;
-	b->parses[i].cstmt = lookup_stmt(c, &b->parses[i].p, &b->parses[i].tags);
+	b->parses[i].cstmt = lookup_stmt(c, &b->parses[i].p, b->parses[i].t);
 	if (!b->parses[i].cstmt)
 		return false;
 	b->parses[i].desc = statement_desc(c, b->parses[i].cstmt);
@@ -1388,12 +1498,15 @@ static bool local_bind(struct client *c, struct local_batch *b, struct local_msg
 	m->tags = NULL;
 	for (int i = b->n_parses - 1; i >= 0 && !m->tags; i--)
 		if (strcmp(b->parses[i].p.name, stmt) == 0) {
-			m->tags = &b->parses[i].tags;
+			m->tags = b->parses[i].t;
+			m->tags_kept = b->parses[i].t_kept;
 			cs = b->parses[i].cstmt;
 			m->parse = i;
 		}
-	if (!m->tags)
+	if (!m->tags) {
 		m->tags = statement_tags(c, stmt, &cs);
+		m->tags_kept = true;    /* a statement's tags are kept tags */
+	}
 	if (!m->tags || !cs || m->tags->cache != AI_CACHE_LOOKUP)
 		return false;
 	struct msgbuf k;
@@ -1525,7 +1638,11 @@ static bool local_answer(struct client *c, struct local_batch *b, struct local_m
 		struct local_parse *p = &b->parses[m->parse];
 		if (*p->p.name && !prepared_client_parse(c, p->p.name, p->p.query, p->p.types, p->p.n_types))
 			return false;
-		bool kept = keep_statement_tags(c, p->p.name, &p->tags, p->cstmt);
+		struct ai_tags *k = p->t_kept ? tags_ref(p->t) : tags_keep(p->t);
+		bool kept = k && keep_statement_tags(c, p->p.name, k, p->cstmt);
+		if (!k)
+			free(p->cstmt);
+		tags_unref(k);
 		p->cstmt = NULL;
 		add_message(out, PqMsg_ParseComplete);
 		return kept;
@@ -1535,8 +1652,8 @@ static bool local_answer(struct client *c, struct local_batch *b, struct local_m
 		if (!a)
 			return false;
 		portal_forget(c);
-		free(a->portal_tags);
-		a->portal_tags = dup_tags(m->tags);
+		tags_unref(a->portal_tags);
+		a->portal_tags = m->tags_kept ? tags_ref(m->tags) : tags_keep(m->tags);    /* (or the batch's own copy) */
 		a->cached_portal = m->hit;
 		m->hit = NULL;
 		add_message(out, PqMsg_BindComplete);
@@ -1590,9 +1707,12 @@ static bool local_answer(struct client *c, struct local_batch *b, struct local_m
  * With no server linked, answer the buffered batch from the cache when every
  * Execute in it is a fresh hit: no server is taken, as for a simple Query.
  * Returns 1 when it cannot be (the usual way follows), 0 when answered, -1
- * when c was parked for an identical miss.
+ * when c was parked for an identical miss. first (NULL: none) is the batch's
+ * first message, a Parse client_batch_step read, with its lookup tags first_tags
+ * (kept tags when first_kept, else a copy that lasts as long as the call).
  */
-static int local_batch_step(struct client *c)
+static int local_batch_step(struct client *c, const struct stmt_parse *first, const struct ai_tags *first_tags,
+                            bool first_kept)
 {
 	/* on the stack and not zeroed: calloc of its 9 kB cost more than the rest of a hit */
 	struct local_batch batch, *b = &batch;
@@ -1600,6 +1720,9 @@ static int local_batch_step(struct client *c)
 	b->n = b->n_parses = 0;
 	b->wait_for = NULL;
 	b->bytes = 0;
+	b->first = first;
+	b->first_tags = first_tags;
+	b->first_kept = first_kept;
 	enum local_scan scan = local_scan(in, b);
 	bool planned = scan != LOCAL_TOO_LONG && local_plan(c, b, scan == LOCAL_WHOLE);
 	int step = 1;
@@ -1654,21 +1777,25 @@ static void refuse_batch(struct client *c, uint32_t len, const struct pg_error *
 static bool simple_batch(struct iobuf *in, size_t *exec_at)
 {
 	static const char shape[] = "PBDE";
-	size_t off = 0, k = 0, total = iobuf_len(in);
-	while (off + PROTO_HEADER_LEN <= total && k < 4) {
-		uint8_t hdr[PROTO_HEADER_LEN];
-		iobuf_copyout(in, off, hdr, sizeof(hdr));
-		uint32_t len = stmt_header_len(hdr);
-		while (k < 4 && shape[k] != hdr[0] && (k == 0 || k == 2))
-			k++;   /* Parse and Describe are optional */
-		if (k >= 4 || shape[k] != hdr[0] || len < 4)
+	size_t off = 0, total = iobuf_len(in);
+	const uint8_t *all = iobuf_data(in);    /* one block: read in place, no copy */
+	for (int k = 0; k < 4; k++) {
+		if (off + PROTO_HEADER_LEN > total)
+			return false;
+		const uint8_t *hdr = all + off;
+		if (shape[k] != hdr[0]) {
+			if (k == 0 || k == 2)
+				continue;    /* Parse and Describe are optional */
+			return false;
+		}
+		uint32_t len = proto_header_len(hdr);
+		if (len < 4)
 			return false;
 		if (hdr[0] == PqMsg_Execute) {
 			*exec_at = off;
 			return true;
 		}
 		off += 1 + (size_t)len;
-		k++;
 	}
 	return false;
 }
@@ -1681,42 +1808,60 @@ static bool simple_batch(struct iobuf *in, size_t *exec_at)
  * through without a second count. Returns 1 to go on, 0 when the batch was
  * answered or refused, -1 to wait (more bytes, or parked).
  */
-int client_batch_step(struct client *c, uint8_t type, uint32_t len)
+static int batch_step(struct client *c, uint8_t type, uint32_t len, struct ai_tags **kept)
 {
 	struct iobuf *in = &c->io.in;
 	size_t exec_at;
-	if (cache_on(c)) {
-		int local = local_batch_step(c);
+	struct ai_tags stack_tags, *tags = &stack_tags;    /* on the heap when kept, for parse_step */
+	const struct ai_tags *t = NULL;
+	struct pg_error r;
+	/* A first Parse is read, and its tags parsed, once here: local_plan
+	 * answers no batch whose first Parse is not a lookup, so such a batch
+	 * skips it. (The message may not be whole yet: then local_batch_step
+	 * decides, waiting for it when it may answer the batch.) */
+	struct stmt_parse p;
+	bool parse_read = false;
+	enum tags_result tr = TAGS_NONE;
+	if (type == PqMsg_Parse && iobuf_len(in) >= 1 + (size_t)len &&
+	    stmt_read_parse(iobuf_data(in) + PROTO_HEADER_LEN, len - 4, &p)) {
+		parse_read = true;
+		if (has_comment_opener(p.query, p.query_len)) {
+			if ((*kept = tags_new()) != NULL)
+				tags = *kept;    /* parsed where parse_step will find them: no copy */
+			tr = middleware_parse_tags(p.query, p.query_len, tags, &r);
+		}
+	}
+	if ((!parse_read || (tr == TAGS_OK && tags->cache == AI_CACHE_LOOKUP)) && cache_on(c)) {
+		int local = local_batch_step(c, parse_read ? &p : NULL, tags, tags == *kept);
 		if (local <= 0)
 			return local;
 	}
 	if (!simple_batch(in, &exec_at))
 		return 1;
-	struct ai_tags tags;
-	const struct ai_tags *t = NULL;
-	struct pg_error r;
 	const uint8_t *all = iobuf_data(in);
 	struct msgreader rd;
 	size_t bind_off = 0;
 	if (type == PqMsg_Parse) {
-		mr_init(&rd, all + PROTO_HEADER_LEN, len - 4);
-		const char *name = mr_string(&rd);
-		const char *query = mr_string(&rd);
-		bind_off = 1 + (size_t)len;
-		if (!rd.bad && strstr(query, "/*")) {
-			enum tags_result tr = middleware_parse_tags(query, strlen(query), &tags, &r);
-			if (tr == TAGS_INVALID) {
-				refuse_batch(c, len, &r);
-				return 0;
-			}
-			if (tr == TAGS_OK && tags.has_ai_key)
-				t = &tags;
+		if (!parse_read) {
+			/* a Parse stmt_read_parse refuses (its type list): its name and text as far as they read */
+			mr_init(&rd, all + PROTO_HEADER_LEN, len - 4);
+			p.name = mr_string(&rd);
+			const char *query = mr_string(&rd);
+			if (!rd.bad && has_comment_opener(query, strlen(query)))
+				tr = middleware_parse_tags(query, strlen(query), tags, &r);
 		}
+		if (tr == TAGS_INVALID) {
+			refuse_batch(c, len, &r);
+			return 0;
+		}
+		if (tr == TAGS_OK && tags->has_ai_key)
+			t = tags;
+		bind_off = 1 + (size_t)len;
 		/* the Bind must use the statement just parsed */
 		struct msgreader br;
 		mr_init(&br, all + bind_off + PROTO_HEADER_LEN, exec_at - bind_off - PROTO_HEADER_LEN);
 		mr_string(&br);
-		if (br.bad || strcmp(mr_string(&br), name) != 0)
+		if (br.bad || strcmp(mr_string(&br), p.name) != 0)
 			return 1;
 	} else {
 		mr_init(&rd, all + PROTO_HEADER_LEN, len - 4);
@@ -1741,7 +1886,25 @@ int client_batch_step(struct client *c, uint8_t type, uint32_t len)
 	}
 	a->batch_usage = u;
 	a->batch_admitted = true;
+	if (type == PqMsg_Parse && parse_read && !*p.name) {
+		/* hand the Parse's reading to parse_step once a server is linked: the
+		 * unnamed statement's Parse stays at the front until then (pgsluice
+		 * answers only named ones without a server) */
+		a->batch_parse_tags = !t ? NULL : t == *kept ? *kept : tags_keep(t);
+		if (t && t == *kept)
+			*kept = NULL;    /* taken over */
+		a->batch_parse_known = !t || a->batch_parse_tags;    /* out of memory: parse_step reads it again */
+		a->batch_parse_len = len;
+	}
 	return 1;
+}
+
+int client_batch_step(struct client *c, uint8_t type, uint32_t len)
+{
+	struct ai_tags *kept = NULL;    /* the first Parse's tags, unless handed to parse_step */
+	int step = batch_step(c, type, len, &kept);
+	tags_unref(kept);
+	return step;
 }
 
 int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
@@ -1802,6 +1965,53 @@ int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
 	}
 }
 
+bool client_step_batch_ready(const struct client *c)
+{
+	const struct ai_client *a = c->aic;
+	return !a || (!a->cached_portal && !a->portal_fill && !a->pending_fill && !a->pending_usage &&
+	              !a->pending_parse);
+}
+
+bool client_step_batch_message(struct client *c, struct server *s, uint8_t type, const uint8_t *body,
+                               size_t body_len)
+{
+	struct ai_client *a = c->aic;
+	switch (type) {
+	case PqMsg_Bind: {
+		/* the unnamed portal of the unnamed statement only (relay_batch read the
+		 * portal name's NUL and the byte after it); bind_step's tag bookkeeping */
+		if (body[0] != 0 || body[1] != 0)
+			return false;    /* a named portal or statement: bind_step's lists */
+		const struct stmt_tags *parsing = a->parses_in_flight && !prepared_active(c) ? prepared_pending_parse(s, "") : NULL;
+		const struct ai_tags *t = parsing ? parsing->tags : a->unnamed_tags;
+		if (parsing ? parsing->cstmt != NULL : a->unnamed_cstmt != NULL)
+			return false;    /* a cache lookup statement: bind_cache_step */
+		tags_unref(a->portal_tags);
+		a->portal_tags = tags_ref(t);    /* as bind_step */
+		return true;
+	}
+	case PqMsg_Describe:
+		return body[0] == 'P';    /* a statement's may start a capture (describe_statement_step) */
+	case PqMsg_Execute: {
+		if (body_len < 5 || body[0] != 0)
+			return false;    /* a named portal: execute_step's list */
+		if (!a->portal_tags && !a->session.user[0] && !a->batch_admitted)
+			return true;     /* a portal of an unattributed statement */
+		if (!a->batch_admitted)
+			return false;    /* admission may refuse it: execute_step fails it in place */
+		a->batch_admitted = false;
+		a->pending_usage = a->batch_usage;    /* relay_batch attaches it to the Execute's entry */
+		a->batch_usage = NULL;
+		return true;
+	}
+	case PqMsg_Sync:
+		client_step_batch_end(c);    /* as client_relay before client_step_sync */
+		return true;
+	default:
+		return true;     /* Flush */
+	}
+}
+
 bool client_step_sync(struct client *c)
 {
 	portal_forget(c);
@@ -1847,13 +2057,14 @@ void client_step_free(struct client *c)
 	client_step_parsed(NULL, a->pending_parse, false);
 	usage_discard(a->pending_usage);
 	usage_discard(a->batch_usage);
-	free(a->unnamed_tags);
+	tags_unref(a->batch_parse_tags);
+	tags_unref(a->unnamed_tags);
 	free(a->unnamed_cstmt);
-	free(a->portal_tags);
+	tags_unref(a->portal_tags);
 	cache_key_memo_free(a->key_memo);
 	for (size_t i = 0; i < a->n_tagged; i++) {
 		free(a->tagged[i].name);
-		free(a->tagged[i].tags);
+		tags_unref(a->tagged[i].tags);
 		free(a->tagged[i].cstmt);
 	}
 	free(a->tagged);
@@ -1894,6 +2105,9 @@ void client_step_batch_end(struct client *c)
 	a->batch_admitted = false;
 	usage_discard(a->batch_usage);
 	a->batch_usage = NULL;
+	tags_unref(a->batch_parse_tags);
+	a->batch_parse_tags = NULL;
+	a->batch_parse_known = false;
 }
 
 bool client_step_batch_admitted(const struct client *c)

@@ -82,8 +82,8 @@ void client_step_relayed(struct client *c, struct server *s);
 
 /* A Parse's tags waiting for its ParseComplete (session pooling: the server may refuse it). */
 struct stmt_tags {
-	char *name;                    /* "" for the unnamed statement */
-	struct ai_tags *tags;          /* NULL: the statement is untagged */
+	char *name;                    /* "" for the unnamed statement; stored after the struct (one allocation) */
+	struct ai_tags *tags;          /* a reference to kept tags (client_step.c); NULL: untagged */
 	struct cache_stmt *cstmt;      /* its cache key part, or NULL */
 };
 
@@ -111,6 +111,31 @@ bool client_step_startup_options(struct client *c, const char *options, const ch
 
 /* Does c hold a usage record, cache fill or Parse tags for the message at the front (client_step_relayed)? */
 bool client_step_has_pending(const struct client *c);
+
+/*
+ * May client_step_batch_message carry c's messages in the batch relay's
+ * runs? True for a client without middleware state, or with nothing riding
+ * on its next message: no cache hit or fill of the unnamed portal, no usage
+ * record, cache fill or Parse tags waiting to be attached.
+ */
+bool client_step_batch_ready(const struct client *c);
+
+/*
+ * For client.c's relay_batch: the middleware's step for message type
+ * (Bind, Describe, Execute, Flush or Sync; body[0..body_len) whole, after the
+ * length word; a Bind's portal name and the byte after its NUL readable) of
+ * client c, which has middleware state and is batch-ready, on its way to
+ * server s in a run. Does what client_step (and, for a Sync, the batch end)
+ * does for it when that needs no reply: the unnamed portal takes the tags
+ * of the unnamed statement, an Execute admitted with its batch takes the
+ * batch's usage record (then in c's pending usage, for client_step_relayed
+ * once its reply-queue entry is made). Returns false, having changed
+ * nothing, for a message whose step might answer, refuse or capture it
+ * (named portals and statements, a cache lookup statement, an Execute not
+ * yet admitted, a Describe of a statement): it takes the per-message path.
+ */
+bool client_step_batch_message(struct client *c, struct server *s, uint8_t type, const uint8_t *body,
+                               size_t body_len);
 
 /* A Sync ends c's batch: what was decided for its first Execute (client_batch_step) is spent. */
 void client_step_batch_end(struct client *c);

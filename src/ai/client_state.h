@@ -40,13 +40,16 @@ struct ai_client {
 	struct tagged_stmt *portals;   /* named portals of attributed statements (cstmt unused):
 	                                  their Executes are admitted and recorded as the unnamed one's */
 	size_t n_portals;
-	struct ai_tags *portal_tags;   /* of the unnamed portal (a copy); NULL: untagged */
+	struct ai_tags *portal_tags;   /* of the unnamed portal (a reference, shared with its statement); NULL: untagged */
 	struct stmt_tags *pending_parse; /* of the Parse at the front, handed on when relayed */
 	int parses_in_flight;          /* tagged Parses sent, their ParseComplete not back yet */
 	struct usage_pending *pending_usage; /* of the admitted message at the front, until it is relayed */
 	/* An extended-protocol batch decided before any server was taken: */
 	bool batch_admitted;           /* its first Execute is admitted already */
 	struct usage_pending *batch_usage; /* and makes this record */
+	bool batch_parse_known;        /* its first message, an unnamed Parse of batch_parse_len, was read: */
+	uint32_t batch_parse_len;
+	struct ai_tags *batch_parse_tags; /* its tags (a reference; NULL: untagged), for parse_step */
 	/* The completion cache (src/ai/cache_proto.h): */
 	bool cache_bypass;                  /* the miss waited for was not stored: go to the server */
 	uint32_t cached_portal_row;         /* the hit portal's next row */

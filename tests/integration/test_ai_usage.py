@@ -306,6 +306,50 @@ def test_failed_statements_make_no_row(sluice, pg, fresh_db):
     assert pg.query("SELECT count(*) FROM answers", dbname=fresh_db)[0][0] == 0
 
 
+@pytest.mark.parametrize("pool_mode", ["transaction", "session"])
+def test_pipelined_batches_record_each_tagged_execute_with_its_own_tags(sluice, pg, fresh_db,
+                                                                         pool_mode):
+    """Pipelined batches (a Sync after each statement): the Bind/Describe/Execute/Sync
+    runs behind each tagged Parse ride the batch relay (client.c relay_batch), and each
+    Execute still records once with the tags of its own statement; untagged ones record
+    nothing, a named statement's tags apply to each execution, a refused statement
+    (tokens_per_minute) records nothing, and the client goes on after it."""
+    pooler = usage_pooler(sluice, pg, fresh_db, pool_mode=pool_mode)
+    pooler.limits = {"tina": "tokens_per_minute=1000"}
+    pooler.start()
+    with connect(pooler) as conn:
+        with conn.pipeline() as p:
+            conn.execute(f"SELECT %s::int {tags(0, ai_conversation='p0')}", (0,))
+            p.sync()
+            conn.execute("SELECT %s::int", (1,))                     # untagged between
+            p.sync()
+            conn.execute(f"SELECT %s::int {tags(2, ai_conversation='p2')}", (2,))
+            p.sync()
+            tina = dict(subject="tina", tokens_in=900, tokens_out=0)
+            cur = conn.execute(f"SELECT %s::int {tags(3, ai_conversation='p3', **tina)}", (3,))
+            p.sync()
+        assert cur.fetchone() == (3,)
+        with pytest.raises(psycopg.Error) as e:
+            with conn.pipeline() as p:
+                conn.execute(f"SELECT %s::int {tags(4, ai_conversation='p4', **tina)}", (4,))
+                p.sync()
+        assert e.value.sqlstate == LIMITED
+        with conn.pipeline() as p:
+            last = conn.execute(f"SELECT %s::int {tags(5, ai_conversation='p5')}", (5,))
+            p.sync()
+            conn.execute("SELECT 1")
+        assert last.fetchone() == (5,)
+        named = f"SELECT %s::int {tags(6, ai_conversation='named')}"
+        for n in range(3):                                              # a named statement
+            assert conn.execute(named, (n,), prepare=True).fetchone() == (n,)
+    wait_for_rows(pg, fresh_db, 7)
+    time.sleep(0.4)
+    rows = pg.query("SELECT conversation_id, count(*), min(input_tokens) FROM sluice.llm_usage"
+                    " GROUP BY 1 ORDER BY 1", dbname=fresh_db)
+    assert rows == [("named", 3, 106), ("p0", 1, 100), ("p2", 1, 102), ("p3", 1, 900),
+                    ("p5", 1, 105)]
+
+
 def test_a_statement_refused_for_its_token_budget(sluice, pg, fresh_db):
     """tokens_per_minute=1000: a call of 800 tokens is admitted; the next one of 800 is
     refused before it runs, as its own tags say it would pass the limit (docs/limits.md,
