@@ -898,8 +898,8 @@ static void resv_totals(const struct limit_entry *e, int64_t *tokens, int64_t *u
 	*inflight = e->resv[0].inflight + e->resv[1].inflight;
 }
 
-/* Resolve limits if the rules changed, move the windows to now, roll day and month. */
-static void entry_refresh(struct limits *l, struct limit_entry *e, int64_t now)
+/* entry_refresh's work, when it has some (out of line: the usual call has none). */
+static __attribute__((noinline)) void entry_refresh_slow(struct limits *l, struct limit_entry *e, int64_t now)
 {
 	if (e->rules_generation != l->rules->generation) {
 		resolve_into(l->rules, e->node.subject, e->node.model, e->limit);
@@ -907,11 +907,6 @@ static void entry_refresh(struct limits *l, struct limit_entry *e, int64_t now)
 		e->limited = false;
 		for (int d = 0; d < LIMIT_N_DIMS; d++)
 			e->limited |= e->limit[d] >= 0;
-	} else if (now >= e->fresh_ms && now - e->fresh_ms < 1000) {
-		/* Same rules, same second as the last refresh: windows move by the
-		 * second, and epochs, days and months are whole seconds, so the
-		 * work below would change nothing. */
-		return;
 	}
 	e->fresh_ms = second_of(now) * 1000;
 	for (int b = 0; b < 2; b++) {
@@ -935,6 +930,17 @@ static void entry_refresh(struct limits *l, struct limit_entry *e, int64_t now)
 		e->ucents_month = 0;
 		e->alerted[1] = 0;
 	}
+}
+
+/* Resolve limits if the rules changed, move the windows to now, roll day and month. */
+static inline void entry_refresh(struct limits *l, struct limit_entry *e, int64_t now)
+{
+	/* Same rules, same second as the last refresh: windows move by the
+	 * second, and epochs, days and months are whole seconds, so the work
+	 * would change nothing. */
+	if (e->rules_generation == l->rules->generation && now >= e->fresh_ms && now - e->fresh_ms < 1000)
+		return;
+	entry_refresh_slow(l, e, now);
 }
 
 static bool entry_at_rest(const struct limit_entry *e)

@@ -28,8 +28,10 @@ static void refusal_start(struct pg_error *refusal, const char *sqlstate)
 enum tags_result middleware_tags(const char *text, size_t len, struct ai_tags *tags,
                                  struct pg_error *refusal)
 {
+	/* one memo for the process: the event loop's (middleware.h) */
+	static struct tags_memo memo;
 	char err[TAGS_ERRBUF_SIZE];
-	enum tags_result r = tags_parse(text, len, tags, err, sizeof(err));
+	enum tags_result r = tags_parse_memo(&memo, text, len, tags, err, sizeof(err));
 	if (r == TAGS_INVALID) {
 		refusal_start(refusal, SQLSTATE_INVALID_PARAMETER_VALUE);
 		str_copy(refusal->message, err, sizeof(refusal->message));

@@ -835,3 +835,56 @@ enum tags_result tags_parse(const char *text, size_t len, struct ai_tags *out,
 	out->comment_end = won_end;
 	return TAGS_OK;
 }
+
+/* src (len bytes and a NUL) to dst; an empty one without a call to memcpy. */
+static inline void copy_text(char *dst, const char *src, size_t len)
+{
+	if (len)
+		memcpy(dst, src, len + 1);
+	else
+		dst[0] = '\0';
+}
+
+enum tags_result tags_parse_memo(struct tags_memo *memo, const char *text, size_t len,
+                                 struct ai_tags *out, char *errbuf, size_t errlen)
+{
+	size_t start, end, next_start, next_end;
+
+	if (!text || !find_comment(text, len, 0, &start, &end)) {
+		reset_tags(out);
+		return TAGS_NONE;     /* as tags_parse: no comment */
+	}
+	/* exactly one comment: what tags_parse's loop would find after it */
+	bool sole = !find_comment(text, len, end, &next_start, &next_end);
+	size_t n = end - start;
+
+	if (sole && memo->valid && memo->comment_len == n && memcmp(memo->comment, text + start, n) == 0) {
+		const struct ai_tags *src = &memo->tags;
+
+		/* the texts only up to their NULs: most are empty, the struct is 600 bytes */
+		memcpy(out, src, offsetof(struct ai_tags, user));
+		copy_text(out->user, src->user, memo->user_len);
+		copy_text(out->model, src->model, memo->model_len);
+		copy_text(out->conversation, src->conversation, memo->conversation_len);
+		copy_text(out->traceparent, src->traceparent, memo->traceparent_len);
+		if (memo->result == TAGS_OK) {
+			out->comment_start = start;
+			out->comment_end = end;
+		}
+		return memo->result;
+	}
+	enum tags_result r = tags_parse(text, len, out, errbuf, errlen);
+
+	memo->valid = sole && r != TAGS_INVALID && n <= sizeof memo->comment;
+	if (memo->valid) {
+		memo->result = r;
+		memo->comment_len = n;
+		memo->tags = *out;
+		memo->user_len = (uint16_t) strlen(out->user);
+		memo->model_len = (uint16_t) strlen(out->model);
+		memo->conversation_len = (uint16_t) strlen(out->conversation);
+		memo->traceparent_len = (uint16_t) strlen(out->traceparent);
+		memcpy(memo->comment, text + start, n);
+	}
+	return r;
+}

@@ -79,6 +79,7 @@ struct usage {
 	int n_spare;
 	struct model_price *prices;
 	size_t n_prices;
+	size_t price_hint;             /* the prices[] price_cents found last: a run of statements names one model */
 	bool prices_read;              /* sluice.model_prices read at least once */
 	bool prices_running, prices_warned;
 	bool replay_charged;           /* records of an earlier run charged to their budgets */
@@ -131,19 +132,34 @@ static void prices_loaded(void *arg, const PGresult *res)
 	}
 }
 
-/* US cents for tokens of model at the prices last read (0 when the model has none). */
-static double price_cents(const struct usage *u, const char *model, int64_t input_tokens,
-                          int64_t output_tokens)
+/* US cents for tokens at price mp. */
+static inline double cents_at(const struct model_price *mp, int64_t input_tokens, int64_t output_tokens)
 {
-	for (size_t i = 0; u && model && i < u->n_prices; i++)
-		if (strcmp(u->prices[i].model, model) == 0)
-			return ((double)input_tokens * u->prices[i].input_usd_per_mtok +
-			        (double)output_tokens * u->prices[i].output_usd_per_mtok) / 1e6 * 100.0;
+	return ((double)input_tokens * mp->input_usd_per_mtok + (double)output_tokens * mp->output_usd_per_mtok) /
+	       1e6 * 100.0;
+}
+
+/*
+ * US cents for tokens of model at the prices last read (0 when the model has
+ * none). The model found last is tried first (models are unique in
+ * sluice.model_prices, so the answer is the scan's).
+ */
+static double price_cents(struct usage *u, const char *model, int64_t input_tokens, int64_t output_tokens)
+{
+	if (!u || !model)
+		return 0;
+	if (u->price_hint < u->n_prices && strcmp(u->prices[u->price_hint].model, model) == 0)
+		return cents_at(&u->prices[u->price_hint], input_tokens, output_tokens);
+	for (size_t i = 0; i < u->n_prices; i++)
+		if (strcmp(u->prices[i].model, model) == 0) {
+			u->price_hint = i;
+			return cents_at(&u->prices[i], input_tokens, output_tokens);
+		}
 	return 0;
 }
 
 /* US cents for the tokens of a record at the prices last read (0 when the model has none). */
-static double cost_cents(const struct usage *u, const struct usage_record *r)
+static double cost_cents(struct usage *u, const struct usage_record *r)
 {
 	return price_cents(u, r->model, r->input_tokens, r->output_tokens);
 }
