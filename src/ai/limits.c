@@ -1062,25 +1062,47 @@ static struct limit_entry *entry_get(struct limits *l, const char *subject, cons
  * the two most recently used counters, which a subject's statements in a
  * row leave there; else entry_get asks the table.
  */
+/*
+ * Is name (NUL-terminated) keyed as kept (kept_len bytes, its first
+ * LIMITS_NAME_MAX at most)? One strncmp, no measuring of name.
+ */
+static inline bool key_is(const char *kept, size_t kept_len, const char *name)
+{
+	return strncmp(kept, name, kept_len) == 0 && (kept_len == LIMITS_NAME_MAX || name[kept_len] == '\0');
+}
+
 static void entry_get_pair(struct limits *l, const char *subject, const char *model, int64_t now,
                            struct limit_entry **s, struct limit_entry **m)
 {
-	bool with_model = has_model(model);
+	/* has_model without a call to strcmp */
+	bool with_model = model && model[0] && !(model[0] == '*' && model[1] == '\0');
 	const char *subj = subject ? subject : "";
-	size_t slen = strnlen(subj, LIMITS_NAME_MAX), mlen = with_model ? strnlen(model, LIMITS_NAME_MAX) : 0;
 	struct limit_entry *fs = NULL, *fm = NULL, *e = l->newest;
 	for (int i = 0; i < 2 && e; i++, e = e->older) {
-		if (e->node.subject_len != slen || memcmp(e->node.subject, subj, slen) != 0)
+		if (!key_is(e->node.subject, e->node.subject_len, subj))
 			continue;
 		if (e->node.model_len == 0)
 			fs = e;
-		else if (e->node.model_len == mlen && memcmp(e->node.model, model, mlen) == 0)
-			fm = e;    /* mlen is 0 without a model: never here then */
+		else if (with_model && key_is(e->node.model, e->node.model_len, model))
+			fm = e;
 	}
 	if (!fs) {
 		/* a new counter may evict one: the second lookup must not keep a pointer from before */
 		*s = entry_get(l, subject, NULL, now);
 		*m = with_model ? entry_get(l, subject, model, now) : NULL;
+		return;
+	}
+	if (fm && l->newest == fm && fm->older == fs) {
+		/* Touching fs, then fm, would leave the LRU list as it is (fm, fs
+		 * first): only the times and the refresh. */
+		if (now > fs->last_used_ms)
+			fs->last_used_ms = now;
+		entry_refresh(l, fs, now);
+		if (now > fm->last_used_ms)
+			fm->last_used_ms = now;
+		entry_refresh(l, fm, now);
+		*s = fs;
+		*m = fm;
 		return;
 	}
 	*s = entry_touch(l, fs, now);
@@ -1540,6 +1562,11 @@ void limits_lease_held(struct limits *l, int64_t now_ms, int64_t *requests, int6
 		}
 	*requests = sum[0];
 	*tokens = sum[1];
+}
+
+bool limits_rules_empty(const struct limits *l)
+{
+	return l && l->rules->tab.count == 0;
 }
 
 bool limits_admit(struct limits *l, const char *subject, const char *model, int64_t now_ms,

@@ -212,6 +212,13 @@ struct limit_refusal {
 bool limits_admit(struct limits *l, const char *subject, const char *model, int64_t now_ms,
                   struct limit_refusal *refusal);
 
+/*
+ * True when l holds no rule at all ([limits] or sluice.limits): then no
+ * counter is limited, and limits_admit_reserve neither checks nor reserves
+ * an estimate (a caller may skip computing one). False for l NULL.
+ */
+bool limits_rules_empty(const struct limits *l);
+
 /* What a statement is expected to spend; a negative field: the counter's running mean. */
 struct limit_estimate {
 	int64_t tokens;

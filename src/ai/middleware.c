@@ -49,7 +49,6 @@ static struct {
 	enum tags_result result;     /* TAGS_NONE or TAGS_OK: an invalid one is parsed again */
 	size_t len;
 	struct ai_tags tags;
-	size_t user_len, model_len, conversation_len, traceparent_len;   /* strlen of each text */
 	char text[MIDDLEWARE_PARSE_MEMO_MAX];
 } parse_memo;
 
@@ -71,10 +70,10 @@ static void memo_copy_tags(struct ai_tags *dst)
 {
 	const struct ai_tags *src = &parse_memo.tags;
 	memcpy(dst, src, offsetof(struct ai_tags, user));    /* a constant size: inlined */
-	copy_text(dst->user, src->user, parse_memo.user_len);
-	copy_text(dst->model, src->model, parse_memo.model_len);
-	copy_text(dst->conversation, src->conversation, parse_memo.conversation_len);
-	copy_text(dst->traceparent, src->traceparent, parse_memo.traceparent_len);
+	copy_text(dst->user, src->user, src->user_len);
+	copy_text(dst->model, src->model, src->model_len);
+	copy_text(dst->conversation, src->conversation, src->conversation_len);
+	copy_text(dst->traceparent, src->traceparent, src->traceparent_len);
 }
 
 enum tags_result middleware_parse_tags(const char *text, size_t len, struct ai_tags *tags,
@@ -90,10 +89,6 @@ enum tags_result middleware_parse_tags(const char *text, size_t len, struct ai_t
 		parse_memo.result = r;
 		parse_memo.len = len;
 		parse_memo.tags = *tags;
-		parse_memo.user_len = strlen(tags->user);
-		parse_memo.model_len = strlen(tags->model);
-		parse_memo.conversation_len = strlen(tags->conversation);
-		parse_memo.traceparent_len = strlen(tags->traceparent);
 		memcpy(parse_memo.text, text, len);
 	}
 	return r;
@@ -202,7 +197,10 @@ bool middleware_admit(const struct ai_context *c, const struct ai_tags *tags, st
 		return false;
 	}
 	struct limit_refusal r;
-	struct limit_estimate est = estimate_of(sl, tagged ? tags : NULL, model, wanted);
+	/* without any rule the estimate is never looked at: not priced then */
+	struct limit_estimate est = { -1, -1 };
+	if (!limits_rules_empty(sl->limits))
+		est = estimate_of(sl, tagged ? tags : NULL, model, wanted);
 	struct limit_reservation resv;
 	int64_t now = wall_ms();
 	if (!sl->limits || limits_admit_reserve(sl->limits, subject, model, now, &est, usage ? &resv : NULL, &r)) {

@@ -30,10 +30,11 @@ struct tag_def {
 	enum tag_kind kind;
 	size_t offset;                /* of the field in struct ai_tags (TEXT, COUNT, TTL) */
 	size_t size;                  /* of a TEXT field, bytes including the NUL */
+	size_t len_offset;            /* of a TEXT field's uint16_t length in struct ai_tags */
 };
 
 #define KEY(name) name, sizeof(name) - 1
-#define TEXT_FIELD(f) offsetof(struct ai_tags, f), sizeof(((struct ai_tags *) 0)->f)
+#define TEXT_FIELD(f) offsetof(struct ai_tags, f), sizeof(((struct ai_tags *) 0)->f), offsetof(struct ai_tags, f##_len)
 #define INT_FIELD(f) offsetof(struct ai_tags, f), 0
 
 /* Indexes of tag_defs, for match_key's dispatch. */
@@ -110,6 +111,7 @@ static void reset_tags(struct ai_tags *t)
 	t->tokens_estimate = -1;
 	t->cost_estimate_cents = -1;
 	t->traceparent[0] = '\0';
+	t->user_len = t->model_len = t->conversation_len = t->traceparent_len = 0;
 	t->comment_start = 0;
 	t->comment_end = 0;
 	t->error_detail = NULL;
@@ -465,6 +467,7 @@ static void read_traceparent(struct tag_parser *tp, const char *raw, size_t n, b
 		return;
 	memcpy(tp->out->traceparent, value, len);
 	tp->out->traceparent[len] = '\0';
+	tp->out->traceparent_len = (uint16_t) len;
 	tp->out->present = true;
 }
 
@@ -606,6 +609,11 @@ static void read_item(struct tag_parser *tp, const struct tag_def *def, const ch
 		}
 		memcpy((char *) tp->out + def->offset, value, len);
 		((char *) tp->out + def->offset)[len] = '\0';
+		{
+			uint16_t n16 = (uint16_t) len;    /* len <= 127 */
+
+			memcpy((char *) tp->out + def->len_offset, &n16, sizeof n16);
+		}
 		break;
 	case TAG_TOKENS:
 		read_integer(tp, def, value, len, raw, raw_len, 0, TAGS_TOKENS_MAX);
@@ -863,10 +871,10 @@ enum tags_result tags_parse_memo(struct tags_memo *memo, const char *text, size_
 
 		/* the texts only up to their NULs: most are empty, the struct is 600 bytes */
 		memcpy(out, src, offsetof(struct ai_tags, user));
-		copy_text(out->user, src->user, memo->user_len);
-		copy_text(out->model, src->model, memo->model_len);
-		copy_text(out->conversation, src->conversation, memo->conversation_len);
-		copy_text(out->traceparent, src->traceparent, memo->traceparent_len);
+		copy_text(out->user, src->user, src->user_len);
+		copy_text(out->model, src->model, src->model_len);
+		copy_text(out->conversation, src->conversation, src->conversation_len);
+		copy_text(out->traceparent, src->traceparent, src->traceparent_len);
 		if (memo->result == TAGS_OK) {
 			out->comment_start = start;
 			out->comment_end = end;
@@ -880,10 +888,6 @@ enum tags_result tags_parse_memo(struct tags_memo *memo, const char *text, size_
 		memo->result = r;
 		memo->comment_len = n;
 		memo->tags = *out;
-		memo->user_len = (uint16_t) strlen(out->user);
-		memo->model_len = (uint16_t) strlen(out->model);
-		memo->conversation_len = (uint16_t) strlen(out->conversation);
-		memo->traceparent_len = (uint16_t) strlen(out->traceparent);
 		memcpy(memo->comment, text + start, n);
 	}
 	return r;

@@ -49,6 +49,9 @@ struct ai_tags {
 	                                       of its closing; 0, 0 unless TAGS_OK */
 	const char *error_detail;     /* on TAGS_INVALID: a static DETAIL sentence for errbuf's
 	                                 message, or NULL; NULL otherwise */
+	/* strlen of user, model, conversation and traceparent, as the parser
+	   knows them (unspecified after TAGS_INVALID) */
+	uint16_t user_len, model_len, conversation_len, traceparent_len;
 	char user[128];               /* ai_user */
 	char model[128];              /* ai_model */
 	char conversation[128];       /* ai_conversation */
@@ -138,7 +141,6 @@ struct tags_memo {
 	bool valid;
 	enum tags_result result;       /* TAGS_NONE or TAGS_OK: an invalid comment is parsed again */
 	size_t comment_len;
-	uint16_t user_len, model_len, conversation_len, traceparent_len;   /* strlen of tags' texts */
 	struct ai_tags tags;           /* comment_start, comment_end: those of this comment's text */
 	char comment[TAGS_MEMO_MAX];
 };

@@ -204,6 +204,16 @@ static uint16_t copy_text(char *dst, const char *src, size_t size)
 	return (uint16_t)n;
 }
 
+/* copy_text of src whose strlen n is known. */
+static inline uint16_t copy_known(char *dst, const char *src, size_t n, size_t size)
+{
+	if (n > size - 1)
+		n = size - 1;
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+	return (uint16_t)n;
+}
+
 /*
  * 16 random bytes for a record id. RAND_bytes costs thousands of
  * instructions a call whatever the length, so ids are cut from a pool that
@@ -270,15 +280,23 @@ struct usage_pending *usage_prepare_admitted(const struct ai_context *c, const s
 	r->id[8] = (uint8_t)((r->id[8] & 0x3f) | 0x80);    /* RFC 4122 variant */
 	r->created_at_us = wall_usec();
 	uint16_t *len = p->text_len;
-	len[T_SUBJECT] = copy_text(r->subject, subject, sizeof(r->subject));
+	/* a name that is the tags' own: the parser measured it (at most 127 bytes, the fields hold 127) */
+	if (subject == tags->user)
+		len[T_SUBJECT] = copy_known(r->subject, subject, tags->user_len, sizeof(r->subject));
+	else
+		len[T_SUBJECT] = copy_text(r->subject, subject, sizeof(r->subject));
 	len[T_USER] = copy_text(r->db_user, c->user, sizeof(r->db_user));
 	len[T_DB] = copy_text(r->database, c->database, sizeof(r->database));
-	len[T_MODEL] = copy_text(r->model, model ? model : "", sizeof(r->model));
+	if (model == tags->model)
+		len[T_MODEL] = copy_known(r->model, model, tags->model_len, sizeof(r->model));
+	else
+		len[T_MODEL] = copy_text(r->model, model ? model : "", sizeof(r->model));
 	r->input_tokens = tags->tokens_in > 0 ? tags->tokens_in : 0;
 	r->output_tokens = tags->tokens_out > 0 ? tags->tokens_out : 0;
 	r->llm_latency_ms = tags->latency_ms;
 	r->cached = false;
-	len[T_CONV] = copy_text(r->conversation_id, tags->conversation, sizeof(r->conversation_id));
+	len[T_CONV] = copy_known(r->conversation_id, tags->conversation, tags->conversation_len,
+	                         sizeof(r->conversation_id));
 	len[T_TRACE] = trace_id_of(tags->traceparent, r->trace_id, sizeof(r->trace_id));
 	memcpy(r->instance, u->instance, (size_t)u->instance_len + 1);    /* both 160 bytes */
 	len[T_INST] = u->instance_len;

@@ -797,6 +797,12 @@ static void assert_same_tags(const struct ai_tags *a, const struct ai_tags *b)
 	assert_string_equal(a->model, b->model);
 	assert_string_equal(a->conversation, b->conversation);
 	assert_string_equal(a->traceparent, b->traceparent);
+	/* the lengths the parser hands on, as strlen would measure them */
+	assert_int_equal(a->user_len, strlen(a->user));
+	assert_int_equal(a->model_len, strlen(a->model));
+	assert_int_equal(a->conversation_len, strlen(a->conversation));
+	assert_int_equal(a->traceparent_len, strlen(a->traceparent));
+	assert_int_equal(b->user_len, strlen(b->user));
 }
 
 /*
