@@ -481,18 +481,22 @@ static void read_integer(struct tag_parser *tp, const struct tag_def *def, const
 	int64_t v = 0;
 	size_t i, digits = 0;
 
-	for (i = 0; i < len && (unsigned) (value[i] - '0') <= 9; i++)
-		;
-	if (len == 0 || i < len) {
+	if (len == 0) {
 		fail_invalid(tp, def, raw, raw_len);
 		return;
 	}
+	/* one pass: every byte a digit (else invalid, however long), the value of the first 18 significant ones */
 	for (i = 0; i < len; i++) {
-		if (digits == 0 && value[i] == '0')
+		unsigned d = (unsigned) ((unsigned char) value[i] - '0');
+
+		if (d > 9) {
+			fail_invalid(tp, def, raw, raw_len);
+			return;
+		}
+		if (digits == 0 && d == 0)
 			continue;             /* leading zeros do not count against the 18 digits */
-		if (++digits > 18)
-			break;
-		v = v * 10 + (value[i] - '0');
+		if (++digits <= 18)
+			v = v * 10 + (int64_t) d;
 	}
 	if (digits > 18 || v < min || v > max) {
 		char shown[SHOWN_VALUE_MAX + 4];
