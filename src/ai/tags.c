@@ -141,7 +141,8 @@ static const char *find_opener(const char *p, const char *end)
  * outside a comment is ordinary text; an unterminated tail is no comment.
  * False when there is none.
  */
-static bool find_comment(const char *text, size_t len, size_t from, size_t *start, size_t *end)
+__attribute__((always_inline))    /* in tags_parse's loop, as when it had no other caller */
+static inline bool find_comment(const char *text, size_t len, size_t from, size_t *start, size_t *end)
 {
 	const char *stop = text + len, *p = text + from, *open;
 
