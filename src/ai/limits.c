@@ -694,6 +694,13 @@ struct group_member {
 	char *groups[LIMITS_MAX_GROUPS];
 };
 
+/*
+ * Counters freed by any struct limits of the process: a reservation's
+ * counter pointers (limit_reservation.counters) are good while it is
+ * unchanged. Event loop only, as the limits are.
+ */
+static uint64_t counters_freed;
+
 struct limits *limits_new(struct limit_rules *rules, size_t max_entries)
 {
 	struct limits *l = calloc(1, sizeof(*l));
@@ -719,6 +726,7 @@ void limits_free(struct limits *l)
 	if (!l)
 		return;
 	struct limit_entry *e = l->newest;
+	counters_freed++;
 	while (e) {
 		struct limit_entry *next = e->older;
 		free(e->win[0]);
@@ -955,6 +963,7 @@ static void lease_drop(struct limits *l, struct limit_entry *e);
 
 static void entry_free(struct limits *l, struct limit_entry *e)
 {
+	counters_freed++;
 	lease_drop(l, e);   /* what it held is lost: PostgreSQL counts it until it ages out */
 	if (e->budget_dirty)
 		l->dirty_budgets--;
@@ -1591,6 +1600,12 @@ bool limits_admit_reserve(struct limits *l, const char *subject, const char *mod
 	struct limit_entry *s = ents[0], *m = ents[1];
 	if (!s)
 		return true;   /* out of memory: fail open */
+	if (resv) {
+		/* for limits_settle: the subject's counters, good while none is freed */
+		resv->counters[0] = s;
+		resv->counters[1] = m;
+		resv->counters_gen = counters_freed;
+	}
 	bool limited = false;
 	for (size_t i = 0; i < 2 * n_payers; i++)
 		limited |= ents[i] && ents[i]->limited;
@@ -1695,12 +1710,50 @@ void limits_release(struct limits *l, const char *subject, const char *model,
 	resv->held = false;
 }
 
+static void add_use_at(struct limits *l, const char *subject, const char *model, int64_t now,
+                       int64_t requests, int64_t tokens, int64_t ucents, int64_t at_day,
+                       bool bucket, bool local, bool call, const struct limit_reservation *hint);
+
 void limits_settle(struct limits *l, const char *subject, const char *model,
                    struct limit_reservation *resv, int64_t tokens, double cost_cents, int64_t now_ms)
 {
 	limits_release(l, subject, model, resv, now_ms);
 	lease_adjust_tokens(l, subject, model, tokens > 0 ? tokens : 0, now_ms);
-	limits_charge(l, subject, model, tokens, cost_cents, now_ms);
+	/* limits_charge, finding the subject's counters from admission */
+	add_use_at(l, subject, model, now_ms, 0, tokens, to_ucents(cost_cents), -1, true, true, true, resv);
+}
+
+/*
+ * entry_get_pair(l, subject, model) from hint's counters, when they are
+ * still there (no counter freed since) and are (subject, "") and (subject,
+ * model): touched as entry_get_pair touches them. False: look them up.
+ */
+static bool entry_pair_from(struct limits *l, const struct limit_reservation *hint, const char *subject,
+                            const char *model, int64_t now, struct limit_entry **s, struct limit_entry **m)
+{
+	struct limit_entry *hs = hint->counters[0], *hm = hint->counters[1];
+	if (!hs || hint->counters_gen != counters_freed || !subject || hs->node.model_len != 0 ||
+	    !key_is(hs->node.subject, hs->node.subject_len, subject))
+		return false;
+	bool with_model = model && model[0] && !(model[0] == '*' && model[1] == '\0');
+	if (with_model ? !hm || !key_is(hm->node.model, hm->node.model_len, model) : hm != NULL)
+		return false;
+	/* hm was found with hs's subject: its subject is hs's */
+	if (hm && l->newest == hm && hm->older == hs) {
+		if (now > hs->last_used_ms)
+			hs->last_used_ms = now;
+		entry_refresh(l, hs, now);
+		if (now > hm->last_used_ms)
+			hm->last_used_ms = now;
+		entry_refresh(l, hm, now);
+	} else {
+		entry_touch(l, hs, now);
+		if (hm)
+			entry_touch(l, hm, now);
+	}
+	*s = hs;
+	*m = hm;
+	return true;
 }
 
 /*
@@ -1713,6 +1766,14 @@ static void add_use(struct limits *l, const char *subject, const char *model, in
                     int64_t requests, int64_t tokens, int64_t ucents, int64_t at_day,
                     bool bucket, bool local, bool call)
 {
+	add_use_at(l, subject, model, now, requests, tokens, ucents, at_day, bucket, local, call, NULL);
+}
+
+/* add_use; hint (may be NULL): a reservation whose counters may spare the subject's lookup. */
+static void add_use_at(struct limits *l, const char *subject, const char *model, int64_t now,
+                       int64_t requests, int64_t tokens, int64_t ucents, int64_t at_day,
+                       bool bucket, bool local, bool call, const struct limit_reservation *hint)
+{
 	if (!subject || !*subject)
 		return;
 	if (tokens < 0)
@@ -1722,7 +1783,8 @@ static void add_use(struct limits *l, const char *subject, const char *model, in
 	struct limit_entry *s = NULL, *m = NULL;
 	for (size_t p = 0; p < n_payers; p++) {
 		struct limit_entry *both[2];
-		entry_get_pair(l, payer[p], model, now, &both[0], &both[1]);
+		if (p > 0 || !hint || !entry_pair_from(l, hint, payer[p], model, now, &both[0], &both[1]))
+			entry_get_pair(l, payer[p], model, now, &both[0], &both[1]);
 		if (p == 0) {
 			s = both[0];
 			m = both[1];

@@ -235,6 +235,10 @@ struct limit_reservation {
 	int64_t epoch;           /* now_ms / LIMITS_RESERVATION_EPOCH_MS at admission */
 	int64_t tokens;          /* reserved tokens */
 	int64_t ucents;          /* reserved cost, millionths of a cent */
+	/* the subject's counters admission used (opaque; limits_settle uses them,
+	   after checking their names, while no counter has been freed since) */
+	void *counters[2];
+	uint64_t counters_gen;
 };
 
 /*
