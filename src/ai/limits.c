@@ -1604,6 +1604,7 @@ bool limits_admit_reserve(struct limits *l, const char *subject, const char *mod
 		/* for limits_settle: the subject's counters, good while none is freed */
 		resv->counters[0] = s;
 		resv->counters[1] = m;
+		resv->counters_of = l;
 		resv->counters_gen = counters_freed;
 	}
 	bool limited = false;
@@ -1732,7 +1733,7 @@ static bool entry_pair_from(struct limits *l, const struct limit_reservation *hi
                             const char *model, int64_t now, struct limit_entry **s, struct limit_entry **m)
 {
 	struct limit_entry *hs = hint->counters[0], *hm = hint->counters[1];
-	if (!hs || hint->counters_gen != counters_freed || !subject || hs->node.model_len != 0 ||
+	if (!hs || hint->counters_of != l || hint->counters_gen != counters_freed || !subject || hs->node.model_len != 0 ||
 	    !key_is(hs->node.subject, hs->node.subject_len, subject))
 		return false;
 	bool with_model = model && model[0] && !(model[0] == '*' && model[1] == '\0');

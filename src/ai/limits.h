@@ -238,6 +238,7 @@ struct limit_reservation {
 	/* the subject's counters admission used (opaque; limits_settle uses them,
 	   after checking their names, while no counter has been freed since) */
 	void *counters[2];
+	const void *counters_of;     /* the struct limits they belong to */
 	uint64_t counters_gen;
 };
 

@@ -112,11 +112,20 @@ static const char *model_of(const struct ai_context *c, const struct ai_tags *ta
 	return tags && tags->has_ai_key && tags->model[0] ? tags->model : c->session->model;
 }
 
+/*
+ * The counters the last admission with a reservation slot used: a cache
+ * hit's record, made after its admission without a reservation, settles on
+ * them (limits_settle checks they are still there and are the record's).
+ */
+static struct limit_reservation last_admitted;
+
 struct usage_pending *middleware_hit_usage(const struct ai_context *c, const struct ai_tags *tags)
 {
 	struct usage_pending *p = usage_prepare(c, tags, subject_of(c, tags), model_of(c, tags));
-	if (p)
+	if (p) {
 		usage_mark_cached(p);
+		usage_hint_counters(p, &last_admitted);
+	}
 	return p;
 }
 
@@ -208,6 +217,7 @@ bool middleware_admit(const struct ai_context *c, const struct ai_tags *tags, st
 		if (usage) {
 			if (!sl->limits)
 				memset(&resv, 0, sizeof(resv));
+			last_admitted = resv;
 			/* with neither a record to make nor a reservation to carry it
 			 * would return NULL: the usual case of a tag without token counts
 			 * and no limit in force is told here without the call */

@@ -362,6 +362,16 @@ void usage_mark_cached(struct usage_pending *p)
 	p->rec.output_tokens = 0;
 }
 
+void usage_hint_counters(struct usage_pending *p, const struct limit_reservation *from)
+{
+	if (p->resv.held)
+		return;    /* a reservation's own counters */
+	p->resv.counters[0] = from->counters[0];
+	p->resv.counters[1] = from->counters[1];
+	p->resv.counters_of = from->counters_of;
+	p->resv.counters_gen = from->counters_gen;
+}
+
 void usage_discard(struct usage_pending *p)
 {
 	if (p && p->sl && p->sl->limits)

@@ -597,6 +597,17 @@ static void test_settle_charges_its_names_counters(void **state)
 	est.tokens = 200;
 	assert_false(limits_admit_reserve(l, "bob", "m", T0 + 5, &est, &b, &r));
 	assert_int_equal(r.dim, LIMIT_TOKENS_PER_DAY);
+	/* a reservation of l settled on another struct limits charges that one's counters */
+	struct limits *l2 = limits_new(rules_from("alice = tokens_per_day=1000"), 0);
+	assert_non_null(l2);
+	est.tokens = 0;
+	assert_true(limits_admit_reserve(l2, "alice", "m", T0 + 6, &est, &b, NULL));
+	assert_true(limits_admit_reserve(l, "alice", "m", T0 + 6, &est, &a, NULL));
+	limits_settle(l2, "alice", "m", &a, 900, 0, T0 + 7);
+	est.tokens = 200;
+	assert_false(limits_admit_reserve(l2, "alice", "m", T0 + 8, &est, &b, &r));
+	assert_int_equal(r.dim, LIMIT_TOKENS_PER_DAY);
+	limits_free(l2);
 	limits_free(l);
 }
 
