@@ -694,6 +694,13 @@ struct group_member {
 	char *groups[LIMITS_MAX_GROUPS];
 };
 
+/*
+ * Counters freed by any struct limits of the process: a reservation's
+ * counter pointers (limit_reservation.counters) are good while it is
+ * unchanged. Event loop only, as the limits are.
+ */
+static uint64_t counters_freed;
+
 struct limits *limits_new(struct limit_rules *rules, size_t max_entries)
 {
 	struct limits *l = calloc(1, sizeof(*l));
@@ -719,6 +726,7 @@ void limits_free(struct limits *l)
 	if (!l)
 		return;
 	struct limit_entry *e = l->newest;
+	counters_freed++;
 	while (e) {
 		struct limit_entry *next = e->older;
 		free(e->win[0]);
@@ -898,8 +906,8 @@ static void resv_totals(const struct limit_entry *e, int64_t *tokens, int64_t *u
 	*inflight = e->resv[0].inflight + e->resv[1].inflight;
 }
 
-/* Resolve limits if the rules changed, move the windows to now, roll day and month. */
-static void entry_refresh(struct limits *l, struct limit_entry *e, int64_t now)
+/* entry_refresh's work, when it has some (out of line: the usual call has none). */
+static __attribute__((noinline)) void entry_refresh_slow(struct limits *l, struct limit_entry *e, int64_t now)
 {
 	if (e->rules_generation != l->rules->generation) {
 		resolve_into(l->rules, e->node.subject, e->node.model, e->limit);
@@ -907,11 +915,6 @@ static void entry_refresh(struct limits *l, struct limit_entry *e, int64_t now)
 		e->limited = false;
 		for (int d = 0; d < LIMIT_N_DIMS; d++)
 			e->limited |= e->limit[d] >= 0;
-	} else if (now >= e->fresh_ms && now - e->fresh_ms < 1000) {
-		/* Same rules, same second as the last refresh: windows move by the
-		 * second, and epochs, days and months are whole seconds, so the
-		 * work below would change nothing. */
-		return;
 	}
 	e->fresh_ms = second_of(now) * 1000;
 	for (int b = 0; b < 2; b++) {
@@ -937,6 +940,17 @@ static void entry_refresh(struct limits *l, struct limit_entry *e, int64_t now)
 	}
 }
 
+/* Resolve limits if the rules changed, move the windows to now, roll day and month. */
+static inline void entry_refresh(struct limits *l, struct limit_entry *e, int64_t now)
+{
+	/* Same rules, same second as the last refresh: windows move by the
+	 * second, and epochs, days and months are whole seconds, so the work
+	 * would change nothing. */
+	if (e->rules_generation == l->rules->generation && now >= e->fresh_ms && now - e->fresh_ms < 1000)
+		return;
+	entry_refresh_slow(l, e, now);
+}
+
 static bool entry_at_rest(const struct limit_entry *e)
 {
 	int64_t rt, ru, ri;
@@ -949,6 +963,7 @@ static void lease_drop(struct limits *l, struct limit_entry *e);
 
 static void entry_free(struct limits *l, struct limit_entry *e)
 {
+	counters_freed++;
 	lease_drop(l, e);   /* what it held is lost: PostgreSQL counts it until it ages out */
 	if (e->budget_dirty)
 		l->dirty_budgets--;
@@ -1056,25 +1071,47 @@ static struct limit_entry *entry_get(struct limits *l, const char *subject, cons
  * the two most recently used counters, which a subject's statements in a
  * row leave there; else entry_get asks the table.
  */
+/*
+ * Is name (NUL-terminated) keyed as kept (kept_len bytes, its first
+ * LIMITS_NAME_MAX at most)? One strncmp, no measuring of name.
+ */
+static inline bool key_is(const char *kept, size_t kept_len, const char *name)
+{
+	return strncmp(kept, name, kept_len) == 0 && (kept_len == LIMITS_NAME_MAX || name[kept_len] == '\0');
+}
+
 static void entry_get_pair(struct limits *l, const char *subject, const char *model, int64_t now,
                            struct limit_entry **s, struct limit_entry **m)
 {
-	bool with_model = has_model(model);
+	/* has_model without a call to strcmp */
+	bool with_model = model && model[0] && !(model[0] == '*' && model[1] == '\0');
 	const char *subj = subject ? subject : "";
-	size_t slen = strnlen(subj, LIMITS_NAME_MAX), mlen = with_model ? strnlen(model, LIMITS_NAME_MAX) : 0;
 	struct limit_entry *fs = NULL, *fm = NULL, *e = l->newest;
 	for (int i = 0; i < 2 && e; i++, e = e->older) {
-		if (e->node.subject_len != slen || memcmp(e->node.subject, subj, slen) != 0)
+		if (!key_is(e->node.subject, e->node.subject_len, subj))
 			continue;
 		if (e->node.model_len == 0)
 			fs = e;
-		else if (e->node.model_len == mlen && memcmp(e->node.model, model, mlen) == 0)
-			fm = e;    /* mlen is 0 without a model: never here then */
+		else if (with_model && key_is(e->node.model, e->node.model_len, model))
+			fm = e;
 	}
 	if (!fs) {
 		/* a new counter may evict one: the second lookup must not keep a pointer from before */
 		*s = entry_get(l, subject, NULL, now);
 		*m = with_model ? entry_get(l, subject, model, now) : NULL;
+		return;
+	}
+	if (fm && l->newest == fm && fm->older == fs) {
+		/* Touching fs, then fm, would leave the LRU list as it is (fm, fs
+		 * first): only the times and the refresh. */
+		if (now > fs->last_used_ms)
+			fs->last_used_ms = now;
+		entry_refresh(l, fs, now);
+		if (now > fm->last_used_ms)
+			fm->last_used_ms = now;
+		entry_refresh(l, fm, now);
+		*s = fs;
+		*m = fm;
 		return;
 	}
 	*s = entry_touch(l, fs, now);
@@ -1536,6 +1573,11 @@ void limits_lease_held(struct limits *l, int64_t now_ms, int64_t *requests, int6
 	*tokens = sum[1];
 }
 
+bool limits_rules_empty(const struct limits *l)
+{
+	return l && l->rules->tab.count == 0;
+}
+
 bool limits_admit(struct limits *l, const char *subject, const char *model, int64_t now_ms,
                   struct limit_refusal *refusal)
 {
@@ -1558,6 +1600,13 @@ bool limits_admit_reserve(struct limits *l, const char *subject, const char *mod
 	struct limit_entry *s = ents[0], *m = ents[1];
 	if (!s)
 		return true;   /* out of memory: fail open */
+	if (resv) {
+		/* for limits_settle: the subject's counters, good while none is freed */
+		resv->counters[0] = s;
+		resv->counters[1] = m;
+		resv->counters_of = l;
+		resv->counters_gen = counters_freed;
+	}
 	bool limited = false;
 	for (size_t i = 0; i < 2 * n_payers; i++)
 		limited |= ents[i] && ents[i]->limited;
@@ -1662,12 +1711,50 @@ void limits_release(struct limits *l, const char *subject, const char *model,
 	resv->held = false;
 }
 
+static void add_use_at(struct limits *l, const char *subject, const char *model, int64_t now,
+                       int64_t requests, int64_t tokens, int64_t ucents, int64_t at_day,
+                       bool bucket, bool local, bool call, const struct limit_reservation *hint);
+
 void limits_settle(struct limits *l, const char *subject, const char *model,
                    struct limit_reservation *resv, int64_t tokens, double cost_cents, int64_t now_ms)
 {
 	limits_release(l, subject, model, resv, now_ms);
 	lease_adjust_tokens(l, subject, model, tokens > 0 ? tokens : 0, now_ms);
-	limits_charge(l, subject, model, tokens, cost_cents, now_ms);
+	/* limits_charge, finding the subject's counters from admission */
+	add_use_at(l, subject, model, now_ms, 0, tokens, to_ucents(cost_cents), -1, true, true, true, resv);
+}
+
+/*
+ * entry_get_pair(l, subject, model) from hint's counters, when they are
+ * still there (no counter freed since) and are (subject, "") and (subject,
+ * model): touched as entry_get_pair touches them. False: look them up.
+ */
+static bool entry_pair_from(struct limits *l, const struct limit_reservation *hint, const char *subject,
+                            const char *model, int64_t now, struct limit_entry **s, struct limit_entry **m)
+{
+	struct limit_entry *hs = hint->counters[0], *hm = hint->counters[1];
+	if (!hs || hint->counters_of != l || hint->counters_gen != counters_freed || !subject || hs->node.model_len != 0 ||
+	    !key_is(hs->node.subject, hs->node.subject_len, subject))
+		return false;
+	bool with_model = model && model[0] && !(model[0] == '*' && model[1] == '\0');
+	if (with_model ? !hm || !key_is(hm->node.model, hm->node.model_len, model) : hm != NULL)
+		return false;
+	/* hm was found with hs's subject: its subject is hs's */
+	if (hm && l->newest == hm && hm->older == hs) {
+		if (now > hs->last_used_ms)
+			hs->last_used_ms = now;
+		entry_refresh(l, hs, now);
+		if (now > hm->last_used_ms)
+			hm->last_used_ms = now;
+		entry_refresh(l, hm, now);
+	} else {
+		entry_touch(l, hs, now);
+		if (hm)
+			entry_touch(l, hm, now);
+	}
+	*s = hs;
+	*m = hm;
+	return true;
 }
 
 /*
@@ -1680,6 +1767,14 @@ static void add_use(struct limits *l, const char *subject, const char *model, in
                     int64_t requests, int64_t tokens, int64_t ucents, int64_t at_day,
                     bool bucket, bool local, bool call)
 {
+	add_use_at(l, subject, model, now, requests, tokens, ucents, at_day, bucket, local, call, NULL);
+}
+
+/* add_use; hint (may be NULL): a reservation whose counters may spare the subject's lookup. */
+static void add_use_at(struct limits *l, const char *subject, const char *model, int64_t now,
+                       int64_t requests, int64_t tokens, int64_t ucents, int64_t at_day,
+                       bool bucket, bool local, bool call, const struct limit_reservation *hint)
+{
 	if (!subject || !*subject)
 		return;
 	if (tokens < 0)
@@ -1689,7 +1784,8 @@ static void add_use(struct limits *l, const char *subject, const char *model, in
 	struct limit_entry *s = NULL, *m = NULL;
 	for (size_t p = 0; p < n_payers; p++) {
 		struct limit_entry *both[2];
-		entry_get_pair(l, payer[p], model, now, &both[0], &both[1]);
+		if (p > 0 || !hint || !entry_pair_from(l, hint, payer[p], model, now, &both[0], &both[1]))
+			entry_get_pair(l, payer[p], model, now, &both[0], &both[1]);
 		if (p == 0) {
 			s = both[0];
 			m = both[1];

@@ -212,6 +212,13 @@ struct limit_refusal {
 bool limits_admit(struct limits *l, const char *subject, const char *model, int64_t now_ms,
                   struct limit_refusal *refusal);
 
+/*
+ * True when l holds no rule at all ([limits] or sluice.limits): then no
+ * counter is limited, and limits_admit_reserve neither checks nor reserves
+ * an estimate (a caller may skip computing one). False for l NULL.
+ */
+bool limits_rules_empty(const struct limits *l);
+
 /* What a statement is expected to spend; a negative field: the counter's running mean. */
 struct limit_estimate {
 	int64_t tokens;
@@ -228,6 +235,11 @@ struct limit_reservation {
 	int64_t epoch;           /* now_ms / LIMITS_RESERVATION_EPOCH_MS at admission */
 	int64_t tokens;          /* reserved tokens */
 	int64_t ucents;          /* reserved cost, millionths of a cent */
+	/* the subject's counters admission used (opaque; limits_settle uses them,
+	   after checking their names, while no counter has been freed since) */
+	void *counters[2];
+	const void *counters_of;     /* the struct limits they belong to */
+	uint64_t counters_gen;
 };
 
 /*

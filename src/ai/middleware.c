@@ -28,8 +28,10 @@ static void refusal_start(struct pg_error *refusal, const char *sqlstate)
 enum tags_result middleware_tags(const char *text, size_t len, struct ai_tags *tags,
                                  struct pg_error *refusal)
 {
+	/* one memo for the process: the event loop's (middleware.h) */
+	static struct tags_memo memo;
 	char err[TAGS_ERRBUF_SIZE];
-	enum tags_result r = tags_parse(text, len, tags, err, sizeof(err));
+	enum tags_result r = tags_parse_memo(&memo, text, len, tags, err, sizeof(err));
 	if (r == TAGS_INVALID) {
 		refusal_start(refusal, SQLSTATE_INVALID_PARAMETER_VALUE);
 		str_copy(refusal->message, err, sizeof(refusal->message));
@@ -47,7 +49,6 @@ static struct {
 	enum tags_result result;     /* TAGS_NONE or TAGS_OK: an invalid one is parsed again */
 	size_t len;
 	struct ai_tags tags;
-	size_t user_len, model_len, conversation_len, traceparent_len;   /* strlen of each text */
 	char text[MIDDLEWARE_PARSE_MEMO_MAX];
 } parse_memo;
 
@@ -69,10 +70,10 @@ static void memo_copy_tags(struct ai_tags *dst)
 {
 	const struct ai_tags *src = &parse_memo.tags;
 	memcpy(dst, src, offsetof(struct ai_tags, user));    /* a constant size: inlined */
-	copy_text(dst->user, src->user, parse_memo.user_len);
-	copy_text(dst->model, src->model, parse_memo.model_len);
-	copy_text(dst->conversation, src->conversation, parse_memo.conversation_len);
-	copy_text(dst->traceparent, src->traceparent, parse_memo.traceparent_len);
+	copy_text(dst->user, src->user, src->user_len);
+	copy_text(dst->model, src->model, src->model_len);
+	copy_text(dst->conversation, src->conversation, src->conversation_len);
+	copy_text(dst->traceparent, src->traceparent, src->traceparent_len);
 }
 
 enum tags_result middleware_parse_tags(const char *text, size_t len, struct ai_tags *tags,
@@ -88,10 +89,6 @@ enum tags_result middleware_parse_tags(const char *text, size_t len, struct ai_t
 		parse_memo.result = r;
 		parse_memo.len = len;
 		parse_memo.tags = *tags;
-		parse_memo.user_len = strlen(tags->user);
-		parse_memo.model_len = strlen(tags->model);
-		parse_memo.conversation_len = strlen(tags->conversation);
-		parse_memo.traceparent_len = strlen(tags->traceparent);
 		memcpy(parse_memo.text, text, len);
 	}
 	return r;
@@ -115,11 +112,20 @@ static const char *model_of(const struct ai_context *c, const struct ai_tags *ta
 	return tags && tags->has_ai_key && tags->model[0] ? tags->model : c->session->model;
 }
 
+/*
+ * The counters the last admission with a reservation slot used: a cache
+ * hit's record, made after its admission without a reservation, settles on
+ * them (limits_settle checks they are still there and are the record's).
+ */
+static struct limit_reservation last_admitted;
+
 struct usage_pending *middleware_hit_usage(const struct ai_context *c, const struct ai_tags *tags)
 {
 	struct usage_pending *p = usage_prepare(c, tags, subject_of(c, tags), model_of(c, tags));
-	if (p)
+	if (p) {
 		usage_mark_cached(p);
+		usage_hint_counters(p, &last_admitted);
+	}
 	return p;
 }
 
@@ -200,7 +206,10 @@ bool middleware_admit(const struct ai_context *c, const struct ai_tags *tags, st
 		return false;
 	}
 	struct limit_refusal r;
-	struct limit_estimate est = estimate_of(sl, tagged ? tags : NULL, model, wanted);
+	/* without any rule the estimate is never looked at: not priced then */
+	struct limit_estimate est = { -1, -1 };
+	if (!limits_rules_empty(sl->limits))
+		est = estimate_of(sl, tagged ? tags : NULL, model, wanted);
 	struct limit_reservation resv;
 	int64_t now = wall_ms();
 	if (!sl->limits || limits_admit_reserve(sl->limits, subject, model, now, &est, usage ? &resv : NULL, &r)) {
@@ -208,6 +217,7 @@ bool middleware_admit(const struct ai_context *c, const struct ai_tags *tags, st
 		if (usage) {
 			if (!sl->limits)
 				memset(&resv, 0, sizeof(resv));
+			last_admitted = resv;
 			/* with neither a record to make nor a reservation to carry it
 			 * would return NULL: the usual case of a tag without token counts
 			 * and no limit in force is told here without the call */

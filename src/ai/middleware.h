@@ -20,7 +20,9 @@ struct usage_pending;
 
 /*
  * Tags of a statement text[0..len) (Query text or Parse query): TAGS_NONE
- * costs one scan for the comment opener. On TAGS_INVALID, *refusal holds the
+ * costs one scan for the comment opener; a statement whose one comment is the
+ * one the last call parsed gets its tags by a compare and a copy
+ * (tags_parse_memo; one memo for the process: the event loop's). On TAGS_INVALID, *refusal holds the
  * 22023 error naming the key, or what is wrong with a malformed comment that
  * names an ai_ key (tags.h), with its DETAIL (sent with severity ERROR).
  */

@@ -119,7 +119,8 @@ static inline bool name_is(const char *name, const char *kept, size_t kept_len)
 {
 	if (!name || !name[0])
 		return kept_len == 0;
-	return strnlen(name, LIMITS_NAME_MAX) == kept_len && memcmp(name, kept, kept_len) == 0;
+	/* one strncmp, no measuring of name: equal in kept_len bytes, and name ends there (or is cut there) */
+	return strncmp(kept, name, kept_len) == 0 && (kept_len == LIMITS_NAME_MAX || name[kept_len] == '\0');
 }
 
 /* The entry of (subject, model), made on first use; the "(other)" entry when full or OOM. */

@@ -30,10 +30,11 @@ struct tag_def {
 	enum tag_kind kind;
 	size_t offset;                /* of the field in struct ai_tags (TEXT, COUNT, TTL) */
 	size_t size;                  /* of a TEXT field, bytes including the NUL */
+	size_t len_offset;            /* of a TEXT field's uint16_t length in struct ai_tags */
 };
 
 #define KEY(name) name, sizeof(name) - 1
-#define TEXT_FIELD(f) offsetof(struct ai_tags, f), sizeof(((struct ai_tags *) 0)->f)
+#define TEXT_FIELD(f) offsetof(struct ai_tags, f), sizeof(((struct ai_tags *) 0)->f), offsetof(struct ai_tags, f##_len)
 #define INT_FIELD(f) offsetof(struct ai_tags, f), 0
 
 /* Indexes of tag_defs, for match_key's dispatch. */
@@ -110,6 +111,7 @@ static void reset_tags(struct ai_tags *t)
 	t->tokens_estimate = -1;
 	t->cost_estimate_cents = -1;
 	t->traceparent[0] = '\0';
+	t->user_len = t->model_len = t->conversation_len = t->traceparent_len = 0;
 	t->comment_start = 0;
 	t->comment_end = 0;
 	t->error_detail = NULL;
@@ -139,7 +141,8 @@ static const char *find_opener(const char *p, const char *end)
  * outside a comment is ordinary text; an unterminated tail is no comment.
  * False when there is none.
  */
-static bool find_comment(const char *text, size_t len, size_t from, size_t *start, size_t *end)
+__attribute__((always_inline))    /* in tags_parse's loop, as when it had no other caller */
+static inline bool find_comment(const char *text, size_t len, size_t from, size_t *start, size_t *end)
 {
 	const char *stop = text + len, *p = text + from, *open;
 
@@ -465,6 +468,7 @@ static void read_traceparent(struct tag_parser *tp, const char *raw, size_t n, b
 		return;
 	memcpy(tp->out->traceparent, value, len);
 	tp->out->traceparent[len] = '\0';
+	tp->out->traceparent_len = (uint16_t) len;
 	tp->out->present = true;
 }
 
@@ -478,18 +482,22 @@ static void read_integer(struct tag_parser *tp, const struct tag_def *def, const
 	int64_t v = 0;
 	size_t i, digits = 0;
 
-	for (i = 0; i < len && (unsigned) (value[i] - '0') <= 9; i++)
-		;
-	if (len == 0 || i < len) {
+	if (len == 0) {
 		fail_invalid(tp, def, raw, raw_len);
 		return;
 	}
+	/* one pass: every byte a digit (else invalid, however long), the value of the first 18 significant ones */
 	for (i = 0; i < len; i++) {
-		if (digits == 0 && value[i] == '0')
+		unsigned d = (unsigned) ((unsigned char) value[i] - '0');
+
+		if (d > 9) {
+			fail_invalid(tp, def, raw, raw_len);
+			return;
+		}
+		if (digits == 0 && d == 0)
 			continue;             /* leading zeros do not count against the 18 digits */
-		if (++digits > 18)
-			break;
-		v = v * 10 + (value[i] - '0');
+		if (++digits <= 18)
+			v = v * 10 + (int64_t) d;
 	}
 	if (digits > 18 || v < min || v > max) {
 		char shown[SHOWN_VALUE_MAX + 4];
@@ -606,6 +614,11 @@ static void read_item(struct tag_parser *tp, const struct tag_def *def, const ch
 		}
 		memcpy((char *) tp->out + def->offset, value, len);
 		((char *) tp->out + def->offset)[len] = '\0';
+		{
+			uint16_t n16 = (uint16_t) len;    /* len <= 127 */
+
+			memcpy((char *) tp->out + def->len_offset, &n16, sizeof n16);
+		}
 		break;
 	case TAG_TOKENS:
 		read_integer(tp, def, value, len, raw, raw_len, 0, TAGS_TOKENS_MAX);
@@ -834,4 +847,53 @@ enum tags_result tags_parse(const char *text, size_t len, struct ai_tags *out,
 	out->comment_start = won_start;
 	out->comment_end = won_end;
 	return TAGS_OK;
+}
+
+/* src (len bytes and a NUL) to dst; an empty one without a call to memcpy. */
+static inline void copy_text(char *dst, const char *src, size_t len)
+{
+	if (len)
+		memcpy(dst, src, len + 1);
+	else
+		dst[0] = '\0';
+}
+
+enum tags_result tags_parse_memo(struct tags_memo *memo, const char *text, size_t len,
+                                 struct ai_tags *out, char *errbuf, size_t errlen)
+{
+	size_t start, end, next_start, next_end;
+
+	if (!text || !find_comment(text, len, 0, &start, &end)) {
+		reset_tags(out);
+		return TAGS_NONE;     /* as tags_parse: no comment */
+	}
+	/* exactly one comment: what tags_parse's loop would find after it */
+	bool sole = !find_comment(text, len, end, &next_start, &next_end);
+	size_t n = end - start;
+
+	if (sole && memo->valid && memo->comment_len == n && memcmp(memo->comment, text + start, n) == 0) {
+		const struct ai_tags *src = &memo->tags;
+
+		/* the texts only up to their NULs: most are empty, the struct is 600 bytes */
+		memcpy(out, src, offsetof(struct ai_tags, user));
+		copy_text(out->user, src->user, src->user_len);
+		copy_text(out->model, src->model, src->model_len);
+		copy_text(out->conversation, src->conversation, src->conversation_len);
+		copy_text(out->traceparent, src->traceparent, src->traceparent_len);
+		if (memo->result == TAGS_OK) {
+			out->comment_start = start;
+			out->comment_end = end;
+		}
+		return memo->result;
+	}
+	enum tags_result r = tags_parse(text, len, out, errbuf, errlen);
+
+	memo->valid = sole && r != TAGS_INVALID && n <= sizeof memo->comment;
+	if (memo->valid) {
+		memo->result = r;
+		memo->comment_len = n;
+		memo->tags = *out;
+		memcpy(memo->comment, text + start, n);
+	}
+	return r;
 }

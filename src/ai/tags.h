@@ -49,6 +49,9 @@ struct ai_tags {
 	                                       of its closing; 0, 0 unless TAGS_OK */
 	const char *error_detail;     /* on TAGS_INVALID: a static DETAIL sentence for errbuf's
 	                                 message, or NULL; NULL otherwise */
+	/* strlen of user, model, conversation and traceparent, as the parser
+	   knows them (unspecified after TAGS_INVALID) */
+	uint16_t user_len, model_len, conversation_len, traceparent_len;
 	char user[128];               /* ai_user */
 	char model[128];              /* ai_model */
 	char conversation[128];       /* ai_conversation */
@@ -122,6 +125,38 @@ enum tags_result { TAGS_NONE, TAGS_OK, TAGS_INVALID };
  */
 enum tags_result tags_parse(const char *text, size_t len, struct ai_tags *out,
                             char *errbuf, size_t errlen);
+
+/* Comment bytes (delimiters included) a struct tags_memo keeps. */
+#define TAGS_MEMO_MAX 512
+
+/*
+ * The last comment tags_parse_memo parsed and what it gave: applications
+ * tag their statements with the same comment again and again (an ORM's
+ * per-request comment, a cache lookup's ai_cache, ai_user and ai_model),
+ * around a text that differs (literals), so the comment alone is the key.
+ * Zero-initialise before the first use; owned by the caller, not shared
+ * between threads.
+ */
+struct tags_memo {
+	bool valid;
+	enum tags_result result;       /* TAGS_NONE or TAGS_OK: an invalid comment is parsed again */
+	size_t comment_len;
+	struct ai_tags tags;           /* comment_start, comment_end: those of this comment's text */
+	char comment[TAGS_MEMO_MAX];
+};
+
+/*
+ * tags_parse(text, len, out, errbuf, errlen), the same in every output,
+ * with memo: when text has exactly one complete comment, and it is the
+ * comment memo holds (compared byte for byte), out is memo's tags, copied
+ * (tags_parse's result depends only on the comments' bytes, and with one
+ * comment only on its own), and the comment's offsets set; the cost is the
+ * scan for the comment, one compare and the copy. Otherwise tags_parse
+ * runs, and a valid result of a text with one comment of at most
+ * TAGS_MEMO_MAX bytes replaces memo's.
+ */
+enum tags_result tags_parse_memo(struct tags_memo *memo, const char *text, size_t len,
+                                 struct ai_tags *out, char *errbuf, size_t errlen);
 
 /*
  * True when s[0..n) is valid UTF-8 without NUL: what a text column of a

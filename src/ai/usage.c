@@ -79,6 +79,7 @@ struct usage {
 	int n_spare;
 	struct model_price *prices;
 	size_t n_prices;
+	size_t price_hint;             /* the prices[] price_cents found last: a run of statements names one model */
 	bool prices_read;              /* sluice.model_prices read at least once */
 	bool prices_running, prices_warned;
 	bool replay_charged;           /* records of an earlier run charged to their budgets */
@@ -131,19 +132,34 @@ static void prices_loaded(void *arg, const PGresult *res)
 	}
 }
 
-/* US cents for tokens of model at the prices last read (0 when the model has none). */
-static double price_cents(const struct usage *u, const char *model, int64_t input_tokens,
-                          int64_t output_tokens)
+/* US cents for tokens at price mp. */
+static inline double cents_at(const struct model_price *mp, int64_t input_tokens, int64_t output_tokens)
 {
-	for (size_t i = 0; u && model && i < u->n_prices; i++)
-		if (strcmp(u->prices[i].model, model) == 0)
-			return ((double)input_tokens * u->prices[i].input_usd_per_mtok +
-			        (double)output_tokens * u->prices[i].output_usd_per_mtok) / 1e6 * 100.0;
+	return ((double)input_tokens * mp->input_usd_per_mtok + (double)output_tokens * mp->output_usd_per_mtok) /
+	       1e6 * 100.0;
+}
+
+/*
+ * US cents for tokens of model at the prices last read (0 when the model has
+ * none). The model found last is tried first (models are unique in
+ * sluice.model_prices, so the answer is the scan's).
+ */
+static double price_cents(struct usage *u, const char *model, int64_t input_tokens, int64_t output_tokens)
+{
+	if (!u || !model)
+		return 0;
+	if (u->price_hint < u->n_prices && strcmp(u->prices[u->price_hint].model, model) == 0)
+		return cents_at(&u->prices[u->price_hint], input_tokens, output_tokens);
+	for (size_t i = 0; i < u->n_prices; i++)
+		if (strcmp(u->prices[i].model, model) == 0) {
+			u->price_hint = i;
+			return cents_at(&u->prices[i], input_tokens, output_tokens);
+		}
 	return 0;
 }
 
 /* US cents for the tokens of a record at the prices last read (0 when the model has none). */
-static double cost_cents(const struct usage *u, const struct usage_record *r)
+static double cost_cents(struct usage *u, const struct usage_record *r)
 {
 	return price_cents(u, r->model, r->input_tokens, r->output_tokens);
 }
@@ -183,6 +199,16 @@ static uint16_t trace_id_of(const char *traceparent, char *out, size_t size)
 static uint16_t copy_text(char *dst, const char *src, size_t size)
 {
 	size_t n = strnlen(src, size - 1);
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+	return (uint16_t)n;
+}
+
+/* copy_text of src whose strlen n is known. */
+static inline uint16_t copy_known(char *dst, const char *src, size_t n, size_t size)
+{
+	if (n > size - 1)
+		n = size - 1;
 	memcpy(dst, src, n);
 	dst[n] = '\0';
 	return (uint16_t)n;
@@ -254,15 +280,23 @@ struct usage_pending *usage_prepare_admitted(const struct ai_context *c, const s
 	r->id[8] = (uint8_t)((r->id[8] & 0x3f) | 0x80);    /* RFC 4122 variant */
 	r->created_at_us = wall_usec();
 	uint16_t *len = p->text_len;
-	len[T_SUBJECT] = copy_text(r->subject, subject, sizeof(r->subject));
+	/* a name that is the tags' own: the parser measured it (at most 127 bytes, the fields hold 127) */
+	if (subject == tags->user)
+		len[T_SUBJECT] = copy_known(r->subject, subject, tags->user_len, sizeof(r->subject));
+	else
+		len[T_SUBJECT] = copy_text(r->subject, subject, sizeof(r->subject));
 	len[T_USER] = copy_text(r->db_user, c->user, sizeof(r->db_user));
 	len[T_DB] = copy_text(r->database, c->database, sizeof(r->database));
-	len[T_MODEL] = copy_text(r->model, model ? model : "", sizeof(r->model));
+	if (model == tags->model)
+		len[T_MODEL] = copy_known(r->model, model, tags->model_len, sizeof(r->model));
+	else
+		len[T_MODEL] = copy_text(r->model, model ? model : "", sizeof(r->model));
 	r->input_tokens = tags->tokens_in > 0 ? tags->tokens_in : 0;
 	r->output_tokens = tags->tokens_out > 0 ? tags->tokens_out : 0;
 	r->llm_latency_ms = tags->latency_ms;
 	r->cached = false;
-	len[T_CONV] = copy_text(r->conversation_id, tags->conversation, sizeof(r->conversation_id));
+	len[T_CONV] = copy_known(r->conversation_id, tags->conversation, tags->conversation_len,
+	                         sizeof(r->conversation_id));
 	len[T_TRACE] = trace_id_of(tags->traceparent, r->trace_id, sizeof(r->trace_id));
 	memcpy(r->instance, u->instance, (size_t)u->instance_len + 1);    /* both 160 bytes */
 	len[T_INST] = u->instance_len;
@@ -326,6 +360,16 @@ void usage_mark_cached(struct usage_pending *p)
 	p->rec.cached = true;
 	p->rec.input_tokens = 0;
 	p->rec.output_tokens = 0;
+}
+
+void usage_hint_counters(struct usage_pending *p, const struct limit_reservation *from)
+{
+	if (p->resv.held)
+		return;    /* a reservation's own counters */
+	p->resv.counters[0] = from->counters[0];
+	p->resv.counters[1] = from->counters[1];
+	p->resv.counters_of = from->counters_of;
+	p->resv.counters_gen = from->counters_gen;
 }
 
 void usage_discard(struct usage_pending *p)
@@ -447,10 +491,11 @@ static size_t batch_add(struct batch *b, const struct usage_record *r, const uin
 
 static bool batch_failed(const struct batch *b)
 {
+	/* or'ed without an early exit: a loop the compiler unrolls (asked after every record) */
+	bool failed = false;
 	for (int i = 0; i < N_COLS; i++)
-		if (b->col[i].t.failed)
-			return true;
-	return false;
+		failed |= b->col[i].t.failed;
+	return failed;
 }
 
 /* Forget the in-memory batches of segments numbered <= seq (stored, or to be read from their files). */

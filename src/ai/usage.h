@@ -80,6 +80,13 @@ bool usage_commit(struct sluice *sl, struct usage_pending *p);
 /* p records a completion-cache hit: cached = true, no tokens (none were spent). */
 void usage_mark_cached(struct usage_pending *p);
 
+/*
+ * p (holding no reservation) may settle on the counters admission used for
+ * another statement of the same subject: from's counters are copied to p,
+ * nothing is reserved (limits_settle checks them before use: limits.h).
+ */
+void usage_hint_counters(struct usage_pending *p, const struct limit_reservation *from);
+
 /* The statement failed or its server was lost: no record; its reservation is given back. NULL is ignored. */
 void usage_discard(struct usage_pending *p);
 

@@ -570,6 +570,47 @@ static void test_reservations_hold_tokens_until_settled(void **state)
 	limits_free(l);
 }
 
+/*
+ * limits_settle charges the counters of the names it is given, whatever
+ * its reservation remembers from admission: when those counters were
+ * evicted since, and when the names differ from admission's.
+ */
+static void test_settle_charges_its_names_counters(void **state)
+{
+	(void)state;
+	struct limits *l = limits_new(rules_from("alice = tokens_per_day=1000; bob = tokens_per_day=1000"), 2);
+	struct limit_estimate est = { 0, -1 };
+	struct limit_reservation a, b;
+	struct limit_refusal r;
+	assert_non_null(l);
+	assert_true(limits_admit_reserve(l, "alice", "m", T0, &est, &a, NULL));
+	/* two more counters evict alice's two */
+	assert_true(limits_admit(l, "carol", "m", T0, NULL));
+	limits_settle(l, "alice", "m", &a, 900, 0, T0 + 1);
+	est.tokens = 200;
+	assert_false(limits_admit_reserve(l, "alice", "m", T0 + 2, &est, &b, &r));
+	assert_int_equal(r.dim, LIMIT_TOKENS_PER_DAY);
+	/* alice's reservation settled as bob's charges bob */
+	est.tokens = 0;
+	assert_true(limits_admit_reserve(l, "alice", "m", T0 + 3, &est, &a, NULL));
+	limits_settle(l, "bob", "m", &a, 900, 0, T0 + 4);
+	est.tokens = 200;
+	assert_false(limits_admit_reserve(l, "bob", "m", T0 + 5, &est, &b, &r));
+	assert_int_equal(r.dim, LIMIT_TOKENS_PER_DAY);
+	/* a reservation of l settled on another struct limits charges that one's counters */
+	struct limits *l2 = limits_new(rules_from("alice = tokens_per_day=1000"), 0);
+	assert_non_null(l2);
+	est.tokens = 0;
+	assert_true(limits_admit_reserve(l2, "alice", "m", T0 + 6, &est, &b, NULL));
+	assert_true(limits_admit_reserve(l, "alice", "m", T0 + 6, &est, &a, NULL));
+	limits_settle(l2, "alice", "m", &a, 900, 0, T0 + 7);
+	est.tokens = 200;
+	assert_false(limits_admit_reserve(l2, "alice", "m", T0 + 8, &est, &b, &r));
+	assert_int_equal(r.dim, LIMIT_TOKENS_PER_DAY);
+	limits_free(l2);
+	limits_free(l);
+}
+
 /* Nothing used or held: one call larger than the whole limit still runs, alone. */
 static void test_one_call_larger_than_the_limit_runs_alone(void **state)
 {
@@ -1501,6 +1542,7 @@ int main(void)
 		cmocka_unit_test(test_cost_budget_holds_under_concurrency),
 		cmocka_unit_test(test_running_mean_is_the_default_estimate),
 		cmocka_unit_test(test_unsettled_reservations_expire),
+		cmocka_unit_test(test_settle_charges_its_names_counters),
 		cmocka_unit_test(test_max_concurrent_counts_statements_in_flight),
 		cmocka_unit_test(test_groups_are_charged_and_the_tighter_refusal_names_the_group),
 		cmocka_unit_test(test_group_max_concurrent_spans_its_members),

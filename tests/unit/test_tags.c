@@ -779,6 +779,80 @@ static void test_random_bytes_never_crash(void **state)
 	}
 }
 
+/* Every field tags_parse sets, as tags_parse_memo must reproduce it. */
+static void assert_same_tags(const struct ai_tags *a, const struct ai_tags *b)
+{
+	assert_int_equal(a->present, b->present);
+	assert_int_equal(a->has_ai_key, b->has_ai_key);
+	assert_int_equal(a->tokens_in, b->tokens_in);
+	assert_int_equal(a->tokens_out, b->tokens_out);
+	assert_int_equal(a->latency_ms, b->latency_ms);
+	assert_int_equal(a->cache, b->cache);
+	assert_int_equal(a->ttl_s, b->ttl_s);
+	assert_int_equal(a->tokens_estimate, b->tokens_estimate);
+	assert_true(a->cost_estimate_cents == b->cost_estimate_cents);
+	assert_int_equal(a->comment_start, b->comment_start);
+	assert_int_equal(a->comment_end, b->comment_end);
+	assert_string_equal(a->user, b->user);
+	assert_string_equal(a->model, b->model);
+	assert_string_equal(a->conversation, b->conversation);
+	assert_string_equal(a->traceparent, b->traceparent);
+	/* the lengths the parser hands on, as strlen would measure them */
+	assert_int_equal(a->user_len, strlen(a->user));
+	assert_int_equal(a->model_len, strlen(a->model));
+	assert_int_equal(a->conversation_len, strlen(a->conversation));
+	assert_int_equal(a->traceparent_len, strlen(a->traceparent));
+	assert_int_equal(b->user_len, strlen(b->user));
+}
+
+/*
+ * The memo gives what tags_parse gives, for the same comment around other
+ * text (offsets moved), for texts with two comments (the later one wins,
+ * never memoised), for a comment without our keys, and for invalid ones.
+ */
+static void test_memo_gives_what_parse_gives(void **state)
+{
+	static const char *const texts[] = {
+		"SELECT 1 /*ai_user='u',ai_model='m',ai_tokens_in='120',ai_tokens_out='30'*/",
+		"SELECT 12345 /*ai_user='u',ai_model='m',ai_tokens_in='120',ai_tokens_out='30'*/",
+		"/*ai_user='u',ai_model='m',ai_tokens_in='120',ai_tokens_out='30'*/ SELECT 7",
+		"SELECT 1 /*ai_user='u',ai_model='m',ai_tokens_in='120',ai_tokens_out='30'*/ /*ai_user='v'*/",
+		"SELECT 1 /*ai_user='u',ai_model='m',ai_tokens_in='120',ai_tokens_out='30'*/",
+		"SELECT 1 /*ai_user='v'*/ /*ai_user='u',ai_model='m',ai_tokens_in='120',ai_tokens_out='30'*/",
+		"SELECT 2 /*ai_user='u',ai_model='m',ai_tokens_in='120',ai_tokens_out='30'*/",
+		"SELECT 1 /* plain words */",
+		"SELECT 2 /* plain words */",
+		"SELECT 3 /*ai_tokens_in='ten'*/",
+		"SELECT 4 /*ai_tokens_in='ten'*/",
+		"SELECT 5 /*ai_cache='lookup',traceparent='" TRACEPARENT "',ai_conversation='c'*/",
+		"SELECT 6 /*ai_cache='lookup',traceparent='" TRACEPARENT "',ai_conversation='c'*/",
+		"SELECT 7",
+		"SELECT 8 /*ai_cache='lookup',traceparent='" TRACEPARENT "',ai_conversation='c'*/",
+		"SELECT 9 /*ai_user='u',ai_model='m'",
+		"SELECT '/*' /*ai_user='w'*/",
+		"SELECT 10 /*ai_user='w'*/",
+	};
+	struct tags_memo *memo = calloc(1, sizeof(*memo));
+	struct ai_tags want, got;
+	char want_err[TAGS_ERRBUF_SIZE], got_err[TAGS_ERRBUF_SIZE];
+
+	(void) state;
+	assert_non_null(memo);
+	for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+		size_t n = strlen(texts[i]);
+		enum tags_result rw = tags_parse(texts[i], n, &want, want_err, sizeof want_err);
+		enum tags_result rg = tags_parse_memo(memo, texts[i], n, &got, got_err, sizeof got_err);
+
+		assert_int_equal(rg, rw);
+		if (rw == TAGS_INVALID) {
+			assert_string_equal(got_err, want_err);
+			continue;
+		}
+		assert_same_tags(&got, &want);
+	}
+	free(memo);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -845,6 +919,7 @@ int main(void)
 		cmocka_unit_test(test_out_is_reset_between_calls),
 		cmocka_unit_test(test_random_bytes_never_crash),
 		cmocka_unit_test(test_text_is_clean_accepts_utf8_only),
+		cmocka_unit_test(test_memo_gives_what_parse_gives),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
