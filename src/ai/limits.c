@@ -1029,6 +1029,27 @@ static struct limit_entry *entry_touch(struct limits *l, struct limit_entry *e, 
 	return e;
 }
 
+/*
+ * entry_touch of s, then of m (NULL: none). Either way the LRU list ends
+ * with m, s first; when it already is (a subject's statements in a row),
+ * only their times and refresh.
+ */
+static void pair_touch(struct limits *l, struct limit_entry *s, struct limit_entry *m, int64_t now)
+{
+	if (m && l->newest == m && m->older == s) {
+		if (now > s->last_used_ms)
+			s->last_used_ms = now;
+		entry_refresh(l, s, now);
+		if (now > m->last_used_ms)
+			m->last_used_ms = now;
+		entry_refresh(l, m, now);
+		return;
+	}
+	entry_touch(l, s, now);
+	if (m)
+		entry_touch(l, m, now);
+}
+
 static struct limit_entry *entry_get(struct limits *l, const char *subject, const char *model,
                                      int64_t now)
 {
@@ -1101,21 +1122,14 @@ static void entry_get_pair(struct limits *l, const char *subject, const char *mo
 		*m = with_model ? entry_get(l, subject, model, now) : NULL;
 		return;
 	}
-	if (fm && l->newest == fm && fm->older == fs) {
-		/* Touching fs, then fm, would leave the LRU list as it is (fm, fs
-		 * first): only the times and the refresh. */
-		if (now > fs->last_used_ms)
-			fs->last_used_ms = now;
-		entry_refresh(l, fs, now);
-		if (now > fm->last_used_ms)
-			fm->last_used_ms = now;
-		entry_refresh(l, fm, now);
+	if (fm || !with_model) {
+		pair_touch(l, fs, fm, now);
 		*s = fs;
 		*m = fm;
 		return;
 	}
 	*s = entry_touch(l, fs, now);
-	*m = !with_model ? NULL : fm ? entry_touch(l, fm, now) : entry_get(l, subject, model, now);
+	*m = entry_get(l, subject, model, now);
 }
 
 /* Add local use to the pending delta of now's UTC day. */
@@ -1740,18 +1754,7 @@ static bool entry_pair_from(struct limits *l, const struct limit_reservation *hi
 	if (with_model ? !hm || !key_is(hm->node.model, hm->node.model_len, model) : hm != NULL)
 		return false;
 	/* hm was found with hs's subject: its subject is hs's */
-	if (hm && l->newest == hm && hm->older == hs) {
-		if (now > hs->last_used_ms)
-			hs->last_used_ms = now;
-		entry_refresh(l, hs, now);
-		if (now > hm->last_used_ms)
-			hm->last_used_ms = now;
-		entry_refresh(l, hm, now);
-	} else {
-		entry_touch(l, hs, now);
-		if (hm)
-			entry_touch(l, hm, now);
-	}
+	pair_touch(l, hs, hm, now);
 	*s = hs;
 	*m = hm;
 	return true;
