@@ -52,35 +52,11 @@ static struct {
 	char text[MIDDLEWARE_PARSE_MEMO_MAX];
 } parse_memo;
 
-/* src (len bytes and a NUL) to dst; an empty one without a call to memcpy. */
-static inline void copy_text(char *dst, const char *src, size_t len)
-{
-	if (len)
-		memcpy(dst, src, len + 1);
-	else
-		dst[0] = '\0';
-}
-
-/*
- * *dst = parse_memo.tags, copying the texts only up to their NULs: most are
- * empty, and a whole struct is 600 bytes (struct ai_tags keeps its fixed-size
- * fields before the texts for this).
- */
-static void memo_copy_tags(struct ai_tags *dst)
-{
-	const struct ai_tags *src = &parse_memo.tags;
-	memcpy(dst, src, offsetof(struct ai_tags, user));    /* a constant size: inlined */
-	copy_text(dst->user, src->user, src->user_len);
-	copy_text(dst->model, src->model, src->model_len);
-	copy_text(dst->conversation, src->conversation, src->conversation_len);
-	copy_text(dst->traceparent, src->traceparent, src->traceparent_len);
-}
-
 enum tags_result middleware_parse_tags(const char *text, size_t len, struct ai_tags *tags,
                                        struct pg_error *refusal)
 {
 	if (parse_memo.valid && parse_memo.len == len && memcmp(parse_memo.text, text, len) == 0) {
-		memo_copy_tags(tags);    /* tags_parse is a function of the text alone */
+		tags_copy(tags, &parse_memo.tags);    /* tags_parse is a function of the text alone */
 		return parse_memo.result;
 	}
 	enum tags_result r = middleware_tags(text, len, tags, refusal);

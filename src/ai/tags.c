@@ -849,15 +849,6 @@ enum tags_result tags_parse(const char *text, size_t len, struct ai_tags *out,
 	return TAGS_OK;
 }
 
-/* src (len bytes and a NUL) to dst; an empty one without a call to memcpy. */
-static inline void copy_text(char *dst, const char *src, size_t len)
-{
-	if (len)
-		memcpy(dst, src, len + 1);
-	else
-		dst[0] = '\0';
-}
-
 enum tags_result tags_parse_memo(struct tags_memo *memo, const char *text, size_t len,
                                  struct ai_tags *out, char *errbuf, size_t errlen)
 {
@@ -872,14 +863,7 @@ enum tags_result tags_parse_memo(struct tags_memo *memo, const char *text, size_
 	size_t n = end - start;
 
 	if (sole && memo->valid && memo->comment_len == n && memcmp(memo->comment, text + start, n) == 0) {
-		const struct ai_tags *src = &memo->tags;
-
-		/* the texts only up to their NULs: most are empty, the struct is 600 bytes */
-		memcpy(out, src, offsetof(struct ai_tags, user));
-		copy_text(out->user, src->user, src->user_len);
-		copy_text(out->model, src->model, src->model_len);
-		copy_text(out->conversation, src->conversation, src->conversation_len);
-		copy_text(out->traceparent, src->traceparent, src->traceparent_len);
+		tags_copy(out, &memo->tags);
 		if (memo->result == TAGS_OK) {
 			out->comment_start = start;
 			out->comment_end = end;
