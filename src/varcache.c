@@ -63,6 +63,68 @@ int varcache_index(const char *name)
 static uint64_t last_gen;
 
 /*
+ * A set of shared, counted entries (the interned texts and the value
+ * vectors below), chained by hash in a power-of-two table that doubles as
+ * it fills. Each entry type begins with struct shared_node.
+ */
+struct shared_node {
+	struct shared_node *next;   /* in its bucket */
+	uint64_t hash;
+	size_t refs;
+};
+
+struct shared_set {
+	struct shared_node **buckets;
+	size_t n_buckets, count;
+};
+
+/* The first entry of h's bucket (follow ->next), NULL when none. */
+static struct shared_node *set_bucket(const struct shared_set *set, uint64_t h)
+{
+	return set->n_buckets ? set->buckets[h & (set->n_buckets - 1)] : NULL;
+}
+
+/* Room for one more entry: the table doubled when full. False only when there is no table. */
+static bool set_room(struct shared_set *set)
+{
+	if (set->count < set->n_buckets)
+		return true;
+	size_t n = set->n_buckets ? set->n_buckets * 2 : 64;
+	struct shared_node **b = calloc(n, sizeof(*b));
+	if (!b)
+		return set->n_buckets > 0;    /* a fuller table still works */
+	for (size_t i = 0; i < set->n_buckets; i++)
+		for (struct shared_node *e = set->buckets[i], *next; e; e = next) {
+			next = e->next;
+			e->next = b[e->hash & (n - 1)];
+			b[e->hash & (n - 1)] = e;
+		}
+	free(set->buckets);
+	set->buckets = b;
+	set->n_buckets = n;
+	return true;
+}
+
+/* Add e (hash and refs set) after set_room said yes. */
+static void set_add(struct shared_set *set, struct shared_node *e)
+{
+	struct shared_node **head = &set->buckets[e->hash & (set->n_buckets - 1)];
+	e->next = *head;
+	*head = e;
+	set->count++;
+}
+
+/* Take e out of the set (the caller frees it). */
+static void set_remove(struct shared_set *set, struct shared_node *e)
+{
+	struct shared_node **at = &set->buckets[e->hash & (set->n_buckets - 1)];
+	while (*at != e)
+		at = &(*at)->next;
+	*at = e->next;
+	set->count--;
+}
+
+/*
  * Values are interned: each distinct text is kept once, with a count of the
  * slots that hold it, so a thousand idle clients with client_encoding UTF8
  * hold one "UTF8" (a malloc'd copy per slot cost ~32 bytes each, five or six
@@ -70,36 +132,15 @@ static uint64_t last_gen;
  * text goes when its last slot lets go. Loop thread only.
  */
 struct vtext {
-	struct vtext *next;     /* in its bucket */
-	uint64_t hash;
-	size_t refs;
+	struct shared_node node;    /* first: texts is a set of them */
 	char text[];
 };
 
-static struct vtext **buckets;
-static size_t n_buckets, n_texts;
+static struct shared_set texts;
 
 static struct vtext *vtext_of(const char *text)
 {
 	return (struct vtext *)(void *)(text - offsetof(struct vtext, text));
-}
-
-static bool grow_buckets(void)
-{
-	size_t n = n_buckets ? n_buckets * 2 : 64;
-	struct vtext **b = calloc(n, sizeof(*b));
-	if (!b)
-		return false;
-	for (size_t i = 0; i < n_buckets; i++)
-		for (struct vtext *t = buckets[i], *next; t; t = next) {
-			next = t->next;
-			t->next = b[t->hash & (n - 1)];
-			b[t->hash & (n - 1)] = t;
-		}
-	free(buckets);
-	buckets = b;
-	n_buckets = n;
-	return true;
 }
 
 /* The shared copy of value with one more holder, or NULL when out of memory. */
@@ -107,30 +148,29 @@ static char *intern(const char *value)
 {
 	size_t len = strlen(value);
 	uint64_t h = hash_fnv1a(HASH_FNV1A_BASIS, value, len);
-	if (n_buckets)
-		for (struct vtext *t = buckets[h & (n_buckets - 1)]; t; t = t->next)
-			if (t->hash == h && strcmp(t->text, value) == 0) {
-				t->refs++;
-				return t->text;
-			}
-	if (n_texts >= n_buckets && !grow_buckets() && !n_buckets)
+	for (struct shared_node *e = set_bucket(&texts, h); e; e = e->next) {
+		struct vtext *t = (struct vtext *)e;
+		if (e->hash == h && strcmp(t->text, value) == 0) {
+			e->refs++;
+			return t->text;
+		}
+	}
+	if (!set_room(&texts))
 		return NULL;
 	struct vtext *t = malloc(sizeof(*t) + len + 1);
 	if (!t)
 		return NULL;
-	t->hash = h;
-	t->refs = 1;
+	t->node.hash = h;
+	t->node.refs = 1;
 	memcpy(t->text, value, len + 1);
-	t->next = buckets[h & (n_buckets - 1)];
-	buckets[h & (n_buckets - 1)] = t;
-	n_texts++;
+	set_add(&texts, &t->node);
 	return t->text;
 }
 
 /* One more holder of an interned text. */
 static char *intern_ref(char *text)
 {
-	vtext_of(text)->refs++;
+	vtext_of(text)->node.refs++;
 	return text;
 }
 
@@ -140,13 +180,9 @@ static void intern_release(char *text)
 	if (!text)
 		return;
 	struct vtext *t = vtext_of(text);
-	if (--t->refs > 0)
+	if (--t->node.refs > 0)
 		return;
-	struct vtext **at = &buckets[t->hash & (n_buckets - 1)];
-	while (*at != t)
-		at = &(*at)->next;
-	*at = t->next;
-	n_texts--;
+	set_remove(&texts, &t->node);
 	free(t);
 }
 
@@ -159,15 +195,12 @@ static void intern_release(char *text)
  * no values is static and never counted.
  */
 struct vvec {
-	struct vvec *next;      /* in its bucket */
-	uint64_t hash;
-	size_t refs;
+	struct shared_node node;      /* first: vecs is a set of them */
 	char *values[VARCACHE_MAX];   /* each holds one reference to its interned text */
 };
 
 static struct vvec empty_vec;
-static struct vvec **vbuckets;
-static size_t n_vbuckets, n_vecs;
+static struct shared_set vecs;
 
 static struct vvec *vvec_of(char **values)
 {
@@ -177,24 +210,6 @@ static struct vvec *vvec_of(char **values)
 static uint64_t vvec_hash(char *const values[VARCACHE_MAX])
 {
 	return hash_fnv1a(HASH_FNV1A_BASIS, values, VARCACHE_MAX * sizeof(values[0]));
-}
-
-static bool grow_vbuckets(void)
-{
-	size_t n = n_vbuckets ? n_vbuckets * 2 : 64;
-	struct vvec **b = calloc(n, sizeof(*b));
-	if (!b)
-		return false;
-	for (size_t i = 0; i < n_vbuckets; i++)
-		for (struct vvec *v = vbuckets[i], *next; v; v = next) {
-			next = v->next;
-			v->next = b[v->hash & (n - 1)];
-			b[v->hash & (n - 1)] = v;
-		}
-	free(vbuckets);
-	vbuckets = b;
-	n_vbuckets = n;
-	return true;
 }
 
 /*
@@ -210,24 +225,23 @@ static char **vvec_get(char *const values[VARCACHE_MAX])
 	if (!any)
 		return empty_vec.values;
 	uint64_t h = vvec_hash(values);
-	if (n_vbuckets)
-		for (struct vvec *v = vbuckets[h & (n_vbuckets - 1)]; v; v = v->next)
-			if (v->hash == h && memcmp(v->values, values, sizeof(v->values)) == 0) {
-				v->refs++;
-				return v->values;
-			}
-	if (n_vecs >= n_vbuckets && !grow_vbuckets() && !n_vbuckets)
+	for (struct shared_node *e = set_bucket(&vecs, h); e; e = e->next) {
+		struct vvec *v = (struct vvec *)e;
+		if (e->hash == h && memcmp(v->values, values, sizeof(v->values)) == 0) {
+			e->refs++;
+			return v->values;
+		}
+	}
+	if (!set_room(&vecs))
 		return NULL;
 	struct vvec *v = malloc(sizeof(*v));
 	if (!v)
 		return NULL;
-	v->hash = h;
-	v->refs = 1;
+	v->node.hash = h;
+	v->node.refs = 1;
 	for (int i = 0; i < VARCACHE_MAX; i++)
 		v->values[i] = values[i] ? intern_ref(values[i]) : NULL;
-	v->next = vbuckets[h & (n_vbuckets - 1)];
-	vbuckets[h & (n_vbuckets - 1)] = v;
-	n_vecs++;
+	set_add(&vecs, &v->node);
 	return v->values;
 }
 
@@ -237,13 +251,9 @@ static void vvec_release(char **values)
 	if (!values || values == empty_vec.values)
 		return;
 	struct vvec *v = vvec_of(values);
-	if (--v->refs > 0)
+	if (--v->node.refs > 0)
 		return;
-	struct vvec **at = &vbuckets[v->hash & (n_vbuckets - 1)];
-	while (*at != v)
-		at = &(*at)->next;
-	*at = v->next;
-	n_vecs--;
+	set_remove(&vecs, &v->node);
 	for (int i = 0; i < VARCACHE_MAX; i++)
 		intern_release(v->values[i]);
 	free(v);
@@ -340,7 +350,7 @@ bool varcache_copy(struct varcache *dst, const struct varcache *src)
 	if (dst->values != src->values) {
 		char **v = src->values && src->values != empty_vec.values ? src->values : empty_vec.values;
 		if (v != empty_vec.values)
-			vvec_of(v)->refs++;
+			vvec_of(v)->node.refs++;
 		vc_point(dst, v);
 	}
 	dst->gen = src->gen;
