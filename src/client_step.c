@@ -17,6 +17,7 @@
 #include "ai/cache_proto.h"
 #include "ai/client_state.h"
 #include "ai/context.h"
+#include "ai/decide.h"
 #include "cacheio.h"
 #include "ai/middleware.h"
 #include "ai/settings_scan.h"
@@ -51,7 +52,7 @@ static inline const struct ai_client *R(const struct client *c)
 static struct ai_client *W(struct client *c)
 {
 	if (!c->aic)
-		c->aic = calloc(1, sizeof(*c->aic));
+		c->aic = ai_client_new();
 	return c->aic;
 }
 
@@ -70,13 +71,6 @@ static struct cache_key_owner key_owner(const struct client *c)
 	                                 .memo = c->aic ? &c->aic->key_memo : NULL };
 }
 
-static bool key_bind(struct msgbuf *k, const struct client *c, const struct cache_stmt *st, const uint8_t *body,
-                     size_t len)
-{
-	struct cache_key_owner o = key_owner(c);
-	return cache_key_bind(k, &o, st, body, len);
-}
-
 static bool key_statement(struct msgbuf *k, const struct client *c, const struct cache_stmt *st)
 {
 	struct cache_key_owner o = key_owner(c);
@@ -84,26 +78,41 @@ static bool key_statement(struct msgbuf *k, const struct client *c, const struct
 }
 
 /*
- * middleware_admit for c's statement with tags (NULL: untagged). A
- * statement that is not attributed (no ai_ tag, no sluice.user) passes
- * there at once; it is told here without the call, as most statements are.
+ * What the middleware is told of c for statement st (ai/context.h): the
+ * cache's part only for a statement tagged ai_cache. may_answer: can a hit
+ * be written now, in order (the core's reply order decides).
  */
-static inline bool admit(struct client *c, const struct ai_tags *tags, struct pg_error *refusal,
-                         struct usage_pending **usage)
+static void cache_wake_cb(evutil_socket_t fd, short what, void *arg);
+static void cache_woken(struct cache_waiter *w, bool filled);
+static bool cache_on(struct client *c);
+static struct ai_context decide_ctx(struct client *c, const struct stmt *st, bool may_answer)
 {
-	if (!(tags && tags->has_ai_key) && !R(c)->session.user[0]) {
-		*usage = NULL;
-		return true;
-	}
 	struct ai_context ctx = ctx_of(c);
-	return middleware_admit(&ctx, tags, refusal, usage);
+	if (!st->tags || st->tags->cache == AI_CACHE_NONE)
+		return ctx;
+	ctx.cache_on = cache_on(c);
+	ctx.may_answer = may_answer;
+	ctx.in_block = c->server && c->server->tx_status != 'I';
+	ctx.key = key_owner(c);
+	struct ai_client *a = c->aic;
+	if (!c->server && a) {
+		/* it may wait for an identical miss: ready to be woken from the event loop */
+		if (!a->cache_wake_ev)
+			a->cache_wake_ev = event_new(c->sl->base, -1, 0, cache_wake_cb, c);
+		a->cache_waiter.wake = a->cache_wake_ev ? cache_woken : NULL;
+		ctx.may_wait = a->cache_wake_ev != NULL;
+	}
+	return ctx;
 }
 
-/* middleware_hit_usage for c's statement with tags. */
-static struct usage_pending *hit_record(struct client *c, const struct ai_tags *tags)
+/* The middleware's decision on c's statement st (ai/decide.h). */
+static inline struct ai_context decide(struct client *c, const struct stmt *st, bool may_answer,
+                                       struct ai_decision *d)
 {
-	struct ai_context ctx = ctx_of(c);
-	return middleware_hit_usage(&ctx, tags);
+	struct ai_client *a = st->tags && st->tags->cache != AI_CACHE_NONE ? W(c) : c->aic;
+	struct ai_context ctx = decide_ctx(c, st, may_answer);
+	ai_decide(&ctx, a, st, d);
+	return ctx;
 }
 
 /*
@@ -130,12 +139,7 @@ static bool keep_usage(struct client *c, struct usage_pending *u, bool batch)
 }
 
 /* Drop the fill of the message at the front: it is refused or answered otherwise. */
-static void fill_abandon(struct client *c, struct cache_entry **fill);
-static void pending_fill_abandon(struct client *c)
-{
-	if (c->aic)
-		fill_abandon(c, &c->aic->pending_fill);
-}
+static inline void fill_abandon(struct client *c, struct cache_entry **fill);
 
 static void write_command_complete(struct msgbuf *m, const char *tag)
 {
@@ -499,25 +503,16 @@ static int64_t cache_ttl(const struct client *c, const struct ai_tags *tags)
 }
 
 /* A fill that will not complete: it is dropped and its waiters go to the server. */
-static void fill_abandon(struct client *c, struct cache_entry **fill)
+static inline void fill_abandon(struct client *c, struct cache_entry **fill)
 {
-	if (!*fill)
-		return;
-	cache_fill_fail(*fill);
-	cache_fill_drop(c->sl->cache, *fill, now_usec());
-	*fill = NULL;
+	ai_fill_abandon(c->sl->cache, fill);
 }
 
 /* The unnamed portal is replaced or gone: forget its hit or its fill. */
 static void portal_forget(struct client *c)
 {
-	struct ai_client *a = c->aic;
-	if (!a)
-		return;
-	cache_entry_release(c->sl->cache, a->cached_portal);
-	a->cached_portal = NULL;
-	a->cached_portal_row = 0;
-	fill_abandon(c, &a->portal_fill);
+	if (c->aic)
+		ai_portal_forget(c->aic, c->sl->cache);
 }
 
 /* The fill a waiter waited for ended: resume the relay from the event loop, not from inside the fill. */
@@ -554,38 +549,6 @@ static int cache_park(struct client *c, struct cache_entry *e)
 	return -1;
 }
 
-/* The usage record of a hit (cached = true), charged as the admission decided. */
-static struct usage_pending *hit_usage(struct client *c, const struct ai_tags *tags)
-{
-	if (c->aic) {
-		usage_discard(c->aic->pending_usage);
-		c->aic->pending_usage = NULL;
-	}
-	return hit_record(c, tags);
-}
-
-/*
- * A lookup under key k goes to PostgreSQL (f, e: what cache_lookup found;
- * e's reference is dropped). Returns the fill its answer is captured into,
- * or NULL: a READY answer is filled again only when it lacks the
- * RowDescription the client asks for (needs_rowdesc); nothing read inside a
- * transaction block is kept (it may show the block's uncommitted writes);
- * after a failed fill the new one is unpublished, so others do not wait for it.
- */
-static struct cache_entry *cache_miss(struct client *c, const struct msgbuf *k, const struct ai_tags *tags,
-                                      enum cache_find f, struct cache_entry *e, bool needs_rowdesc,
-                                      bool bypass)
-{
-	struct cache *cache = c->sl->cache;
-	bool refill = (f == CACHE_FOUND_MISS || (f == CACHE_FOUND_READY && needs_rowdesc && !e->rowdesc)) &&
-	              (!c->server || c->server->tx_status == 'I');
-	cache_entry_release(cache, f == CACHE_FOUND_READY ? e : NULL);
-	cache_note_miss(cache);
-	if (!refill)
-		return NULL;
-	return cache_fill_begin(cache, k->data, k->len, cache_ttl(c, tags), tags->cache == AI_CACHE_LOOKUP && !bypass);
-}
-
 /* ---- simple Query ---- */
 
 /* Can a hit for a simple Query be written now, in order, with the right status? */
@@ -594,57 +557,16 @@ static bool query_answerable(const struct server *s)
 	return !s || (s->pending_ready == 0 && !s->unsynced && s->replies.n == 0 && s->tx_status != 'E');
 }
 
-/*
- * A simple Query tagged ai_cache: look it up. Sets *hit (a reference) when
- * it can be answered now; sets c's pending_fill when its answer is to be
- * captured. Returns 1 to go on, -1 when c was parked.
- */
-static int query_cache_step(struct client *c, const char *text, size_t len, const struct ai_tags *tags,
-                            struct cache_entry **hit)
-{
-	struct cache *cache = c->sl->cache;
-	struct ai_client *a = W(c);
-	if (!a)
-		return 1;    /* out of memory: no lookup */
-	bool bypass = a->cache_bypass;
-	struct msgbuf k;
-	msg_init(&k);
-	struct cache_key_owner o = key_owner(c);
-	if (!cache_key_query_text(&k, &o, text, len, tags)) {
-		msg_free(&k);
-		return 1;
-	}
-	struct cache_entry *e = NULL;
-	enum cache_find f = tags->cache == AI_CACHE_LOOKUP ? cache_lookup(cache, k.data, k.len, now_usec(), &e)
-	                                                   : CACHE_FOUND_MISS;
-	if (f == CACHE_FOUND_FILLING && !c->server && !bypass) {
-		msg_free(&k);
-		return cache_park(c, e);
-	}
-	a->cache_bypass = false;
-	if (f == CACHE_FOUND_READY && e->rowdesc && query_answerable(c->server)) {
-		*hit = e;
-	} else {
-		a->pending_fill = cache_miss(c, &k, tags, f, e, true, bypass);
-	}
-	msg_free(&k);
-	return 1;
-}
-
-/* Answer the simple Query at the front (admitted) from hit, as PostgreSQL did. */
-static void answer_query_hit(struct client *c, uint32_t len, struct cache_entry *hit, const struct ai_tags *tags)
+/* Answer the simple Query at the front (admitted) from the cache, as PostgreSQL did. */
+static void answer_query_hit(struct client *c, uint32_t len, const struct ai_context *ctx, struct ai_decision *d)
 {
 	struct server *s = c->server;
-	struct iobuf *out = &c->io.out;
-	struct usage_pending *usage = hit_usage(c, tags);
 	iobuf_drain(&c->io.in, 1 + (size_t)len);
 	c->sl->stats.query_count++;
 	c->pool->stats.query_count++;
-	cache_note_hit(c->sl->cache);
-	cacheio_write_answer(out, hit);
-	usage_commit(c->sl, usage);    /* before ReadyForQuery; a lost record is logged and counted */
+	cacheio_write_answer(&c->io.out, d->answer);
+	ai_answered(ctx, d);    /* before ReadyForQuery; a lost record is logged and counted */
 	client_send_ready(c, s ? s->tx_status : 'I');
-	cache_entry_release(c->sl->cache, hit);
 }
 
 /*
@@ -679,237 +601,75 @@ static int query_step(struct client *c, uint32_t len)
 	}
 	struct ai_tags tags;
 	struct pg_error r;
-	bool tagged = false;
-	struct cache_entry *hit = NULL;
+	struct stmt st = { .kind = STMT_QUERY };
 	if (client_step_find_comment(in, PROTO_HEADER_LEN, len) >= 0) {
-		const char *text = (const char *)iobuf_data(in) + PROTO_HEADER_LEN;
-		size_t text_len = strnlen(text, len - 4);
-		enum tags_result tr = middleware_tags(text, text_len, &tags, &r);
+		st.text = (const char *)iobuf_data(in) + PROTO_HEADER_LEN;
+		st.text_len = strnlen(st.text, len - 4);
+		enum tags_result tr = middleware_tags(st.text, st.text_len, &tags, &r);
 		if (tr == TAGS_INVALID) {
 			refuse_query(c, len, &r);
 			return 0;
 		}
-		tagged = tr == TAGS_OK;
-		if (tagged && tags.cache != AI_CACHE_NONE && cache_on(c) &&
-		    (int64_t)text_len <= c->sl->cfg->cache_max_entry_size &&
-		    query_cache_step(c, text, text_len, &tags, &hit) < 0)
-			return -1;
+		st.tags = tr == TAGS_OK ? &tags : NULL;
 	}
-	struct usage_pending *u;
-	if (!admit(c, tagged ? &tags : NULL, &r, &u)) {
-		cache_entry_release(c->sl->cache, hit);
-		pending_fill_abandon(c);
-		refuse_query(c, len, &r);
+	if (!st.tags && !R(c)->session.user[0])
+		return 1;    /* not attributed, no lookup: nothing to decide */
+	struct ai_decision d;
+	struct ai_context ctx = decide(c, &st, query_answerable(c->server), &d);
+	switch (d.verdict) {
+	case AI_WAIT:
+		return -1;
+	case AI_REFUSE:
+		refuse_query(c, len, &d.refusal);
 		return 0;
-	}
-	if (!keep_usage(c, u, false)) {
-		cache_entry_release(c->sl->cache, hit);
+	case AI_ANSWER:
+		answer_query_hit(c, len, &ctx, &d);
 		return 0;
+	case AI_FORWARD:
+		break;
 	}
-	if (!hit)
-		return 1;
-	answer_query_hit(c, len, hit, &tags);
-	return 0;
+	if (d.capture) {
+		struct ai_client *a = c->aic;    /* a fill is made only with the client's state */
+		fill_abandon(c, &a->pending_fill);
+		a->pending_fill = d.capture;
+	}
+	return keep_usage(c, d.usage, false) ? 1 : 0;
 }
 
 /* ---- the extended protocol's statements ---- */
 
-/*
- * A statement's tags kept on the heap, shared by reference: the statement,
- * its Parse in flight (struct stmt_tags) and its portals each hold one, so
- * that a Parse's tags are copied once, not again for its statement and for
- * each Bind. Shared, never changed: a new Parse keeps new tags, and a
- * portal keeps the old ones (PostgreSQL's portal outlives a new Parse of
- * its statement).
- */
-struct kept_tags {
-	unsigned refs;
-	struct ai_tags tags;
-};
+#define PORTAL_NAME_MAX 320    /* as much of a Bind as bind_step reads: longer names are not tracked */
 
-static struct kept_tags *kept_of(const struct ai_tags *t)
-{
-	return (struct kept_tags *)((char *)(uintptr_t)t - offsetof(struct kept_tags, tags));
-}
-
-/*
- * Freed kept tags waiting for reuse: a tagged extended statement keeps tags
- * per Parse and drops them a transaction later, and a malloc and free of
- * ~600 bytes cost ~130 instructions a statement (callgrind). Only the event
- * loop's thread keeps tags, so one list for the process; a few entries
- * cover the statements in flight of a pipelining client.
- */
-#define KEPT_TAGS_SPARE 8
-static struct kept_tags *kept_spare[KEPT_TAGS_SPARE];
-static unsigned n_kept_spare;
-
-/* Kept tags (one reference) whose fields the caller fills, or NULL when out of memory. */
-static struct ai_tags *tags_new(void)
-{
-	struct kept_tags *k = n_kept_spare > 0 ? kept_spare[--n_kept_spare] : malloc(sizeof(*k));
-	if (!k)
-		return NULL;
-	k->refs = 1;
-	return &k->tags;
-}
-
-/* A kept copy of t (one reference), or NULL when out of memory. */
-static struct ai_tags *tags_keep(const struct ai_tags *t)
-{
-	struct ai_tags *k = tags_new();
-	if (k)
-		*k = *t;
-	return k;
-}
-
-/* One more reference to kept tags t (from tags_keep); NULL gives NULL. */
-static struct ai_tags *tags_ref(const struct ai_tags *t)
-{
-	if (!t)
-		return NULL;
-	kept_of(t)->refs++;
-	return (struct ai_tags *)(uintptr_t)t;
-}
-
-/* Drop a reference to kept tags t; NULL is ignored. */
-static void tags_unref(struct ai_tags *t)
-{
-	if (t && --kept_of(t)->refs == 0) {
-		if (n_kept_spare < KEPT_TAGS_SPARE)
-			kept_spare[n_kept_spare++] = kept_of(t);
-		else
-			free(kept_of(t));
-	}
-}
-
-/*
- * Remember the tags of a Parse (unnamed statement or a named one: kept tags,
- * tags_keep, of which the statement takes a reference; NULL: untagged) and,
- * for a cache lookup, its key part cstmt (taken over, may be NULL). False: OOM.
- */
+/* ai_statement_keep for c: a client without middleware state gets one only for tags. False: OOM. */
 static bool keep_statement_tags(struct client *c, const char *name, const struct ai_tags *tags,
                                 struct cache_stmt *cstmt)
 {
-	/* a client without middleware state has no tags to forget; with tags it gets its state */
 	struct ai_client *a = tags || c->aic ? W(c) : NULL;
 	if (!a) {
 		free(cstmt);
 		return !tags;
 	}
-	if (!*name) {
-		tags_unref(a->unnamed_tags);
-		free(a->unnamed_cstmt);
-		a->unnamed_tags = tags_ref(tags);
-		a->unnamed_cstmt = tags ? cstmt : NULL;
-		if (!tags)
-			free(cstmt);
-		return true;
-	}
-	for (size_t i = 0; i < a->n_tagged; i++)
-		if (strcmp(a->tagged[i].name, name) == 0) {
-			tags_unref(a->tagged[i].tags);
-			free(a->tagged[i].cstmt);
-			a->tagged[i].tags = tags_ref(tags);
-			a->tagged[i].cstmt = tags ? cstmt : NULL;
-			if (!tags)
-				free(cstmt);
-			return true;
-		}
-	if (!tags) {
-		free(cstmt);
-		return true;
-	}
-	struct tagged_stmt *grown = realloc(a->tagged, (a->n_tagged + 1) * sizeof(*grown));
-	if (!grown) {
-		free(cstmt);
-		return false;
-	}
-	a->tagged = grown;
-	a->tagged[a->n_tagged].name = strdup(name);
-	if (!a->tagged[a->n_tagged].name) {
-		free(cstmt);
-		return false;
-	}
-	a->tagged[a->n_tagged].tags = tags_ref(tags);
-	a->tagged[a->n_tagged++].cstmt = cstmt;
-	return true;
+	return ai_statement_keep(a, name, tags, cstmt);
 }
 
-/* The tags of statement name (and its cache key part, when cstmt is not NULL). */
-static const struct ai_tags *statement_tags(const struct client *c, const char *name,
-                                            const struct cache_stmt **cstmt)
+static inline const struct ai_tags *statement_tags(const struct client *c, const char *name,
+                                                   const struct cache_stmt **cstmt)
 {
-	if (cstmt)
-		*cstmt = NULL;
-	if (!*name) {
-		if (cstmt)
-			*cstmt = R(c)->unnamed_cstmt;
-		return R(c)->unnamed_tags;
-	}
-	for (size_t i = 0; i < R(c)->n_tagged; i++)
-		if (strcmp(R(c)->tagged[i].name, name) == 0) {
-			if (cstmt)
-				*cstmt = R(c)->tagged[i].cstmt;
-			return R(c)->tagged[i].tags;
-		}
-	return NULL;
+	return ai_statement_tags(R(c), name, cstmt);
 }
 
-/*
- * Remember (tags not NULL) or forget (NULL) the tags of named portal name.
- * Bounded: a client holds at most MAX_TRACKED_PORTALS at once (PostgreSQL
- * drops them at the end of the transaction), the oldest goes first.
- */
-#define MAX_TRACKED_PORTALS 64
-#define PORTAL_NAME_MAX 320    /* as much of a Bind as bind_step reads: longer names are not tracked */
+/* ai_portal_keep for c (forgetting needs no middleware state). */
 static void keep_portal_tags(struct client *c, const char *name, const struct ai_tags *tags)
 {
 	struct ai_client *a = tags || c->aic ? W(c) : NULL;
-	if (!a)
-		return;
-	for (size_t i = 0; i < a->n_portals; i++)
-		if (strcmp(a->portals[i].name, name) == 0) {
-			free(a->portals[i].name);
-			tags_unref(a->portals[i].tags);
-			a->portals[i] = a->portals[--a->n_portals];
-			break;
-		}
-	if (!tags)
-		return;
-	if (a->n_portals == MAX_TRACKED_PORTALS) {
-		free(a->portals[0].name);
-		tags_unref(a->portals[0].tags);
-		a->portals[0] = a->portals[--a->n_portals];
-	}
-	if (!a->portals && !(a->portals = calloc(MAX_TRACKED_PORTALS, sizeof(*a->portals))))
-		return;
-	struct tagged_stmt *p = &a->portals[a->n_portals];
-	p->name = strdup(name);
-	p->tags = tags_ref(tags);
-	p->cstmt = NULL;
-	if (p->name) {
-		a->n_portals++;
-	} else {
-		tags_unref(p->tags);
-	}
-}
-
-static const struct ai_tags *portal_tags_of(const struct client *c, const char *name)
-{
-	for (size_t i = 0; i < R(c)->n_portals; i++)
-		if (strcmp(R(c)->portals[i].name, name) == 0)
-			return R(c)->portals[i].tags;
-	return NULL;
+	if (a)
+		ai_portal_keep(a, name, tags);
 }
 
 void client_step_transaction_ended(struct client *c)
 {
-	struct ai_client *a = c->aic;
-	while (a && a->n_portals > 0) {
-		a->n_portals--;
-		free(a->portals[a->n_portals].name);
-		tags_unref(a->portals[a->n_portals].tags);
-	}
+	if (c->aic)
+		ai_portals_end(c->aic);
 }
 
 /* The key part of a lookup statement (NULL when it is none, or out of memory). */
@@ -1004,7 +764,7 @@ static int parse_step(struct client *c, struct server *s, uint32_t len)
 		ha->batch_parse_known = false;
 		ha->batch_parse_tags = NULL;
 		if (!known) {
-			tags_unref(handed);
+			ai_tags_unref(handed);
 			handed = NULL;
 		}
 	}
@@ -1014,7 +774,7 @@ static int parse_step(struct client *c, struct server *s, uint32_t len)
 	if (known && !(handed && handed->cache != AI_CACHE_NONE)) {
 		p = (struct stmt_parse){ .name = "" };    /* the unnamed statement; its text is for a lookup only */
 	} else if (iobuf_len(in) < 1 + (size_t)len || !stmt_read_parse(iobuf_data(in) + PROTO_HEADER_LEN, len - 4, &p)) {
-		tags_unref(handed);
+		ai_tags_unref(handed);
 		return iobuf_len(in) < 1 + (size_t)len ? -1 : 1;
 	}
 	struct ai_tags *k = handed;    /* the statement's kept tags (a reference), NULL: untagged */
@@ -1028,7 +788,7 @@ static int parse_step(struct client *c, struct server *s, uint32_t len)
 			prepared_raise_error(s, r.sqlstate, r.message, r.detail[0] ? r.detail : NULL, r.hint);
 			return 0;
 		}
-		if (tr == TAGS_OK && tags.has_ai_key && !(k = tags_keep(&tags))) {
+		if (tr == TAGS_OK && tags.has_ai_key && !(k = ai_tags_keep(&tags))) {
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 			return 0;
 		}
@@ -1044,7 +804,7 @@ static int parse_step(struct client *c, struct server *s, uint32_t len)
 			st->tags = k;    /* taken over */
 			st->cstmt = NULL;
 		} else {
-			tags_unref(k);
+			ai_tags_unref(k);
 		}
 		if (a && st) {
 			st->cstmt = lookup_stmt(c, &p, k);
@@ -1057,11 +817,11 @@ static int parse_step(struct client *c, struct server *s, uint32_t len)
 	}
 	/* pgsluice's own statement names: a name in use keeps its statement (prepared.c: 42P05) */
 	if (*p.name && prepared_client_has(c, p.name)) {
-		tags_unref(k);
+		ai_tags_unref(k);
 		return 1;
 	}
 	bool ok = keep_statement_tags(c, p.name, k, lookup_stmt(c, &p, k));
-	tags_unref(k);
+	ai_tags_unref(k);
 	if (!ok) {
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return 0;
@@ -1081,9 +841,7 @@ void client_step_parsed(struct client *c, struct stmt_tags *st, bool ok)
 	} else if (c && !*st->name) {
 		keep_statement_tags(c, "", NULL, NULL);    /* a failed Parse still drops the unnamed statement */
 	}
-	free(st->cstmt);
-	tags_unref(st->tags);
-	free(st);    /* and its name, stored after it */
+	ai_stmt_tags_free(st);
 }
 
 /* Close of a statement: it is gone for PostgreSQL whether or not it existed. */
@@ -1098,13 +856,6 @@ static int close_step(struct client *c, uint32_t len)
 	else if (body[0] == 'P' && memchr(body + 1, 0, len - 5))
 		keep_portal_tags(c, (const char *)body + 1, NULL);
 	return 1;
-}
-
-/* Can a hit for the unnamed portal be owed now (its replies then come in order)? */
-static bool portal_answerable(const struct server *s, const struct cache_entry *e, bool describe_follows)
-{
-	return s->pending_ready == 0 && s->tx_status != 'E' && !s->replies.skipping &&
-	       (e->rowdesc || !describe_follows);
 }
 
 /*
@@ -1128,26 +879,6 @@ static bool describe_follows(struct iobuf *in, size_t from)
 }
 
 /*
- * A Bind (body[0..len)) of lookup statement cs was a hit of e, or goes to a
- * server with fill: keep the statement's description in the cache with its
- * answers, so that a later Parse or Describe of the statement needs no
- * server (cache_proto.h, cache_key_statement).
- */
-static void statement_seen(struct client *c, const struct cache_stmt *cs, const uint8_t *body, size_t len,
-                           const struct cache_entry *e, struct cache_entry *fill, const struct ai_tags *t)
-{
-	struct msgbuf sk;
-	msg_init(&sk);
-	if (key_statement(&sk, c, cs)) {
-		if (fill)
-			cache_fill_statement(fill, &sk, cs, body, len);
-		else if (e->rowdesc)
-			cache_note_statement(c->sl->cache, &sk, cs, body, len, e, cache_ttl(c, t));
-	}
-	msg_free(&sk);
-}
-
-/*
  * Bind of the unnamed portal to a lookup statement, with server s linked:
  * a fresh answer is owed in order (BindComplete now, the rest at Describe
  * and Execute); else it goes to s and its answer is captured.
@@ -1156,42 +887,21 @@ static int bind_cache_step(struct client *c, struct server *s, const struct ai_t
                            const struct cache_stmt *cs, uint32_t len)
 {
 	struct iobuf *in = &c->io.in;
-	struct cache *cache = c->sl->cache;
-	struct ai_client *a = W(c);
-	if (!a)
-		return 1;    /* out of memory: no lookup */
 	if ((int64_t)len > c->sl->cfg->cache_max_entry_size)
-		return 1;    /* a key larger than any answer kept: not worth copying the message */
+		return 1;    /* a key larger than any answer kept: not worth reading the message */
 	if (iobuf_len(in) < 1 + (size_t)len)
 		return -1;
-	const uint8_t *body = iobuf_data(in) + PROTO_HEADER_LEN;
-	struct msgbuf k;
-	msg_init(&k);
-	if (!key_bind(&k, c, cs, body, len - 4)) {
-		msg_free(&k);
-		return 1;
-	}
-	bool bypass = a->cache_bypass;
-	a->cache_bypass = false;
-	struct cache_entry *e = NULL;
-	enum cache_find f = t->cache == AI_CACHE_LOOKUP ? cache_lookup(cache, k.data, k.len, now_usec(), &e)
-	                                                : CACHE_FOUND_MISS;
-	bool describes = f == CACHE_FOUND_READY && describe_follows(in, 1 + (size_t)len);
-	if (f == CACHE_FOUND_READY && portal_answerable(s, e, describes)) {
-		msg_free(&k);
-		statement_seen(c, cs, body, len - 4, e, NULL, t);
-		iobuf_drain(in, 1 + (size_t)len);
-		a->cached_portal = e;
-		a->cached_portal_row = 0;
-		if (!prepared_owe(s, PqMsg_Bind, NULL, 0, 0, NULL))
-			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
-		return 0;
-	}
-	a->portal_fill = cache_miss(c, &k, t, f, e, describes, bypass);
-	msg_free(&k);
-	if (a->portal_fill)
-		statement_seen(c, cs, body, len - 4, NULL, a->portal_fill, t);
-	return 1;
+	struct stmt st = { .kind = STMT_BIND, .tags = t, .cstmt = cs,
+	                   .params = iobuf_data(in) + PROTO_HEADER_LEN, .params_len = len - 4,
+	                   .describe_follows = describe_follows(in, 1 + (size_t)len) };
+	struct ai_decision d;
+	decide(c, &st, s->pending_ready == 0 && s->tx_status != 'E' && !s->replies.skipping, &d);
+	if (d.verdict != AI_ANSWER)
+		return 1;    /* the portal's fill, if any, waits for its Describe or Execute */
+	iobuf_drain(in, 1 + (size_t)len);
+	if (!prepared_owe(s, PqMsg_Bind, NULL, 0, 0, NULL))
+		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
+	return 0;
 }
 
 /* Bind to the unnamed portal: it carries its statement's tags. */
@@ -1222,8 +932,8 @@ static int bind_step(struct client *c, struct server *s, uint32_t len)
 		struct ai_client *a = W(c);
 		if (!a)
 			return 1;    /* out of memory: the portal goes untagged */
-		tags_unref(a->portal_tags);
-		a->portal_tags = tags_ref(t);
+		ai_tags_unref(a->portal_tags);
+		a->portal_tags = ai_tags_ref(t);
 	}
 	portal_forget(c);
 	if (t && cs && t->cache != AI_CACHE_NONE && cache_on(c))
@@ -1277,14 +987,7 @@ static int portal_step(struct client *c, struct server *s, uint8_t type, uint32_
 	return 0;
 }
 
-/* Rows an Execute with max_rows takes from a hit with n rows, from row pos on. */
-static uint32_t rows_taken(uint32_t n, uint32_t pos, int32_t max_rows)
-{
-	uint32_t left = pos < n ? n - pos : 0;
-	return max_rows > 0 && (uint32_t)max_rows < left ? (uint32_t)max_rows : left;
-}
-
-/* Execute of the unnamed portal: the middleware decides; a refusal fails it in place. */
+/* Execute of a portal: the middleware decides; a refusal fails it in place. */
 static int execute_step(struct client *c, struct server *s, uint32_t len)
 {
 	struct iobuf *in = &c->io.in;
@@ -1298,42 +1001,30 @@ static int execute_step(struct client *c, struct server *s, uint32_t len)
 	struct stmt_execute ex;
 	if (!stmt_read_execute(head, n, &ex))
 		return 1;   /* malformed, or a name longer than any portal Bind tracked: PostgreSQL decides */
-	const struct ai_tags *tags = ex.portal[0] ? portal_tags_of(c, ex.portal) : a->portal_tags;
-	if (!tags && !a->session.user[0] && !a->batch_admitted)
-		return 1;   /* a portal of an unattributed statement */
-	int32_t max_rows = ex.max_rows;
-	struct pg_error r;
-	if (a->batch_admitted) {
-		/* decided with the batch's first message, before a server was taken */
-		a->batch_admitted = false;
-		usage_discard(a->pending_usage);
-		a->pending_usage = a->batch_usage;
-		a->batch_usage = NULL;
-	} else if (!admit(c, tags, &r, &a->pending_usage)) {
+	struct stmt st = { .kind = STMT_EXECUTE, .portal = ex.portal, .max_rows = ex.max_rows,
+	                   .tags = ex.portal[0] ? ai_portal_tags(a, ex.portal) : a->portal_tags };
+	struct ai_decision d;
+	decide(c, &st, true, &d);
+	if (d.verdict == AI_REFUSE) {
 		iobuf_drain(in, 1 + (size_t)len);
-		prepared_raise_error(s, r.sqlstate, r.message, r.detail[0] ? r.detail : NULL, r.hint[0] ? r.hint : NULL);
+		struct pg_error *r = &d.refusal;
+		prepared_raise_error(s, r->sqlstate, r->message, r->detail[0] ? r->detail : NULL, r->hint[0] ? r->hint : NULL);
 		return 0;
 	}
-	if (ex.portal[0])
-		return 1;   /* the completion cache serves the unnamed portal only */
-	if (a->portal_fill) {
-		if (max_rows != 0)
-			cache_fill_fail(a->portal_fill);    /* a part of the answer is no answer */
+	if (d.capture) {
 		fill_abandon(c, &a->pending_fill);
-		a->pending_fill = a->portal_fill;       /* the portal's reference rides on the Execute */
-		a->portal_fill = NULL;
+		a->pending_fill = d.capture;    /* the portal's reference rides on the Execute */
 	}
-	if (!a->cached_portal)
+	usage_discard(a->pending_usage);
+	a->pending_usage = NULL;
+	if (d.verdict == AI_FORWARD) {
+		a->pending_usage = d.usage;    /* rides on the Execute's entry (client_step_relayed) */
 		return 1;
+	}
 	iobuf_drain(in, 1 + (size_t)len);
-	struct cache_entry *e = a->cached_portal;
-	uint32_t from = a->cached_portal_row;
-	a->cached_portal_row += rows_taken(e->n_rows, from, max_rows);
 	c->sl->stats.query_count++;
 	c->pool->stats.query_count++;
-	cache_note_hit(c->sl->cache);
-	cache_entry_hold(e);
-	if (!prepared_owe(s, PqMsg_Execute, e, from, max_rows, hit_usage(c, a->portal_tags)))
+	if (!prepared_owe(s, PqMsg_Execute, d.answer, d.from_row, ex.max_rows, d.usage))
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 	return 0;
 }
@@ -1524,18 +1215,15 @@ static bool local_bind(struct client *c, struct local_batch *b, struct local_msg
 	}
 	if (!m->tags || !cs || m->tags->cache != AI_CACHE_LOOKUP)
 		return false;
-	struct msgbuf k;
-	msg_init(&k);
-	bool keyed = key_bind(&k, c, cs, body, m->len - 4);
-	struct cache_entry *e = NULL;
-	enum cache_find f = keyed ? cache_lookup(c->sl->cache, k.data, k.len, now_usec(), &e) : CACHE_FOUND_MISS;
-	msg_free(&k);
-	if (f == CACHE_FOUND_READY && (m->parse < 0 || !b->parses[m->parse].desc))
-		statement_seen(c, cs, body, m->len - 4, e, NULL, m->tags);
-	if (f == CACHE_FOUND_FILLING && !b->wait_for)
-		b->wait_for = e;
-	m->hit = f == CACHE_FOUND_READY ? e : NULL;
-	return f != CACHE_FOUND_MISS;
+	struct stmt st = { .kind = STMT_BIND, .tags = m->tags, .cstmt = cs, .params = body,
+	                   .params_len = m->len - 4, .ahead = true,
+	                   .described = m->parse >= 0 && b->parses[m->parse].desc };
+	struct ai_decision d;
+	decide(c, &st, false, &d);
+	if (d.verdict == AI_WAIT && !b->wait_for)
+		b->wait_for = d.answer;
+	m->hit = d.verdict == AI_ANSWER ? d.answer : NULL;
+	return d.verdict != AI_FORWARD;
 }
 
 /*
@@ -1647,17 +1335,16 @@ static bool local_answer(struct client *c, struct local_batch *b, struct local_m
                          bool *failed)
 {
 	struct iobuf *out = &c->io.out;
-	struct pg_error r;
 	switch (m->type) {
 	case PqMsg_Parse: {
 		struct local_parse *p = &b->parses[m->parse];
 		if (*p->p.name && !prepared_client_parse(c, p->p.name, p->p.query, p->p.types, p->p.n_types))
 			return false;
-		struct ai_tags *k = p->t_kept ? tags_ref(p->t) : tags_keep(p->t);
+		struct ai_tags *k = p->t_kept ? ai_tags_ref(p->t) : ai_tags_keep(p->t);
 		bool kept = k && keep_statement_tags(c, p->p.name, k, p->cstmt);
 		if (!k)
 			free(p->cstmt);
-		tags_unref(k);
+		ai_tags_unref(k);
 		p->cstmt = NULL;
 		add_message(out, PqMsg_ParseComplete);
 		return kept;
@@ -1667,8 +1354,8 @@ static bool local_answer(struct client *c, struct local_batch *b, struct local_m
 		if (!a)
 			return false;
 		portal_forget(c);
-		tags_unref(a->portal_tags);
-		a->portal_tags = m->tags_kept ? tags_ref(m->tags) : tags_keep(m->tags);    /* (or the batch's own copy) */
+		ai_tags_unref(a->portal_tags);
+		a->portal_tags = m->tags_kept ? ai_tags_ref(m->tags) : ai_tags_keep(m->tags);    /* (or the batch's own copy) */
 		a->cached_portal = m->hit;
 		m->hit = NULL;
 		add_message(out, PqMsg_BindComplete);
@@ -1685,28 +1372,29 @@ static bool local_answer(struct client *c, struct local_batch *b, struct local_m
 		add_message(out, PqMsg_CloseComplete);
 		return true;
 	case PqMsg_Execute: {
-		struct usage_pending *usage = NULL;
-		if (!admit(c, R(c)->portal_tags, &r, &usage)) {
+		if (!c->aic || !c->aic->cached_portal)
+			return false;    /* the Bind before it bound the portal to its hit */
+		struct stmt_execute ex;
+		struct stmt st = { .kind = STMT_EXECUTE, .portal = "", .tags = c->aic->portal_tags,
+		                   .max_rows = stmt_read_execute(body, m->len - 4, &ex) ? ex.max_rows : 0 };
+		struct ai_decision d;
+		struct ai_context ctx = decide(c, &st, true, &d);
+		if (d.verdict == AI_REFUSE) {
+			struct pg_error *r = &d.refusal;
 			struct msgbuf em;
 			msg_init(&em);
-			msg_add_error(&em, PqMsg_ErrorResponse, "ERROR", r.sqlstate, r.detail[0] ? r.detail : NULL,
-			              r.hint[0] ? r.hint : NULL, "%s", r.message);
+			msg_add_error(&em, PqMsg_ErrorResponse, "ERROR", r->sqlstate, r->detail[0] ? r->detail : NULL,
+			              r->hint[0] ? r->hint : NULL, "%s", r->message);
 			msg_flush_to(&em, out);
 			msg_free(&em);
 			*failed = true;
 			return true;
 		}
-		usage_discard(usage);
-		struct stmt_execute ex;
-		int32_t max_rows = stmt_read_execute(body, m->len - 4, &ex) ? ex.max_rows : 0;
-		usage = hit_record(c, R(c)->portal_tags);
-		if (!c->aic)
-			return false;    /* the Bind before it made the state */
-		cacheio_write_rows(out, c->aic->cached_portal, &c->aic->cached_portal_row, max_rows);
+		uint32_t pos = d.from_row;
+		cacheio_write_rows(out, d.answer, &pos, st.max_rows);
 		c->sl->stats.query_count++;
 		c->pool->stats.query_count++;
-		cache_note_hit(c->sl->cache);
-		usage_commit(c->sl, usage);    /* before ReadyForQuery; a lost record is logged and counted */
+		ai_answered(&ctx, &d);    /* before ReadyForQuery; a lost record is logged and counted */
 		return true;
 	}
 	case PqMsg_Sync:
@@ -1841,7 +1529,7 @@ static int batch_step(struct client *c, uint8_t type, uint32_t len, struct ai_ta
 	    stmt_read_parse(iobuf_data(in) + PROTO_HEADER_LEN, len - 4, &p)) {
 		parse_read = true;
 		if (has_comment_opener(p.query, p.query_len)) {
-			if ((*kept = tags_new()) != NULL)
+			if ((*kept = ai_tags_new()) != NULL)
 				tags = *kept;    /* parsed where parse_step will find them: no copy */
 			tr = middleware_parse_tags(p.query, p.query_len, tags, &r);
 		}
@@ -1888,24 +1576,23 @@ static int batch_step(struct client *c, uint8_t type, uint32_t len, struct ai_ta
 	}
 	if (!t && !R(c)->session.user[0])
 		return 1;    /* not attributed: nothing to decide */
-	struct usage_pending *u;
-	if (!admit(c, t, &r, &u)) {
-		refuse_batch(c, len, &r);
-		return 0;
-	}
 	struct ai_client *a = W(c);
 	if (!a) {
-		usage_discard(u);
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return 0;
 	}
-	a->batch_usage = u;
-	a->batch_admitted = true;
+	struct stmt st = { .kind = STMT_EXECUTE, .portal = "", .tags = t, .ahead = true };
+	struct ai_decision d;
+	decide(c, &st, false, &d);
+	if (d.verdict == AI_REFUSE) {
+		refuse_batch(c, len, &d.refusal);
+		return 0;
+	}
 	if (type == PqMsg_Parse && parse_read && !*p.name) {
 		/* hand the Parse's reading to parse_step once a server is linked: the
 		 * unnamed statement's Parse stays at the front until then (pgsluice
 		 * answers only named ones without a server) */
-		a->batch_parse_tags = !t ? NULL : t == *kept ? *kept : tags_keep(t);
+		a->batch_parse_tags = !t ? NULL : t == *kept ? *kept : ai_tags_keep(t);
 		if (t && t == *kept)
 			*kept = NULL;    /* taken over */
 		a->batch_parse_known = !t || a->batch_parse_tags;    /* out of memory: parse_step reads it again */
@@ -1918,7 +1605,7 @@ int client_batch_step(struct client *c, uint8_t type, uint32_t len)
 {
 	struct ai_tags *kept = NULL;    /* the first Parse's tags, unless handed to parse_step */
 	int step = batch_step(c, type, len, &kept);
-	tags_unref(kept);
+	ai_tags_unref(kept);
 	return step;
 }
 
@@ -2001,8 +1688,8 @@ bool client_step_batch_message(struct client *c, struct server *s, uint8_t type,
 		const struct ai_tags *t = parsing ? parsing->tags : a->unnamed_tags;
 		if (parsing ? parsing->cstmt != NULL : a->unnamed_cstmt != NULL)
 			return false;    /* a cache lookup statement: bind_cache_step */
-		tags_unref(a->portal_tags);
-		a->portal_tags = tags_ref(t);    /* as bind_step */
+		ai_tags_unref(a->portal_tags);
+		a->portal_tags = ai_tags_ref(t);    /* as bind_step */
 		return true;
 	}
 	case PqMsg_Describe:
@@ -2012,12 +1699,9 @@ bool client_step_batch_message(struct client *c, struct server *s, uint8_t type,
 			return false;    /* a named portal: execute_step's list */
 		if (!a->portal_tags && !a->session.user[0] && !a->batch_admitted)
 			return true;     /* a portal of an unattributed statement */
-		if (!a->batch_admitted)
-			return false;    /* admission may refuse it: execute_step fails it in place */
-		a->batch_admitted = false;
-		a->pending_usage = a->batch_usage;    /* relay_batch attaches it to the Execute's entry */
-		a->batch_usage = NULL;
-		return true;
+		/* admitted ahead: relay_batch attaches its record to the Execute's entry; else
+		 * admission may refuse it, and execute_step fails it in place */
+		return ai_take_ahead(a, &a->pending_usage);
 	}
 	case PqMsg_Sync:
 		client_step_batch_end(c);    /* as client_relay before client_step_sync */
@@ -2061,31 +1745,7 @@ void client_step_relayed(struct client *c, struct server *s)
 
 void client_step_free(struct client *c)
 {
-	struct ai_client *a = c->aic;
-	if (!a)
-		return;
-	cache_unwait(&a->cache_waiter);
-	if (a->cache_wake_ev)
-		event_free(a->cache_wake_ev);
-	portal_forget(c);
-	fill_abandon(c, &a->pending_fill);
-	client_step_parsed(NULL, a->pending_parse, false);
-	usage_discard(a->pending_usage);
-	usage_discard(a->batch_usage);
-	tags_unref(a->batch_parse_tags);
-	tags_unref(a->unnamed_tags);
-	free(a->unnamed_cstmt);
-	tags_unref(a->portal_tags);
-	cache_key_memo_free(a->key_memo);
-	for (size_t i = 0; i < a->n_tagged; i++) {
-		free(a->tagged[i].name);
-		tags_unref(a->tagged[i].tags);
-		free(a->tagged[i].cstmt);
-	}
-	free(a->tagged);
-	client_step_transaction_ended(c);
-	free(a->portals);
-	free(a);
+	ai_client_free(c->aic, c->sl->cache);
 	c->aic = NULL;
 }
 
@@ -2114,15 +1774,8 @@ bool client_step_has_pending(const struct client *c)
 
 void client_step_batch_end(struct client *c)
 {
-	struct ai_client *a = c->aic;
-	if (!a)
-		return;
-	a->batch_admitted = false;
-	usage_discard(a->batch_usage);
-	a->batch_usage = NULL;
-	tags_unref(a->batch_parse_tags);
-	a->batch_parse_tags = NULL;
-	a->batch_parse_known = false;
+	if (c->aic)
+		ai_batch_end(c->aic);
 }
 
 bool client_step_batch_admitted(const struct client *c)

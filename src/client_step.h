@@ -80,12 +80,7 @@ void client_step_transaction_ended(struct client *c);
 /* Hand what rides on the message just relayed to server s (usage record, cache fill). */
 void client_step_relayed(struct client *c, struct server *s);
 
-/* A Parse's tags waiting for its ParseComplete (session pooling: the server may refuse it). */
-struct stmt_tags {
-	char *name;                    /* "" for the unnamed statement; stored after the struct (one allocation) */
-	struct ai_tags *tags;          /* a reference to kept tags (client_step.c); NULL: untagged */
-	struct cache_stmt *cstmt;      /* its cache key part, or NULL */
-};
+struct stmt_tags;    /* a Parse's tags in flight (ai/client_state.h) */
 
 /*
  * The Parse of st completed (ok) or failed or was skipped: c's statement

@@ -16,6 +16,7 @@
 #include <strings.h>
 
 #include "ai/cache.h"
+#include "ai/client_state.h"
 #include "ai/token.h"
 #include "ai/usage.h"
 #include "cacheio.h"

@@ -43,4 +43,33 @@ struct stmt_execute {
  */
 bool stmt_read_execute(const uint8_t *body, size_t len, struct stmt_execute *e);
 
+/* What kind of statement a client's message is, for the middleware's decision (ai/decide.h). */
+enum stmt_kind {
+	STMT_QUERY,     /* a simple Query */
+	STMT_BIND,      /* a Bind of the unnamed portal to a cache lookup statement */
+	STMT_EXECUTE,   /* an Execute (or, ahead, a one-statement batch's Execute) */
+};
+
+struct ai_tags;
+struct cache_stmt;
+
+/*
+ * A client's statement as the middleware sees it: every pointer borrowed
+ * from the client's input or its kept state, valid for one ai_decide call.
+ */
+struct stmt {
+	enum stmt_kind kind;
+	const struct ai_tags *tags;      /* its tags (a Query's comment, its statement's or portal's); NULL: untagged */
+	const char *text;                /* STMT_QUERY: the query text, text_len bytes (no NUL counted) */
+	size_t text_len;
+	const struct cache_stmt *cstmt;  /* STMT_BIND: the statement's cache key part */
+	const uint8_t *params;           /* STMT_BIND: the Bind's body from its portal name on (parameters as sent) */
+	size_t params_len;               /* bytes */
+	bool describe_follows;           /* STMT_BIND: the batch may ask for the portal's RowDescription */
+	bool described;                  /* STMT_BIND ahead: the batch describes the statement already */
+	const char *portal;              /* STMT_EXECUTE: "" for the unnamed portal */
+	int32_t max_rows;                /* STMT_EXECUTE: 0 for all rows */
+	bool ahead;                      /* decided with the batch's first message, no server yet (ai/decide.h) */
+};
+
 #endif

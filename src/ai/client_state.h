@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: PostgreSQL */
 /*
  * ai/client_state.h - one client's middleware state: sluice.user/model, the
- * tags of its statements and portals, records and cache fills not yet on a
- * reply-queue entry, its cache hit portal and cache wait. Made on first need.
+ * tags of its statements and portals (kept tags, shared by reference), records
+ * and cache fills not yet on a reply-queue entry, its cache hit portal and cache wait.
  */
 #ifndef SLUICE_AI_CLIENT_STATE_H
 #define SLUICE_AI_CLIENT_STATE_H
@@ -15,11 +15,18 @@
 #include "ai/session.h"
 
 struct ai_tags;
+struct cache;
 struct cache_key_memo;
 struct cache_stmt;
 struct event;
-struct stmt_tags;
 struct usage_pending;
+
+/* A Parse's tags waiting for its ParseComplete (session pooling: the server may refuse it). */
+struct stmt_tags {
+	char *name;                    /* "" for the unnamed statement; stored after the struct (one allocation) */
+	struct ai_tags *tags;          /* a reference to kept tags (ai_tags_keep); NULL: untagged */
+	struct cache_stmt *cstmt;      /* its cache key part, or NULL */
+};
 
 /* A named prepared statement or portal whose text carries tags (and, for a cache lookup, its key part). */
 struct tagged_stmt { char *name; struct ai_tags *tags; struct cache_stmt *cstmt; };
@@ -27,8 +34,9 @@ struct tagged_stmt { char *name; struct ai_tags *tags; struct cache_stmt *cstmt;
 /*
  * struct client holds a pointer to one (NULL until the client first needs
  * it: a sluice.* setting, a tagged statement, a cache lookup), freed with
- * the client (client_step_free). Read and written by the middleware step
- * (client_step.c) only; every pointer is owned.
+ * the client (ai_client_free). Its decisions are ai_decide's (ai/decide.h);
+ * the core's middleware step (client_step.c) reads it and hands it what
+ * rides on a message; every pointer is owned.
  */
 struct ai_client {
 	struct ai_session session;     /* sluice.user / sluice.model of this client */
@@ -60,5 +68,64 @@ struct ai_client {
 	struct event *cache_wake_ev;        /* resumes the relay after that */
 	struct cache_key_memo *key_memo;    /* how its keys start, kept between lookups (cache_key_owner) */
 };
+
+/* A client's middleware state, all empty; NULL when out of memory. Freed by ai_client_free. */
+struct ai_client *ai_client_new(void);
+
+/*
+ * Free a and everything it holds: its wait, hit and fills (dropped from
+ * cache), records not yet on a reply queue (their reservations given back),
+ * kept tags. NULL is ignored.
+ */
+void ai_client_free(struct ai_client *a, struct cache *cache);
+
+/*
+ * Kept tags: a statement's tags on the heap, shared by reference by the
+ * statement, its Parse in flight and its portals, so that they are copied
+ * once. ai_tags_new: one reference, fields for the caller to fill;
+ * ai_tags_keep: a kept copy of t. Both NULL when out of memory.
+ * ai_tags_ref: one more reference to kept tags (NULL gives NULL);
+ * ai_tags_unref drops one (NULL is ignored). Event loop thread only.
+ */
+struct ai_tags *ai_tags_new(void);
+struct ai_tags *ai_tags_keep(const struct ai_tags *t);
+struct ai_tags *ai_tags_ref(const struct ai_tags *t);
+void ai_tags_unref(struct ai_tags *t);
+
+/*
+ * Statement name ("" the unnamed one) now has kept tags (a reference is
+ * taken; NULL: untagged, forgotten) and, for a cache lookup, key part cstmt
+ * (taken over, may be NULL). False when out of memory (cstmt freed).
+ */
+bool ai_statement_keep(struct ai_client *a, const char *name, const struct ai_tags *tags, struct cache_stmt *cstmt);
+
+/* The kept tags of statement name (NULL: untagged) and, when cstmt is not NULL, its cache key part. */
+const struct ai_tags *ai_statement_tags(const struct ai_client *a, const char *name,
+                                        const struct cache_stmt **cstmt);
+
+/*
+ * Named portal name now has kept tags (NULL: forgotten). At most
+ * MAX_TRACKED_PORTALS are kept; the oldest goes first (out of memory: untracked).
+ */
+#define MAX_TRACKED_PORTALS 64
+void ai_portal_keep(struct ai_client *a, const char *name, const struct ai_tags *tags);
+
+/* The kept tags of named portal name, or NULL. */
+const struct ai_tags *ai_portal_tags(const struct ai_client *a, const char *name);
+
+/* The transaction ended: every named portal is gone (protocol-flow.html 55.2.3). */
+void ai_portals_end(struct ai_client *a);
+
+/* The unnamed portal is replaced or gone: its hit is released, its fill dropped from cache. */
+void ai_portal_forget(struct ai_client *a, struct cache *cache);
+
+/* A fill that will not complete (*fill, NULL: nothing): dropped, its waiters go to the server. */
+void ai_fill_abandon(struct cache *cache, struct cache_entry **fill);
+
+/* Free a Parse's tags in flight (its name and key part with it); NULL is ignored. */
+void ai_stmt_tags_free(struct stmt_tags *st);
+
+/* A Sync ends the batch: what was decided ahead for its first Execute is spent. */
+void ai_batch_end(struct ai_client *a);
 
 #endif

@@ -7,6 +7,10 @@
 #ifndef SLUICE_AI_CONTEXT_H
 #define SLUICE_AI_CONTEXT_H
 
+#include <stdbool.h>
+
+#include "ai/cache_proto.h"
+
 struct ai_session;
 struct sluice;
 
@@ -15,6 +19,12 @@ struct ai_context {
 	const char *user;                  /* the client's login role (borrowed) */
 	const char *database;              /* the client's database (borrowed) */
 	const struct ai_session *session;  /* its sluice.user / sluice.model (borrowed, never NULL) */
+	/* Filled only for a statement tagged ai_cache (ai_decide's lookups): */
+	bool cache_on;                     /* the client may look up and fill (no setting its keys cannot hold) */
+	bool may_answer;                   /* a hit can be written now, in order, with the right status */
+	bool may_wait;                     /* no server is held: it may wait for an identical miss */
+	bool in_block;                     /* its server is inside a transaction block: nothing read is stored */
+	struct cache_key_owner key;        /* whose answers its keys name */
 };
 
 #endif

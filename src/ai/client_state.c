@@ -1,0 +1,270 @@
+/* SPDX-License-Identifier: PostgreSQL */
+/* client_state.c - see client_state.h. A client's middleware state; no socket, buffer or core struct. */
+#include "ai/client_state.h"
+
+#include <event2/event.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ai/cache.h"
+#include "ai/cache_proto.h"
+#include "ai/tags.h"
+#include "ai/usage.h"
+#include "util.h"
+
+struct ai_client *ai_client_new(void)
+{
+	return calloc(1, sizeof(struct ai_client));
+}
+
+/*
+ * A statement's tags kept on the heap, shared by reference: the statement,
+ * its Parse in flight (struct stmt_tags) and its portals each hold one, so
+ * that a Parse's tags are copied once, not again for its statement and for
+ * each Bind. Shared, never changed: a new Parse keeps new tags, and a
+ * portal keeps the old ones (PostgreSQL's portal outlives a new Parse of
+ * its statement).
+ */
+struct kept_tags {
+	unsigned refs;
+	struct ai_tags tags;
+};
+
+static struct kept_tags *kept_of(const struct ai_tags *t)
+{
+	return (struct kept_tags *)((char *)(uintptr_t)t - offsetof(struct kept_tags, tags));
+}
+
+/*
+ * Freed kept tags waiting for reuse: a tagged extended statement keeps tags
+ * per Parse and drops them a transaction later, and a malloc and free of
+ * ~600 bytes cost ~130 instructions a statement (callgrind). Only the event
+ * loop's thread keeps tags, so one list for the process; a few entries
+ * cover the statements in flight of a pipelining client.
+ */
+#define KEPT_TAGS_SPARE 8
+static struct kept_tags *kept_spare[KEPT_TAGS_SPARE];
+static unsigned n_kept_spare;
+
+/* Kept tags (one reference) whose fields the caller fills, or NULL when out of memory. */
+struct ai_tags *ai_tags_new(void)
+{
+	struct kept_tags *k = n_kept_spare > 0 ? kept_spare[--n_kept_spare] : malloc(sizeof(*k));
+	if (!k)
+		return NULL;
+	k->refs = 1;
+	return &k->tags;
+}
+
+/* A kept copy of t (one reference), or NULL when out of memory. */
+struct ai_tags *ai_tags_keep(const struct ai_tags *t)
+{
+	struct ai_tags *k = ai_tags_new();
+	if (k)
+		*k = *t;
+	return k;
+}
+
+/* One more reference to kept tags t (from tags_keep); NULL gives NULL. */
+struct ai_tags *ai_tags_ref(const struct ai_tags *t)
+{
+	if (!t)
+		return NULL;
+	kept_of(t)->refs++;
+	return (struct ai_tags *)(uintptr_t)t;
+}
+
+/* Drop a reference to kept tags t; NULL is ignored. */
+void ai_tags_unref(struct ai_tags *t)
+{
+	if (t && --kept_of(t)->refs == 0) {
+		if (n_kept_spare < KEPT_TAGS_SPARE)
+			kept_spare[n_kept_spare++] = kept_of(t);
+		else
+			free(kept_of(t));
+	}
+}
+
+/*
+ * Remember the tags of a Parse (unnamed statement or a named one: kept tags,
+ * tags_keep, of which the statement takes a reference; NULL: untagged) and,
+ * for a cache lookup, its key part cstmt (taken over, may be NULL). False: OOM.
+ */
+bool ai_statement_keep(struct ai_client *a, const char *name, const struct ai_tags *tags, struct cache_stmt *cstmt)
+{
+	if (!*name) {
+		ai_tags_unref(a->unnamed_tags);
+		free(a->unnamed_cstmt);
+		a->unnamed_tags = ai_tags_ref(tags);
+		a->unnamed_cstmt = tags ? cstmt : NULL;
+		if (!tags)
+			free(cstmt);
+		return true;
+	}
+	for (size_t i = 0; i < a->n_tagged; i++)
+		if (strcmp(a->tagged[i].name, name) == 0) {
+			ai_tags_unref(a->tagged[i].tags);
+			free(a->tagged[i].cstmt);
+			a->tagged[i].tags = ai_tags_ref(tags);
+			a->tagged[i].cstmt = tags ? cstmt : NULL;
+			if (!tags)
+				free(cstmt);
+			return true;
+		}
+	if (!tags) {
+		free(cstmt);
+		return true;
+	}
+	struct tagged_stmt *grown = realloc(a->tagged, (a->n_tagged + 1) * sizeof(*grown));
+	if (!grown) {
+		free(cstmt);
+		return false;
+	}
+	a->tagged = grown;
+	a->tagged[a->n_tagged].name = strdup(name);
+	if (!a->tagged[a->n_tagged].name) {
+		free(cstmt);
+		return false;
+	}
+	a->tagged[a->n_tagged].tags = ai_tags_ref(tags);
+	a->tagged[a->n_tagged++].cstmt = cstmt;
+	return true;
+}
+
+/* The tags of statement name (and its cache key part, when cstmt is not NULL). */
+const struct ai_tags *ai_statement_tags(const struct ai_client *a, const char *name,
+                                        const struct cache_stmt **cstmt)
+{
+	if (cstmt)
+		*cstmt = NULL;
+	if (!*name) {
+		if (cstmt)
+			*cstmt = a->unnamed_cstmt;
+		return a->unnamed_tags;
+	}
+	for (size_t i = 0; i < a->n_tagged; i++)
+		if (strcmp(a->tagged[i].name, name) == 0) {
+			if (cstmt)
+				*cstmt = a->tagged[i].cstmt;
+			return a->tagged[i].tags;
+		}
+	return NULL;
+}
+
+/*
+ * Remember (tags not NULL) or forget (NULL) the tags of named portal name.
+ * Bounded: a client holds at most MAX_TRACKED_PORTALS at once (PostgreSQL
+ * drops them at the end of the transaction), the oldest goes first.
+ */
+#define MAX_TRACKED_PORTALS 64
+void ai_portal_keep(struct ai_client *a, const char *name, const struct ai_tags *tags)
+{
+	for (size_t i = 0; i < a->n_portals; i++)
+		if (strcmp(a->portals[i].name, name) == 0) {
+			free(a->portals[i].name);
+			ai_tags_unref(a->portals[i].tags);
+			a->portals[i] = a->portals[--a->n_portals];
+			break;
+		}
+	if (!tags)
+		return;
+	if (a->n_portals == MAX_TRACKED_PORTALS) {
+		free(a->portals[0].name);
+		ai_tags_unref(a->portals[0].tags);
+		a->portals[0] = a->portals[--a->n_portals];
+	}
+	if (!a->portals && !(a->portals = calloc(MAX_TRACKED_PORTALS, sizeof(*a->portals))))
+		return;
+	struct tagged_stmt *p = &a->portals[a->n_portals];
+	p->name = strdup(name);
+	p->tags = ai_tags_ref(tags);
+	p->cstmt = NULL;
+	if (p->name) {
+		a->n_portals++;
+	} else {
+		ai_tags_unref(p->tags);
+	}
+}
+
+const struct ai_tags *ai_portal_tags(const struct ai_client *a, const char *name)
+{
+	for (size_t i = 0; i < a->n_portals; i++)
+		if (strcmp(a->portals[i].name, name) == 0)
+			return a->portals[i].tags;
+	return NULL;
+}
+
+void ai_portals_end(struct ai_client *a)
+{
+	while (a->n_portals > 0) {
+		a->n_portals--;
+		free(a->portals[a->n_portals].name);
+		ai_tags_unref(a->portals[a->n_portals].tags);
+	}
+}
+
+
+void ai_fill_abandon(struct cache *cache, struct cache_entry **fill)
+{
+	if (!*fill)
+		return;
+	cache_fill_fail(*fill);
+	cache_fill_drop(cache, *fill, now_usec());
+	*fill = NULL;
+}
+
+void ai_portal_forget(struct ai_client *a, struct cache *cache)
+{
+	cache_entry_release(cache, a->cached_portal);
+	a->cached_portal = NULL;
+	a->cached_portal_row = 0;
+	ai_fill_abandon(cache, &a->portal_fill);
+}
+
+void ai_stmt_tags_free(struct stmt_tags *st)
+{
+	if (!st)
+		return;
+	free(st->cstmt);
+	ai_tags_unref(st->tags);
+	free(st);    /* and its name, stored after it */
+}
+
+void ai_batch_end(struct ai_client *a)
+{
+	a->batch_admitted = false;
+	usage_discard(a->batch_usage);
+	a->batch_usage = NULL;
+	ai_tags_unref(a->batch_parse_tags);
+	a->batch_parse_tags = NULL;
+	a->batch_parse_known = false;
+}
+
+void ai_client_free(struct ai_client *a, struct cache *cache)
+{
+	if (!a)
+		return;
+	cache_unwait(&a->cache_waiter);
+	if (a->cache_wake_ev)
+		event_free(a->cache_wake_ev);
+	ai_portal_forget(a, cache);
+	ai_fill_abandon(cache, &a->pending_fill);
+	ai_stmt_tags_free(a->pending_parse);
+	usage_discard(a->pending_usage);
+	ai_batch_end(a);
+	ai_tags_unref(a->unnamed_tags);
+	free(a->unnamed_cstmt);
+	ai_tags_unref(a->portal_tags);
+	cache_key_memo_free(a->key_memo);
+	for (size_t i = 0; i < a->n_tagged; i++) {
+		free(a->tagged[i].name);
+		ai_tags_unref(a->tagged[i].tags);
+		free(a->tagged[i].cstmt);
+	}
+	free(a->tagged);
+	ai_portals_end(a);
+	free(a->portals);
+	free(a);
+}

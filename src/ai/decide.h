@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: PostgreSQL */
+/*
+ * ai/decide.h - the middleware's one door: a client's statement, read by the
+ * core into a struct stmt (stmt.h), gets one decision here: forward it (with
+ * what rides on its reply), refuse it, answer it from the completion cache, or wait.
+ */
+#ifndef SLUICE_AI_DECIDE_H
+#define SLUICE_AI_DECIDE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pgerror.h"
+
+struct ai_client;
+struct ai_context;
+struct cache_entry;
+struct stmt;
+struct usage_pending;
+
+/* What the core does with the statement. */
+enum ai_verdict {
+	AI_FORWARD,   /* relay it; usage and capture (either may be NULL) ride on its reply */
+	AI_REFUSE,    /* do not run it: answer refusal (severity ERROR) in its place */
+	AI_ANSWER,    /* answer it from the cache's answer, with usage, without running it */
+	AI_WAIT,      /* an identical lookup is being answered: the client waits (ai_client's waiter) */
+};
+
+/*
+ * A decision. Every pointer is handed to the core: usage goes on the
+ * request's reply-queue entry (ai_token_add_usage) or to usage_commit when
+ * answered; capture (a fill, one reference) on the entry of the request whose
+ * answer the server sends (ai_token_add_cache); answer (one reference) is
+ * released once written (the hit of an Execute rides on the reply queue instead).
+ */
+struct ai_decision {
+	enum ai_verdict verdict;
+	struct usage_pending *usage;    /* the record the statement makes once it completes, or NULL */
+	struct cache_entry *capture;    /* AI_FORWARD: the fill its answer is captured into, or NULL */
+	struct cache_entry *answer;     /* AI_ANSWER: the cached answer */
+	uint32_t from_row, rows;        /* AI_ANSWER of an Execute: rows [from_row, from_row + rows) of answer */
+	struct pg_error refusal;        /* AI_REFUSE */
+};
+
+/*
+ * Decide statement st of the client ctx describes (its middleware state a;
+ * NULL only when the client has none and could not get one: out of memory,
+ * then nothing is looked up) (docs/ai-middleware.md, docs/limits.md,
+ * docs/cache.md):
+ * - STMT_QUERY: tags (already parsed into st), a lookup when tagged ai_cache,
+ *   then admission; a hit is AI_ANSWER with its cached = true record.
+ * - STMT_BIND (the unnamed portal, to a lookup statement, a server linked):
+ *   a fresh answer binds the portal (AI_ANSWER: the core owes BindComplete;
+ *   the portal's Describe and Execute are answered from it); else
+ *   AI_FORWARD, the portal's fill kept when the answer is to be stored.
+ *   st->ahead (a batch planned without a server, nothing answered yet): only
+ *   looked up: AI_ANSWER with a fresh answer (a reference), AI_WAIT with the
+ *   FILLING entry of an identical miss (no reference, not waited on: the
+ *   core waits once the batch is planned), else AI_FORWARD.
+ * - STMT_EXECUTE: admission with the portal's tags; the unnamed portal's hit
+ *   is AI_ANSWER (from_row, rows), its fill rides on the Execute (capture).
+ *   st->ahead: the batch's Execute decided before a server was taken (no
+ *   cache): its decision is kept for the Execute itself (ai_take_ahead).
+ * The refusal's SQLSTATE: 22023 (a malformed tag), 42501 (ai_user not
+ * trusted), 53400 (a limit). Fills d; never fails (out of memory: forward).
+ */
+void ai_decide(const struct ai_context *ctx, struct ai_client *a, const struct stmt *st, struct ai_decision *d);
+
+/*
+ * The batch's Execute was admitted ahead (STMT_EXECUTE with ahead): its
+ * record, handed to the core for the Execute now relayed (NULL when none).
+ * True when a decision was waiting (the Execute is not admitted again).
+ */
+bool ai_take_ahead(struct ai_client *a, struct usage_pending **usage);
+
+/*
+ * The core wrote d's answer without a server (AI_ANSWER of a Query, or of
+ * an Execute in a batch answered whole): journal its record, before the
+ * client's ReadyForQuery, and release the answer. False when the record
+ * could not be journaled (logged and counted, as usage_commit says).
+ */
+bool ai_answered(const struct ai_context *ctx, struct ai_decision *d);
+
+/* Drop a decision's references (the core could not apply it: out of memory, client gone). */
+void ai_decision_drop(const struct ai_context *ctx, struct ai_decision *d);
+
+#endif
