@@ -49,17 +49,16 @@ static inline const struct ai_client *R(const struct client *c)
 }
 
 /* c's middleware state for writing: made on first need (ai/client_state.h). NULL when out of memory. */
+static void cache_woken(struct cache_waiter *w, bool filled);
+static void cache_wake_cb(evutil_socket_t fd, short what, void *arg);
 static struct ai_client *W(struct client *c)
 {
-	if (!c->aic)
+	if (!c->aic) {
 		c->aic = ai_client_new();
+		if (c->aic)
+			c->aic->cache_waiter.wake = cache_woken;
+	}
 	return c->aic;
-}
-
-/* What the middleware is told of c (ai/context.h). */
-static inline struct ai_context ctx_of(const struct client *c)
-{
-	return (struct ai_context){ .sl = c->sl, .user = c->user, .database = c->database, .session = &R(c)->session };
 }
 
 /* Whose answer c's cache keys name (ai/cache_proto.h). */
@@ -78,41 +77,45 @@ static bool key_statement(struct msgbuf *k, const struct client *c, const struct
 }
 
 /*
- * What the middleware is told of c for statement st (ai/context.h): the
- * cache's part only for a statement tagged ai_cache. may_answer: can a hit
- * be written now, in order (the core's reply order decides).
+ * The middleware's decision on c's statement st (ai/decide.h), with what it
+ * is told of c in *ctx (ai/context.h; the cache's part only for a statement
+ * tagged ai_cache). may_answer: can a hit be written now, in order (the
+ * core's reply order decides). Filled in place: it is asked per statement.
  */
-static void cache_wake_cb(evutil_socket_t fd, short what, void *arg);
-static void cache_woken(struct cache_waiter *w, bool filled);
 static bool cache_on(struct client *c);
-static struct ai_context decide_ctx(struct client *c, const struct stmt *st, bool may_answer)
+static inline void decide(struct client *c, const struct stmt *st, bool may_answer, struct ai_context *ctx,
+                          struct ai_decision *d)
 {
-	struct ai_context ctx = ctx_of(c);
-	if (!st->tags || st->tags->cache == AI_CACHE_NONE)
-		return ctx;
-	ctx.cache_on = cache_on(c);
-	ctx.may_answer = may_answer;
-	ctx.in_block = c->server && c->server->tx_status != 'I';
-	ctx.key = key_owner(c);
-	struct ai_client *a = c->aic;
-	if (!c->server && a) {
-		/* it may wait for an identical miss: ready to be woken from the event loop */
-		if (!a->cache_wake_ev)
-			a->cache_wake_ev = event_new(c->sl->base, -1, 0, cache_wake_cb, c);
-		a->cache_waiter.wake = a->cache_wake_ev ? cache_woken : NULL;
-		ctx.may_wait = a->cache_wake_ev != NULL;
-	}
-	return ctx;
+	bool cached = st->tags && st->tags->cache != AI_CACHE_NONE;
+	struct ai_client *a = cached ? W(c) : c->aic;
+	ctx->sl = c->sl;
+	ctx->user = c->user;
+	ctx->database = c->database;
+	ctx->session = &R(c)->session;
+	ctx->cache_on = cached && cache_on(c);
+	ctx->may_answer = may_answer;
+	ctx->may_wait = !c->server;
+	ctx->in_block = c->server && c->server->tx_status != 'I';
+	if (cached)
+		ctx->key = key_owner(c);
+	ai_decide(ctx, a, st, d);
 }
 
-/* The middleware's decision on c's statement st (ai/decide.h). */
-static inline struct ai_context decide(struct client *c, const struct stmt *st, bool may_answer,
-                                       struct ai_decision *d)
+/*
+ * c waits for an identical miss (AI_WAIT, c holds no server): ready to be
+ * woken from the event loop, not from inside the fill that ends. False when
+ * it cannot be (out of memory): the wait is undone.
+ */
+static bool wake_ready(struct client *c)
 {
-	struct ai_client *a = st->tags && st->tags->cache != AI_CACHE_NONE ? W(c) : c->aic;
-	struct ai_context ctx = decide_ctx(c, st, may_answer);
-	ai_decide(&ctx, a, st, d);
-	return ctx;
+	struct ai_client *a = c->aic;
+	if (!a->cache_wake_ev)
+		a->cache_wake_ev = event_new(c->sl->base, -1, 0, cache_wake_cb, c);
+	if (a->cache_wake_ev)
+		return true;
+	cache_unwait(&a->cache_waiter);
+	a->cache_bypass = true;    /* asked again, it goes to the server */
+	return false;
 }
 
 /*
@@ -615,7 +618,10 @@ static int query_step(struct client *c, uint32_t len)
 	if (!st.tags && !R(c)->session.user[0])
 		return 1;    /* not attributed, no lookup: nothing to decide */
 	struct ai_decision d;
-	struct ai_context ctx = decide(c, &st, query_answerable(c->server), &d);
+	struct ai_context ctx;
+	do
+		decide(c, &st, query_answerable(c->server), &ctx, &d);
+	while (d.verdict == AI_WAIT && !wake_ready(c));    /* cannot wait: asked again, it goes to the server */
 	switch (d.verdict) {
 	case AI_WAIT:
 		return -1;
@@ -668,7 +674,7 @@ static void keep_portal_tags(struct client *c, const char *name, const struct ai
 
 void client_step_transaction_ended(struct client *c)
 {
-	if (c->aic)
+	if (c->aic && c->aic->n_portals)
 		ai_portals_end(c->aic);
 }
 
@@ -895,7 +901,8 @@ static int bind_cache_step(struct client *c, struct server *s, const struct ai_t
 	                   .params = iobuf_data(in) + PROTO_HEADER_LEN, .params_len = len - 4,
 	                   .describe_follows = describe_follows(in, 1 + (size_t)len) };
 	struct ai_decision d;
-	decide(c, &st, s->pending_ready == 0 && s->tx_status != 'E' && !s->replies.skipping, &d);
+	struct ai_context ctx;
+	decide(c, &st, s->pending_ready == 0 && s->tx_status != 'E' && !s->replies.skipping, &ctx, &d);
 	if (d.verdict != AI_ANSWER)
 		return 1;    /* the portal's fill, if any, waits for its Describe or Execute */
 	iobuf_drain(in, 1 + (size_t)len);
@@ -1004,7 +1011,8 @@ static int execute_step(struct client *c, struct server *s, uint32_t len)
 	struct stmt st = { .kind = STMT_EXECUTE, .portal = ex.portal, .max_rows = ex.max_rows,
 	                   .tags = ex.portal[0] ? ai_portal_tags(a, ex.portal) : a->portal_tags };
 	struct ai_decision d;
-	decide(c, &st, true, &d);
+	struct ai_context ctx;
+	decide(c, &st, true, &ctx, &d);
 	if (d.verdict == AI_REFUSE) {
 		iobuf_drain(in, 1 + (size_t)len);
 		struct pg_error *r = &d.refusal;
@@ -1219,7 +1227,8 @@ static bool local_bind(struct client *c, struct local_batch *b, struct local_msg
 	                   .params_len = m->len - 4, .ahead = true,
 	                   .described = m->parse >= 0 && b->parses[m->parse].desc };
 	struct ai_decision d;
-	decide(c, &st, false, &d);
+	struct ai_context ctx;
+	decide(c, &st, false, &ctx, &d);
 	if (d.verdict == AI_WAIT && !b->wait_for)
 		b->wait_for = d.answer;
 	m->hit = d.verdict == AI_ANSWER ? d.answer : NULL;
@@ -1378,7 +1387,8 @@ static bool local_answer(struct client *c, struct local_batch *b, struct local_m
 		struct stmt st = { .kind = STMT_EXECUTE, .portal = "", .tags = c->aic->portal_tags,
 		                   .max_rows = stmt_read_execute(body, m->len - 4, &ex) ? ex.max_rows : 0 };
 		struct ai_decision d;
-		struct ai_context ctx = decide(c, &st, true, &d);
+		struct ai_context ctx;
+		decide(c, &st, true, &ctx, &d);
 		if (d.verdict == AI_REFUSE) {
 			struct pg_error *r = &d.refusal;
 			struct msgbuf em;
@@ -1583,7 +1593,8 @@ static int batch_step(struct client *c, uint8_t type, uint32_t len, struct ai_ta
 	}
 	struct stmt st = { .kind = STMT_EXECUTE, .portal = "", .tags = t, .ahead = true };
 	struct ai_decision d;
-	decide(c, &st, false, &d);
+	struct ai_context ctx;
+	decide(c, &st, false, &ctx, &d);
 	if (d.verdict == AI_REFUSE) {
 		refuse_batch(c, len, &d.refusal);
 		return 0;
@@ -1701,7 +1712,7 @@ bool client_step_batch_message(struct client *c, struct server *s, uint8_t type,
 			return true;     /* a portal of an unattributed statement */
 		/* admitted ahead: relay_batch attaches its record to the Execute's entry; else
 		 * admission may refuse it, and execute_step fails it in place */
-		return ai_take_ahead(a, &a->pending_usage);
+		return a->batch_admitted && ai_take_ahead(a, &a->pending_usage);
 	}
 	case PqMsg_Sync:
 		client_step_batch_end(c);    /* as client_relay before client_step_sync */
@@ -1774,8 +1785,9 @@ bool client_step_has_pending(const struct client *c)
 
 void client_step_batch_end(struct client *c)
 {
-	if (c->aic)
-		ai_batch_end(c->aic);
+	struct ai_client *a = c->aic;
+	if (a && (a->batch_admitted || a->batch_usage || a->batch_parse_tags || a->batch_parse_known))
+		ai_batch_end(a);
 }
 
 bool client_step_batch_admitted(const struct client *c)

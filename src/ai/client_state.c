@@ -20,24 +20,6 @@ struct ai_client *ai_client_new(void)
 }
 
 /*
- * A statement's tags kept on the heap, shared by reference: the statement,
- * its Parse in flight (struct stmt_tags) and its portals each hold one, so
- * that a Parse's tags are copied once, not again for its statement and for
- * each Bind. Shared, never changed: a new Parse keeps new tags, and a
- * portal keeps the old ones (PostgreSQL's portal outlives a new Parse of
- * its statement).
- */
-struct kept_tags {
-	unsigned refs;
-	struct ai_tags tags;
-};
-
-static struct kept_tags *kept_of(const struct ai_tags *t)
-{
-	return (struct kept_tags *)((char *)(uintptr_t)t - offsetof(struct kept_tags, tags));
-}
-
-/*
  * Freed kept tags waiting for reuse: a tagged extended statement keeps tags
  * per Parse and drops them a transaction later, and a malloc and free of
  * ~600 bytes cost ~130 instructions a statement (callgrind). Only the event
@@ -67,24 +49,12 @@ struct ai_tags *ai_tags_keep(const struct ai_tags *t)
 	return k;
 }
 
-/* One more reference to kept tags t (from tags_keep); NULL gives NULL. */
-struct ai_tags *ai_tags_ref(const struct ai_tags *t)
+void ai_tags_release(struct kept_tags *k)
 {
-	if (!t)
-		return NULL;
-	kept_of(t)->refs++;
-	return (struct ai_tags *)(uintptr_t)t;
-}
-
-/* Drop a reference to kept tags t; NULL is ignored. */
-void ai_tags_unref(struct ai_tags *t)
-{
-	if (t && --kept_of(t)->refs == 0) {
-		if (n_kept_spare < KEPT_TAGS_SPARE)
-			kept_spare[n_kept_spare++] = kept_of(t);
-		else
-			free(kept_of(t));
-	}
+	if (n_kept_spare < KEPT_TAGS_SPARE)
+		kept_spare[n_kept_spare++] = k;
+	else
+		free(k);
 }
 
 /*

@@ -13,6 +13,8 @@
 
 #include "ai/cache.h"
 #include "ai/session.h"
+#include "ai/tags.h"
+#include "ai/usage.h"
 
 struct ai_tags;
 struct cache;
@@ -89,8 +91,38 @@ void ai_client_free(struct ai_client *a, struct cache *cache);
  */
 struct ai_tags *ai_tags_new(void);
 struct ai_tags *ai_tags_keep(const struct ai_tags *t);
-struct ai_tags *ai_tags_ref(const struct ai_tags *t);
-void ai_tags_unref(struct ai_tags *t);
+
+/*
+ * Shared, never changed: a new Parse keeps new tags, and a portal keeps the
+ * old ones (PostgreSQL's portal outlives a new Parse of its statement).
+ * Inline, as a statement takes and drops references several times.
+ */
+struct kept_tags {
+	unsigned refs;
+	struct ai_tags tags;
+};
+
+static inline struct kept_tags *ai_kept_of(const struct ai_tags *t)
+{
+	return (struct kept_tags *)((char *)(uintptr_t)t - offsetof(struct kept_tags, tags));
+}
+
+static inline struct ai_tags *ai_tags_ref(const struct ai_tags *t)
+{
+	if (!t)
+		return NULL;
+	ai_kept_of(t)->refs++;
+	return (struct ai_tags *)(uintptr_t)t;
+}
+
+/* The last reference to k was dropped: it waits for reuse or is freed. */
+void ai_tags_release(struct kept_tags *k);
+
+static inline void ai_tags_unref(struct ai_tags *t)
+{
+	if (t && --ai_kept_of(t)->refs == 0)
+		ai_tags_release(ai_kept_of(t));
+}
 
 /*
  * Statement name ("" the unnamed one) now has kept tags (a reference is
@@ -124,6 +156,23 @@ void ai_fill_abandon(struct cache *cache, struct cache_entry **fill);
 
 /* Free a Parse's tags in flight (its name and key part with it); NULL is ignored. */
 void ai_stmt_tags_free(struct stmt_tags *st);
+
+/*
+ * The batch's Execute was admitted ahead (ai_decide, STMT_EXECUTE with
+ * ahead): its record replaces *usage (discarded), for the Execute now
+ * relayed (NULL when none). True when a decision was waiting (the Execute
+ * is not admitted again). Inline: asked at every Execute of a client with state.
+ */
+static inline bool ai_take_ahead(struct ai_client *a, struct usage_pending **usage)
+{
+	if (!a || !a->batch_admitted)
+		return false;
+	a->batch_admitted = false;
+	usage_discard(*usage);
+	*usage = a->batch_usage;
+	a->batch_usage = NULL;
+	return true;
+}
 
 /* A Sync ends the batch: what was decided ahead for its first Execute is spent. */
 void ai_batch_end(struct ai_client *a);

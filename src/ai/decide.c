@@ -287,17 +287,6 @@ void ai_decide(const struct ai_context *ctx, struct ai_client *a, const struct s
 	}
 }
 
-bool ai_take_ahead(struct ai_client *a, struct usage_pending **usage)
-{
-	if (!a || !a->batch_admitted)
-		return false;
-	a->batch_admitted = false;
-	usage_discard(*usage);
-	*usage = a->batch_usage;
-	a->batch_usage = NULL;
-	return true;
-}
-
 bool ai_answered(const struct ai_context *ctx, struct ai_decision *d)
 {
 	bool journaled = usage_commit(ctx->sl, d->usage);

@@ -66,12 +66,6 @@ struct ai_decision {
  */
 void ai_decide(const struct ai_context *ctx, struct ai_client *a, const struct stmt *st, struct ai_decision *d);
 
-/*
- * The batch's Execute was admitted ahead (STMT_EXECUTE with ahead): its
- * record, handed to the core for the Execute now relayed (NULL when none).
- * True when a decision was waiting (the Execute is not admitted again).
- */
-bool ai_take_ahead(struct ai_client *a, struct usage_pending **usage);
 
 /*
  * The core wrote d's answer without a server (AI_ANSWER of a Query, or of
