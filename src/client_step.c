@@ -70,12 +70,6 @@ static struct cache_key_owner key_owner(const struct client *c)
 	                                 .memo = c->aic ? &c->aic->key_memo : NULL };
 }
 
-static bool key_statement(struct msgbuf *k, const struct client *c, const struct cache_stmt *st)
-{
-	struct cache_key_owner o = key_owner(c);
-	return cache_key_statement(k, &o, st);
-}
-
 /*
  * The middleware's decision on c's statement st (ai/decide.h), with what it
  * is told of c in *ctx (ai/context.h; the cache's part only for a statement
@@ -499,12 +493,6 @@ static int settings_step(struct client *c, const char *text, size_t len, uint32_
 	return 1;
 }
 
-/* How long an answer of a statement with tags lives (ai_ttl, else cache_default_ttl). */
-static int64_t cache_ttl(const struct client *c, const struct ai_tags *tags)
-{
-	return tags->ttl_s > 0 ? (int64_t)tags->ttl_s * USEC_PER_SEC : (int64_t)c->sl->cfg->cache_default_ttl;
-}
-
 /* A fill that will not complete: it is dropped and its waiters go to the server. */
 static inline void fill_abandon(struct client *c, struct cache_entry **fill)
 {
@@ -678,14 +666,6 @@ void client_step_transaction_ended(struct client *c)
 		ai_portals_end(c->aic);
 }
 
-/* The key part of a lookup statement (NULL when it is none, or out of memory). */
-static struct cache_stmt *lookup_stmt(struct client *c, const struct stmt_parse *p, const struct ai_tags *tags)
-{
-	if (!tags || tags->cache == AI_CACHE_NONE || !cache_on(c))
-		return NULL;
-	return cache_stmt_new(p->query, p->query_len, tags, p->types, p->n_types);
-}
-
 /* Parse, any: note what its text may do to settings. Returns 1 to go on, -1 to wait for more bytes. */
 static int parse_settings_step(struct client *c, uint32_t len)
 {
@@ -799,39 +779,32 @@ static int parse_step(struct client *c, struct server *s, uint32_t len)
 			return 0;
 		}
 	}
-	if (!prepared_active(c) && (k || statement_tags(c, p.name, NULL))) {
-		/* The server may refuse the Parse (a name in use, a syntax error):
-		 * its tags count from its ParseComplete on (client_step_parsed). */
-		size_t name_len = strlen(p.name);
-		struct stmt_tags *st = malloc(sizeof(*st) + name_len + 1);    /* its name after it: one allocation */
-		struct ai_client *a = W(c);
-		if (st) {
-			st->name = memcpy(st + 1, p.name, name_len + 1);
-			st->tags = k;    /* taken over */
-			st->cstmt = NULL;
-		} else {
-			ai_tags_unref(k);
-		}
-		if (a && st) {
-			st->cstmt = lookup_stmt(c, &p, k);
-			a->pending_parse = st;
-			return 1;
-		}
-		client_step_parsed(c, st, false);
-		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
-		return 0;
-	}
 	/* pgsluice's own statement names: a name in use keeps its statement (prepared.c: 42P05) */
-	if (*p.name && prepared_client_has(c, p.name)) {
+	bool deferred = !prepared_active(c);
+	if (!deferred && *p.name && prepared_client_has(c, p.name)) {
 		ai_tags_unref(k);
 		return 1;
 	}
-	bool ok = keep_statement_tags(c, p.name, k, lookup_stmt(c, &p, k));
-	ai_tags_unref(k);
-	if (!ok) {
+	/* Under session pooling the server may refuse the Parse (a name in use, a
+	 * syntax error): its tags count from its ParseComplete on (client_step_parsed). */
+	if (k && !W(c)) {
+		ai_tags_unref(k);
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return 0;
 	}
+	struct stmt st = { .kind = STMT_PARSE, .tags = k, .name = p.name, .text = p.query, .text_len = p.query_len,
+	                   .types = p.types, .n_types = p.n_types, .deferred = deferred };
+	struct ai_decision d;
+	struct ai_context ctx;
+	decide(c, &st, false, &ctx, &d);
+	ai_tags_unref(k);
+	if (d.verdict == AI_REFUSE) {
+		iobuf_drain(in, 1 + (size_t)len);
+		prepared_raise_error(s, d.refusal.sqlstate, d.refusal.message, NULL, NULL);
+		return 0;
+	}
+	if (d.parsed)
+		c->aic->pending_parse = d.parsed;    /* made by decide: a deferred Parse is asked only with state */
 	return 1;
 }
 
@@ -963,33 +936,22 @@ static int portal_step(struct client *c, struct server *s, uint8_t type, uint32_
 		return len < 6 ? 1 : -1;
 	if (what[0] != 'P' || what[1] != 0)
 		return 1;    /* a statement, or a named portal */
-	if (type == PqMsg_Close) {
-		bool hit = a->cached_portal != NULL;
-		portal_forget(c);
-		if (!hit)
-			return 1;
-		iobuf_drain(in, 1 + (size_t)len);
-		if (!prepared_owe(s, PqMsg_Close, NULL, 0, 0, NULL))
-			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
-		return 0;
-	}
-	if (a->portal_fill) {
-		cache_fill_hold(a->portal_fill);
+	struct stmt st = { .kind = type == PqMsg_Close ? STMT_CLOSE_PORTAL : STMT_DESCRIBE_PORTAL,
+	                   .tags = a->portal_tags };
+	struct ai_decision d;
+	struct ai_context ctx;
+	decide(c, &st, true, &ctx, &d);
+	if (d.capture) {
 		fill_abandon(c, &a->pending_fill);
-		a->pending_fill = a->portal_fill;    /* its RowDescription is captured */
+		a->pending_fill = d.capture;
+	}
+	if (d.verdict == AI_FORWARD)
 		return 1;
-	}
 	iobuf_drain(in, 1 + (size_t)len);
-	if (!a->cached_portal->rowdesc) {
-		/* Defensive: bind_cache_step only binds such an answer when the batch
-		 * is buffered up to its Sync without a Describe. */
-		prepared_raise_error(s, SQLSTATE_FEATURE_NOT_SUPPORTED,
-		                     "cannot describe a portal answered from the completion cache", NULL,
-		                     "Describe the portal before its Execute, in the same batch.");
-		return 0;
-	}
-	cache_entry_hold(a->cached_portal);
-	if (!prepared_owe(s, PqMsg_Describe, a->cached_portal, 0, 0, NULL))
+	if (d.verdict == AI_REFUSE)
+		prepared_raise_error(s, d.refusal.sqlstate, d.refusal.message, NULL,
+		                     d.refusal.hint[0] ? d.refusal.hint : NULL);
+	else if (!prepared_owe(s, type, d.answer, 0, 0, NULL))
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 	return 0;
 }
@@ -1037,8 +999,6 @@ static int execute_step(struct client *c, struct server *s, uint32_t len)
 	return 0;
 }
 
-static struct cache_entry *statement_desc(struct client *c, const struct cache_stmt *cs);
-
 /*
  * Describe of a lookup statement going to server s: when the cache lacks the
  * statement's parameter types, capture PostgreSQL's ParameterDescription and
@@ -1061,20 +1021,16 @@ static int describe_statement_step(struct client *c, struct server *s, uint32_t 
 		cs = parsing->cstmt;
 	if (!t || !cs || t->cache != AI_CACHE_LOOKUP)
 		return 1;
-	struct cache_entry *d = statement_desc(c, cs);
-	bool known = d && d->rows_len > 0;
-	cache_entry_release(c->sl->cache, d);
-	if (known)
-		return 1;
-	struct msgbuf sk;
-	msg_init(&sk);
-	struct ai_client *a = W(c);
-	if (a) {
-		fill_abandon(c, &a->pending_fill);
-		if (key_statement(&sk, c, cs))
-			a->pending_fill = cache_describe_begin(c->sl->cache, &sk, cache_ttl(c, t));
+	struct stmt st = { .kind = STMT_DESCRIBE_STATEMENT, .tags = t, .cstmt = cs };
+	struct ai_decision d;
+	struct ai_context ctx;
+	decide(c, &st, false, &ctx, &d);
+	if (d.capture && !c->aic)
+		ai_decision_drop(&ctx, &d);    /* out of memory: the description is not captured */
+	else if (d.capture) {
+		fill_abandon(c, &c->aic->pending_fill);
+		c->aic->pending_fill = d.capture;
 	}
-	msg_free(&sk);
 	return 1;
 }
 
@@ -1123,19 +1079,6 @@ static void local_free(struct client *c, struct local_batch *b)
 		free(b->parses[i].cstmt);
 		cache_entry_release(c->sl->cache, b->parses[i].desc);
 	}
-}
-
-/* The description of lookup statement cs, a reference (NULL when the cache has none). */
-static struct cache_entry *statement_desc(struct client *c, const struct cache_stmt *cs)
-{
-	struct msgbuf sk;
-	struct cache_entry *d = NULL;
-	msg_init(&sk);
-	if (key_statement(&sk, c, cs) &&
-	    cache_lookup(c->sl->cache, sk.data, sk.len, now_usec(), &d) != CACHE_FOUND_READY)
-		d = NULL;
-	msg_free(&sk);
-	return d;
 }
 
 enum local_scan {
@@ -1192,10 +1135,16 @@ static bool local_parse(struct client *c, struct local_batch *b, struct local_ms
 	if (!first && (middleware_parse_tags(q, q_len, &b->parses[i].tags, &r) != TAGS_OK ||
 	               b->parses[i].tags.cache != AI_CACHE_LOOKUP))
 		return false;
-	b->parses[i].cstmt = lookup_stmt(c, &b->parses[i].p, b->parses[i].t);
-	if (!b->parses[i].cstmt)
+	const struct stmt_parse *p = &b->parses[i].p;
+	struct stmt st = { .kind = STMT_PARSE, .ahead = true, .tags = b->parses[i].t, .name = p->name,
+	                   .text = p->query, .text_len = p->query_len, .types = p->types, .n_types = p->n_types };
+	struct ai_decision d;
+	struct ai_context ctx;
+	decide(c, &st, false, &ctx, &d);
+	if (d.verdict != AI_ANSWER)
 		return false;
-	b->parses[i].desc = statement_desc(c, b->parses[i].cstmt);
+	b->parses[i].cstmt = d.cstmt;
+	b->parses[i].desc = d.answer;
 	m->parse = b->n_parses++;
 	return true;
 }
@@ -1261,7 +1210,11 @@ static bool local_describe_statement(struct client *c, struct local_batch *b, st
 		const struct ai_tags *t = statement_tags(c, name, &cs);
 		if (!t || !cs || t->cache != AI_CACHE_LOOKUP)
 			return false;
-		d = statement_desc(c, cs);
+		struct stmt st = { .kind = STMT_DESCRIBE_STATEMENT, .ahead = true, .tags = t, .cstmt = cs };
+		struct ai_decision dd;
+		struct ai_context ctx;
+		decide(c, &st, false, &ctx, &dd);
+		d = dd.answer;
 	}
 	m->hit = d;
 	return d && d->rowdesc && d->rows_len > 0;

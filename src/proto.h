@@ -88,6 +88,7 @@ struct iobuf;
 #define SQLSTATE_IDLE_SESSION_TIMEOUT    "57P05"
 #define SQLSTATE_CANNOT_CONNECT_NOW      "57P03"
 #define SQLSTATE_OBJECT_NOT_IN_STATE     "55000"   /* e.g. a database DISABLEd on the console */
+#define SQLSTATE_OUT_OF_MEMORY           "53200"
 #define SQLSTATE_INTERNAL_ERROR          "XX000"
 #define SQLSTATE_CONFIG_FILE_ERROR       "F0000"   /* PgBouncer's "bouncer config error" */
 #define SQLSTATE_UNDEFINED_OBJECT        "42704"

@@ -45,9 +45,13 @@ bool stmt_read_execute(const uint8_t *body, size_t len, struct stmt_execute *e);
 
 /* What kind of statement a client's message is, for the middleware's decision (ai/decide.h). */
 enum stmt_kind {
-	STMT_QUERY,     /* a simple Query */
-	STMT_BIND,      /* a Bind of the unnamed portal to a cache lookup statement */
-	STMT_EXECUTE,   /* an Execute (or, ahead, a one-statement batch's Execute) */
+	STMT_QUERY,              /* a simple Query */
+	STMT_PARSE,              /* a Parse whose statement is or was tagged */
+	STMT_BIND,               /* a Bind of the unnamed portal to a cache lookup statement */
+	STMT_DESCRIBE_STATEMENT, /* a Describe of a cache lookup statement */
+	STMT_DESCRIBE_PORTAL,    /* a Describe of the unnamed portal bound to a hit or a fill */
+	STMT_CLOSE_PORTAL,       /* a Close of that portal */
+	STMT_EXECUTE,            /* an Execute (or, ahead, a one-statement batch's Execute) */
 };
 
 struct ai_tags;
@@ -59,10 +63,15 @@ struct cache_stmt;
  */
 struct stmt {
 	enum stmt_kind kind;
-	const struct ai_tags *tags;      /* its tags (a Query's comment, its statement's or portal's); NULL: untagged */
-	const char *text;                /* STMT_QUERY: the query text, text_len bytes (no NUL counted) */
+	const struct ai_tags *tags;      /* its tags (a Query's comment, its statement's or portal's); NULL: untagged.
+	                                    STMT_PARSE: kept tags (ai/client_state.h), of which the statement takes a reference */
+	const char *text;                /* STMT_QUERY, STMT_PARSE: the query text, text_len bytes (no NUL counted) */
 	size_t text_len;
-	const struct cache_stmt *cstmt;  /* STMT_BIND: the statement's cache key part */
+	const char *name;                /* STMT_PARSE: the statement's name, "" for the unnamed one */
+	const uint8_t *types;            /* STMT_PARSE: n_types parameter type OIDs in network order */
+	uint16_t n_types;
+	bool deferred;                   /* STMT_PARSE: the server may refuse it: its tags count from its ParseComplete */
+	const struct cache_stmt *cstmt;  /* STMT_BIND, STMT_DESCRIBE_STATEMENT: the statement's cache key part */
 	const uint8_t *params;           /* STMT_BIND: the Bind's body from its portal name on (parameters as sent) */
 	size_t params_len;               /* bytes */
 	bool describe_follows;           /* STMT_BIND: the batch may ask for the portal's RowDescription */

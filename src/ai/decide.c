@@ -3,6 +3,8 @@
 #include "ai/decide.h"
 
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "ai/cache.h"
 #include "ai/cache_proto.h"
@@ -268,15 +270,167 @@ static void decide_execute(const struct ai_context *ctx, struct ai_client *a, co
 	d->verdict = AI_ANSWER;
 }
 
+/* Out of memory deciding: the statement fails with 53200 in place, nothing kept. */
+static void refuse_oom(struct ai_decision *d)
+{
+	memset(&d->refusal, 0, sizeof(d->refusal));
+	str_copy(d->refusal.severity, "ERROR", sizeof(d->refusal.severity));
+	str_copy(d->refusal.sqlstate, SQLSTATE_OUT_OF_MEMORY, sizeof(d->refusal.sqlstate));
+	str_copy(d->refusal.message, "out of memory", sizeof(d->refusal.message));
+	d->verdict = AI_REFUSE;
+}
+
+static struct cache_entry *statement_desc(const struct ai_context *ctx, const struct cache_stmt *cs);
+
+/*
+ * A Parse in a batch planned without a server: a lookup statement's key
+ * part (the caller's) and the description the cache keeps of it (answer,
+ * NULL when none).
+ */
+static void plan_parse(const struct ai_context *ctx, const struct stmt *st, struct ai_decision *d)
+{
+	const struct ai_tags *t = st->tags;
+	if (!t || t->cache != AI_CACHE_LOOKUP || !ctx->cache_on)
+		return;
+	d->cstmt = cache_stmt_new(st->text, st->text_len, t, st->types, st->n_types);
+	if (!d->cstmt)
+		return;
+	d->answer = statement_desc(ctx, d->cstmt);
+	d->verdict = AI_ANSWER;
+}
+
+/* A Parse of a tagged statement (or one that was): its tags kept now, or on the Parse in flight. */
+static void decide_parse(const struct ai_context *ctx, struct ai_client *a, const struct stmt *st,
+                         struct ai_decision *d)
+{
+	const struct ai_tags *k = st->tags;
+	if (st->ahead) {
+		plan_parse(ctx, st, d);
+		return;
+	}
+	if (!a) {
+		if (k)
+			refuse_oom(d);
+		return;
+	}
+	struct cache_stmt *cs = k && k->cache != AI_CACHE_NONE && ctx->cache_on ?
+	                        cache_stmt_new(st->text, st->text_len, k, st->types, st->n_types) : NULL;
+	if (!st->deferred) {
+		if (!ai_statement_keep(a, st->name, k, cs))
+			refuse_oom(d);
+		return;
+	}
+	if (!k && !ai_statement_tags(a, st->name, NULL)) {
+		free(cs);
+		return;    /* untagged then and now */
+	}
+	size_t name_len = strlen(st->name);
+	struct stmt_tags *p = malloc(sizeof(*p) + name_len + 1);    /* its name after it: one allocation */
+	if (!p) {
+		free(cs);
+		refuse_oom(d);
+		return;
+	}
+	p->name = memcpy(p + 1, st->name, name_len + 1);
+	p->tags = ai_tags_ref(k);
+	p->cstmt = cs;
+	d->parsed = p;
+}
+
+/* The description (parameter types, RowDescription) the cache keeps of lookup statement cs, a reference; NULL: none. */
+static struct cache_entry *statement_desc(const struct ai_context *ctx, const struct cache_stmt *cs)
+{
+	struct msgbuf sk;
+	struct cache_entry *e = NULL;
+	msg_init(&sk);
+	if (!cache_key_statement(&sk, &ctx->key, cs) ||
+	    cache_lookup(ctx->sl->cache, sk.data, sk.len, now_usec(), &e) != CACHE_FOUND_READY)
+		e = NULL;
+	msg_free(&sk);
+	return e;
+}
+
+/* A Describe of a lookup statement: capture PostgreSQL's description when the cache lacks it. */
+static void decide_describe_statement(const struct ai_context *ctx, const struct stmt *st, struct ai_decision *d)
+{
+	if (!ctx->cache_on || !st->cstmt || st->tags->cache != AI_CACHE_LOOKUP)
+		return;
+	struct cache_entry *e = statement_desc(ctx, st->cstmt);
+	if (st->ahead) {
+		d->answer = e;    /* planned without a server: the description itself */
+		d->verdict = e ? AI_ANSWER : AI_FORWARD;
+		return;
+	}
+	bool known = e && e->rows_len > 0;
+	cache_entry_release(ctx->sl->cache, e);
+	if (known)
+		return;
+	struct msgbuf sk;
+	msg_init(&sk);
+	if (cache_key_statement(&sk, &ctx->key, st->cstmt))
+		d->capture = cache_describe_begin(ctx->sl->cache, &sk, answer_ttl(ctx, st->tags));
+	msg_free(&sk);
+}
+
+/* A Describe or Close of the unnamed portal, bound to a hit (answered) or a fill (captured). */
+static void decide_portal(const struct ai_context *ctx, struct ai_client *a, const struct stmt *st,
+                          struct ai_decision *d)
+{
+	if (!a)
+		return;
+	if (st->kind == STMT_CLOSE_PORTAL) {
+		bool hit = a->cached_portal != NULL;
+		ai_portal_forget(a, ctx->sl->cache);
+		if (hit)
+			d->verdict = AI_ANSWER;    /* CloseComplete, in order */
+		return;
+	}
+	if (a->portal_fill) {
+		cache_fill_hold(a->portal_fill);
+		d->capture = a->portal_fill;    /* its RowDescription is captured */
+		return;
+	}
+	if (!a->cached_portal)
+		return;
+	if (!a->cached_portal->rowdesc) {
+		/* Defensive: a Bind binds such an answer only when the batch is
+		 * buffered up to its Sync without a Describe. */
+		memset(&d->refusal, 0, sizeof(d->refusal));
+		str_copy(d->refusal.severity, "ERROR", sizeof(d->refusal.severity));
+		str_copy(d->refusal.sqlstate, SQLSTATE_FEATURE_NOT_SUPPORTED, sizeof(d->refusal.sqlstate));
+		str_copy(d->refusal.message, "cannot describe a portal answered from the completion cache",
+		         sizeof(d->refusal.message));
+		str_copy(d->refusal.hint, "Describe the portal before its Execute, in the same batch.",
+		         sizeof(d->refusal.hint));
+		d->verdict = AI_REFUSE;
+		return;
+	}
+	cache_entry_hold(a->cached_portal);
+	d->answer = a->cached_portal;
+	d->verdict = AI_ANSWER;
+}
+
 void ai_decide(const struct ai_context *ctx, struct ai_client *a, const struct stmt *st, struct ai_decision *d)
 {
 	d->verdict = AI_FORWARD;
 	d->usage = NULL;
 	d->capture = d->answer = NULL;
 	d->from_row = d->rows = 0;
+	d->parsed = NULL;
+	d->cstmt = NULL;
 	switch (st->kind) {
 	case STMT_QUERY:
 		decide_query(ctx, a, st, d);
+		break;
+	case STMT_PARSE:
+		decide_parse(ctx, a, st, d);
+		break;
+	case STMT_DESCRIBE_STATEMENT:
+		decide_describe_statement(ctx, st, d);
+		break;
+	case STMT_DESCRIBE_PORTAL:
+	case STMT_CLOSE_PORTAL:
+		decide_portal(ctx, a, st, d);
 		break;
 	case STMT_BIND:
 		decide_bind(ctx, a, st, d);
@@ -298,6 +452,10 @@ bool ai_answered(const struct ai_context *ctx, struct ai_decision *d)
 
 void ai_decision_drop(const struct ai_context *ctx, struct ai_decision *d)
 {
+	ai_stmt_tags_free(d->parsed);
+	d->parsed = NULL;
+	free(d->cstmt);
+	d->cstmt = NULL;
 	usage_discard(d->usage);
 	d->usage = NULL;
 	if (d->capture) {

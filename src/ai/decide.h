@@ -15,7 +15,9 @@
 struct ai_client;
 struct ai_context;
 struct cache_entry;
+struct cache_stmt;
 struct stmt;
+struct stmt_tags;
 struct usage_pending;
 
 /* What the core does with the statement. */
@@ -39,6 +41,8 @@ struct ai_decision {
 	struct cache_entry *capture;    /* AI_FORWARD: the fill its answer is captured into, or NULL */
 	struct cache_entry *answer;     /* AI_ANSWER: the cached answer */
 	uint32_t from_row, rows;        /* AI_ANSWER of an Execute: rows [from_row, from_row + rows) of answer */
+	struct stmt_tags *parsed;       /* AI_FORWARD of a deferred Parse: its tags in flight, for its reply-queue entry */
+	struct cache_stmt *cstmt;       /* STMT_PARSE ahead: the lookup statement's cache key part (the caller's) */
 	struct pg_error refusal;        /* AI_REFUSE */
 };
 
@@ -57,6 +61,20 @@ struct ai_decision {
  *   looked up: AI_ANSWER with a fresh answer (a reference), AI_WAIT with the
  *   FILLING entry of an identical miss (no reference, not waited on: the
  *   core waits once the batch is planned), else AI_FORWARD.
+ * - STMT_PARSE: the statement's tags are kept now, or (deferred) ride on
+ *   the Parse as parsed, kept at its ParseComplete (client_step_parsed).
+ *   AI_REFUSE 53200 when out of memory. st->ahead (a batch planned without
+ *   a server): nothing kept; a lookup statement is AI_ANSWER with its key
+ *   part (cstmt) and the description the cache keeps of it (answer, a
+ *   reference, or NULL); anything else is AI_FORWARD.
+ * - STMT_DESCRIBE_STATEMENT: a lookup statement whose description the
+ *   cache lacks gets its ParameterDescription and RowDescription captured.
+ *   st->ahead: AI_ANSWER with the description the cache keeps (a
+ *   reference), else AI_FORWARD.
+ * - STMT_DESCRIBE_PORTAL / STMT_CLOSE_PORTAL of the unnamed portal bound to
+ *   a hit: AI_ANSWER (the core owes the RowDescription from answer, or
+ *   CloseComplete; answer is NULL for a Close); a Describe of a hit without
+ *   one is AI_REFUSE 0A000; of a fill: AI_FORWARD capturing it.
  * - STMT_EXECUTE: admission with the portal's tags; the unnamed portal's hit
  *   is AI_ANSWER (from_row, rows), its fill rides on the Execute (capture).
  *   st->ahead: the batch's Execute decided before a server was taken (no

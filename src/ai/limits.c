@@ -1609,6 +1609,7 @@ bool limits_admit_reserve(struct limits *l, const char *subject, const char *mod
 	const char *payer[1 + LIMITS_MAX_GROUPS];
 	size_t n_payers = payers_of(l, subject, payer);
 	struct limit_entry *ents[2 * (1 + LIMITS_MAX_GROUPS)];
+	ents[0] = ents[1] = NULL;    /* payers_of gives the subject at least; the compiler cannot tell */
 	for (size_t p = 0; p < n_payers; p++)
 		entry_get_pair(l, payer[p], model, now_ms, &ents[2 * p], &ents[2 * p + 1]);
 	struct limit_entry *s = ents[0], *m = ents[1];

@@ -34,7 +34,7 @@ enum tags_result middleware_tags(const char *text, size_t len, struct ai_tags *t
 	enum tags_result r = tags_parse_memo(&memo, text, len, tags, err, sizeof(err));
 	if (r == TAGS_INVALID) {
 		refusal_start(refusal, SQLSTATE_INVALID_PARAMETER_VALUE);
-		str_copy(refusal->message, err, sizeof(refusal->message));
+		snprintf(refusal->message, sizeof(refusal->message), "%s", err);
 		if (tags->error_detail)
 			str_copy(refusal->detail, tags->error_detail, sizeof(refusal->detail));
 		str_copy(refusal->hint, "Tag values are sqlcommenter-encoded: ai_tokens_in='120'.",

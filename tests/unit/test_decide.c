@@ -4,7 +4,8 @@
  * statement is forwarded with nothing riding on it, an untrusted ai_user is
  * refused with 42501, a cache lookup is captured on its miss and answered on
  * its hit, a hit that cannot be written in order goes to the server without
- * a refill, and an identical lookup in flight makes a client with no server wait.
+ * a refill, an identical lookup in flight makes a client with no server wait,
+ * and a Parse's tags are kept at once or ride on the Parse (deferred).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -200,6 +201,48 @@ static void test_identical_lookup_in_flight_waits(void **state)
 	ai_client_free(second, sl.cache);
 }
 
+static void test_parse_keeps_tags_now_or_deferred(void **state)
+{
+	(void)state;
+	const char *sql = "SELECT $1 /*ai_user='alice',ai_model='gpt-4o'*/";
+	struct ai_tags parsed;
+	char err[TAGS_ERRBUF_SIZE];
+	assert_int_equal(tags_parse(sql, strlen(sql), &parsed, err, sizeof(err)), TAGS_OK);
+	struct ai_tags *kept = ai_tags_keep(&parsed);
+	assert_non_null(kept);
+	struct ai_client *a = ai_client_new();
+	assert_non_null(a);
+	struct ai_context ctx = ctx_for("alice", true, false);
+	struct ai_decision d;
+	struct stmt st = { .kind = STMT_PARSE, .tags = kept, .name = "s1", .text = sql, .text_len = strlen(sql) };
+
+	ai_decide(&ctx, a, &st, &d);    /* pgsluice's statement names: kept at once */
+	assert_int_equal(d.verdict, AI_FORWARD);
+	assert_null(d.parsed);
+	assert_ptr_equal(ai_statement_tags(a, "s1", NULL), kept);
+
+	st.name = "s2";
+	st.deferred = true;             /* session pooling: only from its ParseComplete on */
+	ai_decide(&ctx, a, &st, &d);
+	assert_int_equal(d.verdict, AI_FORWARD);
+	assert_non_null(d.parsed);
+	assert_string_equal(d.parsed->name, "s2");
+	assert_ptr_equal(d.parsed->tags, kept);
+	assert_null(ai_statement_tags(a, "s2", NULL));
+
+	st.tags = NULL;                 /* s1 parsed again untagged: its old tags ride until ParseComplete */
+	st.name = "s1";
+	struct ai_decision d2;
+	ai_decide(&ctx, a, &st, &d2);
+	assert_non_null(d2.parsed);
+	assert_null(d2.parsed->tags);
+
+	ai_decision_drop(&ctx, &d);
+	ai_decision_drop(&ctx, &d2);
+	ai_tags_unref(kept);
+	ai_client_free(a, sl.cache);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -207,6 +250,7 @@ int main(void)
 		cmocka_unit_test(test_untrusted_ai_user_is_refused),
 		cmocka_unit_test(test_lookup_captures_then_answers),
 		cmocka_unit_test(test_identical_lookup_in_flight_waits),
+		cmocka_unit_test(test_parse_keeps_tags_now_or_deferred),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
