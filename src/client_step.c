@@ -829,11 +829,13 @@ static int close_step(struct client *c, uint32_t len)
 	struct iobuf *in = &c->io.in;
 	if (iobuf_len(in) < 1 + (size_t)len)
 		return -1;
-	const uint8_t *body = iobuf_data(in) + PROTO_HEADER_LEN;
-	if (body[0] == 'S' && memchr(body + 1, 0, len - 5))
-		keep_statement_tags(c, (const char *)body + 1, NULL, NULL);
-	else if (body[0] == 'P' && memchr(body + 1, 0, len - 5))
-		keep_portal_tags(c, (const char *)body + 1, NULL);
+	struct stmt_target t;
+	if (!stmt_read_target(iobuf_data(in) + PROTO_HEADER_LEN, len - 4, &t))
+		return 1;    /* malformed: PostgreSQL says so */
+	if (t.what == STMT_TARGET_STATEMENT)
+		keep_statement_tags(c, t.name, NULL, NULL);
+	else if (t.what == STMT_TARGET_PORTAL)
+		keep_portal_tags(c, t.name, NULL);
 	return 1;
 }
 
@@ -929,13 +931,14 @@ static int portal_step(struct client *c, struct server *s, uint8_t type, uint32_
 {
 	struct iobuf *in = &c->io.in;
 	struct ai_client *a = c->aic;    /* made by the Bind that left a hit or a fill */
-	uint8_t what[2];
+	uint8_t head[2];
+	struct stmt_target target;
 	if (!a)
 		return 1;
-	if (len < 6 || iobuf_copyout(in, PROTO_HEADER_LEN, what, 2) != 2)
+	if (len < 6 || iobuf_copyout(in, PROTO_HEADER_LEN, head, 2) != 2)
 		return len < 6 ? 1 : -1;
-	if (what[0] != 'P' || what[1] != 0)
-		return 1;    /* a statement, or a named portal */
+	if (!stmt_read_target(head, 2, &target) || target.what != STMT_TARGET_PORTAL)
+		return 1;    /* a statement, or a named portal (its name does not end in two bytes) */
 	struct stmt st = { .kind = type == PqMsg_Close ? STMT_CLOSE_PORTAL : STMT_DESCRIBE_PORTAL,
 	                   .tags = a->portal_tags };
 	struct ai_decision d;
@@ -1010,10 +1013,11 @@ static int describe_statement_step(struct client *c, struct server *s, uint32_t 
 	struct iobuf *in = &c->io.in;
 	if (iobuf_len(in) < 1 + (size_t)len)
 		return -1;
-	const uint8_t *body = iobuf_data(in) + PROTO_HEADER_LEN;
-	if (len < 6 || body[0] != 'S' || !memchr(body + 1, 0, len - 5) || !cache_on(c))
+	struct stmt_target target;
+	if (!stmt_read_target(iobuf_data(in) + PROTO_HEADER_LEN, len - 4, &target) ||
+	    target.what != STMT_TARGET_STATEMENT || !cache_on(c))
 		return 1;
-	const char *name = (const char *)body + 1;
+	const char *name = target.name;
 	const struct cache_stmt *cs = NULL;
 	const struct stmt_tags *parsing = prepared_active(c) ? NULL : prepared_pending_parse(s, name);
 	const struct ai_tags *t = parsing ? parsing->tags : statement_tags(c, name, &cs);
@@ -1193,9 +1197,10 @@ static bool local_bind(struct client *c, struct local_batch *b, struct local_msg
 static bool local_describe_statement(struct client *c, struct local_batch *b, struct local_msg *m,
                                      const uint8_t *body)
 {
-	const char *name = (const char *)body + 1;
-	if (!memchr(name, 0, m->len - 5))
+	struct stmt_target target;
+	if (!stmt_read_target(body, m->len - 4, &target))
 		return false;
+	const char *name = target.name;
 	struct cache_entry *d = NULL;
 	bool in_batch = false;
 	for (int i = b->n_parses - 1; i >= 0 && !in_batch; i--)
@@ -1245,16 +1250,19 @@ static bool local_plan(struct client *c, struct local_batch *b, bool whole)
 			bound = m;
 			break;
 		case PqMsg_Describe:
-			if (body[0] == 'S') {
+			if (body[0] == STMT_TARGET_STATEMENT) {
 				if (!local_describe_statement(c, b, m, body))
 					return false;
 				described = true;
 				break;
 			}
 			/* fall through */
-		case PqMsg_Close:
-			if (m->len != 6 || body[0] != 'P' || body[1] != 0 || (m->type == PqMsg_Describe && !bound))
+		case PqMsg_Close: {
+			struct stmt_target target;    /* the unnamed portal only */
+			if (m->len != 6 || !stmt_read_target(body, m->len - 4, &target) || target.what != STMT_TARGET_PORTAL ||
+			    target.name[0] || (m->type == PqMsg_Describe && !bound))
 				return false;
+		}
 			if (m->type == PqMsg_Describe && bound->hit && !bound->hit->rowdesc)
 				return false;
 			if (m->type == PqMsg_Close)
@@ -1324,7 +1332,7 @@ static bool local_answer(struct client *c, struct local_batch *b, struct local_m
 		return a->portal_tags != NULL;
 	}
 	case PqMsg_Describe:
-		if (body[0] == 'S')
+		if (body[0] == STMT_TARGET_STATEMENT)
 			cacheio_write_statement(out, m->hit);
 		else
 			cacheio_write_rowdesc(out, R(c)->cached_portal);
@@ -1657,7 +1665,7 @@ bool client_step_batch_message(struct client *c, struct server *s, uint8_t type,
 		return true;
 	}
 	case PqMsg_Describe:
-		return body[0] == 'P';    /* a statement's may start a capture (describe_statement_step) */
+		return body[0] == STMT_TARGET_PORTAL;    /* a statement's may start a capture (describe_statement_step) */
 	case PqMsg_Execute: {
 		if (body_len < 5 || body[0] != 0)
 			return false;    /* a named portal: execute_step's list */

@@ -35,3 +35,12 @@ bool stmt_read_execute(const uint8_t *body, size_t len, struct stmt_execute *e)
 	e->max_rows = mr_int32(&rd);
 	return !rd.bad;
 }
+
+bool stmt_read_target(const uint8_t *body, size_t len, struct stmt_target *t)
+{
+	struct msgreader rd;
+	mr_init(&rd, body, len);
+	t->what = mr_byte(&rd);
+	t->name = mr_string(&rd);
+	return !rd.bad;
+}

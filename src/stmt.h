@@ -43,6 +43,23 @@ struct stmt_execute {
  */
 bool stmt_read_execute(const uint8_t *body, size_t len, struct stmt_execute *e);
 
+/* What a Describe or Close names (protocol-message-formats.html, Describe and Close). */
+#define STMT_TARGET_STATEMENT 'S'
+#define STMT_TARGET_PORTAL    'P'
+
+/* A Describe or Close: a prepared statement or a portal, by name. */
+struct stmt_target {
+	uint8_t what;                  /* STMT_TARGET_STATEMENT or STMT_TARGET_PORTAL (any byte the client sent) */
+	const char *name;              /* "" for the unnamed one; points into the body */
+};
+
+/*
+ * Read the Describe or Close body[0..len) (after the length word) into *t.
+ * False when malformed or when body holds only the start of the message
+ * (a name without its NUL): *t is then not to be used.
+ */
+bool stmt_read_target(const uint8_t *body, size_t len, struct stmt_target *t);
+
 /* What kind of statement a client's message is, for the middleware's decision (ai/decide.h). */
 enum stmt_kind {
 	STMT_QUERY,              /* a simple Query */

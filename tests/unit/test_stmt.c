@@ -77,6 +77,24 @@ static void test_execute(void **state)
 	assert_false(stmt_read_execute(named, 5, &e));
 }
 
+static void test_target(void **state)
+{
+	(void)state;
+	struct stmt_target t;
+	static const uint8_t portal[] = { 'P', 0 };
+	assert_true(stmt_read_target(portal, sizeof(portal), &t));
+	assert_int_equal(t.what, STMT_TARGET_PORTAL);
+	assert_string_equal(t.name, "");
+	static const uint8_t statement[] = { 'S', 's', '1', 0 };
+	assert_true(stmt_read_target(statement, sizeof(statement), &t));
+	assert_int_equal(t.what, STMT_TARGET_STATEMENT);
+	assert_string_equal(t.name, "s1");
+	/* a name without its NUL (the start of a longer message), or no name at all */
+	assert_false(stmt_read_target(statement, 3, &t));
+	assert_false(stmt_read_target(statement, 1, &t));
+	assert_false(stmt_read_target(statement, 0, &t));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -85,6 +103,7 @@ int main(void)
 		cmocka_unit_test(test_parse_unnamed_without_types),
 		cmocka_unit_test(test_parse_malformed),
 		cmocka_unit_test(test_execute),
+		cmocka_unit_test(test_target),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
