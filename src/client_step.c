@@ -113,12 +113,11 @@ static bool wake_ready(struct client *c)
 }
 
 /*
- * Keep the usage record middleware_admit made for the message at the front
- * (u, NULL when none) in c's pending_usage, or batch_usage for a batch
- * decided before a server was taken. False when out of memory: u is
- * discarded and c was sent FATAL.
+ * Keep the usage record ai_decide made for the message at the front (u,
+ * NULL when none) in c's pending_usage, for client_step_relayed. False when
+ * out of memory: u is discarded and c was sent FATAL.
  */
-static bool keep_usage(struct client *c, struct usage_pending *u, bool batch)
+static bool keep_usage(struct client *c, struct usage_pending *u)
 {
 	if (!u && !c->aic)
 		return true;
@@ -128,10 +127,8 @@ static bool keep_usage(struct client *c, struct usage_pending *u, bool batch)
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return false;
 	}
-	if (batch)
-		a->batch_usage = u;
-	else
-		a->pending_usage = u;
+	usage_discard(a->pending_usage);    /* what an earlier message left, unrelayed */
+	a->pending_usage = u;
 	return true;
 }
 
@@ -525,19 +522,13 @@ static void cache_wake_cb(evutil_socket_t fd, short what, void *arg)
 /* Park c until the FILLING entry e ends (c has no server: it holds none while it waits). */
 static int cache_park(struct client *c, struct cache_entry *e)
 {
-	struct ai_client *a = W(c);
+	struct ai_client *a = W(c);    /* its waiter's wake hook is set when made */
 	if (!a)
 		return 1;    /* out of memory: go to the server instead */
 	if (a->cache_waiter.on)
 		return -1;     /* parked already; more input arrived meanwhile */
-	if (!a->cache_wake_ev) {
-		a->cache_wake_ev = event_new(c->sl->base, -1, 0, cache_wake_cb, c);
-		if (!a->cache_wake_ev)
-			return 1;    /* cannot be woken: go to the server instead */
-	}
-	a->cache_waiter.wake = cache_woken;
 	cache_wait(e, &a->cache_waiter);
-	return -1;
+	return wake_ready(c) ? -1 : 1;    /* cannot be woken: go to the server instead */
 }
 
 /* ---- simple Query ---- */
@@ -627,7 +618,7 @@ static int query_step(struct client *c, uint32_t len)
 		fill_abandon(c, &a->pending_fill);
 		a->pending_fill = d.capture;
 	}
-	return keep_usage(c, d.usage, false) ? 1 : 0;
+	return keep_usage(c, d.usage) ? 1 : 0;
 }
 
 /* ---- the extended protocol's statements ---- */

@@ -117,11 +117,7 @@ static void decide_query(const struct ai_context *ctx, struct ai_client *a, cons
 	}
 	if (!admit(ctx, tags, &d->refusal, &d->usage)) {
 		cache_entry_release(ctx->sl->cache, hit);
-		if (d->capture) {
-			cache_fill_fail(d->capture);
-			cache_fill_drop(ctx->sl->cache, d->capture, now_usec());
-			d->capture = NULL;
-		}
+		ai_fill_abandon(ctx->sl->cache, &d->capture);
 		d->verdict = AI_REFUSE;
 		return;
 	}
@@ -270,14 +266,22 @@ static void decide_execute(const struct ai_context *ctx, struct ai_client *a, co
 	d->verdict = AI_ANSWER;
 }
 
-/* Out of memory deciding: the statement fails with 53200 in place, nothing kept. */
-static void refuse_oom(struct ai_decision *d)
+/* Refuse the statement with ERROR sqlstate, message and hint (NULL: none). */
+static void refuse(struct ai_decision *d, const char *sqlstate, const char *message, const char *hint)
 {
 	memset(&d->refusal, 0, sizeof(d->refusal));
 	str_copy(d->refusal.severity, "ERROR", sizeof(d->refusal.severity));
-	str_copy(d->refusal.sqlstate, SQLSTATE_OUT_OF_MEMORY, sizeof(d->refusal.sqlstate));
-	str_copy(d->refusal.message, "out of memory", sizeof(d->refusal.message));
+	str_copy(d->refusal.sqlstate, sqlstate, sizeof(d->refusal.sqlstate));
+	str_copy(d->refusal.message, message, sizeof(d->refusal.message));
+	if (hint)
+		str_copy(d->refusal.hint, hint, sizeof(d->refusal.hint));
 	d->verdict = AI_REFUSE;
+}
+
+/* Out of memory deciding: the statement fails with 53200 in place, nothing kept. */
+static void refuse_oom(struct ai_decision *d)
+{
+	refuse(d, SQLSTATE_OUT_OF_MEMORY, "out of memory", NULL);
 }
 
 static struct cache_entry *statement_desc(const struct ai_context *ctx, const struct cache_stmt *cs);
@@ -395,14 +399,8 @@ static void decide_portal(const struct ai_context *ctx, struct ai_client *a, con
 	if (!a->cached_portal->rowdesc) {
 		/* Defensive: a Bind binds such an answer only when the batch is
 		 * buffered up to its Sync without a Describe. */
-		memset(&d->refusal, 0, sizeof(d->refusal));
-		str_copy(d->refusal.severity, "ERROR", sizeof(d->refusal.severity));
-		str_copy(d->refusal.sqlstate, SQLSTATE_FEATURE_NOT_SUPPORTED, sizeof(d->refusal.sqlstate));
-		str_copy(d->refusal.message, "cannot describe a portal answered from the completion cache",
-		         sizeof(d->refusal.message));
-		str_copy(d->refusal.hint, "Describe the portal before its Execute, in the same batch.",
-		         sizeof(d->refusal.hint));
-		d->verdict = AI_REFUSE;
+		refuse(d, SQLSTATE_FEATURE_NOT_SUPPORTED, "cannot describe a portal answered from the completion cache",
+		       "Describe the portal before its Execute, in the same batch.");
 		return;
 	}
 	cache_entry_hold(a->cached_portal);
@@ -458,11 +456,7 @@ void ai_decision_drop(const struct ai_context *ctx, struct ai_decision *d)
 	d->cstmt = NULL;
 	usage_discard(d->usage);
 	d->usage = NULL;
-	if (d->capture) {
-		cache_fill_fail(d->capture);
-		cache_fill_drop(ctx->sl->cache, d->capture, now_usec());
-		d->capture = NULL;
-	}
+	ai_fill_abandon(ctx->sl->cache, &d->capture);
 	cache_entry_release(ctx->sl->cache, d->answer);
 	d->answer = NULL;
 }
