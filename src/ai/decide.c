@@ -20,16 +20,17 @@
 /*
  * middleware_admit for a statement with tags (NULL: untagged). One that is
  * not attributed (no ai_ tag, no sluice.user) passes there at once; it is
- * told here without the call, as most statements are.
+ * told here without the call, as most statements are. A cache hit is
+ * admitted (refused over a limit as any statement) without a record or a
+ * reservation: it spends nothing, and its record is the hit's (hit true).
  */
 static inline bool admit(const struct ai_context *ctx, const struct ai_tags *tags, struct pg_error *refusal,
-                         struct usage_pending **usage)
+                         struct usage_pending **usage, bool hit)
 {
-	if (!(tags && tags->has_ai_key) && !ctx->session->user[0]) {
-		*usage = NULL;
+	*usage = NULL;
+	if (!(tags && tags->has_ai_key) && !ctx->session->user[0])
 		return true;
-	}
-	return middleware_admit(ctx, tags, refusal, usage);
+	return middleware_admit(ctx, tags, refusal, hit ? NULL : usage);
 }
 
 /* How long an answer of a statement with tags lives (ai_ttl, else cache_default_ttl), microseconds. */
@@ -115,7 +116,7 @@ static void decide_query(const struct ai_context *ctx, struct ai_client *a, cons
 		}
 		msg_free(&k);
 	}
-	if (!admit(ctx, tags, &d->refusal, &d->usage)) {
+	if (!admit(ctx, tags, &d->refusal, &d->usage, hit != NULL)) {
 		cache_entry_release(ctx->sl->cache, hit);
 		ai_fill_abandon(ctx->sl->cache, &d->capture);
 		d->verdict = AI_REFUSE;
@@ -220,7 +221,7 @@ static void decide_execute(const struct ai_context *ctx, struct ai_client *a, co
                            struct ai_decision *d)
 {
 	if (st->ahead) {
-		if (!admit(ctx, st->tags, &d->refusal, &d->usage)) {
+		if (!admit(ctx, st->tags, &d->refusal, &d->usage, false)) {
 			d->verdict = AI_REFUSE;
 			return;
 		}
@@ -240,7 +241,8 @@ static void decide_execute(const struct ai_context *ctx, struct ai_client *a, co
 	if (!ai_take_ahead(a, &d->usage)) {
 		if (!st->tags && !ctx->session->user[0])
 			return;    /* a portal of an unattributed statement */
-		if (!admit(ctx, st->tags, &d->refusal, &d->usage)) {
+		/* the unnamed portal bound to a hit is answered from it */
+		if (!admit(ctx, st->tags, &d->refusal, &d->usage, !st->portal[0] && a->cached_portal)) {
 			d->verdict = AI_REFUSE;
 			return;
 		}

@@ -1734,9 +1734,12 @@ void limits_settle(struct limits *l, const char *subject, const char *model,
                    struct limit_reservation *resv, int64_t tokens, double cost_cents, int64_t now_ms)
 {
 	limits_release(l, subject, model, resv, now_ms);
-	lease_adjust_tokens(l, subject, model, tokens > 0 ? tokens : 0, now_ms);
+	int64_t ucents = to_ucents(cost_cents);
+	if (tokens <= 0 && ucents <= 0)
+		return;    /* nothing spent (a cache hit): admission counted the request; adding zeros changes nothing */
+	lease_adjust_tokens(l, subject, model, tokens, now_ms);
 	/* limits_charge, finding the subject's counters from admission */
-	add_use_at(l, subject, model, now_ms, 0, tokens, to_ucents(cost_cents), -1, true, true, true, resv);
+	add_use_at(l, subject, model, now_ms, 0, tokens, ucents, -1, true, true, true, resv);
 }
 
 /*
