@@ -456,7 +456,8 @@ static size_t take_name(struct sqllex *lx, char *out, size_t size, bool *quoted)
 		n += m;
 		*quoted = *quoted || q;
 	}
-	fold(out);    /* GUC names are case-insensitive (guc.c guc_name_compare) */
+	if (n > 0)
+		fold(out);    /* GUC names are case-insensitive (guc.c guc_name_compare) */
 	return n;
 }
 

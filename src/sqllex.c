@@ -83,8 +83,10 @@ size_t sqllex_ident(struct sqllex *lx, char *out, size_t size, bool *quoted)
 	if (lx->p < lx->end && *lx->p == '"') {
 		const char *p = lx->p + 1;
 		for (;; p++) {
-			if (p >= lx->end)
+			if (p >= lx->end) {
+				out[0] = '\0';    /* the bytes copied so far are no identifier */
 				return 0;       /* unterminated */
+			}
 			if (*p == '"') {
 				if (p + 1 >= lx->end || p[1] != '"')
 					break;

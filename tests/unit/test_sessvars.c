@@ -81,6 +81,11 @@ static void test_parse(void **state)
 	expect("UPDATE t SET a = 1", SESSVAR_NONE, NULL, NULL);
 	/* PostgreSQL refuses an empty name: nothing to record (found by fuzz_sessvars) */
 	expect("SELECT set_config('', 'v', false)", SESSVAR_UNKNOWN, NULL, NULL);
+	/* an unterminated quoted name longer than the parser's buffer: no name, and
+	 * nothing read past the buffer (found by fuzz_sessvars under ASan) */
+	char unterminated[400] = "RESET \"";
+	memset(unterminated + 7, 'A', sizeof(unterminated) - 8);
+	expect(unterminated, SESSVAR_UNKNOWN, NULL, NULL);
 	/* a Query's text ends at its NUL: what follows is not read */
 	static const char nul[] = "SELECT set_config('\0x.y', 'v', false)";
 	struct sessvar_op op;

@@ -75,6 +75,10 @@ static void test_identifiers(void **state)
 	assert_int_equal(sqllex_ident(&lx, out, sizeof(out), &quoted), 0);
 	lx = lex("\"abc");
 	assert_int_equal(sqllex_ident(&lx, out, sizeof(out), &quoted), 0);
+	assert_string_equal(out, "");    /* no half-copied name left without its NUL (fuzz_sessvars) */
+	lx = lex("\"abcdefghijk");
+	assert_int_equal(sqllex_ident(&lx, out, sizeof(out), &quoted), 0);
+	assert_string_equal(out, "");
 	/* bytes >= 0x80 are identifier bytes, not folded */
 	lx = lex("\xc3\x89t\xc3\xa9");
 	assert_int_equal(sqllex_ident(&lx, out, sizeof(out), &quoted), 5);
