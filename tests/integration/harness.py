@@ -89,11 +89,40 @@ def main_section(binary=None):
     return "pgbouncer" if is_pgbouncer(binary) else "pgsluice"
 
 
+PORTS_FROM = 10000        # free_port's ports: from here up to the kernel's ephemeral range
+PORT_SLICES = 16          # one slice per pytest-xdist worker (gw0..gw15)
+_next_port = {}
+
+
+def _ephemeral_low():
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now.
+
+    Not the kernel's choice (bind to port 0): that comes from the ephemeral range, where any
+    outgoing connection (a client of another test) may take it as its own port before the
+    test's server binds it ("Address already in use", seen in CI with 4 workers). Ports come
+    from below that range instead, from this xdist worker's own slice, so neither another
+    worker nor a connection can be given the same one; each is checked free by a bind."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) % PORT_SLICES if worker[2:].isdigit() else 0
+    size = max((_ephemeral_low() - PORTS_FROM) // PORT_SLICES, 1)
+    first = PORTS_FROM + index * size
+    for _ in range(size):
+        port = _next_port.get(index, first)
+        _next_port[index] = first + (port + 1 - first) % size
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free TCP port in {first}..{first + size - 1}")
 
 
 def port_accepts(host, port, timeout=0.2):
