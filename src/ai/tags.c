@@ -35,7 +35,7 @@ struct tag_def {
 
 #define KEY(name) name, sizeof(name) - 1
 #define TEXT_FIELD(f) offsetof(struct ai_tags, f), sizeof(((struct ai_tags *) 0)->f), offsetof(struct ai_tags, f##_len)
-#define INT_FIELD(f) offsetof(struct ai_tags, f), 0
+#define INT_FIELD(f) offsetof(struct ai_tags, f), 0, 0
 
 /* Indexes of tag_defs, for match_key's dispatch. */
 enum {
@@ -50,11 +50,11 @@ static const struct tag_def tag_defs[N_DEFS] = {
 	[DEF_TOKENS_OUT] = { KEY("ai_tokens_out"), TAG_TOKENS, INT_FIELD(tokens_out) },
 	[DEF_LATENCY] = { KEY("ai_latency_ms"), TAG_LATENCY, INT_FIELD(latency_ms) },
 	[DEF_CONVERSATION] = { KEY("ai_conversation"), TAG_TEXT, TEXT_FIELD(conversation) },
-	[DEF_CACHE] = { KEY("ai_cache"), TAG_CACHE, 0, 0 },
+	[DEF_CACHE] = { KEY("ai_cache"), TAG_CACHE, 0, 0, 0 },
 	[DEF_TTL] = { KEY("ai_ttl"), TAG_TTL, INT_FIELD(ttl_s) },
 	[DEF_TOKENS_ESTIMATE] = { KEY("ai_tokens_estimate"), TAG_TOKENS, INT_FIELD(tokens_estimate) },
-	[DEF_COST_ESTIMATE] = { KEY("ai_cost_estimate"), TAG_CENTS, 0, 0 },
-	[DEF_TRACEPARENT] = { KEY("traceparent"), TAG_TRACEPARENT, 0, 0 },
+	[DEF_COST_ESTIMATE] = { KEY("ai_cost_estimate"), TAG_CENTS, 0, 0, 0 },
+	[DEF_TRACEPARENT] = { KEY("traceparent"), TAG_TRACEPARENT, 0, 0, 0 },
 };
 
 struct tag_parser {
