@@ -113,23 +113,28 @@ static bool wake_ready(struct client *c)
 }
 
 /*
- * Keep the usage record ai_decide made for the message at the front (u,
- * NULL when none) in c's pending_usage, for client_step_relayed. False when
- * out of memory: u is discarded and c was sent FATAL.
+ * What rides on c's message at the front (decision d's record, fill and
+ * Parse tags) waits in c's middleware state until the message is relayed
+ * (client_step_relayed). False when out of memory: d is dropped and c was
+ * sent FATAL.
  */
-static bool keep_usage(struct client *c, struct usage_pending *u)
+static bool carry_slow(struct client *c, const struct ai_context *ctx, struct ai_decision *d)
 {
-	if (!u && !c->aic)
-		return true;
 	struct ai_client *a = W(c);
 	if (!a) {
-		usage_discard(u);
+		ai_decision_drop(ctx, d);
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return false;
 	}
-	usage_discard(a->pending_usage);    /* what an earlier message left, unrelayed */
-	a->pending_usage = u;
+	ai_client_carry(a, c->sl->cache, d);
 	return true;
+}
+
+static inline bool carry(struct client *c, const struct ai_context *ctx, struct ai_decision *d)
+{
+	if (!d->usage && !d->capture && !d->parsed && !ai_client_carries(c->aic))
+		return true;    /* nothing rides on it, nothing left to give back: the usual case */
+	return carry_slow(c, ctx, d);
 }
 
 /* Drop the fill of the message at the front: it is refused or answered otherwise. */
@@ -613,12 +618,7 @@ static int query_step(struct client *c, uint32_t len)
 	case AI_FORWARD:
 		break;
 	}
-	if (d.capture) {
-		struct ai_client *a = c->aic;    /* a fill is made only with the client's state */
-		fill_abandon(c, &a->pending_fill);
-		a->pending_fill = d.capture;
-	}
-	return keep_usage(c, d.usage) ? 1 : 0;
+	return carry(c, &ctx, &d) ? 1 : 0;
 }
 
 /* ---- the extended protocol's statements ---- */
@@ -794,9 +794,7 @@ static int parse_step(struct client *c, struct server *s, uint32_t len)
 		prepared_raise_error(s, d.refusal.sqlstate, d.refusal.message, NULL, NULL);
 		return 0;
 	}
-	if (d.parsed)
-		c->aic->pending_parse = d.parsed;    /* made by decide: a deferred Parse is asked only with state */
-	return 1;
+	return carry(c, &ctx, &d) ? 1 : 0;
 }
 
 void client_step_parsed(struct client *c, struct stmt_tags *st, bool ok)
@@ -935,12 +933,8 @@ static int portal_step(struct client *c, struct server *s, uint8_t type, uint32_
 	struct ai_decision d;
 	struct ai_context ctx;
 	decide(c, &st, true, &ctx, &d);
-	if (d.capture) {
-		fill_abandon(c, &a->pending_fill);
-		a->pending_fill = d.capture;
-	}
 	if (d.verdict == AI_FORWARD)
-		return 1;
+		return carry(c, &ctx, &d) ? 1 : 0;
 	iobuf_drain(in, 1 + (size_t)len);
 	if (d.verdict == AI_REFUSE)
 		prepared_raise_error(s, d.refusal.sqlstate, d.refusal.message, NULL,
@@ -975,20 +969,21 @@ static int execute_step(struct client *c, struct server *s, uint32_t len)
 		prepared_raise_error(s, r->sqlstate, r->message, r->detail[0] ? r->detail : NULL, r->hint[0] ? r->hint : NULL);
 		return 0;
 	}
-	if (d.capture) {
-		fill_abandon(c, &a->pending_fill);
-		a->pending_fill = d.capture;    /* the portal's reference rides on the Execute */
+	/* the portal's fill rides on the Execute; a hit's record on what is owed */
+	struct usage_pending *owed = d.verdict == AI_ANSWER ? d.usage : NULL;
+	if (owed)
+		d.usage = NULL;
+	if (!carry(c, &ctx, &d)) {
+		usage_discard(owed);
+		cache_entry_release(c->sl->cache, d.answer);
+		return 0;
 	}
-	usage_discard(a->pending_usage);
-	a->pending_usage = NULL;
-	if (d.verdict == AI_FORWARD) {
-		a->pending_usage = d.usage;    /* rides on the Execute's entry (client_step_relayed) */
+	if (d.verdict == AI_FORWARD)
 		return 1;
-	}
 	iobuf_drain(in, 1 + (size_t)len);
 	c->sl->stats.query_count++;
 	c->pool->stats.query_count++;
-	if (!prepared_owe(s, PqMsg_Execute, d.answer, d.from_row, ex.max_rows, d.usage))
+	if (!prepared_owe(s, PqMsg_Execute, d.answer, d.from_row, ex.max_rows, owed))
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 	return 0;
 }
@@ -1020,13 +1015,7 @@ static int describe_statement_step(struct client *c, struct server *s, uint32_t 
 	struct ai_decision d;
 	struct ai_context ctx;
 	decide(c, &st, false, &ctx, &d);
-	if (d.capture && !c->aic)
-		ai_decision_drop(&ctx, &d);    /* out of memory: the description is not captured */
-	else if (d.capture) {
-		fill_abandon(c, &c->aic->pending_fill);
-		c->aic->pending_fill = d.capture;
-	}
-	return 1;
+	return carry(c, &ctx, &d) ? 1 : 0;
 }
 
 /* ---- a whole batch answered from the cache, no server taken ---- */
@@ -1633,8 +1622,7 @@ int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
 bool client_step_batch_ready(const struct client *c)
 {
 	const struct ai_client *a = c->aic;
-	return !a || (!a->cached_portal && !a->portal_fill && !a->pending_fill && !a->pending_usage &&
-	              !a->pending_parse);
+	return !a || (!a->cached_portal && !a->portal_fill && !ai_client_carries(a));
 }
 
 bool client_step_batch_message(struct client *c, struct server *s, uint8_t type, const uint8_t *body,
@@ -1691,19 +1679,16 @@ void client_step_relayed(struct client *c, struct server *s)
 	struct ai_client *a = c->aic;
 	if (!a)
 		return;
-	if (a->pending_usage) {
-		prepared_attach_usage(s, a->pending_usage);
-		a->pending_usage = NULL;
-	}
-	if (a->pending_fill) {
-		prepared_attach_fill(s, a->pending_fill);
-		a->pending_fill = NULL;
-	}
-	if (a->pending_parse) {
-		if (prepared_attach_parse(s, a->pending_parse))
-			a->parses_in_flight++;
-		a->pending_parse = NULL;
-	}
+	struct usage_pending *usage;
+	struct cache_entry *fill;
+	struct stmt_tags *parsed;
+	ai_client_take(a, &usage, &fill, &parsed);
+	if (usage)
+		prepared_attach_usage(s, usage);
+	if (fill)
+		prepared_attach_fill(s, fill);
+	if (parsed && prepared_attach_parse(s, parsed))
+		a->parses_in_flight++;
 }
 
 void client_step_free(struct client *c)
@@ -1731,8 +1716,7 @@ bool client_step_startup_options(struct client *c, const char *options, const ch
 
 bool client_step_has_pending(const struct client *c)
 {
-	const struct ai_client *a = R(c);
-	return a->pending_usage || a->pending_fill || a->pending_parse;
+	return ai_client_carries(c->aic);
 }
 
 void client_step_batch_end(struct client *c)

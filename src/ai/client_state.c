@@ -10,6 +10,7 @@
 
 #include "ai/cache.h"
 #include "ai/cache_proto.h"
+#include "ai/decide.h"
 #include "ai/tags.h"
 #include "ai/usage.h"
 #include "util.h"
@@ -237,4 +238,32 @@ void ai_client_free(struct ai_client *a, struct cache *cache)
 	ai_portals_end(a);
 	free(a->portals);
 	free(a);
+}
+
+void ai_client_carry(struct ai_client *a, struct cache *cache, struct ai_decision *d)
+{
+	usage_discard(a->pending_usage);
+	a->pending_usage = d->usage;
+	d->usage = NULL;
+	if (d->capture) {
+		ai_fill_abandon(cache, &a->pending_fill);
+		a->pending_fill = d->capture;
+		d->capture = NULL;
+	}
+	if (d->parsed) {
+		ai_stmt_tags_free(a->pending_parse);
+		a->pending_parse = d->parsed;
+		d->parsed = NULL;
+	}
+}
+
+void ai_client_take(struct ai_client *a, struct usage_pending **usage, struct cache_entry **fill,
+                    struct stmt_tags **parsed)
+{
+	*usage = a->pending_usage;
+	*fill = a->pending_fill;
+	*parsed = a->pending_parse;
+	a->pending_usage = NULL;
+	a->pending_fill = NULL;
+	a->pending_parse = NULL;
 }

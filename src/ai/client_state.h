@@ -174,6 +174,27 @@ static inline bool ai_take_ahead(struct ai_client *a, struct usage_pending **usa
 	return true;
 }
 
+struct ai_decision;
+
+/*
+ * What rides on decision d's statement (its usage record, the fill its
+ * answer is captured into, a deferred Parse's tags: ai/decide.h) waits in a
+ * until the message is relayed (ai_client_take). A record an earlier
+ * message left there, unrelayed, is given back; a fill or Parse tags only
+ * when d brings new ones. d's riders are taken (NULL after).
+ */
+void ai_client_carry(struct ai_client *a, struct cache *cache, struct ai_decision *d);
+
+/* What a carries for the message just relayed, handed to the caller (each NULL when none). */
+void ai_client_take(struct ai_client *a, struct usage_pending **usage, struct cache_entry **fill,
+                    struct stmt_tags **parsed);
+
+/* Does a carry anything for the message at the front? NULL a: no. */
+static inline bool ai_client_carries(const struct ai_client *a)
+{
+	return a && (a->pending_usage || a->pending_fill || a->pending_parse);
+}
+
 /* A Sync ends the batch: what was decided ahead for its first Execute is spent. */
 void ai_batch_end(struct ai_client *a);
 
