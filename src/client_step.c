@@ -137,9 +137,6 @@ static inline bool carry(struct client *c, const struct ai_context *ctx, struct 
 	return carry_slow(c, ctx, d);
 }
 
-/* Drop the fill of the message at the front: it is refused or answered otherwise. */
-static inline void fill_abandon(struct client *c, struct cache_entry **fill);
-
 static void write_command_complete(struct msgbuf *m, const char *tag)
 {
 	msg_begin(m, PqMsg_CommandComplete);
@@ -493,12 +490,6 @@ static int settings_step(struct client *c, const char *text, size_t len, uint32_
 	*c->pending_setting = op;
 	c->settings_changing = true;     /* the key changes when the server has accepted it */
 	return 1;
-}
-
-/* A fill that will not complete: it is dropped and its waiters go to the server. */
-static inline void fill_abandon(struct client *c, struct cache_entry **fill)
-{
-	ai_fill_abandon(c->sl->cache, fill);
 }
 
 /* The unnamed portal is replaced or gone: forget its hit or its fill. */
