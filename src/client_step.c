@@ -519,11 +519,8 @@ static void cache_wake_cb(evutil_socket_t fd, short what, void *arg)
 static int cache_park(struct client *c, struct cache_entry *e)
 {
 	struct ai_client *a = W(c);    /* its waiter's wake hook is set when made */
-	if (!a)
+	if (!a || !ai_client_wait(a, e))
 		return 1;    /* out of memory: go to the server instead */
-	if (a->cache_waiter.on)
-		return -1;     /* parked already; more input arrived meanwhile */
-	cache_wait(e, &a->cache_waiter);
 	return wake_ready(c) ? -1 : 1;    /* cannot be woken: go to the server instead */
 }
 

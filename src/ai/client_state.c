@@ -240,6 +240,16 @@ void ai_client_free(struct ai_client *a, struct cache *cache)
 	free(a);
 }
 
+bool ai_client_wait(struct ai_client *a, struct cache_entry *e)
+{
+	if (a->cache_waiter.on)
+		return true;     /* waiting already; more input arrived meanwhile */
+	if (!a->cache_waiter.wake)
+		return false;
+	cache_wait(e, &a->cache_waiter);
+	return true;
+}
+
 void ai_client_carry(struct ai_client *a, struct cache *cache, struct ai_decision *d)
 {
 	usage_discard(a->pending_usage);

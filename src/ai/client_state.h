@@ -174,6 +174,14 @@ static inline bool ai_take_ahead(struct ai_client *a, struct usage_pending **usa
 	return true;
 }
 
+/*
+ * a waits for the FILLING entry e (an identical lookup being answered; the
+ * client holds no server meanwhile): its waiter's wake hook is called when
+ * the fill ends. True when waiting (also when it was already); false when
+ * a has no wake hook (it cannot be woken: go to the server instead).
+ */
+bool ai_client_wait(struct ai_client *a, struct cache_entry *e);
+
 struct ai_decision;
 
 /*

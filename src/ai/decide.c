@@ -70,17 +70,6 @@ static enum cache_find lookup(const struct ai_context *ctx, const struct msgbuf 
 	                                      : CACHE_FOUND_MISS;
 }
 
-/* Wait for the FILLING entry e (the client holds no server meanwhile). False: it cannot be woken. */
-static bool wait_for(struct ai_client *a, struct cache_entry *e)
-{
-	if (a->cache_waiter.on)
-		return true;     /* waiting already; more input arrived meanwhile */
-	if (!a->cache_waiter.wake)
-		return false;
-	cache_wait(e, &a->cache_waiter);
-	return true;
-}
-
 /* The record of a hit (cached = true), charged as admission decided; the admitted one is dropped. */
 static struct usage_pending *hit_record(const struct ai_context *ctx, const struct ai_tags *tags,
                                         struct usage_pending *admitted)
@@ -103,7 +92,7 @@ static void decide_query(const struct ai_context *ctx, struct ai_client *a, cons
 		if (cache_key_query_text(&k, &ctx->key, st->text, st->text_len, tags)) {
 			struct cache_entry *e;
 			enum cache_find f = lookup(ctx, &k, tags, &e);
-			if (f == CACHE_FOUND_FILLING && ctx->may_wait && !bypass && wait_for(a, e)) {
+			if (f == CACHE_FOUND_FILLING && ctx->may_wait && !bypass && ai_client_wait(a, e)) {
 				msg_free(&k);
 				d->verdict = AI_WAIT;
 				return;
@@ -169,7 +158,7 @@ static void plan_bind(const struct ai_context *ctx, const struct stmt *st, struc
 		d->answer = e;
 		d->verdict = AI_ANSWER;
 	} else if (f == CACHE_FOUND_FILLING) {
-		d->answer = e;    /* no reference: the core waits on it (cache_wait) */
+		d->answer = e;    /* no reference: the core waits on it (ai_client_wait) */
 		d->verdict = AI_WAIT;
 	}
 }
@@ -271,9 +260,7 @@ static void decide_execute(const struct ai_context *ctx, struct ai_client *a, co
 /* Refuse the statement with ERROR sqlstate, message and hint (NULL: none). */
 static void refuse(struct ai_decision *d, const char *sqlstate, const char *message, const char *hint)
 {
-	memset(&d->refusal, 0, sizeof(d->refusal));
-	str_copy(d->refusal.severity, "ERROR", sizeof(d->refusal.severity));
-	str_copy(d->refusal.sqlstate, sqlstate, sizeof(d->refusal.sqlstate));
+	refusal_start(&d->refusal, sqlstate);
 	str_copy(d->refusal.message, message, sizeof(d->refusal.message));
 	if (hint)
 		str_copy(d->refusal.hint, hint, sizeof(d->refusal.hint));

@@ -17,8 +17,7 @@
 #include "sluice.h"
 #include "util.h"
 
-/* A refusal with sqlstate, to be sent with severity ERROR; the caller writes the texts. */
-static void refusal_start(struct pg_error *refusal, const char *sqlstate)
+void refusal_start(struct pg_error *refusal, const char *sqlstate)
 {
 	memset(refusal, 0, sizeof(*refusal));
 	str_copy(refusal->severity, "ERROR", sizeof(refusal->severity));

@@ -19,6 +19,13 @@ struct ai_context;
 struct usage_pending;
 
 /*
+ * Start refusal as an error with sqlstate and severity ERROR, every other
+ * field empty; the caller writes the message, DETAIL and HINT
+ * (error-style-guide.html).
+ */
+void refusal_start(struct pg_error *refusal, const char *sqlstate);
+
+/*
  * Tags of a statement text[0..len) (Query text or Parse query): TAGS_NONE
  * costs one scan for the comment opener; a statement whose one comment is the
  * one the last call parsed gets its tags by a compare and a copy
