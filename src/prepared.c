@@ -349,8 +349,7 @@ void prepared_attach_fill(struct server *s, struct cache_entry *fill)
 	if (!e || e->action != RQ_FORWARD ||
 	    (e->type != PqMsg_Query && e->type != PqMsg_Describe && e->type != PqMsg_Execute) ||
 	    !ai_token_add_cache(&e->token, fill, false)) {
-		cache_fill_fail(fill);    /* the server will not answer it (skipping) */
-		cache_fill_drop(s->pool->sl->cache, fill, now_usec());
+		ai_fill_abandon(s->pool->sl->cache, &fill);    /* the server will not answer it (skipping) */
 		return;
 	}
 	e->fill = true;    /* asked for every reply: the relay needs no call into ai/ for a token without one */
