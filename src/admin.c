@@ -79,11 +79,6 @@ struct admin {
 	size_t n_waits, cap_waits;
 };
 
-bool admin_is_console_db(const char *database)
-{
-	return database && (strcmp(database, "pgsluice") == 0 || strcmp(database, "pgbouncer") == 0);
-}
-
 /* ---- answers ---- */
 
 struct column {
@@ -330,6 +325,8 @@ static bool database_known(struct sluice *sl, const char *db)
 	return false;
 }
 
+static void admin_input(struct client *c);
+
 /* NULL-terminated lists of database names (paused_dbs, disabled_dbs), owned. */
 static bool name_list_has(char *const *list, const char *db)
 {
@@ -391,11 +388,6 @@ static void remove_paused_db(struct sluice *sl, const char *db)
 static void clear_paused_dbs(struct sluice *sl)
 {
 	name_list_free(&sl->paused_dbs);
-}
-
-bool admin_db_disabled(const struct sluice *sl, const char *db)
-{
-	return name_list_has(sl->disabled_dbs, db);
 }
 
 static bool in_scope(const struct pool *p, const char *db)
@@ -1230,7 +1222,7 @@ static void database_row(struct result *r, struct sluice *sl, const char *name, 
 	put_int(r, pool_max_db_clients(cfg, name));
 	put_int(r, clients);
 	put_int(r, scope_paused(sl, name) ? 1 : 0);
-	put_int(r, admin_db_disabled(sl, name) ? 1 : 0);
+	put_int(r, sluice_db_disabled(sl, name) ? 1 : 0);
 	row_end(r);
 }
 
@@ -1999,7 +1991,7 @@ static bool cmd_enable_disable(struct client *c, struct msgbuf *m, const struct 
 	const char *db = db_argument(c, m, toks, n);
 	if (!db || !*db)
 		return true;
-	if (disable && !admin_db_disabled(sl, db) && !name_list_add(&sl->disabled_dbs, db)) {
+	if (disable && !sluice_db_disabled(sl, db) && !name_list_add(&sl->disabled_dbs, db)) {
 		admin_error(m, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return true;
 	}
@@ -2359,22 +2351,11 @@ static bool run_query(struct client *c, const char *text, struct msgbuf *m)
 
 /* ---- sessions ---- */
 
-bool admin_is_own_user(const struct client *c)
-{
-	char name[256], why[300];
-	uid_t uid;
-	if (c->peer.sa.sa_family != AF_UNIX || !c->user || !admin_is_console_db(c->database) ||
-	    (strcmp(c->user, "pgbouncer") != 0 && strcmp(c->user, "pgsluice") != 0))
-		return false;
-	return ident_peer_user(c->io.fd, &uid, name, sizeof(name), why, sizeof(why)) &&
-	       uid == geteuid();
-}
-
-void admin_login(struct client *c)
+static void admin_login(struct client *c)
 {
 	struct sluice *sl = c->sl;
 	const struct sluice_config *cfg = sl->cfg;
-	bool may_control = str_list_contains(cfg->admin_users, c->user) || admin_is_own_user(c);
+	bool may_control = str_list_contains(cfg->admin_users, c->user) || client_is_console_owner(c);
 	bool may_show = may_control || str_list_contains(cfg->stats_users, c->user) ||
 	                cfg->auth_type == AUTH_TYPE_ANY;
 	if (!may_show) {
@@ -2480,7 +2461,7 @@ static void admin_message(struct client *c, uint8_t type, const char *body, size
 	msg_free(&m);
 }
 
-void admin_input(struct client *c)
+static void admin_input(struct client *c)
 {
 	struct sluice *sl = c->sl;
 	struct iobuf *in = &c->io.in;
@@ -2521,7 +2502,7 @@ void admin_input(struct client *c)
 	}
 }
 
-void admin_forget(struct client *c)
+static void admin_forget(struct client *c)
 {
 	struct admin *a = c->sl->admin;
 	for (size_t i = 0; a && i < a->n_waits;) {
@@ -2544,6 +2525,10 @@ bool admin_start(struct sluice *sl)
 		return false;
 	}
 	sl->admin = a;
+	static const struct sluice_console console = {
+		.login = admin_login, .input = admin_input, .forget = admin_forget,
+	};
+	sl->console = &console;
 	return true;
 }
 
@@ -2560,6 +2545,7 @@ void admin_stop(struct sluice *sl)
 		free(a);
 		sl->admin = NULL;
 	}
+	sl->console = NULL;
 	clear_paused_dbs(sl);
 	name_list_free(&sl->disabled_dbs);
 }

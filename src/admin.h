@@ -17,31 +17,6 @@
 struct sluice;
 struct client;
 
-/* True when a client naming database is asking for the admin console. */
-bool admin_is_console_db(const char *database);
-
-/*
- * PgBouncer's rule for the console: user "pgbouncer" (or "pgsluice") asking
- * for the console database over the unix socket, from a process of the same
- * OS user as pgsluice (SO_PEERCRED), logs in without a password and may run
- * every command. True when c (CL_LOGIN, startup packet read) is that login.
- */
-bool admin_is_own_user(const struct client *c);
-
-/*
- * Client c (CL_LOGIN) passed authentication for the console database: admit
- * it (CL_ADMIN, welcome sent) when its user is in admin_users or stats_users
- * (with auth_type = any every user may SHOW, as in PgBouncer), else send
- * FATAL 42501 and close it.
- */
-void admin_login(struct client *c);
-
-/* Run what console session c has buffered (its read callback, and its write callback once its answers drained). */
-void admin_input(struct client *c);
-
-/* Console session c is going away: drop its waits (client_move takes it off sl->admin_clients). */
-void admin_forget(struct client *c);
-
 /*
  * PAUSE / RESUME without a database, as SIGUSR1 / SIGUSR2 do: clients keep
  * their connections, their transactions wait; servers close as they come
@@ -52,12 +27,6 @@ bool admin_pause(struct sluice *sl, char *errbuf, size_t errlen);
 bool admin_resume(struct sluice *sl, char *errbuf, size_t errlen);
 
 /*
- * True when the console's DISABLE db is in force for database db (until
- * ENABLE db): new logins to it are refused (client.c, 55000).
- */
-bool admin_db_disabled(const struct sluice *sl, const char *db);
-
-/*
  * Split a console query text (NUL-terminated) into tokens as the console
  * does before running it: words, 'strings', "quoted names", '=', ';', SQL
  * comments skipped. Returns the number of tokens, or -1 when a quote is
@@ -65,7 +34,13 @@ bool admin_db_disabled(const struct sluice *sl, const char *db);
  */
 int admin_tokenize_count(const char *text);
 
-/* Prepare the console (its timer). Returns false when out of memory. */
+/*
+ * Prepare the console (its timer) and put it in sl->console, where client.c
+ * finds it: a client that authenticated for the console database is admitted
+ * (CL_ADMIN, welcome sent) when its user is in admin_users or stats_users
+ * (with auth_type = any every user may SHOW, as in PgBouncer), else sent
+ * FATAL 42501 and closed. Returns false when out of memory.
+ */
 bool admin_start(struct sluice *sl);
 
 /* Close every console session and free the console's state (shutdown). */

@@ -11,9 +11,7 @@
 #include <string.h>
 
 #include "auth.h"
-#include "client.h"
 #include "config.h"
-#include "admin.h"
 #include "log.h"
 #include "proto.h"
 #include "sidechan.h"
@@ -55,6 +53,7 @@ struct aq_settings {
 struct aq_wait {        /* one lookup under way, for one client */
 	struct sluice *sl;
 	uint64_t client_id;
+	authquery_done_fn done;   /* told the answer, with client_id */
 	char user[128];
 	struct aq_conn *conn; /* the side channel it is queued on; lives until authquery_reset */
 	struct sidechan *sc;  /* conn's */
@@ -203,30 +202,28 @@ static struct aq_conn *conn_for(struct sluice *sl, const struct aq_settings *a)
 	return k;
 }
 
-/* The client whose lookup w was, if it is still logging in. */
-static struct client *waiting_client(struct aq_wait *w)
-{
-	struct client *c;
-	TAILQ_FOREACH(c, &w->sl->login_clients, entry)
-		if (c->id == w->client_id)
-			return c;
-	return NULL;
-}
-
 /* The lookup could not run: the client gets the connection's error, now. */
 static void lookup_failed(evutil_socket_t fd, short what, void *arg)
 {
 	struct aq_wait *w = arg;
 	(void)fd;
 	(void)what;
-	struct client *c = w->sl->authquery ? waiting_client(w) : NULL;
-	if (c && w->sqlstate)
-		client_fatal(c, w->sqlstate, w->message != w->error && w->error[0] ? w->error : NULL, NULL,
-		             "%s", w->message);
-	else if (c)
-		client_fatal(c, SQLSTATE_CONNECTION_FAILURE, w->error[0] ? w->error : NULL,
-		             "pgsluice looks users up with auth_query in the database named by auth_dbname.",
-		             "could not look up user \"%s\" with auth_query", w->user);
+	char text[200];
+	struct authquery_answer ans = { .sqlstate = w->sqlstate };
+	if (!w->sl->authquery)
+		;   /* shut down: nobody waits */
+	else if (w->sqlstate) {
+		ans.message = w->message;
+		ans.detail = w->message != w->error && w->error[0] ? w->error : NULL;
+		w->done(w->sl, w->client_id, &ans);
+	} else {
+		snprintf(text, sizeof(text), "could not look up user \"%s\" with auth_query", w->user);
+		ans.sqlstate = SQLSTATE_CONNECTION_FAILURE;
+		ans.message = text;
+		ans.detail = w->error[0] ? w->error : NULL;
+		ans.hint = "pgsluice looks users up with auth_query in the database named by auth_dbname.";
+		w->done(w->sl, w->client_id, &ans);
+	}
 	free(w);
 }
 
@@ -268,9 +265,8 @@ static void looked_up(void *arg, const PGresult *res)
 	if (PQntuples(res) == 1 && PQnfields(res) >= 2 && !PQgetisnull(res, 0, 1))
 		password = PQgetvalue(res, 0, 1);
 	cache_put(w->conn, w->user, password ? password : "", found);
-	struct client *c = waiting_client(w);
-	if (c)
-		client_auth_query_done(c, password && *password ? password : NULL, found);
+	struct authquery_answer ans = { .password = password && *password ? password : NULL, .found = found };
+	w->done(sl, w->client_id, &ans);
 	free(w);
 }
 
@@ -283,7 +279,7 @@ static const char *unusable_auth_dbname(struct sluice *sl, const struct aq_setti
 {
 	*sqlstate = SQLSTATE_CONFIG_FILE_ERROR;
 	*message = "bouncer config error";
-	if (admin_is_console_db(a->dbname))
+	if (sluice_is_console_db(a->dbname))
 		snprintf(buf, len, "cannot use the reserved \"%s\" database as an auth_dbname", a->dbname);
 	else if (!config_find_db(sl->cfg, a->dbname)) {
 		/* an unknown database asked for is told only after the exchange (errors.md, 3D000) */
@@ -291,7 +287,7 @@ static const char *unusable_auth_dbname(struct sluice *sl, const struct aq_setti
 			return NULL;
 		snprintf(buf, len, "authentication database \"%s\" is not configured", a->dbname);
 	}
-	else if (!a->dbname_is_client_db && admin_db_disabled(sl, a->dbname)) {
+	else if (!a->dbname_is_client_db && sluice_db_disabled(sl, a->dbname)) {
 		snprintf(buf, len, "authentication database \"%s\" is disabled", a->dbname);
 		*sqlstate = SQLSTATE_OBJECT_NOT_IN_STATE;
 		*message = buf;
@@ -300,9 +296,10 @@ static const char *unusable_auth_dbname(struct sluice *sl, const struct aq_setti
 	return buf;
 }
 
-bool authquery_lookup(struct sluice *sl, struct client *c)
+bool authquery_lookup(struct sluice *sl, uint64_t client_id, const char *database, const char *user,
+                      authquery_done_fn done)
 {
-	struct aq_settings a = settings_for(sl->cfg, c->database);
+	struct aq_settings a = settings_for(sl->cfg, database);
 	if (!a.auth_user[0])
 		return false;
 	char why[256];
@@ -312,10 +309,11 @@ bool authquery_lookup(struct sluice *sl, struct client *c)
 		struct aq_wait *w = state(sl) ? calloc(1, sizeof(*w)) : NULL;
 		if (!w)
 			return false;
-		log_warning("C-%llu: %s", (unsigned long long)c->id, why);
+		log_warning("C-%llu: %s", (unsigned long long)client_id, why);
 		w->sl = sl;
-		w->client_id = c->id;
-		str_copy(w->user, c->user, sizeof(w->user));
+		w->client_id = client_id;
+		w->done = done;
+		str_copy(w->user, user, sizeof(w->user));
 		w->sqlstate = sqlstate;
 		/* the text is the primary when it is the message (disabled), else the DETAIL */
 		w->message = message == why ? w->error : message;
@@ -328,16 +326,17 @@ bool authquery_lookup(struct sluice *sl, struct client *c)
 	if (!w)
 		return false;
 	w->sl = sl;
-	w->client_id = c->id;
+	w->client_id = client_id;
+	w->done = done;
 	w->conn = k;
 	w->sc = sc;
-	str_copy(w->user, c->user, sizeof(w->user));
+	str_copy(w->user, user, sizeof(w->user));
 	if (sidechan_is_down(sc)) {
 		/* the last attempt failed: fail now, until a reconnect succeeds */
 		fail_lookup_soon(w, sidechan_last_error(sc));
 		return true;
 	}
-	const char *params[1] = { c->user };
+	const char *params[1] = { user };
 	if (!sidechan_query(sc, k->auth_query, 1, params, looked_up, w)) {
 		free(w);
 		return false;

@@ -34,18 +34,36 @@ bool authquery_enabled(const struct sluice *sl, const char *database);
 const char *authquery_cached(struct sluice *sl, const char *database, const char *user, bool *found);
 
 /*
- * Look user up for client c (which waits in CL_LOGIN): runs auth_query on a
- * side channel to auth_dbname (or the client's database entry) as auth_user,
- * each the client's [databases] entry's when it sets one, else the global key.
- * When the answer comes, client_auth_query_done(c, password, found) is called
- * if c is still waiting (password NULL: no such role, or no usable password).
- * An auth_dbname that is the admin console, has no [databases] entry (nor
- * "*") or is DISABLEd, and a query PostgreSQL rejects, fail c with
- * PgBouncer 1.25's texts: F0000 "bouncer config error" (the reason in the
- * DETAIL and the log), 55000 'authentication database "x" is disabled'.
- * Returns false when the lookup cannot start (then nothing is called).
+ * What a lookup found. sqlstate NULL: password is the role's stored password
+ * (plain, md5 or SCRAM secret; NULL when it has none), found false when
+ * auth_query returned no row. sqlstate set: the lookup failed and the login
+ * fails with that error (message, detail and hint as an ErrorResponse's).
+ * Every pointer is borrowed for the call.
  */
-bool authquery_lookup(struct sluice *sl, struct client *c);
+struct authquery_answer {
+	const char *password;
+	bool found;
+	const char *sqlstate, *message, *detail, *hint;
+};
+
+/* Told a lookup's answer for the client with id client_id (which may be gone by then). */
+typedef void (*authquery_done_fn)(struct sluice *sl, uint64_t client_id, const struct authquery_answer *ans);
+
+/*
+ * Look user up for the client with id client_id, which asked for database:
+ * runs auth_query on a side channel to auth_dbname (or the client's database
+ * entry) as auth_user, each the client's [databases] entry's when it sets
+ * one, else the global key. done is called once from the event loop, never
+ * inside this call, unless pgsluice shuts down first. An auth_dbname that is
+ * the admin console, has no [databases] entry (nor "*") or is DISABLEd, and
+ * a query PostgreSQL rejects, fail with PgBouncer 1.25's texts: F0000
+ * "bouncer config error" (the reason in the DETAIL and the log), 55000
+ * 'authentication database "x" is disabled'; a database that cannot be
+ * reached with 08006. Returns false when the lookup cannot start (then done
+ * is never called).
+ */
+bool authquery_lookup(struct sluice *sl, uint64_t client_id, const char *database, const char *user,
+                      authquery_done_fn done);
 
 /*
  * A reload or SET changed what a lookup depends on (auth_user, auth_query,

@@ -11,10 +11,9 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
-#include "client.h"
 #include "config.h"
 #include "log.h"
-#include "pool.h"
+#include "pool.h"   /* struct pool: a server's sl */
 #include "proto.h"
 #include "server.h"
 #include "sluice.h"
@@ -25,6 +24,7 @@ struct cancel_req {
 	struct cancel_req *prev, *next;    /* sl->cancels, all of them */
 	struct sluice *sl;
 	struct server *server;             /* NULL once the server was freed */
+	void (*done)(struct server *s);    /* told when it was the server's last one */
 	struct bufferevent *bev;
 };
 
@@ -50,8 +50,9 @@ static int key_peer_id(int32_t pid)
 
 static void send_to_peer(struct sluice *sl, const struct peer_config *peer, int32_t pid, int32_t key);
 
-void cancel_request(struct sluice *sl, int32_t pid, int32_t key)
+bool cancel_route(struct sluice *sl, int32_t pid, int32_t *keyp)
 {
+	int32_t key = *keyp;
 	const struct sluice_config *cfg = sl->cfg;
 	if (cfg->peer_id > 0) {
 		int peer_id = key_peer_id(pid);
@@ -64,15 +65,12 @@ void cancel_request(struct sluice *sl, int32_t pid, int32_t key)
 				            peer_id);
 			else
 				send_to_peer(sl, peer, pid, key - 1);
-			return;
+			return false;
 		}
 		key |= PEER_TTL_MASK;    /* forwarded here: the budget spent on the way is not part of the key */
 	}
-	struct client *target = client_find_by_key(sl, pid, key);
-	if (target && target->server)
-		cancel_forward(target->server);
-	else
-		log_debug("cancel request for an unknown client or one without a server ignored");
+	*keyp = key;
+	return true;
 }
 
 /* Unlink req from its server; true when it was the server's last one. */
@@ -107,10 +105,11 @@ static void free_req(struct cancel_req *req)
 static void finish(struct cancel_req *req)
 {
 	struct server *s = req->server;
+	void (*done)(struct server *s) = req->done;
 	bool last = unlink_from_server(req);
 	free_req(req);
 	if (last)
-		pool_cancels_done(s);
+		done(s);
 }
 
 static void cancel_read_cb(struct bufferevent *bev, void *arg)
@@ -169,7 +168,7 @@ static struct cancel_req *new_req(struct sluice *sl, int32_t pid, int32_t key)
 	return req;
 }
 
-void cancel_forward(struct server *s)
+void cancel_forward(struct server *s, void (*done)(struct server *s))
 {
 	struct sluice *sl = s->pool->sl;
 	if (s->addr_len == 0)
@@ -178,6 +177,7 @@ void cancel_forward(struct server *s)
 	if (!req)
 		return;
 	req->server = s;
+	req->done = done;
 	req->next_of_server = s->cancels;
 	s->cancels = req;
 	if (bufferevent_socket_connect(req->bev, (struct sockaddr *)&s->addr, (int)s->addr_len) != 0) {

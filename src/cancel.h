@@ -12,6 +12,7 @@
 #ifndef SLUICE_CANCEL_H
 #define SLUICE_CANCEL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct sluice;
@@ -28,23 +29,25 @@ struct sluice_config;
 void cancel_key_stamp(const struct sluice_config *cfg, int32_t *pid, int32_t *key);
 
 /*
- * Handle a CancelRequest for (pid, key): when the key names another peer of
+ * Route a CancelRequest for (pid, *key): when the key names another peer of
  * [peers], send the CancelRequest on to that peer with one less forward left
- * (none left: dropped, so a misconfigured ring cannot loop); else when the
- * client with that key has a server, forward a CancelRequest to it. Unknown
- * keys, and clients without a server (idle in transaction pooling, or
- * waiting for one), are ignored, as PostgreSQL ignores unknown keys, so a
- * guesser learns nothing.
+ * (none left: dropped, so a misconfigured ring cannot loop) and return
+ * false. Else return true with *key as this pgsluice gave it to a client
+ * (the forwarding budget masked out): the caller looks that client up and,
+ * when it has a server, calls cancel_forward. Unknown keys, and clients
+ * without a server (idle in transaction pooling, or waiting for one), are
+ * ignored, as PostgreSQL ignores unknown keys, so a guesser learns nothing.
  */
-void cancel_request(struct sluice *sl, int32_t pid, int32_t key);
+bool cancel_route(struct sluice *sl, int32_t pid, int32_t *key);
 
 /*
  * Send a CancelRequest with s's backend key to s's address on a connection
  * of its own. s->cancels tracks it until PostgreSQL closes that connection,
  * the connection fails, or cancel_wait_timeout passes; then, when it was the
- * last, pool_cancels_done(s) runs.
+ * last, done(s) runs (the pool's pool_cancels_done: s may serve others again).
+ * Out of memory or an unusable socket: nothing is sent and done is not called.
  */
-void cancel_forward(struct server *s);
+void cancel_forward(struct server *s, void (*done)(struct server *s));
 
 /* s is being freed: its cancels in flight finish without it. */
 void cancel_detach(struct server *s);

@@ -19,7 +19,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "admin.h"
 #include "ai/usage.h"
 #include "auth.h"
 #include "autoconfig.h"
@@ -27,7 +26,6 @@
 #include "authquery.h"
 #include "tls.h"
 #include "hba.h"
-#include "listener.h"
 #include "ident.h"
 #include "cancel.h"
 #include "log.h"
@@ -168,8 +166,8 @@ void client_move(struct client *c, struct pool *p, enum client_state state)
 	case CL_CANCEL:
 		break;
 	}
-	if (left_login)
-		listener_update(sl);   /* a max_login_clients slot is free */
+	if (left_login && sl->login_slot_free)
+		sl->login_slot_free(sl);   /* the listener may accept again */
 }
 
 /* Take c off every list and give back its server; c stays allocated. */
@@ -182,7 +180,7 @@ static void client_detach(struct client *c)
 		pool_release_server(s, server_is_clean(s));
 	}
 	if (c->state == CL_ADMIN)
-		admin_forget(c);   /* its waits on the console */
+		c->sl->console->forget(c);   /* its waits on the console */
 	notify_client_free(c);   /* leaves its channels while its pool is known */
 	client_move(c, NULL, CL_NONE);
 }
@@ -325,7 +323,7 @@ void client_fatal_raw(struct client *c, const uint8_t *msg, size_t len)
 	client_close_after_flush(c);
 }
 
-struct client *client_find_by_key(struct sluice *sl, int32_t pid, int32_t key)
+static struct client *find_by_key(struct sluice *sl, int32_t pid, int32_t key)
 {
 	struct pool *p;
 	struct client *c;
@@ -670,6 +668,7 @@ static bool method_from_hba(struct client *c, enum auth_type *method, const char
 
 /* Choose the exchange for auth_type and the stored password (PgBouncer's rules). */
 static void begin_auth_method(struct client *c, const struct userlist_entry *e);
+static void auth_query_done(struct client *c, const char *password, bool role_found);
 
 /*
  * LDAP: keep a copy of the options (the hba rule's at hba_line, or
@@ -699,10 +698,36 @@ static void start_ldap_login(struct client *c, int hba_line)
 	c->login->step = CL_AUTH_PASSWORD;
 }
 
+bool client_is_console_owner(const struct client *c)
+{
+	char name[256], why[300];
+	uid_t uid;
+	if (c->peer.sa.sa_family != AF_UNIX || !c->user || !sluice_is_console_db(c->database) ||
+	    (strcmp(c->user, "pgbouncer") != 0 && strcmp(c->user, "pgsluice") != 0))
+		return false;
+	return ident_peer_user(c->io.fd, &uid, name, sizeof(name), why, sizeof(why)) &&
+	       uid == geteuid();
+}
+
+/* authquery_lookup's answer: the client it was for, if it still waits, goes on or fails. */
+static void auth_query_answered(struct sluice *sl, uint64_t client_id, const struct authquery_answer *ans)
+{
+	struct client *c;
+	TAILQ_FOREACH(c, &sl->login_clients, entry)
+		if (c->id == client_id)
+			break;
+	if (!c)
+		return;
+	if (ans->sqlstate)
+		client_fatal(c, ans->sqlstate, ans->detail, ans->hint, "%s", ans->message);
+	else
+		auth_query_done(c, ans->password, ans->found);
+}
+
 static void start_auth(struct client *c)
 {
 	struct sluice *sl = c->sl;
-	if (admin_is_own_user(c)) {   /* PgBouncer's rule: no password over the unix socket */
+	if (client_is_console_owner(c)) {   /* PgBouncer's rule: no password over the unix socket */
 		login_succeeded(c);
 		return;
 	}
@@ -720,10 +745,10 @@ static void start_auth(struct client *c)
 		bool found = false;
 		const char *cached = authquery_cached(sl, c->database, c->user, &found);
 		if (cached) {
-			client_auth_query_done(c, *cached ? cached : NULL, found);
+			auth_query_done(c, *cached ? cached : NULL, found);
 			return;
 		}
-		if (authquery_lookup(sl, c)) {
+		if (authquery_lookup(sl, c->id, c->database, c->user, auth_query_answered)) {
 			c->login->step = CL_AUTH_QUERY;
 			return;
 		}
@@ -731,7 +756,14 @@ static void start_auth(struct client *c)
 	begin_auth_method(c, e);
 }
 
-void client_auth_query_done(struct client *c, const char *password, bool role_found)
+/*
+ * auth_query answered for c (waiting in CL_AUTH_QUERY): password is the
+ * role's stored password (plain, md5 or SCRAM secret), or NULL when the
+ * role has none; role_found false when the query returned no row (the
+ * failure then says PgBouncer's "no such user"). The login continues with
+ * auth_type's exchange.
+ */
+static void auth_query_done(struct client *c, const char *password, bool role_found)
 {
 	c->login->no_such_user = !role_found;
 	struct userlist_entry found = { c->user, (char *)password, password ? password_kind_of(password) : PASSWORD_PLAIN };
@@ -1090,7 +1122,7 @@ static bool add_host_to_application_name(struct client *c)
  * max_client_conn counts logged-in clients only: asked at the StartupMessage
  * (an early answer, as PgBouncer's) and again when authentication is done,
  * since many may authenticate at once. Sockets still logging in are bounded
- * by max_login_clients instead (listener_update).
+ * by max_login_clients instead (the listener).
  */
 static bool refuse_over_max_client_conn(struct client *c)
 {
@@ -1120,14 +1152,14 @@ static void handle_startup(struct client *c, const uint8_t *body, size_t len, ui
 		free(c->database);
 		c->database = strdup(c->user);
 	}
-	if (!c->database || (sl->cfg->application_name_add_host && !admin_is_console_db(c->database) &&
+	if (!c->database || (sl->cfg->application_name_add_host && !sluice_is_console_db(c->database) &&
 	                     !add_host_to_application_name(c))) {
 		client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 		return;
 	}
 	if (refuse_over_max_client_conn(c))
 		return;
-	if (sl->shutting_down && !admin_is_console_db(c->database)) {   /* the console stays open */
+	if (sl->shutting_down && !sluice_is_console_db(c->database)) {   /* the console stays open */
 		client_fatal(c, SQLSTATE_CANNOT_CONNECT_NOW, NULL, NULL, "pgsluice is shutting down");
 		return;
 	}
@@ -1152,7 +1184,13 @@ static void handle_cancel_request(struct client *c, const uint8_t *body)
 	int32_t pid = mr_int32(&r), key = mr_int32(&r);
 	struct sluice *sl = c->sl;
 	client_move(c, NULL, CL_CANCEL);
-	cancel_request(sl, pid, key);
+	if (cancel_route(sl, pid, &key)) {
+		struct client *target = find_by_key(sl, pid, key);
+		if (target && target->server)
+			cancel_forward(target->server, pool_cancels_done);
+		else
+			log_debug("cancel request for an unknown client or one without a server ignored");
+	}
 	client_close(c, "cancel request");
 }
 
@@ -1281,8 +1319,11 @@ static void login_succeeded(struct client *c)
 	struct sluice *sl = c->sl;
 	if (refuse_over_max_client_conn(c))
 		return;
-	if (admin_is_console_db(c->database)) {
-		admin_login(c);   /* the admin console, not a pool */
+	if (sluice_is_console_db(c->database)) {
+		if (sl->console)
+			sl->console->login(c);   /* the admin console, not a pool */
+		else
+			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "the admin console is not available");
 		return;
 	}
 	const struct db_config *db = config_find_db(sl->cfg, c->database);
@@ -1294,7 +1335,7 @@ static void login_succeeded(struct client *c)
 		             "no such database: %s", c->database);   /* PgBouncer's text */
 		return;
 	}
-	if (admin_db_disabled(sl, c->database)) {   /* the console's DISABLE, as PgBouncer */
+	if (sluice_db_disabled(sl, c->database)) {   /* the console's DISABLE, as PgBouncer */
 		client_fatal(c, SQLSTATE_OBJECT_NOT_IN_STATE, NULL, NULL,
 		             "database \"%s\" is disabled", c->database);   /* PgBouncer 1.25's text */
 		return;
@@ -1337,7 +1378,7 @@ static void login_succeeded(struct client *c)
 		RAND_bytes((unsigned char *)&c->cancel_pid, sizeof(c->cancel_pid));
 		RAND_bytes((unsigned char *)&c->cancel_key, sizeof(c->cancel_key));
 		cancel_key_stamp(sl->cfg, &c->cancel_pid, &c->cancel_key);   /* peer_id, for [peers] */
-	} while (client_find_by_key(sl, c->cancel_pid, c->cancel_key));
+	} while (find_by_key(sl, c->cancel_pid, c->cancel_key));
 	if (c->replication) {
 		pool_start_replication(p, c);   /* welcomed once its own server logged in */
 		return;
@@ -1779,7 +1820,7 @@ static void client_io_read(void *arg)
 	else if (c->state == CL_ACTIVE)
 		client_relay(c);
 	else if (c->state == CL_ADMIN)
-		admin_input(c);
+		c->sl->console->input(c);
 	else if ((c->state == CL_WAITING || c->state == CL_WAITING_LOGIN) &&
 	         iobuf_len(&c->io.in) >= RELAY_HIGH_WATER)
 		connio_pause_read(&c->io);   /* linking reads on; below this, reading notices a hang-up */
@@ -1792,7 +1833,7 @@ static void client_io_drain(void *arg)
 	if (c->state == CL_CLOSING)
 		return;
 	if (c->state == CL_ADMIN)
-		admin_input(c);   /* its answers drained: read on */
+		c->sl->console->input(c);   /* its answers drained: read on */
 	else if (c->server)
 		server_resume(c->server);
 	else

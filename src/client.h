@@ -206,18 +206,15 @@ void client_server_linked(struct client *c);
 void client_resume(struct client *c);
 
 /*
- * auth_query answered for c (waiting in CL_AUTH_QUERY): password is the
- * role's stored password (plain, md5 or SCRAM secret), or NULL when the
- * role has none; role_found false when the query returned no row (the
- * failure then says PgBouncer's "no such user"). The login continues with
- * auth_type's exchange.
+ * PgBouncer's rule for the console: user "pgbouncer" (or "pgsluice") asking
+ * for the console database over the unix socket, from a process of the same
+ * OS user as pgsluice (SO_PEERCRED), logs in without a password and may run
+ * every command. True when c (CL_LOGIN or CL_ADMIN, startup packet read) is
+ * that login. False on any other socket or when the peer cannot be read.
  */
-void client_auth_query_done(struct client *c, const char *password, bool role_found);
+bool client_is_console_owner(const struct client *c);
 
 /* Free the SCRAM secrets derived from plain passwords (reload, shutdown). */
 void client_free_derived_secrets(struct sluice *sl);
-
-/* Find the client that owns BackendKeyData (pid, key), or NULL. */
-struct client *client_find_by_key(struct sluice *sl, int32_t pid, int32_t key);
 
 #endif

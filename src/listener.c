@@ -278,6 +278,7 @@ static bool listen_unix(struct sluice *sl, char *errbuf, size_t errlen)
 
 bool listener_start(struct sluice *sl, char *errbuf, size_t errlen)
 {
+	sl->login_slot_free = listener_update;
 	const char *p = sl->cfg->listen_addr;
 	while (p && *p) {
 		while (*p == ',' || *p == ' ')

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/queue.h>
 
 #include "config.h"
@@ -80,6 +81,27 @@ struct sluice_hooks {
 	bool (*set)(struct sluice *sl, const char *key, const char *value, char *errbuf, size_t errlen);
 };
 
+/*
+ * The admin console as client.c sees it. admin.c, above client.c, fills it
+ * in (admin_start) so that client.c never calls the console by name: the
+ * console is a module that uses clients, not one that clients use.
+ * login: c (CL_LOGIN) authenticated for the console database; admit it or
+ * close it. input: run what console session c has buffered (its read event,
+ * and its write event once its answers drained). forget: console session c is
+ * going away, drop its waits. NULL until admin_start ran.
+ */
+struct sluice_console {
+	void (*login)(struct client *c);
+	void (*input)(struct client *c);
+	void (*forget)(struct client *c);
+};
+
+/* True when a client naming database asks for the admin console ("pgsluice" or PgBouncer's "pgbouncer"). */
+static inline bool sluice_is_console_db(const char *database)
+{
+	return database && (strcmp(database, "pgsluice") == 0 || strcmp(database, "pgbouncer") == 0);
+}
+
 /* A SCRAM secret pgsluice derived from a plain auth_file password. */
 struct derived_secret {
 	struct derived_secret *next;
@@ -140,12 +162,28 @@ struct sluice {
 	char **disabled_dbs;              /* DISABLE db: logins refused, NULL-terminated; owned by admin.c */
 	usec_t start_time;                /* wall clock at start, for /metrics */
 	struct sluice_hooks hooks;
+	const struct sluice_console *console; /* set by admin_start; NULL: no console */
+	/* A client left CL_LOGIN, so a max_login_clients slot may be free: listener.c's
+	 * listener_update, set by listener_start (client.c is below the listener). */
+	void (*login_slot_free)(struct sluice *sl);
 	usec_t stats_last_time;
 	bool shutting_down;               /* any shutdown_mode but SHUTDOWN_NONE */
 	enum sluice_shutdown shutdown_mode;
 	struct event *shutdown_timer;     /* owned (main.c): checks a waiting shutdown every 100 ms */
 	struct cancel_req *cancels;       /* CancelRequests on their way to PostgreSQL (cancel.c) */
 };
+
+/*
+ * True when the console's DISABLE db is in force for database db (until
+ * ENABLE db): new logins to it are refused (client.c, authquery.c: 55000).
+ */
+static inline bool sluice_db_disabled(const struct sluice *sl, const char *db)
+{
+	for (char *const *d = sl->disabled_dbs; d && *d; d++)
+		if (strcmp(*d, db) == 0)
+			return true;
+	return false;
+}
 
 /* glibc's sys/queue.h lacks the _SAFE iterators that BSD's has. */
 #ifndef TAILQ_FOREACH_SAFE
