@@ -37,6 +37,7 @@
 #include "dnscache.h"
 #include "ident.h"
 #include "listener.h"
+#include "relay.h"
 #include "log.h"
 #include "metrics.h"
 #include "pool.h"
@@ -502,9 +503,9 @@ static void start_reading(struct sluice *sl)
 	struct server *s, *snext;
 	TAILQ_FOREACH(p, &sl->pools, entry) {
 		TAILQ_FOREACH_SAFE(s, &p->idle_servers, entry, snext)
-			server_resume(s);
+			relay_resume(s);
 		TAILQ_FOREACH_SAFE(s, &p->active_servers, entry, snext)
-			server_resume(s);
+			relay_resume(s);
 		TAILQ_FOREACH_SAFE(c, &p->active_clients, entry, cnext)
 			client_resume(c);
 	}

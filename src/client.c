@@ -32,6 +32,7 @@
 #include "ldapauth.h"
 #include "pamauth.h"
 #include "pool.h"
+#include "relay.h"
 #include "server.h"
 #include "settings_ext.h"
 #include "sluice.h"
@@ -1835,7 +1836,7 @@ static void client_io_drain(void *arg)
 	if (c->state == CL_ADMIN)
 		c->sl->console->input(c);   /* its answers drained: read on */
 	else if (c->server)
-		server_resume(c->server);
+		relay_resume(c->server);
 	else
 		notify_client_idle(c);   /* notifications held while its output was backed up */
 }

@@ -26,6 +26,11 @@
 
 struct pool;
 struct client;
+
+/* Messages pgsluice reads whole from a server (login, internal queries,
+ * ReadyForQuery, ParameterStatus) are far below this (bytes); a larger one
+ * is a broken server. */
+#define MAX_INSPECTED_LEN (1024 * 1024)
 struct evdns_getaddrinfo_request;
 struct cache_entry;
 struct cancel_req;
@@ -150,7 +155,33 @@ bool server_is_clean(const struct server *s);
  */
 bool server_check_due(const struct server *s, usec_t now);
 
-/* Resume relaying server replies after the client's output drained. */
-void server_resume(struct server *s);
+/*
+ * A whole message (type, msg: len bytes from the type byte on, the
+ * caller's) of s in SV_LOGIN or answering pgsluice's own query (s->internal):
+ * the login's exchange (protocol-flow.html 55.2.1), ParameterStatus kept,
+ * ReadyForQuery ending the login (s to its pool or its replication client)
+ * or the setup or reset query. Returns false when s is gone or changed role
+ * (the caller stops reading it and looks again).
+ */
+bool server_take_message(struct server *s, uint8_t type, const uint8_t *msg, size_t len);
+
+/*
+ * A ParameterStatus (name, value: NUL-terminated, borrowed) of s: kept in
+ * s->vars and true when pgsluice tracks it for clients (varcache.h), else
+ * kept with the other parameters given to new clients and false.
+ */
+bool server_note_parameter(struct server *s, const char *name, const char *value);
+
+/* The answer to s's SSLRequest arrived (s->login_step is SV_STEP_SSL): start TLS or go on in plain text. */
+void server_ssl_response(struct server *s);
+
+/* s's socket connected (or finished its TLS handshake): start the login. */
+void server_on_connect(struct server *s);
+
+/*
+ * s's socket failed (why) or the server hung up (why NULL): the next address
+ * or host while connecting, a failed login, else s is closed.
+ */
+void server_on_error(struct server *s, const char *why);
 
 #endif

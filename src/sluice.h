@@ -39,6 +39,7 @@ struct admin;
 struct metrics;
 struct ai_stats;
 struct cancel_req;
+struct connio_ops;
 
 TAILQ_HEAD(client_list, client);
 TAILQ_HEAD(server_list, server);
@@ -163,6 +164,7 @@ struct sluice {
 	usec_t start_time;                /* wall clock at start, for /metrics */
 	struct sluice_hooks hooks;
 	const struct sluice_console *console; /* set by admin_start; NULL: no console */
+	const struct connio_ops *server_io_ops; /* every server socket's callbacks: relay.c's (relay_start) */
 	/* A client left CL_LOGIN, so a max_login_clients slot may be free: listener.c's
 	 * listener_update, set by listener_start (client.c is below the listener). */
 	void (*login_slot_free)(struct sluice *sl);
