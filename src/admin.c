@@ -2365,7 +2365,7 @@ static void admin_login(struct client *c)
 		             "user \"%s\" is not allowed to use the admin console", c->user);
 		return;
 	}
-	client_move(c, NULL, CL_ADMIN);
+	pool_move_client(c, NULL, CL_ADMIN);
 	c->admin_may_control = may_control;
 	c->admin_skip_to_sync = false;
 	RAND_bytes((unsigned char *)&c->cancel_pid, sizeof(c->cancel_pid));

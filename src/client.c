@@ -73,12 +73,6 @@ int client_port(const struct client *c)
 	return 0;
 }
 
-/* Does a client in this state hold a max_client_conn slot? */
-static int client_logged_in(enum client_state state)
-{
-	return state == CL_WAITING_LOGIN || state == CL_WAITING || state == CL_ACTIVE || state == CL_ADMIN;
-}
-
 bool client_close_oldest_silent(struct sluice *sl, usec_t min_age)
 {
 	struct client *c = TAILQ_FIRST(&sl->login_clients);   /* the oldest: appended on accept */
@@ -111,65 +105,10 @@ void client_accept(struct sluice *sl, int fd, const struct sockaddr *addr, sockl
 	else
 		c->peer.sa.sa_family = AF_UNIX;
 	c->state = CL_NONE;
-	client_move(c, NULL, CL_LOGIN);
+	pool_move_client(c, NULL, CL_LOGIN);
 	sl->n_clients++;
 }
 
-void client_move(struct client *c, struct pool *p, enum client_state state)
-{
-	struct sluice *sl = c->sl;
-	struct pool *old = c->pool;
-	bool left_login = c->state == CL_LOGIN && state != CL_LOGIN;
-	sl->n_logged_in += client_logged_in(state) - client_logged_in(c->state);
-	switch (c->state) {
-	case CL_LOGIN: TAILQ_REMOVE(&sl->login_clients, c, entry); sl->n_login_clients--; break;
-	case CL_CLOSING: TAILQ_REMOVE(&sl->closing_clients, c, entry); break;
-	case CL_ADMIN: TAILQ_REMOVE(&sl->admin_clients, c, entry); break;
-	case CL_WAITING_LOGIN:
-		old->n_waiting_login--;
-		/* fall through */
-	case CL_WAITING:
-		TAILQ_REMOVE(&old->waiting_clients, c, entry);
-		old->n_waiting--;
-		break;
-	case CL_ACTIVE:
-		TAILQ_REMOVE(&old->active_clients, c, entry);
-		old->n_clients--;
-		if (c->replication_waiting) {
-			c->replication_waiting = false;
-			old->n_replication_waiting--;
-		}
-		break;
-	case CL_NONE:
-	case CL_CANCEL:
-		break;
-	}
-	if (old && !p)
-		old->unused_since = now_usec();   /* autodb_idle_timeout counts from here */
-	c->state = state;
-	c->pool = p;
-	switch (state) {
-	case CL_LOGIN: TAILQ_INSERT_TAIL(&sl->login_clients, c, entry); sl->n_login_clients++; break;
-	case CL_CLOSING: TAILQ_INSERT_TAIL(&sl->closing_clients, c, entry); break;
-	case CL_ADMIN: TAILQ_INSERT_TAIL(&sl->admin_clients, c, entry); break;
-	case CL_WAITING_LOGIN:
-		p->n_waiting_login++;
-		/* fall through */
-	case CL_WAITING:
-		TAILQ_INSERT_TAIL(&p->waiting_clients, c, entry);
-		p->n_waiting++;
-		break;
-	case CL_ACTIVE:
-		TAILQ_INSERT_TAIL(&p->active_clients, c, entry);
-		p->n_clients++;
-		break;
-	case CL_NONE:
-	case CL_CANCEL:
-		break;
-	}
-	if (left_login && sl->login_slot_free)
-		sl->login_slot_free(sl);   /* the listener may accept again */
-}
 
 /* Take c off every list and give back its server; c stays allocated. */
 static void client_detach(struct client *c)
@@ -183,7 +122,7 @@ static void client_detach(struct client *c)
 	if (c->state == CL_ADMIN)
 		c->sl->console->forget(c);   /* its waits on the console */
 	notify_client_free(c);   /* leaves its channels while its pool is known */
-	client_move(c, NULL, CL_NONE);
+	pool_move_client(c, NULL, CL_NONE);
 }
 
 /* Free what only the login needed (its secrets, its SCRAM state, a derivation in flight). */
@@ -236,7 +175,7 @@ static void client_free(struct client *c)
 	free(c);
 }
 
-void client_close(struct client *c, const char *reason)
+static void close_client(struct client *c, const char *reason)
 {
 	if (c->sl->cfg->log_disconnections && c->state != CL_CANCEL)
 		log_info("C-%llu: %s/%s@%s:%d closing because: %s (age=%llds)",
@@ -244,7 +183,7 @@ void client_close(struct client *c, const char *reason)
 		         c->user ? c->user : "(nouser)", CLIENT_ADDR(c), client_port(c), reason,
 		         (long long)((now_usec() - c->connect_time) / USEC_PER_SEC));
 	if (c->state == CL_CLOSING)
-		client_move(c, NULL, CL_NONE);
+		pool_move_client(c, NULL, CL_NONE);
 	else
 		client_detach(c);
 	client_free(c);
@@ -259,10 +198,6 @@ static void set_close_reason(struct client *c, const char *why)
 	c->close_reason = strdup(why);
 }
 
-void client_set_close_reason(struct client *c, const char *why)
-{
-	set_close_reason(c, why);
-}
 
 static const char *close_reason_of(const struct client *c)
 {
@@ -280,7 +215,7 @@ static void client_close_after_flush(struct client *c)
 	if (c->state == CL_CLOSING)
 		return;
 	client_detach(c);
-	client_move(c, NULL, CL_CLOSING);
+	pool_move_client(c, NULL, CL_CLOSING);
 	/* A client that neither reads its error nor hangs up is closed after 5 s. */
 	struct timeval tv = { 5, 0 };
 	if (!c->close_timer)
@@ -294,15 +229,10 @@ static void client_close_after_flush(struct client *c)
 	connio_shut_when_flushed(&c->io);
 }
 
-void client_fatal(struct client *c, const char *sqlstate, const char *detail, const char *hint,
-                  const char *fmt, ...)
+static void fatal_client(struct client *c, const char *sqlstate, const char *detail, const char *hint,
+                         const char *text)
 {
 	struct msgbuf m;
-	va_list ap;
-	char text[1024];
-	va_start(ap, fmt);
-	vsnprintf(text, sizeof(text), fmt, ap);
-	va_end(ap);
 	if (c->sl->cfg->log_pooler_errors)
 		log_warning("C-%llu: %s/%s@%s:%d pooler error: %s", (unsigned long long)c->id,
 		            c->database ? c->database : "(nodb)", c->user ? c->user : "(nouser)",
@@ -315,7 +245,7 @@ void client_fatal(struct client *c, const char *sqlstate, const char *detail, co
 	client_close_after_flush(c);
 }
 
-void client_fatal_raw(struct client *c, const uint8_t *msg, size_t len)
+static void fatal_raw_client(struct client *c, const uint8_t *msg, size_t len)
 {
 	struct pg_error f;
 	if (len > PROTO_HEADER_LEN && proto_parse_error(msg + PROTO_HEADER_LEN, len - PROTO_HEADER_LEN, &f))
@@ -1184,7 +1114,7 @@ static void handle_cancel_request(struct client *c, const uint8_t *body)
 	mr_init(&r, body, 8);
 	int32_t pid = mr_int32(&r), key = mr_int32(&r);
 	struct sluice *sl = c->sl;
-	client_move(c, NULL, CL_CANCEL);
+	pool_move_client(c, NULL, CL_CANCEL);
 	if (cancel_route(sl, pid, &key)) {
 		struct client *target = find_by_key(sl, pid, key);
 		if (target && target->server)
@@ -1374,7 +1304,7 @@ static void login_succeeded(struct client *c)
 		c->login->proved_password = NULL;
 	}
 	login_free(c);   /* an idle client keeps nothing of its login */
-	client_move(c, p, CL_NONE);
+	pool_move_client(c, p, CL_NONE);
 	do {
 		RAND_bytes((unsigned char *)&c->cancel_pid, sizeof(c->cancel_pid));
 		RAND_bytes((unsigned char *)&c->cancel_key, sizeof(c->cancel_key));
@@ -1390,12 +1320,12 @@ static void login_succeeded(struct client *c)
 		pool_wait_for_welcome(p, c);
 }
 
-void client_welcome(struct client *c)
+static void welcome_client(struct client *c)
 {
 	struct pool *p = c->pool;
 	struct msgbuf m;
 	if (c->state != CL_ACTIVE)
-		client_move(c, p, CL_ACTIVE);
+		pool_move_client(c, p, CL_ACTIVE);
 	varcache_fill_missing(&c->vars, &p->welcome_vars);
 	msg_init(&m);
 	for (int i = 0; i < varcache_count(); i++)
@@ -1430,11 +1360,6 @@ void client_welcome(struct client *c)
 		client_relay(c);
 }
 
-void client_send_ready(struct client *c, char status)
-{
-	const uint8_t msg[6] = { PqMsg_ReadyForQuery, 0, 0, 0, 5, (uint8_t)status };
-	connio_add(&c->io, msg, sizeof(msg));
-}
 
 /* ---- relay ---- */
 
@@ -1462,55 +1387,6 @@ static bool check_header(struct client *c, uint8_t type, uint32_t len)
 	return true;
 }
 
-/* client_note_message's body, inline in the batch relay (once per message). */
-static inline __attribute__((always_inline)) void note_message(struct client *c, struct server *s, uint8_t type)
-{
-	struct pool_stats *ps = &c->pool->stats;   /* per-database stats (admin console) */
-	if (s->pending_ready == 0) {
-		s->request_start = c->last_activity;
-		if (s->tx_status == 'I' && !s->unsynced)
-			c->xact_start = now_usec();   /* a transaction begins */
-	}
-	switch (type) {
-	case PqMsg_Query:
-	case PqMsg_FunctionCall:
-		s->pending_ready++;
-		c->sl->stats.query_count++;
-		ps->query_count++;
-		break;
-	case PqMsg_Sync:
-		s->pending_ready++;
-		s->unsynced = false;
-		break;
-	case PqMsg_Parse:
-		ps->parse_count++;
-		s->unsynced = true;
-		break;
-	case PqMsg_Bind:
-		ps->bind_count++;
-		s->unsynced = true;
-		break;
-	case PqMsg_Describe:
-	case PqMsg_Close:
-	case PqMsg_Flush:
-		s->unsynced = true;
-		break;
-	case PqMsg_Execute:
-		s->unsynced = true;
-		c->sl->stats.query_count++;
-		ps->query_count++;
-		break;
-	default:
-		break;
-	}
-}
-
-/* Account a message on its way to server s (forwarded or answered by pgsluice). */
-void client_note_message(struct client *c, struct server *s, uint8_t type)
-{
-	note_message(c, s, type);
-}
-
 /* The message types relay_batch may forward (it looks further at Bind and Describe). */
 static inline bool batch_type(uint8_t type)
 {
@@ -1529,7 +1405,7 @@ static inline bool batch_type(uint8_t type)
  * portal's tags, a batch's admitted Execute, no cache). For such a
  * client and message every step of client_relay's per-message path passes
  * (client_step, notify_intercept, prepared_client_message); what is left is
- * the accounting (client_note_message), the reply queue's entry and the
+ * the accounting (server_note_request), the reply queue's entry and the
  * bytes. Returns the bytes moved; 0: the next message takes the
  * per-message path (or the client FATALed on out of memory: its state is
  * no longer CL_ACTIVE).
@@ -1568,7 +1444,7 @@ static inline __attribute__((always_inline)) size_t relay_batch_run(struct clien
 				}
 				if (res == CLIENT_MSG_DONE) {
 					/* the head went; the parameters that follow it are the run's first bytes */
-					note_message(c, s, type);
+					server_note_request(s, c, type);
 					at = c->relay_left;
 					c->relay_left = 0;
 					data = iobuf_data(in);
@@ -1587,7 +1463,7 @@ static inline __attribute__((always_inline)) size_t relay_batch_run(struct clien
 		}
 		if (mw && !client_step_batch_message(c, s, type, body, body_len))
 			break;    /* the middleware's step may answer or refuse it */
-		note_message(c, s, type);    /* reads c->last_activity */
+		server_note_request(s, c, type);    /* reads c->last_activity */
 		replyq_note_request(&s->replies, type);    /* prepared_note_request, inline */
 		if (mw && type == PqMsg_Execute)
 			client_step_relayed(c, s);    /* its usage record rides on the entry just made */
@@ -1769,7 +1645,7 @@ linked:
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 			return;
 		}
-		note_message(c, s, type);
+		server_note_request(s, c, type);
 		if (c->settings_tainted) {
 			s->settings_tainted = true;    /* its answers may depend on what c changed */
 			s->settings_dirty = true;      /* and the next other client's settings too */
@@ -1794,13 +1670,13 @@ linked:
 	}
 }
 
-void client_server_linked(struct client *c)
+static void server_linked(struct client *c)
 {
 	connio_resume_read(&c->io);
 	client_relay(c);
 }
 
-void client_resume(struct client *c)
+static void resume_client(struct client *c)
 {
 	if (c->state == CL_CLOSING)
 		return;
@@ -1872,7 +1748,7 @@ static void close_after_tls_error(struct client *c, const char *why)
 	log_info("C-%llu: %s:%d TLS handshake failed: %s", (unsigned long long)c->id, CLIENT_ADDR(c), client_port(c), why);
 	set_close_reason(c, why);
 	client_detach(c);
-	client_move(c, NULL, CL_CLOSING);
+	pool_move_client(c, NULL, CL_CLOSING);
 	connio_stop(&c->io);
 	evtimer_add(c->close_timer, &tv);
 }
@@ -1888,4 +1764,14 @@ static void client_io_error(void *arg, const char *why)
 		close_after_tls_error(c, why);
 	else
 		client_close(c, why);
+}
+
+void client_start(struct sluice *sl)
+{
+	static const struct client_events events = {
+		.fatal = fatal_client, .fatal_raw = fatal_raw_client, .close = close_client,
+		.resume = resume_client, .linked = server_linked, .welcome = welcome_client,
+		.parsed = client_step_parsed,
+	};
+	sl->client_events = &events;
 }

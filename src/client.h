@@ -8,8 +8,12 @@
 #ifndef SLUICE_CLIENT_H
 #define SLUICE_CLIENT_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/queue.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -22,6 +26,7 @@
 #include "scram.h"
 #include "varcache.h"
 #include "sessvars.h"
+#include "sluice.h"
 
 struct sluice;
 struct pool;
@@ -163,47 +168,102 @@ void client_accept(struct sluice *sl, int fd, const struct sockaddr *addr, sockl
  */
 bool client_close_oldest_silent(struct sluice *sl, usec_t min_age);
 
-/* Close and free c now, releasing its server. reason is logged (log_disconnections). */
-void client_close(struct client *c, const char *reason);
+/*
+ * What the modules under client.c tell a client. relay.c, notify_relay.c,
+ * client_step.c, pool.c, server.c and prepared.c sit below client.c in the
+ * call graph (docs/design.md, section 10) and reach it only through this
+ * table, which client.c fills in (client_start) and the inline functions
+ * below call: one indirect call each, none per message.
+ *  fatal: send c an ErrorResponse with severity FATAL (text its message, per
+ *   the Error Message Style Guide; detail and hint may be NULL) and close c
+ *   once it is written; its server is released at once.
+ *  fatal_raw: the same with a prebuilt ErrorResponse (whole, len bytes).
+ *  close: close and free c now, releasing its server; reason is logged
+ *   (log_disconnections).
+ *  resume: relay what c has buffered (its server's transaction ended, its
+ *   server's output drained, a wait of its own ended); nothing when c is closing.
+ *  linked: c's server is linked and set up: relay what c has buffered.
+ *  welcome: the pool has its welcome parameters: finish c's login
+ *   (CL_WAITING_LOGIN -> CL_ACTIVE: ParameterStatus, BackendKeyData, ReadyForQuery).
+ *  parsed: the ParseComplete (ok) or failure of a Parse whose tags st rode on
+ *   the reply queue came back (client_step_parsed; st is taken, c may be NULL).
+ * Every pointer argument is borrowed for the call.
+ */
+struct stmt_tags;
+struct client_events {
+	void (*fatal)(struct client *c, const char *sqlstate, const char *detail, const char *hint, const char *text);
+	void (*fatal_raw)(struct client *c, const uint8_t *msg, size_t len);
+	void (*close)(struct client *c, const char *reason);
+	void (*resume)(struct client *c);
+	void (*linked)(struct client *c);
+	void (*welcome)(struct client *c);
+	void (*parsed)(struct client *c, struct stmt_tags *st, bool ok);
+};
+
+/* Put client.c's client_events in sl->client_events; before any client connects (main.c). */
+void client_start(struct sluice *sl);
+
+/* client_events' fatal, with the message formatted from fmt (at most 1 kB is kept). */
+static inline __attribute__((format(printf, 5, 6))) void
+client_fatal(struct client *c, const char *sqlstate, const char *detail, const char *hint, const char *fmt, ...)
+{
+	char text[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	c->sl->client_events->fatal(c, sqlstate, detail, hint, text);
+}
+
+/* client_events' fatal_raw, close, resume, linked, welcome and parsed (above). */
+static inline void client_fatal_raw(struct client *c, const uint8_t *msg, size_t len)
+{
+	c->sl->client_events->fatal_raw(c, msg, len);
+}
+
+static inline void client_close(struct client *c, const char *reason)
+{
+	c->sl->client_events->close(c, reason);
+}
+
+static inline void client_resume(struct client *c)
+{
+	c->sl->client_events->resume(c);
+}
+
+static inline void client_server_linked(struct client *c)
+{
+	c->sl->client_events->linked(c);
+}
+
+static inline void client_welcome(struct client *c)
+{
+	c->sl->client_events->welcome(c);
+}
+
+static inline void client_parsed(struct sluice *sl, struct client *c, struct stmt_tags *st, bool ok)
+{
+	sl->client_events->parsed(c, st, ok);
+}
 
 /*
- * The one mover of client states: take c off the list its state names (the
- * sluice's login/closing/admin lists or pool p's waiting/active lists, with
- * their counts), set state, and put it on the new state's list. p is the pool
- * for CL_WAITING_LOGIN, CL_WAITING and CL_ACTIVE and is kept in c->pool for
- * CL_NONE (login_succeeded hands a client to its pool that way); NULL
- * otherwise. Constant time: no list is walked.
+ * The words the "closing because:" log line gives for c (copied; out of
+ * memory: none), replacing the error text client_fatal kept: PgBouncer's log
+ * wording where an operator's log watch matches it ("query timeout", "idle
+ * transaction timeout").
  */
-void client_move(struct client *c, struct pool *p, enum client_state state);
-
-/*
- * Send c an ErrorResponse with severity FATAL and close it once written.
- * Message per the Error Message Style Guide; detail/hint may be NULL.
- */
-void client_fatal(struct client *c, const char *sqlstate, const char *detail, const char *hint,
-                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-
-/*
- * The words the "closing because:" log line gives for c (copied), replacing
- * the error text client_fatal kept: PgBouncer's log wording where an operator's
- * log watch matches it ("query timeout", "idle transaction timeout").
- */
-void client_set_close_reason(struct client *c, const char *why);
-
-/* Send c a prebuilt ErrorResponse message (whole, len bytes) and close it. */
-void client_fatal_raw(struct client *c, const uint8_t *msg, size_t len);
+static inline void client_set_close_reason(struct client *c, const char *why)
+{
+	free(c->close_reason);
+	c->close_reason = strdup(why);
+}
 
 /* Send c a ReadyForQuery with transaction status 'I', 'T' or 'E' (protocol-message-formats.html). */
-void client_send_ready(struct client *c, char status);
-
-/* The pool has its welcome parameters: finish c's login (CL_WAITING_LOGIN -> CL_ACTIVE). */
-void client_welcome(struct client *c);
-
-/* c's server is linked and set up: relay what c has buffered. */
-void client_server_linked(struct client *c);
-
-/* Resume relaying c's messages after its server's output drained. */
-void client_resume(struct client *c);
+static inline void client_send_ready(struct client *c, char status)
+{
+	const uint8_t msg[6] = { PqMsg_ReadyForQuery, 0, 0, 0, 5, (uint8_t)status };
+	connio_add(&c->io, msg, sizeof(msg));
+}
 
 /*
  * PgBouncer's rule for the console: user "pgbouncer" (or "pgsluice") asking

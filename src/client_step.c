@@ -169,7 +169,7 @@ static void answer_query(struct client *c, const char *tag, const char *sqlstate
 		msg_add_string(&m, sql);
 		msg_end(&m);
 		msg_flush_to(&m, &s->io.out);
-		client_note_message(c, s, PqMsg_Query);
+		server_note_request(s, c, PqMsg_Query);
 		prepared_note_request(s, PqMsg_Query);
 	} else {
 		if (sqlstate)
@@ -214,7 +214,7 @@ static void answer_show(struct client *c, const char *name, const char *value)
 		msg_end(&m);
 		sqltext_free(&q);
 		msg_flush_to(&m, &s->io.out);
-		client_note_message(c, s, PqMsg_Query);
+		server_note_request(s, c, PqMsg_Query);
 		prepared_note_request(s, PqMsg_Query);
 	} else {
 		msg_begin(&m, PqMsg_RowDescription);

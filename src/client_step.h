@@ -92,9 +92,6 @@ void client_step_parsed(struct client *c, struct stmt_tags *st, bool ok);
 /* Free c's statement tags, cache state and pending records (the client is freed). */
 void client_step_free(struct client *c);
 
-/* Account a message on its way to server s (forwarded or answered by pgsluice); client.c. */
-void client_note_message(struct client *c, struct server *s, uint8_t type);
-
 /*
  * The StartupMessage's options (PostgreSQL's -c name=value / --name=value):
  * sluice.user and sluice.model go to c's middleware state (made only when

@@ -45,7 +45,7 @@ void listener_set_accepting(struct sluice *sl, bool on);
  * (sl->n_login_clients). While off, accept() is not called (the event is
  * deleted, as PgBouncer's suspend_pooler) and new connections wait in the
  * kernel's listen queue. Closes nothing, so it is safe inside client list
- * walks; cheap when nothing changes: client_move calls it whenever a client
+ * walks; cheap when nothing changes: pool_move_client calls it whenever a client
  * leaves CL_LOGIN.
  */
 void listener_update(struct sluice *sl);

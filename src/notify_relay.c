@@ -784,7 +784,7 @@ static int intercept_query(struct client *c, struct server *s, uint32_t len)
 	msg_end(&m);
 	msg_flush_to(&m, &s->io.out);
 	msg_free(&m);
-	client_note_message(c, s, PqMsg_Query);
+	server_note_request(s, c, PqMsg_Query);
 	prepared_note_request(s, PqMsg_Query);
 	struct replyq_entry *e = replyq_tail(&s->replies);
 	if (e && action)
@@ -826,7 +826,7 @@ static int intercept_parse(struct client *c, struct server *s, uint32_t len)
 		return 1;
 	if (name[0] != '\0' || kind == NOTIFY_STMT_MIXED) {
 		iobuf_drain(in, 1 + (size_t)len);
-		client_note_message(c, s, PqMsg_Parse);
+		server_note_request(s, c, PqMsg_Parse);
 		prepared_raise_error(s, SQLSTATE_FEATURE_NOT_SUPPORTED,
 		                     kind == NOTIFY_STMT_MIXED ? MIXED_MSG
 		                     : "LISTEN and UNLISTEN cannot be named prepared statements under transaction pooling",
@@ -852,7 +852,7 @@ static int intercept_parse(struct client *c, struct server *s, uint32_t len)
 	msg_end(&m);
 	msg_flush_to(&m, &s->io.out);
 	msg_free(&m);
-	client_note_message(c, s, PqMsg_Parse);
+	server_note_request(s, c, PqMsg_Parse);
 	prepared_note_request(s, PqMsg_Parse);
 	if (c->aic && client_step_has_pending(c))
 		client_step_relayed(c, s);

@@ -415,7 +415,7 @@ static void launch_for_waiters(struct pool *p)
 
 static void enqueue_client(struct pool *p, struct client *c, enum client_state state)
 {
-	client_move(c, p, state);
+	pool_move_client(c, p, state);
 	c->wait_start = now_usec();
 	c->wait_notified = false;
 	/* Reading goes on, so a hang-up is seen at once (client_io_error takes it
@@ -478,6 +478,68 @@ void pool_request_server(struct pool *p, struct client *c)
 	launch_for_waiters(p);
 }
 
+/* Does a client in this state hold a max_client_conn slot? */
+static int client_logged_in(enum client_state state)
+{
+	return state == CL_WAITING_LOGIN || state == CL_WAITING || state == CL_ACTIVE || state == CL_ADMIN;
+}
+
+void pool_move_client(struct client *c, struct pool *p, enum client_state state)
+{
+	struct sluice *sl = c->sl;
+	struct pool *old = c->pool;
+	bool left_login = c->state == CL_LOGIN && state != CL_LOGIN;
+	sl->n_logged_in += client_logged_in(state) - client_logged_in(c->state);
+	switch (c->state) {
+	case CL_LOGIN: TAILQ_REMOVE(&sl->login_clients, c, entry); sl->n_login_clients--; break;
+	case CL_CLOSING: TAILQ_REMOVE(&sl->closing_clients, c, entry); break;
+	case CL_ADMIN: TAILQ_REMOVE(&sl->admin_clients, c, entry); break;
+	case CL_WAITING_LOGIN:
+		old->n_waiting_login--;
+		/* fall through */
+	case CL_WAITING:
+		TAILQ_REMOVE(&old->waiting_clients, c, entry);
+		old->n_waiting--;
+		break;
+	case CL_ACTIVE:
+		TAILQ_REMOVE(&old->active_clients, c, entry);
+		old->n_clients--;
+		if (c->replication_waiting) {
+			c->replication_waiting = false;
+			old->n_replication_waiting--;
+		}
+		break;
+	case CL_NONE:
+	case CL_CANCEL:
+		break;
+	}
+	if (old && !p)
+		old->unused_since = now_usec();   /* autodb_idle_timeout counts from here */
+	c->state = state;
+	c->pool = p;
+	switch (state) {
+	case CL_LOGIN: TAILQ_INSERT_TAIL(&sl->login_clients, c, entry); sl->n_login_clients++; break;
+	case CL_CLOSING: TAILQ_INSERT_TAIL(&sl->closing_clients, c, entry); break;
+	case CL_ADMIN: TAILQ_INSERT_TAIL(&sl->admin_clients, c, entry); break;
+	case CL_WAITING_LOGIN:
+		p->n_waiting_login++;
+		/* fall through */
+	case CL_WAITING:
+		TAILQ_INSERT_TAIL(&p->waiting_clients, c, entry);
+		p->n_waiting++;
+		break;
+	case CL_ACTIVE:
+		TAILQ_INSERT_TAIL(&p->active_clients, c, entry);
+		p->n_clients++;
+		break;
+	case CL_NONE:
+	case CL_CANCEL:
+		break;
+	}
+	if (left_login && sl->login_slot_free)
+		sl->login_slot_free(sl);   /* the listener may accept again */
+}
+
 void pool_move_server(struct server *s, int new_state)
 {
 	struct pool *p = s->pool;
@@ -517,7 +579,7 @@ static bool replication_room(struct pool *p)
 
 void pool_start_replication(struct pool *p, struct client *c)
 {
-	client_move(c, p, CL_ACTIVE);
+	pool_move_client(c, p, CL_ACTIVE);
 	connio_pause_read(&c->io);    /* nothing is relayed before the welcome */
 	p->starting_replication = true;   /* the evictions below must not start waiting clients first */
 	bool room = p->n_replication_waiting == 0 && replication_room(p);
@@ -630,7 +692,7 @@ void pool_server_ready(struct server *s)
 		pool_move_server(s, SV_IDLE);
 	c = TAILQ_FIRST(&p->waiting_clients);
 	if (c) {
-		client_move(c, p, CL_ACTIVE);
+		pool_move_client(c, p, CL_ACTIVE);
 		usec_t waited = now_usec() - c->wait_start;
 		p->sl->stats.wait_time_usec += (uint64_t)waited;
 		note_assignment(p, waited);

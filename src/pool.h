@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
+#include "client.h"
 #include "config.h"
 #include "scram.h"
 #include "sluice.h"
@@ -178,6 +179,17 @@ void pool_login_failed(struct pool *p, usec_t attempt_start, const uint8_t *msg,
 
 /* Remember the first logged-in server's ParameterStatus set as the welcome. */
 void pool_set_welcome(struct pool *p, const struct varcache *vars, char **other);
+
+/*
+ * The one mover of client states: take c off the list its state names (the
+ * sluice's login/closing/admin lists or pool p's waiting/active lists, with
+ * their counts), set state, and put it on the new state's list. p is the pool
+ * for CL_WAITING_LOGIN, CL_WAITING and CL_ACTIVE and is kept in c->pool for
+ * CL_NONE (login_succeeded hands a client to its pool that way); NULL
+ * otherwise. Constant time: no list is walked. A client leaving CL_LOGIN
+ * tells the listener (sl->login_slot_free).
+ */
+void pool_move_client(struct client *c, struct pool *p, enum client_state state);
 
 /* Move a server between the pool's lists when its state changes. */
 void pool_move_server(struct server *s, int new_state);

@@ -279,7 +279,7 @@ static bool settle_entry(void *arg, struct replyq_entry *e, enum replyq_outcome 
 		recorded = ai_settle(s->pool->sl, e->token, ao, cacheable, &parsed);
 		e->token = NULL;
 		if (parsed)
-			client_step_parsed(s->client, parsed, ok);
+			client_parsed(s->pool->sl, s->client, parsed, ok);
 	}
 	if (e->setting) {
 		if (done)
@@ -359,7 +359,7 @@ bool prepared_attach_parse(struct server *s, struct stmt_tags *parsed)
 {
 	struct replyq_entry *e = tail_forwarded(s, PqMsg_Parse);
 	if (!e || !ai_token_add_parsed(&e->token, parsed)) {
-		client_step_parsed(NULL, parsed, false);    /* skipped by the server */
+		ai_stmt_tags_free(parsed);    /* skipped by the server */
 		return false;
 	}
 	return true;

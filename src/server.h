@@ -23,6 +23,10 @@
 #include "scram.h"
 #include "varcache.h"
 #include "sessvars.h"
+#include "client.h"
+#include "pool.h"
+#include "sluice.h"
+#include "util.h"
 
 struct pool;
 struct client;
@@ -183,5 +187,55 @@ void server_on_connect(struct server *s);
  * or host while connecting, a failed login, else s is closed.
  */
 void server_on_error(struct server *s, const char *why);
+
+/*
+ * Account a message of client c on its way to server s (forwarded, or
+ * answered by pgsluice in its place): s's requests in flight (a Query, a
+ * FunctionCall and a Sync each owe a ReadyForQuery), whether s is between
+ * Syncs, when the request and the transaction began (SHOW STATS' times), and
+ * the query, Parse and Bind counts of the sluice and c's pool. Inline: once
+ * per message on the relay's path.
+ */
+static inline __attribute__((always_inline)) void server_note_request(struct server *s, struct client *c, uint8_t type)
+{
+	struct pool_stats *ps = &c->pool->stats;   /* per-database stats (admin console) */
+	if (s->pending_ready == 0) {
+		s->request_start = c->last_activity;
+		if (s->tx_status == 'I' && !s->unsynced)
+			c->xact_start = now_usec();   /* a transaction begins */
+	}
+	switch (type) {
+	case PqMsg_Query:
+	case PqMsg_FunctionCall:
+		s->pending_ready++;
+		c->sl->stats.query_count++;
+		ps->query_count++;
+		break;
+	case PqMsg_Sync:
+		s->pending_ready++;
+		s->unsynced = false;
+		break;
+	case PqMsg_Parse:
+		ps->parse_count++;
+		s->unsynced = true;
+		break;
+	case PqMsg_Bind:
+		ps->bind_count++;
+		s->unsynced = true;
+		break;
+	case PqMsg_Describe:
+	case PqMsg_Close:
+	case PqMsg_Flush:
+		s->unsynced = true;
+		break;
+	case PqMsg_Execute:
+		s->unsynced = true;
+		c->sl->stats.query_count++;
+		ps->query_count++;
+		break;
+	default:
+		break;
+	}
+}
 
 #endif
