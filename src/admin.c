@@ -730,7 +730,7 @@ static void show_pools(struct client *c, struct msgbuf *m)
 		put_int(&r, maxwait % USEC_PER_SEC);
 		put_text(&r, pool_mode_name(p->pool_mode));
 		/* PgBouncer: set only for a host list */
-		put_text(&r, pool_host_count(p) > 1 ? (p->round_robin ? "round-robin" : "disable") : NULL);
+		put_text(&r, server_host_count(p) > 1 ? (p->round_robin ? "round-robin" : "disable") : NULL);
 		row_end(&r);
 	}
 	command_complete(m, "SHOW");

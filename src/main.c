@@ -730,7 +730,8 @@ static bool start_parts(struct sluice *sl, const struct options *o, struct event
 	char err[1024];
 	static const int signums[N_SIGNALS] = { SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2 };
 	client_start(sl);  /* before any client connects */
-	relay_start(sl);   /* before any server connects */
+	pool_start(sl);    /* before any server connects */
+	relay_start(sl);
 	if (!listener_start(sl, err, sizeof(err))) {
 		log_error("%s", err);
 		return false;

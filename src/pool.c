@@ -102,59 +102,6 @@ static bool pool_apply(struct pool *p, const struct sluice_config *cfg, const st
 	return true;
 }
 
-/* The i-th comma-separated item of list into buf; false when there is none or it does not fit. */
-static bool list_item(const char *list, int i, char *buf, size_t len)
-{
-	for (; i > 0; i--) {
-		list = strchr(list, ',');
-		if (!list)
-			return false;
-		list++;
-	}
-	size_t n = strcspn(list, ",");
-	if (n >= len)
-		return false;
-	memcpy(buf, list, n);
-	buf[n] = '\0';
-	return true;
-}
-
-int pool_host_count(const struct pool *p)
-{
-	int n = 1;
-	for (const char *h = p->host; h && (h = strchr(h, ',')) != NULL; h++)
-		n++;
-	return n;
-}
-
-bool pool_host_at(const struct pool *p, int i, char *buf, size_t len, int *port)
-{
-	if (i < 0 || i >= pool_host_count(p))
-		return false;
-	*port = p->port;
-	if (p->port_list) {
-		char text[16];
-		if (!list_item(p->port_list, i, text, sizeof(text)))
-			return false;
-		*port = atoi(text);    /* validated when the config was loaded */
-	}
-	if (!p->host) {
-		if (len == 0)
-			return false;
-		buf[0] = '\0';
-		return true;
-	}
-	return list_item(p->host, i, buf, len);
-}
-
-int pool_first_host(struct pool *p)
-{
-	int n = pool_host_count(p);
-	if (!p->round_robin || n == 1)
-		return 0;
-	return (int)(p->host_cursor++ % (unsigned)n);
-}
-
 static void pool_free(struct pool *p);
 static void clear_login_failure(struct pool *p);
 
@@ -540,28 +487,6 @@ void pool_move_client(struct client *c, struct pool *p, enum client_state state)
 		sl->login_slot_free(sl);   /* the listener may accept again */
 }
 
-void pool_move_server(struct server *s, int new_state)
-{
-	struct pool *p = s->pool;
-	pool_unlist_server(s);
-	s->state = (enum server_state)new_state;
-	switch (s->state) {
-	case SV_LOGIN: TAILQ_INSERT_TAIL(&p->login_servers, s, entry); p->n_login++; break;
-	/* LIFO idle list: the most recently used server is reused first, so
-	 * surplus servers age out by server_idle_timeout; server_round_robin
-	 * makes it FIFO so load spreads over every server (PgBouncer). */
-	case SV_IDLE:
-		if (p->sl->cfg->server_round_robin)
-			TAILQ_INSERT_TAIL(&p->idle_servers, s, entry);
-		else
-			TAILQ_INSERT_HEAD(&p->idle_servers, s, entry);
-		p->n_idle++;
-		break;
-	case SV_ACTIVE:
-	case SV_RESET:
-	case SV_BEING_CANCELED: TAILQ_INSERT_TAIL(&p->active_servers, s, entry); p->n_active++; break;
-	}
-}
 
 /*
  * Room in pool_size for one more (replication) server, closing idle servers
@@ -623,7 +548,7 @@ void pool_release_server(struct server *s, bool clean)
 		/* A CancelRequest of the client that just left may still land: no
 		 * other client's query runs here before it did (pool_cancels_done).
 		 * The server stays on active_servers, so it counts against the limits. */
-		pool_move_server(s, SV_BEING_CANCELED);
+		server_move(s, SV_BEING_CANCELED);
 		return;
 	}
 	if (!clean || s->close_when_released || p->stale || paused(p)) {
@@ -651,11 +576,11 @@ void pool_cancels_done(struct server *s)
 {
 	if (s->state != SV_BEING_CANCELED)
 		return;
-	pool_move_server(s, SV_ACTIVE);
+	server_move(s, SV_ACTIVE);
 	pool_release_server(s, server_is_clean(s));
 }
 
-void pool_set_welcome(struct pool *p, const struct varcache *vars, char **other)
+static void set_welcome(struct pool *p, const struct varcache *vars, char **other)
 {
 	if (p->have_welcome)
 		return;
@@ -689,7 +614,7 @@ void pool_server_ready(struct server *s)
 		return;
 	}
 	if (s->state != SV_IDLE)
-		pool_move_server(s, SV_IDLE);
+		server_move(s, SV_IDLE);
 	c = TAILQ_FIRST(&p->waiting_clients);
 	if (c) {
 		pool_move_client(c, p, CL_ACTIVE);
@@ -1136,17 +1061,6 @@ int pool_count_used(const struct pool *p, usec_t now)
 	return n;
 }
 
-void pool_unlist_server(struct server *s)
-{
-	struct pool *p = s->pool;
-	switch (s->state) {
-	case SV_LOGIN: TAILQ_REMOVE(&p->login_servers, s, entry); p->n_login--; break;
-	case SV_IDLE: TAILQ_REMOVE(&p->idle_servers, s, entry); p->n_idle--; break;
-	case SV_ACTIVE:
-	case SV_RESET:
-	case SV_BEING_CANCELED: TAILQ_REMOVE(&p->active_servers, s, entry); p->n_active--; break;
-	}
-}
 
 /*
  * A client may go under SHUTDOWN WAIT_FOR_SERVERS once it holds no server,
@@ -1176,4 +1090,26 @@ void pool_close_released_clients(struct sluice *sl)
 			if (client_between_transactions(c) && !(p->pool_mode == POOL_MODE_SESSION && c->server))
 				client_fatal(c, SQLSTATE_ADMIN_SHUTDOWN, NULL, NULL, "server shutting down");
 	}
+}
+
+/* server.c's events, as the pool handles them (server.h, struct server_events). */
+static void server_logged_in(struct server *s)
+{
+	set_welcome(s->pool, &s->vars, s->other_params);
+}
+
+static void server_closed(struct pool *p, struct client *requeue)
+{
+	if (requeue)
+		pool_request_server(p, requeue);
+	pool_start_waiting_replication(p);   /* room in pool_size for a waiting replication client */
+}
+
+void pool_start(struct sluice *sl)
+{
+	static const struct server_events events = {
+		.logged_in = server_logged_in, .ready = pool_server_ready,
+		.login_failed = pool_login_failed, .closed = server_closed,
+	};
+	sl->server_events = &events;
 }

@@ -177,9 +177,6 @@ void pool_cancels_done(struct server *s);
 void pool_login_failed(struct pool *p, usec_t attempt_start, const uint8_t *msg, size_t len,
                        const char *conn_error, bool permanent);
 
-/* Remember the first logged-in server's ParameterStatus set as the welcome. */
-void pool_set_welcome(struct pool *p, const struct varcache *vars, char **other);
-
 /*
  * The one mover of client states: take c off the list its state names (the
  * sluice's login/closing/admin lists or pool p's waiting/active lists, with
@@ -191,28 +188,15 @@ void pool_set_welcome(struct pool *p, const struct varcache *vars, char **other)
  */
 void pool_move_client(struct client *c, struct pool *p, enum client_state state);
 
-/* Move a server between the pool's lists when its state changes. */
-void pool_move_server(struct server *s, int new_state);
+/*
+ * Put the pool's handlers of server.c's events (a login finished or failed,
+ * a server ready for a client, a server closed) in sl->server_events;
+ * before any server connects (main.c).
+ */
+void pool_start(struct sluice *sl);
 
 /* Periodic work: timeouts of waiting clients and idle servers, min_pool_size. */
 void pool_janitor(struct sluice *sl);
-
-/*
- * Host lists (PgBouncer 1.25's host=a,b,c and port=p1,p2,p3): how many
- * hosts p's entry names (1 for a single host or the unix socket), and the
- * i-th (0-based) of them: its name into buf (len bytes; "" for
- * unix_socket_dir) and its port into *port. Returns false when i is out of
- * range or the name does not fit.
- */
-int pool_host_count(const struct pool *p);
-bool pool_host_at(const struct pool *p, int i, char *buf, size_t len, int *port);
-
-/*
- * The host a new server login starts at: with load_balance_hosts =
- * round-robin the next one after the previous login's, with disable the
- * first. The login moves on through the list from there when a host is down.
- */
-int pool_first_host(struct pool *p);
 
 /* Re-read pool settings from sl->cfg after a reload. */
 void pool_reconfigure(struct sluice *sl);
@@ -286,12 +270,5 @@ void pool_free_all(struct sluice *sl);
  * /metrics.
  */
 int pool_count_used(const struct pool *p, usec_t now);
-
-/*
- * Take server s off the list its state keeps it on (login_servers,
- * idle_servers or active_servers) and out of that count; s->state is left
- * as it is. For pool_move_server, which lists it anew, and server_close.
- */
-void pool_unlist_server(struct server *s);
 
 #endif

@@ -151,8 +151,105 @@ static void host_failed(struct server *s, const char *why)
 	log_warning("S-%llu: %s/%s@%s closing because: %s: host \"%s\" port %d failed (%s), "
 	            "trying the next host", (unsigned long long)s->id, p->db_name, p->user_name,
 	            server_where(s, where, sizeof(where)), what, s->host_name, s->host_port, why);
-	s->host_index = (s->host_index + 1) % pool_host_count(p);
+	s->host_index = (s->host_index + 1) % server_host_count(p);
 	connect_host(s);
+}
+
+/*
+ * Host lists (PgBouncer 1.25's host=a,b,c and port=p1,p2,p3): the i-th
+ * (0-based) host of p's entry: its name into buf (len bytes; "" for
+ * unix_socket_dir) and its port into *port; false when i is out of range or
+ * the name does not fit. first_host: with load_balance_hosts = round-robin
+ * the one after the previous login's, with disable the first; the login
+ * moves on through the list from there when a host is down.
+ */
+
+/* The i-th comma-separated item of list into buf; false when there is none or it does not fit. */
+static bool list_item(const char *list, int i, char *buf, size_t len)
+{
+	for (; i > 0; i--) {
+		list = strchr(list, ',');
+		if (!list)
+			return false;
+		list++;
+	}
+	size_t n = strcspn(list, ",");
+	if (n >= len)
+		return false;
+	memcpy(buf, list, n);
+	buf[n] = '\0';
+	return true;
+}
+
+int server_host_count(const struct pool *p)
+{
+	int n = 1;
+	for (const char *h = p->host; h && (h = strchr(h, ',')) != NULL; h++)
+		n++;
+	return n;
+}
+
+static bool host_at(const struct pool *p, int i, char *buf, size_t len, int *port)
+{
+	if (i < 0 || i >= server_host_count(p))
+		return false;
+	*port = p->port;
+	if (p->port_list) {
+		char text[16];
+		if (!list_item(p->port_list, i, text, sizeof(text)))
+			return false;
+		*port = atoi(text);    /* validated when the config was loaded */
+	}
+	if (!p->host) {
+		if (len == 0)
+			return false;
+		buf[0] = '\0';
+		return true;
+	}
+	return list_item(p->host, i, buf, len);
+}
+
+static int first_host(struct pool *p)
+{
+	int n = server_host_count(p);
+	if (!p->round_robin || n == 1)
+		return 0;
+	return (int)(p->host_cursor++ % (unsigned)n);
+}
+
+void server_unlist(struct server *s)
+{
+	struct pool *p = s->pool;
+	switch (s->state) {
+	case SV_LOGIN: TAILQ_REMOVE(&p->login_servers, s, entry); p->n_login--; break;
+	case SV_IDLE: TAILQ_REMOVE(&p->idle_servers, s, entry); p->n_idle--; break;
+	case SV_ACTIVE:
+	case SV_RESET:
+	case SV_BEING_CANCELED: TAILQ_REMOVE(&p->active_servers, s, entry); p->n_active--; break;
+	}
+}
+
+void server_move(struct server *s, enum server_state new_state)
+{
+	struct pool *p = s->pool;
+	server_unlist(s);
+	s->state = new_state;
+	switch (s->state) {
+	case SV_LOGIN: TAILQ_INSERT_TAIL(&p->login_servers, s, entry); p->n_login++; break;
+	/* LIFO idle list: the most recently used server is reused first, so
+	 * surplus servers age out by server_idle_timeout; server_round_robin
+	 * makes it FIFO so load spreads over every server (PgBouncer). */
+	case SV_IDLE:
+		if (p->sl->cfg->server_round_robin)
+			TAILQ_INSERT_TAIL(&p->idle_servers, s, entry);
+		else
+			TAILQ_INSERT_HEAD(&p->idle_servers, s, entry);
+		p->n_idle++;
+		break;
+	case SV_ACTIVE:
+	case SV_RESET:
+	case SV_BEING_CANCELED: TAILQ_INSERT_TAIL(&p->active_servers, s, entry); p->n_active++; break;
+	}
 }
 
 /* Connect to the next address the host name resolved to; each one is tried before the host counts as down. */
@@ -216,7 +313,7 @@ static bool connect_host(struct server *s)
 {
 	struct pool *p = s->pool;
 	struct sluice *sl = p->sl;
-	if (!pool_host_at(p, s->host_index, s->host_name, sizeof(s->host_name), &s->host_port)) {
+	if (!host_at(p, s->host_index, s->host_name, sizeof(s->host_name), &s->host_port)) {
 		/* a reload shortened the list under this login, or a name of 256 bytes or more */
 		connect_failed(s, "host of the host list not found, or its name too long");
 		return false;
@@ -270,8 +367,8 @@ static bool start_connect(struct server *s)
 	struct pool *p = s->pool;
 	connect_error[0] = '\0';
 	connecting_now = true;
-	s->host_index = pool_first_host(p);
-	s->hosts_left = pool_host_count(p);
+	s->host_index = first_host(p);
+	s->hosts_left = server_host_count(p);
 	connect_host(s);
 	connecting_now = false;
 	return connect_error[0] == '\0';
@@ -353,7 +450,7 @@ struct server *server_launch(struct pool *p)
 		char reason[340];
 		snprintf(reason, sizeof(reason), "connect failed: %s", connect_error);   /* PgBouncer's log words */
 		server_close(s, reason);
-		pool_login_failed(p, started, NULL, 0, err, false);
+		p->sl->server_events->login_failed(p, started, NULL, 0, err, false);
 		return NULL;
 	}
 	return s;
@@ -377,7 +474,7 @@ void server_close(struct server *s, const char *reason)
 		if (!requeue)
 			client_fatal(c, SQLSTATE_CONNECTION_FAILURE, reason, NULL, "server connection lost");
 	}
-	pool_unlist_server(s);
+	server_unlist(s);
 	cancel_detach(s);
 	if (s->dns_req)
 		evdns_getaddrinfo_cancel(s->dns_req);
@@ -392,9 +489,7 @@ void server_close(struct server *s, const char *reason)
 	if (s->scram_started)
 		scram_client_free(&s->scram);
 	free(s);
-	if (requeue)
-		pool_request_server(p, c);
-	pool_start_waiting_replication(p);   /* room in pool_size for a waiting replication client */
+	p->sl->server_events->closed(p, requeue ? c : NULL);
 }
 
 static bool send_query(struct server *s, const char *sql, enum server_internal why)
@@ -654,7 +749,7 @@ static const char *handle_auth_request(struct server *s, struct msgreader *r)
 static void replication_ready(struct server *s)
 {
 	struct client *c = s->client;
-	pool_move_server(s, SV_ACTIVE);
+	server_move(s, SV_ACTIVE);
 	if (!c) {
 		server_close(s, "replication client disconnected");
 		return;
@@ -667,12 +762,12 @@ static void login_done(struct server *s)
 {
 	struct pool *p = s->pool;
 	log_debug("S-%llu: %s/%s login finished", (unsigned long long)s->id, p->db_name, p->user_name);
-	pool_set_welcome(p, &s->vars, s->other_params);
+	p->sl->server_events->logged_in(s);
 	if (s->replication) {
 		replication_ready(s);
 		return;
 	}
-	pool_server_ready(s);
+	s->pool->sl->server_events->ready(s);
 }
 
 static void login_fail(struct server *s, const uint8_t *msg, size_t len, const char *why)
@@ -721,7 +816,7 @@ static void login_fail_as(struct server *s, const uint8_t *msg, size_t len, cons
 	}
 	server_close(s, close_reason);
 	if (!replication)
-		pool_login_failed(p, started, msg, len, why, permanent);
+		p->sl->server_events->login_failed(p, started, msg, len, why, permanent);
 }
 
 /* One whole message of a server in SV_LOGIN. Returns false when s is gone. */
@@ -829,7 +924,7 @@ static bool internal_message(struct server *s, uint8_t type, const uint8_t *msg,
 			s->settings_tainted = false;    /* every setting is back to its default */
 		if (q && (strcasestr(q, "DISCARD ALL") || strcasestr(q, "RESET ALL")))
 			settings_server_reset(s);
-		pool_server_ready(s);
+		s->pool->sl->server_events->ready(s);
 		return false;
 	}
 	return true;
@@ -975,7 +1070,7 @@ bool server_link(struct server *s, struct client *c)
 {
 	s->client = c;
 	c->server = s;
-	pool_move_server(s, SV_ACTIVE);
+	server_move(s, SV_ACTIVE);
 	/* the usual link, every transaction: c back on a server with its settings
 	 * and parameters and no check due (link_with_sql's cases otherwise) */
 	if (s->settings.gen == c->settings.gen && !s->settings_reset_all &&
@@ -992,10 +1087,10 @@ void server_start_reset(struct server *s)
 {
 	const char *q = s->pool->sl->cfg->server_reset_query;
 	if (!q || !*q) {
-		pool_server_ready(s);
+		s->pool->sl->server_events->ready(s);
 		return;
 	}
-	pool_move_server(s, SV_RESET);
+	server_move(s, SV_RESET);
 	prepared_server_reset(s, strcasestr(q, "DISCARD ALL") || strcasestr(q, "DEALLOCATE ALL"));
 	/* RESET ALL leaves role and session_authorization alone (sql-reset.html);
 	 * DISCARD ALL resets them. A reset query with RESET ALL resets them too,

@@ -135,6 +135,46 @@ void server_launch_replication(struct pool *p, struct client *c);
  */
 bool server_connect_next(struct server *s);
 
+/*
+ * What server.c tells s's pool. pool.c, above server.c in the call graph
+ * (docs/design.md, section 10), fills it in (pool_start):
+ *  logged_in: s's login finished: its ParameterStatus set (s->vars,
+ *   s->other_params) may become the pool's welcome (the first login's).
+ *  ready: s finished its login or reset: give it to the first waiting
+ *   client or idle it (pool_server_ready).
+ *  login_failed: a login of p begun at attempt_start (monotonic usec) failed
+ *   with the ErrorResponse msg (len bytes, whole) or, msg NULL, conn_error;
+ *   permanent: retrying cannot cure it (pool_login_failed).
+ *  closed: a server of p was closed and freed; requeue, when not NULL, is
+ *   the client it was being set up for, which waits for another.
+ * Pointers are borrowed for the call.
+ */
+struct server_events {
+	void (*logged_in)(struct server *s);
+	void (*ready)(struct server *s);
+	void (*login_failed)(struct pool *p, usec_t attempt_start, const uint8_t *msg, size_t len,
+	                     const char *conn_error, bool permanent);
+	void (*closed)(struct pool *p, struct client *requeue);
+};
+
+/*
+ * The one mover of server states: take s off the pool list its state names
+ * (login_servers, idle_servers or active_servers, with their counts), set
+ * new_state and put it on that state's list. Idle servers are reused last
+ * in first out (server_round_robin: first in first out, as PgBouncer).
+ * Constant time.
+ */
+void server_move(struct server *s, enum server_state new_state);
+
+/* Take s off the list its state keeps it on, and out of that count; s->state stays (server_close). */
+void server_unlist(struct server *s);
+
+/*
+ * How many hosts p's entry names (PgBouncer 1.25's host=a,b,c; 1 for a
+ * single host or the unix socket). For SHOW DATABASES' load_balance_hosts.
+ */
+int server_host_count(const struct pool *p);
+
 /* Close and free s, unlinking it from its client and pool. reason is logged. */
 void server_close(struct server *s, const char *reason);
 
