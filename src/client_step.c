@@ -1721,7 +1721,7 @@ bool client_step_batch_admitted(const struct client *c)
 
 bool client_step_has_statement_tags(const struct client *c)
 {
-	return R(c)->n_tagged || R(c)->unnamed_tags;
+	return ai_client_has_statement_tags(R(c));
 }
 
 bool client_step_attributed(const struct client *c)

@@ -1040,7 +1040,7 @@ int prepared_intercept_deallocate(struct client *c, uint32_t len)
 
 int prepared_answer_unlinked(struct client *c, uint8_t type, uint32_t len)
 {
-	if (type != PqMsg_Parse || c->server || !active(c) || (c->aic && client_step_has_statement_tags(c)) ||
+	if (type != PqMsg_Parse || c->server || !active(c) || (c->aic && ai_client_has_statement_tags(c->aic)) ||
 	    len > 65536)
 		return 1;
 	struct iobuf *in = &c->io.in;

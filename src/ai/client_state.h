@@ -135,6 +135,12 @@ bool ai_statement_keep(struct ai_client *a, const char *name, const struct ai_ta
 const struct ai_tags *ai_statement_tags(const struct ai_client *a, const char *name,
                                         const struct cache_stmt **cstmt);
 
+/* True when a has a statement with kept tags (the unnamed one or a named one). */
+static inline bool ai_client_has_statement_tags(const struct ai_client *a)
+{
+	return a->n_tagged || a->unnamed_tags;
+}
+
 /*
  * Named portal name now has kept tags (NULL: forgotten). At most
  * MAX_TRACKED_PORTALS are kept; the oldest goes first (out of memory: untracked).
