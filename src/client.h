@@ -114,6 +114,7 @@ struct client {
 	struct settings_ext *settings_ext;  /* its extended-protocol SET statements and portals (settings_ext.h) */
 	struct client_stmts stmts;     /* named prepared statements, under transaction pooling */
 	struct ai_client *aic;         /* the middleware's state (ai/client_state.h); NULL until first needed */
+	struct event *cache_wake_ev;   /* owned; resumes the relay when a cache fill it waited for ends */
 	struct notify_client *notify;  /* owned; LISTEN state under transaction pooling, NULL until
 	                                  its first LISTEN/UNLISTEN (notify_relay.h) */
 	bool skipping_to_sync;         /* refused: its messages are dropped up to Sync */

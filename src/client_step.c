@@ -39,25 +39,19 @@
 
 /* ---- the client's middleware state ---- */
 
-/* What a client without middleware state reads: nothing tagged, no sluice.* setting. */
-static const struct ai_client ai_client_none;
-
-/* c's middleware state for reading (never NULL). */
-static inline const struct ai_client *R(const struct client *c)
+/* c's sluice.user / sluice.model (empty for a client without middleware state). */
+static inline const struct ai_session *session_of(const struct client *c)
 {
-	return c->aic ? c->aic : &ai_client_none;
+	return ai_client_session(c->aic);
 }
 
 /* c's middleware state for writing: made on first need (ai/client_state.h). NULL when out of memory. */
-static void cache_woken(struct cache_waiter *w, bool filled);
+static void cache_woken(void *arg);
 static void cache_wake_cb(evutil_socket_t fd, short what, void *arg);
 static struct ai_client *W(struct client *c)
 {
-	if (!c->aic) {
-		c->aic = ai_client_new();
-		if (c->aic)
-			c->aic->cache_waiter.wake = cache_woken;
-	}
+	if (!c->aic)
+		c->aic = ai_client_new(cache_woken, c);
 	return c->aic;
 }
 
@@ -67,7 +61,7 @@ static struct cache_key_owner key_owner(const struct client *c)
 	return (struct cache_key_owner){ .database = c->database, .user = c->user, .vars = c->vars.values,
 	                                 .n_vars = varcache_count(), .vars_gen = c->vars.gen,
 	                                 .settings_hash = settings_current(c)->hash,
-	                                 .memo = c->aic ? &c->aic->key_memo : NULL };
+	                                 .memo = ai_client_key_memo(c->aic) };
 }
 
 /*
@@ -85,7 +79,7 @@ static inline void decide(struct client *c, const struct stmt *st, bool may_answ
 	ctx->sl = c->sl;
 	ctx->user = c->user;
 	ctx->database = c->database;
-	ctx->session = &R(c)->session;
+	ctx->session = session_of(c);
 	ctx->cache_on = cached && cache_on(c);
 	ctx->may_answer = may_answer;
 	ctx->may_wait = !c->server;
@@ -102,13 +96,11 @@ static inline void decide(struct client *c, const struct stmt *st, bool may_answ
  */
 static bool wake_ready(struct client *c)
 {
-	struct ai_client *a = c->aic;
-	if (!a->cache_wake_ev)
-		a->cache_wake_ev = event_new(c->sl->base, -1, 0, cache_wake_cb, c);
-	if (a->cache_wake_ev)
+	if (!c->cache_wake_ev)
+		c->cache_wake_ev = event_new(c->sl->base, -1, 0, cache_wake_cb, c);
+	if (c->cache_wake_ev)
 		return true;
-	cache_unwait(&a->cache_waiter);
-	a->cache_bypass = true;    /* asked again, it goes to the server */
+	ai_client_unwait(c->aic);    /* asked again, it goes to the server */
 	return false;
 }
 
@@ -270,22 +262,22 @@ static __attribute__((noinline)) bool intercept_set(struct client *c, uint32_t l
 	const char *tag = NULL;
 	char err[256];
 	/* a client without middleware state gets one only when a SET gives it a value */
-	struct ai_session next = R(c)->session;
+	struct ai_session next = *session_of(c);
 	enum ai_set_result r = ai_session_match_set(&next, text, n, &tag, err, sizeof(err));
 	if (r == AI_SET_NONE)
 		return false;
-	if (r == AI_SET_DONE && memcmp(&next, &R(c)->session, sizeof(next)) != 0) {
+	if (r == AI_SET_DONE && memcmp(&next, session_of(c), sizeof(next)) != 0) {
 		struct ai_client *a = W(c);
 		if (!a) {
 			client_fatal(c, SQLSTATE_INTERNAL_ERROR, NULL, NULL, "out of memory");
 			return true;
 		}
-		a->session = next;
+		ai_client_set_session(a, &next);
 	}
 	iobuf_drain(in, 1 + (size_t)len);
 	c->sl->stats.query_count++;
 	if (r == AI_SET_SHOW)
-		answer_show(c, tag, strcmp(tag, "sluice.user") == 0 ? R(c)->session.user : R(c)->session.model);
+		answer_show(c, tag, strcmp(tag, "sluice.user") == 0 ? session_of(c)->user : session_of(c)->model);
 	else if (r == AI_SET_DONE)
 		answer_query(c, tag, NULL, NULL, NULL, NULL);
 	else
@@ -499,13 +491,12 @@ static void portal_forget(struct client *c)
 		ai_portal_forget(c->aic, c->sl->cache);
 }
 
-/* The fill a waiter waited for ended: resume the relay from the event loop, not from inside the fill. */
-static void cache_woken(struct cache_waiter *w, bool filled)
+/* The fill client arg waited for ended: resume its relay from the event loop, not from inside the fill. */
+static void cache_woken(void *arg)
 {
-	struct ai_client *a = (struct ai_client *)((char *)w - offsetof(struct ai_client, cache_waiter));
-	a->cache_bypass = !filled;
-	if (a->cache_wake_ev)
-		event_active(a->cache_wake_ev, EV_TIMEOUT, 0);
+	struct client *c = arg;
+	if (c->cache_wake_ev)
+		event_active(c->cache_wake_ev, EV_TIMEOUT, 0);
 }
 
 static void cache_wake_cb(evutil_socket_t fd, short what, void *arg)
@@ -587,7 +578,7 @@ static int query_step(struct client *c, uint32_t len)
 		}
 		st.tags = tr == TAGS_OK ? &tags : NULL;
 	}
-	if (!st.tags && !R(c)->session.user[0])
+	if (!st.tags && !session_of(c)->user[0])
 		return 1;    /* not attributed, no lookup: nothing to decide */
 	struct ai_decision d;
 	struct ai_context ctx;
@@ -628,7 +619,7 @@ static bool keep_statement_tags(struct client *c, const char *name, const struct
 static inline const struct ai_tags *statement_tags(const struct client *c, const char *name,
                                                    const struct cache_stmt **cstmt)
 {
-	return ai_statement_tags(R(c), name, cstmt);
+	return ai_statement_tags(c->aic, name, cstmt);
 }
 
 /* ai_portal_keep for c (forgetting needs no middleware state). */
@@ -641,8 +632,7 @@ static void keep_portal_tags(struct client *c, const char *name, const struct ai
 
 void client_step_transaction_ended(struct client *c)
 {
-	if (c->aic && c->aic->n_portals)
-		ai_portals_end(c->aic);
+	ai_client_transaction_ended(c->aic);
 }
 
 /* Parse, any: note what its text may do to settings. Returns 1 to go on, -1 to wait for more bytes. */
@@ -720,20 +710,9 @@ static int parse_step(struct client *c, struct server *s, uint32_t len)
 {
 	struct iobuf *in = &c->io.in;
 	/* client_batch_step's reading of this Parse, when it admitted its batch (a reference, or NULL: untagged) */
-	struct ai_tags *handed = NULL;
-	bool known = false;
-	struct ai_client *ha = c->aic;
-	if (ha && ha->batch_parse_known) {
-		known = ha->batch_parse_len == len;
-		handed = ha->batch_parse_tags;
-		ha->batch_parse_known = false;
-		ha->batch_parse_tags = NULL;
-		if (!known) {
-			ai_tags_unref(handed);
-			handed = NULL;
-		}
-	}
-	if (!known && !R(c)->n_tagged && !R(c)->unnamed_tags && client_step_find_comment(in, PROTO_HEADER_LEN, len) < 0)
+	struct ai_tags *handed;
+	bool known = ai_client_take_batch_parse(c->aic, len, &handed);
+	if (!known && !ai_client_has_statement_tags(c->aic) && client_step_find_comment(in, PROTO_HEADER_LEN, len) < 0)
 		return 1;   /* nothing tagged before, nothing tagged now */
 	struct stmt_parse p;
 	if (known && !(handed && handed->cache != AI_CACHE_NONE)) {
@@ -789,8 +768,8 @@ void client_step_parsed(struct client *c, struct stmt_tags *st, bool ok)
 {
 	if (!st)
 		return;
-	if (c && c->aic && c->aic->parses_in_flight > 0)
-		c->aic->parses_in_flight--;
+	if (c)
+		ai_client_parse_done(c->aic);
 	if (c && ok) {
 		keep_statement_tags(c, st->name, st->tags, st->cstmt);
 		st->cstmt = NULL;
@@ -891,8 +870,7 @@ static int bind_step(struct client *c, struct server *s, uint32_t len)
 		struct ai_client *a = W(c);
 		if (!a)
 			return 1;    /* out of memory: the portal goes untagged */
-		ai_tags_unref(a->portal_tags);
-		a->portal_tags = ai_tags_ref(t);
+		ai_client_set_portal_tags(a, ai_tags_ref(t));
 	}
 	portal_forget(c);
 	if (t && cs && t->cache != AI_CACHE_NONE && cache_on(c))
@@ -917,7 +895,7 @@ static int portal_step(struct client *c, struct server *s, uint8_t type, uint32_
 	if (!stmt_read_target(head, 2, &target) || target.what != STMT_TARGET_PORTAL)
 		return 1;    /* a statement, or a named portal (its name does not end in two bytes) */
 	struct stmt st = { .kind = type == PqMsg_Close ? STMT_CLOSE_PORTAL : STMT_DESCRIBE_PORTAL,
-	                   .tags = a->portal_tags };
+	                   .tags = ai_client_portal_tags(a) };
 	struct ai_decision d;
 	struct ai_context ctx;
 	decide(c, &st, true, &ctx, &d);
@@ -947,7 +925,7 @@ static int execute_step(struct client *c, struct server *s, uint32_t len)
 	if (!stmt_read_execute(head, n, &ex))
 		return 1;   /* malformed, or a name longer than any portal Bind tracked: PostgreSQL decides */
 	struct stmt st = { .kind = STMT_EXECUTE, .portal = ex.portal, .max_rows = ex.max_rows,
-	                   .tags = ex.portal[0] ? ai_portal_tags(a, ex.portal) : a->portal_tags };
+	                   .tags = ex.portal[0] ? ai_portal_tags(a, ex.portal) : ai_client_portal_tags(a) };
 	struct ai_decision d;
 	struct ai_context ctx;
 	decide(c, &st, true, &ctx, &d);
@@ -1292,28 +1270,28 @@ static bool local_answer(struct client *c, struct local_batch *b, struct local_m
 		if (!a)
 			return false;
 		portal_forget(c);
-		ai_tags_unref(a->portal_tags);
-		a->portal_tags = m->tags_kept ? ai_tags_ref(m->tags) : ai_tags_keep(m->tags);    /* (or the batch's own copy) */
-		a->cached_portal = m->hit;
+		struct ai_tags *k = m->tags_kept ? ai_tags_ref(m->tags) : ai_tags_keep(m->tags);    /* (or the batch's own copy) */
+		ai_client_set_portal_tags(a, k);
+		ai_client_set_cached_portal(a, m->hit);
 		m->hit = NULL;
 		add_message(out, PqMsg_BindComplete);
-		return a->portal_tags != NULL;
+		return k != NULL;
 	}
 	case PqMsg_Describe:
 		if (body[0] == STMT_TARGET_STATEMENT)
 			cacheio_write_statement(out, m->hit);
 		else
-			cacheio_write_rowdesc(out, R(c)->cached_portal);
+			cacheio_write_rowdesc(out, ai_client_cached_portal(c->aic));
 		return true;
 	case PqMsg_Close:
 		portal_forget(c);
 		add_message(out, PqMsg_CloseComplete);
 		return true;
 	case PqMsg_Execute: {
-		if (!c->aic || !c->aic->cached_portal)
+		if (!ai_client_cached_portal(c->aic))
 			return false;    /* the Bind before it bound the portal to its hit */
 		struct stmt_execute ex;
-		struct stmt st = { .kind = STMT_EXECUTE, .portal = "", .tags = c->aic->portal_tags,
+		struct stmt st = { .kind = STMT_EXECUTE, .portal = "", .tags = ai_client_portal_tags(c->aic),
 		                   .max_rows = stmt_read_execute(body, m->len - 4, &ex) ? ex.max_rows : 0 };
 		struct ai_decision d;
 		struct ai_context ctx;
@@ -1371,10 +1349,8 @@ static int local_batch_step(struct client *c, const struct stmt_parse *first, co
 	if (planned && scan == LOCAL_PARTIAL) {
 		step = -1;    /* so far every message can be answered: wait for the rest */
 	} else if (planned && b->wait_for) {
-		if (!R(c)->cache_bypass)
+		if (!ai_client_take_bypass(c->aic))
 			step = cache_park(c, b->wait_for);
-		if (c->aic)
-			c->aic->cache_bypass = false;
 	} else if (planned) {
 		const uint8_t *all = iobuf_data(in);
 		bool failed = false, ok = true;
@@ -1513,7 +1489,7 @@ static int batch_step(struct client *c, uint8_t type, uint32_t len, struct ai_ta
 			return 1;
 		t = statement_tags(c, stmt, NULL);
 	}
-	if (!t && !R(c)->session.user[0])
+	if (!t && !session_of(c)->user[0])
 		return 1;    /* not attributed: nothing to decide */
 	struct ai_client *a = W(c);
 	if (!a) {
@@ -1532,11 +1508,10 @@ static int batch_step(struct client *c, uint8_t type, uint32_t len, struct ai_ta
 		/* hand the Parse's reading to parse_step once a server is linked: the
 		 * unnamed statement's Parse stays at the front until then (pgsluice
 		 * answers only named ones without a server) */
-		a->batch_parse_tags = !t ? NULL : t == *kept ? *kept : ai_tags_keep(t);
+		struct ai_tags *k = !t ? NULL : t == *kept ? *kept : ai_tags_keep(t);
 		if (t && t == *kept)
 			*kept = NULL;    /* taken over */
-		a->batch_parse_known = !t || a->batch_parse_tags;    /* out of memory: parse_step reads it again */
-		a->batch_parse_len = len;
+		ai_client_hand_batch_parse(a, k, !t || k, len);    /* out of memory: parse_step reads it again */
 	}
 	return 1;
 }
@@ -1551,7 +1526,7 @@ int client_batch_step(struct client *c, uint8_t type, uint32_t len)
 
 int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
 {
-	const struct ai_client *a = R(c);    /* all zero for a client that never used the middleware */
+	const struct ai_client *a = c->aic;    /* NULL for a client that never used the middleware */
 	client_drop_pending_setting(c);    /* what an earlier message left, unrelayed */
 	if (s && (type == PqMsg_Bind || type == PqMsg_Execute || type == PqMsg_Close) && settings_ext_active(c) &&
 	    settings_ext_step(c, type, len) < 0)
@@ -1560,7 +1535,7 @@ int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
 	case PqMsg_Query:
 		if (s && s->internal != SV_INTERNAL_NONE)
 			return -1;
-		if (a->unnamed_tags || a->unnamed_cstmt)
+		if (ai_client_unnamed_tagged(a))
 			keep_statement_tags(c, "", NULL, NULL);    /* a simple Query drops the unnamed statement */
 	{
 		int done = query_step(c, len);
@@ -1583,25 +1558,23 @@ int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
 		c->settings_tainted = true;    /* set_config() by its OID, for all pgsluice can tell */
 		return 1;
 	case PqMsg_Bind:
-		return s && (a->n_tagged || a->unnamed_tags || a->portal_tags || a->parses_in_flight || a->n_portals) ?
-		       bind_step(c, s, len) : 1;
+		return s && ai_client_sees_bind(a) ? bind_step(c, s, len) : 1;
 	case PqMsg_Close:
-		if (s && (a->n_tagged || a->unnamed_tags || a->n_portals)) {
+		if (s && ai_client_sees_close(a)) {
 			int step = close_step(c, len);
 			if (step <= 0)
 				return step;
 		}
 		/* fall through */
 	case PqMsg_Describe:
-		if (s && (a->n_tagged || a->unnamed_tags || a->parses_in_flight)) {
+		if (s && ai_client_sees_describe(a)) {
 			int step = describe_statement_step(c, s, len);
 			if (step <= 0)
 				return step;
 		}
-		return s && (R(c)->cached_portal || R(c)->portal_fill) ? portal_step(c, s, type, len) : 1;
+		return s && ai_client_portal_cached(a) ? portal_step(c, s, type, len) : 1;
 	case PqMsg_Execute:
-		return s && (a->portal_tags || a->session.user[0] || a->n_portals || a->batch_admitted) ?
-		       execute_step(c, s, len) : 1;
+		return s && ai_client_sees_execute(a) ? execute_step(c, s, len) : 1;
 	default:
 		return 1;
 	}
@@ -1609,8 +1582,7 @@ int client_step(struct client *c, struct server *s, uint8_t type, uint32_t len)
 
 bool client_step_batch_ready(const struct client *c)
 {
-	const struct ai_client *a = c->aic;
-	return !a || (!a->cached_portal && !a->portal_fill && !ai_client_carries(a));
+	return ai_client_batch_ready(c->aic);
 }
 
 bool client_step_batch_message(struct client *c, struct server *s, uint8_t type, const uint8_t *body,
@@ -1623,12 +1595,12 @@ bool client_step_batch_message(struct client *c, struct server *s, uint8_t type,
 		 * portal name's NUL and the byte after it); bind_step's tag bookkeeping */
 		if (body[0] != 0 || body[1] != 0)
 			return false;    /* a named portal or statement: bind_step's lists */
-		const struct stmt_tags *parsing = a->parses_in_flight && !prepared_active(c) ? prepared_pending_parse(s, "") : NULL;
-		const struct ai_tags *t = parsing ? parsing->tags : a->unnamed_tags;
-		if (parsing ? parsing->cstmt != NULL : a->unnamed_cstmt != NULL)
+		const struct stmt_tags *parsing = ai_client_parsing(a) && !prepared_active(c) ? prepared_pending_parse(s, "") : NULL;
+		const struct cache_stmt *cs;
+		const struct ai_tags *t = parsing ? parsing->tags : ai_client_unnamed_statement(a, &cs);
+		if (parsing ? parsing->cstmt != NULL : cs != NULL)
 			return false;    /* a cache lookup statement: bind_cache_step */
-		ai_tags_unref(a->portal_tags);
-		a->portal_tags = ai_tags_ref(t);    /* as bind_step */
+		ai_client_set_portal_tags(a, ai_tags_ref(t));    /* as bind_step */
 		return true;
 	}
 	case PqMsg_Describe:
@@ -1636,11 +1608,11 @@ bool client_step_batch_message(struct client *c, struct server *s, uint8_t type,
 	case PqMsg_Execute: {
 		if (body_len < 5 || body[0] != 0)
 			return false;    /* a named portal: execute_step's list */
-		if (!a->portal_tags && !a->session.user[0] && !a->batch_admitted)
+		if (!ai_client_portal_tags(a) && !ai_client_session(a)->user[0] && !ai_client_batch_admitted(a))
 			return true;     /* a portal of an unattributed statement */
 		/* admitted ahead: relay_batch attaches its record to the Execute's entry; else
 		 * admission may refuse it, and execute_step fails it in place */
-		return a->batch_admitted && ai_take_ahead(a, &a->pending_usage);
+		return ai_client_take_ahead(a);
 	}
 	case PqMsg_Sync:
 		client_step_batch_end(c);    /* as client_relay before client_step_sync */
@@ -1676,29 +1648,33 @@ void client_step_relayed(struct client *c, struct server *s)
 	if (fill)
 		prepared_attach_fill(s, fill);
 	if (parsed && prepared_attach_parse(s, parsed))
-		a->parses_in_flight++;
+		ai_client_parse_sent(a);
 }
 
 void client_step_free(struct client *c)
 {
 	ai_client_free(c->aic, c->sl->cache);
 	c->aic = NULL;
+	if (c->cache_wake_ev) {
+		event_free(c->cache_wake_ev);
+		c->cache_wake_ev = NULL;
+	}
 }
 
 bool client_step_startup_options(struct client *c, const char *options, const char *ignored, char *errbuf,
                                  size_t errlen)
 {
-	struct ai_session next = R(c)->session;
+	struct ai_session next = *session_of(c);
 	if (!ai_session_apply_options(&next, &c->vars, c->settings_startup, options, ignored, errbuf, errlen))
 		return false;
-	if (memcmp(&next, &R(c)->session, sizeof(next)) == 0)
+	if (memcmp(&next, session_of(c), sizeof(next)) == 0)
 		return true;    /* no sluice.* option: no middleware state */
 	struct ai_client *a = W(c);
 	if (!a) {
 		snprintf(errbuf, errlen, "out of memory");
 		return false;
 	}
-	a->session = next;
+	ai_client_set_session(a, &next);
 	return true;
 }
 
@@ -1709,31 +1685,27 @@ bool client_step_has_pending(const struct client *c)
 
 void client_step_batch_end(struct client *c)
 {
-	struct ai_client *a = c->aic;
-	if (a && (a->batch_admitted || a->batch_usage || a->batch_parse_tags || a->batch_parse_known))
-		ai_batch_end(a);
+	ai_batch_end(c->aic);
 }
 
 bool client_step_batch_admitted(const struct client *c)
 {
-	return R(c)->batch_admitted;
+	return ai_client_batch_admitted(c->aic);
 }
 
 bool client_step_has_statement_tags(const struct client *c)
 {
-	return ai_client_has_statement_tags(R(c));
+	return ai_client_has_statement_tags(c->aic);
 }
 
 bool client_step_attributed(const struct client *c)
 {
-	return R(c)->session.user[0] || client_step_has_statement_tags(c);
+	return session_of(c)->user[0] || client_step_has_statement_tags(c);
 }
 
 void client_step_attach_fill(struct client *c, struct server *s)
 {
-	struct ai_client *a = c->aic;
-	if (a && a->pending_fill) {
-		prepared_attach_fill(s, a->pending_fill);
-		a->pending_fill = NULL;
-	}
+	struct cache_entry *fill = ai_client_take_fill(c->aic);
+	if (fill)
+		prepared_attach_fill(s, fill);
 }

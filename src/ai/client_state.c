@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: PostgreSQL */
 /* client_state.c - see client_state.h. A client's middleware state; no socket, buffer or core struct. */
-#include "ai/client_state.h"
+#include "ai/client_state_impl.h"
 
-#include <event2/event.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -15,9 +14,23 @@
 #include "ai/usage.h"
 #include "util.h"
 
-struct ai_client *ai_client_new(void)
+/* The fill a waited for ended: remember whether it stored an answer, and let the core resume the client. */
+static void cache_woken(struct cache_waiter *w, bool filled)
 {
-	return calloc(1, sizeof(struct ai_client));
+	struct ai_client *a = (struct ai_client *)((char *)w - offsetof(struct ai_client, cache_waiter));
+	a->cache_bypass = !filled;
+	a->woken(a->woken_arg);
+}
+
+struct ai_client *ai_client_new(void (*woken)(void *arg), void *arg)
+{
+	struct ai_client *a = calloc(1, sizeof(struct ai_client));
+	if (a && woken) {
+		a->woken = woken;
+		a->woken_arg = arg;
+		a->cache_waiter.wake = cache_woken;
+	}
+	return a;
 }
 
 /*
@@ -110,6 +123,8 @@ const struct ai_tags *ai_statement_tags(const struct ai_client *a, const char *n
 {
 	if (cstmt)
 		*cstmt = NULL;
+	if (!a)
+		return NULL;
 	if (!*name) {
 		if (cstmt)
 			*cstmt = a->unnamed_cstmt;
@@ -205,6 +220,8 @@ void ai_stmt_tags_free(struct stmt_tags *st)
 
 void ai_batch_end(struct ai_client *a)
 {
+	if (!a || !(a->batch_admitted || a->batch_usage || a->batch_parse_tags || a->batch_parse_known))
+		return;
 	a->batch_admitted = false;
 	usage_discard(a->batch_usage);
 	a->batch_usage = NULL;
@@ -218,8 +235,6 @@ void ai_client_free(struct ai_client *a, struct cache *cache)
 	if (!a)
 		return;
 	cache_unwait(&a->cache_waiter);
-	if (a->cache_wake_ev)
-		event_free(a->cache_wake_ev);
 	ai_portal_forget(a, cache);
 	ai_fill_abandon(cache, &a->pending_fill);
 	ai_stmt_tags_free(a->pending_parse);
@@ -276,4 +291,181 @@ void ai_client_take(struct ai_client *a, struct usage_pending **usage, struct ca
 	a->pending_usage = NULL;
 	a->pending_fill = NULL;
 	a->pending_parse = NULL;
+}
+
+bool ai_client_has_statement_tags(const struct ai_client *a)
+{
+	return a && (a->n_tagged || a->unnamed_tags);
+}
+
+const struct ai_tags *ai_client_unnamed_statement(const struct ai_client *a, const struct cache_stmt **cstmt)
+{
+	*cstmt = a ? a->unnamed_cstmt : NULL;
+	return a ? a->unnamed_tags : NULL;
+}
+
+bool ai_client_unnamed_tagged(const struct ai_client *a)
+{
+	return a && (a->unnamed_tags || a->unnamed_cstmt);
+}
+
+bool ai_take_ahead(struct ai_client *a, struct usage_pending **usage)
+{
+	if (!a || !a->batch_admitted)
+		return false;
+	a->batch_admitted = false;
+	usage_discard(*usage);
+	*usage = a->batch_usage;
+	a->batch_usage = NULL;
+	return true;
+}
+
+bool ai_client_take_ahead(struct ai_client *a)
+{
+	return ai_take_ahead(a, &a->pending_usage);
+}
+
+bool ai_client_batch_admitted(const struct ai_client *a)
+{
+	return a && a->batch_admitted;
+}
+
+void ai_client_hand_batch_parse(struct ai_client *a, struct ai_tags *tags, bool known, uint32_t len)
+{
+	ai_tags_unref(a->batch_parse_tags);
+	a->batch_parse_tags = tags;
+	a->batch_parse_known = known;
+	a->batch_parse_len = len;
+}
+
+bool ai_client_take_batch_parse(struct ai_client *a, uint32_t len, struct ai_tags **tags)
+{
+	*tags = NULL;
+	if (!a || !a->batch_parse_known)
+		return false;
+	bool known = a->batch_parse_len == len;
+	a->batch_parse_known = false;
+	if (known)
+		*tags = a->batch_parse_tags;
+	else
+		ai_tags_unref(a->batch_parse_tags);
+	a->batch_parse_tags = NULL;
+	return known;
+}
+
+bool ai_client_carries(const struct ai_client *a)
+{
+	return a && (a->pending_usage || a->pending_fill || a->pending_parse);
+}
+
+struct cache_entry *ai_client_take_fill(struct ai_client *a)
+{
+	if (!a)
+		return NULL;
+	struct cache_entry *fill = a->pending_fill;
+	a->pending_fill = NULL;
+	return fill;
+}
+
+const struct ai_session *ai_client_session(const struct ai_client *a)
+{
+	static const struct ai_session none;
+	return a ? &a->session : &none;
+}
+
+void ai_client_set_session(struct ai_client *a, const struct ai_session *s)
+{
+	a->session = *s;
+}
+
+struct cache_key_memo **ai_client_key_memo(struct ai_client *a)
+{
+	return a ? &a->key_memo : NULL;
+}
+
+const struct ai_tags *ai_client_portal_tags(const struct ai_client *a)
+{
+	return a ? a->portal_tags : NULL;
+}
+
+void ai_client_set_portal_tags(struct ai_client *a, struct ai_tags *tags)
+{
+	ai_tags_unref(a->portal_tags);
+	a->portal_tags = tags;
+}
+
+struct cache_entry *ai_client_cached_portal(const struct ai_client *a)
+{
+	return a ? a->cached_portal : NULL;
+}
+
+void ai_client_set_cached_portal(struct ai_client *a, struct cache_entry *hit)
+{
+	a->cached_portal = hit;
+}
+
+bool ai_client_portal_cached(const struct ai_client *a)
+{
+	return a && (a->cached_portal || a->portal_fill);
+}
+
+bool ai_client_sees_bind(const struct ai_client *a)
+{
+	return a && (a->n_tagged || a->unnamed_tags || a->portal_tags || a->parses_in_flight || a->n_portals);
+}
+
+bool ai_client_sees_close(const struct ai_client *a)
+{
+	return a && (a->n_tagged || a->unnamed_tags || a->n_portals);
+}
+
+bool ai_client_sees_describe(const struct ai_client *a)
+{
+	return a && (a->n_tagged || a->unnamed_tags || a->parses_in_flight);
+}
+
+bool ai_client_sees_execute(const struct ai_client *a)
+{
+	return a && (a->portal_tags || a->session.user[0] || a->n_portals || a->batch_admitted);
+}
+
+bool ai_client_batch_ready(const struct ai_client *a)
+{
+	return !a || (!a->cached_portal && !a->portal_fill && !ai_client_carries(a));
+}
+
+void ai_client_parse_sent(struct ai_client *a)
+{
+	a->parses_in_flight++;
+}
+
+bool ai_client_parsing(const struct ai_client *a)
+{
+	return a && a->parses_in_flight > 0;
+}
+
+void ai_client_parse_done(struct ai_client *a)
+{
+	if (a && a->parses_in_flight > 0)
+		a->parses_in_flight--;
+}
+
+void ai_client_unwait(struct ai_client *a)
+{
+	cache_unwait(&a->cache_waiter);
+	a->cache_bypass = true;
+}
+
+bool ai_client_take_bypass(struct ai_client *a)
+{
+	if (!a || !a->cache_bypass)
+		return false;
+	a->cache_bypass = false;
+	return true;
+}
+
+void ai_client_transaction_ended(struct ai_client *a)
+{
+	if (a && a->n_portals)
+		ai_portals_end(a);
 }

@@ -20,7 +20,6 @@ struct ai_tags;
 struct cache;
 struct cache_key_memo;
 struct cache_stmt;
-struct event;
 struct usage_pending;
 
 /* A Parse's tags waiting for its ParseComplete (session pooling: the server may refuse it). */
@@ -34,45 +33,24 @@ struct stmt_tags {
 struct tagged_stmt { char *name; struct ai_tags *tags; struct cache_stmt *cstmt; };
 
 /*
- * struct client holds a pointer to one (NULL until the client first needs
- * it: a sluice.* setting, a tagged statement, a cache lookup), freed with
- * the client (ai_client_free). Its decisions are ai_decide's (ai/decide.h);
- * the core's middleware step (client_step.c) reads it and hands it what
- * rides on a message; every pointer is owned.
+ * One client's middleware state, opaque outside src/ai/ (its fields:
+ * ai/client_state_impl.h). struct client holds a pointer to one (NULL until
+ * the client first needs it: a sluice.* setting, a tagged statement, a cache
+ * lookup), freed with the client (ai_client_free). Its decisions are
+ * ai_decide's (ai/decide.h); the core's middleware step (client_step.c) asks
+ * it through the functions below and hands it what rides on a message.
+ * Functions that only read take NULL as a client that never used the
+ * middleware (nothing kept, no sluice.* setting).
  */
-struct ai_client {
-	struct ai_session session;     /* sluice.user / sluice.model of this client */
-	/* Tags of the extended protocol's statements, kept only once one is tagged. */
-	struct ai_tags *unnamed_tags;  /* of the unnamed statement; NULL: untagged */
-	struct cache_stmt *unnamed_cstmt; /* its completion-cache key part, when it is a lookup */
-	struct tagged_stmt *tagged;    /* named statements with tags */
-	size_t n_tagged;
-	struct tagged_stmt *portals;   /* named portals of attributed statements (cstmt unused):
-	                                  their Executes are admitted and recorded as the unnamed one's */
-	size_t n_portals;
-	struct ai_tags *portal_tags;   /* of the unnamed portal (a reference, shared with its statement); NULL: untagged */
-	struct stmt_tags *pending_parse; /* of the Parse at the front, handed on when relayed */
-	int parses_in_flight;          /* tagged Parses sent, their ParseComplete not back yet */
-	struct usage_pending *pending_usage; /* of the admitted message at the front, until it is relayed */
-	/* An extended-protocol batch decided before any server was taken: */
-	bool batch_admitted;           /* its first Execute is admitted already */
-	struct usage_pending *batch_usage; /* and makes this record */
-	bool batch_parse_known;        /* its first message, an unnamed Parse of batch_parse_len, was read: */
-	uint32_t batch_parse_len;
-	struct ai_tags *batch_parse_tags; /* its tags (a reference; NULL: untagged), for parse_step */
-	/* The completion cache (src/ai/cache_proto.h): */
-	bool cache_bypass;                  /* the miss waited for was not stored: go to the server */
-	uint32_t cached_portal_row;         /* the hit portal's next row */
-	struct cache_entry *pending_fill;   /* of the message at the front, handed on when relayed */
-	struct cache_entry *portal_fill;    /* the unnamed portal's answer, to be captured (a miss) */
-	struct cache_entry *cached_portal;  /* the unnamed portal, bound to a hit */
-	struct cache_waiter cache_waiter;   /* parked until an identical miss is answered */
-	struct event *cache_wake_ev;        /* resumes the relay after that */
-	struct cache_key_memo *key_memo;    /* how its keys start, kept between lookups (cache_key_owner) */
-};
+struct ai_client;
 
-/* A client's middleware state, all empty; NULL when out of memory. Freed by ai_client_free. */
-struct ai_client *ai_client_new(void);
+/*
+ * A client's middleware state, all empty; NULL when out of memory. Freed by
+ * ai_client_free. woken(arg) is called (arg borrowed, e.g. the client) when a
+ * cache fill the client waited for ends (ai_client_wait), from inside that
+ * fill: the core resumes the client from the event loop, not in the call.
+ */
+struct ai_client *ai_client_new(void (*woken)(void *arg), void *arg);
 
 /*
  * Free a and everything it holds: its wait, hit and fills (dropped from
@@ -131,15 +109,18 @@ static inline void ai_tags_unref(struct ai_tags *t)
  */
 bool ai_statement_keep(struct ai_client *a, const char *name, const struct ai_tags *tags, struct cache_stmt *cstmt);
 
-/* The kept tags of statement name (NULL: untagged) and, when cstmt is not NULL, its cache key part. */
+/* The kept tags of statement name (NULL: untagged; NULL a too) and, when cstmt is not NULL, its cache key part. */
 const struct ai_tags *ai_statement_tags(const struct ai_client *a, const char *name,
                                         const struct cache_stmt **cstmt);
 
 /* True when a has a statement with kept tags (the unnamed one or a named one). */
-static inline bool ai_client_has_statement_tags(const struct ai_client *a)
-{
-	return a->n_tagged || a->unnamed_tags;
-}
+bool ai_client_has_statement_tags(const struct ai_client *a);
+
+/* ai_statement_tags of the unnamed statement, without the name: asked at every Bind of a batch. */
+const struct ai_tags *ai_client_unnamed_statement(const struct ai_client *a, const struct cache_stmt **cstmt);
+
+/* True when the unnamed statement has kept tags or is a cache lookup (a simple Query drops it). */
+bool ai_client_unnamed_tagged(const struct ai_client *a);
 
 /*
  * Named portal name now has kept tags (NULL: forgotten). At most
@@ -167,18 +148,32 @@ void ai_stmt_tags_free(struct stmt_tags *st);
  * The batch's Execute was admitted ahead (ai_decide, STMT_EXECUTE with
  * ahead): its record replaces *usage (discarded), for the Execute now
  * relayed (NULL when none). True when a decision was waiting (the Execute
- * is not admitted again). Inline: asked at every Execute of a client with state.
+ * is not admitted again); NULL a: false.
  */
-static inline bool ai_take_ahead(struct ai_client *a, struct usage_pending **usage)
-{
-	if (!a || !a->batch_admitted)
-		return false;
-	a->batch_admitted = false;
-	usage_discard(*usage);
-	*usage = a->batch_usage;
-	a->batch_usage = NULL;
-	return true;
-}
+bool ai_take_ahead(struct ai_client *a, struct usage_pending **usage);
+
+/*
+ * ai_take_ahead for the Execute of a batch relayed in one move: its record
+ * becomes what a carries for it (ai_client_take). True when it was admitted ahead.
+ */
+bool ai_client_take_ahead(struct ai_client *a);
+
+/* Was the batch's first Execute admitted ahead (before a server was taken)? */
+bool ai_client_batch_admitted(const struct ai_client *a);
+
+/*
+ * The batch's first message is an unnamed Parse of len bytes read before a
+ * server was linked, with kept tags tags (a reference, taken over; NULL:
+ * untagged). known false: it must be read again (its tags could not be kept).
+ */
+void ai_client_hand_batch_parse(struct ai_client *a, struct ai_tags *tags, bool known, uint32_t len);
+
+/*
+ * The Parse of len bytes at the front: when it is the batch's first (as
+ * handed, same length), true with its kept tags in *tags (a reference for
+ * the caller; NULL: untagged); else false, *tags NULL. What was handed is spent.
+ */
+bool ai_client_take_batch_parse(struct ai_client *a, uint32_t len, struct ai_tags **tags);
 
 /*
  * a waits for the FILLING entry e (an identical lookup being answered; the
@@ -204,12 +199,82 @@ void ai_client_take(struct ai_client *a, struct usage_pending **usage, struct ca
                     struct stmt_tags **parsed);
 
 /* Does a carry anything for the message at the front? NULL a: no. */
-static inline bool ai_client_carries(const struct ai_client *a)
-{
-	return a && (a->pending_usage || a->pending_fill || a->pending_parse);
-}
+bool ai_client_carries(const struct ai_client *a);
 
-/* A Sync ends the batch: what was decided ahead for its first Execute is spent. */
+/* The fill a carries for the message at the front, handed to the caller (NULL: none). */
+struct cache_entry *ai_client_take_fill(struct ai_client *a);
+
+/* sluice.user / sluice.model of a (an empty session for NULL a); borrowed while a lives. */
+const struct ai_session *ai_client_session(const struct ai_client *a);
+
+/* SET sluice.user / sluice.model, or a StartupMessage's options: a's session is now *s (copied). */
+void ai_client_set_session(struct ai_client *a, const struct ai_session *s);
+
+/* Where a keeps how its cache keys start (cache_key_owner.memo); NULL for NULL a. */
+struct cache_key_memo **ai_client_key_memo(struct ai_client *a);
+
+/*
+ * The unnamed portal's kept tags (NULL: untagged); ai_client_set_portal_tags
+ * takes over the reference tags (NULL: untagged) and drops the old one.
+ */
+const struct ai_tags *ai_client_portal_tags(const struct ai_client *a);
+void ai_client_set_portal_tags(struct ai_client *a, struct ai_tags *tags);
+
+/*
+ * The hit the unnamed portal is bound to (NULL: none); a Bind answered from
+ * the cache binds it to hit (a reference, taken over).
+ */
+struct cache_entry *ai_client_cached_portal(const struct ai_client *a);
+void ai_client_set_cached_portal(struct ai_client *a, struct cache_entry *hit);
+
+/* Is the unnamed portal a hit or a fill (its Describe, Execute and Close go to ai_decide)? */
+bool ai_client_portal_cached(const struct ai_client *a);
+
+/*
+ * What the middleware must see of a client's extended protocol, asked per
+ * message before a server is linked or while one is: a Bind (statements or
+ * portals with tags, Parses in flight), a Close (kept statements or named
+ * portals), a Describe of a statement (kept statements, Parses in flight),
+ * an Execute (portal tags, sluice.user, named portals, a batch admitted
+ * ahead). False: the message is relayed without a look. NULL a: false.
+ */
+bool ai_client_sees_bind(const struct ai_client *a);
+bool ai_client_sees_close(const struct ai_client *a);
+bool ai_client_sees_describe(const struct ai_client *a);
+bool ai_client_sees_execute(const struct ai_client *a);
+
+/*
+ * A batch of Bind/Describe/Execute/Sync may be relayed in one move (the
+ * core's relay_batch): the unnamed portal is no hit or fill and nothing
+ * rides on the message at the front. NULL a: true.
+ */
+bool ai_client_batch_ready(const struct ai_client *a);
+
+/*
+ * A tagged Parse went to the server (its ParseComplete is owed), or its
+ * answer came back; ai_client_parsing: is one in flight (its tags ride on
+ * the reply queue, prepared_pending_parse)?
+ */
+void ai_client_parse_sent(struct ai_client *a);
+void ai_client_parse_done(struct ai_client *a);
+bool ai_client_parsing(const struct ai_client *a);
+
+/*
+ * a's wait (ai_client_wait) cannot be woken (the core could not arm its
+ * wake): undone, and the lookup, asked again, goes to the server.
+ */
+void ai_client_unwait(struct ai_client *a);
+
+/*
+ * The fill a waited for ended without an answer stored (or the wait was
+ * undone): true once, and the lookup asked again goes to the server.
+ */
+bool ai_client_take_bypass(struct ai_client *a);
+
+/* The transaction ended: a's named portals are gone (ai_portals_end); NULL a: nothing. */
+void ai_client_transaction_ended(struct ai_client *a);
+
+/* A Sync ends the batch: what was decided ahead for its first Execute is spent. NULL a: nothing. */
 void ai_batch_end(struct ai_client *a);
 
 #endif

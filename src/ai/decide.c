@@ -8,7 +8,7 @@
 
 #include "ai/cache.h"
 #include "ai/cache_proto.h"
-#include "ai/client_state.h"
+#include "ai/client_state_impl.h"
 #include "ai/context.h"
 #include "ai/middleware.h"
 #include "ai/usage.h"

@@ -142,7 +142,7 @@ static void test_lookup_captures_then_answers(void **state)
 	(void)state;
 	struct ai_tags tags;
 	struct stmt st = query("SELECT v FROM t /*ai_cache='lookup',ai_user='alice'*/", &tags);
-	struct ai_client *a = ai_client_new();
+	struct ai_client *a = ai_client_new(NULL, NULL);
 	assert_non_null(a);
 	struct ai_context ctx = ctx_for("alice", true, false);
 	struct ai_decision d;
@@ -171,16 +171,24 @@ static void test_lookup_captures_then_answers(void **state)
 	ai_client_free(a, sl.cache);
 }
 
+static void count_woken(void *arg)
+{
+	(*(int *)arg)++;
+}
+
 static void test_identical_lookup_in_flight_waits(void **state)
 {
 	(void)state;
 	struct ai_tags tags;
 	struct stmt st = query("SELECT w FROM t /*ai_cache='lookup',ai_user='alice'*/", &tags);
-	struct ai_client *first = ai_client_new(), *second = ai_client_new();
+	int woken = 0;
+	struct ai_client *first = ai_client_new(NULL, NULL), *second = ai_client_new(NULL, NULL),
+	                 *third = ai_client_new(count_woken, &woken);
 	assert_non_null(first);
 	assert_non_null(second);
+	assert_non_null(third);
 	struct ai_context ctx = ctx_for("alice", true, true);
-	struct ai_decision d1, d2;
+	struct ai_decision d1, d2, d3;
 	ai_decide(&ctx, first, &st, &d1);
 	assert_int_equal(d1.verdict, AI_FORWARD);
 	assert_non_null(d1.capture);
@@ -189,16 +197,18 @@ static void test_identical_lookup_in_flight_waits(void **state)
 	assert_int_equal(d2.verdict, AI_FORWARD);
 	ai_decision_drop(&ctx, &d2);
 
-	second->cache_bypass = false;
-	second->cache_waiter.wake = (cache_wake_fn)abort;    /* never called: the fill is dropped after unwait */
-	ai_decide(&ctx, second, &st, &d2);
-	assert_int_equal(d2.verdict, AI_WAIT);
-	assert_true(second->cache_waiter.on == d1.capture);
-	cache_unwait(&second->cache_waiter);
+	ai_decide(&ctx, third, &st, &d3);
+	assert_int_equal(d3.verdict, AI_WAIT);
+	assert_int_equal(woken, 0);
+	assert_false(ai_client_take_bypass(third));
 
-	ai_decision_drop(&ctx, &d1);
+	ai_decision_drop(&ctx, &d1);    /* the fill ends with nothing stored: the waiter is woken */
+	assert_int_equal(woken, 1);
+	assert_true(ai_client_take_bypass(third));     /* asked again, it goes to the server */
+	assert_false(ai_client_take_bypass(third));
 	ai_client_free(first, sl.cache);
 	ai_client_free(second, sl.cache);
+	ai_client_free(third, sl.cache);
 }
 
 static void test_parse_keeps_tags_now_or_deferred(void **state)
@@ -210,7 +220,7 @@ static void test_parse_keeps_tags_now_or_deferred(void **state)
 	assert_int_equal(tags_parse(sql, strlen(sql), &parsed, err, sizeof(err)), TAGS_OK);
 	struct ai_tags *kept = ai_tags_keep(&parsed);
 	assert_non_null(kept);
-	struct ai_client *a = ai_client_new();
+	struct ai_client *a = ai_client_new(NULL, NULL);
 	assert_non_null(a);
 	struct ai_context ctx = ctx_for("alice", true, false);
 	struct ai_decision d;
