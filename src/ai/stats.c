@@ -54,7 +54,7 @@ const char *refusal_reason_name(enum refusal_reason reason)
  */
 static uint64_t hash_names(const char *subject, const char *model)
 {
-	uint64_t h = hash_fnv1a(1469598103934665603ULL, subject, strlen(subject));
+	uint64_t h = hash_fnv1a(HASH_FNV1A_BASIS, subject, strlen(subject));
 	h = hash_fnv1a(h, "\xff", 1);
 	return hash_fnv1a(h, model, strlen(model));
 }
