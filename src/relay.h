@@ -3,10 +3,10 @@
  * relay.h - a linked server's replies on their way to its client: the reply
  * queue's actions (prepared.h, replyq.h), ReadyForQuery's end of a
  * transaction (the server back to its pool, the client's next messages
- * relayed), backpressure both ways. Owns no state; sits above client.c's
- * helpers, the pool and server.c, and is entered from the server's socket
- * (the connio_ops it puts in sl->server_io_ops), so that server.c never
- * calls up into the pool or the client for a reply.
+ * relayed), backpressure both ways. Owns no state. Below client.c (which
+ * calls relay_resume; a client is told through client_events) and above the
+ * pool and server.c; entered from a server's socket (the connio_ops it puts
+ * in sl->server_io_ops), so that server.c never calls up for a reply.
  */
 #ifndef SLUICE_RELAY_H
 #define SLUICE_RELAY_H

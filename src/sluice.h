@@ -167,8 +167,8 @@ struct sluice {
 	struct sluice_hooks hooks;
 	const struct sluice_console *console; /* set by admin_start; NULL: no console */
 	const struct client_events *client_events; /* what modules below client.c tell a client (client_start) */
-	const struct connio_ops *server_io_ops;
-	const struct server_events *server_events; /* what server.c tells its pool (pool_start) */ /* every server socket's callbacks: relay.c's (relay_start) */
+	const struct connio_ops *server_io_ops; /* every server socket's callbacks: relay.c's (relay_start) */
+	const struct server_events *server_events; /* what server.c tells its pool (pool_start) */
 	/* A client left CL_LOGIN, so a max_login_clients slot may be free: listener.c's
 	 * listener_update, set by listener_start (client.c is below the listener). */
 	void (*login_slot_free)(struct sluice *sl);
