@@ -86,6 +86,12 @@ bool authquery_enabled(const struct sluice *sl, const char *database)
 	return settings_for(sl->cfg, database).auth_user[0] != '\0';
 }
 
+const char *authquery_user(const struct sluice_config *cfg, const char *database)
+{
+	const char *user = settings_for(cfg, database).auth_user;
+	return user && user[0] ? user : NULL;
+}
+
 static struct aq_conn *find_conn(struct authquery *aq, const struct aq_settings *a)
 {
 	for (struct aq_conn *k = aq ? aq->conns : NULL; k; k = k->next)

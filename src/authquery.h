@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 struct sluice;
-struct client;
+struct sluice_config;
 
 /* How long a looked-up password (or its absence) is trusted, microseconds. */
 #define AUTHQUERY_CACHE_USEC (60 * 1000000LL)
@@ -22,6 +22,12 @@ struct client;
  * (PgBouncer 1.25, config.html "auth_user"). Unknown roles are looked up then.
  */
 bool authquery_enabled(const struct sluice *sl, const char *database);
+
+/*
+ * The auth_user in force for clients of database (its [databases] entry's,
+ * else the global key), borrowed from cfg; NULL when none is set.
+ */
+const char *authquery_user(const struct sluice_config *cfg, const char *database);
 
 /*
  * The cached stored password of user for clients of database ("" when the

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "authquery.h"
 #include "client.h"
 #include "client_step.h"
 #include "config.h"
@@ -354,7 +355,8 @@ static struct notify_listener *listener_get(struct pool *p)
 	if (!nl)
 		return NULL;
 	nl->pool = p;
-	struct db_target t;
+	struct db_target t, as_auth;
+	const struct db_target *use = &t;
 	char err[256], name[300];
 	if (!db_target_resolve(sl->cfg, sl->userlist, "notify", p->db_name, p->user_name, "pgsluice-listen", 5,
 	                       NULL, &t, err, sizeof(err))) {
@@ -362,8 +364,21 @@ static struct notify_listener *listener_get(struct pool *p)
 		free(nl);
 		return NULL;
 	}
+	const char *auth_user = t.password ? NULL : authquery_user(sl->cfg, p->db_name);
+	if (auth_user && strcmp(auth_user, p->user_name) != 0) {
+		/* No plain password for the pool's role (auth_query, or a secret in
+		 * auth_file: its servers log in by SCRAM pass-through or md5, which
+		 * libpq cannot). Notifications are the database's, whoever listens:
+		 * auth_user, whose password pgsluice must know for auth_query, listens. */
+		if (db_target_resolve(sl->cfg, sl->userlist, "notify", p->db_name, auth_user, "pgsluice-listen", 5,
+		                      NULL, &as_auth, err, sizeof(err)) && as_auth.password) {
+			use = &as_auth;
+			log_info("%s/%s: listening as auth_user \"%s\": no plain password for \"%s\"", p->db_name,
+			         p->user_name, auth_user, p->user_name);
+		}
+	}
 	snprintf(name, sizeof(name), "listen %s/%s", p->db_name, p->user_name);
-	nl->sc = sidechan_new(sl->base, name, t.keys, t.values, on_state, nl);
+	nl->sc = sidechan_new(sl->base, name, use->keys, use->values, on_state, nl);
 	if (!nl->sc) {
 		free(nl);
 		return NULL;

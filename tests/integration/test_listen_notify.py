@@ -369,6 +369,33 @@ def test_listen_does_not_hang_when_listening_connection_cannot_log_in(sluice, pg
                            "listen app/app" in pooler.log_text(200), 10, "the failure logged")
 
 
+def test_listening_connection_logs_in_as_auth_user_for_a_role_without_a_plain_password(sluice, pg, monkeypatch):
+    """A role known through auth_query has no password libpq could use (the
+    pool's servers log in by SCRAM pass-through): the listening connection logs
+    in as auth_user instead, whose plain password is in auth_file, and the
+    role's clients get their notifications."""
+    pg.query("DROP ROLE IF EXISTS ln_role")
+    pg.query("DROP ROLE IF EXISTS ln_lookup")
+    pg.query("CREATE ROLE ln_lookup LOGIN SUPERUSER PASSWORD 'ln_lookup_pw'")
+    pg.query("CREATE ROLE ln_role LOGIN PASSWORD 'ln_pw'")
+    pg.query("GRANT ALL ON DATABASE app TO ln_role")
+    monkeypatch.setitem(harness.PASSWORDS, "ln_lookup", "ln_lookup_pw")
+    pooler = tx_pooler(sluice, auth_type="scram-sha-256", auth_user="ln_lookup")
+    with pooler.connect(user="ln_role", password="ln_pw") as lc, \
+            pooler.connect(user="ln_role", password="ln_pw") as nc:
+        assert lc.execute("SELECT current_user").fetchone()[0] == "ln_role"
+        listener = Collector(lc)
+        lc.execute("LISTEN ln_jobs")
+        nc.execute("NOTIFY ln_jobs, 'one'")
+        listener.wait(lambda: listener.payloads("ln_jobs") == ["one"], what="the notification")
+        nc.execute("SELECT pg_notify('ln_jobs', 'two')")
+        listener.wait(lambda: listener.payloads("ln_jobs") == ["one", "two"], what="the second notification")
+        assert pg.query("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND usename = %s",
+                        (LISTEN_APP, "ln_lookup"))[0][0] == 1
+        assert [n["message"] for n in listener.notices] == []
+    assert "listening as auth_user \"ln_lookup\"" in pooler.log_text(200)
+
+
 def test_statement_pooling_relays_too(sluice, pg):
     pooler = sluice(pool_mode="statement", default_pool_size=1)
     with pooler.connect() as lc, pooler.connect() as nc:
