@@ -119,7 +119,7 @@ static void client_detach(struct client *c)
 		s->client = NULL;
 		pool_release_server(s, server_is_clean(s));
 	}
-	if (c->state == CL_ADMIN)
+	if (c->state == CL_ADMIN && c->sl->console)
 		c->sl->console->forget(c);   /* its waits on the console */
 	notify_client_free(c);   /* leaves its channels while its pool is known */
 	pool_move_client(c, NULL, CL_NONE);
