@@ -451,6 +451,26 @@ def test_multi_statement_query_gets_every_result_each_time(sluice, pg, table):
             assert not cur.nextset()
 
 
+@pytest.mark.parametrize("setting", ["SET DateStyle TO 'German'", "SELECT set_config('DateStyle', 'German', false)"])
+def test_a_lookup_that_changes_a_setting_always_runs(sluice, pg, table, setting):
+    """A tagged lookup whose Query also changes a session setting is never answered
+    from the cache: the setting must take effect for every client that sends it,
+    which only running it does."""
+    sql = tag(f"{setting}; SELECT answer FROM {TABLE} WHERE k = 1")
+    pooler = sluice(pool_mode="transaction")
+    with pooler.connect() as first:
+        cur = first.execute(sql, prepare=False)
+        assert cur.nextset() and cur.fetchall() == [(answer(1),)]
+        assert first.execute("SHOW DateStyle").fetchone()[0] == "German, DMY"
+    for _ in range(2):
+        with pooler.connect() as again:
+            assert again.execute("SHOW DateStyle").fetchone()[0] == "ISO, MDY"
+            cur = again.execute(sql, prepare=False)
+            assert cur.nextset() and cur.fetchall() == [(answer(1),)]
+            assert again.execute("SHOW DateStyle").fetchone()[0] == "German, DMY"
+    assert executions(pg) == 3
+
+
 # Each case: (setup runs, repeated runs, executions expected on PostgreSQL or None when the
 # contract leaves it open). A run is a list of messages ending in Sync or a Query.
 _W = f"SELECT k, answer, j FROM {TABLE} WHERE g = $1 ORDER BY k /*ai_cache='lookup'*/"
