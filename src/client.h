@@ -3,7 +3,8 @@
  * client.h - one application connection: SSLRequest/GSSENCRequest refusal,
  * StartupMessage, authentication against auth_file, the welcome, and the
  * relay of the client's messages to its server. Owns struct client; its
- * state names the list it sits on.
+ * state names the list it sits on (pool.c's pool_move_client). What the
+ * modules below tell a client comes through struct client_events.
  */
 #ifndef SLUICE_CLIENT_H
 #define SLUICE_CLIENT_H

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: PostgreSQL */
 /*
  * server.h - pgsluice's connections to PostgreSQL: connect, StartupMessage,
- * authentication as a client (cleartext, md5, SCRAM-SHA-256), the relay of
- * replies to the linked client, setup (SET) and reset queries.
- * Owns struct server; its state names the pool list it sits on.
+ * authentication as a client (cleartext, md5, SCRAM-SHA-256), setup (SET)
+ * and reset queries; a linked server's replies are relay.c's. Owns struct
+ * server; its state names the pool list it sits on (server_move).
  */
 #ifndef SLUICE_SERVER_H
 #define SLUICE_SERVER_H
