@@ -80,7 +80,10 @@ static bool transaction_end(struct server *s, struct client *c)
 	c->server = NULL;
 	s->client = NULL;
 	pool_release_server(s, true);
-	client_resume(c);   /* relays what the client pipelined after this transaction */
+	/* relays what the client pipelined after this transaction; a client that
+	 * reads on with nothing buffered (most) needs no call through client_events */
+	if (!c->io.reading || iobuf_len(&c->io.in) > 0)
+		client_resume(c);
 	return true;
 }
 
