@@ -328,15 +328,7 @@ static bool database_known(struct sluice *sl, const char *db)
 
 static void admin_input(struct client *c);
 
-/* NULL-terminated lists of database names (paused_dbs, disabled_dbs), owned. */
-static bool name_list_has(char *const *list, const char *db)
-{
-	for (; list && *list; list++)
-		if (strcmp(*list, db) == 0)
-			return true;
-	return false;
-}
-
+/* NULL-terminated lists of database names (paused_dbs, disabled_dbs), owned; sluice_name_list_has reads them. */
 static bool name_list_add(char ***list, const char *db)
 {
 	size_t n = 0;
@@ -373,7 +365,7 @@ static void name_list_free(char ***list)
 
 static bool db_paused_alone(const struct sluice *sl, const char *db)
 {
-	return name_list_has(sl->paused_dbs, db);
+	return sluice_name_list_has(sl->paused_dbs, db);
 }
 
 static bool add_paused_db(struct sluice *sl, const char *db)

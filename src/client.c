@@ -191,13 +191,6 @@ static void close_client(struct client *c, const char *reason)
 
 static void close_later_cb(evutil_socket_t fd, short what, void *arg);
 
-/* Keep why c is being closed, for the log line when it goes (a copy; out of memory: none). */
-static void set_close_reason(struct client *c, const char *why)
-{
-	free(c->close_reason);
-	c->close_reason = strdup(why);
-}
-
 
 static const char *close_reason_of(const struct client *c)
 {
@@ -237,7 +230,7 @@ static void fatal_client(struct client *c, const char *sqlstate, const char *det
 		log_warning("C-%llu: %s/%s@%s:%d pooler error: %s", (unsigned long long)c->id,
 		            c->database ? c->database : "(nodb)", c->user ? c->user : "(nouser)",
 		            CLIENT_ADDR(c), client_port(c), text);
-	set_close_reason(c, text);
+	client_set_close_reason(c, text);
 	msg_init(&m);
 	msg_add_error(&m, PqMsg_ErrorResponse, "FATAL", sqlstate, detail, hint, "%s", text);
 	msg_flush_to(&m, &c->io.out);
@@ -249,7 +242,7 @@ static void fatal_raw_client(struct client *c, const uint8_t *msg, size_t len)
 {
 	struct pg_error f;
 	if (len > PROTO_HEADER_LEN && proto_parse_error(msg + PROTO_HEADER_LEN, len - PROTO_HEADER_LEN, &f))
-		set_close_reason(c, f.message);
+		client_set_close_reason(c, f.message);
 	connio_add(&c->io, msg, len);
 	client_close_after_flush(c);
 }
@@ -1746,7 +1739,7 @@ static void close_after_tls_error(struct client *c, const char *why)
 		return;
 	}
 	log_info("C-%llu: %s:%d TLS handshake failed: %s", (unsigned long long)c->id, CLIENT_ADDR(c), client_port(c), why);
-	set_close_reason(c, why);
+	client_set_close_reason(c, why);
 	client_detach(c);
 	pool_move_client(c, NULL, CL_CLOSING);
 	connio_stop(&c->io);

@@ -179,16 +179,22 @@ struct sluice {
 	struct cancel_req *cancels;       /* CancelRequests on their way to PostgreSQL (cancel.c) */
 };
 
+/* True when db is in list, a NULL-terminated list of database names (paused_dbs, disabled_dbs); NULL: no. */
+static inline bool sluice_name_list_has(char *const *list, const char *db)
+{
+	for (; list && *list; list++)
+		if (strcmp(*list, db) == 0)
+			return true;
+	return false;
+}
+
 /*
  * True when the console's DISABLE db is in force for database db (until
  * ENABLE db): new logins to it are refused (client.c, authquery.c: 55000).
  */
 static inline bool sluice_db_disabled(const struct sluice *sl, const char *db)
 {
-	for (char *const *d = sl->disabled_dbs; d && *d; d++)
-		if (strcmp(*d, db) == 0)
-			return true;
-	return false;
+	return sluice_name_list_has(sl->disabled_dbs, db);
 }
 
 /* glibc's sys/queue.h lacks the _SAFE iterators that BSD's has. */
