@@ -1693,14 +1693,9 @@ bool client_step_batch_admitted(const struct client *c)
 	return ai_client_batch_admitted(c->aic);
 }
 
-bool client_step_has_statement_tags(const struct client *c)
-{
-	return ai_client_has_statement_tags(c->aic);
-}
-
 bool client_step_attributed(const struct client *c)
 {
-	return session_of(c)->user[0] || client_step_has_statement_tags(c);
+	return session_of(c)->user[0] || ai_client_has_statement_tags(c->aic);
 }
 
 void client_step_attach_fill(struct client *c, struct server *s)

@@ -135,9 +135,6 @@ void client_step_batch_end(struct client *c);
 /* Was c's batch admitted before a server was taken (client_batch_step)? */
 bool client_step_batch_admitted(const struct client *c);
 
-/* Does c have statements with tags (unnamed or named)? */
-bool client_step_has_statement_tags(const struct client *c);
-
 /* Is c attributed to a subject beyond its role: sluice.user set, or tagged statements? */
 bool client_step_attributed(const struct client *c);
 

@@ -580,11 +580,14 @@ void pool_cancels_done(struct server *s)
 	pool_release_server(s, server_is_clean(s));
 }
 
-static void set_welcome(struct pool *p, const struct varcache *vars, char **other)
+/* server_events' logged_in: the first logged-in server's ParameterStatus set is the pool's welcome. */
+static void server_logged_in(struct server *s)
 {
+	struct pool *p = s->pool;
+	char **other = s->other_params;
 	if (p->have_welcome)
 		return;
-	varcache_fill_missing(&p->welcome_vars, vars);
+	varcache_fill_missing(&p->welcome_vars, &s->vars);
 	size_t n = 0;
 	while (other && other[n])
 		n++;
@@ -1092,12 +1095,7 @@ void pool_close_released_clients(struct sluice *sl)
 	}
 }
 
-/* server.c's events, as the pool handles them (server.h, struct server_events). */
-static void server_logged_in(struct server *s)
-{
-	set_welcome(s->pool, &s->vars, s->other_params);
-}
-
+/* server.c's events, as the pool handles them (server.h, struct server_events); logged_in is above. */
 static void server_closed(struct pool *p, struct client *requeue)
 {
 	if (requeue)
