@@ -774,8 +774,9 @@ def on_signal(signum, frame):
 def run_in_workspace(settings, prefix, body, binaries=None):
     """The frame every benchmark runs in: check the binaries (name -> path) and pgbench, make
     Ctrl-C and SIGTERM stop cleanly, a temporary directory the service account can reach with
-    a private copy of pgsluice (settings.pgsluice_copy: other work may rebuild build/pgsluice
-    while we measure), then body(account, tmp, logdir, started) for the exit status; 130 on
+    private copies of pgsluice (settings.pgsluice_copy: other work may rebuild build/pgsluice
+    while we measure) and of PgBouncer (settings.pgbouncer becomes the copy: a binary under a
+    home directory may be out of the service account's reach), then body(account, tmp, logdir, started) for the exit status; 130 on
     Ctrl-C. The directory goes afterwards unless BENCH_KEEP=1."""
     for what, path in (binaries or {"pgsluice": settings.pgsluice}).items():
         if not os.access(path, os.X_OK):
@@ -798,6 +799,9 @@ def run_in_workspace(settings, prefix, body, binaries=None):
         (tmp / "bin").mkdir()
         settings.pgsluice_copy = tmp / "bin" / "pgsluice"
         shutil.copy2(settings.pgsluice, settings.pgsluice_copy)
+        if "PgBouncer" in (binaries or {}):
+            shutil.copy2(settings.pgbouncer, tmp / "bin" / "pgbouncer")
+            settings.pgbouncer = tmp / "bin" / "pgbouncer"
         return body(account, tmp, logdir, started)
     except KeyboardInterrupt:
         log("bench: interrupted")

@@ -25,7 +25,9 @@ this order, then one table with a MET / NOT MET verdict per target:
              cache, 1 client, simple and extended: usage.py's untagged, user
              and tokens scripts, cache.py's lookup untagged (an ordinary
              forward) and tagged /*ai_cache,ai_user,ai_model*/ (a hit that
-             makes a usage record)
+             makes a usage record); for reference, the same lookup tagged
+             /*ai_cache*/ alone on pgsluice without ai_database (a bare hit:
+             no admission, no usage record), the floor under the hit target
 
 BENCH_TARGET_PARTS (default idle,tps,syscalls,ir,mw) runs only the named
 measurements; the others print as "skipped" (NOT MEASURED) in the table.
@@ -57,6 +59,9 @@ MW_MODES = ("simple", "extended")
 PARTS = ("idle", "tps", "syscalls", "ir", "mw")
 SKIPPED = "skipped"
 HIT_TAG = " /*ai_cache='lookup',ai_user='bench-user',ai_model='gpt-4o'*/"
+# The middleware scripts, in the order they run; "bare hit" runs on pgsluice without
+# ai_database (cache.CachePooler), the others on MiddlewarePooler.
+MW_LABELS = ("untagged", "user", "tokens", "forward", "hit", "bare hit")
 
 # The issue's limits: (key, text of the target, limit, "max" or "min").
 IR_RATIO_FEW = 0.8          # pooler Ir/tx vs PgBouncer's, at 1 and 50 clients
@@ -181,18 +186,21 @@ def callgrind_per_tx(settings, name, binary, workdir, account, pg, mode, clients
 
 
 def middleware_ir(settings, tmp, pg, script, mode, logdir, label):
-    """pgsluice's instructions per transaction of one custom script, 1 client."""
+    """pgsluice's instructions per transaction of one custom script, 1 client; label
+    "bare hit" runs pgsluice without ai_database."""
     n1, n2 = settings.callgrind_tx
+    slug = label.replace(" ", "-")
+    pooler_class = cache.CachePooler if label == "bare hit" else MiddlewarePooler
     irs = []
     for n in (n1, n2):
-        workdir = tmp / f"callgrind-mw-{label}-{mode}-{n}"
+        workdir = tmp / f"callgrind-mw-{slug}-{mode}-{n}"
         out = workdir / "callgrind.out"
         wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-        p = MiddlewarePooler("pgsluice", settings.pgsluice_copy, workdir, None, settings, pg,
-                             settings.password, wrapper)
+        p = pooler_class("pgsluice", settings.pgsluice_copy, workdir, None, settings, pg,
+                         settings.password, wrapper)
         log(f"callgrind: middleware {label} {mode} -t {n}")
         p.start(timeout=bench.CALLGRIND_START_TIMEOUT_S)
-        run = Run(f"mw-{label}", mode, 1, n)
+        run = Run(f"mw-{slug}", mode, 1, n)
         try:
             usage.pgbench_script(settings, p.port, mode, 1, run, script, transactions=n,
                                  logdir=logdir)
@@ -337,18 +345,21 @@ def report(settings, machine, many, r, elapsed_s, loads):
     out.append("ai_database, usage journal, cache_default_ttl; pgbench -f: usage.py's lookup "
                "untagged, with `/*ai_user*/`, with `/*ai_user,ai_model,ai_tokens_in,"
                "ai_tokens_out*/`; cache.py's lookup untagged (forward) and with "
-               f"`{HIT_TAG.strip()}` (hit and usage record).\n")
-    out.append("| mode | untagged | user tag | tokens tag | forward | hit + record "
-               "| user - untagged | tokens - untagged | hit/forward |")
-    out.append("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+               f"`{HIT_TAG.strip()}` (hit and usage record); bare hit: the lookup with "
+               f"`{cache.TAG.strip()}` on pgsluice without ai_database (no admission, no "
+               f"usage record: not a target, the floor under the hit's).\n")
+    out.append("| mode | untagged | user tag | tokens tag | forward | hit + record | bare hit "
+               "| user - untagged | tokens - untagged | hit/forward | bare hit/forward |")
+    out.append("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for mode in MW_MODES:
         mw = r["mw"][mode]
         hit = ratio_or_text(mw["hit"], mw["forward"])
-        out.append(f"| {mode} | " + " | ".join(num(mw[k]) for k in
-                                                ("untagged", "user", "tokens", "forward", "hit"))
+        bare = ratio_or_text(mw["bare hit"], mw["forward"])
+        out.append(f"| {mode} | " + " | ".join(num(mw[k]) for k in MW_LABELS)
                    + f" | {num(per_tx(mw['untagged'], mw['user'], 1), '{:+.0f}')}"
                    + f" | {num(per_tx(mw['untagged'], mw['tokens'], 1), '{:+.0f}')}"
-                   + f" | {num(hit, '{:.2f}') if isinstance(hit, float) else '-'} |")
+                   + f" | {num(hit, '{:.2f}') if isinstance(hit, float) else '-'}"
+                   + f" | {num(bare, '{:.2f}') if isinstance(bare, float) else '-'} |")
     if r.get("hit_check"):
         out.append(f"\n{r['hit_check']}")
 
@@ -494,12 +505,14 @@ def main():
         scripts["forward"].write_text(cache.script_text(False))
         scripts["hit"] = tmp / "hit.sql"
         scripts["hit"].write_text(cache.script_text(False).replace(";\n", HIT_TAG + ";\n"))
+        scripts["bare hit"] = tmp / "bare-hit.sql"
+        scripts["bare hit"].write_text(cache.script_text(True))
         before = pg.psql("SELECT count(*) FROM sluice.llm_usage WHERE cached",
                          dbname=DBNAME, check=False).strip()
         for mode in MW_MODES:
             r["mw"][mode] = {label: middleware_ir(settings, tmp, pg, scripts[label], mode,
                                                   logdir, label) if "mw" in parts else SKIPPED
-                             for label in ("untagged", "user", "tokens", "forward", "hit")}
+                             for label in MW_LABELS}
         after = pg.psql("SELECT count(*) FROM sluice.llm_usage WHERE cached",
                         dbname=DBNAME, check=False).strip()
         try:
