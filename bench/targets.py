@@ -14,7 +14,10 @@ this order, then one table with a MET / NOT MET verdict per target:
              logged in and left idle, VmRSS again: (RSS_N - RSS_0) / N
   tps        pgbench -S -M simple at BENCH_CLIENTS plus BENCH_MANY_CLIENTS, direct
              (not at BENCH_MANY_CLIENTS: max_connections is not raised for it),
-             PgBouncer and pgsluice in turn, BENCH_ROUNDS rounds, medians
+             PgBouncer and pgsluice in turn, BENCH_ROUNDS rounds, medians; with
+             each pooler's CPU time (user + system, /proc/PID/stat) over the
+             run divided by the transactions it processed (not a target: it
+             says where the time goes)
   syscalls   strace -c -f attached to each (warmed) pooler for pgbench -S -M
              simple -c 1 -t N1, then -t N2: (calls(N2) - calls(N1)) / (N2 - N1)
   Ir/tx      valgrind --tool=callgrind on each pooler, pgbench -S in every mode
@@ -42,6 +45,7 @@ import os
 import re
 import signal
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -116,6 +120,16 @@ def idle_rss(settings, pooler, many):
     if before is None or after is None:
         return "FAIL (no VmRSS)", before, after
     return (after - before) * 1024 / many, before, after
+
+
+def cpu_seconds(pid):
+    """(user, system) CPU seconds of process pid so far, or None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def strace_calls(settings, pooler, mode, transactions, logdir, label):
@@ -344,6 +358,17 @@ def report(settings, machine, many, r, elapsed_s, loads):
     if many not in settings.clients:
         out.append(f"\nDirect is not run at {many} clients: PostgreSQL's max_connections is "
                    f"only as large as the pools need.")
+    out.append("\nPooler CPU time per transaction (user + system from /proc/PID/stat over each "
+               "run, divided by the transactions it processed; median of the rounds), us:\n")
+    out.append("| clients | pgbouncer user + sys | pgsluice user + sys | pgsluice/pgbouncer |")
+    out.append("|--:|--:|--:|--:|")
+
+    def cpu_text(v):
+        return "-" if not v else f"{v[0]:.2f} + {v[1]:.2f} = {v[0] + v[1]:.2f}"
+    for clients in settings.clients + [many]:
+        pb, sl = r["cpu"].get((clients, "pgbouncer")), r["cpu"].get((clients, "pgsluice"))
+        out.append(f"| {clients} | {cpu_text(pb)} | {cpu_text(sl)} | "
+                   f"{bench.ratio(sum(sl), sum(pb)) if pb and sl else '-'} |")
 
     out.append("\n### AI middleware, pgsluice Ir/tx (callgrind, 1 client)\n")
     out.append("ai_database, usage journal, cache_default_ttl; pgbench -f: usage.py's lookup "
@@ -403,7 +428,7 @@ def main():
                      .strip("[]").replace("'", ""))
 
     def body(account, tmp, logdir, started):
-        r = {"ir": {}, "tps": {}, "syscalls": {}, "syscall_counts": {}, "idle": {},
+        r = {"ir": {}, "tps": {}, "cpu": {}, "syscalls": {}, "syscall_counts": {}, "idle": {},
              "mw": {}}
         r["max_conn"] = max(settings.clients) + 2 * settings.pool_size + 20
         load()
@@ -445,6 +470,7 @@ def main():
         allowance = ConnectAllowance(settings.clients + [many])
         cells = settings.clients + [many] if "tps" in parts else []
         runs = {}
+        cpu_runs = {}   # (clients, pooler) -> [(user, system) CPU us per transaction]
         total = sum(len(bench.TARGETS) - (c == many) for c in cells) * settings.rounds
         done = 0
         for clients in cells:
@@ -458,11 +484,16 @@ def main():
                             f"{tail(pooler.logfile, 10)}")
                         pooler.start()
                     port = pooler.port if pooler is not None else pg.port
+                    cpu0 = cpu_seconds(pooler.proc.pid) if pooler is not None else None
                     run = bench.measure(settings, t, port, "simple", clients, rnd, allowance,
                                         logdir)
+                    cpu1 = cpu_seconds(pooler.proc.pid) if pooler is not None else None
                     if pooler is not None and not pooler.alive():
                         run.pooler_died = True
                     runs.setdefault((clients, t), []).append(run)
+                    if cpu0 and cpu1 and run.ok:
+                        cpu_runs.setdefault((clients, t), []).append(
+                            tuple((b - a) * 1e6 / run.processed for a, b in zip(cpu0, cpu1)))
                     done += 1
                     log(f"[tps {done}/{total}] c={clients:<4} round {rnd} {t:9}: "
                         + (f"{run.tps:.0f} tps" if run.ok else f"{run.failure()} {run.error}"))
@@ -470,6 +501,9 @@ def main():
         for key, rs in runs.items():
             text, _, median = bench.cell(settings, rs)
             r["tps"][key] = median if median is not None else text
+        for key, cs in cpu_runs.items():
+            if len(cs) == len(runs[key]):    # every run of the cell counted
+                r["cpu"][key] = tuple(statistics.median(c[i] for c in cs) for i in (0, 1))
         load()
 
         # 3. system calls per simple transaction, on the warmed poolers.
