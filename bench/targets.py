@@ -30,7 +30,8 @@ this order, then one table with a MET / NOT MET verdict per target:
              forward) and tagged /*ai_cache,ai_user,ai_model*/ (a hit that
              makes a usage record); for reference, the same lookup tagged
              /*ai_cache*/ alone on pgsluice without ai_database (a bare hit:
-             no admission, no usage record), the floor under the hit target
+             no limits to check, no usage record), the floor under the hit
+             target
 
 BENCH_TARGET_PARTS (default idle,tps,syscalls,ir,mw) runs only the named
 measurements; the others print as "skipped" (NOT MEASURED) in the table.
@@ -375,8 +376,8 @@ def report(settings, machine, many, r, elapsed_s, loads):
                "untagged, with `/*ai_user*/`, with `/*ai_user,ai_model,ai_tokens_in,"
                "ai_tokens_out*/`; cache.py's lookup untagged (forward) and with "
                f"`{HIT_TAG.strip()}` (hit and usage record); bare hit: the lookup with "
-               f"`{cache.TAG.strip()}` on pgsluice without ai_database (no admission, no "
-               f"usage record: not a target, the floor under the hit's).\n")
+               f"`{cache.TAG.strip()}` on pgsluice without ai_database (no limits to "
+               f"check, no usage record: not a target, the floor under the hit's).\n")
     out.append("| mode | untagged | user tag | tokens tag | forward | hit + record | bare hit "
                "| user - untagged | tokens - untagged | hit/forward | bare hit/forward |")
     out.append("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
