@@ -775,9 +775,10 @@ def run_in_workspace(settings, prefix, body, binaries=None):
     """The frame every benchmark runs in: check the binaries (name -> path) and pgbench, make
     Ctrl-C and SIGTERM stop cleanly, a temporary directory the service account can reach with
     private copies of pgsluice (settings.pgsluice_copy: other work may rebuild build/pgsluice
-    while we measure) and of PgBouncer (settings.pgbouncer becomes the copy: a binary under a
-    home directory may be out of the service account's reach), then body(account, tmp, logdir, started) for the exit status; 130 on
-    Ctrl-C. The directory goes afterwards unless BENCH_KEEP=1."""
+    while we measure) and of PgBouncer when binaries names it (settings.pgbouncer becomes the
+    copy: a binary under a home directory may be out of the service account's reach), then
+    body(account, tmp, logdir, started) for the exit status; 130 on Ctrl-C. The directory goes
+    afterwards unless BENCH_KEEP=1."""
     for what, path in (binaries or {"pgsluice": settings.pgsluice}).items():
         if not os.access(path, os.X_OK):
             sys.exit(f"bench: {what} binary {path} not found or not executable")
