@@ -711,6 +711,15 @@ class ConnectAllowance:
         self.floor_s[clients] = max(self.floor_s[clients], seconds)
 
 
+def cpu_seconds(pid):
+    """(user, system) CPU seconds process pid has used so far (/proc/PID/stat, proc(5));
+    raises OSError when the process is gone."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def measure(settings, target, port, mode, clients, rnd, allowance, logdir):
     """One timed pgbench run of target, -T BENCH_SECONDS plus the connect allowance.
 

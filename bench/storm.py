@@ -164,17 +164,11 @@ FD_LIMIT = 64
 FD_SOCKETS = 200
 
 
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def fd_exhaustion(pooler, password):
     """(CPU seconds and log bytes from opening the sockets to 3 s later, the login
     result and seconds to it once they are closed)."""
     pid = pooler.proc.pid      # prlimit execs the pooler: the same process
-    cpu0, log0 = cpu_seconds(pid), pooler.logfile.stat().st_size
+    cpu0, log0 = sum(bench.cpu_seconds(pid)), pooler.logfile.stat().st_size
     socks = []
     for _ in range(FD_SOCKETS):
         try:
@@ -183,7 +177,7 @@ async def fd_exhaustion(pooler, password):
         except (OSError, asyncio.TimeoutError):
             pass
     await asyncio.sleep(3)
-    cpu, grew = cpu_seconds(pid) - cpu0, pooler.logfile.stat().st_size - log0
+    cpu, grew = sum(bench.cpu_seconds(pid)) - cpu0, pooler.logfile.stat().st_size - log0
     for w in socks:
         w.close()
     started = time.monotonic()

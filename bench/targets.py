@@ -123,14 +123,12 @@ def idle_rss(settings, pooler, many):
     return (after - before) * 1024 / many, before, after
 
 
-def cpu_seconds(pid):
-    """(user, system) CPU seconds of process pid so far, or None when it is gone."""
+def pooler_cpu(pooler):
+    """bench.cpu_seconds of pooler's process; None for direct (no pooler) or one gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+        return bench.cpu_seconds(pooler.proc.pid) if pooler is not None else None
+    except OSError:
         return None
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def strace_calls(settings, pooler, mode, transactions, logdir, label):
@@ -485,10 +483,10 @@ def main():
                             f"{tail(pooler.logfile, 10)}")
                         pooler.start()
                     port = pooler.port if pooler is not None else pg.port
-                    cpu0 = cpu_seconds(pooler.proc.pid) if pooler is not None else None
+                    cpu0 = pooler_cpu(pooler)
                     run = bench.measure(settings, t, port, "simple", clients, rnd, allowance,
                                         logdir)
-                    cpu1 = cpu_seconds(pooler.proc.pid) if pooler is not None else None
+                    cpu1 = pooler_cpu(pooler)
                     if pooler is not None and not pooler.alive():
                         run.pooler_died = True
                     runs.setdefault((clients, t), []).append(run)
