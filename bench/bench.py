@@ -720,6 +720,28 @@ def cpu_seconds(pid):
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
+def family_cpu_seconds(pid):
+    """CPU seconds (user + system) process pid and its children have used so far: its
+    own, its reaped children's (cutime, cstime) and each live child's (proc(5)). For
+    PostgreSQL's postmaster: the whole cluster, backends that came and went included.
+    Raises OSError when pid is gone."""
+    tick = os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    total = sum(int(fields[i]) for i in (11, 12, 13, 14))
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                child = f.read().rsplit(")", 1)[1].split()
+        except OSError:          # gone since the listing; its time is in cutime now
+            continue
+        if int(child[1]) == pid:
+            total += int(child[11]) + int(child[12])
+    return total / tick
+
+
 def measure(settings, target, port, mode, clients, rnd, allowance, logdir):
     """One timed pgbench run of target, -T BENCH_SECONDS plus the connect allowance.
 

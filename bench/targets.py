@@ -6,7 +6,7 @@ PgBouncer and direct PostgreSQL (BENCH_TARGETS=1 bench/run).
 Same throwaway PostgreSQL and pooler settings as bench.py (whose helpers this
 imports, with usage.py's and cache.py's), max_client_conn raised to
 BENCH_MANY_CLIENTS + 100 in both poolers, PostgreSQL's max_connections only as
-large as the largest direct run and the two pools need. Five measurements, in
+large as the largest direct run and the two pools need. Six measurements, in
 this order, then one table with a MET / NOT MET verdict per target:
 
   idle RSS   each pooler fresh, one login and query (its first server
@@ -32,8 +32,13 @@ this order, then one table with a MET / NOT MET verdict per target:
              /*ai_cache*/ alone on pgsluice without ai_database (a bare hit:
              no limits to check, no usage record), the floor under the hit
              target
+  hit CPU    the forward and the hit again, not under callgrind, on one warmed
+             pgsluice at BENCH_CLIENTS' first count, interleaved rounds, medians:
+             CPU time per transaction of pgsluice and of PostgreSQL's whole
+             cluster, the shipping of the hit's usage rows included (not a
+             target: what a hit saves where the work is)
 
-BENCH_TARGET_PARTS (default idle,tps,syscalls,ir,mw) runs only the named
+BENCH_TARGET_PARTS (default idle,tps,syscalls,ir,mw,hitcpu) runs only the named
 measurements; the others print as "skipped" (NOT MEASURED) in the table.
 N1, N2 are BENCH_CALLGRIND_TX (default 2000 6000). Counted runs use fixed -t
 counts, never -T: strace and valgrind slow the pooler down, and the counts do
@@ -61,12 +66,19 @@ from bench import DBNAME, ROLE, ROOT, ConnectAllowance, Pooler, Run, log, tail  
 COMMAND = ""     # the command as the user typed it, for the report (bench.user_command)
 CG_MODES = ("simple", "extended", "prepared")
 MW_MODES = ("simple", "extended")
-PARTS = ("idle", "tps", "syscalls", "ir", "mw")
+PARTS = ("idle", "tps", "syscalls", "ir", "mw", "hitcpu")
 SKIPPED = "skipped"
 HIT_TAG = " /*ai_cache='lookup',ai_user='bench-user',ai_model='gpt-4o'*/"
 # The middleware scripts, in the order they run; "bare hit" runs on pgsluice without
 # ai_database (cache.CachePooler), the others on MiddlewarePooler.
 MW_LABELS = ("untagged", "user", "tokens", "forward", "hit", "bare hit")
+# The forward and the hit again, timed at BENCH_CLIENTS' first count: what they cost the
+# pooler and PostgreSQL together (CPU time, not instructions: PostgreSQL is not under
+# callgrind). A reading waits until both are quiet (less than QUIET_CPU_S of CPU time in
+# a second, at most QUIET_WAIT_S): the usage rows a hit run made are shipped after it.
+CPU_LABELS = ("forward", "hit")
+QUIET_CPU_S = 0.02
+QUIET_WAIT_S = 120
 
 # The issue's limits: (key, text of the target, limit, "max" or "min").
 IR_RATIO_FEW = 0.8          # pooler Ir/tx vs PgBouncer's, at 1 and 50 clients
@@ -231,6 +243,81 @@ def middleware_ir(settings, tmp, pg, script, mode, logdir, label):
     return value
 
 
+def cached_check(before, after, lookups, misses):
+    """The report's line on the usage records with cached = true that hit runs made."""
+    try:
+        return (f"Usage records with cached = true made by the hit runs: "
+                f"{int(after) - int(before)} of {lookups} lookups ({misses}).")
+    except ValueError:
+        return f"Could not count the cached usage records ({before!r}, {after!r})."
+
+
+def quiet_cpu(pooler, pg):
+    """(pooler, PostgreSQL cluster) CPU seconds, read once both used less than
+    QUIET_CPU_S in the last second (or after QUIET_WAIT_S); None if either is gone."""
+    def both():
+        return (sum(bench.cpu_seconds(pooler.proc.pid)),
+                bench.family_cpu_seconds(pg.proc.pid))
+    try:
+        last = both()
+        deadline = time.monotonic() + QUIET_WAIT_S
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            now = both()
+            if sum(now) - sum(last) < QUIET_CPU_S:
+                return now
+            last = now
+        log(f"bench: pgsluice and PostgreSQL still busy after {QUIET_WAIT_S} s")
+        return last
+    except OSError:
+        return None
+
+
+def middleware_cpu(settings, tmp, pg, scripts, mode, clients, logdir):
+    """CPU time per transaction, pooler + PostgreSQL, of the forward and the hit (with
+    its usage record): ({label: (pooler us, PostgreSQL us) or FAIL text}, the lookups
+    the hit script made, warm-up included).
+
+    One pgsluice with ai_database and the cache, warmed by a run of the hit script
+    (every key cached); then BENCH_ROUNDS interleaved pairs of -T BENCH_SECONDS runs,
+    medians. Each reading waits until pgsluice and PostgreSQL are quiet, so that the
+    usage rows a run made are shipped and PostgreSQL's work storing them is counted
+    in that run (not in the next)."""
+    p = MiddlewarePooler("pgsluice", settings.pgsluice_copy, tmp / f"cpu-mw-{mode}", None,
+                         settings, pg, settings.password)
+    p.start()
+    per = {label: [] for label in CPU_LABELS}
+    lookups = 0
+    try:
+        warm = Run("cpu-warm", mode, 1, 0)
+        usage.pgbench_script(settings, p.port, mode, 1, warm, scripts["hit"],
+                             transactions=20 * cache.HOT_KEYS, logdir=logdir)
+        lookups += warm.processed or 0
+        if not warm.ok:
+            return {label: warm.failure() for label in CPU_LABELS}, lookups
+        for rnd in range(1, settings.rounds + 1):
+            for label in CPU_LABELS:
+                c0 = quiet_cpu(p, pg)
+                run = Run(f"cpu-{label}", mode, clients, rnd)
+                usage.pgbench_script(settings, p.port, mode, clients, run, scripts[label],
+                                     seconds=settings.seconds, logdir=logdir)
+                c1 = quiet_cpu(p, pg)
+                if label == "hit":
+                    lookups += run.processed or 0
+                if c0 is None or c1 is None:
+                    return ({label: "FAIL (pooler or PostgreSQL gone)" for label in CPU_LABELS},
+                            lookups)
+                if not run.ok or not run.processed:
+                    return {label: run.failure() for label in CPU_LABELS}, lookups
+                per[label].append(tuple((b - a) * 1e6 / run.processed for a, b in zip(c0, c1)))
+                log(f"[cpu {mode} round {rnd}] {label:7}: {run.tps:.0f} tps, pooler "
+                    f"{per[label][-1][0]:.1f} + PostgreSQL {per[label][-1][1]:.1f} us/tx")
+    finally:
+        p.stop()
+    return {label: tuple(statistics.median(v[i] for v in vs) for i in (0, 1))
+            for label, vs in per.items()}, lookups
+
+
 # -- the report --------------------------------------------------------------------
 def num(v, fmt="{:.0f}"):
     return v if isinstance(v, str) else ("-" if v is None else fmt.format(v))
@@ -391,6 +478,29 @@ def report(settings, machine, many, r, elapsed_s, loads):
     if r.get("hit_check"):
         out.append(f"\n{r['hit_check']}")
 
+    out.append(f"\nThe same forward and hit (with its usage record) on one pgsluice, "
+               f"{settings.clients[0]} clients, warmed cache, -T {settings.seconds}, "
+               f"{settings.rounds} interleaved round(s), medians: CPU time (user + system) "
+               f"per transaction of pgsluice and of PostgreSQL (every process of the "
+               f"cluster, reaped backends included; each reading waits until both are "
+               f"quiet, so that storing the run's usage rows is counted), us. Not one of "
+               f"the issue's "
+               f"targets: what a hit saves where the work is.\n")
+    out.append("| mode | forward: pgsluice + PostgreSQL | hit: pgsluice + PostgreSQL "
+               "| hit/forward |")
+    out.append("|---|--:|--:|--:|")
+
+    def pair_text(v):
+        return v if isinstance(v, str) else f"{v[0]:.2f} + {v[1]:.2f} = {sum(v):.2f}"
+    for mode in MW_MODES:
+        c = r["mw_cpu"].get(mode, {})
+        fw, hit = c.get("forward", "-"), c.get("hit", "-")
+        both = not isinstance(fw, str) and not isinstance(hit, str) and sum(fw)
+        out.append(f"| {mode} | {pair_text(fw)} | {pair_text(hit)} | "
+                   f"{f'{sum(hit) / sum(fw):.2f}' if both else '-'} |")
+    if r.get("hit_cpu_check"):
+        out.append(f"\n{r['hit_cpu_check']}")
+
     out.append(f"\n### RSS per idle client ({many} clients logged in, idle)\n")
     out.append("| pooler | VmRSS kB, 0 clients | VmRSS kB, idle clients | bytes per client |")
     out.append("|---|--:|--:|--:|")
@@ -428,7 +538,7 @@ def main():
 
     def body(account, tmp, logdir, started):
         r = {"ir": {}, "tps": {}, "cpu": {}, "syscalls": {}, "syscall_counts": {}, "idle": {},
-             "mw": {}}
+             "mw": {}, "mw_cpu": {}}
         r["max_conn"] = max(settings.clients) + 2 * settings.pool_size + 20
         load()
         pg = bench.start_postgres(settings, tmp, account, max_conn=r["max_conn"])
@@ -552,16 +662,29 @@ def main():
                              for label in MW_LABELS}
         after = pg.psql("SELECT count(*) FROM sluice.llm_usage WHERE cached",
                         dbname=DBNAME, check=False).strip()
-        try:
-            cached = int(after) - int(before)
-            hit_tx = len(MW_MODES) * (n1 + n2)
-            r["hit_check"] = (f"Usage records with cached = true made by the hit runs: "
-                              f"{cached} of {hit_tx} lookups (each run starts with an empty "
-                              f"cache: its first lookup of each of the {cache.HOT_KEYS} keys "
-                              f"is a miss, in both runs of a pair).")
-        except ValueError:
-            r["hit_check"] = (f"Could not count the cached usage records "
-                              f"({before!r}, {after!r}).")
+        if "mw" in parts:
+            r["hit_check"] = cached_check(before, after, len(MW_MODES) * (n1 + n2),
+                                          "each run starts with an empty cache: its first "
+                                          f"lookup of each of the {cache.HOT_KEYS} keys is a "
+                                          "miss, in both runs of a pair")
+        load()
+
+        # 6. the forward and the hit, pooler + PostgreSQL CPU time.
+        before = after
+        lookups = 0
+        for mode in MW_MODES:
+            if "hitcpu" not in parts:
+                r["mw_cpu"][mode] = {k: SKIPPED for k in CPU_LABELS}
+                continue
+            r["mw_cpu"][mode], n = middleware_cpu(settings, tmp, pg, scripts, mode,
+                                                  settings.clients[0], logdir)
+            lookups += n
+        if "hitcpu" in parts:
+            after = pg.psql("SELECT count(*) FROM sluice.llm_usage WHERE cached",
+                            dbname=DBNAME, check=False).strip()
+            r["hit_cpu_check"] = cached_check(before, after, lookups,
+                                              "the warm-up's first lookup of each of the "
+                                              f"{cache.HOT_KEYS} keys is a miss, in each mode")
         load()
 
         text = report(settings, machine, many, r, time.monotonic() - started, loads)
