@@ -275,10 +275,16 @@ struct usage_pending *usage_prepare_admitted(const struct ai_context *c, const s
 		return p;
 	}
 	struct usage_record *r = &p->rec;
-	random_id(r->id);
-	r->id[6] = (uint8_t)((r->id[6] & 0x0f) | 0x40);    /* UUID version 4 */
-	r->id[8] = (uint8_t)((r->id[8] & 0x3f) | 0x80);    /* RFC 4122 variant */
 	r->created_at_us = wall_usec();
+	/* A UUID version 7 (RFC 9562, 5.7): created_at's Unix milliseconds, then random bits.
+	 * Ids that grow with time keep the inserts into llm_usage's primary key at the right
+	 * edge of the index instead of on a random page of it. */
+	random_id(r->id);
+	uint64_t ms = (uint64_t)r->created_at_us / 1000;
+	for (int i = 0; i < 6; i++)
+		r->id[i] = (uint8_t)(ms >> (40 - 8 * i));
+	r->id[6] = (uint8_t)((r->id[6] & 0x0f) | 0x70);    /* UUID version 7 */
+	r->id[8] = (uint8_t)((r->id[8] & 0x3f) | 0x80);    /* RFC 9562 variant */
 	uint16_t *len = p->text_len;
 	/* a name that is the tags' own: the parser measured it (at most 127 bytes, the fields hold 127) */
 	if (subject == tags->user)

@@ -250,6 +250,27 @@ def test_every_tagged_statement_makes_exactly_one_row_with_every_column(sluice, 
     assert sorted(int(r[0][2:]) for r in rows) == list(ks)
 
 
+def test_record_ids_are_uuid_version_7_of_their_created_at(sluice, pg, fresh_db):
+    """Each row's id is a UUID version 7 (RFC 9562) whose first 48 bits are its created_at in
+    Unix milliseconds, so ids grow with time (inserts go to the right edge of the primary
+    key) and stay unique: 60 statements over a few milliseconds each, 60 distinct ids."""
+    pooler = usage_pooler(sluice, pg, fresh_db).start()
+    with connect(pooler) as conn:
+        for k in range(60):
+            insert(conn, k, extended=k % 2 == 1)
+            if k % 20 == 19:
+                time.sleep(0.01)     # rows in different milliseconds for the ordering check
+    wait_for_rows(pg, fresh_db, 60)
+    assert usage_count(pg, fresh_db) == (60, 60)
+    rows = pg.query("SELECT id::text, floor(extract(epoch FROM created_at) * 1000)::bigint"
+                    " FROM sluice.llm_usage ORDER BY id", dbname=fresh_db)
+    for uid, ms in rows:
+        assert uid[14] == "7" and uid[19] in "89ab", uid       # version 7, RFC 9562 variant
+        assert int(uid[:8] + uid[9:13], 16) == ms, (uid, ms)
+    by_id = [ms for _, ms in rows]
+    assert by_id == sorted(by_id) and by_id[0] < by_id[-1]
+
+
 def test_tags_without_optional_fields_store_nulls(sluice, pg, fresh_db):
     """Only ai_tokens_in: the subject is the login role; model, latency, conversation,
     trace and cost are NULL, output_tokens 0. A malformed traceparent (all-zero trace id,
