@@ -484,8 +484,7 @@ def report(settings, machine, many, r, elapsed_s, loads):
                f"per transaction of pgsluice and of PostgreSQL (every process of the "
                f"cluster, reaped backends included; each reading waits until both are "
                f"quiet, so that storing the run's usage rows is counted), us. Not one of "
-               f"the issue's "
-               f"targets: what a hit saves where the work is.\n")
+               f"the issue's targets: what a hit saves where the work is.\n")
     out.append("| mode | forward: pgsluice + PostgreSQL | hit: pgsluice + PostgreSQL "
                "| hit/forward |")
     out.append("|---|--:|--:|--:|")

@@ -253,7 +253,7 @@ def test_every_tagged_statement_makes_exactly_one_row_with_every_column(sluice, 
 def test_record_ids_are_uuid_version_7_of_their_created_at(sluice, pg, fresh_db):
     """Each row's id is a UUID version 7 (RFC 9562) whose first 48 bits are its created_at in
     Unix milliseconds, so ids grow with time (inserts go to the right edge of the primary
-    key) and stay unique: 60 statements over a few milliseconds each, 60 distinct ids."""
+    key): 60 statements spread over more than 20 ms, 60 distinct ids in created_at order."""
     pooler = usage_pooler(sluice, pg, fresh_db).start()
     with connect(pooler) as conn:
         for k in range(60):
