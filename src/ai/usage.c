@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: PostgreSQL */
 /*
  * usage.c - see usage.h and src/ai/README.md (how exactly-once holds).
- * The writer ships one sealed journal segment per INSERT, idempotent on
- * (id, created_at), and releases the segment only after the commit.
+ * The writer ships one sealed journal segment per INSERT (again with ON
+ * CONFLICT (id, created_at) DO NOTHING when PostgreSQL already holds some of
+ * its records), and releases the segment only after the commit.
  */
 #include "ai/usage.h"
 #include "ai/stats.h"
@@ -67,6 +68,8 @@ struct usage {
 	 */
 	uint64_t split_segment;
 	size_t split_done, split_end;
+	bool dedup;                    /* dedup_segment has records PostgreSQL holds: SHIP_DEDUP_SQL */
+	uint64_t dedup_segment;
 	size_t ship_lo, ship_hi, ship_total;
 	struct usage_record rejected;  /* record ship_lo: moved to sluice.usage_rejects when refused alone */
 	struct pg_error reject;        /* and why PostgreSQL refused it (sqlstate, message) */
@@ -704,6 +707,47 @@ static void quarantine(struct usage *u)
 }
 
 /*
+ * The shipment: the records, priced, into sluice.llm_usage, and the rows
+ * stored (not the replays ON CONFLICT drops) into the daily roll-up in the
+ * same statement, so both commit or neither does. Records' ids are unique,
+ * so only a segment sent again after a commit whose outcome was not seen can
+ * hit ids PostgreSQL holds: it is sent plain (ON CONFLICT's speculative
+ * insertion costs PostgreSQL ~2 us a row) and again with ON CONFLICT (id,
+ * created_at) DO NOTHING after a unique violation.
+ */
+#define SHIP_INSERT \
+	"WITH stored AS (INSERT INTO sluice.llm_usage (id, created_at, subject, db_user, database, model, " \
+	"input_tokens, output_tokens, cost_cents, llm_latency_ms, statement_ms, cached, " \
+	"conversation_id, trace_id, instance) " \
+	"SELECT r.id, 'epoch'::timestamptz + r.us * interval '1 microsecond', r.subject, r.db_user, r.database, r.model, " \
+	"r.tin, r.tout, CASE WHEN r.cached THEN 0 ELSE round((r.tin * p.input_usd_per_mtok + r.tout * p.output_usd_per_mtok) / 1e4, 4) END, " \
+	"r.lat, r.stmt, r.cached, r.conv, r.trace, r.inst " \
+	"FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], " \
+	"$7::bigint[], $8::bigint[], $9::bigint[], $10::float8[], $11::bool[], $12::text[], " \
+	"$13::text[], $14::text[]) AS r(id, us, subject, db_user, database, model, tin, tout, lat, " \
+	"stmt, cached, conv, trace, inst) " \
+	"LEFT JOIN sluice.model_prices p ON p.model = r.model "
+#define SHIP_ROLLUP \
+	"RETURNING created_at, subject, model, input_tokens, output_tokens, cost_cents, cached, " \
+	"llm_latency_ms, statement_ms) " \
+	"INSERT INTO sluice.usage_daily AS d (day, subject, model, requests, input_tokens, output_tokens, " \
+	"tokens, cost_cents, cache_hits, llm_latency_ms_sum, llm_latency_calls, statement_ms_sum) " \
+	"SELECT (created_at AT TIME ZONE 'UTC')::date, subject, coalesce(model, ''), count(*), " \
+	"sum(input_tokens), sum(output_tokens), sum(input_tokens + output_tokens), " \
+	"coalesce(sum(cost_cents), 0), count(*) FILTER (WHERE cached), coalesce(sum(llm_latency_ms), 0), " \
+	"count(llm_latency_ms), coalesce(sum(statement_ms), 0) " \
+	"FROM stored GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 " \
+	"ON CONFLICT (day, subject, model) DO UPDATE SET requests = d.requests + EXCLUDED.requests, " \
+	"input_tokens = d.input_tokens + EXCLUDED.input_tokens, " \
+	"output_tokens = d.output_tokens + EXCLUDED.output_tokens, tokens = d.tokens + EXCLUDED.tokens, " \
+	"cost_cents = d.cost_cents + EXCLUDED.cost_cents, cache_hits = d.cache_hits + EXCLUDED.cache_hits, " \
+	"llm_latency_ms_sum = d.llm_latency_ms_sum + EXCLUDED.llm_latency_ms_sum, " \
+	"llm_latency_calls = d.llm_latency_calls + EXCLUDED.llm_latency_calls, " \
+	"statement_ms_sum = d.statement_ms_sum + EXCLUDED.statement_ms_sum"
+static const char SHIP_SQL[] = SHIP_INSERT SHIP_ROLLUP;
+static const char SHIP_DEDUP_SQL[] = SHIP_INSERT "ON CONFLICT (id, created_at) DO NOTHING " SHIP_ROLLUP;
+
+/*
  * INSERT the oldest unreleased segment (or, while it is being split, the
  * part of it not stored yet); cost is priced by PostgreSQL from
  * sluice.model_prices. A whole segment is shipped from its in-memory batch
@@ -750,37 +794,8 @@ static void ship_next(struct usage *u)
 		drop_batches(u, segment);
 		u->split_segment = 0;
 	} else if (ok) {
-		/* the rows stored (not the replays ON CONFLICT drops) go into the daily
-		 * roll-up in the same statement, so both commit or neither does */
-		u->shipping = sidechan_query_params(u->sc,
-			"WITH stored AS (INSERT INTO sluice.llm_usage (id, created_at, subject, db_user, database, model, "
-			"input_tokens, output_tokens, cost_cents, llm_latency_ms, statement_ms, cached, "
-			"conversation_id, trace_id, instance) "
-			"SELECT r.id, 'epoch'::timestamptz + r.us * interval '1 microsecond', r.subject, r.db_user, r.database, r.model, "
-			"r.tin, r.tout, CASE WHEN r.cached THEN 0 ELSE round((r.tin * p.input_usd_per_mtok + r.tout * p.output_usd_per_mtok) / 1e4, 4) END, "
-			"r.lat, r.stmt, r.cached, r.conv, r.trace, r.inst "
-			"FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], "
-			"$7::bigint[], $8::bigint[], $9::bigint[], $10::float8[], $11::bool[], $12::text[], "
-			"$13::text[], $14::text[]) AS r(id, us, subject, db_user, database, model, tin, tout, lat, "
-			"stmt, cached, conv, trace, inst) "
-			"LEFT JOIN sluice.model_prices p ON p.model = r.model "
-			"ON CONFLICT (id, created_at) DO NOTHING "
-			"RETURNING created_at, subject, model, input_tokens, output_tokens, cost_cents, cached, "
-			"llm_latency_ms, statement_ms) "
-			"INSERT INTO sluice.usage_daily AS d (day, subject, model, requests, input_tokens, output_tokens, "
-			"tokens, cost_cents, cache_hits, llm_latency_ms_sum, llm_latency_calls, statement_ms_sum) "
-			"SELECT (created_at AT TIME ZONE 'UTC')::date, subject, coalesce(model, ''), count(*), "
-			"sum(input_tokens), sum(output_tokens), sum(input_tokens + output_tokens), "
-			"coalesce(sum(cost_cents), 0), count(*) FILTER (WHERE cached), coalesce(sum(llm_latency_ms), 0), "
-			"count(llm_latency_ms), coalesce(sum(statement_ms), 0) "
-			"FROM stored GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
-			"ON CONFLICT (day, subject, model) DO UPDATE SET requests = d.requests + EXCLUDED.requests, "
-			"input_tokens = d.input_tokens + EXCLUDED.input_tokens, "
-			"output_tokens = d.output_tokens + EXCLUDED.output_tokens, tokens = d.tokens + EXCLUDED.tokens, "
-			"cost_cents = d.cost_cents + EXCLUDED.cost_cents, cache_hits = d.cache_hits + EXCLUDED.cache_hits, "
-			"llm_latency_ms_sum = d.llm_latency_ms_sum + EXCLUDED.llm_latency_ms_sum, "
-			"llm_latency_calls = d.llm_latency_calls + EXCLUDED.llm_latency_calls, "
-			"statement_ms_sum = d.statement_ms_sum + EXCLUDED.statement_ms_sum",
+		bool dedup = u->dedup && u->dedup_segment == segment;
+		u->shipping = sidechan_query_params(u->sc, dedup ? SHIP_DEDUP_SQL : SHIP_SQL,
 			N_COLS, params, lengths, formats, b != &from_file, shipped, u);
 		if (u->shipping) {
 			u->shipping_segment = segment;
@@ -826,6 +841,8 @@ static void stored_up_to(struct usage *u, size_t done)
  * Anything else (connection, permissions, a missing table, a read-only or
  * shutting-down server) may pass, so the batch is sent again later as it is.
  */
+#define SQLSTATE_UNIQUE_VIOLATION "23505"    /* errcodes-appendix.html: a replayed record */
+
 static bool refused_for_data(const PGresult *res)
 {
 	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -840,11 +857,23 @@ static void shipped(void *arg, const PGresult *res)
 		stored_up_to(u, u->ship_hi);
 		return;
 	}
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	if (state && strcmp(state, SQLSTATE_UNIQUE_VIOLATION) == 0 &&
+	    !(u->dedup && u->dedup_segment == u->shipping_segment)) {
+		/* records of this segment were stored by a commit we did not see: the
+		 * same range again, the ones PostgreSQL holds left out */
+		log_info("usage: some records of journal segment %llu are already stored; storing the others",
+		         (unsigned long long)u->shipping_segment);
+		u->dedup = true;
+		u->dedup_segment = u->shipping_segment;
+		ship_next(u);
+		return;
+	}
 	if (!res || !refused_for_data(res)) {
 		if (res)
 			log_warning("usage: storing records failed, they stay in the journal: %s",
 			            PQresultErrorMessage(res));
-		return;    /* retried on the next flush: the same ids conflict and are dropped */
+		return;    /* retried on the next flush: ids already stored are a unique violation, then dropped */
 	}
 	/* One record (or more) PostgreSQL refuses: halve the batch until it stands
 	 * alone, store the rest, and move it to sluice.usage_rejects. */

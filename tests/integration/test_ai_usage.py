@@ -640,6 +640,45 @@ def test_no_statement_is_acknowledged_without_its_record_when_the_journal_fails(
     assert acked <= stored, f"acknowledged, not stored: {sorted(acked - stored)}"
 
 
+def test_a_segment_whose_records_postgres_already_holds_is_stored_once(sluice, pg, fresh_db):
+    """A journal segment of 5 records, 2 of which PostgreSQL already holds (a commit whose
+    outcome pgsluice did not see, then a restart). The plain INSERT hits a unique violation;
+    the segment goes again with ON CONFLICT DO NOTHING: the other 3 are stored, nothing twice,
+    nothing moved to usage_rejects, and the daily roll-up counts each record once."""
+    first = usage_pooler(sluice, pg, fresh_db, usage_batch_size=5, usage_flush_interval="60")
+    first.start()
+    with connect(first) as conn:
+        for k in range(5):
+            insert(conn, k, extended=k % 2 == 1)
+    assert first.stop(signal.SIGKILL) == []
+    jdir = Path(first.settings()["usage_journal_dir"])
+    segs = [p for p in jdir.glob("usage-*.journal") if p.stat().st_size > 0]
+    assert len(segs) == 1, journal_files(first)
+    data = segs[0].read_bytes()
+    offsets = frame_offsets(data)
+    assert len(offsets) == 5
+    for off in offsets[:2]:      # payload: id (16 bytes), created_at_us (i64 LE): journal.c
+        uid = data[off + 16:off + 32].hex()
+        us = int.from_bytes(data[off + 32:off + 40], "little", signed=True)
+        pg.query("INSERT INTO sluice.llm_usage (id, created_at, subject, db_user, database, model,"
+                 " input_tokens, output_tokens, instance) VALUES (%s::uuid, 'epoch'::timestamptz"
+                 " + %s * interval '1 microsecond', 'alice', 'app', 'usage', 'gpt-4o', 1, 1, 'x')",
+                 (uid, us), dbname=fresh_db)
+    pg.query("SELECT sluice.rebuild_usage_daily('-infinity', 'infinity')", dbname=fresh_db)
+
+    second = usage_pooler(sluice, pg, fresh_db, migrate=False, usage_journal_dir=str(jdir))
+    second.start()
+    wait_for_rows(pg, fresh_db, 5)
+    wait_until(lambda: sum(journal_files(second).values()) == 0, 5, "the journal to drain")
+    time.sleep(0.3)
+    assert usage_count(pg, fresh_db) == (5, 5)
+    assert stored_conversations(pg, fresh_db) == {None, "c-2", "c-3", "c-4"}
+    assert pg.query("SELECT count(*) FROM sluice.usage_rejects", dbname=fresh_db)[0][0] == 0
+    assert re.search(r"usage: some records of journal segment \d+ are already stored; storing "
+                     r"the others", second.log_text(lines=None))
+    assert_daily_rollup_matches(pg, fresh_db)
+
+
 def test_sigterm_while_postgres_is_down_keeps_the_records_for_the_next_start(sluice, pg, fresh_db):
     pooler = usage_pooler(sluice, pg, fresh_db, usage_flush_interval="60")
     pooler.start()
