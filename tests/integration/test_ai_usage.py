@@ -133,6 +133,21 @@ def frame_offsets(data):
     return offsets
 
 
+def unshipped_segments(sluice, pg, db, n):
+    """(journal directory, its non-empty segment files in order) that a pgsluice killed with
+    SIGKILL leaves after n tagged statements, 5 records a segment, none shipped yet."""
+    first = usage_pooler(sluice, pg, db, usage_batch_size=5, usage_flush_interval="60")
+    first.start()
+    with connect(first) as conn:
+        for k in range(n):
+            insert(conn, k, extended=k % 2 == 1)
+    assert first.stop(signal.SIGKILL) == []
+    jdir = Path(first.settings()["usage_journal_dir"])
+    segs = sorted(p for p in jdir.glob("usage-*.journal") if p.stat().st_size > 0)
+    assert len(segs) == -(-n // 5), journal_files(first)
+    return jdir, segs
+
+
 class Traffic:
     """Tagged INSERTs from several connections at once, counting what was sent and what
     was acknowledged. k identifies a statement (answers.k, conversation "c-k")."""
@@ -525,15 +540,7 @@ def test_a_damaged_journal_tail_is_skipped_with_a_log_line(sluice, pg, fresh_db)
     cut short would leave it): its first 4 records are stored and the file removed. The first
     gets 64 bytes of garbage after its records (damage): its 5 records are stored and the file
     is kept as .corrupt. Both are logged with the file name and the offset."""
-    first = usage_pooler(sluice, pg, fresh_db, usage_batch_size=5, usage_flush_interval="60")
-    first.start()
-    with connect(first) as conn:
-        for k in range(10):
-            insert(conn, k, extended=k % 2 == 1)
-    assert first.stop(signal.SIGKILL) == []
-    jdir = Path(first.settings()["usage_journal_dir"])
-    segs = sorted(p for p in jdir.glob("usage-*.journal") if p.stat().st_size > 0)
-    assert len(segs) == 2, journal_files(first)
+    jdir, segs = unshipped_segments(sluice, pg, fresh_db, 10)
     damaged, torn = segs
     damaged_at = damaged.stat().st_size
     with open(damaged, "ab") as f:
@@ -645,15 +652,7 @@ def test_a_segment_whose_records_postgres_already_holds_is_stored_once(sluice, p
     outcome pgsluice did not see, then a restart). The plain INSERT hits a unique violation;
     the segment goes again with ON CONFLICT DO NOTHING: the other 3 are stored, nothing twice,
     nothing moved to usage_rejects, and the daily roll-up counts each record once."""
-    first = usage_pooler(sluice, pg, fresh_db, usage_batch_size=5, usage_flush_interval="60")
-    first.start()
-    with connect(first) as conn:
-        for k in range(5):
-            insert(conn, k, extended=k % 2 == 1)
-    assert first.stop(signal.SIGKILL) == []
-    jdir = Path(first.settings()["usage_journal_dir"])
-    segs = [p for p in jdir.glob("usage-*.journal") if p.stat().st_size > 0]
-    assert len(segs) == 1, journal_files(first)
+    jdir, segs = unshipped_segments(sluice, pg, fresh_db, 5)
     data = segs[0].read_bytes()
     offsets = frame_offsets(data)
     assert len(offsets) == 5
