@@ -68,8 +68,7 @@ struct usage {
 	 */
 	uint64_t split_segment;
 	size_t split_done, split_end;
-	bool dedup;                    /* dedup_segment has records PostgreSQL holds: SHIP_DEDUP_SQL */
-	uint64_t dedup_segment;
+	uint64_t dedup_segment;        /* has records PostgreSQL holds: SHIP_DEDUP_SQL; 0: none */
 	size_t ship_lo, ship_hi, ship_total;
 	struct usage_record rejected;  /* record ship_lo: moved to sluice.usage_rejects when refused alone */
 	struct pg_error reject;        /* and why PostgreSQL refused it (sqlstate, message) */
@@ -794,8 +793,8 @@ static void ship_next(struct usage *u)
 		drop_batches(u, segment);
 		u->split_segment = 0;
 	} else if (ok) {
-		bool dedup = u->dedup && u->dedup_segment == segment;
-		u->shipping = sidechan_query_params(u->sc, dedup ? SHIP_DEDUP_SQL : SHIP_SQL,
+		u->shipping = sidechan_query_params(u->sc,
+			segment == u->dedup_segment ? SHIP_DEDUP_SQL : SHIP_SQL,
 			N_COLS, params, lengths, formats, b != &from_file, shipped, u);
 		if (u->shipping) {
 			u->shipping_segment = segment;
@@ -835,17 +834,16 @@ static void stored_up_to(struct usage *u, size_t done)
 	drain_check(u);
 }
 
+#define SQLSTATE_UNIQUE_VIOLATION "23505"    /* errcodes-appendix.html: a replayed record */
+
 /*
  * An error about the data of the rows (data exception, integrity constraint
  * violation): a record PostgreSQL will refuse however often it is sent.
  * Anything else (connection, permissions, a missing table, a read-only or
  * shutting-down server) may pass, so the batch is sent again later as it is.
  */
-#define SQLSTATE_UNIQUE_VIOLATION "23505"    /* errcodes-appendix.html: a replayed record */
-
-static bool refused_for_data(const PGresult *res)
+static bool refused_for_data(const char *state)
 {
-	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 	return state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0);
 }
 
@@ -859,17 +857,16 @@ static void shipped(void *arg, const PGresult *res)
 	}
 	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 	if (state && strcmp(state, SQLSTATE_UNIQUE_VIOLATION) == 0 &&
-	    !(u->dedup && u->dedup_segment == u->shipping_segment)) {
+	    u->dedup_segment != u->shipping_segment) {
 		/* records of this segment were stored by a commit we did not see: the
 		 * same range again, the ones PostgreSQL holds left out */
 		log_info("usage: some records of journal segment %llu are already stored; storing the others",
 		         (unsigned long long)u->shipping_segment);
-		u->dedup = true;
 		u->dedup_segment = u->shipping_segment;
 		ship_next(u);
 		return;
 	}
-	if (!res || !refused_for_data(res)) {
+	if (!res || !refused_for_data(state)) {
 		if (res)
 			log_warning("usage: storing records failed, they stay in the journal: %s",
 			            PQresultErrorMessage(res));
