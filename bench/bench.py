@@ -711,11 +711,17 @@ class ConnectAllowance:
         self.floor_s[clients] = max(self.floor_s[clients], seconds)
 
 
+def _stat_fields(pid):
+    """/proc/PID/stat's fields after the command name (proc(5): [0] is state, [1] ppid,
+    [11] utime, [12] stime, [13] cutime, [14] cstime, in clock ticks); OSError when gone."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid):
     """(user, system) CPU seconds process pid has used so far (/proc/PID/stat, proc(5));
     raises OSError when the process is gone."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    fields = _stat_fields(pid)
     tick = os.sysconf("SC_CLK_TCK")
     return int(fields[11]) / tick, int(fields[12]) / tick
 
@@ -725,21 +731,18 @@ def family_cpu_seconds(pid):
     own, its reaped children's (cutime, cstime) and each live child's (proc(5)). For
     PostgreSQL's postmaster: the whole cluster, backends that came and went included.
     Raises OSError when pid is gone."""
-    tick = os.sysconf("SC_CLK_TCK")
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    fields = _stat_fields(pid)
     total = sum(int(fields[i]) for i in (11, 12, 13, 14))
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/stat") as f:
-                child = f.read().rsplit(")", 1)[1].split()
+            child = _stat_fields(entry)
         except OSError:          # gone since the listing; its time is in cutime now
             continue
         if int(child[1]) == pid:
             total += int(child[11]) + int(child[12])
-    return total / tick
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def measure(settings, target, port, mode, clients, rnd, allowance, logdir):

@@ -135,6 +135,16 @@ def idle_rss(settings, pooler, many):
     return (after - before) * 1024 / many, before, after
 
 
+def cpu_us_per_tx(before, after, transactions):
+    """Each element of the CPU-seconds tuple after - before, in us per transaction."""
+    return tuple((b - a) * 1e6 / transactions for a, b in zip(before, after))
+
+
+def median_pair(pairs):
+    """The element-wise medians of a list of 2-tuples."""
+    return tuple(statistics.median(p[i] for p in pairs) for i in (0, 1))
+
+
 def pooler_cpu(pooler):
     """bench.cpu_seconds of pooler's process; None for direct (no pooler) or one gone."""
     try:
@@ -309,13 +319,12 @@ def middleware_cpu(settings, tmp, pg, scripts, mode, clients, logdir):
                             lookups)
                 if not run.ok or not run.processed:
                     return {label: run.failure() for label in CPU_LABELS}, lookups
-                per[label].append(tuple((b - a) * 1e6 / run.processed for a, b in zip(c0, c1)))
+                per[label].append(cpu_us_per_tx(c0, c1, run.processed))
                 log(f"[cpu {mode} round {rnd}] {label:7}: {run.tps:.0f} tps, pooler "
                     f"{per[label][-1][0]:.1f} + PostgreSQL {per[label][-1][1]:.1f} us/tx")
     finally:
         p.stop()
-    return {label: tuple(statistics.median(v[i] for v in vs) for i in (0, 1))
-            for label, vs in per.items()}, lookups
+    return {label: median_pair(vs) for label, vs in per.items()}, lookups
 
 
 # -- the report --------------------------------------------------------------------
@@ -601,7 +610,7 @@ def main():
                     runs.setdefault((clients, t), []).append(run)
                     if cpu0 and cpu1 and run.ok:
                         cpu_runs.setdefault((clients, t), []).append(
-                            tuple((b - a) * 1e6 / run.processed for a, b in zip(cpu0, cpu1)))
+                            cpu_us_per_tx(cpu0, cpu1, run.processed))
                     done += 1
                     log(f"[tps {done}/{total}] c={clients:<4} round {rnd} {t:9}: "
                         + (f"{run.tps:.0f} tps" if run.ok else f"{run.failure()} {run.error}"))
@@ -611,7 +620,7 @@ def main():
             r["tps"][key] = median if median is not None else text
         for key, cs in cpu_runs.items():
             if len(cs) == len(runs[key]):    # every run of the cell counted
-                r["cpu"][key] = tuple(statistics.median(c[i] for c in cs) for i in (0, 1))
+                r["cpu"][key] = median_pair(cs)
         load()
 
         # 3. system calls per simple transaction, on the warmed poolers.
