@@ -729,6 +729,16 @@ static bool start_parts(struct sluice *sl, const struct options *o, struct event
 {
 	char err[1024];
 	static const int signums[N_SIGNALS] = { SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2 };
+	/* Before the listeners: from the moment the port accepts, a reload or stop must not
+	 * meet the default action (SIGHUP would kill the process while the limits' preload
+	 * still blocks). libevent holds a signal until the loop runs, after every part started. */
+	for (int i = 0; i < N_SIGNALS; i++) {
+		sigs[i] = evsignal_new(sl->base, signums[i], signal_cb, sl);
+		if (!sigs[i] || event_add(sigs[i], NULL) != 0) {
+			log_error("could not install signal handlers");
+			return false;
+		}
+	}
 	client_start(sl);  /* before any client connects */
 	pool_start(sl);    /* before any server connects */
 	relay_start(sl);
@@ -743,13 +753,6 @@ static bool start_parts(struct sluice *sl, const struct options *o, struct event
 	if (!admin_start(sl) || !metrics_start(sl, err, sizeof(err))) {
 		log_error("%s", sl->admin ? err : "out of memory");
 		return false;
-	}
-	for (int i = 0; i < N_SIGNALS; i++) {
-		sigs[i] = evsignal_new(sl->base, signums[i], signal_cb, sl);
-		if (!sigs[i] || event_add(sigs[i], NULL) != 0) {
-			log_error("could not install signal handlers");
-			return false;
-		}
 	}
 	return true;
 }

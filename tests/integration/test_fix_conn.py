@@ -44,6 +44,27 @@ def test_every_shutdown_signal_exits_promptly_and_removes_the_pidfile(sluice):
         assert not pooler.pidfile.exists(), "pidfile left behind after a failed start"
 
 
+def test_a_sighup_while_start_up_still_blocks_is_a_reload_once_it_ends(sluice):
+    # The port accepts before start-up is over: with ai_database, the limits' preload waits
+    # on a blocking connection (here to a socket that never answers, up to its 5 s connect
+    # timeout). A reload sent then must be held until the event loop runs, not kill the
+    # process (SIGHUP's default action).
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)              # the kernel completes the handshake; nobody answers
+        port = silent.getsockname()[1]
+        pooler = sluice(start=False, ai_database="usage",
+                        databases={"usage": f"host=127.0.0.1 port={port} dbname=usage user=app"})
+        pooler.start()                # returns once the port accepts
+        assert "started, process" not in pooler.log_text(lines=None), "start-up did not block"
+        pooler.reload()
+        time.sleep(0.5)
+        assert pooler.proc.poll() is None, f"SIGHUP during start-up: exit {pooler.proc.returncode}"
+        wait_for(lambda: "got SIGHUP" in pooler.log_text(lines=None), 15, what="the held SIGHUP")
+    with pooler.connect() as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+
+
 def test_sigquit_with_a_client_inside_a_query_exits_at_once(sluice):
     pooler = sluice()
     conn = pooler.connect()
